@@ -1,0 +1,36 @@
+# cloudctl: make install | make run | make test | make bench
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+CONFIG  ?= config/cloudctl.yaml
+DEB_PKGS := libvirt-dev pkg-config wrk
+
+.PHONY: install deps venv run test bench clean
+
+install: deps venv
+
+deps:
+	@if command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	  fi; \
+	fi
+
+venv:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+
+run:
+	$(PY) -m cloudctl serve --config $(CONFIG)
+
+test:
+	$(PY) -m pytest -q
+
+bench:
+	$(PY) -m pip install -q '.[bench]'
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

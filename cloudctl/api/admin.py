@@ -1,0 +1,159 @@
+"""The admin REST endpoint (JSON), used by the `cloudctl` CLI. Bound to localhost and guarded
+by a bearer token kept in the state directory with mode 0600."""
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ..core.cloud import Cloud
+from ..core.errors import CloudError
+from ..store.records import User
+
+TOKEN_FILE = "admin.token"
+_STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409}
+
+
+def ensure_token(state_dir: Path) -> str:
+    """Create the admin token on first start (0600); reuse it afterwards."""
+    path = state_dir / TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return token
+
+
+class NewUser(BaseModel):
+    name: str
+
+
+def _user_json(u: User, secret: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"UserName": u.name, "AccessKeyId": u.access_key, "AccountId": u.account_id,
+                           "Created": u.created}
+    if secret:
+        out["SecretAccessKey"] = u.secret_key
+    return out
+
+
+Stats = Callable[[], dict[str, Any]]
+
+
+class AdminApi:
+    def __init__(self, cloud: Cloud, token: str, stats: Stats) -> None:
+        self.cloud = cloud
+        self.token = token
+        self.stats = stats
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth, self._errors], client_max_size=1024**4)
+        r = app.router
+        r.add_get("/v0/health", self.health)
+        r.add_get("/v0/users", self.list_users)
+        r.add_post("/v0/users", self.create_user)
+        r.add_delete("/v0/users/{name}", self.delete_user)
+        r.add_get("/v0/capacity", self.capacity)
+        r.add_get("/v0/hosts", self.hosts)
+        r.add_get("/v0/images", self.list_images)
+        r.add_put("/v0/images", self.import_image)
+        r.add_get("/v0/reconcile", self.reconcile)
+        r.add_get("/v0/stats", self.get_stats)
+        r.add_post("/v0/checkpoint", self.checkpoint)
+        r.add_get("/v0/console/{instance_id}", self.console)
+        return app
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            return web.json_response({"error": "Unauthorized", "message": "missing or wrong admin token"},
+                                     status=401)
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except CloudError as e:
+            return web.json_response({"error": e.code, "message": e.message}, status=_STATUS.get(e.code, 400))
+        except ValidationError as e:
+            return web.json_response({"error": "InvalidRequest", "message": str(e.errors()[0]["msg"])},
+                                     status=400)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def list_users(self, request: web.Request) -> web.Response:
+        return web.json_response([_user_json(u) for u in self.cloud.users.list()])
+
+    async def create_user(self, request: web.Request) -> web.Response:
+        try:
+            body = NewUser.model_validate(await request.json())
+        except ValueError:
+            raise CloudError("InvalidRequest", 'expected a JSON body {"name": ...}') from None
+        user = await self.cloud.users.create(body.name)
+        return web.json_response(_user_json(user, secret=True), status=201)
+
+    async def delete_user(self, request: web.Request) -> web.Response:
+        await self.cloud.users.delete(request.match_info["name"])
+        return web.json_response({"deleted": request.match_info["name"]})
+
+    async def capacity(self, request: web.Request) -> web.Response:
+        by_zone = request.query.get("by_zone", "") in ("1", "true", "yes")
+        return web.json_response(self.cloud.scheduler.capacity(by_zone))
+
+    async def hosts(self, request: web.Request) -> web.Response:
+        return web.json_response([{
+            "name": h.name, "zone": h.zone, "vcpus": h.vcpus, "used_vcpus": h.used_vcpus,
+            "memory_mib": h.memory_mib, "used_memory_mib": h.used_memory_mib, "instances": h.instances,
+            "enabled": h.enabled} for h in self.cloud.scheduler.hosts.values()])
+
+    async def list_images(self, request: web.Request) -> web.Response:
+        return web.json_response([{
+            "ImageId": i.id, "Name": i.name, "Owner": i.owner, "Size": i.size, "Sha256": i.sha256,
+            "Format": i.disk_format, "Public": i.public} for i in self.cloud.images.table.values()])
+
+    async def import_image(self, request: web.Request) -> web.Response:
+        name = request.query.get("name")
+        if not name:
+            raise CloudError("MissingParameter", "the query parameter 'name' is required")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in request.content.iter_chunked(1 << 20):
+                yield chunk
+
+        im = await self.cloud.images.import_stream(name, request.query.get("description", ""), chunks(),
+                                                   request.query.get("sha256"))
+        return web.json_response({"ImageId": im.id, "Name": im.name, "Size": im.size, "Sha256": im.sha256,
+                                  "Format": im.disk_format}, status=201)
+
+    async def reconcile(self, request: web.Request) -> web.Response:
+        return web.json_response(self.cloud.compute.reconcile_report)
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def checkpoint(self, request: web.Request) -> web.Response:
+        await self.cloud.store.checkpoint()
+        return web.json_response({"generation": self.cloud.store.gen})
+
+    async def console(self, request: web.Request) -> web.Response:
+        iid = request.match_info["instance_id"]
+        inst = self.cloud.compute.table.get(iid)
+        if inst is None:
+            raise CloudError("NoSuchEntity", f"instance {iid} does not exist")
+        data = await self.cloud.drivers[inst.host].console_output(iid)
+        return web.Response(body=data, content_type="application/octet-stream")

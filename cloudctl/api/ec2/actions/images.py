@@ -1,0 +1,41 @@
+"""RegisterImage, DescribeImages, DeregisterImage."""
+from __future__ import annotations
+
+from typing import Any
+
+from ....core.cloud import Cloud
+from ....core.context import Caller
+from ....core.images import CLOUD_OWNER
+from ....store.records import Image
+from .registry import action, tag_list, ts
+
+
+def image_view(cloud: Cloud, im: Image) -> dict[str, Any]:
+    return {
+        "ImageId": im.id, "ImageLocation": f"{im.owner}/{im.name}", "State": im.state,
+        "OwnerId": im.owner, "CreationDate": ts(im.created).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "Public": im.public, "Architecture": im.architecture, "ImageType": "machine",
+        "Name": im.name, "Description": im.description, "RootDeviceType": "instance-store",
+        "RootDeviceName": "/dev/vda", "VirtualizationType": "hvm", "Hypervisor": "xen",
+        "BlockDeviceMappings": [], "Tags": tag_list(cloud, im.id), "PlatformDetails": "Linux/UNIX",
+        "UsageOperation": "RunInstances", "BootMode": "legacy-bios",
+        "ImageOwnerAlias": CLOUD_OWNER if im.owner == CLOUD_OWNER else None,
+    }
+
+
+@action("RegisterImage")
+async def register_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    im = await cloud.images.register(caller, req)
+    return {"ImageId": im.id}
+
+
+@action("DescribeImages")
+async def describe_images(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    images, token = cloud.images.describe(caller, req)
+    return {"Images": [image_view(cloud, i) for i in images], "NextToken": token}
+
+
+@action("DeregisterImage")
+async def deregister_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    await cloud.images.deregister(caller, req["ImageId"])
+    return {}

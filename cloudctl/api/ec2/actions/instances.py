@@ -1,0 +1,179 @@
+"""Instance actions: Run/Describe/Terminate/Start/Stop/Reboot, status, attributes, console."""
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from ....core.cloud import Cloud
+from ....core.compute import STATE_CODES
+from ....core.context import Caller
+from ....core.errors import CloudError
+from ....store.records import Instance, Reservation
+from .registry import action, tag_list, ts
+
+
+def _state(name: str) -> dict[str, Any]:
+    return {"Code": STATE_CODES[name], "Name": name}
+
+
+def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
+    t = cloud.config.instance_types.get(i.instance_type)
+    launched = ts(i.launch_time)
+    dns = f"ip-{i.private_ip.replace('.', '-')}.{cloud.config.region}.compute.internal" if i.private_ip else ""
+    view: dict[str, Any] = {
+        "InstanceId": i.id, "ImageId": i.image_id, "State": _state(i.state),
+        "PrivateDnsName": dns, "PublicDnsName": "", "StateTransitionReason": i.transition_reason,
+        "KeyName": i.key_name, "AmiLaunchIndex": i.launch_index, "ProductCodes": [],
+        "InstanceType": i.instance_type, "LaunchTime": launched,
+        "Placement": {"AvailabilityZone": i.zone, "GroupName": "", "Tenancy": "default"},
+        "Monitoring": {"State": "disabled"}, "PrivateIpAddress": i.private_ip,
+        "Architecture": "x86_64", "RootDeviceType": "instance-store", "RootDeviceName": "/dev/vda",
+        "BlockDeviceMappings": [], "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
+        "Tags": tag_list(cloud, i.id), "SecurityGroups": [], "SourceDestCheck": True, "Hypervisor": "xen",
+        "EbsOptimized": False, "EnaSupport": False,
+        "CpuOptions": {"CoreCount": t.vcpus if t else 1, "ThreadsPerCore": 1},
+        "HibernationOptions": {"Configured": False},
+        "MetadataOptions": {"State": "applied", "HttpTokens": "optional", "HttpPutResponseHopLimit": 1,
+                            "HttpEndpoint": "enabled", "HttpProtocolIpv6": "disabled",
+                            "InstanceMetadataTags": "disabled"},
+        "EnclaveOptions": {"Enabled": False}, "PlatformDetails": "Linux/UNIX", "UsageOperation": "RunInstances",
+        "UsageOperationUpdateTime": launched,
+        "MaintenanceOptions": {"AutoRecovery": "default"}, "CurrentInstanceBootMode": "legacy-bios",
+    }
+    if i.state_reason_code:
+        view["StateReason"] = {"Code": i.state_reason_code, "Message": i.state_reason_message or ""}
+    return view
+
+
+def reservation_view(cloud: Cloud, res: Reservation, insts: list[Instance]) -> dict[str, Any]:
+    return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [],
+            "Instances": [instance_view(cloud, i) for i in insts]}
+
+
+@action("RunInstances")
+async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    res, insts = await cloud.compute.run(caller, req)
+    return reservation_view(cloud, res, insts)
+
+
+@action("DescribeInstances")
+async def describe_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    groups, token = cloud.compute.describe(caller, req)
+    return {"Reservations": [reservation_view(cloud, r, i) for r, i in groups], "NextToken": token}
+
+
+def _changes(pairs: list[tuple[Instance, Instance]]) -> list[dict[str, Any]]:
+    return [{"InstanceId": new.id, "PreviousState": _state(old.state), "CurrentState": _state(new.state)}
+            for old, new in pairs]
+
+
+@action("TerminateInstances")
+async def terminate_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    return {"TerminatingInstances": _changes(await cloud.compute.terminate(caller, req["InstanceIds"]))}
+
+
+@action("StopInstances")
+async def stop_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    pairs = await cloud.compute.stop(caller, req["InstanceIds"], force=bool(req.get("Force")))
+    return {"StoppingInstances": _changes(pairs)}
+
+
+@action("StartInstances")
+async def start_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    return {"StartingInstances": _changes(await cloud.compute.start(caller, req["InstanceIds"]))}
+
+
+@action("RebootInstances")
+async def reboot_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    await cloud.compute.reboot(caller, req["InstanceIds"])
+    return {}
+
+
+@action("DescribeInstanceStatus")
+async def describe_instance_status(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    statuses, token = cloud.compute.describe_status(caller, req)
+    out = []
+    for i, status in statuses:
+        ok = {"Status": status, "Details": [{"Name": "reachability",
+                                             "Status": "passed" if status == "ok" else
+                                             "initializing" if status == "initializing" else "failed"}]}
+        if status == "not-applicable":
+            ok = {"Status": status}
+        out.append({"InstanceId": i.id, "AvailabilityZone": i.zone, "InstanceState": _state(i.state),
+                    "SystemStatus": ok, "InstanceStatus": ok, "Events": []})
+    return {"InstanceStatuses": out, "NextToken": token}
+
+
+# DescribeInstanceAttribute: attribute name -> (output member, how the value is wrapped)
+_ATTR_OUT = {
+    "instanceType": ("InstanceType", "value"), "userData": ("UserData", "value"),
+    "disableApiTermination": ("DisableApiTermination", "value"),
+    "instanceInitiatedShutdownBehavior": ("InstanceInitiatedShutdownBehavior", "value"),
+    "disableApiStop": ("DisableApiStop", "value"), "ebsOptimized": ("EbsOptimized", "value"),
+    "sourceDestCheck": ("SourceDestCheck", "value"), "groupSet": ("Groups", "raw"),
+    "blockDeviceMapping": ("BlockDeviceMappings", "raw"), "productCodes": ("ProductCodes", "raw"),
+    "rootDeviceName": ("RootDeviceName", "value"), "kernel": ("KernelId", "value"),
+    "ramdisk": ("RamdiskId", "value"), "enaSupport": ("EnaSupport", "value"),
+    "sriovNetSupport": ("SriovNetSupport", "value"),
+}
+
+
+@action("DescribeInstanceAttribute")
+async def describe_instance_attribute(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    inst, value = cloud.compute.attribute(caller, req["InstanceId"], req["Attribute"])
+    member, wrap = _ATTR_OUT[req["Attribute"]]
+    out: dict[str, Any] = {"InstanceId": inst.id}
+    if wrap == "raw":
+        out[member] = value
+    elif value is not None:
+        out[member] = {"Value": value}
+    return out
+
+
+# ModifyInstanceAttribute members -> attribute names understood by the core.
+_ATTR_IN = {"InstanceType": "instanceType", "UserData": "userData",
+            "DisableApiTermination": "disableApiTermination",
+            "InstanceInitiatedShutdownBehavior": "instanceInitiatedShutdownBehavior",
+            "SourceDestCheck": "sourceDestCheck", "Groups": "groupSet", "EbsOptimized": "ebsOptimized",
+            "Kernel": "kernel", "Ramdisk": "ramdisk", "SriovNetSupport": "sriovNetSupport",
+            "EnaSupport": "enaSupport", "DisableApiStop": "disableApiStop",
+            "BlockDeviceMappings": "blockDeviceMapping"}
+
+
+@action("ModifyInstanceAttribute")
+async def modify_instance_attribute(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for member, attr in _ATTR_IN.items():
+        if member in req:
+            v = req[member]
+            changes[attr] = v.get("Value") if isinstance(v, dict) else v
+    if "Attribute" in req:  # the older Attribute=name&Value=v form
+        if "Value" not in req:
+            raise CloudError("MissingParameter", "The request must contain the parameter Value")
+        value: Any = req["Value"]
+        if req["Attribute"] == "userData":
+            try:
+                value = base64.b64decode(value, validate=True)
+            except ValueError:
+                raise CloudError("InvalidParameterValue", "Invalid BASE64 encoding of user data.") from None
+        changes[req["Attribute"]] = value
+    await cloud.compute.modify_attribute(caller, req["InstanceId"], changes)
+    return {}
+
+
+@action("GetConsoleOutput")
+async def get_console_output(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    inst, data = await cloud.compute.console_output(caller, req["InstanceId"])
+    return {"InstanceId": inst.id, "Timestamp": ts(time.time()), "Output": base64.b64encode(data).decode()}
+
+
+@action("DescribeInstanceCreditSpecifications")
+async def describe_credit_specs(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    groups, token = cloud.compute.describe(caller, {"InstanceIds": req.get("InstanceIds"),
+                                                    "Filters": req.get("Filters"),
+                                                    "MaxResults": req.get("MaxResults"),
+                                                    "NextToken": req.get("NextToken")})
+    return {"InstanceCreditSpecifications": [{"InstanceId": i.id, "CpuCredits": "standard"}
+                                             for _, insts in groups for i in insts],
+            "NextToken": token}

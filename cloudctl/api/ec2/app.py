@@ -1,0 +1,100 @@
+"""The EC2 Query endpoint: HTTP in, signature check, model-driven parse, action, XML out."""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from ...core.cloud import Cloud
+from ...core.context import Caller
+from ...core.errors import CloudError
+from ...store.journal import JournalError
+from .actions import ACTIONS
+from .auth import AUTH_PARAMS, AuthError, SignatureVerifier
+from .protocol import ParamError, Protocol
+
+log = logging.getLogger("cloudctl.ec2")
+
+# HTTP status per error code; everything else deterministic is 400 (botocore retries 5xx).
+STATUS = {
+    "AuthFailure": 401, "MissingAuthenticationToken": 401, "UnauthorizedOperation": 403,
+    "OptInRequired": 403, "DryRunOperation": 412, "InternalError": 500, "Unavailable": 503,
+    "RequestLimitExceeded": 503,
+}
+_FORM = "application/x-www-form-urlencoded"
+
+
+class Ec2Api:
+    def __init__(self, cloud: Cloud, protocol: Protocol, verifier: SignatureVerifier) -> None:
+        self.cloud = cloud
+        self.protocol = protocol
+        self.verifier = verifier
+        self.requests: Counter[tuple[str, str]] = Counter()   # (action, outcome) for metrics
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_route("POST", "/{tail:.*}", self.handle)
+        app.router.add_route("GET", "/{tail:.*}", self.handle)
+        return app
+
+    def _error(self, code: str, message: str, request_id: str, action: str) -> web.Response:
+        self.requests[(action, code)] += 1
+        return web.Response(body=self.protocol.error(code, message, request_id),
+                            status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        request_id = str(uuid.uuid4())
+        action = "-"
+        try:
+            body = await request.read()
+            # The raw path and query: the signature covers the bytes as sent, before decoding.
+            raw_path, _, raw_query = request.raw_path.partition("?")
+            params: dict[str, str] = dict(parse_qsl(raw_query, keep_blank_values=True))
+            if body and request.content_type == _FORM:
+                try:
+                    params.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False))
+                except UnicodeDecodeError:
+                    raise CloudError("InvalidParameterValue", "The request body is not valid UTF-8") from None
+            access_key = self.verifier.verify(method=request.method, path=raw_path,
+                                              query_string=raw_query, headers=request.headers,
+                                              body=body, params=params)
+            user = self.cloud.users.by_access_key(access_key)
+            if user is None:  # deleted between the signature check and now
+                raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
+            action = params.pop("Action", None) or "-"
+            if action == "-":
+                raise CloudError("MissingAction", "The request must contain the parameter Action")
+            handler = ACTIONS.get(action)
+            if handler is None or not self.protocol.has_operation(action):
+                raise CloudError("InvalidAction", f"The action {action} is not valid for this web service.")
+            params.pop("Version", None)
+            for k in AUTH_PARAMS.intersection(params):
+                del params[k]
+            req = self.protocol.parse(action, params)
+            caller = Caller(user, dry_run=bool(req.pop("DryRun", False)))
+            result = await handler(self.cloud, caller, req)
+        except CloudError as e:
+            return self._error(e.code, e.message, request_id, action)
+        except ParamError as e:
+            return self._error(e.code, e.message, request_id, action)
+        except AuthError as e:
+            self.requests[(action, e.code)] += 1
+            return web.Response(body=self.protocol.error(e.code, e.message, request_id), status=e.status,
+                                content_type="text/xml", charset="UTF-8")
+        except JournalError as e:
+            log.error("request %s (%s): %s", request_id, action, e)
+            return self._error("InternalError", "The server could not record the change durably; "
+                               "nothing was acknowledged.", request_id, action)
+        except Exception:
+            log.exception("request %s (%s) failed", request_id, action)
+            return self._error("InternalError", "An internal error has occurred.", request_id, action)
+        self.requests[(action, "ok")] += 1
+        return web.Response(body=self.protocol.serialize(action, result, request_id),
+                            content_type="text/xml", charset="UTF-8")
+
+
+def make_verifier(cloud: Cloud) -> SignatureVerifier:
+    return SignatureVerifier(lambda ak: cloud.users.secret_for(ak))

@@ -1,0 +1,469 @@
+"""Verification of AWS request signatures (SigV4 header, SigV4 presigned query, SigV2).
+
+The server must not import botocore (memory budget), so the canonicalisation rules botocore
+uses when *signing* are re-implemented here for *verifying*.  Every decision that differs from a
+literal reading of botocore is explained where it is made.
+
+Wiring (aiohttp)::
+
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    akid = verifier.verify(method=request.method, path=raw_path, query_string=raw_query,
+                           headers=request.headers, body=await request.read(), params=params)
+
+Use ``request.raw_path`` (the request line as received).  ``request.path`` is decoded and
+``request.query_string`` is *decoded* by yarl; ``request.rel_url.raw_query_string`` is
+re-quoted by yarl but works too (query components are normalised before signing); the path is
+double-encoded in SigV4, so it must be the raw one.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote_plus, unquote_to_bytes
+
+__all__ = ["AUTH_PARAMS", "AuthError", "SignatureVerifier"]
+
+AUTH_PARAMS: frozenset[str] = frozenset({
+    # SigV2
+    "AWSAccessKeyId", "Signature", "SignatureMethod", "SignatureVersion", "Timestamp", "Expires",
+    # SigV4 presigned query
+    "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+    "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token",
+})
+
+_ALGORITHM = "AWS4-HMAC-SHA256"
+_UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_MAX_PRESIGN_EXPIRES = 7 * 24 * 3600  # AWS's own ceiling for X-Amz-Expires
+_KEY_CACHE_MAX = 256
+_UNRESERVED = "-_.~"  # RFC 3986 unreserved punctuation; letters and digits are always safe
+_CANONICAL_COMPONENT = re.compile(r"[A-Za-z0-9\-_.~]*")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_AUTH_FAILURE = "AWS was not able to validate the provided access credentials"
+
+
+class AuthError(Exception):
+    """An authentication failure carrying the EC2 error code and HTTP status to answer with."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _incomplete(message: str) -> AuthError:
+    return AuthError("IncompleteSignature", message, 400)
+
+
+def _auth_failure() -> AuthError:
+    # One message for unknown key, bad signature and body mismatch: the client learns nothing.
+    return AuthError("AuthFailure", _AUTH_FAILURE, 401)
+
+
+def _expired(stamp: str) -> AuthError:
+    return AuthError("RequestExpired", f"Request has expired. Timestamp date is {stamp}", 400)
+
+
+def _invalid(param: str, value: str, hint: str = "") -> AuthError:
+    msg = f"Value ({value}) for parameter {param} is invalid."
+    return AuthError("InvalidParameterValue", f"{msg} {hint}" if hint else msg, 400)
+
+
+def _missing(param: str) -> AuthError:
+    return AuthError("MissingParameter", f"The request must contain the parameter {param}", 400)
+
+
+def _canonical_component(raw: str) -> str:
+    """Decode then RFC 3986-encode one query key/value, so any client encoding compares equal.
+
+    '+' is a space, as in the form/query parser that produced ``params``: what is signed must
+    mean what the server will act on.
+    """
+    if _CANONICAL_COMPONENT.fullmatch(raw):
+        return raw
+    return quote(unquote_to_bytes(raw.replace("+", " ")), safe=_UNRESERVED)
+
+
+def _split_query(query_string: str) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for part in query_string.split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            pairs.append((key, value))
+    return pairs
+
+
+def _canonical_path(path: str) -> str:
+    """Mirror botocore for non-S3 services: drop dot segments and empty segments, then encode
+    the already percent-encoded path once more (SigV4's double encoding)."""
+    path = path.partition("?")[0]
+    if path == "/" or not path:
+        return "/"
+    segments: list[str] = []
+    for seg in path.split("/"):
+        if seg and seg != ".":
+            if seg == "..":
+                if segments:
+                    segments.pop()
+            else:
+                segments.append(seg)
+    first = "/" if path[0] == "/" else ""
+    last = "/" if path[-1] == "/" and segments else ""
+    return quote(first + "/".join(segments) + last, safe="/~")
+
+
+def _parse_amz_date(stamp: str) -> float | None:
+    """Epoch seconds of an ISO 8601 basic UTC stamp; hand-rolled because strptime costs ~8 µs."""
+    if len(stamp) != 16 or stamp[8] != "T" or stamp[15] != "Z":
+        return None
+    digits = stamp[:8] + stamp[9:15]
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    try:
+        return datetime(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]), int(stamp[9:11]),
+                        int(stamp[11:13]), int(stamp[13:15]), tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def _parse_sigv2_time(value: str) -> float | None:
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _http_date_to_amz(value: str) -> str:
+    """The SigV4 timestamp of an RFC 7231 Date header (botocore signs with '-0000', which the
+    stdlib returns as a naive datetime: that is UTC, not local time)."""
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        raise _incomplete(f"Date header '{value[:40]}' is not an HTTP date") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return list(getall(name, ()))
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+class SignatureVerifier:
+    """Checks that a request was signed with the secret of the access key it names."""
+
+    __slots__ = ("_secret_for", "_service", "_window", "_clock", "_keys")
+
+    def __init__(self, secret_for: Callable[[str], str | None], *, service: str = "ec2",
+                 window_s: int = 900, clock: Callable[[], float] = time.time) -> None:
+        self._secret_for = secret_for
+        self._service = service
+        self._window = window_s
+        self._clock = clock
+        # (secret, yyyymmdd, region, service) -> signing key.  Only keys that just verified a
+        # request are stored, so forged requests naming random regions cannot churn the cache.
+        self._keys: dict[tuple[str, str, str, str], bytes] = {}
+
+    # -- entry point -------------------------------------------------------------------------
+
+    def verify(self, *, method: str, path: str, query_string: str, headers: Mapping[str, str],
+               body: bytes, params: Mapping[str, str]) -> str:
+        """Return the access key id of a correctly signed request, else raise AuthError."""
+        authorization = headers.get("Authorization")
+        if authorization is not None:
+            if "X-Amz-Signature" in params or ("Signature" in params and "AWSAccessKeyId" in params):
+                raise _incomplete("Only one auth mechanism allowed; only the X-Amz-Algorithm query "
+                                  "parameter, Signature query string parameter or the "
+                                  "Authorization header should be specified")
+            return self._verify_v4_header(method, path, query_string, headers, body, authorization)
+        if "X-Amz-Algorithm" in params or "X-Amz-Signature" in params or "X-Amz-Credential" in params:
+            return self._verify_v4_query(method, path, query_string, headers, body)
+        if "Signature" in params or "AWSAccessKeyId" in params or "SignatureVersion" in params:
+            return self._verify_v2(method, path, headers, params)
+        raise AuthError("MissingAuthenticationToken", "Request is missing Authentication Token", 401)
+
+    # -- SigV4 -------------------------------------------------------------------------------
+
+    def _verify_v4_header(self, method: str, path: str, query_string: str,
+                          headers: Mapping[str, str], body: bytes, authorization: str) -> str:
+        algorithm, _, rest = authorization.strip().partition(" ")
+        if algorithm != _ALGORITHM:
+            raise _incomplete(f"Unsupported Authorization scheme '{algorithm[:40]}'; "
+                              f"expected {_ALGORITHM}")
+        fields: dict[str, str] = {}
+        for item in rest.split(","):
+            name, eq, value = item.strip().partition("=")
+            if not eq or name in fields:
+                raise _incomplete(f"Authorization header is malformed: '{item.strip()[:80]}'")
+            fields[name] = value.strip()
+        for name in ("Credential", "SignedHeaders", "Signature"):
+            if not fields.get(name):
+                raise _incomplete(f"Authorization header requires '{name}' parameter.")
+        credential, signed_headers = fields["Credential"], fields["SignedHeaders"]
+        signature = fields["Signature"]
+
+        amz_date = headers.get("X-Amz-Date")
+        if amz_date is None:
+            date_header = headers.get("Date")
+            if date_header is None:
+                raise _incomplete("Authorization header requires existence of either a "
+                                  "'X-Amz-Date' or a 'Date' header.")
+            amz_date = _http_date_to_amz(date_header)
+        akid, scope_date, region = self._check_scope(credential, amz_date)
+        when = _parse_amz_date(amz_date)
+        if when is None:
+            raise _incomplete(f"X-Amz-Date '{amz_date[:40]}' is not in ISO 8601 basic format "
+                              "(YYYYMMDD'T'HHMMSS'Z')")
+        if abs(self._clock() - when) > self._window:
+            raise _expired(amz_date)
+
+        declared = headers.get("X-Amz-Content-SHA256")
+        if declared is None:
+            payload_hash = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
+        elif declared == _UNSIGNED_PAYLOAD:
+            # The form body carries the Action and all its parameters: never let it go unsigned.
+            if body:
+                raise _incomplete("UNSIGNED-PAYLOAD is not accepted for a request with a body")
+            payload_hash = declared
+        elif _HEX64.fullmatch(declared):
+            if not hmac.compare_digest(declared, hashlib.sha256(body).hexdigest()):
+                raise _auth_failure()
+            payload_hash = declared
+        else:
+            raise _incomplete(f"Unsupported X-Amz-Content-SHA256 value '{declared[:70]}'")
+
+        return self._check_v4(akid, scope_date, region, signature, method, path,
+                              _split_query(query_string), None, headers, signed_headers,
+                              amz_date, (payload_hash,))
+
+    def _verify_v4_query(self, method: str, path: str, query_string: str,
+                         headers: Mapping[str, str], body: bytes) -> str:
+        pairs = _split_query(query_string)
+        auth: dict[str, str] = {}
+        for key, value in pairs:
+            name = unquote_plus(key)
+            if name.startswith("X-Amz-"):
+                auth[name] = unquote_plus(value)
+        algorithm = auth.get("X-Amz-Algorithm")
+        if algorithm is None:
+            raise _incomplete("Presigned requests must carry X-Amz-Algorithm, X-Amz-Credential, "
+                              "X-Amz-Date, X-Amz-SignedHeaders and X-Amz-Signature in the URL")
+        if algorithm != _ALGORITHM:
+            raise _invalid("X-Amz-Algorithm", algorithm[:40], f"Valid value: {_ALGORITHM}")
+        for name in ("X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders", "X-Amz-Signature"):
+            if not auth.get(name):
+                raise _incomplete(f"Presigned request requires the {name} query parameter.")
+        amz_date = auth["X-Amz-Date"]
+        akid, scope_date, region = self._check_scope(auth["X-Amz-Credential"], amz_date)
+        when = _parse_amz_date(amz_date)
+        if when is None:
+            raise _incomplete(f"X-Amz-Date '{amz_date[:40]}' is not in ISO 8601 basic format "
+                              "(YYYYMMDD'T'HHMMSS'Z')")
+        expires_raw = auth.get("X-Amz-Expires")
+        expires = self._window
+        if expires_raw is not None:
+            if not (expires_raw.isascii() and expires_raw.isdigit()) \
+                    or not 1 <= int(expires_raw) <= _MAX_PRESIGN_EXPIRES:
+                raise _invalid("X-Amz-Expires", expires_raw[:20],
+                               f"It must be an integer from 1 to {_MAX_PRESIGN_EXPIRES}.")
+            expires = int(expires_raw)
+        now = self._clock()
+        if now > when + expires or when - now > self._window:
+            raise _expired(amz_date)
+
+        declared = headers.get("X-Amz-Content-SHA256")
+        if declared is not None:
+            if declared == _UNSIGNED_PAYLOAD:
+                if body:
+                    raise _incomplete("UNSIGNED-PAYLOAD is not accepted for a request with a body")
+            elif not (_HEX64.fullmatch(declared)
+                      and hmac.compare_digest(declared, hashlib.sha256(body).hexdigest())):
+                raise _auth_failure()
+            candidates: tuple[str, ...] = (declared,)
+        elif body:
+            candidates = (hashlib.sha256(body).hexdigest(),)
+        else:
+            # botocore's SigV4QueryAuth signs the hash of the (empty) body; S3-style presigners
+            # sign UNSIGNED-PAYLOAD.  With no body the two are equally safe, so accept both.
+            candidates = (_EMPTY_SHA256, _UNSIGNED_PAYLOAD)
+
+        return self._check_v4(akid, scope_date, region, auth["X-Amz-Signature"], method, path,
+                              pairs, "X-Amz-Signature", headers, auth["X-Amz-SignedHeaders"],
+                              amz_date, candidates)
+
+    def _check_scope(self, credential: str, amz_date: str) -> tuple[str, str, str]:
+        parts = credential.rsplit("/", 4)
+        if len(parts) != 5 or not all(parts) or parts[4] != "aws4_request":
+            raise _incomplete(f"Credential '{credential[:120]}' is malformed; expected "
+                              "<access key>/<YYYYMMDD>/<region>/<service>/aws4_request")
+        akid, scope_date, region, service, _ = parts
+        if service != self._service:
+            raise _incomplete(f"Credential should be scoped to correct service: '{self._service}'.")
+        if scope_date != amz_date[:8]:
+            raise _incomplete(f"Date in Credential scope ({scope_date[:16]}) does not match "
+                              f"YYYYMMDD from the request date ({amz_date[:40]})")
+        return akid, scope_date, region
+
+    def _check_v4(self, akid: str, scope_date: str, region: str, signature: str, method: str,
+                  path: str, query_pairs: list[tuple[str, str]], drop: str | None,
+                  headers: Mapping[str, str], signed_headers: str, amz_date: str,
+                  payload_hashes: tuple[str, ...]) -> str:
+        names = signed_headers.split(";")
+        if "host" not in names:
+            raise _incomplete("'Host' must be a signed header")
+        if not all(names):
+            raise _incomplete(f"SignedHeaders '{signed_headers[:120]}' is malformed")
+
+        secret = self._secret_for(akid)
+        if secret is None:
+            raise _auth_failure()
+
+        lines: list[str] = []
+        for name in names:
+            values = _header_values(headers, name)
+            if len(values) == 1:
+                lines.append(f"{name}:{' '.join(values[0].split())}")
+            else:  # repeated headers are folded the way botocore folds them
+                lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}")
+
+        tail = "\n" + "\n".join(lines) + "\n\n" + signed_headers + "\n"
+        scope = f"{scope_date}/{region}/{self._service}/aws4_request"
+        cache_key = (secret, scope_date, region, self._service)
+        provided = signature.encode("utf-8", "surrogatepass")
+        try:  # everything here is client text: undecodable bytes mean "no match", not a 500
+            queries = self._canonical_queries(query_pairs, drop) if query_pairs else ("",)
+            head = f"{method.upper()}\n{_canonical_path(path)}\n"
+            key = self._keys.get(cache_key)
+            fresh = key is None
+            if key is None:
+                key = self._derive_key(secret, scope_date, region)
+            for query in queries:
+                for payload_hash in payload_hashes:
+                    canonical = (head + query + tail + payload_hash).encode("utf-8", "surrogateescape")
+                    to_sign = (f"{_ALGORITHM}\n{amz_date}\n{scope}\n"
+                               f"{hashlib.sha256(canonical).hexdigest()}")
+                    expected = hmac.digest(key, to_sign.encode("utf-8", "surrogateescape"), "sha256")
+                    if hmac.compare_digest(expected.hex().encode("ascii"), provided):
+                        if fresh:
+                            self._remember(cache_key, key)
+                        return akid
+        except UnicodeEncodeError:
+            pass
+        raise _auth_failure()
+
+    @staticmethod
+    def _canonical_queries(pairs: list[tuple[str, str]], drop: str | None) -> tuple[str, ...]:
+        """The spec's canonical query string, plus (if different) the raw pairs sorted as received.
+
+        The second form is what botocore signs when handed a URL whose query it did not encode
+        itself; it only matters when the caller passes the query exactly as it came off the wire.
+        """
+        normalised: list[tuple[str, str]] = []
+        raw: list[tuple[str, str]] = []
+        for key, value in pairs:
+            ckey = _canonical_component(key)
+            if ckey == drop:
+                continue
+            normalised.append((ckey, _canonical_component(value)))
+            raw.append((key, value))
+        normalised.sort()
+        raw.sort()
+        first = "&".join(f"{k}={v}" for k, v in normalised)
+        if raw == normalised:
+            return (first,)
+        return (first, "&".join(f"{k}={v}" for k, v in raw))
+
+    def _derive_key(self, secret: str, date: str, region: str) -> bytes:
+        key = hmac.digest(f"AWS4{secret}".encode("utf-8"), date.encode("utf-8"), "sha256")
+        key = hmac.digest(key, region.encode("utf-8", "surrogateescape"), "sha256")
+        key = hmac.digest(key, self._service.encode("utf-8"), "sha256")
+        return hmac.digest(key, b"aws4_request", "sha256")
+
+    def _remember(self, cache_key: tuple[str, str, str, str], key: bytes) -> None:
+        keys = self._keys
+        if len(keys) >= _KEY_CACHE_MAX:
+            try:  # oldest first; tolerate a concurrent evictor if ever called from threads
+                del keys[next(iter(keys))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass
+        keys[cache_key] = key
+
+    # -- SigV2 -------------------------------------------------------------------------------
+
+    def _verify_v2(self, method: str, path: str, headers: Mapping[str, str],
+                   params: Mapping[str, str]) -> str:
+        version = params.get("SignatureVersion")
+        if version is None:
+            raise _missing("SignatureVersion")
+        if version != "2":
+            raise _invalid("SignatureVersion", version[:20], "Valid value: 2")
+        sig_method = params.get("SignatureMethod")
+        if sig_method is None:
+            raise _missing("SignatureMethod")
+        digest = {"HmacSHA256": "sha256", "HmacSHA1": "sha1"}.get(sig_method)
+        if digest is None:
+            raise _invalid("SignatureMethod", sig_method[:40], "Valid values: HmacSHA256, HmacSHA1")
+        for name in ("AWSAccessKeyId", "Signature"):
+            if not params.get(name):
+                raise _missing(name)
+        akid = params["AWSAccessKeyId"]
+
+        timestamp = params.get("Timestamp")
+        expires = params.get("Expires")
+        if timestamp is not None and expires is not None:
+            raise AuthError("InvalidParameterCombination",
+                            "The parameters Timestamp and Expires are mutually exclusive", 400)
+        now = self._clock()
+        if timestamp is not None:
+            when = _parse_sigv2_time(timestamp)
+            if when is None:
+                raise _invalid("Timestamp", timestamp[:40], "Use ISO 8601, e.g. 2026-11-23T10:00:00Z")
+            if abs(now - when) > self._window:
+                raise _expired(timestamp)
+        elif expires is not None:
+            when = _parse_sigv2_time(expires)
+            if when is None:
+                raise _invalid("Expires", expires[:40], "Use ISO 8601, e.g. 2026-11-23T10:00:00Z")
+            if now > when:
+                raise _expired(expires)
+        else:
+            raise _missing("Timestamp")
+
+        host = headers.get("Host")
+        if not host:
+            raise _incomplete("SigV2 requests must carry a Host header")
+        secret = self._secret_for(akid)
+        if secret is None:
+            raise _auth_failure()
+
+        # Base64 never contains a space; a raw '+' in a query string was decoded as one.
+        provided = params["Signature"].replace(" ", "+").encode("utf-8", "surrogatepass")
+        path = path.partition("?")[0] or "/"
+        secret_bytes = secret.encode("utf-8")
+        try:  # client text throughout: undecodable bytes mean "no match", not a 500
+            query = "&".join(f"{quote(k, safe=_UNRESERVED)}={quote(str(params[k]), safe=_UNRESERVED)}"
+                             for k in sorted(params) if k != "Signature")
+            # The spec lowercases the host; botocore signs the URL's netloc as written.
+            for candidate in dict.fromkeys((host.lower(), host)):
+                to_sign = f"{method.upper()}\n{candidate}\n{path}\n{query}".encode("utf-8")
+                expected = base64.b64encode(hmac.digest(secret_bytes, to_sign, digest))
+                if hmac.compare_digest(expected, provided):
+                    return akid
+        except UnicodeEncodeError:
+            pass
+        raise _auth_failure()
+

@@ -1,0 +1,169 @@
+"""`cloudctl`: start the controller, or administer a running one through its admin API."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, load_config
+
+
+class AdminClient:
+    def __init__(self, config: Config) -> None:
+        self.base = f"http://{config.admin.listen}:{config.admin.port}"
+        token_file = config.state_dir / "admin.token"
+        try:
+            self.token = token_file.read_text().strip()
+        except OSError:
+            raise SystemExit(f"cloudctl: no admin token at {token_file}; is the controller started "
+                             f"(cloudctl serve) with this config?") from None
+
+    def call(self, method: str, path: str, body: Any = None, data: Any = None,
+             headers: dict[str, str] | None = None) -> Any:
+        hdrs = {"Authorization": f"Bearer {self.token}", **(headers or {})}
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=3600) as resp:
+                raw = resp.read()
+                ctype = resp.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            try:
+                err = json.loads(e.read())
+                msg = f"{err.get('error')}: {err.get('message')}"
+            except ValueError:
+                msg = f"HTTP {e.code}"
+            raise SystemExit(f"cloudctl: {msg}") from None
+        except urllib.error.URLError as e:
+            raise SystemExit(f"cloudctl: cannot reach the admin API at {self.base}: {e.reason}") from None
+        return json.loads(raw) if ctype.startswith("application/json") else raw
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in cols}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+class _Upload:
+    """A file body that reports progress on stderr as urllib reads it."""
+
+    def __init__(self, path: Path) -> None:
+        self.f = open(path, "rb")
+        self.size = path.stat().st_size
+        self.sent = 0
+        self.tty = sys.stderr.isatty()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.f.read(1 << 20 if n is None or n < 0 else n)
+        self.sent += len(chunk)
+        pct = 100 * self.sent // max(self.size, 1)
+        if self.tty or not chunk:
+            end = "\n" if not chunk else "\r"
+            sys.stderr.write(f"uploading {self.sent / 2**20:.1f}/{self.size / 2**20:.1f} MiB ({pct}%){end}")
+            sys.stderr.flush()
+        return chunk
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="cloudctl", description="A private-cloud controller serving the EC2 API")
+    p.add_argument("--config", help="config file (default: $CLOUDCTL_CONFIG or the embedded default)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("serve", help="start the controller")
+    sp.add_argument("--config", dest="config_sub")
+    u = sub.add_parser("user", help="manage users").add_subparsers(dest="sub", required=True)
+    uc = u.add_parser("create")
+    uc.add_argument("name")
+    uc.add_argument("--json", action="store_true")
+    ul = u.add_parser("list")
+    ul.add_argument("--json", action="store_true")
+    u.add_parser("delete").add_argument("name")
+    im = sub.add_parser("image", help="manage images").add_subparsers(dest="sub", required=True)
+    ii = im.add_parser("import")
+    ii.add_argument("file")
+    ii.add_argument("--name", required=True)
+    ii.add_argument("--description", default="")
+    im.add_parser("list")
+    cap = sub.add_parser("capacity", help="how many more instances of each type fit")
+    cap.add_argument("--by-zone", action="store_true")
+    cap.add_argument("--json", action="store_true")
+    sub.add_parser("hosts", help="hypervisor hosts and their use")
+    sub.add_parser("console", help="an instance's console output").add_argument("instance_id")
+    sub.add_parser("checkpoint", help="write a checkpoint now")
+    args = p.parse_args(argv)
+
+    cfg_path = getattr(args, "config_sub", None) or args.config
+    try:
+        config = load_config(cfg_path)
+    except ConfigError as e:
+        raise SystemExit(f"cloudctl: {e}") from None
+
+    if args.cmd == "serve":
+        from .server import serve
+        if cfg_path:
+            os.environ["CLOUDCTL_CONFIG_ARG"] = f" --config {cfg_path}"
+        serve(config)
+        return
+    client = AdminClient(config)
+    if args.cmd == "user":
+        if args.sub == "create":
+            user = client.call("POST", "/v0/users", {"name": args.name})
+            if args.json:
+                print(json.dumps({"AccessKeyId": user["AccessKeyId"], "SecretAccessKey": user["SecretAccessKey"]}))
+            else:
+                print(f"user {user['UserName']} (account {user['AccountId']})\n"
+                      f"AccessKeyId     {user['AccessKeyId']}\nSecretAccessKey {user['SecretAccessKey']}\n"
+                      f"The secret is shown only now.")
+        elif args.sub == "list":
+            users = client.call("GET", "/v0/users")
+            print(json.dumps(users, indent=2) if args.json else
+                  _table(users, ["UserName", "AccessKeyId", "AccountId"]))
+        else:
+            client.call("DELETE", f"/v0/users/{args.name}")
+            print(f"deleted user {args.name}")
+    elif args.cmd == "image":
+        if args.sub == "import":
+            path = Path(args.file)
+            if not path.is_file():
+                raise SystemExit(f"cloudctl: no such file {path}")
+            from urllib.parse import urlencode
+            q = urlencode({"name": args.name, "description": args.description})
+            body = _Upload(path)
+            res = client.call("PUT", f"/v0/images?{q}", data=body,
+                              headers={"Content-Type": "application/octet-stream",
+                                       "Content-Length": str(len(body))})
+            print(f"{res['ImageId']}  {res['Name']}  {res['Size']} bytes  {res['Format']}  sha256 {res['Sha256']}")
+        else:
+            print(_table(client.call("GET", "/v0/images"), ["ImageId", "Name", "Owner", "Size", "Format", "Public"]))
+    elif args.cmd == "capacity":
+        rows = client.call("GET", "/v0/capacity" + ("?by_zone=1" if args.by_zone else ""))
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                r["free/total"] = f"{r['available']}/{r['total']}"
+                r["used%"] = r["used_percent"]
+            cols = ["instance_type"] + (["zone"] if args.by_zone else []) + ["free/total", "used%"]
+            print(_table(rows, cols))
+    elif args.cmd == "hosts":
+        print(_table(client.call("GET", "/v0/hosts"),
+                     ["name", "zone", "instances", "used_vcpus", "vcpus", "used_memory_mib", "memory_mib"]))
+    elif args.cmd == "console":
+        sys.stdout.buffer.write(client.call("GET", f"/v0/console/{args.instance_id}"))
+    elif args.cmd == "checkpoint":
+        print(client.call("POST", "/v0/checkpoint"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The controller's configuration: one YAML file validated by pydantic.
+
+A bad file stops start-up with one line naming the key and the problem, because an admin
+reading a traceback to find a typo in a YAML file is the experience we want to avoid.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "cloudctl.yaml"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as one line for the admin."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Strict):
+    listen: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)]
+
+
+class Checkpoint(_Strict):
+    interval_s: Annotated[float, Field(gt=0)] = 300
+    max_journal_records: Annotated[int, Field(gt=0)] = 100_000
+
+
+class Overcommit(_Strict):
+    cpu: Annotated[float, Field(gt=0)] = 1.0
+    memory: Annotated[float, Field(gt=0)] = 1.0
+
+
+class Host(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    uri: str
+    zone: str
+    node_xml: Path | None = None
+    cpu_overcommit: Annotated[float, Field(gt=0)] | None = None
+    memory_overcommit: Annotated[float, Field(gt=0)] | None = None
+
+    @property
+    def libvirt_uri(self) -> str:
+        """The test driver takes its node description as an absolute path in the URI."""
+        if self.node_xml is not None:
+            return "test://" + str(self.node_xml)
+        return self.uri
+
+
+class InstanceType(_Strict):
+    vcpus: Annotated[int, Field(ge=1, le=1024)]
+    memory_mib: Annotated[int, Field(ge=16)]
+    disk_gib: Annotated[int, Field(ge=1)] = 8
+    template: Path | None = None
+
+
+class SeedImage(_Strict):
+    name: str
+    file: Path
+    description: str = ""
+
+
+class Config(_Strict):
+    region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    state_dir: Path
+    image_store: Path
+    cache_dir: Path | None = None    # derived files (the trimmed EC2 model); default state_dir/cache
+    ec2: Listen = Listen(port=4567)
+    admin: Listen = Listen(port=4568)
+    terminated_visible_s: Annotated[float, Field(ge=0)] = 3600
+    checkpoint: Checkpoint = Checkpoint()
+    overcommit: Overcommit = Overcommit()
+    subnets: dict[str, str] = {}
+    hosts: Annotated[list[Host], Field(min_length=1)]
+    domain_template: Path
+    instance_types: Annotated[dict[str, InstanceType], Field(min_length=1)]
+    images: list[SeedImage] = []
+    stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @field_validator("instance_types")
+    @classmethod
+    def _type_names(cls, v: dict[str, InstanceType]) -> dict[str, InstanceType]:
+        for name in v:
+            # AWS-style `family.size` names: Terraform parses them (see DESIGN reference §4b).
+            if "." not in name or not name.replace(".", "").replace("-", "").isalnum():
+                raise ValueError(f"instance type name {name!r} must look like 'family.size' (e.g. m1.small)")
+        return v
+
+    @field_validator("subnets")
+    @classmethod
+    def _subnets(cls, v: dict[str, str]) -> dict[str, str]:
+        for zone, cidr in v.items():
+            try:
+                net = ipaddress.ip_network(cidr)
+            except ValueError as e:
+                raise ValueError(f"subnet for zone {zone!r}: {e}") from None
+            if net.version != 4 or net.prefixlen > 28:
+                raise ValueError(f"subnet for zone {zone!r} must be an IPv4 network of /28 or larger")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Config":
+        names = [h.name for h in self.hosts]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"host names must be unique, repeated: {', '.join(sorted(dup))}")
+        for zone in self.subnets:
+            if zone not in self.zones:
+                raise ValueError(f"subnets names zone {zone!r}, which no host is in")
+        return self
+
+    @property
+    def zones(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for h in self.hosts:
+            seen.setdefault(h.zone, None)
+        return list(seen)
+
+    def template_for(self, type_name: str) -> Path:
+        return self.instance_types[type_name].template or self.domain_template
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{loc}: {msg}{more}"
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    p = Path(os.path.expanduser(str(p)))
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read, validate and resolve a config file; raise ConfigError with one line on any problem."""
+    path = Path(path or os.environ.get("CLOUDCTL_CONFIG") or DEFAULT_CONFIG).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"config {path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config {path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping at the top level")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"config {path}: {_format_error(e)}") from None
+
+    base = path.parent
+    hosts = []
+    for i, h in enumerate(cfg.hosts):
+        node = _resolve(base, h.node_xml) if h.node_xml else None
+        if node is not None and not node.is_file():
+            raise ConfigError(f"config {path}: hosts.{i}.node_xml: no such file {node}")
+        if node is None and h.uri.startswith("test:") and h.uri.rstrip("/") == "test:":
+            raise ConfigError(f"config {path}: hosts.{i}: a test:/// host needs node_xml")
+        hosts.append(h.model_copy(update={"node_xml": node}))
+    types = {}
+    for name, t in cfg.instance_types.items():
+        tpl = _resolve(base, t.template) if t.template else None
+        if tpl is not None and not tpl.is_file():
+            raise ConfigError(f"config {path}: instance_types.{name}.template: no such file {tpl}")
+        types[name] = t.model_copy(update={"template": tpl})
+    template = _resolve(base, cfg.domain_template)
+    if not template.is_file():
+        raise ConfigError(f"config {path}: domain_template: no such file {template}")
+    images = []
+    for i, im in enumerate(cfg.images):
+        f = _resolve(base, im.file)
+        if not f.is_file():
+            raise ConfigError(f"config {path}: images.{i}.file: no such file {f}")
+        images.append(im.model_copy(update={"file": f}))
+    return cfg.model_copy(update={
+        "state_dir": _resolve(base, cfg.state_dir),
+        "image_store": _resolve(base, cfg.image_store),
+        "cache_dir": _resolve(base, cfg.cache_dir) if cfg.cache_dir else _resolve(base, cfg.state_dir) / "cache",
+        "hosts": hosts,
+        "instance_types": types,
+        "domain_template": template,
+        "images": images,
+    })
+
+
+def with_overrides(cfg: Config, **changes: object) -> Config:
+    """A copy with top-level fields replaced (tests and `serve --port` use it)."""
+    return cfg.model_copy(update=changes)

@@ -1,0 +1,104 @@
+"""The cloud: the store, the core services over it, and the hypervisor drivers, wired together."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from ..config import Config
+from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
+from ..store.store import Store, ensure_private_dir
+from .catalog import Catalog
+from .compute import Compute
+from .images import Images
+from .keypairs import KeyPairs
+from .network import Network
+from .scheduler import Scheduler
+from .tags import Tags
+from .users import Users
+
+log = logging.getLogger("cloudctl")
+
+DriverFactory = Callable[[str, str], HypervisorDriver]
+
+
+def libvirt_factory(host: str, uri: str) -> HypervisorDriver:
+    from ..drivers.hypervisor.libvirt import LibvirtDriver
+    return LibvirtDriver(host, uri)
+
+
+class Cloud:
+    def __init__(self, config: Config, endpoint: str, driver_factory: DriverFactory = libvirt_factory) -> None:
+        self.config = config
+        self.endpoint = endpoint
+        self.store = Store(config.state_dir)
+        self.drivers: dict[str, HypervisorDriver] = {
+            h.name: driver_factory(h.name, h.libvirt_uri) for h in config.hosts}
+        self._bg: list[asyncio.Task[None]] = []
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        cfg = self.config
+        ensure_private_dir(cfg.state_dir)
+        await self.store.open()
+        self.tags = Tags(self.store)
+        self.users = Users(self.store)
+        self.images = Images(self.store, self.tags, cfg.image_store)
+        self.keypairs = KeyPairs(self.store, self.tags)
+        self.network = Network(self.store, cfg.subnets, cfg.zones)
+        self.scheduler = Scheduler(self.store, cfg)
+        self.catalog = Catalog(cfg, self.endpoint)
+        self.compute = Compute(self.store, cfg, self.tags, self.images, self.keypairs, self.network,
+                               self.scheduler, self.drivers)
+        for h in cfg.hosts:
+            driver = self.drivers[h.name]
+            cpu = h.cpu_overcommit or cfg.overcommit.cpu
+            mem = h.memory_overcommit or cfg.overcommit.memory
+            try:
+                await driver.open(self.compute.on_domain_event)
+                res = await driver.resources()
+                self.scheduler.add_host(h.name, h.zone, res.cpus, res.memory_mib, cpu, mem)
+            except HypervisorError as e:
+                log.error("host %s (%s): cannot connect: %s; no instances will be placed there", h.name,
+                          h.uri, e)
+                self.scheduler.add_host(h.name, h.zone, 0, 0, cpu, mem)
+        self.scheduler.start()
+        for im in cfg.images:
+            seeded = await self.images.seed(im.name, im.file, im.description)
+            if seeded:
+                log.info("registered image %s as %s", im.name, seeded.id)
+        await self.compute.reconcile()
+        self._bg.append(asyncio.create_task(self._every(cfg.checkpoint.interval_s, self._maybe_checkpoint,
+                                                        poll=min(5.0, cfg.checkpoint.interval_s))))
+        self._bg.append(asyncio.create_task(self._every(min(60.0, max(1.0, cfg.terminated_visible_s / 4)),
+                                                        self.compute.expire_terminated)))
+
+    async def _maybe_checkpoint(self) -> None:
+        j = self.store.journal
+        if j is None or j.records_in_gen == 0:
+            return
+        due = time.time() - self.store.last_checkpoint_at >= self.config.checkpoint.interval_s
+        if due or j.records_in_gen >= self.config.checkpoint.max_journal_records:
+            await self.store.checkpoint()
+
+    async def _every(self, period: float, fn: Callable[[], object], poll: float | None = None) -> None:
+        while True:
+            await asyncio.sleep(poll or period)
+            try:
+                await fn()  # type: ignore[misc]
+            except Exception:  # a failed round must not end the loop; the next one retries
+                log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+
+    async def stop(self) -> None:
+        for t in self._bg:
+            t.cancel()
+        await asyncio.gather(*self._bg, return_exceptions=True)
+        if hasattr(self, "compute"):
+            await asyncio.wait_for(self.compute.idle(), timeout=30)
+        await self.store.close()
+        for d in self.drivers.values():
+            try:
+                await d.close()
+            except HypervisorError:
+                pass

@@ -1,0 +1,636 @@
+"""Instance lifecycle: the store records what users asked for; a per-instance task makes the
+hypervisor match it.
+
+Every API call changes only the store (journaled, then acknowledged) and returns; the
+hypervisor work happens afterwards in `_converge`, which drives the domain towards the state
+the record says (pending → running, stopping → stopped, shutting-down → terminated). The same
+routine, called for every instance at start-up, is the reconciliation after a crash.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ..config import Config, InstanceType
+from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
+from ..store.records import Instance, Reservation
+from ..store.store import MultiIndex, Store
+from .context import Caller
+from .domains import DomainRenderer
+from .errors import CloudError, not_found
+from .filters import FilterSet, Matcher
+from .ids import new_id, new_mac, well_formed
+from .images import Images
+from .keypairs import KeyPairs
+from .network import Network
+from .pagination import decode_token, page_size, paginate, query_fingerprint
+from .scheduler import Scheduler
+from .tags import Tags, tags_from_specs
+
+log = logging.getLogger("cloudctl.compute")
+
+STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
+               "stopping": 64, "stopped": 80}
+TRANSITIONAL = frozenset({"pending", "stopping", "shutting-down"})
+MAX_USER_DATA = 16 * 1024
+# Accepted in TagSpecifications; there are no volume or interface resources yet to carry them.
+_TAGGABLE = ("instance", "volume", "network-interface")
+_UNSUPPORTED = {
+    "SubnetId": "subnets", "SecurityGroupIds": "security groups", "SecurityGroups": "security groups",
+    "NetworkInterfaces": "network interfaces", "BlockDeviceMappings": "block device mappings",
+    "ElasticGpuSpecification": "elastic GPUs", "LaunchTemplate": "launch templates",
+    "InstanceMarketOptions": "spot instances", "PrivateIpAddress": "chosen private addresses",
+}
+
+
+class Compute:
+    def __init__(self, store: Store, config: Config, tags: Tags, images: Images, keypairs: KeyPairs,
+                 network: Network, scheduler: Scheduler, drivers: dict[str, HypervisorDriver]) -> None:
+        self.store = store
+        self.config = config
+        self.tags = tags
+        self.images = images
+        self.keypairs = keypairs
+        self.network = network
+        self.scheduler = scheduler
+        self.drivers = drivers
+        self.renderer = DomainRenderer(config)
+        self.table = store.table(Instance)
+        self.reservations = store.table(Reservation)
+        self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))  # type: ignore[assignment]
+        self._by_host: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.host))  # type: ignore[assignment]
+        self._by_token: MultiIndex[Reservation] = self.reservations.add_index(
+            MultiIndex(lambda r: f"{r.owner}\x1f{r.client_token}" if r.client_token else None))  # type: ignore[assignment]
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._hard_stop: set[str] = set()   # instances whose pending stop is forced
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reconcile_report: list[str] = []
+        tags.register("instance", self._check_owner)
+        self.filters = self._filter_set()
+        self.status_filters = self._status_filter_set()
+
+    def _filter_set(self) -> FilterSet:
+        t = self.config.instance_types
+        return FilterSet({
+            "instance-id": lambda i: i.id,
+            "instance-state-name": lambda i: i.state,
+            "instance-state-code": lambda i: STATE_CODES[i.state],
+            "instance-type": lambda i: i.instance_type,
+            "image-id": lambda i: i.image_id,
+            "availability-zone": lambda i: i.zone,
+            "key-name": lambda i: i.key_name,
+            "private-ip-address": lambda i: i.private_ip,
+            "network-interface.addresses.private-ip-address": lambda i: i.private_ip,
+            "mac-address": lambda i: i.mac,
+            "reservation-id": lambda i: i.reservation_id,
+            "client-token": lambda i: i.client_token,
+            "owner-id": lambda i: i.owner,
+            "launch-index": lambda i: i.launch_index,
+            "architecture": lambda i: "x86_64",
+            "root-device-type": lambda i: "instance-store",
+            "virtualization-type": lambda i: "hvm",
+            "tenancy": lambda i: "default",
+            "state-reason-code": lambda i: i.state_reason_code,
+            "cpu-options.core-count": lambda i: t[i.instance_type].vcpus if i.instance_type in t else None,
+            "host-id": lambda i: i.host,
+        }, tags_of=lambda i: self.tags.of(i.id))
+
+    def _status_filter_set(self) -> FilterSet:
+        return FilterSet({
+            "availability-zone": lambda i: i.zone,
+            "instance-state-name": lambda i: i.state,
+            "instance-state-code": lambda i: STATE_CODES[i.state],
+            "instance-status.status": self._status,
+            "system-status.status": self._status,
+            "instance-status.reachability": lambda i: {"ok": "passed"}.get(self._status(i), self._status(i)),
+            "system-status.reachability": lambda i: {"ok": "passed"}.get(self._status(i), self._status(i)),
+        })
+
+    # -- lookups -------------------------------------------------------------------------------
+    def _check_owner(self, caller: Caller, instance_id: str) -> None:
+        self.owned(caller, [instance_id])
+
+    def owned(self, caller: Caller, ids: list[str]) -> list[Instance]:
+        """The caller's instances by id; any malformed or unknown id fails the whole call."""
+        bad = [i for i in ids if not well_formed(i, "i")]
+        if bad:
+            raise CloudError("InvalidInstanceID.Malformed", f"Invalid id: \"{bad[0]}\"")
+        mine = self._by_owner.get(caller.account)
+        missing = [i for i in ids if i not in mine]
+        if missing:
+            raise not_found("InstanceID", missing)
+        return [mine[i] for i in ids]
+
+    def type_of(self, name: str) -> InstanceType:
+        t = self.config.instance_types.get(name)
+        if t is None:
+            raise CloudError("InvalidParameterValue", f"Invalid value '{name}' for InstanceType.")
+        return t
+
+    # -- RunInstances --------------------------------------------------------------------------
+    async def run(self, caller: Caller, req: dict[str, Any]) -> tuple[Reservation, list[Instance]]:
+        for key, what in _UNSUPPORTED.items():
+            if req.get(key):
+                raise CloudError("InvalidParameterValue", f"{key}: {what} are not supported by this cloud yet")
+        token = req.get("ClientToken")
+        if token is not None and not (0 < len(token) <= 64 and token.isascii()):
+            raise CloudError("InvalidParameterValue", "ClientToken must be 1-64 ASCII characters")
+        req_hash = _request_hash(req)
+        if token:
+            prior = self._by_token.get(f"{caller.account}\x1f{token}")
+            if prior:
+                res = next(iter(prior.values()))
+                if res.request_hash != req_hash:
+                    raise CloudError("IdempotentParameterMismatch",
+                                     f"The client token '{token}' was used with different parameters")
+                caller.check_dry_run()
+                return res, [i for i in (self.table.get(x) for x in res.instance_ids) if i is not None]
+
+        image_id = req.get("ImageId")
+        if not image_id:
+            raise CloudError("MissingParameter", "The request must contain the parameter ImageId")
+        image = self.images.visible(caller, image_id)
+        type_name = req.get("InstanceType") or next(iter(self.config.instance_types))
+        itype = self.type_of(type_name)
+        lo, hi = req.get("MinCount"), req.get("MaxCount")
+        if lo is None or hi is None:
+            raise CloudError("MissingParameter", "The request must contain the parameters MinCount and MaxCount")
+        if lo < 1 or hi < lo:
+            raise CloudError("InvalidParameterValue",
+                             f"MinCount ({lo}) must be at least 1 and MaxCount ({hi}) at least MinCount")
+        if hi > 1000:
+            raise CloudError("InstanceLimitExceeded", "At most 1000 instances can be launched per request")
+        key_name = req.get("KeyName")
+        if key_name and self.keypairs.by_name(caller.account, key_name) is None:
+            raise CloudError("InvalidKeyPair.NotFound", f"The key pair '{key_name}' does not exist")
+        user_data = req.get("UserData")
+        if user_data:
+            try:
+                raw = base64.b64decode(user_data, validate=True)
+            except (binascii.Error, ValueError):
+                raise CloudError("InvalidParameterValue", "Invalid BASE64 encoding of user data.") from None
+            if len(raw) > MAX_USER_DATA:
+                raise CloudError("InvalidParameterValue",
+                                 f"User data is limited to {MAX_USER_DATA} bytes (got {len(raw)})")
+        behaviour = req.get("InstanceInitiatedShutdownBehavior") or "stop"
+        if behaviour not in ("stop", "terminate"):
+            raise CloudError("InvalidParameterValue",
+                             f"Invalid value '{behaviour}' for InstanceInitiatedShutdownBehavior")
+        zone = (req.get("Placement") or {}).get("AvailabilityZone") or None
+        if zone is not None and zone not in self.config.zones:
+            raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
+        tag_pairs = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE).get("instance", [])
+        caller.check_dry_run()
+
+        if zone is None:  # one request lands in one zone, as in EC2: the one with most room
+            zone = max(self.config.zones, key=lambda z: self.scheduler.room(z, itype))
+        room = self.scheduler.room(zone, itype)
+        if room < lo:
+            raise CloudError("InsufficientInstanceCapacity",
+                             f"We currently do not have sufficient {type_name} capacity in the Availability "
+                             f"Zone you requested ({zone}): {room} more fit, {lo} requested.")
+        count = min(hi, room)
+        now = time.time()
+        res = Reservation(id=new_id("r"), owner=caller.account, client_token=token, request_hash=req_hash)
+        launched: list[Instance] = []
+        with self.store.txn() as tx:
+            for n in range(count):
+                host = self.scheduler.pick(zone, itype)
+                assert host is not None  # room was checked above, inside this same transaction
+                iid = new_id("i")
+                inst = Instance(
+                    id=iid, owner=caller.account, reservation_id=res.id, image_id=image.id,
+                    instance_type=type_name, host=host.name, zone=zone, state="pending", launch_time=now,
+                    launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
+                    private_ip=self.network.allocate(tx, zone, iid), mac=new_mac(), uuid=str(uuid.uuid4()),
+                    disable_api_termination=bool(req.get("DisableApiTermination")),
+                    shutdown_behavior=behaviour)
+                tx.put(inst)
+                if tag_pairs:
+                    self.tags.put(tx, caller.account, iid, "instance", tag_pairs)
+                launched.append(inst)
+            res.instance_ids = [i.id for i in launched]
+            tx.put(res)
+        await self.store.sync()
+        for inst in launched:
+            self.converge(inst.id)
+        return res, launched
+
+    # -- DescribeInstances ---------------------------------------------------------------------
+    def _candidates(self, caller: Caller, match: Matcher) -> dict[str, Instance]:
+        """Start from the narrowest index a filter allows, else the caller's instances."""
+        mine = self._by_owner.get(caller.account)
+        sets: list[set[str]] = []
+        for name in ("instance-id", "reservation-id"):
+            vals = match.exact_values(name)
+            if vals is not None:
+                if name == "reservation-id":
+                    vals = {i for r in vals if (res := self.reservations.get(r)) for i in res.instance_ids}
+                sets.append(vals)
+        for key, values in match.tag_lookups():
+            sets.append(self.tags.resources_with(key, values))
+        if not sets:
+            return mine
+        ids = set.intersection(*sets) if len(sets) > 1 else sets[0]
+        return {i: mine[i] for i in ids if i in mine}
+
+    def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[tuple[Reservation, list[Instance]]], str | None]:
+        ids = req.get("InstanceIds") or []
+        filters = req.get("Filters")
+        match = self.filters.compile(filters)
+        limit = page_size(req.get("MaxResults"), 5, 1000)
+        if ids and limit is not None:
+            raise CloudError("InvalidParameterCombination",
+                             "The parameter instancesSet cannot be used with the parameter maxResults")
+        fp = query_fingerprint("instances", filters)
+        after = decode_token(req.get("NextToken"), fp)
+        pool = {i.id: i for i in self.owned(caller, ids)} if ids else self._candidates(caller, match)
+        caller.check_dry_run()
+        rows = {k: i for k, i in pool.items() if match(i)} if match else pool
+        keys, token = paginate(sorted(rows), after, limit, fp)
+        groups: dict[str, list[Instance]] = {}
+        for k in keys:
+            inst = rows[k]
+            groups.setdefault(inst.reservation_id, []).append(inst)
+        out = []
+        for rid, insts in groups.items():
+            res = self.reservations.get(rid) or Reservation(id=rid, owner=insts[0].owner)
+            out.append((res, insts))
+        return out, token
+
+    def _status(self, i: Instance) -> str:
+        return "ok" if i.state == "running" else "initializing" if i.state == "pending" else "not-applicable"
+
+    def describe_status(self, caller: Caller, req: dict[str, Any]) -> tuple[list[tuple[Instance, str]], str | None]:
+        ids = req.get("InstanceIds") or []
+        filters = req.get("Filters")
+        match = self.status_filters.compile(filters)
+        limit = page_size(req.get("MaxResults"), 5, 1000)
+        if ids and limit is not None:
+            raise CloudError("InvalidParameterCombination",
+                             "The parameter instancesSet cannot be used with the parameter maxResults")
+        include_all = bool(req.get("IncludeAllInstances"))
+        fp = query_fingerprint("status", filters, include_all)
+        after = decode_token(req.get("NextToken"), fp)
+        pool = {i.id: i for i in self.owned(caller, ids)} if ids else self._by_owner.get(caller.account)
+        caller.check_dry_run()
+        rows = {k: i for k, i in pool.items()
+                if (include_all or i.state == "running") and match(i)}
+        keys, token = paginate(sorted(rows), after, limit, fp)
+        return [(rows[k], self._status(rows[k])) for k in keys], token
+
+    # -- state changes -------------------------------------------------------------------------
+    async def _transition(self, caller: Caller, ids: list[str],
+                          decide: Callable[[Instance], Instance | None]) -> list[tuple[Instance, Instance]]:
+        """Apply `decide` (validate and return the new row, or None for no change) to all ids at once."""
+        insts = self.owned(caller, ids)
+        changes = [(i, decide(i)) for i in insts]   # raises before anything changes
+        caller.check_dry_run()
+        with self.store.txn() as tx:
+            for _, new in changes:
+                if new is not None:
+                    tx.put(new)
+        await self.store.sync()
+        out = []
+        for old, new in changes:
+            if new is not None:
+                self.converge(new.id)
+            out.append((old, new or old))
+        return out
+
+    async def terminate(self, caller: Caller, ids: list[str]) -> list[tuple[Instance, Instance]]:
+        def decide(i: Instance) -> Instance | None:
+            if i.state in ("shutting-down", "terminated"):
+                return None
+            if i.disable_api_termination:
+                raise CloudError("OperationNotPermitted",
+                                 f"The instance '{i.id}' may not be terminated. Modify its "
+                                 f"'disableApiTermination' instance attribute and try again.")
+            return replace(i, state="shutting-down", transition_reason=_reason("User initiated"),
+                           state_reason_code="Client.UserInitiatedShutdown",
+                           state_reason_message="Client.UserInitiatedShutdown: User initiated shutdown")
+        return await self._transition(caller, ids, decide)
+
+    async def stop(self, caller: Caller, ids: list[str], force: bool = False) -> list[tuple[Instance, Instance]]:
+        def decide(i: Instance) -> Instance | None:
+            if i.state in ("stopping", "stopped"):
+                return None
+            if i.state not in ("pending", "running"):
+                raise CloudError("IncorrectInstanceState",
+                                 f"The instance '{i.id}' is not in a state from which it can be stopped.")
+            return replace(i, state="stopping", transition_reason=_reason("User initiated"),
+                           state_reason_code="Client.UserInitiatedShutdown",
+                           state_reason_message="Client.UserInitiatedShutdown: User initiated shutdown")
+        if force:
+            self._hard_stop.update(ids)
+        return await self._transition(caller, ids, decide)
+
+    async def start(self, caller: Caller, ids: list[str]) -> list[tuple[Instance, Instance]]:
+        def decide(i: Instance) -> Instance | None:
+            if i.state in ("pending", "running"):
+                return None
+            if i.state != "stopped":
+                raise CloudError("IncorrectInstanceState",
+                                 f"The instance '{i.id}' is not in a state from which it can be started.")
+            t = self.type_of(i.instance_type)
+            if not self.scheduler.fits(i.host, t):
+                raise CloudError("InsufficientInstanceCapacity",
+                                 f"There is not enough {i.instance_type} capacity on the host of {i.id} "
+                                 f"in {i.zone} to start it now; try again later.")
+            return replace(i, state="pending", transition_reason="", state_reason_code=None,
+                           state_reason_message=None)
+        return await self._transition(caller, ids, decide)
+
+    async def reboot(self, caller: Caller, ids: list[str]) -> None:
+        insts = self.owned(caller, ids)
+        for i in insts:
+            if i.state not in ("pending", "running"):
+                raise CloudError("IncorrectInstanceState",
+                                 f"The instance '{i.id}' is not in a state from which it can be rebooted.")
+        caller.check_dry_run()
+        for i in insts:
+            self._spawn(self._reboot(i.id))
+
+    async def _reboot(self, iid: str) -> None:
+        async with self._lock(iid):
+            inst = self.table.get(iid)
+            if inst is None or inst.state != "running":
+                return
+            try:
+                await self.drivers[inst.host].reboot(iid)
+            except HypervisorError as e:
+                log.warning("reboot of %s on %s failed: %s", iid, inst.host, e)
+
+    # -- attributes ----------------------------------------------------------------------------
+    def attribute(self, caller: Caller, iid: str, attribute: str) -> tuple[Instance, Any]:
+        inst = self.owned(caller, [iid])[0]
+        values: dict[str, Any] = {
+            "instanceType": inst.instance_type,
+            "userData": inst.user_data,
+            "disableApiTermination": inst.disable_api_termination,
+            "instanceInitiatedShutdownBehavior": inst.shutdown_behavior,
+            "disableApiStop": False,
+            "ebsOptimized": False,
+            "sourceDestCheck": True,
+            "groupSet": [],
+            "blockDeviceMapping": [],
+            "productCodes": [],
+            "rootDeviceName": "/dev/vda",
+            "kernel": None,
+            "ramdisk": None,
+            "enaSupport": False,
+            "sriovNetSupport": None,
+        }
+        if attribute not in values:
+            raise CloudError("InvalidParameterValue", f"Value ({attribute}) for parameter attribute is invalid. "
+                             f"Unknown attribute.")
+        caller.check_dry_run()
+        return inst, values[attribute]
+
+    async def modify_attribute(self, caller: Caller, iid: str, changes: dict[str, Any]) -> None:
+        inst = self.owned(caller, [iid])[0]
+        if not changes:
+            raise CloudError("MissingParameter", "The request must contain an attribute to modify")
+        updates: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name == "instanceType":
+                self.type_of(value)
+                if inst.state != "stopped":
+                    raise CloudError("IncorrectInstanceState",
+                                     f"The instance '{iid}' is not in the 'stopped' state.")
+                updates["instance_type"] = value
+            elif name == "userData":
+                if inst.state != "stopped":
+                    raise CloudError("IncorrectInstanceState",
+                                     f"The instance '{iid}' is not in the 'stopped' state.")
+                raw = value if isinstance(value, bytes) else str(value).encode()
+                if len(raw) > MAX_USER_DATA:
+                    raise CloudError("InvalidParameterValue", f"User data is limited to {MAX_USER_DATA} bytes")
+                updates["user_data"] = base64.b64encode(raw).decode() if raw else None
+            elif name == "disableApiTermination":
+                updates["disable_api_termination"] = _as_bool(value, name)
+            elif name == "instanceInitiatedShutdownBehavior":
+                if value not in ("stop", "terminate"):
+                    raise CloudError("InvalidParameterValue",
+                                     f"Invalid value '{value}' for instanceInitiatedShutdownBehavior")
+                updates["shutdown_behavior"] = value
+            else:
+                raise CloudError("InvalidParameterValue",
+                                 f"Modifying the attribute '{name}' is not supported by this cloud")
+        caller.check_dry_run()
+        with self.store.txn() as tx:
+            tx.put(replace(inst, **updates))
+        await self.store.sync()
+
+    async def console_output(self, caller: Caller, iid: str) -> tuple[Instance, bytes]:
+        inst = self.owned(caller, [iid])[0]
+        caller.check_dry_run()
+        if inst.state == "terminated":
+            return inst, b""
+        try:
+            data = await self.drivers[inst.host].console_output(iid)
+        except HypervisorError:
+            data = b""
+        return inst, data[-65536:]
+
+    # -- converging the hypervisor to the record -----------------------------------------------
+    def _lock(self, iid: str) -> asyncio.Lock:
+        lock = self._locks.get(iid)
+        if lock is None:
+            lock = self._locks[iid] = asyncio.Lock()
+        return lock
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def converge(self, iid: str, ensure: bool = False) -> None:
+        self._spawn(self._converge(iid, ensure))
+
+    async def _set_state(self, iid: str, expect: str, **updates: Any) -> Instance | None:
+        """Record the end of a transition, unless the user changed the instance meanwhile."""
+        inst = self.table.get(iid)
+        if inst is None or inst.state != expect:
+            return inst
+        with self.store.txn() as tx:
+            new = replace(inst, **updates)
+            if updates.get("state") == "terminated":
+                self.network.release(tx, inst.private_ip)
+                new = replace(new, private_ip=None)
+            tx.put(new)
+        await self.store.sync()
+        return new
+
+    async def _converge(self, iid: str, ensure: bool = False) -> None:
+        async with self._lock(iid):
+            for _ in range(8):   # a few rounds: the user may change the target meanwhile
+                inst = self.table.get(iid)
+                if inst is None or not (ensure or inst.state in TRANSITIONAL):
+                    return
+                ensure = False
+                driver = self.drivers.get(inst.host)
+                if driver is None:
+                    log.error("instance %s is on unknown host %s", iid, inst.host)
+                    return
+                before = inst.state
+                try:
+                    await self._drive(driver, inst)
+                except HypervisorError as e:
+                    await self._failed(inst, e)
+                    return
+                now = self.table.get(iid)
+                if now is None or now.state == before or now.state not in TRANSITIONAL:
+                    return
+
+    async def _drive(self, driver: HypervisorDriver, inst: Instance) -> None:
+        iid = inst.id
+        if inst.state in ("pending", "running"):
+            await driver.define(iid, self._xml(inst))
+            await driver.start(iid)
+            await self._set_state(iid, "pending", state="running", transition_reason="",
+                                  state_reason_code=None, state_reason_message=None)
+        elif inst.state in ("stopping", "stopped"):
+            if inst.state == "stopping":
+                await driver.stop(iid, force=iid in self._hard_stop, timeout=self.config.stop_timeout_s)
+                self._hard_stop.discard(iid)
+            else:
+                await driver.define(iid, self._xml(inst))
+            await self._set_state(iid, "stopping", state="stopped")
+        else:  # shutting-down, terminated
+            await driver.undefine(iid)
+            await self._set_state(iid, "shutting-down", state="terminated", terminated_at=time.time())
+
+    async def _failed(self, inst: Instance, err: HypervisorError) -> None:
+        log.error("instance %s on %s: %s failed: %s", inst.id, inst.host, inst.state, err)
+        if inst.state == "pending":
+            await self._set_state(inst.id, "pending", state="terminated", terminated_at=time.time(),
+                                  state_reason_code="Server.InternalError",
+                                  state_reason_message=f"Server.InternalError: Internal error on launch: {err}",
+                                  transition_reason=_reason("Server error"))
+
+    def _xml(self, inst: Instance) -> str:
+        image = self.images.table.get(inst.image_id)
+        path = str(self.images.path_of(image)) if image else ""
+        return self.renderer.render(inst, self.type_of(inst.instance_type), path)
+
+    # -- events, reconciliation, expiry --------------------------------------------------------
+    def on_domain_event(self, ev: DomainEvent) -> None:
+        """A guest powering itself off is a stop (or terminate, per its shutdown behaviour)."""
+        if not ev.guest_initiated or ev.kind not in ("stopped", "shutdown", "crashed"):
+            return
+        inst = self.table.get(ev.name)
+        if inst is None or inst.host != ev.host or inst.state != "running":
+            return
+        self._spawn(self._guest_stopped(inst, ev))
+
+    async def _guest_stopped(self, inst: Instance, ev: DomainEvent) -> None:
+        if ev.kind == "crashed":
+            code, msg = "Server.InternalError", "Server.InternalError: the guest crashed"
+        else:
+            code, msg = "Client.InstanceInitiatedShutdown", \
+                "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
+        target = "shutting-down" if inst.shutdown_behavior == "terminate" and ev.kind != "crashed" else "stopped"
+        new = await self._set_state(inst.id, "running", state=target, state_reason_code=code,
+                                    state_reason_message=msg, transition_reason=_reason("Instance initiated"))
+        if new is not None and target == "shutting-down":
+            self.converge(inst.id)
+
+    async def reconcile(self) -> list[str]:
+        """Match every host's domains against the store; fix what can be fixed and say so."""
+        report: list[str] = []
+        for name, driver in self.drivers.items():
+            try:
+                domains = {d.name: d for d in await driver.list_domains()}
+            except HypervisorError as e:
+                report.append(f"host {name}: unreachable ({e}); its instances were left as recorded")
+                continue
+            mine = dict(self._by_host.get(name))
+            for iid, inst in mine.items():
+                dom = domains.get(iid)
+                want_run = inst.state in ("pending", "running")
+                if inst.state in TRANSITIONAL:
+                    self.converge(iid)
+                elif inst.state == "terminated":
+                    if dom is not None:
+                        report.append(f"{iid}: terminated but its domain was still on {name}; removing it")
+                        self.converge(iid, ensure=True)
+                elif dom is None:
+                    report.append(f"{iid}: {inst.state} but no domain on {name}; defining it again")
+                    self.converge(iid, ensure=True)
+                elif want_run and dom.power != Power.RUNNING:
+                    report.append(f"{iid}: running but its domain is {dom.power} on {name}; starting it")
+                    self.converge(iid, ensure=True)
+                elif inst.state == "stopped" and dom.power == Power.RUNNING:
+                    report.append(f"{iid}: stopped but its domain runs on {name}; stopping it")
+                    with self.store.txn() as tx:
+                        tx.put(replace(inst, state="stopping"))
+                    await self.store.sync()
+                    self.converge(iid)
+            for dname, dom in domains.items():
+                if dom.managed and dname not in mine:
+                    report.append(f"{dname}: domain on {name} belongs to no acknowledged instance; removing it")
+                    self._spawn(self._remove_orphan(driver, dname))
+        for line in report:
+            log.warning("reconcile: %s", line)
+        self.reconcile_report = report
+        return report
+
+    async def _remove_orphan(self, driver: HypervisorDriver, name: str) -> None:
+        try:
+            await driver.undefine(name)
+        except HypervisorError as e:
+            log.error("could not remove orphan domain %s on %s: %s", name, driver.host, e)
+
+    async def expire_terminated(self) -> int:
+        """Forget terminated instances once they have been visible for the configured time."""
+        cutoff = time.time() - self.config.terminated_visible_s
+        old = [i for i in self.table.values()
+               if i.state == "terminated" and (i.terminated_at or 0) <= cutoff]
+        if not old:
+            return 0
+        with self.store.txn() as tx:
+            for inst in old:
+                tx.delete(inst)
+                self._locks.pop(inst.id, None)
+                self.tags.remove_all(tx, inst.id)
+                res = self.reservations.get(inst.reservation_id)
+                if res is not None:
+                    left = [x for x in res.instance_ids if x != inst.id]
+                    if any(self.table.get(x) is not None for x in left):
+                        tx.put(replace(res, instance_ids=left))
+                    else:
+                        tx.delete(res)
+        await self.store.sync()
+        return len(old)
+
+    async def idle(self) -> None:
+        """Wait until no hypervisor work is in flight (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _reason(who: str) -> str:
+    return f"{who} ({time.strftime('%Y-%m-%d %H:%M:%S GMT', time.gmtime())})"
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise CloudError("InvalidParameterValue", f"Invalid value '{value}' for {name}; expected true or false")
+
+
+def _request_hash(req: dict[str, Any]) -> str:
+    body = {k: v for k, v in req.items() if k not in ("ClientToken", "DryRun")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -1,0 +1,33 @@
+"""Domain XML from the admin's templates, filled per instance."""
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+from xml.sax.saxutils import escape
+
+from ..config import Config, InstanceType
+from ..drivers.hypervisor.base import METADATA_NS
+from ..store.records import Instance
+
+
+class DomainRenderer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._templates: dict[Path, Template] = {}
+
+    def _template(self, path: Path) -> Template:
+        # Read once: a template edited on disk takes effect at the next start.
+        t = self._templates.get(path)
+        if t is None:
+            t = self._templates[path] = Template(path.read_text())
+        return t
+
+    def render(self, inst: Instance, itype: InstanceType, image_path: str) -> str:
+        tpl = self._template(self.config.template_for(inst.instance_type))
+        metadata = (f"<metadata><cloudctl:instance xmlns:cloudctl='{METADATA_NS}'>{inst.id}"
+                    f"</cloudctl:instance></metadata>")
+        return tpl.safe_substitute(
+            name=inst.id, uuid=inst.uuid, vcpus=itype.vcpus, memory_mib=itype.memory_mib,
+            disk_gib=itype.disk_gib, image_path=escape(image_path), mac=inst.mac or "",
+            private_ip=inst.private_ip or "", instance_type=escape(inst.instance_type),
+            metadata=metadata)

@@ -1,0 +1,216 @@
+"""Machine images: files in the image store, registered with their size and sha256."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from ..store.records import Image, Instance
+from ..store.store import MultiIndex, Store
+from .context import Caller
+from .errors import CloudError, not_found
+from .filters import FilterSet
+from .ids import new_id, well_formed
+from .pagination import decode_token, page_size, paginate, query_fingerprint
+from .tags import Tags, tags_from_specs
+from .users import LIVE_STATES
+
+CLOUD_OWNER = "cloudctl"     # owner id of the images the cloud itself provides
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def sniff_format(path: Path) -> str:
+    with open(path, "rb") as f:
+        return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+
+
+class Images:
+    def __init__(self, store: Store, tags: Tags, image_store: Path) -> None:
+        self.store = store
+        self.tags = tags
+        self.dir = image_store
+        self.table = store.table(Image)
+        self._by_owner: MultiIndex[Image] = self.table.add_index(MultiIndex(lambda i: i.owner))  # type: ignore[assignment]
+        self._public: MultiIndex[Image] = self.table.add_index(
+            MultiIndex(lambda i: "public" if i.public else None))  # type: ignore[assignment]
+        self.filters = FilterSet({
+            "image-id": lambda i: i.id,
+            "name": lambda i: i.name,
+            "description": lambda i: i.description,
+            "state": lambda i: i.state,
+            "owner-id": lambda i: i.owner,
+            "owner-alias": lambda i: CLOUD_OWNER if i.owner == CLOUD_OWNER else None,
+            "is-public": lambda i: i.public,
+            "architecture": lambda i: i.architecture,
+            "image-type": lambda i: "machine",
+            "virtualization-type": lambda i: "hvm",
+            "root-device-type": lambda i: "instance-store",
+            "hypervisor": lambda i: "xen",
+        }, tags_of=lambda i: tags.of(i.id))
+        tags.register("image", self._check_owner)
+
+    def _check_owner(self, caller: Caller, image_id: str) -> None:
+        im = self.table.get(image_id)
+        if im is None or im.owner != caller.account:
+            raise not_found("AMIID", image_id)
+
+    def path_of(self, image: Image) -> Path:
+        return self.dir / image.path
+
+    def visible(self, caller: Caller, image_id: str) -> Image:
+        """An image the caller may launch: their own or a public one."""
+        if not well_formed(image_id, "ami"):
+            raise CloudError("InvalidAMIID.Malformed", f"Invalid id: \"{image_id}\" (expecting \"ami-...\")")
+        im = self.table.get(image_id)
+        if im is None or not (im.public or im.owner == caller.account):
+            raise not_found("AMIID", image_id)
+        return im
+
+    def _check_name(self, owner: str, name: str) -> None:
+        if not 3 <= len(name) <= 128:
+            raise CloudError("InvalidParameterValue", "AMI names must be between 3 and 128 characters long")
+        if any(i.name == name for i in self._by_owner.get(owner).values()):
+            raise CloudError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
+
+    async def _register(self, owner: str, name: str, rel_path: str, description: str, public: bool,
+                        tag_pairs: list[tuple[str, str]] | None = None) -> Image:
+        path = self.dir / rel_path
+        loop = asyncio.get_running_loop()
+        size, digest = await loop.run_in_executor(None, hash_file, path)
+        fmt = await loop.run_in_executor(None, sniff_format, path)
+        self._check_name(owner, name)  # again, after the await
+        im = Image(id=new_id("ami"), owner=owner, name=name, path=rel_path, size=size, sha256=digest,
+                   created=time.time(), description=description, public=public, disk_format=fmt)
+        with self.store.txn() as tx:
+            tx.put(im)
+            if tag_pairs:
+                self.tags.put(tx, owner, im.id, "image", tag_pairs)
+        await self.store.sync()
+        return im
+
+    async def register(self, caller: Caller, req: dict[str, Any]) -> Image:
+        """RegisterImage: `ImageLocation` names a file already in the image store."""
+        name = req.get("Name") or ""
+        location = req.get("ImageLocation")
+        if req.get("BlockDeviceMappings") and not location:
+            raise CloudError("InvalidParameterValue",
+                             "Registering from snapshots is not supported; give ImageLocation, a file in the image store")
+        if not location:
+            raise CloudError("MissingParameter", "The request must contain the parameter ImageLocation")
+        self._check_name(caller.account, name)
+        arch = req.get("Architecture") or "x86_64"
+        if arch != "x86_64":
+            raise CloudError("InvalidParameterValue", f"Architecture '{arch}' is not supported (x86_64 only)")
+        path = (self.dir / location).resolve()
+        if not path.is_relative_to(self.dir.resolve()) or not path.is_file():
+            raise CloudError("InvalidParameterValue",
+                             f"ImageLocation '{location}' is not a file in the image store")
+        pairs = tags_from_specs(req.get("TagSpecifications"), ("image",)).get("image")
+        caller.check_dry_run()
+        return await self._register(caller.account, name, str(path.relative_to(self.dir.resolve())),
+                                    req.get("Description") or "", False, pairs)
+
+    async def import_stream(self, name: str, description: str, chunks: AsyncIterator[bytes],
+                            expected_sha256: str | None = None) -> Image:
+        """Admin import: stream a file into the store (hashing as it arrives), then register it."""
+        self._check_name(CLOUD_OWNER, name)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        img_id_file = f"{new_id('img')}.img"
+        tmp = self.dir / (img_id_file + ".part")
+        loop = asyncio.get_running_loop()
+        h = hashlib.sha256()
+        f = await loop.run_in_executor(None, open, tmp, "wb")
+        try:
+            async for chunk in chunks:
+                h.update(chunk)
+                await loop.run_in_executor(None, f.write, chunk)
+            await loop.run_in_executor(None, _close_synced, f)
+            if expected_sha256 and h.hexdigest() != expected_sha256.lower():
+                raise CloudError("InvalidParameterValue",
+                                 f"sha256 mismatch: expected {expected_sha256}, received {h.hexdigest()}")
+            await loop.run_in_executor(None, os.replace, tmp, self.dir / img_id_file)
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        return await self._register(CLOUD_OWNER, name, img_id_file, description, True)
+
+    async def seed(self, name: str, source: Path, description: str) -> Image | None:
+        """Register a config-listed image once (copied into the store) if it is not there yet."""
+        if any(i.name == name for i in self._by_owner.get(CLOUD_OWNER).values()):
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        rel = f"{name}{source.suffix}"
+        await asyncio.get_running_loop().run_in_executor(None, shutil.copyfile, source, self.dir / rel)
+        return await self._register(CLOUD_OWNER, name, rel, description, True)
+
+    def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[Image], str | None]:
+        ids = req.get("ImageIds") or []
+        owners = req.get("Owners") or []
+        match = self.filters.compile(req.get("Filters"))
+        limit = page_size(req.get("MaxResults"), 5, 1000)
+        fp = query_fingerprint("images", ids, owners, req.get("Filters"))
+        after = decode_token(req.get("NextToken"), fp)
+        if ids and limit is not None:
+            raise CloudError("InvalidParameterCombination",
+                             "The parameter ImageIds cannot be used with the parameter MaxResults")
+        if ids:
+            found = {}
+            missing = []
+            for i in ids:
+                try:
+                    found[i] = self.visible(caller, i)
+                except CloudError as e:
+                    if e.code.endswith("Malformed"):
+                        raise
+                    missing.append(i)
+            if missing:
+                raise not_found("AMIID", missing)
+            pool = found
+        else:
+            pool = {**self._public.get("public"), **self._by_owner.get(caller.account)}
+        caller.check_dry_run()
+        if owners:
+            want = {caller.account if o == "self" else o for o in owners}
+            pool = {k: i for k, i in pool.items() if i.owner in want}
+        rows = {k: i for k, i in pool.items() if match(i)}
+        keys, token = paginate(sorted(rows), after, limit, fp)
+        return [rows[k] for k in keys], token
+
+    async def deregister(self, caller: Caller, image_id: str) -> None:
+        if not well_formed(image_id, "ami"):
+            raise CloudError("InvalidAMIID.Malformed", f"Invalid id: \"{image_id}\" (expecting \"ami-...\")")
+        im = self.table.get(image_id)
+        if im is None or im.owner != caller.account:
+            raise not_found("AMIID", image_id)
+        users = [i.id for i in self.store.table(Instance).values()
+                 if i.image_id == image_id and i.state in LIVE_STATES]
+        if users:
+            raise CloudError("InvalidParameterValue",
+                             f"Image {image_id} is in use by {len(users)} instance(s) (e.g. {users[0]}); "
+                             f"terminate them before deregistering it")
+        caller.check_dry_run()
+        with self.store.txn() as tx:
+            tx.delete(im)
+            self.tags.remove_all(tx, im.id)
+        await self.store.sync()
+
+
+def _close_synced(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()

@@ -1,0 +1,123 @@
+"""EC2 key pairs: created (private key returned once, never stored) or imported."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ..store.records import KeyPair
+from ..store.store import MultiIndex, Store
+from . import sshkeys
+from .context import Caller
+from .errors import CloudError, not_found
+from .filters import FilterSet
+from .ids import new_id
+from .tags import Tags, tags_from_specs
+
+
+class KeyPairs:
+    def __init__(self, store: Store, tags: Tags) -> None:
+        self.store = store
+        self.tags = tags
+        self.table = store.table(KeyPair)
+        self._by_owner: MultiIndex[KeyPair] = self.table.add_index(MultiIndex(lambda k: k.owner))  # type: ignore[assignment]
+        self.filters = FilterSet({
+            "key-name": lambda k: k.name,
+            "key-pair-id": lambda k: k.id,
+            "fingerprint": lambda k: k.fingerprint,
+            "key-type": lambda k: k.key_type,
+        }, tags_of=lambda k: tags.of(k.id))
+        tags.register("key-pair", self._check_owner)
+
+    def _check_owner(self, caller: Caller, key_id: str) -> None:
+        k = self.table.get(key_id)
+        if k is None or k.owner != caller.account:
+            raise CloudError("InvalidKeyPair.NotFound", f"The key pair '{key_id}' does not exist")
+
+    def by_name(self, owner: str, name: str) -> KeyPair | None:
+        for k in self._by_owner.get(owner).values():
+            if k.name == name:
+                return k
+        return None
+
+    def _check_new(self, caller: Caller, name: str) -> None:
+        if not name or len(name) > 255 or not name.isprintable():
+            raise CloudError("InvalidParameterValue", "Key pair names must be 1-255 printable ASCII characters")
+        if self.by_name(caller.account, name) is not None:
+            raise CloudError("InvalidKeyPair.Duplicate", f"The keypair '{name}' already exists.")
+
+    async def _save(self, caller: Caller, name: str, km: sshkeys.KeyMaterial,
+                    tag_specs: list[dict[str, Any]] | None) -> KeyPair:
+        pairs = tags_from_specs(tag_specs, ("key-pair",)).get("key-pair", [])
+        # Checked again: another request may have taken the name while the key was generated.
+        self._check_new(caller, name)
+        kp = KeyPair(id=new_id("key"), owner=caller.account, name=name, fingerprint=km.fingerprint,
+                     public_key=km.public_openssh, key_type=km.key_type, created=time.time())
+        with self.store.txn() as tx:
+            tx.put(kp)
+            if pairs:
+                self.tags.put(tx, caller.account, kp.id, "key-pair", pairs)
+        await self.store.sync()
+        return kp
+
+    async def create(self, caller: Caller, name: str, key_type: str | None, key_format: str | None,
+                     tag_specs: list[dict[str, Any]] | None) -> tuple[KeyPair, str]:
+        self._check_new(caller, name)
+        key_type = key_type or "rsa"
+        if key_type not in ("rsa", "ed25519"):
+            raise CloudError("InvalidParameterValue", f"Invalid key type '{key_type}'; expected rsa or ed25519")
+        if (key_format or "pem") != "pem":
+            raise CloudError("InvalidParameterValue", f"Key format '{key_format}' is not supported; use pem")
+        tags_from_specs(tag_specs, ("key-pair",)).get("key-pair", [])
+        caller.check_dry_run()
+        km = await asyncio.get_running_loop().run_in_executor(None, sshkeys.generate, key_type)
+        kp = await self._save(caller, name, km, tag_specs)
+        assert km.private_pem is not None
+        return kp, km.private_pem
+
+    async def import_(self, caller: Caller, name: str, material: bytes,
+                      tag_specs: list[dict[str, Any]] | None) -> KeyPair:
+        self._check_new(caller, name)
+        try:
+            km = sshkeys.parse_public(material)
+        except ValueError as e:
+            raise CloudError("InvalidKey.Format", f"Key is not in valid OpenSSH public key format: {e}") from None
+        tags_from_specs(tag_specs, ("key-pair",)).get("key-pair", [])
+        caller.check_dry_run()
+        return await self._save(caller, name, km, tag_specs)
+
+    def resolve(self, caller: Caller, names: list[str] | None, ids: list[str] | None) -> list[KeyPair]:
+        mine = self._by_owner.get(caller.account)
+        if not names and not ids:
+            return sorted(mine.values(), key=lambda k: k.name)
+        out: dict[str, KeyPair] = {}
+        for n in names or ():
+            k = self.by_name(caller.account, n)
+            if k is None:
+                raise not_found("KeyPair", n)
+            out[k.id] = k
+        for i in ids or ():
+            k = mine.get(i)
+            if k is None:
+                raise CloudError("InvalidKeyPair.NotFound", f"The key pair ID '{i}' does not exist")
+            out[k.id] = k
+        return sorted(out.values(), key=lambda k: k.name)
+
+    def describe(self, caller: Caller, names: list[str] | None, ids: list[str] | None,
+                 filters: list[dict[str, Any]] | None) -> list[KeyPair]:
+        match = self.filters.compile(filters)
+        keys = self.resolve(caller, names, ids)
+        caller.check_dry_run()
+        return [k for k in keys if match(k)]
+
+    async def delete(self, caller: Caller, name: str | None, key_id: str | None) -> None:
+        if not name and not key_id:
+            raise CloudError("MissingParameter", "The request must contain the parameter KeyName or KeyPairId")
+        k = self.by_name(caller.account, name) if name else self._by_owner.get(caller.account).get(key_id or "")
+        caller.check_dry_run()
+        if k is None:
+            return  # EC2 answers success for a key that is already gone
+        with self.store.txn() as tx:
+            tx.delete(k)
+            self.tags.remove_all(tx, k.id)
+        await self.store.sync()

@@ -1,0 +1,107 @@
+"""Placement by free vCPUs and memory, and the capacity report built from the same numbers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Config, InstanceType
+from ..store.records import Instance
+from ..store.store import Index, Store
+
+# States in which an instance holds its host's CPU and memory.
+CONSUMING = frozenset({"pending", "running", "stopping", "shutting-down"})
+
+
+@dataclass(slots=True)
+class HostCapacity:
+    name: str
+    zone: str
+    vcpus: int           # offered, after overcommit
+    memory_mib: int
+    used_vcpus: int = 0
+    used_memory_mib: int = 0
+    instances: int = 0
+    enabled: bool = True
+
+    def room_for(self, t: InstanceType) -> int:
+        if not self.enabled:
+            return 0
+        return max(0, min((self.vcpus - self.used_vcpus) // t.vcpus,
+                          (self.memory_mib - self.used_memory_mib) // t.memory_mib))
+
+    def total_for(self, t: InstanceType) -> int:
+        return min(self.vcpus // t.vcpus, self.memory_mib // t.memory_mib)
+
+
+class _Usage(Index[Instance]):
+    """Keeps each host's used vCPUs/memory in step with the instances table."""
+
+    def __init__(self, sched: "Scheduler") -> None:
+        self.sched = sched
+
+    def _apply(self, row: Instance, sign: int) -> None:
+        if row.state not in CONSUMING:
+            return
+        host = self.sched.hosts.get(row.host)
+        t = self.sched.types.get(row.instance_type)
+        if host is None or t is None:
+            return
+        host.used_vcpus += sign * t.vcpus
+        host.used_memory_mib += sign * t.memory_mib
+        host.instances += sign
+
+    def add(self, row: Instance) -> None:
+        self._apply(row, 1)
+
+    def remove(self, row: Instance) -> None:
+        self._apply(row, -1)
+
+
+class Scheduler:
+    def __init__(self, store: Store, config: Config) -> None:
+        self.config = config
+        self.types = config.instance_types
+        self.hosts: dict[str, HostCapacity] = {}
+        self._store = store
+        self._usage: _Usage | None = None
+
+    def add_host(self, name: str, zone: str, cpus: int, memory_mib: int,
+                 cpu_ratio: float, mem_ratio: float) -> None:
+        self.hosts[name] = HostCapacity(name, zone, int(cpus * cpu_ratio), int(memory_mib * mem_ratio))
+
+    def start(self) -> None:
+        """Attach the usage index once every host is known (it counts existing instances)."""
+        self._usage = _Usage(self)
+        self._store.table(Instance).add_index(self._usage)
+
+    def pick(self, zone: str | None, t: InstanceType, exclude_full: bool = True) -> HostCapacity | None:
+        """The host with the most free memory (then vCPUs) that fits one more instance of `t`."""
+        best = None
+        best_key: tuple[int, int] | None = None
+        for h in self.hosts.values():
+            if (zone is not None and h.zone != zone) or h.room_for(t) < 1:
+                continue
+            key = (h.memory_mib - h.used_memory_mib, h.vcpus - h.used_vcpus)
+            if best_key is None or key > best_key:
+                best, best_key = h, key
+        return best
+
+    def room(self, zone: str | None, t: InstanceType) -> int:
+        return sum(h.room_for(t) for h in self.hosts.values() if zone is None or h.zone == zone)
+
+    def fits(self, host: str, t: InstanceType) -> bool:
+        h = self.hosts.get(host)
+        return h is not None and h.room_for(t) >= 1
+
+    def capacity(self, by_zone: bool) -> list[dict[str, object]]:
+        """Per instance type (and zone): how many more fit, out of how many in total."""
+        zones = sorted({h.zone for h in self.hosts.values()}) if by_zone else [None]
+        out = []
+        for name, t in self.types.items():
+            for z in zones:
+                hosts = [h for h in self.hosts.values() if z is None or h.zone == z]
+                total = sum(h.total_for(t) for h in hosts)
+                avail = sum(h.room_for(t) for h in hosts)
+                out.append({"instance_type": name, "zone": z, "available": avail, "total": total,
+                            "used": total - avail,
+                            "used_percent": round(100.0 * (total - avail) / total, 1) if total else 0.0})
+        return out

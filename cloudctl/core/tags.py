@@ -1,0 +1,186 @@
+"""Tags on any resource, indexed both ways so `tag:K=V` filters are lookups, not scans."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..store.records import Tag
+from ..store.store import Index, MultiIndex, Store, Txn
+from .context import Caller
+from .errors import CloudError
+from .filters import FilterSet
+from .pagination import decode_token, page_size, paginate, query_fingerprint
+
+MAX_TAGS = 50
+_EMPTY: Mapping[str, str] = {}
+
+# Resource id prefix -> EC2 resource type name.
+RESOURCE_TYPES = {
+    "i": "instance", "ami": "image", "key": "key-pair", "vol": "volume", "snap": "snapshot",
+    "sg": "security-group", "eipalloc": "elastic-ip", "vpc": "vpc", "subnet": "subnet",
+    "r": "reservation",
+}
+
+
+def resource_type_of(resource_id: str) -> str | None:
+    return RESOURCE_TYPES.get(resource_id.partition("-")[0])
+
+
+class _KeyValueIndex(Index[Tag]):
+    def __init__(self) -> None:
+        self.ids: dict[str, dict[str, set[str]]] = {}
+
+    def add(self, row: Tag) -> None:
+        self.ids.setdefault(row.tag_key, {}).setdefault(row.value, set()).add(row.resource_id)
+
+    def remove(self, row: Tag) -> None:
+        vals = self.ids.get(row.tag_key)
+        if vals is None:
+            return
+        s = vals.get(row.value)
+        if s is not None:
+            s.discard(row.resource_id)
+            if not s:
+                del vals[row.value]
+        if not vals:
+            del self.ids[row.tag_key]
+
+
+# Checks that a resource exists and belongs to the caller; registered by each resource's module.
+Owner = Callable[[Caller, str], None]
+
+
+class Tags:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.table = store.table(Tag)
+        self._by_resource: MultiIndex[Tag] = self.table.add_index(MultiIndex(lambda t: t.resource_id))  # type: ignore[assignment]
+        self._by_kv: _KeyValueIndex = self.table.add_index(_KeyValueIndex())  # type: ignore[assignment]
+        self._owners: dict[str, Owner] = {}
+        self.filters = FilterSet({
+            "key": lambda t: t.tag_key,
+            "value": lambda t: t.value,
+            "resource-id": lambda t: t.resource_id,
+            "resource-type": lambda t: t.resource_type,
+        })
+
+    def register(self, resource_type: str, check: Owner) -> None:
+        self._owners[resource_type] = check
+
+    # -- reads used by every Describe --------------------------------------------------------
+    def of(self, resource_id: str) -> Mapping[str, str]:
+        group = self._by_resource.groups.get(resource_id)
+        if not group:
+            return _EMPTY
+        return {t.tag_key: t.value for t in group.values()}
+
+    def tag_list(self, resource_id: str) -> list[dict[str, str]]:
+        group = self._by_resource.groups.get(resource_id)
+        if not group:
+            return []
+        return [{"Key": t.tag_key, "Value": t.value} for t in group.values()]
+
+    def resources_with(self, key: str, values: set[str]) -> set[str]:
+        by_value = self._by_kv.ids.get(key)
+        if not by_value:
+            return set()
+        out: set[str] = set()
+        for v in values:
+            out |= by_value.get(v, set())
+        return out
+
+    # -- changes ------------------------------------------------------------------------------
+    @staticmethod
+    def validate(tags: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        out = []
+        for t in tags:
+            key = t.get("Key")
+            value = t.get("Value") or ""
+            if key is None or not 1 <= len(key) <= 128:
+                raise CloudError("InvalidParameterValue", "Tag keys must be between 1 and 128 characters")
+            if len(value) > 256:
+                raise CloudError("InvalidParameterValue", f"Tag value for key '{key}' exceeds 256 characters")
+            if key.lower().startswith("aws:"):
+                raise CloudError("InvalidParameterValue",
+                                 "Tag keys starting with 'aws:' are reserved for internal use")
+            out.append((key, value))
+        return out
+
+    def check_resource(self, caller: Caller, resource_id: str) -> str:
+        rtype = resource_type_of(resource_id)
+        check = self._owners.get(rtype or "")
+        if check is None:
+            raise CloudError("InvalidID", f"The ID '{resource_id}' is not valid")
+        check(caller, resource_id)
+        return rtype  # type: ignore[return-value]
+
+    def put(self, tx: Txn, owner: str, resource_id: str, resource_type: str,
+            pairs: list[tuple[str, str]]) -> None:
+        current = self.of(resource_id)
+        new_keys = {k for k, _ in pairs if k not in current}
+        if len(current) + len(new_keys) > MAX_TAGS:
+            raise CloudError("TagLimitExceeded",
+                             f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded")
+        for k, v in pairs:
+            tx.put(Tag(resource_id=resource_id, resource_type=resource_type, owner=owner, tag_key=k, value=v))
+
+    def remove_all(self, tx: Txn, resource_id: str) -> None:
+        for t in list(self._by_resource.get(resource_id).values()):
+            tx.delete(t)
+
+    async def create(self, caller: Caller, resource_ids: list[str], tags: list[dict[str, Any]]) -> None:
+        pairs = self.validate(tags)
+        types = {rid: self.check_resource(caller, rid) for rid in resource_ids}
+        caller.check_dry_run()
+        with self.store.txn() as tx:
+            for rid in resource_ids:
+                self.put(tx, caller.account, rid, types[rid], pairs)
+        await self.store.sync()
+
+    async def delete(self, caller: Caller, resource_ids: list[str], tags: list[dict[str, Any]] | None) -> None:
+        for rid in resource_ids:
+            self.check_resource(caller, rid)
+        caller.check_dry_run()
+        with self.store.txn() as tx:
+            for rid in resource_ids:
+                group = self._by_resource.get(rid)
+                if not tags:
+                    for t in list(group.values()):
+                        tx.delete(t)
+                    continue
+                for spec in tags:
+                    row = group.get(f"{rid}\x1f{spec.get('Key')}")
+                    # With a Value, only a tag holding that value goes (EC2 semantics); an
+                    # empty-string Value means "only if the value is empty".
+                    if row is not None and ("Value" not in spec or spec["Value"] == row.value):
+                        tx.delete(row)
+        await self.store.sync()
+
+    def describe(self, caller: Caller, filters: list[dict[str, Any]] | None,
+                 max_results: int | None, next_token: str | None) -> tuple[list[Tag], str | None]:
+        match = self.filters.compile(filters)
+        limit = page_size(max_results, 5, 1000)
+        fp = query_fingerprint("tags", filters)
+        after = decode_token(next_token, fp)
+        caller.check_dry_run()
+        rids = match.exact_values("resource-id")
+        if rids is not None:
+            rows = [t for rid in rids for t in self._by_resource.get(rid).values()]
+        else:
+            rows = list(self.table.values())
+        rows = {t.key: t for t in rows if t.owner == caller.account and match(t)}
+        keys, token = paginate(sorted(rows), after, limit, fp)
+        return [rows[k] for k in keys], token
+
+
+def tags_from_specs(tag_specs: list[dict[str, Any]] | None,
+                    allowed: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+    """TagSpecifications → {resource type: [(key, value)]}; a type the action cannot tag is refused."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for spec in tag_specs or ():
+        rtype = spec.get("ResourceType")
+        if rtype not in allowed:
+            raise CloudError("InvalidParameterValue",
+                             f"'{rtype}' is not a valid taggable resource type for this operation")
+        out.setdefault(rtype, []).extend(Tags.validate(spec.get("Tags") or []))
+    return out

@@ -1,0 +1,118 @@
+"""The hypervisor driver contract.
+
+One small abstract class that the core of cloudctl calls to run VMs on one host. A driver knows
+nothing about instances, users or the state store: it speaks domain names and domain XML, and
+reports what the hypervisor says. Keeping it this narrow is what lets the core be tested against
+libvirt's test driver and lets another hypervisor backend be added without touching the core.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+#: Namespace of the `<metadata>` child that marks a domain as cloudctl's own. libvirt accepts
+#: and preserves a `urn:` namespace (checked with the test driver), so no http URI is needed.
+METADATA_NS = "urn:cloudctl:instance"
+
+#: Every value `DomainEvent.kind` can take.
+EVENT_KINDS: frozenset[str] = frozenset(
+    {"defined", "undefined", "started", "stopped", "shutdown", "crashed", "suspended", "resumed"}
+)
+
+
+class Power(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTTING_DOWN = "shutting-down"
+    OFF = "off"
+    CRASHED = "crashed"
+
+
+@dataclass(frozen=True, slots=True)
+class HostResources:
+    cpus: int
+    memory_mib: int
+    model: str
+    free_memory_mib: int | None  # None when the hypervisor cannot say (or says something meaningless)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    name: str
+    power: Power
+    managed: bool  # carries cloudctl's metadata element (namespace METADATA_NS)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    host: str
+    name: str
+    kind: str  # one of EVENT_KINDS
+    detail: str  # the hypervisor's reason, e.g. "booted", "destroyed", "shutdown"
+    guest_initiated: bool  # a stop/shutdown/crash the controller did not ask for
+
+
+class HypervisorError(Exception):
+    """A hypervisor operation failed; the message is the hypervisor's own text.
+
+    `not_found` lets callers treat "the domain is gone" as a state rather than a failure.
+    """
+
+    def __init__(self, message: str, *, not_found: bool = False) -> None:
+        super().__init__(message)
+        self.not_found = not_found
+
+
+class HypervisorDriver(ABC):
+    """One hypervisor host. All methods are coroutines and never block the event loop."""
+
+    host: str
+
+    @abstractmethod
+    async def open(self, on_event: Callable[[DomainEvent], None]) -> None:
+        """Connect and start delivering lifecycle events to `on_event` (called on the event loop)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop events and disconnect; safe to call twice."""
+
+    @abstractmethod
+    async def resources(self) -> HostResources:
+        ...
+
+    @abstractmethod
+    async def list_domains(self) -> list[DomainInfo]:
+        ...
+
+    @abstractmethod
+    async def define(self, name: str, xml: str) -> None:
+        """Persistently define `name` from `xml`, replacing an existing definition of that name."""
+
+    @abstractmethod
+    async def start(self, name: str) -> None:
+        """Boot the domain; a no-op if it is already running."""
+
+    @abstractmethod
+    async def stop(self, name: str, *, force: bool = False, timeout: float = 60.0) -> None:
+        """Ask the guest to shut down, wait up to `timeout` s, then pull the plug.
+
+        `force` pulls the plug at once. A no-op if the domain is already off.
+        """
+
+    @abstractmethod
+    async def reboot(self, name: str) -> None:
+        ...
+
+    @abstractmethod
+    async def undefine(self, name: str) -> None:
+        """Hard-stop the domain if it runs, then remove its definition; a no-op if it is absent."""
+
+    @abstractmethod
+    async def console_output(self, name: str) -> bytes:
+        """The tail of the domain's file-backed serial/console log, or b"" if it has none."""
+
+    @abstractmethod
+    async def domain_xml(self, name: str) -> str:
+        ...

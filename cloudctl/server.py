@@ -1,0 +1,132 @@
+"""`cloudctl serve`: one uvloop event loop hosting the cloud and its endpoints."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Any
+
+import uvloop
+from aiohttp import web
+
+from .api.admin import AdminApi, ensure_token
+from .api.ec2.app import Ec2Api, make_verifier
+from .api.ec2.model import OPERATIONS, load_model
+from .api.ec2.protocol import Protocol
+from .config import Config
+from .core.cloud import Cloud
+
+log = logging.getLogger("cloudctl")
+
+
+class LoopMonitor:
+    """Measures event-loop stalls: how late a 10 ms ticker wakes up."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.max_lag = 0.0
+        self.last_lag = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(self.period)
+            self.last_lag = max(0.0, loop.time() - t0 - self.period)
+            self.max_lag = max(self.max_lag, self.last_lag)
+
+    def reset(self) -> float:
+        lag, self.max_lag = self.max_lag, 0.0
+        return lag
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def _site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    server: Any = site._server  # the bound port, for `port: 0`
+    return runner, server.sockets[0].getsockname()[1]
+
+
+async def run(config: Config) -> None:
+    t0 = time.perf_counter()
+    model = load_model(OPERATIONS, config.cache_dir or config.state_dir / "cache")
+    protocol = Protocol(model)
+    endpoint = f"http://{config.ec2.listen}:{config.ec2.port}"
+    cloud = Cloud(config, endpoint)
+    await cloud.start()
+    monitor = LoopMonitor()
+    monitor.start()
+    ec2 = Ec2Api(cloud, protocol, make_verifier(cloud))
+    token = ensure_token(config.state_dir)
+
+    def stats() -> dict[str, Any]:
+        j = cloud.store.journal
+        return {
+            "rss_mib": round(_rss_mib(), 1),
+            "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "loop_lag_max_ms": round(monitor.max_lag * 1000, 2),
+            "instances": len(cloud.compute.table),
+            "journal_fsyncs": j.fsyncs if j else 0,
+            "journal_records_in_generation": j.records_in_gen if j else 0,
+            "last_fsync_ms": round((j.last_fsync_s if j else 0) * 1000, 3),
+            "checkpoint_generation": cloud.store.gen,
+            "last_checkpoint_ms": round(cloud.store.last_checkpoint_s * 1000, 1),
+            "requests": {f"{a} {o}": n for (a, o), n in ec2.requests.items()},
+            "uptime_s": round(time.time() - cloud.started_at, 1),
+        }
+
+    admin = AdminApi(cloud, token, stats)
+    admin_app = admin.app()
+    admin_app.router.add_post("/v0/stats/reset-lag", _reset_handler(monitor))
+    ec2_runner, ec2_port = await _site(ec2.app(), config.ec2.listen, config.ec2.port)
+    admin_runner, admin_port = await _site(admin_app, config.admin.listen, config.admin.port)
+    cloud.endpoint = f"http://{config.ec2.listen}:{ec2_port}"
+    cloud.catalog.endpoint = cloud.endpoint
+
+    cfg_arg = os.environ.get("CLOUDCTL_CONFIG_ARG", "")
+    print(f"cloudctl ready in {time.perf_counter() - t0:.1f}s (state in {config.state_dir})\n"
+          f"  EC2 Query API  {cloud.endpoint}  region {config.region}, zones {', '.join(config.zones)}\n"
+          f"  admin API      http://{config.admin.listen}:{admin_port}  (token in {config.state_dir}/admin.token)\n"
+          f"Create the first user with:  cloudctl user create alice{cfg_arg}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    monitor.stop()
+    await ec2_runner.cleanup()
+    await admin_runner.cleanup()
+    await cloud.stop()
+
+
+def _reset_handler(monitor: LoopMonitor) -> Any:
+    async def reset(request: web.Request) -> web.Response:
+        return web.json_response({"loop_lag_max_ms": round(monitor.reset() * 1000, 2)})
+    return reset
+
+
+def serve(config: Config) -> None:
+    logging.basicConfig(level=os.environ.get("CLOUDCTL_LOG", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvloop.run(run(config))

@@ -1,0 +1,98 @@
+"""Checkpoints: the whole state in one file, so the journal can start over.
+
+`checkpoint.<gen>` holds the state as of the first record of `journal.<gen>`. It is written to a
+temporary file, fsync'd and renamed, so a crash leaves either the old or the new file. The last
+line carries the row count and a CRC of everything before it; a file that fails that check is
+refused with a clear message and the previous generation is used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from .journal import fsync_dir
+
+FORMAT = "cloudctl-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^checkpoint\.(\d{8})$")
+
+
+class CheckpointError(Exception):
+    pass
+
+
+def checkpoint_path(state_dir: Path, gen: int) -> Path:
+    return state_dir / f"checkpoint.{gen:08d}"
+
+
+def generations(state_dir: Path) -> list[int]:
+    """Checkpoint generations present, newest first."""
+    gens = []
+    for p in state_dir.iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            gens.append(int(m.group(1)))
+    return sorted(gens, reverse=True)
+
+
+def write_checkpoint(state_dir: Path, gen: int, tables: dict[str, dict[str, str]]) -> None:
+    """Write `tables` ({table: {key: row json}}) durably. Runs on a worker thread."""
+    path = checkpoint_path(state_dir, gen)
+    tmp = path.with_suffix(".tmp")
+    crc = 0
+    count = 0
+    with open(tmp, "wb") as f:
+        head = (json.dumps({"format": FORMAT, "version": VERSION, "generation": gen}) + "\n").encode()
+        f.write(head)
+        crc = zlib.crc32(head, crc)
+        for table, rows in tables.items():
+            prefix = '["' + table + '",'
+            # Joined in slices so one huge join does not hold memory twice over.
+            items = list(rows.items())
+            for i in range(0, len(items), 2048):
+                chunk = "".join(prefix + json.dumps(k) + "," + v + "]\n" for k, v in items[i:i + 2048]).encode()
+                f.write(chunk)
+                crc = zlib.crc32(chunk, crc)
+            count += len(items)
+        f.write((json.dumps({"end": True, "rows": count, "crc": crc}) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(state_dir)
+
+
+def read_checkpoint(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """Yield (table, key, row dict); raise CheckpointError unless the file is whole and valid."""
+    data = path.read_bytes()
+    body, sep, trailer = data.rstrip(b"\n").rpartition(b"\n")
+    if not sep:
+        raise CheckpointError(f"checkpoint {path}: truncated (no trailer)")
+    try:
+        end = json.loads(trailer)
+        if not (isinstance(end, dict) and end.get("end")):
+            raise ValueError
+    except ValueError:
+        raise CheckpointError(f"checkpoint {path}: truncated or damaged (no valid trailer)") from None
+    body += b"\n"
+    if zlib.crc32(body) != end.get("crc"):
+        raise CheckpointError(f"checkpoint {path}: checksum mismatch, the file is damaged")
+    lines = body.split(b"\n")
+    try:
+        head = json.loads(lines[0])
+    except ValueError:
+        raise CheckpointError(f"checkpoint {path}: header is not valid JSON") from None
+    if head.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not a cloudctl checkpoint")
+    if head.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path}: format version {head.get('version')!r} is not supported "
+                              f"(this cloudctl reads version {VERSION})")
+    rows = [ln for ln in lines[1:] if ln]
+    if len(rows) != end.get("rows"):
+        raise CheckpointError(f"checkpoint {path}: row count mismatch")
+    for ln in rows:
+        table, key, row = json.loads(ln)
+        yield table, key, row

@@ -1,0 +1,162 @@
+"""The typed rows the store holds.
+
+Rows are treated as immutable once put: a change is a new row (`dataclasses.replace`) put in a
+transaction. That lets a checkpoint copy a table by reference and lets a failed transaction
+restore the old row objects untouched. Times are float epoch seconds, converted to the wire
+format only at the API edge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+
+@dataclass(slots=True)
+class Row:
+    """Base of every row; each subclass names its table and says which field is its `key`."""
+
+    table: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in _field_names(type(self))}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Row":
+        names = _field_names(cls)
+        # Unknown keys come from a newer writer; missing ones take their defaults.
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+@dataclass(slots=True)
+class User(Row):
+    table: ClassVar[str] = "users"
+    name: str
+    access_key: str
+    secret_key: str
+    account_id: str
+    created: float
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@dataclass(slots=True)
+class Instance(Row):
+    table: ClassVar[str] = "instances"
+    id: str
+    owner: str                   # account id
+    reservation_id: str
+    image_id: str
+    instance_type: str
+    host: str
+    zone: str
+    state: str                   # pending | running | stopping | stopped | shutting-down | terminated
+    launch_time: float
+    launch_index: int = 0
+    key_name: str | None = None
+    user_data: str | None = None  # base64, as the client sent it
+    client_token: str | None = None
+    private_ip: str | None = None
+    mac: str | None = None
+    uuid: str = ""
+    state_reason_code: str | None = None
+    state_reason_message: str | None = None
+    transition_reason: str = ""
+    disable_api_termination: bool = False
+    shutdown_behavior: str = "stop"
+    terminated_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+
+@dataclass(slots=True)
+class Reservation(Row):
+    table: ClassVar[str] = "reservations"
+    id: str
+    owner: str
+    instance_ids: list[str] = field(default_factory=list)
+    client_token: str | None = None
+    request_hash: str | None = None   # ties a ClientToken to the request that first used it
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+
+@dataclass(slots=True)
+class Image(Row):
+    table: ClassVar[str] = "images"
+    id: str
+    owner: str                   # account id, or "cloudctl" for images the cloud provides
+    name: str
+    path: str                    # file inside the image store
+    size: int
+    sha256: str
+    created: float
+    description: str = ""
+    public: bool = False
+    state: str = "available"
+    architecture: str = "x86_64"
+    disk_format: str = "raw"
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+
+@dataclass(slots=True)
+class KeyPair(Row):
+    table: ClassVar[str] = "keypairs"
+    id: str
+    owner: str
+    name: str
+    fingerprint: str
+    public_key: str
+    key_type: str
+    created: float
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+
+@dataclass(slots=True)
+class Tag(Row):
+    table: ClassVar[str] = "tags"
+    resource_id: str
+    resource_type: str
+    owner: str
+    tag_key: str
+    value: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.resource_id}\x1f{self.tag_key}"
+
+
+@dataclass(slots=True)
+class Lease(Row):
+    table: ClassVar[str] = "leases"
+    ip: str
+    zone: str
+    instance_id: str
+
+    @property
+    def key(self) -> str:
+        return self.ip
+
+
+ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease)

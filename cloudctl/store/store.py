@@ -1,0 +1,272 @@
+"""The in-memory state: typed tables, secondary indexes, transactions, journal and checkpoints.
+
+Changes happen in a transaction (`with store.txn() as tx:`), which is synchronous, so no other
+request interleaves with it on the event loop. Leaving the block applies it and appends one
+journal record holding all of its operations (all-or-nothing on replay); an exception inside
+the block rolls the in-memory changes back. The caller then awaits `store.sync()` before
+answering, which is what makes the answer an acknowledgement.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from . import checkpoint as ckpt
+from .journal import Journal, JournalError, journal_path, read_journal
+from .records import ROW_TYPES, Row
+
+log = logging.getLogger("cloudctl.store")
+
+R = TypeVar("R", bound=Row)
+
+
+class Index(Generic[R]):
+    """A secondary index kept in step with a table; subclasses say how a row is filed."""
+
+    def add(self, row: R) -> None:
+        raise NotImplementedError
+
+    def remove(self, row: R) -> None:
+        raise NotImplementedError
+
+
+class MultiIndex(Index[R]):
+    """Rows grouped by a derived key (e.g. owner → {id: row})."""
+
+    def __init__(self, key: Callable[[R], str | None]) -> None:
+        self._key = key
+        self.groups: dict[str, dict[str, R]] = {}
+
+    def add(self, row: R) -> None:
+        k = self._key(row)
+        if k is not None:
+            self.groups.setdefault(k, {})[row.key] = row
+
+    def remove(self, row: R) -> None:
+        k = self._key(row)
+        if k is not None:
+            g = self.groups.get(k)
+            if g is not None:
+                g.pop(row.key, None)
+                if not g:
+                    del self.groups[k]
+
+    def get(self, k: str) -> dict[str, R]:
+        return self.groups.get(k, {})
+
+
+class Table(Generic[R]):
+    def __init__(self, row_type: type[R]) -> None:
+        self.name = row_type.table
+        self.row_type = row_type
+        self.rows: dict[str, R] = {}
+        self.encoded: dict[str, str] = {}   # key -> row JSON, reused by checkpoints
+        self.indexes: list[Index[R]] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, key: str) -> R | None:
+        return self.rows.get(key)
+
+    def values(self) -> Iterator[R]:
+        return iter(self.rows.values())
+
+    def add_index(self, index: Index[R]) -> Index[R]:
+        for row in self.rows.values():
+            index.add(row)
+        self.indexes.append(index)
+        return index
+
+    def _set(self, key: str, row: R | None, encoded: str | None) -> R | None:
+        old = self.rows.get(key)
+        if old is not None:
+            for ix in self.indexes:
+                ix.remove(old)
+        if row is None:
+            self.rows.pop(key, None)
+            self.encoded.pop(key, None)
+        else:
+            self.rows[key] = row
+            assert encoded is not None
+            self.encoded[key] = encoded
+            for ix in self.indexes:
+                ix.add(row)
+        return old
+
+
+class Txn:
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+        self._ops: list[str] = []
+        self._undo: list[tuple[Table[Any], str, Row | None, str | None]] = []
+
+    def put(self, row: Row) -> None:
+        table = self._store.tables[row.table]
+        key = row.key
+        enc = json.dumps(row.to_dict(), separators=(",", ":"))
+        self._undo.append((table, key, table.rows.get(key), table.encoded.get(key)))
+        table._set(key, row, enc)
+        self._ops.append('["p","' + table.name + '",' + json.dumps(key) + "," + enc + "]")
+
+    def delete(self, row: Row) -> None:
+        table = self._store.tables[row.table]
+        key = row.key
+        if key not in table.rows:
+            return
+        self._undo.append((table, key, table.rows.get(key), table.encoded.get(key)))
+        table._set(key, None, None)
+        self._ops.append('["d","' + table.name + '",' + json.dumps(key) + "]")
+
+    def _rollback(self) -> None:
+        for table, key, old, enc in reversed(self._undo):
+            table._set(key, old, enc)
+
+
+class Store:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.tables: dict[str, Table[Any]] = {t.table: Table(t) for t in ROW_TYPES}
+        self.gen = 0
+        self.journal: Journal | None = None
+        self._ckpt_lock = asyncio.Lock()
+        self.last_checkpoint_s = 0.0
+        self.last_checkpoint_at = time.time()
+
+    def table(self, row_type: type[R]) -> Table[R]:
+        return self.tables[row_type.table]
+
+    # -- changes --------------------------------------------------------------------------------
+    def txn(self) -> "_TxnContext":
+        return _TxnContext(self)
+
+    def _commit(self, tx: Txn) -> None:
+        if not tx._ops:
+            return
+        assert self.journal is not None, "store is not open"
+        self.journal.append("[" + ",".join(tx._ops) + "]")
+
+    async def sync(self) -> None:
+        assert self.journal is not None
+        await self.journal.sync()
+
+    # -- loading --------------------------------------------------------------------------------
+    def _apply_record(self, payload: str) -> None:
+        for op in json.loads(payload):
+            table = self.tables.get(op[1])
+            if table is None:
+                raise JournalError(f"journal names unknown table {op[1]!r}")
+            if op[0] == "p":
+                row = table.row_type.from_dict(op[3])
+                table._set(op[2], row, json.dumps(op[3], separators=(",", ":")))
+            else:
+                table._set(op[2], None, None)
+
+    def _load(self) -> int:
+        """Load the newest good checkpoint and replay the journals after it; return the gen."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        base = -1
+        for gen in ckpt.generations(self.state_dir):
+            try:
+                rows = list(ckpt.read_checkpoint(ckpt.checkpoint_path(self.state_dir, gen)))
+            except (ckpt.CheckpointError, ValueError) as e:
+                log.error("%s; falling back to the previous generation", e)
+                continue
+            for t in self.tables.values():
+                t.rows.clear()
+                t.encoded.clear()
+            for table, key, d in rows:
+                tbl = self.tables[table]
+                tbl._set(key, tbl.row_type.from_dict(d), json.dumps(d, separators=(",", ":")))
+            base = gen
+            break
+        journals = sorted(int(p.name.split(".")[1]) for p in self.state_dir.glob("journal.*")
+                          if p.name.split(".")[1].isdigit())
+        if base < 0 and any(ckpt.generations(self.state_dir)):
+            raise ckpt.CheckpointError(f"no usable checkpoint in {self.state_dir}; refusing to start from "
+                                       f"a partial journal")
+        replayed = 0
+        for gen in journals:
+            if gen < max(base, 0):
+                continue
+            for payload in read_journal(journal_path(self.state_dir, gen)):
+                self._apply_record(payload)
+                replayed += 1
+        last = max([base, *journals, 0])
+        log.info("state loaded: checkpoint generation %s, %d journal records replayed, %s",
+                 base if base >= 0 else "none", replayed,
+                 ", ".join(f"{len(t)} {t.name}" for t in self.tables.values()))
+        return last
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = await loop.run_in_executor(None, self._load)
+        # Start a fresh generation at once: every start begins from a clean checkpoint and an
+        # empty journal, whatever state (torn tail, fallback) the previous run left behind.
+        self.gen = last + 1
+        snapshot = {name: dict(t.encoded) for name, t in self.tables.items()}
+        await loop.run_in_executor(None, ckpt.write_checkpoint, self.state_dir, self.gen, snapshot)
+        self.journal = Journal(self.state_dir, self.gen)
+        await self.journal.open()
+        await loop.run_in_executor(None, self._prune)
+
+    def _prune(self) -> None:
+        """Keep this generation and the one before it (the fallback if this checkpoint is damaged)."""
+        for p in self.state_dir.iterdir():
+            name, _, g = p.name.partition(".")
+            if name in ("checkpoint", "journal") and g.isdigit() and int(g) < self.gen - 1:
+                p.unlink(missing_ok=True)
+            elif name == "checkpoint" and g.endswith(".tmp"):
+                p.unlink(missing_ok=True)
+
+    async def checkpoint(self) -> None:
+        """Snapshot the state, switch the journal to a new generation, prune old files."""
+        assert self.journal is not None
+        async with self._ckpt_lock:
+            t0 = time.perf_counter()
+            # Taken synchronously together with the rotation: the snapshot is exactly the state
+            # after the last record of the old journal.
+            snapshot = {name: dict(t.encoded) for name, t in self.tables.items()}
+            self.gen += 1
+            self.journal.rotate(self.gen)
+            await self.journal.sync()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, ckpt.write_checkpoint, self.state_dir, self.gen, snapshot)
+            await loop.run_in_executor(None, self._prune)
+            self.last_checkpoint_s = time.perf_counter() - t0
+            self.last_checkpoint_at = time.time()
+
+    async def close(self) -> None:
+        if self.journal is not None:
+            await self.journal.close()
+            self.journal = None
+
+    def disk_usage(self) -> int:
+        return sum(p.stat().st_size for p in self.state_dir.iterdir() if p.is_file())
+
+
+class _TxnContext:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._tx = Txn(store)
+
+    def __enter__(self) -> Txn:
+        return self._tx
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc_type is not None:
+            self._tx._rollback()
+            return False
+        self._store._commit(self._tx)
+        return False
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
