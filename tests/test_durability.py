@@ -43,7 +43,7 @@ def test_acknowledged_changes_survive_kill(new_server: Any) -> None:
     after = all_instances(ec2)
     assert set(after) == set(before)
     for iid in ids:
-        assert after[iid]["PrivateIpAddress"] == before[iid]["PrivateIpAddress"] or iid == ids[1]
+        assert iid == ids[1] or after[iid]["PrivateIpAddress"] == before[iid]["PrivateIpAddress"]
         assert after[iid]["Tags"] == before[iid]["Tags"]
     assert wait_state(ec2, [ids[0]], "stopped")[0]["State"]["Name"] == "stopped"
     assert after[ids[1]]["State"]["Name"] == "terminated"

@@ -1,0 +1,845 @@
+"""The libvirt implementation of the hypervisor driver contract.
+
+Every libvirt call blocks (the test driver for microseconds, a remote libvirtd for up to seconds),
+so all of them run in a small thread pool per driver and the event loop only awaits futures.
+Lifecycle events come through libvirt's event-loop hooks, implemented on asyncio by libvirtaio,
+wrapped here (`_EventBridge`) to survive being called from those worker threads.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import threading
+import time
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from xml.dom import minidom
+
+import libvirt
+import libvirtaio
+
+from .base import (
+    METADATA_NS,
+    DomainEvent,
+    DomainInfo,
+    HostResources,
+    HypervisorDriver,
+    HypervisorError,
+    Power,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONSOLE_TAIL_BYTES = 64 * 1024
+
+# ---------------------------------------------------------------------------------------------
+# Event-loop integration
+# ---------------------------------------------------------------------------------------------
+
+_Op = Callable[[], None]
+_base = libvirtaio.virEventAsyncIOImpl
+
+
+def _with_id(cb: Callable[..., None], wid: int, _inner: int, *args: Any) -> None:
+    """Call libvirt back with the id it was given (ours), not libvirtaio's internal one."""
+    cb(wid, *args)
+
+
+class _EventBridge(libvirtaio.virEventAsyncIOImpl):
+    """libvirtaio, made safe for libvirt calls from worker threads and movable between loops.
+
+    libvirt calls the event hooks from whichever thread makes an API call: queueing a domain
+    event arms a timer from the thread that ran `create()`, a remote connection re-arms its socket
+    watch from the thread doing the RPC. Stock libvirtaio then touches the asyncio loop from that
+    thread: asyncio's debug mode raises, an idle loop is never woken (measured: an event caused
+    from a plain thread was still undelivered after 5 s), and uvloop is not thread-safe at all.
+    So a hook called off the loop thread is queued and replayed, in call order, on the loop; the
+    ids libvirt sees are ours, so they can be returned before the replay happens.
+
+    libvirt accepts one event implementation per process, for good. When a driver opens on a
+    different loop (pytest running a test on a fresh loop, `asyncio.run` twice), the bridge
+    moves its timers and fd watches to the new loop, provided the old one is not running.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._ops: deque[_Op] = deque()
+        self._scheduled = False
+        self._ids = itertools.count(1)
+        self._live: set[int] = set()  # ids handed to libvirt and not yet removed; under _lock
+        self._inner: dict[int, int] = {}  # our id -> libvirtaio's id; loop thread only
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _submit(self, op: _Op) -> None:
+        if threading.get_ident() == self._thread:
+            self._drain()  # earlier off-loop calls first, so the order libvirt made them in holds
+            op()
+            return
+        with self._lock:
+            self._ops.append(op)
+            if self._scheduled:
+                return
+            self._scheduled = True
+            loop = self.loop
+        try:
+            loop.call_soon_threadsafe(self._drain_on, loop)
+        except RuntimeError:  # loop closed: the ops wait for the next bind()
+            log.debug("libvirt event hook called while the bound loop is closed")
+
+    def _drain_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is self.loop:  # else bind() has moved us and drained already
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._ops:
+                    self._scheduled = False
+                    return
+                op = self._ops.popleft()
+            try:
+                op()
+            except Exception:  # one bad hook must not stall every later one
+                log.exception("libvirt event hook failed")
+
+    def _new_id(self) -> int:
+        with self._lock:
+            wid = next(self._ids)
+            self._live.add(wid)
+        return wid
+
+    def _forget(self, wid: int) -> bool:
+        with self._lock:
+            if wid not in self._live:
+                return False
+            self._live.discard(wid)
+            return True
+
+    # -- the six hooks libvirt calls -------------------------------------------------------------
+
+    def _add_handle(self, fd: int, event: int, cb: Any, opaque: Any) -> int:
+        wid = self._new_id()
+
+        def op() -> None:
+            self._inner[wid] = _base._add_handle(
+                self, fd, event, functools.partial(_with_id, cb, wid), opaque
+            )
+
+        self._submit(op)
+        return wid
+
+    def _update_handle(self, watch: int, event: int) -> None:
+        def op() -> None:
+            inner = self._inner.get(watch)
+            if inner is not None:
+                _base._update_handle(self, inner, event)
+
+        self._submit(op)
+
+    def _remove_handle(self, watch: int) -> int:
+        if not self._forget(watch):
+            return -1
+
+        def op() -> None:
+            inner = self._inner.pop(watch, None)
+            if inner is not None:
+                _base._remove_handle(self, inner)
+
+        self._submit(op)
+        return 0
+
+    def _add_timeout(self, timeout: int, cb: Any, opaque: Any) -> int:
+        wid = self._new_id()
+
+        def op() -> None:
+            self._inner[wid] = _base._add_timeout(
+                self, timeout, functools.partial(_with_id, cb, wid), opaque
+            )
+
+        self._submit(op)
+        return wid
+
+    def _update_timeout(self, timer: int, timeout: int) -> None:
+        def op() -> None:
+            inner = self._inner.get(timer)
+            if inner is not None:
+                _base._update_timeout(self, inner, timeout)
+
+        self._submit(op)
+
+    def _remove_timeout(self, timer: int) -> int:
+        if not self._forget(timer):
+            return -1
+
+        def op() -> None:
+            inner = self._inner.pop(timer, None)
+            if inner is not None:
+                _base._remove_timeout(self, inner)
+
+        self._submit(op)
+        return 0
+
+    # -- moving to another loop ----------------------------------------------------------------
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make `loop` (running in the calling thread) the one that dispatches libvirt events."""
+        if loop is self.loop:
+            self._thread = threading.get_ident()
+            return
+        old = self.loop
+        if old.is_running():
+            raise HypervisorError(
+                "libvirt events are already dispatched by another running event loop "
+                "(libvirt allows one event implementation per process)"
+            )
+        # Uses libvirtaio's internals (callbacks, descriptors, TimeoutCallback._task), which
+        # have been stable since libvirtaio appeared; there is no public way to move them.
+        for fd in list(self.descriptors):
+            for remove in (old.remove_reader, old.remove_writer):
+                try:
+                    remove(fd)
+                except (RuntimeError, ValueError, OSError):  # old loop closed
+                    pass
+        timers = [c for c in self.callbacks.values() if isinstance(c, libvirtaio.TimeoutCallback)]
+        for timer in timers:
+            task, timer._task = timer._task, None
+            if task is not None:
+                try:
+                    task.cancel()
+                except RuntimeError:  # old loop closed
+                    pass
+        self.loop = loop
+        self._thread = threading.get_ident()
+        for timer in timers:
+            if timer.timeout >= 0:
+                timer.update(timeout=timer.timeout)
+        for descriptor in self.descriptors.values():
+            descriptor.update()
+        self._drain()
+        log.info("libvirt event dispatch moved to a new event loop")
+
+
+_bridge: _EventBridge | None = None
+_foreign_impl = False
+_setup_lock = threading.Lock()
+
+
+def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; ours arrive as exceptions instead."""
+
+
+def _bind_events(loop: asyncio.AbstractEventLoop) -> None:
+    """Register the event implementation once per process, bound to `loop`."""
+    global _bridge, _foreign_impl
+    with _setup_lock:
+        if _bridge is None and not _foreign_impl:
+            libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+            bridge = _EventBridge(loop)
+            try:
+                bridge.register()
+            except RuntimeError:
+                # Someone registered an implementation before us; libvirt will not replace it.
+                # Events still flow through it; _on_lifecycle copes with any calling thread.
+                _foreign_impl = True
+                log.warning("a libvirt event implementation was registered before cloudctl's; using it")
+                return
+            _bridge = bridge
+            return
+        if _bridge is not None:
+            _bridge.bind(loop)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping libvirt's vocabulary
+# ---------------------------------------------------------------------------------------------
+
+_EVENT_KIND: dict[int, str] = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+
+def _event_details() -> dict[int, dict[int, str]]:
+    """Detail names from the binding's own constants, so a newer libvirt's details get names too."""
+    prefixes = {
+        libvirt.VIR_DOMAIN_EVENT_DEFINED: ("DEFINED", ""),
+        libvirt.VIR_DOMAIN_EVENT_UNDEFINED: ("UNDEFINED", ""),
+        libvirt.VIR_DOMAIN_EVENT_STARTED: ("STARTED", ""),
+        libvirt.VIR_DOMAIN_EVENT_SUSPENDED: ("SUSPENDED", ""),
+        libvirt.VIR_DOMAIN_EVENT_RESUMED: ("RESUMED", ""),
+        libvirt.VIR_DOMAIN_EVENT_STOPPED: ("STOPPED", ""),
+        libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: ("SHUTDOWN", ""),
+        libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: ("PMSUSPENDED", "pm-"),
+        libvirt.VIR_DOMAIN_EVENT_CRASHED: ("CRASHED", ""),
+    }
+    table: dict[int, dict[int, str]] = {}
+    for event, (word, tag) in prefixes.items():
+        prefix = f"VIR_DOMAIN_EVENT_{word}_"
+        table[event] = {
+            getattr(libvirt, const): tag + const[len(prefix):].lower().replace("_", "-")
+            for const in dir(libvirt)
+            if const.startswith(prefix) and not const.endswith("_LAST")
+        }
+    return table
+
+
+_EVENT_DETAIL = _event_details()
+
+# Kinds for which guest_initiated can be true: the domain went down.
+_DOWN_KINDS = frozenset({"stopped", "shutdown", "crashed"})
+
+_NOT_FOUND_CODES = frozenset({libvirt.VIR_ERR_NO_DOMAIN})
+
+_UNDEFINE_FULL = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0)
+    | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_NVRAM", 0)
+    | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_TPM", 0)
+)
+# What every driver accepts (the test driver refuses NVRAM, checkpoints and TPM).
+_UNDEFINE_BASIC = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+
+
+def _power(state: int, reason: int) -> Power:
+    if state in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
+        return Power.PAUSED
+    if state == libvirt.VIR_DOMAIN_SHUTDOWN:
+        return Power.SHUTTING_DOWN
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return Power.CRASHED if reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED else Power.OFF
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        return Power.CRASHED
+    return Power.RUNNING  # RUNNING, BLOCKED, and NOSTATE (Xen's "running but not scheduled")
+
+
+def _error(e: libvirt.libvirtError) -> HypervisorError:
+    return HypervisorError(
+        e.get_error_message() or str(e), not_found=e.get_error_code() in _NOT_FOUND_CODES
+    )
+
+
+def _code(e: libvirt.libvirtError) -> int:
+    return e.get_error_code() or 0
+
+
+def _xml_identity(xml: str) -> tuple[str | None, str | None] | None:
+    """(name, canonical uuid) of a domain XML, or None if it does not parse (libvirt will say why)."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    name = (root.findtext("name") or "").strip() or None
+    raw = (root.findtext("uuid") or "").strip()
+    try:
+        uuid = str(uuidlib.UUID(raw)) if raw else None
+    except ValueError:
+        uuid = raw  # malformed; libvirt will reject it with its own message
+    return name, uuid
+
+
+def _with_uuid(xml: str, uuid: str) -> str:
+    """Insert a <uuid> so the definition replaces, not collides with, the existing domain.
+
+    minidom rather than ElementTree because it keeps namespace prefixes (cloudctl:instance).
+    """
+    doc = minidom.parseString(xml)
+    root = doc.documentElement
+    element = doc.createElement("uuid")
+    element.appendChild(doc.createTextNode(uuid))
+    names = [n for n in root.childNodes if getattr(n, "tagName", None) == "name"]
+    root.insertBefore(element, names[0].nextSibling if names else root.firstChild)
+    return root.toxml()
+
+
+def _console_paths(xml: str) -> list[str]:
+    """Files that receive the serial console: <log file=...> and type='file' <source path=...>."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return []
+    paths: list[str] = []
+    for device in [*root.iterfind("devices/serial"), *root.iterfind("devices/console")]:
+        logf = device.find("log")
+        if logf is not None and logf.get("file"):
+            paths.append(logf.get("file", ""))
+        source = device.find("source")
+        if device.get("type") == "file" and source is not None and source.get("path"):
+            paths.append(source.get("path", ""))
+    return list(dict.fromkeys(paths))
+
+
+def _read_tail(paths: list[str], limit: int = CONSOLE_TAIL_BYTES) -> bytes:
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, 2)
+                f.seek(max(0, size - limit))
+                return f.read(limit)
+        except OSError:
+            continue
+    return b""
+
+
+@dataclass(slots=True)
+class _Intent:
+    """The driver itself is taking a domain down; its down events are not the guest's doing."""
+
+    active: int = 0  # operations in flight
+    until: float = 0.0  # after they finish, late events still count as ours until then
+    done: bool = False  # the terminal event (stopped/undefined) arrived while in flight
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------------
+
+
+class LibvirtDriver(HypervisorDriver):
+    """One libvirt connection (one hypervisor host) behind the HypervisorDriver contract."""
+
+    #: How long after one of our stop/undefine/reboot calls returns its late events still count
+    #: as ours. Remote libvirtd can deliver STOPPED after the call (qemu: 1-2 s after SHUTDOWN).
+    intent_grace: float = 10.0
+    #: Graceful stop polls the domain state at this interval, growing to the maximum.
+    poll_interval: tuple[float, float] = (0.02, 1.0)
+
+    def __init__(self, host: str, uri: str, *, workers: int = 4) -> None:
+        self.host = host
+        self.uri = uri
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._conn: libvirt.virConnect | None = None
+        self._callback_id: int | None = None
+        self._generation = 0
+        self._lost = False
+        self._closed = False
+        self._on_event: Callable[[DomainEvent], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._reconnect_lock: asyncio.Lock | None = None
+        self._intents: dict[str, _Intent] = {}
+        self._undefine_flags = _UNDEFINE_FULL
+        parts = urlsplit(uri)
+        self._in_process_test = parts.scheme == "test"
+        self._local = parts.hostname in (None, "", "localhost", "127.0.0.1", "::1")
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def open(self, on_event: Callable[[DomainEvent], None]) -> None:
+        if self._conn is not None:
+            raise HypervisorError(f"driver for {self.host} is already open")
+        loop = asyncio.get_running_loop()
+        _bind_events(loop)  # before libvirt.open, so the connection is created with events
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        self._on_event = on_event
+        self._closed = False
+        self._lost = False
+        self._reconnect_lock = asyncio.Lock()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=f"libvirt-{self.host}")
+        await self._connect()
+
+    async def _connect(self) -> None:
+        assert self._pool is not None
+        self._generation += 1
+        generation = self._generation
+        conn, callback_id = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._connect_sync, generation
+        )
+        self._conn, self._callback_id, self._lost = conn, callback_id, False
+
+    def _connect_sync(self, generation: int) -> tuple[libvirt.virConnect, int]:
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as e:
+            raise _error(e) from None
+        try:
+            if not self._in_process_test:
+                try:
+                    conn.setKeepAlive(5, 3)
+                except libvirt.libvirtError as e:
+                    log.warning("%s: no keepalive: %s", self.host, e.get_error_message())
+                conn.registerCloseCallback(self._on_close, generation)
+            callback_id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, generation
+            )
+        except libvirt.libvirtError as e:
+            self._disconnect_sync(conn, None)
+            raise _error(e) from None
+        return conn, callback_id
+
+    def _disconnect_sync(self, conn: libvirt.virConnect, callback_id: int | None) -> None:
+        """Best effort: the connection may already be dead, which is often why we are here."""
+        if callback_id is not None:
+            try:
+                conn.domainEventDeregisterAny(callback_id)
+            except libvirt.libvirtError:
+                pass
+        if not self._in_process_test:
+            try:
+                conn.unregisterCloseCallback()
+            except libvirt.libvirtError:
+                pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conn, callback_id = self._conn, self._callback_id
+        self._conn = self._callback_id = None
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                pool, self._disconnect_sync, conn, callback_id
+            )
+        pool.shutdown(wait=False)
+
+    def _on_close(self, conn: libvirt.virConnect, reason: int, generation: int) -> None:
+        """libvirt's close callback (any thread): the next call reconnects."""
+        if generation == self._generation:
+            log.warning("%s: libvirt connection closed (reason %d)", self.host, reason)
+            self._lost = True
+
+    async def _connection(self) -> libvirt.virConnect:
+        if self._closed or self._pool is None:
+            raise HypervisorError(f"driver for {self.host} is not open")
+        if self._conn is not None and not self._lost:
+            return self._conn
+        assert self._reconnect_lock is not None
+        async with self._reconnect_lock:
+            if self._conn is not None and not self._lost:
+                return self._conn
+            old, callback_id = self._conn, self._callback_id
+            self._conn = self._callback_id = None
+            loop = asyncio.get_running_loop()
+            if old is not None:
+                await loop.run_in_executor(self._pool, self._disconnect_sync, old, callback_id)
+            log.info("%s: reconnecting to %s", self.host, self.uri)
+            await self._connect()  # one attempt per call; raises HypervisorError on failure
+            assert self._conn is not None
+            return self._conn
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` in the pool; libvirt errors come back as HypervisorError."""
+        conn = await self._connection()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(self._guarded, conn, fn, *args)
+        )
+
+    def _guarded(self, conn: libvirt.virConnect, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(conn, *args)
+        except libvirt.libvirtError as e:
+            if conn is self._conn:
+                try:
+                    alive = conn.isAlive() == 1  # local check, no round trip
+                except libvirt.libvirtError:
+                    alive = False
+                if not alive:
+                    self._lost = True
+            raise _error(e) from None
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _on_lifecycle(
+        self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int, generation: int
+    ) -> None:
+        """libvirt's lifecycle callback; on the loop thread with our bridge, anywhere otherwise."""
+        try:
+            if generation != self._generation or self._on_event is None:
+                return
+            name = dom.name()
+            if threading.get_ident() == self._loop_thread:
+                self._deliver(name, event, detail)
+            elif self._loop is not None:
+                self._loop.call_soon_threadsafe(self._deliver, name, event, detail)
+        except Exception:  # an exception here would only be printed by libvirt's C glue
+            log.exception("%s: lifecycle event dropped", self.host)
+
+    def _deliver(self, name: str, event: int, detail: int) -> None:
+        kind = _EVENT_KIND.get(event)
+        if kind is None or self._on_event is None:
+            return
+        detail_name = _EVENT_DETAIL.get(event, {}).get(detail, str(detail))
+        guest = self._guest_initiated(name, kind)
+        try:
+            self._on_event(DomainEvent(self.host, name, kind, detail_name, guest))
+        except Exception:
+            log.exception("%s: on_event failed for %s %s", self.host, name, kind)
+
+    def _guest_initiated(self, name: str, kind: str) -> bool:
+        intent = self._intents.get(name)
+        if kind == "started" and intent is not None and not intent.active:
+            # Events arrive in order: once the domain is up again, our stop is history and the
+            # next stop is news. (Not at start() itself: our STOPPED may still be in flight.)
+            del self._intents[name]
+            return False
+        if kind == "undefined" and intent is not None:
+            if intent.active:
+                intent.done = True
+            else:
+                del self._intents[name]
+            return False
+        if kind not in _DOWN_KINDS:
+            return False
+        if intent is None:
+            return True
+        if not intent.active and time.monotonic() > intent.until:
+            del self._intents[name]
+            return True
+        if kind == "stopped":
+            if intent.active:
+                intent.done = True
+            else:
+                del self._intents[name]
+        return False
+
+    def _begin(self, name: str) -> None:
+        intent = self._intents.setdefault(name, _Intent())
+        intent.active += 1
+        intent.done = False
+
+    def _end(self, name: str) -> None:
+        intent = self._intents.get(name)
+        if intent is None:
+            return
+        intent.active -= 1
+        if intent.active:
+            return
+        if intent.done:
+            del self._intents[name]
+        else:
+            intent.until = time.monotonic() + self.intent_grace
+        if len(self._intents) > 4096:
+            now = time.monotonic()
+            for stale in [n for n, i in self._intents.items() if not i.active and i.until < now]:
+                del self._intents[stale]
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def resources(self) -> HostResources:
+        return await self._call(self._resources_sync)
+
+    def _resources_sync(self, conn: libvirt.virConnect) -> HostResources:
+        model, memory_mib, cpus = conn.getInfo()[:3]
+        free: int | None = None
+        # The test driver's figure is static and 0 for a node file without NUMA cells.
+        if not self._in_process_test:
+            try:
+                free = conn.getFreeMemory() // (1024 * 1024)
+            except libvirt.libvirtError:
+                free = None
+        return HostResources(cpus=cpus, memory_mib=memory_mib, model=model, free_memory_mib=free)
+
+    async def list_domains(self) -> list[DomainInfo]:
+        return await self._call(self._list_sync)
+
+    @staticmethod
+    def _list_sync(conn: libvirt.virConnect) -> list[DomainInfo]:
+        domains: list[DomainInfo] = []
+        # One call for every domain's state (one RPC remotely), then one metadata call each.
+        for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):
+            try:
+                dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+                managed = True
+            except libvirt.libvirtError as e:
+                if _code(e) == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # undefined since the listing
+                if _code(e) != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    raise
+                managed = False
+            power = _power(stats.get("state.state", 0), stats.get("state.reason", 0))
+            domains.append(DomainInfo(name=dom.name(), power=power, managed=managed))
+        return domains
+
+    async def define(self, name: str, xml: str) -> None:
+        await self._call(self._define_sync, name, xml)
+
+    def _define_sync(self, conn: libvirt.virConnect, name: str, xml: str) -> None:
+        identity = _xml_identity(xml)
+        if identity is not None and identity[0] is not None and identity[0] != name:
+            raise HypervisorError(f"domain XML defines {identity[0]!r}, not {name!r}")
+        try:
+            conn.defineXML(xml)
+            return
+        except libvirt.libvirtError as e:
+            if identity is None:
+                raise
+            try:
+                existing = conn.lookupByName(name)
+            except libvirt.libvirtError:
+                raise e from None
+            have, want = existing.UUIDString(), identity[1]
+            if want == have:
+                raise
+            if want is None:
+                # Same name, XML without a UUID: libvirt would invent one and collide.
+                conn.defineXML(_with_uuid(xml, have))
+                return
+            if existing.isActive():
+                raise  # a different domain of that name is running; do not pull it away
+            self._undefine_dom(existing)
+        conn.defineXML(xml)
+
+    async def start(self, name: str) -> None:
+        await self._call(self._start_sync, name)
+
+    @staticmethod
+    def _start_sync(conn: libvirt.virConnect, name: str) -> None:
+        dom = conn.lookupByName(name)
+        if dom.isActive():
+            return
+        try:
+            dom.create()
+        except libvirt.libvirtError:
+            if not dom.isActive():  # lost a race with another start: fine
+                raise
+
+    async def stop(self, name: str, *, force: bool = False, timeout: float = 60.0) -> None:
+        self._begin(name)
+        try:
+            if not await self._call(self._begin_stop_sync, name, force):
+                return
+            deadline = time.monotonic() + timeout
+            interval, ceiling = self.poll_interval
+            while (remaining := deadline - time.monotonic()) > 0:
+                await asyncio.sleep(min(interval, remaining))
+                if not await self._call(self._is_active_sync, name):
+                    return
+                interval = min(interval * 1.5, ceiling)
+            log.info("%s: %s ignored shutdown for %.0f s, destroying", self.host, name, timeout)
+            await self._call(self._destroy_sync, name)
+        finally:
+            self._end(name)
+
+    @staticmethod
+    def _begin_stop_sync(conn: libvirt.virConnect, name: str, force: bool) -> bool:
+        """Destroy now, or ask the guest to shut down; True if we must wait for it."""
+        dom = conn.lookupByName(name)
+        state = dom.state()[0]
+        if not dom.isActive():
+            return False
+        # A paused, suspended or crashed guest cannot act on an ACPI request: no point waiting.
+        if force or state in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED,
+                              libvirt.VIR_DOMAIN_CRASHED):
+            LibvirtDriver._destroy_dom(dom)
+            return False
+        try:
+            dom.shutdown()
+        except libvirt.libvirtError as e:
+            if _code(e) == libvirt.VIR_ERR_NO_DOMAIN or not dom.isActive():
+                return False
+            LibvirtDriver._destroy_dom(dom)  # e.g. no ACPI: go straight to the hard way
+            return False
+        try:
+            return bool(dom.isActive())
+        except libvirt.libvirtError as e:
+            if _code(e) == libvirt.VIR_ERR_NO_DOMAIN:  # transient domain, gone with its shutdown
+                return False
+            raise
+
+    @staticmethod
+    def _is_active_sync(conn: libvirt.virConnect, name: str) -> bool:
+        try:
+            return bool(conn.lookupByName(name).isActive())
+        except libvirt.libvirtError as e:
+            if _code(e) == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
+
+    @staticmethod
+    def _destroy_sync(conn: libvirt.virConnect, name: str) -> None:
+        try:
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError as e:
+            if _code(e) == libvirt.VIR_ERR_NO_DOMAIN:
+                return
+            raise
+        LibvirtDriver._destroy_dom(dom)
+
+    @staticmethod
+    def _destroy_dom(dom: libvirt.virDomain) -> None:
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as e:
+            if _code(e) == libvirt.VIR_ERR_NO_DOMAIN:
+                return
+            try:
+                if not dom.isActive():  # it went down by itself meanwhile
+                    return
+            except libvirt.libvirtError:
+                return
+            raise
+
+    async def reboot(self, name: str) -> None:
+        self._begin(name)
+        try:
+            await self._call(lambda conn: conn.lookupByName(name).reboot(0))
+        finally:
+            self._end(name)
+
+    async def undefine(self, name: str) -> None:
+        self._begin(name)
+        try:
+            await self._call(self._undefine_sync, name)
+        finally:
+            self._end(name)
+
+    def _undefine_sync(self, conn: libvirt.virConnect, name: str) -> None:
+        try:
+            dom = conn.lookupByName(name)
+            if dom.isActive():
+                self._destroy_dom(dom)
+            self._undefine_dom(dom)
+        except libvirt.libvirtError as e:
+            if _code(e) != libvirt.VIR_ERR_NO_DOMAIN:  # absent, or transient and gone with destroy
+                raise
+
+    def _undefine_dom(self, dom: libvirt.virDomain) -> None:
+        flags = self._undefine_flags
+        try:
+            dom.undefineFlags(flags)
+        except libvirt.libvirtError as e:
+            if _code(e) != libvirt.VIR_ERR_INVALID_ARG or flags == _UNDEFINE_BASIC:
+                raise
+            dom.undefineFlags(_UNDEFINE_BASIC)  # this driver refuses some flags; remember that
+            self._undefine_flags = _UNDEFINE_BASIC
+
+    async def console_output(self, name: str) -> bytes:
+        return await self._call(self._console_sync, name)
+
+    def _console_sync(self, conn: libvirt.virConnect, name: str) -> bytes:
+        xml = conn.lookupByName(name).XMLDesc(0)
+        if not self._local:
+            return b""  # the log lives on the remote host; a local file of that name is not it
+        return _read_tail(_console_paths(xml))
+
+    async def domain_xml(self, name: str) -> str:
+        return await self._call(lambda conn: conn.lookupByName(name).XMLDesc(0))
