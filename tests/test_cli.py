@@ -1,0 +1,58 @@
+"""The admin CLI against a running server: capacity, image import, users, hosts."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def cli(server: Any, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "cloudctl", "--config", str(server.config_path), *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def nano_free(server: Any, zone: str) -> int:
+    for line in cli(server, "capacity", "--by-zone").splitlines():
+        cols = line.split()
+        if cols[:2] == ["t3.nano", zone]:
+            return int(cols[2].split("/")[0])
+    raise AssertionError("t3.nano row missing")
+
+
+def test_capacity_by_zone_follows_launches(server: Any, ec2: Any, image_id: str) -> None:
+    before = nano_free(server, "cloudctl-1b")
+    ids = [i["InstanceId"] for i in ec2.run_instances(
+        ImageId=image_id, MinCount=3, MaxCount=3, InstanceType="t3.nano",
+        Placement={"AvailabilityZone": "cloudctl-1b"})["Instances"]]
+    assert nano_free(server, "cloudctl-1b") == before - 3
+    ec2.terminate_instances(InstanceIds=ids)
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1})
+    assert nano_free(server, "cloudctl-1b") == before
+
+
+def test_image_import(server: Any, ec2: Any, tmp_path: Path) -> None:
+    data = os.urandom(3 * 2**20 + 17)
+    f = tmp_path / "disk.raw"
+    f.write_bytes(data)
+    out = cli(server, "image", "import", str(f), "--name", "imported-disk", "--description", "from the CLI")
+    image_id = out.split()[0]
+    assert hashlib.sha256(data).hexdigest() in out
+    im = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert im["Name"] == "imported-disk" and im["Public"] is True
+    stored = [p for p in Path(server.cfg["image_store"]).iterdir() if p.read_bytes() == data]
+    assert len(stored) == 1
+    inst = ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1)["Instances"][0]
+    ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
+
+
+def test_hosts_and_bad_token(server: Any) -> None:
+    out = cli(server, "hosts")
+    assert "host-a" in out and "cloudctl-1b" in out
+    bad = subprocess.run([sys.executable, "-m", "cloudctl", "--config", "/nonexistent.yaml", "hosts"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "cannot read" in bad.stderr

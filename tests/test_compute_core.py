@@ -1,0 +1,135 @@
+"""The core in-process over libvirt's test driver: guest-initiated shutdowns, reconciliation,
+domain XML from the templates, the capacity the scheduler reports."""
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudctl.config import load_config
+from cloudctl.core.cloud import Cloud
+from cloudctl.core.context import Caller
+from cloudctl.core.errors import CloudError
+from cloudctl.drivers.hypervisor.base import METADATA_NS
+
+from conftest import write_config
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
+    cfg = load_config(write_config(tmp_path, model_cache, terminated_visible_s=0))
+    c = Cloud(cfg, "http://127.0.0.1:0")
+    await c.start()
+    yield c
+    await c.stop()
+
+
+async def launch(cloud: Cloud, caller: Caller, n: int = 1, **extra: Any) -> list[str]:
+    image = next(iter(cloud.images.table.values()))
+    _, insts = await cloud.compute.run(caller, {"ImageId": image.id, "MinCount": n, "MaxCount": n,
+                                               "InstanceType": "t3.nano", **extra})
+    await cloud.compute.idle()
+    return [i.id for i in insts]
+
+
+async def until(pred: Any, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def raw_domain(cloud: Cloud, iid: str) -> Any:
+    """libvirt's own handle on the domain, to act as the guest (or an outside admin) would."""
+    host = cloud.compute.table.get(iid).host
+    return cloud.drivers[host]._conn.lookupByName(iid)  # type: ignore[attr-defined]
+
+
+async def test_guest_power_off_is_recorded_as_a_stop(cloud: Cloud) -> None:
+    caller = Caller(await cloud.users.create("u"))
+    iid, other = await launch(cloud, caller, 2, InstanceInitiatedShutdownBehavior="stop")
+    assert cloud.compute.table.get(iid).state == "running"
+    await asyncio.to_thread(raw_domain(cloud, iid).destroy)   # the guest powers itself off
+    await until(lambda: cloud.compute.table.get(iid).state == "stopped")
+    inst = cloud.compute.table.get(iid)
+    assert inst.state_reason_code == "Client.InstanceInitiatedShutdown"
+    assert cloud.compute.table.get(other).state == "running"
+
+
+async def test_guest_power_off_with_terminate_behaviour(cloud: Cloud) -> None:
+    caller = Caller(await cloud.users.create("u"))
+    (iid,) = await launch(cloud, caller, InstanceInitiatedShutdownBehavior="terminate")
+    ip = cloud.compute.table.get(iid).private_ip
+    await asyncio.to_thread(raw_domain(cloud, iid).destroy)
+    await until(lambda: cloud.compute.table.get(iid).state == "terminated")
+    assert cloud.network.table.get(ip) is None          # its address went back to the pool
+    names = {d.name for d in await cloud.drivers[cloud.compute.table.get(iid).host].list_domains()}
+    assert iid not in names
+
+
+async def test_domain_xml_comes_from_the_template(cloud: Cloud) -> None:
+    caller = Caller(await cloud.users.create("u"))
+    (iid,) = await launch(cloud, caller)
+    inst = cloud.compute.table.get(iid)
+    xml = await cloud.drivers[inst.host].domain_xml(iid)
+    assert f"<name>{iid}</name>" in xml
+    assert inst.uuid in xml
+    assert METADATA_NS in xml
+    assert "524288" in xml or "512" in xml        # t3.nano's 512 MiB
+
+
+async def test_reconcile_removes_orphans_and_recreates_missing(cloud: Cloud) -> None:
+    caller = Caller(await cloud.users.create("u"))
+    a, b = await launch(cloud, caller, 2)
+    host_a = cloud.drivers[cloud.compute.table.get(a).host]
+    # An orphan: a managed domain no acknowledged instance owns (a launch lost in a crash).
+    orphan_xml = (await host_a.domain_xml(a)).replace(a, "i-0000000000000dead")
+    orphan_xml = orphan_xml.replace(cloud.compute.table.get(a).uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f")
+    await host_a.define("i-0000000000000dead", orphan_xml)
+    # A missing domain: the host lost it (its power-off is first seen as a guest-initiated stop).
+    await asyncio.to_thread(lambda: (raw_domain(cloud, b).destroy(), raw_domain(cloud, b).undefine()))
+    await until(lambda: cloud.compute.table.get(b).state == "stopped")
+    await cloud.compute.idle()
+    report = await cloud.compute.reconcile()
+    await cloud.compute.idle()
+    assert any("i-0000000000000dead" in line for line in report)
+    assert any(b in line for line in report)
+    names = {d.name: d for h in cloud.drivers.values() for d in await h.list_domains()}
+    assert "i-0000000000000dead" not in names
+    assert names[b].power == "off"            # defined again, as recorded: stopped
+
+
+async def test_capacity_tracks_launches_and_terminations(cloud: Cloud) -> None:
+    caller = Caller(await cloud.users.create("u"))
+
+    def avail() -> int:
+        return next(c["available"] for c in cloud.scheduler.capacity(by_zone=False)
+                    if c["instance_type"] == "m5.xlarge")
+
+    before = avail()
+    ids = await launch(cloud, caller, 3, InstanceType="m5.xlarge")
+    assert avail() == before - 3
+    await cloud.compute.terminate(caller, ids)
+    await cloud.compute.idle()
+    assert avail() == before
+    # Expiry forgets terminated instances (visible for 0 s in this config) with their tags.
+    assert await cloud.compute.expire_terminated() == 3
+    assert all(cloud.compute.table.get(i) is None for i in ids)
+
+
+async def test_failed_validation_leaves_no_trace(cloud: Cloud) -> None:
+    caller = Caller(await cloud.users.create("u"))
+    image = next(iter(cloud.images.table.values()))
+    rows_before = {n: len(t) for n, t in cloud.store.tables.items()}
+    records_before = cloud.store.journal.records_in_gen
+    with pytest.raises(CloudError) as e:
+        await cloud.compute.run(caller, {"ImageId": image.id, "MinCount": 1, "MaxCount": 1,
+                                         "UserData": base64.b64encode(b"x" * 20000).decode()})
+    assert e.value.code == "InvalidParameterValue"
+    assert {n: len(t) for n, t in cloud.store.tables.items()} == rows_before
+    assert cloud.store.journal.records_in_gen == records_before
