@@ -64,12 +64,14 @@ def test_min_max_count_and_zone(ec2: Any, image_id: str) -> None:
 
 
 def test_insufficient_capacity_changes_nothing(server: Any, ec2: Any, image_id: str) -> None:
-    before = server.admin("GET", "/v0/capacity?by_zone=1")
+    before = ids_of(ec2.describe_instances())
     with pytest.raises(ClientError) as e:
         ec2.run_instances(ImageId=image_id, MinCount=1000, MaxCount=1000, InstanceType="m5.xlarge",
                           Placement={"AvailabilityZone": "cloudctl-1a"})
     assert code_of(e) == "InsufficientInstanceCapacity"
-    assert server.admin("GET", "/v0/capacity?by_zone=1") == before
+    assert "1000 requested" in e.value.response["Error"]["Message"]
+    assert ids_of(ec2.describe_instances()) == before
+    assert ec2.describe_instances(Filters=[{"Name": "instance-type", "Values": ["m5.xlarge"]}])["Reservations"] == []
 
 
 def test_client_token_replays_first_reservation(ec2: Any, image_id: str) -> None:

@@ -70,7 +70,7 @@ class Compute:
         self._by_host: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.host))  # type: ignore[assignment]
         self._by_token: MultiIndex[Reservation] = self.reservations.add_index(
             MultiIndex(lambda r: f"{r.owner}\x1f{r.client_token}" if r.client_token else None))  # type: ignore[assignment]
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._chains: dict[str, asyncio.Task[None]] = {}   # the last queued hypervisor work per instance
         self._hard_stop: set[str] = set()   # instances whose pending stop is forced
         self._tasks: set[asyncio.Task[None]] = set()
         self.reconcile_report: list[str] = []
@@ -358,17 +358,16 @@ class Compute:
                                  f"The instance '{i.id}' is not in a state from which it can be rebooted.")
         caller.check_dry_run()
         for i in insts:
-            self._spawn(self._reboot(i.id))
+            self._serial(i.id, self._reboot(i.id))
 
     async def _reboot(self, iid: str) -> None:
-        async with self._lock(iid):
-            inst = self.table.get(iid)
-            if inst is None or inst.state != "running":
-                return
-            try:
-                await self.drivers[inst.host].reboot(iid)
-            except HypervisorError as e:
-                log.warning("reboot of %s on %s failed: %s", iid, inst.host, e)
+        inst = self.table.get(iid)
+        if inst is None or inst.state != "running":
+            return
+        try:
+            await self.drivers[inst.host].reboot(iid)
+        except HypervisorError as e:
+            log.warning("reboot of %s on %s failed: %s", iid, inst.host, e)
 
     # -- attributes ----------------------------------------------------------------------------
     def attribute(self, caller: Caller, iid: str, attribute: str) -> tuple[Instance, Any]:
@@ -443,19 +442,27 @@ class Compute:
         return inst, data[-65536:]
 
     # -- converging the hypervisor to the record -----------------------------------------------
-    def _lock(self, iid: str) -> asyncio.Lock:
-        lock = self._locks.get(iid)
-        if lock is None:
-            lock = self._locks[iid] = asyncio.Lock()
-        return lock
-
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _serial(self, iid: str, coro: Any) -> None:
+        """Run hypervisor work for one instance after the work already queued for it."""
+        prev = self._chains.get(iid)
+
+        async def after() -> None:
+            if prev is not None:
+                await asyncio.wait([prev])
+            await coro
+
+        task = self._spawn(after())
+        self._chains[iid] = task
+        task.add_done_callback(lambda t: self._chains.pop(iid, None) if self._chains.get(iid) is t else None)
 
     def converge(self, iid: str, ensure: bool = False) -> None:
-        self._spawn(self._converge(iid, ensure))
+        self._serial(iid, self._converge(iid, ensure))
 
     async def _set_state(self, iid: str, expect: str, **updates: Any) -> Instance | None:
         """Record the end of a transition, unless the user changed the instance meanwhile."""
@@ -472,25 +479,24 @@ class Compute:
         return new
 
     async def _converge(self, iid: str, ensure: bool = False) -> None:
-        async with self._lock(iid):
-            for _ in range(8):   # a few rounds: the user may change the target meanwhile
-                inst = self.table.get(iid)
-                if inst is None or not (ensure or inst.state in TRANSITIONAL):
-                    return
-                ensure = False
-                driver = self.drivers.get(inst.host)
-                if driver is None:
-                    log.error("instance %s is on unknown host %s", iid, inst.host)
-                    return
-                before = inst.state
-                try:
-                    await self._drive(driver, inst)
-                except HypervisorError as e:
-                    await self._failed(inst, e)
-                    return
-                now = self.table.get(iid)
-                if now is None or now.state == before or now.state not in TRANSITIONAL:
-                    return
+        for _ in range(8):   # a few rounds: the user may change the target meanwhile
+            inst = self.table.get(iid)
+            if inst is None or not (ensure or inst.state in TRANSITIONAL):
+                return
+            ensure = False
+            driver = self.drivers.get(inst.host)
+            if driver is None:
+                log.error("instance %s is on unknown host %s", iid, inst.host)
+                return
+            before = inst.state
+            try:
+                await self._drive(driver, inst)
+            except HypervisorError as e:
+                await self._failed(inst, e)
+                return
+            now = self.table.get(iid)
+            if now is None or now.state == before or now.state not in TRANSITIONAL:
+                return
 
     async def _drive(self, driver: HypervisorDriver, inst: Instance) -> None:
         iid = inst.id
@@ -601,7 +607,6 @@ class Compute:
         with self.store.txn() as tx:
             for inst in old:
                 tx.delete(inst)
-                self._locks.pop(inst.id, None)
                 self.tags.remove_all(tx, inst.id)
                 res = self.reservations.get(inst.reservation_id)
                 if res is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from . import checkpoint as ckpt
+from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path, read_journal
 from .records import ROW_TYPES, Row
 
@@ -66,7 +67,6 @@ class Table(Generic[R]):
         self.name = row_type.table
         self.row_type = row_type
         self.rows: dict[str, R] = {}
-        self.encoded: dict[str, str] = {}   # key -> row JSON, reused by checkpoints
         self.indexes: list[Index[R]] = []
 
     def __len__(self) -> int:
@@ -84,18 +84,15 @@ class Table(Generic[R]):
         self.indexes.append(index)
         return index
 
-    def _set(self, key: str, row: R | None, encoded: str | None) -> R | None:
+    def _set(self, key: str, row: R | None) -> R | None:
         old = self.rows.get(key)
         if old is not None:
             for ix in self.indexes:
                 ix.remove(old)
         if row is None:
             self.rows.pop(key, None)
-            self.encoded.pop(key, None)
         else:
             self.rows[key] = row
-            assert encoded is not None
-            self.encoded[key] = encoded
             for ix in self.indexes:
                 ix.add(row)
         return old
@@ -105,28 +102,27 @@ class Txn:
     def __init__(self, store: "Store") -> None:
         self._store = store
         self._ops: list[str] = []
-        self._undo: list[tuple[Table[Any], str, Row | None, str | None]] = []
+        self._undo: list[tuple[Table[Any], str, Row | None]] = []
 
     def put(self, row: Row) -> None:
         table = self._store.tables[row.table]
         key = row.key
-        enc = json.dumps(row.to_dict(), separators=(",", ":"))
-        self._undo.append((table, key, table.rows.get(key), table.encoded.get(key)))
-        table._set(key, row, enc)
-        self._ops.append('["p","' + table.name + '",' + json.dumps(key) + "," + enc + "]")
+        self._undo.append((table, key, table.rows.get(key)))
+        table._set(key, row)
+        self._ops.append('["p","' + table.name + '",' + json.dumps(key) + "," + encode_row(row) + "]")
 
     def delete(self, row: Row) -> None:
         table = self._store.tables[row.table]
         key = row.key
         if key not in table.rows:
             return
-        self._undo.append((table, key, table.rows.get(key), table.encoded.get(key)))
-        table._set(key, None, None)
+        self._undo.append((table, key, table.rows.get(key)))
+        table._set(key, None)
         self._ops.append('["d","' + table.name + '",' + json.dumps(key) + "]")
 
     def _rollback(self) -> None:
-        for table, key, old, enc in reversed(self._undo):
-            table._set(key, old, enc)
+        for table, key, old in reversed(self._undo):
+            table._set(key, old)
 
 
 class Store:
@@ -163,10 +159,9 @@ class Store:
             if table is None:
                 raise JournalError(f"journal names unknown table {op[1]!r}")
             if op[0] == "p":
-                row = table.row_type.from_dict(op[3])
-                table._set(op[2], row, json.dumps(op[3], separators=(",", ":")))
+                table._set(op[2], table.row_type.from_dict(op[3]))
             else:
-                table._set(op[2], None, None)
+                table._set(op[2], None)
 
     def _load(self) -> int:
         """Load the newest good checkpoint and replay the journals after it; return the gen."""
@@ -180,10 +175,9 @@ class Store:
                 continue
             for t in self.tables.values():
                 t.rows.clear()
-                t.encoded.clear()
             for table, key, d in rows:
                 tbl = self.tables[table]
-                tbl._set(key, tbl.row_type.from_dict(d), json.dumps(d, separators=(",", ":")))
+                tbl._set(key, tbl.row_type.from_dict(d))
             base = gen
             break
         journals = sorted(int(p.name.split(".")[1]) for p in self.state_dir.glob("journal.*")
@@ -210,11 +204,15 @@ class Store:
         # Start a fresh generation at once: every start begins from a clean checkpoint and an
         # empty journal, whatever state (torn tail, fallback) the previous run left behind.
         self.gen = last + 1
-        snapshot = {name: dict(t.encoded) for name, t in self.tables.items()}
-        await loop.run_in_executor(None, ckpt.write_checkpoint, self.state_dir, self.gen, snapshot)
+        await loop.run_in_executor(None, ckpt.write_checkpoint, self.state_dir, self.gen, self._snapshot())
         self.journal = Journal(self.state_dir, self.gen)
         await self.journal.open()
         await loop.run_in_executor(None, self._prune)
+
+    def _snapshot(self) -> dict[str, list[Row]]:
+        """References to every row: cheap on the loop, and safe to encode on a thread later
+        because rows are never changed in place."""
+        return {name: list(t.rows.values()) for name, t in self.tables.items()}
 
     def _prune(self) -> None:
         """Keep this generation and the one before it (the fallback if this checkpoint is damaged)."""
@@ -232,7 +230,7 @@ class Store:
             t0 = time.perf_counter()
             # Taken synchronously together with the rotation: the snapshot is exactly the state
             # after the last record of the old journal.
-            snapshot = {name: dict(t.encoded) for name, t in self.tables.items()}
+            snapshot = self._snapshot()
             self.gen += 1
             self.journal.rotate(self.gen)
             await self.journal.sync()

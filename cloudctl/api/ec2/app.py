@@ -1,9 +1,11 @@
 """The EC2 Query endpoint: HTTP in, signature check, model-driven parse, action, XML out."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -76,6 +78,9 @@ class Ec2Api:
             req = self.protocol.parse(action, params)
             caller = Caller(user, dry_run=bool(req.pop("DryRun", False)))
             result = await handler(self.cloud, caller, req)
+            pieces = self.protocol.serialize_iter(action, result, request_id)
+            first = next(pieces)
+            second = next(pieces, None)
         except CloudError as e:
             return self._error(e.code, e.message, request_id, action)
         except ParamError as e:
@@ -92,8 +97,22 @@ class Ec2Api:
             log.exception("request %s (%s) failed", request_id, action)
             return self._error("InternalError", "An internal error has occurred.", request_id, action)
         self.requests[(action, "ok")] += 1
-        return web.Response(body=self.protocol.serialize(action, result, request_id),
-                            content_type="text/xml", charset="UTF-8")
+        if second is None:
+            return web.Response(body=first, content_type="text/xml", charset="UTF-8")
+        return await self._stream(request, first, second, pieces)
+
+    async def _stream(self, request: web.Request, first: bytes, second: bytes,
+                      rest: Iterator[bytes]) -> web.StreamResponse:
+        """Send a large answer piece by piece, letting other requests run in between."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/xml;charset=UTF-8"})
+        await resp.prepare(request)
+        await resp.write(first)
+        await resp.write(second)
+        for piece in rest:
+            await asyncio.sleep(0)
+            await resp.write(piece)
+        await resp.write_eof()
+        return resp
 
 
 def make_verifier(cloud: Cloud) -> SignatureVerifier:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Union
 
@@ -459,6 +459,56 @@ def _write_list(spec: _OutList, value: Any, out: Callable[[str], None]) -> None:
                     out(open_tag + text + close_tag)
 
 
+class LazyList:
+    """A list member whose elements are made while the response is written.
+
+    A large answer (DescribeInstances over thousands of instances) is then rendered in slices,
+    between which the event loop runs, and its element views never exist all at once.
+    """
+
+    __slots__ = ("_items", "_length")
+
+    def __init__(self, items: Iterable[Any], length: int) -> None:
+        self._items = items
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+
+def _iter_struct(table: _OutStruct, value: Mapping[str, Any], parts: list[str],
+                 done: list[int], slice_items: int) -> Iterator[None]:
+    """Like _write_struct, but yields after every `slice_items` elements of any LazyList."""
+    for key, item in value.items():
+        if type(item) is not LazyList:
+            _write_struct(table, {key: item}, parts.append)
+            continue
+        try:
+            _kind, open_tag, close_tag, spec = table[key]
+        except KeyError:
+            raise SerializationError(f"{key!r} is not a member of {table.shape_name}") from None
+        if not len(item):
+            parts.append(spec[4])
+            continue
+        item_kind, item_open, item_close, item_payload, _ = spec
+        parts.append(open_tag)
+        for element in item:
+            if item_kind == _STRUCT and any(type(v) is LazyList for v in element.values()):
+                parts.append(item_open)
+                yield from _iter_struct(item_payload, element, parts, done, slice_items)
+                parts.append(item_close)
+            else:
+                _write_list(spec, (element,), parts.append)
+            done[0] += 1
+            if done[0] >= slice_items:
+                done[0] = 0
+                yield
+        parts.append(close_tag)
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -544,6 +594,20 @@ class Protocol:
                 raise SerializationError(f"{op}: cannot serialize result: {exc}") from exc
         parts.append(tail)
         return "".join(parts).encode("utf-8")
+
+    def serialize_iter(self, op: str, result: Mapping[str, Any], request_id: str,
+                       slice_items: int = 100) -> Iterator[bytes]:
+        """The response body in pieces, cut after every `slice_items` LazyList elements."""
+        head, table, tail = self._serializer(op)
+        parts: list[str] = [head, _esc(request_id), "</requestId>"]
+        if table is None:
+            parts.append("<return>true</return>")
+        else:
+            for _ in _iter_struct(table, result, parts, [0], slice_items):
+                yield "".join(parts).encode("utf-8")
+                parts.clear()
+        parts.append(tail)
+        yield "".join(parts).encode("utf-8")
 
     def error(self, code: str, message: str, request_id: str) -> bytes:
         """The EC2 error document (note ``RequestID``, unlike the success body)."""

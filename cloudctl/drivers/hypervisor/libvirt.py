@@ -11,6 +11,8 @@ import asyncio
 import functools
 import itertools
 import logging
+import os
+import stat
 import threading
 import time
 import uuid as uuidlib
@@ -23,8 +25,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from xml.dom import minidom
 
-import libvirt
-import libvirtaio
+import libvirt  # type: ignore[import-untyped]
+import libvirtaio  # type: ignore[import-untyped]
 
 from .base import (
     METADATA_NS,
@@ -55,14 +57,15 @@ def _with_id(cb: Callable[..., None], wid: int, _inner: int, *args: Any) -> None
     cb(wid, *args)
 
 
-class _EventBridge(libvirtaio.virEventAsyncIOImpl):
+class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
     """libvirtaio, made safe for libvirt calls from worker threads and movable between loops.
 
     libvirt calls the event hooks from whichever thread makes an API call: queueing a domain
     event arms a timer from the thread that ran `create()`, a remote connection re-arms its socket
     watch from the thread doing the RPC. Stock libvirtaio then touches the asyncio loop from that
-    thread: asyncio's debug mode raises, an idle loop is never woken (measured: an event caused
-    from a plain thread was still undelivered after 5 s), and uvloop is not thread-safe at all.
+    thread: asyncio's debug mode raises, an idle loop is not woken (measured: an event caused
+    from a plain thread arrived 3 s late, when the loop's next timer happened to fire; the same
+    with uvloop), and neither loop is thread-safe for those calls anyway.
     So a hook called off the loop thread is queued and replayed, in call order, on the loop; the
     ids libvirt sees are ours, so they can be returned before the replay happens.
 
@@ -70,6 +73,8 @@ class _EventBridge(libvirtaio.virEventAsyncIOImpl):
     different loop (pytest running a test on a fresh loop, `asyncio.run` twice), the bridge
     moves its timers and fd watches to the new loop, provided the old one is not running.
     """
+
+    loop: asyncio.AbstractEventLoop
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)
@@ -221,8 +226,9 @@ class _EventBridge(libvirtaio.virEventAsyncIOImpl):
                     task.cancel()
                 except RuntimeError:  # old loop closed
                     pass
-        self.loop = loop
-        self._thread = threading.get_ident()
+        with self._lock:  # _submit reads the loop under this lock
+            self.loop = loop
+            self._thread = threading.get_ident()
         for timer in timers:
             if timer.timeout >= 0:
                 timer.update(timeout=timer.timeout)
@@ -365,10 +371,11 @@ def _with_uuid(xml: str, uuid: str) -> str:
     """
     doc = minidom.parseString(xml)
     root = doc.documentElement
+    assert root is not None
     element = doc.createElement("uuid")
     element.appendChild(doc.createTextNode(uuid))
-    names = [n for n in root.childNodes if getattr(n, "tagName", None) == "name"]
-    root.insertBefore(element, names[0].nextSibling if names else root.firstChild)
+    after = next((n for n in root.childNodes if getattr(n, "tagName", None) == "name"), None)
+    root.insertBefore(element, after.nextSibling if after is not None else root.firstChild)  # type: ignore[arg-type]
     return root.toxml()
 
 
@@ -392,12 +399,19 @@ def _console_paths(xml: str) -> list[str]:
 def _read_tail(paths: list[str], limit: int = CONSOLE_TAIL_BYTES) -> bytes:
     for path in paths:
         try:
-            with open(path, "rb") as f:
-                size = f.seek(0, 2)
-                f.seek(max(0, size - limit))
-                return f.read(limit)
+            # Non-blocking and regular files only: a FIFO or device here must not hang a worker.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
             continue
+        with open(fd, "rb") as f:
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - limit))
+                return f.read(limit)
+            except OSError:
+                continue
     return b""
 
 
@@ -557,14 +571,16 @@ class LibvirtDriver(HypervisorDriver):
         try:
             return fn(conn, *args)
         except libvirt.libvirtError as e:
-            if conn is self._conn:
-                try:
-                    alive = conn.isAlive() == 1  # local check, no round trip
-                except libvirt.libvirtError:
-                    alive = False
-                if not alive:
-                    self._lost = True
+            if conn is self._conn and not self._alive(conn):
+                self._lost = True
             raise _error(e) from None
+
+    @staticmethod
+    def _alive(conn: libvirt.virConnect) -> bool:
+        try:
+            return bool(conn.isAlive() == 1)  # a local check, no round trip
+        except libvirt.libvirtError:
+            return False
 
     # -- events --------------------------------------------------------------------------------
 

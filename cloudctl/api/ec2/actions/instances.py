@@ -10,6 +10,7 @@ from ....core.compute import STATE_CODES
 from ....core.context import Caller
 from ....core.errors import CloudError
 from ....store.records import Instance, Reservation
+from ..protocol import LazyList
 from .registry import action, tag_list, ts
 
 
@@ -48,7 +49,7 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
 
 def reservation_view(cloud: Cloud, res: Reservation, insts: list[Instance]) -> dict[str, Any]:
     return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [],
-            "Instances": [instance_view(cloud, i) for i in insts]}
+            "Instances": LazyList((instance_view(cloud, i) for i in insts), len(insts))}
 
 
 @action("RunInstances")
@@ -60,7 +61,8 @@ async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> di
 @action("DescribeInstances")
 async def describe_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     groups, token = cloud.compute.describe(caller, req)
-    return {"Reservations": [reservation_view(cloud, r, i) for r, i in groups], "NextToken": token}
+    views = (reservation_view(cloud, r, i) for r, i in groups)
+    return {"Reservations": LazyList(views, len(groups)), "NextToken": token}
 
 
 def _changes(pairs: list[tuple[Instance, Instance]]) -> list[dict[str, Any]]:

@@ -1,0 +1,428 @@
+"""cloudctl vs moto (and a bare aiohttp handler), side by side in one run.
+
+Usage:  .venv/bin/python bench/run.py [--quick] [--skip-moto] [--strict] [--keep]
+        (`make bench` installs moto[server] first, then runs this)
+
+The box is small and shared, so absolute numbers drift from run to run; the ratios taken
+within one run (same machine, same minute) are what the targets are about. Servers run one
+at a time, the client is sequential, and every wrk run records the foreign CPU it saw.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata as md
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ec2load  # noqa: E402
+import procs  # noqa: E402
+import wrkload  # noqa: E402
+from ec2load import Target  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    """Progress on stderr with elapsed time: a full run takes minutes and moto is slow."""
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def plan(quick: bool) -> dict[str, Any]:
+    """Sizes per mode: full is what the targets are defined for, quick is a smoke run (N ≤ 1000)."""
+    if quick:
+        return {"stages": [200, 1000], "run_calls": {"cloudctl": 100, "moto": 50}, "warmup": 10,
+                "describe_reps": {"cloudctl": 3, "moto": {200: 2, 1000: 1}},
+                "raw_reps": {"cloudctl": 3, "moto": 1},
+                "tag_reps": {"cloudctl": 30, "moto": 2},
+                "wrk": {"cloudctl": (2, 32, 5), "moto": (2, 8, 3), "hello": (2, 32, 5), "hello_get": (2, 32, 3)}}
+    return {"stages": [1000, 5000], "run_calls": {"cloudctl": 400, "moto": 150}, "warmup": 10,
+            "describe_reps": {"cloudctl": 3, "moto": {1000: 2, 5000: 1}},
+            "raw_reps": {"cloudctl": 3, "moto": 1},
+            "tag_reps": {"cloudctl": 30, "moto": 1},
+            "wrk": {"cloudctl": (2, 32, 10), "moto": (2, 8, 5), "hello": (2, 32, 10), "hello_get": (2, 32, 5)}}
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def measured(st: dict[str, Any], key: str, server: procs.Proc, fn: Callable[[], Any]) -> Any:
+    """Run one measurement, storing its result and the foreign CPU it competed with."""
+    probe = procs.NoiseProbe([server])
+    probe.start()
+    st[key] = fn()
+    foreign = probe.stop()
+    if isinstance(st[key], dict):
+        st[key]["foreign_cores"] = round(foreign, 3)
+    return st[key]
+
+
+def ec2_phases(t: Target, p: dict[str, Any], server: procs.Proc, out: dict[str, Any],
+               checkpoint: Callable[[str], None]) -> None:
+    """The shared sequence for both servers: RunInstances rate, populate, describes, tag filter, RSS."""
+    name = t.name
+    out["rss_mib_start"] = round(server.rss_mib(), 1)
+    log(f"{name}: RunInstances 1/call × {p['run_calls'][name]} (+{p['warmup']} warm-up)")
+    procs.wait_quiet([server], max_wait_s=10)
+    r = measured(out, "run_one", server, lambda: ec2load.run_one_per_call(t, p["run_calls"][name], p["warmup"]))
+    log(f"{name}: {r['calls_per_s']:.1f} calls/s (foreign {r['foreign_cores']:.2f} cores)")
+    checkpoint("run_one")
+    batches = [0]
+    out["stages"] = {}
+    last = p["stages"][-1]
+    for n in p["stages"]:
+        st: dict[str, Any] = {}
+        out["stages"][str(n)] = st
+        log(f"{name}: populate to {n}")
+        r = measured(st, "populate", server,
+                     lambda: ec2load.populate(t, n, tag_x_last=(n == last), batch_counter=batches))
+        log(f"{name}: {r['instances_per_s']:.0f} instances/s")
+        st["rss_mib_after_populate"] = round(server.rss_mib(), 1)
+        checkpoint(f"populate_{n}")
+        reps = p["describe_reps"][name]
+        reps = reps[n] if isinstance(reps, dict) else reps
+        log(f"{name}: DescribeInstances unfiltered @{n} boto3 × {reps}")
+        procs.wait_quiet([server], max_wait_s=10)
+        b = measured(st, "describe_boto3", server, lambda: ec2load.describe_boto3(t, reps, expect=t.count))
+        log(f"{name}: boto3 median {b['s']['median']:.3f}s (client CPU {b['client_cpu_s']['median']:.3f}s), "
+            f"returned {b['returned']}, foreign {b['foreign_cores']:.2f} cores")
+        checkpoint(f"describe_boto3_{n}")
+        log(f"{name}: DescribeInstances unfiltered @{n} raw × {p['raw_reps'][name]}")
+        r = measured(st, "describe_raw", server, lambda: ec2load.describe_raw(t, p["raw_reps"][name]))
+        st["share"] = r["s"]["median"] / b["s"]["median"]
+        log(f"{name}: raw median {r['s']['median']:.3f}s ({r['bytes'] / 2**20:.1f} MiB), share {st['share']:.1%}")
+        checkpoint(f"describe_raw_{n}")
+        if n == last:
+            log(f"{name}: tag:Name=x @{n} × {p['tag_reps'][name]}")
+            procs.wait_quiet([server], max_wait_s=10)
+            r = measured(st, "tag_x", server, lambda: ec2load.describe_tag_x(t, p["tag_reps"][name]))
+            log(f"{name}: tag filter median {r['s']['median'] * 1000:.2f} ms, matched {r['matched']}")
+            if name == "cloudctl":   # moto's raw tag filter would cost another ~20 s for nothing new
+                r = measured(st, "tag_x_raw", server, lambda: ec2load.tag_x_raw(t, p["tag_reps"][name]))
+                log(f"{name}: raw tag filter median {r['s']['median'] * 1000:.2f} ms")
+            checkpoint(f"tag_x_{n}")
+        st["rss_mib_after_describes"] = round(server.rss_mib(), 1)
+
+
+def wrk_by_id(t: Target, server: procs.Proc, tmp: Path, spec: tuple[int, int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Capture a boto3-signed DescribeInstances(InstanceIds=[id]) and hammer the server with it."""
+    iid = t.ids[len(t.ids) // 2]
+    req = wrkload.capture_describe_by_id(t, iid)
+    size = wrkload.check_replay(req, iid)
+    script = wrkload.write_lua(req, tmp / f"{t.name}_by_id.lua")
+    thr, conns, secs = spec
+    log(f"{t.name}: wrk by id -t{thr} -c{conns} -d{secs}s (response {size} B)")
+    r = wrkload.run_wrk_clean(t.url + "/", script, thr, conns, secs, [server])
+    r["response_bytes"] = size
+    log(f"{t.name}: wrk {r['rps']:.0f} req/s, p50 {r['p50_us'] / 1000:.2f} ms, non-2xx {r['non_2xx']}, "
+        f"foreign {r['foreign_cores']:.2f} cores")
+    return r, req
+
+
+def phase_cloudctl(p: dict[str, Any], tmp: Path, res: dict[str, Any], started: list[procs.Proc]) -> dict[str, Any] | None:
+    """Everything measured on cloudctl; returns the captured signed request for the hello comparison."""
+    out: dict[str, Any] = {}
+    res["cloudctl"] = out
+    log("cloudctl: starting")
+    w0 = time.perf_counter()
+    cc = procs.start_cloudctl(tmp / "cloudctl")
+    started.append(cc.proc)
+    out["startup_s"] = round(time.perf_counter() - w0, 2)
+    user = cc.admin("POST", "/v0/users", {"name": "bench"})
+    t = Target("cloudctl", cc.ec2_url, "cloudctl-1", user["AccessKeyId"], user["SecretAccessKey"])
+    imgs = t.client().describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"]
+    if not imgs:
+        raise RuntimeError("cloudctl: no image named cloudctl-blank")
+    t.image_id = imgs[0]["ImageId"]
+    out["startup_lag_ms"] = cc.reset_lag()   # the stall clock for the run starts here
+    lags: dict[str, float] = {}
+    out["lag_by_phase_ms"] = lags
+
+    def checkpoint(phase: str) -> None:
+        lags[phase] = cc.reset_lag()
+
+    try:
+        ec2_phases(t, p, cc.proc, out, checkpoint)
+        out["rss_mib_stats_endpoint"] = cc.stats().get("rss_mib")
+        out["wrk"], req = wrk_by_id(t, cc.proc, tmp, p["wrk"]["cloudctl"])
+        checkpoint("wrk")
+    finally:
+        stats = cc.stats()
+        lags["end"] = float(stats.get("loop_lag_max_ms", 0.0))
+        out["loop_lag_max_ms"] = max(lags.values())
+        out["worst_phase"] = max(lags, key=lambda k: lags[k])
+        out["final_stats"] = stats
+        out["instances_created"] = t.count
+        log(f"cloudctl: longest loop stall {out['loop_lag_max_ms']:.1f} ms (in {out['worst_phase']})")
+        cc.proc.stop()
+        out["exit_code"] = cc.proc.popen.returncode
+    return req
+
+
+def phase_hello(p: dict[str, Any], tmp: Path, res: dict[str, Any], req: dict[str, Any] | None,
+                started: list[procs.Proc]) -> None:
+    """The ceiling: the same signed POST against a handler that only reads it and returns 2 KB."""
+    out: dict[str, Any] = {}
+    res["hello"] = out
+    log("hello: starting")
+    proc, url = procs.start_hello(tmp)
+    started.append(proc)
+    try:
+        if req is None:   # cloudctl did not get that far: sign a comparable request ourselves
+            _, headers, body = ec2load.signed_raw_request(
+                Target("hello", url, "cloudctl-1", "AKIDBENCH", "secret"),
+                "Action=DescribeInstances&Version=2016-11-15&InstanceId.1=i-0123456789abcdef0")
+            req = {"method": "POST", "path": "/", "headers": headers, "body": body.decode()}
+        script = wrkload.write_lua(req, tmp / "hello_post.lua")
+        thr, conns, secs = p["wrk"]["hello"]
+        log(f"hello: wrk same signed POST -t{thr} -c{conns} -d{secs}s")
+        out["wrk_post"] = wrkload.run_wrk_clean(url + "/", script, thr, conns, secs, [proc])
+        log(f"hello: {out['wrk_post']['rps']:.0f} req/s")
+        thr, conns, secs = p["wrk"]["hello_get"]
+        out["wrk_get"] = wrkload.run_wrk_clean(url + "/", wrkload.write_lua(None, tmp / "hello_get.lua"),
+                                               thr, conns, secs, [proc])
+        log(f"hello GET: {out['wrk_get']['rps']:.0f} req/s")
+        out["rss_mib"] = round(proc.rss_mib(), 1)
+    finally:
+        proc.stop()
+
+
+def phase_moto(p: dict[str, Any], tmp: Path, res: dict[str, Any], started: list[procs.Proc]) -> None:
+    """The same sequence against moto_server (dummy keys, us-east-1, one of moto's AMIs)."""
+    out: dict[str, Any] = {}
+    res["moto"] = out
+    log("moto: starting")
+    proc, url = procs.start_moto(tmp)
+    started.append(proc)
+    try:
+        t = Target("moto", url, "us-east-1", "AKIDBENCHMOTO", "bench-secret")
+        w0 = time.perf_counter()
+        imgs = t.client().describe_images(Owners=["amazon"])["Images"]
+        out["first_call_s"] = round(time.perf_counter() - w0, 2)
+        t.image_id = imgs[0]["ImageId"] if imgs else "ami-12c6146b"
+        out["image_id"] = t.image_id
+        ec2_phases(t, p, proc, out, lambda _phase: None)
+        out["wrk"], _ = wrk_by_id(t, proc, tmp, p["wrk"]["moto"])
+        out["instances_created"] = t.count
+    finally:
+        proc.stop()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _get(d: dict[str, Any], *path: Any) -> Any:
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def build_rows(res: dict[str, Any], p: dict[str, Any]) -> tuple[list[list[str]], list[str], bool]:
+    """Table rows, notes, and whether every evaluated target passed."""
+    c, m, h = res.get("cloudctl", {}), res.get("moto", {}), res.get("hello", {})
+    full = p["stages"][-1] == 5000
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    ok = True
+
+    def verdict(passed: bool | None, applies: bool = True) -> str:
+        nonlocal ok
+        if passed is None:
+            return "n/a"
+        if not applies:
+            return "info"
+        ok = ok and passed
+        return "PASS" if passed else "FAIL"
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b not in (None, 0) else None
+
+    # 1. RunInstances
+    cr, mr = _get(c, "run_one", "calls_per_s"), _get(m, "run_one", "calls_per_s")
+    r = ratio(cr, mr)
+    rows.append(["RunInstances 1/call, boto3 seq, calls/s", _f(cr, ".1f"), _f(mr, ".1f"),
+                 _f(r, ".1f") + "×" if r else "–", "≥ 8×", verdict(None if r is None else r >= 8)])
+    for n in p["stages"]:
+        k = str(n)
+        cs, ms = _get(c, "stages", k), _get(m, "stages", k)
+        cp, mp = _get(cs or {}, "populate", "instances_per_s"), _get(ms or {}, "populate", "instances_per_s")
+        rows.append([f"populate to {n} (MaxCount=100), inst/s", _f(cp, ".0f"), _f(mp, ".0f"),
+                     _f(ratio(cp, mp), ".1f") + "×" if ratio(cp, mp) else "–", "", "info"])
+    # 2. DescribeInstances unfiltered
+    for n in p["stages"]:
+        k = str(n)
+        cb, mb = _get(c, "stages", k, "describe_boto3", "s", "median"), _get(m, "stages", k, "describe_boto3", "s", "median")
+        r = ratio(mb, cb)
+        is5k = n == 5000
+        rows.append([f"DescribeInstances all @{n}, boto3 s", _f(cb, ".3f"), _f(mb, ".2f"),
+                     _f(r, ".1f") + "×" if r else "–", "≥ 9×" if is5k else "",
+                     verdict(None if r is None else r >= 9, is5k) if is5k else "info"])
+        craw, mraw = _get(c, "stages", k, "describe_raw", "s", "median"), _get(m, "stages", k, "describe_raw", "s", "median")
+        rows.append([f"  raw (server+transport) @{n}, s", _f(craw, ".3f"), _f(mraw, ".2f"),
+                     _f(ratio(mraw, craw), ".0f") + "×" if ratio(mraw, craw) else "–", "", "info"])
+        csh, msh = _get(c, "stages", k, "share"), _get(m, "stages", k, "share")
+        rows.append([f"  server share raw/boto3 @{n}", _f(csh and csh * 100, ".1f") + "%" if csh else "–",
+                     _f(msh and msh * 100, ".0f") + "%" if msh else "–", "",
+                     "≤ 10%" if is5k else "", verdict(None if csh is None else csh <= 0.10, is5k) if is5k else "info"])
+        for who, st in (("cloudctl", cs), ("moto", ms)):
+            db = _get(st or {}, "describe_boto3")
+            if db and (db["returned"] != db["expected"] or db["next_token"]):
+                notes.append(f"{who} @{n}: unfiltered DescribeInstances returned {db['returned']} of "
+                             f"{db['expected']} instances (NextToken={'yes' if db['next_token'] else 'no'})")
+    # 3. tag filter
+    last = str(p["stages"][-1])
+    ct, mt = _get(c, "stages", last, "tag_x", "s", "median"), _get(m, "stages", last, "tag_x", "s", "median")
+    r = ratio(mt, ct)
+    rows.append([f"tag:Name=x @{last}, boto3 ms", _f(ct and ct * 1000, ".2f"), _f(mt and mt * 1000, ".0f"),
+                 _f(r, ".0f") + "×" if r else "–", "≥ 1000×", verdict(None if r is None else r >= 1000, full)])
+    ctr = _get(c, "stages", last, "tag_x_raw", "s", "median")
+    rows.append([f"  raw tag:Name=x @{last}, ms", _f(ctr and ctr * 1000, ".2f"), "", "", "", "info"])
+    for who, d in (("cloudctl", c), ("moto", m)):
+        matched = _get(d, "stages", last, "tag_x", "matched")
+        if matched is not None and matched != 1:
+            notes.append(f"{who}: tag:Name=x matched {matched} instances, expected 1")
+    # 4. RSS
+    rows.append(["server RSS at start (after 1st EC2 call), MiB", _f(_get(c, "rss_mib_start"), ".1f"),
+                 _f(_get(m, "rss_mib_start"), ".0f"), "", "", "info"])
+    crs, mrs = _get(c, "stages", last, "rss_mib_after_populate"), _get(m, "stages", last, "rss_mib_after_populate")
+    rows.append([f"server RSS @{last}, MiB", _f(crs, ".1f"), _f(mrs, ".0f"),
+                 _f(ratio(mrs, crs), ".1f") + "×" if ratio(mrs, crs) else "–", "≤ 80 MiB",
+                 verdict(None if crs is None else crs <= 80, full)])
+    crs2, mrs2 = _get(c, "stages", last, "rss_mib_after_describes"), _get(m, "stages", last, "rss_mib_after_describes")
+    rows.append([f"  RSS @{last} after the describes, MiB", _f(crs2, ".1f"), _f(mrs2, ".0f"), "", "", "info"])
+    # 5. wrk
+    cw, mw = _get(c, "wrk", "rps"), _get(m, "wrk", "rps")
+    rows.append([f"wrk DescribeInstances by id @{last}, req/s", _f(cw, ".0f"), _f(mw, ".0f") + " (moto)" if mw else "–",
+                 _f(ratio(cw, mw), ".0f") + "×" if ratio(cw, mw) else "–", "", "info"])
+    hw = _get(h, "wrk_post", "rps")
+    r = ratio(cw, hw)
+    rows.append(["wrk by id vs bare aiohttp hello, req/s", _f(cw, ".0f"), _f(hw, ".0f") + " (hello)" if hw else "–",
+                 _f(r, ".2f") if r else "–", "≥ 0.50", verdict(None if r is None else r >= 0.5)])
+    hg = _get(h, "wrk_get", "rps")
+    rows.append(["  hello with plain GET, req/s", "", _f(hg, ".0f") + " (hello)" if hg else "–",
+                 _f(ratio(cw, hg), ".2f") if ratio(cw, hg) else "–", "", "info"])
+    cn = _get(c, "wrk", "non_2xx")
+    rows.append(["  cloudctl wrk non-2xx + socket errors", "–" if cn is None else str(cn + c["wrk"]["socket_errors"]),
+                 "", "", "= 0", verdict(None if cn is None else cn + c["wrk"]["socket_errors"] == 0)])
+    for who, w in (("cloudctl", _get(c, "wrk")), ("moto", _get(m, "wrk")), ("hello", _get(h, "wrk_post"))):
+        if w and w.get("noisy"):
+            notes.append(f"{who} wrk: every attempt saw ≥0.15 foreign cores (best {w['foreign_cores']:.2f}); "
+                         f"runs {w['all_rps']}")
+    for who, d in (("cloudctl", c), ("moto", m)):
+        phases = [("run_one", _get(d, "run_one"))] + [
+            (f"{k}/{key}", v) for k, st in (_get(d, "stages") or {}).items() for key, v in st.items()
+            if isinstance(v, dict)]
+        loud = [f"{ph} {v['foreign_cores']:.2f}" for ph, v in phases if v and v.get("foreign_cores", 0) >= 0.3]
+        if loud:
+            notes.append(f"{who}: other processes used ≥0.3 cores during: {', '.join(loud)}")
+    # 6. loop stall
+    lag = _get(c, "loop_lag_max_ms")
+    rows.append(["cloudctl longest event-loop stall, ms", _f(lag, ".1f") + (f" ({c['worst_phase']})" if lag else ""),
+                 "", "", "< 20 ms", verdict(None if lag is None else lag < 20)])
+    for who in ("cloudctl", "moto", "hello"):
+        if _get(res, who, "error"):
+            notes.append(f"{who} phase failed: {res[who]['error'].splitlines()[0][:200]}")
+    if not full:
+        notes.append("--quick: the 5000-instance targets are shown as 'info' (evaluated only in a full run)")
+    return rows, notes, ok
+
+
+def render(rows: list[list[str]]) -> str:
+    head = ["metric", "cloudctl", "moto / hello", "ratio", "target", "result"]
+    w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join(r[i].ljust(w[i]) if i == 0 else r[i].rjust(w[i]) for i in range(len(r)))  # noqa: E731
+    return "\n".join([line(head), "  ".join("-" * x for x in w)] + [line(r) for r in rows])
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("boto3", "botocore", "aiohttp", "uvloop", "moto", "Werkzeug"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: N up to 1000, shorter wrk")
+    ap.add_argument("--skip-moto", action="store_true", help="no moto phase (ratios to moto are n/a)")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, state, wrk scripts)")
+    args = ap.parse_args(argv)
+    p = plan(args.quick)
+    tmp = procs.make_tmp()
+    (tmp / "cloudctl").mkdir()
+    started: list[procs.Proc] = []
+    res: dict[str, Any] = {"meta": {
+        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "args": vars(args), "plan": {k: v for k, v in p.items() if k != "wrk"} | {"wrk": {k: list(v) for k, v in p["wrk"].items()}},
+        "versions": versions(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}}
+    log(f"bench {'quick' if args.quick else 'full'} run, temp dir {tmp}")
+    try:
+        req = None
+        try:
+            req = phase_cloudctl(p, tmp, res, started)
+        except Exception as e:  # keep going: moto/hello numbers are still worth having
+            res.setdefault("cloudctl", {})["error"] = "".join(traceback.format_exception_only(type(e), e)).strip()
+            log(f"cloudctl phase failed: {res['cloudctl']['error'][:2000]}")
+        try:
+            phase_hello(p, tmp, res, req, started)
+        except Exception as e:
+            res.setdefault("hello", {})["error"] = "".join(traceback.format_exception_only(type(e), e)).strip()
+            log(f"hello phase failed: {res['hello']['error']}")
+        if not args.skip_moto:
+            try:
+                phase_moto(p, tmp, res, started)
+            except Exception as e:
+                res.setdefault("moto", {})["error"] = "".join(traceback.format_exception_only(type(e), e)).strip()
+                log(f"moto phase failed: {res['moto']['error']}")
+    except KeyboardInterrupt:
+        log("interrupted")
+    finally:
+        for pr in started:
+            pr.stop()
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    res["meta"]["loadavg_end"] = os.getloadavg()
+    res["meta"]["runtime_s"] = round(time.monotonic() - T0, 1)
+    rows, notes, ok = build_rows(res, p)
+    table = render(rows)
+    res["table"] = table
+    res["notes"] = notes
+    res["all_targets_passed"] = ok
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = RESULTS / f"bench-{stamp}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(res, indent=1, default=str))
+    print()
+    print(table)
+    for n in notes:
+        print(f"note: {n}")
+    print(f"\nratios are within this one run on a {os.cpu_count()}-core shared box "
+          f"(load avg {res['meta']['loadavg_start'][0]:.2f} → {res['meta']['loadavg_end'][0]:.2f}); "
+          f"runtime {res['meta']['runtime_s']:.0f}s; results in {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 1 if (args.strict and not ok) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

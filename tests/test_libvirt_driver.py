@@ -1,0 +1,558 @@
+"""LibvirtDriver against libvirt's real test driver.
+
+Each test opens its own `test:///<abs path>/tests/data/node-small.xml` connection, and the test
+driver gives every connection a private fresh copy of that node, so tests share no state.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import libvirt  # type: ignore[import-untyped]
+import pytest
+import uvloop
+
+from cloudctl.drivers.hypervisor.base import (
+    EVENT_KINDS,
+    METADATA_NS,
+    DomainEvent,
+    DomainInfo,
+    HypervisorError,
+    Power,
+)
+from cloudctl.drivers.hypervisor.libvirt import LibvirtDriver
+
+NODE = Path(__file__).resolve().parent / "data" / "node-small.xml"
+URI = f"test://{NODE}"
+
+
+def domain_xml(name: str, *, managed: bool = True, memory_mib: int = 128, uuid: str | None = None,
+               devices: str = "") -> str:
+    metadata = (
+        f"<metadata><cloudctl:instance xmlns:cloudctl='{METADATA_NS}'>{name}</cloudctl:instance></metadata>"
+        if managed else ""
+    )
+    return (
+        f"<domain type='test'><name>{name}</name>"
+        + (f"<uuid>{uuid}</uuid>" if uuid else "")
+        + f"{metadata}<memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>"
+        f"<os><type arch='x86_64'>hvm</type></os><devices>{devices}</devices></domain>"
+    )
+
+
+class Events:
+    """Collects DomainEvents; `wait` sleeps on the loop (no polling), so late delivery shows."""
+
+    def __init__(self) -> None:
+        self.items: list[DomainEvent] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: DomainEvent) -> None:
+        self.items.append(event)
+        self._changed.set()
+
+    async def wait(self, name: str, kind: str, timeout: float = 2.0) -> DomainEvent:
+        """The first not yet consumed event of `kind` for `name`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for i, event in enumerate(self.items):
+                if event.name == name and event.kind == kind:
+                    return self.items.pop(i)
+            self._changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"no {kind!r} event for {name!r}; have {self.items}")
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def of(self, name: str) -> list[tuple[str, str, bool]]:
+        return [(e.kind, e.detail, e.guest_initiated) for e in self.items if e.name == name]
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()
+
+
+@pytest.fixture
+async def driver(events: Events) -> AsyncIterator[LibvirtDriver]:
+    d = LibvirtDriver("host-t", URI)
+    await d.open(events)
+    yield d
+    await d.close()
+
+
+async def powers(d: LibvirtDriver) -> dict[str, Power]:
+    return {i.name: i.power for i in await d.list_domains()}
+
+
+async def settle() -> None:
+    """Let in-flight events arrive (they are dispatched on the loop right after the call)."""
+    await asyncio.sleep(0.05)
+
+
+# -- basics --------------------------------------------------------------------------------------
+
+
+async def test_open_resources_and_list_match_the_node_xml(driver: LibvirtDriver) -> None:
+    res = await driver.resources()
+    assert (res.cpus, res.memory_mib, res.model) == (8, 16384, "x86_64")
+    assert res.free_memory_mib is None  # the test driver has no real figure
+    assert sorted(await driver.list_domains(), key=lambda i: i.name) == [
+        DomainInfo("i-0000000a", Power.OFF, True),
+        DomainInfo("i-0000000b", Power.PAUSED, True),
+        DomainInfo("legacy-vm", Power.RUNNING, False),
+    ]
+
+
+async def test_lifecycle_and_list_reflect_each_step(driver: LibvirtDriver) -> None:
+    n = "i-00000100"
+    await driver.define(n, domain_xml(n))
+    assert (await powers(driver))[n] is Power.OFF
+    await driver.start(n)
+    assert (await powers(driver))[n] is Power.RUNNING
+    await driver.stop(n)
+    assert (await powers(driver))[n] is Power.OFF
+    await driver.start(n)
+    assert (await powers(driver))[n] is Power.RUNNING
+    await driver.reboot(n)
+    assert (await powers(driver))[n] is Power.RUNNING
+    await driver.undefine(n)
+    assert n not in await powers(driver)
+
+
+async def test_idempotent_no_ops(driver: LibvirtDriver, events: Events) -> None:
+    n = "i-00000101"
+    await driver.define(n, domain_xml(n))
+    await driver.start(n)
+    await settle()
+    events.items.clear()
+    await driver.start(n)  # already running
+    assert (await powers(driver))[n] is Power.RUNNING
+    await driver.stop(n, force=True)
+    await driver.stop(n)  # already off
+    await driver.stop(n, force=True)
+    assert (await powers(driver))[n] is Power.OFF
+    await driver.undefine(n)
+    await driver.undefine(n)  # already absent
+    await driver.undefine("never-existed")
+    await settle()
+    assert events.of(n) == [("stopped", "destroyed", False), ("undefined", "removed", False)]
+
+
+async def test_close_twice_and_calls_after_close(events: Events) -> None:
+    d = LibvirtDriver("host-t", URI)
+    with pytest.raises(HypervisorError):
+        await d.list_domains()  # not open yet
+    await d.open(events)
+    with pytest.raises(HypervisorError):
+        await d.open(events)
+    await d.close()
+    await d.close()
+    with pytest.raises(HypervisorError) as err:
+        await d.list_domains()
+    assert not err.value.not_found
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+async def test_bad_xml_raises_with_libvirts_message(driver: LibvirtDriver) -> None:
+    with pytest.raises(HypervisorError) as err:
+        await driver.define("broken", "<domain type='test'><name>broken</name>")
+    assert "Premature end of data" in str(err.value)
+    assert not err.value.not_found
+    with pytest.raises(HypervisorError) as err:
+        await driver.define("broken", "<domain type='test'><name>broken</name></domain>")
+    assert str(err.value) == "XML error: an os <type> must be specified"
+    with pytest.raises(HypervisorError, match="defines 'other', not 'broken'"):
+        await driver.define("broken", domain_xml("other"))
+    assert "broken" not in await powers(driver)
+
+
+async def test_missing_domain_is_not_found(driver: LibvirtDriver) -> None:
+    ops: list[Callable[[], object]] = [
+        lambda: driver.start("ghost"),
+        lambda: driver.stop("ghost"),
+        lambda: driver.stop("ghost", force=True),
+        lambda: driver.reboot("ghost"),
+        lambda: driver.console_output("ghost"),
+        lambda: driver.domain_xml("ghost"),
+    ]
+    for op in ops:
+        with pytest.raises(HypervisorError) as err:
+            await op()  # type: ignore[misc]
+        assert err.value.not_found
+        assert str(err.value) == "Domain not found"
+
+
+async def test_reboot_of_a_stopped_domain_fails(driver: LibvirtDriver) -> None:
+    with pytest.raises(HypervisorError) as err:
+        await driver.reboot("i-0000000a")
+    assert "not running" in str(err.value) and not err.value.not_found
+
+
+# -- define replaces -----------------------------------------------------------------------------
+
+
+async def test_define_replaces_an_existing_definition(driver: LibvirtDriver) -> None:
+    n = "i-00000102"
+    uuid = "0b8f3c4e-6a1d-4a43-b1b4-0f8d9e6f0102"
+    await driver.define(n, domain_xml(n, uuid=uuid, memory_mib=128))
+    await driver.define(n, domain_xml(n, uuid=uuid, memory_mib=256))  # same uuid: an update
+    assert "<memory unit='KiB'>262144</memory>" in await driver.domain_xml(n)
+    await driver.define(n, domain_xml(n, memory_mib=512))  # no uuid: keeps the existing one
+    xml = await driver.domain_xml(n)
+    assert "<memory unit='KiB'>524288</memory>" in xml and uuid in xml
+    assert 'xmlns:cloudctl="urn:cloudctl:instance"' in xml  # the prefix survived the rewrite
+    other = "0b8f3c4e-6a1d-4a43-b1b4-0f8d9e6f0999"
+    await driver.define(n, domain_xml(n, uuid=other))  # different uuid, domain off: replaced
+    assert other in await driver.domain_xml(n)
+    await driver.start(n)
+    with pytest.raises(HypervisorError, match="already exists with uuid"):
+        await driver.define(n, domain_xml(n, uuid=uuid))  # running: not pulled away
+    assert other in await driver.domain_xml(n)
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+async def test_events_for_our_own_operations(driver: LibvirtDriver, events: Events) -> None:
+    n = "i-00000103"
+    await driver.define(n, domain_xml(n))
+    assert await events.wait(n, "defined") == DomainEvent("host-t", n, "defined", "added", False)
+    await driver.start(n)
+    assert (await events.wait(n, "started")).detail == "booted"
+    await driver.stop(n)  # graceful: the test driver shuts off at once
+    stopped = await events.wait(n, "stopped")
+    assert (stopped.detail, stopped.guest_initiated) == ("shutdown", False)
+    await driver.start(n)
+    await driver.reboot(n)  # the test driver emits nothing for a reboot
+    await driver.stop(n, force=True)
+    stopped = await events.wait(n, "stopped")
+    assert (stopped.detail, stopped.guest_initiated) == ("destroyed", False)
+    await driver.start(n)
+    await driver.undefine(n)  # running: destroyed, then undefined
+    stopped = await events.wait(n, "stopped")
+    assert (stopped.detail, stopped.guest_initiated) == ("destroyed", False)
+    assert (await events.wait(n, "undefined")).detail == "removed"
+    await settle()
+    assert all(e.kind in EVENT_KINDS for e in events.items)
+    assert events.of(n) == [("started", "booted", False), ("started", "booted", False)]
+
+
+async def test_paused_domain_events_and_stop(driver: LibvirtDriver, events: Events) -> None:
+    n = "i-0000000b"  # paused in the node file: no ACPI possible, so stop destroys at once
+    t0 = time.monotonic()
+    await driver.stop(n, timeout=30)
+    assert time.monotonic() - t0 < 1
+    assert (await events.wait(n, "stopped")).detail == "destroyed"
+    await driver.start(n)
+    await asyncio.to_thread(lambda: driver._conn.lookupByName(n).suspend())  # type: ignore[union-attr]
+    assert (await events.wait(n, "suspended")).detail == "paused"
+    assert (await powers(driver))[n] is Power.PAUSED
+
+
+async def test_guest_initiated_stop_is_flagged_and_delivered_promptly(
+    driver: LibvirtDriver, events: Events
+) -> None:
+    n = "i-00000104"
+    await driver.define(n, domain_xml(n))
+    await driver.start(n)
+    await events.wait(n, "started")
+    conn = driver._conn
+    assert conn is not None
+    # As if the guest powered itself off: libvirt, called from a thread the loop knows nothing
+    # of, while the loop sleeps. (Stock libvirtaio never wakes the loop for this.)
+    t0 = time.monotonic()
+    threading.Thread(target=lambda: conn.lookupByName(n).destroy()).start()
+    stopped = await events.wait(n, "stopped", timeout=2.0)
+    assert time.monotonic() - t0 < 0.5
+    assert (stopped.detail, stopped.guest_initiated) == ("destroyed", True)
+    # A stop of ours right after is not the guest's, and a later guest stop is again.
+    await driver.start(n)
+    await driver.stop(n, force=True)
+    assert not (await events.wait(n, "stopped")).guest_initiated
+    await driver.start(n)
+    await asyncio.to_thread(lambda: conn.lookupByName(n).destroy())
+    assert (await events.wait(n, "stopped")).guest_initiated
+
+
+async def test_no_thread_safety_complaints_in_asyncio_debug_mode(
+    driver: LibvirtDriver, events: Events, capfd: pytest.CaptureFixture[str]
+) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    try:
+        for i in range(20):
+            n = f"dbg-{i}"
+            await driver.define(n, domain_xml(n))
+            await driver.start(n)
+            await driver.undefine(n)
+            await events.wait(n, "undefined")
+    finally:
+        loop.set_debug(False)
+    assert "Non-thread-safe" not in capfd.readouterr().err
+
+
+async def test_event_hooks_called_from_threads_run_on_the_loop(driver: LibvirtDriver) -> None:
+    """The hooks libvirt calls (here via libvirt's own public API) from a worker thread."""
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+    fired: asyncio.Queue[tuple[str, int, int]] = asyncio.Queue()
+
+    def on_timer(timer: int, _opaque: object) -> None:
+        fired.put_nowait(("timer", timer, threading.get_ident()))
+
+    def on_fd(watch: int, _fd: int, _events: int, _opaque: object) -> None:
+        os.read(r, 100)
+        fired.put_nowait(("fd", watch, threading.get_ident()))
+
+    r, w = os.pipe()
+    try:
+        timer = await asyncio.to_thread(libvirt.virEventAddTimeout, 0, on_timer, None)
+        kind, ident, thread = await asyncio.wait_for(fired.get(), 2)
+        assert (kind, ident, thread) == ("timer", timer, loop_thread)
+        await asyncio.to_thread(libvirt.virEventUpdateTimeout, timer, -1)
+        assert await asyncio.to_thread(libvirt.virEventRemoveTimeout, timer) == 0
+        while not fired.empty():
+            fired.get_nowait()
+
+        watch = await asyncio.to_thread(
+            libvirt.virEventAddHandle, r, libvirt.VIR_EVENT_HANDLE_READABLE, on_fd, None
+        )
+        await asyncio.to_thread(os.write, w, b"x")
+        assert await asyncio.wait_for(fired.get(), 2) == ("fd", watch, loop_thread)
+        await asyncio.to_thread(libvirt.virEventUpdateHandle, watch, 0)
+        await asyncio.to_thread(os.write, w, b"y")
+        await asyncio.sleep(0.05)
+        assert fired.empty()  # disabled from a thread: no callback
+        await asyncio.to_thread(libvirt.virEventUpdateHandle, watch, libvirt.VIR_EVENT_HANDLE_READABLE)
+        assert await asyncio.wait_for(fired.get(), 2) == ("fd", watch, loop_thread)
+        assert await asyncio.to_thread(libvirt.virEventRemoveHandle, watch) == 0
+        await asyncio.to_thread(libvirt.virEventRemoveHandle, watch)  # unknown now: ignored
+        await asyncio.to_thread(os.write, w, b"z")
+        await asyncio.sleep(0.05)
+        assert fired.empty()  # removed from a thread: no callback
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+# -- moving between event loops -----------------------------------------------------------------
+
+
+async def _scenario_on_a_fresh_loop() -> list[tuple[str, str, bool]]:
+    got = Events()
+    d = LibvirtDriver("host-fresh", URI)
+    await d.open(got)
+    try:
+        await d.define("fresh", domain_xml("fresh"))
+        await d.start("fresh")
+        conn = d._conn
+        assert conn is not None
+        threading.Thread(target=lambda: conn.lookupByName("fresh").destroy()).start()
+        await got.wait("fresh", "stopped")
+        await d.undefine("fresh")
+        await got.wait("fresh", "undefined")
+        return [(e.kind, e.detail, e.guest_initiated) for e in got.items]
+    finally:
+        await d.close()
+
+
+def test_events_follow_the_driver_to_a_new_loop() -> None:
+    """libvirt keeps one event implementation per process; ours moves to the loop in use."""
+    for factory in (asyncio.new_event_loop, uvloop.new_event_loop):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            assert runner.run(_scenario_on_a_fresh_loop()) == [
+                ("defined", "added", False), ("started", "booted", False)
+            ]
+
+
+async def test_events_come_back_to_the_session_loop(driver: LibvirtDriver, events: Events) -> None:
+    await driver.define("back", domain_xml("back"))
+    await driver.start("back")
+    assert (await events.wait("back", "started")).detail == "booted"
+
+
+async def test_a_second_running_loop_is_refused(driver: LibvirtDriver) -> None:
+    async def other() -> None:
+        d = LibvirtDriver("host-other", URI)
+        await d.open(lambda e: None)
+
+    def in_thread() -> None:
+        asyncio.run(other())
+
+    with pytest.raises(HypervisorError, match="another running event loop"):
+        await asyncio.to_thread(in_thread)
+    assert "legacy-vm" in await powers(driver)  # ours is unharmed
+
+
+# -- metadata, console ---------------------------------------------------------------------------
+
+
+async def test_managed_flag_follows_the_metadata_element(driver: LibvirtDriver) -> None:
+    await driver.define("mine", domain_xml("mine"))
+    await driver.define("theirs", domain_xml("theirs", managed=False))
+    managed = {i.name: i.managed for i in await driver.list_domains()}
+    assert managed["mine"] and not managed["theirs"]
+    conn = driver._conn
+    assert conn is not None
+    meta = conn.lookupByName("mine").metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+    assert meta == "<instance>mine</instance>"
+    assert 'xmlns:cloudctl="urn:cloudctl:instance">mine</cloudctl:instance>' in await driver.domain_xml("mine")
+
+
+async def test_console_output_reads_the_serial_file(driver: LibvirtDriver, tmp_path: Path) -> None:
+    serial = tmp_path / "serial.log"
+    serial.write_bytes(b"boot...\nMARKER\n")
+    await driver.define("con-file", domain_xml(
+        "con-file", devices=f"<serial type='file'><source path='{serial}'/><target port='0'/></serial>"))
+    assert await driver.console_output("con-file") == b"boot...\nMARKER\n"
+
+    big = bytes(range(256)) * 400  # 100 KiB: only the last 64 KiB come back
+    serial.write_bytes(big)
+    assert await driver.console_output("con-file") == big[-65536:]
+
+    logged = tmp_path / "pty.log"
+    logged.write_bytes(b"via virtlogd\n")
+    await driver.define("con-log", domain_xml(
+        "con-log", devices=f"<serial type='pty'><log file='{logged}'/><target port='0'/></serial>"))
+    assert await driver.console_output("con-log") == b"via virtlogd\n"
+
+    await driver.define("con-none", domain_xml("con-none"))
+    assert await driver.console_output("con-none") == b""
+    await driver.define("con-gone", domain_xml(
+        "con-gone", devices=f"<serial type='file'><source path='{tmp_path}/absent.log'/></serial>"))
+    assert await driver.console_output("con-gone") == b""
+
+
+# -- graceful stop, reconnect ----------------------------------------------------------------------
+
+
+class _GuestIgnoresAcpi(LibvirtDriver):
+    """The test driver obeys shutdown at once; this guest does not."""
+
+    @staticmethod
+    def _begin_stop_sync(conn: libvirt.virConnect, name: str, force: bool) -> bool:
+        if force:
+            return LibvirtDriver._begin_stop_sync(conn, name, force)
+        return bool(conn.lookupByName(name).isActive())
+
+
+async def test_stop_waits_for_the_timeout_then_destroys(events: Events) -> None:
+    d = _GuestIgnoresAcpi("host-t", URI)
+    await d.open(events)
+    try:
+        await d.define("stubborn", domain_xml("stubborn"))
+        await d.start("stubborn")
+        t0 = time.monotonic()
+        await d.stop("stubborn", timeout=0.3)
+        assert 0.3 <= time.monotonic() - t0 < 1.5
+        stopped = await events.wait("stubborn", "stopped")
+        assert (stopped.detail, stopped.guest_initiated) == ("destroyed", False)
+        assert (await powers(d))["stubborn"] is Power.OFF
+    finally:
+        await d.close()
+
+
+async def test_lost_connection_reconnects_once_per_call(driver: LibvirtDriver, events: Events) -> None:
+    first = driver._conn
+    await driver.define("before", domain_xml("before"))
+    # What libvirt's close callback does when a remote connection drops.
+    driver._on_close(first, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, driver._generation)
+    names = await powers(driver)
+    assert driver._conn is not first
+    assert "before" not in names and "legacy-vm" in names  # the test driver's fresh copy
+    await driver.define("after", domain_xml("after"))
+    await driver.start("after")
+    assert (await events.wait("after", "started")).detail == "booted"  # events re-registered
+
+    uri, driver.uri = driver.uri, f"test://{NODE.parent}/no-such-node.xml"
+    driver._on_close(driver._conn, libvirt.VIR_CONNECT_CLOSE_REASON_ERROR, driver._generation)
+    for _ in range(2):  # each call makes one attempt, then raises
+        with pytest.raises(HypervisorError) as err:
+            await driver.list_domains()
+        assert not err.value.not_found
+    driver.uri = uri
+    assert "legacy-vm" in await powers(driver)
+
+
+# -- scale -------------------------------------------------------------------------------------------
+
+
+async def test_200_concurrent_define_and_start(driver: LibvirtDriver, events: Events) -> None:
+    names = [f"i-{i:08x}" for i in range(0x200, 0x200 + 200)]
+
+    async def up(n: str) -> None:
+        await driver.define(n, domain_xml(n))
+        await driver.start(n)
+
+    await asyncio.gather(*(up(n) for n in names))
+    state = await powers(driver)
+    assert all(state[n] is Power.RUNNING for n in names)
+    for n in names:
+        await events.wait(n, "started")
+
+
+async def test_list_domains_at_5000(driver: LibvirtDriver) -> None:
+    conn = driver._conn
+    assert conn is not None
+
+    def populate() -> None:
+        for i in range(5000):
+            dom = conn.defineXML(domain_xml(f"bulk-{i}", managed=i % 2 == 0))
+            if i % 3 == 0:
+                dom.create()
+
+    await asyncio.to_thread(populate)
+    t0 = time.perf_counter()
+    domains = await driver.list_domains()
+    elapsed = time.perf_counter() - t0
+    print(f"\nlist_domains() at {len(domains)} domains: {elapsed * 1000:.1f} ms")
+    assert len(domains) == 5003
+    assert sum(d.managed for d in domains) == 2500 + 2
+    assert sum(d.power is Power.RUNNING for d in domains) == 1667 + 1
+    assert elapsed < 2.0
+
+
+async def test_churn_of_2000_domains_keeps_the_loop_responsive(driver: LibvirtDriver, events: Events) -> None:
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            t = loop.time()
+            await asyncio.sleep(0.001)
+            lags.append(loop.time() - t - 0.001)
+
+    async def cycle(i: int) -> None:
+        n = f"churn-{i}"
+        await driver.define(n, domain_xml(n))
+        await driver.start(n)
+        await driver.stop(n)
+        await driver.undefine(n)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(cycle(i) for i in range(2000)))
+    elapsed = time.perf_counter() - t0
+    done.set()
+    await tick
+    await settle()
+    lags.sort()
+    print(f"\n2000 define+start+stop+undefine: {elapsed:.2f} s, {2000 / elapsed:.0f} cycles/s, "
+          f"loop lag max {lags[-1] * 1000:.1f} ms, median {lags[len(lags) // 2] * 1000:.2f} ms")
+    assert not [n for n in await powers(driver) if n.startswith("churn-")]
+    churn = [e for e in events.items if e.name.startswith("churn-")]
+    assert len(churn) == 8000 and not any(e.guest_initiated for e in churn)
+    assert lags[-1] < 1.0  # the gather of 2000 tasks alone stalls ~0.1 s; blocking would be seconds
