@@ -67,16 +67,106 @@ def measured(st: dict[str, Any], key: str, server: procs.Proc, fn: Callable[[], 
     return st[key]
 
 
-def ec2_phases(t: Target, p: dict[str, Any], server: procs.Proc, out: dict[str, Any],
-               checkpoint: Callable[[str], None]) -> None:
-    """The shared sequence for both servers: RunInstances rate, populate, describes, tag filter, RSS."""
-    name = t.name
-    out["rss_mib_start"] = round(server.rss_mib(), 1)
+class Session:
+    """One server process plus a client target; cloudctl sessions also track event-loop stalls.
+
+    Each phase group gets a fresh server so both peers see the same population: moto pages
+    DescribeInstances by *reservations* (100), so leftover single-instance reservations from
+    the RunInstances-rate phase would make it return a partial listing.
+    """
+
+    def __init__(self, proc: procs.Proc, target: Target, cc: procs.Cloudctl | None = None) -> None:
+        self.proc, self.target, self.cc = proc, target, cc
+        self.lags: dict[str, float] = {}
+
+    def checkpoint(self, phase: str) -> None:
+        if self.cc is not None:
+            self.lags[phase] = self.cc.reset_lag()
+
+    def died(self) -> str:
+        """Why the server is gone, if it is: exit code or signal and its last log lines."""
+        rc = self.proc.popen.poll()
+        if rc is None:
+            return ""
+        how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+        return f"{self.proc.name} (pid {self.proc.pid}) {how}; log tail:\n{self.proc.log_tail(15)}"
+
+    def close(self, out: dict[str, Any]) -> None:
+        """Read the final stall/stats if the server is still up, then stop it (by PID)."""
+        why = self.died()
+        if self.cc is not None and not why:
+            try:
+                stats = self.cc.stats()
+                self.lags["end"] = float(stats.get("loop_lag_max_ms", 0.0))
+                out["final_stats"] = stats
+            except Exception as e:  # the server may be wedged; the stop below still runs
+                out["final_stats_error"] = repr(e)
+        if self.lags:
+            out["lag_by_phase_ms"] = self.lags
+            out["loop_lag_max_ms"] = max(self.lags.values())
+            out["worst_phase"] = max(self.lags, key=lambda k: self.lags[k])
+        if why:
+            out["server_died"] = why
+        self.proc.stop()
+        out["exit_code"] = self.proc.popen.returncode
+
+
+def open_cloudctl(tmp: Path, started: list[procs.Proc], out: dict[str, Any]) -> Session:
+    tmp.mkdir(parents=True, exist_ok=True)
+    w0 = time.perf_counter()
+    cc = procs.start_cloudctl(tmp)
+    started.append(cc.proc)
+    out["startup_s"] = round(time.perf_counter() - w0, 2)
+    user = cc.admin("POST", "/v0/users", {"name": "bench"})
+    t = Target("cloudctl", cc.ec2_url, "cloudctl-1", user["AccessKeyId"], user["SecretAccessKey"])
+    imgs = t.client().describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"]
+    if not imgs:
+        raise RuntimeError("cloudctl: no image named cloudctl-blank")
+    t.image_id = imgs[0]["ImageId"]
+    out["rss_mib_start"] = round(cc.proc.rss_mib(), 1)
+    out["startup_lag_ms"] = cc.reset_lag()   # not counted: the stall clock starts here
+    return Session(cc.proc, t, cc)
+
+
+def open_moto(tmp: Path, started: list[procs.Proc], out: dict[str, Any]) -> Session:
+    tmp.mkdir(parents=True, exist_ok=True)
+    proc, url = procs.start_moto(tmp)
+    started.append(proc)
+    t = Target("moto", url, "us-east-1", "AKIDBENCHMOTO", "bench-secret")
+    w0 = time.perf_counter()
+    imgs = t.client().describe_images(Owners=["amazon"])["Images"]   # also loads moto's EC2 backend
+    out["first_call_s"] = round(time.perf_counter() - w0, 2)
+    t.image_id = imgs[0]["ImageId"] if imgs else "ami-12c6146b"
+    out["rss_mib_start"] = round(proc.rss_mib(), 1)
+    return Session(proc, t)
+
+
+def guarded(s: Session, out: dict[str, Any], body: Callable[[], None]) -> None:
+    """Run a phase group; if the server died under it, say so instead of 'connection refused'."""
+    try:
+        body()
+    except Exception as e:
+        why = s.died()
+        raise RuntimeError(why or f"{type(e).__name__}: {e}") from e
+    finally:
+        s.close(out)
+
+
+def rate_phase(s: Session, p: dict[str, Any], out: dict[str, Any]) -> None:
+    """RunInstances 1/call from one sequential boto3 client on a fresh server (as in the anchors)."""
+    name = s.target.name
     log(f"{name}: RunInstances 1/call × {p['run_calls'][name]} (+{p['warmup']} warm-up)")
-    procs.wait_quiet([server], max_wait_s=10)
-    r = measured(out, "run_one", server, lambda: ec2load.run_one_per_call(t, p["run_calls"][name], p["warmup"]))
-    log(f"{name}: {r['calls_per_s']:.1f} calls/s (foreign {r['foreign_cores']:.2f} cores)")
-    checkpoint("run_one")
+    procs.wait_quiet([s.proc], max_wait_s=10)
+    r = measured(out, "run_one", s.proc,
+                 lambda: ec2load.run_one_per_call(s.target, p["run_calls"][name], p["warmup"]))
+    log(f"{name}: {r['calls_per_s']:.1f} calls/s, median {r['latency_ms']['median']:.2f} ms "
+        f"(foreign {r['foreign_cores']:.2f} cores)")
+    s.checkpoint("run_one")
+
+
+def scale_phase(s: Session, p: dict[str, Any], out: dict[str, Any]) -> None:
+    """Populate to each stage; unfiltered describes (boto3 and raw), tag filter and RSS at the top."""
+    t, server, name = s.target, s.proc, s.target.name
     batches = [0]
     out["stages"] = {}
     last = p["stages"][-1]
@@ -88,7 +178,7 @@ def ec2_phases(t: Target, p: dict[str, Any], server: procs.Proc, out: dict[str, 
                      lambda: ec2load.populate(t, n, tag_x_last=(n == last), batch_counter=batches))
         log(f"{name}: {r['instances_per_s']:.0f} instances/s")
         st["rss_mib_after_populate"] = round(server.rss_mib(), 1)
-        checkpoint(f"populate_{n}")
+        s.checkpoint(f"populate_{n}")
         reps = p["describe_reps"][name]
         reps = reps[n] if isinstance(reps, dict) else reps
         log(f"{name}: DescribeInstances unfiltered @{n} boto3 × {reps}")
@@ -96,12 +186,12 @@ def ec2_phases(t: Target, p: dict[str, Any], server: procs.Proc, out: dict[str, 
         b = measured(st, "describe_boto3", server, lambda: ec2load.describe_boto3(t, reps, expect=t.count))
         log(f"{name}: boto3 median {b['s']['median']:.3f}s (client CPU {b['client_cpu_s']['median']:.3f}s), "
             f"returned {b['returned']}, foreign {b['foreign_cores']:.2f} cores")
-        checkpoint(f"describe_boto3_{n}")
+        s.checkpoint(f"describe_boto3_{n}")
         log(f"{name}: DescribeInstances unfiltered @{n} raw × {p['raw_reps'][name]}")
         r = measured(st, "describe_raw", server, lambda: ec2load.describe_raw(t, p["raw_reps"][name]))
         st["share"] = r["s"]["median"] / b["s"]["median"]
         log(f"{name}: raw median {r['s']['median']:.3f}s ({r['bytes'] / 2**20:.1f} MiB), share {st['share']:.1%}")
-        checkpoint(f"describe_raw_{n}")
+        s.checkpoint(f"describe_raw_{n}")
         if n == last:
             log(f"{name}: tag:Name=x @{n} × {p['tag_reps'][name]}")
             procs.wait_quiet([server], max_wait_s=10)
@@ -110,63 +200,57 @@ def ec2_phases(t: Target, p: dict[str, Any], server: procs.Proc, out: dict[str, 
             if name == "cloudctl":   # moto's raw tag filter would cost another ~20 s for nothing new
                 r = measured(st, "tag_x_raw", server, lambda: ec2load.tag_x_raw(t, p["tag_reps"][name]))
                 log(f"{name}: raw tag filter median {r['s']['median'] * 1000:.2f} ms")
-            checkpoint(f"tag_x_{n}")
+            s.checkpoint(f"tag_x_{n}")
         st["rss_mib_after_describes"] = round(server.rss_mib(), 1)
 
 
-def wrk_by_id(t: Target, server: procs.Proc, tmp: Path, spec: tuple[int, int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+def wrk_by_id(s: Session, tmp: Path, spec: tuple[int, int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Capture a boto3-signed DescribeInstances(InstanceIds=[id]) and hammer the server with it."""
+    t = s.target
     iid = t.ids[len(t.ids) // 2]
     req = wrkload.capture_describe_by_id(t, iid)
     size = wrkload.check_replay(req, iid)
     script = wrkload.write_lua(req, tmp / f"{t.name}_by_id.lua")
     thr, conns, secs = spec
     log(f"{t.name}: wrk by id -t{thr} -c{conns} -d{secs}s (response {size} B)")
-    r = wrkload.run_wrk_clean(t.url + "/", script, thr, conns, secs, [server])
+    r = wrkload.run_wrk_clean(t.url + "/", script, thr, conns, secs, [s.proc])
     r["response_bytes"] = size
     log(f"{t.name}: wrk {r['rps']:.0f} req/s, p50 {r['p50_us'] / 1000:.2f} ms, non-2xx {r['non_2xx']}, "
         f"foreign {r['foreign_cores']:.2f} cores")
+    s.checkpoint("wrk")
     return r, req
 
 
-def phase_cloudctl(p: dict[str, Any], tmp: Path, res: dict[str, Any], started: list[procs.Proc]) -> dict[str, Any] | None:
-    """Everything measured on cloudctl; returns the captured signed request for the hello comparison."""
-    out: dict[str, Any] = {}
-    res["cloudctl"] = out
-    log("cloudctl: starting")
-    w0 = time.perf_counter()
-    cc = procs.start_cloudctl(tmp / "cloudctl")
-    started.append(cc.proc)
-    out["startup_s"] = round(time.perf_counter() - w0, 2)
-    user = cc.admin("POST", "/v0/users", {"name": "bench"})
-    t = Target("cloudctl", cc.ec2_url, "cloudctl-1", user["AccessKeyId"], user["SecretAccessKey"])
-    imgs = t.client().describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"]
-    if not imgs:
-        raise RuntimeError("cloudctl: no image named cloudctl-blank")
-    t.image_id = imgs[0]["ImageId"]
-    out["startup_lag_ms"] = cc.reset_lag()   # the stall clock for the run starts here
-    lags: dict[str, float] = {}
-    out["lag_by_phase_ms"] = lags
+def phase_server(kind: str, p: dict[str, Any], tmp: Path, res: dict[str, Any],
+                 started: list[procs.Proc]) -> dict[str, Any] | None:
+    """Both phase groups for one peer, each on a fresh server; returns the signed by-id request."""
+    out: dict[str, Any] = {"rate_server": {}, "scale_server": {}}
+    res[kind] = out
+    opener = open_cloudctl if kind == "cloudctl" else open_moto
+    log(f"{kind}: starting a fresh server for the RunInstances rate")
+    s = opener(tmp / f"{kind}-rate", started, out["rate_server"])
+    guarded(s, out["rate_server"], lambda: rate_phase(s, p, out))
+    log(f"{kind}: starting a fresh server for the population phases")
+    s = opener(tmp / f"{kind}-scale", started, out["scale_server"])
+    box: dict[str, Any] = {}
 
-    def checkpoint(phase: str) -> None:
-        lags[phase] = cc.reset_lag()
+    def scale() -> None:
+        scale_phase(s, p, out)
+        out["wrk"], box["req"] = wrk_by_id(s, tmp, p["wrk"][kind])
 
     try:
-        ec2_phases(t, p, cc.proc, out, checkpoint)
-        out["rss_mib_stats_endpoint"] = cc.stats().get("rss_mib")
-        out["wrk"], req = wrk_by_id(t, cc.proc, tmp, p["wrk"]["cloudctl"])
-        checkpoint("wrk")
+        guarded(s, out["scale_server"], scale)
     finally:
-        stats = cc.stats()
-        lags["end"] = float(stats.get("loop_lag_max_ms", 0.0))
-        out["loop_lag_max_ms"] = max(lags.values())
-        out["worst_phase"] = max(lags, key=lambda k: lags[k])
-        out["final_stats"] = stats
-        out["instances_created"] = t.count
-        log(f"cloudctl: longest loop stall {out['loop_lag_max_ms']:.1f} ms (in {out['worst_phase']})")
-        cc.proc.stop()
-        out["exit_code"] = cc.proc.popen.returncode
-    return req
+        out["instances_created"] = s.target.count
+        out["rss_mib_start"] = out["scale_server"].get("rss_mib_start")
+        lags = [v for v in (out["rate_server"].get("loop_lag_max_ms"), out["scale_server"].get("loop_lag_max_ms"))
+                if v is not None]
+        if lags:
+            out["loop_lag_max_ms"] = max(lags)
+            which = "rate_server" if out["rate_server"].get("loop_lag_max_ms") == max(lags) else "scale_server"
+            out["worst_phase"] = out[which].get("worst_phase")
+            log(f"{kind}: longest loop stall {out['loop_lag_max_ms']:.1f} ms (in {out['worst_phase']})")
+    return box.get("req")
 
 
 def phase_hello(p: dict[str, Any], tmp: Path, res: dict[str, Any], req: dict[str, Any] | None,
@@ -193,27 +277,6 @@ def phase_hello(p: dict[str, Any], tmp: Path, res: dict[str, Any], req: dict[str
                                                thr, conns, secs, [proc])
         log(f"hello GET: {out['wrk_get']['rps']:.0f} req/s")
         out["rss_mib"] = round(proc.rss_mib(), 1)
-    finally:
-        proc.stop()
-
-
-def phase_moto(p: dict[str, Any], tmp: Path, res: dict[str, Any], started: list[procs.Proc]) -> None:
-    """The same sequence against moto_server (dummy keys, us-east-1, one of moto's AMIs)."""
-    out: dict[str, Any] = {}
-    res["moto"] = out
-    log("moto: starting")
-    proc, url = procs.start_moto(tmp)
-    started.append(proc)
-    try:
-        t = Target("moto", url, "us-east-1", "AKIDBENCHMOTO", "bench-secret")
-        w0 = time.perf_counter()
-        imgs = t.client().describe_images(Owners=["amazon"])["Images"]
-        out["first_call_s"] = round(time.perf_counter() - w0, 2)
-        t.image_id = imgs[0]["ImageId"] if imgs else "ami-12c6146b"
-        out["image_id"] = t.image_id
-        ec2_phases(t, p, proc, out, lambda _phase: None)
-        out["wrk"], _ = wrk_by_id(t, proc, tmp, p["wrk"]["moto"])
-        out["instances_created"] = t.count
     finally:
         proc.stop()
 
@@ -369,7 +432,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     p = plan(args.quick)
     tmp = procs.make_tmp()
-    (tmp / "cloudctl").mkdir()
     started: list[procs.Proc] = []
     res: dict[str, Any] = {"meta": {
         "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -379,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         req = None
         try:
-            req = phase_cloudctl(p, tmp, res, started)
+            req = phase_server("cloudctl", p, tmp, res, started)
         except Exception as e:  # keep going: moto/hello numbers are still worth having
             res.setdefault("cloudctl", {})["error"] = "".join(traceback.format_exception_only(type(e), e)).strip()
             log(f"cloudctl phase failed: {res['cloudctl']['error'][:2000]}")
@@ -390,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"hello phase failed: {res['hello']['error']}")
         if not args.skip_moto:
             try:
-                phase_moto(p, tmp, res, started)
+                phase_server("moto", p, tmp, res, started)
             except Exception as e:
                 res.setdefault("moto", {})["error"] = "".join(traceback.format_exception_only(type(e), e)).strip()
                 log(f"moto phase failed: {res['moto']['error']}")

@@ -464,8 +464,12 @@ class Compute:
     def converge(self, iid: str, ensure: bool = False) -> None:
         self._serial(iid, self._converge(iid, ensure))
 
-    async def _set_state(self, iid: str, expect: str, **updates: Any) -> Instance | None:
-        """Record the end of a transition, unless the user changed the instance meanwhile."""
+    def _set_state(self, iid: str, expect: str, **updates: Any) -> Instance | None:
+        """Record the end of a transition, unless the user changed the instance meanwhile.
+
+        Not awaited to disk: if a crash loses this record, the instance is still in its
+        transitional state at start-up and reconciliation drives it there again.
+        """
         inst = self.table.get(iid)
         if inst is None or inst.state != expect:
             return inst
@@ -475,7 +479,7 @@ class Compute:
                 self.network.release(tx, inst.private_ip)
                 new = replace(new, private_ip=None)
             tx.put(new)
-        await self.store.sync()
+        self.store.flush()
         return new
 
     async def _converge(self, iid: str, ensure: bool = False) -> None:
@@ -503,7 +507,7 @@ class Compute:
         if inst.state in ("pending", "running"):
             await driver.define(iid, self._xml(inst))
             await driver.start(iid)
-            await self._set_state(iid, "pending", state="running", transition_reason="",
+            self._set_state(iid, "pending", state="running", transition_reason="",
                                   state_reason_code=None, state_reason_message=None)
         elif inst.state in ("stopping", "stopped"):
             if inst.state == "stopping":
@@ -511,15 +515,15 @@ class Compute:
                 self._hard_stop.discard(iid)
             else:
                 await driver.define(iid, self._xml(inst))
-            await self._set_state(iid, "stopping", state="stopped")
+            self._set_state(iid, "stopping", state="stopped")
         else:  # shutting-down, terminated
             await driver.undefine(iid)
-            await self._set_state(iid, "shutting-down", state="terminated", terminated_at=time.time())
+            self._set_state(iid, "shutting-down", state="terminated", terminated_at=time.time())
 
     async def _failed(self, inst: Instance, err: HypervisorError) -> None:
         log.error("instance %s on %s: %s failed: %s", inst.id, inst.host, inst.state, err)
         if inst.state == "pending":
-            await self._set_state(inst.id, "pending", state="terminated", terminated_at=time.time(),
+            self._set_state(inst.id, "pending", state="terminated", terminated_at=time.time(),
                                   state_reason_code="Server.InternalError",
                                   state_reason_message=f"Server.InternalError: Internal error on launch: {err}",
                                   transition_reason=_reason("Server error"))
@@ -546,7 +550,7 @@ class Compute:
             code, msg = "Client.InstanceInitiatedShutdown", \
                 "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
         target = "shutting-down" if inst.shutdown_behavior == "terminate" and ev.kind != "crashed" else "stopped"
-        new = await self._set_state(inst.id, "running", state=target, state_reason_code=code,
+        new = self._set_state(inst.id, "running", state=target, state_reason_code=code,
                                     state_reason_message=msg, transition_reason=_reason("Instance initiated"))
         if new is not None and target == "shutting-down":
             self.converge(inst.id)

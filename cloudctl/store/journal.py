@@ -179,6 +179,11 @@ class Journal:
         self.gen = gen
         self.records_in_gen = 0
 
+    def flush(self) -> None:
+        """Start writing what is buffered without waiting for it (changes nobody awaits)."""
+        if self._durable < self._appended and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
     async def sync(self) -> None:
         """Return once everything appended so far is on disk."""
         if self._failed is not None:

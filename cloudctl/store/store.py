@@ -152,6 +152,11 @@ class Store:
         assert self.journal is not None
         await self.journal.sync()
 
+    def flush(self) -> None:
+        """Make buffered changes durable soon, for changes no answer depends on."""
+        assert self.journal is not None
+        self.journal.flush()
+
     # -- loading --------------------------------------------------------------------------------
     def _apply_record(self, payload: str) -> None:
         for op in json.loads(payload):
