@@ -243,20 +243,26 @@ class Compute:
         ids = set.intersection(*sets) if len(sets) > 1 else sets[0]
         return {i: mine[i] for i in ids if i in mine}
 
-    def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[tuple[Reservation, list[Instance]]], str | None]:
+    def _select(self, caller: Caller, req: dict[str, Any], filters: FilterSet, *query: Any,
+                keep: Callable[[Instance], bool] | None = None) -> tuple[dict[str, Instance], list[str], str | None]:
+        """The shared part of the instance Describe* calls: ids or filters, then one page."""
         ids = req.get("InstanceIds") or []
-        filters = req.get("Filters")
-        match = self.filters.compile(filters)
+        match = filters.compile(req.get("Filters"))
         limit = page_size(req.get("MaxResults"), 5, 1000)
         if ids and limit is not None:
             raise CloudError("InvalidParameterCombination",
                              "The parameter instancesSet cannot be used with the parameter maxResults")
-        fp = query_fingerprint("instances", filters)
+        fp = query_fingerprint(*query, req.get("Filters"))
         after = decode_token(req.get("NextToken"), fp)
         pool = {i.id: i for i in self.owned(caller, ids)} if ids else self._candidates(caller, match)
         caller.check_dry_run()
-        rows = {k: i for k, i in pool.items() if match(i)} if match else pool
-        keys, token = paginate(sorted(rows), after, limit, fp)
+        if match or keep is not None:
+            pool = {k: i for k, i in pool.items() if (keep is None or keep(i)) and match(i)}
+        keys, token = paginate(sorted(pool), after, limit, fp)
+        return pool, keys, token
+
+    def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[tuple[Reservation, list[Instance]]], str | None]:
+        rows, keys, token = self._select(caller, req, self.filters, "instances")
         groups: dict[str, list[Instance]] = {}
         for k in keys:
             inst = rows[k]
@@ -271,21 +277,9 @@ class Compute:
         return "ok" if i.state == "running" else "initializing" if i.state == "pending" else "not-applicable"
 
     def describe_status(self, caller: Caller, req: dict[str, Any]) -> tuple[list[tuple[Instance, str]], str | None]:
-        ids = req.get("InstanceIds") or []
-        filters = req.get("Filters")
-        match = self.status_filters.compile(filters)
-        limit = page_size(req.get("MaxResults"), 5, 1000)
-        if ids and limit is not None:
-            raise CloudError("InvalidParameterCombination",
-                             "The parameter instancesSet cannot be used with the parameter maxResults")
         include_all = bool(req.get("IncludeAllInstances"))
-        fp = query_fingerprint("status", filters, include_all)
-        after = decode_token(req.get("NextToken"), fp)
-        pool = {i.id: i for i in self.owned(caller, ids)} if ids else self._by_owner.get(caller.account)
-        caller.check_dry_run()
-        rows = {k: i for k, i in pool.items()
-                if (include_all or i.state == "running") and match(i)}
-        keys, token = paginate(sorted(rows), after, limit, fp)
+        rows, keys, token = self._select(caller, req, self.status_filters, "status", include_all,
+                                         keep=None if include_all else lambda i: i.state == "running")
         return [(rows[k], self._status(rows[k])) for k in keys], token
 
     # -- state changes -------------------------------------------------------------------------
