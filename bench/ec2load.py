@@ -81,6 +81,21 @@ def run_one_per_call(t: Target, calls: int, warmup: int = 10) -> dict[str, Any]:
             "client_cpu_ms_per_call": cpu / calls * 1000}
 
 
+def run_one_raw(t: Target, calls: int) -> dict[str, Any]:
+    """RunInstances(1) without boto3 (each signed beforehand, untimed): the server's time per call."""
+    body = (f"Action=RunInstances&Version={EC2_VERSION}&ImageId={t.image_id}"
+            f"&InstanceType={t.instance_type}&MinCount=1&MaxCount=1")
+    walls: list[float] = []
+    for _ in range(calls):
+        path, headers, data = signed_raw_request(t, body)
+        status, resp, wall = send_raw(t.url, path, headers, data)
+        if status != 200:
+            raise RuntimeError(f"{t.name}: raw RunInstances answered {status}: {resp[:300]!r}")
+        walls.append(wall)
+    t.count += calls
+    return {"calls": calls, "latency_ms": {k: v * 1000 if k != "n" else v for k, v in summarize(walls).items()}}
+
+
 def populate(t: Target, total: int, batch: int = 100, tag_x_last: bool = False,
              batch_counter: list[int] | None = None) -> dict[str, Any]:
     """Top the server up to `total` instances with RunInstances(MaxCount<=100) tagged Name=batch-K.

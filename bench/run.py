@@ -162,6 +162,9 @@ def rate_phase(s: Session, p: dict[str, Any], out: dict[str, Any]) -> None:
     log(f"{name}: {r['calls_per_s']:.1f} calls/s, median {r['latency_ms']['median']:.2f} ms "
         f"(foreign {r['foreign_cores']:.2f} cores)")
     s.checkpoint("run_one")
+    r = measured(out, "run_one_raw", s.proc, lambda: ec2load.run_one_raw(s.target, 50))
+    log(f"{name}: raw RunInstances median {r['latency_ms']['median']:.2f} ms per call")
+    s.checkpoint("run_one_raw")
 
 
 def scale_phase(s: Session, p: dict[str, Any], out: dict[str, Any]) -> None:
@@ -321,6 +324,9 @@ def build_rows(res: dict[str, Any], p: dict[str, Any]) -> tuple[list[list[str]],
     r = ratio(cr, mr)
     rows.append(["RunInstances 1/call, boto3 seq, calls/s", _f(cr, ".1f"), _f(mr, ".1f"),
                  _f(r, ".1f") + "×" if r else "–", "≥ 8×", verdict(None if r is None else r >= 8)])
+    crr, mrr = _get(c, "run_one_raw", "latency_ms", "median"), _get(m, "run_one_raw", "latency_ms", "median")
+    rows.append(["  raw RunInstances (server+transport), ms", _f(crr, ".2f"), _f(mrr, ".2f"),
+                 _f(ratio(mrr, crr), ".1f") + "×" if ratio(mrr, crr) else "–", "", "info"])
     for n in p["stages"]:
         k = str(n)
         cs, ms = _get(c, "stages", k), _get(m, "stages", k)

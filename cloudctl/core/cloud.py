@@ -5,7 +5,7 @@ import asyncio
 import gc
 import logging
 import time
-from typing import Callable
+from collections.abc import Awaitable, Callable
 
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
@@ -98,11 +98,11 @@ class Cloud:
             await self.store.checkpoint()
             _freeze_long_lived()
 
-    async def _every(self, period: float, fn: Callable[[], object], poll: float | None = None) -> None:
+    async def _every(self, period: float, fn: Callable[[], Awaitable[object]], poll: float | None = None) -> None:
         while True:
             await asyncio.sleep(poll or period)
             try:
-                await fn()  # type: ignore[misc]
+                await fn()
             except Exception:  # a failed round must not end the loop; the next one retries
                 log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
 

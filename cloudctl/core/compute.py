@@ -66,10 +66,10 @@ class Compute:
         self.renderer = DomainRenderer(config)
         self.table = store.table(Instance)
         self.reservations = store.table(Reservation)
-        self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))  # type: ignore[assignment]
-        self._by_host: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.host))  # type: ignore[assignment]
+        self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))
+        self._by_host: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.host))
         self._by_token: MultiIndex[Reservation] = self.reservations.add_index(
-            MultiIndex(lambda r: f"{r.owner}\x1f{r.client_token}" if r.client_token else None))  # type: ignore[assignment]
+            MultiIndex(lambda r: f"{r.owner}\x1f{r.client_token}" if r.client_token else None))
         self._chains: dict[str, asyncio.Task[None]] = {}   # the last queued hypervisor work per instance
         self._hard_stop: set[str] = set()   # instances whose pending stop is forced
         self._tasks: set[asyncio.Task[None]] = set()

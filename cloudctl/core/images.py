@@ -44,9 +44,9 @@ class Images:
         self.tags = tags
         self.dir = image_store
         self.table = store.table(Image)
-        self._by_owner: MultiIndex[Image] = self.table.add_index(MultiIndex(lambda i: i.owner))  # type: ignore[assignment]
+        self._by_owner: MultiIndex[Image] = self.table.add_index(MultiIndex(lambda i: i.owner))
         self._public: MultiIndex[Image] = self.table.add_index(
-            MultiIndex(lambda i: "public" if i.public else None))  # type: ignore[assignment]
+            MultiIndex(lambda i: "public" if i.public else None))
         self.filters = FilterSet({
             "image-id": lambda i: i.id,
             "name": lambda i: i.name,

@@ -22,7 +22,7 @@ class KeyPairs:
         self.store = store
         self.tags = tags
         self.table = store.table(KeyPair)
-        self._by_owner: MultiIndex[KeyPair] = self.table.add_index(MultiIndex(lambda k: k.owner))  # type: ignore[assignment]
+        self._by_owner: MultiIndex[KeyPair] = self.table.add_index(MultiIndex(lambda k: k.owner))
         self.filters = FilterSet({
             "key-name": lambda k: k.name,
             "key-pair-id": lambda k: k.id,

@@ -17,7 +17,7 @@ class Network:
     def __init__(self, store: Store, subnets: dict[str, str], zones: list[str]) -> None:
         self.store = store
         self.table = store.table(Lease)
-        self._by_zone: MultiIndex[Lease] = self.table.add_index(MultiIndex(lambda l: l.zone))  # type: ignore[assignment]
+        self._by_zone: MultiIndex[Lease] = self.table.add_index(MultiIndex(lambda l: l.zone))
         self.subnets: dict[str, ipaddress.IPv4Network] = {}
         for i, zone in enumerate(zones):
             cidr = subnets.get(zone) or f"10.{128 + i}.0.0/16"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import Config, InstanceType
 from ..store.records import Instance
@@ -92,7 +93,7 @@ class Scheduler:
         h = self.hosts.get(host)
         return h is not None and h.room_for(t) >= 1
 
-    def capacity(self, by_zone: bool) -> list[dict[str, object]]:
+    def capacity(self, by_zone: bool) -> list[dict[str, Any]]:
         """Per instance type (and zone): how many more fit, out of how many in total."""
         zones = sorted({h.zone for h in self.hosts.values()}) if by_zone else [None]
         out = []

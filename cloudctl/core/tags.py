@@ -54,8 +54,8 @@ class Tags:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.table = store.table(Tag)
-        self._by_resource: MultiIndex[Tag] = self.table.add_index(MultiIndex(lambda t: t.resource_id))  # type: ignore[assignment]
-        self._by_kv: _KeyValueIndex = self.table.add_index(_KeyValueIndex())  # type: ignore[assignment]
+        self._by_resource: MultiIndex[Tag] = self.table.add_index(MultiIndex(lambda t: t.resource_id))
+        self._by_kv: _KeyValueIndex = self.table.add_index(_KeyValueIndex())
         self._owners: dict[str, Owner] = {}
         self.filters = FilterSet({
             "key": lambda t: t.tag_key,
@@ -108,11 +108,11 @@ class Tags:
 
     def check_resource(self, caller: Caller, resource_id: str) -> str:
         rtype = resource_type_of(resource_id)
-        check = self._owners.get(rtype or "")
-        if check is None:
+        check = self._owners.get(rtype) if rtype else None
+        if rtype is None or check is None:
             raise CloudError("InvalidID", f"The ID '{resource_id}' is not valid")
         check(caller, resource_id)
-        return rtype  # type: ignore[return-value]
+        return rtype
 
     def put(self, tx: Txn, owner: str, resource_id: str, resource_type: str,
             pairs: list[tuple[str, str]]) -> None:
@@ -165,10 +165,10 @@ class Tags:
         caller.check_dry_run()
         rids = match.exact_values("resource-id")
         if rids is not None:
-            rows = [t for rid in rids for t in self._by_resource.get(rid).values()]
+            pool = [t for rid in rids for t in self._by_resource.get(rid).values()]
         else:
-            rows = list(self.table.values())
-        rows = {t.key: t for t in rows if t.owner == caller.account and match(t)}
+            pool = list(self.table.values())
+        rows = {t.key: t for t in pool if t.owner == caller.account and match(t)}
         keys, token = paginate(sorted(rows), after, limit, fp)
         return [rows[k] for k in keys], token
 

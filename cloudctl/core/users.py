@@ -17,7 +17,7 @@ class Users:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.table = store.table(User)
-        self._by_key: MultiIndex[User] = self.table.add_index(MultiIndex(lambda u: u.access_key))  # type: ignore[assignment]
+        self._by_key: MultiIndex[User] = self.table.add_index(MultiIndex(lambda u: u.access_key))
 
     def by_access_key(self, access_key: str) -> User | None:
         group = self._by_key.groups.get(access_key)

@@ -16,6 +16,12 @@ class Row:
     """Base of every row; each subclass names its table and says which field is its `key`."""
 
     table: ClassVar[str]
+    key_field: ClassVar[str] = "id"
+
+    @property
+    def key(self) -> str:
+        """The row's primary key in its table."""
+        return getattr(self, self.key_field)  # type: ignore[no-any-return]
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in _field_names(type(self))}
@@ -40,15 +46,12 @@ def _field_names(cls: type) -> tuple[str, ...]:
 @dataclass(slots=True)
 class User(Row):
     table: ClassVar[str] = "users"
+    key_field: ClassVar[str] = "name"
     name: str
     access_key: str
     secret_key: str
     account_id: str
     created: float
-
-    @property
-    def key(self) -> str:
-        return self.name
 
 
 @dataclass(slots=True)
@@ -77,10 +80,6 @@ class Instance(Row):
     shutdown_behavior: str = "stop"
     terminated_at: float | None = None
 
-    @property
-    def key(self) -> str:
-        return self.id
-
 
 @dataclass(slots=True)
 class Reservation(Row):
@@ -90,10 +89,6 @@ class Reservation(Row):
     instance_ids: list[str] = field(default_factory=list)
     client_token: str | None = None
     request_hash: str | None = None   # ties a ClientToken to the request that first used it
-
-    @property
-    def key(self) -> str:
-        return self.id
 
 
 @dataclass(slots=True)
@@ -112,10 +107,6 @@ class Image(Row):
     architecture: str = "x86_64"
     disk_format: str = "raw"
 
-    @property
-    def key(self) -> str:
-        return self.id
-
 
 @dataclass(slots=True)
 class KeyPair(Row):
@@ -127,10 +118,6 @@ class KeyPair(Row):
     public_key: str
     key_type: str
     created: float
-
-    @property
-    def key(self) -> str:
-        return self.id
 
 
 @dataclass(slots=True)
@@ -150,13 +137,10 @@ class Tag(Row):
 @dataclass(slots=True)
 class Lease(Row):
     table: ClassVar[str] = "leases"
+    key_field: ClassVar[str] = "ip"
     ip: str
     zone: str
     instance_id: str
-
-    @property
-    def key(self) -> str:
-        return self.ip
 
 
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease)

@@ -62,6 +62,9 @@ class MultiIndex(Index[R]):
         return self.groups.get(k, {})
 
 
+IX = TypeVar("IX", bound="Index[Any]")
+
+
 class Table(Generic[R]):
     def __init__(self, row_type: type[R]) -> None:
         self.name = row_type.table
@@ -78,7 +81,7 @@ class Table(Generic[R]):
     def values(self) -> Iterator[R]:
         return iter(self.rows.values())
 
-    def add_index(self, index: Index[R]) -> Index[R]:
+    def add_index(self, index: IX) -> IX:
         for row in self.rows.values():
             index.add(row)
         self.indexes.append(index)
@@ -262,12 +265,11 @@ class _TxnContext:
     def __enter__(self) -> Txn:
         return self._tx
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc_type is not None:
             self._tx._rollback()
-            return False
+            return
         self._store._commit(self._tx)
-        return False
 
 
 def ensure_private_dir(path: Path) -> None:

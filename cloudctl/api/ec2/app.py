@@ -47,7 +47,7 @@ class Ec2Api:
         return web.Response(body=self.protocol.error(code, message, request_id),
                             status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
         action = "-"
         try:
@@ -66,7 +66,7 @@ class Ec2Api:
             user = self.cloud.users.by_access_key(access_key)
             if user is None:  # deleted between the signature check and now
                 raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
-            action = params.pop("Action", None) or "-"
+            action = params.pop("Action", "") or "-"
             if action == "-":
                 raise CloudError("MissingAction", "The request must contain the parameter Action")
             handler = ACTIONS.get(action)

@@ -61,7 +61,7 @@ async def describe_account_attributes(cloud: Cloud, caller: Caller, req: dict[st
     attrs = {
         "supported-platforms": ["VPC"],
         "default-vpc": ["none"],
-        "max-instances": [str(max(c["total"] for c in cloud.scheduler.capacity(by_zone=False)))],
+        "max-instances": [str(max(int(c["total"]) for c in cloud.scheduler.capacity(by_zone=False)))],
         "vpc-max-security-groups-per-interface": ["5"],
         "max-elastic-ips": ["0"],
         "vpc-max-elastic-ips": ["0"],
