@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     ii.add_argument("file")
     ii.add_argument("--name", required=True)
     ii.add_argument("--description", default="")
+    ii.add_argument("--type", choices=["machine", "kernel", "ramdisk"], default="machine",
+                    help="kernel/ramdisk images (aki-/ari-) boot machine images that have no boot loader")
+    ii.add_argument("--kernel", help="the kernel image (aki-...) this machine image boots with")
+    ii.add_argument("--ramdisk", help="the ramdisk image (ari-...) this machine image boots with")
     im.add_parser("list")
     cap = sub.add_parser("capacity", help="how many more instances of each type fit")
     cap.add_argument("--by-zone", action="store_true")
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
             if not path.is_file():
                 raise SystemExit(f"cloudctl: no such file {path}")
             from urllib.parse import urlencode
-            q = urlencode({"name": args.name, "description": args.description})
+            q = urlencode({"name": args.name, "description": args.description, "type": args.type,
+                           "kernel": args.kernel or "", "ramdisk": args.ramdisk or ""})
             body = _Upload(path)
             res = client.call("PUT", f"/v0/images?{q}", data=body,
                               headers={"Content-Type": "application/octet-stream",

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from botocore.exceptions import ClientError
+
 
 def cli(server: Any, *args: str) -> str:
     out = subprocess.run([sys.executable, "-m", "cloudctl", "--config", str(server.config_path), *args],
@@ -56,3 +59,23 @@ def test_hosts_and_bad_token(server: Any) -> None:
     bad = subprocess.run([sys.executable, "-m", "cloudctl", "--config", "/nonexistent.yaml", "hosts"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "cannot read" in bad.stderr
+
+
+def test_kernel_and_ramdisk_images(server: Any, ec2: Any, tmp_path: Path) -> None:
+    ids = {}
+    for kind in ("kernel", "ramdisk", "machine"):
+        f = tmp_path / kind
+        f.write_bytes(os.urandom(4096))
+        extra = ["--kernel", ids["kernel"], "--ramdisk", ids["ramdisk"]] if kind == "machine" else []
+        ids[kind] = cli(server, "image", "import", str(f), "--name", f"boot-{kind}", "--type", kind, *extra).split()[0]
+    assert ids["kernel"].startswith("aki-") and ids["ramdisk"].startswith("ari-") and ids["machine"].startswith("ami-")
+    im = ec2.describe_images(ImageIds=[ids["machine"]])["Images"][0]
+    assert (im["KernelId"], im["RamdiskId"], im["ImageType"]) == (ids["kernel"], ids["ramdisk"], "machine")
+    kernels = ec2.describe_images(Filters=[{"Name": "image-type", "Values": ["kernel"]}])["Images"]
+    assert ids["kernel"] in [k["ImageId"] for k in kernels]
+    inst = ec2.run_instances(ImageId=ids["machine"], MinCount=1, MaxCount=1)["Instances"][0]
+    assert inst["KernelId"] == ids["kernel"]
+    with pytest.raises(ClientError) as e:     # a kernel image is not something to launch
+        ec2.run_instances(ImageId=ids["kernel"], MinCount=1, MaxCount=1)
+    assert e.value.response["Error"]["Code"] == "InvalidAMIID.Malformed"
+    ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])

@@ -135,8 +135,10 @@ class AdminApi:
             async for chunk in request.content.iter_chunked(1 << 20):
                 yield chunk
 
-        im = await self.cloud.images.import_stream(name, request.query.get("description", ""), chunks(),
-                                                   request.query.get("sha256"))
+        q = request.query
+        im = await self.cloud.images.import_stream(name, q.get("description", ""), chunks(), q.get("sha256"),
+                                                   q.get("type", "machine"), q.get("kernel") or None,
+                                                   q.get("ramdisk") or None)
         return web.json_response({"ImageId": im.id, "Name": im.name, "Size": im.size, "Sha256": im.sha256,
                                   "Format": im.disk_format}, status=201)
 

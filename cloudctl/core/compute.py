@@ -159,6 +159,11 @@ class Compute:
         if not image_id:
             raise CloudError("MissingParameter", "The request must contain the parameter ImageId")
         image = self.images.visible(caller, image_id)
+        kernel_id, ramdisk_id = req.get("KernelId"), req.get("RamdiskId")
+        if kernel_id:
+            self.images.visible(caller, kernel_id, "kernel")
+        if ramdisk_id:
+            self.images.visible(caller, ramdisk_id, "ramdisk")
         type_name = req.get("InstanceType") or next(iter(self.config.instance_types))
         itype = self.type_of(type_name)
         lo, hi = req.get("MinCount"), req.get("MaxCount")
@@ -213,7 +218,7 @@ class Compute:
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
                     private_ip=self.network.allocate(tx, zone, iid), mac=new_mac(), uuid=str(uuid.uuid4()),
                     disable_api_termination=bool(req.get("DisableApiTermination")),
-                    shutdown_behavior=behaviour)
+                    shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id)
                 tx.put(inst)
                 if tag_pairs:
                     self.tags.put(tx, caller.account, iid, "instance", tag_pairs)

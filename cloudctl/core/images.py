@@ -21,6 +21,8 @@ from .tags import Tags, tags_from_specs
 from .users import LIVE_STATES
 
 CLOUD_OWNER = "cloudctl"     # owner id of the images the cloud itself provides
+PREFIX = {"machine": "ami", "kernel": "aki", "ramdisk": "ari"}
+_TYPE_OF_PREFIX = {v: k for k, v in PREFIX.items()}
 
 
 def hash_file(path: Path) -> tuple[int, str]:
@@ -56,7 +58,9 @@ class Images:
             "owner-alias": lambda i: CLOUD_OWNER if i.owner == CLOUD_OWNER else None,
             "is-public": lambda i: i.public,
             "architecture": lambda i: i.architecture,
-            "image-type": lambda i: "machine",
+            "image-type": lambda i: i.image_type,
+            "kernel-id": lambda i: i.kernel_id,
+            "ramdisk-id": lambda i: i.ramdisk_id,
             "virtualization-type": lambda i: "hvm",
             "root-device-type": lambda i: "instance-store",
             "hypervisor": lambda i: "xen",
@@ -71,14 +75,34 @@ class Images:
     def path_of(self, image: Image) -> Path:
         return self.dir / image.path
 
-    def visible(self, caller: Caller, image_id: str) -> Image:
-        """An image the caller may launch: their own or a public one."""
-        if not well_formed(image_id, "ami"):
-            raise CloudError("InvalidAMIID.Malformed", f"Invalid id: \"{image_id}\" (expecting \"ami-...\")")
+    def visible(self, caller: Caller, image_id: str, image_type: str | None = "machine") -> Image:
+        """An image the caller may use: their own or a public one, of the given type (any if None)."""
+        if image_type is None:
+            image_type = _TYPE_OF_PREFIX.get(image_id.partition("-")[0], "machine")
+        prefix = PREFIX[image_type]
+        if not well_formed(image_id, prefix):
+            raise CloudError("InvalidAMIID.Malformed", f"Invalid id: \"{image_id}\" (expecting \"{prefix}-...\")")
         im = self.table.get(image_id)
         if im is None or not (im.public or im.owner == caller.account):
             raise not_found("AMIID", image_id)
         return im
+
+    def boot_files(self, image: Image, kernel_id: str | None = None,
+                   ramdisk_id: str | None = None) -> tuple[Path | None, Path | None]:
+        """The kernel and initrd a machine image boots with, if it boots from a kernel image."""
+        out: list[Path | None] = []
+        for wanted in (kernel_id or image.kernel_id, ramdisk_id or image.ramdisk_id):
+            im = self.table.get(wanted) if wanted else None
+            out.append(self.path_of(im) if im is not None else None)
+        return out[0], out[1]
+
+    def _boot_ids(self, caller: Caller, kernel_id: str | None, ramdisk_id: str | None) -> None:
+        if kernel_id:
+            self.visible(caller, kernel_id, "kernel")
+        if ramdisk_id:
+            self.visible(caller, ramdisk_id, "ramdisk")
+        if ramdisk_id and not kernel_id:
+            raise CloudError("InvalidParameterCombination", "A RamdiskId needs a KernelId")
 
     def _check_name(self, owner: str, name: str) -> None:
         if not 3 <= len(name) <= 128:
@@ -87,14 +111,16 @@ class Images:
             raise CloudError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
 
     async def _register(self, owner: str, name: str, rel_path: str, description: str, public: bool,
-                        tag_pairs: list[tuple[str, str]] | None = None) -> Image:
+                        tag_pairs: list[tuple[str, str]] | None = None, image_type: str = "machine",
+                        kernel_id: str | None = None, ramdisk_id: str | None = None) -> Image:
         path = self.dir / rel_path
         loop = asyncio.get_running_loop()
         size, digest = await loop.run_in_executor(None, hash_file, path)
         fmt = await loop.run_in_executor(None, sniff_format, path)
         self._check_name(owner, name)  # again, after the await
-        im = Image(id=new_id("ami"), owner=owner, name=name, path=rel_path, size=size, sha256=digest,
-                   created=time.time(), description=description, public=public, disk_format=fmt)
+        im = Image(id=new_id(PREFIX[image_type]), owner=owner, name=name, path=rel_path, size=size,
+                   sha256=digest, created=time.time(), description=description, public=public,
+                   disk_format=fmt, image_type=image_type, kernel_id=kernel_id, ramdisk_id=ramdisk_id)
         with self.store.txn() as tx:
             tx.put(im)
             if tag_pairs:
@@ -120,14 +146,22 @@ class Images:
             raise CloudError("InvalidParameterValue",
                              f"ImageLocation '{location}' is not a file in the image store")
         pairs = tags_from_specs(req.get("TagSpecifications"), ("image",)).get("image")
+        self._boot_ids(caller, req.get("KernelId"), req.get("RamdiskId"))
         caller.check_dry_run()
         return await self._register(caller.account, name, str(path.relative_to(self.dir.resolve())),
-                                    req.get("Description") or "", False, pairs)
+                                    req.get("Description") or "", False, pairs,
+                                    kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
 
     async def import_stream(self, name: str, description: str, chunks: AsyncIterator[bytes],
-                            expected_sha256: str | None = None) -> Image:
+                            expected_sha256: str | None = None, image_type: str = "machine",
+                            kernel_id: str | None = None, ramdisk_id: str | None = None) -> Image:
         """Admin import: stream a file into the store (hashing as it arrives), then register it."""
         self._check_name(CLOUD_OWNER, name)
+        if image_type not in PREFIX:
+            raise CloudError("InvalidParameterValue", f"image type must be one of {', '.join(PREFIX)}")
+        for wanted, kind in ((kernel_id, "kernel"), (ramdisk_id, "ramdisk")):
+            if wanted and (self.table.get(wanted) is None or self.table.get(wanted).image_type != kind):
+                raise CloudError("InvalidParameterValue", f"{wanted} is not a registered {kind} image")
         self.dir.mkdir(parents=True, exist_ok=True)
         img_id_file = f"{new_id('img')}.img"
         tmp = self.dir / (img_id_file + ".part")
@@ -147,7 +181,8 @@ class Images:
             f.close()
             tmp.unlink(missing_ok=True)
             raise
-        return await self._register(CLOUD_OWNER, name, img_id_file, description, True)
+        return await self._register(CLOUD_OWNER, name, img_id_file, description, True,
+                                    image_type=image_type, kernel_id=kernel_id, ramdisk_id=ramdisk_id)
 
     async def seed(self, name: str, source: Path, description: str) -> Image | None:
         """Register a config-listed image once (copied into the store) if it is not there yet."""
@@ -173,7 +208,7 @@ class Images:
             missing = []
             for i in ids:
                 try:
-                    found[i] = self.visible(caller, i)
+                    found[i] = self.visible(caller, i, None)
                 except CloudError as e:
                     if e.code.endswith("Malformed"):
                         raise
@@ -192,17 +227,16 @@ class Images:
         return [rows[k] for k in keys], token
 
     async def deregister(self, caller: Caller, image_id: str) -> None:
-        if not well_formed(image_id, "ami"):
-            raise CloudError("InvalidAMIID.Malformed", f"Invalid id: \"{image_id}\" (expecting \"ami-...\")")
-        im = self.table.get(image_id)
-        if im is None or im.owner != caller.account:
+        im = self.visible(caller, image_id, None)
+        if im.owner != caller.account:
             raise not_found("AMIID", image_id)
         users = [i.id for i in self.store.table(Instance).values()
                  if i.image_id == image_id and i.state in LIVE_STATES]
+        users += [m.id for m in self.table.values() if image_id in (m.kernel_id, m.ramdisk_id)]
         if users:
             raise CloudError("InvalidParameterValue",
-                             f"Image {image_id} is in use by {len(users)} instance(s) (e.g. {users[0]}); "
-                             f"terminate them before deregistering it")
+                             f"Image {image_id} is in use by {len(users)} instance(s) or image(s) "
+                             f"(e.g. {users[0]}); remove them before deregistering it")
         caller.check_dry_run()
         with self.store.txn() as tx:
             tx.delete(im)

@@ -79,6 +79,8 @@ class Instance(Row):
     disable_api_termination: bool = False
     shutdown_behavior: str = "stop"
     terminated_at: float | None = None
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -106,6 +108,9 @@ class Image(Row):
     state: str = "available"
     architecture: str = "x86_64"
     disk_format: str = "raw"
+    image_type: str = "machine"      # machine | kernel | ramdisk (EC2's AMI / AKI / ARI)
+    kernel_id: str | None = None     # a machine image booted directly from a kernel image
+    ramdisk_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -14,7 +14,8 @@ def image_view(cloud: Cloud, im: Image) -> dict[str, Any]:
     return {
         "ImageId": im.id, "ImageLocation": f"{im.owner}/{im.name}", "State": im.state,
         "OwnerId": im.owner, "CreationDate": ts(im.created).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-        "Public": im.public, "Architecture": im.architecture, "ImageType": "machine",
+        "Public": im.public, "Architecture": im.architecture, "ImageType": im.image_type,
+        "KernelId": im.kernel_id, "RamdiskId": im.ramdisk_id,
         "Name": im.name, "Description": im.description, "RootDeviceType": "instance-store",
         "RootDeviceName": "/dev/vda", "VirtualizationType": "hvm", "Hypervisor": "xen",
         "BlockDeviceMappings": [], "Tags": tag_list(cloud, im.id), "PlatformDetails": "Linux/UNIX",

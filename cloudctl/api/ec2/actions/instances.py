@@ -41,10 +41,16 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
         "EnclaveOptions": {"Enabled": False}, "PlatformDetails": "Linux/UNIX", "UsageOperation": "RunInstances",
         "UsageOperationUpdateTime": launched,
         "MaintenanceOptions": {"AutoRecovery": "default"}, "CurrentInstanceBootMode": "legacy-bios",
+        "KernelId": i.kernel_id or image_kernel(cloud, i.image_id),
     }
     if i.state_reason_code:
         view["StateReason"] = {"Code": i.state_reason_code, "Message": i.state_reason_message or ""}
     return view
+
+
+def image_kernel(cloud: Cloud, image_id: str) -> str | None:
+    image = cloud.images.table.get(image_id)
+    return image.kernel_id if image is not None else None
 
 
 def reservation_view(cloud: Cloud, res: Reservation, insts: list[Instance]) -> dict[str, Any]:
