@@ -2,7 +2,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 CONFIG  ?= config/cloudctl.yaml
-DEB_PKGS := libvirt-dev pkg-config wrk
+DEB_PKGS := libvirt-dev pkg-config wrk genisoimage
 
 .PHONY: install deps venv run test bench clean
 

@@ -29,6 +29,10 @@ class Listen(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)]
 
 
+class MetadataListen(Listen):
+    require_token: bool = False     # EC2's HttpTokens=required: IMDSv2 only
+
+
 class Checkpoint(_Strict):
     interval_s: Annotated[float, Field(gt=0)] = 300
     max_journal_records: Annotated[int, Field(gt=0)] = 100_000
@@ -73,8 +77,10 @@ class Config(_Strict):
     state_dir: Path
     image_store: Path
     cache_dir: Path | None = None    # derived files (the trimmed EC2 model); default state_dir/cache
+    volume_store: Path | None = None  # volume files, snapshots under snapshots/; default state_dir/volumes
     ec2: Listen = Listen(port=4567)
     admin: Listen = Listen(port=4568)
+    metadata: MetadataListen | None = None   # the instance metadata service; off when absent
     terminated_visible_s: Annotated[float, Field(ge=0)] = 3600
     checkpoint: Checkpoint = Checkpoint()
     overcommit: Overcommit = Overcommit()
@@ -187,6 +193,8 @@ def load_config(path: Path | str | None = None) -> Config:
         "state_dir": _resolve(base, cfg.state_dir),
         "image_store": _resolve(base, cfg.image_store),
         "cache_dir": _resolve(base, cfg.cache_dir) if cfg.cache_dir else _resolve(base, cfg.state_dir) / "cache",
+        "volume_store": (_resolve(base, cfg.volume_store) if cfg.volume_store
+                         else _resolve(base, cfg.state_dir) / "volumes"),
         "hosts": hosts,
         "instance_types": types,
         "domain_template": template,

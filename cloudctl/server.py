@@ -17,6 +17,7 @@ from .api.admin import AdminApi, ensure_token
 from .api.ec2.app import Ec2Api, make_verifier
 from .api.ec2.model import OPERATIONS, load_model
 from .api.ec2.protocol import Protocol
+from .api.metadata import metadata_app
 from .config import Config
 from .core.cloud import Cloud
 
@@ -99,6 +100,13 @@ async def run(config: Config) -> None:
     admin_app.router.add_post("/v0/stats/reset-lag", _reset_handler(monitor))
     ec2_runner, ec2_port = await _site(ec2.app(), config.ec2.listen, config.ec2.port)
     admin_runner, admin_port = await _site(admin_app, config.admin.listen, config.admin.port)
+    runners = [ec2_runner, admin_runner]
+    md_line = ""
+    if config.metadata is not None:
+        md_app = metadata_app(cloud, service=cloud.metadata, require_token=config.metadata.require_token)
+        md_runner, md_port = await _site(md_app, config.metadata.listen, config.metadata.port)
+        runners.append(md_runner)
+        md_line = f"  metadata       http://{config.metadata.listen}:{md_port}  (for instances, by source address)\n"
     cloud.endpoint = f"http://{config.ec2.listen}:{ec2_port}"
     cloud.catalog.endpoint = cloud.endpoint
 
@@ -106,6 +114,7 @@ async def run(config: Config) -> None:
     print(f"cloudctl ready in {time.perf_counter() - t0:.1f}s (state in {config.state_dir})\n"
           f"  EC2 Query API  {cloud.endpoint}  region {config.region}, zones {', '.join(config.zones)}\n"
           f"  admin API      http://{config.admin.listen}:{admin_port}  (token in {config.state_dir}/admin.token)\n"
+          f"{md_line}"
           f"Create the first user with:  cloudctl user create alice{cfg_arg}", flush=True)
 
     stop = asyncio.Event()
@@ -115,8 +124,8 @@ async def run(config: Config) -> None:
     await stop.wait()
     log.info("shutting down")
     monitor.stop()
-    await ec2_runner.cleanup()
-    await admin_runner.cleanup()
+    for runner in runners:
+        await runner.cleanup()
     await cloud.stop()
 
 

@@ -38,6 +38,7 @@ def write_config(directory: Path, cache_dir: Path, **overrides: Any) -> Path:
     cfg["cache_dir"] = str(cache_dir)
     cfg["ec2"] = {"listen": "127.0.0.1", "port": free_port()}
     cfg["admin"] = {"listen": "127.0.0.1", "port": free_port()}
+    cfg["metadata"] = {"listen": "127.0.0.1", "port": free_port()}
     for h in cfg["hosts"]:
         h["node_xml"] = str(DEFAULT_CONFIG.parent / h["node_xml"])
     cfg["domain_template"] = str(DEFAULT_CONFIG.parent / cfg["domain_template"])

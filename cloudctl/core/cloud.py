@@ -14,6 +14,7 @@ from .catalog import Catalog
 from .compute import Compute
 from .images import Images
 from .keypairs import KeyPairs
+from .metadata import InstanceMetadata
 from .network import Network
 from .scheduler import Scheduler
 from .tags import Tags
@@ -82,6 +83,7 @@ class Cloud:
             seeded = await self.images.seed(im.name, im.file, im.description)
             if seeded:
                 log.info("registered image %s as %s", im.name, seeded.id)
+        self.metadata = InstanceMetadata.for_cloud(self)
         await self.compute.reconcile()
         _freeze_long_lived()
         self._bg.append(asyncio.create_task(self._every(cfg.checkpoint.interval_s, self._maybe_checkpoint,
