@@ -2,7 +2,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 CONFIG  ?= config/cloudctl.yaml
-DEB_PKGS := libvirt-dev pkg-config wrk genisoimage
+DEB_PKGS := libvirt-dev pkg-config wrk genisoimage qemu-utils
 
 .PHONY: install deps venv run test bench clean
 
@@ -29,7 +29,7 @@ test:
 	$(PY) -m pytest -q
 
 bench:
-	$(PY) -m pip install -q '.[bench]'
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py
 
 clean:

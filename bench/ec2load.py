@@ -10,7 +10,7 @@ import http.client
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -79,21 +79,6 @@ def run_one_per_call(t: Target, calls: int, warmup: int = 10) -> dict[str, Any]:
     return {"calls": calls, "warmup": warmup, "calls_per_s": calls / wall, "wall_s": wall,
             "latency_ms": {k: v * 1000 if k != "n" else v for k, v in summarize(lat).items()},
             "client_cpu_ms_per_call": cpu / calls * 1000}
-
-
-def run_one_raw(t: Target, calls: int) -> dict[str, Any]:
-    """RunInstances(1) without boto3 (each signed beforehand, untimed): the server's time per call."""
-    body = (f"Action=RunInstances&Version={EC2_VERSION}&ImageId={t.image_id}"
-            f"&InstanceType={t.instance_type}&MinCount=1&MaxCount=1")
-    walls: list[float] = []
-    for _ in range(calls):
-        path, headers, data = signed_raw_request(t, body)
-        status, resp, wall = send_raw(t.url, path, headers, data)
-        if status != 200:
-            raise RuntimeError(f"{t.name}: raw RunInstances answered {status}: {resp[:300]!r}")
-        walls.append(wall)
-    t.count += calls
-    return {"calls": calls, "latency_ms": {k: v * 1000 if k != "n" else v for k, v in summarize(walls).items()}}
 
 
 def populate(t: Target, total: int, batch: int = 100, tag_x_last: bool = False,
@@ -223,9 +208,3 @@ def describe_tag_x(t: Target, reps: int) -> dict[str, Any]:
         walls.append(time.perf_counter() - w0)
         matched = sum(len(res["Instances"]) for res in r["Reservations"])
     return {"reps": reps, "s": summarize(walls), "matched": matched}
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    w0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - w0

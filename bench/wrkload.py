@@ -10,7 +10,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ec2load import Target, send_raw
@@ -102,7 +102,9 @@ def run_wrk(url: str, script: Path, threads: int, conns: int, duration_s: int,
     argv = [wrk, f"-t{threads}", f"-c{conns}", f"-d{duration_s}s", "--timeout", "10s", "-s", str(script), url]
     probe = NoiseProbe(servers)
     probe.start()
+    srv0 = sum(p.cpu_s() for p in servers)
     cp = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
+    srv_cpu = sum(p.cpu_s() for p in servers) - srv0
     foreign = probe.stop()
     line = next((ln for ln in cp.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
     if cp.returncode != 0 or line is None:
@@ -112,17 +114,29 @@ def run_wrk(url: str, script: Path, threads: int, conns: int, duration_s: int,
     r["non_2xx"] = r["err_status"]
     r["socket_errors"] = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
     r["foreign_cores"] = round(foreign, 3)
+    # ~1.0 means the (single-threaded) server was saturated, i.e. the number is the server's limit
+    r["server_cores"] = round(srv_cpu / (r["duration_us"] / 1e6), 3)
     r["args"] = f"-t{threads} -c{conns} -d{duration_s}s"
     return r
 
 
 def run_wrk_clean(url: str, script: Path, threads: int, conns: int, duration_s: int,
-                  servers: list[Proc], attempts: int = 3, noisy: float = 0.15) -> dict[str, Any]:
-    """Run wrk until one run sees < `noisy` foreign cores (bounded); keep the least disturbed run."""
+                  servers: list[Proc], attempts: int = 3, noisy: float = 0.15,
+                  mark: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run wrk until one run sees < `noisy` foreign cores (bounded); keep the least disturbed run.
+
+    `mark(label)` is called after each wait and each run (cloudctl resets its stall maximum there),
+    so a loop stall can be pinned to the attempt it happened in.
+    """
     runs: list[dict[str, Any]] = []
-    for _ in range(attempts):
+    for i in range(attempts):
         wait_quiet(servers, threshold=noisy)
+        if mark:
+            mark(f"wrk_wait{i}")
         runs.append(run_wrk(url, script, threads, conns, duration_s, servers))
+        runs[-1]["attempt"] = i
+        if mark:
+            mark(f"wrk_run{i}")
         if runs[-1]["foreign_cores"] < noisy:
             break
     best = min(runs, key=lambda r: r["foreign_cores"])

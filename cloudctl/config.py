@@ -90,6 +90,8 @@ class Config(_Strict):
     instance_types: Annotated[dict[str, InstanceType], Field(min_length=1)]
     images: list[SeedImage] = []
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    instance_dir: Path | None = None     # per-instance disks, config drives, console logs
+    kernel_cmdline: str = "console=ttyS0 panic=-1"   # for images booted from a kernel image
 
     @field_validator("instance_types")
     @classmethod
@@ -193,6 +195,8 @@ def load_config(path: Path | str | None = None) -> Config:
         "state_dir": _resolve(base, cfg.state_dir),
         "image_store": _resolve(base, cfg.image_store),
         "cache_dir": _resolve(base, cfg.cache_dir) if cfg.cache_dir else _resolve(base, cfg.state_dir) / "cache",
+        "instance_dir": (_resolve(base, cfg.instance_dir) if cfg.instance_dir
+                         else _resolve(base, cfg.state_dir) / "instances"),
         "volume_store": (_resolve(base, cfg.volume_store) if cfg.volume_store
                          else _resolve(base, cfg.state_dir) / "volumes"),
         "hosts": hosts,

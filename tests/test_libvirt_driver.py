@@ -556,3 +556,157 @@ async def test_churn_of_2000_domains_keeps_the_loop_responsive(driver: LibvirtDr
     churn = [e for e in events.items if e.name.startswith("churn-")]
     assert len(churn) == 8000 and not any(e.guest_initiated for e in churn)
     assert lags[-1] < 1.0  # the gather of 2000 tasks alone stalls ~0.1 s; blocking would be seconds
+
+
+# -- data disks --------------------------------------------------------------------------------------
+
+
+def _disk_targets(xml: str) -> dict[str, str]:
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(xml)
+    return {d.find("target").get("dev"): d.find("source").get("file")  # type: ignore[union-attr]
+            for d in root.iterfind("devices/disk")}
+
+
+async def _inactive_xml(d: LibvirtDriver, name: str) -> str:
+    conn = d._conn
+    assert conn is not None
+    return await asyncio.to_thread(lambda: conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+
+async def test_attach_and_detach_disk_on_a_defined_domain(driver: LibvirtDriver) -> None:
+    await driver.define("disky", domain_xml("disky"))
+    await driver.attach_disk("disky", "/srv/vol-1.qcow2", "vdf")
+    await driver.attach_disk("disky", "/srv/vol-1.qcow2", "vdf")          # already there: no-op
+    await driver.attach_disk("disky", "/srv/vol-2.qcow2", "vdg")
+    assert _disk_targets(await driver.domain_xml("disky")) == {"vdf": "/srv/vol-1.qcow2", "vdg": "/srv/vol-2.qcow2"}
+    assert "<driver name='qemu' type='qcow2'/>" in await driver.domain_xml("disky")
+    with pytest.raises(HypervisorError, match="vdf already holds /srv/vol-1.qcow2"):
+        await driver.attach_disk("disky", "/srv/other.qcow2", "vdf")
+    # The rewritten definition kept cloudctl's metadata element (namespace prefix and all).
+    assert {i.name: i.managed for i in await driver.list_domains()}["disky"] is True
+    await driver.detach_disk("disky", "vdf")
+    await driver.detach_disk("disky", "vdf")                              # absent: no-op
+    assert _disk_targets(await driver.domain_xml("disky")) == {"vdg": "/srv/vol-2.qcow2"}
+    with pytest.raises(HypervisorError) as e:
+        await driver.attach_disk("no-such-domain", "/srv/x.qcow2", "vdb")
+    assert e.value.not_found
+    with pytest.raises(HypervisorError) as e:
+        await driver.detach_disk("no-such-domain", "vdb")
+    assert e.value.not_found
+
+
+async def test_disk_on_a_running_test_domain_goes_to_the_persistent_definition(driver: LibvirtDriver) -> None:
+    """libvirt's test driver has no device (un)plug at all (VIR_ERR_NO_SUPPORT for
+    attachDeviceFlags, detachDeviceFlags, updateDeviceFlags): the driver falls back to rewriting
+    the persistent definition, so the disk is there from the domain's next start."""
+    await driver.define("hot", domain_xml("hot"))
+    await driver.start("hot")
+    await driver.attach_disk("hot", "/srv/vol-h.qcow2", "vdb")
+    assert _disk_targets(await _inactive_xml(driver, "hot")) == {"vdb": "/srv/vol-h.qcow2"}
+    assert _disk_targets(await driver.domain_xml("hot")) == {}           # not live: cannot be
+    assert driver._hotplug is False
+    assert (await powers(driver))["hot"] is Power.RUNNING
+    await driver.stop("hot", force=True)
+    await driver.start("hot")
+    assert _disk_targets(await driver.domain_xml("hot")) == {"vdb": "/srv/vol-h.qcow2"}
+    await driver.detach_disk("hot", "vdb")
+    assert _disk_targets(await _inactive_xml(driver, "hot")) == {}
+
+
+class _FakeDomain:
+    """What qemu:///system does for device (un)plug, which the test driver cannot show: the
+    live and persistent XML change per the AFFECT flags, and a live unplug completes only after
+    the guest acknowledges it (`release_after` polls later)."""
+
+    def __init__(self, active: bool, release_after: int = 0) -> None:
+        self.active = active
+        self.live: dict[str, str] = {}
+        self.config: dict[str, str] = {}
+        self.calls: list[tuple[str, int]] = []
+        self.release_after = release_after
+        self.pending: str | None = None
+
+    def isActive(self) -> int:
+        return int(self.active)
+
+    def isPersistent(self) -> int:
+        return 1
+
+    def _xml(self, disks: dict[str, str]) -> str:
+        body = "".join(f"<disk type='file' device='disk'><source file='{p}'/><target dev='{t}'/></disk>"
+                       for t, p in disks.items())
+        return f"<domain><name>f</name><devices>{body}</devices></domain>"
+
+    def XMLDesc(self, flags: int) -> str:
+        if self.pending is not None:
+            if self.release_after <= 0:
+                self.live.pop(self.pending, None)
+                self.pending = None
+            self.release_after -= 1
+        return self._xml(self.config if flags & libvirt.VIR_DOMAIN_XML_INACTIVE or not self.active else self.live)
+
+    def attachDeviceFlags(self, xml: str, flags: int) -> None:
+        import xml.etree.ElementTree as ET
+        self.calls.append(("attach", flags))
+        d = ET.fromstring(xml)
+        t, p = d.find("target").get("dev"), d.find("source").get("file")  # type: ignore[union-attr]
+        if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+            self.live[t] = p  # type: ignore[index]
+        if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
+            self.config[t] = p  # type: ignore[index]
+
+    def detachDeviceFlags(self, xml: str, flags: int) -> None:
+        import xml.etree.ElementTree as ET
+        self.calls.append(("detach", flags))
+        t = ET.fromstring(xml).find("target").get("dev")  # type: ignore[union-attr]
+        if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
+            self.config.pop(t, None)  # type: ignore[arg-type]
+        if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+            self.pending = t
+
+
+class _FakeConn:
+    def __init__(self, dom: _FakeDomain) -> None:
+        self.dom = dom
+
+    def lookupByName(self, name: str) -> _FakeDomain:
+        return self.dom
+
+
+class _FakeDriver(LibvirtDriver):
+    def __init__(self, dom: _FakeDomain) -> None:
+        super().__init__("fake", "qemu:///system")
+        self.poll_interval = (0.001, 0.005)
+        self._fake = _FakeConn(dom)
+
+    async def _call(self, fn, *args):  # type: ignore[no-untyped-def,override]
+        return fn(self._fake, *args)
+
+
+async def test_hot_plug_flags_as_qemu_would_get_them() -> None:
+    live, cfg = libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    running = _FakeDomain(active=True, release_after=3)
+    d = _FakeDriver(running)
+    await d.attach_disk("f", "/v/a.qcow2", "vdb")
+    assert running.calls == [("attach", live | cfg)]
+    assert running.live == running.config == {"vdb": "/v/a.qcow2"}
+    await d.attach_disk("f", "/v/a.qcow2", "vdb")     # nothing left to do: no call
+    assert len(running.calls) == 1
+    await d.detach_disk("f", "vdb")                   # waits for the guest to let go
+    assert running.calls[-1] == ("detach", live | cfg)
+    assert running.live == running.config == {}
+
+    off = _FakeDomain(active=False)
+    d = _FakeDriver(off)
+    await d.attach_disk("f", "/v/b.qcow2", "vdc")
+    assert off.calls == [("attach", cfg)] and off.config == {"vdc": "/v/b.qcow2"}
+    await d.detach_disk("f", "vdc")
+    assert off.calls[-1] == ("detach", cfg) and off.config == {}
+
+    stuck = _FakeDomain(active=True, release_after=10**9)
+    d = _FakeDriver(stuck)
+    await d.attach_disk("f", "/v/c.qcow2", "vdd")
+    with pytest.raises(HypervisorError, match="has not released vdd"):
+        await d.detach_disk("f", "vdd", timeout=0.05)
+    assert stuck.config == {}                         # the definition lost it regardless

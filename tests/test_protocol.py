@@ -171,7 +171,8 @@ def test_request_round_trip_every_member(proto: Protocol, service: botocore.mode
     assert parsed  # non-trivial
 
 
-@pytest.mark.parametrize("op", [op for op in OPERATIONS if op not in ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags")])
+@pytest.mark.parametrize("op", [op for op in OPERATIONS if op not in ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags",
+                                                              "DeleteVolume", "DeleteSnapshot")])
 def test_response_round_trip_every_member(proto: Protocol, service: botocore.model.ServiceModel, op: str) -> None:
     shape = service.operation_model(op).output_shape
     assert shape is not None
@@ -266,6 +267,19 @@ REQUESTS: dict[str, dict[str, Any]] = {
     },
     "DescribeImages": {"ImageIds": ["ami-1"], "Owners": ["self", "123456789012"], "ExecutableUsers": ["all"], "IncludeDeprecated": True, "Filters": FILTERS[:2]},
     "DeregisterImage": {"ImageId": "ami-1", "DeleteAssociatedSnapshots": True},
+    "CreateVolume": {"AvailabilityZone": "az1", "Size": 8, "VolumeType": "gp3", "Iops": 3000, "Throughput": 125,
+                     "SnapshotId": "snap-1", "ClientToken": "t-1",
+                     "TagSpecifications": [{"ResourceType": "volume", "Tags": TAGS}]},
+    "DescribeVolumes": {"Filters": [{"Name": "attachment.instance-id", "Values": ["i-1"]}, FILTERS[1]],
+                        "MaxResults": 1000, "NextToken": "tok"},
+    "DeleteVolume": {"VolumeId": "vol-1"},
+    "AttachVolume": {"VolumeId": "vol-1", "InstanceId": "i-1", "Device": "/dev/sdf"},
+    "DetachVolume": {"VolumeId": "vol-1", "InstanceId": "i-1", "Device": "/dev/sdf", "Force": True},
+    "CreateSnapshot": {"VolumeId": "vol-1", "Description": "nightly",
+                       "TagSpecifications": [{"ResourceType": "snapshot", "Tags": TAGS}]},
+    "DescribeSnapshots": {"SnapshotIds": ["snap-1", "snap-2"], "OwnerIds": ["self"], "RestorableByUserIds": ["self"],
+                          "Filters": [{"Name": "volume-id", "Values": ["vol-1"]}]},
+    "DeleteSnapshot": {"SnapshotId": "snap-1"},
 }
 
 
@@ -585,9 +599,26 @@ RESPONSES: dict[str, dict[str, Any]] = {
         ]
     },
     "DeregisterImage": {"Return": True, "DeleteSnapshotResults": [{"SnapshotId": "snap-1", "ReturnCode": "success"}]},
+    **{op: {"VolumeId": "vol-1", "Size": 8, "SnapshotId": "", "AvailabilityZone": "az1", "State": state,
+            "CreateTime": T0, "Attachments": attachments, "Encrypted": False, "VolumeType": "gp3", "Iops": 3000,
+            "Throughput": 125, "MultiAttachEnabled": False, "Tags": TAGS}
+       for op, state, attachments in (
+           ("CreateVolume", "creating", []),
+           ("DescribeVolumes", "in-use", [{"VolumeId": "vol-1", "InstanceId": "i-1", "Device": "/dev/sdf",
+                                           "State": "attached", "AttachTime": T0, "DeleteOnTermination": False}]))},
+    "AttachVolume": {"VolumeId": "vol-1", "InstanceId": "i-1", "Device": "/dev/sdf", "State": "attaching",
+                     "AttachTime": T0, "DeleteOnTermination": False},
+    "DetachVolume": {"VolumeId": "vol-1", "InstanceId": "i-1", "Device": "/dev/sdf", "State": "detaching",
+                     "AttachTime": T0, "DeleteOnTermination": False},
+    **{op: {"SnapshotId": "snap-1", "VolumeId": "vol-1", "State": state, "StartTime": T0, "Progress": progress,
+            "OwnerId": "123456789012", "Description": "nightly", "VolumeSize": 8, "Encrypted": False,
+            "StorageTier": "standard", "Tags": TAGS}
+       for op, state, progress in (("CreateSnapshot", "pending", "0%"), ("DescribeSnapshots", "completed", "100%"))},
 }
+RESPONSES["DescribeVolumes"] = {"Volumes": [RESPONSES["DescribeVolumes"]], "NextToken": "tok"}
+RESPONSES["DescribeSnapshots"] = {"Snapshots": [RESPONSES["DescribeSnapshots"]]}
 
-NO_OUTPUT = ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags")
+NO_OUTPUT = ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags", "DeleteVolume", "DeleteSnapshot")
 
 
 def test_responses_cover_every_operation_with_output(service: botocore.model.ServiceModel) -> None:

@@ -9,16 +9,19 @@ from collections.abc import Awaitable, Callable
 
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
+from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
 from .catalog import Catalog
 from .compute import Compute
 from .images import Images
+from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
 from .metadata import InstanceMetadata
 from .network import Network
 from .scheduler import Scheduler
 from .tags import Tags
 from .users import Users
+from .volumes import Volumes
 
 log = logging.getLogger("cloudctl")
 
@@ -64,8 +67,13 @@ class Cloud:
         self.network = Network(self.store, cfg.subnets, cfg.zones)
         self.scheduler = Scheduler(self.store, cfg)
         self.catalog = Catalog(cfg, self.endpoint)
+        self.storage = QemuImgStorage()
         self.compute = Compute(self.store, cfg, self.tags, self.images, self.keypairs, self.network,
-                               self.scheduler, self.drivers)
+                               self.scheduler, self.drivers,
+                               InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage))
+        self.volumes = Volumes(self.store, cfg, self.tags, self.drivers)
+        self.compute.disks_for = self.volumes.disks_for
+        self.compute.on_terminated = self.volumes.release_instance
         for h in cfg.hosts:
             driver = self.drivers[h.name]
             cpu = h.cpu_overcommit or cfg.overcommit.cpu
@@ -85,6 +93,7 @@ class Cloud:
                 log.info("registered image %s as %s", im.name, seeded.id)
         self.metadata = InstanceMetadata.for_cloud(self)
         await self.compute.reconcile()
+        self.volumes.reconcile()
         _freeze_long_lived()
         self._bg.append(asyncio.create_task(self._every(cfg.checkpoint.interval_s, self._maybe_checkpoint,
                                                         poll=min(5.0, cfg.checkpoint.interval_s))))
@@ -114,6 +123,8 @@ class Cloud:
         await asyncio.gather(*self._bg, return_exceptions=True)
         if hasattr(self, "compute"):
             await asyncio.wait_for(self.compute.idle(), timeout=30)
+        if hasattr(self, "volumes"):
+            await self.volumes.close(timeout=30)
         await self.store.close()
         for d in self.drivers.values():
             try:

@@ -22,14 +22,17 @@ from typing import Any
 
 from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
+from ..drivers.storage.base import StorageError
 from ..store.records import Instance, Reservation
-from ..store.store import MultiIndex, Store
+from ..store.store import MultiIndex, Store, Txn
 from .context import Caller
+from .configdrive import ConfigDriveError
 from .domains import DomainRenderer
 from .errors import CloudError, not_found
 from .filters import FilterSet, Matcher
 from .ids import new_id, new_mac, well_formed
 from .images import Images
+from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
 from .network import Network
 from .pagination import decode_token, page_size, paginate, query_fingerprint
@@ -54,7 +57,8 @@ _UNSUPPORTED = {
 
 class Compute:
     def __init__(self, store: Store, config: Config, tags: Tags, images: Images, keypairs: KeyPairs,
-                 network: Network, scheduler: Scheduler, drivers: dict[str, HypervisorDriver]) -> None:
+                 network: Network, scheduler: Scheduler, drivers: dict[str, HypervisorDriver],
+                 files: InstanceFiles) -> None:
         self.store = store
         self.config = config
         self.tags = tags
@@ -64,6 +68,11 @@ class Compute:
         self.scheduler = scheduler
         self.drivers = drivers
         self.renderer = DomainRenderer(config)
+        self.files = files
+        # Set by the volumes service: the data disks an instance's domain holds, and what
+        # happens to them when the instance is terminated (in that same transaction).
+        self.disks_for: Callable[[str], list[tuple[str, str]]] = lambda iid: []
+        self.on_terminated: Callable[[str, Txn], object] = lambda iid, tx: None
         self.table = store.table(Instance)
         self.reservations = store.table(Reservation)
         self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))
@@ -476,6 +485,7 @@ class Compute:
             new = replace(inst, **updates)
             if updates.get("state") == "terminated":
                 self.network.release(tx, inst.private_ip)
+                self.on_terminated(iid, tx)
                 new = replace(new, private_ip=None)
             tx.put(new)
         self.store.flush()
@@ -504,7 +514,7 @@ class Compute:
     async def _drive(self, driver: HypervisorDriver, inst: Instance) -> None:
         iid = inst.id
         if inst.state in ("pending", "running"):
-            await driver.define(iid, self._xml(inst))
+            await driver.define(iid, await self._xml(inst))
             await driver.start(iid)
             self._set_state(iid, "pending", state="running", transition_reason="",
                                   state_reason_code=None, state_reason_message=None)
@@ -513,10 +523,11 @@ class Compute:
                 await driver.stop(iid, force=iid in self._hard_stop, timeout=self.config.stop_timeout_s)
                 self._hard_stop.discard(iid)
             else:
-                await driver.define(iid, self._xml(inst))
+                await driver.define(iid, await self._xml(inst))
             self._set_state(iid, "stopping", state="stopped")
         else:  # shutting-down, terminated
             await driver.undefine(iid)
+            await self.files.remove(iid)
             self._set_state(iid, "shutting-down", state="terminated", terminated_at=time.time())
 
     async def _failed(self, inst: Instance, err: HypervisorError) -> None:
@@ -527,10 +538,21 @@ class Compute:
                                   state_reason_message=f"Server.InternalError: Internal error on launch: {err}",
                                   transition_reason=_reason("Server error"))
 
-    def _xml(self, inst: Instance) -> str:
+    async def _xml(self, inst: Instance) -> str:
         image = self.images.table.get(inst.image_id)
-        path = str(self.images.path_of(image)) if image else ""
-        return self.renderer.render(inst, self.type_of(inst.instance_type), path)
+        path = self.images.path_of(image) if image else None
+        itype = self.type_of(inst.instance_type)
+        kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
+        net = self.network.subnets.get(inst.zone)
+        try:
+            files = await self.files.prepare(
+                inst, itype, image, path, self.renderer.template_text(inst.instance_type),
+                [kp.public_key] if kp else [], hostname=private_dns(inst, self.config.region),
+                gateway=str(net.network_address + 1) if net else None, prefixlen=net.prefixlen if net else None)
+        except (OSError, StorageError, ConfigDriveError) as e:
+            raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
+        kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)
+        return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd, self.disks_for(inst.id))
 
     # -- events, reconciliation, expiry --------------------------------------------------------
     def on_domain_event(self, ev: DomainEvent) -> None:
@@ -625,6 +647,13 @@ class Compute:
         """Wait until no hypervisor work is in flight (tests and shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def private_dns(inst: Instance, region: str) -> str:
+    """EC2's private host name: ip-10-0-0-5.<region>.compute.internal."""
+    if not inst.private_ip:
+        return inst.id
+    return f"ip-{inst.private_ip.replace('.', '-')}.{region}.compute.internal"
 
 
 def _reason(who: str) -> str:

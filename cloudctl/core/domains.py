@@ -6,7 +6,7 @@ from string import Template
 from xml.sax.saxutils import escape
 
 from ..config import Config, InstanceType
-from ..drivers.hypervisor.base import METADATA_NS
+from ..drivers.hypervisor.base import METADATA_NS, disk_xml
 from ..store.records import Instance
 
 
@@ -22,12 +22,25 @@ class DomainRenderer:
             t = self._templates[path] = Template(path.read_text())
         return t
 
-    def render(self, inst: Instance, itype: InstanceType, image_path: str) -> str:
+    def template_text(self, type_name: str) -> str:
+        return self._template(self.config.template_for(type_name)).template
+
+    def render(self, inst: Instance, itype: InstanceType, image_path: str, files: dict[str, str],
+               kernel: Path | None = None, initrd: Path | None = None,
+               disks: list[tuple[str, str]] | None = None) -> str:
+        """The domain XML; `files` are the prepared per-instance paths, `disks` extra volumes."""
         tpl = self._template(self.config.template_for(inst.instance_type))
         metadata = (f"<metadata><cloudctl:instance xmlns:cloudctl='{METADATA_NS}'>{inst.id}"
                     f"</cloudctl:instance></metadata>")
+        boot = ""
+        if kernel is not None:
+            boot = f"<kernel>{escape(str(kernel))}</kernel>"
+            if initrd is not None:
+                boot += f"<initrd>{escape(str(initrd))}</initrd>"
+            boot += f"<cmdline>{escape(self.config.kernel_cmdline)}</cmdline>"
+        extra = "".join(disk_xml(path, dev) for path, dev in disks or ())
         return tpl.safe_substitute(
             name=inst.id, uuid=inst.uuid, vcpus=itype.vcpus, memory_mib=itype.memory_mib,
             disk_gib=itype.disk_gib, image_path=escape(image_path), mac=inst.mac or "",
             private_ip=inst.private_ip or "", instance_type=escape(inst.instance_type),
-            metadata=metadata)
+            metadata=metadata, boot=boot, volumes=extra, **files)

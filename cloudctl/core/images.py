@@ -160,7 +160,8 @@ class Images:
         if image_type not in PREFIX:
             raise CloudError("InvalidParameterValue", f"image type must be one of {', '.join(PREFIX)}")
         for wanted, kind in ((kernel_id, "kernel"), (ramdisk_id, "ramdisk")):
-            if wanted and (self.table.get(wanted) is None or self.table.get(wanted).image_type != kind):
+            found = self.table.get(wanted) if wanted else None
+            if wanted and (found is None or found.image_type != kind):
                 raise CloudError("InvalidParameterValue", f"{wanted} is not a registered {kind} image")
         self.dir.mkdir(parents=True, exist_ok=True)
         img_id_file = f"{new_id('img')}.img"

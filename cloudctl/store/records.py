@@ -148,4 +148,42 @@ class Lease(Row):
     instance_id: str
 
 
-ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease)
+@dataclass(slots=True)
+class Volume(Row):
+    table: ClassVar[str] = "volumes"
+    id: str
+    owner: str
+    zone: str
+    size: int                    # GiB
+    volume_type: str             # standard | gp2 | gp3, as given
+    state: str                   # creating | available | in-use | deleting | deleted | error
+    created: float
+    snapshot_id: str | None = None
+    iops: int | None = None
+    throughput: int | None = None
+    client_token: str | None = None
+    instance_id: str | None = None    # the attachment, while there is one
+    device: str | None = None         # as the user named it, e.g. /dev/sdf
+    target: str | None = None         # the guest disk it became, e.g. vdf
+    attach_state: str | None = None   # attaching | attached | detaching
+    attach_time: float | None = None
+    delete_on_termination: bool = False
+    state_message: str | None = None  # why it is in `error`
+
+
+@dataclass(slots=True)
+class Snapshot(Row):
+    table: ClassVar[str] = "snapshots"
+    id: str
+    owner: str
+    volume_id: str
+    volume_size: int             # GiB
+    state: str                   # pending | completed | error
+    started: float
+    description: str = ""
+    progress: str = "0%"
+    completed_at: float | None = None
+    state_message: str | None = None
+
+
+ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot)

@@ -51,6 +51,14 @@ OPERATIONS: tuple[str, ...] = (
     "RegisterImage",
     "DescribeImages",
     "DeregisterImage",
+    "CreateVolume",
+    "DescribeVolumes",
+    "DeleteVolume",
+    "AttachVolume",
+    "DetachVolume",
+    "CreateSnapshot",
+    "DescribeSnapshots",
+    "DeleteSnapshot",
 )
 
 # The package root (the directory holding ``cloudctl``), so the builder child

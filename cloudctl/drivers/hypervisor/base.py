@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from xml.sax.saxutils import quoteattr
 
 #: Namespace of the `<metadata>` child that marks a domain as cloudctl's own. libvirt accepts
 #: and preserves a `urn:` namespace (checked with the test driver), so no http URI is needed.
@@ -20,6 +21,15 @@ METADATA_NS = "urn:cloudctl:instance"
 EVENT_KINDS: frozenset[str] = frozenset(
     {"defined", "undefined", "started", "stopped", "shutdown", "crashed", "suspended", "resumed"}
 )
+
+
+def disk_xml(path: str, target: str, fmt: str = "qcow2") -> str:
+    """The `<disk>` element for a file-backed data disk at guest device `target` (e.g. "vdb").
+
+    Used for hot-plugging and by whoever renders domain XML, so both describe a disk alike.
+    """
+    return (f"<disk type='file' device='disk'><driver name='qemu' type={quoteattr(fmt)}/>"
+            f"<source file={quoteattr(path)}/><target dev={quoteattr(target)} bus='virtio'/></disk>")
 
 
 class Power(StrEnum):
@@ -116,3 +126,21 @@ class HypervisorDriver(ABC):
     @abstractmethod
     async def domain_xml(self, name: str) -> str:
         ...
+
+    # Not abstract, so a driver without disk hot-plug still satisfies the rest of the contract.
+    async def attach_disk(self, name: str, path: str, target: str, fmt: str = "qcow2") -> None:
+        """Give domain `name` the disk image `path` as guest device `target` (e.g. "vdf").
+
+        Live and in the persistent definition when the domain runs, in the definition only
+        when it is off. A no-op if that disk is already there; HypervisorError if `target`
+        holds another file.
+        """
+        raise HypervisorError(f"{type(self).__name__} cannot attach disks")
+
+    async def detach_disk(self, name: str, target: str, *, timeout: float = 30.0) -> None:
+        """Remove the disk at guest device `target` (live and persistent); a no-op if absent.
+
+        A live unplug needs the guest's cooperation: waits up to `timeout` s for the device to
+        go, then raises HypervisorError (the persistent definition has lost it already).
+        """
+        raise HypervisorError(f"{type(self).__name__} cannot detach disks")

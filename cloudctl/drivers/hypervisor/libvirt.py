@@ -36,6 +36,7 @@ from .base import (
     HypervisorDriver,
     HypervisorError,
     Power,
+    disk_xml,
 )
 
 log = logging.getLogger(__name__)
@@ -454,6 +455,7 @@ class LibvirtDriver(HypervisorDriver):
         self._reconnect_lock: asyncio.Lock | None = None
         self._intents: dict[str, _Intent] = {}
         self._undefine_flags = _UNDEFINE_FULL
+        self._hotplug = True  # False once libvirt said it cannot (un)plug devices live (test driver)
         parts = urlsplit(uri)
         self._in_process_test = parts.scheme == "test"
         self._local = parts.hostname in (None, "", "localhost", "127.0.0.1", "::1")
@@ -859,3 +861,134 @@ class LibvirtDriver(HypervisorDriver):
 
     async def domain_xml(self, name: str) -> str:
         return await self._call(lambda conn: conn.lookupByName(name).XMLDesc(0))
+
+    # -- data disks ----------------------------------------------------------------------------
+
+    async def attach_disk(self, name: str, path: str, target: str, fmt: str = "qcow2") -> None:
+        await self._call(self._attach_disk_sync, name, path, target, fmt)
+
+    def _attach_disk_sync(self, conn: libvirt.virConnect, name: str, path: str, target: str, fmt: str) -> None:
+        dom = conn.lookupByName(name)
+        active, persistent = bool(dom.isActive()), bool(dom.isPersistent())
+        live = _disk_at(dom.XMLDesc(0), target) if active else None
+        config = _disk_at(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), target) if persistent else None
+        for found in (live, config):
+            if found is not None and _disk_source(found) != path:
+                raise HypervisorError(f"{name}: device {target} already holds "
+                                      f"{_disk_source(found) or 'another disk'}")
+        flags = ((libvirt.VIR_DOMAIN_AFFECT_LIVE if active and live is None else 0)
+                 | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if persistent and config is None else 0))
+        if not flags:
+            return  # already there
+        xml = disk_xml(path, target, fmt)
+        try:
+            dom.attachDeviceFlags(xml, flags)
+        except libvirt.libvirtError as e:
+            if _code(e) != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            self._cannot_hotplug(name, persistent)
+            if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
+                self._redefine_disks(conn, dom, add=xml)
+
+    async def detach_disk(self, name: str, target: str, *, timeout: float = 30.0) -> None:
+        if not await self._call(self._detach_disk_sync, name, target):
+            return
+        # A live unplug is a request to the guest (ACPI/PCI hot-unplug): wait for it to happen.
+        deadline = time.monotonic() + timeout
+        interval, ceiling = self.poll_interval
+        while True:
+            if not await self._call(self._has_live_disk_sync, name, target):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HypervisorError(f"{name}: the guest has not released {target} after {timeout:.0f} s")
+            await asyncio.sleep(min(interval, remaining))
+            interval = min(interval * 1.5, ceiling)
+
+    def _detach_disk_sync(self, conn: libvirt.virConnect, name: str, target: str) -> bool:
+        """Ask libvirt to remove the disk; True if a live unplug is under way to wait for."""
+        dom = conn.lookupByName(name)
+        active, persistent = bool(dom.isActive()), bool(dom.isPersistent())
+        live = _disk_at(dom.XMLDesc(0), target) if active else None
+        config = _disk_at(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), target) if persistent else None
+        flags = ((libvirt.VIR_DOMAIN_AFFECT_LIVE if live is not None else 0)
+                 | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config is not None else 0))
+        if not flags:
+            return False  # not there
+        element = live if live is not None else config
+        assert element is not None
+        try:
+            dom.detachDeviceFlags(ET.tostring(element, encoding="unicode"), flags)
+        except libvirt.libvirtError as e:
+            if _code(e) != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            self._cannot_hotplug(name, persistent)
+            if config is not None:
+                self._redefine_disks(conn, dom, remove=target)
+            return False
+        return live is not None
+
+    @staticmethod
+    def _has_live_disk_sync(conn: libvirt.virConnect, name: str, target: str) -> bool:
+        try:
+            dom = conn.lookupByName(name)
+            return bool(dom.isActive()) and _disk_at(dom.XMLDesc(0), target) is not None
+        except libvirt.libvirtError as e:
+            if _code(e) == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
+
+    def _cannot_hotplug(self, name: str, persistent: bool) -> None:
+        """libvirt's driver has no device (un)plug: only the persistent definition can change."""
+        if not persistent:
+            raise HypervisorError(f"{self.host}: this hypervisor cannot change the disks of the "
+                                  f"running domain {name} and it has no persistent definition")
+        if self._hotplug:
+            self._hotplug = False
+            log.info("%s: no live disk (un)plug on %s; disk changes go to the persistent definitions "
+                     "and take effect at each domain's next start", self.host, self.uri)
+
+    @staticmethod
+    def _redefine_disks(conn: libvirt.virConnect, dom: libvirt.virDomain, *, add: str | None = None,
+                        remove: str | None = None) -> None:
+        """Add or remove a disk by rewriting the persistent definition (minidom keeps prefixes)."""
+        try:
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+        except libvirt.libvirtError:
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        doc = minidom.parseString(xml)
+        root = doc.documentElement
+        assert root is not None
+        devices = next((n for n in root.childNodes if getattr(n, "tagName", None) == "devices"), None)
+        if devices is None:
+            devices = root.appendChild(doc.createElement("devices"))
+        if remove is not None:
+            for node in list(devices.childNodes):
+                if isinstance(node, minidom.Element) and node.tagName == "disk" and any(
+                        t.getAttribute("dev") == remove for t in node.getElementsByTagName("target")):
+                    devices.removeChild(node)
+        if add is not None:
+            element = minidom.parseString(add).documentElement
+            assert element is not None
+            devices.appendChild(doc.importNode(element, True))
+        conn.defineXML(root.toxml())
+
+
+def _disk_at(xml: str, target: str) -> ET.Element | None:
+    """The domain's `<disk>` whose guest device is `target`."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for disk in root.iterfind("devices/disk"):
+        t = disk.find("target")
+        if t is not None and t.get("dev") == target:
+            return disk
+    return None
+
+
+def _disk_source(disk: ET.Element) -> str:
+    source = disk.find("source")
+    if source is None:
+        return ""
+    return source.get("file") or source.get("dev") or source.get("name") or ""

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from ....core.cloud import Cloud
-from ....core.compute import STATE_CODES
+from ....core.compute import STATE_CODES, private_dns
 from ....core.context import Caller
 from ....core.errors import CloudError
 from ....store.records import Instance, Reservation
@@ -21,7 +21,7 @@ def _state(name: str) -> dict[str, Any]:
 def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
     t = cloud.config.instance_types.get(i.instance_type)
     launched = ts(i.launch_time)
-    dns = f"ip-{i.private_ip.replace('.', '-')}.{cloud.config.region}.compute.internal" if i.private_ip else ""
+    dns = private_dns(i, cloud.config.region) if i.private_ip else ""
     view: dict[str, Any] = {
         "InstanceId": i.id, "ImageId": i.image_id, "State": _state(i.state),
         "PrivateDnsName": dns, "PublicDnsName": "", "StateTransitionReason": i.transition_reason,

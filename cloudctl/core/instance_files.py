@@ -1,0 +1,73 @@
+"""The files a real guest needs: a root overlay over its image, a config drive, a console log.
+
+What gets prepared follows the admin's domain template: a template that names `$root_disk`
+gets a qcow2 overlay (the image's file stays untouched), one that names `$config_drive` gets a
+cloud-init drive. Simulated hosts (libvirt's test driver) name neither and cost nothing here.
+The files live under one directory per instance, removed when the instance is terminated.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from ..config import InstanceType
+from ..drivers.storage.base import StorageDriver
+from ..store.records import Image, Instance
+from .configdrive import build_config_drive
+
+ROOT = "root.qcow2"
+DRIVE = "config.iso"
+CONSOLE = "console.log"
+
+
+class InstanceFiles:
+    def __init__(self, base: Path, storage: StorageDriver) -> None:
+        self.base = base
+        self.storage = storage
+
+    def dir(self, iid: str) -> Path:
+        return self.base / iid
+
+    async def prepare(self, inst: Instance, itype: InstanceType, image: Image | None, image_path: Path | None,
+                      template: str, public_keys: list[str], hostname: str, gateway: str | None,
+                      prefixlen: int | None) -> dict[str, str]:
+        """Create what the template asks for (once) and return its placeholders' values."""
+        d = self.dir(inst.id)
+        values = {"instance_dir": str(d), "console_log": str(d / CONSOLE)}
+        if not any(f"${k}" in template for k in ("root_disk", "config_drive", "console_log")):
+            return values
+        await asyncio.to_thread(_mkdir, d)
+        if "$root_disk" in template:
+            root = d / ROOT
+            if not root.exists():
+                if image_path is None:
+                    raise FileNotFoundError(f"image {inst.image_id} of {inst.id} is gone; cannot create its disk")
+                await self.storage.create(root, itype.disk_gib, backing=image_path)
+            values["root_disk"] = str(root)
+        if "$config_drive" in template:
+            drive = d / DRIVE
+            user_data = base64.b64decode(inst.user_data) if inst.user_data else None
+            ip = f"{inst.private_ip}/{prefixlen}" if inst.private_ip and prefixlen else inst.private_ip
+            # Rebuilt at every start: user data and keys may have changed while it was stopped.
+            await asyncio.to_thread(build_config_drive, drive, instance_id=inst.id, hostname=hostname,
+                                    user_data=user_data, public_keys=public_keys, local_ipv4=ip,
+                                    mac=inst.mac, gateway=gateway)
+            values["config_drive"] = str(drive)
+        return {k: escape(v) for k, v in values.items()}
+
+    async def remove(self, iid: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.dir(iid), True)
+
+    def root_disk(self, iid: str) -> Path | None:
+        p = self.dir(iid) / ROOT
+        return p if p.exists() else None
+
+
+def _mkdir(d: Path) -> None:
+    # Traversable by the hypervisor's qemu user, which opens the disks in it.
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o711)

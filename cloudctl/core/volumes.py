@@ -1,0 +1,616 @@
+"""Volumes and snapshots (EC2's EBS, the part a private cloud needs): qcow2 files in the volume
+store, given to instances as data disks.
+
+Each call changes only the store (journaled, then acknowledged) and answers at once with a
+transitional state (`creating`, `attaching`, `detaching`, `deleting`, snapshot `pending`); the
+file and hypervisor work (qemu-img, disk hot-plug) runs afterwards in a task that records the
+outcome, as compute's converge does for instances. Work touching the same volume, snapshot or
+instance runs in order (`_serial`). At start-up `reconcile` re-drives whatever a crash left
+in a transitional state; every step is idempotent, so doing one twice is harmless.
+
+Layout: `<volume_store>/<vol-id>.qcow2` and `<volume_store>/snapshots/<snap-id>.qcow2`; a
+snapshot is a flattened, standalone copy, so volumes and snapshots never depend on each other's
+files and either can be deleted at any time.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Coroutine, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
+from ..drivers.storage.base import GIB, StorageDriver, StorageError
+from ..drivers.storage.qemu_img import QemuImgStorage
+from ..store.records import Instance, Snapshot, Volume
+from ..store.store import MultiIndex, Store, Txn
+from .context import Caller
+from .errors import CloudError, not_found
+from .filters import FilterSet
+from .ids import new_id, well_formed
+from .pagination import decode_token, page_size, paginate, query_fingerprint
+from .tags import Tags, tags_from_specs
+
+log = logging.getLogger("cloudctl.volumes")
+
+VOLUME_TYPES = ("standard", "gp2", "gp3")
+DEFAULT_VOLUME_TYPE = "gp2"
+MIN_SIZE_GIB, MAX_SIZE_GIB = 1, 16384
+GP3_IOPS, GP3_THROUGHPUT = (3000, 16000), (125, 1000)   # (default = minimum, maximum)
+#: Device names a volume may be attached as; the letter picks the guest disk (`/dev/sdf` → vdf).
+#: `a` is the root disk's.
+_DEVICE = re.compile(r"^/dev/(?:sd|xvd|vd)([b-z])$")
+#: How long a detach waits for the guest to release the disk (a forced one: less).
+DETACH_TIMEOUT_S, FORCED_DETACH_TIMEOUT_S = 30.0, 5.0
+_UNSUPPORTED = {"KmsKeyId": "encryption keys", "OutpostArn": "outposts", "AvailabilityZoneId": "zone ids "
+                "(give AvailabilityZone)", "Operator": "managed volumes"}
+
+
+def effective_iops(v: Volume) -> int | None:
+    """What EC2 reports: gp2 has a baseline of 3 IOPS/GiB (100..16000), gp3 what was asked."""
+    if v.volume_type == "gp2":
+        return min(16000, max(100, 3 * v.size))
+    return v.iops
+
+
+def wire_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch))
+
+
+def device_target(device: str) -> str:
+    """`/dev/sdf`, `/dev/xvdf`, `/dev/vdf` → the guest disk `vdf`."""
+    m = _DEVICE.match(device or "")
+    if m is None:
+        raise CloudError("InvalidParameterValue", f"Value ({device}) for parameter device is invalid. "
+                         f"{device} is not a valid EBS device name (use /dev/sd[b-z] or /dev/vd[b-z]).")
+    return "vd" + m.group(1)
+
+
+class Volumes:
+    def __init__(self, store: Store, config: Config, tags: Tags, drivers: dict[str, HypervisorDriver],
+                 storage: StorageDriver | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.tags = tags
+        self.drivers = drivers
+        self.storage = storage or QemuImgStorage()
+        self.dir = Path(config.volume_store or config.state_dir / "volumes")
+        self.snapshot_dir = self.dir / "snapshots"
+        self.table = store.table(Volume)
+        self.snapshots = store.table(Snapshot)
+        self.instances = store.table(Instance)
+        self._by_owner: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.owner))
+        self._by_instance: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.instance_id))
+        self._snaps_by_owner: MultiIndex[Snapshot] = self.snapshots.add_index(MultiIndex(lambda s: s.owner))
+        self._chains: dict[str, asyncio.Task[None]] = {}   # the last queued work per volume/snapshot/instance
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.filters = FilterSet({
+            "volume-id": lambda v: v.id,
+            "status": lambda v: v.state,
+            "size": lambda v: v.size,
+            "volume-type": lambda v: v.volume_type,
+            "snapshot-id": lambda v: v.snapshot_id or "",
+            "availability-zone": lambda v: v.zone,
+            "create-time": lambda v: wire_time(v.created),
+            "encrypted": lambda v: False,
+            "multi-attach-enabled": lambda v: False,
+            "fast-restored": lambda v: False,
+            "attachment.instance-id": lambda v: v.instance_id,
+            "attachment.status": lambda v: v.attach_state,
+            "attachment.device": lambda v: v.device,
+            "attachment.attach-time": lambda v: wire_time(v.attach_time) if v.attach_time else None,
+            "attachment.delete-on-termination": lambda v: v.delete_on_termination if v.instance_id else None,
+        }, tags_of=lambda v: tags.of(v.id))
+        self.snapshot_filters = FilterSet({
+            "snapshot-id": lambda s: s.id,
+            "volume-id": lambda s: s.volume_id,
+            "status": lambda s: s.state,
+            "owner-id": lambda s: s.owner,
+            "progress": lambda s: s.progress,
+            "start-time": lambda s: wire_time(s.started),
+            "volume-size": lambda s: s.volume_size,
+            "description": lambda s: s.description,
+            "encrypted": lambda s: False,
+            "storage-tier": lambda s: "standard",
+        }, tags_of=lambda s: tags.of(s.id))
+        tags.register("volume", self._check_volume)
+        tags.register("snapshot", self._check_snapshot)
+
+    def _check_volume(self, caller: Caller, volume_id: str) -> None:
+        self._volume(caller, volume_id)
+
+    def _check_snapshot(self, caller: Caller, snapshot_id: str) -> None:
+        self._snapshot(caller, snapshot_id)
+
+    # -- files and lookups ---------------------------------------------------------------------
+    def volume_path(self, volume_id: str) -> Path:
+        return self.dir / f"{volume_id}.qcow2"
+
+    def snapshot_path(self, snapshot_id: str) -> Path:
+        return self.snapshot_dir / f"{snapshot_id}.qcow2"
+
+    def _volume(self, caller: Caller, volume_id: str) -> Volume:
+        if not well_formed(volume_id or "", "vol"):
+            raise CloudError("InvalidVolumeID.Malformed", f"Invalid id: \"{volume_id}\" (expecting \"vol-...\")")
+        v = self._by_owner.get(caller.account).get(volume_id)
+        if v is None:
+            raise CloudError("InvalidVolume.NotFound", f"The volume '{volume_id}' does not exist.")
+        return v
+
+    def _snapshot(self, caller: Caller, snapshot_id: str) -> Snapshot:
+        if not well_formed(snapshot_id or "", "snap"):
+            raise CloudError("InvalidSnapshotID.Malformed",
+                             f"Invalid id: \"{snapshot_id}\" (expecting \"snap-...\")")
+        s = self._snaps_by_owner.get(caller.account).get(snapshot_id)
+        if s is None:
+            raise CloudError("InvalidSnapshot.NotFound", f"The snapshot '{snapshot_id}' does not exist.")
+        return s
+
+    def _instance(self, caller: Caller, instance_id: str) -> Instance:
+        if not well_formed(instance_id or "", "i"):
+            raise CloudError("InvalidInstanceID.Malformed", f"Invalid id: \"{instance_id}\"")
+        inst = self.instances.get(instance_id)
+        if inst is None or inst.owner != caller.account:
+            raise not_found("InstanceID", instance_id)
+        return inst
+
+    def disks_for(self, instance_id: str) -> list[tuple[str, str]]:
+        """(file, guest device) of each volume the instance's domain definition must hold.
+
+        Volumes being attached count (their hot-plug may not have run yet); volumes being
+        detached do not (their unplug is a no-op if the disk is already gone).
+        """
+        return sorted(((str(self.volume_path(v.id)), v.target) for v in self._by_instance.get(instance_id).values()
+                       if v.target and v.attach_state in ("attaching", "attached")), key=lambda d: d[1])
+
+    def attached_to(self, instance_id: str) -> list[Volume]:
+        """The volumes attached (or attaching, detaching) to an instance, by device."""
+        return sorted(self._by_instance.get(instance_id).values(), key=lambda v: v.device or "")
+
+    # -- CreateVolume --------------------------------------------------------------------------
+    async def create(self, caller: Caller, req: dict[str, Any]) -> Volume:
+        for key, what in _UNSUPPORTED.items():
+            if req.get(key):
+                raise CloudError("InvalidParameterValue", f"{key}: {what} are not supported by this cloud")
+        if req.get("Encrypted"):
+            raise CloudError("InvalidParameterValue", "Encrypted volumes are not supported by this cloud")
+        if req.get("MultiAttachEnabled"):
+            raise CloudError("InvalidParameterValue", "Multi-Attach is not supported by this cloud")
+        token = req.get("ClientToken")
+        if token is not None and not (0 < len(token) <= 64 and token.isascii()):
+            raise CloudError("InvalidParameterValue", "ClientToken must be 1-64 ASCII characters")
+        if token:
+            prior = next((v for v in self._by_owner.get(caller.account).values() if v.client_token == token), None)
+            if prior is not None:
+                caller.check_dry_run()
+                return prior
+        zone = req.get("AvailabilityZone")
+        if not zone:
+            raise CloudError("MissingParameter", "The request must contain the parameter AvailabilityZone")
+        if zone not in self.config.zones:
+            raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
+        vtype = req.get("VolumeType") or DEFAULT_VOLUME_TYPE
+        if vtype not in VOLUME_TYPES:
+            raise CloudError("InvalidParameterValue", f"Value ({vtype}) for parameter volumeType is invalid. "
+                             f"Supported types: {', '.join(VOLUME_TYPES)}")
+        snap = self._snapshot(caller, req["SnapshotId"]) if req.get("SnapshotId") else None
+        if snap is not None and snap.state != "completed":
+            raise CloudError("IncorrectState", f"Snapshot '{snap.id}' is {snap.state}; it must be completed")
+        size = req.get("Size")
+        if size is None:
+            if snap is None:
+                raise CloudError("MissingParameter", "The request must contain the parameter size or snapshotId")
+            size = snap.volume_size
+        if not MIN_SIZE_GIB <= size <= MAX_SIZE_GIB:
+            raise CloudError("InvalidParameterValue", f"Volume of {size}GiB is out of range: the size must be "
+                             f"between {MIN_SIZE_GIB} and {MAX_SIZE_GIB} GiB")
+        if snap is not None and size < snap.volume_size:
+            raise CloudError("InvalidParameterValue", f"Volume of size {size}GiB is smaller than snapshot "
+                             f"'{snap.id}', expect size >= {snap.volume_size}GiB")
+        iops, throughput = req.get("Iops"), req.get("Throughput")
+        if vtype == "gp3":
+            iops = _in_range(iops, GP3_IOPS, "iops")
+            throughput = _in_range(throughput, GP3_THROUGHPUT, "throughput")
+        else:
+            for name, value in (("iops", iops), ("throughput", throughput)):
+                if value is not None:
+                    raise CloudError("InvalidParameterCombination",
+                                     f"The parameter {name} is not supported for {vtype} volumes.")
+        pairs = tags_from_specs(req.get("TagSpecifications"), ("volume",)).get("volume", [])
+        caller.check_dry_run()
+        vol = Volume(id=new_id("vol"), owner=caller.account, zone=zone, size=size, volume_type=vtype,
+                     state="creating", created=time.time(), snapshot_id=snap.id if snap else None,
+                     iops=iops, throughput=throughput, client_token=token or None)
+        with self.store.txn() as tx:
+            tx.put(vol)
+            if pairs:
+                self.tags.put(tx, caller.account, vol.id, "volume", pairs)
+        await self.store.sync()
+        self._serial((vol.id, *((snap.id,) if snap else ())), self._make_file(vol.id))
+        return vol
+
+    async def _make_file(self, vid: str) -> None:
+        vol = self.table.get(vid)
+        if vol is None or vol.state != "creating":
+            return
+        path = self.volume_path(vid)
+        t0 = time.perf_counter()
+        try:
+            if vol.snapshot_id:
+                await self.storage.copy(self.snapshot_path(vol.snapshot_id), path)
+                if (await self.storage.info(path)).virtual_size < vol.size * GIB:
+                    await self.storage.resize(path, vol.size)
+            else:
+                await self.storage.create(path, vol.size)
+        except StorageError as e:
+            log.error("volume %s: creating %s failed: %s", vid, path, e)
+            self._update_volume(vid, lambda v: v.state == "creating", state="error", state_message=str(e))
+            return
+        log.debug("volume %s: file ready in %.0f ms", vid, (time.perf_counter() - t0) * 1000)
+        self._update_volume(vid, lambda v: v.state == "creating", state="available")
+
+    # -- DescribeVolumes -----------------------------------------------------------------------
+    def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[Volume], str | None]:
+        ids = req.get("VolumeIds") or []
+        match = self.filters.compile(req.get("Filters"))
+        limit = page_size(req.get("MaxResults"), 5, 1000)
+        if ids and limit is not None:
+            raise CloudError("InvalidParameterCombination",
+                             "The parameter volumeSet cannot be used with the parameter maxResults")
+        fp = query_fingerprint("volumes", ids, req.get("Filters"))
+        after = decode_token(req.get("NextToken"), fp)
+        mine = self._by_owner.get(caller.account)
+        if ids:
+            for i in ids:
+                if not well_formed(i, "vol"):
+                    raise CloudError("InvalidVolumeID.Malformed", f"Invalid id: \"{i}\" (expecting \"vol-...\")")
+            missing = [i for i in ids if i not in mine]
+            if missing:
+                raise CloudError("InvalidVolume.NotFound",
+                                 f"The volume {', '.join(repr(i) for i in missing)} does not exist.")
+            pool = {i: mine[i] for i in ids}
+        else:
+            pool = mine
+        caller.check_dry_run()
+        rows = {k: v for k, v in pool.items() if match(v)} if match else pool
+        keys, token = paginate(sorted(rows), after, limit, fp)
+        return [rows[k] for k in keys], token
+
+    # -- DeleteVolume --------------------------------------------------------------------------
+    async def delete(self, caller: Caller, volume_id: str) -> None:
+        vol = self._volume(caller, volume_id)
+        if vol.instance_id is not None:
+            raise CloudError("VolumeInUse", f"Volume {vol.id} is currently attached to {vol.instance_id}")
+        caller.check_dry_run()
+        if vol.state == "deleting":
+            return
+        with self.store.txn() as tx:
+            tx.put(replace(vol, state="deleting"))
+        await self.store.sync()
+        self._serial((vol.id,), self._remove_file(vol.id))
+
+    async def _remove_file(self, vid: str) -> None:
+        vol = self.table.get(vid)
+        if vol is None or vol.state != "deleting":
+            return
+        try:
+            await self.storage.delete(self.volume_path(vid))
+        except StorageError as e:
+            log.error("volume %s: deleting its file failed: %s", vid, e)
+            self._update_volume(vid, lambda v: v.state == "deleting", state="error", state_message=str(e))
+            return
+        with self.store.txn() as tx:
+            tx.delete(vol)
+            self.tags.remove_all(tx, vid)
+        self.store.flush()
+
+    # -- AttachVolume / DetachVolume -----------------------------------------------------------
+    async def attach(self, caller: Caller, req: dict[str, Any]) -> Volume:
+        vol = self._volume(caller, req.get("VolumeId") or "")
+        inst = self._instance(caller, req.get("InstanceId") or "")
+        device = req.get("Device") or ""
+        target = device_target(device)
+        if vol.instance_id is not None:
+            raise CloudError("VolumeInUse", f"{vol.id} is already attached to an instance")
+        if vol.state != "available":
+            raise CloudError("IncorrectState", f"The volume '{vol.id}' is '{vol.state}', not 'available'")
+        if inst.state not in ("running", "stopped"):
+            raise CloudError("IncorrectInstanceState",
+                             f"The instance '{inst.id}' is '{inst.state}'; volumes attach to running or "
+                             f"stopped instances")
+        if inst.zone != vol.zone:
+            raise CloudError("InvalidVolume.ZoneMismatch",
+                             f"The volume '{vol.id}' is not in the same availability zone as instance '{inst.id}'")
+        if any(v.target == target for v in self._by_instance.get(inst.id).values()):
+            raise CloudError("InvalidParameterValue", f"Invalid value '{device}' for unixDevice. "
+                             f"Attachment point {device} is already in use")
+        caller.check_dry_run()
+        new = replace(vol, state="in-use", instance_id=inst.id, device=device, target=target,
+                      attach_state="attaching", attach_time=time.time(), delete_on_termination=False)
+        with self.store.txn() as tx:
+            tx.put(new)
+        await self.store.sync()
+        self._serial((vol.id, inst.id), self._plug(vol.id))
+        return new
+
+    async def _plug(self, vid: str) -> None:
+        vol = self.table.get(vid)
+        if vol is None or vol.attach_state != "attaching" or vol.instance_id is None or vol.target is None:
+            return
+        inst = self.instances.get(vol.instance_id)
+        driver = self.drivers.get(inst.host) if inst is not None else None
+        if inst is not None and driver is not None and inst.state != "terminated":
+            try:
+                await driver.attach_disk(inst.id, str(self.volume_path(vid)), vol.target)
+            except HypervisorError as e:
+                # No domain (yet): the next definition rendered for the instance has the disk.
+                if not e.not_found:
+                    log.error("volume %s: attaching to %s as %s failed: %s", vid, inst.id, vol.target, e)
+                    self._update_volume(vid, lambda v: v.attach_state == "attaching", **_DETACHED)
+                    return
+        self._update_volume(vid, lambda v: v.attach_state == "attaching", attach_state="attached")
+
+    async def detach(self, caller: Caller, req: dict[str, Any]) -> Volume:
+        vol = self._volume(caller, req.get("VolumeId") or "")
+        if vol.instance_id is None:
+            raise CloudError("IncorrectState", f"Volume '{vol.id}' is in the '{vol.state}' state.")
+        iid, device = req.get("InstanceId"), req.get("Device")
+        if iid:
+            self._instance(caller, iid)
+        if (iid and iid != vol.instance_id) or (device and device != vol.device):
+            raise CloudError("InvalidAttachment.NotFound",
+                             f"Volume '{vol.id}' is not attached to '{iid or vol.instance_id}'"
+                             + (f" as '{device}'" if device else ""))
+        force = bool(req.get("Force"))
+        caller.check_dry_run()
+        if vol.attach_state == "detaching" and not force:
+            return vol
+        new = replace(vol, attach_state="detaching")
+        with self.store.txn() as tx:
+            tx.put(new)
+        await self.store.sync()
+        self._serial((vol.id, vol.instance_id), self._unplug(vol.id, force))
+        return new
+
+    async def _unplug(self, vid: str, force: bool = False) -> None:
+        vol = self.table.get(vid)
+        if vol is None or vol.attach_state != "detaching" or vol.instance_id is None:
+            return
+        inst = self.instances.get(vol.instance_id)
+        driver = self.drivers.get(inst.host) if inst is not None else None
+        if inst is not None and driver is not None and inst.state != "terminated" and vol.target:
+            try:
+                await driver.detach_disk(inst.id, vol.target,
+                                         timeout=FORCED_DETACH_TIMEOUT_S if force else DETACH_TIMEOUT_S)
+            except HypervisorError as e:
+                if not e.not_found:
+                    if not force:
+                        log.error("volume %s: detaching from %s failed: %s", vid, inst.id, e)
+                        self._update_volume(vid, lambda v: v.attach_state == "detaching", attach_state="attached")
+                        return
+                    log.warning("volume %s: forced detach from %s: %s", vid, inst.id, e)
+        self._update_volume(vid, lambda v: v.attach_state == "detaching", **_DETACHED)
+
+    def release_instance(self, instance_id: str, tx: Txn | None = None) -> list[str]:
+        """The instance is gone (terminated): its volumes are detached, or deleted if flagged
+        DeleteOnTermination. With `tx`, the change joins the caller's transaction; without,
+        it is its own and flushed. Returns the ids of the volumes released."""
+        vols = list(self._by_instance.get(instance_id).values())
+        if not vols:
+            return []
+
+        def apply(t: Txn) -> None:
+            for v in vols:
+                if v.delete_on_termination:
+                    t.put(replace(v, state="deleting", **_DETACHED_KEEP_STATE))
+                else:
+                    t.put(replace(v, **_DETACHED))
+        if tx is not None:
+            apply(tx)
+        else:
+            with self.store.txn() as own:
+                apply(own)
+            self.store.flush()
+        for v in vols:
+            if v.delete_on_termination:
+                self._serial((v.id,), self._remove_file(v.id))
+        return [v.id for v in vols]
+
+    # -- snapshots -----------------------------------------------------------------------------
+    async def create_snapshot(self, caller: Caller, req: dict[str, Any]) -> Snapshot:
+        for key in ("OutpostArn", "Location"):
+            if req.get(key) and not (key == "Location" and req[key] == "regional"):
+                raise CloudError("InvalidParameterValue", f"{key} is not supported by this cloud")
+        vol = self._volume(caller, req.get("VolumeId") or "")
+        if vol.state not in ("available", "in-use"):
+            raise CloudError("IncorrectState", f"The volume '{vol.id}' is '{vol.state}'")
+        description = req.get("Description") or ""
+        if len(description) > 255:
+            raise CloudError("InvalidParameterValue", "Snapshot descriptions are limited to 255 characters")
+        pairs = tags_from_specs(req.get("TagSpecifications"), ("snapshot",)).get("snapshot", [])
+        caller.check_dry_run()
+        snap = Snapshot(id=new_id("snap"), owner=caller.account, volume_id=vol.id, volume_size=vol.size,
+                        state="pending", started=time.time(), description=description, progress="0%")
+        with self.store.txn() as tx:
+            tx.put(snap)
+            if pairs:
+                self.tags.put(tx, caller.account, snap.id, "snapshot", pairs)
+        await self.store.sync()
+        self._serial((vol.id, snap.id), self._copy_to_snapshot(snap.id))
+        return snap
+
+    async def _copy_to_snapshot(self, sid: str) -> None:
+        snap = self.snapshots.get(sid)
+        if snap is None or snap.state != "pending":
+            return
+        try:
+            await self.storage.copy(self.volume_path(snap.volume_id), self.snapshot_path(sid))
+        except StorageError as e:
+            log.error("snapshot %s of %s failed: %s", sid, snap.volume_id, e)
+            self._update_snapshot(sid, state="error", state_message=str(e))
+            return
+        self._update_snapshot(sid, state="completed", progress="100%", completed_at=time.time())
+
+    def describe_snapshots(self, caller: Caller, req: dict[str, Any]) -> tuple[list[Snapshot], str | None]:
+        ids = req.get("SnapshotIds") or []
+        owners = req.get("OwnerIds") or []
+        restorable = req.get("RestorableByUserIds") or []
+        match = self.snapshot_filters.compile(req.get("Filters"))
+        limit = page_size(req.get("MaxResults"), 5, 1000)
+        if ids and limit is not None:
+            raise CloudError("InvalidParameterCombination",
+                             "The parameter snapshotSet cannot be used with the parameter maxResults")
+        fp = query_fingerprint("snapshots", ids, owners, restorable, req.get("Filters"))
+        after = decode_token(req.get("NextToken"), fp)
+        mine = self._snaps_by_owner.get(caller.account)
+        if ids:
+            for i in ids:
+                if not well_formed(i, "snap"):
+                    raise CloudError("InvalidSnapshotID.Malformed", f"Invalid id: \"{i}\" (expecting \"snap-...\")")
+            missing = [i for i in ids if i not in mine]
+            if missing:
+                raise CloudError("InvalidSnapshot.NotFound",
+                                 f"The snapshot {', '.join(repr(i) for i in missing)} does not exist.")
+            pool = {i: mine[i] for i in ids}
+        else:
+            pool = mine
+        caller.check_dry_run()
+        # Snapshots are private: only their owner sees them, and only they may restore them.
+        me = {"self", caller.account}
+        if (owners and not me & set(owners)) or (restorable and not me & set(restorable)):
+            pool = {}
+        rows = {k: s for k, s in pool.items() if match(s)} if match else pool
+        keys, token = paginate(sorted(rows), after, limit, fp)
+        return [rows[k] for k in keys], token
+
+    async def delete_snapshot(self, caller: Caller, snapshot_id: str) -> None:
+        snap = self._snapshot(caller, snapshot_id)
+        caller.check_dry_run()
+        with self.store.txn() as tx:
+            tx.delete(snap)
+            self.tags.remove_all(tx, snap.id)
+        await self.store.sync()
+        # After any copy into it or volume made from it (same chain key).
+        self._serial((snap.id,), self._remove_snapshot_file(snap.id))
+
+    async def _remove_snapshot_file(self, sid: str) -> None:
+        if self.snapshots.get(sid) is not None:
+            return
+        try:
+            await self.storage.delete(self.snapshot_path(sid))
+        except StorageError as e:
+            log.error("snapshot %s: deleting its file failed: %s", sid, e)
+
+    # -- recording outcomes --------------------------------------------------------------------
+    def _update_volume(self, vid: str, still: Any, **updates: Any) -> Volume | None:
+        """Record the end of a step, unless the volume changed meanwhile (then `still` fails).
+
+        Not awaited to disk, as in compute: a lost record leaves the volume in its transitional
+        state, and `reconcile` at start-up does the (idempotent) step again.
+        """
+        vol = self.table.get(vid)
+        if vol is None or not still(vol):
+            return vol
+        new = replace(vol, **updates)
+        with self.store.txn() as tx:
+            tx.put(new)
+        self.store.flush()
+        return new
+
+    def _update_snapshot(self, sid: str, **updates: Any) -> None:
+        snap = self.snapshots.get(sid)
+        if snap is None or snap.state != "pending":
+            return
+        with self.store.txn() as tx:
+            tx.put(replace(snap, **updates))
+        self.store.flush()
+
+    # -- background work -----------------------------------------------------------------------
+    def _serial(self, keys: Iterable[str], coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` after the work already queued under any of `keys`, and become the last
+        work of each of them."""
+        keys = tuple(keys)
+        prev = {t for k in keys if (t := self._chains.get(k)) is not None}
+
+        async def after() -> None:
+            try:
+                if prev:
+                    await asyncio.wait(prev)
+            except BaseException:
+                coro.close()
+                raise
+            try:
+                await coro
+            except Exception:
+                log.exception("volume work %s failed", keys)
+
+        task = asyncio.get_running_loop().create_task(after())
+        self._tasks.add(task)
+        for k in keys:
+            self._chains[k] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            for k in keys:
+                if self._chains.get(k) is t:
+                    del self._chains[k]
+        task.add_done_callback(done)
+
+    def reconcile(self) -> list[str]:
+        """Re-drive what a previous run left transitional (called once at start-up)."""
+        report: list[str] = []
+        for v in list(self.table.values()):
+            if v.state == "creating":
+                report.append(f"{v.id}: was being created; creating its file again")
+                self._serial((v.id, *((v.snapshot_id,) if v.snapshot_id else ())), self._make_file(v.id))
+            elif v.state == "deleting":
+                report.append(f"{v.id}: was being deleted; deleting it")
+                self._serial((v.id,), self._remove_file(v.id))
+            elif v.attach_state == "attaching" and v.instance_id:
+                report.append(f"{v.id}: was being attached to {v.instance_id}; attaching it")
+                self._serial((v.id, v.instance_id), self._plug(v.id))
+            elif v.attach_state == "detaching" and v.instance_id:
+                report.append(f"{v.id}: was being detached from {v.instance_id}; detaching it")
+                self._serial((v.id, v.instance_id), self._unplug(v.id))
+        for s in list(self.snapshots.values()):
+            if s.state == "pending":
+                report.append(f"{s.id}: was being taken; copying {s.volume_id} again")
+                self._serial((s.volume_id, s.id), self._copy_to_snapshot(s.id))
+        for line in report:
+            log.warning("reconcile: %s", line)
+        return report
+
+    async def idle(self) -> None:
+        """Wait until no volume work is in flight (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Let work in flight finish for up to `timeout` s, then cancel the rest (a cancelled
+        qemu-img is killed; its record stays transitional and the next start re-drives it)."""
+        try:
+            await asyncio.wait_for(self.idle(), timeout)
+        except TimeoutError:
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+_DETACHED_KEEP_STATE: dict[str, Any] = dict(instance_id=None, device=None, target=None, attach_state=None,
+                                            attach_time=None, delete_on_termination=False)
+_DETACHED: dict[str, Any] = dict(state="available", **_DETACHED_KEEP_STATE)
+
+
+def _in_range(value: int | None, bounds: tuple[int, int], name: str) -> int:
+    lo, hi = bounds
+    if value is None:
+        return lo
+    if not lo <= value <= hi:
+        raise CloudError("InvalidParameterValue", f"Value ({value}) for parameter {name} is invalid. "
+                         f"Expecting a value between {lo} and {hi}.")
+    return value

@@ -1,0 +1,1 @@
+"""Disk-image storage drivers: the files behind volumes and snapshots."""
