@@ -2,9 +2,10 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 CONFIG  ?= config/cloudctl.yaml
-DEB_PKGS := libvirt-dev pkg-config wrk genisoimage qemu-utils
+# Build deps and bench tools, plus what the real-guest tests need (libvirtd, qemu under TCG).
+DEB_PKGS := libvirt-dev pkg-config wrk $(shell grep -v '^\#' scripts/debian-packages.txt)
 
-.PHONY: install deps venv run test bench clean
+.PHONY: install deps venv run test test-e2e bench clean
 
 install: deps venv
 
@@ -27,6 +28,9 @@ run:
 
 test:
 	$(PY) -m pytest -q
+
+test-e2e:
+	$(PY) -m pytest -q -m e2e
 
 bench:
 	$(PY) -m pip install -q -e '.[bench]'

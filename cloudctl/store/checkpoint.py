@@ -50,7 +50,7 @@ def write_checkpoint(state_dir: Path, gen: int, tables: "dict[str, list[Row]]") 
     tmp = path.with_suffix(".tmp")
     crc = 0
     count = 0
-    with open(tmp, "wb") as f:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
         head = (json.dumps({"format": FORMAT, "version": VERSION, "generation": gen}) + "\n").encode()
         f.write(head)
         crc = zlib.crc32(head, crc)

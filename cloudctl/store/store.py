@@ -273,5 +273,7 @@ class _TxnContext:
 
 
 def ensure_private_dir(path: Path) -> None:
+    """Not listable by others, but traversable: the hypervisor's qemu user opens the image,
+    volume and instance files below it by path. The state files themselves are 0600."""
     path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+    os.chmod(path, 0o711)
