@@ -279,3 +279,18 @@ def test_terraform_read_calls(ec2: Any, fleet: dict[str, Any]) -> None:
     with pytest.raises(ClientError) as e:
         ec2.describe_instance_types(InstanceTypes=["p9.mega"])
     assert code_of(e) == "InvalidInstanceType"
+
+
+def test_create_image_needs_a_real_disk_and_a_stopped_instance(ec2: Any, image_id: str) -> None:
+    iid = run(ec2, image_id)[0]["InstanceId"]
+    wait_state(ec2, [iid], "running")
+    with pytest.raises(ClientError) as e:
+        ec2.create_image(InstanceId=iid, Name="from-running")
+    assert code_of(e) == "IncorrectInstanceState"
+    ec2.stop_instances(InstanceIds=[iid])
+    wait_state(ec2, [iid], "stopped")
+    with pytest.raises(ClientError) as e:     # simulated hosts keep no disk to copy
+        ec2.create_image(InstanceId=iid, Name="from-simulated")
+    assert code_of(e) == "InvalidParameterValue"
+    assert ec2.describe_images(Filters=[{"Name": "name", "Values": ["from-*"]}])["Images"] == []
+    ec2.terminate_instances(InstanceIds=[iid])

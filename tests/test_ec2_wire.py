@@ -139,7 +139,7 @@ def test_every_action_round_trips_through_botocore(server: Any, ec2: Any, image_
         "ImportKeyPair": None, "DeleteKeyPair": lambda: ec2.delete_key_pair(KeyName="rt"),
         "CreateTags": lambda: ec2.create_tags(Resources=[iid], Tags=[{"Key": "rt", "Value": "1"}]),
         "DescribeTags": ec2.describe_tags, "DeleteTags": lambda: ec2.delete_tags(Resources=[iid]),
-        "DescribeImages": ec2.describe_images, "RegisterImage": None, "DeregisterImage": None,
+        "DescribeImages": ec2.describe_images, "RegisterImage": None, "DeregisterImage": None, "CreateImage": None,
         "RebootInstances": lambda: ec2.reboot_instances(InstanceIds=[iid]),
         "StopInstances": lambda: (ec2.stop_instances(InstanceIds=[iid]), wait_state(ec2, [iid], "stopped"))[0],
         "StartInstances": lambda: ec2.start_instances(InstanceIds=[iid]),

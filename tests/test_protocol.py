@@ -254,6 +254,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "CreateTags": {"Resources": ["i-1", "ami-1"], "Tags": TAGS + [{"Key": "empty", "Value": ""}]},
     "DeleteTags": {"Resources": ["i-1"], "Tags": [{"Key": "Name"}, {"Key": "env", "Value": "prod"}]},
     "DescribeTags": {"Filters": [{"Name": "resource-id", "Values": ["i-1"]}, {"Name": "key", "Values": ["Name"]}], "MaxResults": 50},
+    "CreateImage": {"InstanceId": "i-1", "Name": "snap", "Description": "d", "NoReboot": True,
+                    "TagSpecifications": [{"ResourceType": "image", "Tags": [{"Key": "k", "Value": "v"}]}]},
     "RegisterImage": {
         "Name": "img",
         "ImageLocation": "bucket/img.manifest.xml",
@@ -572,6 +574,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
         "NextToken": None,
     },
     "RegisterImage": {"ImageId": "ami-1"},
+    "CreateImage": {"ImageId": "ami-2"},
     "DescribeImages": {
         "Images": [
             {

@@ -23,7 +23,7 @@ from typing import Any
 from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
-from ..store.records import Instance, Reservation
+from ..store.records import Image, Instance, Reservation
 from ..store.store import MultiIndex, Store, Txn
 from .context import Caller
 from .configdrive import ConfigDriveError
@@ -437,6 +437,26 @@ class Compute:
         with self.store.txn() as tx:
             tx.put(replace(inst, **updates))
         await self.store.sync()
+
+    async def create_image(self, caller: Caller, req: dict[str, Any]) -> Image:
+        """CreateImage: the instance's root disk, flattened into a new image of the caller's."""
+        inst = self.owned(caller, [req["InstanceId"]])[0]
+        name = req.get("Name") or ""
+        if inst.state != "stopped" and not (inst.state == "running" and req.get("NoReboot")):
+            raise CloudError("IncorrectInstanceState",
+                             f"The instance '{inst.id}' must be stopped (or running, with NoReboot) to image it.")
+        disk = self.files.root_disk(inst.id)
+        if disk is None:
+            raise CloudError("InvalidParameterValue",
+                             f"The instance '{inst.id}' has no disk of its own to image (its host is simulated).")
+        self.images.check_name(caller.account, name)
+        pairs = tags_from_specs(req.get("TagSpecifications"), ("image", "snapshot")).get("image")
+        image = self.images.table.get(inst.image_id)
+        caller.check_dry_run()
+        return await self.images.capture(
+            caller.account, name, req.get("Description") or "", disk,
+            inst.kernel_id or (image.kernel_id if image else None),
+            inst.ramdisk_id or (image.ramdisk_id if image else None), pairs, self.files.storage.copy)
 
     async def console_output(self, caller: Caller, iid: str) -> tuple[Instance, bytes]:
         inst = self.owned(caller, [iid])[0]

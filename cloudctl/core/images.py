@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from .ids import new_id, well_formed
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 from .tags import Tags, tags_from_specs
 from .users import LIVE_STATES
+
+log = logging.getLogger("cloudctl.images")
 
 CLOUD_OWNER = "cloudctl"     # owner id of the images the cloud itself provides
 PREFIX = {"machine": "ami", "kernel": "aki", "ramdisk": "ari"}
@@ -66,6 +70,7 @@ class Images:
             "hypervisor": lambda i: "xen",
         }, tags_of=lambda i: tags.of(i.id))
         tags.register("image", self._check_owner)
+        self._captures: set[asyncio.Task[None]] = set()
 
     def _check_owner(self, caller: Caller, image_id: str) -> None:
         im = self.table.get(image_id)
@@ -104,7 +109,7 @@ class Images:
         if ramdisk_id and not kernel_id:
             raise CloudError("InvalidParameterCombination", "A RamdiskId needs a KernelId")
 
-    def _check_name(self, owner: str, name: str) -> None:
+    def check_name(self, owner: str, name: str) -> None:
         if not 3 <= len(name) <= 128:
             raise CloudError("InvalidParameterValue", "AMI names must be between 3 and 128 characters long")
         if any(i.name == name for i in self._by_owner.get(owner).values()):
@@ -117,7 +122,7 @@ class Images:
         loop = asyncio.get_running_loop()
         size, digest = await loop.run_in_executor(None, hash_file, path)
         fmt = await loop.run_in_executor(None, sniff_format, path)
-        self._check_name(owner, name)  # again, after the await
+        self.check_name(owner, name)  # again, after the await
         im = Image(id=new_id(PREFIX[image_type]), owner=owner, name=name, path=rel_path, size=size,
                    sha256=digest, created=time.time(), description=description, public=public,
                    disk_format=fmt, image_type=image_type, kernel_id=kernel_id, ramdisk_id=ramdisk_id)
@@ -137,7 +142,7 @@ class Images:
                              "Registering from snapshots is not supported; give ImageLocation, a file in the image store")
         if not location:
             raise CloudError("MissingParameter", "The request must contain the parameter ImageLocation")
-        self._check_name(caller.account, name)
+        self.check_name(caller.account, name)
         arch = req.get("Architecture") or "x86_64"
         if arch != "x86_64":
             raise CloudError("InvalidParameterValue", f"Architecture '{arch}' is not supported (x86_64 only)")
@@ -152,11 +157,54 @@ class Images:
                                     req.get("Description") or "", False, pairs,
                                     kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
 
+    async def capture(self, owner: str, name: str, description: str, disk: Path,
+                      kernel_id: str | None, ramdisk_id: str | None,
+                      tag_pairs: list[tuple[str, str]] | None, copy: Callable[[Path, Path], Awaitable[None]]) -> Image:
+        """CreateImage: record a `pending` image at once, flatten the disk into the store after.
+
+        The answer carries the new id; DescribeImages shows `available` (or `failed`) once the
+        copy is done, which is what the ImageAvailable waiter polls for.
+        """
+        self.check_name(owner, name)
+        rel = f"{new_id('img')}.qcow2"
+        im = Image(id=new_id("ami"), owner=owner, name=name, path=rel, size=0, sha256="", created=time.time(),
+                   description=description, state="pending", disk_format="qcow2",
+                   kernel_id=kernel_id, ramdisk_id=ramdisk_id)
+        with self.store.txn() as tx:
+            tx.put(im)
+            if tag_pairs:
+                self.tags.put(tx, owner, im.id, "image", tag_pairs)
+        await self.store.sync()
+        task = asyncio.get_running_loop().create_task(self._finish_capture(im.id, disk, copy))
+        self._captures.add(task)
+        task.add_done_callback(self._captures.discard)
+        return im
+
+    async def _finish_capture(self, image_id: str, disk: Path, copy: Callable[[Path, Path], Awaitable[None]]) -> None:
+        im = self.table.get(image_id)
+        if im is None:
+            return
+        dst = self.dir / im.path
+        updates: dict[str, object]
+        try:
+            await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
+            await copy(disk, dst)
+            size, digest = await asyncio.to_thread(hash_file, dst)
+            updates = {"state": "available", "size": size, "sha256": digest}
+        except Exception as e:  # the image says failed; nothing else depends on it
+            log.error("CreateImage %s from %s failed: %s", image_id, disk, e)
+            updates = {"state": "failed"}
+        im = self.table.get(image_id)
+        if im is not None:
+            with self.store.txn() as tx:
+                tx.put(replace(im, **updates))
+            self.store.flush()
+
     async def import_stream(self, name: str, description: str, chunks: AsyncIterator[bytes],
                             expected_sha256: str | None = None, image_type: str = "machine",
                             kernel_id: str | None = None, ramdisk_id: str | None = None) -> Image:
         """Admin import: stream a file into the store (hashing as it arrives), then register it."""
-        self._check_name(CLOUD_OWNER, name)
+        self.check_name(CLOUD_OWNER, name)
         if image_type not in PREFIX:
             raise CloudError("InvalidParameterValue", f"image type must be one of {', '.join(PREFIX)}")
         for wanted, kind in ((kernel_id, "kernel"), (ramdisk_id, "ramdisk")):

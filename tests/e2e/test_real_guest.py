@@ -95,9 +95,17 @@ def test_real_guest_lifecycle(qemu_server: Server, guest_image: dict[str, Path])
     ec2.stop_instances(InstanceIds=[iid])
     ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
     MEASUREMENTS["StopInstances → stopped (graceful)"] = f"{time.monotonic() - t0:.1f} s"
+    new_image = ec2.create_image(InstanceId=iid, Name="from-guest", Description="captured")["ImageId"]
+    ec2.get_waiter("image_available").wait(ImageIds=[new_image], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    captured = ec2.describe_images(ImageIds=[new_image])["Images"][0]
+    assert captured["KernelId"] == ids["kernel"]
     conn = libvirt.open(URI)
     try:
         assert conn.lookupByName(iid).isActive() == 0
+        clone = ec2.run_instances(ImageId=new_image, InstanceType="t3.nano", MinCount=1, MaxCount=1,
+                                  UserData="#!/bin/sh\necho from-captured-image\n")["Instances"][0]["InstanceId"]
+        wait_console(ec2, clone, "from-captured-image", "CLOUDCTL-GUEST-READY")
+        ec2.terminate_instances(InstanceIds=[clone])
         ec2.start_instances(InstanceIds=[iid])
         wait_console(ec2, iid, "CLOUDCTL-GUEST-READY", "e2e-user-data-ok")
         assert wait_state(ec2, [iid], "running")[0]["State"]["Name"] == "running"

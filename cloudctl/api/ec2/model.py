@@ -27,6 +27,7 @@ __all__ = ["OPERATIONS", "Ec2Model", "Operation", "ModelError", "load_model", "c
 #: The EC2 actions cloudctl implements.
 OPERATIONS: tuple[str, ...] = (
     "RunInstances",
+    "CreateImage",
     "DescribeInstances",
     "TerminateInstances",
     "StartInstances",

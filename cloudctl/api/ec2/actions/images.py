@@ -40,3 +40,9 @@ async def describe_images(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> 
 async def deregister_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     await cloud.images.deregister(caller, req["ImageId"])
     return {}
+
+
+@action("CreateImage")
+async def create_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    im = await cloud.compute.create_image(caller, req)
+    return {"ImageId": im.id}
