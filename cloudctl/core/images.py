@@ -185,7 +185,7 @@ class Images:
         if im is None:
             return
         dst = self.dir / im.path
-        updates: dict[str, object]
+        updates: dict[str, Any]
         try:
             await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
             await copy(disk, dst)
