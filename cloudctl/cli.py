@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -76,6 +77,28 @@ class _Upload:
         return chunk
 
 
+def _fetch(client: AdminClient, args: argparse.Namespace) -> None:
+    """The controller downloads the URL; show its progress until the image is ready."""
+    started = client.call("POST", "/v0/images/fetch", {
+        "url": args.file, "name": args.name, "description": args.description, "sha256": args.sha256,
+        "sha512": args.sha512, "type": args.type, "kernel": args.kernel, "ramdisk": args.ramdisk})
+    tty = sys.stderr.isatty()
+    while True:
+        st = client.call("GET", f"/v0/images/{started['ImageId']}")
+        total = st["Total"]
+        pct = f" ({100 * st['Done'] // total}%)" if total else ""
+        line = f"downloading {st['Done'] / 2**20:.1f}{f'/{total / 2**20:.1f}' if total else ''} MiB{pct}"
+        if tty:
+            sys.stderr.write("\r" + line)
+        if st["State"] != "pending":
+            sys.stderr.write(("\r" if tty else "") + line + "\n")
+            break
+        time.sleep(0.5)
+    if st["State"] != "available":
+        raise SystemExit(f"cloudctl: image {st['ImageId']} failed: {st['Error']}")
+    print(f"{st['ImageId']}  {st['Name']}  {st['Size']} bytes  {st['Format']}  sha256 {st['Sha256']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="cloudctl", description="A private-cloud controller serving the EC2 API")
     p.add_argument("--config", help="config file (default: $CLOUDCTL_CONFIG or the embedded default)")
@@ -98,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="kernel/ramdisk images (aki-/ari-) boot machine images that have no boot loader")
     ii.add_argument("--kernel", help="the kernel image (aki-...) this machine image boots with")
     ii.add_argument("--ramdisk", help="the ramdisk image (ari-...) this machine image boots with")
+    ii.add_argument("--sha256", help="expected digest (checked before the image is registered)")
+    ii.add_argument("--sha512", help="expected digest (checked before the image is registered)")
     im.add_parser("list")
     cap = sub.add_parser("capacity", help="how many more instances of each type fit")
     cap.add_argument("--by-zone", action="store_true")
@@ -137,7 +162,9 @@ def main(argv: list[str] | None = None) -> None:
             client.call("DELETE", f"/v0/users/{args.name}")
             print(f"deleted user {args.name}")
     elif args.cmd == "image":
-        if args.sub == "import":
+        if args.sub == "import" and args.file.startswith(("http://", "https://")):
+            _fetch(client, args)
+        elif args.sub == "import":
             path = Path(args.file)
             if not path.is_file():
                 raise SystemExit(f"cloudctl: no such file {path}")

@@ -92,6 +92,7 @@ class Config(_Strict):
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     instance_dir: Path | None = None     # per-instance disks, config drives, console logs
     kernel_cmdline: str = "console=ttyS0 panic=-1"   # for images booted from a kernel image
+    user_image_urls: bool = False   # may users RegisterImage from an http(s) URL the controller fetches?
 
     @field_validator("instance_types")
     @classmethod

@@ -79,3 +79,39 @@ def test_kernel_and_ramdisk_images(server: Any, ec2: Any, tmp_path: Path) -> Non
         ec2.run_instances(ImageId=ids["kernel"], MinCount=1, MaxCount=1)
     assert e.value.response["Error"]["Code"] == "InvalidAMIID.Malformed"
     ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
+
+
+@pytest.fixture
+def http_files(tmp_path: Path) -> Any:
+    """A plain HTTP server on loopback serving tmp_path."""
+    import functools
+    import http.server
+    import threading
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_image_import_from_url(server: Any, ec2: Any, http_files: Any) -> None:
+    root, base = http_files
+    data = os.urandom(2 * 2**20 + 5)
+    (root / "disk.img").write_bytes(data)
+    out = cli(server, "image", "import", f"{base}/disk.img", "--name", "from-url",
+              "--sha512", hashlib.sha512(data).hexdigest())
+    image_id = out.split()[0]
+    im = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert im["State"] == "available" and im["Name"] == "from-url"
+    assert hashlib.sha256(data).hexdigest() in out
+    bad = subprocess.run([sys.executable, "-m", "cloudctl", "--config", str(server.config_path), "image", "import",
+                          f"{base}/disk.img", "--name", "bad-digest", "--sha256", "0" * 64],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "sha256 mismatch" in bad.stderr
+    failed = ec2.describe_images(Filters=[{"Name": "name", "Values": ["bad-digest"]}])["Images"]
+    assert failed[0]["State"] == "failed"
+    assert not [p for p in Path(server.cfg["image_store"]).iterdir() if p.name.endswith(".part")]
+    with pytest.raises(ClientError) as e:    # users may not make the controller fetch URLs here
+        ec2.register_image(Name="user-url", ImageLocation=f"{base}/disk.img")
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValue"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..core.cloud import Cloud
 from ..core.errors import CloudError
+from ..core.images import CLOUD_OWNER
 from ..store.records import User
 
 TOKEN_FILE = "admin.token"
@@ -37,6 +38,17 @@ def ensure_token(state_dir: Path) -> str:
 
 class NewUser(BaseModel):
     name: str
+
+
+class FetchImage(BaseModel):
+    url: str
+    name: str
+    description: str = ""
+    sha256: str | None = None
+    sha512: str | None = None
+    type: str = "machine"
+    kernel: str | None = None
+    ramdisk: str | None = None
 
 
 def _user_json(u: User, secret: bool = False) -> dict[str, Any]:
@@ -67,6 +79,8 @@ class AdminApi:
         r.add_get("/v0/hosts", self.hosts)
         r.add_get("/v0/images", self.list_images)
         r.add_put("/v0/images", self.import_image)
+        r.add_post("/v0/images/fetch", self.fetch_image)
+        r.add_get("/v0/images/{image_id}", self.image_status)
         r.add_get("/v0/reconcile", self.reconcile)
         r.add_get("/v0/stats", self.get_stats)
         r.add_post("/v0/checkpoint", self.checkpoint)
@@ -141,6 +155,22 @@ class AdminApi:
                                                    q.get("ramdisk") or None)
         return web.json_response({"ImageId": im.id, "Name": im.name, "Size": im.size, "Sha256": im.sha256,
                                   "Format": im.disk_format}, status=201)
+
+    async def fetch_image(self, request: web.Request) -> web.Response:
+        body = FetchImage.model_validate(await request.json())
+        im = await self.cloud.images.fetch(CLOUD_OWNER, body.name, body.url, body.description, True,
+                                           body.sha256, body.sha512, body.type, body.kernel, body.ramdisk)
+        return web.json_response({"ImageId": im.id, "State": im.state}, status=202)
+
+    async def image_status(self, request: web.Request) -> web.Response:
+        iid = request.match_info["image_id"]
+        im = self.cloud.images.table.get(iid)
+        if im is None:
+            raise CloudError("NoSuchEntity", f"image {iid} does not exist")
+        done, total, error = self.cloud.images.progress.get(iid, (im.size, im.size, ""))
+        return web.json_response({"ImageId": im.id, "Name": im.name, "State": im.state, "Size": im.size,
+                                  "Sha256": im.sha256, "Format": im.disk_format, "Done": done, "Total": total,
+                                  "Error": error})
 
     async def reconcile(self, request: web.Request) -> web.Response:
         return web.json_response(self.cloud.compute.reconcile_report)

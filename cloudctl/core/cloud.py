@@ -62,7 +62,7 @@ class Cloud:
         await self.store.open()
         self.tags = Tags(self.store)
         self.users = Users(self.store)
-        self.images = Images(self.store, self.tags, cfg.image_store)
+        self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls)
         self.keypairs = KeyPairs(self.store, self.tags)
         self.network = Network(self.store, cfg.subnets, cfg.zones)
         self.scheduler = Scheduler(self.store, cfg)

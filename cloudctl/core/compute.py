@@ -168,6 +168,8 @@ class Compute:
         if not image_id:
             raise CloudError("MissingParameter", "The request must contain the parameter ImageId")
         image = self.images.visible(caller, image_id)
+        if image.state != "available":
+            raise CloudError("InvalidAMIID.Unavailable", f"The image '{image_id}' is {image.state}, not available")
         kernel_id, ramdisk_id = req.get("KernelId"), req.get("RamdiskId")
         if kernel_id:
             self.images.visible(caller, kernel_id, "kernel")

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..drivers import fetcher
 from ..store.records import Image, Instance
 from ..store.store import MultiIndex, Store
 from .context import Caller
@@ -45,7 +46,8 @@ def sniff_format(path: Path) -> str:
 
 
 class Images:
-    def __init__(self, store: Store, tags: Tags, image_store: Path) -> None:
+    def __init__(self, store: Store, tags: Tags, image_store: Path, allow_urls: bool = False) -> None:
+        self.allow_urls = allow_urls   # may users make the controller fetch URLs (RegisterImage)?
         self.store = store
         self.tags = tags
         self.dir = image_store
@@ -71,6 +73,8 @@ class Images:
         }, tags_of=lambda i: tags.of(i.id))
         tags.register("image", self._check_owner)
         self._captures: set[asyncio.Task[None]] = set()
+        # Downloads in flight or done since start: image id -> (bytes done, total, error).
+        self.progress: dict[str, tuple[int, int | None, str]] = {}
 
     def _check_owner(self, caller: Caller, image_id: str) -> None:
         im = self.table.get(image_id)
@@ -137,6 +141,14 @@ class Images:
         """RegisterImage: `ImageLocation` names a file already in the image store."""
         name = req.get("Name") or ""
         location = req.get("ImageLocation")
+        if location and location.startswith(("http://", "https://")):
+            if not self.allow_urls:
+                raise CloudError("InvalidParameterValue",
+                                 "Registering images from URLs is reserved to the cloud's admins here")
+            self.check_name(caller.account, name)
+            caller.check_dry_run()
+            return await self.fetch(caller.account, name, location, req.get("Description") or "",
+                                    kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
         if req.get("BlockDeviceMappings") and not location:
             raise CloudError("InvalidParameterValue",
                              "Registering from snapshots is not supported; give ImageLocation, a file in the image store")
@@ -232,6 +244,54 @@ class Images:
             raise
         return await self._register(CLOUD_OWNER, name, img_id_file, description, True,
                                     image_type=image_type, kernel_id=kernel_id, ramdisk_id=ramdisk_id)
+
+    async def fetch(self, owner: str, name: str, url: str, description: str = "", public: bool = False,
+                    sha256: str | None = None, sha512: str | None = None, image_type: str = "machine",
+                    kernel_id: str | None = None, ramdisk_id: str | None = None) -> Image:
+        """Register an image downloaded from `url`: `pending` now, `available` once it is
+        here and verified (`failed` otherwise); `progress` tells how far it got."""
+        self.check_name(owner, name)
+        if not url.startswith(("http://", "https://")):
+            raise CloudError("InvalidParameterValue", f"'{url}' is not an http(s) URL")
+        rel = f"{new_id('img')}.img"
+        im = Image(id=new_id(PREFIX.get(image_type, "ami")), owner=owner, name=name, path=rel, size=0,
+                   sha256="", created=time.time(), description=description, public=public, state="pending",
+                   image_type=image_type, kernel_id=kernel_id, ramdisk_id=ramdisk_id)
+        with self.store.txn() as tx:
+            tx.put(im)
+        await self.store.sync()
+        self.progress[im.id] = (0, None, "")
+        task = asyncio.get_running_loop().create_task(self._download(im.id, url, sha256, sha512))
+        self._captures.add(task)
+        task.add_done_callback(self._captures.discard)
+        return im
+
+    async def _download(self, image_id: str, url: str, sha256: str | None, sha512: str | None) -> None:
+        im = self.table.get(image_id)
+        if im is None:
+            return
+        dest = self.dir / im.path
+        updates: dict[str, Any]
+        try:
+            await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
+            got = await fetcher.fetch(url, dest, lambda done, total: self._progress(image_id, done, total),
+                                      sha256, sha512)
+            fmt = await asyncio.to_thread(sniff_format, dest)
+            updates = {"state": "available", "size": got.size, "sha256": got.sha256, "disk_format": fmt}
+            self.progress[image_id] = (got.size, got.size, "")
+        except (fetcher.FetchError, OSError) as e:
+            log.error("image %s from %s: %s", image_id, url, e)
+            updates = {"state": "failed", "description": f"{im.description} [failed: {e}]".strip()}
+            done, total, _ = self.progress.get(image_id, (0, None, ""))
+            self.progress[image_id] = (done, total, str(e))
+        im = self.table.get(image_id)
+        if im is not None:
+            with self.store.txn() as tx:
+                tx.put(replace(im, **updates))
+            self.store.flush()
+
+    def _progress(self, image_id: str, done: int, total: int | None) -> None:
+        self.progress[image_id] = (done, total, "")
 
     async def seed(self, name: str, source: Path, description: str) -> Image | None:
         """Register a config-listed image once (copied into the store) if it is not there yet."""
