@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -187,10 +187,21 @@ class Images:
             if tag_pairs:
                 self.tags.put(tx, owner, im.id, "image", tag_pairs)
         await self.store.sync()
-        task = asyncio.get_running_loop().create_task(self._finish_capture(im.id, disk, copy))
+        self._background(self._finish_capture(im.id, disk, copy))
+        return im
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._captures.add(task)
         task.add_done_callback(self._captures.discard)
-        return im
+
+    def _settle(self, image_id: str, updates: dict[str, Any]) -> None:
+        """Record how a pending image ended (available or failed); nobody awaits it."""
+        im = self.table.get(image_id)
+        if im is not None:
+            with self.store.txn() as tx:
+                tx.put(replace(im, **updates))
+            self.store.flush()
 
     async def _finish_capture(self, image_id: str, disk: Path, copy: Callable[[Path, Path], Awaitable[None]]) -> None:
         im = self.table.get(image_id)
@@ -206,11 +217,7 @@ class Images:
         except Exception as e:  # the image says failed; nothing else depends on it
             log.error("CreateImage %s from %s failed: %s", image_id, disk, e)
             updates = {"state": "failed"}
-        im = self.table.get(image_id)
-        if im is not None:
-            with self.store.txn() as tx:
-                tx.put(replace(im, **updates))
-            self.store.flush()
+        self._settle(image_id, updates)
 
     async def import_stream(self, name: str, description: str, chunks: AsyncIterator[bytes],
                             expected_sha256: str | None = None, image_type: str = "machine",
@@ -261,9 +268,7 @@ class Images:
             tx.put(im)
         await self.store.sync()
         self.progress[im.id] = (0, None, "")
-        task = asyncio.get_running_loop().create_task(self._download(im.id, url, sha256, sha512))
-        self._captures.add(task)
-        task.add_done_callback(self._captures.discard)
+        self._background(self._download(im.id, url, sha256, sha512))
         return im
 
     async def _download(self, image_id: str, url: str, sha256: str | None, sha512: str | None) -> None:
@@ -284,11 +289,7 @@ class Images:
             updates = {"state": "failed", "description": f"{im.description} [failed: {e}]".strip()}
             done, total, _ = self.progress.get(image_id, (0, None, ""))
             self.progress[image_id] = (done, total, str(e))
-        im = self.table.get(image_id)
-        if im is not None:
-            with self.store.txn() as tx:
-                tx.put(replace(im, **updates))
-            self.store.flush()
+        self._settle(image_id, updates)
 
     def _progress(self, image_id: str, done: int, total: int | None) -> None:
         self.progress[image_id] = (done, total, "")
