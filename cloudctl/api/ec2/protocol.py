@@ -402,61 +402,242 @@ class _ResponseCompiler:
         return kind, _FORMATTERS[kind]
 
 
-def _write_struct(table: _OutStruct, value: Mapping[str, Any], out: Callable[[str], None]) -> None:
-    for key, item in value.items():
-        if item is None:
-            continue
-        try:
-            kind, open_tag, close_tag, payload = table[key]
-        except KeyError:
-            raise SerializationError(f"{key!r} is not a member of {table.shape_name}") from None
-        if kind == _STR:
-            if type(item) is not str or not (
-                item.isprintable() and "&" not in item and "<" not in item and ">" not in item
-            ):
-                item = _esc(item)
-            out(open_tag + item + close_tag)
-        elif kind == _STRUCT:
-            out(open_tag)
-            _write_struct(payload, item, out)
-            out(close_tag)
-        elif kind == _LIST:
-            if item:
-                out(open_tag)
-                _write_list(payload, item, out)
-                out(close_tag)
-            else:
-                out(payload[4])
-        elif kind == _BOOL:
-            out(open_tag + ("true" if item else "false") + close_tag)
-        elif kind == _INT and type(item) is int:
-            out(open_tag + str(item) + close_tag)
+# Rendering is done by Python functions generated (with exec) once per
+# structure shape *and key order*: a handler builds its result dicts with the
+# same keys in the same order every time, so the generated function unpacks
+# ``value.values()`` into locals and renders each member with straight-line
+# code chosen by its kind (no per-key table lookups, no kind dispatch).  The
+# members are rendered in the dict's order, exactly as a loop over
+# ``value.items()`` would, so the bytes do not depend on which path ran.
+
+_MAX_KEY_ORDERS = 32  # per shape; beyond that a generic per-member loop is used
+_MEMO_SIZE = 256  # rendered small all-scalar structures remembered per key order
+_MEMO_MEMBERS = 8  # structures with up to this many members are memoized
+_MEMO_TYPE = {_STR: "str", _INT: "int", _BOOL: "bool"}
+
+
+def _clean(var: str) -> str:
+    """Source for: ``var`` is a str that needs no escaping (see _esc)."""
+    return (f'type({var}) is str and {var}.isprintable() and "&" not in {var} '
+            f'and "<" not in {var} and ">" not in {var}')
+
+
+_last_ts: tuple[Any, str | None] = (None, None)
+
+
+def _fmt_ts_memo(value: Any) -> str | None:
+    """_fmt_timestamp, remembering the last datetime: views often repeat one (LaunchTime)."""
+    global _last_ts
+    last = _last_ts
+    if value is last[0]:
+        return last[1]
+    if type(value) is datetime:
+        if value.tzinfo is _UTC:  # what _fmt_timestamp gives, without the replace()
+            text: str | None = value.isoformat(timespec="milliseconds")[:-6] + "Z"
         else:
-            text = payload(item)
-            if text is not None:
-                out(open_tag + text + close_tag)
+            text = _fmt_timestamp(value)
+        _last_ts = (value, text)
+        return text
+    return _fmt_timestamp(value)
 
 
-def _write_list(spec: _OutList, value: Any, out: Callable[[str], None]) -> None:
-    kind, open_tag, close_tag, payload, _ = spec
-    if kind == _STRUCT:
-        for element in value:
-            if element is not None:
-                out(open_tag)
-                _write_struct(payload, element, out)
-                out(close_tag)
-    elif kind == _LIST:
-        for element in value:
-            if element is not None:
-                out(open_tag)
-                _write_list(payload, element, out)
-                out(close_tag)
-    else:
-        for element in value:
-            if element is not None:
-                text = payload(element)
-                if text is not None:
-                    out(open_tag + text + close_tag)
+class _Renderers:
+    """The generated render functions of one Protocol.
+
+    A struct renderer is ``render(value, lazy=None) -> str``: the members of
+    ``value`` as XML, without the structure's own tags.  Given
+    ``lazy=LazyList``, if a list member holds a LazyList it returns a list of
+    pieces instead: rendered members as str, each LazyList member as a
+    ``(member name, LazyList)`` pair left for serialize_iter to cut into
+    slices.  A list renderer is ``render(value) -> str``: the elements with
+    their item tags.
+    """
+
+    def __init__(self) -> None:
+        self._structs: dict[str, Callable[..., Any]] = {}
+        self._lists: dict[int, tuple[_OutList, Callable[[Any], str]]] = {}
+
+    def struct(self, table: _OutStruct) -> Callable[..., Any]:
+        known = self._structs.get(table.shape_name)
+        if known is not None:
+            return known
+        orders: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        get = orders.get
+        specialize = self._specialize
+
+        def generic(value: Mapping[str, Any], lazy: Any = None) -> str | list[Any]:
+            out: list[Any] = []
+            for key, item in value.items():
+                if item is not None:
+                    if lazy is not None and type(item) is lazy:
+                        entry = table.get(key)
+                        if entry is not None and entry[0] == _LIST:
+                            out.append((key, item))
+                            continue
+                    single = (key,)
+                    fn = get(single)
+                    if fn is None:
+                        if key not in table:
+                            raise SerializationError(f"{key!r} is not a member of {table.shape_name}")
+                        fn = orders[single] = specialize(table, single)
+                    out.append(fn({key: item}))
+            if lazy is not None and any(type(p) is tuple for p in out):
+                return out
+            return "".join(out)
+
+        def render(value: Mapping[str, Any], lazy: Any = None) -> str | list[Any]:
+            keys = tuple(value)
+            fn = get(keys)
+            if fn is None:
+                if len(orders) >= _MAX_KEY_ORDERS and len(keys) > 1:
+                    fn = generic
+                else:
+                    fn = orders[keys] = specialize(table, keys)
+            return fn(value, lazy)
+
+        self._structs[table.shape_name] = render
+        return render
+
+    def list(self, spec: _OutList) -> Callable[[Any], str]:
+        done = self._lists.get(id(spec))
+        if done is not None:
+            return done[1]
+        item_kind, item_open, item_close, payload, _ = spec
+        io, ic = repr(item_open), repr(item_close)
+        ns: dict[str, Any] = {"_esc": _esc}
+        if item_kind == _STRUCT:
+            ns["r"] = self.struct(payload)
+            body = f"    return ''.join([{io} + r(e) + {ic} for e in value if e is not None])"
+        elif item_kind == _LIST:
+            ns["r"] = self.list(payload)
+            body = f"    return ''.join([{io} + r(e) + {ic} for e in value if e is not None])"
+        elif item_kind == _STR:
+            body = (f"    return ''.join([{io} + (e if {_clean('e')} else _esc(e)) + {ic} "
+                    f"for e in value if e is not None])")
+        else:
+            ns["f"] = _fmt_ts_memo if item_kind == _TS else payload
+            body = "\n".join([
+                "    out = []",
+                "    for e in value:",
+                "        if e is not None:",
+                "            t = f(e)",
+                "            if t is not None:",
+                f"                out.append({io} + t + {ic})",
+                "    return ''.join(out)",
+            ])
+        render = _compile("def render(value):\n" + body, ns)
+        self._lists[id(spec)] = (spec, render)  # keeps spec alive, so its id stays unique
+        return render
+
+    def _specialize(self, table: _OutStruct, keys: tuple[Any, ...]) -> Callable[..., Any]:
+        """The renderer of ``table`` for dicts whose keys are exactly ``keys``, in that order."""
+        ns: dict[str, Any] = {"_esc": _esc, "SerializationError": SerializationError}
+        if not keys:
+            return _compile("def render(value, lazy=None):\n    return ''", ns)
+        names = [f"v{i}" for i in range(len(keys))]
+        lines = [f"    {', '.join(names)}, = value.values()"]
+        lazy_checks: list[str] = []
+        pieces: list[str] = []
+        # The str members are checked for escaping all at once: if their
+        # concatenation is clean, so is each of them (None and non-str values
+        # take the _esc path regardless).
+        str_vars = [names[i] for i, key in enumerate(keys)
+                    if type(key) is str and key in table and table[key][0] == _STR]
+        if len(str_vars) > 1:
+            joined_strs = "".join("{" + v + "}" for v in str_vars)
+            lines += [
+                "    try:",
+                f"        s = f'{joined_strs}'",
+                "        ok = s.isprintable() and '&' not in s and '<' not in s and '>' not in s",
+                "    except Exception:",
+                "        ok = False",
+            ]
+            fast_str = "ok and type({v}) is str"
+        else:
+            fast_str = _clean("{v}")
+        for i, key in enumerate(keys):
+            v, p = names[i], f"p{i}"
+            entry = table.get(key) if type(key) is str else None
+            if entry is None:
+                ns[f"m{i}"] = f"{key!r} is not a member of {table.shape_name}"
+                lines += [f"    if {v} is not None:", f"        raise SerializationError(m{i})"]
+                continue
+            kind, open_tag, close_tag, payload = entry
+            o, c = repr(open_tag), repr(close_tag)
+            pieces.append(p)
+            if kind == _STR:
+                lines += [
+                    f"    if {v} is None: {p} = ''",
+                    f"    elif {fast_str.format(v=v)}: {p} = {o} + {v} + {c}",
+                    f"    else: {p} = {o} + _esc({v}) + {c}",
+                ]
+            elif kind == _BOOL:
+                yes, no = repr(open_tag + "true" + close_tag), repr(open_tag + "false" + close_tag)
+                lines.append(f"    {p} = '' if {v} is None else {yes} if {v} else {no}")
+            elif kind == _INT:
+                ns[f"f{i}"] = payload
+                lines += [
+                    f"    if {v} is None: {p} = ''",
+                    f"    elif type({v}) is int: {p} = {o} + str({v}) + {c}",
+                    f"    else: {p} = {o} + f{i}({v}) + {c}",
+                ]
+            elif kind == _STRUCT:
+                ns[f"r{i}"] = self.struct(payload)
+                lines.append(f"    {p} = '' if {v} is None else {o} + r{i}({v}) + {c}")
+            elif kind == _LIST:
+                ns[f"r{i}"] = self.list(payload)
+                ns[f"e{i}"] = payload[4]
+                ns[f"k{i}"] = key
+                lazy_checks.append(f"type({v}) is lazy")
+                lines += [
+                    f"    if {v} is None: {p} = ''",
+                    f"    elif lz and type({v}) is lazy: {p} = (k{i}, {v})",
+                    f"    elif {v}: {p} = {o} + r{i}({v}) + {c}",
+                    f"    else: {p} = e{i}",
+                ]
+            else:
+                ns[f"f{i}"] = _fmt_ts_memo if kind == _TS else payload
+                lines += [
+                    f"    if {v} is None: {p} = ''",
+                    "    else:",
+                    f"        t = f{i}({v})",
+                    f"        {p} = '' if t is None else {o} + t + {c}",
+                ]
+        kinds = [table[key][0] if type(key) is str and key in table else -1 for key in keys]
+        if len(keys) <= _MEMO_MEMBERS and all(kind in _MEMO_TYPE for kind in kinds):
+            # Small all-scalar structures (State, Placement, MetadataOptions...)
+            # repeat across a listing: remember their text by value.  Exact
+            # types make equal keys mean equal output (1 == 1.0 == True).
+            ns["memo"] = {}
+            guard = " and ".join(f"type({v}) is {_MEMO_TYPE[k]}" for v, k in zip(names, kinds))
+            lines[1:1] = [
+                f"    if {guard}:",
+                f"        mk = ({', '.join(names)},)",
+                "        hit = memo.get(mk)",
+                "        if hit is not None: return hit",
+                "    else:",
+                "        mk = None",
+            ]
+            joined = "".join("{" + p + "}" for p in pieces)
+            lines += [
+                f"    res = f'{joined}'",
+                "    if mk is not None:",
+                f"        if len(memo) >= {_MEMO_SIZE}: memo.clear()",
+                "        memo[mk] = res",
+                "    return res",
+            ]
+            return _compile("def render(value, lazy=None):\n" + "\n".join(lines), ns)
+        if lazy_checks:
+            lines.insert(1, f"    lz = lazy is not None and ({' or '.join(lazy_checks)})")
+            lines.append(f"    if lz: return [{', '.join(pieces)}]")
+        joined = "".join("{" + p + "}" for p in pieces)
+        lines.append(f"    return f'{joined}'" if pieces else "    return ''")
+        return _compile("def render(value, lazy=None):\n" + "\n".join(lines), ns)
+
+
+def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    exec(compile(source, "<cloudctl.api.ec2.protocol generated>", "exec"), namespace)
+    return namespace["render"]
 
 
 class LazyList:
@@ -479,33 +660,52 @@ class LazyList:
         return iter(self._items)
 
 
-def _iter_struct(table: _OutStruct, value: Mapping[str, Any], parts: list[str],
+def _iter_struct(renderers: _Renderers, table: _OutStruct, value: Mapping[str, Any], parts: list[str],
                  done: list[int], slice_items: int) -> Iterator[None]:
-    """Like _write_struct, but yields after every `slice_items` elements of any LazyList."""
-    for key, item in value.items():
-        if type(item) is not LazyList:
-            _write_struct(table, {key: item}, parts.append)
+    """Render ``value`` into ``parts``, yielding after every `slice_items` elements of any LazyList."""
+    rendered = renderers.struct(table)(value, LazyList)
+    if type(rendered) is str:  # no LazyList member: one piece
+        parts.append(rendered)
+        return
+    yield from _iter_pieces(renderers, table, rendered, parts, done, slice_items)
+
+
+def _iter_pieces(renderers: _Renderers, table: _OutStruct, pieces: list[Any], parts: list[str],
+                 done: list[int], slice_items: int) -> Iterator[None]:
+    for piece in pieces:
+        if type(piece) is str:
+            parts.append(piece)
             continue
-        try:
-            _kind, open_tag, close_tag, spec = table[key]
-        except KeyError:
-            raise SerializationError(f"{key!r} is not a member of {table.shape_name}") from None
+        key, item = piece  # a LazyList member
+        _kind, open_tag, close_tag, spec = table[key]
         if not len(item):
             parts.append(spec[4])
             continue
         item_kind, item_open, item_close, item_payload, _ = spec
         parts.append(open_tag)
-        for element in item:
-            if item_kind == _STRUCT and any(type(v) is LazyList for v in element.values()):
-                parts.append(item_open)
-                yield from _iter_struct(item_payload, element, parts, done, slice_items)
-                parts.append(item_close)
-            else:
-                _write_list(spec, (element,), parts.append)
-            done[0] += 1
-            if done[0] >= slice_items:
-                done[0] = 0
-                yield
+        if item_kind == _STRUCT:
+            item_render = renderers.struct(item_payload)
+            for element in item:
+                if element is not None:
+                    rendered = item_render(element, LazyList)
+                    if type(rendered) is str:
+                        parts.append(item_open + rendered + item_close)
+                    else:
+                        parts.append(item_open)
+                        yield from _iter_pieces(renderers, item_payload, rendered, parts, done, slice_items)
+                        parts.append(item_close)
+                done[0] += 1
+                if done[0] >= slice_items:
+                    done[0] = 0
+                    yield
+        else:
+            list_render = renderers.list(spec)
+            for element in item:
+                parts.append(list_render((element,)))
+                done[0] += 1
+                if done[0] >= slice_items:
+                    done[0] = 0
+                    yield
         parts.append(close_tag)
 
 
@@ -523,6 +723,7 @@ class Protocol:
         self._model = model
         self._requests = _RequestCompiler(model)
         self._responses = _ResponseCompiler(model)
+        self._renderers = _Renderers()
         self._parsers: dict[str, _InStruct | None] = {}
         self._serializers: dict[str, tuple[str, _OutStruct | None, str]] = {}
         namespace = model.xml_namespace
@@ -536,7 +737,9 @@ class Protocol:
         """Compile every operation now, e.g. to pay the cost before serving."""
         for op in self._model.operations:
             self._parser(op)
-            self._serializer(op)
+            _head, table, _tail = self._serializer(op)
+            if table is not None:
+                self._renderers.struct(table)
 
     def _parser(self, op: str) -> _InStruct | None:
         try:
@@ -587,7 +790,7 @@ class Protocol:
             parts.append("<return>true</return>")
         else:
             try:
-                _write_struct(table, result, parts.append)
+                parts.append(self._renderers.struct(table)(result))
             except SerializationError:
                 raise
             except (TypeError, ValueError, AttributeError) as exc:
@@ -603,7 +806,7 @@ class Protocol:
         if table is None:
             parts.append("<return>true</return>")
         else:
-            for _ in _iter_struct(table, result, parts, [0], slice_items):
+            for _ in _iter_struct(self._renderers, table, result, parts, [0], slice_items):
                 yield "".join(parts).encode("utf-8")
                 parts.clear()
         parts.append(tail)
