@@ -71,7 +71,7 @@ class Cloud:
         self.compute = Compute(self.store, cfg, self.tags, self.images, self.keypairs, self.network,
                                self.scheduler, self.drivers,
                                InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage))
-        self.volumes = Volumes(self.store, cfg, self.tags, self.drivers)
+        self.volumes = Volumes(self.store, cfg, self.tags, self.drivers, self.storage, self.compute.work)
         self.compute.disks_for = self.volumes.disks_for
         self.compute.on_terminated = self.volumes.release_instance
         for h in cfg.hosts:

@@ -8,7 +8,6 @@ routine, called for every instance at start-up, is the reconciliation after a cr
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -38,6 +37,7 @@ from .network import Network
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 from .scheduler import Scheduler
 from .tags import Tags, tags_from_specs
+from .work import KeyedWork
 
 log = logging.getLogger("cloudctl.compute")
 
@@ -79,9 +79,8 @@ class Compute:
         self._by_host: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.host))
         self._by_token: MultiIndex[Reservation] = self.reservations.add_index(
             MultiIndex(lambda r: f"{r.owner}\x1f{r.client_token}" if r.client_token else None))
-        self._chains: dict[str, asyncio.Task[None]] = {}   # the last queued hypervisor work per instance
+        self.work = KeyedWork()   # hypervisor work after the answer, in order per instance
         self._hard_stop: set[str] = set()   # instances whose pending stop is forced
-        self._tasks: set[asyncio.Task[None]] = set()
         self.reconcile_report: list[str] = []
         tags.register("instance", self._check_owner)
         self.filters = self._filter_set()
@@ -472,24 +471,11 @@ class Compute:
         return inst, data[-65536:]
 
     # -- converging the hypervisor to the record -----------------------------------------------
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, coro: Any) -> None:
+        self.work.spawn(coro)
 
     def _serial(self, iid: str, coro: Any) -> None:
-        """Run hypervisor work for one instance after the work already queued for it."""
-        prev = self._chains.get(iid)
-
-        async def after() -> None:
-            if prev is not None:
-                await asyncio.wait([prev])
-            await coro
-
-        task = self._spawn(after())
-        self._chains[iid] = task
-        task.add_done_callback(lambda t: self._chains.pop(iid, None) if self._chains.get(iid) is t else None)
+        self.work.run((iid,), coro)
 
     def converge(self, iid: str, ensure: bool = False) -> None:
         self._serial(iid, self._converge(iid, ensure))
@@ -667,8 +653,7 @@ class Compute:
 
     async def idle(self) -> None:
         """Wait until no hypervisor work is in flight (tests and shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.work.idle()
 
 
 def private_dns(inst: Instance, region: str) -> str:

@@ -14,7 +14,6 @@ files and either can be deleted at any time.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -34,6 +33,7 @@ from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id, well_formed
 from .pagination import decode_token, page_size, paginate, query_fingerprint
+from .work import KeyedWork
 from .tags import Tags, tags_from_specs
 
 log = logging.getLogger("cloudctl.volumes")
@@ -73,7 +73,7 @@ def device_target(device: str) -> str:
 
 class Volumes:
     def __init__(self, store: Store, config: Config, tags: Tags, drivers: dict[str, HypervisorDriver],
-                 storage: StorageDriver | None = None) -> None:
+                 storage: StorageDriver | None = None, work: KeyedWork | None = None) -> None:
         self.store = store
         self.config = config
         self.tags = tags
@@ -87,8 +87,7 @@ class Volumes:
         self._by_owner: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.owner))
         self._by_instance: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.instance_id))
         self._snaps_by_owner: MultiIndex[Snapshot] = self.snapshots.add_index(MultiIndex(lambda s: s.owner))
-        self._chains: dict[str, asyncio.Task[None]] = {}   # the last queued work per volume/snapshot/instance
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.work = work or KeyedWork()   # shared with compute: one order per instance
         self.filters = FilterSet({
             "volume-id": lambda v: v.id,
             "status": lambda v: v.state,
@@ -531,35 +530,8 @@ class Volumes:
         self.store.flush()
 
     # -- background work -----------------------------------------------------------------------
-    def _serial(self, keys: Iterable[str], coro: Coroutine[Any, Any, None]) -> None:
-        """Run `coro` after the work already queued under any of `keys`, and become the last
-        work of each of them."""
-        keys = tuple(keys)
-        prev = {t for k in keys if (t := self._chains.get(k)) is not None}
-
-        async def after() -> None:
-            try:
-                if prev:
-                    await asyncio.wait(prev)
-            except BaseException:
-                coro.close()
-                raise
-            try:
-                await coro
-            except Exception:
-                log.exception("volume work %s failed", keys)
-
-        task = asyncio.get_running_loop().create_task(after())
-        self._tasks.add(task)
-        for k in keys:
-            self._chains[k] = task
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            for k in keys:
-                if self._chains.get(k) is t:
-                    del self._chains[k]
-        task.add_done_callback(done)
+    def _serial(self, keys: Iterable[str | None], coro: Coroutine[Any, Any, None]) -> None:
+        self.work.run(keys, coro)
 
     def reconcile(self) -> list[str]:
         """Re-drive what a previous run left transitional (called once at start-up)."""
@@ -586,19 +558,10 @@ class Volumes:
         return report
 
     async def idle(self) -> None:
-        """Wait until no volume work is in flight (tests and shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.work.idle()
 
     async def close(self, timeout: float = 30.0) -> None:
-        """Let work in flight finish for up to `timeout` s, then cancel the rest (a cancelled
-        qemu-img is killed; its record stays transitional and the next start re-drives it)."""
-        try:
-            await asyncio.wait_for(self.idle(), timeout)
-        except TimeoutError:
-            for t in list(self._tasks):
-                t.cancel()
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.work.close(timeout)
 
 
 _DETACHED_KEEP_STATE: dict[str, Any] = dict(instance_id=None, device=None, target=None, attach_state=None,
