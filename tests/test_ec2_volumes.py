@@ -452,3 +452,43 @@ async def test_transitional_work_is_redone_after_a_restart(tmp_path: Path, model
         assert second.volumes.snapshots.get(snap.id).state == "completed"
     finally:
         await second.stop()
+
+
+def test_block_device_mappings_at_launch(ec2: Any, image_id: str) -> None:
+    """Data volumes made and attached by RunInstances; DeleteOnTermination decides their end."""
+    inst = ec2.run_instances(
+        ImageId=image_id, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": "cloudctl-1a"},
+        BlockDeviceMappings=[
+            {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 20}},
+            {"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 2}},
+            {"DeviceName": "/dev/sdg", "Ebs": {"VolumeSize": 1, "DeleteOnTermination": False}},
+        ])["Instances"][0]
+    iid = inst["InstanceId"]
+    mapped = {m["DeviceName"]: m["Ebs"] for m in inst["BlockDeviceMappings"]}
+    assert set(mapped) == {"/dev/sdf", "/dev/sdg"}
+    assert mapped["/dev/sdf"]["DeleteOnTermination"] is True and mapped["/dev/sdg"]["DeleteOnTermination"] is False
+    vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [iid]}])["Volumes"]
+    assert sorted(v["Size"] for v in vols) == [1, 2]
+    assert {v["State"] for v in vols} == {"in-use"}
+    keep = mapped["/dev/sdg"]["VolumeId"]
+    gone = mapped["/dev/sdf"]["VolumeId"]
+    ec2.terminate_instances(InstanceIds=[iid])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+    ec2.get_waiter("volume_available").wait(VolumeIds=[keep], WaiterConfig={"Delay": 1})
+    ec2.get_waiter("volume_deleted").wait(VolumeIds=[gone], WaiterConfig={"Delay": 1})
+    ec2.delete_volume(VolumeId=keep)
+
+
+@pytest.mark.parametrize("mappings,code", [
+    ([{"DeviceName": "/dev/sdf", "Ebs": {"DeleteOnTermination": True}}], "MissingParameter"),
+    ([{"DeviceName": "/dev/sda1", "Ebs": {"DeleteOnTermination": False}}], "InvalidParameterValue"),
+    ([{"DeviceName": "/dev/hda", "Ebs": {"VolumeSize": 1}}], "InvalidParameterValue"),
+    ([{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1}}, {"DeviceName": "/dev/vdf", "Ebs": {"VolumeSize": 1}}],
+     "InvalidParameterValue"),
+])
+def test_bad_block_device_mappings_change_nothing(ec2: Any, image_id: str, mappings: Any, code: str) -> None:
+    before = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, BlockDeviceMappings=mappings)
+    assert e.value.response["Error"]["Code"] == code
+    assert {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} - before == set()   # nothing made

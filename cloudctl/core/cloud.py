@@ -72,8 +72,7 @@ class Cloud:
                                self.scheduler, self.drivers,
                                InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage))
         self.volumes = Volumes(self.store, cfg, self.tags, self.drivers, self.storage, self.compute.work)
-        self.compute.disks_for = self.volumes.disks_for
-        self.compute.on_terminated = self.volumes.release_instance
+        self.compute.volumes = self.volumes
         for h in cfg.hosts:
             driver = self.drivers[h.name]
             cpu = h.cpu_overcommit or cfg.overcommit.cpu

@@ -17,13 +17,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
 from ..store.records import Image, Instance, Reservation
-from ..store.store import MultiIndex, Store, Txn
+from ..store.store import MultiIndex, Store
 from .context import Caller
 from .configdrive import ConfigDriveError
 from .domains import DomainRenderer
@@ -39,6 +39,9 @@ from .scheduler import Scheduler
 from .tags import Tags, tags_from_specs
 from .work import KeyedWork
 
+if TYPE_CHECKING:
+    from .volumes import Volumes
+
 log = logging.getLogger("cloudctl.compute")
 
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
@@ -49,7 +52,7 @@ MAX_USER_DATA = 16 * 1024
 _TAGGABLE = ("instance", "volume", "network-interface")
 _UNSUPPORTED = {
     "SubnetId": "subnets", "SecurityGroupIds": "security groups", "SecurityGroups": "security groups",
-    "NetworkInterfaces": "network interfaces", "BlockDeviceMappings": "block device mappings",
+    "NetworkInterfaces": "network interfaces",
     "ElasticGpuSpecification": "elastic GPUs", "LaunchTemplate": "launch templates",
     "InstanceMarketOptions": "spot instances", "PrivateIpAddress": "chosen private addresses",
 }
@@ -69,10 +72,8 @@ class Compute:
         self.drivers = drivers
         self.renderer = DomainRenderer(config)
         self.files = files
-        # Set by the volumes service: the data disks an instance's domain holds, and what
-        # happens to them when the instance is terminated (in that same transaction).
-        self.disks_for: Callable[[str], list[tuple[str, str]]] = lambda iid: []
-        self.on_terminated: Callable[[str, Txn], object] = lambda iid, tx: None
+        # Set by the cloud once volumes exist: launch volumes, data disks, release at terminate.
+        self.volumes: Volumes | None = None
         self.table = store.table(Instance)
         self.reservations = store.table(Reservation)
         self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))
@@ -204,6 +205,8 @@ class Compute:
         if zone is not None and zone not in self.config.zones:
             raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
         tag_pairs = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE).get("instance", [])
+        root_gib, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
+                                    if self.volumes else (None, []))
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
@@ -217,6 +220,7 @@ class Compute:
         now = time.time()
         res = Reservation(id=new_id("r"), owner=caller.account, client_token=token, request_hash=req_hash)
         launched: list[Instance] = []
+        volume_ids: dict[str, list[str]] = {}
         with self.store.txn() as tx:
             for n in range(count):
                 host = self.scheduler.pick(zone, itype)
@@ -228,8 +232,11 @@ class Compute:
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
                     private_ip=self.network.allocate(tx, zone, iid), mac=new_mac(), uuid=str(uuid.uuid4()),
                     disable_api_termination=bool(req.get("DisableApiTermination")),
-                    shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id)
+                    shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
+                    root_gib=root_gib)
                 tx.put(inst)
+                if launch_volumes and self.volumes is not None:
+                    volume_ids[iid] = self.volumes.add_at_launch(tx, caller.account, iid, zone, launch_volumes, now)
                 if tag_pairs:
                     self.tags.put(tx, caller.account, iid, "instance", tag_pairs)
                 launched.append(inst)
@@ -237,6 +244,8 @@ class Compute:
             tx.put(res)
         await self.store.sync()
         for inst in launched:
+            if inst.id in volume_ids and self.volumes is not None:
+                self.volumes.make_launch_files(inst.id, volume_ids[inst.id])   # queued before the launch
             self.converge(inst.id)
         return res, launched
 
@@ -493,7 +502,8 @@ class Compute:
             new = replace(inst, **updates)
             if updates.get("state") == "terminated":
                 self.network.release(tx, inst.private_ip)
-                self.on_terminated(iid, tx)
+                if self.volumes is not None:
+                    self.volumes.release_instance(iid, tx)
                 new = replace(new, private_ip=None)
             tx.put(new)
         self.store.flush()
@@ -560,7 +570,8 @@ class Compute:
         except (OSError, StorageError, ConfigDriveError) as e:
             raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
         kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)
-        return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd, self.disks_for(inst.id))
+        return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
+                                    self.volumes.disks_for(inst.id) if self.volumes else [])
 
     # -- events, reconciliation, expiry --------------------------------------------------------
     def on_domain_event(self, ev: DomainEvent) -> None:

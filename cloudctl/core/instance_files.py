@@ -46,7 +46,7 @@ class InstanceFiles:
             if not root.exists():
                 if image_path is None:
                     raise FileNotFoundError(f"image {inst.image_id} of {inst.id} is gone; cannot create its disk")
-                await self.storage.create(root, itype.disk_gib, backing=image_path)
+                await self.storage.create(root, max(itype.disk_gib, inst.root_gib or 0), backing=image_path)
             values["root_disk"] = str(root)
         if "$config_drive" in template:
             drive = d / DRIVE

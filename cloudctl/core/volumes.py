@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Coroutine, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,17 @@ log = logging.getLogger("cloudctl.volumes")
 VOLUME_TYPES = ("standard", "gp2", "gp3")
 DEFAULT_VOLUME_TYPE = "gp2"
 MIN_SIZE_GIB, MAX_SIZE_GIB = 1, 16384
+ROOT_DEVICES = frozenset({"/dev/sda1", "/dev/sda", "/dev/xvda", "/dev/vda"})
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchVolume:
+    device: str
+    target: str
+    size: int
+    volume_type: str
+    snapshot_id: str | None
+    delete_on_termination: bool
 GP3_IOPS, GP3_THROUGHPUT = (3000, 16000), (125, 1000)   # (default = minimum, maximum)
 #: Device names a volume may be attached as; the letter picks the guest disk (`/dev/sdf` → vdf).
 #: `a` is the root disk's.
@@ -233,9 +244,63 @@ class Volumes:
         self._serial((vol.id, *((snap.id,) if snap else ())), self._make_file(vol.id))
         return vol
 
-    async def _make_file(self, vid: str) -> None:
+    # -- volumes made by RunInstances' BlockDeviceMappings ---------------------------------------
+    def launch_specs(self, caller: Caller, mappings: list[dict[str, Any]] | None) -> tuple[int | None, list[LaunchVolume]]:
+        """Validate RunInstances' BlockDeviceMappings: (root disk GiB or None, data volumes)."""
+        root: int | None = None
+        specs: list[LaunchVolume] = []
+        for m in mappings or ():
+            device = m.get("DeviceName") or ""
+            if m.get("NoDevice") is not None or m.get("VirtualName"):
+                continue   # suppressing or naming instance-store devices: nothing to create
+            ebs = m.get("Ebs")
+            if not ebs:
+                raise CloudError("InvalidParameterValue", f"Block device mapping {device} needs an Ebs section")
+            if device in ROOT_DEVICES:
+                if ebs.get("DeleteOnTermination") is False:
+                    raise CloudError("InvalidParameterValue",
+                                     "The root disk is always deleted with its instance in this cloud")
+                root = ebs.get("VolumeSize")
+                if root is not None and not MIN_SIZE_GIB <= root <= MAX_SIZE_GIB:
+                    raise CloudError("InvalidParameterValue", f"Root volume size {root} GiB is out of range")
+                continue
+            target = device_target(device)
+            if any(s.target == target for s in specs):
+                raise CloudError("InvalidParameterValue", f"Device {device} is mapped twice")
+            snap = self._snapshot(caller, ebs["SnapshotId"]) if ebs.get("SnapshotId") else None
+            size = ebs.get("VolumeSize") or (snap.volume_size if snap else None)
+            if size is None:
+                raise CloudError("MissingParameter", f"Block device mapping {device} needs VolumeSize or SnapshotId")
+            if not MIN_SIZE_GIB <= size <= MAX_SIZE_GIB or (snap is not None and size < snap.volume_size):
+                raise CloudError("InvalidParameterValue", f"Volume size {size} GiB for {device} is invalid")
+            vtype = ebs.get("VolumeType") or DEFAULT_VOLUME_TYPE
+            if vtype not in VOLUME_TYPES:
+                raise CloudError("InvalidParameterValue", f"Value ({vtype}) for parameter volumeType is invalid")
+            specs.append(LaunchVolume(device, target, size, vtype, snap.id if snap else None,
+                                      ebs.get("DeleteOnTermination", True) is not False))
+        return root, specs
+
+    def add_at_launch(self, tx: Txn, owner: str, instance_id: str, zone: str, specs: list[LaunchVolume],
+                      now: float) -> list[str]:
+        """Put the launch's volumes, already attached, in the launch's own transaction."""
+        ids = []
+        for spec in specs:
+            vol = Volume(id=new_id("vol"), owner=owner, zone=zone, size=spec.size, volume_type=spec.volume_type,
+                         state="in-use", created=now, snapshot_id=spec.snapshot_id, instance_id=instance_id,
+                         device=spec.device, target=spec.target, attach_state="attached", attach_time=now,
+                         delete_on_termination=spec.delete_on_termination)
+            tx.put(vol)
+            ids.append(vol.id)
+        return ids
+
+    def make_launch_files(self, instance_id: str, ids: list[str]) -> None:
+        """Queued before the instance's launch, which so finds the files in place."""
+        for vid in ids:
+            self._serial((vid, instance_id), self._make_file(vid, expect="in-use"))
+
+    async def _make_file(self, vid: str, expect: str = "creating") -> None:
         vol = self.table.get(vid)
-        if vol is None or vol.state != "creating":
+        if vol is None or vol.state != expect:
             return
         path = self.volume_path(vid)
         t0 = time.perf_counter()
@@ -248,7 +313,7 @@ class Volumes:
                 await self.storage.create(path, vol.size)
         except StorageError as e:
             log.error("volume %s: creating %s failed: %s", vid, path, e)
-            self._update_volume(vid, lambda v: v.state == "creating", state="error", state_message=str(e))
+            self._update_volume(vid, lambda v: v.state == expect, state="error", state_message=str(e))
             return
         log.debug("volume %s: file ready in %.0f ms", vid, (time.perf_counter() - t0) * 1000)
         self._update_volume(vid, lambda v: v.state == "creating", state="available")

@@ -81,6 +81,7 @@ class Instance(Row):
     terminated_at: float | None = None
     kernel_id: str | None = None
     ramdisk_id: str | None = None
+    root_gib: int | None = None       # root disk size asked for in BlockDeviceMappings
 
 
 @dataclass(slots=True)

@@ -30,7 +30,10 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
         "Placement": {"AvailabilityZone": i.zone, "GroupName": "", "Tenancy": "default"},
         "Monitoring": {"State": "disabled"}, "PrivateIpAddress": i.private_ip,
         "Architecture": "x86_64", "RootDeviceType": "instance-store", "RootDeviceName": "/dev/vda",
-        "BlockDeviceMappings": [], "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
+        "BlockDeviceMappings": [{"DeviceName": v.device, "Ebs": {
+            "VolumeId": v.id, "Status": v.attach_state, "AttachTime": ts(v.attach_time or v.created),
+            "DeleteOnTermination": v.delete_on_termination}} for v in cloud.volumes.attached_to(i.id)],
+        "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
         "Tags": tag_list(cloud, i.id), "SecurityGroups": [], "SourceDestCheck": True, "Hypervisor": "xen",
         "EbsOptimized": False, "EnaSupport": False,
         "CpuOptions": {"CoreCount": t.vcpus if t else 1, "ThreadsPerCore": 1},
