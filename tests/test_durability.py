@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError
 

@@ -62,12 +62,12 @@ class Cloud:
         await self.store.open()
         self.tags = Tags(self.store)
         self.users = Users(self.store)
-        self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls)
+        self.storage = QemuImgStorage()
+        self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage)
         self.keypairs = KeyPairs(self.store, self.tags)
         self.network = Network(self.store, cfg.subnets, cfg.zones)
         self.scheduler = Scheduler(self.store, cfg)
         self.catalog = Catalog(cfg, self.endpoint)
-        self.storage = QemuImgStorage()
         self.compute = Compute(self.store, cfg, self.tags, self.images, self.keypairs, self.network,
                                self.scheduler, self.drivers,
                                InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage))

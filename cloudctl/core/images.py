@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..drivers import fetcher
+from ..drivers.storage.base import StorageDriver, StorageError
 from ..store.records import Image, Instance
 from ..store.store import MultiIndex, Store
 from .context import Caller
@@ -40,13 +41,10 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def sniff_format(path: Path) -> str:
-    with open(path, "rb") as f:
-        return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
-
-
 class Images:
-    def __init__(self, store: Store, tags: Tags, image_store: Path, allow_urls: bool = False) -> None:
+    def __init__(self, store: Store, tags: Tags, image_store: Path, allow_urls: bool = False,
+                 storage: StorageDriver | None = None) -> None:
+        self.storage = storage
         self.allow_urls = allow_urls   # may users make the controller fetch URLs (RegisterImage)?
         self.store = store
         self.tags = tags
@@ -80,6 +78,15 @@ class Images:
         im = self.table.get(image_id)
         if im is None or im.owner != caller.account:
             raise not_found("AMIID", image_id)
+
+    async def disk_format(self, path: Path) -> str:
+        """raw, qcow2, ... as `qemu-img info` probes it (kernels and ramdisks come out raw)."""
+        if self.storage is None:
+            return "raw"
+        try:
+            return (await self.storage.info(path)).format
+        except StorageError as e:
+            raise CloudError("InvalidParameterValue", f"{path.name} is not a disk image qemu-img can read: {e}") from None
 
     def path_of(self, image: Image) -> Path:
         return self.dir / image.path
@@ -125,7 +132,7 @@ class Images:
         path = self.dir / rel_path
         loop = asyncio.get_running_loop()
         size, digest = await loop.run_in_executor(None, hash_file, path)
-        fmt = await loop.run_in_executor(None, sniff_format, path)
+        fmt = await self.disk_format(path)
         self.check_name(owner, name)  # again, after the await
         im = Image(id=new_id(PREFIX[image_type]), owner=owner, name=name, path=rel_path, size=size,
                    sha256=digest, created=time.time(), description=description, public=public,
@@ -281,10 +288,10 @@ class Images:
             await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
             got = await fetcher.fetch(url, dest, lambda done, total: self._progress(image_id, done, total),
                                       sha256, sha512)
-            fmt = await asyncio.to_thread(sniff_format, dest)
+            fmt = await self.disk_format(dest)
             updates = {"state": "available", "size": got.size, "sha256": got.sha256, "disk_format": fmt}
             self.progress[image_id] = (got.size, got.size, "")
-        except (fetcher.FetchError, OSError) as e:
+        except (fetcher.FetchError, OSError, CloudError) as e:
             log.error("image %s from %s: %s", image_id, url, e)
             updates = {"state": "failed", "description": f"{im.description} [failed: {e}]".strip()}
             done, total, _ = self.progress.get(image_id, (0, None, ""))
