@@ -20,7 +20,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
@@ -41,6 +41,7 @@ log = logging.getLogger("cloudctl.volumes")
 VOLUME_TYPES = ("standard", "gp2", "gp3")
 DEFAULT_VOLUME_TYPE = "gp2"
 MIN_SIZE_GIB, MAX_SIZE_GIB = 1, 16384
+R = TypeVar("R")
 ROOT_DEVICES = frozenset({"/dev/sda1", "/dev/sda", "/dev/xvda", "/dev/vda"})
 
 
@@ -328,18 +329,7 @@ class Volumes:
                              "The parameter volumeSet cannot be used with the parameter maxResults")
         fp = query_fingerprint("volumes", ids, req.get("Filters"))
         after = decode_token(req.get("NextToken"), fp)
-        mine = self._by_owner.get(caller.account)
-        if ids:
-            for i in ids:
-                if not well_formed(i, "vol"):
-                    raise CloudError("InvalidVolumeID.Malformed", f"Invalid id: \"{i}\" (expecting \"vol-...\")")
-            missing = [i for i in ids if i not in mine]
-            if missing:
-                raise CloudError("InvalidVolume.NotFound",
-                                 f"The volume {', '.join(repr(i) for i in missing)} does not exist.")
-            pool = {i: mine[i] for i in ids}
-        else:
-            pool = mine
+        pool = _by_ids(self._by_owner.get(caller.account), ids, "vol", "Volume", "volume")
         caller.check_dry_run()
         rows = {k: v for k, v in pool.items() if match(v)} if match else pool
         keys, token = paginate(sorted(rows), after, limit, fp)
@@ -531,18 +521,7 @@ class Volumes:
                              "The parameter snapshotSet cannot be used with the parameter maxResults")
         fp = query_fingerprint("snapshots", ids, owners, restorable, req.get("Filters"))
         after = decode_token(req.get("NextToken"), fp)
-        mine = self._snaps_by_owner.get(caller.account)
-        if ids:
-            for i in ids:
-                if not well_formed(i, "snap"):
-                    raise CloudError("InvalidSnapshotID.Malformed", f"Invalid id: \"{i}\" (expecting \"snap-...\")")
-            missing = [i for i in ids if i not in mine]
-            if missing:
-                raise CloudError("InvalidSnapshot.NotFound",
-                                 f"The snapshot {', '.join(repr(i) for i in missing)} does not exist.")
-            pool = {i: mine[i] for i in ids}
-        else:
-            pool = mine
+        pool = _by_ids(self._snaps_by_owner.get(caller.account), ids, "snap", "Snapshot", "snapshot")
         caller.check_dry_run()
         # Snapshots are private: only their owner sees them, and only they may restore them.
         me = {"self", caller.account}
@@ -642,3 +621,17 @@ def _in_range(value: int | None, bounds: tuple[int, int], name: str) -> int:
         raise CloudError("InvalidParameterValue", f"Value ({value}) for parameter {name} is invalid. "
                          f"Expecting a value between {lo} and {hi}.")
     return value
+
+
+def _by_ids(mine: dict[str, R], ids: list[str], prefix: str, kind: str, noun: str) -> dict[str, R]:
+    """The caller's rows named by `ids` (all of them, when none are named); any malformed or
+    unknown id fails the whole call, as EC2's Describe* do."""
+    if not ids:
+        return mine
+    for i in ids:
+        if not well_formed(i, prefix):
+            raise CloudError(f"Invalid{kind}ID.Malformed", f"Invalid id: \"{i}\" (expecting \"{prefix}-...\")")
+    missing = [i for i in ids if i not in mine]
+    if missing:
+        raise CloudError(f"Invalid{kind}.NotFound", f"The {noun} {', '.join(repr(i) for i in missing)} does not exist.")
+    return {i: mine[i] for i in ids}

@@ -9,6 +9,7 @@ answering, which is what makes the answer an acknowledgement.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import json
 import logging
 import os
@@ -27,14 +28,14 @@ log = logging.getLogger("cloudctl.store")
 R = TypeVar("R", bound=Row)
 
 
-class Index(Generic[R]):
+class Index(ABC, Generic[R]):
     """A secondary index kept in step with a table; subclasses say how a row is filed."""
 
-    def add(self, row: R) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def add(self, row: R) -> None: ...
 
-    def remove(self, row: R) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def remove(self, row: R) -> None: ...
 
 
 class MultiIndex(Index[R]):
