@@ -304,7 +304,6 @@ async def test_no_thread_safety_complaints_in_asyncio_debug_mode(
 
 async def test_event_hooks_called_from_threads_run_on_the_loop(driver: LibvirtDriver) -> None:
     """The hooks libvirt calls (here via libvirt's own public API) from a worker thread."""
-    loop = asyncio.get_running_loop()
     loop_thread = threading.get_ident()
     fired: asyncio.Queue[tuple[str, int, int]] = asyncio.Queue()
 

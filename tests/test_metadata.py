@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from cloudctl.api.metadata import SERVICE, metadata_app
+from cloudctl.api.metadata import metadata_app
 from cloudctl.config import load_config
 from cloudctl.core import sshkeys
 from cloudctl.core.cloud import Cloud
