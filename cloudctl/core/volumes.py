@@ -146,21 +146,11 @@ class Volumes:
         return self.snapshot_dir / f"{snapshot_id}.qcow2"
 
     def _volume(self, caller: Caller, volume_id: str) -> Volume:
-        if not well_formed(volume_id or "", "vol"):
-            raise CloudError("InvalidVolumeID.Malformed", f"Invalid id: \"{volume_id}\" (expecting \"vol-...\")")
-        v = self._by_owner.get(caller.account).get(volume_id)
-        if v is None:
-            raise CloudError("InvalidVolume.NotFound", f"The volume '{volume_id}' does not exist.")
-        return v
+        return _by_ids(self._by_owner.get(caller.account), [volume_id or ""], "vol", "Volume", "volume")[volume_id]
 
     def _snapshot(self, caller: Caller, snapshot_id: str) -> Snapshot:
-        if not well_formed(snapshot_id or "", "snap"):
-            raise CloudError("InvalidSnapshotID.Malformed",
-                             f"Invalid id: \"{snapshot_id}\" (expecting \"snap-...\")")
-        s = self._snaps_by_owner.get(caller.account).get(snapshot_id)
-        if s is None:
-            raise CloudError("InvalidSnapshot.NotFound", f"The snapshot '{snapshot_id}' does not exist.")
-        return s
+        return _by_ids(self._snaps_by_owner.get(caller.account), [snapshot_id or ""], "snap", "Snapshot",
+                       "snapshot")[snapshot_id]
 
     def _instance(self, caller: Caller, instance_id: str) -> Instance:
         if not well_formed(instance_id or "", "i"):
