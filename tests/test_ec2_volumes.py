@@ -280,9 +280,9 @@ def test_snapshot_of_an_attached_volume(ec2: Any, image_id: str) -> None:
     sid = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
     ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[sid], WaiterConfig=FAST)
     assert ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["VolumeSize"] == 2
-    ec2.terminate_instances(InstanceIds=[iid])
-    ec2.detach_volume(VolumeId=vol)
+    ec2.detach_volume(VolumeId=vol)   # before terminating: termination itself detaches it
     ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+    ec2.terminate_instances(InstanceIds=[iid])
     ec2.delete_volume(VolumeId=vol)
     ec2.delete_snapshot(SnapshotId=sid)
 
