@@ -46,6 +46,17 @@ class AdminClient:
             raise SystemExit(f"cloudctl: cannot reach the admin API at {self.base}: {e.reason}") from None
         return json.loads(raw) if ctype.startswith("application/json") else raw
 
+    def stream(self, path: str) -> Any:
+        """Lines of an NDJSON stream, parsed, as they arrive (until the server closes it)."""
+        req = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=None) as resp:
+                for line in resp:
+                    if line.strip():
+                        yield json.loads(line)
+        except urllib.error.URLError as e:
+            raise SystemExit(f"cloudctl: cannot reach the admin API at {self.base}: {e}") from None
+
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in cols}
@@ -130,6 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("hosts", help="hypervisor hosts and their use")
     sub.add_parser("console", help="an instance's console output").add_argument("instance_id")
     sub.add_parser("checkpoint", help="write a checkpoint now")
+    ev = sub.add_parser("events", help="the event log: instance and host states, switch operations, ...")
+    ev.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    ev.add_argument("--kind", help="only this kind (a prefix: instance, host, marketplace.list, ...)")
+    ev.add_argument("--subject", help="only events about this instance, host, ...")
+    ev.add_argument("--limit", type=int, default=100)
+    ev.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     cfg_path = getattr(args, "config_sub", None) or args.config
@@ -195,6 +212,26 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.buffer.write(client.call("GET", f"/v0/console/{args.instance_id}"))
     elif args.cmd == "checkpoint":
         print(client.call("POST", "/v0/checkpoint"))
+    elif args.cmd == "events":
+        _events(client, args)
+
+
+def _events(client: AdminClient, args: argparse.Namespace) -> None:
+    from urllib.parse import urlencode
+    q = urlencode({k: v for k, v in (("kind", args.kind), ("subject", args.subject),
+                                     ("limit", str(args.limit)), ("follow", "1" if args.follow else ""))
+                   if v})
+    rows = client.stream(f"/v0/events?{q}") if args.follow else client.call("GET", f"/v0/events?{q}")
+    try:
+        for e in rows:
+            if args.json:
+                print(json.dumps(e), flush=True)
+            else:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["time"]))
+                code = f" [{e['code']}]" if e.get("code") else ""
+                print(f"{stamp}  {e['kind']:<16} {e['subject']:<22} {e['message']}{code}", flush=True)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

@@ -115,3 +115,30 @@ def test_image_import_from_url(server: Any, ec2: Any, http_files: Any) -> None:
     with pytest.raises(ClientError) as e:    # users may not make the controller fetch URLs here
         ec2.register_image(Name="user-url", ImageLocation=f"{base}/disk.img")
     assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_events_record_instance_states(server: Any, ec2: Any, image_id: str) -> None:
+    """Launch, stop and terminate show up in `cloudctl events`, in order; --follow streams new ones."""
+    follow = subprocess.Popen([sys.executable, "-m", "cloudctl", "--config", str(server.config_path),
+                               "events", "--follow", "--json", "--kind", "instance", "--limit", "0"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        iid = ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+        ec2.terminate_instances(InstanceIds=[iid])
+        ec2.get_waiter("instance_terminated").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
+        lines = [ln.split(None, 4) for ln in cli(server, "events", "--subject", iid).splitlines()]
+        assert [ln[4].split()[:3] for ln in lines] == [
+            ["pending", "->", "running"], ["running", "->", "shutting-down"],
+            ["shutting-down", "->", "terminated"]]
+        import json as _json
+        assert follow.stdout is not None
+        seen = []
+        while len(seen) < 3:
+            e = _json.loads(follow.stdout.readline())
+            if e["subject"] == iid:
+                seen.append(e["data"]["state"])
+        assert seen == ["running", "shutting-down", "terminated"]
+    finally:
+        follow.kill()
+        follow.wait()

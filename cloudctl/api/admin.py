@@ -3,6 +3,7 @@ by a bearer token kept in the state directory with mode 0600."""
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from ..core.cloud import Cloud
 from ..core.errors import CloudError
 from ..core.images import CLOUD_OWNER
-from ..store.records import User
+from ..store.records import Event, User
 
 TOKEN_FILE = "admin.token"
 _STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409}
@@ -85,6 +86,7 @@ class AdminApi:
         r.add_get("/v0/stats", self.get_stats)
         r.add_post("/v0/checkpoint", self.checkpoint)
         r.add_get("/v0/console/{instance_id}", self.console)
+        r.add_get("/v0/events", self.events)
         return app
 
     @web.middleware
@@ -189,3 +191,37 @@ class AdminApi:
             raise CloudError("NoSuchEntity", f"instance {iid} does not exist")
         data = await self.cloud.drivers[inst.host].console_output(iid)
         return web.Response(body=data, content_type="application/octet-stream")
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """The event log; with follow=1 an NDJSON stream that stays open for new events."""
+        q = request.query
+        try:
+            limit = int(q.get("limit", "1000"))
+        except ValueError:
+            raise CloudError("InvalidRequest", "limit must be an integer") from None
+        kind, subject = q.get("kind") or None, q.get("subject") or None
+        events = self.cloud.events
+        if q.get("follow", "") not in ("1", "true", "yes"):
+            return web.json_response([_event_json(e) for e in events.since(q.get("after"), kind, subject, limit)])
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        with events.listen() as listener:
+            backlog = events.since(q.get("after"), kind, subject, limit)
+            last = backlog[-1].id if backlog else q.get("after") or ""
+            for ev in backlog:
+                await resp.write(_ndjson(ev))
+            async for ev in listener:
+                if ev.id <= last or (kind and not (ev.kind == kind or ev.kind.startswith(kind + "."))) \
+                        or (subject and ev.subject != subject):
+                    continue
+                await resp.write(_ndjson(ev))
+        return resp
+
+
+def _event_json(e: Event) -> dict[str, Any]:
+    return {"id": e.id, "time": e.time, "kind": e.kind, "subject": e.subject, "message": e.message,
+            "code": e.code, "data": e.data}
+
+
+def _ndjson(e: Event) -> bytes:
+    return (json.dumps(_event_json(e)) + "\n").encode()

@@ -13,6 +13,7 @@ from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
 from .catalog import Catalog
 from .compute import Compute
+from .events import Events
 from .images import Images
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
@@ -61,6 +62,7 @@ class Cloud:
         ensure_private_dir(cfg.state_dir)
         await self.store.open()
         self.tags = Tags(self.store)
+        self.events = Events(self.store)
         self.users = Users(self.store)
         self.storage = QemuImgStorage()
         self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage)
@@ -70,7 +72,8 @@ class Cloud:
         self.catalog = Catalog(cfg, self.endpoint)
         self.compute = Compute(self.store, cfg, self.tags, self.images, self.keypairs, self.network,
                                self.scheduler, self.drivers,
-                               InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage))
+                               InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
+                               self.events)
         self.volumes = Volumes(self.store, cfg, self.tags, self.drivers, self.storage, self.compute.work)
         self.compute.volumes = self.volumes
         for h in cfg.hosts:
@@ -98,6 +101,7 @@ class Cloud:
                                                         poll=min(5.0, cfg.checkpoint.interval_s))))
         self._bg.append(asyncio.create_task(self._every(min(60.0, max(1.0, cfg.terminated_visible_s / 4)),
                                                         self.compute.expire_terminated)))
+        self._bg.append(asyncio.create_task(self._every(600.0, self.events.trim)))
 
     async def _maybe_checkpoint(self) -> None:
         j = self.store.journal

@@ -27,6 +27,7 @@ from ..store.store import MultiIndex, Store
 from .context import Caller
 from .configdrive import ConfigDriveError
 from .domains import DomainRenderer
+from .events import Events
 from .errors import CloudError, not_found
 from .filters import FilterSet, Matcher
 from .ids import new_id, new_mac, well_formed
@@ -61,7 +62,7 @@ _UNSUPPORTED = {
 class Compute:
     def __init__(self, store: Store, config: Config, tags: Tags, images: Images, keypairs: KeyPairs,
                  network: Network, scheduler: Scheduler, drivers: dict[str, HypervisorDriver],
-                 files: InstanceFiles) -> None:
+                 files: InstanceFiles, events: Events | None = None) -> None:
         self.store = store
         self.config = config
         self.tags = tags
@@ -72,6 +73,7 @@ class Compute:
         self.drivers = drivers
         self.renderer = DomainRenderer(config)
         self.files = files
+        self.events = events
         # Set by the cloud once volumes exist: launch volumes, data disks, release at terminate.
         self.volumes: Volumes | None = None
         self.table = store.table(Instance)
@@ -314,9 +316,10 @@ class Compute:
         changes = [(i, decide(i)) for i in insts]   # raises before anything changes
         caller.check_dry_run()
         with self.store.txn() as tx:
-            for _, new in changes:
+            for old, new in changes:
                 if new is not None:
                     tx.put(new)
+                    self._event(tx, old_state=old.state, new=new)
         await self.store.sync()
         out = []
         for old, new in changes:
@@ -506,8 +509,15 @@ class Compute:
                     self.volumes.release_instance(iid, tx)
                 new = replace(new, private_ip=None)
             tx.put(new)
+            self._event(tx, old_state=inst.state, new=new)
         self.store.flush()
         return new
+
+    def _event(self, tx: Any, old_state: str, new: Instance) -> None:
+        if self.events is not None and old_state != new.state:
+            reason = f" ({new.state_reason_message})" if new.state_reason_message else ""
+            self.events.add(tx, "instance.state", new.id, f"{old_state} -> {new.state}{reason}",
+                            new.state_reason_code, owner=new.owner, host=new.host, state=new.state)
 
     async def _converge(self, iid: str, ensure: bool = False) -> None:
         for _ in range(8):   # a few rounds: the user may change the target meanwhile

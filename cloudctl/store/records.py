@@ -187,4 +187,21 @@ class Snapshot(Row):
     state_message: str | None = None
 
 
-ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot)
+
+
+@dataclass(slots=True)
+class Event(Row):
+    """One line of the operator's event log (instance/host state, switch ops, marketplace checks)."""
+
+    table: ClassVar[str] = "events"
+    id: str                      # zero-padded sequence: sorts in the order events happened
+    time: float
+    kind: str                    # dotted area, e.g. instance.state, host.state, marketplace.list
+    subject: str                 # what it is about: an instance id, host name, list URL...
+    message: str
+    code: str | None = None      # a machine-readable reason, e.g. a vmcatcher check's code
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
+                                     Event)

@@ -1,0 +1,104 @@
+"""The operator's event log: what happened to instances, hosts, switches and image lists.
+
+Events are rows in the journaled store, so they survive a crash like the changes they describe;
+an event recorded in the same transaction as its change is present exactly when the change is.
+Retention is bounded by count and age so a busy cloud's log cannot grow without limit.
+Followers (`cloudctl events --follow`) get new events through per-listener queues.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..store.records import Event
+from ..store.store import Store, Txn
+
+MAX_EVENTS = 10_000
+MAX_AGE_S = 7 * 24 * 3600
+
+
+class Events:
+    def __init__(self, store: Store, max_events: int = MAX_EVENTS, max_age_s: float = MAX_AGE_S) -> None:
+        self.store = store
+        self.table = store.table(Event)
+        self.max_events = max_events
+        self.max_age_s = max_age_s
+        last = max((int(e.id) for e in self.table.values()), default=0)
+        self._seq = itertools.count(last + 1)
+        self._listeners: set[asyncio.Queue[Event]] = set()
+
+    def add(self, tx: Txn, kind: str, subject: str, message: str, code: str | None = None,
+            **data: Any) -> Event:
+        """Record an event inside the caller's transaction (all-or-nothing with its change)."""
+        ev = Event(id=f"{next(self._seq):012d}", time=time.time(), kind=kind, subject=subject,
+                   message=message, code=code, data=data)
+        tx.put(ev)
+        for q in self._listeners:
+            q.put_nowait(ev)
+        return ev
+
+    def emit(self, kind: str, subject: str, message: str, code: str | None = None, **data: Any) -> Event:
+        """Record an event on its own; written with the next group commit, not awaited."""
+        with self.store.txn() as tx:
+            ev = self.add(tx, kind, subject, message, code, **data)
+        self.store.flush()
+        return ev
+
+    def since(self, after: str | None = None, kind: str | None = None, subject: str | None = None,
+              limit: int = 1000) -> list[Event]:
+        """Events after the id `after` (oldest first), optionally of one kind prefix or subject."""
+        out = []
+        for ev in sorted(self.table.values(), key=lambda e: e.id):
+            if after is not None and ev.id <= after:
+                continue
+            if kind and not (ev.kind == kind or ev.kind.startswith(kind + ".")):
+                continue
+            if subject and ev.subject != subject:
+                continue
+            out.append(ev)
+        return out[-limit:] if limit else out
+
+    def listen(self) -> "_Listener":
+        return _Listener(self)
+
+    async def trim(self) -> int:
+        """Forget events beyond the retention bounds; run periodically."""
+        cutoff = time.time() - self.max_age_s
+        ordered = sorted(self.table.values(), key=lambda e: e.id)
+        excess = len(ordered) - self.max_events
+        old = [e for n, e in enumerate(ordered) if n < excess or e.time < cutoff]
+        if not old:
+            return 0
+        with self.store.txn() as tx:
+            for ev in old:
+                tx.delete(ev)
+        await self.store.sync()
+        return len(old)
+
+
+class _Listener:
+    """`async for ev in events.listen()` — new events as they are recorded."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def __enter__(self) -> "_Listener":
+        self.events._listeners.add(self.queue)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.events._listeners.discard(self.queue)
+
+    def __aiter__(self) -> "_Listener":
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self.queue.get()
+
+    def pending(self) -> Iterator[Event]:
+        while not self.queue.empty():
+            yield self.queue.get_nowait()
