@@ -89,7 +89,7 @@ def write_config(work: Path) -> Path:
     cfg = yaml.safe_load(path.read_text())
     cfg["metadata"] = {**(cfg.get("metadata") or {}), "listen": "127.0.0.1", "port": procs.free_port()}
     cfg["hosts"] = [{"name": "qemu1", "uri": URI, "zone": "cloudctl-1a"}]
-    cfg["subnets"] = {"cloudctl-1a": "10.128.0.0/16"}
+    cfg["subnets"], cfg["networks"] = {"cloudctl-1a": "10.128.0.0/16"}, []
     cfg["domain_template"] = str(REPO / "config" / "templates" / "domain-qemu.xml")
     cfg["stop_timeout_s"] = 30
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("hosts", help="hypervisor hosts and their use")
     sub.add_parser("console", help="an instance's console output").add_argument("instance_id")
     sub.add_parser("checkpoint", help="write a checkpoint now")
+    nw = sub.add_parser("network", help="virtual networks").add_subparsers(dest="sub", required=True)
+    nw.add_parser("list", help="networks with used/free leases").add_argument("--json", action="store_true")
     ev = sub.add_parser("events", help="the event log: instance and host states, switch operations, ...")
     ev.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     ev.add_argument("--kind", help="only this kind (a prefix: instance, host, marketplace.list, ...)")
@@ -214,6 +216,10 @@ def main(argv: list[str] | None = None) -> None:
         print(client.call("POST", "/v0/checkpoint"))
     elif args.cmd == "events":
         _events(client, args)
+    elif args.cmd == "network":
+        rows = client.call("GET", "/v0/networks")
+        print(json.dumps(rows, indent=2) if args.json else
+              _table(rows, ["name", "subnet_id", "zone", "cidr", "bridge", "used", "free"]))
 
 
 def _events(client: AdminClient, args: argparse.Namespace) -> None:

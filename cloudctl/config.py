@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -66,6 +66,51 @@ class InstanceType(_Strict):
     template: Path | None = None
 
 
+class NetworkConfig(_Strict):
+    """One virtual network: a subnet of the default VPC in one zone (as econe's virtual networks)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    zone: str
+    cidr: str
+    gateway: str | None = None          # default: the subnet's first address
+    dns: list[str] = []
+    first: str | None = None            # lease range; default: .4 up to the last-but-one address
+    last: str | None = None
+    bridge: str | None = None           # host bridge the guests' NICs join; none: qemu user-mode NIC
+    bridge_type: Literal["linux", "openvswitch"] = "linux"
+    vlan: Annotated[int, Field(ge=1, le=4094)] | None = None   # OVS access tag
+    default: bool = False               # the zone's default subnet (else the zone's first network)
+
+    @model_validator(mode="after")
+    def _addresses(self) -> "NetworkConfig":
+        try:
+            net = ipaddress.IPv4Network(self.cidr)
+        except ValueError as e:
+            raise ValueError(f"cidr: {e}") from None
+        if net.prefixlen > 28:
+            raise ValueError("cidr must be /28 or larger")
+        for d in self.dns:
+            try:
+                ipaddress.IPv4Address(d)
+            except ValueError as e:
+                raise ValueError(f"dns: {e}") from None
+        for what in ("gateway", "first", "last"):
+            v = getattr(self, what)
+            if v is None:
+                continue
+            try:
+                ip = ipaddress.IPv4Address(v)
+            except ValueError as e:
+                raise ValueError(f"{what}: {e}") from None
+            if ip not in net:
+                raise ValueError(f"{what} {ip} is outside {net}")
+        if self.first and self.last and ipaddress.IPv4Address(self.first) > ipaddress.IPv4Address(self.last):
+            raise ValueError("first must not be above last")
+        if self.vlan is not None and self.bridge_type != "openvswitch":
+            raise ValueError("vlan needs bridge_type: openvswitch (this cloud tags VLANs on OVS ports)")
+        return self
+
+
 class SeedImage(_Strict):
     name: str
     file: Path
@@ -84,7 +129,9 @@ class Config(_Strict):
     terminated_visible_s: Annotated[float, Field(ge=0)] = 3600
     checkpoint: Checkpoint = Checkpoint()
     overcommit: Overcommit = Overcommit()
-    subnets: dict[str, str] = {}
+    subnets: dict[str, str] = {}          # shorthand: zone -> CIDR, one plain network per zone
+    vpc_cidr: str = "10.128.0.0/9"      # the default VPC; every network's CIDR lies inside it
+    networks: list[NetworkConfig] = []
     hosts: Annotated[list[Host], Field(min_length=1)]
     domain_template: Path
     instance_types: Annotated[dict[str, InstanceType], Field(min_length=1)]
@@ -124,7 +171,41 @@ class Config(_Strict):
         for zone in self.subnets:
             if zone not in self.zones:
                 raise ValueError(f"subnets names zone {zone!r}, which no host is in")
+        if self.subnets and self.networks:
+            raise ValueError("networks: give either networks or the subnets shorthand, not both")
+        try:
+            vpc = ipaddress.IPv4Network(self.vpc_cidr)
+        except ValueError as e:
+            raise ValueError(f"vpc_cidr: {e}") from None
+        seen: list[tuple[str, ipaddress.IPv4Network]] = []
+        for n in self.networks:
+            if n.zone not in self.zones:
+                raise ValueError(f"networks: {n.name!r} is in zone {n.zone!r}, which no host is in")
+            net = ipaddress.IPv4Network(n.cidr)
+            if not net.subnet_of(vpc):
+                raise ValueError(f"networks: {n.name!r} ({net}) is outside vpc_cidr {vpc}")
+            for other, onet in seen:
+                if other == n.name:
+                    raise ValueError(f"networks: names must be unique, repeated: {n.name}")
+                if net.overlaps(onet):
+                    raise ValueError(f"networks: {other!r} and {n.name!r} overlap")
+            seen.append((n.name, net))
+        if self.networks:
+            bare = [z for z in self.zones if not any(n.zone == z for n in self.networks)]
+            if bare:
+                raise ValueError(f"networks: zone {bare[0]!r} has hosts but no network")
         return self
+
+    def network_list(self) -> list[NetworkConfig]:
+        """The configured networks, or one plain network per zone from the shorthand/defaults."""
+        if self.networks:
+            return list(self.networks)
+        vpc = ipaddress.IPv4Network(self.vpc_cidr)
+        out = []
+        for i, zone in enumerate(self.zones):
+            cidr = self.subnets.get(zone) or str(list(vpc.subnets(new_prefix=max(vpc.prefixlen, 16)))[i])
+            out.append(NetworkConfig(name=f"{zone}-default", zone=zone, cidr=cidr))
+        return out
 
     @property
     def zones(self) -> list[str]:
@@ -139,10 +220,10 @@ class Config(_Strict):
 
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{loc}: {msg}{more}"
+    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
 
 
 def _resolve(base: Path, p: Path) -> Path:

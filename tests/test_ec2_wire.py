@@ -146,6 +146,7 @@ def test_every_action_round_trips_through_botocore(server: Any, ec2: Any, image_
         "TerminateInstances": lambda: ec2.terminate_instances(InstanceIds=[iid]),
         **dict.fromkeys(("CreateVolume", "DescribeVolumes", "DeleteVolume", "AttachVolume", "DetachVolume",
                          "CreateSnapshot", "DescribeSnapshots", "DeleteSnapshot"), None),  # test_ec2_volumes
+        "DescribeVpcs": ec2.describe_vpcs, "DescribeSubnets": ec2.describe_subnets,
     }
     assert set(calls) == set(ACTIONS), "every implemented action is exercised here"
     for name, call in calls.items():

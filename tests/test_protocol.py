@@ -282,6 +282,9 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "DescribeSnapshots": {"SnapshotIds": ["snap-1", "snap-2"], "OwnerIds": ["self"], "RestorableByUserIds": ["self"],
                           "Filters": [{"Name": "volume-id", "Values": ["vol-1"]}]},
     "DeleteSnapshot": {"SnapshotId": "snap-1"},
+    "DescribeVpcs": {"VpcIds": ["vpc-1"], "Filters": [{"Name": "is-default", "Values": ["true"]}]},
+    "DescribeSubnets": {"SubnetIds": ["subnet-1"], "MaxResults": 5,
+                        "Filters": [{"Name": "default-for-az", "Values": ["true"]}]},
 }
 
 
@@ -620,6 +623,14 @@ RESPONSES: dict[str, dict[str, Any]] = {
 }
 RESPONSES["DescribeVolumes"] = {"Volumes": [RESPONSES["DescribeVolumes"]], "NextToken": "tok"}
 RESPONSES["DescribeSnapshots"] = {"Snapshots": [RESPONSES["DescribeSnapshots"]]}
+RESPONSES["DescribeVpcs"] = {"Vpcs": [{
+    "VpcId": "vpc-1", "State": "available", "CidrBlock": "10.0.0.0/8", "IsDefault": True, "OwnerId": "1",
+    "CidrBlockAssociationSet": [{"AssociationId": "a-1", "CidrBlock": "10.0.0.0/8",
+                                 "CidrBlockState": {"State": "associated"}}]}]}
+RESPONSES["DescribeSubnets"] = {"Subnets": [{
+    "SubnetId": "subnet-1", "VpcId": "vpc-1", "CidrBlock": "10.0.0.0/24", "AvailableIpAddressCount": 250,
+    "AvailabilityZone": "az1", "DefaultForAz": True, "MapPublicIpOnLaunch": False, "State": "available",
+    "Tags": TAGS}], "NextToken": "tok"}
 
 NO_OUTPUT = ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags", "DeleteVolume", "DeleteSnapshot")
 

@@ -87,6 +87,7 @@ class AdminApi:
         r.add_post("/v0/checkpoint", self.checkpoint)
         r.add_get("/v0/console/{instance_id}", self.console)
         r.add_get("/v0/events", self.events)
+        r.add_get("/v0/networks", self.networks)
         return app
 
     @web.middleware
@@ -191,6 +192,9 @@ class AdminApi:
             raise CloudError("NoSuchEntity", f"instance {iid} does not exist")
         data = await self.cloud.drivers[inst.host].console_output(iid)
         return web.Response(body=data, content_type="application/octet-stream")
+
+    async def networks(self, request: web.Request) -> web.Response:
+        return web.json_response(self.cloud.network.usage())
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """The event log; with follow=1 an NDJSON stream that stays open for new events."""

@@ -18,7 +18,7 @@ from .images import Images
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
 from .metadata import InstanceMetadata
-from .network import Network
+from .network import Networks
 from .scheduler import Scheduler
 from .tags import Tags
 from .users import Users
@@ -67,7 +67,7 @@ class Cloud:
         self.storage = QemuImgStorage()
         self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage)
         self.keypairs = KeyPairs(self.store, self.tags)
-        self.network = Network(self.store, cfg.subnets, cfg.zones)
+        self.network = Networks(self.store, cfg)
         self.scheduler = Scheduler(self.store, cfg)
         self.catalog = Catalog(cfg, self.endpoint)
         self.compute = Compute(self.store, cfg, self.tags, self.images, self.keypairs, self.network,

@@ -34,7 +34,7 @@ from .ids import new_id, new_mac, well_formed
 from .images import Images
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
-from .network import Network
+from .network import Networks, Subnet
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 from .scheduler import Scheduler
 from .tags import Tags, tags_from_specs
@@ -52,16 +52,15 @@ MAX_USER_DATA = 16 * 1024
 # Accepted in TagSpecifications; there are no volume or interface resources yet to carry them.
 _TAGGABLE = ("instance", "volume", "network-interface")
 _UNSUPPORTED = {
-    "SubnetId": "subnets", "SecurityGroupIds": "security groups", "SecurityGroups": "security groups",
-    "NetworkInterfaces": "network interfaces",
+    "SecurityGroupIds": "security groups", "SecurityGroups": "security groups",
     "ElasticGpuSpecification": "elastic GPUs", "LaunchTemplate": "launch templates",
-    "InstanceMarketOptions": "spot instances", "PrivateIpAddress": "chosen private addresses",
+    "InstanceMarketOptions": "spot instances",
 }
 
 
 class Compute:
     def __init__(self, store: Store, config: Config, tags: Tags, images: Images, keypairs: KeyPairs,
-                 network: Network, scheduler: Scheduler, drivers: dict[str, HypervisorDriver],
+                 network: Networks, scheduler: Scheduler, drivers: dict[str, HypervisorDriver],
                  files: InstanceFiles, events: Events | None = None) -> None:
         self.store = store
         self.config = config
@@ -101,6 +100,12 @@ class Compute:
             "key-name": lambda i: i.key_name,
             "private-ip-address": lambda i: i.private_ip,
             "network-interface.addresses.private-ip-address": lambda i: i.private_ip,
+            "subnet-id": self._subnet_id,
+            "network-interface.subnet-id": self._subnet_id,
+            "vpc-id": lambda i: self.network.vpc_id,
+            "network-interface.vpc-id": lambda i: self.network.vpc_id,
+            "private-dns-name": lambda i: private_dns(i, self.config.region) if i.private_ip else None,
+            "network-interface.mac-address": lambda i: i.mac,
             "mac-address": lambda i: i.mac,
             "reservation-id": lambda i: i.reservation_id,
             "client-token": lambda i: i.client_token,
@@ -125,6 +130,10 @@ class Compute:
             "instance-status.reachability": lambda i: {"ok": "passed"}.get(self._status(i), self._status(i)),
             "system-status.reachability": lambda i: {"ok": "passed"}.get(self._status(i), self._status(i)),
         })
+
+    def _subnet_id(self, i: Instance) -> str | None:
+        s = self.network.of(i.private_ip, i.zone, i.subnet_id)
+        return s.id if s else None
 
     # -- lookups -------------------------------------------------------------------------------
     def _check_owner(self, caller: Caller, instance_id: str) -> None:
@@ -206,6 +215,12 @@ class Compute:
         zone = (req.get("Placement") or {}).get("AvailabilityZone") or None
         if zone is not None and zone not in self.config.zones:
             raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
+        subnet, chosen_ip = self._nic_request(req, zone)
+        if subnet is not None:
+            zone = subnet.zone
+        if chosen_ip is not None and hi > 1:
+            raise CloudError("InvalidParameterCombination",
+                             "A private IP address can only be given when launching one instance (MaxCount=1)")
         tag_pairs = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE).get("instance", [])
         root_gib, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
                                     if self.volumes else (None, []))
@@ -232,7 +247,8 @@ class Compute:
                     id=iid, owner=caller.account, reservation_id=res.id, image_id=image.id,
                     instance_type=type_name, host=host.name, zone=zone, state="pending", launch_time=now,
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
-                    private_ip=self.network.allocate(tx, zone, iid), mac=new_mac(), uuid=str(uuid.uuid4()),
+                    private_ip=self.network.allocate(tx, subnet or self.network.default_for(zone), iid, chosen_ip),
+                    subnet_id=(subnet or self.network.default_for(zone)).id, mac=new_mac(), uuid=str(uuid.uuid4()),
                     disable_api_termination=bool(req.get("DisableApiTermination")),
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
                     root_gib=root_gib)
@@ -250,6 +266,41 @@ class Compute:
                 self.volumes.make_launch_files(inst.id, volume_ids[inst.id])   # queued before the launch
             self.converge(inst.id)
         return res, launched
+
+    def _nic_request(self, req: dict[str, Any], zone: str | None) -> tuple[Subnet | None, str | None]:
+        """The subnet and private address asked for: SubnetId/PrivateIpAddress or one NetworkInterface."""
+        nics = req.get("NetworkInterfaces") or []
+        subnet_id, ip = req.get("SubnetId"), req.get("PrivateIpAddress")
+        if nics:
+            if subnet_id or ip:
+                raise CloudError("InvalidParameterCombination",
+                                 "Network interfaces and an instance-level subnet ID or private IP address "
+                                 "may not be specified on the same request")
+            if len(nics) > 1 or (nics[0].get("DeviceIndex") or 0) != 0:
+                raise CloudError("InvalidParameterValue",
+                                 "Instances in this cloud have one network interface (DeviceIndex 0)")
+            nic = nics[0]
+            for key in ("NetworkInterfaceId", "Groups", "Ipv6Addresses", "SecondaryPrivateIpAddressCount"):
+                if nic.get(key):
+                    raise CloudError("InvalidParameterValue",
+                                     f"NetworkInterface.{key} is not supported by this cloud yet")
+            subnet_id = nic.get("SubnetId")
+            ip = nic.get("PrivateIpAddress") or next(
+                (a.get("PrivateIpAddress") for a in nic.get("PrivateIpAddresses") or [] if a.get("Primary")), None)
+        if not subnet_id:
+            subnet = None
+            if ip is not None:   # the subnet holding the address, within the zone if one was given
+                subnet = self.network.containing(ip, zone)
+                if subnet is None:
+                    raise CloudError("InvalidParameterValue",
+                                     f"Address {ip} is in no subnet{' of ' + zone if zone else ''}")
+        else:
+            subnet = self.network.get(subnet_id)
+            if zone is not None and zone != subnet.zone:
+                raise CloudError("InvalidParameterValue",
+                                 f"Value ({zone}) for parameter availabilityZone is invalid. "
+                                 f"Subnet '{subnet.id}' is in the availability zone {subnet.zone}")
+        return subnet, ip
 
     # -- DescribeInstances ---------------------------------------------------------------------
     def _candidates(self, caller: Caller, match: Matcher) -> dict[str, Instance]:
@@ -571,17 +622,17 @@ class Compute:
         path = self.images.path_of(image) if image else None
         itype = self.type_of(inst.instance_type)
         kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
-        net = self.network.subnets.get(inst.zone)
+        net = self.network.of(inst.private_ip, inst.zone, inst.subnet_id)
         try:
             files = await self.files.prepare(
                 inst, itype, image, path, self.renderer.template_text(inst.instance_type),
                 [kp.public_key] if kp else [], hostname=private_dns(inst, self.config.region),
-                gateway=str(net.network_address + 1) if net else None, prefixlen=net.prefixlen if net else None)
+                gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None)
         except (OSError, StorageError, ConfigDriveError) as e:
             raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
         kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)
         return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
-                                    self.volumes.disks_for(inst.id) if self.volumes else [])
+                                    self.volumes.disks_for(inst.id) if self.volumes else [], net)
 
     # -- events, reconciliation, expiry --------------------------------------------------------
     def on_domain_event(self, ev: DomainEvent) -> None:

@@ -30,7 +30,7 @@ from ..store.records import Instance
 from ..store.store import MultiIndex, Store
 from .images import Images
 from .keypairs import KeyPairs
-from .network import Network
+from .network import Networks, interface_id
 
 if TYPE_CHECKING:
     from .cloud import Cloud
@@ -74,7 +74,7 @@ def known_version(version: str) -> bool:
 
 
 class InstanceMetadata:
-    def __init__(self, store: Store, region: str, images: Images, keypairs: KeyPairs, network: Network,
+    def __init__(self, store: Store, region: str, images: Images, keypairs: KeyPairs, network: Networks,
                  services_domain: str = "amazonaws.com") -> None:
         self.region = region
         self.images = images
@@ -165,15 +165,19 @@ class InstanceMetadata:
         if key is not None:
             md["public-keys"] = Dir({"0": Dir({"openssh-key": key[1]})}, labels={"0": f"0={key[0]}"})
         if inst.mac and inst.private_ip:
-            subnet = self.network.subnets.get(inst.zone)
+            subnet = self.network.of(inst.private_ip, inst.zone, inst.subnet_id)
             nic: dict[str, Node] = {
                 "device-number": "0",
                 "local-hostname": host,
                 "local-ipv4s": inst.private_ip,
                 "mac": inst.mac,
+                "vpc-id": self.network.vpc_id,
+                "vpc-ipv4-cidr-block": str(self.network.vpc_cidr),
+                "interface-id": interface_id(inst.id),
             }
             if subnet is not None:
-                nic["subnet-ipv4-cidr-block"] = str(subnet)
+                nic["subnet-ipv4-cidr-block"] = str(subnet.net)
+                nic["subnet-id"] = subnet.id
             md["network"] = Dir({"interfaces": Dir({"macs": Dir({inst.mac: Dir(nic)})})})
         return Dir(md)
 

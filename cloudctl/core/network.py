@@ -1,45 +1,151 @@
-"""Private addresses: one subnet per zone, one lease per instance, never handed out twice.
+"""Virtual networks: the default VPC, one subnet per configured network, one lease per instance.
 
-Leases are rows in the store, written in the same transaction as the instance that holds
-them, so after a crash there is no instance without its lease and no lease without its
-instance.
+Networks come from the config (like econe's virtual networks), so their ids are derived from
+their names and stay stable across restarts without being stored. Leases are rows in the
+store, written in the same transaction as the instance that holds them, so after a crash there
+is no instance without its lease and no lease without its instance; an address is never handed
+out twice because the lease table is keyed by address across the whole VPC.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+from dataclasses import dataclass
+from typing import Any
 
+from ..config import Config, NetworkConfig
 from ..store.records import Lease
 from ..store.store import MultiIndex, Store, Txn
-from .errors import CloudError
+from .context import Caller
+from .errors import CloudError, not_found
+from .filters import FilterSet
+from .pagination import decode_token, page_size, paginate, query_fingerprint
 
 
-class Network:
-    def __init__(self, store: Store, subnets: dict[str, str], zones: list[str]) -> None:
+def _stable_id(prefix: str, *parts: str) -> str:
+    return f"{prefix}-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:17]
+
+
+def tap_name(instance_id: str) -> str:
+    """The host-side NIC of an instance: fixed so firewalls can name it (15 chars at most)."""
+    return "cc" + instance_id.removeprefix("i-")[-13:]
+
+
+def interface_id(instance_id: str) -> str:
+    """Each instance has one network interface; its id follows from the instance's."""
+    return "eni-" + instance_id.removeprefix("i-")
+
+
+@dataclass(frozen=True, slots=True)
+class Subnet:
+    id: str
+    name: str
+    zone: str
+    net: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    dns: tuple[str, ...]
+    first: int
+    last: int
+    bridge: str | None
+    bridge_type: str
+    vlan: int | None
+    default_for_az: bool
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+
+class Networks:
+    def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.table = store.table(Lease)
-        self._by_zone: MultiIndex[Lease] = self.table.add_index(MultiIndex(lambda l: l.zone))
-        self.subnets: dict[str, ipaddress.IPv4Network] = {}
-        for i, zone in enumerate(zones):
-            cidr = subnets.get(zone) or f"10.{128 + i}.0.0/16"
-            self.subnets[zone] = ipaddress.IPv4Network(cidr)
+        self.vpc_cidr = ipaddress.IPv4Network(config.vpc_cidr)
+        self.vpc_id = _stable_id("vpc", config.region)
+        self.subnets: dict[str, Subnet] = {}
+        self._default: dict[str, Subnet] = {}
+        for n in config.network_list():
+            s = _subnet(config.region, n)
+            self.subnets[s.id] = s
+            if n.default or n.zone not in self._default:
+                self._default[n.zone] = s
+        for zone, s in self._default.items():
+            self.subnets[s.id] = _replace_default(s)
+            self._default[zone] = self.subnets[s.id]
+        self._by_name = {s.name: s for s in self.subnets.values()}
+        # Leases written before networks existed name only their zone: they belong to its default.
+        self._by_subnet: MultiIndex[Lease] = self.table.add_index(
+            MultiIndex(lambda l: l.subnet_id or (d.id if (d := self._default.get(l.zone)) else None)))
         self._cursor: dict[str, int] = {}
+        self.filters = FilterSet({
+            "subnet-id": lambda s: s.id, "vpc-id": lambda s: self.vpc_id,
+            "availability-zone": lambda s: s.zone, "availabilityZone": lambda s: s.zone,
+            "cidr-block": lambda s: str(s.net), "cidrBlock": lambda s: str(s.net), "cidr": lambda s: str(s.net),
+            "default-for-az": lambda s: str(s.default_for_az).lower(),
+            "defaultForAz": lambda s: str(s.default_for_az).lower(),
+            "state": lambda s: "available",
+            "available-ip-address-count": lambda s: self.available(s),
+        }, tags_of=lambda s: {"Name": s.name})
+        self.vpc_filters = FilterSet({
+            "vpc-id": lambda v: self.vpc_id, "is-default": lambda v: "true", "isDefault": lambda v: "true",
+            "state": lambda v: "available", "cidr": lambda v: str(self.vpc_cidr),
+            "cidr-block-association.cidr-block": lambda v: str(self.vpc_cidr),
+        })
 
-    def allocate(self, tx: Txn, zone: str, instance_id: str) -> str:
-        net = self.subnets[zone]
-        used = self._by_zone.get(zone)
-        first = int(net.network_address) + 4           # .0-.3 reserved, as in a VPC subnet
-        last = int(net.broadcast_address) - 1
-        span = last - first + 1
-        start = self._cursor.get(zone, 0)
+    # -- lookups -------------------------------------------------------------------------------
+    def default_for(self, zone: str) -> Subnet:
+        return self._default[zone]
+
+    def get(self, subnet_id: str) -> Subnet:
+        s = self.subnets.get(subnet_id)
+        if s is None:
+            raise CloudError("InvalidSubnetID.NotFound", f"The subnet ID '{subnet_id}' does not exist")
+        return s
+
+    def by_name(self, name: str) -> Subnet | None:
+        return self._by_name.get(name)
+
+    def containing(self, ip: str, zone: str | None = None) -> Subnet | None:
+        try:
+            addr = ipaddress.IPv4Address(ip)
+        except ValueError:
+            raise CloudError("InvalidParameterValue", f"Invalid private IP address '{ip}'") from None
+        return next((s for s in self.subnets.values() if addr in s.net and zone in (None, s.zone)), None)
+
+    def of(self, lease_ip: str | None, zone: str, subnet_id: str | None) -> Subnet | None:
+        """The subnet an instance's NIC is on (instances from before networks have only a zone)."""
+        if subnet_id:
+            return self.subnets.get(subnet_id)
+        return self._default.get(zone)
+
+    # -- leases --------------------------------------------------------------------------------
+    def allocate(self, tx: Txn, subnet: Subnet, instance_id: str, ip: str | None = None) -> str:
+        """Lease `ip` (checked) or the next free address of the subnet's range."""
+        if ip is not None:
+            try:
+                addr = int(ipaddress.IPv4Address(ip))
+            except ValueError:
+                raise CloudError("InvalidParameterValue", f"Invalid private IP address '{ip}'") from None
+            if not subnet.first <= addr <= subnet.last:
+                raise CloudError("InvalidParameterValue",
+                                 f"Address {ip} does not fall within the lease range of subnet {subnet.id} "
+                                 f"({ipaddress.IPv4Address(subnet.first)}-{ipaddress.IPv4Address(subnet.last)})")
+            if self.table.get(ip) is not None or addr == int(subnet.gateway):
+                raise CloudError("InvalidIPAddress.InUse", f"Address {ip} is in use.")
+            tx.put(Lease(ip=ip, zone=subnet.zone, instance_id=instance_id, subnet_id=subnet.id))
+            return ip
+        used = self._by_subnet.get(subnet.id)
+        span = subnet.size
+        start = self._cursor.get(subnet.id, 0)
         for step in range(span):
             off = (start + step) % span
-            ip = str(ipaddress.IPv4Address(first + off))
-            if ip not in used:
-                self._cursor[zone] = off + 1
-                tx.put(Lease(ip=ip, zone=zone, instance_id=instance_id))
-                return ip
+            cand = str(ipaddress.IPv4Address(subnet.first + off))
+            if cand not in used and subnet.first + off != int(subnet.gateway):
+                self._cursor[subnet.id] = off + 1
+                tx.put(Lease(ip=cand, zone=subnet.zone, instance_id=instance_id, subnet_id=subnet.id))
+                return cand
         raise CloudError("InsufficientFreeAddressesInSubnet",
-                         f"The subnet of zone {zone} ({net}) has no free addresses")
+                         f"The subnet {subnet.id} ({subnet.name}, {subnet.net}) has no free addresses")
 
     def release(self, tx: Txn, ip: str | None) -> None:
         if ip is None:
@@ -48,5 +154,56 @@ class Network:
         if lease is not None:
             tx.delete(lease)
 
-    def usage(self) -> dict[str, tuple[int, int]]:
-        return {z: (len(self._by_zone.get(z)), net.num_addresses - 5) for z, net in self.subnets.items()}
+    def usage(self) -> list[dict[str, Any]]:
+        """Per network: used and free leases (`cloudctl network list`)."""
+        out = []
+        for s in self.subnets.values():
+            used = len(self._by_subnet.get(s.id))
+            free = self.available(s)
+            out.append({"name": s.name, "subnet_id": s.id, "zone": s.zone, "cidr": str(s.net),
+                        "gateway": str(s.gateway), "bridge": s.bridge or "", "vlan": s.vlan,
+                        "default_for_az": s.default_for_az, "used": used, "free": free})
+        return out
+
+    # -- Describe ------------------------------------------------------------------------------
+    def describe_subnets(self, caller: Caller, req: dict[str, Any]) -> tuple[list[Subnet], str | None]:
+        ids = req.get("SubnetIds") or []
+        for sid in ids:
+            if sid not in self.subnets:
+                raise not_found("SubnetID", [sid])
+        match = self.filters.compile(req.get("Filters"))
+        limit = page_size(req.get("MaxResults"), 5, 1000)
+        fp = query_fingerprint("subnets", ids, req.get("Filters"))
+        after = decode_token(req.get("NextToken"), fp)
+        caller.check_dry_run()
+        pool = {s.id: s for s in self.subnets.values() if (not ids or s.id in ids) and match(s)}
+        keys, token = paginate(sorted(pool), after, limit, fp)
+        return [pool[k] for k in keys], token
+
+    def describe_vpcs(self, caller: Caller, req: dict[str, Any]) -> list[str]:
+        ids = req.get("VpcIds") or []
+        for vid in ids:
+            if vid != self.vpc_id:
+                raise CloudError("InvalidVpcID.NotFound", f"The vpc ID '{vid}' does not exist")
+        match = self.vpc_filters.compile(req.get("Filters"))
+        caller.check_dry_run()
+        return [self.vpc_id] if match(self.vpc_id) else []
+
+    def available(self, s: Subnet) -> int:
+        gw = 1 if s.first <= int(s.gateway) <= s.last else 0
+        return s.size - gw - len(self._by_subnet.get(s.id))
+
+
+def _subnet(region: str, n: NetworkConfig) -> Subnet:
+    net = ipaddress.IPv4Network(n.cidr)
+    first = int(ipaddress.IPv4Address(n.first)) if n.first else int(net.network_address) + 4
+    last = int(ipaddress.IPv4Address(n.last)) if n.last else int(net.broadcast_address) - 1
+    gateway = ipaddress.IPv4Address(n.gateway) if n.gateway else net.network_address + 1
+    return Subnet(id=_stable_id("subnet", region, n.name), name=n.name, zone=n.zone, net=net, gateway=gateway,
+                  dns=tuple(n.dns), first=first, last=last, bridge=n.bridge, bridge_type=n.bridge_type,
+                  vlan=n.vlan, default_for_az=False)
+
+
+def _replace_default(s: Subnet) -> Subnet:
+    from dataclasses import replace
+    return replace(s, default_for_az=True)

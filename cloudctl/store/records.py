@@ -82,6 +82,8 @@ class Instance(Row):
     kernel_id: str | None = None
     ramdisk_id: str | None = None
     root_gib: int | None = None       # root disk size asked for in BlockDeviceMappings
+    subnet_id: str | None = None      # None in instances from before networks: the zone's default
+    group_ids: list[str] = field(default_factory=list)   # security groups
 
 
 @dataclass(slots=True)
@@ -147,6 +149,7 @@ class Lease(Row):
     ip: str
     zone: str
     instance_id: str
+    subnet_id: str | None = None      # None in leases from before networks: the zone's default
 
 
 @dataclass(slots=True)

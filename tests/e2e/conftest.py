@@ -381,3 +381,70 @@ def guests(conn, guest_image: dict[str, Path], work_dir: Path):  # type: ignore[
         except libvirt.libvirtError:
             pass
         shutil.rmtree(g.dir, ignore_errors=True)
+
+
+class BridgedCloud:
+    """A served controller on qemu:///system whose one network sits on a lab bridge."""
+
+    def __init__(self, server, lab, ec2, image_id: str, subnet_id: str) -> None:  # type: ignore[no-untyped-def]
+        self.server, self.lab, self.ec2 = server, lab, ec2
+        self.image_id, self.subnet_id = image_id, subnet_id
+
+    def address(self, n: int) -> str:
+        """The n-th address of the lab network (the gateway is .1)."""
+        return str(self.lab.net.network_address + n)
+
+    def run(self, user_data: str = "", ip: str | None = None, **kw):  # type: ignore[no-untyped-def]
+        args = {"ImageId": self.image_id, "InstanceType": "t3.nano", "MinCount": 1, "MaxCount": 1,
+                "SubnetId": self.subnet_id, **kw}
+        if user_data:
+            args["UserData"] = user_data
+        if ip:
+            args["PrivateIpAddress"] = ip
+        return self.ec2.run_instances(**args)["Instances"][0]
+
+
+@pytest.fixture
+def bridged_cloud(libvirtd: str, work_dir: Path, model_cache: Path,  # type: ignore[no-untyped-def]
+                  guest_image: dict[str, Path]) -> Iterator[BridgedCloud]:
+    """Controller + lab bridge (host = gateway .1) + the test guest imported as an image.
+
+    Guests get static addresses from the config drive; tests add namespace hosts with
+    `cloud.lab.add_host(name, address)` and prove reachability with `netlab.ping`.
+    """
+    import sys
+
+    from conftest import DEFAULT_CONFIG, Server, write_config
+
+    from .netlab import NetLab
+    lab = NetLab("n", f"10.{140 + os.getpid() % 50}.{os.getpid() % 250}.0/24")
+    d = work_dir / f"bctl-{time.monotonic_ns()}"
+    d.mkdir(mode=0o755)
+    srv = None
+    try:
+        path = write_config(
+            d, model_cache, hosts=[{"name": "qemu1", "uri": URI, "zone": "cloudctl-1a"}],
+            networks=[{"name": "lab", "zone": "cloudctl-1a", "cidr": str(lab.net), "bridge": lab.bridge}],
+            domain_template=str(DEFAULT_CONFIG.parent / "templates" / "domain-qemu.xml"), stop_timeout_s=30)
+        srv = Server(path).start()
+        ids: dict[str, str] = {}
+        for kind, key in (("kernel", "vmlinuz"), ("ramdisk", "initrd.img"), ("machine", "root.qcow2")):
+            extra = ["--kernel", ids["kernel"], "--ramdisk", ids["ramdisk"]] if kind == "machine" else []
+            out = subprocess.run([sys.executable, "-m", "cloudctl", "--config", str(path), "image", "import",
+                                  str(guest_image[key]), "--name", f"guest-{kind}", "--type", kind, *extra],
+                                 capture_output=True, text=True, timeout=300, cwd=ROOT)
+            assert out.returncode == 0, out.stderr
+            ids[kind] = out.stdout.split()[0]
+        ec2 = srv.client(srv.create_user("netlab"))
+        subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+        cloud = BridgedCloud(srv, lab, ec2, ids["machine"], subnet)
+        yield cloud
+        left = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+                if i["State"]["Name"] != "terminated"]
+        if left:
+            ec2.terminate_instances(InstanceIds=left)
+            ec2.get_waiter("instance_terminated").wait(InstanceIds=left, WaiterConfig={"Delay": 1})
+    finally:
+        if srv is not None:
+            srv.stop()
+        lab.close()

@@ -49,7 +49,7 @@ def qemu_server(libvirtd: str, work_dir: Path, model_cache: Path, guest_image: d
     path = write_config(
         d, model_cache,
         hosts=[{"name": "qemu1", "uri": URI, "zone": "cloudctl-1a"}],
-        subnets={"cloudctl-1a": "10.128.0.0/16"},
+        subnets={"cloudctl-1a": "10.128.0.0/16"}, networks=[],
         domain_template=str(DEFAULT_CONFIG.parent / "templates" / "domain-qemu.xml"),
         stop_timeout_s=30)
     srv = Server(path).start()

@@ -60,6 +60,8 @@ OPERATIONS: tuple[str, ...] = (
     "CreateSnapshot",
     "DescribeSnapshots",
     "DeleteSnapshot",
+    "DescribeVpcs",
+    "DescribeSubnets",
 )
 
 # The package root (the directory holding ``cloudctl``), so the builder child

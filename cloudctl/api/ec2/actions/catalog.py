@@ -60,7 +60,7 @@ async def describe_account_attributes(cloud: Cloud, caller: Caller, req: dict[st
     caller.check_dry_run()
     attrs = {
         "supported-platforms": ["VPC"],
-        "default-vpc": ["none"],
+        "default-vpc": [cloud.network.vpc_id],
         "max-instances": [str(max(int(c["total"]) for c in cloud.scheduler.capacity(by_zone=False)))],
         "vpc-max-security-groups-per-interface": ["5"],
         "max-elastic-ips": ["0"],

@@ -8,6 +8,7 @@ from typing import Any
 from ....core.cloud import Cloud
 from ....core.compute import STATE_CODES, private_dns
 from ....core.context import Caller
+from ....core.network import interface_id
 from ....core.errors import CloudError
 from ....store.records import Instance, Reservation
 from ..protocol import LazyList
@@ -46,9 +47,27 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
         "MaintenanceOptions": {"AutoRecovery": "default"}, "CurrentInstanceBootMode": "legacy-bios",
         "KernelId": i.kernel_id or image_kernel(cloud, i.image_id),
     }
+    subnet = cloud.network.of(i.private_ip, i.zone, i.subnet_id)
+    if subnet is not None and i.state != "terminated":
+        view["VpcId"], view["SubnetId"] = cloud.network.vpc_id, subnet.id
+        view["NetworkInterfaces"] = [network_interface_view(cloud, i, subnet.id, dns)]
     if i.state_reason_code:
         view["StateReason"] = {"Code": i.state_reason_code, "Message": i.state_reason_message or ""}
     return view
+
+
+def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str) -> dict[str, Any]:
+    primary = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True}
+    return {
+        "NetworkInterfaceId": interface_id(i.id), "SubnetId": subnet_id, "VpcId": cloud.network.vpc_id,
+        "OwnerId": i.owner, "Status": "in-use", "MacAddress": i.mac, "PrivateIpAddress": i.private_ip,
+        "PrivateDnsName": dns, "SourceDestCheck": True, "Groups": [], "Ipv6Addresses": [],
+        "InterfaceType": "interface", "Description": "",
+        "Attachment": {"AttachmentId": "eni-attach-" + i.id.removeprefix("i-"), "DeviceIndex": 0,
+                       "Status": "attached", "AttachTime": ts(i.launch_time), "DeleteOnTermination": True,
+                       "NetworkCardIndex": 0},
+        "PrivateIpAddresses": [primary],
+    }
 
 
 def image_kernel(cloud: Cloud, image_id: str) -> str | None:
