@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from ..core.cloud import Cloud
 from ..core.errors import CloudError
 from ..core.images import CLOUD_OWNER
+from ..store.journal import JournalError
 from ..store.records import Event, User
 
 TOKEN_FILE = "admin.token"
@@ -109,6 +110,9 @@ class AdminApi:
         except ValidationError as e:
             return web.json_response({"error": "InvalidRequest", "message": str(e.errors()[0]["msg"])},
                                      status=400)
+        except JournalError:
+            return web.json_response({"error": "ServiceUnavailable", "message": "the controller cannot write "
+                                      "its journal (disk full or read-only?); nothing was changed"}, status=503)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

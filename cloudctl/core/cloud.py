@@ -55,6 +55,7 @@ class Cloud:
         self.drivers: dict[str, HypervisorDriver] = {
             h.name: driver_factory(h.name, h.libvirt_uri) for h in config.hosts}
         self._bg: list[asyncio.Task[None]] = []
+        self._rereconcile: asyncio.Task[None] | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
@@ -96,12 +97,26 @@ class Cloud:
         self.metadata = InstanceMetadata.for_cloud(self)
         await self.compute.reconcile()
         self.volumes.reconcile()
+        self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
         self._bg.append(asyncio.create_task(self._every(cfg.checkpoint.interval_s, self._maybe_checkpoint,
                                                         poll=min(5.0, cfg.checkpoint.interval_s))))
         self._bg.append(asyncio.create_task(self._every(min(60.0, max(1.0, cfg.terminated_visible_s / 4)),
                                                         self.compute.expire_terminated)))
         self._bg.append(asyncio.create_task(self._every(600.0, self.events.trim)))
+
+    def _after_rollback(self) -> None:
+        """Changes the journal could not write were undone in memory, some of them records of
+        hypervisor work already done (an instance that became running): reconcile again soon."""
+        if self._rereconcile is None or self._rereconcile.done():
+            self._rereconcile = asyncio.get_running_loop().create_task(self._reconcile_later())
+
+    async def _reconcile_later(self) -> None:
+        await asyncio.sleep(1.0)
+        try:
+            await self.compute.reconcile()
+        except Exception:
+            log.exception("reconcile after a journal rollback failed")
 
     async def _maybe_checkpoint(self) -> None:
         j = self.store.journal

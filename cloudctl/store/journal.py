@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,20 +120,36 @@ class Journal:
         self._durable = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._failed: BaseException | None = None
+        self._good_size = 0          # bytes of the current file known to be on disk
+        self._open_gen = gen
+        self.on_durable: Callable[[int], None] | None = None   # store: forget undo logs up to n
+        self.on_failed: Callable[[int], None] | None = None    # store: roll back what is after n
+        self.write_failures = 0
         self.records_in_gen = 0
         self.last_fsync_s = 0.0
         self.fsyncs = 0
 
     # -- file handling (journal thread only) --------------------------------------------------
     def _open(self, gen: int) -> None:
+        """Open (creating with its header) the file of `gen`; the previous file stays open
+        until this succeeded, so a failed rotation leaves the journal writable where it was."""
         path = journal_path(self.state_dir, gen)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        if os.fstat(fd).st_size == 0:
-            os.write(fd, _header(gen))
-            os.fsync(fd)
-            fsync_dir(self.state_dir)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                os.write(fd, _header(gen))
+                os.fsync(fd)
+                fsync_dir(self.state_dir)
+                size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
         self._fd = fd
+        self._good_size = size
+        self._open_gen = gen
 
     def _write(self, items: list[bytes | _Rotate]) -> float:
         t0 = time.perf_counter()
@@ -142,8 +158,6 @@ class Journal:
             if isinstance(item, _Rotate):
                 self._flush_chunk(chunk)
                 chunk = []
-                assert self._fd is not None
-                os.close(self._fd)
                 self._open(item.gen)
             else:
                 chunk.append(item)
@@ -156,21 +170,31 @@ class Journal:
         assert self._fd is not None
         data = b"".join(chunk)
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        os.fdatasync(self._fd)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            os.fdatasync(self._fd)
+        except OSError:
+            # Cut what part of the batch reached the file: the journal must end at the last
+            # durable record, since those after it are being rolled back in memory.
+            try:
+                os.ftruncate(self._fd, self._good_size)
+            except OSError as e:
+                log.error("journal: cannot cut a failed write back to %d bytes: %s", self._good_size, e)
+            raise
+        self._good_size += len(data)
 
     # -- loop side ----------------------------------------------------------------------------
     async def open(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._open, self.gen)
 
-    def append(self, payload: str) -> None:
-        if self._failed is not None:
-            raise JournalError(f"journal write failed earlier: {self._failed}")
+    def append(self, payload: str) -> int:
+        """Buffer one record; returns its sequence number (durable once `sync` covers it)."""
         self._buf.append(encode_record(payload))
         self._appended += 1
         self.records_in_gen += 1
+        return self._appended
 
     def rotate(self, gen: int) -> None:
         """Records appended after this call go to `journal.<gen>`."""
@@ -185,9 +209,8 @@ class Journal:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def sync(self) -> None:
-        """Return once everything appended so far is on disk."""
-        if self._failed is not None:
-            raise JournalError(f"journal write failed: {self._failed}")
+        """Return once everything appended so far is on disk; raise JournalError if it cannot
+        be written (everything not yet durable has then been rolled back)."""
         target = self._appended
         if self._durable >= target:
             return
@@ -204,16 +227,13 @@ class Journal:
             upto = self._appended
             try:
                 self.last_fsync_s = await loop.run_in_executor(self._pool, self._write, items)
-            except BaseException as e:  # disk full, I/O error: nothing after this is durable
-                self._failed = e
-                log.error("journal write failed: %s", e)
-                for _, fut in self._waiters:
-                    if not fut.done():
-                        fut.set_exception(JournalError(f"journal write failed: {e}"))
-                self._waiters.clear()
+            except Exception as e:  # disk full, read-only, I/O error
+                self._write_failed(e, items)
                 return
             self.fsyncs += 1
             self._durable = upto
+            if self.on_durable is not None:
+                self.on_durable(upto)
             keep = []
             for target, fut in self._waiters:
                 if target <= upto:
@@ -222,6 +242,31 @@ class Journal:
                 else:
                     keep.append((target, fut))
             self._waiters = keep
+
+    def _write_failed(self, err: Exception, items: list[bytes | _Rotate]) -> None:
+        """Nothing after the last durable record will be written: drop it, have the store roll
+        it back, and fail its waiters. The journal stays usable: the next change tries again,
+        so the service recovers by itself once space returns."""
+        self.write_failures += 1
+        log.error("journal write failed (%s); rolling back %d unwritten change(s); the next change "
+                  "will try again", err, self._appended - self._durable)
+        dropped = items + self._buf
+        self._buf = []
+        for item in dropped:
+            if isinstance(item, _Rotate):   # the rotation did not happen (or is undone)
+                self.gen = self._file_gen
+        self._appended = self._durable
+        if self.on_failed is not None:
+            self.on_failed(self._durable)
+        waiters, self._waiters = self._waiters, []
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(JournalError(f"the journal could not be written: {err}"))
+
+    @property
+    def _file_gen(self) -> int:
+        """The generation of the file the writer thread holds open."""
+        return self._open_gen
 
     async def close(self) -> None:
         if self._buf:

@@ -9,6 +9,7 @@ answering, which is what makes the answer an acknowledgement.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from abc import ABC, abstractmethod
 import json
 import logging
@@ -138,6 +139,10 @@ class Store:
         self._ckpt_lock = asyncio.Lock()
         self.last_checkpoint_s = 0.0
         self.last_checkpoint_at = time.time()
+        # Committed transactions whose journal record is not yet on disk, with their undo logs.
+        self._undurable: deque[tuple[int, Txn]] = deque()
+        self.rollbacks = 0
+        self.rollback_listeners: list[Callable[[], None]] = []
 
     def table(self, row_type: type[R]) -> Table[R]:
         return self.tables[row_type.table]
@@ -150,7 +155,27 @@ class Store:
         if not tx._ops:
             return
         assert self.journal is not None, "store is not open"
-        self.journal.append("[" + ",".join(tx._ops) + "]")
+        seq = self.journal.append("[" + ",".join(tx._ops) + "]")
+        self._undurable.append((seq, tx))
+
+    def _durable(self, upto: int) -> None:
+        while self._undurable and self._undurable[0][0] <= upto:
+            self._undurable.popleft()
+
+    def _failed(self, durable: int) -> None:
+        """The journal could not write what came after `durable`: undo it in memory, newest
+        first, so the state is again exactly what is on disk, and tell the listeners."""
+        undone = 0
+        while self._undurable and self._undurable[-1][0] > durable:
+            _, tx = self._undurable.pop()
+            tx._rollback()
+            undone += 1
+        self.rollbacks += undone
+        for fn in self.rollback_listeners:
+            try:
+                fn()
+            except Exception:
+                log.exception("rollback listener failed")
 
     async def sync(self) -> None:
         assert self.journal is not None
@@ -215,6 +240,8 @@ class Store:
         self.gen = last + 1
         await loop.run_in_executor(None, ckpt.write_checkpoint, self.state_dir, self.gen, self._snapshot())
         self.journal = Journal(self.state_dir, self.gen)
+        self.journal.on_durable = self._durable
+        self.journal.on_failed = self._failed
         await self.journal.open()
         await loop.run_in_executor(None, self._prune)
 

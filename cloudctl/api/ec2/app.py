@@ -23,7 +23,7 @@ log = logging.getLogger("cloudctl.ec2")
 # HTTP status per error code; everything else deterministic is 400 (botocore retries 5xx).
 STATUS = {
     "AuthFailure": 401, "MissingAuthenticationToken": 401, "UnauthorizedOperation": 403,
-    "OptInRequired": 403, "DryRunOperation": 412, "InternalError": 500, "Unavailable": 503,
+    "OptInRequired": 403, "DryRunOperation": 412, "InternalError": 500, "Unavailable": 503, "ServiceUnavailable": 503,
     "RequestLimitExceeded": 503,
 }
 _FORM = "application/x-www-form-urlencoded"
@@ -91,8 +91,8 @@ class Ec2Api:
                                 content_type="text/xml", charset="UTF-8")
         except JournalError as e:
             log.error("request %s (%s): %s", request_id, action, e)
-            return self._error("InternalError", "The server could not record the change durably; "
-                               "nothing was acknowledged.", request_id, action)
+            return self._error("ServiceUnavailable", "The controller cannot write its journal (disk full or "
+                               "read-only?); nothing was changed. Retry later.", request_id, action)
         except Exception:
             log.exception("request %s (%s) failed", request_id, action)
             return self._error("InternalError", "An internal error has occurred.", request_id, action)
