@@ -579,3 +579,22 @@ def test_mangled_requests_only_raise_auth_errors() -> None:
                 wire.verify(verifier())
             except AuthError:
                 pass
+
+
+def test_replay_cache_grace_expiry_and_release() -> None:
+    from cloudctl.api.ec2.auth import ReplayCache
+    t = [1000.0]
+    cache = ReplayCache(window_s=900, grace_s=2.0, clock=lambda: t[0])
+    cache.check("sig-a")
+    t[0] += 1.0
+    cache.check("sig-a")                     # same second: an honest repeat
+    t[0] += 2.0
+    expect("AuthFailure", 401, lambda: cache.check("sig-a"))
+    cache.check("sig-b")
+    cache.forget("sig-b")                    # refused requests release their signature
+    t[0] += 10
+    cache.check("sig-b")
+    t[0] += 1801                             # past both sides of the window: forgotten
+    cache.check("sig-c")
+    assert len(cache) == 1
+    cache.check("sig-a")

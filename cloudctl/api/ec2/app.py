@@ -15,7 +15,7 @@ from ...core.context import Caller
 from ...core.errors import CloudError
 from ...store.journal import JournalError
 from .actions import ACTIONS
-from .auth import AUTH_PARAMS, AuthError, SignatureVerifier
+from .auth import AUTH_PARAMS, AuthError, ReplayCache, SignatureVerifier
 from .protocol import ParamError, Protocol
 
 log = logging.getLogger("cloudctl.ec2")
@@ -27,6 +27,7 @@ STATUS = {
     "RequestLimitExceeded": 503,
 }
 _FORM = "application/x-www-form-urlencoded"
+_READ_ONLY = ("Describe", "Get")   # actions whose exact replay is harmless
 
 
 class Ec2Api:
@@ -34,6 +35,7 @@ class Ec2Api:
         self.cloud = cloud
         self.protocol = protocol
         self.verifier = verifier
+        self.replays = ReplayCache()
         self.requests: Counter[tuple[str, str]] = Counter()   # (action, outcome) for metrics
 
     def app(self) -> web.Application:
@@ -48,6 +50,15 @@ class Ec2Api:
                             status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        held: list[str] = []   # the signature this request holds in the replay cache, if any
+        resp = await self._handle(request, held)
+        if held and resp.status >= 300:
+            # Refused requests changed nothing: an honest retry (re-signed within the same
+            # second, so with the same signature) must not be taken for a replay.
+            self.replays.forget(held[0])
+        return resp
+
+    async def _handle(self, request: web.Request, held: list[str]) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
         action = "-"
         try:
@@ -72,6 +83,12 @@ class Ec2Api:
             handler = ACTIONS.get(action)
             if handler is None or not self.protocol.has_operation(action):
                 raise CloudError("InvalidAction", f"The action {action} is not valid for this web service.")
+            if not action.startswith(_READ_ONLY) and not params.get("ClientToken"):
+                # (a request with a ClientToken is idempotent: its replay returns the first result)
+                sig = request.headers.get("Authorization") or params.get("X-Amz-Signature") \
+                    or params.get("Signature") or ""
+                self.replays.check(sig)
+                held.append(sig)
             params.pop("Version", None)
             for k in AUTH_PARAMS.intersection(params):
                 del params[k]
@@ -116,4 +133,4 @@ class Ec2Api:
 
 
 def make_verifier(cloud: Cloud) -> SignatureVerifier:
-    return SignatureVerifier(lambda ak: cloud.users.secret_for(ak))
+    return SignatureVerifier(lambda ak: cloud.users.secret_for(ak), region=cloud.config.region)

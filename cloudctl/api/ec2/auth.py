@@ -166,12 +166,13 @@ def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
 class SignatureVerifier:
     """Checks that a request was signed with the secret of the access key it names."""
 
-    __slots__ = ("_secret_for", "_service", "_window", "_clock", "_keys")
+    __slots__ = ("_secret_for", "_service", "_region", "_window", "_clock", "_keys")
 
     def __init__(self, secret_for: Callable[[str], str | None], *, service: str = "ec2",
-                 window_s: int = 900, clock: Callable[[], float] = time.time) -> None:
+                 region: str | None = None, window_s: int = 900, clock: Callable[[], float] = time.time) -> None:
         self._secret_for = secret_for
         self._service = service
+        self._region = region     # None: any region in the scope (unit tests of the algorithm)
         self._window = window_s
         self._clock = clock
         # (secret, yyyymmdd, region, service) -> signing key.  Only keys that just verified a
@@ -217,6 +218,11 @@ class SignatureVerifier:
         signature = fields["Signature"]
 
         amz_date = headers.get("X-Amz-Date")
+        signed = signed_headers.lower().split(";")
+        if amz_date is not None and "x-amz-date" not in signed:
+            raise _incomplete("'X-Amz-Date' must be a signed header")
+        if amz_date is None and "date" not in signed:
+            raise _incomplete("'Date' must be a signed header when it dates the request")
         if amz_date is None:
             date_header = headers.get("Date")
             if date_header is None:
@@ -313,6 +319,9 @@ class SignatureVerifier:
         akid, scope_date, region, service, _ = parts
         if service != self._service:
             raise _incomplete(f"Credential should be scoped to correct service: '{self._service}'.")
+        if self._region is not None and region != self._region:
+            raise AuthError("AuthFailure", f"Credential should be scoped to a valid region, not "
+                            f"'{region[:40]}'; this cloud's region is '{self._region}'.", 401)
         if scope_date != amz_date[:8]:
             raise _incomplete(f"Date in Credential scope ({scope_date[:16]}) does not match "
                               f"YYYYMMDD from the request date ({amz_date[:40]})")
@@ -467,3 +476,46 @@ class SignatureVerifier:
             pass
         raise _auth_failure()
 
+
+
+class ReplayCache:
+    """Refuses a second use of the same signature within the signing window.
+
+    A captured mutating request could otherwise be sent again for up to 15 minutes. Clients
+    sign with a one-second clock, so an honest client repeating an identical request within
+    the same second (a retry, a delete-then-delete-again) produces the same signature: a
+    duplicate arriving within `grace_s` of the first sighting is let through as such, later
+    ones are replays. A refused request releases its signature (it changed nothing). Only
+    signatures that verified are stored, as 32-byte digests, until their window has passed.
+    """
+
+    def __init__(self, window_s: float = 900, grace_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = window_s
+        self._grace = grace_s
+        self._clock = clock
+        self._seen: dict[bytes, float] = {}   # digest -> first seen; insertion-ordered
+
+    def check(self, signature: str) -> None:
+        now = self._clock()
+        seen = self._seen
+        horizon = now - 2 * self._window     # the window spans both sides of the server's clock
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] > horizon:
+                break
+            del seen[oldest]
+        key = hashlib.sha256(signature.encode()).digest()
+        first = seen.get(key)
+        if first is None:
+            seen[key] = now
+        elif now - first > self._grace:
+            raise AuthError("AuthFailure", "This request was already received (its signature was used "
+                            "before); sign each request afresh.", 401)
+
+    def forget(self, signature: str) -> None:
+        """Release a signature whose request was refused (it changed nothing)."""
+        self._seen.pop(hashlib.sha256(signature.encode()).digest(), None)
+
+    def __len__(self) -> int:
+        return len(self._seen)
