@@ -140,6 +140,7 @@ class Config(_Strict):
     instance_dir: Path | None = None     # per-instance disks, config drives, console logs
     kernel_cmdline: str = "console=ttyS0 panic=-1"   # for images booted from a kernel image
     user_image_urls: bool = False   # may users RegisterImage from an http(s) URL the controller fetches?
+    user_image_urls_local: bool = False   # ...even at loopback/link-local addresses? (labs and tests only)
 
     @field_validator("instance_types")
     @classmethod

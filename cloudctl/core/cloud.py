@@ -66,7 +66,8 @@ class Cloud:
         self.events = Events(self.store)
         self.users = Users(self.store)
         self.storage = QemuImgStorage()
-        self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage)
+        self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage,
+                             cfg.user_image_urls_local)
         self.keypairs = KeyPairs(self.store, self.tags)
         self.network = Networks(self.store, cfg)
         self.scheduler = Scheduler(self.store, cfg)

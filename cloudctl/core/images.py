@@ -43,9 +43,10 @@ def hash_file(path: Path) -> tuple[int, str]:
 
 class Images:
     def __init__(self, store: Store, tags: Tags, image_store: Path, allow_urls: bool = False,
-                 storage: StorageDriver | None = None) -> None:
+                 storage: StorageDriver | None = None, allow_local_urls: bool = False) -> None:
         self.storage = storage
         self.allow_urls = allow_urls   # may users make the controller fetch URLs (RegisterImage)?
+        self.allow_local_urls = allow_local_urls   # ...at loopback/link-local addresses?
         self.store = store
         self.tags = tags
         self.dir = image_store
@@ -166,7 +167,12 @@ class Images:
         if arch != "x86_64":
             raise CloudError("InvalidParameterValue", f"Architecture '{arch}' is not supported (x86_64 only)")
         path = (self.dir / location).resolve()
-        if not path.is_relative_to(self.dir.resolve()) or not path.is_file():
+        rel = str(path.relative_to(self.dir.resolve())) if path.is_relative_to(self.dir.resolve()) else None
+        # Another account's private image file is not the caller's to register (it would
+        # expose its data); the answer is the same as for a missing file.
+        taken = rel is not None and any(i.path == rel and i.owner != caller.account and not i.public
+                                        for i in self.table.values())
+        if rel is None or taken or not path.is_file():
             raise CloudError("InvalidParameterValue",
                              f"ImageLocation '{location}' is not a file in the image store")
         pairs = tags_from_specs(req.get("TagSpecifications"), ("image",)).get("image")
@@ -265,8 +271,13 @@ class Images:
         """Register an image downloaded from `url`: `pending` now, `available` once it is
         here and verified (`failed` otherwise); `progress` tells how far it got."""
         self.check_name(owner, name)
-        if not url.startswith(("http://", "https://")):
-            raise CloudError("InvalidParameterValue", f"'{url}' is not an http(s) URL")
+        # Users' URLs may not point the controller at itself or at the link-local range (SSRF);
+        # the admin's may (they are the admin's own servers).
+        refuse_local = owner != CLOUD_OWNER and not self.allow_local_urls
+        try:
+            fetcher.check_url(url, refuse_local)
+        except fetcher.FetchError as e:
+            raise CloudError("InvalidParameterValue", str(e)) from None
         rel = f"{new_id('img')}.img"
         im = Image(id=new_id(PREFIX.get(image_type, "ami")), owner=owner, name=name, path=rel, size=0,
                    sha256="", created=time.time(), description=description, public=public, state="pending",
@@ -275,10 +286,11 @@ class Images:
             tx.put(im)
         await self.store.sync()
         self.progress[im.id] = (0, None, "")
-        self._background(self._download(im.id, url, sha256, sha512))
+        self._background(self._download(im.id, url, sha256, sha512, refuse_local))
         return im
 
-    async def _download(self, image_id: str, url: str, sha256: str | None, sha512: str | None) -> None:
+    async def _download(self, image_id: str, url: str, sha256: str | None, sha512: str | None,
+                        refuse_local: bool = False) -> None:
         im = self.table.get(image_id)
         if im is None:
             return
@@ -287,7 +299,7 @@ class Images:
         try:
             await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
             got = await fetcher.fetch(url, dest, lambda done, total: self._progress(image_id, done, total),
-                                      sha256, sha512)
+                                      sha256, sha512, refuse_local=refuse_local)
             fmt = await self.disk_format(dest)
             updates = {"state": "available", "size": got.size, "sha256": got.sha256, "disk_format": fmt}
             self.progress[image_id] = (got.size, got.size, "")

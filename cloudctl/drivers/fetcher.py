@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+
+MAX_REDIRECTS = 5
 
 
 class FetchError(Exception):
@@ -26,15 +34,82 @@ class Fetched:
     sha512: str
 
 
+def forbidden_address(addr: str) -> bool:
+    """Addresses a user's URL must not make the controller reach: itself, the link-local
+    range (the metadata service lives there), and addresses that are not unicast hosts."""
+    try:
+        ip = ipaddress.ip_address(addr.split("%")[0])
+    except ValueError:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved
+
+
+def check_url(url: str, refuse_local: bool) -> None:
+    """http(s) only; with `refuse_local`, a literal address must not be a forbidden one."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchError(f"'{url}' is not an http(s) URL")
+    host = parts.hostname.lower()
+    if not refuse_local:
+        return
+    if (_is_ip(host) and forbidden_address(host)) or host == "localhost" or host.endswith(".localhost"):
+        raise FetchError(f"'{url}' points at a loopback or link-local address, which image URLs may not")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+class _GuardedResolver(AbstractResolver):
+    """Resolves names, then drops forbidden addresses: checked at connect time, so a name that
+    changes its answer after the API call (DNS rebinding) still cannot reach them."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+        found = await self._inner.resolve(host, port, family)
+        allowed = [r for r in found if not forbidden_address(r["host"])]
+        if not allowed:
+            raise OSError(f"{host} resolves only to loopback or link-local addresses, which image URLs may not reach")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 async def fetch(url: str, dest: Path, progress: Callable[[int, int | None], None],
-                sha256: str | None = None, sha512: str | None = None, timeout_s: float = 3600) -> Fetched:
-    """Download `url` to `dest` (via `dest.part`); `progress(done, total)` is called per chunk."""
+                sha256: str | None = None, sha512: str | None = None, timeout_s: float = 3600,
+                refuse_local: bool = False) -> Fetched:
+    """Download `url` to `dest` (via `dest.part`); `progress(done, total)` is called per chunk.
+
+    With `refuse_local` (URLs from users) no hop of the download, redirects included, may
+    reach a loopback or link-local address."""
     part = dest.with_name(dest.name + ".part")
     h256, h512 = hashlib.sha256(), hashlib.sha512()
     done = 0
+    check_url(url, refuse_local)
+    connector = aiohttp.TCPConnector(resolver=_GuardedResolver()) if refuse_local else None
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
-            async with session.get(url) as resp:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                         connector=connector) as session:
+            for _ in range(MAX_REDIRECTS + 1):
+                resp = await session.get(url, allow_redirects=False)
+                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                    resp.release()
+                    url = urljoin(url, resp.headers["Location"])
+                    check_url(url, refuse_local)
+                    continue
+                break
+            else:
+                raise FetchError(f"GET {url}: more than {MAX_REDIRECTS} redirects")
+            async with resp:
                 if resp.status != 200:
                     raise FetchError(f"GET {url}: HTTP {resp.status} {resp.reason}")
                 total = resp.content_length
@@ -55,7 +130,7 @@ async def fetch(url: str, dest: Path, progress: Callable[[int, int | None], None
             if want and h.hexdigest() != want.lower():
                 raise FetchError(f"{name} mismatch: expected {want}, received {h.hexdigest()}")
         await asyncio.to_thread(os.replace, part, dest)
-    except aiohttp.ClientError as e:
+    except (aiohttp.ClientError, OSError) as e:
         part.unlink(missing_ok=True)
         raise FetchError(f"GET {url}: {e}") from None
     except BaseException:
