@@ -111,6 +111,17 @@ class NetworkConfig(_Strict):
         return self
 
 
+class Limits(_Strict):
+    """Per-user quotas (EC2's limit errors when exceeded); instances and vCPUs count every
+    instance that is not terminated."""
+
+    instances: Annotated[int, Field(ge=0)] = 100
+    vcpus: Annotated[int, Field(ge=0)] = 512
+    volumes: Annotated[int, Field(ge=0)] = 500
+    volume_gib: Annotated[int, Field(ge=0)] = 50_000
+    key_pairs: Annotated[int, Field(ge=0)] = 5000
+
+
 class SeedImage(_Strict):
     name: str
     file: Path
@@ -139,6 +150,7 @@ class Config(_Strict):
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     instance_dir: Path | None = None     # per-instance disks, config drives, console logs
     kernel_cmdline: str = "console=ttyS0 panic=-1"   # for images booted from a kernel image
+    limits: Limits = Limits()
     user_image_urls: bool = False   # may users RegisterImage from an http(s) URL the controller fetches?
     user_image_urls_local: bool = False   # ...even at loopback/link-local addresses? (labs and tests only)
 

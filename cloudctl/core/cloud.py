@@ -68,7 +68,7 @@ class Cloud:
         self.storage = QemuImgStorage()
         self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage,
                              cfg.user_image_urls_local)
-        self.keypairs = KeyPairs(self.store, self.tags)
+        self.keypairs = KeyPairs(self.store, self.tags, cfg.limits.key_pairs)
         self.network = Networks(self.store, cfg)
         self.scheduler = Scheduler(self.store, cfg)
         self.catalog = Catalog(cfg, self.endpoint)

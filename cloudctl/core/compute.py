@@ -23,7 +23,7 @@ from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
 from ..store.records import Image, Instance, Reservation
-from ..store.store import MultiIndex, Store
+from ..store.store import MultiIndex, Store, SumIndex
 from .context import Caller
 from .configdrive import ConfigDriveError
 from .domains import DomainRenderer
@@ -79,6 +79,8 @@ class Compute:
         self.reservations = store.table(Reservation)
         self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))
         self._by_host: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.host))
+        self._usage: SumIndex[Instance] = self.table.add_index(SumIndex(
+            lambda i: i.owner if i.state != "terminated" else None, self._vcpus))
         self._by_token: MultiIndex[Reservation] = self.reservations.add_index(
             MultiIndex(lambda r: f"{r.owner}\x1f{r.client_token}" if r.client_token else None))
         self.work = KeyedWork()   # hypervisor work after the answer, in order per instance
@@ -233,7 +235,10 @@ class Compute:
             raise CloudError("InsufficientInstanceCapacity",
                              f"We currently do not have sufficient {type_name} capacity in the Availability "
                              f"Zone you requested ({zone}): {room} more fit, {lo} requested.")
-        count = min(hi, room)
+        count = min(hi, room, self._quota_left(caller.account, itype, lo))
+        if launch_volumes and self.volumes is not None:
+            self.volumes.check_quota(caller.account, count * len(launch_volumes),
+                                     count * sum(v.size for v in launch_volumes))
         now = time.time()
         res = Reservation(id=new_id("r"), owner=caller.account, client_token=token, request_hash=req_hash)
         launched: list[Instance] = []
@@ -266,6 +271,26 @@ class Compute:
                 self.volumes.make_launch_files(inst.id, volume_ids[inst.id])   # queued before the launch
             self.converge(inst.id)
         return res, launched
+
+    def _vcpus(self, i: Instance) -> int:
+        t = self.config.instance_types.get(i.instance_type)
+        return t.vcpus if t else 1
+
+    def _quota_left(self, owner: str, itype: InstanceType, at_least: int) -> int:
+        """How many more instances of `itype` the owner's quotas allow (at least `at_least`)."""
+        limits = self.config.limits
+        n, vcpus = self._usage.get(owner)
+        by_count = limits.instances - n
+        if by_count < at_least:
+            raise CloudError("InstanceLimitExceeded",
+                             f"Your quota allows for {max(by_count, 0)} more running instance(s). "
+                             f"You requested at least {at_least}.")
+        by_vcpu = (limits.vcpus - vcpus) // itype.vcpus
+        if by_vcpu < at_least:
+            raise CloudError("VcpuLimitExceeded",
+                             f"You have requested more vCPU capacity than your current vCPU limit of "
+                             f"{limits.vcpus} allows ({vcpus} in use, {at_least * itype.vcpus} requested).")
+        return min(by_count, by_vcpu)
 
     def _nic_request(self, req: dict[str, Any], zone: str | None) -> tuple[Subnet | None, str | None]:
         """The subnet and private address asked for: SubnetId/PrivateIpAddress or one NetworkInterface."""

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 
 class KeyPairs:
-    def __init__(self, store: Store, tags: Tags) -> None:
+    def __init__(self, store: Store, tags: Tags, max_per_owner: int = 5000) -> None:
         self.store = store
+        self.max_per_owner = max_per_owner
         self.tags = tags
         self.table = store.table(KeyPair)
         self._by_owner: MultiIndex[KeyPair] = self.table.add_index(MultiIndex(lambda k: k.owner))
@@ -47,6 +48,9 @@ class KeyPairs:
             raise CloudError("InvalidParameterValue", "Key pair names must be 1-255 printable ASCII characters")
         if self.by_name(caller.account, name) is not None:
             raise CloudError("InvalidKeyPair.Duplicate", f"The keypair '{name}' already exists.")
+        if len(self._by_owner.get(caller.account)) >= self.max_per_owner:
+            raise CloudError("ResourceLimitExceeded",
+                             f"You have reached the limit of {self.max_per_owner} key pairs.")
 
     async def _save(self, caller: Caller, name: str, km: "sshkeys.KeyMaterial",
                     tag_specs: list[dict[str, Any]] | None) -> KeyPair:

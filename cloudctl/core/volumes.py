@@ -27,7 +27,7 @@ from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
 from ..drivers.storage.base import GIB, StorageDriver, StorageError
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.records import Instance, Snapshot, Volume
-from ..store.store import MultiIndex, Store, Txn
+from ..store.store import MultiIndex, Store, SumIndex, Txn
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
@@ -97,6 +97,7 @@ class Volumes:
         self.snapshots = store.table(Snapshot)
         self.instances = store.table(Instance)
         self._by_owner: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.owner))
+        self._usage: SumIndex[Volume] = self.table.add_index(SumIndex(lambda v: v.owner, lambda v: v.size))
         self._by_instance: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.instance_id))
         self._snaps_by_owner: MultiIndex[Snapshot] = self.snapshots.add_index(MultiIndex(lambda s: s.owner))
         self.work = work or KeyedWork()   # shared with compute: one order per instance
@@ -223,6 +224,7 @@ class Volumes:
                     raise CloudError("InvalidParameterCombination",
                                      f"The parameter {name} is not supported for {vtype} volumes.")
         pairs = tags_from_specs(req.get("TagSpecifications"), ("volume",)).get("volume", [])
+        self.check_quota(caller.account, 1, size)
         caller.check_dry_run()
         vol = Volume(id=new_id("vol"), owner=caller.account, zone=zone, size=size, volume_type=vtype,
                      state="creating", created=time.time(), snapshot_id=snap.id if snap else None,
@@ -270,6 +272,17 @@ class Volumes:
             specs.append(LaunchVolume(device, target, size, vtype, snap.id if snap else None,
                                       ebs.get("DeleteOnTermination", True) is not False))
         return root, specs
+
+    def check_quota(self, owner: str, count: int, gib: int) -> None:
+        """Refuse `count` more volumes of `gib` GiB in all beyond the owner's quotas."""
+        limits = self.config.limits
+        n, used = self._usage.get(owner)
+        if n + count > limits.volumes:
+            raise CloudError("VolumeLimitExceeded", f"You have reached your volume limit of {limits.volumes} "
+                             f"volumes ({n} in use, {count} requested).")
+        if used + gib > limits.volume_gib:
+            raise CloudError("VolumeLimitExceeded", f"You have exceeded your maximum storage limit of "
+                             f"{limits.volume_gib} GiB ({used} GiB in use, {gib} GiB requested).")
 
     def add_at_launch(self, tx: Txn, owner: str, instance_id: str, zone: str, specs: list[LaunchVolume],
                       now: float) -> list[str]:

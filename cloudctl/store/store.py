@@ -64,6 +64,33 @@ class MultiIndex(Index[R]):
         return self.groups.get(k, {})
 
 
+class SumIndex(Index[R]):
+    """Per derived key, how many rows and the sum of a number over them (quotas)."""
+
+    def __init__(self, key: Callable[[R], str | None], amount: Callable[[R], int]) -> None:
+        self._key = key
+        self._amount = amount
+        self.totals: dict[str, tuple[int, int]] = {}
+
+    def add(self, row: R) -> None:
+        k = self._key(row)
+        if k is not None:
+            n, total = self.totals.get(k, (0, 0))
+            self.totals[k] = (n + 1, total + self._amount(row))
+
+    def remove(self, row: R) -> None:
+        k = self._key(row)
+        if k is not None and k in self.totals:
+            n, total = self.totals[k]
+            if n <= 1:
+                del self.totals[k]
+            else:
+                self.totals[k] = (n - 1, total - self._amount(row))
+
+    def get(self, k: str) -> tuple[int, int]:
+        return self.totals.get(k, (0, 0))
+
+
 IX = TypeVar("IX", bound="Index[Any]")
 
 
