@@ -112,14 +112,14 @@ class NetworkConfig(_Strict):
 
 
 class Limits(_Strict):
-    """Per-user quotas (EC2's limit errors when exceeded); instances and vCPUs count every
-    instance that is not terminated."""
+    """Per-user quotas (EC2's limit errors when exceeded; none: unlimited, as OpenNebula's
+    default quotas). Instances and vCPUs count every instance that is not terminated."""
 
-    instances: Annotated[int, Field(ge=0)] = 100
-    vcpus: Annotated[int, Field(ge=0)] = 512
-    volumes: Annotated[int, Field(ge=0)] = 500
-    volume_gib: Annotated[int, Field(ge=0)] = 50_000
-    key_pairs: Annotated[int, Field(ge=0)] = 5000
+    instances: Annotated[int, Field(ge=0)] | None = None
+    vcpus: Annotated[int, Field(ge=0)] | None = None
+    volumes: Annotated[int, Field(ge=0)] | None = None
+    volume_gib: Annotated[int, Field(ge=0)] | None = None
+    key_pairs: Annotated[int, Field(ge=0)] | None = None
 
 
 class SeedImage(_Strict):

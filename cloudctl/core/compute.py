@@ -280,12 +280,13 @@ class Compute:
         """How many more instances of `itype` the owner's quotas allow (at least `at_least`)."""
         limits = self.config.limits
         n, vcpus = self._usage.get(owner)
-        by_count = limits.instances - n
+        unlimited = 1 << 31
+        by_count = unlimited if limits.instances is None else limits.instances - n
         if by_count < at_least:
             raise CloudError("InstanceLimitExceeded",
                              f"Your quota allows for {max(by_count, 0)} more running instance(s). "
                              f"You requested at least {at_least}.")
-        by_vcpu = (limits.vcpus - vcpus) // itype.vcpus
+        by_vcpu = unlimited if limits.vcpus is None else (limits.vcpus - vcpus) // itype.vcpus
         if by_vcpu < at_least:
             raise CloudError("VcpuLimitExceeded",
                              f"You have requested more vCPU capacity than your current vCPU limit of "

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class KeyPairs:
-    def __init__(self, store: Store, tags: Tags, max_per_owner: int = 5000) -> None:
+    def __init__(self, store: Store, tags: Tags, max_per_owner: int | None = None) -> None:
         self.store = store
         self.max_per_owner = max_per_owner
         self.tags = tags
@@ -48,7 +48,7 @@ class KeyPairs:
             raise CloudError("InvalidParameterValue", "Key pair names must be 1-255 printable ASCII characters")
         if self.by_name(caller.account, name) is not None:
             raise CloudError("InvalidKeyPair.Duplicate", f"The keypair '{name}' already exists.")
-        if len(self._by_owner.get(caller.account)) >= self.max_per_owner:
+        if self.max_per_owner is not None and len(self._by_owner.get(caller.account)) >= self.max_per_owner:
             raise CloudError("ResourceLimitExceeded",
                              f"You have reached the limit of {self.max_per_owner} key pairs.")
 

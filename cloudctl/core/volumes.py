@@ -277,10 +277,10 @@ class Volumes:
         """Refuse `count` more volumes of `gib` GiB in all beyond the owner's quotas."""
         limits = self.config.limits
         n, used = self._usage.get(owner)
-        if n + count > limits.volumes:
+        if limits.volumes is not None and n + count > limits.volumes:
             raise CloudError("VolumeLimitExceeded", f"You have reached your volume limit of {limits.volumes} "
                              f"volumes ({n} in use, {count} requested).")
-        if used + gib > limits.volume_gib:
+        if limits.volume_gib is not None and used + gib > limits.volume_gib:
             raise CloudError("VolumeLimitExceeded", f"You have exceeded your maximum storage limit of "
                              f"{limits.volume_gib} GiB ({used} GiB in use, {gib} GiB requested).")
 
