@@ -5,7 +5,7 @@ CONFIG  ?= config/cloudctl.yaml
 # Build deps and bench tools, plus what the real-guest tests need (libvirtd, qemu under TCG).
 DEB_PKGS := libvirt-dev pkg-config wrk $(shell grep -v '^\#' scripts/debian-packages.txt)
 
-.PHONY: install deps venv run test test-e2e bench clean
+.PHONY: install deps venv run test test-e2e bench stress clean
 
 install: deps venv
 
@@ -35,6 +35,11 @@ test-e2e:
 bench:
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py
+
+# The long reliability run: 20 crash trials under load, then 50 clients for 60 s.
+stress:
+	CLOUDCTL_CRASH_TRIALS=20 $(PY) -m pytest -q -s tests/test_crash_trials.py
+	$(PY) bench/stress.py --clients 50 --seconds 60
 
 clean:
 	rm -rf $(VENV) build *.egg-info

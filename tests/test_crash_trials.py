@@ -1,0 +1,43 @@
+"""SIGKILL at random moments under mixed concurrent load: after each crash the state on disk
+holds every acknowledged change and nothing half-made; the restarted server answers ClientToken
+retries with the original reservations. CLOUDCTL_CRASH_TRIALS sets the count (`make stress`: 20)."""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from crashlab import Acked, check, load_state, trial
+
+TRIALS = int(os.environ.get("CLOUDCTL_CRASH_TRIALS", "3"))
+
+
+def test_crash_trials(new_server: Any, capsys: Any) -> None:
+    srv = new_server()
+    user = srv.create_user("crash")
+    image = srv.client(user).describe_images()["Images"][0]["ImageId"]
+    acked = Acked()
+    rng = random.Random(int(os.environ.get("CLOUDCTL_CRASH_SEED", "0")) or None)
+    total = 0
+    for n in range(TRIALS):
+        done, after = trial(srv, user, image, acked, rng)
+        total += done
+        problems = check(load_state(srv.state_dir), acked)
+        assert not problems, f"trial {n + 1} (killed after {after:.2f} s): " + "; ".join(problems[:10])
+        srv.start()
+        ec2 = srv.client(user)
+        # retried ClientTokens give back the original reservation; untried ones launch anew
+        sample = rng.sample(acked.tried_tokens, min(20, len(acked.tried_tokens)))
+        for token in sample:
+            r = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=2, InstanceType="t3.nano",
+                                  ClientToken=token, TagSpecifications=[
+                                      {"ResourceType": "instance", "Tags": [{"Key": "token", "Value": token}]}])
+            if token in acked.instances:
+                assert r["ReservationId"] == acked.instances[token][0], token
+            else:
+                acked.instances[token] = (r["ReservationId"], [i["InstanceId"] for i in r["Instances"]])
+    assert total >= 10 * TRIALS, "the load should have been acknowledged many times before the crashes"
+    with capsys.disabled():
+        print(f"\ncrash trials: {TRIALS}, operations acknowledged {total}, instances {len(acked.instances)}, "
+              f"key pairs {len(acked.key_pairs)}, volumes {len(acked.volumes)}, tags {len(acked.tags)}, "
+              f"terminations {len(acked.terminated)}, users {len(acked.users)}")
