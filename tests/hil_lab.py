@@ -80,6 +80,10 @@ class Ovs:
         return self
 
     def stop(self) -> None:
+        if self.procs:
+            # The netdev bridge's tap outlives ovs-vswitchd unless the bridge is deleted first.
+            run("ovs-vsctl", f"--db={self.db}", "--timeout=10", "--if-exists", "del-br", self.bridge,
+                env=self.env, check=False)
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.terminate()
@@ -89,6 +93,8 @@ class Ovs:
                     p.kill()
                     p.wait()
         self.procs.clear()
+        if Path(f"/sys/class/net/{self.bridge}").exists():
+            run("ip", "link", "del", self.bridge, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -110,6 +116,8 @@ class Sshd:
 
     def start(self) -> "Sshd":
         d = self.dir
+        if (d / "sshd_config").exists():     # resumed after `pause`
+            return self._spawn()
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key"))
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.client_key))
         shutil.copy(d / "client_key.pub", d / "authorized_keys")
@@ -119,6 +127,10 @@ class Sshd:
             f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
             "PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "UsePAM no\nStrictModes no\nMaxSessions 50\nMaxStartups 100:30:200\nLogLevel VERBOSE\n")
+        return self._spawn()
+
+    def _spawn(self) -> "Sshd":
+        d = self.dir
         self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")])
 
         def up() -> bool:
@@ -133,10 +145,15 @@ class Sshd:
         _wait_for(up, "sshd")
         return self
 
-    def stop(self) -> None:
+    def pause(self) -> None:
+        """Stop listening: new sessions are refused; `start` resumes with the same keys. A session
+        already open lives on in its own sshd process until its client goes away."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.pause()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
