@@ -4,7 +4,10 @@ driven through its REST API. Needs root, `sshd`, OVS and `ping` (scripts/debian-
 """
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,3 +191,37 @@ def test_kill_with_pending_operations(srv: Server, admin: Hil, lab: tuple[Ovs, S
     report = audit(admin)
     assert set(report.values()) == {"ok"}, report
     assert nodes.pings(1, 6) and not nodes.pings(1, 3) and not nodes.pings(4, 2)
+
+
+def cli(srv: Server, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([sys.executable, "-m", "cloudctl", "--config", str(srv.config_path), *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == code, (args, out.stdout, out.stderr)
+    return out
+
+
+def test_cli_drives_the_same_calls(srv: Server, admin: Hil, lab: tuple[Ovs, Sshd, Nodes]) -> None:
+    ovs, _, nodes = lab
+    cli(srv, "project", "create", "D")
+    cli(srv, "project", "connect-node", "D", "n7")
+    assert "D" in cli(srv, "project", "list").stdout.split()
+    vlan = int(cli(srv, "bm-network", "create", "D-net", "--owner", "D").stdout.split()[-1])
+    assert 1100 <= vlan <= 1199
+    assert "D-net" in cli(srv, "bm-network", "list").stdout
+    cli(srv, "bm-network", "grant", "D-net", "B")
+    assert cli(srv, "node", "connect-network", "n7", "eth0", "D-net").stdout.strip().endswith("done")
+    assert cli(srv, "node", "connect-network", "n4", "eth0", "D-net").stdout.strip().endswith("done")
+    assert nodes.pings(7, 4) and not nodes.pings(7, 1)
+    bad = cli(srv, "node", "connect-network", "n7", "eth0", "nosuch", code=1)
+    assert "NotFoundError: network 'nosuch' does not exist" in bad.stderr
+    assert cli(srv, "node", "list", "free").stdout.split() == ["ghost"]   # the only node in no project
+    assert json.loads(cli(srv, "node", "show", "n7").stdout)["nics"][0]["networks"] == {"vlan/native": "D-net"}
+    cli(srv, "switch", "audit")                                       # exit 0: no drift
+    ovs.vsctl("set", "port", nodes.port(7), "tag=1199")
+    drift = cli(srv, "switch", "audit", "ovs1", code=3).stdout
+    assert any(nodes.port(7) in line and "drift" in line for line in drift.splitlines())
+    assert nodes.pings(7, 4) is False
+    cli(srv, "switch", "audit", "--repair")
+    assert nodes.pings(7, 4)
+    assert cli(srv, "node", "detach-network", "n4", "eth0", "D-net").stdout.strip().endswith("done")
+    assert not nodes.pings(7, 4)
