@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -200,3 +201,47 @@ class Nodes:
             run("ip", "link", "del", self.port(i), check=False)
             run("ip", "netns", "del", self.ns(i), check=False)
         self.made.clear()
+
+
+@dataclass
+class FakeSwitch:
+    """A `fake-switches` process (a third-party switch CLI simulator over SSH) on loopback."""
+    model: str = "cisco_generic"
+    port: int = field(default_factory=free_port)
+    password: str = "fake-switch-pw"
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix=TAG + "fs", suffix=".log")[1]))
+
+    @property
+    def host_key(self) -> str:
+        from fake_switches.transports.ssh_service import getRSAKeys
+        return " ".join(getRSAKeys()[0].split()[:2])
+
+    def start(self) -> "FakeSwitch":
+        exe = Path(sys.executable).with_name("fake-switches")
+        self.proc = subprocess.Popen([str(exe), "--model", self.model, "--hostname", "sw" + self.model[:5],
+                                      "--username", "admin", "--password", self.password,
+                                      "--listen-host", "127.0.0.1", "--listen-port", str(self.port)],
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fake-switches exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+        _wait_for(up, "fake-switches", timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.unlink(missing_ok=True)

@@ -84,7 +84,10 @@ def driver_class(family: str) -> type[SwitchDriver] | None:
     if family == "ovs":
         from .ovs import OvsDriver
         return OvsDriver
+    if family == "cisco":
+        from .cisco import CiscoDriver
+        return CiscoDriver
     return None
 
 
-FAMILIES = ("ovs",)
+FAMILIES = ("ovs", "cisco")
