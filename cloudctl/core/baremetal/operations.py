@@ -166,10 +166,14 @@ class Operations:
             if not pending:
                 await ev.wait()
 
-    async def _with_retries(self, switch: str, fn: Any) -> Any:
+    async def _with_retries(self, switch: str, fn: Any, locked: bool = False) -> Any:
+        """Run `fn(driver)` under the switch's lock (unless the caller holds it), retrying broken
+        sessions with exponential backoff; a refusal by the switch is not retried."""
         delay = self.config.backoff_s
         for attempt in range(1, self.config.attempts + 1):
             try:
+                if locked:
+                    return await fn(self.driver(switch))
                 async with self.lock(switch):
                     return await fn(self.driver(switch))
             except SwitchUnreachable as e:
@@ -235,35 +239,40 @@ class Operations:
     async def _audit_switch(self, switch: str, repair: bool) -> list[dict[str, Any]]:
         out = []
         for port in sorted(self.site.ports_by_switch.get(switch).values(), key=lambda p: p.name):
-            row: dict[str, Any] = {"switch": switch, "port": port.name, "node": port.node, "nic": port.nic}
-            if self.site.pending_by_port.get(port.key):
-                out.append({**row, "status": "pending"})
-                continue
-            want = self.desired(port)
-            row["expected"] = want.describe()
-            try:
-                have = await self._with_retries(switch, lambda d, p=port.name: d.read_port(p))
-            except SwitchError as e:
-                out.append({**row, "status": "error", "error": str(e)})
-                continue
-            row["actual"] = have.describe()
-            if have == want:
-                out.append({**row, "status": "ok"})
-                continue
-            if not repair:
-                out.append({**row, "status": "drift"})
-                continue
-
-            async def fix(d: SwitchDriver, p: str = port.name) -> None:
-                await d.set_port(p, want)
-                await d.save()
-
-            try:
-                await self._with_retries(switch, fix)
-                out.append({**row, "status": "repaired"})
-            except SwitchError as e:
-                out.append({**row, "status": "error", "error": str(e)})
+            # Under the switch's lock: a worker changes a port and then records the change while
+            # its operation is still pending, so what is read here is never ahead of the records.
+            async with self.lock(switch):
+                out.append(await self._audit_port(switch, port.name, repair))
         return out
+
+    async def _audit_port(self, switch: str, name: str, repair: bool) -> dict[str, Any]:
+        port = self.site.ports.get(_k(switch, name))
+        row: dict[str, Any] = {"switch": switch, "port": name, "node": port and port.node, "nic": port and port.nic}
+        if port is None:
+            return {**row, "status": "gone"}
+        if self.site.pending_by_port.get(port.key):
+            return {**row, "status": "pending"}
+        want = self.desired(port)
+        row["expected"] = want.describe()
+        try:
+            have = await self._with_retries(switch, lambda d: d.read_port(name), locked=True)
+        except SwitchError as e:
+            return {**row, "status": "error", "error": str(e)}
+        row["actual"] = have.describe()
+        if have == want:
+            return {**row, "status": "ok"}
+        if not repair:
+            return {**row, "status": "drift"}
+
+        async def fix(d: SwitchDriver) -> None:
+            await d.set_port(name, want)
+            await d.save()
+
+        try:
+            await self._with_retries(switch, fix, locked=True)
+        except SwitchError as e:
+            return {**row, "status": "error", "error": str(e)}
+        return {**row, "status": "repaired"}
 
     async def audit_on_start(self) -> None:
         mode = self.config.audit_on_start
