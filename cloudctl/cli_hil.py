@@ -39,6 +39,9 @@ def add_parsers(sub: Any) -> None:
     reg.add_argument("--ipmi-user")
     reg.add_argument("--ipmi-password")
     no.add_parser("delete").add_argument("name")
+    pw = no.add_parser("power", help="power control through the node's IPMI")
+    pw.add_argument("action", choices=["on", "off", "cycle", "status"])
+    pw.add_argument("name")
     no.add_parser("list").add_argument("which", nargs="?", choices=["all", "free"], default="all")
     no.add_parser("show").add_argument("name")
     nic = no.add_parser("add-nic")
@@ -139,6 +142,10 @@ def run(client: Client, args: argparse.Namespace) -> None:
             client.call("PUT", f"/v0/node/{_q(args.name)}", {"obm": obm})
         elif s == "delete":
             client.call("DELETE", f"/v0/node/{_q(args.name)}")
+        elif s == "power" and args.action == "status":
+            out = client.call("GET", f"/v0/node/{_q(args.name)}/power_status")["power_status"]
+        elif s == "power":
+            client.call("POST", f"/v0/node/{_q(args.name)}/power_{args.action}", {})
         elif s == "list":
             out = "\n".join(client.call("GET", f"/v0/nodes/{args.which}"))
         elif s == "show":

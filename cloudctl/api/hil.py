@@ -115,6 +115,11 @@ class HilApi:
         add("GET", "/node/{node}", lambda q, c, b: _ret(site.show_node(c, m(q, "node"))))
         add("PUT", "/node/{node}/nic/{nic}",
             lambda q, c, b: site.register_nic(c, m(q, "node"), m(q, "nic"), b.get("macaddr")))
+        for action in ("on", "off", "cycle"):
+            add("POST", f"/node/{{node}}/power_{action}",
+                lambda q, c, b, a=action: bm.obm.power(c, m(q, "node"), a, b.get("force", False)))
+        add("GET", "/node/{node}/power_status", lambda q, c, b: bm.obm.status(c, m(q, "node")))
+        add("PUT", "/node/{node}/boot_device", lambda q, c, b: bm.obm.bootdev(c, m(q, "node"), b.get("bootdev")))
         add("DELETE", "/node/{node}/nic/{nic}", lambda q, c, b: site.delete_nic(c, m(q, "node"), m(q, "nic")))
 
         async def connect_network(q: web.Request, c: Caller, b: dict[str, Any]) -> Any:

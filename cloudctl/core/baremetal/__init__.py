@@ -8,6 +8,7 @@ from ...config import Baremetal as BaremetalConfig, parse_vlan_ranges
 from ...store.store import Store
 from .auth import Caller
 from .networks import Networks
+from .obm import Obm
 from .operations import Operations
 from .site import Site
 from .users import BmUsers
@@ -22,6 +23,7 @@ class Baremetal:
         self.networks = Networks(self.site)
         self.ops = Operations(self.site, config)
         self.users = BmUsers(self.site, config.auth)
+        self.obm = Obm(self.site, config.command_timeout_s)
         self._audit: asyncio.Task[None] | None = None
 
     def start(self) -> None:
