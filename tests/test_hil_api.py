@@ -162,3 +162,10 @@ def test_one_pending_operation_per_nic(admin: Hil, site: dict[str, Any]) -> None
     # While an operation is pending, the network and the port cannot go away.
     assert admin.call("DELETE", "/network/p2-net")[0] == 409
     assert admin.call("POST", "/project/p1/detach_node", {"node": "n1"})[0] == 409
+
+
+def test_null_auth_backend_makes_everyone_admin(new_server: Any) -> None:
+    srv = new_server(baremetal={"auth": "null", "audit_on_start": "off"})
+    anyone = Hil(srv.admin_url)
+    anyone.ok("PUT", "/project/free-for-all")
+    assert anyone.ok("GET", "/projects") == ["free-for-all"]

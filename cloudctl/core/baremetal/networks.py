@@ -73,7 +73,7 @@ class Networks:
             allocated = vlan in self.pool_set
         net = BmNetwork(name=name, vlan=vlan, owner=owner, access=sorted(set(access)), allocated=allocated,
                         created=time.time())
-        await site._put(net)
+        await site.commit(net)
         return net
 
     async def delete(self, caller: Caller, name: str) -> None:
@@ -83,7 +83,7 @@ class Networks:
             raise BlockedError(f"network {name!r} is attached to NICs")
         if any(o.network == name for o in self.site.ops.values() if o.status == "pending"):
             raise BlockedError(f"network {name!r} has pending switch operations")
-        await self.site._put(delete=(net,))
+        await self.site.commit(delete=(net,))
 
     def _require_owner(self, caller: Caller, net: BmNetwork) -> None:
         if net.owner is None:
@@ -103,7 +103,7 @@ class Networks:
             raise BlockedError(f"network {name!r} is public")
         if project in net.access:
             return
-        await self.site._put(dataclasses.replace(net, access=sorted([*net.access, project])))
+        await self.site.commit(dataclasses.replace(net, access=sorted([*net.access, project])))
 
     async def revoke(self, caller: Caller, name: str, project: str) -> None:
         net = self.site.network(name)
@@ -116,7 +116,7 @@ class Networks:
         for a in self.site.att_by_network.get(name).values():
             if self.site.nodes.rows[a.node].project == project:
                 raise BlockedError(f"project {project!r} still has node {a.node} on network {name!r}")
-        await self.site._put(dataclasses.replace(net, access=[p for p in net.access if p != project]))
+        await self.site.commit(dataclasses.replace(net, access=[p for p in net.access if p != project]))
 
     def show(self, caller: Caller, name: str) -> dict[str, Any]:
         net = self.site.network(name)

@@ -57,7 +57,7 @@ class Operations:
     async def _queue(self, op: BmOperation) -> BmOperation:
         self._seq += 1
         op = dataclasses.replace(op, seq=self._seq, created=time.time())
-        await self.site._put(op)
+        await self.site.commit(op)
         self._wake_switch(op.switch)
         return op
 

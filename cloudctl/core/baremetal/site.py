@@ -106,7 +106,7 @@ class Site:
                 return f"NIC {nic.name} has a pending switch operation"
         return None
 
-    async def _put(self, *rows: Any, delete: tuple[Any, ...] = ()) -> None:
+    async def commit(self, *rows: Any, delete: tuple[Any, ...] = ()) -> None:
         with self.store.txn() as tx:
             for r in rows:
                 tx.put(r)
@@ -124,7 +124,7 @@ class Site:
         label("project", name)
         if name in self.projects.rows:
             raise DuplicateError(f"project {name!r} already exists")
-        await self._put(BmProject(name=name, created=time.time()))
+        await self.commit(BmProject(name=name, created=time.time()))
 
     async def delete_project(self, caller: Caller, name: str) -> None:
         caller.require_admin()
@@ -135,7 +135,7 @@ class Site:
             raise BlockedError(f"project {name!r} still owns networks")
         if any(name in n.access for n in self.networks.values()):
             raise BlockedError(f"project {name!r} is still on a network's access list")
-        await self._put(delete=(p,))
+        await self.commit(delete=(p,))
 
     async def connect_node(self, caller: Caller, project: str, node: str) -> None:
         caller.require_project(project)
@@ -143,7 +143,7 @@ class Site:
         n = self.node(node)
         if n.project is not None:
             raise BlockedError(f"node {node!r} already belongs to a project")
-        await self._put(BmNode(**{**n.to_dict(), "project": project}))
+        await self.commit(BmNode(**{**n.to_dict(), "project": project}))
 
     async def detach_node(self, caller: Caller, project: str, node: str) -> None:
         caller.require_project(project)
@@ -154,7 +154,7 @@ class Site:
         why = self.node_busy(node)
         if why:
             raise BlockedError(f"node {node!r}: {why}; detach its networks first")
-        await self._put(BmNode(**{**n.to_dict(), "project": None}))
+        await self.commit(BmNode(**{**n.to_dict(), "project": None}))
 
     def project_nodes(self, caller: Caller, project: str) -> list[str]:
         caller.require_project(project)
@@ -167,7 +167,7 @@ class Site:
         label("node", name)
         if name in self.nodes.rows:
             raise DuplicateError(f"node {name!r} already exists")
-        await self._put(BmNode(name=name, obm=_check_obm(obm), created=time.time()))
+        await self.commit(BmNode(name=name, obm=_check_obm(obm), created=time.time()))
 
     async def delete_node(self, caller: Caller, name: str) -> None:
         caller.require_admin()
@@ -176,7 +176,7 @@ class Site:
             raise BlockedError(f"node {name!r} is in project {n.project!r}")
         if self.nics_by_node.get(name):
             raise BlockedError(f"node {name!r} still has NICs")
-        await self._put(delete=(n,))
+        await self.commit(delete=(n,))
 
     async def register_nic(self, caller: Caller, node: str, nic: str, mac: Any) -> None:
         caller.require_admin()
@@ -184,14 +184,14 @@ class Site:
         label("NIC", nic)
         if _k(node, nic) in self.nics.rows:
             raise DuplicateError(f"node {node!r} already has a NIC {nic!r}")
-        await self._put(BmNic(node=node, name=nic, macaddr=macaddr(mac)))
+        await self.commit(BmNic(node=node, name=nic, macaddr=macaddr(mac)))
 
     async def delete_nic(self, caller: Caller, node: str, nic: str) -> None:
         caller.require_admin()
         row = self.nic(node, nic)
         if self.port_of(node, nic) is not None:
             raise BlockedError(f"NIC {node}/{nic} is cabled to a switch port; detach it first")
-        await self._put(delete=(row,))
+        await self.commit(delete=(row,))
 
     def list_nodes(self, caller: Caller, which: str) -> list[str]:
         if which not in ("all", "free"):
@@ -233,14 +233,14 @@ class Site:
         dummy = getattr(checked, "dummy_vlan", None)
         if dummy is not None and dummy in self.pool:
             raise BadArgumentError(f"switch {name!r}: dummy_vlan {dummy} lies in the network VLAN pool")
-        await self._put(BmSwitch(name=name, type=family, options=checked.model_dump(exclude_none=True)))
+        await self.commit(BmSwitch(name=name, type=family, options=checked.model_dump(exclude_none=True)))
 
     async def delete_switch(self, caller: Caller, name: str) -> None:
         caller.require_admin()
         s = self.switch(name)
         if self.ports_by_switch.get(name):
             raise BlockedError(f"switch {name!r} still has ports")
-        await self._put(delete=(s,))
+        await self.commit(delete=(s,))
 
     async def register_port(self, caller: Caller, switch: str, port: str) -> None:
         caller.require_admin()
@@ -252,7 +252,7 @@ class Site:
             raise BadArgumentError(f"port {port!r} on switch {switch!r}: {why}")
         if _k(switch, port) in self.ports.rows:
             raise DuplicateError(f"switch {switch!r} already has port {port!r}")
-        await self._put(BmPort(switch=switch, name=port))
+        await self.commit(BmPort(switch=switch, name=port))
 
     async def delete_port(self, caller: Caller, switch: str, port: str) -> None:
         caller.require_admin()
@@ -261,7 +261,7 @@ class Site:
             raise BlockedError(f"port {port!r} is cabled to {p.node}/{p.nic}")
         if self.pending_by_port.get(p.key):
             raise BlockedError(f"port {port!r} has a pending switch operation")
-        await self._put(delete=(p,))
+        await self.commit(delete=(p,))
 
     async def connect_nic(self, caller: Caller, switch: str, port: str, node: Any, nic: Any) -> None:
         caller.require_admin()
@@ -274,7 +274,7 @@ class Site:
         other = self.port_of(node, nic)
         if other is not None:
             raise DuplicateError(f"NIC {node}/{nic} is already cabled to {other.switch} port {other.name}")
-        await self._put(BmPort(switch=switch, name=port, node=node, nic=nic))
+        await self.commit(BmPort(switch=switch, name=port, node=node, nic=nic))
 
     async def detach_nic(self, caller: Caller, switch: str, port: str) -> None:
         caller.require_admin()
@@ -285,7 +285,7 @@ class Site:
             raise BlockedError(f"node {p.node!r} is in a project; detach it from the project first")
         if self.att_by_nic.get(_k(p.node, p.nic)) or self.pending_by_port.get(p.key):
             raise BlockedError(f"port {port!r} has networks or a pending operation")
-        await self._put(BmPort(switch=switch, name=port))
+        await self.commit(BmPort(switch=switch, name=port))
 
     def list_switches(self, caller: Caller) -> list[str]:
         caller.require_admin()

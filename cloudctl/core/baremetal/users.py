@@ -57,11 +57,11 @@ class BmUsers:
         if name in self.site.users.rows:
             raise DuplicateError(f"user {name!r} already exists")
         pw_hash = await asyncio.to_thread(hash_password, password)
-        await self.site._put(BmUser(name=name, password_hash=pw_hash, is_admin=is_admin))
+        await self.site.commit(BmUser(name=name, password_hash=pw_hash, is_admin=is_admin))
 
     async def delete(self, caller: Caller, name: str) -> None:
         caller.require_admin()
-        await self.site._put(delete=(self.user(name),))
+        await self.site.commit(delete=(self.user(name),))
 
     async def add_project(self, caller: Caller, name: str, project: Any) -> None:
         caller.require_admin()
@@ -71,18 +71,18 @@ class BmUsers:
         self.site.project(project)
         if project in u.projects:
             raise DuplicateError(f"user {name!r} is already in project {project!r}")
-        await self.site._put(dataclasses.replace(u, projects=sorted([*u.projects, project])))
+        await self.site.commit(dataclasses.replace(u, projects=sorted([*u.projects, project])))
 
     async def remove_project(self, caller: Caller, name: str, project: Any) -> None:
         caller.require_admin()
         u = self.user(name)
         if not isinstance(project, str) or project not in u.projects:
             raise NotFoundError(f"user {name!r} is not in project {project!r}")
-        await self.site._put(dataclasses.replace(u, projects=[p for p in u.projects if p != project]))
+        await self.site.commit(dataclasses.replace(u, projects=[p for p in u.projects if p != project]))
 
     async def set_admin(self, caller: Caller, name: str, is_admin: Any) -> None:
         caller.require_admin()
         u = self.user(name)
         if not isinstance(is_admin, bool):
             raise BadArgumentError("is_admin must be true or false")
-        await self.site._put(dataclasses.replace(u, is_admin=is_admin))
+        await self.site.commit(dataclasses.replace(u, is_admin=is_admin))
