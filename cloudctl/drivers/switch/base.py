@@ -87,7 +87,10 @@ def driver_class(family: str) -> type[SwitchDriver] | None:
     if family == "cisco":
         from .cisco import CiscoDriver
         return CiscoDriver
+    if family == "dell":
+        from .dell import DellDriver
+        return DellDriver
     return None
 
 
-FAMILIES = ("ovs", "cisco")
+FAMILIES = ("ovs", "cisco", "dell")

@@ -14,7 +14,7 @@ import asyncssh
 
 from .base import SwitchError, SwitchUnreachable
 
-_PROMPT = re.compile(r"(?:^|[\r\n])([A-Za-z0-9._-]+)(\([a-z0-9-]+\))?([>#]) ?$")
+_PROMPT = re.compile(r"(?:^|[\r\n])([A-Za-z0-9._-]+)(\([A-Za-z0-9/._-]+\))?([>#]) ?$")
 _MORE = re.compile(r"--More--|More: <space>")
 _ERRORS = ("% Invalid", "% Incomplete", "% Ambiguous", "% Unknown", "% Unrecognized", "% Error",
            "No such command", "Invalid input")
@@ -94,6 +94,8 @@ class ConsoleSession:
                 try:
                     proc.stdin.write(line + "\n")
                     reply = await self._read_prompt(proc)
+                    while line.strip() and line.strip() not in reply.split("\n", 1)[0]:
+                        reply = await self._read_prompt(proc)   # a stray prompt, not this reply
                 except (OSError, asyncssh.Error, asyncio.TimeoutError, SwitchUnreachable) as e:
                     await self.close()
                     raise SwitchUnreachable(f"{self.host}: {e or type(e).__name__}") from None
@@ -104,6 +106,23 @@ class ConsoleSession:
                     raise SwitchError(f"{self.host}: {line!r} refused: {answer.strip()[:300]}")
                 replies.append(answer)
             return "".join(replies)
+
+    async def confirm(self, line: str, question: re.Pattern[str], answer: str) -> str:
+        """A command that asks before acting (`copy … (y/n)`): answer it, then read to the prompt."""
+        async with self._lock:
+            proc = await self._open()
+            try:
+                proc.stdin.write(line + "\n")
+                out = await self._read_prompt(proc, question)
+                if question.search(out[-40:]):
+                    proc.stdin.write(answer)     # a single key: these questions read one
+                    out += await self._read_prompt(proc)
+            except (OSError, asyncssh.Error, asyncio.TimeoutError, SwitchUnreachable) as e:
+                await self.close()
+                raise SwitchUnreachable(f"{self.host}: {e or type(e).__name__}") from None
+            if any(marker in out for marker in _ERRORS) or "Not Saved" in out:
+                raise SwitchError(f"{self.host}: {line!r} failed: {out.strip()[:300]}")
+            return out
 
     async def _reset(self, proc: asyncssh.SSHClientProcess[str]) -> None:
         """Back to the enable prompt after an error, so the next command starts clean."""
