@@ -165,7 +165,7 @@ def run(client: Client, args: argparse.Namespace) -> None:
                               {"owner": args.owner, "access": access, "net_id": args.net_id})
             out = f"{res['name']}  vlan {res['net_id']}"
         elif s == "list":
-            nets = client.call("GET", "/v0/networks")
+            nets = client.call("GET", "/v0/bm/networks")
             rows = [{"name": k, "vlan": v["network_id"], "owner": v["owner"],
                      "access": ",".join(v["projects"] or []) or "(public)"} for k, v in nets.items()]
             from .cli import _table

@@ -234,6 +234,11 @@ class Config(_Strict):
                 if net.overlaps(onet):
                     raise ValueError(f"networks: {other!r} and {n.name!r} overlap")
             seen.append((n.name, net))
+        pool = set(parse_vlan_ranges(self.baremetal.vlans))
+        for n in self.networks:
+            if n.vlan is not None and n.vlan in pool:
+                raise ValueError(f"networks: {n.name!r} uses VLAN {n.vlan}, which is in baremetal.vlans "
+                                 f"(the bare-metal pool): the two would share a VLAN")
         if self.networks:
             bare = [z for z in self.zones if not any(n.zone == z for n in self.networks)]
             if bare:

@@ -81,7 +81,7 @@ def test_networks_from_the_pool_and_external_ids(admin: Hil, site: dict[str, Any
     # A project may not claim a VLAN outside the pool; the admin may (an external network).
     status, err = u1.call("PUT", "/network/p1-ext", {"owner": "p1", "access": ["p1"], "net_id": "3000"})
     assert (status, err["type"]) == (403, "AuthorizationError")
-    assert "p1-ext" not in admin.ok("GET", "/networks")
+    assert "p1-ext" not in admin.ok("GET", "/bm/networks")
     ext = admin.ok("PUT", "/network/ext", {"owner": "admin", "access": [], "net_id": "3000"})
     assert ext["net_id"] == 3000
     assert admin.ok("GET", "/network/ext")["allocated"] is False
@@ -90,10 +90,10 @@ def test_networks_from_the_pool_and_external_ids(admin: Hil, site: dict[str, Any
         status, err = admin.call("PUT", "/network/bad", {"owner": "admin", "access": [], **body})
         assert status == code, (body, err)
     assert admin.call("PUT", "/network/p1-net", {"owner": "p1"})[0] == 409
-    assert "bad" not in admin.ok("GET", "/networks")
+    assert "bad" not in admin.ok("GET", "/bm/networks")
     # u1 sees public networks and its own, not p2's.
     admin.ok("PUT", "/network/p2-net", {"owner": "p2", "access": ["p2"], "net_id": ""})
-    assert set(u1.ok("GET", "/networks")) == {"p1-net", "ext"}
+    assert set(u1.ok("GET", "/bm/networks")) == {"p1-net", "ext"}
     assert u1.call("GET", "/network/p2-net")[0] == 403
     # The pool runs out: 4 VLANs, 2 used; two more, then a clear refusal.
     admin.ok("PUT", "/network/fill1", {"owner": "admin", "access": []})
@@ -169,3 +169,14 @@ def test_null_auth_backend_makes_everyone_admin(new_server: Any) -> None:
     anyone = Hil(srv.admin_url)
     anyone.ok("PUT", "/project/free-for-all")
     assert anyone.ok("GET", "/projects") == ["free-for-all"]
+
+
+def test_config_refuses_a_vm_network_vlan_inside_the_bare_metal_pool(tmp_path: Path, model_cache: Path) -> None:
+    from cloudctl.config import ConfigError, load_config
+    net = {"name": "lan", "zone": "cloudctl-1a", "cidr": "10.128.0.0/24", "bridge": "br0",
+           "bridge_type": "openvswitch", "vlan": 1005}
+    path = write_config(tmp_path, model_cache, subnets={}, networks=[net, {**net, "name": "lan-b", "vlan": None,
+                                                                           "zone": "cloudctl-1b",
+                                                                           "cidr": "10.129.0.0/24"}])
+    with pytest.raises(ConfigError, match="VLAN 1005, which is in baremetal.vlans"):
+        load_config(path)

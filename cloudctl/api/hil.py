@@ -4,7 +4,8 @@ Wire format only: each route parses path and body, authenticates the caller and 
 Callers authenticate with HTTP Basic (the database users), or with the admin endpoint's bearer
 token (the `cloudctl` CLI), which counts as an administrator. Errors are HIL's
 `{"type": <name>, "msg": <text>}` with its status codes, except that an authenticated caller who
-is not allowed gets 403 (HIL answered 401 for both).
+is not allowed gets 403 (HIL answered 401 for both), and HIL's `GET /v0/networks` is
+`GET /v0/bm/networks` (the admin endpoint's `/v0/networks` lists the instances' networks).
 """
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ class HilApi:
         add("POST", "/node/{node}/nic/{nic}/connect_network", connect_network, 202)
         add("POST", "/node/{node}/nic/{nic}/detach_network", detach_network, 202)
         # networks
-        add("GET", "/networks", lambda q, c, b: _ret(net.list(c)))
+        # HIL's list_networks is GET /networks; on this endpoint that lists the instances' networks.
+        add("GET", "/bm/networks", lambda q, c, b: _ret(net.list(c)))
 
         async def network_create(q: web.Request, c: Caller, b: dict[str, Any]) -> Any:
             n = await net.create(c, m(q, "network"), b.get("owner"), b.get("access"), b.get("net_id"))

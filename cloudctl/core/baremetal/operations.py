@@ -19,6 +19,7 @@ from typing import Any
 
 from ...config import Baremetal as BaremetalConfig
 from ...drivers.switch.base import PortVlans, SwitchDriver, SwitchError, SwitchUnreachable, driver_class
+from ...store.journal import JournalError
 from ...store.records import BmAttachment, BmOperation, BmPort
 from ..ids import new_id
 from .auth import Caller
@@ -160,9 +161,19 @@ class Operations:
                     await self._apply(op)
                 except asyncio.CancelledError:
                     raise
+                except JournalError as e:
+                    # The outcome could not be recorded (the store rolled it back): the operation
+                    # is still pending and is applied again, harmlessly, once the journal works.
+                    log.error("switch %s: cannot record operation %s: %s; retrying", switch, op.id, e)
+                    await asyncio.sleep(self.config.backoff_s * 4)
+                    break
                 except Exception:   # a bug must not stop the switch's queue
                     log.exception("operation %s on switch %s", op.id, switch)
-                    await self._finish(op, "error", "internal error; see the controller's log")
+                    try:
+                        await self._finish(op, "error", "internal error; see the controller's log")
+                    except JournalError:
+                        await asyncio.sleep(self.config.backoff_s * 4)
+                        break
             if not pending:
                 await ev.wait()
 
