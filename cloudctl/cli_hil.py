@@ -57,11 +57,13 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("--channel", help="vlan/native (default) or vlan/<id> for tagged")
         p.add_argument("--no-wait", action="store_true", help="print the operation id and return")
 
-    ne = sub.add_parser("bm-network", help="bare-metal networks (VLANs on the switches)").add_subparsers(dest="sub", required=True)
+    ne = sub.add_parser("bm-network", help="bare-metal networks (VLANs on the switches)")
+    ne = ne.add_subparsers(dest="sub", required=True)
     nc = ne.add_parser("create")
     nc.add_argument("name")
     nc.add_argument("--owner", default="admin", help="a project, or admin")
-    nc.add_argument("--access", action="append", help="a project allowed to attach it (repeat); none: public")
+    nc.add_argument("--access", action="append",
+                    help="a project allowed to attach it (repeat); none given: the owner only, or public for admin")
     nc.add_argument("--net-id", default="", help="an external VLAN id (default: one from the pool)")
     ne.add_parser("list")
     ne.add_parser("show").add_argument("name")

@@ -190,6 +190,9 @@ def test_kill_with_pending_operations(srv: Server, admin: Hil, lab: tuple[Ovs, S
                                                                      "n5": ["eth0"]}
     report = audit(admin)
     assert set(report.values()) == {"ok"}, report
+    # Each operation was recorded once (its event is written in the same transaction).
+    events = srv.admin("GET", "/v0/events?kind=switch.operation&limit=10000")
+    assert sorted(e["data"]["operation"] for e in events if e["data"]["operation"] in queued) == sorted(queued)
     assert nodes.pings(1, 6) and not nodes.pings(1, 3) and not nodes.pings(4, 2)
 
 

@@ -175,7 +175,8 @@ class HilApi:
         add("POST", "/switch/{switch}/port/{port:.+}/detach_nic",
             lambda q, c, b: site.detach_nic(c, m(q, "switch"), m(q, "port")))
         add("POST", "/switch/{switch}/port/{port:.+}/revert", revert, 202)
-        add("PUT", "/switch/{switch}/port/{port:.+}", lambda q, c, b: site.register_port(c, m(q, "switch"), m(q, "port")))
+        add("PUT", "/switch/{switch}/port/{port:.+}",
+            lambda q, c, b: site.register_port(c, m(q, "switch"), m(q, "port")))
         add("DELETE", "/switch/{switch}/port/{port:.+}",
             lambda q, c, b: site.delete_port(c, m(q, "switch"), m(q, "port")))
         add("GET", "/switch/{switch}/port/{port:.+}",

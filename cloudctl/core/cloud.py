@@ -97,7 +97,7 @@ class Cloud:
             if seeded:
                 log.info("registered image %s as %s", im.name, seeded.id)
         self.metadata = InstanceMetadata.for_cloud(self)
-        self.baremetal = Baremetal(self.store, cfg.baremetal)
+        self.baremetal = Baremetal(self.store, cfg.baremetal, self.events)
         await self.compute.reconcile()
         self.volumes.reconcile()
         self.store.rollback_listeners.append(self._after_rollback)

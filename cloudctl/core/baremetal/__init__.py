@@ -6,6 +6,7 @@ import logging
 
 from ...config import Baremetal as BaremetalConfig, parse_vlan_ranges
 from ...store.store import Store
+from ..events import Events
 from .auth import Caller
 from .networks import Networks
 from .obm import Obm
@@ -17,11 +18,11 @@ log = logging.getLogger("cloudctl.baremetal")
 
 
 class Baremetal:
-    def __init__(self, store: Store, config: BaremetalConfig) -> None:
+    def __init__(self, store: Store, config: BaremetalConfig, events: Events | None = None) -> None:
         self.config = config
         self.site = Site(store, parse_vlan_ranges(config.vlans))
         self.networks = Networks(self.site)
-        self.ops = Operations(self.site, config)
+        self.ops = Operations(self.site, config, events)
         self.users = BmUsers(self.site, config.auth)
         self.obm = Obm(self.site, config.command_timeout_s)
         self._audit: asyncio.Task[None] | None = None

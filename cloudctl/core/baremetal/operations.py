@@ -21,6 +21,7 @@ from ...config import Baremetal as BaremetalConfig
 from ...drivers.switch.base import PortVlans, SwitchDriver, SwitchError, SwitchUnreachable, driver_class
 from ...store.journal import JournalError
 from ...store.records import BmAttachment, BmOperation, BmPort
+from ..events import Events
 from ..ids import new_id
 from .auth import Caller
 from .errors import BadArgumentError, BlockedError, NotFoundError, ProjectMismatchError
@@ -30,15 +31,15 @@ log = logging.getLogger("cloudctl.baremetal")
 
 
 class Operations:
-    def __init__(self, site: Site, config: BaremetalConfig) -> None:
+    def __init__(self, site: Site, config: BaremetalConfig, events: Events | None = None) -> None:
         self.site = site
         self.config = config
+        self.events = events
         self.drivers: dict[str, SwitchDriver] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._seq = max((o.seq for o in site.ops.values()), default=0)
-        self.applied = 0
 
     # -- queueing -----------------------------------------------------------------------------------
     def _check_nic(self, caller: Caller, node: str, nic: str) -> BmPort:
@@ -231,13 +232,13 @@ class Operations:
                     for a in list(site.att_by_nic.get(key).values()):
                         tx.delete(a)
             tx.put(dataclasses.replace(op, status=status, error=error, finished=time.time()))
+            if self.events is not None:
+                what = " ".join(f"{op.type} {op.network or ''} {op.channel or ''}".split())
+                where = f" on {op.node}/{op.nic}" if op.node else ""
+                self.events.add(tx, "switch.operation", f"{op.switch}/{op.port}",
+                                f"{what}{where}: {status}{': ' + error if error else ''}",
+                                code=status, operation=op.id, node=op.node, nic=op.nic)
         await site.store.sync()
-        self.applied += 1
-
-    async def idle(self) -> None:
-        """Wait until no operation is pending (tests and the benchmark)."""
-        while any(o.status == "pending" for o in self.site.ops.values()):
-            await asyncio.sleep(0.02)
 
     # -- audit --------------------------------------------------------------------------------------
     async def audit(self, switches: list[str] | None, repair: bool) -> list[dict[str, Any]]:
@@ -272,6 +273,9 @@ class Operations:
         row["actual"] = have.describe()
         if have == want:
             return {**row, "status": "ok"}
+        if self.events is not None:
+            self.events.emit("switch.drift", f"{switch}/{name}", f"expected {row['expected']}, found {row['actual']}"
+                             + ("; repairing" if repair else ""), code="drift")
         if not repair:
             return {**row, "status": "drift"}
 
