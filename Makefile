@@ -22,6 +22,7 @@ venv:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps fake-switches
 
 run:
 	$(PY) -m cloudctl serve --config $(CONFIG)

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import cli_hil
 from .config import Config, ConfigError, load_config
 
 
@@ -38,7 +39,7 @@ class AdminClient:
         except urllib.error.HTTPError as e:
             try:
                 err = json.loads(e.read())
-                msg = f"{err.get('error')}: {err.get('message')}"
+                msg = f"{err.get('error') or err.get('type')}: {err.get('message') or err.get('msg')}"
             except ValueError:
                 msg = f"HTTP {e.code}"
             raise SystemExit(f"cloudctl: {msg}") from None
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--subject", help="only events about this instance, host, ...")
     ev.add_argument("--limit", type=int, default=100)
     ev.add_argument("--json", action="store_true")
+    cli_hil.add_parsers(sub)
     args = p.parse_args(argv)
 
     cfg_path = getattr(args, "config_sub", None) or args.config
@@ -164,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
         serve(config)
         return
     client = AdminClient(config)
-    if args.cmd == "user":
+    if args.cmd in cli_hil.COMMANDS:
+        cli_hil.run(client, args)
+    elif args.cmd == "user":
         if args.sub == "create":
             user = client.call("POST", "/v0/users", {"name": args.name})
             if args.json:

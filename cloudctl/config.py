@@ -128,6 +128,36 @@ class SeedImage(_Strict):
     description: str = ""
 
 
+def parse_vlan_ranges(text: str) -> list[int]:
+    """`"100-199,250"` → the VLAN ids, each in 1..4094."""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"VLAN range {part.strip()!r} must look like 100-199 or 250")
+        a, b = int(lo), int(hi or lo)
+        if not 1 <= a <= b <= 4094:
+            raise ValueError(f"VLAN range {part.strip()!r} must lie within 1-4094, low end first")
+        out.update(range(a, b + 1))
+    return sorted(out)
+
+
+class Baremetal(_Strict):
+    """Bare-metal nodes isolated by switch VLANs (the HIL API on the admin endpoint)."""
+    auth: Literal["database", "null"] = "database"   # null: every caller is admin (tests only)
+    vlans: str = "1000-1999"     # the pool networks get their VLAN from
+    attempts: Annotated[int, Field(ge=1, le=20)] = 4      # per operation, on connection errors
+    backoff_s: Annotated[float, Field(gt=0)] = 0.5        # doubled per attempt
+    command_timeout_s: Annotated[float, Field(gt=0)] = 30
+    audit_on_start: Literal["off", "report", "repair"] = "report"
+
+    @field_validator("vlans")
+    @classmethod
+    def _vlans(cls, v: str) -> str:
+        parse_vlan_ranges(v)
+        return v
+
+
 class Config(_Strict):
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     state_dir: Path
@@ -153,6 +183,7 @@ class Config(_Strict):
     limits: Limits = Limits()
     user_image_urls: bool = False   # may users RegisterImage from an http(s) URL the controller fetches?
     user_image_urls_local: bool = False   # ...even at loopback/link-local addresses? (labs and tests only)
+    baremetal: Baremetal = Baremetal()
 
     @field_validator("instance_types")
     @classmethod
@@ -203,6 +234,11 @@ class Config(_Strict):
                 if net.overlaps(onet):
                     raise ValueError(f"networks: {other!r} and {n.name!r} overlap")
             seen.append((n.name, net))
+        pool = set(parse_vlan_ranges(self.baremetal.vlans))
+        for n in self.networks:
+            if n.vlan is not None and n.vlan in pool:
+                raise ValueError(f"networks: {n.name!r} uses VLAN {n.vlan}, which is in baremetal.vlans "
+                                 f"(the bare-metal pool): the two would share a VLAN")
         if self.networks:
             bare = [z for z in self.zones if not any(n.zone == z for n in self.networks)]
             if bare:

@@ -18,6 +18,7 @@ from ..core.errors import CloudError
 from ..core.images import CLOUD_OWNER
 from ..store.journal import JournalError
 from ..store.records import Event, User
+from .hil import HilApi
 
 TOKEN_FILE = "admin.token"
 _STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409}
@@ -69,6 +70,7 @@ class AdminApi:
         self.cloud = cloud
         self.token = token
         self.stats = stats
+        self.hil = HilApi(cloud.baremetal, token)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth, self._errors], client_max_size=1024**4)
@@ -89,11 +91,14 @@ class AdminApi:
         r.add_get("/v0/console/{instance_id}", self.console)
         r.add_get("/v0/events", self.events)
         r.add_get("/v0/networks", self.networks)
+        self.hil.add_routes(app)
         return app
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
+        if self.hil.owns(request):   # bare-metal routes take HTTP Basic users too
+            return await handler(request)
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), self.token.encode()):
             return web.json_response({"error": "Unauthorized", "message": "missing or wrong admin token"},

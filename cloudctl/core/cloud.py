@@ -11,6 +11,7 @@ from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
+from .baremetal import Baremetal
 from .catalog import Catalog
 from .compute import Compute
 from .events import Events
@@ -96,10 +97,12 @@ class Cloud:
             if seeded:
                 log.info("registered image %s as %s", im.name, seeded.id)
         self.metadata = InstanceMetadata.for_cloud(self)
+        self.baremetal = Baremetal(self.store, cfg.baremetal, self.events)
         await self.compute.reconcile()
         self.volumes.reconcile()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
+        self.baremetal.start()
         self._bg.append(asyncio.create_task(self._every(cfg.checkpoint.interval_s, self._maybe_checkpoint,
                                                         poll=min(5.0, cfg.checkpoint.interval_s))))
         self._bg.append(asyncio.create_task(self._every(min(60.0, max(1.0, cfg.terminated_visible_s / 4)),
@@ -144,6 +147,8 @@ class Cloud:
             await asyncio.wait_for(self.compute.idle(), timeout=30)
         if hasattr(self, "volumes"):
             await self.volumes.close(timeout=30)
+        if hasattr(self, "baremetal"):
+            await self.baremetal.close()
         await self.store.close()
         for d in self.drivers.values():
             try:

@@ -190,8 +190,6 @@ class Snapshot(Row):
     state_message: str | None = None
 
 
-
-
 @dataclass(slots=True)
 class Event(Row):
     """One line of the operator's event log (instance/host state, switch ops, marketplace checks)."""
@@ -206,5 +204,120 @@ class Event(Row):
     data: dict[str, Any] = field(default_factory=dict)
 
 
+# -- bare metal (HIL): projects, nodes, switches, networks, switch operations -------------------
+def _k(*parts: str) -> str:
+    return "\x1f".join(parts)
+
+
+@dataclass(slots=True)
+class BmProject(Row):
+    table: ClassVar[str] = "bm_projects"
+    key_field: ClassVar[str] = "name"
+    name: str
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class BmUser(Row):
+    """A user of the bare-metal API (HIL's database auth): HTTP Basic, admin or per-project."""
+    table: ClassVar[str] = "bm_users"
+    key_field: ClassVar[str] = "name"
+    name: str
+    password_hash: str           # scrypt$<salt hex>$<hash hex>
+    is_admin: bool = False
+    projects: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BmNode(Row):
+    table: ClassVar[str] = "bm_nodes"
+    key_field: ClassVar[str] = "name"
+    name: str
+    project: str | None = None   # None: free
+    obm: dict[str, Any] = field(default_factory=dict)   # {type, host, port, user, password}
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class BmNic(Row):
+    table: ClassVar[str] = "bm_nics"
+    node: str
+    name: str
+    macaddr: str
+
+    @property
+    def key(self) -> str:
+        return _k(self.node, self.name)
+
+
+@dataclass(slots=True)
+class BmSwitch(Row):
+    table: ClassVar[str] = "bm_switches"
+    key_field: ClassVar[str] = "name"
+    name: str
+    type: str                    # driver family: ovs | dell | cisco
+    options: dict[str, Any] = field(default_factory=dict)   # driver fields (host, port, user, key...)
+
+
+@dataclass(slots=True)
+class BmPort(Row):
+    """A switch port, and the NIC cabled to it (at most one)."""
+    table: ClassVar[str] = "bm_ports"
+    switch: str
+    name: str
+    node: str | None = None
+    nic: str | None = None
+
+    @property
+    def key(self) -> str:
+        return _k(self.switch, self.name)
+
+
+@dataclass(slots=True)
+class BmNetwork(Row):
+    table: ClassVar[str] = "bm_networks"
+    key_field: ClassVar[str] = "name"
+    name: str
+    vlan: int
+    owner: str | None = None     # project; None: the admin's
+    access: list[str] = field(default_factory=list)   # empty: public
+    allocated: bool = True       # from the pool (False: an external id the admin gave)
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class BmAttachment(Row):
+    """A network on a NIC's channel (`vlan/native` untagged, `vlan/<id>` tagged), as the switch has it."""
+    table: ClassVar[str] = "bm_attachments"
+    node: str
+    nic: str
+    network: str
+    channel: str
+
+    @property
+    def key(self) -> str:
+        return _k(self.node, self.nic, self.network)
+
+
+@dataclass(slots=True)
+class BmOperation(Row):
+    """A queued switch change (HIL's NetworkingAction); kept after it ends so its status stays queryable."""
+    table: ClassVar[str] = "bm_operations"
+    id: str
+    seq: int                     # order within the switch
+    type: str                    # connect | detach | revert
+    switch: str
+    port: str
+    node: str | None
+    nic: str | None
+    status: str = "pending"      # pending | done | error
+    network: str | None = None
+    channel: str | None = None
+    error: str = ""
+    created: float = 0.0
+    finished: float | None = None
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
-                                     Event)
+                                     Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
+                                     BmAttachment, BmOperation)

@@ -1,0 +1,207 @@
+"""The bare-metal REST API with HIL's names and URLs (JSON), mounted on the admin endpoint.
+
+Wire format only: each route parses path and body, authenticates the caller and calls the core.
+Callers authenticate with HTTP Basic (the database users), or with the admin endpoint's bearer
+token (the `cloudctl` CLI), which counts as an administrator. Errors are HIL's
+`{"type": <name>, "msg": <text>}` with its status codes, except that an authenticated caller who
+is not allowed gets 403 (HIL answered 401 for both), and HIL's `GET /v0/networks` is
+`GET /v0/bm/networks` (the admin endpoint's `/v0/networks` lists the instances' networks).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
+
+from ..core.baremetal import Baremetal
+from ..core.baremetal.auth import ADMIN, Caller
+from ..core.baremetal.errors import (AuthenticationError, AuthorizationError, BadArgumentError, BlockedError,
+                                     BmError, DuplicateError, IllegalStateError, NotFoundError, OBMError,
+                                     ProjectMismatchError)
+
+_STATUS: dict[type[BmError], int] = {
+    NotFoundError: 404, DuplicateError: 409, BlockedError: 409, ProjectMismatchError: 409,
+    IllegalStateError: 409, AuthenticationError: 401, AuthorizationError: 403, BadArgumentError: 400,
+    OBMError: 502,
+}
+
+Handler = Callable[[web.Request, Caller, dict[str, Any]], Awaitable[Any]]
+
+
+def _error(e: BmError) -> web.Response:
+    headers = {"WWW-Authenticate": 'Basic realm="cloudctl"'} if isinstance(e, AuthenticationError) else None
+    return web.json_response({"type": type(e).__name__, "msg": e.msg}, status=_STATUS.get(type(e), 400),
+                             headers=headers)
+
+
+class HilApi:
+    def __init__(self, bm: Baremetal, admin_token: str) -> None:
+        self.bm = bm
+        self.token = admin_token
+        self._routes: set[AbstractRoute] = set()
+
+    def owns(self, request: web.Request) -> bool:
+        """True for this API's routes, which authenticate callers themselves."""
+        return request.match_info.route in self._routes
+
+    async def _caller(self, request: web.Request) -> Caller:
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            if hmac.compare_digest(auth[7:].strip().encode(), self.token.encode()):
+                return ADMIN
+            raise AuthenticationError("wrong admin token")
+        if auth.startswith("Basic "):
+            try:
+                user, _, pw = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                raise AuthenticationError("malformed Basic credentials") from None
+            return await self.bm.users.authenticate(user, pw)
+        return await self.bm.users.authenticate(None, None)
+
+    def _wrap(self, fn: Handler, status: int = 200) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            try:
+                caller = await self._caller(request)
+                body: dict[str, Any] = {}
+                if request.can_read_body:
+                    raw = await request.read()
+                    if raw.strip():
+                        try:
+                            parsed = json.loads(raw)
+                        except ValueError:
+                            raise BadArgumentError("the body is not valid JSON") from None
+                        if not isinstance(parsed, dict):
+                            raise BadArgumentError("the body must be a JSON object")
+                        body = parsed
+                result = await fn(request, caller, body)
+            except BmError as e:
+                return _error(e)
+            if result is None:
+                return web.Response(status=status)
+            return web.json_response(result, status=status)
+        return handler
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        bm, net, ops, users = self.bm, self.bm.networks, self.bm.ops, self.bm.users
+        site = bm.site
+
+        def add(method: str, path: str, fn: Handler, status: int = 200) -> None:
+            self._routes.add(r.add_route(method, "/v0" + path, self._wrap(fn, status)))
+
+        def m(req: web.Request, key: str) -> str:
+            return req.match_info[key]
+
+        # projects
+        add("GET", "/projects", lambda q, c, b: _ret(site.list_projects(c)))
+        add("PUT", "/project/{project}", lambda q, c, b: site.create_project(c, m(q, "project")))
+        add("DELETE", "/project/{project}", lambda q, c, b: site.delete_project(c, m(q, "project")))
+        add("POST", "/project/{project}/connect_node",
+            lambda q, c, b: site.connect_node(c, m(q, "project"), _str(b, "node")))
+        add("POST", "/project/{project}/detach_node",
+            lambda q, c, b: site.detach_node(c, m(q, "project"), _str(b, "node")))
+        add("GET", "/project/{project}/nodes", lambda q, c, b: _ret(site.project_nodes(c, m(q, "project"))))
+        add("GET", "/project/{project}/networks",
+            lambda q, c, b: _ret(net.project_networks(c, m(q, "project"))))
+        # nodes and NICs
+        add("GET", "/nodes/{which}", lambda q, c, b: _ret(site.list_nodes(c, m(q, "which"))))
+        add("PUT", "/node/{node}", lambda q, c, b: site.register_node(c, m(q, "node"), b.get("obm")))
+        add("DELETE", "/node/{node}", lambda q, c, b: site.delete_node(c, m(q, "node")))
+        add("GET", "/node/{node}", lambda q, c, b: _ret(site.show_node(c, m(q, "node"))))
+        add("PUT", "/node/{node}/nic/{nic}",
+            lambda q, c, b: site.register_nic(c, m(q, "node"), m(q, "nic"), b.get("macaddr")))
+        for action in ("on", "off", "cycle"):
+            add("POST", f"/node/{{node}}/power_{action}",
+                lambda q, c, b, a=action: bm.obm.power(c, m(q, "node"), a, b.get("force", False)))
+        add("GET", "/node/{node}/power_status", lambda q, c, b: bm.obm.status(c, m(q, "node")))
+        add("PUT", "/node/{node}/boot_device", lambda q, c, b: bm.obm.bootdev(c, m(q, "node"), b.get("bootdev")))
+        add("DELETE", "/node/{node}/nic/{nic}", lambda q, c, b: site.delete_nic(c, m(q, "node"), m(q, "nic")))
+
+        async def connect_network(q: web.Request, c: Caller, b: dict[str, Any]) -> Any:
+            op = await ops.connect(c, m(q, "node"), m(q, "nic"), b.get("network"), b.get("channel"))
+            return {"status_id": op.id}
+
+        async def detach_network(q: web.Request, c: Caller, b: dict[str, Any]) -> Any:
+            op = await ops.detach(c, m(q, "node"), m(q, "nic"), b.get("network"))
+            return {"status_id": op.id}
+
+        add("POST", "/node/{node}/nic/{nic}/connect_network", connect_network, 202)
+        add("POST", "/node/{node}/nic/{nic}/detach_network", detach_network, 202)
+        # networks
+        # HIL's list_networks is GET /networks; on this endpoint that lists the instances' networks.
+        add("GET", "/bm/networks", lambda q, c, b: _ret(net.list(c)))
+
+        async def network_create(q: web.Request, c: Caller, b: dict[str, Any]) -> Any:
+            n = await net.create(c, m(q, "network"), b.get("owner"), b.get("access"), b.get("net_id"))
+            return {"name": n.name, "net_id": n.vlan}
+
+        add("PUT", "/network/{network}", network_create)
+        add("DELETE", "/network/{network}", lambda q, c, b: net.delete(c, m(q, "network")))
+        add("GET", "/network/{network}", lambda q, c, b: _ret(net.show(c, m(q, "network"))))
+        add("GET", "/network/{network}/attachments",
+            lambda q, c, b: _ret(net.attachments(c, m(q, "network"), q.query.get("project"))))
+        add("PUT", "/network/{network}/access/{project}",
+            lambda q, c, b: net.grant(c, m(q, "network"), m(q, "project")))
+        add("DELETE", "/network/{network}/access/{project}",
+            lambda q, c, b: net.revoke(c, m(q, "network"), m(q, "project")))
+        # switches and ports (port names may hold slashes, sent percent-encoded)
+        add("GET", "/switches", lambda q, c, b: _ret(site.list_switches(c)))
+        add("PUT", "/switch/{switch}", lambda q, c, b: site.register_switch(c, m(q, "switch"), b))
+        add("DELETE", "/switch/{switch}", lambda q, c, b: bm.delete_switch(c, m(q, "switch")))
+        add("GET", "/switch/{switch}", lambda q, c, b: _ret(site.show_switch(c, m(q, "switch"))))
+
+        async def audit(q: web.Request, c: Caller, b: dict[str, Any]) -> Any:
+            c.require_admin()
+            which = [m(q, "switch")] if "switch" in q.match_info else None
+            repair = b.get("repair", False)
+            if not isinstance(repair, bool):
+                raise BadArgumentError("repair must be true or false")
+            return await ops.audit(which, repair)
+
+        add("POST", "/switches/audit", audit)
+        add("POST", "/switch/{switch}/audit", audit)
+
+        async def revert(q: web.Request, c: Caller, b: dict[str, Any]) -> Any:
+            return {"status_id": (await ops.revert(c, m(q, "switch"), m(q, "port"))).id}
+
+        add("POST", "/switch/{switch}/port/{port:.+}/connect_nic",
+            lambda q, c, b: site.connect_nic(c, m(q, "switch"), m(q, "port"), b.get("node"), b.get("nic")))
+        add("POST", "/switch/{switch}/port/{port:.+}/detach_nic",
+            lambda q, c, b: site.detach_nic(c, m(q, "switch"), m(q, "port")))
+        add("POST", "/switch/{switch}/port/{port:.+}/revert", revert, 202)
+        add("PUT", "/switch/{switch}/port/{port:.+}",
+            lambda q, c, b: site.register_port(c, m(q, "switch"), m(q, "port")))
+        add("DELETE", "/switch/{switch}/port/{port:.+}",
+            lambda q, c, b: site.delete_port(c, m(q, "switch"), m(q, "port")))
+        add("GET", "/switch/{switch}/port/{port:.+}",
+            lambda q, c, b: _ret(site.show_port(c, m(q, "switch"), m(q, "port"))))
+        # operations
+        add("GET", "/operation/{id}", lambda q, c, b: _ret(ops.show(c, m(q, "id"))))
+        add("GET", "/networking_action/{id}", lambda q, c, b: _ret(ops.show(c, m(q, "id"))))
+        # users (HIL's database auth extension)
+        add("GET", "/auth/basic/users", lambda q, c, b: _ret(users.list(c)))
+        add("PUT", "/auth/basic/user/{user}",
+            lambda q, c, b: users.create(c, m(q, "user"), b.get("password"), b.get("is_admin", False)))
+        add("DELETE", "/auth/basic/user/{user}", lambda q, c, b: users.delete(c, m(q, "user")))
+        add("PATCH", "/auth/basic/user/{user}", lambda q, c, b: users.set_admin(c, m(q, "user"), b.get("is_admin")))
+        add("POST", "/auth/basic/user/{user}/add_project",
+            lambda q, c, b: users.add_project(c, m(q, "user"), b.get("project")))
+        add("POST", "/auth/basic/user/{user}/remove_project",
+            lambda q, c, b: users.remove_project(c, m(q, "user"), b.get("project")))
+
+
+async def _ret(value: Any) -> Any:
+    return value
+
+
+def _str(body: dict[str, Any], key: str) -> str:
+    v = body.get(key)
+    if not isinstance(v, str):
+        raise BadArgumentError(f'expected {{"{key}": "..."}} in the body')
+    return v

@@ -1,0 +1,50 @@
+"""Bare metal (what HaaS/HIL does): nodes isolated into projects by switch VLANs."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ...config import Baremetal as BaremetalConfig, parse_vlan_ranges
+from ...store.store import Store
+from ..events import Events
+from .auth import Caller
+from .networks import Networks
+from .obm import Obm
+from .operations import Operations
+from .site import Site
+from .users import BmUsers
+
+log = logging.getLogger("cloudctl.baremetal")
+
+
+class Baremetal:
+    def __init__(self, store: Store, config: BaremetalConfig, events: Events | None = None) -> None:
+        self.config = config
+        self.site = Site(store, parse_vlan_ranges(config.vlans))
+        self.networks = Networks(self.site)
+        self.ops = Operations(self.site, config, events)
+        self.users = BmUsers(self.site, config.auth)
+        self.obm = Obm(self.site, config.command_timeout_s)
+        self._audit: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Resume pending operations and audit the switches, in the background: a dead switch
+        must not hold up the controller's start."""
+        self.ops.start()
+        self._audit = asyncio.get_running_loop().create_task(self._audit_on_start())
+
+    async def _audit_on_start(self) -> None:
+        try:
+            await self.ops.audit_on_start()
+        except Exception:
+            log.exception("start-up switch audit failed")
+
+    async def delete_switch(self, caller: Caller, name: str) -> None:
+        await self.site.delete_switch(caller, name)
+        await self.ops.forget_switch(name)
+
+    async def close(self) -> None:
+        if self._audit is not None:
+            self._audit.cancel()
+            await asyncio.gather(self._audit, return_exceptions=True)
+        await self.ops.close()

@@ -1,0 +1,101 @@
+"""Dell PowerConnect (55xx/62xx; N3000 speaks the same for these commands) over an interactive CLI.
+
+VLANs must exist before a port may use them, so each change first creates the VLANs it names in
+the VLAN database (creating an existing VLAN is harmless). A port is reset (`no switchport
+mode`) and then configured: one VLAN → access port; tagged VLANs → general mode with those VLANs
+allowed and the native VLAN (or the switch's unused `dummy_vlan`) as PVID; nothing → access on
+the dummy VLAN, shut down. Saving answers the `(y/n)` confirmation.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from .base import DriverOptions, PortVlans, SwitchDriver, SwitchError
+from .cisco import vlan_list
+from .console import ConsoleSession
+
+_PORT = re.compile(r"^(ethernet|gigabitethernet|tengigabitethernet|Gi|Te) ?[0-9]+(/[a-z]*[0-9]+){1,2}$")
+# Dell's refusals that carry no `%` marker.
+_FAILURES = ("VLAN ID not found", "This VLAN does not exist", "Port is not general port", "Could not configure",
+             "Interface not in", "ERROR: Invalid input", "Command not found")
+
+
+class DellOptions(DriverOptions):
+    hostname: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:_-]+$")]
+    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")]
+    password: str
+    host_key: Annotated[str, Field(pattern=r"^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+$")]
+    enable_password: str = ""
+    dummy_vlan: Annotated[int, Field(ge=2, le=4093)] = 4093
+
+
+class DellDriver(SwitchDriver):
+    family = "dell"
+    options_model = DellOptions
+    options: DellOptions
+
+    def __init__(self, name: str, options: dict[str, Any], timeout: float = 30.0) -> None:
+        super().__init__(name, options, timeout)
+        o = self.options
+        self.session = ConsoleSession(o.hostname, o.ssh_port, o.username, o.password, o.host_key,
+                                      o.enable_password, paging_off="terminal datadump", timeout=timeout)
+
+    @classmethod
+    def check_port_name(cls, name: str) -> str | None:
+        return None if _PORT.match(name) else "a Dell interface name looks like 'ethernet 1/g5' or Gi1/0/5"
+
+    async def _send(self, lines: list[str]) -> str:
+        out = await self.session.send(lines)
+        bad = next((f for f in _FAILURES if f in out), None)
+        if bad:
+            await self.session.send(["exit"] * 3 if self.session.mode != "#" else [])
+            raise SwitchError(f"{self.name}: {out.strip()[:300]}")
+        return out
+
+    def port_commands(self, vlans: PortVlans) -> list[str]:
+        dummy = self.options.dummy_vlan
+        reset = ["no switchport mode"]
+        if not vlans.tagged:
+            return [*reset, f"switchport access vlan {vlans.native or dummy}",
+                    "shutdown" if vlans.native is None else "no shutdown"]
+        return [*reset, "switchport mode general",
+                f"switchport general allowed vlan add {','.join(map(str, sorted(vlans.tagged)))}",
+                f"switchport general pvid {vlans.native or dummy}", "no shutdown"]
+
+    async def set_port(self, port: str, vlans: PortVlans) -> None:
+        needed = sorted(vlans.tagged | {vlans.native or self.options.dummy_vlan})
+        await self._send(["configure", "vlan database", *(f"vlan {v}" for v in needed), "exit",
+                          f"interface {port}", *self.port_commands(vlans), "exit", "exit"])
+
+    async def read_port(self, port: str) -> PortVlans:
+        text = await self._send([f"show running-config interface {port}"])
+        return self.parse(text)
+
+    def parse(self, text: str) -> PortVlans:
+        dummy = self.options.dummy_vlan
+        mode, access, pvid, allowed = "access", 1, 1, set()
+        for line in text.splitlines():
+            w = line.split()
+            if w[:2] == ["switchport", "mode"] and len(w) > 2:
+                mode = w[2]
+            elif w[:3] == ["switchport", "access", "vlan"] and len(w) > 3:
+                access = int(w[3])
+            elif w[:3] == ["switchport", "general", "pvid"] and len(w) > 3:
+                pvid = int(w[3])
+            elif len(w) > 5 and w[0] == "switchport" and w[2:5] == ["allowed", "vlan", "add"]:
+                allowed |= vlan_list(w[5])     # `… add 1002-1003 [tagged]`
+        if mode == "access":
+            return PortVlans(native=None if access == dummy else access)
+        if mode == "trunk":
+            return PortVlans(tagged=frozenset(allowed))
+        return PortVlans(native=None if pvid == dummy else pvid, tagged=frozenset(allowed - {pvid}))
+
+    async def save(self) -> None:
+        await self.session.confirm("copy running-config startup-config", re.compile(r"\(y/n\) ?$"), "y")
+
+    async def close(self) -> None:
+        await self.session.close()

@@ -1,0 +1,182 @@
+"""The bare-metal API without switch traffic: auth, the model's rules, and bad input that
+changes nothing. Switch I/O and packets are in test_hil_isolation.py."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Server, write_config
+from hil_client import Hil, q
+from hil_lab import free_port
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGbE3WpZ0b2pRkQ6V3HcOeX8v0b1y5o3JkVnU1b2c3d4"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
+    d = tmp_path_factory.mktemp("hil-api")
+    # A small pool, and a switch nobody listens on, retried slowly: its operations stay pending.
+    s = Server(write_config(d, model_cache, baremetal={"vlans": "1000-1003", "attempts": 3, "backoff_s": 30,
+                                                       "audit_on_start": "off"})).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(srv: Server) -> Hil:
+    return Hil(srv.admin_url, token=srv.token)
+
+
+@pytest.fixture(scope="module")
+def site(admin: Hil) -> dict[str, Any]:
+    """Projects p1, p2; user u1 in p1; nodes n1 (p1), n2 (p2), n3 (free), each with eth0 cabled."""
+    for p in ("p1", "p2"):
+        admin.ok("PUT", f"/project/{p}")
+    admin.ok("PUT", "/auth/basic/user/u1", {"password": "secret-u1", "is_admin": False})
+    admin.ok("POST", "/auth/basic/user/u1/add_project", {"project": "p1"})
+    admin.ok("PUT", "/switch/sw", {"type": "ovs", "hostname": "127.0.0.1", "ssh_port": free_port(),
+                                   "username": "root", "host_key": HOST_KEY, "bridge": "br0"})
+    for i in (1, 2, 3):
+        admin.ok("PUT", f"/node/n{i}", {"obm": {"type": "ipmi", "host": "127.0.0.1", "port": 6230 + i,
+                                                "user": "admin", "password": "pw"}})
+        admin.ok("PUT", f"/node/n{i}/nic/eth0", {"macaddr": f"52:54:00:00:00:0{i}"})
+        admin.ok("PUT", f"/switch/sw/port/p{i}")
+        admin.ok("POST", f"/switch/sw/port/p{i}/connect_nic", {"node": f"n{i}", "nic": "eth0"})
+    admin.ok("POST", "/project/p1/connect_node", {"node": "n1"})
+    admin.ok("POST", "/project/p2/connect_node", {"node": "n2"})
+    return {"u1": Hil(admin.base, user="u1", password="secret-u1")}
+
+
+def test_authentication_is_required(srv: Server, site: dict[str, Any]) -> None:
+    assert Hil(srv.admin_url).call("GET", "/projects")[0] == 401
+    status, err = Hil(srv.admin_url, user="u1", password="wrong-password").call("GET", "/project/p1/nodes")
+    assert (status, err["type"]) == (401, "AuthenticationError")
+    assert Hil(srv.admin_url, token="not-the-token").call("GET", "/projects")[0] == 401
+
+
+def test_project_member_touches_only_its_project(admin: Hil, site: dict[str, Any]) -> None:
+    u1 = site["u1"]
+    assert u1.ok("GET", "/project/p1/nodes") == ["n1"]
+    for method, path, body in [("GET", "/project/p2/nodes", None), ("GET", "/node/n2", None),
+                               ("PUT", "/project/p3", None), ("GET", "/projects", None),
+                               ("POST", "/project/p2/connect_node", {"node": "n3"}),
+                               ("POST", "/node/n2/nic/eth0/connect_network", {"network": "x"})]:
+        status, err = u1.call(method, path, body)
+        assert status == 403, (method, path, status, err)
+        assert err["type"] == "AuthorizationError"
+    assert admin.ok("GET", "/projects") == ["p1", "p2"]
+    assert admin.ok("GET", "/node/n2")["project"] == "p2"
+    assert admin.ok("GET", "/nodes/free") == ["n3"]
+
+
+def test_networks_from_the_pool_and_external_ids(admin: Hil, site: dict[str, Any]) -> None:
+    u1 = site["u1"]
+    a = u1.ok("PUT", "/network/p1-net", {"owner": "p1", "access": ["p1"], "net_id": ""})
+    assert 1000 <= a["net_id"] <= 1003
+    shown = u1.ok("GET", "/network/p1-net")
+    assert shown["owner"] == "p1" and shown["access"] == ["p1"] and shown["channels"][1] == f"vlan/{a['net_id']}"
+    # A project may not claim a VLAN outside the pool; the admin may (an external network).
+    status, err = u1.call("PUT", "/network/p1-ext", {"owner": "p1", "access": ["p1"], "net_id": "3000"})
+    assert (status, err["type"]) == (403, "AuthorizationError")
+    assert "p1-ext" not in admin.ok("GET", "/bm/networks")
+    ext = admin.ok("PUT", "/network/ext", {"owner": "admin", "access": [], "net_id": "3000"})
+    assert ext["net_id"] == 3000
+    assert admin.ok("GET", "/network/ext")["allocated"] is False
+    # Bad VLANs and duplicates.
+    for body, code in [({"net_id": "5000"}, 400), ({"net_id": "abc"}, 400), ({"net_id": 3000}, 409)]:
+        status, err = admin.call("PUT", "/network/bad", {"owner": "admin", "access": [], **body})
+        assert status == code, (body, err)
+    assert admin.call("PUT", "/network/p1-net", {"owner": "p1"})[0] == 409
+    assert "bad" not in admin.ok("GET", "/bm/networks")
+    # u1 sees public networks and its own, not p2's.
+    admin.ok("PUT", "/network/p2-net", {"owner": "p2", "access": ["p2"], "net_id": ""})
+    assert set(u1.ok("GET", "/bm/networks")) == {"p1-net", "ext"}
+    assert u1.call("GET", "/network/p2-net")[0] == 403
+    # The pool runs out: 4 VLANs, 2 used; two more, then a clear refusal.
+    admin.ok("PUT", "/network/fill1", {"owner": "admin", "access": []})
+    admin.ok("PUT", "/network/fill2", {"owner": "admin", "access": []})
+    status, err = admin.call("PUT", "/network/fill3", {"owner": "admin", "access": []})
+    assert (status, err["type"]) == (409, "BlockedError") and "exhausted" in err["msg"]
+    admin.ok("DELETE", "/network/fill2")
+    assert admin.ok("PUT", "/network/fill3", {"owner": "admin", "access": []})["net_id"] in range(1000, 1004)
+
+
+def test_port_names_with_slashes_are_encoded_and_checked(admin: Hil, site: dict[str, Any]) -> None:
+    before = admin.ok("GET", "/switch/sw")["ports"]
+    status, err = admin.call("PUT", f"/switch/sw/port/{q('gi1/0/5')}")
+    assert (status, err["type"]) == (400, "BadArgumentError")
+    assert "gi1/0/5" in err["msg"]           # the name arrived whole, slashes and all
+    status, err = admin.call("GET", f"/switch/sw/port/{q('gi1/0/5')}")
+    assert (status, err["type"]) == (404, "NotFoundError") and "gi1/0/5" in err["msg"]
+    assert admin.ok("GET", "/switch/sw")["ports"] == before
+
+
+def test_bad_input_changes_nothing(admin: Hil, site: dict[str, Any]) -> None:
+    node_before = admin.ok("GET", "/node/n1")
+    cases = [
+        ("POST", "/switch/sw/port/nope/connect_nic", {"node": "n3", "nic": "eth0"}, 404),
+        ("POST", "/switch/sw/port/p1/connect_nic", {"node": "n3", "nic": "eth0"}, 409),
+        ("PUT", "/node/n1/nic/eth1", {"macaddr": "not-a-mac"}, 400),
+        ("PUT", "/node/bad%20name", {}, 400),
+        ("PUT", "/node/n9", {"obm": {"type": "telepathy"}}, 400),
+        ("PUT", "/switch/sw2", {"type": "nosuch"}, 400),
+        ("PUT", "/switch/sw2", {"type": "ovs", "hostname": "h; rm -rf /", "username": "root",
+                                "host_key": HOST_KEY, "bridge": "br0"}, 400),
+        ("POST", "/node/n1/nic/eth0/connect_network", {"network": "nope"}, 404),
+        ("POST", "/node/n1/nic/eth0/connect_network", {"network": "p1-net", "channel": "vlan/7"}, 400),
+        ("POST", "/node/n1/nic/eth9/connect_network", {"network": "p1-net"}, 404),
+        ("POST", "/node/n3/nic/eth0/connect_network", {"network": "ext"}, 409),   # n3 is in no project
+        ("POST", "/node/n1/nic/eth0/detach_network", {"network": "p1-net"}, 400),  # not attached
+        ("POST", "/node/n1/nic/eth0/connect_network", "not an object", 400),
+        ("DELETE", "/project/p1", None, 409),
+        ("DELETE", "/switch/sw", None, 409),
+    ]
+    for method, path, body, code in cases:
+        status, err = admin.call(method, path, body)
+        assert status == code, (method, path, status, err)
+        assert set(err) == {"type", "msg"} and err["msg"]
+    assert admin.ok("GET", "/node/n1") == node_before
+    assert "n9" not in admin.ok("GET", "/nodes/all")
+    assert admin.ok("GET", "/switches") == ["sw"]
+    # A network of another project without access: ProjectMismatchError; with a grant it is queued.
+    status, err = admin.call("POST", "/node/n1/nic/eth0/connect_network", {"network": "p2-net"})
+    assert (status, err["type"]) == (409, "ProjectMismatchError")
+
+
+def test_one_pending_operation_per_nic(admin: Hil, site: dict[str, Any]) -> None:
+    """The switch is unreachable and retried slowly, so the first operation stays pending."""
+    admin.ok("PUT", "/network/p2-net/access/p1")
+    first = admin.call("POST", "/node/n1/nic/eth0/connect_network", {"network": "p2-net"})
+    assert first[0] == 202
+    op = first[1]["status_id"]
+    status, err = admin.call("POST", "/node/n1/nic/eth0/connect_network", {"network": "p1-net",
+                                                                           "channel": "vlan/1000"})
+    assert (status, err["type"]) == (409, "BlockedError") and op in err["msg"]
+    st = admin.ok("GET", f"/operation/{op}")
+    assert st["status"] == "pending" and st["network"] == "p2-net"
+    assert site["u1"].ok("GET", f"/operation/{op}")["status"] == "pending"   # n1 is p1's
+    assert admin.ok("GET", "/node/n1")["nics"][0]["networks"] == {}
+    # While an operation is pending, the network and the port cannot go away.
+    assert admin.call("DELETE", "/network/p2-net")[0] == 409
+    assert admin.call("POST", "/project/p1/detach_node", {"node": "n1"})[0] == 409
+
+
+def test_null_auth_backend_makes_everyone_admin(new_server: Any) -> None:
+    srv = new_server(baremetal={"auth": "null", "audit_on_start": "off"})
+    anyone = Hil(srv.admin_url)
+    anyone.ok("PUT", "/project/free-for-all")
+    assert anyone.ok("GET", "/projects") == ["free-for-all"]
+
+
+def test_config_refuses_a_vm_network_vlan_inside_the_bare_metal_pool(tmp_path: Path, model_cache: Path) -> None:
+    from cloudctl.config import ConfigError, load_config
+    net = {"name": "lan", "zone": "cloudctl-1a", "cidr": "10.128.0.0/24", "bridge": "br0",
+           "bridge_type": "openvswitch", "vlan": 1005}
+    path = write_config(tmp_path, model_cache, subnets={}, networks=[net, {**net, "name": "lan-b", "vlan": None,
+                                                                           "zone": "cloudctl-1b",
+                                                                           "cidr": "10.129.0.0/24"}])
+    with pytest.raises(ConfigError, match="VLAN 1005, which is in baremetal.vlans"):
+        load_config(path)
