@@ -206,5 +206,16 @@ class Event(Row):
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class HostAdmin(Row):
+    """The operator's setting for a hypervisor host; its monitored state is not stored."""
+
+    table: ClassVar[str] = "hosts"
+    key_field: ClassVar[str] = "name"
+    name: str
+    admin: str = "enabled"       # enabled | disabled (no new placements) | offline (not monitored)
+    changed_at: float = 0.0
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
-                                     Event)
+                                     Event, HostAdmin)
