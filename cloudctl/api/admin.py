@@ -70,6 +70,7 @@ class AdminApi:
         self.cloud = cloud
         self.token = token
         self.stats = stats
+        self.public_paths: set[str] = set()   # served without the token (/metrics: see api/metrics.py)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth, self._errors], client_max_size=1024**4)
@@ -97,6 +98,8 @@ class AdminApi:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
+        if request.path in self.public_paths:
+            return await handler(request)
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), self.token.encode()):
             return web.json_response({"error": "Unauthorized", "message": "missing or wrong admin token"},
