@@ -21,6 +21,7 @@ from .api.ec2.protocol import Protocol
 from .api.ec2.actions import ACTIONS
 from .api.metadata import metadata_app
 from .api.metrics import Metrics
+from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, xmlrpc_app
 from .config import Config
 from .core.cloud import Cloud
 
@@ -80,7 +81,7 @@ async def run(config: Config) -> None:
     endpoint = f"http://{config.ec2.listen}:{config.ec2.port}"
     cloud = Cloud(config, endpoint)
     await cloud.start()
-    metrics = Metrics(cloud, ACTIONS)
+    metrics = Metrics(cloud, [*ACTIONS, *ONE_METHODS])
     metrics.attach()
     monitor = LoopMonitor()
     monitor.observe = metrics.loop_lag.observe
@@ -119,6 +120,13 @@ async def run(config: Config) -> None:
         md_runner, md_port = await _site(md_app, config.metadata.listen, config.metadata.port)
         runners.append(md_runner)
         md_line = f"  metadata       http://{config.metadata.listen}:{md_port}  (for instances, by source address)\n"
+    if config.xmlrpc is not None:
+        one_app = xmlrpc_app(cloud, token, config.xmlrpc.port)
+        one_app[XMLRPC_KEY].observe = lambda method, code, s: metrics.request("xmlrpc", method, code, s)
+        one_runner, one_port = await _site(one_app, config.xmlrpc.listen, config.xmlrpc.port)
+        one_app[XMLRPC_KEY].port = one_port
+        runners.append(one_runner)
+        md_line += f"  XML-RPC        http://{config.xmlrpc.listen}:{one_port}/RPC2  (OpenNebula API, pyone)\n"
     cloud.endpoint = f"http://{config.ec2.listen}:{ec2_port}"
     cloud.catalog.endpoint = cloud.endpoint
 

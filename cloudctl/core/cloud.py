@@ -20,6 +20,7 @@ from .keypairs import KeyPairs
 from .metadata import InstanceMetadata
 from .monitor import Monitor
 from .network import Networks
+from .numeric_ids import NumericIds
 from .scheduler import Scheduler
 from .tags import Tags
 from .users import Users
@@ -66,6 +67,7 @@ class Cloud:
         self.tags = Tags(self.store)
         self.events = Events(self.store)
         self.users = Users(self.store)
+        self.numeric_ids = NumericIds(self.store, first={"user": 1})   # user 0 is OpenNebula's oneadmin
         self.storage = QemuImgStorage()
         self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage,
                              cfg.user_image_urls_local)

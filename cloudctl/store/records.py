@@ -217,5 +217,16 @@ class HostAdmin(Row):
     changed_at: float = 0.0
 
 
+@dataclass(slots=True)
+class NumericId(Row):
+    """A small integer naming a resource for APIs that use numbers (OpenNebula's XML-RPC)."""
+
+    table: ClassVar[str] = "numeric_ids"
+    key_field: ClassVar[str] = "resource"
+    resource: str                # "<kind>/<id>", e.g. "vm/i-0abc...", "user/alice"
+    kind: str
+    num: int
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
-                                     Event, HostAdmin)
+                                     Event, HostAdmin, NumericId)
