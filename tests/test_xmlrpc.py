@@ -131,7 +131,25 @@ def test_host_pool_as_oneadmin(oneadmin: Any, one: Any, one_server: Any, carol: 
     wait_state(ec2, [iid], "terminated")
 
 
-def test_vnet_pool(one: Any) -> None:
+def test_vnet_pool_matches_subnets_and_places_nics(one: Any, one_server: Any, carol: dict[str, str]) -> None:
+    ec2 = one_server.client(carol)
+    subnets = {s["SubnetId"]: s for s in ec2.describe_subnets()["Subnets"]}
     nets = one.vnpool.info(-2, -1, -1).VNET
-    assert {n.NAME for n in nets} == {"cloudctl-1a", "cloudctl-1b"}
-    assert one.vn.info(nets[0].ID).NAME == nets[0].NAME
+    assert {n.TEMPLATE["EC2_SUBNET_ID"] for n in nets} == set(subnets)
+    for n in nets:
+        assert n.TEMPLATE["NETWORK_MASK"] == subnets[n.TEMPLATE["EC2_SUBNET_ID"]]["CidrBlock"]
+    net = nets[-1]
+    assert one.vn.info(net.ID).NAME == net.NAME
+    used = one.vn.info(net.ID).USED_LEASES
+    vm_id = one.vm.allocate('CPU = 1\nMEMORY = 512\nDISK = [ IMAGE_ID = "%d" ]\nNIC = [ NETWORK_ID = "%d" ]'
+                            % (_blank_image(one).ID, net.ID), False)
+    vm = one.vm.info(vm_id)
+    [inst] = wait_state(ec2, [vm.DEPLOY_ID], "running")
+    assert inst["SubnetId"] == net.TEMPLATE["EC2_SUBNET_ID"]
+    assert vm.TEMPLATE["NIC"]["IP"] == inst["PrivateIpAddress"]
+    assert int(vm.TEMPLATE["NIC"]["NETWORK_ID"]) == net.ID
+    assert one.vn.info(net.ID).USED_LEASES == used + 1
+    with pytest.raises(pyone.OneNoExistsException):
+        one.vn.info(4242)
+    one.vm.action("terminate", vm_id)
+    wait_state(ec2, [vm.DEPLOY_ID], "terminated")

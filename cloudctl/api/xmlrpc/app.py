@@ -13,6 +13,7 @@ import base64
 import binascii
 import hmac
 import inspect
+import ipaddress
 import logging
 import math
 import time
@@ -129,16 +130,20 @@ class OneApi:
         cloud = self.cloud
         nums = await cloud.numeric_ids.ensure("vm", [i.id for i in insts])
         images = await cloud.numeric_ids.ensure("image", sorted({i.image_id for i in insts}))
-        zones = await cloud.numeric_ids.ensure("vnet", list(cloud.network.subnets))
+        nets = await cloud.numeric_ids.ensure("vnet", list(cloud.network.subnets))
         owners = await self._owners()
         hosts = self._host_nums()
         out = []
         for i in insts:
             out.append(doc.vm(i, nums[i.id], owners.get(i.owner, doc.Owner(-1, i.owner)),
                               cloud.config.instance_types.get(i.instance_type), hosts.get(i.host, -1),
-                              images.get(i.image_id), zones.get(i.zone),
+                              images.get(i.image_id), nets.get(self._subnet_id(i) or ""),
                               cloud.monitor.state_of(i.host) == "error", dict(cloud.tags.of(i.id))))
         return out
+
+    def _subnet_id(self, i: Instance) -> str | None:
+        s = self.cloud.network.of(i.private_ip, i.zone, i.subnet_id)
+        return s.id if s is not None else None
 
     def _own_instance(self, s: Session, num: Any) -> Instance:
         iid = self._resolve("vm", num, "VM")
@@ -217,9 +222,19 @@ class OneApi:
             image_id = found[0].id
         req: dict[str, Any] = {"ImageId": image_id, "InstanceType": type_name, "MinCount": 1, "MaxCount": 1}
         nics = vectors(t, "NIC")
-        if nics and nics[0].get("NETWORK_ID"):
-            zone = self._resolve("vnet", _num(nics[0]["NETWORK_ID"], "NETWORK_ID"), "virtual network")
-            req["Placement"] = {"AvailabilityZone": zone}
+        if len(nics) > 1:
+            raise OneError(ACTION, "[one.vm.allocate] cloudctl VMs have one NIC")
+        if nics and (nics[0].get("NETWORK_ID") or nics[0].get("NETWORK")):
+            nic = nics[0]
+            if nic.get("NETWORK_ID"):
+                req["SubnetId"] = self._resolve("vnet", _num(nic["NETWORK_ID"], "NETWORK_ID"), "virtual network")
+            else:
+                subnet = self.cloud.network.by_name(nic["NETWORK"])
+                if subnet is None:
+                    raise OneError(NO_EXISTS, f"[one.vm.allocate] virtual network {nic['NETWORK']!r} does not exist")
+                req["SubnetId"] = subnet.id
+            if nic.get("IP"):
+                req["PrivateIpAddress"] = nic["IP"]
         ctx = (vectors(t, "CONTEXT") or [{}])[0]
         user_data = _user_data(ctx)
         if user_data is not None:
@@ -328,20 +343,23 @@ class OneApi:
             raise OneError(NO_EXISTS, f"[one.image.info] Error getting image [{num}].") from None
         return ET.tostring(el, encoding="unicode")
 
-    def _vnet_el(self, zone: str, num: int) -> ET.Element:
-        net = self.cloud.network.subnets[zone]
-        used, size = self.cloud.network.usage().get(zone, (0, 0))
-        return doc.vnet(doc.VnetFigures(name=zone, cidr=str(net), first_ip=str(net.network_address + 4),
-                                        size=size, used=used, zone=zone,
-                                        gateway=str(net.network_address + 1)), num)
+    def _vnet_el(self, subnet_id: str, num: int) -> ET.Element:
+        net = self.cloud.network
+        s = net.subnets[subnet_id]
+        return doc.vnet(doc.VnetFigures(
+            name=s.name, cidr=str(s.net), first_ip=str(ipaddress.IPv4Address(s.first)), size=s.size,
+            used=s.size - net.available(s) - (1 if s.first <= int(s.gateway) <= s.last else 0),
+            zone=s.zone, gateway=str(s.gateway), bridge=s.bridge or "", vlan=s.vlan, subnet_id=s.id), num)
 
     async def vnpool_info(self, s: Session, flt: Any = -2, start: Any = -1, end: Any = -1) -> str:
         nums = await self.cloud.numeric_ids.ensure("vnet", list(self.cloud.network.subnets))
-        return doc.pool("VNET_POOL", [self._vnet_el(z, n) for z, n in sorted(nums.items(), key=lambda kv: kv[1])])
+        return doc.pool("VNET_POOL", [self._vnet_el(sid, n) for sid, n in sorted(nums.items(), key=lambda kv: kv[1])])
 
     async def vn_info(self, s: Session, num: Any, decrypt: Any = False) -> str:
-        zone = self._resolve("vnet", num, "virtual network")
-        return ET.tostring(self._vnet_el(zone, _int(num, "id")), encoding="unicode")
+        subnet_id = self._resolve("vnet", num, "virtual network")
+        if subnet_id not in self.cloud.network.subnets:   # a network removed from the config
+            raise OneError(NO_EXISTS, f"[one.vn.info] Error getting virtual network [{num}].")
+        return ET.tostring(self._vnet_el(subnet_id, _int(num, "id")), encoding="unicode")
 
 
 def _num(v: str, what: str) -> int:

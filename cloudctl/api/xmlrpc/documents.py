@@ -236,6 +236,9 @@ class VnetFigures:
     used: int
     zone: str
     gateway: str
+    bridge: str
+    vlan: int | None
+    subnet_id: str
 
 
 def vnet(f: VnetFigures, num: int) -> ET.Element:
@@ -249,17 +252,20 @@ def vnet(f: VnetFigures, num: int) -> ET.Element:
     _permissions(root, public=True)
     clusters = _add(root, "CLUSTERS")
     _add(clusters, "ID", 0)
-    _add(root, "BRIDGE", "")
+    _add(root, "BRIDGE", f.bridge)
     _add(root, "STATE", 1)
     _add(root, "PREV_STATE", 1)
     _add(root, "PARENT_NETWORK_ID", "")
-    _add(root, "VN_MAD", "bridge")
+    _add(root, "VN_MAD", "802.1Q" if f.vlan is not None else "bridge")
+    if f.vlan is not None:
+        _add(root, "VLAN_ID", f.vlan)
     _add(root, "USED_LEASES", f.used)
     t = _add(root, "TEMPLATE")
     _add(t, "NETWORK_ADDRESS", f.cidr.split("/")[0])
     _add(t, "NETWORK_MASK", f.cidr)
     _add(t, "GATEWAY", f.gateway)
     _add(t, "ZONE", f.zone)
+    _add(t, "EC2_SUBNET_ID", f.subnet_id)
     ars = _add(root, "AR_POOL")
     ar = _add(ars, "AR")
     _add(ar, "AR_ID", 0)
