@@ -694,8 +694,11 @@ class Compute:
             log.warning("instance %s stopped: %s", inst.id, why)
 
     async def _guest_stopped(self, inst: Instance, ev: DomainEvent) -> None:
-        if ev.kind == "crashed" or ev.detail == "failed":   # stopped/failed: qemu died (e.g. killed)
+        if ev.kind == "crashed":
             code, msg = "Server.InternalError", "Server.InternalError: the guest crashed"
+        elif ev.detail == "failed":   # stopped/failed: the qemu process died (killed, OOM)
+            code, msg = "Server.InternalError", \
+                "Server.InternalError: the instance's hypervisor process ended unexpectedly"
         else:
             code, msg = "Client.InstanceInitiatedShutdown", \
                 "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
