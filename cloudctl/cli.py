@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         path = f"/v0/hosts/{args.name}" + ("" if args.sub == "show" else f"/{args.sub}")
         row = client.call("GET" if args.sub == "show" else "POST", path)
         for k, v in row.items():
-            print(f"{k:<16} {_ago(v) if k in ('last_seen', 'since') else v}")
+            print(f"{k:<16} {_ago(v) if k in ('last_seen', 'since') else '-' if v in (None, '') else v}")
     elif args.cmd == "console":
         sys.stdout.buffer.write(client.call("GET", f"/v0/console/{args.instance_id}"))
     elif args.cmd == "checkpoint":
