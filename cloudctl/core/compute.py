@@ -131,8 +131,8 @@ class Compute:
             "instance-state-code": lambda i: STATE_CODES[i.state],
             "instance-status.status": self._status,
             "system-status.status": self._status,
-            "instance-status.reachability": lambda i: {"ok": "passed"}.get(self._status(i), self._status(i)),
-            "system-status.reachability": lambda i: {"ok": "passed"}.get(self._status(i), self._status(i)),
+            "instance-status.reachability": self._reachability,
+            "system-status.reachability": self._reachability,
         })
 
     def _subnet_id(self, i: Instance) -> str | None:
@@ -377,6 +377,10 @@ class Compute:
             res = self.reservations.get(rid) or Reservation(id=rid, owner=insts[0].owner)
             out.append((res, insts))
         return out, token
+
+    def _reachability(self, i: Instance) -> str:
+        st = self._status(i)
+        return {"ok": "passed", "impaired": "failed"}.get(st, st)
 
     def _status(self, i: Instance) -> str:
         if i.state == "running":

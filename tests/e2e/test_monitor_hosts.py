@@ -123,6 +123,8 @@ def test_unreachable_host_goes_error_and_back(new_server: Any, relay: Relay) -> 
         assert st["SystemStatus"]["Details"][0]["Status"] == "failed"
         assert "ImpairedSince" in st["SystemStatus"]["Details"][0]
     assert _status_filter(ec2, "impaired") == set(ids)
+    failed = ec2.describe_instance_status(Filters=[{"Name": "instance-status.reachability", "Values": ["failed"]}])
+    assert {s["InstanceId"] for s in failed["InstanceStatuses"]} == set(ids)
     # Nothing lost, and nothing placed there meanwhile.
     assert {i["State"]["Name"] for i in wait_state(ec2, ids, "running", timeout=0)} == {"running"}
     with pytest.raises(ec2.exceptions.ClientError) as e:
