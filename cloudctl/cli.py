@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     hl.add_argument("--json", action="store_true")
     for verb in ("show", "disable", "enable", "offline"):
         ho.add_parser(verb).add_argument("name")
+    ho.add_parser("fence", help="confirm a failed host is powered off; with failure_policy restart, "
+                                "its running instances boot on other hosts").add_argument("name")
     sub.add_parser("console", help="an instance's console output").add_argument("instance_id")
     sub.add_parser("checkpoint", help="write a checkpoint now")
     nw = sub.add_parser("network", help="virtual networks").add_subparsers(dest="sub", required=True)
@@ -223,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
                 r["last seen"] = _ago(r["last_seen"])
             print(_table(rows, ["name", "zone", "state", "instances", "vcpus used/total", "memory MiB used/total",
                                 "last seen"]))
+    elif args.cmd == "host" and args.sub == "fence":
+        res = client.call("POST", f"/v0/hosts/{args.name}/fence")
+        print(f"{args.name} fenced; restarted elsewhere: {', '.join(res['restarted']) or 'none'}")
     elif args.cmd == "host":
         path = f"/v0/hosts/{args.name}" + ("" if args.sub == "show" else f"/{args.sub}")
         row = client.call("GET" if args.sub == "show" else "POST", path)

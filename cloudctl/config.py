@@ -63,7 +63,9 @@ class Monitor(_Strict):
     interval_s: Annotated[float, Field(gt=0)] = 10.0   # per host, jittered by ±10 %
     grace_s: Annotated[float, Field(ge=0)] = 30.0      # failing this long turns a host to `error`
     timeout_s: Annotated[float, Field(gt=0)] = 30.0    # one poll taking longer counts as a failure
-    failure_policy: Literal["none"] = "none"           # what to do with instances of an `error` host
+    # What happens to the running instances of a host in `error`: "none" (they wait for it), or
+    # "restart" on another host of the zone (disks on shared storage) once an admin has fenced it.
+    failure_policy: Literal["none", "restart"] = "none"
 
 
 class InstanceType(_Strict):

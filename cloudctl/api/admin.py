@@ -21,7 +21,7 @@ from ..store.journal import JournalError
 from ..store.records import Event, User
 
 TOKEN_FILE = "admin.token"
-_STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409}
+_STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409, "IncorrectState": 409}
 
 
 def ensure_token(state_dir: Path) -> str:
@@ -83,6 +83,7 @@ class AdminApi:
         r.add_get("/v0/hosts", self.hosts)
         r.add_get("/v0/hosts/{name}", self.host)
         r.add_post("/v0/hosts/{name}/{admin:enable|disable|offline}", self.host_admin)
+        r.add_post("/v0/hosts/{name}/fence", self.host_fence)
         r.add_get("/v0/images", self.list_images)
         r.add_put("/v0/images", self.import_image)
         r.add_post("/v0/images/fetch", self.fetch_image)
@@ -156,6 +157,10 @@ class AdminApi:
         admin = {"enable": "enabled", "disable": "disabled", "offline": "offline"}[request.match_info["admin"]]
         h = await self.cloud.monitor.set_admin(request.match_info["name"], admin)
         return web.json_response(host_view(h, self.cloud.monitor, self.cloud.scheduler))
+
+    async def host_fence(self, request: web.Request) -> web.Response:
+        moved = await self.cloud.monitor.fence(request.match_info["name"])
+        return web.json_response({"host": request.match_info["name"], "restarted": moved})
 
     async def list_images(self, request: web.Request) -> web.Response:
         return web.json_response([{

@@ -687,6 +687,35 @@ class Compute:
             return
         self._spawn(self._guest_stopped(inst, ev))
 
+    async def restart_elsewhere(self, inst: Instance, why: str) -> Instance | None:
+        """Move a running instance of a fenced host to another host of its zone and boot it there.
+
+        Only for a host known to be off (fenced): its disks must be on storage both hosts see.
+        None when no other host has room (the instance then stays where it is).
+        """
+        itype = self.type_of(inst.instance_type)
+        target = self.scheduler.pick(inst.zone, itype)
+        if target is None or target.name == inst.host:
+            return None
+        with self.store.txn() as tx:
+            new = replace(inst, host=target.name, state="pending", state_reason_code="Server.InternalError",
+                          state_reason_message=f"Server.InternalError: {why}; restarted on another host",
+                          transition_reason=_reason("Server error"))
+            tx.put(new)
+            if self.events is not None:
+                self.events.add(tx, "instance.restart", inst.id, f"{inst.host} -> {target.name}: {why}",
+                                "Server.InternalError", owner=inst.owner, host=target.name, previous_host=inst.host)
+        await self.store.sync()
+        self.converge(inst.id)
+        return new
+
+    def remove_stray(self, host: str, name: str) -> None:
+        """A domain of an instance that now lives on another host (restarted while this one was
+        fenced): it must not run twice, so it goes."""
+        driver = self.drivers.get(host)
+        if driver is not None:
+            self._spawn(self._remove_orphan(driver, name))
+
     def domain_lost(self, inst: Instance, why: str) -> None:
         """A running instance's domain died without our asking (its qemu killed, a host
         crash): recorded as stopped. EC2 documents no code for an unexpected stop; its

@@ -130,6 +130,33 @@ class Monitor:
         self._settle(h, time.time())
         return h
 
+    async def fence(self, host: str) -> list[str]:
+        """The admin's word that `host` is powered off (fenced). With the `restart` policy its
+        running instances boot again on other hosts of their zone; never before this word, so
+        an instance cannot run on two hosts at once. Returns the instances restarted."""
+        h = self.hosts.get(host)
+        if h is None:
+            raise CloudError("NoSuchEntity", f"host {host} does not exist")
+        if h.state not in ("error", "offline"):
+            raise CloudError("IncorrectState", f"host {host} is {h.state}: only a host in error or offline "
+                                               f"can be fenced")
+        with self.store.txn() as tx:
+            self.events.add(tx, "host.fenced", host, f"{host} confirmed powered off by the admin", None,
+                            policy=self.config.monitor.failure_policy)
+        await self.store.sync()
+        if self.config.monitor.failure_policy != "restart":
+            return []
+        moved = []
+        for inst in list(self.compute.on_host(host).values()):
+            if inst.state not in ("pending", "running"):
+                continue
+            new = await self.compute.restart_elsewhere(inst, f"host {host} failed")
+            if new is None:
+                log.error("instance %s: no other host in %s has room to restart it", inst.id, inst.zone)
+            else:
+                moved.append(inst.id)
+        return moved
+
     # -- polling ---------------------------------------------------------------------------
     def start(self, connected: set[str]) -> None:
         """Initial states from the start-up connection, then one polling task per host."""
@@ -187,7 +214,17 @@ class Monitor:
         self._observe(name, h.last_poll_s, True)
         self._settle(h, now)
         self._dead_domains(name, before, result)
+        self._strays(name, result)
         return h
+
+    def _strays(self, name: str, poll: HostPoll) -> None:
+        """Domains of instances that live on another host now: the host was fenced and they
+        were restarted elsewhere while it was away."""
+        for d in poll.domains:
+            inst = self.compute.table.get(d.name)
+            if inst is not None and inst.host != name:
+                log.warning("host %s: %s runs on %s now; removing its old domain here", name, d.name, inst.host)
+                self.compute.remove_stray(name, d.name)
 
     def _observe(self, name: str, seconds: float, ok: bool) -> None:
         if self.on_poll is not None:

@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,45 @@ def test_unreachable_host_goes_error_and_back(new_server: Any, relay: Relay) -> 
     ec2.start_instances(InstanceIds=ids)
     wait_state(ec2, ids, "running")
     assert _wait(lambda: _status(ec2, ids[0])["SystemStatus"]["Status"] == "ok")
+    ec2.terminate_instances(InstanceIds=ids)
+    wait_state(ec2, ids, "terminated")
+
+
+def test_fenced_host_restart_policy(new_server: Any, relay: Relay) -> None:
+    hosts = [{"name": "far", "uri": f"test+unix:///default?socket={relay.path}", "zone": "cloudctl-1b"},
+             {"name": "spare", "uri": "test:///", "node_xml": str(DEFAULT_CONFIG.parent / "hosts/host-b.xml"),
+              "zone": "cloudctl-1b"},
+             {"name": "near", "uri": "test:///", "node_xml": str(DEFAULT_CONFIG.parent / "hosts/host-a.xml"),
+              "zone": "cloudctl-1a"}]
+    srv = new_server(hosts=hosts, monitor={"interval_s": INTERVAL, "grace_s": 1.0, "timeout_s": 5.0,
+                                           "failure_policy": "restart"})
+    ec2 = srv.client(srv.create_user("ops"))
+    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
+    srv.admin("POST", "/v0/hosts/spare/disable")     # so that both land on `far`
+    ids = [i["InstanceId"] for i in ec2.run_instances(
+        ImageId=image, MinCount=2, MaxCount=2, InstanceType="t3.nano",
+        Placement={"AvailabilityZone": "cloudctl-1b"})["Instances"]]
+    srv.admin("POST", "/v0/hosts/spare/enable")
+    ips = {i["InstanceId"]: i["PrivateIpAddress"] for i in wait_state(ec2, ids, "running")}
+    assert srv.admin("GET", "/v0/hosts/far")["instances"] == 2
+    with pytest.raises(urllib.error.HTTPError) as e:   # a host that answers cannot be fenced
+        srv.admin("POST", "/v0/hosts/far/fence")
+    assert e.value.code == 409
+
+    relay.cut()
+    assert _wait(lambda: srv.admin("GET", "/v0/hosts/far")["state"] == "error")
+    time.sleep(3 * INTERVAL)
+    assert srv.admin("GET", "/v0/hosts/spare")["instances"] == 0    # nothing moves before the fence
+    res = srv.admin("POST", "/v0/hosts/far/fence")
+    assert sorted(res["restarted"]) == sorted(ids)
+    back = wait_state(ec2, ids, "running")
+    assert {i["State"]["Name"] for i in back} == {"running"}
+    assert {i["InstanceId"]: i["PrivateIpAddress"] for i in back} == ips      # same addresses
+    assert srv.admin("GET", "/v0/hosts/spare")["instances"] == 2
+    assert srv.admin("GET", "/v0/hosts/far")["instances"] == 0
+    assert all(_status(ec2, i)["SystemStatus"]["Status"] == "ok" for i in ids)
+    moves = srv.admin("GET", "/v0/events?kind=instance.restart")
+    assert {e["subject"] for e in moves} == set(ids)
     ec2.terminate_instances(InstanceIds=ids)
     wait_state(ec2, ids, "terminated")
 
