@@ -31,6 +31,7 @@ from ...core.errors import CloudError
 from ...core.images import CLOUD_OWNER
 from ...core.monitor import host_view
 from ...core.sizing import closest_type
+from ...store.journal import JournalError
 from ...store.records import Instance, User
 from . import documents as doc
 from .template import TemplateError, parse, scalar, vectors
@@ -442,6 +443,9 @@ async def _call(api: OneApi, method: str, args: tuple[Any, ...]) -> list[Any]:
         return [False, str(e), e.code]
     except CloudError as e:
         return [False, f"[{method}] {e.message}", _error_code(e)]
+    except JournalError:
+        return [False, f"[{method}] the controller cannot write its journal (disk full or read-only?); "
+                       f"nothing was changed, retry later", INTERNAL]
     except Exception:
         log.exception("%s failed", method)
         return [False, f"[{method}] internal error", INTERNAL]
