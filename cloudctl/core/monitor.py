@@ -65,6 +65,7 @@ class Monitor:
         self._ratios = {h.name: (h.cpu_overcommit or config.overcommit.cpu,
                                  h.memory_overcommit or config.overcommit.memory) for h in config.hosts}
         self.on_poll: PollObserver | None = None
+        self._missing: dict[str, set[str]] = {}   # per host: running instances whose domain one poll missed
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- state -----------------------------------------------------------------------------
@@ -239,16 +240,24 @@ class Monitor:
         cap.vcpus, cap.memory_mib = int(poll.resources.cpus * cpu), int(poll.resources.memory_mib * mem)
 
     def _dead_domains(self, name: str, before: dict[str, Instance], poll: HostPoll) -> None:
-        """Running instances whose domain is off or gone, with nothing of ours acting on them."""
+        """Running instances whose domain is off, or missing from two polls in a row, with
+        nothing of ours acting on them. (A domain the hypervisor reports off is acted on at once;
+        a missing one is confirmed by the next poll before its instance is called stopped.)"""
         power = {d.name: d.power for d in poll.domains}
+        missing_before = self._missing.get(name, set())
+        missing_now: set[str] = set()
         for iid, inst in before.items():
             p = power.get(iid)
             if p is not None and p not in DEAD:
                 continue
             if self.compute.table.get(iid) is not inst or self.compute.work.busy(iid):
                 continue   # changed or being worked on since the poll began: not ours to judge
+            if p is None and iid not in missing_before:
+                missing_now.add(iid)
+                continue
             what = "is gone" if p is None else f"is {p}"
             self.compute.domain_lost(inst, f"its domain {what} on {name}")
+        self._missing[name] = missing_now
 
 
 def _stamp(t: float | None) -> str:
