@@ -115,7 +115,8 @@ def wait_tcp(proc: Proc, port: int, timeout: float = 60.0) -> None:
 # --------------------------------------------------------------------------- cloudctl
 
 
-def write_cloudctl_config(tmp: Path, ec2_port: int, admin_port: int) -> Path:
+def write_cloudctl_config(tmp: Path, ec2_port: int, admin_port: int,
+                          overrides: dict[str, Any] | None = None) -> Path:
     """The embedded default config with ports/state moved into `tmp` and relative paths made absolute.
 
     The bench must not touch the repo's ./state, and the config's relative paths are relative
@@ -145,6 +146,7 @@ def write_cloudctl_config(tmp: Path, ec2_port: int, admin_port: int) -> Path:
             it["template"] = absolute(it["template"])
     if cfg.get("cache_dir"):
         cfg["cache_dir"] = str(tmp / "cache")
+    cfg.update(overrides or {})
     out = tmp / "cloudctl.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out
@@ -176,10 +178,10 @@ class Cloudctl:
         return float(self.admin("POST", "/v0/stats/reset-lag").get("loop_lag_max_ms", 0.0))
 
 
-def start_cloudctl(tmp: Path, timeout: float = 90.0) -> Cloudctl:
+def start_cloudctl(tmp: Path, timeout: float = 90.0, overrides: dict[str, Any] | None = None) -> Cloudctl:
     """Start `python -m cloudctl serve` on free ports and wait for /v0/health with the admin token."""
     ec2_port, admin_port = free_port(), free_port()
-    cfg = write_cloudctl_config(tmp, ec2_port, admin_port)
+    cfg = write_cloudctl_config(tmp, ec2_port, admin_port, overrides)
     proc = spawn("cloudctl", [sys.executable, "-m", "cloudctl", "serve", "--config", str(cfg)],
                  tmp / "cloudctl.log", env={"CLOUDCTL_LOG": "WARNING"})
     state_dir = tmp / "state"

@@ -139,7 +139,14 @@ def main(argv: list[str] | None = None) -> None:
     cap = sub.add_parser("capacity", help="how many more instances of each type fit")
     cap.add_argument("--by-zone", action="store_true")
     cap.add_argument("--json", action="store_true")
-    sub.add_parser("hosts", help="hypervisor hosts and their use")
+    sub.add_parser("hosts", help="hypervisor hosts and their use (same as `host list`)")
+    ho = sub.add_parser("host", help="hypervisor hosts: state, use, admin").add_subparsers(dest="sub", required=True)
+    hl = ho.add_parser("list")
+    hl.add_argument("--json", action="store_true")
+    for verb in ("show", "disable", "enable", "offline"):
+        ho.add_parser(verb).add_argument("name")
+    ho.add_parser("fence", help="confirm a failed host is powered off; with failure_policy restart, "
+                                "its running instances boot on other hosts").add_argument("name")
     sub.add_parser("console", help="an instance's console output").add_argument("instance_id")
     sub.add_parser("checkpoint", help="write a checkpoint now")
     nw = sub.add_parser("network", help="virtual networks").add_subparsers(dest="sub", required=True)
@@ -211,9 +218,25 @@ def main(argv: list[str] | None = None) -> None:
                 r["used%"] = r["used_percent"]
             cols = ["instance_type"] + (["zone"] if args.by_zone else []) + ["free/total", "used%"]
             print(_table(rows, cols))
-    elif args.cmd == "hosts":
-        print(_table(client.call("GET", "/v0/hosts"),
-                     ["name", "zone", "instances", "used_vcpus", "vcpus", "used_memory_mib", "memory_mib"]))
+    elif args.cmd == "hosts" or (args.cmd == "host" and args.sub == "list"):
+        rows = client.call("GET", "/v0/hosts")
+        if getattr(args, "json", False):
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                r["vcpus used/total"] = f"{r['used_vcpus']}/{r['vcpus']}"
+                r["memory MiB used/total"] = f"{r['used_memory_mib']}/{r['memory_mib']}"
+                r["last seen"] = _ago(r["last_seen"])
+            print(_table(rows, ["name", "zone", "state", "instances", "vcpus used/total", "memory MiB used/total",
+                                "last seen"]))
+    elif args.cmd == "host" and args.sub == "fence":
+        res = client.call("POST", f"/v0/hosts/{args.name}/fence")
+        print(f"{args.name} fenced; restarted elsewhere: {', '.join(res['restarted']) or 'none'}")
+    elif args.cmd == "host":
+        path = f"/v0/hosts/{args.name}" + ("" if args.sub == "show" else f"/{args.sub}")
+        row = client.call("GET" if args.sub == "show" else "POST", path)
+        for k, v in row.items():
+            print(f"{k:<16} {_ago(v) if k in ('last_seen', 'since') else '-' if v in (None, '') else v}")
     elif args.cmd == "console":
         sys.stdout.buffer.write(client.call("GET", f"/v0/console/{args.instance_id}"))
     elif args.cmd == "checkpoint":
@@ -224,6 +247,12 @@ def main(argv: list[str] | None = None) -> None:
         rows = client.call("GET", "/v0/networks")
         print(json.dumps(rows, indent=2) if args.json else
               _table(rows, ["name", "subnet_id", "zone", "cidr", "bridge", "used", "free"]))
+
+
+def _ago(t: float | None) -> str:
+    if not t:
+        return "never"
+    return f"{time.strftime('%H:%M:%S', time.gmtime(t))} ({max(0.0, time.time() - t):.0f}s ago)"
 
 
 def _events(client: AdminClient, args: argparse.Namespace) -> None:

@@ -59,6 +59,15 @@ class Host(_Strict):
         return self.uri
 
 
+class Monitor(_Strict):
+    interval_s: Annotated[float, Field(gt=0)] = 10.0   # per host, jittered by ±10 %
+    grace_s: Annotated[float, Field(ge=0)] = 30.0      # failing this long turns a host to `error`
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0    # one poll taking longer counts as a failure
+    # What happens to the running instances of a host in `error`: "none" (they wait for it), or
+    # "restart" on another host of the zone (disks on shared storage) once an admin has fenced it.
+    failure_policy: Literal["none", "restart"] = "none"
+
+
 class InstanceType(_Strict):
     vcpus: Annotated[int, Field(ge=1, le=1024)]
     memory_mib: Annotated[int, Field(ge=16)]
@@ -167,6 +176,8 @@ class Config(_Strict):
     ec2: Listen = Listen(port=4567)
     admin: Listen = Listen(port=4568)
     metadata: MetadataListen | None = None   # the instance metadata service; off when absent
+    xmlrpc: Listen | None = None     # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent
+    monitor: Monitor = Monitor()
     terminated_visible_s: Annotated[float, Field(ge=0)] = 3600
     checkpoint: Checkpoint = Checkpoint()
     overcommit: Overcommit = Overcommit()

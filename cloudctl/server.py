@@ -8,6 +8,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvloop
@@ -17,7 +18,10 @@ from .api.admin import AdminApi, ensure_token
 from .api.ec2.app import Ec2Api, make_verifier
 from .api.ec2.model import OPERATIONS, load_model
 from .api.ec2.protocol import Protocol
+from .api.ec2.actions import ACTIONS
 from .api.metadata import metadata_app
+from .api.metrics import Metrics
+from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, xmlrpc_app
 from .config import Config
 from .core.cloud import Cloud
 
@@ -29,6 +33,7 @@ class LoopMonitor:
 
     def __init__(self, period: float = 0.01) -> None:
         self.period = period
+        self.observe: Callable[[float], None] | None = None
         self.max_lag = 0.0
         self.last_lag = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -43,6 +48,8 @@ class LoopMonitor:
             await asyncio.sleep(self.period)
             self.last_lag = max(0.0, loop.time() - t0 - self.period)
             self.max_lag = max(self.max_lag, self.last_lag)
+            if self.observe is not None:
+                self.observe(self.last_lag)
 
     def reset(self) -> float:
         lag, self.max_lag = self.max_lag, 0.0
@@ -74,9 +81,13 @@ async def run(config: Config) -> None:
     endpoint = f"http://{config.ec2.listen}:{config.ec2.port}"
     cloud = Cloud(config, endpoint)
     await cloud.start()
+    metrics = Metrics(cloud, [*ACTIONS, *ONE_METHODS])
+    metrics.attach()
     monitor = LoopMonitor()
+    monitor.observe = metrics.loop_lag.observe
     monitor.start()
     ec2 = Ec2Api(cloud, protocol, make_verifier(cloud))
+    ec2.observe = lambda action, code, s: metrics.request("ec2", action, code, s)
     token = ensure_token(config.state_dir)
 
     def stats() -> dict[str, Any]:
@@ -98,6 +109,8 @@ async def run(config: Config) -> None:
     admin = AdminApi(cloud, token, stats)
     admin_app = admin.app()
     admin_app.router.add_post("/v0/stats/reset-lag", _reset_handler(monitor))
+    admin_app.router.add_get("/metrics", metrics.handle)
+    admin.public_paths.add("/metrics")
     ec2_runner, ec2_port = await _site(ec2.app(), config.ec2.listen, config.ec2.port)
     admin_runner, admin_port = await _site(admin_app, config.admin.listen, config.admin.port)
     runners = [ec2_runner, admin_runner]
@@ -107,6 +120,13 @@ async def run(config: Config) -> None:
         md_runner, md_port = await _site(md_app, config.metadata.listen, config.metadata.port)
         runners.append(md_runner)
         md_line = f"  metadata       http://{config.metadata.listen}:{md_port}  (for instances, by source address)\n"
+    if config.xmlrpc is not None:
+        one_app = xmlrpc_app(cloud, token, config.xmlrpc.port)
+        one_app[XMLRPC_KEY].observe = lambda method, code, s: metrics.request("xmlrpc", method, code, s)
+        one_runner, one_port = await _site(one_app, config.xmlrpc.listen, config.xmlrpc.port)
+        one_app[XMLRPC_KEY].port = one_port
+        runners.append(one_runner)
+        md_line += f"  XML-RPC        http://{config.xmlrpc.listen}:{one_port}/RPC2  (OpenNebula API, pyone)\n"
     cloud.endpoint = f"http://{config.ec2.listen}:{ec2_port}"
     cloud.catalog.endpoint = cloud.endpoint
 

@@ -142,3 +142,29 @@ def test_events_record_instance_states(server: Any, ec2: Any, image_id: str) -> 
     finally:
         follow.kill()
         follow.wait()
+
+
+def test_host_commands(new_server: Any) -> None:
+    srv = new_server()
+    rows = {line.split()[0]: line.split() for line in cli(srv, "host", "list").splitlines()[1:]}
+    assert set(rows) == {"host-a", "host-b"} and rows["host-a"][2] == "on"
+    assert cli(srv, "hosts").splitlines()[0] == cli(srv, "host", "list").splitlines()[0]   # the alias
+    out = cli(srv, "host", "disable", "host-a")
+    assert "state            disabled" in out
+    ec2 = srv.client(srv.create_user("hostops"))
+    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
+    with pytest.raises(ClientError) as e:
+        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": "cloudctl-1a"})
+    assert e.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+    show = dict(line.split(None, 1) for line in cli(srv, "host", "show", "host-a").splitlines())
+    assert show["state"] == "disabled" and show["admin"] == "disabled" and show["last_seen"] != "never"
+    assert "state            on" in cli(srv, "host", "enable", "host-a")
+    iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.small",
+                            Placement={"AvailabilityZone": "cloudctl-1a"})["Instances"][0]["InstanceId"]
+    row = cli(srv, "host", "list").splitlines()
+    a = next(r.split() for r in row if r.startswith("host-a"))
+    assert a[3] == "1" and a[4].startswith("2/")          # one instance, 2 vCPUs used
+    ec2.terminate_instances(InstanceIds=[iid])
+    bad = subprocess.run([sys.executable, "-m", "cloudctl", "--config", str(srv.config_path), "host", "show", "nope"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "NoSuchEntity" in bad.stderr

@@ -16,12 +16,13 @@ from pydantic import BaseModel, ValidationError
 from ..core.cloud import Cloud
 from ..core.errors import CloudError
 from ..core.images import CLOUD_OWNER
+from ..core.monitor import host_view
 from ..store.journal import JournalError
 from ..store.records import Event, User
 from .hil import HilApi
 
 TOKEN_FILE = "admin.token"
-_STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409}
+_STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409, "IncorrectState": 409}
 
 
 def ensure_token(state_dir: Path) -> str:
@@ -71,6 +72,7 @@ class AdminApi:
         self.token = token
         self.stats = stats
         self.hil = HilApi(cloud.baremetal, token)
+        self.public_paths: set[str] = set()   # served without the token (/metrics: see api/metrics.py)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth, self._errors], client_max_size=1024**4)
@@ -81,6 +83,9 @@ class AdminApi:
         r.add_delete("/v0/users/{name}", self.delete_user)
         r.add_get("/v0/capacity", self.capacity)
         r.add_get("/v0/hosts", self.hosts)
+        r.add_get("/v0/hosts/{name}", self.host)
+        r.add_post("/v0/hosts/{name}/{admin:enable|disable|offline}", self.host_admin)
+        r.add_post("/v0/hosts/{name}/fence", self.host_fence)
         r.add_get("/v0/images", self.list_images)
         r.add_put("/v0/images", self.import_image)
         r.add_post("/v0/images/fetch", self.fetch_image)
@@ -97,7 +102,8 @@ class AdminApi:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
-        if self.hil.owns(request):   # bare-metal routes take HTTP Basic users too
+        if self.hil.owns(request) or request.path in self.public_paths:
+            # bare-metal routes take HTTP Basic users too; /metrics is public (see api/metrics.py)
             return await handler(request)
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), self.token.encode()):
@@ -142,10 +148,23 @@ class AdminApi:
         return web.json_response(self.cloud.scheduler.capacity(by_zone))
 
     async def hosts(self, request: web.Request) -> web.Response:
-        return web.json_response([{
-            "name": h.name, "zone": h.zone, "vcpus": h.vcpus, "used_vcpus": h.used_vcpus,
-            "memory_mib": h.memory_mib, "used_memory_mib": h.used_memory_mib, "instances": h.instances,
-            "enabled": h.enabled} for h in self.cloud.scheduler.hosts.values()])
+        m = self.cloud.monitor
+        return web.json_response([host_view(h, m, self.cloud.scheduler) for h in m.hosts.values()])
+
+    async def host(self, request: web.Request) -> web.Response:
+        m, name = self.cloud.monitor, request.match_info["name"]
+        if name not in m.hosts:
+            raise CloudError("NoSuchEntity", f"host {name} does not exist")
+        return web.json_response(host_view(m.hosts[name], m, self.cloud.scheduler))
+
+    async def host_admin(self, request: web.Request) -> web.Response:
+        admin = {"enable": "enabled", "disable": "disabled", "offline": "offline"}[request.match_info["admin"]]
+        h = await self.cloud.monitor.set_admin(request.match_info["name"], admin)
+        return web.json_response(host_view(h, self.cloud.monitor, self.cloud.scheduler))
+
+    async def host_fence(self, request: web.Request) -> web.Response:
+        moved = await self.cloud.monitor.fence(request.match_info["name"])
+        return web.json_response({"host": request.match_info["name"], "restarted": moved})
 
     async def list_images(self, request: web.Request) -> web.Response:
         return web.json_response([{

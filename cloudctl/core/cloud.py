@@ -19,7 +19,9 @@ from .images import Images
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
 from .metadata import InstanceMetadata
+from .monitor import Monitor
 from .network import Networks
+from .numeric_ids import NumericIds
 from .scheduler import Scheduler
 from .tags import Tags
 from .users import Users
@@ -66,6 +68,7 @@ class Cloud:
         self.tags = Tags(self.store)
         self.events = Events(self.store)
         self.users = Users(self.store)
+        self.numeric_ids = NumericIds(self.store, first={"user": 1})   # user 0 is OpenNebula's oneadmin
         self.storage = QemuImgStorage()
         self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage,
                              cfg.user_image_urls_local)
@@ -79,6 +82,7 @@ class Cloud:
                                self.events)
         self.volumes = Volumes(self.store, cfg, self.tags, self.drivers, self.storage, self.compute.work)
         self.compute.volumes = self.volumes
+        connected: set[str] = set()
         for h in cfg.hosts:
             driver = self.drivers[h.name]
             cpu = h.cpu_overcommit or cfg.overcommit.cpu
@@ -87,11 +91,14 @@ class Cloud:
                 await driver.open(self.compute.on_domain_event)
                 res = await driver.resources()
                 self.scheduler.add_host(h.name, h.zone, res.cpus, res.memory_mib, cpu, mem)
+                connected.add(h.name)
             except HypervisorError as e:
                 log.error("host %s (%s): cannot connect: %s; no instances will be placed there", h.name,
                           h.uri, e)
                 self.scheduler.add_host(h.name, h.zone, 0, 0, cpu, mem)
         self.scheduler.start()
+        self.monitor = Monitor(self.store, cfg, self.compute, self.scheduler, self.drivers, self.events)
+        self.compute.host_trouble = self.monitor.impaired_reason
         for im in cfg.images:
             seeded = await self.images.seed(im.name, im.file, im.description)
             if seeded:
@@ -103,6 +110,7 @@ class Cloud:
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
         self.baremetal.start()
+        self.monitor.start(connected)
         self._bg.append(asyncio.create_task(self._every(cfg.checkpoint.interval_s, self._maybe_checkpoint,
                                                         poll=min(5.0, cfg.checkpoint.interval_s))))
         self._bg.append(asyncio.create_task(self._every(min(60.0, max(1.0, cfg.terminated_visible_s / 4)),
@@ -140,6 +148,8 @@ class Cloud:
                 log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
 
     async def stop(self) -> None:
+        if hasattr(self, "monitor"):
+            await self.monitor.stop()
         for t in self._bg:
             t.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)

@@ -86,6 +86,8 @@ class Compute:
         self.work = KeyedWork()   # hypervisor work after the answer, in order per instance
         self._hard_stop: set[str] = set()   # instances whose pending stop is forced
         self.reconcile_report: list[str] = []
+        # Why instances on a host are impaired (its host is in error), or None; set by the monitor.
+        self.host_trouble: Callable[[str], str | None] = lambda host: None
         tags.register("instance", self._check_owner)
         self.filters = self._filter_set()
         self.status_filters = self._status_filter_set()
@@ -129,8 +131,8 @@ class Compute:
             "instance-state-code": lambda i: STATE_CODES[i.state],
             "instance-status.status": self._status,
             "system-status.status": self._status,
-            "instance-status.reachability": lambda i: {"ok": "passed"}.get(self._status(i), self._status(i)),
-            "system-status.reachability": lambda i: {"ok": "passed"}.get(self._status(i), self._status(i)),
+            "instance-status.reachability": self._reachability,
+            "system-status.reachability": self._reachability,
         })
 
     def _subnet_id(self, i: Instance) -> str | None:
@@ -376,14 +378,29 @@ class Compute:
             out.append((res, insts))
         return out, token
 
-    def _status(self, i: Instance) -> str:
-        return "ok" if i.state == "running" else "initializing" if i.state == "pending" else "not-applicable"
+    def _reachability(self, i: Instance) -> str:
+        st = self._status(i)
+        return {"ok": "passed", "impaired": "failed"}.get(st, st)
 
-    def describe_status(self, caller: Caller, req: dict[str, Any]) -> tuple[list[tuple[Instance, str]], str | None]:
+    def _status(self, i: Instance) -> str:
+        if i.state == "running":
+            return "impaired" if self.host_trouble(i.host) else "ok"
+        return "initializing" if i.state == "pending" else "not-applicable"
+
+    def describe_status(self, caller: Caller, req: dict[str, Any]
+                        ) -> tuple[list[tuple[Instance, str, str | None]], str | None]:
+        """(instance, status, why impaired) per instance; impaired while its host is in error."""
         include_all = bool(req.get("IncludeAllInstances"))
         rows, keys, token = self._select(caller, req, self.status_filters, "status", include_all,
                                          keep=None if include_all else lambda i: i.state == "running")
-        return [(rows[k], self._status(rows[k])) for k in keys], token
+        out = []
+        for k in keys:
+            status = self._status(rows[k])
+            out.append((rows[k], status, self.host_trouble(rows[k].host) if status == "impaired" else None))
+        return out, token
+
+    def on_host(self, host: str) -> dict[str, Instance]:
+        return self._by_host.get(host)
 
     # -- state changes -------------------------------------------------------------------------
     async def _transition(self, caller: Caller, ids: list[str],
@@ -670,13 +687,56 @@ class Compute:
             return
         self._spawn(self._guest_stopped(inst, ev))
 
+    async def restart_elsewhere(self, inst: Instance, why: str) -> Instance | None:
+        """Move a running instance of a fenced host to another host of its zone and boot it there.
+
+        Only for a host known to be off (fenced): its disks must be on storage both hosts see.
+        None when no other host has room (the instance then stays where it is).
+        """
+        itype = self.type_of(inst.instance_type)
+        target = self.scheduler.pick(inst.zone, itype)
+        if target is None or target.name == inst.host:
+            return None
+        with self.store.txn() as tx:
+            new = replace(inst, host=target.name, state="pending", state_reason_code="Server.InternalError",
+                          state_reason_message=f"Server.InternalError: {why}; restarted on another host",
+                          transition_reason=_reason("Server error"))
+            tx.put(new)
+            if self.events is not None:
+                self.events.add(tx, "instance.restart", inst.id, f"{inst.host} -> {target.name}: {why}",
+                                "Server.InternalError", owner=inst.owner, host=target.name, previous_host=inst.host)
+        await self.store.sync()
+        self.converge(inst.id)
+        return new
+
+    def remove_stray(self, host: str, name: str) -> None:
+        """A domain of an instance that now lives on another host (restarted while this one was
+        fenced): it must not run twice, so it goes."""
+        driver = self.drivers.get(host)
+        if driver is not None:
+            self._spawn(self._remove_orphan(driver, name))
+
+    def domain_lost(self, inst: Instance, why: str) -> None:
+        """A running instance's domain died without our asking (its qemu killed, a host
+        crash): recorded as stopped. EC2 documents no code for an unexpected stop; its
+        server-side failure code is Server.InternalError, which is what this uses."""
+        new = self._set_state(inst.id, "running", state="stopped", state_reason_code="Server.InternalError",
+                              state_reason_message=f"Server.InternalError: {why}",
+                              transition_reason=_reason("Server error"))
+        if new is not None and new.state == "stopped":
+            log.warning("instance %s stopped: %s", inst.id, why)
+
     async def _guest_stopped(self, inst: Instance, ev: DomainEvent) -> None:
         if ev.kind == "crashed":
             code, msg = "Server.InternalError", "Server.InternalError: the guest crashed"
+        elif ev.detail == "failed":   # stopped/failed: the qemu process died (killed, OOM)
+            code, msg = "Server.InternalError", \
+                "Server.InternalError: the instance's hypervisor process ended unexpectedly"
         else:
             code, msg = "Client.InstanceInitiatedShutdown", \
                 "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
-        target = "shutting-down" if inst.shutdown_behavior == "terminate" and ev.kind != "crashed" else "stopped"
+        target = "shutting-down" if inst.shutdown_behavior == "terminate" and code.startswith("Client.") \
+            else "stopped"
         new = self._set_state(inst.id, "running", state=target, state_reason_code=code,
                                     state_reason_message=msg, transition_reason=_reason("Instance initiated"))
         if new is not None and target == "shutting-down":

@@ -52,6 +52,10 @@ class KeyedWork:
                     del self._last[k]
         task.add_done_callback(forget)
 
+    def busy(self, key: str) -> bool:
+        """Is work queued or running under `key`?"""
+        return key in self._last
+
     async def idle(self) -> None:
         """Wait until no work is in flight (tests and shutdown)."""
         while self._tasks:

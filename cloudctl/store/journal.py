@@ -128,6 +128,7 @@ class Journal:
         self.records_in_gen = 0
         self.last_fsync_s = 0.0
         self.fsyncs = 0
+        self.on_fsync: Callable[[float], None] | None = None   # metrics: each write+fsync's seconds
 
     # -- file handling (journal thread only) --------------------------------------------------
     def _open(self, gen: int) -> None:
@@ -231,6 +232,8 @@ class Journal:
                 self._write_failed(e, items)
                 return
             self.fsyncs += 1
+            if self.on_fsync is not None:
+                self.on_fsync(self.last_fsync_s)
             self._durable = upto
             if self.on_durable is not None:
                 self.on_durable(upto)

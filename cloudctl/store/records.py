@@ -318,6 +318,28 @@ class BmOperation(Row):
     finished: float | None = None
 
 
+@dataclass(slots=True)
+class HostAdmin(Row):
+    """The operator's setting for a hypervisor host; its monitored state is not stored."""
+
+    table: ClassVar[str] = "hosts"
+    key_field: ClassVar[str] = "name"
+    name: str
+    admin: str = "enabled"       # enabled | disabled (no new placements) | offline (not monitored)
+    changed_at: float = 0.0
+
+
+@dataclass(slots=True)
+class NumericId(Row):
+    """A small integer naming a resource for APIs that use numbers (OpenNebula's XML-RPC)."""
+
+    table: ClassVar[str] = "numeric_ids"
+    key_field: ClassVar[str] = "resource"
+    resource: str                # "<kind>/<id>", e.g. "vm/i-0abc...", "user/alice"
+    kind: str
+    num: int
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
-                                     BmAttachment, BmOperation)
+                                     BmAttachment, BmOperation, HostAdmin, NumericId)

@@ -170,6 +170,7 @@ class Store:
         self._undurable: deque[tuple[int, Txn]] = deque()
         self.rollbacks = 0
         self.rollback_listeners: list[Callable[[], None]] = []
+        self.on_checkpoint: Callable[[float], None] | None = None   # metrics: each checkpoint's seconds
 
     def table(self, row_type: type[R]) -> Table[R]:
         return self.tables[row_type.table]
@@ -302,6 +303,8 @@ class Store:
             await loop.run_in_executor(None, self._prune)
             self.last_checkpoint_s = time.perf_counter() - t0
             self.last_checkpoint_at = time.time()
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(self.last_checkpoint_s)
 
     async def close(self) -> None:
         if self.journal is not None:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -37,6 +38,12 @@ class Ec2Api:
         self.verifier = verifier
         self.replays = ReplayCache()
         self.requests: Counter[tuple[str, str]] = Counter()   # (action, outcome) for metrics
+        self.observe: Callable[[str, str, float], None] | None = None   # action, outcome, seconds
+
+    def _count(self, action: str, outcome: str, t0: float) -> None:
+        self.requests[(action, outcome)] += 1
+        if self.observe is not None:
+            self.observe(action, outcome, time.perf_counter() - t0)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
@@ -44,8 +51,8 @@ class Ec2Api:
         app.router.add_route("GET", "/{tail:.*}", self.handle)
         return app
 
-    def _error(self, code: str, message: str, request_id: str, action: str) -> web.Response:
-        self.requests[(action, code)] += 1
+    def _error(self, code: str, message: str, request_id: str, action: str, t0: float) -> web.Response:
+        self._count(action, code, t0)
         return web.Response(body=self.protocol.error(code, message, request_id),
                             status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
 
@@ -59,6 +66,7 @@ class Ec2Api:
         return resp
 
     async def _handle(self, request: web.Request, held: list[str]) -> web.StreamResponse:
+        t0 = time.perf_counter()
         request_id = str(uuid.uuid4())
         action = "-"
         try:
@@ -99,21 +107,21 @@ class Ec2Api:
             first = next(pieces)
             second = next(pieces, None)
         except CloudError as e:
-            return self._error(e.code, e.message, request_id, action)
+            return self._error(e.code, e.message, request_id, action, t0)
         except ParamError as e:
-            return self._error(e.code, e.message, request_id, action)
+            return self._error(e.code, e.message, request_id, action, t0)
         except AuthError as e:
-            self.requests[(action, e.code)] += 1
+            self._count(action, e.code, t0)
             return web.Response(body=self.protocol.error(e.code, e.message, request_id), status=e.status,
                                 content_type="text/xml", charset="UTF-8")
         except JournalError as e:
             log.error("request %s (%s): %s", request_id, action, e)
             return self._error("ServiceUnavailable", "The controller cannot write its journal (disk full or "
-                               "read-only?); nothing was changed. Retry later.", request_id, action)
+                               "read-only?); nothing was changed. Retry later.", request_id, action, t0)
         except Exception:
             log.exception("request %s (%s) failed", request_id, action)
-            return self._error("InternalError", "An internal error has occurred.", request_id, action)
-        self.requests[(action, "ok")] += 1
+            return self._error("InternalError", "An internal error has occurred.", request_id, action, t0)
+        self._count(action, "ok", t0)
         if second is None:
             return web.Response(body=first, content_type="text/xml", charset="UTF-8")
         return await self._stream(request, first, second, pieces)

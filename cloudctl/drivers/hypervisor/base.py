@@ -64,6 +64,29 @@ class DomainEvent:
     guest_initiated: bool  # a stop/shutdown/crash the controller did not ask for
 
 
+@dataclass(frozen=True, slots=True)
+class DomainStats:
+    """One domain's state and cumulative counters from a bulk poll (0 where the hypervisor has none)."""
+
+    name: str
+    power: Power
+    cpu_time_ns: int = 0
+    memory_bytes: int = 0        # current balloon size, else 0
+    block_read_bytes: int = 0    # summed over disks
+    block_write_bytes: int = 0
+    net_rx_bytes: int = 0        # summed over interfaces
+    net_tx_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HostPoll:
+    """What one monitoring round learned about a host: its resources and every domain."""
+
+    resources: HostResources
+    cpu_time_ns: dict[str, int]  # cumulative host CPU time by mode (user, kernel, idle, iowait)
+    domains: list[DomainStats]
+
+
 class HypervisorError(Exception):
     """A hypervisor operation failed; the message is the hypervisor's own text.
 
@@ -126,6 +149,15 @@ class HypervisorDriver(ABC):
     @abstractmethod
     async def domain_xml(self, name: str) -> str:
         ...
+
+    async def poll(self) -> HostPoll:
+        """One monitoring round: check the connection, read host figures and all domains' stats.
+
+        Meant to be cheap (one bulk call for the domains); raises HypervisorError when the host
+        cannot be reached. The default builds it from `resources` and `list_domains`.
+        """
+        res = await self.resources()
+        return HostPoll(res, {}, [DomainStats(d.name, d.power) for d in await self.list_domains()])
 
     # Not abstract, so a driver without disk hot-plug still satisfies the rest of the contract.
     async def attach_disk(self, name: str, path: str, target: str, fmt: str = "qcow2") -> None:

@@ -32,6 +32,8 @@ from .base import (
     METADATA_NS,
     DomainEvent,
     DomainInfo,
+    DomainStats,
+    HostPoll,
     HostResources,
     HypervisorDriver,
     HypervisorError,
@@ -338,6 +340,22 @@ def _power(state: int, reason: int) -> Power:
     if state == libvirt.VIR_DOMAIN_CRASHED:
         return Power.CRASHED
     return Power.RUNNING  # RUNNING, BLOCKED, and NOSTATE (Xen's "running but not scheduled")
+
+
+_POLL_GROUPS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+                | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_INTERFACE
+                | libvirt.VIR_DOMAIN_STATS_BLOCK)
+
+
+def _domain_stats(name: str, st: dict[str, Any]) -> DomainStats:
+    """libvirt's typed-parameter record (`block.0.rd.bytes`, ...) summed into the neutral form."""
+    def total(prefix: str, field: str) -> int:
+        return sum(int(st.get(f"{prefix}.{i}.{field}", 0)) for i in range(int(st.get(f"{prefix}.count", 0))))
+    return DomainStats(
+        name=name, power=_power(st.get("state.state", 0), st.get("state.reason", 0)),
+        cpu_time_ns=int(st.get("cpu.time", 0)), memory_bytes=int(st.get("balloon.current", 0)) * 1024,
+        block_read_bytes=total("block", "rd.bytes"), block_write_bytes=total("block", "wr.bytes"),
+        net_rx_bytes=total("net", "rx.bytes"), net_tx_bytes=total("net", "tx.bytes"))
 
 
 def _error(e: libvirt.libvirtError) -> HypervisorError:
@@ -696,6 +714,25 @@ class LibvirtDriver(HypervisorDriver):
             power = _power(stats.get("state.state", 0), stats.get("state.reason", 0))
             domains.append(DomainInfo(name=dom.name(), power=power, managed=managed))
         return domains
+
+    async def poll(self) -> HostPoll:
+        return await self._call(self._poll_sync)
+
+    def _poll_sync(self, conn: libvirt.virConnect) -> HostPoll:
+        if not self._in_process_test and not self._alive(conn):
+            self._lost = True
+            raise HypervisorError(f"{self.host}: the libvirt connection is dead")
+        res = self._resources_sync(conn)
+        try:
+            cpu = {k: int(v) for k, v in conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS).items()}
+        except libvirt.libvirtError:
+            cpu = {}
+        flags = 0
+        if hasattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT"):
+            # Skip, rather than wait for, a domain whose job lock is held (a migration, a hot-plug).
+            flags |= libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+        domains = [_domain_stats(dom.name(), st) for dom, st in conn.getAllDomainStats(_POLL_GROUPS, flags)]
+        return HostPoll(res, cpu, domains)
 
     async def define(self, name: str, xml: str) -> None:
         await self._call(self._define_sync, name, xml)

@@ -124,12 +124,14 @@ async def reboot_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) ->
 async def describe_instance_status(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     statuses, token = cloud.compute.describe_status(caller, req)
     out = []
-    for i, status in statuses:
-        ok = {"Status": status, "Details": [{"Name": "reachability",
-                                             "Status": "passed" if status == "ok" else
-                                             "initializing" if status == "initializing" else "failed"}]}
-        if status == "not-applicable":
-            ok = {"Status": status}
+    for i, status, why in statuses:
+        detail: dict[str, Any] = {"Name": "reachability", "Status": "passed" if status == "ok" else
+                                  "initializing" if status == "initializing" else "failed"}
+        if why is not None:
+            # EC2 has no free-text field for the cause (its scheduled-event codes mean planned
+            # work, which this is not): the time is here, the reason in the operator's event log.
+            detail["ImpairedSince"] = cloud.monitor.impaired_since(i.host)
+        ok = {"Status": status} if status == "not-applicable" else {"Status": status, "Details": [detail]}
         out.append({"InstanceId": i.id, "AvailabilityZone": i.zone, "InstanceState": _state(i.state),
                     "SystemStatus": ok, "InstanceStatus": ok, "Events": []})
     return {"InstanceStatuses": out, "NextToken": token}

@@ -1,0 +1,155 @@
+"""`GET /metrics`: the controller's figures in Prometheus text format.
+
+Served on the admin listener without the admin token: the token is a full-admin credential
+(it creates users and reads consoles), and putting it in a monitoring system's scrape config
+would spread it further than read-only counters are worth. The admin listener is bound to
+localhost or a management network, and nothing here is secret: ids, states, counts, timings
+(no user names, keys or user data; instance owners are not labels).
+
+Names follow Prometheus conventions: a `cloudctl_` prefix, base units (seconds, bytes),
+`_total` on counters, `_info` for metadata joined on labels. Live state (hosts, instances,
+the last poll's counters) is read at scrape time by a collector, so a scrape costs one pass
+over the tables and nothing between scrapes.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..core.compute import STATE_CODES
+
+if TYPE_CHECKING:
+    from ..core.cloud import Cloud
+
+HOST_STATES = ("init", "on", "error", "disabled", "offline")
+_FAST = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0)
+_MIB = 1024 * 1024
+
+
+class Metrics:
+    def __init__(self, cloud: "Cloud", known_actions: Iterable[str] = ()) -> None:
+        self.cloud = cloud
+        self.known = frozenset(known_actions)
+        r = self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter("cloudctl_api_requests", "API requests by API, action and outcome "
+                                "(ok or the error code)", ["api", "action", "code"], registry=r)
+        self.latency = Histogram("cloudctl_api_request_duration_seconds", "API request handling time",
+                                 ["api", "action"], buckets=_FAST, registry=r)
+        self.fsync = Histogram("cloudctl_journal_fsync_duration_seconds", "journal write+fsync time (one "
+                               "group commit)", buckets=_FAST, registry=r)
+        self.checkpoint = Histogram("cloudctl_checkpoint_duration_seconds", "checkpoint time",
+                                    buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.poll = Histogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host",
+                              ["host"], buckets=_FAST, registry=r)
+        self.poll_failures = Counter("cloudctl_host_poll_failures", "monitoring polls that failed",
+                                     ["host"], registry=r)
+        self.loop_lag = Histogram("cloudctl_event_loop_lag_seconds", "how late a 10 ms ticker on the "
+                                  "event loop woke up", buckets=_FAST, registry=r)
+        r.register(_StateCollector(cloud))
+
+    def attach(self) -> None:
+        """Hook into the store and the monitor (after the cloud has started)."""
+        if self.cloud.store.journal is not None:
+            self.cloud.store.journal.on_fsync = self.fsync.observe
+        self.cloud.store.on_checkpoint = self.checkpoint.observe
+        self.cloud.monitor.on_poll = self._on_poll
+
+    def _on_poll(self, host: str, seconds: float, ok: bool) -> None:
+        self.poll.labels(host).observe(seconds)
+        if not ok:
+            self.poll_failures.labels(host).inc()
+
+    def request(self, api: str, action: str, code: str, seconds: float) -> None:
+        """Count one API request; unknown action names are folded into one label value."""
+        if action not in self.known:
+            action = "other"
+        self.requests.labels(api, action, code).inc()
+        self.latency.labels(api, action).observe(seconds)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class _StateCollector(Collector):
+    """Hosts and instances as they are at scrape time."""
+
+    def __init__(self, cloud: "Cloud") -> None:
+        self.cloud = cloud
+
+    def collect(self) -> Iterable[Metric]:
+        cloud = self.cloud
+        sched, mon = cloud.scheduler, cloud.monitor
+        info = GaugeMetricFamily("cloudctl_host_info", "hypervisor hosts", labels=["host", "zone"])
+        state = GaugeMetricFamily("cloudctl_host_state", "1 for the host's current state",
+                                  labels=["host", "state"])
+        vcpus = GaugeMetricFamily("cloudctl_host_vcpus", "vCPUs offered (after overcommit)", labels=["host"])
+        vcpus_used = GaugeMetricFamily("cloudctl_host_vcpus_used", "vCPUs held by instances", labels=["host"])
+        mem = GaugeMetricFamily("cloudctl_host_memory_bytes", "memory offered (after overcommit)",
+                                labels=["host"])
+        mem_used = GaugeMetricFamily("cloudctl_host_memory_used_bytes", "memory held by instances",
+                                     labels=["host"])
+        mem_free = GaugeMetricFamily("cloudctl_host_memory_free_bytes", "free memory the hypervisor reports",
+                                     labels=["host"])
+        cpu = CounterMetricFamily("cloudctl_host_cpu_seconds", "host CPU time by mode, from the last poll",
+                                  labels=["host", "mode"])
+        seen = GaugeMetricFamily("cloudctl_host_last_seen_timestamp_seconds", "last successful poll",
+                                 labels=["host"])
+        for name, h in mon.hosts.items():
+            cap = sched.hosts.get(name)
+            info.add_metric([name, cap.zone if cap else ""], 1)
+            for s in HOST_STATES:
+                state.add_metric([name, s], 1 if h.state == s else 0)
+            if cap is not None:
+                vcpus.add_metric([name], cap.vcpus)
+                vcpus_used.add_metric([name], cap.used_vcpus)
+                mem.add_metric([name], cap.memory_mib * _MIB)
+                mem_used.add_metric([name], cap.used_memory_mib * _MIB)
+            if h.last is not None:
+                if h.last.resources.free_memory_mib is not None:
+                    mem_free.add_metric([name], h.last.resources.free_memory_mib * _MIB)
+                for mode, ns in h.last.cpu_time_ns.items():
+                    cpu.add_metric([name, mode], ns / 1e9)
+            if h.last_seen is not None:
+                seen.add_metric([name], h.last_seen)
+        yield from (info, state, vcpus, vcpus_used, mem, mem_used, mem_free, cpu, seen)
+
+        table = cloud.compute.table
+        counts = dict.fromkeys(STATE_CODES, 0)
+        for inst in table.values():
+            counts[inst.state] = counts.get(inst.state, 0) + 1
+        by_state = GaugeMetricFamily("cloudctl_instances", "instances by state", labels=["state"])
+        for s, n in counts.items():
+            by_state.add_metric([s], n)
+        yield by_state
+
+        iinfo = GaugeMetricFamily("cloudctl_instance_info", "instances on hypervisors (join on instance)",
+                                  labels=["instance", "host", "instance_type", "zone"])
+        icpu = CounterMetricFamily("cloudctl_instance_cpu_seconds", "guest CPU time", labels=["instance"])
+        imem = GaugeMetricFamily("cloudctl_instance_memory_bytes", "guest memory (balloon)", labels=["instance"])
+        rd = CounterMetricFamily("cloudctl_instance_block_read_bytes", "bytes read from disks", labels=["instance"])
+        wr = CounterMetricFamily("cloudctl_instance_block_write_bytes", "bytes written to disks",
+                                 labels=["instance"])
+        rx = CounterMetricFamily("cloudctl_instance_network_receive_bytes", "bytes received", labels=["instance"])
+        tx = CounterMetricFamily("cloudctl_instance_network_transmit_bytes", "bytes sent", labels=["instance"])
+        for name, h in mon.hosts.items():
+            if h.last is None:
+                continue
+            for d in h.last.domains:
+                inst = table.get(d.name)
+                if inst is None or inst.host != name:
+                    continue
+                labels = [d.name]
+                iinfo.add_metric([d.name, name, inst.instance_type, inst.zone], 1)
+                icpu.add_metric(labels, d.cpu_time_ns / 1e9)
+                imem.add_metric(labels, d.memory_bytes)
+                rd.add_metric(labels, d.block_read_bytes)
+                wr.add_metric(labels, d.block_write_bytes)
+                rx.add_metric(labels, d.net_rx_bytes)
+                tx.add_metric(labels, d.net_tx_bytes)
+        yield from (iinfo, icpu, imem, rd, wr, rx, tx)

@@ -1,0 +1,472 @@
+"""The XML-RPC endpoint (`/RPC2`): OpenNebula's calling convention over cloudctl's core.
+
+Every method takes the session string first and answers `[success, result-or-error,
+error-code]`, with OpenNebula's codes, as pyone expects. The session is `user:secret`:
+`user` is a cloudctl user name (or its access key id) and `secret` its secret access key —
+the same credential the EC2 API takes, so one user sees one set of instances through both
+APIs. `oneadmin:<admin token>` is the cloud's administrator (hosts, all users); it owns no
+instances.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import inspect
+import ipaddress
+import logging
+import math
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp_xmlrpc.handler import XMLRPCView, rename
+
+from ...core.cloud import Cloud
+from ...core.context import Caller
+from ...core.errors import CloudError
+from ...core.images import CLOUD_OWNER
+from ...core.monitor import host_view
+from ...core.sizing import closest_type
+from ...store.journal import JournalError
+from ...store.records import Instance, User
+from . import documents as doc
+from .template import TemplateError, parse, scalar, vectors
+
+log = logging.getLogger("cloudctl.xmlrpc")
+
+VERSION = "6.10.0"   # the OpenNebula API level this subset follows
+# OpenNebula's error codes (include/RequestManager... ErrorCode)
+AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION, XML_RPC_API, INTERNAL = (
+    0x0100, 0x0200, 0x0400, 0x0800, 0x1000, 0x2000)
+_ACTION_CODES = {"IncorrectInstanceState", "OperationNotPermitted", "InsufficientInstanceCapacity",
+                 "InstanceLimitExceeded", "InvalidAMIID.Unavailable"}
+CLOUD_APP_KEY: web.AppKey["OneApi"] = web.AppKey("one_api")
+
+
+class OneError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user: User | None     # None: oneadmin
+    uid: int
+
+    @property
+    def name(self) -> str:
+        return self.user.name if self.user else doc.ONEADMIN
+
+    def caller(self) -> Caller:
+        if self.user is None:
+            raise OneError(AUTHORIZATION, "[one] oneadmin owns no VMs in cloudctl; use a user's session")
+        return Caller(self.user)
+
+    def admin(self) -> None:
+        if self.user is not None:
+            raise OneError(AUTHORIZATION, f"[one] User [{self.uid}] : Not authorized to perform this "
+                                          f"operation (administrators only)")
+
+
+def _int(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise OneError(XML_RPC_API, f"[one] {what} must be an integer")
+    return v
+
+
+class OneApi:
+    """The methods; each returns the result part of the answer or raises OneError/CloudError."""
+
+    def __init__(self, cloud: Cloud, admin_token: str, port: int) -> None:
+        self.cloud = cloud
+        self.admin_token = admin_token
+        self.port = port
+        self.observe: Callable[[str, str, float], None] | None = None   # method, outcome, seconds
+
+    # -- session, numbering ----------------------------------------------------------------
+    async def session(self, raw: Any) -> Session:
+        if not isinstance(raw, str) or ":" not in raw:
+            raise OneError(AUTHENTICATION, "[one] Session string must be user:secret")
+        name, secret = raw.split(":", 1)
+        if name == doc.ONEADMIN:
+            if hmac.compare_digest(secret.encode(), self.admin_token.encode()):
+                return Session(None, 0)
+            raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
+        users = self.cloud.users
+        user = users.table.get(name) or users.by_access_key(name)
+        if user is None or not hmac.compare_digest(secret.encode(), user.secret_key.encode()):
+            raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
+        uid = (await self.cloud.numeric_ids.ensure("user", [user.name]))[user.name]
+        return Session(user, uid)
+
+    async def _owners(self) -> dict[str, doc.Owner]:
+        """Account id -> (uid, name) for every user, and the cloud's own images to oneadmin."""
+        users = self.cloud.users.list()
+        nums = await self.cloud.numeric_ids.ensure("user", [u.name for u in users])
+        out = {u.account_id: doc.Owner(nums[u.name], u.name) for u in users}
+        out[CLOUD_OWNER] = doc.Owner(0, doc.ONEADMIN)
+        return out
+
+    def _resolve(self, kind: str, num: Any, what: str) -> str:
+        rid = self.cloud.numeric_ids.resolve(kind, _int(num, f"{what} id"))
+        if rid is None:
+            raise OneError(NO_EXISTS, f"[one.{kind}.info] Error getting {what} [{num}].")
+        return rid
+
+    def _instances(self, s: Session) -> list[Instance]:
+        if s.user is None:
+            return list(self.cloud.compute.table.values())
+        groups, _ = self.cloud.compute.describe(Caller(s.user), {})
+        return [i for _, insts in groups for i in insts]
+
+    def _host_nums(self) -> dict[str, int]:
+        return {h.name: n for n, h in enumerate(self.cloud.config.hosts)}
+
+    async def _vm_elements(self, insts: list[Instance]) -> list[ET.Element]:
+        cloud = self.cloud
+        nums = await cloud.numeric_ids.ensure("vm", [i.id for i in insts])
+        images = await cloud.numeric_ids.ensure("image", sorted({i.image_id for i in insts}))
+        nets = await cloud.numeric_ids.ensure("vnet", list(cloud.network.subnets))
+        owners = await self._owners()
+        hosts = self._host_nums()
+        out = []
+        for i in insts:
+            out.append(doc.vm(i, nums[i.id], owners.get(i.owner, doc.Owner(-1, i.owner)),
+                              cloud.config.instance_types.get(i.instance_type), hosts.get(i.host, -1),
+                              images.get(i.image_id), nets.get(self._subnet_id(i) or ""),
+                              cloud.monitor.state_of(i.host) == "error", dict(cloud.tags.of(i.id))))
+        return out
+
+    def _subnet_id(self, i: Instance) -> str | None:
+        s = self.cloud.network.of(i.private_ip, i.zone, i.subnet_id)
+        return s.id if s is not None else None
+
+    def _own_instance(self, s: Session, num: Any) -> Instance:
+        iid = self._resolve("vm", num, "VM")
+        inst = self.cloud.compute.table.get(iid)
+        if inst is None or (s.user is not None and inst.owner != s.user.account_id):
+            raise OneError(NO_EXISTS, f"[one.vm.info] Error getting virtual machine [{num}].")
+        return inst
+
+    # -- system, users ---------------------------------------------------------------------
+    async def system_version(self, s: Session) -> str:
+        return VERSION
+
+    async def system_config(self, s: Session) -> str:
+        return doc.system_config(self.port, math.ceil(self.cloud.config.monitor.interval_s))
+
+    async def user_info(self, s: Session, uid: Any = -1, decrypt: Any = False) -> str:
+        uid = _int(uid, "user id")
+        if uid in (-1, s.uid):
+            return ET.tostring(doc.user(s.user, s.uid, s.name), encoding="unicode")
+        s.admin()
+        if uid == 0:
+            return ET.tostring(doc.user(None, 0, doc.ONEADMIN), encoding="unicode")
+        name = self._resolve("user", uid, "user")
+        u = self.cloud.users.table.get(name)
+        if u is None:
+            raise OneError(NO_EXISTS, f"[one.user.info] Error getting user [{uid}].")
+        return ET.tostring(doc.user(u, uid, u.name), encoding="unicode")
+
+    async def userpool_info(self, s: Session) -> str:
+        if s.user is not None:
+            return doc.pool("USER_POOL", [doc.user(s.user, s.uid, s.name)])
+        users = self.cloud.users.list()
+        nums = await self.cloud.numeric_ids.ensure("user", [u.name for u in users])
+        return doc.pool("USER_POOL", [doc.user(None, 0, doc.ONEADMIN)]
+                        + [doc.user(u, nums[u.name], u.name) for u in users])
+
+    # -- VMs -------------------------------------------------------------------------------
+    async def vm_allocate(self, s: Session, template: Any, hold: Any = False) -> int:
+        caller = s.caller()
+        if not isinstance(template, str):
+            raise OneError(XML_RPC_API, "[one.vm.allocate] the template must be a string")
+        if hold:
+            raise OneError(ACTION, "[one.vm.allocate] on-hold VMs are not supported")
+        try:
+            t = parse(template)
+        except TemplateError as e:
+            raise OneError(XML_RPC_API, f"[one.vm.allocate] Parse error: {e}") from None
+        req = await self._run_request(caller, t)
+        _, launched = await self.cloud.compute.run(caller, req)
+        return (await self.cloud.numeric_ids.ensure("vm", [launched[0].id]))[launched[0].id]
+
+    async def _run_request(self, caller: Caller, t: dict[str, Any]) -> dict[str, Any]:
+        """An OpenNebula VM template as a RunInstances request."""
+        try:
+            cpu = float(scalar(t, "VCPU") or scalar(t, "CPU") or 1)
+            memory = int(scalar(t, "MEMORY") or 0)
+        except ValueError:
+            raise OneError(XML_RPC_API, "[one.vm.allocate] CPU and MEMORY must be numbers") from None
+        types = self.cloud.config.instance_types
+        type_name = (scalar(t, "INSTANCE_TYPE") or
+                     closest_type(types, math.ceil(cpu), memory or min(x.memory_mib for x in types.values())))
+        disks = vectors(t, "DISK")
+        if not disks or not (disks[0].get("IMAGE_ID") or disks[0].get("IMAGE")):
+            raise OneError(XML_RPC_API, "[one.vm.allocate] the template needs DISK = [ IMAGE_ID = ... ]")
+        d = disks[0]
+        if d.get("IMAGE_ID"):
+            try:
+                image_num = int(d["IMAGE_ID"])
+            except ValueError:
+                raise OneError(XML_RPC_API, "[one.vm.allocate] IMAGE_ID must be an integer") from None
+            image_id = self._resolve("image", image_num, "image")
+        else:
+            found, _ = self.cloud.images.describe(caller, {"Filters": [{"Name": "name", "Values": [d["IMAGE"]]}]})
+            if not found:
+                raise OneError(NO_EXISTS, f"[one.vm.allocate] image {d['IMAGE']!r} does not exist")
+            image_id = found[0].id
+        req: dict[str, Any] = {"ImageId": image_id, "InstanceType": type_name, "MinCount": 1, "MaxCount": 1}
+        nics = vectors(t, "NIC")
+        if len(nics) > 1:
+            raise OneError(ACTION, "[one.vm.allocate] cloudctl VMs have one NIC")
+        if nics and (nics[0].get("NETWORK_ID") or nics[0].get("NETWORK")):
+            nic = nics[0]
+            if nic.get("NETWORK_ID"):
+                req["SubnetId"] = self._resolve("vnet", _num(nic["NETWORK_ID"], "NETWORK_ID"), "virtual network")
+            else:
+                subnet = self.cloud.network.by_name(nic["NETWORK"])
+                if subnet is None:
+                    raise OneError(NO_EXISTS, f"[one.vm.allocate] virtual network {nic['NETWORK']!r} does not exist")
+                req["SubnetId"] = subnet.id
+            if nic.get("IP"):
+                req["PrivateIpAddress"] = nic["IP"]
+        ctx = (vectors(t, "CONTEXT") or [{}])[0]
+        user_data = _user_data(ctx)
+        if user_data is not None:
+            req["UserData"] = user_data
+        name = scalar(t, "NAME")
+        if name:
+            req["TagSpecifications"] = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}]
+        return req
+
+    async def vm_info(self, s: Session, num: Any, decrypt: Any = False) -> str:
+        inst = self._own_instance(s, num)
+        return doc.vm_doc((await self._vm_elements([inst]))[0])
+
+    async def vmpool_info(self, s: Session, flt: Any = -2, start: Any = -1, end: Any = -1, state: Any = -1,
+                          kv_filter: Any = "") -> str:
+        flt, start, end, state = (_int(flt, "filter"), _int(start, "start"), _int(end, "end"),
+                                  _int(state, "state"))
+        insts = self._instances(s)
+        if flt >= 0:
+            owners = await self._owners()
+            insts = [i for i in insts if owners.get(i.owner, doc.Owner(-1, "")).uid == flt]
+        if state == -1:
+            insts = [i for i in insts if i.state != "terminated"]
+        elif state >= 0:
+            insts = [i for i in insts if doc.VM_STATES.get(i.state, (-9, 0))[0] == state]
+        els = await self._vm_elements(insts)
+        els = [e for e in els if (start < 0 or int(e.findtext("ID", "0")) >= start)
+               and (end < 0 or int(e.findtext("ID", "0")) <= end)]
+        els.sort(key=lambda e: int(e.findtext("ID", "0")))
+        return doc.pool("VM_POOL", els)
+
+    async def vm_action(self, s: Session, action: Any, num: Any) -> int:
+        caller = s.caller()
+        if not isinstance(action, str):
+            raise OneError(XML_RPC_API, "[one.vm.action] the action must be a string")
+        inst = self._own_instance(s, num)
+        compute = self.cloud.compute
+        ids = [inst.id]
+        if action in ("terminate", "terminate-hard", "delete"):
+            await compute.terminate(caller, ids)
+        elif action in ("poweroff", "poweroff-hard", "stop", "undeploy", "undeploy-hard"):
+            await compute.stop(caller, ids, force=action.endswith("-hard"))
+        elif action == "resume":
+            await compute.start(caller, ids)
+        elif action in ("reboot", "reboot-hard"):
+            await compute.reboot(caller, ids)
+        else:
+            raise OneError(ACTION, f"[one.vm.action] action {action!r} is not supported by cloudctl")
+        return _int(num, "VM id")
+
+    # -- hosts, images, networks -----------------------------------------------------------
+    def _host_el(self, name: str, num: int, vm_nums: dict[str, int]) -> ET.Element:
+        m = self.cloud.monitor
+        v = host_view(m.hosts[name], m, self.cloud.scheduler)
+        figures = doc.HostFigures(
+            name=name, state=str(v["state"]), zone=str(v["zone"]), vcpus=int(v["vcpus"]),  # type: ignore[call-overload]
+            used_vcpus=int(v["used_vcpus"]), memory_mib=int(v["memory_mib"]),  # type: ignore[call-overload]
+            used_memory_mib=int(v["used_memory_mib"]), instances=int(v["instances"]),  # type: ignore[call-overload]
+            free_memory_mib=v["free_memory_mib"], last_seen=v["last_seen"])  # type: ignore[arg-type]
+        on_host = [vm_nums[i] for i in self.cloud.compute.on_host(name) if i in vm_nums]
+        return doc.host(figures, num, sorted(on_host))
+
+    async def hostpool_info(self, s: Session) -> str:
+        s.admin()
+        vm_nums = await self.cloud.numeric_ids.ensure("vm", [i.id for i in self.cloud.compute.table.values()])
+        return doc.pool("HOST_POOL", [self._host_el(n, num, vm_nums) for n, num in self._host_nums().items()])
+
+    async def host_info(self, s: Session, num: Any, decrypt: Any = False) -> str:
+        s.admin()
+        num = _int(num, "host id")
+        names = {v: k for k, v in self._host_nums().items()}
+        if num not in names:
+            raise OneError(NO_EXISTS, f"[one.host.info] Error getting host [{num}].")
+        vm_nums = await self.cloud.numeric_ids.ensure("vm", list(self.cloud.compute.on_host(names[num])))
+        return ET.tostring(self._host_el(names[num], num, vm_nums), encoding="unicode")
+
+    async def _image_els(self, s: Session, only: str | None = None) -> list[ET.Element]:
+        cloud = self.cloud
+        if s.user is None:
+            images = list(cloud.images.table.values())
+        elif only is not None:
+            images = [cloud.images.visible(Caller(s.user), only, None)]
+        else:
+            images, _ = cloud.images.describe(Caller(s.user), {})
+        nums = await cloud.numeric_ids.ensure("image", [i.id for i in images])
+        owners = await self._owners()
+        using: dict[str, int] = {}
+        for i in cloud.compute.table.values():
+            if i.state != "terminated":
+                using[i.image_id] = using.get(i.image_id, 0) + 1
+        els = [doc.image(im, nums[im.id], owners.get(im.owner, doc.Owner(-1, im.owner)), using.get(im.id, 0))
+               for im in images]
+        return sorted(els, key=lambda e: int(e.findtext("ID", "0")))
+
+    async def imagepool_info(self, s: Session, flt: Any = -2, start: Any = -1, end: Any = -1) -> str:
+        start, end = _int(start, "start"), _int(end, "end")
+        els = [e for e in await self._image_els(s) if (start < 0 or int(e.findtext("ID", "0")) >= start)
+               and (end < 0 or int(e.findtext("ID", "0")) <= end)]
+        return doc.pool("IMAGE_POOL", els)
+
+    async def image_info(self, s: Session, num: Any, decrypt: Any = False) -> str:
+        image_id = self._resolve("image", num, "image")
+        try:
+            [el] = await self._image_els(s, image_id)
+        except CloudError:
+            raise OneError(NO_EXISTS, f"[one.image.info] Error getting image [{num}].") from None
+        return ET.tostring(el, encoding="unicode")
+
+    def _vnet_el(self, subnet_id: str, num: int) -> ET.Element:
+        net = self.cloud.network
+        s = net.subnets[subnet_id]
+        return doc.vnet(doc.VnetFigures(
+            name=s.name, cidr=str(s.net), first_ip=str(ipaddress.IPv4Address(s.first)), size=s.size,
+            used=s.size - net.available(s) - (1 if s.first <= int(s.gateway) <= s.last else 0),
+            zone=s.zone, gateway=str(s.gateway), bridge=s.bridge or "", vlan=s.vlan, subnet_id=s.id), num)
+
+    async def vnpool_info(self, s: Session, flt: Any = -2, start: Any = -1, end: Any = -1) -> str:
+        nums = await self.cloud.numeric_ids.ensure("vnet", list(self.cloud.network.subnets))
+        return doc.pool("VNET_POOL", [self._vnet_el(sid, n) for sid, n in sorted(nums.items(), key=lambda kv: kv[1])])
+
+    async def vn_info(self, s: Session, num: Any, decrypt: Any = False) -> str:
+        subnet_id = self._resolve("vnet", num, "virtual network")
+        if subnet_id not in self.cloud.network.subnets:   # a network removed from the config
+            raise OneError(NO_EXISTS, f"[one.vn.info] Error getting virtual network [{num}].")
+        return ET.tostring(self._vnet_el(subnet_id, _int(num, "id")), encoding="unicode")
+
+
+def _num(v: str, what: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise OneError(XML_RPC_API, f"[one.vm.allocate] {what} must be an integer") from None
+
+
+def _user_data(ctx: dict[str, str]) -> str | None:
+    """CONTEXT's user data as RunInstances' base64 UserData (USER_DATA, START_SCRIPT[_BASE64])."""
+    if ctx.get("USER_DATA"):
+        if ctx.get("USER_DATA_ENCODING", "").lower() == "base64":
+            return _checked_b64(ctx["USER_DATA"])
+        return base64.b64encode(ctx["USER_DATA"].encode()).decode()
+    if ctx.get("START_SCRIPT_BASE64"):
+        return _checked_b64(ctx["START_SCRIPT_BASE64"])
+    if ctx.get("START_SCRIPT"):
+        return base64.b64encode(ctx["START_SCRIPT"].encode()).decode()
+    return None
+
+
+def _checked_b64(v: str) -> str:
+    try:
+        base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError):
+        raise OneError(XML_RPC_API, "[one.vm.allocate] CONTEXT user data is not valid base64") from None
+    return v
+
+
+def _error_code(e: CloudError) -> int:
+    if e.code.endswith(".NotFound") or e.code == "NoSuchEntity":
+        return NO_EXISTS
+    if e.code in ("UnauthorizedOperation", "AuthFailure"):
+        return AUTHORIZATION
+    if e.code in _ACTION_CODES:
+        return ACTION
+    if e.code == "InternalError":
+        return INTERNAL
+    return XML_RPC_API
+
+
+# method name -> OneApi attribute
+METHODS = {
+    "one.system.version": "system_version", "one.system.config": "system_config",
+    "one.user.info": "user_info", "one.userpool.info": "userpool_info",
+    "one.vm.allocate": "vm_allocate", "one.vm.info": "vm_info", "one.vmpool.info": "vmpool_info",
+    "one.vm.action": "vm_action", "one.hostpool.info": "hostpool_info", "one.host.info": "host_info",
+    "one.imagepool.info": "imagepool_info", "one.image.info": "image_info",
+    "one.vnpool.info": "vnpool_info", "one.vn.info": "vn_info",
+}
+
+
+_CODE_NAMES = {AUTHENTICATION: "AUTHENTICATION", AUTHORIZATION: "AUTHORIZATION", NO_EXISTS: "NO_EXISTS",
+               ACTION: "ACTION", XML_RPC_API: "XML_RPC_API", INTERNAL: "INTERNAL"}
+
+
+async def call(api: OneApi, method: str, args: tuple[Any, ...]) -> list[Any]:
+    """Run one method and wrap its outcome in OpenNebula's [success, value, code] triple."""
+    t0 = time.perf_counter()
+    answer = await _call(api, method, args)
+    if api.observe is not None:
+        api.observe(method, "ok" if answer[0] else _CODE_NAMES.get(answer[2], str(answer[2])),
+                    time.perf_counter() - t0)
+    return answer
+
+
+async def _call(api: OneApi, method: str, args: tuple[Any, ...]) -> list[Any]:
+    fn: Callable[..., Awaitable[Any]] = getattr(api, METHODS[method])
+    try:
+        if not args:
+            raise OneError(AUTHENTICATION, "[one] the session string is missing")
+        session = await api.session(args[0])
+        try:
+            inspect.signature(fn).bind(session, *args[1:])
+        except TypeError:
+            raise OneError(XML_RPC_API, f"[{method}] wrong number of parameters") from None
+        return [True, await fn(session, *args[1:]), 0]
+    except OneError as e:
+        return [False, str(e), e.code]
+    except CloudError as e:
+        return [False, f"[{method}] {e.message}", _error_code(e)]
+    except JournalError:
+        return [False, f"[{method}] the controller cannot write its journal (disk full or read-only?); "
+                       f"nothing was changed, retry later", INTERNAL]
+    except Exception:
+        log.exception("%s failed", method)
+        return [False, f"[{method}] internal error", INTERNAL]
+
+
+def _view() -> type[XMLRPCView]:
+    attrs: dict[str, Any] = {}
+    for i, name in enumerate(METHODS):
+        def make(method: str) -> Callable[..., Awaitable[list[Any]]]:
+            async def rpc(self: XMLRPCView, *args: Any) -> list[Any]:
+                return await call(self.request.app[CLOUD_APP_KEY], method, args)
+            return rpc
+        attrs[f"rpc_m{i}"] = rename(name)(make(name))
+    return type("OneRpcView", (XMLRPCView,), attrs)
+
+
+OneRpcView = _view()
+
+
+def xmlrpc_app(cloud: Cloud, admin_token: str, port: int) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[CLOUD_APP_KEY] = OneApi(cloud, admin_token, port)
+    app.router.add_route("*", "/RPC2", OneRpcView)
+    return app
