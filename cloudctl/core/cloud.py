@@ -4,8 +4,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
@@ -50,6 +53,21 @@ def _freeze_long_lived() -> None:
     gc.freeze()
 
 
+def controller_id(state_dir: Path) -> str:
+    """This controller's id, made at first start: it marks the domains this controller owns."""
+    path = state_dir / "controller.id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        ident = uuid.uuid4().hex
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(ident + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return ident
+
+
 class Cloud:
     def __init__(self, config: Config, endpoint: str, driver_factory: DriverFactory = libvirt_factory) -> None:
         self.config = config
@@ -79,7 +97,7 @@ class Cloud:
         self.compute = Compute(self.store, cfg, self.tags, self.images, self.keypairs, self.network,
                                self.scheduler, self.drivers,
                                InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
-                               self.events)
+                               self.events, controller_id(cfg.state_dir))
         self.volumes = Volumes(self.store, cfg, self.tags, self.drivers, self.storage, self.compute.work)
         self.compute.volumes = self.volumes
         connected: set[str] = set()

@@ -61,7 +61,7 @@ _UNSUPPORTED = {
 class Compute:
     def __init__(self, store: Store, config: Config, tags: Tags, images: Images, keypairs: KeyPairs,
                  network: Networks, scheduler: Scheduler, drivers: dict[str, HypervisorDriver],
-                 files: InstanceFiles, events: Events | None = None) -> None:
+                 files: InstanceFiles, events: Events | None = None, controller_id: str = "") -> None:
         self.store = store
         self.config = config
         self.tags = tags
@@ -70,7 +70,8 @@ class Compute:
         self.network = network
         self.scheduler = scheduler
         self.drivers = drivers
-        self.renderer = DomainRenderer(config)
+        self.controller_id = controller_id
+        self.renderer = DomainRenderer(config, controller_id)
         self.files = files
         self.events = events
         # Set by the cloud once volumes exist: launch volumes, data disks, release at terminate.
@@ -774,7 +775,12 @@ class Compute:
                     await self.store.sync()
                     self.converge(iid)
             for dname, dom in domains.items():
-                if dom.managed and dname not in mine:
+                if dom.managed and dname not in mine and dom.controller != self.controller_id:
+                    # Another controller's, or one from before controllers had ids: never ours
+                    # to destroy; the admin can remove it (virsh undefine) if it is unwanted.
+                    report.append(f"{dname}: domain on {name} belongs to another controller "
+                                  f"({dom.controller or 'unknown'}); left alone")
+                elif dom.managed and dname not in mine:
                     report.append(f"{dname}: domain on {name} belongs to no acknowledged instance; removing it")
                     self._spawn(self._remove_orphan(driver, dname))
         for line in report:

@@ -12,8 +12,9 @@ from .network import Subnet, tap_name
 
 
 class DomainRenderer:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, controller_id: str = "") -> None:
         self.config = config
+        self.controller_id = controller_id
         self._templates: dict[Path, Template] = {}
 
     def _template(self, path: Path) -> Template:
@@ -33,8 +34,10 @@ class DomainRenderer:
         """The domain XML; `files` are the prepared per-instance paths, `disks` extra volumes,
         `nic_extra` XML placed inside the NIC (e.g. a firewall's filterref)."""
         tpl = self._template(self.config.template_for(inst.instance_type))
-        metadata = (f"<metadata><cloudctl:instance xmlns:cloudctl='{METADATA_NS}'>{inst.id}"
-                    f"</cloudctl:instance></metadata>")
+        # The controller's id: several controllers may share a hypervisor (and tests share one
+        # libvirtd); each removes only the orphans it made itself.
+        metadata = (f"<metadata><cloudctl:instance xmlns:cloudctl='{METADATA_NS}' "
+                    f"controller='{escape(self.controller_id)}'>{inst.id}</cloudctl:instance></metadata>")
         boot = ""
         if kernel is not None:
             boot = f"<kernel>{escape(str(kernel))}</kernel>"

@@ -53,6 +53,7 @@ class DomainInfo:
     name: str
     power: Power
     managed: bool  # carries cloudctl's metadata element (namespace METADATA_NS)
+    controller: str | None = None  # the id of the controller that made it (None: made before ids)
 
 
 @dataclass(frozen=True, slots=True)

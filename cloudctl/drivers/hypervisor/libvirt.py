@@ -702,9 +702,11 @@ class LibvirtDriver(HypervisorDriver):
         domains: list[DomainInfo] = []
         # One call for every domain's state (one RPC remotely), then one metadata call each.
         for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):
+            controller = None
             try:
-                dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+                meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
                 managed = True
+                controller = _controller_of(meta)
             except libvirt.libvirtError as e:
                 if _code(e) == libvirt.VIR_ERR_NO_DOMAIN:
                     continue  # undefined since the listing
@@ -712,7 +714,7 @@ class LibvirtDriver(HypervisorDriver):
                     raise
                 managed = False
             power = _power(stats.get("state.state", 0), stats.get("state.reason", 0))
-            domains.append(DomainInfo(name=dom.name(), power=power, managed=managed))
+            domains.append(DomainInfo(name=dom.name(), power=power, managed=managed, controller=controller))
         return domains
 
     async def poll(self) -> HostPoll:
@@ -1029,3 +1031,12 @@ def _disk_source(disk: ET.Element) -> str:
     if source is None:
         return ""
     return source.get("file") or source.get("dev") or source.get("name") or ""
+
+
+def _controller_of(meta: str) -> str | None:
+    """The `controller` attribute of cloudctl's metadata element, if it has one."""
+    import xml.etree.ElementTree as ET
+    try:
+        return ET.fromstring(meta).get("controller")
+    except ET.ParseError:
+        return None
