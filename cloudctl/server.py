@@ -17,6 +17,7 @@ from .api.admin import AdminApi, ensure_token
 from .api.ec2.app import Ec2Api, make_verifier
 from .api.ec2.model import OPERATIONS, load_model
 from .api.ec2.protocol import Protocol
+from .api.marketplace import public_app
 from .api.metadata import metadata_app
 from .config import Config
 from .core.cloud import Cloud
@@ -107,6 +108,12 @@ async def run(config: Config) -> None:
         md_runner, md_port = await _site(md_app, config.metadata.listen, config.metadata.port)
         runners.append(md_runner)
         md_line = f"  metadata       http://{config.metadata.listen}:{md_port}  (for instances, by source address)\n"
+    if config.marketplace is not None:
+        mp_runner, mp_port = await _site(public_app(cloud), config.marketplace.listen, config.marketplace.port)
+        runners.append(mp_runner)
+        if cloud.publisher is not None and config.marketplace.public_url is None:
+            cloud.publisher.public_url = f"http://{config.marketplace.listen}:{mp_port}"
+        md_line += f"  marketplace    http://{config.marketplace.listen}:{mp_port}  (public: signed image lists)\n"
     cloud.endpoint = f"http://{config.ec2.listen}:{ec2_port}"
     cloud.catalog.endpoint = cloud.endpoint
 

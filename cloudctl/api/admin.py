@@ -18,6 +18,7 @@ from ..core.errors import CloudError
 from ..core.images import CLOUD_OWNER
 from ..store.journal import JournalError
 from ..store.records import Event, User
+from .marketplace import MarketplaceAdmin
 
 TOKEN_FILE = "admin.token"
 _STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409}
@@ -89,6 +90,7 @@ class AdminApi:
         r.add_get("/v0/console/{instance_id}", self.console)
         r.add_get("/v0/events", self.events)
         r.add_get("/v0/networks", self.networks)
+        MarketplaceAdmin(self.cloud).add_routes(r)
         return app
 
     @web.middleware
