@@ -125,7 +125,7 @@ class Publisher:
             cur = self.current
             assert cur is not None
             # An image deregistered since drops out, as a deprecation would.
-            ids = [i for i in cur.image_ids if i in self.images.table]
+            ids = [i for i in cur.image_ids if self.images.table.get(i) is not None]
             return await self._sign(cur, ids, {k: cur.sha512[k] for k in ids}, cur.deprecated, "re-signed")
 
     async def _sign(self, cur: PublishedList | None, ids: list[str], sums: dict[str, str],

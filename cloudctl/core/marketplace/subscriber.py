@@ -146,7 +146,12 @@ class Subscriber:
                             subscription=row.subscription)
         await self.store.sync()
         self._start(row.id)
-        return self.table[row.id]
+        return self._row(row.id)
+
+    def _row(self, mid: str) -> MarketImage:
+        row = self.table.get(mid)
+        assert row is not None   # market image rows are never deleted, only marked deregistered
+        return row
 
     def _rows_of(self, sub_id: str) -> list[MarketImage]:
         return [r for r in self.table.values() if r.subscription == sub_id]
@@ -158,7 +163,10 @@ class Subscriber:
         now = time.time()
         for sub in list(self.subs.values()):
             if sub.last_poll is None or now - sub.last_poll >= sub.interval_s:
-                await self.poll(sub.id)
+                try:
+                    await self.poll(sub.id)
+                except Exception:  # one subscription's failure must not stop the others
+                    log.exception("polling %s (%s) failed", sub.id, sub.url)
         await self.sweep()
 
     async def poll(self, sub_id: str) -> dict[str, Any]:
@@ -231,7 +239,7 @@ class Subscriber:
 
     async def _reject(self, sub: Subscription, e: Rejection, now: float) -> dict[str, Any]:
         with self.store.txn() as tx:
-            tx.put(replace(self.subs[sub.id], last_poll=now, last_result=e.code, last_message=str(e)))
+            tx.put(replace(self.get(sub.id), last_poll=now, last_result=e.code, last_message=str(e)))
             self.events.add(tx, "marketplace.list", sub.url, f"refused: {e}", e.code, subscription=sub.id,
                             vmcatcher=VMCATCHER.get(e.code))
         await self.store.sync()
@@ -271,7 +279,7 @@ class Subscriber:
                     continue
                 same = any(e.identifier == row.identifier for e in entries)
                 self._expire(tx, row, "checksum-changed" if same else "removed")
-            tx.put(replace(self.subs[sub.id], version=lst.version, list_created=lst.created_at,
+            tx.put(replace(self.get(sub.id), version=lst.version, list_created=lst.created_at,
                            list_expires=lst.expires_at, endorser=signer, title=lst.title,
                            signed=raw.decode("utf-8", "replace"), last_poll=now, last_result="accepted",
                            last_message=f"version {lst.version}, {len(entries)} image(s)"))
@@ -401,7 +409,7 @@ class Subscriber:
                                                     lambda d, t: self.progress.__setitem__(mid, (d, t)))
             except fetcher.Rejected as e:
                 with self.store.txn() as tx:
-                    self._fail(tx, self.table[mid], e.code, str(e))
+                    self._fail(tx, self._row(mid), e.code, str(e))
                 await self.store.sync()
                 return
             except (fetcher.FetchError, OSError) as e:
@@ -409,7 +417,7 @@ class Subscriber:
                 await self._set(mid, attempts=attempts, reason=str(e))
                 if attempts >= self.cfg.download_retries:
                     with self.store.txn() as tx:
-                        self._fail(tx, self.table[mid], "download",
+                        self._fail(tx, self._row(mid), "download",
                                    f"gave up after {attempts} attempts until a new list version: {e}")
                     await self.store.sync()
                     return
@@ -417,7 +425,7 @@ class Subscriber:
         await self._register(mid, part, final, got)
 
     async def _register(self, mid: str, part: Path, final: Path, got: fetcher.Fetched) -> None:
-        row = self.table[mid]
+        row = self._row(mid)
         self.events.emit("marketplace.image", mid, f"{row.title}: verified ({got.size} bytes, sha512 ok)",
                          "AvailablePrefix", subscription=row.subscription, sha512=row.sha512)
         await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
@@ -427,7 +435,7 @@ class Subscriber:
         except CloudError as e:
             await asyncio.to_thread(final.unlink, True)
             with self.store.txn() as tx:
-                self._fail(tx, self.table[mid], "format", e.message)
+                self._fail(tx, self._row(mid), "format", e.message)
             await self.store.sync()
             return
         row = self.table.get(mid)
