@@ -48,6 +48,7 @@ class ListServer:
                     outer.truncate_first[name] -= 1
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
+                    time.sleep(0.5)   # let the client take in the first half before the cut
                     self.close_connection = True
                     return
                 self.wfile.write(body)

@@ -442,3 +442,40 @@ def test_subscribe_input_is_checked(subscriber: Server, pki: SimpleNamespace, tm
     assert admin_error(subscriber, "POST", "/v0/marketplace/subscriptions/sub-0000000000000000a/poll")["error"] \
         == "NoSuchEntity"
     assert admin_error(subscriber, "POST", "/v0/marketplace/publish", {"images": []})["error"] == "InvalidRequest"
+
+
+def test_free_space_is_checked_before_downloading(subscriber: Server, lists: ListServer,
+                                                  pki: SimpleNamespace) -> None:
+    ident = str(uuid.uuid4())
+    img = image_entry(lists, "huge", b"tiny really", size=10**18)
+    lists.list_body = signed(list_doc(ident, "1", pki.endorser, [img]), pki.endorser)
+    sub_id = subscribe(subscriber, f"{lists.url}/list", ident, pki.allowed, pki.trust)
+    assert poll(subscriber, sub_id)["accepted"]
+    ami = stable_image_id(ident, img["hv:image"]["dc:identifier"], img["hv:image"]["sl:checksum:sha512"])
+    row = wait_market(subscriber, ami, ("available", "failed"))
+    assert row["State"] == "failed" and row["Reason"].startswith("no-space:"), row
+    assert lists.ranges == [] and row["Done"] == 0
+
+
+def test_publisher_resigns_before_expiry(tmp_path: Path, model_cache: Path, pki: SimpleNamespace) -> None:
+    """A list valid for 12 s, re-signed when 8 s remain: versions and expiry move on by themselves."""
+    s = _server(tmp_path, model_cache, {"publish": {"cert": str(pki.endorser_pem), "key": str(pki.endorser_key),
+                                                    "validity_days": 12 / 86400,
+                                                    "resign_before_days": 8 / 86400}}).start()
+    try:
+        blank = next(i for i in s.admin("GET", "/v0/images") if i["Name"] == "cloudctl-blank")
+        first = s.admin("POST", "/v0/marketplace/publish", {"images": [blank["ImageId"]]})
+        deadline = time.time() + 30
+        cur = first
+        while cur["Version"] == first["Version"] and time.time() < deadline:
+            time.sleep(0.2)
+            cur = s.admin("GET", "/v0/marketplace/published")
+        assert int(cur["Version"]) > int(first["Version"])
+        assert cur["Expires"] > first["Expires"] and cur["Images"] == first["Images"]
+        raw = urllib.request.urlopen(cur["Url"], timeout=10).read()
+        doc = imagelist.parse(smime.verify(raw).content)
+        assert doc.version == cur["Version"]
+        err = admin_error(s, "POST", "/v0/marketplace/publish", {"images": ["ami-00000000000000000"]})
+        assert err["error"] == "NoSuchEntity"
+    finally:
+        s.stop()

@@ -104,7 +104,8 @@ class Cloud:
             public = m.public_url or f"http://{m.listen}:{m.port}"
             if m.publish is not None:
                 self.publisher = Publisher(self.store, self.images, self.events, m.publish, public)
-                self._bg.append(asyncio.create_task(self._every(60.0, self.publisher.resign_if_due)))
+                self._bg.append(asyncio.create_task(self._every(
+                    min(60.0, m.publish.resign_before_days * 86400 / 4), self.publisher.resign_if_due)))
             self.subscriber = Subscriber(self.store, self.images, self.tags, self.events, m)
             self.subscriber.resume_pending()
             self._bg.append(asyncio.create_task(self._every(m.poll_tick_s, self.subscriber.tick)))

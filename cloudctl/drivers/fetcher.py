@@ -201,7 +201,8 @@ async def fetch_resumable(url: str, part: Path, size: int, sha512: str, progress
                         raise Incomplete(f"GET {url}: HTTP {resp.status} {resp.reason}")
                     f = await asyncio.to_thread(open, part, mode)
                     try:
-                        async for chunk in resp.content.iter_chunked(1 << 20):
+                        # Whatever has arrived is written at once: a transfer cut short keeps it all.
+                        async for chunk in resp.content.iter_any():
                             if have + len(chunk) > size:
                                 raise Rejected("size", f"GET {url}: more than the declared {size} bytes")
                             h256.update(chunk)

@@ -388,9 +388,11 @@ class Subscriber:
                         subscription=row.subscription, sha512=row.sha512)
 
     async def _download(self, mid: str) -> None:
-        row = await self._set(mid, state="downloading")
-        if row is None:
+        row = self.table.get(mid)
+        if row is None or row.state not in ("queued", "downloading"):   # expired or held meanwhile
             return
+        row = await self._set(mid, state="downloading")
+        assert row is not None
         part = self.partial_dir / f"{row.sha512}.part"
         final = self.images.dir / "marketplace" / f"{row.sha512}.img"
         await asyncio.to_thread(self.partial_dir.mkdir, parents=True, exist_ok=True)
