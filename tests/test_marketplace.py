@@ -479,3 +479,52 @@ def test_publisher_resigns_before_expiry(tmp_path: Path, model_cache: Path, pki:
         assert err["error"] == "NoSuchEntity"
     finally:
         s.stop()
+
+
+# ---- StratusLab-style per-image metadata --------------------------------------------------------
+
+def test_stratuslab_identifier_matches_the_reference_vectors() -> None:
+    from cloudctl.core.marketplace.stratuslab import identifier_to_sha1, sha1_to_identifier
+    assert sha1_to_identifier("1104f3e30c030f8b93f220b04131032dddf51f21") == "BEE8-MMAw-Lk_IgsEExAy3d9R8h"
+    one_mib = hashlib.sha1(bytes(1 << 20)).hexdigest()
+    assert sha1_to_identifier(one_mib) == "Dtx9D_zD0sVtc2F3Z6V68foTrWj"
+    assert identifier_to_sha1("Dtx9D_zD0sVtc2F3Z6V68foTrWj") == one_mib
+
+
+def test_stratuslab_metadata_latest_entry_wins(tmp_path: Path, model_cache: Path, pki: SimpleNamespace) -> None:
+    from cloudctl.core.marketplace.stratuslab import sha1_to_identifier
+    s = _server(tmp_path, model_cache, {"publish": {"cert": str(pki.endorser_pem), "key": str(pki.endorser_key),
+                                                    "email": "images@example.org"}}).start()
+    try:
+        blank = next(i for i in s.admin("GET", "/v0/images") if i["Name"] == "cloudctl-blank")
+        pub = s.admin("POST", "/v0/marketplace/publish", {"images": [blank["ImageId"]]})
+        base = pub["Url"].split("/imagelist/")[0]
+        ident = sha1_to_identifier(hashlib.sha1((s.state_dir / "images" / "cloudctl-blank.img").read_bytes()).hexdigest())
+
+        def get(path: str) -> Any:
+            return json.loads(urllib.request.urlopen(base + path, timeout=10).read())
+
+        valid = get(f"/metadata/{ident}")
+        assert [(e["identifier"], e["email"], e["status"]) for e in valid] == [(ident, "images@example.org", "valid")]
+        raw = urllib.request.urlopen(valid[0]["url"], timeout=10).read()
+        f = tmp_path / "entry.smime"
+        f.write_bytes(raw)
+        out = subprocess.run(["openssl", "smime", "-verify", "-in", str(f), "-CAfile", str(pki.ca_pem)],
+                             capture_output=True)
+        assert out.returncode == 0, out.stderr
+        assert f"<dcterms:identifier>{ident}</dcterms:identifier>".encode() in out.stdout
+        assert pub["Images"][0]["Sha512"].encode() in out.stdout
+
+        s.admin("POST", "/v0/marketplace/deprecate", {"image": blank["ImageId"], "reason": "old kernel"})
+        assert get(f"/metadata/{ident}") == []                       # the latest entry is deprecated
+        dep = get(f"/metadata/{ident}/images@example.org?status=deprecated")
+        assert len(dep) == 1 and dep[0]["deprecated"] == "old kernel" and dep[0]["created"] > valid[0]["created"]
+        assert get("/metadata?status=expired") == []
+        history = get(f"/metadata?identifier={ident}&status=all&created={valid[0]['created']}")
+        assert [e["deprecated"] for e in history] == [None]          # the older entry, by its date
+        assert get("/metadata?email=nobody@example.org&status=all") == []
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + "/metadata?status=bogus", timeout=10)
+        assert e.value.code == 400
+    finally:
+        s.stop()

@@ -11,6 +11,7 @@ from ..core.cloud import Cloud
 from ..core.errors import CloudError
 from ..core.marketplace import imagelist
 from ..core.marketplace.publisher import Publisher
+from ..core.marketplace.stratuslab import entry_json
 from ..core.marketplace.subscriber import Subscriber
 from ..store.records import PublishedList, Subscription
 
@@ -38,9 +39,33 @@ def public_app(cloud: Cloud) -> web.Application:
             raise web.HTTPNotFound(text="no such image in the published list\n")
         return web.FileResponse(cloud.images.path_of(im))   # serves Range requests (resume)
 
+    async def metadata(request: web.Request) -> web.Response:
+        """StratusLab-style queries: latest entry per (identifier, e-mail), filtered by status."""
+        pub = publisher()
+        m, q = request.match_info, request.query
+        try:
+            rows = pub.metadata.query(m.get("identifier") or q.get("identifier"), m.get("email") or q.get("email"),
+                                      q.get("status", "valid"), q.get("created"))
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=f"{e}\n") from None
+        return web.json_response([entry_json(e, pub.public_url) for e in rows])
+
+    async def metadata_entry(request: web.Request) -> web.Response:
+        pub = publisher()
+        m = request.match_info
+        entry = pub.metadata.table.get(f"{m['identifier']}/{m['email']}/{m['created']}")
+        if entry is None:
+            raise web.HTTPNotFound(text="no such metadata entry\n")
+        return web.Response(body=entry.signed.encode(), content_type="application/octet-stream")
+
     app = web.Application()
-    app.router.add_get("/imagelist/{list_id}", imagelist_)
-    app.router.add_get("/images/{image_uuid}", image_file)
+    r = app.router
+    r.add_get("/imagelist/{list_id}", imagelist_)
+    r.add_get("/images/{image_uuid}", image_file)
+    r.add_get("/metadata", metadata)
+    r.add_get("/metadata/{identifier}", metadata)
+    r.add_get("/metadata/{identifier}/{email}", metadata)
+    r.add_get("/metadata/{identifier}/{email}/{created}", metadata_entry)
     return app
 
 

@@ -218,6 +218,7 @@ class PublishedList(Row):
     expires: float
     image_ids: list[str] = field(default_factory=list)      # ami ids, in publishing order
     sha512: dict[str, str] = field(default_factory=dict)     # ami id -> sha512 (hashed once at publish)
+    sha1: dict[str, str] = field(default_factory=dict)       # ami id -> sha1 (the StratusLab identifier)
     deprecated: dict[str, str] = field(default_factory=dict)  # ami id -> reason, no longer listed
     signed: str = ""             # the S/MIME message subscribers fetch
 
@@ -271,5 +272,24 @@ class MarketImage(Row):
     created: float = 0.0
 
 
+@dataclass(slots=True)
+class MetadataEntry(Row):
+    """One immutable StratusLab-style signed endorsement of an image: (identifier, e-mail, created)."""
+
+    table: ClassVar[str] = "metadata_entries"
+    id: str                      # identifier/email/created
+    identifier: str              # 27 characters from the image's SHA-1
+    email: str
+    created: float
+    valid: float                 # dcterms:valid, the end of the endorsement
+    subject: str
+    issuer: str
+    location: str
+    sha512: str
+    image_id: str
+    signed: str                  # the S/MIME-signed RDF/XML entry
+    deprecated: str | None = None
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
-                                     Event, PublishedList, Subscription, MarketImage)
+                                     Event, PublishedList, Subscription, MarketImage, MetadataEntry)

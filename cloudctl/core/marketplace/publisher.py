@@ -16,23 +16,27 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from ...config import Publish
-from ...store.records import Image, PublishedList
+from ...store.records import Image, MetadataEntry, PublishedList
 from ...store.store import Store
 from ..errors import CloudError
 from ..events import Events
 from ..images import Images
 from . import imagelist, smime
+from .stratuslab import Endorsement, MetadataStore, entry_xml, sha1_to_identifier
 from .trust import slash_dn
 
 
-def _sha512(path: Any) -> str:
-    h = hashlib.sha512()
+def _digests(path: Any) -> tuple[str, str]:
+    """(sha1, sha512) in one pass: the list needs sha512, StratusLab identifiers sha1."""
+    h1, h512 = hashlib.sha1(), hashlib.sha512()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+            h1.update(chunk)
+            h512.update(chunk)
+    return h1.hexdigest(), h512.hexdigest()
 
 
 def _next_version(previous: str | None, now: float) -> str:
@@ -57,6 +61,8 @@ class Publisher:
         self.key = key
         self.list_id = cfg.list_id or str(uuid.uuid5(uuid.NAMESPACE_URL, "cloudctl:" + slash_dn(self.cert.subject)))
         self.table = store.table(PublishedList)
+        self.metadata = MetadataStore(store)
+        self.email = cfg.email or _cert_email(self.cert) or "endorser@invalid"
         self._lock = asyncio.Lock()
 
     @property
@@ -100,12 +106,13 @@ class Publisher:
                 if ami not in ids:
                     ids.append(ami)
                 deprecated.pop(ami, None)
+            sha1 = dict(cur.sha1) if cur else {}
             for ami in ids:
-                if ami not in sums:
+                if ami not in sums or ami not in sha1:
                     im = self.images.table.get(ami)
                     assert im is not None
-                    sums[ami] = await asyncio.to_thread(_sha512, self.images.path_of(im))
-            return await self._sign(cur, ids, sums, deprecated, f"published {', '.join(add) or 'unchanged'}")
+                    sha1[ami], sums[ami] = await asyncio.to_thread(_digests, self.images.path_of(im))
+            return await self._sign(cur, ids, sums, sha1, deprecated, f"published {', '.join(add) or 'unchanged'}")
 
     async def deprecate(self, ami: str, reason: str) -> PublishedList:
         """A new version without the image; subscribers expire it."""
@@ -116,8 +123,8 @@ class Publisher:
             if cur is None or ami not in cur.image_ids:
                 raise CloudError("NoSuchEntity", f"image {ami} is not in the published list")
             ids = [i for i in cur.image_ids if i != ami]
-            sums = {k: v for k, v in cur.sha512.items() if k != ami}
-            return await self._sign(cur, ids, sums, {**cur.deprecated, ami: reason}, f"deprecated {ami}: {reason}")
+            return await self._sign(cur, ids, cur.sha512, cur.sha1, {**cur.deprecated, ami: reason},
+                                    f"deprecated {ami}: {reason}")
 
     async def resign_if_due(self) -> PublishedList | None:
         cur = self.current
@@ -128,9 +135,9 @@ class Publisher:
             assert cur is not None
             # An image deregistered since drops out, as a deprecation would.
             ids = [i for i in cur.image_ids if self.images.table.get(i) is not None]
-            return await self._sign(cur, ids, {k: cur.sha512[k] for k in ids}, cur.deprecated, "re-signed")
+            return await self._sign(cur, ids, cur.sha512, cur.sha1, cur.deprecated, "re-signed")
 
-    async def _sign(self, cur: PublishedList | None, ids: list[str], sums: dict[str, str],
+    async def _sign(self, cur: PublishedList | None, ids: list[str], sums: dict[str, str], sha1: dict[str, str],
                     deprecated: dict[str, str], why: str) -> PublishedList:
         now = time.time()
         version = _next_version(cur.version if cur else None, now)
@@ -138,16 +145,47 @@ class Publisher:
         doc = self._document(ids, sums, version, now, expires)
         signed = await asyncio.to_thread(smime.sign, imagelist.dump(doc), self.cert, self.key)
         row = PublishedList(id=self.list_id, version=version, created=now, expires=expires, image_ids=ids,
-                            sha512=sums, deprecated=deprecated, signed=signed.decode())
+                            sha512=sums, sha1=sha1, deprecated=deprecated, signed=signed.decode())
         if cur is not None:
-            row = replace(cur, version=version, created=now, expires=expires, image_ids=ids, sha512=sums,
+            row = replace(cur, version=version, created=now, expires=expires, image_ids=ids, sha512=sums, sha1=sha1,
                           deprecated=deprecated, signed=signed.decode())
+        entries = await self._entries(row, now)
         with self.store.txn() as tx:
             tx.put(row)
+            for entry in entries:
+                self.metadata.add(tx, entry)
             self.events.add(tx, "marketplace.publish", self.list_id, f"version {version}: {why}",
                             "published", version=version, images=len(ids))
         await self.store.sync()
         return row
+
+    async def _entries(self, row: PublishedList, now: float) -> list[MetadataEntry]:
+        """New StratusLab-style endorsements: every listed image (valid until the list expires),
+        and images deprecated since their latest entry (with the reason)."""
+        endorser = Endorsement(self.email, slash_dn(self.cert.subject), slash_dn(self.cert.issuer))
+        out = []
+        todo = [(a, None) for a in row.image_ids] + [(a, r) for a, r in row.deprecated.items()]
+        for ami, reason in todo:
+            im = self.images.table.get(ami)
+            if im is None or ami not in row.sha1:
+                continue
+            ident = sha1_to_identifier(row.sha1[ami])
+            latest = self.metadata.latest(ident, endorser.email)
+            if reason is not None and latest is not None and latest.deprecated:
+                continue
+            created = float(int(now))
+            if latest is not None and latest.created >= created:
+                created = latest.created + 1
+            xml = entry_xml(ident, {"SHA-1": row.sha1[ami], "SHA-256": im.sha256, "SHA-512": row.sha512[ami]},
+                            im.size, created, row.expires, endorser, im.name, im.description,
+                            self.image_url(ami), im.architecture, reason)
+            signed = await asyncio.to_thread(smime.sign, xml, self.cert, self.key)
+            out.append(MetadataEntry(id=f"{ident}/{endorser.email}/{imagelist.fmt_time(created)}", identifier=ident,
+                                     email=endorser.email, created=created, valid=row.expires,
+                                     subject=endorser.subject, issuer=endorser.issuer, location=self.image_url(ami),
+                                     sha512=row.sha512[ami], image_id=ami, signed=signed.decode(),
+                                     deprecated=reason))
+        return out
 
     def _document(self, ids: list[str], sums: dict[str, str], version: str, now: float,
                   expires: float) -> dict[str, Any]:
@@ -169,6 +207,11 @@ class Publisher:
                                         "hv:dn": slash_dn(self.cert.subject), "hv:ca": slash_dn(self.cert.issuer)}},
             "hv:images": entries,
         }
+
+
+def _cert_email(cert: x509.Certificate) -> str | None:
+    found = cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
+    return str(found[0].value) if found else None
 
 
 def _is_uuid(s: str) -> bool:
