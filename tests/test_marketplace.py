@@ -528,3 +528,30 @@ def test_stratuslab_metadata_latest_entry_wins(tmp_path: Path, model_cache: Path
         assert e.value.code == 400
     finally:
         s.stop()
+
+
+def test_download_survives_a_crash_and_resumes_from_the_partial_file(new_server: Any, lists: ListServer,
+                                                                     pki: SimpleNamespace) -> None:
+    s = new_server(marketplace={"listen": "127.0.0.1", "port": free_port()})
+    ident = str(uuid.uuid4())
+    data = bytes(range(256)) * 4096
+    img = image_entry(lists, "crashy", data)
+    lists.truncate_first["crashy"] = 1000          # every transfer is cut short until the crash
+    lists.list_body = signed(list_doc(ident, "1", pki.endorser, [img]), pki.endorser)
+    sub_id = subscribe(s, f"{lists.url}/list", ident, pki.allowed, pki.trust)
+    assert poll(s, sub_id)["accepted"]
+    ami = stable_image_id(ident, img["hv:image"]["dc:identifier"], img["hv:image"]["sl:checksum:sha512"])
+    part = s.state_dir / "images" / "marketplace" / "partial" / f"{img['hv:image']['sl:checksum:sha512']}.part"
+    deadline = time.time() + 30
+    while not (part.exists() and part.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.05)
+    s.kill()
+    kept = part.stat().st_size
+    assert 0 < kept < len(data)
+    seen = len(lists.ranges)
+    lists.truncate_first["crashy"] = 0
+    s.start()
+    assert wait_market(s, ami, ("available", "failed"))["State"] == "available"
+    assert lists.ranges[seen] == f"bytes={kept}-"
+    assert (s.state_dir / "images" / "marketplace" / f"{img['hv:image']['sl:checksum:sha512']}.img").read_bytes() == data
+    assert sub_of(s, sub_id)["Version"] == "1"
