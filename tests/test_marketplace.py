@@ -555,3 +555,27 @@ def test_download_survives_a_crash_and_resumes_from_the_partial_file(new_server:
     assert lists.ranges[seen] == f"bytes={kept}-"
     assert (s.state_dir / "images" / "marketplace" / f"{img['hv:image']['sl:checksum:sha512']}.img").read_bytes() == data
     assert sub_of(s, sub_id)["Version"] == "1"
+
+
+def test_unsubscribing_expires_and_relisting_restores(subscriber: Server, sub_ec2: Any, lists: ListServer,
+                                                      pki: SimpleNamespace, accepted: SimpleNamespace) -> None:
+    # removed from the list while an instance runs it: expired, kept; listed again: launchable again
+    iid = sub_ec2.run_instances(ImageId=accepted.ami, MinCount=1, MaxCount=1,
+                                InstanceType="t3.nano")["Instances"][0]["InstanceId"]
+    lists.list_body = signed(list_doc(accepted.ident, "101", pki.endorser, []), pki.endorser)
+    assert poll(subscriber, accepted.sub)["accepted"]
+    assert wait_market(subscriber, accepted.ami, ("expired",))["Reason"] == "removed"
+    lists.list_body = signed(list_doc(accepted.ident, "102", pki.endorser, [accepted.img]), pki.endorser)
+    assert poll(subscriber, accepted.sub)["accepted"]
+    assert wait_market(subscriber, accepted.ami, ("available",))["Reason"] == ""
+    again = sub_ec2.run_instances(ImageId=accepted.ami, MinCount=1, MaxCount=1,
+                                  InstanceType="t3.nano")["Instances"][0]["InstanceId"]
+    sub_ec2.terminate_instances(InstanceIds=[iid, again])
+    wait_state(sub_ec2, [iid, again], "terminated")
+
+    cli(subscriber, "marketplace", "remove", accepted.sub)
+    assert accepted.sub not in [s["Id"] for s in subscriber.admin("GET", "/v0/marketplace/subscriptions")]
+    row = wait_market(subscriber, accepted.ami, ("deregistered",))
+    assert row["Reason"] == "unsubscribed"
+    with pytest.raises(ClientError):
+        sub_ec2.describe_images(ImageIds=[accepted.ami])

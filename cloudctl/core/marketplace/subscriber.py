@@ -56,6 +56,15 @@ def stable_image_id(list_id: str, identifier: str, sha512: str) -> str:
     return "ami-" + hashlib.sha256(f"{list_id}\x1f{identifier}\x1f{sha512.lower()}".encode()).hexdigest()[:17]
 
 
+_ARCH = {"amd64": "x86_64", "x86-64": "x86_64", "aarch64": "arm64", "i686": "i386", "i586": "i386", "x86": "i386"}
+
+
+def _arch(arch: str) -> str:
+    """EC2's architecture names for what image lists write (sl:arch is free text)."""
+    a = arch.strip().lower()
+    return _ARCH.get(a, a or "x86_64")
+
+
 def _older(new: str, old: str) -> bool:
     a, b = imagelist.version_key(new), imagelist.version_key(old)
     if type(a[0]) is not type(b[0]):
@@ -253,7 +262,7 @@ class Subscriber:
                 mid = stable_image_id(lst.identifier, e.identifier, e.sha512)
                 listed.add(mid)
                 expires = min(lst.expires_at, imagelist.parse_time(e.expires) if e.expires else lst.expires_at)
-                fields = dict(size=e.size, uri=e.uri, title=e.title, description=e.description, arch=e.arch,
+                fields = dict(size=e.size, uri=e.uri, title=e.title, description=e.description, arch=_arch(e.arch),
                               version=e.version, list_version=lst.version, endorser=signer[0], expires=expires)
                 row = self.table.get(mid)
                 if row is None:
@@ -266,9 +275,15 @@ class Subscriber:
                 else:
                     if row.state == "failed" and row.list_version != lst.version:
                         fields.update(state="queued", attempts=0)   # retries are per list version
+                    elif row.state == "expired" and self.images.table.get(mid) is not None:
+                        fields.update(state="available", reason="")   # endorsed again: launchable again
+                        im = self.images.table.get(mid)
+                        assert im is not None
+                        tx.put(replace(im, state="available"))
+                        self.events.add(tx, "marketplace.image", mid, f"{e.title}: endorsed again", "AvailablePostfix",
+                                        subscription=sub.id, sha512=row.sha512)
                     elif row.state in ("expired", "deregistered"):
                         fields.update(state="queued", attempts=0, reason="")
-                        self._drop_image(tx, row)
                     row = replace(row, **fields)
                     im = self.images.table.get(mid)
                     if im is not None and row.state == "available":
