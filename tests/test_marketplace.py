@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from cloudctl.core.marketplace import imagelist, smime
 from cloudctl.core.marketplace.subscriber import stable_image_id
 from cloudctl.core.marketplace.trust import TrustError, TrustStore, normalise_dn, same_dn, slash_dn
-from conftest import Server, free_port, wait_state, write_config
+from conftest import Server, wait_state, write_config
 from mp_lists import ListServer, image_entry, list_doc, signed
 from mp_pki import make_ca, make_crl, make_endorser
 
@@ -47,7 +47,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
 
 def _server(d: Path, model_cache: Path, market: dict[str, Any]) -> Server:
-    return Server(write_config(d, model_cache, marketplace={"listen": "127.0.0.1", "port": free_port(), **market}))
+    return Server(write_config(d, model_cache, marketplace={"listen": "127.0.0.1", "port": 0, **market}))
 
 
 @pytest.fixture(scope="module")
@@ -532,7 +532,7 @@ def test_stratuslab_metadata_latest_entry_wins(tmp_path: Path, model_cache: Path
 
 def test_download_survives_a_crash_and_resumes_from_the_partial_file(new_server: Any, lists: ListServer,
                                                                      pki: SimpleNamespace) -> None:
-    s = new_server(marketplace={"listen": "127.0.0.1", "port": free_port()})
+    s = new_server(marketplace={"listen": "127.0.0.1", "port": 0})   # bound by the server: no port race
     ident = str(uuid.uuid4())
     data = bytes(range(256)) * 4096
     img = image_entry(lists, "crashy", data)
