@@ -223,7 +223,7 @@ class Subscriber:
         except OSError as e:
             raise Rejection("trust-anchor-missing", f"trust store {sub.trust}: {e}") from None
         try:
-            lst = imagelist.parse(signed.content)
+            lst = await asyncio.to_thread(imagelist.parse, signed.content)   # 1000 images: ~20 ms
         except imagelist.ListError as e:
             raise Rejection(e.code, str(e)) from None
         dn, ca = slash_dn(signed.signer.subject), slash_dn(signed.signer.issuer)
@@ -241,7 +241,7 @@ class Subscriber:
         if sub.version is not None and _older(lst.version, sub.version):
             raise Rejection("version-older", f"version {lst.version} is older than the accepted {sub.version}")
         try:
-            entries = imagelist.images(lst)
+            entries = await asyncio.to_thread(imagelist.images, lst)
         except imagelist.ListError as e:
             raise Rejection(e.code, str(e)) from None
         return lst, entries, [dn, ca]
