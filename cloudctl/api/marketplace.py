@@ -29,8 +29,11 @@ def public_app(cloud: Cloud) -> web.Application:
         cur = pub.current
         if request.match_info["list_id"] != pub.list_id or cur is None:
             raise web.HTTPNotFound(text="no such image list\n")
+        etag = f'"{cur.version}"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
         return web.Response(body=cur.signed.encode(), content_type="application/octet-stream",
-                            headers={"Cache-Control": "no-cache"})
+                            headers={"Cache-Control": "no-cache", "ETag": etag})
 
     async def image_file(request: web.Request) -> web.StreamResponse:
         pub = publisher()

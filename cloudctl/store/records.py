@@ -243,7 +243,8 @@ class Subscription(Row):
     title: str = ""
     signed: str = ""             # the accepted signed bytes, kept for audit
     last_poll: float | None = None
-    last_result: str = ""        # accepted, or the reason code of the last refusal
+    last_result: str = ""        # accepted, unchanged, or the reason code of the last refusal
+    etag: str = ""               # of the accepted list, for conditional polls
     last_message: str = ""
 
 

@@ -184,28 +184,43 @@ class Subscriber:
             sub = self.get(sub_id)
             now = time.time()
             try:
-                raw = await self._fetch_list(sub.url)
+                raw, etag = await self._fetch_list(sub.url, sub.etag if sub.last_result in ("accepted", "unchanged")
+                                                   else "")
+                if raw is None:   # 304: the accepted list is still the publisher's current one
+                    return await self._unchanged(sub, now)
                 lst, entries, signer = await self._verify(sub, raw, now)
             except Rejection as e:
                 return await self._reject(sub, e, now)
-            result = await self._accept(sub, raw, lst, entries, signer, now)
+            result = await self._accept(sub, raw, lst, entries, signer, now, etag)
         for row in self.table.values():
             if row.subscription == sub_id and row.state == "queued":
                 self._start(row.id)
         return result
 
-    async def _fetch_list(self, url: str) -> bytes:
+    async def _fetch_list(self, url: str, etag: str) -> tuple[bytes | None, str]:
+        """The signed list and its ETag; (None, etag) if unchanged since the accepted one."""
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-                async with session.get(url) as resp:
+                async with session.get(url, headers={"If-None-Match": etag} if etag else {}) as resp:
+                    if resp.status == 304 and etag:
+                        return None, etag
                     if resp.status != 200:
                         raise Rejection("fetch", f"GET {url}: HTTP {resp.status} {resp.reason}")
                     body = await resp.content.read(MAX_LIST_BYTES + 1)
+                    new_etag = resp.headers.get("ETag", "")
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise Rejection("fetch", f"GET {url}: {e or type(e).__name__}") from None
         if len(body) > MAX_LIST_BYTES:
             raise Rejection("fetch", f"GET {url}: the list is larger than {MAX_LIST_BYTES} bytes")
-        return body
+        return body, new_etag
+
+    async def _unchanged(self, sub: Subscription, now: float) -> dict[str, Any]:
+        """Nothing new to verify; expiry of what was accepted is the sweep's business."""
+        with self.store.txn() as tx:
+            tx.put(replace(self.get(sub.id), last_poll=now, last_result="unchanged",
+                           last_message=f"version {sub.version} (not modified)"))
+        await self.store.sync()
+        return {"accepted": True, "code": "unchanged", "message": f"version {sub.version}", "version": sub.version}
 
     async def _verify(self, sub: Subscription, raw: bytes, now: float
                       ) -> tuple[imagelist.ImageList, list[imagelist.ImageEntry], list[str]]:
@@ -255,7 +270,8 @@ class Subscriber:
         return {"accepted": False, "code": e.code, "message": str(e), "version": sub.version}
 
     async def _accept(self, sub: Subscription, raw: bytes, lst: imagelist.ImageList,
-                      entries: list[imagelist.ImageEntry], signer: list[str], now: float) -> dict[str, Any]:
+                      entries: list[imagelist.ImageEntry], signer: list[str], now: float,
+                      etag: str = "") -> dict[str, Any]:
         listed: set[str] = set()
         with self.store.txn() as tx:
             for e in entries:
@@ -296,7 +312,7 @@ class Subscriber:
                 self._expire(tx, row, "checksum-changed" if same else "removed")
             tx.put(replace(self.get(sub.id), version=lst.version, list_created=lst.created_at,
                            list_expires=lst.expires_at, endorser=signer, title=lst.title,
-                           signed=raw.decode("utf-8", "replace"), last_poll=now, last_result="accepted",
+                           signed=raw.decode("utf-8", "replace"), etag=etag, last_poll=now, last_result="accepted",
                            last_message=f"version {lst.version}, {len(entries)} image(s)"))
             self.events.add(tx, "marketplace.list", sub.url, f"accepted version {lst.version} "
                             f"({len(entries)} image(s)) signed by {signer[0]}", "accepted", subscription=sub.id,
