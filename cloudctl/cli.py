@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--limit", type=int, default=100)
     ev.add_argument("--json", action="store_true")
     cli_hil.add_parsers(sub)
+    _marketplace_parser(sub)
     args = p.parse_args(argv)
 
     cfg_path = getattr(args, "config_sub", None) or args.config
@@ -247,6 +248,86 @@ def main(argv: list[str] | None = None) -> None:
         rows = client.call("GET", "/v0/networks")
         print(json.dumps(rows, indent=2) if args.json else
               _table(rows, ["name", "subnet_id", "zone", "cidr", "bridge", "used", "free"]))
+    elif args.cmd == "marketplace":
+        _marketplace(client, args)
+
+
+def _marketplace_parser(sub: Any) -> None:
+    mp = sub.add_parser("marketplace", help="publish and subscribe to signed image lists").add_subparsers(
+        dest="sub", required=True)
+    pub = mp.add_parser("publish", help="add images to this cloud's signed list (none: re-sign)")
+    pub.add_argument("images", nargs="*", metavar="IMAGE")
+    mp.add_parser("show", help="the published list").add_argument("--json", action="store_true")
+    dep = mp.add_parser("deprecate", help="publish a new version without IMAGE")
+    dep.add_argument("image", metavar="IMAGE")
+    dep.add_argument("--reason", required=True)
+    s = mp.add_parser("subscribe", help="follow a remote signed image list")
+    s.add_argument("url")
+    s.add_argument("--identifier", required=True, help="the list's dc:identifier")
+    s.add_argument("--endorser", nargs=2, action="append", required=True, metavar=("SUBJECT_DN", "ISSUER_DN"),
+                   help="an allowed signer (repeatable); the slash or RFC 4514 form")
+    s.add_argument("--trust", required=True, help="CA certificates (and CRLs): a PEM file or a directory")
+    s.add_argument("--policy", choices=["accept", "hold"], default="accept",
+                   help="new images download at once, or wait for `approve`")
+    s.add_argument("--interval", type=float, default=3600, help="poll interval in seconds")
+    mp.add_parser("list", help="subscriptions").add_argument("--json", action="store_true")
+    mp.add_parser("remove", help="unsubscribe; its images expire").add_argument("subscription")
+    mp.add_parser("poll", help="poll a subscription now").add_argument("subscription")
+    e = mp.add_parser("endorsers", help="replace a subscription's allowed endorsers")
+    e.add_argument("subscription")
+    e.add_argument("--endorser", nargs=2, action="append", default=[], metavar=("SUBJECT_DN", "ISSUER_DN"))
+    mp.add_parser("approve", help="download a held image").add_argument("image", metavar="IMAGE")
+    mp.add_parser("status", help="subscribed images and download progress").add_argument("--json", action="store_true")
+
+
+def _marketplace(client: AdminClient, args: argparse.Namespace) -> None:
+    if args.sub in ("publish", "deprecate", "show"):
+        if args.sub == "publish":
+            res = client.call("POST", "/v0/marketplace/publish", {"images": args.images})
+        elif args.sub == "deprecate":
+            res = client.call("POST", "/v0/marketplace/deprecate", {"image": args.image, "reason": args.reason})
+        else:
+            res = client.call("GET", "/v0/marketplace/published")
+        if getattr(args, "json", False):
+            print(json.dumps(res, indent=2))
+            return
+        print(f"list {res['ListId']}  version {res['Version']}  expires {res.get('Expires')}\n  {res['Url']}")
+        for im in res["Images"]:
+            print(f"  {im['ImageId']}  {im['Identifier']}  sha512 {im['Sha512'][:16]}...")
+        for im in res.get("Deprecated", []):
+            print(f"  {im['ImageId']}  deprecated: {im['Reason']}")
+    elif args.sub == "subscribe":
+        res = client.call("POST", "/v0/marketplace/subscriptions", {
+            "url": args.url, "identifier": args.identifier, "endorsers": args.endorser, "trust": args.trust,
+            "policy": args.policy, "interval_s": args.interval})
+        print(f"{res['Id']}  {res['Url']}")
+    elif args.sub == "list":
+        rows = client.call("GET", "/v0/marketplace/subscriptions")
+        print(json.dumps(rows, indent=2) if args.json else
+              _table(rows, ["Id", "Identifier", "Version", "Expires", "Policy", "LastResult", "Url"]))
+    elif args.sub == "remove":
+        client.call("DELETE", f"/v0/marketplace/subscriptions/{args.subscription}")
+        print(f"removed {args.subscription}")
+    elif args.sub == "poll":
+        res = client.call("POST", f"/v0/marketplace/subscriptions/{args.subscription}/poll")
+        print(f"{'accepted' if res['accepted'] else 'refused'} [{res['code']}] {res['message']}")
+        if not res["accepted"]:
+            raise SystemExit(1)
+    elif args.sub == "endorsers":
+        res = client.call("PUT", f"/v0/marketplace/subscriptions/{args.subscription}/endorsers",
+                          {"endorsers": args.endorser})
+        print(json.dumps(res["Endorsers"]))
+    elif args.sub == "approve":
+        res = client.call("POST", f"/v0/marketplace/images/{args.image}/approve")
+        print(f"{res['ImageId']}  {res['State']}")
+    else:
+        rows = client.call("GET", "/v0/marketplace/status")
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return
+        for r in rows:
+            r["Progress"] = f"{r['Done'] * 100 // max(r['Total'], 1)}% of {r['Total']}"
+        print(_table(rows, ["ImageId", "Title", "State", "Progress", "ListVersion", "Reason"]))
 
 
 def _ago(t: float | None) -> str:

@@ -167,6 +167,29 @@ class Baremetal(_Strict):
         return v
 
 
+class Publish(_Strict):
+    """This cloud as an endorser: the list it signs and serves on the marketplace listener."""
+
+    cert: Path                   # the endorser's certificate (PEM); its DN and issuer become hv:dn/hv:ca
+    key: Path                    # its private key (PEM, unencrypted, readable only by cloudctl)
+    list_id: str | None = None   # dc:identifier; default derived from the certificate's subject
+    title: str = "cloudctl images"
+    description: str = "Images endorsed by this cloudctl"
+    creator: str = ""            # dc:creator of the endorser
+    email: str = ""
+    validity_days: Annotated[float, Field(gt=0)] = 28
+    resign_before_days: Annotated[float, Field(gt=0)] = 7
+
+
+class Marketplace(Listen):
+    """The public, read-only marketplace listener (subscribers hold no admin token)."""
+
+    public_url: str | None = None    # how subscribers reach this listener; default http://listen:port
+    publish: Publish | None = None
+    poll_tick_s: Annotated[float, Field(gt=0)] = 5.0     # how often due subscriptions are looked at
+    download_retries: Annotated[int, Field(ge=1)] = 5   # per image and list version, as vmcatcher
+
+
 class Config(_Strict):
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     state_dir: Path
@@ -195,6 +218,7 @@ class Config(_Strict):
     user_image_urls: bool = False   # may users RegisterImage from an http(s) URL the controller fetches?
     user_image_urls_local: bool = False   # ...even at loopback/link-local addresses? (labs and tests only)
     baremetal: Baremetal = Baremetal()
+    marketplace: Marketplace | None = None   # publish/subscribe signed image lists; off when absent
 
     @field_validator("instance_types")
     @classmethod
@@ -333,7 +357,16 @@ def load_config(path: Path | str | None = None) -> Config:
         if not f.is_file():
             raise ConfigError(f"config {path}: images.{i}.file: no such file {f}")
         images.append(im.model_copy(update={"file": f}))
+    market = cfg.marketplace
+    if market is not None and market.publish is not None:
+        pub = market.publish
+        cert, key = _resolve(base, pub.cert), _resolve(base, pub.key)
+        for what, f in (("cert", cert), ("key", key)):
+            if not f.is_file():
+                raise ConfigError(f"config {path}: marketplace.publish.{what}: no such file {f}")
+        market = market.model_copy(update={"publish": pub.model_copy(update={"cert": cert, "key": key})})
     return cfg.model_copy(update={
+        "marketplace": market,
         "state_dir": _resolve(base, cfg.state_dir),
         "image_store": _resolve(base, cfg.image_store),
         "cache_dir": _resolve(base, cfg.cache_dir) if cfg.cache_dir else _resolve(base, cfg.state_dir) / "cache",

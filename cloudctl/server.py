@@ -19,6 +19,7 @@ from .api.ec2.app import Ec2Api, make_verifier
 from .api.ec2.model import OPERATIONS, load_model
 from .api.ec2.protocol import Protocol
 from .api.ec2.actions import ACTIONS
+from .api.marketplace import public_app
 from .api.metadata import metadata_app
 from .api.metrics import Metrics
 from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, xmlrpc_app
@@ -127,6 +128,12 @@ async def run(config: Config) -> None:
         one_app[XMLRPC_KEY].port = one_port
         runners.append(one_runner)
         md_line += f"  XML-RPC        http://{config.xmlrpc.listen}:{one_port}/RPC2  (OpenNebula API, pyone)\n"
+    if config.marketplace is not None:
+        mp_runner, mp_port = await _site(public_app(cloud), config.marketplace.listen, config.marketplace.port)
+        runners.append(mp_runner)
+        if cloud.publisher is not None and config.marketplace.public_url is None:
+            cloud.publisher.public_url = f"http://{config.marketplace.listen}:{mp_port}"
+        md_line += f"  marketplace    http://{config.marketplace.listen}:{mp_port}  (public: signed image lists)\n"
     cloud.endpoint = f"http://{config.ec2.listen}:{ec2_port}"
     cloud.catalog.endpoint = cloud.endpoint
 

@@ -20,6 +20,7 @@ from ..core.monitor import host_view
 from ..store.journal import JournalError
 from ..store.records import Event, User
 from .hil import HilApi
+from .marketplace import MarketplaceAdmin
 
 TOKEN_FILE = "admin.token"
 _STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409, "IncorrectState": 409}
@@ -97,6 +98,7 @@ class AdminApi:
         r.add_get("/v0/events", self.events)
         r.add_get("/v0/networks", self.networks)
         self.hil.add_routes(app)
+        MarketplaceAdmin(self.cloud).add_routes(r)
         return app
 
     @web.middleware

@@ -21,6 +21,8 @@ from .events import Events
 from .images import Images
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
+from .marketplace.publisher import Publisher
+from .marketplace.subscriber import Subscriber
 from .metadata import InstanceMetadata
 from .monitor import Monitor
 from .network import Networks
@@ -121,6 +123,18 @@ class Cloud:
             seeded = await self.images.seed(im.name, im.file, im.description)
             if seeded:
                 log.info("registered image %s as %s", im.name, seeded.id)
+        self.publisher: Publisher | None = None
+        self.subscriber: Subscriber | None = None
+        if cfg.marketplace is not None:
+            m = cfg.marketplace
+            public = m.public_url or f"http://{m.listen}:{m.port}"
+            if m.publish is not None:
+                self.publisher = Publisher(self.store, self.images, self.events, m.publish, public)
+                self._bg.append(asyncio.create_task(self._every(
+                    min(60.0, m.publish.resign_before_days * 86400 / 4), self.publisher.resign_if_due)))
+            self.subscriber = Subscriber(self.store, self.images, self.tags, self.events, m)
+            self.subscriber.resume_pending()
+            self._bg.append(asyncio.create_task(self._every(m.poll_tick_s, self.subscriber.tick)))
         self.metadata = InstanceMetadata.for_cloud(self)
         self.baremetal = Baremetal(self.store, cfg.baremetal, self.events)
         await self.compute.reconcile()
@@ -171,6 +185,8 @@ class Cloud:
         for t in self._bg:
             t.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
+        if getattr(self, "subscriber", None) is not None:
+            await self.subscriber.close()  # type: ignore[union-attr]
         if hasattr(self, "compute"):
             await asyncio.wait_for(self.compute.idle(), timeout=30)
         if hasattr(self, "volumes"):

@@ -31,7 +31,7 @@ from .events import Events
 from .errors import CloudError, not_found
 from .filters import FilterSet, Matcher
 from .ids import new_id, new_mac, well_formed
-from .images import Images
+from .images import MARKET_OWNER, Images
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
 from .network import Networks, Subnet
@@ -186,6 +186,8 @@ class Compute:
         image = self.images.visible(caller, image_id)
         if image.state != "available":
             raise CloudError("InvalidAMIID.Unavailable", f"The image '{image_id}' is {image.state}, not available")
+        if image.owner == MARKET_OWNER and image.deprecation_time is not None and image.deprecation_time <= time.time():
+            raise CloudError("InvalidAMIID.Unavailable", f"The image '{image_id}' is deprecated: its endorsement expired")
         kernel_id, ramdisk_id = req.get("KernelId"), req.get("RamdiskId")
         if kernel_id:
             self.images.visible(caller, kernel_id, "kernel")

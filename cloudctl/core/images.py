@@ -27,6 +27,7 @@ from .users import LIVE_STATES
 log = logging.getLogger("cloudctl.images")
 
 CLOUD_OWNER = "cloudctl"     # owner id of the images the cloud itself provides
+MARKET_OWNER = "marketplace"  # owner id of images from subscribed image lists
 PREFIX = {"machine": "ami", "kernel": "aki", "ramdisk": "ari"}
 _TYPE_OF_PREFIX = {v: k for k, v in PREFIX.items()}
 
@@ -327,7 +328,7 @@ class Images:
         owners = req.get("Owners") or []
         match = self.filters.compile(req.get("Filters"))
         limit = page_size(req.get("MaxResults"), 5, 1000)
-        fp = query_fingerprint("images", ids, owners, req.get("Filters"))
+        fp = query_fingerprint("images", ids, owners, req.get("Filters"), bool(req.get("IncludeDeprecated")))
         after = decode_token(req.get("NextToken"), fp)
         if ids and limit is not None:
             raise CloudError("InvalidParameterCombination",
@@ -351,6 +352,11 @@ class Images:
         if owners:
             want = {caller.account if o == "self" else o for o in owners}
             pool = {k: i for k, i in pool.items() if i.owner in want}
+        if not ids and not req.get("IncludeDeprecated"):
+            # As EC2: deprecated images are left out of listings, except for their owner.
+            now = time.time()
+            pool = {k: i for k, i in pool.items() if i.owner == caller.account
+                    or i.deprecation_time is None or i.deprecation_time > now}
         rows = {k: i for k, i in pool.items() if match(i)}
         keys, token = paginate(sorted(rows), after, limit, fp)
         return [rows[k] for k in keys], token

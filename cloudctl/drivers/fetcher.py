@@ -11,6 +11,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,85 @@ async def fetch(url: str, dest: Path, progress: Callable[[int, int | None], None
 def _sync_close(f: object) -> None:
     f.flush()  # type: ignore[attr-defined]
     os.fsync(f.fileno())  # type: ignore[attr-defined]
+
+
+class Incomplete(FetchError):
+    """The transfer stopped early; the partial file is kept so the next attempt resumes it."""
+
+
+class Rejected(FetchError):
+    """The bytes are wrong (too many, or the digest differs); the partial file is gone."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _rehash(part: Path) -> tuple[int, Any, Any]:
+    h256, h512 = hashlib.sha256(), hashlib.sha512()
+    n = 0
+    try:
+        with open(part, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h256.update(chunk)
+                h512.update(chunk)
+                n += len(chunk)
+    except FileNotFoundError:
+        pass
+    return n, h256, h512
+
+
+async def fetch_resumable(url: str, part: Path, size: int, sha512: str, progress: Callable[[int, int], None],
+                          timeout_s: float = 3600) -> Fetched:
+    """Bring `part` up to `size` bytes from `url`, resuming with `Range`, then check its sha512.
+
+    Hash state cannot be saved, so an existing part is re-hashed first. More than `size` bytes,
+    or a digest mismatch, deletes the part (it must never be resumed from); a short transfer
+    raises Incomplete and leaves it for the next attempt. The caller renames it into place.
+    """
+    have, h256, h512 = await asyncio.to_thread(_rehash, part)
+    if have > size:
+        await asyncio.to_thread(part.unlink)
+        have, h256, h512 = 0, hashlib.sha256(), hashlib.sha512()
+    progress(have, size)
+    try:
+        if have < size:
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+                async with session.get(url, headers=headers) as resp:
+                    if resp.status == 206 and have:
+                        start = (resp.headers.get("Content-Range") or "").removeprefix("bytes ").split("-")[0]
+                        if start != str(have):
+                            raise Incomplete(f"GET {url}: asked for bytes {have}-, got {start}-")
+                        mode = "ab"
+                    elif resp.status == 200:   # no range support: start over
+                        have, h256, h512 = 0, hashlib.sha256(), hashlib.sha512()
+                        mode = "wb"
+                    else:
+                        raise Incomplete(f"GET {url}: HTTP {resp.status} {resp.reason}")
+                    f = await asyncio.to_thread(open, part, mode)
+                    try:
+                        # Whatever has arrived is written at once: a transfer cut short keeps it all.
+                        async for chunk in resp.content.iter_any():
+                            if have + len(chunk) > size:
+                                raise Rejected("size", f"GET {url}: more than the declared {size} bytes")
+                            h256.update(chunk)
+                            h512.update(chunk)
+                            await asyncio.to_thread(f.write, chunk)
+                            have += len(chunk)
+                            progress(have, size)
+                        await asyncio.to_thread(_sync_close, f)
+                    finally:
+                        f.close()
+    except Rejected:
+        part.unlink(missing_ok=True)
+        raise
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        raise Incomplete(f"GET {url}: {e or type(e).__name__}") from None
+    if have < size:
+        raise Incomplete(f"GET {url}: {have} of {size} bytes so far")
+    if h512.hexdigest() != sha512.lower():
+        part.unlink(missing_ok=True)
+        raise Rejected("sha512", f"sha512 mismatch: the list declares {sha512[:16]}..., "
+                                 f"the bytes hash to {h512.hexdigest()[:16]}...")
+    return Fetched(have, h256.hexdigest(), h512.hexdigest())

@@ -114,6 +114,7 @@ class Image(Row):
     image_type: str = "machine"      # machine | kernel | ramdisk (EC2's AMI / AKI / ARI)
     kernel_id: str | None = None     # a machine image booted directly from a kernel image
     ramdisk_id: str | None = None
+    deprecation_time: float | None = None   # hidden from DescribeImages after it unless IncludeDeprecated
 
 
 @dataclass(slots=True)
@@ -340,6 +341,92 @@ class NumericId(Row):
     num: int
 
 
+@dataclass(slots=True)
+class PublishedList(Row):
+    """The image list this cloud publishes: what it holds, and the signed bytes served."""
+
+    table: ClassVar[str] = "published_lists"
+    id: str                      # the list's dc:identifier
+    version: str                 # hv:version of the signed list
+    created: float
+    expires: float
+    image_ids: list[str] = field(default_factory=list)      # ami ids, in publishing order
+    sha512: dict[str, str] = field(default_factory=dict)     # ami id -> sha512 (hashed once at publish)
+    sha1: dict[str, str] = field(default_factory=dict)       # ami id -> sha1 (the StratusLab identifier)
+    deprecated: dict[str, str] = field(default_factory=dict)  # ami id -> reason, no longer listed
+    signed: str = ""             # the S/MIME message subscribers fetch
+
+
+@dataclass(slots=True)
+class Subscription(Row):
+    """A remote image list this cloud follows, and the last version of it that passed every check."""
+
+    table: ClassVar[str] = "subscriptions"
+    id: str
+    url: str
+    identifier: str              # the expected dc:identifier
+    endorsers: list[list[str]]   # allowed [subject DN, issuer DN] pairs
+    trust: str                   # CA anchors (+ CRLs): a PEM bundle or a directory
+    policy: str                  # accept | hold: new images download at once, or wait for approval
+    interval_s: float
+    created: float
+    version: str | None = None   # last accepted hv:version
+    list_created: float | None = None
+    list_expires: float | None = None
+    endorser: list[str] = field(default_factory=list)   # [dn, ca] that signed the accepted list
+    title: str = ""
+    signed: str = ""             # the accepted signed bytes, kept for audit
+    last_poll: float | None = None
+    last_result: str = ""        # accepted, unchanged, or the reason code of the last refusal
+    etag: str = ""               # of the accepted list, for conditional polls
+    last_message: str = ""
+
+
+@dataclass(slots=True)
+class MarketImage(Row):
+    """One image of a subscribed list at one sha512; a new checksum is a new row (and AMI)."""
+
+    table: ClassVar[str] = "market_images"
+    id: str                      # the stable AMI id: from (list id, image id, sha512)
+    subscription: str
+    list_id: str
+    identifier: str              # the image's dc:identifier
+    sha512: str
+    size: int
+    uri: str
+    title: str
+    description: str = ""
+    arch: str = "x86_64"
+    version: str = ""
+    list_version: str = ""
+    endorser: str = ""
+    expires: float | None = None   # the earlier of the image's and the list's expiry
+    state: str = "held"          # held | queued | downloading | available | failed | expired | deregistered
+    reason: str = ""             # why it is failed or expired
+    attempts: int = 0
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class MetadataEntry(Row):
+    """One immutable StratusLab-style signed endorsement of an image: (identifier, e-mail, created)."""
+
+    table: ClassVar[str] = "metadata_entries"
+    id: str                      # identifier/email/created
+    identifier: str              # 27 characters from the image's SHA-1
+    email: str
+    created: float
+    valid: float                 # dcterms:valid, the end of the endorsement
+    subject: str
+    issuer: str
+    location: str
+    sha512: str
+    image_id: str
+    signed: str                  # the S/MIME-signed RDF/XML entry
+    deprecated: str | None = None
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
-                                     BmAttachment, BmOperation, HostAdmin, NumericId)
+                                     BmAttachment, BmOperation, HostAdmin, NumericId, PublishedList, Subscription,
+                                     MarketImage, MetadataEntry)

@@ -21,6 +21,8 @@ def image_view(cloud: Cloud, im: Image) -> dict[str, Any]:
         "BlockDeviceMappings": [], "Tags": tag_list(cloud, im.id), "PlatformDetails": "Linux/UNIX",
         "UsageOperation": "RunInstances", "BootMode": "legacy-bios",
         "ImageOwnerAlias": CLOUD_OWNER if im.owner == CLOUD_OWNER else None,
+        "DeprecationTime": (ts(im.deprecation_time).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                            if im.deprecation_time is not None else None),
     }
 
 

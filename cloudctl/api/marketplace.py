@@ -1,0 +1,187 @@
+"""The marketplace over HTTP: the public read-only listener (signed list, image files) and the
+admin routes behind the bearer token (publish, subscribe, approve, status)."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from ..core.cloud import Cloud
+from ..core.errors import CloudError
+from ..core.marketplace import imagelist
+from ..core.marketplace.publisher import Publisher
+from ..core.marketplace.stratuslab import entry_json
+from ..core.marketplace.subscriber import Subscriber
+from ..store.records import PublishedList, Subscription
+
+
+def public_app(cloud: Cloud) -> web.Application:
+    """Served to anyone: subscribers hold no admin token, and everything here is signed or hashed."""
+
+    def publisher() -> Publisher:
+        if cloud.publisher is None:
+            raise web.HTTPNotFound(text="this cloud publishes no image list\n")
+        return cloud.publisher
+
+    async def imagelist_(request: web.Request) -> web.Response:
+        pub = publisher()
+        cur = pub.current
+        if request.match_info["list_id"] != pub.list_id or cur is None:
+            raise web.HTTPNotFound(text="no such image list\n")
+        etag = f'"{cur.version}"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(body=cur.signed.encode(), content_type="application/octet-stream",
+                            headers={"Cache-Control": "no-cache", "ETag": etag})
+
+    async def image_file(request: web.Request) -> web.StreamResponse:
+        pub = publisher()
+        im = pub.ami_of(request.match_info["image_uuid"])
+        if im is None:
+            raise web.HTTPNotFound(text="no such image in the published list\n")
+        return web.FileResponse(cloud.images.path_of(im))   # serves Range requests (resume)
+
+    async def metadata(request: web.Request) -> web.Response:
+        """StratusLab-style queries: latest entry per (identifier, e-mail), filtered by status."""
+        pub = publisher()
+        m, q = request.match_info, request.query
+        try:
+            rows = pub.metadata.query(m.get("identifier") or q.get("identifier"), m.get("email") or q.get("email"),
+                                      q.get("status", "valid"), q.get("created"))
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=f"{e}\n") from None
+        return web.json_response([entry_json(e, pub.public_url) for e in rows])
+
+    async def metadata_entry(request: web.Request) -> web.Response:
+        pub = publisher()
+        m = request.match_info
+        entry = pub.metadata.table.get(f"{m['identifier']}/{m['email']}/{m['created']}")
+        if entry is None:
+            raise web.HTTPNotFound(text="no such metadata entry\n")
+        return web.Response(body=entry.signed.encode(), content_type="application/octet-stream")
+
+    app = web.Application()
+    r = app.router
+    r.add_get("/imagelist/{list_id}", imagelist_)
+    r.add_get("/images/{image_uuid}", image_file)
+    r.add_get("/metadata", metadata)
+    r.add_get("/metadata/{identifier}", metadata)
+    r.add_get("/metadata/{identifier}/{email}", metadata)
+    r.add_get("/metadata/{identifier}/{email}/{created}", metadata_entry)
+    return app
+
+
+class PublishBody(BaseModel):
+    images: list[str] = []
+
+
+class DeprecateBody(BaseModel):
+    image: str
+    reason: str
+
+
+class SubscribeBody(BaseModel):
+    url: str
+    identifier: str
+    endorsers: list[list[str]]
+    trust: str
+    policy: str = "accept"
+    interval_s: float = 3600
+
+
+class EndorsersBody(BaseModel):
+    endorsers: list[list[str]]
+
+
+def _published(pub: Publisher, cur: PublishedList | None) -> dict[str, Any]:
+    if cur is None:
+        return {"ListId": pub.list_id, "Url": pub.list_url, "Version": None, "Images": []}
+    return {"ListId": pub.list_id, "Url": pub.list_url, "Version": cur.version,
+            "Created": imagelist.fmt_time(cur.created), "Expires": imagelist.fmt_time(cur.expires),
+            "Images": [{"ImageId": a, "Identifier": pub.image_uuid(a), "Sha512": cur.sha512.get(a),
+                        "Url": pub.image_url(a)} for a in cur.image_ids],
+            "Deprecated": [{"ImageId": a, "Reason": r} for a, r in cur.deprecated.items()]}
+
+
+def _sub(s: Subscription) -> dict[str, Any]:
+    return {"Id": s.id, "Url": s.url, "Identifier": s.identifier, "Endorsers": s.endorsers, "Trust": s.trust,
+            "Policy": s.policy, "IntervalS": s.interval_s, "Version": s.version,
+            "Expires": imagelist.fmt_time(s.list_expires) if s.list_expires else None, "Title": s.title,
+            "LastResult": s.last_result, "LastMessage": s.last_message}
+
+
+class MarketplaceAdmin:
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+
+    def add_routes(self, r: web.UrlDispatcher) -> None:
+        r.add_get("/v0/marketplace/published", self.show)
+        r.add_post("/v0/marketplace/publish", self.publish)
+        r.add_post("/v0/marketplace/deprecate", self.deprecate)
+        r.add_get("/v0/marketplace/subscriptions", self.subscriptions)
+        r.add_post("/v0/marketplace/subscriptions", self.subscribe)
+        r.add_delete("/v0/marketplace/subscriptions/{sub_id}", self.remove)
+        r.add_post("/v0/marketplace/subscriptions/{sub_id}/poll", self.poll)
+        r.add_put("/v0/marketplace/subscriptions/{sub_id}/endorsers", self.endorsers)
+        r.add_post("/v0/marketplace/images/{image_id}/approve", self.approve)
+        r.add_get("/v0/marketplace/status", self.status)
+
+    def _pub(self) -> Publisher:
+        if self.cloud.publisher is None:
+            raise CloudError("InvalidRequest", "publishing is not configured (marketplace.publish)")
+        return self.cloud.publisher
+
+    def _subs(self) -> Subscriber:
+        if self.cloud.subscriber is None:
+            raise CloudError("InvalidRequest", "the marketplace is not configured (marketplace:)")
+        return self.cloud.subscriber
+
+    async def show(self, request: web.Request) -> web.Response:
+        pub = self._pub()
+        return web.json_response(_published(pub, pub.current))
+
+    async def publish(self, request: web.Request) -> web.Response:
+        body = PublishBody.model_validate(await _json(request))
+        pub = self._pub()
+        return web.json_response(_published(pub, await pub.publish(body.images)))
+
+    async def deprecate(self, request: web.Request) -> web.Response:
+        body = DeprecateBody.model_validate(await _json(request))
+        pub = self._pub()
+        return web.json_response(_published(pub, await pub.deprecate(body.image, body.reason)))
+
+    async def subscriptions(self, request: web.Request) -> web.Response:
+        return web.json_response([_sub(s) for s in self._subs().subs.values()])
+
+    async def subscribe(self, request: web.Request) -> web.Response:
+        b = SubscribeBody.model_validate(await _json(request))
+        sub = await self._subs().subscribe(b.url, b.identifier, b.endorsers, b.trust, b.policy, b.interval_s)
+        return web.json_response(_sub(sub), status=201)
+
+    async def remove(self, request: web.Request) -> web.Response:
+        await self._subs().remove(request.match_info["sub_id"])
+        return web.json_response({"removed": request.match_info["sub_id"]})
+
+    async def poll(self, request: web.Request) -> web.Response:
+        subs = self._subs()
+        subs.get(request.match_info["sub_id"])
+        return web.json_response(await subs.poll(request.match_info["sub_id"]))
+
+    async def endorsers(self, request: web.Request) -> web.Response:
+        b = EndorsersBody.model_validate(await _json(request))
+        return web.json_response(_sub(await self._subs().set_endorsers(request.match_info["sub_id"], b.endorsers)))
+
+    async def approve(self, request: web.Request) -> web.Response:
+        row = await self._subs().approve(request.match_info["image_id"])
+        return web.json_response({"ImageId": row.id, "State": row.state})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._subs().status())
+
+
+async def _json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise CloudError("InvalidRequest", "expected a JSON body") from None
