@@ -147,6 +147,9 @@ def test_every_action_round_trips_through_botocore(server: Any, ec2: Any, image_
         **dict.fromkeys(("CreateVolume", "DescribeVolumes", "DeleteVolume", "AttachVolume", "DetachVolume",
                          "CreateSnapshot", "DescribeSnapshots", "DeleteSnapshot"), None),  # test_ec2_volumes
         "DescribeVpcs": ec2.describe_vpcs, "DescribeSubnets": ec2.describe_subnets,
+        **dict.fromkeys(("CreateSecurityGroup", "DeleteSecurityGroup", "DescribeSecurityGroups",
+                         "DescribeSecurityGroupRules", "AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupEgress",
+                         "RevokeSecurityGroupIngress", "RevokeSecurityGroupEgress"), None),  # test_ec2_security_groups
     }
     assert set(calls) == set(ACTIONS), "every implemented action is exercised here"
     for name, call in calls.items():

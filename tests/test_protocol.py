@@ -285,6 +285,19 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "DescribeVpcs": {"VpcIds": ["vpc-1"], "Filters": [{"Name": "is-default", "Values": ["true"]}]},
     "DescribeSubnets": {"SubnetIds": ["subnet-1"], "MaxResults": 5,
                         "Filters": [{"Name": "default-for-az", "Values": ["true"]}]},
+    "CreateSecurityGroup": {"GroupName": "web", "Description": "web tier", "VpcId": "vpc-1",
+                            "TagSpecifications": [{"ResourceType": "security-group", "Tags": TAGS}]},
+    "DeleteSecurityGroup": {"GroupId": "sg-1"},
+    "DescribeSecurityGroups": {"GroupIds": ["sg-1"], "GroupNames": ["web"], "MaxResults": 5, "NextToken": "tok",
+                               "Filters": [{"Name": "ip-permission.from-port", "Values": ["22"]}]},
+    "DescribeSecurityGroupRules": {"SecurityGroupRuleIds": ["sgr-1"], "Filters": [FILTERS[1]]},
+    "AuthorizeSecurityGroupIngress": {"GroupId": "sg-1", "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                     "IpRanges": [{"CidrIp": "10.0.0.0/8", "Description": "ssh"}],
+                     "UserIdGroupPairs": [{"GroupId": "sg-2", "UserId": "123456789012"}]}]},
+    "AuthorizeSecurityGroupEgress": {"GroupId": "sg-1", "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+                                     "CidrIp": "0.0.0.0/0"},
+    "RevokeSecurityGroupIngress": {"GroupName": "web", "SourceSecurityGroupName": "lb"},
+    "RevokeSecurityGroupEgress": {"GroupId": "sg-1", "SecurityGroupRuleIds": ["sgr-1", "sgr-2"]},
 }
 
 
@@ -631,6 +644,27 @@ RESPONSES["DescribeSubnets"] = {"Subnets": [{
     "SubnetId": "subnet-1", "VpcId": "vpc-1", "CidrBlock": "10.0.0.0/24", "AvailableIpAddressCount": 250,
     "AvailabilityZone": "az1", "DefaultForAz": True, "MapPublicIpOnLaunch": False, "State": "available",
     "Tags": TAGS}], "NextToken": "tok"}
+_RULE = {"SecurityGroupRuleId": "sgr-1", "GroupId": "sg-1", "GroupOwnerId": "123456789012", "IsEgress": False,
+         "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "10.0.0.0/8", "Description": "ssh", "Tags": TAGS}
+RESPONSES.update({
+    "CreateSecurityGroup": {"GroupId": "sg-1", "Tags": TAGS},
+    "DeleteSecurityGroup": {"Return": True, "GroupId": "sg-1"},
+    "DescribeSecurityGroups": {"SecurityGroups": [{
+        "GroupId": "sg-1", "GroupName": "web", "Description": "web tier", "OwnerId": "123456789012", "VpcId": "vpc-1",
+        "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                     "IpRanges": [{"CidrIp": "10.0.0.0/8", "Description": "ssh"}],
+                     "UserIdGroupPairs": [{"GroupId": "sg-2", "UserId": "123456789012"}]}],
+        "IpPermissionsEgress": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}], "Tags": TAGS}],
+        "NextToken": "tok"},
+    "DescribeSecurityGroupRules": {"SecurityGroupRules": [_RULE, {**_RULE, "CidrIpv4": None,
+                                   "ReferencedGroupInfo": {"GroupId": "sg-2", "UserId": "123456789012"}}]},
+    "AuthorizeSecurityGroupIngress": {"Return": True, "SecurityGroupRules": [_RULE]},
+    "AuthorizeSecurityGroupEgress": {"Return": True, "SecurityGroupRules": [{**_RULE, "IsEgress": True}]},
+    "RevokeSecurityGroupIngress": {"Return": True, "RevokedSecurityGroupRules": [
+        {"SecurityGroupRuleId": "sgr-1", "GroupId": "sg-1", "IsEgress": False, "IpProtocol": "tcp", "FromPort": 22,
+         "ToPort": 22, "ReferencedGroupId": "sg-2"}]},
+    "RevokeSecurityGroupEgress": {"Return": True, "RevokedSecurityGroupRules": []},
+})
 
 NO_OUTPUT = ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags", "DeleteVolume", "DeleteSnapshot")
 

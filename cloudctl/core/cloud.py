@@ -28,6 +28,7 @@ from .monitor import Monitor
 from .network import Networks
 from .numeric_ids import NumericIds
 from .scheduler import Scheduler
+from .security_groups import SecurityGroups
 from .tags import Tags
 from .users import Users
 from .volumes import Volumes
@@ -102,6 +103,8 @@ class Cloud:
                                self.events, controller_id(cfg.state_dir))
         self.volumes = Volumes(self.store, cfg, self.tags, self.drivers, self.storage, self.compute.work)
         self.compute.volumes = self.volumes
+        self.security_groups = SecurityGroups(self.store, self.tags, self.network.vpc_id, self.drivers, self.compute.work)
+        self.compute.security_groups = self.security_groups
         connected: set[str] = set()
         for h in cfg.hosts:
             driver = self.drivers[h.name]
@@ -138,6 +141,7 @@ class Cloud:
         self.metadata = InstanceMetadata.for_cloud(self)
         self.baremetal = Baremetal(self.store, cfg.baremetal, self.events)
         await self.compute.reconcile()
+        self.security_groups.start()
         self.volumes.reconcile()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()

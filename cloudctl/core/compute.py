@@ -41,6 +41,7 @@ from .tags import Tags, tags_from_specs
 from .work import KeyedWork
 
 if TYPE_CHECKING:
+    from .security_groups import SecurityGroups
     from .volumes import Volumes
 
 log = logging.getLogger("cloudctl.compute")
@@ -52,7 +53,6 @@ MAX_USER_DATA = 16 * 1024
 # Accepted in TagSpecifications; there are no volume or interface resources yet to carry them.
 _TAGGABLE = ("instance", "volume", "network-interface")
 _UNSUPPORTED = {
-    "SecurityGroupIds": "security groups", "SecurityGroups": "security groups",
     "ElasticGpuSpecification": "elastic GPUs", "LaunchTemplate": "launch templates",
     "InstanceMarketOptions": "spot instances",
 }
@@ -76,6 +76,8 @@ class Compute:
         self.events = events
         # Set by the cloud once volumes exist: launch volumes, data disks, release at terminate.
         self.volumes: Volumes | None = None
+        # Set by the cloud: launch groups, packet filters applied before domains are defined.
+        self.security_groups: SecurityGroups | None = None
         self.table = store.table(Instance)
         self.reservations = store.table(Reservation)
         self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))
@@ -123,6 +125,10 @@ class Compute:
             "state-reason-code": lambda i: i.state_reason_code,
             "cpu-options.core-count": lambda i: t[i.instance_type].vcpus if i.instance_type in t else None,
             "host-id": lambda i: i.host,
+            "instance.group-id": lambda i: i.group_ids,
+            "group-id": lambda i: i.group_ids,
+            "instance.group-name": self._group_names,
+            "group-name": self._group_names,
         }, tags_of=lambda i: self.tags.of(i.id))
 
     def _status_filter_set(self) -> FilterSet:
@@ -139,6 +145,9 @@ class Compute:
     def _subnet_id(self, i: Instance) -> str | None:
         s = self.network.of(i.private_ip, i.zone, i.subnet_id)
         return s.id if s else None
+
+    def _group_names(self, i: Instance) -> list[str]:
+        return [n for _, n in self.security_groups.groups_of(i)] if self.security_groups else []
 
     # -- lookups -------------------------------------------------------------------------------
     def _check_owner(self, caller: Caller, instance_id: str) -> None:
@@ -231,6 +240,8 @@ class Compute:
         tag_pairs = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE).get("instance", [])
         root_gib, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
                                     if self.volumes else (None, []))
+        new_groups: dict[str, Any] = {}   # a default group made by this launch
+        group_ids = self.security_groups.for_launch(caller, req, new_groups) if self.security_groups else []
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
@@ -261,7 +272,7 @@ class Compute:
                     subnet_id=(subnet or self.network.default_for(zone)).id, mac=new_mac(), uuid=str(uuid.uuid4()),
                     disable_api_termination=bool(req.get("DisableApiTermination")),
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
-                    root_gib=root_gib)
+                    root_gib=root_gib, group_ids=group_ids)
                 tx.put(inst)
                 if launch_volumes and self.volumes is not None:
                     volume_ids[iid] = self.volumes.add_at_launch(tx, caller.account, iid, zone, launch_volumes, now)
@@ -270,6 +281,8 @@ class Compute:
                 launched.append(inst)
             res.instance_ids = [i.id for i in launched]
             tx.put(res)
+            if self.security_groups is not None:
+                self.security_groups.store_pending(tx, new_groups)
         await self.store.sync()
         for inst in launched:
             if inst.id in volume_ids and self.volumes is not None:
@@ -311,7 +324,7 @@ class Compute:
                 raise CloudError("InvalidParameterValue",
                                  "Instances in this cloud have one network interface (DeviceIndex 0)")
             nic = nics[0]
-            for key in ("NetworkInterfaceId", "Groups", "Ipv6Addresses", "SecondaryPrivateIpAddressCount"):
+            for key in ("NetworkInterfaceId", "Ipv6Addresses", "SecondaryPrivateIpAddressCount"):
                 if nic.get(key):
                     raise CloudError("InvalidParameterValue",
                                      f"NetworkInterface.{key} is not supported by this cloud yet")
@@ -498,7 +511,8 @@ class Compute:
             "disableApiStop": False,
             "ebsOptimized": False,
             "sourceDestCheck": True,
-            "groupSet": [],
+            "groupSet": [{"GroupId": g, "GroupName": n} for g, n in
+                         (self.security_groups.groups_of(inst) if self.security_groups else [])],
             "blockDeviceMapping": [],
             "productCodes": [],
             "rootDeviceName": "/dev/vda",
@@ -540,6 +554,9 @@ class Compute:
                     raise CloudError("InvalidParameterValue",
                                      f"Invalid value '{value}' for instanceInitiatedShutdownBehavior")
                 updates["shutdown_behavior"] = value
+            elif name == "groupSet" and self.security_groups is not None:
+                ids = [value] if isinstance(value, str) else list(value or [])
+                updates["group_ids"] = self.security_groups.group_ids_for(caller, ids)
             else:
                 raise CloudError("InvalidParameterValue",
                                  f"Modifying the attribute '{name}' is not supported by this cloud")
@@ -639,6 +656,8 @@ class Compute:
     async def _drive(self, driver: HypervisorDriver, inst: Instance) -> None:
         iid = inst.id
         if inst.state in ("pending", "running"):
+            if self.security_groups is not None:   # the definition refers to it
+                await self.security_groups.apply(driver, inst)
             await driver.define(iid, await self._xml(inst))
             await driver.start(iid)
             self._set_state(iid, "pending", state="running", transition_reason="",
@@ -648,11 +667,15 @@ class Compute:
                 await driver.stop(iid, force=iid in self._hard_stop, timeout=self.config.stop_timeout_s)
                 self._hard_stop.discard(iid)
             else:
+                if self.security_groups is not None:
+                    await self.security_groups.apply(driver, inst)
                 await driver.define(iid, await self._xml(inst))
             self._set_state(iid, "stopping", state="stopped")
         else:  # shutting-down, terminated
             await driver.undefine(iid)
             await self.files.remove(iid)
+            if self.security_groups is not None:   # its address leaves its groups' peers' filters
+                await self.security_groups.remove(driver, iid)
             self._set_state(iid, "shutting-down", state="terminated", terminated_at=time.time())
 
     async def _failed(self, inst: Instance, err: HypervisorError) -> None:
@@ -677,8 +700,12 @@ class Compute:
         except (OSError, StorageError, ConfigDriveError) as e:
             raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
         kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)
+        # nwfilter acts on Linux bridge ports only: guests on Open vSwitch go unfiltered (for now)
+        bridged = net is not None and net.bridge is not None and net.bridge_type != "openvswitch"
+        ref = self.drivers[inst.host].firewall_ref(inst.id) if self.security_groups and bridged else None
         return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
-                                    self.volumes.disks_for(inst.id) if self.volumes else [], net)
+                                    self.volumes.disks_for(inst.id) if self.volumes else [], net,
+                                    f"<filterref filter='{ref}'/>" if ref else "")
 
     # -- events, reconciliation, expiry --------------------------------------------------------
     def on_domain_event(self, ev: DomainEvent) -> None:

@@ -17,7 +17,7 @@ _EMPTY: Mapping[str, str] = {}
 # Resource id prefix -> EC2 resource type name.
 RESOURCE_TYPES = {
     "i": "instance", "ami": "image", "key": "key-pair", "vol": "volume", "snap": "snapshot",
-    "sg": "security-group", "eipalloc": "elastic-ip", "vpc": "vpc", "subnet": "subnet",
+    "sg": "security-group", "sgr": "security-group-rule", "eipalloc": "elastic-ip", "vpc": "vpc", "subnet": "subnet",
     "r": "reservation",
 }
 

@@ -426,7 +426,37 @@ class MetadataEntry(Row):
     deprecated: str | None = None
 
 
+@dataclass(slots=True)
+class SecurityGroup(Row):
+    table: ClassVar[str] = "security_groups"
+    id: str
+    owner: str
+    vpc_id: str
+    name: str
+    description: str
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class SecurityGroupRule(Row):
+    """One rule of a group: one protocol/port range and one peer (a CIDR or a group)."""
+
+    table: ClassVar[str] = "security_group_rules"
+    id: str                          # sgr-...
+    group_id: str
+    owner: str                       # the group's owner
+    egress: bool
+    protocol: str                    # tcp | udp | icmp | -1 (all) | another IP protocol number
+    from_port: int | None = None     # tcp/udp: first port; icmp: type (-1 = any)
+    to_port: int | None = None       # tcp/udp: last port; icmp: code (-1 = any)
+    cidr: str | None = None          # the peer: a CIDR ...
+    peer_group_id: str | None = None  # ... or a group, whose members' addresses are the peer
+    peer_owner: str | None = None
+    description: str = ""
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, HostAdmin, NumericId, PublishedList, Subscription,
-                                     MarketImage, MetadataEntry)
+                                     MarketImage, MetadataEntry,
+                                     SecurityGroup, SecurityGroupRule)

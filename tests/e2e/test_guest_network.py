@@ -29,6 +29,9 @@ def wait_console(ec2: Any, iid: str, needle: str, timeout: float = 90) -> str:
 def test_two_guests_on_a_bridge_reach_each_other(bridged_cloud: Any) -> None:
     cloud = bridged_cloud
     outside = cloud.lab.add_host("out", cloud.address(250))
+    # the default security group admits only its own members: let the lab (host, namespaces) ping
+    cloud.ec2.authorize_security_group_ingress(GroupName="default", IpPermissions=[
+        {"IpProtocol": "icmp", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": str(cloud.lab.net)}]}])
     b_ip = cloud.address(11)
     t0 = time.monotonic()
     a = cloud.run(f"#!/bin/sh\nuntil ping -c 1 -W 1 {b_ip} >/dev/null 2>&1; do sleep 0.5; done\necho REACHED-B\n")

@@ -88,6 +88,30 @@ class HostPoll:
     domains: list[DomainStats]
 
 
+@dataclass(frozen=True, slots=True)
+class FirewallRule:
+    """Traffic one rule allows. `protocol` is tcp, udp, icmp, all, or an IP protocol number;
+    ports are a tcp/udp range, or for icmp the type and code (None = any). `peers` are the
+    CIDRs it may come from (ingress) or go to (egress); source groups arrive expanded."""
+
+    protocol: str
+    from_port: int | None
+    to_port: int | None
+    peers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallSpec:
+    """What one guest NIC may receive and send; everything else is dropped, and replies to
+    allowed traffic always pass (stateful)."""
+
+    tap: str
+    mac: str
+    ip: str
+    ingress: tuple[FirewallRule, ...]
+    egress: tuple[FirewallRule, ...]
+
+
 class HypervisorError(Exception):
     """A hypervisor operation failed; the message is the hypervisor's own text.
 
@@ -169,6 +193,23 @@ class HypervisorDriver(ABC):
         holds another file.
         """
         raise HypervisorError(f"{type(self).__name__} cannot attach disks")
+
+    #: True when set_firewall only records the spec (a simulated host), so callers may apply
+    #: many at once without queueing them behind the domain's other work.
+    records_firewall_only: bool = False
+
+    def firewall_ref(self, name: str) -> str | None:
+        """What the domain's `<interface>` refers to for its packet filter (libvirt: the nwfilter
+        name), or None when this driver filters without the domain's help."""
+        return None
+
+    async def set_firewall(self, name: str, spec: FirewallSpec) -> None:
+        """Make domain `name`'s NIC filter exactly `spec`, live if it runs. Before the domain
+        is defined, so the definition can refer to it."""
+        raise HypervisorError(f"{type(self).__name__} cannot filter packets")
+
+    async def remove_firewall(self, name: str) -> None:
+        """Forget the filter of `name` (after its domain is gone); a no-op if there is none."""
 
     async def detach_disk(self, name: str, target: str, *, timeout: float = 30.0) -> None:
         """Remove the disk at guest device `target` (live and persistent); a no-op if absent.

@@ -35,7 +35,9 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
             "VolumeId": v.id, "Status": v.attach_state, "AttachTime": ts(v.attach_time or v.created),
             "DeleteOnTermination": v.delete_on_termination}} for v in cloud.volumes.attached_to(i.id)],
         "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
-        "Tags": tag_list(cloud, i.id), "SecurityGroups": [], "SourceDestCheck": True, "Hypervisor": "xen",
+        "Tags": tag_list(cloud, i.id),
+        "SecurityGroups": [{"GroupId": g, "GroupName": n} for g, n in cloud.security_groups.groups_of(i)],
+        "SourceDestCheck": True, "Hypervisor": "xen",
         "EbsOptimized": False, "EnaSupport": False,
         "CpuOptions": {"CoreCount": t.vcpus if t else 1, "ThreadsPerCore": 1},
         "HibernationOptions": {"Configured": False},
@@ -57,11 +59,12 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
 
 
 def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str) -> dict[str, Any]:
+    groups = [{"GroupId": g, "GroupName": n} for g, n in cloud.security_groups.groups_of(i)]
     primary = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True}
     return {
         "NetworkInterfaceId": interface_id(i.id), "SubnetId": subnet_id, "VpcId": cloud.network.vpc_id,
         "OwnerId": i.owner, "Status": "in-use", "MacAddress": i.mac, "PrivateIpAddress": i.private_ip,
-        "PrivateDnsName": dns, "SourceDestCheck": True, "Groups": [], "Ipv6Addresses": [],
+        "PrivateDnsName": dns, "SourceDestCheck": True, "Groups": groups, "Ipv6Addresses": [],
         "InterfaceType": "interface", "Description": "",
         "Attachment": {"AttachmentId": "eni-attach-" + i.id.removeprefix("i-"), "DeviceIndex": 0,
                        "Status": "attached", "AttachTime": ts(i.launch_time), "DeleteOnTermination": True,
