@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..drivers.hypervisor.base import FirewallRule, FirewallSpec, HypervisorDriver, HypervisorError
