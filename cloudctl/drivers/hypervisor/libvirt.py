@@ -496,7 +496,8 @@ class LibvirtDriver(HypervisorDriver):
         self._filter_mutex: asyncio.Lock | None = None
         parts = urlsplit(uri)
         self._in_process_test = parts.scheme == "test"
-        self.records_firewall_only = self._in_process_test
+        # libvirt's test driver (in process or behind test+unix://) has no nwfilter
+        self.records_firewall_only = parts.scheme.split("+", 1)[0] == "test"
         self._local = parts.hostname in (None, "", "localhost", "127.0.0.1", "::1")
 
     # -- connection --------------------------------------------------------------------------
@@ -925,10 +926,10 @@ class LibvirtDriver(HypervisorDriver):
     # -- packet filters ------------------------------------------------------------------------
 
     def firewall_ref(self, name: str) -> str | None:
-        return None if self._in_process_test else filter_name(name)
+        return None if self.records_firewall_only else filter_name(name)
 
     async def set_firewall(self, name: str, spec: FirewallSpec) -> None:
-        if not self._in_process_test:
+        if not self.records_firewall_only:
             if self._local and not self._bridge_filtering_checked:
                 self._bridge_filtering_checked = True
                 await asyncio.to_thread(_check_bridge_filtering)
@@ -940,7 +941,7 @@ class LibvirtDriver(HypervisorDriver):
         self.firewalls[name] = spec
 
     async def remove_firewall(self, name: str) -> None:
-        if not self._in_process_test:
+        if not self.records_firewall_only:
             async with self._filter_lock():
                 await self._call(self._remove_filter_sync, filter_name(name))
         self.firewalls.pop(name, None)
