@@ -102,6 +102,7 @@ class Cloud:
                                self.events, controller_id(cfg.state_dir))
         self.volumes = Volumes(self.store, cfg, self.tags, self.drivers, self.storage, self.compute.work)
         self.compute.volumes = self.volumes
+        self.volumes.image_file = self.images.file_of
         connected: set[str] = set()
         for h in cfg.hosts:
             driver = self.drivers[h.name]

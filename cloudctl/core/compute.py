@@ -15,7 +15,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +118,13 @@ class Compute:
             "owner-id": lambda i: i.owner,
             "launch-index": lambda i: i.launch_index,
             "architecture": lambda i: "x86_64",
-            "root-device-type": lambda i: "instance-store",
+            "root-device-type": lambda i: "ebs" if i.root_device else "instance-store",
+            "root-device-name": lambda i: i.root_device or "/dev/vda",
+            "block-device-mapping.device-name": lambda i: [v.device for v in self._volumes_of(i)],
+            "block-device-mapping.volume-id": lambda i: [v.id for v in self._volumes_of(i)],
+            "block-device-mapping.status": lambda i: [v.attach_state for v in self._volumes_of(i)],
+            "block-device-mapping.delete-on-termination":
+                lambda i: [v.delete_on_termination for v in self._volumes_of(i)],
             "virtualization-type": lambda i: "hvm",
             "tenancy": lambda i: "default",
             "state-reason-code": lambda i: i.state_reason_code,
@@ -141,6 +148,9 @@ class Compute:
         return s.id if s else None
 
     # -- lookups -------------------------------------------------------------------------------
+    def _volumes_of(self, inst: Instance) -> list[Any]:
+        return self.volumes.attached_to(inst.id) if self.volumes is not None else []
+
     def _check_owner(self, caller: Caller, instance_id: str) -> None:
         self.owned(caller, [instance_id])
 
@@ -229,8 +239,9 @@ class Compute:
             raise CloudError("InvalidParameterCombination",
                              "A private IP address can only be given when launching one instance (MaxCount=1)")
         tag_pairs = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE).get("instance", [])
-        root_gib, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
-                                    if self.volumes else (None, []))
+        root_spec, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
+                                     if self.volumes else (None, []))
+        root_gib = root_spec.size if root_spec else None
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
@@ -261,8 +272,11 @@ class Compute:
                     subnet_id=(subnet or self.network.default_for(zone)).id, mac=new_mac(), uuid=str(uuid.uuid4()),
                     disable_api_termination=bool(req.get("DisableApiTermination")),
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
-                    root_gib=root_gib)
+                    root_gib=root_gib, root_device=root_spec.device if root_spec else None)
                 tx.put(inst)
+                if root_spec is not None and self.volumes is not None:
+                    self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec,
+                                                    root_gib or itype.disk_gib, image.id, now)
                 if launch_volumes and self.volumes is not None:
                     volume_ids[iid] = self.volumes.add_at_launch(tx, caller.account, iid, zone, launch_volumes, now)
                 if tag_pairs:
@@ -459,6 +473,9 @@ class Compute:
             if i.state != "stopped":
                 raise CloudError("IncorrectInstanceState",
                                  f"The instance '{i.id}' is not in a state from which it can be started.")
+            if i.root_device and self.volumes is not None and self.volumes.root_of(i.id) is None:
+                raise CloudError("InvalidParameterValue", f"Invalid value '{i.id}' for instanceId. Instance "
+                                 f"does not have a volume attached at root ({i.root_device})")
             t = self.type_of(i.instance_type)
             if not self.scheduler.fits(i.host, t):
                 raise CloudError("InsufficientInstanceCapacity",
@@ -499,9 +516,9 @@ class Compute:
             "ebsOptimized": False,
             "sourceDestCheck": True,
             "groupSet": [],
-            "blockDeviceMapping": [],
+            "blockDeviceMapping": [v for v in self._volumes_of(inst)],
             "productCodes": [],
-            "rootDeviceName": "/dev/vda",
+            "rootDeviceName": inst.root_device or "/dev/vda",
             "kernel": None,
             "ramdisk": None,
             "enaSupport": False,
@@ -518,6 +535,7 @@ class Compute:
         if not changes:
             raise CloudError("MissingParameter", "The request must contain an attribute to modify")
         updates: dict[str, Any] = {}
+        volume_changes: list[Any] = []
         for name, value in changes.items():
             if name == "instanceType":
                 self.type_of(value)
@@ -540,12 +558,17 @@ class Compute:
                     raise CloudError("InvalidParameterValue",
                                      f"Invalid value '{value}' for instanceInitiatedShutdownBehavior")
                 updates["shutdown_behavior"] = value
+            elif name == "blockDeviceMapping" and isinstance(value, list) and value and self.volumes is not None:
+                volume_changes = self.volumes.delete_on_termination_changes(iid, value)
             else:
                 raise CloudError("InvalidParameterValue",
                                  f"Modifying the attribute '{name}' is not supported by this cloud")
         caller.check_dry_run()
         with self.store.txn() as tx:
-            tx.put(replace(inst, **updates))
+            for vol in volume_changes:
+                tx.put(vol)
+            if updates:
+                tx.put(replace(inst, **updates))
         await self.store.sync()
 
     async def create_image(self, caller: Caller, req: dict[str, Any]) -> Image:
@@ -555,7 +578,12 @@ class Compute:
         if inst.state != "stopped" and not (inst.state == "running" and req.get("NoReboot")):
             raise CloudError("IncorrectInstanceState",
                              f"The instance '{inst.id}' must be stopped (or running, with NoReboot) to image it.")
+        root = self.volumes.root_of(inst.id) if self.volumes is not None else None
         disk = self.files.root_disk(inst.id)
+        if root is not None:
+            disk = self.volumes.volume_path(root.id) if self.volumes is not None else None
+            if disk is not None and not disk.exists():
+                disk = None
         if disk is None:
             raise CloudError("InvalidParameterValue",
                              f"The instance '{inst.id}' has no disk of its own to image (its host is simulated).")
@@ -670,15 +698,25 @@ class Compute:
         kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
         net = self.network.of(inst.private_ip, inst.zone, inst.subnet_id)
         try:
+            root = self.volumes.root_of(inst.id) if self.volumes is not None and inst.root_device else None
+            if inst.root_device and root is None:
+                raise StorageError(f"{inst.id} has no volume attached at its root device {inst.root_device}")
             files = await self.files.prepare(
                 inst, itype, image, path, self.renderer.template_text(inst.instance_type),
                 [kp.public_key] if kp else [], hostname=private_dns(inst, self.config.region),
-                gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None)
+                gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None,
+                root_volume=self._root_file(root) if root is not None and self.volumes is not None else None)
         except (OSError, StorageError, ConfigDriveError) as e:
             raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
         kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)
         return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
                                     self.volumes.disks_for(inst.id) if self.volumes else [], net)
+
+    def _root_file(self, root: Any) -> Callable[[], Awaitable[Path]]:
+        """Makes (once) and returns the root volume's file; called only where the domain needs it."""
+        assert self.volumes is not None
+        volumes = self.volumes
+        return lambda: volumes.ensure_file(root, volumes.image_file(root.image_id) if root.image_id else None)
 
     # -- events, reconciliation, expiry --------------------------------------------------------
     def on_domain_event(self, ev: DomainEvent) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..drivers import fetcher
 from ..drivers.storage.base import StorageDriver, StorageError
-from ..store.records import Image, Instance
+from ..store.records import Image, Instance, Volume
 from ..store.store import MultiIndex, Store
 from .context import Caller
 from .errors import CloudError, not_found
@@ -30,6 +30,15 @@ CLOUD_OWNER = "cloudctl"     # owner id of the images the cloud itself provides
 MARKET_OWNER = "marketplace"  # owner id of images from subscribed image lists
 PREFIX = {"machine": "ami", "kernel": "aki", "ramdisk": "ari"}
 _TYPE_OF_PREFIX = {v: k for k, v in PREFIX.items()}
+
+
+ROOT_DEVICE_NAME = "/dev/vda"   # the root device of every image here (core.volumes.ROOT_DEVICE)
+
+
+def root_device_type(im: Image) -> str:
+    """Machine images launch EBS-backed (their root disk becomes a volume); kernels and ramdisks
+    are files the hypervisor reads, not disks."""
+    return "ebs" if im.image_type == "machine" else "instance-store"
 
 
 def hash_file(path: Path) -> tuple[int, str]:
@@ -68,7 +77,11 @@ class Images:
             "kernel-id": lambda i: i.kernel_id,
             "ramdisk-id": lambda i: i.ramdisk_id,
             "virtualization-type": lambda i: "hvm",
-            "root-device-type": lambda i: "instance-store",
+            "root-device-type": lambda i: root_device_type(i),
+            "root-device-name": lambda i: ROOT_DEVICE_NAME,
+            "block-device-mapping.device-name": lambda i: ROOT_DEVICE_NAME if i.image_type == "machine" else None,
+            "block-device-mapping.volume-type": lambda i: "gp2" if i.image_type == "machine" else None,
+            "block-device-mapping.delete-on-termination": lambda i: True if i.image_type == "machine" else None,
             "hypervisor": lambda i: "xen",
         }, tags_of=lambda i: tags.of(i.id))
         tags.register("image", self._check_owner)
@@ -92,6 +105,11 @@ class Images:
 
     def path_of(self, image: Image) -> Path:
         return self.dir / image.path
+
+    def file_of(self, image_id: str) -> Path | None:
+        """The file of a registered image, None if it is gone (or not yet downloaded)."""
+        im = self.table.get(image_id)
+        return self.path_of(im) if im is not None and im.state == "available" else None
 
     def visible(self, caller: Caller, image_id: str, image_type: str | None = "machine") -> Image:
         """An image the caller may use: their own or a public one, of the given type (any if None)."""
@@ -368,9 +386,12 @@ class Images:
         users = [i.id for i in self.store.table(Instance).values()
                  if i.image_id == image_id and i.state in LIVE_STATES]
         users += [m.id for m in self.table.values() if image_id in (m.kernel_id, m.ramdisk_id)]
+        # Root volumes are overlays over the image's file, kept ones too (DeleteOnTermination=false).
+        users += [v.id for v in self.store.table(Volume).values()
+                  if v.image_id == image_id and v.state not in ("deleting", "deleted")]
         if users:
             raise CloudError("InvalidParameterValue",
-                             f"Image {image_id} is in use by {len(users)} instance(s) or image(s) "
+                             f"Image {image_id} is in use by {len(users)} instance(s), image(s) or root volume(s) "
                              f"(e.g. {users[0]}); remove them before deregistering it")
         caller.check_dry_run()
         with self.store.txn() as tx:

@@ -84,6 +84,9 @@ class Instance(Row):
     root_gib: int | None = None       # root disk size asked for in BlockDeviceMappings
     subnet_id: str | None = None      # None in instances from before networks: the zone's default
     group_ids: list[str] = field(default_factory=list)   # security groups
+    # The root volume's device name (EBS-backed: the root disk is a volume). None: launched by
+    # an older version, whose root disk is an overlay in the instance's own directory.
+    root_device: str | None = None
 
 
 @dataclass(slots=True)
@@ -174,6 +177,7 @@ class Volume(Row):
     attach_time: float | None = None
     delete_on_termination: bool = False
     state_message: str | None = None  # why it is in `error`
+    image_id: str | None = None       # a root volume's image: its file is an overlay over the image's
 
 
 @dataclass(slots=True)
@@ -426,7 +430,28 @@ class MetadataEntry(Row):
     deprecated: str | None = None
 
 
+@dataclass(slots=True)
+class ImportTask(Row):
+    """An ImportImage task: a disk image the controller fetches, then registers as an image."""
+    table: ClassVar[str] = "import_tasks"
+    id: str                      # import-ami-...
+    owner: str
+    url: str
+    state: str                   # active | completed | deleting | deleted
+    created: float
+    description: str = ""
+    disk_format: str | None = None    # as the user declared it (RAW, QCOW2), checked on arrival
+    architecture: str = "x86_64"
+    platform: str = "Linux"
+    client_token: str | None = None
+    status_message: str = ""
+    image_id: str | None = None       # once completed
+    size: int | None = None           # bytes received, once completed
+    file: str | None = None           # the file in the image store while it downloads
+
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, HostAdmin, NumericId, PublishedList, Subscription,
-                                     MarketImage, MetadataEntry)
+                                     MarketImage, MetadataEntry, ImportTask)

@@ -10,7 +10,8 @@ from ....core.compute import STATE_CODES, private_dns
 from ....core.context import Caller
 from ....core.network import interface_id
 from ....core.errors import CloudError
-from ....store.records import Instance, Reservation
+from ....core.volumes import ROOT_DEVICE
+from ....store.records import Instance, Reservation, Volume
 from ..protocol import LazyList
 from .registry import action, tag_list, ts
 
@@ -30,10 +31,9 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
         "InstanceType": i.instance_type, "LaunchTime": launched,
         "Placement": {"AvailabilityZone": i.zone, "GroupName": "", "Tenancy": "default"},
         "Monitoring": {"State": "disabled"}, "PrivateIpAddress": i.private_ip,
-        "Architecture": "x86_64", "RootDeviceType": "instance-store", "RootDeviceName": "/dev/vda",
-        "BlockDeviceMappings": [{"DeviceName": v.device, "Ebs": {
-            "VolumeId": v.id, "Status": v.attach_state, "AttachTime": ts(v.attach_time or v.created),
-            "DeleteOnTermination": v.delete_on_termination}} for v in cloud.volumes.attached_to(i.id)],
+        "Architecture": "x86_64", "RootDeviceType": "ebs" if i.root_device else "instance-store",
+        "RootDeviceName": i.root_device or ROOT_DEVICE,
+        "BlockDeviceMappings": mappings_view(cloud.volumes.attached_to(i.id)),
         "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
         "Tags": tag_list(cloud, i.id), "SecurityGroups": [], "SourceDestCheck": True, "Hypervisor": "xen",
         "EbsOptimized": False, "EnaSupport": False,
@@ -68,6 +68,13 @@ def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str) 
                        "NetworkCardIndex": 0},
         "PrivateIpAddresses": [primary],
     }
+
+
+def mappings_view(vols: list[Volume]) -> list[dict[str, Any]]:
+    """The instance's EBS block device mappings, the root volume first."""
+    return [{"DeviceName": v.device, "Ebs": {
+        "VolumeId": v.id, "Status": v.attach_state, "AttachTime": ts(v.attach_time or v.created),
+        "DeleteOnTermination": v.delete_on_termination}} for v in vols]
 
 
 def image_kernel(cloud: Cloud, image_id: str) -> str | None:
@@ -155,6 +162,8 @@ _ATTR_OUT = {
 async def describe_instance_attribute(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     inst, value = cloud.compute.attribute(caller, req["InstanceId"], req["Attribute"])
     member, wrap = _ATTR_OUT[req["Attribute"]]
+    if req["Attribute"] == "blockDeviceMapping":
+        value = mappings_view(value)
     out: dict[str, Any] = {"InstanceId": inst.id}
     if wrap == "raw":
         out[member] = value
