@@ -19,6 +19,7 @@ from .catalog import Catalog
 from .compute import Compute
 from .events import Events
 from .images import Images
+from .imports import ImageImports
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
 from .marketplace.publisher import Publisher
@@ -92,6 +93,7 @@ class Cloud:
         self.storage = QemuImgStorage()
         self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage,
                              cfg.user_image_urls_local)
+        self.imports = ImageImports(self.store, self.tags, self.images, cfg.user_image_urls)
         self.keypairs = KeyPairs(self.store, self.tags, cfg.limits.key_pairs)
         self.network = Networks(self.store, cfg)
         self.scheduler = Scheduler(self.store, cfg)
@@ -140,6 +142,7 @@ class Cloud:
         self.baremetal = Baremetal(self.store, cfg.baremetal, self.events)
         await self.compute.reconcile()
         self.volumes.reconcile()
+        self.imports.reconcile()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
         self.baremetal.start()
@@ -160,6 +163,7 @@ class Cloud:
         await asyncio.sleep(1.0)
         try:
             await self.compute.reconcile()
+            self.imports.reconcile()
         except Exception:
             log.exception("reconcile after a journal rollback failed")
 
@@ -192,6 +196,8 @@ class Cloud:
             await asyncio.wait_for(self.compute.idle(), timeout=30)
         if hasattr(self, "volumes"):
             await self.volumes.close(timeout=30)
+        if hasattr(self, "imports"):
+            await self.imports.close()
         if hasattr(self, "baremetal"):
             await self.baremetal.close()
         await self.store.close()

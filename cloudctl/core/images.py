@@ -201,6 +201,14 @@ class Images:
                                     req.get("Description") or "", False, pairs,
                                     kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
 
+    def image_row(self, owner: str, name: str, rel_path: str, size: int, sha256: str, disk_format: str,
+                  description: str, architecture: str = "x86_64") -> Image:
+        """A new, available machine image of a file already in the store (ImportImage); the
+        caller puts it, in its own transaction."""
+        return Image(id=new_id("ami"), owner=owner, name=name, path=rel_path, size=size, sha256=sha256,
+                     created=time.time(), description=description, disk_format=disk_format,
+                     architecture=architecture)
+
     async def capture(self, owner: str, name: str, description: str, disk: Path,
                       kernel_id: str | None, ramdisk_id: str | None,
                       tag_pairs: list[tuple[str, str]] | None, copy: Callable[[Path, Path], Awaitable[None]]) -> Image:

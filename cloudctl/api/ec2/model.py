@@ -62,6 +62,9 @@ OPERATIONS: tuple[str, ...] = (
     "DeleteSnapshot",
     "DescribeVpcs",
     "DescribeSubnets",
+    "ImportImage",
+    "DescribeImportImageTasks",
+    "CancelImportTask",
 )
 
 # The package root (the directory holding ``cloudctl``), so the builder child
