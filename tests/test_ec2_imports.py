@@ -80,6 +80,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Files, str
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow), "32M"], check=True)
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x42 0 64k", str(qcow)], check=True,
                    capture_output=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root / "big.qcow2"), "20G"], check=True)
     (root / "disk.raw").write_bytes(b"\0" * 512 * 64)
     (root / "notes.txt").write_text("these are not the bytes of a disk\n")
     f = Files(root)
@@ -188,6 +189,23 @@ def test_a_failed_download_registers_nothing(importer: Server, iec2: Any, files:
     assert done["StatusMessage"].startswith("ClientError: ") and why in done["StatusMessage"], done
     assert my_images(iec2) == before
     assert image_files(importer) == before_files              # nothing left behind, not even a .part
+
+
+def test_root_volumes_are_at_least_the_image(iec2: Any, files: tuple[Files, str]) -> None:
+    _, base = files
+    tid = iec2.import_image(DiskContainers=[{"Url": f"{base}/big.qcow2"}])["ImportTaskId"]
+    image_id = wait_done(iec2, tid)["ImageId"]
+    image = iec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert image["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 20      # its virtual size
+    before = {v["VolumeId"] for v in iec2.describe_volumes()["Volumes"]}
+    assert "expect size >= 20GB" in fails("InvalidParameterValue", iec2.run_instances, ImageId=image_id, MinCount=1,
+                                          MaxCount=1, BlockDeviceMappings=[{"DeviceName": "/dev/vda",
+                                                                            "Ebs": {"VolumeSize": 19}}])
+    assert {v["VolumeId"] for v in iec2.describe_volumes()["Volumes"]} == before
+    inst = iec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="t3.small")["Instances"][0]
+    root = inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    assert iec2.describe_volumes(VolumeIds=[root])["Volumes"][0]["Size"] == 20   # not t3.small's 16
+    iec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
 
 
 def test_raw_images_import_too(iec2: Any, files: tuple[Files, str]) -> None:

@@ -16,14 +16,14 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
-from ..store.records import Image, Instance, Reservation
+from ..store.records import Image, Instance, Reservation, Volume
 from ..store.store import MultiIndex, Store, SumIndex
 from .context import Caller
 from .configdrive import ConfigDriveError
@@ -148,7 +148,7 @@ class Compute:
         return s.id if s else None
 
     # -- lookups -------------------------------------------------------------------------------
-    def _volumes_of(self, inst: Instance) -> list[Any]:
+    def _volumes_of(self, inst: Instance) -> list[Volume]:
         return self.volumes.attached_to(inst.id) if self.volumes is not None else []
 
     def _check_owner(self, caller: Caller, instance_id: str) -> None:
@@ -242,6 +242,10 @@ class Compute:
         root_spec, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
                                      if self.volumes else (None, []))
         root_gib = root_spec.size if root_spec else None
+        least = self.images.min_root_gib(image)
+        if root_gib is not None and root_gib < least:
+            raise CloudError("InvalidParameterValue", f"Volume of size {root_gib}GB is smaller than image "
+                             f"'{image.id}', expect size >= {least}GB")
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
@@ -276,7 +280,7 @@ class Compute:
                 tx.put(inst)
                 if root_spec is not None and self.volumes is not None:
                     self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec,
-                                                    root_gib or itype.disk_gib, image.id, now)
+                                                    root_gib or max(itype.disk_gib, least), image.id, now)
                 if launch_volumes and self.volumes is not None:
                     volume_ids[iid] = self.volumes.add_at_launch(tx, caller.account, iid, zone, launch_volumes, now)
                 if tag_pairs:
@@ -516,7 +520,7 @@ class Compute:
             "ebsOptimized": False,
             "sourceDestCheck": True,
             "groupSet": [],
-            "blockDeviceMapping": [v for v in self._volumes_of(inst)],
+            "blockDeviceMapping": self._volumes_of(inst),
             "productCodes": [],
             "rootDeviceName": inst.root_device or "/dev/vda",
             "kernel": None,
@@ -712,7 +716,7 @@ class Compute:
         return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
                                     self.volumes.disks_for(inst.id) if self.volumes else [], net)
 
-    def _root_file(self, root: Any) -> Callable[[], Awaitable[Path]]:
+    def _root_file(self, root: Volume) -> Callable[[], Awaitable[Path]]:
         """Makes (once) and returns the root volume's file; called only where the domain needs it."""
         assert self.volumes is not None
         volumes = self.volumes

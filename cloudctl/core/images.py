@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..drivers import fetcher
-from ..drivers.storage.base import StorageDriver, StorageError
+from ..drivers.storage.base import GIB, StorageDriver, StorageError
 from ..store.records import Image, Instance, Volume
 from ..store.store import MultiIndex, Store
 from .context import Caller
@@ -96,12 +96,22 @@ class Images:
 
     async def disk_format(self, path: Path) -> str:
         """raw, qcow2, ... as `qemu-img info` probes it (kernels and ramdisks come out raw)."""
+        return (await self.probe(path))[0]
+
+    async def probe(self, path: Path) -> tuple[str, int]:
+        """(format, virtual size in bytes) as `qemu-img info` finds them."""
         if self.storage is None:
-            return "raw"
+            return "raw", 0
         try:
-            return (await self.storage.info(path)).format
+            info = await self.storage.info(path)
         except StorageError as e:
             raise CloudError("InvalidParameterValue", f"{path.name} is not a disk image qemu-img can read: {e}") from None
+        return info.format, info.virtual_size
+
+    @staticmethod
+    def min_root_gib(image: Image) -> int:
+        """The smallest root volume that holds the image's disk (1 when its size is unknown)."""
+        return max(1, -(-image.virtual_size // GIB))
 
     def path_of(self, image: Image) -> Path:
         return self.dir / image.path
@@ -152,11 +162,12 @@ class Images:
         path = self.dir / rel_path
         loop = asyncio.get_running_loop()
         size, digest = await loop.run_in_executor(None, hash_file, path)
-        fmt = await self.disk_format(path)
+        fmt, vsize = await self.probe(path)
         self.check_name(owner, name)  # again, after the await
         im = Image(id=new_id(PREFIX[image_type]), owner=owner, name=name, path=rel_path, size=size,
                    sha256=digest, created=time.time(), description=description, public=public,
-                   disk_format=fmt, image_type=image_type, kernel_id=kernel_id, ramdisk_id=ramdisk_id)
+                   disk_format=fmt, image_type=image_type, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
+                   virtual_size=vsize)
         with self.store.txn() as tx:
             tx.put(im)
             if tag_pairs:
@@ -202,12 +213,12 @@ class Images:
                                     kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
 
     def image_row(self, owner: str, name: str, rel_path: str, size: int, sha256: str, disk_format: str,
-                  description: str, architecture: str = "x86_64") -> Image:
+                  virtual_size: int, description: str, architecture: str = "x86_64") -> Image:
         """A new, available machine image of a file already in the store (ImportImage); the
         caller puts it, in its own transaction."""
         return Image(id=new_id("ami"), owner=owner, name=name, path=rel_path, size=size, sha256=sha256,
                      created=time.time(), description=description, disk_format=disk_format,
-                     architecture=architecture)
+                     architecture=architecture, virtual_size=virtual_size)
 
     async def capture(self, owner: str, name: str, description: str, disk: Path,
                       kernel_id: str | None, ramdisk_id: str | None,
@@ -253,7 +264,8 @@ class Images:
             await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
             await copy(disk, dst)
             size, digest = await asyncio.to_thread(hash_file, dst)
-            updates = {"state": "available", "size": size, "sha256": digest}
+            _, vsize = await self.probe(dst)
+            updates = {"state": "available", "size": size, "sha256": digest, "virtual_size": vsize}
         except Exception as e:  # the image says failed; nothing else depends on it
             log.error("CreateImage %s from %s failed: %s", image_id, disk, e)
             updates = {"state": "failed"}
@@ -327,8 +339,9 @@ class Images:
             await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
             got = await fetcher.fetch(url, dest, lambda done, total: self._progress(image_id, done, total),
                                       sha256, sha512, refuse_local=refuse_local)
-            fmt = await self.disk_format(dest)
-            updates = {"state": "available", "size": got.size, "sha256": got.sha256, "disk_format": fmt}
+            fmt, vsize = await self.probe(dest)
+            updates = {"state": "available", "size": got.size, "sha256": got.sha256, "disk_format": fmt,
+                       "virtual_size": vsize}
             self.progress[image_id] = (got.size, got.size, "")
         except (fetcher.FetchError, OSError, CloudError) as e:
             log.error("image %s from %s: %s", image_id, url, e)

@@ -144,7 +144,7 @@ class ImageImports:
             await asyncio.to_thread(self.images.dir.mkdir, parents=True, exist_ok=True)
             got = await fetcher.fetch(task.url, dest, lambda done, total: self._progress(task_id, done, total))
             self._settle(task_id, "active", status_message="validating")
-            fmt = await self._validate(task, dest, got.size)
+            fmt, vsize = await self._validate(task, dest, got.size)
         except asyncio.CancelledError:
             await self._discard(dest)
             self._settle(task_id, "deleting", state="deleted")
@@ -165,7 +165,7 @@ class ImageImports:
             await self._discard(dest)
             self._settle(task_id, "deleting", state="deleted")
             return
-        image = self.images.image_row(task.owner, task.id, task.file, got.size, got.sha256, fmt,
+        image = self.images.image_row(task.owner, task.id, task.file, got.size, got.sha256, fmt, vsize,
                                       task.description, task.architecture)
         with self.store.txn() as tx:
             tx.put(image)
@@ -173,8 +173,8 @@ class ImageImports:
         self.store.flush()
         log.info("import %s: registered %s (%d bytes, %s)", task_id, image.id, got.size, fmt)
 
-    async def _validate(self, task: ImportTask, path: Path, size: int) -> str:
-        """The format qemu-img finds, checked against what the user declared."""
+    async def _validate(self, task: ImportTask, path: Path, size: int) -> tuple[str, int]:
+        """The format qemu-img finds, checked against what the user declared, and the virtual size."""
         if self.images.storage is None:
             raise CloudError("InvalidParameterValue", "no storage driver to probe the disk image with")
         info = await self.images.storage.info(path)
@@ -188,7 +188,7 @@ class ImageImports:
         if task.disk_format is not None and FORMATS[task.disk_format] != info.format:
             raise CloudError("InvalidParameterValue",
                                f"declared format {task.disk_format} but the file is {known[info.format]}")
-        return info.format
+        return info.format, info.virtual_size
 
     async def _discard(self, dest: Path) -> None:
         for p in (dest, dest.with_name(dest.name + ".part")):

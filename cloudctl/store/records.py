@@ -118,6 +118,7 @@ class Image(Row):
     kernel_id: str | None = None     # a machine image booted directly from a kernel image
     ramdisk_id: str | None = None
     deprecation_time: float | None = None   # hidden from DescribeImages after it unless IncludeDeprecated
+    virtual_size: int = 0            # bytes the guest sees (qemu-img info); 0: not probed (older images)
 
 
 @dataclass(slots=True)

@@ -5,7 +5,7 @@ from typing import Any
 
 from ....core.cloud import Cloud
 from ....core.context import Caller
-from ....core.images import CLOUD_OWNER, ROOT_DEVICE_NAME, root_device_type
+from ....core.images import CLOUD_OWNER, ROOT_DEVICE_NAME, Images, root_device_type
 from ....store.records import Image
 from .registry import action, tag_list, ts
 
@@ -19,7 +19,8 @@ def image_view(cloud: Cloud, im: Image) -> dict[str, Any]:
         "Name": im.name, "Description": im.description, "RootDeviceType": root_device_type(im),
         "RootDeviceName": ROOT_DEVICE_NAME, "VirtualizationType": "hvm", "Hypervisor": "xen",
         "BlockDeviceMappings": [{"DeviceName": ROOT_DEVICE_NAME, "Ebs": {
-            "DeleteOnTermination": True, "VolumeType": "gp2", "Encrypted": False}}] if root_device_type(im) == "ebs" else [],
+            "DeleteOnTermination": True, "VolumeType": "gp2", "Encrypted": False,
+            "VolumeSize": Images.min_root_gib(im)}}] if root_device_type(im) == "ebs" else [],
         "Tags": tag_list(cloud, im.id), "PlatformDetails": "Linux/UNIX",
         "UsageOperation": "RunInstances", "BootMode": "legacy-bios",
         "ImageOwnerAlias": CLOUD_OWNER if im.owner == CLOUD_OWNER else None,
