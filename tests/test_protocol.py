@@ -285,6 +285,13 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "DescribeVpcs": {"VpcIds": ["vpc-1"], "Filters": [{"Name": "is-default", "Values": ["true"]}]},
     "DescribeSubnets": {"SubnetIds": ["subnet-1"], "MaxResults": 5,
                         "Filters": [{"Name": "default-for-az", "Values": ["true"]}]},
+    "ImportImage": {"Description": "web", "ClientToken": "t-1", "Architecture": "x86_64", "Platform": "Linux",
+                    "DiskContainers": [{"Url": "https://example.org/disk.qcow2", "Format": "qcow2",
+                                        "Description": "root"}],
+                    "TagSpecifications": [{"ResourceType": "import-image-task", "Tags": TAGS}]},
+    "DescribeImportImageTasks": {"ImportTaskIds": ["import-ami-1"],
+                                 "Filters": [{"Name": "task-state", "Values": ["active"]}]},
+    "CancelImportTask": {"ImportTaskId": "import-ami-1", "CancelReason": "no longer needed"},
 }
 
 
@@ -621,6 +628,14 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "StorageTier": "standard", "Tags": TAGS}
        for op, state, progress in (("CreateSnapshot", "pending", "0%"), ("DescribeSnapshots", "completed", "100%"))},
 }
+_IMPORT_TASK = {"ImportTaskId": "import-ami-1", "Architecture": "x86_64", "Description": "web", "Platform": "Linux",
+                "Status": "completed", "ImageId": "ami-1", "Encrypted": False, "Hypervisor": "xen",
+                "SnapshotDetails": [{"DeviceName": "/dev/vda", "Url": "https://example.org/disk.qcow2",
+                                     "Format": "QCOW2", "Status": "completed", "DiskImageSize": 393216.0}],
+                "Tags": TAGS}
+RESPONSES["ImportImage"] = {**_IMPORT_TASK, "Status": "active", "Progress": "0", "ImageId": None}
+RESPONSES["DescribeImportImageTasks"] = {"ImportImageTasks": [{**_IMPORT_TASK, "BootMode": "legacy-bios"}]}
+RESPONSES["CancelImportTask"] = {"ImportTaskId": "import-ami-1", "PreviousState": "active", "State": "deleting"}
 RESPONSES["DescribeVolumes"] = {"Volumes": [RESPONSES["DescribeVolumes"]], "NextToken": "tok"}
 RESPONSES["DescribeSnapshots"] = {"Snapshots": [RESPONSES["DescribeSnapshots"]]}
 RESPONSES["DescribeVpcs"] = {"Vpcs": [{
