@@ -82,6 +82,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Files, str
                    capture_output=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(root / "big.qcow2"), "20G"], check=True)
     (root / "disk.raw").write_bytes(b"\0" * 512 * 64)
+    # A qcow2 whose backing file is a host file: qemu would hand the guest its bytes.
+    (root / "secret.raw").write_bytes(b"host secret".ljust(512, b"\0"))
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(root / "secret.raw"),
+                    str(root / "backed.qcow2")], check=True)
     (root / "notes.txt").write_text("these are not the bytes of a disk\n")
     f = Files(root)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(f))
@@ -175,6 +179,7 @@ def test_import_a_qcow2_and_launch_it(importer: Server, iec2: Any, files: tuple[
     ("short.qcow2", None, "declared"),
     ("notes.txt", None, "not a disk image"),
     ("disk.qcow2", "RAW", "declared format RAW but the file is QCOW2"),
+    ("backed.qcow2", None, "refers to another file"),
 ])
 def test_a_failed_download_registers_nothing(importer: Server, iec2: Any, files: tuple[Files, str],
                                              name: str, fmt: str | None, why: str) -> None:
@@ -222,6 +227,7 @@ def test_raw_images_import_too(iec2: Any, files: tuple[Files, str]) -> None:
     ({"DiskContainers": [{"UserBucket": {"S3Bucket": "b", "S3Key": "k"}}]}, "InvalidParameterValue"),
     ({"DiskContainers": [{"Url": "http://127.0.0.1:9/a"}, {"Url": "http://127.0.0.1:9/b"}]}, "InvalidParameterValue"),
     ({"DiskContainers": [{"Url": "http://127.0.0.1:9/a", "Format": "OVA"}]}, "InvalidParameterValue"),
+    ({"DiskContainers": [{"Url": "http://127.0.0.1:9/a", "Format": "VMDK"}]}, "InvalidParameterValue"),
     ({"DiskContainers": [{"Url": "http://127.0.0.1:9/a"}], "Architecture": "arm64"}, "InvalidParameterValue"),
     ({"DiskContainers": [{"Url": "http://127.0.0.1:9/a"}], "Platform": "Windows"}, "InvalidParameterValue"),
     ({"DiskContainers": [{"Url": "http://127.0.0.1:9/a"}], "Encrypted": True}, "InvalidParameterValue"),

@@ -106,6 +106,10 @@ class Images:
             info = await self.storage.info(path)
         except StorageError as e:
             raise CloudError("InvalidParameterValue", f"{path.name} is not a disk image qemu-img can read: {e}") from None
+        if info.references:
+            # qemu would open that file for the guest: a way to read the host's files.
+            raise CloudError("InvalidParameterValue", f"{path.name} refers to another file ({info.references[0]}); "
+                             f"images must be self-contained (flatten it with qemu-img convert)")
         return info.format, info.virtual_size
 
     @staticmethod

@@ -32,8 +32,9 @@ log = logging.getLogger("cloudctl.imports")
 
 PREFIX = "import-ami"
 _ID = re.compile(r"^import-ami-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
-#: Declared formats (EC2's names, and qcow2) -> what `qemu-img info` calls them.
-FORMATS = {"RAW": "raw", "QCOW2": "qcow2", "VMDK": "vmdk", "VHD": "vpc", "VHDX": "vhdx"}
+#: Declared formats -> what `qemu-img info` calls them. Only self-contained ones: VMDK descriptors
+#: and differencing VHD/VHDX name other files, which qemu would open for the guest.
+FORMATS = {"RAW": "raw", "QCOW2": "qcow2"}
 SECTOR = 512
 _UNSUPPORTED = {"Encrypted": "encrypted images", "KmsKeyId": "encryption keys",
                 "LicenseSpecifications": "license configurations", "UsageOperation": "usage operations"}
@@ -177,18 +178,18 @@ class ImageImports:
         """The format qemu-img finds, checked against what the user declared, and the virtual size."""
         if self.images.storage is None:
             raise CloudError("InvalidParameterValue", "no storage driver to probe the disk image with")
-        info = await self.images.storage.info(path)
+        fmt, vsize = await self.images.probe(path)     # refuses images that name other files
         known = {v: k for k, v in FORMATS.items()}
-        if info.format not in known:
-            raise CloudError("InvalidParameterValue", f"unsupported disk image format {info.format}")
-        if info.format == "raw" and (size == 0 or size % SECTOR):
+        if fmt not in known:
+            raise CloudError("InvalidParameterValue", f"unsupported disk image format {fmt}")
+        if fmt == "raw" and (size == 0 or size % SECTOR):
             # qemu-img calls anything it does not recognise raw: a real raw disk is whole sectors.
             raise CloudError("InvalidParameterValue",
-                               f"not a disk image: {size} bytes of unrecognised data (not whole {SECTOR}-byte sectors)")
-        if task.disk_format is not None and FORMATS[task.disk_format] != info.format:
+                             f"not a disk image: {size} bytes of unrecognised data (not whole {SECTOR}-byte sectors)")
+        if task.disk_format is not None and FORMATS[task.disk_format] != fmt:
             raise CloudError("InvalidParameterValue",
-                               f"declared format {task.disk_format} but the file is {known[info.format]}")
-        return info.format, info.virtual_size
+                             f"declared format {task.disk_format} but the file is {known[fmt]}")
+        return fmt, vsize
 
     async def _discard(self, dest: Path) -> None:
         for p in (dest, dest.with_name(dest.name + ".part")):
