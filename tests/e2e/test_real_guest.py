@@ -58,7 +58,9 @@ def wait_console(ec2: Any, iid: str, *needles: str, timeout: float = 90) -> str:
         if all(n in text for n in needles):
             return text
         time.sleep(0.5)
-    raise AssertionError(f"console of {iid} lacks {needles} after {timeout}s:\n{text[-3000:]}")
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    raise AssertionError(f"console of {iid} ({inst['State']['Name']}, {inst.get('StateReason')}) lacks {needles} "
+                         f"after {timeout}s:\n{text[-3000:]}")
 
 
 @pytest.fixture
