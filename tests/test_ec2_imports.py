@@ -101,7 +101,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Files, str
 def importer(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
     from conftest import write_config
     d = tmp_path_factory.mktemp("import-server")
-    s = Server(write_config(d, model_cache, user_image_urls=True)).start()
+    # The HTTP server is on loopback, which users' URLs may only reach when allowed.
+    s = Server(write_config(d, model_cache, user_image_urls=True, user_image_urls_local=True)).start()
     yield s
     s.stop()
 
@@ -248,9 +249,16 @@ def test_lookups_and_dry_run(iec2: Any) -> None:
     assert iec2.describe_import_image_tasks()["ImportImageTasks"] == before
 
 
-def test_users_may_not_make_the_controller_fetch_urls_unless_allowed(ec2: Any) -> None:
+def test_users_may_not_make_the_controller_fetch_urls_unless_allowed(ec2: Any, new_server: Any) -> None:
     assert "admins" in fails("InvalidParameterValue", ec2.import_image,
                              DiskContainers=[{"Url": "http://127.0.0.1:9/disk.qcow2"}])
+    srv = new_server(user_image_urls=True)                  # URLs allowed, but not the local ones
+    mine = srv.client(srv.create_user("sam"))
+    for url in ("http://127.0.0.1:9/disk.qcow2", "http://localhost:9/disk.qcow2", "http://[::1]:9/x",
+                "http://169.254.169.254/latest/meta-data/"):
+        assert "loopback or link-local" in fails("InvalidParameterValue", mine.import_image,
+                                                 DiskContainers=[{"Url": url}])
+    assert mine.describe_import_image_tasks()["ImportImageTasks"] == []
 
 
 def test_other_accounts_see_no_tasks(importer: Server, iec2: Any, files: tuple[Files, str]) -> None:
@@ -287,7 +295,7 @@ def test_an_interrupted_import_starts_again_after_a_crash(new_server: Any, files
     f, base = files
     f.slow_hits = 0
     f.release.clear()
-    srv = new_server(user_image_urls=True)
+    srv = new_server(user_image_urls=True, user_image_urls_local=True)
     ec2 = srv.client(srv.create_user("carl"))
     tid = ec2.import_image(DiskContainers=[{"Url": f"{base}/slow.qcow2"}])["ImportTaskId"]
     deadline = time.monotonic() + 30

@@ -158,6 +158,20 @@ def test_root_of_a_stopped_instance_can_be_swapped(ec2: Any, image_id: str) -> N
     ec2.delete_volume(VolumeId=vid)
 
 
+def test_root_volumes_count_in_the_volume_quotas(new_server: Any) -> None:
+    srv = new_server(limits={"volumes": 3, "volume_gib": 20})
+    ec2 = srv.client(srv.create_user("q"))
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    # t3.nano's root is 8 GiB: three would need 24 GiB of the 20
+    assert "storage limit" in fails("VolumeLimitExceeded", ec2.run_instances, ImageId=image, MinCount=3, MaxCount=3,
+                                    InstanceType="t3.nano")
+    assert ec2.describe_volumes()["Volumes"] == [] and ec2.describe_instances()["Reservations"] == []
+    two = ec2.run_instances(ImageId=image, MinCount=2, MaxCount=2, InstanceType="t3.nano")["Instances"]
+    assert len(ec2.describe_volumes()["Volumes"]) == 2
+    fails("VolumeLimitExceeded", ec2.create_volume, AvailabilityZone=ZONE_A, Size=5)   # 16 + 5 > 20
+    ec2.terminate_instances(InstanceIds=[i["InstanceId"] for i in two])
+
+
 def test_aws_cli_launch_with_a_kept_root(server: Any, alice: dict[str, str], image_id: str) -> None:
     env = {"AWS_ACCESS_KEY_ID": alice["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": alice["SecretAccessKey"],
            "AWS_DEFAULT_REGION": "cloudctl-1", "PATH": "/usr/bin:/bin"}

@@ -256,9 +256,11 @@ class Compute:
                              f"We currently do not have sufficient {type_name} capacity in the Availability "
                              f"Zone you requested ({zone}): {room} more fit, {lo} requested.")
         count = min(hi, room, self._quota_left(caller.account, itype, lo))
-        if launch_volumes and self.volumes is not None:
-            self.volumes.check_quota(caller.account, count * len(launch_volumes),
-                                     count * sum(v.size for v in launch_volumes))
+        root_size = (root_gib or max(itype.disk_gib, least)) if root_spec is not None else 0
+        if (launch_volumes or root_spec is not None) and self.volumes is not None:
+            # Root volumes count, as EBS ones do in EC2's storage quotas.
+            self.volumes.check_quota(caller.account, count * (len(launch_volumes) + (root_spec is not None)),
+                                     count * (root_size + sum(v.size for v in launch_volumes)))
         now = time.time()
         res = Reservation(id=new_id("r"), owner=caller.account, client_token=token, request_hash=req_hash)
         launched: list[Instance] = []
@@ -279,8 +281,8 @@ class Compute:
                     root_gib=root_gib, root_device=root_spec.device if root_spec else None)
                 tx.put(inst)
                 if root_spec is not None and self.volumes is not None:
-                    self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec,
-                                                    root_gib or max(itype.disk_gib, least), image.id, now)
+                    self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec, root_size,
+                                                    image.id, now)
                 if launch_volumes and self.volumes is not None:
                     volume_ids[iid] = self.volumes.add_at_launch(tx, caller.account, iid, zone, launch_volumes, now)
                 if tag_pairs:

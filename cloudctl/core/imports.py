@@ -58,6 +58,12 @@ class ImageImports:
         self.progress: dict[str, tuple[int, int | None]] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
 
+    @property
+    def _refuse_local(self) -> bool:
+        """Users' URLs never reach the controller's own loopback or link-local neighbours (SSRF),
+        unless the admin allows it (`user_image_urls_local`, e.g. a test HTTP server)."""
+        return not self.images.allow_local_urls
+
     def _check_owner(self, caller: Caller, task_id: str) -> None:
         self._task(caller, task_id)
 
@@ -102,6 +108,10 @@ class ImageImports:
         if not self.allow_urls:
             raise CloudError("InvalidParameterValue",
                              "Importing images from URLs is reserved to the cloud's admins here")
+        try:
+            fetcher.check_url(url, self._refuse_local)
+        except fetcher.FetchError as e:
+            raise CloudError("InvalidParameterValue", str(e)) from None
         fmt = (disk.get("Format") or "").upper() or None
         if fmt is not None and fmt not in FORMATS:
             raise CloudError("InvalidParameterValue", f"Unsupported disk format '{disk.get('Format')}'; "
@@ -143,7 +153,8 @@ class ImageImports:
         self._settle(task_id, "active", status_message="downloading")
         try:
             await asyncio.to_thread(self.images.dir.mkdir, parents=True, exist_ok=True)
-            got = await fetcher.fetch(task.url, dest, lambda done, total: self._progress(task_id, done, total))
+            got = await fetcher.fetch(task.url, dest, lambda done, total: self._progress(task_id, done, total),
+                                      refuse_local=self._refuse_local)
             self._settle(task_id, "active", status_message="validating")
             fmt, vsize = await self._validate(task, dest, got.size)
         except asyncio.CancelledError:

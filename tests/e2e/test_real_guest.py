@@ -72,7 +72,7 @@ def qemu_server(libvirtd: str, work_dir: Path, model_cache: Path, guest_image: d
         hosts=[{"name": "qemu1", "uri": URI, "zone": "cloudctl-1a"}],
         subnets={"cloudctl-1a": "10.128.0.0/16"}, networks=[],
         domain_template=str(DEFAULT_CONFIG.parent / "templates" / "domain-qemu.xml"),
-        stop_timeout_s=30, user_image_urls=True)
+        stop_timeout_s=30, user_image_urls=True, user_image_urls_local=True)   # a loopback HTTP server
     srv = Server(path).start()
     yield srv
     srv.stop()
