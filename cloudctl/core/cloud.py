@@ -12,8 +12,10 @@ from pathlib import Path
 
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
+from ..drivers.ip_scripts import scripts_for
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
+from .addresses import Addresses
 from .baremetal import Baremetal
 from .catalog import Catalog
 from .compute import Compute
@@ -103,6 +105,10 @@ class Cloud:
         self.volumes = Volumes(self.store, cfg, self.tags, self.drivers, self.storage, self.compute.work)
         self.compute.volumes = self.volumes
         connected: set[str] = set()
+        eips = cfg.elastic_ips
+        self.addresses = Addresses(self.store, cfg, self.tags, self.network,
+                                   scripts_for(eips.associate_script, eips.disassociate_script, eips.script_timeout_s))
+        self.compute.addresses = self.addresses
         for h in cfg.hosts:
             driver = self.drivers[h.name]
             cpu = h.cpu_overcommit or cfg.overcommit.cpu
@@ -139,6 +145,7 @@ class Cloud:
         self.baremetal = Baremetal(self.store, cfg.baremetal, self.events)
         await self.compute.reconcile()
         self.volumes.reconcile()
+        self.addresses.reconcile()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
         self.baremetal.start()
@@ -159,6 +166,9 @@ class Cloud:
         await asyncio.sleep(1.0)
         try:
             await self.compute.reconcile()
+            # An address change whose commit was undone is back to its journaled intent
+            # (`nat_unsure`): its scripts are undone and the recorded associations applied again.
+            self.addresses.reconcile()
         except Exception:
             log.exception("reconcile after a journal rollback failed")
 
@@ -193,6 +203,8 @@ class Cloud:
             await self.volumes.close(timeout=30)
         if hasattr(self, "baremetal"):
             await self.baremetal.close()
+        if hasattr(self, "addresses"):
+            await self.addresses.idle()
         await self.store.close()
         for d in self.drivers.values():
             try:

@@ -62,6 +62,11 @@ OPERATIONS: tuple[str, ...] = (
     "DeleteSnapshot",
     "DescribeVpcs",
     "DescribeSubnets",
+    "AllocateAddress",
+    "AssociateAddress",
+    "DisassociateAddress",
+    "ReleaseAddress",
+    "DescribeAddresses",
 )
 
 # The package root (the directory holding ``cloudctl``), so the builder child
