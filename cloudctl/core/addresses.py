@@ -453,18 +453,21 @@ class Addresses:
     def reconcile(self) -> list[str]:
         """Make the host's NAT match the rows (once, at start-up, in the background): every
         `nat_unsure` address is disassociated first, then every association is applied again.
-        The addresses are claimed until done, so calls on them wait for their turn."""
+        The addresses are claimed here, before any call is served, so calls on them wait for
+        their turn (one already claimed by a change under way is handled after it)."""
         report: list[str] = []
         for a in self.table.values():
             if a.public_ip not in self._in_pool:
                 report.append(f"{a.public_ip}: held by {a.owner} ({a.allocation_id}) but no longer in the pool")
-        todo = [a.public_ip for a in self.table.values() if a.nat_unsure or a.association_id]
-        for ip in todo:
-            a = self.table.get(ip)
-            assert a is not None
-            self._busy[ip] = asyncio.Event()
-            if a.instance_id:
-                self._busy.setdefault(a.instance_id, asyncio.Event())
+        todo: list[tuple[str, set[str] | None]] = []
+        for a in list(self.table.values()):
+            if not (a.nat_unsure or a.association_id):
+                continue
+            keys = self._keys_of(a)
+            todo.append((a.public_ip, None if any(k in self._busy for k in keys) else keys))
+            if todo[-1][1] is not None:
+                for k in keys:
+                    self._busy[k] = asyncio.Event()
         if todo:
             report.append(f"re-applying the NAT of {len(todo)} elastic IP address(es)")
             task = asyncio.get_running_loop().create_task(self._reconcile(todo))
@@ -474,17 +477,29 @@ class Addresses:
             log.warning("reconcile: %s", line)
         return report
 
-    async def _reconcile(self, ips: list[str]) -> None:
+    @staticmethod
+    def _keys_of(a: Address) -> set[str]:
+        return {a.public_ip} | ({a.instance_id} if a.instance_id else set())
+
+    async def _reconcile(self, todo: list[tuple[str, set[str] | None]]) -> None:
+        # A bounded number of scripts at once; the semaphore is taken only once the claim is
+        # held, so no task waits for a claim while keeping others from running.
         sem = asyncio.Semaphore(RECONCILE_PARALLEL)
 
-        async def one(ip: str) -> None:
-            a = self.table.get(ip)
-            keys = {ip} | ({a.instance_id} if a is not None and a.instance_id else set())
-            async with sem:
-                with self._claimed(keys):
-                    if a is not None:
+        async def one(ip: str, keys: set[str] | None) -> None:
+            while keys is None:
+                a = self.table.get(ip)
+                if a is None or not (a.nat_unsure or a.association_id):
+                    return
+                k = self._keys_of(a)
+                if not await self._wait_or_claim(k):
+                    keys = k
+            with self._claimed(keys):
+                async with sem:
+                    a = self.table.get(ip)
+                    if a is not None and (a.nat_unsure or a.association_id):
                         await self._reconcile_one(a)
-        await asyncio.gather(*(one(ip) for ip in ips))
+        await asyncio.gather(*(one(ip, keys) for ip, keys in todo))
 
     async def _reconcile_one(self, a: Address) -> None:
         try:
