@@ -147,6 +147,9 @@ def test_every_action_round_trips_through_botocore(server: Any, ec2: Any, image_
         **dict.fromkeys(("CreateVolume", "DescribeVolumes", "DeleteVolume", "AttachVolume", "DetachVolume",
                          "CreateSnapshot", "DescribeSnapshots", "DeleteSnapshot"), None),  # test_ec2_volumes
         "DescribeVpcs": ec2.describe_vpcs, "DescribeSubnets": ec2.describe_subnets,
+        **dict.fromkeys(("AllocateAddress", "AssociateAddress", "DisassociateAddress", "ReleaseAddress"),
+                        None),   # test_ec2_addresses
+        "DescribeAddresses": ec2.describe_addresses,
     }
     assert set(calls) == set(ACTIONS), "every implemented action is exercised here"
     for name, call in calls.items():
