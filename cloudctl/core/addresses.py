@@ -450,18 +450,20 @@ class Addresses:
                     tx.put(replace(cur, **_UNASSOCIATED, nat_unsure=not ok))
                 await self.store.sync()
 
-    def reconcile(self) -> list[str]:
-        """Make the host's NAT match the rows (once, at start-up, in the background): every
-        `nat_unsure` address is disassociated first, then every association is applied again.
-        The addresses are claimed here, before any call is served, so calls on them wait for
-        their turn (one already claimed by a change under way is handled after it)."""
+    def reconcile(self, only_unsure: bool = False) -> list[str]:
+        """Make the host's NAT match the rows, in the background: every `nat_unsure` address is
+        disassociated first, then (at start-up; with `only_unsure`, only for those) every
+        association is applied again. The addresses are claimed here, before any call is
+        served, so calls on them wait for their turn (one already claimed by a change under
+        way is handled after it). After a journal rollback, `only_unsure` mends what a change
+        whose commit was undone left behind."""
         report: list[str] = []
         for a in self.table.values():
-            if a.public_ip not in self._in_pool:
+            if a.public_ip not in self._in_pool and not only_unsure:
                 report.append(f"{a.public_ip}: held by {a.owner} ({a.allocation_id}) but no longer in the pool")
         todo: list[tuple[str, set[str] | None]] = []
         for a in list(self.table.values()):
-            if not (a.nat_unsure or a.association_id):
+            if not (a.nat_unsure or (a.association_id and not only_unsure)):
                 continue
             keys = self._keys_of(a)
             todo.append((a.public_ip, None if any(k in self._busy for k in keys) else keys))
@@ -470,7 +472,7 @@ class Addresses:
                     self._busy[k] = asyncio.Event()
         if todo:
             report.append(f"re-applying the NAT of {len(todo)} elastic IP address(es)")
-            task = asyncio.get_running_loop().create_task(self._reconcile(todo))
+            task = asyncio.get_running_loop().create_task(self._reconcile(todo, only_unsure))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         for line in report:
@@ -481,15 +483,18 @@ class Addresses:
     def _keys_of(a: Address) -> set[str]:
         return {a.public_ip} | ({a.instance_id} if a.instance_id else set())
 
-    async def _reconcile(self, todo: list[tuple[str, set[str] | None]]) -> None:
+    async def _reconcile(self, todo: list[tuple[str, set[str] | None]], only_unsure: bool) -> None:
         # A bounded number of scripts at once; the semaphore is taken only once the claim is
         # held, so no task waits for a claim while keeping others from running.
         sem = asyncio.Semaphore(RECONCILE_PARALLEL)
 
+        def wanted(a: Address | None) -> bool:
+            return a is not None and (a.nat_unsure or (a.association_id is not None and not only_unsure))
+
         async def one(ip: str, keys: set[str] | None) -> None:
             while keys is None:
                 a = self.table.get(ip)
-                if a is None or not (a.nat_unsure or a.association_id):
+                if a is None or not wanted(a):
                     return
                 k = self._keys_of(a)
                 if not await self._wait_or_claim(k):
@@ -497,7 +502,7 @@ class Addresses:
             with self._claimed(keys):
                 async with sem:
                     a = self.table.get(ip)
-                    if a is not None and (a.nat_unsure or a.association_id):
+                    if a is not None and wanted(a):
                         await self._reconcile_one(a)
         await asyncio.gather(*(one(ip, keys) for ip, keys in todo))
 

@@ -168,7 +168,7 @@ class Cloud:
             await self.compute.reconcile()
             # An address change whose commit was undone is back to its journaled intent
             # (`nat_unsure`): its scripts are undone and the recorded associations applied again.
-            self.addresses.reconcile()
+            self.addresses.reconcile(only_unsure=True)
         except Exception:
             log.exception("reconcile after a journal rollback failed")
 
