@@ -149,6 +149,9 @@ def test_every_action_round_trips_through_botocore(server: Any, ec2: Any, image_
         "DescribeVpcs": ec2.describe_vpcs, "DescribeSubnets": ec2.describe_subnets,
         "DescribeImportImageTasks": ec2.describe_import_image_tasks,
         **dict.fromkeys(("ImportImage", "CancelImportTask"), None),  # test_ec2_imports
+        **dict.fromkeys(("AllocateAddress", "AssociateAddress", "DisassociateAddress", "ReleaseAddress"),
+                        None),   # test_ec2_addresses
+        "DescribeAddresses": ec2.describe_addresses,
     }
     assert set(calls) == set(ACTIONS), "every implemented action is exercised here"
     for name, call in calls.items():

@@ -99,6 +99,7 @@ class AdminApi:
         r.add_get("/v0/networks", self.networks)
         self.hil.add_routes(app)
         MarketplaceAdmin(self.cloud).add_routes(r)
+        r.add_get("/v0/addresses", self.addresses)
         return app
 
     @web.middleware
@@ -250,6 +251,16 @@ class AdminApi:
                     continue
                 await resp.write(_ndjson(ev))
         return resp
+
+    async def addresses(self, request: web.Request) -> web.Response:
+        """Every elastic IP held, by whom and where it points, and how full the pool is."""
+        names = {u.account_id: u.name for u in self.cloud.users.list()}
+        eips = self.cloud.addresses
+        held = sorted(eips.table.values(), key=lambda a: tuple(int(x) for x in a.public_ip.split(".")))
+        return web.json_response({"pool_size": len(eips.pool), "held": len(held), "addresses": [{
+            "PublicIp": a.public_ip, "AllocationId": a.allocation_id, "Owner": a.owner,
+            "UserName": names.get(a.owner, ""), "InstanceId": a.instance_id or "", "PrivateIp": a.private_ip or "",
+            "AssociationId": a.association_id or "", "NatUnsure": a.nat_unsure} for a in held]})
 
 
 def _event_json(e: Event) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
+from ..drivers.ip_scripts import scripts_for
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
+from .addresses import Addresses
 from .baremetal import Baremetal
 from .catalog import Catalog
 from .compute import Compute
@@ -106,6 +108,10 @@ class Cloud:
         self.compute.volumes = self.volumes
         self.volumes.image_file = self.images.file_of
         connected: set[str] = set()
+        eips = cfg.elastic_ips
+        self.addresses = Addresses(self.store, cfg, self.tags, self.network,
+                                   scripts_for(eips.associate_script, eips.disassociate_script, eips.script_timeout_s))
+        self.compute.addresses = self.addresses
         for h in cfg.hosts:
             driver = self.drivers[h.name]
             cpu = h.cpu_overcommit or cfg.overcommit.cpu
@@ -143,6 +149,7 @@ class Cloud:
         await self.compute.reconcile()
         self.volumes.reconcile()
         self.imports.reconcile()
+        self.addresses.reconcile()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
         self.baremetal.start()
@@ -164,6 +171,9 @@ class Cloud:
         try:
             await self.compute.reconcile()
             self.imports.reconcile()
+            # An address change whose commit was undone is back to its journaled intent
+            # (`nat_unsure`): its scripts are undone and the recorded associations applied again.
+            self.addresses.reconcile(only_unsure=True)
         except Exception:
             log.exception("reconcile after a journal rollback failed")
 
@@ -200,6 +210,8 @@ class Cloud:
             await self.imports.close()
         if hasattr(self, "baremetal"):
             await self.baremetal.close()
+        if hasattr(self, "addresses"):
+            await self.addresses.idle()
         await self.store.close()
         for d in self.drivers.values():
             try:

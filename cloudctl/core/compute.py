@@ -42,6 +42,7 @@ from .tags import Tags, tags_from_specs
 from .work import KeyedWork
 
 if TYPE_CHECKING:
+    from .addresses import Addresses
     from .volumes import Volumes
 
 log = logging.getLogger("cloudctl.compute")
@@ -77,6 +78,7 @@ class Compute:
         self.events = events
         # Set by the cloud once volumes exist: launch volumes, data disks, release at terminate.
         self.volumes: Volumes | None = None
+        self.addresses: Addresses | None = None   # set by the cloud: elastic IPs let go at terminate
         self.table = store.table(Instance)
         self.reservations = store.table(Reservation)
         self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))
@@ -130,7 +132,13 @@ class Compute:
             "state-reason-code": lambda i: i.state_reason_code,
             "cpu-options.core-count": lambda i: t[i.instance_type].vcpus if i.instance_type in t else None,
             "host-id": lambda i: i.host,
+            "ip-address": self._public_ip,
+            "network-interface.association.public-ip": self._public_ip,
         }, tags_of=lambda i: self.tags.of(i.id))
+
+    def _public_ip(self, i: Instance) -> str | None:
+        eip = self.addresses.of_instance(i.id) if self.addresses is not None else None
+        return eip.public_ip if eip is not None else None
 
     def _status_filter_set(self) -> FilterSet:
         return FilterSet({
@@ -685,6 +693,8 @@ class Compute:
                 await driver.define(iid, await self._xml(inst))
             self._set_state(iid, "stopping", state="stopped")
         else:  # shutting-down, terminated
+            if self.addresses is not None:   # before the private address can go to another instance
+                await self.addresses.instance_gone(iid)
             await driver.undefine(iid)
             await self.files.remove(iid)
             self._set_state(iid, "shutting-down", state="terminated", terminated_at=time.time())
@@ -692,6 +702,8 @@ class Compute:
     async def _failed(self, inst: Instance, err: HypervisorError) -> None:
         log.error("instance %s on %s: %s failed: %s", inst.id, inst.host, inst.state, err)
         if inst.state == "pending":
+            if self.addresses is not None:
+                await self.addresses.instance_gone(inst.id)
             self._set_state(inst.id, "pending", state="terminated", terminated_at=time.time(),
                                   state_reason_code="Server.InternalError",
                                   state_reason_message=f"Server.InternalError: Internal error on launch: {err}",

@@ -451,8 +451,29 @@ class ImportTask(Row):
     file: str | None = None           # the file in the image store while it downloads
 
 
+@dataclass(slots=True)
+class Address(Row):
+    """An Elastic IP. Keyed by the public address itself, so the table can never hold one
+    address twice, whatever a crash or a replay does."""
+
+    table: ClassVar[str] = "addresses"
+    key_field: ClassVar[str] = "public_ip"
+    public_ip: str
+    allocation_id: str           # eipalloc-...
+    owner: str                   # account id
+    allocated: float
+    domain: str = "vpc"
+    association_id: str | None = None     # eipassoc-..., while associated
+    instance_id: str | None = None
+    private_ip: str | None = None
+    network_interface_id: str | None = None
+    associated_at: float | None = None
+    # A script run for this address began and its outcome was not recorded: the host's NAT
+    # may differ from this row. Start-up runs the disassociate script, then re-associates.
+    nat_unsure: bool = False
+
 
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, HostAdmin, NumericId, PublishedList, Subscription,
-                                     MarketImage, MetadataEntry, ImportTask)
+                                     MarketImage, MetadataEntry, ImportTask, Address)

@@ -65,6 +65,11 @@ OPERATIONS: tuple[str, ...] = (
     "ImportImage",
     "DescribeImportImageTasks",
     "CancelImportTask",
+    "AllocateAddress",
+    "AssociateAddress",
+    "DisassociateAddress",
+    "ReleaseAddress",
+    "DescribeAddresses",
 )
 
 # The package root (the directory holding ``cloudctl``), so the builder child

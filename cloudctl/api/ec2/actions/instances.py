@@ -5,13 +5,14 @@ import base64
 import time
 from typing import Any
 
+from ....core.addresses import public_dns
 from ....core.cloud import Cloud
 from ....core.compute import STATE_CODES, private_dns
 from ....core.context import Caller
 from ....core.network import interface_id
 from ....core.errors import CloudError
 from ....core.volumes import ROOT_DEVICE
-from ....store.records import Instance, Reservation, Volume
+from ....store.records import Address, Instance, Reservation, Volume
 from ..protocol import LazyList
 from .registry import action, tag_list, ts
 
@@ -24,9 +25,11 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
     t = cloud.config.instance_types.get(i.instance_type)
     launched = ts(i.launch_time)
     dns = private_dns(i, cloud.config.region) if i.private_ip else ""
+    eip = cloud.addresses.of_instance(i.id)
     view: dict[str, Any] = {
         "InstanceId": i.id, "ImageId": i.image_id, "State": _state(i.state),
-        "PrivateDnsName": dns, "PublicDnsName": "", "StateTransitionReason": i.transition_reason,
+        "PrivateDnsName": dns, "PublicDnsName": public_dns(eip.public_ip, cloud.config.region) if eip else "",
+        "PublicIpAddress": eip.public_ip if eip else None, "StateTransitionReason": i.transition_reason,
         "KeyName": i.key_name, "AmiLaunchIndex": i.launch_index, "ProductCodes": [],
         "InstanceType": i.instance_type, "LaunchTime": launched,
         "Placement": {"AvailabilityZone": i.zone, "GroupName": "", "Tenancy": "default"},
@@ -50,15 +53,21 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
     subnet = cloud.network.of(i.private_ip, i.zone, i.subnet_id)
     if subnet is not None and i.state != "terminated":
         view["VpcId"], view["SubnetId"] = cloud.network.vpc_id, subnet.id
-        view["NetworkInterfaces"] = [network_interface_view(cloud, i, subnet.id, dns)]
+        view["NetworkInterfaces"] = [network_interface_view(cloud, i, subnet.id, dns, eip)]
     if i.state_reason_code:
         view["StateReason"] = {"Code": i.state_reason_code, "Message": i.state_reason_message or ""}
     return view
 
 
-def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str) -> dict[str, Any]:
-    primary = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True}
+def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str,
+                           eip: Address | None = None) -> dict[str, Any]:
+    primary: dict[str, Any] = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True}
+    assoc = {"PublicIp": eip.public_ip, "IpOwnerId": eip.owner,
+             "PublicDnsName": public_dns(eip.public_ip, cloud.config.region)} if eip is not None else None
+    if assoc is not None:
+        primary["Association"] = assoc
     return {
+        "Association": assoc,
         "NetworkInterfaceId": interface_id(i.id), "SubnetId": subnet_id, "VpcId": cloud.network.vpc_id,
         "OwnerId": i.owner, "Status": "in-use", "MacAddress": i.mac, "PrivateIpAddress": i.private_ip,
         "PrivateDnsName": dns, "SourceDestCheck": True, "Groups": [], "Ipv6Addresses": [],
