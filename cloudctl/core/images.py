@@ -204,6 +204,11 @@ class Images:
         self._background(self._finish_capture(im.id, disk, copy))
         return im
 
+    @property
+    def pending(self) -> int:
+        """Captures and downloads still running."""
+        return len(self._captures)
+
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._captures.add(task)
