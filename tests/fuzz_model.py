@@ -94,8 +94,9 @@ BASE64: list[Value] = [
 
 
 def _text() -> st.SearchStrategy[Value]:
-    return st.one_of(st.text(max_size=24), st.sampled_from(HOSTILE),
-                     st.binary(max_size=12).map(lambda b: b))
+    """Plain names (so a request gets past this member to the next), random text, hostile bytes."""
+    return st.one_of(st.from_regex(r"[a-z][a-z0-9-]{2,20}", fullmatch=True), st.text(max_size=24),
+                     st.sampled_from(HOSTILE), st.binary(max_size=12))
 
 
 class RequestStrategies:
