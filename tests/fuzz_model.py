@@ -77,6 +77,24 @@ TIMESTAMPS: list[Value] = ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.000Z", "
 FLOATS: list[Value] = ["0", "1.5", "-0", "1e400", "nan", "inf", "-inf", "1e-400", "", "x"]
 
 
+# Values that mean something to the handlers, per member name (mixed with random text).
+SPECIAL: dict[str, list[Value]] = {
+    "InstanceType": ["t3.nano", "t3.micro", "m5.xlarge", "x9.huge"],
+    "AvailabilityZone": ["cloudctl-1a", "cloudctl-1b", "us-east-1a"],
+    "Device": ["/dev/sdf", "/dev/vdb", "/dev/xvdz", "xvdb", "/dev/sda1", "/dev/../etc"],
+    "Name": ["instance-id", "tag:Name", "tag-key", "owner-id", "state", "image-id", "key-name",
+             "volume-id", "status", "resource-id", "fuzz-name"],
+    "Key": ["Name", "aws:x", "k" * 128, "k" * 129],
+    "Attribute": ["instanceType", "userData", "kernel", "disableApiTermination"],
+    "ImageLocation": ["cloudctl-blank.img", "../cloudctl.yaml", "/etc/passwd", "http://127.0.0.1/x.img",
+                      "cloudctl-blank.img\x00", "x" * 5000, "images/../../state/admin.token"],
+    "NextToken": ["", "eyJ4IjoxfQ==", "!!"],
+}
+# Optional members offered often (with ids): the ones handlers validate first.
+FOCUS = (set(SPECIAL) - {"Name", "Key", "NextToken"}) | {"UserData", "Size", "MinCount", "MaxCount", "Description",
+                                                         "PublicKeyMaterial", "Value", "Filters", "Tags"}
+
+
 def _ssh_key() -> str:
     blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + os.urandom(32)
     return "ssh-ed25519 " + base64.b64encode(blob).decode() + " fuzz@cloudctl"
@@ -136,19 +154,8 @@ class RequestStrategies:
             return st.sampled_from(BASE64)
         if shape.enum:
             return st.one_of(st.sampled_from(list(shape.enum)), st.sampled_from(list(shape.enum)), _text())
-        special: dict[str, list[Value]] = {
-            "InstanceType": ["t3.nano", "t3.micro", "m5.xlarge", "x9.huge"],
-            "AvailabilityZone": ["cloudctl-1a", "cloudctl-1b", "us-east-1a"],
-            "Device": ["/dev/sdf", "/dev/vdb", "/dev/xvdz", "xvdb", "/dev/sda1", "/dev/../etc"],
-            "Name": ["instance-id", "tag:Name", "tag-key", "owner-id", "state", "image-id", "key-name",
-                     "volume-id", "status", "resource-id", "fuzz-name"],
-            "Key": ["Name", "aws:x", "k" * 128, "k" * 129],
-            "Attribute": ["instanceType", "userData", "kernel", "disableApiTermination"],
-            "ImageLocation": ["blank.img", "../cloudctl.yaml", "/etc/passwd", "http://127.0.0.1/x.img"],
-            "NextToken": ["", "eyJ4IjoxfQ==", "!!"],
-        }
-        if name in special:
-            return st.one_of(st.sampled_from(special[name]), _text())
+        if name in SPECIAL:
+            return st.one_of(st.sampled_from(SPECIAL[name]), _text())
         return _text()
 
     def _scalar(self, name: str, shape: Shape) -> st.SearchStrategy[Value]:
@@ -200,11 +207,14 @@ class RequestStrategies:
         @st.composite
         def build(draw: Callable[..., Any]) -> Pairs:
             chosen = [m for m in required if draw(st.sampled_from([True] * 7 + [False]))]
-            # Members naming resources are what most handlers look at first: offer them often.
-            chosen += [m for m in optional if id_member(m) and draw(st.booleans())]
+            # Members naming resources, and those with values of their own (UserData, Device...),
+            # are what handlers look at first: offer them often.
+            chosen += [m for m in optional if (id_member(m) or m in FOCUS) and draw(st.booleans())]
             if optional:
                 chosen += [m for m in draw(st.lists(st.sampled_from(optional), max_size=max_optional, unique=True))
                            if m not in chosen]
+            if not chosen and prefix and members:   # an empty nested structure says nothing
+                chosen = [draw(st.sampled_from(list(members)))]
             out: Pairs = []
             for m in chosen:
                 for k, v in draw(self.member(m, members[m], depth, m in required)):
