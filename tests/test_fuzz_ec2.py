@@ -11,6 +11,8 @@ Malformed HTTP (content types, huge and stalled bodies, many idle connections) i
 """
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
 import re
@@ -136,7 +138,6 @@ def test_boundary_requests(fuzz_env: FuzzEnv) -> None:
     own = fuzz_env.pools.own
     image = own["public_image"][0]
     big = "#!/bin/sh\n" + "x" * (16 * 1024)
-    import base64
     cases: list[tuple[str, list[tuple[str, Any]], str]] = [
         ("RunInstances", [("ImageId", image), ("MinCount", "1"), ("MaxCount", str(2**63))], "InstanceLimitExceeded"),
         ("RunInstances", [("ImageId", image), ("MinCount", "0"), ("MaxCount", "0")], "InvalidParameterValue"),
@@ -221,7 +222,6 @@ def test_huge_body_refused_before_it_is_read(fuzz_env: FuzzEnv) -> None:
         yield b"Action=DescribeInstances&X="
         for _ in range(80):
             yield b"A" * 65536
-    import http.client
     conn = http.client.HTTPConnection("127.0.0.1", int(server.endpoint.rsplit(":", 1)[1]), timeout=30)
     try:
         conn.request("POST", "/", body=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"},
