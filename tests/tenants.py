@@ -26,8 +26,8 @@ def make_resources(server: Server, user: dict[str, str], tag: str) -> dict[str, 
     out = {"instance": ids, "volume": [vol, vol2], "snapshot": [snap], "image": [ami], "public_image": [image],
            "keyname": [f"kp-{tag}"], "keypair": [kp["KeyPairId"]]}
     if "CreateSecurityGroup" in ACTIONS:
-        g = ec2.create_security_group(GroupName=f"sg-{tag}", Description=f"group of {tag}")["GroupId"]
-        out |= {"group": [g], "groupname": [f"sg-{tag}"]}
+        g = ec2.create_security_group(GroupName=f"group-{tag}", Description=f"group of {tag}")["GroupId"]
+        out |= {"group": [g], "groupname": [f"group-{tag}"]}
     if "AllocateAddress" in ACTIONS:
         a = ec2.allocate_address(Domain="vpc")
         b = ec2.allocate_address(Domain="vpc")
