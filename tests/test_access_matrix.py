@@ -75,7 +75,7 @@ EXTRA: dict[str, list[tuple[str, str]]] = {
     "AttachVolume": [("Device", "/dev/sdg")],
     "CreateImage": [("NoReboot", "true")],
     "DetachVolume": [("VolumeId", "{attached_volume}"), ("Force", "true")],
-    "AssociateAddress": [("AllowReassociation", "false")],
+    "AssociateAddress": [("AllocationId", "{address}"), ("InstanceId", "{instance}"), ("AllowReassociation", "false")],
     **{f"{verb}SecurityGroup{way}": [
         ("GroupId", "{group}"), ("IpPermissions.1.IpProtocol", "tcp"), ("IpPermissions.1.FromPort", "22"),
         ("IpPermissions.1.ToPort", "22"), ("IpPermissions.1.IpRanges.1.CidrIp", "10.9.9.0/24")]
