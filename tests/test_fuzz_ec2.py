@@ -139,7 +139,12 @@ def test_boundary_requests(fuzz_env: FuzzEnv) -> None:
     image = own["public_image"][0]
     big = "#!/bin/sh\n" + "x" * (16 * 1024)
     cases: list[tuple[str, list[tuple[str, Any]], str]] = [
-        ("RunInstances", [("ImageId", image), ("MinCount", "1"), ("MaxCount", str(2**63))], "InstanceLimitExceeded"),
+        # Integers are AWS's: 32 bits for `integer`, 64 for `long` (2**63 was accepted as a MaxCount).
+        ("RunInstances", [("ImageId", image), ("MinCount", "1"), ("MaxCount", str(2**63))], "InvalidParameterValue"),
+        ("RunInstances", [("ImageId", image), ("MinCount", "1"), ("MaxCount", str(2**31))], "InvalidParameterValue"),
+        ("RunInstances", [("ImageId", image), ("MinCount", "1"), ("MaxCount", str(2**31 - 1))],
+         "InstanceLimitExceeded"),
+        ("CreateVolume", [("AvailabilityZone", "cloudctl-1a"), ("Size", "9" * 5000)], "InvalidParameterValue"),
         ("RunInstances", [("ImageId", image), ("MinCount", "0"), ("MaxCount", "0")], "InvalidParameterValue"),
         ("RunInstances", [("ImageId", image), ("MinCount", "5"), ("MaxCount", "1")], "InvalidParameterValue"),
         ("RunInstances", [("ImageId", image), ("MinCount", "1"), ("MaxCount", "-1")], "InvalidParameterValue"),
