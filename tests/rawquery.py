@@ -64,9 +64,23 @@ class SignedQuery:
                     raise
         raise AssertionError("unreachable")
 
-    def send(self, action: str, pairs: list[tuple[str, Value]]) -> tuple[int, bytes]:
+    def send(self, action: str, pairs: list[tuple[str, Value]], method: str = "POST") -> tuple[int, bytes]:
         body = form_body(action, pairs)
+        if method == "GET":   # the same fields in the query string, signed as botocore signs a URL
+            return self.get(body.decode())
         return self.post(body, self.signed(body))
+
+    def get(self, query: str) -> tuple[int, bytes]:
+        req = AWSRequest(method="GET", url=f"{self.endpoint}?{query}")
+        SigV4Auth(self.creds, "ec2", self.region).add_auth(req)
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        try:
+            self.conn.request("GET", "/?" + query, headers=dict(req.headers.items()))
+            resp = self.conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            self.close()
 
     def close(self) -> None:
         if self.conn is not None:

@@ -1,5 +1,10 @@
-"""A user's resources, made through boto3, for the fuzz and access-matrix tests."""
+"""Shared by the fuzz and access-matrix tests: a user's resources (made through boto3), and a
+summary line printed at the end of the run."""
 from __future__ import annotations
+
+import contextlib
+
+import pytest
 
 from cloudctl.api.ec2.actions import ACTIONS
 from conftest import Server, wait_state
@@ -37,3 +42,14 @@ def make_resources(server: Server, user: dict[str, str], tag: str) -> dict[str, 
     ec2.create_tags(Resources=[x for k in ("group", "address") for x in out.get(k, [])] or [ids[1]],
                     Tags=[{"Key": "owner", "Value": tag}])
     return out
+
+
+def summary(config: pytest.Config, title: str, line: str) -> None:
+    """Print past output capture (module teardown is captured): the figures go in the log."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+        reporter.write_sep("-", title)
+        reporter.write_line(line)

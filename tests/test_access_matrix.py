@@ -26,7 +26,7 @@ from cloudctl.api.ec2.model import OPERATIONS
 from conftest import REGION, Server, write_config
 from fuzz_model import id_member, service_model
 from rawquery import SignedQuery, StateProbe, error_code
-from tenants import make_resources
+from tenants import make_resources, summary
 
 # kind → the code B gets for A's resource of that kind.
 EXPECTED = {
@@ -197,11 +197,8 @@ def tenants(tmp_path_factory: pytest.TempPathFactory, model_cache: Path,
     t = Tenants(s)
     t.probe.settle()
     yield t
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_sep("-", "access matrix")
-        reporter.write_line(f"{len(ROWS)} rows over {len({r.action for r in ROWS})} actions; "
-                            f"{t.checked} cross-user requests checked")
+    summary(request.config, "access matrix", f"{len(ROWS)} rows over {len({r.action for r in ROWS})} actions; "
+            f"{t.checked} cross-user requests checked")
     s.stop()
 
 
