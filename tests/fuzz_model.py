@@ -201,7 +201,7 @@ class RequestStrategies:
         members = shape.members
         required = list(shape.required_members)
         optional = [m for m in members if m not in required]
-        wire = {m: _wire_name(m, members[m]) for m in members}
+        wire = {m: wire_name(m, members[m]) for m in members}
         max_optional = self.max_optional
 
         @st.composite
@@ -239,7 +239,7 @@ def _fit(pairs: Pairs, n: int, budget: int = 2_000_000) -> int:
     return max(1, min(n, budget // size))
 
 
-def _wire_name(member: str, shape: Shape) -> str:
+def wire_name(member: str, shape: Shape) -> str:
     """As botocore's EC2 serializer names a member: queryName, else capitalised locationName."""
     s = shape.serialization
     if s.get("queryName"):

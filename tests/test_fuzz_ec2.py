@@ -121,6 +121,22 @@ def test_every_implemented_action_is_fuzzed() -> None:
     assert {"RunInstances", "CreateTags", "AttachVolume", "ImportKeyPair"} <= set(FUZZED)
 
 
+def test_state_digest_sees_changes(fuzz_env: FuzzEnv) -> None:
+    """The probe the properties rest on: an accepted change moves the digest and the commit count,
+    a refused request moves neither."""
+    before = fuzz_env.probe.settle()
+    status, body = fuzz_env.client.send("CreateKeyPair", [("KeyName", "digest-probe")])
+    assert status == 200, body[:300]
+    after = fuzz_env.probe.settle()
+    assert after[0] != before[0] and after[1] > before[1]
+    status, body = fuzz_env.client.send("CreateKeyPair", [("KeyName", "digest-probe")])
+    assert error_code(status, body) == "InvalidKeyPair.Duplicate"
+    assert fuzz_env.probe.state() == after
+    status, _ = fuzz_env.client.send("DeleteKeyPair", [("KeyName", "digest-probe")])
+    assert status == 200
+    fuzz_env.state = fuzz_env.probe.settle()
+
+
 @pytest.mark.parametrize("action", FUZZED)
 def test_fuzz_action(action: str, fuzz_env: FuzzEnv) -> None:
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
@@ -129,6 +145,7 @@ def test_fuzz_action(action: str, fuzz_env: FuzzEnv) -> None:
            get=st.sampled_from([False] * 5 + [True]))
     def run(pairs: list[tuple[str, Any]], dry_run: bool, get: bool) -> None:
         fuzz_env.check(action, pairs + ([("DryRun", "true")] if dry_run else []), get)
+    fuzz_env.state = fuzz_env.probe.settle()   # whatever ran before this test
     run()
 
 
