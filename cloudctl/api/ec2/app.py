@@ -133,7 +133,7 @@ class Ec2Api:
             first = next(pieces)
             second = next(pieces, None)
         except _BodyRefused as e:
-            resp = self._error(e.code, e.message, request_id, action)
+            resp = self._error(e.code, e.message, request_id, action, t0)
             resp.force_close()   # the rest of the body is still on the wire
             return resp
         except CloudError as e:
