@@ -27,6 +27,8 @@ class _Strict(BaseModel):
 class Listen(_Strict):
     listen: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)]
+    # A client that sends nothing, or stops halfway through a request, is disconnected after this.
+    client_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
 class MetadataListen(Listen):

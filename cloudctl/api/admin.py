@@ -97,6 +97,7 @@ class AdminApi:
         r.add_get("/v0/console/{instance_id}", self.console)
         r.add_get("/v0/events", self.events)
         r.add_get("/v0/networks", self.networks)
+        r.add_get("/v0/state/digest", self.state_digest)
         self.hil.add_routes(app)
         MarketplaceAdmin(self.cloud).add_routes(r)
         r.add_get("/v0/addresses", self.addresses)
@@ -223,6 +224,13 @@ class AdminApi:
             raise CloudError("NoSuchEntity", f"instance {iid} does not exist")
         data = await self.cloud.drivers[inst.host].console_output(iid)
         return web.Response(body=data, content_type="application/octet-stream")
+
+    async def state_digest(self, request: web.Request) -> web.Response:
+        """A hash of the whole state, the count of committed changes and the background work
+        still running: equal answers around a request prove it changed nothing."""
+        store = self.cloud.store
+        return web.json_response({"digest": store.digest(), "commits": store.commits,
+                                  "pending_work": self.cloud.pending_work()})
 
     async def networks(self, request: web.Request) -> web.Response:
         return web.json_response(self.cloud.network.usage())

@@ -177,6 +177,10 @@ class Cloud:
         except Exception:
             log.exception("reconcile after a journal rollback failed")
 
+    def pending_work(self) -> int:
+        """Background tasks still changing state (hypervisor work, image copies and downloads)."""
+        return self.compute.work.pending + self.images.pending
+
     async def _maybe_checkpoint(self) -> None:
         j = self.store.journal
         if j is None or j.records_in_gen == 0:

@@ -601,7 +601,7 @@ class Compute:
         if disk is None:
             raise CloudError("InvalidParameterValue",
                              f"The instance '{inst.id}' has no disk of its own to image (its host is simulated).")
-        self.images.check_name(caller.account, name)
+        self.images.check_user_name(caller.account, name)
         pairs = tags_from_specs(req.get("TagSpecifications"), ("image", "snapshot")).get("image")
         image = self.images.table.get(inst.image_id)
         caller.check_dry_run()

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -30,6 +31,8 @@ CLOUD_OWNER = "cloudctl"     # owner id of the images the cloud itself provides
 MARKET_OWNER = "marketplace"  # owner id of images from subscribed image lists
 PREFIX = {"machine": "ami", "kernel": "aki", "ramdisk": "ari"}
 _TYPE_OF_PREFIX = {v: k for k, v in PREFIX.items()}
+# AWS's AMI name alphabet: letters, digits and ( ) [ ] space . / - ' @ _ (no control characters).
+_AMI_NAME = re.compile(r"[A-Za-z0-9()\[\] ./\-'@_]*")
 
 
 ROOT_DEVICE_NAME = "/dev/vda"   # the root device of every image here (core.volumes.ROOT_DEVICE)
@@ -154,6 +157,22 @@ class Images:
         if ramdisk_id and not kernel_id:
             raise CloudError("InvalidParameterCombination", "A RamdiskId needs a KernelId")
 
+    def check_user_name(self, owner: str, name: str) -> None:
+        """A name a user gives an image: AWS's length, alphabet and per-owner uniqueness."""
+        if not _AMI_NAME.fullmatch(name):
+            raise CloudError("InvalidParameterValue", "AMI names may contain only letters, digits, spaces and "
+                             "( ) [ ] . / - ' @ _")
+        self.check_name(owner, name)
+
+    def _store_file(self, location: str) -> str | None:
+        """`location` relative to the image store if it names a file inside it (runs on a thread)."""
+        try:
+            root = self.dir.resolve()
+            path = (root / location).resolve()
+            return str(path.relative_to(root)) if path.is_relative_to(root) and path.is_file() else None
+        except (OSError, ValueError):   # NUL bytes, names too long, loops: no such file
+            return None
+
     def check_name(self, owner: str, name: str) -> None:
         if not 3 <= len(name) <= 128:
             raise CloudError("InvalidParameterValue", "AMI names must be between 3 and 128 characters long")
@@ -187,7 +206,7 @@ class Images:
             if not self.allow_urls:
                 raise CloudError("InvalidParameterValue",
                                  "Registering images from URLs is reserved to the cloud's admins here")
-            self.check_name(caller.account, name)
+            self.check_user_name(caller.account, name)
             caller.check_dry_run()
             return await self.fetch(caller.account, name, location, req.get("Description") or "",
                                     kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
@@ -196,23 +215,23 @@ class Images:
                              "Registering from snapshots is not supported; give ImageLocation, a file in the image store")
         if not location:
             raise CloudError("MissingParameter", "The request must contain the parameter ImageLocation")
-        self.check_name(caller.account, name)
+        self.check_user_name(caller.account, name)
         arch = req.get("Architecture") or "x86_64"
         if arch != "x86_64":
             raise CloudError("InvalidParameterValue", f"Architecture '{arch}' is not supported (x86_64 only)")
-        path = (self.dir / location).resolve()
-        rel = str(path.relative_to(self.dir.resolve())) if path.is_relative_to(self.dir.resolve()) else None
-        # Another account's private image file is not the caller's to register (it would
-        # expose its data); the answer is the same as for a missing file.
-        taken = rel is not None and any(i.path == rel and i.owner != caller.account and not i.public
-                                        for i in self.table.values())
-        if rel is None or taken or not path.is_file():
-            raise CloudError("InvalidParameterValue",
-                             f"ImageLocation '{location}' is not a file in the image store")
+        rel = await asyncio.to_thread(self._store_file, location)
+        # A file only other accounts' private images use is not the caller's to register (it
+        # would expose their data); the answer is the same as for a missing file. A file a
+        # public image uses stays open to all, whoever else registered it privately.
+        users = [i for i in self.table.values() if i.path == rel] if rel is not None else []
+        taken = bool(users) and not any(i.public or i.owner == caller.account for i in users)
+        if rel is None or taken:
+            shown = location if len(location) <= 200 else location[:200] + "..."
+            raise CloudError("InvalidParameterValue", f"ImageLocation '{shown}' is not a file in the image store")
         pairs = tags_from_specs(req.get("TagSpecifications"), ("image",)).get("image")
         self._boot_ids(caller, req.get("KernelId"), req.get("RamdiskId"))
         caller.check_dry_run()
-        return await self._register(caller.account, name, str(path.relative_to(self.dir.resolve())),
+        return await self._register(caller.account, name, rel,
                                     req.get("Description") or "", False, pairs,
                                     kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
 
@@ -244,6 +263,11 @@ class Images:
         await self.store.sync()
         self._background(self._finish_capture(im.id, disk, copy))
         return im
+
+    @property
+    def pending(self) -> int:
+        """Captures and downloads still running."""
+        return len(self._captures)
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
