@@ -53,6 +53,7 @@ OVERRIDES = {
     "CreateImage:BlockDeviceMapping.1.Ebs.SnapshotId": "refused",       # simulated hosts have no disk
     "RegisterImage:BlockDeviceMapping.1.Ebs.SnapshotId": "refused",     # images from snapshots: not yet
     "ModifyInstanceAttribute:BlockDeviceMapping.1.Ebs.VolumeId": "refused",
+    "ImportImage:DiskContainer.1.SnapshotId": "refused",                # imports from URLs only
 }
 # Members that name a new resource, not an existing one.
 NEW_NAMES = {("CreateKeyPair", "KeyName"), ("ImportKeyPair", "KeyName"), ("CreateSecurityGroup", "GroupName")}
