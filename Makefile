@@ -5,7 +5,7 @@ CONFIG  ?= config/cloudctl.yaml
 # Build deps and bench tools, plus what the real-guest tests need (libvirtd, qemu under TCG).
 DEB_PKGS := libvirt-dev pkg-config wrk $(shell grep -v '^\#' scripts/debian-packages.txt)
 
-.PHONY: install deps venv run test test-e2e bench stress clean
+.PHONY: install deps venv run test test-e2e bench stress clean fuzz
 
 install: deps venv
 
@@ -32,6 +32,11 @@ test:
 
 test-e2e:
 	$(PY) -m pytest -q -m e2e
+
+# The long fuzzing run: 2000 hypothesis examples per EC2 action (CI runs a few per action).
+FUZZ_EXAMPLES ?= 2000
+fuzz:
+	CLOUDCTL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_ec2.py
 
 bench:
 	$(PY) -m pip install -q -e '.[bench]'

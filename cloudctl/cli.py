@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--json", action="store_true")
     cli_hil.add_parsers(sub)
     _marketplace_parser(sub)
+    ad = sub.add_parser("address", help="elastic IPs").add_subparsers(dest="sub", required=True)
+    ad.add_parser("list", help="every elastic IP held, and where it points").add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     cfg_path = getattr(args, "config_sub", None) or args.config
@@ -250,6 +252,14 @@ def main(argv: list[str] | None = None) -> None:
               _table(rows, ["name", "subnet_id", "zone", "cidr", "bridge", "used", "free"]))
     elif args.cmd == "marketplace":
         _marketplace(client, args)
+    elif args.cmd == "address":
+        res = client.call("GET", "/v0/addresses")
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            print(f"{res['held']} of {res['pool_size']} pool addresses held")
+            if res["addresses"]:
+                print(_table(res["addresses"], ["PublicIp", "AllocationId", "UserName", "InstanceId", "PrivateIp"]))
 
 
 def _marketplace_parser(sub: Any) -> None:

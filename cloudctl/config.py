@@ -27,6 +27,8 @@ class _Strict(BaseModel):
 class Listen(_Strict):
     listen: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)]
+    # A client that sends nothing, or stops halfway through a request, is disconnected after this.
+    client_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
 class MetadataListen(Listen):
@@ -166,6 +168,69 @@ class Baremetal(_Strict):
         parse_vlan_ranges(v)
         return v
 
+class ElasticIps(_Strict):
+    """Public addresses users allocate and associate with instances (econe's Elastic IPs).
+
+    `pool` entries are a CIDR (its network and broadcast addresses left out below /31), one
+    address, or a range `first-last`. The scripts do the host's NAT: on associate
+    `associate_script ELASTIC_IP PRIVATE_IP NETWORK_TEMPLATE_BASE64`, on disassociate
+    `disassociate_script ELASTIC_IP`; without them association is bookkeeping only.
+    """
+
+    pool: list[str] = []
+    associate_script: Path | None = None
+    disassociate_script: Path | None = None
+    script_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_addresses_per_user: Annotated[int, Field(ge=0)] = 5     # AWS's default quota
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, v: list[str]) -> list[str]:
+        seen: set[int] = set()
+        for entry in v:
+            addrs = pool_entry(entry)
+            dup = seen.intersection(addrs)
+            if dup:
+                raise ValueError(f"pool entry {entry!r} repeats {ipaddress.IPv4Address(min(dup))}")
+            seen.update(addrs)
+            if len(seen) > MAX_POOL:
+                raise ValueError(f"the pool holds more than {MAX_POOL} addresses")
+        return v
+
+    def addresses(self) -> list[str]:
+        """Every pool address, in order."""
+        return [str(ipaddress.IPv4Address(a)) for a in sorted({a for e in self.pool for a in pool_entry(e)})]
+
+
+MAX_POOL = 65536
+
+
+def pool_entry(entry: str) -> range:
+    """The addresses (as integers) one pool entry names; ValueError with a readable message."""
+    try:
+        if "/" in entry:
+            net = ipaddress.IPv4Network(entry.strip(), strict=True)
+            lo, hi = int(net.network_address), int(net.broadcast_address)
+            if net.prefixlen < 31:
+                lo, hi = lo + 1, hi - 1
+        elif "-" in entry:
+            a, _, b = entry.partition("-")
+            lo, hi = int(ipaddress.IPv4Address(a.strip())), int(ipaddress.IPv4Address(b.strip()))
+            if hi < lo:
+                raise ValueError(f"pool range {entry!r} ends before it starts")
+        else:
+            lo = hi = int(ipaddress.IPv4Address(entry.strip()))
+    except ipaddress.AddressValueError as e:
+        raise ValueError(f"pool entry {entry!r}: {e}") from None
+    except ipaddress.NetmaskValueError as e:
+        raise ValueError(f"pool entry {entry!r}: {e}") from None
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith("pool") else f"pool entry {entry!r}: {msg}") from None
+    if hi - lo + 1 > MAX_POOL:
+        raise ValueError(f"pool entry {entry!r} holds more than {MAX_POOL} addresses")
+    return range(lo, hi + 1)
+
 
 class Publish(_Strict):
     """This cloud as an endorser: the list it signs and serves on the marketplace listener."""
@@ -219,6 +284,7 @@ class Config(_Strict):
     user_image_urls_local: bool = False   # ...even at loopback/link-local addresses? (labs and tests only)
     baremetal: Baremetal = Baremetal()
     marketplace: Marketplace | None = None   # publish/subscribe signed image lists; off when absent
+    elastic_ips: ElasticIps = ElasticIps()
 
     @field_validator("instance_types")
     @classmethod
@@ -278,6 +344,12 @@ class Config(_Strict):
             bare = [z for z in self.zones if not any(n.zone == z for n in self.networks)]
             if bare:
                 raise ValueError(f"networks: zone {bare[0]!r} has hosts but no network")
+        for entry in self.elastic_ips.pool:
+            r = pool_entry(entry)
+            for n in self.network_list():
+                net = ipaddress.IPv4Network(n.cidr)
+                if int(net.network_address) <= r[-1] and r[0] <= int(net.broadcast_address):
+                    raise ValueError(f"elastic_ips.pool entry {entry!r} overlaps network {n.name!r} ({net})")
         return self
 
     def network_list(self) -> list[NetworkConfig]:
@@ -351,6 +423,15 @@ def load_config(path: Path | str | None = None) -> Config:
     template = _resolve(base, cfg.domain_template)
     if not template.is_file():
         raise ConfigError(f"config {path}: domain_template: no such file {template}")
+    eips = cfg.elastic_ips
+    scripts: dict[str, Path | None] = {}
+    for key in ("associate_script", "disassociate_script"):
+        p = getattr(eips, key)
+        if p is not None:
+            p = _resolve(base, p)
+            if not p.is_file() or not os.access(p, os.X_OK):
+                raise ConfigError(f"config {path}: elastic_ips.{key}: {p} is not an executable file")
+        scripts[key] = p
     images = []
     for i, im in enumerate(cfg.images):
         f = _resolve(base, im.file)
@@ -378,6 +459,7 @@ def load_config(path: Path | str | None = None) -> Config:
         "instance_types": types,
         "domain_template": template,
         "images": images,
+        "elastic_ips": eips.model_copy(update=scripts),
     })
 
 

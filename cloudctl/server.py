@@ -66,8 +66,10 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-async def _site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def _site(app: web.Application, host: str, port: int, client_timeout_s: float = 60.0
+                ) -> tuple[web.AppRunner, int]:
+    # keepalive_timeout also closes connections that never finish sending a request's headers.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=client_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
@@ -87,7 +89,7 @@ async def run(config: Config) -> None:
     monitor = LoopMonitor()
     monitor.observe = metrics.loop_lag.observe
     monitor.start()
-    ec2 = Ec2Api(cloud, protocol, make_verifier(cloud))
+    ec2 = Ec2Api(cloud, protocol, make_verifier(cloud), config.ec2.client_timeout_s)
     ec2.observe = lambda action, code, s: metrics.request("ec2", action, code, s)
     token = ensure_token(config.state_dir)
 
@@ -112,24 +114,29 @@ async def run(config: Config) -> None:
     admin_app.router.add_post("/v0/stats/reset-lag", _reset_handler(monitor))
     admin_app.router.add_get("/metrics", metrics.handle)
     admin.public_paths.add("/metrics")
-    ec2_runner, ec2_port = await _site(ec2.app(), config.ec2.listen, config.ec2.port)
-    admin_runner, admin_port = await _site(admin_app, config.admin.listen, config.admin.port)
+    ec2_runner, ec2_port = await _site(ec2.app(), config.ec2.listen, config.ec2.port,
+                                        config.ec2.client_timeout_s)
+    admin_runner, admin_port = await _site(admin_app, config.admin.listen, config.admin.port,
+                                            config.admin.client_timeout_s)
     runners = [ec2_runner, admin_runner]
     md_line = ""
     if config.metadata is not None:
         md_app = metadata_app(cloud, service=cloud.metadata, require_token=config.metadata.require_token)
-        md_runner, md_port = await _site(md_app, config.metadata.listen, config.metadata.port)
+        md_runner, md_port = await _site(md_app, config.metadata.listen, config.metadata.port,
+                                          config.metadata.client_timeout_s)
         runners.append(md_runner)
         md_line = f"  metadata       http://{config.metadata.listen}:{md_port}  (for instances, by source address)\n"
     if config.xmlrpc is not None:
         one_app = xmlrpc_app(cloud, token, config.xmlrpc.port)
         one_app[XMLRPC_KEY].observe = lambda method, code, s: metrics.request("xmlrpc", method, code, s)
-        one_runner, one_port = await _site(one_app, config.xmlrpc.listen, config.xmlrpc.port)
+        one_runner, one_port = await _site(one_app, config.xmlrpc.listen, config.xmlrpc.port,
+                                            config.xmlrpc.client_timeout_s)
         one_app[XMLRPC_KEY].port = one_port
         runners.append(one_runner)
         md_line += f"  XML-RPC        http://{config.xmlrpc.listen}:{one_port}/RPC2  (OpenNebula API, pyone)\n"
     if config.marketplace is not None:
-        mp_runner, mp_port = await _site(public_app(cloud), config.marketplace.listen, config.marketplace.port)
+        mp_runner, mp_port = await _site(public_app(cloud), config.marketplace.listen,
+                                          config.marketplace.port, config.marketplace.client_timeout_s)
         runners.append(mp_runner)
         if cloud.publisher is not None and config.marketplace.public_url is None:
             cloud.publisher.public_url = f"http://{config.marketplace.listen}:{mp_port}"

@@ -59,6 +59,13 @@ def tag_spec(rtype: str, **tags: str) -> list[dict[str, Any]]:
     return [{"ResourceType": rtype, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
 
 
+def root_volume(ec2: Any, iid: str) -> str:
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    first = inst["BlockDeviceMappings"][0]
+    assert first["DeviceName"] == inst["RootDeviceName"]
+    return str(first["Ebs"]["VolumeId"])
+
+
 def running_instance(ec2: Any, image_id: str, zone: str = ZONE_A) -> str:
     iid = ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1,
                             Placement={"AvailabilityZone": zone})["Instances"][0]["InstanceId"]
@@ -168,7 +175,9 @@ def test_attach_detach_and_delete_while_attached(ec2: Any, image_id: str) -> Non
     assert v["State"] == "in-use"
     assert v["Attachments"][0]["InstanceId"] == iid and v["Attachments"][0]["Device"] == "/dev/sdf"
     by = [{"Name": "attachment.instance-id", "Values": [iid]}]
-    assert [x["VolumeId"] for x in ec2.describe_volumes(Filters=by)["Volumes"]] == [vol]
+    # The instance's root volume (EBS-backed) and the new one.
+    assert {x["Attachments"][0]["Device"]: x["VolumeId"] for x in ec2.describe_volumes(Filters=by)["Volumes"]} \
+        == {"/dev/vda": root_volume(ec2, iid), "/dev/sdf": vol}
     assert [x["VolumeId"] for x in ec2.describe_volumes(
         Filters=[*by, {"Name": "attachment.device", "Values": ["/dev/sdf"]},
                  {"Name": "attachment.status", "Values": ["attached"]}])["Volumes"]] == [vol]
@@ -423,7 +432,9 @@ async def test_attached_volume_reaches_the_domain_definition(cloud: Cloud) -> No
     with pytest.raises(CloudError) as e:
         await cloud.volumes.delete(caller, v2.id)
     assert e.value.code == "VolumeInUse"
-    assert cloud.volumes.release_instance(iid) == [v2.id]
+    root = cloud.volumes.root_of(iid)
+    assert root is not None and root.delete_on_termination
+    assert sorted(cloud.volumes.release_instance(iid)) == sorted([root.id, v2.id])
     await cloud.volumes.idle()
     assert cloud.volumes.table.get(v2.id) is None
     assert not cloud.volumes.volume_path(v2.id).exists()
@@ -465,23 +476,28 @@ def test_block_device_mappings_at_launch(ec2: Any, image_id: str) -> None:
         ])["Instances"][0]
     iid = inst["InstanceId"]
     mapped = {m["DeviceName"]: m["Ebs"] for m in inst["BlockDeviceMappings"]}
-    assert set(mapped) == {"/dev/sdf", "/dev/sdg"}
+    assert [m["DeviceName"] for m in inst["BlockDeviceMappings"]] == ["/dev/sda1", "/dev/sdf", "/dev/sdg"]
+    assert inst["RootDeviceType"] == "ebs" and inst["RootDeviceName"] == "/dev/sda1"
     assert mapped["/dev/sdf"]["DeleteOnTermination"] is True and mapped["/dev/sdg"]["DeleteOnTermination"] is False
     vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [iid]}])["Volumes"]
-    assert sorted(v["Size"] for v in vols) == [1, 2]
+    assert sorted(v["Size"] for v in vols) == [1, 2, 20]
     assert {v["State"] for v in vols} == {"in-use"}
     keep = mapped["/dev/sdg"]["VolumeId"]
     gone = mapped["/dev/sdf"]["VolumeId"]
     ec2.terminate_instances(InstanceIds=[iid])
     ec2.get_waiter("instance_terminated").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1})
     ec2.get_waiter("volume_available").wait(VolumeIds=[keep], WaiterConfig={"Delay": 1})
-    ec2.get_waiter("volume_deleted").wait(VolumeIds=[gone], WaiterConfig={"Delay": 1})
+    ec2.get_waiter("volume_deleted").wait(VolumeIds=[gone, mapped["/dev/sda1"]["VolumeId"]],
+                                          WaiterConfig={"Delay": 1})
     ec2.delete_volume(VolumeId=keep)
 
 
 @pytest.mark.parametrize("mappings,code", [
     ([{"DeviceName": "/dev/sdf", "Ebs": {"DeleteOnTermination": True}}], "MissingParameter"),
-    ([{"DeviceName": "/dev/sda1", "Ebs": {"DeleteOnTermination": False}}], "InvalidParameterValue"),
+    ([{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 0}}], "InvalidParameterValue"),
+    ([{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 2}}, {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 2}}],
+     "InvalidParameterValue"),
+    ([{"DeviceName": "/dev/sda1", "Ebs": {"VolumeType": "io9"}}], "InvalidParameterValue"),
     ([{"DeviceName": "/dev/hda", "Ebs": {"VolumeSize": 1}}], "InvalidParameterValue"),
     ([{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1}}, {"DeviceName": "/dev/vdf", "Ebs": {"VolumeSize": 1}}],
      "InvalidParameterValue"),

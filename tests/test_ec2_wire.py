@@ -150,6 +150,11 @@ def test_every_action_round_trips_through_botocore(server: Any, ec2: Any, image_
         **dict.fromkeys(("CreateSecurityGroup", "DeleteSecurityGroup", "DescribeSecurityGroups",
                          "DescribeSecurityGroupRules", "AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupEgress",
                          "RevokeSecurityGroupIngress", "RevokeSecurityGroupEgress"), None),  # test_ec2_security_groups
+        "DescribeImportImageTasks": ec2.describe_import_image_tasks,
+        **dict.fromkeys(("ImportImage", "CancelImportTask"), None),  # test_ec2_imports
+        **dict.fromkeys(("AllocateAddress", "AssociateAddress", "DisassociateAddress", "ReleaseAddress"),
+                        None),   # test_ec2_addresses
+        "DescribeAddresses": ec2.describe_addresses,
     }
     assert set(calls) == set(ACTIONS), "every implemented action is exercised here"
     for name, call in calls.items():

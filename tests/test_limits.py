@@ -23,12 +23,23 @@ def limited(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def limited_instances(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
+    """Instance and vCPU quotas alone: root volumes (8 GiB each here) count in the volume quotas."""
+    from conftest import Server, write_config
+    srv = Server(write_config(tmp_path_factory.mktemp("limits-i"), model_cache,
+                              limits={"instances": LIMITS["instances"], "vcpus": LIMITS["vcpus"]})).start()
+    yield srv
+    srv.stop()
+
+
 def live(ec2: Any) -> list[dict[str, Any]]:
     return [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
             if i["State"]["Name"] != "terminated"]
 
 
-def test_instance_and_vcpu_quotas(limited: Any) -> None:
+def test_instance_and_vcpu_quotas(limited_instances: Any) -> None:
+    limited = limited_instances
     ec2 = limited.client(limited.create_user("quota-i"))
     other = limited.client(limited.create_user("quota-other"))
     image = ec2.describe_images()["Images"][0]["ImageId"]

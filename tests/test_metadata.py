@@ -339,3 +339,25 @@ async def test_by_private_ip(env: Env) -> None:
     assert svc.by_private_ip("::ffff:" + env.keyed.private_ip).id == env.keyed.id
     assert svc.by_private_ip("192.0.2.200") is None
     assert svc.by_private_ip("") is None
+
+
+async def test_public_ipv4_while_an_elastic_ip_is_associated(env: Env) -> None:
+    i = env.plain
+    ip = i.private_ip
+    addrs = env.cloud.addresses
+    eip = await addrs.allocate(env.caller, {})
+    try:
+        assoc = await addrs.associate(env.caller, {"AllocationId": eip.allocation_id, "InstanceId": i.id})
+        assert await env.get(ip, "/latest/meta-data/public-ipv4") == (200, eip.public_ip)
+        host = f"ec2-{eip.public_ip.replace('.', '-')}.cloudctl-1.compute.external"
+        assert await env.get(ip, "/latest/meta-data/public-hostname") == (200, host)
+        assert "public-ipv4" in (await env.get(ip, "/latest/meta-data/"))[1].split("\n")
+        nic = f"/latest/meta-data/network/interfaces/macs/{i.mac}/"
+        assert await env.get(ip, nic + "public-ipv4s") == (200, eip.public_ip)
+        assert await env.get(ip, nic + f"ipv4-associations/{eip.public_ip}") == (200, ip)
+        # Only the instance holding it is told.
+        assert (await env.get(env.keyed.private_ip, "/latest/meta-data/public-ipv4"))[0] == 404
+        await addrs.disassociate(env.caller, {"AssociationId": assoc.association_id})
+        assert (await env.get(ip, "/latest/meta-data/public-ipv4"))[0] == 404
+    finally:
+        await addrs.release(env.caller, {"AllocationId": eip.allocation_id})

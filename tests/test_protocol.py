@@ -172,7 +172,8 @@ def test_request_round_trip_every_member(proto: Protocol, service: botocore.mode
 
 
 @pytest.mark.parametrize("op", [op for op in OPERATIONS if op not in ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags",
-                                                              "DeleteVolume", "DeleteSnapshot")])
+                                                              "DeleteVolume", "DeleteSnapshot", "DisassociateAddress",
+                                                              "ReleaseAddress")])
 def test_response_round_trip_every_member(proto: Protocol, service: botocore.model.ServiceModel, op: str) -> None:
     shape = service.operation_model(op).output_shape
     assert shape is not None
@@ -298,6 +299,22 @@ REQUESTS: dict[str, dict[str, Any]] = {
                                      "CidrIp": "0.0.0.0/0"},
     "RevokeSecurityGroupIngress": {"GroupName": "web", "SourceSecurityGroupName": "lb"},
     "RevokeSecurityGroupEgress": {"GroupId": "sg-1", "SecurityGroupRuleIds": ["sgr-1", "sgr-2"]},
+    "ImportImage": {"Description": "web", "ClientToken": "t-1", "Architecture": "x86_64", "Platform": "Linux",
+                    "DiskContainers": [{"Url": "https://example.org/disk.qcow2", "Format": "qcow2",
+                                        "Description": "root"}],
+                    "TagSpecifications": [{"ResourceType": "import-image-task", "Tags": TAGS}]},
+    "DescribeImportImageTasks": {"ImportTaskIds": ["import-ami-1"],
+                                 "Filters": [{"Name": "task-state", "Values": ["active"]}]},
+    "CancelImportTask": {"ImportTaskId": "import-ami-1", "CancelReason": "no longer needed"},
+    "AllocateAddress": {"Domain": "vpc", "Address": "198.51.100.7", "PublicIpv4Pool": "amazon",
+                        "NetworkBorderGroup": "r1", "TagSpecifications": [
+                            {"ResourceType": "elastic-ip", "Tags": [{"Key": "k", "Value": "v"}]}]},
+    "AssociateAddress": {"AllocationId": "eipalloc-1", "InstanceId": "i-1", "PublicIp": "198.51.100.7",
+                         "NetworkInterfaceId": "eni-1", "PrivateIpAddress": "10.0.0.4", "AllowReassociation": True},
+    "DisassociateAddress": {"AssociationId": "eipassoc-1", "PublicIp": "198.51.100.7"},
+    "ReleaseAddress": {"AllocationId": "eipalloc-1", "PublicIp": "198.51.100.7", "NetworkBorderGroup": "r1"},
+    "DescribeAddresses": {"PublicIps": ["198.51.100.7", "198.51.100.8"], "AllocationIds": ["eipalloc-1"],
+                          "Filters": [{"Name": "domain", "Values": ["vpc"]}]},
 }
 
 
@@ -634,6 +651,14 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "StorageTier": "standard", "Tags": TAGS}
        for op, state, progress in (("CreateSnapshot", "pending", "0%"), ("DescribeSnapshots", "completed", "100%"))},
 }
+_IMPORT_TASK = {"ImportTaskId": "import-ami-1", "Architecture": "x86_64", "Description": "web", "Platform": "Linux",
+                "Status": "completed", "ImageId": "ami-1", "Encrypted": False, "Hypervisor": "xen",
+                "SnapshotDetails": [{"DeviceName": "/dev/vda", "Url": "https://example.org/disk.qcow2",
+                                     "Format": "QCOW2", "Status": "completed", "DiskImageSize": 393216.0}],
+                "Tags": TAGS}
+RESPONSES["ImportImage"] = {**_IMPORT_TASK, "Status": "active", "Progress": "0", "ImageId": None}
+RESPONSES["DescribeImportImageTasks"] = {"ImportImageTasks": [{**_IMPORT_TASK, "BootMode": "legacy-bios"}]}
+RESPONSES["CancelImportTask"] = {"ImportTaskId": "import-ami-1", "PreviousState": "active", "State": "deleting"}
 RESPONSES["DescribeVolumes"] = {"Volumes": [RESPONSES["DescribeVolumes"]], "NextToken": "tok"}
 RESPONSES["DescribeSnapshots"] = {"Snapshots": [RESPONSES["DescribeSnapshots"]]}
 RESPONSES["DescribeVpcs"] = {"Vpcs": [{
@@ -666,7 +691,17 @@ RESPONSES.update({
     "RevokeSecurityGroupEgress": {"Return": True, "RevokedSecurityGroupRules": []},
 })
 
-NO_OUTPUT = ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags", "DeleteVolume", "DeleteSnapshot")
+RESPONSES["AllocateAddress"] = {"PublicIp": "198.51.100.7", "AllocationId": "eipalloc-1", "Domain": "vpc",
+                               "PublicIpv4Pool": "amazon", "NetworkBorderGroup": "r1"}
+RESPONSES["AssociateAddress"] = {"AssociationId": "eipassoc-1"}
+RESPONSES["DescribeAddresses"] = {"Addresses": [{
+    "PublicIp": "198.51.100.7", "AllocationId": "eipalloc-1", "Domain": "vpc", "AssociationId": "eipassoc-1",
+    "InstanceId": "i-1", "PrivateIpAddress": "10.0.0.4", "NetworkInterfaceId": "eni-1",
+    "NetworkInterfaceOwnerId": "123456789012", "PublicIpv4Pool": "amazon", "NetworkBorderGroup": "r1",
+    "Tags": TAGS}]}
+
+NO_OUTPUT = ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags", "DeleteVolume", "DeleteSnapshot",
+             "DisassociateAddress", "ReleaseAddress")
 
 
 def test_responses_cover_every_operation_with_output(service: botocore.model.ServiceModel) -> None:

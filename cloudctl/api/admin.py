@@ -97,8 +97,10 @@ class AdminApi:
         r.add_get("/v0/console/{instance_id}", self.console)
         r.add_get("/v0/events", self.events)
         r.add_get("/v0/networks", self.networks)
+        r.add_get("/v0/state/digest", self.state_digest)
         self.hil.add_routes(app)
         MarketplaceAdmin(self.cloud).add_routes(r)
+        r.add_get("/v0/addresses", self.addresses)
         return app
 
     @web.middleware
@@ -223,6 +225,13 @@ class AdminApi:
         data = await self.cloud.drivers[inst.host].console_output(iid)
         return web.Response(body=data, content_type="application/octet-stream")
 
+    async def state_digest(self, request: web.Request) -> web.Response:
+        """A hash of the whole state, the count of committed changes and the background work
+        still running: equal answers around a request prove it changed nothing."""
+        store = self.cloud.store
+        return web.json_response({"digest": store.digest(), "commits": store.commits,
+                                  "pending_work": self.cloud.pending_work()})
+
     async def networks(self, request: web.Request) -> web.Response:
         return web.json_response(self.cloud.network.usage())
 
@@ -250,6 +259,16 @@ class AdminApi:
                     continue
                 await resp.write(_ndjson(ev))
         return resp
+
+    async def addresses(self, request: web.Request) -> web.Response:
+        """Every elastic IP held, by whom and where it points, and how full the pool is."""
+        names = {u.account_id: u.name for u in self.cloud.users.list()}
+        eips = self.cloud.addresses
+        held = sorted(eips.table.values(), key=lambda a: tuple(int(x) for x in a.public_ip.split(".")))
+        return web.json_response({"pool_size": len(eips.pool), "held": len(held), "addresses": [{
+            "PublicIp": a.public_ip, "AllocationId": a.allocation_id, "Owner": a.owner,
+            "UserName": names.get(a.owner, ""), "InstanceId": a.instance_id or "", "PrivateIp": a.private_ip or "",
+            "AssociationId": a.association_id or "", "NatUnsure": a.nat_unsure} for a in held]})
 
 
 def _event_json(e: Event) -> dict[str, Any]:

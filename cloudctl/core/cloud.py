@@ -12,13 +12,16 @@ from pathlib import Path
 
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
+from ..drivers.ip_scripts import scripts_for
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
+from .addresses import Addresses
 from .baremetal import Baremetal
 from .catalog import Catalog
 from .compute import Compute
 from .events import Events
 from .images import Images
+from .imports import ImageImports
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
 from .marketplace.publisher import Publisher
@@ -93,6 +96,7 @@ class Cloud:
         self.storage = QemuImgStorage()
         self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage,
                              cfg.user_image_urls_local)
+        self.imports = ImageImports(self.store, self.tags, self.images, cfg.user_image_urls)
         self.keypairs = KeyPairs(self.store, self.tags, cfg.limits.key_pairs)
         self.network = Networks(self.store, cfg)
         self.scheduler = Scheduler(self.store, cfg)
@@ -105,7 +109,12 @@ class Cloud:
         self.compute.volumes = self.volumes
         self.security_groups = SecurityGroups(self.store, self.tags, self.network.vpc_id, self.drivers, self.compute.work)
         self.compute.security_groups = self.security_groups
+        self.volumes.image_file = self.images.file_of
         connected: set[str] = set()
+        eips = cfg.elastic_ips
+        self.addresses = Addresses(self.store, cfg, self.tags, self.network,
+                                   scripts_for(eips.associate_script, eips.disassociate_script, eips.script_timeout_s))
+        self.compute.addresses = self.addresses
         for h in cfg.hosts:
             driver = self.drivers[h.name]
             cpu = h.cpu_overcommit or cfg.overcommit.cpu
@@ -143,6 +152,8 @@ class Cloud:
         await self.compute.reconcile()
         self.security_groups.start()
         self.volumes.reconcile()
+        self.imports.reconcile()
+        self.addresses.reconcile()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
         self.baremetal.start()
@@ -163,8 +174,16 @@ class Cloud:
         await asyncio.sleep(1.0)
         try:
             await self.compute.reconcile()
+            self.imports.reconcile()
+            # An address change whose commit was undone is back to its journaled intent
+            # (`nat_unsure`): its scripts are undone and the recorded associations applied again.
+            self.addresses.reconcile(only_unsure=True)
         except Exception:
             log.exception("reconcile after a journal rollback failed")
+
+    def pending_work(self) -> int:
+        """Background tasks still changing state (hypervisor work, image copies and downloads)."""
+        return self.compute.work.pending + self.images.pending
 
     async def _maybe_checkpoint(self) -> None:
         j = self.store.journal
@@ -195,8 +214,12 @@ class Cloud:
             await asyncio.wait_for(self.compute.idle(), timeout=30)
         if hasattr(self, "volumes"):
             await self.volumes.close(timeout=30)
+        if hasattr(self, "imports"):
+            await self.imports.close()
         if hasattr(self, "baremetal"):
             await self.baremetal.close()
+        if hasattr(self, "addresses"):
+            await self.addresses.idle()
         await self.store.close()
         for d in self.drivers.values():
             try:

@@ -15,14 +15,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
-from ..store.records import Image, Instance, Reservation
+from ..store.records import Image, Instance, Reservation, Volume
 from ..store.store import MultiIndex, Store, SumIndex
 from .context import Caller
 from .configdrive import ConfigDriveError
@@ -42,6 +43,7 @@ from .work import KeyedWork
 
 if TYPE_CHECKING:
     from .security_groups import SecurityGroups
+    from .addresses import Addresses
     from .volumes import Volumes
 
 log = logging.getLogger("cloudctl.compute")
@@ -78,6 +80,7 @@ class Compute:
         self.volumes: Volumes | None = None
         # Set by the cloud: launch groups, packet filters applied before domains are defined.
         self.security_groups: SecurityGroups | None = None
+        self.addresses: Addresses | None = None   # set by the cloud: elastic IPs let go at terminate
         self.table = store.table(Instance)
         self.reservations = store.table(Reservation)
         self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))
@@ -119,7 +122,13 @@ class Compute:
             "owner-id": lambda i: i.owner,
             "launch-index": lambda i: i.launch_index,
             "architecture": lambda i: "x86_64",
-            "root-device-type": lambda i: "instance-store",
+            "root-device-type": lambda i: "ebs" if i.root_device else "instance-store",
+            "root-device-name": lambda i: i.root_device or "/dev/vda",
+            "block-device-mapping.device-name": lambda i: [v.device for v in self._volumes_of(i)],
+            "block-device-mapping.volume-id": lambda i: [v.id for v in self._volumes_of(i)],
+            "block-device-mapping.status": lambda i: [v.attach_state for v in self._volumes_of(i)],
+            "block-device-mapping.delete-on-termination":
+                lambda i: [v.delete_on_termination for v in self._volumes_of(i)],
             "virtualization-type": lambda i: "hvm",
             "tenancy": lambda i: "default",
             "state-reason-code": lambda i: i.state_reason_code,
@@ -129,7 +138,13 @@ class Compute:
             "group-id": lambda i: i.group_ids,
             "instance.group-name": self._group_names,
             "group-name": self._group_names,
+            "ip-address": self._public_ip,
+            "network-interface.association.public-ip": self._public_ip,
         }, tags_of=lambda i: self.tags.of(i.id))
+
+    def _public_ip(self, i: Instance) -> str | None:
+        eip = self.addresses.of_instance(i.id) if self.addresses is not None else None
+        return eip.public_ip if eip is not None else None
 
     def _status_filter_set(self) -> FilterSet:
         return FilterSet({
@@ -150,6 +165,9 @@ class Compute:
         return [n for _, n in self.security_groups.groups_of(i)] if self.security_groups else []
 
     # -- lookups -------------------------------------------------------------------------------
+    def _volumes_of(self, inst: Instance) -> list[Volume]:
+        return self.volumes.attached_to(inst.id) if self.volumes is not None else []
+
     def _check_owner(self, caller: Caller, instance_id: str) -> None:
         self.owned(caller, [instance_id])
 
@@ -238,8 +256,13 @@ class Compute:
             raise CloudError("InvalidParameterCombination",
                              "A private IP address can only be given when launching one instance (MaxCount=1)")
         tag_pairs = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE).get("instance", [])
-        root_gib, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
-                                    if self.volumes else (None, []))
+        root_spec, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
+                                     if self.volumes else (None, []))
+        root_gib = root_spec.size if root_spec else None
+        least = self.images.min_root_gib(image)
+        if root_gib is not None and root_gib < least:
+            raise CloudError("InvalidParameterValue", f"Volume of size {root_gib}GB is smaller than image "
+                             f"'{image.id}', expect size >= {least}GB")
         new_groups: dict[str, Any] = {}   # a default group made by this launch
         group_ids = self.security_groups.for_launch(caller, req, new_groups) if self.security_groups else []
         caller.check_dry_run()
@@ -252,9 +275,11 @@ class Compute:
                              f"We currently do not have sufficient {type_name} capacity in the Availability "
                              f"Zone you requested ({zone}): {room} more fit, {lo} requested.")
         count = min(hi, room, self._quota_left(caller.account, itype, lo))
-        if launch_volumes and self.volumes is not None:
-            self.volumes.check_quota(caller.account, count * len(launch_volumes),
-                                     count * sum(v.size for v in launch_volumes))
+        root_size = (root_gib or max(itype.disk_gib, least)) if root_spec is not None else 0
+        if (launch_volumes or root_spec is not None) and self.volumes is not None:
+            # Root volumes count, as EBS ones do in EC2's storage quotas.
+            self.volumes.check_quota(caller.account, count * (len(launch_volumes) + (root_spec is not None)),
+                                     count * (root_size + sum(v.size for v in launch_volumes)))
         now = time.time()
         res = Reservation(id=new_id("r"), owner=caller.account, client_token=token, request_hash=req_hash)
         launched: list[Instance] = []
@@ -272,8 +297,11 @@ class Compute:
                     subnet_id=(subnet or self.network.default_for(zone)).id, mac=new_mac(), uuid=str(uuid.uuid4()),
                     disable_api_termination=bool(req.get("DisableApiTermination")),
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
-                    root_gib=root_gib, group_ids=group_ids)
+                    root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None)
                 tx.put(inst)
+                if root_spec is not None and self.volumes is not None:
+                    self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec, root_size,
+                                                    image.id, now)
                 if launch_volumes and self.volumes is not None:
                     volume_ids[iid] = self.volumes.add_at_launch(tx, caller.account, iid, zone, launch_volumes, now)
                 if tag_pairs:
@@ -472,6 +500,9 @@ class Compute:
             if i.state != "stopped":
                 raise CloudError("IncorrectInstanceState",
                                  f"The instance '{i.id}' is not in a state from which it can be started.")
+            if i.root_device and self.volumes is not None and self.volumes.root_of(i.id) is None:
+                raise CloudError("InvalidParameterValue", f"Invalid value '{i.id}' for instanceId. Instance "
+                                 f"does not have a volume attached at root ({i.root_device})")
             t = self.type_of(i.instance_type)
             if not self.scheduler.fits(i.host, t):
                 raise CloudError("InsufficientInstanceCapacity",
@@ -513,9 +544,9 @@ class Compute:
             "sourceDestCheck": True,
             "groupSet": [{"GroupId": g, "GroupName": n} for g, n in
                          (self.security_groups.groups_of(inst) if self.security_groups else [])],
-            "blockDeviceMapping": [],
+            "blockDeviceMapping": self._volumes_of(inst),
             "productCodes": [],
-            "rootDeviceName": "/dev/vda",
+            "rootDeviceName": inst.root_device or "/dev/vda",
             "kernel": None,
             "ramdisk": None,
             "enaSupport": False,
@@ -532,6 +563,7 @@ class Compute:
         if not changes:
             raise CloudError("MissingParameter", "The request must contain an attribute to modify")
         updates: dict[str, Any] = {}
+        volume_changes: list[Any] = []
         for name, value in changes.items():
             if name == "instanceType":
                 self.type_of(value)
@@ -557,12 +589,17 @@ class Compute:
             elif name == "groupSet" and self.security_groups is not None:
                 ids = [value] if isinstance(value, str) else list(value or [])
                 updates["group_ids"] = self.security_groups.group_ids_for(caller, ids)
+            elif name == "blockDeviceMapping" and isinstance(value, list) and value and self.volumes is not None:
+                volume_changes = self.volumes.delete_on_termination_changes(iid, value)
             else:
                 raise CloudError("InvalidParameterValue",
                                  f"Modifying the attribute '{name}' is not supported by this cloud")
         caller.check_dry_run()
         with self.store.txn() as tx:
-            tx.put(replace(inst, **updates))
+            for vol in volume_changes:
+                tx.put(vol)
+            if updates:
+                tx.put(replace(inst, **updates))
         await self.store.sync()
 
     async def create_image(self, caller: Caller, req: dict[str, Any]) -> Image:
@@ -572,11 +609,16 @@ class Compute:
         if inst.state != "stopped" and not (inst.state == "running" and req.get("NoReboot")):
             raise CloudError("IncorrectInstanceState",
                              f"The instance '{inst.id}' must be stopped (or running, with NoReboot) to image it.")
+        root = self.volumes.root_of(inst.id) if self.volumes is not None else None
         disk = self.files.root_disk(inst.id)
+        if root is not None:
+            disk = self.volumes.volume_path(root.id) if self.volumes is not None else None
+            if disk is not None and not disk.exists():
+                disk = None
         if disk is None:
             raise CloudError("InvalidParameterValue",
                              f"The instance '{inst.id}' has no disk of its own to image (its host is simulated).")
-        self.images.check_name(caller.account, name)
+        self.images.check_user_name(caller.account, name)
         pairs = tags_from_specs(req.get("TagSpecifications"), ("image", "snapshot")).get("image")
         image = self.images.table.get(inst.image_id)
         caller.check_dry_run()
@@ -672,6 +714,8 @@ class Compute:
                 await driver.define(iid, await self._xml(inst))
             self._set_state(iid, "stopping", state="stopped")
         else:  # shutting-down, terminated
+            if self.addresses is not None:   # before the private address can go to another instance
+                await self.addresses.instance_gone(iid)
             await driver.undefine(iid)
             await self.files.remove(iid)
             if self.security_groups is not None:   # its address leaves its groups' peers' filters
@@ -681,6 +725,8 @@ class Compute:
     async def _failed(self, inst: Instance, err: HypervisorError) -> None:
         log.error("instance %s on %s: %s failed: %s", inst.id, inst.host, inst.state, err)
         if inst.state == "pending":
+            if self.addresses is not None:
+                await self.addresses.instance_gone(inst.id)
             self._set_state(inst.id, "pending", state="terminated", terminated_at=time.time(),
                                   state_reason_code="Server.InternalError",
                                   state_reason_message=f"Server.InternalError: Internal error on launch: {err}",
@@ -693,10 +739,14 @@ class Compute:
         kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
         net = self.network.of(inst.private_ip, inst.zone, inst.subnet_id)
         try:
+            root = self.volumes.root_of(inst.id) if self.volumes is not None and inst.root_device else None
+            if inst.root_device and root is None:
+                raise StorageError(f"{inst.id} has no volume attached at its root device {inst.root_device}")
             files = await self.files.prepare(
                 inst, itype, image, path, self.renderer.template_text(inst.instance_type),
                 [kp.public_key] if kp else [], hostname=private_dns(inst, self.config.region),
-                gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None)
+                gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None,
+                root_volume=self._root_file(root) if root is not None and self.volumes is not None else None)
         except (OSError, StorageError, ConfigDriveError) as e:
             raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
         kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)
@@ -706,6 +756,12 @@ class Compute:
         return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
                                     self.volumes.disks_for(inst.id) if self.volumes else [], net,
                                     f"<filterref filter='{ref}'/>" if ref else "")
+
+    def _root_file(self, root: Volume) -> Callable[[], Awaitable[Path]]:
+        """Makes (once) and returns the root volume's file; called only where the domain needs it."""
+        assert self.volumes is not None
+        volumes = self.volumes
+        return lambda: volumes.ensure_file(root, volumes.image_file(root.image_id) if root.image_id else None)
 
     # -- events, reconciliation, expiry --------------------------------------------------------
     def on_domain_event(self, ev: DomainEvent) -> None:

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -13,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..drivers import fetcher
-from ..drivers.storage.base import StorageDriver, StorageError
-from ..store.records import Image, Instance
+from ..drivers.storage.base import GIB, StorageDriver, StorageError
+from ..store.records import Image, Instance, Volume
 from ..store.store import MultiIndex, Store
 from .context import Caller
 from .errors import CloudError, not_found
@@ -30,6 +31,17 @@ CLOUD_OWNER = "cloudctl"     # owner id of the images the cloud itself provides
 MARKET_OWNER = "marketplace"  # owner id of images from subscribed image lists
 PREFIX = {"machine": "ami", "kernel": "aki", "ramdisk": "ari"}
 _TYPE_OF_PREFIX = {v: k for k, v in PREFIX.items()}
+# AWS's AMI name alphabet: letters, digits and ( ) [ ] space . / - ' @ _ (no control characters).
+_AMI_NAME = re.compile(r"[A-Za-z0-9()\[\] ./\-'@_]*")
+
+
+ROOT_DEVICE_NAME = "/dev/vda"   # the root device of every image here (core.volumes.ROOT_DEVICE)
+
+
+def root_device_type(im: Image) -> str:
+    """Machine images launch EBS-backed (their root disk becomes a volume); kernels and ramdisks
+    are files the hypervisor reads, not disks."""
+    return "ebs" if im.image_type == "machine" else "instance-store"
 
 
 def hash_file(path: Path) -> tuple[int, str]:
@@ -68,7 +80,11 @@ class Images:
             "kernel-id": lambda i: i.kernel_id,
             "ramdisk-id": lambda i: i.ramdisk_id,
             "virtualization-type": lambda i: "hvm",
-            "root-device-type": lambda i: "instance-store",
+            "root-device-type": lambda i: root_device_type(i),
+            "root-device-name": lambda i: ROOT_DEVICE_NAME,
+            "block-device-mapping.device-name": lambda i: ROOT_DEVICE_NAME if i.image_type == "machine" else None,
+            "block-device-mapping.volume-type": lambda i: "gp2" if i.image_type == "machine" else None,
+            "block-device-mapping.delete-on-termination": lambda i: True if i.image_type == "machine" else None,
             "hypervisor": lambda i: "xen",
         }, tags_of=lambda i: tags.of(i.id))
         tags.register("image", self._check_owner)
@@ -83,15 +99,34 @@ class Images:
 
     async def disk_format(self, path: Path) -> str:
         """raw, qcow2, ... as `qemu-img info` probes it (kernels and ramdisks come out raw)."""
+        return (await self.probe(path))[0]
+
+    async def probe(self, path: Path) -> tuple[str, int]:
+        """(format, virtual size in bytes) as `qemu-img info` finds them."""
         if self.storage is None:
-            return "raw"
+            return "raw", 0
         try:
-            return (await self.storage.info(path)).format
+            info = await self.storage.info(path)
         except StorageError as e:
             raise CloudError("InvalidParameterValue", f"{path.name} is not a disk image qemu-img can read: {e}") from None
+        if info.references:
+            # qemu would open that file for the guest: a way to read the host's files.
+            raise CloudError("InvalidParameterValue", f"{path.name} refers to another file ({info.references[0]}); "
+                             f"images must be self-contained (flatten it with qemu-img convert)")
+        return info.format, info.virtual_size
+
+    @staticmethod
+    def min_root_gib(image: Image) -> int:
+        """The smallest root volume that holds the image's disk (1 when its size is unknown)."""
+        return max(1, -(-image.virtual_size // GIB))
 
     def path_of(self, image: Image) -> Path:
         return self.dir / image.path
+
+    def file_of(self, image_id: str) -> Path | None:
+        """The file of a registered image, None if it is gone (or not yet downloaded)."""
+        im = self.table.get(image_id)
+        return self.path_of(im) if im is not None and im.state == "available" else None
 
     def visible(self, caller: Caller, image_id: str, image_type: str | None = "machine") -> Image:
         """An image the caller may use: their own or a public one, of the given type (any if None)."""
@@ -122,6 +157,22 @@ class Images:
         if ramdisk_id and not kernel_id:
             raise CloudError("InvalidParameterCombination", "A RamdiskId needs a KernelId")
 
+    def check_user_name(self, owner: str, name: str) -> None:
+        """A name a user gives an image: AWS's length, alphabet and per-owner uniqueness."""
+        if not _AMI_NAME.fullmatch(name):
+            raise CloudError("InvalidParameterValue", "AMI names may contain only letters, digits, spaces and "
+                             "( ) [ ] . / - ' @ _")
+        self.check_name(owner, name)
+
+    def _store_file(self, location: str) -> str | None:
+        """`location` relative to the image store if it names a file inside it (runs on a thread)."""
+        try:
+            root = self.dir.resolve()
+            path = (root / location).resolve()
+            return str(path.relative_to(root)) if path.is_relative_to(root) and path.is_file() else None
+        except (OSError, ValueError):   # NUL bytes, names too long, loops: no such file
+            return None
+
     def check_name(self, owner: str, name: str) -> None:
         if not 3 <= len(name) <= 128:
             raise CloudError("InvalidParameterValue", "AMI names must be between 3 and 128 characters long")
@@ -134,11 +185,12 @@ class Images:
         path = self.dir / rel_path
         loop = asyncio.get_running_loop()
         size, digest = await loop.run_in_executor(None, hash_file, path)
-        fmt = await self.disk_format(path)
+        fmt, vsize = await self.probe(path)
         self.check_name(owner, name)  # again, after the await
         im = Image(id=new_id(PREFIX[image_type]), owner=owner, name=name, path=rel_path, size=size,
                    sha256=digest, created=time.time(), description=description, public=public,
-                   disk_format=fmt, image_type=image_type, kernel_id=kernel_id, ramdisk_id=ramdisk_id)
+                   disk_format=fmt, image_type=image_type, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
+                   virtual_size=vsize)
         with self.store.txn() as tx:
             tx.put(im)
             if tag_pairs:
@@ -154,7 +206,7 @@ class Images:
             if not self.allow_urls:
                 raise CloudError("InvalidParameterValue",
                                  "Registering images from URLs is reserved to the cloud's admins here")
-            self.check_name(caller.account, name)
+            self.check_user_name(caller.account, name)
             caller.check_dry_run()
             return await self.fetch(caller.account, name, location, req.get("Description") or "",
                                     kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
@@ -163,25 +215,33 @@ class Images:
                              "Registering from snapshots is not supported; give ImageLocation, a file in the image store")
         if not location:
             raise CloudError("MissingParameter", "The request must contain the parameter ImageLocation")
-        self.check_name(caller.account, name)
+        self.check_user_name(caller.account, name)
         arch = req.get("Architecture") or "x86_64"
         if arch != "x86_64":
             raise CloudError("InvalidParameterValue", f"Architecture '{arch}' is not supported (x86_64 only)")
-        path = (self.dir / location).resolve()
-        rel = str(path.relative_to(self.dir.resolve())) if path.is_relative_to(self.dir.resolve()) else None
-        # Another account's private image file is not the caller's to register (it would
-        # expose its data); the answer is the same as for a missing file.
-        taken = rel is not None and any(i.path == rel and i.owner != caller.account and not i.public
-                                        for i in self.table.values())
-        if rel is None or taken or not path.is_file():
-            raise CloudError("InvalidParameterValue",
-                             f"ImageLocation '{location}' is not a file in the image store")
+        rel = await asyncio.to_thread(self._store_file, location)
+        # A file only other accounts' private images use is not the caller's to register (it
+        # would expose their data); the answer is the same as for a missing file. A file a
+        # public image uses stays open to all, whoever else registered it privately.
+        users = [i for i in self.table.values() if i.path == rel] if rel is not None else []
+        taken = bool(users) and not any(i.public or i.owner == caller.account for i in users)
+        if rel is None or taken:
+            shown = location if len(location) <= 200 else location[:200] + "..."
+            raise CloudError("InvalidParameterValue", f"ImageLocation '{shown}' is not a file in the image store")
         pairs = tags_from_specs(req.get("TagSpecifications"), ("image",)).get("image")
         self._boot_ids(caller, req.get("KernelId"), req.get("RamdiskId"))
         caller.check_dry_run()
-        return await self._register(caller.account, name, str(path.relative_to(self.dir.resolve())),
+        return await self._register(caller.account, name, rel,
                                     req.get("Description") or "", False, pairs,
                                     kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
+
+    def image_row(self, owner: str, name: str, rel_path: str, size: int, sha256: str, disk_format: str,
+                  virtual_size: int, description: str, architecture: str = "x86_64") -> Image:
+        """A new, available machine image of a file already in the store (ImportImage); the
+        caller puts it, in its own transaction."""
+        return Image(id=new_id("ami"), owner=owner, name=name, path=rel_path, size=size, sha256=sha256,
+                     created=time.time(), description=description, disk_format=disk_format,
+                     architecture=architecture, virtual_size=virtual_size)
 
     async def capture(self, owner: str, name: str, description: str, disk: Path,
                       kernel_id: str | None, ramdisk_id: str | None,
@@ -203,6 +263,11 @@ class Images:
         await self.store.sync()
         self._background(self._finish_capture(im.id, disk, copy))
         return im
+
+    @property
+    def pending(self) -> int:
+        """Captures and downloads still running."""
+        return len(self._captures)
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -227,7 +292,8 @@ class Images:
             await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
             await copy(disk, dst)
             size, digest = await asyncio.to_thread(hash_file, dst)
-            updates = {"state": "available", "size": size, "sha256": digest}
+            _, vsize = await self.probe(dst)
+            updates = {"state": "available", "size": size, "sha256": digest, "virtual_size": vsize}
         except Exception as e:  # the image says failed; nothing else depends on it
             log.error("CreateImage %s from %s failed: %s", image_id, disk, e)
             updates = {"state": "failed"}
@@ -301,8 +367,9 @@ class Images:
             await asyncio.to_thread(self.dir.mkdir, parents=True, exist_ok=True)
             got = await fetcher.fetch(url, dest, lambda done, total: self._progress(image_id, done, total),
                                       sha256, sha512, refuse_local=refuse_local)
-            fmt = await self.disk_format(dest)
-            updates = {"state": "available", "size": got.size, "sha256": got.sha256, "disk_format": fmt}
+            fmt, vsize = await self.probe(dest)
+            updates = {"state": "available", "size": got.size, "sha256": got.sha256, "disk_format": fmt,
+                       "virtual_size": vsize}
             self.progress[image_id] = (got.size, got.size, "")
         except (fetcher.FetchError, OSError, CloudError) as e:
             log.error("image %s from %s: %s", image_id, url, e)
@@ -368,9 +435,12 @@ class Images:
         users = [i.id for i in self.store.table(Instance).values()
                  if i.image_id == image_id and i.state in LIVE_STATES]
         users += [m.id for m in self.table.values() if image_id in (m.kernel_id, m.ramdisk_id)]
+        # Root volumes are overlays over the image's file, kept ones too (DeleteOnTermination=false).
+        users += [v.id for v in self.store.table(Volume).values()
+                  if v.image_id == image_id and v.state not in ("deleting", "deleted")]
         if users:
             raise CloudError("InvalidParameterValue",
-                             f"Image {image_id} is in use by {len(users)} instance(s) or image(s) "
+                             f"Image {image_id} is in use by {len(users)} instance(s), image(s) or root volume(s) "
                              f"(e.g. {users[0]}); remove them before deregistering it")
         caller.check_dry_run()
         with self.store.txn() as tx:

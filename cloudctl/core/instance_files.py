@@ -1,9 +1,11 @@
-"""The files a real guest needs: a root overlay over its image, a config drive, a console log.
+"""The files a real guest needs: its root disk, a config drive, a console log.
 
 What gets prepared follows the admin's domain template: a template that names `$root_disk`
-gets a qcow2 overlay (the image's file stays untouched), one that names `$config_drive` gets a
-cloud-init drive. Simulated hosts (libvirt's test driver) name neither and cost nothing here.
-The files live under one directory per instance, removed when the instance is terminated.
+gets the instance's root volume file (a qcow2 overlay over the image, made by the volumes;
+instances launched before root disks were volumes keep an overlay in their own directory),
+one that names `$config_drive` gets a cloud-init drive. Simulated hosts (libvirt's test
+driver) name neither and cost nothing here. The files live under one directory per instance,
+removed when the instance is terminated; the root volume lives in the volume store.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import asyncio
 import base64
 import os
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -34,14 +37,21 @@ class InstanceFiles:
 
     async def prepare(self, inst: Instance, itype: InstanceType, image: Image | None, image_path: Path | None,
                       template: str, public_keys: list[str], hostname: str, gateway: str | None,
-                      prefixlen: int | None) -> dict[str, str]:
-        """Create what the template asks for (once) and return its placeholders' values."""
+                      prefixlen: int | None,
+                      root_volume: Callable[[], Awaitable[Path]] | None = None) -> dict[str, str]:
+        """Create what the template asks for (once) and return its placeholders' values.
+
+        `root_volume` makes and returns the file of the instance's root volume; without it (an
+        instance launched by an older version) the root disk is the overlay in its directory.
+        """
         d = self.dir(inst.id)
         values = {"instance_dir": str(d), "console_log": str(d / CONSOLE)}
         if not any(f"${k}" in template for k in ("root_disk", "config_drive", "console_log")):
             return values
         await asyncio.to_thread(_mkdir, d)
-        if "$root_disk" in template:
+        if "$root_disk" in template and root_volume is not None:
+            values["root_disk"] = str(await root_volume())
+        elif "$root_disk" in template:
             root = d / ROOT
             if not root.exists():
                 if image_path is None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from ..store.records import Instance
 from ..store.store import MultiIndex, Store
+from .addresses import Addresses, public_dns
 from .images import Images
 from .keypairs import KeyPairs
 from .network import Networks, interface_id
@@ -75,8 +76,9 @@ def known_version(version: str) -> bool:
 
 class InstanceMetadata:
     def __init__(self, store: Store, region: str, images: Images, keypairs: KeyPairs, network: Networks,
-                 services_domain: str = "amazonaws.com") -> None:
+                 services_domain: str = "amazonaws.com", addresses: Addresses | None = None) -> None:
         self.region = region
+        self.addresses = addresses
         self.images = images
         self.keypairs = keypairs
         self.network = network
@@ -88,7 +90,8 @@ class InstanceMetadata:
     @classmethod
     def for_cloud(cls, cloud: "Cloud") -> "InstanceMetadata":
         """Wired from a started Cloud (its services exist only after `start`)."""
-        return cls(cloud.store, cloud.config.region, cloud.images, cloud.keypairs, cloud.network)
+        return cls(cloud.store, cloud.config.region, cloud.images, cloud.keypairs, cloud.network,
+                   addresses=cloud.addresses)
 
     # -- who is asking -------------------------------------------------------------------------
     def by_private_ip(self, ip: str) -> Instance | None:
@@ -159,8 +162,12 @@ class InstanceMetadata:
             "reservation-id": inst.reservation_id,
             "security-groups": "",
             "services": Dir({"domain": self.services_domain, "partition": "aws"}),
-            # no "public-ipv4"/"public-hostname": this cloud has no public addresses (absent = 404)
         }
+        # "public-ipv4"/"public-hostname" only while an elastic IP is associated (absent = 404, as EC2)
+        eip = self.addresses.of_instance(inst.id) if self.addresses is not None else None
+        if eip is not None:
+            md["public-ipv4"] = eip.public_ip
+            md["public-hostname"] = public_dns(eip.public_ip, self.region)
         key = self.public_key(inst)
         if key is not None:
             md["public-keys"] = Dir({"0": Dir({"openssh-key": key[1]})}, labels={"0": f"0={key[0]}"})
@@ -178,6 +185,9 @@ class InstanceMetadata:
             if subnet is not None:
                 nic["subnet-ipv4-cidr-block"] = str(subnet.net)
                 nic["subnet-id"] = subnet.id
+            if eip is not None:
+                nic["public-ipv4s"] = eip.public_ip
+                nic["ipv4-associations"] = Dir({eip.public_ip: inst.private_ip})
             md["network"] = Dir({"interfaces": Dir({"macs": Dir({inst.mac: Dir(nic)})})})
         return Dir(md)
 

@@ -14,10 +14,11 @@ files and either can be deleted at any time.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from ..store.store import MultiIndex, Store, SumIndex, Txn
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
+from .images import ROOT_DEVICE_NAME
 from .ids import new_id, well_formed
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 from .work import KeyedWork
@@ -43,6 +45,24 @@ DEFAULT_VOLUME_TYPE = "gp2"
 MIN_SIZE_GIB, MAX_SIZE_GIB = 1, 16384
 R = TypeVar("R")
 ROOT_DEVICES = frozenset({"/dev/sda1", "/dev/sda", "/dev/xvda", "/dev/vda"})
+#: The root device name of this cloud's images (a mapping may name another of ROOT_DEVICES).
+ROOT_DEVICE = ROOT_DEVICE_NAME
+ROOT_TARGET = "vda"
+
+
+def is_root(v: Volume) -> bool:
+    """Attached as its instance's root disk (only a launch, or an attach to a stopped instance
+    that lost its root, puts a volume there)."""
+    return v.device in ROOT_DEVICES and v.instance_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RootSpec:
+    """The root volume RunInstances makes: from the root mapping, else the defaults."""
+    device: str = ROOT_DEVICE
+    size: int | None = None          # GiB; None: the instance type's disk
+    volume_type: str = "gp2"
+    delete_on_termination: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +121,8 @@ class Volumes:
         self._by_instance: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.instance_id))
         self._snaps_by_owner: MultiIndex[Snapshot] = self.snapshots.add_index(MultiIndex(lambda s: s.owner))
         self.work = work or KeyedWork()   # shared with compute: one order per instance
+        # The file of an image by id (None if gone); set by the cloud. Root volumes overlay it.
+        self.image_file: Callable[[str], Path | None] = lambda _image_id: None
         self.filters = FilterSet({
             "volume-id": lambda v: v.id,
             "status": lambda v: v.state,
@@ -168,11 +190,33 @@ class Volumes:
         detached do not (their unplug is a no-op if the disk is already gone).
         """
         return sorted(((str(self.volume_path(v.id)), v.target) for v in self._by_instance.get(instance_id).values()
-                       if v.target and v.attach_state in ("attaching", "attached")), key=lambda d: d[1])
+                       if v.target and v.attach_state in ("attaching", "attached") and not is_root(v)),
+                  key=lambda d: d[1])
 
     def attached_to(self, instance_id: str) -> list[Volume]:
-        """The volumes attached (or attaching, detaching) to an instance, by device."""
-        return sorted(self._by_instance.get(instance_id).values(), key=lambda v: v.device or "")
+        """The volumes attached (or attaching, detaching) to an instance: the root first, then by device."""
+        return sorted(self._by_instance.get(instance_id).values(), key=lambda v: (not is_root(v), v.device or ""))
+
+    def root_of(self, instance_id: str) -> Volume | None:
+        """The instance's root volume, if it has one attached."""
+        return next((v for v in self._by_instance.get(instance_id).values() if is_root(v)), None)
+
+    async def ensure_file(self, vol: Volume, image_path: Path | None) -> Path:
+        """The volume's file, made now if it is a root volume whose file does not exist yet.
+
+        A root volume gets its file (an overlay over its image, the image untouched) when its
+        instance is first defined on a host with real disks, or when something needs its data
+        (a snapshot, an attach); on simulated hosts most never get one, which costs nothing.
+        """
+        path = self.volume_path(vol.id)
+        if await asyncio.to_thread(path.exists):
+            return path
+        if vol.image_id is None:
+            raise StorageError(f"the file of {vol.id} is missing")
+        if image_path is None:
+            raise StorageError(f"image {vol.image_id} of {vol.id} is gone; cannot create its disk")
+        await self.storage.create(path, vol.size, backing=image_path)
+        return path
 
     # -- CreateVolume --------------------------------------------------------------------------
     async def create(self, caller: Caller, req: dict[str, Any]) -> Volume:
@@ -238,9 +282,10 @@ class Volumes:
         return vol
 
     # -- volumes made by RunInstances' BlockDeviceMappings ---------------------------------------
-    def launch_specs(self, caller: Caller, mappings: list[dict[str, Any]] | None) -> tuple[int | None, list[LaunchVolume]]:
-        """Validate RunInstances' BlockDeviceMappings: (root disk GiB or None, data volumes)."""
-        root: int | None = None
+    def launch_specs(self, caller: Caller, mappings: list[dict[str, Any]] | None) -> tuple[RootSpec, list[LaunchVolume]]:
+        """Validate RunInstances' BlockDeviceMappings: (the root volume, data volumes)."""
+        root = RootSpec()
+        root_seen = False
         specs: list[LaunchVolume] = []
         for m in mappings or ():
             device = m.get("DeviceName") or ""
@@ -250,12 +295,19 @@ class Volumes:
             if not ebs:
                 raise CloudError("InvalidParameterValue", f"Block device mapping {device} needs an Ebs section")
             if device in ROOT_DEVICES:
-                if ebs.get("DeleteOnTermination") is False:
-                    raise CloudError("InvalidParameterValue",
-                                     "The root disk is always deleted with its instance in this cloud")
-                root = ebs.get("VolumeSize")
-                if root is not None and not MIN_SIZE_GIB <= root <= MAX_SIZE_GIB:
-                    raise CloudError("InvalidParameterValue", f"Root volume size {root} GiB is out of range")
+                if root_seen:
+                    raise CloudError("InvalidParameterValue", f"The root device is mapped twice ({device})")
+                size = ebs.get("VolumeSize")
+                if size is not None and not MIN_SIZE_GIB <= size <= MAX_SIZE_GIB:
+                    raise CloudError("InvalidParameterValue", f"Root volume size {size} GiB is out of range")
+                if ebs.get("SnapshotId"):
+                    raise CloudError("InvalidParameterValue", "The root volume comes from the image; "
+                                     "a SnapshotId on the root device is not supported")
+                vtype = ebs.get("VolumeType") or DEFAULT_VOLUME_TYPE
+                if vtype not in VOLUME_TYPES:
+                    raise CloudError("InvalidParameterValue", f"Value ({vtype}) for parameter volumeType is invalid")
+                root = RootSpec(device, size, vtype, ebs.get("DeleteOnTermination", True) is not False)
+                root_seen = True
                 continue
             target = device_target(device)
             if any(s.target == target for s in specs):
@@ -296,6 +348,17 @@ class Volumes:
             tx.put(vol)
             ids.append(vol.id)
         return ids
+
+    def add_root_at_launch(self, tx: Txn, owner: str, instance_id: str, zone: str, spec: RootSpec, size: int,
+                           image_id: str, now: float) -> Volume:
+        """Put the instance's root volume, attached, in the launch's own transaction. Its file
+        is made before the instance's domain is first defined (compute prepares the files)."""
+        vol = Volume(id=new_id("vol"), owner=owner, zone=zone, size=size, volume_type=spec.volume_type,
+                     state="in-use", created=now, instance_id=instance_id, device=spec.device, target=ROOT_TARGET,
+                     attach_state="attached", attach_time=now, delete_on_termination=spec.delete_on_termination,
+                     image_id=image_id)
+        tx.put(vol)
+        return vol
 
     def make_launch_files(self, instance_id: str, ids: list[str]) -> None:
         """Queued before the instance's launch, which so finds the files in place."""
@@ -371,7 +434,8 @@ class Volumes:
         vol = self._volume(caller, req.get("VolumeId") or "")
         inst = self._instance(caller, req.get("InstanceId") or "")
         device = req.get("Device") or ""
-        target = device_target(device)
+        as_root = device in ROOT_DEVICES
+        target = ROOT_TARGET if as_root else device_target(device)
         if vol.instance_id is not None:
             raise CloudError("VolumeInUse", f"{vol.id} is already attached to an instance")
         if vol.state != "available":
@@ -386,6 +450,16 @@ class Volumes:
         if any(v.target == target for v in self._by_instance.get(inst.id).values()):
             raise CloudError("InvalidParameterValue", f"Invalid value '{device}' for unixDevice. "
                              f"Attachment point {device} is already in use")
+        if as_root:
+            # EC2's way back from a lost root disk: a stopped instance whose root was detached
+            # takes another volume at its root device name.
+            if inst.root_device is None or device != inst.root_device:
+                raise CloudError("InvalidParameterValue", f"Invalid value '{device}' for unixDevice. "
+                                 f"{device} is the root device name; the root of {inst.id} is "
+                                 f"{inst.root_device or 'not a volume'}")
+            if inst.state != "stopped":
+                raise CloudError("IncorrectInstanceState",
+                                 f"The instance '{inst.id}' must be stopped to attach a root volume")
         caller.check_dry_run()
         new = replace(vol, state="in-use", instance_id=inst.id, device=device, target=target,
                       attach_state="attaching", attach_time=time.time(), delete_on_termination=False)
@@ -401,7 +475,15 @@ class Volumes:
             return
         inst = self.instances.get(vol.instance_id)
         driver = self.drivers.get(inst.host) if inst is not None else None
-        if inst is not None and driver is not None and inst.state != "terminated":
+        try:
+            if vol.image_id is not None:
+                await self.ensure_file(vol, self.image_file(vol.image_id))
+        except StorageError as e:
+            log.error("volume %s: making its file failed: %s", vid, e)
+            self._update_volume(vid, lambda v: v.attach_state == "attaching", **_DETACHED)
+            return
+        # A root volume is not hot-plugged: its instance is stopped, and its next definition has it.
+        if inst is not None and driver is not None and inst.state != "terminated" and not is_root(vol):
             try:
                 await driver.attach_disk(inst.id, str(self.volume_path(vid)), vol.target)
             except HypervisorError as e:
@@ -423,6 +505,12 @@ class Volumes:
             raise CloudError("InvalidAttachment.NotFound",
                              f"Volume '{vol.id}' is not attached to '{iid or vol.instance_id}'"
                              + (f" as '{device}'" if device else ""))
+        if is_root(vol):
+            holder = self.instances.get(vol.instance_id or "")
+            if holder is not None and holder.state not in ("stopped", "terminated"):
+                raise CloudError("IncorrectInstanceState",
+                                 f"Unable to detach root volume '{vol.id}' from instance '{vol.instance_id}'; "
+                                 f"stop the instance first")
         force = bool(req.get("Force"))
         caller.check_dry_run()
         if vol.attach_state == "detaching" and not force:
@@ -440,7 +528,8 @@ class Volumes:
             return
         inst = self.instances.get(vol.instance_id)
         driver = self.drivers.get(inst.host) if inst is not None else None
-        if inst is not None and driver is not None and inst.state != "terminated" and vol.target:
+        if inst is not None and driver is not None and inst.state != "terminated" and vol.target \
+                and not is_root(vol):   # a stopped instance's root: its next definition lacks it
             try:
                 await driver.detach_disk(inst.id, vol.target,
                                          timeout=FORCED_DETACH_TIMEOUT_S if force else DETACH_TIMEOUT_S)
@@ -478,6 +567,26 @@ class Volumes:
                 self._serial((v.id,), self._remove_file(v.id))
         return [v.id for v in vols]
 
+    def delete_on_termination_changes(self, instance_id: str, mappings: list[dict[str, Any]]) -> list[Volume]:
+        """ModifyInstanceAttribute's BlockDeviceMappings: the volumes attached at the named devices
+        (the root one included) with their new DeleteOnTermination flag, for the caller to put."""
+        by_device = {v.device: v for v in self._by_instance.get(instance_id).values()}
+        changes = []
+        for m in mappings:
+            device = m.get("DeviceName") or ""
+            ebs = m.get("Ebs") or {}
+            vol = by_device.get(device)
+            if vol is None:
+                raise CloudError("InvalidInstanceAttributeValue",
+                                 f"No device is currently mapped at {device or '(no device name)'}")
+            if ebs.get("VolumeId") and ebs["VolumeId"] != vol.id:
+                raise CloudError("InvalidInstanceAttributeValue",
+                                 f"Volume {ebs['VolumeId']} is not the volume mapped at {device}")
+            if "DeleteOnTermination" not in ebs:
+                raise CloudError("MissingParameter", f"The mapping of {device} must give Ebs.DeleteOnTermination")
+            changes.append(replace(vol, delete_on_termination=bool(ebs["DeleteOnTermination"])))
+        return changes
+
     # -- snapshots -----------------------------------------------------------------------------
     async def create_snapshot(self, caller: Caller, req: dict[str, Any]) -> Snapshot:
         for key in ("OutpostArn", "Location"):
@@ -498,7 +607,8 @@ class Volumes:
             if pairs:
                 self.tags.put(tx, caller.account, snap.id, "snapshot", pairs)
         await self.store.sync()
-        self._serial((vol.id, snap.id), self._copy_to_snapshot(snap.id))
+        # With the instance's key: a root volume's file may still be being made by its launch.
+        self._serial((vol.id, snap.id, vol.instance_id), self._copy_to_snapshot(snap.id))
         return snap
 
     async def _copy_to_snapshot(self, sid: str) -> None:
@@ -506,6 +616,9 @@ class Volumes:
         if snap is None or snap.state != "pending":
             return
         try:
+            vol = self.table.get(snap.volume_id)
+            if vol is not None and vol.image_id is not None:
+                await self.ensure_file(vol, self.image_file(vol.image_id))
             await self.storage.copy(self.volume_path(snap.volume_id), self.snapshot_path(sid))
         except StorageError as e:
             log.error("snapshot %s of %s failed: %s", sid, snap.volume_id, e)

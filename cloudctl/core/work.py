@@ -56,6 +56,10 @@ class KeyedWork:
         """Is work queued or running under `key`?"""
         return key in self._last
 
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
     async def idle(self) -> None:
         """Wait until no work is in flight (tests and shutdown)."""
         while self._tasks:

@@ -95,6 +95,7 @@ async def fetch(url: str, dest: Path, progress: Callable[[int, int | None], None
     part = dest.with_name(dest.name + ".part")
     h256, h512 = hashlib.sha256(), hashlib.sha512()
     done = 0
+    total: int | None = None
     check_url(url, refuse_local)
     connector = aiohttp.TCPConnector(resolver=_GuardedResolver()) if refuse_local else None
     try:
@@ -131,6 +132,10 @@ async def fetch(url: str, dest: Path, progress: Callable[[int, int | None], None
             if want and h.hexdigest() != want.lower():
                 raise FetchError(f"{name} mismatch: expected {want}, received {h.hexdigest()}")
         await asyncio.to_thread(os.replace, part, dest)
+    except aiohttp.ClientPayloadError:
+        part.unlink(missing_ok=True)
+        raise FetchError(f"GET {url}: the transfer ended early: received {done} bytes, "
+                         f"the server declared {total}") from None
     except (aiohttp.ClientError, OSError) as e:
         part.unlink(missing_ok=True)
         raise FetchError(f"GET {url}: {e}") from None

@@ -84,6 +84,9 @@ class Instance(Row):
     root_gib: int | None = None       # root disk size asked for in BlockDeviceMappings
     subnet_id: str | None = None      # None in instances from before networks: the zone's default
     group_ids: list[str] = field(default_factory=list)   # security groups
+    # The root volume's device name (EBS-backed: the root disk is a volume). None: launched by
+    # an older version, whose root disk is an overlay in the instance's own directory.
+    root_device: str | None = None
 
 
 @dataclass(slots=True)
@@ -115,6 +118,7 @@ class Image(Row):
     kernel_id: str | None = None     # a machine image booted directly from a kernel image
     ramdisk_id: str | None = None
     deprecation_time: float | None = None   # hidden from DescribeImages after it unless IncludeDeprecated
+    virtual_size: int = 0            # bytes the guest sees (qemu-img info); 0: not probed (older images)
 
 
 @dataclass(slots=True)
@@ -174,6 +178,7 @@ class Volume(Row):
     attach_time: float | None = None
     delete_on_termination: bool = False
     state_message: str | None = None  # why it is in `error`
+    image_id: str | None = None       # a root volume's image: its file is an overlay over the image's
 
 
 @dataclass(slots=True)
@@ -455,8 +460,50 @@ class SecurityGroupRule(Row):
     description: str = ""
 
 
+@dataclass(slots=True)
+class ImportTask(Row):
+    """An ImportImage task: a disk image the controller fetches, then registers as an image."""
+    table: ClassVar[str] = "import_tasks"
+    id: str                      # import-ami-...
+    owner: str
+    url: str
+    state: str                   # active | completed | deleting | deleted
+    created: float
+    description: str = ""
+    disk_format: str | None = None    # as the user declared it (RAW, QCOW2), checked on arrival
+    architecture: str = "x86_64"
+    platform: str = "Linux"
+    client_token: str | None = None
+    status_message: str = ""
+    image_id: str | None = None       # once completed
+    size: int | None = None           # bytes received, once completed
+    file: str | None = None           # the file in the image store while it downloads
+
+
+@dataclass(slots=True)
+class Address(Row):
+    """An Elastic IP. Keyed by the public address itself, so the table can never hold one
+    address twice, whatever a crash or a replay does."""
+
+    table: ClassVar[str] = "addresses"
+    key_field: ClassVar[str] = "public_ip"
+    public_ip: str
+    allocation_id: str           # eipalloc-...
+    owner: str                   # account id
+    allocated: float
+    domain: str = "vpc"
+    association_id: str | None = None     # eipassoc-..., while associated
+    instance_id: str | None = None
+    private_ip: str | None = None
+    network_interface_id: str | None = None
+    associated_at: float | None = None
+    # A script run for this address began and its outcome was not recorded: the host's NAT
+    # may differ from this row. Start-up runs the disassociate script, then re-associates.
+    nat_unsure: bool = False
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, HostAdmin, NumericId, PublishedList, Subscription,
-                                     MarketImage, MetadataEntry,
-                                     SecurityGroup, SecurityGroupRule)
+                                     MarketImage, MetadataEntry, ImportTask, Address, SecurityGroup,
+                                     SecurityGroupRule)

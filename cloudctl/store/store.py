@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from abc import ABC, abstractmethod
+import hashlib
 import json
 import logging
 import os
@@ -171,6 +172,7 @@ class Store:
         self.rollbacks = 0
         self.rollback_listeners: list[Callable[[], None]] = []
         self.on_checkpoint: Callable[[float], None] | None = None   # metrics: each checkpoint's seconds
+        self.commits = 0   # transactions that changed something, since start
 
     def table(self, row_type: type[R]) -> Table[R]:
         return self.tables[row_type.table]
@@ -185,6 +187,7 @@ class Store:
         assert self.journal is not None, "store is not open"
         seq = self.journal.append("[" + ",".join(tx._ops) + "]")
         self._undurable.append((seq, tx))
+        self.commits += 1
 
     def _durable(self, upto: int) -> None:
         while self._undurable and self._undurable[0][0] <= upto:
@@ -213,6 +216,15 @@ class Store:
         """Make buffered changes durable soon, for changes no answer depends on."""
         assert self.journal is not None
         self.journal.flush()
+
+    def digest(self) -> str:
+        """A hash of every row: equal digests mean equal state (the fuzz and access tests compare
+        it around requests that must change nothing)."""
+        h = hashlib.sha256()
+        for name in sorted(self.tables):
+            for key, row in sorted(self.tables[name].rows.items()):
+                h.update(f"{name}\x1f{key}\x1f{encode_row(row)}\n".encode())
+        return h.hexdigest()
 
     # -- loading --------------------------------------------------------------------------------
     def _apply_record(self, payload: str) -> None:

@@ -3,9 +3,14 @@ boto3 and the admin CLI. Launch with user data and a key → the console shows t
 volume, the guest sees it → stop/start → terminate removes the domain and its files."""
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
+import threading
 import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,20 @@ def cli(srv: Server, *args: str) -> str:
     return out.stdout
 
 
+def volume_store(srv: Server) -> Path:
+    return Path(srv.cfg["state_dir"]) / "volumes"
+
+
+def overlays_image(srv: Server, path: Path, image_id: str) -> bool:
+    """Is the file at `path` a qcow2 overlay whose backing file is the image's, in the image store?"""
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)], check=True,
+                                     capture_output=True, text=True).stdout)
+    backing = Path(info.get("backing-filename") or "/nonexistent")
+    sha = next(i["Sha256"] for i in srv.admin("GET", "/v0/images") if i["ImageId"] == image_id)
+    return (info["format"] == "qcow2" and backing.parent == Path(srv.cfg["image_store"]).resolve()
+            and hashlib.sha256(backing.read_bytes()).hexdigest() == sha)
+
+
 def console(ec2: Any, iid: str) -> str:
     """The serial log; botocore has already base64-decoded what the server sent."""
     return ec2.get_console_output(InstanceId=iid).get("Output") or ""
@@ -39,7 +58,9 @@ def wait_console(ec2: Any, iid: str, *needles: str, timeout: float = 90) -> str:
         if all(n in text for n in needles):
             return text
         time.sleep(0.5)
-    raise AssertionError(f"console of {iid} lacks {needles} after {timeout}s:\n{text[-3000:]}")
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    raise AssertionError(f"console of {iid} ({inst['State']['Name']}, {inst.get('StateReason')}) lacks {needles} "
+                         f"after {timeout}s:\n{text[-3000:]}")
 
 
 @pytest.fixture
@@ -51,7 +72,7 @@ def qemu_server(libvirtd: str, work_dir: Path, model_cache: Path, guest_image: d
         hosts=[{"name": "qemu1", "uri": URI, "zone": "cloudctl-1a"}],
         subnets={"cloudctl-1a": "10.128.0.0/16"}, networks=[],
         domain_template=str(DEFAULT_CONFIG.parent / "templates" / "domain-qemu.xml"),
-        stop_timeout_s=30)
+        stop_timeout_s=30, user_image_urls=True, user_image_urls_local=True)   # a loopback HTTP server
     srv = Server(path).start()
     yield srv
     srv.stop()
@@ -79,7 +100,13 @@ def test_real_guest_lifecycle(qemu_server: Server, guest_image: dict[str, Path])
     assert pub.decode().split()[1] in text          # the injected key reached the guest
     assert wait_state(ec2, [iid], "running")[0]["State"]["Name"] == "running"
     inst_dir = Path(srv.cfg["state_dir"]) / "instances" / iid
-    assert (inst_dir / "root.qcow2").exists()
+    desc = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert desc["RootDeviceType"] == "ebs"
+    root_vol = desc["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    root_file = volume_store(srv) / f"{root_vol}.qcow2"
+    assert overlays_image(srv, root_file, ids["machine"])
+    assert not (inst_dir / "root.qcow2").exists()   # the root disk is a volume, in the volume store
+    assert ec2.describe_volumes(VolumeIds=[root_vol])["Volumes"][0]["State"] == "in-use"
     base = Path(srv.cfg["image_store"])
     assert not any("backing" in p.name for p in base.iterdir())   # the image itself is untouched
 
@@ -118,5 +145,81 @@ def test_real_guest_lifecycle(qemu_server: Server, guest_image: dict[str, Path])
     deadline = time.monotonic() + 10
     while inst_dir.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not inst_dir.exists()                    # overlay, config drive and console log removed
+    assert not inst_dir.exists()                    # config drive and console log removed
+    ec2.get_waiter("volume_deleted").wait(VolumeIds=[root_vol], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    assert not root_file.exists()                   # the root volume went with its instance (the default)
     ec2.delete_volume(VolumeId=vol)
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_kept_root_volume_carries_its_data_to_another_instance(qemu_server: Server,
+                                                               guest_image: dict[str, Path]) -> None:
+    """ImportImage of the guest's disk over HTTP; a root volume kept (DeleteOnTermination=false)
+    after its instance, with what the guest wrote on it, read by a second instance."""
+    srv = qemu_server
+    ids = {kind: cli(srv, "image", "import", str(guest_image[key]), "--name", f"guest-{kind}",
+                     "--type", kind).split()[0] for kind, key in (("kernel", "vmlinuz"), ("ramdisk", "initrd.img"))}
+    user = srv.create_user("kim")
+    ec2 = srv.client(user)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(guest_image["root.qcow2"].parent)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/root.qcow2"
+        t0 = time.monotonic()
+        tid = ec2.import_image(Description="the test guest's disk",
+                               DiskContainers=[{"Url": url, "Format": "QCOW2"}])["ImportTaskId"]
+        deadline = time.monotonic() + 120
+        while (task := ec2.describe_import_image_tasks(ImportTaskIds=[tid])["ImportImageTasks"][0])["Status"] \
+                == "active":
+            assert time.monotonic() < deadline, task
+            time.sleep(0.2)
+        MEASUREMENTS["ImportImage of the guest disk (loopback HTTP)"] = \
+            f"{time.monotonic() - t0:.1f} s, {task['SnapshotDetails'][0].get('DiskImageSize', 0) / 1e6:.1f} MB"
+    finally:
+        httpd.shutdown()
+    assert task["Status"] == "completed", task
+    image = task["ImageId"]
+    boot = {"KernelId": ids["kernel"], "RamdiskId": ids["ramdisk"], "InstanceType": "t3.nano",
+            "MinCount": 1, "MaxCount": 1}
+
+    token = f"kept-{time.monotonic_ns()}"
+    first = ec2.run_instances(ImageId=image, **boot, BlockDeviceMappings=[
+        {"DeviceName": "/dev/vda", "Ebs": {"DeleteOnTermination": False}}],
+        UserData=f"#!/bin/sh\ncloudctl-mount-root /mnt/root && echo {token} > /mnt/root/marker "
+                 f"&& sync && umount /mnt/root && echo ROOT-WRITTEN\n")["Instances"][0]
+    iid = first["InstanceId"]
+    kept = first["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    assert first["BlockDeviceMappings"][0]["Ebs"]["DeleteOnTermination"] is False
+    wait_console(ec2, iid, "CLOUDCTL-USERDATA-EXIT 0", "CLOUDCTL-GUEST-READY")
+    assert "ROOT-WRITTEN\n" in console(ec2, iid).replace("\r\n", "\n").split("CLOUDCTL-USERDATA-DONE", 1)[1]
+    kept_file = volume_store(srv) / f"{kept}.qcow2"
+    assert overlays_image(srv, kept_file, image)
+    ec2.terminate_instances(InstanceIds=[iid])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+    ec2.get_waiter("volume_available").wait(VolumeIds=[kept], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    assert kept_file.exists()
+
+    # The second guest's own root is vda; the kept volume, hot-plugged, is the next virtio disk.
+    second = ec2.run_instances(ImageId=image, **boot, UserData=(
+        "#!/bin/sh\ni=0\nwhile [ ! -b /dev/vdb ] && [ $i -lt 240 ]; do sleep 0.5; i=$((i+1)); done\n"
+        "mkdir -p /mnt/kept && mount -t ext4 /dev/vdb /mnt/kept && echo \"found: $(cat /mnt/kept/marker)\"\n"
+    ))["Instances"][0]
+    other = second["InstanceId"]
+    other_root = second["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    wait_state(ec2, [other], "running", timeout=60)
+    ec2.attach_volume(VolumeId=kept, InstanceId=other, Device="/dev/sdf")
+    text = wait_console(ec2, other, f"found: {token}", "CLOUDCTL-GUEST-READY", timeout=150)
+    assert "CLOUDCTL-USERDATA-EXIT 0" in text
+    ec2.terminate_instances(InstanceIds=[other])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[other], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+    ec2.get_waiter("volume_deleted").wait(VolumeIds=[other_root], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    assert not (volume_store(srv) / f"{other_root}.qcow2").exists()   # the default: gone with its instance
+    ec2.get_waiter("volume_available").wait(VolumeIds=[kept], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    ec2.delete_volume(VolumeId=kept)
+    ec2.get_waiter("volume_deleted").wait(VolumeIds=[kept], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    assert not kept_file.exists()
+    ec2.deregister_image(ImageId=image)      # no root volume overlays it any more

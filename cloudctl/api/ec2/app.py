@@ -25,15 +25,26 @@ log = logging.getLogger("cloudctl.ec2")
 STATUS = {
     "AuthFailure": 401, "MissingAuthenticationToken": 401, "UnauthorizedOperation": 403,
     "OptInRequired": 403, "DryRunOperation": 412, "InternalError": 500, "Unavailable": 503, "ServiceUnavailable": 503,
-    "RequestLimitExceeded": 503,
+    "RequestLimitExceeded": 503, "RequestEntityTooLarge": 413, "RequestTimeout": 408,
 }
 _FORM = "application/x-www-form-urlencoded"
 _READ_ONLY = ("Describe", "Get")   # actions whose exact replay is harmless
+MAX_BODY = 4 * 1024 * 1024
+
+
+class _BodyRefused(Exception):
+    """The request body is too large or too slow; answered, then the connection is closed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 class Ec2Api:
-    def __init__(self, cloud: Cloud, protocol: Protocol, verifier: SignatureVerifier) -> None:
+    def __init__(self, cloud: Cloud, protocol: Protocol, verifier: SignatureVerifier,
+                 client_timeout_s: float = 60.0) -> None:
         self.cloud = cloud
+        self.client_timeout_s = client_timeout_s
         self.protocol = protocol
         self.verifier = verifier
         self.replays = ReplayCache()
@@ -46,7 +57,7 @@ class Ec2Api:
             self.observe(action, outcome, time.perf_counter() - t0)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("POST", "/{tail:.*}", self.handle)
         app.router.add_route("GET", "/{tail:.*}", self.handle)
         return app
@@ -55,6 +66,19 @@ class Ec2Api:
         self._count(action, code, t0)
         return web.Response(body=self.protocol.error(code, message, request_id),
                             status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The body, refused before reading if its declared length is over the limit, and
+        refused if the client takes longer than the client timeout to send it."""
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes")
+        try:
+            async with asyncio.timeout(self.client_timeout_s):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes") from None
+        except TimeoutError:
+            raise _BodyRefused("RequestTimeout", "The request body was not received in time") from None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         held: list[str] = []   # the signature this request holds in the replay cache, if any
@@ -70,15 +94,17 @@ class Ec2Api:
         request_id = str(uuid.uuid4())
         action = "-"
         try:
-            body = await request.read()
+            body = await self._read_body(request)
             # The raw path and query: the signature covers the bytes as sent, before decoding.
             raw_path, _, raw_query = request.raw_path.partition("?")
-            params: dict[str, str] = dict(parse_qsl(raw_query, keep_blank_values=True))
-            if body and request.content_type == _FORM:
-                try:
-                    params.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False))
-                except UnicodeDecodeError:
-                    raise CloudError("InvalidParameterValue", "The request body is not valid UTF-8") from None
+            # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
+            # name or tag stored differently from what the client sent would be silent corruption.
+            try:
+                params: dict[str, str] = dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
+                if body and request.content_type == _FORM:
+                    params.update(parse_qsl(body.decode(), keep_blank_values=True, errors="strict"))
+            except UnicodeDecodeError:
+                raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
             access_key = self.verifier.verify(method=request.method, path=raw_path,
                                               query_string=raw_query, headers=request.headers,
                                               body=body, params=params)
@@ -106,6 +132,10 @@ class Ec2Api:
             pieces = self.protocol.serialize_iter(action, result, request_id)
             first = next(pieces)
             second = next(pieces, None)
+        except _BodyRefused as e:
+            resp = self._error(e.code, e.message, request_id, action, t0)
+            resp.force_close()   # the rest of the body is still on the wire
+            return resp
         except CloudError as e:
             return self._error(e.code, e.message, request_id, action, t0)
         except ParamError as e:

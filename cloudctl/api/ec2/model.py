@@ -70,6 +70,14 @@ OPERATIONS: tuple[str, ...] = (
     "DeleteSnapshot",
     "DescribeVpcs",
     "DescribeSubnets",
+    "ImportImage",
+    "DescribeImportImageTasks",
+    "CancelImportTask",
+    "AllocateAddress",
+    "AssociateAddress",
+    "DisassociateAddress",
+    "ReleaseAddress",
+    "DescribeAddresses",
 )
 
 # The package root (the directory holding ``cloudctl``), so the builder child

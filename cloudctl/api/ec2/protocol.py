@@ -84,11 +84,19 @@ def _kind(model: Ec2Model, shape_name: str) -> int:
 # Request side: flat form fields -> botocore-shaped input dict
 
 
-def _to_int(text: str) -> int:
+def _to_int(text: str, bits: int = 32) -> int:
+    """botocore's `integer` is 32 bits and `long` 64, as in AWS: 2**63 is no MaxCount."""
     digits = text[1:] if text[:1] in ("-", "+") else text
-    if not (digits.isascii() and digits.isdigit()):
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 20:
         raise ValueError
-    return int(text)
+    value = int(text)
+    if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
+        raise ValueError
+    return value
+
+
+def _to_long(text: str) -> int:
+    return _to_int(text, 64)
 
 
 def _to_float(text: str) -> float:
@@ -184,6 +192,8 @@ class _RequestCompiler:
             return kind, self._payload(self._model.shapes[shape_name]["member"]["shape"])
         if kind == _STR:
             return kind, None
+        if self._model.shapes[shape_name]["type"] == "long":
+            return kind, (_to_long, "an integer")
         return kind, _CONVERTERS[kind]
 
 

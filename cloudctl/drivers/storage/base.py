@@ -20,6 +20,9 @@ class ImageInfo(NamedTuple):
     format: str          # "qcow2", "raw", ...
     virtual_size: int    # bytes the guest sees
     actual_size: int     # bytes allocated on the host
+    # Other files the image names (a backing file, a qcow2 external data file): qemu opens
+    # them when a guest uses the image, so an image from outside must name none.
+    references: tuple[str, ...] = ()
 
 
 class StorageDriver(ABC):

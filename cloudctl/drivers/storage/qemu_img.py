@@ -77,7 +77,12 @@ class QemuImgStorage(StorageDriver):
         out = await self._run("info", "-U", "--output=json", str(path))
         try:
             data = json.loads(out)
-            return ImageInfo(str(data["format"]), int(data["virtual-size"]), int(data.get("actual-size", 0)))
+            refs = [data.get("backing-filename"), data.get("full-backing-filename")]
+            specific = (data.get("format-specific") or {}).get("data") or {}
+            refs.append(specific.get("data-file"))
+            refs += [e.get("filename") for e in specific.get("extents") or () if isinstance(e, dict)]
+            return ImageInfo(str(data["format"]), int(data["virtual-size"]), int(data.get("actual-size", 0)),
+                             tuple(str(r) for r in refs if r and str(r) != str(path)))
         except (ValueError, KeyError, TypeError) as e:
             raise StorageError(f"qemu-img info {path}: unexpected output: {e}") from None
 

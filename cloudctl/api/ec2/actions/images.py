@@ -5,7 +5,7 @@ from typing import Any
 
 from ....core.cloud import Cloud
 from ....core.context import Caller
-from ....core.images import CLOUD_OWNER
+from ....core.images import CLOUD_OWNER, ROOT_DEVICE_NAME, Images, root_device_type
 from ....store.records import Image
 from .registry import action, tag_list, ts
 
@@ -16,9 +16,12 @@ def image_view(cloud: Cloud, im: Image) -> dict[str, Any]:
         "OwnerId": im.owner, "CreationDate": ts(im.created).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         "Public": im.public, "Architecture": im.architecture, "ImageType": im.image_type,
         "KernelId": im.kernel_id, "RamdiskId": im.ramdisk_id,
-        "Name": im.name, "Description": im.description, "RootDeviceType": "instance-store",
-        "RootDeviceName": "/dev/vda", "VirtualizationType": "hvm", "Hypervisor": "xen",
-        "BlockDeviceMappings": [], "Tags": tag_list(cloud, im.id), "PlatformDetails": "Linux/UNIX",
+        "Name": im.name, "Description": im.description, "RootDeviceType": root_device_type(im),
+        "RootDeviceName": ROOT_DEVICE_NAME, "VirtualizationType": "hvm", "Hypervisor": "xen",
+        "BlockDeviceMappings": [{"DeviceName": ROOT_DEVICE_NAME, "Ebs": {
+            "DeleteOnTermination": True, "VolumeType": "gp2", "Encrypted": False,
+            "VolumeSize": Images.min_root_gib(im)}}] if root_device_type(im) == "ebs" else [],
+        "Tags": tag_list(cloud, im.id), "PlatformDetails": "Linux/UNIX",
         "UsageOperation": "RunInstances", "BootMode": "legacy-bios",
         "ImageOwnerAlias": CLOUD_OWNER if im.owner == CLOUD_OWNER else None,
         "DeprecationTime": (ts(im.deprecation_time).strftime("%Y-%m-%dT%H:%M:%S.000Z")

@@ -5,12 +5,14 @@ import base64
 import time
 from typing import Any
 
+from ....core.addresses import public_dns
 from ....core.cloud import Cloud
 from ....core.compute import STATE_CODES, private_dns
 from ....core.context import Caller
 from ....core.network import interface_id
 from ....core.errors import CloudError
-from ....store.records import Instance, Reservation
+from ....core.volumes import ROOT_DEVICE
+from ....store.records import Address, Instance, Reservation, Volume
 from ..protocol import LazyList
 from .registry import action, tag_list, ts
 
@@ -23,17 +25,18 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
     t = cloud.config.instance_types.get(i.instance_type)
     launched = ts(i.launch_time)
     dns = private_dns(i, cloud.config.region) if i.private_ip else ""
+    eip = cloud.addresses.of_instance(i.id)
     view: dict[str, Any] = {
         "InstanceId": i.id, "ImageId": i.image_id, "State": _state(i.state),
-        "PrivateDnsName": dns, "PublicDnsName": "", "StateTransitionReason": i.transition_reason,
+        "PrivateDnsName": dns, "PublicDnsName": public_dns(eip.public_ip, cloud.config.region) if eip else "",
+        "PublicIpAddress": eip.public_ip if eip else None, "StateTransitionReason": i.transition_reason,
         "KeyName": i.key_name, "AmiLaunchIndex": i.launch_index, "ProductCodes": [],
         "InstanceType": i.instance_type, "LaunchTime": launched,
         "Placement": {"AvailabilityZone": i.zone, "GroupName": "", "Tenancy": "default"},
         "Monitoring": {"State": "disabled"}, "PrivateIpAddress": i.private_ip,
-        "Architecture": "x86_64", "RootDeviceType": "instance-store", "RootDeviceName": "/dev/vda",
-        "BlockDeviceMappings": [{"DeviceName": v.device, "Ebs": {
-            "VolumeId": v.id, "Status": v.attach_state, "AttachTime": ts(v.attach_time or v.created),
-            "DeleteOnTermination": v.delete_on_termination}} for v in cloud.volumes.attached_to(i.id)],
+        "Architecture": "x86_64", "RootDeviceType": "ebs" if i.root_device else "instance-store",
+        "RootDeviceName": i.root_device or ROOT_DEVICE,
+        "BlockDeviceMappings": mappings_view(cloud.volumes.attached_to(i.id)),
         "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
         "Tags": tag_list(cloud, i.id),
         "SecurityGroups": [{"GroupId": g, "GroupName": n} for g, n in cloud.security_groups.groups_of(i)],
@@ -52,16 +55,22 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
     subnet = cloud.network.of(i.private_ip, i.zone, i.subnet_id)
     if subnet is not None and i.state != "terminated":
         view["VpcId"], view["SubnetId"] = cloud.network.vpc_id, subnet.id
-        view["NetworkInterfaces"] = [network_interface_view(cloud, i, subnet.id, dns)]
+        view["NetworkInterfaces"] = [network_interface_view(cloud, i, subnet.id, dns, eip)]
     if i.state_reason_code:
         view["StateReason"] = {"Code": i.state_reason_code, "Message": i.state_reason_message or ""}
     return view
 
 
-def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str) -> dict[str, Any]:
+def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str,
+                           eip: Address | None = None) -> dict[str, Any]:
     groups = [{"GroupId": g, "GroupName": n} for g, n in cloud.security_groups.groups_of(i)]
-    primary = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True}
+    primary: dict[str, Any] = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True}
+    assoc = {"PublicIp": eip.public_ip, "IpOwnerId": eip.owner,
+             "PublicDnsName": public_dns(eip.public_ip, cloud.config.region)} if eip is not None else None
+    if assoc is not None:
+        primary["Association"] = assoc
     return {
+        "Association": assoc,
         "NetworkInterfaceId": interface_id(i.id), "SubnetId": subnet_id, "VpcId": cloud.network.vpc_id,
         "OwnerId": i.owner, "Status": "in-use", "MacAddress": i.mac, "PrivateIpAddress": i.private_ip,
         "PrivateDnsName": dns, "SourceDestCheck": True, "Groups": groups, "Ipv6Addresses": [],
@@ -71,6 +80,13 @@ def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str) 
                        "NetworkCardIndex": 0},
         "PrivateIpAddresses": [primary],
     }
+
+
+def mappings_view(vols: list[Volume]) -> list[dict[str, Any]]:
+    """The instance's EBS block device mappings, the root volume first."""
+    return [{"DeviceName": v.device, "Ebs": {
+        "VolumeId": v.id, "Status": v.attach_state, "AttachTime": ts(v.attach_time or v.created),
+        "DeleteOnTermination": v.delete_on_termination}} for v in vols]
 
 
 def image_kernel(cloud: Cloud, image_id: str) -> str | None:
@@ -158,6 +174,8 @@ _ATTR_OUT = {
 async def describe_instance_attribute(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     inst, value = cloud.compute.attribute(caller, req["InstanceId"], req["Attribute"])
     member, wrap = _ATTR_OUT[req["Attribute"]]
+    if req["Attribute"] == "blockDeviceMapping":
+        value = mappings_view(value)
     out: dict[str, Any] = {"InstanceId": inst.id}
     if wrap == "raw":
         out[member] = value

@@ -1,0 +1,144 @@
+"""Raw EC2 Query requests signed with botocore's own SigV4 signer, and the state digest.
+
+boto3 validates parameters before sending, so it cannot send the malformed requests the fuzz
+tests need; this sends any form fields (even bad UTF-8) with a real signature, so they pass
+the auth layer and reach the parser and the handlers.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from typing import Any
+from urllib.parse import quote, quote_from_bytes, urlsplit
+from xml.etree import ElementTree as ET
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+API_VERSION = "2016-11-15"
+Value = str | bytes
+
+
+def _q(v: Value) -> str:
+    return quote_from_bytes(v, safe="") if isinstance(v, bytes) else quote(v, safe="-_.~")
+
+
+def form_body(action: str, pairs: list[tuple[str, Value]]) -> bytes:
+    fields = [("Action", action), ("Version", API_VERSION), *pairs]
+    return "&".join(f"{_q(k)}={_q(v)}" for k, v in fields).encode()
+
+
+class SignedQuery:
+    """One keep-alive connection to the EC2 endpoint, as one user."""
+
+    def __init__(self, endpoint: str, user: dict[str, str], region: str) -> None:
+        u = urlsplit(endpoint)
+        self.endpoint = endpoint.rstrip("/") + "/"
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.creds = Credentials(user["AccessKeyId"], user["SecretAccessKey"])
+        self.region = region
+        self.conn: http.client.HTTPConnection | None = None
+
+    def signed(self, body: bytes, content_type: str = "application/x-www-form-urlencoded; charset=utf-8"
+               ) -> dict[str, str]:
+        req = AWSRequest(method="POST", url=self.endpoint, data=body, headers={"Content-Type": content_type})
+        SigV4Auth(self.creds, "ec2", self.region).add_auth(req)
+        return dict(req.headers.items())
+
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+            try:
+                self.conn.request("POST", "/", body=body, headers=headers)
+                resp = self.conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    self.close()
+                return resp.status, data
+            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                self.close()   # a keep-alive connection the server closed meanwhile: once more
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def send(self, action: str, pairs: list[tuple[str, Value]], method: str = "POST") -> tuple[int, bytes]:
+        body = form_body(action, pairs)
+        if method == "GET":   # the same fields in the query string, signed as botocore signs a URL
+            return self.get(body.decode())
+        return self.post(body, self.signed(body))
+
+    def get(self, query: str) -> tuple[int, bytes]:
+        req = AWSRequest(method="GET", url=f"{self.endpoint}?{query}")
+        SigV4Auth(self.creds, "ec2", self.region).add_auth(req)
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        try:
+            self.conn.request("GET", "/?" + query, headers=dict(req.headers.items()))
+            resp = self.conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def error_code(status: int, body: bytes) -> str | None:
+    """The code of a well-formed EC2 error document; raises AssertionError on anything else."""
+    doc = ET.fromstring(body)
+    assert doc.tag == "Response", f"HTTP {status}: error root is {doc.tag!r}: {body[:300]!r}"
+    code = doc.findtext("Errors/Error/Code")
+    assert code, f"HTTP {status}: error without a code: {body[:300]!r}"
+    assert doc.find("Errors/Error/Message") is not None, f"error without a message: {body[:300]!r}"
+    assert doc.findtext("RequestID"), f"error without a RequestID: {body[:300]!r}"
+    return code
+
+
+class StateProbe:
+    """The admin digest of the whole state, over one keep-alive connection."""
+
+    def __init__(self, admin_url: str, token: str) -> None:
+        u = urlsplit(admin_url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.token = token
+        self.conn: http.client.HTTPConnection | None = None
+
+    def get(self) -> dict[str, Any]:
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+            try:
+                self.conn.request("GET", "/v0/state/digest", headers={"Authorization": f"Bearer {self.token}"})
+                resp = self.conn.getresponse()
+                data = json.loads(resp.read())
+                assert resp.status == 200, data
+                return data
+            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def state(self) -> tuple[str, int]:
+        d = self.get()
+        return d["digest"], d["commits"]
+
+    def settle(self, timeout: float = 120.0) -> tuple[str, int]:
+        """Wait until background work (hypervisor, copies) is done and the state stops moving."""
+        deadline = time.monotonic() + timeout
+        last: tuple[str, int] | None = None
+        while True:
+            d = self.get()
+            now = (d["digest"], d["commits"])
+            if d["pending_work"] == 0 and now == last:
+                return now
+            last = now if d["pending_work"] == 0 else None
+            if time.monotonic() > deadline:
+                raise AssertionError(f"state did not settle in {timeout} s: {d}")
+            time.sleep(0.01)
