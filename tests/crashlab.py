@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from cloudctl.store import records
 from cloudctl.store.store import Store
 
@@ -30,6 +32,8 @@ class Acked:
     tags: set[tuple[str, str, str]] = field(default_factory=set)                # (resource, key, value)
     terminated: set[str] = field(default_factory=set)
     users: set[str] = field(default_factory=set)
+    rules: set[tuple[str, str]] = field(default_factory=set)                    # (group id, CIDR)
+    addresses: dict[str, str | None] = field(default_factory=dict)              # allocation -> instance
 
     def add(self, what: str, value: Any) -> None:
         with self.lock:
@@ -107,7 +111,36 @@ class AdminUserOp(Op):
         ctx.acked.add("users", name)
 
 
-OPS: list[Op] = [RunOp(), KeyPairOp(), VolumeOp(), TagOp(), TerminateOp(), AdminUserOp()]
+class RuleOp(Op):
+    """A security group with one ingress rule per call (a CIDR of its own)."""
+
+    def do(self, ctx: "Worker") -> None:
+        if ctx.group is None:
+            ctx.group = ctx.ec2.create_security_group(GroupName=f"{ctx.name}-sg",
+                                                      Description="crash trials")["GroupId"]
+        cidr = f"10.{ctx.rng.randrange(256)}.{ctx.rng.randrange(256)}.0/24"
+        ctx.ec2.authorize_security_group_ingress(GroupId=ctx.group, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": cidr}]}])
+        ctx.acked.add("rules", (ctx.group, cidr))
+
+
+class AddressOp(Op):
+    """An Elastic IP, associated with one of the acknowledged instances when there is one."""
+
+    def do(self, ctx: "Worker") -> None:
+        alloc = ctx.ec2.allocate_address(Domain="vpc")["AllocationId"]
+        ctx.acked.add("addresses", {alloc: None})
+        iid = ctx.acked.some_instance(ctx.rng)
+        if iid is not None:
+            with ctx.acked.lock:   # an instance holds one address: the one it had may go
+                for other, held in ctx.acked.addresses.items():
+                    if held == iid:
+                        ctx.acked.addresses[other] = None
+            ctx.ec2.associate_address(AllocationId=alloc, InstanceId=iid)
+            ctx.acked.add("addresses", {alloc: iid})
+
+
+OPS: list[Op] = [RunOp(), KeyPairOp(), VolumeOp(), TagOp(), TerminateOp(), AdminUserOp(), RuleOp(), AddressOp()]
 
 
 class Worker(threading.Thread):
@@ -122,6 +155,7 @@ class Worker(threading.Thread):
         self.rng = random.Random(seed)
         self._n = 0
         self.done = 0
+        self.group: str | None = None
 
     def seq(self) -> int:
         self._n += 1
@@ -133,7 +167,9 @@ class Worker(threading.Thread):
             try:
                 self.rng.choice(ops).do(self)
                 self.done += 1
-            except Exception:   # the server died under us: what was acknowledged is recorded
+            except ClientError:   # refused (a quota, a race between workers): changed nothing
+                continue
+            except Exception:     # the server died under us: what was acknowledged is recorded
                 return
 
 
@@ -168,6 +204,16 @@ def check(state: dict[str, dict[str, Any]], acked: Acked) -> list[str]:
             if r in inst and tags.get(f"{r}\x1f{k}") is None]
     users = {u.name for u in state["users"].values()}
     bad += [f"user {u} lost" for u in acked.users - users]
+    rules = {(r.group_id, r.cidr) for r in state["security_group_rules"].values() if not r.egress}
+    bad += [f"rule {c} of {g} lost" for g, c in acked.rules - rules]
+    by_alloc = {a.allocation_id: a for a in state["addresses"].values()}
+    for alloc, iid in acked.addresses.items():
+        a = by_alloc.get(alloc)
+        if a is None:
+            bad.append(f"address {alloc} lost")
+        elif iid is not None and a.instance_id != iid and iid not in acked.terminated \
+                and inst.get(iid) is not None and inst[iid].state not in ("shutting-down", "terminated"):
+            bad.append(f"association of {alloc} with {iid} lost")
     # nothing half-present
     for iid, i in inst.items():
         if i.state != "terminated":
@@ -180,6 +226,12 @@ def check(state: dict[str, dict[str, Any]], acked: Acked) -> list[str]:
         owner = inst.get(lease.instance_id)
         if owner is None or owner.state == "terminated" or owner.private_ip != ip:
             bad.append(f"lease {ip} belongs to no live instance ({lease.instance_id})")
+    ips = [a.public_ip for a in state["addresses"].values()]
+    if len(ips) != len(set(ips)):
+        bad.append("an elastic IP is held twice")
+    for a in state["addresses"].values():
+        if a.instance_id is not None and (a.instance_id not in inst or inst[a.instance_id].state == "terminated"):
+            bad.append(f"address {a.public_ip} associated with a gone instance {a.instance_id}")
     for t in tags.values():
         table = {"instance": inst, "volume": state["volumes"], "key-pair": state["keypairs"]}.get(t.resource_type)
         if table is not None and t.resource_id not in table:

@@ -133,3 +133,35 @@ async def test_failed_validation_leaves_no_trace(cloud: Cloud) -> None:
     assert e.value.code == "InvalidParameterValue"
     assert {n: len(t) for n, t in cloud.store.tables.items()} == rows_before
     assert cloud.store.journal.records_in_gen == records_before
+
+
+async def test_failed_start_leaves_the_instance_stopped(tmp_path: Path, model_cache: Path) -> None:
+    """A launch that fails ends terminated; a *start* that fails leaves the instance stopped,
+    with its reason, as EC2 does (its disk and address are still the user's)."""
+    bad = tmp_path / "broken.xml"
+    bad.write_text("<domain type='test'><name>$name</name>")          # libvirt refuses this XML
+    types = {"t3.nano": {"vcpus": 1, "memory_mib": 512}, "x1.broken": {"vcpus": 1, "memory_mib": 512,
+                                                                       "template": str(bad)}}
+    cfg = load_config(write_config(tmp_path, model_cache, instance_types=types))
+    cloud = Cloud(cfg, "http://127.0.0.1:0")
+    await cloud.start()
+    try:
+        caller = Caller(await cloud.users.create("u"))
+        never = await launch(cloud, caller, InstanceType="x1.broken")
+        assert cloud.compute.table.get(never[0]).state == "terminated"
+        (iid,) = await launch(cloud, caller)
+        assert cloud.compute.table.get(iid).state == "running"
+        await cloud.compute.stop(caller, [iid])
+        await cloud.compute.idle()
+        await cloud.compute.modify_attribute(caller, iid, {"instanceType": "x1.broken"})
+        await cloud.compute.start(caller, [iid])
+        await cloud.compute.idle()
+        inst = cloud.compute.table.get(iid)
+        assert inst.state == "stopped" and inst.state_reason_code == "Server.InternalError"
+        assert inst.private_ip is not None and cloud.network.table.get(inst.private_ip) is not None
+        await cloud.compute.modify_attribute(caller, iid, {"instanceType": "t3.nano"})
+        await cloud.compute.start(caller, [iid])
+        await cloud.compute.idle()
+        assert cloud.compute.table.get(iid).state == "running"
+    finally:
+        await cloud.stop()

@@ -40,4 +40,5 @@ def test_crash_trials(new_server: Any, capsys: Any) -> None:
     with capsys.disabled():
         print(f"\ncrash trials: {TRIALS}, operations acknowledged {total}, instances {len(acked.instances)}, "
               f"key pairs {len(acked.key_pairs)}, volumes {len(acked.volumes)}, tags {len(acked.tags)}, "
-              f"terminations {len(acked.terminated)}, users {len(acked.users)}")
+              f"terminations {len(acked.terminated)}, users {len(acked.users)}, rules {len(acked.rules)}, "
+              f"addresses {len(acked.addresses)}")

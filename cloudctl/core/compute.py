@@ -702,7 +702,7 @@ class Compute:
                 await self.security_groups.apply(driver, inst)
             await driver.define(iid, await self._xml(inst))
             await driver.start(iid)
-            self._set_state(iid, "pending", state="running", transition_reason="",
+            self._set_state(iid, "pending", state="running", ever_ran=True, transition_reason="",
                                   state_reason_code=None, state_reason_message=None)
         elif inst.state in ("stopping", "stopped"):
             if inst.state == "stopping":
@@ -724,7 +724,12 @@ class Compute:
 
     async def _failed(self, inst: Instance, err: HypervisorError) -> None:
         log.error("instance %s on %s: %s failed: %s", inst.id, inst.host, inst.state, err)
-        if inst.state == "pending":
+        if inst.state == "pending" and inst.ever_ran:
+            # A start that failed: the instance (and its disk) stays, stopped, as EC2 does.
+            self._set_state(inst.id, "pending", state="stopped", state_reason_code="Server.InternalError",
+                            state_reason_message=f"Server.InternalError: Internal error on start: {err}",
+                            transition_reason=_reason("Server error"))
+        elif inst.state == "pending":
             if self.addresses is not None:
                 await self.addresses.instance_gone(inst.id)
             self._set_state(inst.id, "pending", state="terminated", terminated_at=time.time(),

@@ -84,6 +84,7 @@ class Instance(Row):
     root_gib: int | None = None       # root disk size asked for in BlockDeviceMappings
     subnet_id: str | None = None      # None in instances from before networks: the zone's default
     group_ids: list[str] = field(default_factory=list)   # security groups
+    ever_ran: bool = False            # reached running once: a failed start is not a failed launch
     # The root volume's device name (EBS-backed: the root disk is a volume). None: launched by
     # an older version, whose root disk is an overlay in the instance's own directory.
     root_device: str | None = None

@@ -60,6 +60,9 @@ def test_elastic_ip_reaches_a_real_guest(net: Net, libvirtd: str, work_dir: Path
         ec2: Any = boto3.client("ec2", endpoint_url=srv.endpoint, region_name="cloudctl-1",
                                 aws_access_key_id=user["AccessKeyId"], aws_secret_access_key=user["SecretAccessKey"],
                                 config=BotoConfig(retries={"total_max_attempts": 1}))
+        # the default security group admits only its members: let pings from anywhere in
+        ec2.authorize_security_group_ingress(GroupName="default", IpPermissions=[
+            {"IpProtocol": "icmp", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
         iid = ec2.run_instances(ImageId=ids["machine"], InstanceType="t3.nano", MinCount=1,
                                 MaxCount=1)["Instances"][0]["InstanceId"]
         text = wait_console(ec2, iid, "CLOUDCTL-NET", "CLOUDCTL-GUEST-READY")
