@@ -117,6 +117,7 @@ def interface_xml(kind: str | None, mac: str, bridge: str | None = None, tap: st
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: boots real TCG guests under libvirtd (needs root + qemu)")
+    config.addinivalue_line("markers", "cloud_config(fn): extra config for bridged_cloud, fn(work_dir) -> dict")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -389,6 +390,8 @@ class BridgedCloud:
     def __init__(self, server, lab, ec2, image_id: str, subnet_id: str) -> None:  # type: ignore[no-untyped-def]
         self.server, self.lab, self.ec2 = server, lab, ec2
         self.image_id, self.subnet_id = image_id, subnet_id
+        self.user: dict[str, str] = {}     # the user's keys (for the AWS CLI)
+        self.work: Path | None = None      # the controller's directory
 
     def address(self, n: int) -> str:
         """The n-th address of the lab network (the gateway is .1)."""
@@ -406,11 +409,12 @@ class BridgedCloud:
 
 @pytest.fixture
 def bridged_cloud(libvirtd: str, work_dir: Path, model_cache: Path,  # type: ignore[no-untyped-def]
-                  guest_image: dict[str, Path]) -> Iterator[BridgedCloud]:
+                  guest_image: dict[str, Path], request: pytest.FixtureRequest) -> Iterator[BridgedCloud]:
     """Controller + lab bridge (host = gateway .1) + the test guest imported as an image.
 
     Guests get static addresses from the config drive; tests add namespace hosts with
-    `cloud.lab.add_host(name, address)` and prove reachability with `netlab.ping`.
+    `cloud.lab.add_host(name, address)` and prove reachability with `netlab.ping`. A test
+    marked `@pytest.mark.cloud_config.with_args(fn)` adds config: `fn(work_dir)` returns the overrides.
     """
     import sys
 
@@ -425,7 +429,8 @@ def bridged_cloud(libvirtd: str, work_dir: Path, model_cache: Path,  # type: ign
         path = write_config(
             d, model_cache, hosts=[{"name": "qemu1", "uri": URI, "zone": "cloudctl-1a"}],
             networks=[{"name": "lab", "zone": "cloudctl-1a", "cidr": str(lab.net), "bridge": lab.bridge}],
-            domain_template=str(DEFAULT_CONFIG.parent / "templates" / "domain-qemu.xml"), stop_timeout_s=30)
+            domain_template=str(DEFAULT_CONFIG.parent / "templates" / "domain-qemu.xml"), stop_timeout_s=30,
+            **(marker.args[0](d) if (marker := request.node.get_closest_marker("cloud_config")) else {}))
         srv = Server(path).start()
         ids: dict[str, str] = {}
         for kind, key in (("kernel", "vmlinuz"), ("ramdisk", "initrd.img"), ("machine", "root.qcow2")):
@@ -435,9 +440,11 @@ def bridged_cloud(libvirtd: str, work_dir: Path, model_cache: Path,  # type: ign
                                  capture_output=True, text=True, timeout=300, cwd=ROOT)
             assert out.returncode == 0, out.stderr
             ids[kind] = out.stdout.split()[0]
-        ec2 = srv.client(srv.create_user("netlab"))
+        user = srv.create_user("netlab")
+        ec2 = srv.client(user)
         subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
         cloud = BridgedCloud(srv, lab, ec2, ids["machine"], subnet)
+        cloud.user, cloud.work = user, d
         yield cloud
         left = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
                 if i["State"]["Name"] != "terminated"]
