@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Any
 
 from crashlab import Acked, check, load_state, trial
@@ -12,8 +13,26 @@ from crashlab import Acked, check, load_state, trial
 TRIALS = int(os.environ.get("CLOUDCTL_CRASH_TRIALS", "3"))
 
 
+def hypervisors_match(srv: Any, ec2: Any, trial: int, timeout: float = 60) -> None:
+    """After reconcile, the hosts hold one domain per instance that should have one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+        settled = not {"pending", "stopping", "shutting-down"} & set(states)
+        want = sum(1 for st in states if st in ("running", "stopped"))
+        hosts = srv.admin("GET", "/v0/hosts")
+        have = sum(h["domains"] or 0 for h in hosts)
+        report = srv.admin("GET", "/v0/reconcile")
+        if settled and have == want and all(h["polls"] for h in hosts):
+            assert not [line for line in report if "another controller" in line], report
+            return
+        assert time.monotonic() < deadline, (f"trial {trial}: hosts hold {have} domains for {want} instances "
+                                             f"(settled: {settled}); reconcile said {report[:5]}")
+        time.sleep(0.5)
+
+
 def test_crash_trials(new_server: Any, capsys: Any) -> None:
-    srv = new_server()
+    srv = new_server(monitor={"interval_s": 0.5, "grace_s": 5, "timeout_s": 5})
     user = srv.create_user("crash")
     image = srv.client(user).describe_images()["Images"][0]["ImageId"]
     acked = Acked()
@@ -26,6 +45,7 @@ def test_crash_trials(new_server: Any, capsys: Any) -> None:
         assert not problems, f"trial {n + 1} (killed after {after:.2f} s): " + "; ".join(problems[:10])
         srv.start()
         ec2 = srv.client(user)
+        hypervisors_match(srv, ec2, n + 1)
         # retried ClientTokens give back the original reservation; untried ones launch anew
         sample = rng.sample(acked.tried_tokens, min(20, len(acked.tried_tokens)))
         for token in sample:
