@@ -37,7 +37,7 @@ def test_nocloud_round_trip(tmp_path: Path) -> None:
     iso = tmp_path / "cd.iso"
     build_config_drive(iso, instance_id="i-0123456789abcdef0", hostname="ip-10-128-0-4", user_data=BINARY,
                        public_keys=[KEY], local_ipv4="10.128.0.4/16", gateway="10.128.0.1",
-                       mac="02:00:00:00:00:01")
+                       mac="02:00:00:00:00:01", dns=["10.128.0.2", "192.0.2.53"])
     assert label(iso) == "cidata"
     assert {"/user-data", "/meta-data", "/network-config"} <= names(iso)
     assert read(iso, "/user-data") == BINARY
@@ -48,6 +48,7 @@ def test_nocloud_round_trip(tmp_path: Path) -> None:
     assert net["version"] == 2
     assert nic["addresses"] == ["10.128.0.4/16"] and nic["match"] == {"macaddress": "02:00:00:00:00:01"}
     assert nic["routes"] == [{"to": "0.0.0.0/0", "via": "10.128.0.1"}]
+    assert nic["nameservers"] == {"addresses": ["10.128.0.2", "192.0.2.53"]}   # the network's DNS
     assert iso.stat().st_mode & 0o077 == 0                       # user data may hold secrets
     assert [p.name for p in tmp_path.iterdir()] == ["cd.iso"]    # no temp file left behind
 
@@ -65,7 +66,7 @@ def test_config2_round_trip(tmp_path: Path) -> None:
     iso = tmp_path / "cd.iso"
     build_config_drive(iso, instance_id="i-0123456789abcdef0", hostname="web-1", user_data=BINARY,
                        public_keys=[KEY, "ssh-rsa AAAAB3Nza second"], local_ipv4="10.129.0.9/16",
-                       fmt="config-2", mac="02:00:00:00:00:02", gateway="10.129.0.1")
+                       fmt="config-2", mac="02:00:00:00:00:02", gateway="10.129.0.1", dns=["10.129.0.2"])
     assert label(iso) == "config-2"
     assert {"/openstack/latest/meta_data.json", "/openstack/latest/user_data",
             "/openstack/latest/network_data.json", "/ec2/latest/meta-data.json"} <= names(iso)
@@ -79,6 +80,7 @@ def test_config2_round_trip(tmp_path: Path) -> None:
     net = json.loads(read(iso, "/openstack/latest/network_data.json"))
     assert net["links"][0]["ethernet_mac_address"] == "02:00:00:00:00:02"
     assert net["networks"][0]["ip_address"] == "10.129.0.9" and net["networks"][0]["netmask"] == "255.255.0.0"
+    assert net["services"] == [{"type": "dns", "address": "10.129.0.2"}]
 
 
 def test_config2_without_user_data_has_no_file(tmp_path: Path) -> None:

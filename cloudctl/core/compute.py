@@ -751,7 +751,7 @@ class Compute:
                 inst, itype, image, path, self.renderer.template_text(inst.instance_type),
                 [kp.public_key] if kp else [], hostname=private_dns(inst, self.config.region),
                 gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None,
-                root_volume=self._root_file(root) if root is not None and self.volumes is not None else None)
+                dns=list(net.dns) if net else None, root_volume=self._root_file(root) if root is not None and self.volumes is not None else None)
         except (OSError, StorageError, ConfigDriveError) as e:
             raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
         kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)

@@ -36,7 +36,7 @@ class ConfigDriveError(Exception):
 
 def build_config_drive(path: Path, *, instance_id: str, hostname: str, user_data: bytes | None,
                        public_keys: list[str], local_ipv4: str | None, fmt: str = "nocloud",
-                       mac: str | None = None, gateway: str | None = None) -> None:
+                       mac: str | None = None, gateway: str | None = None, dns: list[str] | None = None) -> None:
     """Write a config drive ISO at `path`, atomically (temp file in the same directory, renamed).
 
     `local_ipv4` may carry its prefix ("10.128.0.4/16"); a bare address is configured as /32.
@@ -53,7 +53,7 @@ def build_config_drive(path: Path, *, instance_id: str, hostname: str, user_data
     iface = ipaddress.IPv4Interface(local_ipv4) if local_ipv4 else None
     files = (_nocloud if fmt == "nocloud" else _config2)(
         instance_id=instance_id, hostname=hostname, user_data=user_data, public_keys=public_keys,
-        iface=iface, mac=mac, gateway=gateway)
+        iface=iface, mac=mac, gateway=gateway, dns=list(dns or []))
 
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="cloudctl-cd-") as staging:
@@ -85,7 +85,8 @@ def build_config_drive(path: Path, *, instance_id: str, hostname: str, user_data
 
 
 def _nocloud(*, instance_id: str, hostname: str, user_data: bytes | None, public_keys: list[str],
-             iface: ipaddress.IPv4Interface | None, mac: str | None, gateway: str | None) -> dict[str, bytes]:
+             iface: ipaddress.IPv4Interface | None, mac: str | None, gateway: str | None,
+             dns: list[str]) -> dict[str, bytes]:
     meta = {"instance-id": instance_id, "local-hostname": hostname, "public-keys": list(public_keys)}
     nic: dict[str, Any] = {"match": {"macaddress": mac} if mac else {"name": "e*"}}
     if iface is None:
@@ -94,6 +95,8 @@ def _nocloud(*, instance_id: str, hostname: str, user_data: bytes | None, public
         nic["addresses"] = [iface.with_prefixlen]
         if gateway:
             nic["routes"] = [{"to": "0.0.0.0/0", "via": gateway}]
+        if dns:
+            nic["nameservers"] = {"addresses": dns}
     network = {"version": 2, "ethernets": {"primary": nic}}
     return {
         "user-data": user_data or b"",
@@ -103,7 +106,8 @@ def _nocloud(*, instance_id: str, hostname: str, user_data: bytes | None, public
 
 
 def _config2(*, instance_id: str, hostname: str, user_data: bytes | None, public_keys: list[str],
-             iface: ipaddress.IPv4Interface | None, mac: str | None, gateway: str | None) -> dict[str, bytes]:
+             iface: ipaddress.IPv4Interface | None, mac: str | None, gateway: str | None,
+             dns: list[str]) -> dict[str, bytes]:
     meta = {"uuid": instance_id, "name": hostname, "hostname": hostname, "launch_index": 0,
             "public_keys": {str(n): k for n, k in enumerate(public_keys)}}
     ec2: dict[str, Any] = {"instance-id": instance_id, "hostname": hostname, "local-hostname": hostname,
@@ -125,7 +129,7 @@ def _config2(*, instance_id: str, hostname: str, user_data: bytes | None, public
             net["routes"] = [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": gateway}]
         files["openstack/latest/network_data.json"] = _json({
             "links": [{"id": "tap0", "type": "phy", "ethernet_mac_address": mac}],
-            "networks": [net], "services": []})
+            "networks": [net], "services": [{"type": "dns", "address": a} for a in dns]})
     return files
 
 

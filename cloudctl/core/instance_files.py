@@ -37,7 +37,7 @@ class InstanceFiles:
 
     async def prepare(self, inst: Instance, itype: InstanceType, image: Image | None, image_path: Path | None,
                       template: str, public_keys: list[str], hostname: str, gateway: str | None,
-                      prefixlen: int | None,
+                      prefixlen: int | None, dns: list[str] | None = None,
                       root_volume: Callable[[], Awaitable[Path]] | None = None) -> dict[str, str]:
         """Create what the template asks for (once) and return its placeholders' values.
 
@@ -65,7 +65,7 @@ class InstanceFiles:
             # Rebuilt at every start: user data and keys may have changed while it was stopped.
             await asyncio.to_thread(build_config_drive, drive, instance_id=inst.id, hostname=hostname,
                                     user_data=user_data, public_keys=public_keys, local_ipv4=ip,
-                                    mac=inst.mac, gateway=gateway)
+                                    mac=inst.mac, gateway=gateway, dns=dns)
             values["config_drive"] = str(drive)
         return {k: escape(v) for k, v in values.items()}
 
