@@ -393,7 +393,7 @@ def build_rows(res: dict[str, Any], p: dict[str, Any]) -> tuple[list[list[str]],
     def per_inst(d: dict[str, Any]) -> float | None:
         a, b, n = _get(d, "rss_mib_start"), _get(d, "stages", last, "rss_mib_after_populate"), _get(d, "instances_created")
         return (b - a) * 1024 / n if a is not None and b is not None and n else None
-    rows.append([f"  RSS growth per instance, KiB", _f(per_inst(c), ".1f"), _f(per_inst(m), ".1f"), "", "", "info"])
+    rows.append(["  RSS growth per instance, KiB", _f(per_inst(c), ".1f"), _f(per_inst(m), ".1f"), "", "", "info"])
     rows.append([f"  RSS @{last} after the describes, MiB", _f(crs2, ".1f"), _f(mrs2, ".0f"), "", "", "info"])
     # 5. wrk
     cw, mw = _get(c, "wrk", "rps"), _get(m, "wrk", "rps")

@@ -613,7 +613,7 @@ def test_admin_cli_lists_addresses(srv: Server, ec2: Any, image: str) -> None:
         assert rows[b["PublicIp"]]["InstanceId"] == "" and not rows[a["PublicIp"]]["NatUnsure"]
         text = cli(srv, "address", "list")
         line = next(ln for ln in text.splitlines() if ln.startswith(a["PublicIp"] + " "))
-        assert x["InstanceId"] in line and "carol" in line and f"of 14 pool addresses held" in text
+        assert x["InstanceId"] in line and "carol" in line and "of 14 pool addresses held" in text
     finally:
         release_all(ec2)
         ec2.terminate_instances(InstanceIds=[x["InstanceId"]])

@@ -11,7 +11,6 @@ import ipaddress
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
