@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import Config, NetworkConfig
@@ -70,8 +70,7 @@ class Networks:
             if n.default or n.zone not in self._default:
                 self._default[n.zone] = s
         for zone, s in self._default.items():
-            self.subnets[s.id] = _replace_default(s)
-            self._default[zone] = self.subnets[s.id]
+            self.subnets[s.id] = self._default[zone] = replace(s, default_for_az=True)
         self._by_name = {s.name: s for s in self.subnets.values()}
         # Leases written before networks existed name only their zone: they belong to its default.
         self._by_subnet: MultiIndex[Lease] = self.table.add_index(
@@ -202,8 +201,3 @@ def _subnet(region: str, n: NetworkConfig) -> Subnet:
     return Subnet(id=_stable_id("subnet", region, n.name), name=n.name, zone=n.zone, net=net, gateway=gateway,
                   dns=tuple(n.dns), first=first, last=last, bridge=n.bridge, bridge_type=n.bridge_type,
                   vlan=n.vlan, default_for_az=False)
-
-
-def _replace_default(s: Subnet) -> Subnet:
-    from dataclasses import replace
-    return replace(s, default_for_az=True)
