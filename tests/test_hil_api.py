@@ -159,6 +159,15 @@ def test_one_pending_operation_per_nic(admin: Hil, site: dict[str, Any]) -> None
     assert st["status"] == "pending" and st["network"] == "p2-net"
     assert site["u1"].ok("GET", f"/operation/{op}")["status"] == "pending"   # n1 is p1's
     assert admin.ok("GET", "/node/n1")["nics"][0]["networks"] == {}
+    # The queue shows in the metrics (no token: Prometheus scrapes it)
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(admin.base.rsplit("/v0", 1)[0] + "/metrics", timeout=10) as resp:
+        fams = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    queued = {s.labels["switch"]: s.value for s in fams["cloudctl_switch_operations_pending"].samples}
+    failed = {s.labels["switch"]: s.value for s in fams["cloudctl_switch_operation_failures"].samples
+              if s.name.endswith("_total")}
+    assert queued == {"sw": 1} and failed == {"sw": 0}
     # While an operation is pending, the network and the port cannot go away.
     assert admin.call("DELETE", "/network/p2-net")[0] == 409
     assert admin.call("POST", "/project/p1/detach_node", {"node": "n1"})[0] == 409

@@ -153,3 +153,21 @@ class _StateCollector(Collector):
                 rx.add_metric(labels, d.net_rx_bytes)
                 tx.add_metric(labels, d.net_tx_bytes)
         yield from (iinfo, icpu, imem, rd, wr, rx, tx)
+
+        # Switch operations (bare metal): the queue per switch, and how many ended in error.
+        queue = GaugeMetricFamily("cloudctl_switch_operations_pending", "switch operations waiting to be applied",
+                                  labels=["switch"])
+        failed = CounterMetricFamily("cloudctl_switch_operation_failures", "switch operations that ended in error",
+                                     labels=["switch"])
+        site = cloud.baremetal.site
+        pending: dict[str, int] = {sw: 0 for sw in site.switches.rows}
+        errors: dict[str, int] = dict(pending)
+        for op in site.ops.values():
+            if op.status == "pending":
+                pending[op.switch] = pending.get(op.switch, 0) + 1
+            elif op.status == "error":
+                errors[op.switch] = errors.get(op.switch, 0) + 1
+        for sw in sorted(pending):
+            queue.add_metric([sw], pending[sw])
+            failed.add_metric([sw], errors.get(sw, 0))
+        yield from (queue, failed)
