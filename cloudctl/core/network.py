@@ -26,9 +26,12 @@ def _stable_id(prefix: str, *parts: str) -> str:
     return f"{prefix}-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:17]
 
 
+TAP_PREFIX = "ci"   # every instance's host-side NIC: a firewall can match them all as `ci+`
+
+
 def tap_name(instance_id: str) -> str:
     """The host-side NIC of an instance: fixed so firewalls can name it (15 chars at most)."""
-    return "cc" + instance_id.removeprefix("i-")[-13:]
+    return TAP_PREFIX + instance_id.removeprefix("i-")[-13:]
 
 
 def interface_id(instance_id: str) -> str:
