@@ -371,7 +371,7 @@ class Addresses:
         await self.store.sync()
 
     def template(self, addr: Address, inst: Instance | None) -> NetworkTemplate:
-        sub = self.network.of(inst.private_ip, inst.zone, inst.subnet_id) if inst is not None else None
+        sub = self.network.of(inst) if inst is not None else None
         return NetworkTemplate(
             elastic_ip=addr.public_ip, private_ip=addr.private_ip or "", instance_id=addr.instance_id or "",
             allocation_id=addr.allocation_id, association_id=addr.association_id or "",

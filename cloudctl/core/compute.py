@@ -158,7 +158,7 @@ class Compute:
         })
 
     def _subnet_id(self, i: Instance) -> str | None:
-        s = self.network.of(i.private_ip, i.zone, i.subnet_id)
+        s = self.network.of(i)
         return s.id if s else None
 
     def _group_names(self, i: Instance) -> list[str]:
@@ -281,6 +281,7 @@ class Compute:
             self.volumes.check_quota(caller.account, count * (len(launch_volumes) + (root_spec is not None)),
                                      count * (root_size + sum(v.size for v in launch_volumes)))
         now = time.time()
+        subnet = subnet or self.network.default_for(zone)
         res = Reservation(id=new_id("r"), owner=caller.account, client_token=token, request_hash=req_hash)
         launched: list[Instance] = []
         volume_ids: dict[str, list[str]] = {}
@@ -293,8 +294,8 @@ class Compute:
                     id=iid, owner=caller.account, reservation_id=res.id, image_id=image.id,
                     instance_type=type_name, host=host.name, zone=zone, state="pending", launch_time=now,
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
-                    private_ip=self.network.allocate(tx, subnet or self.network.default_for(zone), iid, chosen_ip),
-                    subnet_id=(subnet or self.network.default_for(zone)).id, mac=new_mac(), uuid=str(uuid.uuid4()),
+                    private_ip=self.network.allocate(tx, subnet, iid, chosen_ip),
+                    subnet_id=subnet.id, mac=new_mac(), uuid=str(uuid.uuid4()),
                     disable_api_termination=bool(req.get("DisableApiTermination")),
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
                     root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None)
@@ -742,7 +743,7 @@ class Compute:
         path = self.images.path_of(image) if image else None
         itype = self.type_of(inst.instance_type)
         kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
-        net = self.network.of(inst.private_ip, inst.zone, inst.subnet_id)
+        net = self.network.of(inst)
         try:
             root = self.volumes.root_of(inst.id) if self.volumes is not None and inst.root_device else None
             if inst.root_device and root is None:

@@ -172,7 +172,7 @@ class InstanceMetadata:
         if key is not None:
             md["public-keys"] = Dir({"0": Dir({"openssh-key": key[1]})}, labels={"0": f"0={key[0]}"})
         if inst.mac and inst.private_ip:
-            subnet = self.network.of(inst.private_ip, inst.zone, inst.subnet_id)
+            subnet = self.network.of(inst)
             nic: dict[str, Node] = {
                 "device-number": "0",
                 "local-hostname": host,

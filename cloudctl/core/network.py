@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import Config, NetworkConfig
-from ..store.records import Lease
+from ..store.records import Instance, Lease
 from ..store.store import MultiIndex, Store, Txn
 from .context import Caller
 from .errors import CloudError, not_found
@@ -114,11 +114,11 @@ class Networks:
             raise CloudError("InvalidParameterValue", f"Invalid private IP address '{ip}'") from None
         return next((s for s in self.subnets.values() if addr in s.net and zone in (None, s.zone)), None)
 
-    def of(self, lease_ip: str | None, zone: str, subnet_id: str | None) -> Subnet | None:
+    def of(self, inst: Instance) -> Subnet | None:
         """The subnet an instance's NIC is on (instances from before networks have only a zone)."""
-        if subnet_id:
-            return self.subnets.get(subnet_id)
-        return self._default.get(zone)
+        if inst.subnet_id:
+            return self.subnets.get(inst.subnet_id)
+        return self._default.get(inst.zone)
 
     # -- leases --------------------------------------------------------------------------------
     def allocate(self, tx: Txn, subnet: Subnet, instance_id: str, ip: str | None = None) -> str:

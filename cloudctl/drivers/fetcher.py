@@ -10,7 +10,7 @@ import hashlib
 import ipaddress
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,17 +114,8 @@ async def fetch(url: str, dest: Path, progress: Callable[[int, int | None], None
                 if resp.status != 200:
                     raise FetchError(f"GET {url}: HTTP {resp.status} {resp.reason}")
                 total = resp.content_length
-                f = await asyncio.to_thread(open, part, "wb")
-                try:
-                    async for chunk in resp.content.iter_chunked(1 << 20):
-                        h256.update(chunk)
-                        h512.update(chunk)
-                        await asyncio.to_thread(f.write, chunk)
-                        done += len(chunk)
-                        progress(done, total)
-                    await asyncio.to_thread(_sync_close, f)
-                finally:
-                    f.close()
+                done = await _write(resp.content.iter_chunked(1 << 20), part, "wb", (h256, h512), 0,
+                                    lambda n: progress(n, total))
         if total is not None and done != total:
             raise FetchError(f"GET {url}: received {done} bytes, the server declared {total}")
         for want, h, name in ((sha256, h256, "sha256"), (sha512, h512, "sha512")):
@@ -142,6 +133,26 @@ async def fetch(url: str, dest: Path, progress: Callable[[int, int | None], None
         part.unlink(missing_ok=True)
         raise
     return Fetched(done, h256.hexdigest(), h512.hexdigest())
+
+
+async def _write(chunks: AsyncIterator[bytes], part: Path, mode: str, hashes: tuple[Any, ...], done: int,
+                 progress: Callable[[int], None], limit: int | None = None, url: str = "") -> int:
+    """Write and hash chunks as they arrive (file I/O off the loop); returns the bytes reached.
+    More than `limit` bytes in all is a Rejected("size")."""
+    f = await asyncio.to_thread(open, part, mode)
+    try:
+        async for chunk in chunks:
+            if limit is not None and done + len(chunk) > limit:
+                raise Rejected("size", f"GET {url}: more than the declared {limit} bytes")
+            for h in hashes:
+                h.update(chunk)
+            await asyncio.to_thread(f.write, chunk)
+            done += len(chunk)
+            progress(done)
+        await asyncio.to_thread(_sync_close, f)
+    finally:
+        f.close()
+    return done
 
 
 def _sync_close(f: object) -> None:
@@ -203,20 +214,9 @@ async def fetch_resumable(url: str, part: Path, size: int, sha512: str, progress
                         mode = "wb"
                     else:
                         raise Incomplete(f"GET {url}: HTTP {resp.status} {resp.reason}")
-                    f = await asyncio.to_thread(open, part, mode)
-                    try:
-                        # Whatever has arrived is written at once: a transfer cut short keeps it all.
-                        async for chunk in resp.content.iter_any():
-                            if have + len(chunk) > size:
-                                raise Rejected("size", f"GET {url}: more than the declared {size} bytes")
-                            h256.update(chunk)
-                            h512.update(chunk)
-                            await asyncio.to_thread(f.write, chunk)
-                            have += len(chunk)
-                            progress(have, size)
-                        await asyncio.to_thread(_sync_close, f)
-                    finally:
-                        f.close()
+                    # Whatever has arrived is written at once: a transfer cut short keeps it all.
+                    have = await _write(resp.content.iter_any(), part, mode, (h256, h512), have,
+                                        lambda n: progress(n, size), limit=size, url=url)
     except Rejected:
         part.unlink(missing_ok=True)
         raise

@@ -143,7 +143,7 @@ class OneApi:
         return out
 
     def _subnet_id(self, i: Instance) -> str | None:
-        s = self.cloud.network.of(i.private_ip, i.zone, i.subnet_id)
+        s = self.cloud.network.of(i)
         return s.id if s is not None else None
 
     def _own_instance(self, s: Session, num: Any) -> Instance:

@@ -13,6 +13,7 @@ import re
 import asyncssh
 
 from .base import SwitchError, SwitchUnreachable
+from .ssh import close_session
 
 _PROMPT = re.compile(r"(?:^|[\r\n])([A-Za-z0-9._-]+)(\([A-Za-z0-9/._-]+\))?([>#]) ?$")
 _MORE = re.compile(r"--More--|More: <space>")
@@ -136,11 +137,4 @@ class ConsoleSession:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
         self.mode = ""
-        if proc is not None:
-            proc.close()
-        if conn is not None:
-            conn.close()
-            try:
-                await asyncio.wait_for(conn.wait_closed(), 5)
-            except (asyncio.TimeoutError, OSError, asyncssh.Error):
-                pass
+        await close_session(proc, conn)

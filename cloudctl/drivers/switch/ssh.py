@@ -79,11 +79,16 @@ class ShellSession:
     async def close(self) -> None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
-        if proc is not None:
-            proc.close()
-        if conn is not None:
-            conn.close()
-            try:
-                await asyncio.wait_for(conn.wait_closed(), 5)
-            except (asyncio.TimeoutError, OSError, asyncssh.Error):
-                pass
+        await close_session(proc, conn)
+
+
+async def close_session(proc: asyncssh.SSHClientProcess[str] | None, conn: asyncssh.SSHClientConnection | None) -> None:
+    """End a shell process and its connection, waiting a little for a clean close."""
+    if proc is not None:
+        proc.close()
+    if conn is not None:
+        conn.close()
+        try:
+            await asyncio.wait_for(conn.wait_closed(), 5)
+        except (asyncio.TimeoutError, OSError, asyncssh.Error):
+            pass

@@ -52,7 +52,7 @@ def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
         "MaintenanceOptions": {"AutoRecovery": "default"}, "CurrentInstanceBootMode": "legacy-bios",
         "KernelId": i.kernel_id or image_kernel(cloud, i.image_id),
     }
-    subnet = cloud.network.of(i.private_ip, i.zone, i.subnet_id)
+    subnet = cloud.network.of(i)
     if subnet is not None and i.state != "terminated":
         view["VpcId"], view["SubnetId"] = cloud.network.vpc_id, subnet.id
         view["NetworkInterfaces"] = [network_interface_view(cloud, i, subnet.id, dns, eip)]
