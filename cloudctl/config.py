@@ -90,6 +90,7 @@ class NetworkConfig(_Strict):
     bridge: str | None = None           # host bridge the guests' NICs join; none: qemu user-mode NIC
     bridge_type: Literal["linux", "openvswitch"] = "linux"
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None   # OVS access tag
+    ovs_db: str | None = None           # ovs-vsctl's --db (default: the system's OVS database)
     default: bool = False               # the zone's default subnet (else the zone's first network)
 
     @model_validator(mode="after")
@@ -119,6 +120,10 @@ class NetworkConfig(_Strict):
             raise ValueError("first must not be above last")
         if self.vlan is not None and self.bridge_type != "openvswitch":
             raise ValueError("vlan needs bridge_type: openvswitch (this cloud tags VLANs on OVS ports)")
+        if self.ovs_db is not None and self.bridge_type != "openvswitch":
+            raise ValueError("ovs_db needs bridge_type: openvswitch")
+        if self.bridge_type == "openvswitch" and not self.bridge:
+            raise ValueError("bridge_type openvswitch needs the OVS bridge's name in bridge")
         return self
 
 

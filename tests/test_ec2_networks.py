@@ -190,6 +190,8 @@ def test_bad_network_config_is_one_line(tmp_path: Any, model_cache: Any) -> None
         ([{"name": "x", "zone": "cloudctl-1a", "cidr": "192.168.0.0/24"}], "outside vpc_cidr"),
         ([{"name": "x", "zone": "cloudctl-1a", "cidr": "10.130.0.0/24", "gateway": "10.1.1.1"}], "outside"),
         ([{"name": "x", "zone": "cloudctl-1a", "cidr": "10.130.0.0/24", "vlan": 5}], "openvswitch"),
+        ([{"name": "x", "zone": "cloudctl-1a", "cidr": "10.130.0.0/24", "ovs_db": "unix:/x"}], "openvswitch"),
+        ([{"name": "x", "zone": "cloudctl-1a", "cidr": "10.130.0.0/24", "bridge_type": "openvswitch"}], "bridge"),
     ]:
         path = write_config(tmp_path, model_cache, networks=nets)
         out = subprocess.run([sys.executable, "-m", "cloudctl", "--config", str(path), "network", "list"],

@@ -27,7 +27,7 @@ from ..store.records import Image, Instance, Reservation, Volume
 from ..store.store import MultiIndex, Store, SumIndex
 from .context import Caller
 from .configdrive import ConfigDriveError
-from .domains import DomainRenderer
+from .domains import DomainRenderer, interface_xml
 from .events import Events
 from .errors import CloudError, not_found
 from .filters import FilterSet, Matcher
@@ -35,7 +35,7 @@ from .ids import new_id, new_mac, well_formed
 from .images import MARKET_OWNER, Images
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
-from .network import Networks, Subnet
+from .network import Networks, Subnet, tap_name
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 from .scheduler import Scheduler
 from .tags import Tags, tags_from_specs
@@ -756,12 +756,17 @@ class Compute:
         except (OSError, StorageError, ConfigDriveError) as e:
             raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
         kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)
-        # nwfilter acts on Linux bridge ports only: guests on Open vSwitch go unfiltered (for now)
-        bridged = net is not None and net.bridge is not None and net.bridge_type != "openvswitch"
-        ref = self.drivers[inst.host].firewall_ref(inst.id) if self.security_groups and bridged else None
+        driver = self.drivers[inst.host]
+        bridge = None
+        if net is not None and net.bridge is not None:
+            # Guests on Open vSwitch sit on a per-VLAN Linux bridge, where nwfilter works too.
+            bridge = (await driver.plug_ovs(net.bridge, net.vlan, net.ovs_db)
+                      if net.bridge_type == "openvswitch" else net.bridge)
+        ref = driver.firewall_ref(inst.id) if self.security_groups and bridge else None
+        nics = interface_xml(inst.mac or "", bridge, tap_name(inst.id) if bridge else None,
+                             f"<filterref filter='{ref}'/>" if ref else "")
         return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
-                                    self.volumes.disks_for(inst.id) if self.volumes else [], net,
-                                    f"<filterref filter='{ref}'/>" if ref else "")
+                                    self.volumes.disks_for(inst.id) if self.volumes else [], nics)
 
     def _root_file(self, root: Volume) -> Callable[[], Awaitable[Path]]:
         """Makes (once) and returns the root volume's file; called only where the domain needs it."""

@@ -8,7 +8,7 @@ from xml.sax.saxutils import escape
 from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import METADATA_NS, disk_xml
 from ..store.records import Instance
-from .network import Subnet, tap_name
+from .network import tap_name
 
 
 class DomainRenderer:
@@ -29,10 +29,9 @@ class DomainRenderer:
 
     def render(self, inst: Instance, itype: InstanceType, image_path: str, files: dict[str, str],
                kernel: Path | None = None, initrd: Path | None = None,
-               disks: list[tuple[str, str]] | None = None, subnet: Subnet | None = None,
-               nic_extra: str = "") -> str:
+               disks: list[tuple[str, str]] | None = None, interfaces: str = "") -> str:
         """The domain XML; `files` are the prepared per-instance paths, `disks` extra volumes,
-        `nic_extra` XML placed inside the NIC (e.g. a firewall's filterref)."""
+        `interfaces` the NICs' XML (interface_xml)."""
         tpl = self._template(self.config.template_for(inst.instance_type))
         # The controller's id: several controllers may share a hypervisor (and tests share one
         # libvirtd); each removes only the orphans it made itself.
@@ -49,20 +48,18 @@ class DomainRenderer:
             name=inst.id, uuid=inst.uuid, vcpus=itype.vcpus, memory_mib=itype.memory_mib,
             disk_gib=itype.disk_gib, image_path=escape(image_path), mac=inst.mac or "",
             private_ip=inst.private_ip or "", instance_type=escape(inst.instance_type),
-            metadata=metadata, boot=boot, volumes=extra, interface=interface_xml(inst, subnet, nic_extra),
+            metadata=metadata, boot=boot, volumes=extra, interface=interfaces,
             tap=tap_name(inst.id), **files)
 
 
-def interface_xml(inst: Instance, subnet: Subnet | None, extra: str = "") -> str:
-    """The guest's NIC: on the subnet's bridge (Linux or Open vSwitch, with its VLAN tag), or a
-    user-mode NIC when the network names no bridge (needs no host setup)."""
-    mac = f"<mac address='{escape(inst.mac or '')}'/>"
-    if subnet is None or subnet.bridge is None:
-        return f"<interface type='user'>{mac}<model type='virtio'/>{extra}</interface>"
-    ovs = ""
-    if subnet.bridge_type == "openvswitch":
-        ovs = "<virtualport type='openvswitch'/>"
-        if subnet.vlan is not None:
-            ovs += f"<vlan><tag id='{int(subnet.vlan)}'/></vlan>"
-    return (f"<interface type='bridge'>{mac}<source bridge='{escape(subnet.bridge, {chr(39): '&apos;'})}'/>"
-            f"{ovs}<target dev='{tap_name(inst.id)}'/><model type='virtio'/>{extra}</interface>")
+def interface_xml(mac: str, bridge: str | None, tap: str | None = None, extra: str = "") -> str:
+    """One guest NIC: on a Linux bridge (guests on Open vSwitch reach it through a per-VLAN
+    Linux bridge, see drivers/hypervisor/ovs_plug.py), or a user-mode NIC when the network
+    names no bridge (needs no host setup). `tap` fixes the host-side name so firewalls can
+    name it."""
+    m = f"<mac address='{escape(mac)}'/>"
+    if bridge is None:
+        return f"<interface type='user'>{m}<model type='virtio'/>{extra}</interface>"
+    target = f"<target dev='{escape(tap)}'/>" if tap else ""
+    return (f"<interface type='bridge'>{m}<source bridge='{escape(bridge, {chr(39): '&apos;'})}'/>"
+            f"{target}<model type='virtio'/>{extra}</interface>")

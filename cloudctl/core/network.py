@@ -53,6 +53,7 @@ class Subnet:
     bridge_type: str
     vlan: int | None
     default_for_az: bool
+    ovs_db: str | None = None
 
     @property
     def size(self) -> int:
@@ -203,4 +204,4 @@ def _subnet(region: str, n: NetworkConfig) -> Subnet:
     gateway = ipaddress.IPv4Address(n.gateway) if n.gateway else net.network_address + 1
     return Subnet(id=_stable_id("subnet", region, n.name), name=n.name, zone=n.zone, net=net, gateway=gateway,
                   dns=tuple(n.dns), first=first, last=last, bridge=n.bridge, bridge_type=n.bridge_type,
-                  vlan=n.vlan, default_for_az=False)
+                  vlan=n.vlan, default_for_az=False, ovs_db=n.ovs_db)

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from string import Template
+from typing import Any
 
 import pytest
 
@@ -426,11 +427,13 @@ def bridged_cloud(libvirtd: str, work_dir: Path, model_cache: Path,  # type: ign
     d.mkdir(mode=0o755)
     srv = None
     try:
-        path = write_config(
-            d, model_cache, hosts=[{"name": "qemu1", "uri": URI, "zone": "cloudctl-1a"}],
-            networks=[{"name": "lab", "zone": "cloudctl-1a", "cidr": str(lab.net), "bridge": lab.bridge}],
-            domain_template=str(DEFAULT_CONFIG.parent / "templates" / "domain-qemu.xml"), stop_timeout_s=30,
-            **(marker.args[0](d) if (marker := request.node.get_closest_marker("cloud_config")) else {}))
+        config: dict[str, Any] = {
+            "hosts": [{"name": "qemu1", "uri": URI, "zone": "cloudctl-1a"}],
+            "networks": [{"name": "lab", "zone": "cloudctl-1a", "cidr": str(lab.net), "bridge": lab.bridge}],
+            "domain_template": str(DEFAULT_CONFIG.parent / "templates" / "domain-qemu.xml"), "stop_timeout_s": 30}
+        if (marker := request.node.get_closest_marker("cloud_config")) is not None:
+            config.update(marker.args[0](d))
+        path = write_config(d, model_cache, **config)
         srv = Server(path).start()
         ids: dict[str, str] = {}
         for kind, key in (("kernel", "vmlinuz"), ("ramdisk", "initrd.img"), ("machine", "root.qcow2")):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from xml.sax.saxutils import quoteattr
 
+from .ovs_plug import HybridPlug
+
 #: Namespace of the `<metadata>` child that marks a domain as cloudctl's own. libvirt accepts
 #: and preserves a `urn:` namespace (checked with the test driver), so no http URI is needed.
 METADATA_NS = "urn:cloudctl:instance"
@@ -210,6 +212,12 @@ class HypervisorDriver(ABC):
 
     async def remove_firewall(self, name: str) -> None:
         """Forget the filter of `name` (after its domain is gone); a no-op if there is none."""
+
+    async def plug_ovs(self, ovs_bridge: str, vlan: int | None, ovs_db: str | None) -> str:
+        """The Linux bridge a guest NIC joins to reach Open vSwitch bridge `ovs_bridge` on
+        `vlan` (see ovs_plug.py). This default only names it: on a host the driver cannot set
+        up, the admin has made it."""
+        return HybridPlug.of(ovs_bridge, vlan, ovs_db).bridge
 
     async def detach_disk(self, name: str, target: str, *, timeout: float = 30.0) -> None:
         """Remove the disk at guest device `target` (live and persistent); a no-op if absent.

@@ -43,6 +43,7 @@ from .base import (
     disk_xml,
 )
 from .nwfilter import filter_name, nwfilter_xml
+from .ovs_plug import HybridPlug, PlugError
 
 log = logging.getLogger(__name__)
 
@@ -512,6 +513,7 @@ class LibvirtDriver(HypervisorDriver):
         #: hosts this is all there is, so tests can see what a real host would enforce.
         self.firewalls: dict[str, FirewallSpec] = {}
         self._bridge_filtering_checked = False
+        self._plugged: set[HybridPlug] = set()   # made on this host since the controller started
         self._filter_mutex: asyncio.Lock | None = None
         parts = urlsplit(uri)
         self._in_process_test = parts.scheme == "test"
@@ -965,6 +967,17 @@ class LibvirtDriver(HypervisorDriver):
             async with self._filter_lock():
                 await self._call(self._remove_filter_sync, filter_name(name))
         self.firewalls.pop(name, None)
+
+    async def plug_ovs(self, ovs_bridge: str, vlan: int | None, ovs_db: str | None) -> str:
+        plug = HybridPlug.of(ovs_bridge, vlan, ovs_db)
+        if self.records_firewall_only or not self._local or plug in self._plugged:
+            return plug.bridge     # a simulated host, or a remote one the admin prepared
+        try:
+            await asyncio.to_thread(plug.ensure)
+        except PlugError as e:
+            raise HypervisorError(f"{self.host}: plugging {plug.bridge} into {ovs_bridge}: {e}") from None
+        self._plugged.add(plug)
+        return plug.bridge
 
     def _filter_lock(self) -> asyncio.Lock:
         # One filter change at a time per host: concurrent defines made libvirt fail with
