@@ -1,4 +1,4 @@
-"""`cloudctl project|node|bm-network|switch|operation`: the bare-metal calls, thin over the HIL API.
+"""`cloudctl project|node|bm-network|switch|operation|headnode`: the bare-metal calls, thin over the HIL API.
 
 Bare-metal networks are `bm-network`: `cloudctl network` lists the instances' virtual networks."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 import urllib.parse
 from typing import Any, Protocol
 
-COMMANDS = ("project", "node", "bm-network", "switch", "operation")
+COMMANDS = ("project", "node", "bm-network", "switch", "operation", "headnode")
 
 
 class Client(Protocol):
@@ -103,6 +103,28 @@ def add_parsers(sub: Any) -> None:
 
     op = sub.add_parser("operation", help="switch operations").add_subparsers(dest="sub", required=True)
     op.add_parser("show").add_argument("id")
+
+    hn = sub.add_parser("headnode", help="a project's VMs on its bare-metal networks").add_subparsers(
+        dest="sub", required=True)
+    hc = hn.add_parser("create")
+    hc.add_argument("name")
+    hc.add_argument("project")
+    hc.add_argument("base_img", help="a public machine image, by id or name (see `headnode images`)")
+    hc.add_argument("--instance-type")
+    hc.add_argument("--user-data-file", help="a file given to the VM as its user data")
+    for verb in ("delete", "show", "start", "stop"):
+        hn.add_parser(verb).add_argument("name")
+    hn.add_parser("list").add_argument("project")
+    hn.add_parser("images")
+    for verb in ("add-hnic", "delete-hnic"):
+        p = hn.add_parser(verb)
+        p.add_argument("name")
+        p.add_argument("hnic")
+    for verb in ("connect-network", "detach-network"):
+        p = hn.add_parser(verb)
+        p.add_argument("name")
+        p.add_argument("hnic")
+        p.add_argument("network")
 
 
 def _value(text: str) -> Any:
@@ -217,5 +239,35 @@ def run(client: Client, args: argparse.Namespace) -> None:
                 sys.exit(3)     # drift found: scripts can tell
     elif c == "operation":
         out = json.dumps(client.call("GET", f"/v0/operation/{_q(args.id)}"), indent=2)
+    elif c == "headnode":
+        out = _headnode(client, args)
     if out is not None:
         print(out)
+
+
+def _headnode(client: Client, args: argparse.Namespace) -> str | None:
+    s = args.sub
+    if s == "create":
+        body: dict[str, Any] = {"project": args.project, "base_img": args.base_img}
+        if args.instance_type:
+            body["instance_type"] = args.instance_type
+        if args.user_data_file:
+            with open(args.user_data_file) as f:
+                body["user_data"] = f.read()
+        client.call("PUT", f"/v0/headnode/{_q(args.name)}", body)
+    elif s == "list":
+        return "\n".join(client.call("GET", f"/v0/project/{_q(args.project)}/headnodes"))
+    elif s == "images":
+        return "\n".join(client.call("GET", "/v0/headnode_images/"))
+    elif s == "show":
+        return json.dumps(client.call("GET", f"/v0/headnode/{_q(args.name)}"), indent=2)
+    elif s == "delete":
+        client.call("DELETE", f"/v0/headnode/{_q(args.name)}")
+    elif s in ("start", "stop"):
+        client.call("POST", f"/v0/headnode/{_q(args.name)}/{s}")
+    elif s in ("add-hnic", "delete-hnic"):
+        client.call("PUT" if s == "add-hnic" else "DELETE", f"/v0/headnode/{_q(args.name)}/hnic/{_q(args.hnic)}")
+    else:
+        client.call("POST", f"/v0/headnode/{_q(args.name)}/hnic/{_q(args.hnic)}/{s.replace('-', '_')}",
+                    {"network": args.network})
+    return None

@@ -166,6 +166,10 @@ class Baremetal(_Strict):
     backoff_s: Annotated[float, Field(gt=0)] = 0.5        # doubled per attempt
     command_timeout_s: Annotated[float, Field(gt=0)] = 30
     audit_on_start: Literal["off", "report", "repair"] = "report"
+    # Headnodes (a project's VMs on its networks): their NICs join this Open vSwitch bridge,
+    # trunked to the switches, with the network's VLAN as the access tag.
+    headnode_bridge: str | None = None
+    headnode_ovs_db: str | None = None           # ovs-vsctl's --db (default: the system's)
 
     @field_validator("vlans")
     @classmethod

@@ -222,7 +222,7 @@ class AdminApi:
         inst = self.cloud.compute.table.get(iid)
         if inst is None:
             raise CloudError("NoSuchEntity", f"instance {iid} does not exist")
-        data = await self.cloud.drivers[inst.host].console_output(iid)
+        data = await self.cloud.compute.console_bytes(inst, limit=None)
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def state_digest(self, request: web.Request) -> web.Response:

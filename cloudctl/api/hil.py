@@ -181,6 +181,22 @@ class HilApi:
             lambda q, c, b: site.delete_port(c, m(q, "switch"), m(q, "port")))
         add("GET", "/switch/{switch}/port/{port:.+}",
             lambda q, c, b: _ret(site.show_port(c, m(q, "switch"), m(q, "port"))))
+        # headnodes (a project's VMs on its networks)
+        hns = bm.headnodes
+        add("PUT", "/headnode/{hn}", lambda q, c, b: _none(hns.create(
+            c, m(q, "hn"), b.get("project"), b.get("base_img"), b.get("instance_type"), b.get("user_data"))))
+        add("DELETE", "/headnode/{hn}", lambda q, c, b: hns.delete(c, m(q, "hn")))
+        add("GET", "/headnode/{hn}", lambda q, c, b: _ret(hns.show(c, m(q, "hn"))))
+        add("POST", "/headnode/{hn}/start", lambda q, c, b: hns.start(c, m(q, "hn")))
+        add("POST", "/headnode/{hn}/stop", lambda q, c, b: hns.stop(c, m(q, "hn")))
+        add("PUT", "/headnode/{hn}/hnic/{hnic}", lambda q, c, b: hns.create_hnic(c, m(q, "hn"), m(q, "hnic")))
+        add("DELETE", "/headnode/{hn}/hnic/{hnic}", lambda q, c, b: hns.delete_hnic(c, m(q, "hn"), m(q, "hnic")))
+        add("POST", "/headnode/{hn}/hnic/{hnic}/connect_network",
+            lambda q, c, b: hns.connect_network(c, m(q, "hn"), m(q, "hnic"), b.get("network")))
+        add("POST", "/headnode/{hn}/hnic/{hnic}/detach_network",
+            lambda q, c, b: hns.detach_network(c, m(q, "hn"), m(q, "hnic"), b.get("network")))
+        add("GET", "/project/{project}/headnodes", lambda q, c, b: _ret(hns.project_headnodes(c, m(q, "project"))))
+        add("GET", "/headnode_images/", lambda q, c, b: _ret(hns.image_names(c)))
         # operations
         add("GET", "/operation/{id}", lambda q, c, b: _ret(ops.show(c, m(q, "id"))))
         add("GET", "/networking_action/{id}", lambda q, c, b: _ret(ops.show(c, m(q, "id"))))
@@ -198,6 +214,10 @@ class HilApi:
 
 async def _ret(value: Any) -> Any:
     return value
+
+
+async def _none(call: Awaitable[Any]) -> None:
+    await call
 
 
 def _str(body: dict[str, Any], key: str) -> str:

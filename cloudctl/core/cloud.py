@@ -148,7 +148,7 @@ class Cloud:
             self.subscriber.resume_pending()
             self._bg.append(asyncio.create_task(self._every(m.poll_tick_s, self.subscriber.tick)))
         self.metadata = InstanceMetadata.for_cloud(self)
-        self.baremetal = Baremetal(self.store, cfg.baremetal, self.events)
+        self.baremetal = Baremetal(self.store, cfg.baremetal, self.events, self.compute, self.users, self.images)
         await self.compute.reconcile()
         self.security_groups.start()
         self.volumes.reconcile()

@@ -189,7 +189,9 @@ class Compute:
         return t
 
     # -- RunInstances --------------------------------------------------------------------------
-    async def run(self, caller: Caller, req: dict[str, Any]) -> tuple[Reservation, list[Instance]]:
+    async def run(self, caller: Caller, req: dict[str, Any],
+                  vlan_nics: list[dict[str, Any]] | None = None) -> tuple[Reservation, list[Instance]]:
+        """RunInstances. `vlan_nics`: extra NICs on bare-metal project networks (headnodes)."""
         for key, what in _UNSUPPORTED.items():
             if req.get(key):
                 raise CloudError("InvalidParameterValue", f"{key}: {what} are not supported by this cloud yet")
@@ -298,7 +300,8 @@ class Compute:
                     subnet_id=subnet.id, mac=new_mac(), uuid=str(uuid.uuid4()),
                     disable_api_termination=bool(req.get("DisableApiTermination")),
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
-                    root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None)
+                    root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None,
+                    vlan_nics=list(vlan_nics or ()))
                 tx.put(inst)
                 if root_spec is not None and self.volumes is not None:
                     self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec, root_size,
@@ -631,13 +634,17 @@ class Compute:
     async def console_output(self, caller: Caller, iid: str) -> tuple[Instance, bytes]:
         inst = self.owned(caller, [iid])[0]
         caller.check_dry_run()
+        return inst, await self.console_bytes(inst)
+
+    async def console_bytes(self, inst: Instance, limit: int | None = 65536) -> bytes:
+        """The tail of what the guest printed; nothing before its domain exists or after it is gone."""
         if inst.state == "terminated":
-            return inst, b""
+            return b""
         try:
-            data = await self.drivers[inst.host].console_output(iid)
+            data = await self.drivers[inst.host].console_output(inst.id)
         except HypervisorError:
-            data = b""
-        return inst, data[-65536:]
+            return b""
+        return data if limit is None else data[-limit:]
 
     # -- converging the hypervisor to the record -----------------------------------------------
     def _spawn(self, coro: Any) -> None:
@@ -765,8 +772,16 @@ class Compute:
         ref = driver.firewall_ref(inst.id) if self.security_groups and bridge else None
         nics = interface_xml(inst.mac or "", bridge, tap_name(inst.id) if bridge else None,
                              f"<filterref filter='{ref}'/>" if ref else "")
+        nics += "".join([await self._vlan_nic(driver, n) for n in inst.vlan_nics])
         return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
                                     self.volumes.disks_for(inst.id) if self.volumes else [], nics)
+
+    async def _vlan_nic(self, driver: HypervisorDriver, nic: dict[str, Any]) -> str:
+        """A headnode's NIC on a bare-metal project network: the VLAN on the headnode bridge."""
+        bm = self.config.baremetal
+        if bm.headnode_bridge is None:
+            raise HypervisorError("baremetal.headnode_bridge is not configured: a headnode's NICs have no bridge")
+        return interface_xml(nic["mac"], await driver.plug_ovs(bm.headnode_bridge, int(nic["vlan"]), bm.headnode_ovs_db))
 
     def _root_file(self, root: Volume) -> Callable[[], Awaitable[Path]]:
         """Makes (once) and returns the root volume's file; called only where the domain needs it."""

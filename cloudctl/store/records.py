@@ -88,6 +88,9 @@ class Instance(Row):
     # The root volume's device name (EBS-backed: the root disk is a volume). None: launched by
     # an older version, whose root disk is an overlay in the instance's own directory.
     root_device: str | None = None
+    # NICs on bare-metal project networks (a headnode's): {"name", "mac", "vlan"} each, on the
+    # config's baremetal.headnode_bridge with the network's VLAN.
+    vlan_nics: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -326,6 +329,22 @@ class BmOperation(Row):
 
 
 @dataclass(slots=True)
+class BmHeadnode(Row):
+    """A project's VM on its networks (HIL's headnode); an instance once first started, after
+    which its NICs' networks are fixed, as in HIL."""
+    table: ClassVar[str] = "bm_headnodes"
+    key_field: ClassVar[str] = "name"
+    name: str
+    project: str
+    image_id: str
+    created: float
+    hnics: dict[str, dict[str, Any]] = field(default_factory=dict)   # name -> {"mac", "network"}
+    instance_id: str | None = None
+    instance_type: str | None = None
+    user_data: str | None = None   # base64
+
+
+@dataclass(slots=True)
 class HostAdmin(Row):
     """The operator's setting for a hypervisor host; its monitored state is not stored."""
 
@@ -505,6 +524,6 @@ class Address(Row):
 
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
-                                     BmAttachment, BmOperation, HostAdmin, NumericId, PublishedList, Subscription,
+                                     BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList, Subscription,
                                      MarketImage, MetadataEntry, ImportTask, Address, SecurityGroup,
                                      SecurityGroupRule)

@@ -6,8 +6,12 @@ import logging
 
 from ...config import Baremetal as BaremetalConfig, parse_vlan_ranges
 from ...store.store import Store
+from ..compute import Compute
 from ..events import Events
+from ..images import Images
+from ..users import Users
 from .auth import Caller
+from .headnodes import Headnodes
 from .networks import Networks
 from .obm import Obm
 from .operations import Operations
@@ -18,9 +22,11 @@ log = logging.getLogger("cloudctl.baremetal")
 
 
 class Baremetal:
-    def __init__(self, store: Store, config: BaremetalConfig, events: Events | None = None) -> None:
+    def __init__(self, store: Store, config: BaremetalConfig, events: Events, compute: Compute, users: Users,
+                 images: Images) -> None:
         self.config = config
         self.site = Site(store, parse_vlan_ranges(config.vlans))
+        self.headnodes = Headnodes(self.site, compute, users, images, config.headnode_bridge)
         self.networks = Networks(self.site)
         self.ops = Operations(self.site, config, events)
         self.users = BmUsers(self.site, config.auth)

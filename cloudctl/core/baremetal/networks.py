@@ -81,6 +81,8 @@ class Networks:
         self._require_owner(caller, net)
         if self.site.att_by_network.get(name):
             raise BlockedError(f"network {name!r} is attached to NICs")
+        if hn := self.site.headnodes_on(name):
+            raise BlockedError(f"network {name!r} is attached to headnode {hn[0]!r}")
         if any(o.network == name for o in self.site.ops.values() if o.status == "pending"):
             raise BlockedError(f"network {name!r} has pending switch operations")
         await self.site.commit(delete=(net,))
@@ -116,6 +118,8 @@ class Networks:
         for a in self.site.att_by_network.get(name).values():
             if self.site.nodes.rows[a.node].project == project:
                 raise BlockedError(f"project {project!r} still has node {a.node} on network {name!r}")
+        if hn := self.site.headnodes_on(name, project):
+            raise BlockedError(f"project {project!r} still has headnode {hn[0]} on network {name!r}")
         await self.site.commit(dataclasses.replace(net, access=[p for p in net.access if p != project]))
 
     def show(self, caller: Caller, name: str) -> dict[str, Any]:

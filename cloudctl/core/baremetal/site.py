@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ...drivers.switch.base import FAMILIES, driver_class
-from ...store.records import (BmAttachment, BmNetwork, BmNic, BmNode, BmOperation, BmPort, BmProject, BmSwitch,
+from ...store.records import (BmAttachment, BmHeadnode, BmNetwork, BmNic, BmNode, BmOperation, BmPort, BmProject, BmSwitch,
                               BmUser)
 from ...store.store import MultiIndex, Store
 from .auth import Caller
@@ -37,6 +37,7 @@ class Site:
         self.attachments = store.table(BmAttachment)
         self.ops = store.table(BmOperation)
         self.users = store.table(BmUser)
+        self.headnodes = store.table(BmHeadnode)
         self.pool = vlan_pool
         self.nics_by_node: MultiIndex[BmNic] = self.nics.add_index(MultiIndex(lambda n: n.node))
         self.ports_by_switch: MultiIndex[BmPort] = self.ports.add_index(MultiIndex(lambda p: p.switch))
@@ -97,6 +98,12 @@ class Site:
     def pending_for_nic(self, node: str, nic: str) -> BmOperation | None:
         return next(iter(self.pending_by_nic.get(_k(node, nic)).values()), None)
 
+    def headnodes_on(self, network: str, project: str | None = None) -> list[str]:
+        """Headnodes with a NIC on `network` (of `project` only, if given)."""
+        return sorted(h.name for h in self.headnodes.values()
+                      if (project is None or h.project == project)
+                      and any(v["network"] == network for v in h.hnics.values()))
+
     def node_busy(self, node: str) -> str | None:
         """Why the node's NICs are in use (attachments or pending operations), or None."""
         for nic in self.nics_by_node.get(node).values():
@@ -131,6 +138,8 @@ class Site:
         p = self.project(name)
         if any(n.project == name for n in self.nodes.values()):
             raise BlockedError(f"project {name!r} still has nodes")
+        if any(h.project == name for h in self.headnodes.values()):
+            raise BlockedError(f"project {name!r} still has headnodes")
         if any(n.owner == name for n in self.networks.values()):
             raise BlockedError(f"project {name!r} still owns networks")
         if any(name in n.access for n in self.networks.values()):
