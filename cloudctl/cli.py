@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("checkpoint", help="write a checkpoint now")
     nw = sub.add_parser("network", help="virtual networks").add_subparsers(dest="sub", required=True)
     nw.add_parser("list", help="networks with used/free leases").add_argument("--json", action="store_true")
+    pl = nw.add_parser("plug", help="on a hypervisor host the controller does not reach (remote): make the "
+                                    "Linux bridge guests of an Open vSwitch network or VLAN join (idempotent)")
+    pl.add_argument("ovs_bridge")
+    pl.add_argument("--vlan", type=int)
+    pl.add_argument("--ovs-db", help="ovs-vsctl's --db (default: the system's OVS database)")
     ev = sub.add_parser("events", help="the event log: instance and host states, switch operations, ...")
     ev.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     ev.add_argument("--kind", help="only this kind (a prefix: instance, host, marketplace.list, ...)")
@@ -174,6 +179,16 @@ def main(argv: list[str] | None = None) -> None:
         if cfg_path:
             os.environ["CLOUDCTL_CONFIG_ARG"] = f" --config {cfg_path}"
         serve(config)
+        return
+    if args.cmd == "network" and args.sub == "plug":   # local: no controller involved
+        from .drivers.hypervisor.ovs_plug import HybridPlug, PlugError
+        plug = HybridPlug.of(args.ovs_bridge, args.vlan, args.ovs_db)
+        try:
+            plug.ensure()
+        except PlugError as e:
+            raise SystemExit(f"cloudctl: {e}") from None
+        print(f"{plug.bridge}: Linux bridge for guests; uplink {plug.veth} <-> OVS port {plug.ovs_port} on "
+              f"{plug.ovs_bridge}" + (f" (VLAN {plug.vlan})" if plug.vlan is not None else ""))
         return
     client = AdminClient(config)
     if args.cmd in cli_hil.COMMANDS:
