@@ -142,6 +142,7 @@ def check_groups(cloud: Any) -> None:
     ec2.authorize_security_group_egress(GroupId=mesh, IpPermissions=[
         {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     wait_console(ec2, ia, "PEER-UP 3", timeout=120)
+    wait_console(ec2, ib, "PEER-UP 3", timeout=120)   # both, before B's counter is used below
 
     # B leaves the group (live): it is now a guest outside it, and the two no longer reach each other
     ec2.modify_instance_attribute(InstanceId=ib, Groups=[ec2.describe_security_groups(
