@@ -145,8 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     hl.add_argument("--json", action="store_true")
     for verb in ("show", "disable", "enable", "offline"):
         ho.add_parser(verb).add_argument("name")
-    ho.add_parser("fence", help="confirm a failed host is powered off; with failure_policy restart, "
-                                "its running instances boot on other hosts").add_argument("name")
+    ho.add_parser("fence", help="confirm a failed host is powered off (when it has no fence agent, or it "
+                                "failed): its running instances with failure_policy restart boot on other "
+                                "hosts").add_argument("name")
     sub.add_parser("console", help="an instance's console output").add_argument("instance_id")
     sub.add_parser("checkpoint", help="write a checkpoint now")
     nw = sub.add_parser("network", help="virtual networks").add_subparsers(dest="sub", required=True)
@@ -254,7 +255,15 @@ def main(argv: list[str] | None = None) -> None:
         path = f"/v0/hosts/{args.name}" + ("" if args.sub == "show" else f"/{args.sub}")
         row = client.call("GET" if args.sub == "show" else "POST", path)
         for k, v in row.items():
-            print(f"{k:<16} {_ago(v) if k in ('last_seen', 'since') else '-' if v in (None, '') else v}")
+            if k in ("last_seen", "since", "fenced_at"):
+                text = _ago(v)
+            elif k == "fence_next_attempt":
+                text = f"in {max(0.0, v - time.time()):.0f}s" if v else "-"
+            elif isinstance(v, (dict, list)):
+                text = json.dumps(v)
+            else:
+                text = "-" if v in (None, "") else str(v)
+            print(f"{k:<16} {text}")
     elif args.cmd == "console":
         sys.stdout.buffer.write(client.call("GET", f"/v0/console/{args.instance_id}"))
     elif args.cmd == "checkpoint":

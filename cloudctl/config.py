@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -45,6 +46,32 @@ class Overcommit(_Strict):
     memory: Annotated[float, Field(gt=0)] = 1.0
 
 
+FailurePolicy = Literal["none", "restart"]
+
+
+class FenceIpmi(_Strict):
+    """Fence by the host's BMC: `chassis power off`, then `power status` must read off."""
+
+    kind: Literal["ipmi"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 623
+    user: str
+    password: str
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0   # the whole fence: off and confirmed
+
+
+class FenceCommand(_Strict):
+    """Fence by a program (a PDU or cloud API script): run as `argv... HOST`, never through a
+    shell; exit status 0 is its word that the host is off."""
+
+    kind: Literal["command"]
+    argv: Annotated[list[str], Field(min_length=1)]
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
+
+
+FenceAgent = Annotated[FenceIpmi | FenceCommand, Field(discriminator="kind")]
+
+
 class Host(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     uri: str
@@ -52,6 +79,11 @@ class Host(_Strict):
     node_xml: Path | None = None
     cpu_overcommit: Annotated[float, Field(gt=0)] | None = None
     memory_overcommit: Annotated[float, Field(gt=0)] | None = None
+    # The host sees the instance and volume stores at the controller's paths (NFS, a cluster
+    # file system): only then can its instances boot elsewhere, or others boot here, after a failure.
+    shared_storage: bool = False
+    failure_policy: FailurePolicy | None = None   # default: monitor.failure_policy
+    fence: FenceAgent | None = None               # powers the host off before its instances move
 
     @property
     def libvirt_uri(self) -> str:
@@ -66,8 +98,11 @@ class Monitor(_Strict):
     grace_s: Annotated[float, Field(ge=0)] = 30.0      # failing this long turns a host to `error`
     timeout_s: Annotated[float, Field(gt=0)] = 30.0    # one poll taking longer counts as a failure
     # What happens to the running instances of a host in `error`: "none" (they wait for it), or
-    # "restart" on another host of the zone (disks on shared storage) once an admin has fenced it.
-    failure_policy: Literal["none", "restart"] = "none"
+    # "restart" on another shared-storage host of the zone once the host is fenced (by its fence
+    # agent, or the admin's `host fence`). The default for hosts and instance types that set none.
+    failure_policy: FailurePolicy = "none"
+    fence_retry_s: Annotated[float, Field(gt=0)] = 10.0       # after a failed fence; doubled per failure
+    fence_retry_max_s: Annotated[float, Field(gt=0)] = 300.0
 
 
 class InstanceType(_Strict):
@@ -75,6 +110,7 @@ class InstanceType(_Strict):
     memory_mib: Annotated[int, Field(ge=16)]
     disk_gib: Annotated[int, Field(ge=1)] = 8
     template: Path | None = None
+    failure_policy: FailurePolicy | None = None   # overrides the host's and the global one
 
 
 class NetworkConfig(_Strict):
@@ -322,6 +358,7 @@ class Config(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"host names must be unique, repeated: {', '.join(sorted(dup))}")
+        self._failure_policies()
         for zone in self.subnets:
             if zone not in self.zones:
                 raise ValueError(f"subnets names zone {zone!r}, which no host is in")
@@ -360,6 +397,35 @@ class Config(_Strict):
                 if int(net.network_address) <= r[-1] and r[0] <= int(net.broadcast_address):
                     raise ValueError(f"elastic_ips.pool entry {entry!r} overlaps network {n.name!r} ({net})")
         return self
+
+    def _failure_policies(self) -> None:
+        """Refuse a `restart` policy that could never restart anything."""
+        def peers(h: Host) -> bool:
+            return any(o.zone == h.zone and o.name != h.name and o.shared_storage for o in self.hosts)
+        for h in self.hosts:
+            if h.failure_policy != "restart":
+                continue
+            if not h.shared_storage:
+                raise ValueError(f"hosts: {h.name!r} has failure_policy restart but not shared_storage: "
+                                 f"its instances' disks cannot be reached from another host")
+            if not peers(h):
+                raise ValueError(f"hosts: {h.name!r} has failure_policy restart but no other host of zone "
+                                 f"{h.zone!r} has shared_storage to restart its instances on")
+        wanted = [f"instance_types.{n}" for n, t in self.instance_types.items() if t.failure_policy == "restart"]
+        if self.monitor.failure_policy == "restart":
+            wanted.append("monitor")
+        if wanted and not any(h.shared_storage and peers(h) for h in self.hosts):
+            raise ValueError(f"{wanted[0]}: failure_policy restart, but no host could ever restart an "
+                             f"instance (that needs two hosts of a zone with shared_storage)")
+
+    def failure_policy(self, host: Host, type_name: str) -> str:
+        """The effective policy of an instance of `type_name` on `host`: the instance type's if set,
+        else the host's, else the global one; always `none` on a host without shared storage."""
+        if not host.shared_storage:
+            return "none"
+        t = self.instance_types.get(type_name)
+        return (t.failure_policy if t is not None and t.failure_policy else None) \
+            or host.failure_policy or self.monitor.failure_policy
 
     def network_list(self) -> list[NetworkConfig]:
         """The configured networks, or one plain network per zone from the shorthand/defaults."""
@@ -422,7 +488,14 @@ def load_config(path: Path | str | None = None) -> Config:
             raise ConfigError(f"config {path}: hosts.{i}.node_xml: no such file {node}")
         if node is None and h.uri.startswith("test:") and h.uri.rstrip("/") == "test:":
             raise ConfigError(f"config {path}: hosts.{i}: a test:/// host needs node_xml")
-        hosts.append(h.model_copy(update={"node_xml": node}))
+        update: dict[str, object] = {"node_xml": node}
+        if isinstance(h.fence, FenceCommand):
+            prog = h.fence.argv[0]
+            exe = _resolve(base, Path(prog)) if "/" in prog else shutil.which(prog)
+            if exe is None or not Path(exe).is_file() or not os.access(exe, os.X_OK):
+                raise ConfigError(f"config {path}: hosts.{i}.fence.argv: {prog} is not an executable file")
+            update["fence"] = h.fence.model_copy(update={"argv": [str(exe), *h.fence.argv[1:]]})
+        hosts.append(h.model_copy(update=update))
     types = {}
     for name, t in cfg.instance_types.items():
         tpl = _resolve(base, t.template) if t.template else None

@@ -24,7 +24,7 @@ from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
 from ..store.records import Image, Instance, Reservation, Volume
-from ..store.store import MultiIndex, Store, SumIndex
+from ..store.store import MultiIndex, Store, SumIndex, Txn
 from .context import Caller
 from .configdrive import ConfigDriveError
 from .domains import DomainRenderer, interface_xml
@@ -799,26 +799,18 @@ class Compute:
             return
         self._spawn(self._guest_stopped(inst, ev))
 
-    async def restart_elsewhere(self, inst: Instance, why: str) -> Instance | None:
-        """Move a running instance of a fenced host to another host of its zone and boot it there.
-
-        Only for a host known to be off (fenced): its disks must be on storage both hosts see.
-        None when no other host has room (the instance then stays where it is).
-        """
-        itype = self.type_of(inst.instance_type)
-        target = self.scheduler.pick(inst.zone, itype)
-        if target is None or target.name == inst.host:
-            return None
-        with self.store.txn() as tx:
-            new = replace(inst, host=target.name, state="pending", state_reason_code="Server.InternalError",
-                          state_reason_message=f"Server.InternalError: {why}; restarted on another host",
-                          transition_reason=_reason("Server error"))
-            tx.put(new)
-            if self.events is not None:
-                self.events.add(tx, "instance.restart", inst.id, f"{inst.host} -> {target.name}: {why}",
-                                "Server.InternalError", owner=inst.owner, host=target.name, previous_host=inst.host)
-        await self.store.sync()
-        self.converge(inst.id)
+    def relocate(self, tx: Txn, inst: Instance, target: str, why: str) -> Instance:
+        """Record, in the caller's transaction, that an instance of a fenced host boots again on
+        `target` (the caller converges it once the transaction is on disk). Only for a host known
+        to be off: its disks must be on storage both hosts see. A crash after the record is a
+        pending instance on `target`, which start-up reconciliation boots; before it, nothing moved."""
+        new = replace(inst, host=target, state="pending", state_reason_code="Server.InternalError",
+                      state_reason_message=f"Server.InternalError: {why}; restarted on another host",
+                      transition_reason=_reason("Server error"))
+        tx.put(new)
+        if self.events is not None:
+            self.events.add(tx, "instance.restart", inst.id, f"{inst.host} -> {target}: {why}",
+                            "Server.InternalError", owner=inst.owner, host=target, previous_host=inst.host)
         return new
 
     def remove_stray(self, host: str, name: str) -> None:

@@ -26,6 +26,7 @@ from ..store.store import Store
 from .compute import Compute
 from .errors import CloudError
 from .events import Events
+from .failover import Failover
 from .scheduler import Scheduler
 
 log = logging.getLogger("cloudctl.monitor")
@@ -67,6 +68,7 @@ class Monitor:
         self.on_poll: PollObserver | None = None
         self._missing: dict[str, set[str]] = {}   # per host: running instances whose domain one poll missed
         self._tasks: list[asyncio.Task[None]] = []
+        self.failover = Failover(store, config, compute, scheduler, events, self.state_of)
 
     # -- state -----------------------------------------------------------------------------
     def admin_state(self, host: str) -> str:
@@ -132,31 +134,17 @@ class Monitor:
         return h
 
     async def fence(self, host: str) -> list[str]:
-        """The admin's word that `host` is powered off (fenced). With the `restart` policy its
-        running instances boot again on other hosts of their zone; never before this word, so
-        an instance cannot run on two hosts at once. Returns the instances restarted."""
+        """The admin's word that `host` is powered off (fenced). Its running instances whose
+        effective failure policy is `restart` boot again on other hosts of their zone; never
+        before a fence (this word or the host's fence agent), so an instance cannot run on two
+        hosts at once. Returns the instances restarted."""
         h = self.hosts.get(host)
         if h is None:
             raise CloudError("NoSuchEntity", f"host {host} does not exist")
         if h.state not in ("error", "offline"):
             raise CloudError("IncorrectState", f"host {host} is {h.state}: only a host in error or offline "
                                                f"can be fenced")
-        with self.store.txn() as tx:
-            self.events.add(tx, "host.fenced", host, f"{host} confirmed powered off by the admin", None,
-                            policy=self.config.monitor.failure_policy)
-        await self.store.sync()
-        if self.config.monitor.failure_policy != "restart":
-            return []
-        moved = []
-        for inst in list(self.compute.on_host(host).values()):
-            if inst.state not in ("pending", "running"):
-                continue
-            new = await self.compute.restart_elsewhere(inst, f"host {host} failed")
-            if new is None:
-                log.error("instance %s: no other host in %s has room to restart it", inst.id, inst.zone)
-            else:
-                moved.append(inst.id)
-        return moved
+        return await self.failover.confirm(host, "admin", "confirmed powered off by the admin")
 
     # -- polling ---------------------------------------------------------------------------
     def start(self, connected: set[str]) -> None:
@@ -171,6 +159,7 @@ class Monitor:
             self._tasks.append(asyncio.create_task(self._run(name)))
 
     async def stop(self) -> None:
+        await self.failover.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -206,11 +195,14 @@ class Monitor:
                 h.failing_since = now
             self._observe(name, h.last_poll_s, False)
             self._settle(h, now)
+            if h.state == "error":
+                self.failover.host_failing(name)
             return h
         h.last_poll_s = time.perf_counter() - t0
         h.polls += 1
         now = time.time()
         h.last_seen, h.failing_since, h.error, h.last = now, None, "", result
+        self.failover.host_back(name)
         self._update_capacity(name, result)
         self._observe(name, h.last_poll_s, True)
         self._settle(h, now)
@@ -279,5 +271,6 @@ def host_view(h: HostHealth, monitor: Monitor, scheduler: Scheduler) -> dict[str
         "free_memory_mib": res.free_memory_mib if res else None,
         "domains": len(h.last.domains) if h.last else None,
     }
+    out.update(monitor.failover.view(h.name))
     return out
 

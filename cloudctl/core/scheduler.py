@@ -1,6 +1,7 @@
 """Placement by free vCPUs and memory, and the capacity report built from the same numbers."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,12 +75,16 @@ class Scheduler:
         self._usage = _Usage(self)
         self._store.table(Instance).add_index(self._usage)
 
-    def pick(self, zone: str | None, t: InstanceType, exclude_full: bool = True) -> HostCapacity | None:
-        """The host with the most free memory (then vCPUs) that fits one more instance of `t`."""
+    def pick(self, zone: str | None, t: InstanceType, exclude_full: bool = True,
+             accept: Callable[[HostCapacity], bool] | None = None) -> HostCapacity | None:
+        """The host with the most free memory (then vCPUs) that fits one more instance of `t`
+        (and that `accept` accepts, when given)."""
         best = None
         best_key: tuple[int, int] | None = None
         for h in self.hosts.values():
             if (zone is not None and h.zone != zone) or h.room_for(t) < 1:
+                continue
+            if accept is not None and not accept(h):
                 continue
             key = (h.memory_mib - h.used_memory_mib, h.vcpus - h.used_vcpus)
             if best_key is None or key > best_key:

@@ -4,66 +4,26 @@ ipmitool calls from the REST API."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hil_client import Hil
-from hil_lab import free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("ipmitool") is None
-                                or not Path(sys.executable).with_name("vbmcd").exists(),
-                                reason="needs ipmitool and virtualbmc")
+from .vbmc import bmc_for, skip_without_vbmc
+
+pytestmark = skip_without_vbmc
 
 NAME = f"hil{os.getpid()}bm"
-# No disk, no NIC: SeaBIOS finds nothing to boot and idles; enough for power control.
-DOMAIN = f"""<domain type='qemu'><name>{NAME}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
-<os><type arch='x86_64' machine='q35'>hvm</type></os><on_poweroff>destroy</on_poweroff>
-<devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>"""
 
 
 @pytest.fixture
 def bmc(conn: Any) -> Iterator[tuple[Any, int]]:
     """The domain and a vbmcd on private state, with a BMC for the domain on a free UDP port."""
-    d = Path(tempfile.mkdtemp(prefix=NAME))
-    (d / "vbmc").mkdir()
-    cfg = d / "vbmc.conf"
-    cfg.write_text(f"[default]\nconfig_dir = {d}/vbmc\npid_file = {d}/vbmcd.pid\nserver_port = {free_port()}\n"
-                   f"[log]\nlogfile = {d}/vbmc.log\n")
-    env = {**os.environ, "VIRTUALBMC_CONFIG": str(cfg)}
-    bindir = Path(sys.executable).parent
-    dom = conn.defineXML(DOMAIN)
-    vbmcd = subprocess.Popen([str(bindir / "vbmcd"), "--foreground"], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    port = free_port()
-    try:
-        deadline = time.time() + 30
-        while True:
-            r = subprocess.run([str(bindir / "vbmc"), "add", NAME, "--libvirt-uri", "qemu:///system", "--port",
-                                str(port), "--username", "admin", "--password", "bmc-pw", "--address", "127.0.0.1"],
-                               env=env, capture_output=True, text=True, timeout=60)
-            if r.returncode == 0 or time.time() > deadline:
-                break
-            time.sleep(0.5)                      # vbmcd still starting
-        assert r.returncode == 0, r.stderr
-        subprocess.run([str(bindir / "vbmc"), "start", NAME], env=env, check=True, timeout=60)
-        yield dom, port
-    finally:
-        vbmcd.terminate()
-        vbmcd.wait(30)
-        try:
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+    with bmc_for(conn, NAME) as b:
+        yield b.dom, b.port
 
 
 def test_power_through_ipmi(new_server: Any, bmc: tuple[Any, int]) -> None:

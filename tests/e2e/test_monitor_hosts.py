@@ -152,9 +152,10 @@ def test_unreachable_host_goes_error_and_back(new_server: Any, relay: Relay) -> 
 
 
 def test_fenced_host_restart_policy(new_server: Any, relay: Relay) -> None:
-    hosts = [{"name": "far", "uri": f"test+unix:///default?socket={relay.path}", "zone": "cloudctl-1b"},
+    hosts = [{"name": "far", "uri": f"test+unix:///default?socket={relay.path}", "zone": "cloudctl-1b",
+              "shared_storage": True},
              {"name": "spare", "uri": "test:///", "node_xml": str(DEFAULT_CONFIG.parent / "hosts/host-b.xml"),
-              "zone": "cloudctl-1b"},
+              "zone": "cloudctl-1b", "shared_storage": True},
              {"name": "near", "uri": "test:///", "node_xml": str(DEFAULT_CONFIG.parent / "hosts/host-a.xml"),
               "zone": "cloudctl-1a"}]
     srv = new_server(hosts=hosts, monitor={"interval_s": INTERVAL, "grace_s": 1.0, "timeout_s": 5.0,
@@ -176,6 +177,8 @@ def test_fenced_host_restart_policy(new_server: Any, relay: Relay) -> None:
     assert _wait(lambda: srv.admin("GET", "/v0/hosts/far")["state"] == "error")
     time.sleep(3 * INTERVAL)
     assert srv.admin("GET", "/v0/hosts/spare")["instances"] == 0    # nothing moves before the fence
+    [needed] = srv.admin("GET", "/v0/events?kind=host.fence_needed&subject=far")   # once, no agent
+    assert sorted(needed["data"]["instances"]) == sorted(ids)
     res = srv.admin("POST", "/v0/hosts/far/fence")
     assert sorted(res["restarted"]) == sorted(ids)
     back = wait_state(ec2, ids, "running")

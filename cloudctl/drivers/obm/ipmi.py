@@ -33,6 +33,10 @@ class Ipmi:
             proc.kill()
             await proc.wait()
             raise ObmError(f"{self.host}:{self.port}: no answer within {self.timeout:.0f} s") from None
+        except asyncio.CancelledError:
+            proc.kill()   # an abandoned ipmitool must not act later on its own
+            await proc.wait()
+            raise
         if proc.returncode != 0:
             text = (err or out).decode(errors="replace").strip()
             raise ObmError(f"{self.host}:{self.port}: {text[:300] or f'ipmitool exited {proc.returncode}'}")
@@ -42,6 +46,11 @@ class Ipmi:
         """"on" or "off"."""
         out = await self._run("chassis", "power", "status")
         return "on" if out.strip().lower().endswith("on") else "off"
+
+    async def power_is_off(self) -> bool:
+        """True only when the BMC positively says off (fencing must not guess)."""
+        out = await self._run("chassis", "power", "status")
+        return out.strip().lower().endswith("off")
 
     async def power_on(self) -> None:
         await self._run("chassis", "power", "on")
