@@ -236,6 +236,7 @@ def test_ipmi_fence_powers_the_host_off_before_restart(new_server: Any, relay: R
                 f"{time.monotonic() - t0:.2f} s (retry pause ≤ {MONITOR['fence_retry_max_s']:g} s)"
             assert not bmc.dom.isActive()           # the host really is off
             wait_state(ec2, ids, "running")
+            assert _wait(lambda: any(moved for moved, _ in seen))   # the watcher saw them moved too
         finally:
             done.set()
             watcher.join(10)
