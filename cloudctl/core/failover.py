@@ -257,7 +257,8 @@ class Failover:
             "shared_storage": cfg.shared_storage,
             "failure_policy": (cfg.failure_policy or self.config.monitor.failure_policy)
             if cfg.shared_storage else "none",
-            "failure_policy_from": "host" if cfg.failure_policy else "monitor",
+            "failure_policy_from": "no shared_storage" if not cfg.shared_storage
+            else "host" if cfg.failure_policy else "monitor",
             "instance_policies": counts,
             "fence_agent": agent.describe() if agent is not None else None,
             "fence_state": f.state, "fence_attempts": f.attempts, "fence_error": f.last_error,
