@@ -137,6 +137,18 @@ def test_state_digest_sees_changes(fuzz_env: FuzzEnv) -> None:
     fuzz_env.state = fuzz_env.probe.settle()
 
 
+def test_client_survives_the_servers_idle_close(fuzz_env: FuzzEnv) -> None:
+    """The server closes a keep-alive connection idle for its client timeout; the next request,
+    GET or POST, goes out on a new connection (a GET on the stale one was a RemoteDisconnected
+    flake in the fuzz run) and is served once."""
+    for method in ("GET", "POST"):
+        assert fuzz_env.client.send("DescribeRegions", [])[0] == 200
+        time.sleep(CLIENT_TIMEOUT_S * 1.5)
+        status, body = fuzz_env.client.send("DescribeRegions", [], method)
+        assert status == 200, body[:300]
+    assert fuzz_env.probe.state() == fuzz_env.state
+
+
 @pytest.mark.parametrize("action", FUZZED)
 def test_fuzz_action(action: str, fuzz_env: FuzzEnv) -> None:
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
