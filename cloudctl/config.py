@@ -194,6 +194,15 @@ def parse_vlan_ranges(text: str) -> list[int]:
     return sorted(out)
 
 
+class FinishedOperations(_Strict):
+    """How long finished (done/error) switch operations stay queryable at GET /v0/operation/<id>.
+
+    Pending operations are always kept, and so is the newest operation of each port (what a
+    client polling after its connect or detach waits for)."""
+    max_count: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    max_age_days: Annotated[float, Field(gt=0, le=3650)] = 30
+
+
 class Baremetal(_Strict):
     """Bare-metal nodes isolated by switch VLANs (the HIL API on the admin endpoint)."""
     auth: Literal["database", "null"] = "database"   # null: every caller is admin (tests only)
@@ -206,6 +215,7 @@ class Baremetal(_Strict):
     # trunked to the switches, with the network's VLAN as the access tag.
     headnode_bridge: str | None = None
     headnode_ovs_db: str | None = None           # ovs-vsctl's --db (default: the system's)
+    finished_operations: FinishedOperations = FinishedOperations()
 
     @field_validator("vlans")
     @classmethod

@@ -161,7 +161,8 @@ class _StateCollector(Collector):
                                      labels=["switch"])
         site = cloud.baremetal.site
         pending: dict[str, int] = {sw: 0 for sw in site.switches.rows}
-        errors: dict[str, int] = dict(pending)
+        # Rows pruned by the retention still count: a counter never goes down while the controller runs.
+        errors: dict[str, int] = {sw: cloud.baremetal.ops.pruned_errors[sw] for sw in pending}
         for op in site.ops.values():
             if op.status == "pending":
                 pending[op.switch] = pending.get(op.switch, 0) + 1

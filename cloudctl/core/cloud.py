@@ -163,6 +163,7 @@ class Cloud:
         self._bg.append(asyncio.create_task(self._every(min(60.0, max(1.0, cfg.terminated_visible_s / 4)),
                                                         self.compute.expire_terminated)))
         self._bg.append(asyncio.create_task(self._every(600.0, self.events.trim)))
+        self._bg.append(asyncio.create_task(self._every(600.0, self.baremetal.ops.trim)))
 
     def _after_rollback(self) -> None:
         """Changes the journal could not write were undone in memory, some of them records of

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..store.records import Event
 from ..store.store import Store, Txn
+from . import retention
 
 MAX_EVENTS = 10_000
 MAX_AGE_S = 7 * 24 * 3600
@@ -66,17 +67,9 @@ class Events:
 
     async def trim(self) -> int:
         """Forget events beyond the retention bounds; run periodically."""
-        cutoff = time.time() - self.max_age_s
-        ordered = sorted(self.table.values(), key=lambda e: e.id)
-        excess = len(ordered) - self.max_events
-        old = [e for n, e in enumerate(ordered) if n < excess or e.time < cutoff]
-        if not old:
-            return 0
-        with self.store.txn() as tx:
-            for ev in old:
-                tx.delete(ev)
-        await self.store.sync()
-        return len(old)
+        old = retention.expired(self.table.values(), self.max_events, self.max_age_s, time.time(),
+                                order=lambda e: e.id, stamp=lambda e: e.time)
+        return await retention.delete(self.store, old)
 
 
 class _Listener:

@@ -41,6 +41,12 @@ class Baremetal:
 
     async def _audit_on_start(self) -> None:
         try:
+            n = await self.ops.trim()     # the retention may have shrunk since the last run
+            if n:
+                log.info("pruned %d finished switch operations", n)
+        except Exception:
+            log.exception("pruning finished switch operations failed")
+        try:
             await self.ops.audit_on_start()
         except Exception:
             log.exception("start-up switch audit failed")

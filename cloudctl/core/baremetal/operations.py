@@ -8,6 +8,11 @@ the attachment change in one transaction. Setting a whole set is idempotent, so 
 that was applied but not yet recorded when the controller died is applied again at start-up and
 recorded once. A switch failure ends that one operation with the switch's text; the worker goes
 on with the next.
+
+Finished operations are kept only within `baremetal.finished_operations` (count and age, the
+event log's retention): the count bound is enforced in the transaction that finishes an
+operation, the age bound by a periodic trim. Pending operations and the newest operation of each
+port are never pruned; a pruned id answers 404.
 """
 from __future__ import annotations
 
@@ -15,12 +20,14 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from ...config import Baremetal as BaremetalConfig
 from ...drivers.switch.base import PortVlans, SwitchDriver, SwitchError, SwitchUnreachable, driver_class
 from ...store.journal import JournalError
 from ...store.records import BmAttachment, BmOperation, BmPort
+from .. import retention
 from ..events import Events
 from ..ids import new_id
 from .auth import Caller
@@ -40,6 +47,9 @@ class Operations:
         self._wake: dict[str, asyncio.Event] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._seq = max((o.seq for o in site.ops.values()), default=0)
+        # Per switch, failed operations already pruned: the failure metric is a counter and must
+        # not go down when their rows go (it restarts from the kept rows with the controller).
+        self.pruned_errors: Counter[str] = Counter()
 
     # -- queueing -----------------------------------------------------------------------------------
     def _check_nic(self, caller: Caller, node: str, nic: str) -> BmPort:
@@ -104,7 +114,9 @@ class Operations:
     def show(self, caller: Caller, op_id: str) -> dict[str, Any]:
         op = self.site.ops.get(op_id)
         if op is None:
-            raise NotFoundError(f"operation {op_id!r} does not exist")
+            r = self.config.finished_operations
+            raise NotFoundError(f"operation {op_id!r} does not exist or was pruned (finished operations are "
+                                f"kept for {r.max_age_days:g} days, the newest {r.max_count} of them)")
         if not caller.is_admin:
             node = self.site.nodes.get(op.node or "")
             caller.require_project(node.project if node else None)
@@ -231,7 +243,11 @@ class Operations:
                 else:
                     for a in list(site.att_by_nic.get(key).values()):
                         tx.delete(a)
-            tx.put(dataclasses.replace(op, status=status, error=error, finished=time.time()))
+            now = time.time()
+            tx.put(dataclasses.replace(op, status=status, error=error, finished=now))
+            pruned = self._over_count(now)
+            for old in pruned:
+                tx.delete(old)
             if self.events is not None:
                 what = " ".join(f"{op.type} {op.network or ''} {op.channel or ''}".split())
                 where = f" on {op.node}/{op.nic}" if op.node else ""
@@ -239,6 +255,42 @@ class Operations:
                                 f"{what}{where}: {status}{': ' + error if error else ''}",
                                 code=status, operation=op.id, node=op.node, nic=op.nic)
         await site.store.sync()
+        self._count_pruned(pruned)
+
+    # -- retention ----------------------------------------------------------------------------------
+    def _expired(self, now: float) -> list[BmOperation]:
+        """Finished operations beyond the retention bounds, the newest of each port excepted."""
+        newest: dict[str, BmOperation] = {}
+        for o in self.site.ops.values():            # pending ones too: they are newer than any finished
+            k = _k(o.switch, o.port)
+            if k not in newest or o.seq > newest[k].seq:
+                newest[k] = o
+        kept = {o.id for k, o in newest.items() if k in self.site.ports.rows}
+        finished = [o for o in self.site.ops.values() if o.status != "pending"]
+        candidates = [o for o in finished if o.id not in kept]
+        r = self.config.finished_operations
+        return retention.expired(candidates, r.max_count - (len(finished) - len(candidates)), r.max_age_days * 86400,
+                                 now, order=lambda o: (o.finished or o.created, o.seq),
+                                 stamp=lambda o: o.finished or o.created)
+
+    def _over_count(self, now: float) -> list[BmOperation]:
+        """What `_expired` says, computed only when the count bound is passed (cheap otherwise)."""
+        pending = sum(len(g) for g in self.site.pending_by_switch.groups.values())
+        if len(self.site.ops) - pending <= self.config.finished_operations.max_count:
+            return []
+        return self._expired(now)
+
+    def _count_pruned(self, pruned: list[BmOperation]) -> None:
+        for o in pruned:
+            if o.status == "error":
+                self.pruned_errors[o.switch] += 1
+
+    async def trim(self) -> int:
+        """Prune finished operations beyond the bounds; run at start and periodically."""
+        pruned = self._expired(time.time())
+        n = await retention.delete(self.site.store, pruned)
+        self._count_pruned(pruned)
+        return n
 
     # -- audit --------------------------------------------------------------------------------------
     async def audit(self, switches: list[str] | None, repair: bool) -> list[dict[str, Any]]:
