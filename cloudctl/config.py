@@ -316,6 +316,9 @@ class Config(_Strict):
     image_store: Path
     cache_dir: Path | None = None    # derived files (the trimmed EC2 model); default state_dir/cache
     volume_store: Path | None = None  # volume files, snapshots under snapshots/; default state_dir/volumes
+    # The key sealing the switch and BMC passwords in the journal and checkpoints; default
+    # <state_dir>.secrets.key beside the state directory, so a copy of that directory is not enough.
+    secrets_key_file: Path | None = None
     ec2: Listen = Listen(port=4567)
     admin: Listen = Listen(port=4568)
     metadata: MetadataListen | None = None   # the instance metadata service; off when absent
@@ -472,6 +475,12 @@ def _resolve(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
+def default_key_file(state_dir: Path) -> Path:
+    """Beside the state directory, not in it: a backup or copy of the state directory alone then
+    holds the sealed passwords without the key that opens them."""
+    return state_dir.with_name(state_dir.name + ".secrets.key")
+
+
 def load_config(path: Path | str | None = None) -> Config:
     """Read, validate and resolve a config file; raise ConfigError with one line on any problem."""
     path = Path(path or os.environ.get("CLOUDCTL_CONFIG") or DEFAULT_CONFIG).resolve()
@@ -541,6 +550,8 @@ def load_config(path: Path | str | None = None) -> Config:
     return cfg.model_copy(update={
         "marketplace": market,
         "state_dir": _resolve(base, cfg.state_dir),
+        "secrets_key_file": (_resolve(base, cfg.secrets_key_file) if cfg.secrets_key_file
+                             else default_key_file(_resolve(base, cfg.state_dir))),
         "image_store": _resolve(base, cfg.image_store),
         "cache_dir": _resolve(base, cfg.cache_dir) if cfg.cache_dir else _resolve(base, cfg.state_dir) / "cache",
         "instance_dir": (_resolve(base, cfg.instance_dir) if cfg.instance_dir

@@ -10,13 +10,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, default_key_file
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
 from ..drivers.ip_scripts import scripts_for
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
 from .addresses import Addresses
 from .baremetal import Baremetal
+from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
 from .compute import Compute
 from .events import Events
@@ -89,6 +90,8 @@ class Cloud:
         cfg = self.config
         ensure_private_dir(cfg.state_dir)
         await self.store.open()
+        # First: a missing or wrong key must stop the start here, in one line (SecretsError).
+        self.secrets = await BmSecrets.open(self.store, cfg.secrets_key_file or default_key_file(cfg.state_dir))
         self.tags = Tags(self.store)
         self.events = Events(self.store)
         self.users = Users(self.store)
@@ -148,7 +151,8 @@ class Cloud:
             self.subscriber.resume_pending()
             self._bg.append(asyncio.create_task(self._every(m.poll_tick_s, self.subscriber.tick)))
         self.metadata = InstanceMetadata.for_cloud(self)
-        self.baremetal = Baremetal(self.store, cfg.baremetal, self.events, self.compute, self.users, self.images)
+        self.baremetal = Baremetal(self.store, cfg.baremetal, self.events, self.compute, self.users, self.images,
+                                   self.secrets)
         await self.compute.reconcile()
         self.security_groups.start()
         self.volumes.reconcile()

@@ -15,6 +15,7 @@ from .headnodes import Headnodes
 from .networks import Networks
 from .obm import Obm
 from .operations import Operations
+from .secrets import BmSecrets
 from .site import Site
 from .users import BmUsers
 
@@ -23,9 +24,9 @@ log = logging.getLogger("cloudctl.baremetal")
 
 class Baremetal:
     def __init__(self, store: Store, config: BaremetalConfig, events: Events, compute: Compute, users: Users,
-                 images: Images) -> None:
+                 images: Images, secrets: BmSecrets) -> None:
         self.config = config
-        self.site = Site(store, parse_vlan_ranges(config.vlans))
+        self.site = Site(store, parse_vlan_ranges(config.vlans), secrets)
         self.headnodes = Headnodes(self.site, compute, users, images, config.headnode_bridge)
         self.networks = Networks(self.site)
         self.ops = Operations(self.site, config, events)

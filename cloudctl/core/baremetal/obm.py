@@ -21,7 +21,7 @@ class Obm:
         self.site.require_node_access(caller, n)
         if not n.obm:
             raise ProjectMismatchError(f"node {node!r} has no OBM registered")
-        o = n.obm
+        o = self.site.secrets.obm(n)
         return Ipmi(o["host"], o["port"], o["user"], o["password"], self.timeout)
 
     async def power(self, caller: Caller, node: str, action: str, force: Any = False) -> None:

@@ -158,7 +158,8 @@ class Operations:
         if d is None:
             cls = driver_class(row.type)
             assert cls is not None
-            d = self.drivers[switch] = cls(switch, row.options, self.config.command_timeout_s)
+            d = self.drivers[switch] = cls(switch, self.site.secrets.switch_options(row),
+                                           self.config.command_timeout_s)
         return d
 
     def lock(self, switch: str) -> asyncio.Lock:

@@ -17,6 +17,7 @@ from ...store.store import MultiIndex, Store
 from .auth import Caller
 from .errors import BadArgumentError, BlockedError, DuplicateError, NotFoundError, ProjectMismatchError
 from .names import label, macaddr
+from .secrets import SWITCH_SECRETS, BmSecrets
 
 _OBM_TYPES = ("ipmi",)
 
@@ -26,8 +27,9 @@ def _k(*parts: str) -> str:
 
 
 class Site:
-    def __init__(self, store: Store, vlan_pool: list[int]) -> None:
+    def __init__(self, store: Store, vlan_pool: list[int], secrets: BmSecrets) -> None:
         self.store = store
+        self.secrets = secrets
         self.projects = store.table(BmProject)
         self.nodes = store.table(BmNode)
         self.nics = store.table(BmNic)
@@ -176,7 +178,7 @@ class Site:
         label("node", name)
         if name in self.nodes.rows:
             raise DuplicateError(f"node {name!r} already exists")
-        await self.commit(BmNode(name=name, obm=_check_obm(obm), created=time.time()))
+        await self.commit(BmNode(name=name, obm=self.secrets.seal_obm(name, _check_obm(obm)), created=time.time()))
 
     async def delete_node(self, caller: Caller, name: str) -> None:
         caller.require_admin()
@@ -242,7 +244,8 @@ class Site:
         dummy = getattr(checked, "dummy_vlan", None)
         if dummy is not None and dummy in self.pool:
             raise BadArgumentError(f"switch {name!r}: dummy_vlan {dummy} lies in the network VLAN pool")
-        await self.commit(BmSwitch(name=name, type=family, options=checked.model_dump(exclude_none=True)))
+        options = self.secrets.seal_switch_options(name, checked.model_dump(exclude_none=True))
+        await self.commit(BmSwitch(name=name, type=family, options=options))
 
     async def delete_switch(self, caller: Caller, name: str) -> None:
         caller.require_admin()
@@ -303,7 +306,7 @@ class Site:
     def show_switch(self, caller: Caller, name: str) -> dict[str, Any]:
         caller.require_admin()
         s = self.switch(name)
-        public = {k: v for k, v in s.options.items() if k != "password"}
+        public = {k: v for k, v in s.options.items() if k not in SWITCH_SECRETS}
         return {"name": s.name, "type": s.type, "options": public,
                 "ports": sorted(p.name for p in self.ports_by_switch.get(name).values())}
 
