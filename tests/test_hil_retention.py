@@ -123,3 +123,13 @@ def test_finished_operations_are_bounded(tmp_path: Path, model_cache: Path, fake
                                                stuck: "pending"}
     finally:
         srv.stop()
+
+
+def test_retention_config_errors_are_one_line(tmp_path: Path, model_cache: Path) -> None:
+    from cloudctl.config import ConfigError, load_config
+    for bad, where in (({"max_count": 0}, "max_count"), ({"max_age_days": -1}, "max_age_days"),
+                       ({"keep": 5}, "keep")):
+        path = write_config(tmp_path, model_cache, baremetal={"finished_operations": bad})
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert f"baremetal.finished_operations.{where}" in str(e.value) and "\n" not in str(e.value)
