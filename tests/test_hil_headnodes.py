@@ -54,7 +54,7 @@ def wait_state(ec2: Any, iid: str, state: str, timeout: float = 30) -> None:
 
 
 def test_headnode_lifecycle(srv: Server, site: dict[str, Any]) -> None:
-    u1, u2, admin, ec2 = site["u1"], site["u2"], site["admin"], site["ec2"]
+    u1, admin, ec2 = site["u1"], site["admin"], site["ec2"]
     images = u1.ok("GET", "/headnode_images/")
     assert "cloudctl-blank" in images
     u1.ok("PUT", "/headnode/hn1", {"project": "p1", "base_img": "cloudctl-blank", "user_data": "#!/bin/sh\necho hi\n"})
