@@ -146,7 +146,9 @@ def write_cloudctl_config(tmp: Path, ec2_port: int, admin_port: int,
             it["template"] = absolute(it["template"])
     if cfg.get("cache_dir"):
         cfg["cache_dir"] = str(tmp / "cache")
-    cfg.update(overrides or {})
+    overrides = dict(overrides or {})
+    cfg["ec2"].update(overrides.pop("ec2", {}))   # ec2 settings other than the address
+    cfg.update(overrides)
     out = tmp / "cloudctl.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out

@@ -32,6 +32,13 @@ class Listen(_Strict):
     client_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
+class Ec2Listen(Listen):
+    # A large answer (DescribeInstances over many instances) is written in slices of this many
+    # list elements, one slice per turn of the event loop and one answer's slice at a time, so
+    # it never holds the loop for long. 0: each answer in one go (for comparison in bench/).
+    answer_slice_items: Annotated[int, Field(ge=0)] = 20
+
+
 class MetadataListen(Listen):
     require_token: bool = False     # EC2's HttpTokens=required: IMDSv2 only
 
@@ -319,7 +326,7 @@ class Config(_Strict):
     # The key sealing the switch and BMC passwords in the journal and checkpoints; default
     # <state_dir>.secrets.key beside the state directory, so a copy of that directory is not enough.
     secrets_key_file: Path | None = None
-    ec2: Listen = Listen(port=4567)
+    ec2: Ec2Listen = Ec2Listen(port=4567)
     admin: Listen = Listen(port=4568)
     metadata: MetadataListen | None = None   # the instance metadata service; off when absent
     xmlrpc: Listen | None = None     # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent

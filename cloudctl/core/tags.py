@@ -74,6 +74,11 @@ class Tags:
             return _EMPTY
         return {t.tag_key: t.value for t in group.values()}
 
+    def rows_of(self, resource_id: str) -> tuple[Tag, ...]:
+        """The resource's tag rows as they are now (rows are immutable: a snapshot)."""
+        group = self._by_resource.groups.get(resource_id)
+        return tuple(group.values()) if group else ()
+
     def tag_list(self, resource_id: str) -> list[dict[str, str]]:
         group = self._by_resource.groups.get(resource_id)
         if not group:

@@ -822,6 +822,10 @@ class Protocol:
         parts.append(tail)
         yield "".join(parts).encode("utf-8")
 
+    def is_last(self, op: str, piece: bytes) -> bool:
+        """Whether ``piece`` from serialize_iter ends the answer (the others end with an element)."""
+        return piece.endswith(self._serializer(op)[2].encode("utf-8"))
+
     def error(self, code: str, message: str, request_id: str) -> bytes:
         """The EC2 error document (note ``RequestID``, unlike the success body)."""
         return (

@@ -3,67 +3,80 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from ....core.addresses import public_dns
 from ....core.cloud import Cloud
 from ....core.compute import STATE_CODES, private_dns
 from ....core.context import Caller
-from ....core.network import interface_id
 from ....core.errors import CloudError
+from ....core.instance_facts import InstanceFacts, facts_of, page_facts
+from ....core.network import interface_id
 from ....core.volumes import ROOT_DEVICE
-from ....store.records import Address, Instance, Reservation, Volume
+from ....store.records import Instance, Reservation, Volume
 from ..protocol import LazyList
-from .registry import action, tag_list, ts
+from .registry import action, ts
 
 
 def _state(name: str) -> dict[str, Any]:
     return {"Code": STATE_CODES[name], "Name": name}
 
 
-def instance_view(cloud: Cloud, i: Instance) -> dict[str, Any]:
+# Members every instance shows the same way (shared: the serializer only reads them).
+_MONITORING = {"State": "disabled"}
+_HIBERNATION = {"Configured": False}
+_METADATA_OPTIONS = {"State": "applied", "HttpTokens": "optional", "HttpPutResponseHopLimit": 1,
+                     "HttpEndpoint": "enabled", "HttpProtocolIpv6": "disabled", "InstanceMetadataTags": "disabled"}
+_ENCLAVE = {"Enabled": False}
+_MAINTENANCE = {"AutoRecovery": "default"}
+
+
+def instance_view(cloud: Cloud, f: InstanceFacts) -> dict[str, Any]:
+    """An instance as EC2 describes it, from facts read earlier (see core.instance_facts)."""
+    i = f.inst
+    region = cloud.config.region
     t = cloud.config.instance_types.get(i.instance_type)
     launched = ts(i.launch_time)
-    dns = private_dns(i, cloud.config.region) if i.private_ip else ""
-    eip = cloud.addresses.of_instance(i.id)
+    dns = private_dns(i, region) if i.private_ip else ""
+    eip = f.address
     view: dict[str, Any] = {
         "InstanceId": i.id, "ImageId": i.image_id, "State": _state(i.state),
-        "PrivateDnsName": dns, "PublicDnsName": public_dns(eip.public_ip, cloud.config.region) if eip else "",
+        "PrivateDnsName": dns, "PublicDnsName": public_dns(eip.public_ip, region) if eip else "",
         "PublicIpAddress": eip.public_ip if eip else None, "StateTransitionReason": i.transition_reason,
         "KeyName": i.key_name, "AmiLaunchIndex": i.launch_index, "ProductCodes": [],
         "InstanceType": i.instance_type, "LaunchTime": launched,
         "Placement": {"AvailabilityZone": i.zone, "GroupName": "", "Tenancy": "default"},
-        "Monitoring": {"State": "disabled"}, "PrivateIpAddress": i.private_ip,
+        "Monitoring": _MONITORING, "PrivateIpAddress": i.private_ip,
         "Architecture": "x86_64", "RootDeviceType": "ebs" if i.root_device else "instance-store",
         "RootDeviceName": i.root_device or ROOT_DEVICE,
-        "BlockDeviceMappings": mappings_view(cloud.volumes.attached_to(i.id)),
+        "BlockDeviceMappings": mappings_view(f.volumes),
         "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
-        "Tags": tag_list(cloud, i.id),
-        "SecurityGroups": [{"GroupId": g, "GroupName": n} for g, n in cloud.security_groups.groups_of(i)],
+        "Tags": [{"Key": tag.tag_key, "Value": tag.value} for tag in f.tags],
+        "SecurityGroups": [{"GroupId": g, "GroupName": n} for g, n in f.groups],
         "SourceDestCheck": True, "Hypervisor": "xen",
         "EbsOptimized": False, "EnaSupport": False,
         "CpuOptions": {"CoreCount": t.vcpus if t else 1, "ThreadsPerCore": 1},
-        "HibernationOptions": {"Configured": False},
-        "MetadataOptions": {"State": "applied", "HttpTokens": "optional", "HttpPutResponseHopLimit": 1,
-                            "HttpEndpoint": "enabled", "HttpProtocolIpv6": "disabled",
-                            "InstanceMetadataTags": "disabled"},
-        "EnclaveOptions": {"Enabled": False}, "PlatformDetails": "Linux/UNIX", "UsageOperation": "RunInstances",
+        "HibernationOptions": _HIBERNATION,
+        "MetadataOptions": _METADATA_OPTIONS,
+        "EnclaveOptions": _ENCLAVE, "PlatformDetails": "Linux/UNIX", "UsageOperation": "RunInstances",
         "UsageOperationUpdateTime": launched,
-        "MaintenanceOptions": {"AutoRecovery": "default"}, "CurrentInstanceBootMode": "legacy-bios",
-        "KernelId": i.kernel_id or image_kernel(cloud, i.image_id),
+        "MaintenanceOptions": _MAINTENANCE, "CurrentInstanceBootMode": "legacy-bios",
+        "KernelId": f.kernel_id,
     }
-    subnet = cloud.network.of(i)
-    if subnet is not None and i.state != "terminated":
-        view["VpcId"], view["SubnetId"] = cloud.network.vpc_id, subnet.id
-        view["NetworkInterfaces"] = [network_interface_view(cloud, i, subnet.id, dns, eip)]
+    if f.subnet is not None and i.state != "terminated":
+        view["VpcId"], view["SubnetId"] = cloud.network.vpc_id, f.subnet.id
+        view["NetworkInterfaces"] = [network_interface_view(cloud, f, dns, launched)]
     if i.state_reason_code:
         view["StateReason"] = {"Code": i.state_reason_code, "Message": i.state_reason_message or ""}
     return view
 
 
-def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str,
-                           eip: Address | None = None) -> dict[str, Any]:
-    groups = [{"GroupId": g, "GroupName": n} for g, n in cloud.security_groups.groups_of(i)]
+def network_interface_view(cloud: Cloud, f: InstanceFacts, dns: str, launched: datetime) -> dict[str, Any]:
+    i, eip = f.inst, f.address
+    assert f.subnet is not None
+    groups = [{"GroupId": g, "GroupName": n} for g, n in f.groups]
     primary: dict[str, Any] = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True}
     assoc = {"PublicIp": eip.public_ip, "IpOwnerId": eip.owner,
              "PublicDnsName": public_dns(eip.public_ip, cloud.config.region)} if eip is not None else None
@@ -71,45 +84,42 @@ def network_interface_view(cloud: Cloud, i: Instance, subnet_id: str, dns: str,
         primary["Association"] = assoc
     return {
         "Association": assoc,
-        "NetworkInterfaceId": interface_id(i.id), "SubnetId": subnet_id, "VpcId": cloud.network.vpc_id,
+        "NetworkInterfaceId": interface_id(i.id), "SubnetId": f.subnet.id, "VpcId": cloud.network.vpc_id,
         "OwnerId": i.owner, "Status": "in-use", "MacAddress": i.mac, "PrivateIpAddress": i.private_ip,
         "PrivateDnsName": dns, "SourceDestCheck": True, "Groups": groups, "Ipv6Addresses": [],
         "InterfaceType": "interface", "Description": "",
         "Attachment": {"AttachmentId": "eni-attach-" + i.id.removeprefix("i-"), "DeviceIndex": 0,
-                       "Status": "attached", "AttachTime": ts(i.launch_time), "DeleteOnTermination": True,
+                       "Status": "attached", "AttachTime": launched, "DeleteOnTermination": True,
                        "NetworkCardIndex": 0},
         "PrivateIpAddresses": [primary],
     }
 
 
-def mappings_view(vols: list[Volume]) -> list[dict[str, Any]]:
+def mappings_view(vols: Iterable[Volume]) -> list[dict[str, Any]]:
     """The instance's EBS block device mappings, the root volume first."""
     return [{"DeviceName": v.device, "Ebs": {
         "VolumeId": v.id, "Status": v.attach_state, "AttachTime": ts(v.attach_time or v.created),
         "DeleteOnTermination": v.delete_on_termination}} for v in vols]
 
 
-def image_kernel(cloud: Cloud, image_id: str) -> str | None:
-    image = cloud.images.table.get(image_id)
-    return image.kernel_id if image is not None else None
-
-
-def reservation_view(cloud: Cloud, res: Reservation, insts: list[Instance]) -> dict[str, Any]:
+def reservation_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts]) -> dict[str, Any]:
     return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [],
-            "Instances": LazyList((instance_view(cloud, i) for i in insts), len(insts))}
+            "Instances": LazyList((instance_view(cloud, f) for f in facts), len(facts))}
 
 
 @action("RunInstances")
 async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     res, insts = await cloud.compute.run(caller, req)
-    return reservation_view(cloud, res, insts)
+    return reservation_view(cloud, res, facts_of(cloud, insts))
 
 
 @action("DescribeInstances")
 async def describe_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    # The page's state is read here, at once; the answer is then written in slices from it.
     groups, token = cloud.compute.describe(caller, req)
-    views = (reservation_view(cloud, r, i) for r, i in groups)
-    return {"Reservations": LazyList(views, len(groups)), "NextToken": token}
+    page = page_facts(cloud, groups)
+    views = (reservation_view(cloud, r, f) for r, f in page)
+    return {"Reservations": LazyList(views, len(page)), "NextToken": token}
 
 
 def _changes(pairs: list[tuple[Instance, Instance]]) -> list[dict[str, Any]]:

@@ -76,7 +76,9 @@ async def delete_security_group(cloud: Cloud, caller: Caller, req: dict[str, Any
 @action("DescribeSecurityGroups")
 async def describe_security_groups(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     groups, token = await cloud.security_groups.describe(caller, req)
-    return {"SecurityGroups": LazyList((group_view(cloud, g) for g in groups), len(groups)), "NextToken": token}
+    # Built now, from the state as it is now (rules, tags); only the writing is done in slices.
+    views = [group_view(cloud, g) for g in groups]
+    return {"SecurityGroups": LazyList(views, len(views)), "NextToken": token}
 
 
 @action("DescribeSecurityGroupRules")

@@ -18,34 +18,37 @@ def attachment_view(v: Volume) -> dict[str, Any]:
             "DeleteOnTermination": v.delete_on_termination}
 
 
-def volume_view(cloud: Cloud, v: Volume) -> dict[str, Any]:
+def volume_view(v: Volume, tags: list[dict[str, str]]) -> dict[str, Any]:
     return {
         "VolumeId": v.id, "Size": v.size, "SnapshotId": v.snapshot_id or "", "AvailabilityZone": v.zone,
         "State": v.state, "CreateTime": ts(v.created),
         "Attachments": [attachment_view(v)] if v.instance_id else [],
         "Encrypted": False, "VolumeType": v.volume_type, "Iops": effective_iops(v), "Throughput": v.throughput,
-        "MultiAttachEnabled": False, "Tags": tag_list(cloud, v.id),
+        "MultiAttachEnabled": False, "Tags": tags,
     }
 
 
-def snapshot_view(cloud: Cloud, s: Snapshot) -> dict[str, Any]:
+def snapshot_view(s: Snapshot, tags: list[dict[str, str]]) -> dict[str, Any]:
     return {
         "SnapshotId": s.id, "VolumeId": s.volume_id, "State": s.state, "StartTime": ts(s.started),
         "Progress": s.progress, "OwnerId": s.owner, "Description": s.description, "VolumeSize": s.volume_size,
         "Encrypted": False, "StorageTier": "standard", "StateMessage": s.state_message,
-        "Tags": tag_list(cloud, s.id),
+        "Tags": tags,
     }
 
 
 @action("CreateVolume")
 async def create_volume(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    return volume_view(cloud, await cloud.volumes.create(caller, req))
+    v = await cloud.volumes.create(caller, req)
+    return volume_view(v, tag_list(cloud, v.id))
 
 
 @action("DescribeVolumes")
 async def describe_volumes(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     vols, token = cloud.volumes.describe(caller, req)
-    return {"Volumes": LazyList((volume_view(cloud, v) for v in vols), len(vols)), "NextToken": token}
+    # Rows are immutable; their tags are read now too: the answer is written later, in slices.
+    tagged = [(v, tag_list(cloud, v.id)) for v in vols]
+    return {"Volumes": LazyList((volume_view(v, t) for v, t in tagged), len(vols)), "NextToken": token}
 
 
 @action("DeleteVolume")
@@ -66,13 +69,15 @@ async def detach_volume(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> di
 
 @action("CreateSnapshot")
 async def create_snapshot(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    return snapshot_view(cloud, await cloud.volumes.create_snapshot(caller, req))
+    snap = await cloud.volumes.create_snapshot(caller, req)
+    return snapshot_view(snap, tag_list(cloud, snap.id))
 
 
 @action("DescribeSnapshots")
 async def describe_snapshots(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     snaps, token = cloud.volumes.describe_snapshots(caller, req)
-    return {"Snapshots": LazyList((snapshot_view(cloud, s) for s in snaps), len(snaps)), "NextToken": token}
+    tagged = [(s, tag_list(cloud, s.id)) for s in snaps]   # read now (see DescribeVolumes)
+    return {"Snapshots": LazyList((snapshot_view(s, t) for s, t in tagged), len(snaps)), "NextToken": token}
 
 
 @action("DeleteSnapshot")

@@ -1,0 +1,176 @@
+"""Large answers written in slices, one slice per turn of the event loop (api/turns.py): each
+answer is still one snapshot of the state, pages still join up, and answers keep their order."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from cloudctl.api.ec2.actions import ACTIONS
+from cloudctl.api.ec2.model import OPERATIONS, load_model
+from cloudctl.api.ec2.protocol import Protocol
+from cloudctl.api.turns import Turns
+from cloudctl.config import load_config
+from cloudctl.core.cloud import Cloud
+from cloudctl.core.context import Caller
+
+from conftest import free_port, write_config
+
+NS = "{http://ec2.amazonaws.com/doc/2016-11-15/}"
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
+    c = Cloud(load_config(write_config(tmp_path, model_cache)), "http://127.0.0.1:0")
+    await c.start()
+    yield c
+    await c.stop()
+
+
+def tags_by_instance(body: bytes) -> dict[str, dict[str, str]]:
+    root = ET.fromstring(body)
+    out = {}
+    for inst in root.iter(f"{NS}instancesSet"):
+        for item in inst.findall(f"{NS}item"):
+            tags = {t.findtext(f"{NS}key"): t.findtext(f"{NS}value") for t in item.iterfind(f"{NS}tagSet/{NS}item")}
+            out[item.findtext(f"{NS}instanceId")] = tags
+    return out
+
+
+async def test_an_answer_is_the_state_when_it_was_asked(cloud: Cloud) -> None:
+    """A change made while an answer is being written (between two slices) is not in it."""
+    caller = Caller(await cloud.users.create("u"))
+    image = next(iter(cloud.images.table.values()))
+    _, insts = await cloud.compute.run(caller, {"ImageId": image.id, "MinCount": 12, "MaxCount": 12,
+                                                "InstanceType": "t3.nano"})
+    await cloud.compute.idle()
+    ids = sorted(i.id for i in insts)
+    protocol = Protocol(load_model(OPERATIONS, cloud.config.cache_dir))
+    describe = ACTIONS["DescribeInstances"]
+
+    result = await describe(cloud, caller, {})
+    pieces = protocol.serialize_iter("DescribeInstances", result, "r-1", slice_items=1)
+    head = next(pieces)          # the answer is under way...
+    await cloud.tags.create(caller, [ids[0], ids[-1]], [{"Key": "team", "Value": "blue"}])   # ...one change
+    await cloud.compute.stop(caller, [ids[-1]])
+    answer = head + b"".join(pieces)
+
+    tags = tags_by_instance(answer)
+    assert sorted(tags) == ids
+    assert all(t == {} for t in tags.values())
+    states = {i.findtext(f"{NS}instanceId"): i.findtext(f"{NS}instanceState/{NS}name")
+              for i in ET.fromstring(answer).iter(f"{NS}item") if i.find(f"{NS}instanceState") is not None}
+    assert states[ids[-1]] == "running"
+
+    after = tags_by_instance(b"".join(protocol.serialize_iter("DescribeInstances", await describe(cloud, caller, {}),
+                                                              "r-2", slice_items=1)))
+    assert after[ids[0]] == after[ids[-1]] == {"team": "blue"}
+
+
+async def test_turns_run_one_slice_per_loop_turn_first_come_first() -> None:
+    turns = Turns()
+    log: list[str] = []
+    stop = False
+
+    async def ticker() -> None:      # marks every turn of the loop
+        while not stop:
+            log.append("tick")
+            await asyncio.sleep(0)
+
+    async def answer(name: str, since: float, slices: int) -> None:
+        for k in range(slices):
+            async with turns.turn(since):
+                log.append(f"{name}{k}")
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    await answer("L", 0.0, 3)        # alone: still one slice per turn of the loop
+    # Started in this order, but C's request came first, then A's, then B's.
+    await asyncio.gather(answer("A", 2.0, 3), answer("B", 3.0, 2), answer("C", 1.0, 2))
+    stop = True
+    await tick
+    slices = [e for e in log if e != "tick"]
+    # A, first to ask for a turn, takes the free one; then the earliest request goes first.
+    assert slices == ["L0", "L1", "L2", "A0", "C0", "C1", "A1", "A2", "B0", "B1"]
+    for a, b in zip(log, log[1:]):
+        assert "tick" in (a, b), f"{a} and {b} ran in the same turn of the loop"
+    assert turns.waiting == 0
+
+
+async def test_a_cancelled_answer_passes_its_turn_on() -> None:
+    turns = Turns()
+    done: list[str] = []
+
+    async def answer(name: str, since: float) -> None:
+        async with turns.turn(since):
+            done.append(name)
+
+    async with turns.turn(0.0):      # held: the others wait
+        a = asyncio.create_task(answer("a", 1.0))
+        b = asyncio.create_task(answer("b", 2.0))
+        await asyncio.sleep(0)
+    a.cancel()                       # the client went away while waiting
+    await asyncio.gather(a, b, return_exceptions=True)
+    assert done == ["b"]
+    async with turns.turn(3.0):      # and the turn is free again
+        done.append("c")
+    assert done == ["b", "c"]
+
+
+def test_concurrent_changes_never_tear_an_answer(new_server: Any) -> None:
+    """Served with one element per slice: while describes run, two instances are re-tagged
+    together, again and again (one CreateTags each time). No answer may show them differing, and
+    pages (larger than a slice) still list every instance once."""
+    server = new_server(ec2={"listen": "127.0.0.1", "port": free_port(), "answer_slice_items": 1})
+    user = server.create_user("pacer")
+    ec2 = server.client(user)
+    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
+    ids = sorted(i["InstanceId"] for i in ec2.run_instances(ImageId=image, MinCount=30, MaxCount=30,
+                                                            InstanceType="t3.nano")["Instances"])
+    pair = [ids[0], ids[-1]]          # the first and the last of every answer: many slices apart
+    ec2.create_tags(Resources=pair, Tags=[{"Key": "v", "Value": "0"}])
+    stop = threading.Event()
+    changes = [0]
+    failures: list[str] = []
+    seen_values: set[str] = set()
+    lock = threading.Lock()
+
+    def tagger() -> None:
+        client = server.client(user)
+        while not stop.is_set():
+            changes[0] += 1
+            client.create_tags(Resources=pair, Tags=[{"Key": "v", "Value": str(changes[0])}])
+
+    def describer(paged: bool) -> None:
+        client = server.client(user)
+        for _ in range(12):
+            if paged:
+                pages = client.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 7})
+                listed = [i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]]
+                if listed != ids:
+                    with lock:
+                        failures.append(f"pages listed {len(listed)} instances, {len(set(listed))} distinct")
+                continue
+            insts = {i["InstanceId"]: i for r in client.describe_instances()["Reservations"] for i in r["Instances"]}
+            values = [{t["Key"]: t["Value"] for t in insts[iid].get("Tags", [])}.get("v") for iid in pair]
+            with lock:
+                seen_values.add(values[0] or "")
+                if values[0] != values[1]:
+                    failures.append(f"one answer shows the pair tagged {values}")
+
+    workers = [threading.Thread(target=describer, args=(k % 3 == 0,)) for k in range(6)]
+    tag_thread = threading.Thread(target=tagger)
+    tag_thread.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    tag_thread.join()
+    assert failures == []
+    assert len(seen_values) > 1, "the tags never changed while the describes ran: the test proved nothing"
