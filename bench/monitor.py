@@ -1,16 +1,18 @@
-"""Monitoring cost: one poll over 10 hosts x 100 domains, and what polling does to the API.
+"""Monitoring cost: one poll over 10 hosts x 100 domains, and what polling and large answers do to the API.
 
-    .venv/bin/python bench/monitor.py [--hosts 10] [--domains 100] [--json out.json]
+    .venv/bin/python bench/monitor.py [--hosts 10] [--domains 100] [--rounds 5] [--page 100]
+                                      [--slice-items N] [--skip-poll] [--json out.json]
 
 Part 1 (in-process, libvirt's test driver): one round = the 10 hosts polled concurrently with
 the driver's bulk call (getAllDomainStats); the peer is the per-domain way (list the domains,
-then one info call each). Part 2 (served): a cloudctl with 10 test hosts x 100 instances,
-polled every 0.5 s, answers 50 concurrent DescribeInstances for several rounds; the same on a
-cloudctl whose poll interval is an hour (no polls during the run). Reported: the longest
-event-loop stall (the server's LoopMonitor) and DescribeInstances p50/p99 in both, as ratios.
-Also the stall with polling alone (no API traffic), to tell the poller's share from the API's.
+then one info call each). Part 2 (served): three cloudctls with 10 test hosts x 100 instances,
+measured in interleaved rounds of 50 concurrent DescribeInstances: "paced" (the default, polled
+every 0.5 s), "one_shot" (answer_slice_items: 0, each answer written in one go: the peer for the
+stall) and "idle" (no polls during the run: the peer for the latency). Reported: the longest
+event-loop stall (the server's LoopMonitor; wall-clock and "own", i.e. less the loop thread's
+waits for a CPU), DescribeInstances p50/p99, as ratios; also the stall with polling alone.
 Targets (issue 6): stall < 20 ms, p99 with polling <= 2x without. On a shared 2-core machine
-the 50 client threads compete with the server for CPU, and the stall clock counts that too.
+the 50 client threads compete with the server for CPU, and the wall-clock stall counts that too.
 """
 from __future__ import annotations
 
@@ -91,11 +93,6 @@ class Served:
     own_stalls: list[float] = field(default_factory=list)   # less the waits for a CPU, per round
 
 
-def _lags(cc: procs.Cloudctl) -> tuple[float, float]:
-    r = cc.admin("POST", "/v0/stats/reset-lag")
-    return float(r["loop_lag_max_ms"]), float(r.get("loop_lag_own_max_ms", r["loop_lag_max_ms"]))
-
-
 def start_served(name: str, tmp: Path, hosts: int, domains: int, interval: float, slice_items: int | None,
                  page: int) -> Served:
     tmp.mkdir(parents=True)
@@ -122,9 +119,9 @@ def start_served(name: str, tmp: Path, hosts: int, domains: int, interval: float
                 break
             time.sleep(0.5)
         time.sleep(max(2.0, 2 * min(interval, 5)))   # let polls see every domain
-        _lags(cc)
+        cc.reset_lags()
         time.sleep(5.0)
-        wall, own = _lags(cc)     # polling alone, no API traffic
+        wall, own = cc.reset_lags()     # polling alone, no API traffic
         request = ec2load.signed_raw_request(
             t, f"Action=DescribeInstances&Version={EC2_VERSION}&MaxResults={page}")
         return Served(name, cc, t, request, {"wall_ms": wall, "own_ms": own})
@@ -146,13 +143,13 @@ def api_round(s: Served, concurrency: int) -> None:
                 errors.append(f"DescribeInstances answered {status}")
             s.lat.append(wall)
 
-    _lags(s.cc)
+    s.cc.reset_lags()
     threads = [threading.Thread(target=one) for _ in range(concurrency)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    wall, own = _lags(s.cc)
+    wall, own = s.cc.reset_lags()
     if errors:
         raise RuntimeError(f"{s.name}: {errors[0]}")
     s.stalls.append(wall)

@@ -177,7 +177,14 @@ class Cloudctl:
         return self.admin("GET", "/v0/stats")
 
     def reset_lag(self) -> float:
-        return float(self.admin("POST", "/v0/stats/reset-lag").get("loop_lag_max_ms", 0.0))
+        return self.reset_lags()[0]
+
+    def reset_lags(self) -> tuple[float, float]:
+        """(wall-clock, own) longest stall since the last reset; own = less the loop thread's
+        waits for a CPU (other jobs on this box), the same as wall on servers that lack it."""
+        r = self.admin("POST", "/v0/stats/reset-lag")
+        wall = float(r.get("loop_lag_max_ms", 0.0))
+        return wall, float(r.get("loop_lag_own_max_ms", wall))
 
 
 def start_cloudctl(tmp: Path, timeout: float = 90.0, overrides: dict[str, Any] | None = None) -> Cloudctl:

@@ -78,10 +78,11 @@ class Session:
     def __init__(self, proc: procs.Proc, target: Target, cc: procs.Cloudctl | None = None) -> None:
         self.proc, self.target, self.cc = proc, target, cc
         self.lags: dict[str, float] = {}
+        self.own_lags: dict[str, float] = {}   # less the waits for a CPU (see procs.reset_lags)
 
     def checkpoint(self, phase: str) -> None:
         if self.cc is not None:
-            self.lags[phase] = self.cc.reset_lag()
+            self.lags[phase], self.own_lags[phase] = self.cc.reset_lags()
 
     def died(self) -> str:
         """Why the server is gone, if it is: exit code or signal and its last log lines."""
@@ -105,6 +106,10 @@ class Session:
             out["lag_by_phase_ms"] = self.lags
             out["loop_lag_max_ms"] = max(self.lags.values())
             out["worst_phase"] = max(self.lags, key=lambda k: self.lags[k])
+        if self.own_lags:
+            out["own_lag_by_phase_ms"] = self.own_lags
+            out["loop_lag_own_max_ms"] = max(self.own_lags.values())
+            out["worst_own_phase"] = max(self.own_lags, key=lambda k: self.own_lags[k])
         if why:
             out["server_died"] = why
         self.proc.stop()
@@ -260,6 +265,12 @@ def phase_server(kind: str, p: dict[str, Any], tmp: Path, res: dict[str, Any],
                        for k, v in (out[srv].get("lag_by_phase_ms") or {}).items() if not k.startswith("wrk_run")]
             out["loop_lag_max_outside_wrk_ms"] = max(outside) if outside else None
             log(f"{kind}: longest loop stall {out['loop_lag_max_ms']:.1f} ms (in {out['worst_phase']})")
+        own = [out[srv][k] for srv in ("rate_server", "scale_server") for k in ("loop_lag_own_max_ms",)
+               if out[srv].get(k) is not None]
+        if own:
+            out["loop_lag_own_max_ms"] = max(own)
+            which = "rate_server" if out["rate_server"].get("loop_lag_own_max_ms") == max(own) else "scale_server"
+            out["worst_own_phase"] = out[which].get("worst_own_phase")
     return box.get("req")
 
 
@@ -429,6 +440,9 @@ def build_rows(res: dict[str, Any], p: dict[str, Any]) -> tuple[list[list[str]],
                  "", "", "< 20 ms", verdict(None if lag is None else lag < 20)])
     lo, lw = _get(c, "loop_lag_max_outside_wrk_ms"), _get(c, "wrk", "loop_lag_max_ms")
     rows.append(["  stall outside the wrk runs, ms", _f(lo, ".1f"), "", "", "", "info"])
+    own = _get(c, "loop_lag_own_max_ms")
+    rows.append(["  own stall (less waits for a CPU), ms",
+                 _f(own, ".1f") + (f" ({c['worst_own_phase']})" if own else ""), "", "", "", "info"])
     rows.append(["  stall during the kept wrk run, ms", _f(lw, ".1f"), "", "", "", "info"])
     for who in ("cloudctl", "moto", "hello"):
         if _get(res, who, "error"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -87,16 +88,23 @@ async def test_turns_run_one_slice_per_loop_turn_first_come_first() -> None:
             async with turns.turn(since):
                 log.append(f"{name}{k}")
 
+    async def late(name: str, since: float, slices: int) -> None:
+        while "A1" not in log:
+            await asyncio.sleep(0)
+        await answer(name, since, slices)
+
     tick = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     await answer("L", 0.0, 3)        # alone: still one slice per turn of the loop
-    # Started in this order, but C's request came first, then A's, then B's.
-    await asyncio.gather(answer("A", 2.0, 3), answer("B", 3.0, 2), answer("C", 1.0, 2))
+    # Started in this order, but C's request came first, then A's, then B's; E and D come
+    # last, while A is under way.
+    await asyncio.gather(answer("A", 2.0, 3), answer("B", 3.0, 2), answer("C", 1.0, 2),
+                         late("D", 5.0, 2), late("E", 4.0, 1))
     stop = True
     await tick
     slices = [e for e in log if e != "tick"]
     # A, first to ask for a turn, takes the free one; then the earliest request goes first.
-    assert slices == ["L0", "L1", "L2", "A0", "C0", "C1", "A1", "A2", "B0", "B1"]
+    assert slices == ["L0", "L1", "L2", "A0", "C0", "C1", "A1", "A2", "B0", "B1", "E0", "D0", "D1"]
     for a, b in zip(log, log[1:]):
         assert "tick" in (a, b), f"{a} and {b} ran in the same turn of the loop"
     assert turns.waiting == 0
@@ -174,3 +182,19 @@ def test_concurrent_changes_never_tear_an_answer(new_server: Any) -> None:
     tag_thread.join()
     assert failures == []
     assert len(seen_values) > 1, "the tags never changed while the describes ran: the test proved nothing"
+
+
+async def test_loop_monitor_sees_a_blocked_loop() -> None:
+    """The stall the bench reports: a loop held for 50 ms shows as 50 ms late, in wall-clock time
+    and as the loop's own lateness (the thread was not waiting for a CPU while it slept)."""
+    from cloudctl.server import LoopMonitor
+    monitor = LoopMonitor()
+    monitor.start()
+    await asyncio.sleep(0.05)
+    monitor.reset()
+    time.sleep(0.05)                  # code that holds the loop
+    await asyncio.sleep(0.03)
+    wall, own = monitor.reset()
+    monitor.stop()
+    assert wall >= 0.035 and own >= 0.035
+    assert own <= wall + 0.002

@@ -4,9 +4,11 @@ Yielding between slices (`await asyncio.sleep(0)`) is not enough on its own: the
 ready in one turn of the loop all run in it, so 50 concurrent DescribeInstances would each render
 a slice in the same turn and hold the loop for 50 slices, and every answer would finish late,
 near the end of the burst. Here an answer waits for a turn before each slice; a turn is handed
-over only in the loop's next turn (after its timers and I/O), and to the waiting answer whose
-request came first. So the loop never runs more than one slice at a time, and answers still
-finish in arrival order, as they would if each were written in one go.
+over only in the loop's next turn (after its timers and I/O), so the loop never runs more than
+one slice at a time, and it goes to the request that came first, so answers finish in arrival
+order, as they would if each were written in one go. (Giving an answer's first slice priority
+instead, so that a small answer never waits behind a long one, measured 1.6-1.8x the one-shot
+p50 in bench/monitor.py: the older answers' last pieces waited behind every newer first slice.)
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from contextlib import asynccontextmanager
 class Turns:
     def __init__(self) -> None:
         self._held = False
-        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []   # heap: first come first
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []   # a heap: first come first
         self._seq = itertools.count()
 
     @asynccontextmanager

@@ -19,7 +19,7 @@ from ...store.journal import JournalError
 from ..turns import Turns
 from .actions import ACTIONS
 from .auth import AUTH_PARAMS, AuthError, ReplayCache, SignatureVerifier
-from .protocol import ParamError, Protocol
+from .protocol import ParamError, Protocol, is_streamed
 
 log = logging.getLogger("cloudctl.ec2")
 
@@ -135,9 +135,10 @@ class Ec2Api:
             caller = Caller(user, dry_run=bool(req.pop("DryRun", False)))
             result = await handler(self.cloud, caller, req)
             pieces = self.protocol.serialize_iter(action, result, request_id, self.slice_items)
-            first = await self._slice(pieces, t0)
+            turns = self.turns if is_streamed(result) else None   # (small answers: one quick piece)
+            first = await self._slice(pieces, turns, t0)
             assert first is not None   # serialize_iter yields at least one piece
-            second = None if self.protocol.is_last(action, first) else await self._slice(pieces, t0)
+            second = None if self.protocol.is_last(action, first) else await self._slice(pieces, turns, t0)
         except _BodyRefused as e:
             resp = self._error(e.code, e.message, request_id, action, t0)
             resp.force_close()   # the rest of the body is still on the wire
@@ -160,27 +161,27 @@ class Ec2Api:
         self._count(action, "ok", t0)
         if second is None:
             return web.Response(body=first, content_type="text/xml", charset="UTF-8")
-        return await self._stream(request, first, second, pieces, t0)
+        return await self._stream(request, first, second, pieces, turns, t0)
 
-    async def _slice(self, pieces: Iterator[bytes], since: float) -> bytes | None:
+    async def _slice(self, pieces: Iterator[bytes], turns: Turns | None, since: float) -> bytes | None:
         """The answer's next piece (None after the last), rendered in its turn (see Turns).
 
         The handler read the answer's state before the first slice (see core.instance_facts),
         so a change made between two slices never shows up in half of the answer.
         """
-        if self.turns is None:
+        if turns is None:
             return next(pieces, None)
-        async with self.turns.turn(since):
+        async with turns.turn(since):
             return next(pieces, None)
 
     async def _stream(self, request: web.Request, first: bytes, second: bytes,
-                      rest: Iterator[bytes], since: float) -> web.StreamResponse:
+                      rest: Iterator[bytes], turns: Turns | None, since: float) -> web.StreamResponse:
         """Send a large answer piece by piece, letting other requests run in between."""
         resp = web.StreamResponse(headers={"Content-Type": "text/xml;charset=UTF-8"})
         await resp.prepare(request)
         await resp.write(first)
         await resp.write(second)
-        while (piece := await self._slice(rest, since)) is not None:
+        while (piece := await self._slice(rest, turns, since)) is not None:
             await resp.write(piece)
         await resp.write_eof()
         return resp

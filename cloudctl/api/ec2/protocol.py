@@ -670,6 +670,11 @@ class LazyList:
         return iter(self._items)
 
 
+def is_streamed(result: Mapping[str, Any]) -> bool:
+    """Whether serialize_iter may cut ``result`` into more than one piece (a LazyList member)."""
+    return any(type(v) is LazyList for v in result.values())
+
+
 def _iter_struct(renderers: _Renderers, table: _OutStruct, value: Mapping[str, Any], parts: list[str],
                  done: list[int], slice_items: int) -> Iterator[None]:
     """Render ``value`` into ``parts``, yielding after every `slice_items` elements of any LazyList."""
