@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -19,6 +20,7 @@ from cloudctl.api.turns import Turns
 from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
+from cloudctl.core.instance_facts import describe_page
 
 from conftest import free_port, write_config
 
@@ -71,6 +73,44 @@ async def test_an_answer_is_the_state_when_it_was_asked(cloud: Cloud) -> None:
     after = tags_by_instance(b"".join(protocol.serialize_iter("DescribeInstances", await describe(cloud, caller, {}),
                                                               "r-2", slice_items=1)))
     assert after[ids[0]] == after[ids[-1]] == {"team": "blue"}
+
+
+async def test_a_large_page_is_read_in_turns_as_of_one_moment(cloud: Cloud) -> None:
+    """The page's facts are read a chunk per turn; a change between two chunks (here: tags on the
+    first and the last instance, in one transaction) makes the read start over, so the page
+    never shows the first instance as before the change and the last as after it."""
+    owner = await cloud.users.create("u")
+    image = next(iter(cloud.images.table.values()))
+    _, insts = await cloud.compute.run(Caller(owner), {"ImageId": image.id, "MinCount": 12, "MaxCount": 12,
+                                                       "InstanceType": "t3.nano"})
+    await cloud.compute.idle()
+    ids = sorted(i.id for i in insts)
+    turns: list[int] = []
+
+    @asynccontextmanager
+    async def turn() -> AsyncIterator[None]:
+        turns.append(len(turns))
+        if len(turns) == 2:     # between the second and the third chunk: one change
+            await cloud.tags.create(Caller(owner), [ids[0], ids[-1]], [{"Key": "team", "Value": "blue"}])
+        yield
+
+    page, token = await describe_page(cloud, Caller(owner, turn=turn), {}, chunk=4)
+    assert token is None
+    facts = [f for _, fs in page for f in fs]
+    assert [f.inst.id for f in facts] == ids
+    tagged = {f.inst.id: {t.tag_key: t.value for t in f.tags} for f in facts}
+    assert tagged[ids[0]] == tagged[ids[-1]] == {"team": "blue"}   # read again, after the change
+    assert len(turns) == 2 + 2          # 12 instances: 3 chunks, the first without a turn; then again
+
+    quiet: list[int] = []
+
+    @asynccontextmanager
+    async def counted() -> AsyncIterator[None]:
+        quiet.append(1)
+        yield
+
+    again, _ = await describe_page(cloud, Caller(owner, turn=counted), {"MaxResults": 10}, chunk=4)
+    assert [f.inst.id for _, fs in again for f in fs] == ids[:10] and len(quiet) == 2
 
 
 async def test_turns_run_one_slice_per_loop_turn_first_come_first() -> None:

@@ -1,16 +1,29 @@
-"""Who is asking, and whether they only want to know if they could."""
+"""Who is asking, whether they only want to know if they could, and how they share the loop."""
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 from ..store.records import User
 from .errors import CloudError
 
 
+@asynccontextmanager
+async def next_turn() -> AsyncIterator[None]:
+    """Let the event loop run other work first (the default Caller.turn)."""
+    await asyncio.sleep(0)
+    yield
+
+
 @dataclass(slots=True)
 class Caller:
     user: User
     dry_run: bool = False
+    # Long synchronous work for this request is done in pieces, each in `async with turn():`
+    # (the block must not await). The EC2 endpoint hands out turns across its requests.
+    turn: Callable[[], AbstractAsyncContextManager[None]] = next_turn
 
     @property
     def account(self) -> str:

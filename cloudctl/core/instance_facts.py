@@ -3,16 +3,18 @@
 A Describe answer over many instances is written in slices, and the event loop runs other
 requests between them. If the answer read tags, addresses or volumes while it was being written,
 a change made in between (one CreateTags over two instances) could show up for some instances
-and not for others. So the page is read first, in one synchronous pass (no request interleaves
-with it), into these records; only then is it written. Rows are immutable (a change replaces
-the row), so holding them is a snapshot.
+and not for others. So the page is read first into these records; only then is it written.
+Rows are immutable (a change replaces the row), so holding them is a snapshot. A large page is
+read in chunks too (thousands of instances take ~10-20 ms), each in the caller's turn: if any
+table the records come from changed in between, the page is read again.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..store.records import Address, Instance, Reservation, Tag, Volume
+from ..store.records import Address, Image, Instance, Reservation, SecurityGroup, Tag, Volume
+from .context import Caller
 from .network import Subnet
 
 if TYPE_CHECKING:
@@ -52,3 +54,40 @@ def page_facts(cloud: Cloud, groups: list[tuple[Reservation, list[Instance]]]
                ) -> list[tuple[Reservation, list[InstanceFacts]]]:
     """A Describe page (reservations with their instances) with every instance's facts."""
     return [(res, facts_of(cloud, insts)) for res, insts in groups]
+
+
+CHUNK = 256          # instances read per turn (~1 ms)
+_SOURCES = (Instance, Reservation, Tag, Address, Volume, SecurityGroup, Image)   # what facts_of reads
+Page = list[tuple[Reservation, list[InstanceFacts]]]
+
+
+def _stamp(cloud: Cloud) -> tuple[int, ...]:
+    return tuple(cloud.store.table(t).changes for t in _SOURCES)
+
+
+async def describe_page(cloud: Cloud, caller: Caller, req: dict[str, Any], chunk: int = CHUNK
+                        ) -> tuple[Page, str | None]:
+    """DescribeInstances' page (Compute.describe) with every instance's facts, as of one moment.
+
+    Read in chunks of `chunk` instances, each in the caller's turn; a chunk that finds any of the
+    source tables changed since the page was selected starts over (the second time, all at once).
+    """
+    for attempt in range(2):
+        stamp = _stamp(cloud)
+        groups, token = cloud.compute.describe(caller, req)
+        flat = [(n, i) for n, (_, insts) in enumerate(groups) for i in insts]
+        facts = facts_of(cloud, (i for _, i in flat[:chunk]))
+        for k in range(chunk, len(flat), chunk):
+            async with caller.turn():
+                if _stamp(cloud) != stamp:
+                    if attempt == 0:
+                        break
+                    groups, token = cloud.compute.describe(caller, req)   # changing under us: at once
+                    return page_facts(cloud, groups), token
+                facts += facts_of(cloud, (i for _, i in flat[k:k + chunk]))
+        else:
+            page: Page = [(res, []) for res, _ in groups]
+            for (n, _), f in zip(flat, facts):
+                page[n][1].append(f)
+            return page, token
+    raise AssertionError("unreachable")

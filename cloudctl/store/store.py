@@ -101,6 +101,7 @@ class Table(Generic[R]):
         self.row_type = row_type
         self.rows: dict[str, R] = {}
         self.indexes: list[Index[R]] = []
+        self.changes = 0   # rows put or deleted (rollbacks too): unchanged = nothing moved since
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -118,6 +119,7 @@ class Table(Generic[R]):
         return index
 
     def _set(self, key: str, row: R | None) -> R | None:
+        self.changes += 1
         old = self.rows.get(key)
         if old is not None:
             for ix in self.indexes:

@@ -133,6 +133,9 @@ class Ec2Api:
                 del params[k]
             req = self.protocol.parse(action, params)
             caller = Caller(user, dry_run=bool(req.pop("DryRun", False)))
+            if self.turns is not None:   # the core's long reads take turns with the answers' slices
+                turns = self.turns
+                caller.turn = lambda: turns.turn(t0)
             result = await handler(self.cloud, caller, req)
             pieces = self.protocol.serialize_iter(action, result, request_id, self.slice_items)
             turns = self.turns if is_streamed(result) else None   # (small answers: one quick piece)

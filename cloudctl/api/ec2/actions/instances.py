@@ -12,7 +12,7 @@ from ....core.cloud import Cloud
 from ....core.compute import STATE_CODES, private_dns
 from ....core.context import Caller
 from ....core.errors import CloudError
-from ....core.instance_facts import InstanceFacts, facts_of, page_facts
+from ....core.instance_facts import InstanceFacts, describe_page, facts_of
 from ....core.network import interface_id
 from ....core.volumes import ROOT_DEVICE
 from ....store.records import Instance, Reservation, Volume
@@ -115,9 +115,8 @@ async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> di
 
 @action("DescribeInstances")
 async def describe_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    # The page's state is read here, at once; the answer is then written in slices from it.
-    groups, token = cloud.compute.describe(caller, req)
-    page = page_facts(cloud, groups)
+    # The page's state is read here, as of one moment; the answer is then written in slices from it.
+    page, token = await describe_page(cloud, caller, req)
     views = (reservation_view(cloud, r, f) for r, f in page)
     return {"Reservations": LazyList(views, len(page)), "NextToken": token}
 
