@@ -150,6 +150,34 @@ async def test_turns_run_one_slice_per_loop_turn_first_come_first() -> None:
     assert turns.waiting == 0
 
 
+async def test_requests_start_one_per_loop_turn() -> None:
+    """Turns.wait: each request's first step (before its first await) runs in its own turn."""
+    turns = Turns()
+    log: list[str] = []
+    stop = False
+
+    async def ticker() -> None:
+        while not stop:
+            log.append("tick")
+            await asyncio.sleep(0)
+
+    async def request(name: str, since: float) -> None:
+        await turns.wait(since)
+        log.append(name)                 # its synchronous step
+        await asyncio.sleep(0)           # its handler's first await: the turn has passed on
+        log.append(name + "'")
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    await asyncio.gather(request("a", 1.0), request("b", 3.0), request("c", 2.0))
+    stop = True
+    await tick
+    starts = [e for e in log if e in ("a", "b", "c")]
+    assert starts == ["a", "c", "b"]
+    for x, y in zip(starts, starts[1:]):
+        assert "tick" in log[log.index(x):log.index(y)], f"{x} and {y} started in the same turn"
+
+
 async def test_a_cancelled_answer_passes_its_turn_on() -> None:
     turns = Turns()
     done: list[str] = []

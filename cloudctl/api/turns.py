@@ -34,6 +34,13 @@ class Turns:
         finally:
             self._release()
 
+    async def wait(self, since: float) -> None:
+        """Wait for a turn and pass it on at once: what the caller does before its next await
+        (a request's parse, signature check and the synchronous part of its handler) still runs
+        alone, since the next holder runs in the loop's next turn at the earliest."""
+        await self._take(since)
+        self._release()
+
     async def _take(self, since: float) -> None:
         if not self._held and not self._waiters:
             self._held = True   # free: take it without suspending

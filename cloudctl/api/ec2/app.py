@@ -100,6 +100,10 @@ class Ec2Api:
         action = "-"
         try:
             body = await self._read_body(request)
+            if self.turns is not None:
+                # A burst of requests would otherwise all be parsed, checked and run (up to their
+                # handlers' first await) in one turn of the loop: each starts in its own turn.
+                await self.turns.wait(t0)
             # The raw path and query: the signature covers the bytes as sent, before decoding.
             raw_path, _, raw_query = request.raw_path.partition("?")
             # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
