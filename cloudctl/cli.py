@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,23 @@ class AdminClient:
         except urllib.error.URLError as e:
             raise SystemExit(f"cloudctl: cannot reach the admin API at {self.base}: {e.reason}") from None
         return json.loads(raw) if ctype.startswith("application/json") else raw
+
+    def stream_bytes(self, path: str) -> Iterator[bytes]:
+        """The body as it arrives (until the server closes it)."""
+        req = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=None) as resp:
+                while chunk := resp.read1(65536):
+                    yield chunk
+        except urllib.error.HTTPError as e:
+            try:
+                err = json.loads(e.read())
+                msg = f"{err.get('type')}: {err.get('msg')}"
+            except ValueError:
+                msg = f"HTTP {e.code}"
+            raise SystemExit(f"cloudctl: {msg}") from None
+        except urllib.error.URLError as e:
+            raise SystemExit(f"cloudctl: cannot reach the admin API at {self.base}: {e}") from None
 
     def stream(self, path: str) -> Any:
         """Lines of an NDJSON stream, parsed, as they arrive (until the server closes it)."""

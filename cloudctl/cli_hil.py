@@ -8,6 +8,7 @@ import json
 import sys
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 COMMANDS = ("project", "node", "bm-network", "switch", "operation", "headnode")
@@ -15,6 +16,7 @@ COMMANDS = ("project", "node", "bm-network", "switch", "operation", "headnode")
 
 class Client(Protocol):
     def call(self, method: str, path: str, body: Any = None) -> Any: ...
+    def stream_bytes(self, path: str) -> Iterator[bytes]: ...
 
 
 def _q(name: str) -> str:
@@ -38,11 +40,18 @@ def add_parsers(sub: Any) -> None:
     reg.add_argument("--ipmi-port", type=int, default=623)
     reg.add_argument("--ipmi-user")
     reg.add_argument("--ipmi-password")
+    reg.add_argument("--ipmi-cipher-suite", type=int, help="e.g. 3 or 17 (default: ipmitool's discovery)")
     no.add_parser("delete").add_argument("name")
     pw = no.add_parser("power", help="power control through the node's IPMI")
     pw.add_argument("action", choices=["on", "off", "cycle", "status"])
     pw.add_argument("name")
     no.add_parser("list").add_argument("which", nargs="?", choices=["all", "free"], default="all")
+    con = no.add_parser("console", help="the node's captured serial console output")
+    con.add_argument("name")
+    con.add_argument("--follow", "-f", action="store_true", help="keep printing new output")
+    con.add_argument("--status", action="store_true", help="the capture's state instead of its output")
+    no.add_parser("console-start", help="start capturing the serial console (IPMI SOL)").add_argument("name")
+    no.add_parser("console-stop", help="stop capturing the serial console").add_argument("name")
     no.add_parser("show").add_argument("name")
     nic = no.add_parser("add-nic")
     nic.add_argument("node")
@@ -163,6 +172,8 @@ def run(client: Client, args: argparse.Namespace) -> None:
         if s == "register":
             obm = ({"type": "ipmi", "host": args.ipmi_host, "port": args.ipmi_port, "user": args.ipmi_user,
                     "password": args.ipmi_password} if args.ipmi_host else {})
+            if obm and args.ipmi_cipher_suite is not None:
+                obm["cipher_suite"] = args.ipmi_cipher_suite
             client.call("PUT", f"/v0/node/{_q(args.name)}", {"obm": obm})
         elif s == "delete":
             client.call("DELETE", f"/v0/node/{_q(args.name)}")
@@ -172,6 +183,19 @@ def run(client: Client, args: argparse.Namespace) -> None:
             client.call("POST", f"/v0/node/{_q(args.name)}/power_{args.action}", {})
         elif s == "list":
             out = "\n".join(client.call("GET", f"/v0/nodes/{args.which}"))
+        elif s in ("console-start", "console-stop"):
+            client.call("PUT" if s == "console-start" else "DELETE", f"/v0/node/{_q(args.name)}/console")
+        elif s == "console" and args.status:
+            out = json.dumps(client.call("GET", f"/v0/node/{_q(args.name)}/console_status"), indent=2)
+        elif s == "console":
+            path = f"/v0/node/{_q(args.name)}/console"
+            chunks = client.stream_bytes(path + "?follow=1") if args.follow else [client.call("GET", path)]
+            try:
+                for chunk in chunks:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+            except KeyboardInterrupt:
+                pass
         elif s == "show":
             out = json.dumps(client.call("GET", f"/v0/node/{_q(args.name)}"), indent=2)
         elif s == "add-nic":

@@ -223,6 +223,10 @@ class Baremetal(_Strict):
     headnode_bridge: str | None = None
     headnode_ovs_db: str | None = None           # ovs-vsctl's --db (default: the system's)
     finished_operations: FinishedOperations = FinishedOperations()
+    console_log_bytes: Annotated[int, Field(ge=4096)] = 1 << 20   # per node: its last 0.5-1 MiB of output
+    console_check_s: Annotated[float, Field(gt=0)] = 15.0    # how often the BMC is asked if SOL is still up
+    console_backoff_s: Annotated[float, Field(gt=0)] = 1.0   # before reopening a lost session, doubled...
+    console_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0   # ...up to this
 
     @field_validator("vlans")
     @classmethod

@@ -38,6 +38,15 @@ class Hil:
             raw, status = e.read(), e.code
         return status, (json.loads(raw) if raw else None)
 
+    def text(self, path: str) -> tuple[int, bytes]:
+        """A GET whose answer is not JSON (a node's console): status and raw body."""
+        req = urllib.request.Request(self.base + "/v0" + path, headers={"Authorization": self.auth} if self.auth else {})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
     def ok(self, method: str, path: str, body: Any = None) -> Any:
         status, out = self.call(method, path, body)
         assert status in (200, 202), f"{method} {path}: {status} {out}"

@@ -87,6 +87,30 @@ class HilApi:
             return web.json_response(result, status=status)
         return handler
 
+    async def _show_console(self, request: web.Request) -> web.StreamResponse:
+        """The node's captured console output; with follow=1 it stays open and streams new output
+        until the capture stops or the client goes away."""
+        node = request.match_info["node"]
+        follow = request.query.get("follow", "") in ("1", "true", "yes")
+        try:
+            caller = await self._caller(request)
+            if not follow:
+                data = await self.bm.console.show(caller, node)
+                return web.Response(body=data, content_type="text/plain", charset="utf-8")
+            data, q, out = await self.bm.console.follow(caller, node)
+        except BmError as e:
+            return _error(e)
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+            await resp.prepare(request)
+            await resp.write(data)
+            while (chunk := await q.get()) is not None:
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+        finally:
+            out.unfollow(q)
+
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         bm, net, ops, users = self.bm, self.bm.networks, self.bm.ops, self.bm.users
@@ -105,14 +129,14 @@ class HilApi:
         add("POST", "/project/{project}/connect_node",
             lambda q, c, b: site.connect_node(c, m(q, "project"), _str(b, "node")))
         add("POST", "/project/{project}/detach_node",
-            lambda q, c, b: site.detach_node(c, m(q, "project"), _str(b, "node")))
+            lambda q, c, b: bm.detach_node(c, m(q, "project"), _str(b, "node")))
         add("GET", "/project/{project}/nodes", lambda q, c, b: _ret(site.project_nodes(c, m(q, "project"))))
         add("GET", "/project/{project}/networks",
             lambda q, c, b: _ret(net.project_networks(c, m(q, "project"))))
         # nodes and NICs
         add("GET", "/nodes/{which}", lambda q, c, b: _ret(site.list_nodes(c, m(q, "which"))))
         add("PUT", "/node/{node}", lambda q, c, b: site.register_node(c, m(q, "node"), b.get("obm")))
-        add("DELETE", "/node/{node}", lambda q, c, b: site.delete_node(c, m(q, "node")))
+        add("DELETE", "/node/{node}", lambda q, c, b: bm.delete_node(c, m(q, "node")))
         add("GET", "/node/{node}", lambda q, c, b: _ret(site.show_node(c, m(q, "node"))))
         add("PUT", "/node/{node}/nic/{nic}",
             lambda q, c, b: site.register_nic(c, m(q, "node"), m(q, "nic"), b.get("macaddr")))
@@ -122,6 +146,11 @@ class HilApi:
         add("GET", "/node/{node}/power_status", lambda q, c, b: bm.obm.status(c, m(q, "node")))
         add("PUT", "/node/{node}/boot_device", lambda q, c, b: bm.obm.bootdev(c, m(q, "node"), b.get("bootdev")))
         add("DELETE", "/node/{node}/nic/{nic}", lambda q, c, b: site.delete_nic(c, m(q, "node"), m(q, "nic")))
+        # serial console (HIL v0.1's start/stop_console, show_console); GET is text, not JSON
+        add("PUT", "/node/{node}/console", lambda q, c, b: bm.console.enable(c, m(q, "node")))
+        add("DELETE", "/node/{node}/console", lambda q, c, b: bm.console.disable(c, m(q, "node")))
+        add("GET", "/node/{node}/console_status", lambda q, c, b: _ret(bm.console.status(c, m(q, "node"))))
+        self._routes.add(r.add_route("GET", "/v0/node/{node}/console", self._show_console))
 
         async def connect_network(q: web.Request, c: Caller, b: dict[str, Any]) -> Any:
             op = await ops.connect(c, m(q, "node"), m(q, "nic"), b.get("network"), b.get("channel"))

@@ -244,8 +244,9 @@ class BmNode(Row):
     key_field: ClassVar[str] = "name"
     name: str
     project: str | None = None   # None: free
-    obm: dict[str, Any] = field(default_factory=dict)   # {type, host, port, user, password}
+    obm: dict[str, Any] = field(default_factory=dict)   # {type, host, port, user, password, cipher_suite?}
     created: float = 0.0
+    console: bool = False        # serial console capture on (HIL's start_console)
 
 
 @dataclass(slots=True)

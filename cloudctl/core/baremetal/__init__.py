@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from ...config import Baremetal as BaremetalConfig, parse_vlan_ranges
 from ...store.store import Store
@@ -11,6 +12,7 @@ from ..events import Events
 from ..images import Images
 from ..users import Users
 from .auth import Caller
+from .console import Consoles
 from .headnodes import Headnodes
 from .networks import Networks
 from .obm import Obm
@@ -24,7 +26,7 @@ log = logging.getLogger("cloudctl.baremetal")
 
 class Baremetal:
     def __init__(self, store: Store, config: BaremetalConfig, events: Events, compute: Compute, users: Users,
-                 images: Images, secrets: BmSecrets) -> None:
+                 images: Images, secrets: BmSecrets, console_dir: Path) -> None:
         self.config = config
         self.site = Site(store, parse_vlan_ranges(config.vlans), secrets)
         self.headnodes = Headnodes(self.site, compute, users, images, config.headnode_bridge)
@@ -32,12 +34,14 @@ class Baremetal:
         self.ops = Operations(self.site, config, events)
         self.users = BmUsers(self.site, config.auth)
         self.obm = Obm(self.site, config.command_timeout_s)
+        self.console = Consoles(self.site, config, console_dir, events)
         self._audit: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Resume pending operations and audit the switches, in the background: a dead switch
         must not hold up the controller's start."""
         self.ops.start()
+        self.console.start()
         self._audit = asyncio.get_running_loop().create_task(self._audit_on_start())
 
     async def _audit_on_start(self) -> None:
@@ -56,7 +60,17 @@ class Baremetal:
         await self.site.delete_switch(caller, name)
         await self.ops.forget_switch(name)
 
+    async def detach_node(self, caller: Caller, project: str, node: str) -> None:
+        """Leaving its project ends the node's console capture (the next owner must not read it)."""
+        await self.site.detach_node(caller, project, node)
+        await self.console.forget(node)
+
+    async def delete_node(self, caller: Caller, name: str) -> None:
+        await self.site.delete_node(caller, name)
+        await self.console.forget(name)
+
     async def close(self) -> None:
+        await self.console.close()
         if self._audit is not None:
             self._audit.cancel()
             await asyncio.gather(self._audit, return_exceptions=True)

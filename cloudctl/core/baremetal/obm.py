@@ -11,6 +11,11 @@ from .site import Site
 BOOT_DEVICES = ("pxe", "disk", "none")
 
 
+def ipmi_of(o: dict[str, Any], timeout: float) -> Ipmi:
+    """The node's BMC from its OBM record with the password opened (`site.secrets.obm(node)`)."""
+    return Ipmi(o["host"], o["port"], o["user"], o["password"], timeout, o.get("cipher_suite"))
+
+
 class Obm:
     def __init__(self, site: Site, timeout: float) -> None:
         self.site = site
@@ -21,8 +26,7 @@ class Obm:
         self.site.require_node_access(caller, n)
         if not n.obm:
             raise ProjectMismatchError(f"node {node!r} has no OBM registered")
-        o = self.site.secrets.obm(n)
-        return Ipmi(o["host"], o["port"], o["user"], o["password"], self.timeout)
+        return ipmi_of(self.site.secrets.obm(n), self.timeout)
 
     async def power(self, caller: Caller, node: str, action: str, force: Any = False) -> None:
         bmc = self._bmc(caller, node)

@@ -165,7 +165,7 @@ class Site:
         why = self.node_busy(node)
         if why:
             raise BlockedError(f"node {node!r}: {why}; detach its networks first")
-        await self.commit(BmNode(**{**n.to_dict(), "project": None}))
+        await self.commit(BmNode(**{**n.to_dict(), "project": None, "console": False}))
 
     def project_nodes(self, caller: Caller, project: str) -> list[str]:
         caller.require_project(project)
@@ -344,4 +344,9 @@ def _check_obm(obm: Any) -> dict[str, Any]:
         if not isinstance(v, str) or not v or "\n" in v:
             raise BadArgumentError(f"obm.{key} must be a non-empty string")
         out[key] = v
+    cipher = obm.get("cipher_suite")
+    if cipher is not None:
+        if not isinstance(cipher, int) or isinstance(cipher, bool) or not 0 <= cipher <= 17:
+            raise BadArgumentError("obm.cipher_suite must be an IPMI cipher suite id, 0-17")
+        out["cipher_suite"] = cipher
     return out
