@@ -121,9 +121,7 @@ class Capture:
                 break
             if len(head) > 65536:
                 raise SessionLost(head[-300:].decode(errors="replace"))
-        self.status.state, self.status.since, self.status.error = "active", time.time(), None
-        if self.status.reconnects and self.events is not None:
-            self.events.emit("node.console", self.name, "serial console session reopened")
+        self._opened()
         if rest:
             await self.log.append(rest)
         while True:
@@ -132,13 +130,19 @@ class Capture:
                 return True
             await self.log.append(chunk)
 
+    def _opened(self) -> None:
+        if self.status.state == "active":
+            return
+        self.status.state, self.status.since, self.status.error = "active", time.time(), None
+        if self.status.reconnects and self.events is not None:
+            self.events.emit("node.console", self.name, "serial console session reopened")
+
     async def _check(self) -> None:
         """Raise SessionLost when the BMC no longer has the session (it never tells ipmitool)."""
         failures = 0
+        spawned = time.monotonic()
         while True:
             await asyncio.sleep(self.cfg.console_check_s)
-            if self.status.state != "active":
-                continue
             try:
                 active = await self.bmc.sol_active()
                 failures = 0
@@ -151,8 +155,12 @@ class Capture:
                 if failures >= 2:
                     raise SessionLost(f"BMC unreachable: {e}") from None
                 continue
-            if not active:
+            if active:
+                self._opened()             # in case ipmitool's banner is still in its buffer
+            elif self.status.state == "active":
                 raise SessionLost("the BMC closed the SOL session")
+            elif time.monotonic() - spawned > self.cfg.command_timeout_s:
+                raise SessionLost(f"ipmitool did not open a session within {self.cfg.command_timeout_s:.0f} s")
 
 
 async def _tail(stream: asyncio.StreamReader, buf: bytearray, keep: int = 4096) -> None:

@@ -15,6 +15,9 @@ from contextlib import asynccontextmanager
 # crashed controller would hold the BMC's only SOL slot: it runs under `setpriv --pdeathsig KILL`
 # so it dies with the controller.
 _SETPRIV = shutil.which("setpriv")
+# ipmitool flushes the node's output as it comes, but not its own "session operational" banner:
+# unbuffered stdout shows at once that the session is up.
+_STDBUF = shutil.which("stdbuf")
 
 
 class ObmError(Exception):
@@ -116,6 +119,8 @@ class Ipmi:
         Its stdin is a pipe held open and never written (at end of input ipmitool closes the
         session). Leaving the block kills the process and frees the BMC's slot."""
         argv = self._argv("sol", "activate")
+        if _STDBUF:
+            argv = [_STDBUF, "-o0", *argv]
         if _SETPRIV:
             argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
         try:
