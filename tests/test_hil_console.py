@@ -4,10 +4,13 @@ What the node prints must reach `GET /v0/node/<n>/console`, through BMC crashes,
 by another client and controller crashes; access is the node's project's and the admin's."""
 from __future__ import annotations
 
+import json
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -45,6 +48,7 @@ def _sol_processes(port: int) -> list[str]:
         except OSError:
             continue
         if argv and argv[0].endswith(b"ipmitool") and b"activate" in argv and str(port).encode() in argv:
+            assert not any(b"bmc-pw" in a for a in argv), "the BMC password is on a command line"
             out.append(pid)
     return out
 
@@ -66,6 +70,17 @@ class Follower:
                     self.got.extend(chunk)
         except Exception as e:          # the controller was killed under it
             self.error = e
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 60) -> None:
+    """Read a child's output until `needle` shows up."""
+    seen, deadline = b"", time.time() + timeout
+    while needle not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.time()))
+        assert ready, f"{needle!r} not seen; got {seen[-300:]!r}"
+        chunk = os.read(fd, 4096)
+        assert chunk, f"output ended before {needle!r}; got {seen[-300:]!r}"
+        seen += chunk
 
 
 def _shows(h: Hil, node: str, text: str) -> bool:
@@ -158,6 +173,18 @@ def test_console_capture(new_server: Any, sol: tuple[SerialLine, IpmiSim]) -> No
     cli = [sys.executable, "-m", "cloudctl", "--config", str(srv.config_path), "node"]
     out = subprocess.run([*cli, "console", "bm1"], capture_output=True, timeout=60, check=True).stdout
     assert b"after the controller restart" in out
+    status = json.loads(subprocess.run([*cli, "console", "--status", "bm1"], capture_output=True, timeout=60,
+                                       check=True).stdout)
+    assert (status["logging"], status["state"]) == (True, "active")
+    follower = subprocess.Popen([*cli, "console", "--follow", "bm1"], stdout=subprocess.PIPE)
+    try:
+        assert follower.stdout is not None
+        _read_until(follower.stdout.fileno(), b"after the controller restart")      # the backlog first
+        line.write("for the CLI follower\r\n")
+        _read_until(follower.stdout.fileno(), b"for the CLI follower")
+    finally:
+        follower.kill()
+        follower.wait()
     subprocess.run([*cli, "console-stop", "bm1"], check=True, timeout=60)
     assert pat.ok("GET", "/node/bm1/console_status") == {"logging": False, "state": "off", "error": None,
                                                          "reconnects": 0, "since": None}
@@ -170,9 +197,7 @@ def test_console_capture(new_server: Any, sol: tuple[SerialLine, IpmiSim]) -> No
         wait_until(bmc.sol_active, "the probe's session")
         line.write("printed after stop\r\n")
         assert probe.stdout is not None
-        seen_by_probe = b""
-        while b"printed after stop" not in seen_by_probe:
-            seen_by_probe += os.read(probe.stdout.fileno(), 4096)
+        _read_until(probe.stdout.fileno(), b"printed after stop")
     finally:
         probe.kill()
         probe.wait()
