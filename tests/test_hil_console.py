@@ -243,3 +243,20 @@ def test_console_log_is_bounded(new_server: Any, sol: tuple[SerialLine, IpmiSim]
     assert b"first" not in body and b"line 0399" in body
     size = sum(p.stat().st_size for p in (srv.state_dir / "console").iterdir())
     assert size <= cap
+
+
+def test_console_error_is_reported(new_server: Any, sol: tuple[SerialLine, IpmiSim]) -> None:
+    """A BMC that refuses the credentials: the start is accepted (capture is asynchronous, as the
+    BMC may be down for a while) and the status says what goes wrong while it keeps retrying."""
+    _, bmc = sol
+    srv = new_server(baremetal=BM)
+    admin = Hil(srv.admin_url, token=srv.token)
+    admin.ok("PUT", "/node/locked", {"obm": {**bmc.obm(), "password": "not-the-password"}})
+    admin.ok("PUT", "/node/locked/console")
+
+    def failing() -> bool:
+        st = admin.ok("GET", "/node/locked/console_status")
+        return st["state"] == "retrying" and st["reconnects"] >= 2 and "RMCP+" in (st["error"] or "")
+    wait_until(failing, "the capture to report the BMC's refusal")
+    assert not bmc.sol_active()
+    assert admin.text("/node/locked/console") == (200, b"")

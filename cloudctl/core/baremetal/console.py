@@ -51,6 +51,7 @@ class Capture:
                  events: Events | None) -> None:
         self.name, self.bmc, self.log, self.cfg, self.events = name, bmc, out, cfg, events
         self.status = _Status()
+        self._head = b""                 # what ipmitool printed before its banner: its errors
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"console {name}")
 
     async def stop(self) -> None:
@@ -98,8 +99,9 @@ class Capture:
                     t.result()                     # SessionLost / ObmError from the check
                 await proc.wait()
                 await asyncio.wait({errors}, timeout=5)
-                text = " ".join(ln for ln in stderr.decode(errors="replace").splitlines()
-                                if ln.strip() and not ln.startswith("tcgetattr"))
+                said = self._head.decode(errors="replace") + "\n" + stderr.decode(errors="replace")
+                text = " ".join(ln.strip() for ln in said.splitlines()
+                                if ln.strip() and not ln.startswith("tcgetattr"))[:300]
                 opened = "ended the session" if pump.result() else "failed before the session opened"
                 raise SessionLost(f"ipmitool {opened} (exit {proc.returncode}){': ' + text if text else ''}")
             finally:
@@ -109,15 +111,16 @@ class Capture:
 
     async def _pump(self, stdout: asyncio.StreamReader) -> bool:
         """Copy the node's output to the log until ipmitool ends; True if the session had opened."""
-        head = b""
+        self._head = head = b""
         while True:                                # ipmitool's own lines come before its banner
             chunk = await stdout.read(4096)
             if not chunk:
                 return False
-            head += chunk
+            self._head = head = head + chunk
             at = head.find(BANNER)
             if at >= 0 and b"\n" in head[at:]:
                 rest = head[head.index(b"\n", at) + 1:]
+                self._head = b""
                 break
             if len(head) > 65536:
                 raise SessionLost(head[-300:].decode(errors="replace"))
