@@ -37,14 +37,21 @@ def _domain(kernel: Path, initrd: Path, serial_port: int) -> str:
 </devices></domain>"""
 
 
+def _connected(port: int) -> bool:
+    """Whether a TCP connection to 127.0.0.1:port is established (ipmi_sim to qemu's chardev)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"], capture_output=True,
+                         text=True, timeout=30)
+    return bool(out.stdout.strip())
+
+
 @pytest.fixture
-def node(conn: Any, guest_image: dict[str, Path]) -> Iterator[tuple[Any, IpmiSim, str]]:
+def node(conn: Any, guest_image: dict[str, Path]) -> Iterator[tuple[Any, IpmiSim, int]]:
     """The guest (defined, not started) and its BMC, whose SOL reaches the guest's ttyS0."""
     port = free_port()
     bmc = IpmiSim(port).start()
     dom = conn.defineXML(_domain(guest_image["vmlinuz"], guest_image["initrd.img"], port))
     try:
-        yield dom, bmc, NAME
+        yield dom, bmc, port
     finally:
         import libvirt
         try:
@@ -58,18 +65,23 @@ def node(conn: Any, guest_image: dict[str, Path]) -> Iterator[tuple[Any, IpmiSim
 
 
 def test_guest_serial_console_through_sol(new_server: Any, node: tuple[Any, IpmiSim, str]) -> None:
-    dom, bmc, _ = node
+    dom, bmc, serial_port = node
     srv = new_server(baremetal={"audit_on_start": "off", "command_timeout_s": 10, "console_check_s": 1,
                                 "console_backoff_s": 0.5, "console_backoff_max_s": 2})
     h = Hil(srv.admin_url, token=srv.token)
     h.ok("PUT", "/node/guest1", {"obm": bmc.obm()})
     h.ok("PUT", "/node/guest1/console")
     wait_until(lambda: h.ok("GET", "/node/guest1/console_status")["state"] == "active", "the SOL session")
-    dom.create()
-    # ipmi_sim dials the guest's serial chardev until qemu listens: the earliest kernel lines may
-    # be printed before it connects; /init's markers come seconds later.
+    # qemu listens on the serial chardev and drops output while no one is connected; ipmi_sim
+    # redials every few seconds. The guest starts paused until the BMC is on its serial line, so
+    # everything it prints, from the kernel's first line, must reach the console.
+    import libvirt
+    dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+    wait_until(lambda: _connected(serial_port), "ipmi_sim on the guest's serial chardev")
+    dom.resume()
     wait_until(lambda: b"CLOUDCTL-GUEST-READY" in h.text("/node/guest1/console")[1], "the guest's READY marker",
                timeout=240)
+    assert b"Linux version" in h.text("/node/guest1/console")[1]
     dom.shutdown()                         # ACPI power button: /init prints its marker, then powers off
     wait_until(lambda: b"CLOUDCTL-POWER-BUTTON" in h.text("/node/guest1/console")[1],
                "the power-button marker", timeout=120)
