@@ -196,6 +196,15 @@ class Nodes:
                   check=False)
         return out.returncode == 0
 
+    def wait_pings(self, a: int, b: int, timeout: float = 15) -> bool:
+        """Does node a reach node b within `timeout`? For paths expected open: the userspace
+        datapath can miss the first probes on a loaded machine (flows not yet installed)."""
+        t0 = time.monotonic()
+        while not self.pings(a, b):
+            if time.monotonic() - t0 > timeout:
+                return False
+        return True
+
     def remove_all(self) -> None:
         for i in self.made:
             run("ip", "link", "del", self.port(i), check=False)

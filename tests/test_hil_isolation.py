@@ -79,7 +79,7 @@ def audit(h: Hil, repair: bool = False) -> dict[str, str]:
 def test_fresh_ports_are_drift_and_repair_parks_them(admin: Hil, lab: tuple[Ovs, Sshd, Nodes]) -> None:
     """An OVS port nobody configured passes every VLAN: the audit says so, and repair closes it."""
     _, _, nodes = lab
-    assert nodes.pings(1, 3)                      # one flat L2 before the controller acts
+    assert nodes.wait_pings(1, 3)                      # one flat L2 before the controller acts
     report = admin.ok("POST", "/switches/audit", {"repair": False})
     assert {r["status"] for r in report} == {"drift"}
     assert all(r["actual"].startswith("all VLANs") for r in report)
@@ -92,7 +92,7 @@ def test_isolation_by_project_network(admin: Hil, lab: tuple[Ovs, Sshd, Nodes]) 
     _, _, nodes = lab
     for n, net in (("n1", "A-net"), ("n2", "A-net"), ("n3", "B-net"), ("n4", "B-net")):
         assert admin.connect(n, "eth0", net)["status"] == "done"
-    assert nodes.pings(1, 2) and nodes.pings(3, 4)
+    assert nodes.wait_pings(1, 2) and nodes.wait_pings(3, 4)
     assert not nodes.pings(1, 3) and not nodes.pings(2, 4)
     assert admin.ok("GET", "/node/n1")["nics"][0]["networks"] == {"vlan/native": "A-net"}
     assert set(audit(admin).values()) == {"ok"}
@@ -108,7 +108,7 @@ def test_access_list_is_enforced(srv: Server, admin: Hil, lab: tuple[Ovs, Sshd, 
     assert carol.call("PUT", "/network/A-net/access/C")[0] == 403     # only A (or the admin) grants
     admin.ok("PUT", "/network/A-net/access/C")
     assert carol.connect("n6", "eth0", "A-net")["status"] == "done"
-    assert nodes.pings(6, 1) and not nodes.pings(6, 3)
+    assert nodes.wait_pings(6, 1) and not nodes.pings(6, 3)
     # C cannot lose access while its node is on the network.
     status, err = admin.call("DELETE", "/network/A-net/access/C")
     assert (status, err["type"]) == (409, "BlockedError")
@@ -123,7 +123,7 @@ def test_detach_stops_traffic_and_a_nic_moves(admin: Hil, lab: tuple[Ovs, Sshd, 
     admin.ok("PUT", "/network/A-net/access/B")
     assert admin.detach("n3", "eth0", "B-net")["status"] == "done"
     assert admin.connect("n3", "eth0", "A-net")["status"] == "done"
-    assert nodes.pings(1, 3) and not nodes.pings(4, 3)
+    assert nodes.wait_pings(1, 3) and not nodes.pings(4, 3)
     assert set(audit(admin).values()) == {"ok"}
 
 
@@ -156,7 +156,7 @@ def test_a_switch_error_fails_one_operation_not_the_worker(admin: Hil, lab: tupl
     assert st["status"] == "error" and 'no row "ghostport"' in st["error"]
     assert admin.ok("GET", "/node/ghost")["nics"][0]["networks"] == {}
     assert admin.connect("n2", "eth0", "A-net")["status"] == "done"
-    assert nodes.pings(2, 1)
+    assert nodes.wait_pings(2, 1)
     assert admin.ok("GET", f"/operation/{st['id']}")["status"] == "error"   # still queryable
     admin.ok("POST", "/project/B/detach_node", {"node": "ghost"})
     admin.ok("POST", "/switch/ovs1/port/ghostport/detach_nic")
@@ -192,7 +192,7 @@ def test_kill_with_pending_operations(srv: Server, admin: Hil, lab: tuple[Ovs, S
     # Each operation was recorded once (its event is written in the same transaction).
     events = srv.admin("GET", "/v0/events?kind=switch.operation&limit=10000")
     assert sorted(e["data"]["operation"] for e in events if e["data"]["operation"] in queued) == sorted(queued)
-    assert nodes.pings(1, 6) and not nodes.pings(1, 3) and not nodes.pings(4, 2)
+    assert nodes.wait_pings(1, 6) and not nodes.pings(1, 3) and not nodes.pings(4, 2)
 
 
 def cli(srv: Server, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -213,7 +213,7 @@ def test_cli_drives_the_same_calls(srv: Server, admin: Hil, lab: tuple[Ovs, Sshd
     cli(srv, "bm-network", "grant", "D-net", "B")
     assert cli(srv, "node", "connect-network", "n7", "eth0", "D-net").stdout.strip().endswith("done")
     assert cli(srv, "node", "connect-network", "n4", "eth0", "D-net").stdout.strip().endswith("done")
-    assert nodes.pings(7, 4) and not nodes.pings(7, 1)
+    assert nodes.wait_pings(7, 4) and not nodes.pings(7, 1)
     bad = cli(srv, "node", "connect-network", "n7", "eth0", "nosuch", code=1)
     assert "NotFoundError: network 'nosuch' does not exist" in bad.stderr
     assert cli(srv, "node", "list", "free").stdout.split() == ["ghost"]   # the only node in no project
@@ -224,6 +224,6 @@ def test_cli_drives_the_same_calls(srv: Server, admin: Hil, lab: tuple[Ovs, Sshd
     assert any(nodes.port(7) in line and "drift" in line for line in drift.splitlines())
     assert nodes.pings(7, 4) is False
     cli(srv, "switch", "audit", "--repair")
-    assert nodes.pings(7, 4)
+    assert nodes.wait_pings(7, 4)
     assert cli(srv, "node", "detach-network", "n4", "eth0", "D-net").stdout.strip().endswith("done")
     assert not nodes.pings(7, 4)
