@@ -45,13 +45,16 @@ class Ipmi:
     def _env(self) -> dict[str, str]:
         return {**os.environ, "IPMI_PASSWORD": self.password}
 
-    async def _run(self, *args: str) -> str:
+    async def _spawn(self, argv: list[str], stdin: int) -> asyncio.subprocess.Process:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv(*args), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self._env())
+            return await asyncio.create_subprocess_exec(
+                *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=self._env())
         except FileNotFoundError:
             raise ObmError("ipmitool is not installed on the controller") from None
+
+    async def _run(self, *args: str) -> str:
+        proc = await self._spawn(self._argv(*args), asyncio.subprocess.DEVNULL)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
         except asyncio.TimeoutError:
@@ -123,12 +126,7 @@ class Ipmi:
             argv = [_STDBUF, "-o0", *argv]
         if _SETPRIV:
             argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self._env())
-        except FileNotFoundError:
-            raise ObmError("ipmitool is not installed on the controller") from None
+        proc = await self._spawn(argv, asyncio.subprocess.PIPE)
         try:
             yield proc
         finally:
