@@ -34,6 +34,9 @@ class Acked:
     users: set[str] = field(default_factory=set)
     rules: set[tuple[str, str]] = field(default_factory=set)                    # (group id, CIDR)
     addresses: dict[str, str | None] = field(default_factory=dict)              # allocation -> instance
+    # An association displaces the instance's previous address: associations are made one at a
+    # time, so what a client was told always names the instance's latest one.
+    associating: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, what: str, value: Any) -> None:
         with self.lock:
@@ -132,12 +135,13 @@ class AddressOp(Op):
         ctx.acked.add("addresses", {alloc: None})
         iid = ctx.acked.some_instance(ctx.rng)
         if iid is not None:
-            with ctx.acked.lock:   # an instance holds one address: the one it had may go
-                for other, held in ctx.acked.addresses.items():
-                    if held == iid:
-                        ctx.acked.addresses[other] = None
-            ctx.ec2.associate_address(AllocationId=alloc, InstanceId=iid)
-            ctx.acked.add("addresses", {alloc: iid})
+            with ctx.acked.associating:
+                with ctx.acked.lock:   # an instance holds one address: the one it had may go
+                    for other, held in ctx.acked.addresses.items():
+                        if held == iid:
+                            ctx.acked.addresses[other] = None
+                ctx.ec2.associate_address(AllocationId=alloc, InstanceId=iid)
+                ctx.acked.add("addresses", {alloc: iid})
 
 
 OPS: list[Op] = [RunOp(), KeyPairOp(), VolumeOp(), TagOp(), TerminateOp(), AdminUserOp(), RuleOp(), AddressOp()]
