@@ -75,7 +75,8 @@ def test_headnode_lifecycle(srv: Server, site: dict[str, Any]) -> None:
     assert iid and shown["owner"] == "hil-p1"
     wait_state(ec2, iid, "running")
     inst = instance(ec2, iid)
-    assert inst["ImageId"] == ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
+    blank = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]
+    assert inst["ImageId"] == blank["ImageId"]
     # a second start of a running headnode launches nothing more
     u1.ok("POST", "/headnode/hn1/start")
     running = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]

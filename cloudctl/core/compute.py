@@ -781,7 +781,8 @@ class Compute:
         bm = self.config.baremetal
         if bm.headnode_bridge is None:
             raise HypervisorError("baremetal.headnode_bridge is not configured: a headnode's NICs have no bridge")
-        return interface_xml(nic["mac"], await driver.plug_ovs(bm.headnode_bridge, int(nic["vlan"]), bm.headnode_ovs_db))
+        bridge = await driver.plug_ovs(bm.headnode_bridge, int(nic["vlan"]), bm.headnode_ovs_db)
+        return interface_xml(nic["mac"], bridge)
 
     def _root_file(self, root: Volume) -> Callable[[], Awaitable[Path]]:
         """Makes (once) and returns the root volume's file; called only where the domain needs it."""

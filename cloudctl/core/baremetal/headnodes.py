@@ -25,7 +25,8 @@ from ..ids import new_mac
 from ..images import Images
 from ..users import Users
 from .auth import Caller
-from .errors import BadArgumentError, BlockedError, DuplicateError, IllegalStateError, NotFoundError, ProjectMismatchError
+from .errors import (BadArgumentError, BlockedError, DuplicateError, IllegalStateError, NotFoundError,
+                     ProjectMismatchError)
 from .names import label
 from .site import Site
 

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ...drivers.switch.base import FAMILIES, driver_class
-from ...store.records import (BmAttachment, BmHeadnode, BmNetwork, BmNic, BmNode, BmOperation, BmPort, BmProject, BmSwitch,
-                              BmUser)
+from ...store.records import (BmAttachment, BmHeadnode, BmNetwork, BmNic, BmNode, BmOperation, BmPort, BmProject,
+                              BmSwitch, BmUser)
 from ...store.store import MultiIndex, Store
 from .auth import Caller
 from .errors import BadArgumentError, BlockedError, DuplicateError, NotFoundError, ProjectMismatchError
