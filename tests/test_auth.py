@@ -18,7 +18,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
-from cloudctl.api.ec2.auth import AUTH_PARAMS, AuthError, SignatureVerifier
+from cloudctl.api.ec2.auth import AUTH_PARAMS, AuthError, SignatureVerifier, Verified
+from spellings import authorization_variants, query_variants
 
 AK = "AKIDCLOUDCTLTEST0001"
 SK = "s3cr3t/Key+With=Odd/Chars0123456789abcd"
@@ -63,6 +64,10 @@ class Wire:
         return merged
 
     def verify(self, v: SignatureVerifier) -> str:
+        """The access key that signed the request (raises AuthError)."""
+        return self.verified(v).access_key
+
+    def verified(self, v: SignatureVerifier) -> Verified:
         return v.verify(method=self.method, path=self.path, query_string=self.query,
                         headers=self.headers, body=self.body, params=self.params)
 
@@ -92,13 +97,13 @@ def sign_presigned(params: dict[str, str], expires: int = 300, *, method: str = 
     return prepared(req)
 
 
-def sign_v2(method: str, params: dict[str, str]) -> Wire:
-    headers = {"Host": HOST}
+def sign_v2(method: str, params: dict[str, str], host: str = HOST) -> Wire:
+    headers = {"Host": host}
     if method == "POST":
         headers["Content-Type"] = FORM
-        req = AWSRequest(method="POST", url=BASE, data=dict(params), headers=headers)
+        req = AWSRequest(method="POST", url=f"http://{host}/", data=dict(params), headers=headers)
     else:
-        req = AWSRequest(method="GET", url=BASE, params=dict(params), headers=headers)
+        req = AWSRequest(method="GET", url=f"http://{host}/", params=dict(params), headers=headers)
     SigV2Auth(Credentials(AK, SK)).add_auth(req)
     return prepared(req)
 
@@ -269,7 +274,7 @@ def test_v4_query_string_canonical_encoding() -> None:
     v = verifier()
     for raw_query in (req.rel_url.raw_query_string, req.raw_path.partition("?")[2]):
         assert v.verify(method="GET", path=req.raw_path.partition("?")[0], query_string=raw_query,
-                        headers=req.headers, body=b"", params=dict(req.query)) == AK
+                        headers=req.headers, body=b"", params=dict(req.query)).access_key == AK
 
     # A client that writes spaces as '+' and lowercase hex on the wire, but signs canonically.
     sloppy = wire.query.replace("%20", "+").replace("%2F", "%2f")
@@ -579,6 +584,81 @@ def test_mangled_requests_only_raise_auth_errors() -> None:
                 wire.verify(verifier())
             except AuthError:
                 pass
+
+# -- replay keys: one per signed request, however it is written -----------------------------
+
+MUTATING = b"Action=CreateTags&Version=2016-11-15&ResourceId.1=i-0123456789abcdef0" \
+           b"&Tag.1.Key=Name&Tag.1.Value=web%20server%2Fa"
+
+
+def rewritten(wire: Wire, *, query: str | None = None, body: bytes | None = None,
+              **headers: str) -> Wire:
+    """The same request with its query, body or some headers written differently."""
+    out = Wire(wire.method, BASE, dict(wire.headers), wire.body if body is None else body)
+    out.path = wire.path
+    out.query = wire.query if query is None else query
+    for name, value in headers.items():
+        out.headers[name.replace("_", "-")] = value
+    return out
+
+
+def test_replay_key_v4_header_same_for_every_accepted_variant() -> None:
+    wire = sign_v4(MUTATING)
+    first = wire.verified(verifier())
+    signature = wire.headers["Authorization"].rpartition("Signature=")[2]
+    assert first == Verified(AK, f"v4h:{AK}:{signature}")
+    variants = [rewritten(wire, Authorization=a) for a in authorization_variants(wire.headers["Authorization"])]
+    variants.append(rewritten(wire, X_Amz_Content_SHA256=hashlib.sha256(MUTATING).hexdigest()))
+    for variant in variants:
+        assert variant.verified(verifier()) == first, variant.headers["Authorization"]
+    # Duplicated commas are not accepted at all (so they need no replay key).
+    doubled = wire.headers["Authorization"].replace(", ", ",, ")
+    expect("IncompleteSignature", 400, lambda: rewritten(wire, Authorization=doubled).verify(verifier()))
+
+
+def test_replay_key_v4_presigned_same_for_every_accepted_variant() -> None:
+    wire = sign_presigned(dict(parse_qsl(MUTATING.decode())))
+    first = wire.verified(verifier())
+    assert first.access_key == AK and first.replay_key.startswith(f"v4q:{AK}:")
+    queries = query_variants(wire.query)
+    assert len(queries) >= 6
+    for query in queries:
+        assert rewritten(wire, query=query).verified(verifier()) == first, query
+
+
+def test_replay_key_v2_same_for_every_accepted_variant() -> None:
+    base = dict(parse_qsl(MUTATING.decode()))
+    for i in range(64):   # a signature with a '+' in it, to write that '+' other ways
+        wire = sign_v2("POST", {**base, "Tag.1.Value": f"web server/{i}"}, host="localhost:4567")
+        if "%2B" in wire.body.decode():
+            break
+    else:
+        pytest.skip("no signature containing '+' produced")
+    v = SignatureVerifier({AK: SK}.get)  # botocore stamps Timestamp with the real clock
+    first = wire.verified(v)
+    assert first == Verified(AK, f"v2:{AK}:{wire.params['Signature']}")
+    form = wire.body.decode()
+    pairs = form.split("&")
+    half = len(pairs) // 2
+    variants = [rewritten(wire, body=q.encode()) for q in query_variants(form)]
+    variants += [
+        rewritten(wire, body=form.replace("%2B", "+").encode()),              # '+' sent raw: a space
+        rewritten(wire, body=f"{form}&{pairs[0]}".encode()),                  # a pair repeated
+        rewritten(wire, query="&".join(pairs[:half]), body="&".join(pairs[half:]).encode()),
+        rewritten(wire, query=form, body=b""),                                # all in the query
+        rewritten(wire, Host="LOCALHOST:4567"),                               # host case
+        rewritten(wire, Host="LocalHost:4567"),
+    ]
+    for variant in variants:
+        assert variant.verified(v) == first, (variant.query, variant.body, variant.headers["Host"])
+
+
+def test_replay_keys_differ_between_requests_and_users() -> None:
+    one, other = sign_v4(MUTATING), sign_v4(MUTATING + b"x")
+    assert one.verified(verifier()).replay_key != other.verified(verifier()).replay_key
+    mine = sign_v4(MUTATING).verified(verifier())
+    theirs = sign_v4(MUTATING, key="AKIDOTHER", secret=SK).verified(verifier(secrets={"AKIDOTHER": SK}))
+    assert mine.replay_key != theirs.replay_key
 
 
 def test_replay_cache_grace_expiry_and_release() -> None:

@@ -3,18 +3,23 @@ then altered or replayed on the wire. Each is refused with the AWS code and chan
 from __future__ import annotations
 
 import datetime
+import hashlib
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
-from botocore.auth import SigV2Auth, SigV4Auth
+from botocore.auth import SigV2Auth, SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from conftest import REGION
+from conftest import REGION, Server, free_port, write_config
+from rawquery import StateProbe
+from spellings import authorization_variants, query_variants
 
 FORM = "application/x-www-form-urlencoded; charset=utf-8"
 
@@ -41,7 +46,11 @@ def send(req: AWSRequest, drop: str | None = None, **replace: str) -> tuple[int,
     headers = {k: v for k, v in prepared.headers.items() if k != drop}
     headers.update(replace)
     body = prepared.body if isinstance(prepared.body, bytes) else (prepared.body or "").encode()
-    http = urllib.request.Request(prepared.url, data=body, headers=headers, method=prepared.method)
+    return deliver(prepared.method, prepared.url, body, headers)
+
+
+def deliver(method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, str]:
+    http = urllib.request.Request(url, data=body, headers=headers, method=method)
     try:
         with urllib.request.urlopen(http, timeout=30) as resp:
             return resp.status, resp.read().decode()
@@ -143,3 +152,117 @@ def test_replay_with_a_client_token_returns_the_first_result(server: Any, victim
     assert rid == again[1].split("<reservationId>")[1].split("<")[0]
     found = vec2.describe_instances(Filters=[{"Name": "client-token", "Values": ["replay-token-1"]}])
     assert [r["ReservationId"] for r in found["Reservations"]] == [rid]
+
+
+# -- replays written another way --------------------------------------------------------------
+
+GRACE = 0.3   # the replay grace of the `quick` server: replays can be tried without long sleeps
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
+    d = tmp_path_factory.mktemp("replay-grace")
+    ec2 = {"listen": "127.0.0.1", "port": free_port(), "replay_grace_s": GRACE}
+    s = Server(write_config(d, model_cache, ec2=ec2)).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def replayer(quick: Server) -> dict[str, str]:
+    return quick.create_user("replayer")
+
+
+@pytest.fixture(scope="module")
+def tagged_key(quick: Server, replayer: dict[str, str]) -> str:
+    """A key pair to tag: a replayed CreateTags would put back the tag the test removes."""
+    return quick.client(replayer).create_key_pair(KeyName="replay-target")["KeyPairId"]
+
+
+def names_of(ec2: Any, resource: str) -> list[str]:
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [resource]}])["Tags"]
+    return [t["Value"] for t in tags if t["Key"] == "Name"]
+
+
+def refused_and_unchanged(server: Server, attempts: list[tuple[str, str, bytes | None, dict[str, str]]]
+                          ) -> None:
+    """After the grace window, every attempt is refused as a replay and the state is unchanged."""
+    probe = StateProbe(server.admin_url, server.token)
+    before = probe.settle()
+    time.sleep(GRACE + 0.2)
+    for method, url, body, headers in attempts:
+        status, text = deliver(method, url, body, headers)
+        assert (error_code(text), status) == ("AuthFailure", 401), (url, body, headers, text)
+        assert "already received" in text
+    assert probe.settle() == before
+
+
+def test_replayed_run_instances_with_its_header_rewritten_is_refused(quick: Server,
+                                                                      replayer: dict[str, str]) -> None:
+    """The reported attack: one captured RunInstances, replayed with only its spacing changed."""
+    ec2 = quick.client(replayer)
+    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
+    req = signed(quick, replayer, f"Action=RunInstances&Version=2016-11-15&ImageId={image}"
+                                  "&MinCount=1&MaxCount=1")
+    assert send(req)[0] == 200
+    prepared = req.prepare()
+    headers = dict(prepared.headers.items())
+    variants = [{**headers, "Authorization": a} for a in authorization_variants(headers["Authorization"])]
+    body = prepared.body if isinstance(prepared.body, bytes) else prepared.body.encode()
+    variants.append({**headers, "X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()})
+    refused_and_unchanged(quick, [("POST", prepared.url, body, h) for h in variants])
+    assert len([i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]) == 1
+
+
+def test_replayed_presigned_create_tags_with_its_query_rewritten_is_refused(
+        quick: Server, replayer: dict[str, str], tagged_key: str) -> None:
+    ec2 = quick.client(replayer)
+    req = AWSRequest(method="GET", url=quick.endpoint + "/", params={
+        "Action": "CreateTags", "Version": "2016-11-15", "ResourceId.1": tagged_key,
+        "Tag.1.Key": "Name", "Tag.1.Value": "presigned replay/1"})
+    creds = Credentials(replayer["AccessKeyId"], replayer["SecretAccessKey"])
+    SigV4QueryAuth(creds, "ec2", REGION, expires=300).add_auth(req)
+    url = req.prepare().url
+    assert deliver("GET", url, None, {})[0] == 200
+    assert names_of(ec2, tagged_key) == ["presigned replay/1"]
+    ec2.delete_tags(Resources=[tagged_key])
+    base, _, query = url.partition("?")
+    variants = query_variants(query)
+    assert len(variants) >= 6
+    refused_and_unchanged(quick, [("GET", f"{base}?{q}", None, {}) for q in variants])
+    assert names_of(ec2, tagged_key) == []
+
+
+def test_replayed_sigv2_create_tags_rewritten_is_refused(quick: Server, replayer: dict[str, str],
+                                                          tagged_key: str) -> None:
+    ec2 = quick.client(replayer)
+    port = quick.endpoint.rpartition(":")[2]
+    host = f"localhost:{port}"           # signed with a host name, to replay it in other case
+    creds = Credentials(replayer["AccessKeyId"], replayer["SecretAccessKey"])
+    for i in range(64):                  # a signature with a '+', to replay it as ' ' and '%2b'
+        req = AWSRequest(method="POST", url=f"http://{host}/", headers={"Content-Type": FORM}, data={
+            "Action": "CreateTags", "Version": "2016-11-15", "ResourceId.1": tagged_key,
+            "Tag.1.Key": "Name", "Tag.1.Value": f"v2 replay/{i}"})
+        SigV2Auth(creds).add_auth(req)
+        form = req.prepare().body
+        if "%2B" in form:
+            break
+    else:
+        pytest.skip("no signature containing '+' produced")
+    url = quick.endpoint + "/"
+    headers = {"Content-Type": FORM, "Host": host}
+    assert deliver("POST", url, form.encode(), headers)[0] == 200
+    assert names_of(ec2, tagged_key) == [f"v2 replay/{i}"]
+    ec2.delete_tags(Resources=[tagged_key])
+    pairs = form.split("&")
+    half = len(pairs) // 2
+    attempts = [("POST", url, q.encode(), headers) for q in query_variants(form)]
+    attempts += [
+        ("POST", url, form.replace("%2B", "+").encode(), headers),            # '+' read as a space
+        ("POST", url, f"{form}&{pairs[0]}".encode(), headers),                # a pair repeated
+        ("POST", f"{url}?{'&'.join(pairs[:half])}", "&".join(pairs[half:]).encode(), headers),
+        ("POST", f"{url}?{form}", b"", headers),                              # all in the query
+        ("POST", url, form.encode(), {**headers, "Host": host.upper()}),      # host case
+    ]
+    refused_and_unchanged(quick, attempts)
+    assert names_of(ec2, tagged_key) == []

@@ -7,8 +7,9 @@ literal reading of botocore is explained where it is made.
 Wiring (aiohttp)::
 
     raw_path, _, raw_query = request.raw_path.partition("?")
-    akid = verifier.verify(method=request.method, path=raw_path, query_string=raw_query,
-                           headers=request.headers, body=await request.read(), params=params)
+    verified = verifier.verify(method=request.method, path=raw_path, query_string=raw_query,
+                               headers=request.headers, body=await request.read(), params=params)
+    user, replay_key = verified.access_key, verified.replay_key
 
 Use ``request.raw_path`` (the request line as received).  ``request.path`` is decoded and
 ``request.query_string`` is *decoded* by yarl; ``request.rel_url.raw_query_string`` is
@@ -23,11 +24,13 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 from urllib.parse import quote, unquote_plus, unquote_to_bytes
 
-__all__ = ["AUTH_PARAMS", "AuthError", "SignatureVerifier"]
+__all__ = ["AUTH_PARAMS", "AuthError", "ReplayCache", "SignatureVerifier", "Verified"]
 
 AUTH_PARAMS: frozenset[str] = frozenset({
     # SigV2
@@ -56,6 +59,21 @@ class AuthError(Exception):
         self.code = code
         self.message = message
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A request whose signature matched.
+
+    ``replay_key`` names the signature by what was verified, not by how it was written: the
+    scheme, the access key and the MAC the server computed (SigV4: lowercase hex; SigV2:
+    base64).  Every textual variant the verifier accepts for one signed request (spacing and
+    field order in the Authorization header, parameter order or percent-encoding, '+' or
+    '%2B', query or body, host case) matched the same MAC, so they share this key.
+    """
+
+    access_key: str
+    replay_key: str
 
 
 def _incomplete(message: str) -> AuthError:
@@ -163,6 +181,29 @@ def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
     return [] if value is None else [value]
 
 
+class _V4Parts(NamedTuple):
+    akid: str
+    scope_date: str
+    region: str
+    signature: str
+    signed_headers: str
+    amz_date: str
+    pairs: list[tuple[str, str]]   # the raw query pairs (presigned only)
+
+
+class _V2Parts(NamedTuple):
+    akid: str
+    digest: str
+    host: str
+    secret: str
+
+
+def _body_hash(body: bytes, known: str | None) -> str:
+    if known is not None:
+        return known
+    return hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
+
+
 class SignatureVerifier:
     """Checks that a request was signed with the secret of the access key it names."""
 
@@ -179,28 +220,97 @@ class SignatureVerifier:
         # request are stored, so forged requests naming random regions cannot churn the cache.
         self._keys: dict[tuple[str, str, str, str], bytes] = {}
 
-    # -- entry point -------------------------------------------------------------------------
+    # -- entry points ------------------------------------------------------------------------
 
     def verify(self, *, method: str, path: str, query_string: str, headers: Mapping[str, str],
-               body: bytes, params: Mapping[str, str]) -> str:
-        """Return the access key id of a correctly signed request, else raise AuthError."""
-        authorization = headers.get("Authorization")
-        if authorization is not None:
+               body: bytes, params: Mapping[str, str], body_sha256: str | None = None) -> Verified:
+        """Return who signed a correctly signed request, else raise AuthError.
+
+        ``body_sha256``: the body's hex SHA-256 if the caller already has it (hashed off the
+        event loop for a large body); computed here otherwise.
+        """
+        scheme = self._scheme(headers, params)
+        if scheme == "v4h":
+            v4h = self._v4_header_parts(headers)
+            secret = self._v4_secret(v4h.akid, v4h.signed_headers)
+            declared = headers.get("X-Amz-Content-SHA256")
+            if declared is None:
+                payload_hash = _body_hash(body, body_sha256)
+            elif declared == _UNSIGNED_PAYLOAD:
+                # The form body carries the Action and all its parameters: never let it go unsigned.
+                if body:
+                    raise _incomplete("UNSIGNED-PAYLOAD is not accepted for a request with a body")
+                payload_hash = declared
+            else:   # (its form was checked with the header's other parts)
+                if not hmac.compare_digest(declared, _body_hash(body, body_sha256)):
+                    raise _auth_failure()
+                payload_hash = declared
+            return self._check_v4("v4h", secret, v4h.akid, v4h.scope_date, v4h.region, v4h.signature,
+                                  method, path, _split_query(query_string), None, headers,
+                                  v4h.signed_headers, v4h.amz_date, (payload_hash,))
+        if scheme == "v4q":
+            v4q = self._v4_query_parts(query_string)
+            secret = self._v4_secret(v4q.akid, v4q.signed_headers)
+            declared = headers.get("X-Amz-Content-SHA256")
+            if declared is not None:
+                if declared == _UNSIGNED_PAYLOAD:
+                    if body:
+                        raise _incomplete("UNSIGNED-PAYLOAD is not accepted for a request with a body")
+                elif not (_HEX64.fullmatch(declared)
+                          and hmac.compare_digest(declared, _body_hash(body, body_sha256))):
+                    raise _auth_failure()
+                candidates: tuple[str, ...] = (declared,)
+            elif body:
+                candidates = (_body_hash(body, body_sha256),)
+            else:
+                # botocore's SigV4QueryAuth signs the hash of the (empty) body; S3-style presigners
+                # sign UNSIGNED-PAYLOAD.  With no body the two are equally safe, so accept both.
+                candidates = (_EMPTY_SHA256, _UNSIGNED_PAYLOAD)
+            return self._check_v4("v4q", secret, v4q.akid, v4q.scope_date, v4q.region, v4q.signature,
+                                  method, path, v4q.pairs, "X-Amz-Signature", headers,
+                                  v4q.signed_headers, v4q.amz_date, candidates)
+        return self._verify_v2(method, path, headers, params)
+
+    def precheck(self, *, query_string: str, headers: Mapping[str, str],
+                 params: Mapping[str, str]) -> str:
+        """Every check that needs neither the body nor (SigV2) all its parameters; the scheme.
+
+        Run before a large body is hashed or parsed, so a request that names no credentials,
+        an unknown access key, another service or region, or a date outside the window costs
+        no more than its headers. ``params``: the query's parameters plus the auth parameters
+        found in the body (see form.auth_fields). It raises what verify would raise for them.
+        """
+        scheme = self._scheme(headers, params)
+        if scheme == "v4h":
+            v4h = self._v4_header_parts(headers)
+            self._v4_secret(v4h.akid, v4h.signed_headers)
+        elif scheme == "v4q":
+            v4q = self._v4_query_parts(query_string)
+            self._v4_secret(v4q.akid, v4q.signed_headers)
+        else:
+            self._v2_parts(headers, params)
+        return scheme
+
+    @staticmethod
+    def _scheme(headers: Mapping[str, str], params: Mapping[str, str]) -> str:
+        """Which scheme signs the request: "v4h" (header), "v4q" (presigned) or "v2"."""
+        if headers.get("Authorization") is not None:
             if "X-Amz-Signature" in params or ("Signature" in params and "AWSAccessKeyId" in params):
                 raise _incomplete("Only one auth mechanism allowed; only the X-Amz-Algorithm query "
                                   "parameter, Signature query string parameter or the "
                                   "Authorization header should be specified")
-            return self._verify_v4_header(method, path, query_string, headers, body, authorization)
+            return "v4h"
         if "X-Amz-Algorithm" in params or "X-Amz-Signature" in params or "X-Amz-Credential" in params:
-            return self._verify_v4_query(method, path, query_string, headers, body)
+            return "v4q"
         if "Signature" in params or "AWSAccessKeyId" in params or "SignatureVersion" in params:
-            return self._verify_v2(method, path, headers, params)
+            return "v2"
         raise AuthError("MissingAuthenticationToken", "Request is missing Authentication Token", 401)
 
     # -- SigV4 -------------------------------------------------------------------------------
 
-    def _verify_v4_header(self, method: str, path: str, query_string: str,
-                          headers: Mapping[str, str], body: bytes, authorization: str) -> str:
+    def _v4_header_parts(self, headers: Mapping[str, str]) -> _V4Parts:
+        """The Authorization header's fields, checked for form, scope and date."""
+        authorization = headers["Authorization"]
         algorithm, _, rest = authorization.strip().partition(" ")
         if algorithm != _ALGORITHM:
             raise _incomplete(f"Unsupported Authorization scheme '{algorithm[:40]}'; "
@@ -215,7 +325,6 @@ class SignatureVerifier:
             if not fields.get(name):
                 raise _incomplete(f"Authorization header requires '{name}' parameter.")
         credential, signed_headers = fields["Credential"], fields["SignedHeaders"]
-        signature = fields["Signature"]
 
         amz_date = headers.get("X-Amz-Date")
         signed = signed_headers.lower().split(";")
@@ -236,28 +345,13 @@ class SignatureVerifier:
                               "(YYYYMMDD'T'HHMMSS'Z')")
         if abs(self._clock() - when) > self._window:
             raise _expired(amz_date)
-
         declared = headers.get("X-Amz-Content-SHA256")
-        if declared is None:
-            payload_hash = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
-        elif declared == _UNSIGNED_PAYLOAD:
-            # The form body carries the Action and all its parameters: never let it go unsigned.
-            if body:
-                raise _incomplete("UNSIGNED-PAYLOAD is not accepted for a request with a body")
-            payload_hash = declared
-        elif _HEX64.fullmatch(declared):
-            if not hmac.compare_digest(declared, hashlib.sha256(body).hexdigest()):
-                raise _auth_failure()
-            payload_hash = declared
-        else:
+        if declared is not None and declared != _UNSIGNED_PAYLOAD and not _HEX64.fullmatch(declared):
             raise _incomplete(f"Unsupported X-Amz-Content-SHA256 value '{declared[:70]}'")
+        return _V4Parts(akid, scope_date, region, fields["Signature"], signed_headers, amz_date, [])
 
-        return self._check_v4(akid, scope_date, region, signature, method, path,
-                              _split_query(query_string), None, headers, signed_headers,
-                              amz_date, (payload_hash,))
-
-    def _verify_v4_query(self, method: str, path: str, query_string: str,
-                         headers: Mapping[str, str], body: bytes) -> str:
+    def _v4_query_parts(self, query_string: str) -> _V4Parts:
+        """The presigned query's auth parameters, checked for form, scope, date and expiry."""
         pairs = _split_query(query_string)
         auth: dict[str, str] = {}
         for key, value in pairs:
@@ -290,26 +384,8 @@ class SignatureVerifier:
         now = self._clock()
         if now > when + expires or when - now > self._window:
             raise _expired(amz_date)
-
-        declared = headers.get("X-Amz-Content-SHA256")
-        if declared is not None:
-            if declared == _UNSIGNED_PAYLOAD:
-                if body:
-                    raise _incomplete("UNSIGNED-PAYLOAD is not accepted for a request with a body")
-            elif not (_HEX64.fullmatch(declared)
-                      and hmac.compare_digest(declared, hashlib.sha256(body).hexdigest())):
-                raise _auth_failure()
-            candidates: tuple[str, ...] = (declared,)
-        elif body:
-            candidates = (hashlib.sha256(body).hexdigest(),)
-        else:
-            # botocore's SigV4QueryAuth signs the hash of the (empty) body; S3-style presigners
-            # sign UNSIGNED-PAYLOAD.  With no body the two are equally safe, so accept both.
-            candidates = (_EMPTY_SHA256, _UNSIGNED_PAYLOAD)
-
-        return self._check_v4(akid, scope_date, region, auth["X-Amz-Signature"], method, path,
-                              pairs, "X-Amz-Signature", headers, auth["X-Amz-SignedHeaders"],
-                              amz_date, candidates)
+        return _V4Parts(akid, scope_date, region, auth["X-Amz-Signature"], auth["X-Amz-SignedHeaders"],
+                        amz_date, pairs)
 
     def _check_scope(self, credential: str, amz_date: str) -> tuple[str, str, str]:
         parts = credential.rsplit("/", 4)
@@ -327,22 +403,24 @@ class SignatureVerifier:
                               f"YYYYMMDD from the request date ({amz_date[:40]})")
         return akid, scope_date, region
 
-    def _check_v4(self, akid: str, scope_date: str, region: str, signature: str, method: str,
-                  path: str, query_pairs: list[tuple[str, str]], drop: str | None,
-                  headers: Mapping[str, str], signed_headers: str, amz_date: str,
-                  payload_hashes: tuple[str, ...]) -> str:
+    def _v4_secret(self, akid: str, signed_headers: str) -> str:
+        """The signing secret of ``akid``, once the signed-header list is known to be usable."""
         names = signed_headers.split(";")
         if "host" not in names:
             raise _incomplete("'Host' must be a signed header")
         if not all(names):
             raise _incomplete(f"SignedHeaders '{signed_headers[:120]}' is malformed")
-
         secret = self._secret_for(akid)
         if secret is None:
             raise _auth_failure()
+        return secret
 
+    def _check_v4(self, scheme: str, secret: str, akid: str, scope_date: str, region: str,
+                  signature: str, method: str, path: str, query_pairs: list[tuple[str, str]],
+                  drop: str | None, headers: Mapping[str, str], signed_headers: str, amz_date: str,
+                  payload_hashes: tuple[str, ...]) -> Verified:
         lines: list[str] = []
-        for name in names:
+        for name in signed_headers.split(";"):
             values = _header_values(headers, name)
             if len(values) == 1:
                 lines.append(f"{name}:{' '.join(values[0].split())}")
@@ -365,11 +443,11 @@ class SignatureVerifier:
                     canonical = (head + query + tail + payload_hash).encode("utf-8", "surrogateescape")
                     to_sign = (f"{_ALGORITHM}\n{amz_date}\n{scope}\n"
                                f"{hashlib.sha256(canonical).hexdigest()}")
-                    expected = hmac.digest(key, to_sign.encode("utf-8", "surrogateescape"), "sha256")
-                    if hmac.compare_digest(expected.hex().encode("ascii"), provided):
+                    expected = hmac.digest(key, to_sign.encode("utf-8", "surrogateescape"), "sha256").hex()
+                    if hmac.compare_digest(expected.encode("ascii"), provided):
                         if fresh:
                             self._remember(cache_key, key)
-                        return akid
+                        return Verified(akid, f"{scheme}:{akid}:{expected}")
         except UnicodeEncodeError:
             pass
         raise _auth_failure()
@@ -413,8 +491,8 @@ class SignatureVerifier:
 
     # -- SigV2 -------------------------------------------------------------------------------
 
-    def _verify_v2(self, method: str, path: str, headers: Mapping[str, str],
-                   params: Mapping[str, str]) -> str:
+    def _v2_parts(self, headers: Mapping[str, str], params: Mapping[str, str]) -> _V2Parts:
+        """The SigV2 parameters, checked for form and date, and the signer's secret."""
         version = params.get("SignatureVersion")
         if version is None:
             raise _missing("SignatureVersion")
@@ -458,7 +536,11 @@ class SignatureVerifier:
         secret = self._secret_for(akid)
         if secret is None:
             raise _auth_failure()
+        return _V2Parts(akid, digest, host, secret)
 
+    def _verify_v2(self, method: str, path: str, headers: Mapping[str, str],
+                   params: Mapping[str, str]) -> Verified:
+        akid, digest, host, secret = self._v2_parts(headers, params)
         # Base64 never contains a space; a raw '+' in a query string was decoded as one.
         provided = params["Signature"].replace(" ", "+").encode("utf-8", "surrogatepass")
         path = path.partition("?")[0] or "/"
@@ -471,15 +553,14 @@ class SignatureVerifier:
                 to_sign = f"{method.upper()}\n{candidate}\n{path}\n{query}".encode("utf-8")
                 expected = base64.b64encode(hmac.digest(secret_bytes, to_sign, digest))
                 if hmac.compare_digest(expected, provided):
-                    return akid
+                    return Verified(akid, f"v2:{akid}:{expected.decode('ascii')}")
         except UnicodeEncodeError:
             pass
         raise _auth_failure()
 
-
-
 class ReplayCache:
     """Refuses a second use of the same signature within the signing window.
+
 
     A captured mutating request could otherwise be sent again for up to 15 minutes. Clients
     sign with a one-second clock, so an honest client repeating an identical request within
@@ -487,6 +568,8 @@ class ReplayCache:
     duplicate arriving within `grace_s` of the first sighting is let through as such, later
     ones are replays. A refused request releases its signature (it changed nothing). Only
     signatures that verified are stored, as 32-byte digests, until their window has passed.
+    Keys are Verified.replay_key (what was verified, not how it was written), so a captured
+    request rewritten in another form the verifier accepts is still a replay.
     """
 
     def __init__(self, window_s: float = 900, grace_s: float = 2.0,
@@ -496,7 +579,7 @@ class ReplayCache:
         self._clock = clock
         self._seen: dict[bytes, float] = {}   # digest -> first seen; insertion-ordered
 
-    def check(self, signature: str) -> None:
+    def check(self, replay_key: str) -> None:
         now = self._clock()
         seen = self._seen
         horizon = now - 2 * self._window     # the window spans both sides of the server's clock
@@ -505,7 +588,7 @@ class ReplayCache:
             if seen[oldest] > horizon:
                 break
             del seen[oldest]
-        key = hashlib.sha256(signature.encode()).digest()
+        key = hashlib.sha256(replay_key.encode()).digest()
         first = seen.get(key)
         if first is None:
             seen[key] = now
@@ -513,9 +596,9 @@ class ReplayCache:
             raise AuthError("AuthFailure", "This request was already received (its signature was used "
                             "before); sign each request afresh.", 401)
 
-    def forget(self, signature: str) -> None:
+    def forget(self, replay_key: str) -> None:
         """Release a signature whose request was refused (it changed nothing)."""
-        self._seen.pop(hashlib.sha256(signature.encode()).digest(), None)
+        self._seen.pop(hashlib.sha256(replay_key.encode()).digest(), None)
 
     def __len__(self) -> int:
         return len(self._seen)
