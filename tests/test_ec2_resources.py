@@ -90,6 +90,69 @@ def test_tags(ec2: Any, image_id: str) -> None:
     ec2.terminate_instances(InstanceIds=ids)
 
 
+
+# NUL, BEL, ESC, VT (from the attack run), TAB, DEL, a C1 control and XML's non-characters:
+# XML 1.0 cannot carry them, so DescribeTags would show U+FFFD in their place.
+CONTROL = ["\x00", "\x07", "\x1b", "\x0b", "\t", "\x7f", "\x85", "\ufffe"]
+
+
+def all_tags(ec2: Any) -> list[tuple[str, str, str]]:
+    return sorted((t["ResourceId"], t["Key"], t["Value"]) for t in ec2.describe_tags(MaxResults=1000)["Tags"])
+
+
+def instance_ids(ec2: Any) -> set[str]:
+    return {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+
+
+@pytest.mark.parametrize("char", CONTROL, ids=lambda c: f"U+{ord(c):04X}")
+def test_tags_with_control_characters_are_refused(ec2: Any, image_id: str, char: str) -> None:
+    target = ec2.create_key_pair(KeyName=f"ctl-{ord(char):04x}")["KeyPairId"]
+    tags_before, instances_before = all_tags(ec2), instance_ids(ec2)
+    volumes_before = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    for key, value in ((f"k{char}", "v"), ("k", f"before{char}after"), (char, char)):
+        tag = [{"Key": key, "Value": value}]
+        attempts = [
+            lambda: ec2.create_tags(Resources=[target], Tags=[{"Key": "fine", "Value": "ok"}, *tag]),
+            lambda: ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1,
+                                      TagSpecifications=[{"ResourceType": "instance", "Tags": tag}]),
+            lambda: ec2.create_volume(AvailabilityZone="cloudctl-1a", Size=1,
+                                      TagSpecifications=[{"ResourceType": "volume", "Tags": tag}]),
+            lambda: ec2.create_key_pair(KeyName=f"ctl-new-{ord(char):04x}",
+                                        TagSpecifications=[{"ResourceType": "key-pair", "Tags": tag}]),
+        ]
+        for attempt in attempts:
+            with pytest.raises(ClientError) as e:
+                attempt()
+            assert code_of(e) == "InvalidParameterValue"
+            assert f"U+{ord(char):04X}" in e.value.response["Error"]["Message"]
+    assert all_tags(ec2) == tags_before            # nothing stored, not even the valid tag beside it
+    assert instance_ids(ec2) == instances_before
+    assert {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} == volumes_before
+    assert f"ctl-new-{ord(char):04x}" not in {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]}
+    ec2.delete_key_pair(KeyPairId=target)
+
+
+def test_tags_in_any_printable_unicode_round_trip_exactly(ec2: Any) -> None:
+    target = ec2.create_key_pair(KeyName="unicode-tags")["KeyPairId"]
+    pairs = {
+        "Name": "caf\u00e9 \u00fcber \u00df",                 # Latin with diacritics
+        "\u540d\u524d": "\u65e5\u672c\u8a9e\u306e\u30bf\u30b0",       # CJK key and value
+        "emoji": "\U0001f600 \U0001f680\u200d\U0001f30d",    # astral plane, ZWJ sequence
+        "rtl": "\u0645\u0631\u062d\u0628\u0627 \u05e9\u05dc\u05d5\u05dd",   # Arabic, Hebrew
+        "combining": "e\u0301 \u1e9b\u0323",                 # not normalised on the way
+        "spaces": "a\u00a0b\u2009c\u200bd",                  # no-break, thin, zero-width
+        "private": "\ue000\U000f0000",                      # private use
+        "symbols": "<&>\"' _ . : / = + - @ # % ~ ` | \\",
+    }
+    ec2.create_tags(Resources=[target], Tags=[{"Key": k, "Value": v} for k, v in pairs.items()])
+    got = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [target]}])["Tags"]
+    assert {t["Key"]: t["Value"] for t in got} == pairs
+    for key, value in pairs.items():               # and each one is found by its exact value
+        found = ec2.describe_tags(Filters=[{"Name": "key", "Values": [key]},
+                                           {"Name": "resource-id", "Values": [target]}])["Tags"]
+        assert [t["Value"] for t in found] == [value]
+    ec2.delete_key_pair(KeyPairId=target)
+
 def test_images(server: Any, ec2: Any, image_id: str) -> None:
     im = ec2.describe_images(ImageIds=[image_id])["Images"][0]
     assert im["Public"] is True and im["State"] == "available"

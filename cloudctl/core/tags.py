@@ -1,6 +1,7 @@
 """Tags on any resource, indexed both ways so `tag:K=V` filters are lookups, not scans."""
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +21,34 @@ RESOURCE_TYPES = {
     "sg": "security-group", "sgr": "security-group-rule", "eipalloc": "elastic-ip", "vpc": "vpc", "subnet": "subnet",
     "r": "reservation", "import": "import-image-task",
 }
+
+
+def _refused_char(text: str) -> str | None:
+    """The first control character (Unicode Cc), lone surrogate (Cs) or U+FFFE/U+FFFF in
+    ``text``, if any.
+
+    AWS allows only letters, digits, spaces and ``_ . : / = + - @`` in tags, but tags written
+    here before may hold any printable Unicode (other punctuation, emoji), so narrowing to
+    AWS's set would lock their owners out of rewriting them. What is refused is exactly what
+    cannot come back as sent: XML 1.0 cannot carry most control characters nor U+FFFE/U+FFFF
+    (the answer would show U+FFFD instead), and a lone surrogate is not encodable text. The
+    rest of Cc (tab, newline) is refused with them: invisible in a listing, never a useful tag.
+    """
+    if text.isprintable():   # the common case: one C-level scan, and it covers Cc and Cs
+        return None
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cs") or ch in "\ufffe\uffff":
+            return ch
+    return None
+
+
+def _check_text(what: str, text: str) -> None:
+    ch = _refused_char(text)
+    if ch is not None:
+        raise CloudError("InvalidParameterValue",
+                         f"Value for parameter {what} is invalid: character U+{ord(ch):04X} is not "
+                         "allowed; tags may contain letters, digits, spaces and printable symbols, "
+                         "no control characters")
 
 
 def resource_type_of(resource_id: str) -> str | None:
@@ -108,6 +137,8 @@ class Tags:
             if key.lower().startswith("aws:"):
                 raise CloudError("InvalidParameterValue",
                                  "Tag keys starting with 'aws:' are reserved for internal use")
+            _check_text("Tag.Key", key)
+            _check_text("Tag.Value", value)
             out.append((key, value))
         return out
 
