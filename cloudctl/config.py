@@ -38,7 +38,7 @@ class Ec2Listen(Listen):
     # it never holds the loop for long. 0: each answer in one go (for comparison in bench/).
     answer_slice_items: Annotated[int, Field(ge=0)] = 20
     # An identical signed request repeated within this many seconds is an honest client's
-    # retry (clients sign with a one-second clock); later, it is a replay and refused.
+    # retry (clients sign with a one-second clock, so keep it >= 1); later, it is a replay.
     replay_grace_s: Annotated[float, Field(ge=0, le=60)] = 2.0
 
 

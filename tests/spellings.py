@@ -30,7 +30,7 @@ def query_variants(query: str) -> list[str]:
         "&".join(sorted(pairs, key=lambda p: not p.startswith(("X-Amz-Signature=", "Signature=")))),
         query.replace("%2F", "%2f").replace("%3A", "%3a"),                    # hex case
         query.replace("%20", "+"),                                            # '+' for a space
-        query.replace("Action=", "%41ction=").replace("Version=", "Versio%6E="),  # needless escapes
+        query.replace("Action=", "%41ction=").replace("&Version=", "&Versio%6E="),  # needless escapes
         query.replace("X-Amz-Signature=", "X%2DAmz%2DSignature="),
         query.replace("%3A", ":"),                                            # unescaped ':'
     ]

@@ -156,7 +156,10 @@ def test_replay_with_a_client_token_returns_the_first_result(server: Any, victim
 
 # -- replays written another way --------------------------------------------------------------
 
-GRACE = 0.3   # the replay grace of the `quick` server: replays can be tried without long sleeps
+# The replay grace of the `quick` server, so replays can be tried without long sleeps. (Below
+# 1 s an honest client's identical call within the same second is refused too: the tests here
+# never make the same mutating call twice.)
+GRACE = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +176,10 @@ def replayer(quick: Server) -> dict[str, str]:
     return quick.create_user("replayer")
 
 
-@pytest.fixture(scope="module")
-def tagged_key(quick: Server, replayer: dict[str, str]) -> str:
+@pytest.fixture
+def tagged_key(quick: Server, replayer: dict[str, str], request: pytest.FixtureRequest) -> str:
     """A key pair to tag: a replayed CreateTags would put back the tag the test removes."""
-    return quick.client(replayer).create_key_pair(KeyName="replay-target")["KeyPairId"]
+    return quick.client(replayer).create_key_pair(KeyName=request.node.name[:200])["KeyPairId"]
 
 
 def names_of(ec2: Any, resource: str) -> list[str]:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 import sys
 import time
@@ -18,7 +20,8 @@ from ...core.errors import CloudError
 from ...store.journal import JournalError
 from ..turns import Turns
 from .actions import ACTIONS
-from .auth import AUTH_PARAMS, AuthError, ReplayCache, SignatureVerifier
+from . import form
+from .auth import AUTH_PARAMS, AuthError, ReplayCache, SignatureVerifier, Verified
 from .protocol import ParamError, Protocol, is_streamed
 
 log = logging.getLogger("cloudctl.ec2")
@@ -32,6 +35,7 @@ STATUS = {
 _FORM = "application/x-www-form-urlencoded"
 _READ_ONLY = ("Describe", "Get")   # actions whose exact replay is harmless
 MAX_BODY = 4 * 1024 * 1024
+_HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
 
 
 class _BodyRefused(Exception):
@@ -107,17 +111,8 @@ class Ec2Api:
                 await self.turns.wait(t0)
             # The raw path and query: the signature covers the bytes as sent, before decoding.
             raw_path, _, raw_query = request.raw_path.partition("?")
-            # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
-            # name or tag stored differently from what the client sent would be silent corruption.
-            try:
-                params: dict[str, str] = dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
-                if body and request.content_type == _FORM:
-                    params.update(parse_qsl(body.decode(), keep_blank_values=True, errors="strict"))
-            except UnicodeDecodeError:
-                raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
-            verified = self.verifier.verify(method=request.method, path=raw_path,
-                                            query_string=raw_query, headers=request.headers,
-                                            body=body, params=params)
+            form_body = body if body and request.content_type == _FORM else b""
+            params, verified = await self._authenticate(request, raw_path, raw_query, body, form_body)
             user = self.cloud.users.by_access_key(verified.access_key)
             if user is None:  # deleted between the signature check and now
                 raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
@@ -169,6 +164,46 @@ class Ec2Api:
         if second is None:
             return web.Response(body=first, content_type="text/xml", charset="UTF-8")
         return await self._stream(request, first, second, pieces, turns, t0)
+
+    async def _authenticate(self, request: web.Request, raw_path: str, raw_query: str, body: bytes,
+                            form_body: bytes) -> tuple[dict[str, str], Verified]:
+        """The request's parameters and who signed it, with the work a request can cause before
+        its signature is known bounded: fields counted, not parsed; the signature's scope, date
+        and access key checked from the headers and the auth fields alone; a SigV4 signature
+        verified before the form is parsed (its body hashed off the loop), and the form parsed in
+        steps. SigV2 signs the parsed fields, so its form is parsed first (its key and date were
+        checked), then verified."""
+        count = form.param_count(raw_query, form_body)
+        if count > form.MAX_PARAMS:
+            raise CloudError("InvalidRequest", f"The request has {count} parameters; at most "
+                             f"{form.MAX_PARAMS} are accepted")
+        # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
+        # name or tag stored differently from what the client sent would be silent corruption.
+        try:   # (the query is small: the request line is at most 8 KiB)
+            params: dict[str, str] = dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
+        except UnicodeDecodeError:
+            raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
+        seen = {**params, **form.auth_fields(form_body)} if form_body else params
+        scheme = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
+        digest = None
+        if scheme != "v2" and len(body) > _HASH_ON_LOOP:   # (hashlib lets go of the GIL)
+            digest = await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
+        verify = functools.partial(self.verifier.verify, method=request.method, path=raw_path,
+                                   query_string=raw_query, headers=request.headers, body=body,
+                                   body_sha256=digest)
+        if scheme != "v2":
+            verify(params=seen)   # the signature holds before the form is parsed
+        if form_body:
+            fields: list[tuple[str, str]] = []
+            try:
+                for _ in form.parse_steps(form_body, fields):
+                    await asyncio.sleep(0)
+            except UnicodeDecodeError:
+                raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
+            params.update(fields)
+        # On every field now: an auth field written with escapes, which the look before parsing
+        # did not see, can only make the request fail here.
+        return params, verify(params=params)
 
     async def _slice(self, pieces: Iterator[bytes], turns: Turns | None, since: float) -> bytes | None:
         """The answer's next piece (None after the last), rendered in its turn (see Turns).
