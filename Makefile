@@ -41,6 +41,7 @@ fuzz:
 bench:
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py
+	$(PY) bench/flood.py
 
 # The long reliability run: 20 crash trials under load, then 50 clients for 60 s.
 stress:

@@ -77,18 +77,26 @@ class Ec2Api:
         return web.Response(body=self.protocol.error(code, message, request_id),
                             status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        """The body, refused before reading if its declared length is over the limit, and
-        refused if the client takes longer than the client timeout to send it."""
+    async def _read_body(self, request: web.Request) -> tuple[list[bytes], int]:
+        """The body's chunks and how many '&' they hold, refused before reading if its declared length is
+        over the limit, and refused if the client takes longer than the client timeout to send
+        it. The separators are counted chunk by chunk as the body arrives, not in one go after."""
+        too_large = _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes")
         if request.content_length is not None and request.content_length > MAX_BODY:
-            raise _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes")
+            raise too_large
+        chunks: list[bytes] = []
+        size = separators = 0
         try:
             async with asyncio.timeout(self.client_timeout_s):
-                return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes") from None
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        raise too_large
+                    separators += chunk.count(b"&")
+                    chunks.append(chunk)
         except TimeoutError:
             raise _BodyRefused("RequestTimeout", "The request body was not received in time") from None
+        return chunks, separators
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         held: list[str] = []   # the replay key this request holds in the replay cache, if any
@@ -104,14 +112,20 @@ class Ec2Api:
         request_id = str(uuid.uuid4())
         action = "-"
         try:
-            body = await self._read_body(request)
+            chunks, separators = await self._read_body(request)
             if self.turns is not None:
                 # A burst of requests would otherwise all be parsed, checked and run (up to their
                 # handlers' first await) in one turn of the loop: each starts in its own turn.
                 await self.turns.wait(t0)
             # The raw path and query: the signature covers the bytes as sent, before decoding.
             raw_path, _, raw_query = request.raw_path.partition("?")
-            form_body = body if body and request.content_type == _FORM else b""
+            is_form = bool(chunks) and request.content_type == _FORM
+            count = form.param_count(raw_query, separators if is_form else None)
+            if count > form.MAX_PARAMS:   # (before the body is even put together)
+                raise CloudError("InvalidRequest", f"The request has {count} parameters; at most "
+                                 f"{form.MAX_PARAMS} are accepted")
+            body = b"".join(chunks)
+            form_body = body if is_form else b""
             params, verified = await self._authenticate(request, raw_path, raw_query, body, form_body)
             user = self.cloud.users.by_access_key(verified.access_key)
             if user is None:  # deleted between the signature check and now
@@ -168,15 +182,11 @@ class Ec2Api:
     async def _authenticate(self, request: web.Request, raw_path: str, raw_query: str, body: bytes,
                             form_body: bytes) -> tuple[dict[str, str], Verified]:
         """The request's parameters and who signed it, with the work a request can cause before
-        its signature is known bounded: fields counted, not parsed; the signature's scope, date
-        and access key checked from the headers and the auth fields alone; a SigV4 signature
-        verified before the form is parsed (its body hashed off the loop), and the form parsed in
-        steps. SigV2 signs the parsed fields, so its form is parsed first (its key and date were
-        checked), then verified."""
-        count = form.param_count(raw_query, form_body)
-        if count > form.MAX_PARAMS:
-            raise CloudError("InvalidRequest", f"The request has {count} parameters; at most "
-                             f"{form.MAX_PARAMS} are accepted")
+        its signature is known bounded (its fields were counted, not parsed): the signature's
+        scope, date and access key checked from the headers and the auth fields alone; a SigV4
+        signature verified before the form is parsed (its body hashed off the loop), and the
+        form parsed in steps. SigV2 signs the parsed fields, so its form is parsed first (its
+        key and date were checked), then verified."""
         # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
         # name or tag stored differently from what the client sent would be silent corruption.
         try:   # (the query is small: the request line is at most 8 KiB)

@@ -1,10 +1,10 @@
 """The EC2 Query form body, looked at cheaply before authentication and parsed in steps after.
 
 An unauthenticated client can send 4 MiB of form fields; parsing them all (urllib's parse_qsl)
-costs ~140 ms for 100,000 short fields and over a second for one field of percent-escapes, all in
-one turn of the event loop. So before the signature is checked the body is only counted (C-level
-`bytes.count`) and searched for its auth fields (one C-level regex pass), and the parse itself runs
-in steps of a few KiB, between which the caller yields to the loop.
+costs ~140 ms for 100,000 short fields and over a second for one field of percent-escapes, all
+in one turn of the event loop. So before the signature is checked, the body's separators are
+only counted (as it arrives) and it is searched for its auth fields (one C-level regex pass);
+the parse itself runs in steps of a few KiB, between which the caller yields to the loop.
 """
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ _AUTH_FIRST = re.compile(_NAMES + rb"=([^&]*)")
 _AUTH_NEXT = re.compile(rb"&" + _NAMES + rb"=([^&]*)")   # a literal first byte: a fast scan
 
 
-def param_count(query: str, body: bytes) -> int:
-    """How many parameters the query and the form body hold at most (empty fields included)."""
+def param_count(query: str, body_separators: int | None) -> int:
+    """How many parameters the query and a form body with that many '&' hold at most (empty
+    fields included); None: no form body."""
     n = query.count("&") + 1 if query else 0
-    return n + body.count(b"&") + 1 if body else n
+    return n if body_separators is None else n + body_separators + 1
 
 
 def auth_fields(body: bytes) -> dict[str, str]:
