@@ -83,11 +83,14 @@ def test_unauthenticated_large_bodies_get_the_auth_error_unparsed(server: Server
     body = b"Action=RunInstances&Version=2016-11-15&" + MALFORMED
     # No credentials at all.
     assert post(server, body) == (401, "MissingAuthenticationToken")
-    # SigV4 with an access key this cloud does not have, or a real one scoped to another region.
+    # SigV4 with an access key this cloud does not have, or a real one scoped to another region:
+    # refused from the headers, before the body is even counted (so not InvalidRequest either).
+    wide = form_body("RunInstances", [(f"F{n}", "x") for n in range(MAX_PARAMS + 1)])
     for user, region in ((UNKNOWN, REGION), (alice, "us-east-1")):
         stranger = SignedQuery(server.endpoint, user, region)
-        status, data = stranger.post(body, stranger.signed(body))
-        assert (status, error_code(status, data)) == (401, "AuthFailure")
+        for sent in (body, wide):
+            status, data = stranger.post(sent, stranger.signed(sent))
+            assert (status, error_code(status, data)) == (401, "AuthFailure")
         stranger.close()
     # SigV2 fields in the body, with an unknown access key.
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ")

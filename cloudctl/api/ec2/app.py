@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -36,6 +36,7 @@ _FORM = "application/x-www-form-urlencoded"
 _READ_ONLY = ("Describe", "Get")   # actions whose exact replay is harmless
 MAX_BODY = 4 * 1024 * 1024
 _HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
+_PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential"})
 
 
 class _BodyRefused(Exception):
@@ -77,26 +78,42 @@ class Ec2Api:
         return web.Response(body=self.protocol.error(code, message, request_id),
                             status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
 
-    async def _read_body(self, request: web.Request) -> tuple[list[bytes], int]:
-        """The body's chunks and how many '&' they hold, refused before reading if its declared length is
-        over the limit, and refused if the client takes longer than the client timeout to send
-        it. The separators are counted chunk by chunk as the body arrives, not in one go after."""
+    async def _read_body(self, request: web.Request, scan: form.FormScan | None,
+                         keep: bool = True) -> list[bytes]:
+        """The body's chunks (none if not `keep`: read and dropped), each fed to `scan` as it
+        arrives; refused before reading if its declared length is over the limit, and refused
+        if the client takes longer than the client timeout to send it."""
         too_large = _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes")
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise too_large
         chunks: list[bytes] = []
-        size = separators = 0
+        size = 0
         try:
             async with asyncio.timeout(self.client_timeout_s):
                 while chunk := await request.content.readany():
                     size += len(chunk)
                     if size > MAX_BODY:
                         raise too_large
-                    separators += chunk.count(b"&")
-                    chunks.append(chunk)
+                    if keep:
+                        chunks.append(chunk)
+                        if scan is not None:
+                            scan.feed(chunk)
         except TimeoutError:
             raise _BodyRefused("RequestTimeout", "The request body was not received in time") from None
-        return chunks, separators
+        return chunks
+
+    def _query(self, raw_query: str, headers: Mapping[str, str]) -> dict[str, str]:
+        """The query's parameters; for a SigV4 request (header or presigned), its credentials
+        checked too, from the headers and the query alone (so before the body is read)."""
+        # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
+        # name or tag stored differently from what the client sent would be silent corruption.
+        try:   # (the query is small: the request line is at most 8 KiB)
+            query = dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
+        except UnicodeDecodeError:
+            raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
+        if "Authorization" in headers or not _PRESIGNED.isdisjoint(query):
+            self.verifier.precheck(query_string=raw_query, headers=headers, params=query)
+        return query
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         held: list[str] = []   # the replay key this request holds in the replay cache, if any
@@ -112,21 +129,30 @@ class Ec2Api:
         request_id = str(uuid.uuid4())
         action = "-"
         try:
-            chunks, separators = await self._read_body(request)
+            # The raw path and query: the signature covers the bytes as sent, before decoding.
+            raw_path, _, raw_query = request.raw_path.partition("?")
+            scan = form.FormScan() if request.content_type == _FORM else None
+            try:
+                query = self._query(raw_query, request.headers)
+            except (CloudError, AuthError):
+                await self._read_body(request, None, keep=False)   # (answered once it is read)
+                raise
+            chunks = await self._read_body(request, scan)
             if self.turns is not None:
                 # A burst of requests would otherwise all be parsed, checked and run (up to their
                 # handlers' first await) in one turn of the loop: each starts in its own turn.
                 await self.turns.wait(t0)
-            # The raw path and query: the signature covers the bytes as sent, before decoding.
-            raw_path, _, raw_query = request.raw_path.partition("?")
-            is_form = bool(chunks) and request.content_type == _FORM
-            count = form.param_count(raw_query, separators if is_form else None)
+            if not chunks:
+                scan = None
+            count = form.param_count(raw_query, scan.separators if scan else None)
             if count > form.MAX_PARAMS:   # (before the body is even put together)
                 raise CloudError("InvalidRequest", f"The request has {count} parameters; at most "
                                  f"{form.MAX_PARAMS} are accepted")
-            body = b"".join(chunks)
-            form_body = body if is_form else b""
-            params, verified = await self._authenticate(request, raw_path, raw_query, body, form_body)
+            seen = {**query, **scan.auth_fields()} if scan else query
+            scheme = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
+            body = b"".join(chunks)   # (credentials that may be good: worth a look at the body)
+            params, verified = await self._authenticate(request, raw_path, raw_query, scheme, query, seen,
+                                                        body, body if scan else b"")
             user = self.cloud.users.by_access_key(verified.access_key)
             if user is None:  # deleted between the signature check and now
                 raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
@@ -179,22 +205,14 @@ class Ec2Api:
             return web.Response(body=first, content_type="text/xml", charset="UTF-8")
         return await self._stream(request, first, second, pieces, turns, t0)
 
-    async def _authenticate(self, request: web.Request, raw_path: str, raw_query: str, body: bytes,
+    async def _authenticate(self, request: web.Request, raw_path: str, raw_query: str, scheme: str,
+                            query: dict[str, str], seen: dict[str, str], body: bytes,
                             form_body: bytes) -> tuple[dict[str, str], Verified]:
-        """The request's parameters and who signed it, with the work a request can cause before
-        its signature is known bounded (its fields were counted, not parsed): the signature's
-        scope, date and access key checked from the headers and the auth fields alone; a SigV4
-        signature verified before the form is parsed (its body hashed off the loop), and the
-        form parsed in steps. SigV2 signs the parsed fields, so its form is parsed first (its
-        key and date were checked), then verified."""
-        # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
-        # name or tag stored differently from what the client sent would be silent corruption.
-        try:   # (the query is small: the request line is at most 8 KiB)
-            params: dict[str, str] = dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
-        except UnicodeDecodeError:
-            raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
-        seen = {**params, **form.auth_fields(form_body)} if form_body else params
-        scheme = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
+        """The request's parameters and who signed it. Its fields were counted and the signature's
+        scope, date and access key checked from the headers and the auth fields alone (``seen``);
+        here a SigV4 signature is verified before the form is parsed (its body hashed off the
+        loop), and the form is parsed in steps. SigV2 signs the parsed fields, so its form is
+        parsed first, then verified."""
         digest = None
         if scheme != "v2" and len(body) > _HASH_ON_LOOP:   # (hashlib lets go of the GIL)
             digest = await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
@@ -203,6 +221,7 @@ class Ec2Api:
                                    body_sha256=digest)
         if scheme != "v2":
             verify(params=seen)   # the signature holds before the form is parsed
+        params = dict(query)
         if form_body:
             fields: list[tuple[str, str]] = []
             try:
