@@ -36,6 +36,7 @@ _FORM = "application/x-www-form-urlencoded"
 _READ_ONLY = ("Describe", "Get")   # actions whose exact replay is harmless
 MAX_BODY = 4 * 1024 * 1024
 _HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
+_READ_PIECE = 64 * 1024      # a body is read, counted and scanned this much per turn of the loop
 _PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential"})
 
 
@@ -81,8 +82,9 @@ class Ec2Api:
     async def _read_body(self, request: web.Request, scan: form.FormScan | None,
                          keep: bool = True) -> list[bytes]:
         """The body's chunks (none if not `keep`: read and dropped), each fed to `scan` as it
-        arrives; refused before reading if its declared length is over the limit, and refused
-        if the client takes longer than the client timeout to send it."""
+        arrives (up to the parameter cap: the rest is dropped); refused before reading if its
+        declared length is over the limit, and refused if the client takes longer than the
+        client timeout to send it."""
         too_large = _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes")
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise too_large
@@ -90,7 +92,9 @@ class Ec2Api:
         size = 0
         try:
             async with asyncio.timeout(self.client_timeout_s):
-                while chunk := await request.content.readany():
+                # In pieces, each in its own turn of the loop: what has arrived may be the whole
+                # body (readany would hand it over at once, to be scanned in one go).
+                while chunk := await request.content.read(_READ_PIECE):
                     size += len(chunk)
                     if size > MAX_BODY:
                         raise too_large
@@ -98,6 +102,10 @@ class Ec2Api:
                         chunks.append(chunk)
                         if scan is not None:
                             scan.feed(chunk)
+                            # Over the parameter cap: refused whatever the rest holds, so it
+                            # is only drained (the count stays over the cap).
+                            keep = scan.separators < form.MAX_PARAMS
+                    await asyncio.sleep(0)
         except TimeoutError:
             raise _BodyRefused("RequestTimeout", "The request body was not received in time") from None
         return chunks
@@ -146,7 +154,8 @@ class Ec2Api:
                 scan = None
             count = form.param_count(raw_query, scan.separators if scan else None)
             if count > form.MAX_PARAMS:   # (before the body is even put together)
-                raise CloudError("InvalidRequest", f"The request has {count} parameters; at most "
+                raise CloudError("InvalidRequest", f"The request has more than {form.MAX_PARAMS} "
+                                 "parameters (query and body together); at most "
                                  f"{form.MAX_PARAMS} are accepted")
             seen = {**query, **scan.auth_fields()} if scan else query
             scheme = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
