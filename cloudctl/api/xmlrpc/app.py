@@ -498,4 +498,9 @@ def xmlrpc_app(cloud: Cloud, admin_token: str, port: int) -> web.Application:
     app[CLOUD_APP_KEY] = OneApi(cloud, admin_token, port)
     app[REFUSALS_APP_KEY] = RefusalLog("xmlrpc")
     app.router.add_post("/RPC2", handle)
+    app.on_cleanup.append(_flush_refusals)
     return app
+
+
+async def _flush_refusals(app: web.Application) -> None:
+    app[REFUSALS_APP_KEY].flush()   # the summaries of the windows still open, before the log ends
