@@ -20,7 +20,9 @@ import http.client
 import json
 import multiprocessing as mp
 import shutil
+import socket
 import statistics
+import struct
 import sys
 import time
 import xmlrpc.client
@@ -50,6 +52,10 @@ def sender(port: int, body: bytes, stop: Any, counts: Any) -> None:
     while not stop.is_set():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
+            conn.connect()
+            # Close with a reset: thousands of client sockets in TIME_WAIT would take ephemeral
+            # ports that other jobs on this box are about to bind as listeners.
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.request("POST", "/RPC2", body, {"Content-Type": "text/xml"})
             resp = conn.getresponse()
             text = resp.read()

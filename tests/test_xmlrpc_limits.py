@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,28 @@ def test_a_flood_of_refusals_logs_a_few_short_lines(one: Any) -> None:
     assert _value(by_reason, total, api="xmlrpc", reason="bad_session") == 20
     one.stop()   # the source's window is still open: its summary line is written at shutdown
     assert f"xmlrpc: {int(suppressed)} more refusals from 127.0.0.1 in " in log_from(one, offset)
+
+
+def test_malformed_http_on_any_listener_logs_a_few_lines(one: Any) -> None:
+    """aiohttp refuses these in its HTTP parser (400); it used to log each with a traceback."""
+    offset = Path(one.log_path).stat().st_size
+    ports = [one.one_port, int(one.endpoint.rsplit(":", 1)[1]), int(one.admin_url.rsplit(":", 1)[1])]
+    garbage = [b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+               b"POST / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n",
+               b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"]
+    for port in ports:
+        for body in garbage * 10:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(body)
+                assert c.recv(64).startswith(b"HTTP/1.0 400")
+    assert one.pyone.system.version()
+    metrics = _scrape(one)
+    assert _value(metrics["cloudctl_api_refusals"], "cloudctl_api_refusals_total", api="http",
+                  reason="bad_http") == 90
+    text = log_from(one, offset)
+    assert "Traceback" not in text and "aaaaaaaa" not in text
+    lines = [ln for ln in text.splitlines() if "http: refused a request from 127.0.0.1: bad_http" in ln]
+    assert len(lines) == 5 and len(text.splitlines()) == 5, text
 
 
 def test_refusal_log_rate_limits_per_source_and_summarizes(caplog: pytest.LogCaptureFixture) -> None:

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 log = logging.getLogger("cloudctl.refusals")
 
 OTHER_SOURCES = "other-sources"   # the key once `max_sources` are being tracked
@@ -119,3 +121,23 @@ class RefusalLog:
             if self._windows.get(key) is w:
                 self._end(key)
         loop.call_later(self.window_s, end)
+
+
+class MalformedHttp(logging.Filter):
+    """On aiohttp's server logger: a request its HTTP parser refused (bad header, line too long,
+    bad chunk: a 4xx) becomes a refusal of `refusals` instead of an ERROR with a traceback quoting
+    the input; other records, real faults among them, pass unchanged."""
+
+    def __init__(self, refusals: RefusalLog) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or not 400 <= (exc.code or 0) < 500:
+            return True
+        # aiohttp's message is "Error handling request from %s" with the peer's address
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.refusals.refused(args[0] if args and isinstance(args[0], str) else None, "bad_http",
+                              type(exc).__name__)
+        return False
