@@ -1,16 +1,17 @@
 """XML-RPC under an unauthenticated flood: a normal call's latency while four senders push 1 MB arrays.
 
     .venv/bin/python bench/xmlrpc_flood.py [--rounds 3] [--calls 100] [--senders 4] [--array-bytes 1000000]
-                                           [--vms 20] [--json out.json] [--keep]
+                                           [--rate 0] [--vms 20] [--json out.json] [--keep]
 
 One served cloudctl with an `xmlrpc:` listener and `--vms` VMs of one user. A round is two phases,
 each `--calls` sequential `one.vmpool.info` calls (xmlrpc.client, the user's session): `idle`, then
-`flood`, during which `--senders` processes each send, in a loop, a methodCall whose session is
-wrong and whose second parameter is an array of about `--array-bytes` bytes (`<value><i4>1</i4>
-</value>` items), as a client without credentials can. Rounds interleave the phases, so the machine's
-noise falls on both alike. Reported: p50/p99 per phase, the longest event-loop stall per phase (the
-server's LoopMonitor via `POST /v0/stats/reset-lag`: wall-clock and "own", less the loop thread's
-waits for a CPU), what the senders got back, and the ratio flood p99 / idle p99.
+`flood`, during which `--senders` processes each send, in a loop (`--rate` requests/s each, or as
+fast as they are answered), a methodCall whose session is wrong and whose second parameter is an
+array of about `--array-bytes` bytes (`<value><i4>1</i4></value>` items), as a client without
+credentials can. Rounds interleave the phases, so the machine's noise falls on both alike.
+Reported: p50/p99 per phase, the longest event-loop stall per phase (the server's LoopMonitor via
+`POST /v0/stats/reset-lag`: wall-clock and "own", less the loop thread's waits for a CPU), what the
+senders got back, and the ratio flood p99 / idle p99.
 Target (issue 21, item 2): p99 under the flood <= 2x idle.
 """
 from __future__ import annotations
@@ -47,9 +48,14 @@ def flood_body(size: int) -> bytes:
     return head + item * max(1, (size - len(head) - len(tail)) // len(item)) + tail
 
 
-def sender(port: int, body: bytes, stop: Any, counts: Any) -> None:
-    """Send the body again and again until told to stop; count answers by kind."""
+def sender(port: int, body: bytes, rate: float, stop: Any, counts: Any) -> None:
+    """Send the body again and again until told to stop (`rate` a second, or as fast as answered
+    when 0); count answers by kind."""
+    t0, n = time.monotonic(), 0
     while not stop.is_set():
+        if rate:
+            n += 1
+            time.sleep(max(0.0, t0 + n / rate - time.monotonic()))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
             conn.connect()
@@ -87,6 +93,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--array-bytes", type=int, default=1_000_000)
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="requests/s per sender (default 0: each sends again as soon as it is answered)")
     ap.add_argument("--vms", type=int, default=20)
     ap.add_argument("--json")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (server log, config, state)")
@@ -121,7 +129,7 @@ def main() -> None:
             stalls["idle"].append(cc.reset_lags())
             stop.clear()
             sent0 = counts[0]
-            senders = [mp.Process(target=sender, args=(port, body, stop, counts), daemon=True)
+            senders = [mp.Process(target=sender, args=(port, body, a.rate, stop, counts), daemon=True)
                        for _ in range(a.senders)]
             for p in senders:
                 p.start()
@@ -134,7 +142,7 @@ def main() -> None:
                 p.join(60)
             sent_per_round.append(counts[0] - sent0)
         res: dict[str, Any] = {"rounds": a.rounds, "calls_per_phase": a.calls, "senders": a.senders,
-                               "flood_body_bytes": len(body), "vms": a.vms}
+                               "flood_body_bytes": len(body), "vms": a.vms, "rate_per_sender": a.rate}
         for phase in ("idle", "flood"):
             res[phase] = {"p50_ms": round(_pct(lat[phase], .5) * 1000, 2),
                           "p99_ms": round(_pct(lat[phase], .99) * 1000, 2),
