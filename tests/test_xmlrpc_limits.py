@@ -179,8 +179,7 @@ def test_a_flood_of_refusals_logs_a_few_short_lines(one: Any) -> None:
     text = log_from(one, offset)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert "Traceback" not in text
-    assert "forged" not in "".join(ln for ln in lines if not ln.lstrip().startswith("20")) and \
-        not any(ln.startswith("2026-01-01") for ln in lines)
+    assert "forged" not in text and not any(ln.startswith("2026-01-01") for ln in lines)
     refusals = [ln for ln in lines if "xmlrpc: refused a request from 127.0.0.1" in ln]
     assert 1 <= len(refusals) <= 5 and len(lines) <= 6, text
     assert all(len(ln) < 400 for ln in lines), text
