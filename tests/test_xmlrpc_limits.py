@@ -169,11 +169,15 @@ def test_a_flood_of_refusals_logs_a_few_short_lines(one: Any) -> None:
     forged = "one.x\n2026-01-01 00:00:00,000 ERROR cloudctl: forged"
     for _ in range(10):      # a line break in the method name: not an XML-RPC call
         post(one, method_call(forged))
+    for _ in range(5):       # half a body, then the client goes away
+        with socket.create_connection(("127.0.0.1", one.one_port), timeout=10) as c:
+            c.sendall(b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 9999\r\n\r\n"
+                      b"<methodCall><methodName>one.vm.info</methodName>")
     bad = pyone.OneServer(one.one_url, session="dora:wrong")
     for _ in range(20):      # wrong credentials, pyone
         with pytest.raises(pyone.OneAuthenticationException):
             bad.vmpool.info(-2, -1, -1, -1)
-    sent = 40 + 40 + 10 + 10 + 10 + 20
+    sent = 40 + 40 + 10 + 10 + 10 + 5 + 20
     assert one.pyone.system.version()   # the server still serves its users
 
     text = log_from(one, offset)
@@ -196,6 +200,7 @@ def test_a_flood_of_refusals_logs_a_few_short_lines(one: Any) -> None:
     assert _value(by_reason, total, api="xmlrpc", reason="oversize") == 10
     assert _value(by_reason, total, api="xmlrpc", reason="invalid") == 10
     assert _value(by_reason, total, api="xmlrpc", reason="bad_session") == 20
+    assert _value(by_reason, total, api="xmlrpc", reason="disconnected") == 5
     one.stop()   # the source's window is still open: its summary line is written at shutdown
     assert f"xmlrpc: {int(suppressed)} more refusals from 127.0.0.1 in " in log_from(one, offset)
 

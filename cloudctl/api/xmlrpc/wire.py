@@ -90,6 +90,9 @@ async def read_call(request: web.Request) -> MethodCall:
                                       f"the request nests XML elements more than {MAX_DEPTH} deep",
                                       close=declared is None)
         root = parser.close()
+    except ConnectionResetError:   # the client went away mid-body (aiohttp's "Connection lost")
+        raise Refused("disconnected", INVALID_REQUEST, "the connection was lost before the request's end",
+                      close=True) from None
     except etree.XMLSyntaxError as e:
         why = _short(str(e))
         raise Refused("malformed", PARSE_ERROR, f"the request is not well-formed XML: {why}", why,
