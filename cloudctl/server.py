@@ -22,7 +22,8 @@ from .api.ec2.actions import ACTIONS
 from .api.marketplace import public_app
 from .api.metadata import metadata_app
 from .api.metrics import Metrics
-from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, xmlrpc_app
+from .api.refusals import MalformedHttp, RefusalLog
+from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, REFUSALS_APP_KEY, xmlrpc_app
 from .config import Config
 from .core.cloud import Cloud
 
@@ -108,6 +109,9 @@ async def run(config: Config) -> None:
     await cloud.start()
     metrics = Metrics(cloud, [*ACTIONS, *ONE_METHODS])
     metrics.attach()
+    http_refusals = RefusalLog("http")   # requests aiohttp's HTTP parser refused, on any listener
+    http_refusals.observe = metrics.refusal
+    logging.getLogger("aiohttp.server").addFilter(MalformedHttp(http_refusals))
     monitor = LoopMonitor()
     monitor.observe = metrics.loop_lag.observe
     monitor.start()
@@ -152,6 +156,7 @@ async def run(config: Config) -> None:
     if config.xmlrpc is not None:
         one_app = xmlrpc_app(cloud, token, config.xmlrpc.port)
         one_app[XMLRPC_KEY].observe = lambda method, code, s: metrics.request("xmlrpc", method, code, s)
+        one_app[REFUSALS_APP_KEY].observe = metrics.refusal
         one_runner, one_port = await _site(one_app, config.xmlrpc.listen, config.xmlrpc.port,
                                             config.xmlrpc.client_timeout_s)
         one_app[XMLRPC_KEY].port = one_port
@@ -183,6 +188,7 @@ async def run(config: Config) -> None:
     monitor.stop()
     for runner in runners:
         await runner.cleanup()
+    http_refusals.flush()
     await cloud.stop()
 
 

@@ -48,6 +48,12 @@ class Metrics:
                               ["host"], buckets=_FAST, registry=r)
         self.poll_failures = Counter("cloudctl_host_poll_failures", "monitoring polls that failed",
                                      ["host"], registry=r)
+        self.refusals = Counter("cloudctl_api_refusals", "requests refused before reaching an action "
+                                "(malformed, oversize, unknown method, bad credentials), by API and reason",
+                                ["api", "reason"], registry=r)
+        self.refusals_suppressed = Counter("cloudctl_log_refusals_suppressed", "refusals not logged because "
+                                           "their source had used up its log lines for the minute", ["api"],
+                                           registry=r)
         self.loop_lag = Histogram("cloudctl_event_loop_lag_seconds", "how late a 10 ms ticker on the "
                                   "event loop woke up", buckets=_FAST, registry=r)
         r.register(_StateCollector(cloud))
@@ -70,6 +76,12 @@ class Metrics:
             action = "other"
         self.requests.labels(api, action, code).inc()
         self.latency.labels(api, action).observe(seconds)
+
+    def refusal(self, api: str, reason: str, logged: bool) -> None:
+        """Count one refused request (see api.refusals; `reason` is from the code, never the wire)."""
+        self.refusals.labels(api, reason).inc()
+        if not logged:
+            self.refusals_suppressed.labels(api).inc()
 
     async def handle(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

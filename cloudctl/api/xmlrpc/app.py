@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp_xmlrpc.handler import XMLRPCView, rename
 
 from ...core.cloud import Cloud
 from ...core.context import Caller
@@ -33,7 +32,9 @@ from ...core.monitor import host_view
 from ...core.sizing import closest_type
 from ...store.journal import JournalError
 from ...store.records import Instance, User
+from ..refusals import RefusalLog, clip
 from . import documents as doc
+from . import wire
 from .template import TemplateError, parse, scalar, vectors
 
 log = logging.getLogger("cloudctl.xmlrpc")
@@ -45,6 +46,7 @@ AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION, XML_RPC_API, INTERNAL = (
 _ACTION_CODES = {"IncorrectInstanceState", "OperationNotPermitted", "InsufficientInstanceCapacity",
                  "InstanceLimitExceeded", "InvalidAMIID.Unavailable"}
 CLOUD_APP_KEY: web.AppKey["OneApi"] = web.AppKey("one_api")
+REFUSALS_APP_KEY: web.AppKey[RefusalLog] = web.AppKey("one_refusals")
 
 
 class OneError(Exception):
@@ -418,29 +420,49 @@ _CODE_NAMES = {AUTHENTICATION: "AUTHENTICATION", AUTHORIZATION: "AUTHORIZATION",
                ACTION: "ACTION", XML_RPC_API: "XML_RPC_API", INTERNAL: "INTERNAL"}
 
 
-async def call(api: OneApi, method: str, args: tuple[Any, ...]) -> list[Any]:
-    """Run one method and wrap its outcome in OpenNebula's [success, value, code] triple."""
+Refuse = Callable[[str, str], None]   # reason, detail: one refusal for the log and the metrics
+
+
+def _unlogged(reason: str, detail: str) -> None:
+    pass
+
+
+async def call(api: OneApi, method: str, params: list[Any], refused: Refuse = _unlogged) -> list[Any]:
+    """Run one method and wrap its outcome in OpenNebula's [success, value, code] triple.
+
+    `params` are the call's <value> elements: the session (the first) is checked before the others
+    are converted, so a caller without credentials cannot make the controller convert large values.
+    """
     t0 = time.perf_counter()
-    answer = await _call(api, method, args)
+    answer = await _call(api, method, params, refused)
     if api.observe is not None:
         api.observe(method, "ok" if answer[0] else _CODE_NAMES.get(answer[2], str(answer[2])),
                     time.perf_counter() - t0)
     return answer
 
 
-async def _call(api: OneApi, method: str, args: tuple[Any, ...]) -> list[Any]:
+async def _call(api: OneApi, method: str, params: list[Any], refused: Refuse) -> list[Any]:
     fn: Callable[..., Awaitable[Any]] = getattr(api, METHODS[method])
     try:
-        if not args:
-            raise OneError(AUTHENTICATION, "[one] the session string is missing")
-        session = await api.session(args[0])
         try:
-            inspect.signature(fn).bind(session, *args[1:])
+            if not params:
+                raise OneError(AUTHENTICATION, "[one] the session string is missing")
+            session = await api.session(wire.string(params[0]))
+        except OneError:
+            refused("bad_session", f"method {method}")
+            raise
+        try:
+            inspect.signature(fn).bind(session, *params[1:])
         except TypeError:
+            refused("wrong_arity", f"method {method}, {len(params)} parameters")
             raise OneError(XML_RPC_API, f"[{method}] wrong number of parameters") from None
-        return [True, await fn(session, *args[1:]), 0]
+        args = [wire.value(p) for p in params[1:]]
+        return [True, await fn(session, *args), 0]
     except OneError as e:
         return [False, str(e), e.code]
+    except wire.Refused as e:
+        refused(e.reason, f"method {method}: {e.detail}")
+        return [False, f"[{method}] {e.message}", XML_RPC_API]
     except CloudError as e:
         return [False, f"[{method}] {e.message}", _error_code(e)]
     except JournalError:
@@ -451,22 +473,34 @@ async def _call(api: OneApi, method: str, args: tuple[Any, ...]) -> list[Any]:
         return [False, f"[{method}] internal error", INTERNAL]
 
 
-def _view() -> type[XMLRPCView]:
-    attrs: dict[str, Any] = {}
-    for i, name in enumerate(METHODS):
-        def make(method: str) -> Callable[..., Awaitable[list[Any]]]:
-            async def rpc(self: XMLRPCView, *args: Any) -> list[Any]:
-                return await call(self.request.app[CLOUD_APP_KEY], method, args)
-            return rpc
-        attrs[f"rpc_m{i}"] = rename(name)(make(name))
-    return type("OneRpcView", (XMLRPCView,), attrs)
-
-
-OneRpcView = _view()
+async def handle(request: web.Request) -> web.Response:
+    """POST /RPC2: read the call within wire's limits, refuse what is not a call of ours with a
+    fault (one rate-limited log line, no traceback), answer the rest with the method's triple."""
+    refusals = request.app[REFUSALS_APP_KEY]
+    try:
+        mc = await wire.read_call(request)
+        if mc.method not in METHODS:
+            raise wire.Refused("unknown_method", wire.METHOD_NOT_FOUND,
+                               f"Method {clip(mc.method)} not found", f"method {clip(mc.method)}")
+    except wire.Refused as e:
+        refusals.refused(request.remote, e.reason, e.detail)
+        resp = web.Response(body=wire.fault(e.code, e.message), content_type="text/xml", charset="utf-8")
+        if e.close:
+            resp.force_close()   # the rest of the body is still on the wire: do not read it
+        return resp
+    answer = await call(request.app[CLOUD_APP_KEY], mc.method, mc.params,
+                        lambda reason, detail: refusals.refused(request.remote, reason, detail))
+    return web.Response(body=wire.answer(answer), content_type="text/xml", charset="utf-8")
 
 
 def xmlrpc_app(cloud: Cloud, admin_token: str, port: int) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=wire.MAX_BODY_BYTES)
     app[CLOUD_APP_KEY] = OneApi(cloud, admin_token, port)
-    app.router.add_route("*", "/RPC2", OneRpcView)
+    app[REFUSALS_APP_KEY] = RefusalLog("xmlrpc")
+    app.router.add_post("/RPC2", handle)
+    app.on_cleanup.append(_flush_refusals)
     return app
+
+
+async def _flush_refusals(app: web.Application) -> None:
+    app[REFUSALS_APP_KEY].flush()   # the summaries of the windows still open, before the log ends
