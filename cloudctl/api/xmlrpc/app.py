@@ -9,6 +9,7 @@ instances.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -19,6 +20,7 @@ import math
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ from ...core.errors import CloudError
 from ...core.images import CLOUD_OWNER
 from ...core.monitor import host_view
 from ...core.sizing import closest_type
+from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ...store.records import Instance, User
 from . import documents as doc
@@ -45,6 +48,8 @@ AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION, XML_RPC_API, INTERNAL = (
 _ACTION_CODES = {"IncorrectInstanceState", "OperationNotPermitted", "InsufficientInstanceCapacity",
                  "InstanceLimitExceeded", "InvalidAMIID.Unavailable"}
 CLOUD_APP_KEY: web.AppKey["OneApi"] = web.AppKey("one_api")
+# The caller's address, set per request by the view: the methods' arguments are OpenNebula's.
+SOURCE: ContextVar[str] = ContextVar("xmlrpc_source", default="")
 
 
 class OneError(Exception):
@@ -87,20 +92,32 @@ class OneApi:
         self.admin_token = admin_token
         self.port = port
         self.observe: Callable[[str, str, float], None] | None = None   # method, outcome, seconds
+        self.logins = Throttle(cloud.config.login_throttle)   # failed sessions, per address and user name
 
     # -- session, numbering ----------------------------------------------------------------
     async def session(self, raw: Any) -> Session:
         if not isinstance(raw, str) or ":" not in raw:
             raise OneError(AUTHENTICATION, "[one] Session string must be user:secret")
         name, secret = raw.split(":", 1)
+        source = SOURCE.get()
+        try:
+            if delay := self.logins.admit(name, source):
+                await asyncio.sleep(delay)
+        except Throttled as e:
+            raise OneError(AUTHENTICATION, f"[one] Too many failed logins, retry in {math.ceil(e.retry_after_s)} s."
+                           ) from None
         if name == doc.ONEADMIN:
             if hmac.compare_digest(secret.encode(), self.admin_token.encode()):
+                self.logins.succeeded(name, source)
                 return Session(None, 0)
+            self.logins.failed(name, source)
             raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
         users = self.cloud.users
         user = users.table.get(name) or users.by_access_key(name)
         if user is None or not hmac.compare_digest(secret.encode(), user.secret_key.encode()):
+            self.logins.failed(name, source)
             raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
+        self.logins.succeeded(name, source)
         uid = (await self.cloud.numeric_ids.ensure("user", [user.name]))[user.name]
         return Session(user, uid)
 
@@ -456,6 +473,7 @@ def _view() -> type[XMLRPCView]:
     for i, name in enumerate(METHODS):
         def make(method: str) -> Callable[..., Awaitable[list[Any]]]:
             async def rpc(self: XMLRPCView, *args: Any) -> list[Any]:
+                SOURCE.set(self.request.remote or "")
                 return await call(self.request.app[CLOUD_APP_KEY], method, args)
             return rpc
         attrs[f"rpc_m{i}"] = rename(name)(make(name))

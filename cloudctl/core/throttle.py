@@ -1,0 +1,133 @@
+"""Backoff after failed logins, per source address and per user name, in bounded memory.
+
+Failures are counted under three keys; after a key's free failures, each further failure
+doubles its backoff (`backoff_s`, 2×, 4×, … up to `backoff_max_s`), and a key quiet for
+`forget_s` is forgotten:
+
+- (name, source): while it backs off, that address's attempts for that name are refused,
+  before any password work. A success from the pair clears it.
+- source: while it backs off, every attempt from the address is refused (a guesser trying
+  many names from one address). A success does not clear it: one valid account of the
+  attacker's own must not reset its budget for guessing others'.
+- name: while it backs off, attempts for the name from any address are *delayed* (by the
+  remaining backoff, at most `name_delay_max_s`), never refused. Refusing here would let anyone
+  who knows a user name lock that user out from everywhere; delaying slows a guesser spread over
+  many addresses (each of which has its own source budget) while the user still gets in.
+  Addresses that logged in as the name before (within `forget_s`) skip the delay.
+
+Refusals and delays never run the check they guard, and are not failures themselves (the
+refused attempt learnt nothing), so hammering during a backoff does not lengthen it.
+
+Memory: each kind of key has its own table, capped at `max_tracked` entries, least recently
+touched dropped first. A spray of random names fills only the name and pair tables (and runs
+into its source's budget); it cannot push the source entries out.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from ..config import LoginThrottle as ThrottleConfig
+
+_MAX_NAME = 128   # longer claimed names are cut: a key's size stays bounded
+
+
+class Throttled(Exception):
+    """The attempt is refused without being checked; retry after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many failed logins; retry in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class _Key:
+    failures: int = 0
+    last_failure: float = 0.0
+    until: float = 0.0            # backing off before this time
+    trusted_until: float = 0.0    # (pairs) a success from here skips the name's delay until then
+
+
+class _Table:
+    """One kind of key: backoff state in an LRU-capped map."""
+
+    def __init__(self, cfg: ThrottleConfig, free: int) -> None:
+        self.cfg, self.free = cfg, free
+        self.rows: OrderedDict[Hashable, _Key] = OrderedDict()
+
+    def get(self, key: Hashable, now: float) -> _Key | None:
+        k = self.rows.get(key)
+        if k is not None and now - max(k.last_failure, k.trusted_until) > self.cfg.forget_s:
+            del self.rows[key]
+            return None
+        return k
+
+    def touch(self, key: Hashable, now: float) -> _Key:
+        k = self.get(key, now)
+        if k is None:
+            k = self.rows[key] = _Key()
+            while len(self.rows) > self.cfg.max_tracked:
+                self.rows.popitem(last=False)
+        else:
+            self.rows.move_to_end(key)
+        return k
+
+    def fail(self, key: Hashable, now: float) -> None:
+        k = self.touch(key, now)
+        if now - k.last_failure > self.cfg.forget_s:
+            k.failures = 0
+        k.failures += 1
+        k.last_failure = now
+        over = k.failures - self.free
+        if over > 0:
+            k.until = now + min(self.cfg.backoff_s * 2 ** min(over - 1, 62), self.cfg.backoff_max_s)
+
+    def wait(self, key: Hashable, now: float) -> float:
+        k = self.get(key, now)
+        return max(0.0, k.until - now) if k is not None else 0.0
+
+
+class Throttle:
+    """One API's login backoff: `admit` before checking a credential, then `failed` or `succeeded`."""
+
+    def __init__(self, cfg: ThrottleConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.pairs = _Table(cfg, cfg.pair_free_failures)
+        self.sources = _Table(cfg, cfg.source_free_failures)
+        self.names = _Table(cfg, cfg.name_free_failures)
+        self.failures = 0     # counters for /metrics
+        self.refused = 0
+        self.delayed = 0
+
+    def admit(self, name: str, source: str) -> float:
+        """The delay (s) to wait before checking this attempt; raises Throttled to refuse it."""
+        name, now = name[:_MAX_NAME], self.clock()
+        wait = max(self.pairs.wait((name, source), now), self.sources.wait(source, now))
+        if wait > 0:
+            self.refused += 1
+            raise Throttled(wait)
+        pair = self.pairs.get((name, source), now)
+        if pair is not None and pair.trusted_until > now:
+            return 0.0
+        delay = min(self.names.wait(name, now), self.cfg.name_delay_max_s)
+        if delay > 0:
+            self.delayed += 1
+        return delay
+
+    def failed(self, name: str, source: str) -> None:
+        name, now = name[:_MAX_NAME], self.clock()
+        self.failures += 1
+        self.pairs.fail((name, source), now)
+        self.sources.fail(source, now)
+        self.names.fail(name, now)
+
+    def succeeded(self, name: str, source: str) -> None:
+        name, now = name[:_MAX_NAME], self.clock()
+        pair = self.pairs.touch((name, source), now)
+        pair.failures, pair.until, pair.trusted_until = 0, 0.0, now + self.cfg.forget_s
+
+    def tracked(self) -> int:
+        return len(self.pairs.rows) + len(self.sources.rows) + len(self.names.rows)
