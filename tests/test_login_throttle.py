@@ -32,8 +32,8 @@ from cloudctl.core.throttle import Throttle, Throttled
 
 # Short backoffs, so a test can wait one out; a small hashing wait list, so it can fill it.
 THROTTLE = {"pair_free_failures": 3, "source_free_failures": 8, "name_free_failures": 5, "backoff_s": 2.0,
-            "backoff_max_s": 4.0, "name_delay_max_s": 0.5, "forget_s": 60.0, "max_tracked": 100,
-            "password_workers": 1, "password_queue": 2}
+            "backoff_max_s": 4.0, "name_delay_max_s": 0.5, "refusal_pace_s": 0.1, "forget_s": 60.0,
+            "max_tracked": 100, "password_workers": 1, "password_queue": 2}
 PASSWORD = "right-password-1"
 
 
@@ -247,8 +247,8 @@ def test_throttle_memory_is_bounded_and_backoff_doubles_to_its_cap() -> None:
     for _ in range(5):
         t.failed("u", "192.0.2.1")
         with pytest.raises(Throttled) as e:
-            t.admit("u", "192.0.2.1")
+            t.delay("u", "192.0.2.1")
         waits.append(e.value.retry_after_s)
     assert waits == [1.0, 2.0, 4.0, 4.0, 4.0]
     now[0] += cfg.forget_s + 1   # forgotten after a quiet while
-    assert t.admit("u", "192.0.2.1") == 0.0
+    assert t.delay("u", "192.0.2.1") == 0.0

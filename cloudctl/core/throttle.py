@@ -16,7 +16,9 @@ doubles its backoff (`backoff_s`, 2×, 4×, … up to `backoff_max_s`), and a ke
   Addresses that logged in as the name before (within `forget_s`) skip the delay.
 
 Refusals and delays never run the check they guard, and are not failures themselves (the
-refused attempt learnt nothing), so hammering during a backoff does not lengthen it.
+refused attempt learnt nothing), so hammering during a backoff does not lengthen it. A refusal
+is answered after min(the backoff left, `refusal_pace_s`): a client looping on refusals is paced
+to a few attempts per second instead of costing the loop thousands of answers a second.
 
 Memory: each kind of key has its own table, capped at `max_tracked` entries, least recently
 touched dropped first. A spray of random names fills only the name and pair tables (and runs
@@ -24,6 +26,7 @@ into its source's budget); it cannot push the source entries out.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -102,8 +105,19 @@ class Throttle:
         self.refused = 0
         self.delayed = 0
 
-    def admit(self, name: str, source: str) -> float:
-        """The delay (s) to wait before checking this attempt; raises Throttled to refuse it."""
+    async def admit(self, name: str, source: str) -> None:
+        """Wait out the name's delay, if any, before this attempt is checked; raise Throttled
+        (after the refusal's pace) to refuse it unchecked."""
+        try:
+            delay = self.delay(name, source)
+        except Throttled as e:
+            await asyncio.sleep(min(e.retry_after_s, self.cfg.refusal_pace_s))
+            raise
+        if delay:
+            await asyncio.sleep(delay)
+
+    def delay(self, name: str, source: str) -> float:
+        """The delay (s) before checking this attempt; raises Throttled to refuse it."""
         name, now = name[:_MAX_NAME], self.clock()
         wait = max(self.pairs.wait((name, source), now), self.sources.wait(source, now))
         if wait > 0:

@@ -120,8 +120,7 @@ class Ec2Api:
             except UnicodeDecodeError:
                 raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
             login = (claimed_access_key(request.headers, params), request.remote or "")
-            if delay := self.logins.admit(*login):
-                await asyncio.sleep(delay)
+            await self.logins.admit(*login)
             access_key = self.verifier.verify(method=request.method, path=raw_path,
                                               query_string=raw_query, headers=request.headers,
                                               body=body, params=params)

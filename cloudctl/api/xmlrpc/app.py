@@ -9,7 +9,6 @@ instances.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -101,8 +100,7 @@ class OneApi:
         name, secret = raw.split(":", 1)
         source = SOURCE.get()
         try:
-            if delay := self.logins.admit(name, source):
-                await asyncio.sleep(delay)
+            await self.logins.admit(name, source)
         except Throttled as e:
             raise OneError(AUTHENTICATION, f"[one] Too many failed logins, retry in {math.ceil(e.retry_after_s)} s."
                            ) from None

@@ -1,7 +1,6 @@
 """Users of the bare-metal API (HIL's database auth backend) and how a request is authenticated."""
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import math
@@ -37,12 +36,10 @@ class BmUsers:
         if username is None or password is None:
             raise AuthenticationError("this API needs HTTP Basic credentials")
         try:
-            delay = self.throttle.admit(username, source)
+            await self.throttle.admit(username, source)
         except Throttled as e:
             raise TooManyFailuresError(f"too many failed logins; retry in {math.ceil(e.retry_after_s)} s",
                                        e.retry_after_s) from None
-        if delay:
-            await asyncio.sleep(delay)
         user = self.site.users.get(username)
         digest = hashlib.sha256(f"{username}\x00{password}".encode()).hexdigest()
         if user is None or self._verified.get(digest) != user.password_hash:
