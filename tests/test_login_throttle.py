@@ -239,16 +239,35 @@ def test_throttle_memory_is_bounded_and_backoff_doubles_to_its_cap() -> None:
     cfg = LoginThrottle(**{**THROTTLE, "pair_free_failures": 1, "backoff_s": 1.0})
     now = [1000.0]
     t = Throttle(cfg, clock=lambda: now[0])
+
+    def miss(name: str, source: str) -> None:
+        t.enter(name, source)
+        t.failed(name, source)
+
     for i in range(5000):   # a spray of random names and addresses
-        t.failed(f"name-{i}", f"10.0.{i // 250}.{i % 250}")
+        miss(f"name-{i}", f"10.0.{i // 250}.{i % 250}")
     assert t.tracked() <= 3 * cfg.max_tracked
-    t.failed("u", "192.0.2.1")   # the free one
+    miss("u", "192.0.2.1")   # the free one
     waits = []
     for _ in range(5):
-        t.failed("u", "192.0.2.1")
+        miss("u", "192.0.2.1")
         with pytest.raises(Throttled) as e:
-            t.delay("u", "192.0.2.1")
+            t.enter("u", "192.0.2.1")
         waits.append(e.value.retry_after_s)
+        now[0] += e.value.retry_after_s
     assert waits == [1.0, 2.0, 4.0, 4.0, 4.0]
     now[0] += cfg.forget_s + 1   # forgotten after a quiet while
-    assert t.delay("u", "192.0.2.1") == 0.0
+    assert t.enter("u", "192.0.2.1") == 0.0
+
+
+def test_concurrent_attempts_cannot_all_slip_in_when_a_backoff_ends() -> None:
+    cfg = LoginThrottle(**THROTTLE)
+    t = Throttle(cfg, clock=lambda: 0.0)
+    admitted = 0
+    for _ in range(16):   # 16 guessers at once, none answered yet
+        try:
+            t.enter("u", "192.0.2.1")
+            admitted += 1
+        except Throttled:
+            pass
+    assert admitted == cfg.pair_free_failures + 1

@@ -83,9 +83,19 @@ class _Table:
             k.failures = 0
         k.failures += 1
         k.last_failure = now
+        self._backoff(k)
+
+    def undo(self, key: Hashable, now: float) -> None:
+        """Take back one failure counted in advance (the attempt succeeded or was not checked)."""
+        k = self.get(key, now)
+        if k is not None and k.failures > 0:
+            k.failures -= 1
+            self._backoff(k)
+
+    def _backoff(self, k: _Key) -> None:
         over = k.failures - self.free
-        if over > 0:
-            k.until = now + min(self.cfg.backoff_s * 2 ** min(over - 1, 62), self.cfg.backoff_max_s)
+        k.until = k.last_failure + min(self.cfg.backoff_s * 2 ** min(over - 1, 62), self.cfg.backoff_max_s) \
+            if over > 0 else 0.0
 
     def wait(self, key: Hashable, now: float) -> float:
         k = self.get(key, now)
@@ -93,7 +103,13 @@ class _Table:
 
 
 class Throttle:
-    """One API's login backoff: `admit` before checking a credential, then `failed` or `succeeded`."""
+    """One API's login backoff: `admit` before checking a credential, then `failed`, `succeeded`
+    or `void` (not checked after all).
+
+    `admit` counts the attempt as a failure in advance, and `succeeded`/`void` take it back:
+    concurrent attempts (16 guessers waiting for the same backoff to end) then cannot all slip
+    into the checks at once; the first over the free count starts the backoff for the rest.
+    """
 
     def __init__(self, cfg: ThrottleConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
@@ -109,39 +125,49 @@ class Throttle:
         """Wait out the name's delay, if any, before this attempt is checked; raise Throttled
         (after the refusal's pace) to refuse it unchecked."""
         try:
-            delay = self.delay(name, source)
+            delay = self.enter(name, source)
         except Throttled as e:
             await asyncio.sleep(min(e.retry_after_s, self.cfg.refusal_pace_s))
             raise
         if delay:
             await asyncio.sleep(delay)
 
-    def delay(self, name: str, source: str) -> float:
-        """The delay (s) before checking this attempt; raises Throttled to refuse it."""
+    def enter(self, name: str, source: str) -> float:
+        """Count the attempt in advance and return the delay (s) before checking it; raise
+        Throttled (counting nothing) to refuse it."""
         name, now = name[:_MAX_NAME], self.clock()
         wait = max(self.pairs.wait((name, source), now), self.sources.wait(source, now))
         if wait > 0:
             self.refused += 1
             raise Throttled(wait)
         pair = self.pairs.get((name, source), now)
-        if pair is not None and pair.trusted_until > now:
-            return 0.0
-        delay = min(self.names.wait(name, now), self.cfg.name_delay_max_s)
+        trusted = pair is not None and pair.trusted_until > now
+        delay = 0.0 if trusted else min(self.names.wait(name, now), self.cfg.name_delay_max_s)
         if delay > 0:
             self.delayed += 1
-        return delay
-
-    def failed(self, name: str, source: str) -> None:
-        name, now = name[:_MAX_NAME], self.clock()
-        self.failures += 1
         self.pairs.fail((name, source), now)
         self.sources.fail(source, now)
         self.names.fail(name, now)
+        return delay
+
+    def failed(self, name: str, source: str) -> None:
+        """The admitted attempt failed (it was counted already)."""
+        self.failures += 1
 
     def succeeded(self, name: str, source: str) -> None:
+        """The admitted attempt succeeded: its pair is cleared and trusted, its count taken back."""
         name, now = name[:_MAX_NAME], self.clock()
+        self.sources.undo(source, now)
+        self.names.undo(name, now)
         pair = self.pairs.touch((name, source), now)
         pair.failures, pair.until, pair.trusted_until = 0, 0.0, now + self.cfg.forget_s
+
+    def void(self, name: str, source: str) -> None:
+        """The admitted attempt was not checked after all (the checkers were busy)."""
+        name, now = name[:_MAX_NAME], self.clock()
+        self.pairs.undo((name, source), now)
+        self.sources.undo(source, now)
+        self.names.undo(name, now)
 
     def tracked(self) -> int:
         return len(self.pairs.rows) + len(self.sources.rows) + len(self.names.rows)

@@ -124,7 +124,7 @@ class Ec2Api:
             access_key = self.verifier.verify(method=request.method, path=raw_path,
                                               query_string=raw_query, headers=request.headers,
                                               body=body, params=params)
-            self.logins.succeeded(access_key, login[1])
+            self.logins.succeeded(*login)
             login = None
             user = self.cloud.users.by_access_key(access_key)
             if user is None:  # deleted between the signature check and now
@@ -169,8 +169,8 @@ class Ec2Api:
             resp.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after_s)))
             return resp
         except AuthError as e:
-            if login is not None and e.code == "AuthFailure":
-                self.logins.failed(*login)
+            if login is not None:   # the signature check failed
+                (self.logins.failed if e.code == "AuthFailure" else self.logins.void)(*login)
             self._count(action, e.code, t0)
             return web.Response(body=self.protocol.error(e.code, e.message, request_id), status=e.status,
                                 content_type="text/xml", charset="UTF-8")

@@ -46,6 +46,7 @@ class BmUsers:
             try:
                 ok = await self.hashing.run(check_password, password, user.password_hash if user else DUMMY_HASH)
             except Busy as e:
+                self.throttle.void(username, source)
                 raise BusyError("too many logins are being checked; try again shortly", e.retry_after_s) from None
             if not ok or user is None:
                 self.throttle.failed(username, source)
