@@ -6,6 +6,8 @@ token (the `cloudctl` CLI), which counts as an administrator. Errors are HIL's
 `{"type": <name>, "msg": <text>}` with its status codes, except that an authenticated caller who
 is not allowed gets 403 (HIL answered 401 for both), and HIL's `GET /v0/networks` is
 `GET /v0/bm/networks` (the admin endpoint's `/v0/networks` lists the instances' networks).
+Failed logins back off (core.throttle): a refused one is 429 `TooManyFailuresError`, a login
+the password checkers have no room for is 503 `BusyError`, both with Retry-After.
 """
 from __future__ import annotations
 
