@@ -243,8 +243,8 @@ class LoginThrottle(_Strict):
     backoff_s: Annotated[float, Field(gt=0)] = 1.0           # the first backoff, doubled per further failure...
     backoff_max_s: Annotated[float, Field(gt=0)] = 300.0     # ...up to this
     name_delay_max_s: Annotated[float, Field(ge=0, le=60)] = 2.0   # the longest delay for a user under attack
-    refusal_pace_s: Annotated[float, Field(ge=0, le=10)] = 1.0   # a refusal is answered after this (or the backoff left)
-    forget_s: Annotated[float, Field(gt=0)] = 900.0          # a key's failures are forgotten after this long without one
+    refusal_pace_s: Annotated[float, Field(ge=0, le=10)] = 1.0   # refusals answered after this (or the backoff left)
+    forget_s: Annotated[float, Field(gt=0)] = 900.0          # a key's failures forgotten after this long without one
     max_tracked: Annotated[int, Field(ge=100)] = 10_000      # keys per API and kind; least recently seen dropped first
     password_workers: Annotated[int, Field(ge=1, le=16)] = 1   # threads hashing passwords (scrypt), apart from others
     password_queue: Annotated[int, Field(ge=0)] = 16         # checks waiting for them; past this: "try later" (503)

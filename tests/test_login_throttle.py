@@ -91,13 +91,13 @@ def test_wrong_passwords_then_the_right_one_is_refused_until_the_backoff_passes(
         status, _, err = hil_login(srv, src, "hu1", "wrong-password")
         assert (status, err["type"]) == (401, "AuthenticationError")
     before = checks(srv)
-    for _ in range(5):   # the right password, while the pair backs off: refused, and never hashed
+    for _ in range(3):   # the right password, while the pair backs off: refused, and never hashed
         status, headers, err = hil_login(srv, src, "hu1", PASSWORD)
         assert (status, err["type"]) == (429, "TooManyFailuresError"), err
         assert 1 <= int(headers["Retry-After"]) <= THROTTLE["backoff_max_s"]
     assert hil_login(srv, src, "hu1", "another-guess")[0] == 429
     assert checks(srv) == before
-    assert metric(srv, "cloudctl_login_refusals_total", api="hil") >= 6
+    assert metric(srv, "cloudctl_login_refusals_total", api="hil") >= 4
     time.sleep(int(headers["Retry-After"]) + 0.2)
     assert hil_login(srv, src, "hu1", PASSWORD)[0] == 200
 
@@ -106,8 +106,10 @@ def test_the_same_user_from_another_address_is_not_locked_out(srv: Server) -> No
     hil_user(srv, "hu2")
     for source, n in (("127.0.2.1", 4), ("127.0.2.2", 3), ("127.0.2.3", 1)):   # a guesser on three addresses
         for _ in range(n):
-            assert hil_login(srv, source, "hu2", "wrong-password")[0] == 401
-    assert hil_login(srv, "127.0.2.1", "hu2", PASSWORD)[0] == 429     # that pair backs off
+            status, _, err = hil_login(srv, source, "hu2", "wrong-password")
+            assert status == 401, (source, status, err)
+        if source == "127.0.2.1":
+            assert hil_login(srv, source, "hu2", PASSWORD)[0] == 429     # that pair backs off
     delays = metric(srv, "cloudctl_login_delays_total", api="hil")
     status, _, projects = hil_login(srv, "127.0.2.9", "hu2", PASSWORD)  # the user, elsewhere
     assert (status, projects) == (200, [])
@@ -271,3 +273,16 @@ def test_concurrent_attempts_cannot_all_slip_in_when_a_backoff_ends() -> None:
         except Throttled:
             pass
     assert admitted == cfg.pair_free_failures + 1
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"backoff_s": 10, "backoff_max_s": 5}, "login_throttle: backoff_max_s must be at least backoff_s"),
+    ({"backoff_max_s": 600, "forget_s": 60}, "login_throttle: forget_s must be at least backoff_max_s"),
+    ({"password_workers": 0}, "login_throttle.password_workers: Input should be greater than or equal to 1"),
+])
+def test_bad_throttle_settings_stop_the_start_in_one_line(tmp_path: Path, model_cache: Path,
+                                                         section: dict[str, Any], message: str) -> None:
+    from cloudctl.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(write_config(tmp_path, model_cache, login_throttle=section))
+    assert "\n" not in str(e.value)
