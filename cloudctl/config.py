@@ -234,6 +234,30 @@ class Baremetal(_Strict):
         parse_vlan_ranges(v)
         return v
 
+class LoginThrottle(_Strict):
+    """Backoff after failed logins on the bare-metal API (HTTP Basic), XML-RPC sessions and EC2
+    signatures, each API counted apart (see cloudctl/core/throttle.py for the policy)."""
+    pair_free_failures: Annotated[int, Field(ge=1)] = 10     # per (user, address); then refused
+    source_free_failures: Annotated[int, Field(ge=1)] = 50   # per address, any user; then refused
+    name_free_failures: Annotated[int, Field(ge=1)] = 20     # per user, any address; then delayed, never refused
+    backoff_s: Annotated[float, Field(gt=0)] = 1.0           # the first backoff, doubled per further failure...
+    backoff_max_s: Annotated[float, Field(gt=0)] = 300.0     # ...up to this
+    name_delay_max_s: Annotated[float, Field(ge=0, le=60)] = 2.0   # the longest delay for a user under attack
+    refusal_pace_s: Annotated[float, Field(ge=0, le=10)] = 1.0   # refusals answered after this (or the backoff left)
+    forget_s: Annotated[float, Field(gt=0)] = 900.0          # a key's failures forgotten after this long without one
+    max_tracked: Annotated[int, Field(ge=100)] = 10_000      # keys per API and kind; least recently seen dropped first
+    password_workers: Annotated[int, Field(ge=1, le=16)] = 1   # threads hashing passwords (scrypt), apart from others
+    password_queue: Annotated[int, Field(ge=0)] = 16         # checks waiting for them; past this: "try later" (503)
+
+    @model_validator(mode="after")
+    def _order(self) -> "LoginThrottle":
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError("backoff_max_s must be at least backoff_s")
+        if self.forget_s < self.backoff_max_s:
+            raise ValueError("forget_s must be at least backoff_max_s")
+        return self
+
+
 class ElasticIps(_Strict):
     """Public addresses users allocate and associate with instances (econe's Elastic IPs).
 
@@ -354,6 +378,7 @@ class Config(_Strict):
     baremetal: Baremetal = Baremetal()
     marketplace: Marketplace | None = None   # publish/subscribe signed image lists; off when absent
     elastic_ips: ElasticIps = ElasticIps()
+    login_throttle: LoginThrottle = LoginThrottle()
 
     @field_validator("instance_types")
     @classmethod

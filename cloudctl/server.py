@@ -21,7 +21,7 @@ from .api.ec2.protocol import Protocol
 from .api.ec2.actions import ACTIONS
 from .api.marketplace import public_app
 from .api.metadata import metadata_app
-from .api.metrics import Metrics
+from .api.metrics import LoginCollector, Metrics
 from .api.refusals import MalformedHttp, RefusalLog
 from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, REFUSALS_APP_KEY, xmlrpc_app
 from .config import Config
@@ -119,6 +119,8 @@ async def run(config: Config) -> None:
                  config.ec2.answer_slice_items)
     ec2.observe = lambda action, code, s: metrics.request("ec2", action, code, s)
     token = ensure_token(config.state_dir)
+    logins = {"hil": cloud.baremetal.users.throttle, "ec2": ec2.logins}
+    metrics.registry.register(LoginCollector(logins, cloud.baremetal.users.hashing))
 
     def stats() -> dict[str, Any]:
         j = cloud.store.journal
@@ -157,6 +159,7 @@ async def run(config: Config) -> None:
         one_app = xmlrpc_app(cloud, token, config.xmlrpc.port)
         one_app[XMLRPC_KEY].observe = lambda method, code, s: metrics.request("xmlrpc", method, code, s)
         one_app[REFUSALS_APP_KEY].observe = metrics.refusal
+        logins["xmlrpc"] = one_app[XMLRPC_KEY].logins
         one_runner, one_port = await _site(one_app, config.xmlrpc.listen, config.xmlrpc.port,
                                             config.xmlrpc.client_timeout_s)
         one_app[XMLRPC_KEY].port = one_port

@@ -8,6 +8,7 @@ import logging
 import socket
 import xmlrpc.client
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyone
@@ -17,6 +18,7 @@ from lxml import etree
 from cloudctl.api.refusals import RefusalLog, clip
 from cloudctl.api.xmlrpc import wire
 from cloudctl.api.xmlrpc.app import INTERNAL, OneApi, call
+from cloudctl.config import LoginThrottle
 from conftest import free_port
 from test_metrics import _scrape, _value
 
@@ -259,8 +261,10 @@ def test_refusal_log_holds_a_bounded_number_of_sources(caplog: pytest.LogCapture
 
 
 async def test_an_unexpected_error_still_logs_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    """A fault in our own code (here: a OneApi without a cloud) is not a refusal: its traceback is kept."""
-    api = OneApi(None, "token", 0)   # type: ignore[arg-type]
+    """A fault in our own code (here: a OneApi over a cloud without a monitor config) is not a refusal:
+    its traceback is kept."""
+    cloud = SimpleNamespace(config=SimpleNamespace(login_throttle=LoginThrottle()))
+    api = OneApi(cloud, "token", 0)   # type: ignore[arg-type]
     session = etree.fromstring("<value><string>oneadmin:token</string></value>")
     refused: list[str] = []
     with caplog.at_level(logging.INFO):

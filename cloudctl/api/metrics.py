@@ -25,6 +25,8 @@ from ..core.compute import STATE_CODES
 
 if TYPE_CHECKING:
     from ..core.cloud import Cloud
+    from ..core.throttle import Throttle
+    from ..core.workpool import WorkPool
 
 HOST_STATES = ("init", "on", "error", "disabled", "offline")
 _FAST = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0)
@@ -184,3 +186,30 @@ class _StateCollector(Collector):
             queue.add_metric([sw], pending[sw])
             failed.add_metric([sw], errors.get(sw, 0))
         yield from (queue, failed)
+
+
+class LoginCollector(Collector):
+    """Failed logins and the throttle's answers per API, and the password checks run (scrypt)."""
+
+    def __init__(self, throttles: "dict[str, Throttle]", hashing: "WorkPool") -> None:
+        self.throttles = throttles   # api -> its throttle (XML-RPC's is added when that listener starts)
+        self.hashing = hashing
+
+    def collect(self) -> Iterable[Metric]:
+        failures = CounterMetricFamily("cloudctl_login_failures", "failed logins (wrong credentials)", labels=["api"])
+        refused = CounterMetricFamily("cloudctl_login_refusals", "logins refused unchecked while their address "
+                                      "or (user, address) backs off", labels=["api"])
+        delayed = CounterMetricFamily("cloudctl_login_delays", "logins delayed while their user name backs off",
+                                      labels=["api"])
+        tracked = GaugeMetricFamily("cloudctl_login_tracked_keys", "names, addresses and pairs the throttle "
+                                    "remembers", labels=["api"])
+        for api, t in sorted(self.throttles.items()):
+            failures.add_metric([api], t.failures)
+            refused.add_metric([api], t.refused)
+            delayed.add_metric([api], t.delayed)
+            tracked.add_metric([api], t.tracked())
+        yield from (failures, refused, delayed, tracked)
+        yield CounterMetricFamily("cloudctl_password_checks", "password hashes computed (scrypt)",
+                                  value=self.hashing.runs)
+        yield CounterMetricFamily("cloudctl_password_checks_refused", "password checks refused because "
+                                  "the hashing threads' wait list was full", value=self.hashing.refused)

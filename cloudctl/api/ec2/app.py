@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 import uuid
@@ -15,10 +16,12 @@ from aiohttp import web
 from ...core.cloud import Cloud
 from ...core.context import Caller
 from ...core.errors import CloudError
+from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ..turns import Turns
 from .actions import ACTIONS
 from .auth import AUTH_PARAMS, AuthError, ReplayCache, SignatureVerifier
+from .logins import claimed_access_key
 from .protocol import ParamError, Protocol, is_streamed
 
 log = logging.getLogger("cloudctl.ec2")
@@ -53,6 +56,7 @@ class Ec2Api:
         self.protocol = protocol
         self.verifier = verifier
         self.replays = ReplayCache()
+        self.logins = Throttle(cloud.config.login_throttle)   # signature failures, per address and key id
         self.requests: Counter[tuple[str, str]] = Counter()   # (action, outcome) for metrics
         self.observe: Callable[[str, str, float], None] | None = None   # action, outcome, seconds
 
@@ -98,6 +102,7 @@ class Ec2Api:
         t0 = time.perf_counter()
         request_id = str(uuid.uuid4())
         action = "-"
+        login: tuple[str, str] | None = None   # (key id, address) while its signature is being checked
         try:
             body = await self._read_body(request)
             if self.turns is not None:
@@ -114,9 +119,13 @@ class Ec2Api:
                     params.update(parse_qsl(body.decode(), keep_blank_values=True, errors="strict"))
             except UnicodeDecodeError:
                 raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
+            login = (claimed_access_key(request.headers, params), request.remote or "")
+            await self.logins.admit(*login)
             access_key = self.verifier.verify(method=request.method, path=raw_path,
                                               query_string=raw_query, headers=request.headers,
                                               body=body, params=params)
+            self.logins.succeeded(*login)
+            login = None
             user = self.cloud.users.by_access_key(access_key)
             if user is None:  # deleted between the signature check and now
                 raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
@@ -154,7 +163,14 @@ class Ec2Api:
             return self._error(e.code, e.message, request_id, action, t0)
         except ParamError as e:
             return self._error(e.code, e.message, request_id, action, t0)
+        except Throttled as e:
+            resp = self._error("RequestLimitExceeded", "Too many failed authentications; retry in "
+                               f"{math.ceil(e.retry_after_s)} s.", request_id, action, t0)
+            resp.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after_s)))
+            return resp
         except AuthError as e:
+            if login is not None:   # the signature check failed
+                (self.logins.failed if e.code == "AuthFailure" else self.logins.void)(*login)
             self._count(action, e.code, t0)
             return web.Response(body=self.protocol.error(e.code, e.message, request_id), status=e.status,
                                 content_type="text/xml", charset="UTF-8")

@@ -30,6 +30,7 @@ from ...core.errors import CloudError
 from ...core.images import CLOUD_OWNER
 from ...core.monitor import host_view
 from ...core.sizing import closest_type
+from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ...store.records import Instance, User
 from ..refusals import RefusalLog, clip
@@ -89,20 +90,31 @@ class OneApi:
         self.admin_token = admin_token
         self.port = port
         self.observe: Callable[[str, str, float], None] | None = None   # method, outcome, seconds
+        self.logins = Throttle(cloud.config.login_throttle)   # failed sessions, per address and user name
 
     # -- session, numbering ----------------------------------------------------------------
-    async def session(self, raw: Any) -> Session:
+    async def session(self, raw: Any, source: str = "") -> Session:
+        """The session string's user; `source` (the caller's address) keys the failed-login backoff."""
         if not isinstance(raw, str) or ":" not in raw:
             raise OneError(AUTHENTICATION, "[one] Session string must be user:secret")
         name, secret = raw.split(":", 1)
+        try:
+            await self.logins.admit(name, source)
+        except Throttled as e:
+            raise OneError(AUTHENTICATION, f"[one] Too many failed logins, retry in {math.ceil(e.retry_after_s)} s."
+                           ) from None
         if name == doc.ONEADMIN:
             if hmac.compare_digest(secret.encode(), self.admin_token.encode()):
+                self.logins.succeeded(name, source)
                 return Session(None, 0)
+            self.logins.failed(name, source)
             raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
         users = self.cloud.users
         user = users.table.get(name) or users.by_access_key(name)
         if user is None or not hmac.compare_digest(secret.encode(), user.secret_key.encode()):
+            self.logins.failed(name, source)
             raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
+        self.logins.succeeded(name, source)
         uid = (await self.cloud.numeric_ids.ensure("user", [user.name]))[user.name]
         return Session(user, uid)
 
@@ -427,27 +439,28 @@ def _unlogged(reason: str, detail: str) -> None:
     pass
 
 
-async def call(api: OneApi, method: str, params: list[Any], refused: Refuse = _unlogged) -> list[Any]:
+async def call(api: OneApi, method: str, params: list[Any], refused: Refuse = _unlogged,
+               source: str = "") -> list[Any]:
     """Run one method and wrap its outcome in OpenNebula's [success, value, code] triple.
 
     `params` are the call's <value> elements: the session (the first) is checked before the others
     are converted, so a caller without credentials cannot make the controller convert large values.
     """
     t0 = time.perf_counter()
-    answer = await _call(api, method, params, refused)
+    answer = await _call(api, method, params, refused, source)
     if api.observe is not None:
         api.observe(method, "ok" if answer[0] else _CODE_NAMES.get(answer[2], str(answer[2])),
                     time.perf_counter() - t0)
     return answer
 
 
-async def _call(api: OneApi, method: str, params: list[Any], refused: Refuse) -> list[Any]:
+async def _call(api: OneApi, method: str, params: list[Any], refused: Refuse, source: str) -> list[Any]:
     fn: Callable[..., Awaitable[Any]] = getattr(api, METHODS[method])
     try:
         try:
             if not params:
                 raise OneError(AUTHENTICATION, "[one] the session string is missing")
-            session = await api.session(wire.string(params[0]))
+            session = await api.session(wire.string(params[0]), source)
         except OneError:
             refused("bad_session", f"method {method}")
             raise
@@ -489,7 +502,8 @@ async def handle(request: web.Request) -> web.Response:
             resp.force_close()   # the rest of the body is still on the wire: do not read it
         return resp
     answer = await call(request.app[CLOUD_APP_KEY], mc.method, mc.params,
-                        lambda reason, detail: refusals.refused(request.remote, reason, detail))
+                        lambda reason, detail: refusals.refused(request.remote, reason, detail),
+                        request.remote or "")
     return web.Response(body=wire.answer(answer), content_type="text/xml", charset="utf-8")
 
 
