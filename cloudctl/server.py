@@ -128,6 +128,8 @@ async def run(config: Config) -> None:
     admin_app.router.add_post("/v0/stats/reset-lag", _reset_handler(monitor))
     admin_app.router.add_get("/metrics", metrics.handle)
     admin.public_paths.add("/metrics")
+    listener.make_room([c.max_connections for c in (config.ec2, config.admin, config.metadata, config.xmlrpc,
+                                                    config.marketplace) if c is not None])
     listeners: dict[str, listener.Listener] = {}
     listeners["ec2"] = await listener.start(ec2.app(), config.ec2, ec2.refuse)
     listeners["admin"] = await listener.start(admin_app, config.admin, admin.refuse)

@@ -18,13 +18,18 @@ server's doing, not the client's.
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import AbstractRoute
 
 from ..config import Listen
+
+log = logging.getLogger("cloudctl")
 
 
 class BodyRefused(Exception):
@@ -78,7 +83,7 @@ async def body_chunks(request: web.Request, limit: int, idle_s: float) -> AsyncI
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _guard(limit: int, timeout_s: float, refuse: Refuse) -> Any:
+def _guard(limit: int, timeout_s: float, refuse: Refuse) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -156,16 +161,16 @@ class _CappedSite(web.TCPSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)   # registers the site with its runner
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accept, *self._where, reuse_address=True)
+        server = await loop.create_server(self._accept, *self._where, reuse_address=True, backlog=self._backlog)
+        self._server = server
+        self.bound: int = server.sockets[0].getsockname()[1]   # the bound port, for `port: 0`
 
 
 class Listener:
     """One API on one address: its runner, site and bound port."""
 
     def __init__(self, runner: web.AppRunner, site: _CappedSite) -> None:
-        self.runner, self.site = runner, site
-        server: Any = site._server
-        self.port: int = server.sockets[0].getsockname()[1]   # the bound port, for `port: 0`
+        self.runner, self.site, self.port = runner, site, site.bound
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -185,3 +190,16 @@ async def start(app: web.Application, cfg: Listen, refuse: Refuse = plain_refusa
     site = _CappedSite(runner, cfg.listen, cfg.port, cfg.max_connections, handler_kw)
     await site.start()
     return Listener(runner, site)
+
+
+def make_room(caps: list[int], spare: int = 1024) -> None:
+    """Raise the open-file limit so the listeners' caps, not the process's limit, are what
+    refuses connections (a common default soft limit is 1024 for the whole process)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = sum(caps) + spare
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            log.warning("open files limited to %d (hard limit); the listeners' max_connections add up "
+                        "to %d: connections may be refused for want of descriptors first", new, sum(caps))
