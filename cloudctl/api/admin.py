@@ -256,16 +256,19 @@ class AdminApi:
             return web.json_response([_event_json(e) for e in events.since(q.get("after"), kind, subject, limit)])
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
-        with events.listen() as listener:
+        with events.listen() as follower:
             backlog = events.since(q.get("after"), kind, subject, limit)
             last = backlog[-1].id if backlog else q.get("after") or ""
-            for ev in backlog:
-                await resp.write(_ndjson(ev))
-            async for ev in listener:
-                if ev.id <= last or (kind and not (ev.kind == kind or ev.kind.startswith(kind + "."))) \
-                        or (subject and ev.subject != subject):
-                    continue
-                await resp.write(_ndjson(ev))
+            try:
+                for ev in backlog:
+                    await resp.write(_ndjson(ev))
+                async for ev in follower:
+                    if ev.id <= last or (kind and not (ev.kind == kind or ev.kind.startswith(kind + "."))) \
+                            or (subject and ev.subject != subject):
+                        continue
+                    await resp.write(_ndjson(ev))
+            except ConnectionResetError:
+                pass   # the follower went away: how a follow ends, not an error to log
         return resp
 
     async def addresses(self, request: web.Request) -> web.Response:
