@@ -88,7 +88,8 @@ def trickle(targets: dict[str, tuple[int, bytes]], n: int, body: bool, give_up_s
 def oversize(cc: procs.Cloudctl, admin_port: int, auth: str) -> dict[str, Any]:
     """256 MiB to PUT /v0/project/..., chunked and then declared; RSS before and after."""
     out: dict[str, Any] = {"rss_before_mib": round(cc.proc.rss_mib(), 1)}
-    head = f"PUT /v0/project/forbidden HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\n"
+    head = (f"PUT /v0/project/forbidden HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+            f"Content-Type: application/json\r\n")
     for how in ("chunked", "declared"):
         with socket.create_connection(("127.0.0.1", admin_port), timeout=120) as s:
             t0 = time.monotonic()
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     limit_s = args.timeout + 3
     ok = all(r["cut"] == r["of"] and r["last_s"] <= limit_s
              for phase in ("trickled_bodies", "trickled_headers") for r in result[phase].values())
-    grew = max(v for k, v in result["oversize"].items() if k.startswith("rss_after")) - result["oversize"]["rss_before_mib"]
+    big = result["oversize"]
+    grew = max(v for k, v in big.items() if k.startswith("rss_after")) - big["rss_before_mib"]
     print(f"trickling clients all cut off within {limit_s:.0f} s: {'PASS' if ok else 'FAIL'}; "
           f"RSS growth for 2 x 256 MiB bodies: {grew:.1f} MiB ({'PASS' if grew < 16 else 'FAIL'}); "
           f"refused over the cap: {result['cap']['refused_503']}/100 "

@@ -25,7 +25,7 @@ from .hil import HilApi, hil_refusal
 from .marketplace import MarketplaceAdmin
 
 TOKEN_FILE = "admin.token"
-MAX_JSON = 64 * 1024   # every admin and bare-metal body is a small JSON document, but image uploads
+MAX_JSON = 64 * 1024   # every admin and bare-metal body is a small JSON document (image uploads aside)
 _STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409, "IncorrectState": 409}
 
 
