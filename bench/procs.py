@@ -147,7 +147,8 @@ def write_cloudctl_config(tmp: Path, ec2_port: int, admin_port: int,
     if cfg.get("cache_dir"):
         cfg["cache_dir"] = str(tmp / "cache")
     overrides = dict(overrides or {})
-    cfg["ec2"].update(overrides.pop("ec2", {}))   # ec2 settings other than the address
+    cfg["ec2"].update(overrides.pop("ec2", {}))   # ec2 and admin settings other than the address
+    cfg["admin"].update(overrides.pop("admin", {}))
     cfg.update(overrides)
     out = tmp / "cloudctl.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -28,8 +28,11 @@ class _Strict(BaseModel):
 class Listen(_Strict):
     listen: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)]
-    # A client that sends nothing, or stops halfway through a request, is disconnected after this.
+    # A client that sends nothing, or stops halfway through a request's headers or body, is
+    # disconnected after this (see api/listener.py).
     client_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Open connections at a time; past it a new one gets 503 at once and is closed unread.
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
 
 class Ec2Listen(Listen):
@@ -37,6 +40,12 @@ class Ec2Listen(Listen):
     # list elements, one slice per turn of the event loop and one answer's slice at a time, so
     # it never holds the loop for long. 0: each answer in one go (for comparison in bench/).
     answer_slice_items: Annotated[int, Field(ge=0)] = 20
+
+
+class AdminListen(Listen):
+    # An image upload (PUT /v0/images) is streamed to disk and may be this large; every other
+    # admin body is JSON and capped at 64 KiB (api/admin.py).
+    max_image_gib: Annotated[float, Field(gt=0)] = 100
 
 
 class MetadataListen(Listen):
@@ -355,7 +364,7 @@ class Config(_Strict):
     # <state_dir>.secrets.key beside the state directory, so a copy of that directory is not enough.
     secrets_key_file: Path | None = None
     ec2: Ec2Listen = Ec2Listen(port=4567)
-    admin: Listen = Listen(port=4568)
+    admin: AdminListen = AdminListen(port=4568)
     metadata: MetadataListen | None = None   # the instance metadata service; off when absent
     xmlrpc: Listen | None = None     # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent
     monitor: Monitor = Monitor()

@@ -27,6 +27,7 @@ from ..core.baremetal.auth import ADMIN, Caller
 from ..core.baremetal.errors import (AuthenticationError, AuthorizationError, BadArgumentError, BlockedError,
                                      BmError, BusyError, DuplicateError, IllegalStateError, NotFoundError, OBMError,
                                      ProjectMismatchError, RetryLaterError, TooManyFailuresError)
+from .listener import BodyRefused
 
 _STATUS: dict[type[BmError], int] = {
     NotFoundError: 404, DuplicateError: 409, BlockedError: 409, ProjectMismatchError: 409,
@@ -43,6 +44,11 @@ def _error(e: BmError) -> web.Response:
         headers = {"Retry-After": str(max(1, math.ceil(e.retry_after_s)))}
     return web.json_response({"type": type(e).__name__, "msg": e.msg}, status=_STATUS.get(type(e), 400),
                              headers=headers)
+
+
+def hil_refusal(e: BodyRefused) -> web.Response:
+    """A body the listener refused (over the admin endpoint's 64 KiB, or too slow), HIL-style."""
+    return web.json_response({"type": e.code, "msg": e.message}, status=e.status)
 
 
 class HilApi:
@@ -74,8 +80,8 @@ class HilApi:
             try:
                 caller = await self._caller(request)
                 body: dict[str, Any] = {}
-                if request.can_read_body:
-                    raw = await request.read()
+                if request.body_exists:
+                    raw = await request.read()   # already read, at most 64 KiB (api/listener.py)
                     if raw.strip():
                         try:
                             parsed = json.loads(raw)

@@ -1,7 +1,6 @@
 """The EC2 Query endpoint: HTTP in, signature check, model-driven parse, action, XML out."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import sys
@@ -18,6 +17,7 @@ from ...core.context import Caller
 from ...core.errors import CloudError
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
+from ..listener import BodyRefused
 from ..turns import Turns
 from .actions import ACTIONS
 from .auth import AUTH_PARAMS, AuthError, ReplayCache, SignatureVerifier
@@ -34,22 +34,13 @@ STATUS = {
 }
 _FORM = "application/x-www-form-urlencoded"
 _READ_ONLY = ("Describe", "Get")   # actions whose exact replay is harmless
-MAX_BODY = 4 * 1024 * 1024
-
-
-class _BodyRefused(Exception):
-    """The request body is too large or too slow; answered, then the connection is closed."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+MAX_BODY = 4 * 1024 * 1024   # enforced by the listener (api/listener.py), before the handler
 
 
 class Ec2Api:
     def __init__(self, cloud: Cloud, protocol: Protocol, verifier: SignatureVerifier,
-                 client_timeout_s: float = 60.0, answer_slice_items: int = 20) -> None:
+                 answer_slice_items: int = 20) -> None:
         self.cloud = cloud
-        self.client_timeout_s = client_timeout_s
         # 0: each answer in one go, unpaced (the comparison point in bench/monitor.py)
         self.slice_items = answer_slice_items or sys.maxsize
         self.turns = Turns() if answer_slice_items else None
@@ -76,18 +67,9 @@ class Ec2Api:
         return web.Response(body=self.protocol.error(code, message, request_id),
                             status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        """The body, refused before reading if its declared length is over the limit, and
-        refused if the client takes longer than the client timeout to send it."""
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes")
-        try:
-            async with asyncio.timeout(self.client_timeout_s):
-                return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes") from None
-        except TimeoutError:
-            raise _BodyRefused("RequestTimeout", "The request body was not received in time") from None
+    def refuse(self, request: web.Request, e: BodyRefused) -> web.StreamResponse:
+        """A body refused by the listener (api/listener.py: too large or too slow), as EC2 says it."""
+        return self._error(e.code, e.message, str(uuid.uuid4()), "-", time.perf_counter())
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         held: list[str] = []   # the signature this request holds in the replay cache, if any
@@ -104,7 +86,7 @@ class Ec2Api:
         action = "-"
         login: tuple[str, str] | None = None   # (key id, address) while its signature is being checked
         try:
-            body = await self._read_body(request)
+            body = await request.read()   # already read and bounded by the listener (api/listener.py)
             if self.turns is not None:
                 # A burst of requests would otherwise all be parsed, checked and run (up to their
                 # handlers' first await) in one turn of the loop: each starts in its own turn.
@@ -155,10 +137,6 @@ class Ec2Api:
             first = await self._slice(pieces, turns, t0)
             assert first is not None   # serialize_iter yields at least one piece
             second = None if self.protocol.is_last(action, first) else await self._slice(pieces, turns, t0)
-        except _BodyRefused as e:
-            resp = self._error(e.code, e.message, request_id, action, t0)
-            resp.force_close()   # the rest of the body is still on the wire
-            return resp
         except CloudError as e:
             return self._error(e.code, e.message, request_id, action, t0)
         except ParamError as e:

@@ -33,6 +33,7 @@ from ...core.sizing import closest_type
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ...store.records import Instance, User
+from ..listener import BodyRefused, plain_refusal
 from ..refusals import RefusalLog, clip
 from . import documents as doc
 from . import wire
@@ -497,14 +498,23 @@ async def handle(request: web.Request) -> web.Response:
                                f"Method {clip(mc.method)} not found", f"method {clip(mc.method)}")
     except wire.Refused as e:
         refusals.refused(request.remote, e.reason, e.detail)
-        resp = web.Response(body=wire.fault(e.code, e.message), content_type="text/xml", charset="utf-8")
-        if e.close:
-            resp.force_close()   # the rest of the body is still on the wire: do not read it
-        return resp
+        return web.Response(body=wire.fault(e.code, e.message), content_type="text/xml", charset="utf-8")
     answer = await call(request.app[CLOUD_APP_KEY], mc.method, mc.params,
                         lambda reason, detail: refusals.refused(request.remote, reason, detail),
                         request.remote or "")
     return web.Response(body=wire.answer(answer), content_type="text/xml", charset="utf-8")
+
+
+def refuse_body(request: web.Request, e: BodyRefused) -> web.StreamResponse:
+    """A body the listener refused (see api/listener.py): too large is a fault, as pyone reports
+    it; too slow is plain HTTP 408, a transport failure. Either is one rate-limited log line."""
+    refusals = request.app[REFUSALS_APP_KEY]
+    if e.status == 413:
+        refusals.refused(request.remote, "oversize", clip(e.message))
+        return web.Response(body=wire.fault(wire.INVALID_REQUEST, wire.OVERSIZE), content_type="text/xml",
+                            charset="utf-8")
+    refusals.refused(request.remote, "disconnected" if e.code == BodyRefused.LOST else "slow_body")
+    return plain_refusal(request, e)
 
 
 def xmlrpc_app(cloud: Cloud, admin_token: str, port: int) -> web.Application:

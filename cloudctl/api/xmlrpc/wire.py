@@ -1,7 +1,8 @@
 """XML-RPC on the wire: a methodCall read with bounded work, answers and faults written.
 
 Anyone who can reach the listener can send a body, before any credential is checked, so the work a
-body can cause is bounded here: its size (`MAX_BODY_BYTES`, refused unread when declared), its
+body can cause is bounded: its size (`MAX_BODY_BYTES`, the app's `client_max_size`, which the
+listener enforces while it reads the body within the client timeout: see api/listener.py), its
 number of elements and its nesting (counted while parsing, which stops at the first excess), and
 the parse itself is incremental, a few KiB per step, so it never holds the event loop for long.
 Values are converted to Python only when asked (`value()`), so the caller can check the session
@@ -36,13 +37,12 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND = -32700, -32600, -32601
 class Refused(Exception):
     """A call refused before it reached a method: answered with a fault, logged as `reason`."""
 
-    def __init__(self, reason: str, code: int, message: str, detail: str = "", close: bool = False) -> None:
+    def __init__(self, reason: str, code: int, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.reason = reason
         self.code = code
         self.message = message
         self.detail = detail        # for the log line; already bounded
-        self.close = close          # the rest of the body is still on the wire: drop the connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,52 +51,42 @@ class MethodCall:
     params: list[Any]   # the params' <value> elements, not converted yet
 
 
-def _oversize(size: int, close: bool) -> Refused:
-    return Refused("oversize", INVALID_REQUEST, f"the request is larger than {MAX_BODY_BYTES} bytes",
-                   f"{size} bytes", close)
+OVERSIZE = f"the request is larger than {MAX_BODY_BYTES} bytes"
 
 
 async def read_call(request: web.Request) -> MethodCall:
-    """Read and parse the body of `request` as a methodCall, within the limits above."""
+    """Parse the body of `request` as a methodCall, within the limits above.
+
+    The listener (api/listener.py) has already read the body within the client timeout and the
+    app's `client_max_size` (`MAX_BODY_BYTES`); what is bounded here is the parse.
+    """
     if "xml" not in request.headers.get("Content-Type", ""):
         raise Refused("invalid", INVALID_REQUEST, "the request body must be XML (Content-Type: text/xml)")
-    declared = request.content_length
-    if declared is not None and declared > MAX_BODY_BYTES:
-        raise _oversize(declared, close=True)   # unread: the fault, then the connection is closed
+    body = await request.read()   # (already read: no I/O)
     parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True,
                                  huge_tree=False, remove_comments=True, remove_pis=True)
-    size = elements = depth = 0
+    elements = depth = 0
     try:
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _oversize(size, close=True)
-            for i in range(0, len(chunk), _STEP):
-                if i:
-                    await asyncio.sleep(0)   # let other requests run between steps
-                parser.feed(chunk[i:i + _STEP])
-                for event, _ in parser.read_events():
-                    if event == "end":
-                        depth -= 1
-                        continue
-                    elements += 1
-                    depth += 1
-                    if elements > MAX_ELEMENTS:
-                        raise Refused("too_many_elements", INVALID_REQUEST,
-                                      f"the request has more than {MAX_ELEMENTS} XML elements",
-                                      close=declared is None)
-                    if depth > MAX_DEPTH:
-                        raise Refused("too_deep", INVALID_REQUEST,
-                                      f"the request nests XML elements more than {MAX_DEPTH} deep",
-                                      close=declared is None)
+        for i in range(0, len(body), _STEP):
+            if i:
+                await asyncio.sleep(0)   # let other requests run between steps
+            parser.feed(body[i:i + _STEP])
+            for event, _ in parser.read_events():
+                if event == "end":
+                    depth -= 1
+                    continue
+                elements += 1
+                depth += 1
+                if elements > MAX_ELEMENTS:
+                    raise Refused("too_many_elements", INVALID_REQUEST,
+                                  f"the request has more than {MAX_ELEMENTS} XML elements")
+                if depth > MAX_DEPTH:
+                    raise Refused("too_deep", INVALID_REQUEST,
+                                  f"the request nests XML elements more than {MAX_DEPTH} deep")
         root = parser.close()
-    except ConnectionResetError:   # the client went away mid-body (aiohttp's "Connection lost")
-        raise Refused("disconnected", INVALID_REQUEST, "the connection was lost before the request's end",
-                      close=True) from None
     except etree.XMLSyntaxError as e:
         why = _short(str(e))
-        raise Refused("malformed", PARSE_ERROR, f"the request is not well-formed XML: {why}", why,
-                      close=declared is None) from None
+        raise Refused("malformed", PARSE_ERROR, f"the request is not well-formed XML: {why}", why) from None
     info = root.getroottree().docinfo
     if info.doctype or info.internalDTD is not None:
         raise Refused("invalid", INVALID_REQUEST, "a DOCTYPE is not accepted in XML-RPC")
