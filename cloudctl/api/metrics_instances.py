@@ -4,9 +4,9 @@ These are seven lines per instance (~560 bytes): 350,000 lines and ~28 MB at 50,
 Rendered by prometheus_client in one go at scrape time they held the event loop ~90 ms per 2,000
 instances. Here a host's part is rendered from its last poll at the first scrape after that poll
 (not at each poll: hosts are polled more often than a scrape usually comes, and a poll nobody
-scrapes costs nothing), `SLICE` domains per turn of the loop, and kept as text; a later scrape
-reuses it while neither the poll nor the instances table moved, and otherwise re-renders only
-the lines of instances whose row changed. The answer is sent from the cached chunks, so no
+scrapes costs nothing), `SLICE` domains per turn of the loop, and kept as text (only the text:
+~28 MB at 50,000); a later scrape reuses it while neither the poll nor the instances table
+moved, and otherwise re-renders only the slices holding an instance whose row changed. The answer is sent from the cached chunks, so no
 step of a scrape holds the loop for more than one slice. The text is what prometheus_client
 writes for the same samples (label order, float format, HELP/TYPE lines).
 
@@ -45,11 +45,16 @@ Lines = tuple[str, str, str, str, str, str, str]
 
 
 @dataclass(slots=True)
+class _Slice:
+    rows: list[Instance | None]   # per domain of the slice: the instance row it was rendered with
+    chunks: list[bytes]           # per family: the slice's lines
+
+
+@dataclass(slots=True)
 class _HostPart:
     poll: HostPoll | None = None
-    changes: int = -1   # the instances table's change count when rendered
-    rows: dict[str, tuple[Instance, Lines]] = field(default_factory=dict)   # domain -> (its row then, lines)
-    chunks: list[list[bytes]] = field(default_factory=lambda: [[] for _ in FAMILIES])
+    changes: int = -1             # the instances table's change count when rendered
+    slices: list[_Slice] = field(default_factory=list)
 
 
 class InstanceSeries:
@@ -57,7 +62,7 @@ class InstanceSeries:
         self.cloud = cloud
         self._parts: dict[str, _HostPart] = {}
         self._lock = asyncio.Lock()   # one scrape renders at a time; the next finds the text ready
-        self.rendered = 0             # domains rendered (not reused) since start: for the bench
+        self.rendered = 0             # slices rendered (not reused) since start
 
     async def chunks(self) -> list[bytes]:
         """The seven families' text: headers and cached chunks, in prometheus_client's order."""
@@ -67,44 +72,38 @@ class InstanceSeries:
                 if h.last is None:
                     continue
                 part = self._parts.get(name)
-                if part is None:
-                    part = self._parts[name] = _HostPart()
-                if part.poll is not h.last or part.changes != self.cloud.compute.table.changes:
+                if part is None or part.poll is not h.last or part.changes != self.cloud.compute.table.changes:
                     part = self._parts[name] = await self._render(name, h.last, part)
                 parts.append(part)
         out: list[bytes] = []
         for i, header in enumerate(_HEADERS):
             out.append(header)
             for part in parts:
-                out.extend(part.chunks[i])
+                out.extend(sl.chunks[i] for sl in part.slices if sl.chunks[i])
         return out
 
-    async def _render(self, host: str, poll: HostPoll, old: _HostPart) -> _HostPart:
-        """The host's part from `poll`, a slice per loop turn; lines of unchanged rows reused."""
+    async def _render(self, host: str, poll: HostPoll, old: _HostPart | None) -> _HostPart:
+        """The host's part from `poll`, a slice per loop turn. A slice whose instance rows are
+        all the ones it was rendered with (same poll) is kept as it is."""
         table = self.cloud.compute.table
         new = _HostPart(poll, table.changes)
-        reuse = old.rows if old.poll is poll else {}
+        reuse = old.slices if old is not None and old.poll is poll else []
         domains = poll.domains
-        for start in range(0, len(domains), SLICE):
-            if start:
+        for n, start in enumerate(range(0, len(domains), SLICE)):
+            if n:
                 await asyncio.sleep(0)
+            part = domains[start:start + SLICE]
+            rows = [table.get(d.name) for d in part]
+            if n < len(reuse) and all(a is b for a, b in zip(rows, reuse[n].rows)):
+                new.slices.append(reuse[n])
+                continue
             cols: list[list[str]] = [[] for _ in FAMILIES]
-            for d in domains[start:start + SLICE]:
-                inst = table.get(d.name)
-                if inst is None or inst.host != host:
-                    continue
-                prev = reuse.get(d.name)
-                if prev is not None and prev[0] is inst:
-                    lines = prev[1]
-                else:
-                    lines = _lines(host, inst, d)
-                    self.rendered += 1
-                new.rows[d.name] = (inst, lines)
-                for col, line in zip(cols, lines):
-                    col.append(line)
-            if cols[0]:
-                for chunk, col in zip(new.chunks, cols):
-                    chunk.append("".join(col).encode())
+            for d, inst in zip(part, rows):
+                if inst is not None and inst.host == host:
+                    for col, line in zip(cols, _lines(host, inst, d)):
+                        col.append(line)
+            new.slices.append(_Slice(rows, ["".join(col).encode() for col in cols]))
+            self.rendered += 1
         return new
 
 
