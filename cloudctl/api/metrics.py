@@ -14,17 +14,17 @@ text cached per host poll (see metrics_instances.py), so a scrape never holds th
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..core.compute import STATE_CODES
 from .metrics_instances import InstanceSeries
+from .metrics_text import registry_text
 
 if TYPE_CHECKING:
     from ..core.cloud import Cloud
@@ -53,10 +53,7 @@ class Metrics:
                                      ["host"], registry=r)
         self.loop_lag = Histogram("cloudctl_event_loop_lag_seconds", "how late a 10 ms ticker on the "
                                   "event loop woke up", buckets=_FAST, registry=r)
-        # Collectors that read the core's state run on the loop; `registry` holds only
-        # prometheus_client's own (thread-safe) metrics and is rendered on a worker thread.
-        self.state_registry = CollectorRegistry(auto_describe=False)
-        self.state_registry.register(_StateCollector(cloud))
+        r.register(_StateCollector(cloud))
         self.instances = InstanceSeries(cloud)
 
     def attach(self) -> None:
@@ -79,18 +76,16 @@ class Metrics:
         self.latency.labels(api, action).observe(seconds)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The registry's families, the state collector's, then the per-instance ones sent
-        chunk by chunk (megabytes at tens of thousands of instances: never joined into one
-        buffer on the loop). The registry is written on a thread: its histograms per API
-        action and per host come to ~1,000 lines, ~7 ms of prometheus_client's writer."""
+        """The registry's families, then the per-instance ones, each written a slice per loop
+        turn and sent chunk by chunk (megabytes at tens of thousands of instances: never
+        joined into one buffer on the loop)."""
         tail = await self.instances.chunks()
-        head = await asyncio.to_thread(generate_latest, self.registry)
-        state = generate_latest(self.state_registry)   # a few lines per host and per switch
+        head = await registry_text(self.registry)
         resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
-        resp.content_length = len(head) + len(state) + sum(map(len, tail))
+        resp.content_length = sum(map(len, head)) + sum(map(len, tail))
         await resp.prepare(request)
         if request.method != "HEAD":
-            for chunk in (head, state, *tail):
+            for chunk in (*head, *tail):
                 await resp.write(chunk)
         await resp.write_eof()
         return resp
