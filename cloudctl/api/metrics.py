@@ -7,21 +7,25 @@ localhost or a management network, and nothing here is secret: ids, states, coun
 (no user names, keys or user data; instance owners are not labels).
 
 Names follow Prometheus conventions: a `cloudctl_` prefix, base units (seconds, bytes),
-`_total` on counters, `_info` for metadata joined on labels. Live state (hosts, instances,
-the last poll's counters) is read at scrape time by a collector, so a scrape costs one pass
-over the tables and nothing between scrapes.
+`_total` on counters, `_info` for metadata joined on labels. Live state is read at scrape time
+without a pass over the instances: hosts by a collector (a few lines per host), instances by
+state from a count the instances table keeps as rows change, and the per-instance series from
+text cached per host poll (see metrics_instances.py), so a scrape never holds the loop for long.
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..core.compute import STATE_CODES
+from .metrics_instances import InstanceSeries
+from .metrics_text import registry_text
 
 if TYPE_CHECKING:
     from ..core.cloud import Cloud
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 HOST_STATES = ("init", "on", "error", "disabled", "offline")
 _FAST = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0)
 _MIB = 1024 * 1024
+_SEND_PER_TURN = 256 * 1024   # bytes of a scrape's answer written per loop turn
 
 
 class Metrics:
@@ -59,6 +64,7 @@ class Metrics:
         self.loop_lag = Histogram("cloudctl_event_loop_lag_seconds", "how late a 10 ms ticker on the "
                                   "event loop woke up", buckets=_FAST, registry=r)
         r.register(_StateCollector(cloud))
+        self.instances = InstanceSeries(cloud)
 
     def attach(self) -> None:
         """Hook into the store and the monitor (after the cloud has started)."""
@@ -85,13 +91,32 @@ class Metrics:
         if not logged:
             self.refusals_suppressed.labels(api).inc()
 
-    async def handle(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The registry's families, then the per-instance ones, each written a slice per loop
+        turn and sent chunk by chunk (megabytes at tens of thousands of instances: never
+        joined into one buffer on the loop)."""
+        tail = await self.instances.chunks()
+        head = await registry_text(self.registry)
+        resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        resp.content_length = sum(map(len, head)) + sum(map(len, tail))
+        await resp.prepare(request)
+        if request.method != "HEAD":
+            sent = 0
+            for chunk in (*head, *tail):
+                await resp.write(chunk)
+                sent += len(chunk)
+                if sent >= _SEND_PER_TURN:
+                    # A client that reads as fast as we write never pauses the transport, so
+                    # write() never waits: without this the whole body went in one turn (~1.5 ms/MB).
+                    sent = 0
+                    await asyncio.sleep(0)
+        await resp.write_eof()
+        return resp
 
 
 class _StateCollector(Collector):
-    """Hosts and instances as they are at scrape time."""
+    """Hosts, instance counts and switch queues as they are at scrape time (the per-instance
+    series are rendered apart: InstanceSeries)."""
 
     def __init__(self, cloud: "Cloud") -> None:
         self.cloud = cloud
@@ -133,40 +158,12 @@ class _StateCollector(Collector):
                 seen.add_metric([name], h.last_seen)
         yield from (info, state, vcpus, vcpus_used, mem, mem_used, mem_free, cpu, seen)
 
-        table = cloud.compute.table
         counts = dict.fromkeys(STATE_CODES, 0)
-        for inst in table.values():
-            counts[inst.state] = counts.get(inst.state, 0) + 1
+        counts.update(cloud.compute.by_state.counts)   # kept by the table as instances change
         by_state = GaugeMetricFamily("cloudctl_instances", "instances by state", labels=["state"])
         for s, n in counts.items():
             by_state.add_metric([s], n)
         yield by_state
-
-        iinfo = GaugeMetricFamily("cloudctl_instance_info", "instances on hypervisors (join on instance)",
-                                  labels=["instance", "host", "instance_type", "zone"])
-        icpu = CounterMetricFamily("cloudctl_instance_cpu_seconds", "guest CPU time", labels=["instance"])
-        imem = GaugeMetricFamily("cloudctl_instance_memory_bytes", "guest memory (balloon)", labels=["instance"])
-        rd = CounterMetricFamily("cloudctl_instance_block_read_bytes", "bytes read from disks", labels=["instance"])
-        wr = CounterMetricFamily("cloudctl_instance_block_write_bytes", "bytes written to disks",
-                                 labels=["instance"])
-        rx = CounterMetricFamily("cloudctl_instance_network_receive_bytes", "bytes received", labels=["instance"])
-        tx = CounterMetricFamily("cloudctl_instance_network_transmit_bytes", "bytes sent", labels=["instance"])
-        for name, h in mon.hosts.items():
-            if h.last is None:
-                continue
-            for d in h.last.domains:
-                inst = table.get(d.name)
-                if inst is None or inst.host != name:
-                    continue
-                labels = [d.name]
-                iinfo.add_metric([d.name, name, inst.instance_type, inst.zone], 1)
-                icpu.add_metric(labels, d.cpu_time_ns / 1e9)
-                imem.add_metric(labels, d.memory_bytes)
-                rd.add_metric(labels, d.block_read_bytes)
-                wr.add_metric(labels, d.block_write_bytes)
-                rx.add_metric(labels, d.net_rx_bytes)
-                tx.add_metric(labels, d.net_tx_bytes)
-        yield from (iinfo, icpu, imem, rd, wr, rx, tx)
 
         # Switch operations (bare metal): the queue per switch, and how many ended in error.
         queue = GaugeMetricFamily("cloudctl_switch_operations_pending", "switch operations waiting to be applied",

@@ -24,7 +24,7 @@ from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
 from ..store.records import Image, Instance, Reservation, Volume
-from ..store.store import MultiIndex, Store, SumIndex, Txn
+from ..store.store import CountIndex, MultiIndex, Store, SumIndex, Txn
 from .context import Caller
 from .configdrive import ConfigDriveError
 from .domains import DomainRenderer, interface_xml
@@ -88,6 +88,7 @@ class Compute:
         self._by_host: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.host))
         self._usage: SumIndex[Instance] = self.table.add_index(SumIndex(
             lambda i: i.owner if i.state != "terminated" else None, self._vcpus))
+        self.by_state: CountIndex[Instance] = self.table.add_index(CountIndex(lambda i: i.state))   # metrics
         self._by_token: MultiIndex[Reservation] = self.reservations.add_index(
             MultiIndex(lambda r: f"{r.owner}\x1f{r.client_token}" if r.client_token else None))
         self.work = KeyedWork()   # hypervisor work after the answer, in order per instance
