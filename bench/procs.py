@@ -147,7 +147,8 @@ def write_cloudctl_config(tmp: Path, ec2_port: int, admin_port: int,
     if cfg.get("cache_dir"):
         cfg["cache_dir"] = str(tmp / "cache")
     overrides = dict(overrides or {})
-    cfg["ec2"].update(overrides.pop("ec2", {}))   # ec2 settings other than the address
+    cfg["ec2"].update(overrides.pop("ec2", {}))   # ec2 and admin settings other than the address
+    cfg["admin"].update(overrides.pop("admin", {}))
     cfg.update(overrides)
     out = tmp / "cloudctl.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -187,12 +188,14 @@ class Cloudctl:
         return wall, float(r.get("loop_lag_own_max_ms", wall))
 
 
-def start_cloudctl(tmp: Path, timeout: float = 90.0, overrides: dict[str, Any] | None = None) -> Cloudctl:
-    """Start `python -m cloudctl serve` on free ports and wait for /v0/health with the admin token."""
+def start_cloudctl(tmp: Path, timeout: float = 90.0, overrides: dict[str, Any] | None = None,
+                   repo: Path = REPO) -> Cloudctl:
+    """Start `python -m cloudctl serve` on free ports and wait for /v0/health with the admin token.
+    `repo`: the checkout whose `cloudctl` package runs (another one serves as a before/after peer)."""
     ec2_port, admin_port = free_port(), free_port()
     cfg = write_cloudctl_config(tmp, ec2_port, admin_port, overrides)
     proc = spawn("cloudctl", [sys.executable, "-m", "cloudctl", "serve", "--config", str(cfg)],
-                 tmp / "cloudctl.log", env={"CLOUDCTL_LOG": "WARNING"})
+                 tmp / "cloudctl.log", cwd=repo, env={"CLOUDCTL_LOG": "WARNING"})
     state_dir = tmp / "state"
     token_file = state_dir / "admin.token"
     admin_url = f"http://127.0.0.1:{admin_port}"

@@ -129,12 +129,21 @@ def _fetch(client: AdminClient, args: argparse.Namespace) -> None:
     print(f"{st['ImageId']}  {st['Name']}  {st['Size']} bytes  {st['Format']}  sha256 {st['Sha256']}")
 
 
+def _config_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let `--config` follow any subcommand too (`cloudctl user create alice --config F`), as the
+    start-up banner prints it: argparse only takes an option on the parser that declares it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                subparser.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                _config_anywhere(subparser)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="cloudctl", description="A private-cloud controller serving the EC2 API")
     p.add_argument("--config", help="config file (default: $CLOUDCTL_CONFIG or the embedded default)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sp = sub.add_parser("serve", help="start the controller")
-    sp.add_argument("--config", dest="config_sub")
+    sub.add_parser("serve", help="start the controller")
     u = sub.add_parser("user", help="manage users").add_subparsers(dest="sub", required=True)
     uc = u.add_parser("create")
     uc.add_argument("name")
@@ -185,9 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     _marketplace_parser(sub)
     ad = sub.add_parser("address", help="elastic IPs").add_subparsers(dest="sub", required=True)
     ad.add_parser("list", help="every elastic IP held, and where it points").add_argument("--json", action="store_true")
+    _config_anywhere(p)
     args = p.parse_args(argv)
 
-    cfg_path = getattr(args, "config_sub", None) or args.config
+    cfg_path = args.config
     try:
         config = load_config(cfg_path)
     except ConfigError as e:

@@ -28,8 +28,11 @@ class _Strict(BaseModel):
 class Listen(_Strict):
     listen: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)]
-    # A client that sends nothing, or stops halfway through a request, is disconnected after this.
+    # A client that sends nothing, or stops halfway through a request's headers or body, is
+    # disconnected after this (see api/listener.py).
     client_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Open connections at a time; past it a new one gets 503 at once and is closed unread.
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
 
 class Ec2Listen(Listen):
@@ -40,6 +43,12 @@ class Ec2Listen(Listen):
     # An identical signed request repeated within this many seconds is an honest client's
     # retry (clients sign with a one-second clock, so keep it >= 1); later, it is a replay.
     replay_grace_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+
+
+class AdminListen(Listen):
+    # An image upload (PUT /v0/images) is streamed to disk and may be this large; every other
+    # admin body is JSON and capped at 64 KiB (api/admin.py).
+    max_image_gib: Annotated[float, Field(gt=0)] = 100
 
 
 class MetadataListen(Listen):
@@ -237,6 +246,30 @@ class Baremetal(_Strict):
         parse_vlan_ranges(v)
         return v
 
+class LoginThrottle(_Strict):
+    """Backoff after failed logins on the bare-metal API (HTTP Basic), XML-RPC sessions and EC2
+    signatures, each API counted apart (see cloudctl/core/throttle.py for the policy)."""
+    pair_free_failures: Annotated[int, Field(ge=1)] = 10     # per (user, address); then refused
+    source_free_failures: Annotated[int, Field(ge=1)] = 50   # per address, any user; then refused
+    name_free_failures: Annotated[int, Field(ge=1)] = 20     # per user, any address; then delayed, never refused
+    backoff_s: Annotated[float, Field(gt=0)] = 1.0           # the first backoff, doubled per further failure...
+    backoff_max_s: Annotated[float, Field(gt=0)] = 300.0     # ...up to this
+    name_delay_max_s: Annotated[float, Field(ge=0, le=60)] = 2.0   # the longest delay for a user under attack
+    refusal_pace_s: Annotated[float, Field(ge=0, le=10)] = 1.0   # refusals answered after this (or the backoff left)
+    forget_s: Annotated[float, Field(gt=0)] = 900.0          # a key's failures forgotten after this long without one
+    max_tracked: Annotated[int, Field(ge=100)] = 10_000      # keys per API and kind; least recently seen dropped first
+    password_workers: Annotated[int, Field(ge=1, le=16)] = 1   # threads hashing passwords (scrypt), apart from others
+    password_queue: Annotated[int, Field(ge=0)] = 16         # checks waiting for them; past this: "try later" (503)
+
+    @model_validator(mode="after")
+    def _order(self) -> "LoginThrottle":
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError("backoff_max_s must be at least backoff_s")
+        if self.forget_s < self.backoff_max_s:
+            raise ValueError("forget_s must be at least backoff_max_s")
+        return self
+
+
 class ElasticIps(_Strict):
     """Public addresses users allocate and associate with instances (econe's Elastic IPs).
 
@@ -334,7 +367,7 @@ class Config(_Strict):
     # <state_dir>.secrets.key beside the state directory, so a copy of that directory is not enough.
     secrets_key_file: Path | None = None
     ec2: Ec2Listen = Ec2Listen(port=4567)
-    admin: Listen = Listen(port=4568)
+    admin: AdminListen = AdminListen(port=4568)
     metadata: MetadataListen | None = None   # the instance metadata service; off when absent
     xmlrpc: Listen | None = None     # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent
     monitor: Monitor = Monitor()
@@ -357,6 +390,7 @@ class Config(_Strict):
     baremetal: Baremetal = Baremetal()
     marketplace: Marketplace | None = None   # publish/subscribe signed image lists; off when absent
     elastic_ips: ElasticIps = ElasticIps()
+    login_throttle: LoginThrottle = LoginThrottle()
 
     @field_validator("instance_types")
     @classmethod

@@ -14,6 +14,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from .api import listener
 from .api.admin import AdminApi, ensure_token
 from .api.ec2.app import Ec2Api, make_verifier
 from .api.ec2.model import OPERATIONS, load_model
@@ -21,8 +22,10 @@ from .api.ec2.protocol import Protocol
 from .api.ec2.actions import ACTIONS
 from .api.marketplace import public_app
 from .api.metadata import metadata_app
-from .api.metrics import Metrics
-from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, xmlrpc_app
+from .api.metrics import LoginCollector, Metrics
+from .api.refusals import MalformedHttp, RefusalLog
+from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, REFUSALS_APP_KEY, xmlrpc_app
+from .api.xmlrpc.app import refuse_body as xmlrpc_refuse
 from .config import Config
 from .core.cloud import Cloud
 
@@ -88,17 +91,6 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-async def _site(app: web.Application, host: str, port: int, client_timeout_s: float = 60.0
-                ) -> tuple[web.AppRunner, int]:
-    # keepalive_timeout also closes connections that never finish sending a request's headers.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=client_timeout_s)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    server: Any = site._server  # the bound port, for `port: 0`
-    return runner, server.sockets[0].getsockname()[1]
-
-
 async def run(config: Config) -> None:
     t0 = time.perf_counter()
     model = load_model(OPERATIONS, config.cache_dir or config.state_dir / "cache")
@@ -108,13 +100,18 @@ async def run(config: Config) -> None:
     await cloud.start()
     metrics = Metrics(cloud, [*ACTIONS, *ONE_METHODS])
     metrics.attach()
+    http_refusals = RefusalLog("http")   # requests aiohttp's HTTP parser refused, on any listener
+    http_refusals.observe = metrics.refusal
+    logging.getLogger("aiohttp.server").addFilter(MalformedHttp(http_refusals))
     monitor = LoopMonitor()
     monitor.observe = metrics.loop_lag.observe
     monitor.start()
-    ec2 = Ec2Api(cloud, protocol, make_verifier(cloud), config.ec2.client_timeout_s,
-                 config.ec2.answer_slice_items, config.ec2.replay_grace_s)
+    ec2 = Ec2Api(cloud, protocol, make_verifier(cloud), config.ec2.answer_slice_items,
+                 config.ec2.replay_grace_s)
     ec2.observe = lambda action, code, s: metrics.request("ec2", action, code, s)
     token = ensure_token(config.state_dir)
+    logins = {"hil": cloud.baremetal.users.throttle, "ec2": ec2.logins}
+    metrics.registry.register(LoginCollector(logins, cloud.baremetal.users.hashing))
 
     def stats() -> dict[str, Any]:
         j = cloud.store.journal
@@ -130,40 +127,42 @@ async def run(config: Config) -> None:
             "last_checkpoint_ms": round(cloud.store.last_checkpoint_s * 1000, 1),
             "requests": {f"{a} {o}": n for (a, o), n in ec2.requests.items()},
             "uptime_s": round(time.time() - cloud.started_at, 1),
+            "connections": {name: {"open": ln.site.open, "refused": ln.site.refused}
+                            for name, ln in listeners.items()},
         }
 
-    admin = AdminApi(cloud, token, stats)
+    admin = AdminApi(cloud, token, stats, config.admin)
     admin_app = admin.app()
     admin_app.router.add_post("/v0/stats/reset-lag", _reset_handler(monitor))
     admin_app.router.add_get("/metrics", metrics.handle)
     admin.public_paths.add("/metrics")
-    ec2_runner, ec2_port = await _site(ec2.app(), config.ec2.listen, config.ec2.port,
-                                        config.ec2.client_timeout_s)
-    admin_runner, admin_port = await _site(admin_app, config.admin.listen, config.admin.port,
-                                            config.admin.client_timeout_s)
-    runners = [ec2_runner, admin_runner]
+    listener.make_room([c.max_connections for c in (config.ec2, config.admin, config.metadata, config.xmlrpc,
+                                                    config.marketplace) if c is not None])
+    listeners: dict[str, listener.Listener] = {}
+    listeners["ec2"] = await listener.start(ec2.app(), config.ec2, ec2.refuse)
+    listeners["admin"] = await listener.start(admin_app, config.admin, admin.refuse)
     md_line = ""
     if config.metadata is not None:
         md_app = metadata_app(cloud, service=cloud.metadata, require_token=config.metadata.require_token)
-        md_runner, md_port = await _site(md_app, config.metadata.listen, config.metadata.port,
-                                          config.metadata.client_timeout_s)
-        runners.append(md_runner)
+        listeners["metadata"] = await listener.start(md_app, config.metadata)
+        md_port = listeners["metadata"].port
         md_line = f"  metadata       http://{config.metadata.listen}:{md_port}  (for instances, by source address)\n"
     if config.xmlrpc is not None:
         one_app = xmlrpc_app(cloud, token, config.xmlrpc.port)
         one_app[XMLRPC_KEY].observe = lambda method, code, s: metrics.request("xmlrpc", method, code, s)
-        one_runner, one_port = await _site(one_app, config.xmlrpc.listen, config.xmlrpc.port,
-                                            config.xmlrpc.client_timeout_s)
+        one_app[REFUSALS_APP_KEY].observe = metrics.refusal
+        logins["xmlrpc"] = one_app[XMLRPC_KEY].logins
+        listeners["xmlrpc"] = await listener.start(one_app, config.xmlrpc, xmlrpc_refuse)
+        one_port = listeners["xmlrpc"].port
         one_app[XMLRPC_KEY].port = one_port
-        runners.append(one_runner)
         md_line += f"  XML-RPC        http://{config.xmlrpc.listen}:{one_port}/RPC2  (OpenNebula API, pyone)\n"
     if config.marketplace is not None:
-        mp_runner, mp_port = await _site(public_app(cloud), config.marketplace.listen,
-                                          config.marketplace.port, config.marketplace.client_timeout_s)
-        runners.append(mp_runner)
+        listeners["marketplace"] = await listener.start(public_app(cloud), config.marketplace)
+        mp_port = listeners["marketplace"].port
         if cloud.publisher is not None and config.marketplace.public_url is None:
             cloud.publisher.public_url = f"http://{config.marketplace.listen}:{mp_port}"
         md_line += f"  marketplace    http://{config.marketplace.listen}:{mp_port}  (public: signed image lists)\n"
+    ec2_port, admin_port = listeners["ec2"].port, listeners["admin"].port
     cloud.endpoint = f"http://{config.ec2.listen}:{ec2_port}"
     cloud.catalog.endpoint = cloud.endpoint
 
@@ -181,8 +180,9 @@ async def run(config: Config) -> None:
     await stop.wait()
     log.info("shutting down")
     monitor.stop()
-    for runner in runners:
-        await runner.cleanup()
+    for ln in listeners.values():
+        await ln.stop()
+    http_refusals.flush()
     await cloud.stop()
 
 

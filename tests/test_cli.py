@@ -168,3 +168,17 @@ def test_host_commands(new_server: Any) -> None:
     bad = subprocess.run([sys.executable, "-m", "cloudctl", "--config", str(srv.config_path), "host", "show", "nope"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "NoSuchEntity" in bad.stderr
+
+
+def test_banner_command_works(server: Any) -> None:
+    """The start-up banner's `cloudctl user create alice --config F` (option after the subcommand)."""
+    banner = [line for line in server.log_path.read_text().splitlines() if "Create the first user" in line][-1]
+    command = banner.split("with:", 1)[1].split()
+    assert command[:3] == ["cloudctl", "user", "create"] and "--config" in command[3:]
+    command[3] = "banner-user"
+    out = subprocess.run([sys.executable, "-m", "cloudctl", *command[1:], "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith('{"AccessKeyId": "AK')
+    listed = cli(server, "user", "list", "--json")
+    assert "banner-user" in listed

@@ -7,13 +7,15 @@ import base64
 import datetime
 import http.client
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REGION, Server
+from conftest import REGION, Server, write_config
 from rawquery import SignedQuery, StateProbe, error_code, form_body
 
 MAX_PARAMS = 10_000
@@ -35,6 +37,30 @@ def post(server: Server, body: bytes, headers: dict[str, str] | None = None) -> 
     finally:
         conn.close()
     return resp.status, error_code(resp.status, data) if resp.status != 200 else None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
+    """A server of this module's own: its failed signatures must not count against the shared
+    server's source address in the login throttle."""
+    s = Server(write_config(tmp_path_factory.mktemp("request-bounds"), model_cache)).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def alice(server: Server) -> dict[str, str]:
+    return server.create_user("bounds")
+
+
+@pytest.fixture(scope="module")
+def ec2(server: Server, alice: dict[str, str]) -> Any:
+    return server.client(alice)
+
+
+@pytest.fixture(scope="module")
+def image_id(ec2: Any) -> str:
+    return ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
 
 
 @pytest.fixture(scope="module")

@@ -114,6 +114,25 @@ def test_a_kept_root_volume_outlives_its_instance(ec2: Any, image_id: str) -> No
     ec2.terminate_instances(InstanceIds=[other])
 
 
+def test_launch_tag_specifications_tag_the_launch_volumes(ec2: Any, image_id: str) -> None:
+    """TagSpecifications ResourceType=volume tag every volume the launch makes (root and data), not
+    the instance; instance tags stay on the instance."""
+    iid = launch(ec2, image_id, BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1}}],
+                 TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "team", "Value": "blue"}]},
+                                    {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web"}]}])
+    vids = [m["Ebs"]["VolumeId"] for m in describe(ec2, iid)["BlockDeviceMappings"]]
+    assert len(vids) == 2
+    for vol in ec2.describe_volumes(VolumeIds=vids)["Volumes"]:
+        assert vol["Tags"] == [{"Key": "team", "Value": "blue"}], vol
+    assert describe(ec2, iid)["Tags"] == [{"Key": "Name", "Value": "web"}]
+    found = ec2.describe_volumes(Filters=[{"Name": "tag:team", "Values": ["blue"]},
+                                          {"Name": "attachment.instance-id", "Values": [iid]}])["Volumes"]
+    assert sorted(v["VolumeId"] for v in found) == sorted(vids)
+    ec2.terminate_instances(InstanceIds=[iid])
+    wait_state(ec2, [iid], "terminated")
+    assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": vids}])["Tags"] == []
+
+
 def test_delete_on_termination_of_the_root_can_change(ec2: Any, image_id: str) -> None:
     iid = launch(ec2, image_id)
     vid = root_of(ec2, iid)

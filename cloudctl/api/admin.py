@@ -6,23 +6,26 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from ..config import AdminListen
 from ..core.cloud import Cloud
 from ..core.errors import CloudError
 from ..core.images import CLOUD_OWNER
 from ..core.monitor import host_view
 from ..store.journal import JournalError
 from ..store.records import Event, User
-from .hil import HilApi
+from . import listener
+from .hil import HilApi, hil_refusal
 from .marketplace import MarketplaceAdmin
 
 TOKEN_FILE = "admin.token"
+MAX_JSON = 64 * 1024   # every admin and bare-metal body is a small JSON document (image uploads aside)
 _STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409, "IncorrectState": 409}
 
 
@@ -68,15 +71,17 @@ Stats = Callable[[], dict[str, Any]]
 
 
 class AdminApi:
-    def __init__(self, cloud: Cloud, token: str, stats: Stats) -> None:
+    def __init__(self, cloud: Cloud, token: str, stats: Stats, cfg: AdminListen | None = None) -> None:
         self.cloud = cloud
         self.token = token
         self.stats = stats
+        self.cfg = cfg or AdminListen(port=0)
+        self.max_image = int(self.cfg.max_image_gib * 2**30)
         self.hil = HilApi(cloud.baremetal, token)
         self.public_paths: set[str] = set()   # served without the token (/metrics: see api/metrics.py)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth, self._errors], client_max_size=1024**4)
+        app = web.Application(middlewares=[self._auth, self._errors], client_max_size=MAX_JSON)
         r = app.router
         r.add_get("/v0/health", self.health)
         r.add_get("/v0/users", self.list_users)
@@ -88,7 +93,7 @@ class AdminApi:
         r.add_post("/v0/hosts/{name}/{admin:enable|disable|offline}", self.host_admin)
         r.add_post("/v0/hosts/{name}/fence", self.host_fence)
         r.add_get("/v0/images", self.list_images)
-        r.add_put("/v0/images", self.import_image)
+        listener.streamed(app, r.add_put("/v0/images", self.import_image), self.max_image)
         r.add_post("/v0/images/fetch", self.fetch_image)
         r.add_get("/v0/images/{image_id}", self.image_status)
         r.add_get("/v0/reconcile", self.reconcile)
@@ -109,11 +114,17 @@ class AdminApi:
         if self.hil.owns(request) or request.path in self.public_paths:
             # bare-metal routes take HTTP Basic users too; /metrics is public (see api/metrics.py)
             return await handler(request)
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             return web.json_response({"error": "Unauthorized", "message": "missing or wrong admin token"},
                                      status=401)
         return await handler(request)
+
+    def refuse(self, request: web.Request, e: listener.BodyRefused) -> web.StreamResponse:
+        """A body refused by the listener (too large or too slow), in the route's own format."""
+        if self.hil.owns(request):
+            return hil_refusal(e)
+        return web.json_response({"error": e.code, "message": e.message}, status=e.status)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -180,12 +191,9 @@ class AdminApi:
         if not name:
             raise CloudError("MissingParameter", "the query parameter 'name' is required")
 
-        async def chunks() -> AsyncIterator[bytes]:
-            async for chunk in request.content.iter_chunked(1 << 20):
-                yield chunk
-
         q = request.query
-        im = await self.cloud.images.import_stream(name, q.get("description", ""), chunks(), q.get("sha256"),
+        chunks = listener.body_chunks(request, self.max_image, self.cfg.client_timeout_s)
+        im = await self.cloud.images.import_stream(name, q.get("description", ""), chunks, q.get("sha256"),
                                                    q.get("type", "machine"), q.get("kernel") or None,
                                                    q.get("ramdisk") or None)
         return web.json_response({"ImageId": im.id, "Name": im.name, "Size": im.size, "Sha256": im.sha256,
@@ -248,16 +256,19 @@ class AdminApi:
             return web.json_response([_event_json(e) for e in events.since(q.get("after"), kind, subject, limit)])
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
-        with events.listen() as listener:
+        with events.listen() as follower:
             backlog = events.since(q.get("after"), kind, subject, limit)
             last = backlog[-1].id if backlog else q.get("after") or ""
-            for ev in backlog:
-                await resp.write(_ndjson(ev))
-            async for ev in listener:
-                if ev.id <= last or (kind and not (ev.kind == kind or ev.kind.startswith(kind + "."))) \
-                        or (subject and ev.subject != subject):
-                    continue
-                await resp.write(_ndjson(ev))
+            try:
+                for ev in backlog:
+                    await resp.write(_ndjson(ev))
+                async for ev in follower:
+                    if ev.id <= last or (kind and not (ev.kind == kind or ev.kind.startswith(kind + "."))) \
+                            or (subject and ev.subject != subject):
+                        continue
+                    await resp.write(_ndjson(ev))
+            except ConnectionResetError:
+                pass   # the follower went away: how a follow ends, not an error to log
         return resp
 
     async def addresses(self, request: web.Request) -> web.Response:

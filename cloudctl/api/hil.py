@@ -6,6 +6,8 @@ token (the `cloudctl` CLI), which counts as an administrator. Errors are HIL's
 `{"type": <name>, "msg": <text>}` with its status codes, except that an authenticated caller who
 is not allowed gets 403 (HIL answered 401 for both), and HIL's `GET /v0/networks` is
 `GET /v0/bm/networks` (the admin endpoint's `/v0/networks` lists the instances' networks).
+Failed logins back off (core.throttle): a refused one is 429 `TooManyFailuresError`, a login
+the password checkers have no room for is 503 `BusyError`, both with Retry-After.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import base64
 import binascii
 import hmac
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,13 +25,14 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from ..core.baremetal import Baremetal
 from ..core.baremetal.auth import ADMIN, Caller
 from ..core.baremetal.errors import (AuthenticationError, AuthorizationError, BadArgumentError, BlockedError,
-                                     BmError, DuplicateError, IllegalStateError, NotFoundError, OBMError,
-                                     ProjectMismatchError)
+                                     BmError, BusyError, DuplicateError, IllegalStateError, NotFoundError, OBMError,
+                                     ProjectMismatchError, RetryLaterError, TooManyFailuresError)
+from .listener import BodyRefused
 
 _STATUS: dict[type[BmError], int] = {
     NotFoundError: 404, DuplicateError: 409, BlockedError: 409, ProjectMismatchError: 409,
     IllegalStateError: 409, AuthenticationError: 401, AuthorizationError: 403, BadArgumentError: 400,
-    OBMError: 502,
+    OBMError: 502, TooManyFailuresError: 429, BusyError: 503,
 }
 
 Handler = Callable[[web.Request, Caller, dict[str, Any]], Awaitable[Any]]
@@ -36,8 +40,15 @@ Handler = Callable[[web.Request, Caller, dict[str, Any]], Awaitable[Any]]
 
 def _error(e: BmError) -> web.Response:
     headers = {"WWW-Authenticate": 'Basic realm="cloudctl"'} if isinstance(e, AuthenticationError) else None
+    if isinstance(e, RetryLaterError):
+        headers = {"Retry-After": str(max(1, math.ceil(e.retry_after_s)))}
     return web.json_response({"type": type(e).__name__, "msg": e.msg}, status=_STATUS.get(type(e), 400),
                              headers=headers)
+
+
+def hil_refusal(e: BodyRefused) -> web.Response:
+    """A body the listener refused (over the admin endpoint's 64 KiB, or too slow), HIL-style."""
+    return web.json_response({"type": e.code, "msg": e.message}, status=e.status)
 
 
 class HilApi:
@@ -61,7 +72,7 @@ class HilApi:
                 user, _, pw = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 raise AuthenticationError("malformed Basic credentials") from None
-            return await self.bm.users.authenticate(user, pw)
+            return await self.bm.users.authenticate(user, pw, request.remote or "")
         return await self.bm.users.authenticate(None, None)
 
     def _wrap(self, fn: Handler, status: int = 200) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -69,8 +80,8 @@ class HilApi:
             try:
                 caller = await self._caller(request)
                 body: dict[str, Any] = {}
-                if request.can_read_body:
-                    raw = await request.read()
+                if request.body_exists:
+                    raw = await request.read()   # already read, at most 64 KiB (api/listener.py)
                     if raw.strip():
                         try:
                             parsed = json.loads(raw)

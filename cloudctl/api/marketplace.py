@@ -61,7 +61,7 @@ def public_app(cloud: Cloud) -> web.Application:
             raise web.HTTPNotFound(text="no such metadata entry\n")
         return web.Response(body=entry.signed.encode(), content_type="application/octet-stream")
 
-    app = web.Application()
+    app = web.Application(client_max_size=4096)   # read-only: its clients have nothing to send
     r = app.router
     r.add_get("/imagelist/{list_id}", imagelist_)
     r.add_get("/images/{image_uuid}", image_file)

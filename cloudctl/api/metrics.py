@@ -7,28 +7,35 @@ localhost or a management network, and nothing here is secret: ids, states, coun
 (no user names, keys or user data; instance owners are not labels).
 
 Names follow Prometheus conventions: a `cloudctl_` prefix, base units (seconds, bytes),
-`_total` on counters, `_info` for metadata joined on labels. Live state (hosts, instances,
-the last poll's counters) is read at scrape time by a collector, so a scrape costs one pass
-over the tables and nothing between scrapes.
+`_total` on counters, `_info` for metadata joined on labels. Live state is read at scrape time
+without a pass over the instances: hosts by a collector (a few lines per host), instances by
+state from a count the instances table keeps as rows change, and the per-instance series from
+text cached per host poll (see metrics_instances.py), so a scrape never holds the loop for long.
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..core.compute import STATE_CODES
+from .metrics_instances import InstanceSeries
+from .metrics_text import registry_text
 
 if TYPE_CHECKING:
     from ..core.cloud import Cloud
+    from ..core.throttle import Throttle
+    from ..core.workpool import WorkPool
 
 HOST_STATES = ("init", "on", "error", "disabled", "offline")
 _FAST = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0)
 _MIB = 1024 * 1024
+_SEND_PER_TURN = 256 * 1024   # bytes of a scrape's answer written per loop turn
 
 
 class Metrics:
@@ -48,9 +55,16 @@ class Metrics:
                               ["host"], buckets=_FAST, registry=r)
         self.poll_failures = Counter("cloudctl_host_poll_failures", "monitoring polls that failed",
                                      ["host"], registry=r)
+        self.refusals = Counter("cloudctl_api_refusals", "requests refused before reaching an action "
+                                "(malformed, oversize, unknown method, bad credentials), by API and reason",
+                                ["api", "reason"], registry=r)
+        self.refusals_suppressed = Counter("cloudctl_log_refusals_suppressed", "refusals not logged because "
+                                           "their source had used up its log lines for the minute", ["api"],
+                                           registry=r)
         self.loop_lag = Histogram("cloudctl_event_loop_lag_seconds", "how late a 10 ms ticker on the "
                                   "event loop woke up", buckets=_FAST, registry=r)
         r.register(_StateCollector(cloud))
+        self.instances = InstanceSeries(cloud)
 
     def attach(self) -> None:
         """Hook into the store and the monitor (after the cloud has started)."""
@@ -71,13 +85,38 @@ class Metrics:
         self.requests.labels(api, action, code).inc()
         self.latency.labels(api, action).observe(seconds)
 
-    async def handle(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def refusal(self, api: str, reason: str, logged: bool) -> None:
+        """Count one refused request (see api.refusals; `reason` is from the code, never the wire)."""
+        self.refusals.labels(api, reason).inc()
+        if not logged:
+            self.refusals_suppressed.labels(api).inc()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The registry's families, then the per-instance ones, each written a slice per loop
+        turn and sent chunk by chunk (megabytes at tens of thousands of instances: never
+        joined into one buffer on the loop)."""
+        tail = await self.instances.chunks()
+        head = await registry_text(self.registry)
+        resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        resp.content_length = sum(map(len, head)) + sum(map(len, tail))
+        await resp.prepare(request)
+        if request.method != "HEAD":
+            sent = 0
+            for chunk in (*head, *tail):
+                await resp.write(chunk)
+                sent += len(chunk)
+                if sent >= _SEND_PER_TURN:
+                    # A client that reads as fast as we write never pauses the transport, so
+                    # write() never waits: without this the whole body went in one turn (~1.5 ms/MB).
+                    sent = 0
+                    await asyncio.sleep(0)
+        await resp.write_eof()
+        return resp
 
 
 class _StateCollector(Collector):
-    """Hosts and instances as they are at scrape time."""
+    """Hosts, instance counts and switch queues as they are at scrape time (the per-instance
+    series are rendered apart: InstanceSeries)."""
 
     def __init__(self, cloud: "Cloud") -> None:
         self.cloud = cloud
@@ -119,40 +158,12 @@ class _StateCollector(Collector):
                 seen.add_metric([name], h.last_seen)
         yield from (info, state, vcpus, vcpus_used, mem, mem_used, mem_free, cpu, seen)
 
-        table = cloud.compute.table
         counts = dict.fromkeys(STATE_CODES, 0)
-        for inst in table.values():
-            counts[inst.state] = counts.get(inst.state, 0) + 1
+        counts.update(cloud.compute.by_state.counts)   # kept by the table as instances change
         by_state = GaugeMetricFamily("cloudctl_instances", "instances by state", labels=["state"])
         for s, n in counts.items():
             by_state.add_metric([s], n)
         yield by_state
-
-        iinfo = GaugeMetricFamily("cloudctl_instance_info", "instances on hypervisors (join on instance)",
-                                  labels=["instance", "host", "instance_type", "zone"])
-        icpu = CounterMetricFamily("cloudctl_instance_cpu_seconds", "guest CPU time", labels=["instance"])
-        imem = GaugeMetricFamily("cloudctl_instance_memory_bytes", "guest memory (balloon)", labels=["instance"])
-        rd = CounterMetricFamily("cloudctl_instance_block_read_bytes", "bytes read from disks", labels=["instance"])
-        wr = CounterMetricFamily("cloudctl_instance_block_write_bytes", "bytes written to disks",
-                                 labels=["instance"])
-        rx = CounterMetricFamily("cloudctl_instance_network_receive_bytes", "bytes received", labels=["instance"])
-        tx = CounterMetricFamily("cloudctl_instance_network_transmit_bytes", "bytes sent", labels=["instance"])
-        for name, h in mon.hosts.items():
-            if h.last is None:
-                continue
-            for d in h.last.domains:
-                inst = table.get(d.name)
-                if inst is None or inst.host != name:
-                    continue
-                labels = [d.name]
-                iinfo.add_metric([d.name, name, inst.instance_type, inst.zone], 1)
-                icpu.add_metric(labels, d.cpu_time_ns / 1e9)
-                imem.add_metric(labels, d.memory_bytes)
-                rd.add_metric(labels, d.block_read_bytes)
-                wr.add_metric(labels, d.block_write_bytes)
-                rx.add_metric(labels, d.net_rx_bytes)
-                tx.add_metric(labels, d.net_tx_bytes)
-        yield from (iinfo, icpu, imem, rd, wr, rx, tx)
 
         # Switch operations (bare metal): the queue per switch, and how many ended in error.
         queue = GaugeMetricFamily("cloudctl_switch_operations_pending", "switch operations waiting to be applied",
@@ -172,3 +183,30 @@ class _StateCollector(Collector):
             queue.add_metric([sw], pending[sw])
             failed.add_metric([sw], errors.get(sw, 0))
         yield from (queue, failed)
+
+
+class LoginCollector(Collector):
+    """Failed logins and the throttle's answers per API, and the password checks run (scrypt)."""
+
+    def __init__(self, throttles: "dict[str, Throttle]", hashing: "WorkPool") -> None:
+        self.throttles = throttles   # api -> its throttle (XML-RPC's is added when that listener starts)
+        self.hashing = hashing
+
+    def collect(self) -> Iterable[Metric]:
+        failures = CounterMetricFamily("cloudctl_login_failures", "failed logins (wrong credentials)", labels=["api"])
+        refused = CounterMetricFamily("cloudctl_login_refusals", "logins refused unchecked while their address "
+                                      "or (user, address) backs off", labels=["api"])
+        delayed = CounterMetricFamily("cloudctl_login_delays", "logins delayed while their user name backs off",
+                                      labels=["api"])
+        tracked = GaugeMetricFamily("cloudctl_login_tracked_keys", "names, addresses and pairs the throttle "
+                                    "remembers", labels=["api"])
+        for api, t in sorted(self.throttles.items()):
+            failures.add_metric([api], t.failures)
+            refused.add_metric([api], t.refused)
+            delayed.add_metric([api], t.delayed)
+            tracked.add_metric([api], t.tracked())
+        yield from (failures, refused, delayed, tracked)
+        yield CounterMetricFamily("cloudctl_password_checks", "password hashes computed (scrypt)",
+                                  value=self.hashing.runs)
+        yield CounterMetricFamily("cloudctl_password_checks_refused", "password checks refused because "
+                                  "the hashing threads' wait list was full", value=self.hashing.refused)

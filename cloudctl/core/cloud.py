@@ -152,7 +152,7 @@ class Cloud:
             self._bg.append(asyncio.create_task(self._every(m.poll_tick_s, self.subscriber.tick)))
         self.metadata = InstanceMetadata.for_cloud(self)
         self.baremetal = Baremetal(self.store, cfg.baremetal, self.events, self.compute, self.users, self.images,
-                                   self.secrets, cfg.state_dir / "console")
+                                   self.secrets, cfg.state_dir / "console", cfg.login_throttle)
         await self.compute.reconcile()
         self.security_groups.start()
         self.volumes.reconcile()

@@ -24,7 +24,7 @@ from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
 from ..store.records import Image, Instance, Reservation, Volume
-from ..store.store import MultiIndex, Store, SumIndex, Txn
+from ..store.store import CountIndex, MultiIndex, Store, SumIndex, Txn
 from .context import Caller
 from .configdrive import ConfigDriveError
 from .domains import DomainRenderer, interface_xml
@@ -52,7 +52,8 @@ STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 4
                "stopping": 64, "stopped": 80}
 TRANSITIONAL = frozenset({"pending", "stopping", "shutting-down"})
 MAX_USER_DATA = 16 * 1024
-# Accepted in TagSpecifications; there are no volume or interface resources yet to carry them.
+# Accepted in TagSpecifications: instance and volume tags are applied to what the launch makes;
+# network interfaces are not resources of their own here, so their tags have nothing to carry them.
 _TAGGABLE = ("instance", "volume", "network-interface")
 _UNSUPPORTED = {
     "ElasticGpuSpecification": "elastic GPUs", "LaunchTemplate": "launch templates",
@@ -87,6 +88,7 @@ class Compute:
         self._by_host: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.host))
         self._usage: SumIndex[Instance] = self.table.add_index(SumIndex(
             lambda i: i.owner if i.state != "terminated" else None, self._vcpus))
+        self.by_state: CountIndex[Instance] = self.table.add_index(CountIndex(lambda i: i.state))   # metrics
         self._by_token: MultiIndex[Reservation] = self.reservations.add_index(
             MultiIndex(lambda r: f"{r.owner}\x1f{r.client_token}" if r.client_token else None))
         self.work = KeyedWork()   # hypervisor work after the answer, in order per instance
@@ -257,7 +259,8 @@ class Compute:
         if chosen_ip is not None and hi > 1:
             raise CloudError("InvalidParameterCombination",
                              "A private IP address can only be given when launching one instance (MaxCount=1)")
-        tag_pairs = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE).get("instance", [])
+        spec_tags = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE)
+        tag_pairs, volume_tags = spec_tags.get("instance", []), spec_tags.get("volume", [])
         root_spec, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
                                      if self.volumes else (None, []))
         root_gib = root_spec.size if root_spec else None
@@ -303,13 +306,18 @@ class Compute:
                     root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None,
                     vlan_nics=list(vlan_nics or ()))
                 tx.put(inst)
+                made: list[str] = []   # this instance's new volumes, which take the launch's volume tags
                 if root_spec is not None and self.volumes is not None:
-                    self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec, root_size,
-                                                    image.id, now)
+                    made.append(self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec,
+                                                                root_size, image.id, now).id)
                 if launch_volumes and self.volumes is not None:
                     volume_ids[iid] = self.volumes.add_at_launch(tx, caller.account, iid, zone, launch_volumes, now)
+                    made += volume_ids[iid]
                 if tag_pairs:
                     self.tags.put(tx, caller.account, iid, "instance", tag_pairs)
+                if volume_tags:
+                    for vid in made:
+                        self.tags.put(tx, caller.account, vid, "volume", volume_tags)
                 launched.append(inst)
             res.instance_ids = [i.id for i in launched]
             tx.put(res)

@@ -92,6 +92,28 @@ class SumIndex(Index[R]):
         return self.totals.get(k, (0, 0))
 
 
+class CountIndex(Index[R]):
+    """How many rows per derived key (e.g. instances by state), kept as rows change, so a
+    reader (a metrics scrape) needs no pass over the table."""
+
+    def __init__(self, key: Callable[[R], str | None]) -> None:
+        self._key = key
+        self.counts: dict[str, int] = {}
+
+    def add(self, row: R) -> None:
+        k = self._key(row)
+        if k is not None:
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def remove(self, row: R) -> None:
+        k = self._key(row)
+        if k is not None and k in self.counts:
+            if self.counts[k] <= 1:
+                del self.counts[k]
+            else:
+                self.counts[k] -= 1
+
+
 IX = TypeVar("IX", bound="Index[Any]")
 
 

@@ -5,11 +5,12 @@ import asyncio
 import functools
 import hashlib
 import logging
+import math
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -17,11 +18,14 @@ from aiohttp import web
 from ...core.cloud import Cloud
 from ...core.context import Caller
 from ...core.errors import CloudError
+from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
+from ..listener import BodyRefused
 from ..turns import Turns
-from .actions import ACTIONS
 from . import form
+from .actions import ACTIONS
 from .auth import AUTH_PARAMS, AuthError, ReplayCache, SignatureVerifier, Verified
+from .logins import claimed_access_key
 from .protocol import ParamError, Protocol, is_streamed
 
 log = logging.getLogger("cloudctl.ec2")
@@ -34,32 +38,23 @@ STATUS = {
 }
 _FORM = "application/x-www-form-urlencoded"
 _READ_ONLY = ("Describe", "Get")   # actions whose exact replay is harmless
-MAX_BODY = 4 * 1024 * 1024
+MAX_BODY = 4 * 1024 * 1024   # enforced by the listener (api/listener.py), before the handler
 _HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
-_READ_PIECE = 64 * 1024      # a body is read, counted and scanned this much per turn of the loop
+_SCAN_PIECE = 64 * 1024      # a body is counted and scanned this much per turn of the loop
 _PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential"})
-
-
-class _BodyRefused(Exception):
-    """The request body is too large or too slow; answered, then the connection is closed."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 class Ec2Api:
     def __init__(self, cloud: Cloud, protocol: Protocol, verifier: SignatureVerifier,
-                 client_timeout_s: float = 60.0, answer_slice_items: int = 20,
-                 replay_grace_s: float = 2.0) -> None:
+                 answer_slice_items: int = 20, replay_grace_s: float = 2.0) -> None:
         self.cloud = cloud
-        self.client_timeout_s = client_timeout_s
         # 0: each answer in one go, unpaced (the comparison point in bench/monitor.py)
         self.slice_items = answer_slice_items or sys.maxsize
         self.turns = Turns() if answer_slice_items else None
         self.protocol = protocol
         self.verifier = verifier
         self.replays = ReplayCache(grace_s=replay_grace_s)
+        self.logins = Throttle(cloud.config.login_throttle)   # signature failures, per address and key id
         self.requests: Counter[tuple[str, str]] = Counter()   # (action, outcome) for metrics
         self.observe: Callable[[str, str, float], None] | None = None   # action, outcome, seconds
 
@@ -79,49 +74,9 @@ class Ec2Api:
         return web.Response(body=self.protocol.error(code, message, request_id),
                             status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
 
-    async def _read_body(self, request: web.Request, scan: form.FormScan | None,
-                         keep: bool = True) -> list[bytes]:
-        """The body's chunks (none if not `keep`: read and dropped), each fed to `scan` as it
-        arrives (up to the parameter cap: the rest is dropped); refused before reading if its
-        declared length is over the limit, and refused if the client takes longer than the
-        client timeout to send it."""
-        too_large = _BodyRefused("RequestEntityTooLarge", f"The request body exceeds {MAX_BODY} bytes")
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.client_timeout_s):
-                # In pieces, each in its own turn of the loop: what has arrived may be the whole
-                # body (readany would hand it over at once, to be scanned in one go).
-                while chunk := await request.content.read(_READ_PIECE):
-                    size += len(chunk)
-                    if size > MAX_BODY:
-                        raise too_large
-                    if keep:
-                        chunks.append(chunk)
-                        if scan is not None:
-                            scan.feed(chunk)
-                            # Over the parameter cap: refused whatever the rest holds, so it
-                            # is only drained (the count stays over the cap).
-                            keep = scan.separators < form.MAX_PARAMS
-                    await asyncio.sleep(0)
-        except TimeoutError:
-            raise _BodyRefused("RequestTimeout", "The request body was not received in time") from None
-        return chunks
-
-    def _query(self, raw_query: str, headers: Mapping[str, str]) -> dict[str, str]:
-        """The query's parameters; for a SigV4 request (header or presigned), its credentials
-        checked too, from the headers and the query alone (so before the body is read)."""
-        # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
-        # name or tag stored differently from what the client sent would be silent corruption.
-        try:   # (the query is small: the request line is at most 8 KiB)
-            query = dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
-        except UnicodeDecodeError:
-            raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
-        if "Authorization" in headers or not _PRESIGNED.isdisjoint(query):
-            self.verifier.precheck(query_string=raw_query, headers=headers, params=query)
-        return query
+    def refuse(self, request: web.Request, e: BodyRefused) -> web.StreamResponse:
+        """A body refused by the listener (api/listener.py: too large or too slow), as EC2 says it."""
+        return self._error(e.code, e.message, str(uuid.uuid4()), "-", time.perf_counter())
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         held: list[str] = []   # the replay key this request holds in the replay cache, if any
@@ -136,32 +91,38 @@ class Ec2Api:
         t0 = time.perf_counter()
         request_id = str(uuid.uuid4())
         action = "-"
+        login: tuple[str, str] | None = None   # (key id, address) while its signature is being checked
         try:
-            # The raw path and query: the signature covers the bytes as sent, before decoding.
-            raw_path, _, raw_query = request.raw_path.partition("?")
-            scan = form.FormScan() if request.content_type == _FORM else None
-            try:
-                query = self._query(raw_query, request.headers)
-            except (CloudError, AuthError):
-                await self._read_body(request, None, keep=False)   # (answered once it is read)
-                raise
-            chunks = await self._read_body(request, scan)
+            body = await request.read()   # already read and bounded by the listener (api/listener.py)
             if self.turns is not None:
                 # A burst of requests would otherwise all be parsed, checked and run (up to their
                 # handlers' first await) in one turn of the loop: each starts in its own turn.
                 await self.turns.wait(t0)
-            if not chunks:
-                scan = None
+            # The raw path and query: the signature covers the bytes as sent, before decoding.
+            raw_path, _, raw_query = request.raw_path.partition("?")
+            query = _query_params(raw_query)
+            source = request.remote or ""
+            if "Authorization" in request.headers or not _PRESIGNED.isdisjoint(query):
+                # SigV4: the credentials are all in the headers and the query, so their form,
+                # scope, date and key are checked before the body is even looked at.
+                login = (claimed_access_key(request.headers, query), source)
+                await self.logins.admit(*login)
+                self.verifier.precheck(query_string=raw_query, headers=request.headers, params=query)
+            scan = await self._scan(body) if body and request.content_type == _FORM else None
             count = form.param_count(raw_query, scan.separators if scan else None)
-            if count > form.MAX_PARAMS:   # (before the body is even put together)
+            if count > form.MAX_PARAMS:
                 raise CloudError("InvalidRequest", f"The request has more than {form.MAX_PARAMS} "
                                  "parameters (query and body together); at most "
                                  f"{form.MAX_PARAMS} are accepted")
             seen = {**query, **scan.auth_fields()} if scan else query
+            if login is None:
+                login = (claimed_access_key(request.headers, seen), source)
+                await self.logins.admit(*login)
             scheme = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
-            body = b"".join(chunks)   # (credentials that may be good: worth a look at the body)
             params, verified = await self._authenticate(request, raw_path, raw_query, scheme, query, seen,
                                                         body, body if scan else b"")
+            self.logins.succeeded(*login)
+            login = None
             user = self.cloud.users.by_access_key(verified.access_key)
             if user is None:  # deleted between the signature check and now
                 raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
@@ -190,15 +151,20 @@ class Ec2Api:
             first = await self._slice(pieces, turns, t0)
             assert first is not None   # serialize_iter yields at least one piece
             second = None if self.protocol.is_last(action, first) else await self._slice(pieces, turns, t0)
-        except _BodyRefused as e:
-            resp = self._error(e.code, e.message, request_id, action, t0)
-            resp.force_close()   # the rest of the body is still on the wire
-            return resp
         except CloudError as e:
+            if login is not None:   # refused before its signature was checked (its form: too large, bad UTF-8)
+                self.logins.void(*login)
             return self._error(e.code, e.message, request_id, action, t0)
         except ParamError as e:
             return self._error(e.code, e.message, request_id, action, t0)
+        except Throttled as e:
+            resp = self._error("RequestLimitExceeded", "Too many failed authentications; retry in "
+                               f"{math.ceil(e.retry_after_s)} s.", request_id, action, t0)
+            resp.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after_s)))
+            return resp
         except AuthError as e:
+            if login is not None:   # the signature check failed
+                (self.logins.failed if e.code == "AuthFailure" else self.logins.void)(*login)
             self._count(action, e.code, t0)
             return web.Response(body=self.protocol.error(e.code, e.message, request_id), status=e.status,
                                 content_type="text/xml", charset="UTF-8")
@@ -213,6 +179,17 @@ class Ec2Api:
         if second is None:
             return web.Response(body=first, content_type="text/xml", charset="UTF-8")
         return await self._stream(request, first, second, pieces, turns, t0)
+
+    async def _scan(self, body: bytes) -> form.FormScan:
+        """The form's '&' count and literally written auth fields, a piece per turn of the loop
+        (a look, not a parse); it stops once over the parameter cap (refused whatever follows)."""
+        scan = form.FormScan()
+        for start in range(0, len(body), _SCAN_PIECE):
+            scan.feed(body[start:start + _SCAN_PIECE])
+            if scan.separators >= form.MAX_PARAMS:
+                break
+            await asyncio.sleep(0)
+        return scan
 
     async def _authenticate(self, request: web.Request, raw_path: str, raw_query: str, scheme: str,
                             query: dict[str, str], seen: dict[str, str], body: bytes,
@@ -265,6 +242,16 @@ class Ec2Api:
             await resp.write(piece)
         await resp.write_eof()
         return resp
+
+
+def _query_params(raw_query: str) -> dict[str, str]:
+    """The query's parameters (the query is small: the request line is at most 8 KiB)."""
+    # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
+    # name or tag stored differently from what the client sent would be silent corruption.
+    try:
+        return dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError:
+        raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
 
 
 def make_verifier(cloud: Cloud) -> SignatureVerifier:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp_xmlrpc.handler import XMLRPCView, rename
 
 from ...core.cloud import Cloud
 from ...core.context import Caller
@@ -31,9 +30,13 @@ from ...core.errors import CloudError
 from ...core.images import CLOUD_OWNER
 from ...core.monitor import host_view
 from ...core.sizing import closest_type
+from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ...store.records import Instance, User
+from ..listener import BodyRefused, plain_refusal
+from ..refusals import RefusalLog, clip
 from . import documents as doc
+from . import wire
 from .template import TemplateError, parse, scalar, vectors
 
 log = logging.getLogger("cloudctl.xmlrpc")
@@ -45,6 +48,7 @@ AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION, XML_RPC_API, INTERNAL = (
 _ACTION_CODES = {"IncorrectInstanceState", "OperationNotPermitted", "InsufficientInstanceCapacity",
                  "InstanceLimitExceeded", "InvalidAMIID.Unavailable"}
 CLOUD_APP_KEY: web.AppKey["OneApi"] = web.AppKey("one_api")
+REFUSALS_APP_KEY: web.AppKey[RefusalLog] = web.AppKey("one_refusals")
 
 
 class OneError(Exception):
@@ -87,20 +91,31 @@ class OneApi:
         self.admin_token = admin_token
         self.port = port
         self.observe: Callable[[str, str, float], None] | None = None   # method, outcome, seconds
+        self.logins = Throttle(cloud.config.login_throttle)   # failed sessions, per address and user name
 
     # -- session, numbering ----------------------------------------------------------------
-    async def session(self, raw: Any) -> Session:
+    async def session(self, raw: Any, source: str = "") -> Session:
+        """The session string's user; `source` (the caller's address) keys the failed-login backoff."""
         if not isinstance(raw, str) or ":" not in raw:
             raise OneError(AUTHENTICATION, "[one] Session string must be user:secret")
         name, secret = raw.split(":", 1)
+        try:
+            await self.logins.admit(name, source)
+        except Throttled as e:
+            raise OneError(AUTHENTICATION, f"[one] Too many failed logins, retry in {math.ceil(e.retry_after_s)} s."
+                           ) from None
         if name == doc.ONEADMIN:
             if hmac.compare_digest(secret.encode(), self.admin_token.encode()):
+                self.logins.succeeded(name, source)
                 return Session(None, 0)
+            self.logins.failed(name, source)
             raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
         users = self.cloud.users
         user = users.table.get(name) or users.by_access_key(name)
         if user is None or not hmac.compare_digest(secret.encode(), user.secret_key.encode()):
+            self.logins.failed(name, source)
             raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
+        self.logins.succeeded(name, source)
         uid = (await self.cloud.numeric_ids.ensure("user", [user.name]))[user.name]
         return Session(user, uid)
 
@@ -418,29 +433,50 @@ _CODE_NAMES = {AUTHENTICATION: "AUTHENTICATION", AUTHORIZATION: "AUTHORIZATION",
                ACTION: "ACTION", XML_RPC_API: "XML_RPC_API", INTERNAL: "INTERNAL"}
 
 
-async def call(api: OneApi, method: str, args: tuple[Any, ...]) -> list[Any]:
-    """Run one method and wrap its outcome in OpenNebula's [success, value, code] triple."""
+Refuse = Callable[[str, str], None]   # reason, detail: one refusal for the log and the metrics
+
+
+def _unlogged(reason: str, detail: str) -> None:
+    pass
+
+
+async def call(api: OneApi, method: str, params: list[Any], refused: Refuse = _unlogged,
+               source: str = "") -> list[Any]:
+    """Run one method and wrap its outcome in OpenNebula's [success, value, code] triple.
+
+    `params` are the call's <value> elements: the session (the first) is checked before the others
+    are converted, so a caller without credentials cannot make the controller convert large values.
+    """
     t0 = time.perf_counter()
-    answer = await _call(api, method, args)
+    answer = await _call(api, method, params, refused, source)
     if api.observe is not None:
         api.observe(method, "ok" if answer[0] else _CODE_NAMES.get(answer[2], str(answer[2])),
                     time.perf_counter() - t0)
     return answer
 
 
-async def _call(api: OneApi, method: str, args: tuple[Any, ...]) -> list[Any]:
+async def _call(api: OneApi, method: str, params: list[Any], refused: Refuse, source: str) -> list[Any]:
     fn: Callable[..., Awaitable[Any]] = getattr(api, METHODS[method])
     try:
-        if not args:
-            raise OneError(AUTHENTICATION, "[one] the session string is missing")
-        session = await api.session(args[0])
         try:
-            inspect.signature(fn).bind(session, *args[1:])
+            if not params:
+                raise OneError(AUTHENTICATION, "[one] the session string is missing")
+            session = await api.session(wire.string(params[0]), source)
+        except OneError:
+            refused("bad_session", f"method {method}")
+            raise
+        try:
+            inspect.signature(fn).bind(session, *params[1:])
         except TypeError:
+            refused("wrong_arity", f"method {method}, {len(params)} parameters")
             raise OneError(XML_RPC_API, f"[{method}] wrong number of parameters") from None
-        return [True, await fn(session, *args[1:]), 0]
+        args = [wire.value(p) for p in params[1:]]
+        return [True, await fn(session, *args), 0]
     except OneError as e:
         return [False, str(e), e.code]
+    except wire.Refused as e:
+        refused(e.reason, f"method {method}: {e.detail}")
+        return [False, f"[{method}] {e.message}", XML_RPC_API]
     except CloudError as e:
         return [False, f"[{method}] {e.message}", _error_code(e)]
     except JournalError:
@@ -451,22 +487,44 @@ async def _call(api: OneApi, method: str, args: tuple[Any, ...]) -> list[Any]:
         return [False, f"[{method}] internal error", INTERNAL]
 
 
-def _view() -> type[XMLRPCView]:
-    attrs: dict[str, Any] = {}
-    for i, name in enumerate(METHODS):
-        def make(method: str) -> Callable[..., Awaitable[list[Any]]]:
-            async def rpc(self: XMLRPCView, *args: Any) -> list[Any]:
-                return await call(self.request.app[CLOUD_APP_KEY], method, args)
-            return rpc
-        attrs[f"rpc_m{i}"] = rename(name)(make(name))
-    return type("OneRpcView", (XMLRPCView,), attrs)
+async def handle(request: web.Request) -> web.Response:
+    """POST /RPC2: read the call within wire's limits, refuse what is not a call of ours with a
+    fault (one rate-limited log line, no traceback), answer the rest with the method's triple."""
+    refusals = request.app[REFUSALS_APP_KEY]
+    try:
+        mc = await wire.read_call(request)
+        if mc.method not in METHODS:
+            raise wire.Refused("unknown_method", wire.METHOD_NOT_FOUND,
+                               f"Method {clip(mc.method)} not found", f"method {clip(mc.method)}")
+    except wire.Refused as e:
+        refusals.refused(request.remote, e.reason, e.detail)
+        return web.Response(body=wire.fault(e.code, e.message), content_type="text/xml", charset="utf-8")
+    answer = await call(request.app[CLOUD_APP_KEY], mc.method, mc.params,
+                        lambda reason, detail: refusals.refused(request.remote, reason, detail),
+                        request.remote or "")
+    return web.Response(body=wire.answer(answer), content_type="text/xml", charset="utf-8")
 
 
-OneRpcView = _view()
+def refuse_body(request: web.Request, e: BodyRefused) -> web.StreamResponse:
+    """A body the listener refused (see api/listener.py): too large is a fault, as pyone reports
+    it; too slow is plain HTTP 408, a transport failure. Either is one rate-limited log line."""
+    refusals = request.app[REFUSALS_APP_KEY]
+    if e.status == 413:
+        refusals.refused(request.remote, "oversize", clip(e.message))
+        return web.Response(body=wire.fault(wire.INVALID_REQUEST, wire.OVERSIZE), content_type="text/xml",
+                            charset="utf-8")
+    refusals.refused(request.remote, "disconnected" if e.code == BodyRefused.LOST else "slow_body")
+    return plain_refusal(request, e)
 
 
 def xmlrpc_app(cloud: Cloud, admin_token: str, port: int) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=wire.MAX_BODY_BYTES)
     app[CLOUD_APP_KEY] = OneApi(cloud, admin_token, port)
-    app.router.add_route("*", "/RPC2", OneRpcView)
+    app[REFUSALS_APP_KEY] = RefusalLog("xmlrpc")
+    app.router.add_post("/RPC2", handle)
+    app.on_cleanup.append(_flush_refusals)
     return app
+
+
+async def _flush_refusals(app: web.Application) -> None:
+    app[REFUSALS_APP_KEY].flush()   # the summaries of the windows still open, before the log ends

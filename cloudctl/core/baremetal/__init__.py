@@ -5,7 +5,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from ...config import Baremetal as BaremetalConfig, parse_vlan_ranges
+from ...config import Baremetal as BaremetalConfig, LoginThrottle, parse_vlan_ranges
 from ...store.store import Store
 from ..compute import Compute
 from ..events import Events
@@ -26,13 +26,14 @@ log = logging.getLogger("cloudctl.baremetal")
 
 class Baremetal:
     def __init__(self, store: Store, config: BaremetalConfig, events: Events, compute: Compute, users: Users,
-                 images: Images, secrets: BmSecrets, console_dir: Path) -> None:
+                 images: Images, secrets: BmSecrets, console_dir: Path,
+                 logins: LoginThrottle = LoginThrottle()) -> None:
         self.config = config
         self.site = Site(store, parse_vlan_ranges(config.vlans), secrets)
         self.headnodes = Headnodes(self.site, compute, users, images, config.headnode_bridge)
         self.networks = Networks(self.site)
         self.ops = Operations(self.site, config, events)
-        self.users = BmUsers(self.site, config.auth)
+        self.users = BmUsers(self.site, config.auth, logins)
         self.obm = Obm(self.site, config.command_timeout_s)
         self.console = Consoles(self.site, config, console_dir, events)
         self._audit: asyncio.Task[None] | None = None
@@ -75,3 +76,4 @@ class Baremetal:
             self._audit.cancel()
             await asyncio.gather(self._audit, return_exceptions=True)
         await self.ops.close()
+        self.users.close()

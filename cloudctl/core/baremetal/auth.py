@@ -17,6 +17,11 @@ def hash_password(password: str) -> str:
     return f"scrypt${salt.hex()}${h.hex()}"
 
 
+# No password hashes to this (its digest is all zeros): an unknown user's password is checked
+# against it, with the same parameters, so a miss costs the same whether the user exists or not.
+DUMMY_HASH = f"scrypt${'5a' * 16}${'00' * 64}"
+
+
 def check_password(password: str, stored: str) -> bool:
     try:
         kind, salt, want = stored.split("$")

@@ -19,3 +19,15 @@ class AuthorizationError(BmError): ...        # authenticated, not allowed
 class AuthenticationError(BmError): ...       # no or wrong credentials
 class BadArgumentError(BmError): ...
 class OBMError(BmError): ...
+
+
+class RetryLaterError(BmError):
+    """Not checked now; the client may retry after `retry_after_s` (HTTP Retry-After)."""
+
+    def __init__(self, msg: str, retry_after_s: float) -> None:
+        super().__init__(msg)
+        self.retry_after_s = retry_after_s
+
+
+class TooManyFailuresError(RetryLaterError): ...   # this address (or user from it) is backing off
+class BusyError(RetryLaterError): ...              # the password checkers' wait list is full

@@ -1,40 +1,62 @@
 """Users of the bare-metal API (HIL's database auth backend) and how a request is authenticated."""
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
+import math
 from typing import Any
 
+from ...config import LoginThrottle as ThrottleConfig
 from ...store.records import BmUser
-from .auth import ADMIN, Caller, check_password, hash_password
-from .errors import AuthenticationError, BadArgumentError, DuplicateError, NotFoundError
+from ..throttle import Throttle, Throttled
+from ..workpool import Busy, WorkPool
+from .auth import ADMIN, DUMMY_HASH, Caller, check_password, hash_password
+from .errors import (AuthenticationError, BadArgumentError, BusyError, DuplicateError, NotFoundError,
+                     TooManyFailuresError)
 from .names import label
 from .site import Site
 
 
 class BmUsers:
-    def __init__(self, site: Site, backend: str) -> None:
+    def __init__(self, site: Site, backend: str, logins: ThrottleConfig) -> None:
         self.site = site
         self.backend = backend
         self._verified: dict[str, str] = {}   # digest of (user, password) -> the hash it matched
+        self.throttle = Throttle(logins)
+        # scrypt is deliberately slow: on its own few threads, never the loop's or the store's.
+        self.hashing = WorkPool("scrypt", logins.password_workers, logins.password_queue)
 
-    async def authenticate(self, username: str | None, password: str | None) -> Caller:
-        """The caller named by HTTP Basic credentials; the `null` backend makes everyone admin."""
+    async def authenticate(self, username: str | None, password: str | None, source: str = "") -> Caller:
+        """The caller named by HTTP Basic credentials; the `null` backend makes everyone admin.
+
+        A known and an unknown user's miss take the same path and cost (scrypt against the
+        dummy hash); both count towards the backoff of the user name and the source address."""
         if self.backend == "null":
             return ADMIN
         if username is None or password is None:
             raise AuthenticationError("this API needs HTTP Basic credentials")
+        try:
+            await self.throttle.admit(username, source)
+        except Throttled as e:
+            raise TooManyFailuresError(f"too many failed logins; retry in {math.ceil(e.retry_after_s)} s",
+                                       e.retry_after_s) from None
         user = self.site.users.get(username)
-        if user is None:
-            raise AuthenticationError("wrong user name or password")
         digest = hashlib.sha256(f"{username}\x00{password}".encode()).hexdigest()
-        if self._verified.get(digest) != user.password_hash:
-            # scrypt is deliberately slow: off the loop, and remembered once it matched.
-            if not await asyncio.to_thread(check_password, password, user.password_hash):
+        if user is None or self._verified.get(digest) != user.password_hash:
+            try:
+                ok = await self.hashing.run(check_password, password, user.password_hash if user else DUMMY_HASH)
+            except Busy as e:
+                self.throttle.void(username, source)
+                raise BusyError("too many logins are being checked; try again shortly", e.retry_after_s) from None
+            if not ok or user is None:
+                self.throttle.failed(username, source)
                 raise AuthenticationError("wrong user name or password")
-            self._verified[digest] = user.password_hash
+            self._verified[digest] = user.password_hash   # remembered once it matched
+        self.throttle.succeeded(username, source)
         return Caller(user.name, user.is_admin, frozenset(user.projects))
+
+    def close(self) -> None:
+        self.hashing.close()
 
     def user(self, name: str) -> BmUser:
         u = self.site.users.get(name)
@@ -56,7 +78,10 @@ class BmUsers:
             raise BadArgumentError("is_admin must be true or false")
         if name in self.site.users.rows:
             raise DuplicateError(f"user {name!r} already exists")
-        pw_hash = await asyncio.to_thread(hash_password, password)
+        try:
+            pw_hash = await self.hashing.run(hash_password, password)
+        except Busy as e:
+            raise BusyError("too many passwords are being checked; try again shortly", e.retry_after_s) from None
         await self.site.commit(BmUser(name=name, password_hash=pw_hash, is_admin=is_admin))
 
     async def delete(self, caller: Caller, name: str) -> None:

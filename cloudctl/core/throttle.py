@@ -1,0 +1,173 @@
+"""Backoff after failed logins, per source address and per user name, in bounded memory.
+
+Failures are counted under three keys; after a key's free failures, each further failure
+doubles its backoff (`backoff_s`, 2×, 4×, … up to `backoff_max_s`), and a key quiet for
+`forget_s` is forgotten:
+
+- (name, source): while it backs off, that address's attempts for that name are refused,
+  before any password work. A success from the pair clears it.
+- source: while it backs off, every attempt from the address is refused (a guesser trying
+  many names from one address). A success does not clear it: one valid account of the
+  attacker's own must not reset its budget for guessing others'.
+- name: while it backs off, attempts for the name from any address are *delayed* (by the
+  remaining backoff, at most `name_delay_max_s`), never refused. Refusing here would let anyone
+  who knows a user name lock that user out from everywhere; delaying slows a guesser spread over
+  many addresses (each of which has its own source budget) while the user still gets in.
+  Addresses that logged in as the name before (within `forget_s`) skip the delay.
+
+Refusals and delays never run the check they guard, and are not failures themselves (the
+refused attempt learnt nothing), so hammering during a backoff does not lengthen it. A refusal
+is answered after min(the backoff left, `refusal_pace_s`): a client looping on refusals is paced
+to a few attempts per second instead of costing the loop thousands of answers a second.
+
+Memory: each kind of key has its own table, capped at `max_tracked` entries, least recently
+touched dropped first. A spray of random names fills only the name and pair tables (and runs
+into its source's budget); it cannot push the source entries out.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from ..config import LoginThrottle as ThrottleConfig
+
+_MAX_NAME = 128   # longer claimed names are cut: a key's size stays bounded
+
+
+class Throttled(Exception):
+    """The attempt is refused without being checked; retry after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many failed logins; retry in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class _Key:
+    failures: int = 0
+    last_failure: float = 0.0
+    until: float = 0.0            # backing off before this time
+    trusted_until: float = 0.0    # (pairs) a success from here skips the name's delay until then
+
+
+class _Table:
+    """One kind of key: backoff state in an LRU-capped map."""
+
+    def __init__(self, cfg: ThrottleConfig, free: int) -> None:
+        self.cfg, self.free = cfg, free
+        self.rows: OrderedDict[Hashable, _Key] = OrderedDict()
+
+    def get(self, key: Hashable, now: float) -> _Key | None:
+        k = self.rows.get(key)
+        if k is not None and now - max(k.last_failure, k.trusted_until) > self.cfg.forget_s:
+            del self.rows[key]
+            return None
+        return k
+
+    def touch(self, key: Hashable, now: float) -> _Key:
+        k = self.get(key, now)
+        if k is None:
+            k = self.rows[key] = _Key()
+            while len(self.rows) > self.cfg.max_tracked:
+                self.rows.popitem(last=False)
+        else:
+            self.rows.move_to_end(key)
+        return k
+
+    def fail(self, key: Hashable, now: float) -> None:
+        k = self.touch(key, now)
+        if now - k.last_failure > self.cfg.forget_s:
+            k.failures = 0
+        k.failures += 1
+        k.last_failure = now
+        self._backoff(k)
+
+    def undo(self, key: Hashable, now: float) -> None:
+        """Take back one failure counted in advance (the attempt succeeded or was not checked)."""
+        k = self.get(key, now)
+        if k is not None and k.failures > 0:
+            k.failures -= 1
+            self._backoff(k)
+
+    def _backoff(self, k: _Key) -> None:
+        over = k.failures - self.free
+        k.until = k.last_failure + min(self.cfg.backoff_s * 2 ** min(over - 1, 62), self.cfg.backoff_max_s) \
+            if over > 0 else 0.0
+
+    def wait(self, key: Hashable, now: float) -> float:
+        k = self.get(key, now)
+        return max(0.0, k.until - now) if k is not None else 0.0
+
+
+class Throttle:
+    """One API's login backoff: `admit` before checking a credential, then `failed`, `succeeded`
+    or `void` (not checked after all).
+
+    `admit` counts the attempt as a failure in advance, and `succeeded`/`void` take it back:
+    concurrent attempts (16 guessers waiting for the same backoff to end) then cannot all slip
+    into the checks at once; the first over the free count starts the backoff for the rest.
+    """
+
+    def __init__(self, cfg: ThrottleConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.pairs = _Table(cfg, cfg.pair_free_failures)
+        self.sources = _Table(cfg, cfg.source_free_failures)
+        self.names = _Table(cfg, cfg.name_free_failures)
+        self.failures = 0     # counters for /metrics
+        self.refused = 0
+        self.delayed = 0
+
+    async def admit(self, name: str, source: str) -> None:
+        """Wait out the name's delay, if any, before this attempt is checked; raise Throttled
+        (after the refusal's pace) to refuse it unchecked."""
+        try:
+            delay = self.enter(name, source)
+        except Throttled as e:
+            await asyncio.sleep(min(e.retry_after_s, self.cfg.refusal_pace_s))
+            raise
+        if delay:
+            await asyncio.sleep(delay)
+
+    def enter(self, name: str, source: str) -> float:
+        """Count the attempt in advance and return the delay (s) before checking it; raise
+        Throttled (counting nothing) to refuse it."""
+        name, now = name[:_MAX_NAME], self.clock()
+        wait = max(self.pairs.wait((name, source), now), self.sources.wait(source, now))
+        if wait > 0:
+            self.refused += 1
+            raise Throttled(wait)
+        pair = self.pairs.get((name, source), now)
+        trusted = pair is not None and pair.trusted_until > now
+        delay = 0.0 if trusted else min(self.names.wait(name, now), self.cfg.name_delay_max_s)
+        if delay > 0:
+            self.delayed += 1
+        self.pairs.fail((name, source), now)
+        self.sources.fail(source, now)
+        self.names.fail(name, now)
+        return delay
+
+    def failed(self, name: str, source: str) -> None:
+        """The admitted attempt failed (it was counted already)."""
+        self.failures += 1
+
+    def succeeded(self, name: str, source: str) -> None:
+        """The admitted attempt succeeded: its pair is cleared and trusted, its count taken back."""
+        name, now = name[:_MAX_NAME], self.clock()
+        self.sources.undo(source, now)
+        self.names.undo(name, now)
+        pair = self.pairs.touch((name, source), now)
+        pair.failures, pair.until, pair.trusted_until = 0, 0.0, now + self.cfg.forget_s
+
+    def void(self, name: str, source: str) -> None:
+        """The admitted attempt was not checked after all (the checkers were busy)."""
+        name, now = name[:_MAX_NAME], self.clock()
+        self.pairs.undo((name, source), now)
+        self.sources.undo(source, now)
+        self.names.undo(name, now)
+
+    def tracked(self) -> int:
+        return len(self.pairs.rows) + len(self.sources.rows) + len(self.names.rows)
