@@ -107,7 +107,7 @@ async def run(config: Config) -> None:
     monitor.observe = metrics.loop_lag.observe
     monitor.start()
     ec2 = Ec2Api(cloud, protocol, make_verifier(cloud), config.ec2.answer_slice_items,
-                 config.ec2.replay_grace_s)
+                 config.ec2.replay_grace_s, config.ec2.client_timeout_s)
     ec2.observe = lambda action, code, s: metrics.request("ec2", action, code, s)
     token = ensure_token(config.state_dir)
     logins = {"hil": cloud.baremetal.users.throttle, "ec2": ec2.logins}

@@ -20,7 +20,7 @@ from ...core.context import Caller
 from ...core.errors import CloudError
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
-from ..listener import BodyRefused
+from ..listener import BodyRefused, streamed
 from ..turns import Turns
 from . import form
 from .actions import ACTIONS
@@ -38,16 +38,18 @@ STATUS = {
 }
 _FORM = "application/x-www-form-urlencoded"
 _READ_ONLY = ("Describe", "Get")   # actions whose exact replay is harmless
-MAX_BODY = 4 * 1024 * 1024   # enforced by the listener (api/listener.py), before the handler
+MAX_BODY = 4 * 1024 * 1024   # a declared length over it refused by the listener, the rest here
 _HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
-_SCAN_PIECE = 64 * 1024      # a body is counted and scanned this much per turn of the loop
+_READ_PIECE = 64 * 1024      # a body is read, counted and scanned this much per turn of the loop
 _PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential"})
 
 
 class Ec2Api:
     def __init__(self, cloud: Cloud, protocol: Protocol, verifier: SignatureVerifier,
-                 answer_slice_items: int = 20, replay_grace_s: float = 2.0) -> None:
+                 answer_slice_items: int = 20, replay_grace_s: float = 2.0,
+                 client_timeout_s: float = 60.0) -> None:
         self.cloud = cloud
+        self.client_timeout_s = client_timeout_s   # for the body, which the handler reads
         # 0: each answer in one go, unpaced (the comparison point in bench/monitor.py)
         self.slice_items = answer_slice_items or sys.maxsize
         self.turns = Turns() if answer_slice_items else None
@@ -65,8 +67,11 @@ class Ec2Api:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_route("POST", "/{tail:.*}", self.handle)
-        app.router.add_route("GET", "/{tail:.*}", self.handle)
+        # The body is read here (_read_body), not by the listener: in pieces, each looked at as it
+        # arrives and in its own turn of the loop (aiohttp's read() takes all that has arrived,
+        # up to 4 MiB, at once).
+        for method in ("POST", "GET"):
+            streamed(app, app.router.add_route(method, "/{tail:.*}", self.handle), MAX_BODY)
         return app
 
     def _error(self, code: str, message: str, request_id: str, action: str, t0: float) -> web.Response:
@@ -93,11 +98,6 @@ class Ec2Api:
         action = "-"
         login: tuple[str, str] | None = None   # (key id, address) while its signature is being checked
         try:
-            body = await request.read()   # already read and bounded by the listener (api/listener.py)
-            if self.turns is not None:
-                # A burst of requests would otherwise all be parsed, checked and run (up to their
-                # handlers' first await) in one turn of the loop: each starts in its own turn.
-                await self.turns.wait(t0)
             # The raw path and query: the signature covers the bytes as sent, before decoding.
             raw_path, _, raw_query = request.raw_path.partition("?")
             query = _query_params(raw_query)
@@ -108,7 +108,15 @@ class Ec2Api:
                 login = (claimed_access_key(request.headers, query), source)
                 await self.logins.admit(*login)
                 self.verifier.precheck(query_string=raw_query, headers=request.headers, params=query)
-            scan = await self._scan(body) if body and request.content_type == _FORM else None
+            # (a request refused before its body is read: aiohttp drains the body after the answer)
+            scan = form.FormScan() if request.content_type == _FORM else None
+            chunks = await self._read_body(request, scan)
+            if self.turns is not None:
+                # A burst of requests would otherwise all be checked, parsed and run (up to their
+                # handlers' first await) in one turn of the loop: each starts in its own turn.
+                await self.turns.wait(t0)
+            if not chunks:
+                scan = None
             count = form.param_count(raw_query, scan.separators if scan else None)
             if count > form.MAX_PARAMS:
                 raise CloudError("InvalidRequest", f"The request has more than {form.MAX_PARAMS} "
@@ -119,6 +127,7 @@ class Ec2Api:
                 login = (claimed_access_key(request.headers, seen), source)
                 await self.logins.admit(*login)
             scheme = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
+            body = b"".join(chunks)   # (credentials that may be good: worth a look at the body)
             params, verified = await self._authenticate(request, raw_path, raw_query, scheme, query, seen,
                                                         body, body if scan else b"")
             self.logins.succeeded(*login)
@@ -151,6 +160,10 @@ class Ec2Api:
             first = await self._slice(pieces, turns, t0)
             assert first is not None   # serialize_iter yields at least one piece
             second = None if self.protocol.is_last(action, first) else await self._slice(pieces, turns, t0)
+        except BodyRefused:   # (answered by the listener, which closes the connection)
+            if login is not None:
+                self.logins.void(*login)
+            raise
         except CloudError as e:
             if login is not None:   # refused before its signature was checked (its form: too large, bad UTF-8)
                 self.logins.void(*login)
@@ -180,16 +193,31 @@ class Ec2Api:
             return web.Response(body=first, content_type="text/xml", charset="UTF-8")
         return await self._stream(request, first, second, pieces, turns, t0)
 
-    async def _scan(self, body: bytes) -> form.FormScan:
-        """The form's '&' count and literally written auth fields, a piece per turn of the loop
-        (a look, not a parse); it stops once over the parameter cap (refused whatever follows)."""
-        scan = form.FormScan()
-        for start in range(0, len(body), _SCAN_PIECE):
-            scan.feed(body[start:start + _SCAN_PIECE])
-            if scan.separators >= form.MAX_PARAMS:
-                break
-            await asyncio.sleep(0)
-        return scan
+    async def _read_body(self, request: web.Request, scan: form.FormScan | None) -> list[bytes]:
+        """The body's chunks, each fed to `scan` as it arrives (up to the parameter cap: past it
+        the rest is only drained, the request is refused anyway); refused past MAX_BODY bytes
+        and if the client takes longer than the client timeout to send it."""
+        chunks: list[bytes] = []
+        size, keep = 0, True
+        try:
+            async with asyncio.timeout(self.client_timeout_s):
+                while chunk := await request.content.read(_READ_PIECE):
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        raise BodyRefused.too_large(MAX_BODY)
+                    if keep:
+                        chunks.append(chunk)
+                        if scan is not None:
+                            scan.feed(chunk)
+                            keep = scan.separators < form.MAX_PARAMS
+                    # What has arrived may be the whole body: read() returns at once then, so
+                    # each piece gets its own turn of the loop.
+                    await asyncio.sleep(0)
+        except TimeoutError:
+            raise BodyRefused.too_slow() from None
+        except ConnectionResetError:   # (aiohttp's "Connection lost" mid-body)
+            raise BodyRefused.lost() from None
+        return chunks
 
     async def _authenticate(self, request: web.Request, raw_path: str, raw_query: str, scheme: str,
                             query: dict[str, str], seen: dict[str, str], body: bytes,
