@@ -278,7 +278,7 @@ class SignatureVerifier:
         Run before a large body is hashed or parsed, so a request that names no credentials,
         an unknown access key, another service or region, or a date outside the window costs
         no more than its headers. ``params``: the query's parameters plus the auth parameters
-        found in the body (see form.auth_fields). It raises what verify would raise for them.
+        found in the body (see form.FormScan). It raises what verify would raise for them.
         """
         scheme = self._scheme(headers, params)
         if scheme == "v4h":

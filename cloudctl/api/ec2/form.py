@@ -3,7 +3,7 @@
 An unauthenticated client can send 4 MiB of form fields; parsing them all (urllib's parse_qsl)
 costs ~140 ms for 100,000 short fields and over a second for one field of percent-escapes, all
 in one turn of the event loop. So before the signature is checked, the body's separators are
-only counted (as it arrives) and it is searched for its auth fields (one C-level regex pass);
+only counted and it is searched for its auth fields, piece by piece as it arrives (FormScan);
 the parse itself runs in steps of a few KiB, between which the caller yields to the loop.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from collections.abc import Generator, Iterator
 from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes
 
-__all__ = ["MAX_PARAMS", "FormScan", "auth_fields", "param_count", "parse_steps"]
+__all__ = ["MAX_PARAMS", "FormScan", "param_count", "parse_steps"]
 
 # At most this many parameters per request, query and body together. RunInstances with every
 # option set, or a DescribeInstances listing 1,000 ids with a few filters, is well under 2,000.
@@ -67,13 +67,6 @@ class FormScan:
         for m in _AUTH_FIELD.finditer(data):
             raw = m.group(2)[:_AUTH_VALUE_MAX].decode("utf-8", "replace")
             self._fields[m.group(1).decode("ascii")] = unquote_plus(raw)
-
-
-def auth_fields(body: bytes) -> dict[str, str]:
-    """The auth fields of a whole form body (see FormScan)."""
-    scan = FormScan()
-    scan.feed(body)
-    return scan.auth_fields()
 
 
 def parse_steps(body: bytes, out: list[tuple[str, str]]) -> Iterator[None]:
