@@ -1,6 +1,7 @@
 """The bare-metal passwords sealed at rest: the switch options each family's options model marks
-secret (`Secret`, `SecretStr`: logins, enable passwords, tokens) and BMC passwords (`obm.password`). Site seals them before a row is made; only the switch worker and the
-OBM calls open them, when a driver needs them.
+secret (`Secret`, `SecretStr`: logins, enable passwords, tokens) and BMC passwords
+(`obm.password`). Site seals them before a row is made; only the switch worker and the OBM calls
+open them, when a driver needs them.
 
 At start-up every sealed value is opened once, so a wrong key stops the controller with one line
 instead of failing later inside a switch session. Clear passwords left by an older cloudctl are
