@@ -18,7 +18,7 @@ from cloudctl.api.ec2.actions import ACTIONS
 from cloudctl.api.ec2.actions.registry import ActionsError, action, check_actions
 from cloudctl.api.ec2.model import OPERATIONS, Ec2Model, Operation, load_model
 
-from conftest import write_config
+from conftest import ROOT, write_config
 
 
 def test_every_module_is_discovered_and_operations_come_from_the_registry() -> None:
@@ -95,7 +95,7 @@ def test_start_up_refuses_a_mismatch_in_one_line(tmp_path: Path, model_cache: Pa
                                                  message: str) -> None:
     cfg = write_config(tmp_path, model_cache)
     proc = subprocess.run([sys.executable, "-c", _START.format(handler=handler), str(cfg), name],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == message
