@@ -36,7 +36,9 @@ def test_the_driver_follows_the_uri_scheme_or_the_config(tmp_path: Path, model_c
     assert type(make_driver(None, "h", "qemu:///system")) is LibvirtDriver
     assert type(make_driver(None, "h", "qemu+ssh://root@h1/system")) is LibvirtDriver
     assert type(make_driver(None, "h", "test:///default")) is SimulatedLibvirtDriver
-    assert type(make_driver(None, "h", "test+unix:///default?socket=/run/x")) is SimulatedLibvirtDriver
+    remote = make_driver(None, "h", "test+unix:///default?socket=/run/x")
+    assert type(remote) is SimulatedLibvirtDriver and remote._workers == 4   # type: ignore[attr-defined]
+    assert make_driver(None, "h", "test:///default")._workers == 1    # type: ignore[attr-defined]
     assert type(make_driver("libvirt", "h", "test:///default")) is LibvirtDriver
 
     cloud = Cloud(load_config(with_driver(tmp_path, model_cache, "libvirt")), "http://127.0.0.1:0")

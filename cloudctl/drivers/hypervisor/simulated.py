@@ -8,6 +8,8 @@ production driver, unchanged.
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from .base import FirewallSpec, HypervisorDriver
 from .libvirt import LibvirtDriver
 
@@ -16,9 +18,11 @@ class SimulatedLibvirtDriver(LibvirtDriver):
     #: set_firewall only records: callers may apply many at once, queued behind nothing.
     records_firewall_only = True
 
-    def __init__(self, host: str, uri: str, *, workers: int = 1) -> None:
+    def __init__(self, host: str, uri: str, *, workers: int | None = None) -> None:
         # The embedded test driver answers in microseconds: one thread keeps it from competing
-        # with the event loop for the GIL.
+        # with the event loop for the GIL. Behind a socket it gets the usual few.
+        if workers is None:
+            workers = 1 if urlsplit(uri).scheme == "test" else 4
         super().__init__(host, uri, workers=workers)
         #: The last filter given per domain.
         self.firewalls: dict[str, FirewallSpec] = {}
