@@ -206,8 +206,8 @@ class Compute:
             if prior:
                 res = next(iter(prior.values()))
                 if res.request_hash != req_hash:
-                    raise CloudError("IdempotentParameterMismatch",
-                                     f"The client token '{token}' was used with different parameters")
+                    raise CloudError.conflict("IdempotentParameterMismatch",
+                                              f"The client token '{token}' was used with different parameters")
                 caller.check_dry_run()
                 return res, [i for i in (self.table.get(x) for x in res.instance_ids) if i is not None]
 
@@ -216,9 +216,11 @@ class Compute:
             raise CloudError("MissingParameter", "The request must contain the parameter ImageId")
         image = self.images.visible(caller, image_id)
         if image.state != "available":
-            raise CloudError("InvalidAMIID.Unavailable", f"The image '{image_id}' is {image.state}, not available")
+            raise CloudError.wrong_state("InvalidAMIID.Unavailable",
+                                         f"The image '{image_id}' is {image.state}, not available")
         if image.owner == MARKET_OWNER and image.deprecation_time is not None and image.deprecation_time <= time.time():
-            raise CloudError("InvalidAMIID.Unavailable", f"The image '{image_id}' is deprecated: its endorsement expired")
+            raise CloudError.wrong_state("InvalidAMIID.Unavailable",
+                                         f"The image '{image_id}' is deprecated: its endorsement expired")
         kernel_id, ramdisk_id = req.get("KernelId"), req.get("RamdiskId")
         if kernel_id:
             self.images.visible(caller, kernel_id, "kernel")
@@ -233,10 +235,10 @@ class Compute:
             raise CloudError("InvalidParameterValue",
                              f"MinCount ({lo}) must be at least 1 and MaxCount ({hi}) at least MinCount")
         if hi > 1000:
-            raise CloudError("InstanceLimitExceeded", "At most 1000 instances can be launched per request")
+            raise CloudError.limit("InstanceLimitExceeded", "At most 1000 instances can be launched per request")
         key_name = req.get("KeyName")
         if key_name and self.keypairs.by_name(caller.account, key_name) is None:
-            raise CloudError("InvalidKeyPair.NotFound", f"The key pair '{key_name}' does not exist")
+            raise CloudError.not_found("InvalidKeyPair.NotFound", f"The key pair '{key_name}' does not exist")
         user_data = req.get("UserData")
         if user_data:
             try:
@@ -276,9 +278,9 @@ class Compute:
             zone = max(self.config.zones, key=lambda z: self.scheduler.room(z, itype))
         room = self.scheduler.room(zone, itype)
         if room < lo:
-            raise CloudError("InsufficientInstanceCapacity",
-                             f"We currently do not have sufficient {type_name} capacity in the Availability "
-                             f"Zone you requested ({zone}): {room} more fit, {lo} requested.")
+            raise CloudError.capacity("InsufficientInstanceCapacity",
+                                      f"We currently do not have sufficient {type_name} capacity in the Availability "
+                                      f"Zone you requested ({zone}): {room} more fit, {lo} requested.")
         count = min(hi, room, self._quota_left(caller.account, itype, lo))
         root_size = (root_gib or max(itype.disk_gib, least)) if root_spec is not None else 0
         if (launch_volumes or root_spec is not None) and self.volumes is not None:
@@ -341,14 +343,14 @@ class Compute:
         unlimited = 1 << 31
         by_count = unlimited if limits.instances is None else limits.instances - n
         if by_count < at_least:
-            raise CloudError("InstanceLimitExceeded",
-                             f"Your quota allows for {max(by_count, 0)} more running instance(s). "
-                             f"You requested at least {at_least}.")
+            raise CloudError.limit("InstanceLimitExceeded",
+                                   f"Your quota allows for {max(by_count, 0)} more running instance(s). "
+                                   f"You requested at least {at_least}.")
         by_vcpu = unlimited if limits.vcpus is None else (limits.vcpus - vcpus) // itype.vcpus
         if by_vcpu < at_least:
-            raise CloudError("VcpuLimitExceeded",
-                             f"You have requested more vCPU capacity than your current vCPU limit of "
-                             f"{limits.vcpus} allows ({vcpus} in use, {at_least * itype.vcpus} requested).")
+            raise CloudError.limit("VcpuLimitExceeded",
+                                   f"You have requested more vCPU capacity than your current vCPU limit of "
+                                   f"{limits.vcpus} allows ({vcpus} in use, {at_least * itype.vcpus} requested).")
         return min(by_count, by_vcpu)
 
     def _nic_request(self, req: dict[str, Any], zone: str | None) -> tuple[Subnet | None, str | None]:
@@ -483,9 +485,9 @@ class Compute:
             if i.state in ("shutting-down", "terminated"):
                 return None
             if i.disable_api_termination:
-                raise CloudError("OperationNotPermitted",
-                                 f"The instance '{i.id}' may not be terminated. Modify its "
-                                 f"'disableApiTermination' instance attribute and try again.")
+                raise CloudError.wrong_state("OperationNotPermitted",
+                                             f"The instance '{i.id}' may not be terminated. Modify its "
+                                             f"'disableApiTermination' instance attribute and try again.")
             return replace(i, state="shutting-down", transition_reason=_reason("User initiated"),
                            state_reason_code="Client.UserInitiatedShutdown",
                            state_reason_message="Client.UserInitiatedShutdown: User initiated shutdown")
@@ -496,8 +498,8 @@ class Compute:
             if i.state in ("stopping", "stopped"):
                 return None
             if i.state not in ("pending", "running"):
-                raise CloudError("IncorrectInstanceState",
-                                 f"The instance '{i.id}' is not in a state from which it can be stopped.")
+                raise CloudError.wrong_state("IncorrectInstanceState",
+                                             f"The instance '{i.id}' is not in a state from which it can be stopped.")
             return replace(i, state="stopping", transition_reason=_reason("User initiated"),
                            state_reason_code="Client.UserInitiatedShutdown",
                            state_reason_message="Client.UserInitiatedShutdown: User initiated shutdown")
@@ -510,16 +512,16 @@ class Compute:
             if i.state in ("pending", "running"):
                 return None
             if i.state != "stopped":
-                raise CloudError("IncorrectInstanceState",
-                                 f"The instance '{i.id}' is not in a state from which it can be started.")
+                raise CloudError.wrong_state("IncorrectInstanceState",
+                                             f"The instance '{i.id}' is not in a state from which it can be started.")
             if i.root_device and self.volumes is not None and self.volumes.root_of(i.id) is None:
                 raise CloudError("InvalidParameterValue", f"Invalid value '{i.id}' for instanceId. Instance "
                                  f"does not have a volume attached at root ({i.root_device})")
             t = self.type_of(i.instance_type)
             if not self.scheduler.fits(i.host, t):
-                raise CloudError("InsufficientInstanceCapacity",
-                                 f"There is not enough {i.instance_type} capacity on the host of {i.id} "
-                                 f"in {i.zone} to start it now; try again later.")
+                raise CloudError.capacity("InsufficientInstanceCapacity",
+                                          f"There is not enough {i.instance_type} capacity on the host of {i.id} "
+                                          f"in {i.zone} to start it now; try again later.")
             return replace(i, state="pending", transition_reason="", state_reason_code=None,
                            state_reason_message=None)
         return await self._transition(caller, ids, decide)
@@ -528,8 +530,8 @@ class Compute:
         insts = self.owned(caller, ids)
         for i in insts:
             if i.state not in ("pending", "running"):
-                raise CloudError("IncorrectInstanceState",
-                                 f"The instance '{i.id}' is not in a state from which it can be rebooted.")
+                raise CloudError.wrong_state("IncorrectInstanceState",
+                                             f"The instance '{i.id}' is not in a state from which it can be rebooted.")
         caller.check_dry_run()
         for i in insts:
             self._serial(i.id, self._reboot(i.id))
@@ -580,13 +582,13 @@ class Compute:
             if name == "instanceType":
                 self.type_of(value)
                 if inst.state != "stopped":
-                    raise CloudError("IncorrectInstanceState",
-                                     f"The instance '{iid}' is not in the 'stopped' state.")
+                    raise CloudError.wrong_state("IncorrectInstanceState",
+                                                 f"The instance '{iid}' is not in the 'stopped' state.")
                 updates["instance_type"] = value
             elif name == "userData":
                 if inst.state != "stopped":
-                    raise CloudError("IncorrectInstanceState",
-                                     f"The instance '{iid}' is not in the 'stopped' state.")
+                    raise CloudError.wrong_state("IncorrectInstanceState",
+                                                 f"The instance '{iid}' is not in the 'stopped' state.")
                 raw = value if isinstance(value, bytes) else str(value).encode()
                 if len(raw) > MAX_USER_DATA:
                     raise CloudError("InvalidParameterValue", f"User data is limited to {MAX_USER_DATA} bytes")
@@ -619,8 +621,9 @@ class Compute:
         inst = self.owned(caller, [req["InstanceId"]])[0]
         name = req.get("Name") or ""
         if inst.state != "stopped" and not (inst.state == "running" and req.get("NoReboot")):
-            raise CloudError("IncorrectInstanceState",
-                             f"The instance '{inst.id}' must be stopped (or running, with NoReboot) to image it.")
+            raise CloudError.wrong_state("IncorrectInstanceState",
+                                         f"The instance '{inst.id}' must be stopped (or running, with NoReboot) "
+                                         f"to image it.")
         root = self.volumes.root_of(inst.id) if self.volumes is not None else None
         disk = self.files.root_disk(inst.id)
         if root is not None:

@@ -124,8 +124,8 @@ class Tags:
         current = self.of(resource_id)
         new_keys = {k for k, _ in pairs if k not in current}
         if len(current) + len(new_keys) > MAX_TAGS:
-            raise CloudError("TagLimitExceeded",
-                             f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded")
+            raise CloudError.limit("TagLimitExceeded",
+                                   f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded")
         for k, v in pairs:
             tx.put(Tag(resource_id=resource_id, resource_type=resource_type, owner=owner, tag_key=k, value=v))
 

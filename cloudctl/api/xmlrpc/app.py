@@ -26,7 +26,7 @@ from aiohttp import web
 
 from ...core.cloud import Cloud
 from ...core.context import Caller
-from ...core.errors import CloudError
+from ...core.errors import CloudError, ErrorKind
 from ...core.images import CLOUD_OWNER
 from ...core.monitor import host_view
 from ...core.sizing import closest_type
@@ -45,8 +45,9 @@ VERSION = "6.10.0"   # the OpenNebula API level this subset follows
 # OpenNebula's error codes (include/RequestManager... ErrorCode)
 AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION, XML_RPC_API, INTERNAL = (
     0x0100, 0x0200, 0x0400, 0x0800, 0x1000, 0x2000)
-_ACTION_CODES = {"IncorrectInstanceState", "OperationNotPermitted", "InsufficientInstanceCapacity",
-                 "InstanceLimitExceeded", "InvalidAMIID.Unavailable"}
+# OpenNebula's code for each kind of refusal; the rest (invalid, conflict) are XML_RPC_API.
+_KIND_CODES = {ErrorKind.NOT_FOUND: NO_EXISTS, ErrorKind.AUTH: AUTHORIZATION, ErrorKind.WRONG_STATE: ACTION,
+               ErrorKind.CAPACITY: ACTION, ErrorKind.LIMIT: ACTION, ErrorKind.UNAVAILABLE: INTERNAL}
 CLOUD_APP_KEY: web.AppKey["OneApi"] = web.AppKey("one_api")
 REFUSALS_APP_KEY: web.AppKey[RefusalLog] = web.AppKey("one_refusals")
 
@@ -407,15 +408,7 @@ def _checked_b64(v: str) -> str:
 
 
 def _error_code(e: CloudError) -> int:
-    if e.code.endswith(".NotFound") or e.code == "NoSuchEntity":
-        return NO_EXISTS
-    if e.code in ("UnauthorizedOperation", "AuthFailure"):
-        return AUTHORIZATION
-    if e.code in _ACTION_CODES:
-        return ACTION
-    if e.code == "InternalError":
-        return INTERNAL
-    return XML_RPC_API
+    return _KIND_CODES.get(e.kind, XML_RPC_API)
 
 
 # method name -> OneApi attribute

@@ -20,13 +20,13 @@ from typing import Any
 from ...store.records import BmHeadnode, User
 from ..compute import Compute
 from ..context import Caller as Ec2Caller
-from ..errors import CloudError
+from ..errors import CloudError, ErrorKind
 from ..ids import new_mac
 from ..images import Images
 from ..users import Users
 from .auth import Caller
-from .errors import (BadArgumentError, BlockedError, DuplicateError, IllegalStateError, NotFoundError,
-                     ProjectMismatchError)
+from .errors import (AuthorizationError, BadArgumentError, BlockedError, BusyError, DuplicateError,
+                     IllegalStateError, NotFoundError, ProjectMismatchError)
 from .names import label
 from .site import Site
 
@@ -122,7 +122,7 @@ class Headnodes:
             try:
                 await self.compute.terminate(ec2, [hn.instance_id])
             except CloudError as e:
-                if not e.code.endswith(".NotFound"):
+                if e.kind is not ErrorKind.NOT_FOUND:
                     raise _bm(e) from None
         await self.site.commit(delete=(hn,))
 
@@ -217,11 +217,17 @@ class Headnodes:
 
 
 def _bm(e: CloudError) -> Exception:
-    """The instance layer's refusal in the bare-metal API's terms."""
-    if e.code.endswith(".NotFound"):
-        return NotFoundError(e.message)
-    if e.code in ("IncorrectInstanceState", "InsufficientInstanceCapacity", "InstanceLimitExceeded",
-                  "VcpuLimitExceeded", "InvalidAMIID.Unavailable"):
-        return IllegalStateError(e.message)
+    """The instance layer's refusal in the bare-metal API's terms, by its kind."""
+    match e.kind:
+        case ErrorKind.NOT_FOUND:
+            return NotFoundError(e.message)
+        case ErrorKind.WRONG_STATE | ErrorKind.CAPACITY | ErrorKind.LIMIT:
+            return IllegalStateError(e.message)
+        case ErrorKind.CONFLICT:
+            return BlockedError(e.message)
+        case ErrorKind.AUTH:
+            return AuthorizationError(e.message)
+        case ErrorKind.UNAVAILABLE:
+            return BusyError(e.message, 1.0)
     return BadArgumentError(e.message)
 
