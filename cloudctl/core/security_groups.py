@@ -472,13 +472,10 @@ class SecurityGroups:
         return list(gone.values())
 
     # -- instances' groups ---------------------------------------------------------------------
-    def for_launch(self, caller: Caller, req: dict[str, Any], pending: dict[str, SecurityGroup]) -> list[str]:
-        """The group ids RunInstances names (SecurityGroupIds, SecurityGroups, or the first
-        network interface's Groups), validated; none named means the default group."""
-        ids: list[str] = list(req.get("SecurityGroupIds") or [])
-        names: list[str] = list(req.get("SecurityGroups") or [])
-        for nic in req.get("NetworkInterfaces") or []:   # compute checks there is one, at index 0
-            ids += nic.get("Groups") or []
+    def for_launch(self, caller: Caller, ids: Iterable[str], names: Iterable[str],
+                   pending: dict[str, SecurityGroup]) -> list[str]:
+        """The group ids a launch names by id and by name, validated; none named means the default
+        group (made into `pending` if the caller has none yet)."""
         out = [self._group_by_id(caller, gid).id for gid in ids]
         for name in names:
             g = self._named(caller, name, pending)

@@ -34,6 +34,7 @@ from .errors import CloudError, not_found
 from .filters import FilterSet
 from .images import ROOT_DEVICE_NAME
 from .ids import new_id, well_formed
+from .launch import BlockDevice
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 from .work import KeyedWork
 from .tags import Tags, tags_from_specs
@@ -286,47 +287,42 @@ class Volumes:
         return vol
 
     # -- volumes made by RunInstances' BlockDeviceMappings ---------------------------------------
-    def launch_specs(self, caller: Caller, mappings: list[dict[str, Any]] | None) -> tuple[RootSpec, list[LaunchVolume]]:
-        """Validate RunInstances' BlockDeviceMappings: (the root volume, data volumes)."""
+    def launch_specs(self, caller: Caller, devices: Iterable[BlockDevice]) -> tuple[RootSpec, list[LaunchVolume]]:
+        """Validate a launch's block devices: (the root volume, data volumes)."""
         root = RootSpec()
         root_seen = False
         specs: list[LaunchVolume] = []
-        for m in mappings or ():
-            device = m.get("DeviceName") or ""
-            if m.get("NoDevice") is not None or m.get("VirtualName"):
-                continue   # suppressing or naming instance-store devices: nothing to create
-            ebs = m.get("Ebs")
-            if not ebs:
-                raise CloudError("InvalidParameterValue", f"Block device mapping {device} needs an Ebs section")
+        for bd in devices:
+            device = bd.device
             if device in ROOT_DEVICES:
                 if root_seen:
                     raise CloudError("InvalidParameterValue", f"The root device is mapped twice ({device})")
-                size = ebs.get("VolumeSize")
+                size = bd.size
                 if size is not None and not MIN_SIZE_GIB <= size <= MAX_SIZE_GIB:
                     raise CloudError("InvalidParameterValue", f"Root volume size {size} GiB is out of range")
-                if ebs.get("SnapshotId"):
+                if bd.snapshot_id:
                     raise CloudError("InvalidParameterValue", "The root volume comes from the image; "
                                      "a SnapshotId on the root device is not supported")
-                vtype = ebs.get("VolumeType") or DEFAULT_VOLUME_TYPE
+                vtype = bd.volume_type or DEFAULT_VOLUME_TYPE
                 if vtype not in VOLUME_TYPES:
                     raise CloudError("InvalidParameterValue", f"Value ({vtype}) for parameter volumeType is invalid")
-                root = RootSpec(device, size, vtype, ebs.get("DeleteOnTermination", True) is not False)
+                root = RootSpec(device, size, vtype, bd.delete_on_termination)
                 root_seen = True
                 continue
             target = device_target(device)
             if any(s.target == target for s in specs):
                 raise CloudError("InvalidParameterValue", f"Device {device} is mapped twice")
-            snap = self._snapshot(caller, ebs["SnapshotId"]) if ebs.get("SnapshotId") else None
-            size = ebs.get("VolumeSize") or (snap.volume_size if snap else None)
+            snap = self._snapshot(caller, bd.snapshot_id) if bd.snapshot_id else None
+            size = bd.size or (snap.volume_size if snap else None)
             if size is None:
                 raise CloudError("MissingParameter", f"Block device mapping {device} needs VolumeSize or SnapshotId")
             if not MIN_SIZE_GIB <= size <= MAX_SIZE_GIB or (snap is not None and size < snap.volume_size):
                 raise CloudError("InvalidParameterValue", f"Volume size {size} GiB for {device} is invalid")
-            vtype = ebs.get("VolumeType") or DEFAULT_VOLUME_TYPE
+            vtype = bd.volume_type or DEFAULT_VOLUME_TYPE
             if vtype not in VOLUME_TYPES:
                 raise CloudError("InvalidParameterValue", f"Value ({vtype}) for parameter volumeType is invalid")
             specs.append(LaunchVolume(device, target, size, vtype, snap.id if snap else None,
-                                      ebs.get("DeleteOnTermination", True) is not False))
+                                      bd.delete_on_termination))
         return root, specs
 
     def check_quota(self, owner: str, count: int, gib: int) -> None:

@@ -28,6 +28,7 @@ from ...core.cloud import Cloud
 from ...core.context import Caller
 from ...core.errors import CloudError, ErrorKind
 from ...core.images import CLOUD_OWNER
+from ...core.launch import LaunchSpec
 from ...core.monitor import host_view
 from ...core.sizing import closest_type
 from ...core.throttle import Throttle, Throttled
@@ -208,12 +209,12 @@ class OneApi:
             t = parse(template)
         except TemplateError as e:
             raise OneError(XML_RPC_API, f"[one.vm.allocate] Parse error: {e}") from None
-        req = await self._run_request(caller, t)
-        _, launched = await self.cloud.compute.run(caller, req)
+        spec = await self._launch_spec(caller, t)
+        _, launched = await self.cloud.compute.run(caller, spec)
         return (await self.cloud.numeric_ids.ensure("vm", [launched[0].id]))[launched[0].id]
 
-    async def _run_request(self, caller: Caller, t: dict[str, Any]) -> dict[str, Any]:
-        """An OpenNebula VM template as a RunInstances request."""
+    async def _launch_spec(self, caller: Caller, t: dict[str, Any]) -> LaunchSpec:
+        """An OpenNebula VM template as a launch of one instance."""
         try:
             cpu = float(scalar(t, "VCPU") or scalar(t, "CPU") or 1)
             memory = int(scalar(t, "MEMORY") or 0)
@@ -237,29 +238,24 @@ class OneApi:
             if not found:
                 raise OneError(NO_EXISTS, f"[one.vm.allocate] image {d['IMAGE']!r} does not exist")
             image_id = found[0].id
-        req: dict[str, Any] = {"ImageId": image_id, "InstanceType": type_name, "MinCount": 1, "MaxCount": 1}
+        subnet_id = private_ip = None
         nics = vectors(t, "NIC")
         if len(nics) > 1:
             raise OneError(ACTION, "[one.vm.allocate] cloudctl VMs have one NIC")
         if nics and (nics[0].get("NETWORK_ID") or nics[0].get("NETWORK")):
             nic = nics[0]
             if nic.get("NETWORK_ID"):
-                req["SubnetId"] = self._resolve("vnet", _num(nic["NETWORK_ID"], "NETWORK_ID"), "virtual network")
+                subnet_id = self._resolve("vnet", _num(nic["NETWORK_ID"], "NETWORK_ID"), "virtual network")
             else:
                 subnet = self.cloud.network.by_name(nic["NETWORK"])
                 if subnet is None:
                     raise OneError(NO_EXISTS, f"[one.vm.allocate] virtual network {nic['NETWORK']!r} does not exist")
-                req["SubnetId"] = subnet.id
-            if nic.get("IP"):
-                req["PrivateIpAddress"] = nic["IP"]
-        ctx = (vectors(t, "CONTEXT") or [{}])[0]
-        user_data = _user_data(ctx)
-        if user_data is not None:
-            req["UserData"] = user_data
+                subnet_id = subnet.id
+            private_ip = nic.get("IP") or None
         name = scalar(t, "NAME")
-        if name:
-            req["TagSpecifications"] = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}]
-        return req
+        return LaunchSpec(image_id=image_id, instance_type=type_name, subnet_id=subnet_id, private_ip=private_ip,
+                          user_data=_user_data((vectors(t, "CONTEXT") or [{}])[0]),
+                          instance_tags=(("Name", name),) if name else ())
 
     async def vm_info(self, s: Session, num: Any, decrypt: Any = False) -> str:
         inst = self._own_instance(s, num)

@@ -23,6 +23,7 @@ from ..context import Caller as Ec2Caller
 from ..errors import CloudError, ErrorKind
 from ..ids import new_mac
 from ..images import Images
+from ..launch import LaunchSpec, VlanNic
 from ..users import Users
 from .auth import Caller
 from .errors import (AuthorizationError, BadArgumentError, BlockedError, BusyError, DuplicateError,
@@ -177,18 +178,13 @@ class Headnodes:
     async def _launch(self, ec2: Ec2Caller, hn: BmHeadnode) -> None:
         if self.bridge is None:
             raise IllegalStateError("this cloud has no headnode bridge (baremetal.headnode_bridge in the config)")
-        nics = []
-        for hnic, h in hn.hnics.items():
-            if h["network"] is not None:
-                nics.append({"name": hnic, "mac": h["mac"], "vlan": self.site.network(h["network"]).vlan})
-        req: dict[str, Any] = {"ImageId": hn.image_id, "MinCount": 1, "MaxCount": 1,
-                               # one launch per headnode, also when a crash hides the first one's answer
-                               "ClientToken": f"headnode-{hn.name}-{int(hn.created * 1000)}"[:64]}
-        if hn.instance_type:
-            req["InstanceType"] = hn.instance_type
-        if hn.user_data:
-            req["UserData"] = hn.user_data
-        _, launched = await self.compute.run(ec2, req, vlan_nics=nics)
+        nics = tuple(VlanNic(hnic, h["mac"], self.site.network(h["network"]).vlan)
+                     for hnic, h in hn.hnics.items() if h["network"] is not None)
+        spec = LaunchSpec(image_id=hn.image_id, instance_type=hn.instance_type or None,
+                          user_data=hn.user_data or None, vlan_nics=nics,
+                          # one launch per headnode, also when a crash hides the first one's answer
+                          client_token=f"headnode-{hn.name}-{int(hn.created * 1000)}"[:64])
+        _, launched = await self.compute.run(ec2, spec)
         await self.site.commit(dataclasses.replace(hn, instance_id=launched[0].id))
 
     async def stop(self, caller: Caller, name: str) -> None:
