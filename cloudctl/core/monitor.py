@@ -142,8 +142,8 @@ class Monitor:
         if h is None:
             raise CloudError.not_found("NoSuchEntity", f"host {host} does not exist")
         if h.state not in ("error", "offline"):
-            raise CloudError.wrong_state("IncorrectState", f"host {host} is {h.state}: only a host in error or offline "
-                                               f"can be fenced")
+            raise CloudError.wrong_state("IncorrectState", f"host {host} is {h.state}: only a host in error or "
+                                                           f"offline can be fenced")
         return await self.failover.confirm(host, "admin", "confirmed powered off by the admin")
 
     # -- polling ---------------------------------------------------------------------------
