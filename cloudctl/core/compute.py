@@ -255,8 +255,8 @@ class Compute:
             raise CloudError("InvalidParameterValue", f"Volume of size {root_gib}GB is smaller than image "
                              f"'{image.id}', expect size >= {least}GB")
         new_groups: dict[str, Any] = {}   # a default group made by this launch
-        group_ids = self.security_groups.for_launch(caller, spec.group_ids, spec.group_names,
-                                                                  new_groups) if self.security_groups else []
+        group_ids = (self.security_groups.for_launch(caller, spec.group_ids, spec.group_names, new_groups)
+                     if self.security_groups else [])
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
