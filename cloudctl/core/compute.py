@@ -185,7 +185,12 @@ class Compute:
 
     # -- RunInstances --------------------------------------------------------------------------
     async def run(self, caller: Caller, spec: LaunchSpec) -> tuple[Reservation, list[Instance]]:
-        """Launch what `spec` asks for, as one reservation (RunInstances' semantics, whoever asks)."""
+        """Launch what `spec` asks for, as one reservation (RunInstances' semantics, whoever asks).
+
+        Refusals, by kind: not found (image, kernel, key pair, subnet, group, snapshot); invalid
+        (counts, type, user data, zone, address, devices, tags); wrong state (image not available);
+        conflict (a ClientToken reused for another spec, an address in use); capacity (no room in
+        the zone, no free address); limit (instances, vCPUs, volumes)."""
         token = spec.client_token
         if token is not None and not (0 < len(token) <= 64 and token.isascii()):
             raise CloudError("InvalidParameterValue", "ClientToken must be 1-64 ASCII characters")
