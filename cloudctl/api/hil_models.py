@@ -8,9 +8,9 @@ fields) is the core's to check, as it is for the CLI.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Body(BaseModel):
@@ -53,7 +53,9 @@ class ConnectNetwork(Body):
 
 class CreateNetwork(Body):
     owner: str | None = None
-    access: list[str] | str | None = None   # HIL sends one name (or ""); the CLI a list
+    # HIL sends one name (or ""); the CLI a list. Bounded: a long list of wrong items would
+    # otherwise cost an error each, on the event loop.
+    access: Annotated[list[str], Field(max_length=1024)] | str | None = None
     net_id: int | str | None = None         # HIL sends the VLAN as a string
 
 
