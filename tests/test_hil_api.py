@@ -248,6 +248,7 @@ WRONG_TYPES = [
     ("POST", "/switches/audit", {"repair": 1}),
     ("PUT", "/network/vx", {"owner": "admin", "access": [1], "net_id": ""}),
     ("PUT", "/network/vx", {"owner": "admin", "access": [], "net_id": True}),
+    ("PUT", "/network/vx", {"owner": "admin", "access": ["p1"] * 1025, "net_id": ""}),   # over the bound
     ("PUT", "/auth/basic/user/vu", {"password": "long-enough", "is_admin": "false"}),
     ("PATCH", "/auth/basic/user/u1", {"is_admin": 1}),
     ("POST", "/auth/basic/user/u1/add_project", {"project": {"name": "p2"}}),
