@@ -365,8 +365,12 @@ async def test_an_unexpected_exception_is_a_hil_server_error(caplog: pytest.LogC
     async def broken(request: web.Request, caller: Caller, body: Any) -> Any:
         raise KeyError("secret-internal-detail")
 
+    async def unserializable(request: web.Request, caller: Caller, body: Any) -> Any:
+        return {"answer": {1, 2}}   # a set: JSON has none
+
     app = web.Application()
     app.router.add_post("/v0/broken", api._wrap(broken, hil_models.NodeRef))
+    app.router.add_get("/v0/unserializable", api._wrap(unserializable, None))
     async with TestClient(TestServer(app)) as client:
         with caplog.at_level(logging.ERROR, logger="cloudctl"):
             resp = await client.post("/v0/broken", json={"node": "n1"}, headers={"Authorization": "Bearer the-token"})
@@ -374,6 +378,8 @@ async def test_an_unexpected_exception_is_a_hil_server_error(caplog: pytest.LogC
         assert resp.status == 500 and set(body) == {"type", "msg"} and body["type"] == "ServerError"
         assert "secret-internal-detail" not in body["msg"]
         assert any(r.exc_info and "secret-internal-detail" in str(r.exc_info[1]) for r in caplog.records)
+        resp = await client.get("/v0/unserializable", headers={"Authorization": "Bearer the-token"})
+        assert (resp.status, await resp.json()) == (500, {"type": "ServerError", "msg": body["msg"]})
         # the edge still runs first: a bad body never reaches the handler
         resp = await client.post("/v0/broken", json={"node": 1}, headers={"Authorization": "Bearer the-token"})
         assert (resp.status, (await resp.json())["type"]) == (400, "ValidationError")

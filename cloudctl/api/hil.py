@@ -21,7 +21,7 @@ import hmac
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
@@ -133,33 +133,34 @@ class HilApi:
             return await self.bm.users.authenticate(user, pw, request.remote or "")
         return await self.bm.users.authenticate(None, None)
 
-    async def _guarded(self, request: web.Request, model: BodyModel, fn: Handler) -> tuple[web.Response | None, Any]:
-        """(None, fn's result), or (the HIL-shaped error answer, None): nothing escapes in
-        another shape (HIL's client fails on an error without `type`)."""
+    async def _guarded(self, request: web.Request, model: BodyModel, fn: Handler) -> Any:
+        """fn's result, or the error's answer in HIL's shape: nothing escapes in another shape
+        (HIL's client fails on an error without `type`)."""
         try:
             body = await _body(request, model)
             caller = await self._caller(request)
-            return None, await fn(request, caller, body)
+            return await fn(request, caller, body)
         except _Invalid as e:
-            return _answer("ValidationError", str(e), 400), None
+            return _answer("ValidationError", str(e), 400)
         except BmError as e:
-            return _error(e), None
+            return _error(e)
         except JournalError as e:
             log.error("bare-metal API: %s %s: %s", request.method, clip(request.path, 200), e)
-            return _answer("ServiceUnavailableError", JOURNAL_MSG, 503), None
+            return _answer("ServiceUnavailableError", JOURNAL_MSG, 503)
         except Exception:
             log.exception("bare-metal API: %s %s failed", request.method, clip(request.path, 200))
-            return _answer("ServerError", SERVER_MSG, 500), None
+            return _answer("ServerError", SERVER_MSG, 500)
 
     def _wrap(self, fn: Handler, model: BodyModel,
               status: int = 200) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handler(request: web.Request) -> web.Response:
-            error, result = await self._guarded(request, model, fn)
-            if error is not None:
-                return error
+        async def answer(request: web.Request, caller: Caller, body: Any) -> web.Response:
+            result = await fn(request, caller, body)
             if result is None:
                 return web.Response(status=status)
-            return web.json_response(result, status=status)
+            return web.json_response(result, status=status)   # (inside the guard: it may fail too)
+
+        async def handler(request: web.Request) -> web.Response:
+            return cast(web.Response, await self._guarded(request, model, answer))
         return handler
 
     async def _show_console(self, request: web.Request) -> web.StreamResponse:
@@ -174,10 +175,8 @@ class HilApi:
                 return web.Response(body=data, content_type="text/plain", charset="utf-8")
             return await self.bm.console.follow(c, node)
 
-        error, result = await self._guarded(request, None, start)
-        if error is not None:
-            return error
-        if isinstance(result, web.Response):
+        result = await self._guarded(request, None, start)
+        if isinstance(result, web.Response):   # the text, or an error
             return result
         data, q, out = result
         try:
