@@ -302,6 +302,16 @@ def test_get_requests_take_no_body(srv: Server, admin: Hil, site: dict[str, Any]
     assert status == 200   # the same call without its body
 
 
+@pytest.mark.parametrize("path", ["/projects?all=1", "/node/n1?verbose=yes", "/network/vnet/attachments?projekt=p1",
+                                  "/network/vnet/attachments?project=", "/node/n1/console?tail=10"])
+def test_get_query_parameters_are_checked(srv: Server, admin: Hil, vnet: str, path: str) -> None:
+    """A GET's arguments are its query parameters: one it does not take, or an empty one, is
+    refused as HIL refuses them."""
+    err = refused(admin, srv, "GET", path, None)
+    assert "query parameter" in err["msg"]
+    assert admin.call("GET", "/network/vnet/attachments?project=p1")[0] == 200   # the one it takes
+
+
 def test_bodies_are_optional_where_a_call_takes_none(srv: Server, admin: Hil, site: dict[str, Any]) -> None:
     """No body and `{}` are the same call (HIL's client sends either)."""
     admin.ok("PUT", "/project/empty-a")

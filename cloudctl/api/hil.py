@@ -4,8 +4,9 @@ Wire format only: each route checks its body against its model (api/hil_models.p
 authenticates the caller and calls the core. Callers authenticate with HTTP Basic (the database
 users), or with the admin endpoint's bearer token (the `cloudctl` CLI), which counts as an
 administrator. Every answer that is not a success is HIL's `{"type": <name>, "msg": <text>}`
-with its status codes (HIL's client reads `type` from any error): a bad body is 400
-`ValidationError` (checked before authentication, as HIL does), an unwritable journal 503
+with its status codes (HIL's client reads `type` from any error): a bad body, or a GET's query
+parameter it does not take, is 400 `ValidationError` (checked before authentication, as HIL
+does), an unwritable journal 503
 `ServiceUnavailableError`, anything unexpected 500 `ServerError` (its traceback is logged, not
 sent). Deliberate differences: an authenticated caller who is not allowed gets 403 (HIL
 answered 401 for both), and HIL's `GET /v0/networks` is `GET /v0/bm/networks` (the admin
@@ -73,8 +74,10 @@ class _Invalid(Exception):
     """A request refused at the edge: HIL's `ValidationError`."""
 
 
-async def _body(request: web.Request, model: BodyModel) -> BaseModel | None:
-    """The route's body, checked (already read by the listener's guard, at most 64 KiB).
+async def _body(request: web.Request, model: BodyModel, query: tuple[str, ...] = ()) -> BaseModel | None:
+    """The route's body, checked (already read by the listener's guard, at most 64 KiB); a GET's
+    arguments are in its query instead, `query` names those it takes (as HIL, which refuses
+    others and empty values).
 
     Unknown keys are found before the model runs: pydantic would build an error for each of
     thousands of them, several times the cost of parsing the body, on the event loop."""
@@ -82,6 +85,12 @@ async def _body(request: web.Request, model: BodyModel) -> BaseModel | None:
     if model is None:
         if raw:
             raise _Invalid("a GET request takes no body")
+        for key, value in request.query.items():
+            if key not in query:
+                takes = ", ".join(query) or "none"
+                raise _Invalid(f"unknown query parameter {clip(key)}; this call takes {takes}")
+            if not value:
+                raise _Invalid(f"the query parameter {clip(key)} is empty")
         return None
     try:
         value = from_json(raw or b"{}")   # refuses lone surrogates and nesting past 200 levels
@@ -133,11 +142,11 @@ class HilApi:
             return await self.bm.users.authenticate(user, pw, request.remote or "")
         return await self.bm.users.authenticate(None, None)
 
-    async def _guarded(self, request: web.Request, model: BodyModel, fn: Handler) -> Any:
+    async def _guarded(self, request: web.Request, model: BodyModel, fn: Handler, query: tuple[str, ...] = ()) -> Any:
         """fn's result, or the error's answer in HIL's shape: nothing escapes in another shape
         (HIL's client fails on an error without `type`)."""
         try:
-            body = await _body(request, model)
+            body = await _body(request, model, query)
             caller = await self._caller(request)
             return await fn(request, caller, body)
         except _Invalid as e:
@@ -151,8 +160,8 @@ class HilApi:
             log.exception("bare-metal API: %s %s failed", request.method, clip(request.path, 200))
             return _answer("ServerError", SERVER_MSG, 500)
 
-    def _wrap(self, fn: Handler, model: BodyModel,
-              status: int = 200) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _wrap(self, fn: Handler, model: BodyModel, status: int = 200,
+              query: tuple[str, ...] = ()) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def answer(request: web.Request, caller: Caller, body: Any) -> web.Response:
             result = await fn(request, caller, body)
             if result is None:
@@ -160,7 +169,7 @@ class HilApi:
             return web.json_response(result, status=status)   # (inside the guard: it may fail too)
 
         async def handler(request: web.Request) -> web.Response:
-            return cast(web.Response, await self._guarded(request, model, answer))
+            return cast(web.Response, await self._guarded(request, model, answer, query))
         return handler
 
     async def _show_console(self, request: web.Request) -> web.StreamResponse:
@@ -175,7 +184,7 @@ class HilApi:
                 return web.Response(body=data, content_type="text/plain", charset="utf-8")
             return await self.bm.console.follow(c, node)
 
-        result = await self._guarded(request, None, start)
+        result = await self._guarded(request, None, start, ("follow",))
         if isinstance(result, web.Response):   # the text, or an error
             return result
         data, q, out = result
@@ -195,10 +204,11 @@ class HilApi:
         bm, net, ops, users = self.bm, self.bm.networks, self.bm.ops, self.bm.users
         site = bm.site
 
-        def add(method: str, path: str, fn: Handler, model: type[BaseModel] = M.Body, status: int = 200) -> None:
-            """A route; `model` checks its body (a GET takes none)."""
-            self._routes.add(r.add_route(method, "/v0" + path, self._wrap(fn, None if method == "GET" else model,
-                                                                          status)))
+        def add(method: str, path: str, fn: Handler, model: type[BaseModel] = M.Body, status: int = 200,
+                query: tuple[str, ...] = ()) -> None:
+            """A route; `model` checks its body (a GET takes none, and the `query` parameters named)."""
+            get = method == "GET"
+            self._routes.add(r.add_route(method, "/v0" + path, self._wrap(fn, None if get else model, status, query)))
 
         def m(req: web.Request, key: str) -> str:
             return req.match_info[key]
@@ -257,7 +267,7 @@ class HilApi:
         add("DELETE", "/network/{network}", lambda q, c, b: net.delete(c, m(q, "network")))
         add("GET", "/network/{network}", lambda q, c, b: _ret(net.show(c, m(q, "network"))))
         add("GET", "/network/{network}/attachments",
-            lambda q, c, b: _ret(net.attachments(c, m(q, "network"), q.query.get("project"))))
+            lambda q, c, b: _ret(net.attachments(c, m(q, "network"), q.query.get("project"))), query=("project",))
         add("PUT", "/network/{network}/access/{project}",
             lambda q, c, b: net.grant(c, m(q, "network"), m(q, "project")))
         add("DELETE", "/network/{network}/access/{project}",
