@@ -207,10 +207,11 @@ def main(argv: list[str] | None = None) -> None:
         from .server import serve
         if cfg_path:
             os.environ["CLOUDCTL_CONFIG_ARG"] = f" --config {cfg_path}"
+        from .api.ec2.model import ModelError
         from .core.secrets import SecretsError
         try:
             serve(config)
-        except SecretsError as e:
+        except (SecretsError, ModelError) as e:
             raise SystemExit(f"cloudctl: {e}") from None
         return
     if args.cmd == "network" and args.sub == "plug":   # local: no controller involved

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .drivers.hypervisor.registry import driver_problem
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "cloudctl.yaml"
 
 
@@ -103,6 +105,7 @@ class Host(_Strict):
     shared_storage: bool = False
     failure_policy: FailurePolicy | None = None   # default: monitor.failure_policy
     fence: FenceAgent | None = None               # powers the host off before its instances move
+    driver: str | None = None                     # drivers/hypervisor/registry.py; None: by URI scheme
 
     @property
     def libvirt_uri(self) -> str:
@@ -555,6 +558,8 @@ def load_config(path: Path | str | None = None) -> Config:
             raise ConfigError(f"config {path}: hosts.{i}.node_xml: no such file {node}")
         if node is None and h.uri.startswith("test:") and h.uri.rstrip("/") == "test:":
             raise ConfigError(f"config {path}: hosts.{i}: a test:/// host needs node_xml")
+        if h.driver is not None and (why := driver_problem(h.driver, h.uri)):
+            raise ConfigError(f"config {path}: hosts.{i}.driver: {why}")
         update: dict[str, object] = {"node_xml": node}
         if isinstance(h.fence, FenceCommand):
             prog = h.fence.argv[0]

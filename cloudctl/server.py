@@ -17,9 +17,10 @@ from aiohttp import web
 from .api import listener
 from .api.admin import AdminApi, ensure_token
 from .api.ec2.app import Ec2Api, make_verifier
-from .api.ec2.model import OPERATIONS, load_model
+from .api.ec2.model import load_model
 from .api.ec2.protocol import Protocol
 from .api.ec2.actions import ACTIONS
+from .api.ec2.actions.registry import check_actions
 from .api.marketplace import public_app
 from .api.metadata import metadata_app
 from .api.metrics import LoginCollector, Metrics
@@ -93,7 +94,8 @@ def _rss_mib() -> float:
 
 async def run(config: Config) -> None:
     t0 = time.perf_counter()
-    model = load_model(OPERATIONS, config.cache_dir or config.state_dir / "cache")
+    model = load_model(ACTIONS, config.cache_dir or config.state_dir / "cache")
+    check_actions(model)
     protocol = Protocol(model)
     endpoint = f"http://{config.ec2.listen}:{config.ec2.port}"
     cloud = Cloud(config, endpoint)

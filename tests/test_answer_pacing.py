@@ -21,6 +21,7 @@ from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.instance_facts import describe_page
+from cloudctl.core.launch import LaunchSpec
 
 from conftest import free_port, write_config
 
@@ -49,8 +50,7 @@ async def test_an_answer_is_the_state_when_it_was_asked(cloud: Cloud) -> None:
     """A change made while an answer is being written (between two slices) is not in it."""
     caller = Caller(await cloud.users.create("u"))
     image = next(iter(cloud.images.table.values()))
-    _, insts = await cloud.compute.run(caller, {"ImageId": image.id, "MinCount": 12, "MaxCount": 12,
-                                                "InstanceType": "t3.nano"})
+    _, insts = await cloud.compute.run(caller, LaunchSpec(image.id, 12, 12, instance_type="t3.nano"))
     await cloud.compute.idle()
     ids = sorted(i.id for i in insts)
     protocol = Protocol(load_model(OPERATIONS, cloud.config.cache_dir))
@@ -81,8 +81,7 @@ async def test_a_large_page_is_read_in_turns_as_of_one_moment(cloud: Cloud) -> N
     never shows the first instance as before the change and the last as after it."""
     owner = await cloud.users.create("u")
     image = next(iter(cloud.images.table.values()))
-    _, insts = await cloud.compute.run(Caller(owner), {"ImageId": image.id, "MinCount": 12, "MaxCount": 12,
-                                                       "InstanceType": "t3.nano"})
+    _, insts = await cloud.compute.run(Caller(owner), LaunchSpec(image.id, 12, 12, instance_type="t3.nano"))
     await cloud.compute.idle()
     ids = sorted(i.id for i in insts)
     turns: list[int] = []

@@ -14,6 +14,7 @@ from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
+from cloudctl.core.launch import LaunchSpec
 from cloudctl.drivers.hypervisor.base import METADATA_NS
 
 from conftest import write_config
@@ -30,8 +31,7 @@ async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
 
 async def launch(cloud: Cloud, caller: Caller, n: int = 1, **extra: Any) -> list[str]:
     image = next(iter(cloud.images.table.values()))
-    _, insts = await cloud.compute.run(caller, {"ImageId": image.id, "MinCount": n, "MaxCount": n,
-                                               "InstanceType": "t3.nano", **extra})
+    _, insts = await cloud.compute.run(caller, LaunchSpec(image.id, n, n, **{"instance_type": "t3.nano", **extra}))
     await cloud.compute.idle()
     return [i.id for i in insts]
 
@@ -52,7 +52,7 @@ def raw_domain(cloud: Cloud, iid: str) -> Any:
 
 async def test_guest_power_off_is_recorded_as_a_stop(cloud: Cloud) -> None:
     caller = Caller(await cloud.users.create("u"))
-    iid, other = await launch(cloud, caller, 2, InstanceInitiatedShutdownBehavior="stop")
+    iid, other = await launch(cloud, caller, 2, shutdown_behavior="stop")
     assert cloud.compute.table.get(iid).state == "running"
     await asyncio.to_thread(raw_domain(cloud, iid).destroy)   # the guest powers itself off
     await until(lambda: cloud.compute.table.get(iid).state == "stopped")
@@ -63,7 +63,7 @@ async def test_guest_power_off_is_recorded_as_a_stop(cloud: Cloud) -> None:
 
 async def test_guest_power_off_with_terminate_behaviour(cloud: Cloud) -> None:
     caller = Caller(await cloud.users.create("u"))
-    (iid,) = await launch(cloud, caller, InstanceInitiatedShutdownBehavior="terminate")
+    (iid,) = await launch(cloud, caller, shutdown_behavior="terminate")
     ip = cloud.compute.table.get(iid).private_ip
     await asyncio.to_thread(raw_domain(cloud, iid).destroy)
     await until(lambda: cloud.compute.table.get(iid).state == "terminated")
@@ -112,7 +112,7 @@ async def test_capacity_tracks_launches_and_terminations(cloud: Cloud) -> None:
                     if c["instance_type"] == "m5.xlarge")
 
     before = avail()
-    ids = await launch(cloud, caller, 3, InstanceType="m5.xlarge")
+    ids = await launch(cloud, caller, 3, instance_type="m5.xlarge")
     assert avail() == before - 3
     await cloud.compute.terminate(caller, ids)
     await cloud.compute.idle()
@@ -128,8 +128,7 @@ async def test_failed_validation_leaves_no_trace(cloud: Cloud) -> None:
     rows_before = {n: len(t) for n, t in cloud.store.tables.items()}
     records_before = cloud.store.journal.records_in_gen
     with pytest.raises(CloudError) as e:
-        await cloud.compute.run(caller, {"ImageId": image.id, "MinCount": 1, "MaxCount": 1,
-                                         "UserData": base64.b64encode(b"x" * 20000).decode()})
+        await cloud.compute.run(caller, LaunchSpec(image.id, user_data=base64.b64encode(b"x" * 20000).decode()))
     assert e.value.code == "InvalidParameterValue"
     assert {n: len(t) for n, t in cloud.store.tables.items()} == rows_before
     assert cloud.store.journal.records_in_gen == records_before
@@ -147,7 +146,7 @@ async def test_failed_start_leaves_the_instance_stopped(tmp_path: Path, model_ca
     await cloud.start()
     try:
         caller = Caller(await cloud.users.create("u"))
-        never = await launch(cloud, caller, InstanceType="x1.broken")
+        never = await launch(cloud, caller, instance_type="x1.broken")
         assert cloud.compute.table.get(never[0]).state == "terminated"
         (iid,) = await launch(cloud, caller)
         assert cloud.compute.table.get(iid).state == "running"

@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import Server, wait_state, write_config
+from hil_client import Hil
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -104,6 +105,43 @@ def test_disk_full(tmp_path: Path, model_cache: Path, small_state: Path) -> None
             "InstanceId"] == second["InstanceId"]
     finally:
         srv.stop()
+
+
+def test_journal_failure_is_a_hil_error(tmp_path: Path, model_cache: Path, small_state: Path) -> None:
+    """A full state directory: mutating calls get 503 ServiceUnavailableError in HIL's shape and
+    change nothing; reads go on; the API recovers when space returns."""
+    cfg = write_config(tmp_path, model_cache, state_dir=str(small_state), image_store=str(tmp_path / "images"),
+                       volume_store=str(tmp_path / "volumes"), instance_dir=str(tmp_path / "instances"),
+                       baremetal={"audit_on_start": "off"})
+    server = Server(cfg).start()
+    try:
+        hil = Hil(server.admin_url, token=server.token)
+        hil.ok("PUT", "/project/before")
+        filler = fill(small_state)
+        made = ["before"]   # the journal's last page may still take a few small records
+        for n in range(1000):
+            status, err = hil.call("PUT", f"/project/full{n}")
+            if status != 200:
+                break
+            made.append(f"full{n}")
+        else:
+            raise AssertionError("the journal never ran out of space")
+        assert (status, set(err), err["type"]) == (503, {"type", "msg"}, "ServiceUnavailableError"), err
+        assert "journal" in err["msg"]
+        for method, path, body in [("PUT", "/auth/basic/user/full-user", {"password": "long-enough"}),
+                                   ("PUT", "/network/full-net", {"owner": "admin", "access": [], "net_id": ""}),
+                                   ("PUT", "/node/full-node", {"obm": {}})]:
+            status, err = hil.call(method, path, body)
+            assert (status, err["type"]) == (503, "ServiceUnavailableError"), (path, err)
+        assert sorted(hil.ok("GET", "/projects")) == sorted(made)   # reads work and show no refused change
+        assert "full-user" not in hil.ok("GET", "/auth/basic/users")
+        assert "full-net" not in hil.ok("GET", "/bm/networks")
+        assert "full-node" not in hil.ok("GET", "/nodes/all")
+        filler.unlink()
+        hil.ok("PUT", "/project/after")
+        assert "after" in hil.ok("GET", "/projects")
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
+from cloudctl.core.launch import LaunchSpec
 from cloudctl.drivers.hypervisor.base import FirewallRule
 from conftest import wait_state, write_config
 from test_ec2_wire import aws
@@ -401,8 +402,8 @@ async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
 
 async def launch(cloud: Cloud, caller: Caller, groups: list[str]) -> str:
     image = next(iter(cloud.images.table.values()))
-    _, insts = await cloud.compute.run(caller, {"ImageId": image.id, "MinCount": 1, "MaxCount": 1,
-                                                "InstanceType": "t3.nano", "SecurityGroupIds": groups})
+    _, insts = await cloud.compute.run(caller, LaunchSpec(image.id, instance_type="t3.nano",
+                                                          group_ids=tuple(groups)))
     await cloud.compute.idle()
     return insts[0].id
 

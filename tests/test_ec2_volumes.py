@@ -19,6 +19,7 @@ from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
+from cloudctl.core.launch import LaunchSpec
 from conftest import wait_state, write_config
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img (qemu-utils) is not installed")
@@ -388,8 +389,7 @@ async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
 
 async def _launch(cloud: Cloud, caller: Caller, zone: str = ZONE_A) -> str:
     image = next(iter(cloud.images.table.values()))
-    _, insts = await cloud.compute.run(caller, {"ImageId": image.id, "MinCount": 1, "MaxCount": 1,
-                                               "InstanceType": "t3.nano", "Placement": {"AvailabilityZone": zone}})
+    _, insts = await cloud.compute.run(caller, LaunchSpec(image.id, instance_type="t3.nano", zone=zone))
     await cloud.compute.idle()
     return insts[0].id
 

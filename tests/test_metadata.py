@@ -30,6 +30,7 @@ from cloudctl.config import load_config
 from cloudctl.core import sshkeys
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
+from cloudctl.core.launch import LaunchSpec
 from cloudctl.core.metadata import InstanceMetadata, token_ttl
 
 from conftest import write_config
@@ -135,9 +136,8 @@ class Env:
 
     async def launch(self, **extra: Any) -> Any:
         image = next(iter(self.cloud.images.table.values()))
-        _, insts = await self.cloud.compute.run(self.caller, {
-            "ImageId": image.id, "MinCount": 1, "MaxCount": 1, "InstanceType": "t3.nano",
-            "Placement": {"AvailabilityZone": ZONE}, **extra})
+        _, insts = await self.cloud.compute.run(self.caller, LaunchSpec(
+            image.id, instance_type="t3.nano", zone=ZONE, **extra))
         await self.cloud.compute.idle()
         inst = self.cloud.compute.table.get(insts[0].id)
         assert inst.state == "running" and ipaddress.ip_address(inst.private_ip) in self.ns.subnet
@@ -157,7 +157,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, netns
         km = sshkeys.generate("ed25519")
         await cloud.keypairs.import_(caller, "mykey", km.public_openssh.encode(), None)
         e = Env(cloud, caller, netns, 0, None, None, f"{km.public_openssh} mykey")
-        e.keyed = await e.launch(KeyName="mykey", UserData=base64.b64encode(USER_DATA).decode())
+        e.keyed = await e.launch(key_name="mykey", user_data=base64.b64encode(USER_DATA).decode())
         e.plain = await e.launch()
         runner = web.AppRunner(metadata_app(cloud), access_log=None)
         await runner.setup()
@@ -291,7 +291,7 @@ async def test_unknown_address_gets_404(env: Env) -> None:
 
 
 async def test_terminated_instance_is_not_served(env: Env) -> None:
-    inst = await env.launch(UserData=base64.b64encode(b"bye").decode())
+    inst = await env.launch(user_data=base64.b64encode(b"bye").decode())
     assert await env.get(inst.private_ip, "/latest/user-data") == (200, "bye")
     await env.cloud.compute.terminate(env.caller, [inst.id])
     await env.cloud.compute.idle()

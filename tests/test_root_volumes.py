@@ -18,6 +18,7 @@ from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
+from cloudctl.core.launch import BlockDevice, LaunchSpec
 from cloudctl.store.records import Instance
 from conftest import wait_state, write_config
 
@@ -253,9 +254,7 @@ async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
 
 async def run_one(cloud: Cloud, caller: Caller, **extra: Any) -> str:
     image = next(i for i in cloud.images.table.values() if i.name == "cloudctl-blank")
-    _, insts = await cloud.compute.run(caller, {"ImageId": image.id, "MinCount": 1, "MaxCount": 1,
-                                               "InstanceType": "t3.nano", "Placement": {"AvailabilityZone": ZONE_A},
-                                               **extra})
+    _, insts = await cloud.compute.run(caller, LaunchSpec(image.id, instance_type="t3.nano", zone=ZONE_A, **extra))
     await cloud.compute.idle()
     await cloud.volumes.idle()
     return insts[0].id
@@ -284,8 +283,7 @@ async def test_root_volume_file_overlays_the_image_and_follows_delete_on_termina
     base = cloud.images.path_of(image)
     base_bytes = base.read_bytes()
     gone = await run_one(cloud, caller)
-    kept = await run_one(cloud, caller, BlockDeviceMappings=[
-        {"DeviceName": "/dev/vda", "Ebs": {"DeleteOnTermination": False}}])
+    kept = await run_one(cloud, caller, block_devices=(BlockDevice("/dev/vda", delete_on_termination=False),))
     gone_vol, kept_vol = cloud.volumes.root_of(gone), cloud.volumes.root_of(kept)
     assert gone_vol is not None and kept_vol is not None
     for iid, vol in ((gone, gone_vol), (kept, kept_vol)):
@@ -335,9 +333,8 @@ async def test_create_image_reads_the_root_volume(cloud: Cloud) -> None:
     qemu_io(cloud.images.path_of(captured), "read -P 0x33 1M 64k")
 
     # An image stays while a root volume overlays it, even one kept after its instance.
-    _, (clone,) = await cloud.compute.run(caller, {
-        "ImageId": im.id, "MinCount": 1, "MaxCount": 1, "BlockDeviceMappings": [
-            {"DeviceName": "/dev/vda", "Ebs": {"DeleteOnTermination": False}}]})
+    _, (clone,) = await cloud.compute.run(caller, LaunchSpec(
+        im.id, block_devices=(BlockDevice("/dev/vda", delete_on_termination=False),)))
     await cloud.compute.idle()
     vol = cloud.volumes.root_of(clone.id)
     qemu_io(cloud.volumes.volume_path(vol.id), "read -P 0x33 1M 64k")   # the clone sees the captured data

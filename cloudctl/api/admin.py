@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import AdminListen
 from ..core.cloud import Cloud
-from ..core.errors import CloudError
+from ..core.errors import CloudError, ErrorKind
 from ..core.images import CLOUD_OWNER
 from ..core.monitor import host_view
 from ..store.journal import JournalError
@@ -26,7 +26,8 @@ from .marketplace import MarketplaceAdmin
 
 TOKEN_FILE = "admin.token"
 MAX_JSON = 64 * 1024   # every admin and bare-metal body is a small JSON document (image uploads aside)
-_STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409, "IncorrectState": 409}
+_STATUS = {ErrorKind.NOT_FOUND: 404, ErrorKind.CONFLICT: 409, ErrorKind.WRONG_STATE: 409, ErrorKind.AUTH: 403,
+           ErrorKind.UNAVAILABLE: 503}   # the rest (invalid, capacity, limit): 400
 
 
 def ensure_token(state_dir: Path) -> str:
@@ -132,7 +133,7 @@ class AdminApi:
         try:
             return await handler(request)
         except CloudError as e:
-            return web.json_response({"error": e.code, "message": e.message}, status=_STATUS.get(e.code, 400))
+            return web.json_response({"error": e.code, "message": e.message}, status=_STATUS.get(e.kind, 400))
         except ValidationError as e:
             return web.json_response({"error": "InvalidRequest", "message": str(e.errors()[0]["msg"])},
                                      status=400)
@@ -169,7 +170,7 @@ class AdminApi:
     async def host(self, request: web.Request) -> web.Response:
         m, name = self.cloud.monitor, request.match_info["name"]
         if name not in m.hosts:
-            raise CloudError("NoSuchEntity", f"host {name} does not exist")
+            raise CloudError.not_found("NoSuchEntity", f"host {name} does not exist")
         return web.json_response(host_view(m.hosts[name], m, self.cloud.scheduler))
 
     async def host_admin(self, request: web.Request) -> web.Response:
@@ -209,7 +210,7 @@ class AdminApi:
         iid = request.match_info["image_id"]
         im = self.cloud.images.table.get(iid)
         if im is None:
-            raise CloudError("NoSuchEntity", f"image {iid} does not exist")
+            raise CloudError.not_found("NoSuchEntity", f"image {iid} does not exist")
         done, total, error = self.cloud.images.progress.get(iid, (im.size, im.size, ""))
         return web.json_response({"ImageId": im.id, "Name": im.name, "State": im.state, "Size": im.size,
                                   "Sha256": im.sha256, "Format": im.disk_format, "Done": done, "Total": total,
@@ -229,7 +230,7 @@ class AdminApi:
         iid = request.match_info["instance_id"]
         inst = self.cloud.compute.table.get(iid)
         if inst is None:
-            raise CloudError("NoSuchEntity", f"instance {iid} does not exist")
+            raise CloudError.not_found("NoSuchEntity", f"instance {iid} does not exist")
         data = await self.cloud.compute.console_bytes(inst, limit=None)
         return web.Response(body=data, content_type="application/octet-stream")
 

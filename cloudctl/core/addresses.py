@@ -111,13 +111,14 @@ class Addresses:
                              f"(expecting \"eipalloc-...\")")
         addr = _one(self._by_alloc.get(allocation_id))
         if addr is None or addr.owner != caller.account:
-            raise CloudError("InvalidAllocationID.NotFound", f"The allocation ID '{allocation_id}' does not exist")
+            raise CloudError.not_found("InvalidAllocationID.NotFound",
+                                       f"The allocation ID '{allocation_id}' does not exist")
         return addr
 
     def _by_public_ip(self, caller: Caller, ip: str) -> Address:
         addr = self.table.get(_ipv4(ip))
         if addr is None or addr.owner != caller.account:
-            raise CloudError("InvalidAddress.NotFound", f"Address '{ip}' not found.")
+            raise CloudError.not_found("InvalidAddress.NotFound", f"Address '{ip}' not found.")
         return addr
 
     def _named(self, caller: Caller, req: dict[str, Any]) -> Address:
@@ -157,17 +158,17 @@ class Addresses:
         if wanted:
             wanted = _ipv4(wanted, "InvalidAddress.Malformed")
             if wanted not in self._in_pool:
-                raise CloudError("InvalidAddress.NotFound",
-                                 f"Address '{wanted}' is not in this cloud's public address pool.")
+                raise CloudError.not_found("InvalidAddress.NotFound",
+                                           f"Address '{wanted}' is not in this cloud's public address pool.")
             if self.table.get(wanted) is not None:
-                raise CloudError("InvalidIPAddress.InUse", f"Address '{wanted}' is already allocated.")
+                raise CloudError.conflict("InvalidIPAddress.InUse", f"Address '{wanted}' is already allocated.")
         if len(self._by_owner.get(caller.account)) >= self.limit:
-            raise CloudError("AddressLimitExceeded",
-                             f"The maximum number of addresses has been reached ({self.limit} per user).")
+            raise CloudError.limit("AddressLimitExceeded",
+                                   f"The maximum number of addresses has been reached ({self.limit} per user).")
         ip = wanted or self._free()
         if ip is None:
-            raise CloudError("InsufficientAddressCapacity",
-                             "There are no free addresses in this cloud's public address pool.")
+            raise CloudError.capacity("InsufficientAddressCapacity",
+                                      "There are no free addresses in this cloud's public address pool.")
         caller.check_dry_run()
         addr = Address(public_ip=ip, allocation_id=new_id("eipalloc"), owner=caller.account,
                        allocated=time.time(), domain=domain)
@@ -197,9 +198,9 @@ class Addresses:
         while True:
             addr = self._named(caller, req)
             if addr.association_id:
-                raise CloudError("InvalidIPAddress.InUse",
-                                 f"The address with allocation id [{addr.allocation_id}] is in use "
-                                 f"(associated as {addr.association_id}); disassociate it first.")
+                raise CloudError.conflict("InvalidIPAddress.InUse",
+                                          f"The address with allocation id [{addr.allocation_id}] is in use "
+                                          f"(associated as {addr.association_id}); disassociate it first.")
             caller.check_dry_run()
             if not await self._wait_or_claim({addr.public_ip}):
                 break
@@ -223,8 +224,8 @@ class Addresses:
                 raise CloudError("InvalidNetworkInterfaceID.Malformed", f"Invalid id: \"{eni}\"")
             inst = self.instances.get("i-" + eni.partition("-")[2])
             if inst is None or inst.owner != caller.account or inst.state == "terminated":
-                raise CloudError("InvalidNetworkInterfaceID.NotFound",
-                                 f"The networkInterface ID '{eni}' does not exist")
+                raise CloudError.not_found("InvalidNetworkInterfaceID.NotFound",
+                                           f"The networkInterface ID '{eni}' does not exist")
         elif iid:
             if not well_formed(iid, "i"):
                 raise CloudError("InvalidInstanceID.Malformed", f"Invalid id: \"{iid}\"")
@@ -243,8 +244,8 @@ class Addresses:
             raise CloudError("InvalidParameterValue",
                              f"The private IP address {pip} is not assigned to the network interface of {inst.id}")
         if inst.state not in ASSOCIABLE or not inst.private_ip:
-            raise CloudError("IncorrectInstanceState",
-                             f"The instance '{inst.id}' is '{inst.state}'; it must be running or stopped.")
+            raise CloudError.wrong_state("IncorrectInstanceState",
+                                         f"The instance '{inst.id}' is '{inst.state}'; it must be running or stopped.")
         return inst
 
     def _plan_associate(self, caller: Caller, req: dict[str, Any]) -> _Change | Address:
@@ -254,8 +255,8 @@ class Addresses:
             caller.check_dry_run()
             return addr          # already there: nothing to do, the association stands
         if addr.association_id and not req.get("AllowReassociation"):
-            raise CloudError("Resource.AlreadyAssociated", f"resource {addr.allocation_id} is already associated "
-                             f"with associate-id {addr.association_id}")
+            raise CloudError.conflict("Resource.AlreadyAssociated", f"resource {addr.allocation_id} is already "
+                                      f"associated with associate-id {addr.association_id}")
         caller.check_dry_run()
         assert inst.private_ip is not None
         before, steps, after = [addr], [], []
@@ -293,7 +294,8 @@ class Addresses:
         if assoc:
             addr = _one(self._by_assoc.get(assoc)) if well_formed(assoc, "eipassoc") else None
             if addr is None or addr.owner != caller.account:
-                raise CloudError("InvalidAssociationID.NotFound", f"The association ID '{assoc}' does not exist")
+                raise CloudError.not_found("InvalidAssociationID.NotFound",
+                                           f"The association ID '{assoc}' does not exist")
         elif ip:
             addr = self._by_public_ip(caller, ip)
         else:
@@ -330,8 +332,8 @@ class Addresses:
             except ScriptError as e:
                 log.error("address %s could not be %s: %s", change.before[0].public_ip, verb, e)
                 await self._undo(change.before, done)
-                raise CloudError("InternalError", f"The address {change.before[0].public_ip} could not be {verb}: "
-                                 f"{e.summary}. Nothing was changed; try again later.") from None
+                raise CloudError.unavailable("InternalError", f"The address {change.before[0].public_ip} could not "
+                                             f"be {verb}: {e.summary}. Nothing was changed; try again later.") from None
             with self.store.txn() as tx:
                 for row in change.after:
                     tx.put(row)

@@ -10,8 +10,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ..config import Config, default_key_file
+from ..config import Config, Host, default_key_file
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
+from ..drivers.hypervisor.registry import make_driver
 from ..drivers.ip_scripts import scripts_for
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
@@ -39,14 +40,12 @@ from .volumes import Volumes
 
 log = logging.getLogger("cloudctl")
 
-DriverFactory = Callable[[str, str], HypervisorDriver]
+DriverFactory = Callable[[Host], HypervisorDriver]
 
 
-def libvirt_factory(host: str, uri: str) -> HypervisorDriver:
-    from ..drivers.hypervisor.libvirt import LibvirtDriver
-    # The embedded test driver answers in microseconds: one thread keeps it from competing
-    # with the event loop for the GIL. Real hosts get a few, so slow boots overlap.
-    return LibvirtDriver(host, uri, workers=1 if uri.startswith("test:") else 4)
+def host_driver(host: Host) -> HypervisorDriver:
+    """The driver the host's config names, or the one for its URI's scheme."""
+    return make_driver(host.driver, host.name, host.libvirt_uri)
 
 
 def _freeze_long_lived() -> None:
@@ -76,12 +75,12 @@ def controller_id(state_dir: Path) -> str:
 
 
 class Cloud:
-    def __init__(self, config: Config, endpoint: str, driver_factory: DriverFactory = libvirt_factory) -> None:
+    def __init__(self, config: Config, endpoint: str, driver_factory: DriverFactory = host_driver) -> None:
         self.config = config
         self.endpoint = endpoint
         self.store = Store(config.state_dir)
         self.drivers: dict[str, HypervisorDriver] = {
-            h.name: driver_factory(h.name, h.libvirt_uri) for h in config.hosts}
+            h.name: driver_factory(h) for h in config.hosts}
         self._bg: list[asyncio.Task[None]] = []
         self._rereconcile: asyncio.Task[None] | None = None
         self.started_at = time.time()

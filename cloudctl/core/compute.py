@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
+import dataclasses
 import logging
 import time
 import uuid
@@ -35,6 +34,7 @@ from .ids import new_id, new_mac, well_formed
 from .images import MARKET_OWNER, Images
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
+from .launch import LaunchSpec
 from .network import Networks, Subnet, tap_name
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 from .scheduler import Scheduler
@@ -52,13 +52,6 @@ STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 4
                "stopping": 64, "stopped": 80}
 TRANSITIONAL = frozenset({"pending", "stopping", "shutting-down"})
 MAX_USER_DATA = 16 * 1024
-# Accepted in TagSpecifications: instance and volume tags are applied to what the launch makes;
-# network interfaces are not resources of their own here, so their tags have nothing to carry them.
-_TAGGABLE = ("instance", "volume", "network-interface")
-_UNSUPPORTED = {
-    "ElasticGpuSpecification": "elastic GPUs", "LaunchTemplate": "launch templates",
-    "InstanceMarketOptions": "spot instances",
-}
 
 
 class Compute:
@@ -191,53 +184,52 @@ class Compute:
         return t
 
     # -- RunInstances --------------------------------------------------------------------------
-    async def run(self, caller: Caller, req: dict[str, Any],
-                  vlan_nics: list[dict[str, Any]] | None = None) -> tuple[Reservation, list[Instance]]:
-        """RunInstances. `vlan_nics`: extra NICs on bare-metal project networks (headnodes)."""
-        for key, what in _UNSUPPORTED.items():
-            if req.get(key):
-                raise CloudError("InvalidParameterValue", f"{key}: {what} are not supported by this cloud yet")
-        token = req.get("ClientToken")
+    async def run(self, caller: Caller, spec: LaunchSpec) -> tuple[Reservation, list[Instance]]:
+        """Launch what `spec` asks for, as one reservation (RunInstances' semantics, whoever asks).
+
+        Refusals, by kind: not found (image, kernel, key pair, subnet, group, snapshot); invalid
+        (counts, type, user data, zone, address, devices, tags); wrong state (image not available);
+        conflict (a ClientToken reused for another spec, an address in use); capacity (no room in
+        the zone, no free address); limit (instances, vCPUs, volumes)."""
+        token = spec.client_token
         if token is not None and not (0 < len(token) <= 64 and token.isascii()):
             raise CloudError("InvalidParameterValue", "ClientToken must be 1-64 ASCII characters")
-        req_hash = _request_hash(req)
+        req_hash = spec.request_hash()
         if token:
             prior = self._by_token.get(f"{caller.account}\x1f{token}")
             if prior:
                 res = next(iter(prior.values()))
                 if res.request_hash != req_hash:
-                    raise CloudError("IdempotentParameterMismatch",
-                                     f"The client token '{token}' was used with different parameters")
+                    raise CloudError.conflict("IdempotentParameterMismatch",
+                                              f"The client token '{token}' was used with different parameters")
                 caller.check_dry_run()
                 return res, [i for i in (self.table.get(x) for x in res.instance_ids) if i is not None]
 
-        image_id = req.get("ImageId")
-        if not image_id:
-            raise CloudError("MissingParameter", "The request must contain the parameter ImageId")
+        image_id = spec.image_id
         image = self.images.visible(caller, image_id)
         if image.state != "available":
-            raise CloudError("InvalidAMIID.Unavailable", f"The image '{image_id}' is {image.state}, not available")
+            raise CloudError.wrong_state("InvalidAMIID.Unavailable",
+                                         f"The image '{image_id}' is {image.state}, not available")
         if image.owner == MARKET_OWNER and image.deprecation_time is not None and image.deprecation_time <= time.time():
-            raise CloudError("InvalidAMIID.Unavailable", f"The image '{image_id}' is deprecated: its endorsement expired")
-        kernel_id, ramdisk_id = req.get("KernelId"), req.get("RamdiskId")
+            raise CloudError.wrong_state("InvalidAMIID.Unavailable",
+                                         f"The image '{image_id}' is deprecated: its endorsement expired")
+        kernel_id, ramdisk_id = spec.kernel_id, spec.ramdisk_id
         if kernel_id:
             self.images.visible(caller, kernel_id, "kernel")
         if ramdisk_id:
             self.images.visible(caller, ramdisk_id, "ramdisk")
-        type_name = req.get("InstanceType") or next(iter(self.config.instance_types))
+        type_name = spec.instance_type or next(iter(self.config.instance_types))
         itype = self.type_of(type_name)
-        lo, hi = req.get("MinCount"), req.get("MaxCount")
-        if lo is None or hi is None:
-            raise CloudError("MissingParameter", "The request must contain the parameters MinCount and MaxCount")
+        lo, hi = spec.min_count, spec.max_count
         if lo < 1 or hi < lo:
             raise CloudError("InvalidParameterValue",
                              f"MinCount ({lo}) must be at least 1 and MaxCount ({hi}) at least MinCount")
         if hi > 1000:
-            raise CloudError("InstanceLimitExceeded", "At most 1000 instances can be launched per request")
-        key_name = req.get("KeyName")
+            raise CloudError.limit("InstanceLimitExceeded", "At most 1000 instances can be launched per request")
+        key_name = spec.key_name
         if key_name and self.keypairs.by_name(caller.account, key_name) is None:
-            raise CloudError("InvalidKeyPair.NotFound", f"The key pair '{key_name}' does not exist")
-        user_data = req.get("UserData")
+            raise CloudError.not_found("InvalidKeyPair.NotFound", f"The key pair '{key_name}' does not exist")
+        user_data = spec.user_data
         if user_data:
             try:
                 raw = base64.b64decode(user_data, validate=True)
@@ -246,22 +238,21 @@ class Compute:
             if len(raw) > MAX_USER_DATA:
                 raise CloudError("InvalidParameterValue",
                                  f"User data is limited to {MAX_USER_DATA} bytes (got {len(raw)})")
-        behaviour = req.get("InstanceInitiatedShutdownBehavior") or "stop"
+        behaviour = spec.shutdown_behavior
         if behaviour not in ("stop", "terminate"):
             raise CloudError("InvalidParameterValue",
                              f"Invalid value '{behaviour}' for InstanceInitiatedShutdownBehavior")
-        zone = (req.get("Placement") or {}).get("AvailabilityZone") or None
+        zone = spec.zone
         if zone is not None and zone not in self.config.zones:
             raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
-        subnet, chosen_ip = self._nic_request(req, zone)
+        subnet, chosen_ip = self._nic_request(spec, zone)
         if subnet is not None:
             zone = subnet.zone
         if chosen_ip is not None and hi > 1:
             raise CloudError("InvalidParameterCombination",
                              "A private IP address can only be given when launching one instance (MaxCount=1)")
-        spec_tags = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE)
-        tag_pairs, volume_tags = spec_tags.get("instance", []), spec_tags.get("volume", [])
-        root_spec, launch_volumes = (self.volumes.launch_specs(caller, req.get("BlockDeviceMappings"))
+        tag_pairs, volume_tags = Tags.validate_pairs(spec.instance_tags), Tags.validate_pairs(spec.volume_tags)
+        root_spec, launch_volumes = (self.volumes.launch_specs(caller, spec.block_devices)
                                      if self.volumes else (None, []))
         root_gib = root_spec.size if root_spec else None
         least = self.images.min_root_gib(image)
@@ -269,16 +260,17 @@ class Compute:
             raise CloudError("InvalidParameterValue", f"Volume of size {root_gib}GB is smaller than image "
                              f"'{image.id}', expect size >= {least}GB")
         new_groups: dict[str, Any] = {}   # a default group made by this launch
-        group_ids = self.security_groups.for_launch(caller, req, new_groups) if self.security_groups else []
+        group_ids = (self.security_groups.for_launch(caller, spec.group_ids, spec.group_names, new_groups)
+                     if self.security_groups else [])
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
             zone = max(self.config.zones, key=lambda z: self.scheduler.room(z, itype))
         room = self.scheduler.room(zone, itype)
         if room < lo:
-            raise CloudError("InsufficientInstanceCapacity",
-                             f"We currently do not have sufficient {type_name} capacity in the Availability "
-                             f"Zone you requested ({zone}): {room} more fit, {lo} requested.")
+            raise CloudError.capacity("InsufficientInstanceCapacity",
+                                      f"We currently do not have sufficient {type_name} capacity in the Availability "
+                                      f"Zone you requested ({zone}): {room} more fit, {lo} requested.")
         count = min(hi, room, self._quota_left(caller.account, itype, lo))
         root_size = (root_gib or max(itype.disk_gib, least)) if root_spec is not None else 0
         if (launch_volumes or root_spec is not None) and self.volumes is not None:
@@ -301,10 +293,10 @@ class Compute:
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
                     private_ip=self.network.allocate(tx, subnet, iid, chosen_ip),
                     subnet_id=subnet.id, mac=new_mac(), uuid=str(uuid.uuid4()),
-                    disable_api_termination=bool(req.get("DisableApiTermination")),
+                    disable_api_termination=spec.disable_api_termination,
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
                     root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None,
-                    vlan_nics=list(vlan_nics or ()))
+                    vlan_nics=[dataclasses.asdict(n) for n in spec.vlan_nics])
                 tx.put(inst)
                 made: list[str] = []   # this instance's new volumes, which take the launch's volume tags
                 if root_spec is not None and self.volumes is not None:
@@ -341,36 +333,19 @@ class Compute:
         unlimited = 1 << 31
         by_count = unlimited if limits.instances is None else limits.instances - n
         if by_count < at_least:
-            raise CloudError("InstanceLimitExceeded",
-                             f"Your quota allows for {max(by_count, 0)} more running instance(s). "
-                             f"You requested at least {at_least}.")
+            raise CloudError.limit("InstanceLimitExceeded",
+                                   f"Your quota allows for {max(by_count, 0)} more running instance(s). "
+                                   f"You requested at least {at_least}.")
         by_vcpu = unlimited if limits.vcpus is None else (limits.vcpus - vcpus) // itype.vcpus
         if by_vcpu < at_least:
-            raise CloudError("VcpuLimitExceeded",
-                             f"You have requested more vCPU capacity than your current vCPU limit of "
-                             f"{limits.vcpus} allows ({vcpus} in use, {at_least * itype.vcpus} requested).")
+            raise CloudError.limit("VcpuLimitExceeded",
+                                   f"You have requested more vCPU capacity than your current vCPU limit of "
+                                   f"{limits.vcpus} allows ({vcpus} in use, {at_least * itype.vcpus} requested).")
         return min(by_count, by_vcpu)
 
-    def _nic_request(self, req: dict[str, Any], zone: str | None) -> tuple[Subnet | None, str | None]:
-        """The subnet and private address asked for: SubnetId/PrivateIpAddress or one NetworkInterface."""
-        nics = req.get("NetworkInterfaces") or []
-        subnet_id, ip = req.get("SubnetId"), req.get("PrivateIpAddress")
-        if nics:
-            if subnet_id or ip:
-                raise CloudError("InvalidParameterCombination",
-                                 "Network interfaces and an instance-level subnet ID or private IP address "
-                                 "may not be specified on the same request")
-            if len(nics) > 1 or (nics[0].get("DeviceIndex") or 0) != 0:
-                raise CloudError("InvalidParameterValue",
-                                 "Instances in this cloud have one network interface (DeviceIndex 0)")
-            nic = nics[0]
-            for key in ("NetworkInterfaceId", "Ipv6Addresses", "SecondaryPrivateIpAddressCount"):
-                if nic.get(key):
-                    raise CloudError("InvalidParameterValue",
-                                     f"NetworkInterface.{key} is not supported by this cloud yet")
-            subnet_id = nic.get("SubnetId")
-            ip = nic.get("PrivateIpAddress") or next(
-                (a.get("PrivateIpAddress") for a in nic.get("PrivateIpAddresses") or [] if a.get("Primary")), None)
+    def _nic_request(self, spec: LaunchSpec, zone: str | None) -> tuple[Subnet | None, str | None]:
+        """The subnet and private address asked for: the subnet named, else the one holding the address."""
+        subnet_id, ip = spec.subnet_id, spec.private_ip
         if not subnet_id:
             subnet = None
             if ip is not None:   # the subnet holding the address, within the zone if one was given
@@ -483,9 +458,9 @@ class Compute:
             if i.state in ("shutting-down", "terminated"):
                 return None
             if i.disable_api_termination:
-                raise CloudError("OperationNotPermitted",
-                                 f"The instance '{i.id}' may not be terminated. Modify its "
-                                 f"'disableApiTermination' instance attribute and try again.")
+                raise CloudError.wrong_state("OperationNotPermitted",
+                                             f"The instance '{i.id}' may not be terminated. Modify its "
+                                             f"'disableApiTermination' instance attribute and try again.")
             return replace(i, state="shutting-down", transition_reason=_reason("User initiated"),
                            state_reason_code="Client.UserInitiatedShutdown",
                            state_reason_message="Client.UserInitiatedShutdown: User initiated shutdown")
@@ -496,8 +471,8 @@ class Compute:
             if i.state in ("stopping", "stopped"):
                 return None
             if i.state not in ("pending", "running"):
-                raise CloudError("IncorrectInstanceState",
-                                 f"The instance '{i.id}' is not in a state from which it can be stopped.")
+                raise CloudError.wrong_state("IncorrectInstanceState",
+                                             f"The instance '{i.id}' is not in a state from which it can be stopped.")
             return replace(i, state="stopping", transition_reason=_reason("User initiated"),
                            state_reason_code="Client.UserInitiatedShutdown",
                            state_reason_message="Client.UserInitiatedShutdown: User initiated shutdown")
@@ -510,16 +485,16 @@ class Compute:
             if i.state in ("pending", "running"):
                 return None
             if i.state != "stopped":
-                raise CloudError("IncorrectInstanceState",
-                                 f"The instance '{i.id}' is not in a state from which it can be started.")
+                raise CloudError.wrong_state("IncorrectInstanceState",
+                                             f"The instance '{i.id}' is not in a state from which it can be started.")
             if i.root_device and self.volumes is not None and self.volumes.root_of(i.id) is None:
                 raise CloudError("InvalidParameterValue", f"Invalid value '{i.id}' for instanceId. Instance "
                                  f"does not have a volume attached at root ({i.root_device})")
             t = self.type_of(i.instance_type)
             if not self.scheduler.fits(i.host, t):
-                raise CloudError("InsufficientInstanceCapacity",
-                                 f"There is not enough {i.instance_type} capacity on the host of {i.id} "
-                                 f"in {i.zone} to start it now; try again later.")
+                raise CloudError.capacity("InsufficientInstanceCapacity",
+                                          f"There is not enough {i.instance_type} capacity on the host of {i.id} "
+                                          f"in {i.zone} to start it now; try again later.")
             return replace(i, state="pending", transition_reason="", state_reason_code=None,
                            state_reason_message=None)
         return await self._transition(caller, ids, decide)
@@ -528,8 +503,8 @@ class Compute:
         insts = self.owned(caller, ids)
         for i in insts:
             if i.state not in ("pending", "running"):
-                raise CloudError("IncorrectInstanceState",
-                                 f"The instance '{i.id}' is not in a state from which it can be rebooted.")
+                raise CloudError.wrong_state("IncorrectInstanceState",
+                                             f"The instance '{i.id}' is not in a state from which it can be rebooted.")
         caller.check_dry_run()
         for i in insts:
             self._serial(i.id, self._reboot(i.id))
@@ -580,13 +555,13 @@ class Compute:
             if name == "instanceType":
                 self.type_of(value)
                 if inst.state != "stopped":
-                    raise CloudError("IncorrectInstanceState",
-                                     f"The instance '{iid}' is not in the 'stopped' state.")
+                    raise CloudError.wrong_state("IncorrectInstanceState",
+                                                 f"The instance '{iid}' is not in the 'stopped' state.")
                 updates["instance_type"] = value
             elif name == "userData":
                 if inst.state != "stopped":
-                    raise CloudError("IncorrectInstanceState",
-                                     f"The instance '{iid}' is not in the 'stopped' state.")
+                    raise CloudError.wrong_state("IncorrectInstanceState",
+                                                 f"The instance '{iid}' is not in the 'stopped' state.")
                 raw = value if isinstance(value, bytes) else str(value).encode()
                 if len(raw) > MAX_USER_DATA:
                     raise CloudError("InvalidParameterValue", f"User data is limited to {MAX_USER_DATA} bytes")
@@ -619,8 +594,9 @@ class Compute:
         inst = self.owned(caller, [req["InstanceId"]])[0]
         name = req.get("Name") or ""
         if inst.state != "stopped" and not (inst.state == "running" and req.get("NoReboot")):
-            raise CloudError("IncorrectInstanceState",
-                             f"The instance '{inst.id}' must be stopped (or running, with NoReboot) to image it.")
+            raise CloudError.wrong_state("IncorrectInstanceState",
+                                         f"The instance '{inst.id}' must be stopped (or running, with NoReboot) "
+                                         f"to image it.")
         root = self.volumes.root_of(inst.id) if self.volumes is not None else None
         disk = self.files.root_disk(inst.id)
         if root is not None:
@@ -949,8 +925,3 @@ def _as_bool(value: Any, name: str) -> bool:
     if str(value).lower() in ("true", "false"):
         return str(value).lower() == "true"
     raise CloudError("InvalidParameterValue", f"Invalid value '{value}' for {name}; expected true or false")
-
-
-def _request_hash(req: dict[str, Any]) -> str:
-    body = {k: v for k, v in req.items() if k not in ("ClientToken", "DryRun")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]

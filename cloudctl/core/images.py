@@ -177,7 +177,7 @@ class Images:
         if not 3 <= len(name) <= 128:
             raise CloudError("InvalidParameterValue", "AMI names must be between 3 and 128 characters long")
         if any(i.name == name for i in self._by_owner.get(owner).values()):
-            raise CloudError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
+            raise CloudError.conflict("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
 
     async def _register(self, owner: str, name: str, rel_path: str, description: str, public: bool,
                         tag_pairs: list[tuple[str, str]] | None = None, image_type: str = "machine",

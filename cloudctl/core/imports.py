@@ -73,7 +73,7 @@ class ImageImports:
                              f"(expecting \"{PREFIX}-...\")")
         t = self._by_owner.get(caller.account).get(task_id)
         if t is None:
-            raise CloudError("InvalidConversionTaskId", f"The import task ID '{task_id}' does not exist")
+            raise CloudError.not_found("InvalidConversionTaskId", f"The import task ID '{task_id}' does not exist")
         return t
 
     # -- ImportImage ---------------------------------------------------------------------------
@@ -242,8 +242,8 @@ class ImageImports:
     async def cancel(self, caller: Caller, task_id: str, reason: str | None) -> tuple[ImportTask, ImportTask]:
         t = self._task(caller, task_id)
         if t.state != "active":
-            raise CloudError("IncorrectState", f"The import task '{task_id}' is {t.state}; only an active "
-                             f"task can be cancelled")
+            raise CloudError.wrong_state("IncorrectState", f"The import task '{task_id}' is {t.state}; only an active "
+                                         f"task can be cancelled")
         caller.check_dry_run()
         new = replace(t, state="deleting", status_message=f"Cancelled: {reason}" if reason else "Cancelled by the user")
         with self.store.txn() as tx:

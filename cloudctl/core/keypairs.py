@@ -35,7 +35,7 @@ class KeyPairs:
     def _check_owner(self, caller: Caller, key_id: str) -> None:
         k = self.table.get(key_id)
         if k is None or k.owner != caller.account:
-            raise CloudError("InvalidKeyPair.NotFound", f"The key pair '{key_id}' does not exist")
+            raise CloudError.not_found("InvalidKeyPair.NotFound", f"The key pair '{key_id}' does not exist")
 
     def by_name(self, owner: str, name: str) -> KeyPair | None:
         for k in self._by_owner.get(owner).values():
@@ -47,10 +47,10 @@ class KeyPairs:
         if not name or len(name) > 255 or not name.isprintable():
             raise CloudError("InvalidParameterValue", "Key pair names must be 1-255 printable ASCII characters")
         if self.by_name(caller.account, name) is not None:
-            raise CloudError("InvalidKeyPair.Duplicate", f"The keypair '{name}' already exists.")
+            raise CloudError.conflict("InvalidKeyPair.Duplicate", f"The keypair '{name}' already exists.")
         if self.max_per_owner is not None and len(self._by_owner.get(caller.account)) >= self.max_per_owner:
-            raise CloudError("ResourceLimitExceeded",
-                             f"You have reached the limit of {self.max_per_owner} key pairs.")
+            raise CloudError.limit("ResourceLimitExceeded",
+                                   f"You have reached the limit of {self.max_per_owner} key pairs.")
 
     async def _save(self, caller: Caller, name: str, km: "sshkeys.KeyMaterial",
                     tag_specs: list[dict[str, Any]] | None) -> KeyPair:
@@ -107,7 +107,7 @@ class KeyPairs:
         for i in ids or ():
             k = mine.get(i)
             if k is None:
-                raise CloudError("InvalidKeyPair.NotFound", f"The key pair ID '{i}' does not exist")
+                raise CloudError.not_found("InvalidKeyPair.NotFound", f"The key pair ID '{i}' does not exist")
             out[k.id] = k
         return sorted(out.values(), key=lambda k: k.name)
 

@@ -121,7 +121,7 @@ class Monitor:
     async def set_admin(self, host: str, admin: str) -> HostHealth:
         """Enable, disable (no new placements) or take a host offline (not monitored)."""
         if host not in self.hosts:
-            raise CloudError("NoSuchEntity", f"host {host} does not exist")
+            raise CloudError.not_found("NoSuchEntity", f"host {host} does not exist")
         if admin not in ADMIN_STATES:
             raise CloudError("InvalidRequest", f"admin state must be one of {', '.join(ADMIN_STATES)}")
         with self.store.txn() as tx:
@@ -140,10 +140,10 @@ class Monitor:
         hosts at once. Returns the instances restarted."""
         h = self.hosts.get(host)
         if h is None:
-            raise CloudError("NoSuchEntity", f"host {host} does not exist")
+            raise CloudError.not_found("NoSuchEntity", f"host {host} does not exist")
         if h.state not in ("error", "offline"):
-            raise CloudError("IncorrectState", f"host {host} is {h.state}: only a host in error or offline "
-                                               f"can be fenced")
+            raise CloudError.wrong_state("IncorrectState", f"host {host} is {h.state}: only a host in error or "
+                                                           f"offline can be fenced")
         return await self.failover.confirm(host, "admin", "confirmed powered off by the admin")
 
     # -- polling ---------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class Networks:
     def get(self, subnet_id: str) -> Subnet:
         s = self.subnets.get(subnet_id)
         if s is None:
-            raise CloudError("InvalidSubnetID.NotFound", f"The subnet ID '{subnet_id}' does not exist")
+            raise CloudError.not_found("InvalidSubnetID.NotFound", f"The subnet ID '{subnet_id}' does not exist")
         return s
 
     def by_name(self, name: str) -> Subnet | None:
@@ -134,7 +134,7 @@ class Networks:
                                  f"Address {ip} does not fall within the lease range of subnet {subnet.id} "
                                  f"({ipaddress.IPv4Address(subnet.first)}-{ipaddress.IPv4Address(subnet.last)})")
             if self.table.get(ip) is not None or addr == int(subnet.gateway):
-                raise CloudError("InvalidIPAddress.InUse", f"Address {ip} is in use.")
+                raise CloudError.conflict("InvalidIPAddress.InUse", f"Address {ip} is in use.")
             tx.put(Lease(ip=ip, zone=subnet.zone, instance_id=instance_id, subnet_id=subnet.id))
             return ip
         used = self._by_subnet.get(subnet.id)
@@ -147,8 +147,8 @@ class Networks:
                 self._cursor[subnet.id] = off + 1
                 tx.put(Lease(ip=cand, zone=subnet.zone, instance_id=instance_id, subnet_id=subnet.id))
                 return cand
-        raise CloudError("InsufficientFreeAddressesInSubnet",
-                         f"The subnet {subnet.id} ({subnet.name}, {subnet.net}) has no free addresses")
+        raise CloudError.capacity("InsufficientFreeAddressesInSubnet",
+                                  f"The subnet {subnet.id} ({subnet.name}, {subnet.net}) has no free addresses")
 
     def release(self, tx: Txn, ip: str | None) -> None:
         if ip is None:
@@ -187,7 +187,7 @@ class Networks:
         ids = req.get("VpcIds") or []
         for vid in ids:
             if vid != self.vpc_id:
-                raise CloudError("InvalidVpcID.NotFound", f"The vpc ID '{vid}' does not exist")
+                raise CloudError.not_found("InvalidVpcID.NotFound", f"The vpc ID '{vid}' does not exist")
         match = self.vpc_filters.compile(req.get("Filters"))
         caller.check_dry_run()
         return [self.vpc_id] if match(self.vpc_id) else []

@@ -170,15 +170,15 @@ class SecurityGroups:
     def _check_rule(self, caller: Caller, rule_id: str) -> None:
         r = self.rules.get(rule_id)
         if r is None or r.owner != caller.account:
-            raise CloudError("InvalidSecurityGroupRuleId.NotFound",
-                             f"The security group rule ID '{rule_id}' does not exist")
+            raise CloudError.not_found("InvalidSecurityGroupRuleId.NotFound",
+                                       f"The security group rule ID '{rule_id}' does not exist")
 
     def _group_by_id(self, caller: Caller, group_id: str) -> SecurityGroup:
         if not well_formed(group_id or "", "sg"):
             raise CloudError("InvalidGroupId.Malformed", f"Invalid id: \"{group_id}\" (expecting \"sg-...\")")
         g = self.table.get(group_id)
         if g is None or g.owner != caller.account:
-            raise CloudError("InvalidGroup.NotFound", f"The security group '{group_id}' does not exist")
+            raise CloudError.not_found("InvalidGroup.NotFound", f"The security group '{group_id}' does not exist")
         return g
 
     def _group_by_name(self, owner: str, name: str) -> SecurityGroup | None:
@@ -190,8 +190,8 @@ class SecurityGroups:
         if g is None:
             if name == DEFAULT:   # exists for every account, made on first use
                 return self._new_default(caller.account, pending)
-            raise CloudError("InvalidGroup.NotFound",
-                             f"The security group '{name}' does not exist in default VPC '{self.vpc_id}'")
+            raise CloudError.not_found("InvalidGroup.NotFound",
+                                       f"The security group '{name}' does not exist in default VPC '{self.vpc_id}'")
         return g
 
     def group(self, caller: Caller, group_id: str | None, group_name: str | None,
@@ -239,12 +239,12 @@ class SecurityGroups:
                              f"Invalid value '{name}' for groupName. Group names may not be in the format sg-*.")
         vpc = req.get("VpcId") or self.vpc_id
         if vpc != self.vpc_id:
-            raise CloudError("InvalidVpcID.NotFound", f"The vpc ID '{vpc}' does not exist")
+            raise CloudError.not_found("InvalidVpcID.NotFound", f"The vpc ID '{vpc}' does not exist")
         if name == DEFAULT:
             raise CloudError("InvalidGroup.Reserved", "The security group 'default' is reserved")
         if self._group_by_name(caller.account, name) is not None:
-            raise CloudError("InvalidGroup.Duplicate",
-                             f"The security group '{name}' already exists for VPC '{self.vpc_id}'")
+            raise CloudError.conflict("InvalidGroup.Duplicate",
+                                      f"The security group '{name}' already exists for VPC '{self.vpc_id}'")
         pairs = tags_from_specs(req.get("TagSpecifications"), ("security-group",)).get("security-group", [])
         caller.check_dry_run()
         g = SecurityGroup(id=new_id("sg"), owner=caller.account, vpc_id=self.vpc_id, name=name,
@@ -267,8 +267,8 @@ class SecurityGroups:
         elif name:
             found = self._group_by_name(caller.account, name)
             if found is None:
-                raise CloudError("InvalidGroup.NotFound",
-                                 f"The security group '{name}' does not exist in default VPC '{self.vpc_id}'")
+                raise CloudError.not_found("InvalidGroup.NotFound",
+                                           f"The security group '{name}' does not exist in default VPC '{self.vpc_id}'")
             g = found
         else:
             raise CloudError("MissingParameter", "The request must contain the parameter groupId or groupName")
@@ -276,9 +276,9 @@ class SecurityGroups:
             raise CloudError("CannotDelete", f"the specified group: \"{g.id}\" name: \"default\" "
                                              f"cannot be deleted by a user")
         if self.in_use_by(g.id):
-            raise CloudError("DependencyViolation", f"resource {g.id} has a dependent object")
+            raise CloudError.conflict("DependencyViolation", f"resource {g.id} has a dependent object")
         if any(r.group_id != g.id for r in self._referrers.get(g.id).values()):
-            raise CloudError("DependencyViolation", f"resource {g.id} has a dependent object")
+            raise CloudError.conflict("DependencyViolation", f"resource {g.id} has a dependent object")
         caller.check_dry_run()
         with self.store.txn() as tx:
             for r in list(self._rules_of.get(g.id).values()):
@@ -344,8 +344,8 @@ class SecurityGroups:
                                  f"Invalid id: \"{rid}\" (expecting \"sgr-...\")")
             r = self.rules.get(rid)
             if r is None or r.owner != caller.account:
-                raise CloudError("InvalidSecurityGroupRuleId.NotFound",
-                                 f"The security group rule ID '{rid}' does not exist")
+                raise CloudError.not_found("InvalidSecurityGroupRuleId.NotFound",
+                                           f"The security group rule ID '{rid}' does not exist")
             out.append(r)
         return out
 
@@ -404,14 +404,14 @@ class SecurityGroups:
             g = self.table.get(gid)
             # another account's group may be named by its id (both accounts share the VPC)
             if g is None or (g.owner != caller.account and g.owner != pair.get("UserId")):
-                raise CloudError("InvalidGroup.NotFound", f"The security group '{gid}' does not exist")
+                raise CloudError.not_found("InvalidGroup.NotFound", f"The security group '{gid}' does not exist")
             return g
         if name:
             if owner == caller.account:
                 return self._named(caller, name, pending)
             found = self._group_by_name(owner, name)
             if found is None:
-                raise CloudError("InvalidGroup.NotFound", f"The security group '{name}' does not exist")
+                raise CloudError.not_found("InvalidGroup.NotFound", f"The security group '{name}' does not exist")
             return found
         raise CloudError("MissingParameter", "A UserIdGroupPair must contain GroupId or GroupName")
 
@@ -428,7 +428,8 @@ class SecurityGroups:
         seen: set[tuple[Any, ...]] = set()
         for p in perms:
             if p.identity in have or p.identity in seen:
-                raise CloudError("InvalidPermission.Duplicate", f'the specified rule "{p.text()}" already exists')
+                raise CloudError.conflict("InvalidPermission.Duplicate",
+                                          f'the specified rule "{p.text()}" already exists')
             seen.add(p.identity)
         pairs = tags_from_specs(req.get("TagSpecifications"), ("security-group-rule",)).get("security-group-rule", [])
         caller.check_dry_run()
@@ -451,15 +452,15 @@ class SecurityGroups:
         if req.get("SecurityGroupRuleIds"):
             for r in self._rules_by_id(caller, req["SecurityGroupRuleIds"]):
                 if r.group_id != g.id or r.egress != egress:
-                    raise CloudError("InvalidSecurityGroupRuleId.NotFound",
-                                     f"The security group rule ID '{r.id}' does not exist in {g.id}")
+                    raise CloudError.not_found("InvalidSecurityGroupRuleId.NotFound",
+                                               f"The security group rule ID '{r.id}' does not exist in {g.id}")
                 gone[r.id] = r
         if req.get("IpPermissions") or not req.get("SecurityGroupRuleIds"):
             for p in self.permissions(caller, req, egress, pending):
                 r = current.get(p.identity)
                 if r is None:
-                    raise CloudError("InvalidPermission.NotFound",
-                                     "The specified rule does not exist in this security group.")
+                    raise CloudError.not_found("InvalidPermission.NotFound",
+                                               "The specified rule does not exist in this security group.")
                 gone[r.id] = r
         caller.check_dry_run()
         with self.store.txn() as tx:
@@ -471,13 +472,10 @@ class SecurityGroups:
         return list(gone.values())
 
     # -- instances' groups ---------------------------------------------------------------------
-    def for_launch(self, caller: Caller, req: dict[str, Any], pending: dict[str, SecurityGroup]) -> list[str]:
-        """The group ids RunInstances names (SecurityGroupIds, SecurityGroups, or the first
-        network interface's Groups), validated; none named means the default group."""
-        ids: list[str] = list(req.get("SecurityGroupIds") or [])
-        names: list[str] = list(req.get("SecurityGroups") or [])
-        for nic in req.get("NetworkInterfaces") or []:   # compute checks there is one, at index 0
-            ids += nic.get("Groups") or []
+    def for_launch(self, caller: Caller, ids: Iterable[str], names: Iterable[str],
+                   pending: dict[str, SecurityGroup]) -> list[str]:
+        """The group ids a launch names by id and by name, validated; none named means the default
+        group (made into `pending` if the caller has none yet)."""
         out = [self._group_by_id(caller, gid).id for gid in ids]
         for name in names:
             g = self._named(caller, name, pending)

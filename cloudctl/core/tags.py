@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..store.records import Tag
@@ -126,10 +126,13 @@ class Tags:
     # -- changes ------------------------------------------------------------------------------
     @staticmethod
     def validate(tags: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        """EC2's `[{"Key", "Value"}]` as checked (key, value) pairs."""
+        return Tags.validate_pairs([(t.get("Key"), t.get("Value") or "") for t in tags])
+
+    @staticmethod
+    def validate_pairs(tags: Iterable[tuple[str | None, str]]) -> list[tuple[str, str]]:
         out = []
-        for t in tags:
-            key = t.get("Key")
-            value = t.get("Value") or ""
+        for key, value in tags:
             if key is None or not 1 <= len(key) <= 128:
                 raise CloudError("InvalidParameterValue", "Tag keys must be between 1 and 128 characters")
             if len(value) > 256:
@@ -155,8 +158,8 @@ class Tags:
         current = self.of(resource_id)
         new_keys = {k for k, _ in pairs if k not in current}
         if len(current) + len(new_keys) > MAX_TAGS:
-            raise CloudError("TagLimitExceeded",
-                             f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded")
+            raise CloudError.limit("TagLimitExceeded",
+                                   f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded")
         for k, v in pairs:
             tx.put(Tag(resource_id=resource_id, resource_type=resource_type, owner=owner, tag_key=k, value=v))
 

@@ -35,7 +35,7 @@ class Users:
             raise CloudError("InvalidParameterValue",
                              f"user name {name!r} must be 1-64 letters, digits or _.@+=- and start with a letter or digit")
         if self.table.get(name) is not None:
-            raise CloudError("EntityAlreadyExists", f"user {name!r} already exists")
+            raise CloudError.conflict("EntityAlreadyExists", f"user {name!r} already exists")
         user = User(name=name, access_key=new_access_key(), secret_key=new_secret_key(),
                     account_id=new_account_id(), created=time.time())
         with self.store.txn() as tx:
@@ -46,12 +46,12 @@ class Users:
     async def delete(self, name: str) -> None:
         user = self.table.get(name)
         if user is None:
-            raise CloudError("NoSuchEntity", f"user {name!r} does not exist")
+            raise CloudError.not_found("NoSuchEntity", f"user {name!r} does not exist")
         live = [i.id for i in self.store.table(Instance).values()
                 if i.owner == user.account_id and i.state in LIVE_STATES]
         if live:
-            raise CloudError("DeleteConflict",
-                             f"user {name!r} still has {len(live)} instance(s), e.g. {live[0]}; terminate them first")
+            raise CloudError.conflict("DeleteConflict", f"user {name!r} still has {len(live)} instance(s), "
+                                      f"e.g. {live[0]}; terminate them first")
         with self.store.txn() as tx:
             tx.delete(user)
         await self.store.sync()

@@ -34,6 +34,7 @@ from .errors import CloudError, not_found
 from .filters import FilterSet
 from .images import ROOT_DEVICE_NAME
 from .ids import new_id, well_formed
+from .launch import BlockDevice
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 from .work import KeyedWork
 from .tags import Tags, tags_from_specs
@@ -249,7 +250,8 @@ class Volumes:
                              f"Supported types: {', '.join(VOLUME_TYPES)}")
         snap = self._snapshot(caller, req["SnapshotId"]) if req.get("SnapshotId") else None
         if snap is not None and snap.state != "completed":
-            raise CloudError("IncorrectState", f"Snapshot '{snap.id}' is {snap.state}; it must be completed")
+            raise CloudError.wrong_state("IncorrectState",
+                                         f"Snapshot '{snap.id}' is {snap.state}; it must be completed")
         size = req.get("Size")
         if size is None:
             if snap is None:
@@ -285,47 +287,42 @@ class Volumes:
         return vol
 
     # -- volumes made by RunInstances' BlockDeviceMappings ---------------------------------------
-    def launch_specs(self, caller: Caller, mappings: list[dict[str, Any]] | None) -> tuple[RootSpec, list[LaunchVolume]]:
-        """Validate RunInstances' BlockDeviceMappings: (the root volume, data volumes)."""
+    def launch_specs(self, caller: Caller, devices: Iterable[BlockDevice]) -> tuple[RootSpec, list[LaunchVolume]]:
+        """Validate a launch's block devices: (the root volume, data volumes)."""
         root = RootSpec()
         root_seen = False
         specs: list[LaunchVolume] = []
-        for m in mappings or ():
-            device = m.get("DeviceName") or ""
-            if m.get("NoDevice") is not None or m.get("VirtualName"):
-                continue   # suppressing or naming instance-store devices: nothing to create
-            ebs = m.get("Ebs")
-            if not ebs:
-                raise CloudError("InvalidParameterValue", f"Block device mapping {device} needs an Ebs section")
+        for bd in devices:
+            device = bd.device
             if device in ROOT_DEVICES:
                 if root_seen:
                     raise CloudError("InvalidParameterValue", f"The root device is mapped twice ({device})")
-                size = ebs.get("VolumeSize")
+                size = bd.size
                 if size is not None and not MIN_SIZE_GIB <= size <= MAX_SIZE_GIB:
                     raise CloudError("InvalidParameterValue", f"Root volume size {size} GiB is out of range")
-                if ebs.get("SnapshotId"):
+                if bd.snapshot_id:
                     raise CloudError("InvalidParameterValue", "The root volume comes from the image; "
                                      "a SnapshotId on the root device is not supported")
-                vtype = ebs.get("VolumeType") or DEFAULT_VOLUME_TYPE
+                vtype = bd.volume_type or DEFAULT_VOLUME_TYPE
                 if vtype not in VOLUME_TYPES:
                     raise CloudError("InvalidParameterValue", f"Value ({vtype}) for parameter volumeType is invalid")
-                root = RootSpec(device, size, vtype, ebs.get("DeleteOnTermination", True) is not False)
+                root = RootSpec(device, size, vtype, bd.delete_on_termination)
                 root_seen = True
                 continue
             target = device_target(device)
             if any(s.target == target for s in specs):
                 raise CloudError("InvalidParameterValue", f"Device {device} is mapped twice")
-            snap = self._snapshot(caller, ebs["SnapshotId"]) if ebs.get("SnapshotId") else None
-            size = ebs.get("VolumeSize") or (snap.volume_size if snap else None)
+            snap = self._snapshot(caller, bd.snapshot_id) if bd.snapshot_id else None
+            size = bd.size or (snap.volume_size if snap else None)
             if size is None:
                 raise CloudError("MissingParameter", f"Block device mapping {device} needs VolumeSize or SnapshotId")
             if not MIN_SIZE_GIB <= size <= MAX_SIZE_GIB or (snap is not None and size < snap.volume_size):
                 raise CloudError("InvalidParameterValue", f"Volume size {size} GiB for {device} is invalid")
-            vtype = ebs.get("VolumeType") or DEFAULT_VOLUME_TYPE
+            vtype = bd.volume_type or DEFAULT_VOLUME_TYPE
             if vtype not in VOLUME_TYPES:
                 raise CloudError("InvalidParameterValue", f"Value ({vtype}) for parameter volumeType is invalid")
             specs.append(LaunchVolume(device, target, size, vtype, snap.id if snap else None,
-                                      ebs.get("DeleteOnTermination", True) is not False))
+                                      bd.delete_on_termination))
         return root, specs
 
     def check_quota(self, owner: str, count: int, gib: int) -> None:
@@ -333,11 +330,11 @@ class Volumes:
         limits = self.config.limits
         n, used = self._usage.get(owner)
         if limits.volumes is not None and n + count > limits.volumes:
-            raise CloudError("VolumeLimitExceeded", f"You have reached your volume limit of {limits.volumes} "
-                             f"volumes ({n} in use, {count} requested).")
+            raise CloudError.limit("VolumeLimitExceeded", f"You have reached your volume limit of {limits.volumes} "
+                                   f"volumes ({n} in use, {count} requested).")
         if limits.volume_gib is not None and used + gib > limits.volume_gib:
-            raise CloudError("VolumeLimitExceeded", f"You have exceeded your maximum storage limit of "
-                             f"{limits.volume_gib} GiB ({used} GiB in use, {gib} GiB requested).")
+            raise CloudError.limit("VolumeLimitExceeded", f"You have exceeded your maximum storage limit of "
+                                   f"{limits.volume_gib} GiB ({used} GiB in use, {gib} GiB requested).")
 
     def add_at_launch(self, tx: Txn, owner: str, instance_id: str, zone: str, specs: list[LaunchVolume],
                       now: float) -> list[str]:
@@ -408,7 +405,7 @@ class Volumes:
     async def delete(self, caller: Caller, volume_id: str) -> None:
         vol = self._volume(caller, volume_id)
         if vol.instance_id is not None:
-            raise CloudError("VolumeInUse", f"Volume {vol.id} is currently attached to {vol.instance_id}")
+            raise CloudError.conflict("VolumeInUse", f"Volume {vol.id} is currently attached to {vol.instance_id}")
         caller.check_dry_run()
         if vol.state == "deleting":
             return
@@ -440,13 +437,13 @@ class Volumes:
         as_root = device in ROOT_DEVICES
         target = ROOT_TARGET if as_root else device_target(device)
         if vol.instance_id is not None:
-            raise CloudError("VolumeInUse", f"{vol.id} is already attached to an instance")
+            raise CloudError.conflict("VolumeInUse", f"{vol.id} is already attached to an instance")
         if vol.state != "available":
-            raise CloudError("IncorrectState", f"The volume '{vol.id}' is '{vol.state}', not 'available'")
+            raise CloudError.wrong_state("IncorrectState", f"The volume '{vol.id}' is '{vol.state}', not 'available'")
         if inst.state not in ("running", "stopped"):
-            raise CloudError("IncorrectInstanceState",
-                             f"The instance '{inst.id}' is '{inst.state}'; volumes attach to running or "
-                             f"stopped instances")
+            raise CloudError.wrong_state("IncorrectInstanceState",
+                                         f"The instance '{inst.id}' is '{inst.state}'; volumes attach to running or "
+                                         f"stopped instances")
         if inst.zone != vol.zone:
             raise CloudError("InvalidVolume.ZoneMismatch",
                              f"The volume '{vol.id}' is not in the same availability zone as instance '{inst.id}'")
@@ -461,8 +458,8 @@ class Volumes:
                                  f"{device} is the root device name; the root of {inst.id} is "
                                  f"{inst.root_device or 'not a volume'}")
             if inst.state != "stopped":
-                raise CloudError("IncorrectInstanceState",
-                                 f"The instance '{inst.id}' must be stopped to attach a root volume")
+                raise CloudError.wrong_state("IncorrectInstanceState",
+                                             f"The instance '{inst.id}' must be stopped to attach a root volume")
         caller.check_dry_run()
         new = replace(vol, state="in-use", instance_id=inst.id, device=device, target=target,
                       attach_state="attaching", attach_time=time.time(), delete_on_termination=False)
@@ -500,20 +497,20 @@ class Volumes:
     async def detach(self, caller: Caller, req: dict[str, Any]) -> Volume:
         vol = self._volume(caller, req.get("VolumeId") or "")
         if vol.instance_id is None:
-            raise CloudError("IncorrectState", f"Volume '{vol.id}' is in the '{vol.state}' state.")
+            raise CloudError.wrong_state("IncorrectState", f"Volume '{vol.id}' is in the '{vol.state}' state.")
         iid, device = req.get("InstanceId"), req.get("Device")
         if iid:
             self._instance(caller, iid)
         if (iid and iid != vol.instance_id) or (device and device != vol.device):
-            raise CloudError("InvalidAttachment.NotFound",
-                             f"Volume '{vol.id}' is not attached to '{iid or vol.instance_id}'"
-                             + (f" as '{device}'" if device else ""))
+            raise CloudError.not_found("InvalidAttachment.NotFound",
+                                       f"Volume '{vol.id}' is not attached to '{iid or vol.instance_id}'"
+                                       + (f" as '{device}'" if device else ""))
         if is_root(vol):
             holder = self.instances.get(vol.instance_id or "")
             if holder is not None and holder.state not in ("stopped", "terminated"):
-                raise CloudError("IncorrectInstanceState",
-                                 f"Unable to detach root volume '{vol.id}' from instance '{vol.instance_id}'; "
-                                 f"stop the instance first")
+                raise CloudError.wrong_state("IncorrectInstanceState",
+                                             f"Unable to detach root volume '{vol.id}' from instance "
+                                             f"'{vol.instance_id}'; stop the instance first")
         force = bool(req.get("Force"))
         caller.check_dry_run()
         if vol.attach_state == "detaching" and not force:
@@ -597,7 +594,7 @@ class Volumes:
                 raise CloudError("InvalidParameterValue", f"{key} is not supported by this cloud")
         vol = self._volume(caller, req.get("VolumeId") or "")
         if vol.state not in ("available", "in-use"):
-            raise CloudError("IncorrectState", f"The volume '{vol.id}' is '{vol.state}'")
+            raise CloudError.wrong_state("IncorrectState", f"The volume '{vol.id}' is '{vol.state}'")
         description = req.get("Description") or ""
         if len(description) > 255:
             raise CloudError("InvalidParameterValue", "Snapshot descriptions are limited to 255 characters")
@@ -752,5 +749,6 @@ def _by_ids(mine: dict[str, R], ids: list[str], prefix: str, kind: str, noun: st
             raise CloudError(f"Invalid{kind}ID.Malformed", f"Invalid id: \"{i}\" (expecting \"{prefix}-...\")")
     missing = [i for i in ids if i not in mine]
     if missing:
-        raise CloudError(f"Invalid{kind}.NotFound", f"The {noun} {', '.join(repr(i) for i in missing)} does not exist.")
+        raise CloudError.not_found(f"Invalid{kind}.NotFound",
+                                   f"The {noun} {', '.join(repr(i) for i in missing)} does not exist.")
     return {i: mine[i] for i in ids}

@@ -24,62 +24,6 @@ from cloudctl.api.ec2.model_build import FORMAT_VERSION
 
 __all__ = ["OPERATIONS", "Ec2Model", "Operation", "ModelError", "load_model", "cache_path"]
 
-#: The EC2 actions cloudctl implements.
-OPERATIONS: tuple[str, ...] = (
-    "RunInstances",
-    "CreateImage",
-    "DescribeInstances",
-    "TerminateInstances",
-    "StartInstances",
-    "StopInstances",
-    "RebootInstances",
-    "DescribeInstanceStatus",
-    "DescribeInstanceAttribute",
-    "ModifyInstanceAttribute",
-    "GetConsoleOutput",
-    "DescribeInstanceTypes",
-    "DescribeInstanceCreditSpecifications",
-    "DescribeAvailabilityZones",
-    "DescribeRegions",
-    "DescribeAccountAttributes",
-    "CreateKeyPair",
-    "ImportKeyPair",
-    "DeleteKeyPair",
-    "DescribeKeyPairs",
-    "CreateTags",
-    "DeleteTags",
-    "DescribeTags",
-    "RegisterImage",
-    "DescribeImages",
-    "DeregisterImage",
-    "CreateVolume",
-    "CreateSecurityGroup",
-    "DeleteSecurityGroup",
-    "DescribeSecurityGroups",
-    "DescribeSecurityGroupRules",
-    "AuthorizeSecurityGroupIngress",
-    "AuthorizeSecurityGroupEgress",
-    "RevokeSecurityGroupIngress",
-    "RevokeSecurityGroupEgress",
-    "DescribeVolumes",
-    "DeleteVolume",
-    "AttachVolume",
-    "DetachVolume",
-    "CreateSnapshot",
-    "DescribeSnapshots",
-    "DeleteSnapshot",
-    "DescribeVpcs",
-    "DescribeSubnets",
-    "ImportImage",
-    "DescribeImportImageTasks",
-    "CancelImportTask",
-    "AllocateAddress",
-    "AssociateAddress",
-    "DisassociateAddress",
-    "ReleaseAddress",
-    "DescribeAddresses",
-)
-
 # The package root (the directory holding ``cloudctl``), so the builder child
 # can import us even when cloudctl is run from a source tree, not installed.
 _SRC_ROOT = Path(__file__).resolve().parents[3]
@@ -87,6 +31,15 @@ _SRC_ROOT = Path(__file__).resolve().parents[3]
 
 class ModelError(RuntimeError):
     """The trimmed model could not be built or read."""
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """`OPERATIONS`, the operations cloudctl implements: the names in the `@action` registry
+    (api/ec2/actions), read on first use so this module stays free of the core."""
+    if name == "OPERATIONS":
+        from cloudctl.api.ec2.actions import ACTIONS
+        return tuple(ACTIONS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)

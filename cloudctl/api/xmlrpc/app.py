@@ -26,8 +26,9 @@ from aiohttp import web
 
 from ...core.cloud import Cloud
 from ...core.context import Caller
-from ...core.errors import CloudError
+from ...core.errors import CloudError, ErrorKind
 from ...core.images import CLOUD_OWNER
+from ...core.launch import LaunchSpec
 from ...core.monitor import host_view
 from ...core.sizing import closest_type
 from ...core.throttle import Throttle, Throttled
@@ -45,8 +46,9 @@ VERSION = "6.10.0"   # the OpenNebula API level this subset follows
 # OpenNebula's error codes (include/RequestManager... ErrorCode)
 AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION, XML_RPC_API, INTERNAL = (
     0x0100, 0x0200, 0x0400, 0x0800, 0x1000, 0x2000)
-_ACTION_CODES = {"IncorrectInstanceState", "OperationNotPermitted", "InsufficientInstanceCapacity",
-                 "InstanceLimitExceeded", "InvalidAMIID.Unavailable"}
+# OpenNebula's code for each kind of refusal; the rest (invalid, conflict) are XML_RPC_API.
+_KIND_CODES = {ErrorKind.NOT_FOUND: NO_EXISTS, ErrorKind.AUTH: AUTHORIZATION, ErrorKind.WRONG_STATE: ACTION,
+               ErrorKind.CAPACITY: ACTION, ErrorKind.LIMIT: ACTION, ErrorKind.UNAVAILABLE: INTERNAL}
 CLOUD_APP_KEY: web.AppKey["OneApi"] = web.AppKey("one_api")
 REFUSALS_APP_KEY: web.AppKey[RefusalLog] = web.AppKey("one_refusals")
 
@@ -207,12 +209,12 @@ class OneApi:
             t = parse(template)
         except TemplateError as e:
             raise OneError(XML_RPC_API, f"[one.vm.allocate] Parse error: {e}") from None
-        req = await self._run_request(caller, t)
-        _, launched = await self.cloud.compute.run(caller, req)
+        spec = await self._launch_spec(caller, t)
+        _, launched = await self.cloud.compute.run(caller, spec)
         return (await self.cloud.numeric_ids.ensure("vm", [launched[0].id]))[launched[0].id]
 
-    async def _run_request(self, caller: Caller, t: dict[str, Any]) -> dict[str, Any]:
-        """An OpenNebula VM template as a RunInstances request."""
+    async def _launch_spec(self, caller: Caller, t: dict[str, Any]) -> LaunchSpec:
+        """An OpenNebula VM template as a launch of one instance."""
         try:
             cpu = float(scalar(t, "VCPU") or scalar(t, "CPU") or 1)
             memory = int(scalar(t, "MEMORY") or 0)
@@ -236,29 +238,24 @@ class OneApi:
             if not found:
                 raise OneError(NO_EXISTS, f"[one.vm.allocate] image {d['IMAGE']!r} does not exist")
             image_id = found[0].id
-        req: dict[str, Any] = {"ImageId": image_id, "InstanceType": type_name, "MinCount": 1, "MaxCount": 1}
+        subnet_id = private_ip = None
         nics = vectors(t, "NIC")
         if len(nics) > 1:
             raise OneError(ACTION, "[one.vm.allocate] cloudctl VMs have one NIC")
         if nics and (nics[0].get("NETWORK_ID") or nics[0].get("NETWORK")):
             nic = nics[0]
             if nic.get("NETWORK_ID"):
-                req["SubnetId"] = self._resolve("vnet", _num(nic["NETWORK_ID"], "NETWORK_ID"), "virtual network")
+                subnet_id = self._resolve("vnet", _num(nic["NETWORK_ID"], "NETWORK_ID"), "virtual network")
             else:
                 subnet = self.cloud.network.by_name(nic["NETWORK"])
                 if subnet is None:
                     raise OneError(NO_EXISTS, f"[one.vm.allocate] virtual network {nic['NETWORK']!r} does not exist")
-                req["SubnetId"] = subnet.id
-            if nic.get("IP"):
-                req["PrivateIpAddress"] = nic["IP"]
-        ctx = (vectors(t, "CONTEXT") or [{}])[0]
-        user_data = _user_data(ctx)
-        if user_data is not None:
-            req["UserData"] = user_data
+                subnet_id = subnet.id
+            private_ip = nic.get("IP") or None
         name = scalar(t, "NAME")
-        if name:
-            req["TagSpecifications"] = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}]
-        return req
+        return LaunchSpec(image_id=image_id, instance_type=type_name, subnet_id=subnet_id, private_ip=private_ip,
+                          user_data=_user_data((vectors(t, "CONTEXT") or [{}])[0]),
+                          instance_tags=(("Name", name),) if name else ())
 
     async def vm_info(self, s: Session, num: Any, decrypt: Any = False) -> str:
         inst = self._own_instance(s, num)
@@ -407,15 +404,7 @@ def _checked_b64(v: str) -> str:
 
 
 def _error_code(e: CloudError) -> int:
-    if e.code.endswith(".NotFound") or e.code == "NoSuchEntity":
-        return NO_EXISTS
-    if e.code in ("UnauthorizedOperation", "AuthFailure"):
-        return AUTHORIZATION
-    if e.code in _ACTION_CODES:
-        return ACTION
-    if e.code == "InternalError":
-        return INTERNAL
-    return XML_RPC_API
+    return _KIND_CODES.get(e.kind, XML_RPC_API)
 
 
 # method name -> OneApi attribute

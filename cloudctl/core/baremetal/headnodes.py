@@ -20,13 +20,14 @@ from typing import Any
 from ...store.records import BmHeadnode, User
 from ..compute import Compute
 from ..context import Caller as Ec2Caller
-from ..errors import CloudError
+from ..errors import CloudError, ErrorKind
 from ..ids import new_mac
 from ..images import Images
+from ..launch import LaunchSpec, VlanNic
 from ..users import Users
 from .auth import Caller
-from .errors import (BadArgumentError, BlockedError, DuplicateError, IllegalStateError, NotFoundError,
-                     ProjectMismatchError)
+from .errors import (AuthorizationError, BadArgumentError, BlockedError, BusyError, DuplicateError,
+                     IllegalStateError, NotFoundError, ProjectMismatchError)
 from .names import label
 from .site import Site
 
@@ -122,7 +123,7 @@ class Headnodes:
             try:
                 await self.compute.terminate(ec2, [hn.instance_id])
             except CloudError as e:
-                if not e.code.endswith(".NotFound"):
+                if e.kind is not ErrorKind.NOT_FOUND:
                     raise _bm(e) from None
         await self.site.commit(delete=(hn,))
 
@@ -177,18 +178,13 @@ class Headnodes:
     async def _launch(self, ec2: Ec2Caller, hn: BmHeadnode) -> None:
         if self.bridge is None:
             raise IllegalStateError("this cloud has no headnode bridge (baremetal.headnode_bridge in the config)")
-        nics = []
-        for hnic, h in hn.hnics.items():
-            if h["network"] is not None:
-                nics.append({"name": hnic, "mac": h["mac"], "vlan": self.site.network(h["network"]).vlan})
-        req: dict[str, Any] = {"ImageId": hn.image_id, "MinCount": 1, "MaxCount": 1,
-                               # one launch per headnode, also when a crash hides the first one's answer
-                               "ClientToken": f"headnode-{hn.name}-{int(hn.created * 1000)}"[:64]}
-        if hn.instance_type:
-            req["InstanceType"] = hn.instance_type
-        if hn.user_data:
-            req["UserData"] = hn.user_data
-        _, launched = await self.compute.run(ec2, req, vlan_nics=nics)
+        nics = tuple(VlanNic(hnic, h["mac"], self.site.network(h["network"]).vlan)
+                     for hnic, h in hn.hnics.items() if h["network"] is not None)
+        spec = LaunchSpec(image_id=hn.image_id, instance_type=hn.instance_type or None,
+                          user_data=hn.user_data or None, vlan_nics=nics,
+                          # one launch per headnode, also when a crash hides the first one's answer
+                          client_token=f"headnode-{hn.name}-{int(hn.created * 1000)}"[:64])
+        _, launched = await self.compute.run(ec2, spec)
         await self.site.commit(dataclasses.replace(hn, instance_id=launched[0].id))
 
     async def stop(self, caller: Caller, name: str) -> None:
@@ -217,11 +213,17 @@ class Headnodes:
 
 
 def _bm(e: CloudError) -> Exception:
-    """The instance layer's refusal in the bare-metal API's terms."""
-    if e.code.endswith(".NotFound"):
-        return NotFoundError(e.message)
-    if e.code in ("IncorrectInstanceState", "InsufficientInstanceCapacity", "InstanceLimitExceeded",
-                  "VcpuLimitExceeded", "InvalidAMIID.Unavailable"):
-        return IllegalStateError(e.message)
+    """The instance layer's refusal in the bare-metal API's terms, by its kind."""
+    match e.kind:
+        case ErrorKind.NOT_FOUND:
+            return NotFoundError(e.message)
+        case ErrorKind.WRONG_STATE | ErrorKind.CAPACITY | ErrorKind.LIMIT:
+            return IllegalStateError(e.message)
+        case ErrorKind.CONFLICT:
+            return BlockedError(e.message)
+        case ErrorKind.AUTH:
+            return AuthorizationError(e.message)
+        case ErrorKind.UNAVAILABLE:
+            return BusyError(e.message, 1.0)
     return BadArgumentError(e.message)
 

@@ -1,6 +1,7 @@
-"""The bare-metal passwords sealed at rest: switch logins (`password`, `enable_password`) and BMC
-passwords (`obm.password`). Site seals them before a row is made; only the switch worker and the
-OBM calls open them, when a driver needs them.
+"""The bare-metal passwords sealed at rest: the switch options each family's options model marks
+secret (`Secret`, `SecretStr`: logins, enable passwords, tokens) and BMC passwords
+(`obm.password`). Site seals them before a row is made; only the switch worker and the OBM calls
+open them, when a driver needs them.
 
 At start-up every sealed value is opened once, so a wrong key stops the controller with one line
 instead of failing later inside a switch session. Clear passwords left by an older cloudctl are
@@ -14,13 +15,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ...drivers.switch.base import secret_fields
 from ...store.records import BmNode, BmSwitch
 from ...store.store import Store
 from ..secrets import Sealer, SealError, SecretsError, is_sealed, load_key
 
 log = logging.getLogger("cloudctl.baremetal")
 
-SWITCH_SECRETS = ("password", "enable_password")
 OBM_SECRETS = ("password",)
 
 
@@ -36,8 +37,8 @@ class BmSecrets:
     async def open(cls, store: Store, key_file: Path) -> BmSecrets:
         """Load (or first make) the key, check it opens what the state holds, seal clear values."""
         switches, nodes = store.table(BmSwitch), store.table(BmNode)
-        sealed = [(_ctx(BmSwitch.table, s.name, f), s.options[f]) for s in switches.values()
-                  for f in SWITCH_SECRETS if is_sealed(s.options.get(f))]
+        sealed = [(_ctx(BmSwitch.table, s.name, f), v) for s in switches.values()
+                  for f, v in s.options.items() if is_sealed(v)]
         sealed += [(_ctx(BmNode.table, n.name, f), n.obm[f]) for n in nodes.values()
                    for f in OBM_SECRETS if is_sealed(n.obm.get(f))]
         sealer = await asyncio.to_thread(load_key, key_file, not sealed)
@@ -65,15 +66,15 @@ class BmSecrets:
 
     # -- rows ---------------------------------------------------------------------------------------
     def _sealed_switch(self, row: BmSwitch) -> BmSwitch:
-        opts = self.seal_switch_options(row.name, row.options)
+        opts = self.seal_switch_options(row.name, row.type, row.options)
         return row if opts == row.options else dataclasses.replace(row, options=opts)
 
     def _sealed_node(self, row: BmNode) -> BmNode:
         obm = self.seal_obm(row.name, row.obm)
         return row if obm == row.obm else dataclasses.replace(row, obm=obm)
 
-    def seal_switch_options(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
-        return self._seal(BmSwitch.table, name, options, SWITCH_SECRETS)
+    def seal_switch_options(self, name: str, family: str, options: dict[str, Any]) -> dict[str, Any]:
+        return self._seal(BmSwitch.table, name, options, secret_fields(family))
 
     def seal_obm(self, node: str, obm: dict[str, Any]) -> dict[str, Any]:
         return self._seal(BmNode.table, node, obm, OBM_SECRETS)
@@ -88,7 +89,7 @@ class BmSecrets:
 
     def switch_options(self, row: BmSwitch) -> dict[str, Any]:
         """The options with the passwords opened: for the switch driver only."""
-        return self._open(BmSwitch.table, row.name, row.options, SWITCH_SECRETS)
+        return self._open(BmSwitch.table, row.name, row.options, secret_fields(row.type))
 
     def obm(self, row: BmNode) -> dict[str, Any]:
         """The OBM fields with the password opened: for the IPMI driver only."""

@@ -10,14 +10,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ...drivers.switch.base import FAMILIES, driver_class
+from ...drivers.switch.base import driver_class, families, secret_fields
 from ...store.records import (BmAttachment, BmHeadnode, BmNetwork, BmNic, BmNode, BmOperation, BmPort, BmProject,
                               BmSwitch, BmUser)
 from ...store.store import MultiIndex, Store
+from ..secrets import is_sealed
 from .auth import Caller
 from .errors import BadArgumentError, BlockedError, DuplicateError, NotFoundError, ProjectMismatchError
 from .names import label, macaddr
-from .secrets import SWITCH_SECRETS, BmSecrets
+from .secrets import BmSecrets
 
 _OBM_TYPES = ("ipmi",)
 
@@ -233,7 +234,7 @@ class Site:
         family = body.get("type")
         cls = driver_class(family) if isinstance(family, str) else None
         if cls is None:
-            raise BadArgumentError(f"switch type {family!r} is not one of: {', '.join(FAMILIES)}")
+            raise BadArgumentError(f"switch type {family!r} is not one of: {', '.join(families())}")
         options = {k: v for k, v in body.items() if k != "type"}
         try:
             checked = cls.options_model.model_validate(options)
@@ -244,7 +245,7 @@ class Site:
         dummy = getattr(checked, "dummy_vlan", None)
         if dummy is not None and dummy in self.pool:
             raise BadArgumentError(f"switch {name!r}: dummy_vlan {dummy} lies in the network VLAN pool")
-        options = self.secrets.seal_switch_options(name, checked.model_dump(exclude_none=True))
+        options = self.secrets.seal_switch_options(name, family, checked.stored())
         await self.commit(BmSwitch(name=name, type=family, options=options))
 
     async def delete_switch(self, caller: Caller, name: str) -> None:
@@ -306,7 +307,8 @@ class Site:
     def show_switch(self, caller: Caller, name: str) -> dict[str, Any]:
         caller.require_admin()
         s = self.switch(name)
-        public = {k: v for k, v in s.options.items() if k not in SWITCH_SECRETS}
+        hidden = secret_fields(s.type)
+        public = {k: v for k, v in s.options.items() if k not in hidden and not is_sealed(v)}
         return {"name": s.name, "type": s.type, "options": public,
                 "ports": sorted(p.name for p in self.ports_by_switch.get(name).values())}
 

@@ -98,7 +98,7 @@ class Publisher:
             for ami in add:
                 im = self.images.table.get(ami)
                 if im is None:
-                    raise CloudError("NoSuchEntity", f"image {ami} does not exist")
+                    raise CloudError.not_found("NoSuchEntity", f"image {ami} does not exist")
                 if im.state != "available" or im.image_type != "machine":
                     raise CloudError("InvalidParameterValue", f"image {ami} is not an available machine image")
                 if not im.public:   # a user's private image is not the cloud's to give away
@@ -121,7 +121,7 @@ class Publisher:
         async with self._lock:
             cur = self.current
             if cur is None or ami not in cur.image_ids:
-                raise CloudError("NoSuchEntity", f"image {ami} is not in the published list")
+                raise CloudError.not_found("NoSuchEntity", f"image {ami} is not in the published list")
             ids = [i for i in cur.image_ids if i != ami]
             return await self._sign(cur, ids, cur.sha512, cur.sha1, {**cur.deprecated, ami: reason},
                                     f"deprecated {ami}: {reason}")

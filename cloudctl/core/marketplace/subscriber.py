@@ -105,7 +105,7 @@ class Subscriber:
         except (TrustError, OSError) as e:
             raise CloudError("InvalidParameterValue", f"trust store {trust}: {e}") from None
         if any(s.url == url and s.identifier == identifier for s in self.subs.values()):
-            raise CloudError("EntityAlreadyExists", f"already subscribed to {identifier} at {url}")
+            raise CloudError.conflict("EntityAlreadyExists", f"already subscribed to {identifier} at {url}")
         sub = Subscription(id=new_id("sub"), url=url, identifier=identifier,
                            endorsers=[[d.strip(), c.strip()] for d, c in endorsers], trust=trust, policy=policy,
                            interval_s=interval_s, created=time.time())
@@ -118,7 +118,7 @@ class Subscriber:
     def get(self, sub_id: str) -> Subscription:
         sub = self.subs.get(sub_id)
         if sub is None:
-            raise CloudError("NoSuchEntity", f"subscription {sub_id} does not exist")
+            raise CloudError.not_found("NoSuchEntity", f"subscription {sub_id} does not exist")
         return sub
 
     async def set_endorsers(self, sub_id: str, endorsers: list[list[str]]) -> Subscription:
@@ -146,7 +146,7 @@ class Subscriber:
     async def approve(self, image_id: str) -> MarketImage:
         row = self.table.get(image_id)
         if row is None:
-            raise CloudError("NoSuchEntity", f"marketplace image {image_id} does not exist")
+            raise CloudError.not_found("NoSuchEntity", f"marketplace image {image_id} does not exist")
         if row.state not in ("held", "failed"):
             raise CloudError("InvalidParameterValue", f"marketplace image {image_id} is {row.state}, not held")
         with self.store.txn() as tx:

@@ -1,9 +1,17 @@
 """The hypervisor driver contract.
 
 One small abstract class that the core of cloudctl calls to run VMs on one host. A driver knows
-nothing about instances, users or the state store: it speaks domain names and domain XML, and
-reports what the hypervisor says. Keeping it this narrow is what lets the core be tested against
-libvirt's test driver and lets another hypervisor backend be added without touching the core.
+nothing about instances, users or the state store: it speaks domain names, and reports what the
+hypervisor says. Keeping it this narrow is what lets the core run against libvirt's test driver.
+
+The contract is libvirt's. `define` takes libvirt domain XML, which the core renders from the
+admin's templates (core/domains.py, config/templates/*.xml); NIC XML with its `<filterref>`
+(`firewall_ref` is an nwfilter name) and data disks (`disk_xml` below) are libvirt XML too, and
+hosts are named by libvirt URIs. A backend that is not libvirt must accept that XML, or the core
+must first hand drivers a structured domain spec instead: it is not a drop-in today.
+
+Drivers are chosen per host by name (drivers/hypervisor/registry.py): the production one is
+`LibvirtDriver` (libvirt.py); `SimulatedLibvirtDriver` (simulated.py) runs libvirt's test driver.
 """
 from __future__ import annotations
 
@@ -196,8 +204,8 @@ class HypervisorDriver(ABC):
         """
         raise HypervisorError(f"{type(self).__name__} cannot attach disks")
 
-    #: True when set_firewall only records the spec (a simulated host), so callers may apply
-    #: many at once without queueing them behind the domain's other work.
+    #: True when set_firewall only records the spec (a simulated host: simulated.py), so callers
+    #: may apply many at once without queueing them behind the domain's other work.
     records_firewall_only: bool = False
 
     def firewall_ref(self, name: str) -> str | None:

@@ -509,16 +509,11 @@ class LibvirtDriver(HypervisorDriver):
         self._intents: dict[str, _Intent] = {}
         self._undefine_flags = _UNDEFINE_FULL
         self._hotplug = True  # False once libvirt said it cannot (un)plug devices live (test driver)
-        #: The last filter given per domain. libvirt's test driver has no nwfilter: on test:///
-        #: hosts this is all there is, so tests can see what a real host would enforce.
-        self.firewalls: dict[str, FirewallSpec] = {}
         self._bridge_filtering_checked = False
         self._plugged: set[HybridPlug] = set()   # made on this host since the controller started
         self._filter_mutex: asyncio.Lock | None = None
         parts = urlsplit(uri)
-        self._in_process_test = parts.scheme == "test"
-        # libvirt's test driver (in process or behind test+unix://) has no nwfilter
-        self.records_firewall_only = parts.scheme.split("+", 1)[0] == "test"
+        self._in_process_test = parts.scheme == "test"   # embedded: no keepalive, no close callback
         self._local = parts.hostname in (None, "", "localhost", "127.0.0.1", "::1")
 
     # -- connection --------------------------------------------------------------------------
@@ -947,31 +942,27 @@ class LibvirtDriver(HypervisorDriver):
     # -- packet filters ------------------------------------------------------------------------
 
     def firewall_ref(self, name: str) -> str | None:
-        return None if self.records_firewall_only else filter_name(name)
+        return filter_name(name)
 
     async def set_firewall(self, name: str, spec: FirewallSpec) -> None:
-        if not self.records_firewall_only:
-            if self._local and not self._bridge_filtering_checked:
-                self._bridge_filtering_checked = True
-                await asyncio.to_thread(_check_bridge_filtering)
-                await asyncio.to_thread(_ensure_backstop)
-            xml = nwfilter_xml(filter_name(name), spec)
-            t0 = time.monotonic()
-            async with self._filter_lock():   # libvirt rebuilds every guest's rules per define
-                await self._call(lambda conn: conn.nwfilterDefineXML(xml))
-            log.info("%s: filter of %s applied in %.2f s", self.host, name, time.monotonic() - t0)
-        self.firewalls[name] = spec
+        if self._local and not self._bridge_filtering_checked:
+            self._bridge_filtering_checked = True
+            await asyncio.to_thread(_check_bridge_filtering)
+            await asyncio.to_thread(_ensure_backstop)
+        xml = nwfilter_xml(filter_name(name), spec)
+        t0 = time.monotonic()
+        async with self._filter_lock():   # libvirt rebuilds every guest's rules per define
+            await self._call(lambda conn: conn.nwfilterDefineXML(xml))
+        log.info("%s: filter of %s applied in %.2f s", self.host, name, time.monotonic() - t0)
 
     async def remove_firewall(self, name: str) -> None:
-        if not self.records_firewall_only:
-            async with self._filter_lock():
-                await self._call(self._remove_filter_sync, filter_name(name))
-        self.firewalls.pop(name, None)
+        async with self._filter_lock():
+            await self._call(self._remove_filter_sync, filter_name(name))
 
     async def plug_ovs(self, ovs_bridge: str, vlan: int | None, ovs_db: str | None) -> str:
         plug = HybridPlug.of(ovs_bridge, vlan, ovs_db)
-        if self.records_firewall_only or not self._local or plug in self._plugged:
-            return plug.bridge     # a simulated host, or a remote one the admin prepared
+        if not self._local or plug in self._plugged:
+            return plug.bridge     # a remote host the admin prepared, or done already
         try:
             await asyncio.to_thread(plug.ensure)
         except PlugError as e:

@@ -5,14 +5,23 @@ nodes, projects or the store: it is told a port's whole desired VLAN set and mak
 match it. Setting the whole set (rather than "add VLAN 5") makes every change idempotent, so an
 operation replayed after a crash converges instead of doubling up, and the audit can compare
 what a port has with what it should have.
+
+A family is one `SwitchDriver` subclass in a module of this package: defining the class with its
+`family` name registers it (no list to edit), and its options model marks its own secret fields
+(`Secret`, or pydantic's `SecretStr`), which are what the controller seals at rest and never shows.
 """
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.fields import FieldInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +52,49 @@ class SwitchUnreachable(SwitchError):
     """The session broke or timed out: worth reconnecting and trying again."""
 
 
+#: A password, token or key: sealed in the journal and checkpoints, hidden from `show_switch`,
+#: opened only for the driver. (A `SecretStr` field is treated the same way.)
+Secret = Annotated[str, Field(json_schema_extra={"secret": True})]
+
+
+def _marked(info: Any) -> bool:
+    extra = info.json_schema_extra if isinstance(info, FieldInfo) else None
+    return isinstance(extra, dict) and extra.get("secret") is True
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    if _marked(field):
+        return True
+    parts: list[Any] = [field.annotation]
+    for t in parts:      # the annotation and what it is made of: `Secret | None` keeps its mark inside
+        parts.extend(get_args(t))
+    return any(_marked(t) or (isinstance(t, type) and issubclass(t, SecretStr)) for t in parts)
+
+
 class DriverOptions(BaseModel):
-    """Registration fields; each family extends it."""
+    """Registration fields; each family extends it. Secret fields are top-level strings."""
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def secret_fields(cls) -> tuple[str, ...]:
+        """The fields marked `Secret` or typed `SecretStr`: sealed at rest, never shown."""
+        return _secret_fields(cls)
+
+    def stored(self) -> dict[str, Any]:
+        """The options as plain values to keep (secret ones still clear: the caller seals them)."""
+        out = self.model_dump(exclude_none=True)
+        for f in self.secret_fields():
+            if isinstance(out.get(f), SecretStr):
+                out[f] = out[f].get_secret_value()
+        return out
+
+
+@functools.cache
+def _secret_fields(model: type[DriverOptions]) -> tuple[str, ...]:
+    return tuple(name for name, f in model.model_fields.items() if _is_secret(f))
+
+
+_REGISTRY: dict[str, type[SwitchDriver]] = {}   # family name -> driver class
 
 
 class SwitchDriver(ABC):
@@ -53,6 +102,19 @@ class SwitchDriver(ABC):
 
     family: ClassVar[str]
     options_model: ClassVar[type[DriverOptions]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A class that names its own `family` registers it; one class per family."""
+        super().__init_subclass__(**kwargs)
+        family = cls.__dict__.get("family")
+        if family is None:
+            return
+        model = getattr(cls, "options_model", None)
+        if not (isinstance(model, type) and issubclass(model, DriverOptions)):
+            raise TypeError(f"switch family {family!r}: {cls.__name__}.options_model is not a DriverOptions model")
+        other = _REGISTRY.setdefault(family, cls)
+        if other is not cls:
+            raise TypeError(f"switch family {family!r} is already registered by {other.__module__}.{other.__name__}")
 
     def __init__(self, name: str, options: dict[str, Any], timeout: float = 30.0) -> None:
         self.name = name
@@ -79,18 +141,27 @@ class SwitchDriver(ABC):
     async def close(self) -> None: ...
 
 
+
+@functools.cache
+def _discover() -> None:
+    """Import this package's modules once, so each built-in family's class registers itself."""
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"{__package__}.{m.name}")
+
+
 def driver_class(family: str) -> type[SwitchDriver] | None:
-    """The driver for a family name, imported on first use."""
-    if family == "ovs":
-        from .ovs import OvsDriver
-        return OvsDriver
-    if family == "cisco":
-        from .cisco import CiscoDriver
-        return CiscoDriver
-    if family == "dell":
-        from .dell import DellDriver
-        return DellDriver
-    return None
+    """The driver for a family name (modules imported on first use)."""
+    _discover()
+    return _REGISTRY.get(family)
 
 
-FAMILIES = ("ovs", "cisco", "dell")
+def families() -> tuple[str, ...]:
+    """Every registered family name, sorted."""
+    _discover()
+    return tuple(sorted(_REGISTRY))
+
+
+def secret_fields(family: str) -> tuple[str, ...]:
+    """The secret option names of a family; none for a family not (or no longer) registered."""
+    cls = driver_class(family)
+    return cls.options_model.secret_fields() if cls is not None else ()

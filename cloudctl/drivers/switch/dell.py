@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .base import DriverOptions, PortVlans, SwitchDriver, SwitchError
+from .base import DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError
 from .cisco import vlan_list
 from .console import ConsoleSession
 
@@ -27,9 +27,9 @@ class DellOptions(DriverOptions):
     hostname: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:_-]+$")]
     ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
     username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")]
-    password: str
+    password: Secret
     host_key: Annotated[str, Field(pattern=r"^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+$")]
-    enable_password: str = ""
+    enable_password: Secret = ""
     dummy_vlan: Annotated[int, Field(ge=2, le=4093)] = 4093
 
 

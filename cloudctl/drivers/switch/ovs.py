@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .base import DriverOptions, PortVlans, SwitchDriver, SwitchError
+from .base import DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError
 from .ssh import ShellSession
 
 _PORT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
@@ -25,7 +25,7 @@ class OvsOptions(DriverOptions):
     ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
     username: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]*$")]
     host_key: Annotated[str, Field(pattern=r"^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+$")]   # pinned
-    password: str | None = None
+    password: Secret | None = None
     client_key: str | None = None          # private key file on the controller
     bridge: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")]
     ovsdb: Annotated[str, Field(pattern=r"^(unix|tcp|ssl):[A-Za-z0-9./_:-]+$")] | None = None

@@ -16,6 +16,7 @@ from ....core.instance_facts import InstanceFacts, describe_page, facts_of
 from ....core.network import interface_id
 from ....core.volumes import ROOT_DEVICE
 from ....store.records import Instance, Reservation, Volume
+from ..launch import launch_spec
 from ..protocol import LazyList
 from .registry import action, ts
 
@@ -109,7 +110,7 @@ def reservation_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts])
 
 @action("RunInstances")
 async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    res, insts = await cloud.compute.run(caller, req)
+    res, insts = await cloud.compute.run(caller, launch_spec(req))
     return reservation_view(cloud, res, facts_of(cloud, insts))
 
 

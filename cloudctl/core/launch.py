@@ -1,0 +1,73 @@
+"""What a launch asks for, in the core's own terms.
+
+Every front end — EC2's RunInstances, XML-RPC's `one.vm.allocate`, HIL headnodes, and whatever
+launches instances from inside the cloud later — builds a `LaunchSpec`; `Compute.run` validates what
+it names (the image exists, the subnet holds the address, the quota allows it) and carries it out.
+Turning a front end's wire format into a spec, and refusing what is that format's to refuse, is the
+front end's job (EC2's: `api/ec2/launch.py`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+Tag = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDevice:
+    """One EBS volume to make at launch: the root device's size and type, or a data volume."""
+    device: str
+    size: int | None = None               # GiB; None: the image's (root) or the snapshot's
+    volume_type: str | None = None        # None: the default type
+    snapshot_id: str | None = None
+    delete_on_termination: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class VlanNic:
+    """An extra NIC on a bare-metal project network (HIL headnodes)."""
+    name: str
+    mac: str
+    vlan: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """One launch request: `min_count`..`max_count` instances of one image, alike."""
+    image_id: str
+    min_count: int = 1
+    max_count: int = 1
+    instance_type: str | None = None      # None: the first configured type
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    zone: str | None = None               # None: the subnet's zone, else the one with most room
+    subnet_id: str | None = None          # None: the subnet holding private_ip, else the zone's default
+    private_ip: str | None = None         # only when launching one instance
+    group_ids: tuple[str, ...] = ()       # security groups by id and by name; none at all: "default"
+    group_names: tuple[str, ...] = ()
+    key_name: str | None = None
+    user_data: str | None = None          # base64, as the metadata service hands it back
+    block_devices: tuple[BlockDevice, ...] = ()
+    instance_tags: tuple[Tag, ...] = ()
+    volume_tags: tuple[Tag, ...] = ()     # on every volume the launch makes, the root one included
+    client_token: str | None = None       # idempotency: the same token and spec launch once
+    shutdown_behavior: str = "stop"       # what a guest's own power-off does: "stop" or "terminate"
+    disable_api_termination: bool = False
+    vlan_nics: tuple[VlanNic, ...] = ()
+
+    def request_hash(self) -> str:
+        """What a repeated ClientToken must match: every field but the token itself and the headnode
+        NICs (their networks may change between a lost answer and its retry; the launch is the same)."""
+        body = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("client_token", "vlan_nics")}
+        text = json.dumps(body, sort_keys=True, default=_plain)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot hash a {type(value).__name__}")
