@@ -399,7 +399,7 @@ class Config(_Strict):
     @classmethod
     def _type_names(cls, v: dict[str, InstanceType]) -> dict[str, InstanceType]:
         for name in v:
-            # AWS-style `family.size` names: Terraform parses them (see DESIGN reference §4b).
+            # AWS-style `family.size` names: Terraform parses them into family and size.
             if "." not in name or not name.replace(".", "").replace("-", "").isalnum():
                 raise ValueError(f"instance type name {name!r} must look like 'family.size' (e.g. m1.small)")
         return v

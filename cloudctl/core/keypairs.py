@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..store.records import KeyPair
 from ..store.store import MultiIndex, Store
+from . import sshkeys
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id
 from .tags import Tags, tags_from_specs
-
-if TYPE_CHECKING:
-    from . import sshkeys
 
 
 class KeyPairs:
@@ -52,7 +50,7 @@ class KeyPairs:
             raise CloudError.limit("ResourceLimitExceeded",
                                    f"You have reached the limit of {self.max_per_owner} key pairs.")
 
-    async def _save(self, caller: Caller, name: str, km: "sshkeys.KeyMaterial",
+    async def _save(self, caller: Caller, name: str, km: sshkeys.KeyMaterial,
                     tag_specs: list[dict[str, Any]] | None) -> KeyPair:
         pairs = tags_from_specs(tag_specs, ("key-pair",)).get("key-pair", [])
         # Checked again: another request may have taken the name while the key was generated.
@@ -76,7 +74,6 @@ class KeyPairs:
             raise CloudError("InvalidParameterValue", f"Key format '{key_format}' is not supported; use pem")
         tags_from_specs(tag_specs, ("key-pair",)).get("key-pair", [])
         caller.check_dry_run()
-        from . import sshkeys  # cryptography is heavy: loaded when a key pair is first used
         km = await asyncio.get_running_loop().run_in_executor(None, sshkeys.generate, key_type)
         kp = await self._save(caller, name, km, tag_specs)
         assert km.private_pem is not None
@@ -85,7 +82,6 @@ class KeyPairs:
     async def import_(self, caller: Caller, name: str, material: bytes,
                       tag_specs: list[dict[str, Any]] | None) -> KeyPair:
         self._check_new(caller, name)
-        from . import sshkeys
         try:
             km = sshkeys.parse_public(material)
         except ValueError as e:

@@ -8,7 +8,7 @@ reason). One such bridge serves every guest of that VLAN on the host, and libvir
 reach the OVS database itself.
 
 Names are derived from the OVS bridge and VLAN, so every host (and an admin preparing a remote
-host by hand, see the README) arrives at the same ones: `cb…` the Linux bridge, `cv…` its veth
+host by hand, see docs/networks.md) arrives at the same ones: `cb…` the Linux bridge, `cv…` its veth
 end, `co…` the OVS port. None starts with the instance tap prefix `ci`.
 """
 from __future__ import annotations
