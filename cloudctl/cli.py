@@ -141,7 +141,8 @@ def _config_anywhere(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="cloudctl", description="A private-cloud controller serving the EC2 API")
-    p.add_argument("--config", help="config file (default: $CLOUDCTL_CONFIG or the embedded default)")
+    p.add_argument("--config",
+                   help="config file (default: $CLOUDCTL_CONFIG, else the source tree's config/cloudctl.yaml)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="start the controller")
     u = sub.add_parser("user", help="manage users").add_subparsers(dest="sub", required=True)
