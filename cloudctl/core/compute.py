@@ -319,7 +319,7 @@ class Compute:
                     for vid in made:
                         self.tags.put(tx, caller.account, vid, "volume", volume_tags)
                 launched.append(inst)
-            res.instance_ids = [i.id for i in launched]
+            res = replace(res, instance_ids=tuple(i.id for i in launched))
             tx.put(res)
             if self.security_groups is not None:
                 self.security_groups.store_pending(tx, new_groups)
