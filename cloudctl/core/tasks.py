@@ -26,7 +26,10 @@ class Supervisor:
 
     def spawn(self, group: str, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         """Run `coro` in `group`; its owner may still cancel it (the supervisor forgets it then)."""
-        tasks = self._groups[group]   # a KeyError here: a group missing from the declared order
+        tasks = self._groups.get(group)
+        if tasks is None:
+            coro.close()
+            raise KeyError(f"task group {group!r} is not one of {self.order}")
         task = asyncio.get_running_loop().create_task(coro, name=name)
         tasks.add(task)
         task.add_done_callback(self._ended)
