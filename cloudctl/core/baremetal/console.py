@@ -49,7 +49,7 @@ class Capture:
     """One node's supervised SOL session."""
 
     def __init__(self, name: str, bmc: Ipmi, out: ConsoleLog, cfg: BaremetalConfig,
-                 events: Events | None, tasks: Supervisor) -> None:
+                 events: Events, tasks: Supervisor) -> None:
         self.name, self.bmc, self.log, self.cfg, self.events = name, bmc, out, cfg, events
         self.status = _Status()
         self._head = b""                 # what ipmitool printed before its banner: its errors
@@ -79,7 +79,7 @@ class Capture:
                 delay = self.cfg.console_backoff_s
             was_active = self.status.state == "active"
             self.status = _Status("retrying", why, self.status.reconnects + 1)
-            if was_active and self.events is not None:
+            if was_active:
                 self.events.emit("node.console", self.name, f"serial console session lost: {why}")
             log.warning("console %s: %s; retrying in %.1f s", self.name, why, delay)
             await asyncio.sleep(delay)
@@ -138,7 +138,7 @@ class Capture:
         if self.status.state == "active":
             return
         self.status.state, self.status.since, self.status.error = "active", time.time(), None
-        if self.status.reconnects and self.events is not None:
+        if self.status.reconnects:
             self.events.emit("node.console", self.name, "serial console session reopened")
 
     async def _check(self) -> None:
@@ -175,7 +175,7 @@ async def _tail(stream: asyncio.StreamReader, buf: bytearray, keep: int = 4096) 
 
 
 class Consoles:
-    def __init__(self, site: Site, cfg: BaremetalConfig, directory: Path, events: Events | None,
+    def __init__(self, site: Site, cfg: BaremetalConfig, directory: Path, events: Events,
                  tasks: Supervisor) -> None:
         self.site, self.cfg, self.dir, self.events, self.tasks = site, cfg, directory, events, tasks
         self._logs: dict[str, ConsoleLog] = {}
