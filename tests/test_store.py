@@ -10,7 +10,7 @@ import pytest
 
 from cloudctl.store import checkpoint as ckpt
 from cloudctl.store.journal import JournalError, journal_path
-from cloudctl.store.records import KeyPair, Reservation, Subscription, User
+from cloudctl.store.records import ROW_TYPES, KeyPair, Reservation, Subscription, User
 from cloudctl.store.store import Store
 
 
@@ -167,6 +167,14 @@ def test_rows_are_frozen_and_hold_tuples() -> None:
         r.instance_ids.append("i-3")  # type: ignore[attr-defined]
     assert dataclasses.replace(r, instance_ids=["i-9"]).instance_ids == ("i-9",)
     assert subscription([["CN=a", "CN=ca"]]).endorsers == (("CN=a", "CN=ca"),)
+
+
+def test_every_row_type_is_frozen_without_lists() -> None:
+    """A new row type (or field) must not bring back rows a caller can change in place."""
+    for t in ROW_TYPES:
+        assert t.__dataclass_params__.frozen, t.__name__   # type: ignore[attr-defined]
+        lists = [f.name for f in dataclasses.fields(t) if str(f.type).startswith("list")]
+        assert not lists, f"{t.__name__}: {lists} (use tuple[...], made so in __post_init__)"
 
 
 async def test_sequences_are_json_lists_on_disk_and_load_as_tuples(tmp_path: Path) -> None:
