@@ -1,6 +1,6 @@
 """cloudctl vs moto (and a bare aiohttp handler), side by side in one run.
 
-Usage:  .venv/bin/python bench/run.py [--quick] [--skip-moto] [--strict] [--keep]
+Usage:  .venv/bin/python bench/run.py [--quick] [--skip-moto] [--strict] [--keep] [--repo PATH]
         (`make bench` installs moto[server] first, then runs this)
 
 The box is small and shared, so absolute numbers drift from run to run; the ratios taken
@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 import traceback
@@ -30,6 +31,7 @@ import wrkload  # noqa: E402
 from ec2load import Target  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SERVE_REPO = procs.REPO   # the checkout whose cloudctl is measured (--repo: another one, for before/after)
 T0 = time.monotonic()
 
 
@@ -119,7 +121,7 @@ class Session:
 def open_cloudctl(tmp: Path, started: list[procs.Proc], out: dict[str, Any]) -> Session:
     tmp.mkdir(parents=True, exist_ok=True)
     w0 = time.perf_counter()
-    cc = procs.start_cloudctl(tmp)
+    cc = procs.start_cloudctl(tmp, repo=SERVE_REPO)
     started.append(cc.proc)
     out["startup_s"] = round(time.perf_counter() - w0, 2)
     user = cc.admin("POST", "/v0/users", {"name": "bench"})
@@ -211,7 +213,24 @@ def scale_phase(s: Session, p: dict[str, Any], out: dict[str, Any]) -> None:
                 r = measured(st, "tag_x_raw", server, lambda: ec2load.tag_x_raw(t, p["tag_reps"][name]))
                 log(f"{name}: raw tag filter median {r['s']['median'] * 1000:.2f} ms")
             s.checkpoint(f"tag_x_{n}")
+            if s.cc is not None:
+                log(f"{name}: POST /v0/checkpoint @{n} × 5")
+                procs.wait_quiet([server], max_wait_s=10)
+                cc = s.cc
+                r = measured(st, "checkpoint", server, lambda: checkpoints(cc, 5))
+                log(f"{name}: checkpoint median {r['ms']['median']:.1f} ms (max {r['ms']['max']:.1f})")
+                s.checkpoint(f"checkpoint_{n}")
         st["rss_mib_after_describes"] = round(server.rss_mib(), 1)
+
+
+def checkpoints(cc: procs.Cloudctl, reps: int) -> dict[str, Any]:
+    """The store's time per full checkpoint (`last_checkpoint_ms`: the snapshot of the rows on the
+    loop, their encoding and the fsync on a worker thread), `reps` in a row."""
+    ms = []
+    for _ in range(reps):
+        cc.admin("POST", "/v0/checkpoint")
+        ms.append(float(cc.stats()["last_checkpoint_ms"]))
+    return {"ms": {"median": statistics.median(ms), "max": max(ms), "all": ms}}
 
 
 def wrk_by_id(s: Session, tmp: Path, spec: tuple[int, int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -406,6 +425,8 @@ def build_rows(res: dict[str, Any], p: dict[str, Any]) -> tuple[list[list[str]],
         return (b - a) * 1024 / n if a is not None and b is not None and n else None
     rows.append(["  RSS growth per instance, KiB", _f(per_inst(c), ".1f"), _f(per_inst(m), ".1f"), "", "", "info"])
     rows.append([f"  RSS @{last} after the describes, MiB", _f(crs2, ".1f"), _f(mrs2, ".0f"), "", "", "info"])
+    rows.append([f"checkpoint (POST /v0/checkpoint) @{last}, median ms", _f(_get(c, "stages", last, "checkpoint", "ms",
+                                                                                "median"), ".1f"), "", "", "", "info"])
     # 5. wrk
     cw, mw = _get(c, "wrk", "rps"), _get(m, "wrk", "rps")
     rows.append([f"wrk DescribeInstances by id @{last}, req/s", _f(cw, ".0f"), _f(mw, ".0f") + " (moto)" if mw else "–",
@@ -475,7 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-moto", action="store_true", help="no moto phase (ratios to moto are n/a)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, state, wrk scripts)")
+    ap.add_argument("--repo", type=Path, help="serve the cloudctl of another checkout (before/after figures)")
     args = ap.parse_args(argv)
+    if args.repo is not None:
+        global SERVE_REPO
+        SERVE_REPO = args.repo.resolve()
     p = plan(args.quick)
     tmp = procs.make_tmp()
     started: list[procs.Proc] = []

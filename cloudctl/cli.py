@@ -205,14 +205,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"cloudctl: {e}") from None
 
     if args.cmd == "serve":
-        from .server import serve
+        from .server import StartError, serve
         if cfg_path:
             os.environ["CLOUDCTL_CONFIG_ARG"] = f" --config {cfg_path}"
         from .api.ec2.model import ModelError
         from .core.secrets import SecretsError
         try:
             serve(config)
-        except (SecretsError, ModelError) as e:
+        except (SecretsError, ModelError, StartError) as e:
             raise SystemExit(f"cloudctl: {e}") from None
         return
     if args.cmd == "network" and args.sub == "plug":   # local: no controller involved

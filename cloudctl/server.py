@@ -27,7 +27,7 @@ from .api.metrics import LoginCollector, Metrics
 from .api.refusals import MalformedHttp, RefusalLog
 from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, REFUSALS_APP_KEY, xmlrpc_app
 from .api.xmlrpc.app import refuse_body as xmlrpc_refuse
-from .config import Config
+from .config import Config, Listen
 from .core.cloud import Cloud
 
 log = logging.getLogger("cloudctl")
@@ -92,20 +92,47 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+class StartError(Exception):
+    """The server cannot start (a port in use...): one line for the operator, no traceback."""
+
+
+async def _listen(name: str, app: web.Application, cfg: Listen, refuse: listener.Refuse = listener.plain_refusal
+                  ) -> listener.Listener:
+    try:
+        return await listener.start(app, cfg, refuse)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise StartError(f"{name}: cannot listen on {cfg.listen}:{cfg.port}: {why}") from None
+
+
 async def run(config: Config) -> None:
     t0 = time.perf_counter()
     model = load_model(ACTIONS, config.cache_dir or config.state_dir / "cache")
     check_actions(model)
     protocol = Protocol(model)
     endpoint = f"http://{config.ec2.listen}:{config.ec2.port}"
-    cloud = Cloud(config, endpoint)
-    await cloud.start()
+    cloud = await Cloud.open(config, endpoint)
+    monitor = LoopMonitor()
+    http_refusals = RefusalLog("http")   # requests aiohttp's HTTP parser refused, on any listener
+    listeners: dict[str, listener.Listener] = {}
+    try:
+        await _serve(config, cloud, protocol, monitor, http_refusals, listeners, t0)
+    finally:   # also when the start failed half-way (a port in use): the journal and hosts are closed
+        monitor.stop()
+        for ln in listeners.values():
+            await ln.stop()
+        http_refusals.flush()
+        await cloud.stop()
+
+
+async def _serve(config: Config, cloud: Cloud, protocol: Protocol, monitor: LoopMonitor, http_refusals: RefusalLog,
+                 listeners: dict[str, listener.Listener], t0: float) -> None:
+    """Start the endpoints over `cloud` (each one started is added to `listeners`) and serve until
+    SIGINT or SIGTERM."""
     metrics = Metrics(cloud, [*ACTIONS, *ONE_METHODS])
     metrics.attach()
-    http_refusals = RefusalLog("http")   # requests aiohttp's HTTP parser refused, on any listener
     http_refusals.observe = metrics.refusal
     logging.getLogger("aiohttp.server").addFilter(MalformedHttp(http_refusals))
-    monitor = LoopMonitor()
     monitor.observe = metrics.loop_lag.observe
     monitor.start()
     ec2 = Ec2Api(cloud, protocol, make_verifier(cloud), config.ec2.answer_slice_items,
@@ -140,13 +167,12 @@ async def run(config: Config) -> None:
     admin.public_paths.add("/metrics")
     listener.make_room([c.max_connections for c in (config.ec2, config.admin, config.metadata, config.xmlrpc,
                                                     config.marketplace) if c is not None])
-    listeners: dict[str, listener.Listener] = {}
-    listeners["ec2"] = await listener.start(ec2.app(), config.ec2, ec2.refuse)
-    listeners["admin"] = await listener.start(admin_app, config.admin, admin.refuse)
+    listeners["ec2"] = await _listen("EC2 API", ec2.app(), config.ec2, ec2.refuse)
+    listeners["admin"] = await _listen("admin API", admin_app, config.admin, admin.refuse)
     md_line = ""
     if config.metadata is not None:
         md_app = metadata_app(cloud, service=cloud.metadata, require_token=config.metadata.require_token)
-        listeners["metadata"] = await listener.start(md_app, config.metadata)
+        listeners["metadata"] = await _listen("metadata", md_app, config.metadata)
         md_port = listeners["metadata"].port
         md_line = f"  metadata       http://{config.metadata.listen}:{md_port}  (for instances, by source address)\n"
     if config.xmlrpc is not None:
@@ -154,12 +180,12 @@ async def run(config: Config) -> None:
         one_app[XMLRPC_KEY].observe = lambda method, code, s: metrics.request("xmlrpc", method, code, s)
         one_app[REFUSALS_APP_KEY].observe = metrics.refusal
         logins["xmlrpc"] = one_app[XMLRPC_KEY].logins
-        listeners["xmlrpc"] = await listener.start(one_app, config.xmlrpc, xmlrpc_refuse)
+        listeners["xmlrpc"] = await _listen("XML-RPC", one_app, config.xmlrpc, xmlrpc_refuse)
         one_port = listeners["xmlrpc"].port
         one_app[XMLRPC_KEY].port = one_port
         md_line += f"  XML-RPC        http://{config.xmlrpc.listen}:{one_port}/RPC2  (OpenNebula API, pyone)\n"
     if config.marketplace is not None:
-        listeners["marketplace"] = await listener.start(public_app(cloud), config.marketplace)
+        listeners["marketplace"] = await _listen("marketplace", public_app(cloud), config.marketplace)
         mp_port = listeners["marketplace"].port
         if cloud.publisher is not None and config.marketplace.public_url is None:
             cloud.publisher.public_url = f"http://{config.marketplace.listen}:{mp_port}"
@@ -181,11 +207,6 @@ async def run(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    monitor.stop()
-    for ln in listeners.values():
-        await ln.stop()
-    http_refusals.flush()
-    await cloud.stop()
 
 
 def _reset_handler(monitor: LoopMonitor) -> Any:

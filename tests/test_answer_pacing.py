@@ -30,8 +30,7 @@ NS = "{http://ec2.amazonaws.com/doc/2016-11-15/}"
 
 @pytest.fixture
 async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
-    c = Cloud(load_config(write_config(tmp_path, model_cache)), "http://127.0.0.1:0")
-    await c.start()
+    c = await Cloud.open(load_config(write_config(tmp_path, model_cache)), "http://127.0.0.1:0")
     yield c
     await c.stop()
 

@@ -23,8 +23,7 @@ from conftest import write_config
 @pytest.fixture
 async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
     cfg = load_config(write_config(tmp_path, model_cache, terminated_visible_s=0))
-    c = Cloud(cfg, "http://127.0.0.1:0")
-    await c.start()
+    c = await Cloud.open(cfg, "http://127.0.0.1:0")
     yield c
     await c.stop()
 
@@ -142,8 +141,7 @@ async def test_failed_start_leaves_the_instance_stopped(tmp_path: Path, model_ca
     types = {"t3.nano": {"vcpus": 1, "memory_mib": 512}, "x1.broken": {"vcpus": 1, "memory_mib": 512,
                                                                        "template": str(bad)}}
     cfg = load_config(write_config(tmp_path, model_cache, instance_types=types))
-    cloud = Cloud(cfg, "http://127.0.0.1:0")
-    await cloud.start()
+    cloud = await Cloud.open(cfg, "http://127.0.0.1:0")
     try:
         caller = Caller(await cloud.users.create("u"))
         never = await launch(cloud, caller, instance_type="x1.broken")

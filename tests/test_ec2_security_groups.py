@@ -394,8 +394,7 @@ def test_survives_a_crash(new_server: Any) -> None:
 @pytest.fixture
 async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
     cfg = load_config(write_config(tmp_path, model_cache, terminated_visible_s=0))
-    c = Cloud(cfg, "http://127.0.0.1:0")
-    await c.start()
+    c = await Cloud.open(cfg, "http://127.0.0.1:0")
     yield c
     await c.stop()
 
@@ -482,8 +481,7 @@ async def test_filters_follow_rules_and_members(cloud: Cloud) -> None:
 
 async def test_filters_come_back_after_a_restart(tmp_path: Path, model_cache: Path) -> None:
     cfg = load_config(write_config(tmp_path, model_cache))
-    c = Cloud(cfg, "http://127.0.0.1:0")
-    await c.start()
+    c = await Cloud.open(cfg, "http://127.0.0.1:0")
     caller = Caller(await c.users.create("u"))
     g = (await c.security_groups.create(caller, {"GroupName": "g", "Description": "g"})).id
     await c.security_groups.authorize(caller, {"GroupId": g, "IpProtocol": "udp", "FromPort": 53, "ToPort": 53,
@@ -491,8 +489,7 @@ async def test_filters_come_back_after_a_restart(tmp_path: Path, model_cache: Pa
     iid = await launch(c, caller, [g])
     want = applied(c, iid)
     await c.stop()
-    c2 = Cloud(cfg, "http://127.0.0.1:0")   # new driver objects: nothing applied yet
-    await c2.start()
+    c2 = await Cloud.open(cfg, "http://127.0.0.1:0")   # new driver objects: nothing applied yet
     try:
         await c2.compute.idle()
         assert applied(c2, iid) == want

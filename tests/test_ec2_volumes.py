@@ -381,8 +381,7 @@ def test_aws_cli(server: Any, alice: dict[str, str]) -> None:
 @pytest.fixture
 async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
     cfg = load_config(write_config(tmp_path, model_cache))
-    c = Cloud(cfg, "http://127.0.0.1:0")
-    await c.start()
+    c = await Cloud.open(cfg, "http://127.0.0.1:0")
     yield c
     await c.stop()
 
@@ -442,8 +441,7 @@ async def test_attached_volume_reaches_the_domain_definition(cloud: Cloud) -> No
 
 async def test_transitional_work_is_redone_after_a_restart(tmp_path: Path, model_cache: Path) -> None:
     cfg = load_config(write_config(tmp_path, model_cache))
-    first = Cloud(cfg, "http://127.0.0.1:0")
-    await first.start()
+    first = await Cloud.open(cfg, "http://127.0.0.1:0")
     caller = Caller(await first.users.create("u"))
     # Requests acknowledged, then the process dies before the files are made.
     first.volumes._serial = lambda keys, coro: coro.close()  # type: ignore[method-assign]
@@ -451,8 +449,7 @@ async def test_transitional_work_is_redone_after_a_restart(tmp_path: Path, model
     assert not first.volumes.volume_path(vol.id).exists()
     await first.stop()
 
-    second = Cloud(cfg, "http://127.0.0.1:0")
-    await second.start()
+    second = await Cloud.open(cfg, "http://127.0.0.1:0")
     try:
         await second.volumes.idle()
         assert second.volumes.table.get(vol.id).state == "available"

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cloudctl.config import load_config
-from cloudctl.core.cloud import Cloud
+from cloudctl.core.cloud import host_driver
 from cloudctl.drivers.hypervisor.base import FirewallRule, FirewallSpec
 from cloudctl.drivers.hypervisor.libvirt import LibvirtDriver
 from cloudctl.drivers.hypervisor.registry import make_driver
@@ -41,8 +41,8 @@ def test_the_driver_follows_the_uri_scheme_or_the_config(tmp_path: Path, model_c
     assert make_driver(None, "h", "test:///default")._workers == 1    # type: ignore[attr-defined]
     assert type(make_driver("libvirt", "h", "test:///default")) is LibvirtDriver
 
-    cloud = Cloud(load_config(with_driver(tmp_path, model_cache, "libvirt")), "http://127.0.0.1:0")
-    kinds = [type(d) for d in cloud.drivers.values()]
+    config = load_config(with_driver(tmp_path, model_cache, "libvirt"))
+    kinds = [type(host_driver(h)) for h in config.hosts]   # (what Cloud.open builds each host's driver with)
     assert kinds == [LibvirtDriver, SimulatedLibvirtDriver]     # host-a as named, host-b by its test: URI
 
 

@@ -149,8 +149,7 @@ class Env:
 async def env(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, netns: Netns) -> AsyncIterator[Env]:
     d = tmp_path_factory.mktemp("metadata")
     cfg = load_config(write_config(d, model_cache, subnets={ZONE: str(netns.subnet)}, networks=[]))
-    cloud = Cloud(cfg, "http://127.0.0.1:0")
-    await cloud.start()
+    cloud = await Cloud.open(cfg, "http://127.0.0.1:0")
     runner: web.AppRunner | None = None
     try:
         caller = Caller(await cloud.users.create("imds"))

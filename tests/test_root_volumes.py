@@ -130,7 +130,7 @@ def test_launch_tag_specifications_tag_the_launch_volumes(ec2: Any, image_id: st
                                           {"Name": "attachment.instance-id", "Values": [iid]}])["Volumes"]
     assert sorted(v["VolumeId"] for v in found) == sorted(vids)
     ec2.terminate_instances(InstanceIds=[iid])
-    wait_state(ec2, [iid], "terminated")
+    ec2.get_waiter("volume_deleted").wait(VolumeIds=vids, WaiterConfig=FAST)   # (deleted after the instance)
     assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": vids}])["Tags"] == []
 
 
@@ -246,8 +246,7 @@ def disk_config(tmp_path: Path, model_cache: Path) -> Path:
 
 @pytest.fixture
 async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
-    c = Cloud(load_config(disk_config(tmp_path, model_cache)), "http://127.0.0.1:0")
-    await c.start()
+    c = await Cloud.open(load_config(disk_config(tmp_path, model_cache)), "http://127.0.0.1:0")
     yield c
     await c.stop()
 
@@ -349,8 +348,7 @@ async def test_create_image_reads_the_root_volume(cloud: Cloud) -> None:
 
 async def test_a_lost_domain_is_defined_again_over_the_same_root(tmp_path: Path, model_cache: Path) -> None:
     cfg = load_config(disk_config(tmp_path, model_cache))
-    first = Cloud(cfg, "http://127.0.0.1:0")
-    await first.start()
+    first = await Cloud.open(cfg, "http://127.0.0.1:0")
     caller = Caller(await first.users.create("u"))
     iid = await run_one(first, caller)
     vid = first.volumes.root_of(iid).id
@@ -358,8 +356,7 @@ async def test_a_lost_domain_is_defined_again_over_the_same_root(tmp_path: Path,
     qemu_io(path, "write -P 0x77 0 4k")
     await first.stop()
     # The test driver forgets its domains with the process: the instance's domain is lost.
-    second = Cloud(cfg, "http://127.0.0.1:0")
-    await second.start()
+    second = await Cloud.open(cfg, "http://127.0.0.1:0")
     try:
         assert any(f"{iid}: running but no domain" in line for line in second.compute.reconcile_report)
         await second.compute.idle()
@@ -375,8 +372,7 @@ async def test_instances_of_the_previous_version_keep_their_own_overlay(tmp_path
     """State written before root volumes: an instance row without root_device and no root
     volume. It must load, run on its overlay in the instance directory, and terminate."""
     cfg = load_config(disk_config(tmp_path, model_cache))
-    first = Cloud(cfg, "http://127.0.0.1:0")
-    await first.start()
+    first = await Cloud.open(cfg, "http://127.0.0.1:0")
     caller = Caller(await first.users.create("u"))
     image = next(i for i in first.images.table.values() if i.name == "cloudctl-blank")
     old = {"id": "i-0123456789abcdef0", "owner": caller.account, "reservation_id": "r-0123456789abcdef0",
@@ -387,8 +383,7 @@ async def test_instances_of_the_previous_version_keep_their_own_overlay(tmp_path
     await first.store.sync()
     await first.stop()
 
-    second = Cloud(cfg, "http://127.0.0.1:0")
-    await second.start()
+    second = await Cloud.open(cfg, "http://127.0.0.1:0")
     try:
         await second.compute.idle()
         inst = second.compute.table.get(old["id"])

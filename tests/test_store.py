@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from cloudctl.store import checkpoint as ckpt
 from cloudctl.store.journal import JournalError, journal_path
-from cloudctl.store.records import KeyPair, User
+from cloudctl.store.records import ROW_TYPES, KeyPair, Reservation, Subscription, User
 from cloudctl.store.store import Store
 
 
@@ -148,4 +149,49 @@ async def test_checkpoint_truncates_journal_and_keeps_everything(tmp_path: Path)
     await s.close()
     s2 = await open_store(tmp_path)
     assert len(s2.table(KeyPair)) == 50
+    await s2.close()
+
+
+def subscription(endorsers: list[list[str]]) -> Subscription:
+    return Subscription(id="sub-1", url="https://lists.example/list", identifier="list-1", endorsers=endorsers,
+                        trust="/etc/ca", policy="accept", interval_s=60.0, created=1.0)
+
+
+def test_rows_are_frozen_and_hold_tuples() -> None:
+    """A checkpoint encodes rows on a worker thread while the loop runs: nothing may change one."""
+    r = Reservation(id="r-1", owner="1", instance_ids=["i-1", "i-2"])
+    assert r.instance_ids == ("i-1", "i-2")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.instance_ids = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        r.instance_ids.append("i-3")  # type: ignore[attr-defined]
+    assert dataclasses.replace(r, instance_ids=["i-9"]).instance_ids == ("i-9",)
+    assert subscription([["CN=a", "CN=ca"]]).endorsers == (("CN=a", "CN=ca"),)
+
+
+def test_every_row_type_is_frozen_without_lists() -> None:
+    """A new row type (or field) must not bring back rows a caller can change in place."""
+    for t in ROW_TYPES:
+        assert t.__dataclass_params__.frozen, t.__name__   # type: ignore[attr-defined]
+        lists = [f.name for f in dataclasses.fields(t) if str(f.type).startswith("list")]
+        assert not lists, f"{t.__name__}: {lists} (use tuple[...], made so in __post_init__)"
+
+
+async def test_sequences_are_json_lists_on_disk_and_load_as_tuples(tmp_path: Path) -> None:
+    """The format is unchanged (journals and checkpoints written before rows held tuples load)."""
+    s = await open_store(tmp_path)
+    with s.txn() as tx:
+        tx.put(Reservation(id="r-1", owner="1", instance_ids=("i-1", "i-2")))
+    await s.sync()
+    await s.checkpoint()   # r-1 in the checkpoint, the subscription in the journal after it
+    with s.txn() as tx:
+        tx.put(subscription([["CN=a", "CN=ca"], ["CN=b", "CN=ca"]]))
+    await s.sync()
+    gen = s.gen
+    await s.close()
+    assert '"instance_ids":["i-1","i-2"]' in ckpt.checkpoint_path(tmp_path, gen).read_text()
+    assert '"endorsers":[["CN=a","CN=ca"],["CN=b","CN=ca"]]' in journal_path(tmp_path, gen).read_text()
+    s2 = await open_store(tmp_path)
+    assert s2.table(Reservation).get("r-1").instance_ids == ("i-1", "i-2")
+    assert s2.table(Subscription).get("sub-1").endorsers == (("CN=a", "CN=ca"), ("CN=b", "CN=ca"))
     await s2.close()

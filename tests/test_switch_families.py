@@ -92,8 +92,7 @@ def test_families_register_by_name() -> None:
 @asynccontextmanager
 async def running(config: Config) -> AsyncIterator[tuple[Cloud, str]]:
     """The core in-process and its admin API (the HIL routes included) on a loopback socket."""
-    cloud = Cloud(config, "http://127.0.0.1:0")
-    await cloud.start()
+    cloud = await Cloud.open(config, "http://127.0.0.1:0")
     srv = TestServer(AdminApi(cloud, "tok", lambda: {}).app())
     try:
         await srv.start_server()

@@ -197,7 +197,11 @@ async def start(app: web.Application, cfg: Listen, refuse: Refuse = plain_refusa
     runner = web.AppRunner(app, handle_signals=False, **handler_kw)
     await runner.setup()
     site = _CappedSite(runner, cfg.listen, cfg.port, cfg.max_connections, handler_kw)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:   # e.g. the port is in use: nothing of this listener is left behind
+        await runner.cleanup()
+        raise
     return Listener(runner, site)
 
 

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config, Host, default_key_file
@@ -22,6 +22,7 @@ from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
 from .compute import Compute
 from .events import Events
+from .host_health import HostStates
 from .images import Images
 from .imports import ImageImports
 from .instance_files import InstanceFiles
@@ -35,8 +36,10 @@ from .numeric_ids import NumericIds
 from .scheduler import Scheduler
 from .security_groups import SecurityGroups
 from .tags import Tags
+from .tasks import Supervisor
 from .users import Users
 from .volumes import Volumes
+from .work import KeyedWork
 
 log = logging.getLogger("cloudctl")
 
@@ -74,49 +77,96 @@ def controller_id(state_dir: Path) -> str:
         return ident
 
 
+# Background tasks are stopped in this order at shutdown, each group ended before the next:
+# the host pollers first (their rounds start fences and state changes), then fence loops, the
+# marketplace's polls (they start downloads), the periodic jobs (checkpoints, expiry, trims),
+# a pending re-reconcile and the start-up audit, and last the console captures and switch
+# workers (their services' close() ends what they hold: ipmitool processes, SSH sessions).
+TASK_ORDER = ("monitor", "failover", "marketplace", "periodic", "reconcile", "start-up", "consoles",
+              "switch-ops")
+
+
 class Cloud:
-    def __init__(self, config: Config, endpoint: str, driver_factory: DriverFactory = host_driver) -> None:
+    """The composition root: every service is built here, in dependency order, and given what it
+    uses. Made by `Cloud.open`, which opens the state first (services read their tables as they
+    are built) and closes whatever it opened if the start fails."""
+
+    @classmethod
+    async def open(cls, config: Config, endpoint: str, driver_factory: DriverFactory = host_driver) -> Cloud:
+        ensure_private_dir(config.state_dir)
+        store = Store(config.state_dir)
+        drivers = {h.name: driver_factory(h) for h in config.hosts}
+        await store.open()
+        try:
+            # First: a missing or wrong key must stop the start here, in one line (SecretsError).
+            secrets = await BmSecrets.open(store, config.secrets_key_file or default_key_file(config.state_dir))
+            cloud = cls(config, endpoint, store, drivers, secrets)
+        except BaseException:
+            await store.close()
+            raise
+        try:
+            await cloud._start()
+        except BaseException:
+            try:
+                await cloud.stop()
+            except Exception:
+                log.exception("closing after a failed start failed")
+            raise
+        return cloud
+
+    def __init__(self, config: Config, endpoint: str, store: Store, drivers: dict[str, HypervisorDriver],
+                 secrets: BmSecrets) -> None:
+        cfg = config
         self.config = config
         self.endpoint = endpoint
-        self.store = Store(config.state_dir)
-        self.drivers: dict[str, HypervisorDriver] = {
-            h.name: driver_factory(h) for h in config.hosts}
-        self._bg: list[asyncio.Task[None]] = []
-        self._rereconcile: asyncio.Task[None] | None = None
+        self.store = store
+        self.drivers = drivers
+        self.secrets = secrets
         self.started_at = time.time()
-
-    async def start(self) -> None:
-        cfg = self.config
-        ensure_private_dir(cfg.state_dir)
-        await self.store.open()
-        # First: a missing or wrong key must stop the start here, in one line (SecretsError).
-        self.secrets = await BmSecrets.open(self.store, cfg.secrets_key_file or default_key_file(cfg.state_dir))
-        self.tags = Tags(self.store)
-        self.events = Events(self.store)
-        self.users = Users(self.store)
-        self.numeric_ids = NumericIds(self.store, first={"user": 1})   # user 0 is OpenNebula's oneadmin
+        self.tasks = Supervisor(TASK_ORDER)
+        self._rereconcile: asyncio.Task[None] | None = None
+        self.tags = Tags(store)
+        self.events = Events(store)
+        self.users = Users(store)
+        self.numeric_ids = NumericIds(store, first={"user": 1})   # user 0 is OpenNebula's oneadmin
         self.storage = QemuImgStorage()
-        self.images = Images(self.store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage,
+        self.images = Images(store, self.tags, cfg.image_store, cfg.user_image_urls, self.storage,
                              cfg.user_image_urls_local)
-        self.imports = ImageImports(self.store, self.tags, self.images, cfg.user_image_urls)
-        self.keypairs = KeyPairs(self.store, self.tags, cfg.limits.key_pairs)
-        self.network = Networks(self.store, cfg)
-        self.scheduler = Scheduler(self.store, cfg)
-        self.catalog = Catalog(cfg, self.endpoint)
-        self.compute = Compute(self.store, cfg, self.tags, self.images, self.keypairs, self.network,
-                               self.scheduler, self.drivers,
-                               InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
-                               self.events, controller_id(cfg.state_dir))
-        self.volumes = Volumes(self.store, cfg, self.tags, self.drivers, self.storage, self.compute.work)
-        self.compute.volumes = self.volumes
-        self.security_groups = SecurityGroups(self.store, self.tags, self.network.vpc_id, self.drivers, self.compute.work)
-        self.compute.security_groups = self.security_groups
-        self.volumes.image_file = self.images.file_of
-        connected: set[str] = set()
+        self.imports = ImageImports(store, self.tags, self.images, cfg.user_image_urls)
+        self.keypairs = KeyPairs(store, self.tags, cfg.limits.key_pairs)
+        self.network = Networks(store, cfg)
+        self.scheduler = Scheduler(store, cfg)
+        self.catalog = Catalog(cfg, endpoint)
+        self.health = HostStates(h.name for h in cfg.hosts)
+        work = KeyedWork()   # hypervisor work after the answer: instances, their volumes and filters in one order
+        self.volumes = Volumes(store, cfg, self.tags, drivers, self.storage, work, self.images.file_of)
+        self.security_groups = SecurityGroups(store, self.tags, self.network.vpc_id, drivers, work)
         eips = cfg.elastic_ips
-        self.addresses = Addresses(self.store, cfg, self.tags, self.network,
+        self.addresses = Addresses(store, cfg, self.tags, self.network,
                                    scripts_for(eips.associate_script, eips.disassociate_script, eips.script_timeout_s))
-        self.compute.addresses = self.addresses
+        self.compute = Compute(store, cfg, self.tags, self.images, self.keypairs, self.network, self.scheduler,
+                               drivers, InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
+                               self.events, controller_id(cfg.state_dir), work, self.volumes, self.security_groups,
+                               self.addresses, self.health.impaired_reason)
+        self.monitor = Monitor(store, cfg, self.compute, self.scheduler, drivers, self.events, self.health,
+                               self.tasks)
+        self.publisher: Publisher | None = None
+        self.subscriber: Subscriber | None = None
+        if cfg.marketplace is not None:
+            m = cfg.marketplace
+            if m.publish is not None:
+                self.publisher = Publisher(store, self.images, self.events, m.publish,
+                                           m.public_url or f"http://{m.listen}:{m.port}")
+            self.subscriber = Subscriber(store, self.images, self.tags, self.events, m)
+        self.metadata = InstanceMetadata(store, cfg.region, self.images, self.keypairs, self.network,
+                                         addresses=self.addresses)
+        self.baremetal = Baremetal(store, cfg.baremetal, self.events, self.compute, self.users, self.images,
+                                   secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle)
+
+    async def _start(self) -> None:
+        """Connect the hosts, seed the images, reconcile, then start the background tasks."""
+        cfg = self.config
+        connected: set[str] = set()
         for h in cfg.hosts:
             driver = self.drivers[h.name]
             cpu = h.cpu_overcommit or cfg.overcommit.cpu
@@ -131,27 +181,18 @@ class Cloud:
                           h.uri, e)
                 self.scheduler.add_host(h.name, h.zone, 0, 0, cpu, mem)
         self.scheduler.start()
-        self.monitor = Monitor(self.store, cfg, self.compute, self.scheduler, self.drivers, self.events)
-        self.compute.host_trouble = self.monitor.impaired_reason
         for im in cfg.images:
             seeded = await self.images.seed(im.name, im.file, im.description)
             if seeded:
                 log.info("registered image %s as %s", im.name, seeded.id)
-        self.publisher: Publisher | None = None
-        self.subscriber: Subscriber | None = None
         if cfg.marketplace is not None:
             m = cfg.marketplace
-            public = m.public_url or f"http://{m.listen}:{m.port}"
-            if m.publish is not None:
-                self.publisher = Publisher(self.store, self.images, self.events, m.publish, public)
-                self._bg.append(asyncio.create_task(self._every(
-                    min(60.0, m.publish.resign_before_days * 86400 / 4), self.publisher.resign_if_due)))
-            self.subscriber = Subscriber(self.store, self.images, self.tags, self.events, m)
-            self.subscriber.resume_pending()
-            self._bg.append(asyncio.create_task(self._every(m.poll_tick_s, self.subscriber.tick)))
-        self.metadata = InstanceMetadata.for_cloud(self)
-        self.baremetal = Baremetal(self.store, cfg.baremetal, self.events, self.compute, self.users, self.images,
-                                   self.secrets, cfg.state_dir / "console", cfg.login_throttle)
+            if self.publisher is not None and m.publish is not None:
+                self.tasks.every("marketplace", min(60.0, m.publish.resign_before_days * 86400 / 4),
+                                 self.publisher.resign_if_due)
+            if self.subscriber is not None:
+                self.subscriber.resume_pending()
+                self.tasks.every("marketplace", m.poll_tick_s, self.subscriber.tick)
         await self.compute.reconcile()
         self.security_groups.start()
         self.volumes.reconcile()
@@ -161,18 +202,17 @@ class Cloud:
         _freeze_long_lived()
         self.baremetal.start()
         self.monitor.start(connected)
-        self._bg.append(asyncio.create_task(self._every(cfg.checkpoint.interval_s, self._maybe_checkpoint,
-                                                        poll=min(5.0, cfg.checkpoint.interval_s))))
-        self._bg.append(asyncio.create_task(self._every(min(60.0, max(1.0, cfg.terminated_visible_s / 4)),
-                                                        self.compute.expire_terminated)))
-        self._bg.append(asyncio.create_task(self._every(600.0, self.events.trim)))
-        self._bg.append(asyncio.create_task(self._every(600.0, self.baremetal.ops.trim)))
+        self.tasks.every("periodic", cfg.checkpoint.interval_s, self._maybe_checkpoint,
+                         poll=min(5.0, cfg.checkpoint.interval_s))
+        self.tasks.every("periodic", min(60.0, max(1.0, cfg.terminated_visible_s / 4)), self.compute.expire_terminated)
+        self.tasks.every("periodic", 600.0, self.events.trim)
+        self.tasks.every("periodic", 600.0, self.baremetal.ops.trim)
 
     def _after_rollback(self) -> None:
         """Changes the journal could not write were undone in memory, some of them records of
         hypervisor work already done (an instance that became running): reconcile again soon."""
         if self._rereconcile is None or self._rereconcile.done():
-            self._rereconcile = asyncio.get_running_loop().create_task(self._reconcile_later())
+            self._rereconcile = self.tasks.spawn("reconcile", self._reconcile_later(), "reconcile after a rollback")
 
     async def _reconcile_later(self) -> None:
         await asyncio.sleep(1.0)
@@ -198,32 +238,17 @@ class Cloud:
             await self.store.checkpoint()
             _freeze_long_lived()
 
-    async def _every(self, period: float, fn: Callable[[], Awaitable[object]], poll: float | None = None) -> None:
-        while True:
-            await asyncio.sleep(poll or period)
-            try:
-                await fn()
-            except Exception:  # a failed round must not end the loop; the next one retries
-                log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
-
     async def stop(self) -> None:
-        if hasattr(self, "monitor"):
-            await self.monitor.stop()
-        for t in self._bg:
-            t.cancel()
-        await asyncio.gather(*self._bg, return_exceptions=True)
-        if getattr(self, "subscriber", None) is not None:
-            await self.subscriber.close()  # type: ignore[union-attr]
-        if hasattr(self, "compute"):
-            await asyncio.wait_for(self.compute.idle(), timeout=30)
-        if hasattr(self, "volumes"):
-            await self.volumes.close(timeout=30)
-        if hasattr(self, "imports"):
-            await self.imports.close()
-        if hasattr(self, "baremetal"):
-            await self.baremetal.close()
-        if hasattr(self, "addresses"):
-            await self.addresses.idle()
+        """Background tasks first (in TASK_ORDER), then the work they and requests started, the
+        services holding processes and sessions, the journal, and the hypervisor connections."""
+        await self.tasks.stop()
+        if self.subscriber is not None:
+            await self.subscriber.close()
+        await asyncio.wait_for(self.compute.idle(), timeout=30)
+        await self.volumes.close(timeout=30)
+        await self.imports.close()
+        await self.baremetal.close()
+        await self.addresses.idle()
         await self.store.close()
         for d in self.drivers.values():
             try:

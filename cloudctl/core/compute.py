@@ -57,7 +57,9 @@ MAX_USER_DATA = 16 * 1024
 class Compute:
     def __init__(self, store: Store, config: Config, tags: Tags, images: Images, keypairs: KeyPairs,
                  network: Networks, scheduler: Scheduler, drivers: dict[str, HypervisorDriver],
-                 files: InstanceFiles, events: Events | None = None, controller_id: str = "") -> None:
+                 files: InstanceFiles, events: Events, controller_id: str, work: KeyedWork, volumes: Volumes,
+                 security_groups: SecurityGroups, addresses: Addresses,
+                 host_trouble: Callable[[str], str | None]) -> None:
         self.store = store
         self.config = config
         self.tags = tags
@@ -70,11 +72,9 @@ class Compute:
         self.renderer = DomainRenderer(config, controller_id)
         self.files = files
         self.events = events
-        # Set by the cloud once volumes exist: launch volumes, data disks, release at terminate.
-        self.volumes: Volumes | None = None
-        # Set by the cloud: launch groups, packet filters applied before domains are defined.
-        self.security_groups: SecurityGroups | None = None
-        self.addresses: Addresses | None = None   # set by the cloud: elastic IPs let go at terminate
+        self.volumes = volumes   # launch volumes, data disks, release at terminate
+        self.security_groups = security_groups   # launch groups, packet filters applied before domains are defined
+        self.addresses = addresses   # elastic IPs let go at terminate
         self.table = store.table(Instance)
         self.reservations = store.table(Reservation)
         self._by_owner: MultiIndex[Instance] = self.table.add_index(MultiIndex(lambda i: i.owner))
@@ -84,11 +84,11 @@ class Compute:
         self.by_state: CountIndex[Instance] = self.table.add_index(CountIndex(lambda i: i.state))   # metrics
         self._by_token: MultiIndex[Reservation] = self.reservations.add_index(
             MultiIndex(lambda r: f"{r.owner}\x1f{r.client_token}" if r.client_token else None))
-        self.work = KeyedWork()   # hypervisor work after the answer, in order per instance
+        self.work = work   # hypervisor work after the answer, in order per instance (shared with volumes, groups)
         self._hard_stop: set[str] = set()   # instances whose pending stop is forced
         self.reconcile_report: list[str] = []
-        # Why instances on a host are impaired (its host is in error), or None; set by the monitor.
-        self.host_trouble: Callable[[str], str | None] = lambda host: None
+        # Why instances on a host are impaired (its host is in error), or None; the monitor's polls decide.
+        self.host_trouble = host_trouble
         tags.register("instance", self._check_owner)
         self.filters = self._filter_set()
         self.status_filters = self._status_filter_set()
@@ -138,7 +138,7 @@ class Compute:
         }, tags_of=lambda i: self.tags.of(i.id))
 
     def _public_ip(self, i: Instance) -> str | None:
-        eip = self.addresses.of_instance(i.id) if self.addresses is not None else None
+        eip = self.addresses.of_instance(i.id)
         return eip.public_ip if eip is not None else None
 
     def _status_filter_set(self) -> FilterSet:
@@ -157,11 +157,11 @@ class Compute:
         return s.id if s else None
 
     def _group_names(self, i: Instance) -> list[str]:
-        return [n for _, n in self.security_groups.groups_of(i)] if self.security_groups else []
+        return [n for _, n in self.security_groups.groups_of(i)]
 
     # -- lookups -------------------------------------------------------------------------------
     def _volumes_of(self, inst: Instance) -> list[Volume]:
-        return self.volumes.attached_to(inst.id) if self.volumes is not None else []
+        return self.volumes.attached_to(inst.id)
 
     def _check_owner(self, caller: Caller, instance_id: str) -> None:
         self.owned(caller, [instance_id])
@@ -252,16 +252,14 @@ class Compute:
             raise CloudError("InvalidParameterCombination",
                              "A private IP address can only be given when launching one instance (MaxCount=1)")
         tag_pairs, volume_tags = Tags.validate_pairs(spec.instance_tags), Tags.validate_pairs(spec.volume_tags)
-        root_spec, launch_volumes = (self.volumes.launch_specs(caller, spec.block_devices)
-                                     if self.volumes else (None, []))
+        root_spec, launch_volumes = self.volumes.launch_specs(caller, spec.block_devices)
         root_gib = root_spec.size if root_spec else None
         least = self.images.min_root_gib(image)
         if root_gib is not None and root_gib < least:
             raise CloudError("InvalidParameterValue", f"Volume of size {root_gib}GB is smaller than image "
                              f"'{image.id}', expect size >= {least}GB")
         new_groups: dict[str, Any] = {}   # a default group made by this launch
-        group_ids = (self.security_groups.for_launch(caller, spec.group_ids, spec.group_names, new_groups)
-                     if self.security_groups else [])
+        group_ids = self.security_groups.for_launch(caller, spec.group_ids, spec.group_names, new_groups)
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
@@ -273,7 +271,7 @@ class Compute:
                                       f"Zone you requested ({zone}): {room} more fit, {lo} requested.")
         count = min(hi, room, self._quota_left(caller.account, itype, lo))
         root_size = (root_gib or max(itype.disk_gib, least)) if root_spec is not None else 0
-        if (launch_volumes or root_spec is not None) and self.volumes is not None:
+        if launch_volumes or root_spec is not None:
             # Root volumes count, as EBS ones do in EC2's storage quotas.
             self.volumes.check_quota(caller.account, count * (len(launch_volumes) + (root_spec is not None)),
                                      count * (root_size + sum(v.size for v in launch_volumes)))
@@ -299,10 +297,10 @@ class Compute:
                     vlan_nics=[dataclasses.asdict(n) for n in spec.vlan_nics])
                 tx.put(inst)
                 made: list[str] = []   # this instance's new volumes, which take the launch's volume tags
-                if root_spec is not None and self.volumes is not None:
+                if root_spec is not None:
                     made.append(self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec,
                                                                 root_size, image.id, now).id)
-                if launch_volumes and self.volumes is not None:
+                if launch_volumes:
                     volume_ids[iid] = self.volumes.add_at_launch(tx, caller.account, iid, zone, launch_volumes, now)
                     made += volume_ids[iid]
                 if tag_pairs:
@@ -311,13 +309,12 @@ class Compute:
                     for vid in made:
                         self.tags.put(tx, caller.account, vid, "volume", volume_tags)
                 launched.append(inst)
-            res.instance_ids = [i.id for i in launched]
+            res = replace(res, instance_ids=tuple(i.id for i in launched))
             tx.put(res)
-            if self.security_groups is not None:
-                self.security_groups.store_pending(tx, new_groups)
+            self.security_groups.store_pending(tx, new_groups)
         await self.store.sync()
         for inst in launched:
-            if inst.id in volume_ids and self.volumes is not None:
+            if inst.id in volume_ids:
                 self.volumes.make_launch_files(inst.id, volume_ids[inst.id])   # queued before the launch
             self.converge(inst.id)
         return res, launched
@@ -487,7 +484,7 @@ class Compute:
             if i.state != "stopped":
                 raise CloudError.wrong_state("IncorrectInstanceState",
                                              f"The instance '{i.id}' is not in a state from which it can be started.")
-            if i.root_device and self.volumes is not None and self.volumes.root_of(i.id) is None:
+            if i.root_device and self.volumes.root_of(i.id) is None:
                 raise CloudError("InvalidParameterValue", f"Invalid value '{i.id}' for instanceId. Instance "
                                  f"does not have a volume attached at root ({i.root_device})")
             t = self.type_of(i.instance_type)
@@ -530,7 +527,7 @@ class Compute:
             "ebsOptimized": False,
             "sourceDestCheck": True,
             "groupSet": [{"GroupId": g, "GroupName": n} for g, n in
-                         (self.security_groups.groups_of(inst) if self.security_groups else [])],
+                         self.security_groups.groups_of(inst)],
             "blockDeviceMapping": self._volumes_of(inst),
             "productCodes": [],
             "rootDeviceName": inst.root_device or "/dev/vda",
@@ -573,10 +570,10 @@ class Compute:
                     raise CloudError("InvalidParameterValue",
                                      f"Invalid value '{value}' for instanceInitiatedShutdownBehavior")
                 updates["shutdown_behavior"] = value
-            elif name == "groupSet" and self.security_groups is not None:
+            elif name == "groupSet":
                 ids = [value] if isinstance(value, str) else list(value or [])
                 updates["group_ids"] = self.security_groups.group_ids_for(caller, ids)
-            elif name == "blockDeviceMapping" and isinstance(value, list) and value and self.volumes is not None:
+            elif name == "blockDeviceMapping" and isinstance(value, list) and value:
                 volume_changes = self.volumes.delete_on_termination_changes(iid, value)
             else:
                 raise CloudError("InvalidParameterValue",
@@ -597,10 +594,10 @@ class Compute:
             raise CloudError.wrong_state("IncorrectInstanceState",
                                          f"The instance '{inst.id}' must be stopped (or running, with NoReboot) "
                                          f"to image it.")
-        root = self.volumes.root_of(inst.id) if self.volumes is not None else None
+        root = self.volumes.root_of(inst.id)
         disk = self.files.root_disk(inst.id)
         if root is not None:
-            disk = self.volumes.volume_path(root.id) if self.volumes is not None else None
+            disk = self.volumes.volume_path(root.id)
             if disk is not None and not disk.exists():
                 disk = None
         if disk is None:
@@ -653,8 +650,7 @@ class Compute:
             new = replace(inst, **updates)
             if updates.get("state") == "terminated":
                 self.network.release(tx, inst.private_ip)
-                if self.volumes is not None:
-                    self.volumes.release_instance(iid, tx)
+                self.volumes.release_instance(iid, tx)
                 new = replace(new, private_ip=None)
             tx.put(new)
             self._event(tx, old_state=inst.state, new=new)
@@ -662,7 +658,7 @@ class Compute:
         return new
 
     def _event(self, tx: Any, old_state: str, new: Instance) -> None:
-        if self.events is not None and old_state != new.state:
+        if old_state != new.state:
             reason = f" ({new.state_reason_message})" if new.state_reason_message else ""
             self.events.add(tx, "instance.state", new.id, f"{old_state} -> {new.state}{reason}",
                             new.state_reason_code, owner=new.owner, host=new.host, state=new.state)
@@ -690,8 +686,7 @@ class Compute:
     async def _drive(self, driver: HypervisorDriver, inst: Instance) -> None:
         iid = inst.id
         if inst.state in ("pending", "running"):
-            if self.security_groups is not None:   # the definition refers to it
-                await self.security_groups.apply(driver, inst)
+            await self.security_groups.apply(driver, inst)   # the definition refers to it
             await driver.define(iid, await self._xml(inst))
             await driver.start(iid)
             self._set_state(iid, "pending", state="running", ever_ran=True, transition_reason="",
@@ -701,17 +696,14 @@ class Compute:
                 await driver.stop(iid, force=iid in self._hard_stop, timeout=self.config.stop_timeout_s)
                 self._hard_stop.discard(iid)
             else:
-                if self.security_groups is not None:
-                    await self.security_groups.apply(driver, inst)
+                await self.security_groups.apply(driver, inst)
                 await driver.define(iid, await self._xml(inst))
             self._set_state(iid, "stopping", state="stopped")
         else:  # shutting-down, terminated
-            if self.addresses is not None:   # before the private address can go to another instance
-                await self.addresses.instance_gone(iid)
+            await self.addresses.instance_gone(iid)   # before the private address can go to another instance
             await driver.undefine(iid)
             await self.files.remove(iid)
-            if self.security_groups is not None:   # its address leaves its groups' peers' filters
-                await self.security_groups.remove(driver, iid)
+            await self.security_groups.remove(driver, iid)   # its address leaves its groups' peers' filters
             self._set_state(iid, "shutting-down", state="terminated", terminated_at=time.time())
 
     async def _failed(self, inst: Instance, err: HypervisorError) -> None:
@@ -722,8 +714,7 @@ class Compute:
                             state_reason_message=f"Server.InternalError: Internal error on start: {err}",
                             transition_reason=_reason("Server error"))
         elif inst.state == "pending":
-            if self.addresses is not None:
-                await self.addresses.instance_gone(inst.id)
+            await self.addresses.instance_gone(inst.id)
             self._set_state(inst.id, "pending", state="terminated", terminated_at=time.time(),
                                   state_reason_code="Server.InternalError",
                                   state_reason_message=f"Server.InternalError: Internal error on launch: {err}",
@@ -736,14 +727,14 @@ class Compute:
         kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
         net = self.network.of(inst)
         try:
-            root = self.volumes.root_of(inst.id) if self.volumes is not None and inst.root_device else None
+            root = self.volumes.root_of(inst.id) if inst.root_device else None
             if inst.root_device and root is None:
                 raise StorageError(f"{inst.id} has no volume attached at its root device {inst.root_device}")
             files = await self.files.prepare(
                 inst, itype, image, path, self.renderer.template_text(inst.instance_type),
                 [kp.public_key] if kp else [], hostname=private_dns(inst, self.config.region),
                 gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None,
-                dns=list(net.dns) if net else None, root_volume=self._root_file(root) if root is not None and self.volumes is not None else None)
+                dns=list(net.dns) if net else None, root_volume=self._root_file(root) if root is not None else None)
         except (OSError, StorageError, ConfigDriveError) as e:
             raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
         kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)
@@ -753,12 +744,12 @@ class Compute:
             # Guests on Open vSwitch sit on a per-VLAN Linux bridge, where nwfilter works too.
             bridge = (await driver.plug_ovs(net.bridge, net.vlan, net.ovs_db)
                       if net.bridge_type == "openvswitch" else net.bridge)
-        ref = driver.firewall_ref(inst.id) if self.security_groups and bridge else None
+        ref = driver.firewall_ref(inst.id) if bridge else None
         nics = interface_xml(inst.mac or "", bridge, tap_name(inst.id) if bridge else None,
                              f"<filterref filter='{ref}'/>" if ref else "")
         nics += "".join([await self._vlan_nic(driver, n) for n in inst.vlan_nics])
         return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
-                                    self.volumes.disks_for(inst.id) if self.volumes else [], nics)
+                                    self.volumes.disks_for(inst.id), nics)
 
     async def _vlan_nic(self, driver: HypervisorDriver, nic: dict[str, Any]) -> str:
         """A headnode's NIC on a bare-metal project network: the VLAN on the headnode bridge."""
@@ -770,7 +761,6 @@ class Compute:
 
     def _root_file(self, root: Volume) -> Callable[[], Awaitable[Path]]:
         """Makes (once) and returns the root volume's file; called only where the domain needs it."""
-        assert self.volumes is not None
         volumes = self.volumes
         return lambda: volumes.ensure_file(root, volumes.image_file(root.image_id) if root.image_id else None)
 
@@ -793,9 +783,8 @@ class Compute:
                       state_reason_message=f"Server.InternalError: {why}; restarted on another host",
                       transition_reason=_reason("Server error"))
         tx.put(new)
-        if self.events is not None:
-            self.events.add(tx, "instance.restart", inst.id, f"{inst.host} -> {target}: {why}",
-                            "Server.InternalError", owner=inst.owner, host=target, previous_host=inst.host)
+        self.events.add(tx, "instance.restart", inst.id, f"{inst.host} -> {target}: {why}",
+                        "Server.InternalError", owner=inst.owner, host=target, previous_host=inst.host)
         return new
 
     def remove_stray(self, host: str, name: str) -> None:

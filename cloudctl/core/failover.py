@@ -29,6 +29,7 @@ from ..store.store import Store, Txn
 from .compute import Compute
 from .events import Events
 from .scheduler import HostCapacity, Scheduler
+from .tasks import Supervisor
 
 log = logging.getLogger("cloudctl.failover")
 
@@ -65,7 +66,7 @@ class Fencing:
 
 class Failover:
     def __init__(self, store: Store, config: Config, compute: Compute, scheduler: Scheduler,
-                 events: Events, state_of: Callable[[str], str],
+                 events: Events, state_of: Callable[[str], str], tasks: Supervisor,
                  agents: dict[str, FenceAgent] | None = None) -> None:
         self.store = store
         self.state_of = state_of   # the host's monitored state
@@ -73,6 +74,7 @@ class Failover:
         self.compute = compute
         self.scheduler = scheduler
         self.events = events
+        self.tasks = tasks
         self.hosts: dict[str, Host] = {h.name: h for h in config.hosts}
         self.agents = agents if agents is not None else {
             h.name: a for h in config.hosts if (a := agent_for(h.fence)) is not None}
@@ -105,7 +107,7 @@ class Failover:
         if not waiting:
             return
         if host in self.agents:
-            self._tasks[host] = asyncio.get_running_loop().create_task(self._fence_loop(host))
+            self._tasks[host] = self.tasks.spawn("failover", self._fence_loop(host), f"fence {host}")
         elif not f.told_admin:
             f.told_admin = True
             self.events.emit("host.fence_needed", host,
@@ -121,13 +123,6 @@ class Failover:
         f.attempts, f.last_error, f.next_attempt, f.fenced_at, f.fenced_by = 0, "", None, None, ""
         f.told_admin = False
         self._no_room.pop(host, None)
-
-    async def stop(self) -> None:
-        tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
 
     # -- fencing ---------------------------------------------------------------------------
     async def _fence_loop(self, host: str) -> None:

@@ -55,8 +55,8 @@ def hash_file(path: Path) -> tuple[int, str]:
 
 
 class Images:
-    def __init__(self, store: Store, tags: Tags, image_store: Path, allow_urls: bool = False,
-                 storage: StorageDriver | None = None, allow_local_urls: bool = False) -> None:
+    def __init__(self, store: Store, tags: Tags, image_store: Path, allow_urls: bool,
+                 storage: StorageDriver, allow_local_urls: bool = False) -> None:
         self.storage = storage
         self.allow_urls = allow_urls   # may users make the controller fetch URLs (RegisterImage)?
         self.allow_local_urls = allow_local_urls   # ...at loopback/link-local addresses?
@@ -103,8 +103,6 @@ class Images:
 
     async def probe(self, path: Path) -> tuple[str, int]:
         """(format, virtual size in bytes) as `qemu-img info` finds them."""
-        if self.storage is None:
-            return "raw", 0
         try:
             info = await self.storage.info(path)
         except StorageError as e:

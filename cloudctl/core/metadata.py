@@ -76,7 +76,7 @@ def known_version(version: str) -> bool:
 
 class InstanceMetadata:
     def __init__(self, store: Store, region: str, images: Images, keypairs: KeyPairs, network: Networks,
-                 services_domain: str = "amazonaws.com", addresses: Addresses | None = None) -> None:
+                 addresses: Addresses, services_domain: str = "amazonaws.com") -> None:
         self.region = region
         self.addresses = addresses
         self.images = images
@@ -89,7 +89,7 @@ class InstanceMetadata:
 
     @classmethod
     def for_cloud(cls, cloud: "Cloud") -> "InstanceMetadata":
-        """Wired from a started Cloud (its services exist only after `start`)."""
+        """Wired from a cloud's services (another one than the cloud's own has its own token secret)."""
         return cls(cloud.store, cloud.config.region, cloud.images, cloud.keypairs, cloud.network,
                    addresses=cloud.addresses)
 
@@ -164,7 +164,7 @@ class InstanceMetadata:
             "services": Dir({"domain": self.services_domain, "partition": "aws"}),
         }
         # "public-ipv4"/"public-hostname" only while an elastic IP is associated (absent = 404, as EC2)
-        eip = self.addresses.of_instance(inst.id) if self.addresses is not None else None
+        eip = self.addresses.of_instance(inst.id)
         if eip is not None:
             md["public-ipv4"] = eip.public_ip
             md["public-hostname"] = public_dns(eip.public_ip, self.region)

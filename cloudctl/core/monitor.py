@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ..config import Config
 from ..drivers.hypervisor.base import HostPoll, HypervisorDriver, HypervisorError, Power
@@ -27,6 +26,8 @@ from .compute import Compute
 from .errors import CloudError
 from .events import Events
 from .failover import Failover
+from .host_health import HostHealth, HostStates, stamp
+from .tasks import Supervisor
 from .scheduler import Scheduler
 
 log = logging.getLogger("cloudctl.monitor")
@@ -35,26 +36,13 @@ ADMIN_STATES = ("enabled", "disabled", "offline")
 DEAD = frozenset({Power.OFF, Power.CRASHED})
 
 
-@dataclass(slots=True)
-class HostHealth:
-    name: str
-    state: str = "init"
-    since: float = field(default_factory=time.time)
-    last_seen: float | None = None        # last successful poll (epoch s)
-    failing_since: float | None = None    # first failure of the current run of failures
-    error: str = ""                       # the last failure's message
-    polls: int = 0
-    failures: int = 0
-    last_poll_s: float = 0.0
-    last: HostPoll | None = None          # the last successful poll's figures
-
-
 PollObserver = Callable[[str, float, bool], None]   # host, seconds, succeeded
 
 
 class Monitor:
     def __init__(self, store: Store, config: Config, compute: Compute, scheduler: Scheduler,
-                 drivers: dict[str, HypervisorDriver], events: Events) -> None:
+                 drivers: dict[str, HypervisorDriver], events: Events, health: HostStates,
+                 tasks: Supervisor) -> None:
         self.store = store
         self.config = config
         self.compute = compute
@@ -62,13 +50,14 @@ class Monitor:
         self.drivers = drivers
         self.events = events
         self.admin = store.table(HostAdmin)
-        self.hosts = {h.name: HostHealth(h.name) for h in config.hosts}
+        self.health = health
+        self.hosts = health.hosts
+        self.tasks = tasks
         self._ratios = {h.name: (h.cpu_overcommit or config.overcommit.cpu,
                                  h.memory_overcommit or config.overcommit.memory) for h in config.hosts}
         self.on_poll: PollObserver | None = None
         self._missing: dict[str, set[str]] = {}   # per host: running instances whose domain one poll missed
-        self._tasks: list[asyncio.Task[None]] = []
-        self.failover = Failover(store, config, compute, scheduler, events, self.state_of)
+        self.failover = Failover(store, config, compute, scheduler, events, health.state_of, tasks)
 
     # -- state -----------------------------------------------------------------------------
     def admin_state(self, host: str) -> str:
@@ -76,19 +65,14 @@ class Monitor:
         return row.admin if row is not None else "enabled"
 
     def state_of(self, host: str) -> str:
-        h = self.hosts.get(host)
-        return h.state if h is not None else "error"
+        return self.health.state_of(host)
 
     def impaired_reason(self, host: str) -> str | None:
         """Why instances on `host` are impaired, or None when they are not."""
-        h = self.hosts.get(host)
-        if h is None or h.state != "error":
-            return None
-        return f"host {host} unreachable since {_stamp(h.failing_since)}: {h.error}"
+        return self.health.impaired_reason(host)
 
     def impaired_since(self, host: str) -> float | None:
-        h = self.hosts.get(host)
-        return h.failing_since if h is not None and h.state == "error" else None
+        return self.health.impaired_since(host)
 
     def _target(self, h: HostHealth, now: float) -> str:
         admin = self.admin_state(h.name)
@@ -156,14 +140,7 @@ class Monitor:
             else:
                 h.failing_since, h.error = now, "could not connect at start-up"
             self._settle(h, now)
-            self._tasks.append(asyncio.create_task(self._run(name)))
-
-    async def stop(self) -> None:
-        await self.failover.stop()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+            self.tasks.spawn("monitor", self._run(name), f"monitor {name}")
 
     async def _run(self, name: str) -> None:
         interval = self.config.monitor.interval_s
@@ -250,10 +227,6 @@ class Monitor:
             what = "is gone" if p is None else f"is {p}"
             self.compute.domain_lost(inst, f"its domain {what} on {name}")
         self._missing[name] = missing_now
-
-
-def _stamp(t: float | None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t or 0))
 
 
 def host_view(h: HostHealth, monitor: Monitor, scheduler: Scheduler) -> dict[str, object]:

@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
 from ..drivers.storage.base import GIB, StorageDriver, StorageError
-from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.records import Instance, Snapshot, Volume
 from ..store.store import MultiIndex, Store, SumIndex, Txn
 from .context import Caller
@@ -106,12 +105,12 @@ def device_target(device: str) -> str:
 
 class Volumes:
     def __init__(self, store: Store, config: Config, tags: Tags, drivers: dict[str, HypervisorDriver],
-                 storage: StorageDriver | None = None, work: KeyedWork | None = None) -> None:
+                 storage: StorageDriver, work: KeyedWork, image_file: Callable[[str], Path | None]) -> None:
         self.store = store
         self.config = config
         self.tags = tags
         self.drivers = drivers
-        self.storage = storage or QemuImgStorage()
+        self.storage = storage
         self.dir = Path(config.volume_store or config.state_dir / "volumes")
         self.snapshot_dir = self.dir / "snapshots"
         self.table = store.table(Volume)
@@ -121,9 +120,8 @@ class Volumes:
         self._usage: SumIndex[Volume] = self.table.add_index(SumIndex(lambda v: v.owner, lambda v: v.size))
         self._by_instance: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.instance_id))
         self._snaps_by_owner: MultiIndex[Snapshot] = self.snapshots.add_index(MultiIndex(lambda s: s.owner))
-        self.work = work or KeyedWork()   # shared with compute: one order per instance
-        # The file of an image by id (None if gone); set by the cloud. Root volumes overlay it.
-        self.image_file: Callable[[str], Path | None] = lambda _image_id: None
+        self.work = work   # shared with compute: one order per instance
+        self.image_file = image_file   # an image's file by id (None if gone): root volumes overlay it
         self.filters = FilterSet({
             "volume-id": lambda v: v.id,
             "status": lambda v: v.state,

@@ -1,8 +1,10 @@
 """The typed rows the store holds.
 
-Rows are treated as immutable once put: a change is a new row (`dataclasses.replace`) put in a
-transaction. That lets a checkpoint copy a table by reference and lets a failed transaction
-restore the old row objects untouched. Times are float epoch seconds, converted to the wire
+Rows are immutable (frozen, with tuples for sequences): a change is a new row
+(`dataclasses.replace`) put in a transaction. That lets a checkpoint copy a table by reference and
+encode it on a worker thread while the loop runs, and lets a failed transaction restore the old row
+objects untouched. Lists given to a row (by a caller, or decoded from JSON: older journals and
+checkpoints hold lists, and the format does not change) become tuples as it is made. Times are float epoch seconds, converted to the wire
 format only at the API edge.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """Base of every row; each subclass names its table and says which field is its `key`."""
 
@@ -43,7 +45,20 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
-@dataclass(slots=True)
+def _tupled(v: Any) -> tuple[Any, ...]:
+    """`v` (a list or tuple) as a tuple, lists inside it too."""
+    return tuple(_tupled(x) if type(x) is list else x for x in v)
+
+
+def _tuples(row: Row, *names: str) -> None:
+    """Make the named sequence fields of a row being built tuples (frozen: set through object)."""
+    for n in names:
+        v = getattr(row, n)
+        if type(v) is not tuple or (v and type(v[0]) is list):
+            object.__setattr__(row, n, _tupled(v))
+
+
+@dataclass(frozen=True, slots=True)
 class User(Row):
     table: ClassVar[str] = "users"
     key_field: ClassVar[str] = "name"
@@ -54,7 +69,7 @@ class User(Row):
     created: float
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Instance(Row):
     table: ClassVar[str] = "instances"
     id: str
@@ -83,27 +98,33 @@ class Instance(Row):
     ramdisk_id: str | None = None
     root_gib: int | None = None       # root disk size asked for in BlockDeviceMappings
     subnet_id: str | None = None      # None in instances from before networks: the zone's default
-    group_ids: list[str] = field(default_factory=list)   # security groups
+    group_ids: tuple[str, ...] = ()   # security groups
     ever_ran: bool = False            # reached running once: a failed start is not a failed launch
     # The root volume's device name (EBS-backed: the root disk is a volume). None: launched by
     # an older version, whose root disk is an overlay in the instance's own directory.
     root_device: str | None = None
     # NICs on bare-metal project networks (a headnode's): {"name", "mac", "vlan"} each, on the
     # config's baremetal.headnode_bridge with the network's VLAN.
-    vlan_nics: list[dict[str, Any]] = field(default_factory=list)
+    vlan_nics: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        _tuples(self, "group_ids", "vlan_nics")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Reservation(Row):
     table: ClassVar[str] = "reservations"
     id: str
     owner: str
-    instance_ids: list[str] = field(default_factory=list)
+    instance_ids: tuple[str, ...] = ()
     client_token: str | None = None
     request_hash: str | None = None   # ties a ClientToken to the request that first used it
 
+    def __post_init__(self) -> None:
+        _tuples(self, "instance_ids")
 
-@dataclass(slots=True)
+
+@dataclass(frozen=True, slots=True)
 class Image(Row):
     table: ClassVar[str] = "images"
     id: str
@@ -125,7 +146,7 @@ class Image(Row):
     virtual_size: int = 0            # bytes the guest sees (qemu-img info); 0: not probed (older images)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class KeyPair(Row):
     table: ClassVar[str] = "keypairs"
     id: str
@@ -137,7 +158,7 @@ class KeyPair(Row):
     created: float
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Tag(Row):
     table: ClassVar[str] = "tags"
     resource_id: str
@@ -151,7 +172,7 @@ class Tag(Row):
         return f"{self.resource_id}\x1f{self.tag_key}"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Lease(Row):
     table: ClassVar[str] = "leases"
     key_field: ClassVar[str] = "ip"
@@ -161,7 +182,7 @@ class Lease(Row):
     subnet_id: str | None = None      # None in leases from before networks: the zone's default
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Volume(Row):
     table: ClassVar[str] = "volumes"
     id: str
@@ -185,7 +206,7 @@ class Volume(Row):
     image_id: str | None = None       # a root volume's image: its file is an overlay over the image's
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot(Row):
     table: ClassVar[str] = "snapshots"
     id: str
@@ -200,7 +221,7 @@ class Snapshot(Row):
     state_message: str | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Event(Row):
     """One line of the operator's event log (instance/host state, switch ops, marketplace checks)."""
 
@@ -219,7 +240,7 @@ def _k(*parts: str) -> str:
     return "\x1f".join(parts)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BmProject(Row):
     table: ClassVar[str] = "bm_projects"
     key_field: ClassVar[str] = "name"
@@ -227,7 +248,7 @@ class BmProject(Row):
     created: float = 0.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BmUser(Row):
     """A user of the bare-metal API (HIL's database auth): HTTP Basic, admin or per-project."""
     table: ClassVar[str] = "bm_users"
@@ -235,10 +256,13 @@ class BmUser(Row):
     name: str
     password_hash: str           # scrypt$<salt hex>$<hash hex>
     is_admin: bool = False
-    projects: list[str] = field(default_factory=list)
+    projects: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _tuples(self, "projects")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BmNode(Row):
     table: ClassVar[str] = "bm_nodes"
     key_field: ClassVar[str] = "name"
@@ -249,7 +273,7 @@ class BmNode(Row):
     console: bool = False        # serial console capture on (HIL's start_console)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BmNic(Row):
     table: ClassVar[str] = "bm_nics"
     node: str
@@ -261,7 +285,7 @@ class BmNic(Row):
         return _k(self.node, self.name)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BmSwitch(Row):
     table: ClassVar[str] = "bm_switches"
     key_field: ClassVar[str] = "name"
@@ -270,7 +294,7 @@ class BmSwitch(Row):
     options: dict[str, Any] = field(default_factory=dict)   # driver fields (host, port, user, key...)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BmPort(Row):
     """A switch port, and the NIC cabled to it (at most one)."""
     table: ClassVar[str] = "bm_ports"
@@ -284,19 +308,22 @@ class BmPort(Row):
         return _k(self.switch, self.name)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BmNetwork(Row):
     table: ClassVar[str] = "bm_networks"
     key_field: ClassVar[str] = "name"
     name: str
     vlan: int
     owner: str | None = None     # project; None: the admin's
-    access: list[str] = field(default_factory=list)   # empty: public
+    access: tuple[str, ...] = ()   # empty: public
     allocated: bool = True       # from the pool (False: an external id the admin gave)
     created: float = 0.0
 
+    def __post_init__(self) -> None:
+        _tuples(self, "access")
 
-@dataclass(slots=True)
+
+@dataclass(frozen=True, slots=True)
 class BmAttachment(Row):
     """A network on a NIC's channel (`vlan/native` untagged, `vlan/<id>` tagged), as the switch has it."""
     table: ClassVar[str] = "bm_attachments"
@@ -310,7 +337,7 @@ class BmAttachment(Row):
         return _k(self.node, self.nic, self.network)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BmOperation(Row):
     """A queued switch change (HIL's NetworkingAction); kept after it ends so its status stays queryable."""
     table: ClassVar[str] = "bm_operations"
@@ -329,7 +356,7 @@ class BmOperation(Row):
     finished: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BmHeadnode(Row):
     """A project's VM on its networks (HIL's headnode); an instance once first started, after
     which its NICs' networks are fixed, as in HIL."""
@@ -345,7 +372,7 @@ class BmHeadnode(Row):
     user_data: str | None = None   # base64
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class HostAdmin(Row):
     """The operator's setting for a hypervisor host; its monitored state is not stored."""
 
@@ -356,7 +383,7 @@ class HostAdmin(Row):
     changed_at: float = 0.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class NumericId(Row):
     """A small integer naming a resource for APIs that use numbers (OpenNebula's XML-RPC)."""
 
@@ -367,7 +394,7 @@ class NumericId(Row):
     num: int
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PublishedList(Row):
     """The image list this cloud publishes: what it holds, and the signed bytes served."""
 
@@ -376,14 +403,17 @@ class PublishedList(Row):
     version: str                 # hv:version of the signed list
     created: float
     expires: float
-    image_ids: list[str] = field(default_factory=list)      # ami ids, in publishing order
+    image_ids: tuple[str, ...] = ()      # ami ids, in publishing order
     sha512: dict[str, str] = field(default_factory=dict)     # ami id -> sha512 (hashed once at publish)
     sha1: dict[str, str] = field(default_factory=dict)       # ami id -> sha1 (the StratusLab identifier)
     deprecated: dict[str, str] = field(default_factory=dict)  # ami id -> reason, no longer listed
     signed: str = ""             # the S/MIME message subscribers fetch
 
+    def __post_init__(self) -> None:
+        _tuples(self, "image_ids")
 
-@dataclass(slots=True)
+
+@dataclass(frozen=True, slots=True)
 class Subscription(Row):
     """A remote image list this cloud follows, and the last version of it that passed every check."""
 
@@ -391,7 +421,7 @@ class Subscription(Row):
     id: str
     url: str
     identifier: str              # the expected dc:identifier
-    endorsers: list[list[str]]   # allowed [subject DN, issuer DN] pairs
+    endorsers: tuple[tuple[str, ...], ...]   # allowed (subject DN, issuer DN) pairs
     trust: str                   # CA anchors (+ CRLs): a PEM bundle or a directory
     policy: str                  # accept | hold: new images download at once, or wait for approval
     interval_s: float
@@ -399,7 +429,7 @@ class Subscription(Row):
     version: str | None = None   # last accepted hv:version
     list_created: float | None = None
     list_expires: float | None = None
-    endorser: list[str] = field(default_factory=list)   # [dn, ca] that signed the accepted list
+    endorser: tuple[str, ...] = ()   # (dn, ca) that signed the accepted list
     title: str = ""
     signed: str = ""             # the accepted signed bytes, kept for audit
     last_poll: float | None = None
@@ -407,8 +437,11 @@ class Subscription(Row):
     etag: str = ""               # of the accepted list, for conditional polls
     last_message: str = ""
 
+    def __post_init__(self) -> None:
+        _tuples(self, "endorsers", "endorser")
 
-@dataclass(slots=True)
+
+@dataclass(frozen=True, slots=True)
 class MarketImage(Row):
     """One image of a subscribed list at one sha512; a new checksum is a new row (and AMI)."""
 
@@ -433,7 +466,7 @@ class MarketImage(Row):
     created: float = 0.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class MetadataEntry(Row):
     """One immutable StratusLab-style signed endorsement of an image: (identifier, e-mail, created)."""
 
@@ -452,7 +485,7 @@ class MetadataEntry(Row):
     deprecated: str | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class SecurityGroup(Row):
     table: ClassVar[str] = "security_groups"
     id: str
@@ -463,7 +496,7 @@ class SecurityGroup(Row):
     created: float = 0.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class SecurityGroupRule(Row):
     """One rule of a group: one protocol/port range and one peer (a CIDR or a group)."""
 
@@ -481,7 +514,7 @@ class SecurityGroupRule(Row):
     description: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ImportTask(Row):
     """An ImportImage task: a disk image the controller fetches, then registers as an image."""
     table: ClassVar[str] = "import_tasks"
@@ -501,7 +534,7 @@ class ImportTask(Row):
     file: str | None = None           # the file in the image store while it downloads
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Address(Row):
     """An Elastic IP. Keyed by the public address itself, so the table can never hold one
     address twice, whatever a crash or a replay does."""

@@ -346,6 +346,7 @@ class Store:
         if self.journal is not None:
             await self.journal.close()
             self.journal = None
+            log.info("state closed: journal generation %d written out", self.gen)
 
     def disk_usage(self) -> int:
         return sum(p.stat().st_size for p in self.state_dir.iterdir() if p.is_file())

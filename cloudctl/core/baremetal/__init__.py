@@ -10,6 +10,7 @@ from ...store.store import Store
 from ..compute import Compute
 from ..events import Events
 from ..images import Images
+from ..tasks import Supervisor
 from ..users import Users
 from .auth import Caller
 from .console import Consoles
@@ -26,16 +27,17 @@ log = logging.getLogger("cloudctl.baremetal")
 
 class Baremetal:
     def __init__(self, store: Store, config: BaremetalConfig, events: Events, compute: Compute, users: Users,
-                 images: Images, secrets: BmSecrets, console_dir: Path,
+                 images: Images, secrets: BmSecrets, console_dir: Path, tasks: Supervisor,
                  logins: LoginThrottle = LoginThrottle()) -> None:
+        self.tasks = tasks
         self.config = config
         self.site = Site(store, parse_vlan_ranges(config.vlans), secrets)
         self.headnodes = Headnodes(self.site, compute, users, images, config.headnode_bridge)
         self.networks = Networks(self.site)
-        self.ops = Operations(self.site, config, events)
+        self.ops = Operations(self.site, config, events, tasks)
         self.users = BmUsers(self.site, config.auth, logins)
         self.obm = Obm(self.site, config.command_timeout_s)
-        self.console = Consoles(self.site, config, console_dir, events)
+        self.console = Consoles(self.site, config, console_dir, events, tasks)
         self._audit: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -43,7 +45,7 @@ class Baremetal:
         must not hold up the controller's start."""
         self.ops.start()
         self.console.start()
-        self._audit = asyncio.get_running_loop().create_task(self._audit_on_start())
+        self._audit = self.tasks.spawn("start-up", self._audit_on_start(), "switch audit at start")
 
     async def _audit_on_start(self) -> None:
         try:

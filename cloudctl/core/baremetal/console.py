@@ -20,6 +20,7 @@ from ...config import Baremetal as BaremetalConfig
 from ...drivers.obm.ipmi import Ipmi, ObmError, Unsupported
 from ...store.records import BmNode
 from ..events import Events
+from ..tasks import Supervisor
 from .auth import Caller
 from .console_log import ConsoleLog
 from .errors import ProjectMismatchError
@@ -48,11 +49,11 @@ class Capture:
     """One node's supervised SOL session."""
 
     def __init__(self, name: str, bmc: Ipmi, out: ConsoleLog, cfg: BaremetalConfig,
-                 events: Events | None) -> None:
+                 events: Events, tasks: Supervisor) -> None:
         self.name, self.bmc, self.log, self.cfg, self.events = name, bmc, out, cfg, events
         self.status = _Status()
         self._head = b""                 # what ipmitool printed before its banner: its errors
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"console {name}")
+        self.task = tasks.spawn("consoles", self._run(), f"console {name}")
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -78,7 +79,7 @@ class Capture:
                 delay = self.cfg.console_backoff_s
             was_active = self.status.state == "active"
             self.status = _Status("retrying", why, self.status.reconnects + 1)
-            if was_active and self.events is not None:
+            if was_active:
                 self.events.emit("node.console", self.name, f"serial console session lost: {why}")
             log.warning("console %s: %s; retrying in %.1f s", self.name, why, delay)
             await asyncio.sleep(delay)
@@ -137,7 +138,7 @@ class Capture:
         if self.status.state == "active":
             return
         self.status.state, self.status.since, self.status.error = "active", time.time(), None
-        if self.status.reconnects and self.events is not None:
+        if self.status.reconnects:
             self.events.emit("node.console", self.name, "serial console session reopened")
 
     async def _check(self) -> None:
@@ -174,8 +175,9 @@ async def _tail(stream: asyncio.StreamReader, buf: bytearray, keep: int = 4096) 
 
 
 class Consoles:
-    def __init__(self, site: Site, cfg: BaremetalConfig, directory: Path, events: Events | None) -> None:
-        self.site, self.cfg, self.dir, self.events = site, cfg, directory, events
+    def __init__(self, site: Site, cfg: BaremetalConfig, directory: Path, events: Events,
+                 tasks: Supervisor) -> None:
+        self.site, self.cfg, self.dir, self.events, self.tasks = site, cfg, directory, events, tasks
         self._logs: dict[str, ConsoleLog] = {}
         self._captures: dict[str, Capture] = {}
 
@@ -187,7 +189,7 @@ class Consoles:
     def _spawn(self, n: BmNode) -> None:
         if n.name not in self._captures:
             bmc = ipmi_of(self.site.secrets.obm(n), self.cfg.command_timeout_s)
-            self._captures[n.name] = Capture(n.name, bmc, self._log(n.name), self.cfg, self.events)
+            self._captures[n.name] = Capture(n.name, bmc, self._log(n.name), self.cfg, self.events, self.tasks)
 
     def _node(self, caller: Caller, name: str) -> BmNode:
         n = self.site.node(name)

@@ -29,6 +29,7 @@ from ...store.journal import JournalError
 from ...store.records import BmAttachment, BmOperation, BmPort
 from .. import retention
 from ..events import Events
+from ..tasks import Supervisor
 from ..ids import new_id
 from .auth import Caller
 from .errors import BadArgumentError, BlockedError, NotFoundError, ProjectMismatchError
@@ -38,8 +39,9 @@ log = logging.getLogger("cloudctl.baremetal")
 
 
 class Operations:
-    def __init__(self, site: Site, config: BaremetalConfig, events: Events | None = None) -> None:
+    def __init__(self, site: Site, config: BaremetalConfig, events: Events, tasks: Supervisor) -> None:
         self.site = site
+        self.tasks = tasks
         self.config = config
         self.events = events
         self.drivers: dict[str, SwitchDriver] = {}
@@ -150,7 +152,7 @@ class Operations:
         ev.set()
         task = self._workers.get(switch)
         if task is None or task.done():
-            self._workers[switch] = asyncio.get_running_loop().create_task(self._worker(switch))
+            self._workers[switch] = self.tasks.spawn("switch-ops", self._worker(switch), f"switch {switch}")
 
     def driver(self, switch: str) -> SwitchDriver:
         d = self.drivers.get(switch)
@@ -249,12 +251,11 @@ class Operations:
             pruned = self._over_count(now)
             for old in pruned:
                 tx.delete(old)
-            if self.events is not None:
-                what = " ".join(f"{op.type} {op.network or ''} {op.channel or ''}".split())
-                where = f" on {op.node}/{op.nic}" if op.node else ""
-                self.events.add(tx, "switch.operation", f"{op.switch}/{op.port}",
-                                f"{what}{where}: {status}{': ' + error if error else ''}",
-                                code=status, operation=op.id, node=op.node, nic=op.nic)
+            what = " ".join(f"{op.type} {op.network or ''} {op.channel or ''}".split())
+            where = f" on {op.node}/{op.nic}" if op.node else ""
+            self.events.add(tx, "switch.operation", f"{op.switch}/{op.port}",
+                            f"{what}{where}: {status}{': ' + error if error else ''}",
+                            code=status, operation=op.id, node=op.node, nic=op.nic)
         await site.store.sync()
         self._count_pruned(pruned)
 
@@ -326,9 +327,8 @@ class Operations:
         row["actual"] = have.describe()
         if have == want:
             return {**row, "status": "ok"}
-        if self.events is not None:
-            self.events.emit("switch.drift", f"{switch}/{name}", f"expected {row['expected']}, found {row['actual']}"
-                             + ("; repairing" if repair else ""), code="drift")
+        self.events.emit("switch.drift", f"{switch}/{name}", f"expected {row['expected']}, found {row['actual']}"
+                         + ("; repairing" if repair else ""), code="drift")
         if not repair:
             return {**row, "status": "drift"}
 
