@@ -264,15 +264,54 @@ def test_throttle_memory_is_bounded_and_backoff_doubles_to_its_cap() -> None:
 
 def test_concurrent_attempts_cannot_all_slip_in_when_a_backoff_ends() -> None:
     cfg = LoginThrottle(**THROTTLE)
-    t = Throttle(cfg, clock=lambda: 0.0)
+    now = [0.0]
+    t = Throttle(cfg, clock=lambda: now[0])
+    for _ in range(cfg.pair_free_failures + 1):   # at its limit: one more failure starts the backoff
+        t.enter("u", "192.0.2.1")
+        t.failed("u", "192.0.2.1")
+    with pytest.raises(Throttled) as e:
+        t.enter("u", "192.0.2.1")
+    now[0] += e.value.retry_after_s   # the backoff ends with 16 guessers waiting on it
     admitted = 0
-    for _ in range(16):   # 16 guessers at once, none answered yet
+    for _ in range(16):   # all at once, none answered yet
         try:
             t.enter("u", "192.0.2.1")
             admitted += 1
         except Throttled:
             pass
-    assert admitted == cfg.pair_free_failures + 1
+    assert admitted == 1   # the one in flight decides: its failure starts the next backoff
+    t.failed("u", "192.0.2.1")
+    with pytest.raises(Throttled):
+        t.enter("u", "192.0.2.1")
+
+
+def test_attempts_in_flight_are_not_failures() -> None:
+    """An honest client with many requests in flight (more than the free failures) is admitted
+    for every one of them; only failures back off."""
+    cfg = LoginThrottle(**THROTTLE)
+    t = Throttle(cfg, clock=lambda: 0.0)
+    for _ in range(4 * cfg.source_free_failures):
+        assert t.enter("u", "192.0.2.1") == 0.0
+    for _ in range(4 * cfg.source_free_failures):
+        t.succeeded("u", "192.0.2.1")
+    assert t.enter("u", "192.0.2.1") == 0.0 and t.refused == 0
+
+
+def test_many_concurrent_honest_ec2_calls_from_one_address_all_succeed(srv: Server) -> None:
+    """32 correctly signed calls in flight at once from one address (wrk, a busy SDK client):
+    none is taken for a failed login (each used to be counted as a failure until answered)."""
+    user = srv.create_user("eu-busy")
+    statuses: list[int] = []
+
+    def client() -> None:
+        for _ in range(5):
+            statuses.append(ec2_call(srv, "127.0.7.9", user["AccessKeyId"], user["SecretAccessKey"])[0])
+    threads = [threading.Thread(target=client) for _ in range(32)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert statuses == [200] * 160
 
 
 @pytest.mark.parametrize("section, message", [

@@ -16,7 +16,15 @@ doubles its backoff (`backoff_s`, 2×, 4×, … up to `backoff_max_s`), and a ke
   Addresses that logged in as the name before (within `forget_s`) skip the delay.
 
 Refusals and delays never run the check they guard, and are not failures themselves (the
-refused attempt learnt nothing), so hammering during a backoff does not lengthen it. A refusal
+refused attempt learnt nothing), so hammering during a backoff does not lengthen it.
+
+Attempts being checked are counted apart from failures (`pending`): only failures back off, so an
+honest client with many requests in flight is never mistaken for a guesser. A key that has
+failures may only have as many attempts in flight as could fail before its backoff starts (one at
+a time once it is at its limit): guessers waiting on the same backoff cannot all slip into the
+checks when it ends. A key with no failure is not limited; its first burst of wrong guesses is
+checked (cheap for signatures and sessions; bounded by the password pool for HTTP Basic) and
+starts the backoff. A refusal
 is answered after min(the backoff left, `refusal_pace_s`): a client looping on refusals is paced
 to a few attempts per second instead of costing the loop thousands of answers a second.
 
@@ -51,6 +59,7 @@ class _Key:
     last_failure: float = 0.0
     until: float = 0.0            # backing off before this time
     trusted_until: float = 0.0    # (pairs) a success from here skips the name's delay until then
+    pending: int = 0              # attempts admitted and not yet resolved
 
 
 class _Table:
@@ -85,12 +94,19 @@ class _Table:
         k.last_failure = now
         self._backoff(k)
 
-    def undo(self, key: Hashable, now: float) -> None:
-        """Take back one failure counted in advance (the attempt succeeded or was not checked)."""
+    def busy(self, key: Hashable, now: float) -> bool:
+        """True if `key` has failures and as many attempts in flight as may still fail before its
+        backoff starts (at least one): a further attempt must wait for them."""
         k = self.get(key, now)
-        if k is not None and k.failures > 0:
-            k.failures -= 1
-            self._backoff(k)
+        return k is not None and k.failures > 0 and k.pending >= max(1, self.free + 1 - k.failures)
+
+    def begin(self, key: Hashable, now: float) -> None:
+        self.touch(key, now).pending += 1
+
+    def end(self, key: Hashable, now: float) -> None:
+        k = self.get(key, now)
+        if k is not None and k.pending > 0:
+            k.pending -= 1
 
     def _backoff(self, k: _Key) -> None:
         over = k.failures - self.free
@@ -104,12 +120,7 @@ class _Table:
 
 class Throttle:
     """One API's login backoff: `admit` before checking a credential, then `failed`, `succeeded`
-    or `void` (not checked after all).
-
-    `admit` counts the attempt as a failure in advance, and `succeeded`/`void` take it back:
-    concurrent attempts (16 guessers waiting for the same backoff to end) then cannot all slip
-    into the checks at once; the first over the free count starts the backoff for the rest.
-    """
+    or `void` (not checked after all)."""
 
     def __init__(self, cfg: ThrottleConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
@@ -133,41 +144,49 @@ class Throttle:
             await asyncio.sleep(delay)
 
     def enter(self, name: str, source: str) -> float:
-        """Count the attempt in advance and return the delay (s) before checking it; raise
-        Throttled (counting nothing) to refuse it."""
+        """Admit the attempt and return the delay (s) before checking it; raise Throttled
+        (admitting nothing) to refuse it."""
         name, now = name[:_MAX_NAME], self.clock()
-        wait = max(self.pairs.wait((name, source), now), self.sources.wait(source, now))
+        pair = (name, source)
+        wait = max(self.pairs.wait(pair, now), self.sources.wait(source, now))
+        if wait == 0 and (self.pairs.busy(pair, now) or self.sources.busy(source, now)):
+            wait = self.cfg.backoff_s   # (the attempts in flight decide whether a backoff starts)
         if wait > 0:
             self.refused += 1
             raise Throttled(wait)
-        pair = self.pairs.get((name, source), now)
-        trusted = pair is not None and pair.trusted_until > now
+        k = self.pairs.get(pair, now)
+        trusted = k is not None and k.trusted_until > now
         delay = 0.0 if trusted else min(self.names.wait(name, now), self.cfg.name_delay_max_s)
         if delay > 0:
             self.delayed += 1
-        self.pairs.fail((name, source), now)
-        self.sources.fail(source, now)
-        self.names.fail(name, now)
+        self.pairs.begin(pair, now)
+        self.sources.begin(source, now)
         return delay
 
     def failed(self, name: str, source: str) -> None:
-        """The admitted attempt failed (it was counted already)."""
+        """The admitted attempt failed: a failure for its pair, its source and its name."""
+        name, now = name[:_MAX_NAME], self.clock()
+        self._end(name, source, now)
         self.failures += 1
+        self.pairs.fail((name, source), now)
+        self.sources.fail(source, now)
+        self.names.fail(name, now)
 
     def succeeded(self, name: str, source: str) -> None:
-        """The admitted attempt succeeded: its pair is cleared and trusted, its count taken back."""
+        """The admitted attempt succeeded: its pair is cleared and trusted."""
         name, now = name[:_MAX_NAME], self.clock()
-        self.sources.undo(source, now)
-        self.names.undo(name, now)
+        self._end(name, source, now)
         pair = self.pairs.touch((name, source), now)
         pair.failures, pair.until, pair.trusted_until = 0, 0.0, now + self.cfg.forget_s
 
     def void(self, name: str, source: str) -> None:
         """The admitted attempt was not checked after all (the checkers were busy)."""
         name, now = name[:_MAX_NAME], self.clock()
-        self.pairs.undo((name, source), now)
-        self.sources.undo(source, now)
-        self.names.undo(name, now)
+        self._end(name, source, now)
+
+    def _end(self, name: str, source: str, now: float) -> None:
+        self.pairs.end((name, source), now)
+        self.sources.end(source, now)
 
     def tracked(self) -> int:
         return len(self.pairs.rows) + len(self.sources.rows) + len(self.names.rows)

@@ -186,8 +186,14 @@ class Ec2Api:
             return self._error("ServiceUnavailable", "The controller cannot write its journal (disk full or "
                                "read-only?); nothing was changed. Retry later.", request_id, action, t0)
         except Exception:
+            if login is not None:
+                self.logins.void(*login)
             log.exception("request %s (%s) failed", request_id, action)
             return self._error("InternalError", "An internal error has occurred.", request_id, action, t0)
+        except BaseException:   # (cancelled: the client went away before its signature was checked)
+            if login is not None:
+                self.logins.void(*login)
+            raise
         self._count(action, "ok", t0)
         if second is None:
             return web.Response(body=first, content_type="text/xml", charset="UTF-8")

@@ -48,6 +48,9 @@ class BmUsers:
             except Busy as e:
                 self.throttle.void(username, source)
                 raise BusyError("too many logins are being checked; try again shortly", e.retry_after_s) from None
+            except BaseException:   # (cancelled: the client went away)
+                self.throttle.void(username, source)
+                raise
             if not ok or user is None:
                 self.throttle.failed(username, source)
                 raise AuthenticationError("wrong user name or password")
