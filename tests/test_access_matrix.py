@@ -24,7 +24,7 @@ from botocore.model import Shape
 
 from cloudctl.api.ec2.actions import ACTIONS
 from cloudctl.api.ec2.model import OPERATIONS
-from conftest import REGION, Server, write_config
+from support import REGION, Server, write_config
 from fuzz_model import id_member, service_model, wire_name
 from rawquery import SignedQuery, StateProbe, error_code
 from tenants import make_resources, summary

@@ -14,7 +14,7 @@ from botocore.auth import SigV2Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from conftest import REGION
+from support import REGION
 
 FORM = "application/x-www-form-urlencoded; charset=utf-8"
 

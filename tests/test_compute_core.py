@@ -16,7 +16,7 @@ from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.drivers.hypervisor.base import METADATA_NS
 
-from conftest import write_config
+from support import write_config
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError
 
-from conftest import ROOT, wait_state
+from support import ROOT, wait_state
 
 
 def all_instances(ec2: Any) -> dict[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from cloudctl.config import ConfigError, load_config
-from conftest import Server, wait_state, write_config
+from support import Server, wait_state, write_config
 
 ZONE_A = "cloudctl-1a"
 POOL = ["198.51.100.16/28"]          # 14 addresses: .17 - .30

@@ -16,7 +16,7 @@ from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.drivers.hypervisor.base import FirewallRule
-from conftest import wait_state, write_config
+from support import wait_state, write_config
 from test_ec2_wire import aws
 
 

@@ -19,7 +19,7 @@ from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
-from conftest import wait_state, write_config
+from support import wait_state, write_config
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img (qemu-utils) is not installed")
 

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from botocore.parsers import create_parser
 from botocore.session import get_session
 
-from conftest import REGION, wait_state
+from support import REGION, wait_state
 
 MODEL = get_session().get_service_model("ec2")
 

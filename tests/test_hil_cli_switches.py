@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl.drivers.switch.base import PortVlans, SwitchDriver, driver_class
-from conftest import Server, write_config
+from support import Server, write_config
 from hil_client import Hil, q
 from hil_lab import FakeSwitch, free_port
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Server, write_config
+from support import Server, write_config
 from hil_client import Hil
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, write_config
+from support import Server, write_config
 from hil_client import Hil
 from hil_lab import Nodes, Ovs, Sshd
 

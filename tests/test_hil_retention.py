@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Server, write_config
+from support import Server, write_config
 from crashlab import load_state
 from hil_client import Hil, q
 from hil_lab import FakeSwitch, free_port

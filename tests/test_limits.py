@@ -17,7 +17,7 @@ def code_of(e: pytest.ExceptionInfo[ClientError]) -> str:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
-    from conftest import Server, write_config
+    from support import Server, write_config
     srv = Server(write_config(tmp_path_factory.mktemp("limits"), model_cache, limits=LIMITS)).start()
     yield srv
     srv.stop()
@@ -26,7 +26,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
 @pytest.fixture(scope="module")
 def limited_instances(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
     """Instance and vCPU quotas alone: root volumes (8 GiB each here) count in the volume quotas."""
-    from conftest import Server, write_config
+    from support import Server, write_config
     srv = Server(write_config(tmp_path_factory.mktemp("limits-i"), model_cache,
                               limits={"instances": LIMITS["instances"], "vcpus": LIMITS["vcpus"]})).start()
     yield srv

@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REGION, Server, free_port, write_config
+from support import REGION, Server, write_config
 from hil_client import Hil
 from test_auth_attacks import error_code
 
@@ -40,11 +40,10 @@ PASSWORD = "right-password-1"
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
     d = tmp_path_factory.mktemp("throttle")
-    port = free_port()
     s = Server(write_config(d, model_cache, login_throttle=THROTTLE,
-                            xmlrpc={"listen": "127.0.0.1", "port": port},
+                            xmlrpc={"listen": "127.0.0.1", "port": 0},
                             baremetal={"audit_on_start": "off"})).start()
-    s.one_port = port   # type: ignore[attr-defined]
+    s.one_port = s.ports["xmlrpc"]   # type: ignore[attr-defined]
     yield s
     s.stop()
 

@@ -32,7 +32,7 @@ from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.metadata import InstanceMetadata, token_ttl
 
-from conftest import write_config
+from support import write_config
 
 ZONE = "cloudctl-1a"
 USER_DATA = b"#!/bin/sh\necho hi\n" + bytes(range(256)) + b"\x00\xff"

@@ -419,7 +419,7 @@ def bridged_cloud(libvirtd: str, work_dir: Path, model_cache: Path,  # type: ign
     """
     import sys
 
-    from conftest import DEFAULT_CONFIG, Server, write_config
+    from support import DEFAULT_CONFIG, Server, write_config
 
     from .netlab import NetLab
     lab = NetLab("n", f"10.{140 + os.getpid() % 50}.{os.getpid() % 250}.0/24")

@@ -18,7 +18,7 @@ import libvirt
 import pytest
 from botocore.config import Config as BotoConfig
 
-from conftest import DEFAULT_CONFIG, Server, wait_state, write_config
+from support import DEFAULT_CONFIG, Server, wait_state, write_config
 from eipnet import GATEWAY, OUTSIDE, POOL, SUBNET, Net
 
 from .conftest import MEASUREMENTS, URI

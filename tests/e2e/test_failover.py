@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import DEFAULT_CONFIG, ROOT, Server, wait_state
+from support import DEFAULT_CONFIG, ROOT, Server, wait_state
 
 from . import test_monitor_hosts
 from .test_monitor_hosts import Relay, _status, _wait

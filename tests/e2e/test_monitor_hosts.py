@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, wait_state
+from support import DEFAULT_CONFIG, wait_state
 
 SYSTEM_SOCK = "/run/libvirt/libvirt-sock"
 INTERVAL = 0.3
