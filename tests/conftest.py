@@ -21,16 +21,6 @@ settings.register_profile("dev", max_examples=5, derandomize=True, database=None
 settings.register_profile("ci", max_examples=12, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
-LAB = Path(__file__).parent / "lab"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/lab/ needs root and host daemons: marked `lab`."""
-    for item in items:
-        if LAB in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.lab)
-
-
 class Servers:
     """Servers made on demand, each in its own directory, all stopped together."""
 
