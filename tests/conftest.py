@@ -4,14 +4,14 @@ Only fixtures and hooks live here; the helpers they use (and tests import) are i
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from support import Server, write_config
+from support import Server, Servers, write_config
 
 # Hypothesis: `dev` (the default) tries few examples, always the same ones, so a run is quick and
 # repeatable; `ci` (CI=true, or HYPOTHESIS_PROFILE=ci) keeps today's count and a fresh draw each run.
@@ -20,22 +20,6 @@ settings.register_profile("dev", max_examples=5, derandomize=True, database=None
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=12, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
-
-class Servers:
-    """Servers made on demand, each in its own directory, all stopped together."""
-
-    def __init__(self, base: Callable[[], Path], model_cache: Path) -> None:
-        self.base, self.model_cache, self.made = base, model_cache, []
-
-    def __call__(self, **overrides: Any) -> Server:
-        d = self.base()
-        s = Server(write_config(d, self.model_cache, **overrides))
-        self.made.append(s)
-        return s.start()
-
-    def stop(self) -> None:
-        for s in self.made:
-            s.stop()
 
 
 @pytest.fixture(scope="session")

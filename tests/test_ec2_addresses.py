@@ -20,7 +20,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from cloudctl.config import ConfigError, load_config
-from support import Server, wait_state, write_config
+from support import Server, Servers, wait_state, write_config
 
 ZONE_A = "cloudctl-1a"
 POOL = ["198.51.100.16/28"]          # 14 addresses: .17 - .30
@@ -86,11 +86,8 @@ def scripts(tmp_path_factory: pytest.TempPathFactory) -> Scripts:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, scripts: Scripts) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("eip-server")
-    s = Server(write_config(d, model_cache, **eip_config(scripts))).start()
-    yield s
-    s.stop()
+def srv(server_with: Servers, scripts: Scripts) -> Server:
+    return server_with(**eip_config(scripts))
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,8 @@ NETWORKS = [
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
-    from support import Server, write_config
-    d = tmp_path_factory.mktemp("networks")
-    srv = Server(write_config(d, model_cache, networks=NETWORKS, vpc_cidr="10.128.0.0/9")).start()
-    yield srv
-    srv.stop()
+def cloud(server_with: Any) -> Any:
+    return server_with(networks=NETWORKS, vpc_cidr="10.128.0.0/9")
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,12 @@
 changes nothing. Switch I/O and packets are in test_hil_isolation.py."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support import Server, write_config
+from support import Server, Servers, write_config
 from hil_client import Hil, q
 from hil_lab import free_port
 
@@ -16,13 +15,9 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGbE3WpZ0b2pRkQ6V3HcOeX8v0b1y5o3
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("hil-api")
+def srv(server_with: Servers) -> Server:
     # A small pool, and a switch nobody listens on, retried slowly: its operations stay pending.
-    s = Server(write_config(d, model_cache, baremetal={"vlans": "1000-1003", "attempts": 3, "backoff_s": 30,
-                                                       "audit_on_start": "off"})).start()
-    yield s
-    s.stop()
+    return server_with(baremetal={"vlans": "1000-1003", "attempts": 3, "backoff_s": 30, "audit_on_start": "off"})
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,12 @@ import socket
 import threading
 import time
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support import Server, write_config
+from support import Server, Servers
 from hil_client import Hil
 
 TIMEOUT_S = 1.0     # client_timeout_s of the `tight` server
@@ -26,27 +25,21 @@ HANG_GUARD_S = 30   # how long a test waits for the server before calling it stu
 LISTENERS = ["ec2", "admin", "hil", "metadata", "xmlrpc", "marketplace"]
 
 
-def _server(d: Path, model_cache: Path, admin: dict[str, Any] | None = None, **limits: Any) -> Server:
-    """A server with every listener on, each with `limits`."""
-    listeners = {name: {"listen": "127.0.0.1", "port": 0, **limits}
-                 for name in ("ec2", "admin", "metadata", "xmlrpc", "marketplace")}
+def _listeners(admin: dict[str, Any] | None = None, **limits: Any) -> dict[str, Any]:
+    """Every listener on, each with `limits`."""
+    listeners = {name: dict(limits) for name in ("ec2", "admin", "metadata", "xmlrpc", "marketplace")}
     listeners["admin"].update(admin or {})
-    return Server(write_config(d, model_cache, **listeners))
+    return listeners
 
 
 @pytest.fixture(scope="module")
-def tight(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    s = _server(tmp_path_factory.mktemp("tight"), model_cache, admin={"max_image_gib": 1 / 1024},  # 1 MiB
-                client_timeout_s=TIMEOUT_S).start()
-    yield s
-    s.stop()
+def tight(server_with: Servers) -> Server:
+    return server_with(**_listeners(admin={"max_image_gib": 1 / 1024}, client_timeout_s=TIMEOUT_S))  # 1 MiB
 
 
 @pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    s = _server(tmp_path_factory.mktemp("capped"), model_cache, max_connections=CAP).start()
-    yield s
-    s.stop()
+def capped(server_with: Servers) -> Server:
+    return server_with(**_listeners(max_connections=CAP))
 
 
 def _request(server: Server, name: str, body_len: int) -> bytes:

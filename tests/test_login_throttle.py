@@ -12,7 +12,6 @@ import threading
 import time
 import urllib.request
 import xmlrpc.client
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import REGION, Server, write_config
+from support import REGION, Server, Servers, write_config
 from hil_client import Hil
 from test_auth_attacks import error_code
 
@@ -38,14 +37,10 @@ PASSWORD = "right-password-1"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("throttle")
-    s = Server(write_config(d, model_cache, login_throttle=THROTTLE,
-                            xmlrpc={"listen": "127.0.0.1", "port": 0},
-                            baremetal={"audit_on_start": "off"})).start()
+def srv(server_with: Servers) -> Server:
+    s = server_with(login_throttle=THROTTLE, xmlrpc={}, baremetal={"audit_on_start": "off"})
     s.one_port = s.ports["xmlrpc"]   # type: ignore[attr-defined]
-    yield s
-    s.stop()
+    return s
 
 
 def _conn(srv: Server, source: str, port: int | None = None) -> http.client.HTTPConnection:

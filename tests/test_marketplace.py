@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from cloudctl.core.marketplace import imagelist, smime
 from cloudctl.core.marketplace.subscriber import stable_image_id
 from cloudctl.core.marketplace.trust import TrustError, TrustStore, normalise_dn, same_dn, slash_dn
-from support import Server, wait_state, write_config
+from support import Server, Servers, wait_state, write_config
 from mp_lists import ListServer, image_entry, list_doc, signed
 from mp_pki import make_ca, make_crl, make_endorser
 
@@ -51,18 +51,14 @@ def _server(d: Path, model_cache: Path, market: dict[str, Any]) -> Server:
 
 
 @pytest.fixture(scope="module")
-def publisher(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, pki: SimpleNamespace) -> Iterator[Server]:
-    s = _server(tmp_path_factory.mktemp("publisher"), model_cache, {"publish": {
-        "cert": str(pki.endorser_pem), "key": str(pki.endorser_key), "email": "images@example.org"}}).start()
-    yield s
-    s.stop()
+def publisher(server_with: Servers, pki: SimpleNamespace) -> Server:
+    return server_with(marketplace={"publish": {
+        "cert": str(pki.endorser_pem), "key": str(pki.endorser_key), "email": "images@example.org"}})
 
 
 @pytest.fixture(scope="module")
-def subscriber(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    s = _server(tmp_path_factory.mktemp("subscriber"), model_cache, {"poll_tick_s": 0.3}).start()
-    yield s
-    s.stop()
+def subscriber(server_with: Servers) -> Server:
+    return server_with(marketplace={"poll_tick_s": 0.3})
 
 
 @pytest.fixture(scope="module")

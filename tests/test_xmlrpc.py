@@ -12,15 +12,11 @@ from support import wait_state
 
 
 @pytest.fixture(scope="module")
-def one_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
-    from support import Server, write_config
-    d = tmp_path_factory.mktemp("one")
-    s = Server(write_config(d, model_cache, xmlrpc={"listen": "127.0.0.1", "port": 0},
-                            monitor={"interval_s": 2})).start()
+def one_server(server_with: Any) -> Any:
+    s = server_with(xmlrpc={}, monitor={"interval_s": 2})
     s.one_url = s.url("xmlrpc") + "/RPC2"
     s.one_port = s.ports["xmlrpc"]
-    yield s
-    s.stop()
+    return s
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,21 @@ class Server:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class Servers:
+    """A factory of started servers (the `server_with` and `new_server` fixtures): each call
+    `servers(**config overrides)` starts one in a fresh directory from `base()`; `stop()` stops all."""
+
+    def __init__(self, base: Callable[[], Path], model_cache: Path) -> None:
+        self.base, self.model_cache = base, model_cache
+        self.made: list[Server] = []
+
+    def __call__(self, **overrides: Any) -> Server:
+        s = Server(write_config(self.base(), self.model_cache, **overrides))
+        self.made.append(s)
+        return s.start()
+
+    def stop(self) -> None:
+        for s in self.made:
+            s.stop()
