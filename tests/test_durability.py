@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import yaml
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError
 
-from support import ROOT, wait_state
+from support import ROOT, wait_state, wait_until
 
 
 def all_instances(ec2: Any) -> dict[str, dict[str, Any]]:
@@ -88,7 +87,7 @@ def test_kill_under_concurrent_load(new_server: Any) -> None:
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    wait_until(lambda: len(acked) >= 10, 60, "ten launches acknowledged before the crash")
     srv.kill()
     stop.set()
     for t in threads:
