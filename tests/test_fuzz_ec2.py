@@ -32,9 +32,9 @@ from hypothesis import strategies as st
 from cloudctl.api.ec2.actions import ACTIONS
 from cloudctl.api.ec2.model import OPERATIONS
 
-from support import REGION, Server, write_config
 from fuzz_model import Pools, RequestStrategies
 from rawquery import SignedQuery, StateProbe, error_code, form_body
+from support import REGION, Server, write_config
 from tenants import make_resources, summary
 
 # Examples per action: CLOUDCTL_FUZZ_EXAMPLES when set (`make fuzz`), else the Hypothesis profile's

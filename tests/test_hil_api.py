@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from support import Server, Servers, write_config
 from hil_client import Hil, q
 from hil_lab import free_port
+from support import Server, Servers, write_config
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGbE3WpZ0b2pRkQ6V3HcOeX8v0b1y5o3JkVnU1b2c3d4"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from support import Server, Servers
 from hil_client import Hil
+from support import Server, Servers
 
 
 @pytest.fixture(scope="module")

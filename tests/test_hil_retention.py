@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import Server, write_config
 from crashlab import load_state
 from hil_client import Hil, q
 from hil_lab import FakeSwitch, free_port
+from support import Server, write_config
 
 pytest.importorskip("fake_switches")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from support import Server, Servers
 from hil_client import Hil
+from support import Server, Servers
 
 TIMEOUT_S = 1.0     # client_timeout_s of the `tight` server
 CAP = 3             # max_connections of the `capped` server

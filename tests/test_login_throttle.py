@@ -21,8 +21,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import REGION, Server, Servers, write_config
 from hil_client import Hil
+from support import REGION, Server, Servers, write_config
 from test_auth_attacks import error_code
 
 from cloudctl.config import LoginThrottle

@@ -21,9 +21,9 @@ from botocore.exceptions import ClientError
 from cloudctl.core.marketplace import imagelist, smime
 from cloudctl.core.marketplace.subscriber import stable_image_id
 from cloudctl.core.marketplace.trust import TrustError, TrustStore, normalise_dn, same_dn, slash_dn
-from support import Server, Servers, wait_state, write_config
 from mp_lists import ListServer, image_entry, list_doc, signed
 from mp_pki import make_ca, make_crl, make_endorser
+from support import Server, Servers, wait_state, write_config
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from support import Server, Servers
 from hil_client import Hil
 from hil_lab import Nodes, Ovs, Sshd
+from support import Server, Servers
 
 pytestmark = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None or not Path("/usr/sbin/sshd").exists(),
                                 reason="needs openvswitch-switch and openssh-server")
