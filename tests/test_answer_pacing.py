@@ -198,6 +198,7 @@ async def test_a_cancelled_answer_passes_its_turn_on() -> None:
     assert done == ["b", "c"]
 
 
+@pytest.mark.slow
 def test_concurrent_changes_never_tear_an_answer(new_server: Any) -> None:
     """Served with one element per slice: while describes run, two instances are re-tagged
     together, again and again (one CreateTags each time). No answer may show them differing, and

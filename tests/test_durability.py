@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError
 
@@ -18,6 +19,7 @@ def all_instances(ec2: Any) -> dict[str, dict[str, Any]]:
     return {i["InstanceId"]: i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
 
 
+@pytest.mark.slow
 def test_acknowledged_changes_survive_kill(new_server: Any) -> None:
     srv = new_server()
     user = srv.create_user("dora")

@@ -255,6 +255,7 @@ def test_per_user_limit(ec2: Any, srv: Server, dave: dict[str, str]) -> None:
         release_all(ec2)
 
 
+@pytest.mark.slow
 def test_empty_pool_and_restart_never_hands_an_address_twice(new_server: Any, tmp_path: Path) -> None:
     scripts = Scripts(tmp_path / "scripts")
     s = new_server(elastic_ips={"pool": ["192.0.2.10-192.0.2.12"], "max_addresses_per_user": 2,
@@ -471,6 +472,7 @@ def test_a_failing_script_fails_the_call_and_changes_nothing(ec2: Any, image: st
         ec2.terminate_instances(InstanceIds=[x["InstanceId"], y["InstanceId"]])
 
 
+@pytest.mark.slow
 def test_a_hanging_script_is_killed_at_the_timeout(ec2: Any, image: str, scripts: Scripts) -> None:
     x = launch(ec2, image)[0]
     a = ec2.allocate_address()
@@ -524,6 +526,7 @@ def test_terminating_disassociates(ec2: Any, image: str, scripts: Scripts) -> No
 # -- restarts ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_restart_reapplies_associations_and_undoes_unfinished_changes(new_server: Any, tmp_path: Path) -> None:
     scripts = Scripts(tmp_path / "scripts")
     s = new_server(**eip_config(scripts, script_timeout_s=60))
@@ -578,6 +581,7 @@ def test_restart_reapplies_associations_and_undoes_unfinished_changes(new_server
 # -- the AWS CLI, config --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_aws_cli(srv: Server, carol: dict[str, str], ec2: Any, image: str, scripts: Scripts) -> None:
     from test_ec2_wire import aws
     x = launch(ec2, image)[0]

@@ -143,6 +143,7 @@ def test_taken_address_is_refused(ec2: Any, image: str) -> None:
     ec2.terminate_instances(InstanceIds=[again["InstanceId"]])
 
 
+@pytest.mark.slow
 def test_leases_unique_and_survive_kill(new_server: Any) -> None:
     srv = new_server(networks=NETWORKS)
     user = srv.create_user("u")

@@ -292,6 +292,7 @@ def test_describe_rules_filters_and_tags(ec2: Any) -> None:
     assert len(rules(ec2, gid)) == 3   # and the default egress rule
 
 
+@pytest.mark.slow
 def test_aws_cli(server: Any, user: dict[str, str]) -> None:
     gid = aws(server, user, "create-security-group", "--group-name", "cli", "--description", "from the CLI")["GroupId"]
     out = aws(server, user, "authorize-security-group-ingress", "--group-id", gid, "--protocol", "tcp",

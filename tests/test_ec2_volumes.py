@@ -359,6 +359,7 @@ def test_dry_run_changes_nothing(ec2: Any, image_id: str) -> None:
     ec2.terminate_instances(InstanceIds=[iid])
 
 
+@pytest.mark.slow
 def test_aws_cli(server: Any, alice: dict[str, str]) -> None:
     from test_ec2_wire import aws
     vol = aws(server, alice, "create-volume", "--size", "1", "--availability-zone", ZONE_A,

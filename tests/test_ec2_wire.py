@@ -173,6 +173,7 @@ def aws(server: Any, user: dict[str, str], *args: str) -> Any:
     return json.loads(out.stdout) if out.stdout.strip() else None
 
 
+@pytest.mark.slow
 def test_aws_cli_lifecycle(server: Any, alice: dict[str, str], image_id: str) -> None:
     res = aws(server, alice, "run-instances", "--image-id", image_id, "--instance-type", "t3.micro",
               "--count", "2", "--tag-specifications",

@@ -141,6 +141,7 @@ def test_state_digest_sees_changes(fuzz_env: FuzzEnv) -> None:
     fuzz_env.state = fuzz_env.probe.settle()
 
 
+@pytest.mark.slow
 def test_client_survives_the_servers_idle_close(fuzz_env: FuzzEnv) -> None:
     """The server closes a keep-alive connection idle for its client timeout; the next request,
     GET or POST, goes out on a new connection (a GET on the stale one was a RemoteDisconnected
@@ -277,6 +278,7 @@ def test_huge_body_refused_before_it_is_read(fuzz_env: FuzzEnv) -> None:
     assert status == 200
 
 
+@pytest.mark.slow
 def test_stalled_clients_are_timed_out(fuzz_env: FuzzEnv) -> None:
     """Headers then silence, or half a request line: the server closes the connection."""
     port = int(fuzz_env.server.endpoint.rsplit(":", 1)[1])

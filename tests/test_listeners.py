@@ -115,6 +115,7 @@ def test_trickled_body_is_cut_off(tight: Server, name: str) -> None:
     # (metadata, marketplace and XML-RPC answer transport errors as plain HTTP)
 
 
+@pytest.mark.slow
 def test_slow_answers_are_not_cut_off(tight: Server) -> None:
     """The timeouts are on what the client sends: an event stream outlives them and still delivers."""
     alice = tight.create_user("stream-alice")

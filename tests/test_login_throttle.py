@@ -77,6 +77,7 @@ def hil_user(srv: Server, name: str) -> None:
                                                                                "is_admin": True})
 
 
+@pytest.mark.slow
 def test_wrong_passwords_then_the_right_one_is_refused_until_the_backoff_passes(srv: Server) -> None:
     hil_user(srv, "hu1")
     src = "127.0.1.1"

@@ -176,6 +176,7 @@ def test_dn_forms_compare_equal(pki: SimpleNamespace) -> None:
 
 # ---- publish on one cloudctl, subscribe from another ------------------------------------------
 
+@pytest.mark.slow
 def test_publish_subscribe_launch_deprecate(publisher: Server, subscriber: Server, sub_ec2: Any,
                                             pki: SimpleNamespace) -> None:
     blank = next(i for i in publisher.admin("GET", "/v0/images") if i["Name"] == "cloudctl-blank")
@@ -409,6 +410,7 @@ def test_endorser_removed_from_allow_list_expires_images(subscriber: Server, sub
     assert poll(subscriber, accepted.sub)["code"] == "endorser-not-allowed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["list", "image"])
 def test_expiry_of_list_or_image(what: str, subscriber: Server, sub_ec2: Any, lists: ListServer,
                                  pki: SimpleNamespace) -> None:
@@ -456,6 +458,7 @@ def test_free_space_is_checked_before_downloading(subscriber: Server, lists: Lis
     assert lists.ranges == [] and row["Done"] == 0
 
 
+@pytest.mark.slow
 def test_publisher_resigns_before_expiry(tmp_path: Path, model_cache: Path, pki: SimpleNamespace) -> None:
     """A list valid for 12 s, re-signed when 8 s remain: versions and expiry move on by themselves."""
     s = _server(tmp_path, model_cache, {"publish": {"cert": str(pki.endorser_pem), "key": str(pki.endorser_key),

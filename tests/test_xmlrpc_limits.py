@@ -148,6 +148,7 @@ def test_entities_and_doctypes_are_refused(one: Any) -> None:
     assert one.pyone.system.version()
 
 
+@pytest.mark.slow
 def test_a_flood_of_refusals_logs_a_few_short_lines(one: Any) -> None:
     offset = Path(one.log_path).stat().st_size
     proxy = xmlrpc.client.ServerProxy(one.one_url)
