@@ -191,10 +191,13 @@ class Listener:
 def write_ports(state_dir: Path, listeners: Mapping[str, Listener]) -> Path:
     """Write `ports.json` ({name: bound port}) once every listener is up, so a supervisor or a
     test that configured `port: 0` reads the real ports instead of parsing the banner. Written
-    whole under a temporary name, then renamed: a reader never sees half of it."""
+    whole under a temporary name, then renamed: a reader never sees half of it. Private (0600)
+    like every file in the state dir."""
     path = state_dir / "ports.json"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({name: ln.port for name, ln in listeners.items()}) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({name: ln.port for name, ln in listeners.items()}) + "\n")
     os.replace(tmp, path)
     return path
 
