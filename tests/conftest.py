@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
 from support import Server, Servers, write_config
 
 # Hypothesis: `dev` (the default) tries few examples, always the same ones, so a run is quick and
 # repeatable; `ci` (CI=true, or HYPOTHESIS_PROFILE=ci) keeps today's count and a fresh draw each run.
 # Per-test counts that a test sets itself (test_fuzz_ec2.py, `make fuzz`) win over both.
-settings.register_profile("dev", max_examples=5, derandomize=True, database=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=5, derandomize=True, database=None)
 settings.register_profile("ci", max_examples=12, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 

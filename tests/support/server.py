@@ -109,9 +109,9 @@ class Server:
         for name, port in self.ports.items():
             if isinstance(on_disk.get(name), dict) and on_disk[name].get("port") == 0:
                 on_disk[name]["port"] = port
-                self.cfg[name]["port"] = port
                 changed = True
         if changed:
+            self.cfg = on_disk
             self.config_path.write_text(yaml.safe_dump(on_disk))
 
     @property
