@@ -31,3 +31,11 @@ def wait_state(ec2: Any, ids: list[str], state: str, timeout: float = 20) -> lis
         if all(i["State"]["Name"] == state for i in insts) or time.time() > deadline:
             return insts
         time.sleep(0.05)
+
+
+def wait_polls(server: Any, host: str, n: int = 3, timeout: float = 60) -> None:
+    """Wait for the monitor to poll `host` `n` more times (failed polls count): the honest way to
+    see that nothing happens "for a while", however loaded the machine is."""
+    start = server.admin("GET", f"/v0/hosts/{host}")["polls"]
+    wait_until(lambda: server.admin("GET", f"/v0/hosts/{host}")["polls"] >= start + n, timeout,
+               f"{n} more polls of {host}")
