@@ -69,7 +69,7 @@ fuzz:
 	CLOUDCTL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_ec2.py
 
 bench:
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'   # (never moves the pinned botocore)
 	$(PY) bench/run.py
 
 # The long reliability run: 20 crash trials under load, then 50 clients for 60 s.
