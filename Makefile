@@ -38,10 +38,15 @@ constraints:
 run:
 	$(PY) -m cloudctl serve --config $(CONFIG)
 
-# The whole suite, as CI runs it (.ci/run): needs root, the host daemons and qemu. Hypothesis runs
-# its `ci` profile here (tests/conftest.py); elsewhere `dev` unless CI or HYPOTHESIS_PROFILE says.
+# The whole suite, as CI runs it (.ci/run): needs root, the host daemons and qemu. The e2e and lab
+# tiers run serially (they share libvirtd, OVS and the host's network), then the rest as `make check`
+# does, on every core; both always run, and either failing fails the target. Hypothesis runs its `ci`
+# profile here (tests/conftest.py); elsewhere `dev` unless CI or HYPOTHESIS_PROFILE says otherwise.
 test:
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -q
+	@export HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci}; rc=0; \
+	$(PY) -m pytest -q -m "e2e or lab" || rc=1; \
+	$(PY) -m pytest -q -m "not e2e and not lab" -n auto --dist loadfile || rc=1; \
+	exit $$rc
 
 # In-process only (protocol, signatures, store, the core over test:///, the libvirt driver): seconds.
 UNIT_TESTS := tests/test_protocol.py tests/test_auth.py tests/test_store.py tests/test_compute_core.py \
