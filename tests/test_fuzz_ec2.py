@@ -115,7 +115,8 @@ def fuzz_env(fuzz_server: Server, request: pytest.FixtureRequest) -> Iterator[Fu
     summary(request.config, "fuzz summary", line)
     if os.environ.get("CLOUDCTL_FUZZ_REPORT"):
         with open(os.environ["CLOUDCTL_FUZZ_REPORT"], "w") as f:
-            json.dump({"examples_per_action": settings(**EXAMPLES).max_examples, "requests": dict(env.sent), "outcomes": dict(env.outcomes),
+            json.dump({"examples_per_action": settings(**EXAMPLES).max_examples, "requests": dict(env.sent),
+                       "outcomes": dict(env.outcomes),
                        "per_action": {a: dict(c) for a, c in env.per_action.items()}}, f, indent=1)
     env.client.close()
 
