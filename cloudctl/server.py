@@ -193,6 +193,7 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, monitor: Loop
     ec2_port, admin_port = listeners["ec2"].port, listeners["admin"].port
     cloud.endpoint = f"http://{config.ec2.listen}:{ec2_port}"
     cloud.catalog.endpoint = cloud.endpoint
+    await asyncio.to_thread(listener.write_ports, config.state_dir, listeners)   # after all are up
 
     cfg_arg = os.environ.get("CLOUDCTL_CONFIG_ARG", "")
     print(f"cloudctl ready in {time.perf_counter() - t0:.1f}s (state in {config.state_dir})\n"

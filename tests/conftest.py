@@ -1,115 +1,24 @@
-"""Fixtures: a real cloudctl server in a subprocess, driven by real clients (boto3, AWS CLI)."""
+"""Fixtures: a real cloudctl server in a subprocess, driven by real clients (boto3, AWS CLI).
+
+Only fixtures and hooks live here; the helpers they use (and tests import) are in `support`."""
 from __future__ import annotations
 
-import json
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import yaml
-from botocore.config import Config as BotoConfig
+from hypothesis import settings
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = ROOT / "config" / "cloudctl.yaml"
-REGION = "cloudctl-1"
+from support import Server, Servers, write_config
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_config(directory: Path, cache_dir: Path, **overrides: Any) -> Path:
-    """A copy of the embedded default config with private state and free ports."""
-    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    cfg["state_dir"] = str(directory / "state")
-    cfg["image_store"] = str(directory / "state" / "images")
-    cfg["cache_dir"] = str(cache_dir)
-    cfg["ec2"] = {"listen": "127.0.0.1", "port": free_port()}
-    cfg["admin"] = {"listen": "127.0.0.1", "port": free_port()}
-    cfg["metadata"] = {"listen": "127.0.0.1", "port": free_port()}
-    for h in cfg["hosts"]:
-        h["node_xml"] = str(DEFAULT_CONFIG.parent / h["node_xml"])
-    cfg["domain_template"] = str(DEFAULT_CONFIG.parent / cfg["domain_template"])
-    for im in cfg["images"]:
-        im["file"] = str(DEFAULT_CONFIG.parent / im["file"])
-    cfg.update(overrides)
-    path = directory / "cloudctl.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-class Server:
-    """A `cloudctl serve` process; `kill()` is SIGKILL, as a crash would be."""
-
-    def __init__(self, config_path: Path) -> None:
-        self.config_path = config_path
-        cfg = yaml.safe_load(config_path.read_text())
-        self.cfg = cfg
-        self.endpoint = f"http://127.0.0.1:{cfg['ec2']['port']}"
-        self.admin_url = f"http://127.0.0.1:{cfg['admin']['port']}"
-        self.state_dir = Path(cfg["state_dir"])
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = config_path.parent / "server.log"
-
-    def start(self, timeout: float = 60) -> "Server":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cloudctl", "serve", "--config", str(self.config_path)],
-                                     stdout=log, stderr=log, cwd=ROOT)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            try:
-                self.admin("GET", "/v0/health")
-                return self
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not become ready:\n{self.log_path.read_text()}")
-
-    @property
-    def token(self) -> str:
-        return (self.state_dir / "admin.token").read_text().strip()
-
-    def admin(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.admin_url + path, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
-
-    def create_user(self, name: str) -> dict[str, str]:
-        return self.admin("POST", "/v0/users", {"name": name})
-
-    def client(self, user: dict[str, str], **kw: Any) -> Any:
-        return boto3.client("ec2", endpoint_url=self.endpoint, region_name=kw.pop("region", REGION),
-                            aws_access_key_id=user["AccessKeyId"],
-                            aws_secret_access_key=user["SecretAccessKey"],
-                            config=BotoConfig(retries={"max_attempts": 1}, **kw))
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+# Hypothesis: `dev` (the default) tries few examples, always the same ones, so a run is quick and
+# repeatable; `ci` (CI=true, or HYPOTHESIS_PROFILE=ci) keeps today's count and a fresh draw each run.
+# Per-test counts that a test sets itself (test_fuzz_ec2.py, `make fuzz`) win over both.
+settings.register_profile("dev", max_examples=5, derandomize=True, database=None)
+settings.register_profile("ci", max_examples=12, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(scope="session")
@@ -117,21 +26,28 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
 
 
+@pytest.fixture(scope="module")
+def server_with(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Servers]:
+    """`server_with(**config overrides)`: a started server shared by a module's tests (stopped
+    after them). A listener named in the overrides binds loopback port 0 unless it says otherwise."""
+    servers = Servers(lambda: tmp_path_factory.mktemp("server"), model_cache)
+    yield servers
+    servers.stop()
+
+
 @pytest.fixture
-def new_server(tmp_path: Path, model_cache: Path) -> Iterator[Any]:
+def new_server(tmp_path: Path, model_cache: Path) -> Iterator[Servers]:
     """Factory for servers private to one test (for crash and restart tests)."""
-    servers: list[Server] = []
+    n = iter(range(1 << 30))
 
-    def make(**overrides: Any) -> Server:
-        d = tmp_path / f"srv{len(servers)}"
+    def where() -> Path:
+        d = tmp_path / f"srv{next(n)}"
         d.mkdir()
-        s = Server(write_config(d, model_cache, **overrides))
-        servers.append(s)
-        return s.start()
+        return d
 
-    yield make
-    for s in servers:
-        s.stop()
+    servers = Servers(where, model_cache)
+    yield servers
+    servers.stop()
 
 
 @pytest.fixture(scope="session")
@@ -162,13 +78,3 @@ def image_id(ec2: Any) -> str:
     images = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"]
     assert len(images) == 1
     return images[0]["ImageId"]
-
-
-def wait_state(ec2: Any, ids: list[str], state: str, timeout: float = 20) -> list[dict[str, Any]]:
-    deadline = time.time() + timeout
-    while True:
-        res = ec2.describe_instances(InstanceIds=ids)["Reservations"]
-        insts = [i for r in res for i in r["Instances"]]
-        if all(i["State"]["Name"] == state for i in insts) or time.time() > deadline:
-            return insts
-        time.sleep(0.05)

@@ -7,7 +7,7 @@ import contextlib
 import pytest
 
 from cloudctl.api.ec2.actions import ACTIONS
-from conftest import Server, wait_state
+from support import Server, wait_state
 
 
 def make_resources(server: Server, user: dict[str, str], tag: str) -> dict[str, list[str]]:

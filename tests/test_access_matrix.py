@@ -17,16 +17,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from botocore.model import Shape
 
 from cloudctl.api.ec2.actions import ACTIONS
 from cloudctl.api.ec2.model import OPERATIONS
-from conftest import REGION, Server, write_config
 from fuzz_model import id_member, service_model, wire_name
 from rawquery import SignedQuery, StateProbe, error_code
+from support import REGION, Server, Servers
 from tenants import make_resources, summary
 
 # kind → the code B gets for A's resource of that kind.
@@ -184,15 +183,12 @@ class Tenants:
 
 
 @pytest.fixture(scope="module")
-def tenants(tmp_path_factory: pytest.TempPathFactory, model_cache: Path,
-            request: pytest.FixtureRequest) -> Iterator[Tenants]:
-    s = Server(write_config(tmp_path_factory.mktemp("matrix"), model_cache)).start()
-    t = Tenants(s)
+def tenants(server_with: Servers, request: pytest.FixtureRequest) -> Iterator[Tenants]:
+    t = Tenants(server_with())
     t.probe.settle()
     yield t
     summary(request.config, "access matrix", f"{len(ROWS)} rows over {len({r.action for r in ROWS})} actions; "
             f"{t.checked} cross-user requests checked")
-    s.stop()
 
 
 def test_matrix_covers_every_kind_and_id_action() -> None:

@@ -23,7 +23,7 @@ from cloudctl.core.context import Caller
 from cloudctl.core.instance_facts import describe_page
 from cloudctl.core.launch import LaunchSpec
 
-from conftest import free_port, write_config
+from support import write_config
 
 NS = "{http://ec2.amazonaws.com/doc/2016-11-15/}"
 
@@ -196,11 +196,12 @@ async def test_a_cancelled_answer_passes_its_turn_on() -> None:
     assert done == ["b", "c"]
 
 
+@pytest.mark.slow
 def test_concurrent_changes_never_tear_an_answer(new_server: Any) -> None:
     """Served with one element per slice: while describes run, two instances are re-tagged
     together, again and again (one CreateTags each time). No answer may show them differing, and
     pages (larger than a slice) still list every instance once."""
-    server = new_server(ec2={"listen": "127.0.0.1", "port": free_port(), "answer_slice_items": 1})
+    server = new_server(ec2={"listen": "127.0.0.1", "port": 0, "answer_slice_items": 1})
     user = server.create_user("pacer")
     ec2 = server.client(user)
     image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]

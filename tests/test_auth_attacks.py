@@ -17,9 +17,9 @@ from botocore.auth import SigV2Auth, SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from conftest import REGION, Server, free_port, write_config
 from rawquery import StateProbe
 from spellings import authorization_variants, query_variants
+from support import REGION, Server, write_config
 
 FORM = "application/x-www-form-urlencoded; charset=utf-8"
 
@@ -176,7 +176,7 @@ GRACE = 0.3
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
     d = tmp_path_factory.mktemp("replay-grace")
-    ec2 = {"listen": "127.0.0.1", "port": free_port(), "replay_grace_s": GRACE}
+    ec2 = {"replay_grace_s": GRACE}
     s = Server(write_config(d, model_cache, ec2=ec2)).start()
     yield s
     s.stop()

@@ -27,6 +27,7 @@ def nano_free(server: Any, zone: str) -> int:
     raise AssertionError("t3.nano row missing")
 
 
+@pytest.mark.slow
 def test_capacity_by_zone_follows_launches(server: Any, ec2: Any, image_id: str) -> None:
     before = nano_free(server, "cloudctl-1b")
     ids = [i["InstanceId"] for i in ec2.run_instances(
@@ -95,6 +96,7 @@ def http_files(tmp_path: Path) -> Any:
     httpd.shutdown()
 
 
+@pytest.mark.slow
 def test_image_import_from_url(server: Any, ec2: Any, http_files: Any) -> None:
     root, base = http_files
     data = os.urandom(2 * 2**20 + 5)
@@ -144,6 +146,7 @@ def test_events_record_instance_states(server: Any, ec2: Any, image_id: str) -> 
         follow.wait()
 
 
+@pytest.mark.slow
 def test_host_commands(new_server: Any) -> None:
     srv = new_server()
     rows = {line.split()[0]: line.split() for line in cli(srv, "host", "list").splitlines()[1:]}

@@ -17,7 +17,7 @@ from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import LaunchSpec
 from cloudctl.drivers.hypervisor.base import METADATA_NS
 
-from conftest import write_config
+from support import write_config
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import random
 import time
 from typing import Any
 
+import pytest
+
 from crashlab import Acked, check, load_state, trial
 
 TRIALS = int(os.environ.get("CLOUDCTL_CRASH_TRIALS", "3"))
@@ -31,6 +33,7 @@ def hypervisors_match(srv: Any, ec2: Any, trial: int, timeout: float = 60) -> No
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_crash_trials(new_server: Any, capsys: Any) -> None:
     srv = new_server(monitor={"interval_s": 0.5, "grace_s": 5, "timeout_s": 5})
     user = srv.create_user("crash")

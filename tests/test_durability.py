@@ -4,21 +4,22 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError
 
-from conftest import ROOT, wait_state
+from support import ROOT, wait_state, wait_until
 
 
 def all_instances(ec2: Any) -> dict[str, dict[str, Any]]:
     return {i["InstanceId"]: i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
 
 
+@pytest.mark.slow
 def test_acknowledged_changes_survive_kill(new_server: Any) -> None:
     srv = new_server()
     user = srv.create_user("dora")
@@ -88,7 +89,7 @@ def test_kill_under_concurrent_load(new_server: Any) -> None:
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    wait_until(lambda: len(acked) >= 10, 60, "ten launches acknowledged before the crash")
     srv.kill()
     stop.set()
     for t in threads:

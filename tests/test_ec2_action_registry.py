@@ -18,7 +18,7 @@ from cloudctl.api.ec2.actions import ACTIONS
 from cloudctl.api.ec2.actions.registry import ActionsError, action, check_actions
 from cloudctl.api.ec2.model import OPERATIONS, Ec2Model, Operation, load_model
 
-from conftest import ROOT, write_config
+from support import ROOT, write_config
 
 
 def test_every_module_is_discovered_and_operations_come_from_the_registry() -> None:

@@ -20,7 +20,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from cloudctl.config import ConfigError, load_config
-from conftest import Server, wait_state, write_config
+from support import Server, Servers, wait_state, write_config
 
 ZONE_A = "cloudctl-1a"
 POOL = ["198.51.100.16/28"]          # 14 addresses: .17 - .30
@@ -86,11 +86,8 @@ def scripts(tmp_path_factory: pytest.TempPathFactory) -> Scripts:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, scripts: Scripts) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("eip-server")
-    s = Server(write_config(d, model_cache, **eip_config(scripts))).start()
-    yield s
-    s.stop()
+def srv(server_with: Servers, scripts: Scripts) -> Server:
+    return server_with(**eip_config(scripts))
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +255,7 @@ def test_per_user_limit(ec2: Any, srv: Server, dave: dict[str, str]) -> None:
         release_all(ec2)
 
 
+@pytest.mark.slow
 def test_empty_pool_and_restart_never_hands_an_address_twice(new_server: Any, tmp_path: Path) -> None:
     scripts = Scripts(tmp_path / "scripts")
     s = new_server(elastic_ips={"pool": ["192.0.2.10-192.0.2.12"], "max_addresses_per_user": 2,
@@ -474,6 +472,7 @@ def test_a_failing_script_fails_the_call_and_changes_nothing(ec2: Any, image: st
         ec2.terminate_instances(InstanceIds=[x["InstanceId"], y["InstanceId"]])
 
 
+@pytest.mark.slow
 def test_a_hanging_script_is_killed_at_the_timeout(ec2: Any, image: str, scripts: Scripts) -> None:
     x = launch(ec2, image)[0]
     a = ec2.allocate_address()
@@ -527,6 +526,7 @@ def test_terminating_disassociates(ec2: Any, image: str, scripts: Scripts) -> No
 # -- restarts ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_restart_reapplies_associations_and_undoes_unfinished_changes(new_server: Any, tmp_path: Path) -> None:
     scripts = Scripts(tmp_path / "scripts")
     s = new_server(**eip_config(scripts, script_timeout_s=60))
@@ -581,6 +581,7 @@ def test_restart_reapplies_associations_and_undoes_unfinished_changes(new_server
 # -- the AWS CLI, config --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_aws_cli(srv: Server, carol: dict[str, str], ec2: Any, image: str, scripts: Scripts) -> None:
     from test_ec2_wire import aws
     x = launch(ec2, image)[0]
@@ -655,74 +656,3 @@ def test_shipped_script_is_valid_sh() -> None:
     assert usage.returncode == 2 and "usage:" in usage.stderr
     bad = subprocess.run([str(script), "1.2.3.256", "10.0.0.1", "e30="], capture_output=True, text=True)
     assert bad.returncode == 2 and "bad address" in bad.stderr
-
-
-def test_a_commit_the_journal_cannot_write_is_undone_on_the_host(tmp_path: Path, model_cache: Path) -> None:
-    """The scripts ran, then the disk was full: the call fails with ServiceUnavailable, the rows
-    are what the journal holds (the old association), and the host is put back to match them."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    from test_disk_full import fill
-    mnt = tmp_path / "state"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0711", "tmpfs", str(mnt)], check=True)
-    scripts = Scripts(tmp_path / "scripts")
-    srv = None
-    try:
-        cfg = write_config(tmp_path, model_cache, state_dir=str(mnt), image_store=str(tmp_path / "images"),
-                           volume_store=str(tmp_path / "volumes"), instance_dir=str(tmp_path / "instances"),
-                           **eip_config(scripts, script_timeout_s=60))
-        srv = Server(cfg).start()
-        c = client(srv, srv.create_user("full"))
-        img = c.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
-        x, y = launch(c, img, 2)
-        a = c.allocate_address()
-        c.associate_address(AllocationId=a["AllocationId"], InstanceId=x["InstanceId"])
-        before = addresses(c)
-        scripts.take()
-        # The move's first script hangs; meanwhile the disk fills up (past the journal's last page).
-        scripts.set("hang")
-        result: dict[str, Any] = {}
-
-        def move() -> None:
-            try:
-                result["ok"] = c.associate_address(AllocationId=a["AllocationId"], InstanceId=y["InstanceId"],
-                                                   AllowReassociation=True)
-            except ClientError as e:
-                result["error"] = e.response
-        t = threading.Thread(target=move)
-        t.start()
-        scripts.wait_calls(1)
-        filler = fill(mnt)
-        for n in range(1000):
-            try:
-                c.create_tags(Resources=[x["InstanceId"]], Tags=[{"Key": f"t{n}", "Value": "x" * 200}])
-            except ClientError as e:
-                assert e.response["Error"]["Code"] == "ServiceUnavailable"
-                break
-        scripts.set("hang", False)
-        os.kill(int((scripts.dir / "sleep.pid").read_text()), 9)   # the hanging script goes on
-        t.join(60)
-        assert "ok" not in result and result["error"]["Error"]["Code"] == "ServiceUnavailable", result
-        assert addresses(c) == before
-        # The host was moved to y by the scripts; the rollback puts it back on x.
-        calls = scripts.wait_calls(4)
-        assert [k[:3] for k in calls[:2]] == [["disassociate", a["PublicIp"]],
-                                              ["associate", a["PublicIp"], y["PrivateIpAddress"]]]
-        assert [k[:3] for k in calls[2:4]] == [["disassociate", a["PublicIp"]],
-                                               ["associate", a["PublicIp"], x["PrivateIpAddress"]]]
-        filler.unlink()
-        # Space is back: the next round records the address as settled, and then no more runs.
-        deadline = time.time() + 30
-        while time.time() < deadline and not _settled(srv):
-            time.sleep(0.2)
-        assert _settled(srv)
-        assert addresses(c) == before and public_ip_of(c, x["InstanceId"]) == a["PublicIp"]
-    finally:
-        if srv is not None:
-            srv.stop()
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _settled(srv: Server) -> bool:
-    return not any(r["NatUnsure"] for r in srv.admin("GET", "/v0/addresses")["addresses"])

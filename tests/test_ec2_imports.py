@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server
+from support import Server, Servers
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img (qemu-utils) is not installed")
 
@@ -98,13 +98,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Files, str
 
 
 @pytest.fixture(scope="module")
-def importer(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    from conftest import write_config
-    d = tmp_path_factory.mktemp("import-server")
+def importer(server_with: Servers) -> Server:
     # The HTTP server is on loopback, which users' URLs may only reach when allowed.
-    s = Server(write_config(d, model_cache, user_image_urls=True, user_image_urls_local=True)).start()
-    yield s
-    s.stop()
+    return server_with(user_image_urls=True, user_image_urls_local=True)
 
 
 @pytest.fixture(scope="module")

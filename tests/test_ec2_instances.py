@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import wait_state
+from support import wait_state
 
 
 def code_of(exc: pytest.ExceptionInfo[ClientError]) -> str:

@@ -20,12 +20,8 @@ NETWORKS = [
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
-    from conftest import Server, write_config
-    d = tmp_path_factory.mktemp("networks")
-    srv = Server(write_config(d, model_cache, networks=NETWORKS, vpc_cidr="10.128.0.0/9")).start()
-    yield srv
-    srv.stop()
+def cloud(server_with: Any) -> Any:
+    return server_with(networks=NETWORKS, vpc_cidr="10.128.0.0/9")
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +143,7 @@ def test_taken_address_is_refused(ec2: Any, image: str) -> None:
     ec2.terminate_instances(InstanceIds=[again["InstanceId"]])
 
 
+@pytest.mark.slow
 def test_leases_unique_and_survive_kill(new_server: Any) -> None:
     srv = new_server(networks=NETWORKS)
     user = srv.create_user("u")
@@ -181,7 +178,7 @@ def test_leases_unique_and_survive_kill(new_server: Any) -> None:
 
 
 def test_bad_network_config_is_one_line(tmp_path: Any, model_cache: Any) -> None:
-    from conftest import write_config
+    from support import write_config
     for nets, expect in [
         ([{"name": "x", "zone": "cloudctl-1a", "cidr": "10.130.0.0/24"},
           {"name": "y", "zone": "cloudctl-1a", "cidr": "10.130.0.128/25"},

@@ -7,15 +7,13 @@ import base64
 import datetime
 import http.client
 import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REGION, Server, write_config
+from support import REGION, Server, Servers
 from rawquery import SignedQuery, StateProbe, error_code, form_body
 
 MAX_PARAMS = 10_000
@@ -40,12 +38,10 @@ def post(server: Server, body: bytes, headers: dict[str, str] | None = None) -> 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
+def server(server_with: Servers) -> Server:
     """A server of this module's own: its failed signatures must not count against the shared
     server's source address in the login throttle."""
-    s = Server(write_config(tmp_path_factory.mktemp("request-bounds"), model_cache)).start()
-    yield s
-    s.stop()
+    return server_with()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from conftest import wait_state
+from support import wait_state
 
 
 def code_of(exc: pytest.ExceptionInfo[ClientError]) -> str:

@@ -17,7 +17,7 @@ from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import LaunchSpec
 from cloudctl.drivers.hypervisor.base import FirewallRule
-from conftest import wait_state, write_config
+from support import wait_state, write_config
 from test_ec2_wire import aws
 
 
@@ -293,6 +293,7 @@ def test_describe_rules_filters_and_tags(ec2: Any) -> None:
     assert len(rules(ec2, gid)) == 3   # and the default egress rule
 
 
+@pytest.mark.slow
 def test_aws_cli(server: Any, user: dict[str, str]) -> None:
     gid = aws(server, user, "create-security-group", "--group-name", "cli", "--description", "from the CLI")["GroupId"]
     out = aws(server, user, "authorize-security-group-ingress", "--group-id", gid, "--protocol", "tcp",

@@ -20,7 +20,7 @@ from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import LaunchSpec
-from conftest import wait_state, write_config
+from support import wait_state, write_config
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img (qemu-utils) is not installed")
 
@@ -360,6 +360,7 @@ def test_dry_run_changes_nothing(ec2: Any, image_id: str) -> None:
     ec2.terminate_instances(InstanceIds=[iid])
 
 
+@pytest.mark.slow
 def test_aws_cli(server: Any, alice: dict[str, str]) -> None:
     from test_ec2_wire import aws
     vol = aws(server, alice, "create-volume", "--size", "1", "--availability-zone", ZONE_A,

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from botocore.parsers import create_parser
 from botocore.session import get_session
 
-from conftest import REGION, wait_state
+from support import REGION, wait_state
 
 MODEL = get_session().get_service_model("ec2")
 
@@ -173,6 +173,7 @@ def aws(server: Any, user: dict[str, str], *args: str) -> Any:
     return json.loads(out.stdout) if out.stdout.strip() else None
 
 
+@pytest.mark.slow
 def test_aws_cli_lifecycle(server: Any, alice: dict[str, str], image_id: str) -> None:
     res = aws(server, alice, "run-instances", "--image-id", image_id, "--instance-type", "t3.micro",
               "--count", "2", "--tag-specifications",

@@ -8,7 +8,6 @@ import json
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from cloudctl.api.xmlrpc.app import _error_code
 from cloudctl.core.baremetal.headnodes import _bm
 from cloudctl.core.errors import CloudError, ErrorKind
-from conftest import Server, free_port, write_config
+from support import Server, Servers
 from hil_client import Hil
 
 ROOT = Path(__file__).resolve().parent.parent / "cloudctl"
@@ -90,15 +89,11 @@ def test_front_ends_map_every_kind(kind: ErrorKind, one_code: int, hil_type: str
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    port = free_port()
-    s = Server(write_config(tmp_path_factory.mktemp("kinds"), model_cache, limits={"vcpus": 1},
-                            xmlrpc={"listen": "127.0.0.1", "port": port},
-                            baremetal={"vlans": "1100-1109", "audit_on_start": "off",
-                                       "headnode_bridge": "br-trunk"})).start()
-    s.one_url = f"http://127.0.0.1:{port}/RPC2"   # type: ignore[attr-defined]
-    yield s
-    s.stop()
+def srv(server_with: Servers) -> Server:
+    s = server_with(limits={"vcpus": 1}, xmlrpc={},
+                    baremetal={"vlans": "1100-1109", "audit_on_start": "off", "headnode_bridge": "br-trunk"})
+    s.one_url = s.url("xmlrpc") + "/RPC2"   # type: ignore[attr-defined]
+    return s
 
 
 def test_xmlrpc_answers_a_vcpu_quota_as_action(srv: Any) -> None:

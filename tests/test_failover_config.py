@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEFAULT_CONFIG, write_config
+from support import DEFAULT_CONFIG, write_config
 
 from cloudctl.config import ConfigError, FenceCommand, FenceIpmi, load_config
 

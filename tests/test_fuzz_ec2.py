@@ -6,7 +6,8 @@ signed, to a real server. Properties: never a 5xx, the server keeps answering, e
 a well-formed EC2 error document with a code, and a rejected request leaves the state exactly
 as it was (the admin digest of every row and the count of committed changes are unchanged).
 
-`CLOUDCTL_FUZZ_EXAMPLES` sets the examples per action (CI default small; `make fuzz` runs 2000).
+`CLOUDCTL_FUZZ_EXAMPLES` sets the examples per action (else the Hypothesis profile: `dev` 5, `ci` 12;
+`make fuzz` runs 2000).
 Malformed HTTP (content types, huge and stalled bodies, many idle connections) is tested below.
 """
 from __future__ import annotations
@@ -31,12 +32,15 @@ from hypothesis import strategies as st
 from cloudctl.api.ec2.actions import ACTIONS
 from cloudctl.api.ec2.model import OPERATIONS
 
-from conftest import REGION, Server, write_config
 from fuzz_model import Pools, RequestStrategies
 from rawquery import SignedQuery, StateProbe, error_code, form_body
+from support import REGION, Server, write_config
 from tenants import make_resources, summary
 
-EXAMPLES = int(os.environ.get("CLOUDCTL_FUZZ_EXAMPLES", "12"))
+# Examples per action: CLOUDCTL_FUZZ_EXAMPLES when set (`make fuzz`), else the Hypothesis profile's
+# (conftest.py: `dev` a few, derandomized; `ci` 12, drawn afresh).
+_FUZZ_EXAMPLES = os.environ.get("CLOUDCTL_FUZZ_EXAMPLES")
+EXAMPLES: dict[str, Any] = {"max_examples": int(_FUZZ_EXAMPLES), "derandomize": False} if _FUZZ_EXAMPLES else {}
 CLIENT_TIMEOUT_S = 2.0
 FUZZED = sorted(a for a in ACTIONS if a in OPERATIONS)
 _NEW_IDS = re.compile(rb"<(instanceId|volumeId|snapshotId|imageId|keyPairId|keyName|groupId|allocationId)>"
@@ -106,12 +110,13 @@ def fuzz_env(fuzz_server: Server, request: pytest.FixtureRequest) -> Iterator[Fu
     t0 = time.monotonic()
     yield env
     line = (f"fuzzed {len(env.sent)} actions, {sum(env.sent.values())} requests in "
-            f"{time.monotonic() - t0:.1f} s ({EXAMPLES} examples per action); outcomes: "
+            f"{time.monotonic() - t0:.1f} s ({settings(**EXAMPLES).max_examples} examples per action); outcomes: "
             + ", ".join(f"{k} x{n}" for k, n in env.outcomes.most_common(12)))
     summary(request.config, "fuzz summary", line)
     if os.environ.get("CLOUDCTL_FUZZ_REPORT"):
         with open(os.environ["CLOUDCTL_FUZZ_REPORT"], "w") as f:
-            json.dump({"examples_per_action": EXAMPLES, "requests": dict(env.sent), "outcomes": dict(env.outcomes),
+            json.dump({"examples_per_action": settings(**EXAMPLES).max_examples, "requests": dict(env.sent),
+                       "outcomes": dict(env.outcomes),
                        "per_action": {a: dict(c) for a, c in env.per_action.items()}}, f, indent=1)
     env.client.close()
 
@@ -137,6 +142,7 @@ def test_state_digest_sees_changes(fuzz_env: FuzzEnv) -> None:
     fuzz_env.state = fuzz_env.probe.settle()
 
 
+@pytest.mark.slow
 def test_client_survives_the_servers_idle_close(fuzz_env: FuzzEnv) -> None:
     """The server closes a keep-alive connection idle for its client timeout; the next request,
     GET or POST, goes out on a new connection (a GET on the stale one was a RemoteDisconnected
@@ -151,7 +157,7 @@ def test_client_survives_the_servers_idle_close(fuzz_env: FuzzEnv) -> None:
 
 @pytest.mark.parametrize("action", FUZZED)
 def test_fuzz_action(action: str, fuzz_env: FuzzEnv) -> None:
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
+    @settings(**EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(pairs=fuzz_env.strategies.request(action), dry_run=st.sampled_from([False] * 5 + [True]),
            get=st.sampled_from([False] * 5 + [True]))
@@ -273,6 +279,7 @@ def test_huge_body_refused_before_it_is_read(fuzz_env: FuzzEnv) -> None:
     assert status == 200
 
 
+@pytest.mark.slow
 def test_stalled_clients_are_timed_out(fuzz_env: FuzzEnv) -> None:
     """Headers then silence, or half a request line: the server closes the connection."""
     port = int(fuzz_env.server.endpoint.rsplit(":", 1)[1])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,21 +18,17 @@ from cloudctl.api import hil_models
 from cloudctl.api.hil import HilApi
 from cloudctl.core.baremetal import Baremetal
 from cloudctl.core.baremetal.auth import Caller
-from conftest import Server, write_config
 from hil_client import Hil, q
 from hil_lab import free_port
+from support import Server, Servers, write_config
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGbE3WpZ0b2pRkQ6V3HcOeX8v0b1y5o3JkVnU1b2c3d4"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("hil-api")
+def srv(server_with: Servers) -> Server:
     # A small pool, and a switch nobody listens on, retried slowly: its operations stay pending.
-    s = Server(write_config(d, model_cache, baremetal={"vlans": "1000-1003", "attempts": 3, "backoff_s": 30,
-                                                       "audit_on_start": "off"})).start()
-    yield s
-    s.stop()
+    return server_with(baremetal={"vlans": "1000-1003", "attempts": 3, "backoff_s": 30, "audit_on_start": "off"})
 
 
 @pytest.fixture(scope="module")

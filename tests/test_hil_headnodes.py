@@ -6,23 +6,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Server, write_config
 from hil_client import Hil
+from support import Server, Servers
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("hil-hn")
-    s = Server(write_config(d, model_cache, baremetal={"vlans": "1100-1109", "audit_on_start": "off",
-                                                       "headnode_bridge": "br-trunk"})).start()
-    yield s
-    s.stop()
+def srv(server_with: Servers) -> Server:
+    return server_with(baremetal={"vlans": "1100-1109", "audit_on_start": "off", "headnode_bridge": "br-trunk"})
 
 
 @pytest.fixture(scope="module")

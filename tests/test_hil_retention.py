@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Server, write_config
 from crashlab import load_state
 from hil_client import Hil, q
 from hil_lab import FakeSwitch, free_port
+from support import Server, write_config
 
 pytest.importorskip("fake_switches")
 
@@ -44,6 +44,7 @@ def ops_in_files(state_dir: Path) -> dict[str, str]:
     return {k: op.status for k, op in load_state(state_dir)["bm_operations"].items()}
 
 
+@pytest.mark.slow
 def test_finished_operations_are_bounded(tmp_path: Path, model_cache: Path, fake: FakeSwitch) -> None:
     keep = 5
     cfg = write_config(tmp_path, model_cache, baremetal={

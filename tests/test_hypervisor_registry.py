@@ -18,7 +18,7 @@ from cloudctl.drivers.hypervisor.libvirt import LibvirtDriver
 from cloudctl.drivers.hypervisor.registry import make_driver
 from cloudctl.drivers.hypervisor.simulated import SimulatedLibvirtDriver
 
-from conftest import ROOT, write_config
+from support import ROOT, write_config
 
 
 def with_driver(tmp_path: Path, model_cache: Path, driver: str, uri: str | None = None) -> Path:

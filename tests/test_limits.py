@@ -16,21 +16,14 @@ def code_of(e: pytest.ExceptionInfo[ClientError]) -> str:
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
-    from conftest import Server, write_config
-    srv = Server(write_config(tmp_path_factory.mktemp("limits"), model_cache, limits=LIMITS)).start()
-    yield srv
-    srv.stop()
+def limited(server_with: Any) -> Any:
+    return server_with(limits=LIMITS)
 
 
 @pytest.fixture(scope="module")
-def limited_instances(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
+def limited_instances(server_with: Any) -> Any:
     """Instance and vCPU quotas alone: root volumes (8 GiB each here) count in the volume quotas."""
-    from conftest import Server, write_config
-    srv = Server(write_config(tmp_path_factory.mktemp("limits-i"), model_cache,
-                              limits={"instances": LIMITS["instances"], "vcpus": LIMITS["vcpus"]})).start()
-    yield srv
-    srv.stop()
+    return server_with(limits={"instances": LIMITS["instances"], "vcpus": LIMITS["vcpus"]})
 
 
 def live(ec2: Any) -> list[dict[str, Any]]:

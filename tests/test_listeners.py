@@ -11,14 +11,13 @@ import socket
 import threading
 import time
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Server, free_port, write_config
 from hil_client import Hil
+from support import Server, Servers
 
 TIMEOUT_S = 1.0     # client_timeout_s of the `tight` server
 CAP = 3             # max_connections of the `capped` server
@@ -26,29 +25,21 @@ HANG_GUARD_S = 30   # how long a test waits for the server before calling it stu
 LISTENERS = ["ec2", "admin", "hil", "metadata", "xmlrpc", "marketplace"]
 
 
-def _server(d: Path, model_cache: Path, admin: dict[str, Any] | None = None, **limits: Any) -> Server:
-    """A server with every listener on, each with `limits`."""
-    ports = {name: free_port() for name in ("ec2", "admin", "metadata", "xmlrpc", "marketplace")}
-    listeners = {name: {"listen": "127.0.0.1", "port": port, **limits} for name, port in ports.items()}
+def _listeners(admin: dict[str, Any] | None = None, **limits: Any) -> dict[str, Any]:
+    """Every listener on, each with `limits`."""
+    listeners = {name: dict(limits) for name in ("ec2", "admin", "metadata", "xmlrpc", "marketplace")}
     listeners["admin"].update(admin or {})
-    s = Server(write_config(d, model_cache, **listeners))
-    s.ports = {**ports, "hil": ports["admin"]}
-    return s
+    return listeners
 
 
 @pytest.fixture(scope="module")
-def tight(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    s = _server(tmp_path_factory.mktemp("tight"), model_cache, admin={"max_image_gib": 1 / 1024},  # 1 MiB
-                client_timeout_s=TIMEOUT_S).start()
-    yield s
-    s.stop()
+def tight(server_with: Servers) -> Server:
+    return server_with(**_listeners(admin={"max_image_gib": 1 / 1024}, client_timeout_s=TIMEOUT_S))  # 1 MiB
 
 
 @pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    s = _server(tmp_path_factory.mktemp("capped"), model_cache, max_connections=CAP).start()
-    yield s
-    s.stop()
+def capped(server_with: Servers) -> Server:
+    return server_with(**_listeners(max_connections=CAP))
 
 
 def _request(server: Server, name: str, body_len: int) -> bytes:
@@ -65,7 +56,8 @@ def _request(server: Server, name: str, body_len: int) -> bytes:
 
 
 def _connect(server: Server, name: str) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.ports[name]), timeout=HANG_GUARD_S)
+    port = server.ports["admin" if name == "hil" else name]   # the HIL routes are on the admin listener
+    return socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD_S)
 
 
 def _trickle(sock: socket.socket, data: bytes) -> bytes:
@@ -123,6 +115,7 @@ def test_trickled_body_is_cut_off(tight: Server, name: str) -> None:
     # (metadata, marketplace and XML-RPC answer transport errors as plain HTTP)
 
 
+@pytest.mark.slow
 def test_slow_answers_are_not_cut_off(tight: Server) -> None:
     """The timeouts are on what the client sends: an event stream outlives them and still delivers."""
     alice = tight.create_user("stream-alice")

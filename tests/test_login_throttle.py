@@ -12,7 +12,6 @@ import threading
 import time
 import urllib.request
 import xmlrpc.client
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REGION, Server, free_port, write_config
 from hil_client import Hil
+from support import REGION, Server, Servers, write_config
 from test_auth_attacks import error_code
 
 from cloudctl.config import LoginThrottle
@@ -38,15 +37,10 @@ PASSWORD = "right-password-1"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("throttle")
-    port = free_port()
-    s = Server(write_config(d, model_cache, login_throttle=THROTTLE,
-                            xmlrpc={"listen": "127.0.0.1", "port": port},
-                            baremetal={"audit_on_start": "off"})).start()
-    s.one_port = port   # type: ignore[attr-defined]
-    yield s
-    s.stop()
+def srv(server_with: Servers) -> Server:
+    s = server_with(login_throttle=THROTTLE, xmlrpc={}, baremetal={"audit_on_start": "off"})
+    s.one_port = s.ports["xmlrpc"]   # type: ignore[attr-defined]
+    return s
 
 
 def _conn(srv: Server, source: str, port: int | None = None) -> http.client.HTTPConnection:
@@ -83,6 +77,7 @@ def hil_user(srv: Server, name: str) -> None:
                                                                                "is_admin": True})
 
 
+@pytest.mark.slow
 def test_wrong_passwords_then_the_right_one_is_refused_until_the_backoff_passes(srv: Server) -> None:
     hil_user(srv, "hu1")
     src = "127.0.1.1"

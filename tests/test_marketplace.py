@@ -21,9 +21,9 @@ from botocore.exceptions import ClientError
 from cloudctl.core.marketplace import imagelist, smime
 from cloudctl.core.marketplace.subscriber import stable_image_id
 from cloudctl.core.marketplace.trust import TrustError, TrustStore, normalise_dn, same_dn, slash_dn
-from conftest import Server, wait_state, write_config
 from mp_lists import ListServer, image_entry, list_doc, signed
 from mp_pki import make_ca, make_crl, make_endorser
+from support import Server, Servers, wait_state, write_config
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +51,14 @@ def _server(d: Path, model_cache: Path, market: dict[str, Any]) -> Server:
 
 
 @pytest.fixture(scope="module")
-def publisher(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, pki: SimpleNamespace) -> Iterator[Server]:
-    s = _server(tmp_path_factory.mktemp("publisher"), model_cache, {"publish": {
-        "cert": str(pki.endorser_pem), "key": str(pki.endorser_key), "email": "images@example.org"}}).start()
-    yield s
-    s.stop()
+def publisher(server_with: Servers, pki: SimpleNamespace) -> Server:
+    return server_with(marketplace={"publish": {
+        "cert": str(pki.endorser_pem), "key": str(pki.endorser_key), "email": "images@example.org"}})
 
 
 @pytest.fixture(scope="module")
-def subscriber(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    s = _server(tmp_path_factory.mktemp("subscriber"), model_cache, {"poll_tick_s": 0.3}).start()
-    yield s
-    s.stop()
+def subscriber(server_with: Servers) -> Server:
+    return server_with(marketplace={"poll_tick_s": 0.3})
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +176,7 @@ def test_dn_forms_compare_equal(pki: SimpleNamespace) -> None:
 
 # ---- publish on one cloudctl, subscribe from another ------------------------------------------
 
+@pytest.mark.slow
 def test_publish_subscribe_launch_deprecate(publisher: Server, subscriber: Server, sub_ec2: Any,
                                             pki: SimpleNamespace) -> None:
     blank = next(i for i in publisher.admin("GET", "/v0/images") if i["Name"] == "cloudctl-blank")
@@ -413,6 +410,7 @@ def test_endorser_removed_from_allow_list_expires_images(subscriber: Server, sub
     assert poll(subscriber, accepted.sub)["code"] == "endorser-not-allowed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["list", "image"])
 def test_expiry_of_list_or_image(what: str, subscriber: Server, sub_ec2: Any, lists: ListServer,
                                  pki: SimpleNamespace) -> None:
@@ -460,6 +458,7 @@ def test_free_space_is_checked_before_downloading(subscriber: Server, lists: Lis
     assert lists.ranges == [] and row["Done"] == 0
 
 
+@pytest.mark.slow
 def test_publisher_resigns_before_expiry(tmp_path: Path, model_cache: Path, pki: SimpleNamespace) -> None:
     """A list valid for 12 s, re-signed when 8 s remain: versions and expiry move on by themselves."""
     s = _server(tmp_path, model_cache, {"publish": {"cert": str(pki.endorser_pem), "key": str(pki.endorser_key),

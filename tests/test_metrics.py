@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import wait_state
+from support import wait_state
 
 
 def _scrape(srv: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,7 +17,7 @@ from cloudctl.api.metrics_instances import FAMILIES, _lines
 from cloudctl.api.metrics_text import SAMPLES, registry_text
 from cloudctl.drivers.hypervisor.base import DomainStats, Power
 from cloudctl.store.records import Instance
-from conftest import wait_state
+from support import wait_state
 from test_metrics import _scrape, _value
 
 STATES = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
@@ -55,6 +56,7 @@ def _agree(srv: Any, clients: list[Any], expect: dict[str, int]) -> None:
     assert exported == fresh
 
 
+@pytest.mark.slow
 def test_instance_counts_match_a_fresh_count_after_launches_stops_terminations(new_server: Any) -> None:
     srv = new_server()
     a, b = srv.client(srv.create_user("ma")), srv.client(srv.create_user("mb"))
@@ -102,6 +104,7 @@ def _instance_samples(fams: dict[str, Any], iid: str) -> dict[tuple[str, tuple[t
             for f in fams.values() for s in f.samples if s.labels.get("instance") == iid}
 
 
+@pytest.mark.slow
 def test_instance_series_follow_the_table_between_polls(new_server: Any) -> None:
     srv = new_server(monitor={"interval_s": 0.2}, terminated_visible_s=1)
     ec2 = srv.client(srv.create_user("mc"))

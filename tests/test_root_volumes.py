@@ -20,7 +20,7 @@ from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import BlockDevice, LaunchSpec
 from cloudctl.store.records import Instance
-from conftest import wait_state, write_config
+from support import wait_state, write_config
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img (qemu-utils) is not installed")
 
@@ -192,6 +192,7 @@ def test_root_volumes_count_in_the_volume_quotas(new_server: Any) -> None:
     ec2.terminate_instances(InstanceIds=[i["InstanceId"] for i in two])
 
 
+@pytest.mark.slow
 def test_aws_cli_launch_with_a_kept_root(server: Any, alice: dict[str, str], image_id: str) -> None:
     env = {"AWS_ACCESS_KEY_ID": alice["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": alice["SecretAccessKey"],
            "AWS_DEFAULT_REGION": "cloudctl-1", "PATH": "/usr/bin:/bin"}

@@ -143,6 +143,7 @@ def start_fails(srv: Any) -> str:
     return srv.log_path.read_bytes()[len(before):].decode()
 
 
+@pytest.mark.slow
 def test_switch_and_bmc_passwords_are_sealed_at_rest(new_server: Any, fake_switch: Any, bmc: int) -> None:
     srv = new_server(baremetal=BM)
     h = Hil(srv.admin_url, token=srv.token)

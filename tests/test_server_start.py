@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, Server, wait_state, write_config
+from support import ROOT, Server, wait_state, write_config
 
 
 def test_a_taken_port_fails_the_start_in_one_line_and_leaves_the_state_intact(tmp_path: Path,

@@ -24,7 +24,7 @@ from cloudctl.core.cloud import Cloud
 from cloudctl.drivers.switch.base import (DriverOptions, PortVlans, Secret, SwitchDriver, driver_class, families,
                                           secret_fields)
 
-from conftest import write_config
+from support import write_config
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB5mG3Sdm2PpJ4d6wAHkq2fbTEH3bM1Vn4cA0gFNxsK1"
 

@@ -8,20 +8,15 @@ from typing import Any
 import pyone
 import pytest
 
-from conftest import free_port, wait_state
+from support import wait_state
 
 
 @pytest.fixture(scope="module")
-def one_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Any) -> Any:
-    from conftest import Server, write_config
-    d = tmp_path_factory.mktemp("one")
-    port = free_port()
-    s = Server(write_config(d, model_cache, xmlrpc={"listen": "127.0.0.1", "port": port},
-                            monitor={"interval_s": 2})).start()
-    s.one_url = f"http://127.0.0.1:{port}/RPC2"
-    s.one_port = port
-    yield s
-    s.stop()
+def one_server(server_with: Any) -> Any:
+    s = server_with(xmlrpc={}, monitor={"interval_s": 2})
+    s.one_url = s.url("xmlrpc") + "/RPC2"
+    s.one_port = s.ports["xmlrpc"]
+    return s
 
 
 @pytest.fixture(scope="module")

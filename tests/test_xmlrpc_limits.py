@@ -19,7 +19,6 @@ from cloudctl.api.refusals import RefusalLog, clip
 from cloudctl.api.xmlrpc import wire
 from cloudctl.api.xmlrpc.app import INTERNAL, OneApi, call
 from cloudctl.config import LoginThrottle
-from conftest import free_port
 from test_metrics import _scrape, _value
 
 XML = {"Content-Type": "text/xml"}
@@ -27,10 +26,9 @@ XML = {"Content-Type": "text/xml"}
 
 @pytest.fixture
 def one(new_server: Any) -> Any:
-    port = free_port()
-    srv = new_server(xmlrpc={"listen": "127.0.0.1", "port": port})
-    srv.one_port = port
-    srv.one_url = f"http://127.0.0.1:{port}/RPC2"
+    srv = new_server(xmlrpc={"listen": "127.0.0.1", "port": 0})
+    srv.one_port = srv.ports["xmlrpc"]
+    srv.one_url = srv.url("xmlrpc") + "/RPC2"
     user = srv.create_user("dora")
     srv.session = f"dora:{user['SecretAccessKey']}"
     srv.pyone = pyone.OneServer(srv.one_url, session=srv.session)
@@ -150,6 +148,7 @@ def test_entities_and_doctypes_are_refused(one: Any) -> None:
     assert one.pyone.system.version()
 
 
+@pytest.mark.slow
 def test_a_flood_of_refusals_logs_a_few_short_lines(one: Any) -> None:
     offset = Path(one.log_path).stat().st_size
     proxy = xmlrpc.client.ServerProxy(one.one_url)

@@ -18,9 +18,12 @@ server's doing, not the client's.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import resource
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web
@@ -183,6 +186,20 @@ class Listener:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+
+
+def write_ports(state_dir: Path, listeners: Mapping[str, Listener]) -> Path:
+    """Write `ports.json` ({name: bound port}) once every listener is up, so a supervisor or a
+    test that configured `port: 0` reads the real ports instead of parsing the banner. Written
+    whole under a temporary name, then renamed: a reader never sees half of it. Private (0600)
+    like every file in the state dir."""
+    path = state_dir / "ports.json"
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({name: ln.port for name, ln in listeners.items()}) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 async def start(app: web.Application, cfg: Listen, refuse: Refuse = plain_refusal) -> Listener:

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 GUEST_CACHE = ROOT / ".cache" / "guest"
 LIBVIRTD_SH = ROOT / "scripts" / "libvirtd.sh"
 URI = "qemu:///system"
+# pytest-timeout for e2e tests, fixtures included: the first one builds the guest (up to 10 min).
+E2E_TIMEOUT_S = 1800
 MAX_GUESTS = 2  # 2 host cores, TCG: never more than two guests at once
 _GUEST_SEQ = itertools.count(1)  # domain names unique across the session
 
@@ -116,11 +118,6 @@ def interface_xml(kind: str | None, mac: str, bridge: str | None = None, tap: st
             f"      <model type='virtio'/>\n    </interface>")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: boots real TCG guests under libvirtd (needs root + qemu)")
-    config.addinivalue_line("markers", "cloud_config(fn): extra config for bridged_cloud, fn(work_dir) -> dict")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     skip = pytest.mark.skip(reason="qemu-system-x86_64 not installed "
@@ -128,6 +125,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
             if QEMU_MISSING:
                 item.add_marker(skip)
 
@@ -419,7 +417,7 @@ def bridged_cloud(libvirtd: str, work_dir: Path, model_cache: Path,  # type: ign
     """
     import sys
 
-    from conftest import DEFAULT_CONFIG, Server, write_config
+    from support import DEFAULT_CONFIG, Server, write_config
 
     from .netlab import NetLab
     lab = NetLab("n", f"10.{140 + os.getpid() % 50}.{os.getpid() % 250}.0/24")

@@ -18,8 +18,8 @@ import libvirt
 import pytest
 from botocore.config import Config as BotoConfig
 
-from conftest import DEFAULT_CONFIG, Server, wait_state, write_config
 from eipnet import GATEWAY, OUTSIDE, POOL, SUBNET, Net
+from support import DEFAULT_CONFIG, Server, wait_state, write_config
 
 from .conftest import MEASUREMENTS, URI
 from .test_real_guest import cli, wait_console

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import DEFAULT_CONFIG, ROOT, Server, wait_state
+from support import DEFAULT_CONFIG, ROOT, Server, wait_polls, wait_state
 
 from . import test_monitor_hosts
 from .test_monitor_hosts import Relay, _status, _wait
@@ -125,7 +125,7 @@ echo "outlet 7 is off"
     lines = calls.read_text().splitlines()
     assert set(lines) == {"--outlet 7 far"} and len(lines) == len(failed := _events(srv, "host.fence_failed",
                                                                                       "far")) + 1
-    time.sleep(3 * INTERVAL)
+    wait_polls(srv, "far")
     assert len(calls.read_text().splitlines()) == len(lines)
     assert srv.admin("GET", "/v0/hosts/far")["fence_state"] == "fenced"
     assert all(_status(ec2, i)["SystemStatus"]["Status"] == "ok" for i in ids)
@@ -155,7 +155,7 @@ def test_policy_per_instance_type(new_server: Any, relay: Relay, tmp_path: Path)
         f"{time.monotonic() - t0:.2f} s (grace {MONITOR['grace_s']:g} s, poll {INTERVAL:g} s)"
     assert wait_state(ec2, [nano], "running")[0]["State"]["Name"] == "running"
     _restarted_after_fence(srv, [nano])
-    time.sleep(3 * INTERVAL)
+    wait_polls(srv, "far")
     assert _on(ec2, "far") == {micro: "running", small: "running"} and set(_on(ec2, "spare")) == {nano}
     for iid in (micro, small):
         assert _status(ec2, iid)["SystemStatus"]["Status"] == "impaired"

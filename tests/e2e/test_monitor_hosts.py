@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, wait_state
+from support import DEFAULT_CONFIG, wait_polls, wait_state
 
 SYSTEM_SOCK = "/run/libvirt/libvirt-sock"
 INTERVAL = 0.3
@@ -175,7 +175,7 @@ def test_fenced_host_restart_policy(new_server: Any, relay: Relay) -> None:
 
     relay.cut()
     assert _wait(lambda: srv.admin("GET", "/v0/hosts/far")["state"] == "error")
-    time.sleep(3 * INTERVAL)
+    wait_polls(srv, "far")
     assert srv.admin("GET", "/v0/hosts/spare")["instances"] == 0    # nothing moves before the fence
     [needed] = srv.admin("GET", "/v0/events?kind=host.fence_needed&subject=far")   # once, no agent
     assert sorted(needed["data"]["instances"]) == sorted(ids)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, Server, wait_state, write_config
+from support import DEFAULT_CONFIG, Server, wait_state, write_config
 
 from .conftest import MEASUREMENTS, ROOT, URI
 

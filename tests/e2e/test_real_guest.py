@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from conftest import DEFAULT_CONFIG, Server, wait_state, write_config
+from support import DEFAULT_CONFIG, Server, wait_state, write_config
 
 from .conftest import MEASUREMENTS, ROOT, URI
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import libvirt
 
-from conftest import DEFAULT_CONFIG, Server, write_config
+from support import DEFAULT_CONFIG, Server, write_config
 
 from .conftest import URI
 

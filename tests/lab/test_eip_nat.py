@@ -22,8 +22,8 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from conftest import Server, wait_state, write_config
 from eipnet import GATEWAY, OUTSIDE, PEER, POOL, SUBNET, Net, sh
+from support import Server, wait_state, write_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None,
                                 reason="needs root, nft (nftables) and ip (iproute2)")

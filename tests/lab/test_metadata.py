@@ -33,7 +33,7 @@ from cloudctl.core.context import Caller
 from cloudctl.core.launch import LaunchSpec
 from cloudctl.core.metadata import InstanceMetadata, token_ttl
 
-from conftest import write_config
+from support import write_config
 
 ZONE = "cloudctl-1a"
 USER_DATA = b"#!/bin/sh\necho hi\n" + bytes(range(256)) + b"\x00\xff"

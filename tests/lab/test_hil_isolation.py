@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, write_config
 from hil_client import Hil
 from hil_lab import Nodes, Ovs, Sshd
+from support import Server, Servers
 
 pytestmark = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None or not Path("/usr/sbin/sshd").exists(),
                                 reason="needs openvswitch-switch and openssh-server")
@@ -40,14 +40,8 @@ def lab() -> Iterator[tuple[Ovs, Sshd, Nodes]]:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("hil-iso")
-    s = Server(write_config(d, model_cache, baremetal={"vlans": "1100-1199", "attempts": 8, "backoff_s": 0.5,
-                                                       "audit_on_start": "report"}))
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+def srv(server_with: Servers) -> Server:
+    return server_with(baremetal={"vlans": "1100-1199", "attempts": 8, "backoff_s": 0.5, "audit_on_start": "report"})
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,9 @@
+"""What tests share: a real server in a subprocess, its config, and waiting on conditions.
+
+Imported as `support` (pytest puts tests/ on sys.path); tests never import `conftest`, which
+holds only fixtures."""
+from .server import DEFAULT_CONFIG, LISTENERS, REGION, ROOT, Server, Servers, free_port, write_config
+from .waits import wait_polls, wait_state, wait_until
+
+__all__ = ["DEFAULT_CONFIG", "LISTENERS", "REGION", "ROOT", "Server", "Servers", "free_port", "wait_polls",
+           "wait_state", "wait_until", "write_config"]

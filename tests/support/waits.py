@@ -1,0 +1,41 @@
+"""Waiting on a condition instead of a fixed sleep: a test waits as long as it must, no longer."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], timeout: float = 20, what: str = "the condition",
+               interval: float = 0.05) -> T:
+    """Poll `check` until it returns something true and return that; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_state(ec2: Any, ids: list[str], state: str, timeout: float = 20) -> list[dict[str, Any]]:
+    """The instances `ids` once all are in `state`, or as they are after `timeout` s (the caller
+    asserts on what it got, so a failure shows the states seen)."""
+    deadline = time.time() + timeout
+    while True:
+        res = ec2.describe_instances(InstanceIds=ids)["Reservations"]
+        insts = [i for r in res for i in r["Instances"]]
+        if all(i["State"]["Name"] == state for i in insts) or time.time() > deadline:
+            return insts
+        time.sleep(0.05)
+
+
+def wait_polls(server: Any, host: str, n: int = 3, timeout: float = 60) -> None:
+    """Wait for the monitor to poll `host` `n` more times (failed polls count): the honest way to
+    see that nothing happens "for a while", however loaded the machine is."""
+    start = server.admin("GET", f"/v0/hosts/{host}")["polls"]
+    wait_until(lambda: server.admin("GET", f"/v0/hosts/{host}")["polls"] >= start + n, timeout,
+               f"{n} more polls of {host}")
