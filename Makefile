@@ -6,7 +6,7 @@ CONFIG  ?= config/cloudctl.yaml
 # Build deps and bench tools, plus what the real-guest tests need (libvirtd, qemu under TCG).
 DEB_PKGS := libvirt-dev pkg-config wrk $(shell grep -v '^\#' scripts/debian-packages.txt)
 
-.PHONY: install deps venv constraints run test unit check test-lab test-e2e bench stress clean fuzz
+.PHONY: install deps venv constraints run lint test unit check test-lab test-e2e bench stress clean fuzz
 
 install: deps venv
 
@@ -37,6 +37,10 @@ constraints:
 
 run:
 	$(PY) -m cloudctl serve --config $(CONFIG)
+
+# ruff (config in pyproject.toml): pyflakes' checks, pycodestyle's, import order, 120 columns.
+lint:
+	$(VENV)/bin/ruff check cloudctl tests bench
 
 # The whole suite, as CI runs it (.ci/run): needs root, the host daemons and qemu. The e2e and lab
 # tiers run serially (they share libvirtd, OVS and the host's network), then the rest as `make check`

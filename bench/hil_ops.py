@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import asyncssh  # noqa: E402
 
-from conftest import Server, write_config  # noqa: E402
 from hil_client import Hil, q  # noqa: E402
 from hil_lab import FakeSwitch, Ovs, Sshd  # noqa: E402
+from support import Server, write_config  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from cloudctl.drivers.switch.ovs import OvsDriver  # noqa: E402

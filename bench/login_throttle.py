@@ -39,7 +39,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from conftest import write_config  # noqa: E402
+from support import free_port, write_config  # noqa: E402
 
 PASSWORD = "bench-password-1"
 
@@ -116,7 +116,8 @@ def main() -> None:
         load(args.port, args.clients, args.seconds, args.load)
         return
     work = Path(tempfile.mkdtemp(prefix="loginbench"))
-    cfg_path = write_config(work, work / "cache", baremetal={"audit_on_start": "off"})
+    cfg_path = write_config(work, work / "cache", baremetal={"audit_on_start": "off"},
+                            admin={"port": free_port()})   # (a fixed port: --root may predate ports.json)
     if "class LoginThrottle" not in (args.root / "cloudctl" / "config.py").read_text():
         cfg = yaml.safe_load(cfg_path.read_text())
         cfg.pop("login_throttle", None)

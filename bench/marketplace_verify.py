@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from cloudctl.core.marketplace import imagelist, smime  # noqa: E402
 from cloudctl.core.marketplace.trust import TrustStore  # noqa: E402
+
 from mp_lists import list_doc  # noqa: E402
 from mp_pki import make_ca, make_endorser  # noqa: E402
 

@@ -16,16 +16,18 @@ from aiohttp import web
 
 from .api import listener
 from .api.admin import AdminApi, ensure_token
+from .api.ec2.actions import ACTIONS
+from .api.ec2.actions.registry import check_actions
 from .api.ec2.app import Ec2Api, make_verifier
 from .api.ec2.model import load_model
 from .api.ec2.protocol import Protocol
-from .api.ec2.actions import ACTIONS
-from .api.ec2.actions.registry import check_actions
 from .api.marketplace import public_app
 from .api.metadata import metadata_app
 from .api.metrics import LoginCollector, Metrics
 from .api.refusals import MalformedHttp, RefusalLog
-from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY, METHODS as ONE_METHODS, REFUSALS_APP_KEY, xmlrpc_app
+from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY
+from .api.xmlrpc.app import METHODS as ONE_METHODS
+from .api.xmlrpc.app import REFUSALS_APP_KEY, xmlrpc_app
 from .api.xmlrpc.app import refuse_body as xmlrpc_refuse
 from .config import Config, Listen
 from .core.cloud import Cloud

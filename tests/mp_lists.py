@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from cloudctl.core.marketplace import imagelist, smime
-from mp_pki import Identity
 from cloudctl.core.marketplace.trust import slash_dn
+
+from mp_pki import Identity
 
 
 class ListServer:

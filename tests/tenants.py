@@ -7,6 +7,7 @@ import contextlib
 import pytest
 
 from cloudctl.api.ec2.actions import ACTIONS
+
 from support import Server, wait_state
 
 

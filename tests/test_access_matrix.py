@@ -23,6 +23,7 @@ from botocore.model import Shape
 
 from cloudctl.api.ec2.actions import ACTIONS
 from cloudctl.api.ec2.model import OPERATIONS
+
 from fuzz_model import id_member, service_model, wire_name
 from rawquery import SignedQuery, StateProbe, error_code
 from support import REGION, Server, Servers

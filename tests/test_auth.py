@@ -19,6 +19,7 @@ from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
 from cloudctl.api.ec2.auth import AUTH_PARAMS, AuthError, SignatureVerifier, Verified
+
 from spellings import authorization_variants, query_variants
 
 AK = "AKIDCLOUDCTLTEST0001"

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from support import ROOT, wait_state, wait_until
 

@@ -20,6 +20,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from cloudctl.config import ConfigError, load_config
+
 from support import Server, Servers, wait_state, write_config
 
 ZONE_A = "cloudctl-1a"

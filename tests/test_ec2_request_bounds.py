@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import ClientError
 
-from support import REGION, Server, Servers
 from rawquery import SignedQuery, StateProbe, error_code, form_body
+from support import REGION, Server, Servers
 
 MAX_PARAMS = 10_000
 # 3.9 MiB of 9,000 fields whose escapes decode to invalid UTF-8: the parser refuses it

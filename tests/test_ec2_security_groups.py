@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from test_ec2_wire import aws
 
 from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
@@ -17,8 +18,8 @@ from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import LaunchSpec
 from cloudctl.drivers.hypervisor.base import FirewallRule
+
 from support import wait_state, write_config
-from test_ec2_wire import aws
 
 
 def fails(code: str, call: Any, *args: Any, **kw: Any) -> str:

@@ -17,8 +17,9 @@ import pytest
 from cloudctl.api.xmlrpc.app import _error_code
 from cloudctl.core.baremetal.headnodes import _bm
 from cloudctl.core.errors import CloudError, ErrorKind
-from support import Server, Servers
+
 from hil_client import Hil
+from support import Server, Servers
 
 ROOT = Path(__file__).resolve().parent.parent / "cloudctl"
 

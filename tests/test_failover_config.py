@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import DEFAULT_CONFIG, write_config
 
 from cloudctl.config import ConfigError, FenceCommand, FenceIpmi, load_config
+
+from support import DEFAULT_CONFIG, write_config
 
 NODE = str(DEFAULT_CONFIG.parent / "hosts/host-b.xml")
 

@@ -18,6 +18,7 @@ from cloudctl.api import hil_models
 from cloudctl.api.hil import HilApi
 from cloudctl.core.baremetal import Baremetal
 from cloudctl.core.baremetal.auth import Caller
+
 from hil_client import Hil, q
 from hil_lab import free_port
 from support import Server, Servers, write_config
@@ -331,6 +332,7 @@ def test_one_pending_operation_per_nic(admin: Hil, site: dict[str, Any]) -> None
     assert admin.ok("GET", "/node/n1")["nics"][0]["networks"] == {}
     # The queue shows in the metrics (no token: Prometheus scrapes it)
     import urllib.request
+
     from prometheus_client.parser import text_string_to_metric_families
     with urllib.request.urlopen(admin.base.rsplit("/v0", 1)[0] + "/metrics", timeout=10) as resp:
         fams = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}

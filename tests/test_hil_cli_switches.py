@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl.drivers.switch.base import PortVlans, SwitchDriver, driver_class
+
 from hil_client import Hil, q
 from hil_lab import FakeSwitch, free_port
 from support import Server, write_config

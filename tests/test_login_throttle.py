@@ -21,13 +21,13 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
-from hil_client import Hil
-from support import REGION, Server, Servers, write_config
-from test_auth_attacks import error_code
-
 from cloudctl.config import LoginThrottle
 from cloudctl.core.baremetal.auth import DUMMY_HASH, check_password, hash_password
 from cloudctl.core.throttle import Throttle, Throttled
+
+from hil_client import Hil
+from support import REGION, Server, Servers, write_config
+from test_auth_attacks import error_code
 
 # Short backoffs, so a test can wait one out; a small hashing wait list, so it can fill it.
 THROTTLE = {"pair_free_failures": 3, "source_free_failures": 8, "name_free_failures": 5, "backoff_s": 2.0,

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from cloudctl.core.marketplace import imagelist, smime
 from cloudctl.core.marketplace.subscriber import stable_image_id
 from cloudctl.core.marketplace.trust import TrustError, TrustStore, normalise_dn, same_dn, slash_dn
+
 from mp_lists import ListServer, image_entry, list_doc, signed
 from mp_pki import make_ca, make_crl, make_endorser
 from support import Server, Servers, wait_state, write_config

@@ -17,6 +17,7 @@ from cloudctl.api.metrics_instances import FAMILIES, _lines
 from cloudctl.api.metrics_text import SAMPLES, registry_text
 from cloudctl.drivers.hypervisor.base import DomainStats, Power
 from cloudctl.store.records import Instance
+
 from support import wait_state
 from test_metrics import _scrape, _value
 

@@ -20,6 +20,7 @@ from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import BlockDevice, LaunchSpec
 from cloudctl.store.records import Instance
+
 from support import wait_state, write_config
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img (qemu-utils) is not installed")

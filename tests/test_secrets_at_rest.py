@@ -28,6 +28,7 @@ from botocore.credentials import Credentials
 
 from cloudctl.store.records import BmNode
 from cloudctl.store.store import Store
+
 from hil_client import Hil
 
 

@@ -21,8 +21,15 @@ from pydantic import SecretStr
 from cloudctl.api.admin import AdminApi
 from cloudctl.config import Config, load_config
 from cloudctl.core.cloud import Cloud
-from cloudctl.drivers.switch.base import (DriverOptions, PortVlans, Secret, SwitchDriver, driver_class, families,
-                                          secret_fields)
+from cloudctl.drivers.switch.base import (
+    DriverOptions,
+    PortVlans,
+    Secret,
+    SwitchDriver,
+    driver_class,
+    families,
+    secret_fields,
+)
 
 from support import write_config
 

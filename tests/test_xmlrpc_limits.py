@@ -19,6 +19,7 @@ from cloudctl.api.refusals import RefusalLog, clip
 from cloudctl.api.xmlrpc import wire
 from cloudctl.api.xmlrpc.app import INTERNAL, OneApi, call
 from cloudctl.config import LoginThrottle
+
 from test_metrics import _scrape, _value
 
 XML = {"Content-Type": "text/xml"}

@@ -30,9 +30,21 @@ from pydantic_core import from_json
 
 from ..core.baremetal import Baremetal
 from ..core.baremetal.auth import ADMIN, Caller
-from ..core.baremetal.errors import (AuthenticationError, AuthorizationError, BadArgumentError, BlockedError,
-                                     BmError, BusyError, DuplicateError, IllegalStateError, NotFoundError, OBMError,
-                                     ProjectMismatchError, RetryLaterError, TooManyFailuresError)
+from ..core.baremetal.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BadArgumentError,
+    BlockedError,
+    BmError,
+    BusyError,
+    DuplicateError,
+    IllegalStateError,
+    NotFoundError,
+    OBMError,
+    ProjectMismatchError,
+    RetryLaterError,
+    TooManyFailuresError,
+)
 from ..store.journal import JournalError
 from . import hil_models as M
 from .listener import BodyRefused

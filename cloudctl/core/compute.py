@@ -24,11 +24,11 @@ from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorE
 from ..drivers.storage.base import StorageError
 from ..store.records import Image, Instance, Reservation, Volume
 from ..store.store import CountIndex, MultiIndex, Store, SumIndex, Txn
-from .context import Caller
 from .configdrive import ConfigDriveError
+from .context import Caller
 from .domains import DomainRenderer, interface_xml
-from .events import Events
 from .errors import CloudError, not_found
+from .events import Events
 from .filters import FilterSet, Matcher
 from .ids import new_id, new_mac, well_formed
 from .images import MARKET_OWNER, Images
@@ -42,8 +42,8 @@ from .tags import Tags, tags_from_specs
 from .work import KeyedWork
 
 if TYPE_CHECKING:
-    from .security_groups import SecurityGroups
     from .addresses import Addresses
+    from .security_groups import SecurityGroups
     from .volumes import Volumes
 
 log = logging.getLogger("cloudctl.compute")

@@ -26,9 +26,9 @@ from .compute import Compute
 from .errors import CloudError
 from .events import Events
 from .failover import Failover
-from .host_health import HostHealth, HostStates, stamp
-from .tasks import Supervisor
+from .host_health import HostHealth, HostStates
 from .scheduler import Scheduler
+from .tasks import Supervisor
 
 log = logging.getLogger("cloudctl.monitor")
 

@@ -31,12 +31,12 @@ from ..store.store import MultiIndex, Store, SumIndex, Txn
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
-from .images import ROOT_DEVICE_NAME
 from .ids import new_id, well_formed
+from .images import ROOT_DEVICE_NAME
 from .launch import BlockDevice
 from .pagination import decode_token, page_size, paginate, query_fingerprint
-from .work import KeyedWork
 from .tags import Tags, tags_from_specs
+from .work import KeyedWork
 
 log = logging.getLogger("cloudctl.volumes")
 

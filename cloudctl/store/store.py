@@ -9,13 +9,13 @@ answering, which is what makes the answer an acknowledgement.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from abc import ABC, abstractmethod
 import hashlib
 import json
 import logging
 import os
 import time
+from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar

@@ -417,9 +417,8 @@ def bridged_cloud(libvirtd: str, work_dir: Path, model_cache: Path,  # type: ign
     """
     import sys
 
-    from support import DEFAULT_CONFIG, Server, write_config
-
     from .netlab import NetLab
+    from support import DEFAULT_CONFIG, Server, write_config
     lab = NetLab("n", f"10.{140 + os.getpid() % 50}.{os.getpid() % 250}.0/24")
     d = work_dir / f"bctl-{time.monotonic_ns()}"
     d.mkdir(mode=0o755)

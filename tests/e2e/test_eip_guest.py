@@ -18,11 +18,10 @@ import libvirt
 import pytest
 from botocore.config import Config as BotoConfig
 
-from eipnet import GATEWAY, OUTSIDE, POOL, SUBNET, Net
-from support import DEFAULT_CONFIG, Server, wait_state, write_config
-
 from .conftest import MEASUREMENTS, URI
 from .test_real_guest import cli, wait_console
+from eipnet import GATEWAY, OUTSIDE, POOL, SUBNET, Net
+from support import DEFAULT_CONFIG, Server, wait_state, write_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
                                 reason="needs root and nft (nftables)")

@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from support import DEFAULT_CONFIG, ROOT, Server, wait_polls, wait_state
-
 from . import test_monitor_hosts
-from .test_monitor_hosts import Relay, _status, _wait
 from .conftest import MEASUREMENTS
+from .test_monitor_hosts import Relay, _status, _wait
 from .vbmc import bmc_for, skip_without_vbmc
+from support import DEFAULT_CONFIG, ROOT, Server, wait_polls, wait_state
 
 relay = test_monitor_hosts.relay     # the fixture: a cut-able link to far
 INTERVAL = 0.3

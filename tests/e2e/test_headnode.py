@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from cloudctl.drivers.hypervisor.ovs_plug import HybridPlug
-from hil_client import Hil
-from hil_lab import Nodes, Ovs, Sshd
 
 from .netlab import ping, wait_ping
+from hil_client import Hil
+from hil_lab import Nodes, Ovs, Sshd
 
 pytestmark = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None or not Path("/usr/sbin/sshd").exists(),
                                 reason="needs openvswitch-switch and openssh-server")

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hil_client import Hil
 
 from .vbmc import bmc_for, skip_without_vbmc
+from hil_client import Hil
 
 pytestmark = skip_without_vbmc
 

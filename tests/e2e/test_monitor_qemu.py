@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from support import DEFAULT_CONFIG, Server, wait_state, write_config
-
 from .conftest import MEASUREMENTS, ROOT, URI
+from support import DEFAULT_CONFIG, Server, wait_state, write_config
 
 INTERVAL = 2.0
 

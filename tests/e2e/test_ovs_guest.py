@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from cloudctl.drivers.hypervisor.ovs_plug import HybridPlug
-from hil_lab import Ovs
 
 from .netlab import ping, wait_ping
 from .test_guest_network import wait_console
 from .test_security_groups import icmp_from, no_ping
+from hil_lab import Ovs
 
 NET = f"10.{200 + os.getpid() % 40}.{os.getpid() % 250}"
 _lab: dict[str, Any] = {}

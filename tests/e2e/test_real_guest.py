@@ -19,9 +19,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from support import DEFAULT_CONFIG, Server, wait_state, write_config
-
 from .conftest import MEASUREMENTS, ROOT, URI
+from support import DEFAULT_CONFIG, Server, wait_state, write_config
 
 
 def cli(srv: Server, *args: str) -> str:

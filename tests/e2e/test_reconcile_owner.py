@@ -8,9 +8,8 @@ from typing import Any
 
 import libvirt
 
-from support import DEFAULT_CONFIG, Server, write_config
-
 from .conftest import URI
+from support import DEFAULT_CONFIG, Server, write_config
 
 NS = "urn:cloudctl:instance"
 

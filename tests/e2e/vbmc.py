@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hil_lab import free_port
 
 BINDIR = Path(sys.executable).parent

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-
-from support import Server, write_config
 from test_ec2_addresses import Scripts, addresses, client, eip_config, launch, public_ip_of
 
 from .test_disk_full import fill
+from support import Server, write_config
 
 
 def test_a_commit_the_journal_cannot_write_is_undone_on_the_host(tmp_path: Path, model_cache: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl.drivers.hypervisor.ovs_plug import HybridPlug
+
 from hil_lab import Ovs
 
 pytestmark = pytest.mark.skipif(shutil.which("ovs-vswitchd") is None, reason="needs openvswitch-switch")

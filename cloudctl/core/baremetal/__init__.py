@@ -5,7 +5,8 @@ import asyncio
 import logging
 from pathlib import Path
 
-from ...config import Baremetal as BaremetalConfig, LoginThrottle, parse_vlan_ranges
+from ...config import Baremetal as BaremetalConfig
+from ...config import LoginThrottle, parse_vlan_ranges
 from ...store.store import Store
 from ..compute import Compute
 from ..events import Events

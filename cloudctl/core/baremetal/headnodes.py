@@ -26,8 +26,16 @@ from ..images import Images
 from ..launch import LaunchSpec, VlanNic
 from ..users import Users
 from .auth import Caller
-from .errors import (AuthorizationError, BadArgumentError, BlockedError, BusyError, DuplicateError,
-                     IllegalStateError, NotFoundError, ProjectMismatchError)
+from .errors import (
+    AuthorizationError,
+    BadArgumentError,
+    BlockedError,
+    BusyError,
+    DuplicateError,
+    IllegalStateError,
+    NotFoundError,
+    ProjectMismatchError,
+)
 from .names import label
 from .site import Site
 

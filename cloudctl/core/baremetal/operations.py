@@ -29,8 +29,8 @@ from ...store.journal import JournalError
 from ...store.records import BmAttachment, BmOperation, BmPort
 from .. import retention
 from ..events import Events
-from ..tasks import Supervisor
 from ..ids import new_id
+from ..tasks import Supervisor
 from .auth import Caller
 from .errors import BadArgumentError, BlockedError, NotFoundError, ProjectMismatchError
 from .site import Site, _k

@@ -11,8 +11,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from ...drivers.switch.base import driver_class, families, secret_fields
-from ...store.records import (BmAttachment, BmHeadnode, BmNetwork, BmNic, BmNode, BmOperation, BmPort, BmProject,
-                              BmSwitch, BmUser)
+from ...store.records import (
+    BmAttachment,
+    BmHeadnode,
+    BmNetwork,
+    BmNic,
+    BmNode,
+    BmOperation,
+    BmPort,
+    BmProject,
+    BmSwitch,
+    BmUser,
+)
 from ...store.store import MultiIndex, Store
 from ..secrets import is_sealed
 from .auth import Caller

@@ -11,8 +11,14 @@ from ...store.records import BmUser
 from ..throttle import Throttle, Throttled
 from ..workpool import Busy, WorkPool
 from .auth import ADMIN, DUMMY_HASH, Caller, check_password, hash_password
-from .errors import (AuthenticationError, BadArgumentError, BusyError, DuplicateError, NotFoundError,
-                     TooManyFailuresError)
+from .errors import (
+    AuthenticationError,
+    BadArgumentError,
+    BusyError,
+    DuplicateError,
+    NotFoundError,
+    TooManyFailuresError,
+)
 from .names import label
 from .site import Site
 
