@@ -14,7 +14,8 @@ credentials, one kind per phase:
   sigv2-*          the same bodies with SigV2 fields (an unknown key, a fresh Timestamp) in front
 
 The phases run in interleaved rounds (idle, then each flood, `--rounds` times), so the noise of
-this shared machine falls on all of them alike. Reported per phase: the normal call's p50/p99 and their ratio to idle, the server's longest
+this shared machine falls on all of them alike.
+Reported per phase: the normal call's p50/p99 and their ratio to idle, the server's longest
 event-loop stall (`POST /v0/stats/reset-lag`: wall-clock, and "own", less the loop thread's
 waits for a CPU), the server's CPU share, and what the senders got back (codes, requests/s).
 Target (issue 21): p99 under each flood <= 2x idle. The senders and the client share one address,

@@ -371,7 +371,8 @@ def build_rows(res: dict[str, Any], p: dict[str, Any]) -> tuple[list[list[str]],
     rows.append(["  server CPU per RunInstances(1), ms", _f(crr, ".2f"), _f(mrr, ".2f"),
                  times(ratio(mrr, crr)), "", "info"])
     ccl = _get(c, "run_one", "client_cpu_ms_per_call")
-    rows.append(["  boto3 client CPU per call, ms", _f(ccl, ".2f"), _f(_get(m, "run_one", "client_cpu_ms_per_call"), ".2f"),
+    rows.append(["  boto3 client CPU per call, ms", _f(ccl, ".2f"),
+                 _f(_get(m, "run_one", "client_cpu_ms_per_call"), ".2f"),
                  "", "", "info"])
     for n in p["stages"]:
         k = str(n)
@@ -382,13 +383,15 @@ def build_rows(res: dict[str, Any], p: dict[str, Any]) -> tuple[list[list[str]],
     # 2. DescribeInstances unfiltered
     for n in p["stages"]:
         k = str(n)
-        cb, mb = _get(c, "stages", k, "describe_boto3", "s", "median"), _get(m, "stages", k, "describe_boto3", "s", "median")
+        cb, mb = (_get(c, "stages", k, "describe_boto3", "s", "median"),
+                  _get(m, "stages", k, "describe_boto3", "s", "median"))
         r = ratio(mb, cb)
         is5k = n == 5000
         rows.append([f"DescribeInstances all @{n}, boto3 s", _f(cb, ".3f"), _f(mb, ".2f"),
                      times(r), "≥ 9×" if is5k else "",
                      verdict(None if r is None else r >= 9, is5k) if is5k else "info"])
-        craw, mraw = _get(c, "stages", k, "describe_raw", "s", "median"), _get(m, "stages", k, "describe_raw", "s", "median")
+        craw, mraw = (_get(c, "stages", k, "describe_raw", "s", "median"),
+                      _get(m, "stages", k, "describe_raw", "s", "median"))
         rows.append([f"  raw (server+transport) @{n}, s", _f(craw, ".3f"), _f(mraw, ".2f"),
                      times(ratio(mraw, craw)), "", "info"])
         csh, msh = _get(c, "stages", k, "share"), _get(m, "stages", k, "share")
@@ -421,7 +424,8 @@ def build_rows(res: dict[str, Any], p: dict[str, Any]) -> tuple[list[list[str]],
                  verdict(None if crs is None else crs <= 80, full)])
     crs2, mrs2 = _get(c, "stages", last, "rss_mib_after_describes"), _get(m, "stages", last, "rss_mib_after_describes")
     def per_inst(d: dict[str, Any]) -> float | None:
-        a, b, n = _get(d, "rss_mib_start"), _get(d, "stages", last, "rss_mib_after_populate"), _get(d, "instances_created")
+        a, b, n = (_get(d, "rss_mib_start"), _get(d, "stages", last, "rss_mib_after_populate"),
+                   _get(d, "instances_created"))
         return (b - a) * 1024 / n if a is not None and b is not None and n else None
     rows.append(["  RSS growth per instance, KiB", _f(per_inst(c), ".1f"), _f(per_inst(m), ".1f"), "", "", "info"])
     rows.append([f"  RSS @{last} after the describes, MiB", _f(crs2, ".1f"), _f(mrs2, ".0f"), "", "", "info"])
@@ -435,7 +439,8 @@ def build_rows(res: dict[str, Any], p: dict[str, Any]) -> tuple[list[list[str]],
     r = ratio(cw, hw)
     sc = _get(c, "wrk", "server_cores")
     if sc is not None and sc < 0.9:
-        notes.append(f"cloudctl wrk: the server used only {sc:.2f} cores, so wrk (or noise), not the server, may be the limit")
+        notes.append(f"cloudctl wrk: the server used only {sc:.2f} cores, "
+                     "so wrk (or noise), not the server, may be the limit")
     rows.append(["wrk by id vs bare aiohttp hello, req/s", _f(cw, ".0f"), _f(hw, ".0f") + " (hello)" if hw else "–",
                  _f(r, ".2f") if r else "–", "≥ 0.50", verdict(None if r is None else r >= 0.5)])
     hg = _get(h, "wrk_get", "rps")
@@ -506,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     started: list[procs.Proc] = []
     res: dict[str, Any] = {"meta": {
         "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "args": vars(args), "plan": {k: v for k, v in p.items() if k != "wrk"} | {"wrk": {k: list(v) for k, v in p["wrk"].items()}},
+        "args": vars(args),
+        "plan": {k: v for k, v in p.items() if k != "wrk"} | {"wrk": {k: list(v) for k, v in p["wrk"].items()}},
         "versions": versions(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}}
     log(f"bench {'quick' if args.quick else 'full'} run, temp dir {tmp}")
     try:
@@ -553,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {n}")
     print(f"\nratios are within this one run on a {os.cpu_count()}-core shared box "
           f"(load avg {res['meta']['loadavg_start'][0]:.2f} → {res['meta']['loadavg_end'][0]:.2f}); "
-          f"runtime {res['meta']['runtime_s']:.0f}s; results in {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+          f"runtime {res['meta']['runtime_s']:.0f}s; "
+          f"results in {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 1 if (args.strict and not ok) else 0
 
 

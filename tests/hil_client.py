@@ -40,7 +40,8 @@ class Hil:
 
     def text(self, path: str) -> tuple[int, bytes]:
         """A GET whose answer is not JSON (a node's console): status and raw body."""
-        req = urllib.request.Request(self.base + "/v0" + path, headers={"Authorization": self.auth} if self.auth else {})
+        req = urllib.request.Request(self.base + "/v0" + path,
+                                     headers={"Authorization": self.auth} if self.auth else {})
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 return resp.status, resp.read()

@@ -28,7 +28,8 @@ def test_acknowledged_changes_survive_kill(new_server: Any) -> None:
     image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
     ec2.create_key_pair(KeyName="k1")
     run = ec2.run_instances(ImageId=image, MinCount=3, MaxCount=3, KeyName="k1", ClientToken="tok-1",
-                            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "keep"}]}])
+                            TagSpecifications=[{"ResourceType": "instance",
+                                                "Tags": [{"Key": "Name", "Value": "keep"}]}])
     ids = [i["InstanceId"] for i in run["Instances"]]
     wait_state(ec2, ids, "running")
     ec2.stop_instances(InstanceIds=[ids[0]])

@@ -184,7 +184,8 @@ def test_allocate_describe_tag_release(ec2: Any, srv: Server, dave: dict[str, st
         assert [x["PublicIp"] for x in one] == [a["PublicIp"]] and one[0]["Tags"] == [{"Key": "role", "Value": "web"}]
         assert "AssociationId" not in one[0] and "InstanceId" not in one[0]
         assert [x["AllocationId"] for x in addresses(ec2, PublicIps=[b["PublicIp"]])] == [b["AllocationId"]]
-        by = lambda name, *v: [x["AllocationId"] for x in addresses(ec2, Filters=[{"Name": name, "Values": list(v)}])]
+        def by(name: str, *v: str) -> list[Any]:
+            return [x["AllocationId"] for x in addresses(ec2, Filters=[{"Name": name, "Values": list(v)}])]
         assert by("tag:role", "web") == [a["AllocationId"]]
         assert by("domain", "standard") == [c["AllocationId"]]
         assert by("public-ip", b["PublicIp"]) == [b["AllocationId"]]
@@ -298,7 +299,8 @@ def test_associate_runs_the_script_with_the_network_template(ec2: Any, image: st
         assert (row["AssociationId"], row["InstanceId"], row["PrivateIpAddress"], row["NetworkInterfaceId"],
                 row["NetworkInterfaceOwnerId"]) == (assoc, iid, priv, eni, ec2.describe_instances(
                     InstanceIds=[iid])["Reservations"][0]["OwnerId"])
-        by = lambda name, v: [x["AllocationId"] for x in addresses(ec2, Filters=[{"Name": name, "Values": [v]}])]
+        def by(name: str, v: str) -> list[Any]:
+            return [x["AllocationId"] for x in addresses(ec2, Filters=[{"Name": name, "Values": [v]}])]
         for name, v in (("instance-id", iid), ("association-id", assoc), ("private-ip-address", priv),
                         ("network-interface-id", eni)):
             assert by(name, v) == [a["AllocationId"]], name
@@ -355,10 +357,12 @@ def test_associate_errors_leave_everything_as_it_was(ec2: Any, srv: Server, dave
         cases = [
             ("MissingParameter", dict(InstanceId=y["InstanceId"])),
             ("MissingParameter", dict(AllocationId=b["AllocationId"])),
-            ("InvalidParameterCombination", dict(AllocationId=alloc, PublicIp=a["PublicIp"], InstanceId=y["InstanceId"])),
+            ("InvalidParameterCombination", dict(AllocationId=alloc, PublicIp=a["PublicIp"],
+                                                 InstanceId=y["InstanceId"])),
             ("InvalidParameterCombination", dict(AllocationId=b["AllocationId"], InstanceId=y["InstanceId"],
                                                  NetworkInterfaceId="eni-" + y["InstanceId"][2:])),
-            ("InvalidAllocationID.NotFound", dict(AllocationId="eipalloc-0123456789abcdef0", InstanceId=y["InstanceId"])),
+            ("InvalidAllocationID.NotFound", dict(AllocationId="eipalloc-0123456789abcdef0",
+                                                  InstanceId=y["InstanceId"])),
             ("InvalidAllocationID.NotFound", dict(AllocationId=their_eip["AllocationId"], InstanceId=y["InstanceId"])),
             ("InvalidAddress.NotFound", dict(PublicIp=their_eip["PublicIp"], InstanceId=y["InstanceId"])),
             ("InvalidInstanceID.NotFound", dict(AllocationId=b["AllocationId"], InstanceId="i-0123456789abcdef0")),
@@ -368,7 +372,8 @@ def test_associate_errors_leave_everything_as_it_was(ec2: Any, srv: Server, dave
                                                         NetworkInterfaceId="eni-" + theirs["InstanceId"][2:])),
             ("InvalidParameterValue", dict(AllocationId=b["AllocationId"], InstanceId=y["InstanceId"],
                                            PrivateIpAddress="10.200.0.9")),
-            ("InvalidParameterValue", dict(AllocationId=b["AllocationId"], PrivateIpAddress=theirs["PrivateIpAddress"])),
+            ("InvalidParameterValue", dict(AllocationId=b["AllocationId"],
+                                           PrivateIpAddress=theirs["PrivateIpAddress"])),
             ("Resource.AlreadyAssociated", dict(AllocationId=alloc, InstanceId=y["InstanceId"])),
             ("DryRunOperation", dict(AllocationId=b["AllocationId"], InstanceId=y["InstanceId"], DryRun=True)),
         ]

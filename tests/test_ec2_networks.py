@@ -90,7 +90,8 @@ def test_instances_land_on_the_chosen_subnet(ec2: Any, image: str) -> None:
     assert {i["InstanceId"] for r in found for i in r["Instances"]} == {i["InstanceId"] for i in via_subnet}
     found = ec2.describe_instances(Filters=[{"Name": "private-ip-address", "Values": ["10.130.0.77"]}])
     assert [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]] == [via_nic[0]["InstanceId"]]
-    assert subnets_by_name(ec2)["other-b"]["AvailableIpAddressCount"] == subnets["other-b"]["AvailableIpAddressCount"] - 2
+    assert (subnets_by_name(ec2)["other-b"]["AvailableIpAddressCount"]
+            == subnets["other-b"]["AvailableIpAddressCount"] - 2)
     ids = [i["InstanceId"] for i in via_subnet + via_nic + default]
     ec2.terminate_instances(InstanceIds=ids)
     ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1})

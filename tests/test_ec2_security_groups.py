@@ -93,7 +93,8 @@ def test_create_validation_and_isolation(server: Any, ec2: Any) -> None:
     fails("InvalidParameterValue", ec2.create_security_group, GroupName="ok", Description="d" * 256)
     fails("InvalidParameterValue", ec2.create_security_group, GroupName="caf\u00e9", Description="x")
     fails("MissingParameter", ec2.create_security_group, GroupName="nodesc", Description="")
-    fails("InvalidVpcID.NotFound", ec2.create_security_group, GroupName="x", Description="x", VpcId="vpc-0123456789abcdef0")
+    fails("InvalidVpcID.NotFound", ec2.create_security_group, GroupName="x", Description="x",
+          VpcId="vpc-0123456789abcdef0")
     fails("DryRunOperation", ec2.create_security_group, GroupName="dry", Description="x", DryRun=True)
     assert snapshot(ec2) == before
     assert ec2.create_security_group(GroupName="w" * 255, Description="d" * 255)["GroupId"]
@@ -104,7 +105,8 @@ def test_create_validation_and_isolation(server: Any, ec2: Any) -> None:
     other = server.client(server.create_user(f"sg-{uuid.uuid4().hex[:10]}"))
     fails("InvalidGroup.NotFound", other.describe_security_groups, GroupIds=[gid])
     fails("InvalidGroup.NotFound", other.delete_security_group, GroupId=gid)
-    fails("InvalidGroup.NotFound", other.authorize_security_group_ingress, GroupId=gid, IpPermissions=[tcp(22, "10.0.0.0/8")])
+    fails("InvalidGroup.NotFound", other.authorize_security_group_ingress, GroupId=gid,
+          IpPermissions=[tcp(22, "10.0.0.0/8")])
     assert other.create_security_group(GroupName="web", Description="mine")["GroupId"] != gid
     fails("InvalidGroupId.Malformed", ec2.describe_security_groups, GroupIds=["web"])
     fails("InvalidGroup.NotFound", ec2.describe_security_groups, GroupNames=["nope"])
@@ -119,7 +121,8 @@ def test_delete_by_id_and_name(ec2: Any) -> None:
     fails("InvalidGroup.NotFound", ec2.describe_security_groups, GroupIds=[a])
     fails("InvalidGroup.NotFound", ec2.delete_security_group, GroupId=b)
     assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [a]}])["Tags"] == []
-    assert ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [a, b]}])["SecurityGroupRules"] == []
+    assert ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [a, b]}])["SecurityGroupRules"] == []
 
 
 # -- rules -----------------------------------------------------------------------------------------
@@ -131,7 +134,8 @@ def test_authorize_forms_and_the_rule_set_returned(ec2: Any) -> None:
         {"IpProtocol": "6", "FromPort": 80, "ToPort": 443,
          "IpRanges": [{"CidrIp": "10.1.0.0/16", "Description": "office"}, {"CidrIp": "192.168.0.0/24"}]},
         {"IpProtocol": "icmp", "FromPort": 8, "ToPort": -1, "UserIdGroupPairs": [{"GroupId": lb}]},
-        {"IpProtocol": "17", "FromPort": 53, "ToPort": 53, "UserIdGroupPairs": [{"GroupName": "lb", "Description": "dns"}]},
+        {"IpProtocol": "17", "FromPort": 53, "ToPort": 53,
+         "UserIdGroupPairs": [{"GroupName": "lb", "Description": "dns"}]},
         {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": gid}]},
         {"IpProtocol": "47", "IpRanges": [{"CidrIp": "10.9.0.0/16"}]},
     ])
@@ -144,7 +148,8 @@ def test_authorize_forms_and_the_rule_set_returned(ec2: Any) -> None:
     assert all(not r["IsEgress"] and r["GroupId"] == gid and r["SecurityGroupRuleId"].startswith("sgr-")
                for r in out["SecurityGroupRules"])
     # the same rules, as DescribeSecurityGroupRules and grouped as IpPermissions
-    assert {r["SecurityGroupRuleId"] for r in out["SecurityGroupRules"]} <= {r["SecurityGroupRuleId"] for r in rules(ec2, gid)}
+    assert ({r["SecurityGroupRuleId"] for r in out["SecurityGroupRules"]}
+            <= {r["SecurityGroupRuleId"] for r in rules(ec2, gid)})
     perms = {(p["IpProtocol"], p.get("FromPort"), p.get("ToPort")): p for p in group(ec2, gid)["IpPermissions"]}
     assert sorted(r["CidrIp"] for r in perms[("tcp", 80, 443)]["IpRanges"]) == ["10.1.0.0/16", "192.168.0.0/24"]
     assert perms[("udp", 53, 53)]["UserIdGroupPairs"][0]["GroupId"] == lb
@@ -165,8 +170,10 @@ def test_authorize_forms_and_the_rule_set_returned(ec2: Any) -> None:
     (tcp(70000, "10.0.0.0/8"), "InvalidParameterValue"),
     (tcp(80, "10.0.0.0/8", to=79), "InvalidParameterValue"),
     ({"IpProtocol": "tcp", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, "InvalidParameterValue"),
-    ({"IpProtocol": "icmp", "FromPort": 300, "ToPort": 0, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, "InvalidParameterValue"),
-    ({"IpProtocol": "icmp", "FromPort": -1, "ToPort": 3, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, "InvalidParameterValue"),
+    ({"IpProtocol": "icmp", "FromPort": 300, "ToPort": 0, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
+     "InvalidParameterValue"),
+    ({"IpProtocol": "icmp", "FromPort": -1, "ToPort": 3, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
+     "InvalidParameterValue"),
     ({"IpProtocol": "bogus", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, "InvalidParameterValue"),
     ({"IpProtocol": "256", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, "InvalidParameterValue"),
     (tcp(22, "10.0.0.1/8"), "InvalidParameterValue"),
@@ -217,7 +224,8 @@ def test_duplicates_and_missing_rules(ec2: Any) -> None:
 
 def test_revoke_by_permission_and_by_rule_id(ec2: Any) -> None:
     gid = ec2.create_security_group(GroupName="r", Description="r")["GroupId"]
-    added = ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[tcp(22, "10.0.0.0/8"), tcp(80, "0.0.0.0/0")])
+    added = ec2.authorize_security_group_ingress(GroupId=gid,
+                                                 IpPermissions=[tcp(22, "10.0.0.0/8"), tcp(80, "0.0.0.0/0")])
     by_port = {r["FromPort"]: r["SecurityGroupRuleId"] for r in added["SecurityGroupRules"]}
     out = ec2.revoke_security_group_ingress(GroupId=gid, IpProtocol="tcp", FromPort=22, ToPort=22, CidrIp="10.0.0.0/8")
     assert out["Return"] is True
@@ -225,7 +233,8 @@ def test_revoke_by_permission_and_by_rule_id(ec2: Any) -> None:
     ec2.revoke_security_group_ingress(GroupId=gid, SecurityGroupRuleIds=[by_port[80]])
     assert group(ec2, gid)["IpPermissions"] == []
     egress = [r for r in rules(ec2, gid) if r["IsEgress"]]
-    ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    ec2.revoke_security_group_egress(GroupId=gid,
+                                     IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     assert rules(ec2, gid) == [] and len(egress) == 1
 
 
@@ -514,7 +523,8 @@ def test_nwfilter_xml_for_a_spec() -> None:
     assert root.get("name") == "cloudctl-i-1" and root.findtext("uuid") == filter_uuid("cloudctl-i-1")
     accepts = [(r.get("direction"), r[0].tag, dict(r[0].attrib)) for r in root.iter("rule")
                if r.get("action") == "accept" and r[0].tag not in ("arp", "mac")]
-    assert ("in", "tcp", {"srcipaddr": "10.1.0.0", "srcipmask": "16", "dstportstart": "22", "dstportend": "25"}) in accepts
+    assert ("in", "tcp", {"srcipaddr": "10.1.0.0", "srcipmask": "16",
+                          "dstportstart": "22", "dstportend": "25"}) in accepts
     assert ("in", "tcp", {"dstportstart": "22", "dstportend": "25"}) in accepts          # from anywhere
     assert ("in", "icmp", {"srcipaddr": "10.0.0.6", "srcipmask": "32", "type": "8"}) in accepts
     assert ("out", "all", {}) in accepts

@@ -371,7 +371,8 @@ def test_aws_cli(server: Any, alice: dict[str, str]) -> None:
     assert vol in [v["VolumeId"] for v in listed["Volumes"]]
     snap = aws(server, alice, "create-snapshot", "--volume-id", vol)["SnapshotId"]
     aws(server, alice, "wait", "snapshot-completed", "--snapshot-ids", snap)
-    assert snap in [s["SnapshotId"] for s in aws(server, alice, "describe-snapshots", "--owner-ids", "self")["Snapshots"]]
+    assert snap in [s["SnapshotId"]
+                    for s in aws(server, alice, "describe-snapshots", "--owner-ids", "self")["Snapshots"]]
     aws(server, alice, "delete-snapshot", "--snapshot-id", snap)
     aws(server, alice, "delete-volume", "--volume-id", vol)
     aws(server, alice, "wait", "volume-deleted", "--volume-ids", vol)

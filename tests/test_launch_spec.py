@@ -83,7 +83,8 @@ def test_request_hash_is_the_spec_without_its_token() -> None:
                         "InstanceType": "t3.nano", "DryRun": True})
     assert spec.request_hash() == same.request_hash()
     # headnode NICs may move between a lost answer and its retry: the launch is the same one
-    assert LaunchSpec("ami-1").request_hash() == LaunchSpec("ami-1", vlan_nics=(VlanNic("eth0", "m", 7),)).request_hash()
+    assert (LaunchSpec("ami-1").request_hash()
+            == LaunchSpec("ami-1", vlan_nics=(VlanNic("eth0", "m", 7),)).request_hash())
     hashes = {s.request_hash() for s in (
         spec, LaunchSpec(spec.image_id), LaunchSpec("ami-2"), LaunchSpec("ami-1", max_count=2),
         LaunchSpec("ami-1", instance_tags=(("k", "v"),)), LaunchSpec("ami-1", volume_tags=(("k", "v"),)),
@@ -108,4 +109,5 @@ def test_no_front_end_forges_a_run_instances_request() -> None:
              if "api/ec2" not in p.as_posix()}
     assert {p: names for p, names in found.items() if names} == {}
     for launcher in (ROOT / "api" / "xmlrpc" / "app.py", ROOT / "core" / "baremetal" / "headnodes.py"):
-        assert not _strings(launcher) & {"ImageId", "TagSpecifications", "SubnetId", "UserData", "ClientToken"}, launcher
+        assert not _strings(launcher) & {"ImageId", "TagSpecifications", "SubnetId",
+                                         "UserData", "ClientToken"}, launcher

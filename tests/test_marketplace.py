@@ -218,7 +218,8 @@ def test_publish_subscribe_launch_deprecate(publisher: Server, subscriber: Serve
     assert tags["marketplace:endorser"] == pki.allowed[0][0]
     assert img["DeprecationTime"].startswith(doc["dc:date:expires"][:10])
     assert ami in [i["ImageId"] for i in sub_ec2.describe_images()["Images"]]
-    iid = sub_ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.nano")["Instances"][0]["InstanceId"]
+    iid = sub_ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1,
+                                InstanceType="t3.nano")["Instances"][0]["InstanceId"]
     assert wait_state(sub_ec2, [iid], "running")[0]["State"]["Name"] == "running"
 
     # polled again, the publisher answers 304 (ETag); nothing is re-verified or re-downloaded
@@ -239,7 +240,8 @@ def test_publish_subscribe_launch_deprecate(publisher: Server, subscriber: Serve
     assert ami not in [i["ImageId"] for i in sub_ec2.describe_images()["Images"]]
     shown = sub_ec2.describe_images(IncludeDeprecated=True)["Images"]
     dep = next(i for i in shown if i["ImageId"] == ami)
-    assert dep["State"] == "disabled" and dep["DeprecationTime"] <= time.strftime("%Y-%m-%dT%H:%M:%S.999Z", time.gmtime())
+    assert (dep["State"] == "disabled"
+            and dep["DeprecationTime"] <= time.strftime("%Y-%m-%dT%H:%M:%S.999Z", time.gmtime()))
     with pytest.raises(ClientError) as e:
         sub_ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.nano")
     assert e.value.response["Error"]["Code"] == "InvalidAMIID.Unavailable"
@@ -337,7 +339,8 @@ def test_image_bytes_must_match_the_list(case: str, subscriber: Server, sub_ec2:
     ami = stable_image_id(ident, img["hv:image"]["dc:identifier"], img["hv:image"]["sl:checksum:sha512"])
     row = wait_market(subscriber, ami, ("available", "failed"))
     assert row["State"] == "failed" and row["Reason"].startswith(f"{case}:"), row
-    partial = subscriber.state_dir / "images" / "marketplace" / "partial" / f"{img['hv:image']['sl:checksum:sha512']}.part"
+    partial = (subscriber.state_dir / "images" / "marketplace" / "partial"
+               / f"{img['hv:image']['sl:checksum:sha512']}.part")
     assert not partial.exists()
     with pytest.raises(ClientError) as e:
         sub_ec2.describe_images(ImageIds=[ami])
@@ -502,7 +505,8 @@ def test_stratuslab_metadata_latest_entry_wins(tmp_path: Path, model_cache: Path
         blank = next(i for i in s.admin("GET", "/v0/images") if i["Name"] == "cloudctl-blank")
         pub = s.admin("POST", "/v0/marketplace/publish", {"images": [blank["ImageId"]]})
         base = pub["Url"].split("/imagelist/")[0]
-        ident = sha1_to_identifier(hashlib.sha1((s.state_dir / "images" / "cloudctl-blank.img").read_bytes()).hexdigest())
+        ident = sha1_to_identifier(
+            hashlib.sha1((s.state_dir / "images" / "cloudctl-blank.img").read_bytes()).hexdigest())
 
         def get(path: str) -> Any:
             return json.loads(urllib.request.urlopen(base + path, timeout=10).read())
@@ -556,7 +560,8 @@ def test_download_survives_a_crash_and_resumes_from_the_partial_file(new_server:
     s.start()
     assert wait_market(s, ami, ("available", "failed"))["State"] == "available"
     assert f"bytes={kept}-" in lists.ranges[seen:]   # resumed where the crashed process stopped
-    assert (s.state_dir / "images" / "marketplace" / f"{img['hv:image']['sl:checksum:sha512']}.img").read_bytes() == data
+    assert (s.state_dir / "images" / "marketplace"
+            / f"{img['hv:image']['sl:checksum:sha512']}.img").read_bytes() == data
     assert sub_of(s, sub_id)["Version"] == "1"
 
 

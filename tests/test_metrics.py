@@ -38,7 +38,8 @@ def test_metrics_families_and_counters_move(new_server: Any) -> None:
     assert _value(before["cloudctl_host_state"], "cloudctl_host_state", host="host-a", state="on") == 1
 
     image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
-    iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.small")["Instances"][0]["InstanceId"]
+    iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                            InstanceType="t3.small")["Instances"][0]["InstanceId"]
     wait_state(ec2, [iid], "running")
     try:
         ec2.describe_instances(InstanceIds=["i-00000000000000000"])

@@ -7,7 +7,8 @@ administrator. Every answer that is not a success is HIL's `{"type": <name>, "ms
 with its status codes (HIL's client reads `type` from any error): a bad body, or a GET's query
 parameter it does not take, is 400 `ValidationError` (checked before authentication, as HIL
 does), an unwritable journal 503 `ServiceUnavailableError`, anything unexpected 500
-`ServerError` (its traceback is logged, not sent). Deliberate differences: an authenticated caller who is not allowed gets 403 (HIL
+`ServerError` (its traceback is logged, not sent).
+Deliberate differences: an authenticated caller who is not allowed gets 403 (HIL
 answered 401 for both), and HIL's `GET /v0/networks` is `GET /v0/bm/networks` (the admin
 endpoint's `/v0/networks` lists the instances' networks). Failed logins back off
 (core.throttle): a refused one is 429 `TooManyFailuresError`, a login the password checkers

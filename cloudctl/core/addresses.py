@@ -239,7 +239,8 @@ class Addresses:
                                  f"The private IP address {pip} is not assigned to any of your instances")
         else:
             raise CloudError("MissingParameter",
-                             "The request must contain the parameter InstanceId, NetworkInterfaceId or PrivateIpAddress")
+                             "The request must contain the parameter InstanceId, "
+                             "NetworkInterfaceId or PrivateIpAddress")
         if pip and _ipv4(pip) != inst.private_ip:
             raise CloudError("InvalidParameterValue",
                              f"The private IP address {pip} is not assigned to the network interface of {inst.id}")

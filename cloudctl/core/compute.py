@@ -394,7 +394,8 @@ class Compute:
         keys, token = paginate(sorted(pool), after, limit, fp)
         return pool, keys, token
 
-    def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[tuple[Reservation, list[Instance]]], str | None]:
+    def describe(self, caller: Caller,
+                 req: dict[str, Any]) -> tuple[list[tuple[Reservation, list[Instance]]], str | None]:
         rows, keys, token = self._select(caller, req, self.filters, "instances")
         groups: dict[str, list[Instance]] = {}
         for k in keys:

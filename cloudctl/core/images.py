@@ -106,7 +106,8 @@ class Images:
         try:
             info = await self.storage.info(path)
         except StorageError as e:
-            raise CloudError("InvalidParameterValue", f"{path.name} is not a disk image qemu-img can read: {e}") from None
+            raise CloudError("InvalidParameterValue",
+                             f"{path.name} is not a disk image qemu-img can read: {e}") from None
         if info.references:
             # qemu would open that file for the guest: a way to read the host's files.
             raise CloudError("InvalidParameterValue", f"{path.name} refers to another file ({info.references[0]}); "
@@ -210,7 +211,8 @@ class Images:
                                     kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
         if req.get("BlockDeviceMappings") and not location:
             raise CloudError("InvalidParameterValue",
-                             "Registering from snapshots is not supported; give ImageLocation, a file in the image store")
+                             "Registering from snapshots is not supported; "
+                             "give ImageLocation, a file in the image store")
         if not location:
             raise CloudError("MissingParameter", "The request must contain the parameter ImageLocation")
         self.check_user_name(caller.account, name)

@@ -78,7 +78,7 @@ class Networks:
         self._by_name = {s.name: s for s in self.subnets.values()}
         # Leases written before networks existed name only their zone: they belong to its default.
         self._by_subnet: MultiIndex[Lease] = self.table.add_index(
-            MultiIndex(lambda l: l.subnet_id or (d.id if (d := self._default.get(l.zone)) else None)))
+            MultiIndex(lambda lease: lease.subnet_id or (d.id if (d := self._default.get(lease.zone)) else None)))
         self._cursor: dict[str, int] = {}
         self.filters = FilterSet({
             "subnet-id": lambda s: s.id, "vpc-id": lambda s: self.vpc_id,

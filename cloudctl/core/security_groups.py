@@ -381,7 +381,8 @@ class SecurityGroups:
             proto = _protocol(p.get("IpProtocol"))
             lo, hi = _ports(proto, p.get("FromPort"), p.get("ToPort"))
             if p.get("Ipv6Ranges") or p.get("PrefixListIds"):
-                raise CloudError("InvalidParameterValue", "IPv6 ranges and prefix lists are not supported by this cloud")
+                raise CloudError("InvalidParameterValue",
+                                 "IPv6 ranges and prefix lists are not supported by this cloud")
             ranges, pairs = p.get("IpRanges") or [], p.get("UserIdGroupPairs") or []
             if not ranges and not pairs:
                 raise CloudError("InvalidParameterValue",
@@ -701,5 +702,6 @@ def _rule_description(value: Any) -> str:
     text = value or ""
     if len(text) > MAX_TEXT or not _TEXT.match(text):
         raise CloudError("InvalidParameterValue",
-                         "Invalid rule description: up to 255 characters from a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$*")
+                         "Invalid rule description: up to 255 characters "
+                         "from a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$*")
     return str(text)

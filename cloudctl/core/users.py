@@ -33,7 +33,8 @@ class Users:
     async def create(self, name: str) -> User:
         if not _NAME.match(name):
             raise CloudError("InvalidParameterValue",
-                             f"user name {name!r} must be 1-64 letters, digits or _.@+=- and start with a letter or digit")
+                             f"user name {name!r} must be 1-64 letters, digits or _.@+=- "
+                             "and start with a letter or digit")
         if self.table.get(name) is not None:
             raise CloudError.conflict("EntityAlreadyExists", f"user {name!r} already exists")
         user = User(name=name, access_key=new_access_key(), secret_key=new_secret_key(),

@@ -4,8 +4,8 @@ Rows are immutable (frozen, with tuples for sequences): a change is a new row
 (`dataclasses.replace`) put in a transaction. That lets a checkpoint copy a table by reference and
 encode it on a worker thread while the loop runs, and lets a failed transaction restore the old row
 objects untouched. Lists given to a row (by a caller, or decoded from JSON: older journals and
-checkpoints hold lists, and the format does not change) become tuples as it is made. Times are float epoch seconds, converted to the wire
-format only at the API edge.
+checkpoints hold lists, and the format does not change) become tuples as it is made.
+Times are float epoch seconds, converted to the wire format only at the API edge.
 """
 from __future__ import annotations
 
@@ -558,6 +558,6 @@ class Address(Row):
 
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
-                                     BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList, Subscription,
-                                     MarketImage, MetadataEntry, ImportTask, Address, SecurityGroup,
+                                     BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList,
+                                     Subscription, MarketImage, MetadataEntry, ImportTask, Address, SecurityGroup,
                                      SecurityGroupRule)

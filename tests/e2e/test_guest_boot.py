@@ -175,7 +175,8 @@ echo PING-OK after $i retries
     r = subprocess.run(["ip", "netns", "exec", lab_net["ns"], "ping", "-c", "1", "-W", "2", lab_net["guest_ip"]],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    measurements[f"NIC type='{nic}'"] = f"guest pinged the netns host {t_ping:.2f} s after create(); host->guest ping OK"
+    measurements[f"NIC type='{nic}'"] = (f"guest pinged the netns host {t_ping:.2f} s after create(); "
+                                         "host->guest ping OK")
 
     g.dom.shutdown()
     off = g.wait_inactive(20)

@@ -81,7 +81,8 @@ def icmp_from(cidr: str | None = None, group: str | None = None) -> list[dict[st
 
 def filter_times(cloud: Any) -> str:
     """How long libvirt took to (re)define each filter, from the controller's log."""
-    times = sorted(float(m) for m in re.findall(r"filter of \S+ applied in ([0-9.]+) s", cloud.server.log_path.read_text()))
+    times = sorted(float(m) for m in re.findall(r"filter of \S+ applied in ([0-9.]+) s",
+                                                cloud.server.log_path.read_text()))
     return f"{len(times)} defines, median {times[len(times) // 2]:.2f} s, max {times[-1]:.2f} s" if times else "none"
 
 

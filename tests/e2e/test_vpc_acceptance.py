@@ -85,7 +85,8 @@ def test_aws_cli_security_group_two_guests_and_a_moving_elastic_ip(bridged_cloud
         got = http_get(outside, ip)
         if got is not None:   # (diagnostics while developing)
             rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
-            xml = subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", iid], capture_output=True, text=True).stdout
+            xml = subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", iid],
+                                 capture_output=True, text=True).stdout
             flt = subprocess.run(["virsh", "-c", "qemu:///system", "nwfilter-dumpxml", "cloudctl-" + iid],
                                  capture_output=True, text=True).stdout
             raise AssertionError(f"{ip} reachable from outside\n{rules}\n{xml[xml.find('<interface'):][:800]}\n{flt}")

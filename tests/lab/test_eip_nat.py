@@ -76,7 +76,9 @@ def test_traffic_to_the_elastic_ip_reaches_the_instance_it_is_associated_with(
         peer = subprocess.Popen(["ip", "netns", "exec", net.outside, sys.executable, "-c", PEER, "7008"],
                                 stdout=subprocess.PIPE, text=True)
         net.procs.append(peer)
-        connect = f"import socket,time\nfor _ in range(50):\n try:\n  socket.create_connection(('{OUTSIDE}', 7008), 2).close(); break\n except OSError: time.sleep(0.1)"
+        connect = ("import socket,time\nfor _ in range(50):\n try:\n"
+                   f"  socket.create_connection(('{OUTSIDE}', 7008), 2).close(); break\n"
+                   " except OSError: time.sleep(0.1)")
         sh("ip", "netns", "exec", net.guests["g1"], sys.executable, "-c", connect)
         assert peer.stdout is not None and peer.stdout.readline().strip() == eip
         assert net.ping(net.guests["g1"], OUTSIDE)

@@ -257,7 +257,8 @@ async def test_imdsv2_token_flow(env: Env) -> None:
                                            {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
     assert status == 200 and headers["X-aws-ec2-metadata-token-ttl-seconds"] == "60"
     token = body.decode()
-    assert await env.get(ip, "/latest/meta-data/instance-id", **{"X-aws-ec2-metadata-token": token}) == (200, env.keyed.id)
+    assert await env.get(ip, "/latest/meta-data/instance-id",
+                         **{"X-aws-ec2-metadata-token": token}) == (200, env.keyed.id)
     status, _, data = await env.call(ip, "GET", "/latest/user-data", {"X-aws-ec2-metadata-token": token})
     assert (status, data) == (200, USER_DATA)
     # Bad, empty, or another instance's token.

@@ -22,7 +22,8 @@ from typing import Any
 
 from cloudctl.api.ec2.model_build import FORMAT_VERSION
 
-__all__ = ["OPERATIONS", "Ec2Model", "Operation", "ModelError", "load_model", "cache_path"]
+# OPERATIONS is provided lazily by the module-level __getattr__ below, which pyflakes cannot see.
+__all__ = ["OPERATIONS", "Ec2Model", "Operation", "ModelError", "load_model", "cache_path"]  # noqa: F822
 
 # The package root (the directory holding ``cloudctl``), so the builder child
 # can import us even when cloudctl is run from a source tree, not installed.

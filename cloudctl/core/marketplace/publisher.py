@@ -102,7 +102,8 @@ class Publisher:
                 if im.state != "available" or im.image_type != "machine":
                     raise CloudError("InvalidParameterValue", f"image {ami} is not an available machine image")
                 if not im.public:   # a user's private image is not the cloud's to give away
-                    raise CloudError("InvalidParameterValue", f"image {ami} is private; only public images are published")
+                    raise CloudError("InvalidParameterValue",
+                                     f"image {ami} is private; only public images are published")
                 if ami not in ids:
                     ids.append(ami)
                 deprecated.pop(ami, None)

@@ -90,7 +90,8 @@ class TrustStore:
             raise TrustError("trust-anchor-missing", f"no CA certificate in the trust store {path}")
         return cls(anchors, crls)
 
-    def check(self, signer: x509.Certificate, carried: list[x509.Certificate], now: dt.datetime) -> list[x509.Certificate]:
+    def check(self, signer: x509.Certificate, carried: list[x509.Certificate],
+              now: dt.datetime) -> list[x509.Certificate]:
         """Chain the signer to an anchor at `now`, then refuse it if a CA's valid CRL revokes it."""
         verifier = (PolicyBuilder().store(Store(self.anchors)).time(now)
                     .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
