@@ -7,8 +7,6 @@ import hashlib
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -19,7 +17,7 @@ from botocore.credentials import Credentials
 
 from rawquery import StateProbe
 from spellings import authorization_variants, query_variants
-from support import REGION, Server, write_config
+from support import REGION, Server, Servers
 
 FORM = "application/x-www-form-urlencoded; charset=utf-8"
 
@@ -143,7 +141,7 @@ def test_replayed_reads_are_harmless_and_allowed(server: Any, victim: dict[str, 
 def test_replay_with_a_client_token_returns_the_first_result(server: Any, victim: dict[str, str],
                                                              vec2: Any) -> None:
     """Idempotent requests stay idempotent: the same signed RunInstances twice is one launch."""
-    image = vec2.describe_images()["Images"][0]["ImageId"]
+    image = vec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
     req = signed(server, victim, f"Action=RunInstances&Version=2016-11-15&ImageId={image}&MinCount=1"
                                  f"&MaxCount=1&ClientToken=replay-token-1")
     first, again = send(req), send(req)
@@ -174,12 +172,8 @@ GRACE = 0.3
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("replay-grace")
-    ec2 = {"replay_grace_s": GRACE}
-    s = Server(write_config(d, model_cache, ec2=ec2)).start()
-    yield s
-    s.stop()
+def quick(server_with: Servers) -> Server:
+    return server_with(ec2={"replay_grace_s": GRACE})
 
 
 @pytest.fixture(scope="module")
