@@ -24,7 +24,7 @@ from ..listener import BodyRefused, streamed
 from ..turns import Turns
 from . import form
 from .actions import ACTIONS
-from .auth import AUTH_PARAMS, AuthError, ReplayCache, SignatureVerifier, Verified
+from .auth import AUTH_PARAMS, AuthError, Prechecked, ReplayCache, SignatureVerifier, Verified
 from .logins import claimed_access_key
 from .protocol import ParamError, Protocol, is_streamed
 
@@ -97,6 +97,7 @@ class Ec2Api:
         request_id = str(uuid.uuid4())
         action = "-"
         login: tuple[str, str] | None = None   # (key id, address) while its signature is being checked
+        pre: Prechecked | None = None          # the credentials' checks that need no body
         try:
             # The raw path and query: the signature covers the bytes as sent, before decoding.
             raw_path, _, raw_query = request.raw_path.partition("?")
@@ -107,7 +108,7 @@ class Ec2Api:
                 # scope, date and key are checked before the body is even looked at.
                 login = (claimed_access_key(request.headers, query), source)
                 await self.logins.admit(*login)
-                self.verifier.precheck(query_string=raw_query, headers=request.headers, params=query)
+                pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=query)
             # (a request refused before its body is read: aiohttp drains the body after the answer)
             scan = form.FormScan() if request.content_type == _FORM else None
             chunks = await self._read_body(request, scan)
@@ -126,9 +127,12 @@ class Ec2Api:
             if login is None:
                 login = (claimed_access_key(request.headers, seen), source)
                 await self.logins.admit(*login)
-            scheme = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
+            if pre is None:   # (SigV2, or SigV4 fields found only in the body)
+                pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
+            elif self.verifier.scheme(request.headers, seen) != pre.scheme:   # (the body's fields too)
+                raise AuthError("IncompleteSignature", "Only one auth mechanism allowed", 400)
             body = b"".join(chunks)   # (credentials that may be good: worth a look at the body)
-            params, verified = await self._authenticate(request, raw_path, raw_query, scheme, query, seen,
+            params, verified = await self._authenticate(request, raw_path, raw_query, pre, query, seen,
                                                         body, body if scan else b"")
             self.logins.succeeded(*login)
             login = None
@@ -216,6 +220,8 @@ class Ec2Api:
                         if scan is not None:
                             scan.feed(chunk)
                             keep = scan.separators < form.MAX_PARAMS
+                    if request.content.at_eof():   # (the whole body: no next piece to wait for)
+                        break
                     # What has arrived may be the whole body: read() returns at once then, so
                     # each piece gets its own turn of the loop.
                     await asyncio.sleep(0)
@@ -225,7 +231,7 @@ class Ec2Api:
             raise BodyRefused.lost() from None
         return chunks
 
-    async def _authenticate(self, request: web.Request, raw_path: str, raw_query: str, scheme: str,
+    async def _authenticate(self, request: web.Request, raw_path: str, raw_query: str, pre: Prechecked,
                             query: dict[str, str], seen: dict[str, str], body: bytes,
                             form_body: bytes) -> tuple[dict[str, str], Verified]:
         """The request's parameters and who signed it. Its fields were counted and the signature's
@@ -233,14 +239,14 @@ class Ec2Api:
         here a SigV4 signature is verified before the form is parsed (its body hashed off the
         loop), and the form is parsed in steps. SigV2 signs the parsed fields, so its form is
         parsed first, then verified."""
+        scheme = pre.scheme
         digest = None
         if scheme != "v2" and len(body) > _HASH_ON_LOOP:   # (hashlib lets go of the GIL)
             digest = await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
         verify = functools.partial(self.verifier.verify, method=request.method, path=raw_path,
                                    query_string=raw_query, headers=request.headers, body=body,
-                                   body_sha256=digest)
-        if scheme != "v2":
-            verify(params=seen)   # the signature holds before the form is parsed
+                                   body_sha256=digest, prechecked=pre)
+        verified = verify(params=seen) if scheme != "v2" else None   # SigV4 holds before the form is parsed
         params = dict(query)
         if form_body:
             fields: list[tuple[str, str]] = []
@@ -250,9 +256,14 @@ class Ec2Api:
             except UnicodeDecodeError:
                 raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
             params.update(fields)
-        # On every field now: an auth field written with escapes, which the look before parsing
-        # did not see, can only make the request fail here.
-        return params, verify(params=params)
+        if verified is None:   # SigV2 signs the parsed fields
+            return params, verify(params=params)
+        # SigV4 signs the query and the body's hash, not the fields: what the parsed fields can
+        # still change is the scheme (an auth field written with escapes, which the look before
+        # parsing did not see), and then only to refuse the request.
+        if self.verifier.scheme(request.headers, params) != scheme:
+            raise AuthError("IncompleteSignature", "Only one auth mechanism allowed", 400)
+        return params, verified
 
     async def _slice(self, pieces: Iterator[bytes], turns: Turns | None, since: float) -> bytes | None:
         """The answer's next piece (None after the last), rendered in its turn (see Turns).

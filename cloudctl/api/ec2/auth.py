@@ -191,6 +191,13 @@ class _V4Parts(NamedTuple):
     pairs: list[tuple[str, str]]   # the raw query pairs (presigned only)
 
 
+class Prechecked(NamedTuple):
+    """What precheck found: the scheme and, for SigV4, the auth fields it checked (so verify,
+    for the same request, need not take them apart again)."""
+    scheme: str
+    v4: _V4Parts | None
+
+
 class _V2Parts(NamedTuple):
     akid: str
     digest: str
@@ -223,15 +230,18 @@ class SignatureVerifier:
     # -- entry points ------------------------------------------------------------------------
 
     def verify(self, *, method: str, path: str, query_string: str, headers: Mapping[str, str],
-               body: bytes, params: Mapping[str, str], body_sha256: str | None = None) -> Verified:
+               body: bytes, params: Mapping[str, str], body_sha256: str | None = None,
+               prechecked: Prechecked | None = None) -> Verified:
         """Return who signed a correctly signed request, else raise AuthError.
 
         ``body_sha256``: the body's hex SHA-256 if the caller already has it (hashed off the
-        event loop for a large body); computed here otherwise.
+        event loop for a large body); computed here otherwise. ``prechecked``: what precheck
+        found for this same request, moments ago.
         """
-        scheme = self._scheme(headers, params)
+        scheme = self.scheme(headers, params)
+        known = prechecked.v4 if prechecked is not None and prechecked.scheme == scheme else None
         if scheme == "v4h":
-            v4h = self._v4_header_parts(headers)
+            v4h = known or self._v4_header_parts(headers)
             secret = self._v4_secret(v4h.akid, v4h.signed_headers)
             declared = headers.get("X-Amz-Content-SHA256")
             if declared is None:
@@ -249,7 +259,7 @@ class SignatureVerifier:
                                   method, path, _split_query(query_string), None, headers,
                                   v4h.signed_headers, v4h.amz_date, (payload_hash,))
         if scheme == "v4q":
-            v4q = self._v4_query_parts(query_string)
+            v4q = known or self._v4_query_parts(query_string)
             secret = self._v4_secret(v4q.akid, v4q.signed_headers)
             declared = headers.get("X-Amz-Content-SHA256")
             if declared is not None:
@@ -272,7 +282,7 @@ class SignatureVerifier:
         return self._verify_v2(method, path, headers, params)
 
     def precheck(self, *, query_string: str, headers: Mapping[str, str],
-                 params: Mapping[str, str]) -> str:
+                 params: Mapping[str, str]) -> Prechecked:
         """Every check that needs neither the body nor (SigV2) all its parameters; the scheme.
 
         Run before a large body is hashed or parsed, so a request that names no credentials,
@@ -280,19 +290,16 @@ class SignatureVerifier:
         no more than its headers. ``params``: the query's parameters plus the auth parameters
         found in the body (see form.FormScan). It raises what verify would raise for them.
         """
-        scheme = self._scheme(headers, params)
-        if scheme == "v4h":
-            v4h = self._v4_header_parts(headers)
-            self._v4_secret(v4h.akid, v4h.signed_headers)
-        elif scheme == "v4q":
-            v4q = self._v4_query_parts(query_string)
-            self._v4_secret(v4q.akid, v4q.signed_headers)
-        else:
+        scheme = self.scheme(headers, params)
+        if scheme == "v2":
             self._v2_parts(headers, params)
-        return scheme
+            return Prechecked(scheme, None)
+        v4 = self._v4_header_parts(headers) if scheme == "v4h" else self._v4_query_parts(query_string)
+        self._v4_secret(v4.akid, v4.signed_headers)
+        return Prechecked(scheme, v4)
 
     @staticmethod
-    def _scheme(headers: Mapping[str, str], params: Mapping[str, str]) -> str:
+    def scheme(headers: Mapping[str, str], params: Mapping[str, str]) -> str:
         """Which scheme signs the request: "v4h" (header), "v4q" (presigned) or "v2"."""
         if headers.get("Authorization") is not None:
             if "X-Amz-Signature" in params or ("Signature" in params and "AWSAccessKeyId" in params):

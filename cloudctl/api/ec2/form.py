@@ -89,7 +89,8 @@ def parse_steps(body: bytes, out: list[tuple[str, str]]) -> Iterator[None]:
             decoded_value = yield from _unquote_steps(value)
             out.append((decoded_name, decoded_value))
         pos = stop + 1
-        yield
+        if pos < end:   # (nothing left: no step to take turns with)
+            yield
 
 
 def _fields(piece: str) -> list[tuple[str, str]]:
