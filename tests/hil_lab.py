@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support import free_port, wait_until
+
 TAG = f"hil{os.getpid()}"
 
 
@@ -24,21 +26,6 @@ def run(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> su
     if check and out.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {out.returncode}: {out.stderr.strip()}")
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(check: "callable[[], bool]", what: str, timeout: float = 20) -> None:  # type: ignore[valid-type]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -72,7 +59,7 @@ class Ovs:
             ["ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", f"--pidfile={d}/ovsdb-server.pid",
              f"--log-file={d}/ovsdb-server.log", f"--unixctl={d}/ovsdb-server.ctl"],
             env=self.env, stdout=log, stderr=log))
-        _wait_for(lambda: (d / "db.sock").exists(), "ovsdb-server")
+        wait_until(lambda: (d / "db.sock").exists(), 20, "ovsdb-server")
         run("ovs-vsctl", f"--db={self.db}", "--no-wait", "init", env=self.env)
         self.procs.append(subprocess.Popen(
             ["ovs-vswitchd", self.db, f"--pidfile={d}/ovs-vswitchd.pid", f"--log-file={d}/ovs-vswitchd.log",
@@ -143,7 +130,7 @@ class Sshd:
                     return True
             except OSError:
                 return False
-        _wait_for(up, "sshd")
+        wait_until(up, 20, "sshd")
         return self
 
     def pause(self) -> None:
@@ -242,7 +229,7 @@ class FakeSwitch:
                     return True
             except OSError:
                 return False
-        _wait_for(up, "fake-switches", timeout=30)
+        wait_until(up, 30, "fake-switches")
         return self
 
     def stop(self) -> None:

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import support
 from hil_lab import free_port
 
 USER, PASSWORD = "admin", "bmc-pw"
@@ -152,8 +153,5 @@ set_working_mc 0x20
 
 
 def wait_until(check: "callable[[], bool]", what: str, timeout: float = 60) -> None:  # type: ignore[valid-type]
-    deadline = time.time() + timeout
-    while not check():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    """support.wait_until with the lab's argument order and its longer default (BMCs are slow)."""
+    support.wait_until(check, timeout, what, interval=0.1)

@@ -31,10 +31,6 @@ class CloudError(Exception):
         self.kind = kind
 
     @classmethod
-    def invalid(cls, code: str, message: str) -> CloudError:
-        return cls(code, message, ErrorKind.INVALID)
-
-    @classmethod
     def not_found(cls, code: str, message: str) -> CloudError:
         return cls(code, message, ErrorKind.NOT_FOUND)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import libvirt
 
+import support
 from .conftest import MEASUREMENTS, URI
 from .netlab import ping, wait_ping
 from .test_guest_network import console, wait_console
@@ -57,11 +58,7 @@ def wait_no_ping(target: str, ns: str, timeout: float = 120.0) -> float:
 
 
 def wait_until(check: Any, timeout: float = 120.0) -> None:
-    t0 = time.monotonic()
-    while not check():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"not reached within {timeout:.0f} s")
-        time.sleep(0.5)
+    support.wait_until(check, timeout, "the packet path to change", interval=0.5)
 
 
 def peer_state(ec2: Any, iid: str) -> str:

@@ -50,14 +50,19 @@ def code(e: pytest.ExceptionInfo[ClientError] | ClientError) -> tuple[str, int]:
     return err.response["Error"]["Code"], err.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
+def serve_on(tmp_path: Path, model_cache: Path, state_dir: Path, **overrides: Any) -> Server:
+    """A server whose state directory is the small file system; its other stores stay apart."""
+    return Server(write_config(tmp_path, model_cache, state_dir=str(state_dir), image_store=str(tmp_path / "images"),
+                               volume_store=str(tmp_path / "volumes"), instance_dir=str(tmp_path / "instances"),
+                               **overrides)).start()
+
+
 def ids(ec2: Any) -> set[str]:
     return {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
 
 
 def test_disk_full(tmp_path: Path, model_cache: Path, small_state: Path) -> None:
-    cfg = write_config(tmp_path, model_cache, state_dir=str(small_state), image_store=str(tmp_path / "images"),
-                       volume_store=str(tmp_path / "volumes"), instance_dir=str(tmp_path / "instances"))
-    srv = Server(cfg).start()
+    srv = serve_on(tmp_path, model_cache, small_state)
     try:
         user = srv.create_user("u")
         ec2 = srv.client(user)
@@ -110,10 +115,7 @@ def test_disk_full(tmp_path: Path, model_cache: Path, small_state: Path) -> None
 def test_journal_failure_is_a_hil_error(tmp_path: Path, model_cache: Path, small_state: Path) -> None:
     """A full state directory: mutating calls get 503 ServiceUnavailableError in HIL's shape and
     change nothing; reads go on; the API recovers when space returns."""
-    cfg = write_config(tmp_path, model_cache, state_dir=str(small_state), image_store=str(tmp_path / "images"),
-                       volume_store=str(tmp_path / "volumes"), instance_dir=str(tmp_path / "instances"),
-                       baremetal={"audit_on_start": "off"})
-    server = Server(cfg).start()
+    server = serve_on(tmp_path, model_cache, small_state, baremetal={"audit_on_start": "off"})
     try:
         hil = Hil(server.admin_url, token=server.token)
         hil.ok("PUT", "/project/before")
@@ -170,9 +172,7 @@ def test_state_dir_turning_read_only(tmp_path: Path, model_cache: Path, ext4_sta
     trigger = Path("/sys/fs/ext4") / Path(dev).name / "trigger_fs_error"
     if not trigger.exists():
         pytest.skip("this kernel cannot simulate an ext4 error")
-    cfg = write_config(tmp_path, model_cache, state_dir=str(mnt), image_store=str(tmp_path / "images"),
-                       volume_store=str(tmp_path / "volumes"), instance_dir=str(tmp_path / "instances"))
-    srv = Server(cfg).start()
+    srv = serve_on(tmp_path, model_cache, mnt)
     try:
         user = srv.create_user("u")
         ec2 = srv.client(user)
@@ -195,6 +195,7 @@ def test_state_dir_turning_read_only(tmp_path: Path, model_cache: Path, ext4_sta
         # processes of other tests may hold the mount in their own namespaces).
         copy = tmp_path / "repaired"
         shutil.copytree(mnt, copy, ignore=shutil.ignore_patterns("lost+found"))
+        cfg = srv.config_path
         cfg.write_text(cfg.read_text().replace(str(mnt), str(copy)))
         srv = Server(cfg)
         srv.start()
