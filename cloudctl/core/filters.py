@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import CloudError
+from .query import Filter
 
 Getter = Callable[[Any], Any]
 TagsOf = Callable[[Any], Mapping[str, str]]
@@ -121,11 +122,12 @@ class FilterSet:
         self.fields = dict(fields)
         self.tags_of = tags_of
 
-    def compile(self, filters: list[dict[str, Any]] | None) -> Matcher:
+    def compile(self, filters: Iterable[Filter] | None) -> Matcher:
         conds: list[Condition] = []
         for f in filters or ():
-            name = f.get("Name")
-            values = f.get("Values") or []
+            if isinstance(f, dict):   # TRANSITION: EC2 wire filters until every Describe passes a Query
+                f = Filter(f.get("Name") or "", tuple(f.get("Values") or ()))
+            name, values = f.name, f.values
             if not name:
                 raise CloudError("InvalidParameterValue", "The filter name must be specified")
             if not values:
