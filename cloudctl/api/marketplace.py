@@ -13,7 +13,7 @@ from ..core.marketplace import imagelist
 from ..core.marketplace.publisher import Publisher
 from ..core.marketplace.stratuslab import entry_json
 from ..core.marketplace.subscriber import Subscriber
-from ..store.records import PublishedList, Subscription
+from ..store.records import MarketImage, PublishedList, Subscription
 
 
 def public_app(cloud: Cloud) -> web.Application:
@@ -177,7 +177,14 @@ class MarketplaceAdmin:
         return web.json_response({"ImageId": row.id, "State": row.state})
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self._subs().status())
+        return web.json_response([_image_status(row, done, total) for row, done, total in self._subs().status()])
+
+
+def _image_status(row: MarketImage, done: int, total: int) -> dict[str, Any]:
+    return {"ImageId": row.id, "Subscription": row.subscription, "Identifier": row.identifier,
+            "Title": row.title, "State": row.state, "Size": row.size, "Done": done, "Total": total,
+            "Sha512": row.sha512, "ListVersion": row.list_version, "Expires": row.expires,
+            "Reason": row.reason, "Attempts": row.attempts}
 
 
 async def _json(request: web.Request) -> Any:

@@ -491,14 +491,12 @@ class Subscriber:
                             list_version=sub.version if sub else row.list_version)
         await self.store.sync()
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[tuple[MarketImage, int, int]]:
+        """Each subscribed image with its download progress (bytes done, bytes in all)."""
         out = []
         for row in sorted(self.table.values(), key=lambda r: (r.subscription, r.title, r.created)):
             done, total = self.progress.get(row.id, (row.size if row.state == "available" else 0, row.size))
-            out.append({"ImageId": row.id, "Subscription": row.subscription, "Identifier": row.identifier,
-                        "Title": row.title, "State": row.state, "Size": row.size, "Done": done, "Total": total,
-                        "Sha512": row.sha512, "ListVersion": row.list_version, "Expires": row.expires,
-                        "Reason": row.reason, "Attempts": row.attempts})
+            out.append((row, done, total))
         return out
 
     async def close(self) -> None:
