@@ -185,12 +185,28 @@ def test_authorize_forms_and_the_rule_set_returned(ec2: Any) -> None:
      "InvalidGroup.NotFound"),
     ({"IpProtocol": "tcp", "FromPort": 1, "ToPort": 2, "UserIdGroupPairs": [{"GroupName": "nope"}]},
      "InvalidGroup.NotFound"),
+    ({"IpProtocol": "tcp", "FromPort": 1, "ToPort": 2, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]},
+     "InvalidParameterValue"),
 ])
 def test_bad_permissions_change_nothing(ec2: Any, perm: dict[str, Any], code: str) -> None:
     gid = ec2.create_security_group(GroupName="g", Description="g")["GroupId"]
     before = snapshot(ec2)
     # a good permission in the same request is not added either: all or nothing
     fails(code, ec2.authorize_security_group_ingress, GroupId=gid, IpPermissions=[tcp(8080, "10.0.0.0/8"), perm])
+    assert snapshot(ec2) == before
+
+
+def test_rules_named_both_ways_or_not_at_all(ec2: Any) -> None:
+    """IpPermissions and the flat members together, or no rule at all, are refused."""
+    gid = ec2.create_security_group(GroupName="w", Description="w")["GroupId"]
+    before = snapshot(ec2)
+    msg = fails("InvalidParameterCombination", ec2.authorize_security_group_ingress, GroupId=gid,
+                IpPermissions=[tcp(22, "10.0.0.0/8")], CidrIp="10.0.0.0/8")
+    assert "CidrIp" in msg
+    fails("MissingParameter", ec2.authorize_security_group_ingress, GroupId=gid)
+    fails("MissingParameter", ec2.revoke_security_group_ingress, GroupId=gid)
+    fails("MissingParameter", ec2.authorize_security_group_ingress, GroupName="w", IpPermissions=[
+        {"IpProtocol": "", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}])
     assert snapshot(ec2) == before
 
 
