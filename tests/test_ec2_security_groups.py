@@ -17,6 +17,7 @@ from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import LaunchSpec
+from cloudctl.core.sg_permissions import GroupPeer, IpRange, Permission, RuleChange
 from cloudctl.drivers.hypervisor.base import FirewallRule
 
 from support import wait_state, write_config
@@ -184,12 +185,28 @@ def test_authorize_forms_and_the_rule_set_returned(ec2: Any) -> None:
      "InvalidGroup.NotFound"),
     ({"IpProtocol": "tcp", "FromPort": 1, "ToPort": 2, "UserIdGroupPairs": [{"GroupName": "nope"}]},
      "InvalidGroup.NotFound"),
+    ({"IpProtocol": "tcp", "FromPort": 1, "ToPort": 2, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]},
+     "InvalidParameterValue"),
 ])
 def test_bad_permissions_change_nothing(ec2: Any, perm: dict[str, Any], code: str) -> None:
     gid = ec2.create_security_group(GroupName="g", Description="g")["GroupId"]
     before = snapshot(ec2)
     # a good permission in the same request is not added either: all or nothing
     fails(code, ec2.authorize_security_group_ingress, GroupId=gid, IpPermissions=[tcp(8080, "10.0.0.0/8"), perm])
+    assert snapshot(ec2) == before
+
+
+def test_rules_named_both_ways_or_not_at_all(ec2: Any) -> None:
+    """IpPermissions and the flat members together, or no rule at all, are refused."""
+    gid = ec2.create_security_group(GroupName="w", Description="w")["GroupId"]
+    before = snapshot(ec2)
+    msg = fails("InvalidParameterCombination", ec2.authorize_security_group_ingress, GroupId=gid,
+                IpPermissions=[tcp(22, "10.0.0.0/8")], CidrIp="10.0.0.0/8")
+    assert "CidrIp" in msg
+    fails("MissingParameter", ec2.authorize_security_group_ingress, GroupId=gid)
+    fails("MissingParameter", ec2.revoke_security_group_ingress, GroupId=gid)
+    fails("MissingParameter", ec2.authorize_security_group_ingress, GroupName="w", IpPermissions=[
+        {"IpProtocol": "", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}])
     assert snapshot(ec2) == before
 
 
@@ -430,22 +447,22 @@ def ip(cloud: Cloud, iid: str) -> str:
 async def test_filters_follow_rules_and_members(cloud: Cloud) -> None:
     caller = Caller(await cloud.users.create("u"))
     sg = cloud.security_groups
-    web = (await sg.create(caller, {"GroupName": "web", "Description": "w"})).id
-    db = (await sg.create(caller, {"GroupName": "db", "Description": "d"})).id
+    web = (await sg.create(caller, "web", "w")).id
+    db = (await sg.create(caller, "db", "d")).id
     w1 = await launch(cloud, caller, [web])
     spec = applied(cloud, w1)
     inst = cloud.compute.table.get(w1)
     assert (spec.ip, spec.mac) == (inst.private_ip, inst.mac)
     assert spec.ingress == () and spec.egress == (FirewallRule("all", None, None, ("0.0.0.0/0",)),)
 
-    await sg.authorize(caller, {"GroupId": web, "IpPermissions": [
-        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
-        {"IpProtocol": "icmp", "FromPort": -1, "ToPort": -1, "UserIdGroupPairs": [{"GroupId": web}]}]}, False)
+    await sg.authorize(caller, RuleChange(False, web, permissions=(
+        Permission("tcp", 443, 443, ranges=(IpRange("0.0.0.0/0"),)),
+        Permission("icmp", -1, -1, peers=(GroupPeer(web),)))))
     await cloud.compute.idle()
     assert applied(cloud, w1).ingress == (FirewallRule("icmp", -1, -1, (ip(cloud, w1),)),
                                           FirewallRule("tcp", 443, 443, ("0.0.0.0/0",)))
-    await sg.authorize(caller, {"GroupId": db, "IpPermissions": [
-        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "UserIdGroupPairs": [{"GroupId": web}]}]}, False)
+    await sg.authorize(caller, RuleChange(False, db, permissions=(
+        Permission("tcp", 5432, 5432, peers=(GroupPeer(web),)),)))
     d1 = await launch(cloud, caller, [db])
     assert applied(cloud, d1).ingress == (FirewallRule("tcp", 5432, 5432, (ip(cloud, w1),)),)
 
@@ -458,8 +475,8 @@ async def test_filters_follow_rules_and_members(cloud: Cloud) -> None:
     assert applied(cloud, d1).ingress == (FirewallRule("tcp", 5432, 5432, both),)
 
     # revoke: gone from the members' filters
-    await sg.revoke(caller, {"GroupId": web, "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
-                             "CidrIp": "0.0.0.0/0"}, False)
+    await sg.revoke(caller, RuleChange(False, web, permissions=(
+        Permission("tcp", 443, 443, ranges=(IpRange("0.0.0.0/0"),)),)))
     await cloud.compute.idle()
     assert [r.protocol for r in applied(cloud, w1).ingress] == ["icmp"]
 
@@ -483,9 +500,9 @@ async def test_filters_follow_rules_and_members(cloud: Cloud) -> None:
     # rejected calls leave the filters as they were
     now = applied(cloud, d1)
     with pytest.raises(CloudError):
-        await sg.authorize(caller, {"GroupId": db, "IpPermissions": [
-            {"IpProtocol": "tcp", "FromPort": 1, "ToPort": 1, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
-            {"IpProtocol": "tcp", "FromPort": 5, "ToPort": 1, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}]}, False)
+        await sg.authorize(caller, RuleChange(False, db, permissions=(
+            Permission("tcp", 1, 1, ranges=(IpRange("10.0.0.0/8"),)),
+            Permission("tcp", 5, 1, ranges=(IpRange("10.0.0.0/8"),)))))
     await cloud.compute.idle()
     assert applied(cloud, d1) == now
 
@@ -494,9 +511,9 @@ async def test_filters_come_back_after_a_restart(tmp_path: Path, model_cache: Pa
     cfg = load_config(write_config(tmp_path, model_cache))
     c = await Cloud.open(cfg, "http://127.0.0.1:0")
     caller = Caller(await c.users.create("u"))
-    g = (await c.security_groups.create(caller, {"GroupName": "g", "Description": "g"})).id
-    await c.security_groups.authorize(caller, {"GroupId": g, "IpProtocol": "udp", "FromPort": 53, "ToPort": 53,
-                                               "CidrIp": "10.0.0.0/8"}, False)
+    g = (await c.security_groups.create(caller, "g", "g")).id
+    await c.security_groups.authorize(caller, RuleChange(False, g, permissions=(
+        Permission("udp", 53, 53, ranges=(IpRange("10.0.0.0/8"),)),)))
     iid = await launch(c, caller, [g])
     want = applied(c, iid)
     await c.stop()

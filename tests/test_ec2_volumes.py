@@ -20,6 +20,7 @@ from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import LaunchSpec
+from cloudctl.core.volumes import VolumeRequest
 
 from support import wait_state, write_config
 
@@ -405,11 +406,11 @@ async def _persistent_xml(cloud: Cloud, iid: str) -> str:
 async def test_attached_volume_reaches_the_domain_definition(cloud: Cloud) -> None:
     caller = Caller(await cloud.users.create("u"))
     iid = await _launch(cloud, caller)
-    v1 = await cloud.volumes.create(caller, {"Size": 1, "AvailabilityZone": ZONE_A})
-    v2 = await cloud.volumes.create(caller, {"Size": 2, "AvailabilityZone": ZONE_A})
+    v1 = await cloud.volumes.create(caller, VolumeRequest(ZONE_A, size=1))
+    v2 = await cloud.volumes.create(caller, VolumeRequest(ZONE_A, size=2))
     await cloud.volumes.idle()
-    await cloud.volumes.attach(caller, {"VolumeId": v1.id, "InstanceId": iid, "Device": "/dev/sdf"})
-    await cloud.volumes.attach(caller, {"VolumeId": v2.id, "InstanceId": iid, "Device": "/dev/vdg"})
+    await cloud.volumes.attach(caller, v1.id, iid, "/dev/sdf")
+    await cloud.volumes.attach(caller, v2.id, iid, "/dev/vdg")
     assert cloud.volumes.disks_for(iid) == [(str(cloud.volumes.volume_path(v1.id)), "vdf"),
                                             (str(cloud.volumes.volume_path(v2.id)), "vdg")]
     await cloud.volumes.idle()
@@ -420,7 +421,7 @@ async def test_attached_volume_reaches_the_domain_definition(cloud: Cloud) -> No
     assert "urn:cloudctl:instance" in xml     # still cloudctl's domain after the rewrite
     assert {d.name: d.managed for d in await cloud.drivers["host-a"].list_domains()}[iid] is True
 
-    await cloud.volumes.detach(caller, {"VolumeId": v1.id})
+    await cloud.volumes.detach(caller, v1.id)
     assert [t for _, t in cloud.volumes.disks_for(iid)] == ["vdg"]
     await cloud.volumes.idle()
     xml = await _persistent_xml(cloud, iid)
@@ -448,7 +449,7 @@ async def test_transitional_work_is_redone_after_a_restart(tmp_path: Path, model
     caller = Caller(await first.users.create("u"))
     # Requests acknowledged, then the process dies before the files are made.
     first.volumes._serial = lambda keys, coro: coro.close()  # type: ignore[method-assign]
-    vol = await first.volumes.create(caller, {"Size": 1, "AvailabilityZone": ZONE_A})
+    vol = await first.volumes.create(caller, VolumeRequest(ZONE_A, size=1))
     assert not first.volumes.volume_path(vol.id).exists()
     await first.stop()
 
@@ -458,7 +459,7 @@ async def test_transitional_work_is_redone_after_a_restart(tmp_path: Path, model
         assert second.volumes.table.get(vol.id).state == "available"
         assert second.volumes.volume_path(vol.id).exists()
         del_caller = Caller(second.users.table.get("u"))
-        snap = await second.volumes.create_snapshot(del_caller, {"VolumeId": vol.id})
+        snap = await second.volumes.create_snapshot(del_caller, vol.id)
         await second.volumes.idle()
         assert second.volumes.snapshots.get(snap.id).state == "completed"
     finally:

@@ -312,7 +312,7 @@ async def test_root_volume_file_overlays_the_image_and_follows_delete_on_termina
     qemu_io(kept_path, "read -P 0x5a 0 64k")                       # its data survived
     assert base.read_bytes() == base_bytes                         # the image is untouched
     # CreateImage of the terminated instance is refused; its kept volume can be snapshotted.
-    snap = await cloud.volumes.create_snapshot(caller, {"VolumeId": kept_vol.id})
+    snap = await cloud.volumes.create_snapshot(caller, kept_vol.id)
     await cloud.volumes.idle()
     assert cloud.volumes.snapshots.get(snap.id).state == "completed"
     assert backing_of(cloud.volumes.snapshot_path(snap.id)) is None   # flattened

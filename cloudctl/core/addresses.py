@@ -29,7 +29,8 @@ from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id, well_formed
 from .network import Networks, interface_id
-from .tags import Tags, tags_from_specs
+from .query import Query
+from .tags import Tags
 
 log = logging.getLogger("cloudctl.addresses")
 
@@ -43,6 +44,19 @@ _UNASSOCIATED: dict[str, Any] = dict(association_id=None, instance_id=None, priv
 def public_dns(ip: str, region: str) -> str:
     """A public host name in EC2's shape; no DNS server answers for it."""
     return f"ec2-{ip.replace('.', '-')}.{region}.compute.external"
+
+
+@dataclass(frozen=True, slots=True)
+class Association:
+    """AssociateAddress's ask: the address (by allocation id or public address, one of them)
+    and where it goes (an instance, its interface, or the private address it holds)."""
+
+    allocation_id: str | None = None
+    public_ip: str | None = None
+    instance_id: str | None = None
+    network_interface_id: str | None = None
+    private_ip: str | None = None
+    allow_reassociation: bool = False
 
 
 @dataclass(slots=True)
@@ -121,9 +135,8 @@ class Addresses:
             raise CloudError.not_found("InvalidAddress.NotFound", f"Address '{ip}' not found.")
         return addr
 
-    def _named(self, caller: Caller, req: dict[str, Any]) -> Address:
+    def _named(self, caller: Caller, alloc: str | None, ip: str | None) -> Address:
         """The caller's address named by AllocationId or PublicIp (exactly one of them)."""
-        alloc, ip = req.get("AllocationId"), req.get("PublicIp")
         if alloc and ip:
             raise CloudError("InvalidParameterCombination", "Specify either AllocationId or PublicIp, not both")
         if alloc:
@@ -140,21 +153,12 @@ class Addresses:
         return list(self._by_owner.get(account).values())
 
     # -- AllocateAddress -----------------------------------------------------------------------
-    async def allocate(self, caller: Caller, req: dict[str, Any]) -> Address:
-        domain = req.get("Domain") or "vpc"
+    async def allocate(self, caller: Caller, domain: str | None = None, address: str | None = None,
+                       tags: tuple[tuple[str, str], ...] = ()) -> Address:
+        """A free pool address (or `address`, if free) for the caller, within their limit."""
+        domain, wanted = domain or "vpc", address
         if domain not in DOMAINS:
             raise CloudError("InvalidParameterValue", f"Invalid value '{domain}' for domain.")
-        if req.get("CustomerOwnedIpv4Pool") or req.get("IpamPoolId"):
-            raise CloudError("InvalidParameterValue", "Customer-owned address pools are not supported by this cloud")
-        if req.get("PublicIpv4Pool") not in (None, "", "amazon"):
-            raise CloudError("InvalidParameterValue",
-                             f"The public IPv4 pool '{req['PublicIpv4Pool']}' does not exist; use 'amazon' or none")
-        if req.get("NetworkBorderGroup") not in (None, "", self.config.region):
-            raise CloudError("InvalidParameterValue",
-                             f"The network border group '{req['NetworkBorderGroup']}' is invalid; "
-                             f"this cloud has one, '{self.config.region}'")
-        pairs = tags_from_specs(req.get("TagSpecifications"), ("elastic-ip",)).get("elastic-ip", [])
-        wanted = req.get("Address")
         if wanted:
             wanted = _ipv4(wanted, "InvalidAddress.Malformed")
             if wanted not in self._in_pool:
@@ -174,8 +178,8 @@ class Addresses:
                        allocated=time.time(), domain=domain)
         with self.store.txn() as tx:
             tx.put(addr)
-            if pairs:
-                self.tags.put(tx, caller.account, addr.allocation_id, "elastic-ip", pairs)
+            if tags:
+                self.tags.put(tx, caller.account, addr.allocation_id, "elastic-ip", list(tags))
         await self.store.sync()
         return addr
 
@@ -191,12 +195,9 @@ class Addresses:
         return None
 
     # -- ReleaseAddress ------------------------------------------------------------------------
-    async def release(self, caller: Caller, req: dict[str, Any]) -> None:
-        if req.get("NetworkBorderGroup") not in (None, "", self.config.region):
-            raise CloudError("InvalidParameterValue", f"The network border group '{req['NetworkBorderGroup']}' "
-                             f"is invalid")
+    async def release(self, caller: Caller, allocation_id: str | None, public_ip: str | None) -> None:
         while True:
-            addr = self._named(caller, req)
+            addr = self._named(caller, allocation_id, public_ip)
             if addr.association_id:
                 raise CloudError.conflict("InvalidIPAddress.InUse",
                                           f"The address with allocation id [{addr.allocation_id}] is in use "
@@ -213,8 +214,8 @@ class Addresses:
             self._unclaim({addr.public_ip})
 
     # -- AssociateAddress ----------------------------------------------------------------------
-    def _target(self, caller: Caller, req: dict[str, Any]) -> Instance:
-        iid, eni, pip = req.get("InstanceId"), req.get("NetworkInterfaceId"), req.get("PrivateIpAddress")
+    def _target(self, caller: Caller, req: Association) -> Instance:
+        iid, eni, pip = req.instance_id, req.network_interface_id, req.private_ip
         if iid and eni:
             raise CloudError("InvalidParameterCombination",
                              "Specify either an instance ID or a network interface ID, not both")
@@ -249,13 +250,13 @@ class Addresses:
                                          f"The instance '{inst.id}' is '{inst.state}'; it must be running or stopped.")
         return inst
 
-    def _plan_associate(self, caller: Caller, req: dict[str, Any]) -> _Change | Address:
-        addr = self._named(caller, req)
+    def _plan_associate(self, caller: Caller, req: Association) -> _Change | Address:
+        addr = self._named(caller, req.allocation_id, req.public_ip)
         inst = self._target(caller, req)
         if addr.instance_id == inst.id:
             caller.check_dry_run()
             return addr          # already there: nothing to do, the association stands
-        if addr.association_id and not req.get("AllowReassociation"):
+        if addr.association_id and not req.allow_reassociation:
             raise CloudError.conflict("Resource.AlreadyAssociated", f"resource {addr.allocation_id} is already "
                                       f"associated with associate-id {addr.association_id}")
         caller.check_dry_run()
@@ -277,7 +278,7 @@ class Addresses:
         after.insert(0, new)
         return _Change(before, steps, after, keys - {""})
 
-    async def associate(self, caller: Caller, req: dict[str, Any]) -> Address:
+    async def associate(self, caller: Caller, req: Association) -> Address:
         while True:
             plan = self._plan_associate(caller, req)
             if isinstance(plan, Address):
@@ -288,8 +289,7 @@ class Addresses:
         return plan.after[0]
 
     # -- DisassociateAddress -------------------------------------------------------------------
-    def _plan_disassociate(self, caller: Caller, req: dict[str, Any]) -> _Change | None:
-        assoc, ip = req.get("AssociationId"), req.get("PublicIp")
+    def _plan_disassociate(self, caller: Caller, assoc: str | None, ip: str | None) -> _Change | None:
         if assoc and ip:
             raise CloudError("InvalidParameterCombination", "Specify either AssociationId or PublicIp, not both")
         if assoc:
@@ -307,9 +307,9 @@ class Addresses:
         return _Change([addr], [_Step(addr.public_ip)], [replace(addr, **_UNASSOCIATED, nat_unsure=False)],
                        {addr.public_ip, addr.instance_id or addr.public_ip})
 
-    async def disassociate(self, caller: Caller, req: dict[str, Any]) -> None:
+    async def disassociate(self, caller: Caller, association_id: str | None, public_ip: str | None) -> None:
         while True:
-            plan = self._plan_disassociate(caller, req)
+            plan = self._plan_disassociate(caller, association_id, public_ip)
             if plan is None:
                 return
             if not await self._wait_or_claim(plan.keys):
@@ -409,9 +409,10 @@ class Addresses:
             self._unclaim(keys)
 
     # -- DescribeAddresses ---------------------------------------------------------------------
-    def describe(self, caller: Caller, req: dict[str, Any]) -> list[Address]:
-        ips, allocs = req.get("PublicIps") or [], req.get("AllocationIds") or []
-        match = self.filters.compile(req.get("Filters"))
+    def describe(self, caller: Caller, query: Query, public_ips: tuple[str, ...] = ()) -> list[Address]:
+        """The caller's addresses (`query.ids` are allocation ids), all on one page."""
+        ips, allocs = public_ips, query.ids
+        match = self.filters.compile(query.filters)
         picked: dict[str, Address] = {}
         for ip in ips:
             a = self._by_public_ip(caller, ip)

@@ -10,61 +10,32 @@ again, in the same per-instance order as the rest of their hypervisor work.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ..drivers.hypervisor.base import FirewallRule, FirewallSpec, HypervisorDriver, HypervisorError
 from ..store.records import Instance, SecurityGroup, SecurityGroupRule
 from ..store.store import Index, MultiIndex, Store, Txn
+from . import sg_permissions as check
 from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
 from .ids import new_id, well_formed
 from .network import tap_name
-from .pagination import decode_token, page_size, paginate, query_fingerprint
-from .tags import Tags, tags_from_specs
+from .pagination import decode_token, page_size, paginate
+from .query import Query
+from .sg_permissions import ANYWHERE, MAX_TEXT, TEXT, GroupPeer, NewRule, Permission, RuleChange, TagPairs
+from .tags import Tags
 from .work import KeyedWork
 
 log = logging.getLogger("cloudctl.security_groups")
 
 DEFAULT = "default"
-MAX_TEXT = 255
-# EC2-VPC's character set for group names and descriptions.
-_TEXT = re.compile(r"^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*$")
-_PROTOCOLS = {"tcp": "tcp", "6": "tcp", "udp": "udp", "17": "udp", "icmp": "icmp", "1": "icmp",
-              "-1": "-1", "all": "-1"}
 _GONE = frozenset({"shutting-down", "terminated"})
-ANYWHERE = "0.0.0.0/0"
 FLUSH_DELAY_S = 0.1   # changes within this long reach the hosts together
 RETRY_S = 2.0         # a host that failed to take a filter is given it again after this long
-
-
-@dataclass(frozen=True, slots=True)
-class Permission:
-    """One rule as asked for, before it has an id."""
-
-    egress: bool
-    protocol: str
-    from_port: int | None
-    to_port: int | None
-    cidr: str | None
-    peer_group_id: str | None
-    peer_owner: str | None
-    description: str = ""
-
-    @property
-    def identity(self) -> tuple[Any, ...]:
-        return (self.egress, self.protocol, self.from_port, self.to_port, self.cidr, self.peer_group_id)
-
-    def text(self) -> str:
-        peer = self.cidr or self.peer_group_id
-        proto = {"-1": "ALL"}.get(self.protocol, self.protocol.upper())
-        return f'peer: {peer}, {proto}, from port: {self.from_port}, to port: {self.to_port}, ALLOW'
 
 
 def identity(r: SecurityGroupRule) -> tuple[Any, ...]:
@@ -216,28 +187,28 @@ class SecurityGroups:
         if g is None or self.table.get(g.id) is not None:
             return
         tx.put(g)
-        tx.put(self._rule(g, Permission(False, "-1", None, None, None, g.id, g.owner)))
-        tx.put(self._rule(g, Permission(True, "-1", None, None, ANYWHERE, None, None)))
+        tx.put(self._rule(g, NewRule(False, "-1", None, None, None, g.id, g.owner)))
+        tx.put(self._rule(g, NewRule(True, "-1", None, None, ANYWHERE, None, None)))
 
     # -- CreateSecurityGroup / DeleteSecurityGroup ---------------------------------------------
-    async def create(self, caller: Caller, req: dict[str, Any]) -> SecurityGroup:
-        name = req.get("GroupName")
-        desc = req.get("Description")
+    async def create(self, caller: Caller, name: str | None, description: str | None, vpc_id: str | None = None,
+                     tags: TagPairs = ()) -> SecurityGroup:
+        """A group in the VPC, allowing all egress; the name is the caller's to pick, once."""
         if not name:
             raise CloudError("MissingParameter", "The request must contain the parameter groupName")
-        if desc is None or desc == "":
+        if description is None or description == "":
             raise CloudError("MissingParameter", "The request must contain the parameter groupDescription")
-        for what, text in (("groupName", name), ("GroupDescription", desc)):
+        for what, text in (("groupName", name), ("GroupDescription", description)):
             if len(text) > MAX_TEXT:
                 raise CloudError("InvalidParameterValue",
                                  f"Invalid value '{text[:40]}...' for {what}. Length exceeds maximum of 255 characters")
-            if not _TEXT.match(text):
+            if not TEXT.match(text):
                 raise CloudError("InvalidParameterValue",
                                  f"Invalid value '{text}' for {what}. Character sets beyond ASCII are not supported.")
         if name.lower().startswith("sg-"):
             raise CloudError("InvalidParameterValue",
                              f"Invalid value '{name}' for groupName. Group names may not be in the format sg-*.")
-        vpc = req.get("VpcId") or self.vpc_id
+        vpc = vpc_id or self.vpc_id
         if vpc != self.vpc_id:
             raise CloudError.not_found("InvalidVpcID.NotFound", f"The vpc ID '{vpc}' does not exist")
         if name == DEFAULT:
@@ -245,23 +216,22 @@ class SecurityGroups:
         if self._group_by_name(caller.account, name) is not None:
             raise CloudError.conflict("InvalidGroup.Duplicate",
                                       f"The security group '{name}' already exists for VPC '{self.vpc_id}'")
-        pairs = tags_from_specs(req.get("TagSpecifications"), ("security-group",)).get("security-group", [])
         caller.check_dry_run()
         g = SecurityGroup(id=new_id("sg"), owner=caller.account, vpc_id=self.vpc_id, name=name,
-                          description=desc, created=time.time())
+                          description=description, created=time.time())
         with self.store.txn() as tx:
             tx.put(g)
-            tx.put(self._rule(g, Permission(True, "-1", None, None, ANYWHERE, None, None)))
-            if pairs:
-                self.tags.put(tx, caller.account, g.id, "security-group", pairs)
+            tx.put(self._rule(g, NewRule(True, "-1", None, None, ANYWHERE, None, None)))
+            if tags:
+                self.tags.put(tx, caller.account, g.id, "security-group", list(tags))
         await self.store.sync()
         return g
 
     def in_use_by(self, group_id: str) -> list[str]:
         return sorted(i.id for i in self._members.get(group_id).values() if i.state != "terminated")
 
-    async def delete(self, caller: Caller, req: dict[str, Any]) -> SecurityGroup:
-        gid, name = req.get("GroupId"), req.get("GroupName")
+    async def delete(self, caller: Caller, gid: str | None, name: str | None) -> SecurityGroup:
+        """The caller's group by id, else by name; not the default one, nor one in use or referred to."""
         if gid:
             g = self._group_by_id(caller, gid)
         elif name:
@@ -290,13 +260,15 @@ class SecurityGroups:
         return g
 
     # -- DescribeSecurityGroups / DescribeSecurityGroupRules -----------------------------------
-    async def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[SecurityGroup], str | None]:
-        ids = req.get("GroupIds") or []
-        names = req.get("GroupNames") or []
-        match = self.filters.compile(req.get("Filters"))
-        limit = page_size(req.get("MaxResults"), 5, 1000)
-        fp = query_fingerprint("security-groups", ids, names, req.get("Filters"))
-        after = decode_token(req.get("NextToken"), fp)
+    async def describe(self, caller: Caller, query: Query,
+                       names: tuple[str, ...] = ()) -> tuple[list[SecurityGroup], str | None]:
+        """The caller's groups (`query.ids`, and `names`: those only); the caller's default group
+        is made if it does not exist yet, as EC2 shows one to every account."""
+        ids = query.ids
+        match = self.filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 1000)
+        fp = query.fingerprint("security-groups", list(names))
+        after = decode_token(query.next_token, fp)
         pool: dict[str, SecurityGroup] = {}
         for gid in ids:
             g = self._group_by_id(caller, gid)
@@ -318,12 +290,12 @@ class SecurityGroups:
         keys, token = paginate(sorted(rows), after, limit, fp)
         return [rows[k] for k in keys], token
 
-    def describe_rules(self, caller: Caller, req: dict[str, Any]) -> tuple[list[SecurityGroupRule], str | None]:
-        ids = req.get("SecurityGroupRuleIds") or []
-        match = self.rule_filters.compile(req.get("Filters"))
-        limit = page_size(req.get("MaxResults"), 5, 1000)
-        fp = query_fingerprint("security-group-rules", ids, req.get("Filters"))
-        after = decode_token(req.get("NextToken"), fp)
+    def describe_rules(self, caller: Caller, query: Query) -> tuple[list[SecurityGroupRule], str | None]:
+        ids = query.ids
+        match = self.rule_filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 1000)
+        fp = query.fingerprint("security-group-rules")
+        after = decode_token(query.next_token, fp)
         if ids:
             pool = {r.id: r for r in self._rules_by_id(caller, ids)}
         else:
@@ -336,7 +308,7 @@ class SecurityGroups:
         keys, token = paginate(sorted(rows), after, limit, fp)
         return [rows[k] for k in keys], token
 
-    def _rules_by_id(self, caller: Caller, ids: list[str]) -> list[SecurityGroupRule]:
+    def _rules_by_id(self, caller: Caller, ids: Iterable[str]) -> list[SecurityGroupRule]:
         out = []
         for rid in ids:
             if not well_formed(rid, "sgr"):
@@ -350,61 +322,45 @@ class SecurityGroups:
         return out
 
     # -- Authorize / Revoke --------------------------------------------------------------------
-    def _target(self, caller: Caller, req: dict[str, Any], egress: bool,
-                pending: dict[str, SecurityGroup]) -> SecurityGroup:
-        if egress and not req.get("GroupId"):
+    def _target(self, caller: Caller, change: RuleChange, pending: dict[str, SecurityGroup]) -> SecurityGroup:
+        if change.egress and not change.group_id:
             raise CloudError("MissingParameter", "The request must contain the parameter groupId")
-        return self.group(caller, req.get("GroupId"), req.get("GroupName"), pending)
+        return self.group(caller, change.group_id, change.group_name, pending)
 
-    def permissions(self, caller: Caller, req: dict[str, Any], egress: bool,
-                    pending: dict[str, SecurityGroup]) -> list[Permission]:
-        """The rules a request names: IpPermissions, or the flat (EC2-Classic era) members."""
-        perms = req.get("IpPermissions")
-        if perms:
-            flat = [k for k in ("IpProtocol", "FromPort", "ToPort", "CidrIp", "SourceSecurityGroupName",
-                                "SourceSecurityGroupOwnerId") if req.get(k) is not None]
-            if flat:
-                raise CloudError("InvalidParameterCombination",
-                                 f"The parameter '{flat[0]}' may not be used in combination with 'ipPermissions'")
-        else:
-            if req.get("SourceSecurityGroupName"):
-                pair = {"GroupName": req["SourceSecurityGroupName"], "UserId": req.get("SourceSecurityGroupOwnerId")}
-                perms = [{"IpProtocol": req.get("IpProtocol") or "-1", "FromPort": req.get("FromPort"),
-                          "ToPort": req.get("ToPort"), "UserIdGroupPairs": [pair]}]
-            elif req.get("IpProtocol") is not None or req.get("CidrIp"):
-                perms = [{"IpProtocol": req.get("IpProtocol"), "FromPort": req.get("FromPort"),
-                          "ToPort": req.get("ToPort"), "IpRanges": [{"CidrIp": req.get("CidrIp") or ANYWHERE}]}]
-            else:
-                raise CloudError("MissingParameter", "The request must contain the parameter ipPermissions")
-        out: list[Permission] = []
+    def permissions(self, caller: Caller, perms: Iterable[Permission], egress: bool,
+                    pending: dict[str, SecurityGroup]) -> list[NewRule]:
+        """The rules some permissions name, one per range or peer, their values checked and their
+        peer groups looked up; none at all is refused."""
+        out: list[NewRule] = []
         for p in perms:
-            proto = _protocol(p.get("IpProtocol"))
-            lo, hi = _ports(proto, p.get("FromPort"), p.get("ToPort"))
-            if p.get("Ipv6Ranges") or p.get("PrefixListIds"):
+            proto = check.protocol(p.protocol)
+            lo, hi = check.ports(proto, p.from_port, p.to_port)
+            if p.ipv6_ranges or p.prefix_lists:
                 raise CloudError("InvalidParameterValue",
                                  "IPv6 ranges and prefix lists are not supported by this cloud")
-            ranges, pairs = p.get("IpRanges") or [], p.get("UserIdGroupPairs") or []
-            if not ranges and not pairs:
+            if not p.ranges and not p.peers:
                 raise CloudError("InvalidParameterValue",
                                  "An IpPermission must name at least one IpRange or UserIdGroupPair")
-            for rng in ranges:
-                out.append(Permission(egress, proto, lo, hi, _cidr(rng.get("CidrIp")), None, None,
-                                      _rule_description(rng.get("Description"))))
-            for pair in pairs:
+            for rng in p.ranges:
+                out.append(NewRule(egress, proto, lo, hi, check.cidr(rng.cidr), None, None,
+                                   check.rule_description(rng.description)))
+            for pair in p.peers:
                 peer = self._peer(caller, pair, pending)
-                out.append(Permission(egress, proto, lo, hi, None, peer.id, peer.owner,
-                                      _rule_description(pair.get("Description"))))
+                out.append(NewRule(egress, proto, lo, hi, None, peer.id, peer.owner,
+                                   check.rule_description(pair.description)))
+        if not out:
+            raise CloudError("MissingParameter", "The request must contain the parameter ipPermissions")
         return out
 
-    def _peer(self, caller: Caller, pair: dict[str, Any], pending: dict[str, SecurityGroup]) -> SecurityGroup:
-        owner = pair.get("UserId") or caller.account
-        gid, name = pair.get("GroupId"), pair.get("GroupName")
+    def _peer(self, caller: Caller, pair: GroupPeer, pending: dict[str, SecurityGroup]) -> SecurityGroup:
+        owner = pair.user_id or caller.account
+        gid, name = pair.group_id, pair.group_name
         if gid:
             if not well_formed(gid, "sg"):
                 raise CloudError("InvalidGroupId.Malformed", f"Invalid id: \"{gid}\" (expecting \"sg-...\")")
             g = self.table.get(gid)
             # another account's group may be named by its id (both accounts share the VPC)
-            if g is None or (g.owner != caller.account and g.owner != pair.get("UserId")):
+            if g is None or (g.owner != caller.account and g.owner != pair.user_id):
                 raise CloudError.not_found("InvalidGroup.NotFound", f"The security group '{gid}' does not exist")
             return g
         if name:
@@ -416,15 +372,15 @@ class SecurityGroups:
             return found
         raise CloudError("MissingParameter", "A UserIdGroupPair must contain GroupId or GroupName")
 
-    def _rule(self, g: SecurityGroup, p: Permission) -> SecurityGroupRule:
+    def _rule(self, g: SecurityGroup, p: NewRule) -> SecurityGroupRule:
         return SecurityGroupRule(id=new_id("sgr"), group_id=g.id, owner=g.owner, egress=p.egress,
                                  protocol=p.protocol, from_port=p.from_port, to_port=p.to_port, cidr=p.cidr,
                                  peer_group_id=p.peer_group_id, peer_owner=p.peer_owner, description=p.description)
 
-    async def authorize(self, caller: Caller, req: dict[str, Any], egress: bool) -> list[SecurityGroupRule]:
+    async def authorize(self, caller: Caller, change: RuleChange) -> list[SecurityGroupRule]:
         pending: dict[str, SecurityGroup] = {}
-        g = self._target(caller, req, egress, pending)
-        perms = self.permissions(caller, req, egress, pending)
+        g = self._target(caller, change, pending)
+        perms = self.permissions(caller, change.permissions, change.egress, pending)
         have = {identity(r) for r in self._rules_of.get(g.id).values()}
         seen: set[tuple[Any, ...]] = set()
         for p in perms:
@@ -432,32 +388,32 @@ class SecurityGroups:
                 raise CloudError.conflict("InvalidPermission.Duplicate",
                                           f'the specified rule "{p.text()}" already exists')
             seen.add(p.identity)
-        pairs = tags_from_specs(req.get("TagSpecifications"), ("security-group-rule",)).get("security-group-rule", [])
         caller.check_dry_run()
         added = [self._rule(g, p) for p in perms]
         with self.store.txn() as tx:
             self.store_pending(tx, pending)
             for r in added:
                 tx.put(r)
-                if pairs:
-                    self.tags.put(tx, g.owner, r.id, "security-group-rule", pairs)
+                if change.tags:
+                    self.tags.put(tx, g.owner, r.id, "security-group-rule", list(change.tags))
         await self.store.sync()
         self.refresh_groups([g.id])
         return added
 
-    async def revoke(self, caller: Caller, req: dict[str, Any], egress: bool) -> list[SecurityGroupRule]:
+    async def revoke(self, caller: Caller, change: RuleChange) -> list[SecurityGroupRule]:
+        """Remove the rules named by id and by permission; any not in the group fails the call."""
         pending: dict[str, SecurityGroup] = {}
-        g = self._target(caller, req, egress, pending)
+        g = self._target(caller, change, pending)
         current = {identity(r): r for r in self._rules_of.get(g.id).values()}
         gone: dict[str, SecurityGroupRule] = {}
-        if req.get("SecurityGroupRuleIds"):
-            for r in self._rules_by_id(caller, req["SecurityGroupRuleIds"]):
-                if r.group_id != g.id or r.egress != egress:
+        if change.rule_ids:
+            for r in self._rules_by_id(caller, change.rule_ids):
+                if r.group_id != g.id or r.egress != change.egress:
                     raise CloudError.not_found("InvalidSecurityGroupRuleId.NotFound",
                                                f"The security group rule ID '{r.id}' does not exist in {g.id}")
                 gone[r.id] = r
-        if req.get("IpPermissions") or not req.get("SecurityGroupRuleIds"):
-            for p in self.permissions(caller, req, egress, pending):
+        if change.permissions or not change.rule_ids:
+            for p in self.permissions(caller, change.permissions, change.egress, pending):
                 r = current.get(p.identity)
                 if r is None:
                     raise CloudError.not_found("InvalidPermission.NotFound",
@@ -655,53 +611,3 @@ def _same(a: FirewallSpec | None, b: FirewallSpec) -> bool:
         if x.peers is not y.peers and (len(x.peers) != len(y.peers) or x.peers != y.peers):
             return False
     return True
-
-
-def _protocol(value: Any) -> str:
-    if value is None or str(value).strip() == "":
-        raise CloudError("MissingParameter", "The request must contain the parameter ipProtocol")
-    s = str(value).strip().lower()
-    if s in _PROTOCOLS:
-        return _PROTOCOLS[s]
-    if s.isdigit() and 0 <= int(s) <= 255:
-        return str(int(s))
-    raise CloudError("InvalidParameterValue", f"Invalid value '{value}' for IP protocol. Unknown protocol.")
-
-
-def _ports(proto: str, lo: int | None, hi: int | None) -> tuple[int | None, int | None]:
-    if proto in ("tcp", "udp"):
-        if lo is None or hi is None:
-            raise CloudError("InvalidParameterValue",
-                             "Invalid value 'Must specify both from and to ports with TCP/UDP.' for portRange.")
-        if not (0 <= lo <= 65535 and 0 <= hi <= 65535) or lo > hi:
-            raise CloudError("InvalidParameterValue", f"Invalid {proto.upper()} port range {lo}-{hi}: ports are "
-                                                      f"0-65535 and FromPort may not exceed ToPort")
-        return lo, hi
-    if proto == "icmp":
-        lo = -1 if lo is None else lo
-        hi = -1 if hi is None else hi
-        if not (-1 <= lo <= 255 and -1 <= hi <= 255):
-            raise CloudError("InvalidParameterValue", f"Invalid ICMP type {lo} or code {hi}: each is -1 (any) or 0-255")
-        if lo == -1 and hi != -1:
-            raise CloudError("InvalidParameterValue", f"Invalid ICMP code {hi}: any type (-1) needs any code (-1)")
-        return lo, hi
-    return None, None   # all protocols, or another protocol: ports do not apply
-
-
-def _cidr(value: Any) -> str:
-    if not value or "/" not in str(value):
-        raise CloudError("InvalidParameterValue", f"CIDR block {value} is malformed")
-    try:
-        net = ipaddress.IPv4Network(str(value), strict=True)
-    except ValueError:
-        raise CloudError("InvalidParameterValue", f"CIDR block {value} is malformed") from None
-    return str(net)
-
-
-def _rule_description(value: Any) -> str:
-    text = value or ""
-    if len(text) > MAX_TEXT or not _TEXT.match(text):
-        raise CloudError("InvalidParameterValue",
-                         "Invalid rule description: up to 255 characters "
-                         "from a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$*")
-    return str(text)

@@ -34,8 +34,9 @@ from .filters import FilterSet
 from .ids import new_id, well_formed
 from .images import ROOT_DEVICE_NAME
 from .launch import BlockDevice
-from .pagination import decode_token, page_size, paginate, query_fingerprint
-from .tags import Tags, tags_from_specs
+from .pagination import decode_token, page_size, paginate
+from .query import Query
+from .tags import Tags
 from .work import KeyedWork
 
 log = logging.getLogger("cloudctl.volumes")
@@ -79,8 +80,20 @@ GP3_IOPS, GP3_THROUGHPUT = (3000, 16000), (125, 1000)   # (default = minimum, ma
 _DEVICE = re.compile(r"^/dev/(?:sd|xvd|vd)([b-z])$")
 #: How long a detach waits for the guest to release the disk (a forced one: less).
 DETACH_TIMEOUT_S, FORCED_DETACH_TIMEOUT_S = 30.0, 5.0
-_UNSUPPORTED = {"KmsKeyId": "encryption keys", "OutpostArn": "outposts", "AvailabilityZoneId": "zone ids "
-                "(give AvailabilityZone)", "Operator": "managed volumes"}
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRequest:
+    """CreateVolume's ask. Size may be left out when a snapshot gives it; no type means gp2;
+    iops and throughput apply to gp3 only; a client token makes a retry return the same volume."""
+    zone: str | None
+    size: int | None = None
+    snapshot_id: str | None = None
+    volume_type: str | None = None
+    iops: int | None = None
+    throughput: int | None = None
+    client_token: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 def effective_iops(v: Volume) -> int | None:
@@ -221,15 +234,8 @@ class Volumes:
         return path
 
     # -- CreateVolume --------------------------------------------------------------------------
-    async def create(self, caller: Caller, req: dict[str, Any]) -> Volume:
-        for key, what in _UNSUPPORTED.items():
-            if req.get(key):
-                raise CloudError("InvalidParameterValue", f"{key}: {what} are not supported by this cloud")
-        if req.get("Encrypted"):
-            raise CloudError("InvalidParameterValue", "Encrypted volumes are not supported by this cloud")
-        if req.get("MultiAttachEnabled"):
-            raise CloudError("InvalidParameterValue", "Multi-Attach is not supported by this cloud")
-        token = req.get("ClientToken")
+    async def create(self, caller: Caller, req: VolumeRequest) -> Volume:
+        token = req.client_token
         if token is not None and not (0 < len(token) <= 64 and token.isascii()):
             raise CloudError("InvalidParameterValue", "ClientToken must be 1-64 ASCII characters")
         if token:
@@ -237,20 +243,20 @@ class Volumes:
             if prior is not None:
                 caller.check_dry_run()
                 return prior
-        zone = req.get("AvailabilityZone")
+        zone = req.zone
         if not zone:
             raise CloudError("MissingParameter", "The request must contain the parameter AvailabilityZone")
         if zone not in self.config.zones:
             raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
-        vtype = req.get("VolumeType") or DEFAULT_VOLUME_TYPE
+        vtype = req.volume_type or DEFAULT_VOLUME_TYPE
         if vtype not in VOLUME_TYPES:
             raise CloudError("InvalidParameterValue", f"Value ({vtype}) for parameter volumeType is invalid. "
                              f"Supported types: {', '.join(VOLUME_TYPES)}")
-        snap = self._snapshot(caller, req["SnapshotId"]) if req.get("SnapshotId") else None
+        snap = self._snapshot(caller, req.snapshot_id) if req.snapshot_id else None
         if snap is not None and snap.state != "completed":
             raise CloudError.wrong_state("IncorrectState",
                                          f"Snapshot '{snap.id}' is {snap.state}; it must be completed")
-        size = req.get("Size")
+        size = req.size
         if size is None:
             if snap is None:
                 raise CloudError("MissingParameter", "The request must contain the parameter size or snapshotId")
@@ -261,7 +267,7 @@ class Volumes:
         if snap is not None and size < snap.volume_size:
             raise CloudError("InvalidParameterValue", f"Volume of size {size}GiB is smaller than snapshot "
                              f"'{snap.id}', expect size >= {snap.volume_size}GiB")
-        iops, throughput = req.get("Iops"), req.get("Throughput")
+        iops, throughput = req.iops, req.throughput
         if vtype == "gp3":
             iops = _in_range(iops, GP3_IOPS, "iops")
             throughput = _in_range(throughput, GP3_THROUGHPUT, "throughput")
@@ -270,7 +276,6 @@ class Volumes:
                 if value is not None:
                     raise CloudError("InvalidParameterCombination",
                                      f"The parameter {name} is not supported for {vtype} volumes.")
-        pairs = tags_from_specs(req.get("TagSpecifications"), ("volume",)).get("volume", [])
         self.check_quota(caller.account, 1, size)
         caller.check_dry_run()
         vol = Volume(id=new_id("vol"), owner=caller.account, zone=zone, size=size, volume_type=vtype,
@@ -278,8 +283,8 @@ class Volumes:
                      iops=iops, throughput=throughput, client_token=token or None)
         with self.store.txn() as tx:
             tx.put(vol)
-            if pairs:
-                self.tags.put(tx, caller.account, vol.id, "volume", pairs)
+            if req.tags:
+                self.tags.put(tx, caller.account, vol.id, "volume", list(req.tags))
         await self.store.sync()
         self._serial((vol.id, *((snap.id,) if snap else ())), self._make_file(vol.id))
         return vol
@@ -384,15 +389,15 @@ class Volumes:
         self._update_volume(vid, lambda v: v.state == "creating", state="available")
 
     # -- DescribeVolumes -----------------------------------------------------------------------
-    def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[Volume], str | None]:
-        ids = req.get("VolumeIds") or []
-        match = self.filters.compile(req.get("Filters"))
-        limit = page_size(req.get("MaxResults"), 5, 1000)
+    def describe(self, caller: Caller, query: Query) -> tuple[list[Volume], str | None]:
+        ids = list(query.ids)
+        match = self.filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 1000)
         if ids and limit is not None:
             raise CloudError("InvalidParameterCombination",
                              "The parameter volumeSet cannot be used with the parameter maxResults")
-        fp = query_fingerprint("volumes", ids, req.get("Filters"))
-        after = decode_token(req.get("NextToken"), fp)
+        fp = query.fingerprint("volumes")
+        after = decode_token(query.next_token, fp)
         pool = _by_ids(self._by_owner.get(caller.account), ids, "vol", "Volume", "volume")
         caller.check_dry_run()
         rows = {k: v for k, v in pool.items() if match(v)} if match else pool
@@ -428,10 +433,10 @@ class Volumes:
         self.store.flush()
 
     # -- AttachVolume / DetachVolume -----------------------------------------------------------
-    async def attach(self, caller: Caller, req: dict[str, Any]) -> Volume:
-        vol = self._volume(caller, req.get("VolumeId") or "")
-        inst = self._instance(caller, req.get("InstanceId") or "")
-        device = req.get("Device") or ""
+    async def attach(self, caller: Caller, volume_id: str, instance_id: str, device: str) -> Volume:
+        vol = self._volume(caller, volume_id or "")
+        inst = self._instance(caller, instance_id or "")
+        device = device or ""
         as_root = device in ROOT_DEVICES
         target = ROOT_TARGET if as_root else device_target(device)
         if vol.instance_id is not None:
@@ -492,11 +497,13 @@ class Volumes:
                     return
         self._update_volume(vid, lambda v: v.attach_state == "attaching", attach_state="attached")
 
-    async def detach(self, caller: Caller, req: dict[str, Any]) -> Volume:
-        vol = self._volume(caller, req.get("VolumeId") or "")
+    async def detach(self, caller: Caller, volume_id: str, instance_id: str | None = None,
+                     device: str | None = None, force: bool = False) -> Volume:
+        """Detach from its instance; `instance_id` and `device`, if given, must be where it is."""
+        vol = self._volume(caller, volume_id or "")
         if vol.instance_id is None:
             raise CloudError.wrong_state("IncorrectState", f"Volume '{vol.id}' is in the '{vol.state}' state.")
-        iid, device = req.get("InstanceId"), req.get("Device")
+        iid = instance_id
         if iid:
             self._instance(caller, iid)
         if (iid and iid != vol.instance_id) or (device and device != vol.device):
@@ -509,7 +516,6 @@ class Volumes:
                 raise CloudError.wrong_state("IncorrectInstanceState",
                                              f"Unable to detach root volume '{vol.id}' from instance "
                                              f"'{vol.instance_id}'; stop the instance first")
-        force = bool(req.get("Force"))
         caller.check_dry_run()
         if vol.attach_state == "detaching" and not force:
             return vol
@@ -586,24 +592,21 @@ class Volumes:
         return changes
 
     # -- snapshots -----------------------------------------------------------------------------
-    async def create_snapshot(self, caller: Caller, req: dict[str, Any]) -> Snapshot:
-        for key in ("OutpostArn", "Location"):
-            if req.get(key) and not (key == "Location" and req[key] == "regional"):
-                raise CloudError("InvalidParameterValue", f"{key} is not supported by this cloud")
-        vol = self._volume(caller, req.get("VolumeId") or "")
+    async def create_snapshot(self, caller: Caller, volume_id: str, description: str = "",
+                              tags: tuple[tuple[str, str], ...] = ()) -> Snapshot:
+        vol = self._volume(caller, volume_id or "")
         if vol.state not in ("available", "in-use"):
             raise CloudError.wrong_state("IncorrectState", f"The volume '{vol.id}' is '{vol.state}'")
-        description = req.get("Description") or ""
+        description = description or ""
         if len(description) > 255:
             raise CloudError("InvalidParameterValue", "Snapshot descriptions are limited to 255 characters")
-        pairs = tags_from_specs(req.get("TagSpecifications"), ("snapshot",)).get("snapshot", [])
         caller.check_dry_run()
         snap = Snapshot(id=new_id("snap"), owner=caller.account, volume_id=vol.id, volume_size=vol.size,
                         state="pending", started=time.time(), description=description, progress="0%")
         with self.store.txn() as tx:
             tx.put(snap)
-            if pairs:
-                self.tags.put(tx, caller.account, snap.id, "snapshot", pairs)
+            if tags:
+                self.tags.put(tx, caller.account, snap.id, "snapshot", list(tags))
         await self.store.sync()
         # With the instance's key: a root volume's file may still be being made by its launch.
         self._serial((vol.id, snap.id, vol.instance_id), self._copy_to_snapshot(snap.id))
@@ -624,22 +627,23 @@ class Volumes:
             return
         self._update_snapshot(sid, state="completed", progress="100%", completed_at=time.time())
 
-    def describe_snapshots(self, caller: Caller, req: dict[str, Any]) -> tuple[list[Snapshot], str | None]:
-        ids = req.get("SnapshotIds") or []
-        owners = req.get("OwnerIds") or []
-        restorable = req.get("RestorableByUserIds") or []
-        match = self.snapshot_filters.compile(req.get("Filters"))
-        limit = page_size(req.get("MaxResults"), 5, 1000)
+    def describe_snapshots(self, caller: Caller, query: Query, owners: tuple[str, ...] = (),
+                           restorable_by: tuple[str, ...] = ()) -> tuple[list[Snapshot], str | None]:
+        """The caller's snapshots; naming owners or users who may restore them that are not the
+        caller (or `self`) selects none, snapshots being private to their owner."""
+        ids = list(query.ids)
+        match = self.snapshot_filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 1000)
         if ids and limit is not None:
             raise CloudError("InvalidParameterCombination",
                              "The parameter snapshotSet cannot be used with the parameter maxResults")
-        fp = query_fingerprint("snapshots", ids, owners, restorable, req.get("Filters"))
-        after = decode_token(req.get("NextToken"), fp)
+        fp = query.fingerprint("snapshots", list(owners), list(restorable_by))
+        after = decode_token(query.next_token, fp)
         pool = _by_ids(self._snaps_by_owner.get(caller.account), ids, "snap", "Snapshot", "snapshot")
         caller.check_dry_run()
         # Snapshots are private: only their owner sees them, and only they may restore them.
         me = {"self", caller.account}
-        if (owners and not me & set(owners)) or (restorable and not me & set(restorable)):
+        if (owners and not me & set(owners)) or (restorable_by and not me & set(restorable_by)):
             pool = {}
         rows = {k: s for k, s in pool.items() if match(s)} if match else pool
         keys, token = paginate(sorted(rows), after, limit, fp)

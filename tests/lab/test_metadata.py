@@ -28,6 +28,7 @@ from aiohttp import web
 from cloudctl.api.metadata import metadata_app
 from cloudctl.config import load_config
 from cloudctl.core import sshkeys
+from cloudctl.core.addresses import Association
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.launch import LaunchSpec
@@ -345,9 +346,9 @@ async def test_public_ipv4_while_an_elastic_ip_is_associated(env: Env) -> None:
     i = env.plain
     ip = i.private_ip
     addrs = env.cloud.addresses
-    eip = await addrs.allocate(env.caller, {})
+    eip = await addrs.allocate(env.caller)
     try:
-        assoc = await addrs.associate(env.caller, {"AllocationId": eip.allocation_id, "InstanceId": i.id})
+        assoc = await addrs.associate(env.caller, Association(allocation_id=eip.allocation_id, instance_id=i.id))
         assert await env.get(ip, "/latest/meta-data/public-ipv4") == (200, eip.public_ip)
         host = f"ec2-{eip.public_ip.replace('.', '-')}.cloudctl-1.compute.external"
         assert await env.get(ip, "/latest/meta-data/public-hostname") == (200, host)
@@ -357,7 +358,7 @@ async def test_public_ipv4_while_an_elastic_ip_is_associated(env: Env) -> None:
         assert await env.get(ip, nic + f"ipv4-associations/{eip.public_ip}") == (200, ip)
         # Only the instance holding it is told.
         assert (await env.get(env.keyed.private_ip, "/latest/meta-data/public-ipv4"))[0] == 404
-        await addrs.disassociate(env.caller, {"AssociationId": assoc.association_id})
+        await addrs.disassociate(env.caller, assoc.association_id, None)
         assert (await env.get(ip, "/latest/meta-data/public-ipv4"))[0] == 404
     finally:
-        await addrs.release(env.caller, {"AllocationId": eip.allocation_id})
+        await addrs.release(env.caller, eip.allocation_id, None)

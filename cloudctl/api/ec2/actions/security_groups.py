@@ -6,8 +6,11 @@ from typing import Any
 
 from ....core.cloud import Cloud
 from ....core.context import Caller
+from ....core.sg_permissions import RuleChange
 from ....store.records import SecurityGroup, SecurityGroupRule
+from ..ip_permissions import permissions as asked
 from ..protocol import LazyList
+from ..requests import query, tags_for
 from .registry import action, tag_list
 
 
@@ -62,20 +65,22 @@ def rule_view(cloud: Cloud, r: SecurityGroupRule) -> dict[str, Any]:
 
 @action("CreateSecurityGroup")
 async def create_security_group(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    g = await cloud.security_groups.create(caller, req)
+    g = await cloud.security_groups.create(caller, req.get("GroupName"), req.get("Description"), req.get("VpcId"),
+                                           tags_for(req, "security-group"))
     return {"GroupId": g.id, "Tags": tag_list(cloud, g.id),
             "SecurityGroupArn": f"arn:aws:ec2:{cloud.config.region}:{g.owner}:security-group/{g.id}"}
 
 
 @action("DeleteSecurityGroup")
 async def delete_security_group(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    g = await cloud.security_groups.delete(caller, req)
+    g = await cloud.security_groups.delete(caller, req.get("GroupId"), req.get("GroupName"))
     return {"Return": True, "GroupId": g.id}
 
 
 @action("DescribeSecurityGroups")
 async def describe_security_groups(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    groups, token = await cloud.security_groups.describe(caller, req)
+    groups, token = await cloud.security_groups.describe(caller, query(req, "GroupIds"),
+                                                         tuple(req.get("GroupNames") or ()))
     # Built now, from the state as it is now (rules, tags); only the writing is done in slices.
     views = [group_view(cloud, g) for g in groups]
     return {"SecurityGroups": LazyList(views, len(views)), "NextToken": token}
@@ -83,17 +88,23 @@ async def describe_security_groups(cloud: Cloud, caller: Caller, req: dict[str, 
 
 @action("DescribeSecurityGroupRules")
 async def describe_security_group_rules(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    rules, token = cloud.security_groups.describe_rules(caller, req)
+    rules, token = cloud.security_groups.describe_rules(caller, query(req, "SecurityGroupRuleIds"))
     return {"SecurityGroupRules": [rule_view(cloud, r) for r in rules], "NextToken": token}
 
 
 async def _authorize(cloud: Cloud, caller: Caller, req: dict[str, Any], egress: bool) -> dict[str, Any]:
-    rules = await cloud.security_groups.authorize(caller, req, egress)
+    change = RuleChange(egress, req.get("GroupId"), req.get("GroupName"), asked(req),
+                        tags=tags_for(req, "security-group-rule"))
+    rules = await cloud.security_groups.authorize(caller, change)
     return {"Return": True, "SecurityGroupRules": [rule_view(cloud, r) for r in rules]}
 
 
 async def _revoke(cloud: Cloud, caller: Caller, req: dict[str, Any], egress: bool) -> dict[str, Any]:
-    rules = await cloud.security_groups.revoke(caller, req, egress)
+    rule_ids = tuple(req.get("SecurityGroupRuleIds") or ())
+    # Rules named by id and no IpPermissions: the flat rule members, if any, are not read.
+    perms = asked(req) if req.get("IpPermissions") or not rule_ids else ()
+    change = RuleChange(egress, req.get("GroupId"), req.get("GroupName"), perms, rule_ids)
+    rules = await cloud.security_groups.revoke(caller, change)
     revoked = []
     for r in rules:
         v = {k: val for k, val in rule_view(cloud, r).items()
