@@ -448,6 +448,11 @@ class SecurityGroups:
     async def revoke(self, caller: Caller, req: dict[str, Any], egress: bool) -> list[SecurityGroupRule]:
         pending: dict[str, SecurityGroup] = {}
         g = self._target(caller, req, egress, pending)
+        if any(p.get("Ipv6Ranges") or p.get("PrefixListIds") for p in req.get("IpPermissions") or ()):
+            # authorize refuses such rules, so none exists: revoking one is "not found" (Terraform
+            # revokes the IPv6 egress rule AWS gives every new group, and ignores only this code)
+            raise CloudError.not_found("InvalidPermission.NotFound",
+                                       "The specified rule does not exist in this security group.")
         current = {identity(r): r for r in self._rules_of.get(g.id).values()}
         gone: dict[str, SecurityGroupRule] = {}
         if req.get("SecurityGroupRuleIds"):
