@@ -40,6 +40,7 @@ ID_MEMBERS: dict[str, tuple[str, str]] = {
     "AllocationId": ("address", "eipalloc"), "AssociationId": ("association", "eipassoc"),
     "SubnetId": ("subnet", "subnet"), "VpcId": ("vpc", "vpc"), "Resource": ("any", "i"),
     "KeyName": ("keyname", ""), "GroupName": ("groupname", ""), "PublicIp": ("publicip", ""),
+    "NetworkInterfaceId": ("interface", "eni"),
 }
 
 

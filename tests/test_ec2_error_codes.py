@@ -51,7 +51,9 @@ def test_revoking_an_ipv6_rule_is_not_found(ec2: Any) -> None:
     msg = fails("InvalidParameterValue", ec2.authorize_security_group_egress, GroupId=gid, IpPermissions=[ALL_IPV6])
     assert "IPv6" in msg
     assert rules(ec2, gid) == before
-    # the IPv4 default egress rule is still revoked as before
-    ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[{"IpProtocol": "-1",
-                                                                  "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    # Terraform's two revokes after creating a group, exactly as it sends them (ports 0 with -1)
+    ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[{
+        "IpProtocol": "-1", "FromPort": 0, "ToPort": 0, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     assert rules(ec2, gid) == []
+    fails("InvalidPermission.NotFound", ec2.revoke_security_group_egress, GroupId=gid, IpPermissions=[{
+        "IpProtocol": "-1", "FromPort": 0, "ToPort": 0, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}])
