@@ -151,6 +151,8 @@ def test_network_interfaces_follow_the_instances(ec2: Any, other: Any, image: st
     assert n["Association"]["AllocationId"] == alloc["AllocationId"]
     assert n["PrivateIpAddresses"][0]["Association"]["PublicIp"] == alloc["PublicIp"]
     assert found(("association.public-ip", [alloc["PublicIp"]])) == {eni[w]}
+    assert found(("association.public-dns-name", [n["Association"]["PublicDnsName"]])) == {eni[w]}
+    assert found(("requester-id", ["*"])) == set()
     # pages, and what is refused
     page = ec2.describe_network_interfaces(MaxResults=5)
     assert len(page["NetworkInterfaces"]) == 2 and "NextToken" not in page
@@ -216,5 +218,7 @@ def test_uefi_data_of_a_legacy_bios_instance(ec2: Any, other: Any, image: str) -
     assert out["InstanceId"] == iid and "UefiData" not in out
     fails("InvalidInstanceID.NotFound", other.get_instance_uefi_data, InstanceId=iid)
     fails("InvalidInstanceID.Malformed", ec2.get_instance_uefi_data, InstanceId="inst-1")
+    # Terraform's aws_ami data source asks with the image's id, and ignores the refusal
+    fails("InvalidInstanceID.Malformed", ec2.get_instance_uefi_data, InstanceId=image)
     fails("DryRunOperation", ec2.get_instance_uefi_data, InstanceId=iid, DryRun=True)
     ec2.terminate_instances(InstanceIds=[iid])

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from ..store.records import Address, Instance
 from ..store.store import MultiIndex, Store
-from .addresses import Addresses
+from .addresses import Addresses, public_dns
 from .compute import private_dns
 from .context import Caller
 from .errors import CloudError
@@ -97,7 +97,9 @@ class NetworkInterfaces:
             "addresses.association.owner-id": eip(lambda a: a.owner),
             "association.allocation-id": eip(lambda a: a.allocation_id),
             "association.association-id": eip(lambda a: a.association_id),
-            "association.public-dns-name": eip(lambda a: None),
+            "association.public-dns-name": eip(lambda a: public_dns(a.public_ip, self.region)),
+            "requester-id": lambda i: None,                 # no service makes interfaces here
+            "ipv6-addresses.ipv6-address": lambda i: None,  # nor IPv6 addresses
         }
         return FilterSet(fields, tags_of=lambda i: {})   # interfaces carry no tags of their own
 
