@@ -89,6 +89,9 @@ def test_main_route_table_with_its_local_route(ec2: Any, vpc_id: str) -> None:
     assert ec2.describe_route_tables(Filters=[{"Name": "association.main", "Values": ["false"]}])["RouteTables"] == []
     fails("InvalidRouteTableID.NotFound", ec2.describe_route_tables, RouteTableIds=["rtb-0123456789abcdef0"])
     fails("InvalidParameterValue", ec2.describe_route_tables, Filters=[{"Name": "route.bogus", "Values": ["x"]}])
+    assert ec2.describe_route_tables(MaxResults=100)["RouteTables"] == tables
+    fails("InvalidParameterValue", ec2.describe_route_tables, MaxResults=200)     # EC2's bound: 5-100
+    fails("InvalidPaginationToken", ec2.describe_route_tables, NextToken="bm90LWEtdG9rZW4")
 
 
 def test_no_internet_gateway_and_no_dhcp_options(ec2: Any, vpc_id: str) -> None:
@@ -98,6 +101,7 @@ def test_no_internet_gateway_and_no_dhcp_options(ec2: Any, vpc_id: str) -> None:
     fails("InvalidInternetGatewayID.NotFound", ec2.describe_internet_gateways,
           InternetGatewayIds=["igw-0123456789abcdef0"])
     fails("InvalidParameterValue", ec2.describe_internet_gateways, Filters=[{"Name": "nope", "Values": ["x"]}])
+    assert ec2.describe_internet_gateways(MaxResults=1000)["InternetGateways"] == []
     # DescribeVpcs says "default" (EC2's word for no DHCP options set); there is none to describe
     assert ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["DhcpOptionsId"] == "default"
     assert ec2.describe_dhcp_options()["DhcpOptions"] == []

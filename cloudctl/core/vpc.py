@@ -16,6 +16,7 @@ from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
 from .network import Networks
+from .pagination import page_size
 from .query import Query
 
 OWNER_ID = "000000000000"   # the VPC and what it has belong to the cloud, not to a user
@@ -90,7 +91,7 @@ class DefaultVpc:
                 raise CloudError.not_found("InvalidRouteTableID.NotFound",
                                            f"The routeTable ID '{rid}' does not exist")
         match = self.route_filters.compile(query.filters)
-        _no_pages(query)
+        _no_pages(query, 100)
         caller.check_dry_run()
         return [rt] if match(rt) else []
 
@@ -100,7 +101,7 @@ class DefaultVpc:
             raise CloudError.not_found("InvalidInternetGatewayID.NotFound",
                                        f"The internetGateway ID '{query.ids[0]}' does not exist")
         self.gateway_filters.compile(query.filters)
-        _no_pages(query)
+        _no_pages(query, 1000)
         caller.check_dry_run()
         return []
 
@@ -110,16 +111,15 @@ class DefaultVpc:
             raise CloudError.not_found("InvalidDhcpOptionID.NotFound",
                                        f"The dhcpOption ID '{query.ids[0]}' does not exist")
         self.dhcp_filters.compile(query.filters)
-        _no_pages(query)
+        _no_pages(query, 1000)
         caller.check_dry_run()
         return []
 
 
-def _no_pages(query: Query) -> None:
-    """One table or none fits on any page; MaxResults is still checked as EC2 checks it."""
-    if query.max_results is not None and not 5 <= query.max_results <= 100:
-        raise CloudError("InvalidParameterValue", f"Value ( {query.max_results} ) for parameter MaxResults is "
-                                                  f"invalid. Expecting a value between 5 and 100.")
+def _no_pages(query: Query, most: int) -> None:
+    """One table or none fits on any page; MaxResults is still checked as EC2 checks it (5 up to
+    `most`), and no page token can be one this made."""
+    page_size(query.max_results, 5, most)
     if query.next_token is not None:
         raise CloudError("InvalidPaginationToken",
                          f"The pagination token '{query.next_token[:64]}' is invalid for this request")
