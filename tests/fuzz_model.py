@@ -40,6 +40,7 @@ ID_MEMBERS: dict[str, tuple[str, str]] = {
     "AllocationId": ("address", "eipalloc"), "AssociationId": ("association", "eipassoc"),
     "SubnetId": ("subnet", "subnet"), "VpcId": ("vpc", "vpc"), "Resource": ("any", "i"),
     "KeyName": ("keyname", ""), "GroupName": ("groupname", ""), "PublicIp": ("publicip", ""),
+    "NetworkInterfaceId": ("interface", "eni"),
 }
 
 
@@ -194,7 +195,8 @@ class RequestStrategies:
                              st.sampled_from([200, 1001, 5000]))
             odd = st.builds(lambda pairs, idx: [(f".{idx}{k}", v) for k, v in pairs], item,
                             st.sampled_from(["0", "-1", "99999999999999999999", "x", "1.5", ""]))
-            return st.one_of(small, small, small, huge, odd)
+            unindexed = item   # `KeyName=x`: the first element of a list of scalars; refused for structures
+            return st.one_of(small, small, small, huge, odd, unindexed)
         return self._scalar(name, shape).map(lambda v: [("", v)])
 
     def structure(self, shape: Shape, depth: int, prefix: str = "") -> st.SearchStrategy[Pairs]:

@@ -40,6 +40,8 @@ def make_resources(server: Server, user: dict[str, str], tag: str) -> dict[str, 
         assoc = ec2.associate_address(AllocationId=b["AllocationId"], InstanceId=ids[1])["AssociationId"]
         out |= {"address": [a["AllocationId"], b["AllocationId"]], "publicip": [a["PublicIp"], b["PublicIp"]],
                 "association": [assoc]}
+    if "DescribeNetworkInterfaces" in ACTIONS:
+        out["interface"] = [n["NetworkInterfaceId"] for i in inst for n in i["NetworkInterfaces"]]
     ec2.create_tags(Resources=[x for k in ("group", "address") for x in out.get(k, [])] or [ids[1]],
                     Tags=[{"Key": "owner", "Value": tag}])
     return out

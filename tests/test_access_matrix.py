@@ -36,7 +36,7 @@ EXPECTED = {
     "keyname": "InvalidKeyPair.NotFound", "keypair": "InvalidKeyPair.NotFound",
     "group": "InvalidGroup.NotFound", "groupname": "InvalidGroup.NotFound",
     "address": "InvalidAllocationID.NotFound", "association": "InvalidAssociationID.NotFound",
-    "publicip": "InvalidAddress.NotFound",
+    "publicip": "InvalidAddress.NotFound", "interface": "InvalidNetworkInterfaceID.NotFound",
 }
 # A well-formed id of each kind that names nothing: B's answer for A's resource must be the same.
 GHOST = {
@@ -44,6 +44,7 @@ GHOST = {
     "image": "ami-0000000000000dead", "keyname": "no-such-key", "keypair": "key-0000000000000dead",
     "group": "sg-0000000000000dead", "groupname": "no-such-group", "address": "eipalloc-0000000000000dead",
     "association": "eipassoc-0000000000000dead", "publicip": "198.51.100.254",
+    "interface": "eni-0000000000000dead",
 }
 # Rows whose answer is not EXPECTED[kind]: "ok" is a success that changes nothing (EC2 answers
 # DeleteKeyPair for a key the caller does not have with success); "refused" is a member this
@@ -54,6 +55,7 @@ OVERRIDES = {
     "RegisterImage:BlockDeviceMapping.1.Ebs.SnapshotId": "refused",     # images from snapshots: not yet
     "ModifyInstanceAttribute:BlockDeviceMapping.1.Ebs.VolumeId": "refused",
     "ImportImage:DiskContainer.1.SnapshotId": "refused",                # imports from URLs only
+    "RunInstances:NetworkInterface.1.NetworkInterfaceId": "refused",    # a launch makes its own interface
 }
 # Members that name a new resource, not an existing one.
 NEW_NAMES = {("CreateKeyPair", "KeyName"), ("ImportKeyPair", "KeyName"), ("CreateSecurityGroup", "GroupName")}
@@ -85,7 +87,7 @@ EXTRA: dict[str, list[tuple[str, str]]] = {
 }
 # Members that name the same resource another way: the target replaces its twin.
 TWINS = {"GroupName": "GroupId", "GroupId": "GroupName", "KeyName": "KeyPairId", "KeyPairId": "KeyName",
-         "PublicIp": "AllocationId", "AllocationId": "PublicIp"}
+         "PublicIp": "AllocationId", "AllocationId": "PublicIp", "NetworkInterfaceId": "InstanceId"}
 DEFAULTS = {"Name": "matrix-name", "Description": "matrix", "Device": "/dev/sdg", "Key": "k", "Value": "v",
             "Attribute": "instanceType", "DeviceName": "/dev/sdh", "PublicKeyMaterial": "", "IpProtocol": "tcp"}
 # The resource a kind's control request uses, when B's first one would not do.

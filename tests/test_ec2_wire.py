@@ -155,6 +155,13 @@ def test_every_action_round_trips_through_botocore(server: Any, ec2: Any, image_
         **dict.fromkeys(("AllocateAddress", "AssociateAddress", "DisassociateAddress", "ReleaseAddress"),
                         None),   # test_ec2_addresses
         "DescribeAddresses": ec2.describe_addresses,
+        "DescribeAddressesAttribute": lambda: ec2.describe_addresses_attribute(Attribute="domain-name"),
+        "DescribeNetworkInterfaces": ec2.describe_network_interfaces,
+        "DescribeRouteTables": ec2.describe_route_tables, "DescribeInternetGateways": ec2.describe_internet_gateways,
+        "DescribeDhcpOptions": ec2.describe_dhcp_options,
+        "DescribeVpcAttribute": lambda: ec2.describe_vpc_attribute(
+            VpcId=ec2.describe_vpcs()["Vpcs"][0]["VpcId"], Attribute="enableDnsSupport"),
+        "GetInstanceUefiData": lambda: ec2.get_instance_uefi_data(InstanceId=iid),   # more in test_ec2_vpc_reads
     }
     assert set(calls) == set(ACTIONS), "every implemented action is exercised here"
     for name, call in calls.items():

@@ -9,6 +9,7 @@ prove that both sides agree with the model.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -315,6 +316,14 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "ReleaseAddress": {"AllocationId": "eipalloc-1", "PublicIp": "198.51.100.7", "NetworkBorderGroup": "r1"},
     "DescribeAddresses": {"PublicIps": ["198.51.100.7", "198.51.100.8"], "AllocationIds": ["eipalloc-1"],
                           "Filters": [{"Name": "domain", "Values": ["vpc"]}]},
+    "DescribeVpcAttribute": {"VpcId": "vpc-1", "Attribute": "enableDnsSupport", "DryRun": True},
+    "DescribeNetworkInterfaces": {"NetworkInterfaceIds": ["eni-1", "eni-2"], "MaxResults": 5, "NextToken": "t",
+                                  "Filters": [{"Name": "group-id", "Values": ["sg-1"]}]},
+    "DescribeRouteTables": {"RouteTableIds": ["rtb-1"], "Filters": FILTERS, "MaxResults": 5},
+    "DescribeInternetGateways": {"InternetGatewayIds": ["igw-1"], "Filters": FILTERS, "NextToken": "t"},
+    "DescribeDhcpOptions": {"DhcpOptionsIds": ["dopt-1"], "Filters": FILTERS, "MaxResults": 5},
+    "DescribeAddressesAttribute": {"AllocationIds": ["eipalloc-1"], "Attribute": "domain-name", "MaxResults": 5},
+    "GetInstanceUefiData": {"InstanceId": "i-1", "DryRun": False},
 }
 
 
@@ -388,6 +397,16 @@ def test_list_indices_sort_as_integers_and_allow_gaps(proto: Protocol) -> None:
     assert parsed["Filters"] == [{"Name": "a"}, {"Name": "b", "Values": ["x", "y"]}]
 
 
+def test_an_unindexed_list_of_scalars_is_its_first_element(proto: Protocol) -> None:
+    """libcloud's DescribeKeyPairs sends `KeyName=x`; EC2 reads it as `KeyName.1=x`."""
+    assert proto.parse("DescribeKeyPairs", {"KeyName": "k"}) == {"KeyNames": ["k"]}
+    assert proto.parse("DescribeInstances", {"InstanceId": "i-9", "InstanceId.1": "i-1", "InstanceId.0": "i-0"}
+                       )["InstanceIds"] == ["i-9", "i-0", "i-1"]
+    parsed = proto.parse("DescribeInstances", {"Filter.1.Name": "a", "Filter.1.Value": "x"})
+    assert parsed["Filters"] == [{"Name": "a", "Values": ["x"]}]
+    assert proto.parse("TerminateInstances", {"InstanceId": "i-1"}) == {"InstanceIds": ["i-1"]}
+
+
 def test_booleans_are_case_insensitive(proto: Protocol) -> None:
     assert proto.parse("DescribeInstances", {"DryRun": "TRUE"}) == {"DryRun": True}
     assert proto.parse("DescribeInstances", {"DryRun": "False"}) == {"DryRun": False}
@@ -408,7 +427,8 @@ def test_empty_request(proto: Protocol) -> None:
         ("DescribeInstances", {"dryRun": "true"}, "UnknownParameter", "dryRun"),  # wire names are capitalised
         ("DescribeInstances", {"InstanceIds.1": "i-1"}, "UnknownParameter", "InstanceIds.1"),  # member name is not the wire name
         ("DescribeInstances", {"Filter.1.Bogus": "x"}, "UnknownParameter", "Filter.1.Bogus"),
-        ("DescribeInstances", {"InstanceId": "i-1"}, "UnknownParameter", "InstanceId"),  # list without index
+        ("DescribeInstances", {"Filter.Name": "x"}, "UnknownParameter", "Filter.Name"),  # structures need an index
+        ("DescribeInstances", {"Filter": "x"}, "UnknownParameter", "Filter"),
         ("DescribeInstances", {"InstanceId.x": "i-1"}, "UnknownParameter", "InstanceId.x"),
         ("DescribeInstances", {"InstanceId.-1": "i-1"}, "UnknownParameter", "InstanceId.-1"),
         ("DescribeInstances", {"MaxResults.1": "5"}, "UnknownParameter", "MaxResults.1"),
@@ -700,6 +720,31 @@ RESPONSES["DescribeAddresses"] = {"Addresses": [{
     "NetworkInterfaceOwnerId": "123456789012", "PublicIpv4Pool": "amazon", "NetworkBorderGroup": "r1",
     "Tags": TAGS}]}
 
+RESPONSES["DescribeVpcAttribute"] = {"VpcId": "vpc-1", "EnableDnsSupport": {"Value": True}}
+RESPONSES["DescribeNetworkInterfaces"] = {"NetworkInterfaces": [{
+    "NetworkInterfaceId": "eni-1", "SubnetId": "subnet-1", "VpcId": "vpc-1", "AvailabilityZone": "az1",
+    "Description": "", "OwnerId": "123456789012", "RequesterManaged": False, "Status": "in-use",
+    "MacAddress": "02:00:00:00:00:01", "PrivateIpAddress": "10.0.0.4", "PrivateDnsName": "ip-10-0-0-4.internal",
+    "SourceDestCheck": True, "Groups": [{"GroupId": "sg-1", "GroupName": "web"}],
+    "Attachment": {"AttachmentId": "eni-attach-1", "InstanceId": "i-1", "InstanceOwnerId": "123456789012",
+                   "DeviceIndex": 0, "Status": "attached", "AttachTime": T0, "DeleteOnTermination": True,
+                   "NetworkCardIndex": 0},
+    "Association": {"PublicIp": "198.51.100.7", "PublicDnsName": "ec2-198-51-100-7.example", "IpOwnerId": "1",
+                    "AllocationId": "eipalloc-1", "AssociationId": "eipassoc-1"},
+    "TagSet": [], "PrivateIpAddresses": [{"PrivateIpAddress": "10.0.0.4", "Primary": True}],
+    "Ipv6Addresses": [], "InterfaceType": "interface"}], "NextToken": "tok"}
+RESPONSES["DescribeRouteTables"] = {"RouteTables": [{
+    "RouteTableId": "rtb-1", "VpcId": "vpc-1", "OwnerId": "000000000000",
+    "Routes": [{"DestinationCidrBlock": "10.0.0.0/8", "GatewayId": "local", "State": "active",
+                "Origin": "CreateRouteTable"}],
+    "Associations": [{"RouteTableAssociationId": "rtbassoc-1", "RouteTableId": "rtb-1", "Main": True,
+                      "AssociationState": {"State": "associated"}}], "PropagatingVgws": [], "Tags": []}]}
+RESPONSES["DescribeInternetGateways"] = {"InternetGateways": []}
+RESPONSES["DescribeDhcpOptions"] = {"DhcpOptions": []}
+RESPONSES["DescribeAddressesAttribute"] = {"Addresses": [{"PublicIp": "198.51.100.7", "AllocationId": "eipalloc-1"}],
+                                           "NextToken": "tok"}
+RESPONSES["GetInstanceUefiData"] = {"InstanceId": "i-1"}
+
 NO_OUTPUT = ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags", "DeleteVolume", "DeleteSnapshot",
              "DisassociateAddress", "ReleaseAddress")
 
@@ -897,12 +942,20 @@ def test_many_instances_round_trip(proto: Protocol, service: botocore.model.Serv
 
 from cloudctl.api.ec2 import protocol as protocol_mod  # noqa: E402
 from cloudctl.api.ec2.protocol import LazyList  # noqa: E402
+from cloudctl.api.ec2.wire_order import AWS_ORDER  # noqa: E402
 
 _K = protocol_mod
 
 
+def _ref_items(table: Any, value: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """The members in wire order: those wire_order ranks first, by rank, then the rest as given."""
+    order = table.order
+    ranked = sorted((kv for kv in value.items() if kv[0] in order), key=lambda kv: order[kv[0]])
+    return ranked + [kv for kv in value.items() if kv[0] not in order]
+
+
 def _ref_write_struct(table: Any, value: Mapping[str, Any], out: Any) -> None:
-    for key, item in value.items():
+    for key, item in _ref_items(table, value):
         if item is None:
             continue
         try:
@@ -950,7 +1003,7 @@ def _ref_write_list(spec: Any, value: Any, out: Any) -> None:
 
 
 def _ref_iter_struct(table: Any, value: Mapping[str, Any], parts: list[str], done: list[int], slice_items: int) -> Any:
-    for key, item in value.items():
+    for key, item in _ref_items(table, value):
         if type(item) is not LazyList:
             _ref_write_struct(table, {key: item}, parts.append)
             continue
@@ -1057,6 +1110,26 @@ def test_generated_serializer_edge_values(proto: Protocol) -> None:
         proto.serialize("DescribeInstances", {"NextToken": "t", "Bogus": 1}, REQUEST_ID)
     with pytest.raises(SerializationError, match="Bogus"):
         list(proto.serialize_iter("DescribeInstances", {"Reservations": LazyList(iter([{"Bogus": 1}]), 1)}, REQUEST_ID))
+
+
+def test_wire_order_names_real_members(service: botocore.model.ServiceModel) -> None:
+    for shape, order in AWS_ORDER.items():
+        members = service.shape_for(shape).members
+        assert [m for m in order if m not in members] == [], shape
+        assert len(set(order)) == len(order), shape
+
+
+def test_state_changes_are_written_current_state_first(proto: Protocol, service: botocore.model.ServiceModel) -> None:
+    """Whatever the handler's dict order: EC2 writes instanceId, currentState, previousState."""
+    change = {"PreviousState": {"Name": "running", "Code": 16}, "InstanceId": "i-1",
+              "CurrentState": {"Name": "shutting-down", "Code": 32}}
+    for op, member in (("TerminateInstances", "TerminatingInstances"), ("StopInstances", "StoppingInstances")):
+        for result in ({member: [change]}, {member: lazify([change])}):
+            body = b"".join(proto.serialize_iter(op, result, REQUEST_ID))
+            assert re.search(rb"<item><instanceId>i-1</instanceId><currentState><code>32</code>"
+                             rb"<name>shutting-down</name></currentState><previousState><code>16</code>", body)
+        parsed = botocore_parse(service, op, proto.serialize(op, {member: [change]}, REQUEST_ID))
+        assert parsed[member][0]["CurrentState"]["Name"] == "shutting-down"
 
 
 def test_many_key_orders_fall_back_to_the_generic_renderer(proto: Protocol) -> None:

@@ -26,6 +26,7 @@ from .host_health import HostStates
 from .images import Images
 from .imports import ImageImports
 from .instance_files import InstanceFiles
+from .interfaces import NetworkInterfaces
 from .keypairs import KeyPairs
 from .marketplace.publisher import Publisher
 from .marketplace.subscriber import Subscriber
@@ -39,6 +40,7 @@ from .tags import Tags
 from .tasks import Supervisor
 from .users import Users
 from .volumes import Volumes
+from .vpc import DefaultVpc
 from .work import KeyedWork
 
 log = logging.getLogger("cloudctl")
@@ -148,6 +150,8 @@ class Cloud:
                                drivers, InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
                                self.events, controller_id(cfg.state_dir), work, self.volumes, self.security_groups,
                                self.addresses, self.health.impaired_reason)
+        self.interfaces = NetworkInterfaces(store, cfg.region, self.network, self.addresses, self.security_groups)
+        self.vpc = DefaultVpc(self.network)
         self.monitor = Monitor(store, cfg, self.compute, self.scheduler, drivers, self.events, self.health,
                                self.tasks)
         self.publisher: Publisher | None = None

@@ -404,6 +404,11 @@ class SecurityGroups:
         """Remove the rules named by id and by permission; any not in the group fails the call."""
         pending: dict[str, SecurityGroup] = {}
         g = self._target(caller, change, pending)
+        if any(p.ipv6_ranges or p.prefix_lists for p in change.permissions):
+            # authorize refuses such rules, so none exists: revoking one is "not found" (Terraform
+            # revokes the IPv6 egress rule AWS gives every new group, and ignores only this code)
+            raise CloudError.not_found("InvalidPermission.NotFound",
+                                       "The specified rule does not exist in this security group.")
         current = {identity(r): r for r in self._rules_of.get(g.id).values()}
         gone: dict[str, SecurityGroupRule] = {}
         if change.rule_ids:

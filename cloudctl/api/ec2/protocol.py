@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Union
 
 from cloudctl.api.ec2.model import Ec2Model
+from cloudctl.api.ec2.wire_order import AWS_ORDER
 
 __all__ = ["ParamError", "SerializationError", "Protocol"]
 
@@ -226,17 +227,24 @@ def _parse_struct(root: _InStruct, params: Mapping[str, str]) -> dict[str, Any]:
             i += 1
             while kind == _LIST:
                 if i == last:
-                    raise _unknown(key)
-                index = parts[i]
-                if not (index.isascii() and index.isdigit()):
-                    raise _unknown(key)
+                    # `KeyName=x` for `KeyName.1=x`: EC2 takes an un-indexed list of scalars as
+                    # its first element (libcloud sends DescribeKeyPairs so); -1 sorts first and
+                    # is no index a client can write.
+                    if payload[0] in (_STRUCT, _LIST):
+                        raise _unknown(key)
+                    position = -1
+                else:
+                    index = parts[i]
+                    if not (index.isascii() and index.isdigit()):
+                        raise _unknown(key)
+                    position = int(index)
+                    i += 1
                 acc = container.get(slot)
                 if acc is None:
                     acc = container[slot] = {}
                     lists.append((container, slot, acc))
                 container = acc
-                slot = int(index)
-                i += 1
+                slot = position
                 kind, payload = payload
             if kind == _STRUCT:
                 if i == last:
@@ -368,11 +376,23 @@ class _OutStruct(dict[str, tuple[int, str, str, Any]]):
     and the formatter for scalars.
     """
 
-    __slots__ = ("shape_name",)
+    __slots__ = ("shape_name", "order")
 
     def __init__(self, shape_name: str) -> None:
         super().__init__()
         self.shape_name = shape_name
+        # member -> rank where EC2's order is fixed (wire_order.AWS_ORDER); empty: the dict's order
+        self.order: dict[str, int] = {}
+
+    def ordered(self, keys: Iterable[Any]) -> list[int]:
+        """The positions of `keys` in the order they are written: ranked members first, the others
+        after them in the order given."""
+        keys = list(keys)
+        if not self.order:
+            return list(range(len(keys)))
+        last = len(self.order)
+        return sorted(range(len(keys)), key=lambda n: self.order.get(keys[n], last + n)
+                      if type(keys[n]) is str else last + n)
 
 
 # (item kind, item open tag, item close tag, item payload, empty-list element)
@@ -396,6 +416,11 @@ class _ResponseCompiler:
             tag = _trait(self._model, ref, "locationName") or member
             kind, payload = self._payload(ref["shape"], tag)
             table[member] = (kind, f"<{tag}>", f"</{tag}>", payload)
+        order = AWS_ORDER.get(shape_name, ())
+        unknown = [m for m in order if m not in table]
+        if unknown:
+            raise NotImplementedError(f"wire_order: {shape_name} has no member {unknown[0]}")
+        table.order = {m: n for n, m in enumerate(order)}
         return table
 
     def _payload(self, shape_name: str, tag: str) -> tuple[int, _OutPayload]:
@@ -417,8 +442,10 @@ class _ResponseCompiler:
 # same keys in the same order every time, so the generated function unpacks
 # ``value.values()`` into locals and renders each member with straight-line
 # code chosen by its kind (no per-key table lookups, no kind dispatch).  The
-# members are rendered in the dict's order, exactly as a loop over
-# ``value.items()`` would, so the bytes do not depend on which path ran.
+# members are rendered in the dict's order, except that a shape with a fixed
+# EC2 order (wire_order.AWS_ORDER) puts its ranked members first, in that
+# order; the generic loop orders them the same way, so the bytes do not depend
+# on which path ran.
 
 _MAX_KEY_ORDERS = 32  # per shape; beyond that a generic per-member loop is used
 _MEMO_SIZE = 256  # rendered small all-scalar structures remembered per key order
@@ -477,7 +504,8 @@ class _Renderers:
 
         def generic(value: Mapping[str, Any], lazy: Any = None) -> str | list[Any]:
             out: list[Any] = []
-            for key, item in value.items():
+            items = list(value.items())
+            for key, item in (items[n] for n in table.ordered(k for k, _ in items)):
                 if item is not None:
                     if lazy is not None and type(item) is lazy:
                         entry = table.get(key)
@@ -548,6 +576,7 @@ class _Renderers:
         lines = [f"    {', '.join(names)}, = value.values()"]
         lazy_checks: list[str] = []
         pieces: list[str] = []
+        piece_keys: list[Any] = []
         # The str members are checked for escaping all at once: if their
         # concatenation is clean, so is each of them (None and non-str values
         # take the _esc path regardless).
@@ -575,6 +604,7 @@ class _Renderers:
             kind, open_tag, close_tag, payload = entry
             o, c = repr(open_tag), repr(close_tag)
             pieces.append(p)
+            piece_keys.append(key)
             if kind == _STR:
                 lines += [
                     f"    if {v} is None: {p} = ''",
@@ -613,6 +643,7 @@ class _Renderers:
                     f"        t = f{i}({v})",
                     f"        {p} = '' if t is None else {o} + t + {c}",
                 ]
+        pieces = [pieces[n] for n in table.ordered(piece_keys)]   # written in EC2's order where fixed
         kinds = [table[key][0] if type(key) is str and key in table else -1 for key in keys]
         if len(keys) <= _MEMO_MEMBERS and all(kind in _MEMO_TYPE for kind in kinds):
             # Small all-scalar structures (State, Placement, MetadataOptions...)
