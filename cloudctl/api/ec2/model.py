@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudctl.api.ec2.model_build import FORMAT_VERSION
+from cloudctl.api.ec2.model_build import FORMAT_VERSION, service_title
 
 # OPERATIONS is provided lazily by the module-level __getattr__ below, which pyflakes cannot see.
 __all__ = ["OPERATIONS", "Ec2Model", "Operation", "ModelError", "load_model", "cache_path"]  # noqa: F822
@@ -125,7 +125,8 @@ def _build(path: Path, operations: Collection[str], service: str) -> None:
            *sorted(set(operations))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise ModelError(f"building the {service} model failed ({proc.returncode}): {proc.stderr.strip()}")
+        raise ModelError(f"building the {service_title(service)} model failed ({proc.returncode}): "
+                         f"{proc.stderr.strip()}")
 
 
 def load_model(operations: Collection[str], cache_dir: Path, service: str = "ec2") -> Ec2Model:
@@ -145,5 +146,5 @@ def load_model(operations: Collection[str], cache_dir: Path, service: str = "ec2
         _build(path, ops, service)
         model = _read(path, ops)
         if model is None:
-            raise ModelError(f"the {service} model builder did not produce a usable {path}")
+            raise ModelError(f"the {service_title(service)} model builder did not produce a usable {path}")
     return model

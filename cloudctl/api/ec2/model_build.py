@@ -48,6 +48,11 @@ _REF_KEYS = (
 )
 
 
+def service_title(service: str) -> str:
+    """How messages name a service: EC2, STS, IAM; longer names as botocore spells them."""
+    return service.upper() if len(service) <= 3 else service
+
+
 def _trim_ref(ref: Mapping[str, Any]) -> dict[str, Any]:
     return {k: ref[k] for k in _REF_KEYS if k in ref}
 
@@ -168,12 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     model = botocore.model.ServiceModel(service, service_name=service_name)
     expected = "ec2" if service_name == "ec2" else "query"   # (cloudctl serves Query APIs only)
     if model.metadata.get("protocol") != expected:
-        print(f"unexpected {service_name} protocol {model.metadata.get('protocol')!r}", file=sys.stderr)
+        print(f"unexpected {service_title(service_name)} protocol {model.metadata.get('protocol')!r}", file=sys.stderr)
         return 1
     try:
         data = build(service, operations, botocore.__version__)
     except KeyError as exc:
-        print(f"operation {exc.args[0]} is not in botocore's {service_name} model", file=sys.stderr)
+        print(f"operation {exc.args[0]} is not in botocore's {service_title(service_name)} model", file=sys.stderr)
         return 1
     write_atomic(out_path, data)
     return 0
