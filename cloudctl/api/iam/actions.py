@@ -21,12 +21,12 @@ async def get_user(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[st
     name = req.get("UserName", user.name)
     if name != user.name:
         raise CloudError.not_found("NoSuchEntity", f"The user with name {name} cannot be found.")
-    return {"User": {"Path": "/", "UserName": user.name, "UserId": user_id(user), "Arn": user_arn(user),
-                     "CreateDate": ts(user.created)}}
+    return {"User": {"UserId": user_id(user), "Path": "/", "UserName": user.name, "Arn": user_arn(user),
+                     "CreateDate": ts(user.created)}}   # (AWS's order)
 
 
 @REGISTRY.action("ListAccountAliases")
 async def list_account_aliases(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     # No aliases: cloudctl has no CreateAccountAlias, and an AWS alias names one account (here,
     # one user) uniquely, so the region's name, shared by every user, would be a false one.
-    return {"AccountAliases": [], "IsTruncated": False}
+    return {"IsTruncated": False, "AccountAliases": []}   # (AWS's order)

@@ -13,4 +13,5 @@ REGISTRY = Registry("sts")
 
 @REGISTRY.action("GetCallerIdentity")
 async def get_caller_identity(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    return {"UserId": user_id(caller.user), "Account": caller.account, "Arn": user_arn(caller.user)}
+    # (members in the order AWS sends them, as in its documented example)
+    return {"Arn": user_arn(caller.user), "UserId": user_id(caller.user), "Account": caller.account}
