@@ -132,21 +132,24 @@ class QueryProtocol:
         item = shape["member"]
         skip = None if shape.get("flattened") else item.get("locationName", "member")
         items = self._indexed(fields, key, skip)
-        return [self._value(item["shape"], items[i], f"{key}.{i}") for i in sorted(items)]
+        at = f"{key}.{skip}" if skip else key
+        return [self._value(item["shape"], items[i], f"{at}.{i}") for i in sorted(items)]
 
     def _map(self, shape: Mapping[str, Any], fields: _Fields, key: str) -> dict[Any, Any]:
         k_name = shape["key"].get("locationName", "key")
         v_name = shape["value"].get("locationName", "value")
         out: dict[Any, Any] = {}
-        entries = self._indexed(fields, key, None if shape.get("flattened") else "entry")
+        skip = None if shape.get("flattened") else "entry"
+        entries = self._indexed(fields, key, skip)
+        at = f"{key}.{skip}" if skip else key
         for i in sorted(entries):
             entry = entries[i]
             k_fields = {p[1:]: v for p, v in entry.items() if p[:1] == (k_name,)}
             v_fields = {p[1:]: v for p, v in entry.items() if p[:1] == (v_name,)}
             if len(k_fields) + len(v_fields) != len(entry) or not k_fields:
-                raise _unknown(f"{key}.{i}")
-            value = self._value(shape["value"]["shape"], v_fields, f"{key}.{i}.{v_name}") if v_fields else None
-            out[self._value(shape["key"]["shape"], k_fields, f"{key}.{i}.{k_name}")] = value
+                raise _unknown(f"{at}.{i}")
+            value = self._value(shape["value"]["shape"], v_fields, f"{at}.{i}.{v_name}") if v_fields else None
+            out[self._value(shape["key"]["shape"], k_fields, f"{at}.{i}.{k_name}")] = value
         return out
 
     # -- answers -----------------------------------------------------------------------------
