@@ -227,3 +227,13 @@ def test_bad_parameters_are_validation_errors(server: Any, alice: dict[str, str]
     assert (status, err["Code"]) == (400, "ValidationError") and "MaxItems" in err["Message"]
     status, body = post(server, "iam", alice, "Version=2010-05-08")
     assert (status, query_error(body)["Code"]) == (400, "MissingAction")
+
+
+def test_requests_are_counted_per_service(server: Any, alice: dict[str, str]) -> None:
+    client(server, "sts", alice).get_caller_identity()
+    with pytest.raises(ClientError):
+        client(server, "iam", alice).get_user(UserName="somebody-else")
+    with urllib.request.urlopen(server.admin_url + "/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    assert re.search(r'cloudctl_api_requests_total\{action="GetCallerIdentity",api="sts",code="ok"\} [1-9]', text)
+    assert re.search(r'cloudctl_api_requests_total\{action="GetUser",api="iam",code="NoSuchEntity"\} [1-9]', text)
