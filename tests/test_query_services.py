@@ -22,7 +22,7 @@ from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from support import REGION
+from support import REGION, Servers
 
 STS_NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
 
@@ -237,3 +237,19 @@ def test_requests_are_counted_per_service(server: Any, alice: dict[str, str]) ->
         text = resp.read().decode()
     assert re.search(r'cloudctl_api_requests_total\{action="GetCallerIdentity",api="sts",code="ok"\} [1-9]', text)
     assert re.search(r'cloudctl_api_requests_total\{action="GetUser",api="iam",code="NoSuchEntity"\} [1-9]', text)
+
+
+def test_failed_signatures_for_sts_share_the_login_throttle(server_with: Servers) -> None:
+    # The throttle is the endpoint's: bad STS signatures count against the key as EC2's do, and
+    # each service tells the client to back off in its own words.
+    srv = server_with(login_throttle={"pair_free_failures": 3, "source_free_failures": 50, "backoff_s": 30.0,
+                                      "backoff_max_s": 60.0, "refusal_pace_s": 0.0})
+    carol = srv.create_user("carol")
+    for _ in range(3 + 1):   # (the free failures, then one that starts the backoff)
+        status, body = post(srv, "sts", carol, "Action=GetCallerIdentity&Version=2011-06-15", secret="w" * 40)
+        assert (status, query_error(body)["Code"]) == (403, "SignatureDoesNotMatch")
+    status, body = post(srv, "sts", carol, "Action=GetCallerIdentity&Version=2011-06-15")
+    err = query_error(body)
+    assert (status, err["Code"], err["Type"]) == (400, "Throttling", "Sender")
+    status, body = post(srv, "ec2", carol, "Action=DescribeRegions&Version=2016-11-15")
+    assert (status, ec2_error(body)["Code"]) == (503, "RequestLimitExceeded")
