@@ -88,6 +88,7 @@ def test_error_document_reads_as_botocore_client_error(services: dict[str, Any])
     ({"RoleArn": "a", "RoleSessionName": "s", "PolicyArns.member.x.arn": "x"}, "UnknownParameter", "PolicyArns"),
     ({"RoleArn": "a", "RoleSessionName": "s", "PolicyArns.member.1": "x"}, "UnknownParameter", "PolicyArns.member.1"),
     ({"RoleArn": "a", "RoleSessionName": "s", "RoleArn.x": "x"}, "UnknownParameter", "RoleArn.x"),
+    ({"RoleArn": "a", "RoleSessionName": "s", "Tags" + ".member.1" * 500: "x"}, "UnknownParameter", "Tags"),
 ])
 def test_malformed_fields_are_refused(services: dict[str, Any], fields: dict[str, str], code: str,
                                       words: str) -> None:

@@ -31,6 +31,7 @@ __all__ = ["QueryProtocol"]
 
 _XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _MAX_ECHO = 256
+_MAX_DEPTH = 40   # dotted parts in one field name
 _SCALARS = {
     "integer": (_to_int, "an integer"), "long": (_to_long, "an integer"), "float": (_to_float, "a number"),
     "double": (_to_float, "a number"), "boolean": (_to_bool, "true or false"),
@@ -68,6 +69,9 @@ class QueryProtocol:
                 raise _unknown(key)
             return {}
         fields = {tuple(k.split(".")): v for k, v in params.items()}
+        for parts in fields:   # (the walk recurses per part: no model nests anywhere near this deep)
+            if len(parts) > _MAX_DEPTH:
+                raise _unknown(".".join(parts)[:_MAX_ECHO])
         return self._struct(shape, fields, "")
 
     def _struct(self, shape_name: str, fields: _Fields, prefix: str) -> dict[str, Any]:
