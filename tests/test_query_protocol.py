@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloudctl.api.ec2.model import load_model
-from cloudctl.api.ec2.protocol import ParamError
+from cloudctl.api.ec2.protocol import LazyList, ParamError
 from cloudctl.api.query.protocol import QueryProtocol
 
 from query_shapes import strip, struct
@@ -96,3 +96,27 @@ def test_malformed_fields_are_refused(services: dict[str, Any], fields: dict[str
     with pytest.raises(ParamError) as e:
         protocol.parse("AssumeRole", fields)
     assert e.value.code == code and words in e.value.message
+
+
+def test_long_answers_are_written_in_slices(services: dict[str, Any]) -> None:
+    botomodel, protocol = services["iam"]
+    made: list[int] = []
+
+    def users() -> Any:
+        for i in range(5):
+            made.append(i)
+            yield {"Path": "/", "UserName": f"u{i}", "UserId": f"AIDA{i}", "Arn": f"arn:aws:iam::1:user/u{i}",
+                   "CreateDate": "2026-01-01T00:00:00.000Z"}
+
+    result = {"Users": LazyList(users(), 5), "IsTruncated": False}
+    pieces = protocol.serialize_iter("ListUsers", result, "r", slice_items=2)
+    first = next(pieces)
+    assert made == [0, 1] and not protocol.is_last("ListUsers", first)   # (the rest not made yet)
+    rest = list(pieces)
+    assert len(rest) == 2 and protocol.is_last("ListUsers", rest[-1])
+    assert not any(protocol.is_last("ListUsers", p) for p in [first, *rest[:-1]])
+    whole = first + b"".join(rest)
+    parsed = QueryParser().parse({"body": whole, "headers": {}, "status_code": 200},
+                                 botomodel.operation_model("ListUsers").output_shape)
+    assert [u["UserName"] for u in parsed["Users"]] == ["u0", "u1", "u2", "u3", "u4"]
+    assert parsed["IsTruncated"] is False

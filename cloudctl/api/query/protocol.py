@@ -4,12 +4,14 @@ driven by a trimmed botocore model.
 Requests are the flat form fields botocore's ``QuerySerializer`` writes (lists as
 ``Name.member.1``, maps as ``Name.entry.1.key``); answers are the documents its ``QueryParser``
 reads: ``<XxxResponse xmlns=…><XxxResult>…</XxxResult><ResponseMetadata><RequestId>…`` and errors
-as ``<ErrorResponse><Error><Type>Sender</Type><Code>…``. These services' answers are small, so
-unlike EC2's protocol (api/ec2/protocol.py, compiled and sliced) this walks the model per request.
-Scalars are read and written exactly as EC2's are (the same converters and XML escaping).
+as ``<ErrorResponse><Error><Type>Sender</Type><Code>…``. Unlike EC2's protocol (api/ec2/protocol.py,
+compiled per shape for its hot paths) this walks the model per request.
+Scalars are read and written exactly as EC2's are (the same converters and XML escaping); a long
+answer is cut into slices as EC2's is (a LazyList member's elements made as they are written).
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -160,29 +162,45 @@ class QueryProtocol:
 
     def serialize(self, op: str, result: Mapping[str, Any], request_id: str) -> bytes:
         """The answer to `op`: `result` (botocore's output member names) in its Result element."""
+        return b"".join(self.serialize_iter(op, result, request_id, sys.maxsize))
+
+    def serialize_iter(self, op: str, result: Mapping[str, Any], request_id: str,
+                       slice_items: int = 100) -> Iterator[bytes]:
+        """The answer in pieces, cut after every `slice_items` list elements (a LazyList's are made
+        as they are written), so the endpoint writes a long answer a slice per loop turn."""
         operation = self.model.operations[op]
         parts = [f'{_XML_DECL}<{op}Response xmlns="{self._xmlns}">']
         if operation.output is not None:
             wrapper = operation.result_wrapper or f"{op}Result"
+            parts.append(f"<{wrapper}>")
+            done = 0
             try:
-                body = self._struct_xml(operation.output, result)
+                for text in self._struct_xml(operation.output, result):
+                    if text is not None:
+                        parts.append(text)
+                        continue
+                    done += 1
+                    if done >= slice_items:
+                        done = 0
+                        yield "".join(parts).encode("utf-8")
+                        parts.clear()
+            except SerializationError:
+                raise
             except (TypeError, ValueError, AttributeError) as exc:
                 raise SerializationError(f"{op}: cannot serialize result: {exc}") from exc
-            parts.append(f"<{wrapper}>{body}</{wrapper}>")
+            parts.append(f"</{wrapper}>")
         parts.append(f"<ResponseMetadata><RequestId>{_esc(request_id)}</RequestId></ResponseMetadata>"
                      f"</{op}Response>")
-        return "".join(parts).encode("utf-8")
-
-    def serialize_iter(self, op: str, result: Mapping[str, Any], request_id: str,
-                       slice_items: int = 100) -> Iterator[bytes]:
-        yield self.serialize(op, result, request_id)
+        yield "".join(parts).encode("utf-8")
 
     def is_last(self, op: str, piece: bytes) -> bool:
-        return True   # (one piece: these answers are small)
+        """Whether `piece` from serialize_iter ends the answer."""
+        return piece.endswith(f"</{op}Response>".encode())
 
-    def _struct_xml(self, shape_name: str, value: Mapping[str, Any]) -> str:
+    # The writers yield text, and None after each list element (where an answer may be cut).
+
+    def _struct_xml(self, shape_name: str, value: Mapping[str, Any]) -> Iterator[str | None]:
         members = self.model.shapes[shape_name].get("members", {})
-        out: list[str] = []
         for name, item in value.items():
             ref = members.get(name)
             if ref is None:
@@ -190,43 +208,58 @@ class QueryProtocol:
                     continue
                 raise SerializationError(f"{name!r} is not a member of {shape_name}")
             if item is not None:
-                tag = ref.get("locationName", name)
-                out.append(self._xml(ref["shape"], tag, item, self.model.shapes[ref["shape"]]))
-        return "".join(out)
+                yield from self._xml(ref["shape"], ref.get("locationName", name), item)
 
-    def _xml(self, shape_name: str, tag: str, value: Any, shape: Mapping[str, Any]) -> str:
+    def _xml(self, shape_name: str, tag: str, value: Any) -> Iterator[str | None]:
+        shape = self.model.shapes[shape_name]
         kind = shape["type"]
         if kind == "structure":
-            return f"<{tag}>{self._struct_xml(shape_name, value)}</{tag}>"
-        if kind == "list":
+            yield f"<{tag}>"
+            yield from self._struct_xml(shape_name, value)
+            yield f"</{tag}>"
+        elif kind == "list":
             item = shape["member"]
-            item_shape = self.model.shapes[item["shape"]]
-            if shape.get("flattened"):
-                return "".join(self._xml(item["shape"], tag, v, item_shape) for v in value if v is not None)
-            item_tag = item.get("locationName", "member")
-            inner = "".join(self._xml(item["shape"], item_tag, v, item_shape) for v in value if v is not None)
-            return f"<{tag}>{inner}</{tag}>"
-        if kind == "map":
+            flat = bool(shape.get("flattened"))
+            item_tag = tag if flat else item.get("locationName", "member")
+            if not flat:
+                yield f"<{tag}>"
+            for v in value:
+                if v is not None:
+                    yield from self._xml(item["shape"], item_tag, v)
+                    yield None
+            if not flat:
+                yield f"</{tag}>"
+        elif kind == "map":
             k_ref, v_ref = shape["key"], shape["value"]
             k_tag, v_tag = k_ref.get("locationName", "key"), v_ref.get("locationName", "value")
-            k_shape, v_shape = self.model.shapes[k_ref["shape"]], self.model.shapes[v_ref["shape"]]
-            entries = [self._xml(k_ref["shape"], k_tag, k, k_shape) + self._xml(v_ref["shape"], v_tag, v, v_shape)
-                       for k, v in value.items()]
-            if shape.get("flattened"):
-                return "".join(f"<{tag}>{e}</{tag}>" for e in entries)
-            return f"<{tag}>{''.join(f'<entry>{e}</entry>' for e in entries)}</{tag}>"
+            entry = tag if shape.get("flattened") else "entry"
+            if entry == "entry":
+                yield f"<{tag}>"
+            for k, v in value.items():
+                yield f"<{entry}>"
+                yield from self._xml(k_ref["shape"], k_tag, k)
+                yield from self._xml(v_ref["shape"], v_tag, v)
+                yield f"</{entry}>"
+            if entry == "entry":
+                yield f"</{tag}>"
+        else:
+            text = self._scalar(kind, value)
+            if text is not None:
+                yield f"<{tag}>{text}</{tag}>"
+
+    @staticmethod
+    def _scalar(kind: str, value: Any) -> str | None:
         if kind == "timestamp":
-            text = _fmt_timestamp(value)
-            return "" if text is None else f"<{tag}>{text}</{tag}>"
+            return _fmt_timestamp(value)
         if kind == "boolean":
-            return f"<{tag}>{'true' if value else 'false'}</{tag}>"
+            return "true" if value else "false"
         if kind in ("integer", "long"):
             if isinstance(value, bool) or int(value) != value:
                 raise SerializationError(f"not an integer: {value!r}")
-            return f"<{tag}>{int(value)}</{tag}>"
+            return str(int(value))
         if kind in ("float", "double"):
-            return f"<{tag}>{float(value)!r}</{tag}>"
-        return f"<{tag}>{_esc(value)}</{tag}>"
+            return repr(float(value))
+        return _esc(value)
 
     def error(self, code: str, message: str, request_id: str, status: int = 400) -> bytes:
         """The query protocol's error document: the fault is the sender's for a 4xx."""
