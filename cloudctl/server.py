@@ -24,6 +24,8 @@ from .api.ec2.protocol import Protocol
 from .api.marketplace import public_app
 from .api.metadata import metadata_app
 from .api.metrics import LoginCollector, Metrics
+from .api.query.service import QueryService
+from .api.query.services import load_all as load_query_services
 from .api.refusals import MalformedHttp, RefusalLog
 from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY
 from .api.xmlrpc.app import METHODS as ONE_METHODS
@@ -109,16 +111,18 @@ async def _listen(name: str, app: web.Application, cfg: Listen, refuse: listener
 
 async def run(config: Config) -> None:
     t0 = time.perf_counter()
-    model = load_model(ACTIONS, config.cache_dir or config.state_dir / "cache")
+    cache_dir = config.cache_dir or config.state_dir / "cache"
+    model = load_model(ACTIONS, cache_dir)
     check_actions(model)
     protocol = Protocol(model)
+    services = load_query_services(cache_dir)   # STS, IAM: on the EC2 listener, by signature scope
     endpoint = f"http://{config.ec2.listen}:{config.ec2.port}"
     cloud = await Cloud.open(config, endpoint)
     monitor = LoopMonitor()
     http_refusals = RefusalLog("http")   # requests aiohttp's HTTP parser refused, on any listener
     listeners: dict[str, listener.Listener] = {}
     try:
-        await _serve(config, cloud, protocol, monitor, http_refusals, listeners, t0)
+        await _serve(config, cloud, protocol, services, monitor, http_refusals, listeners, t0)
     finally:   # also when the start failed half-way (a port in use): the journal and hosts are closed
         monitor.stop()
         for ln in listeners.values():
@@ -127,19 +131,20 @@ async def run(config: Config) -> None:
         await cloud.stop()
 
 
-async def _serve(config: Config, cloud: Cloud, protocol: Protocol, monitor: LoopMonitor, http_refusals: RefusalLog,
-                 listeners: dict[str, listener.Listener], t0: float) -> None:
+async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dict[str, QueryService],
+                 monitor: LoopMonitor, http_refusals: RefusalLog, listeners: dict[str, listener.Listener],
+                 t0: float) -> None:
     """Start the endpoints over `cloud` (each one started is added to `listeners`) and serve until
     SIGINT or SIGTERM."""
-    metrics = Metrics(cloud, [*ACTIONS, *ONE_METHODS])
+    metrics = Metrics(cloud, [*ACTIONS, *ONE_METHODS, *(a for s in services.values() for a in s.actions)])
     metrics.attach()
     http_refusals.observe = metrics.refusal
     logging.getLogger("aiohttp.server").addFilter(MalformedHttp(http_refusals))
     monitor.observe = metrics.loop_lag.observe
     monitor.start()
-    ec2 = Ec2Api(cloud, protocol, make_verifier(cloud), config.ec2.answer_slice_items,
-                 config.ec2.replay_grace_s, config.ec2.client_timeout_s)
-    ec2.observe = lambda action, code, s: metrics.request("ec2", action, code, s)
+    ec2 = Ec2Api(cloud, protocol, make_verifier(cloud, tuple(services)), config.ec2.answer_slice_items,
+                 config.ec2.replay_grace_s, config.ec2.client_timeout_s, services)
+    ec2.observe = metrics.request
     token = ensure_token(config.state_dir)
     logins = {"hil": cloud.baremetal.users.throttle, "ec2": ec2.logins}
     metrics.registry.register(LoginCollector(logins, cloud.baremetal.users.hashing))

@@ -1,4 +1,5 @@
-"""Raw EC2 Query requests signed with botocore's own SigV4 signer, and the state digest.
+"""Raw Query requests (EC2's, or another service's: `service`) signed with botocore's own SigV4
+signer, and the state digest.
 
 boto3 validates parameters before sending, so it cannot send the malformed requests the fuzz
 tests need; this sends any form fields (even bad UTF-8) with a real signature, so they pass
@@ -25,15 +26,17 @@ def _q(v: Value) -> str:
     return quote_from_bytes(v, safe="") if isinstance(v, bytes) else quote(v, safe="-_.~")
 
 
-def form_body(action: str, pairs: list[tuple[str, Value]]) -> bytes:
-    fields = [("Action", action), ("Version", API_VERSION), *pairs]
+def form_body(action: str, pairs: list[tuple[str, Value]], version: str = API_VERSION) -> bytes:
+    fields = [("Action", action), ("Version", version), *pairs]
     return "&".join(f"{_q(k)}={_q(v)}" for k, v in fields).encode()
 
 
 class SignedQuery:
     """One keep-alive connection to the EC2 endpoint, as one user."""
 
-    def __init__(self, endpoint: str, user: dict[str, str], region: str) -> None:
+    def __init__(self, endpoint: str, user: dict[str, str], region: str, service: str = "ec2",
+                 version: str = API_VERSION) -> None:
+        self.service, self.version = service, version
         u = urlsplit(endpoint)
         self.endpoint = endpoint.rstrip("/") + "/"
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
@@ -44,7 +47,7 @@ class SignedQuery:
     def signed(self, body: bytes, content_type: str = "application/x-www-form-urlencoded; charset=utf-8"
                ) -> dict[str, str]:
         req = AWSRequest(method="POST", url=self.endpoint, data=body, headers={"Content-Type": content_type})
-        SigV4Auth(self.creds, "ec2", self.region).add_auth(req)
+        SigV4Auth(self.creds, self.service, self.region).add_auth(req)
         return dict(req.headers.items())
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -76,14 +79,14 @@ class SignedQuery:
         return resp.status, data
 
     def send(self, action: str, pairs: list[tuple[str, Value]], method: str = "POST") -> tuple[int, bytes]:
-        body = form_body(action, pairs)
+        body = form_body(action, pairs, self.version)
         if method == "GET":   # the same fields in the query string, signed as botocore signs a URL
             return self.get(body.decode())
         return self.post(body, self.signed(body))
 
     def get(self, query: str) -> tuple[int, bytes]:
         req = AWSRequest(method="GET", url=f"{self.endpoint}?{query}")
-        SigV4Auth(self.creds, "ec2", self.region).add_auth(req)
+        SigV4Auth(self.creds, self.service, self.region).add_auth(req)
         return self._exchange("GET", "/?" + query, None, dict(req.headers.items()))
 
     def close(self) -> None:

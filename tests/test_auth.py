@@ -210,6 +210,21 @@ def test_v4_wrong_service_scope() -> None:
     expect("IncompleteSignature", 400, lambda: wire.verify(verifier()))
 
 
+def test_v4_scope_names_one_of_the_services_served() -> None:
+    served = SignatureVerifier({AK: SK}.get, clock=lambda: NOW_TS, services=("ec2", "sts", "iam"))
+    for service in ("ec2", "sts", "iam"):
+        verified = sign_v4(service=service).verified(served)
+        assert (verified.access_key, verified.service) == (AK, service)
+    assert sign_v4(service="sts").verified(served).replay_key != sign_v4().verified(served).replay_key
+    err = expect("IncompleteSignature", 400, lambda: sign_v4(service="s3").verify(served))
+    assert err.message == ("Credential should be scoped to a service this endpoint serves "
+                           "('ec2', 'iam', 'sts'), not 's3'.")
+    # The signing key is the scope's: a signature made for STS does not pass as EC2's.
+    wire = sign_v4(service="sts")
+    wire.headers["Authorization"] = wire.headers["Authorization"].replace("/sts/", "/ec2/")
+    expect("AuthFailure", 401, lambda: wire.verify(served))
+
+
 def test_v4_scope_date_must_match_request_date() -> None:
     wire = sign_v4()
     wire.headers["X-Amz-Date"] = "20261124T100000Z"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl.api.ec2.actions import ACTIONS
+from cloudctl.api.query.services import SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -82,3 +83,10 @@ def test_the_ec2_action_list_is_the_registry() -> None:
     assert sorted(set(ACTIONS) - listed) == [], "implemented but missing from docs/ec2-api.md"
     modules = {fn.__module__.rsplit(".", 1)[1] for fn in ACTIONS.values()}
     assert {m for m, _ in rows} == modules
+
+
+def test_the_query_services_list_is_their_registries() -> None:
+    text = (ROOT / "docs" / "ec2-api.md").read_text()
+    rows = re.findall(r"^\| (\w+) \(`api/(\w+)`\) \| (.+) \|$", text, re.M)
+    listed = {package: {name.strip() for name in names.split(",")} for _, package, names in rows}
+    assert listed == {spec.name: set(spec.registry.actions) for spec in SPECS}

@@ -1,4 +1,9 @@
-"""The EC2 Query endpoint: HTTP in, signature check, model-driven parse, action, XML out."""
+"""The Query endpoint: HTTP in, signature check, model-driven parse, action, XML out.
+
+EC2's, and on the same listener every service in `services` (STS, IAM, …; api/service.py): a
+SigV4 request goes to the service its credential scope names, and is answered in that service's
+format; SigV2 has no scope and is EC2's. Limits, signatures, replay cache and throttle are shared.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -21,23 +26,19 @@ from ...core.errors import CloudError
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ..listener import BodyRefused, streamed
+from ..service import Service
 from ..turns import Turns
 from . import form
-from .actions import ACTIONS
 from .auth import AUTH_PARAMS, AuthError, Prechecked, ReplayCache, SignatureVerifier, Verified
-from .logins import claimed_access_key
+from .logins import claimed_access_key, claimed_service
 from .protocol import ParamError, Protocol, is_streamed
+from .service import STATUS, Ec2Service
 
 log = logging.getLogger("cloudctl.ec2")
 
-# HTTP status per error code; everything else deterministic is 400 (botocore retries 5xx).
-STATUS = {
-    "AuthFailure": 401, "MissingAuthenticationToken": 401, "UnauthorizedOperation": 403,
-    "OptInRequired": 403, "DryRunOperation": 412, "InternalError": 500, "Unavailable": 503, "ServiceUnavailable": 503,
-    "RequestLimitExceeded": 503, "RequestEntityTooLarge": 413, "RequestTimeout": 408,
-}
+__all__ = ["STATUS", "Ec2Api", "make_verifier"]
+
 _FORM = "application/x-www-form-urlencoded"
-_READ_ONLY = ("Describe", "Get")   # actions whose exact replay is harmless
 MAX_BODY = 4 * 1024 * 1024   # a declared length over it refused by the listener, the rest here
 _HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
 _READ_PIECE = 64 * 1024      # a body is read, counted and scanned this much per turn of the loop
@@ -47,8 +48,11 @@ _PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential"
 class Ec2Api:
     def __init__(self, cloud: Cloud, protocol: Protocol, verifier: SignatureVerifier,
                  answer_slice_items: int = 20, replay_grace_s: float = 2.0,
-                 client_timeout_s: float = 60.0) -> None:
+                 client_timeout_s: float = 60.0, services: Mapping[str, Service] | None = None) -> None:
         self.cloud = cloud
+        self.ec2 = Ec2Service(protocol)
+        # by the name a credential scope gives (the verifier accepts no other)
+        self.services: dict[str, Service] = {"ec2": self.ec2, **(services or {})}
         self.client_timeout_s = client_timeout_s   # for the body, which the handler reads
         # 0: each answer in one go, unpaced (the comparison point in bench/monitor.py)
         self.slice_items = answer_slice_items or sys.maxsize
@@ -57,13 +61,13 @@ class Ec2Api:
         self.verifier = verifier
         self.replays = ReplayCache(grace_s=replay_grace_s)
         self.logins = Throttle(cloud.config.login_throttle)   # signature failures, per address and key id
-        self.requests: Counter[tuple[str, str]] = Counter()   # (action, outcome) for metrics
-        self.observe: Callable[[str, str, float], None] | None = None   # action, outcome, seconds
+        self.requests: Counter[tuple[str, str]] = Counter()   # (action, outcome) for metrics ("sts:…" for STS)
+        self.observe: Callable[[str, str, str, float], None] | None = None   # service, action, outcome, seconds
 
-    def _count(self, action: str, outcome: str, t0: float) -> None:
-        self.requests[(action, outcome)] += 1
+    def _count(self, svc: Service, action: str, outcome: str, t0: float) -> None:
+        self.requests[(action if svc is self.ec2 else f"{svc.name}:{action}", outcome)] += 1
         if self.observe is not None:
-            self.observe(action, outcome, time.perf_counter() - t0)
+            self.observe(svc.name, action, outcome, time.perf_counter() - t0)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -74,14 +78,15 @@ class Ec2Api:
             streamed(app, app.router.add_route(method, "/{tail:.*}", self.handle), MAX_BODY)
         return app
 
-    def _error(self, code: str, message: str, request_id: str, action: str, t0: float) -> web.Response:
-        self._count(action, code, t0)
-        return web.Response(body=self.protocol.error(code, message, request_id),
-                            status=STATUS.get(code, 400), content_type="text/xml", charset="UTF-8")
+    def _error(self, svc: Service, code: str, message: str, request_id: str, action: str, t0: float,
+               status: int | None = None, e: CloudError | None = None) -> web.Response:
+        self._count(svc, action, code, t0)
+        body, status = svc.error(code, message, request_id, status, e.kind if e is not None else None)
+        return web.Response(body=body, status=status, content_type="text/xml", charset="UTF-8")
 
     def refuse(self, request: web.Request, e: BodyRefused) -> web.StreamResponse:
         """A body refused by the listener (api/listener.py: too large or too slow), as EC2 says it."""
-        return self._error(e.code, e.message, str(uuid.uuid4()), "-", time.perf_counter())
+        return self._error(self.ec2, e.code, e.message, str(uuid.uuid4()), "-", time.perf_counter())
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         held: list[str] = []   # the replay key this request holds in the replay cache, if any
@@ -98,6 +103,7 @@ class Ec2Api:
         action = "-"
         login: tuple[str, str] | None = None   # (key id, address) while its signature is being checked
         pre: Prechecked | None = None          # the credentials' checks that need no body
+        svc: Service = self.ec2                # whose format the answer is in: the scope's service
         try:
             # The raw path and query: the signature covers the bytes as sent, before decoding.
             raw_path, _, raw_query = request.raw_path.partition("?")
@@ -107,6 +113,7 @@ class Ec2Api:
                 # SigV4: the credentials are all in the headers and the query, so their form,
                 # scope, date and key are checked before the body is even looked at.
                 login = (claimed_access_key(request.headers, query), source)
+                svc = self.services.get(claimed_service(request.headers, query), self.ec2)
                 await self.logins.admit(*login)
                 pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=query)
             # (a request refused before its body is read: aiohttp drains the body after the answer)
@@ -128,6 +135,7 @@ class Ec2Api:
                 login = (claimed_access_key(request.headers, seen), source)
                 await self.logins.admit(*login)
             if pre is None:   # (SigV2, or SigV4 fields found only in the body)
+                svc = self.services.get(claimed_service(request.headers, seen), self.ec2)
                 pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
             elif self.verifier.scheme(request.headers, seen) != pre.scheme:   # (the body's fields too)
                 raise AuthError("IncompleteSignature", "Only one auth mechanism allowed", 400)
@@ -136,16 +144,17 @@ class Ec2Api:
                                                         body, body if scan else b"")
             self.logins.succeeded(*login)
             login = None
+            svc = self.services[verified.service]
             user = self.cloud.users.by_access_key(verified.access_key)
             if user is None:  # deleted between the signature check and now
                 raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
             action = params.pop("Action", "") or "-"
             if action == "-":
                 raise CloudError("MissingAction", "The request must contain the parameter Action")
-            handler = ACTIONS.get(action)
-            if handler is None or not self.protocol.has_operation(action):
-                raise CloudError("InvalidAction", f"The action {action} is not valid for this web service.")
-            if not action.startswith(_READ_ONLY) and not params.get("ClientToken"):
+            handler = svc.actions.get(action)
+            if handler is None or not svc.protocol.has_operation(action):
+                raise svc.unknown_action(action)
+            if not action.startswith(svc.read_only) and not params.get("ClientToken"):
                 # (a request with a ClientToken is idempotent: its replay returns the first result)
                 # Keyed on what was verified: the same signature written another way is a replay.
                 self.replays.check(verified.replay_key)
@@ -153,17 +162,17 @@ class Ec2Api:
             params.pop("Version", None)
             for k in AUTH_PARAMS.intersection(params):
                 del params[k]
-            req = self.protocol.parse(action, params)
+            req = svc.protocol.parse(action, params)
             caller = Caller(user, dry_run=bool(req.pop("DryRun", False)))
             if self.turns is not None:   # the core's long reads take turns with the answers' slices
                 turns = self.turns
                 caller.turn = lambda: turns.turn(t0)
             result = await handler(self.cloud, caller, req)
-            pieces = self.protocol.serialize_iter(action, result, request_id, self.slice_items)
+            pieces = svc.protocol.serialize_iter(action, result, request_id, self.slice_items)
             turns = self.turns if is_streamed(result) else None   # (small answers: one quick piece)
             first = await self._slice(pieces, turns, t0)
             assert first is not None   # serialize_iter yields at least one piece
-            second = None if self.protocol.is_last(action, first) else await self._slice(pieces, turns, t0)
+            second = None if svc.protocol.is_last(action, first) else await self._slice(pieces, turns, t0)
         except BodyRefused:   # (answered by the listener, which closes the connection)
             if login is not None:
                 self.logins.void(*login)
@@ -171,34 +180,32 @@ class Ec2Api:
         except CloudError as e:
             if login is not None:   # refused before its signature was checked (its form: too large, bad UTF-8)
                 self.logins.void(*login)
-            return self._error(e.code, e.message, request_id, action, t0)
+            return self._error(svc, e.code, e.message, request_id, action, t0, e=e)
         except ParamError as e:
-            return self._error(e.code, e.message, request_id, action, t0)
+            return self._error(svc, e.code, e.message, request_id, action, t0)
         except Throttled as e:
-            resp = self._error("RequestLimitExceeded", "Too many failed authentications; retry in "
+            resp = self._error(svc, "RequestLimitExceeded", "Too many failed authentications; retry in "
                                f"{math.ceil(e.retry_after_s)} s.", request_id, action, t0)
             resp.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after_s)))
             return resp
         except AuthError as e:
             if login is not None:   # the signature check failed
                 (self.logins.failed if e.code == "AuthFailure" else self.logins.void)(*login)
-            self._count(action, e.code, t0)
-            return web.Response(body=self.protocol.error(e.code, e.message, request_id), status=e.status,
-                                content_type="text/xml", charset="UTF-8")
+            return self._error(svc, e.code, e.message, request_id, action, t0, e.status)
         except JournalError as e:
             log.error("request %s (%s): %s", request_id, action, e)
-            return self._error("ServiceUnavailable", "The controller cannot write its journal (disk full or "
+            return self._error(svc, "ServiceUnavailable", "The controller cannot write its journal (disk full or "
                                "read-only?); nothing was changed. Retry later.", request_id, action, t0)
         except Exception:
             if login is not None:
                 self.logins.void(*login)
             log.exception("request %s (%s) failed", request_id, action)
-            return self._error("InternalError", "An internal error has occurred.", request_id, action, t0)
+            return self._error(svc, "InternalError", "An internal error has occurred.", request_id, action, t0)
         except BaseException:   # (cancelled: the client went away before its signature was checked)
             if login is not None:
                 self.logins.void(*login)
             raise
-        self._count(action, "ok", t0)
+        self._count(svc, action, "ok", t0)
         if second is None:
             return web.Response(body=first, content_type="text/xml", charset="UTF-8")
         return await self._stream(request, first, second, pieces, turns, t0)
@@ -299,5 +306,7 @@ def _query_params(raw_query: str) -> dict[str, str]:
         raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
 
 
-def make_verifier(cloud: Cloud) -> SignatureVerifier:
-    return SignatureVerifier(lambda ak: cloud.users.secret_for(ak), region=cloud.config.region)
+def make_verifier(cloud: Cloud, services: tuple[str, ...] = ()) -> SignatureVerifier:
+    """The verifier for this cloud's keys and region; SigV4 scopes may name EC2 or `services`."""
+    return SignatureVerifier(lambda ak: cloud.users.secret_for(ak), region=cloud.config.region,
+                             services=("ec2", *services))

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -74,6 +74,7 @@ class Verified:
 
     access_key: str
     replay_key: str
+    service: str = "ec2"   # the credential scope's service (SigV2 has no scope: EC2)
 
 
 def _incomplete(message: str) -> AuthError:
@@ -189,6 +190,7 @@ class _V4Parts(NamedTuple):
     signed_headers: str
     amz_date: str
     pairs: list[tuple[str, str]]   # the raw query pairs (presigned only)
+    service: str                   # the credential scope's, one the verifier serves
 
 
 class Prechecked(NamedTuple):
@@ -196,6 +198,11 @@ class Prechecked(NamedTuple):
     for the same request, need not take them apart again)."""
     scheme: str
     v4: _V4Parts | None
+
+    @property
+    def service(self) -> str:
+        """The service the request is signed for (SigV2 has no scope: EC2)."""
+        return self.v4.service if self.v4 is not None else "ec2"
 
 
 class _V2Parts(NamedTuple):
@@ -214,12 +221,14 @@ def _body_hash(body: bytes, known: str | None) -> str:
 class SignatureVerifier:
     """Checks that a request was signed with the secret of the access key it names."""
 
-    __slots__ = ("_secret_for", "_service", "_region", "_window", "_clock", "_keys")
+    __slots__ = ("_secret_for", "_services", "_region", "_window", "_clock", "_keys")
 
     def __init__(self, secret_for: Callable[[str], str | None], *, service: str = "ec2",
-                 region: str | None = None, window_s: int = 900, clock: Callable[[], float] = time.time) -> None:
+                 region: str | None = None, window_s: int = 900, clock: Callable[[], float] = time.time,
+                 services: Collection[str] = ()) -> None:
+        """``services``: every service a SigV4 scope may name (default: ``service`` alone)."""
         self._secret_for = secret_for
-        self._service = service
+        self._services = tuple(sorted(services)) if services else (service,)
         self._region = region     # None: any region in the scope (unit tests of the algorithm)
         self._window = window_s
         self._clock = clock
@@ -255,7 +264,7 @@ class SignatureVerifier:
                 if not hmac.compare_digest(declared, _body_hash(body, body_sha256)):
                     raise _auth_failure()
                 payload_hash = declared
-            return self._check_v4("v4h", secret, v4h.akid, v4h.scope_date, v4h.region, v4h.signature,
+            return self._check_v4("v4h", secret, v4h.akid, v4h.scope_date, v4h.region, v4h.service, v4h.signature,
                                   method, path, _split_query(query_string), None, headers,
                                   v4h.signed_headers, v4h.amz_date, (payload_hash,))
         if scheme == "v4q":
@@ -276,7 +285,7 @@ class SignatureVerifier:
                 # botocore's SigV4QueryAuth signs the hash of the (empty) body; S3-style presigners
                 # sign UNSIGNED-PAYLOAD.  With no body the two are equally safe, so accept both.
                 candidates = (_EMPTY_SHA256, _UNSIGNED_PAYLOAD)
-            return self._check_v4("v4q", secret, v4q.akid, v4q.scope_date, v4q.region, v4q.signature,
+            return self._check_v4("v4q", secret, v4q.akid, v4q.scope_date, v4q.region, v4q.service, v4q.signature,
                                   method, path, v4q.pairs, "X-Amz-Signature", headers,
                                   v4q.signed_headers, v4q.amz_date, candidates)
         return self._verify_v2(method, path, headers, params)
@@ -345,7 +354,7 @@ class SignatureVerifier:
                 raise _incomplete("Authorization header requires existence of either a "
                                   "'X-Amz-Date' or a 'Date' header.")
             amz_date = _http_date_to_amz(date_header)
-        akid, scope_date, region = self._check_scope(credential, amz_date)
+        akid, scope_date, region, service = self._check_scope(credential, amz_date)
         when = _parse_amz_date(amz_date)
         if when is None:
             raise _incomplete(f"X-Amz-Date '{amz_date[:40]}' is not in ISO 8601 basic format "
@@ -355,7 +364,7 @@ class SignatureVerifier:
         declared = headers.get("X-Amz-Content-SHA256")
         if declared is not None and declared != _UNSIGNED_PAYLOAD and not _HEX64.fullmatch(declared):
             raise _incomplete(f"Unsupported X-Amz-Content-SHA256 value '{declared[:70]}'")
-        return _V4Parts(akid, scope_date, region, fields["Signature"], signed_headers, amz_date, [])
+        return _V4Parts(akid, scope_date, region, fields["Signature"], signed_headers, amz_date, [], service)
 
     def _v4_query_parts(self, query_string: str) -> _V4Parts:
         """The presigned query's auth parameters, checked for form, scope, date and expiry."""
@@ -375,7 +384,7 @@ class SignatureVerifier:
             if not auth.get(name):
                 raise _incomplete(f"Presigned request requires the {name} query parameter.")
         amz_date = auth["X-Amz-Date"]
-        akid, scope_date, region = self._check_scope(auth["X-Amz-Credential"], amz_date)
+        akid, scope_date, region, service = self._check_scope(auth["X-Amz-Credential"], amz_date)
         when = _parse_amz_date(amz_date)
         if when is None:
             raise _incomplete(f"X-Amz-Date '{amz_date[:40]}' is not in ISO 8601 basic format "
@@ -392,23 +401,27 @@ class SignatureVerifier:
         if now > when + expires or when - now > self._window:
             raise _expired(amz_date)
         return _V4Parts(akid, scope_date, region, auth["X-Amz-Signature"], auth["X-Amz-SignedHeaders"],
-                        amz_date, pairs)
+                        amz_date, pairs, service)
 
-    def _check_scope(self, credential: str, amz_date: str) -> tuple[str, str, str]:
+    def _check_scope(self, credential: str, amz_date: str) -> tuple[str, str, str, str]:
         parts = credential.rsplit("/", 4)
         if len(parts) != 5 or not all(parts) or parts[4] != "aws4_request":
             raise _incomplete(f"Credential '{credential[:120]}' is malformed; expected "
                               "<access key>/<YYYYMMDD>/<region>/<service>/aws4_request")
         akid, scope_date, region, service, _ = parts
-        if service != self._service:
-            raise _incomplete(f"Credential should be scoped to correct service: '{self._service}'.")
+        if service not in self._services:
+            if len(self._services) == 1:
+                raise _incomplete(f"Credential should be scoped to correct service: '{self._services[0]}'.")
+            served = ", ".join(f"'{s}'" for s in self._services)
+            raise _incomplete(f"Credential should be scoped to a service this endpoint serves ({served}), "
+                              f"not '{service[:40]}'.")
         if self._region is not None and region != self._region:
             raise AuthError("AuthFailure", f"Credential should be scoped to a valid region, not "
                             f"'{region[:40]}'; this cloud's region is '{self._region}'.", 401)
         if scope_date != amz_date[:8]:
             raise _incomplete(f"Date in Credential scope ({scope_date[:16]}) does not match "
                               f"YYYYMMDD from the request date ({amz_date[:40]})")
-        return akid, scope_date, region
+        return akid, scope_date, region, service
 
     def _v4_secret(self, akid: str, signed_headers: str) -> str:
         """The signing secret of ``akid``, once the signed-header list is known to be usable."""
@@ -422,7 +435,7 @@ class SignatureVerifier:
             raise _auth_failure()
         return secret
 
-    def _check_v4(self, scheme: str, secret: str, akid: str, scope_date: str, region: str,
+    def _check_v4(self, scheme: str, secret: str, akid: str, scope_date: str, region: str, service: str,
                   signature: str, method: str, path: str, query_pairs: list[tuple[str, str]],
                   drop: str | None, headers: Mapping[str, str], signed_headers: str, amz_date: str,
                   payload_hashes: tuple[str, ...]) -> Verified:
@@ -435,8 +448,8 @@ class SignatureVerifier:
                 lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}")
 
         tail = "\n" + "\n".join(lines) + "\n\n" + signed_headers + "\n"
-        scope = f"{scope_date}/{region}/{self._service}/aws4_request"
-        cache_key = (secret, scope_date, region, self._service)
+        scope = f"{scope_date}/{region}/{service}/aws4_request"
+        cache_key = (secret, scope_date, region, service)
         provided = signature.encode("utf-8", "surrogatepass")
         try:  # everything here is client text: undecodable bytes mean "no match", not a 500
             queries = self._canonical_queries(query_pairs, drop) if query_pairs else ("",)
@@ -444,7 +457,7 @@ class SignatureVerifier:
             key = self._keys.get(cache_key)
             fresh = key is None
             if key is None:
-                key = self._derive_key(secret, scope_date, region)
+                key = self._derive_key(secret, scope_date, region, service)
             for query in queries:
                 for payload_hash in payload_hashes:
                     canonical = (head + query + tail + payload_hash).encode("utf-8", "surrogateescape")
@@ -454,7 +467,7 @@ class SignatureVerifier:
                     if hmac.compare_digest(expected.encode("ascii"), provided):
                         if fresh:
                             self._remember(cache_key, key)
-                        return Verified(akid, f"{scheme}:{akid}:{expected}")
+                        return Verified(akid, f"{scheme}:{akid}:{expected}", service)
         except UnicodeEncodeError:
             pass
         raise _auth_failure()
@@ -481,10 +494,10 @@ class SignatureVerifier:
             return (first,)
         return (first, "&".join(f"{k}={v}" for k, v in raw))
 
-    def _derive_key(self, secret: str, date: str, region: str) -> bytes:
+    def _derive_key(self, secret: str, date: str, region: str, service: str) -> bytes:
         key = hmac.digest(f"AWS4{secret}".encode("utf-8"), date.encode("utf-8"), "sha256")
         key = hmac.digest(key, region.encode("utf-8", "surrogateescape"), "sha256")
-        key = hmac.digest(key, self._service.encode("utf-8"), "sha256")
+        key = hmac.digest(key, service.encode("utf-8"), "sha256")
         return hmac.digest(key, b"aws4_request", "sha256")
 
     def _remember(self, cache_key: tuple[str, str, str, str], key: bytes) -> None:

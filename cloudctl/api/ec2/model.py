@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudctl.api.ec2.model_build import FORMAT_VERSION
+from cloudctl.api.ec2.model_build import FORMAT_VERSION, service_title
 
 # OPERATIONS is provided lazily by the module-level __getattr__ below, which pyflakes cannot see.
 __all__ = ["OPERATIONS", "Ec2Model", "Operation", "ModelError", "load_model", "cache_path"]  # noqa: F822
@@ -48,6 +48,7 @@ class Operation:
     name: str
     input: str | None
     output: str | None
+    result_wrapper: str | None = None   # the query protocol's <XxxResult> element
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,8 @@ class Ec2Model:
     botocore_version: str
     operations: Mapping[str, Operation]
     shapes: Mapping[str, Mapping[str, Any]]
+    protocol: str = "ec2"
+    unsupported: frozenset[str] = frozenset()   # the service's operations cloudctl does not serve
 
     def operation(self, name: str) -> Operation:
         return self.operations[name]
@@ -74,7 +77,7 @@ class Ec2Model:
     def from_json(cls, data: Mapping[str, Any]) -> Ec2Model:
         meta = data["metadata"]
         ops = {
-            name: Operation(name, spec.get("input"), spec.get("output"))
+            name: Operation(name, spec.get("input"), spec.get("output"), spec.get("resultWrapper"))
             for name, spec in data["operations"].items()
         }
         return cls(
@@ -83,6 +86,8 @@ class Ec2Model:
             botocore_version=data["botocore_version"],
             operations=ops,
             shapes=data["shapes"],
+            protocol=meta.get("protocol", "ec2"),
+            unsupported=frozenset(data.get("unsupported", ())),
         )
 
 
@@ -93,11 +98,11 @@ def _botocore_version() -> str:
         raise ModelError("botocore is not installed; it is needed once to build the EC2 model") from exc
 
 
-def cache_path(operations: Collection[str], cache_dir: Path) -> Path:
-    """Cache file for this botocore version and operation set."""
+def cache_path(operations: Collection[str], cache_dir: Path, service: str = "ec2") -> Path:
+    """Cache file for this service, botocore version and operation set."""
     ops = sorted(set(operations))
     digest = hashlib.sha256(f"{FORMAT_VERSION}\n{','.join(ops)}".encode()).hexdigest()[:12]
-    return Path(cache_dir) / f"ec2-model-{_botocore_version()}-{digest}.json"
+    return Path(cache_dir) / f"{service}-model-{_botocore_version()}-{digest}.json"
 
 
 def _read(path: Path, operations: Collection[str]) -> Ec2Model | None:
@@ -113,17 +118,20 @@ def _read(path: Path, operations: Collection[str]) -> Ec2Model | None:
     return Ec2Model.from_json(data)
 
 
-def _build(path: Path, operations: Collection[str]) -> None:
+def _build(path: Path, operations: Collection[str], service: str) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SRC_ROOT), env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "cloudctl.api.ec2.model_build", str(path), *sorted(set(operations))]
+    cmd = [sys.executable, "-m", "cloudctl.api.ec2.model_build", "--service", service, str(path),
+           *sorted(set(operations))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise ModelError(f"building the EC2 model failed ({proc.returncode}): {proc.stderr.strip()}")
+        raise ModelError(f"building the {service_title(service)} model failed ({proc.returncode}): "
+                         f"{proc.stderr.strip()}")
 
 
-def load_model(operations: Collection[str], cache_dir: Path) -> Ec2Model:
-    """Load the trimmed model, building it in a child process if not cached.
+def load_model(operations: Collection[str], cache_dir: Path, service: str = "ec2") -> Ec2Model:
+    """Load the trimmed model of `service` (botocore's name), building it in a child process if
+    not cached.
 
     Blocks (for about a second on a cold cache); call it at start-up before
     the event loop serves requests.
@@ -131,12 +139,12 @@ def load_model(operations: Collection[str], cache_dir: Path) -> Ec2Model:
     ops = sorted(set(operations))
     if not ops:
         raise ValueError("no operations requested")
-    path = cache_path(ops, cache_dir)
+    path = cache_path(ops, cache_dir, service)
     model = _read(path, ops)
     if model is None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        _build(path, ops)
+        _build(path, ops, service)
         model = _read(path, ops)
         if model is None:
-            raise ModelError(f"the EC2 model builder did not produce a usable {path}")
+            raise ModelError(f"the {service_title(service)} model builder did not produce a usable {path}")
     return model

@@ -1,6 +1,6 @@
-"""Build the trimmed EC2 wire model from botocore's service definition.
+"""Build the trimmed wire model of EC2 (or another Query service) from botocore's service definition.
 
-Run as a child process (``python -m cloudctl.api.ec2.model_build OUT OP...``)
+Run as a child process (``python -m cloudctl.api.ec2.model_build [--service NAME] OUT OP...``)
 so that the ~40 MiB botocore costs to load never lands in the server process;
 the server only ever reads the small JSON written here.
 
@@ -20,7 +20,7 @@ from typing import Any
 
 #: Bump when the layout of the written JSON changes; model.py hashes it into
 #: the cache file name so stale caches are never read.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: operations carry resultWrapper; the service's other operation names
 
 # Only the traits the wire protocol needs survive; documentation, enums,
 # min/max etc. would only cost memory in the server.
@@ -46,6 +46,11 @@ _REF_KEYS = (
     "xmlAttribute",
     "idempotencyToken",
 )
+
+
+def service_title(service: str) -> str:
+    """How messages name a service: EC2, STS, IAM; longer names as botocore spells them."""
+    return service.upper() if len(service) <= 3 else service
 
 
 def _trim_ref(ref: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,6 +101,9 @@ def build(service: Mapping[str, Any], operations: Iterable[str], botocore_versio
         input_name = op.get("input", {}).get("shape")
         output_name = op.get("output", {}).get("shape")
         ops[name] = {"input": input_name, "output": output_name}
+        wrapper = op.get("output", {}).get("resultWrapper")
+        if wrapper:   # (the query protocol's <XxxResult>)
+            ops[name]["resultWrapper"] = wrapper
         roots.extend(n for n in (input_name, output_name) if n)
     meta = service["metadata"]
     return {
@@ -107,6 +115,8 @@ def build(service: Mapping[str, Any], operations: Iterable[str], botocore_versio
             "protocol": meta.get("protocol", "ec2"),
         },
         "operations": ops,
+        # the names alone, so a request for one cloudctl does not serve is told so, not "invalid"
+        "unsupported": sorted(set(all_ops) - set(ops)),
         "shapes": {name: _trim_shape(shapes[name]) for name in _reachable(shapes, roots)},
     }
 
@@ -143,8 +153,12 @@ def write_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    service_name = "ec2"
+    if args[:1] == ["--service"] and len(args) > 1:
+        service_name, args = args[1], args[2:]
     if len(args) < 2:
-        print("usage: python -m cloudctl.api.ec2.model_build OUT_PATH OPERATION...", file=sys.stderr)
+        print("usage: python -m cloudctl.api.ec2.model_build [--service NAME] OUT_PATH OPERATION...",
+              file=sys.stderr)
         return 2
     out_path, operations = Path(args[0]), args[1:]
 
@@ -155,15 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     session = botocore.session.get_session()
     # get_service_data is what get_service_model wraps; it hands back the raw
     # (handler-patched) description, which is exactly what we want to trim.
-    service = session.get_service_data("ec2")
-    model = botocore.model.ServiceModel(service, service_name="ec2")
-    if model.metadata.get("protocol") != "ec2":
-        print(f"unexpected EC2 protocol {model.metadata.get('protocol')!r}", file=sys.stderr)
+    service = session.get_service_data(service_name)
+    model = botocore.model.ServiceModel(service, service_name=service_name)
+    expected = "ec2" if service_name == "ec2" else "query"   # (cloudctl serves Query APIs only)
+    if model.metadata.get("protocol") != expected:
+        print(f"unexpected {service_title(service_name)} protocol {model.metadata.get('protocol')!r}", file=sys.stderr)
         return 1
     try:
         data = build(service, operations, botocore.__version__)
     except KeyError as exc:
-        print(f"operation {exc.args[0]} is not in botocore's EC2 model", file=sys.stderr)
+        print(f"operation {exc.args[0]} is not in botocore's {service_title(service_name)} model", file=sys.stderr)
         return 1
     write_atomic(out_path, data)
     return 0
