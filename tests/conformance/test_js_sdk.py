@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Cloud
+from toolrun import Cloud
 
 pytestmark = pytest.mark.conformance
 
@@ -49,5 +49,5 @@ def test_the_javascript_sdk_workflow(cloud: Cloud) -> None:
     assert d["TerminateInstances"] == {"current": "shutting-down", "previous": "running"}
     for waiter in ("waitUntilInstanceRunning", "waitUntilInstanceStopped", "waitUntilInstanceTerminated"):
         assert d[waiter] == "SUCCESS"
-    ec2 = cloud.server.client({"AccessKeyId": cloud.access_key, "SecretAccessKey": cloud.secret_key})
+    ec2 = cloud.ec2()
     assert ec2.describe_key_pairs()["KeyPairs"] == [] and ec2.describe_addresses()["Addresses"] == []

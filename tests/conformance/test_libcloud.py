@@ -16,7 +16,7 @@ from libcloud.compute.constants.ec2_region_details_partial import REGION_DETAILS
 from libcloud.compute.providers import Provider, get_driver
 from libcloud.compute.types import NodeState, StorageVolumeState
 
-from conftest import Cloud
+from toolrun import Cloud
 
 pytestmark = pytest.mark.conformance
 
