@@ -11,7 +11,7 @@ import pytest
 
 from toolrun import PLAYBOOK, Cloud, play
 
-pytestmark = pytest.mark.conformance
+pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 
 HERE = Path(__file__).parent / "ansible"
 # Tasks that make something the first time (changed), and find it in place the second (ok).

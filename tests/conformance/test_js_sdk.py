@@ -14,7 +14,7 @@ import pytest
 
 from toolrun import Cloud
 
-pytestmark = pytest.mark.conformance
+pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 
 JS = Path(__file__).parent / "js"
 

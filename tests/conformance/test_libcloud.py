@@ -18,7 +18,7 @@ from libcloud.compute.types import NodeState, StorageVolumeState
 
 from toolrun import Cloud
 
-pytestmark = pytest.mark.conformance
+pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 
 TYPES = ["t3.nano", "t3.micro", "t3.small", "m5.large", "m5.xlarge"]   # the default config's instance types
 

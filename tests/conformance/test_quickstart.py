@@ -11,7 +11,7 @@ import pytest
 from support import ROOT
 from toolrun import PLAYBOOK, Cloud, Workdir, needs_terraform, play
 
-pytestmark = pytest.mark.conformance
+pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 
 MAKE_RUN = "http://127.0.0.1:4567"
 
@@ -26,6 +26,7 @@ def snippet(lang: str) -> str:
 
 @needs_terraform
 def test_the_readme_terraform_snippet(cloud: Cloud, tmp_path: Path) -> None:
+    cloud = cloud.another_user("tf-readme")
     src = tmp_path / "src"
     src.mkdir()
     (src / "main.tf").write_text(snippet("hcl").replace(MAKE_RUN, cloud.endpoint))
@@ -40,6 +41,7 @@ def test_the_readme_terraform_snippet(cloud: Cloud, tmp_path: Path) -> None:
 
 
 def test_the_readme_ansible_snippet(cloud: Cloud, tmp_path: Path) -> None:
+    cloud = cloud.another_user("ansible-readme")
     assert PLAYBOOK.exists(), "ansible is not installed in the venv (make install)"
     book = tmp_path / "web.yml"
     book.write_text(snippet("yaml").replace(MAKE_RUN, cloud.endpoint))

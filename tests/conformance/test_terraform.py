@@ -14,7 +14,7 @@ import pytest
 
 from toolrun import Cloud, Workdir, needs_terraform
 
-pytestmark = pytest.mark.conformance
+pytestmark = [pytest.mark.conformance, pytest.mark.slow]
 
 HERE = Path(__file__).parent / "terraform"
 

@@ -43,6 +43,11 @@ class Cloud:
                 "AWS_ENDPOINT_URL": self.endpoint, "AWS_CONFIG_FILE": "/dev/null",
                 "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true"}
 
+    def another_user(self, name: str) -> "Cloud":
+        """The same cloud as a new user: tests sharing a server do not see each other's resources."""
+        user = self.server.create_user(name)
+        return Cloud(self.server, self.endpoint, user["AccessKeyId"], user["SecretAccessKey"], self.region)
+
     def ec2(self) -> Any:
         """A boto3 client as this user, to check what the tools made."""
         return self.server.client({"AccessKeyId": self.access_key, "SecretAccessKey": self.secret_key})
