@@ -6,9 +6,9 @@ CONFIG  ?= config/cloudctl.yaml
 # Build deps and bench tools, plus what the real-guest tests need (libvirtd, qemu under TCG).
 DEB_PKGS := libvirt-dev pkg-config wrk $(shell grep -v '^\#' scripts/debian-packages.txt)
 
-.PHONY: install deps venv constraints run lint test unit check test-lab test-e2e bench stress clean fuzz
+.PHONY: install deps venv js constraints run lint test unit check test-lab test-e2e bench stress clean fuzz
 
-install: deps venv
+install: deps venv js
 
 deps:
 	@if command -v apt-get >/dev/null; then \
@@ -24,6 +24,13 @@ venv:
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	$(PY) -m pip install -q -c constraints.txt --no-deps fake-switches
+
+# The AWS SDK for JavaScript the conformance tier drives, pinned by tests/conformance/js/package-lock.json
+# (node from Debian; npm too where node came without it).
+js:
+	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends npm; }
+	cd tests/conformance/js && npm ci --no-audit --no-fund --loglevel=error
 
 # constraints.txt pins every package `make install` puts in the venv. botocore is pinned on purpose:
 # its service model is the wire format cloudctl serves (and the test clients speak), so moving it is
@@ -88,4 +95,4 @@ stress:
 	$(PY) bench/stress.py --clients 50 --seconds 60
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info tests/conformance/js/node_modules

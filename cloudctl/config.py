@@ -150,6 +150,9 @@ class NetworkConfig(_Strict):
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None   # OVS access tag
     ovs_db: str | None = None           # ovs-vsctl's --db (default: the system's OVS database)
     default: bool = False               # the zone's default subnet (else the zone's first network)
+    # Instances launched here get a public address from the elastic-IP pool (econe-style), held until
+    # they terminate, unless the launch's network interface says AssociatePublicIpAddress=false.
+    map_public_ip_on_launch: bool = False
 
     @model_validator(mode="after")
     def _addresses(self) -> "NetworkConfig":

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from cloudctl.config import ConfigError, load_config
 
-from support import Server, Servers, wait_state, write_config
+from support import Server, Servers, networks_without_public_ips, wait_state, write_config
 
 ZONE_A = "cloudctl-1a"
 POOL = ["198.51.100.16/28"]          # 14 addresses: .17 - .30
@@ -76,9 +76,10 @@ exit 0
 
 
 def eip_config(scripts: Scripts, **more: Any) -> dict[str, Any]:
+    """Elastic IPs alone: no launch takes a public address (tests/test_public_ips.py covers those)."""
     return {"elastic_ips": {"pool": POOL, "associate_script": str(scripts.associate),
                             "disassociate_script": str(scripts.disassociate), "script_timeout_s": 2,
-                            **more}}
+                            **more}, "networks": networks_without_public_ips()}
 
 
 @pytest.fixture(scope="module")

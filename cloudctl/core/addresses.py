@@ -8,6 +8,13 @@ the scripts already run are undone (associations that existed are associated aga
 disassociated) and the call fails with `InternalError`. A crash in between leaves `nat_unsure`
 rows; at start-up `reconcile` runs the disassociate script for those, then the associate script
 for every recorded association, so the host's NAT matches the state whatever happened.
+
+A launch on a subnet that maps public addresses takes one from the same pool (`launch` rows,
+econe-style): written associated and `nat_unsure` in the launch's own transaction, so a crash
+never leaves an instance half given its address; the associate script runs right after the
+commit (or at the next start). They are not Elastic IPs: DescribeAddresses does not list them,
+the per-user limit does not count them, and they go back to the pool when the instance
+terminates or takes an Elastic IP instead.
 """
 from __future__ import annotations
 
@@ -17,13 +24,13 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import Config
 from ..drivers.ip_scripts import AddressScripts, NetworkTemplate, NoScripts, ScriptError
 from ..store.records import Address, Instance
-from ..store.store import MultiIndex, Store
+from ..store.store import MultiIndex, Store, Txn
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
@@ -76,6 +83,7 @@ class _Change:
     steps: list[_Step]
     after: list[Address]
     keys: set[str]
+    gone: list[Address] = field(default_factory=list)   # launch addresses going back to the pool
 
 
 class Addresses:
@@ -91,9 +99,13 @@ class Addresses:
         self.limit = config.elastic_ips.max_addresses_per_user
         self.table = store.table(Address)
         self.instances = store.table(Instance)
-        self._by_owner: MultiIndex[Address] = self.table.add_index(MultiIndex(lambda a: a.owner))
-        self._by_alloc: MultiIndex[Address] = self.table.add_index(MultiIndex(lambda a: a.allocation_id))
-        self._by_assoc: MultiIndex[Address] = self.table.add_index(MultiIndex(lambda a: a.association_id))
+        # Launch addresses are no Elastic IPs: the user's calls on those never see them.
+        self._by_owner: MultiIndex[Address] = self.table.add_index(
+            MultiIndex(lambda a: None if a.launch else a.owner))
+        self._by_alloc: MultiIndex[Address] = self.table.add_index(
+            MultiIndex(lambda a: None if a.launch else a.allocation_id))
+        self._by_assoc: MultiIndex[Address] = self.table.add_index(
+            MultiIndex(lambda a: None if a.launch else a.association_id))
         self._by_instance: MultiIndex[Address] = self.table.add_index(MultiIndex(lambda a: a.instance_id))
         self._inst_by_ip: MultiIndex[Instance] = self.instances.add_index(
             MultiIndex(lambda i: f"{i.owner}\x1f{i.private_ip}" if i.private_ip and i.state != "terminated" else None))
@@ -131,7 +143,7 @@ class Addresses:
 
     def _by_public_ip(self, caller: Caller, ip: str) -> Address:
         addr = self.table.get(_ipv4(ip))
-        if addr is None or addr.owner != caller.account:
+        if addr is None or addr.owner != caller.account or addr.launch:
             raise CloudError.not_found("InvalidAddress.NotFound", f"Address '{ip}' not found.")
         return addr
 
@@ -193,6 +205,35 @@ class Addresses:
                 self._cursor = i + 1
                 return self.pool[i]
         return None
+
+    # -- public addresses on launch -------------------------------------------------------------
+    def free_count(self) -> int:
+        """Pool addresses nobody holds, Elastic or launch-assigned."""
+        return len(self.pool) - sum(1 for ip in self.table.rows if ip in self._in_pool)
+
+    def assign_at_launch(self, tx: Txn, inst: Instance) -> Address:
+        """Give a launching instance a public address, in the launch's transaction (the caller
+        checked `free_count`). Written `nat_unsure`: `settle` runs the associate script."""
+        ip = self._free()
+        if ip is None:
+            raise CloudError.capacity("InsufficientAddressCapacity",
+                                      "There are no free addresses in this cloud's public address pool.")
+        assert inst.private_ip is not None
+        now = time.time()
+        row = Address(public_ip=ip, allocation_id="", owner=inst.owner, allocated=now,
+                      association_id=new_id("eipassoc"), instance_id=inst.id, private_ip=inst.private_ip,
+                      network_interface_id=interface_id(inst.id), associated_at=now, nat_unsure=True, launch=True)
+        tx.put(row)
+        return row
+
+    def settle(self, ips: list[str]) -> None:
+        """After a launch's commit: make the host's NAT follow its new addresses, in the background
+        (as start-up does for `nat_unsure` rows; a failed script leaves them for the next start)."""
+        todo: list[tuple[str, set[str] | None]] = [(ip, None) for ip in ips]
+        if todo:
+            task = asyncio.get_running_loop().create_task(self._reconcile(todo, only_unsure=True))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     # -- ReleaseAddress ------------------------------------------------------------------------
     async def release(self, caller: Caller, allocation_id: str | None, public_ip: str | None) -> None:
@@ -264,10 +305,14 @@ class Addresses:
         before, steps, after = [addr], [], []
         keys = {addr.public_ip, inst.id}
         held = self.of_instance(inst.id)
+        gone = []
         if held is not None:          # one address per instance: the one it holds lets go
             before.append(held)
             steps.append(_Step(held.public_ip))
-            after.append(replace(held, **_UNASSOCIATED, nat_unsure=False))
+            if held.launch:           # a launch address goes back to the pool, as EC2's public IPs do
+                gone.append(held)
+            else:
+                after.append(replace(held, **_UNASSOCIATED, nat_unsure=False))
             keys.add(held.public_ip)
         if addr.association_id:       # reassociation: the address leaves its old instance
             steps.append(_Step(addr.public_ip))
@@ -276,7 +321,7 @@ class Addresses:
                       network_interface_id=interface_id(inst.id), associated_at=time.time(), nat_unsure=False)
         steps.append(_Step(addr.public_ip, inst.private_ip, self.template(new, inst)))
         after.insert(0, new)
-        return _Change(before, steps, after, keys - {""})
+        return _Change(before, steps, after, keys - {""}, gone)
 
     async def associate(self, caller: Caller, req: Association) -> Address:
         while True:
@@ -338,6 +383,8 @@ class Addresses:
             with self.store.txn() as tx:
                 for row in change.after:
                     tx.put(row)
+                for row in change.gone:
+                    tx.delete(row)
             await self.store.sync()
         finally:
             self._unclaim(change.keys)
@@ -451,7 +498,10 @@ class Addresses:
             cur = self.table.get(addr.public_ip)
             if cur is not None:
                 with self.store.txn() as tx:
-                    tx.put(replace(cur, **_UNASSOCIATED, nat_unsure=not ok))
+                    if cur.launch and ok:
+                        tx.delete(cur)    # back to the pool; if the script failed, start-up retries first
+                    else:
+                        tx.put(replace(cur, **_UNASSOCIATED, nat_unsure=not ok))
                 await self.store.sync()
 
     def reconcile(self, only_unsure: bool = False) -> list[str]:
@@ -526,7 +576,11 @@ class Addresses:
             new = replace(a, nat_unsure=True)
         else:
             new = replace(a, nat_unsure=False)
-        if self.table.get(a.public_ip) != new:
+        if new.launch and new.association_id is None and not new.nat_unsure:
+            with self.store.txn() as tx:   # its instance is gone: the launch address goes back to the pool
+                tx.delete(new)
+            self.store.flush()
+        elif self.table.get(a.public_ip) != new:
             with self.store.txn() as tx:
                 tx.put(new)
             self.store.flush()

@@ -190,7 +190,8 @@ class Compute:
         Refusals, by kind: not found (image, kernel, key pair, subnet, group, snapshot); invalid
         (counts, type, user data, zone, address, devices, tags); wrong state (image not available);
         conflict (a ClientToken reused for another spec, an address in use); capacity (no room in
-        the zone, no free address); limit (instances, vCPUs, volumes)."""
+        the zone, no free private address, no free public one where the launch takes one); limit
+        (instances, vCPUs, volumes)."""
         token = spec.client_token
         if token is not None and not (0 < len(token) <= 64 and token.isascii()):
             raise CloudError("InvalidParameterValue", "ClientToken must be 1-64 ASCII characters")
@@ -277,6 +278,15 @@ class Compute:
                                      count * (root_size + sum(v.size for v in launch_volumes)))
         now = time.time()
         subnet = subnet or self.network.default_for(zone)
+        public = subnet.map_public_ip if spec.public_ip is None else spec.public_ip
+        if public:   # econe-style: from the elastic-IP pool, checked before anything is made
+            free = self.addresses.free_count()
+            if free < lo:
+                raise CloudError.capacity("InsufficientAddressCapacity",
+                                          f"Not enough public addresses are free for this launch: {free} free, "
+                                          f"{lo} requested.")
+            count = min(count, free)
+        public_ips: list[str] = []
         res = Reservation(id=new_id("r"), owner=caller.account, client_token=token, request_hash=req_hash)
         launched: list[Instance] = []
         volume_ids: dict[str, list[str]] = {}
@@ -296,6 +306,8 @@ class Compute:
                     root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None,
                     vlan_nics=[dataclasses.asdict(n) for n in spec.vlan_nics])
                 tx.put(inst)
+                if public:
+                    public_ips.append(self.addresses.assign_at_launch(tx, inst).public_ip)
                 made: list[str] = []   # this instance's new volumes, which take the launch's volume tags
                 if root_spec is not None:
                     made.append(self.volumes.add_root_at_launch(tx, caller.account, iid, zone, root_spec,
@@ -313,6 +325,7 @@ class Compute:
             tx.put(res)
             self.security_groups.store_pending(tx, new_groups)
         await self.store.sync()
+        self.addresses.settle(public_ips)
         for inst in launched:
             if inst.id in volume_ids:
                 self.volumes.make_launch_files(inst.id, volume_ids[inst.id])   # queued before the launch

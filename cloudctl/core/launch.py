@@ -46,6 +46,7 @@ class LaunchSpec:
     zone: str | None = None               # None: the subnet's zone, else the one with most room
     subnet_id: str | None = None          # None: the subnet holding private_ip, else the zone's default
     private_ip: str | None = None         # only when launching one instance
+    public_ip: bool | None = None         # a public address from the pool; None: as the subnet maps them
     group_ids: tuple[str, ...] = ()       # security groups by id and by name; none at all: "default"
     group_names: tuple[str, ...] = ()
     key_name: str | None = None
@@ -63,6 +64,8 @@ class LaunchSpec:
         NICs (their networks may change between a lost answer and its retry; the launch is the same)."""
         body = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in ("client_token", "vlan_nics")}
+        if self.public_ip is None:   # absent as before the field existed: earlier tokens still match
+            del body["public_ip"]
         text = json.dumps(body, sort_keys=True, default=_plain)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 

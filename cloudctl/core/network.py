@@ -54,6 +54,7 @@ class Subnet:
     vlan: int | None
     default_for_az: bool
     ovs_db: str | None = None
+    map_public_ip: bool = False     # launches here take a public address unless they decline
 
     @property
     def size(self) -> int:
@@ -88,6 +89,7 @@ class Networks:
             "defaultForAz": lambda s: str(s.default_for_az).lower(),
             "state": lambda s: "available",
             "available-ip-address-count": lambda s: self.available(s),
+            "map-public-ip-on-launch": lambda s: str(s.map_public_ip).lower(),
         }, tags_of=lambda s: {"Name": s.name})
         self.vpc_filters = FilterSet({
             "vpc-id": lambda v: self.vpc_id, "is-default": lambda v: "true", "isDefault": lambda v: "true",
@@ -204,4 +206,5 @@ def _subnet(region: str, n: NetworkConfig) -> Subnet:
     gateway = ipaddress.IPv4Address(n.gateway) if n.gateway else net.network_address + 1
     return Subnet(id=_stable_id("subnet", region, n.name), name=n.name, zone=n.zone, net=net, gateway=gateway,
                   dns=tuple(n.dns), first=first, last=last, bridge=n.bridge, bridge_type=n.bridge_type,
-                  vlan=n.vlan, default_for_az=False, ovs_db=n.ovs_db)
+                  vlan=n.vlan, default_for_az=False, ovs_db=n.ovs_db,
+                  map_public_ip=n.map_public_ip_on_launch)

@@ -554,6 +554,10 @@ class Address(Row):
     # A script run for this address began and its outcome was not recorded: the host's NAT
     # may differ from this row. Start-up runs the disassociate script, then re-associates.
     nat_unsure: bool = False
+    # Assigned by a launch on a subnet mapping public addresses (not an Elastic IP): not listed
+    # by DescribeAddresses nor counted in the user's limit; gone back to the pool when its
+    # instance terminates (or takes an Elastic IP instead).
+    launch: bool = False
 
 
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,

@@ -2,8 +2,18 @@
 
 Imported as `support` (pytest puts tests/ on sys.path); tests never import `conftest`, which
 holds only fixtures."""
-from .server import DEFAULT_CONFIG, LISTENERS, REGION, ROOT, Server, Servers, free_port, write_config
+from .server import (
+           DEFAULT_CONFIG,
+           LISTENERS,
+           REGION,
+           ROOT,
+           Server,
+           Servers,
+           free_port,
+           networks_without_public_ips,
+           write_config,
+)
 from .waits import wait_polls, wait_state, wait_until
 
-__all__ = ["DEFAULT_CONFIG", "LISTENERS", "REGION", "ROOT", "Server", "Servers", "free_port", "wait_polls",
-           "wait_state", "wait_until", "write_config"]
+__all__ = ["DEFAULT_CONFIG", "LISTENERS", "REGION", "ROOT", "Server", "Servers", "free_port",
+           "networks_without_public_ips", "wait_polls", "wait_state", "wait_until", "write_config"]

@@ -32,6 +32,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def networks_without_public_ips() -> list[dict[str, Any]]:
+    """The default config's networks with no public address mapped on launch: for tests that
+    count what the elastic-IP pool and its scripts do for Elastic IPs alone."""
+    nets = yaml.safe_load(DEFAULT_CONFIG.read_text())["networks"]
+    return [{**n, "map_public_ip_on_launch": False} for n in nets]
+
+
 def write_config(directory: Path, cache_dir: Path, **overrides: Any) -> Path:
     """A copy of the embedded default config with private state and every listener on port 0."""
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())

@@ -33,13 +33,13 @@ def launch_spec(req: dict[str, Any]) -> LaunchSpec:
     lo, hi = req.get("MinCount"), req.get("MaxCount")
     if lo is None or hi is None:
         raise CloudError("MissingParameter", "The request must contain the parameters MinCount and MaxCount")
-    subnet_id, private_ip, nic_groups = _interface(req)
+    subnet_id, private_ip, nic_groups, public_ip = _interface(req)
     tags = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE)
     return LaunchSpec(
         image_id=image_id, min_count=lo, max_count=hi, instance_type=req.get("InstanceType") or None,
         kernel_id=req.get("KernelId") or None, ramdisk_id=req.get("RamdiskId") or None,
         zone=(req.get("Placement") or {}).get("AvailabilityZone") or None,
-        subnet_id=subnet_id, private_ip=private_ip,
+        subnet_id=subnet_id, private_ip=private_ip, public_ip=public_ip,
         group_ids=tuple(req.get("SecurityGroupIds") or ()) + nic_groups,
         group_names=tuple(req.get("SecurityGroups") or ()),
         key_name=req.get("KeyName") or None, user_data=req.get("UserData") or None,
@@ -50,12 +50,13 @@ def launch_spec(req: dict[str, Any]) -> LaunchSpec:
         disable_api_termination=bool(req.get("DisableApiTermination")))
 
 
-def _interface(req: dict[str, Any]) -> tuple[str | None, str | None, tuple[str, ...]]:
-    """(subnet, private address, groups): from SubnetId/PrivateIpAddress or one NetworkInterface."""
+def _interface(req: dict[str, Any]) -> tuple[str | None, str | None, tuple[str, ...], bool | None]:
+    """(subnet, private address, groups, public address wanted): from SubnetId/PrivateIpAddress or
+    one NetworkInterface (its AssociatePublicIpAddress; None: as the subnet maps them)."""
     nics = req.get("NetworkInterfaces") or []
     subnet_id, ip = req.get("SubnetId") or None, req.get("PrivateIpAddress")
     if not nics:
-        return subnet_id, ip, ()
+        return subnet_id, ip, (), None
     if subnet_id or ip:
         raise CloudError("InvalidParameterCombination",
                          "Network interfaces and an instance-level subnet ID or private IP address "
@@ -68,7 +69,8 @@ def _interface(req: dict[str, Any]) -> tuple[str | None, str | None, tuple[str, 
             raise CloudError("InvalidParameterValue", f"NetworkInterface.{key} is not supported by this cloud yet")
     ip = nic.get("PrivateIpAddress") or next(
         (a.get("PrivateIpAddress") for a in nic.get("PrivateIpAddresses") or [] if a.get("Primary")), None)
-    return nic.get("SubnetId") or None, ip, tuple(nic.get("Groups") or ())
+    public = nic.get("AssociatePublicIpAddress")
+    return nic.get("SubnetId") or None, ip, tuple(nic.get("Groups") or ()), None if public is None else bool(public)
 
 
 def _block_devices(mappings: list[dict[str, Any]] | None) -> tuple[BlockDevice, ...]:

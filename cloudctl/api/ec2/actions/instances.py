@@ -79,7 +79,7 @@ def network_interface_view(cloud: Cloud, f: InstanceFacts, dns: str, launched: d
     assert f.subnet is not None
     groups = [{"GroupId": g, "GroupName": n} for g, n in f.groups]
     primary: dict[str, Any] = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True}
-    assoc = {"PublicIp": eip.public_ip, "IpOwnerId": eip.owner,
+    assoc = {"PublicIp": eip.public_ip, "IpOwnerId": "amazon" if eip.launch else eip.owner,
              "PublicDnsName": public_dns(eip.public_ip, cloud.config.region)} if eip is not None else None
     if assoc is not None:
         primary["Association"] = assoc

@@ -16,7 +16,7 @@ def _subnet_view(cloud: Cloud, s: Subnet) -> dict[str, Any]:
     return {
         "SubnetId": s.id, "State": "available", "VpcId": net.vpc_id, "CidrBlock": str(s.net),
         "AvailableIpAddressCount": net.available(s), "AvailabilityZone": s.zone,
-        "AvailabilityZoneId": s.zone, "DefaultForAz": s.default_for_az, "MapPublicIpOnLaunch": False,
+        "AvailabilityZoneId": s.zone, "DefaultForAz": s.default_for_az, "MapPublicIpOnLaunch": s.map_public_ip,
         "MapCustomerOwnedIpOnLaunch": False, "OwnerId": CLOUD_OWNER_ID, "AssignIpv6AddressOnCreation": False,
         "Ipv6CidrBlockAssociationSet": [], "Ipv6Native": False, "EnableDns64": False,
         "SubnetArn": f"arn:aws:ec2:{cloud.config.region}:{CLOUD_OWNER_ID}:subnet/{s.id}",
