@@ -103,6 +103,9 @@ def test_a_launch_on_a_mapping_subnet_holds_a_public_address_until_it_terminates
     assert d["PublicDnsName"].startswith("ec2-" + public.replace(".", "-") + ".")
     nic = d["NetworkInterfaces"][0]
     assert nic["Association"]["PublicIp"] == public and nic["Association"]["IpOwnerId"] == "amazon"
+    eni = ec2.describe_network_interfaces(NetworkInterfaceIds=[nic["NetworkInterfaceId"]])["NetworkInterfaces"][0]
+    assert eni["Association"]["PublicIp"] == public and eni["Association"]["IpOwnerId"] == "amazon"
+    assert "AllocationId" not in eni["Association"] and "AssociationId" not in eni["Association"]
     by_ip = ec2.describe_instances(Filters=[{"Name": "ip-address", "Values": [public]}])["Reservations"]
     assert [i["InstanceId"] for r in by_ip for i in r["Instances"]] == [iid]
     # Not an Elastic IP: the user has none, cannot release or move it, and the limit is untouched.

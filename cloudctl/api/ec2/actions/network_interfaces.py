@@ -20,7 +20,10 @@ def interface_view(cloud: Cloud, f: InstanceFacts) -> dict[str, Any]:
     assert f.subnet is not None
     dns = private_dns(i, cloud.config.region) if i.private_ip else ""
     assoc = None
-    if eip is not None:
+    if eip is not None and eip.launch:   # a launch's address is Amazon's, not an Elastic IP: no ids
+        assoc = {"PublicIp": eip.public_ip, "PublicDnsName": public_dns(eip.public_ip, cloud.config.region),
+                 "IpOwnerId": "amazon"}
+    elif eip is not None:
         assoc = {"PublicIp": eip.public_ip, "PublicDnsName": public_dns(eip.public_ip, cloud.config.region),
                  "IpOwnerId": eip.owner, "AllocationId": eip.allocation_id, "AssociationId": eip.association_id}
     primary: dict[str, Any] = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True,
