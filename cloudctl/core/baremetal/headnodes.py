@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ...store.records import BmHeadnode, User
@@ -58,7 +59,7 @@ class Headnodes:
         caller.require_project(hn.project)
         return hn
 
-    def _hnic(self, hn: BmHeadnode, hnic: str) -> dict[str, Any]:
+    def _hnic(self, hn: BmHeadnode, hnic: str) -> Mapping[str, Any]:
         h = hn.hnics.get(hnic)
         if h is None:
             raise NotFoundError(f"headnode {hn.name!r} has no hnic {hnic!r}")
