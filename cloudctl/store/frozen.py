@@ -17,9 +17,10 @@ class FrozenMap(dict[str, Any]):
     __slots__ = ("_hash",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        src = dict(*args, **kwargs)
-        dict.__init__(self, {k: freeze(v) for k, v in src.items()})
-        self._hash: int | None = None
+        dict.__init__(self, *args, **kwargs)
+        for k, v in dict.items(self):   # values change in place, keys do not: safe while iterating
+            if type(v) not in _FLAT:
+                dict.__setitem__(self, k, freeze(v))
 
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("a stored row's mapping cannot change: build a new row with a changed copy")
@@ -28,9 +29,11 @@ class FrozenMap(dict[str, Any]):
     clear = pop = popitem = setdefault = update = _refuse
 
     def __hash__(self) -> int:  # type: ignore[override]
-        if self._hash is None:
+        try:
+            return self._hash   # type: ignore[no-any-return]
+        except AttributeError:
             self._hash = hash(frozenset(self.items()))
-        return self._hash
+            return self._hash
 
     def __reduce__(self) -> tuple[type[FrozenMap], tuple[dict[str, Any]]]:
         """Copied and pickled as its contents (dict's default would refill it item by item)."""
@@ -41,6 +44,8 @@ class FrozenMap(dict[str, Any]):
 
 
 EMPTY = FrozenMap()
+# Values that are immutable as they are (a FrozenMap's are frozen already).
+_FLAT = frozenset({str, int, float, bool, type(None), bytes, FrozenMap})
 
 
 def freeze(v: Any) -> Any:
@@ -49,7 +54,13 @@ def freeze(v: Any) -> Any:
     if t is FrozenMap:
         return v
     if t is dict or isinstance(v, dict):
-        return FrozenMap(v) if v else EMPTY
+        if not v:
+            return EMPTY
+        if _FLAT.issuperset(map(type, v.values())):   # the common case, without a Python loop:
+            m = dict.__new__(FrozenMap)                # FrozenMap's own __init__ would check them again
+            dict.__init__(m, v)
+            return m
+        return FrozenMap(v)
     if t is list or t is tuple:
         return tuple(freeze(x) for x in v)
     return v

@@ -121,8 +121,9 @@ class Instance(Row):
     vlan_nics: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        _tuples(self, "group_ids")
-        _frozen(self, "vlan_nics")
+        _tuples(self, "group_ids", "vlan_nics")
+        if self.vlan_nics:   # (only headnodes have any)
+            _frozen(self, "vlan_nics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +250,8 @@ class Event(Row):
     data: Mapping[str, Any] = EMPTY
 
     def __post_init__(self) -> None:
-        _frozen(self, "data")
+        if type(self.data) is not FrozenMap:   # (inline: every state change records an event)
+            object.__setattr__(self, "data", freeze(self.data))
 
 
 # -- bare metal (HIL): projects, nodes, switches, networks, switch operations -------------------
