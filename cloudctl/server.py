@@ -100,13 +100,52 @@ class StartError(Exception):
     """The server cannot start (a port in use...): one line for the operator, no traceback."""
 
 
-async def _listen(name: str, app: web.Application, cfg: Listen, refuse: listener.Refuse = listener.plain_refusal
-                  ) -> listener.Listener:
+# Each listener's config field and the name the operator reads in messages, in start order.
+LISTENERS = {"ec2": "EC2 API", "admin": "admin API", "metadata": "metadata", "xmlrpc": "XML-RPC",
+             "marketplace": "marketplace"}
+
+
+def _cannot_listen(name: str, cfg: Listen, e: OSError) -> StartError:
+    why = os.strerror(e.errno) if e.errno else str(e)
+    return StartError(f"{LISTENERS[name]}: cannot listen on {cfg.listen}:{cfg.port}: {why}")
+
+
+async def _bind(config: Config) -> dict[str, listener.Bound]:
+    """Bind every configured listener's address, before anything else opens: a port in use fails
+    the start here, with nothing to undo but the addresses bound so far."""
+    bound: dict[str, listener.Bound] = {}
     try:
-        return await listener.start(app, cfg, refuse)
+        for name in LISTENERS:
+            cfg: Listen | None = getattr(config, name)
+            if cfg is None:
+                continue
+            b = listener.Bound(cfg)
+            try:
+                await b.bind()
+            except OSError as e:
+                raise _cannot_listen(name, cfg, e) from None
+            bound[name] = b
+    except BaseException:
+        for b in bound.values():
+            b.close()
+        raise
+    return bound
+
+
+def _as_bound(config: Config, bound: dict[str, listener.Bound]) -> Config:
+    """The config with each listener's real port: what the cloud is built from, so the endpoints it
+    hands out (the EC2 endpoint in the catalog, the marketplace's public URL, XML-RPC's port) are
+    the ones it serves on also when the config says `port: 0`."""
+    ports = {name: getattr(config, name).model_copy(update={"port": b.port}) for name, b in bound.items()}
+    return config.model_copy(update=ports)
+
+
+async def _listen(name: str, app: web.Application, bound: listener.Bound,
+                  refuse: listener.Refuse = listener.plain_refusal) -> listener.Listener:
+    try:
+        return await listener.start(app, bound, refuse)
     except OSError as e:
-        why = os.strerror(e.errno) if e.errno else str(e)
-        raise StartError(f"{name}: cannot listen on {cfg.listen}:{cfg.port}: {why}") from None
+        raise _cannot_listen(name, bound.cfg, e) from None
 
 
 async def run(config: Config) -> None:
@@ -116,26 +155,31 @@ async def run(config: Config) -> None:
     check_actions(model)
     protocol = Protocol(model)
     services = load_query_services(cache_dir)   # STS, IAM: on the EC2 listener, by signature scope
-    endpoint = f"http://{config.ec2.listen}:{config.ec2.port}"
-    cloud = await Cloud.open(config, endpoint)
-    monitor = LoopMonitor()
-    http_refusals = RefusalLog("http")   # requests aiohttp's HTTP parser refused, on any listener
-    listeners: dict[str, listener.Listener] = {}
+    bound = await _bind(config)
     try:
-        await _serve(config, cloud, protocol, services, monitor, http_refusals, listeners, t0)
-    finally:   # also when the start failed half-way (a port in use): the journal and hosts are closed
-        monitor.stop()
-        for ln in listeners.values():
-            await ln.stop()
-        http_refusals.flush()
-        await cloud.stop()
+        config = _as_bound(config, bound)
+        cloud = await Cloud.open(config, f"http://{config.ec2.listen}:{config.ec2.port}")
+        monitor = LoopMonitor()
+        http_refusals = RefusalLog("http")   # requests aiohttp's HTTP parser refused, on any listener
+        listeners: dict[str, listener.Listener] = {}
+        try:
+            await _serve(config, cloud, protocol, services, monitor, http_refusals, bound, listeners, t0)
+        finally:   # also when the start failed half-way: the listeners, journal and hosts are closed
+            monitor.stop()
+            for ln in listeners.values():
+                await ln.stop()
+            http_refusals.flush()
+            await cloud.stop()
+    finally:   # the addresses never served (a failed start)
+        for b in bound.values():
+            b.close()
 
 
 async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dict[str, QueryService],
-                 monitor: LoopMonitor, http_refusals: RefusalLog, listeners: dict[str, listener.Listener],
-                 t0: float) -> None:
-    """Start the endpoints over `cloud` (each one started is added to `listeners`) and serve until
-    SIGINT or SIGTERM."""
+                 monitor: LoopMonitor, http_refusals: RefusalLog, bound: dict[str, listener.Bound],
+                 listeners: dict[str, listener.Listener], t0: float) -> None:
+    """Serve the endpoints over `cloud` on their bound addresses (each one started is added to
+    `listeners`) until SIGINT or SIGTERM."""
     metrics = Metrics(cloud, [*ACTIONS, *ONE_METHODS, *(a for s in services.values() for a in s.actions)])
     metrics.attach()
     http_refusals.observe = metrics.refusal
@@ -174,38 +218,36 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
     admin.public_paths.add("/metrics")
     listener.make_room([c.max_connections for c in (config.ec2, config.admin, config.metadata, config.xmlrpc,
                                                     config.marketplace) if c is not None])
-    listeners["ec2"] = await _listen("EC2 API", ec2.app(), config.ec2, ec2.refuse)
-    listeners["admin"] = await _listen("admin API", admin_app, config.admin, admin.refuse)
+    listeners["ec2"] = await _listen("ec2", ec2.app(), bound["ec2"], ec2.refuse)
+    listeners["admin"] = await _listen("admin", admin_app, bound["admin"], admin.refuse)
     md_line = ""
     if config.metadata is not None:
         md_app = metadata_app(cloud, service=cloud.metadata, require_token=config.metadata.require_token)
-        listeners["metadata"] = await _listen("metadata", md_app, config.metadata)
-        md_port = listeners["metadata"].port
-        md_line = f"  metadata       http://{config.metadata.listen}:{md_port}  (for instances, by source address)\n"
+        listeners["metadata"] = await _listen("metadata", md_app, bound["metadata"])
+        md_line = (f"  metadata       http://{config.metadata.listen}:{config.metadata.port}  "
+                   f"(for instances, by source address)\n")
     if config.xmlrpc is not None:
         one_app = xmlrpc_app(cloud, token, config.xmlrpc.port)
         one_app[XMLRPC_KEY].observe = lambda method, code, s: metrics.request("xmlrpc", method, code, s)
         one_app[REFUSALS_APP_KEY].observe = metrics.refusal
         logins["xmlrpc"] = one_app[XMLRPC_KEY].logins
-        listeners["xmlrpc"] = await _listen("XML-RPC", one_app, config.xmlrpc, xmlrpc_refuse)
-        one_port = listeners["xmlrpc"].port
-        one_app[XMLRPC_KEY].port = one_port
-        md_line += f"  XML-RPC        http://{config.xmlrpc.listen}:{one_port}/RPC2  (OpenNebula API, pyone)\n"
+        listeners["xmlrpc"] = await _listen("xmlrpc", one_app, bound["xmlrpc"], xmlrpc_refuse)
+        md_line += (f"  XML-RPC        http://{config.xmlrpc.listen}:{config.xmlrpc.port}/RPC2  "
+                    f"(OpenNebula API, pyone)\n")
     if config.marketplace is not None:
-        listeners["marketplace"] = await _listen("marketplace", public_app(cloud), config.marketplace)
-        mp_port = listeners["marketplace"].port
-        if cloud.publisher is not None and config.marketplace.public_url is None:
-            cloud.publisher.public_url = f"http://{config.marketplace.listen}:{mp_port}"
-        md_line += f"  marketplace    http://{config.marketplace.listen}:{mp_port}  (public: signed image lists)\n"
-    ec2_port, admin_port = listeners["ec2"].port, listeners["admin"].port
-    cloud.endpoint = f"http://{config.ec2.listen}:{ec2_port}"
-    cloud.catalog.endpoint = cloud.endpoint
-    await asyncio.to_thread(listener.write_ports, config.state_dir, listeners)   # after all are up
+        listeners["marketplace"] = await _listen("marketplace", public_app(cloud), bound["marketplace"])
+        md_line += (f"  marketplace    http://{config.marketplace.listen}:{config.marketplace.port}  "
+                    f"(public: signed image lists)\n")
+    try:
+        await asyncio.to_thread(listener.write_ports, config.state_dir, listeners)   # after all are up
+    except OSError as e:
+        raise StartError(f"cannot write {config.state_dir / 'ports.json'}: {e.strerror or e}") from None
 
     cfg_arg = os.environ.get("CLOUDCTL_CONFIG_ARG", "")
     print(f"cloudctl ready in {time.perf_counter() - t0:.1f}s (state in {config.state_dir})\n"
           f"  EC2 Query API  {cloud.endpoint}  region {config.region}, zones {', '.join(config.zones)}\n"
-          f"  admin API      http://{config.admin.listen}:{admin_port}  (token in {config.state_dir}/admin.token)\n"
+          f"  admin API      http://{config.admin.listen}:{config.admin.port}  "
+          f"(token in {config.state_dir}/admin.token)\n"
           f"{md_line}"
           f"Create the first user with:  cloudctl user create alice{cfg_arg}", flush=True)
 

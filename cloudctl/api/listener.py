@@ -149,14 +149,50 @@ class _Refused(asyncio.Protocol):
         tr.close()
 
 
-class _CappedSite(web.TCPSite):
-    """A TCP site whose protocol factory hands out at most `cap` connections at a time."""
+class Bound:
+    """An API's address, bound before the cloud is built, so that what is built knows the real
+    port (`port: 0` in tests) and a port in use fails the start before the state is opened. It does
+    not listen yet: connections are refused until an app is served on it (`start`)."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, cap: int, handler_kw: dict[str, Any]) -> None:
-        super().__init__(runner, host, port, reuse_address=True)
-        self.cap, self.open, self.refused = cap, 0, 0
-        self._where = (host, port)
+    def __init__(self, cfg: Listen) -> None:
+        self.cfg = cfg
+        self.server: asyncio.AbstractServer | None = None
+        self.port = cfg.port
+        self._accept: Callable[[], asyncio.BaseProtocol] = _Refused   # replaced by the site that serves
+
+    async def bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: self._accept(), self.cfg.listen, self.cfg.port,
+                                               reuse_address=True, backlog=BACKLOG, start_serving=False)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def serve(self, accept: Callable[[], asyncio.BaseProtocol]) -> asyncio.AbstractServer:
+        assert self.server is not None, "bind first"
+        self._accept = accept
+        await self.server.start_serving()
+        return self.server
+
+    def close(self) -> None:
+        """Let the address go (a no-op once closed, or for a site's server, which its runner closes)."""
+        if self.server is not None:
+            self.server.close()
+
+
+BACKLOG = 128   # aiohttp's default
+
+
+class _CappedSite(web.BaseSite):
+    """A site on a `Bound` address whose protocol factory hands out at most `cap` connections at a time."""
+
+    def __init__(self, runner: web.AppRunner, bound: Bound, handler_kw: dict[str, Any]) -> None:
+        super().__init__(runner, backlog=BACKLOG)
+        self.cap, self.open, self.refused = bound.cfg.max_connections, 0, 0
+        self._bound = bound
         self._handler_kw = handler_kw
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._bound.cfg.listen}:{self._bound.port}"
 
     def _release(self) -> None:
         self.open -= 1
@@ -171,18 +207,15 @@ class _CappedSite(web.TCPSite):
         return _Counted(self._release, server, loop=asyncio.get_running_loop(), **self._handler_kw)
 
     async def start(self) -> None:
-        await web.BaseSite.start(self)   # registers the site with its runner
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(self._accept, *self._where, reuse_address=True, backlog=self._backlog)
-        self._server = server
-        self.bound: int = server.sockets[0].getsockname()[1]   # the bound port, for `port: 0`
+        await web.BaseSite.start(self)   # registers the site with its runner, which closes its server
+        self._server = await self._bound.serve(self._accept)
 
 
 class Listener:
     """One API on one address: its runner, site and bound port."""
 
-    def __init__(self, runner: web.AppRunner, site: _CappedSite) -> None:
-        self.runner, self.site, self.port = runner, site, site.bound
+    def __init__(self, runner: web.AppRunner, site: _CappedSite, port: int) -> None:
+        self.runner, self.site, self.port = runner, site, port
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -202,8 +235,9 @@ def write_ports(state_dir: Path, listeners: Mapping[str, Listener]) -> Path:
     return path
 
 
-async def start(app: web.Application, cfg: Listen, refuse: Refuse = plain_refusal) -> Listener:
-    """Serve `app` as `cfg` says, with the guards above; `refuse` renders a refused body."""
+async def start(app: web.Application, bound: Bound, refuse: Refuse = plain_refusal) -> Listener:
+    """Serve `app` on `bound` as its config says, with the guards above; `refuse` renders a refused body."""
+    cfg = bound.cfg
     limit: int = app._client_max_size   # aiohttp keeps it private; each API states it once, there
     app.middlewares.insert(0, _guard(limit, cfg.client_timeout_s, refuse))
     # keepalive_timeout also closes connections that never finish sending a request's headers.
@@ -213,13 +247,14 @@ async def start(app: web.Application, cfg: Listen, refuse: Refuse = plain_refusa
                                   "lingering_time": min(2.0, cfg.client_timeout_s)}
     runner = web.AppRunner(app, handle_signals=False, **handler_kw)
     await runner.setup()
-    site = _CappedSite(runner, cfg.listen, cfg.port, cfg.max_connections, handler_kw)
+    site = _CappedSite(runner, bound, handler_kw)
     try:
         await site.start()
-    except BaseException:   # e.g. the port is in use: nothing of this listener is left behind
+    except BaseException:   # e.g. it cannot listen: nothing of this listener is left behind
         await runner.cleanup()
+        bound.close()
         raise
-    return Listener(runner, site)
+    return Listener(runner, site, bound.port)
 
 
 def make_room(caps: list[int], spare: int = 1024) -> None:

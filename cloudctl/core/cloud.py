@@ -149,7 +149,7 @@ class Cloud:
         self.compute = Compute(store, cfg, self.tags, self.images, self.keypairs, self.network, self.scheduler,
                                drivers, InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
                                self.events, controller_id(cfg.state_dir), work, self.volumes, self.security_groups,
-                               self.addresses, self.health.impaired_reason)
+                               self.addresses, self.health.impaired_reason, self.users)
         self.interfaces = NetworkInterfaces(store, cfg.region, self.network, self.addresses, self.security_groups)
         self.vpc = DefaultVpc(self.network)
         self.monitor = Monitor(store, cfg, self.compute, self.scheduler, drivers, self.events, self.health,

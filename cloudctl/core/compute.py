@@ -39,6 +39,7 @@ from .network import Networks, Subnet, tap_name
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 from .scheduler import Scheduler
 from .tags import Tags, tags_from_specs
+from .users import Users
 from .work import KeyedWork
 
 if TYPE_CHECKING:
@@ -59,8 +60,9 @@ class Compute:
                  network: Networks, scheduler: Scheduler, drivers: dict[str, HypervisorDriver],
                  files: InstanceFiles, events: Events, controller_id: str, work: KeyedWork, volumes: Volumes,
                  security_groups: SecurityGroups, addresses: Addresses,
-                 host_trouble: Callable[[str], str | None]) -> None:
+                 host_trouble: Callable[[str], str | None], users: Users) -> None:
         self.store = store
+        self.users = users   # the accounts the cloud's own services launch for
         self.config = config
         self.tags = tags
         self.images = images
@@ -191,7 +193,9 @@ class Compute:
         (counts, type, user data, zone, address, devices, tags); wrong state (image not available);
         conflict (a ClientToken reused for another spec, an address in use); capacity (no room in
         the zone, no free private address, no free public one where the launch takes one); limit
-        (instances, vCPUs, volumes)."""
+        (instances, vCPUs, volumes); auth (an owner other than the caller, unless the cloud's own
+        services launch)."""
+        caller = self._launcher(caller, spec.owner)
         token = spec.client_token
         if token is not None and not (0 < len(token) <= 64 and token.isascii()):
             raise CloudError("InvalidParameterValue", "ClientToken must be 1-64 ASCII characters")
@@ -331,6 +335,20 @@ class Compute:
                 self.volumes.make_launch_files(inst.id, volume_ids[inst.id])   # queued before the launch
             self.converge(inst.id)
         return res, launched
+
+    def _launcher(self, caller: Caller, owner: str | None) -> Caller:
+        """Whom a launch acts as: the caller itself, or the account a cloud service launches for."""
+        if not caller.system:
+            if owner is not None and owner != caller.account:
+                raise CloudError.auth("UnauthorizedOperation",
+                                      f"You are not authorized to launch instances for account {owner}")
+            return caller
+        if owner is None:
+            raise CloudError("InvalidParameterValue", f"A launch by {caller.user.name} must name its owner")
+        user = self.users.by_account(owner)
+        if user is None:
+            raise CloudError.not_found("InvalidUserID.NotFound", f"The account '{owner}' does not exist")
+        return Caller(user, dry_run=caller.dry_run, turn=caller.turn)
 
     def _vcpus(self, i: Instance) -> int:
         t = self.config.instance_types.get(i.instance_type)

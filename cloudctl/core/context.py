@@ -24,6 +24,14 @@ class Caller:
     # Long synchronous work for this request is done in pieces, each in `async with turn():`
     # (the block must not await). The EC2 endpoint hands out turns across its requests.
     turn: Callable[[], AbstractAsyncContextManager[None]] = next_turn
+    # The cloud's own services (HIL headnodes; AutoScaling, CloudFormation later) launch for the
+    # account a request names; no request from outside is ever `system`.
+    system: bool = False
+
+    @classmethod
+    def service(cls, name: str) -> Caller:
+        """The cloud acting on its own, as `name`: it owns nothing and names whom it acts for."""
+        return cls(User(name=name, access_key="", secret_key="", account_id="", created=0.0), system=True)
 
     @property
     def account(self) -> str:

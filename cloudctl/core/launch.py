@@ -58,12 +58,17 @@ class LaunchSpec:
     shutdown_behavior: str = "stop"       # what a guest's own power-off does: "stop" or "terminate"
     disable_api_termination: bool = False
     vlan_nics: tuple[VlanNic, ...] = ()
+    # The account the instances belong to. None: the caller's own. Another account only when the
+    # cloud's own services launch (a headnode for its project's user, a scaling group for its owner).
+    owner: str | None = None
 
     def request_hash(self) -> str:
-        """What a repeated ClientToken must match: every field but the token itself and the headnode
-        NICs (their networks may change between a lost answer and its retry; the launch is the same)."""
+        """What a repeated ClientToken must match: every field but the token itself, the owner (the
+        token is looked up in the owner's account already, so naming one's own account or not is the
+        same launch) and the headnode NICs (their networks may change between a lost answer and its
+        retry; the launch is the same)."""
         body = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("client_token", "vlan_nics")}
+                if f.name not in ("client_token", "vlan_nics", "owner")}
         if self.public_ip is None:   # absent as before the field existed: earlier tokens still match
             del body["public_ip"]
         text = json.dumps(body, sort_keys=True, default=_plain)

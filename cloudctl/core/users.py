@@ -18,9 +18,14 @@ class Users:
         self.store = store
         self.table = store.table(User)
         self._by_key: MultiIndex[User] = self.table.add_index(MultiIndex(lambda u: u.access_key))
+        self._by_account: MultiIndex[User] = self.table.add_index(MultiIndex(lambda u: u.account_id))
 
     def by_access_key(self, access_key: str) -> User | None:
         group = self._by_key.groups.get(access_key)
+        return next(iter(group.values())) if group else None
+
+    def by_account(self, account_id: str) -> User | None:
+        group = self._by_account.groups.get(account_id)
         return next(iter(group.values())) if group else None
 
     def secret_for(self, access_key: str) -> str | None:

@@ -1,16 +1,20 @@
 """The typed rows the store holds.
 
-Rows are immutable (frozen, with tuples for sequences): a change is a new row
-(`dataclasses.replace`) put in a transaction. That lets a checkpoint copy a table by reference and
-encode it on a worker thread while the loop runs, and lets a failed transaction restore the old row
-objects untouched. Lists given to a row (by a caller, or decoded from JSON: older journals and
-checkpoints hold lists, and the format does not change) become tuples as it is made.
+Rows are immutable (frozen, with tuples for sequences and `FrozenMap`s for key/value fields): a
+change is a new row (`dataclasses.replace`) put in a transaction. That lets a checkpoint copy a table
+by reference and encode it on a worker thread while the loop runs, and lets a failed transaction
+restore the old row objects untouched. Lists and dicts given to a row (by a caller, or decoded from
+JSON: journals and checkpoints hold plain lists and objects, and the format does not change) become
+tuples and FrozenMaps as it is made.
 Times are float epoch seconds, converted to the wire format only at the API edge.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
+
+from .frozen import EMPTY, FrozenMap, freeze
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,15 @@ def _tuples(row: Row, *names: str) -> None:
         v = getattr(row, n)
         if type(v) is not tuple or (v and type(v[0]) is list):
             object.__setattr__(row, n, _tupled(v))
+
+
+def _frozen(row: Row, *names: str) -> None:
+    """Make the named key/value fields of a row being built (and tuples of them) read-only."""
+    for n in names:
+        v = getattr(row, n)
+        if type(v) is FrozenMap or (type(v) is tuple and all(type(x) is FrozenMap for x in v)):
+            continue
+        object.__setattr__(row, n, freeze(v))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +118,12 @@ class Instance(Row):
     root_device: str | None = None
     # NICs on bare-metal project networks (a headnode's): {"name", "mac", "vlan"} each, on the
     # config's baremetal.headnode_bridge with the network's VLAN.
-    vlan_nics: tuple[dict[str, Any], ...] = ()
+    vlan_nics: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         _tuples(self, "group_ids", "vlan_nics")
+        if self.vlan_nics:   # (only headnodes have any)
+            _frozen(self, "vlan_nics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +247,11 @@ class Event(Row):
     subject: str                 # what it is about: an instance id, host name, list URL...
     message: str
     code: str | None = None      # a machine-readable reason, e.g. a vmcatcher check's code
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = EMPTY
+
+    def __post_init__(self) -> None:
+        if type(self.data) is not FrozenMap:   # (inline: every state change records an event)
+            object.__setattr__(self, "data", freeze(self.data))
 
 
 # -- bare metal (HIL): projects, nodes, switches, networks, switch operations -------------------
@@ -268,9 +287,12 @@ class BmNode(Row):
     key_field: ClassVar[str] = "name"
     name: str
     project: str | None = None   # None: free
-    obm: dict[str, Any] = field(default_factory=dict)   # {type, host, port, user, password, cipher_suite?}
+    obm: Mapping[str, Any] = EMPTY   # {type, host, port, user, password, cipher_suite?}
     created: float = 0.0
     console: bool = False        # serial console capture on (HIL's start_console)
+
+    def __post_init__(self) -> None:
+        _frozen(self, "obm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +313,10 @@ class BmSwitch(Row):
     key_field: ClassVar[str] = "name"
     name: str
     type: str                    # driver family: ovs | dell | cisco
-    options: dict[str, Any] = field(default_factory=dict)   # driver fields (host, port, user, key...)
+    options: Mapping[str, Any] = EMPTY   # driver fields (host, port, user, key...)
+
+    def __post_init__(self) -> None:
+        _frozen(self, "options")
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,10 +391,13 @@ class BmHeadnode(Row):
     project: str
     image_id: str
     created: float
-    hnics: dict[str, dict[str, Any]] = field(default_factory=dict)   # name -> {"mac", "network"}
+    hnics: Mapping[str, Mapping[str, Any]] = EMPTY   # name -> {"mac", "network"}
     instance_id: str | None = None
     instance_type: str | None = None
     user_data: str | None = None   # base64
+
+    def __post_init__(self) -> None:
+        _frozen(self, "hnics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,13 +432,14 @@ class PublishedList(Row):
     created: float
     expires: float
     image_ids: tuple[str, ...] = ()      # ami ids, in publishing order
-    sha512: dict[str, str] = field(default_factory=dict)     # ami id -> sha512 (hashed once at publish)
-    sha1: dict[str, str] = field(default_factory=dict)       # ami id -> sha1 (the StratusLab identifier)
-    deprecated: dict[str, str] = field(default_factory=dict)  # ami id -> reason, no longer listed
+    sha512: Mapping[str, str] = EMPTY       # ami id -> sha512 (hashed once at publish)
+    sha1: Mapping[str, str] = EMPTY         # ami id -> sha1 (the StratusLab identifier)
+    deprecated: Mapping[str, str] = EMPTY   # ami id -> reason, no longer listed
     signed: str = ""             # the S/MIME message subscribers fetch
 
     def __post_init__(self) -> None:
         _tuples(self, "image_ids")
+        _frozen(self, "sha512", "sha1", "deprecated")
 
 
 @dataclass(frozen=True, slots=True)

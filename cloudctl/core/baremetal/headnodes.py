@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ...store.records import BmHeadnode, User
@@ -58,7 +59,7 @@ class Headnodes:
         caller.require_project(hn.project)
         return hn
 
-    def _hnic(self, hn: BmHeadnode, hnic: str) -> dict[str, Any]:
+    def _hnic(self, hn: BmHeadnode, hnic: str) -> Mapping[str, Any]:
         h = hn.hnics.get(hnic)
         if h is None:
             raise NotFoundError(f"headnode {hn.name!r} has no hnic {hnic!r}")
@@ -72,7 +73,8 @@ class Headnodes:
     def _owner(self, project: str) -> str:
         return OWNER_PREFIX + project
 
-    async def _ec2_caller(self, project: str) -> Ec2Caller:
+    async def _owner_user(self, project: str) -> User:
+        """The project's EC2 user, who owns its headnodes (made on first use)."""
         name = self._owner(project)
         user = self.users.table.get(name)
         if user is None:
@@ -83,7 +85,10 @@ class Headnodes:
                 if user is None:
                     raise
         assert isinstance(user, User)
-        return Ec2Caller(user)
+        return user
+
+    async def _ec2_caller(self, project: str) -> Ec2Caller:
+        return Ec2Caller(await self._owner_user(project))
 
     # -- calls --------------------------------------------------------------------------------
     async def create(self, caller: Caller, name: str, project: Any, base_img: Any,
@@ -174,25 +179,26 @@ class Headnodes:
 
     async def start(self, caller: Caller, name: str) -> None:
         hn = self.get(caller, name)
-        ec2 = await self._ec2_caller(hn.project)
+        owner = await self._owner_user(hn.project)
         try:
             if hn.instance_id is None:
-                await self._launch(ec2, hn)
+                await self._launch(owner, hn)
             else:
-                await self.compute.start(ec2, [hn.instance_id])
+                await self.compute.start(Ec2Caller(owner), [hn.instance_id])
         except CloudError as e:
             raise _bm(e) from None
 
-    async def _launch(self, ec2: Ec2Caller, hn: BmHeadnode) -> None:
+    async def _launch(self, owner: User, hn: BmHeadnode) -> None:
+        """The headnode's instance, launched by the bare-metal service for the project's user."""
         if self.bridge is None:
             raise IllegalStateError("this cloud has no headnode bridge (baremetal.headnode_bridge in the config)")
         nics = tuple(VlanNic(hnic, h["mac"], self.site.network(h["network"]).vlan)
                      for hnic, h in hn.hnics.items() if h["network"] is not None)
         spec = LaunchSpec(image_id=hn.image_id, instance_type=hn.instance_type or None,
-                          user_data=hn.user_data or None, vlan_nics=nics,
+                          user_data=hn.user_data or None, vlan_nics=nics, owner=owner.account_id,
                           # one launch per headnode, also when a crash hides the first one's answer
                           client_token=f"headnode-{hn.name}-{int(hn.created * 1000)}"[:64])
-        _, launched = await self.compute.run(ec2, spec)
+        _, launched = await self.compute.run(Ec2Caller.service("hil-headnodes"), spec)
         await self.site.commit(dataclasses.replace(hn, instance_id=launched[0].id))
 
     async def stop(self, caller: Caller, name: str) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -138,8 +139,8 @@ class Publisher:
             ids = [i for i in cur.image_ids if self.images.table.get(i) is not None]
             return await self._sign(cur, ids, cur.sha512, cur.sha1, cur.deprecated, "re-signed")
 
-    async def _sign(self, cur: PublishedList | None, ids: list[str], sums: dict[str, str], sha1: dict[str, str],
-                    deprecated: dict[str, str], why: str) -> PublishedList:
+    async def _sign(self, cur: PublishedList | None, ids: list[str], sums: Mapping[str, str], sha1: Mapping[str, str],
+                    deprecated: Mapping[str, str], why: str) -> PublishedList:
         now = time.time()
         version = _next_version(cur.version if cur else None, now)
         expires = now + self.cfg.validity_days * 86400
@@ -188,7 +189,7 @@ class Publisher:
                                      deprecated=reason))
         return out
 
-    def _document(self, ids: list[str], sums: dict[str, str], version: str, now: float,
+    def _document(self, ids: list[str], sums: Mapping[str, str], version: str, now: float,
                   expires: float) -> dict[str, Any]:
         entries = []
         for ami in ids:
