@@ -273,3 +273,18 @@ def test_replayed_sigv2_create_tags_rewritten_is_refused(quick: Server, replayer
     ]
     refused_and_unchanged(quick, attempts)
     assert names_of(ec2, tagged_key) == []
+
+
+def test_a_failing_repeat_does_not_release_a_successful_request(quick: Server, replayer: dict[str, str]) -> None:
+    """Sent again at once, a captured CreateKeyPair fails (Duplicate); that refusal must not erase
+    the first, successful sighting, or the capture could be replayed later and hand its sender the
+    private key of a key pair made anew."""
+    ec2 = quick.client(replayer)
+    req = signed(quick, replayer, "Action=CreateKeyPair&Version=2016-11-15&KeyName=captured")
+    first, again = send(req), send(req)
+    assert first[0] == 200 and (again[0], error_code(again[1])) == (400, "InvalidKeyPair.Duplicate")
+    ec2.delete_key_pair(KeyName="captured")
+    prepared = req.prepare()
+    body = prepared.body if isinstance(prepared.body, bytes) else prepared.body.encode()
+    refused_and_unchanged(quick, [("POST", prepared.url, body, dict(prepared.headers.items()))])
+    assert "captured" not in key_names(ec2)

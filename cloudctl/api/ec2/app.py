@@ -89,7 +89,7 @@ class Ec2Api:
         return self._error(self.ec2, e.code, e.message, str(uuid.uuid4()), "-", time.perf_counter())
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        held: list[str] = []   # the replay key this request holds in the replay cache, if any
+        held: list[str] = []   # the replay key this request recorded first in the replay cache, if any
         resp = await self._handle(request, held)
         if held and resp.status >= 300:
             # Refused requests changed nothing: an honest retry (re-signed within the same
@@ -157,8 +157,8 @@ class Ec2Api:
             if not action.startswith(svc.read_only) and not params.get("ClientToken"):
                 # (a request with a ClientToken is idempotent: its replay returns the first result)
                 # Keyed on what was verified: the same signature written another way is a replay.
-                self.replays.check(verified.replay_key)
-                held.append(verified.replay_key)
+                if self.replays.check(verified.replay_key):   # (a repeat holds nothing to release)
+                    held.append(verified.replay_key)
             params.pop("Version", None)
             for k in AUTH_PARAMS.intersection(params):
                 del params[k]

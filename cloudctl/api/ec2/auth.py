@@ -586,7 +586,9 @@ class ReplayCache:
     sign with a one-second clock, so an honest client repeating an identical request within
     the same second (a retry, a delete-then-delete-again) produces the same signature: a
     duplicate arriving within `grace_s` of the first sighting is let through as such, later
-    ones are replays. A refused request releases its signature (it changed nothing). Only
+    ones are replays. A refused first sighting releases its signature (it changed nothing); a
+    refused repeat within the grace does not, or an attacker could erase a successful request's
+    record by sending it again at once while it fails (a Duplicate, say) and replay it later. Only
     signatures that verified are stored, as 32-byte digests, until their window has passed.
     Keys are Verified.replay_key (what was verified, not how it was written), so a captured
     request rewritten in another form the verifier accepts is still a replay.
@@ -599,7 +601,9 @@ class ReplayCache:
         self._clock = clock
         self._seen: dict[bytes, float] = {}   # digest -> first seen; insertion-ordered
 
-    def check(self, replay_key: str) -> None:
+    def check(self, replay_key: str) -> bool:
+        """Admit a signature, or raise AuthFailure for a replay; True if this is its first sighting
+        (the only one `forget` may release)."""
         now = self._clock()
         seen = self._seen
         horizon = now - 2 * self._window     # the window spans both sides of the server's clock
@@ -612,12 +616,14 @@ class ReplayCache:
         first = seen.get(key)
         if first is None:
             seen[key] = now
-        elif now - first > self._grace:
+            return True
+        if now - first > self._grace:
             raise AuthError("AuthFailure", "This request was already received (its signature was used "
                             "before); sign each request afresh.", 401)
+        return False
 
     def forget(self, replay_key: str) -> None:
-        """Release a signature whose request was refused (it changed nothing)."""
+        """Release a signature whose first sighting was refused (it changed nothing)."""
         self._seen.pop(hashlib.sha256(replay_key.encode()).digest(), None)
 
     def __len__(self) -> int:
