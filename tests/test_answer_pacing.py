@@ -58,7 +58,7 @@ async def test_an_answer_is_the_state_when_it_was_asked(cloud: Cloud) -> None:
     result = await describe(cloud, caller, {})
     pieces = protocol.serialize_iter("DescribeInstances", result, "r-1", slice_items=1)
     head = next(pieces)          # the answer is under way...
-    await cloud.tags.create(caller, [ids[0], ids[-1]], [{"Key": "team", "Value": "blue"}])   # ...one change
+    await cloud.tags.create(caller, [ids[0], ids[-1]], [("team", "blue")])   # ...one change
     await cloud.compute.stop(caller, [ids[-1]])
     answer = head + b"".join(pieces)
 
@@ -89,7 +89,7 @@ async def test_a_large_page_is_read_in_turns_as_of_one_moment(cloud: Cloud) -> N
     async def turn() -> AsyncIterator[None]:
         turns.append(len(turns))
         if len(turns) == 2:     # between the second and the third chunk: one change
-            await cloud.tags.create(Caller(owner), [ids[0], ids[-1]], [{"Key": "team", "Value": "blue"}])
+            await cloud.tags.create(Caller(owner), [ids[0], ids[-1]], [("team", "blue")])
         yield
 
     page, token = await describe_page(cloud, Caller(owner, turn=turn), {}, chunk=4)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..store.records import Tag
@@ -10,7 +10,8 @@ from ..store.store import Index, MultiIndex, Store, Txn
 from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
-from .pagination import decode_token, page_size, paginate, query_fingerprint
+from .pagination import decode_token, page_size, paginate
+from .query import Query
 
 MAX_TAGS = 50
 _EMPTY: Mapping[str, str] = {}
@@ -125,11 +126,6 @@ class Tags:
 
     # -- changes ------------------------------------------------------------------------------
     @staticmethod
-    def validate(tags: list[dict[str, Any]]) -> list[tuple[str, str]]:
-        """EC2's `[{"Key", "Value"}]` as checked (key, value) pairs."""
-        return Tags.validate_pairs([(t.get("Key"), t.get("Value") or "") for t in tags])
-
-    @staticmethod
     def validate_pairs(tags: Iterable[tuple[str | None, str]]) -> list[tuple[str, str]]:
         out = []
         for key, value in tags:
@@ -167,8 +163,8 @@ class Tags:
         for t in list(self._by_resource.get(resource_id).values()):
             tx.delete(t)
 
-    async def create(self, caller: Caller, resource_ids: list[str], tags: list[dict[str, Any]]) -> None:
-        pairs = self.validate(tags)
+    async def create(self, caller: Caller, resource_ids: Sequence[str], tags: Iterable[tuple[str, str]]) -> None:
+        pairs = self.validate_pairs(tags)
         types = {rid: self.check_resource(caller, rid) for rid in resource_ids}
         caller.check_dry_run()
         with self.store.txn() as tx:
@@ -176,7 +172,10 @@ class Tags:
                 self.put(tx, caller.account, rid, types[rid], pairs)
         await self.store.sync()
 
-    async def delete(self, caller: Caller, resource_ids: list[str], tags: list[dict[str, Any]] | None) -> None:
+    async def delete(self, caller: Caller, resource_ids: Sequence[str],
+                     tags: Sequence[tuple[str, str | None]] = ()) -> None:
+        """Without `tags`, every tag of the resources goes; a (key, None) pair removes the key
+        whatever its value, a (key, value) pair only a tag holding exactly that value."""
         for rid in resource_ids:
             self.check_resource(caller, rid)
         caller.check_dry_run()
@@ -187,20 +186,20 @@ class Tags:
                     for t in list(group.values()):
                         tx.delete(t)
                     continue
-                for spec in tags:
-                    row = group.get(f"{rid}\x1f{spec.get('Key')}")
-                    # With a Value, only a tag holding that value goes (EC2 semantics); an
-                    # empty-string Value means "only if the value is empty".
-                    if row is not None and ("Value" not in spec or spec["Value"] == row.value):
+                for key, value in tags:
+                    row = group.get(f"{rid}\x1f{key}")
+                    # With a value, only a tag holding that value goes (EC2 semantics); an
+                    # empty-string value means "only if the value is empty".
+                    if row is not None and (value is None or value == row.value):
                         tx.delete(row)
         await self.store.sync()
 
-    def describe(self, caller: Caller, filters: list[dict[str, Any]] | None,
-                 max_results: int | None, next_token: str | None) -> tuple[list[Tag], str | None]:
-        match = self.filters.compile(filters)
-        limit = page_size(max_results, 5, 1000)
-        fp = query_fingerprint("tags", filters)
-        after = decode_token(next_token, fp)
+    def describe(self, caller: Caller, query: Query) -> tuple[list[Tag], str | None]:
+        """The caller's tags that `query`'s filters select (its ids are not used), one page."""
+        match = self.filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 1000)
+        fp = query.fingerprint("tags")
+        after = decode_token(query.next_token, fp)
         caller.check_dry_run()
         rids = match.exact_values("resource-id")
         if rids is not None:
@@ -221,5 +220,6 @@ def tags_from_specs(tag_specs: list[dict[str, Any]] | None,
         if rtype not in allowed:
             raise CloudError("InvalidParameterValue",
                              f"'{rtype}' is not a valid taggable resource type for this operation")
-        out.setdefault(rtype, []).extend(Tags.validate(spec.get("Tags") or []))
+        out.setdefault(rtype, []).extend(
+            Tags.validate_pairs([(t.get("Key"), t.get("Value") or "") for t in spec.get("Tags") or []]))
     return out
