@@ -139,7 +139,7 @@ class OneApi:
     def _instances(self, s: Session) -> list[Instance]:
         if s.user is None:
             return list(self.cloud.compute.table.values())
-        groups, _ = self.cloud.compute.describe(Caller(s.user), {})
+        groups, _ = self.cloud.compute.describe(Caller(s.user), Query())
         return [i for _, insts in groups for i in insts]
 
     def _host_nums(self) -> dict[str, int]:

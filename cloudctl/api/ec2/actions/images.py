@@ -60,5 +60,7 @@ async def deregister_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) ->
 
 @action("CreateImage")
 async def create_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    im = await cloud.compute.create_image(caller, req)
+    tags = requests.tag_specs(req, ("image", "snapshot")).get("image", ())
+    im = await cloud.compute.create_image(caller, req["InstanceId"], req.get("Name") or "",
+                                          req.get("Description") or "", bool(req.get("NoReboot")), tags)
     return {"ImageId": im.id}
