@@ -22,6 +22,7 @@ from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.instance_facts import describe_page
 from cloudctl.core.launch import LaunchSpec
+from cloudctl.core.query import Query
 
 from support import write_config
 
@@ -58,7 +59,7 @@ async def test_an_answer_is_the_state_when_it_was_asked(cloud: Cloud) -> None:
     result = await describe(cloud, caller, {})
     pieces = protocol.serialize_iter("DescribeInstances", result, "r-1", slice_items=1)
     head = next(pieces)          # the answer is under way...
-    await cloud.tags.create(caller, [ids[0], ids[-1]], [{"Key": "team", "Value": "blue"}])   # ...one change
+    await cloud.tags.create(caller, [ids[0], ids[-1]], [("team", "blue")])   # ...one change
     await cloud.compute.stop(caller, [ids[-1]])
     answer = head + b"".join(pieces)
 
@@ -89,10 +90,10 @@ async def test_a_large_page_is_read_in_turns_as_of_one_moment(cloud: Cloud) -> N
     async def turn() -> AsyncIterator[None]:
         turns.append(len(turns))
         if len(turns) == 2:     # between the second and the third chunk: one change
-            await cloud.tags.create(Caller(owner), [ids[0], ids[-1]], [{"Key": "team", "Value": "blue"}])
+            await cloud.tags.create(Caller(owner), [ids[0], ids[-1]], [("team", "blue")])
         yield
 
-    page, token = await describe_page(cloud, Caller(owner, turn=turn), {}, chunk=4)
+    page, token = await describe_page(cloud, Caller(owner, turn=turn), Query(), chunk=4)
     assert token is None
     facts = [f for _, fs in page for f in fs]
     assert [f.inst.id for f in facts] == ids
@@ -107,7 +108,7 @@ async def test_a_large_page_is_read_in_turns_as_of_one_moment(cloud: Cloud) -> N
         quiet.append(1)
         yield
 
-    again, _ = await describe_page(cloud, Caller(owner, turn=counted), {"MaxResults": 10}, chunk=4)
+    again, _ = await describe_page(cloud, Caller(owner, turn=counted), Query(max_results=10), chunk=4)
     assert [f.inst.id for _, fs in again for f in fs] == ids[:10] and len(quiet) == 2
 
 

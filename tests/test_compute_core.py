@@ -12,6 +12,7 @@ import pytest
 
 from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
+from cloudctl.core.compute import InstanceChanges
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import LaunchSpec
@@ -150,13 +151,13 @@ async def test_failed_start_leaves_the_instance_stopped(tmp_path: Path, model_ca
         assert cloud.compute.table.get(iid).state == "running"
         await cloud.compute.stop(caller, [iid])
         await cloud.compute.idle()
-        await cloud.compute.modify_attribute(caller, iid, {"instanceType": "x1.broken"})
+        await cloud.compute.modify_attribute(caller, iid, InstanceChanges(instance_type="x1.broken"))
         await cloud.compute.start(caller, [iid])
         await cloud.compute.idle()
         inst = cloud.compute.table.get(iid)
         assert inst.state == "stopped" and inst.state_reason_code == "Server.InternalError"
         assert inst.private_ip is not None and cloud.network.table.get(inst.private_ip) is not None
-        await cloud.compute.modify_attribute(caller, iid, {"instanceType": "t3.nano"})
+        await cloud.compute.modify_attribute(caller, iid, InstanceChanges(instance_type="t3.nano"))
         await cloud.compute.start(caller, [iid])
         await cloud.compute.idle()
         assert cloud.compute.table.get(iid).state == "running"

@@ -257,6 +257,43 @@ def test_state_errors(ec2: Any, image_id: str) -> None:
     assert code_of(e) == "IncorrectInstanceState"
 
 
+def test_modify_attribute_refusals_change_nothing(ec2: Any, image_id: str) -> None:
+    """What this cloud cannot change, and values that are not what they claim, are refused
+    before anything changes; the older Attribute=name&Value=v form reaches the same attributes."""
+    iid = run(ec2, image_id, DisableApiTermination=True)[0]["InstanceId"]
+    wait_state(ec2, [iid], "running")
+
+    def refused(code: str, **kw: Any) -> None:
+        with pytest.raises(ClientError) as e:
+            ec2.modify_instance_attribute(InstanceId=iid, **kw)
+        assert code_of(e) == code, kw
+
+    def protected() -> bool:
+        got = ec2.describe_instance_attribute(InstanceId=iid, Attribute="disableApiTermination")
+        return bool(got["DisableApiTermination"]["Value"])
+
+    refused("InvalidParameterValue", Kernel={"Value": "aki-0123456789abcdef0"})     # not supported here
+    refused("InvalidParameterValue", Attribute="disableApiTermination", Value="maybe")
+    refused("InvalidParameterValue", Attribute="userData", Value="not base64!")
+    refused("MissingParameter", Attribute="disableApiTermination")
+    refused("MissingParameter")
+    refused("MissingParameter", BlockDeviceMappings=[{"DeviceName": "/dev/vda", "Ebs": {}}])
+    refused("InvalidParameterValue", DisableApiTermination={"Value": False},          # one refusal: none applied
+            InstanceInitiatedShutdownBehavior={"Value": "hibernate"})
+    assert protected()
+    assert ec2.describe_instance_attribute(InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior")[
+        "InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+    ec2.modify_instance_attribute(InstanceId=iid, Attribute="disableApiTermination", Value="false")
+    assert not protected()
+    ec2.stop_instances(InstanceIds=[iid])
+    wait_state(ec2, [iid], "stopped")
+    ec2.modify_instance_attribute(InstanceId=iid, Attribute="userData",
+                                  Value=base64.b64encode(b"#!/bin/sh\n").decode())
+    ud = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]["Value"]
+    assert base64.b64decode(ud) == b"#!/bin/sh\n"
+    ec2.terminate_instances(InstanceIds=[iid])
+
+
 def test_console_output_is_base64_on_the_wire(ec2: Any, image_id: str) -> None:
     iid = run(ec2, image_id)[0]["InstanceId"]
     out = ec2.get_console_output(InstanceId=iid)

@@ -77,6 +77,14 @@ def test_tags(ec2: Any, image_id: str) -> None:
     ec2.delete_tags(Resources=[ids[0]], Tags=[{"Key": "odd"}])
     left = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [ids[0]]}])["Tags"]
     assert [(t["Key"], t["Value"]) for t in left] == [("env", "test")]
+    # An empty Value removes a tag only if its value is empty; without Value, whatever it holds.
+    ec2.create_tags(Resources=[ids[1]], Tags=[{"Key": "blank", "Value": ""}])
+    ec2.delete_tags(Resources=ids[1:], Tags=[{"Key": "env", "Value": ""}, {"Key": "blank", "Value": ""}])
+    left = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [ids[1]]}])["Tags"]
+    assert sorted((t["Key"], t["Value"]) for t in left) == [("env", "test"), ("odd", "<&>\"'é")]
+    ec2.delete_tags(Resources=ids[1:], Tags=[{"Key": "env"}, {"Key": "odd"}])
+    assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [ids[1]]}])["Tags"] == []
+    ec2.create_tags(Resources=[ids[1]], Tags=[{"Key": "env", "Value": "test"}, {"Key": "odd", "Value": "<&>\"'é"}])
     with pytest.raises(ClientError) as e:
         ec2.create_tags(Resources=["i-00000000000000000"], Tags=[{"Key": "a", "Value": "b"}])
     assert code_of(e) == "InvalidInstanceID.NotFound"

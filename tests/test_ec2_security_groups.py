@@ -14,6 +14,7 @@ from test_ec2_wire import aws
 
 from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
+from cloudctl.core.compute import InstanceChanges
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import LaunchSpec
@@ -481,7 +482,7 @@ async def test_filters_follow_rules_and_members(cloud: Cloud) -> None:
     assert [r.protocol for r in applied(cloud, w1).ingress] == ["icmp"]
 
     # w2 moves to db only (live): it loses web's rules, the others stop seeing it as a web member
-    await cloud.compute.modify_attribute(caller, w2, {"groupSet": [db]})
+    await cloud.compute.modify_attribute(caller, w2, InstanceChanges(group_ids=(db,)))
     await cloud.compute.idle()
     assert applied(cloud, w2).ingress == (FirewallRule("tcp", 5432, 5432, (ip(cloud, w1),)),)
     assert applied(cloud, w1).ingress == (FirewallRule("icmp", -1, -1, (ip(cloud, w1),)),)

@@ -43,7 +43,7 @@ async def test_a_cloud_service_launches_for_the_account_it_names(cloud: Cloud) -
     bob = Caller(await cloud.users.create("bob"))
     service = Caller.service("autoscaling")
     # the owner's own key pair: the launch acts as bob, not as the service
-    await cloud.keypairs.create(bob, "bobs-key", None, None, None)
+    await cloud.keypairs.create(bob, "bobs-key", None, None)
     res, (inst,) = await cloud.compute.run(service, spec(cloud, owner=bob.account, key_name="bobs-key",
                                                          client_token="t1"))
     assert (inst.owner, res.owner, inst.key_name) == (bob.account, bob.account, "bobs-key")

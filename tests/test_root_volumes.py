@@ -324,7 +324,7 @@ async def test_create_image_reads_the_root_volume(cloud: Cloud) -> None:
     qemu_io(cloud.volumes.volume_path(cloud.volumes.root_of(iid).id), "write -P 0x33 1M 64k")
     await cloud.compute.stop(caller, [iid])
     await cloud.compute.idle()
-    im = await cloud.compute.create_image(caller, {"InstanceId": iid, "Name": "captured"})
+    im = await cloud.compute.create_image(caller, iid, "captured")
     for _ in range(500):
         if cloud.images.table.get(im.id).state != "pending":
             break

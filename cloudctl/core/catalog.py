@@ -1,14 +1,15 @@
 """What the cloud offers: its region, zones and instance types."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..config import Config, InstanceType
 from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
-from .pagination import decode_token, page_size, paginate, query_fingerprint
+from .pagination import decode_token, page_size, paginate
+from .query import Query
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,33 +53,35 @@ class Catalog:
             "hypervisor": lambda t: "nitro",
         })
 
-    def describe_zones(self, caller: Caller, names: list[str] | None, ids: list[str] | None,
-                       filters: list[dict[str, Any]] | None) -> list[Zone]:
-        match = self.zone_filters.compile(filters)
+    def describe_zones(self, caller: Caller, query: Query, zone_ids: Sequence[str] = ()) -> list[Zone]:
+        """The zones `query` selects: its ids are zone names; `zone_ids` selects by zone id."""
+        names, ids = query.ids, zone_ids
+        match = self.zone_filters.compile(query.filters)
         caller.check_dry_run()
         known = {z.name for z in self.zones} | {z.zone_id for z in self.zones}
-        for n in [*(names or ()), *(ids or ())]:
+        for n in [*names, *ids]:
             if n not in known:
                 raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{n}]")
         zones = [z for z in self.zones if (not names or z.name in names) and (not ids or z.zone_id in ids)]
         return [z for z in zones if match(z)]
 
-    def describe_regions(self, caller: Caller, names: list[str] | None,
-                         filters: list[dict[str, Any]] | None) -> list[str]:
-        match = self.region_filters.compile(filters)
+    def describe_regions(self, caller: Caller, query: Query) -> list[str]:
+        """The region, if `query` (ids are region names) selects it."""
+        match = self.region_filters.compile(query.filters)
         caller.check_dry_run()
-        for n in names or ():
+        for n in query.ids:
             if n != self.config.region:
                 raise CloudError("InvalidParameterValue", f"Invalid region: {n}")
         return [r for r in [self.config.region] if match(r)]
 
-    def describe_types(self, caller: Caller, names: list[str] | None, filters: list[dict[str, Any]] | None,
-                       max_results: int | None, next_token: str | None) -> tuple[list[TypeInfo], str | None]:
-        match = self.type_filters.compile(filters)
-        limit = page_size(max_results, 5, 100)
-        fp = query_fingerprint("types", names, filters)
-        after = decode_token(next_token, fp)
-        for n in names or ():
+    def describe_types(self, caller: Caller, query: Query) -> tuple[list[TypeInfo], str | None]:
+        """The instance types `query` selects (its ids are type names), one page."""
+        names = query.ids
+        match = self.type_filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 100)
+        fp = query.fingerprint("types")
+        after = decode_token(query.next_token, fp)
+        for n in names:
             if n not in self.config.instance_types:
                 raise CloudError("InvalidInstanceType", f"The following supplied instance types do not exist: [{n}]")
         caller.check_dry_run()

@@ -14,8 +14,8 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +36,10 @@ from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
 from .launch import LaunchSpec
 from .network import Networks, Subnet, tap_name
-from .pagination import decode_token, page_size, paginate, query_fingerprint
+from .pagination import decode_token, page_size, paginate
+from .query import Query
 from .scheduler import Scheduler
-from .tags import Tags, tags_from_specs
+from .tags import Tags
 from .users import Users
 from .work import KeyedWork
 
@@ -53,6 +54,38 @@ STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 4
                "stopping": 64, "stopped": 80}
 TRANSITIONAL = frozenset({"pending", "stopping", "shutting-down"})
 MAX_USER_DATA = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOnTermination:
+    """A new DeleteOnTermination flag for the volume attached at `device` (which, if
+    `volume_id` is given, must be that volume)."""
+    device: str
+    delete: bool
+    volume_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceAttributes:
+    """An instance with what it is attached to: its groups (id, name) and volumes, root first."""
+    instance: Instance
+    groups: tuple[tuple[str, str], ...]
+    volumes: tuple[Volume, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceChanges:
+    """ModifyInstanceAttribute: what to change; None (or empty `delete_on_termination`) leaves
+    an attribute as it is. Type and user data change only while the instance is stopped."""
+    instance_type: str | None = None
+    user_data: bytes | None = None
+    disable_api_termination: bool | None = None
+    shutdown_behavior: str | None = None
+    group_ids: tuple[str, ...] | None = None
+    delete_on_termination: tuple[DeleteOnTermination, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self != InstanceChanges()
 
 
 class Compute:
@@ -407,17 +440,18 @@ class Compute:
         ids = set.intersection(*sets) if len(sets) > 1 else sets[0]
         return {i: mine[i] for i in ids if i in mine}
 
-    def _select(self, caller: Caller, req: dict[str, Any], filters: FilterSet, *query: Any,
+    def _select(self, caller: Caller, query: Query, filters: FilterSet, *fingerprint: Any,
                 keep: Callable[[Instance], bool] | None = None) -> tuple[dict[str, Instance], list[str], str | None]:
         """The shared part of the instance Describe* calls: ids or filters, then one page."""
-        ids = req.get("InstanceIds") or []
-        match = filters.compile(req.get("Filters"))
-        limit = page_size(req.get("MaxResults"), 5, 1000)
+        ids = query.ids
+        match = filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 1000)
         if ids and limit is not None:
             raise CloudError("InvalidParameterCombination",
                              "The parameter instancesSet cannot be used with the parameter maxResults")
-        fp = query_fingerprint(*query, req.get("Filters"))
-        after = decode_token(req.get("NextToken"), fp)
+        # Only a page token needs the fingerprint (hashing it is ~5% of a DescribeInstances by id).
+        fp = query.fingerprint(*fingerprint) if limit is not None or query.next_token is not None else ""
+        after = decode_token(query.next_token, fp)
         pool = {i.id: i for i in self.owned(caller, ids)} if ids else self._candidates(caller, match)
         caller.check_dry_run()
         if match or keep is not None:
@@ -425,9 +459,9 @@ class Compute:
         keys, token = paginate(sorted(pool), after, limit, fp)
         return pool, keys, token
 
-    def describe(self, caller: Caller,
-                 req: dict[str, Any]) -> tuple[list[tuple[Reservation, list[Instance]]], str | None]:
-        rows, keys, token = self._select(caller, req, self.filters, "instances")
+    def describe(self, caller: Caller, query: Query) -> tuple[list[tuple[Reservation, list[Instance]]], str | None]:
+        """The caller's instances `query` selects, one page, grouped by reservation."""
+        rows, keys, token = self._select(caller, query, self.filters, "instances")
         groups: dict[str, list[Instance]] = {}
         for k in keys:
             inst = rows[k]
@@ -447,11 +481,11 @@ class Compute:
             return "impaired" if self.host_trouble(i.host) else "ok"
         return "initializing" if i.state == "pending" else "not-applicable"
 
-    def describe_status(self, caller: Caller, req: dict[str, Any]
+    def describe_status(self, caller: Caller, query: Query, include_all: bool = False
                         ) -> tuple[list[tuple[Instance, str, str | None]], str | None]:
-        """(instance, status, why impaired) per instance; impaired while its host is in error."""
-        include_all = bool(req.get("IncludeAllInstances"))
-        rows, keys, token = self._select(caller, req, self.status_filters, "status", include_all,
+        """(instance, status, why impaired) per instance; impaired while its host is in error.
+        Only running instances, unless `include_all`."""
+        rows, keys, token = self._select(caller, query, self.status_filters, "status", include_all,
                                          keep=None if include_all else lambda i: i.state == "running")
         out = []
         for k in keys:
@@ -548,68 +582,38 @@ class Compute:
             log.warning("reboot of %s on %s failed: %s", iid, inst.host, e)
 
     # -- attributes ----------------------------------------------------------------------------
-    def attribute(self, caller: Caller, iid: str, attribute: str) -> tuple[Instance, Any]:
+    def attributes(self, caller: Caller, iid: str) -> InstanceAttributes:
+        """What DescribeInstanceAttribute may ask of one instance, read at once."""
         inst = self.owned(caller, [iid])[0]
-        values: dict[str, Any] = {
-            "instanceType": inst.instance_type,
-            "userData": inst.user_data,
-            "disableApiTermination": inst.disable_api_termination,
-            "instanceInitiatedShutdownBehavior": inst.shutdown_behavior,
-            "disableApiStop": False,
-            "ebsOptimized": False,
-            "sourceDestCheck": True,
-            "groupSet": [{"GroupId": g, "GroupName": n} for g, n in
-                         self.security_groups.groups_of(inst)],
-            "blockDeviceMapping": self._volumes_of(inst),
-            "productCodes": [],
-            "rootDeviceName": inst.root_device or "/dev/vda",
-            "kernel": None,
-            "ramdisk": None,
-            "enaSupport": False,
-            "sriovNetSupport": None,
-        }
-        if attribute not in values:
-            raise CloudError("InvalidParameterValue", f"Value ({attribute}) for parameter attribute is invalid. "
-                             f"Unknown attribute.")
         caller.check_dry_run()
-        return inst, values[attribute]
+        return InstanceAttributes(inst, tuple(self.security_groups.groups_of(inst)),
+                                  tuple(self._volumes_of(inst)))
 
-    async def modify_attribute(self, caller: Caller, iid: str, changes: dict[str, Any]) -> None:
+    async def modify_attribute(self, caller: Caller, iid: str, changes: InstanceChanges) -> None:
         inst = self.owned(caller, [iid])[0]
         if not changes:
             raise CloudError("MissingParameter", "The request must contain an attribute to modify")
         updates: dict[str, Any] = {}
-        volume_changes: list[Any] = []
-        for name, value in changes.items():
-            if name == "instanceType":
-                self.type_of(value)
-                if inst.state != "stopped":
-                    raise CloudError.wrong_state("IncorrectInstanceState",
-                                                 f"The instance '{iid}' is not in the 'stopped' state.")
-                updates["instance_type"] = value
-            elif name == "userData":
-                if inst.state != "stopped":
-                    raise CloudError.wrong_state("IncorrectInstanceState",
-                                                 f"The instance '{iid}' is not in the 'stopped' state.")
-                raw = value if isinstance(value, bytes) else str(value).encode()
-                if len(raw) > MAX_USER_DATA:
-                    raise CloudError("InvalidParameterValue", f"User data is limited to {MAX_USER_DATA} bytes")
-                updates["user_data"] = base64.b64encode(raw).decode() if raw else None
-            elif name == "disableApiTermination":
-                updates["disable_api_termination"] = _as_bool(value, name)
-            elif name == "instanceInitiatedShutdownBehavior":
-                if value not in ("stop", "terminate"):
-                    raise CloudError("InvalidParameterValue",
-                                     f"Invalid value '{value}' for instanceInitiatedShutdownBehavior")
-                updates["shutdown_behavior"] = value
-            elif name == "groupSet":
-                ids = [value] if isinstance(value, str) else list(value or [])
-                updates["group_ids"] = self.security_groups.group_ids_for(caller, ids)
-            elif name == "blockDeviceMapping" and isinstance(value, list) and value:
-                volume_changes = self.volumes.delete_on_termination_changes(iid, value)
-            else:
+        if changes.instance_type is not None:
+            self.type_of(changes.instance_type)
+            self._stopped(inst)
+            updates["instance_type"] = changes.instance_type
+        if changes.user_data is not None:
+            self._stopped(inst)
+            raw = changes.user_data
+            if len(raw) > MAX_USER_DATA:
+                raise CloudError("InvalidParameterValue", f"User data is limited to {MAX_USER_DATA} bytes")
+            updates["user_data"] = base64.b64encode(raw).decode() if raw else None
+        if changes.disable_api_termination is not None:
+            updates["disable_api_termination"] = changes.disable_api_termination
+        if changes.shutdown_behavior is not None:
+            if changes.shutdown_behavior not in ("stop", "terminate"):
                 raise CloudError("InvalidParameterValue",
-                                 f"Modifying the attribute '{name}' is not supported by this cloud")
+                                 f"Invalid value '{changes.shutdown_behavior}' for instanceInitiatedShutdownBehavior")
+            updates["shutdown_behavior"] = changes.shutdown_behavior
+        if changes.group_ids is not None:
+            updates["group_ids"] = self.security_groups.group_ids_for(caller, changes.group_ids)
+        volume_changes = self._delete_on_termination(iid, changes.delete_on_termination)
         caller.check_dry_run()
         with self.store.txn() as tx:
             for vol in volume_changes:
@@ -618,11 +622,34 @@ class Compute:
                 tx.put(replace(inst, **updates))
         await self.store.sync()
 
-    async def create_image(self, caller: Caller, req: dict[str, Any]) -> Image:
-        """CreateImage: the instance's root disk, flattened into a new image of the caller's."""
-        inst = self.owned(caller, [req["InstanceId"]])[0]
-        name = req.get("Name") or ""
-        if inst.state != "stopped" and not (inst.state == "running" and req.get("NoReboot")):
+    @staticmethod
+    def _stopped(inst: Instance) -> None:
+        if inst.state != "stopped":
+            raise CloudError.wrong_state("IncorrectInstanceState",
+                                         f"The instance '{inst.id}' is not in the 'stopped' state.")
+
+    def _delete_on_termination(self, iid: str, flags: Sequence[DeleteOnTermination]) -> list[Volume]:
+        """The volumes attached at the named devices (the root one included) with their new
+        DeleteOnTermination flag, for the caller to put."""
+        by_device = {v.device: v for v in self.volumes.attached_to(iid)}
+        out = []
+        for f in flags:
+            vol = by_device.get(f.device)
+            if vol is None:
+                raise CloudError("InvalidInstanceAttributeValue",
+                                 f"No device is currently mapped at {f.device or '(no device name)'}")
+            if f.volume_id and f.volume_id != vol.id:
+                raise CloudError("InvalidInstanceAttributeValue",
+                                 f"Volume {f.volume_id} is not the volume mapped at {f.device}")
+            out.append(replace(vol, delete_on_termination=f.delete))
+        return out
+
+    async def create_image(self, caller: Caller, instance_id: str, name: str, description: str = "",
+                           no_reboot: bool = False, tags: Sequence[tuple[str, str]] = ()) -> Image:
+        """CreateImage: the instance's root disk, flattened into a new image of the caller's.
+        A running instance only with `no_reboot`; `tags` (checked pairs) go on the new image."""
+        inst = self.owned(caller, [instance_id])[0]
+        if inst.state != "stopped" and not (inst.state == "running" and no_reboot):
             raise CloudError.wrong_state("IncorrectInstanceState",
                                          f"The instance '{inst.id}' must be stopped (or running, with NoReboot) "
                                          f"to image it.")
@@ -636,13 +663,12 @@ class Compute:
             raise CloudError("InvalidParameterValue",
                              f"The instance '{inst.id}' has no disk of its own to image (its host is simulated).")
         self.images.check_user_name(caller.account, name)
-        pairs = tags_from_specs(req.get("TagSpecifications"), ("image", "snapshot")).get("image")
         image = self.images.table.get(inst.image_id)
         caller.check_dry_run()
         return await self.images.capture(
-            caller.account, name, req.get("Description") or "", disk,
+            caller.account, name, description, disk,
             inst.kernel_id or (image.kernel_id if image else None),
-            inst.ramdisk_id or (image.ramdisk_id if image else None), pairs, self.files.storage.copy)
+            inst.ramdisk_id or (image.ramdisk_id if image else None), list(tags), self.files.storage.copy)
 
     async def console_output(self, caller: Caller, iid: str) -> tuple[Instance, bytes]:
         inst = self.owned(caller, [iid])[0]
@@ -938,11 +964,3 @@ def private_dns(inst: Instance, region: str) -> str:
 
 def _reason(who: str) -> str:
     return f"{who} ({time.strftime('%Y-%m-%d %H:%M:%S GMT', time.gmtime())})"
-
-
-def _as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "false"):
-        return str(value).lower() == "true"
-    raise CloudError("InvalidParameterValue", f"Invalid value '{value}' for {name}; expected true or false")

@@ -125,8 +125,6 @@ class FilterSet:
     def compile(self, filters: Iterable[Filter] | None) -> Matcher:
         conds: list[Condition] = []
         for f in filters or ():
-            if isinstance(f, dict):   # TRANSITION: EC2 wire filters until every Describe passes a Query
-                f = Filter(f.get("Name") or "", tuple(f.get("Values") or ()))
             name, values = f.name, f.values
             if not name:
                 raise CloudError("InvalidParameterValue", "The filter name must be specified")

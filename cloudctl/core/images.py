@@ -8,8 +8,8 @@ import os
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id, well_formed
-from .pagination import decode_token, page_size, paginate, query_fingerprint
-from .tags import Tags, tags_from_specs
+from .pagination import decode_token, page_size, paginate
+from .query import Query
+from .tags import Tags
 from .users import LIVE_STATES
 
 log = logging.getLogger("cloudctl.images")
@@ -42,6 +43,19 @@ def root_device_type(im: Image) -> str:
     """Machine images launch EBS-backed (their root disk becomes a volume); kernels and ramdisks
     are files the hypervisor reads, not disks."""
     return "ebs" if im.image_type == "machine" else "instance-store"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRegistration:
+    """RegisterImage: `location` is a file in the image store, or an http(s) URL to fetch (for
+    clouds that let users do so); `tags` are checked (key, value) pairs."""
+    name: str
+    location: str | None
+    description: str = ""
+    architecture: str = "x86_64"
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 def hash_file(path: Path) -> tuple[int, str]:
@@ -197,26 +211,22 @@ class Images:
         await self.store.sync()
         return im
 
-    async def register(self, caller: Caller, req: dict[str, Any]) -> Image:
-        """RegisterImage: `ImageLocation` names a file already in the image store."""
-        name = req.get("Name") or ""
-        location = req.get("ImageLocation")
+    async def register(self, caller: Caller, reg: ImageRegistration) -> Image:
+        """RegisterImage: `reg.location` names a file already in the image store (or a URL)."""
+        name = reg.name
+        location = reg.location
         if location and location.startswith(("http://", "https://")):
             if not self.allow_urls:
                 raise CloudError("InvalidParameterValue",
                                  "Registering images from URLs is reserved to the cloud's admins here")
             self.check_user_name(caller.account, name)
             caller.check_dry_run()
-            return await self.fetch(caller.account, name, location, req.get("Description") or "",
-                                    kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
-        if req.get("BlockDeviceMappings") and not location:
-            raise CloudError("InvalidParameterValue",
-                             "Registering from snapshots is not supported; "
-                             "give ImageLocation, a file in the image store")
+            return await self.fetch(caller.account, name, location, reg.description,
+                                    kernel_id=reg.kernel_id, ramdisk_id=reg.ramdisk_id)
         if not location:
             raise CloudError("MissingParameter", "The request must contain the parameter ImageLocation")
         self.check_user_name(caller.account, name)
-        arch = req.get("Architecture") or "x86_64"
+        arch = reg.architecture
         if arch != "x86_64":
             raise CloudError("InvalidParameterValue", f"Architecture '{arch}' is not supported (x86_64 only)")
         rel = await asyncio.to_thread(self._store_file, location)
@@ -228,12 +238,10 @@ class Images:
         if rel is None or taken:
             shown = location if len(location) <= 200 else location[:200] + "..."
             raise CloudError("InvalidParameterValue", f"ImageLocation '{shown}' is not a file in the image store")
-        pairs = tags_from_specs(req.get("TagSpecifications"), ("image",)).get("image")
-        self._boot_ids(caller, req.get("KernelId"), req.get("RamdiskId"))
+        self._boot_ids(caller, reg.kernel_id, reg.ramdisk_id)
         caller.check_dry_run()
-        return await self._register(caller.account, name, rel,
-                                    req.get("Description") or "", False, pairs,
-                                    kernel_id=req.get("KernelId"), ramdisk_id=req.get("RamdiskId"))
+        return await self._register(caller.account, name, rel, reg.description, False, list(reg.tags),
+                                    kernel_id=reg.kernel_id, ramdisk_id=reg.ramdisk_id)
 
     def image_row(self, owner: str, name: str, rel_path: str, size: int, sha256: str, disk_format: str,
                   virtual_size: int, description: str, architecture: str = "x86_64") -> Image:
@@ -390,13 +398,14 @@ class Images:
         await asyncio.get_running_loop().run_in_executor(None, shutil.copyfile, source, self.dir / rel)
         return await self._register(CLOUD_OWNER, name, rel, description, True)
 
-    def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[Image], str | None]:
-        ids = req.get("ImageIds") or []
-        owners = req.get("Owners") or []
-        match = self.filters.compile(req.get("Filters"))
-        limit = page_size(req.get("MaxResults"), 5, 1000)
-        fp = query_fingerprint("images", ids, owners, req.get("Filters"), bool(req.get("IncludeDeprecated")))
-        after = decode_token(req.get("NextToken"), fp)
+    def describe(self, caller: Caller, query: Query, owners: Sequence[str] = (),
+                 include_deprecated: bool = False) -> tuple[list[Image], str | None]:
+        """The images the caller may see that `query` selects; `owners` are account ids or "self"."""
+        ids = query.ids
+        match = self.filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 1000)
+        fp = query.fingerprint("images", list(owners), include_deprecated)
+        after = decode_token(query.next_token, fp)
         if ids and limit is not None:
             raise CloudError("InvalidParameterCombination",
                              "The parameter ImageIds cannot be used with the parameter MaxResults")
@@ -419,7 +428,7 @@ class Images:
         if owners:
             want = {caller.account if o == "self" else o for o in owners}
             pool = {k: i for k, i in pool.items() if i.owner in want}
-        if not ids and not req.get("IncludeDeprecated"):
+        if not ids and not include_deprecated:
             # As EC2: deprecated images are left out of listings, except for their owner.
             now = time.time()
             pool = {k: i for k, i in pool.items() if i.owner == caller.account

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from .errors import CloudError
 from .filters import FilterSet
 from .ids import new_id
 from .images import Images
-from .pagination import decode_token, page_size, paginate, query_fingerprint
-from .tags import Tags, tags_from_specs
+from .pagination import decode_token, page_size, paginate
+from .query import Query
+from .tags import Tags
 
 log = logging.getLogger("cloudctl.imports")
 
@@ -36,8 +37,19 @@ _ID = re.compile(r"^import-ami-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 #: and differencing VHD/VHDX name other files, which qemu would open for the guest.
 FORMATS = {"RAW": "raw", "QCOW2": "qcow2"}
 SECTOR = 512
-_UNSUPPORTED = {"Encrypted": "encrypted images", "KmsKeyId": "encryption keys",
-                "LicenseSpecifications": "license configurations", "UsageOperation": "usage operations"}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRequest:
+    """ImportImage of one disk image at `url`. `disk_format` is as the user declared it (any
+    case), None to take what the file turns out to be; `tags` are checked (key, value) pairs."""
+    url: str
+    disk_format: str | None = None
+    description: str = ""
+    architecture: str = "x86_64"
+    platform: str = "Linux"
+    client_token: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 class ImageImports:
@@ -77,11 +89,8 @@ class ImageImports:
         return t
 
     # -- ImportImage ---------------------------------------------------------------------------
-    async def start(self, caller: Caller, req: dict[str, Any]) -> ImportTask:
-        for key, what in _UNSUPPORTED.items():
-            if req.get(key):
-                raise CloudError("InvalidParameterValue", f"{key}: {what} are not supported by this cloud")
-        token = req.get("ClientToken")
+    async def start(self, caller: Caller, req: ImportRequest) -> ImportTask:
+        token = req.client_token
         if token is not None and not (0 < len(token) <= 64 and token.isascii()):
             raise CloudError("InvalidParameterValue", "ClientToken must be 1-64 ASCII characters")
         if token:
@@ -89,20 +98,7 @@ class ImageImports:
             if prior is not None:
                 caller.check_dry_run()
                 return prior
-        disks = req.get("DiskContainers") or []
-        if not disks:
-            raise CloudError("MissingParameter", "The request must contain the parameter DiskContainers")
-        if len(disks) > 1:
-            raise CloudError("InvalidParameterValue", "Only one disk can be imported per image in this cloud")
-        disk = disks[0]
-        if disk.get("SnapshotId"):
-            raise CloudError("InvalidParameterValue", "Importing from a snapshot is not supported; give a Url")
-        if disk.get("UserBucket") and not disk.get("Url"):
-            raise CloudError("InvalidParameterValue",
-                             "This cloud has no S3: give the disk image's http(s) Url instead of a UserBucket")
-        url = disk.get("Url") or ""
-        if not url:
-            raise CloudError("MissingParameter", "The disk container must contain the parameter Url")
+        url = req.url
         if not url.startswith(("http://", "https://")) or len(url) > 2048:
             raise CloudError("InvalidParameterValue", "The disk image Url must be an http:// or https:// URL")
         if not self.allow_urls:
@@ -112,20 +108,20 @@ class ImageImports:
             fetcher.check_url(url, self._refuse_local)
         except fetcher.FetchError as e:
             raise CloudError("InvalidParameterValue", str(e)) from None
-        fmt = (disk.get("Format") or "").upper() or None
+        fmt = (req.disk_format or "").upper() or None
         if fmt is not None and fmt not in FORMATS:
-            raise CloudError("InvalidParameterValue", f"Unsupported disk format '{disk.get('Format')}'; "
+            raise CloudError("InvalidParameterValue", f"Unsupported disk format '{req.disk_format}'; "
                              f"supported: {', '.join(FORMATS)}")
-        arch = req.get("Architecture") or "x86_64"
+        arch = req.architecture
         if arch != "x86_64":
             raise CloudError("InvalidParameterValue", f"Architecture '{arch}' is not supported (x86_64 only)")
-        platform = req.get("Platform") or "Linux"
+        platform = req.platform
         if platform != "Linux":
             raise CloudError("InvalidParameterValue", f"Platform '{platform}' is not supported (Linux only)")
-        description = req.get("Description") or disk.get("Description") or ""
+        description = req.description
         if len(description) > 255:
             raise CloudError("InvalidParameterValue", "Descriptions are limited to 255 characters")
-        pairs = tags_from_specs(req.get("TagSpecifications"), ("import-image-task",)).get("import-image-task", [])
+        pairs = list(req.tags)
         caller.check_dry_run()
         task = ImportTask(id=new_id(PREFIX), owner=caller.account, url=url, state="active", created=time.time(),
                           description=description, disk_format=fmt, architecture=arch, platform=platform,
@@ -220,12 +216,12 @@ class ImageImports:
         self.store.flush()
 
     # -- DescribeImportImageTasks / CancelImportTask -------------------------------------------
-    def describe(self, caller: Caller, req: dict[str, Any]) -> tuple[list[ImportTask], str | None]:
-        ids = req.get("ImportTaskIds") or []
-        match = self.filters.compile(req.get("Filters"))
-        limit = page_size(req.get("MaxResults"), 1, 500)
-        fp = query_fingerprint("import-image-tasks", ids, req.get("Filters"))
-        after = decode_token(req.get("NextToken"), fp)
+    def describe(self, caller: Caller, query: Query) -> tuple[list[ImportTask], str | None]:
+        ids = query.ids
+        match = self.filters.compile(query.filters)
+        limit = page_size(query.max_results, 1, 500)
+        fp = query.fingerprint("import-image-tasks")
+        after = decode_token(query.next_token, fp)
         pool = {i: self._task(caller, i) for i in ids} if ids else self._by_owner.get(caller.account)
         caller.check_dry_run()
         rows = {k: t for k, t in pool.items() if match(t)} if match else pool

@@ -11,11 +11,12 @@ table the records come from changed in between, the page is read again.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..store.records import Address, Image, Instance, Reservation, SecurityGroup, Tag, Volume
 from .context import Caller
 from .network import Subnet
+from .query import Query
 
 if TYPE_CHECKING:
     from .cloud import Cloud
@@ -65,7 +66,7 @@ def _stamp(cloud: Cloud) -> tuple[int, ...]:
     return tuple(cloud.store.table(t).changes for t in _SOURCES)
 
 
-async def describe_page(cloud: Cloud, caller: Caller, req: dict[str, Any], chunk: int = CHUNK
+async def describe_page(cloud: Cloud, caller: Caller, query: Query, chunk: int = CHUNK
                         ) -> tuple[Page, str | None]:
     """DescribeInstances' page (Compute.describe) with every instance's facts, as of one moment.
 
@@ -74,7 +75,7 @@ async def describe_page(cloud: Cloud, caller: Caller, req: dict[str, Any], chunk
     """
     for attempt in range(2):
         stamp = _stamp(cloud)
-        groups, token = cloud.compute.describe(caller, req)
+        groups, token = cloud.compute.describe(caller, query)
         flat = [(n, i) for n, (_, insts) in enumerate(groups) for i in insts]
         facts = facts_of(cloud, (i for _, i in flat[:chunk]))
         for k in range(chunk, len(flat), chunk):
@@ -82,7 +83,7 @@ async def describe_page(cloud: Cloud, caller: Caller, req: dict[str, Any], chunk
                 if _stamp(cloud) != stamp:
                     if attempt == 0:
                         break
-                    groups, token = cloud.compute.describe(caller, req)   # changing under us: at once
+                    groups, token = cloud.compute.describe(caller, query)   # changing under us: at once
                     return page_facts(cloud, groups), token
                 facts += facts_of(cloud, (i for _, i in flat[k:k + chunk]))
         else:

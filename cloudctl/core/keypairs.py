@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Sequence
 
 from ..store.records import KeyPair
 from ..store.store import MultiIndex, Store
@@ -12,7 +12,8 @@ from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id
-from .tags import Tags, tags_from_specs
+from .query import Query
+from .tags import Tags
 
 
 class KeyPairs:
@@ -51,66 +52,64 @@ class KeyPairs:
                                    f"You have reached the limit of {self.max_per_owner} key pairs.")
 
     async def _save(self, caller: Caller, name: str, km: sshkeys.KeyMaterial,
-                    tag_specs: list[dict[str, Any]] | None) -> KeyPair:
-        pairs = tags_from_specs(tag_specs, ("key-pair",)).get("key-pair", [])
+                    tags: Sequence[tuple[str, str]]) -> KeyPair:
         # Checked again: another request may have taken the name while the key was generated.
         self._check_new(caller, name)
         kp = KeyPair(id=new_id("key"), owner=caller.account, name=name, fingerprint=km.fingerprint,
                      public_key=km.public_openssh, key_type=km.key_type, created=time.time())
         with self.store.txn() as tx:
             tx.put(kp)
-            if pairs:
-                self.tags.put(tx, caller.account, kp.id, "key-pair", pairs)
+            if tags:
+                self.tags.put(tx, caller.account, kp.id, "key-pair", list(tags))
         await self.store.sync()
         return kp
 
     async def create(self, caller: Caller, name: str, key_type: str | None, key_format: str | None,
-                     tag_specs: list[dict[str, Any]] | None) -> tuple[KeyPair, str]:
+                     tags: Sequence[tuple[str, str]] = ()) -> tuple[KeyPair, str]:
+        """A new key pair and its private key (PEM), which is not kept. `tags` are checked pairs."""
         self._check_new(caller, name)
         key_type = key_type or "rsa"
         if key_type not in ("rsa", "ed25519"):
             raise CloudError("InvalidParameterValue", f"Invalid key type '{key_type}'; expected rsa or ed25519")
         if (key_format or "pem") != "pem":
             raise CloudError("InvalidParameterValue", f"Key format '{key_format}' is not supported; use pem")
-        tags_from_specs(tag_specs, ("key-pair",)).get("key-pair", [])
         caller.check_dry_run()
         km = await asyncio.get_running_loop().run_in_executor(None, sshkeys.generate, key_type)
-        kp = await self._save(caller, name, km, tag_specs)
+        kp = await self._save(caller, name, km, tags)
         assert km.private_pem is not None
         return kp, km.private_pem
 
     async def import_(self, caller: Caller, name: str, material: bytes,
-                      tag_specs: list[dict[str, Any]] | None) -> KeyPair:
+                      tags: Sequence[tuple[str, str]] = ()) -> KeyPair:
         self._check_new(caller, name)
         try:
             km = sshkeys.parse_public(material)
         except ValueError as e:
             raise CloudError("InvalidKey.Format", f"Key is not in valid OpenSSH public key format: {e}") from None
-        tags_from_specs(tag_specs, ("key-pair",)).get("key-pair", [])
         caller.check_dry_run()
-        return await self._save(caller, name, km, tag_specs)
+        return await self._save(caller, name, km, tags)
 
-    def resolve(self, caller: Caller, names: list[str] | None, ids: list[str] | None) -> list[KeyPair]:
+    def resolve(self, caller: Caller, names: Sequence[str], ids: Sequence[str]) -> list[KeyPair]:
         mine = self._by_owner.get(caller.account)
         if not names and not ids:
             return sorted(mine.values(), key=lambda k: k.name)
         out: dict[str, KeyPair] = {}
-        for n in names or ():
+        for n in names:
             k = self.by_name(caller.account, n)
             if k is None:
                 raise not_found("KeyPair", n)
             out[k.id] = k
-        for i in ids or ():
+        for i in ids:
             k = mine.get(i)
             if k is None:
                 raise CloudError.not_found("InvalidKeyPair.NotFound", f"The key pair ID '{i}' does not exist")
             out[k.id] = k
         return sorted(out.values(), key=lambda k: k.name)
 
-    def describe(self, caller: Caller, names: list[str] | None, ids: list[str] | None,
-                 filters: list[dict[str, Any]] | None) -> list[KeyPair]:
-        match = self.filters.compile(filters)
-        keys = self.resolve(caller, names, ids)
+    def describe(self, caller: Caller, query: Query, names: Sequence[str] = ()) -> list[KeyPair]:
+        """The caller's key pairs by id (`query.ids`) and/or name, filtered; never paged."""
+        match = self.filters.compile(query.filters)
+        keys = self.resolve(caller, names, query.ids)
         caller.check_dry_run()
         return [k for k in keys if match(k)]
 

@@ -19,7 +19,8 @@ from ..store.store import MultiIndex, Store, Txn
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
-from .pagination import decode_token, page_size, paginate, query_fingerprint
+from .pagination import decode_token, page_size, paginate
+from .query import Query
 
 
 def _stable_id(prefix: str, *parts: str) -> str:
@@ -171,26 +172,25 @@ class Networks:
         return out
 
     # -- Describe ------------------------------------------------------------------------------
-    def describe_subnets(self, caller: Caller, req: dict[str, Any]) -> tuple[list[Subnet], str | None]:
-        ids = req.get("SubnetIds") or []
+    def describe_subnets(self, caller: Caller, query: Query) -> tuple[list[Subnet], str | None]:
+        ids = query.ids
         for sid in ids:
             if sid not in self.subnets:
                 raise not_found("SubnetID", [sid])
-        match = self.filters.compile(req.get("Filters"))
-        limit = page_size(req.get("MaxResults"), 5, 1000)
-        fp = query_fingerprint("subnets", ids, req.get("Filters"))
-        after = decode_token(req.get("NextToken"), fp)
+        match = self.filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 1000)
+        fp = query.fingerprint("subnets")
+        after = decode_token(query.next_token, fp)
         caller.check_dry_run()
         pool = {s.id: s for s in self.subnets.values() if (not ids or s.id in ids) and match(s)}
         keys, token = paginate(sorted(pool), after, limit, fp)
         return [pool[k] for k in keys], token
 
-    def describe_vpcs(self, caller: Caller, req: dict[str, Any]) -> list[str]:
-        ids = req.get("VpcIds") or []
-        for vid in ids:
+    def describe_vpcs(self, caller: Caller, query: Query) -> list[str]:
+        for vid in query.ids:
             if vid != self.vpc_id:
                 raise CloudError.not_found("InvalidVpcID.NotFound", f"The vpc ID '{vid}' does not exist")
-        match = self.vpc_filters.compile(req.get("Filters"))
+        match = self.vpc_filters.compile(query.filters)
         caller.check_dry_run()
         return [self.vpc_id] if match(self.vpc_id) else []
 

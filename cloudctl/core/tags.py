@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..store.records import Tag
 from ..store.store import Index, MultiIndex, Store, Txn
 from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
-from .pagination import decode_token, page_size, paginate, query_fingerprint
+from .pagination import decode_token, page_size, paginate
+from .query import Query
 
 MAX_TAGS = 50
 _EMPTY: Mapping[str, str] = {}
@@ -108,12 +108,6 @@ class Tags:
         group = self._by_resource.groups.get(resource_id)
         return tuple(group.values()) if group else ()
 
-    def tag_list(self, resource_id: str) -> list[dict[str, str]]:
-        group = self._by_resource.groups.get(resource_id)
-        if not group:
-            return []
-        return [{"Key": t.tag_key, "Value": t.value} for t in group.values()]
-
     def resources_with(self, key: str, values: set[str]) -> set[str]:
         by_value = self._by_kv.ids.get(key)
         if not by_value:
@@ -124,11 +118,6 @@ class Tags:
         return out
 
     # -- changes ------------------------------------------------------------------------------
-    @staticmethod
-    def validate(tags: list[dict[str, Any]]) -> list[tuple[str, str]]:
-        """EC2's `[{"Key", "Value"}]` as checked (key, value) pairs."""
-        return Tags.validate_pairs([(t.get("Key"), t.get("Value") or "") for t in tags])
-
     @staticmethod
     def validate_pairs(tags: Iterable[tuple[str | None, str]]) -> list[tuple[str, str]]:
         out = []
@@ -167,8 +156,8 @@ class Tags:
         for t in list(self._by_resource.get(resource_id).values()):
             tx.delete(t)
 
-    async def create(self, caller: Caller, resource_ids: list[str], tags: list[dict[str, Any]]) -> None:
-        pairs = self.validate(tags)
+    async def create(self, caller: Caller, resource_ids: Sequence[str], tags: Iterable[tuple[str, str]]) -> None:
+        pairs = self.validate_pairs(tags)
         types = {rid: self.check_resource(caller, rid) for rid in resource_ids}
         caller.check_dry_run()
         with self.store.txn() as tx:
@@ -176,7 +165,10 @@ class Tags:
                 self.put(tx, caller.account, rid, types[rid], pairs)
         await self.store.sync()
 
-    async def delete(self, caller: Caller, resource_ids: list[str], tags: list[dict[str, Any]] | None) -> None:
+    async def delete(self, caller: Caller, resource_ids: Sequence[str],
+                     tags: Sequence[tuple[str, str | None]] = ()) -> None:
+        """Without `tags`, every tag of the resources goes; a (key, None) pair removes the key
+        whatever its value, a (key, value) pair only a tag holding exactly that value."""
         for rid in resource_ids:
             self.check_resource(caller, rid)
         caller.check_dry_run()
@@ -187,20 +179,20 @@ class Tags:
                     for t in list(group.values()):
                         tx.delete(t)
                     continue
-                for spec in tags:
-                    row = group.get(f"{rid}\x1f{spec.get('Key')}")
-                    # With a Value, only a tag holding that value goes (EC2 semantics); an
-                    # empty-string Value means "only if the value is empty".
-                    if row is not None and ("Value" not in spec or spec["Value"] == row.value):
+                for key, value in tags:
+                    row = group.get(f"{rid}\x1f{key}")
+                    # With a value, only a tag holding that value goes (EC2 semantics); an
+                    # empty-string value means "only if the value is empty".
+                    if row is not None and (value is None or value == row.value):
                         tx.delete(row)
         await self.store.sync()
 
-    def describe(self, caller: Caller, filters: list[dict[str, Any]] | None,
-                 max_results: int | None, next_token: str | None) -> tuple[list[Tag], str | None]:
-        match = self.filters.compile(filters)
-        limit = page_size(max_results, 5, 1000)
-        fp = query_fingerprint("tags", filters)
-        after = decode_token(next_token, fp)
+    def describe(self, caller: Caller, query: Query) -> tuple[list[Tag], str | None]:
+        """The caller's tags that `query`'s filters select (its ids are not used), one page."""
+        match = self.filters.compile(query.filters)
+        limit = page_size(query.max_results, 5, 1000)
+        fp = query.fingerprint("tags")
+        after = decode_token(query.next_token, fp)
         caller.check_dry_run()
         rids = match.exact_values("resource-id")
         if rids is not None:
@@ -210,16 +202,3 @@ class Tags:
         rows = {t.key: t for t in pool if t.owner == caller.account and match(t)}
         keys, token = paginate(sorted(rows), after, limit, fp)
         return [rows[k] for k in keys], token
-
-
-def tags_from_specs(tag_specs: list[dict[str, Any]] | None,
-                    allowed: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
-    """TagSpecifications → {resource type: [(key, value)]}; a type the action cannot tag is refused."""
-    out: dict[str, list[tuple[str, str]]] = {}
-    for spec in tag_specs or ():
-        rtype = spec.get("ResourceType")
-        if rtype not in allowed:
-            raise CloudError("InvalidParameterValue",
-                             f"'{rtype}' is not a valid taggable resource type for this operation")
-        out.setdefault(rtype, []).extend(Tags.validate(spec.get("Tags") or []))
-    return out

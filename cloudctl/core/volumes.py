@@ -571,26 +571,6 @@ class Volumes:
                 self._serial((v.id,), self._remove_file(v.id))
         return [v.id for v in vols]
 
-    def delete_on_termination_changes(self, instance_id: str, mappings: list[dict[str, Any]]) -> list[Volume]:
-        """ModifyInstanceAttribute's BlockDeviceMappings: the volumes attached at the named devices
-        (the root one included) with their new DeleteOnTermination flag, for the caller to put."""
-        by_device = {v.device: v for v in self._by_instance.get(instance_id).values()}
-        changes = []
-        for m in mappings:
-            device = m.get("DeviceName") or ""
-            ebs = m.get("Ebs") or {}
-            vol = by_device.get(device)
-            if vol is None:
-                raise CloudError("InvalidInstanceAttributeValue",
-                                 f"No device is currently mapped at {device or '(no device name)'}")
-            if ebs.get("VolumeId") and ebs["VolumeId"] != vol.id:
-                raise CloudError("InvalidInstanceAttributeValue",
-                                 f"Volume {ebs['VolumeId']} is not the volume mapped at {device}")
-            if "DeleteOnTermination" not in ebs:
-                raise CloudError("MissingParameter", f"The mapping of {device} must give Ebs.DeleteOnTermination")
-            changes.append(replace(vol, delete_on_termination=bool(ebs["DeleteOnTermination"])))
-        return changes
-
     # -- snapshots -----------------------------------------------------------------------------
     async def create_snapshot(self, caller: Caller, volume_id: str, description: str = "",
                               tags: tuple[tuple[str, str], ...] = ()) -> Snapshot:

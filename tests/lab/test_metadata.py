@@ -155,7 +155,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, netns
     try:
         caller = Caller(await cloud.users.create("imds"))
         km = sshkeys.generate("ed25519")
-        await cloud.keypairs.import_(caller, "mykey", km.public_openssh.encode(), None)
+        await cloud.keypairs.import_(caller, "mykey", km.public_openssh.encode())
         e = Env(cloud, caller, netns, 0, None, None, f"{km.public_openssh} mykey")
         e.keyed = await e.launch(key_name="mykey", user_data=base64.b64encode(USER_DATA).decode())
         e.plain = await e.launch()

@@ -11,7 +11,7 @@ from typing import Any
 
 from ...core.errors import CloudError
 from ...core.launch import BlockDevice, LaunchSpec
-from ...core.tags import tags_from_specs
+from .requests import tag_specs
 
 # Accepted in TagSpecifications: instance and volume tags are applied to what the launch makes;
 # network interfaces are not resources of their own here, so their tags have nothing to carry them.
@@ -34,7 +34,7 @@ def launch_spec(req: dict[str, Any]) -> LaunchSpec:
     if lo is None or hi is None:
         raise CloudError("MissingParameter", "The request must contain the parameters MinCount and MaxCount")
     subnet_id, private_ip, nic_groups, public_ip = _interface(req)
-    tags = tags_from_specs(req.get("TagSpecifications"), _TAGGABLE)
+    tags = tag_specs(req, _TAGGABLE)
     return LaunchSpec(
         image_id=image_id, min_count=lo, max_count=hi, instance_type=req.get("InstanceType") or None,
         kernel_id=req.get("KernelId") or None, ramdisk_id=req.get("RamdiskId") or None,
@@ -44,7 +44,7 @@ def launch_spec(req: dict[str, Any]) -> LaunchSpec:
         group_names=tuple(req.get("SecurityGroups") or ()),
         key_name=req.get("KeyName") or None, user_data=req.get("UserData") or None,
         block_devices=_block_devices(req.get("BlockDeviceMappings")),
-        instance_tags=tuple(tags.get("instance", ())), volume_tags=tuple(tags.get("volume", ())),
+        instance_tags=tags.get("instance", ()), volume_tags=tags.get("volume", ()),
         client_token=req.get("ClientToken"),
         shutdown_behavior=req.get("InstanceInitiatedShutdownBehavior") or "stop",
         disable_api_termination=bool(req.get("DisableApiTermination")))

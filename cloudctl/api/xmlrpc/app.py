@@ -30,6 +30,7 @@ from ...core.errors import CloudError, ErrorKind
 from ...core.images import CLOUD_OWNER
 from ...core.launch import LaunchSpec
 from ...core.monitor import host_view
+from ...core.query import Filter, Query
 from ...core.sizing import closest_type
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
@@ -138,7 +139,7 @@ class OneApi:
     def _instances(self, s: Session) -> list[Instance]:
         if s.user is None:
             return list(self.cloud.compute.table.values())
-        groups, _ = self.cloud.compute.describe(Caller(s.user), {})
+        groups, _ = self.cloud.compute.describe(Caller(s.user), Query())
         return [i for _, insts in groups for i in insts]
 
     def _host_nums(self) -> dict[str, int]:
@@ -234,7 +235,7 @@ class OneApi:
                 raise OneError(XML_RPC_API, "[one.vm.allocate] IMAGE_ID must be an integer") from None
             image_id = self._resolve("image", image_num, "image")
         else:
-            found, _ = self.cloud.images.describe(caller, {"Filters": [{"Name": "name", "Values": [d["IMAGE"]]}]})
+            found, _ = self.cloud.images.describe(caller, Query(filters=(Filter("name", (d["IMAGE"],)),)))
             if not found:
                 raise OneError(NO_EXISTS, f"[one.vm.allocate] image {d['IMAGE']!r} does not exist")
             image_id = found[0].id
@@ -331,7 +332,7 @@ class OneApi:
         elif only is not None:
             images = [cloud.images.visible(Caller(s.user), only, None)]
         else:
-            images, _ = cloud.images.describe(Caller(s.user), {})
+            images, _ = cloud.images.describe(Caller(s.user), Query())
         nums = await cloud.numeric_ids.ensure("image", [i.id for i in images])
         owners = await self._owners()
         using: dict[str, int] = {}

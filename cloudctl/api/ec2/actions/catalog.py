@@ -7,19 +7,20 @@ from ....core.catalog import TypeInfo
 from ....core.cloud import Cloud
 from ....core.context import Caller
 from ....core.errors import CloudError
+from .. import requests
 from .registry import action
 
 
 @action("DescribeRegions")
 async def describe_regions(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    regions = cloud.catalog.describe_regions(caller, req.get("RegionNames"), req.get("Filters"))
+    regions = cloud.catalog.describe_regions(caller, requests.query(req, "RegionNames"))
     return {"Regions": [{"RegionName": r, "Endpoint": cloud.endpoint, "OptInStatus": "opt-in-not-required"}
                         for r in regions]}
 
 
 @action("DescribeAvailabilityZones")
 async def describe_zones(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    zones = cloud.catalog.describe_zones(caller, req.get("ZoneNames"), req.get("ZoneIds"), req.get("Filters"))
+    zones = cloud.catalog.describe_zones(caller, requests.query(req, "ZoneNames"), tuple(req.get("ZoneIds") or ()))
     return {"AvailabilityZones": [{
         "ZoneName": z.name, "ZoneId": z.zone_id, "State": "available", "RegionName": z.region,
         "ZoneType": "availability-zone", "OptInStatus": "opt-in-not-required", "GroupName": z.region,
@@ -50,8 +51,7 @@ def _type_view(t: TypeInfo) -> dict[str, Any]:
 
 @action("DescribeInstanceTypes")
 async def describe_instance_types(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    types, token = cloud.catalog.describe_types(caller, req.get("InstanceTypes"), req.get("Filters"),
-                                                req.get("MaxResults"), req.get("NextToken"))
+    types, token = cloud.catalog.describe_types(caller, requests.query(req, "InstanceTypes"))
     return {"InstanceTypes": [_type_view(t) for t in types], "NextToken": token}
 
 

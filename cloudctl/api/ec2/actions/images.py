@@ -5,8 +5,10 @@ from typing import Any
 
 from ....core.cloud import Cloud
 from ....core.context import Caller
-from ....core.images import CLOUD_OWNER, ROOT_DEVICE_NAME, Images, root_device_type
+from ....core.errors import CloudError
+from ....core.images import CLOUD_OWNER, ROOT_DEVICE_NAME, ImageRegistration, Images, root_device_type
 from ....store.records import Image
+from .. import requests
 from .registry import action, tag_list, ts
 
 
@@ -31,13 +33,22 @@ def image_view(cloud: Cloud, im: Image) -> dict[str, Any]:
 
 @action("RegisterImage")
 async def register_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    im = await cloud.images.register(caller, req)
+    location = req.get("ImageLocation")
+    if req.get("BlockDeviceMappings") and not location:
+        raise CloudError("InvalidParameterValue",
+                         "Registering from snapshots is not supported; give ImageLocation, a file in the image store")
+    reg = ImageRegistration(
+        name=req.get("Name") or "", location=location, description=req.get("Description") or "",
+        architecture=req.get("Architecture") or "x86_64", kernel_id=req.get("KernelId"),
+        ramdisk_id=req.get("RamdiskId"), tags=requests.tags_for(req, "image"))
+    im = await cloud.images.register(caller, reg)
     return {"ImageId": im.id}
 
 
 @action("DescribeImages")
 async def describe_images(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    images, token = cloud.images.describe(caller, req)
+    images, token = cloud.images.describe(caller, requests.query(req, "ImageIds"), tuple(req.get("Owners") or ()),
+                                          bool(req.get("IncludeDeprecated")))
     return {"Images": [image_view(cloud, i) for i in images], "NextToken": token}
 
 
@@ -49,5 +60,7 @@ async def deregister_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) ->
 
 @action("CreateImage")
 async def create_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    im = await cloud.compute.create_image(caller, req)
+    tags = requests.tag_specs(req, ("image", "snapshot")).get("image", ())
+    im = await cloud.compute.create_image(caller, req["InstanceId"], req.get("Name") or "",
+                                          req.get("Description") or "", bool(req.get("NoReboot")), tags)
     return {"ImageId": im.id}

@@ -5,9 +5,15 @@ from typing import Any
 
 from ....core.cloud import Cloud
 from ....core.context import Caller
-from ....core.imports import FORMATS
+from ....core.errors import CloudError
+from ....core.imports import FORMATS, ImportRequest
 from ....store.records import ImportTask
+from .. import requests
 from .registry import action, tag_list
+
+# ImportImage members this cloud refuses whatever their value.
+_UNSUPPORTED = {"Encrypted": "encrypted images", "KmsKeyId": "encryption keys",
+                "LicenseSpecifications": "license configurations", "UsageOperation": "usage operations"}
 
 
 def task_view(cloud: Cloud, t: ImportTask) -> dict[str, Any]:
@@ -40,14 +46,39 @@ def _probed_format(cloud: Cloud, t: ImportTask) -> str | None:
 
 @action("ImportImage")
 async def import_image(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    view = task_view(cloud, await cloud.imports.start(caller, req))
+    view = task_view(cloud, await cloud.imports.start(caller, _import_request(req)))
     del view["BootMode"]    # not in ImportImage's result shape
     return view
 
 
+def _import_request(req: dict[str, Any]) -> ImportRequest:
+    """ImportImage's one disk from a URL; what this cloud cannot import is refused here."""
+    for key, what in _UNSUPPORTED.items():
+        if req.get(key):
+            raise CloudError("InvalidParameterValue", f"{key}: {what} are not supported by this cloud")
+    disks = req.get("DiskContainers") or []
+    if not disks:
+        raise CloudError("MissingParameter", "The request must contain the parameter DiskContainers")
+    if len(disks) > 1:
+        raise CloudError("InvalidParameterValue", "Only one disk can be imported per image in this cloud")
+    disk = disks[0]
+    if disk.get("SnapshotId"):
+        raise CloudError("InvalidParameterValue", "Importing from a snapshot is not supported; give a Url")
+    if disk.get("UserBucket") and not disk.get("Url"):
+        raise CloudError("InvalidParameterValue",
+                         "This cloud has no S3: give the disk image's http(s) Url instead of a UserBucket")
+    if not disk.get("Url"):
+        raise CloudError("MissingParameter", "The disk container must contain the parameter Url")
+    return ImportRequest(
+        url=disk["Url"], disk_format=disk.get("Format"),
+        description=req.get("Description") or disk.get("Description") or "",
+        architecture=req.get("Architecture") or "x86_64", platform=req.get("Platform") or "Linux",
+        client_token=req.get("ClientToken"), tags=requests.tags_for(req, "import-image-task"))
+
+
 @action("DescribeImportImageTasks")
 async def describe_import_image_tasks(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    tasks, token = cloud.imports.describe(caller, req)
+    tasks, token = cloud.imports.describe(caller, requests.query(req, "ImportTaskIds"))
     return {"ImportImageTasks": [task_view(cloud, t) for t in tasks], "NextToken": token}
 
 

@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from ....core.addresses import public_dns
 from ....core.cloud import Cloud
-from ....core.compute import STATE_CODES, private_dns
+from ....core.compute import STATE_CODES, DeleteOnTermination, InstanceAttributes, InstanceChanges, private_dns
 from ....core.context import Caller
 from ....core.errors import CloudError
 from ....core.instance_facts import InstanceFacts, describe_page, facts_of
 from ....core.network import interface_id
 from ....core.volumes import ROOT_DEVICE
 from ....store.records import Instance, Reservation, Volume
+from .. import requests
 from ..launch import launch_spec
 from ..protocol import LazyList
 from .registry import action, ts
@@ -117,7 +118,7 @@ async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> di
 @action("DescribeInstances")
 async def describe_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     # The page's state is read here, as of one moment; the answer is then written in slices from it.
-    page, token = await describe_page(cloud, caller, req)
+    page, token = await describe_page(cloud, caller, requests.query(req, "InstanceIds"))
     views = (reservation_view(cloud, r, f) for r, f in page)
     return {"Reservations": LazyList(views, len(page)), "NextToken": token}
 
@@ -151,7 +152,8 @@ async def reboot_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) ->
 
 @action("DescribeInstanceStatus")
 async def describe_instance_status(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    statuses, token = cloud.compute.describe_status(caller, req)
+    statuses, token = cloud.compute.describe_status(caller, requests.query(req, "InstanceIds"),
+                                                    bool(req.get("IncludeAllInstances")))
     out = []
     for i, status, why in statuses:
         detail: dict[str, Any] = {"Name": "reachability", "Status": "passed" if status == "ok" else
@@ -166,35 +168,45 @@ async def describe_instance_status(cloud: Cloud, caller: Caller, req: dict[str, 
     return {"InstanceStatuses": out, "NextToken": token}
 
 
-# DescribeInstanceAttribute: attribute name -> (output member, how the value is wrapped)
-_ATTR_OUT = {
-    "instanceType": ("InstanceType", "value"), "userData": ("UserData", "value"),
-    "disableApiTermination": ("DisableApiTermination", "value"),
-    "instanceInitiatedShutdownBehavior": ("InstanceInitiatedShutdownBehavior", "value"),
-    "disableApiStop": ("DisableApiStop", "value"), "ebsOptimized": ("EbsOptimized", "value"),
-    "sourceDestCheck": ("SourceDestCheck", "value"), "groupSet": ("Groups", "raw"),
-    "blockDeviceMapping": ("BlockDeviceMappings", "raw"), "productCodes": ("ProductCodes", "raw"),
-    "rootDeviceName": ("RootDeviceName", "value"), "kernel": ("KernelId", "value"),
-    "ramdisk": ("RamdiskId", "value"), "enaSupport": ("EnaSupport", "value"),
-    "sriovNetSupport": ("SriovNetSupport", "value"),
+# DescribeInstanceAttribute: attribute name -> (output member, the value, whether it is wrapped in {"Value"})
+_ATTR_OUT: dict[str, tuple[str, Callable[[InstanceAttributes], Any], bool]] = {
+    "instanceType": ("InstanceType", lambda a: a.instance.instance_type, True),
+    "userData": ("UserData", lambda a: a.instance.user_data, True),
+    "disableApiTermination": ("DisableApiTermination", lambda a: a.instance.disable_api_termination, True),
+    "instanceInitiatedShutdownBehavior": ("InstanceInitiatedShutdownBehavior",
+                                          lambda a: a.instance.shutdown_behavior, True),
+    "disableApiStop": ("DisableApiStop", lambda a: False, True),
+    "ebsOptimized": ("EbsOptimized", lambda a: False, True),
+    "sourceDestCheck": ("SourceDestCheck", lambda a: True, True),
+    "groupSet": ("Groups", lambda a: [{"GroupId": g, "GroupName": n} for g, n in a.groups], False),
+    "blockDeviceMapping": ("BlockDeviceMappings", lambda a: mappings_view(a.volumes), False),
+    "productCodes": ("ProductCodes", lambda a: [], False),
+    "rootDeviceName": ("RootDeviceName", lambda a: a.instance.root_device or "/dev/vda", True),
+    "kernel": ("KernelId", lambda a: None, True),
+    "ramdisk": ("RamdiskId", lambda a: None, True),
+    "enaSupport": ("EnaSupport", lambda a: False, True),
+    "sriovNetSupport": ("SriovNetSupport", lambda a: None, True),
 }
 
 
 @action("DescribeInstanceAttribute")
 async def describe_instance_attribute(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    inst, value = cloud.compute.attribute(caller, req["InstanceId"], req["Attribute"])
-    member, wrap = _ATTR_OUT[req["Attribute"]]
-    if req["Attribute"] == "blockDeviceMapping":
-        value = mappings_view(value)
-    out: dict[str, Any] = {"InstanceId": inst.id}
-    if wrap == "raw":
+    attribute = req["Attribute"]
+    if attribute not in _ATTR_OUT:
+        raise CloudError("InvalidParameterValue", f"Value ({attribute}) for parameter attribute is invalid. "
+                         f"Unknown attribute.")
+    attrs = cloud.compute.attributes(caller, req["InstanceId"])
+    member, value_of, wrapped = _ATTR_OUT[attribute]
+    value = value_of(attrs)
+    out: dict[str, Any] = {"InstanceId": attrs.instance.id}
+    if not wrapped:
         out[member] = value
     elif value is not None:
         out[member] = {"Value": value}
     return out
 
 
-# ModifyInstanceAttribute members -> attribute names understood by the core.
+# ModifyInstanceAttribute members -> the attribute names of its older Attribute=name&Value=v form.
 _ATTR_IN = {"InstanceType": "instanceType", "UserData": "userData",
             "DisableApiTermination": "disableApiTermination",
             "InstanceInitiatedShutdownBehavior": "instanceInitiatedShutdownBehavior",
@@ -221,8 +233,46 @@ async def modify_instance_attribute(cloud: Cloud, caller: Caller, req: dict[str,
             except ValueError:
                 raise CloudError("InvalidParameterValue", "Invalid BASE64 encoding of user data.") from None
         changes[req["Attribute"]] = value
-    await cloud.compute.modify_attribute(caller, req["InstanceId"], changes)
+    fields: dict[str, Any] = {}
+    for name, value in changes.items():
+        field, typed = _attribute_change(name, value)
+        fields[field] = typed
+    await cloud.compute.modify_attribute(caller, req["InstanceId"], InstanceChanges(**fields))
     return {}
+
+
+def _attribute_change(name: str, value: Any) -> tuple[str, Any]:
+    """One attribute's new value as an `InstanceChanges` field; an attribute this cloud cannot
+    change is refused."""
+    if name == "instanceType":
+        return "instance_type", str(value)
+    if name == "userData":
+        return "user_data", value if isinstance(value, bytes) else str(value).encode()
+    if name == "disableApiTermination":
+        return "disable_api_termination", _as_bool(value, name)
+    if name == "instanceInitiatedShutdownBehavior":
+        return "shutdown_behavior", str(value)
+    if name == "groupSet":
+        return "group_ids", (value,) if isinstance(value, str) else tuple(value or ())
+    if name == "blockDeviceMapping" and isinstance(value, list) and value:
+        return "delete_on_termination", tuple(_delete_on_termination(m) for m in value)
+    raise CloudError("InvalidParameterValue", f"Modifying the attribute '{name}' is not supported by this cloud")
+
+
+def _delete_on_termination(mapping: dict[str, Any]) -> DeleteOnTermination:
+    device = mapping.get("DeviceName") or ""
+    ebs = mapping.get("Ebs") or {}
+    if "DeleteOnTermination" not in ebs:
+        raise CloudError("MissingParameter", f"The mapping of {device} must give Ebs.DeleteOnTermination")
+    return DeleteOnTermination(device, bool(ebs["DeleteOnTermination"]), ebs.get("VolumeId") or None)
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise CloudError("InvalidParameterValue", f"Invalid value '{value}' for {name}; expected true or false")
 
 
 @action("GetConsoleOutput")
@@ -233,10 +283,7 @@ async def get_console_output(cloud: Cloud, caller: Caller, req: dict[str, Any]) 
 
 @action("DescribeInstanceCreditSpecifications")
 async def describe_credit_specs(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    groups, token = cloud.compute.describe(caller, {"InstanceIds": req.get("InstanceIds"),
-                                                    "Filters": req.get("Filters"),
-                                                    "MaxResults": req.get("MaxResults"),
-                                                    "NextToken": req.get("NextToken")})
+    groups, token = cloud.compute.describe(caller, requests.query(req, "InstanceIds"))
     return {"InstanceCreditSpecifications": [{"InstanceId": i.id, "CpuCredits": "standard"}
                                              for _, insts in groups for i in insts],
             "NextToken": token}

@@ -6,6 +6,7 @@ from typing import Any
 from ....core.cloud import Cloud
 from ....core.context import Caller
 from ....store.records import KeyPair
+from .. import requests
 from .registry import action, tag_list, ts
 
 
@@ -20,7 +21,7 @@ def keypair_view(cloud: Cloud, k: KeyPair, with_public: bool = False) -> dict[st
 @action("CreateKeyPair")
 async def create_key_pair(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     kp, private = await cloud.keypairs.create(caller, req["KeyName"], req.get("KeyType"),
-                                              req.get("KeyFormat"), req.get("TagSpecifications"))
+                                              req.get("KeyFormat"), requests.tags_for(req, "key-pair"))
     return {"KeyName": kp.name, "KeyFingerprint": kp.fingerprint, "KeyMaterial": private,
             "KeyPairId": kp.id, "Tags": tag_list(cloud, kp.id)}
 
@@ -28,14 +29,14 @@ async def create_key_pair(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> 
 @action("ImportKeyPair")
 async def import_key_pair(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     kp = await cloud.keypairs.import_(caller, req["KeyName"], req["PublicKeyMaterial"],
-                                      req.get("TagSpecifications"))
+                                      requests.tags_for(req, "key-pair"))
     return {"KeyName": kp.name, "KeyFingerprint": kp.fingerprint, "KeyPairId": kp.id,
             "Tags": tag_list(cloud, kp.id)}
 
 
 @action("DescribeKeyPairs")
 async def describe_key_pairs(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    keys = cloud.keypairs.describe(caller, req.get("KeyNames"), req.get("KeyPairIds"), req.get("Filters"))
+    keys = cloud.keypairs.describe(caller, requests.query(req, "KeyPairIds"), tuple(req.get("KeyNames") or ()))
     return {"KeyPairs": [keypair_view(cloud, k, bool(req.get("IncludePublicKey"))) for k in keys]}
 
 

@@ -51,4 +51,4 @@ def ts(epoch: float) -> datetime:
 
 
 def tag_list(cloud: Cloud, resource_id: str) -> list[dict[str, str]]:
-    return cloud.tags.tag_list(resource_id)
+    return [{"Key": t.tag_key, "Value": t.value} for t in cloud.tags.rows_of(resource_id)]
