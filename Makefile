@@ -6,7 +6,7 @@ CONFIG  ?= config/cloudctl.yaml
 # Build deps and bench tools, plus what the real-guest tests need (libvirtd, qemu under TCG).
 DEB_PKGS := libvirt-dev pkg-config wrk $(shell grep -v '^\#' scripts/debian-packages.txt)
 
-.PHONY: install deps venv js constraints run lint test unit check test-lab test-e2e bench stress clean fuzz
+.PHONY: install deps venv js constraints run lint test unit check test-lab test-e2e test-conformance bench stress clean fuzz
 
 install: deps venv js
 
@@ -66,11 +66,17 @@ UNIT_TESTS := tests/test_protocol.py tests/test_auth.py tests/test_store.py test
 unit:
 	$(PY) -m pytest -q $(UNIT_TESTS)
 
-# Everything but the lab and e2e tiers, on every core; --dist loadfile keeps a module's servers on
-# one worker. `make check PYTEST_ARGS='-m "not e2e and not lab and not slow"'` is the tightest loop.
+# Everything but the lab, e2e and conformance tiers, on every core; --dist loadfile keeps a module's
+# servers on one worker. `make check PYTEST_ARGS='-m "not e2e and not lab and not conformance and not slow"'`
+# is the tightest loop.
 PYTEST_ARGS ?=
 check:
-	$(PY) -m pytest -q -m "not e2e and not lab" -n auto --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not e2e and not lab and not conformance" -n auto --dist loadfile $(PYTEST_ARGS)
+
+# The real tools (Ansible, libcloud, the JavaScript SDK, Terraform where installed) against a served
+# cloudctl: minutes, most of them Terraform's provider starts. `make test` runs them with the rest.
+test-conformance:
+	$(PY) -m pytest -q -m conformance -n auto --dist loadfile
 
 # Root and host daemons (OVS, sshd, ipmi_sim, nftables, namespaces, tmpfs): serially, they share the host.
 test-lab:

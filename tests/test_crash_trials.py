@@ -35,7 +35,10 @@ def hypervisors_match(srv: Any, ec2: Any, trial: int, timeout: float = 60) -> No
 
 @pytest.mark.slow
 def test_crash_trials(new_server: Any, capsys: Any) -> None:
-    srv = new_server(monitor={"interval_s": 0.5, "grace_s": 5, "timeout_s": 5})
+    # Instances pile up across the trials, each holding a public address from the pool (the
+    # default subnets map them on launch): more of them than the default config's /24.
+    srv = new_server(monitor={"interval_s": 0.5, "grace_s": 5, "timeout_s": 5},
+                     elastic_ips={"pool": ["198.18.0.0/20"], "max_addresses_per_user": 5})
     user = srv.create_user("crash")
     image = srv.client(user).describe_images()["Images"][0]["ImageId"]
     acked = Acked()

@@ -19,6 +19,7 @@ from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import BlockDevice, LaunchSpec
+from cloudctl.core.query import Filter
 from cloudctl.store.records import Instance
 
 from support import wait_state, write_config
@@ -393,7 +394,7 @@ async def test_instances_of_the_previous_version_keep_their_own_overlay(tmp_path
         overlay = second.compute.files.dir(inst.id) / "root.qcow2"
         assert overlay.exists() and f"<source file='{overlay}'/>" in await xml_of(second, inst.id)
         assert second.volumes.root_of(inst.id) is None and len(second.volumes.table) == 0
-        assert second.compute.filters.compile([{"Name": "root-device-type", "Values": ["instance-store"]}])(inst)
+        assert second.compute.filters.compile([Filter("root-device-type", ("instance-store",))])(inst)
         await second.compute.terminate(caller, [inst.id])
         await second.compute.idle()
         assert second.compute.table.get(inst.id).state == "terminated" and not overlay.exists()
