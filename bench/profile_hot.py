@@ -9,10 +9,12 @@ bench/scale.py), filled as the scale bench fills them (tags, groups, volumes, ad
    instance, the comparison once `--instances` run: Python allocations still live, by file and by
    line, and per instance. (C allocations, libvirt's for one, are not traced; RSS is given beside.)
 2. time: the handler's own time for `--calls` sequential RunInstances(1) and 5 × that many
-   DescribeInstances by id, first unprofiled (server-side p50/mean), then under cProfile on the
-   event-loop thread (work on the journal and libvirt threads is not in it): the top functions by
-   own time and by cumulative time, per request. cProfile adds its own cost per call, so read
-   the shares, and the unprofiled figures for the absolute time.
+   DescribeInstances by id, first unprofiled (server-side p50/mean), then twice under cProfile on
+   the event-loop thread (work on the journal and libvirt threads is not in it): with the wall
+   clock (waits for the GIL, for libvirt's locks and for a CPU included) and with the thread's
+   CPU clock (the code's own cost); the top functions by own and by cumulative time, per request.
+   cProfile adds its own cost per call, so read the shares, and the unprofiled figures for the
+   absolute time.
 """
 from __future__ import annotations
 
@@ -77,12 +79,13 @@ async def timing(b: scale.Bench, n: int, calls: int) -> dict[str, Any]:
             plain = {"p50_us": round(statistics.median(xs) * 1e6, 1), "mean_us": round(statistics.fmean(xs) * 1e6, 1),
                      "client_p50_us": round(statistics.median(walls) * 1e6, 1)}
             await b.converged(c)
-            reqs = make(k)
-            b.admin("POST", "/v0/bench/profile")
-            await c.sequential(reqs, action)
-            prof = b.admin("GET", f"/v0/bench/profile?top=40&calls={k}")
-            out[action] = {"calls": k, "unprofiled": plain, **prof}
-            await b.converged(c)
+            out[action] = {"calls": k, "unprofiled": plain}
+            for clock in ("wall", "cpu"):
+                reqs = make(k)
+                b.admin("POST", f"/v0/bench/profile?clock={clock}")
+                await c.sequential(reqs, action)
+                out[action][clock] = b.admin("GET", f"/v0/bench/profile?top=40&calls={k}")
+                await b.converged(c)
     return out
 
 

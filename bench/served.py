@@ -12,7 +12,7 @@ they are looked up by name so that a renamed method costs a missing figure, not 
 
 Admin routes added: GET /v0/bench/samples?action=A (and clear them), GET /v0/bench/startup, GET
 /v0/bench/gc (the cycle collector's longest pauses per generation since the last call);
-for bench/profile_hot.py: POST /v0/bench/profile (cProfile on the loop thread from now on), GET
+for bench/profile_hot.py: POST /v0/bench/profile[?clock=cpu] (cProfile on the loop thread), GET
 /v0/bench/profile?top=N&calls=K (stop; the top functions by own and by cumulative time, per call
 of the K requests made meanwhile), and with CLOUDCTL_BENCH_TRACEMALLOC=1 (tracing from the first
 import, which slows the server ~2x) POST /v0/bench/memory (the baseline) and GET /v0/bench/memory
@@ -87,7 +87,9 @@ async def gc_pauses(request: web.Request) -> web.Response:
 
 
 async def profile_start(request: web.Request) -> web.Response:
-    prof = cProfile.Profile()
+    # clock=cpu: the loop thread's own CPU time (time.thread_time), so neither the waits for the
+    # GIL or a lock nor this shared machine's preemption count; clock=wall (default): what it took.
+    prof = cProfile.Profile(time.thread_time) if request.query.get("clock") == "cpu" else cProfile.Profile()
     PROFILE["p"] = prof
     prof.enable()
     return web.json_response({"profiling": True})
