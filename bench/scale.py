@@ -348,13 +348,13 @@ class Bench:
         st["gc_during_fill"] = self.admin("GET", "/v0/bench/gc?objects=1")   # (fill, convergence, addresses)
         st["rss_mib"] = self.rss()
         st["threads"] = self.threads()
+        st["checkpoint"] = self.checkpoints()   # (before the poll round: a running controller checkpoints often)
+        log(f"  checkpoint {st['checkpoint']['ms_median']} ms, stall {st['checkpoint']['stall_ms_max']} ms")
         st["poll_round"] = self.poll_round()
         log(f"  RSS {st['rss_mib']} MiB; poll round: stall {st['poll_round']['stall_ms']} ms "
             f"(own {st['poll_round']['own_stall_ms']}), {st['poll_round']['hosts_polled']} hosts")
         st["describe"] = await self.describes(c)
         log("  describe by id p50 {p50_ms} ms p99 {p99_ms} ms".format(**st["describe"]["by_id"]))
-        st["checkpoint"] = self.checkpoints()
-        log(f"  checkpoint {st['checkpoint']['ms_median']} ms, stall {st['checkpoint']['stall_ms_max']} ms")
         st["run_instances"] = await self.launches(c, seq, conc)
         r = st["run_instances"]
         log(f"  RunInstances seq p50 {r['sequential'].get('p50_ms')} ms p99 {r['sequential'].get('p99_ms')} ms, "
@@ -417,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", help="comma-separated instance counts (default 1000,5000,20000,50000)")
     ap.add_argument("--journal-records", type=int, default=1_000_000)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, state, node files)")
+    ap.add_argument("--freeze-after-checkpoint", action="store_true",
+                    help="experiment: the served controller calls gc.freeze() after every checkpoint")
     args = ap.parse_args(argv)
     if why := scale_hosts.missing():
         print(f"SKIP: {why}")
@@ -425,10 +427,10 @@ def main(argv: list[str] | None = None) -> int:
         [1000, 5000] if args.quick else [1000, 5000, 20000, 50000]
     RESULTS.mkdir(exist_ok=True)
     tmp = Path(procs.make_tmp())
-    b = Bench(tmp, args)
-    res: dict[str, Any] = {"meta": history.meta(quick=args.quick) | {"sizes": sizes, "hosts": HOSTS,
-                                                                      "zones": len(ZONES), "users": USERS},
-                           "stages": {}}
+    b = Bench(tmp, args, env={"CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT": "1"} if args.freeze_after_checkpoint else None)
+    meta = {"sizes": sizes, "hosts": HOSTS, "zones": len(ZONES), "users": USERS,
+            "freeze_after_checkpoint": args.freeze_after_checkpoint}
+    res: dict[str, Any] = {"meta": history.meta(quick=args.quick) | meta, "stages": {}}
     log(f"scale bench, sizes {sizes}, temp dir {tmp}")
     ok = True
 
@@ -465,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     print(scale_report.render(res))
     if ok:   # (a failed run's figures would be compared with the next one)
         mode = "quick" if args.quick and not args.sizes else "full" if not args.sizes else f"sizes {args.sizes}"
+        mode += " freeze-after-checkpoint" if args.freeze_after_checkpoint else ""
         print(history.record("scale", res["meta"], scale_report.headline(res), mode=mode))
     print(f"\nresults: {path}" + (f", {png}" if png else ""))
     return 0 if ok else 1

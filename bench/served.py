@@ -11,7 +11,8 @@ the whole open). Nothing in cloudctl is changed: the hooks wrap its methods from
 they are looked up by name so that a renamed method costs a missing figure, not a failed run.
 
 Admin routes added: GET /v0/bench/samples?action=A (and clear them), GET /v0/bench/startup, GET
-/v0/bench/gc (the cycle collector's longest pauses per generation since the last call);
+/v0/bench/gc (the cycle collector's longest pauses per generation since the last call). With
+CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT=1, gc.freeze() after every checkpoint (an experiment);
 for bench/profile_hot.py: POST /v0/bench/profile[?clock=cpu] (cProfile on the loop thread), GET
 /v0/bench/profile?top=N&calls=K (stop; the top functions by own and by cumulative time, per call
 of the K requests made meanwhile), and with CLOUDCTL_BENCH_TRACEMALLOC=1 (tracing from the first
@@ -157,6 +158,16 @@ def install() -> None:
         count(self, action, outcome, t0)
 
     Ec2Api._count = _count  # type: ignore[method-assign]
+    if os.environ.get("CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT") and hasattr(Store, "checkpoint"):
+        # An experiment, not a change to cloudctl: what moving everything alive after a checkpoint
+        # out of the cycle collector's sight (gc.freeze, as start-up does once) does to the stalls.
+        checkpoint = Store.checkpoint
+
+        async def frozen_checkpoint(self: Any) -> None:
+            await checkpoint(self)
+            gc.freeze()
+
+        Store.checkpoint = frozen_checkpoint  # type: ignore[method-assign]
     if hasattr(Store, "_load"):
         Store._load = _timed_sync("state_load_s", Store._load)  # type: ignore[method-assign]
     if hasattr(Compute, "reconcile"):
