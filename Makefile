@@ -6,7 +6,7 @@ CONFIG  ?= config/cloudctl.yaml
 # Build deps and bench tools, plus what the real-guest tests need (libvirtd, qemu under TCG).
 DEB_PKGS := libvirt-dev pkg-config wrk $(shell grep -v '^\#' scripts/debian-packages.txt)
 
-.PHONY: install deps venv js constraints run lint test unit check test-lab test-e2e test-conformance bench stress clean fuzz
+.PHONY: install deps venv js constraints run lint test unit check test-lab test-e2e test-conformance bench bench-scale stress clean fuzz
 
 install: deps venv js
 
@@ -22,7 +22,7 @@ deps:
 venv:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	$(PY) -m pip install -q -c constraints.txt --no-deps fake-switches
 
 # The AWS SDK for JavaScript the conformance tier drives, pinned by tests/conformance/js/package-lock.json
@@ -90,10 +90,18 @@ FUZZ_EXAMPLES ?= 2000
 fuzz:
 	CLOUDCTL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_ec2.py
 
+# Each run appends its figures to bench/results/history.jsonl and prints the change against the
+# previous run on this machine (bench/history.py).
 bench:
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'   # (never moves the pinned botocore)
 	$(PY) bench/run.py
 	$(PY) bench/flood.py
+
+# 200 simulated hosts (libvirt's test driver in one unprivileged libvirtd per zone, needs the
+# libvirt-daemon packages of `make install`) filled to 1k, 5k, 20k and 50k instances: curves and
+# a verdict in bench/results/ (12-15 min on 2 shared cores). QUICK=1: 1k and 5k only (~3 min).
+bench-scale:
+	$(PY) bench/scale.py $(if $(QUICK),--quick,)
 
 # The long reliability run: 20 crash trials under load, then 50 clients for 60 s.
 stress:

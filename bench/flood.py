@@ -48,6 +48,7 @@ from botocore.credentials import Credentials
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ec2load  # noqa: E402
+import history  # noqa: E402
 import procs  # noqa: E402
 from ec2load import EC2_VERSION, Target  # noqa: E402
 
@@ -246,6 +247,13 @@ def main() -> None:
               f"  cpu {v['server_cpu_share']:.2f}  flood {v['flood_requests_per_s']}/s {v['flood_answers']}")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
+    figures = {"idle_p50_ms": idle["p50_ms"], "idle_p99_ms": idle["p99_ms"]}
+    for n in floods:
+        figures[f"{n} p99_ms"] = out[n]["p99_ms"]
+        figures[f"{n} stall_own_ms"] = out[n]["loop_stall_own_max_ms"]
+    mode = f"senders {a.senders} rate {a.rate} rounds {a.rounds}" + \
+        (f" repo {repo}" if repo != procs.BENCH.parent else "")
+    print(history.record("flood", history.meta(), figures, mode=mode))
 
 
 if __name__ == "__main__":

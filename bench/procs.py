@@ -87,12 +87,13 @@ class Proc:
 
 
 def spawn(name: str, argv: list[str], log: Path, cwd: Path = REPO,
-          env: dict[str, str] | None = None) -> Proc:
-    """Start a child with stdout+stderr to a log file (moto logs every request; keep it off the terminal)."""
+          env: dict[str, str] | None = None, clean_env: bool = False) -> Proc:
+    """Start a child with stdout+stderr to a log file (moto logs every request; keep it off the terminal).
+    `clean_env`: only `env`, not this process's environment (a daemon run as another user)."""
     fh = open(log, "wb")
     try:
         p = subprocess.Popen(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env={**os.environ, **(env or {})})
+                             env=dict(env or {}) if clean_env else {**os.environ, **(env or {})})
     finally:
         fh.close()
     return Proc(name, p, log)
@@ -189,13 +190,16 @@ class Cloudctl:
 
 
 def start_cloudctl(tmp: Path, timeout: float = 90.0, overrides: dict[str, Any] | None = None,
-                   repo: Path = REPO) -> Cloudctl:
+                   repo: Path = REPO, probed: bool = False, log_name: str = "cloudctl.log",
+                   env: dict[str, str] | None = None) -> Cloudctl:
     """Start `python -m cloudctl serve` on free ports and wait for /v0/health with the admin token.
-    `repo`: the checkout whose `cloudctl` package runs (another one serves as a before/after peer)."""
+    `repo`: the checkout whose `cloudctl` package runs (another one serves as a before/after peer).
+    `probed`: through bench/served.py, which adds exact server-side timings to the admin API."""
     ec2_port, admin_port = free_port(), free_port()
     cfg = write_cloudctl_config(tmp, ec2_port, admin_port, overrides)
-    proc = spawn("cloudctl", [sys.executable, "-m", "cloudctl", "serve", "--config", str(cfg)],
-                 tmp / "cloudctl.log", cwd=repo, env={"CLOUDCTL_LOG": "WARNING"})
+    entry = [str(BENCH / "served.py")] if probed else ["-m", "cloudctl"]
+    proc = spawn("cloudctl", [sys.executable, *entry, "serve", "--config", str(cfg)],
+                 tmp / log_name, cwd=repo, env={"CLOUDCTL_LOG": "WARNING", **(env or {})})
     state_dir = tmp / "state"
     token_file = state_dir / "admin.token"
     admin_url = f"http://127.0.0.1:{admin_port}"

@@ -26,6 +26,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ec2load  # noqa: E402
+import history  # noqa: E402
 import procs  # noqa: E402
 import wrkload  # noqa: E402
 from ec2load import Target  # noqa: E402
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "args": vars(args),
         "plan": {k: v for k, v in p.items() if k != "wrk"} | {"wrk": {k: list(v) for k, v in p["wrk"].items()}},
-        "versions": versions(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}}
+        "versions": versions(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()} | history.meta()}
     log(f"bench {'quick' if args.quick else 'full'} run, temp dir {tmp}")
     try:
         req = None
@@ -561,7 +562,32 @@ def main(argv: list[str] | None = None) -> int:
           f"(load avg {res['meta']['loadavg_start'][0]:.2f} → {res['meta']['loadavg_end'][0]:.2f}); "
           f"runtime {res['meta']['runtime_s']:.0f}s; "
           f"results in {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    mode = ("quick" if args.quick else "full") + (" skip-moto" if args.skip_moto else "") + \
+        (f" repo {args.repo}" if args.repo else "")
+    print(history.record("run", res["meta"] | {"loadavg_start": res["meta"]["loadavg_start"]}, headline(res, p),
+                         mode=mode))
     return 1 if (args.strict and not ok) else 0
+
+
+def headline(res: dict[str, Any], p: dict[str, Any]) -> dict[str, float]:
+    """The figures compared run to run in bench/results/history.jsonl (ratios are within one run)."""
+    c, m, h = res.get("cloudctl", {}), res.get("moto", {}), res.get("hello", {})
+    last = str(p["stages"][-1])
+    figures = {
+        "run_one_per_s": _get(c, "run_one", "calls_per_s"),
+        "run_one_server_cpu_ms": _get(c, "run_one", "server_cpu_ms_per_call"),
+        "run_one_ratio_moto": (_get(c, "run_one", "calls_per_s") or 0) / (_get(m, "run_one", "calls_per_s") or 1e9),
+        f"describe_all_boto3_s @{last}": _get(c, "stages", last, "describe_boto3", "s", "median"),
+        f"describe_all_raw_s @{last}": _get(c, "stages", last, "describe_raw", "s", "median"),
+        f"tag_x_raw_ms @{last}": (_get(c, "stages", last, "tag_x_raw", "s", "median") or 0) * 1000 or None,
+        "rss_mib_start": _get(c, "rss_mib_start"),
+        f"rss_mib @{last}": _get(c, "stages", last, "rss_mib_after_populate"),
+        f"checkpoint_ms @{last}": _get(c, "stages", last, "checkpoint", "ms", "median"),
+        "wrk_by_id_rps": _get(c, "wrk", "rps"),
+        "wrk_by_id_ratio_hello": (_get(c, "wrk", "rps") or 0) / (_get(h, "wrk_post", "rps") or 1e9),
+        "loop_lag_max_ms": _get(c, "loop_lag_max_ms"),
+    }
+    return {k: round(v, 4) for k, v in figures.items() if isinstance(v, (int, float)) and v}
 
 
 if __name__ == "__main__":

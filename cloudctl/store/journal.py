@@ -59,46 +59,46 @@ def read_journal(path: Path) -> Iterator[str]:
     """Yield record payloads; drop a torn tail (a crash mid-write) with a log line.
 
     A damaged record followed by good ones is real corruption, not a torn write, and stops
-    start-up rather than silently skipping acknowledged changes.
+    start-up rather than silently skipping acknowledged changes. The file is read line by line:
+    a journal of a million records (~330 MB) held whole, and split, took ~800 MB of memory at
+    start-up, and the process kept most of it afterwards.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    header, sep, rest = data.partition(b"\n")
-    if not sep:
-        log.warning("journal %s: header incomplete (crash while creating it); ignoring the file", path)
-        return
-    try:
-        meta = json.loads(header)
-    except ValueError:
-        raise JournalError(f"journal {path}: header is not valid JSON; refusing to guess its format") from None
-    if meta.get("format") != FORMAT:
-        raise JournalError(f"journal {path}: not a cloudctl journal (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise JournalError(
-            f"journal {path}: format version {meta.get('version')!r} is not supported by this cloudctl "
-            f"(it reads version {VERSION}); start the cloudctl release that wrote it")
-    offset = len(header) + 1
-    lines = rest.split(b"\n")
-    for i, line in enumerate(lines):
-        last = i == len(lines) - 1
-        if last and not line:
+    torn: tuple[int, int] | None = None   # (offset, length) of a torn last record
+    with open(path, "rb", buffering=1 << 20) as f:
+        header = f.readline()
+        if not header.endswith(b"\n"):
+            log.warning("journal %s: header incomplete (crash while creating it); ignoring the file", path)
             return
-        ok = len(line) > 9 and line[8:9] == b" "
-        if ok:
-            try:
-                ok = int(line[:8], 16) == zlib.crc32(line[9:])
-            except ValueError:
-                ok = False
-        if not ok or last:  # the final line lacks its newline: a torn write
-            if last or all(not x for x in lines[i + 1:]):
-                log.warning("journal %s: dropping a torn record at byte %d (%d bytes; crash during write)",
-                            path, offset, len(line))
-                _truncate(path, offset)
-                return
-            raise JournalError(f"journal {path}: record at byte {offset} is damaged and later records follow; "
-                               f"refusing to replay a journal with a hole in it")
-        yield line[9:].decode()
-        offset += len(line) + 1
+        try:
+            meta = json.loads(header)
+        except ValueError:
+            raise JournalError(f"journal {path}: header is not valid JSON; refusing to guess its format") from None
+        if meta.get("format") != FORMAT:
+            raise JournalError(f"journal {path}: not a cloudctl journal (format {meta.get('format')!r})")
+        if meta.get("version") != VERSION:
+            raise JournalError(
+                f"journal {path}: format version {meta.get('version')!r} is not supported by this cloudctl "
+                f"(it reads version {VERSION}); start the cloudctl release that wrote it")
+        offset = len(header)
+        for line in f:
+            # A line without its newline is the file's last: a torn write, even if its CRC holds.
+            ok = len(line) > 10 and line[8:9] == b" " and line.endswith(b"\n")
+            if ok:
+                try:
+                    ok = int(line[:8], 16) == zlib.crc32(memoryview(line)[9:-1])
+                except ValueError:
+                    ok = False
+            if not ok:
+                if any(rest.strip(b"\n") for rest in f):
+                    raise JournalError(f"journal {path}: record at byte {offset} is damaged and later records "
+                                       f"follow; refusing to replay a journal with a hole in it")
+                torn = (offset, len(line.rstrip(b"\n")))
+                break
+            yield line[9:-1].decode()
+            offset += len(line)
+    if torn is not None:
+        log.warning("journal %s: dropping a torn record at byte %d (%d bytes; crash during write)", path, *torn)
+        _truncate(path, torn[0])
 
 
 def _truncate(path: Path, size: int) -> None:

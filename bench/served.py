@@ -1,0 +1,211 @@
+"""`cloudctl serve` with the bench's own probes: exact server-side timings, read over the admin API.
+
+    python bench/served.py serve --config FILE       (started by bench/scale.py, never by hand)
+
+The EC2 endpoint already times every request for its Prometheus histogram (`Ec2Api._count`: from
+the handler's start, after aiohttp read the headers, to the answer's first slices being rendered,
+so journal fsync included, the socket write and the rest of a streamed answer not). The histogram's
+buckets (0.5, 1, 2.5, 5 ms...) are too coarse for a p50/p99, so this wrapper keeps the same
+durations as samples, and times the start-up phases (state load + journal replay, reconcile,
+the whole open). Nothing in cloudctl is changed: the hooks wrap its methods from outside, and
+they are looked up by name so that a renamed method costs a missing figure, not a failed run.
+
+Admin routes added: GET /v0/bench/samples?action=A (and clear them), GET /v0/bench/startup, GET
+/v0/bench/gc (the cycle collector's longest pauses per generation since the last call). With
+CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT=1, gc.freeze() after every checkpoint (an experiment);
+for bench/profile_hot.py: POST /v0/bench/profile[?clock=cpu] (cProfile on the loop thread), GET
+/v0/bench/profile?top=N&calls=K (stop; the top functions by own and by cumulative time, per call
+of the K requests made meanwhile), and with CLOUDCTL_BENCH_TRACEMALLOC=1 (tracing from the first
+import, which slows the server ~2x) POST /v0/bench/memory (the baseline) and GET /v0/bench/memory
+(what was allocated since and is still live, by file and by line).
+"""
+from __future__ import annotations
+
+import cProfile
+import functools
+import gc
+import io
+import os
+import pstats
+import sys
+import time
+import tracemalloc
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiohttp import web  # noqa: E402
+
+SAMPLES: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=200_000))
+STARTUP: dict[str, float] = {}
+
+
+def _timed_sync(name: str, fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            STARTUP.setdefault(name, time.perf_counter() - t0)
+    return wrapper
+
+
+def _timed_async(name: str, fn: Any) -> Any:
+    @functools.wraps(fn)
+    async def wrapper(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await fn(*a, **kw)
+        finally:
+            STARTUP.setdefault(name, time.perf_counter() - t0)   # the first call: the start-up one
+    return wrapper
+
+
+PROFILE: dict[str, Any] = {}
+GC: dict[str, Any] = {"t0": 0.0, "max_ms": [0.0, 0.0, 0.0], "count": [0, 0, 0], "total_ms": [0.0, 0.0, 0.0]}
+
+
+def _gc_observe(phase: str, info: dict[str, int]) -> None:
+    """The cycle collector's pauses by generation: a full collection holds the GIL throughout."""
+    if phase == "start":
+        GC["t0"] = time.perf_counter()
+        return
+    g, ms = info["generation"], (time.perf_counter() - GC["t0"]) * 1000
+    GC["max_ms"][g] = max(GC["max_ms"][g], ms)
+    GC["count"][g] += 1
+    GC["total_ms"][g] += ms
+
+
+async def gc_pauses(request: web.Request) -> web.Response:
+    """GET /v0/bench/gc: the pauses since the last call, by generation (then reset)."""
+    out = {k: [round(x, 2) for x in GC[k]] if k != "count" else list(GC[k]) for k in ("max_ms", "count", "total_ms")}
+    out["tracked_objects"] = len(gc.get_objects()) if request.query.get("objects") else None
+    GC.update(max_ms=[0.0, 0.0, 0.0], count=[0, 0, 0], total_ms=[0.0, 0.0, 0.0])
+    return web.json_response(out)
+
+
+async def profile_start(request: web.Request) -> web.Response:
+    # clock=cpu: the loop thread's own CPU time (time.thread_time), so neither the waits for the
+    # GIL or a lock nor this shared machine's preemption count; clock=wall (default): what it took.
+    prof = cProfile.Profile(time.thread_time) if request.query.get("clock") == "cpu" else cProfile.Profile()
+    PROFILE["p"] = prof
+    prof.enable()
+    return web.json_response({"profiling": True})
+
+
+async def profile_stop(request: web.Request) -> web.Response:
+    prof = PROFILE.pop("p")
+    prof.disable()
+    top, calls = int(request.query.get("top", "30")), int(request.query.get("calls", "1"))
+    out = {}
+    for key in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        st = pstats.Stats(prof, stream=buf)
+        st.sort_stats(key)
+        rows = []
+        for func in st.fcn_list[:top]:   # type: ignore[attr-defined]
+            cc, nc, tt, ct, _ = st.stats[func]   # type: ignore[attr-defined]
+            rows.append({"function": f"{_short(func[0])}:{func[1]}:{func[2]}",
+                         "calls_per_request": round(nc / calls, 2), "own_us_per_request": round(tt / calls * 1e6, 1),
+                         "cum_us_per_request": round(ct / calls * 1e6, 1)})
+        out[key] = rows
+    out["total_us_per_request"] = round(sum(v[2] for v in pstats.Stats(prof).stats.values())  # type: ignore[attr-defined]
+                                        / calls * 1e6, 1)
+    return web.json_response(out)
+
+
+def _short(path: str) -> str:
+    for mark in ("/cloudctl/", "/site-packages/", "/lib/python3"):
+        if mark in path:
+            return path.split(mark, 1)[1] if mark != "/cloudctl/" else "cloudctl/" + path.split(mark, 1)[1]
+    return path
+
+
+async def memory_base(request: web.Request) -> web.Response:
+    PROFILE["mem"] = tracemalloc.take_snapshot()
+    return web.json_response({"traced_mib": round(tracemalloc.get_traced_memory()[0] / 2**20, 1)})
+
+
+async def memory_diff(request: web.Request) -> web.Response:
+    now = tracemalloc.take_snapshot()
+    out: dict[str, Any] = {"traced_mib": round(tracemalloc.get_traced_memory()[0] / 2**20, 1)}
+    for key in ("filename", "lineno"):
+        stats = now.compare_to(PROFILE["mem"], key)
+        top = stats[:int(request.query.get("top", "25"))]
+        out[key] = [{"where": _short(str(st.traceback[0].filename))
+                     + (f":{st.traceback[0].lineno}" if key == "lineno" else ""),
+                     "bytes": st.size_diff, "blocks": st.count_diff} for st in top]
+    out["total_bytes"] = sum(st.size_diff for st in now.compare_to(PROFILE["mem"], "filename"))
+    return web.json_response(out)
+
+
+def install() -> None:
+    """Wrap the methods whose durations the scale bench reports."""
+    from cloudctl.api.admin import AdminApi
+    from cloudctl.api.ec2.app import Ec2Api
+    from cloudctl.core.cloud import Cloud
+    from cloudctl.core.compute import Compute
+    from cloudctl.store.store import Store
+
+    count = Ec2Api._count
+
+    def _count(self: Any, action: str, outcome: str, t0: float) -> None:
+        if outcome == "ok":
+            SAMPLES[action].append(time.perf_counter() - t0)
+        count(self, action, outcome, t0)
+
+    Ec2Api._count = _count  # type: ignore[method-assign]
+    if os.environ.get("CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT") and hasattr(Store, "checkpoint"):
+        # An experiment, not a change to cloudctl: what moving everything alive after a checkpoint
+        # out of the cycle collector's sight (gc.freeze, as start-up does once) does to the stalls.
+        checkpoint = Store.checkpoint
+
+        async def frozen_checkpoint(self: Any) -> None:
+            await checkpoint(self)
+            gc.freeze()
+
+        Store.checkpoint = frozen_checkpoint  # type: ignore[method-assign]
+    if hasattr(Store, "_load"):
+        Store._load = _timed_sync("state_load_s", Store._load)  # type: ignore[method-assign]
+    if hasattr(Compute, "reconcile"):
+        Compute.reconcile = _timed_async("reconcile_s", Compute.reconcile)  # type: ignore[method-assign]
+    if hasattr(Cloud, "open"):
+        Cloud.open = classmethod(_timed_async("cloud_open_s", Cloud.open.__func__))  # type: ignore[method-assign]
+    if hasattr(Cloud, "_start"):   # hosts connected, images seeded, reconcile
+        Cloud._start = _timed_async("hosts_and_reconcile_s", Cloud._start)  # type: ignore[method-assign]
+
+    app = AdminApi.app
+
+    def admin_app(self: Any) -> web.Application:
+        a = app(self)
+
+        async def samples(request: web.Request) -> web.Response:
+            xs = SAMPLES.pop(request.query.get("action", ""), deque())
+            return web.json_response(list(xs))
+
+        async def startup(request: web.Request) -> web.Response:
+            return web.json_response(STARTUP)
+
+        a.router.add_get("/v0/bench/samples", samples)
+        a.router.add_get("/v0/bench/startup", startup)
+        a.router.add_post("/v0/bench/profile", profile_start)
+        a.router.add_get("/v0/bench/profile", profile_stop)
+        a.router.add_get("/v0/bench/gc", gc_pauses)
+        a.router.add_post("/v0/bench/memory", memory_base)
+        a.router.add_get("/v0/bench/memory", memory_diff)
+        return a
+
+    AdminApi.app = admin_app  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    if os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC"):
+        tracemalloc.start(1)
+    install()
+    gc.callbacks.append(_gc_observe)
+    from cloudctl.cli import main
+    sys.argv[0] = "cloudctl"
+    main()

@@ -1,0 +1,69 @@
+"""The bench's own tools, where a mistake would silently measure the wrong thing: the scale bench's
+reading of a stopped controller's state and the long journal it adds (replayed by the real store
+to the very same state), and the run history's comparison (a slower run is flagged)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloudctl.store.journal import read_journal
+from cloudctl.store.records import User
+from cloudctl.store.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import history  # noqa: E402
+import scale_state  # noqa: E402
+
+
+def user(name: str) -> User:
+    return User(name=name, access_key=f"AK{name}", secret_key="s", account_id="123456789012", created=1.0)
+
+
+async def test_added_journal_replays_to_the_same_state(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    await s.open()
+    with s.txn() as tx:
+        for n in "abc":
+            tx.put(user(n))
+    await s.checkpoint()
+    with s.txn() as tx:   # after the checkpoint: only in the journal
+        tx.delete(s.table(User).get("a"))
+        tx.put(user("d"))
+    await s.sync()
+    digest = s.digest()
+    await s.close()
+
+    rows = scale_state.latest_rows(tmp_path)
+    assert sorted(k for t, k in rows if t == "users") == ["b", "c", "d"]
+    info = scale_state.write_journal(tmp_path, rows, 1000)
+    added = tmp_path / f"journal.{info['generation']:08d}"
+    assert sum(1 for _ in read_journal(added)) == 1000
+
+    s2 = Store(tmp_path)
+    await s2.open()
+    try:
+        assert s2.digest() == digest
+    finally:
+        await s2.close()
+
+
+def test_history_compares_with_the_last_run_of_the_same_machine(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(history, "HISTORY", tmp_path / "history.jsonl")
+    monkeypatch.setattr(history, "REPO", tmp_path)
+    here = {"machine": "box-a", "commit": "c1"}
+    first = history.record("scale", here, {"run_p50_ms": 2.0, "run_x32_per_s": 300.0})
+    assert "nothing to compare" in first
+    history.record("scale", {"machine": "box-b", "commit": "c2"}, {"run_p50_ms": 1.0, "run_x32_per_s": 900.0})
+    second = history.record("scale", here | {"commit": "c3"}, {"run_p50_ms": 3.0, "run_x32_per_s": 400.0})
+    lines = {ln.split(":")[0].strip(): ln for ln in second.splitlines()}
+    assert "2 -> 3 (+50%)" in lines["run_p50_ms"] and lines["run_p50_ms"].endswith("WORSE")
+    assert "300 -> 400 (+33%)" in lines["run_x32_per_s"] and lines["run_x32_per_s"].endswith("better")
+    assert "commit c1" in second   # box-b's run is not this machine's
+    entries = [json.loads(ln) for ln in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [e["commit"] for e in entries] == ["c1", "c2", "c3"]
+    assert all({"date", "loadavg", "machine", "mode", "figures"} <= e.keys() for e in entries)
