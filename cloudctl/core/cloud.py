@@ -150,7 +150,8 @@ class Cloud:
                                drivers, InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
                                self.events, controller_id(cfg.state_dir), work, self.volumes, self.security_groups,
                                self.addresses, self.health.impaired_reason, self.users)
-        self.interfaces = NetworkInterfaces(store, cfg.region, self.network, self.addresses, self.security_groups)
+        self.interfaces = NetworkInterfaces(self.compute.of_owner, cfg.region, self.network, self.addresses,
+                                            self.security_groups)
         self.vpc = DefaultVpc(self.network)
         self.monitor = Monitor(store, cfg, self.compute, self.scheduler, drivers, self.events, self.health,
                                self.tasks)

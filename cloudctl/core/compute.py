@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -200,6 +200,10 @@ class Compute:
 
     def _check_owner(self, caller: Caller, instance_id: str) -> None:
         self.owned(caller, [instance_id])
+
+    def of_owner(self, account: str) -> Mapping[str, Instance]:
+        """An account's instances by id, terminated ones included (a live view: do not keep it)."""
+        return self._by_owner.get(account)
 
     def owned(self, caller: Caller, ids: list[str]) -> list[Instance]:
         """The caller's instances by id; any malformed or unknown id fails the whole call."""

@@ -8,10 +8,9 @@ security group, `attachment.instance-id` to find an instance's interface).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..store.records import Address, Instance
-from ..store.store import MultiIndex, Store
 from .addresses import Addresses, public_dns
 from .compute import private_dns
 from .context import Caller
@@ -36,15 +35,13 @@ def attachment_id(instance_id: str) -> str:
 
 
 class NetworkInterfaces:
-    def __init__(self, store: Store, region: str, network: Networks, addresses: Addresses,
-                 groups: SecurityGroups) -> None:
+    def __init__(self, instances_of: Callable[[str], Mapping[str, Instance]], region: str, network: Networks,
+                 addresses: Addresses, groups: SecurityGroups) -> None:
         self.region = region
         self.network = network
         self.addresses = addresses
         self.groups = groups
-        # The caller's instances that have an interface (a terminated one has none).
-        self._by_owner: MultiIndex[Instance] = store.table(Instance).add_index(
-            MultiIndex(lambda i: i.owner if i.state != "terminated" else None))
+        self._instances_of = instances_of   # an account's instances by id (Compute's index, terminated too)
         self.filters = self._filter_set()
 
     def has_interface(self, i: Instance) -> bool:
@@ -115,7 +112,7 @@ class NetworkInterfaces:
                              "The parameter NetworkInterfaceIds cannot be used with the parameter MaxResults")
         fp = query.fingerprint("network-interfaces")
         after = decode_token(query.next_token, fp)
-        mine = self._by_owner.get(caller.account)
+        mine = self._instances_of(caller.account)
         if query.ids:
             rows = [mine.get(instance_of(e)) for e in query.ids]
             missing = [e for e, i in zip(query.ids, rows) if i is None or not self.has_interface(i)]

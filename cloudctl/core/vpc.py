@@ -97,23 +97,21 @@ class DefaultVpc:
 
     def internet_gateways(self, caller: Caller, query: Query) -> list[object]:
         """None: the VPC reaches outside only through the hosts' NAT of Elastic IPs."""
-        if query.ids:
-            raise CloudError.not_found("InvalidInternetGatewayID.NotFound",
-                                       f"The internetGateway ID '{query.ids[0]}' does not exist")
-        self.gateway_filters.compile(query.filters)
-        _no_pages(query, 1000)
-        caller.check_dry_run()
-        return []
+        return _none_exist(caller, query, self.gateway_filters, "InvalidInternetGatewayID.NotFound", "internetGateway")
 
     def dhcp_options(self, caller: Caller, query: Query) -> list[object]:
         """None: the VPC has no DHCP options set ("default"); DNS servers are per network."""
-        if query.ids:
-            raise CloudError.not_found("InvalidDhcpOptionID.NotFound",
-                                       f"The dhcpOption ID '{query.ids[0]}' does not exist")
-        self.dhcp_filters.compile(query.filters)
-        _no_pages(query, 1000)
-        caller.check_dry_run()
-        return []
+        return _none_exist(caller, query, self.dhcp_filters, "InvalidDhcpOptionID.NotFound", "dhcpOption")
+
+
+def _none_exist(caller: Caller, query: Query, filters: FilterSet, code: str, kind: str) -> list[object]:
+    """A Describe of a resource kind the VPC has none of: ids are not found, filters still checked."""
+    if query.ids:
+        raise CloudError.not_found(code, f"The {kind} ID '{query.ids[0]}' does not exist")
+    filters.compile(query.filters)
+    _no_pages(query, 1000)
+    caller.check_dry_run()
+    return []
 
 
 def _no_pages(query: Query, most: int) -> None:
