@@ -9,6 +9,7 @@ answering, which is what makes the answer an acknowledgement.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import hashlib
 import json
@@ -184,6 +185,20 @@ class Txn:
 
 
 
+
+_FIELDS: dict[type[Row], frozenset[str]] = {}
+
+
+def _row_from(row_type: type[Row], d: dict[str, Any]) -> Row:
+    """`row_type.from_dict(d)`, without its per-key filtering when every key is a field (nearly
+    always): that filter was the largest part of a replay (1M records: ~12 of ~19 s' worth)."""
+    names = _FIELDS.get(row_type)
+    if names is None:
+        names = _FIELDS[row_type] = frozenset(f.name for f in dataclasses.fields(row_type))
+    if names.issuperset(d):
+        return row_type(**d)
+    return row_type.from_dict(d)
+
 class _ReadFailed(Exception):
     """The checkpoint could not be read (its cause says why), as opposed to a row that cannot be applied."""
 
@@ -269,7 +284,7 @@ class Store:
             if table is None:
                 raise JournalError(f"journal names unknown table {op[1]!r}")
             if op[0] == "p":
-                table._set(op[2], table.row_type.from_dict(op[3]))
+                table._set(op[2], _row_from(table.row_type, op[3]))
             else:
                 table._set(op[2], None)
 
@@ -289,7 +304,7 @@ class Store:
             try:
                 for table, key, d in _reading(ckpt.checkpoint_path(self.state_dir, gen)):
                     tbl = self.tables[table]
-                    tbl._set(key, tbl.row_type.from_dict(d))
+                    tbl._set(key, _row_from(tbl.row_type, d))
             except _ReadFailed as e:
                 self._clear()
                 log.error("%s; falling back to the previous generation", e.__cause__)
