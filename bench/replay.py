@@ -31,7 +31,7 @@ from cloudctl.store.store import Store
 logging.basicConfig(level=logging.WARNING)
 t0 = time.perf_counter()
 s = Store(Path(sys.argv[2]))
-s._load()
+getattr(s, "_load_quietly", s._load)()   # as Store.open loads: the collector off, where the checkout does that
 print(json.dumps({"load_s": round(time.perf_counter() - t0, 2), "gc": sys.argv[3] != "1",
                   "rows": sum(len(t) for t in s.tables.values()),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))

@@ -709,3 +709,23 @@ async def test_hot_plug_flags_as_qemu_would_get_them() -> None:
     with pytest.raises(HypervisorError, match="has not released vdd"):
         await d.detach_disk("f", "vdd", timeout=0.05)
     assert stuck.config == {}                         # the definition lost it regardless
+
+
+async def test_known_domains_are_listed_without_their_metadata(driver: LibvirtDriver,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    await driver.define("mine", domain_xml("mine"))
+    await driver.define("theirs", domain_xml("theirs", managed=False))
+    await driver.define("stray", domain_xml("stray"))
+    read: list[str] = []
+    real = libvirt.virDomain.metadata
+
+    def metadata(dom: libvirt.virDomain, *args: object) -> object:   # real libvirt, counted
+        read.append(dom.name())
+        return real(dom, *args)
+
+    monkeypatch.setattr(libvirt.virDomain, "metadata", metadata)
+    listed = {i.name: i for i in await driver.list_domains(known={"mine", "not-here"})}
+    assert "mine" not in read and {"theirs", "stray"} <= set(read)
+    assert listed["mine"].managed and listed["stray"].managed and not listed["theirs"].managed
+    assert "not-here" not in listed
+    assert listed["mine"].power == listed["stray"].power == Power.OFF

@@ -8,6 +8,7 @@ routine, called for every instance at start-up, is the reconciliation after a cr
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, InstanceType
-from ..drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError, Power
+from ..drivers.hypervisor.base import DomainEvent, DomainInfo, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
 from ..store.records import Image, Instance, Reservation, Volume
 from ..store.store import CountIndex, MultiIndex, Store, SumIndex, Txn
@@ -52,6 +53,9 @@ log = logging.getLogger("cloudctl.compute")
 
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
                "stopping": 64, "stopped": 80}
+#: Hosts listed (reconcile) or connected (start-up) at once: each call runs in its driver's threads,
+#: so this bounds the threads busy together, not the hosts.
+HOSTS_AT_ONCE = 16
 TRANSITIONAL = frozenset({"pending", "stopping", "shutting-down"})
 MAX_USER_DATA = 16 * 1024
 
@@ -883,48 +887,72 @@ class Compute:
             self.converge(inst.id)
 
     async def reconcile(self) -> list[str]:
-        """Match every host's domains against the store; fix what can be fixed and say so."""
-        report: list[str] = []
-        for name, driver in self.drivers.items():
-            try:
-                domains = {d.name: d for d in await driver.list_domains()}
-            except HypervisorError as e:
-                report.append(f"host {name}: unreachable ({e}); its instances were left as recorded")
-                continue
-            mine = dict(self._by_host.get(name))
-            for iid, inst in mine.items():
-                dom = domains.get(iid)
-                want_run = inst.state in ("pending", "running")
-                if inst.state in TRANSITIONAL:
-                    self.converge(iid)
-                elif inst.state == "terminated":
-                    if dom is not None:
-                        report.append(f"{iid}: terminated but its domain was still on {name}; removing it")
-                        self.converge(iid, ensure=True)
-                elif dom is None:
-                    report.append(f"{iid}: {inst.state} but no domain on {name}; defining it again")
-                    self.converge(iid, ensure=True)
-                elif want_run and dom.power != Power.RUNNING:
-                    report.append(f"{iid}: running but its domain is {dom.power} on {name}; starting it")
-                    self.converge(iid, ensure=True)
-                elif inst.state == "stopped" and dom.power == Power.RUNNING:
-                    report.append(f"{iid}: stopped but its domain runs on {name}; stopping it")
-                    with self.store.txn() as tx:
-                        tx.put(replace(inst, state="stopping"))
-                    await self.store.sync()
-                    self.converge(iid)
-            for dname, dom in domains.items():
-                if dom.managed and dname not in mine and dom.controller != self.controller_id:
-                    # Another controller's, or one from before controllers had ids: never ours
-                    # to destroy; the admin can remove it (virsh undefine) if it is unwanted.
-                    report.append(f"{dname}: domain on {name} belongs to another controller "
-                                  f"({dom.controller or 'unknown'}); left alone")
-                elif dom.managed and dname not in mine:
-                    report.append(f"{dname}: domain on {name} belongs to no acknowledged instance; removing it")
-                    self._spawn(self._remove_orphan(driver, dname))
+        """Match every host's domains against the store; fix what can be fixed and say so.
+
+        The hosts are listed concurrently (a few at a time, each in its driver's threads) and
+        each is reconciled as soon as its listing arrives; the report keeps the hosts' order."""
+        gate = asyncio.Semaphore(HOSTS_AT_ONCE)
+
+        async def one(name: str, driver: HypervisorDriver) -> list[str]:
+            async with gate:
+                return await self._reconcile_host(name, driver)
+
+        parts = await asyncio.gather(*(one(n, d) for n, d in self.drivers.items()))
+        report = [line for part in parts for line in part]
         for line in report:
             log.warning("reconcile: %s", line)
         self.reconcile_report = report
+        return report
+
+    async def _listing(self, name: str, driver: HypervisorDriver) -> tuple[dict[str, DomainInfo], dict[str, Instance]]:
+        """The host's domains and the store's instances on it, read after the listing.
+
+        The store's instances are given as known, so the driver reads no metadata for them. A known
+        one gone from the store meanwhile (expired) would then lack its owner: list again."""
+        for _ in range(3):
+            known = frozenset(self._by_host.get(name))
+            domains = {d.name: d for d in await driver.list_domains(known)}
+            mine = dict(self._by_host.get(name))
+            if not any(d in known and d not in mine for d in domains):
+                break
+        return domains, mine
+
+    async def _reconcile_host(self, name: str, driver: HypervisorDriver) -> list[str]:
+        report: list[str] = []
+        try:
+            domains, mine = await self._listing(name, driver)
+        except HypervisorError as e:
+            return [f"host {name}: unreachable ({e}); its instances were left as recorded"]
+        for iid, inst in mine.items():
+            dom = domains.get(iid)
+            want_run = inst.state in ("pending", "running")
+            if inst.state in TRANSITIONAL:
+                self.converge(iid)
+            elif inst.state == "terminated":
+                if dom is not None:
+                    report.append(f"{iid}: terminated but its domain was still on {name}; removing it")
+                    self.converge(iid, ensure=True)
+            elif dom is None:
+                report.append(f"{iid}: {inst.state} but no domain on {name}; defining it again")
+                self.converge(iid, ensure=True)
+            elif want_run and dom.power != Power.RUNNING:
+                report.append(f"{iid}: running but its domain is {dom.power} on {name}; starting it")
+                self.converge(iid, ensure=True)
+            elif inst.state == "stopped" and dom.power == Power.RUNNING:
+                report.append(f"{iid}: stopped but its domain runs on {name}; stopping it")
+                with self.store.txn() as tx:
+                    tx.put(replace(inst, state="stopping"))
+                await self.store.sync()
+                self.converge(iid)
+        for dname, dom in domains.items():
+            if dom.managed and dname not in mine and dom.controller != self.controller_id:
+                # Another controller's, or one from before controllers had ids: never ours
+                # to destroy; the admin can remove it (virsh undefine) if it is unwanted.
+                report.append(f"{dname}: domain on {name} belongs to another controller "
+                              f"({dom.controller or 'unknown'}); left alone")
+            elif dom.managed and dname not in mine:
+                report.append(f"{dname}: domain on {name} belongs to no acknowledged instance; removing it")
+                self._spawn(self._remove_orphan(driver, dname))
         return report
 
     async def _remove_orphan(self, driver: HypervisorDriver, name: str) -> None:

@@ -16,7 +16,7 @@ Drivers are chosen per host by name (drivers/hypervisor/registry.py): the produc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from xml.sax.saxutils import quoteattr
@@ -151,8 +151,12 @@ class HypervisorDriver(ABC):
         ...
 
     @abstractmethod
-    async def list_domains(self) -> list[DomainInfo]:
-        ...
+    async def list_domains(self, known: Collection[str] = ()) -> list[DomainInfo]:
+        """Every domain on the host with its power state.
+
+        `known` names domains the caller already knows as its own (the store's instances on the
+        host): the driver may skip reading their metadata and report them managed, controller None.
+        """
 
     @abstractmethod
     async def define(self, name: str, xml: str) -> None:

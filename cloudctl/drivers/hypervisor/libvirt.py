@@ -19,7 +19,7 @@ import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -732,14 +732,21 @@ class LibvirtDriver(HypervisorDriver):
                 free = None
         return HostResources(cpus=cpus, memory_mib=memory_mib, model=model, free_memory_mib=free)
 
-    async def list_domains(self) -> list[DomainInfo]:
-        return await self._call(self._list_sync)
+    async def list_domains(self, known: Collection[str] = ()) -> list[DomainInfo]:
+        return await self._call(self._list_sync, frozenset(known))
 
     @staticmethod
-    def _list_sync(conn: libvirt.virConnect) -> list[DomainInfo]:
+    def _list_sync(conn: libvirt.virConnect, known: frozenset[str]) -> list[DomainInfo]:
         domains: list[DomainInfo] = []
-        # One call for every domain's state (one RPC remotely), then one metadata call each.
+        # One call for every domain's state (one RPC remotely), then one metadata call for each
+        # domain the caller does not know: at start-up that is none but strays, rather than one
+        # round trip per instance (50,000 of them took 18 s).
         for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):
+            name = dom.name()   # held by the handle: no round trip
+            power = _power(stats.get("state.state", 0), stats.get("state.reason", 0))
+            if name in known:
+                domains.append(DomainInfo(name=name, power=power, managed=True))
+                continue
             controller = None
             try:
                 meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
@@ -751,8 +758,7 @@ class LibvirtDriver(HypervisorDriver):
                 if _code(e) != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
                     raise
                 managed = False
-            power = _power(stats.get("state.state", 0), stats.get("state.reason", 0))
-            domains.append(DomainInfo(name=dom.name(), power=power, managed=managed, controller=controller))
+            domains.append(DomainInfo(name=name, power=power, managed=managed, controller=controller))
         return domains
 
     async def poll(self) -> HostPoll:
