@@ -152,8 +152,7 @@ def install() -> None:
 
     count = Ec2Api._count
 
-    def _count(self: Any, *args: Any) -> None:
-        # (action, outcome, t0), or (service, action, outcome, t0) since STS/IAM share the listener
+    def _count(self: Any, *args: Any) -> None:   # ([service,] action, outcome, t0)
         action, outcome, t0 = args[-3:]
         if outcome == "ok":
             SAMPLES[action].append(time.perf_counter() - t0)

@@ -16,6 +16,7 @@ from ..drivers.hypervisor.registry import make_driver
 from ..drivers.ip_scripts import scripts_for
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
+from . import gcpolicy
 from .addresses import Addresses
 from .baremetal import Baremetal
 from .baremetal.secrets import BmSecrets
@@ -122,6 +123,7 @@ class Cloud:
         self.config = config
         self.endpoint = endpoint
         self.store = store
+        gcpolicy.install(store)
         self.drivers = drivers
         self.secrets = secrets
         self.started_at = time.time()
@@ -255,8 +257,7 @@ class Cloud:
             return
         due = time.time() - self.store.last_checkpoint_at >= self.config.checkpoint.interval_s
         if due or j.records_in_gen >= self.config.checkpoint.max_journal_records:
-            await self.store.checkpoint()
-            _freeze_long_lived()
+            await self.store.checkpoint()   # (gcpolicy freezes the state after it)
 
     async def stop(self) -> None:
         """Background tasks first (in TASK_ORDER), then the work they and requests started, the
