@@ -152,10 +152,12 @@ def install() -> None:
 
     count = Ec2Api._count
 
-    def _count(self: Any, action: str, outcome: str, t0: float) -> None:
+    def _count(self: Any, *args: Any) -> None:
+        # (svc, action, outcome, t0) since services other than EC2 share the handler; (action, outcome, t0) before.
+        action, outcome, t0 = args[-3:]
         if outcome == "ok":
             SAMPLES[action].append(time.perf_counter() - t0)
-        count(self, action, outcome, t0)
+        count(self, *args)
 
     Ec2Api._count = _count  # type: ignore[method-assign]
     if os.environ.get("CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT") and hasattr(Store, "checkpoint"):

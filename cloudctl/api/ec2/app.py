@@ -13,7 +13,6 @@ import logging
 import math
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import parse_qsl
@@ -23,6 +22,7 @@ from aiohttp import web
 from ...core.cloud import Cloud
 from ...core.context import Caller
 from ...core.errors import CloudError
+from ...core.ids import new_uuid
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ..listener import BodyRefused, streamed
@@ -86,7 +86,7 @@ class Ec2Api:
 
     def refuse(self, request: web.Request, e: BodyRefused) -> web.StreamResponse:
         """A body refused by the listener (api/listener.py: too large or too slow), as EC2 says it."""
-        return self._error(self.ec2, e.code, e.message, str(uuid.uuid4()), "-", time.perf_counter())
+        return self._error(self.ec2, e.code, e.message, new_uuid(), "-", time.perf_counter())
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         held: list[str] = []   # the replay key this request recorded first in the replay cache, if any
@@ -99,7 +99,7 @@ class Ec2Api:
 
     async def _handle(self, request: web.Request, held: list[str]) -> web.StreamResponse:
         t0 = time.perf_counter()
-        request_id = str(uuid.uuid4())
+        request_id = new_uuid()
         action = "-"
         login: tuple[str, str] | None = None   # (key id, address) while its signature is being checked
         pre: Prechecked | None = None          # the credentials' checks that need no body
