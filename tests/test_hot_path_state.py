@@ -12,10 +12,12 @@ import re
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloudctl.api.ec2 import form
 from cloudctl.core import ids
 from cloudctl.core.tags import Tags
 from cloudctl.store.checkpoint import encode_row
@@ -154,3 +156,19 @@ def test_a_multi_index_answers_like_a_dict_of_dicts(steps: list[tuple[bool, int,
         for values in ({"x"}, {"y", "z"}, {"x", "y", "z"}, set()):
             assert tags.resources_with(key, values) == {t.resource_id for t in rows
                                                         if t.tag_key == key and t.value in values}
+
+
+# -- the form parser ------------------------------------------------------------------------------------
+def _either(fn: Any, qs: str) -> Any:
+    try:
+        return fn(qs)
+    except UnicodeDecodeError:
+        return "UnicodeDecodeError"
+
+
+@settings(max_examples=500)
+@given(st.lists(st.one_of(st.sampled_from(["&", "=", "+", "%", "%2", "%41", "%e9", "%C3%A9", "%ff", "%zz", "a", "."]),
+                          st.text(max_size=4)), max_size=20).map("".join))
+def test_the_form_fields_are_parse_qsls(qs: str) -> None:
+    assert _either(form.fields, qs) == _either(
+        lambda q: parse_qsl(q, keep_blank_values=True, errors="strict"), qs)

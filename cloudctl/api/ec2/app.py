@@ -15,7 +15,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -301,7 +300,7 @@ def _query_params(raw_query: str) -> dict[str, str]:
     # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
     # name or tag stored differently from what the client sent would be silent corruption.
     try:
-        return dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
+        return dict(form.fields(raw_query))
     except UnicodeDecodeError:
         raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
 
