@@ -134,6 +134,8 @@ def write_cloudctl_config(tmp: Path, ec2_port: int, admin_port: int,
     cfg["image_store"] = str(tmp / "images")
     cfg["ec2"] = {"listen": "127.0.0.1", "port": ec2_port}
     cfg["admin"] = {"listen": "127.0.0.1", "port": admin_port}
+    if cfg.get("metadata"):   # (the default's fixed 8775 collides with another run's server)
+        cfg["metadata"] = {**cfg["metadata"], "listen": "127.0.0.1", "port": free_port()}
     for h in cfg.get("hosts") or []:
         if h.get("node_xml"):
             h["node_xml"] = absolute(h["node_xml"])
