@@ -134,6 +134,8 @@ def write_cloudctl_config(tmp: Path, ec2_port: int, admin_port: int,
     cfg["image_store"] = str(tmp / "images")
     cfg["ec2"] = {"listen": "127.0.0.1", "port": ec2_port}
     cfg["admin"] = {"listen": "127.0.0.1", "port": admin_port}
+    if cfg.get("metadata"):   # (the default's fixed 8775 collides with another run's server)
+        cfg["metadata"] = {**cfg["metadata"], "listen": "127.0.0.1", "port": free_port()}
     for h in cfg.get("hosts") or []:
         if h.get("node_xml"):
             h["node_xml"] = absolute(h["node_xml"])
@@ -147,6 +149,9 @@ def write_cloudctl_config(tmp: Path, ec2_port: int, admin_port: int,
             it["template"] = absolute(it["template"])
     if cfg.get("cache_dir"):
         cfg["cache_dir"] = str(tmp / "cache")
+    # The benches launch thousands of instances on the default subnets, each taking a public address
+    # on launch (as make run's do): a pool that holds them, not the default config's /24.
+    cfg["elastic_ips"] = {**cfg.get("elastic_ips", {}), "pool": ["198.18.0.0/18"]}
     overrides = dict(overrides or {})
     cfg["ec2"].update(overrides.pop("ec2", {}))   # ec2 and admin settings other than the address
     cfg["admin"].update(overrides.pop("admin", {}))

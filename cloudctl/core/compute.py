@@ -14,7 +14,6 @@ import binascii
 import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from .domains import DomainRenderer, interface_xml
 from .errors import CloudError, not_found
 from .events import Events
 from .filters import FilterSet, Matcher
-from .ids import new_id, new_mac, well_formed
+from .ids import new_id, new_mac, new_uuid, well_formed
 from .images import MARKET_OWNER, Images
 from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
@@ -345,7 +344,7 @@ class Compute:
                     instance_type=type_name, host=host.name, zone=zone, state="pending", launch_time=now,
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
                     private_ip=self.network.allocate(tx, subnet, iid, chosen_ip),
-                    subnet_id=subnet.id, mac=new_mac(), uuid=str(uuid.uuid4()),
+                    subnet_id=subnet.id, mac=new_mac(), uuid=new_uuid(),
                     disable_api_termination=spec.disable_api_termination,
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
                     root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None,

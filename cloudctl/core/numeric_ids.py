@@ -29,10 +29,10 @@ class NumericIds:
 
     def resolve(self, kind: str, num: int) -> str | None:
         """The resource id numbered `num`, or None."""
-        group = self._by_num.groups.get(f"{kind}/{num}")
-        if not group:
+        row = self._by_num.first(f"{kind}/{num}")
+        if row is None:
             return None
-        return next(iter(group.values())).resource.split("/", 1)[1]
+        return row.resource.split("/", 1)[1]
 
     async def ensure(self, kind: str, rids: Iterable[str]) -> dict[str, int]:
         """Numbers for `rids`, assigning (durably, before they are shown) those that have none."""

@@ -21,12 +21,10 @@ class Users:
         self._by_account: MultiIndex[User] = self.table.add_index(MultiIndex(lambda u: u.account_id))
 
     def by_access_key(self, access_key: str) -> User | None:
-        group = self._by_key.groups.get(access_key)
-        return next(iter(group.values())) if group else None
+        return self._by_key.first(access_key)
 
     def by_account(self, account_id: str) -> User | None:
-        group = self._by_account.groups.get(account_id)
-        return next(iter(group.values())) if group else None
+        return self._by_account.first(account_id)
 
     def secret_for(self, access_key: str) -> str | None:
         u = self.by_access_key(access_key)

@@ -15,11 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .journal import fsync_dir
-from .records import Row
+from .records import Row, encode_row
 
-
-def encode_row(row: Row) -> str:
-    return json.dumps(row.to_dict(), separators=(",", ":"))
+__all__ = ["encode_row"]   # (the row encoding lives with the rows; journal and checkpoint share it)
 
 FORMAT = "cloudctl-checkpoint"
 VERSION = 1

@@ -13,16 +13,15 @@ import logging
 import math
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from ...core.cloud import Cloud
 from ...core.context import Caller
 from ...core.errors import CloudError
+from ...core.ids import new_uuid
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ..listener import BodyRefused, streamed
@@ -86,7 +85,7 @@ class Ec2Api:
 
     def refuse(self, request: web.Request, e: BodyRefused) -> web.StreamResponse:
         """A body refused by the listener (api/listener.py: too large or too slow), as EC2 says it."""
-        return self._error(self.ec2, e.code, e.message, str(uuid.uuid4()), "-", time.perf_counter())
+        return self._error(self.ec2, e.code, e.message, new_uuid(), "-", time.perf_counter())
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         held: list[str] = []   # the replay key this request recorded first in the replay cache, if any
@@ -99,7 +98,7 @@ class Ec2Api:
 
     async def _handle(self, request: web.Request, held: list[str]) -> web.StreamResponse:
         t0 = time.perf_counter()
-        request_id = str(uuid.uuid4())
+        request_id = new_uuid()
         action = "-"
         login: tuple[str, str] | None = None   # (key id, address) while its signature is being checked
         pre: Prechecked | None = None          # the credentials' checks that need no body
@@ -301,7 +300,7 @@ def _query_params(raw_query: str) -> dict[str, str]:
     # Percent-escapes that decode to invalid UTF-8 are refused, not replaced by U+FFFD: a
     # name or tag stored differently from what the client sent would be silent corruption.
     try:
-        return dict(parse_qsl(raw_query, keep_blank_values=True, errors="strict"))
+        return dict(form.fields(raw_query))
     except UnicodeDecodeError:
         raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
 

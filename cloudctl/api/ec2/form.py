@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Iterator
-from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes
+from urllib.parse import unquote, unquote_plus, unquote_to_bytes
 
 __all__ = ["MAX_PARAMS", "FormScan", "param_count", "parse_steps"]
 
@@ -94,7 +94,29 @@ def parse_steps(body: bytes, out: list[tuple[str, str]]) -> Iterator[None]:
 
 
 def _fields(piece: str) -> list[tuple[str, str]]:
-    return parse_qsl(piece, keep_blank_values=True, errors="strict")
+    return fields(piece)
+
+
+def fields(qs: str) -> list[tuple[str, str]]:
+    """``parse_qsl(qs, keep_blank_values=True, errors="strict")``, the same pairs, without its two
+    function calls per name and per value for the plain ones (most: ``InstanceId.1=i-...``):
+    only a name or value holding an escape goes through ``unquote``. (A RunInstances form spent
+    ~0.1 ms in parse_qsl.)"""
+    out: list[tuple[str, str]] = []
+    for field in qs.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = unquote(name, errors="strict")
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = unquote(value, errors="strict")
+        out.append((name, value))
+    return out
 
 
 def _unquote_steps(text: str) -> Generator[None, None, str]:

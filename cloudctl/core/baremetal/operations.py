@@ -277,7 +277,7 @@ class Operations:
 
     def _over_count(self, now: float) -> list[BmOperation]:
         """What `_expired` says, computed only when the count bound is passed (cheap otherwise)."""
-        pending = sum(len(g) for g in self.site.pending_by_switch.groups.values())
+        pending = sum(self.site.pending_by_switch.sizes())
         if len(self.site.ops) - pending <= self.config.finished_operations.max_count:
             return []
         return self._expired(now)
