@@ -11,7 +11,6 @@ from .addresses import Addresses
 from .context import Caller
 from .errors import CloudError
 from .ids import well_formed
-from .pagination import decode_token, page_size, paginate
 from .query import Query
 
 ATTRIBUTES = ("domain-name",)
@@ -27,9 +26,7 @@ def describe(addresses: Addresses, caller: Caller, attribute: str | None, query:
     bad = [a for a in query.ids if not well_formed(a, "eipalloc")]
     if bad:
         raise CloudError("InvalidAllocationID.Malformed", f"Invalid id: \"{bad[0]}\" (expecting \"eipalloc-...\")")
-    limit = page_size(query.max_results, 1, 1000)
-    fp = query.fingerprint("address-attributes")
-    after = decode_token(query.next_token, fp)
+    page = query.page(1, 1000, "address-attributes")
     mine = {a.allocation_id: a for a in addresses.owned_by(caller.account)}
     missing = [a for a in query.ids if a not in mine]
     if missing:
@@ -37,5 +34,5 @@ def describe(addresses: Addresses, caller: Caller, attribute: str | None, query:
                                    f"The allocation ID '{missing[0]}' does not exist")
     caller.check_dry_run()
     pool = {a: mine[a] for a in query.ids} if query.ids else mine
-    keys, token = paginate(sorted(pool), after, limit, fp)
+    keys, token = page.of(sorted(pool))
     return [pool[k] for k in keys], token

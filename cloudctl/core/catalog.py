@@ -8,7 +8,6 @@ from ..config import Config, InstanceType
 from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
-from .pagination import decode_token, page_size, paginate
 from .query import Query
 
 
@@ -78,9 +77,7 @@ class Catalog:
         """The instance types `query` selects (its ids are type names), one page."""
         names = query.ids
         match = self.type_filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 100)
-        fp = query.fingerprint("types")
-        after = decode_token(query.next_token, fp)
+        page = query.page(5, 100, "types")
         for n in names:
             if n not in self.config.instance_types:
                 raise CloudError("InvalidInstanceType", f"The following supplied instance types do not exist: [{n}]")
@@ -88,5 +85,5 @@ class Catalog:
         rows = {n: TypeInfo(n, t) for n, t in self.config.instance_types.items()
                 if (not names or n in names)}
         rows = {n: t for n, t in rows.items() if match(t)}
-        keys, token = paginate(sorted(rows), after, limit, fp)
+        keys, token = page.of(sorted(rows))
         return [rows[k] for k in keys], token

@@ -36,7 +36,6 @@ from .instance_files import InstanceFiles
 from .keypairs import KeyPairs
 from .launch import LaunchSpec
 from .network import Networks, Subnet, tap_name
-from .pagination import decode_token, page_size, paginate
 from .query import Query
 from .scheduler import Scheduler
 from .tags import Tags
@@ -447,23 +446,18 @@ class Compute:
         ids = set.intersection(*sets) if len(sets) > 1 else sets[0]
         return {i: mine[i] for i in ids if i in mine}
 
-    def _select(self, caller: Caller, query: Query, filters: FilterSet, *fingerprint: Any,
+    def _select(self, caller: Caller, query: Query, filters: FilterSet, *fingerprint: str | bool,
                 keep: Callable[[Instance], bool] | None = None) -> tuple[dict[str, Instance], list[str], str | None]:
         """The shared part of the instance Describe* calls: ids or filters, then one page."""
         ids = query.ids
         match = filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 1000)
-        if ids and limit is not None:
-            raise CloudError("InvalidParameterCombination",
-                             "The parameter instancesSet cannot be used with the parameter maxResults")
-        # Only a page token needs the fingerprint (hashing it is ~5% of a DescribeInstances by id).
-        fp = query.fingerprint(*fingerprint) if limit is not None or query.next_token is not None else ""
-        after = decode_token(query.next_token, fp)
+        page = query.page(5, 1000, *fingerprint,
+                          not_with_ids="The parameter instancesSet cannot be used with the parameter maxResults")
         pool = {i.id: i for i in self.owned(caller, ids)} if ids else self._candidates(caller, match)
         caller.check_dry_run()
         if match or keep is not None:
             pool = {k: i for k, i in pool.items() if (keep is None or keep(i)) and match(i)}
-        keys, token = paginate(sorted(pool), after, limit, fp)
+        keys, token = page.of(sorted(pool))
         return pool, keys, token
 
     def describe(self, caller: Caller, query: Query) -> tuple[list[tuple[Reservation, list[Instance]]], str | None]:

@@ -21,7 +21,6 @@ from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id, well_formed
-from .pagination import decode_token, page_size, paginate
 from .query import Query
 from .tags import Tags
 from .users import LIVE_STATES
@@ -403,10 +402,8 @@ class Images:
         """The images the caller may see that `query` selects; `owners` are account ids or "self"."""
         ids = query.ids
         match = self.filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 1000)
-        fp = query.fingerprint("images", list(owners), include_deprecated)
-        after = decode_token(query.next_token, fp)
-        if ids and limit is not None:
+        page = query.page(5, 1000, "images", list(owners), include_deprecated)
+        if ids and page.limit is not None:
             raise CloudError("InvalidParameterCombination",
                              "The parameter ImageIds cannot be used with the parameter MaxResults")
         if ids:
@@ -434,7 +431,7 @@ class Images:
             pool = {k: i for k, i in pool.items() if i.owner == caller.account
                     or i.deprecation_time is None or i.deprecation_time > now}
         rows = {k: i for k, i in pool.items() if match(i)}
-        keys, token = paginate(sorted(rows), after, limit, fp)
+        keys, token = page.of(sorted(rows))
         return [rows[k] for k in keys], token
 
     async def deregister(self, caller: Caller, image_id: str) -> None:

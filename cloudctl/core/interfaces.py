@@ -18,7 +18,6 @@ from .errors import CloudError
 from .filters import FilterSet
 from .ids import well_formed
 from .network import Networks, interface_id
-from .pagination import decode_token, page_size, paginate
 from .query import Query
 from .security_groups import SecurityGroups
 
@@ -106,12 +105,8 @@ class NetworkInterfaces:
         if bad:
             raise CloudError("InvalidNetworkInterfaceID.Malformed", f"Invalid id: \"{bad[0]}\" (expecting \"eni-...\")")
         match = self.filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 1000)
-        if query.ids and limit is not None:
-            raise CloudError("InvalidParameterCombination",
-                             "The parameter NetworkInterfaceIds cannot be used with the parameter MaxResults")
-        fp = query.fingerprint("network-interfaces")
-        after = decode_token(query.next_token, fp)
+        page = query.page(5, 1000, "network-interfaces", not_with_ids="The parameter NetworkInterfaceIds "
+                          "cannot be used with the parameter MaxResults")
         mine = self._instances_of(caller.account)
         if query.ids:
             rows = [mine.get(instance_of(e)) for e in query.ids]
@@ -125,5 +120,5 @@ class NetworkInterfaces:
         caller.check_dry_run()
         if match:
             pool = {k: i for k, i in pool.items() if match(i)}
-        keys, token = paginate(sorted(pool), after, limit, fp)
+        keys, token = page.of(sorted(pool))
         return [pool[k] for k in keys], token

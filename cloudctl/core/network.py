@@ -19,7 +19,6 @@ from ..store.store import MultiIndex, Store, Txn
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
-from .pagination import decode_token, page_size, paginate
 from .query import Query
 
 
@@ -178,12 +177,10 @@ class Networks:
             if sid not in self.subnets:
                 raise not_found("SubnetID", [sid])
         match = self.filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 1000)
-        fp = query.fingerprint("subnets")
-        after = decode_token(query.next_token, fp)
+        page = query.page(5, 1000, "subnets")
         caller.check_dry_run()
         pool = {s.id: s for s in self.subnets.values() if (not ids or s.id in ids) and match(s)}
-        keys, token = paginate(sorted(pool), after, limit, fp)
+        keys, token = page.of(sorted(pool))
         return [pool[k] for k in keys], token
 
     def describe_vpcs(self, caller: Caller, query: Query) -> list[str]:

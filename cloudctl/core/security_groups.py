@@ -24,7 +24,6 @@ from .errors import CloudError
 from .filters import FilterSet
 from .ids import new_id, well_formed
 from .network import tap_name
-from .pagination import decode_token, page_size, paginate
 from .query import Query
 from .sg_permissions import ANYWHERE, MAX_TEXT, TEXT, GroupPeer, NewRule, Permission, RuleChange, TagPairs
 from .tags import Tags
@@ -266,9 +265,7 @@ class SecurityGroups:
         is made if it does not exist yet, as EC2 shows one to every account."""
         ids = query.ids
         match = self.filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 1000)
-        fp = query.fingerprint("security-groups", list(names))
-        after = decode_token(query.next_token, fp)
+        page = query.page(5, 1000, "security-groups", list(names))
         pool: dict[str, SecurityGroup] = {}
         for gid in ids:
             g = self._group_by_id(caller, gid)
@@ -287,15 +284,13 @@ class SecurityGroups:
         if not ids and not names:
             pool = dict(self._by_owner.get(caller.account))
         rows = {k: g for k, g in pool.items() if match(g)} if match else pool
-        keys, token = paginate(sorted(rows), after, limit, fp)
+        keys, token = page.of(sorted(rows))
         return [rows[k] for k in keys], token
 
     def describe_rules(self, caller: Caller, query: Query) -> tuple[list[SecurityGroupRule], str | None]:
         ids = query.ids
         match = self.rule_filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 1000)
-        fp = query.fingerprint("security-group-rules")
-        after = decode_token(query.next_token, fp)
+        page = query.page(5, 1000, "security-group-rules")
         if ids:
             pool = {r.id: r for r in self._rules_by_id(caller, ids)}
         else:
@@ -305,7 +300,7 @@ class SecurityGroups:
             pool = {r.id: r for r in source if r.owner == caller.account}
         caller.check_dry_run()
         rows = {k: r for k, r in pool.items() if match(r)} if match else pool
-        keys, token = paginate(sorted(rows), after, limit, fp)
+        keys, token = page.of(sorted(rows))
         return [rows[k] for k in keys], token
 
     def _rules_by_id(self, caller: Caller, ids: Iterable[str]) -> list[SecurityGroupRule]:

@@ -9,7 +9,6 @@ from ..store.store import Index, MultiIndex, Store, Txn
 from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
-from .pagination import decode_token, page_size, paginate
 from .query import Query
 
 MAX_TAGS = 50
@@ -214,9 +213,7 @@ class Tags:
     def describe(self, caller: Caller, query: Query) -> tuple[list[Tag], str | None]:
         """The caller's tags that `query`'s filters select (its ids are not used), one page."""
         match = self.filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 1000)
-        fp = query.fingerprint("tags")
-        after = decode_token(query.next_token, fp)
+        page = query.page(5, 1000, "tags")
         caller.check_dry_run()
         rids = match.exact_values("resource-id")
         if rids is not None:
@@ -224,5 +221,5 @@ class Tags:
         else:
             pool = list(self.table.values())
         rows = {t.key: t for t in pool if t.owner == caller.account and match(t)}
-        keys, token = paginate(sorted(rows), after, limit, fp)
+        keys, token = page.of(sorted(rows))
         return [rows[k] for k in keys], token

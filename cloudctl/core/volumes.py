@@ -34,7 +34,6 @@ from .filters import FilterSet
 from .ids import new_id, well_formed
 from .images import ROOT_DEVICE_NAME
 from .launch import BlockDevice
-from .pagination import decode_token, page_size, paginate
 from .query import Query
 from .tags import Tags
 from .work import KeyedWork
@@ -392,16 +391,12 @@ class Volumes:
     def describe(self, caller: Caller, query: Query) -> tuple[list[Volume], str | None]:
         ids = list(query.ids)
         match = self.filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 1000)
-        if ids and limit is not None:
-            raise CloudError("InvalidParameterCombination",
-                             "The parameter volumeSet cannot be used with the parameter maxResults")
-        fp = query.fingerprint("volumes")
-        after = decode_token(query.next_token, fp)
+        page = query.page(5, 1000, "volumes",
+                          not_with_ids="The parameter volumeSet cannot be used with the parameter maxResults")
         pool = _by_ids(self._by_owner.get(caller.account), ids, "vol", "Volume", "volume")
         caller.check_dry_run()
         rows = {k: v for k, v in pool.items() if match(v)} if match else pool
-        keys, token = paginate(sorted(rows), after, limit, fp)
+        keys, token = page.of(sorted(rows))
         return [rows[k] for k in keys], token
 
     # -- DeleteVolume --------------------------------------------------------------------------
@@ -613,12 +608,8 @@ class Volumes:
         caller (or `self`) selects none, snapshots being private to their owner."""
         ids = list(query.ids)
         match = self.snapshot_filters.compile(query.filters)
-        limit = page_size(query.max_results, 5, 1000)
-        if ids and limit is not None:
-            raise CloudError("InvalidParameterCombination",
-                             "The parameter snapshotSet cannot be used with the parameter maxResults")
-        fp = query.fingerprint("snapshots", list(owners), list(restorable_by))
-        after = decode_token(query.next_token, fp)
+        page = query.page(5, 1000, "snapshots", list(owners), list(restorable_by),
+                          not_with_ids="The parameter snapshotSet cannot be used with the parameter maxResults")
         pool = _by_ids(self._snaps_by_owner.get(caller.account), ids, "snap", "Snapshot", "snapshot")
         caller.check_dry_run()
         # Snapshots are private: only their owner sees them, and only they may restore them.
@@ -626,7 +617,7 @@ class Volumes:
         if (owners and not me & set(owners)) or (restorable_by and not me & set(restorable_by)):
             pool = {}
         rows = {k: s for k, s in pool.items() if match(s)} if match else pool
-        keys, token = paginate(sorted(rows), after, limit, fp)
+        keys, token = page.of(sorted(rows))
         return [rows[k] for k in keys], token
 
     async def delete_snapshot(self, caller: Caller, snapshot_id: str) -> None:
