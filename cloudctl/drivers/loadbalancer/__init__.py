@@ -1,0 +1,1 @@
+"""Load-balancer data planes (HAProxy) behind one small contract."""
