@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,7 +56,38 @@ async def memory(b: scale.Bench, n: int) -> dict[str, Any]:
         return out
 
 
-async def timing(b: scale.Bench, n: int, calls: int, dump_dir: str | None = None) -> dict[str, Any]:
+CALLGRIND = ("valgrind --tool=callgrind --instr-atstart=no --collect-systime=no --trace-children=no "
+             "--callgrind-out-file={out}")
+
+
+def _callgrind(b: scale.Bench, *args: str) -> None:
+    assert b.cc is not None
+    subprocess.run(["callgrind_control", *args, str(b.cc.proc.pid)], check=True, capture_output=True)
+
+
+def _instructions(b: scale.Bench) -> int:
+    """Instructions executed by the server (all its threads) while collection was on, since the
+    last dump: the figure that does not move with the machine's load."""
+    out = b.tmp / "callgrind.out"
+    for old in b.tmp.glob("callgrind.out*"):
+        old.unlink()
+    _callgrind(b, "-d")
+    for _ in range(100):
+        dumps = [p for p in b.tmp.glob("callgrind.out*") if p.stat().st_size]
+        if dumps:
+            break
+        time.sleep(0.2)
+    total = 0
+    for p in dumps or [out]:
+        for line in p.read_text().splitlines():
+            if line.startswith("totals:"):   # ("summary:" is 0 when collection starts off)
+                total += int(line.split()[1])
+                break
+    return total
+
+
+async def timing(b: scale.Bench, n: int, calls: int, dump_dir: str | None = None,
+                 callgrind: bool = False) -> dict[str, Any]:
     assert b.cc is not None
     out: dict[str, Any] = {}
     async with Client(b.cc.ec2_url, "cloudctl-1") as c:
@@ -77,8 +110,12 @@ async def timing(b: scale.Bench, n: int, calls: int, dump_dir: str | None = None
             b.samples(action)
             reqs = make(k)
             cpu0 = b.admin("GET", "/v0/bench/cpu")
+            if callgrind:
+                _callgrind(b, "-i", "on")
             walls = await c.sequential(reqs, action)
             await b.converged(c)   # (a launch's convergence is part of its cost)
+            if callgrind:
+                _callgrind(b, "-i", "off")
             cpu1 = b.admin("GET", "/v0/bench/cpu")
             xs = b.samples(action)
             plain = {"p50_us": round(statistics.median(xs) * 1e6, 1), "mean_us": round(statistics.fmean(xs) * 1e6, 1),
@@ -90,6 +127,9 @@ async def timing(b: scale.Bench, n: int, calls: int, dump_dir: str | None = None
                 plain["loop_cpu_us"] = round((cpu1["loop"] - cpu0["loop"]) / k * 1e6, 1)
                 plain["process_cpu_us"] = round((cpu1["process"] - cpu0["process"]) / k * 1e6, 1)
             out[action] = {"calls": k, "unprofiled": plain}
+            if callgrind:
+                plain["instructions_per_call"] = round(_instructions(b) / k)
+                continue
             for clock in ("wall", "cpu"):
                 reqs = make(k)
                 b.admin("POST", f"/v0/bench/profile?clock={clock}")
@@ -108,17 +148,23 @@ def main() -> int:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--dump", help="a directory for the raw cProfile stats (ACTION-CLOCK.prof)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="run the server under valgrind's callgrind and count the instructions per call of the "
+                         "unprofiled runs, all threads (no cProfile runs; ~50x slower: use few instances)")
     a = ap.parse_args()
     res: dict[str, Any] = {"instances": a.instances, "hosts": a.hosts}
     for name in ([] if a.skip_memory else ["memory"]) + ["timing"]:
         tmp = Path(procs.make_tmp())
+        if a.callgrind:
+            os.environ["CLOUDCTL_BENCH_WRAP"] = CALLGRIND.format(out=tmp / "callgrind.out")
+            scale.POLL_S = 3600.0   # no poll rounds counted in with the calls
         b = scale.Bench(tmp, a, n_hosts=a.hosts, env={"CLOUDCTL_BENCH_TRACEMALLOC": "1"} if name == "memory" else None)
         try:
             b.start_hosts()
-            b.start_controller()
+            b.start_controller(timeout=900 if a.callgrind else 120)
             scale.log(f"{name}: filling to {a.instances}")
             t0 = time.monotonic()
-            job = memory(b, a.instances) if name == "memory" else timing(b, a.instances, a.calls, a.dump)
+            job = memory(b, a.instances) if name == "memory" else timing(b, a.instances, a.calls, a.dump, a.callgrind)
             res[name] = asyncio.run(job)
             scale.log(f"{name}: done in {time.monotonic() - t0:.0f} s")
         finally:

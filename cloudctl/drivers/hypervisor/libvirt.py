@@ -135,7 +135,8 @@ class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
 
     def _submit(self, op: _Op) -> None:
         if threading.get_ident() == self._thread:
-            self._drain()  # earlier off-loop calls first, so the order libvirt made them in holds
+            if self._ops:   # (a thread appending now schedules its own drain)
+                self._drain()  # earlier off-loop calls first, so the order libvirt made them in holds
             op()
             return
         with self._lock:
@@ -686,10 +687,13 @@ class LibvirtDriver(HypervisorDriver):
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` in the pool; libvirt errors come back as HypervisorError."""
-        conn = await self._connection()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, functools.partial(self._guarded, conn, fn, *args)
-        )
+        conn = self._conn
+        if conn is None or self._lost or self._closed or self._pool is None:
+            conn = await self._connection()
+        assert self._pool is not None
+        # (run_in_executor's own work, less the check that the callable is no coroutine
+        # function, which costs an inspect of the partial on every call)
+        return await asyncio.wrap_future(self._pool.submit(self._guarded, conn, fn, *args))
 
     def _guarded(self, conn: libvirt.virConnect, fn: Callable[..., T], *args: Any) -> T:
         try:
