@@ -57,7 +57,7 @@ async def memory(b: scale.Bench, n: int) -> dict[str, Any]:
 
 
 CALLGRIND = ("valgrind --tool=callgrind --instr-atstart=no --collect-systime=no --trace-children=no "
-             "--callgrind-out-file={out}")
+             "--separate-threads=yes --callgrind-out-file={out}")
 
 
 def _callgrind(b: scale.Bench, *args: str) -> None:
@@ -65,25 +65,29 @@ def _callgrind(b: scale.Bench, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(b.cc.proc.pid)], check=True, capture_output=True)
 
 
-def _instructions(b: scale.Bench) -> int:
-    """Instructions executed by the server (all its threads) while collection was on, since the
-    last dump: the figure that does not move with the machine's load."""
-    out = b.tmp / "callgrind.out"
+def _instructions(b: scale.Bench) -> tuple[int, int]:
+    """Instructions executed by the server while collection was on, since the last dump: (all
+    its threads, the event loop's thread alone): the figures that do not move with the load."""
     for old in b.tmp.glob("callgrind.out*"):
         old.unlink()
     _callgrind(b, "-d")
+    dumps: list[Path] = []
     for _ in range(100):
-        dumps = [p for p in b.tmp.glob("callgrind.out*") if p.stat().st_size]
-        if dumps:
+        time.sleep(0.5)
+        now = [p for p in b.tmp.glob("callgrind.out*") if p.stat().st_size]
+        if now and len(now) == len(dumps):
             break
-        time.sleep(0.2)
-    total = 0
-    for p in dumps or [out]:
+        dumps = now
+    total = loop = 0
+    for p in dumps:
         for line in p.read_text().splitlines():
             if line.startswith("totals:"):   # ("summary:" is 0 when collection starts off)
-                total += int(line.split()[1])
+                n = int(line.split()[1])
+                total += n
+                if p.name.endswith("-01"):   # (thread 1: the main thread, which runs the loop)
+                    loop += n
                 break
-    return total
+    return total, loop
 
 
 async def timing(b: scale.Bench, n: int, calls: int, dump_dir: str | None = None,
@@ -102,17 +106,25 @@ async def timing(b: scale.Bench, n: int, calls: int, dump_dir: str | None = None
 
         def by_id(k: int) -> list[Any]:
             picks = b.rng.sample(a.instances, min(100, len(a.instances)))
-            return [c.sign(a, {"Action": "DescribeInstances", "InstanceId.1": iid}) for iid in picks] * (k // 100)
+            one_each = [c.sign(a, {"Action": "DescribeInstances", "InstanceId.1": iid}) for iid in picks]
+            return (one_each * (k // len(one_each) + 1))[:k]
 
-        for action, make, k in (("RunInstances", runs, calls), ("DescribeInstances", by_id, calls * 5)):
+        phases = (("RunInstances", runs, calls, 1), ("DescribeInstances", by_id, calls * 5, 1),
+                  ("RunInstances", runs, calls, 32))
+        for action, make, k, clients in phases:
             await c.sequential(make(50), "warm-up")
             await b.converged(c)
             b.samples(action)
             reqs = make(k)
+            k = len(reqs)
             cpu0 = b.admin("GET", "/v0/bench/cpu")
             if callgrind:
                 _callgrind(b, "-i", "on")
-            walls = await c.sequential(reqs, action)
+            if clients == 1:
+                walls = await c.sequential(reqs, action)
+            else:   # (group commit: the launches in flight share their journal writes)
+                wall = await c.concurrent(reqs, clients, action)
+                walls = [wall / k]
             await b.converged(c)   # (a launch's convergence is part of its cost)
             if callgrind:
                 _callgrind(b, "-i", "off")
@@ -126,9 +138,15 @@ async def timing(b: scale.Bench, n: int, calls: int, dump_dir: str | None = None
                 # shared box; the convergence wait's few admin calls are in it too).
                 plain["loop_cpu_us"] = round((cpu1["loop"] - cpu0["loop"]) / k * 1e6, 1)
                 plain["process_cpu_us"] = round((cpu1["process"] - cpu0["process"]) / k * 1e6, 1)
-            out[action] = {"calls": k, "unprofiled": plain}
+            name = action if clients == 1 else f"{action} x{clients}"
+            out[name] = {"calls": k, "clients": clients, "unprofiled": plain}
+            if clients > 1:
+                plain["calls_per_s"] = round(1 / walls[0], 1)
             if callgrind:
-                plain["instructions_per_call"] = round(_instructions(b) / k)
+                total, loop = _instructions(b)
+                plain["instructions_per_call"] = round(total / k)
+                plain["loop_instructions_per_call"] = round(loop / k)
+            if callgrind or clients > 1:
                 continue
             for clock in ("wall", "cpu"):
                 reqs = make(k)
@@ -136,7 +154,7 @@ async def timing(b: scale.Bench, n: int, calls: int, dump_dir: str | None = None
                 await c.sequential(reqs, action)
                 await b.converged(c)
                 dump = f"&dump={Path(dump_dir, f'{action}-{clock}.prof').resolve()}" if dump_dir else ""
-                out[action][clock] = b.admin("GET", f"/v0/bench/profile?top=40&calls={k}{dump}")
+                out[name][clock] = b.admin("GET", f"/v0/bench/profile?top=40&calls={k}{dump}")
     return out
 
 

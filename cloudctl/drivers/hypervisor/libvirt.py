@@ -882,6 +882,13 @@ class LibvirtDriver(HypervisorDriver):
     async def start(self, name: str) -> None:
         await self._call(self._start_sync, name)
 
+    async def define_and_start(self, name: str, xml: str) -> None:
+        await self._call(self._define_and_start_sync, name, xml)
+
+    def _define_and_start_sync(self, conn: libvirt.virConnect, name: str, xml: str) -> None:
+        self._define_sync(conn, name, xml)
+        self._start_sync(conn, name)
+
     @staticmethod
     def _start_sync(conn: libvirt.virConnect, name: str) -> None:
         dom = conn.lookupByName(name)
