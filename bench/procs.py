@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import signal
 import socket
 import subprocess
@@ -203,7 +204,9 @@ def start_cloudctl(tmp: Path, timeout: float = 90.0, overrides: dict[str, Any] |
     ec2_port, admin_port = free_port(), free_port()
     cfg = write_cloudctl_config(tmp, ec2_port, admin_port, overrides)
     entry = [str(BENCH / "served.py")] if probed else ["-m", "cloudctl"]
-    proc = spawn("cloudctl", [sys.executable, *entry, "serve", "--config", str(cfg)],
+    # CLOUDCTL_BENCH_WRAP: a command the server runs under (bench/profile_hot.py --callgrind)
+    wrap = shlex.split(os.environ.get("CLOUDCTL_BENCH_WRAP", ""))
+    proc = spawn("cloudctl", [*wrap, sys.executable, *entry, "serve", "--config", str(cfg)],
                  tmp / log_name, cwd=repo, env={"CLOUDCTL_LOG": "WARNING", **(env or {})})
     state_dir = tmp / "state"
     token_file = state_dir / "admin.token"

@@ -11,7 +11,8 @@ the whole open). Nothing in cloudctl is changed: the hooks wrap its methods from
 they are looked up by name so that a renamed method costs a missing figure, not a failed run.
 
 Admin routes added: GET /v0/bench/samples?action=A (and clear them), GET /v0/bench/startup, GET
-/v0/bench/gc (the cycle collector's longest pauses per generation since the last call). With
+/v0/bench/gc (the cycle collector's longest pauses per generation since the last call), GET
+/v0/bench/cpu (the loop thread's and the process's CPU seconds so far). With
 CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT=1, gc.freeze() after every checkpoint (an experiment);
 for bench/profile_hot.py: POST /v0/bench/profile[?clock=cpu] (cProfile on the loop thread), GET
 /v0/bench/profile?top=N&calls=K (stop; the top functions by own and by cumulative time, per call
@@ -99,6 +100,8 @@ async def profile_start(request: web.Request) -> web.Response:
 async def profile_stop(request: web.Request) -> web.Response:
     prof = PROFILE.pop("p")
     prof.disable()
+    if request.query.get("dump"):   # the raw stats too, for pstats' callers/callees views
+        prof.dump_stats(request.query["dump"])
     top, calls = int(request.query.get("top", "30")), int(request.query.get("calls", "1"))
     out = {}
     for key in ("tottime", "cumulative"):
@@ -115,6 +118,12 @@ async def profile_stop(request: web.Request) -> web.Response:
     out["total_us_per_request"] = round(sum(v[2] for v in pstats.Stats(prof).stats.values())  # type: ignore[attr-defined]
                                         / calls * 1e6, 1)
     return web.json_response(out)
+
+
+async def cpu(request: web.Request) -> web.Response:
+    """GET /v0/bench/cpu: the loop thread's CPU seconds (this handler runs on it) and the process's."""
+    t = os.times()
+    return web.json_response({"loop": time.thread_time(), "process": t.user + t.system})
 
 
 def _short(path: str) -> str:
@@ -195,6 +204,7 @@ def install() -> None:
         a.router.add_post("/v0/bench/profile", profile_start)
         a.router.add_get("/v0/bench/profile", profile_stop)
         a.router.add_get("/v0/bench/gc", gc_pauses)
+        a.router.add_get("/v0/bench/cpu", cpu)
         a.router.add_post("/v0/bench/memory", memory_base)
         a.router.add_get("/v0/bench/memory", memory_diff)
         return a

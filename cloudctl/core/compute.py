@@ -238,7 +238,8 @@ class Compute:
         token = spec.client_token
         if token is not None and not (0 < len(token) <= 64 and token.isascii()):
             raise CloudError("InvalidParameterValue", "ClientToken must be 1-64 ASCII characters")
-        req_hash = spec.request_hash()
+        # (a token ties a reservation to its request; without one there is nothing to compare)
+        req_hash = spec.request_hash() if token else None
         if token:
             prior = self._by_token.get(f"{caller.account}\x1f{token}")
             if prior:
@@ -746,8 +747,7 @@ class Compute:
         iid = inst.id
         if inst.state in ("pending", "running"):
             await self.security_groups.apply(driver, inst)   # the definition refers to it
-            await driver.define(iid, await self._xml(inst))
-            await driver.start(iid)
+            await driver.define_and_start(iid, await self._xml(inst))
             self._set_state(iid, "pending", state="running", ever_ran=True, transition_reason="",
                                   state_reason_code=None, state_reason_message=None)
         elif inst.state in ("stopping", "stopped"):

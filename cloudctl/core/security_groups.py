@@ -10,6 +10,7 @@ again, in the same per-instance order as the rest of their hypervisor work.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -42,26 +43,61 @@ def identity(r: SecurityGroupRule) -> tuple[Any, ...]:
 
 
 class _MembersIndex(Index[Instance]):
-    """Group id -> its instances (an instance may be in several groups); tells `changed` of
-    every instance row that comes or goes, so filters follow without callers having to."""
+    """Group id -> its instances (an instance may be in several groups), and the sorted private
+    addresses of its live members; tells `changed` of every instance row that comes or goes, with
+    the groups whose addresses that changed, so filters follow without callers having to.
 
-    def __init__(self, changed: Callable[[Instance], None]) -> None:
+    The addresses are kept as each row comes and goes (a count per address, since two members on
+    different networks may share one, and a sorted list), not recomputed from all members on
+    every change: a launch, or its state change to running, in a group of n members costs a
+    bisection, not a pass over n rows."""
+
+    def __init__(self, changed: Callable[[Instance, list[str]], None]) -> None:
         self.members: dict[str, dict[str, Instance]] = {}
+        self.counts: dict[str, dict[str, int]] = {}   # group -> live member address -> members with it
+        self.sorted: dict[str, list[str]] = {}        # group -> those addresses, sorted
         self._changed = changed
 
     def add(self, row: Instance) -> None:
-        self._changed(row)
+        moved: list[str] = []
+        ip = row.private_ip if row.state not in _GONE else None
         for g in row.group_ids:
             self.members.setdefault(g, {})[row.id] = row
+            if ip:
+                counts = self.counts.setdefault(g, {})
+                n = counts.get(ip, 0)
+                counts[ip] = n + 1
+                if not n:
+                    bisect.insort(self.sorted.setdefault(g, []), ip)
+                    moved.append(g)
+        self._changed(row, moved)
 
     def remove(self, row: Instance) -> None:
-        self._changed(row)
+        moved: list[str] = []
+        ip = row.private_ip if row.state not in _GONE else None
         for g in row.group_ids:
             m = self.members.get(g)
             if m is not None:
                 m.pop(row.id, None)
                 if not m:
                     del self.members[g]
+            counts = self.counts.get(g) if ip else None
+            if counts is not None and ip in counts:
+                n = counts[ip] - 1
+                if n:
+                    counts[ip] = n
+                    continue
+                del counts[ip]
+                ips = self.sorted[g]
+                del ips[bisect.bisect_left(ips, ip)]
+                if not counts:
+                    del self.counts[g], self.sorted[g]
+                moved.append(g)
+        self._changed(row, moved)
+
+    def ips(self, group_id: str) -> list[str]:
+        """The live members' private addresses, sorted (the index's own list: not to be changed)."""
+        return self.sorted.get(group_id, [])
 
     def get(self, group_id: str) -> dict[str, Instance]:
         return self.members.get(group_id, {})
@@ -462,10 +498,12 @@ class SecurityGroups:
     # lists are cached per group and shared by all the specs naming them; a list is replaced
     # only when its content changes, so "same object" means "unchanged" when comparing specs.
 
-    def _instance_changed(self, row: Instance) -> None:
-        """Called by the members index on every change of an instance row."""
+    def _instance_changed(self, row: Instance, moved: list[str]) -> None:
+        """Called by the members index on every change of an instance row, with the groups
+        whose member addresses that changed."""
         self._dirty.add(row.id)
-        self._stale.update(row.group_ids)
+        if moved:
+            self._stale.update(moved)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -477,8 +515,7 @@ class SecurityGroups:
         if old is not None and group_id not in self._stale:
             return old
         self._stale.discard(group_id)
-        new = tuple(sorted(i.private_ip for i in self._members.get(group_id).values()
-                           if i.private_ip and i.state not in _GONE))
+        new = tuple(self._members.ips(group_id))
         if old is not None and old == new:
             return old
         self._ips[group_id] = new

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
 from ..config import LoginThrottle as ThrottleConfig
@@ -135,13 +135,22 @@ class Throttle:
     async def admit(self, name: str, source: str) -> None:
         """Wait out the name's delay, if any, before this attempt is checked; raise Throttled
         (after the refusal's pace) to refuse it unchecked."""
+        wait = self.admission(name, source)
+        if wait is not None:
+            await wait
+
+    def admission(self, name: str, source: str) -> Awaitable[None] | None:
+        """`admit` without a coroutine for the common case: None when the attempt is admitted
+        at once, else what to await (the delay, or the refusal's pace and then Throttled)."""
         try:
             delay = self.enter(name, source)
         except Throttled as e:
-            await asyncio.sleep(min(e.retry_after_s, self.cfg.refusal_pace_s))
-            raise
-        if delay:
-            await asyncio.sleep(delay)
+            return self._refuse(e)
+        return asyncio.sleep(delay) if delay else None
+
+    async def _refuse(self, e: Throttled) -> None:
+        await asyncio.sleep(min(e.retry_after_s, self.cfg.refusal_pace_s))
+        raise e
 
     def enter(self, name: str, source: str) -> float:
         """Admit the attempt and return the delay (s) before checking it; raise Throttled

@@ -113,7 +113,8 @@ class Ec2Api:
                 # scope, date and key are checked before the body is even looked at.
                 login = (claimed_access_key(request.headers, query), source)
                 svc = self.services.get(claimed_service(request.headers, query), self.ec2)
-                await self.logins.admit(*login)
+                if (wait := self.logins.admission(*login)) is not None:
+                    await wait
                 pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=query)
             # (a request refused before its body is read: aiohttp drains the body after the answer)
             scan = form.FormScan() if request.content_type == _FORM else None
@@ -132,7 +133,8 @@ class Ec2Api:
             seen = {**query, **scan.auth_fields()} if scan else query
             if login is None:
                 login = (claimed_access_key(request.headers, seen), source)
-                await self.logins.admit(*login)
+                if (wait := self.logins.admission(*login)) is not None:
+                    await wait
             if pre is None:   # (SigV2, or SigV4 fields found only in the body)
                 svc = self.services.get(claimed_service(request.headers, seen), self.ec2)
                 pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
@@ -213,6 +215,19 @@ class Ec2Api:
         """The body's chunks, each fed to `scan` as it arrives (up to the parameter cap: past it
         the rest is only drained, the request is refused anyway); refused past MAX_BODY bytes
         and if the client takes longer than the client timeout to send it."""
+        content = request.content
+        if content.is_eof() and content.total_bytes <= _READ_PIECE:
+            # All of a small body came with the headers (the usual request): nothing to wait
+            # for, so no timer to arm, and one piece, as the loop below would read it.
+            try:
+                whole = content.read_nowait()
+            except ConnectionResetError:
+                raise BodyRefused.lost() from None
+            if not whole:
+                return []
+            if scan is not None:
+                scan.feed(whole)
+            return [whole]
         chunks: list[bytes] = []
         size, keep = 0, True
         try:

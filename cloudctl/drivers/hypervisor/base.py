@@ -166,6 +166,12 @@ class HypervisorDriver(ABC):
     async def start(self, name: str) -> None:
         """Boot the domain; a no-op if it is already running."""
 
+    async def define_and_start(self, name: str, xml: str) -> None:
+        """`define`, then `start` (not tried if the definition failed): a launch's two steps, which
+        a driver may take in one trip to its worker threads."""
+        await self.define(name, xml)
+        await self.start(name)
+
     @abstractmethod
     async def stop(self, name: str, *, force: bool = False, timeout: float = 60.0) -> None:
         """Ask the guest to shut down, wait up to `timeout` s, then pull the plug.

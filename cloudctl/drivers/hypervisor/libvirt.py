@@ -64,6 +64,37 @@ def _with_id(cb: Callable[..., None], wid: int, _inner: int, *args: Any) -> None
     cb(wid, *args)
 
 
+_READ, _WRITE = libvirt.VIR_EVENT_HANDLE_READABLE, libvirt.VIR_EVENT_HANDLE_WRITABLE
+
+
+def _set_events(callback: Any, event: int) -> None:
+    """libvirtaio's FDCallback.update, touching the loop only where the descriptor's interest
+    changes (libvirtaio re-adds the reader and the writer on every update: two epoll changes and
+    two new handles, for what is mostly a watch turned off and on again around an RPC)."""
+    if callback.event == event:
+        return
+    descriptor = callback.descriptor
+    others = [c.event for c in descriptor.callbacks.values() if c is not callback]
+    before, callback.event = callback.event, event
+    if event & ~(_READ | _WRITE):   # (libvirt never asks for more; libvirtaio warns and ignores it)
+        descriptor.update()
+        return
+    rest = 0
+    for e in others:
+        rest |= e
+    loop = descriptor.impl.loop
+    if (before | rest) & _READ != (event | rest) & _READ:
+        if event & _READ:
+            loop.add_reader(descriptor.fd, descriptor._handle, _READ)
+        else:
+            loop.remove_reader(descriptor.fd)
+    if (before | rest) & _WRITE != (event | rest) & _WRITE:
+        if event & _WRITE:
+            loop.add_writer(descriptor.fd, descriptor._handle, _WRITE)
+        else:
+            loop.remove_writer(descriptor.fd)
+
+
 class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
     """libvirtaio, made safe for libvirt calls from worker threads and movable between loops.
 
@@ -92,12 +123,20 @@ class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
         self._ids = itertools.count(1)
         self._live: set[int] = set()  # ids handed to libvirt and not yet removed; under _lock
         self._inner: dict[int, int] = {}  # our id -> libvirtaio's id; loop thread only
+        # The events (handles) or timeout (timers) libvirt last asked for, per live id, and the
+        # ids whose update is queued and not yet replayed; under _lock. A remote connection
+        # updates its socket's watch twice and its keepalive timer once or twice per RPC, mostly
+        # to what they already are: an update to the value last asked for is dropped before it
+        # costs the loop a wake-up, and updates queued together are replayed as the last one.
+        self._want: dict[int, int] = {}
+        self._queued: set[int] = set()
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def _submit(self, op: _Op) -> None:
         if threading.get_ident() == self._thread:
-            self._drain()  # earlier off-loop calls first, so the order libvirt made them in holds
+            if self._ops:   # (a thread appending now schedules its own drain)
+                self._drain()  # earlier off-loop calls first, so the order libvirt made them in holds
             op()
             return
         with self._lock:
@@ -127,10 +166,11 @@ class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
             except Exception:  # one bad hook must not stall every later one
                 log.exception("libvirt event hook failed")
 
-    def _new_id(self) -> int:
+    def _new_id(self, want: int) -> int:
         with self._lock:
             wid = next(self._ids)
             self._live.add(wid)
+            self._want[wid] = want
         return wid
 
     def _forget(self, wid: int) -> bool:
@@ -138,12 +178,31 @@ class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
             if wid not in self._live:
                 return False
             self._live.discard(wid)
+            self._want.pop(wid, None)
             return True
+
+    def _wants(self, wid: int, value: int) -> bool:
+        """Record what libvirt asks of `wid`; True if an update must be queued for it (it is
+        live, the value is new, and no update of it is queued already: that one will read it)."""
+        with self._lock:
+            if wid not in self._live or self._want.get(wid) == value:
+                return False
+            self._want[wid] = value
+            if wid in self._queued:
+                return False
+            self._queued.add(wid)
+            return True
+
+    def _wanted(self, wid: int) -> int | None:
+        """For a queued update being replayed: the value last asked for (None: removed since)."""
+        with self._lock:
+            self._queued.discard(wid)
+            return self._want.get(wid)
 
     # -- the six hooks libvirt calls -------------------------------------------------------------
 
     def _add_handle(self, fd: int, event: int, cb: Any, opaque: Any) -> int:
-        wid = self._new_id()
+        wid = self._new_id(event)
 
         def op() -> None:
             self._inner[wid] = _base._add_handle(
@@ -154,10 +213,14 @@ class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
         return wid
 
     def _update_handle(self, watch: int, event: int) -> None:
+        if not self._wants(watch, event):
+            return
+
         def op() -> None:
+            want = self._wanted(watch)
             inner = self._inner.get(watch)
-            if inner is not None:
-                _base._update_handle(self, inner, event)
+            if want is not None and inner is not None:
+                _set_events(self.callbacks[inner], want)
 
         self._submit(op)
 
@@ -174,7 +237,7 @@ class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
         return 0
 
     def _add_timeout(self, timeout: int, cb: Any, opaque: Any) -> int:
-        wid = self._new_id()
+        wid = self._new_id(timeout)
 
         def op() -> None:
             self._inner[wid] = _base._add_timeout(
@@ -185,10 +248,14 @@ class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
         return wid
 
     def _update_timeout(self, timer: int, timeout: int) -> None:
+        if not self._wants(timer, timeout):
+            return
+
         def op() -> None:
+            want = self._wanted(timer)
             inner = self._inner.get(timer)
-            if inner is not None:
-                _base._update_timeout(self, inner, timeout)
+            if want is not None and inner is not None:
+                _base._update_timeout(self, inner, want)
 
         self._submit(op)
 
@@ -620,10 +687,13 @@ class LibvirtDriver(HypervisorDriver):
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` in the pool; libvirt errors come back as HypervisorError."""
-        conn = await self._connection()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, functools.partial(self._guarded, conn, fn, *args)
-        )
+        conn = self._conn
+        if conn is None or self._lost or self._closed or self._pool is None:
+            conn = await self._connection()
+        assert self._pool is not None
+        # (run_in_executor's own work, less the check that the callable is no coroutine
+        # function, which costs an inspect of the partial on every call)
+        return await asyncio.wrap_future(self._pool.submit(self._guarded, conn, fn, *args))
 
     def _guarded(self, conn: libvirt.virConnect, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -811,6 +881,13 @@ class LibvirtDriver(HypervisorDriver):
 
     async def start(self, name: str) -> None:
         await self._call(self._start_sync, name)
+
+    async def define_and_start(self, name: str, xml: str) -> None:
+        await self._call(self._define_and_start_sync, name, xml)
+
+    def _define_and_start_sync(self, conn: libvirt.virConnect, name: str, xml: str) -> None:
+        self._define_sync(conn, name, xml)
+        self._start_sync(conn, name)
 
     @staticmethod
     def _start_sync(conn: libvirt.virConnect, name: str) -> None:
