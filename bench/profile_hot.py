@@ -95,10 +95,11 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, default=20)
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--json")
     a = ap.parse_args()
     res: dict[str, Any] = {"instances": a.instances, "hosts": a.hosts}
-    for name in ([] if a.skip_memory else ["memory"]) + ["timing"]:
+    for name in ([] if a.skip_memory else ["memory"]) + ([] if a.skip_timing else ["timing"]):
         tmp = Path(procs.make_tmp())
         b = scale.Bench(tmp, a, n_hosts=a.hosts, env={"CLOUDCTL_BENCH_TRACEMALLOC": "1"} if name == "memory" else None)
         try:

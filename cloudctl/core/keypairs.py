@@ -4,16 +4,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..store.records import KeyPair
 from ..store.store import MultiIndex, Store
-from . import sshkeys
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id
 from .query import Query
 from .tags import Tags
+
+if TYPE_CHECKING:
+    from .sshkeys import KeyMaterial
 
 
 class KeyPairs:
@@ -51,7 +54,7 @@ class KeyPairs:
             raise CloudError.limit("ResourceLimitExceeded",
                                    f"You have reached the limit of {self.max_per_owner} key pairs.")
 
-    async def _save(self, caller: Caller, name: str, km: sshkeys.KeyMaterial,
+    async def _save(self, caller: Caller, name: str, km: KeyMaterial,
                     tags: Sequence[tuple[str, str]]) -> KeyPair:
         # Checked again: another request may have taken the name while the key was generated.
         self._check_new(caller, name)
@@ -74,6 +77,7 @@ class KeyPairs:
         if (key_format or "pem") != "pem":
             raise CloudError("InvalidParameterValue", f"Key format '{key_format}' is not supported; use pem")
         caller.check_dry_run()
+        from . import sshkeys  # (cryptography: ~7 MiB, loaded with the first key pair made or imported)
         km = await asyncio.get_running_loop().run_in_executor(None, sshkeys.generate, key_type)
         kp = await self._save(caller, name, km, tags)
         assert km.private_pem is not None
@@ -82,6 +86,7 @@ class KeyPairs:
     async def import_(self, caller: Caller, name: str, material: bytes,
                       tags: Sequence[tuple[str, str]] = ()) -> KeyPair:
         self._check_new(caller, name)
+        from . import sshkeys  # (loaded on first use, as in create)
         try:
             km = sshkeys.parse_public(material)
         except ValueError as e:

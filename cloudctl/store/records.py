@@ -17,7 +17,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from operator import attrgetter
 from typing import Any, ClassVar
 
-from .frozen import EMPTY, FrozenMap, freeze
+from .frozen import EMPTY, FrozenMap, freeze, shared, shared_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +160,8 @@ class Instance(Row):
 
     def __post_init__(self) -> None:
         _tuples(self, "group_ids", "vlan_nics")
+        if self.group_ids:   # one tuple for every instance of the same groups (48 B each otherwise)
+            object.__setattr__(self, "group_ids", shared(self.group_ids))
         if self.vlan_nics:   # (only headnodes have any)
             _frozen(self, "vlan_nics")
 
@@ -296,6 +298,12 @@ class Event(Row):
     def __post_init__(self) -> None:
         if type(self.data) is not FrozenMap:   # (inline: every state change records an event)
             object.__setattr__(self, "data", freeze(self.data))
+        # Most events repeat a few messages and data maps (`pending -> running`, {owner, host,
+        # state}): one object each for all of them (~260 B an event otherwise).
+        if self.data:
+            object.__setattr__(self, "data", shared_map(self.data))
+        if len(self.message) <= 64:
+            object.__setattr__(self, "message", shared(self.message))
 
 
 # -- bare metal (HIL): projects, nodes, switches, networks, switch operations -------------------

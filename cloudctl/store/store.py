@@ -169,6 +169,7 @@ class Table(Generic[R]):
         self.row_type = row_type
         self.rows: dict[str, R] = {}
         self.indexes: list[Index[R]] = []
+        self._named: dict[str, Index[R]] = {}
         self.changes = 0   # rows put or deleted (rollbacks too): unchanged = nothing moved since
 
     def __len__(self) -> int:
@@ -185,6 +186,14 @@ class Table(Generic[R]):
             index.add(row)
         self.indexes.append(index)
         return index
+
+    def shared_index(self, name: str, make: Callable[[], IX]) -> IX:
+        """The index called `name`, added by the first service that asks: services that need the
+        same index (instances by private IP) hold one, not a copy each (a dict slot per row)."""
+        ix = self._named.get(name)
+        if ix is None:
+            ix = self._named[name] = self.add_index(make())
+        return ix  # type: ignore[return-value]
 
     def _set(self, key: str, row: R | None) -> R | None:
         self.changes += 1
