@@ -75,6 +75,7 @@ def freeze(v: Any) -> Any:
 # Bounded: when full it is emptied and refilled, which loses some sharing and never correctness.
 SHARED_MAX = 8192
 _shared: dict[Any, Any] = {}
+_STR = {str}
 
 
 def _keep(key: Any, v: Any) -> Any:
@@ -90,7 +91,7 @@ def _keep(key: Any, v: Any) -> Any:
 def shared(v: str | tuple[str, ...]) -> Any:
     """An equal string (or tuple of strings) another row holds already, or `v` (then kept for the next)."""
     if type(v) is tuple:
-        if not all(type(x) is str for x in v):
+        if set(map(type, v)) != _STR:   # (one C pass: tuples of other values are not shared)
             return v
         return _keep(("t", v), v)
     return _keep(v, v) if type(v) is str else v

@@ -159,11 +159,18 @@ class Instance(Row):
     vlan_nics: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        _tuples(self, "group_ids", "vlan_nics")
-        if self.group_ids:   # one tuple for every instance of the same groups (48 B each otherwise)
-            object.__setattr__(self, "group_ids", shared(self.group_ids))
+        # Inline (a replay makes one per instance record): group ids are strings, so a list of them
+        # needs no recursive conversion; one tuple for every instance of the same groups (48 B each).
+        g = self.group_ids
+        if g:
+            object.__setattr__(self, "group_ids", shared(g if type(g) is tuple else tuple(g)))
+        elif type(g) is not tuple:
+            object.__setattr__(self, "group_ids", ())
         if self.vlan_nics:   # (only headnodes have any)
+            _tuples(self, "vlan_nics")
             _frozen(self, "vlan_nics")
+        elif type(self.vlan_nics) is not tuple:
+            object.__setattr__(self, "vlan_nics", ())
 
 
 @dataclass(frozen=True, slots=True)
