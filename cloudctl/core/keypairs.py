@@ -77,8 +77,7 @@ class KeyPairs:
         if (key_format or "pem") != "pem":
             raise CloudError("InvalidParameterValue", f"Key format '{key_format}' is not supported; use pem")
         caller.check_dry_run()
-        from . import sshkeys  # (cryptography: ~7 MiB, loaded with the first key pair made or imported)
-        km = await asyncio.get_running_loop().run_in_executor(None, sshkeys.generate, key_type)
+        km = await asyncio.get_running_loop().run_in_executor(None, _generate, key_type)
         kp = await self._save(caller, name, km, tags)
         assert km.private_pem is not None
         return kp, km.private_pem
@@ -86,9 +85,8 @@ class KeyPairs:
     async def import_(self, caller: Caller, name: str, material: bytes,
                       tags: Sequence[tuple[str, str]] = ()) -> KeyPair:
         self._check_new(caller, name)
-        from . import sshkeys  # (loaded on first use, as in create)
         try:
-            km = sshkeys.parse_public(material)
+            km = await asyncio.get_running_loop().run_in_executor(None, _parse_public, material)
         except ValueError as e:
             raise CloudError("InvalidKey.Format", f"Key is not in valid OpenSSH public key format: {e}") from None
         caller.check_dry_run()
@@ -129,3 +127,15 @@ class KeyPairs:
             tx.delete(k)
             self.tags.remove_all(tx, k.id)
         await self.store.sync()
+
+
+# sshkeys brings cryptography (~7 MiB of RSS): imported with the first key pair made or imported, on a
+# worker thread (an import on the loop would hold it for the ~0.1 s it takes), where the work runs anyway.
+def _generate(key_type: str) -> KeyMaterial:
+    from . import sshkeys
+    return sshkeys.generate(key_type)
+
+
+def _parse_public(material: bytes) -> KeyMaterial:
+    from . import sshkeys
+    return sshkeys.parse_public(material)

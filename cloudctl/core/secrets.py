@@ -44,9 +44,14 @@ class Sealer:
     @property
     def _aead(self) -> Any:
         if self._cipher is None:
+            self.load()
+        return self._cipher
+
+    def load(self) -> None:
+        """Import and make the cipher now (start-up calls it on a thread when there are sealed values)."""
+        if self._cipher is None:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
             self._cipher = AESGCM(self._key)
-        return self._cipher
 
     def seal(self, clear: str, context: str) -> dict[str, str]:
         nonce = os.urandom(_NONCE)
