@@ -164,6 +164,7 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, default=20)
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--dump", help="a directory for the raw cProfile stats (ACTION-CLOCK.prof)")
     ap.add_argument("--callgrind", action="store_true",
@@ -171,7 +172,7 @@ def main() -> int:
                          "unprofiled runs, all threads (no cProfile runs; ~50x slower: use few instances)")
     a = ap.parse_args()
     res: dict[str, Any] = {"instances": a.instances, "hosts": a.hosts}
-    for name in ([] if a.skip_memory else ["memory"]) + ["timing"]:
+    for name in ([] if a.skip_memory else ["memory"]) + ([] if a.skip_timing else ["timing"]):
         tmp = Path(procs.make_tmp())
         if a.callgrind:
             os.environ["CLOUDCTL_BENCH_WRAP"] = CALLGRIND.format(out=tmp / "callgrind.out")

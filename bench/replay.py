@@ -32,7 +32,9 @@ logging.basicConfig(level=logging.WARNING)
 t0 = time.perf_counter()
 s = Store(Path(sys.argv[2]))
 getattr(s, "_load_quietly", s._load)()   # as Store.open loads: the collector off, where the checkout does that
-print(json.dumps({"load_s": round(time.perf_counter() - t0, 2), "gc": sys.argv[3] != "1",
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"load_s": round(time.perf_counter() - t0, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+                  "gc": sys.argv[3] != "1",
                   "rows": sum(len(t) for t in s.tables.values()),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 """

@@ -21,16 +21,11 @@ from .api.ec2.actions.registry import check_actions
 from .api.ec2.app import Ec2Api, make_verifier
 from .api.ec2.model import load_model
 from .api.ec2.protocol import Protocol
-from .api.marketplace import public_app
 from .api.metadata import metadata_app
 from .api.metrics import LoginCollector, Metrics
 from .api.query.service import QueryService
 from .api.query.services import load_all as load_query_services
 from .api.refusals import MalformedHttp, RefusalLog
-from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY
-from .api.xmlrpc.app import METHODS as ONE_METHODS
-from .api.xmlrpc.app import REFUSALS_APP_KEY, xmlrpc_app
-from .api.xmlrpc.app import refuse_body as xmlrpc_refuse
 from .config import Config, Listen
 from .core.cloud import Cloud
 
@@ -180,7 +175,12 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
                  listeners: dict[str, listener.Listener], t0: float) -> None:
     """Serve the endpoints over `cloud` on their bound addresses (each one started is added to
     `listeners`) until SIGINT or SIGTERM."""
-    metrics = Metrics(cloud, [*ACTIONS, *ONE_METHODS, *(a for s in services.values() for a in s.actions)])
+    # XML-RPC (lxml, ~5 MiB) and the marketplace's public listener are loaded only when configured.
+    one_methods: tuple[str, ...] = ()
+    if config.xmlrpc is not None:
+        from .api.xmlrpc.app import METHODS
+        one_methods = tuple(METHODS)
+    metrics = Metrics(cloud, [*ACTIONS, *one_methods, *(a for s in services.values() for a in s.actions)])
     metrics.attach()
     http_refusals.observe = metrics.refusal
     logging.getLogger("aiohttp.server").addFilter(MalformedHttp(http_refusals))
@@ -227,6 +227,9 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
         md_line = (f"  metadata       http://{config.metadata.listen}:{config.metadata.port}  "
                    f"(for instances, by source address)\n")
     if config.xmlrpc is not None:
+        from .api.xmlrpc.app import CLOUD_APP_KEY as XMLRPC_KEY
+        from .api.xmlrpc.app import REFUSALS_APP_KEY, xmlrpc_app
+        from .api.xmlrpc.app import refuse_body as xmlrpc_refuse
         one_app = xmlrpc_app(cloud, token, config.xmlrpc.port)
         one_app[XMLRPC_KEY].observe = lambda method, code, s: metrics.request("xmlrpc", method, code, s)
         one_app[REFUSALS_APP_KEY].observe = metrics.refusal
@@ -235,6 +238,7 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
         md_line += (f"  XML-RPC        http://{config.xmlrpc.listen}:{config.xmlrpc.port}/RPC2  "
                     f"(OpenNebula API, pyone)\n")
     if config.marketplace is not None:
+        from .api.marketplace import public_app
         listeners["marketplace"] = await _listen("marketplace", public_app(cloud), bound["marketplace"])
         md_line += (f"  marketplace    http://{config.marketplace.listen}:{config.marketplace.port}  "
                     f"(public: signed image lists)\n")

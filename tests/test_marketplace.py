@@ -24,7 +24,7 @@ from cloudctl.core.marketplace.trust import TrustError, TrustStore, normalise_dn
 
 from mp_lists import ListServer, image_entry, list_doc, signed
 from mp_pki import make_ca, make_crl, make_endorser
-from support import Server, Servers, wait_state, write_config
+from support import Server, Servers, wait_state, wait_until, write_config
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +250,8 @@ def test_publish_subscribe_launch_deprecate(publisher: Server, subscriber: Serve
     assert path.exists()
     sub_ec2.terminate_instances(InstanceIds=[iid])
     wait_market(subscriber, ami, ("deregistered",))
-    assert not path.exists()
+    # (the file goes on a worker thread once the deregistration is durable: a moment after)
+    wait_until(lambda: not path.exists(), what="the deregistered image's file to be deleted")
     with pytest.raises(ClientError) as e:
         sub_ec2.describe_images(ImageIds=[ami], IncludeDeprecated=True)
     assert e.value.response["Error"]["Code"] == "InvalidAMIID.NotFound"

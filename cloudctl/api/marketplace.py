@@ -2,7 +2,7 @@
 admin routes behind the bearer token (publish, subscribe, approve, status)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -10,10 +10,11 @@ from pydantic import BaseModel
 from ..core.cloud import Cloud
 from ..core.errors import CloudError
 from ..core.marketplace import imagelist
-from ..core.marketplace.publisher import Publisher
-from ..core.marketplace.stratuslab import entry_json
-from ..core.marketplace.subscriber import Subscriber
 from ..store.records import MarketImage, PublishedList, Subscription
+
+if TYPE_CHECKING:   # (the core's marketplace is loaded when configured: core/cloud.py)
+    from ..core.marketplace.publisher import Publisher
+    from ..core.marketplace.subscriber import Subscriber
 
 
 def public_app(cloud: Cloud) -> web.Application:
@@ -51,6 +52,7 @@ def public_app(cloud: Cloud) -> web.Application:
                                       q.get("status", "valid"), q.get("created"))
         except ValueError as e:
             raise web.HTTPBadRequest(text=f"{e}\n") from None
+        from ..core.marketplace.stratuslab import entry_json
         return web.json_response([entry_json(e, pub.public_url) for e in rows])
 
     async def metadata_entry(request: web.Request) -> web.Response:

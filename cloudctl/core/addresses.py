@@ -35,7 +35,7 @@ from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id, well_formed
-from .network import Networks, interface_id
+from .network import Networks, interface_id, live_by_private_ip
 from .query import Query
 from .tags import Tags
 
@@ -107,8 +107,7 @@ class Addresses:
         self._by_assoc: MultiIndex[Address] = self.table.add_index(
             MultiIndex(lambda a: None if a.launch else a.association_id))
         self._by_instance: MultiIndex[Address] = self.table.add_index(MultiIndex(lambda a: a.instance_id))
-        self._inst_by_ip: MultiIndex[Instance] = self.instances.add_index(
-            MultiIndex(lambda i: f"{i.owner}\x1f{i.private_ip}" if i.private_ip and i.state != "terminated" else None))
+        self._inst_by_ip: MultiIndex[Instance] = live_by_private_ip(store)
         self._busy: dict[str, asyncio.Event] = {}
         self._cursor = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -275,7 +274,7 @@ class Addresses:
             if inst is None or inst.owner != caller.account:
                 raise not_found("InstanceID", iid)
         elif pip:
-            inst = _one(self._inst_by_ip.get(f"{caller.account}\x1f{_ipv4(pip)}"))
+            inst = _one({k: i for k, i in self._inst_by_ip.get(_ipv4(pip)).items() if i.owner == caller.account})
             if inst is None:
                 raise CloudError("InvalidParameterValue",
                                  f"The private IP address {pip} is not assigned to any of your instances")

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Config, Host, default_key_file
 from ..drivers.hypervisor.base import HostResources, HypervisorDriver, HypervisorError
@@ -29,8 +30,6 @@ from .imports import ImageImports
 from .instance_files import InstanceFiles
 from .interfaces import NetworkInterfaces
 from .keypairs import KeyPairs
-from .marketplace.publisher import Publisher
-from .marketplace.subscriber import Subscriber
 from .metadata import InstanceMetadata
 from .monitor import Monitor
 from .network import Networks
@@ -43,6 +42,10 @@ from .users import Users
 from .volumes import Volumes
 from .vpc import DefaultVpc
 from .work import KeyedWork
+
+if TYPE_CHECKING:   # (loaded when the config has a marketplace: they bring cryptography and asn1crypto)
+    from .marketplace.publisher import Publisher
+    from .marketplace.subscriber import Subscriber
 
 log = logging.getLogger("cloudctl")
 
@@ -160,6 +163,8 @@ class Cloud:
         self.publisher: Publisher | None = None
         self.subscriber: Subscriber | None = None
         if cfg.marketplace is not None:
+            from .marketplace.publisher import Publisher
+            from .marketplace.subscriber import Subscriber
             m = cfg.marketplace
             if m.publish is not None:
                 self.publisher = Publisher(store, self.images, self.events, m.publish,

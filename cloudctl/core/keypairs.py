@@ -4,16 +4,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..store.records import KeyPair
 from ..store.store import MultiIndex, Store
-from . import sshkeys
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id
 from .query import Query
 from .tags import Tags
+
+if TYPE_CHECKING:
+    from .sshkeys import KeyMaterial
 
 
 class KeyPairs:
@@ -51,7 +54,7 @@ class KeyPairs:
             raise CloudError.limit("ResourceLimitExceeded",
                                    f"You have reached the limit of {self.max_per_owner} key pairs.")
 
-    async def _save(self, caller: Caller, name: str, km: sshkeys.KeyMaterial,
+    async def _save(self, caller: Caller, name: str, km: KeyMaterial,
                     tags: Sequence[tuple[str, str]]) -> KeyPair:
         # Checked again: another request may have taken the name while the key was generated.
         self._check_new(caller, name)
@@ -74,7 +77,7 @@ class KeyPairs:
         if (key_format or "pem") != "pem":
             raise CloudError("InvalidParameterValue", f"Key format '{key_format}' is not supported; use pem")
         caller.check_dry_run()
-        km = await asyncio.get_running_loop().run_in_executor(None, sshkeys.generate, key_type)
+        km = await asyncio.get_running_loop().run_in_executor(None, _generate, key_type)
         kp = await self._save(caller, name, km, tags)
         assert km.private_pem is not None
         return kp, km.private_pem
@@ -83,7 +86,7 @@ class KeyPairs:
                       tags: Sequence[tuple[str, str]] = ()) -> KeyPair:
         self._check_new(caller, name)
         try:
-            km = sshkeys.parse_public(material)
+            km = await asyncio.get_running_loop().run_in_executor(None, _parse_public, material)
         except ValueError as e:
             raise CloudError("InvalidKey.Format", f"Key is not in valid OpenSSH public key format: {e}") from None
         caller.check_dry_run()
@@ -124,3 +127,15 @@ class KeyPairs:
             tx.delete(k)
             self.tags.remove_all(tx, k.id)
         await self.store.sync()
+
+
+# sshkeys brings cryptography (~7 MiB of RSS): imported with the first key pair made or imported, on a
+# worker thread (an import on the loop would hold it for the ~0.1 s it takes), where the work runs anyway.
+def _generate(key_type: str) -> KeyMaterial:
+    from . import sshkeys
+    return sshkeys.generate(key_type)
+
+
+def _parse_public(material: bytes) -> KeyMaterial:
+    from . import sshkeys
+    return sshkeys.parse_public(material)

@@ -31,7 +31,7 @@ from ..store.store import MultiIndex, Store
 from .addresses import Addresses, public_dns
 from .images import Images
 from .keypairs import KeyPairs
-from .network import Networks, interface_id
+from .network import Networks, interface_id, live_by_private_ip
 
 if TYPE_CHECKING:
     from .cloud import Cloud
@@ -83,8 +83,7 @@ class InstanceMetadata:
         self.keypairs = keypairs
         self.network = network
         self.services_domain = services_domain
-        self._by_ip: MultiIndex[Instance] = store.table(Instance).add_index(
-            MultiIndex(lambda i: i.private_ip if i.state != "terminated" else None))
+        self._by_ip: MultiIndex[Instance] = live_by_private_ip(store)
         self._secret = secrets.token_bytes(32)
 
     @classmethod

@@ -29,6 +29,13 @@ def _stable_id(prefix: str, *parts: str) -> str:
 TAP_PREFIX = "ci"   # every instance's host-side NIC: a firewall can match them all as `ci+`
 
 
+def live_by_private_ip(store: Store) -> MultiIndex[Instance]:
+    """Instances not terminated, by private IP (leases keep an address on one at a time): one index
+    for the services that look instances up by address (metadata's caller, an association)."""
+    return store.table(Instance).shared_index(
+        "live_by_private_ip", lambda: MultiIndex(lambda i: i.private_ip if i.state != "terminated" else None))
+
+
 def tap_name(instance_id: str) -> str:
     """The host-side NIC of an instance: fixed so firewalls can name it (15 chars at most)."""
     return TAP_PREFIX + instance_id.removeprefix("i-")[-13:]

@@ -15,9 +15,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 MARK = "sealed"          # a sealed value is {"sealed": "v1:<base64url nonce+ciphertext>"}
 _VERSION = "v1:"
 _NONCE = 12
@@ -36,9 +33,25 @@ def is_sealed(value: Any) -> bool:
 
 
 class Sealer:
+    """Seals and opens values under one key. The cipher (cryptography, ~7 MiB of RSS) is loaded
+    when a value is first sealed or opened: a cloud without bare-metal passwords never loads it."""
+
     def __init__(self, key: bytes, path: Path) -> None:
-        self._aead = AESGCM(key)
+        self._key = key
+        self._cipher: Any = None
         self.path = path
+
+    @property
+    def _aead(self) -> Any:
+        if self._cipher is None:
+            self.load()
+        return self._cipher
+
+    def load(self) -> None:
+        """Import and make the cipher now (start-up calls it on a thread when there are sealed values)."""
+        if self._cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            self._cipher = AESGCM(self._key)
 
     def seal(self, clear: str, context: str) -> dict[str, str]:
         nonce = os.urandom(_NONCE)
@@ -51,6 +64,7 @@ class Sealer:
             return value
         if not is_sealed(value) or not value[MARK].startswith(_VERSION):
             raise SealError(f"{context}: not a sealed value")
+        from cryptography.exceptions import InvalidTag
         try:
             raw = base64.urlsafe_b64decode(value[MARK][len(_VERSION):])
             return self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], context.encode()).decode()
@@ -87,7 +101,7 @@ def load_key(path: Path, create: bool) -> Sealer:
 
 
 def _create(path: Path) -> Sealer:
-    key = AESGCM.generate_key(bit_length=256)
+    key = os.urandom(32)   # (what AESGCM.generate_key(bit_length=256) returns)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:

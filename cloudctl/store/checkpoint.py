@@ -11,7 +11,8 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 from .journal import fsync_dir
@@ -42,7 +43,7 @@ def generations(state_dir: Path) -> list[int]:
     return sorted(gens, reverse=True)
 
 
-def write_checkpoint(state_dir: Path, gen: int, tables: "dict[str, list[Row]]") -> None:
+def write_checkpoint(state_dir: Path, gen: int, tables: "dict[str, Iterable[Row]]") -> None:
     """Write `tables` ({table: rows}) durably. Runs on a worker thread."""
     path = checkpoint_path(state_dir, gen)
     tmp = path.with_suffix(".tmp")
@@ -54,13 +55,13 @@ def write_checkpoint(state_dir: Path, gen: int, tables: "dict[str, list[Row]]") 
         crc = zlib.crc32(head, crc)
         for table, rows in tables.items():
             prefix = '["' + table + '",'
+            it = iter(rows)
             # Encoded in slices: bounded memory, and the GIL is handed back to the loop often.
-            for i in range(0, len(rows), 512):
-                chunk = "".join(prefix + json.dumps(r.key) + "," + encode_row(r) + "]\n"
-                                for r in rows[i:i + 512]).encode()
+            while part := list(islice(it, 512)):
+                chunk = "".join(prefix + json.dumps(r.key) + "," + encode_row(r) + "]\n" for r in part).encode()
                 f.write(chunk)
                 crc = zlib.crc32(chunk, crc)
-            count += len(rows)
+                count += len(part)
         f.write((json.dumps({"end": True, "rows": count, "crc": crc}) + "\n").encode())
         f.flush()
         os.fsync(f.fileno())

@@ -17,7 +17,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from operator import attrgetter
 from typing import Any, ClassVar
 
-from .frozen import EMPTY, FrozenMap, freeze
+from .frozen import EMPTY, FrozenMap, freeze, shared, shared_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +159,18 @@ class Instance(Row):
     vlan_nics: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        _tuples(self, "group_ids", "vlan_nics")
+        # Inline (a replay makes one per instance record): group ids are strings, so a list of them
+        # needs no recursive conversion; one tuple for every instance of the same groups (48 B each).
+        g = self.group_ids
+        if g:
+            object.__setattr__(self, "group_ids", shared(g if type(g) is tuple else tuple(g)))
+        elif type(g) is not tuple:
+            object.__setattr__(self, "group_ids", ())
         if self.vlan_nics:   # (only headnodes have any)
+            _tuples(self, "vlan_nics")
             _frozen(self, "vlan_nics")
+        elif type(self.vlan_nics) is not tuple:
+            object.__setattr__(self, "vlan_nics", ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +305,12 @@ class Event(Row):
     def __post_init__(self) -> None:
         if type(self.data) is not FrozenMap:   # (inline: every state change records an event)
             object.__setattr__(self, "data", freeze(self.data))
+        # Most events repeat a few messages and data maps (`pending -> running`, {owner, host,
+        # state}): one object each for all of them (~260 B an event otherwise).
+        if self.data:
+            object.__setattr__(self, "data", shared_map(self.data))
+        if len(self.message) <= 64:
+            object.__setattr__(self, "message", shared(self.message))
 
 
 # -- bare metal (HIL): projects, nodes, switches, networks, switch operations -------------------

@@ -42,6 +42,8 @@ class BmSecrets:
         sealed += [(_ctx(BmNode.table, n.name, f), n.obm[f]) for n in nodes.values()
                    for f in OBM_SECRETS if is_sealed(n.obm.get(f))]
         sealer = await asyncio.to_thread(load_key, key_file, not sealed)
+        if sealed:   # (the cipher's module, cryptography, is imported here on a thread, not on the loop)
+            await asyncio.to_thread(sealer.load)
         for ctx, value in sealed:
             try:
                 sealer.open(value, ctx)
