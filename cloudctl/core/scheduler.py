@@ -57,6 +57,13 @@ class _Usage(Index[Instance]):
     def remove(self, row: Instance) -> None:
         self._apply(row, -1)
 
+    def update(self, old: Instance, new: Instance) -> None:
+        if (old.state in CONSUMING) == (new.state in CONSUMING) and old.host == new.host \
+                and old.instance_type == new.instance_type:
+            return   # same host, same type, still (not) consuming: the usage is unchanged
+        self._apply(old, -1)
+        self._apply(new, 1)
+
 
 class Scheduler:
     def __init__(self, store: Store, config: Config) -> None:

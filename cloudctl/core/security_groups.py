@@ -95,6 +95,21 @@ class _MembersIndex(Index[Instance]):
                 moved.append(g)
         self._changed(row, moved)
 
+    def update(self, old: Instance, new: Instance) -> None:
+        """Most changes of a member (its state while it stays live, a timestamp) change neither
+        its groups nor its live address: then only the row is replaced, and `changed` is told
+        once, with no group moved (remove then add would have counted the address out and back)."""
+        if old.group_ids != new.group_ids or old.private_ip != new.private_ip \
+                or (old.state in _GONE) != (new.state in _GONE):
+            self.remove(old)
+            self.add(new)
+            return
+        members = self.members
+        rid = new.id
+        for g in new.group_ids:
+            members.setdefault(g, {})[rid] = new
+        self._changed(new, [])
+
     def ips(self, group_id: str) -> list[str]:
         """The live members' private addresses, sorted (the index's own list: not to be changed)."""
         return self.sorted.get(group_id, [])

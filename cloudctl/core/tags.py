@@ -89,6 +89,11 @@ class _KeyValueIndex(Index[Tag]):
         if not vals:
             del self.ids[row.tag_key]
 
+    def update(self, old: Tag, new: Tag) -> None:
+        if old.value != new.value or old.tag_key != new.tag_key or old.resource_id != new.resource_id:
+            self.remove(old)
+            self.add(new)
+
     def holding(self, key: str, values: set[str]) -> set[str]:
         """The resources with tag `key` set to one of `values`."""
         by_value = self.ids.get(key)
@@ -127,15 +132,14 @@ class Tags:
 
     # -- reads used by every Describe --------------------------------------------------------
     def of(self, resource_id: str) -> Mapping[str, str]:
-        group = self._by_resource.get(resource_id)
+        group = self._by_resource.rows(resource_id)
         if not group:
             return _EMPTY
-        return {t.tag_key: t.value for t in group.values()}
+        return {t.tag_key: t.value for t in group}
 
     def rows_of(self, resource_id: str) -> tuple[Tag, ...]:
         """The resource's tag rows as they are now (rows are immutable: a snapshot)."""
-        group = self._by_resource.get(resource_id)
-        return tuple(group.values()) if group else ()
+        return self._by_resource.rows(resource_id)
 
     def resources_with(self, key: str, values: set[str]) -> set[str]:
         return self._by_kv.holding(key, values)

@@ -206,10 +206,10 @@ class Volumes:
 
     def attached_to(self, instance_id: str) -> list[Volume]:
         """The volumes attached (or attaching, detaching) to an instance: the root first, then by device."""
-        vols = self._by_instance.get(instance_id)
+        vols = self._by_instance.rows(instance_id)
         if len(vols) <= 1:   # the common case, read for every instance of every DescribeInstances
-            return list(vols.values())
-        return sorted(vols.values(), key=lambda v: (not is_root(v), v.device or ""))
+            return list(vols)
+        return sorted(vols, key=lambda v: (not is_root(v), v.device or ""))
 
     def root_of(self, instance_id: str) -> Volume | None:
         """The instance's root volume, if it has one attached."""

@@ -51,6 +51,13 @@ class Index(ABC, Generic[R]):
     @abstractmethod
     def remove(self, row: R) -> None: ...
 
+    def update(self, old: R, new: R) -> None:
+        """`new` replaces `old` (same primary key). Subclasses override it to touch nothing, or
+        only the row, when what they file the row by did not change: a launch's ~9 row writes are
+        mostly changes of fields no index keys on (a state, a timestamp)."""
+        self.remove(old)
+        self.add(new)
+
 
 class MultiIndex(Index[R]):
     """Rows grouped by a derived key (e.g. owner → {id: row}).
@@ -69,8 +76,22 @@ class MultiIndex(Index[R]):
 
     def add(self, row: R) -> None:
         k = self._key(row)
-        if k is None:
+        if k is not None:
+            self._file(k, row)
+
+    def update(self, old: R, new: R) -> None:
+        key = self._key
+        k = key(new)
+        if k == key(old):
+            if k is not None:   # same group: the row replaced where it is (its place kept)
+                self._file(k, new)
             return
+        self.remove(old)
+        if k is not None:
+            self._file(k, new)
+
+    def _file(self, k: str, row: R) -> None:
+        """Put `row` in group `k`, replacing the row of its primary key if there is one."""
         groups = self._groups
         g = groups.get(k)
         if g is None:
@@ -126,6 +147,19 @@ class MultiIndex(Index[R]):
         elif g.key == rk:   # type: ignore[union-attr]
             del groups[k]
 
+    def rows(self, k: str) -> tuple[R, ...]:
+        """The group's rows (a snapshot), without the dict `get` builds for a small group: for
+        readers that only iterate (every Describe reads each instance's tags and volumes)."""
+        g = self._groups.get(k)
+        if g is None:
+            return ()
+        t = type(g)
+        if t is tuple:
+            return g   # type: ignore[return-value]
+        if t is dict:
+            return tuple(g.values())   # type: ignore[union-attr]
+        return (g,)   # type: ignore[return-value]
+
     def get(self, k: str) -> dict[str, R]:
         """The group's rows by primary key: the index's own dict for a large group (not to be
         changed; copy it to iterate while changing the table), a new one for a small group."""
@@ -179,6 +213,17 @@ class SumIndex(Index[R]):
             else:
                 self.totals[k] = (n - 1, total - self._amount(row))
 
+    def update(self, old: R, new: R) -> None:
+        k = self._key(new)
+        if k != self._key(old):
+            self.remove(old)
+            self.add(new)
+        elif k is not None:
+            was, now = self._amount(old), self._amount(new)
+            if was != now and k in self.totals:
+                n, total = self.totals[k]
+                self.totals[k] = (n, total - was + now)
+
     def get(self, k: str) -> tuple[int, int]:
         return self.totals.get(k, (0, 0))
 
@@ -203,6 +248,11 @@ class CountIndex(Index[R]):
                 del self.counts[k]
             else:
                 self.counts[k] -= 1
+
+    def update(self, old: R, new: R) -> None:
+        if self._key(old) != self._key(new):
+            self.remove(old)
+            self.add(new)
 
 
 IX = TypeVar("IX", bound="Index[Any]")
@@ -249,15 +299,19 @@ class Table(Generic[R]):
         before = self._before
         if before is not None and key not in before:
             before[key] = old
-        if old is not None:
-            for ix in self.indexes:
-                ix.remove(old)
         if row is None:
-            self.rows.pop(key, None)
-        else:
+            if old is not None:
+                for ix in self.indexes:
+                    ix.remove(old)
+                del self.rows[key]
+        elif old is None:
             self.rows[key] = row
             for ix in self.indexes:
                 ix.add(row)
+        else:
+            self.rows[key] = row
+            for ix in self.indexes:
+                ix.update(old, row)
         return old
 
 
