@@ -180,7 +180,7 @@ class Tags:
             tx.put(Tag(resource_id=resource_id, resource_type=resource_type, owner=owner, tag_key=k, value=v))
 
     def remove_all(self, tx: Txn, resource_id: str) -> None:
-        for t in list(self._by_resource.get(resource_id).values()):
+        for t in self._by_resource.rows(resource_id):   # a snapshot: safe to delete while iterating
             tx.delete(t)
 
     async def create(self, caller: Caller, resource_ids: Sequence[str], tags: Iterable[tuple[str, str]]) -> None:
@@ -221,7 +221,7 @@ class Tags:
         caller.check_dry_run()
         rids = match.exact_values("resource-id")
         if rids is not None:
-            pool = [t for rid in rids for t in self._by_resource.get(rid).values()]
+            pool = [t for rid in rids for t in self._by_resource.rows(rid)]
         else:
             pool = list(self.table.values())
         rows = {t.key: t for t in pool if t.owner == caller.account and match(t)}
