@@ -82,13 +82,32 @@ class MultiIndex(Index[R]):
     def update(self, old: R, new: R) -> None:
         key = self._key
         k = key(new)
-        if k == key(old):
-            if k is not None:   # same group: the row replaced where it is (its place kept)
+        if k != key(old):
+            self.remove(old)
+            if k is not None:
                 self._file(k, new)
             return
-        self.remove(old)
-        if k is not None:
-            self._file(k, new)
+        if k is None:
+            return
+        # Same group: the row replaced where it is (its place kept, as a reload files it), found by
+        # identity (the group holds the table's row object), without reading any primary key.
+        groups = self._groups
+        g = groups.get(k)
+        if g is old:
+            groups[k] = new
+            return
+        t = type(g)
+        if t is tuple:
+            for i, r in enumerate(g):   # type: ignore[arg-type]
+                if r is old:
+                    groups[k] = g[:i] + (new,) + g[i + 1:]   # type: ignore[index,operator]
+                    return
+        elif t is dict:
+            rk = new.key
+            if g.get(rk) is old:   # type: ignore[union-attr]
+                g[rk] = new   # type: ignore[index]
+                return
+        self._file(k, new)   # `old` was not filed as itself: by primary key
 
     def _file(self, k: str, row: R) -> None:
         """Put `row` in group `k`, replacing the row of its primary key if there is one."""
@@ -217,7 +236,9 @@ class SumIndex(Index[R]):
         k = self._key(new)
         if k != self._key(old):
             self.remove(old)
-            self.add(new)
+            if k is not None:
+                n, total = self.totals.get(k, (0, 0))
+                self.totals[k] = (n + 1, total + self._amount(new))
         elif k is not None:
             was, now = self._amount(old), self._amount(new)
             if was != now and k in self.totals:
@@ -250,9 +271,19 @@ class CountIndex(Index[R]):
                 self.counts[k] -= 1
 
     def update(self, old: R, new: R) -> None:
-        if self._key(old) != self._key(new):
-            self.remove(old)
-            self.add(new)
+        ko = self._key(old)
+        k = self._key(new)
+        if k == ko:
+            return
+        counts = self.counts
+        n = counts.get(ko) if ko is not None else None   # type: ignore[arg-type]
+        if n is not None:
+            if n <= 1:
+                del counts[ko]   # type: ignore[arg-type]
+            else:
+                counts[ko] = n - 1   # type: ignore[index]
+        if k is not None:
+            counts[k] = counts.get(k, 0) + 1
 
 
 IX = TypeVar("IX", bound="Index[Any]")
