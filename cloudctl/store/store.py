@@ -53,8 +53,9 @@ class Index(ABC, Generic[R]):
 
     def update(self, old: R, new: R) -> None:
         """`new` replaces `old` (same primary key). Subclasses override it to touch nothing, or
-        only the row, when what they file the row by did not change: a launch's ~9 row writes are
-        mostly changes of fields no index keys on (a state, a timestamp)."""
+        only the row, when what they file the row by did not change: most updates change fields
+        no index keys on (an instance's state, an address's association), and remove-then-add
+        paid every index in full for them."""
         self.remove(old)
         self.add(new)
 
@@ -66,7 +67,9 @@ class MultiIndex(Index[R]):
     volumes: a few), and a dict per group took ~180-200 B even for one or three rows. So a group
     of one row is held as the row itself, a group of up to `SMALL` rows as a tuple of them
     (3 tags: 85 B instead of 203 B per resource), and only larger ones as a dict by primary
-    key. `get` gives a mapping whichever it is."""
+    key. `get` gives a mapping whichever it is, `rows` the rows. A row changed within its group
+    is replaced where it is: its place kept, and a dict group not churned (a pop and re-insert
+    per change left large groups' dicts over-allocated)."""
 
     SMALL = 8
 
@@ -76,41 +79,8 @@ class MultiIndex(Index[R]):
 
     def add(self, row: R) -> None:
         k = self._key(row)
-        if k is not None:
-            self._file(k, row)
-
-    def update(self, old: R, new: R) -> None:
-        key = self._key
-        k = key(new)
-        if k != key(old):
-            self.remove(old)
-            if k is not None:
-                self._file(k, new)
-            return
         if k is None:
             return
-        # Same group: the row replaced where it is (its place kept, as a reload files it), found by
-        # identity (the group holds the table's row object), without reading any primary key.
-        groups = self._groups
-        g = groups.get(k)
-        if g is old:
-            groups[k] = new
-            return
-        t = type(g)
-        if t is tuple:
-            for i, r in enumerate(g):   # type: ignore[arg-type]
-                if r is old:
-                    groups[k] = g[:i] + (new,) + g[i + 1:]   # type: ignore[index,operator]
-                    return
-        elif t is dict:
-            rk = new.key
-            if g.get(rk) is old:   # type: ignore[union-attr]
-                g[rk] = new   # type: ignore[index]
-                return
-        self._file(k, new)   # `old` was not filed as itself: by primary key
-
-    def _file(self, k: str, row: R) -> None:
-        """Put `row` in group `k`, replacing the row of its primary key if there is one."""
         groups = self._groups
         g = groups.get(k)
         if g is None:
@@ -165,6 +135,35 @@ class MultiIndex(Index[R]):
                 del groups[k]
         elif g.key == rk:   # type: ignore[union-attr]
             del groups[k]
+
+    def update(self, old: R, new: R) -> None:
+        key = self._key
+        k = key(new)
+        if k != key(old):
+            self.remove(old)
+            self.add(new)
+            return
+        if k is None:
+            return
+        # Same group: the row replaced where it is (its place kept, as a reload files it), found by
+        # identity (the group holds the table's row object), without reading any primary key.
+        groups = self._groups
+        g = groups.get(k)
+        if g is old:
+            groups[k] = new
+            return
+        t = type(g)
+        if t is tuple:
+            for i, r in enumerate(g):   # type: ignore[arg-type]
+                if r is old:
+                    groups[k] = g[:i] + (new,) + g[i + 1:]   # type: ignore[index,operator]
+                    return
+        elif t is dict:
+            rk = new.key
+            if g.get(rk) is old:   # type: ignore[union-attr]
+                g[rk] = new   # type: ignore[index]
+                return
+        self.add(new)   # `old` was not filed as itself: by primary key
 
     def rows(self, k: str) -> tuple[R, ...]:
         """The group's rows (a snapshot), without the dict `get` builds for a small group: for
@@ -276,12 +275,11 @@ class CountIndex(Index[R]):
         if k == ko:
             return
         counts = self.counts
-        n = counts.get(ko) if ko is not None else None   # type: ignore[arg-type]
-        if n is not None:
+        if ko is not None and (n := counts.get(ko)) is not None:
             if n <= 1:
-                del counts[ko]   # type: ignore[arg-type]
+                del counts[ko]
             else:
-                counts[ko] = n - 1   # type: ignore[index]
+                counts[ko] = n - 1
         if k is not None:
             counts[k] = counts.get(k, 0) + 1
 
