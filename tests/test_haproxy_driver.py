@@ -326,3 +326,32 @@ async def test_remove_stops_every_process_and_deletes_the_folder(lab: Lab) -> No
     await d.remove(name)                      # a second time: nothing to do
     with pytest.raises(OSError):
         await asyncio.to_thread(get, lab.url, None, 2)
+
+
+async def test_a_new_address_starts_a_new_proxy_there(lab: Lab) -> None:
+    d, name = lab.driver, lab.spec.name
+    before = await d.processes(name)
+    front = random_loopback()
+    port = lab.spec.listeners[0].port
+    await d.apply(replace(lab.spec, placement=Placement(front)))
+    assert (await d.processes(name)).master != before.master
+    lab.url = f"http://{front}:{port}/"
+    await until(lambda: both_up(lab), "both backends up")
+    assert set(await lab.answers(10)) == {"i-a", "i-b"}
+
+
+async def test_a_balancer_without_listeners_or_backends_runs(tmp_path: Path) -> None:
+    if shutil.which("haproxy") is None:
+        pytest.skip("needs haproxy (Debian package)")
+    d = HaproxyDriver(tmp_path / "run")
+    sp = BalancerSpec(name="empty", placement=Placement(random_loopback()), listeners=(), backends=(),
+                      health_check=HealthCheck("TCP:22", 5, 2, 2, 2))
+    try:
+        await d.apply(sp)
+        await d.apply(sp)
+        assert await d.running() == {"empty"}
+        st = await d.stats("empty")
+        assert (st.requests, st.healthy, st.unhealthy, st.backends) == (0, 0, 0, {})
+    finally:
+        await d.remove("empty")
+    assert await d.running() == set()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ log = logging.getLogger("cloudctl.loadbalancer")
 
 CONFIG, NEW_CONFIG, OLD_CONFIG = "haproxy.cfg", "haproxy.cfg.new", "haproxy.cfg.old"
 PID_FILE, MASTER_SOCKET, LOG_FILE, COUNTERS = "haproxy.pid", "master.sock", "haproxy.log", "counters.json"
+PLACEMENT = "placement.json"     # where the running proxy was started: a change needs a new process
 _WAIT_S = 15.0            # for a started or reloaded proxy to show its new worker
 _STOP_S = 10.0            # for a stopped proxy's processes to exit before they are killed
 _LOG_KEPT = 4000          # characters of HAProxy's output kept in an error
@@ -80,8 +82,17 @@ class HaproxyDriver(LoadBalancerDriver):
             folder = self.run_dir / spec.name
             await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
             await self._validate(folder, text)
-            pid = await self._master(folder)
+            pid = _haproxy_pid(folder)
+            if pid is not None and await self._master(folder) is None:
+                log.warning("load balancer %s: HAProxy master %d does not answer; restarting it", spec.name, pid)
+                await self._stop(folder, pid)
+                pid = None
+            if pid is not None and await asyncio.to_thread(_placed, folder) != _placement(spec):
+                await self._stop(folder, pid)       # another namespace or address: a new proxy
+                pid = None
             if pid is not None:
+                if spec.placement.bridge is not None:
+                    await Netns.of(spec.name).ensure(spec.placement)
                 await self._reload(folder, pid)
             else:
                 await self._start(spec, folder)
@@ -92,6 +103,7 @@ class HaproxyDriver(LoadBalancerDriver):
             pid = _haproxy_pid(folder)
             if pid is not None:
                 await self._stop(folder, pid)
+            self._masters.pop(name, None)
             ns = Netns.of(name)
             if await ns.exists() or os.path.exists(f"/sys/class/net/{ns.veth}"):
                 await ns.remove()
@@ -127,7 +139,7 @@ class HaproxyDriver(LoadBalancerDriver):
     async def running(self) -> set[str]:
         if not self.run_dir.is_dir():
             return set()
-        folders = [p for p in await asyncio.to_thread(lambda: list(self.run_dir.iterdir())) if p.is_dir()]
+        folders = await asyncio.to_thread(lambda: [p for p in self.run_dir.iterdir() if p.is_dir()])
         alive = await asyncio.gather(*(self._master(f) for f in folders))
         return {f.name for f, pid in zip(folders, alive) if pid is not None}
 
@@ -162,6 +174,7 @@ class HaproxyDriver(LoadBalancerDriver):
             for f in (MASTER_SOCKET, STATS_SOCKET, STATS_PAGE_SOCKET, STATE_FILE, LOG_FILE):
                 (folder / f).unlink(missing_ok=True)
             os.replace(folder / NEW_CONFIG, folder / CONFIG)
+            (folder / PLACEMENT).write_text(_placement(spec))
         await asyncio.to_thread(prepare)
         await self._reap_stale(folder)
         prefix: list[str] = []
@@ -409,6 +422,17 @@ def _read_counters(folder: Path) -> tuple[int, int]:
         return int(req), int(err)
     except (OSError, ValueError, TypeError):
         return 0, 0
+
+
+def _placement(spec: BalancerSpec) -> str:
+    return json.dumps(dataclasses.asdict(spec.placement), sort_keys=True)
+
+
+def _placed(folder: Path) -> str | None:
+    try:
+        return (folder / PLACEMENT).read_text()
+    except OSError:
+        return None
 
 
 def _swap(folder: Path, new: str) -> None:

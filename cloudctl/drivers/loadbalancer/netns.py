@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 
 from cloudctl.drivers.hypervisor.ovs_plug import HybridPlug, PlugError
@@ -74,7 +75,7 @@ class Netns:
         """Delete the namespace (its `eth0` and so the pair go with it) and the host end if left."""
         if os.path.exists(f"/sys/class/net/{self.veth}"):
             # An OVS port outlives its device in the database; take it out before the link.
-            if not os.path.exists(f"/sys/class/net/{self.veth}/brport"):
+            if not os.path.exists(f"/sys/class/net/{self.veth}/brport") and shutil.which("ovs-vsctl"):
                 await run("ovs-vsctl", "--timeout=10", "--if-exists", "del-port", self.veth, ok_if="")
             await run("ip", "link", "del", self.veth, ok_if="Cannot find device")
         if await self.exists():
