@@ -67,9 +67,10 @@ class Procs:
 
 
 class HaproxyDriver(LoadBalancerDriver):
-    def __init__(self, run_dir: Path, haproxy: str = "haproxy") -> None:
+    def __init__(self, run_dir: Path, haproxy: str = "haproxy", ovs_db: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.haproxy = haproxy
+        self.ovs_db = ovs_db              # Open vSwitch's database, when not the system's
         self._locks: dict[str, asyncio.Lock] = {}
         # Masters this process started: kept so their exit is reaped (adopted ones are init's).
         self._masters: dict[str, asyncio.subprocess.Process] = {}
@@ -92,7 +93,7 @@ class HaproxyDriver(LoadBalancerDriver):
                 pid = None
             if pid is not None:
                 if spec.placement.bridge is not None:
-                    await Netns.of(spec.name).ensure(spec.placement)
+                    await Netns.of(spec.name, self.ovs_db).ensure(spec.placement)
                 await self._reload(folder, pid)
             else:
                 await self._start(spec, folder)
@@ -104,7 +105,7 @@ class HaproxyDriver(LoadBalancerDriver):
             if pid is not None:
                 await self._stop(folder, pid)
             self._masters.pop(name, None)
-            ns = Netns.of(name)
+            ns = Netns.of(name, self.ovs_db)
             if await ns.exists() or os.path.exists(f"/sys/class/net/{ns.veth}"):
                 await ns.remove()
             if folder.is_dir():
@@ -179,7 +180,7 @@ class HaproxyDriver(LoadBalancerDriver):
         await self._reap_stale(folder)
         prefix: list[str] = []
         if spec.placement.bridge is not None:
-            ns = Netns.of(spec.name)
+            ns = Netns.of(spec.name, self.ovs_db)
             await ns.ensure(spec.placement)
             prefix = ns.exec_prefix()
         argv = [*prefix, self.haproxy, "-W", "-f", str(folder / CONFIG), "-p", PID_FILE,
