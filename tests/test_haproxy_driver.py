@@ -355,3 +355,70 @@ async def test_a_balancer_without_listeners_or_backends_runs(tmp_path: Path) -> 
     finally:
         await d.remove("empty")
     assert await d.running() == set()
+
+
+async def test_a_proxy_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path: Path) -> None:
+    if shutil.which("haproxy") is None:
+        pytest.skip("needs haproxy (Debian package)")
+    d = HaproxyDriver(tmp_path / "run")
+    front = random_loopback()
+    with socket.socket() as taken:
+        taken.bind((front, 0))
+        taken.listen()
+        sp = BalancerSpec(name="busy", placement=Placement(front),
+                          listeners=(Listener(taken.getsockname()[1], "TCP", 22, "TCP"),), backends=(),
+                          health_check=HealthCheck("TCP:22", 5, 2, 2, 2))
+        with pytest.raises(LoadBalancerError, match="Address already in use"):
+            await d.apply(sp)
+    assert await d.running() == set()
+    await d.apply(sp)                          # the port is free now
+    try:
+        assert await d.running() == {"busy"}
+    finally:
+        await d.remove("busy")
+
+
+# A controller that starts a proxy, says so, and waits to be killed.
+CONTROLLER = """
+import asyncio, sys
+from pathlib import Path
+from cloudctl.drivers.loadbalancer.base import *
+from cloudctl.drivers.loadbalancer.haproxy import HaproxyDriver
+run_dir, name, front, port, addr, bport = sys.argv[1:7]
+async def main():
+    d = HaproxyDriver(Path(run_dir))
+    await d.apply(BalancerSpec(name, Placement(front), (Listener(int(port), "HTTP", int(bport), "HTTP"),),
+                               (Backend("i-a", addr),), HealthCheck(f"HTTP:{bport}/", 1, 1, 2, 2)))
+    print("applied", flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+async def test_proxies_outlive_a_killed_controller_and_are_adopted(lab: Lab, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    front, a = random_loopback(), lab.servers["i-a"]
+    port = free_port(front)
+    run_dir = tmp_path / "crashed"
+    ctl = subprocess.Popen([sys.executable, "-c", CONTROLLER, str(run_dir), "survivor", front, str(port),
+                            a.address, str(a.port)], stdout=subprocess.PIPE, env={**os.environ})
+    try:
+        assert ctl.stdout is not None
+        assert (await asyncio.to_thread(ctl.stdout.readline)).strip() == b"applied"
+    finally:
+        ctl.kill()                                # SIGKILL: no cleanup of any kind
+        ctl.wait()
+    d = HaproxyDriver(run_dir)
+    try:
+        assert await d.running() == {"survivor"}
+        body, _ = await asyncio.to_thread(get, f"http://{front}:{port}/")
+        assert body == "i-a"
+        before = await d.processes("survivor")
+        await d.apply(BalancerSpec("survivor", Placement(front), (Listener(port, "HTTP", a.port, "HTTP"),),
+                                   (Backend("i-a", a.address),), HealthCheck(f"HTTP:{a.port}/", 1, 1, 2, 2)))
+        after = await d.processes("survivor")
+        assert after.master == before.master and after.reloads == before.reloads + 1
+    finally:
+        await d.remove("survivor")
+    assert await d.running() == set()

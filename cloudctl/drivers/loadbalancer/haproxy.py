@@ -72,8 +72,6 @@ class HaproxyDriver(LoadBalancerDriver):
         self.haproxy = haproxy
         self.ovs_db = ovs_db              # Open vSwitch's database, when not the system's
         self._locks: dict[str, asyncio.Lock] = {}
-        # Masters this process started: kept so their exit is reaped (adopted ones are init's).
-        self._masters: dict[str, asyncio.subprocess.Process] = {}
 
     # -- the contract ----------------------------------------------------------------------
 
@@ -104,7 +102,6 @@ class HaproxyDriver(LoadBalancerDriver):
             pid = _haproxy_pid(folder)
             if pid is not None:
                 await self._stop(folder, pid)
-            self._masters.pop(name, None)
             ns = Netns.of(name, self.ovs_db)
             if await ns.exists() or os.path.exists(f"/sys/class/net/{ns.veth}"):
                 await ns.remove()
@@ -185,19 +182,20 @@ class HaproxyDriver(LoadBalancerDriver):
             prefix = ns.exec_prefix()
         argv = [*prefix, self.haproxy, "-W", "-f", str(folder / CONFIG), "-p", PID_FILE,
                 "-S", f"unix@{MASTER_SOCKET}"]
-        proc = await _spawn(argv, folder, folder / LOG_FILE)
-        self._masters[spec.name] = proc
-        waiter = asyncio.ensure_future(self._await_worker(folder, None))
-        exited = asyncio.ensure_future(proc.wait())
-        await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LoadBalancerError):
-                await waiter
-            text = await asyncio.to_thread(_read_alerts, folder / LOG_FILE)
-            raise LoadBalancerError(f"HAProxy did not start (exit status {proc.returncode}): {text}")
-        exited.cancel()     # the wait goes on in the child watcher: an exit later is reaped
-        procs = waiter.result()
+        master = await _spawn(argv, folder, folder / LOG_FILE)
+        deadline = time.monotonic() + _WAIT_S
+        while True:
+            if not _alive(master):
+                text = await asyncio.to_thread(_read_alerts, folder / LOG_FILE)
+                raise LoadBalancerError(f"HAProxy did not start: {text or 'it exited'}")
+            with contextlib.suppress(LoadBalancerError):
+                procs = await self.processes(spec.name)
+                if procs.current and procs.master == master:
+                    break
+            if time.monotonic() > deadline:
+                await self._stop(folder, master)
+                raise LoadBalancerError(f"HAProxy started no worker in {_WAIT_S:g} s")
+            await asyncio.sleep(0.02)
         log.info("load balancer %s: HAProxy master %d, worker %s", spec.name, procs.master, procs.current)
 
     async def _reload(self, folder: Path, pid: int) -> None:
@@ -337,19 +335,29 @@ async def _unix(sock: Path) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio
             await writer.wait_closed()
 
 
-async def _spawn(argv: list[str], cwd: Path, log_file: Path) -> asyncio.subprocess.Process:
-    """Start the master in the foreground of a session of its own, so a reload's errors still
-    reach its log (a daemonized master closes its output) and a controller crash leaves it running."""
+async def _spawn(argv: list[str], cwd: Path, log_file: Path) -> int:
+    """Start the master as nobody's child, leading a session of its own, and return its PID.
+
+    Not an asyncio child: the loop would kill it when its transport is closed or collected, and
+    the proxy must outlive the controller. A shell puts it in the background (`setsid` then execs
+    it: same PID, it leads its own process group with its workers) and prints its PID; its output
+    goes to `log_file`, where a reload's errors land too (a daemonized master closes its output)."""
     def opened() -> int:
         return os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     fd = await asyncio.to_thread(opened)
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True)
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", 'setsid "$@" >&2 </dev/null & echo $!', "sh", *argv,
+            cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=fd)
     except OSError as e:
-        raise LoadBalancerError(f"{argv[0]}: {e.strerror}") from None
+        raise LoadBalancerError(f"sh: {e.strerror}") from None
     finally:
         os.close(fd)
+    out, _ = await proc.communicate()
+    try:
+        return int(out.split()[0])
+    except (ValueError, IndexError):
+        raise LoadBalancerError(f"could not start {argv[0]}: {out[:200]!r}") from None
 
 
 async def _exec(argv: list[str], cwd: Path) -> tuple[int, str]:
@@ -454,6 +462,15 @@ def _haproxy_pid(folder: Path) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pid if _is_haproxy(pid, str(folder / CONFIG)) else None
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waits for a parent that may never reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 def _is_haproxy(pid: int, config: str | None = None) -> bool:
