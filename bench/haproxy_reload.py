@@ -6,7 +6,8 @@ On a random loopback address, with two local HTTP servers behind a real HAProxy 
 `HaproxyDriver`, as the controller runs it):
 
 - listener change: `apply()` with one more listener, until a client gets an answer on its port;
-- registration change: `apply()` with one more backend, until a client gets that backend's answer;
+- registration change: `apply()` with one more backend, until the runtime API lists it (the new
+  config in force); for a few, also until a client gets its answer (after `rise` passed checks);
 - failure detection: a backend killed, until `stats()` reports it down (against interval × fall);
 - reloads under load: `wrk` on the first listener while `apply()` reloads `--reloads` times,
   alternating a deregistration and a registration; requests lost = wrk's socket errors,
@@ -66,6 +67,8 @@ async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=20, help="changes timed, of each kind")
     ap.add_argument("--reloads", type=int, default=20, help="reloads under wrk load")
+    ap.add_argument("--traffic-rounds", type=int, default=5,
+                    help="registrations timed until the new backend's first answer (health checks included)")
     ap.add_argument("--seconds", type=int, default=10, help="wrk run length (must cover the reloads)")
     args = ap.parse_args()
 
@@ -95,11 +98,18 @@ async def main() -> int:
         await driver.apply(spec)
 
         register_s: list[float] = []
-        for k in range(2, 2 + args.rounds):  # one more backend: until its own answer comes back
+        traffic_s: list[float] = []
+        for k in range(2, 2 + args.rounds):
+            # One more backend: until the proxy's runtime API lists it (the new config in force),
+            # then, for a few, until its own answer comes back (it must pass `rise` checks first).
             t0 = time.monotonic()
             await driver.apply(replace(spec, backends=(*spec.backends, Backend(f"i-{k}", addrs[k]))))
-            await served(f"http://{front}:{base_port}/", f"i-{k}")
+            while f"i-{k}" not in (await driver.stats("bench")).backends:
+                await asyncio.sleep(0.005)
             register_s.append(time.monotonic() - t0)
+            if k < 2 + args.traffic_rounds:
+                await served(f"http://{front}:{base_port}/", f"i-{k}")
+                traffic_s.append(time.monotonic() - t0)
         await driver.apply(spec)
 
         # Failure detection, against interval x fall (1 s x 2).
@@ -138,9 +148,11 @@ async def main() -> int:
         with open(f"/proc/{p.master}/task/{p.master}/children") as f:
             children = [int(x) for x in f.read().split()]
 
-        ls, rg, rl = summary(listener_s), summary(register_s), summary(reload_s)
+        ls, rg, rl, tr = summary(listener_s), summary(register_s), summary(reload_s), summary(traffic_s)
         figures = {"listener_change_median_s": ls["median_s"], "listener_change_max_s": ls["max_s"],
-                   "registration_change_median_s": rg["median_s"], "registration_change_max_s": rg["max_s"],
+                   "register_change_median_s": rg["median_s"], "register_change_max_s": rg["max_s"],
+                   "register_first_answer_median_s": tr["median_s"],
+                   "register_first_answer_max_s": tr["max_s"],
                    "reload_apply_median_s": rl["median_s"], "reload_apply_max_s": rl["max_s"],
                    "failure_detected_s": round(detect_s, 3), "wrk_requests": res.requests,
                    "requests_lost": res.lost, "old_workers_gone_after_s": round(settle_s, 3)}
@@ -148,6 +160,8 @@ async def main() -> int:
               f"({args.rounds} changes; goal < 1 s)")
         print(f"registration change -> served median {rg['median_s']:.3f} s  max {rg['max_s']:.3f} s  "
               f"({args.rounds} changes; goal < 1 s)")
+        print(f"registration -> its 1st answer median {tr['median_s']:.3f} s  max {tr['max_s']:.3f} s  "
+              f"({args.traffic_rounds}; health checks: interval 1 s x rise 2)")
         print(f"apply() under load            median {rl['median_s']:.3f} s  max {rl['max_s']:.3f} s")
         print(f"backend killed -> down        {detect_s:.2f} s  (interval 1 s x fall 2)")
         print(f"{args.reloads} reloads under wrk        {res.requests} requests, lost {res.lost} "

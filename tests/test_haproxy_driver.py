@@ -26,7 +26,7 @@ from cloudctl.drivers.loadbalancer.base import (
     Placement,
 )
 from cloudctl.drivers.loadbalancer.haproxy import HaproxyDriver
-from cloudctl.drivers.loadbalancer.haproxy_config import render
+from cloudctl.drivers.loadbalancer.haproxy_config import render, server_state
 
 from support.http_backends import HelloServer, Wrk, free_port, get, random_loopback
 
@@ -94,6 +94,24 @@ def test_draining_bounds_old_workers_and_stats_page_on_a_unix_socket() -> None:
     text = render(spec(draining_timeout=120, stats=True))
     assert "hard-stop-after 120s" in text
     assert "frontend stats" in text and "bind unix@stats-page.sock" in text
+
+
+def test_server_state_keeps_known_backends_and_starts_new_ones_down() -> None:
+    running = ("1\n# be_id be_name ...\n"
+               "2 health 1 i-1 10.0.0.5 2 0 1 1 30 15 3 4 6 0 0 0 - 8080 - 0 8080 - - 0\n"
+               "2 health 2 i-2 10.0.0.99 2 0 1 1 30 15 3 4 6 0 0 0 - 8080 - 0 8080 - - 0\n"
+               "2 health 3 i-9 10.0.0.9 2 0 1 1 30 15 3 4 6 0 0 0 - 8080 - 0 8080 - - 0\n"
+               "3 http-80 1 i-1 10.0.0.5 2 0 1 1 30 15 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n")
+    lines = server_state(spec(), running).splitlines()
+    assert lines[0] == "1" and lines[1].startswith("# be_id be_name srv_id srv_name srv_addr")
+    body = lines[2:]
+    assert "2 health 1 i-1 10.0.0.5 2 0 1 1 30 15 3 4 6 0 0 0 - 8080 - 0 8080 - - 0" in body     # kept
+    assert "3 http-80 1 i-1 10.0.0.5 2 0 1 1 30 15 3 4 6 0 0 0 - 8080 - 0 0 - - 0" in body
+    assert not any(" i-9 " in ln for ln in body)                                              # deregistered
+    assert "0 health 0 i-2 10.0.0.6 0 0 1 1 0 1 0 0 6 0 0 0 - 8080 - 0 8080 - - 0" in body     # moved: anew
+    assert len(body) == 3
+    fresh = server_state(spec(), None).splitlines()[2:]
+    assert [ln.split()[3] for ln in fresh] == ["i-1", "i-2"] and all(ln.split()[5] == "0" for ln in fresh)
 
 
 @pytest.mark.parametrize("bad", [
@@ -193,6 +211,26 @@ async def test_traffic_reaches_both_and_follows_their_health(lab: Lab) -> None:
     assert set(await lab.answers(20)) == {"i-a", "i-b"}
 
 
+async def test_a_new_backend_gets_no_traffic_until_it_passed_its_checks(lab: Lab) -> None:
+    await until(lambda: both_up(lab), "both backends up")
+    c = HelloServer("i-c", random_loopback(), lab.servers["i-a"].port).start()
+    try:
+        slow = replace(lab.spec.health_check, interval=2, healthy_threshold=3)   # >= 4 s to come up
+        grown = replace(lab.spec, backends=(*lab.spec.backends, Backend("i-c", c.address)), health_check=slow)
+        await lab.driver.apply(grown)
+        st = await lab.driver.stats(lab.spec.name)
+        assert not st.backends["i-c"].up and (st.healthy, st.unhealthy) == (2, 1)
+        assert set(await lab.answers(10)) == {"i-a", "i-b"}          # known ones kept their state
+        assert st.backends["i-a"].up and st.backends["i-a"].checked
+
+        async def c_up() -> bool:
+            return (await lab.driver.stats(lab.spec.name)).backends["i-c"].up
+        await until(c_up, "i-c up")
+        assert "i-c" in await lab.answers(10)
+    finally:
+        c.stop()
+
+
 async def test_lb_cookie_keeps_a_client_on_one_backend(lab: Lab) -> None:
     ls = replace(lab.spec.listeners[0], cookie="AWSELB", cookie_ttl=60)
     await lab.driver.apply(replace(lab.spec, listeners=(ls,)))
@@ -221,6 +259,14 @@ async def test_twenty_reloads_under_load_lose_nothing_and_leave_one_worker(lab: 
     await until(lambda: both_up(lab), "both backends up")
     d, name = lab.driver, lab.spec.name
     first = await d.processes(name)
+    seen: list[set[str]] = []
+    done = asyncio.Event()
+
+    async def supervise() -> None:            # as the controller's supervisor would, meanwhile
+        while not done.is_set():
+            seen.append(await d.running())
+            await asyncio.sleep(0.01)
+    watcher = asyncio.create_task(supervise())
     wrk = Wrk(lab.url, seconds=8, connections=8)
     try:
         one = replace(lab.spec, backends=lab.spec.backends[:1])
@@ -229,7 +275,10 @@ async def test_twenty_reloads_under_load_lose_nothing_and_leave_one_worker(lab: 
         res = await asyncio.to_thread(wrk.result)
     finally:
         wrk.stop()
+        done.set()
+        await watcher
     assert res.requests > 100 and res.lost == 0, res
+    assert len(seen) > 20 and all(s == {name} for s in seen)   # never missing while it reloads
 
     async def settled() -> bool:
         p = await d.processes(name)
@@ -292,6 +341,7 @@ async def test_a_new_driver_adopts_the_running_proxy_and_reloads_it(lab: Lab) ->
     await d2.apply(lab.spec)
     after = await d2.processes(lab.spec.name)
     assert after.master == before.master and after.reloads == before.reloads + 1
+    await until(lambda: both_up(lab), "both backends up")
     assert set(await lab.answers(10)) == {"i-a", "i-b"}
 
 
@@ -412,6 +462,10 @@ async def test_proxies_outlive_a_killed_controller_and_are_adopted(lab: Lab, tmp
     d = HaproxyDriver(run_dir)
     try:
         assert await d.running() == {"survivor"}
+
+        async def up() -> bool:
+            return (await d.stats("survivor")).healthy == 1
+        await until(up, "the backend up")
         body, _ = await asyncio.to_thread(get, f"http://{front}:{port}/")
         assert body == "i-a"
         before = await d.processes("survivor")

@@ -42,6 +42,7 @@ from cloudctl.drivers.loadbalancer.haproxy_config import (
     STATS_PAGE_SOCKET,
     STATS_SOCKET,
     render,
+    server_state,
 )
 from cloudctl.drivers.loadbalancer.netns import Netns
 
@@ -92,7 +93,7 @@ class HaproxyDriver(LoadBalancerDriver):
             if pid is not None:
                 if spec.placement.bridge is not None:
                     await Netns.of(spec.name, self.ovs_db).ensure(spec.placement)
-                await self._reload(folder, pid)
+                await self._reload(spec, folder, pid)
             else:
                 await self._start(spec, folder)
 
@@ -169,8 +170,9 @@ class HaproxyDriver(LoadBalancerDriver):
             if (folder / PID_FILE).exists():          # a dead master's: its workers may linger
                 os.replace(folder / PID_FILE, folder / (PID_FILE + ".last"))
             # The counters stay: a restarted proxy's totals go on from the last reload's.
-            for f in (MASTER_SOCKET, STATS_SOCKET, STATS_PAGE_SOCKET, STATE_FILE, LOG_FILE):
+            for f in (MASTER_SOCKET, STATS_SOCKET, STATS_PAGE_SOCKET, LOG_FILE):
                 (folder / f).unlink(missing_ok=True)
+            _write(folder / STATE_FILE, server_state(spec, None))    # every backend down until checked
             os.replace(folder / NEW_CONFIG, folder / CONFIG)
             (folder / PLACEMENT).write_text(_placement(spec))
         await asyncio.to_thread(prepare)
@@ -198,9 +200,9 @@ class HaproxyDriver(LoadBalancerDriver):
             await asyncio.sleep(0.02)
         log.info("load balancer %s: HAProxy master %d, worker %s", spec.name, procs.master, procs.current)
 
-    async def _reload(self, folder: Path, pid: int) -> None:
+    async def _reload(self, spec: BalancerSpec, folder: Path, pid: int) -> None:
         before = await self.processes(folder.name)
-        await self._save_state(folder)
+        await self._save_state(spec, folder)
         await asyncio.to_thread(_swap, folder, NEW_CONFIG)
         # The master appends to the log (O_APPEND): emptied, it holds only this reload's words.
         await asyncio.to_thread(os.truncate, folder / LOG_FILE, 0)
@@ -243,20 +245,18 @@ class HaproxyDriver(LoadBalancerDriver):
             await asyncio.sleep(0.02)
         raise LoadBalancerError(f"no worker after {_WAIT_S:g} s{': ' + last if last else ''}")
 
-    async def _save_state(self, folder: Path) -> None:
+    async def _save_state(self, spec: BalancerSpec, folder: Path) -> None:
         """Carry the backends' check states and the counters over the reload: the new worker
         starts its servers from the file, not all up; the counters restart at zero."""
         try:
-            state = await self._ask(folder / STATS_SOCKET, "show servers state")
+            state: str | None = await self._ask(folder / STATS_SOCKET, "show servers state")
             rows = _csv(await self._ask(folder / STATS_SOCKET, "show stat"))
         except LoadBalancerError as e:
             log.warning("%s: no state carried over the reload: %s", folder.name, e)
-            return
+            state, rows = None, []
 
         def write() -> None:
-            tmp = folder / (STATE_FILE + ".tmp")
-            tmp.write_text(state)
-            os.replace(tmp, folder / STATE_FILE)
+            _write(folder / STATE_FILE, server_state(spec, state))
             base = _read_counters(folder)
             req, err = _totals(rows)
             (folder / COUNTERS).write_text(json.dumps([base[0] + req, base[1] + err]))
@@ -294,15 +294,20 @@ class HaproxyDriver(LoadBalancerDriver):
             await asyncio.sleep(0.05)
 
     async def _master(self, folder: Path) -> int | None:
-        """The master's PID if it is alive, is the HAProxy of this folder and answers its socket."""
-        pid = _haproxy_pid(folder)
-        if pid is None:
-            return None
-        try:
-            procs = await self.processes(folder.name)
-        except LoadBalancerError:
-            return None
-        return pid if procs.master == pid else None
+        """The master's PID if it is alive, is the HAProxy of this folder and answers its socket.
+        A master re-executing itself for a reload refuses connections for a moment: an alive
+        one is asked again for up to a second before it counts as not answering."""
+        for _ in range(10):
+            pid = _haproxy_pid(folder)
+            if pid is None:
+                return None
+            try:
+                procs = await self.processes(folder.name)
+            except LoadBalancerError:
+                await asyncio.sleep(0.1)
+                continue
+            return pid if procs.master == pid else None
+        return None
 
     async def _ask(self, sock: Path, command: str) -> str:
         try:
@@ -442,6 +447,12 @@ def _placed(folder: Path) -> str | None:
         return (folder / PLACEMENT).read_text()
     except OSError:
         return None
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _swap(folder: Path, new: str) -> None:

@@ -209,3 +209,41 @@ def _address(a: str, what: str) -> None:
         ipaddress.IPv4Address(a)
     except ValueError:
         raise LoadBalancerError(f"{what} {a!r}: not an IPv4 address") from None
+
+
+_STATE_HEADER = ("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+                 "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+                 "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl "
+                 "srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
+
+
+def server_state(spec: BalancerSpec, current: str | None) -> str:
+    """The server-state file the next worker starts from (format 1, as `show servers state`).
+
+    Backends the running proxy already checks keep their state, if they are still at the same
+    address and ports; every other backend starts DOWN with its check not yet run, so it gets
+    no traffic until it passed `healthy_threshold` checks (ELB's "registration in progress";
+    HAProxy by itself would assume a new server up). Tracking servers follow `health` at load.
+    """
+    check = parse_target(spec.health_check.target)
+    ports: dict[str, int] = {HEALTH_BACKEND: check.port}
+    ports.update({section_name(ls): ls.backend_port for ls in spec.listeners})
+    address = {b.name: b.address for b in spec.backends}
+    kept: list[str] = []
+    known: set[str] = set()
+    for line in (current or "").splitlines():
+        f = line.split()
+        if len(f) < 25 or line.startswith("#"):
+            continue
+        px, srv, addr, port = f[1], f[3], f[4], f[18]
+        if px in ports and address.get(srv) == addr and port == str(ports[px]):
+            kept.append(line)
+            if px == HEALTH_BACKEND:
+                known.add(srv)
+    for b in spec.backends:
+        if b.name not in known:
+            # op_state 0 (stopped), admin 0, weights 1, changed 0 s ago, check status 1 (INI),
+            # result 0, health 0 (needs `rise` successes), check state 6 (configured, enabled).
+            kept.append(f"0 {HEALTH_BACKEND} 0 {b.name} {b.address} 0 0 1 1 0 1 0 0 6 0 0 0 - {check.port} - 0 "
+                        f"{check.port} - - 0")
+    return "\n".join(["1", _STATE_HEADER, *kept]) + "\n"
