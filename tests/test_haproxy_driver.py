@@ -279,6 +279,9 @@ async def test_twenty_reloads_under_load_lose_nothing_and_leave_one_worker(lab: 
         await watcher
     assert res.requests > 100 and res.lost == 0, res
     assert len(seen) > 20 and all(s == {name} for s in seen)   # never missing while it reloads
+    # Counters go on over reloads (each worker starts at 0); what old workers answer after the
+    # last snapshot of them is not counted, a few per connection.
+    assert (await d.stats(name)).requests >= 0.8 * res.requests
 
     async def settled() -> bool:
         p = await d.processes(name)

@@ -82,7 +82,7 @@ class HaproxyDriver(LoadBalancerDriver):
             folder = self.run_dir / spec.name
             await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
             await self._validate(folder, text)
-            pid = _haproxy_pid(folder)
+            pid = await _settled_pid(folder)
             if pid is not None and await self._master(folder) is None:
                 log.warning("load balancer %s: HAProxy master %d does not answer; restarting it", spec.name, pid)
                 await self._stop(folder, pid)
@@ -100,7 +100,7 @@ class HaproxyDriver(LoadBalancerDriver):
     async def remove(self, name: str) -> None:
         async with self._lock(name):
             folder = self.run_dir / name
-            pid = _haproxy_pid(folder)
+            pid = await _settled_pid(folder)
             if pid is not None:
                 await self._stop(folder, pid)
             ns = Netns.of(name, self.ovs_db)
@@ -202,7 +202,7 @@ class HaproxyDriver(LoadBalancerDriver):
 
     async def _reload(self, spec: BalancerSpec, folder: Path, pid: int) -> None:
         before = await self.processes(folder.name)
-        await self._save_state(spec, folder)
+        counted = await self._save_state(spec, folder)
         await asyncio.to_thread(_swap, folder, NEW_CONFIG)
         # The master appends to the log (O_APPEND): emptied, it holds only this reload's words.
         await asyncio.to_thread(os.truncate, folder / LOG_FILE, 0)
@@ -214,6 +214,8 @@ class HaproxyDriver(LoadBalancerDriver):
             # restart of the controller, the next change) does not meet the same failure.
             await asyncio.to_thread(_restore, folder)
             raise LoadBalancerError(f"HAProxy could not reload: {e}") from None
+        # The old worker's totals join the base only now: after a failed reload it goes on counting.
+        await asyncio.to_thread(_write, folder / COUNTERS, json.dumps(counted))
 
     async def _signal_reload(self, folder: Path, pid: int) -> None:
         try:
@@ -245,9 +247,9 @@ class HaproxyDriver(LoadBalancerDriver):
             await asyncio.sleep(0.02)
         raise LoadBalancerError(f"no worker after {_WAIT_S:g} s{': ' + last if last else ''}")
 
-    async def _save_state(self, spec: BalancerSpec, folder: Path) -> None:
-        """Carry the backends' check states and the counters over the reload: the new worker
-        starts its servers from the file, not all up; the counters restart at zero."""
+    async def _save_state(self, spec: BalancerSpec, folder: Path) -> list[int]:
+        """Carry the backends' check states over the reload (the new worker starts its servers
+        from the file, not all up) and return the counters' base for after it (they restart at 0)."""
         try:
             state: str | None = await self._ask(folder / STATS_SOCKET, "show servers state")
             rows = _csv(await self._ask(folder / STATS_SOCKET, "show stat"))
@@ -255,14 +257,15 @@ class HaproxyDriver(LoadBalancerDriver):
             log.warning("%s: no state carried over the reload: %s", folder.name, e)
             state, rows = None, []
 
-        def write() -> None:
+        def write() -> list[int]:
             _write(folder / STATE_FILE, server_state(spec, state))
             base = _read_counters(folder)
             req, err = _totals(rows)
-            (folder / COUNTERS).write_text(json.dumps([base[0] + req, base[1] + err]))
-        await asyncio.to_thread(write)
+            return [base[0] + req, base[1] + err]
+        return await asyncio.to_thread(write)
 
     async def _stop(self, folder: Path, pid: int) -> None:
+        config = str(folder / CONFIG)
         workers: set[int] = set(_children(pid))
         with contextlib.suppress(LoadBalancerError):
             p = await self.processes(folder.name)
@@ -271,10 +274,10 @@ class HaproxyDriver(LoadBalancerDriver):
             os.kill(pid, signal.SIGTERM)              # the master stops its workers
         deadline = time.monotonic() + _STOP_S
         pids = {pid, *workers}
-        while time.monotonic() < deadline and any(_is_haproxy(p) for p in pids):
+        while time.monotonic() < deadline and any(_is_haproxy(p, config) for p in pids):
             await asyncio.sleep(0.05)
         for p in pids:
-            if _is_haproxy(p):
+            if _is_haproxy(p, config):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
 
@@ -295,11 +298,14 @@ class HaproxyDriver(LoadBalancerDriver):
 
     async def _master(self, folder: Path) -> int | None:
         """The master's PID if it is alive, is the HAProxy of this folder and answers its socket.
-        A master re-executing itself for a reload refuses connections for a moment: an alive
-        one is asked again for up to a second before it counts as not answering."""
+        A master re-executing itself for a reload rewrites its pid file and refuses connections
+        for a moment: an alive one is asked again for up to a second before it counts as gone."""
         for _ in range(10):
-            pid = _haproxy_pid(folder)
-            if pid is None:
+            pid = _recorded_pid(folder)
+            if pid is None and (folder / PID_FILE).exists():
+                await asyncio.sleep(0.1)             # being rewritten
+                continue
+            if pid is None or not _is_haproxy(pid, str(folder / CONFIG)):
                 return None
             try:
                 procs = await self.processes(folder.name)
@@ -466,13 +472,26 @@ def _restore(folder: Path) -> None:
         os.replace(folder / OLD_CONFIG, folder / CONFIG)
 
 
-def _haproxy_pid(folder: Path) -> int | None:
-    """The recorded master PID, if that process is alive and is HAProxy run on this folder's config."""
+def _recorded_pid(folder: Path) -> int | None:
     try:
-        pid = int((folder / PID_FILE).read_text().split()[0])
+        return int((folder / PID_FILE).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _is_haproxy(pid, str(folder / CONFIG)) else None
+
+
+async def _settled_pid(folder: Path) -> int | None:
+    """`_haproxy_pid`, waiting out a pid file being rewritten by a re-executing master."""
+    for _ in range(10):
+        if _recorded_pid(folder) is not None or not (folder / PID_FILE).exists():
+            break
+        await asyncio.sleep(0.1)
+    return _haproxy_pid(folder)
+
+
+def _haproxy_pid(folder: Path) -> int | None:
+    """The recorded master PID, if that process is alive and is HAProxy run on this folder's config."""
+    pid = _recorded_pid(folder)
+    return pid if pid is not None and _is_haproxy(pid, str(folder / CONFIG)) else None
 
 
 def _alive(pid: int) -> bool:
