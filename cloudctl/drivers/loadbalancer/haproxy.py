@@ -214,7 +214,9 @@ class HaproxyDriver(LoadBalancerDriver):
             # restart of the controller, the next change) does not meet the same failure.
             await asyncio.to_thread(_restore, folder)
             raise LoadBalancerError(f"HAProxy could not reload: {e}") from None
-        # The old worker's totals join the base only now: after a failed reload it goes on counting.
+        # The old worker's totals join the base only now (after a failed reload it goes on
+        # counting), read again from it where it still runs: it answered more since the snapshot.
+        counted = await self._final_counts(folder, before, counted)
         await asyncio.to_thread(_write, folder / COUNTERS, json.dumps(counted))
 
     async def _signal_reload(self, folder: Path, pid: int) -> None:
@@ -263,6 +265,17 @@ class HaproxyDriver(LoadBalancerDriver):
             req, err = _totals(rows)
             return [base[0] + req, base[1] + err]
         return await asyncio.to_thread(write)
+
+    async def _final_counts(self, folder: Path, before: Procs, snapshot: list[int]) -> list[int]:
+        base = await asyncio.to_thread(_read_counters, folder)
+        req = err = 0
+        for pid in before.current:
+            try:    # the master CLI passes `@!<pid> command` to that worker, old ones included
+                r, e = _totals(_csv(await self._ask(folder / MASTER_SOCKET, f"@!{pid} show stat")))
+            except LoadBalancerError:
+                return snapshot               # gone already: the snapshot is all it served
+            req, err = req + r, err + e
+        return [max(snapshot[0], base[0] + req), max(snapshot[1], base[1] + err)]
 
     async def _stop(self, folder: Path, pid: int) -> None:
         config = str(folder / CONFIG)
