@@ -78,7 +78,7 @@ def test_https_and_ssl_targets_are_checked_as_tcp(target: str) -> None:
 
 def test_lb_cookie_stickiness_with_and_without_expiry() -> None:
     text = render(spec(listeners=(Listener(80, "HTTP", 8080, "HTTP", cookie="AWSELB", cookie_ttl=300),)))
-    assert "cookie AWSELB insert indirect nocache maxlife 300s" in text
+    assert "cookie AWSELB insert indirect nocache maxlife 300s attr Max-Age=300" in text
     assert "server i-1 10.0.0.5:8080 track health/i-1 cookie i-1" in text
     text = render(spec(listeners=(Listener(80, "HTTP", 8080, "HTTP", cookie="AWSELB"),)))
     assert "cookie AWSELB insert indirect nocache\n" in text
@@ -195,6 +195,12 @@ async def test_traffic_reaches_both_and_follows_their_health(lab: Lab) -> None:
     st = await lab.driver.stats(lab.spec.name)
     assert st.requests >= 20 and all(b.checked and b.detail.startswith("L7OK") for b in st.backends.values())
 
+    headers, _ = await asyncio.to_thread(get, lab.url + "headers")
+    port = lab.url.rsplit(":", 1)[1].strip("/")
+    headers = headers.lower()                 # HAProxy sends HTTP/1 header names in lower case
+    assert "x-forwarded-for: 127." in headers and f"x-forwarded-port: {port}" in headers
+    assert "x-forwarded-proto: http" in headers
+
     lab.servers["i-a"].stop()
     stopped = time.time()
 
@@ -246,7 +252,7 @@ async def test_lb_cookie_keeps_a_client_on_one_backend(lab: Lab) -> None:
     await until(lambda: both_up(lab), "both backends up")
     _, headers = await asyncio.to_thread(get, lab.url)
     ours = [v for k, v in headers if k.lower() == "set-cookie" and v.startswith("AWSELB=")]
-    assert len(ours) == 1 and "nocache" not in ours[0]
+    assert len(ours) == 1 and "Max-Age=60" in ours[0]
     cookie = ours[0].split(";")[0]
     got = await lab.answers(10, cookie=cookie)
     assert len(got) == 1 and cookie.split("=")[1].split("|")[0] in got     # value|first-seen|last-seen

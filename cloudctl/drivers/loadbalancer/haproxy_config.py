@@ -177,7 +177,9 @@ def _listener(w, ls: Listener, spec: BalancerSpec) -> None:  # type: ignore[no-u
     w(f"    bind {addr}:{ls.port}")
     if mode == "http":
         w("    option idle-close-on-response")     # on reload, keep-alive clients are closed after an answer
-        w("    option forwardfor")
+        w("    option forwardfor")                  # ELB's X-Forwarded-* headers
+        w("    http-request set-header X-Forwarded-Port %[dst_port]")
+        w("    http-request set-header X-Forwarded-Proto http")
     w(f"    default_backend {name}")
     w("")
     w(f"backend {name}")
@@ -185,7 +187,8 @@ def _listener(w, ls: Listener, spec: BalancerSpec) -> None:  # type: ignore[no-u
     w("    balance roundrobin")
     cookie = ""
     if ls.cookie is not None:
-        life = f" maxlife {ls.cookie_ttl}s" if ls.cookie_ttl else ""
+        # maxlife: the proxy ignores an older cookie; Max-Age: the browser drops it (as ELB's expiry).
+        life = f" maxlife {ls.cookie_ttl}s attr Max-Age={ls.cookie_ttl}" if ls.cookie_ttl else ""
         w(f"    cookie {ls.cookie} insert indirect nocache{life}")
     elif ls.app_cookie is not None:
         # HAProxy's successor to appsession: learn the application's cookie from answers, stick on it.
