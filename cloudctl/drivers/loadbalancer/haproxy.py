@@ -139,7 +139,11 @@ class HaproxyDriver(LoadBalancerDriver):
         if not self.run_dir.is_dir():
             return set()
         folders = await asyncio.to_thread(lambda: [p for p in self.run_dir.iterdir() if p.is_dir()])
-        alive = await asyncio.gather(*(self._master(f) for f in folders))
+
+        async def master(folder: Path) -> int | None:
+            async with self._lock(folder.name):     # never in the middle of this driver's reload
+                return await self._master(folder)
+        alive = await asyncio.gather(*(master(f) for f in folders))
         return {f.name for f, pid in zip(folders, alive) if pid is not None}
 
     # -- beyond the contract ----------------------------------------------------------------
