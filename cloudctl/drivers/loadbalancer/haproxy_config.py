@@ -4,7 +4,8 @@ Layout (names are what operators grep for and what `stats()` reads back):
 
 - `global`: master-worker; the stats socket at admin level (the runtime API, and the listeners'
   file descriptors handed to the next worker on a reload); `hard-stop-after`, so an old worker
-  never outlives the draining budget however long its clients keep connections; the server-state
+  never outlives the draining budget however long its clients keep connections, and
+  `mworker-max-reloads`, so a burst of reloads leaves at most that many generations; the server-state
   file, so a reload keeps each backend's up/down state instead of assuming every server up.
 - `backend health`: one server per backend with the spec's check (interval, timeout, rise, fall),
   never given traffic. Every listener's servers `track` it, so one check per backend decides for
@@ -24,6 +25,7 @@ STATS_SOCKET = "stats.sock"          # relative to the balancer's folder (the pr
 STATS_PAGE_SOCKET = "stats-page.sock"
 STATE_FILE = "server-state"
 HEALTH_BACKEND = "health"
+MAX_OLD_GENERATIONS = 10
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")          # balancer and backend names
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")      # an HTTP cookie name (RFC 7230 token)
@@ -126,6 +128,7 @@ def render(spec: BalancerSpec) -> str:
     w(f"    stats socket unix@{STATS_SOCKET} mode 600 level admin expose-fd listeners")
     w("    stats timeout 30s")
     w(f"    hard-stop-after {hard_stop_after(spec)}s")
+    w(f"    mworker-max-reloads {MAX_OLD_GENERATIONS}")   # and however fast the reloads come, this many at most
     w(f"    server-state-file ./{STATE_FILE}")
     w("")
     w("defaults")
