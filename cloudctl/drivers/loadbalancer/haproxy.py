@@ -2,16 +2,19 @@
 
 Each balancer owns `run_dir/<name>/`: `haproxy.cfg` (see `haproxy_config`), `haproxy.pid` (the
 master's PID), `master.sock` (the master CLI: `show proc`, `reload`), `stats.sock` (the current
-worker's runtime API), `server-state` (backend states carried over a reload) and `haproxy.log`
-(what HAProxy wrote while starting). The proxy runs with that folder as its working directory
-and names its sockets relative to it, so a deep `run_dir` never meets the 108-byte socket limit.
+worker's runtime API), `server-state` (backend states carried over a reload), `counters.json`
+(totals of the workers before the current one), `placement.json` (where it was started) and
+`haproxy.log` (the master's output: start-up and reload errors). The proxy runs with that folder
+as its working directory and names its sockets relative to it, so a deep `run_dir` never meets
+the 108-byte socket limit. With a bridge it runs in its namespace (`netns`) by `ip netns exec`.
 
-The master is started daemonized (`-W -D`): it is nobody's child, so it outlives the controller,
-and `running()` adopts it again from the pid file, its command line and its master socket.
-A change is validated with `haproxy -c` first (a bad config leaves the running proxy alone),
-then reloaded through the master CLI: the new worker takes the listening sockets over from the
-old one (no refused connection), the old one finishes its connections and exits, bounded by
-`hard-stop-after`.
+The master runs in the foreground of a session of its own but is nobody's child (`_spawn`): it
+outlives the controller, and `running()` adopts it again from the pid file, its command line and
+its master socket. A change is validated with `haproxy -c` first (a bad config leaves the running
+proxy alone), then reloaded through the master CLI: the new worker takes the listening sockets
+over from the old one (no refused connection), the old one finishes its connections and exits,
+bounded by `hard-stop-after`. A reload that fails (a port taken) leaves the old worker serving
+and the old config in place, and raises with HAProxy's alert.
 """
 from __future__ import annotations
 
