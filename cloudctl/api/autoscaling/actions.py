@@ -255,12 +255,14 @@ def _activity_view(a: ScalingActivity, arn: str | None = None) -> dict[str, Any]
 
 @REGISTRY.action("TerminateInstanceInAutoScalingGroup")
 async def terminate_instance_in_auto_scaling_group(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
-    _refuse(req, {"InstanceId": None, "ShouldDecrementDesiredCapacity": None})
-    if "InstanceId" not in req:
-        raise CloudError("ValidationError", "InstanceId is required")
-    act = await _asg(cloud).groups.terminate_instance(caller, req["InstanceId"],
-                                                       req["ShouldDecrementDesiredCapacity"])
-    return {"Activity": _activity_view(act)}
+    if ("InstanceId" in req) == ("InstanceIds" in req):
+        raise CloudError("ValidationError", "Either InstanceId or InstanceIds is required, not both")
+    acts = await _asg(cloud).groups.terminate_instances(
+        caller, [req["InstanceId"]] if "InstanceId" in req else req["InstanceIds"],
+        req["ShouldDecrementDesiredCapacity"], req.get("AutoScalingGroupName"))
+    if "InstanceId" in req:
+        return {"Activity": _activity_view(acts[0])}
+    return {"Activities": [_activity_view(a) for a in acts]}
 
 
 @REGISTRY.action("AttachInstances")

@@ -339,31 +339,53 @@ class Groups:
             raise validation(f"Instance Id not found - No managed instance found for instance ID: {instance_id}")
         return m
 
-    async def terminate_instance(self, caller: Caller, instance_id: str, decrement: bool) -> ScalingActivity:
-        m = self.member(caller, instance_id)
-        g = self.named(caller, m.group)
-        if m.lifecycle != "InService":
-            raise activity_in_progress(f"The instance {instance_id} is already {m.lifecycle.lower()}.")
-        if decrement and g.desired - 1 < g.min_size:
-            raise validation(f"Currently, desiredSize equals minSize ({g.min_size}). Terminating instance without "
-                             f"replacement will violate group's min size constraint. Either set "
-                             f"shouldDecrementDesiredCapacity flag to false or lower group's min size.")
+    async def terminate_instances(self, caller: Caller, ids: Sequence[str], decrement: bool,
+                                  group: str | None = None) -> list[ScalingActivity]:
+        """TerminateInstanceInAutoScalingGroup: each instance out of its group (which replaces it
+        unless `decrement`); all are checked before any is touched."""
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            raise validation("At least one instance id is required")
+        ms = [self.member(caller, iid) for iid in ids]
+        shrink: dict[str, int] = {}
+        for m in ms:
+            if group is not None and m.group != group:
+                raise validation(f"Instance Id not found - No managed instance found for instance ID: {m.id}")
+            if m.lifecycle != "InService":
+                raise activity_in_progress(f"The instance {m.id} is already {m.lifecycle.lower()}.")
+            shrink[m.group] = shrink.get(m.group, 0) + (1 if decrement else 0)
+        groups = {name: self.named(caller, name) for name in shrink}
+        for name, n in shrink.items():
+            g = groups[name]
+            if g.desired - n < g.min_size:
+                raise validation(f"Currently, desiredSize equals minSize ({g.min_size}). Terminating instance "
+                                 f"without replacement will violate group's min size constraint. Either set "
+                                 f"shouldDecrementDesiredCapacity flag to false or lower group's min size.")
         caller.check_dry_run()
         now = time.time()
-        cause = f"At {stamp(now)} instance {instance_id} was taken out of service in response to a user request"
-        cause += f", shrinking the capacity from {g.desired} to {g.desired - 1}." if decrement else "."
-        act = self.activities.new(g.owner, g.name, "terminate", cause, f"Terminating EC2 instance: {instance_id}",
-                                  instance_ids=(instance_id,))
-        with self.store.txn() as tx:
-            tx.put(act)
-            tx.put(replace(m, lifecycle="Terminating"))
+        acts = []
+        desired = {name: g.desired for name, g in groups.items()}
+        for m in ms:
+            cause = f"At {stamp(now)} instance {m.id} was taken out of service in response to a user request"
             if decrement:
-                tx.put(replace(g, desired=g.desired - 1))
+                cause += f", shrinking the capacity from {desired[m.group]} to {desired[m.group] - 1}."
+                desired[m.group] -= 1
+            else:
+                cause += "."
+            acts.append(self.activities.new(m.owner, m.group, "terminate", cause,
+                                            f"Terminating EC2 instance: {m.id}", instance_ids=(m.id,)))
+        with self.store.txn() as tx:
+            for m, act in zip(ms, acts, strict=True):
+                tx.put(act)
+                tx.put(replace(m, lifecycle="Terminating"))
+            for name, g in groups.items():
+                if desired[name] != g.desired:
+                    tx.put(replace(g, desired=desired[name]))
         await self.store.sync()
         if self.terminate_now is not None:
-            act = await self.terminate_now(act)
+            acts = [await self.terminate_now(a) for a in acts]
         self.kick()
-        return act
+        return acts
 
     async def attach_instances(self, caller: Caller, name: str, ids: Sequence[str]) -> None:
         g = self._live(caller, name)
