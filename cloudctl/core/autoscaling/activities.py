@@ -30,6 +30,9 @@ class Activities:
             MultiIndex(lambda a: key(a.owner, a.group)))
         self._open: MultiIndex[ScalingActivity] = self.table.add_index(
             MultiIndex(lambda a: "open" if a.status == "InProgress" else None))
+        # InProgress activities whose work is under way in this process (the others were left by a
+        # crash or a failed write, and the reconciler takes them up again).
+        self.busy: set[str] = set()
 
     def new(self, owner: str, group: str, kind: str, cause: str, description: str, *,
             status: str = "InProgress", message: str = "", **fields: object) -> ScalingActivity:

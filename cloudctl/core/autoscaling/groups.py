@@ -374,6 +374,7 @@ class Groups:
                 cause += "."
             acts.append(self.activities.new(m.owner, m.group, "terminate", cause,
                                             f"Terminating EC2 instance: {m.id}", instance_ids=(m.id,)))
+        self.activities.busy.update(a.id for a in acts)   # (the reconciler's terminate ends them)
         with self.store.txn() as tx:
             for m, act in zip(ms, acts, strict=True):
                 tx.put(act)

@@ -74,7 +74,10 @@ class Reconciler:
 
     async def run(self) -> None:
         """The supervised loop: finish what a crash left open, then tick forever."""
-        await self.resume()
+        try:
+            await self.resume()
+        except Exception:   # (what is still open is taken up by the ticks)
+            log.exception("autoscaling: resuming the open activities failed")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.tick_s)
@@ -98,15 +101,21 @@ class Reconciler:
         """Finish the activities a crash left InProgress: a launch again with its own ClientToken
         (returning the instances it made, if it made them), a termination again (idempotent)."""
         for a in self.activities.open():
-            g = self.groups.get(a.owner, a.group)
-            if a.kind == "launch" and g is not None:
-                await self._launch(g, a)
-            elif a.kind == "terminate":
-                await self.terminate(a)
-            else:
-                with self.store.txn() as tx:
-                    tx.put(self.activities.finish(a, "Cancelled", "The group was deleted"))
-                await self.store.sync()
+            await self._take_up(a)
+
+    async def _take_up(self, a: ScalingActivity) -> None:
+        """Carry out an InProgress activity nobody is working on (left by a crash or a failed write)."""
+        if a.id in self.activities.busy:
+            return
+        g = self.groups.get(a.owner, a.group)
+        if a.kind == "launch" and g is not None:
+            await self._launch(g, a)
+        elif a.kind == "terminate":
+            await self.terminate(a)
+        else:
+            with self.store.txn() as tx:
+                tx.put(self.activities.finish(a, "Cancelled", "The group was deleted"))
+            await self.store.sync()
 
     async def tick(self) -> None:
         async with self._lock:
@@ -118,6 +127,8 @@ class Reconciler:
                         await self._group(g)
                     except CloudError as e:
                         log.warning("autoscaling group %s: %s", g.name, e)
+                    except Exception:   # (a failed write: the group's open activities are taken up next tick)
+                        log.exception("autoscaling group %s: the tick failed", g.name)
                 if n % GROUPS_PER_TURN == GROUPS_PER_TURN - 1:
                     await asyncio.sleep(0)
 
@@ -148,6 +159,9 @@ class Reconciler:
         return None
 
     async def _group(self, g: ScalingGroup) -> None:
+        for a in self.activities.open_of(g.owner, g.name):   # first what is left open, then what it changed
+            await self._take_up(a)
+        g = self.groups.table.get(g.id) or g
         now = time.time()
         suspended = dict(g.suspended)
         lb = self._lb_health(g)
@@ -272,6 +286,13 @@ class Reconciler:
 
     async def _launch(self, g: ScalingGroup, act: ScalingActivity) -> bool:
         """Carry out a launch activity; False if it failed (the group backs off)."""
+        self.activities.busy.add(act.id)
+        try:
+            return await self._launch_busy(g, act)
+        finally:
+            self.activities.busy.discard(act.id)
+
+    async def _launch_busy(self, g: ScalingGroup, act: ScalingActivity) -> bool:
         try:
             spec = self._spec(g, act)
             _, launched = await self.compute.run(SERVICE, spec)
@@ -362,6 +383,13 @@ class Reconciler:
 
     async def terminate(self, act: ScalingActivity) -> ScalingActivity:
         """Carry out a termination activity: out of the load balancers, then EC2's TerminateInstances."""
+        self.activities.busy.add(act.id)
+        try:
+            return await self._terminate_busy(act)
+        finally:
+            self.activities.busy.discard(act.id)
+
+    async def _terminate_busy(self, act: ScalingActivity) -> ScalingActivity:
         g = self.groups.get(act.owner, act.group)
         iid = act.instance_ids[0]
         m = self.members.get(iid)
