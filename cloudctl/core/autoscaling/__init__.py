@@ -43,6 +43,11 @@ class AutoScaling:
         self.reconciler = Reconciler(store, config, groups, self.members, self.activities, self.launch_configs,
                                      compute, users, templates, balancers)
 
+    def connect(self, templates: TemplateSource | None, balancers: BalancerMembership | None) -> None:
+        """Use these launch-template and load-balancer services (built after this one, or swapped)."""
+        self.groups.templates = self.reconciler.templates = templates
+        self.groups.balancers = self.reconciler.balancers = balancers
+
     def start(self, tasks: Supervisor, events: Events) -> None:
         tasks.spawn("autoscaling", self.reconciler.run(), "autoscaling reconciler")
         tasks.spawn("autoscaling", self.reconciler.watch(events), "autoscaling events")

@@ -332,10 +332,11 @@ class Reconciler:
 
     # -- scaling in -----------------------------------------------------------------------------
     def _victim(self, g: ScalingGroup, candidates: list[ScalingMember], now: float) -> ScalingMember:
-        """The member to terminate: from the zone with most, then by the group's termination policies."""
+        """The member to terminate: from the zone with most (of the zones tied for most, the one the
+        policies pick), then by the group's termination policies; the instance id last (deterministic)."""
         counts = Counter(m.zone for m in candidates)
-        zone = max(counts, key=lambda z: (counts[z], -g.zones.index(z) if z in g.zones else 0))
-        pool = [m for m in candidates if m.zone == zone]
+        most = max(counts.values())
+        pool = [m for m in candidates if counts[m.zone] == most]   # (zones tied for most: the policies decide)
         current_lc = g.launch_configuration
         current_lt = f"{g.template_id or ''}\x1f{g.template_name or ''}\x1f{g.template_version or ''}"
 
