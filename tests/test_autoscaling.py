@@ -7,11 +7,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from botocore.exceptions import ClientError
 
+from cloudctl.api.autoscaling import SPEC
+
 from asg_support import FAST, aws, client, converged, digest, group, image, live, settled
+from rawquery import SignedQuery
 from support import Server, wait_until
 
 ZONES = ["cloudctl-1a", "cloudctl-1b"]
@@ -506,3 +510,76 @@ def test_aws_cli_workflow(srv: Server, alice: dict[str, str], ec2: Any, lc: str,
     assert rc == 0, err
     rc, out, err = aws(srv, alice, "autoscaling", "describe-launch-configurations")
     assert rc == 0 and lc in {c["LaunchConfigurationName"] for c in out["LaunchConfigurations"]}, err
+
+
+# -- bad input on every action ---------------------------------------------------------------------
+
+_G = [("AutoScalingGroupName", "no-such-group")]
+BAD: dict[str, tuple[list[tuple[str, str]], str]] = {
+    "CreateLaunchConfiguration": ([("LaunchConfigurationName", "x"), ("ImageId", "ami-0000000000000dead"),
+                                   ("InstanceType", "t3.nano")], "ValidationError"),
+    "DescribeLaunchConfigurations": ([("MaxRecords", "0")], "ValidationError"),
+    "DeleteLaunchConfiguration": ([("LaunchConfigurationName", "nope")], "ValidationError"),
+    "CreateAutoScalingGroup": ([("AutoScalingGroupName", "x"), ("LaunchConfigurationName", "nope"), ("MinSize", "0"),
+                                ("MaxSize", "1"), ("AvailabilityZones.member.1", "cloudctl-1a")], "ValidationError"),
+    "UpdateAutoScalingGroup": (_G, "ValidationError"),
+    "DeleteAutoScalingGroup": (_G, "ValidationError"),
+    "DescribeAutoScalingGroups": ([("NextToken", "bogus")], "InvalidNextToken"),
+    "DescribeAutoScalingInstances": ([("MaxRecords", "51")], "ValidationError"),
+    "SetDesiredCapacity": (_G + [("DesiredCapacity", "1")], "ValidationError"),
+    "TerminateInstanceInAutoScalingGroup": ([("InstanceId", "i-0000000000000dead"),
+                                             ("ShouldDecrementDesiredCapacity", "false")], "ValidationError"),
+    "AttachInstances": (_G + [("InstanceIds.member.1", "i-0000000000000dead")], "ValidationError"),
+    "DetachInstances": (_G + [("InstanceIds.member.1", "i-0000000000000dead"),
+                              ("ShouldDecrementDesiredCapacity", "false")], "ValidationError"),
+    "SuspendProcesses": (_G, "ValidationError"),
+    "ResumeProcesses": (_G, "ValidationError"),
+    "DescribeScalingActivities": ([("MaxRecords", "101")], "ValidationError"),
+    "CreateOrUpdateTags": ([("Tags.member.1.ResourceId", "no-such-group"), ("Tags.member.1.Key", "k"),
+                            ("Tags.member.1.ResourceType", "auto-scaling-group")], "ValidationError"),
+    "DeleteTags": ([("Tags.member.1.ResourceId", "no-such-group"), ("Tags.member.1.Key", "k"),
+                    ("Tags.member.1.ResourceType", "auto-scaling-group")], "ValidationError"),
+    "DescribeTags": ([("Filters.member.1.Name", "colour"), ("Filters.member.1.Values.member.1", "x")],
+                     "ValidationError"),
+    "AttachLoadBalancers": (_G + [("LoadBalancerNames.member.1", "lb")], "ValidationError"),
+    "DetachLoadBalancers": (_G + [("LoadBalancerNames.member.1", "lb")], "ValidationError"),
+    "DescribeLoadBalancers": (_G, "ValidationError"),
+    "DescribeLoadBalancerTargetGroups": (_G, "ValidationError"),
+    "DescribeTrafficSources": (_G, "ValidationError"),
+    "DescribeLifecycleHooks": (_G, "ValidationError"),
+    "DescribeWarmPool": (_G, "ValidationError"),
+    "DescribeInstanceRefreshes": (_G, "ValidationError"),
+    "DescribeScheduledActions": (_G, "ValidationError"),
+    "DescribeNotificationConfigurations": ([("AutoScalingGroupNames.member.1", "no-such-group")], "ValidationError"),
+    "PutScalingPolicy": (_G + [("PolicyName", "p"), ("AdjustmentType", "ChangeInCapacity"),
+                               ("ScalingAdjustment", "1")], "ValidationError"),
+    "DescribePolicies": ([("MaxRecords", "51")], "ValidationError"),
+    "DeletePolicy": (_G + [("PolicyName", "nope")], "ValidationError"),
+    "ExecutePolicy": (_G + [("PolicyName", "nope")], "ValidationError"),
+    **{a: ([("Bogus", "1")], "ValidationError") for a in (
+        "DescribeAccountLimits", "DescribeAdjustmentTypes", "DescribeTerminationPolicyTypes",
+        "DescribeScalingProcessTypes", "DescribeLifecycleHookTypes", "DescribeMetricCollectionTypes")},
+}
+
+
+def test_every_action_has_a_bad_input_row() -> None:
+    assert set(BAD) == set(SPEC.registry.actions)
+
+
+@pytest.mark.parametrize("action", sorted(BAD))
+def test_bad_input_is_refused_in_autoscaling_shape(srv: Server, alice: dict[str, str], action: str) -> None:
+    pairs, code = BAD[action]
+    before = settled(srv)
+    q = SignedQuery(srv.endpoint, alice, "cloudctl-1", "autoscaling", "2011-01-01")
+    try:
+        status, body = q.send(action, pairs)
+    finally:
+        q.close()
+    assert status == 400, body[:300]
+    root = ElementTree.fromstring(body)
+    ns = "{http://autoscaling.amazonaws.com/doc/2011-01-01/}"
+    assert root.tag == f"{ns}ErrorResponse", body[:300]
+    assert root.findtext(f"{ns}Error/{ns}Type") == "Sender"
+    assert root.findtext(f"{ns}Error/{ns}Code") == code, body[:300]
+    assert root.findtext(f"{ns}Error/{ns}Message") and root.findtext(f"{ns}RequestId")
+    assert digest(srv) == before
