@@ -514,6 +514,29 @@ def test_aws_cli_workflow(srv: Server, alice: dict[str, str], ec2: Any, lc: str,
     rc, _, err = aws(srv, alice, "autoscaling", "set-desired-capacity", "--auto-scaling-group-name", name,
                      "--desired-capacity", "9")
     assert rc != 0 and "ValidationError" in err and "above max value 3" in err
+    rc, out, err = aws(srv, alice, "autoscaling", "put-scaling-policy", "--auto-scaling-group-name", name,
+                       "--policy-name", "up", "--adjustment-type", "ChangeInCapacity", "--scaling-adjustment", "1")
+    assert rc == 0 and out["PolicyARN"].endswith(":policyName/up"), err
+    rc, _, err = aws(srv, alice, "autoscaling", "execute-policy", "--auto-scaling-group-name", name,
+                     "--policy-name", "up", "--no-honor-cooldown")
+    assert rc == 0, err
+    members = converged(client(srv, alice), ec2, name, 3)
+    rc, out, err = aws(srv, alice, "autoscaling", "describe-policies", "--auto-scaling-group-name", name)
+    assert rc == 0 and [p["PolicyName"] for p in out["ScalingPolicies"]] == ["up"], err
+    rc, _, err = aws(srv, alice, "autoscaling", "create-or-update-tags", "--tags",
+                     f"ResourceId={name},ResourceType=auto-scaling-group,Key=team,Value=web,PropagateAtLaunch=true")
+    assert rc == 0, err
+    rc, out, err = aws(srv, alice, "autoscaling", "describe-tags", "--filters",
+                       f"Name=auto-scaling-group,Values={name}")
+    assert rc == 0 and [(t["Key"], t["Value"]) for t in out["Tags"]] == [("team", "web")], err
+    rc, _, err = aws(srv, alice, "autoscaling", "suspend-processes", "--auto-scaling-group-name", name,
+                     "--scaling-processes", "AZRebalance")
+    assert rc == 0, err
+    rc, out, err = aws(srv, alice, "autoscaling", "terminate-instance-in-auto-scaling-group", "--instance-id",
+                       members[0]["InstanceId"], "--should-decrement-desired-capacity")
+    assert rc == 0 and out["Activity"]["Description"].endswith(members[0]["InstanceId"]), err
+    rc, out, err = aws(srv, alice, "autoscaling", "describe-auto-scaling-instances")
+    assert rc == 0 and members[0]["InstanceId"] not in {i["InstanceId"] for i in out["AutoScalingInstances"]}, err
     rc, _, err = aws(srv, alice, "autoscaling", "delete-auto-scaling-group", "--auto-scaling-group-name", name,
                      "--force-delete")
     assert rc == 0, err

@@ -45,3 +45,21 @@ def test_sigkill_mid_scale_out_leaves_no_extra_instances(new_server: Any, kill_a
     launched = [i for a in acts if a["StatusCode"] == "Successful" and a["Description"].startswith("Launching")
                 for i in a["Description"].split(": ", 1)[1].split(", ")]
     assert sorted(launched) == sorted(i["InstanceId"] for i in insts)   # each launched by exactly one activity
+
+
+def test_sigkill_mid_force_delete_finishes_after_restart(new_server: Any) -> None:
+    srv: Server = new_server(autoscaling=FAST, monitor={"interval_s": 0.5, "grace_s": 5, "timeout_s": 5})
+    user = srv.create_user("crash")
+    asg, ec2 = client(srv, user), srv.client(user)
+    asg.create_launch_configuration(LaunchConfigurationName="lc", ImageId=image(srv, user), InstanceType="t3.nano")
+    asg.create_auto_scaling_group(AutoScalingGroupName="web", LaunchConfigurationName="lc", MinSize=0,
+                                  MaxSize=100, DesiredCapacity=100, AvailabilityZones=ZONES)
+    converged(asg, ec2, "web", 100, timeout=120)
+    asg.delete_auto_scaling_group(AutoScalingGroupName="web", ForceDelete=True)
+    wait_until(lambda: len(_instances(ec2)) < 100, 60, "the terminations under way")
+    srv.kill()
+    srv.start()
+    asg, ec2 = client(srv, user), srv.client(user)
+    wait_until(lambda: asg.describe_auto_scaling_groups()["AutoScalingGroups"] == [], 120, "the group gone")
+    assert _instances(ec2) == []
+    assert asg.describe_scaling_activities()["Activities"] == []   # (they go with their group)
