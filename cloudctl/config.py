@@ -199,6 +199,17 @@ class Limits(_Strict):
     key_pairs: Annotated[int, Field(ge=0)] | None = None
 
 
+class AutoScaling(_Strict):
+    """The AutoScaling reconciler: how often every group is checked (changes through the API and
+    instance events wake it at once), and the backoff after a failed launch (doubled per failure)."""
+
+    tick_s: Annotated[float, Field(gt=0)] = 10.0
+    backoff_s: Annotated[float, Field(gt=0)] = 10.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
+    max_groups: Annotated[int, Field(ge=0)] = 200                 # per account (DescribeAccountLimits)
+    max_launch_configurations: Annotated[int, Field(ge=0)] = 200
+
+
 class SeedImage(_Strict):
     name: str
     file: Path
@@ -391,6 +402,7 @@ class Config(_Strict):
     instance_dir: Path | None = None     # per-instance disks, config drives, console logs
     kernel_cmdline: str = "console=ttyS0 panic=-1"   # for images booted from a kernel image
     limits: Limits = Limits()
+    autoscaling: AutoScaling = AutoScaling()
     user_image_urls: bool = False   # may users RegisterImage from an http(s) URL the controller fetches?
     user_image_urls_local: bool = False   # ...even at loopback/link-local addresses? (labs and tests only)
     baremetal: Baremetal = Baremetal()

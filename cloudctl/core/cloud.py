@@ -18,6 +18,7 @@ from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
 from . import gcpolicy
 from .addresses import Addresses
+from .autoscaling import AutoScaling
 from .baremetal import Baremetal
 from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
@@ -82,10 +83,11 @@ def controller_id(state_dir: Path) -> str:
 
 # Background tasks are stopped in this order at shutdown, each group ended before the next:
 # the host pollers first (their rounds start fences and state changes), then fence loops, the
-# marketplace's polls (they start downloads), the periodic jobs (checkpoints, expiry, trims),
+# AutoScaling reconciler (it launches and terminates), the marketplace's polls (they start
+# downloads), the periodic jobs (checkpoints, expiry, trims),
 # a pending re-reconcile and the start-up audit, and last the console captures and switch
 # workers (their services' close() ends what they hold: ipmitool processes, SSH sessions).
-TASK_ORDER = ("monitor", "failover", "marketplace", "periodic", "reconcile", "start-up", "consoles",
+TASK_ORDER = ("monitor", "failover", "autoscaling", "marketplace", "periodic", "reconcile", "start-up", "consoles",
               "switch-ops")
 
 
@@ -167,6 +169,10 @@ class Cloud:
             self.subscriber = Subscriber(store, self.images, self.tags, self.events, m)
         self.metadata = InstanceMetadata(store, cfg.region, self.images, self.keypairs, self.network,
                                          addresses=self.addresses)
+        # Launch templates and load balancers are other services' (None until they exist here).
+        self.autoscaling = AutoScaling(store, cfg, self.tags, self.images, self.keypairs, self.security_groups,
+                                       self.network, self.compute, self.users,
+                                       getattr(self, "launch_templates", None), getattr(self, "elb", None))
         self.baremetal = Baremetal(store, cfg.baremetal, self.events, self.compute, self.users, self.images,
                                    secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle)
 
@@ -224,6 +230,7 @@ class Cloud:
         _freeze_long_lived()
         self.baremetal.start()
         self.monitor.start(connected)
+        self.autoscaling.start(self.tasks, self.events)
         self.tasks.every("periodic", cfg.checkpoint.interval_s, self._maybe_checkpoint,
                          poll=min(5.0, cfg.checkpoint.interval_s))
         self.tasks.every("periodic", min(60.0, max(1.0, cfg.terminated_visible_s / 4)), self.compute.expire_terminated)

@@ -7,7 +7,7 @@ registered actions (cached like EC2's) and checks handlers and model agree.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +73,7 @@ class QueryServiceSpec:
     registry: Registry
     serves: str
     read_only: tuple[str, ...] = field(default=("Describe", "Get", "List"))
+    statuses: Mapping[str, int] = field(default_factory=dict)   # HTTP status by the service's own codes
 
 
 class QueryService(Service):
@@ -89,6 +90,8 @@ class QueryService(Service):
               kind: ErrorKind | None = None) -> tuple[bytes, int]:
         if code in _CODES:
             code, status = _CODES[code]
+        elif code in self.spec.statuses:
+            status = self.spec.statuses[code]
         elif status is None:
             status = _KIND_STATUS.get(kind, 400) if kind is not None else 400
         return self._protocol.error(code, message, request_id, status), status
