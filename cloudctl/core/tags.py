@@ -18,7 +18,7 @@ _EMPTY: Mapping[str, str] = {}
 RESOURCE_TYPES = {
     "i": "instance", "ami": "image", "key": "key-pair", "vol": "volume", "snap": "snapshot",
     "sg": "security-group", "sgr": "security-group-rule", "eipalloc": "elastic-ip", "vpc": "vpc", "subnet": "subnet",
-    "r": "reservation", "import": "import-image-task",
+    "r": "reservation", "import": "import-image-task", "lt": "launch-template",
 }
 
 
