@@ -433,12 +433,13 @@ class LaunchTemplates:
                           lo: str | None, hi: str | None, query: Query
                           ) -> tuple[list[tuple[LaunchTemplate, LaunchTemplateVersion]], str | None]:
         """Versions of one template (all of them, those named, or those in `lo`..`hi`), or without
-        `ref` the `$Latest`/`$Default` versions of all the caller's templates; filtered, one page."""
+        `ref` those of all the caller's templates (only `$Latest`/`$Default` may be named); filtered,
+        one page."""
         match = self.version_filters.compile(query.filters)
         page = query.page(1, 200, "launch-template-versions", ref.template_id if ref else None,
                           ref.name if ref else None, list(versions), lo, hi)
-        if ref is None:
-            if not versions or any(v not in (LATEST, DEFAULT) for v in versions) or lo or hi:
+        if ref is None:   # (nothing named at all: every version of every template, EC2's listing)
+            if any(v not in (LATEST, DEFAULT) for v in versions):
                 raise CloudError("InvalidParameterCombination",
                                  "Without a launch template ID or name, only the $Latest and $Default versions "
                                  "of every launch template can be described")
