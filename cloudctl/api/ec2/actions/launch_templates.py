@@ -54,8 +54,9 @@ def data_view(d: TemplateData) -> dict[str, Any]:
 
 
 def version_view(t: LaunchTemplate, v: LaunchTemplateVersion) -> dict[str, Any]:
+    # (no VersionDescription when there is none, as EC2: clients compare it with what they sent)
     return {"LaunchTemplateId": t.id, "LaunchTemplateName": t.name, "VersionNumber": v.number,
-            "VersionDescription": v.description, "CreateTime": ts(v.created),
+            "VersionDescription": v.description or None, "CreateTime": ts(v.created),
             "CreatedBy": _created_by(v.owner, v.created_by), "DefaultVersion": v.number == t.default_version,
             "LaunchTemplateData": data_view(TemplateData.from_record(v.data))}
 
