@@ -9,19 +9,23 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from cloudctl.config import load_config
+from cloudctl.core.cloud import Cloud
+from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import BlockDevice
-from cloudctl.core.launch_templates import TemplateData
+from cloudctl.core.launch_templates import TemplateData, TemplateRef
 
 from rawquery import StateProbe
-from support import REGION, Server, Servers, wait_state
+from support import REGION, Server, Servers, wait_state, write_config
 
 USER_DATA = base64.b64encode(b"#!/bin/sh\necho from-template\n").decode()
 NANO = {"InstanceType": "t3.nano"}
@@ -342,3 +346,36 @@ def test_template_data_round_trips_and_merges() -> None:
     with pytest.raises(CloudError) as e:
         TemplateData(instance_type="t3.nano").launch_spec()
     assert e.value.code == "MissingParameter"
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
+    c = await Cloud.open(load_config(write_config(tmp_path, model_cache)), "http://127.0.0.1:0")
+    yield c
+    await c.stop()
+
+
+async def test_the_seam_autoscaling_launches_through(cloud: Cloud) -> None:
+    """`cloud.launch_templates.launch_spec(account, id, name, version)`: the version's settings as a
+    LaunchSpec of one instance and no owner, with the template tags; the service names the owner."""
+    bob, eve = Caller(await cloud.users.create("bob")), Caller(await cloud.users.create("eve"))
+    image = next(iter(cloud.images.table.values())).id
+    t, _ = await cloud.launch_templates.create(bob, "asg", None, TemplateData(image_id=image, instance_type="t3.nano"))
+    ref = TemplateRef(t.id)
+    await cloud.launch_templates.create_version(bob, ref, "1", None, TemplateData(instance_type="t3.micro"))
+    seam = cloud.launch_templates.launch_spec
+    spec = seam(bob.account, t.id, None, None)
+    assert (spec.image_id, spec.instance_type, spec.min_count, spec.max_count, spec.owner) == (
+        image, "t3.nano", 1, 1, None)
+    assert spec.system_tags == (("aws:ec2launchtemplate:id", t.id), ("aws:ec2launchtemplate:version", "1"))
+    assert seam(bob.account, None, "asg", "$Latest").instance_type == "t3.micro"
+    assert seam(bob.account, None, "asg", "2").system_tags[1] == ("aws:ec2launchtemplate:version", "2")
+    for args, code in (((eve.account, t.id, None, None), "InvalidLaunchTemplateId.NotFound"),
+                       ((eve.account, None, "asg", None), "InvalidLaunchTemplateName.NotFoundException"),
+                       ((bob.account, t.id, None, "3"), "InvalidLaunchTemplateId.VersionNotFound")):
+        with pytest.raises(CloudError) as e:
+            seam(*args)
+        assert e.value.code == code
+    _, (inst,) = await cloud.compute.run(Caller.service("autoscaling"), replace(spec, owner=bob.account))
+    assert inst.owner == bob.account and inst.instance_type == "t3.nano"
+    assert dict(cloud.tags.of(inst.id)) == {"aws:ec2launchtemplate:id": t.id, "aws:ec2launchtemplate:version": "1"}
