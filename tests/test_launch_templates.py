@@ -268,6 +268,26 @@ def test_refusals_keep_ec2_codes_and_the_state(env: Env) -> None:
         ec2.delete_launch_template(LaunchTemplateName=name)
 
 
+def test_members_asking_for_what_is_anyway_are_accepted_others_named_in_the_refusal(env: Env) -> None:
+    ec2 = env.ec2
+    harmless = {"EbsOptimized": False, "Monitoring": {"Enabled": False}, "DisableApiStop": False,
+                "MetadataOptions": {"HttpTokens": "optional", "HttpEndpoint": "enabled"},
+                "CreditSpecification": {"CpuCredits": "standard"}, "Placement": {"Tenancy": "default"}}
+    tid = ec2.create_launch_template(LaunchTemplateName="harmless", LaunchTemplateData={**NANO, **harmless})[
+        "LaunchTemplate"]["LaunchTemplateId"]
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=tid)["LaunchTemplateVersions"][0]
+    assert data["LaunchTemplateData"] == NANO
+    ec2.delete_launch_template(LaunchTemplateId=tid)
+    for member, value in (("EbsOptimized", True), ("Placement", {"Tenancy": "dedicated"}),
+                          ("CpuOptions", {"CoreCount": 2}), ("IamInstanceProfile", {"Name": "x"})):
+        message = env.refused("InvalidParameterValue", ec2.create_launch_template, LaunchTemplateName="refused",
+                              LaunchTemplateData={**NANO, member: value})
+        assert member in message and "not supported" in message, message
+    message = env.refused("InvalidParameterValue", ec2.create_launch_template, LaunchTemplateName="refused",
+                          LaunchTemplateData={"NetworkInterfaces": [{"DeviceIndex": 0, "Ipv4PrefixCount": 2}]})
+    assert "Ipv4PrefixCount" in message
+
+
 def test_users_do_not_see_each_others_templates(env: Env) -> None:
     tid = env.ec2.create_launch_template(LaunchTemplateName="mine", LaunchTemplateData={"ImageId": env.image})[
         "LaunchTemplate"]["LaunchTemplateId"]
@@ -376,6 +396,11 @@ async def test_the_seam_autoscaling_launches_through(cloud: Cloud) -> None:
         with pytest.raises(CloudError) as e:
             seam(*args)
         assert e.value.code == code
+    # The cloud's own tags do not count against a user's 50.
+    fifty = tuple((f"k{i}", "v") for i in range(50))
+    full, _ = await cloud.launch_templates.create(bob, "fifty", None, TemplateData(image_id=image, instance_tags=fifty))
+    _, (tagged,) = await cloud.compute.run(bob, seam(bob.account, full.id, None, None))
+    assert len(cloud.tags.of(tagged.id)) == 52
     _, (inst,) = await cloud.compute.run(Caller.service("autoscaling"), replace(spec, owner=bob.account))
     assert inst.owner == bob.account and inst.instance_type == "t3.nano"
     assert dict(cloud.tags.of(inst.id)) == {"aws:ec2launchtemplate:id": t.id, "aws:ec2launchtemplate:version": "1"}

@@ -415,8 +415,6 @@ class LaunchTemplates:
         match = self.filters.compile(query.filters)
         page = query.page(1, 200, "launch-templates", sorted(names),
                           not_with_ids="MaxResults cannot be given with LaunchTemplateIds")
-        if names and page.limit is not None:
-            raise CloudError("InvalidParameterCombination", "MaxResults cannot be given with LaunchTemplateNames")
         chosen: dict[str, LaunchTemplate] = {}
         for i in query.ids:
             chosen[i] = self._by_id(caller.account, i)
