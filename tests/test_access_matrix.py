@@ -37,6 +37,8 @@ EXPECTED = {
     "group": "InvalidGroup.NotFound", "groupname": "InvalidGroup.NotFound",
     "address": "InvalidAllocationID.NotFound", "association": "InvalidAssociationID.NotFound",
     "publicip": "InvalidAddress.NotFound", "interface": "InvalidNetworkInterfaceID.NotFound",
+    "launchtemplate": "InvalidLaunchTemplateId.NotFound",
+    "launchtemplatename": "InvalidLaunchTemplateName.NotFoundException",
 }
 # A well-formed id of each kind that names nothing: B's answer for A's resource must be the same.
 GHOST = {
@@ -44,7 +46,8 @@ GHOST = {
     "image": "ami-0000000000000dead", "keyname": "no-such-key", "keypair": "key-0000000000000dead",
     "group": "sg-0000000000000dead", "groupname": "no-such-group", "address": "eipalloc-0000000000000dead",
     "association": "eipassoc-0000000000000dead", "publicip": "198.51.100.254",
-    "interface": "eni-0000000000000dead",
+    "interface": "eni-0000000000000dead", "launchtemplate": "lt-0000000000000dead",
+    "launchtemplatename": "no-such-template",
 }
 # Rows whose answer is not EXPECTED[kind]: "ok" is a success that changes nothing (EC2 answers
 # DeleteKeyPair for a key the caller does not have with success); "refused" is a member this
@@ -58,11 +61,15 @@ OVERRIDES = {
     "RunInstances:NetworkInterface.1.NetworkInterfaceId": "refused",    # a launch makes its own interface
 }
 # Members that name a new resource, not an existing one.
-NEW_NAMES = {("CreateKeyPair", "KeyName"), ("ImportKeyPair", "KeyName"), ("CreateSecurityGroup", "GroupName")}
+NEW_NAMES = {("CreateKeyPair", "KeyName"), ("ImportKeyPair", "KeyName"), ("CreateSecurityGroup", "GroupName"),
+             ("CreateLaunchTemplate", "LaunchTemplateName")}
+# Members whose ids are kept, not looked up: a launch template's settings may name an image or a
+# key made later, as in EC2; they are checked when something launches from it (RunInstances rows).
+NOT_LOOKED_UP = {("CreateLaunchTemplate", "LaunchTemplateData"), ("CreateLaunchTemplateVersion", "LaunchTemplateData")}
 # Kinds that are the cloud's, shared by every user.
 SHARED = {"subnet", "vpc"}
 # Kinds a `Resources` list (CreateTags, DeleteTags) can name: resources with ids.
-TAGGABLE = ("instance", "volume", "snapshot", "image", "keypair", "group", "address")
+TAGGABLE = ("instance", "volume", "snapshot", "image", "keypair", "group", "address", "launchtemplate")
 # What each action (or one row, "Action:path") needs besides its required members for B's own
 # request to be valid.
 EXTRA: dict[str, list[tuple[str, str]]] = {
@@ -76,6 +83,7 @@ EXTRA: dict[str, list[tuple[str, str]]] = {
         ("MinCount", "1"), ("MaxCount", "1"), ("InstanceType", "t3.nano"), ("ImageId", "{public_image}"),
         ("BlockDeviceMapping.1.DeviceName", "/dev/sdh")],
     "DescribeInstanceAttribute": [("Attribute", "instanceType")],
+    "CreateLaunchTemplateVersion": [("LaunchTemplateData.InstanceType", "t3.nano")],
     "AttachVolume": [("Device", "/dev/sdg")],
     "CreateImage": [("NoReboot", "true")],
     "DetachVolume": [("VolumeId", "{attached_volume}"), ("Force", "true")],
@@ -87,7 +95,8 @@ EXTRA: dict[str, list[tuple[str, str]]] = {
 }
 # Members that name the same resource another way: the target replaces its twin.
 TWINS = {"GroupName": "GroupId", "GroupId": "GroupName", "KeyName": "KeyPairId", "KeyPairId": "KeyName",
-         "PublicIp": "AllocationId", "AllocationId": "PublicIp", "NetworkInterfaceId": "InstanceId"}
+         "PublicIp": "AllocationId", "AllocationId": "PublicIp", "NetworkInterfaceId": "InstanceId",
+         "LaunchTemplateId": "LaunchTemplateName", "LaunchTemplateName": "LaunchTemplateId"}
 DEFAULTS = {"Name": "matrix-name", "Description": "matrix", "Device": "/dev/sdg", "Key": "k", "Value": "v",
             "Attribute": "instanceType", "DeviceName": "/dev/sdh", "PublicKeyMaterial": "", "IpProtocol": "tcp"}
 # The resource a kind's control request uses, when B's first one would not do.
@@ -133,8 +142,8 @@ def _rows_in(action: str, shape: Shape, prefix: str, fill: list[tuple[str, str]]
         wire = prefix + wire_name(member, ms)
         siblings = [p for m in shape.required_members if m != member
                     for p in _minimal(m, shape.members[m], prefix + wire_name(m, shape.members[m]))]
-        if ms.name.startswith("PlacementGroup"):   # placement groups, not security groups
-            continue
+        if ms.name.startswith("PlacementGroup") or (action, member) in NOT_LOOKED_UP:
+            continue   # (placement groups are not security groups)
         if ids is not None and (action, member) not in NEW_NAMES and ids[0] not in SHARED:
             kinds = list(TAGGABLE) if ids[0] == "any" else [ids[0]]
             path = wire + ".1" if ms.type_name == "list" else wire

@@ -30,6 +30,7 @@ from .imports import ImageImports
 from .instance_files import InstanceFiles
 from .interfaces import NetworkInterfaces
 from .keypairs import KeyPairs
+from .launch_templates import LaunchTemplates
 from .marketplace.publisher import Publisher
 from .marketplace.subscriber import Subscriber
 from .metadata import InstanceMetadata
@@ -154,6 +155,7 @@ class Cloud:
                                drivers, InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
                                self.events, controller_id(cfg.state_dir), work, self.volumes, self.security_groups,
                                self.addresses, self.health.impaired_reason, self.users)
+        self.launch_templates = LaunchTemplates(store, cfg, self.tags, self.compute.attributes)
         self.interfaces = NetworkInterfaces(self.compute.of_owner, cfg.region, self.network, self.addresses,
                                             self.security_groups)
         self.vpc = DefaultVpc(self.network)

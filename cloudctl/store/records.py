@@ -756,9 +756,47 @@ class ScalingPolicy(Row):
     enabled: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class LaunchTemplate(Row):
+    """An EC2 launch template: a name over numbered versions, one of them the default."""
+
+    table: ClassVar[str] = "launch_templates"
+    id: str                      # lt-...
+    owner: str                   # account id
+    name: str
+    created: float
+    created_by: str              # the creating user's name (the API shows it as an ARN)
+    default_version: int = 1
+    latest_version: int = 1      # the highest number of the versions there are
+    last_version: int = 1        # the highest number ever made: numbers are never reused
+    client_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchTemplateVersion(Row):
+    """One immutable version of a launch template. Keyed `<template id>/<number, zero-padded>`, so
+    sorting keys sorts a template's versions by number."""
+
+    table: ClassVar[str] = "launch_template_versions"
+    id: str
+    template_id: str
+    owner: str
+    number: int
+    created: float
+    created_by: str
+    description: str = ""
+    # The launch settings (core.launch_templates.TemplateData as plain values: the core reads and
+    # writes them; the store keeps them as they are).
+    data: Mapping[str, Any] = EMPTY
+
+    def __post_init__(self) -> None:
+        _frozen(self, "data")
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList,
                                      Subscription, MarketImage, MetadataEntry, ImportTask, Address, SecurityGroup,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
-                                     ScalingActivity, ScalingPolicy)
+                                     ScalingActivity, ScalingPolicy,
+                                     LaunchTemplate, LaunchTemplateVersion)
