@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..elb import SPEC as ELB
 from ..iam import SPEC as IAM
 from ..sts import SPEC as STS
 from .service import QueryService, QueryServiceSpec, load
 
-SPECS: tuple[QueryServiceSpec, ...] = (STS, IAM)
+SPECS: tuple[QueryServiceSpec, ...] = (STS, IAM, ELB)
 
 
 def load_all(cache_dir: Path) -> dict[str, QueryService]:
