@@ -58,7 +58,8 @@ def launch(ec2: Any, image: str, n: int, zone: str = "cloudctl-1a") -> list[dict
                                                       Placement={"AvailabilityZone": zone})["Instances"]]
     wait_until(lambda: all(i["State"]["Name"] == "running" for r in ec2.describe_instances(InstanceIds=ids)
                            ["Reservations"] for i in r["Instances"]), 30, "instances running")
-    found = {i["InstanceId"]: i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]}
+    found = {i["InstanceId"]: i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
+             for i in r["Instances"]}
     return [found[i] for i in ids]
 
 
@@ -80,11 +81,18 @@ class _Answer(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass   # the proxy's TCP checks connect and reset
+
+
 class Backend:
     """An HTTP server on an instance's private address, answering the instance's id."""
 
     def __init__(self, address: str, port: int, answer: str) -> None:
-        self.httpd = http.server.ThreadingHTTPServer((address, port), _Answer)
+        self.httpd = _Server((address, port), _Answer)
         self.httpd.answer = answer   # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

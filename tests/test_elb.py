@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from elbsupport import Backend, aws, answers, elb_client, elb_config, get, launch, public_image, refuses, wait_health
+from elbsupport import Backend, answers, aws, elb_client, elb_config, get, launch, public_image, refuses, wait_health
 from support import Server, wait_until
 
 LISTENER = {"Protocol": "HTTP", "LoadBalancerPort": 8000, "InstanceProtocol": "HTTP", "InstancePort": 8080}
@@ -138,7 +138,10 @@ def test_stickiness_policies_are_haproxy_cookies(elb: Any, web: list[tuple[dict[
         assert d["Policies"]["AppCookieStickinessPolicies"] == [{"PolicyName": "appc", "CookieName": "SESS"}]
 
         def cookie() -> str | None:
-            status, _, headers = get(dns, 8000)
+            try:
+                status, _, headers = get(dns, 8000)
+            except OSError:   # (the proxy not started yet)
+                return None
             return headers.get("set-cookie") if status == 200 else None
         set_cookie = wait_until(cookie, 30, "the proxy setting its stickiness cookie")
         assert set_cookie.startswith("AWSELB=")
@@ -272,9 +275,8 @@ def test_metrics_show_each_load_balancer(srv: Server, elb: Any, web: list[tuple[
         def series() -> dict[str, float]:
             with urllib.request.urlopen(srv.admin_url + "/metrics", timeout=10) as r:
                 text = r.read().decode()
-            return {m.group(1): float(m.group(2)) for m in
-                    re.finditer(rf'^(cloudctl_elb_\w+)\{{load_balancer="elb-\w+",address="{re.escape(dns)}"\}} (\S+)$',
-                                text, re.M)}
+            return {m.group(1): float(m.group(3)) for m in re.finditer(r"^(cloudctl_elb_\w+)\{([^}]*)\} (\S+)$", text, re.M)
+                    if f'address="{dns}"' in m.group(2) and re.search(r'load_balancer="elb-[0-9a-f]+"', m.group(2))}
         got = wait_until(lambda: (s := series()).get("cloudctl_elb_requests_total", 0) >= 5 and s, 30,
                          "the proxy's request count on /metrics")
         assert got["cloudctl_elb_healthy_hosts"] == 2 and got["cloudctl_elb_unhealthy_hosts"] == 0

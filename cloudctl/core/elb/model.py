@@ -153,7 +153,7 @@ def check_target(target: str) -> str:
     if proto in ("HTTP", "HTTPS"):
         if not slash:
             raise invalid(f"HealthCheck Target '{target}': an {proto} target needs a path, e.g. {proto}:{port}/")
-        if len(path) > 1024 or any(c.isspace() or ord(c) < 32 for c in path):
+        if len(path) > 1023 or not all(0x21 <= ord(c) <= 0x7E for c in path):
             raise invalid(f"HealthCheck Target '{target}' has an invalid path.")
         return f"{proto}:{int(port)}/{path}"
     if slash:
