@@ -275,7 +275,8 @@ def test_metrics_show_each_load_balancer(srv: Server, elb: Any, web: list[tuple[
         def series() -> dict[str, float]:
             with urllib.request.urlopen(srv.admin_url + "/metrics", timeout=10) as r:
                 text = r.read().decode()
-            return {m.group(1): float(m.group(3)) for m in re.finditer(r"^(cloudctl_elb_\w+)\{([^}]*)\} (\S+)$", text, re.M)
+            found = re.finditer(r"^(cloudctl_elb_\w+)\{([^}]*)\} (\S+)$", text, re.M)
+            return {m.group(1): float(m.group(3)) for m in found
                     if f'address="{dns}"' in m.group(2) and re.search(r'load_balancer="elb-[0-9a-f]+"', m.group(2))}
         got = wait_until(lambda: (s := series()).get("cloudctl_elb_requests_total", 0) >= 5 and s, 30,
                          "the proxy's request count on /metrics")

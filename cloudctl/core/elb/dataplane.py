@@ -53,6 +53,7 @@ class DataPlane:
         self.errors: dict[str, str] = {}               # the last failure to apply, until one succeeds
         self.orphans_removed = 0
         self.restarts = 0                              # proxies found missing and applied again
+        self._was_running: set[str] = set()           # proxies alive at the last round
         self._dirty: set[str] = set()
         self._appliers: dict[str, asyncio.Task[None]] = {}
         self._started = False
@@ -162,13 +163,22 @@ class DataPlane:
             if self.busy(lb.id):
                 continue
             if lb.id not in running:
-                if lb.id in self.applied:
+                if lb.id in self.applied or lb.id in self._was_running:
                     log.warning("load balancer %s (%s): its proxy is gone: starting it again", lb.id, lb.name)
                     self.restarts += 1
                 self.changed(lb.id)
             elif self.applied.get(lb.id) != self.spec(lb):
                 self.changed(lb.id)
+        self._was_running = running
         await self._read_stats(running)
+
+    def proxy_state(self, lb: LoadBalancer) -> str:
+        """For operators: in step | applying | error: … | pending (not applied yet)."""
+        if self.busy(lb.id):
+            return "applying"
+        if lb.id in self.errors:
+            return "error: " + self.errors[lb.id]
+        return "in step" if self.applied.get(lb.id) == self.spec(lb) else "pending"
 
     async def _read_stats(self, running: set[str]) -> None:
         ids = [i for i in self.table.rows if i in running]

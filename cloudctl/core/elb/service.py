@@ -15,6 +15,7 @@ import ipaddress
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ...config import Config
@@ -74,6 +75,25 @@ class Elb:
 
     async def close(self) -> None:
         await self.plane.close(remove=self.config.remove_proxies_on_stop)
+
+    def report(self) -> list[dict[str, Any]]:
+        """Every load balancer and its proxy, for the administrator (`GET /v0/load-balancers`)."""
+        out = []
+        for lb in sorted(self.table.values(), key=lambda lb: (lb.owner, lb.name)):
+            s = self.plane.reading(lb.id)
+            out.append({"id": lb.id, "name": lb.name, "owner": lb.owner, "address": lb.address,
+                        "ports": [x["port"] for x in lb.listeners], "instances": len(lb.instances),
+                        "proxy": self.plane.proxy_state(lb), "read_at": s.seen_at if s else None,
+                        "healthy": s.healthy if s else None, "unhealthy": s.unhealthy if s else None})
+        return out
+
+    def stats_page_socket(self, lb_id: str) -> Path | None:
+        """Where the proxy serves its statistics page, if `elb.stats_page` is on and the data plane
+        has one (HAProxy: a unix socket, never on the network)."""
+        where = getattr(self.plane.driver, "stats_page_socket", None)
+        if not self.config.stats_page or where is None or self.table.get(lb_id) is None:
+            return None
+        return Path(where(lb_id))
 
     # -- lookups ---------------------------------------------------------------------------------
     def _get(self, account: str, name: str) -> LoadBalancer:
