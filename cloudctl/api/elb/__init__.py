@@ -11,7 +11,7 @@ _STATUSES = {code: 400 for code in (
     "LoadBalancerNotFound", "DuplicateLoadBalancerName", "TooManyLoadBalancers", "DuplicateListener",
     "ListenerNotFound", "PolicyNotFound", "PolicyTypeNotFound", "DuplicatePolicyName", "TooManyPolicies",
     "SubnetNotFound", "InvalidSecurityGroup", "TooManyTags", "DuplicateTagKeys", "LoadBalancerAttributeNotFound",
-    "InvalidInstance", "ValidationError")}
+    "InvalidInstance", "InvalidSubnet", "ValidationError")}
 _STATUSES["InvalidConfigurationRequest"] = 409
 
 SPEC = QueryServiceSpec(

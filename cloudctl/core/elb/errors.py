@@ -80,3 +80,7 @@ def duplicate_tag_keys(key: str) -> CloudError:
 def attribute_not_found(key: str) -> CloudError:
     return CloudError.not_found("LoadBalancerAttributeNotFound", f"There is no load balancer attribute named "
                                 f"'{key}'.")
+
+
+def no_address(where: str) -> CloudError:
+    return CloudError.capacity("InvalidSubnet", f"There is no free address for the load balancer in {where}.")

@@ -21,9 +21,9 @@ from typing import Any
 from ...config import Config
 from ...drivers.loadbalancer.base import LoadBalancerDriver
 from ...store.records import Instance, LoadBalancer, SecurityGroup
-from ...store.store import MultiIndex, Store
+from ...store.store import MultiIndex, Store, Txn
 from ..context import Caller
-from ..errors import CloudError
+from ..errors import CloudError, ErrorKind
 from ..ids import random_hex
 from ..network import Networks, Subnet
 from ..tasks import Supervisor
@@ -153,11 +153,12 @@ class Elb:
         caller.check_dry_run()
         placed = subnet_rows[0] if subnet_rows else self.network.default_for(zones[0])
         lb_id = "elb-" + random_hex(17)
+        address = None if placed.bridge else self._loopback_address()
         with self.store.txn() as tx:
-            if placed.bridge:
-                address, leased = self.network.allocate(tx, placed, lb_id), True
+            if address is None:
+                address, leased = self._lease(tx, placed, lb_id), True
             else:
-                address, leased = self._loopback_address(), False
+                leased = False
             lb = LoadBalancer(
                 id=lb_id, owner=caller.account, name=name, created=time.time(), address=address, leased=leased,
                 placement_subnet=placed.id, scheme=scheme,
@@ -175,8 +176,15 @@ class Elb:
         for addr in self.pool.hosts():
             if not self._by_address.get(str(addr)):
                 return str(addr)
-        raise CloudError.capacity("TooManyLoadBalancers", f"The cloud's loopback pool {self.pool} for load "
-                                      "balancers is full.")
+        raise err.no_address(f"the cloud's loopback pool {self.pool} for load balancers")
+
+    def _lease(self, tx: Txn, subnet: Subnet, lb_id: str) -> str:
+        try:
+            return self.network.allocate(tx, subnet, lb_id)
+        except CloudError as e:
+            if e.kind is ErrorKind.CAPACITY:
+                raise err.no_address(f"subnet {subnet.id} ({subnet.net})") from None
+            raise
 
     async def delete(self, caller: Caller, name: str) -> None:
         """Deleting a load balancer that does not exist succeeds, as in ELB."""
