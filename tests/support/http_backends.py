@@ -17,14 +17,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Answers every GET with its name; sets an application cookie for app-cookie stickiness tests.
+# Answers every GET with its name (/headers: the request's headers); sets an application cookie
+# for app-cookie stickiness tests.
 _HELLO = r"""
 import http.server, sys
 name, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
-        body = name.encode()
+        body = (str(self.headers) if self.path == "/headers" else name).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Set-Cookie", "app=" + name)

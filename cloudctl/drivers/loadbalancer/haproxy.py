@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ from cloudctl.drivers.loadbalancer.haproxy_config import (
     STATS_PAGE_SOCKET,
     STATS_SOCKET,
     render,
+    server_state,
 )
 from cloudctl.drivers.loadbalancer.netns import Netns
 
@@ -48,6 +50,7 @@ log = logging.getLogger("cloudctl.loadbalancer")
 
 CONFIG, NEW_CONFIG, OLD_CONFIG = "haproxy.cfg", "haproxy.cfg.new", "haproxy.cfg.old"
 PID_FILE, MASTER_SOCKET, LOG_FILE, COUNTERS = "haproxy.pid", "master.sock", "haproxy.log", "counters.json"
+PLACEMENT = "placement.json"     # where the running proxy was started: a change needs a new process
 _WAIT_S = 15.0            # for a started or reloaded proxy to show its new worker
 _STOP_S = 10.0            # for a stopped proxy's processes to exit before they are killed
 _LOG_KEPT = 4000          # characters of HAProxy's output kept in an error
@@ -65,12 +68,11 @@ class Procs:
 
 
 class HaproxyDriver(LoadBalancerDriver):
-    def __init__(self, run_dir: Path, haproxy: str = "haproxy") -> None:
+    def __init__(self, run_dir: Path, haproxy: str = "haproxy", ovs_db: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.haproxy = haproxy
+        self.ovs_db = ovs_db              # Open vSwitch's database, when not the system's
         self._locks: dict[str, asyncio.Lock] = {}
-        # Masters this process started: kept so their exit is reaped (adopted ones are init's).
-        self._masters: dict[str, asyncio.subprocess.Process] = {}
 
     # -- the contract ----------------------------------------------------------------------
 
@@ -80,19 +82,28 @@ class HaproxyDriver(LoadBalancerDriver):
             folder = self.run_dir / spec.name
             await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
             await self._validate(folder, text)
-            pid = await self._master(folder)
+            pid = await _settled_pid(folder)
+            if pid is not None and await self._master(folder) is None:
+                log.warning("load balancer %s: HAProxy master %d does not answer; restarting it", spec.name, pid)
+                await self._stop(folder, pid)
+                pid = None
+            if pid is not None and await asyncio.to_thread(_placed, folder) != _placement(spec):
+                await self._stop(folder, pid)       # another namespace or address: a new proxy
+                pid = None
             if pid is not None:
-                await self._reload(folder, pid)
+                if spec.placement.bridge is not None:
+                    await Netns.of(spec.name, self.ovs_db).ensure(spec.placement)
+                await self._reload(spec, folder, pid)
             else:
                 await self._start(spec, folder)
 
     async def remove(self, name: str) -> None:
         async with self._lock(name):
             folder = self.run_dir / name
-            pid = _haproxy_pid(folder)
+            pid = await _settled_pid(folder)
             if pid is not None:
                 await self._stop(folder, pid)
-            ns = Netns.of(name)
+            ns = Netns.of(name, self.ovs_db)
             if await ns.exists() or os.path.exists(f"/sys/class/net/{ns.veth}"):
                 await ns.remove()
             if folder.is_dir():
@@ -127,8 +138,12 @@ class HaproxyDriver(LoadBalancerDriver):
     async def running(self) -> set[str]:
         if not self.run_dir.is_dir():
             return set()
-        folders = [p for p in await asyncio.to_thread(lambda: list(self.run_dir.iterdir())) if p.is_dir()]
-        alive = await asyncio.gather(*(self._master(f) for f in folders))
+        folders = await asyncio.to_thread(lambda: [p for p in self.run_dir.iterdir() if p.is_dir()])
+
+        async def master(folder: Path) -> int | None:
+            async with self._lock(folder.name):     # never in the middle of this driver's reload
+                return await self._master(folder)
+        alive = await asyncio.gather(*(master(f) for f in folders))
         return {f.name for f, pid in zip(folders, alive) if pid is not None}
 
     # -- beyond the contract ----------------------------------------------------------------
@@ -159,36 +174,39 @@ class HaproxyDriver(LoadBalancerDriver):
             if (folder / PID_FILE).exists():          # a dead master's: its workers may linger
                 os.replace(folder / PID_FILE, folder / (PID_FILE + ".last"))
             # The counters stay: a restarted proxy's totals go on from the last reload's.
-            for f in (MASTER_SOCKET, STATS_SOCKET, STATS_PAGE_SOCKET, STATE_FILE, LOG_FILE):
+            for f in (MASTER_SOCKET, STATS_SOCKET, STATS_PAGE_SOCKET, LOG_FILE):
                 (folder / f).unlink(missing_ok=True)
+            _write(folder / STATE_FILE, server_state(spec, None))    # every backend down until checked
             os.replace(folder / NEW_CONFIG, folder / CONFIG)
+            (folder / PLACEMENT).write_text(_placement(spec))
         await asyncio.to_thread(prepare)
         await self._reap_stale(folder)
         prefix: list[str] = []
         if spec.placement.bridge is not None:
-            ns = Netns.of(spec.name)
+            ns = Netns.of(spec.name, self.ovs_db)
             await ns.ensure(spec.placement)
             prefix = ns.exec_prefix()
         argv = [*prefix, self.haproxy, "-W", "-f", str(folder / CONFIG), "-p", PID_FILE,
                 "-S", f"unix@{MASTER_SOCKET}"]
-        proc = await _spawn(argv, folder, folder / LOG_FILE)
-        self._masters[spec.name] = proc
-        waiter = asyncio.ensure_future(self._await_worker(folder, None))
-        exited = asyncio.ensure_future(proc.wait())
-        await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LoadBalancerError):
-                await waiter
-            text = await asyncio.to_thread(_read_alerts, folder / LOG_FILE)
-            raise LoadBalancerError(f"HAProxy did not start (exit status {proc.returncode}): {text}")
-        exited.cancel()     # the wait goes on in the child watcher: an exit later is reaped
-        procs = waiter.result()
+        master = await _spawn(argv, folder, folder / LOG_FILE)
+        deadline = time.monotonic() + _WAIT_S
+        while True:
+            if not _alive(master):
+                text = await asyncio.to_thread(_read_alerts, folder / LOG_FILE)
+                raise LoadBalancerError(f"HAProxy did not start: {text or 'it exited'}")
+            with contextlib.suppress(LoadBalancerError):
+                procs = await self.processes(spec.name)
+                if procs.current and procs.master == master:
+                    break
+            if time.monotonic() > deadline:
+                await self._stop(folder, master)
+                raise LoadBalancerError(f"HAProxy started no worker in {_WAIT_S:g} s")
+            await asyncio.sleep(0.02)
         log.info("load balancer %s: HAProxy master %d, worker %s", spec.name, procs.master, procs.current)
 
-    async def _reload(self, folder: Path, pid: int) -> None:
+    async def _reload(self, spec: BalancerSpec, folder: Path, pid: int) -> None:
         before = await self.processes(folder.name)
-        await self._save_state(folder)
+        counted = await self._save_state(spec, folder)
         await asyncio.to_thread(_swap, folder, NEW_CONFIG)
         # The master appends to the log (O_APPEND): emptied, it holds only this reload's words.
         await asyncio.to_thread(os.truncate, folder / LOG_FILE, 0)
@@ -200,6 +218,10 @@ class HaproxyDriver(LoadBalancerDriver):
             # restart of the controller, the next change) does not meet the same failure.
             await asyncio.to_thread(_restore, folder)
             raise LoadBalancerError(f"HAProxy could not reload: {e}") from None
+        # The old worker's totals join the base only now (after a failed reload it goes on
+        # counting), read again from it where it still runs: it answered more since the snapshot.
+        counted = await self._final_counts(folder, before, counted)
+        await asyncio.to_thread(_write, folder / COUNTERS, json.dumps(counted))
 
     async def _signal_reload(self, folder: Path, pid: int) -> None:
         try:
@@ -231,26 +253,36 @@ class HaproxyDriver(LoadBalancerDriver):
             await asyncio.sleep(0.02)
         raise LoadBalancerError(f"no worker after {_WAIT_S:g} s{': ' + last if last else ''}")
 
-    async def _save_state(self, folder: Path) -> None:
-        """Carry the backends' check states and the counters over the reload: the new worker
-        starts its servers from the file, not all up; the counters restart at zero."""
+    async def _save_state(self, spec: BalancerSpec, folder: Path) -> list[int]:
+        """Carry the backends' check states over the reload (the new worker starts its servers
+        from the file, not all up) and return the counters' base for after it (they restart at 0)."""
         try:
-            state = await self._ask(folder / STATS_SOCKET, "show servers state")
+            state: str | None = await self._ask(folder / STATS_SOCKET, "show servers state")
             rows = _csv(await self._ask(folder / STATS_SOCKET, "show stat"))
         except LoadBalancerError as e:
             log.warning("%s: no state carried over the reload: %s", folder.name, e)
-            return
+            state, rows = None, []
 
-        def write() -> None:
-            tmp = folder / (STATE_FILE + ".tmp")
-            tmp.write_text(state)
-            os.replace(tmp, folder / STATE_FILE)
+        def write() -> list[int]:
+            _write(folder / STATE_FILE, server_state(spec, state))
             base = _read_counters(folder)
             req, err = _totals(rows)
-            (folder / COUNTERS).write_text(json.dumps([base[0] + req, base[1] + err]))
-        await asyncio.to_thread(write)
+            return [base[0] + req, base[1] + err]
+        return await asyncio.to_thread(write)
+
+    async def _final_counts(self, folder: Path, before: Procs, snapshot: list[int]) -> list[int]:
+        base = await asyncio.to_thread(_read_counters, folder)
+        req = err = 0
+        for pid in before.current:
+            try:    # the master CLI passes `@!<pid> command` to that worker, old ones included
+                r, e = _totals(_csv(await self._ask(folder / MASTER_SOCKET, f"@!{pid} show stat")))
+            except LoadBalancerError:
+                return snapshot               # gone already: the snapshot is all it served
+            req, err = req + r, err + e
+        return [max(snapshot[0], base[0] + req), max(snapshot[1], base[1] + err)]
 
     async def _stop(self, folder: Path, pid: int) -> None:
+        config = str(folder / CONFIG)
         workers: set[int] = set(_children(pid))
         with contextlib.suppress(LoadBalancerError):
             p = await self.processes(folder.name)
@@ -259,10 +291,10 @@ class HaproxyDriver(LoadBalancerDriver):
             os.kill(pid, signal.SIGTERM)              # the master stops its workers
         deadline = time.monotonic() + _STOP_S
         pids = {pid, *workers}
-        while time.monotonic() < deadline and any(_is_haproxy(p) for p in pids):
+        while time.monotonic() < deadline and any(_is_haproxy(p, config) for p in pids):
             await asyncio.sleep(0.05)
         for p in pids:
-            if _is_haproxy(p):
+            if _is_haproxy(p, config):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
 
@@ -282,15 +314,23 @@ class HaproxyDriver(LoadBalancerDriver):
             await asyncio.sleep(0.05)
 
     async def _master(self, folder: Path) -> int | None:
-        """The master's PID if it is alive, is the HAProxy of this folder and answers its socket."""
-        pid = _haproxy_pid(folder)
-        if pid is None:
-            return None
-        try:
-            procs = await self.processes(folder.name)
-        except LoadBalancerError:
-            return None
-        return pid if procs.master == pid else None
+        """The master's PID if it is alive, is the HAProxy of this folder and answers its socket.
+        A master re-executing itself for a reload rewrites its pid file and refuses connections
+        for a moment: an alive one is asked again for up to a second before it counts as gone."""
+        for _ in range(10):
+            pid = _recorded_pid(folder)
+            if pid is None and (folder / PID_FILE).exists():
+                await asyncio.sleep(0.1)             # being rewritten
+                continue
+            if pid is None or not _is_haproxy(pid, str(folder / CONFIG)):
+                return None
+            try:
+                procs = await self.processes(folder.name)
+            except LoadBalancerError:
+                await asyncio.sleep(0.1)
+                continue
+            return pid if procs.master == pid else None
+        return None
 
     async def _ask(self, sock: Path, command: str) -> str:
         try:
@@ -323,19 +363,29 @@ async def _unix(sock: Path) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio
             await writer.wait_closed()
 
 
-async def _spawn(argv: list[str], cwd: Path, log_file: Path) -> asyncio.subprocess.Process:
-    """Start the master in the foreground of a session of its own, so a reload's errors still
-    reach its log (a daemonized master closes its output) and a controller crash leaves it running."""
+async def _spawn(argv: list[str], cwd: Path, log_file: Path) -> int:
+    """Start the master as nobody's child, leading a session of its own, and return its PID.
+
+    Not an asyncio child: the loop would kill it when its transport is closed or collected, and
+    the proxy must outlive the controller. A shell puts it in the background (`setsid` then execs
+    it: same PID, it leads its own process group with its workers) and prints its PID; its output
+    goes to `log_file`, where a reload's errors land too (a daemonized master closes its output)."""
     def opened() -> int:
         return os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     fd = await asyncio.to_thread(opened)
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True)
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", 'setsid "$@" >&2 </dev/null & echo $!', "sh", *argv,
+            cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=fd)
     except OSError as e:
-        raise LoadBalancerError(f"{argv[0]}: {e.strerror}") from None
+        raise LoadBalancerError(f"sh: {e.strerror}") from None
     finally:
         os.close(fd)
+    out, _ = await proc.communicate()
+    try:
+        return int(out.split()[0])
+    except (ValueError, IndexError):
+        raise LoadBalancerError(f"could not start {argv[0]}: {out[:200]!r}") from None
 
 
 async def _exec(argv: list[str], cwd: Path) -> tuple[int, str]:
@@ -411,6 +461,23 @@ def _read_counters(folder: Path) -> tuple[int, int]:
         return 0, 0
 
 
+def _placement(spec: BalancerSpec) -> str:
+    return json.dumps(dataclasses.asdict(spec.placement), sort_keys=True)
+
+
+def _placed(folder: Path) -> str | None:
+    try:
+        return (folder / PLACEMENT).read_text()
+    except OSError:
+        return None
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _swap(folder: Path, new: str) -> None:
     if (folder / CONFIG).exists():
         os.replace(folder / CONFIG, folder / OLD_CONFIG)
@@ -422,13 +489,35 @@ def _restore(folder: Path) -> None:
         os.replace(folder / OLD_CONFIG, folder / CONFIG)
 
 
-def _haproxy_pid(folder: Path) -> int | None:
-    """The recorded master PID, if that process is alive and is HAProxy run on this folder's config."""
+def _recorded_pid(folder: Path) -> int | None:
     try:
-        pid = int((folder / PID_FILE).read_text().split()[0])
+        return int((folder / PID_FILE).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _is_haproxy(pid, str(folder / CONFIG)) else None
+
+
+async def _settled_pid(folder: Path) -> int | None:
+    """`_haproxy_pid`, waiting out a pid file being rewritten by a re-executing master."""
+    for _ in range(10):
+        if _recorded_pid(folder) is not None or not (folder / PID_FILE).exists():
+            break
+        await asyncio.sleep(0.1)
+    return _haproxy_pid(folder)
+
+
+def _haproxy_pid(folder: Path) -> int | None:
+    """The recorded master PID, if that process is alive and is HAProxy run on this folder's config."""
+    pid = _recorded_pid(folder)
+    return pid if pid is not None and _is_haproxy(pid, str(folder / CONFIG)) else None
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waits for a parent that may never reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 def _is_haproxy(pid: int, config: str | None = None) -> bool:

@@ -4,7 +4,8 @@ Layout (names are what operators grep for and what `stats()` reads back):
 
 - `global`: master-worker; the stats socket at admin level (the runtime API, and the listeners'
   file descriptors handed to the next worker on a reload); `hard-stop-after`, so an old worker
-  never outlives the draining budget however long its clients keep connections; the server-state
+  never outlives the draining budget however long its clients keep connections, and
+  `mworker-max-reloads`, so a burst of reloads leaves at most that many generations; the server-state
   file, so a reload keeps each backend's up/down state instead of assuming every server up.
 - `backend health`: one server per backend with the spec's check (interval, timeout, rise, fall),
   never given traffic. Every listener's servers `track` it, so one check per backend decides for
@@ -24,6 +25,7 @@ STATS_SOCKET = "stats.sock"          # relative to the balancer's folder (the pr
 STATS_PAGE_SOCKET = "stats-page.sock"
 STATE_FILE = "server-state"
 HEALTH_BACKEND = "health"
+MAX_OLD_GENERATIONS = 10
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")          # balancer and backend names
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")      # an HTTP cookie name (RFC 7230 token)
@@ -126,6 +128,7 @@ def render(spec: BalancerSpec) -> str:
     w(f"    stats socket unix@{STATS_SOCKET} mode 600 level admin expose-fd listeners")
     w("    stats timeout 30s")
     w(f"    hard-stop-after {hard_stop_after(spec)}s")
+    w(f"    mworker-max-reloads {MAX_OLD_GENERATIONS}")   # and however fast the reloads come, this many at most
     w(f"    server-state-file ./{STATE_FILE}")
     w("")
     w("defaults")
@@ -177,7 +180,9 @@ def _listener(w, ls: Listener, spec: BalancerSpec) -> None:  # type: ignore[no-u
     w(f"    bind {addr}:{ls.port}")
     if mode == "http":
         w("    option idle-close-on-response")     # on reload, keep-alive clients are closed after an answer
-        w("    option forwardfor")
+        w("    option forwardfor")                  # ELB's X-Forwarded-* headers
+        w("    http-request set-header X-Forwarded-Port %[dst_port]")
+        w("    http-request set-header X-Forwarded-Proto http")
     w(f"    default_backend {name}")
     w("")
     w(f"backend {name}")
@@ -185,7 +190,8 @@ def _listener(w, ls: Listener, spec: BalancerSpec) -> None:  # type: ignore[no-u
     w("    balance roundrobin")
     cookie = ""
     if ls.cookie is not None:
-        life = f" maxlife {ls.cookie_ttl}s" if ls.cookie_ttl else ""
+        # maxlife: the proxy ignores an older cookie; Max-Age: the browser drops it (as ELB's expiry).
+        life = f" maxlife {ls.cookie_ttl}s attr Max-Age={ls.cookie_ttl}" if ls.cookie_ttl else ""
         w(f"    cookie {ls.cookie} insert indirect nocache{life}")
     elif ls.app_cookie is not None:
         # HAProxy's successor to appsession: learn the application's cookie from answers, stick on it.
@@ -209,3 +215,41 @@ def _address(a: str, what: str) -> None:
         ipaddress.IPv4Address(a)
     except ValueError:
         raise LoadBalancerError(f"{what} {a!r}: not an IPv4 address") from None
+
+
+_STATE_HEADER = ("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+                 "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+                 "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl "
+                 "srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
+
+
+def server_state(spec: BalancerSpec, current: str | None) -> str:
+    """The server-state file the next worker starts from (format 1, as `show servers state`).
+
+    Backends the running proxy already checks keep their state, if they are still at the same
+    address and ports; every other backend starts DOWN with its check not yet run, so it gets
+    no traffic until it passed `healthy_threshold` checks (ELB's "registration in progress";
+    HAProxy by itself would assume a new server up). Tracking servers follow `health` at load.
+    """
+    check = parse_target(spec.health_check.target)
+    ports: dict[str, int] = {HEALTH_BACKEND: check.port}
+    ports.update({section_name(ls): ls.backend_port for ls in spec.listeners})
+    address = {b.name: b.address for b in spec.backends}
+    kept: list[str] = []
+    known: set[str] = set()
+    for line in (current or "").splitlines():
+        f = line.split()
+        if len(f) < 25 or line.startswith("#"):
+            continue
+        px, srv, addr, port = f[1], f[3], f[4], f[18]
+        if px in ports and address.get(srv) == addr and port == str(ports[px]):
+            kept.append(line)
+            if px == HEALTH_BACKEND:
+                known.add(srv)
+    for b in spec.backends:
+        if b.name not in known:
+            # op_state 0 (stopped), admin 0, weights 1, changed 0 s ago, check status 1 (INI),
+            # result 0, health 0 (needs `rise` successes), check state 6 (configured, enabled).
+            kept.append(f"0 {HEALTH_BACKEND} 0 {b.name} {b.address} 0 0 1 1 0 1 0 0 6 0 0 0 - {check.port} - 0 "
+                        f"{check.port} - - 0")
+    return "\n".join(["1", _STATE_HEADER, *kept]) + "\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 
 from cloudctl.drivers.hypervisor.ovs_plug import HybridPlug, PlugError
@@ -28,11 +29,16 @@ NS_PREFIX = "cloudctl-lb-"
 class Netns:
     name: str        # the namespace
     veth: str        # the host end of the pair
+    ovs_db: str | None = None
 
     @classmethod
-    def of(cls, balancer: str) -> "Netns":
+    def of(cls, balancer: str, ovs_db: str | None = None) -> "Netns":
         h = hashlib.sha256(balancer.encode()).hexdigest()[:11]
-        return cls(f"{NS_PREFIX}{balancer}", f"lb{h}")    # 13 characters <= IFNAMSIZ - 1
+        return cls(f"{NS_PREFIX}{balancer}", f"lb{h}", ovs_db)    # 13 characters <= IFNAMSIZ - 1
+
+    def vsctl(self, *args: str) -> list[str]:
+        db = [f"--db={self.ovs_db}"] if self.ovs_db else []
+        return ["ovs-vsctl", *db, "--timeout=10", *args]
 
     def exec_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.name]
@@ -61,21 +67,21 @@ class Netns:
             await run("ip", "link", "set", self.veth, "master", bridge)
             return
         if vlan is not None:
-            plug = HybridPlug.of(bridge, vlan)
+            plug = HybridPlug.of(bridge, vlan, self.ovs_db)
             try:
                 await asyncio.to_thread(plug.ensure)
             except PlugError as e:
                 raise LoadBalancerError(f"plugging into {bridge} VLAN {vlan}: {e}") from None
             await run("ip", "link", "set", self.veth, "master", plug.bridge)
             return
-        await run("ovs-vsctl", "--timeout=10", "--may-exist", "add-port", bridge, self.veth)
+        await run(*self.vsctl("--may-exist", "add-port", bridge, self.veth))
 
     async def remove(self) -> None:
         """Delete the namespace (its `eth0` and so the pair go with it) and the host end if left."""
         if os.path.exists(f"/sys/class/net/{self.veth}"):
             # An OVS port outlives its device in the database; take it out before the link.
-            if not os.path.exists(f"/sys/class/net/{self.veth}/brport"):
-                await run("ovs-vsctl", "--timeout=10", "--if-exists", "del-port", self.veth, ok_if="")
+            if not os.path.exists(f"/sys/class/net/{self.veth}/brport") and shutil.which("ovs-vsctl"):
+                await run(*self.vsctl("--if-exists", "del-port", self.veth), ok_if="")
             await run("ip", "link", "del", self.veth, ok_if="Cannot find device")
         if await self.exists():
             await run("ip", "netns", "del", self.name, ok_if="No such file")
