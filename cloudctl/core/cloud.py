@@ -14,6 +14,7 @@ from ..config import Config, Host, default_key_file
 from ..drivers.hypervisor.base import HostResources, HypervisorDriver, HypervisorError
 from ..drivers.hypervisor.registry import make_driver
 from ..drivers.ip_scripts import scripts_for
+from ..drivers.loadbalancer.base import LoadBalancerDriver
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
 from . import gcpolicy
@@ -23,6 +24,7 @@ from .baremetal import Baremetal
 from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
 from .compute import HOSTS_AT_ONCE, Compute
+from .elb import Elb
 from .events import Events
 from .host_health import HostStates
 from .images import Images
@@ -49,6 +51,13 @@ from .work import KeyedWork
 log = logging.getLogger("cloudctl")
 
 DriverFactory = Callable[[Host], HypervisorDriver]
+
+
+def elb_driver(config: Config) -> LoadBalancerDriver:
+    """The load balancers' data plane: HAProxy, one master-worker process per load balancer."""
+    from ..drivers.loadbalancer.haproxy import HaproxyDriver
+    assert config.elb.run_dir is not None   # (load_config sets it)
+    return HaproxyDriver(config.elb.run_dir, str(config.elb.haproxy))
 
 
 def host_driver(host: Host) -> HypervisorDriver:
@@ -86,9 +95,10 @@ def controller_id(state_dir: Path) -> str:
 # the host pollers first (their rounds start fences and state changes), then fence loops, the
 # AutoScaling reconciler (it launches and terminates), the marketplace's polls (they start
 # downloads), the periodic jobs (checkpoints, expiry, trims),
-# a pending re-reconcile and the start-up audit, and last the console captures and switch
+# a pending re-reconcile and the start-up audit, the load balancers' supervision and proxy
+# updates, and last the console captures and switch
 # workers (their services' close() ends what they hold: ipmitool processes, SSH sessions).
-TASK_ORDER = ("monitor", "failover", "autoscaling", "marketplace", "periodic", "reconcile", "start-up", "consoles",
+TASK_ORDER = ("monitor", "failover", "autoscaling", "marketplace", "periodic", "reconcile", "start-up", "elb", "consoles",
               "switch-ops")
 
 
@@ -159,6 +169,7 @@ class Cloud:
         self.interfaces = NetworkInterfaces(self.compute.of_owner, cfg.region, self.network, self.addresses,
                                             self.security_groups)
         self.vpc = DefaultVpc(self.network)
+        self.elb = Elb(store, cfg, self.network, elb_driver(cfg), self.tasks)
         self.monitor = Monitor(store, cfg, self.compute, self.scheduler, drivers, self.events, self.health,
                                self.tasks)
         self.publisher: Publisher | None = None
@@ -228,6 +239,7 @@ class Cloud:
         self.volumes.reconcile()
         self.imports.reconcile()
         self.addresses.reconcile()
+        self.elb.start()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
         self.baremetal.start()
@@ -272,6 +284,7 @@ class Cloud:
         """Background tasks first (in TASK_ORDER), then the work they and requests started, the
         services holding processes and sessions, the journal, and the hypervisor connections."""
         await self.tasks.stop()
+        await self.elb.close()
         if self.subscriber is not None:
             await self.subscriber.close()
         await asyncio.wait_for(self.compute.idle(), timeout=30)

@@ -793,10 +793,41 @@ class LaunchTemplateVersion(Row):
         _frozen(self, "data")
 
 
+@dataclass(frozen=True, slots=True)
+class LoadBalancer(Row):
+    """A classic Elastic Load Balancer: its whole configuration in one row, so every ELB action
+    is one put and a crash never leaves half a change. Keyed by an id of its own (`elb-…`, the
+    data plane's name for its proxy): names are unique per account only."""
+
+    table: ClassVar[str] = "load_balancers"
+    id: str
+    owner: str                        # account id
+    name: str
+    created: float
+    address: str                      # where its proxy listens (the DNSName): a lease or a loopback address
+    leased: bool = False              # `address` is a lease of `placement_subnet` (a bridged subnet)
+    placement_subnet: str | None = None
+    scheme: str = "internet-facing"
+    zones: tuple[str, ...] = ()
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    # {protocol, port, instance_protocol, instance_port, certificate, policies: (names…)}, by port
+    listeners: tuple[FrozenMap, ...] = ()
+    instances: tuple[str, ...] = ()   # registered instance ids, in registration order
+    health_check: FrozenMap = EMPTY   # {target, interval, timeout, healthy, unhealthy}
+    attributes: FrozenMap = EMPTY     # {cross_zone, draining, draining_timeout, idle_timeout, access_log, extra}
+    policies: tuple[FrozenMap, ...] = ()   # {name, type, attributes: ((name, value), …)}
+    tags: FrozenMap = EMPTY
+
+    def __post_init__(self) -> None:
+        _tuples(self, "zones", "subnets", "security_groups", "instances")
+        _frozen(self, "listeners", "health_check", "attributes", "policies", "tags")
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList,
                                      Subscription, MarketImage, MetadataEntry, ImportTask, Address, SecurityGroup,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
                                      ScalingActivity, ScalingPolicy,
-                                     LaunchTemplate, LaunchTemplateVersion)
+                                     LaunchTemplate, LaunchTemplateVersion, LoadBalancer)

@@ -65,15 +65,19 @@ class Registry:
 
 @dataclass(frozen=True)
 class QueryServiceSpec:
-    """What a service package declares: `name` is botocore's and the signing name, `title` how
-    messages name it, `serves` one sentence for a request of an operation it does not serve."""
+    """What a service package declares: `name` is the signing name (and botocore's, unless `model`
+    says otherwise), `title` how messages name it, `serves` one sentence for a request of an
+    operation it does not serve."""
 
     name: str
     title: str
     registry: Registry
     serves: str
     read_only: tuple[str, ...] = field(default=("Describe", "Get", "List"))
-    statuses: Mapping[str, int] = field(default_factory=dict)   # HTTP status by the service's own codes
+    # The HTTP status of each of its own error codes where the service's model gives one that the
+    # error's kind would not (ELB answers LoadBalancerNotFound with 400, not 404).
+    statuses: Mapping[str, int] = field(default_factory=dict)
+    model: str = ""   # botocore's name for it where that is not the signing name (ELB: `elb`)
 
 
 class QueryService(Service):
@@ -105,4 +109,4 @@ class QueryService(Service):
 
 def load(spec: QueryServiceSpec, cache_dir: Path) -> QueryService:
     """The service over its trimmed model (built in a child process on a cold cache: call at start-up)."""
-    return QueryService(spec, load_model(spec.registry.actions, cache_dir, spec.name))
+    return QueryService(spec, load_model(spec.registry.actions, cache_dir, spec.model or spec.name))
