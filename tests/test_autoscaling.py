@@ -441,9 +441,9 @@ def test_group_refusals_leave_the_state_alone(srv: Server, asg: Any, lc: str, na
                           ({"AvailabilityZones": [], "VPCZoneIdentifier": "subnet-00000000"}, "subnet-00000000"),
                           ({"HealthCheckType": "PING"}, "HealthCheckType"),
                           ({"TerminationPolicies": ["Whim"]}, "Whim"),
-                          ({"LoadBalancerNames": ["lb"]}, "load balancers are not available"),
+                          ({"LoadBalancerNames": ["lb"]}, "LoadBalancer: lb could not be found"),
                           ({"LaunchTemplate": {"LaunchTemplateName": "tmpl"}, "LaunchConfigurationName": None},
-                           "launch templates are not available"),
+                           "tmpl"),
                           ({"InstanceId": "i-00000000", "LaunchConfigurationName": None}, "InstanceId"),
                           ({"TargetGroupARNs": ["arn:aws:elasticloadbalancing:x"]}, "TargetGroupARNs"),
                           ({"Tags": [{"Key": "aws:x", "Value": "v"}]}, "reserved")]:

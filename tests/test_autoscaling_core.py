@@ -114,7 +114,7 @@ class Balancers:
 
 async def test_load_balancers_register_deregister_and_elb_health(cloud: Cloud) -> None:
     lbs = Balancers(["web", "api"])
-    cloud.autoscaling.connect(None, lbs)
+    cloud.autoscaling.connect(cloud.launch_templates, lbs)
     caller, ids = await setup(cloud, load_balancers=("web",), health_check_type="ELB")
     assert lbs.registered["web"] == set(ids)
     lbs.states[ids[0]] = "OutOfService"
@@ -154,7 +154,7 @@ class Templates:
 
 async def test_groups_launch_from_a_launch_template(cloud: Cloud) -> None:
     image = next(iter(cloud.images.table.values())).id
-    cloud.autoscaling.connect(Templates(image), None)
+    cloud.autoscaling.connect(Templates(image), cloud.elb)
     caller = Caller(await cloud.users.create("owner"))
     groups = cloud.autoscaling.groups
     with pytest.raises(CloudError) as e:
@@ -181,10 +181,10 @@ async def test_groups_launch_from_a_launch_template(cloud: Cloud) -> None:
     assert set(members(cloud, caller)) == new
 
 
-async def test_without_the_services_naming_them_is_refused(cloud: Cloud) -> None:
+async def test_naming_what_the_account_lacks_is_refused(cloud: Cloud) -> None:
     caller = Caller(await cloud.users.create("owner"))
     for spec, words in ((GroupInput(name="g", template=TemplateRef(None, "tmpl", None), min_size=0, max_size=1,
-                                    zones=ZONES), "launch templates are not available"),
+                                    zones=ZONES), "tmpl"),
                         (GroupInput(name="g", launch_configuration=None, template=None, min_size=0, max_size=1,
                                     zones=ZONES), "LaunchConfigurationName")):
         before = cloud.store.digest()

@@ -98,8 +98,8 @@ def controller_id(state_dir: Path) -> str:
 # a pending re-reconcile and the start-up audit, the load balancers' supervision and proxy
 # updates, and last the console captures and switch
 # workers (their services' close() ends what they hold: ipmitool processes, SSH sessions).
-TASK_ORDER = ("monitor", "failover", "autoscaling", "marketplace", "periodic", "reconcile", "start-up", "elb", "consoles",
-              "switch-ops")
+TASK_ORDER = ("monitor", "failover", "autoscaling", "marketplace", "periodic", "reconcile", "start-up", "elb",
+              "consoles", "switch-ops")
 
 
 class Cloud:
@@ -182,10 +182,9 @@ class Cloud:
             self.subscriber = Subscriber(store, self.images, self.tags, self.events, m)
         self.metadata = InstanceMetadata(store, cfg.region, self.images, self.keypairs, self.network,
                                          addresses=self.addresses)
-        # Launch templates and load balancers are other services' (None until they exist here).
+        # AutoScaling launches from launch templates and keeps its groups' load balancers' members.
         self.autoscaling = AutoScaling(store, cfg, self.tags, self.images, self.keypairs, self.security_groups,
-                                       self.network, self.compute, self.users,
-                                       getattr(self, "launch_templates", None), getattr(self, "elb", None))
+                                       self.network, self.compute, self.users, self.launch_templates, self.elb)
         self.baremetal = Baremetal(store, cfg.baremetal, self.events, self.compute, self.users, self.images,
                                    secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle)
 

@@ -28,7 +28,7 @@ class AutoScaling:
 
     def __init__(self, store: Store, config: Config, tags: Tags, images: Images, keypairs: KeyPairs,
                  security_groups: SecurityGroups, network: Networks, compute: Compute, users: Users,
-                 templates: TemplateSource | None, balancers: BalancerMembership | None) -> None:
+                 templates: TemplateSource, balancers: BalancerMembership) -> None:
         self.config = config
         self.members = Members(store, tags)
         self.activities = Activities(store)
@@ -43,8 +43,8 @@ class AutoScaling:
         self.reconciler = Reconciler(store, config, groups, self.members, self.activities, self.launch_configs,
                                      compute, users, templates, balancers)
 
-    def connect(self, templates: TemplateSource | None, balancers: BalancerMembership | None) -> None:
-        """Use these launch-template and load-balancer services (built after this one, or swapped)."""
+    def connect(self, templates: TemplateSource, balancers: BalancerMembership) -> None:
+        """Use these launch-template and load-balancer services instead (the core tests' stand-ins)."""
         self.groups.templates = self.reconciler.templates = templates
         self.groups.balancers = self.reconciler.balancers = balancers
 

@@ -75,7 +75,7 @@ class TagInput:
 class Groups:
     def __init__(self, store: Store, config: Config, network: Networks, tags: Tags, compute: Compute,
                  launch_configs: LaunchConfigs, members: Members, activities: Activities,
-                 templates: TemplateSource | None, balancers: BalancerMembership | None) -> None:
+                 templates: TemplateSource, balancers: BalancerMembership) -> None:
         self.store = store
         self.config = config
         self.network = network
@@ -125,8 +125,6 @@ class Groups:
         if spec.launch_configuration is not None:
             self.launch_configs.named(caller.account, spec.launch_configuration)
         if spec.template is not None:
-            if self.templates is None:
-                raise validation("launch templates are not available")
             t = spec.template
             try:
                 self.templates.launch_spec(caller.account, t.template_id, t.name, t.version)
@@ -169,10 +167,7 @@ class Groups:
                              f"size:{hi}")
 
     def _balancers(self, caller: Caller, names: Sequence[str]) -> tuple[str, ...]:
-        if names and self.balancers is None:
-            raise validation("load balancers are not available")
         for n in names:
-            assert self.balancers is not None
             if not self.balancers.exists(caller.account, n):
                 raise validation(f"Provided Load Balancers may not be valid. Please ensure they exist and try "
                                  f"again. LoadBalancer: {n} could not be found")
@@ -411,6 +406,9 @@ class Groups:
         caller.check_dry_run()
         if not insts:
             return
+        # Registered first, then journaled: a crash between leaves a retry that registers again (no
+        # harm) and commits, where the other order left members no load balancer ever learns of.
+        await self.register(g, [i.id for i in insts])
         now = time.time()
         with self.store.txn() as tx:
             for n, i in enumerate(insts):
@@ -422,7 +420,6 @@ class Groups:
                                            instance_ids=(i.id,)))
             tx.put(replace(g, desired=g.desired + len(insts)))
         await self.store.sync()
-        await self.register(g, [i.id for i in insts])
         self.kick()
 
     async def detach_instances(self, caller: Caller, name: str, ids: Sequence[str],
@@ -563,39 +560,43 @@ class Groups:
         g = self._live(caller, name)
         lbs = self._balancers(caller, names)
         caller.check_dry_run()
+        # The members registered before the group names the load balancer: a crash between is
+        # undone by the client's retry (the load balancer is still new to the group then).
+        added = [n for n in lbs if n not in g.load_balancers]
+        ids = [m.id for m in self.members.of_group(g.owner, g.name) if m.lifecycle == "InService"]
+        if ids and "AddToLoadBalancer" not in dict(g.suspended):
+            for lb in added:
+                await self.balancers.register(g.owner, lb, ids)
         new = replace(g, load_balancers=tuple(dict.fromkeys((*g.load_balancers, *lbs))))
         with self.store.txn() as tx:
             tx.put(new)
         await self.store.sync()
-        added = [n for n in lbs if n not in g.load_balancers]
-        ids = [m.id for m in self.members.of_group(g.owner, g.name) if m.lifecycle == "InService"]
-        if self.balancers is not None and ids and "AddToLoadBalancer" not in dict(g.suspended):
-            for lb in added:
-                await self.balancers.register(g.owner, lb, ids)
 
     async def detach_balancers(self, caller: Caller, name: str, names: Sequence[str]) -> None:
         g = self._live(caller, name)
-        if names and self.balancers is None:
-            raise validation("load balancers are not available")
         caller.check_dry_run()
         gone = [n for n in dict.fromkeys(names) if n in g.load_balancers]
+        # Deregistered before the group forgets the load balancer (a retry after a crash finds it still named).
+        ids = [m.id for m in self.members.of_group(g.owner, g.name)]
+        if ids:
+            for lb in gone:
+                await self.balancers.deregister(g.owner, lb, ids)
         new = replace(g, load_balancers=tuple(n for n in g.load_balancers if n not in gone))
         with self.store.txn() as tx:
             tx.put(new)
         await self.store.sync()
-        ids = [m.id for m in self.members.of_group(g.owner, g.name)]
-        if self.balancers is not None and ids:
-            for lb in gone:
-                await self.balancers.deregister(g.owner, lb, ids)
 
     async def register(self, g: ScalingGroup, ids: Sequence[str]) -> None:
-        if self.balancers is None or not ids or "AddToLoadBalancer" in dict(g.suspended):
+        """Register a group's new instances with its load balancers (one deleted since is skipped:
+        the group keeps its name, as AWS's does, and launching goes on)."""
+        if not ids or "AddToLoadBalancer" in dict(g.suspended):
             return
         for lb in g.load_balancers:
-            await self.balancers.register(g.owner, lb, ids)
+            if self.balancers.exists(g.owner, lb):
+                await self.balancers.register(g.owner, lb, ids)
 
     async def deregister(self, g: ScalingGroup, ids: Sequence[str]) -> None:
-        if self.balancers is None or not ids:
+        if not ids:
             return
         for lb in g.load_balancers:
             await self.balancers.deregister(g.owner, lb, ids)

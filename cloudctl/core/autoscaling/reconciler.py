@@ -50,7 +50,7 @@ def token_of(activity_id: str) -> str:
 class Reconciler:
     def __init__(self, store: Store, config: Config, groups: Groups, members: Members, activities: Activities,
                  launch_configs: LaunchConfigs, compute: Compute, users: Users,
-                 templates: TemplateSource | None, balancers: BalancerMembership | None) -> None:
+                 templates: TemplateSource, balancers: BalancerMembership) -> None:
         self.store = store
         self.settings = config.autoscaling
         self.groups = groups
@@ -134,10 +134,12 @@ class Reconciler:
 
     # -- one group -----------------------------------------------------------------------------
     def _lb_health(self, g: ScalingGroup) -> dict[str, str]:
-        if g.health_check_type != "ELB" or self.balancers is None:
+        if g.health_check_type != "ELB":
             return {}
         out: dict[str, str] = {}
         for lb in g.load_balancers:
+            if not self.balancers.exists(g.owner, lb):   # (deleted since: it judges nobody)
+                continue
             for iid, state in self.balancers.health(g.owner, lb).items():
                 if state == "OutOfService" or iid not in out:
                     out[iid] = state
@@ -275,8 +277,6 @@ class Reconciler:
                 raise CloudError("ValidationError", f"Launch configuration {ref} does not exist any more")
             spec = self.launch_configs.spec(lc)
         else:
-            if self.templates is None:
-                raise CloudError("ValidationError", "launch templates are not available")
             tid, name, version = ref.split("\x1f")
             spec = self.templates.launch_spec(g.owner, tid or None, name or None, version or None)
         tags = tuple((k, v) for k, v, p in g.tags if p)
@@ -312,6 +312,9 @@ class Reconciler:
             return False
         g = self.groups.table.get(g.id) or g
         ids = tuple(i.id for i in launched)
+        # Into the load balancers before the activity is done: a crash between leaves it InProgress,
+        # and taking it up again launches nothing new (the token) and registers again (no harm).
+        await self.groups.register(g, ids)
         lc = act.details[3:] if act.details.startswith("lc:") else None
         template = act.details[3:] if act.details.startswith("lt:") else None
         with self.store.txn() as tx:
@@ -327,7 +330,6 @@ class Reconciler:
                 tx.put(dataclasses.replace(g, failures=0, retry_at=0.0))
             self.activities.trim(tx, g.owner, g.name)
         await self.store.sync()
-        await self.groups.register(g, ids)
         return True
 
     # -- scaling in -----------------------------------------------------------------------------

@@ -381,7 +381,11 @@ async def _spawn(argv: list[str], cwd: Path, log_file: Path) -> int:
         raise LoadBalancerError(f"sh: {e.strerror}") from None
     finally:
         os.close(fd)
-    out, _ = await proc.communicate()
+    # The PID line, then the shell's exit: not EOF, which under uvloop the master's inherited copy of
+    # the pipe would hold off for as long as it runs.
+    assert proc.stdout is not None
+    out = await proc.stdout.readline()
+    await proc.wait()
     try:
         return int(out.split()[0])
     except (ValueError, IndexError):
