@@ -49,8 +49,10 @@ def main() -> None:
             listener = {"Protocol": "HTTP", "LoadBalancerPort": 8000, "InstanceProtocol": "HTTP", "InstancePort": 8080}
             dns = elb.create_load_balancer(LoadBalancerName="bench", Listeners=[listener],
                                            AvailabilityZones=["cloudctl-1a"])["DNSName"]
+            elb.configure_health_check(LoadBalancerName="bench", HealthCheck={
+                "Target": "HTTP:8080/", "Interval": 5, "Timeout": 2, "UnhealthyThreshold": 2, "HealthyThreshold": 2})
             elb.register_instances_with_load_balancer(LoadBalancerName="bench", Instances=[{"InstanceId": ids[0]}])
-            _until(lambda: answers(dns, 8000, 1) == [ids[0]])
+            _until(lambda: answers(dns, 8000, 1) == [ids[0]], 60)
             reg: list[float] = []
             lis: list[float] = []
             for _ in range(args.rounds):

@@ -104,8 +104,10 @@ def test_listener_changes_reach_the_proxy(elb: Any, web: list[tuple[dict[str, An
     dns = elb.create_load_balancer(LoadBalancerName="listeners", Listeners=[LISTENER],
                                    AvailabilityZones=["cloudctl-1a"])["DNSName"]
     try:
+        elb.configure_health_check(LoadBalancerName="listeners", HealthCheck=FAST_CHECK)
         elb.register_instances_with_load_balancer(LoadBalancerName="listeners",
                                                   Instances=[{"InstanceId": i} for i in ids])
+        wait_health(elb, "listeners", {i: "InService" for i in ids})
         wait_until(lambda: set(answers(dns, 8000, 10)) == set(ids), 30, "traffic on 8000")
         elb.create_load_balancer_listeners(LoadBalancerName="listeners", Listeners=[
             {"Protocol": "TCP", "LoadBalancerPort": 8001, "InstanceProtocol": "TCP", "InstancePort": 8080}])
@@ -125,8 +127,10 @@ def test_stickiness_policies_are_haproxy_cookies(elb: Any, web: list[tuple[dict[
     dns = elb.create_load_balancer(LoadBalancerName="sticky", Listeners=[LISTENER],
                                    AvailabilityZones=["cloudctl-1a"])["DNSName"]
     try:
+        elb.configure_health_check(LoadBalancerName="sticky", HealthCheck=FAST_CHECK)
         elb.register_instances_with_load_balancer(LoadBalancerName="sticky",
                                                   Instances=[{"InstanceId": i} for i in ids])
+        wait_health(elb, "sticky", {i: "InService" for i in ids})
         elb.create_lb_cookie_stickiness_policy(LoadBalancerName="sticky", PolicyName="lbc",
                                                CookieExpirationPeriod=300)
         elb.create_app_cookie_stickiness_policy(LoadBalancerName="sticky", PolicyName="appc", CookieName="SESS")

@@ -79,7 +79,7 @@ def test_proxies_outlive_a_crash_are_adopted_restarted_and_orphans_removed(new_s
             name=orphan, placement=Placement(address=orphan_addr),
             listeners=(Listener(port=8000, protocol="HTTP", backend_port=8080, backend_protocol="HTTP"),),
             backends=(LbBackend(name=iid, address=ip),), health_check=HealthCheck("TCP:8080", 5, 2, 2, 2))))
-        assert answers(orphan_addr, 8000, 1) == [iid]
+        wait_until(lambda: answers(orphan_addr, 8000, 1) == [iid], 60, "the orphan serving")
 
         srv.start()
         wait_until(lambda: refuses(orphan_addr, 8000) and not (folder.parent / orphan).exists(), 30,
