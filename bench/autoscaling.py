@@ -9,14 +9,20 @@ Then, with every group converged, the reconciler ticks every second while a clie
 EC2 API busy (DescribeInstances pages of 100, and a DescribeAutoScalingGroups now and then): reported
 are the reconciler's tick durations (p50, max; server-side, from bench/served.py) and the event loop's
 longest stall over that window (the server's loop monitor; wall-clock and "own", i.e. less the
-loop thread's waits for a CPU on a shared machine), beside the same client load with no group
-at all in a second controller (the peer for the stall). Issue 16's target: stall < 20 ms.
+loop thread's waits for a CPU on a shared machine), beside the same instances made by RunInstances
+and the same client load with no group in a second controller (the peer for the stall).
+Issue 16's target: stall < 20 ms.
 Part 2: a fresh controller, one group scaled from 0 to `--scale-out` by SetDesiredCapacity:
 seconds until all are InService in AutoScaling and running in EC2.
+Part 0 (in-process, no HTTP, nothing else on the loop): the same fleet in a `Cloud` of this
+process; each tick timed alone, and the longest stretch between two turns of the loop during the
+ticks (the reconciler's own share of any stall: it yields every few groups). On a busy shared
+machine the served figures above count other processes' CPU time too; these do not.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
 import statistics
@@ -116,6 +122,50 @@ def _load(c: procs.Cloudctl, ec2: Any, asg: Any | None, seconds: float) -> tuple
     return done[0], c.reset_lags()
 
 
+async def _in_process(tmp: Path, groups: int, per_group: int, ticks: int) -> dict[str, Any]:
+    from cloudctl.config import load_config
+    from cloudctl.core.autoscaling.groups import GroupInput
+    from cloudctl.core.autoscaling.launch_configs import LaunchConfigInput
+    from cloudctl.core.cloud import Cloud
+    from cloudctl.core.context import Caller
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(procs.write_cloudctl_config(tmp, procs.free_port(), procs.free_port(), _overrides(3600.0)))
+    cloud = await Cloud.open(cfg, "http://127.0.0.1:0")
+    try:
+        caller = Caller(await cloud.users.create("bench"))
+        a = cloud.autoscaling
+        image = next(iter(cloud.images.table.values())).id
+        await a.launch_configs.create(caller, LaunchConfigInput(name="lc", image_id=image, instance_type="t3.nano"))
+        for g in range(groups):
+            await a.groups.create(caller, GroupInput(name=f"g{g:03d}", launch_configuration="lc", min_size=0,
+                                                     max_size=per_group, desired=per_group, zones=tuple(ZONES)))
+        t0 = time.perf_counter()
+        await a.reconciler.tick()
+        await cloud.compute.idle()
+        converge_s = time.perf_counter() - t0
+        assert len(a.members.table) == groups * per_group, len(a.members.table)
+        loop = asyncio.get_running_loop()
+        worst, done = [0.0], asyncio.Event()
+
+        async def turns() -> None:
+            while not done.is_set():
+                t = loop.time()
+                await asyncio.sleep(0)
+                worst[0] = max(worst[0], loop.time() - t)
+        watcher = asyncio.create_task(turns())
+        samples = []
+        for _ in range(ticks):
+            t0 = time.perf_counter()
+            await a.reconciler.tick()
+            samples.append((time.perf_counter() - t0) * 1000)
+        done.set()
+        await watcher
+        return {"converge_s": round(converge_s, 1), "tick_ms_p50": round(statistics.median(samples), 2),
+                "tick_ms_max": round(max(samples), 2), "longest_slice_ms": round(worst[0] * 1000, 2)}
+    finally:
+        await cloud.stop()
+
+
 def part1(tmp: Path, groups: int, per_group: int, ticks: int) -> dict[str, Any]:
     c = _start(tmp / "fleet", 1.0)
     try:
@@ -141,11 +191,19 @@ def part1(tmp: Path, groups: int, per_group: int, ticks: int) -> dict[str, Any]:
         c.proc.stop()
 
 
-def peer(tmp: Path, ticks: int) -> dict[str, Any]:
-    """The same client load on a controller with no group: the stall without the reconciler's work."""
+def peer(tmp: Path, groups: int, per_group: int, ticks: int) -> dict[str, Any]:
+    """The same instances launched by RunInstances and the same client load on a controller with no
+    group: the stall without the reconciler's work."""
     c = _start(tmp / "peer", 1.0)
     try:
         _, ec2 = _clients(c, "bench")
+        image = _image(ec2)
+        for g in range(groups):
+            ec2.run_instances(ImageId=image, MinCount=per_group, MaxCount=per_group, InstanceType="t3.nano",
+                              Placement={"AvailabilityZone": ZONES[g % 2]})
+        while _running(ec2) < groups * per_group:
+            time.sleep(0.5)
+        time.sleep(2.5)
         requests, (stall, own) = _load(c, ec2, None, ticks + 0.5)
         return {"stall_ms": stall, "stall_own_ms": own, "api_requests": requests}
     finally:
@@ -181,17 +239,23 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-asg-"))
     try:
-        out = {"fleet": part1(tmp, args.groups, args.per_group, args.ticks), "peer": peer(tmp, args.ticks),
+        out = {"in_process": asyncio.run(_in_process(tmp / "in-process", args.groups, args.per_group, args.ticks)),
+               "fleet": part1(tmp, args.groups, args.per_group, args.ticks),
+               "peer": peer(tmp, args.groups, args.per_group, args.ticks),
                "scale_out": part2(tmp, args.scale_out)}
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    f, p, s = out["fleet"], out["peer"], out["scale_out"]
+    f, p, s, i = out["fleet"], out["peer"], out["scale_out"], out["in_process"]
+    print(f"in-process: {args.groups} x {args.per_group} converged in {i['converge_s']} s; tick p50 "
+          f"{i['tick_ms_p50']} ms, max {i['tick_ms_max']} ms; longest stretch between loop turns during the "
+          f"ticks {i['longest_slice_ms']} ms")
     print(f"reconciler: {f['groups']} groups x {f['per_group']} = {f['instances']} instances, converged from "
           f"nothing in {f['converge_s']} s")
     print(f"  tick: p50 {f['tick_ms_p50']} ms, max {f['tick_ms_max']} ms over {f['ticks']} ticks")
     print(f"  longest loop stall with the EC2 API serving: {f['stall_ms']} ms (own {f['stall_own_ms']} ms; "
-          f"{f['api_requests']} requests) - without groups: {p['stall_ms']} ms (own {p['stall_own_ms']} ms; "
+          f"{f['api_requests']} requests) - the same instances without groups: {p['stall_ms']} ms "
+          f"(own {p['stall_own_ms']} ms; "
           f"{p['api_requests']} requests); target < 20 ms")
     print(f"scale-out 0 -> {s['count']}: {s['seconds']} s until all InService and running "
           f"(longest stall meanwhile {s['stall_ms']} ms, own {s['stall_own_ms']} ms)")

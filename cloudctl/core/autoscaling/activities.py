@@ -52,7 +52,8 @@ class Activities:
         return sorted(self._open.get("open").values(), key=lambda a: a.start)
 
     def open_of(self, owner: str, group: str) -> list[ScalingActivity]:
-        return [a for a in self._by_group.get(key(owner, group)).values() if a.status == "InProgress"]
+        """The group's InProgress activities (from the few open ones: every tick asks, per group)."""
+        return [a for a in self._open.get("open").values() if a.group == group and a.owner == owner]
 
     def of_group(self, owner: str, group: str) -> list[ScalingActivity]:
         return list(self._by_group.get(key(owner, group)).values())

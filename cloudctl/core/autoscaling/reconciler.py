@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from ...config import Config
-from ...store.records import ScalingActivity, ScalingGroup, ScalingMember
+from ...store.records import Instance, ScalingActivity, ScalingGroup, ScalingMember
 from ...store.store import Store
 from ..compute import Compute
 from ..context import Caller
@@ -37,7 +37,7 @@ from .model import BalancerMembership, TemplateSource
 log = logging.getLogger("cloudctl.autoscaling")
 
 MAX_BATCH = 50          # instances per launch activity (one Compute.run, one transaction)
-GROUPS_PER_TURN = 10    # groups looked at between two turns of the loop
+GROUPS_PER_TURN = 4     # groups looked at between two turns of the loop
 SERVICE = Caller.service("autoscaling")
 LIVE = ("pending", "running")
 
@@ -145,12 +145,10 @@ class Reconciler:
                     out[iid] = state
         return out
 
-    def _unhealthy(self, g: ScalingGroup, m: ScalingMember, lb: Mapping[str, str], now: float) -> str | None:
+    def _unhealthy(self, g: ScalingGroup, m: ScalingMember, inst: Instance, lb: Mapping[str, str],
+                   now: float) -> str | None:
         """Why a member fails its health check (EC2: not running or impaired; ELB: OutOfService), or None."""
         if now < m.launched + g.grace_period:
-            return None
-        inst = self.compute.table.get(m.id)
-        if inst is None:
             return None
         if inst.state not in LIVE:
             return f"an EC2 health check indicating it has been terminated or stopped ({inst.state})"
@@ -177,7 +175,7 @@ class Reconciler:
             if inst is None or inst.state == "terminated":
                 gone.append(m)
                 continue
-            why = None if "HealthCheck" in suspended else self._unhealthy(g, m, lb, now)
+            why = None if "HealthCheck" in suspended else self._unhealthy(g, m, inst, lb, now)
             if why is not None and "ReplaceUnhealthy" not in suspended:
                 sick.append((m, why))
                 continue
