@@ -1,9 +1,8 @@
 """The reconciler's decisions that the API cannot set up from outside, on an in-process cloud over
 libvirt's test driver: an impaired host's instances replaced after the grace period (the host's
 state written as the monitor writes it for a host that stopped answering), and the two seams to
-services other branches provide, launch templates and classic load balancers, through small
-stand-ins that keep the contract (`TemplateSource`, `BalancerMembership`); the tests against the
-real services come with them."""
+the launch-template and classic load-balancer services through small stand-ins that keep the
+contract (`TemplateSource`, `BalancerMembership`); test_autoscaling_elb.py drives the real ones."""
 from __future__ import annotations
 
 import time

@@ -155,9 +155,10 @@ def test_group_members_are_registered_and_deregistered_before_termination(asg: A
     stale: list[str] = []
 
     def scaled_in() -> bool:
-        regs = registered(elb, "front")
+        # EC2 first: an instance seen terminating must be out of the load balancer by the next look.
         states = {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances(InstanceIds=sorted(members))
                   ["Reservations"] for i in r["Instances"]}
+        regs = registered(elb, "front")
         stale.extend(i for i in regs if states.get(i) != "running")
         return len(regs) == 1 and sum(s == "terminated" for s in states.values()) == 2
     wait_until(scaled_in, 60, "the scale-in")
