@@ -580,6 +580,7 @@ BAD: dict[str, tuple[list[tuple[str, str]], str]] = {
     "DescribeTrafficSources": (_G, "ValidationError"),
     "DescribeLifecycleHooks": (_G, "ValidationError"),
     "DescribeWarmPool": (_G, "ValidationError"),
+    "DisableMetricsCollection": (_G, "ValidationError"),
     "DescribeInstanceRefreshes": (_G, "ValidationError"),
     "DescribeScheduledActions": (_G, "ValidationError"),
     "DescribeNotificationConfigurations": ([("AutoScalingGroupNames.member.1", "no-such-group")], "ValidationError"),

@@ -164,10 +164,16 @@ async def delete_auto_scaling_group(cloud: Cloud, caller: Caller, req: Req) -> d
     return {}
 
 
-def _template_view(ref: str | None) -> dict[str, str] | None:
+def _template_view(cloud: Cloud, owner: str, ref: str | None) -> dict[str, str] | None:
+    """A launch template as AWS shows a group's: by its id and its name, whichever it was named by
+    (Terraform keeps the id, Ansible reads the name); one deleted since shows what was given."""
     if not ref:
         return None
     tid, name, version = ref.split("\x1f")
+    templates = cloud.launch_templates
+    t = templates.table.get(tid) if tid else templates.by_name(owner, name)
+    if t is not None and t.owner == owner:
+        tid, name = t.id, t.name
     return {k: v for k, v in (("LaunchTemplateId", tid), ("LaunchTemplateName", name),
                               ("Version", version or "$Default")) if v}
 
@@ -187,7 +193,8 @@ def _member_view(cloud: Cloud, m: ScalingMember, with_group: bool) -> dict[str, 
     if with_group:
         view["AutoScalingGroupName"] = m.group
     view |= {"AvailabilityZone": m.zone, "LifecycleState": state, "HealthStatus": m.health,
-             "LaunchConfigurationName": m.launch_configuration, "LaunchTemplate": _template_view(m.template),
+             "LaunchConfigurationName": m.launch_configuration,
+             "LaunchTemplate": _template_view(cloud, m.owner, m.template),
              "ImageId": inst.image_id if inst is not None else None, "ProtectedFromScaleIn": m.protected}
     return view
 
@@ -200,7 +207,8 @@ def _group_view(cloud: Cloud, g: ScalingGroup) -> dict[str, Any]:
     members = cloud.autoscaling.members.of_group(g.owner, g.name)
     template = None
     if g.template_id or g.template_name:
-        template = _template_view(f"{g.template_id or ''}\x1f{g.template_name or ''}\x1f{g.template_version or ''}")
+        ref = f"{g.template_id or ''}\x1f{g.template_name or ''}\x1f{g.template_version or ''}"
+        template = _template_view(cloud, g.owner, ref)
     return {"AutoScalingGroupName": g.name, "AutoScalingGroupARN": g.arn,
             "LaunchConfigurationName": g.launch_configuration, "LaunchTemplate": template,
             "MinSize": g.min_size, "MaxSize": g.max_size, "DesiredCapacity": g.desired,
@@ -473,3 +481,23 @@ async def describe_instance_refreshes(cloud: Cloud, caller: Caller, req: Req) ->
 @REGISTRY.action("DescribeMetricCollectionTypes")
 async def describe_metric_collection_types(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
     return {"Metrics": [], "Granularities": []}   # (no group metrics are collected)
+
+
+# AutoScaling's group metrics (the names EnableMetricsCollection takes); cloudctl collects none.
+GROUP_METRICS = frozenset(
+    ("GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity", "GroupInServiceInstances", "GroupPendingInstances",
+     "GroupStandbyInstances", "GroupTerminatingInstances", "GroupTotalInstances", "GroupInServiceCapacity",
+     "GroupPendingCapacity", "GroupStandbyCapacity", "GroupTerminatingCapacity", "GroupTotalCapacity",
+     "WarmPoolDesiredCapacity", "WarmPoolWarmedCapacity", "WarmPoolPendingCapacity", "WarmPoolTerminatingCapacity",
+     "WarmPoolTotalCapacity", "GroupAndWarmPoolDesiredCapacity", "GroupAndWarmPoolTotalCapacity"))
+
+
+@REGISTRY.action("DisableMetricsCollection")
+async def disable_metrics_collection(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
+    """Nothing is ever collected, so there is nothing to stop: the group and the names are checked
+    (Ansible's autoscaling_group disables collection on every run without metrics_collection)."""
+    _asg(cloud).groups.named(caller, req["AutoScalingGroupName"])
+    unknown = sorted(set(req.get("Metrics", [])) - GROUP_METRICS)
+    if unknown:
+        raise CloudError("ValidationError", f"Invalid metrics: {', '.join(unknown)}")
+    return {}
