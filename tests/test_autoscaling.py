@@ -429,6 +429,23 @@ def test_describe_calls_of_terraform_and_ansible(asg: Any, lc: str, name: str) -
     assert e.value.response["Error"]["Code"] == "ValidationError"
 
 
+def test_disable_metrics_collection_as_ansible_sends_it(srv: Server, asg: Any, lc: str, name: str) -> None:
+    """Ansible's autoscaling_group disables metrics collection on every update (its default list):
+    nothing is collected here, so it succeeds and changes nothing; unknown names are refused."""
+    asg.create_auto_scaling_group(AutoScalingGroupName=name, LaunchConfigurationName=lc, MinSize=0, MaxSize=1,
+                                  AvailabilityZones=ZONES)
+    before = settled(srv)
+    asg.disable_metrics_collection(AutoScalingGroupName=name, Metrics=[
+        "GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity", "GroupInServiceInstances", "GroupPendingInstances",
+        "GroupStandbyInstances", "GroupTerminatingInstances", "GroupTotalInstances"])
+    asg.disable_metrics_collection(AutoScalingGroupName=name)
+    assert digest(srv) == before
+    assert group(asg, name)["EnabledMetrics"] == []
+    assert "GroupSize" in refused(srv, asg.disable_metrics_collection, "ValidationError", AutoScalingGroupName=name,
+                                  Metrics=["GroupSize"])
+    refused(srv, asg.enable_metrics_collection, "InvalidAction", AutoScalingGroupName=name, Granularity="1Minute")
+
+
 # -- refusals --------------------------------------------------------------------------------------
 
 def test_group_refusals_leave_the_state_alone(srv: Server, asg: Any, lc: str, name: str) -> None:

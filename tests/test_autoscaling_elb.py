@@ -120,9 +120,12 @@ def test_groups_launch_from_a_launch_template_latest_and_default(srv: Server, us
             assert inst["InstanceType"] == itype, name
             assert tags["from"] == f"v{version}" and tags["aws:ec2launchtemplate:version"] == version, name
             assert tags["aws:ec2launchtemplate:id"] == tid and tags["aws:autoscaling:groupName"] == name
+    # shown by id and name whichever named it, as AWS does (Terraform reads the id, Ansible the name)
     g = group(asg, "latest")
-    assert g["LaunchTemplate"]["LaunchTemplateName"] == "tmpl" and g["LaunchTemplate"]["Version"] == "$Latest"
-    assert {i["LaunchTemplate"]["Version"] for i in g["Instances"]} == {"$Latest"}
+    assert g["LaunchTemplate"] == {"LaunchTemplateId": tid, "LaunchTemplateName": "tmpl", "Version": "$Latest"}
+    assert [i["LaunchTemplate"] for i in g["Instances"]] == [g["LaunchTemplate"]] * 2
+    assert group(asg, "default")["LaunchTemplate"] == {"LaunchTemplateId": tid, "LaunchTemplateName": "tmpl",
+                                                       "Version": "$Default"}
     # $Default moves: the next launch of "default" takes version 2
     ec2.modify_launch_template(LaunchTemplateId=tid, DefaultVersion="2")
     asg.update_auto_scaling_group(AutoScalingGroupName="default", MaxSize=2, DesiredCapacity=2)
