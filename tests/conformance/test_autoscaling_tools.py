@@ -5,8 +5,10 @@ their users do (issue 16's "Done when"):
   subnets, with a listener, health check, attributes, tags) and aws_autoscaling_group (the template, the load balancer,
   sizes, subnets in both zones, tags propagated or not): apply, a second plan with no changes,
   destroy.
-- Ansible (amazon.aws): ansible/autoscaling.yml — ec2_launch_template, elb_classic_lb and
-  autoscaling_group: made, run again with nothing changed; autoscaling_teardown.yml removes them.
+- Ansible (amazon.aws, community.aws): ansible/autoscaling.yml — ec2_launch_template,
+  elb_classic_lb and autoscaling_group (from the template, behind the load balancer), and
+  autoscaling_launch_config with a group from it: made, run again with nothing changed;
+  autoscaling_teardown.yml removes them.
 
 After each step the state is checked through boto3 as the user: the group's instances exist,
 run, carry the propagated tags and are the load balancer's registered instances, whose proxy
@@ -129,15 +131,24 @@ def test_ansible_elb_classic_lb_and_autoscaling_group(cloud: Cloud, tmp_path: Pa
     first = play(me, tmp_path, HERE / "ansible" / "autoscaling.yml")
     assert [t for t in first if t["failed"]] == [], first
     assert first[-1]["name"] == "What was asked for is what is there"     # every task ran
-    assert [t["name"] for t in first if t["changed"]] == ["Launch template", "Load balancer", "AutoScaling group"]
+    assert [t["name"] for t in first if t["changed"]] == [
+        "Launch template", "Load balancer", "AutoScaling group", "Launch configuration",
+        "AutoScaling group from the launch configuration"]
     instances = check_group_behind_balancer(me, "ans-web", "ans-web", "ans-web", {"Name": "ans-web"}, kept="team")
+    asg = client(me, "autoscaling")
+    lc_group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["ans-lc"])["AutoScalingGroups"][0]
+    assert lc_group["LaunchConfigurationName"] == "ans-lc" and "LaunchTemplate" not in lc_group
+    assert [(m["AvailabilityZone"], m["LifecycleState"], m["LaunchConfigurationName"])
+            for m in lc_group["Instances"]] == [("cloudctl-1a", "InService", "ans-lc")]
+    instances += [m["InstanceId"] for m in lc_group["Instances"]]
     second = play(me, tmp_path, HERE / "ansible" / "autoscaling.yml")
     assert [t for t in second if t["failed"]] == [], second
     assert [t["name"] for t in second if t["changed"]] == [], "a second run must change nothing"
     assert len(second) == len(first)
-    g = client(me, "autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"][0]
-    assert sorted(m["InstanceId"] for m in g["Instances"]) == instances     # the same two, none replaced
+    groups = asg.describe_auto_scaling_groups()["AutoScalingGroups"]
+    assert sorted(m["InstanceId"] for g in groups for m in g["Instances"]) == sorted(instances)   # none replaced
     down = play(me, tmp_path, HERE / "ansible" / "autoscaling_teardown.yml")
     assert [t for t in down if t["failed"]] == [], down
     assert [t["name"] for t in down if not t["changed"]] == []
+    assert asg.describe_launch_configurations()["LaunchConfigurations"] == []
     check_all_gone(me, instances)
