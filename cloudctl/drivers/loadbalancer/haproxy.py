@@ -2,16 +2,19 @@
 
 Each balancer owns `run_dir/<name>/`: `haproxy.cfg` (see `haproxy_config`), `haproxy.pid` (the
 master's PID), `master.sock` (the master CLI: `show proc`, `reload`), `stats.sock` (the current
-worker's runtime API), `server-state` (backend states carried over a reload) and `haproxy.log`
-(what HAProxy wrote while starting). The proxy runs with that folder as its working directory
-and names its sockets relative to it, so a deep `run_dir` never meets the 108-byte socket limit.
+worker's runtime API), `server-state` (backend states carried over a reload), `counters.json`
+(totals of the workers before the current one), `placement.json` (where it was started) and
+`haproxy.log` (the master's output: start-up and reload errors). The proxy runs with that folder
+as its working directory and names its sockets relative to it, so a deep `run_dir` never meets
+the 108-byte socket limit. With a bridge it runs in its namespace (`netns`) by `ip netns exec`.
 
-The master is started daemonized (`-W -D`): it is nobody's child, so it outlives the controller,
-and `running()` adopts it again from the pid file, its command line and its master socket.
-A change is validated with `haproxy -c` first (a bad config leaves the running proxy alone),
-then reloaded through the master CLI: the new worker takes the listening sockets over from the
-old one (no refused connection), the old one finishes its connections and exits, bounded by
-`hard-stop-after`.
+The master runs in the foreground of a session of its own, started off the loop (`_spawn`): it
+outlives the controller, and `running()` adopts it again from the pid file, its command line and
+its master socket. A change is validated with `haproxy -c` first (a bad config leaves the running
+proxy alone), then reloaded through the master CLI: the new worker takes the listening sockets
+over from the old one (no refused connection), the old one finishes its connections and exits,
+bounded by `hard-stop-after`. A reload that fails (a port taken) leaves the old worker serving
+and the old config in place, and raises with HAProxy's alert.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -364,32 +368,23 @@ async def _unix(sock: Path) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio
 
 
 async def _spawn(argv: list[str], cwd: Path, log_file: Path) -> int:
-    """Start the master as nobody's child, leading a session of its own, and return its PID.
+    """Start the master leading a session of its own, and return its PID.
 
-    Not an asyncio child: the loop would kill it when its transport is closed or collected, and
-    the proxy must outlive the controller. A shell puts it in the background (`setsid` then execs
-    it: same PID, it leads its own process group with its workers) and prints its PID; its output
+    Started by `subprocess.Popen` on a worker thread, not as an asyncio child: the loop would
+    kill an asyncio child when its transport is closed or collected, and the proxy must outlive
+    the controller. (Nor through a shell's `&` with a pipe for its PID: under uvloop the read of
+    that pipe never ended.) The Popen object is dropped at once; Python reaps the process if it
+    exits while the controller runs, and a new controller adopts it from its pid file. Its output
     goes to `log_file`, where a reload's errors land too (a daemonized master closes its output)."""
-    def opened() -> int:
-        return os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    fd = await asyncio.to_thread(opened)
+    def start() -> int:
+        with open(log_file, "ab", buffering=0) as log_:
+            os.chmod(log_file, 0o600)
+            return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_, stderr=log_,
+                                    start_new_session=True, close_fds=True).pid
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "sh", "-c", 'setsid "$@" >&2 </dev/null & echo $!', "sh", *argv,
-            cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=fd)
+        return await asyncio.to_thread(start)
     except OSError as e:
-        raise LoadBalancerError(f"sh: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    # The PID line, then the shell's exit: not EOF, which under uvloop the master's inherited copy of
-    # the pipe would hold off for as long as it runs.
-    assert proc.stdout is not None
-    out = await proc.stdout.readline()
-    await proc.wait()
-    try:
-        return int(out.split()[0])
-    except (ValueError, IndexError):
-        raise LoadBalancerError(f"could not start {argv[0]}: {out[:200]!r}") from None
+        raise LoadBalancerError(f"could not start {argv[0]}: {e.strerror}") from None
 
 
 async def _exec(argv: list[str], cwd: Path) -> tuple[int, str]:
