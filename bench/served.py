@@ -10,9 +10,10 @@ durations as samples, and times the start-up phases (state load + journal replay
 the whole open). Nothing in cloudctl is changed: the hooks wrap its methods from outside, and
 they are looked up by name so that a renamed method costs a missing figure, not a failed run.
 
-Admin routes added: GET /v0/bench/samples?action=A (and clear them), GET /v0/bench/startup, GET
-/v0/bench/gc (the cycle collector's longest pauses per generation since the last call), GET
-/v0/bench/cpu (the loop thread's and the process's CPU seconds so far). With
+Admin routes added: GET /v0/bench/samples?action=A (and clear them; "autoscaling-tick": the
+AutoScaling reconciler's ticks), GET /v0/bench/startup, GET /v0/bench/gc (the cycle collector's
+longest pauses per generation since the last call), GET /v0/bench/cpu (the loop thread's and the
+process's CPU seconds so far). With
 CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT=1, gc.freeze() after every checkpoint (an experiment);
 for bench/profile_hot.py: POST /v0/bench/profile[?clock=cpu] (cProfile on the loop thread), GET
 /v0/bench/profile?top=N&calls=K (stop; the top functions by own and by cumulative time, per call
@@ -186,6 +187,22 @@ def install() -> None:
         Cloud.open = classmethod(_timed_async("cloud_open_s", Cloud.open.__func__))  # type: ignore[method-assign]
     if hasattr(Cloud, "_start"):   # hosts connected, images seeded, reconcile
         Cloud._start = _timed_async("hosts_and_reconcile_s", Cloud._start)  # type: ignore[method-assign]
+
+    try:   # the AutoScaling reconciler's ticks, as samples "autoscaling-tick" (bench/autoscaling.py)
+        from cloudctl.core.autoscaling.reconciler import Reconciler
+    except ImportError:
+        Reconciler = None  # type: ignore[assignment,misc]
+    if Reconciler is not None and hasattr(Reconciler, "tick"):
+        tick = Reconciler.tick
+
+        async def timed_tick(self: Any) -> None:
+            t0 = time.perf_counter()
+            try:
+                await tick(self)
+            finally:
+                SAMPLES["autoscaling-tick"].append(time.perf_counter() - t0)
+
+        Reconciler.tick = timed_tick  # type: ignore[method-assign]
 
     app = AdminApi.app
 

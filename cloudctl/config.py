@@ -199,6 +199,17 @@ class Limits(_Strict):
     key_pairs: Annotated[int, Field(ge=0)] | None = None
 
 
+class AutoScaling(_Strict):
+    """The AutoScaling reconciler: how often every group is checked (changes through the API and
+    instance events wake it at once), and the backoff after a failed launch (doubled per failure)."""
+
+    tick_s: Annotated[float, Field(gt=0)] = 10.0
+    backoff_s: Annotated[float, Field(gt=0)] = 10.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
+    max_groups: Annotated[int, Field(ge=0)] = 200                 # per account (DescribeAccountLimits)
+    max_launch_configurations: Annotated[int, Field(ge=0)] = 200
+
+
 class SeedImage(_Strict):
     name: str
     file: Path
@@ -363,6 +374,36 @@ class Marketplace(Listen):
     download_retries: Annotated[int, Field(ge=1)] = 5   # per image and list version, as vmcatcher
 
 
+class Elb(_Strict):
+    """Classic Elastic Load Balancing: one proxy (HAProxy) per load balancer.
+
+    A load balancer whose subnet has a `bridge` takes a lease from that subnet and its proxy runs
+    in a network namespace on the bridge; on subnets without a bridge (`test:///` clouds) it
+    listens on an address of `loopback_pool` in the controller's own namespace instead. Give each
+    controller on one machine its own pool (tests pick a random 127.x.y.0/24)."""
+
+    haproxy: Path = Path("/usr/sbin/haproxy")
+    run_dir: Path | None = None          # the proxies' configs, sockets, pid files; default state_dir/elb
+    loopback_pool: str = "127.77.0.0/24"   # addresses for proxies on subnets without a bridge
+    refresh_s: Annotated[float, Field(gt=0, le=3600)] = 2.0   # health/stats read and proxies checked this often
+    stats_page: bool = False             # serve each proxy's HAProxy statistics page (admin only: see docs)
+    max_load_balancers_per_user: Annotated[int, Field(ge=0)] = 20   # AWS's default quota
+    # Stop and remove every proxy when the controller stops (tests); by default they keep serving
+    # through a controller restart, as guests keep running, and are adopted again at start.
+    remove_proxies_on_stop: bool = False
+
+    @field_validator("loopback_pool")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError as e:
+            raise ValueError(f"not an IPv4 network: {e}") from None
+        if not net.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")) or net.prefixlen > 30:
+            raise ValueError(f"{v} must be a network of /30 or larger inside 127.0.0.0/8")
+        return v
+
+
 class Config(_Strict):
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     state_dir: Path
@@ -391,12 +432,14 @@ class Config(_Strict):
     instance_dir: Path | None = None     # per-instance disks, config drives, console logs
     kernel_cmdline: str = "console=ttyS0 panic=-1"   # for images booted from a kernel image
     limits: Limits = Limits()
+    autoscaling: AutoScaling = AutoScaling()
     user_image_urls: bool = False   # may users RegisterImage from an http(s) URL the controller fetches?
     user_image_urls_local: bool = False   # ...even at loopback/link-local addresses? (labs and tests only)
     baremetal: Baremetal = Baremetal()
     marketplace: Marketplace | None = None   # publish/subscribe signed image lists; off when absent
     elastic_ips: ElasticIps = ElasticIps()
     login_throttle: LoginThrottle = LoginThrottle()
+    elb: Elb = Elb()                 # classic Elastic Load Balancing (HAProxy per load balancer)
 
     @field_validator("instance_types")
     @classmethod
@@ -463,6 +506,10 @@ class Config(_Strict):
                 net = ipaddress.IPv4Network(n.cidr)
                 if int(net.network_address) <= r[-1] and r[0] <= int(net.broadcast_address):
                     raise ValueError(f"elastic_ips.pool entry {entry!r} overlaps network {n.name!r} ({net})")
+        lb_pool = ipaddress.IPv4Network(self.elb.loopback_pool)
+        for n in self.network_list():
+            if lb_pool.overlaps(ipaddress.IPv4Network(n.cidr)):
+                raise ValueError(f"elb.loopback_pool {lb_pool} overlaps network {n.name!r} ({n.cidr})")
         return self
 
     def _failure_policies(self) -> None:
@@ -619,6 +666,8 @@ def load_config(path: Path | str | None = None) -> Config:
         "domain_template": template,
         "images": images,
         "elastic_ips": eips.model_copy(update=scripts),
+        "elb": cfg.elb.model_copy(update={"run_dir": (_resolve(base, cfg.elb.run_dir) if cfg.elb.run_dir
+                                                      else _resolve(base, cfg.state_dir) / "elb")}),
     })
 
 

@@ -41,6 +41,7 @@ ID_MEMBERS: dict[str, tuple[str, str]] = {
     "SubnetId": ("subnet", "subnet"), "VpcId": ("vpc", "vpc"), "Resource": ("any", "i"),
     "KeyName": ("keyname", ""), "GroupName": ("groupname", ""), "PublicIp": ("publicip", ""),
     "NetworkInterfaceId": ("interface", "eni"),
+    "LaunchTemplateId": ("launchtemplate", "lt"), "LaunchTemplateName": ("launchtemplatename", ""),
 }
 
 
@@ -90,6 +91,8 @@ SPECIAL: dict[str, list[Value]] = {
     "ImageLocation": ["cloudctl-blank.img", "../cloudctl.yaml", "/etc/passwd", "http://127.0.0.1/x.img",
                       "cloudctl-blank.img\x00", "x" * 5000, "images/../../state/admin.token"],
     "NextToken": ["", "eyJ4IjoxfQ==", "!!"],
+    **{name: ["$Latest", "$Default", "1", "2", "0", "-1", "99999999999999999999"]
+       for name in ("Version", "Versions", "DefaultVersion", "SourceVersion", "MinVersion", "MaxVersion")},
 }
 # Optional members offered often (with ids): the ones handlers validate first.
 FOCUS = (set(SPECIAL) - {"Name", "Key", "NextToken"}) | {"UserData", "Size", "MinCount", "MaxCount", "Description",

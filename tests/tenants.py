@@ -13,7 +13,8 @@ from support import Server, wait_state
 
 def make_resources(server: Server, user: dict[str, str], tag: str) -> dict[str, list[str]]:
     """A user's key pair, instances, volumes (one attached), snapshot, private image, and a
-    security group and addresses (one associated) once those actions exist; ids by kind."""
+    security group, addresses (one associated) and a launch template once those actions exist;
+    ids by kind."""
     ec2 = server.client(user)
     image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
     kp = ec2.create_key_pair(KeyName=f"kp-{tag}")
@@ -40,9 +41,13 @@ def make_resources(server: Server, user: dict[str, str], tag: str) -> dict[str, 
         assoc = ec2.associate_address(AllocationId=b["AllocationId"], InstanceId=ids[1])["AssociationId"]
         out |= {"address": [a["AllocationId"], b["AllocationId"]], "publicip": [a["PublicIp"], b["PublicIp"]],
                 "association": [assoc]}
+    if "CreateLaunchTemplate" in ACTIONS:
+        lt = ec2.create_launch_template(LaunchTemplateName=f"lt-{tag}", LaunchTemplateData={
+            "ImageId": image, "InstanceType": "t3.nano", "KeyName": f"kp-{tag}"})["LaunchTemplate"]
+        out |= {"launchtemplate": [lt["LaunchTemplateId"]], "launchtemplatename": [f"lt-{tag}"]}
     if "DescribeNetworkInterfaces" in ACTIONS:
         out["interface"] = [n["NetworkInterfaceId"] for i in inst for n in i["NetworkInterfaces"]]
-    ec2.create_tags(Resources=[x for k in ("group", "address") for x in out.get(k, [])] or [ids[1]],
+    ec2.create_tags(Resources=[x for k in ("group", "address", "launchtemplate") for x in out.get(k, [])] or [ids[1]],
                     Tags=[{"Key": "owner", "Value": tag}])
     return out
 

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from botocore.model import Shape
@@ -37,6 +38,8 @@ EXPECTED = {
     "group": "InvalidGroup.NotFound", "groupname": "InvalidGroup.NotFound",
     "address": "InvalidAllocationID.NotFound", "association": "InvalidAssociationID.NotFound",
     "publicip": "InvalidAddress.NotFound", "interface": "InvalidNetworkInterfaceID.NotFound",
+    "launchtemplate": "InvalidLaunchTemplateId.NotFound",
+    "launchtemplatename": "InvalidLaunchTemplateName.NotFoundException",
 }
 # A well-formed id of each kind that names nothing: B's answer for A's resource must be the same.
 GHOST = {
@@ -44,7 +47,8 @@ GHOST = {
     "image": "ami-0000000000000dead", "keyname": "no-such-key", "keypair": "key-0000000000000dead",
     "group": "sg-0000000000000dead", "groupname": "no-such-group", "address": "eipalloc-0000000000000dead",
     "association": "eipassoc-0000000000000dead", "publicip": "198.51.100.254",
-    "interface": "eni-0000000000000dead",
+    "interface": "eni-0000000000000dead", "launchtemplate": "lt-0000000000000dead",
+    "launchtemplatename": "no-such-template",
 }
 # Rows whose answer is not EXPECTED[kind]: "ok" is a success that changes nothing (EC2 answers
 # DeleteKeyPair for a key the caller does not have with success); "refused" is a member this
@@ -58,11 +62,15 @@ OVERRIDES = {
     "RunInstances:NetworkInterface.1.NetworkInterfaceId": "refused",    # a launch makes its own interface
 }
 # Members that name a new resource, not an existing one.
-NEW_NAMES = {("CreateKeyPair", "KeyName"), ("ImportKeyPair", "KeyName"), ("CreateSecurityGroup", "GroupName")}
+NEW_NAMES = {("CreateKeyPair", "KeyName"), ("ImportKeyPair", "KeyName"), ("CreateSecurityGroup", "GroupName"),
+             ("CreateLaunchTemplate", "LaunchTemplateName")}
+# Members whose ids are kept, not looked up: a launch template's settings may name an image or a
+# key made later, as in EC2; they are checked when something launches from it (RunInstances rows).
+NOT_LOOKED_UP = {("CreateLaunchTemplate", "LaunchTemplateData"), ("CreateLaunchTemplateVersion", "LaunchTemplateData")}
 # Kinds that are the cloud's, shared by every user.
 SHARED = {"subnet", "vpc"}
 # Kinds a `Resources` list (CreateTags, DeleteTags) can name: resources with ids.
-TAGGABLE = ("instance", "volume", "snapshot", "image", "keypair", "group", "address")
+TAGGABLE = ("instance", "volume", "snapshot", "image", "keypair", "group", "address", "launchtemplate")
 # What each action (or one row, "Action:path") needs besides its required members for B's own
 # request to be valid.
 EXTRA: dict[str, list[tuple[str, str]]] = {
@@ -76,6 +84,7 @@ EXTRA: dict[str, list[tuple[str, str]]] = {
         ("MinCount", "1"), ("MaxCount", "1"), ("InstanceType", "t3.nano"), ("ImageId", "{public_image}"),
         ("BlockDeviceMapping.1.DeviceName", "/dev/sdh")],
     "DescribeInstanceAttribute": [("Attribute", "instanceType")],
+    "CreateLaunchTemplateVersion": [("LaunchTemplateData.InstanceType", "t3.nano")],
     "AttachVolume": [("Device", "/dev/sdg")],
     "CreateImage": [("NoReboot", "true")],
     "DetachVolume": [("VolumeId", "{attached_volume}"), ("Force", "true")],
@@ -87,7 +96,8 @@ EXTRA: dict[str, list[tuple[str, str]]] = {
 }
 # Members that name the same resource another way: the target replaces its twin.
 TWINS = {"GroupName": "GroupId", "GroupId": "GroupName", "KeyName": "KeyPairId", "KeyPairId": "KeyName",
-         "PublicIp": "AllocationId", "AllocationId": "PublicIp", "NetworkInterfaceId": "InstanceId"}
+         "PublicIp": "AllocationId", "AllocationId": "PublicIp", "NetworkInterfaceId": "InstanceId",
+         "LaunchTemplateId": "LaunchTemplateName", "LaunchTemplateName": "LaunchTemplateId"}
 DEFAULTS = {"Name": "matrix-name", "Description": "matrix", "Device": "/dev/sdg", "Key": "k", "Value": "v",
             "Attribute": "instanceType", "DeviceName": "/dev/sdh", "PublicKeyMaterial": "", "IpProtocol": "tcp"}
 # The resource a kind's control request uses, when B's first one would not do.
@@ -133,8 +143,8 @@ def _rows_in(action: str, shape: Shape, prefix: str, fill: list[tuple[str, str]]
         wire = prefix + wire_name(member, ms)
         siblings = [p for m in shape.required_members if m != member
                     for p in _minimal(m, shape.members[m], prefix + wire_name(m, shape.members[m]))]
-        if ms.name.startswith("PlacementGroup"):   # placement groups, not security groups
-            continue
+        if ms.name.startswith("PlacementGroup") or (action, member) in NOT_LOOKED_UP:
+            continue   # (placement groups are not security groups)
         if ids is not None and (action, member) not in NEW_NAMES and ids[0] not in SHARED:
             kinds = list(TAGGABLE) if ids[0] == "any" else [ids[0]]
             path = wire + ".1" if ms.type_name == "list" else wire
@@ -296,3 +306,184 @@ def test_admin_endpoint_refuses_users(tenants: Tenants) -> None:
             tenants.checked += 1
     names = [u["UserName"] for u in server.admin("GET", "/v0/users")]
     assert "mallory" not in names and "bob-m" in names
+
+
+# -- Elastic Load Balancing ---------------------------------------------------------------------
+# The same matrix for ELB (signing name elasticloadbalancing, botocore's `elb`): rows derived from
+# every implemented action's input, one per member naming a load balancer (LoadBalancerName(s)),
+# an instance (Instances.member.N.InstanceId) or a security group. B names A's; the answer must be
+# the one for a name nobody has, and the state unchanged. ELB has no DryRun, so the control (B's
+# own resource gets past the lookup) may change B's state; B's load balancer is put back after it.
+
+ELB_EXPECTED = {"loadbalancer": "LoadBalancerNotFound", "instance": "InvalidInstance", "group": "InvalidSecurityGroup"}
+ELB_GHOST = {"loadbalancer": "no-such-lb", "instance": "i-0000000000000dead", "group": "sg-0000000000000dead"}
+ELB_OVERRIDES = {"DeleteLoadBalancer:LoadBalancerName": "ok"}   # deleting what the caller lacks succeeds
+# B's valid value for each required member (the load balancer's name aside), by member name.
+ELB_FILL: dict[str, list[tuple[str, str]]] = {
+    "Listeners": [("Listeners.member.1.Protocol", "HTTP"), ("Listeners.member.1.LoadBalancerPort", "8000"),
+                  ("Listeners.member.1.InstanceProtocol", "HTTP"), ("Listeners.member.1.InstancePort", "8080")],
+    "LoadBalancerPorts": [("LoadBalancerPorts.member.1", "8000")],
+    "Instances": [("Instances.member.1.InstanceId", "{instance}")],
+    "HealthCheck": [("HealthCheck.Target", "TCP:8080"), ("HealthCheck.Interval", "30"), ("HealthCheck.Timeout", "5"),
+                    ("HealthCheck.UnhealthyThreshold", "2"), ("HealthCheck.HealthyThreshold", "2")],
+    "AvailabilityZones": [("AvailabilityZones.member.1", "cloudctl-1a")],
+    "Subnets": [("Subnets.member.1", "{subnet}")],
+    "SecurityGroups": [("SecurityGroups.member.1", "{group}")],
+    "LoadBalancerAttributes": [("LoadBalancerAttributes.ConnectionSettings.IdleTimeout", "60")],
+    "Tags": [("Tags.member.1.Key", "k"), ("Tags.member.1.Value", "v")],
+    "PolicyName": [("PolicyName", "matrix-policy")],
+    "PolicyTypeName": [("PolicyTypeName", "LBCookieStickinessPolicyType")],
+    "CookieName": [("CookieName", "c")],
+    "LoadBalancerPort": [("LoadBalancerPort", "8000")],
+    "PolicyNames": [("PolicyNames", "")],
+}
+ELB_FILL_OF = {("RemoveTags", "Tags"): [("Tags.member.1.Key", "k")]}   # (a key only)
+ELB_NEW = {("CreateLoadBalancer", "LoadBalancerName")}   # names a new load balancer
+ELB_OWN_LB = "b-matrix"
+
+
+@dataclass(frozen=True)
+class ElbRow:
+    action: str
+    member: str
+    path: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.action}:{self.member}"
+
+
+def _elb_model() -> Any:
+    import botocore.session
+    return botocore.session.get_session().get_service_model("elb")
+
+
+def elb_rows() -> list[ElbRow]:
+    from cloudctl.api.elb.actions import REGISTRY as ELB
+    model = _elb_model()
+    rows = []
+    for action in sorted(ELB.actions):
+        shape = model.operation_model(action).input_shape
+        for member in (shape.members if shape is not None else {}):
+            if (action, member) in ELB_NEW:
+                continue
+            if member == "LoadBalancerName":
+                rows.append(ElbRow(action, member, member, "loadbalancer"))
+            elif member.startswith("LoadBalancerNames"):
+                rows.append(ElbRow(action, member, f"{member}.member.1", "loadbalancer"))
+            elif member == "Instances":
+                rows.append(ElbRow(action, member, "Instances.member.1.InstanceId", "instance"))
+            elif member == "SecurityGroups":
+                rows.append(ElbRow(action, member, "SecurityGroups.member.1", "group"))
+    return rows
+
+
+ELB_ROWS = elb_rows()
+
+
+class ElbTenants:
+    def __init__(self, t: Tenants) -> None:
+        from support import REGION as region
+        self.t = t
+        self.bob_q = SignedQuery(t.server.endpoint, t.bob, region, "elasticloadbalancing", "2012-06-01")
+        self.alice_q = SignedQuery(t.server.endpoint, t.alice, region, "elasticloadbalancing", "2012-06-01")
+        ec2 = t.server.client(t.alice)
+        self.subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+        self.a_lb = "a-matrix"
+        self.ensure(self.alice_q, self.a_lb, t.a)
+        self.ensure(self.bob_q, ELB_OWN_LB, t.b)
+
+    def ensure(self, q: SignedQuery, name: str, own: dict[str, list[str]]) -> None:
+        """The user's load balancer, with a listener on 8000, their first instance and a policy."""
+        status, _ = q.send("DescribeLoadBalancers", [("LoadBalancerNames.member.1", name)])
+        if status != 200:
+            fill = [*ELB_FILL["Listeners"], *ELB_FILL["AvailabilityZones"]]
+            status, body = q.send("CreateLoadBalancer", [("LoadBalancerName", name), *fill])
+            assert status == 200, body
+        for action, pairs in (("CreateLoadBalancerListeners", ELB_FILL["Listeners"]),
+                              ("RegisterInstancesWithLoadBalancer", [("Instances.member.1.InstanceId",
+                                                                      own["instance"][0])]),
+                              ("CreateLBCookieStickinessPolicy", [("PolicyName", "matrix-policy")])):
+            q.send(action, [("LoadBalancerName", name), *pairs])   # (DuplicatePolicyName once it exists)
+
+    def request(self, row: ElbRow, target: str) -> list[tuple[str, str]]:
+        model = _elb_model()
+        shape = model.operation_model(row.action).input_shape
+        own = {"instance": self.t.b["instance"][0], "group": self.t.b["group"][0], "subnet": self.subnet}
+        pairs: dict[str, str] = {}
+        for member in shape.required_members:
+            if member == "LoadBalancerName":
+                pairs[member] = ELB_OWN_LB if row.action != "CreateLoadBalancer" else "b-matrix-new"
+            elif member.startswith("LoadBalancerNames"):
+                pairs[f"{member}.member.1"] = ELB_OWN_LB
+            else:
+                fill = ELB_FILL_OF.get((row.action, member), ELB_FILL[member])
+                pairs.update((k, v.format(**own)) for k, v in fill)
+        if row.action == "CreateLoadBalancer":
+            pairs.update(ELB_FILL["AvailabilityZones"])
+        if row.kind != "loadbalancer" and row.member not in shape.required_members:
+            pairs.update((k, v.format(**own)) for k, v in ELB_FILL[row.member])
+        pairs[row.path] = target
+        return list(pairs.items())
+
+
+@pytest.fixture(scope="module")
+def elb_tenants(tenants: Tenants) -> Iterator[ElbTenants]:
+    e = ElbTenants(tenants)
+    yield e
+    for q, name in ((e.alice_q, e.a_lb), (e.bob_q, ELB_OWN_LB), (e.bob_q, "b-matrix-new")):
+        q.send("DeleteLoadBalancer", [("LoadBalancerName", name)])
+
+
+def _query_code(status: int, body: bytes) -> str:
+    from xml.etree import ElementTree
+    root = ElementTree.fromstring(body)
+    assert root.tag.endswith("ErrorResponse"), body[:300]
+    ns = root.tag[:-len("ErrorResponse")]
+    return root.findtext(f"{ns}Error/{ns}Code") or ""
+
+
+def test_elb_matrix_covers_every_action_naming_a_load_balancer() -> None:
+    from cloudctl.api.elb.actions import REGISTRY as ELB
+    named = {r.action for r in ELB_ROWS if r.kind == "loadbalancer"}
+    free = {"CreateLoadBalancer", "DescribeLoadBalancerPolicyTypes", "DescribeAccountLimits"}
+    assert set(ELB.actions) - free <= named, sorted(set(ELB.actions) - free - named)
+    assert {r.kind for r in ELB_ROWS} == set(ELB_EXPECTED)
+
+
+@pytest.mark.parametrize("row", ELB_ROWS, ids=str)
+def test_elb_other_users_resource_is_not_found(row: ElbRow, elb_tenants: ElbTenants) -> None:
+    t = elb_tenants.t
+    a_ids = [elb_tenants.a_lb] if row.kind == "loadbalancer" else t.a[row.kind][:1]
+    want = ELB_OVERRIDES.get(str(row), ELB_EXPECTED[row.kind])
+    before = t.probe.settle()
+
+    def answer(target: str) -> str:
+        status, body = elb_tenants.bob_q.send(row.action, elb_tenants.request(row, target))
+        t.checked += 1
+        assert status < 500, (row, status, body[:300])
+        assert t.probe.state() == before, f"{row} with {target} changed the state"
+        return "ok" if status == 200 else _query_code(status, body)
+
+    ghost = answer(ELB_GHOST[row.kind])
+    for target in a_ids:
+        code = answer(target)
+        assert code == ghost == want, f"{row}: A's {target} answers {code}, a missing one {ghost}, want {want}"
+    status, body = elb_tenants.bob_q.send(row.action, elb_tenants.request(row, {
+        "loadbalancer": ELB_OWN_LB, "instance": t.b["instance"][0], "group": t.b["group"][0]}[row.kind]))
+    code = "ok" if status == 200 else _query_code(status, body)
+    assert code != ELB_EXPECTED[row.kind] and code != "ValidationError" or row.action == "DeleteLoadBalancer", \
+        f"control for {row} with B's own got {code}: the row does not reach the ownership check"
+    elb_tenants.bob_q.send("DeleteLoadBalancer", [("LoadBalancerName", "b-matrix-new")])
+    elb_tenants.ensure(elb_tenants.bob_q, ELB_OWN_LB, t.b)
+    status, body = elb_tenants.alice_q.send("DescribeLoadBalancers", [("LoadBalancerNames.member.1",
+                                                                        elb_tenants.a_lb)])
+    assert status == 200 and t.a["instance"][0].encode() in body, "A's load balancer changed"
+
+
+def test_elb_describe_never_lists_other_users_load_balancers(elb_tenants: ElbTenants) -> None:
+    for action in ("DescribeLoadBalancers", "DescribeLoadBalancerPolicies"):
+        status, body = elb_tenants.bob_q.send(action, [])
+        assert status == 200 and b"a-matrix" not in body, body[:300]
+    status, body = elb_tenants.alice_q.send("DescribeLoadBalancers", [])
+    assert status == 200 and b"a-matrix" in body

@@ -162,6 +162,9 @@ def test_every_action_round_trips_through_botocore(server: Any, ec2: Any, image_
         "DescribeVpcAttribute": lambda: ec2.describe_vpc_attribute(
             VpcId=ec2.describe_vpcs()["Vpcs"][0]["VpcId"], Attribute="enableDnsSupport"),
         "GetInstanceUefiData": lambda: ec2.get_instance_uefi_data(InstanceId=iid),   # more in test_ec2_vpc_reads
+        **dict.fromkeys(("CreateLaunchTemplate", "DescribeLaunchTemplates", "ModifyLaunchTemplate",
+                         "DeleteLaunchTemplate", "CreateLaunchTemplateVersion", "DescribeLaunchTemplateVersions",
+                         "DeleteLaunchTemplateVersions", "GetLaunchTemplateData"), None),  # test_launch_templates
     }
     assert set(calls) == set(ACTIONS), "every implemented action is exercised here"
     for name, call in calls.items():

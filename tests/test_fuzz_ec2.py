@@ -43,10 +43,12 @@ _FUZZ_EXAMPLES = os.environ.get("CLOUDCTL_FUZZ_EXAMPLES")
 EXAMPLES: dict[str, Any] = {"max_examples": int(_FUZZ_EXAMPLES), "derandomize": False} if _FUZZ_EXAMPLES else {}
 CLIENT_TIMEOUT_S = 2.0
 FUZZED = sorted(a for a in ACTIONS if a in OPERATIONS)
-_NEW_IDS = re.compile(rb"<(instanceId|volumeId|snapshotId|imageId|keyPairId|keyName|groupId|allocationId)>"
+_NEW_IDS = re.compile(rb"<(instanceId|volumeId|snapshotId|imageId|keyPairId|keyName|groupId|allocationId"
+                      rb"|launchTemplateId|launchTemplateName)>"
                       rb"([^<]{1,80})</")
 _KIND = {b"instanceId": "instance", b"volumeId": "volume", b"snapshotId": "snapshot", b"imageId": "image",
-         b"keyPairId": "keypair", b"keyName": "keyname", b"groupId": "group", b"allocationId": "address"}
+         b"keyPairId": "keypair", b"keyName": "keyname", b"groupId": "group", b"allocationId": "address",
+         b"launchTemplateId": "launchtemplate", b"launchTemplateName": "launchtemplatename"}
 
 
 class FuzzEnv:

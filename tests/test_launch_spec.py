@@ -55,8 +55,8 @@ def test_defaults_of_a_minimal_request() -> None:
 @pytest.mark.parametrize("extra, code, message", [
     ({"ImageId": None}, "MissingParameter", "The request must contain the parameter ImageId"),
     ({"MaxCount": None}, "MissingParameter", "The request must contain the parameters MinCount and MaxCount"),
-    ({"LaunchTemplate": {"LaunchTemplateId": "lt-1"}}, "InvalidParameterValue",
-     "LaunchTemplate: launch templates are not supported by this cloud yet"),
+    ({"InstanceMarketOptions": {"MarketType": "spot"}}, "InvalidParameterValue",
+     "InstanceMarketOptions: spot instances are not supported by this cloud yet"),
     ({"SubnetId": "subnet-1", "NetworkInterfaces": [{"DeviceIndex": 0}]}, "InvalidParameterCombination",
      "Network interfaces and an instance-level subnet ID or private IP address may not be specified on the "
      "same request"),

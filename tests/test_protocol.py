@@ -191,6 +191,15 @@ FILTERS = [
     {"Name": "availability-zone", "Values": ["az1"]},
 ]
 
+_TEMPLATE_DATA: dict[str, Any] = {
+    "ImageId": "ami-1", "InstanceType": "t3.nano", "KeyName": "k", "UserData": "aGk=", "RamDiskId": "ari-1",
+    "Placement": {"AvailabilityZone": "cloudctl-1a"}, "DisableApiTermination": True,
+    "InstanceInitiatedShutdownBehavior": "terminate",
+    "NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": "subnet-1", "Groups": ["sg-1", "sg-2"],
+                           "AssociatePublicIpAddress": True}],
+    "BlockDeviceMappings": [{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 2, "DeleteOnTermination": True}}],
+    "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "n"}]}],
+}
 REQUESTS: dict[str, dict[str, Any]] = {
     "RunInstances": {
         "ImageId": "ami-0123456789abcdef0",
@@ -324,6 +333,19 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "DescribeDhcpOptions": {"DhcpOptionsIds": ["dopt-1"], "Filters": FILTERS, "MaxResults": 5},
     "DescribeAddressesAttribute": {"AllocationIds": ["eipalloc-1"], "Attribute": "domain-name", "MaxResults": 5},
     "GetInstanceUefiData": {"InstanceId": "i-1", "DryRun": False},
+    "CreateLaunchTemplate": {"LaunchTemplateName": "web", "VersionDescription": "v1", "ClientToken": "t",
+                             "LaunchTemplateData": _TEMPLATE_DATA, "TagSpecifications": [
+                                 {"ResourceType": "launch-template", "Tags": [{"Key": "k", "Value": "v"}]}]},
+    "DescribeLaunchTemplates": {"LaunchTemplateNames": ["web"], "Filters": [{"Name": "tag:k", "Values": ["v"]}],
+                                "MaxResults": 5},
+    "ModifyLaunchTemplate": {"LaunchTemplateId": "lt-1", "DefaultVersion": "2"},
+    "DeleteLaunchTemplate": {"LaunchTemplateName": "web"},
+    "CreateLaunchTemplateVersion": {"LaunchTemplateId": "lt-1", "SourceVersion": "$Latest",
+                                    "LaunchTemplateData": {"InstanceType": "t3.micro"}},
+    "DescribeLaunchTemplateVersions": {"LaunchTemplateId": "lt-1", "Versions": ["$Latest", "1"], "MinVersion": "1",
+                                       "MaxVersion": "3", "MaxResults": 10, "NextToken": "tok"},
+    "DeleteLaunchTemplateVersions": {"LaunchTemplateId": "lt-1", "Versions": ["2", "3"]},
+    "GetLaunchTemplateData": {"InstanceId": "i-1"},
 }
 
 
@@ -744,6 +766,28 @@ RESPONSES["DescribeDhcpOptions"] = {"DhcpOptions": []}
 RESPONSES["DescribeAddressesAttribute"] = {"Addresses": [{"PublicIp": "198.51.100.7", "AllocationId": "eipalloc-1"}],
                                            "NextToken": "tok"}
 RESPONSES["GetInstanceUefiData"] = {"InstanceId": "i-1"}
+_TEMPLATE = {"LaunchTemplateId": "lt-1", "LaunchTemplateName": "web", "CreateTime": datetime(2026, 1, 2, tzinfo=UTC),
+             "CreatedBy": "arn:aws:iam::123456789012:user/alice", "DefaultVersionNumber": 1,
+             "LatestVersionNumber": 2, "Tags": [{"Key": "k", "Value": "v"}]}
+_TEMPLATE_VERSION = {"LaunchTemplateId": "lt-1", "LaunchTemplateName": "web", "VersionNumber": 2,
+                     "VersionDescription": "v2", "CreateTime": datetime(2026, 1, 2, tzinfo=UTC),
+                     "CreatedBy": "arn:aws:iam::123456789012:user/alice", "DefaultVersion": False,
+                     "LaunchTemplateData": _TEMPLATE_DATA}
+RESPONSES.update({
+    "CreateLaunchTemplate": {"LaunchTemplate": _TEMPLATE},
+    "DescribeLaunchTemplates": {"LaunchTemplates": [_TEMPLATE], "NextToken": "tok"},
+    "ModifyLaunchTemplate": {"LaunchTemplate": _TEMPLATE},
+    "DeleteLaunchTemplate": {"LaunchTemplate": {**_TEMPLATE, "Tags": []}},
+    "CreateLaunchTemplateVersion": {"LaunchTemplateVersion": _TEMPLATE_VERSION},
+    "DescribeLaunchTemplateVersions": {"LaunchTemplateVersions": [_TEMPLATE_VERSION], "NextToken": "tok"},
+    "DeleteLaunchTemplateVersions": {
+        "SuccessfullyDeletedLaunchTemplateVersions": [
+            {"LaunchTemplateId": "lt-1", "LaunchTemplateName": "web", "VersionNumber": 3}],
+        "UnsuccessfullyDeletedLaunchTemplateVersions": [
+            {"LaunchTemplateId": "lt-1", "LaunchTemplateName": "web", "VersionNumber": 1,
+             "ResponseError": {"Code": "unexpectedError", "Message": "the default version"}}]},
+    "GetLaunchTemplateData": {"LaunchTemplateData": _TEMPLATE_DATA},
+})
 
 NO_OUTPUT = ("RebootInstances", "ModifyInstanceAttribute", "CreateTags", "DeleteTags", "DeleteVolume", "DeleteSnapshot",
              "DisassociateAddress", "ReleaseAddress")

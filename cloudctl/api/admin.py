@@ -21,6 +21,7 @@ from ..core.monitor import host_view
 from ..store.journal import JournalError
 from ..store.records import Event, User
 from . import listener
+from .admin_elb import ElbAdmin
 from .hil import HilApi, hil_refusal
 from .marketplace import MarketplaceAdmin
 
@@ -107,6 +108,7 @@ class AdminApi:
         self.hil.add_routes(app)
         MarketplaceAdmin(self.cloud).add_routes(r)
         r.add_get("/v0/addresses", self.addresses)
+        ElbAdmin(self.cloud).add_routes(r)
         return app
 
     @web.middleware

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..core.compute import STATE_CODES
+from .metrics_elb import ElbCollector
 from .metrics_instances import InstanceSeries
 from .metrics_text import registry_text
 
@@ -66,6 +67,7 @@ class Metrics:
         self.loop_lag = Histogram("cloudctl_event_loop_lag_seconds", "how late a 10 ms ticker on the "
                                   "event loop woke up", buckets=_FAST, registry=r)
         r.register(_StateCollector(cloud))
+        r.register(ElbCollector(cloud))
         self.instances = InstanceSeries(cloud)
 
     def attach(self) -> None:

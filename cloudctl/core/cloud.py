@@ -15,14 +15,17 @@ from ..config import Config, Host, default_key_file
 from ..drivers.hypervisor.base import HostResources, HypervisorDriver, HypervisorError
 from ..drivers.hypervisor.registry import make_driver
 from ..drivers.ip_scripts import scripts_for
+from ..drivers.loadbalancer.base import LoadBalancerDriver
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store.store import Store, ensure_private_dir
 from . import gcpolicy
 from .addresses import Addresses
+from .autoscaling import AutoScaling
 from .baremetal import Baremetal
 from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
 from .compute import HOSTS_AT_ONCE, Compute
+from .elb import Elb
 from .events import Events
 from .host_health import HostStates
 from .images import Images
@@ -30,6 +33,7 @@ from .imports import ImageImports
 from .instance_files import InstanceFiles
 from .interfaces import NetworkInterfaces
 from .keypairs import KeyPairs
+from .launch_templates import LaunchTemplates
 from .metadata import InstanceMetadata
 from .monitor import Monitor
 from .network import Networks
@@ -50,6 +54,13 @@ if TYPE_CHECKING:   # (loaded when the config has a marketplace: they bring cryp
 log = logging.getLogger("cloudctl")
 
 DriverFactory = Callable[[Host], HypervisorDriver]
+
+
+def elb_driver(config: Config) -> LoadBalancerDriver:
+    """The load balancers' data plane: HAProxy, one master-worker process per load balancer."""
+    from ..drivers.loadbalancer.haproxy import HaproxyDriver
+    assert config.elb.run_dir is not None   # (load_config sets it)
+    return HaproxyDriver(config.elb.run_dir, str(config.elb.haproxy))
 
 
 def host_driver(host: Host) -> HypervisorDriver:
@@ -85,11 +96,13 @@ def controller_id(state_dir: Path) -> str:
 
 # Background tasks are stopped in this order at shutdown, each group ended before the next:
 # the host pollers first (their rounds start fences and state changes), then fence loops, the
-# marketplace's polls (they start downloads), the periodic jobs (checkpoints, expiry, trims),
-# a pending re-reconcile and the start-up audit, and last the console captures and switch
+# AutoScaling reconciler (it launches and terminates), the marketplace's polls (they start
+# downloads), the periodic jobs (checkpoints, expiry, trims),
+# a pending re-reconcile and the start-up audit, the load balancers' supervision and proxy
+# updates, and last the console captures and switch
 # workers (their services' close() ends what they hold: ipmitool processes, SSH sessions).
-TASK_ORDER = ("monitor", "failover", "marketplace", "periodic", "reconcile", "start-up", "consoles",
-              "switch-ops")
+TASK_ORDER = ("monitor", "failover", "autoscaling", "marketplace", "periodic", "reconcile", "start-up", "elb",
+              "consoles", "switch-ops")
 
 
 class Cloud:
@@ -155,9 +168,11 @@ class Cloud:
                                drivers, InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
                                self.events, controller_id(cfg.state_dir), work, self.volumes, self.security_groups,
                                self.addresses, self.health.impaired_reason, self.users)
+        self.launch_templates = LaunchTemplates(store, cfg, self.tags, self.compute.attributes)
         self.interfaces = NetworkInterfaces(self.compute.of_owner, cfg.region, self.network, self.addresses,
                                             self.security_groups)
         self.vpc = DefaultVpc(self.network)
+        self.elb = Elb(store, cfg, self.network, elb_driver(cfg), self.tasks)
         self.monitor = Monitor(store, cfg, self.compute, self.scheduler, drivers, self.events, self.health,
                                self.tasks)
         self.publisher: Publisher | None = None
@@ -172,6 +187,9 @@ class Cloud:
             self.subscriber = Subscriber(store, self.images, self.tags, self.events, m)
         self.metadata = InstanceMetadata(store, cfg.region, self.images, self.keypairs, self.network,
                                          addresses=self.addresses)
+        # AutoScaling launches from launch templates and keeps its groups' load balancers' members.
+        self.autoscaling = AutoScaling(store, cfg, self.tags, self.images, self.keypairs, self.security_groups,
+                                       self.network, self.compute, self.users, self.launch_templates, self.elb)
         self.baremetal = Baremetal(store, cfg.baremetal, self.events, self.compute, self.users, self.images,
                                    secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle)
 
@@ -225,10 +243,12 @@ class Cloud:
         self.volumes.reconcile()
         self.imports.reconcile()
         self.addresses.reconcile()
+        self.elb.start()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
         self.baremetal.start()
         self.monitor.start(connected)
+        self.autoscaling.start(self.tasks, self.events)
         self.tasks.every("periodic", cfg.checkpoint.interval_s, self._maybe_checkpoint,
                          poll=min(5.0, cfg.checkpoint.interval_s))
         self.tasks.every("periodic", min(60.0, max(1.0, cfg.terminated_visible_s / 4)), self.compute.expire_terminated)
@@ -268,6 +288,7 @@ class Cloud:
         """Background tasks first (in TASK_ORDER), then the work they and requests started, the
         services holding processes and sessions, the journal, and the hypervisor connections."""
         await self.tasks.stop()
+        await self.elb.close()
         if self.subscriber is not None:
             await self.subscriber.close()
         await asyncio.wait_for(self.compute.idle(), timeout=30)

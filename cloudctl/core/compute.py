@@ -297,6 +297,8 @@ class Compute:
             raise CloudError("InvalidParameterCombination",
                              "A private IP address can only be given when launching one instance (MaxCount=1)")
         tag_pairs, volume_tags = Tags.validate_pairs(spec.instance_tags), Tags.validate_pairs(spec.volume_tags)
+        if spec.system_tags:   # the cloud's own `aws:` tags, not checked as a user's are
+            tag_pairs += spec.system_tags
         root_spec, launch_volumes = self.volumes.launch_specs(caller, spec.block_devices)
         root_gib = root_spec.size if root_spec else None
         least = self.images.min_root_gib(image)

@@ -54,6 +54,9 @@ class LaunchSpec:
     block_devices: tuple[BlockDevice, ...] = ()
     instance_tags: tuple[Tag, ...] = ()
     volume_tags: tuple[Tag, ...] = ()     # on every volume the launch makes, the root one included
+    # Tags the cloud itself puts on the instances (`aws:` keys, which users may not set: the launch
+    # template an instance came from, later its scaling group). Set by core services, never from a wire.
+    system_tags: tuple[Tag, ...] = ()
     client_token: str | None = None       # idempotency: the same token and spec launch once
     shutdown_behavior: str = "stop"       # what a guest's own power-off does: "stop" or "terminate"
     disable_api_termination: bool = False
@@ -71,6 +74,8 @@ class LaunchSpec:
                 if f.name not in ("client_token", "vlan_nics", "owner")}
         if self.public_ip is None:   # absent as before the field existed: earlier tokens still match
             del body["public_ip"]
+        if not self.system_tags:     # (likewise)
+            del body["system_tags"]
         text = json.dumps(body, sort_keys=True, default=_plain)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -18,7 +18,7 @@ _EMPTY: Mapping[str, str] = {}
 RESOURCE_TYPES = {
     "i": "instance", "ami": "image", "key": "key-pair", "vol": "volume", "snap": "snapshot",
     "sg": "security-group", "sgr": "security-group-rule", "eipalloc": "elastic-ip", "vpc": "vpc", "subnet": "subnet",
-    "r": "reservation", "import": "import-image-task",
+    "r": "reservation", "import": "import-image-task", "lt": "launch-template",
 }
 
 
@@ -173,7 +173,9 @@ class Tags:
             pairs: list[tuple[str, str]]) -> None:
         current = self.of(resource_id)
         new_keys = {k for k, _ in pairs if k not in current}
-        if len(current) + len(new_keys) > MAX_TAGS:
+        # The cloud's own `aws:` tags do not count, as in EC2 (counted only when the total is over).
+        if len(current) + len(new_keys) > MAX_TAGS and sum(
+                not k.startswith("aws:") for k in (*current, *new_keys)) > MAX_TAGS:
             raise CloudError.limit("TagLimitExceeded",
                                    f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded")
         for k, v in pairs:

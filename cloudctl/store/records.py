@@ -648,8 +648,201 @@ class Address(Row):
     launch: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LaunchConfiguration(Row):
+    """An AutoScaling launch configuration: what a group's launches ask for (immutable in AWS)."""
+
+    table: ClassVar[str] = "asg_launch_configurations"
+    id: str                          # owner + "/" + name (names are unique per account)
+    owner: str
+    name: str
+    arn: str
+    image_id: str
+    instance_type: str
+    created: float
+    key_name: str | None = None
+    security_groups: tuple[str, ...] = ()    # ids (sg-...) or names, as given
+    user_data: str | None = None     # base64
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    associate_public_ip: bool | None = None
+    monitoring: bool = True
+    block_devices: tuple[Any, ...] = ()      # FrozenMaps: DeviceName, VolumeSize, VolumeType, ...
+
+    def __post_init__(self) -> None:
+        _tuples(self, "security_groups")
+        if self.block_devices:
+            _frozen(self, "block_devices")
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingGroup(Row):
+    """An AutoScaling group: its desired state, which the reconciler (core/autoscaling) converges to."""
+
+    table: ClassVar[str] = "asg_groups"
+    id: str                          # owner + "/" + name
+    owner: str
+    name: str
+    arn: str
+    min_size: int
+    max_size: int
+    desired: int
+    created: float
+    launch_configuration: str | None = None
+    template_id: str | None = None   # a launch template by id or name, and its version
+    template_name: str | None = None
+    template_version: str | None = None
+    zones: tuple[str, ...] = ()
+    subnet_ids: tuple[str, ...] = ()   # VPCZoneIdentifier
+    default_cooldown: int = 300
+    health_check_type: str = "EC2"
+    grace_period: int = 0
+    termination_policies: tuple[str, ...] = ("Default",)
+    load_balancers: tuple[str, ...] = ()
+    suspended: tuple[tuple[str, str], ...] = ()   # (process, reason)
+    tags: tuple[tuple[str, str, bool], ...] = ()  # (key, value, propagate at launch)
+    protect_new: bool = False
+    deleting: bool = False           # ForceDelete: the reconciler terminates the instances, then the row goes
+    last_scaled: float = 0.0         # end of the last scaling by a policy (cooldown)
+    failures: int = 0                # launches failed in a row (the backoff's exponent)
+    retry_at: float = 0.0            # no launch before this (backoff)
+
+    def __post_init__(self) -> None:
+        _tuples(self, "zones", "subnet_ids", "termination_policies", "load_balancers", "suspended", "tags")
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingMember(Row):
+    """An instance in a group (launched by it or attached to it)."""
+
+    table: ClassVar[str] = "asg_members"
+    id: str                          # the instance id
+    owner: str
+    group: str                       # the group's name
+    zone: str
+    launched: float
+    launch_configuration: str | None = None
+    template: str | None = None      # "id\x1fname\x1fversion" of the launch template it came from
+    health: str = "Healthy"
+    lifecycle: str = "InService"     # InService | Terminating | Detaching
+    protected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingActivity(Row):
+    """A scaling activity; an InProgress launch is resumed with the same ClientToken after a crash."""
+
+    table: ClassVar[str] = "asg_activities"
+    id: str                          # uuid
+    owner: str
+    group: str
+    kind: str                        # launch | terminate | detach
+    cause: str
+    description: str
+    start: float
+    status: str = "InProgress"       # InProgress | Successful | Failed | Cancelled
+    status_message: str = ""
+    end: float | None = None
+    progress: int = 0
+    zone: str | None = None          # a launch: where, how many
+    subnet_id: str | None = None
+    count: int = 0
+    instance_ids: tuple[str, ...] = ()
+    details: str = ""
+
+    def __post_init__(self) -> None:
+        _tuples(self, "instance_ids")
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingPolicy(Row):
+    """A simple scaling policy of a group."""
+
+    table: ClassVar[str] = "asg_policies"
+    id: str                          # owner + "/" + group + "/" + name
+    owner: str
+    group: str
+    name: str
+    arn: str
+    adjustment_type: str
+    adjustment: int
+    cooldown: int | None = None
+    min_magnitude: int | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchTemplate(Row):
+    """An EC2 launch template: a name over numbered versions, one of them the default."""
+
+    table: ClassVar[str] = "launch_templates"
+    id: str                      # lt-...
+    owner: str                   # account id
+    name: str
+    created: float
+    created_by: str              # the creating user's name (the API shows it as an ARN)
+    default_version: int = 1
+    latest_version: int = 1      # the highest number of the versions there are
+    last_version: int = 1        # the highest number ever made: numbers are never reused
+    client_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchTemplateVersion(Row):
+    """One immutable version of a launch template. Keyed `<template id>/<number, zero-padded>`, so
+    sorting keys sorts a template's versions by number."""
+
+    table: ClassVar[str] = "launch_template_versions"
+    id: str
+    template_id: str
+    owner: str
+    number: int
+    created: float
+    created_by: str
+    description: str = ""
+    # The launch settings (core.launch_templates.TemplateData as plain values: the core reads and
+    # writes them; the store keeps them as they are).
+    data: Mapping[str, Any] = EMPTY
+
+    def __post_init__(self) -> None:
+        _frozen(self, "data")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer(Row):
+    """A classic Elastic Load Balancer: its whole configuration in one row, so every ELB action
+    is one put and a crash never leaves half a change. Keyed by an id of its own (`elb-…`, the
+    data plane's name for its proxy): names are unique per account only."""
+
+    table: ClassVar[str] = "load_balancers"
+    id: str
+    owner: str                        # account id
+    name: str
+    created: float
+    address: str                      # where its proxy listens (the DNSName): a lease or a loopback address
+    leased: bool = False              # `address` is a lease of `placement_subnet` (a bridged subnet)
+    placement_subnet: str | None = None
+    scheme: str = "internet-facing"
+    zones: tuple[str, ...] = ()
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    # {protocol, port, instance_protocol, instance_port, certificate, policies: (names…)}, by port
+    listeners: tuple[FrozenMap, ...] = ()
+    instances: tuple[str, ...] = ()   # registered instance ids, in registration order
+    health_check: FrozenMap = EMPTY   # {target, interval, timeout, healthy, unhealthy}
+    attributes: FrozenMap = EMPTY     # {cross_zone, draining, draining_timeout, idle_timeout, access_log, extra}
+    policies: tuple[FrozenMap, ...] = ()   # {name, type, attributes: ((name, value), …)}
+    tags: FrozenMap = EMPTY
+
+    def __post_init__(self) -> None:
+        _tuples(self, "zones", "subnets", "security_groups", "instances")
+        _frozen(self, "listeners", "health_check", "attributes", "policies", "tags")
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList,
                                      Subscription, MarketImage, MetadataEntry, ImportTask, Address, SecurityGroup,
-                                     SecurityGroupRule)
+                                     SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
+                                     ScalingActivity, ScalingPolicy,
+                                     LaunchTemplate, LaunchTemplateVersion, LoadBalancer)

@@ -37,3 +37,24 @@ def test_the_ansible_playbook_is_ok_then_idempotent(cloud: Cloud, tmp_path: Path
     assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
     states = {i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
     assert states == {"terminated"}
+
+
+def test_ec2_launch_template_made_kept_versioned_removed(cloud: Cloud, tmp_path: Path) -> None:
+    """amazon.aws.ec2_launch_template: made (changed), run again (unchanged), a new setting (a new
+    version, the default), removed (state=absent)."""
+    me = cloud.another_user("ansible-lt")
+    book = HERE / "launch_template.yml"
+
+    def changed(*extra: str) -> list[str]:
+        tasks = play(me, tmp_path, book, extra_vars=extra)
+        assert [t for t in tasks if t["failed"]] == [], tasks
+        assert tasks[-1]["name"] == "What was asked for is what is there"
+        return [t["name"] for t in tasks if t["changed"]]
+
+    assert changed() == ["Launch template"]
+    assert changed() == []
+    assert changed("size=t3.micro") == ["Launch template"]
+    lt = me.ec2().describe_launch_templates(LaunchTemplateNames=["ans-lt"])["LaunchTemplates"][0]
+    assert (lt["LatestVersionNumber"], lt["DefaultVersionNumber"]) == (2, 2)
+    assert changed("size=t3.micro", "gone=true") == ["Launch template"]
+    assert me.ec2().describe_launch_templates()["LaunchTemplates"] == []

@@ -60,3 +60,35 @@ def test_terraform_with_the_providers_default_settings(cloud: Cloud, tmp_path: P
     assert tf.plan() == 0
     tf.run("destroy", "-input=false", "-auto-approve")
     assert ec2.describe_key_pairs()["KeyPairs"] == []
+
+
+@needs_terraform
+def test_terraform_launch_template_and_an_instance_from_it(cloud: Cloud, tmp_path: Path) -> None:
+    """aws_launch_template: create, read back without a diff, an aws_instance launched from it,
+    destroy (the instance, then the template)."""
+    me = cloud.another_user("tf-launch-template")
+    tf = Workdir(me, HERE / "launch-template", tmp_path / "launch-template")
+    tf.init()
+    assert tf.plan() == 2
+    tf.apply()
+    out = tf.outputs()
+    ec2 = me.ec2()
+    tid = str(out["template_id"])
+    lt = ec2.describe_launch_templates(LaunchTemplateIds=[tid])["LaunchTemplates"][0]
+    assert lt["LaunchTemplateName"] == "tf-web" and {t["Key"]: t["Value"] for t in lt["Tags"]} == {
+        "team": "conformance"}
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=tid)["LaunchTemplateVersions"][0][
+        "LaunchTemplateData"]
+    assert data["InstanceType"] == "t3.nano" and data["InstanceInitiatedShutdownBehavior"] == "terminate"
+    inst = ec2.describe_instances(InstanceIds=[str(out["instance_id"])])["Reservations"][0]["Instances"][0]
+    assert inst["InstanceType"] == "t3.nano" and inst["State"]["Name"] in ("pending", "running")
+    assert {t["Key"]: t["Value"] for t in inst["Tags"]} == {
+        "Name": "tf-from-template", "aws:ec2launchtemplate:id": tid,
+        "aws:ec2launchtemplate:version": str(out["latest_version"])}
+    assert "/dev/sdf" in {m["DeviceName"] for m in inst["BlockDeviceMappings"]}
+    again = tf.run("plan", "-input=false", "-detailed-exitcode", ok=(0, 2))
+    assert again.returncode == 0, f"a second plan must find nothing to change:\n{again.stdout}"
+    tf.run("destroy", "-input=false", "-auto-approve")
+    assert ec2.describe_launch_templates()["LaunchTemplates"] == []
+    states = {i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    assert states <= {"shutting-down", "terminated"}

@@ -123,10 +123,11 @@ class Workdir:
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
-def play(cloud: Cloud, home: Path, playbook: Path, as_written: bool = False) -> list[dict[str, Any]]:
+def play(cloud: Cloud, home: Path, playbook: Path, as_written: bool = False,
+         extra_vars: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Run a playbook; its tasks as {name, changed, failed, msg} from the JSON callback. With
     `as_written`, only the keys come from the environment (as the README's quick start has it):
-    the playbook names its endpoint and Python itself."""
+    the playbook names its endpoint and Python itself. `extra_vars`: `name=value` each (-e)."""
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "ANSIBLE_HOME": str(home / ".ansible"),
            "ANSIBLE_LOCAL_TEMP": str(home / "tmp"), "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
@@ -134,7 +135,8 @@ def play(cloud: Cloud, home: Path, playbook: Path, as_written: bool = False) -> 
            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
     if not as_written:
         env |= {"ANSIBLE_PYTHON_INTERPRETER": sys.executable, "AWS_URL": cloud.endpoint, **cloud.env()}
-    run = subprocess.run([str(PLAYBOOK), "-i", "localhost,", str(playbook)], env=env, capture_output=True,
+    extra = [a for v in extra_vars for a in ("-e", v)]
+    run = subprocess.run([str(PLAYBOOK), "-i", "localhost,", *extra, str(playbook)], env=env, capture_output=True,
                          text=True, timeout=240, cwd=home)
     assert "{" in run.stdout, run.stdout + run.stderr
     out = json.loads(run.stdout[run.stdout.index("{"):])

@@ -446,6 +446,7 @@ def bridged_cloud(libvirtd: str, work_dir: Path, model_cache: Path,  # type: ign
         cloud = BridgedCloud(srv, lab, ec2, ids["machine"], subnet)
         cloud.user, cloud.work = user, d
         yield cloud
+        ec2 = srv.client(user)   # (a test may have restarted the server: a new port)
         left = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
                 if i["State"]["Name"] != "terminated"]
         if left:

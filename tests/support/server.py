@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -53,6 +54,10 @@ def write_config(directory: Path, cache_dir: Path, **overrides: Any) -> Path:
     cfg["domain_template"] = str(DEFAULT_CONFIG.parent / cfg["domain_template"])
     for im in cfg["images"]:
         im["file"] = str(DEFAULT_CONFIG.parent / im["file"])
+    # Each server's load balancers listen on a loopback pool of its own (parallel servers never
+    # share an address), and their proxies end with the server.
+    cfg["elb"] = {"loopback_pool": f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.0/24",
+                  "remove_proxies_on_stop": True, "refresh_s": 1}
     for name in LISTENERS:   # a listener named in overrides: on loopback, port 0, unless said otherwise
         if isinstance(overrides.get(name), dict):
             overrides[name] = {"listen": "127.0.0.1", "port": 0, **overrides[name]}

@@ -1,4 +1,5 @@
-"""RunInstances' request, as the core's `LaunchSpec`.
+"""RunInstances' request, as the core's `LaunchSpec`; a launch template's settings (and those a
+RunInstances from a template gives itself), as the core's `TemplateData`.
 
 What is EC2's wire shape to refuse is refused here: parameters this cloud does not support, the
 two ways of naming the network interface used together, a block device mapping with no Ebs
@@ -11,19 +12,19 @@ from typing import Any
 
 from ...core.errors import CloudError
 from ...core.launch import BlockDevice, LaunchSpec
+from ...core.launch_templates import TemplateData, TemplateRef
 from .requests import tag_specs
 
 # Accepted in TagSpecifications: instance and volume tags are applied to what the launch makes;
 # network interfaces are not resources of their own here, so their tags have nothing to carry them.
 _TAGGABLE = ("instance", "volume", "network-interface")
 _UNSUPPORTED = {
-    "ElasticGpuSpecification": "elastic GPUs", "LaunchTemplate": "launch templates",
-    "InstanceMarketOptions": "spot instances",
+    "ElasticGpuSpecification": "elastic GPUs", "InstanceMarketOptions": "spot instances",
 }
 
 
 def launch_spec(req: dict[str, Any]) -> LaunchSpec:
-    """The parsed RunInstances request as a LaunchSpec."""
+    """The parsed RunInstances request (one naming no LaunchTemplate) as a LaunchSpec."""
     for key, what in _UNSUPPORTED.items():
         if req.get(key):
             raise CloudError("InvalidParameterValue", f"{key}: {what} are not supported by this cloud yet")
@@ -86,3 +87,107 @@ def _block_devices(mappings: list[dict[str, Any]] | None) -> tuple[BlockDevice, 
         out.append(BlockDevice(device, ebs.get("VolumeSize"), ebs.get("VolumeType") or None,
                                ebs.get("SnapshotId") or None, ebs.get("DeleteOnTermination", True) is not False))
     return tuple(out)
+
+
+# -- launch templates --------------------------------------------------------------------------------
+# Members of RequestLaunchTemplateData cloudctl carries (read in `template_data`).
+_TEMPLATE_MEMBERS = frozenset({
+    "ImageId", "InstanceType", "KeyName", "KernelId", "RamDiskId", "Placement", "UserData", "SecurityGroupIds",
+    "SecurityGroups", "NetworkInterfaces", "BlockDeviceMappings", "TagSpecifications",
+    "InstanceInitiatedShutdownBehavior", "DisableApiTermination"})
+# Members accepted and not kept because they ask for what every instance here is anyway (no EBS
+# optimisation, no detailed monitoring, hibernation or enclaves, no CPU credits to run out of,
+# the metadata service open to IMDSv1 and v2, default tenancy and recovery). Any other value of
+# them, and any member in neither list, is refused: a template never drops a setting silently.
+_HARMLESS: dict[str, Any] = {
+    "EbsOptimized": lambda v: v is False,
+    "DisableApiStop": lambda v: v is False,
+    "Monitoring": lambda v: not v.get("Enabled") and not v.get("MetricCategoryIds"),
+    "HibernationOptions": lambda v: not v.get("Configured"),
+    "EnclaveOptions": lambda v: not v.get("Enabled"),
+    "CreditSpecification": lambda v: v.get("CpuCredits") in ("standard", "unlimited"),
+    "MetadataOptions": lambda v: v.get("HttpTokens") in (None, "optional") and v.get("HttpEndpoint") in
+    (None, "enabled") and v.get("HttpProtocolIpv6") in (None, "disabled") and v.get("InstanceMetadataTags") in
+    (None, "disabled"),
+    "MaintenanceOptions": lambda v: v.get("AutoRecovery") in (None, "default"),
+}
+_PLACEMENT = {"AvailabilityZone": None, "Tenancy": "default", "GroupName": ""}
+_NIC_MEMBERS = frozenset({"DeviceIndex", "SubnetId", "Groups", "AssociatePublicIpAddress", "PrivateIpAddress",
+                          "PrivateIpAddresses", "NetworkInterfaceId", "Ipv6Addresses",
+                          "SecondaryPrivateIpAddressCount"})   # (the last three refused by _interface)
+# Interface members that ask for what a launch's interface is anyway: deleted with the instance,
+# a plain interface on network card 0, no IPv6.
+_NIC_HARMLESS: dict[str, Any] = {
+    "DeleteOnTermination": lambda v: v is True, "InterfaceType": lambda v: v == "interface",
+    "NetworkCardIndex": lambda v: v == 0, "Ipv6AddressCount": lambda v: v == 0,
+    "SecondaryPrivateIpAddressCount": lambda v: v == 0, "Description": lambda v: v == "",
+}
+_EBS_HARMLESS: dict[str, Any] = {"Encrypted": lambda v: v is False}
+_EBS_MEMBERS = frozenset({"VolumeSize", "VolumeType", "SnapshotId", "DeleteOnTermination"})
+
+
+def _refuse_unknown(where: str, given: dict[str, Any], known: frozenset[str], harmless: dict[str, Any]) -> None:
+    for key, value in given.items():
+        if key in known or value is None or value == [] or value == {}:
+            continue
+        check = harmless.get(key)
+        if check is None or not check(value):
+            raise CloudError("InvalidParameterValue",
+                             f"{where}{key}={value!r} is not supported by this cloud in a launch template")
+
+
+def template_data(data: dict[str, Any] | None) -> TemplateData:
+    """CreateLaunchTemplate(Version)'s LaunchTemplateData as the core's TemplateData; a member this
+    cloud cannot honour is refused (see _HARMLESS for those accepted as no-ops)."""
+    data = data or {}
+    _refuse_unknown("LaunchTemplateData.", data, _TEMPLATE_MEMBERS, _HARMLESS)
+    placement = data.get("Placement") or {}
+    for key, value in placement.items():
+        if key not in _PLACEMENT or (_PLACEMENT[key] is not None and value not in (None, _PLACEMENT[key])):
+            raise CloudError("InvalidParameterValue",
+                             f"LaunchTemplateData.Placement.{key}={value!r} is not supported by this cloud")
+    for nic in data.get("NetworkInterfaces") or ():
+        _refuse_unknown("LaunchTemplateData.NetworkInterface.", nic, _NIC_MEMBERS, _NIC_HARMLESS)
+    for m in data.get("BlockDeviceMappings") or ():
+        _refuse_unknown(f"LaunchTemplateData.BlockDeviceMapping({m.get('DeviceName')}).Ebs.", m.get("Ebs") or {},
+                        _EBS_MEMBERS, _EBS_HARMLESS)
+    if data.get("NetworkInterfaces") and (data.get("SecurityGroupIds") or data.get("SecurityGroups")):
+        raise CloudError("InvalidParameterCombination", "Network interfaces and an instance-level security "
+                         "groups may not be specified on the same request")
+    return _settings(data, data.get("RamDiskId"), ("instance", "volume"))
+
+
+def request_data(req: dict[str, Any]) -> TemplateData:
+    """The settings a RunInstances request naming a LaunchTemplate gives itself (over the template's)."""
+    for key, what in _UNSUPPORTED.items():
+        if req.get(key):
+            raise CloudError("InvalidParameterValue", f"{key}: {what} are not supported by this cloud yet")
+    return _settings(req, req.get("RamdiskId"), _TAGGABLE)
+
+
+def template_ref(spec: dict[str, Any]) -> TemplateRef:
+    """A LaunchTemplate(Specification) member, or an action's own LaunchTemplateId/-Name."""
+    return TemplateRef(spec.get("LaunchTemplateId") or None, spec.get("LaunchTemplateName") or None)
+
+
+def counts(req: dict[str, Any]) -> tuple[int, int]:
+    lo, hi = req.get("MinCount"), req.get("MaxCount")
+    if lo is None or hi is None:
+        raise CloudError("MissingParameter", "The request must contain the parameters MinCount and MaxCount")
+    return lo, hi
+
+
+def _settings(req: dict[str, Any], ramdisk_id: str | None, taggable: tuple[str, ...]) -> TemplateData:
+    subnet_id, private_ip, nic_groups, public_ip = _interface(req)
+    tags = tag_specs(req, taggable)
+    behaviour, protect = req.get("InstanceInitiatedShutdownBehavior"), req.get("DisableApiTermination")
+    return TemplateData(
+        image_id=req.get("ImageId") or None, instance_type=req.get("InstanceType") or None,
+        key_name=req.get("KeyName") or None, kernel_id=req.get("KernelId") or None, ramdisk_id=ramdisk_id or None,
+        zone=(req.get("Placement") or {}).get("AvailabilityZone") or None, user_data=req.get("UserData") or None,
+        group_ids=tuple(req.get("SecurityGroupIds") or ()), group_names=tuple(req.get("SecurityGroups") or ()),
+        interface=bool(req.get("NetworkInterfaces")), subnet_id=subnet_id, private_ip=private_ip,
+        public_ip=public_ip, interface_group_ids=nic_groups,
+        block_devices=_block_devices(req.get("BlockDeviceMappings")),
+        instance_tags=tags.get("instance", ()), volume_tags=tags.get("volume", ()),
+        shutdown_behavior=behaviour or None, disable_api_termination=None if protect is None else bool(protect))

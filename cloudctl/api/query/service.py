@@ -7,7 +7,7 @@ registered actions (cached like EC2's) and checks handlers and model agree.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,14 +65,19 @@ class Registry:
 
 @dataclass(frozen=True)
 class QueryServiceSpec:
-    """What a service package declares: `name` is botocore's and the signing name, `title` how
-    messages name it, `serves` one sentence for a request of an operation it does not serve."""
+    """What a service package declares: `name` is the signing name (and botocore's, unless `model`
+    says otherwise), `title` how messages name it, `serves` one sentence for a request of an
+    operation it does not serve."""
 
     name: str
     title: str
     registry: Registry
     serves: str
     read_only: tuple[str, ...] = field(default=("Describe", "Get", "List"))
+    # The HTTP status of each of its own error codes where the service's model gives one that the
+    # error's kind would not (ELB answers LoadBalancerNotFound with 400, not 404).
+    statuses: Mapping[str, int] = field(default_factory=dict)
+    model: str = ""   # botocore's name for it where that is not the signing name (ELB: `elb`)
 
 
 class QueryService(Service):
@@ -89,6 +94,8 @@ class QueryService(Service):
               kind: ErrorKind | None = None) -> tuple[bytes, int]:
         if code in _CODES:
             code, status = _CODES[code]
+        elif code in self.spec.statuses:
+            status = self.spec.statuses[code]
         elif status is None:
             status = _KIND_STATUS.get(kind, 400) if kind is not None else 400
         return self._protocol.error(code, message, request_id, status), status
@@ -102,4 +109,4 @@ class QueryService(Service):
 
 def load(spec: QueryServiceSpec, cache_dir: Path) -> QueryService:
     """The service over its trimmed model (built in a child process on a cold cache: call at start-up)."""
-    return QueryService(spec, load_model(spec.registry.actions, cache_dir, spec.name))
+    return QueryService(spec, load_model(spec.registry.actions, cache_dir, spec.model or spec.name))

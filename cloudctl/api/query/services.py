@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..autoscaling import SPEC as AUTOSCALING
+from ..elb import SPEC as ELB
 from ..iam import SPEC as IAM
 from ..sts import SPEC as STS
 from .service import QueryService, QueryServiceSpec, load
 
-SPECS: tuple[QueryServiceSpec, ...] = (STS, IAM)
+SPECS: tuple[QueryServiceSpec, ...] = (STS, IAM, AUTOSCALING, ELB)
 
 
 def load_all(cache_dir: Path) -> dict[str, QueryService]:

@@ -17,7 +17,7 @@ from ....core.network import interface_id
 from ....core.volumes import ROOT_DEVICE
 from ....store.records import Instance, Reservation, Volume
 from .. import requests
-from ..launch import launch_spec
+from ..launch import counts, launch_spec, request_data, template_ref
 from ..protocol import LazyList
 from .registry import action, ts
 
@@ -111,7 +111,13 @@ def reservation_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts])
 
 @action("RunInstances")
 async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-    res, insts = await cloud.compute.run(caller, launch_spec(req))
+    template = req.get("LaunchTemplate")
+    if template is None:   # (the hot path: nothing more than before)
+        spec = launch_spec(req)
+    else:
+        spec = cloud.launch_templates.run_spec(caller, template_ref(template), template.get("Version"),
+                                               request_data(req), *counts(req), req.get("ClientToken"))
+    res, insts = await cloud.compute.run(caller, spec)
     return reservation_view(cloud, res, facts_of(cloud, insts))
 
 
