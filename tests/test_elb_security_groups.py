@@ -9,17 +9,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_ec2_security_groups import applied, launch
 
 from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.elb.model import ListenerDef
 from cloudctl.core.errors import CloudError
-from cloudctl.core.sg_permissions import GroupPeer, Permission, RuleChange
+from cloudctl.core.sg_permissions import GroupPeer, IpRange, Permission, RuleChange
 from cloudctl.drivers.hypervisor.base import FirewallRule
+from cloudctl.drivers.loadbalancer.base import IngressRule
 
 from support import write_config
+from test_ec2_security_groups import applied, launch
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (Debian package)")
 
@@ -61,8 +62,17 @@ async def test_an_instance_rule_naming_the_balancers_group_admits_it(cloud: Clou
     assert sg.in_use_by(other) == [lb.id]
     with pytest.raises(CloudError, match="DependencyViolation"):
         await sg.delete(caller, other, None)
+    # its own ingress (what a bridged proxy's filter admits): its groups' rules, peers expanded
+    await sg.authorize(caller, RuleChange(False, a, permissions=(
+        Permission("tcp", 80, 80, ranges=(IpRange("10.0.0.0/8"),)),
+        Permission("tcp", 443, 443, peers=(GroupPeer(b),)))))
+    await settle(cloud)
+    row = cloud.elb.get(caller, "web")
+    web_ip = cloud.compute.table.get(web).private_ip
+    assert cloud.elb.ingress(row) == (IngressRule("tcp", 80, 80, ("10.0.0.0/8",)),
+                                      IngressRule("tcp", 443, 443, (web_ip,)))
     # its proxy listens on loopback: its own groups are not enforced there (documented)
-    assert cloud.elb.plane.spec(cloud.elb.get(caller, "web")).ingress is None
+    assert cloud.elb.plane.spec(row).ingress is None
 
     await cloud.elb.apply_security_groups(caller, "web", [other])
     await settle(cloud)

@@ -70,7 +70,7 @@ class Elb:
         self.pool = ipaddress.IPv4Network(self.config.loopback_pool)
         self.tasks = tasks
         self.plane = DataPlane(driver, self.table, self.instances, network.subnets.get, tasks, self.config.stats_page,
-                               self._ingress if security_groups is not None else None)
+                               self.ingress if security_groups is not None else None)
         self.security_groups = security_groups
         if security_groups is not None:
             self.table.add_index(_GroupMembers(security_groups))
@@ -81,7 +81,7 @@ class Elb:
             if lb_id in self.table.rows:
                 self.plane.changed(lb_id)
 
-    def _ingress(self, lb: LoadBalancer) -> tuple[IngressRule, ...] | None:
+    def ingress(self, lb: LoadBalancer) -> tuple[IngressRule, ...] | None:
         """What its security groups let reach its proxy (peer groups as member addresses); None
         (unfiltered) without groups: cloudctl gives a load balancer none unless asked."""
         if self.security_groups is None or not lb.security_groups:
