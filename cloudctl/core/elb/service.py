@@ -588,7 +588,6 @@ def _index(marker: str | None, n: int) -> int:
     return int(marker)
 
 
-
 class _GroupMembers(Index[LoadBalancer]):
     """Feeds each committed load balancer row (and the journal's, at start) to the security
     groups: its address is a member of its groups while the row exists."""
