@@ -172,7 +172,7 @@ class Cloud:
         self.interfaces = NetworkInterfaces(self.compute.of_owner, cfg.region, self.network, self.addresses,
                                             self.security_groups)
         self.vpc = DefaultVpc(self.network)
-        self.elb = Elb(store, cfg, self.network, elb_driver(cfg), self.tasks)
+        self.elb = Elb(store, cfg, self.network, elb_driver(cfg), self.tasks, self.security_groups)
         self.monitor = Monitor(store, cfg, self.compute, self.scheduler, drivers, self.events, self.health,
                                self.tasks)
         self.publisher: Publisher | None = None

@@ -6,6 +6,10 @@ send is the union of its groups' rules, with peer groups expanded to their membe
 addresses. That union is computed here (`spec_for`) and handed to the host's driver, which
 enforces it; whenever rules or memberships change, the instances whose union changed get it
 again, in the same per-instance order as the rest of their hypervisor work.
+
+Load balancers are members too: the ELB core feeds each committed row's address and groups
+(`set_member`), so a rule naming a load balancer's group admits its traffic; the proxy's own
+ingress (`ingress_for`) is computed like an instance's, and `watch` tells when it may move.
 """
 from __future__ import annotations
 
@@ -143,6 +147,9 @@ class SecurityGroups:
         self._flush_task: asyncio.Task[None] | None = None
         self._rulesets: dict[tuple[str, ...], tuple[tuple[FirewallRule, ...], tuple[FirewallRule, ...]]] = {}
         self._running = False
+        self._others: dict[str, dict[str, str]] = {}              # group -> {member: address}, not instances
+        self._other_of: dict[str, tuple[tuple[str, ...], str]] = {}  # such a member -> (its groups, address)
+        self._watchers: list[Callable[[set[str]], None]] = []
         self._members: _MembersIndex = self.instances.add_index(_MembersIndex(self._instance_changed))
         tags.register("security-group", self._check_group)
         tags.register("security-group-rule", self._check_rule)
@@ -278,7 +285,8 @@ class SecurityGroups:
         return g
 
     def in_use_by(self, group_id: str) -> list[str]:
-        return sorted(i.id for i in self._members.get(group_id).values() if i.state != "terminated")
+        return sorted([i.id for i in self._members.get(group_id).values() if i.state != "terminated"]
+                      + list(self._others.get(group_id, ())))
 
     async def delete(self, caller: Caller, gid: str | None, name: str | None) -> SecurityGroup:
         """The caller's group by id, else by name; not the default one, nor one in use or referred to."""
@@ -525,12 +533,53 @@ class SecurityGroups:
         if self._flush_task is None and self._running:
             self._flush_task = self.work.spawn(self._flush())
 
+    # -- members that are not instances (load balancers) ----------------------------------------
+    def set_member(self, key: str, address: str | None, group_ids: Iterable[str]) -> None:
+        """`key` (a load balancer's id) is, as committed now, a member of `group_ids` at `address`
+        (None or no groups: of none). Its groups' member lists follow in the next pass."""
+        groups = tuple(dict.fromkeys(group_ids))
+        new = (groups, address) if groups and address else None
+        old = self._other_of.pop(key, None)
+        if old == new:
+            if old is not None:
+                self._other_of[key] = old
+            return
+        if old is not None:
+            for g in old[0]:
+                m = self._others.get(g)
+                if m is not None:
+                    m.pop(key, None)
+                    if not m:
+                        del self._others[g]
+            self._stale.update(old[0])
+        if new is not None:
+            self._other_of[key] = new
+            for g in groups:
+                self._others.setdefault(g, {})[key] = new[1]
+            self._stale.update(groups)
+        self._schedule()
+
+    def watch(self, changed: Callable[[set[str]], None]) -> None:
+        """Call `changed` with the non-instance members whose groups' ingress may have changed
+        (their rules, or the members of a group they name), once per pass."""
+        self._watchers.append(changed)
+
+    def ingress_for(self, group_ids: Iterable[str]) -> tuple[FirewallRule, ...]:
+        """What a member of exactly these groups may receive (for a load balancer's proxy)."""
+        key = tuple(group_ids)
+        ruleset = self._rulesets.get(key)
+        if ruleset is None:
+            ruleset = self._rulesets[key] = self._ruleset(key)
+        return ruleset[0]
+
     def _ips_of(self, group_id: str) -> tuple[str, ...]:
         old = self._ips.get(group_id)
         if old is not None and group_id not in self._stale:
             return old
         self._stale.discard(group_id)
-        new = tuple(self._members.ips(group_id))
+        others = self._others.get(group_id)
+        ips = self._members.ips(group_id)
+        new = tuple(sorted({*ips, *others.values()})) if others else tuple(ips)
         if old is not None and old == new:
             return old
         self._ips[group_id] = new
@@ -594,6 +643,12 @@ class SecurityGroups:
         changed, self._changed = self._changed, set()
         admitting = {r.group_id for gid in changed for r in self._referrers.get(gid).values()}
         self._forget_rulesets(admitting | self._dirty_groups)
+        if self._watchers and self._other_of:
+            moved = admitting | self._dirty_groups
+            others = {k for k, (groups, _) in self._other_of.items() if moved.intersection(groups)}
+            if others:
+                for w in self._watchers:
+                    w(others)
         ids = self._dirty | self.members_of(self._dirty_groups | admitting)
         self._dirty, self._dirty_groups = set(), set()
         for n, iid in enumerate(ids):

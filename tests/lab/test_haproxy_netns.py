@@ -1,12 +1,15 @@
 """A load balancer in a network namespace of its own, plugged into a host bridge as a guest is:
 two backend namespaces serve HTTP on the bridge, a client namespace on the same bridge reaches the
-balancer's address and gets answers from both; removal takes the namespace and veth away.
+balancer's address and gets answers from both; removal takes the namespace and veth away. Its
+security groups' ingress is enforced in its namespace: real connections from an allowed and a
+disallowed client, before and after the rules change.
 
 Linux bridge always; Open vSwitch with a VLAN (the per-VLAN Linux bridge guests join) when
 openvswitch is installed."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import shutil
@@ -20,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl.drivers.hypervisor.ovs_plug import HybridPlug
-from cloudctl.drivers.loadbalancer.base import Backend, BalancerSpec, HealthCheck, Listener, Placement
+from cloudctl.drivers.loadbalancer.base import Backend, BalancerSpec, HealthCheck, IngressRule, Listener, Placement
 from cloudctl.drivers.loadbalancer.haproxy import HaproxyDriver
 from cloudctl.drivers.loadbalancer.netns import Netns
 
@@ -145,3 +148,48 @@ async def test_proxy_on_an_ovs_vlan_joins_the_guests_linux_bridge(net: Net, tmp_
         net.teardown()
         await asyncio.to_thread(plug.remove)
         ovs.stop()
+
+
+async def test_ingress_filter_in_the_namespace(net: Net, tmp_path: Path) -> None:
+    """Only clients the spec's ingress admits reach the listener; a new spec re-filters live; the
+    proxy's own health checks (egress) are never blocked."""
+    bridge = f"{TAG}br"
+    ip("link", "add", bridge, "type", "bridge")
+    driver = HaproxyDriver(tmp_path / "run")
+    try:
+        ip("link", "set", bridge, "up")
+        backend = net.serve(bridge, "i-a", 11)
+        allowed, _ = net.host(bridge, "ok", 2)       # in 10.x.y.0/28
+        refused, _ = net.host(bridge, "no", 100)     # in 10.x.y.96/28 only
+        placement = Placement(f"{net.subnet}.10", 24, bridge=bridge, gateway=f"{net.subnet}.1")
+        url = f"http://{placement.address}/"
+        only_low = (IngressRule("tcp", 80, 80, (f"{net.subnet}.0/28",)),)
+        sp = BalancerSpec(name=f"{TAG}lb", placement=placement, listeners=(Listener(80, "HTTP", PORT, "HTTP"),),
+                          backends=(backend,), health_check=HealthCheck(f"TCP:{PORT}", 1, 1, 2, 2),
+                          ingress=only_low)
+        await driver.apply(sp)
+        for _ in range(300):     # checks go out and their answers come back through the filter
+            st = await driver.stats(sp.name)
+            if st.healthy == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert st.healthy == 1, st
+        assert await asyncio.to_thread(net.ask, allowed, url, 3) == Counter({"i-a": 3})
+        got = await asyncio.to_thread(net.ask, refused, url, 1)
+        assert list(got) != ["i-a"] and all(k.startswith("FAIL") for k in got), got
+
+        # the rule widens (a new spec, as after AuthorizeSecurityGroupIngress): the other gets in
+        both = (IngressRule("tcp", 80, 80, (f"{net.subnet}.0/28", f"{net.subnet}.96/28")),)
+        await driver.apply(dataclasses.replace(sp, ingress=both))
+        assert await asyncio.to_thread(net.ask, refused, url, 3) == Counter({"i-a": 3})
+        assert await asyncio.to_thread(net.ask, allowed, url, 3) == Counter({"i-a": 3})
+
+        # a port the listener does not use, only: nobody gets in; no filtering at all: everybody
+        await driver.apply(dataclasses.replace(sp, ingress=(IngressRule("tcp", 81, 81, ("0.0.0.0/0",)),)))
+        assert all(k.startswith("FAIL") for k in await asyncio.to_thread(net.ask, allowed, url, 1))
+        await driver.apply(dataclasses.replace(sp, ingress=None))
+        assert await asyncio.to_thread(net.ask, refused, url, 2) == Counter({"i-a": 2})
+    finally:
+        await driver.remove(f"{TAG}lb")
+        net.teardown()
+        ip("link", "del", bridge, check=False)

@@ -22,6 +22,7 @@ from ...drivers.loadbalancer.base import (
     BalancerSpec,
     BalancerStats,
     HealthCheck,
+    IngressRule,
     Listener,
     LoadBalancerDriver,
     LoadBalancerError,
@@ -41,13 +42,15 @@ _WIRE = {"HTTP": "HTTP", "HTTPS": "TCP", "TCP": "TCP", "SSL": "TCP"}   # HTTPS/S
 
 class DataPlane:
     def __init__(self, driver: LoadBalancerDriver, table: Table[LoadBalancer], instances: Table[Instance],
-                 subnet_of: Callable[[str], Subnet | None], tasks: Supervisor, stats_page: bool) -> None:
+                 subnet_of: Callable[[str], Subnet | None], tasks: Supervisor, stats_page: bool,
+                 ingress_of: Callable[[LoadBalancer], tuple[IngressRule, ...] | None] | None = None) -> None:
         self.driver = driver
         self.table = table
         self.instances = instances
         self.subnet_of = subnet_of
         self.tasks = tasks
         self.stats_page = stats_page
+        self.ingress_of = ingress_of                   # its security groups' ingress, where enforced
         self.stats: dict[str, BalancerStats] = {}      # by load balancer id: the last reading
         self.applied: dict[str, BalancerSpec] = {}     # what each proxy was last made to run
         self.errors: dict[str, str] = {}               # the last failure to apply, until one succeeds
@@ -89,13 +92,16 @@ class DataPlane:
                 backends.append(Backend(name=iid, address=inst.private_ip))
         hc = lb.health_check
         attrs = {**DEFAULT_ATTRIBUTES, **lb.attributes}
+        placement = self.placement(lb)
+        # Only a proxy in a namespace of its own can be filtered without touching the host's firewall.
+        ingress = self.ingress_of(lb) if self.ingress_of is not None and placement.bridge is not None else None
         return BalancerSpec(
-            name=lb.id, placement=self.placement(lb), listeners=tuple(listeners), backends=tuple(backends),
+            name=lb.id, placement=placement, listeners=tuple(listeners), backends=tuple(backends),
             health_check=HealthCheck(target=hc["target"], interval=hc["interval"], timeout=hc["timeout"],
                                      healthy_threshold=hc["healthy"], unhealthy_threshold=hc["unhealthy"]),
             idle_timeout=attrs["idle_timeout"],
             draining_timeout=attrs["draining_timeout"] if attrs["draining"] else None,
-            cross_zone=attrs["cross_zone"], stats=self.stats_page)
+            cross_zone=attrs["cross_zone"], stats=self.stats_page, ingress=ingress)
 
     def placement(self, lb: LoadBalancer) -> Placement:
         subnet = self.subnet_of(lb.placement_subnet) if lb.leased and lb.placement_subnet else None

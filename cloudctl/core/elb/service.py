@@ -7,6 +7,8 @@ of its own (`elb-…`), the name of its proxy in the data plane. Its address (th
 when it is made: a lease from the subnet of its first zone or subnet when that subnet has a
 bridge (the guests' plumbing), else the next free address of `elb.loopback_pool`.
 After the commit the data plane is told (dataplane.py); the answer does not wait for the proxy.
+Its security groups count its address among their members (so an instance rule naming one
+admits its traffic) and filter what reaches its proxy, where it has a namespace of its own.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from ...config import Config
-from ...drivers.loadbalancer.base import LoadBalancerDriver
+from ...drivers.loadbalancer.base import IngressRule, LoadBalancerDriver
 from ...store.records import Instance, LoadBalancer, SecurityGroup
-from ...store.store import MultiIndex, Store, Txn
+from ...store.store import Index, MultiIndex, Store, Txn
 from ..context import Caller
 from ..errors import CloudError, ErrorKind
 from ..ids import random_hex
 from ..network import Networks, Subnet
+from ..security_groups import SecurityGroups
 from ..tasks import Supervisor
 from . import errors as err
 from .dataplane import DataPlane
@@ -51,7 +54,7 @@ MAX_PAGE = 400
 
 class Elb:
     def __init__(self, store: Store, config: Config, network: Networks, driver: LoadBalancerDriver,
-                 tasks: Supervisor) -> None:
+                 tasks: Supervisor, security_groups: SecurityGroups | None = None) -> None:
         self.store = store
         self.config = config.elb
         self.region = config.region
@@ -66,7 +69,25 @@ class Elb:
         self._by_address: MultiIndex[LoadBalancer] = self.table.add_index(MultiIndex(lambda lb: lb.address))
         self.pool = ipaddress.IPv4Network(self.config.loopback_pool)
         self.tasks = tasks
-        self.plane = DataPlane(driver, self.table, self.instances, network.subnets.get, tasks, self.config.stats_page)
+        self.plane = DataPlane(driver, self.table, self.instances, network.subnets.get, tasks, self.config.stats_page,
+                               self.ingress if security_groups is not None else None)
+        self.security_groups = security_groups
+        if security_groups is not None:
+            self.table.add_index(_GroupMembers(security_groups))
+            security_groups.watch(self._groups_changed)
+
+    def _groups_changed(self, ids: set[str]) -> None:
+        for lb_id in ids:
+            if lb_id in self.table.rows:
+                self.plane.changed(lb_id)
+
+    def ingress(self, lb: LoadBalancer) -> tuple[IngressRule, ...] | None:
+        """What its security groups let reach its proxy (peer groups as member addresses); None
+        (unfiltered) without groups: cloudctl gives a load balancer none unless asked."""
+        if self.security_groups is None or not lb.security_groups:
+            return None
+        return tuple(IngressRule(r.protocol, r.from_port, r.to_port, r.peers)
+                     for r in self.security_groups.ingress_for(lb.security_groups))
 
     def start(self) -> None:
         """Supervise the proxies: the first round (now) recreates or adopts every load balancer's."""
@@ -566,3 +587,16 @@ def _index(marker: str | None, n: int) -> int:
         raise err.invalid(f"Invalid Marker '{marker[:64]}'.")
     return int(marker)
 
+
+class _GroupMembers(Index[LoadBalancer]):
+    """Feeds each committed load balancer row (and the journal's, at start) to the security
+    groups: its address is a member of its groups while the row exists."""
+
+    def __init__(self, groups: SecurityGroups) -> None:
+        self._groups = groups
+
+    def add(self, row: LoadBalancer) -> None:
+        self._groups.set_member(row.id, row.address, row.security_groups)
+
+    def remove(self, row: LoadBalancer) -> None:
+        self._groups.set_member(row.id, None, ())

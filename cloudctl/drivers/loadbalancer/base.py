@@ -55,6 +55,18 @@ class Placement:
 
 
 @dataclass(frozen=True, slots=True)
+class IngressRule:
+    """One kind of traffic the proxy may receive (its security groups' ingress rules, peer groups
+    already expanded to their members' addresses). Anything else arriving is dropped; replies to
+    the proxy's own connections (health checks, backends) are always let in."""
+
+    protocol: str                 # "tcp", "udp", "icmp", "all", or an IP protocol number
+    from_port: int | None         # tcp/udp: first port; icmp: type (-1/None: any)
+    to_port: int | None           # tcp/udp: last port; icmp: code (-1/None: any)
+    cidrs: tuple[str, ...]        # IPv4 sources: networks or addresses
+
+
+@dataclass(frozen=True, slots=True)
 class BalancerSpec:
     name: str                     # the load balancer's name (unique): namespaces, files, sockets
     placement: Placement
@@ -65,6 +77,9 @@ class BalancerSpec:
     draining_timeout: int | None = None   # connection draining: seconds to finish, None: off
     cross_zone: bool = True
     stats: bool = False           # serve the proxy's statistics page (admin-only flag)
+    # What may reach the proxy; None: no filtering. Enforced only with a bridge placement (a
+    # namespace of its own): in the controller's namespace it would mean editing the host's firewall.
+    ingress: tuple[IngressRule, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

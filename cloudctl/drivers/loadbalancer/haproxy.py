@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloudctl.drivers.loadbalancer import nft
 from cloudctl.drivers.loadbalancer.base import (
     BackendState,
     BalancerSpec,
@@ -96,7 +97,7 @@ class HaproxyDriver(LoadBalancerDriver):
                 pid = None
             if pid is not None:
                 if spec.placement.bridge is not None:
-                    await Netns.of(spec.name, self.ovs_db).ensure(spec.placement)
+                    await self._plumb(spec, folder)
                 await self._reload(spec, folder, pid)
             else:
                 await self._start(spec, folder)
@@ -163,6 +164,13 @@ class HaproxyDriver(LoadBalancerDriver):
 
     # -- starting, reloading, stopping ------------------------------------------------------
 
+    async def _plumb(self, spec: BalancerSpec, folder: Path) -> Netns:
+        """The proxy's namespace on its bridge, its ingress filtered (before the proxy listens)."""
+        ns = Netns.of(spec.name, self.ovs_db)
+        await ns.ensure(spec.placement)
+        await nft.apply(ns, spec.ingress, folder)
+        return ns
+
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
@@ -187,9 +195,7 @@ class HaproxyDriver(LoadBalancerDriver):
         await self._reap_stale(folder)
         prefix: list[str] = []
         if spec.placement.bridge is not None:
-            ns = Netns.of(spec.name, self.ovs_db)
-            await ns.ensure(spec.placement)
-            prefix = ns.exec_prefix()
+            prefix = (await self._plumb(spec, folder)).exec_prefix()
         argv = [*prefix, self.haproxy, "-W", "-f", str(folder / CONFIG), "-p", PID_FILE,
                 "-S", f"unix@{MASTER_SOCKET}"]
         master = await _spawn(argv, folder, folder / LOG_FILE)
