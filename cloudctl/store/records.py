@@ -887,4 +887,5 @@ ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair,
                                      Subscription, MarketImage, MetadataEntry, ImportTask, Address, SecurityGroup,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
                                      ScalingActivity, ScalingPolicy,
-                                     LaunchTemplate, LaunchTemplateVersion, LoadBalancer, CfnStack, CfnResource, CfnEvent)
+                                     LaunchTemplate, LaunchTemplateVersion, LoadBalancer,
+                                     CfnStack, CfnResource, CfnEvent)

@@ -97,9 +97,12 @@ class Stacks:
     async def set_resource(self, s: CfnStack, logical: str, rtype: str, status: str, reason: str = "",
                            physical: str | None = None, attributes: dict[str, str] | None = None) -> CfnResource:
         old = self.resource(s.id, logical)
+        if physical is None:
+            physical = old.physical if old else ""
+        if attributes is None:
+            attributes = dict(old.attributes) if old else {}
         r = CfnResource(id=f"{s.id}|{logical}", stack_id=s.id, logical=logical, type=rtype, status=status,
-                        updated=time.time(), physical=physical if physical is not None else (old.physical if old else ""),
-                        reason=reason, attributes=attributes if attributes is not None else (old.attributes if old else {}))
+                        updated=time.time(), physical=physical, reason=reason, attributes=attributes)
         with self.store.txn() as tx:
             tx.put(r)
             tx.put(self._event(s, logical, rtype, status, r.physical, reason))

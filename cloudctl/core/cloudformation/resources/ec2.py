@@ -26,7 +26,10 @@ def _permission(p: Mapping[str, Any], egress: bool) -> Permission:
     elif egress and p.get("DestinationSecurityGroupId"):
         peer = GroupPeer(group_id=p["DestinationSecurityGroupId"])
     cidr = p.get("CidrIp")
-    port = (lambda k: None if p.get(k) in (None, "") else int(p[k]))
+
+    def port(k: str) -> int | None:
+        return None if p.get(k) in (None, "") else int(p[k])
+
     return Permission(protocol=str(need(p, "IpProtocol")), from_port=port("FromPort"), to_port=port("ToPort"),
                       ranges=(IpRange(cidr, p.get("Description") or ""),) if cidr else (),
                       peers=(peer,) if peer else ())
