@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from asg_support import FAST, aws, client
+from asg_support import FAST, aws, client, digest, settled
 from elbsupport import public_image
 from support import Server, wait_until
 
@@ -157,3 +157,145 @@ def test_coreos_cluster_with_the_cli(srv: Server, user: dict[str, str], cfn: Any
         cfn.describe_stacks(StackName="coreos")
     assert e.value.response["Error"]["Code"] == "ValidationError"
     assert e.value.response["Error"]["Message"] == "Stack with id coreos does not exist"
+
+
+def _failing(third: dict[str, Any]) -> str:
+    """Two security groups, then a resource that must fail (it depends on both: it comes third)."""
+    return json.dumps({"Resources": {
+        "First": {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": "one"}},
+        "Second": {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": "two"}},
+        "Third": {"Type": "AWS::EC2::Instance", "DependsOn": ["First", "Second"], "Properties": third}}})
+
+
+def test_a_failing_third_resource_rolls_back_the_first_two(cfn: Any, ec2: Any) -> None:
+    cfn.create_stack(StackName="broken", TemplateBody=_failing({"ImageId": "ami-00000000dead"}))
+    assert settle(cfn, "broken") == "ROLLBACK_COMPLETE"
+    res = {r["LogicalResourceId"]: r for r in cfn.describe_stack_resources(StackName="broken")["StackResources"]}
+    # (as in AWS, the failed resource goes through the rollback's delete too)
+    assert {k: r["ResourceStatus"] for k, r in res.items()} == {
+        "First": "DELETE_COMPLETE", "Second": "DELETE_COMPLETE", "Third": "DELETE_COMPLETE"}
+    events = cfn.describe_stack_events(StackName="broken")["StackEvents"]
+    failed = [e for e in events if e["ResourceStatus"] == "CREATE_FAILED" and e["LogicalResourceId"] == "Third"]
+    assert "ami-00000000dead" in failed[0]["ResourceStatusReason"]
+    order = [(e["LogicalResourceId"], e["ResourceStatus"]) for e in reversed(events)]
+    assert order.index(("broken", "ROLLBACK_IN_PROGRESS")) < order.index(("First", "DELETE_COMPLETE"))
+    assert order[-1] == ("broken", "ROLLBACK_COMPLETE")
+    stack = cfn.describe_stacks(StackName="broken")["Stacks"][0]
+    rolling = [e for e in events if e["ResourceStatus"] == "ROLLBACK_IN_PROGRESS"]
+    assert rolling[0]["ResourceStatusReason"] == "The following resource(s) failed to create: [Third]. "
+    assert groups(ec2) == []
+    cfn.delete_stack(StackName="broken")
+    assert settle_deleted(cfn, stack["StackId"])
+
+
+def settle_deleted(cfn: Any, sid: str) -> bool:
+    return bool(wait_until(lambda: cfn.describe_stacks(StackName=sid)["Stacks"][0]["StackStatus"]
+                           == "DELETE_COMPLETE" or None, timeout=60))
+
+
+def test_do_nothing_leaves_what_was_made(cfn: Any, ec2: Any) -> None:
+    cfn.create_stack(StackName="kept", TemplateBody=_failing({"ImageId": "ami-00000000dead"}), OnFailure="DO_NOTHING")
+    assert settle(cfn, "kept") == "CREATE_FAILED"
+    res = {r["LogicalResourceId"]: r for r in cfn.describe_stack_resources(StackName="kept")["StackResources"]}
+    assert res["First"]["ResourceStatus"] == res["Second"]["ResourceStatus"] == "CREATE_COMPLETE"
+    assert len(groups(ec2)) == 2
+    cfn.delete_stack(StackName="kept")
+    sid = cfn.describe_stacks(StackName="kept")["Stacks"][0]["StackId"]
+    assert settle_deleted(cfn, sid)
+    assert groups(ec2) == []
+
+
+def test_retain_keeps_the_resource(cfn: Any, ec2: Any) -> None:
+    body = json.dumps({"Resources": {"Kept": {"Type": "AWS::EC2::SecurityGroup", "DeletionPolicy": "Retain",
+                                              "Properties": {"GroupDescription": "kept", "GroupName": "retained"}}}})
+    sid = cfn.create_stack(StackName="retain", TemplateBody=body)["StackId"]
+    assert settle(cfn, "retain") == "CREATE_COMPLETE"
+    cfn.delete_stack(StackName="retain")
+    assert settle_deleted(cfn, sid)
+    statuses = {r["LogicalResourceId"]: r["ResourceStatus"]
+                for r in cfn.describe_stack_resources(StackName=sid)["StackResources"]}
+    assert statuses == {"Kept": "DELETE_SKIPPED"}
+    assert groups(ec2) == ["retained"]
+    ec2.delete_security_group(GroupName="retained")
+
+
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("CreateStack", {"StackName": "1bad", "TemplateBody": json.dumps({"Resources": {}})}, "ValidationError"),
+    ("CreateStack", {"StackName": "x", "TemplateBody": "{not json"}, "ValidationError"),
+    ("CreateStack", {"StackName": "x", "TemplateBody": json.dumps(
+        {"Resources": {"A": {"Type": "AWS::Nope::Thing"}}})}, "ValidationError"),
+    ("CreateStack", {"StackName": "x", "TemplateBody": json.dumps(
+        {"Resources": {"A": {"Type": "AWS::EC2::SecurityGroup", "Properties": {"X": {"Ref": "Missing"}}}}})},
+     "ValidationError"),
+    ("CreateStack", {"StackName": "x", "TemplateBody": json.dumps(COREOS)}, "ValidationError"),   # no parameters
+    ("CreateStack", {"StackName": "x", "TemplateURL": "http://127.0.0.1:1/t.json"}, "ValidationError"),
+    ("CreateStack", {"StackName": "x", "TemplateBody": json.dumps(COREOS), "OnFailure": "ROLLBACK",
+                     "DisableRollback": True}, "ValidationError"),
+    ("DescribeStacks", {"StackName": "ghost"}, "ValidationError"),
+    ("DescribeStackResources", {"StackName": "ghost"}, "ValidationError"),
+    ("DescribeStackResource", {"StackName": "ghost", "LogicalResourceId": "A"}, "ValidationError"),
+    ("ListStackResources", {"StackName": "ghost"}, "ValidationError"),
+    ("DescribeStackEvents", {"StackName": "ghost"}, "ValidationError"),
+    ("GetTemplate", {"StackName": "ghost"}, "ValidationError"),
+    ("GetTemplateSummary", {"StackName": "ghost"}, "ValidationError"),
+    ("ValidateTemplate", {"TemplateBody": json.dumps({"Resources": {"A": {"Type": "AWS::EC2::SecurityGroup",
+                                                                           "DependsOn": "A"}}})}, "ValidationError"),
+    ("ListStacks", {"NextToken": "zz"}, "ValidationError"),
+]
+
+
+@pytest.mark.parametrize("action, params, code", BAD, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(BAD)])
+def test_bad_input_is_refused_and_changes_nothing(srv: Server, cfn: Any, action: str, params: dict[str, Any],
+                                                  code: str) -> None:
+    before = settled(srv)
+    with pytest.raises(ClientError) as e:
+        getattr(cfn, _snake(action))(**params)
+    assert e.value.response["Error"]["Code"] == code
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert digest(srv) == before
+
+
+def _snake(action: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in action).lstrip("_")
+
+
+def test_a_second_stack_of_the_same_name_is_refused(srv: Server, cfn: Any) -> None:
+    body = json.dumps({"Resources": {"G": {"Type": "AWS::EC2::SecurityGroup",
+                                           "Properties": {"GroupDescription": "once"}}}})
+    sid = cfn.create_stack(StackName="once", TemplateBody=body)["StackId"]
+    before = settled(srv)
+    with pytest.raises(ClientError) as e:
+        cfn.create_stack(StackName="once", TemplateBody=body)
+    assert e.value.response["Error"]["Code"] == "AlreadyExistsException"
+    assert digest(srv) == before
+    cfn.delete_stack(StackName="once")
+    assert settle_deleted(cfn, sid)
+
+
+def test_another_user_cannot_see_the_stack(srv: Server, cfn: Any) -> None:
+    body = json.dumps({"Resources": {"G": {"Type": "AWS::EC2::SecurityGroup",
+                                           "Properties": {"GroupDescription": "mine"}}}})
+    sid = cfn.create_stack(StackName="private", TemplateBody=body)["StackId"]
+    assert settle(cfn, "private") == "CREATE_COMPLETE"
+    other = client(srv, srv.create_user("other"), "cloudformation")
+    for name in ("private", sid):
+        with pytest.raises(ClientError) as e:
+            other.describe_stacks(StackName=name)
+        assert e.value.response["Error"]["Code"] == "ValidationError"
+        with pytest.raises(ClientError):
+            other.describe_stack_events(StackName=name)
+    assert other.describe_stacks()["Stacks"] == []
+    assert other.list_stacks()["StackSummaries"] == []
+    other.delete_stack(StackName="private")      # (a stack it cannot see: nothing happens)
+    assert status(cfn, "private") == "CREATE_COMPLETE"
+    cfn.delete_stack(StackName="private")
+    assert settle_deleted(cfn, sid)
+
+
+def test_validate_and_summary(cfn: Any) -> None:
+    body = json.dumps(COREOS)
+    v = cfn.validate_template(TemplateBody=body)
+    assert [p["ParameterKey"] for p in v["Parameters"]] == ["ImageId", "KeyName", "ClusterSize", "InstanceType"]
+    assert v["Description"] == "CoreOS cluster"
+    s = cfn.get_template_summary(TemplateBody=body)
+    assert s["ResourceTypes"] == sorted({r["Type"] for r in COREOS["Resources"].values()})
