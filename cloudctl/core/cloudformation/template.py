@@ -381,6 +381,10 @@ class Template:
         params = {k: _parameter(k, v) for k, v in _mapping(doc, "Parameters").items()}
         resources = {k: _resource(k, v) for k, v in res_specs.items()}
         outputs = {k: _output(k, v) for k, v in _mapping(doc, "Outputs").items()}
+        clash = sorted(set(params) & set(resources))
+        if clash:
+            raise TemplateError(f"Template format error: Duplicate logical ids in Parameters and Resources: "
+                                f"[{', '.join(clash)}]")
         unknown = [t for t in dict.fromkeys(r.type for r in resources.values()) if t not in supported_types]
         if unknown:
             raise TemplateError(f"Template format error: Unrecognized resource types: [{', '.join(unknown)}]")
@@ -443,6 +447,7 @@ class Bound:
         self.pseudo = pseudo
         self._given = given
         self.conditions: dict[str, bool] = {}
+        self.resources: tuple[str, ...] = ()  # none while Conditions are evaluated: they may not reference any
         evaluating: set[str] = set()
 
         def cond(name: str) -> bool:
@@ -459,7 +464,7 @@ class Bound:
 
         for name in template.conditions:
             cond(name)
-        self.resources: tuple[str, ...] = tuple(
+        self.resources = tuple(
             r.logical_id for r in template.resources.values() if r.condition is None or self.conditions[r.condition])
         active = set(self.resources)
         self._deps: dict[str, frozenset[str]] = {}
