@@ -226,6 +226,28 @@ def test_conditions_gate_resources_and_outputs() -> None:
     assert [o.value for o in dev.outputs(Physical())] == ["phys-A", "a,b,c"]
 
 
+def test_dependson_an_inactive_resource_is_rejected() -> None:
+    body = json.dumps({"Parameters": PARAMS, "Conditions": CONDITIONS, "Resources": {
+        "A": {"Type": "AWS::EC2::SecurityGroup", "Condition": "IsDev"},
+        "B": {"Type": "AWS::EC2::Instance", "DependsOn": "A"}}})
+    t = Template.parse(body, TYPES)
+    with pytest.raises(TemplateError, match=r"^Template format error: Unresolved resource dependencies \[A\]"):
+        t.bind({}, PSEUDO)
+    assert t.bind({"Env": "dev"}, PSEUDO).levels() == [["A"], ["B"]]
+
+
+def test_metadata_is_resolved_and_counts_as_a_dependency() -> None:
+    body = json.dumps({"Resources": {
+        "H": {"Type": "AWS::CloudFormation::WaitConditionHandle"},
+        "I": {"Type": "AWS::EC2::Instance", "Metadata": {"Signal": {"Ref": "H"}, "Region": {"Ref": "AWS::Region"}},
+              "CreationPolicy": {"ResourceSignal": {"Count": 1}}}}})
+    b = Template.parse(body, TYPES).bind({}, PSEUDO)
+    assert b.levels() == [["H"], ["I"]]
+    assert b.metadata("I", Physical()) == {"Signal": "phys-H", "Region": "eu-1"}
+    assert b.metadata("H", Physical()) is None
+    assert b.template.resources["I"].creation_policy == {"ResourceSignal": {"Count": 1}}
+
+
 def test_active_resource_referencing_an_inactive_one_is_rejected() -> None:
     body = json.dumps({"Parameters": PARAMS, "Conditions": CONDITIONS, "Resources": {
         "A": {"Type": "AWS::EC2::SecurityGroup", "Condition": "IsDev"},
@@ -350,6 +372,19 @@ TEMPLATE_ERRORS = [
      "of the template"),
     (res(A={"Type": "AWS::EC2::Instance", "Condition": "Nope"}),
      "Template format error: Unresolved condition dependencies [Nope]"),
+    ({"Conditions": {"A": {"Fn::Not": [{"Condition": "B"}]}, "B": {"Fn::Not": [{"Condition": "A"}]},
+                     "C": {"Fn::Not": [{"Condition": "A"}]}}, **res(A=INSTANCE)},
+     "Template format error: Circular dependency between conditions: [A, B]"),
+    ({"Conditions": {"C": {"Fn::If": ["C", True, False]}}, **res(A=INSTANCE)},
+     "Template format error: Condition C can only be a boolean operation (Fn::Equals, Fn::And, Fn::Or, Fn::Not "
+     "or Condition) on parameters and other conditions"),
+    (res(A={"Type": "AWS::EC2::Instance", "Propertys": {}}),
+     "Template format error: [/Resources/A] Invalid template resource property 'Propertys'"),
+    ({**res(A=INSTANCE), "Rules": {}}, "Template format error: Rules are not supported"),
+    ({**res(A=INSTANCE), "Transform": "AWS::Serverless-2016-10-31"},
+     "Template format error: Transform (macros, AWS::Serverless) is not supported"),
+    (res(A={"Type": "AWS::EC2::Instance", "Metadata": {"Init": {"Fn::GetAtt": ["Nope", "X"]}}}),
+     "Template format error: Unresolved resource dependencies [Nope] in the Resources block of the template"),
 ]
 
 
@@ -425,12 +460,13 @@ def test_body_size_and_syntax() -> None:
     assert Template.parse(small + " " * (MAX_BODY - len(small)), TYPES).resources
     with pytest.raises(TemplateError, match="Member must have length less than or equal to 51200"):
         load(small + " " * (MAX_BODY - len(small) + 1))
-    with pytest.raises(TemplateError, match=r"^Template format error: JSON not well-formed. \(line 1, column 9\)$"):
-        load('{"a": 1,}')
+    with pytest.raises(TemplateError, match=r"^Template format error: JSON not well-formed. \(line 3, column 2\)$"):
+        load('{\n "a": 1\n "b": 2}')
     with pytest.raises(TemplateError, match=r"^Template format error: YAML not well-formed. \(line 2, column"):
         load("a: [1\nb: 2")
     with pytest.raises(TemplateError, match="YAML not well-formed"):
         load("a: !!python/object/apply:os.system ['true']")  # safe loading only
+    assert load("{a: !Ref B}") == {"a": {"Ref": "B"}}  # YAML flow style, not JSON
 
 
 # --- dependency levels ----------------------------------------------------------------------------

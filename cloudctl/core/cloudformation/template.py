@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from .intrinsics import (
+    CONDITION_FUNCTIONS,
     NO_VALUE,
     PSEUDO,
     Pseudo,
@@ -21,6 +22,7 @@ from .intrinsics import (
     TemplateError,
     condition,
     evaluate,
+    function_of,
     scan,
     text,
 )
@@ -33,7 +35,9 @@ MAX_BODY = 51_200
 
 VERSIONS = ("2010-09-09",)
 SECTIONS = frozenset({"AWSTemplateFormatVersion", "Description", "Metadata", "Parameters", "Mappings",
-                      "Conditions", "Resources", "Outputs", "Rules"})
+                      "Conditions", "Resources", "Outputs"})
+RESOURCE_KEYS = frozenset({"Type", "Properties", "DependsOn", "Condition", "DeletionPolicy", "UpdateReplacePolicy",
+                           "Metadata", "CreationPolicy", "UpdatePolicy"})
 MAX_RESOURCES = 500
 SHORT_FORMS = ("Ref", "Sub", "GetAtt", "Join", "Base64", "Select", "Split", "GetAZs", "FindInMap", "If",
                "Equals", "And", "Or", "Not", "ImportValue", "Condition")
@@ -80,8 +84,11 @@ def load(body: str) -> dict[str, Any]:
         try:
             doc = json.loads(body)
         except json.JSONDecodeError as e:
-            raise TemplateError(f"Template format error: JSON not well-formed. (line {e.lineno}, "
-                                f"column {e.colno})") from None
+            try:  # YAML flow style also starts with "{"
+                doc = yaml.load(body, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            except yaml.YAMLError:
+                raise TemplateError(f"Template format error: JSON not well-formed. (line {e.lineno}, "
+                                    f"column {e.colno})") from None
     else:
         try:
             doc = yaml.load(body, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
@@ -192,6 +199,8 @@ class ResourceDef:
     condition: str | None = None
     deletion_policy: str = "Delete"
     metadata: dict[str, Any] | None = None
+    creation_policy: dict[str, Any] | None = None
+    update_policy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +283,10 @@ def _resource(logical: str, spec: Any) -> ResourceDef:
     if not isinstance(spec, dict) or not isinstance(spec.get("Type"), str):
         raise TemplateError(f"Template format error: [/Resources/{logical}] Every Resources object must "
                             "contain a Type member.")
+    for key in spec:
+        if key not in RESOURCE_KEYS:
+            raise TemplateError(f"Template format error: [/Resources/{logical}] Invalid template resource "
+                                f"property '{key}'")
     props = spec.get("Properties") or {}
     if not isinstance(props, dict):
         raise TemplateError(f"Template format error: [/Resources/{logical}/Properties] Properties must be a "
@@ -290,9 +303,14 @@ def _resource(logical: str, spec: Any) -> ResourceDef:
     cond = spec.get("Condition")
     if cond is not None and not isinstance(cond, str):
         raise TemplateError(f"Template format error: [/Resources/{logical}/Condition] Condition must be a string")
-    meta = spec.get("Metadata")
+    meta, creation, update = (spec.get(k) for k in ("Metadata", "CreationPolicy", "UpdatePolicy"))
+    for key, value in (("Metadata", meta), ("CreationPolicy", creation), ("UpdatePolicy", update)):
+        if value is not None and not isinstance(value, dict):
+            raise TemplateError(f"Template format error: [/Resources/{logical}/{key}] {key} must be a JSON or "
+                                "YAML mapping")
     return ResourceDef(logical_id=logical, type=spec["Type"], properties=props, depends_on=tuple(deps),
-                       condition=cond, deletion_policy=policy, metadata=meta if isinstance(meta, dict) else None)
+                       condition=cond, deletion_policy=policy, metadata=meta, creation_policy=creation,
+                       update_policy=update)
 
 
 def _output(key: str, spec: Any) -> OutputDef:
@@ -362,6 +380,8 @@ class Template:
         extra = sorted(k for k in doc if k not in SECTIONS)
         if "Transform" in extra:
             raise TemplateError("Template format error: Transform (macros, AWS::Serverless) is not supported")
+        if "Rules" in extra:
+            raise TemplateError("Template format error: Rules are not supported")
         if extra:
             raise TemplateError(f"Template format error: Invalid template property or properties "
                                 f"[{', '.join(extra)}]")
@@ -397,8 +417,16 @@ class Template:
     def _check_references(self) -> None:
         names = set(self.parameters) | PSEUDO
         conds: set[str] = set()
+        cond_graph: dict[str, set[str]] = {}
         for name, expr in self.conditions.items():
+            is_ref = isinstance(expr, dict) and len(expr) == 1 and isinstance(expr.get("Condition"), str)
+            fn = function_of(expr)
+            if not is_ref and (fn is None or fn[0] not in CONDITION_FUNCTIONS):
+                raise TemplateError(f"Template format error: Condition {name} can only be a boolean operation "
+                                    "(Fn::Equals, Fn::And, Fn::Or, Fn::Not or Condition) on parameters and other "
+                                    "conditions")
             refs = scan({"Fn::Not": [expr]})
+            cond_graph[name] = refs.conditions
             bad = refs.logical - names
             if bad:
                 raise TemplateError(f"Template format error: Unresolved dependencies [{', '.join(sorted(bad))}]. "
@@ -406,7 +434,7 @@ class Template:
             conds |= refs.conditions
         graph: dict[str, set[str]] = {}
         for r in self.resources.values():
-            refs = scan(r.properties)
+            refs = scan([r.properties, r.metadata])
             bad = (refs.names - names - set(self.resources)) | (refs.attrs - set(self.resources))
             bad |= set(r.depends_on) - set(self.resources)
             if bad:
@@ -423,6 +451,10 @@ class Template:
         if missing:
             raise TemplateError(f"Template format error: Unresolved condition dependencies "
                                 f"[{', '.join(sorted(missing))}]")
+        try:
+            _layers(list(self.conditions), cond_graph)
+        except TemplateError as e:
+            raise TemplateError("Template format error: " + str(e).replace("resources", "conditions")) from None
         _layers(list(self.resources), graph)
 
     def bind(self, values: Mapping[str, str], pseudo: Pseudo) -> Bound:
@@ -470,11 +502,11 @@ class Bound:
         self._deps: dict[str, frozenset[str]] = {}
         for logical in self.resources:
             r = template.resources[logical]
-            refs = scan(r.properties, taken=self.conditions.__getitem__)
-            inactive = refs.logical & (set(template.resources) - active)
+            refs = scan([r.properties, r.metadata], taken=self.conditions.__getitem__)
+            inactive = (refs.logical | set(r.depends_on)) & (set(template.resources) - active)
             if inactive:
                 raise _unresolved(inactive, "Resources")
-            self._deps[logical] = frozenset((refs.logical & active) | (set(r.depends_on) & active))
+            self._deps[logical] = frozenset((refs.logical & active) | set(r.depends_on))
         for o in template.outputs.values():
             if o.condition is None or self.conditions[o.condition]:
                 inactive = scan([o.value, o.export_name], taken=self.conditions.__getitem__).logical & (
@@ -503,6 +535,11 @@ class Bound:
         """A resource's properties with every intrinsic resolved and AWS::NoValue keys removed."""
         out = evaluate(self.template.resources[logical].properties, self._scope(resolver))
         return out if out is not NO_VALUE else {}
+
+    def metadata(self, logical: str, resolver: Resolver) -> dict[str, Any] | None:
+        """A resource's Metadata resolved like its properties (cfn-init reads it from the stack)."""
+        meta = self.template.resources[logical].metadata
+        return None if meta is None else evaluate(meta, self._scope(resolver))
 
     def outputs(self, resolver: Resolver) -> list[Output]:
         """The stack's outputs whose Condition holds, resolved (list values joined with commas)."""
