@@ -467,6 +467,14 @@ def test_body_size_and_syntax() -> None:
     with pytest.raises(TemplateError, match="YAML not well-formed"):
         load("a: !!python/object/apply:os.system ['true']")  # safe loading only
     assert load("{a: !Ref B}") == {"a": {"Ref": "B"}}  # YAML flow style, not JSON
+    with pytest.raises(TemplateError, match="^Template format error: YAML aliases are not supported$"):
+        load("a: &x [1, 2]\nb: [*x, *x]")
+    for n in (20_000, 64):  # past Python's recursion limit, then just past ours (65 levels with the mapping)
+        for deep in ('{"a": ' + "[" * n + "]" * n + "}", "a: " + "[" * n + "]" * n):
+            with pytest.raises(TemplateError, match="^Template format error: the template nests deeper than 64 "
+                                                    "levels$"):
+                load(deep)
+    assert load("a: " + "[" * 63 + "]" * 63)
 
 
 # --- dependency levels ----------------------------------------------------------------------------

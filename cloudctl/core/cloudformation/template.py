@@ -39,6 +39,8 @@ SECTIONS = frozenset({"AWSTemplateFormatVersion", "Description", "Metadata", "Pa
 RESOURCE_KEYS = frozenset({"Type", "Properties", "DependsOn", "Condition", "DeletionPolicy", "UpdateReplacePolicy",
                            "Metadata", "CreationPolicy", "UpdatePolicy"})
 MAX_RESOURCES = 500
+MAX_DEPTH = 64
+"""Deeper documents are refused so that the recursive walkers stay far from Python's recursion limit."""
 SHORT_FORMS = ("Ref", "Sub", "GetAtt", "Join", "Base64", "Select", "Split", "GetAZs", "FindInMap", "If",
                "Equals", "And", "Or", "Not", "ImportValue", "Condition")
 
@@ -46,7 +48,14 @@ SHORT_FORMS = ("Ref", "Sub", "GetAtt", "Join", "Base64", "Select", "Split", "Get
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML with CloudFormation's tags; no timestamps, so `2010-09-09` stays the string it is."""
+    """Safe YAML with CloudFormation's tags; no timestamps, so `2010-09-09` stays the string it is. No
+    aliases either: CloudFormation has none, and a 51 KB body of nested aliases would expand into a
+    document too large to walk."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise TemplateError("Template format error: YAML aliases are not supported")
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -80,6 +89,18 @@ def load(body: str) -> dict[str, Any]:
     if len(body.encode()) > MAX_BODY:
         raise TemplateError("1 validation error detected: Value at 'templateBody' failed to satisfy constraint: "
                             f"Member must have length less than or equal to {MAX_BODY}")
+    try:
+        doc = _parse(body)
+    except RecursionError:
+        raise TemplateError(f"Template format error: the template nests deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(doc, dict):
+        raise TemplateError("Template format error: not a JSON or YAML mapping")
+    if _depth(doc) > MAX_DEPTH:
+        raise TemplateError(f"Template format error: the template nests deeper than {MAX_DEPTH} levels")
+    return doc
+
+
+def _parse(body: str) -> Any:
     if body.lstrip().startswith("{"):
         try:
             doc = json.loads(body)
@@ -98,9 +119,20 @@ def load(body: str) -> dict[str, Any]:
             raise TemplateError(f"Template format error: YAML not well-formed.{where}") from None
         except yaml.YAMLError:
             raise TemplateError("Template format error: YAML not well-formed.") from None
-    if not isinstance(doc, dict):
-        raise TemplateError("Template format error: not a JSON or YAML mapping")
     return doc
+
+
+def _depth(doc: Any) -> int:
+    """Nesting depth, iteratively: the walkers that follow recurse, so depth is bounded first."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
 
 
 # --- definitions ---------------------------------------------------------------------------------
