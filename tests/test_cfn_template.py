@@ -460,6 +460,7 @@ def test_body_size_and_syntax() -> None:
     assert Template.parse(small + " " * (MAX_BODY - len(small)), TYPES).resources
     with pytest.raises(TemplateError, match="Member must have length less than or equal to 51200"):
         load(small + " " * (MAX_BODY - len(small) + 1))
+    assert load(small + " " * MAX_BODY, max_bytes=2 * MAX_BODY)  # TemplateURL's larger limit is the caller's
     with pytest.raises(TemplateError, match=r"^Template format error: JSON not well-formed. \(line 3, column 2\)$"):
         load('{\n "a": 1\n "b": 2}')
     with pytest.raises(TemplateError, match=r"^Template format error: YAML not well-formed. \(line 2, column"):
