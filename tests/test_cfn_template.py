@@ -478,6 +478,18 @@ def test_body_size_and_syntax() -> None:
     assert load("a: " + "[" * 63 + "]" * 63)
 
 
+def test_getatt_attributes_checked_when_types_list_them() -> None:
+    attributes = {t: () for t in TYPES} | {"AWS::EC2::SecurityGroup": ("GroupId", "VpcId")}
+    ok = template({"Fn::Sub": "${Other.GroupId}"}, extra={"Out": {"Type": "AWS::EC2::Instance", "Properties": {
+        "G": {"Fn::GetAtt": ["Other", "VpcId"]}, "Dyn": {"Fn::GetAtt": ["Other", {"Ref": "Name"}]}}}})
+    assert Template.parse(ok, attributes).resources["Out"].properties["G"] == {"Fn::GetAtt": ["Other", "VpcId"]}
+    for expr in ({"Fn::GetAtt": ["Other", "Arn"]}, {"Fn::Sub": "x-${Other.Arn}"}, {"Fn::GetAtt": "Other.Arn"}):
+        with pytest.raises(TemplateError) as e:
+            Template.parse(template(expr), attributes)
+        assert str(e.value) == "Template error: resource Other does not support attribute type Arn in Fn::GetAtt"
+    assert Template.parse(template({"Fn::GetAtt": ["Other", "Arn"]}), TYPES)  # no attribute lists: not checked
+
+
 # --- dependency levels ----------------------------------------------------------------------------
 
 def test_levels_diamond_dependson_and_order() -> None:

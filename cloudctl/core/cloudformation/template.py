@@ -17,6 +17,7 @@ from .intrinsics import (
     NO_VALUE,
     PSEUDO,
     Pseudo,
+    Refs,
     Resolver,
     Scope,
     TemplateError,
@@ -404,6 +405,8 @@ class Template:
 
     @classmethod
     def parse(cls, body: str, supported_types: Collection[str], max_bytes: int = MAX_BODY) -> Template:
+        """Load and validate. `supported_types` may map each type to its Fn::GetAtt attribute names:
+        then an attribute a type lacks fails validation too, as on AWS."""
         return cls.from_document(load(body, max_bytes), supported_types)
 
     @classmethod
@@ -442,10 +445,10 @@ class Template:
         t = cls(body=doc, version=_opt_str(version), description=description, parameters=params,
                 mappings=_mapping(doc, "Mappings"), conditions=_mapping(doc, "Conditions"),
                 resources=resources, outputs=outputs)
-        t._check_references()
+        t._check_references(supported_types if isinstance(supported_types, Mapping) else None)
         return t
 
-    def _check_references(self) -> None:
+    def _check_references(self, attributes: Mapping[str, Collection[str]] | None) -> None:
         names = set(self.parameters) | PSEUDO
         conds: set[str] = set()
         cond_graph: dict[str, set[str]] = {}
@@ -472,11 +475,13 @@ class Template:
                 raise _unresolved(bad, "Resources")
             conds |= refs.conditions | ({r.condition} if r.condition else set())
             graph[r.logical_id] = (refs.logical & logical) | set(r.depends_on)
+            self._check_attributes(refs, attributes)
         for o in self.outputs.values():
             refs = scan([o.value, o.export_name])
             bad = (refs.names - names - logical) | (refs.attrs - logical)
             if bad:
                 raise _unresolved(bad, "Outputs")
+            self._check_attributes(refs, attributes)
             conds |= refs.conditions | ({o.condition} if o.condition else set())
         missing = conds - set(self.conditions)
         if missing:
@@ -487,6 +492,14 @@ class Template:
         except TemplateError as e:
             raise TemplateError("Template format error: " + str(e).replace("resources", "conditions")) from None
         _layers(list(self.resources), graph)
+
+    def _check_attributes(self, refs: Refs, attributes: Mapping[str, Collection[str]] | None) -> None:
+        if attributes is None:
+            return
+        for logical, attribute in sorted(refs.attributes):
+            if attribute not in attributes[self.resources[logical].type]:
+                raise TemplateError(f"Template error: resource {logical} does not support attribute type "
+                                    f"{attribute} in Fn::GetAtt")
 
     def bind(self, values: Mapping[str, str], pseudo: Pseudo) -> Bound:
         """Check the given parameter values against the template and evaluate its Conditions."""
