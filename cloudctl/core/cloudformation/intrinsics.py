@@ -127,10 +127,12 @@ def _is_list(arg: Any, n: int) -> bool:
 @dataclass
 class Refs:
     """Names an expression mentions: `names` via Ref and plain `${X}`, `attrs` the logical ids of GetAtt
-    and `${X.Y}`, `conditions` via Fn::If / Condition."""
+    and `${X.Y}` (`attributes` the (logical id, attribute) pairs written literally), `conditions` via
+    Fn::If / Condition."""
 
     names: set[str] = field(default_factory=set)
     attrs: set[str] = field(default_factory=set)
+    attributes: set[tuple[str, str]] = field(default_factory=set)
     conditions: set[str] = field(default_factory=set)
 
     @property
@@ -165,7 +167,9 @@ def scan(node: Any, taken: Callable[[str], bool] | None = None, refs: Refs | Non
             arg = arg.split(".", 1)
         if not _is_list(arg, 2) or not isinstance(arg[0], str) or not arg[0] or not arg[1]:
             raise bad
-        if not isinstance(arg[1], str):
+        if isinstance(arg[1], str):
+            refs.attributes.add((arg[0], arg[1]))
+        else:
             scan(arg[1], taken, refs)
         refs.attrs.add(arg[0])
     elif name == "Fn::Sub":
@@ -186,7 +190,9 @@ def scan(node: Any, taken: Callable[[str], bool] | None = None, refs: Refs | Non
                 if not var:
                     raise bad
                 if "." in var:
-                    refs.attrs.add(var.split(".", 1)[0])
+                    logical, attribute = var.split(".", 1)
+                    refs.attrs.add(logical)
+                    refs.attributes.add((logical, attribute))
                 else:
                     refs.names.add(var)
     elif name == "Fn::If":
