@@ -39,7 +39,7 @@ class _Resolver:
     def get_att(self, logical: str, name: str) -> str:
         r = self.engine.stacks.resource(self.stack.id, logical)
         h = HANDLERS.get(r.type) if r else None
-        if r is None or h is None or name.startswith("_") or name not in r.attributes:
+        if r is None or h is None or name not in h.attributes or name not in r.attributes:
             raise plan.TemplateError(f"Template error: resource {logical} does not support attribute type "
                                      f"{name} in Fn::GetAtt")
         return str(r.attributes[name])
@@ -65,7 +65,7 @@ class Engine:
 
     # -- requests -------------------------------------------------------------------------------
     def check(self, body: str) -> plan.Template:
-        return plan.parse(body, frozenset(HANDLERS))
+        return plan.parse(body, {t: h.attributes for t, h in HANDLERS.items()})
 
     async def create(self, caller: Caller, name: str, body: str, params: Mapping[str, str],
                      on_failure: str | None, tags: Mapping[str, str]) -> CfnStack:

@@ -122,4 +122,4 @@ def gone(e: CloudError) -> bool:
 
 
 def load_all() -> None:
-    from . import autoscaling, ec2  # noqa: F401  (defining a handler registers it)
+    from . import addresses, autoscaling, balancing, ec2, keys, storage, templates  # noqa: F401  (defining registers)

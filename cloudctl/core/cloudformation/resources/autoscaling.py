@@ -103,6 +103,7 @@ class AutoScalingGroup(Handler):
 @handler
 class ScalingPolicy(Handler):
     type = "AWS::AutoScaling::ScalingPolicy"
+    attributes = frozenset({"Arn"})
 
     async def create(self, ctx: Ctx, props: Mapping[str, Any]) -> Made:
         group = str(need(props, "AutoScalingGroupName"))
