@@ -4,13 +4,15 @@ the values the template gave, GetAtt values in the outputs, then deleted leaving
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
 
 from asg_support import FAST, aws, client
 from elbsupport import elb_client, elb_config, public_image
-from support import Server
+from support import Server, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,65 @@ def test_every_type_in_one_stack(srv: Server, tmp_path: Any) -> None:
     assert ec2.describe_launch_templates()["LaunchTemplates"] == []
     assert elb_client(srv, user).describe_load_balancers()["LoadBalancerDescriptions"] == []
     assert asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
+
+
+def _wait_template(timeout: int) -> str:
+    return json.dumps({"Resources": {
+        "Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"},
+        "Wait": {"Type": "AWS::CloudFormation::WaitCondition",
+                 "Properties": {"Handle": {"Ref": "Handle"}, "Timeout": str(timeout), "Count": "2"}}},
+        "Outputs": {"Data": {"Value": {"Fn::GetAtt": ["Wait", "Data"]}}}})
+
+
+def _put(url: str, doc: Any) -> int:
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="PUT",
+                                 headers={"Content-Type": ""})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def _handle_url(cfn: Any, name: str) -> str:
+    def made() -> str | None:
+        for r in cfn.describe_stack_resources(StackName=name)["StackResources"]:
+            if r["LogicalResourceId"] == "Handle" and r["ResourceStatus"] == "CREATE_COMPLETE":
+                return str(r["PhysicalResourceId"])
+        return None
+    return str(wait_until(made, timeout=30))
+
+
+def test_wait_condition_signals_as_cfn_signal_sends_them(srv: Server) -> None:
+    user = srv.create_user("waiter")
+    cfn = client(srv, user, "cloudformation")
+    cfn.create_stack(StackName="waits", TemplateBody=_wait_template(600))
+    url = _handle_url(cfn, "waits")
+    assert url.startswith(srv.endpoint + "/cfn-signal/")
+    assert _put(url.split("?")[0] + "?Signature=forged", {"Status": "SUCCESS", "UniqueId": "x", "Data": ""}) == 403
+    assert _put(url, {"Status": "maybe"}) == 400
+    for n in ("a", "b"):
+        assert _put(url, {"Status": "SUCCESS", "Reason": "up", "UniqueId": n, "Data": f"node {n}"}) == 200
+    rc, _, err = aws(srv, user, "cloudformation", "wait", "stack-create-complete", "--stack-name", "waits")
+    assert rc == 0, err
+    out = cfn.describe_stacks(StackName="waits")["Stacks"][0]["Outputs"][0]["OutputValue"]
+    assert json.loads(out) == {"a": "node a", "b": "node b"}
+
+
+def test_wait_condition_failure_and_timeout_fail_the_stack(srv: Server) -> None:
+    user = srv.create_user("failer")
+    cfn = client(srv, user, "cloudformation")
+    cfn.create_stack(StackName="fails", TemplateBody=_wait_template(600))
+    url = _handle_url(cfn, "fails")
+    assert _put(url, {"Status": "FAILURE", "Reason": "disk full", "UniqueId": "n1", "Data": ""}) == 200
+    rc, _, _ = aws(srv, user, "cloudformation", "wait", "stack-create-complete", "--stack-name", "fails")
+    assert rc != 0
+    reasons = [e.get("ResourceStatusReason", "") for e in cfn.describe_stack_events(StackName="fails")["StackEvents"]
+               if e["LogicalResourceId"] == "Wait" and e["ResourceStatus"] == "CREATE_FAILED"]
+    assert "disk full" in reasons[0]
+    cfn.create_stack(StackName="late", TemplateBody=_wait_template(1), OnFailure="DO_NOTHING")
+    wait_until(lambda: cfn.describe_stacks(StackName="late")["Stacks"][0]["StackStatus"] == "CREATE_FAILED" or None,
+               timeout=60)
+    reasons = [e.get("ResourceStatusReason", "") for e in cfn.describe_stack_events(StackName="late")["StackEvents"]
+               if e["LogicalResourceId"] == "Wait" and e["ResourceStatus"] == "CREATE_FAILED"]
+    assert reasons == ["WaitCondition timed out. Received 0 conditions when expecting 2"]

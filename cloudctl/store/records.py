@@ -881,6 +881,20 @@ class CfnEvent(Row):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class CfnSignal(Row):
+    """A signal sent to a WaitConditionHandle's URL (cfn-signal's JSON body), one per UniqueId."""
+
+    table: ClassVar[str] = "cfn_signals"
+    id: str                           # handle id + "|" + UniqueId
+    handle: str                       # the handle's id (in its URL)
+    unique_id: str
+    status: str                       # SUCCESS | FAILURE
+    at: float
+    reason: str = ""
+    data: str = ""
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList,
@@ -888,4 +902,4 @@ ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
                                      ScalingActivity, ScalingPolicy,
                                      LaunchTemplate, LaunchTemplateVersion, LoadBalancer,
-                                     CfnStack, CfnResource, CfnEvent)
+                                     CfnStack, CfnResource, CfnEvent, CfnSignal)

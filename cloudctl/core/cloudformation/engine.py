@@ -4,12 +4,14 @@ step is journaled (stacks.py), so at start-up an operation in progress resumes w
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from ...store.records import CfnStack
+from ...store.records import CfnSignal, CfnStack
 from ...store.store import Store
 from ..context import Caller
 from ..errors import CloudError
@@ -17,6 +19,7 @@ from ..tasks import Supervisor
 from ..users import Users
 from . import plan
 from .resources import HANDLERS, Ctx, Failed, load_all
+from .resources.waits import handle_of, signature
 from .stacks import NAME, Stacks, arn, validation
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,29 @@ class Engine:
             return   # (AWS: deleting a stack that is gone succeeds)
         prior = self._running.get(s.id)
         self._spawn(s.id, self._delete_after(s.id, prior))
+
+    async def signal(self, handle: str, sig: str, body: bytes) -> None:
+        """A WaitConditionHandle's URL was sent cfn-signal's JSON body: checked, then journaled."""
+        owner = None
+        for r in self.stacks.resources.values():
+            if r.type == "AWS::CloudFormation::WaitConditionHandle" and r.physical and handle_of(r.physical) == handle:
+                s = self.stacks.table.get(r.stack_id)
+                owner = self.users.by_account(s.owner) if s is not None else None
+                break
+        if owner is None or not hmac.compare_digest(signature(owner.secret_key, handle), sig):
+            raise CloudError("AccessDenied", "The signature of this wait condition handle URL is not valid")
+        try:
+            doc = json.loads(body)
+            status, unique = str(doc["Status"]), str(doc["UniqueId"])
+        except (ValueError, KeyError, TypeError):
+            raise CloudError("InvalidRequest", "The body must be JSON with Status, UniqueId, Reason and Data") from None
+        if status not in ("SUCCESS", "FAILURE") or not 0 < len(unique) <= 256:
+            raise CloudError("InvalidRequest", "Status must be SUCCESS or FAILURE; UniqueId 1-256 characters")
+        row = CfnSignal(id=f"{handle}|{unique}", handle=handle, unique_id=unique, status=status, at=time.time(),
+                        reason=str(doc.get("Reason", ""))[:4096], data=str(doc.get("Data", ""))[:4096])
+        with self.stacks.store.txn() as tx:
+            tx.put(row)
+        await self.stacks.store.sync()
 
     # -- background -----------------------------------------------------------------------------
     def start(self, tasks: Supervisor) -> None:

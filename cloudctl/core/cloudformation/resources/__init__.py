@@ -122,4 +122,4 @@ def gone(e: CloudError) -> bool:
 
 
 def load_all() -> None:
-    from . import addresses, autoscaling, balancing, ec2, keys, storage, templates  # noqa: F401  (defining registers)
+    from . import addresses, autoscaling, balancing, ec2, keys, storage, templates, waits  # noqa: F401  (registers)
