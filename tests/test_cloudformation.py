@@ -299,3 +299,15 @@ def test_validate_and_summary(cfn: Any) -> None:
     assert v["Description"] == "CoreOS cluster"
     s = cfn.get_template_summary(TemplateBody=body)
     assert s["ResourceTypes"] == sorted({r["Type"] for r in COREOS["Resources"].values()})
+
+
+def test_on_failure_delete_deletes_the_stack(cfn: Any, ec2: Any) -> None:
+    sid = cfn.create_stack(StackName="gone", TemplateBody=_failing({"ImageId": "ami-00000000dead"}),
+                           OnFailure="DELETE")["StackId"]
+    assert settle_deleted(cfn, sid)
+    statuses = [e["ResourceStatus"] for e in reversed(cfn.describe_stack_events(StackName=sid)["StackEvents"])
+                if e["LogicalResourceId"] == "gone"]
+    assert statuses == ["CREATE_IN_PROGRESS", "CREATE_FAILED", "DELETE_IN_PROGRESS", "DELETE_COMPLETE"]
+    assert groups(ec2) == []
+    assert "gone" not in [s["StackName"] for s in cfn.describe_stacks()["Stacks"]]
+    assert [s["StackStatus"] for s in cfn.list_stacks()["StackSummaries"] if s["StackId"] == sid] == ["DELETE_COMPLETE"]

@@ -132,6 +132,8 @@ class Engine:
         for s in self.stacks.in_progress():
             if s.status == "CREATE_IN_PROGRESS":
                 self._spawn(s.id, self._create(s.id))
+            elif s.status == "CREATE_FAILED":   # (stopped between CREATE_FAILED and the next step)
+                self._spawn(s.id, self._failed(s, s.reason))
             elif s.status == "ROLLBACK_IN_PROGRESS":
                 self._spawn(s.id, self._remove(s.id, "ROLLBACK"))
             elif s.status == "DELETE_IN_PROGRESS":
@@ -197,15 +199,14 @@ class Engine:
 
     async def _failed(self, s: CfnStack, why: str) -> None:
         s = self.stacks.table.get(s.id) or s
+        if s.status != "CREATE_FAILED":   # (else resumed after a stop that came just after it)
+            s = await self.stacks.set_stack(s, "CREATE_FAILED", why)
         if s.on_failure == "DO_NOTHING":
-            await self.stacks.set_stack(s, "CREATE_FAILED", why)
             return
         if s.on_failure == "DELETE":
-            s = await self.stacks.set_stack(s, "CREATE_FAILED", why)
             await self.stacks.set_stack(s, "DELETE_IN_PROGRESS", why)
             await self._remove(s.id, "DELETE")
             return
-        s = await self.stacks.set_stack(s, "CREATE_FAILED", why)
         await self.stacks.set_stack(s, "ROLLBACK_IN_PROGRESS", why)
         await self._remove(s.id, "ROLLBACK")
 

@@ -67,7 +67,10 @@ class Stacks:
         return sorted(self._events_of.get(stack_id).values(), key=lambda e: -e.seq)
 
     def in_progress(self) -> list[CfnStack]:
-        return [s for s in self.table.values() if s.status.endswith("_IN_PROGRESS")]
+        """Stacks an operation was working on: *_IN_PROGRESS, and a failed create whose rollback
+        or delete had not been journaled yet when the process stopped."""
+        return [s for s in self.table.values() if s.status.endswith("_IN_PROGRESS")
+                or (s.status == "CREATE_FAILED" and s.on_failure != "DO_NOTHING")]
 
     # -- changes --------------------------------------------------------------------------------
     def _event(self, s: CfnStack, logical: str, rtype: str, status: str, physical: str, reason: str) -> CfnEvent:
