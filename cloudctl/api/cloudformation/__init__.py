@@ -7,10 +7,9 @@ from .actions import REGISTRY
 
 SPEC = QueryServiceSpec(
     name="cloudformation", title="CloudFormation", registry=REGISTRY,
-    serves="cloudctl's CloudFormation creates, describes and deletes stacks from a TemplateBody (JSON or YAML) "
-           "with EC2 security groups, rules and instances, AutoScaling launch configurations, groups and "
-           "scaling policies; there are no stack updates, change sets, stack sets, drift detection or "
-           "TemplateURL.",
+    serves="cloudctl's CloudFormation creates, describes and deletes stacks (JSON or YAML templates, by body "
+           "or URL) of EC2, AutoScaling, classic ELB and wait-condition resources; there are no stack "
+           "updates, change sets, stack sets or drift detection.",
     # CloudFormation answers its refusals with 400 (its model's status for each).
     statuses={"ValidationError": 400, "AlreadyExistsException": 400, "LimitExceededException": 400,
               "InsufficientCapabilitiesException": 400, "TokenAlreadyExistsException": 400})

@@ -28,12 +28,12 @@ def _refuse(req: Req, allowed: set[str]) -> None:
             raise _invalid(f"cloudctl's CloudFormation does not support the parameter {name}")
 
 
-def _body(req: Req) -> str:
-    if req.get("TemplateURL"):
-        raise _invalid("cloudctl's CloudFormation takes TemplateBody only, not TemplateURL")
-    body = req.get("TemplateBody")
-    if not body:
-        raise _invalid("Either Template URL or Template Body must be specified.")
+async def _body(cloud: Cloud, req: Req) -> str:
+    body, url = req.get("TemplateBody"), req.get("TemplateURL")
+    if bool(body) == bool(url):
+        raise _invalid("Specify exactly one of TemplateBody or TemplateURL.")
+    if url:
+        return await cloud.cloudformation.fetch(str(url))
     if len(body.encode()) > plan.MAX_BODY:
         raise _invalid(f"1 validation error detected: Value at 'templateBody' failed to satisfy constraint: "
                        f"Member must have length less than or equal to {plan.MAX_BODY}")
@@ -80,7 +80,7 @@ async def create_stack(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]
             raise _invalid("ParameterKey must be specified")
         params[p["ParameterKey"]] = str(p.get("ParameterValue", ""))
     tags = {t["Key"]: t.get("Value", "") for t in req.get("Tags", [])}
-    body = _body(req)
+    body = await _body(cloud, req)
     try:
         s = await cloud.cloudformation.create(caller, req.get("StackName", ""), body, params, on_failure, tags)
     except plan.TemplateError as e:
@@ -205,7 +205,7 @@ def _parameters(t: plan.Template) -> list[dict[str, Any]]:
 
 @REGISTRY.action("ValidateTemplate")
 async def validate_template(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
-    t = _template(cloud, _body(req))
+    t = _template(cloud, await _body(cloud, req))
     return {"Parameters": _parameters(t), "Description": t.description, "Capabilities": [],
             "DeclaredTransforms": []}
 
@@ -216,7 +216,7 @@ async def get_template_summary(cloud: Cloud, caller: Caller, req: Req) -> dict[s
     if req.get("StackName"):
         body = _stack(cloud, caller, req["StackName"]).template
     else:
-        body = _body(req)
+        body = await _body(cloud, req)
     t = _template(cloud, body)
     params = [{"ParameterKey": p.name, "DefaultValue": p.default, "ParameterType": p.type, "NoEcho": p.no_echo,
                "Description": p.description, "ParameterConstraints": {"AllowedValues": list(p.allowed_values)}}

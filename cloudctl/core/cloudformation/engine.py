@@ -7,10 +7,13 @@ import asyncio
 import hmac
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from ...drivers import fetcher
 from ...store.records import CfnSignal, CfnStack
 from ...store.store import Store
 from ..context import Caller
@@ -24,6 +27,7 @@ from .stacks import NAME, Stacks, arn, validation
 
 log = logging.getLogger(__name__)
 GROUP = "cloudformation"
+URL_MAX = 1_000_000   # a template from a TemplateURL (TemplateBody's 51,200 bytes are checked by the API)
 ON_FAILURE = ("ROLLBACK", "DELETE", "DO_NOTHING")
 
 
@@ -68,7 +72,32 @@ class Engine:
 
     # -- requests -------------------------------------------------------------------------------
     def check(self, body: str) -> plan.Template:
-        return plan.parse(body, {t: h.attributes for t, h in HANDLERS.items()})
+        # (TemplateURL's limit: the API checked a TemplateBody's own, smaller one)
+        return plan.parse(body, {t: h.attributes for t, h in HANDLERS.items()}, URL_MAX)
+
+    async def fetch(self, url: str) -> str:
+        """A TemplateURL's body, under the rules of users' image URLs (`user_image_urls`: allowed at
+        all; loopback and link-local addresses refused, redirects and DNS answers included, unless
+        `user_image_urls_local`), at most 1 MB."""
+        cfg = self.services.config
+        if not cfg.user_image_urls:
+            raise validation("TemplateURL is not enabled on this cloud (user_image_urls); use TemplateBody")
+
+        def cap(done: int, total: int | None) -> None:
+            if done > URL_MAX or (total or 0) > URL_MAX:
+                raise fetcher.FetchError(f"the template at {url} is larger than {URL_MAX} bytes")
+
+        with tempfile.TemporaryDirectory(dir=cfg.state_dir) as d:
+            dest = Path(d) / "template"
+            try:
+                await fetcher.fetch(url, dest, cap, timeout_s=30, refuse_local=not cfg.user_image_urls_local)
+                raw = await asyncio.to_thread(dest.read_bytes)
+            except fetcher.FetchError as e:
+                raise validation(f"TemplateURL must be a reachable http(s) URL: {e}") from None
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise validation("The template at TemplateURL is not UTF-8 text") from None
 
     async def create(self, caller: Caller, name: str, body: str, params: Mapping[str, str],
                      on_failure: str | None, tags: Mapping[str, str]) -> CfnStack:

@@ -12,8 +12,8 @@ __all__ = ["MAX_BODY", "TemplateError", "Template", "parse", "bind", "pseudo", "
            "properties", "outputs", "description"]
 
 
-def parse(body: str, types: Collection[str]) -> Template:
-    return Template.parse(body, types)
+def parse(body: str, types: Collection[str], max_bytes: int = MAX_BODY) -> Template:
+    return Template.parse(body, types, max_bytes)
 
 
 def pseudo(region: str, account: str, name: str, sid: str, services: Any) -> Pseudo:
