@@ -34,15 +34,19 @@ KINDS: dict[str, dict[str, str]] = {
                     "LaunchConfigurationName": "lc", "LaunchConfigurationNames": "lc", "InstanceId": "instance",
                     "InstanceIds": "instance", "PolicyName": "policy", "PolicyNames": "policy",
                     "ResourceId": "group"},
+    "cloudformation": {"StackName": "stack"},
 }
 # The code each service gives for a name the caller does not have.
-MISSING = {"autoscaling": "ValidationError"}
-GHOST = {"group": "no-such-group", "lc": "no-such-lc", "instance": "i-0000000000000dead", "policy": "no-such-policy"}
+MISSING = {"autoscaling": "ValidationError", "cloudformation": "ValidationError"}
+GHOST = {"group": "no-such-group", "lc": "no-such-lc", "instance": "i-0000000000000dead", "policy": "no-such-policy",
+         "stack": "no-such-stack"}
 # Members that name a new resource (any account may reuse another's names), not an existing one.
 NEW_NAMES = {("CreateAutoScalingGroup", "AutoScalingGroupName"),
-             ("CreateLaunchConfiguration", "LaunchConfigurationName"), ("PutScalingPolicy", "PolicyName")}
+             ("CreateLaunchConfiguration", "LaunchConfigurationName"), ("PutScalingPolicy", "PolicyName"),
+             ("CreateStack", "StackName")}
 # Rows answered alike whatever they name: "ok" (a listing filtered by name: empty for A's name, as
-# for a ghost), "refused" (a member cloudctl refuses whatever it names).
+# for a ghost), "refused" (a member cloudctl refuses whatever it names), "same" (succeeds doing
+# nothing for a name the caller has not, as DeleteStack does: the state check is the proof).
 OVERRIDES = {
     "DescribeAutoScalingGroups:AutoScalingGroupNames.member.1": "ok",
     "DescribeLaunchConfigurations:LaunchConfigurationNames.member.1": "ok",
@@ -52,7 +56,9 @@ OVERRIDES = {
     "DescribeScalingActivities:AutoScalingGroupName": "ok",
     "CreateAutoScalingGroup:InstanceId": "refused", "CreateLaunchConfiguration:InstanceId": "refused",
     "CreateAutoScalingGroup:Tags.member.1.ResourceId": "refused",   # (it must name the group being made)
+    "DeleteStack:StackName": "same",
 }
+STACK = '{"Resources": {"G": {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": "t"}}}}'
 DEFAULTS = {"MinSize": "0", "MaxSize": "2", "DesiredCapacity": "1", "ShouldDecrementDesiredCapacity": "false",
             "Key": "k", "Value": "v", "ImageId": "{image}", "InstanceType": "t3.nano",
             "AdjustmentType": "ChangeInCapacity", "ScalingAdjustment": "0"}
@@ -158,6 +164,7 @@ class Tenants:
         asg.put_scaling_policy(AutoScalingGroupName=names["group"], PolicyName=names["policy"],
                                AdjustmentType="ChangeInCapacity", ScalingAdjustment=0)
         ec2 = self.server.client(user)
+        names["stack"] = f"{who}-stack"
         names["loose"] = ec2.run_instances(ImageId=names["image"], MinCount=1, MaxCount=1, InstanceType="t3.nano",
                                            Placement={"AvailabilityZone": "cloudctl-1a"})["Instances"][0]["InstanceId"]
         return self.ensure(user, names)
@@ -176,6 +183,12 @@ class Tenants:
             live = [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
             return live[0] if len(live) == 1 and len(g["Instances"]) == 1 else None
         names["instance"] = wait_until(member, 30, f"{names['group']} back at one instance")
+        cfn = client(self.server, user, "cloudformation")
+        if not [s for s in cfn.list_stacks()["StackSummaries"]
+                if s["StackName"] == names["stack"] and s["StackStatus"] != "DELETE_COMPLETE"]:
+            cfn.create_stack(StackName=names["stack"], TemplateBody=STACK)
+        wait_until(lambda: cfn.describe_stacks(StackName=names["stack"])["Stacks"][0]["StackStatus"]
+                   == "CREATE_COMPLETE" or None, 30, f"{names['stack']} created")
         return names
 
     def request(self, row: Row, target: str, own: dict[str, str]) -> list[tuple[str, str]]:
@@ -215,7 +228,8 @@ def tenants(server_with: Servers) -> Tenants:
 
 
 def test_matrix_covers_every_kind() -> None:
-    assert {r.kind for r in ROWS} == {"group", "lc", "instance", "policy"}
+    assert {r.kind for r in ROWS} == {"group", "lc", "instance", "policy", "stack"}
+    assert {"DescribeStacks", "DeleteStack", "DescribeStackEvents", "GetTemplate"} <= {r.action for r in ROWS}
     assert {"SetDesiredCapacity", "DeleteAutoScalingGroup", "TerminateInstanceInAutoScalingGroup",
             "DeleteLaunchConfiguration", "ExecutePolicy", "CreateOrUpdateTags", "AttachInstances",
             "CreateAutoScalingGroup"} <= {r.action for r in ROWS}
@@ -240,7 +254,7 @@ def test_other_users_resource_is_not_found(row: Row, tenants: Tenants) -> None:
     ghost = answer(GHOST[row.kind])
     got = answer(a_name)
     assert got == ghost, f"{row}: A's {a_name} answers {got}, a missing name {ghost}"
-    if want != "refused":
+    if want not in ("refused", "same"):
         assert got[0] == want, f"{row} with A's {a_name}: got {got}, want {want}"
         own = tenants.b[CONTROL.get(str(row), row.kind)]
         status, body = tenants.send(row, tenants.request(row, own, tenants.b))
@@ -253,12 +267,17 @@ def test_other_users_resource_is_not_found(row: Row, tenants: Tenants) -> None:
         tenants.b = tenants.ensure(tenants.bob, tenants.b)
 
 
+# Describe actions whose members are all optional but that need one of them (AWS refuses them bare).
+NOT_LISTINGS = {"DescribeStackResources"}
+
+
 def _listings() -> list[tuple[str, str]]:
     out = []
     for spec in SPECS:
         if spec.name in KINDS:
             model = _SESSION.get_service_model(spec.name)
             out += [(spec.name, a) for a in sorted(spec.registry.actions) if a.startswith("Describe")
+                    and a not in NOT_LISTINGS
                     and not (model.operation_model(a).input_shape is not None
                              and model.operation_model(a).input_shape.required_members)]
     return out
@@ -267,7 +286,7 @@ def _listings() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("service, action", _listings())
 def test_listings_never_show_other_users_resources(service: str, action: str, tenants: Tenants) -> None:
     version = _SESSION.get_service_model(service).api_version
-    a_names = [tenants.a[k] for k in ("lc", "group", "policy", "instance")]
+    a_names = [tenants.a[k] for k in ("lc", "group", "policy", "instance", "stack")]
     for user, expect_own in ((tenants.bob, False), (tenants.alice, True)):
         q = SignedQuery(tenants.server.endpoint, user, REGION, service, version)
         try:
@@ -279,5 +298,6 @@ def test_listings_never_show_other_users_resources(service: str, action: str, te
         if not expect_own:
             assert not leaked, f"B's {action} lists A's {leaked}"
         elif action in ("DescribeAutoScalingGroups", "DescribeLaunchConfigurations", "DescribePolicies",
-                        "DescribeTags", "DescribeAutoScalingInstances", "DescribeScalingActivities"):
+                        "DescribeTags", "DescribeAutoScalingInstances", "DescribeScalingActivities",
+                        "DescribeStacks"):
             assert leaked, f"A's own {action} does not list A's resources"

@@ -72,7 +72,10 @@ def test_the_wire_names_are_real() -> None:
 
 def test_no_core_module_reads_an_ec2_parameter() -> None:
     names = wire_names()
+    # (core/cloudformation reads CloudFormation templates — a language the core parses, whose
+    # section and property names are AWS's parameter names — not an EC2 request.)
     found = [f"{path.relative_to(ROOT)}:{line}: {what}" for path in sorted(CORE.rglob("*.py"))
+             if "core/cloudformation/" not in path.as_posix()
              for line, what in wire_lookups(path.read_text(), names)
              if (str(path.relative_to(ROOT)), what) not in NOT_PARAMETERS]
     assert found == []

@@ -24,6 +24,7 @@ from .autoscaling import AutoScaling
 from .baremetal import Baremetal
 from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
+from .cloudformation.engine import Engine as CfnEngine
 from .compute import HOSTS_AT_ONCE, Compute
 from .elb import Elb
 from .events import Events
@@ -95,14 +96,15 @@ def controller_id(state_dir: Path) -> str:
 
 
 # Background tasks are stopped in this order at shutdown, each group ended before the next:
-# the host pollers first (their rounds start fences and state changes), then fence loops, the
+# the stack operations first (journaled step by step, they resume at start-up), the host
+# pollers (their rounds start fences and state changes), then fence loops, the
 # AutoScaling reconciler (it launches and terminates), the marketplace's polls (they start
 # downloads), the periodic jobs (checkpoints, expiry, trims),
 # a pending re-reconcile and the start-up audit, the load balancers' supervision and proxy
 # updates, and last the console captures and switch
 # workers (their services' close() ends what they hold: ipmitool processes, SSH sessions).
-TASK_ORDER = ("monitor", "failover", "autoscaling", "marketplace", "periodic", "reconcile", "start-up", "elb",
-              "consoles", "switch-ops")
+TASK_ORDER = ("cloudformation", "monitor", "failover", "autoscaling", "marketplace", "periodic", "reconcile",
+              "start-up", "elb", "consoles", "switch-ops")
 
 
 class Cloud:
@@ -190,6 +192,8 @@ class Cloud:
         # AutoScaling launches from launch templates and keeps its groups' load balancers' members.
         self.autoscaling = AutoScaling(store, cfg, self.tags, self.images, self.keypairs, self.security_groups,
                                        self.network, self.compute, self.users, self.launch_templates, self.elb)
+        # CloudFormation's resource handlers call the services above, for each stack's owner.
+        self.cloudformation = CfnEngine(store, cfg.region, self, self.users)
         self.baremetal = Baremetal(store, cfg.baremetal, self.events, self.compute, self.users, self.images,
                                    secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle)
 
@@ -249,6 +253,7 @@ class Cloud:
         self.baremetal.start()
         self.monitor.start(connected)
         self.autoscaling.start(self.tasks, self.events)
+        self.cloudformation.start(self.tasks)
         self.tasks.every("periodic", cfg.checkpoint.interval_s, self._maybe_checkpoint,
                          poll=min(5.0, cfg.checkpoint.interval_s))
         self.tasks.every("periodic", min(60.0, max(1.0, cfg.terminated_visible_s / 4)), self.compute.expire_terminated)

@@ -839,10 +839,82 @@ class LoadBalancer(Row):
         _frozen(self, "listeners", "health_check", "attributes", "policies", "tags")
 
 
+@dataclass(frozen=True, slots=True)
+class CfnStack(Row):
+    """A CloudFormation stack: its template and inputs as given, and its status as it changes
+    (journaled at each step so a restart resumes the operation in progress)."""
+
+    table: ClassVar[str] = "cfn_stacks"
+    id: str                           # the stack ARN (StackId)
+    owner: str
+    name: str
+    created: float
+    template: str                     # the body, as given
+    status: str                       # CREATE_IN_PROGRESS | CREATE_COMPLETE | ... | DELETE_COMPLETE
+    reason: str = ""
+    parameters: FrozenMap = EMPTY     # name -> value, as given
+    on_failure: str = "ROLLBACK"      # ROLLBACK | DELETE | DO_NOTHING
+    tags: FrozenMap = EMPTY
+    description: str = ""
+    updated: float | None = None
+    deleted: float | None = None      # DELETE_COMPLETE at (kept for DescribeStacks by id, then trimmed)
+    outputs: tuple[FrozenMap, ...] = ()   # {key, value, description}
+
+    def __post_init__(self) -> None:
+        _frozen(self, "parameters", "tags", "outputs")
+
+
+@dataclass(frozen=True, slots=True)
+class CfnResource(Row):
+    """One logical resource of a stack: its type, physical id and status, journaled as they change."""
+
+    table: ClassVar[str] = "cfn_resources"
+    id: str                           # stack id + "|" + logical id
+    stack_id: str
+    logical: str
+    type: str
+    status: str                       # CREATE_IN_PROGRESS | CREATE_COMPLETE | CREATE_FAILED | DELETE_* ...
+    updated: float
+    physical: str = ""
+    reason: str = ""
+    attributes: FrozenMap = EMPTY     # Fn::GetAtt values the handler reported
+
+
+@dataclass(frozen=True, slots=True)
+class CfnEvent(Row):
+    """A stack event (DescribeStackEvents); numbered per stack so they list newest first."""
+
+    table: ClassVar[str] = "cfn_events"
+    id: str                           # a uuid (EventId)
+    stack_id: str
+    seq: int
+    at: float
+    logical: str
+    type: str
+    status: str
+    physical: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CfnSignal(Row):
+    """A signal sent to a WaitConditionHandle's URL (cfn-signal's JSON body), one per UniqueId."""
+
+    table: ClassVar[str] = "cfn_signals"
+    id: str                           # handle id + "|" + UniqueId
+    handle: str                       # the handle's id (in its URL)
+    unique_id: str
+    status: str                       # SUCCESS | FAILURE
+    at: float
+    reason: str = ""
+    data: str = ""
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList,
                                      Subscription, MarketImage, MetadataEntry, ImportTask, Address, SecurityGroup,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
                                      ScalingActivity, ScalingPolicy,
-                                     LaunchTemplate, LaunchTemplateVersion, LoadBalancer)
+                                     LaunchTemplate, LaunchTemplateVersion, LoadBalancer,
+                                     CfnStack, CfnResource, CfnEvent, CfnSignal)

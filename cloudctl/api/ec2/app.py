@@ -39,6 +39,7 @@ __all__ = ["STATUS", "Ec2Api", "make_verifier"]
 
 _FORM = "application/x-www-form-urlencoded"
 MAX_BODY = 4 * 1024 * 1024   # a declared length over it refused by the listener, the rest here
+SIGNAL_MAX = 64 * 1024       # a wait condition signal (cfn-signal sends a few hundred bytes)
 _HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
 _READ_PIECE = 64 * 1024      # a body is read, counted and scanned this much per turn of the loop
 _PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential"})
@@ -75,6 +76,8 @@ class Ec2Api:
         # up to 4 MiB, at once).
         for method in ("POST", "GET"):
             streamed(app, app.router.add_route(method, "/{tail:.*}", self.handle), MAX_BODY)
+        # CloudFormation wait condition handles: presigned URLs guests PUT cfn-signal's JSON to.
+        app.router.add_route("PUT", "/cfn-signal/{handle}", self.cfn_signal)
         return app
 
     def _error(self, svc: Service, code: str, message: str, request_id: str, action: str, t0: float,
@@ -86,6 +89,19 @@ class Ec2Api:
     def refuse(self, request: web.Request, e: BodyRefused) -> web.StreamResponse:
         """A body refused by the listener (api/listener.py: too large or too slow), as EC2 says it."""
         return self._error(self.ec2, e.code, e.message, new_uuid(), "-", time.perf_counter())
+
+    async def cfn_signal(self, request: web.Request) -> web.Response:
+        if (request.content_length or 0) > SIGNAL_MAX:
+            return web.Response(status=413, text="too large")
+        body = await request.read()   # (at most the app's client_max_size without a length)
+        if len(body) > SIGNAL_MAX:
+            return web.Response(status=413, text="too large")
+        try:
+            await self.cloud.cloudformation.signal(request.match_info["handle"],
+                                                   request.query.get("Signature", ""), body)
+        except CloudError as e:
+            return web.Response(status=403 if e.code == "AccessDenied" else 400, text=e.message)
+        return web.Response(status=200)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         held: list[str] = []   # the replay key this request recorded first in the replay cache, if any

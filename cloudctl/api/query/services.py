@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..autoscaling import SPEC as AUTOSCALING
+from ..cloudformation import SPEC as CLOUDFORMATION
 from ..elb import SPEC as ELB
 from ..iam import SPEC as IAM
 from ..sts import SPEC as STS
 from .service import QueryService, QueryServiceSpec, load
 
-SPECS: tuple[QueryServiceSpec, ...] = (STS, IAM, AUTOSCALING, ELB)
+SPECS: tuple[QueryServiceSpec, ...] = (STS, IAM, AUTOSCALING, ELB, CLOUDFORMATION)
 
 
 def load_all(cache_dir: Path) -> dict[str, QueryService]:
