@@ -21,6 +21,9 @@ CORE = ROOT / "cloudctl" / "core"
 # Wire-looking names that are not parameters, each with why.
 NOT_PARAMETERS = {
     ("cloudctl/core/network.py", "{'Name': ...}"): "a subnet's Name tag: a tag key, as DescribeSubnets filters it",
+    **{("cloudctl/core/cloudformation/template.py", f"'{key}'"): "a CloudFormation template's own key (Parameters' "
+       "and Resources' Type, Description, Outputs' Value, Export's Name): the template language, not a request"
+       for key in ("Type", "Description", "Value", "Name")},
 }
 
 
