@@ -311,3 +311,20 @@ def test_on_failure_delete_deletes_the_stack(cfn: Any, ec2: Any) -> None:
     assert groups(ec2) == []
     assert "gone" not in [s["StackName"] for s in cfn.describe_stacks()["Stacks"]]
     assert [s["StackStatus"] for s in cfn.list_stacks()["StackSummaries"] if s["StackId"] == sid] == ["DELETE_COMPLETE"]
+
+
+def test_no_echo_parameters_are_masked_but_used(cfn: Any, ec2: Any) -> None:
+    body = json.dumps({
+        "Parameters": {"Secret": {"Type": "String", "NoEcho": "true"}, "Plain": {"Type": "String"}},
+        "Resources": {"G": {"Type": "AWS::EC2::SecurityGroup",
+                            "Properties": {"GroupDescription": {"Ref": "Secret"}, "GroupName": {"Ref": "Plain"}}}}})
+    sid = cfn.create_stack(StackName="noecho", TemplateBody=body, Parameters=[
+        {"ParameterKey": "Secret", "ParameterValue": "hunter2"},
+        {"ParameterKey": "Plain", "ParameterValue": "noecho-group"}])["StackId"]
+    assert settle(cfn, "noecho") == "CREATE_COMPLETE"
+    shown = {p["ParameterKey"]: p["ParameterValue"] for p in cfn.describe_stacks(StackName="noecho")["Stacks"][0]["Parameters"]}
+    assert shown == {"Secret": "****", "Plain": "noecho-group"}
+    made = ec2.describe_security_groups(GroupNames=["noecho-group"])["SecurityGroups"][0]
+    assert made["Description"] == "hunter2"     # the real value was used
+    cfn.delete_stack(StackName="noecho")
+    assert settle_deleted(cfn, sid)

@@ -859,9 +859,11 @@ class CfnStack(Row):
     updated: float | None = None
     deleted: float | None = None      # DELETE_COMPLETE at (kept for DescribeStacks by id, then trimmed)
     outputs: tuple[FrozenMap, ...] = ()   # {key, value, description}
+    no_echo: tuple[str, ...] = ()     # parameters DescribeStacks shows as "****" (NoEcho)
 
     def __post_init__(self) -> None:
         _frozen(self, "parameters", "tags", "outputs")
+        _tuples(self, "no_echo")
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,8 @@ async def create_stack(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]
 
 def _stack_view(s: CfnStack) -> dict[str, Any]:
     return {"StackId": s.id, "StackName": s.name, "Description": s.description or None,
-            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in s.parameters.items()],
+            "Parameters": [{"ParameterKey": k, "ParameterValue": "****" if k in s.no_echo else v}
+                           for k, v in s.parameters.items()],
             "CreationTime": ts(s.created), "DeletionTime": ts(s.deleted) if s.deleted else None,
             "StackStatus": s.status, "StackStatusReason": s.reason or None,
             "DisableRollback": s.on_failure == "DO_NOTHING",

@@ -117,7 +117,7 @@ class Engine:
         plan.bind(tpl, params, self._pseudo(caller.account, name, sid))   # parameter errors before anything is made
         s = CfnStack(id=sid, owner=caller.account, name=name, created=time.time(), template=body,
                      status="CREATE_IN_PROGRESS", parameters=dict(params), on_failure=on_failure, tags=dict(tags),
-                     description=plan.description(tpl))
+                     description=plan.description(tpl), no_echo=plan.no_echo(tpl))
         await self.stacks.add(s)
         self._spawn(s.id, self._create(s.id))
         return s

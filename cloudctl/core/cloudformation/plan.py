@@ -25,6 +25,11 @@ def bind(tpl: Template, params: Mapping[str, str], p: Pseudo) -> Bound:
     return tpl.bind(dict(params), p)
 
 
+def no_echo(tpl: Template) -> tuple[str, ...]:
+    """The parameters whose values are never shown back (NoEcho)."""
+    return tuple(name for name, d in tpl.parameters.items() if d.no_echo)
+
+
 def levels(b: Bound) -> list[list[str]]:
     return b.levels()
 
