@@ -322,7 +322,8 @@ def test_no_echo_parameters_are_masked_but_used(cfn: Any, ec2: Any) -> None:
         {"ParameterKey": "Secret", "ParameterValue": "hunter2"},
         {"ParameterKey": "Plain", "ParameterValue": "noecho-group"}])["StackId"]
     assert settle(cfn, "noecho") == "CREATE_COMPLETE"
-    shown = {p["ParameterKey"]: p["ParameterValue"] for p in cfn.describe_stacks(StackName="noecho")["Stacks"][0]["Parameters"]}
+    stack = cfn.describe_stacks(StackName="noecho")["Stacks"][0]
+    shown = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
     assert shown == {"Secret": "****", "Plain": "noecho-group"}
     made = ec2.describe_security_groups(GroupNames=["noecho-group"])["SecurityGroups"][0]
     assert made["Description"] == "hunter2"     # the real value was used
