@@ -1,18 +1,13 @@
 """Shared by the AutoScaling tests: clients for a served cloudctl, the state digest, waits on groups."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
 
-from support import REGION, Server, wait_until
+from support import REGION, Server, aws_cli, wait_until
 
 # A fast reconciler for tests: ticks, backoff and its cap short, so convergence is quick to see.
 FAST = {"tick_s": 0.3, "backoff_s": 1.0, "backoff_max_s": 4.0}
@@ -26,13 +21,7 @@ def client(server: Server, user: dict[str, str], service: str = "autoscaling") -
 
 def aws(server: Server, user: dict[str, str], *args: str) -> tuple[int, Any, str]:
     """The AWS CLI against the server: (exit code, parsed JSON output or None, stderr)."""
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": user["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": user["SecretAccessKey"],
-           "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-           "AWS_MAX_ATTEMPTS": "1"}
-    cli = Path(sys.executable).parent / "aws"
-    out = subprocess.run([str(cli), "--endpoint-url", server.endpoint, "--output", "json", *args],
-                         env=env, capture_output=True, text=True, timeout=60)
-    return out.returncode, (json.loads(out.stdout) if out.stdout.strip() else None), out.stderr
+    return aws_cli(server, user, *args, timeout=60, retries=False)
 
 
 def digest(server: Server) -> str:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from botocore.exceptions import ClientError
 from botocore.parsers import create_parser
 from botocore.session import get_session
 
-from support import REGION, wait_state
+from support import REGION, aws_ok, wait_state
 
 MODEL = get_session().get_service_model("ec2")
 
@@ -173,14 +172,7 @@ def test_every_action_round_trips_through_botocore(server: Any, ec2: Any, image_
 
 
 def aws(server: Any, user: dict[str, str], *args: str) -> Any:
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": user["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": user["SecretAccessKey"],
-           "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
-    cli = Path(sys.executable).parent / "aws"
-    out = subprocess.run([str(cli), "--endpoint-url", server.endpoint, "--output", "json", "ec2", *args],
-                         env=env, capture_output=True, text=True, timeout=120)
-    if out.returncode != 0:
-        raise AssertionError(f"aws {' '.join(args)} failed ({out.returncode}): {out.stderr}")
-    return json.loads(out.stdout) if out.stdout.strip() else None
+    return aws_ok(server, user, "ec2", *args)
 
 
 @pytest.mark.slow

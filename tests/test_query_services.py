@@ -2,15 +2,10 @@
 each service's own format, read by real clients (the AWS CLI, boto3, botocore's parsers)."""
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
@@ -24,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from cloudctl.api.query.services import SPECS
 
-from support import REGION, Servers
+from support import REGION, Servers, aws_ok
 
 STS_NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
 
@@ -37,14 +32,7 @@ def client(server: Any, service: str, user: dict[str, str], secret: str | None =
 
 
 def aws(server: Any, user: dict[str, str], *args: str) -> Any:
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": user["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": user["SecretAccessKey"],
-           "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
-    cli = Path(sys.executable).parent / "aws"
-    out = subprocess.run([str(cli), "--endpoint-url", server.endpoint, "--output", "json", *args],
-                         env=env, capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        raise AssertionError(f"aws {' '.join(args)} failed ({out.returncode}): {out.stderr}")
-    return json.loads(out.stdout)
+    return aws_ok(server, user, *args)
 
 
 def post(server: Any, service: str, user: dict[str, str], body: str, *, secret: str | None = None,
