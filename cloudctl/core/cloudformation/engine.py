@@ -22,7 +22,7 @@ from ..tasks import Supervisor
 from ..users import Users
 from . import plan
 from .resources import HANDLERS, Ctx, Failed, load_all
-from .resources.waits import handle_of, signature
+from .resources.waits import signature
 from .stacks import NAME, Stacks, arn, validation
 
 log = logging.getLogger(__name__)
@@ -134,11 +134,9 @@ class Engine:
     async def signal(self, handle: str, sig: str, body: bytes) -> None:
         """A WaitConditionHandle's URL was sent cfn-signal's JSON body: checked, then journaled."""
         owner = None
-        for r in self.stacks.resources.values():
-            if r.type == "AWS::CloudFormation::WaitConditionHandle" and r.physical and handle_of(r.physical) == handle:
-                s = self.stacks.table.get(r.stack_id)
-                owner = self.users.by_account(s.owner) if s is not None else None
-                break
+        if (r := self.stacks.handle(handle)) is not None:
+            s = self.stacks.table.get(r.stack_id)
+            owner = self.users.by_account(s.owner) if s is not None else None
         if owner is None or not hmac.compare_digest(signature(owner.secret_key, handle), sig):
             raise CloudError("AccessDenied", "The signature of this wait condition handle URL is not valid")
         try:

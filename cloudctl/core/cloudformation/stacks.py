@@ -11,6 +11,7 @@ from dataclasses import replace
 from ...store.records import CfnEvent, CfnResource, CfnStack
 from ...store.store import MultiIndex, Store
 from ..errors import CloudError
+from .resources.waits import handle_of
 
 NAME = re.compile(r"[A-Za-z][-A-Za-z0-9]{0,127}\Z")
 DELETED_KEPT_S = 90 * 86400.0
@@ -24,6 +25,12 @@ def arn(region: str, account: str, name: str) -> str:
     return f"arn:aws:cloudformation:{region}:{account}:stack/{name}/{uuid.uuid4()}"
 
 
+def _handle_key(r: CfnResource) -> str | None:
+    if r.type != "AWS::CloudFormation::WaitConditionHandle" or not r.physical:
+        return None
+    return handle_of(r.physical)
+
+
 class Stacks:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -33,9 +40,15 @@ class Stacks:
         self._by_owner: MultiIndex[CfnStack] = self.table.add_index(MultiIndex(lambda r: r.owner))
         self._res_of: MultiIndex[CfnResource] = self.resources.add_index(MultiIndex(lambda r: r.stack_id))
         self._events_of: MultiIndex[CfnEvent] = self.events.add_index(MultiIndex(lambda r: r.stack_id))
+        # (a signal arrives unauthenticated until its HMAC is checked: found by its handle, not by a scan)
+        self._by_handle: MultiIndex[CfnResource] = self.resources.add_index(MultiIndex(_handle_key))
         self._seq: dict[str, int] = {}
 
     # -- reads ----------------------------------------------------------------------------------
+    def handle(self, handle: str) -> CfnResource | None:
+        """The WaitConditionHandle resource whose signal URL names `handle`."""
+        return self._by_handle.first(handle)
+
     def of_owner(self, owner: str) -> list[CfnStack]:
         return sorted(self._by_owner.get(owner).values(), key=lambda s: -s.created)
 
