@@ -1,7 +1,9 @@
 """A real `cloudctl serve` in a subprocess, on a private state dir, its listeners on port 0."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import signal
 import socket
@@ -159,6 +161,25 @@ class Server:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._stop_proxies()
+
+    def _stop_proxies(self) -> None:
+        """End the load-balancer proxies this server's controllers started and did not remove (a
+        SIGKILLed controller leaves its proxies running, by design; one that died mid-start may
+        leave one it no longer knows): by the PID in each pid file under this server's state,
+        only if that process is HAProxy running a config from there. A master leads its own
+        process group, workers included."""
+        for pid_file in self.state_dir.glob("**/haproxy.pid"):
+            try:
+                pid = int(pid_file.read_text().split()[0])
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            cfg = str(pid_file.parent / "haproxy.cfg").encode()
+            if not cmdline or not cmdline[0].endswith(b"haproxy") or cfg not in cmdline:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 class Servers:
