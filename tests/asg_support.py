@@ -4,19 +4,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
-
-from support import REGION, Server, aws_cli, wait_until
+from support import Server, aws_cli, boto_client, wait_until
 
 # A fast reconciler for tests: ticks, backoff and its cap short, so convergence is quick to see.
 FAST = {"tick_s": 0.3, "backoff_s": 1.0, "backoff_max_s": 4.0}
 
 
 def client(server: Server, user: dict[str, str], service: str = "autoscaling") -> Any:
-    return boto3.client(service, endpoint_url=server.endpoint, region_name=REGION,
-                        aws_access_key_id=user["AccessKeyId"], aws_secret_access_key=user["SecretAccessKey"],
-                        config=BotoConfig(retries={"max_attempts": 1}))
+    return boto_client(server, user, service)
 
 
 def aws(server: Server, user: dict[str, str], *args: str) -> tuple[int, Any, str]:

@@ -15,10 +15,7 @@ import socket
 import threading
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
-
-from support import REGION, aws_ok, wait_until
+from support import aws_ok, boto_client, wait_until
 
 
 def elb_config(**elb: Any) -> dict[str, Any]:
@@ -31,9 +28,7 @@ def elb_config(**elb: Any) -> dict[str, Any]:
 
 
 def elb_client(server: Any, user: dict[str, str], validate: bool = True) -> Any:
-    return boto3.client("elb", endpoint_url=server.endpoint, region_name=REGION,
-                        aws_access_key_id=user["AccessKeyId"], aws_secret_access_key=user["SecretAccessKey"],
-                        config=BotoConfig(retries={"max_attempts": 1}, parameter_validation=validate))
+    return boto_client(server, user, "elb", parameter_validation=validate)
 
 
 def aws(server: Any, user: dict[str, str], *args: str) -> Any:

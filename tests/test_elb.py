@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -16,6 +17,21 @@ from support import Server, wait_until
 
 LISTENER = {"Protocol": "HTTP", "LoadBalancerPort": 8000, "InstanceProtocol": "HTTP", "InstancePort": 8080}
 FAST_CHECK = {"Target": "HTTP:8080/", "Interval": 5, "Timeout": 2, "UnhealthyThreshold": 2, "HealthyThreshold": 2}
+
+
+@contextmanager
+def serving(elb: Any, name: str, ids: list[str]) -> Iterator[str]:
+    """A balancer on LISTENER in front of `ids`, checked fast, all of them InService: its DNSName;
+    deleted afterwards."""
+    dns = elb.create_load_balancer(LoadBalancerName=name, Listeners=[LISTENER],
+                                   AvailabilityZones=["cloudctl-1a"])["DNSName"]
+    try:
+        elb.configure_health_check(LoadBalancerName=name, HealthCheck=FAST_CHECK)
+        elb.register_instances_with_load_balancer(LoadBalancerName=name, Instances=[{"InstanceId": i} for i in ids])
+        wait_health(elb, name, {i: "InService" for i in ids})
+        yield dns
+    finally:
+        elb.delete_load_balancer(LoadBalancerName=name)
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +117,7 @@ def test_aws_cli_workflow_serves_traffic_and_follows_health(srv: Server, alice: 
 
 def test_listener_changes_reach_the_proxy(elb: Any, web: list[tuple[dict[str, Any], Backend]]) -> None:
     ids = [i["InstanceId"] for i, _ in web]
-    dns = elb.create_load_balancer(LoadBalancerName="listeners", Listeners=[LISTENER],
-                                   AvailabilityZones=["cloudctl-1a"])["DNSName"]
-    try:
-        elb.configure_health_check(LoadBalancerName="listeners", HealthCheck=FAST_CHECK)
-        elb.register_instances_with_load_balancer(LoadBalancerName="listeners",
-                                                  Instances=[{"InstanceId": i} for i in ids])
-        wait_health(elb, "listeners", {i: "InService" for i in ids})
+    with serving(elb, "listeners", ids) as dns:
         wait_until(lambda: set(answers(dns, 8000, 10)) == set(ids), 30, "traffic on 8000")
         elb.create_load_balancer_listeners(LoadBalancerName="listeners", Listeners=[
             {"Protocol": "TCP", "LoadBalancerPort": 8001, "InstanceProtocol": "TCP", "InstancePort": 8080}])
@@ -118,19 +128,11 @@ def test_listener_changes_reach_the_proxy(elb: Any, web: list[tuple[dict[str, An
         listeners = elb.describe_load_balancers(LoadBalancerNames=["listeners"])["LoadBalancerDescriptions"][0][
             "ListenerDescriptions"]
         assert [x["Listener"]["LoadBalancerPort"] for x in listeners] == [8001]
-    finally:
-        elb.delete_load_balancer(LoadBalancerName="listeners")
 
 
 def test_stickiness_policies_are_haproxy_cookies(elb: Any, web: list[tuple[dict[str, Any], Backend]]) -> None:
     ids = [i["InstanceId"] for i, _ in web]
-    dns = elb.create_load_balancer(LoadBalancerName="sticky", Listeners=[LISTENER],
-                                   AvailabilityZones=["cloudctl-1a"])["DNSName"]
-    try:
-        elb.configure_health_check(LoadBalancerName="sticky", HealthCheck=FAST_CHECK)
-        elb.register_instances_with_load_balancer(LoadBalancerName="sticky",
-                                                  Instances=[{"InstanceId": i} for i in ids])
-        wait_health(elb, "sticky", {i: "InService" for i in ids})
+    with serving(elb, "sticky", ids) as dns:
         elb.create_lb_cookie_stickiness_policy(LoadBalancerName="sticky", PolicyName="lbc",
                                                CookieExpirationPeriod=300)
         elb.create_app_cookie_stickiness_policy(LoadBalancerName="sticky", PolicyName="appc", CookieName="SESS")
@@ -163,8 +165,6 @@ def test_stickiness_policies_are_haproxy_cookies(elb: Any, web: list[tuple[dict[
         names = [p["PolicyName"] for p in elb.describe_load_balancer_policies(LoadBalancerName="sticky")
                  ["PolicyDescriptions"]]
         assert names == ["appc"]
-    finally:
-        elb.delete_load_balancer(LoadBalancerName="sticky")
 
 
 def test_every_other_action_round_trips(srv: Server, elb: Any, ec2: Any) -> None:
@@ -267,13 +267,7 @@ def test_users_are_isolated(srv: Server, users: dict[str, dict[str, str]], elb: 
 
 def test_metrics_show_each_load_balancer(srv: Server, elb: Any, web: list[tuple[dict[str, Any], Backend]]) -> None:
     ids = [i["InstanceId"] for i, _ in web]
-    dns = elb.create_load_balancer(LoadBalancerName="metered", Listeners=[LISTENER],
-                                   AvailabilityZones=["cloudctl-1a"])["DNSName"]
-    try:
-        elb.register_instances_with_load_balancer(LoadBalancerName="metered",
-                                                  Instances=[{"InstanceId": i} for i in ids])
-        elb.configure_health_check(LoadBalancerName="metered", HealthCheck=FAST_CHECK)
-        wait_health(elb, "metered", {i: "InService" for i in ids})
+    with serving(elb, "metered", ids) as dns:
         assert len(answers(dns, 8000, 5)) == 5
 
         def series() -> dict[str, float]:
@@ -286,5 +280,3 @@ def test_metrics_show_each_load_balancer(srv: Server, elb: Any, web: list[tuple[
                          "the proxy's request count on /metrics")
         assert got["cloudctl_elb_healthy_hosts"] == 2 and got["cloudctl_elb_unhealthy_hosts"] == 0
         assert "cloudctl_elb_backend_errors_total" in got
-    finally:
-        elb.delete_load_balancer(LoadBalancerName="metered")

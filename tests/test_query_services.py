@@ -9,26 +9,21 @@ import urllib.request
 from typing import Any
 from xml.etree import ElementTree
 
-import boto3
 import pytest
 from botocore.auth import SigV2Auth, SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from cloudctl.api.query.services import SPECS
 
-from support import REGION, Servers, aws_ok
+from support import REGION, Servers, aws_ok, boto_client
 
 STS_NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
 
 
 def client(server: Any, service: str, user: dict[str, str], secret: str | None = None) -> Any:
-    return boto3.client(service, endpoint_url=server.endpoint, region_name=REGION,
-                        aws_access_key_id=user["AccessKeyId"],
-                        aws_secret_access_key=secret or user["SecretAccessKey"],
-                        config=BotoConfig(retries={"max_attempts": 1}))
+    return boto_client(server, user, service, secret=secret)
 
 
 def aws(server: Any, user: dict[str, str], *args: str) -> Any:

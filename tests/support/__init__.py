@@ -2,7 +2,7 @@
 
 Imported as `support` (pytest puts tests/ on sys.path); tests never import `conftest`, which
 holds only fixtures."""
-from .clients import aws_cli, aws_ok
+from .clients import aws_cli, aws_ok, boto_client
 from .server import (
            DEFAULT_CONFIG,
            LISTENERS,
@@ -16,5 +16,6 @@ from .server import (
 )
 from .waits import wait_polls, wait_state, wait_until
 
-__all__ = ["aws_cli", "aws_ok", "DEFAULT_CONFIG", "LISTENERS", "REGION", "ROOT", "Server", "Servers", "free_port",
+__all__ = ["aws_cli", "aws_ok", "boto_client", "DEFAULT_CONFIG", "LISTENERS", "REGION", "ROOT", "Server",
+           "Servers", "free_port",
            "networks_without_public_ips", "wait_polls", "wait_state", "wait_until", "write_config"]

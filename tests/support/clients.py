@@ -1,4 +1,5 @@
-"""The real clients tests drive a served controller with: the AWS CLI, as a user would run it."""
+"""The real clients tests drive a served controller with: boto3 for any service it serves, and the
+AWS CLI, as a user would run them."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import boto3
+from botocore.config import Config as BotoConfig
+
 from .server import REGION
+
+
+def boto_client(server: Any, user: dict[str, str], service: str, *, secret: str | None = None,
+                **config: Any) -> Any:
+    """A boto3 client of `service` on the server's endpoint as `user` (or with another `secret`),
+    one attempt per call (a refusal is seen as it was answered); `config`: more botocore Config."""
+    return boto3.client(service, endpoint_url=server.endpoint, region_name=REGION,
+                        aws_access_key_id=user["AccessKeyId"],
+                        aws_secret_access_key=secret or user["SecretAccessKey"],
+                        config=BotoConfig(retries={"max_attempts": 1}, **config))
 
 
 def aws_cli(server: Any, user: dict[str, str], *args: str, timeout: float = 120,
