@@ -5,11 +5,14 @@ reading a traceback to find a typo in a YAML file is the experience we want to a
 """
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import os
 import shutil
+import socket
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -316,12 +319,60 @@ class ElasticIps(_Strict):
                 raise ValueError(f"the pool holds more than {MAX_POOL} addresses")
         return v
 
-    def addresses(self) -> list[str]:
+    def addresses(self) -> AddressPool:
         """Every pool address, in order."""
-        return [str(ipaddress.IPv4Address(a)) for a in sorted({a for e in self.pool for a in pool_entry(e)})]
+        return AddressPool(pool_entry(e) for e in self.pool)
 
 
 MAX_POOL = 65536
+
+
+class AddressPool(Sequence[str]):
+    """The public pool as sorted integer ranges, read as a sequence of dotted addresses. A list of
+    strings and a set of them cost ~100 B per address: 6 MiB for a pool of MAX_POOL, held for the
+    controller's life whether or not the addresses are ever used; ranges cost nothing per address."""
+
+    __slots__ = ("_ranges", "_starts", "_offsets", "_len")
+
+    def __init__(self, ranges: Iterable[range]) -> None:
+        self._ranges = tuple(sorted((r for r in ranges if len(r)), key=lambda r: r.start))
+        self._starts = [r.start for r in self._ranges]
+        offs, n = [], 0
+        for r in self._ranges:
+            offs.append(n)
+            n += len(r)
+        self._offsets, self._len = offs, n
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._len))]
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError("pool index out of range")
+        k = bisect.bisect_right(self._offsets, i) - 1
+        return socket.inet_ntoa((self._ranges[k].start + i - self._offsets[k]).to_bytes(4, "big"))
+
+    def __contains__(self, ip: object) -> bool:
+        if not isinstance(ip, str):
+            return False
+        try:
+            packed = socket.inet_aton(ip)
+        except OSError:
+            return False
+        if socket.inet_ntoa(packed) != ip:   # inet_aton also takes "10.1", "010.0.0.1", "0x0a.1.2.3"
+            return False
+        n = int.from_bytes(packed, "big")
+        k = bisect.bisect_right(self._starts, n) - 1
+        return k >= 0 and n in self._ranges[k]
 
 
 def pool_entry(entry: str) -> range:
