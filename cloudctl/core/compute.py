@@ -769,6 +769,8 @@ class Compute:
                 await self.security_groups.apply(driver, inst)
                 await driver.define(iid, await self._xml(inst))
             if inst.ephemeral:   # gone before the record says stopped: a start gets empty ones
+                if inst.state == "stopping":   # the stopped definition names no disk that is gone
+                    await driver.define(iid, await self._xml(inst))
                 await self._remove_ephemeral(iid)
             self._set_state(iid, "stopping", state="stopped")
         else:  # shutting-down, terminated
