@@ -109,6 +109,9 @@ class Host(_Strict):
     failure_policy: FailurePolicy | None = None   # default: monitor.failure_policy
     fence: FenceAgent | None = None               # powers the host off before its instances move
     driver: str | None = None                     # drivers/hypervisor/registry.py; None: by URI scheme
+    # GiB of the host's disk for instance-store (ephemeral) disks; a host whose free part cannot
+    # hold an instance's ephemeral disks is not chosen for it. None: not limited.
+    disk_gib: Annotated[int, Field(ge=0)] | None = None
 
     @property
     def libvirt_uri(self) -> str:
@@ -134,6 +137,10 @@ class InstanceType(_Strict):
     vcpus: Annotated[int, Field(ge=1, le=1024)]
     memory_mib: Annotated[int, Field(ge=16)]
     disk_gib: Annotated[int, Field(ge=1)] = 8
+    # Instance-store (ephemeral) disks: each instance gets `ephemeral0` of this many GiB (0: the
+    # type has none), and may ask for ephemeral1.. up to `ephemeral_disks` in all.
+    ephemeral_gib: Annotated[int, Field(ge=0, le=16384)] = 0
+    ephemeral_disks: Annotated[int, Field(ge=1, le=24)] = 1
     template: Path | None = None
     failure_policy: FailurePolicy | None = None   # overrides the host's and the global one
 
@@ -491,6 +498,8 @@ class Config(_Strict):
     elastic_ips: ElasticIps = ElasticIps()
     login_throttle: LoginThrottle = LoginThrottle()
     elb: Elb = Elb()                 # classic Elastic Load Balancing (HAProxy per load balancer)
+    # Users whose EC2 requests get the administrator's views (Eucalyptus's `verbose` zone listing).
+    admin_users: list[str] = []
 
     @field_validator("instance_types")
     @classmethod
