@@ -47,6 +47,15 @@ def header_cert_dn(value: str) -> str | None:
         raise ValueError(f"not a certificate: {e}") from None
 
 
+def _text(value: str) -> str:
+    """A header's text: raw non-ASCII bytes (aiohttp keeps them as surrogates) read as UTF-8, else Latin-1."""
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 class ClientCerts:
     """Finds the verified client certificate's DN of a request, if it presents one."""
 
@@ -83,7 +92,7 @@ class ClientCerts:
             if cert_value is not None and cert_value.strip() not in _NONE:
                 return header_cert_dn(cert_value)
             if dn_value is not None and dn_value.strip() not in _NONE:
-                return x509names.canonical(dn_value)
+                return x509names.canonical(_text(dn_value))
         except ValueError as e:   # (x509names.DnError too)
             log.warning("a client certificate header from proxy %s was refused: %s", source, e)
         return None
