@@ -20,9 +20,9 @@ import pyone
 import pytest
 import yaml
 from botocore.config import Config as BotoConfig
-from tls_pki import Pki, TlsServer
 
 from support import REGION, ROOT, aws_cli, write_config
+from tls_pki import Pki, TlsServer
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,11 @@ import botocore.exceptions
 import pytest
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
-from tls_pki import Issued, Pki, TlsServer
 
 from cloudctl.core import x509names
+
 from support import REGION, ROOT, write_config
+from tls_pki import Issued, Pki, TlsServer
 
 REFUSED = (botocore.exceptions.SSLError, botocore.exceptions.ConnectionClosedError,
            botocore.exceptions.EndpointConnectionError)
