@@ -270,3 +270,18 @@ def test_every_spelling_of_a_dn_is_one_name(spelling: str, pki: Pki) -> None:
     assert x509names.same(spelling, pki.alice.cert.subject)
     assert x509names.canonical(spelling).casefold() == x509names.oneline(pki.alice.cert.subject).casefold()
     assert not x509names.same(spelling, pki.bob.cert.subject)
+
+
+def test_required_client_certificate_and_a_listener_kept_plain(server_with: Any, pki: Pki) -> None:
+    """`client_cert: required` on the shared TLS: a client without a certificate gets no answer;
+    `admin: {tls: false}` keeps that listener plain HTTP (the CLI presents no certificate)."""
+    tls = {"cert": str(pki.server.cert_path), "key": str(pki.server.key_path), "client_ca": str(pki.ca.cert_path),
+           "client_cert": "required"}
+    s = TlsServer(write_config(server_with.base(), server_with.model_cache, tls=tls, admin={"tls": False}))
+    server_with.made.append(s)
+    s.start()
+    assert s.admin_url.startswith("http://") and s.endpoint.startswith("https://")
+    user = s.create_user("needs-cert")
+    with pytest.raises(REFUSED):
+        ec2(s, pki, user).describe_regions()
+    assert ec2(s, pki, user, cert=pki.carol).describe_regions()["Regions"]
