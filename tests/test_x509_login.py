@@ -20,6 +20,7 @@ import pytest
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
+from cloudctl.api.client_certs import header_cert_dn
 from cloudctl.core import x509names
 
 from support import REGION, ROOT, write_config
@@ -285,3 +286,18 @@ def test_required_client_certificate_and_a_listener_kept_plain(server_with: Any,
     with pytest.raises(REFUSED):
         ec2(s, pki, user).describe_regions()
     assert ec2(s, pki, user, cert=pki.carol).describe_regions()["Regions"]
+
+
+def test_certificate_header_forms_proxies_send(pki: Pki) -> None:
+    pem = pki.alice.pem
+    want = x509names.oneline(pki.alice.cert.subject)
+    forms = {
+        "nginx $ssl_client_escaped_cert": quote(pem, safe=""),
+        "nginx $ssl_client_cert (tab-indented lines)": pem.strip().replace("\n", "\n\t"),
+        "Apache, newlines as spaces": pem.strip().replace("\n", " "),
+    }
+    for what, value in forms.items():
+        assert header_cert_dn(value) == want, what
+    assert header_cert_dn("(null)") is None and header_cert_dn("") is None
+    with pytest.raises(ValueError):
+        header_cert_dn("-----BEGIN CERTIFICATE-----bm90IGEgY2VydA==-----END CERTIFICATE-----")
