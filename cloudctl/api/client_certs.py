@@ -69,6 +69,8 @@ class ClientCerts:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:   # (a dual-stack socket)
+            ip = ip.ipv4_mapped
         return any(ip in net for net in self.proxies)
 
     def dn(self, request: web.Request) -> str | None:
