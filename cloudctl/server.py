@@ -109,12 +109,12 @@ def _cannot_listen(name: str, cfg: Listen, e: OSError) -> StartError:
 def _tls_contexts(config: Config) -> dict[str, ssl.SSLContext]:
     """Each TLS listener's context, made before anything binds: a missing or mismatched
     certificate or key fails the start with one line."""
-    from .api.tls import TlsConfigError, server_context
     out: dict[str, ssl.SSLContext] = {}
     for name in LISTENERS:
         tls = config.tls_of(name) if name != "metadata" else None
         if tls is None:
             continue
+        from .api.tls import TlsConfigError, server_context  # (cryptography: loaded only for TLS, issue 14)
         where = f"{name}.tls" if getattr(getattr(config, name), "tls", None) else "tls"
         try:
             out[name] = server_context(tls, where)

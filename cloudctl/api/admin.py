@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from cryptography import x509
 from pydantic import BaseModel, ValidationError
 
 from ..config import AdminListen
@@ -346,6 +345,7 @@ async def _dn_of(request: web.Request) -> str:
     if body.dn is not None:
         return body.dn
     assert body.cert is not None
+    from cryptography import x509  # (loaded when first needed: issue 14)
     try:
         cert = x509.load_pem_x509_certificate(body.cert.encode())
     except ValueError:

@@ -18,7 +18,6 @@ import time
 from urllib.parse import unquote
 
 from aiohttp import web
-from cryptography import x509
 
 from ..config import X509Login
 from ..core import x509names
@@ -28,6 +27,12 @@ log = logging.getLogger("cloudctl.x509")
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
 _NONE = {"", "(null)", "-"}   # what proxies send for "no certificate" (nginx: empty; Apache: "(null)")
 _LOG_EVERY_S = 60.0
+
+
+def _subject(der: bytes) -> str:
+    """A DER certificate's subject in econe's form (cryptography is loaded with the first one: issue 14)."""
+    from cryptography import x509
+    return x509names.oneline(x509.load_der_x509_certificate(der).subject)
 
 
 def header_cert_dn(value: str) -> str | None:
@@ -42,7 +47,7 @@ def header_cert_dn(value: str) -> str | None:
         raise ValueError("no PEM certificate in it")
     try:
         der = base64.b64decode("".join(m.group(1).split()), validate=True)
-        return x509names.oneline(x509.load_der_x509_certificate(der).subject)
+        return _subject(der)
     except (binascii.Error, ValueError) as e:
         raise ValueError(f"not a certificate: {e}") from None
 
@@ -80,7 +85,7 @@ class ClientCerts:
         if ssl_object is not None:
             der = ssl_object.getpeercert(binary_form=True)   # (verified in the handshake, or absent)
             if der:
-                return x509names.oneline(x509.load_der_x509_certificate(der).subject)
+                return _subject(der)
         headers = request.headers
         cert_value = headers.get(self.cfg.cert_header)
         dn_value = headers.get(self.cfg.dn_header)

@@ -11,16 +11,16 @@ matching ignores case), so every spelling of one name has one key.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:   # (cryptography, ~7 MiB, is loaded only once a certificate is read: issue 14)
+    from cryptography import x509
 
-# Short names as OpenSSL prints them; long names and dotted OIDs map to them (upper-cased).
-_SHORT = {NameOID.COUNTRY_NAME: "C", NameOID.STATE_OR_PROVINCE_NAME: "ST", NameOID.LOCALITY_NAME: "L",
-          NameOID.ORGANIZATION_NAME: "O", NameOID.ORGANIZATIONAL_UNIT_NAME: "OU", NameOID.COMMON_NAME: "CN",
-          NameOID.DOMAIN_COMPONENT: "DC", NameOID.USER_ID: "UID", NameOID.EMAIL_ADDRESS: "emailAddress",
-          NameOID.SERIAL_NUMBER: "serialNumber", NameOID.SURNAME: "SN", NameOID.GIVEN_NAME: "GN",
-          NameOID.TITLE: "title", NameOID.STREET_ADDRESS: "street"}
+# Short names as OpenSSL prints them, by dotted OID; long names and dotted OIDs map to them (upper-cased).
+_SHORT = {"2.5.4.6": "C", "2.5.4.8": "ST", "2.5.4.7": "L", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN",
+          "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
+          "1.2.840.113549.1.9.1": "emailAddress", "2.5.4.5": "serialNumber", "2.5.4.4": "SN", "2.5.4.42": "GN",
+          "2.5.4.12": "title", "2.5.4.9": "street"}
 _ALIASES = {
     "E": "EMAILADDRESS", "EMAIL": "EMAILADDRESS", "1.2.840.113549.1.9.1": "EMAILADDRESS",
     "COUNTRYNAME": "C", "2.5.4.6": "C", "STATEORPROVINCENAME": "ST", "S": "ST", "2.5.4.8": "ST",
@@ -44,12 +44,13 @@ class DnError(ValueError):
     """Text that is not a distinguished name in any form cloudctl reads."""
 
 
-def oneline(name: x509.Name) -> str:
+def oneline(name: "x509.Name") -> str:
     """OpenSSL's one-line form of a certificate's name with whitespace removed: econe's DN."""
     parts = []
     for attr in name:
         value = attr.value if isinstance(attr.value, str) else attr.value.hex()
-        parts.append(f"{_SHORT.get(attr.oid, attr.oid.dotted_string)}={_escaped(value)}")
+        oid = attr.oid.dotted_string
+        parts.append(f"{_SHORT.get(oid, oid)}={_escaped(value)}")
     return "/" + "/".join(parts)
 
 
@@ -148,9 +149,9 @@ def _pairs(dn: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def dn_key(dn: str | x509.Name) -> DnKey:
+def dn_key(dn: "str | x509.Name") -> DnKey:
     """The comparison key of a DN in any form read here (DnError if it is none of them)."""
-    if isinstance(dn, x509.Name):
+    if not isinstance(dn, str):
         dn = oneline(dn)
     out = []
     for k, v in _pairs(dn):
@@ -159,10 +160,10 @@ def dn_key(dn: str | x509.Name) -> DnKey:
     return tuple(out)
 
 
-def canonical(dn: str | x509.Name) -> str:
+def canonical(dn: "str | x509.Name") -> str:
     """The econe spelling of a DN (`/C=../O=../CN=..`, whitespace removed, non-ASCII as OpenSSL
     escapes it): how cloudctl stores and lists it, whatever form it was given in."""
-    if isinstance(dn, x509.Name):
+    if not isinstance(dn, str):
         return oneline(dn)
     parts = []
     short = {v.upper(): v for v in _SHORT.values()}
@@ -173,5 +174,5 @@ def canonical(dn: str | x509.Name) -> str:
     return "/" + "/".join(parts)
 
 
-def same(a: str | x509.Name, b: str | x509.Name) -> bool:
+def same(a: "str | x509.Name", b: "str | x509.Name") -> bool:
     return dn_key(a) == dn_key(b)
