@@ -40,7 +40,62 @@ class Listen(_Strict):
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
 
-class Ec2Listen(Listen):
+class Tls(_Strict):
+    """TLS on a listener (api/tls.py): its certificate and key, and how client certificates are asked for.
+
+    `client_ca`: a PEM file or a directory of PEM files (IGTF style: `*.0` certificates, `*.r0`
+    CRLs) whose certificates are the CAs client certificates must chain to; any CRL found there,
+    or in `crl` (a file or directory), is checked for the client's certificate (OpenSSL's
+    leaf check: with CRLs, every CA that issues clients needs a current one). `client_cert`:
+    `optional` (the default with a `client_ca`) asks for a certificate and refuses the
+    handshake if one is given that does not verify; `required` refuses a client without one."""
+
+    cert: Path                  # PEM: the server certificate, then any intermediates
+    key: Path                   # PEM, unencrypted (readable only by cloudctl)
+    client_ca: Path | None = None
+    crl: Path | None = None
+    client_cert: Literal["none", "optional", "required"] | None = None   # default: optional with client_ca
+
+    @model_validator(mode="after")
+    def _client(self) -> "Tls":
+        if self.client_cert in ("optional", "required") and self.client_ca is None:
+            raise ValueError(f"client_cert: {self.client_cert} needs client_ca (the CAs clients' certificates "
+                             "chain to)")
+        if self.crl is not None and self.client_ca is None:
+            raise ValueError("crl needs client_ca (CRLs are checked for client certificates)")
+        return self
+
+    @property
+    def verify_clients(self) -> str:
+        return self.client_cert or ("optional" if self.client_ca is not None else "none")
+
+
+class TlsListen(Listen):
+    # This listener's TLS; none: the top-level `tls` (shared by the EC2, admin, XML-RPC and
+    # marketplace listeners) if given, else plain HTTP. `false`: plain HTTP whatever `tls` says.
+    tls: Tls | Literal[False] | None = None
+
+
+class X509Login(_Strict):
+    """Client certificates verified by a TLS proxy in front of cloudctl (econe's set-up): the
+    proxy passes the certificate or its subject in a header, believed only from these addresses."""
+
+    trusted_proxies: list[str] = []          # addresses or CIDRs of the proxies
+    cert_header: str = "X-SSL-Client-Cert"   # PEM, URL-escaped as nginx's $ssl_client_escaped_cert
+    dn_header: str = "SSL_CLIENT_S_DN"       # the subject: RFC 2253 or OpenSSL's /C=../CN=.. form
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as e:
+                raise ValueError(f"trusted_proxies: {e}") from None
+        return v
+
+
+class Ec2Listen(TlsListen):
     # A large answer (DescribeInstances over many instances) is written in slices of this many
     # list elements, one slice per turn of the event loop and one answer's slice at a time, so
     # it never holds the loop for long. 0: each answer in one go (for comparison in bench/).
@@ -48,9 +103,26 @@ class Ec2Listen(Listen):
     # An identical signed request repeated within this many seconds is an honest client's
     # retry (clients sign with a one-second clock, so keep it >= 1); later, it is a replay.
     replay_grace_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # The EC2 endpoint as clients reach it (econe's :ssl_server:), e.g. https://cloud.example.org
+    # behind a TLS proxy: what DescribeRegions answers and CloudFormation's signal URLs start with.
+    # Default: http(s)://listen:port, https when this listener serves TLS itself.
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _public_url(v)
 
 
-class AdminListen(Listen):
+def _public_url(v: str | None) -> str | None:
+    if v is not None and (not v.startswith(("http://", "https://")) or "?" in v or "#" in v
+                          or not v.split("://", 1)[1].strip("/")):
+        raise ValueError(f"public_url {v!r} must be an http:// or https:// URL (scheme, host, optional port "
+                         "and path; no query)")
+    return v.rstrip("/") if v is not None else None
+
+
+class AdminListen(TlsListen):
     # An image upload (PUT /v0/images) is streamed to disk and may be this large; every other
     # admin body is JSON and capped at 64 KiB (api/admin.py).
     max_image_gib: Annotated[float, Field(gt=0)] = 100
@@ -423,10 +495,16 @@ class Publish(_Strict):
     resign_before_days: Annotated[float, Field(gt=0)] = 7
 
 
-class Marketplace(Listen):
+class Marketplace(TlsListen):
     """The public, read-only marketplace listener (subscribers hold no admin token)."""
 
-    public_url: str | None = None    # how subscribers reach this listener; default http://listen:port
+    # How subscribers reach this listener; default http(s)://listen:port (https when it serves TLS).
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _public_url(v)
     publish: Publish | None = None
     poll_tick_s: Annotated[float, Field(gt=0)] = 5.0     # how often due subscriptions are looked at
     download_retries: Annotated[int, Field(ge=1)] = 5   # per image and list version, as vmcatcher
@@ -474,7 +552,9 @@ class Config(_Strict):
     ec2: Ec2Listen = Ec2Listen(port=4567)
     admin: AdminListen = AdminListen(port=4568)
     metadata: MetadataListen | None = None   # the instance metadata service; off when absent
-    xmlrpc: Listen | None = None     # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent
+    xmlrpc: TlsListen | None = None  # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent
+    tls: Tls | None = None           # shared by the EC2, admin, XML-RPC and marketplace listeners
+    x509: X509Login = X509Login()    # client certificates from a TLS proxy (api/client_certs.py)
     monitor: Monitor = Monitor()
     terminated_visible_s: Annotated[float, Field(ge=0)] = 3600
     checkpoint: Checkpoint = Checkpoint()
@@ -571,6 +651,23 @@ class Config(_Strict):
             if lb_pool.overlaps(ipaddress.IPv4Network(n.cidr)):
                 raise ValueError(f"elb.loopback_pool {lb_pool} overlaps network {n.name!r} ({n.cidr})")
         return self
+
+    def tls_of(self, name: str) -> Tls | None:
+        """The TLS a listener (ec2, admin, xmlrpc, marketplace) serves: its own, else the shared one."""
+        cfg = getattr(self, name)
+        own = getattr(cfg, "tls", False) if cfg is not None else False
+        if own is False:
+            return None
+        return own if own is not None else self.tls
+
+    def public_url(self, name: str) -> str:
+        """How clients reach a listener: its `public_url`, else http(s)://listen:port."""
+        cfg = getattr(self, name)
+        given: str | None = getattr(cfg, "public_url", None)
+        if given:
+            return given
+        scheme = "https" if self.tls_of(name) is not None else "http"
+        return f"{scheme}://{cfg.listen}:{cfg.port}"
 
     def _failure_policies(self) -> None:
         """Refuse a `restart` policy that could never restart anything."""
@@ -710,7 +807,19 @@ def load_config(path: Path | str | None = None) -> Config:
             if not f.is_file():
                 raise ConfigError(f"config {path}: marketplace.publish.{what}: no such file {f}")
         market = market.model_copy(update={"publish": pub.model_copy(update={"cert": cert, "key": key})})
+    tls_update: dict[str, object] = {}
+    if cfg.tls is not None:
+        tls_update["tls"] = _tls_files(path, base, "tls", cfg.tls)
+    for name in ("ec2", "admin", "xmlrpc", "marketplace"):
+        lc = market if name == "marketplace" else getattr(cfg, name)
+        if lc is not None and isinstance(lc.tls, Tls):
+            lc = lc.model_copy(update={"tls": _tls_files(path, base, f"{name}.tls", lc.tls)})
+            if name == "marketplace":
+                market = lc
+            else:
+                tls_update[name] = lc
     return cfg.model_copy(update={
+        **tls_update,
         "marketplace": market,
         "state_dir": _resolve(base, cfg.state_dir),
         "secrets_key_file": (_resolve(base, cfg.secrets_key_file) if cfg.secrets_key_file
@@ -729,6 +838,22 @@ def load_config(path: Path | str | None = None) -> Config:
         "elb": cfg.elb.model_copy(update={"run_dir": (_resolve(base, cfg.elb.run_dir) if cfg.elb.run_dir
                                                       else _resolve(base, cfg.state_dir) / "elb")}),
     })
+
+
+def _tls_files(path: Path, base: Path, where: str, tls: Tls) -> Tls:
+    """A TLS section with its paths resolved; one line for a file (or CA/CRL directory) that is missing."""
+    update: dict[str, object] = {}
+    for key in ("cert", "key", "client_ca", "crl"):
+        p = getattr(tls, key)
+        if p is None:
+            continue
+        p = _resolve(base, p)
+        if key in ("cert", "key") and not p.is_file():
+            raise ConfigError(f"config {path}: {where}.{key}: no such file {p}")
+        if not p.exists():
+            raise ConfigError(f"config {path}: {where}.{key}: no such file or directory {p}")
+        update[key] = p
+    return tls.model_copy(update=update)
 
 
 def with_overrides(cfg: Config, **changes: object) -> Config:

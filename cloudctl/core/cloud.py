@@ -188,7 +188,7 @@ class Cloud:
             m = cfg.marketplace
             if m.publish is not None:
                 self.publisher = Publisher(store, self.images, self.events, m.publish,
-                                           m.public_url or f"http://{m.listen}:{m.port}")
+                                           cfg.public_url("marketplace"))
             self.subscriber = Subscriber(store, self.images, self.tags, self.events, m)
         self.metadata = InstanceMetadata(store, cfg.region, self.images, self.keypairs, self.network,
                                          addresses=self.addresses, types=cfg.instance_types)

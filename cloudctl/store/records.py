@@ -118,6 +118,14 @@ class User(Row):
     secret_key: str
     account_id: str
     created: float
+    # Certificate subjects that are this user (econe's one-line form: `/C=../O=../CN=..`,
+    # whitespace removed); see core/users.py for how a presented certificate logs in.
+    dns: tuple[str, ...] = ()
+    x509_only: bool = False   # a matching client certificate alone logs in (no EC2 signature)
+    ec2_only: bool = False    # econe's `public` driver: the EC2 listener only, no XML-RPC session
+
+    def __post_init__(self) -> None:
+        _tuples(self, "dns")
 
 
 @dataclass(frozen=True, slots=True)
