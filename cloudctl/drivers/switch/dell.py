@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .base import DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError
+from .base import DEFAULT_TIMEOUT_S, DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError, same_interface
 from .cisco import vlan_list
 from .console import ConsoleSession
 
@@ -37,8 +37,9 @@ class DellDriver(SwitchDriver):
     family = "dell"
     options_model = DellOptions
     options: DellOptions
+    failures: tuple[str, ...] = _FAILURES
 
-    def __init__(self, name: str, options: dict[str, Any], timeout: float = 30.0) -> None:
+    def __init__(self, name: str, options: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(name, options, timeout)
         o = self.options
         self.session = ConsoleSession(o.hostname, o.ssh_port, o.username, o.password, o.host_key,
@@ -50,7 +51,7 @@ class DellDriver(SwitchDriver):
 
     async def _send(self, lines: list[str]) -> str:
         out = await self.session.send(lines)
-        bad = next((f for f in _FAILURES if f in out), None)
+        bad = next((f for f in self.failures if f in out), None)
         if bad:
             await self.session.send(["exit"] * 3 if self.session.mode != "#" else [])
             raise SwitchError(f"{self.name}: {out.strip()[:300]}")
@@ -93,6 +94,16 @@ class DellDriver(SwitchDriver):
         if mode == "trunk":
             return PortVlans(tagged=frozenset(allowed))
         return PortVlans(native=None if pvid == dummy else pvid, tagged=frozenset(allowed - {pvid}))
+
+    async def list_ports(self) -> list[str]:
+        text = await self._send(["show interfaces status"])
+        return [w[0] for w in (line.split() for line in text.splitlines())
+                if w and re.match(r"^[A-Za-z]{0,2}[0-9]+/[a-z]*[0-9]+(/[0-9]+)?$", w[0])]
+
+    async def has_port(self, port: str) -> bool:
+        # The status table lists `1/g5` for `ethernet 1/g5` and `Gi1/0/5` for `gigabitethernet 1/0/5`.
+        given = re.sub(r"^ethernet\s*", "", port.strip(), flags=re.I)
+        return any(same_interface(p, given) for p in await self.list_ports())
 
     async def save(self) -> None:
         await self.session.confirm("copy running-config startup-config", re.compile(r"\(y/n\) ?$"), "y")
