@@ -11,7 +11,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ...drivers.switch.base import SwitchError, SwitchUnreachable, driver_class, families, secret_fields
+from ...drivers.switch.base import (
+    DEFAULT_TIMEOUT_S,
+    SwitchError,
+    SwitchUnreachable,
+    driver_class,
+    families,
+    secret_fields,
+)
 from ...store.records import (
     BmAttachment,
     BmHeadnode,
@@ -40,6 +47,7 @@ def _k(*parts: str) -> str:
 
 
 class Site:
+    switch_timeout_s: float = DEFAULT_TIMEOUT_S     # per switch command, when a port is checked
     def __init__(self, store: Store, vlan_pool: list[int], secrets: BmSecrets) -> None:
         self.store = store
         self.secrets = secrets
@@ -283,7 +291,7 @@ class Site:
         # Asked of the switch itself, so a typo is refused now rather than at the first connect.
         # A switch that cannot be reached at all does not block the record (cabling may be
         # recorded before the switch is up); one that answers must list the port.
-        driver = cls(switch, self.secrets.switch_options(s))
+        driver = cls(switch, self.secrets.switch_options(s), self.switch_timeout_s)
         try:
             present = await driver.has_port(port)
         except SwitchUnreachable as e:

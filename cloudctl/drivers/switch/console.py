@@ -114,7 +114,8 @@ class ConsoleSession:
             raise SwitchUnreachable(str(e)) from None
         except (OSError, asyncssh.Error) as e:
             await self.close()
-            raise SwitchUnreachable(f"{self.host}: {str(e) or type(e).__name__}") from None
+            raise SwitchUnreachable(f"{self.host}: expected {EXPECTED_PROMPT} at login, but the session closed "
+                                    f"({str(e) or type(e).__name__})") from None
         except SwitchError:
             await self.close()
             raise
@@ -137,7 +138,9 @@ class ConsoleSession:
                         reply = await self._read_prompt(proc, repr(line))   # a stray prompt, not this reply
                 except (_Closed, OSError, asyncssh.Error) as e:
                     await self.close()
-                    why = str(e) or f"{self.host}: {type(e).__name__}"
+                    why = str(e) if isinstance(e, _Closed) else (
+                        f"{self.host}: expected {EXPECTED_PROMPT} after {line!r}, but the session closed "
+                        f"({str(e) or type(e).__name__})")
                     if reused and n == 0:     # an idle session the switch had dropped: reconnect
                         raise SwitchUnreachable(why) from None
                     raise SwitchError(why) from None
@@ -165,7 +168,8 @@ class ConsoleSession:
                     out += await self._read_prompt(proc, f"answering {answer!r} to {line!r}")
             except (OSError, asyncssh.Error) as e:
                 await self.close()
-                raise SwitchError(f"{self.host}: {line!r}: {str(e) or type(e).__name__}") from None
+                raise SwitchError(f"{self.host}: expected {EXPECTED_PROMPT} after {line!r}, but the session closed "
+                                  f"({str(e) or type(e).__name__})") from None
             except SwitchError:
                 await self.close()
                 raise

@@ -72,7 +72,7 @@ class ShellSession:
                     while True:
                         text = await proc.stdout.readline()
                         if not text:
-                            why = f"{self.host}: the session closed while waiting for {expected}; {got(''.join(out))}"
+                            why = f"{self.host}: expected {expected}, but the session closed; {got(''.join(out))}"
                             raise SwitchUnreachable(why) if not out else SwitchError(why)
                         if text.startswith(self._marker + " "):
                             status = int(text.split()[1])
@@ -87,7 +87,7 @@ class ShellSession:
                                   f"{got(''.join(out))}") from None
             except (OSError, asyncssh.Error) as e:
                 await self.close()
-                why = f"{self.host}: {str(e) or type(e).__name__}"
+                why = f"{self.host}: expected {expected}, but the session closed ({str(e) or type(e).__name__})"
                 raise (SwitchUnreachable(why) if not out else SwitchError(why)) from None
             except SwitchError:
                 await self.close()
