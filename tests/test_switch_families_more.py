@@ -283,3 +283,17 @@ async def test_registration_on_a_misbehaving_switch_is_refused(cloud: Cloud) -> 
     finally:
         await b.stop()
     assert not cloud.baremetal.site.ports_by_switch.get("sw")
+
+
+@pytest.mark.parametrize("model", ["cisco_2960_24TT_L", "cisco_2960_48TT_L", "cisco_6500"])
+async def test_other_cisco_models(model: str) -> None:
+    """The `cisco` family on fake-switches' other Cisco models (24 and 48 ports, a 6500)."""
+    fs = FakeSwitch(model).start()
+    try:
+        ports = await on("cisco", fs, lambda d: d.list_ports())
+        assert len(ports) >= 12 and await on("cisco", fs, lambda d: d.has_port(ports[-1].lower()))
+        for want in (PortVlans(native=NATIVE), PortVlans(native=NATIVE, tagged=frozenset({TAGGED})),
+                     PortVlans(tagged=frozenset({OTHER})), PortVlans()):
+            assert await put("cisco", fs, ports[-1], want) == want
+    finally:
+        fs.stop()
