@@ -31,7 +31,7 @@ pytest.importorskip("fake_switches")
 FAMILIES: dict[str, tuple[Callable[[], FakeSwitch], list[str], str, str]] = {
     "cisco": (lambda: FakeSwitch("cisco_generic"), ["FastEthernet0/1", "fa0/2"], "FastEthernet0/1",
               "FastEthernet7/7"),
-    "dell": (lambda: FakeSwitch("dell_generic"), ["ethernet 1/g1", "ethernet 1/g2"], "ethernet 1/g1",
+    "dell": (lambda: FakeSwitch("dell_generic"), ["ethernet 1/g1", "ethernet 1/g2"], "Ethernet 1/G1",
              "ethernet 9/g9"),
     "dell10g": (lambda: FakeSwitch("dell10g_generic"), ["Te1/0/1", "te1/0/2"], "TE1/0/1", "gi1/0/11"),
     "arista": (AristaNativeSwitch, ["Ethernet1", "et2"], "ET1", "Ethernet9"),

@@ -17,10 +17,20 @@ from .base import DEFAULT_TIMEOUT_S, DriverOptions, PortVlans, Secret, SwitchDri
 from .cisco import vlan_list
 from .console import ConsoleSession
 
-_PORT = re.compile(r"^(ethernet|gigabitethernet|tengigabitethernet|Gi|Te) ?[0-9]+(/[a-z]*[0-9]+){1,2}$")
+_PORT = re.compile(r"^(ethernet|gigabitethernet|tengigabitethernet|gi|te) ?([0-9]+(/[a-z]*[0-9]+){1,2})$", re.I)
 # Dell's refusals that carry no `%` marker.
 _FAILURES = ("VLAN ID not found", "This VLAN does not exist", "Port is not general port", "Could not configure",
              "Interface not in", "ERROR: Invalid input", "Command not found")
+
+
+def canonical(name: str) -> str:
+    """HIL's `gi1/0/5` and `GigabitEthernet 1/0/5` -> `Gi1/0/5`; `Ethernet 1/G5` -> `ethernet 1/g5`."""
+    m = _PORT.match(name.strip())
+    if not m:
+        return name
+    if m.group(1).lower() == "ethernet":
+        return f"ethernet {m.group(2).lower()}"
+    return f"{m.group(1)[:2].capitalize()}{m.group(2)}"
 
 
 class DellOptions(DriverOptions):
@@ -46,8 +56,12 @@ class DellDriver(SwitchDriver):
                                       o.enable_password, paging_off="terminal datadump", timeout=timeout)
 
     @classmethod
+    def canonical_port(cls, name: str) -> str:
+        return canonical(name)
+
+    @classmethod
     def check_port_name(cls, name: str) -> str | None:
-        return None if _PORT.match(name) else "a Dell interface name looks like 'ethernet 1/g5' or Gi1/0/5"
+        return None if _PORT.match(name.strip()) else "a Dell interface name looks like 'ethernet 1/g5' or Gi1/0/5"
 
     async def _send(self, lines: list[str]) -> str:
         out = await self.session.send(lines)
@@ -70,10 +84,10 @@ class DellDriver(SwitchDriver):
     async def set_port(self, port: str, vlans: PortVlans) -> None:
         needed = sorted(vlans.tagged | {vlans.native or self.options.dummy_vlan})
         await self._send(["configure", "vlan database", *(f"vlan {v}" for v in needed), "exit",
-                          f"interface {port}", *self.port_commands(vlans), "exit", "exit"])
+                          f"interface {canonical(port)}", *self.port_commands(vlans), "exit", "exit"])
 
     async def read_port(self, port: str) -> PortVlans:
-        text = await self._send([f"show running-config interface {port}"])
+        text = await self._send([f"show running-config interface {canonical(port)}"])
         return self.parse(text)
 
     def parse(self, text: str) -> PortVlans:
@@ -102,7 +116,7 @@ class DellDriver(SwitchDriver):
 
     async def has_port(self, port: str) -> bool:
         # The status table lists `1/g5` for `ethernet 1/g5` and `Gi1/0/5` for `gigabitethernet 1/0/5`.
-        given = re.sub(r"^ethernet\s*", "", port.strip(), flags=re.I)
+        given = re.sub(r"^ethernet\s*", "", canonical(port))
         return any(same_interface(p, given) for p in await self.list_ports())
 
     async def save(self) -> None:

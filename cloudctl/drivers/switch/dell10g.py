@@ -33,7 +33,7 @@ class Dell10gDriver(DellDriver):
 
     @classmethod
     def canonical_port(cls, name: str) -> str:
-        return canonical(name)
+        return canonical(name)       # this module's: no `ethernet 1/g5` form here
 
     @classmethod
     def check_port_name(cls, name: str) -> str | None:
