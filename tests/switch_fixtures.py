@@ -145,8 +145,8 @@ class BadSwitch:
                     if not line:
                         break
                     proc.stdout.write(f"{line.strip()}\r\ngarbage?\r\n$ ")
-        except (asyncssh.Error, OSError, asyncio.CancelledError, BrokenPipeError):
-            pass
+        except (asyncssh.Error, OSError):     # the client went away
+            return
         proc.exit(0)
 
     async def stop(self) -> None:

@@ -48,6 +48,7 @@ def _k(*parts: str) -> str:
 
 class Site:
     switch_timeout_s: float = DEFAULT_TIMEOUT_S     # per switch command, when a port is checked
+
     def __init__(self, store: Store, vlan_pool: list[int], secrets: BmSecrets) -> None:
         self.store = store
         self.secrets = secrets
@@ -283,11 +284,14 @@ class Site:
         why = cls.check_port_name(port)
         if why:
             raise BadArgumentError(f"port {port!r} on switch {switch!r}: {why}")
-        same = next((p.name for p in self.ports_by_switch.get(switch).values()
-                     if cls.canonical_port(p.name) == cls.canonical_port(port)), None)
-        if same is not None:
-            raise DuplicateError(f"switch {switch!r} already has port {port!r}" +
-                                 (f" (as {same!r})" if same != port else ""))
+
+        def refuse_duplicate() -> None:
+            same = next((p.name for p in self.ports_by_switch.get(switch).values()
+                         if p.name == port or cls.canonical_port(p.name) == cls.canonical_port(port)), None)
+            if same is not None:
+                raise DuplicateError(f"switch {switch!r} already has port {port!r}" +
+                                     (f" (as {same!r})" if same != port else ""))
+        refuse_duplicate()
         # Asked of the switch itself, so a typo is refused now rather than at the first connect.
         # A switch that cannot be reached at all does not block the record (cabling may be
         # recorded before the switch is up); one that answers must list the port.
@@ -303,8 +307,9 @@ class Site:
             await driver.close()
         if not present:
             raise BadArgumentError(f"switch {switch!r} has no port {port!r} (read back from the switch)")
-        if _k(switch, port) in self.ports.rows:
-            raise DuplicateError(f"switch {switch!r} already has port {port!r}")
+        if self.switch(switch) != s:           # while the switch was asked, it went (or was replaced)
+            raise NotFoundError(f"switch {switch!r} changed while its port list was read; try again")
+        refuse_duplicate()                     # or someone registered the port meanwhile
         await self.commit(BmPort(switch=switch, name=port))
 
     async def delete_port(self, caller: Caller, switch: str, port: str) -> None:
