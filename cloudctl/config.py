@@ -327,7 +327,10 @@ class Baremetal(_Strict):
     vlans: str = "1000-1999"     # the pool networks get their VLAN from
     attempts: Annotated[int, Field(ge=1, le=20)] = 4      # per operation, on connection errors
     backoff_s: Annotated[float, Field(gt=0)] = 0.5        # doubled per attempt
-    command_timeout_s: Annotated[float, Field(gt=0)] = 30
+    command_timeout_s: Annotated[float, Field(gt=0)] = 30    # a BMC's (ipmitool) commands
+    # A switch's answer to one command (or its login prompt): past it the operation fails saying
+    # what was expected and what came, rather than waiting on a switch that will not answer.
+    switch_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5
     audit_on_start: Literal["off", "report", "repair"] = "report"
     # Headnodes (a project's VMs on its networks): their NICs join this Open vSwitch bridge,
     # trunked to the switches, with the network's VLAN as the access tag.
