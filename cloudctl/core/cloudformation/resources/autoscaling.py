@@ -69,7 +69,8 @@ class AutoScalingGroup(Handler):
                 health_check_type=props.get("HealthCheckType"),
                 grace_period=as_int(props, "HealthCheckGracePeriod"),
                 termination_policies=_strs(props.get("TerminationPolicies")),
-                load_balancers=_strs(props.get("LoadBalancerNames")), tags=tags))
+                load_balancers=_strs(props.get("LoadBalancerNames")), tags=tags,
+                system_tags=tuple((k, v, True) for k, v in ctx.system_tags)))
         await until(lambda: self._in_service(ctx, name), GROUP_WAIT_S, f"AutoScalingGroup {name}")
         return Made(name)
 
