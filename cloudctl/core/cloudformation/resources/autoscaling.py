@@ -102,10 +102,12 @@ class AutoScalingGroup(Handler):
                 raise
         await until(lambda: asg.groups.get(ctx.owner, physical) is None, GROUP_WAIT_S,
                     f"AutoScalingGroup {physical} deletion")
-        tags = ctx.services.tags   # (the stack's tags, propagated: found again after a restart too)
+        # After a restart its members may be gone already: its instances still stopping carry the
+        # stack's tags (propagated). One a user detached from the group runs on, as in AWS.
+        tags, compute = ctx.services.tags, ctx.services.compute
+        mine = compute.of_owner(ctx.owner)
         ours |= {i for i in tags.resources_with(STACK_ID, {ctx.stack_id})
-                 if i.startswith("i-") and tags.of(i).get(LOGICAL_ID) == ctx.logical}
-        compute = ctx.services.compute
+                 if tags.of(i).get(LOGICAL_ID) == ctx.logical and getattr(mine.get(i), "state", "") == "shutting-down"}
 
         def ended() -> bool:
             mine = compute.of_owner(ctx.owner)
