@@ -925,6 +925,16 @@ class CfnSignal(Row):
     data: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class CfnWait(Row):
+    """A WaitCondition's deadline, journaled when its wait starts, so that a restart mid-wait keeps
+    it; removed when the wait ends."""
+
+    table: ClassVar[str] = "cfn_waits"
+    id: str                           # stack id + "|" + logical id
+    deadline: float                   # wall-clock time (time.time()) the wait fails at
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList,
@@ -932,4 +942,4 @@ ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
                                      ScalingActivity, ScalingPolicy,
                                      LaunchTemplate, LaunchTemplateVersion, LoadBalancer,
-                                     CfnStack, CfnResource, CfnEvent, CfnSignal)
+                                     CfnStack, CfnResource, CfnEvent, CfnSignal, CfnWait)
