@@ -1,0 +1,293 @@
+"""The web console against hostile use, with a plain HTTP client: CSRF, other users' resources,
+markup in user-chosen text, signed-out sessions, sign-in guessing, and who may open which page."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from support.server import Server
+
+SCRIPT = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def srv(server_with: Any) -> Server:
+    # A short free budget and a long backoff: the fourth wrong secret for a key starts a backoff
+    # that outlasts the test (no timing in the assertions).
+    return server_with(console={"enabled": True},
+                       login_throttle={"pair_free_failures": 2, "backoff_s": 60, "backoff_max_s": 120,
+                                       "forget_s": 600, "refusal_pace_s": 0})
+
+
+@pytest.fixture(scope="module")
+def users(srv: Server) -> dict[str, dict[str, str]]:
+    return {n: srv.create_user(n) for n in ("alice", "bob", "carol", "dave")}
+
+
+@pytest.fixture(scope="module")
+def image(srv: Server, users: dict[str, dict[str, str]]) -> str:
+    ec2 = srv.client(users["alice"])
+    return ec2.describe_images(Filters=[{"Name": "name", "Values": ["cloudctl-blank"]}])["Images"][0]["ImageId"]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        yield s
+
+
+def _base(srv: Server) -> str:
+    return srv.admin_url + "/console"
+
+
+async def _login_form(http: aiohttp.ClientSession, srv: Server) -> str:
+    async with http.get(_base(srv) + "/login") as r:
+        assert r.status == 200
+        m = _CSRF.search(await r.text())
+        assert m
+        return m.group(1)
+
+
+async def sign_in(http: aiohttp.ClientSession, srv: Server, user: dict[str, str] | None) -> str:
+    """Sign in as `user` (None: the operator); the session's CSRF token."""
+    csrf = await _login_form(http, srv)
+    form = {"csrf": csrf, "kind": "operator", "token": srv.token} if user is None else {
+        "csrf": csrf, "kind": "user", "access_key_id": user["AccessKeyId"],
+        "secret_access_key": user["SecretAccessKey"]}
+    async with http.post(_base(srv) + "/login", data=form, allow_redirects=False) as r:
+        assert r.status == 303, await r.text()
+    async with http.get(_base(srv) + "/") as r:
+        assert r.status == 200
+        m = _CSRF.search(await r.text())
+        assert m
+        return m.group(1)
+
+
+def _digest(srv: Server) -> str:
+    req = urllib.request.Request(srv.admin_url + "/v0/state/digest", headers={"Authorization": f"Bearer {srv.token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())["digest"]
+
+
+def _launch(srv: Server, user: dict[str, str], image: str, name: str = "x", user_data: str = "") -> str:
+    ec2 = srv.client(user)
+    kw: dict[str, Any] = {"UserData": user_data} if user_data else {}
+    res = ec2.run_instances(ImageId=image, InstanceType="t3.nano", MinCount=1, MaxCount=1,
+                            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}],
+                            **kw)
+    return res["Instances"][0]["InstanceId"]
+
+
+def test_off_unless_configured(server: Server) -> None:
+    """The shared default server has no console: /console is not served without the admin token."""
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(server.admin_url + "/console/login", timeout=30)
+    assert e.value.code in (401, 404)
+
+
+async def test_session_cookie_flags(http: aiohttp.ClientSession, srv: Server, users: Any) -> None:
+    csrf = await _login_form(http, srv)
+    form = {"csrf": csrf, "kind": "user", "access_key_id": users["alice"]["AccessKeyId"],
+            "secret_access_key": users["alice"]["SecretAccessKey"]}
+    async with http.post(_base(srv) + "/login", data=form, allow_redirects=False) as r:
+        assert r.status == 303
+        cookie = next(c for c in r.headers.getall("Set-Cookie") if c.startswith("cloudctl_console="))
+    flags = {p.strip().split("=")[0].lower(): p.strip() for p in cookie.split(";")}
+    assert "httponly" in flags and flags["samesite"] == "SameSite=Strict" and flags["path"] == "Path=/console"
+    assert "max-age" not in flags and "expires" not in flags   # ends with the browser; expires server-side
+    assert "secure" not in flags   # plain HTTP here; set when the listener is on TLS (request.secure)
+
+
+async def test_post_without_csrf_is_refused(http: aiohttp.ClientSession, srv: Server, users: Any, image: str) -> None:
+    csrf = await sign_in(http, srv, users["alice"])
+    before = _digest(srv)
+    launch = {"image_id": image, "instance_type": "t3.nano", "count": "1"}
+    for form in (launch, {**launch, "csrf": ""}, {**launch, "csrf": csrf[:-1] + ("A" if csrf[-1] != "A" else "B")}):
+        async with http.post(_base(srv) + "/instances", data=form, allow_redirects=False) as r:
+            assert r.status == 403
+            assert "security token" in await r.text()
+    async with http.post(_base(srv) + "/logout", data={}, allow_redirects=False) as r:
+        assert r.status == 403
+    assert _digest(srv) == before   # nothing launched
+    async with http.get(_base(srv) + "/instances", allow_redirects=False) as r:
+        assert r.status == 200   # and the refused sign-out left the session alone
+    # The same form with the token is accepted (the refusals above were the token's doing).
+    async with http.post(_base(srv) + "/instances", data={**launch, "csrf": csrf}, allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/console/instances"
+    assert _digest(srv) != before
+
+
+async def test_sign_in_form_needs_its_token(http: aiohttp.ClientSession, srv: Server, users: Any) -> None:
+    await _login_form(http, srv)   # the cookie is set, but the form does not carry its value
+    form = {"kind": "user", "access_key_id": users["alice"]["AccessKeyId"],
+            "secret_access_key": users["alice"]["SecretAccessKey"]}
+    async with http.post(_base(srv) + "/login", data=form, allow_redirects=False) as r:
+        assert r.status == 403
+
+
+async def test_other_users_instance_is_a_404(http: aiohttp.ClientSession, srv: Server, users: Any,
+                                              image: str) -> None:
+    theirs = _launch(srv, users["bob"], image, "bobs")
+    csrf = await sign_in(http, srv, users["alice"])
+    for path in (f"/instances/{theirs}", f"/instances/{theirs}/console", "/instances/i-0000000000000000f",
+                 "/instances/not-an-id", "/security-groups/sg-0123456789abcdef0"):
+        async with http.get(_base(srv) + path) as r:
+            assert r.status == 404, path
+            assert "Not found" in await r.text()
+    async with http.get(_base(srv) + "/instances") as r:
+        assert theirs not in await r.text()
+    # A change to it is refused by the core, as through EC2, and changes nothing.
+    before = _digest(srv)
+    for action in ("terminate", "stop", "reboot"):
+        async with http.post(f"{_base(srv)}/instances/{theirs}/{action}", data={"csrf": csrf}) as r:
+            assert r.status == 200 and "InvalidInstanceID.NotFound" in await r.text()
+    async with http.post(f"{_base(srv)}/instances/{theirs}/tags", data={"csrf": csrf, "key": "k", "value": "v"}) as r:
+        assert "NotFound" in await r.text()
+    assert _digest(srv) == before
+    state = srv.client(users["bob"]).describe_instances(InstanceIds=[theirs])["Reservations"][0]["Instances"][0]
+    assert state["State"]["Name"] in ("pending", "running") and len(state["Tags"]) == 1
+
+
+async def test_markup_is_escaped_everywhere(http: aiohttp.ClientSession, srv: Server, users: Any,
+                                            image: str) -> None:
+    carol = users["carol"]
+    iid = _launch(srv, carol, image, SCRIPT, user_data=SCRIPT)
+    ec2 = srv.client(carol)
+    ec2.create_tags(Resources=[iid], Tags=[{"Key": SCRIPT, "Value": SCRIPT}])
+    csrf = await sign_in(http, srv, carol)
+    # (the key pair's name through the console's own form; its answer is the private key)
+    async with http.post(_base(srv) + "/keypairs", data={"csrf": csrf, "name": "k<script>"}) as r:
+        assert r.headers["Content-Disposition"] == 'attachment; filename="k_script_.pem"'
+    pages = ["/instances", f"/instances/{iid}", "/instances/table", "/keypairs",
+             "/instances/new"]
+    for path in pages:
+        async with http.get(_base(srv) + path) as r:
+            body = await r.text()
+            assert r.status == 200, path
+            assert "<script>alert" not in body and "<script>x" not in body, path
+            assert "&lt;script&gt;" in body, path
+    async with http.get(f"{_base(srv)}/instances/{iid}") as r:
+        body = await r.text()
+        assert body.count(ESCAPED) >= 4   # Name, tag key, tag value, user data
+    # A console error page repeats what was asked for: escaped too.
+    async with http.get(f"{_base(srv)}/instances/{SCRIPT}") as r:
+        assert r.status == 404 and "<script>alert" not in await r.text()
+    # The operator's pages show user names and events.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as ops:
+        await sign_in(ops, srv, None)
+        for path in ("/ops/events", "/ops/users", "/ops/hosts"):
+            async with ops.get(_base(srv) + path) as r:
+                assert r.status == 200 and "<script>alert" not in await r.text()
+    # Every page forbids inline script, should anything slip through.
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+
+
+async def test_signed_out_session_is_refused(http: aiohttp.ClientSession, srv: Server, users: Any) -> None:
+    csrf = await sign_in(http, srv, users["alice"])
+    sid = next(c.value for c in http.cookie_jar if c.key == "cloudctl_console")
+    async with http.post(_base(srv) + "/logout", data={"csrf": csrf}, allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/console/login"
+    # The old cookie, sent again as if copied before the sign-out:
+    async with aiohttp.ClientSession() as other:
+        hdr = {"Cookie": f"cloudctl_console={sid}"}
+        async with other.get(_base(srv) + "/instances", headers=hdr, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/console/login"
+        async with other.post(_base(srv) + "/instances", headers=hdr, data={"csrf": csrf, "image_id": "x"},
+                              allow_redirects=False) as r:
+            assert r.status == 401
+        async with other.get(_base(srv) + "/instances/live", headers={**hdr, "Accept": "text/event-stream"},
+                             allow_redirects=False) as r:
+            assert r.status == 401
+
+
+async def test_live_stream_ends_with_the_session(http: aiohttp.ClientSession, srv: Server, users: Any,
+                                                 image: str) -> None:
+    csrf = await sign_in(http, srv, users["dave"])
+    async with http.get(_base(srv) + "/instances/live") as stream:
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        assert (await stream.content.readuntil(b"\n\n")).startswith(b"retry:")
+        _launch(srv, users["dave"], image)
+        assert await stream.content.readuntil(b"\n\n") == b"event: changed\ndata: \n\n"
+        async with aiohttp.ClientSession(cookie_jar=http.cookie_jar) as same:
+            async with same.post(_base(srv) + "/logout", data={"csrf": csrf}, allow_redirects=False) as r:
+                assert r.status == 303
+        _launch(srv, users["dave"], image)   # the next change finds the session gone: the stream ends
+        async with asyncio.timeout(120):   # (a guard against a hang, not a measure)
+            rest = await stream.content.read()
+        assert stream.content.at_eof()
+        assert set(rest.split(b"\n\n")) <= {b"event: changed\ndata: ", b""}
+
+
+async def test_pages_are_for_their_audience(http: aiohttp.ClientSession, srv: Server, users: Any) -> None:
+    csrf = await sign_in(http, srv, users["alice"])
+    for path in ("/ops/hosts", "/ops/events", "/ops/users", "/ops/metrics", "/ops/events/live"):
+        async with http.get(_base(srv) + path) as r:
+            assert r.status == 404, path
+    async with http.post(_base(srv) + "/ops/hosts/host-a/disable", data={"csrf": csrf}) as r:
+        assert r.status == 404
+    assert all(h["admin"] == "enabled" for h in srv.admin("GET", "/v0/hosts"))
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as ops:
+        await sign_in(ops, srv, None)
+        for path in ("/instances", "/keypairs", "/instances/new"):
+            async with ops.get(_base(srv) + path) as r:
+                assert r.status == 404, path
+        for path in ("/ops/hosts", "/ops/events", "/ops/users", "/ops/metrics", "/ops/baremetal", "/ops/marketplace"):
+            async with ops.get(_base(srv) + path) as r:
+                assert r.status == 200, path
+    # Neither session opens the admin API (it takes the token, not a cookie).
+    async with http.get(srv.admin_url + "/v0/users") as r:
+        assert r.status == 401
+
+
+async def test_launch_form_sends_user_data_as_typed(http: aiohttp.ClientSession, srv: Server, users: Any,
+                                                   image: str) -> None:
+    """The console base64-encodes the text typed; the instance gets exactly those bytes (EC2 says so)."""
+    csrf = await sign_in(http, srv, users["alice"])
+    typed = "#!/bin/sh\necho <hi> & 'bye'\n"
+    form = {"csrf": csrf, "image_id": image, "instance_type": "t3.nano", "count": "1", "user_data": typed}
+    async with http.post(_base(srv) + "/instances", data=form) as r:
+        m = re.search(r"launched (i-[0-9a-f]+)", await r.text())
+    assert m
+    got = srv.client(users["alice"]).describe_instance_attribute(InstanceId=m.group(1), Attribute="userData")
+    assert base64.b64decode(got["UserData"]["Value"]).decode() == typed
+
+
+async def test_sign_in_attempts_are_rate_limited(http: aiohttp.ClientSession, srv: Server, users: Any) -> None:
+    """Wrong secrets for one key: refused (401) until its free failures are spent, then throttled
+    (429, Retry-After) without being checked, the right secret too; another key is unaffected."""
+    key = users["bob"]["AccessKeyId"]
+    csrf = await _login_form(http, srv)
+    statuses = []
+    for secret in ["wrong"] * 3 + [users["bob"]["SecretAccessKey"]]:
+        form = {"csrf": csrf, "kind": "user", "access_key_id": key, "secret_access_key": secret}
+        async with http.post(_base(srv) + "/login", data=form, allow_redirects=False) as r:
+            statuses.append(r.status)
+            retry = r.headers.get("Retry-After")
+    assert statuses == [401, 401, 401, 429]
+    assert retry is not None and int(retry) > 0
+    assert not any(c.key == "cloudctl_console" for c in http.cookie_jar)
+    # The EC2 API shares the budget: the same key's signed requests are throttled too.
+    with pytest.raises(Exception, match="RequestLimitExceeded"):
+        srv.client(users["bob"]).describe_instances()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+        await sign_in(other, srv, users["alice"])
+
+
+async def test_operator_sign_in_is_rate_limited(http: aiohttp.ClientSession, srv: Server) -> None:
+    csrf = await _login_form(http, srv)
+    statuses = []
+    for token in ["wrong"] * 3 + [srv.token]:
+        async with http.post(_base(srv) + "/login", data={"csrf": csrf, "kind": "operator", "token": token},
+                             allow_redirects=False) as r:
+            statuses.append(r.status)
+    assert statuses == [401, 401, 401, 429]
