@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cloudctl.config import Console
+
 from support.server import Server
 
 SCRIPT = "<script>alert(1)</script>"
@@ -88,11 +90,15 @@ def _launch(srv: Server, user: dict[str, str], image: str, name: str = "x", user
     return res["Instances"][0]["InstanceId"]
 
 
-def test_off_unless_configured(server: Server) -> None:
-    """The shared default server has no console: /console is not served without the admin token."""
+def test_off_unless_enabled(server_with: Any) -> None:
+    """With `console: {enabled: false}` nothing is served under /console (the admin token is asked
+    for, as on every admin path); and the config model's default is off."""
+    off = server_with(console={"enabled": False})
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(server.admin_url + "/console/login", timeout=30)
-    assert e.value.code in (401, 404)
+        urllib.request.urlopen(off.admin_url + "/console/login", timeout=30)
+    assert e.value.code == 401
+    assert "web console" not in off.log_path.read_text()
+    assert Console().enabled is False
 
 
 async def test_session_cookie_flags(http: aiohttp.ClientSession, srv: Server, users: Any) -> None:
