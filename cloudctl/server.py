@@ -219,7 +219,7 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
     console_line = ""
     if config.console.enabled:   # (jinja2 and the templates are loaded only then)
         from .console.app import PREFIX, mount_console
-        logins["console"] = mount_console(admin_app, cloud, token, ec2.logins, metrics, monitor)
+        logins["console_operator"] = mount_console(admin_app, cloud, token, ec2.logins, metrics, monitor)
         admin.public_paths.add(PREFIX)
         admin.public_prefixes = (PREFIX + "/",)
         console_line = f"  web console    http://{config.admin.listen}:{config.admin.port}{PREFIX}/\n"
