@@ -15,6 +15,7 @@ import pytest
 
 from cloudctl.config import Console
 
+from support.clients import boto_client
 from support.server import Server
 
 SCRIPT = "<script>alert(1)</script>"
@@ -253,6 +254,42 @@ async def test_pages_are_for_their_audience(http: aiohttp.ClientSession, srv: Se
     # Neither session opens the admin API (it takes the token, not a cookie).
     async with http.get(srv.admin_url + "/v0/users") as r:
         assert r.status == 401
+
+
+async def test_service_pages_show_the_callers_own(http: aiohttp.ClientSession, srv: Server, users: Any,
+                                                 image: str) -> None:
+    """AutoScaling groups, load balancers (with instance health) and stacks (with events): a user's
+    own are listed, another user's are not, and another user's stack by name is a 404 page."""
+    alice = users["alice"]
+    asg = boto_client(srv, alice, "autoscaling")
+    asg.create_launch_configuration(LaunchConfigurationName="console-lc", ImageId=image, InstanceType="t3.nano")
+    asg.create_auto_scaling_group(AutoScalingGroupName="console-asg", LaunchConfigurationName="console-lc",
+                                  MinSize=0, MaxSize=1, DesiredCapacity=0, AvailabilityZones=["cloudctl-1a"])
+    elb = boto_client(srv, alice, "elb")
+    elb.create_load_balancer(LoadBalancerName="console-lb", AvailabilityZones=["cloudctl-1a"], Listeners=[
+        {"Protocol": "HTTP", "LoadBalancerPort": 80, "InstanceProtocol": "HTTP", "InstancePort": 8080}])
+    iid = _launch(srv, alice, image, "behind-lb")
+    elb.register_instances_with_load_balancer(LoadBalancerName="console-lb", Instances=[{"InstanceId": iid}])
+    template = {"Resources": {"Group": {"Type": "AWS::EC2::SecurityGroup",
+                                        "Properties": {"GroupDescription": "console stack"}}}}
+    boto_client(srv, alice, "cloudformation").create_stack(StackName="console-stack",
+                                                           TemplateBody=json.dumps(template))
+    try:
+        await sign_in(http, srv, alice)
+        for path, shown in (("/scaling-groups", "console-asg"), ("/load-balancers", iid), ("/stacks", "console-stack"),
+                            ("/stacks/console-stack", "AWS::EC2::SecurityGroup")):
+            async with http.get(_base(srv) + path) as r:
+                assert r.status == 200 and shown in await r.text(), path
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+            await sign_in(other, srv, users["carol"])
+            for path, hidden in (("/scaling-groups", "console-asg"), ("/load-balancers", "console-lb"),
+                                 ("/stacks", "console-stack")):
+                async with other.get(_base(srv) + path) as r:
+                    assert r.status == 200 and hidden not in await r.text(), path
+            async with other.get(_base(srv) + "/stacks/console-stack") as r:
+                assert r.status == 404
+    finally:
+        elb.delete_load_balancer(LoadBalancerName="console-lb")
 
 
 async def test_launch_form_sends_user_data_as_typed(http: aiohttp.ClientSession, srv: Server, users: Any,

@@ -264,7 +264,7 @@ async def root(request: web.Request) -> web.StreamResponse:
 
 
 def console_app(cloud: Cloud, admin_token: str, logins: Throttle, extras: dict[str, Any]) -> web.Application:
-    from . import live, operator_pages, user_pages
+    from . import live, operator_pages, service_pages, user_pages
     from .charts import Sampler, sampling
     con = Console(cloud, admin_token, logins, extras)
     app = web.Application(middlewares=[_guard])
@@ -280,6 +280,7 @@ def console_app(cloud: Cloud, admin_token: str, logins: Throttle, extras: dict[s
     r.add_static("/static", HERE / "static", append_version=False)
     live.add_routes(r)   # (first: /instances/live before /instances/{id})
     user_pages.add_routes(r)
+    service_pages.add_routes(r)
     operator_pages.add_routes(r)
     return app
 
