@@ -305,6 +305,20 @@ async def test_launch_form_sends_user_data_as_typed(http: aiohttp.ClientSession,
     assert base64.b64decode(got["UserData"]["Value"]).decode() == typed
 
 
+async def test_open_live_streams_do_not_hold_up_a_stop(new_server: Any) -> None:
+    """SIGTERM with a browser's live stream open: the stream ends and the controller exits by itself
+    (the test server's stop waits 30 s before SIGKILL; aiohttp would wait 60 s for the handler)."""
+    s = new_server(console={"enabled": True})
+    user = s.create_user("eve")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await sign_in(http, s, user)
+        async with http.get(_base(s) + "/instances/live") as stream:
+            assert (await stream.content.readuntil(b"\n\n")).startswith(b"retry:")
+            await asyncio.to_thread(s.stop)
+            assert s.proc is not None and s.proc.returncode == 0
+            assert await stream.content.read() == b""
+
+
 async def test_sign_in_attempts_are_rate_limited(http: aiohttp.ClientSession, srv: Server, users: Any) -> None:
     """Wrong secrets for one key: refused (401) until its free failures are spent, then throttled
     (429, Retry-After) without being checked, the right secret too; another key is unaffected."""

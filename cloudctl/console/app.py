@@ -11,6 +11,7 @@ the caller cannot see is a 404 page, like one that does not exist).
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import secrets
@@ -82,6 +83,7 @@ class Console:
         self.operator_logins = Throttle(cloud.config.login_throttle)  # the admin token's
         self.sessions = Sessions(self.cfg)
         self.extras = extras    # the server's metrics and loop monitor (operator charts)
+        self.closing = asyncio.Event()   # set when the server stops: live streams end at once
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.globals["P"] = PREFIX
@@ -272,6 +274,10 @@ def console_app(cloud: Cloud, admin_token: str, logins: Throttle, extras: dict[s
     sampler = Sampler(cloud, extras.get("metrics"), extras.get("monitor"))
     app[operator_pages.SAMPLER_KEY] = sampler
     app.cleanup_ctx.append(sampling(sampler))
+
+    async def closing(app: web.Application) -> None:
+        con.closing.set()
+    app.on_shutdown.append(closing)
     r = app.router
     r.add_get("/", home)
     r.add_get("/login", login_form)

@@ -42,20 +42,27 @@ async def _stream(request: web.Request, wanted: Callable[[Event], bool], render:
                   coalesce: float = 0.0) -> web.StreamResponse:
     con: Console = request.app[CONSOLE_KEY]
     resp = await _open(request)
-    with con.cloud.events.listen() as follower, contextlib.suppress(ConnectionResetError):
-        while _alive(con, request):
-            try:
-                ev = await asyncio.wait_for(follower.queue.get(), KEEPALIVE_S)
-            except TimeoutError:
-                await resp.write(b": keep-alive\n\n")
-                continue
-            batch = [ev]
-            if coalesce:
-                await asyncio.sleep(coalesce)
-            batch += list(follower.pending())
-            batch = [e for e in batch if wanted(e)]
-            if batch and _alive(con, request):
-                await resp.write(render(batch))
+    closing = asyncio.ensure_future(con.closing.wait())
+    try:
+        with con.cloud.events.listen() as follower, contextlib.suppress(ConnectionResetError):
+            while _alive(con, request):
+                got = asyncio.ensure_future(follower.queue.get())
+                done, _ = await asyncio.wait((got, closing), timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
+                if got not in done:
+                    got.cancel()
+                    if closing in done:   # the server is stopping: the stream ends (the browser reconnects)
+                        break
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                batch = [got.result()]
+                if coalesce:
+                    await asyncio.sleep(coalesce)
+                batch += list(follower.pending())
+                batch = [e for e in batch if wanted(e)]
+                if batch and _alive(con, request):
+                    await resp.write(render(batch))
+    finally:
+        closing.cancel()
     return resp
 
 
