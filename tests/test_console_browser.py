@@ -17,6 +17,8 @@ import pytest
 
 from support.server import Server
 
+pytestmark = pytest.mark.slow   # a browser and a server: ~35 s
+
 CHROMIUM = os.environ.get("CLOUDCTL_CHROMIUM", "/usr/bin/chromium")
 TIMEOUT_MS = 60_000   # a loaded machine; the waits end as soon as the page shows the state
 

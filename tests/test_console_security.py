@@ -248,9 +248,17 @@ async def test_pages_are_for_their_audience(http: aiohttp.ClientSession, srv: Se
         for path in ("/instances", "/keypairs", "/instances/new"):
             async with ops.get(_base(srv) + path) as r:
                 assert r.status == 404, path
-        for path in ("/ops/hosts", "/ops/events", "/ops/users", "/ops/metrics", "/ops/baremetal", "/ops/marketplace"):
+        for path in ("/ops/hosts", "/ops/events", "/ops/users", "/ops/metrics", "/ops/baremetal", "/ops/marketplace",
+                     "/ops/hosts/host-a/fence"):
             async with ops.get(_base(srv) + path) as r:
                 assert r.status == 200, path
+        async with ops.get(_base(srv) + "/ops/hosts/no-such-host/fence") as r:
+            assert r.status == 404
+        # A fence of a host that is up is refused by the core, and the page says why.
+        ops_csrf = _CSRF.search(await (await ops.get(_base(srv) + "/ops/hosts")).text())
+        assert ops_csrf
+        async with ops.post(_base(srv) + "/ops/hosts/host-a/fence", data={"csrf": ops_csrf.group(1)}) as r:
+            assert "IncorrectState" in await r.text()
     # Neither session opens the admin API (it takes the token, not a cookie).
     async with http.get(srv.admin_url + "/v0/users") as r:
         assert r.status == 401

@@ -36,9 +36,27 @@ async def hosts(request: web.Request) -> web.Response:
 @page("operator")
 async def host_admin(request: web.Request) -> web.StreamResponse:
     con, name = _con(request), request.match_info["name"]
-    admin = {"enable": "enabled", "disable": "disabled"}[request.match_info["admin"]]
+    admin = {"enable": "enabled", "disable": "disabled", "offline": "offline"}[request.match_info["admin"]]
     await con.cloud.monitor.set_admin(name, admin)
     flash(request, f"host {name}: {admin}")
+    raise see_other(f"{PREFIX}/ops/hosts")
+
+
+@page("operator")
+async def fence_form(request: web.Request) -> web.Response:
+    """Fencing restarts the host's instances elsewhere: a page of its own to confirm it on."""
+    con, name = _con(request), request.match_info["name"]
+    m = con.cloud.monitor
+    if name not in m.hosts:
+        return con.error_page(request, 404, "Not found", f"host {name} does not exist")
+    return con.render(request, "ops_fence.html", h=host_view(m.hosts[name], m, con.cloud.scheduler))
+
+
+@page("operator")
+async def fence(request: web.Request) -> web.StreamResponse:
+    con, name = _con(request), request.match_info["name"]
+    moved = await con.cloud.monitor.fence(name)
+    flash(request, f"host {name} fenced; restarted elsewhere: {', '.join(moved) or 'none'}")
     raise see_other(f"{PREFIX}/ops/hosts")
 
 
@@ -94,7 +112,9 @@ SAMPLER_KEY: web.AppKey[Sampler] = web.AppKey("sampler")
 
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/ops/hosts", hosts)
-    r.add_post("/ops/hosts/{name}/{admin:enable|disable}", host_admin)
+    r.add_post("/ops/hosts/{name}/{admin:enable|disable|offline}", host_admin)
+    r.add_get("/ops/hosts/{name}/fence", fence_form)
+    r.add_post("/ops/hosts/{name}/fence", fence)
     r.add_get("/ops/events", events)
     r.add_get("/ops/users", users)
     r.add_get("/ops/baremetal", baremetal)

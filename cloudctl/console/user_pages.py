@@ -131,9 +131,10 @@ async def launch_form(request: web.Request) -> web.Response:
     images, _ = con.cloud.images.describe(who, Query())
     groups, _ = await con.cloud.security_groups.describe(who, Query())
     keys = con.cloud.keypairs.describe(who, Query())
+    subnets, _ = con.cloud.network.describe_subnets(who, Query())
     return con.render(request, "launch.html", images=[i for i in images if i.image_type == "machine"],
                       types=list(con.cloud.config.instance_types), zones=con.cloud.config.zones, groups=groups,
-                      keys=keys, max_count=MAX_COUNT)
+                      keys=keys, subnets=subnets, max_count=MAX_COUNT)
 
 
 @page("user")
@@ -145,6 +146,7 @@ async def launch(request: web.Request) -> web.StreamResponse:
     spec = LaunchSpec(
         image_id=_text(form, "image_id"), min_count=count, max_count=count,
         instance_type=_text(form, "instance_type") or None, zone=_text(form, "zone") or None,
+        subnet_id=_text(form, "subnet_id") or None,
         key_name=_text(form, "key_name") or None, group_ids=tuple(str(g) for g in form.getall("group_id", [])),
         user_data=base64.b64encode(user_data.encode()).decode() if user_data else None,
         instance_tags=tuple(Tags.validate_pairs([("Name", name)])) if name else ())
@@ -303,7 +305,7 @@ async def address_action(request: web.Request) -> web.StreamResponse:
 async def images(request: web.Request) -> web.Response:
     con = _con(request)
     found, _ = con.cloud.images.describe(caller(request), Query())
-    return con.render(request, "images.html", images=found)
+    return con.render(request, "images.html", images=found, progress=con.cloud.images.progress)
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
