@@ -215,6 +215,10 @@ async def test_signed_out_session_is_refused(http: aiohttp.ClientSession, srv: S
         async with other.get(_base(srv) + "/instances/live", headers={**hdr, "Accept": "text/event-stream"},
                              allow_redirects=False) as r:
             assert r.status == 401
+        # the live page's own refresh (htmx) is told to take the whole page to the sign-in
+        async with other.get(_base(srv) + "/instances/table", headers={**hdr, "HX-Request": "true"},
+                             allow_redirects=False) as r:
+            assert r.status == 401 and r.headers["HX-Redirect"] == "/console/login"
 
 
 async def test_live_stream_ends_with_the_session(http: aiohttp.ClientSession, srv: Server, users: Any,

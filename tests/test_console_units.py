@@ -29,7 +29,10 @@ def test_a_session_expires_when_idle_and_at_its_maximum_age() -> None:
     assert sessions.get(s.sid) is None
     assert s.sid not in sessions.rows   # (forgotten, not just refused)
     idle = sessions.open("operator")
-    clock.now += 61
+    clock.now += 30
+    assert sessions.alive(idle)
+    clock.now += 31                     # `alive` (a live stream's check) did not count as a use
+    assert not sessions.alive(idle)
     assert sessions.get(idle.sid) is None
 
 

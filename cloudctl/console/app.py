@@ -162,6 +162,8 @@ async def _guarded(con: Console, request: web.Request, handler: Handler) -> web.
         return con.error_page(request, 404, "Not found", "There is no such page.")
     session = con.sessions.get(request.cookies.get(COOKIE))
     if session is None:
+        if request.headers.get("HX-Request"):   # a part of a page (htmx): the whole page goes to sign-in
+            return web.Response(status=401, headers={"HX-Redirect": f"{PREFIX}/login"})
         if request.method == "GET" and request.headers.get("Accept", "") != "text/event-stream":
             raise see_other(f"{PREFIX}/login")
         return con.error_page(request, 401, "Signed out", "Sign in again.")

@@ -30,7 +30,7 @@ async def _open(request: web.Request) -> web.StreamResponse:
 
 
 def _alive(con: Console, request: web.Request) -> bool:
-    return con.sessions.rows.get(visit(request).session.sid) is visit(request).session
+    return con.sessions.alive(visit(request).session)
 
 
 def sse(event: str, data: str = "") -> bytes:

@@ -61,5 +61,12 @@ class Sessions:
         self.rows.move_to_end(sid)
         return s
 
+    def alive(self, session: Session) -> bool:
+        """Whether `session` is still open and unexpired, without counting this as a use (a page
+        left open on a live stream does not keep its session from expiring)."""
+        now = self.clock()
+        return self.rows.get(session.sid) is session and now - session.seen <= self.cfg.session_idle_s \
+            and now - session.created <= self.cfg.session_max_s
+
     def close(self, sid: str) -> None:
         self.rows.pop(sid, None)
