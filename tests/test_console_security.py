@@ -360,3 +360,40 @@ async def test_operator_sign_in_is_rate_limited(http: aiohttp.ClientSession, srv
                              allow_redirects=False) as r:
             statuses.append(r.status)
     assert statuses == [401, 401, 401, 429]
+
+
+def test_on_tls_the_cookies_are_secure(tmp_path: Any, model_cache: Any) -> None:
+    """With the admin listener on TLS, the console's cookies carry Secure and the banner gives https."""
+    import ssl
+
+    from support.server import write_config
+    from tls_pki import Pki, TlsServer
+    pki = Pki(tmp_path / "pki")
+    tls = {"cert": str(pki.server.cert_path), "key": str(pki.server.key_path)}
+    s = TlsServer(write_config(tmp_path, model_cache, console={"enabled": True}, admin={"tls": tls}))
+    s.start()
+    try:
+        user = s.create_user("tls-user")
+        ctx = ssl.create_default_context(cafile=tls["cert"])
+        ctx.check_hostname = False
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        assert f"web console    {s.admin_url}/console/" in s.log_path.read_text()
+
+        async def flow() -> list[str]:
+            conn = aiohttp.TCPConnector(ssl=ctx)
+            async with aiohttp.ClientSession(connector=conn, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                async with http.get(s.admin_url + "/console/login") as r:
+                    pre = r.headers.getall("Set-Cookie")
+                    m = _CSRF.search(await r.text())
+                assert m
+                form = {"csrf": m.group(1), "kind": "user", "access_key_id": user["AccessKeyId"],
+                        "secret_access_key": user["SecretAccessKey"]}
+                async with http.post(s.admin_url + "/console/login", data=form, allow_redirects=False) as r:
+                    assert r.status == 303
+                    return pre + [c for c in r.headers.getall("Set-Cookie") if c.startswith("cloudctl_console=")]
+
+        cookies = asyncio.run(flow())
+        assert s.admin_url.startswith("https://") and len(cookies) == 2
+        assert all("; Secure" in c for c in cookies), cookies
+    finally:
+        s.stop()
