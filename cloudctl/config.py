@@ -543,6 +543,15 @@ class Elb(_Strict):
         return v
 
 
+class Console(_Strict):
+    """The web console under /console on the admin listener (docs/console.md); off unless enabled."""
+    enabled: bool = False
+    session_idle_s: Annotated[float, Field(gt=0)] = 1800       # a session unused this long is ended
+    session_max_s: Annotated[float, Field(gt=0)] = 12 * 3600   # ...and any session after this long
+    max_sessions: Annotated[int, Field(ge=1)] = 10_000          # the oldest are ended beyond this
+    page_size: Annotated[int, Field(ge=5, le=1000)] = 50        # rows per page of instance lists
+
+
 class Config(_Strict):
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     state_dir: Path
@@ -581,6 +590,7 @@ class Config(_Strict):
     elastic_ips: ElasticIps = ElasticIps()
     login_throttle: LoginThrottle = LoginThrottle()
     elb: Elb = Elb()                 # classic Elastic Load Balancing (HAProxy per load balancer)
+    console: Console = Console()     # the web console on the admin listener; off unless enabled
     # Users whose EC2 requests get the administrator's views (Eucalyptus's `verbose` zone listing).
     admin_users: list[str] = []
 

@@ -235,6 +235,13 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
     admin_app.router.add_post("/v0/stats/reset-lag", _reset_handler(monitor))
     admin_app.router.add_get("/metrics", metrics.handle)
     admin.public_paths.add("/metrics")
+    console_path = ""
+    if config.console.enabled:   # (jinja2 and the templates are loaded only then)
+        from .console.app import PREFIX, mount_console
+        logins["console_operator"] = mount_console(admin_app, cloud, token, ec2.logins, metrics, monitor)
+        admin.public_paths.add(PREFIX)
+        admin.public_prefixes = (PREFIX + "/",)
+        console_path = PREFIX + "/"
     listener.make_room([c.max_connections for c in (config.ec2, config.admin, config.metadata, config.xmlrpc,
                                                     config.marketplace) if c is not None])
     listeners["ec2"] = await _listen("ec2", ec2.app(), bound["ec2"], ec2.refuse)
@@ -267,11 +274,12 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
         raise StartError(f"cannot write {config.state_dir / 'ports.json'}: {e.strerror or e}") from None
 
     cfg_arg = os.environ.get("CLOUDCTL_CONFIG_ARG", "")
+    console_line = f"  web console    {listeners['admin'].site.name}{console_path}\n" if console_path else ""
     print(f"cloudctl ready in {time.perf_counter() - t0:.1f}s (state in {config.state_dir})\n"
           f"  EC2 Query API  {cloud.endpoint}  region {config.region}, zones {', '.join(config.zones)}\n"
           f"  admin API      {listeners['admin'].site.name}  "
           f"(token in {config.state_dir}/admin.token)\n"
-          f"{md_line}"
+          f"{md_line}{console_line}"
           f"Create the first user with:  cloudctl user create alice{cfg_arg}", flush=True)
 
     stop = asyncio.Event()

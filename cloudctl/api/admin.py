@@ -94,6 +94,7 @@ class AdminApi:
         self.max_image = int(self.cfg.max_image_gib * 2**30)
         self.hil = HilApi(cloud.baremetal, token)
         self.public_paths: set[str] = set()   # served without the token (/metrics: see api/metrics.py)
+        self.public_prefixes: tuple[str, ...] = ()   # sub-apps with their own sign-in (the console)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth, self._errors], client_max_size=MAX_JSON)
@@ -131,7 +132,8 @@ class AdminApi:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
-        if self.hil.owns(request) or request.path in self.public_paths:
+        if self.hil.owns(request) or request.path in self.public_paths \
+                or request.path.startswith(self.public_prefixes):
             # bare-metal routes take HTTP Basic users too; /metrics is public (see api/metrics.py)
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
