@@ -252,6 +252,8 @@ class Baremetal(_Strict):
     headnode_bridge: str | None = None
     headnode_ovs_db: str | None = None           # ovs-vsctl's --db (default: the system's)
     finished_operations: FinishedOperations = FinishedOperations()
+    # Where HIL's REST API is mounted on the admin endpoint: HIL's `/v0/...` paths follow it.
+    hil_base: Annotated[str, Field(pattern=r"^/[a-z0-9][a-z0-9_-]{0,31}$")] = "/hil"
     console_log_bytes: Annotated[int, Field(ge=4096)] = 1 << 20   # per node: its last 0.5-1 MiB of output
     console_check_s: Annotated[float, Field(gt=0)] = 15.0    # how often the BMC is asked if SOL is still up
     console_backoff_s: Annotated[float, Field(gt=0)] = 1.0   # before reopening a lost session, doubled...
@@ -261,6 +263,13 @@ class Baremetal(_Strict):
     @classmethod
     def _vlans(cls, v: str) -> str:
         parse_vlan_ranges(v)
+        return v
+
+    @field_validator("hil_base")
+    @classmethod
+    def _hil_base(cls, v: str) -> str:
+        if v == "/v0":
+            raise ValueError("must not be /v0: the admin endpoint's own calls are there")
         return v
 
 class LoginThrottle(_Strict):
