@@ -55,6 +55,10 @@ class Hil:
         assert status in (200, 202), f"{method} {path}: {status} {out}"
         return out
 
+    def vlan(self, network: str) -> int:
+        """The network's VLAN (HIL's `network_id` in `GET /networks`, a string)."""
+        return int(self.ok("GET", "/networks")[network]["network_id"])
+
     def wait_op(self, op_id: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.time() + timeout
         while True:

@@ -44,7 +44,7 @@ def answer(kind: str, msg: str, status: int, headers: dict[str, str] | None = No
 def error(e: BmError) -> web.Response:
     """A core error as HIL answers it. A missing or wrong login is HIL's AuthorizationError (401)
     like a refused call; it alone carries WWW-Authenticate."""
-    headers = {"WWW-Authenticate": 'Basic realm="hil"'} if isinstance(e, AuthenticationError) else None
+    headers = {"WWW-Authenticate": 'Basic realm="cloudctl"'} if isinstance(e, AuthenticationError) else None
     if isinstance(e, RetryLaterError):
         headers = {"Retry-After": str(max(1, math.ceil(e.retry_after_s)))}
     kind = "AuthorizationError" if isinstance(e, AuthenticationError) else type(e).__name__
