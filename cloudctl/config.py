@@ -426,6 +426,9 @@ class Config(_Strict):
     admin: AdminListen = AdminListen(port=4568)
     metadata: MetadataListen | None = None   # the instance metadata service; off when absent
     xmlrpc: Listen | None = None     # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent
+    # HIL's API also at the root of a port of its own (`/v0/...`, as HIL serves it): HIL's own
+    # client joins `/v0/...` to its endpoint's host and drops any base path; off when absent
+    hil: Listen | None = None
     monitor: Monitor = Monitor()
     terminated_visible_s: Annotated[float, Field(ge=0)] = 3600
     checkpoint: Checkpoint = Checkpoint()

@@ -74,7 +74,9 @@ class Obmd:
 @pytest.fixture(scope="module")
 def srv(server_with: Servers) -> Server:
     # A switch nobody listens on, tried once: its operations fail quickly (ERROR).
-    return server_with(baremetal={"vlans": "1000-1009", "attempts": 1, "backoff_s": 0.05,
+    # HIL's API also at the root of its own listener, where HIL's own client finds it.
+    return server_with(hil={"listen": "127.0.0.1", "port": 0},
+                       baremetal={"vlans": "1000-1009", "attempts": 1, "backoff_s": 0.05,
                                   "command_timeout_s": 5, "audit_on_start": "off"})
 
 
@@ -162,6 +164,23 @@ def test_every_failure_is_hils_error_shape(srv: Server, site: dict[str, Hil]) ->
     assert raw(srv, "GET", "/hil/v0/networks")[0] == 200
 
 
+def test_the_hil_listener_serves_the_same_api_at_its_root(srv: Server, site: dict[str, Hil]) -> None:
+    """HIL's client joins `/v0/...` to its endpoint's host, dropping any base path: the `hil`
+    listener serves HIL's paths at the root, same answers, same error shape."""
+    root = srv.url("hil")
+    req = urllib.request.Request(root + "/v0/projects", headers={"Authorization": f"Bearer {srv.token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert json.loads(r.read()) == ["other", "proj"]
+    for path, status, kind in [("/v0/nope", 404, "NotFoundError"), ("/hil/v0/projects", 404, "NotFoundError"),
+                               ("/v0/projects", 401, "AuthorizationError")]:
+        try:
+            urllib.request.urlopen(root + path, timeout=30)
+            raise AssertionError(path)
+        except urllib.error.HTTPError as e:
+            err = json.loads(e.read())
+            assert (e.code, err["type"], set(err)) == (status, kind, {"type", "msg"}), path
+
+
 # -- projects ---------------------------------------------------------------------------------
 
 def test_projects(admin: Hil, site: dict[str, Hil]) -> None:
@@ -226,10 +245,15 @@ def test_node_registration_of_both_hil_versions_is_checked(admin: Hil, site: dic
                                                             "password": "p"}}), 409, "DuplicateError")
 
 
-def test_mock_obm_power_calls_succeed(admin: Hil, site: dict[str, Hil]) -> None:
+def test_mock_obm_power_calls_succeed(srv: Server, admin: Hil, site: dict[str, Hil]) -> None:
     for path in ("/node/node-mock/power_on", "/node/node-mock/power_off", "/node/node-mock/power_cycle"):
         assert admin.call("POST", path, {}) == (200, None)
     assert admin.call("PUT", "/node/node-mock/boot_device", {"bootdev": "pxe"}) == (200, None)
+    assert admin.ok("GET", "/node/node-mock/power_status") == {"power_status": "Mock Status"}
+    # no serial console is captured for it (only IPMI nodes): refused, nothing recorded
+    before = srv.admin("GET", "/v0/state/digest")
+    hil_error(admin.call("PUT", "/node/node-mock/console"), 400, "BadArgumentError")
+    assert srv.admin("GET", "/v0/state/digest") == before
 
 
 def test_obmd_node_enable_redirect_disable(srv: Server, admin: Hil, obmd: Obmd, site: dict[str, Hil]) -> None:

@@ -36,6 +36,7 @@ from .switch_types import family_options
 from .wire import JOURNAL_MSG, SERVER_MSG, BodyModel, Invalid, answer, arguments, error
 
 log = logging.getLogger("cloudctl")
+MAX_JSON = 64 * 1024   # every HIL body is a small JSON document
 
 Handler = Callable[[web.Request, Caller, Any], Awaitable[Any]]   # (request, caller, the route's body model)
 EXTENSIONS = ("cloudctl.audit", "cloudctl.console", "cloudctl.headnodes", "hil.ext.auth.database")
@@ -155,8 +156,9 @@ class HilApi:
             out.unfollow(q)
 
     def app(self) -> web.Application:
-        """The sub-application: routes at HIL's paths (`/v0/...`), mounted at `self.base`."""
-        app = web.Application(middlewares=[self._errors])
+        """Routes at HIL's paths (`/v0/...`): the admin endpoint mounts it at `self.base`, the
+        `hil` listener serves it at its root."""
+        app = web.Application(middlewares=[self._errors], client_max_size=MAX_JSON)
         self.add_routes(app)
         return app
 
