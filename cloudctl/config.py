@@ -231,7 +231,7 @@ def parse_vlan_ranges(text: str) -> list[int]:
 
 
 class FinishedOperations(_Strict):
-    """How long finished (done/error) switch operations stay queryable at GET /v0/operation/<id>.
+    """How long finished (done/error) switch operations stay queryable at GET /hil/v0/networking_action/<id>.
 
     Pending operations are always kept, and so is the newest operation of each port (what a
     client polling after its connect or detach waits for)."""
