@@ -11,7 +11,8 @@ import aiohttp
 from .ipmi import ObmError
 
 
-async def _admin(method: str, uri: str, admin_token: str, timeout: float) -> aiohttp.ClientResponse | dict[str, object]:
+async def _admin(method: str, uri: str, admin_token: str, timeout: float) -> dict[str, object]:
+    """obmd's answer to an admin call on the node's token (its JSON for POST, `{}` for DELETE)."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
             async with s.request(method, f"{uri}/token", auth=aiohttp.BasicAuth("admin", admin_token)) as r:
@@ -29,9 +30,7 @@ async def _admin(method: str, uri: str, admin_token: str, timeout: float) -> aio
 
 async def new_token(uri: str, admin_token: str, timeout: float) -> str:
     """A fresh node token (obmd invalidates the previous one)."""
-    body = await _admin("POST", uri, admin_token, timeout)
-    assert isinstance(body, dict)
-    return str(body["token"])
+    return str((await _admin("POST", uri, admin_token, timeout))["token"])
 
 
 async def revoke_token(uri: str, admin_token: str, timeout: float) -> None:
