@@ -241,6 +241,8 @@ def test_node_registration_of_both_hil_versions_is_checked(admin: Hil, site: dic
     ]:
         hil_error(admin.call("PUT", "/node/node-bad", body), status, kind)
     assert "node-bad" not in admin.ok("GET", "/nodes/all")
+    assert admin.call("PUT", "/node/node-none", {"obm": {}}) == (200, None)      # no OBM, as before
+    assert admin.call("DELETE", "/node/node-none") == (200, None)
     hil_error(admin.call("PUT", "/node/node-mock", {"obm": {"type": MOCK_OBM, "host": "h", "user": "u",
                                                             "password": "p"}}), 409, "DuplicateError")
 

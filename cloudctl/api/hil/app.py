@@ -195,7 +195,7 @@ class HilApi:
             spec: dict[str, Any] | None = None
             if b.obmd is not None:
                 spec = {"type": "obmd", "uri": b.obmd.uri, "admin_token": b.obmd.admin_token}
-            elif b.obm is not None:
+            elif b.obm:   # (`{}`: no OBM, as `null`)
                 spec = dict(b.obm)
                 spec["type"] = {M.IPMI_URI: "ipmi", M.MOCK_URI: "mock"}.get(spec.get("type"), spec.get("type"))
             await site.register_node(c, m(q, "node"), spec, b.metadata)
