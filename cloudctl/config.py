@@ -313,7 +313,7 @@ def parse_vlan_ranges(text: str) -> list[int]:
 
 
 class FinishedOperations(_Strict):
-    """How long finished (done/error) switch operations stay queryable at GET /v0/operation/<id>.
+    """How long finished (done/error) switch operations stay queryable at GET /hil/v0/networking_action/<id>.
 
     Pending operations are always kept, and so is the newest operation of each port (what a
     client polling after its connect or detach waits for)."""
@@ -337,6 +337,8 @@ class Baremetal(_Strict):
     headnode_bridge: str | None = None
     headnode_ovs_db: str | None = None           # ovs-vsctl's --db (default: the system's)
     finished_operations: FinishedOperations = FinishedOperations()
+    # Where HIL's REST API is mounted on the admin endpoint: HIL's `/v0/...` paths follow it.
+    hil_base: Annotated[str, Field(pattern=r"^/[a-z0-9][a-z0-9_-]{0,31}$")] = "/hil"
     console_log_bytes: Annotated[int, Field(ge=4096)] = 1 << 20   # per node: its last 0.5-1 MiB of output
     console_check_s: Annotated[float, Field(gt=0)] = 15.0    # how often the BMC is asked if SOL is still up
     console_backoff_s: Annotated[float, Field(gt=0)] = 1.0   # before reopening a lost session, doubled...
@@ -346,6 +348,13 @@ class Baremetal(_Strict):
     @classmethod
     def _vlans(cls, v: str) -> str:
         parse_vlan_ranges(v)
+        return v
+
+    @field_validator("hil_base")
+    @classmethod
+    def _hil_base(cls, v: str) -> str:
+        if v == "/v0":
+            raise ValueError("must not be /v0: the admin endpoint's own calls are there")
         return v
 
 class LoginThrottle(_Strict):
@@ -567,6 +576,9 @@ class Config(_Strict):
     xmlrpc: TlsListen | None = None  # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent
     tls: Tls | None = None           # shared by the EC2, admin, XML-RPC and marketplace listeners
     x509: X509Login = X509Login()    # client certificates from a TLS proxy (api/client_certs.py)
+    # HIL's API also at the root of a port of its own (`/v0/...`, as HIL serves it): HIL's own
+    # client joins `/v0/...` to its endpoint's host and drops any base path; off when absent
+    hil: Listen | None = None
     monitor: Monitor = Monitor()
     terminated_visible_s: Annotated[float, Field(ge=0)] = 3600
     checkpoint: Checkpoint = Checkpoint()

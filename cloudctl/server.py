@@ -22,6 +22,7 @@ from .api.ec2.actions.registry import check_actions
 from .api.ec2.app import Ec2Api, make_verifier
 from .api.ec2.model import load_model
 from .api.ec2.protocol import Protocol
+from .api.hil import hil_refusal
 from .api.metadata import metadata_app
 from .api.metrics import LoginCollector, Metrics
 from .api.query.service import QueryService
@@ -97,7 +98,7 @@ class StartError(Exception):
 
 
 # Each listener's config field and the name the operator reads in messages, in start order.
-LISTENERS = {"ec2": "EC2 API", "admin": "admin API", "metadata": "metadata", "xmlrpc": "XML-RPC",
+LISTENERS = {"ec2": "EC2 API", "admin": "admin API", "hil": "HIL API", "metadata": "metadata", "xmlrpc": "XML-RPC",
              "marketplace": "marketplace"}
 
 
@@ -236,17 +237,20 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
     admin_app.router.add_get("/metrics", metrics.handle)
     admin.public_paths.add("/metrics")
     console_path = ""
-    if config.console.enabled:   # (jinja2 and the templates are loaded only then)
+    if config.console.enabled:   # (its templates and jinja2: at the first page)
         from .console.app import PREFIX, mount_console
         logins["console_operator"] = mount_console(admin_app, cloud, token, ec2.logins, metrics, monitor)
         admin.public_paths.add(PREFIX)
         admin.public_prefixes = (PREFIX + "/",)
         console_path = PREFIX + "/"
-    listener.make_room([c.max_connections for c in (config.ec2, config.admin, config.metadata, config.xmlrpc,
-                                                    config.marketplace) if c is not None])
+    listener.make_room([c.max_connections for c in (config.ec2, config.admin, config.hil, config.metadata,
+                                                    config.xmlrpc, config.marketplace) if c is not None])
     listeners["ec2"] = await _listen("ec2", ec2.app(), bound["ec2"], ec2.refuse)
     listeners["admin"] = await _listen("admin", admin_app, bound["admin"], admin.refuse)
     md_line = ""
+    if config.hil is not None:   # the same API as the admin endpoint's baremetal.hil_base, at the root
+        listeners["hil"] = await _listen("hil", admin.hil.app(), bound["hil"], lambda r, e: hil_refusal(e))
+        md_line += f"  HIL API        http://{config.hil.listen}:{config.hil.port}  (HIL's /v0/... at the root)\n"
     if config.metadata is not None:
         md_app = metadata_app(cloud, service=cloud.metadata, require_token=config.metadata.require_token)
         listeners["metadata"] = await _listen("metadata", md_app, bound["metadata"])

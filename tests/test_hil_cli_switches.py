@@ -92,10 +92,10 @@ def read(fake: FakeSwitch, port: str) -> PortVlans:
 
 def test_ports_with_slashes_get_vlans(admin: Hil, fake: FakeSwitch) -> None:
     names = ports(fake)
-    assert admin.ok("GET", "/switch/cat")["ports"] == names
+    assert [p["label"] for p in admin.ok("GET", "/switch/cat")["ports"]] == names
     assert admin.ok("GET", f"/switch/cat/port/{q(names[0])}")["node"] == "m0"
-    red = admin.ok("GET", "/network/red")["net_id"]
-    blue = admin.ok("GET", "/network/blue")["net_id"]
+    red = admin.vlan("red")
+    blue = admin.vlan("blue")
     assert admin.connect("m0", "nic0", "red")["status"] == "done"
     assert admin.connect("m1", "nic0", "red")["status"] == "done"
     assert admin.connect("m1", "nic0", "blue", f"vlan/{blue}")["status"] == "done"
@@ -128,7 +128,7 @@ def test_audit_finds_and_repairs_drift(admin: Hil, fake: FakeSwitch) -> None:
     report = {r["port"]: r for r in admin.ok("POST", "/switch/cat/audit", {})}
     assert report[names[0]]["status"] == "drift" and report[names[0]]["actual"] == "native 1299"
     assert admin.ok("POST", "/switch/cat/audit", {"repair": True})[0]["status"] == "repaired"
-    red = admin.ok("GET", "/network/red")["net_id"]
+    red = admin.vlan("red")
     assert read(fake, names[0]) == PortVlans(native=red)
 
 
@@ -138,6 +138,6 @@ def test_a_port_the_switch_lacks_is_refused_when_registered(admin: Hil, fake: Fa
     ghost = MODELS[fake.model][3]
     status, err = admin.call("PUT", f"/switch/cat/port/{q(ghost)}")
     assert status == 400 and err["type"] == "BadArgumentError" and "has no port" in err["msg"], (status, err)
-    assert ghost not in admin.ok("GET", "/switch/cat")["ports"]
-    assert admin.connect("m0", "nic0", "blue", "vlan/" + str(admin.ok("GET", "/network/blue")["net_id"]))[
+    assert ghost not in [p["label"] for p in admin.ok("GET", "/switch/cat")["ports"]]
+    assert admin.connect("m0", "nic0", "blue", "vlan/" + str(admin.vlan("blue")))[
         "status"] == "done"

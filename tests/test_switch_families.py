@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from cloudctl.api.admin import AdminApi
 from cloudctl.config import Config, load_config
+from cloudctl.core.baremetal.auth import ADMIN
 from cloudctl.core.cloud import Cloud
 from cloudctl.drivers.switch.base import (
     DriverOptions,
@@ -111,7 +112,7 @@ async def running(config: Config) -> AsyncIterator[tuple[Cloud, str]]:
     srv = TestServer(AdminApi(cloud, "tok", lambda: {}).app())
     try:
         await srv.start_server()
-        yield cloud, str(srv.make_url("/v0"))
+        yield cloud, str(srv.make_url("/hil/v0"))
     finally:
         await srv.close()
         await cloud.stop()
@@ -144,13 +145,14 @@ async def test_every_familys_secret_fields_are_sealed_and_hidden(tmp_path: Path,
             await call(s, base, "PUT", f"/switch/sw{n}", {"type": family, **body})
             if n == 1:
                 await cloud.store.checkpoint()
-        shown = [await call(s, base, "GET", f"/switch/sw{n}") for n in range(len(bodies))]
+        shown = [await call(s, base, "GET", f"/switch/sw{n}") for n in range(len(bodies))]   # HIL's answer
+        views = [cloud.baremetal.site.show_switch(ADMIN, f"sw{n}") for n in range(len(bodies))]   # the core's
         await cloud.store.sync()
-    by_type = {sw["type"]: sw["options"] for sw in shown}
+    by_type = {v.switch.type: dict(v.options) for v in views}
     assert by_type["test-token"] == {"url": "https://sw.example/api", "site": "lab"}
     assert by_type["ovs"]["bridge"] == "br-lab" and "password" not in by_type["ovs"]
     for value in clear:
-        assert value not in json.dumps(shown)
+        assert value not in json.dumps(shown) and value not in json.dumps(list(by_type.values()))
 
     raw = state_bytes(config.state_dir)
     assert raw.count(b'"sealed"') >= len(clear)
@@ -159,7 +161,7 @@ async def test_every_familys_secret_fields_are_sealed_and_hidden(tmp_path: Path,
 
     # Restarted from that state, a driver gets its secrets back in clear, typed as its model says.
     tok = bodies["test-token"]
-    name = next(sw["name"] for sw in shown if sw["type"] == "test-token")
+    name = next(v.switch.name for v in views if v.switch.type == "test-token")
     async with running(config) as (cloud, _):
         driver = cloud.baremetal.ops.driver(name)
         assert isinstance(driver, TokenSwitch)

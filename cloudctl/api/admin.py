@@ -92,7 +92,7 @@ class AdminApi:
         self.stats = stats
         self.cfg = cfg or AdminListen(port=0)
         self.max_image = int(self.cfg.max_image_gib * 2**30)
-        self.hil = HilApi(cloud.baremetal, token)
+        self.hil = HilApi(cloud.baremetal, token, cloud.baremetal.config.hil_base)
         self.public_paths: set[str] = set()   # served without the token (/metrics: see api/metrics.py)
         self.public_prefixes: tuple[str, ...] = ()   # sub-apps with their own sign-in (the console)
 
@@ -123,7 +123,7 @@ class AdminApi:
         r.add_get("/v0/events", self.events)
         r.add_get("/v0/networks", self.networks)
         r.add_get("/v0/state/digest", self.state_digest)
-        self.hil.add_routes(app)
+        app.add_subapp(self.hil.base, self.hil.app())
         MarketplaceAdmin(self.cloud).add_routes(r)
         r.add_get("/v0/addresses", self.addresses)
         ElbAdmin(self.cloud).add_routes(r)

@@ -359,12 +359,16 @@ class BmNode(Row):
     key_field: ClassVar[str] = "name"
     name: str
     project: str | None = None   # None: free
-    obm: Mapping[str, Any] = EMPTY   # {type, host, port, user, password, cipher_suite?}
+    # {type: ipmi, host, port, user, password, cipher_suite?} | {type: mock, host, user, password}
+    # | {type: obmd, uri, admin_token, node_token?} (HIL's obmd; node_token while enabled)
+    obm: Mapping[str, Any] = EMPTY
     created: float = 0.0
     console: bool = False        # serial console capture on (HIL's start_console)
+    metadata: Mapping[str, str] = EMPTY   # label -> JSON text of the value (as HIL stores it)
+    obm_enabled: bool = False    # HIL's `PUT /node/N/obm {"enabled"}`
 
     def __post_init__(self) -> None:
-        _frozen(self, "obm")
+        _frozen(self, "obm", "metadata")
 
 
 @dataclass(frozen=True, slots=True)

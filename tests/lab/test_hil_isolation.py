@@ -99,7 +99,7 @@ def test_access_list_is_enforced(srv: Server, admin: Hil, lab: tuple[Ovs, Sshd, 
     carol = Hil(srv.admin_url, user="carol", password="carol-secret")
     status, err = carol.call("POST", "/node/n6/nic/eth0/connect_network", {"network": "A-net"})
     assert (status, err["type"]) == (409, "ProjectMismatchError")
-    assert carol.call("PUT", "/network/A-net/access/C")[0] == 403     # only A (or the admin) grants
+    assert carol.call("PUT", "/network/A-net/access/C")[0] == 401     # only A (or the admin) grants
     admin.ok("PUT", "/network/A-net/access/C")
     assert carol.connect("n6", "eth0", "A-net")["status"] == "done"
     assert nodes.wait_pings(6, 1) and not nodes.pings(6, 3)
@@ -124,7 +124,7 @@ def test_detach_stops_traffic_and_a_nic_moves(admin: Hil, lab: tuple[Ovs, Sshd, 
 def test_tagged_channel_reads_back(admin: Hil, lab: tuple[Ovs, Sshd, Nodes]) -> None:
     """A second network on a tagged channel: the port becomes native + trunk on the switch."""
     ovs, _, nodes = lab
-    vlan = admin.ok("GET", "/network/A-net")["net_id"]
+    vlan = admin.vlan("A-net")
     assert admin.connect("n5", "eth0", "A-net", f"vlan/{vlan}")["status"] == "done"
     assert ovs.vsctl("get", "port", nodes.port(5), "trunks").strip() == f"[{vlan}]"
     status, err = admin.call("POST", "/node/n5/nic/eth0/connect_network", {"network": "A-net"})
