@@ -93,6 +93,7 @@ def _stack_view(s: CfnStack) -> dict[str, Any]:
             "Parameters": [{"ParameterKey": k, "ParameterValue": "****" if k in s.no_echo else v}
                            for k, v in s.parameters.items()],
             "CreationTime": ts(s.created), "DeletionTime": ts(s.deleted) if s.deleted else None,
+            "LastUpdatedTime": ts(s.updated) if s.generation and s.updated else None,
             "StackStatus": s.status, "StackStatusReason": s.reason or None,
             "DisableRollback": s.on_failure == "DO_NOTHING",
             "Outputs": [{"OutputKey": o["key"], "OutputValue": o["value"], "Description": o.get("description") or None,
@@ -321,7 +322,8 @@ async def describe_change_set(cloud: Cloud, caller: Caller, req: Req) -> dict[st
     got, nxt = _page(core.changesets.changes(c), req.get("NextToken"))
     return {"ChangeSetName": c.name, "ChangeSetId": c.id, "StackId": c.stack_id, "StackName": s.name if s else None,
             "Description": c.description or None, "CreationTime": ts(c.created),
-            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in c.parameters.items()],
+            "Parameters": [{"ParameterKey": k, "ParameterValue": v}
+                           for k, v in core.changesets.shown_parameters(c).items()],
             "ExecutionStatus": changesets.execution_status(c, s), "Status": c.status,
             "StatusReason": c.reason or None, "Capabilities": [], "NotificationARNs": [],
             "Tags": [{"Key": k, "Value": v} for k, v in c.tags.items()],

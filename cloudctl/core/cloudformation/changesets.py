@@ -130,6 +130,14 @@ class ChangeSets:
             c = replace(c, status="FAILED", reason=f"Internal failure: {ex}")
         await e.stacks.put_change_set(c)
 
+    def shown_parameters(self, c: CfnChangeSet) -> dict[str, str]:
+        """The change set's parameter values, NoEcho ones masked as DescribeStacks masks them."""
+        try:
+            hidden = set(plan.no_echo(self.e.check(c.template)))
+        except plan.TemplateError:
+            hidden = set(c.parameters)
+        return {k: "****" if k in hidden else str(v) for k, v in c.parameters.items()}
+
     def changes(self, c: CfnChangeSet) -> list[dict[str, Any]]:
         return list(json.loads(c.changes or "[]"))
 

@@ -55,7 +55,7 @@ class _Resolver:
 
     def import_value(self, name: str) -> str:
         for s in self.engine.stacks.of_owner(self.stack.owner):
-            if s.status in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+            if s.status in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"):
                 for o in s.outputs:
                     if o.get("export") == name:
                         return str(o["value"])

@@ -413,8 +413,9 @@ class Updates:
         r = e.stacks.resource(s.id, lg)
         if r is None or r.touched != s.generation or r.change not in ("Modify", "Replace"):
             return True
+        interrupted = r.status == "UPDATE_IN_PROGRESS"   # (not failed: its create may have made something)
         try:
-            if r.status != "UPDATE_IN_PROGRESS":
+            if not interrupted:
                 r = await e.stacks.set_resource(s, lg, r.type, "UPDATE_IN_PROGRESS")
             if r.change == "Modify":
                 await UPDATERS[r.type](e._ctx(s, lg, r.attributes, r.generation), r.physical, props_of(r),
@@ -422,7 +423,7 @@ class Updates:
                 await e.stacks.set_resource(s, lg, r.type, "UPDATE_COMPLETE", props=r.prior_props, change="Reverted")
             else:   # back to the old physical resource; the new one is deleted at cleanup
                 new, attrs = r.physical, dict(r.attributes)
-                if not new:
+                if not new and interrupted:
                     new, attrs = await self._adopt(s, r)
                 await e.stacks.set_resource(s, lg, r.type, "UPDATE_COMPLETE", physical=r.other_physical,
                                             attributes=dict(r.other_attributes), generation=r.other_generation,
