@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from asg_support import FAST, aws, client
+from asg_support import FAST, aws, client, digest, settled
 from elbsupport import public_image
 from support import Server, wait_until
 from support.clients import aws_cli
@@ -249,3 +249,58 @@ def test_another_user_sees_no_change_set(srv: Server, cfn: Any, ec2: Any) -> Non
     assert cfn.describe_change_set(ChangeSetName=cs["Id"])["ExecutionStatus"] == "AVAILABLE"
     assert stack_status(cfn, "mine-cs") == "CREATE_COMPLETE"
     delete(cfn, "mine-cs")
+
+
+BASE = json.dumps({"Parameters": {"P": {"Type": "String", "Default": "x"}},
+                   "Resources": {"G": {"Type": "AWS::EC2::SecurityGroup",
+                                       "Properties": {"GroupDescription": {"Ref": "P"}}}}})
+RETYPED = json.dumps({"Resources": {"G": {"Type": "AWS::EC2::KeyPair", "Properties": {"KeyName": "k"}}}})
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("UpdateStack", {"StackName": "ghost", "TemplateBody": BASE}, "ValidationError"),
+    ("UpdateStack", {"StackName": "base", "TemplateBody": BASE, "UsePreviousTemplate": True}, "ValidationError"),
+    ("UpdateStack", {"StackName": "base", "UsePreviousTemplate": True,
+                     "Parameters": [{"ParameterKey": "Q", "UsePreviousValue": True}]}, "ValidationError"),
+    ("UpdateStack", {"StackName": "base", "TemplateBody": "{broken"}, "ValidationError"),
+    ("UpdateStack", {"StackName": "base", "TemplateBody": RETYPED}, "ValidationError"),
+    ("UpdateStack", {"StackName": "base", "UsePreviousTemplate": True}, "ValidationError"),   # no change
+    ("CancelUpdateStack", {"StackName": "base"}, "ValidationError"),
+    ("CreateChangeSet", {"StackName": "base", "ChangeSetName": "c", "TemplateBody": BASE,
+                         "ChangeSetType": "IMPORT"}, "ValidationError"),
+    ("CreateChangeSet", {"StackName": "base", "ChangeSetName": "1c", "TemplateBody": BASE}, "ValidationError"),
+    ("CreateChangeSet", {"StackName": "base", "ChangeSetName": "c", "TemplateBody": BASE,
+                         "ChangeSetType": "CREATE"}, "ValidationError"),
+    ("CreateChangeSet", {"StackName": "ghost", "ChangeSetName": "c", "TemplateBody": BASE}, "ValidationError"),
+    ("CreateChangeSet", {"StackName": "fresh2", "ChangeSetName": "c", "TemplateBody": "{broken",
+                         "ChangeSetType": "CREATE"}, "ValidationError"),
+    ("DescribeChangeSet", {"StackName": "base", "ChangeSetName": "ghost"}, "ChangeSetNotFound"),
+    ("ExecuteChangeSet", {"StackName": "base", "ChangeSetName": "ghost"}, "ChangeSetNotFound"),
+    ("DeleteChangeSet", {"ChangeSetName": "arn:aws:cloudformation:cloudctl-1:1:changeSet/x/y"}, "ChangeSetNotFound"),
+    ("ListChangeSets", {"StackName": "ghost"}, "ValidationError"),
+]
+
+
+@pytest.fixture(scope="module")
+def base(cfn: Any) -> str:
+    cfn.create_stack(StackName="base", TemplateBody=BASE)
+    assert settle(cfn, "base") == "CREATE_COMPLETE"
+    return "base"
+
+
+@pytest.mark.parametrize("action, params, err", BAD, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(BAD)])
+def test_bad_input_is_refused_and_changes_nothing(srv: Server, cfn: Any, base: str, action: str,
+                                                  params: dict[str, Any], err: str) -> None:
+    before = settled(srv)
+    with pytest.raises(ClientError) as e:
+        getattr(cfn, "".join("_" + c.lower() if c.isupper() else c for c in action).lstrip("_"))(**params)
+    assert code(e)[0] == err
+    assert digest(srv) == before
+    assert stack_status(cfn, "base") == "CREATE_COMPLETE"
+
+
+def test_a_change_set_changing_a_resource_type_fails(cfn: Any, base: str) -> None:
+    cfn.create_change_set(StackName=base, ChangeSetName="retype", TemplateBody=RETYPED)
+    d = change_set_done(cfn, "retype", base)
+    assert (d["Status"], d["StatusReason"]) == ("FAILED", "Update of resource type is not permitted. The new template "
+                                                "modifies resource type of the following resources: [G]")
+    cfn.delete_change_set(ChangeSetName="retype", StackName=base)
+    assert stack_status(cfn, base) == "CREATE_COMPLETE"
