@@ -153,3 +153,35 @@ def test_sigkill_after_cancel_update_finishes_the_rollback(new_server: Servers) 
     cfn.delete_stack(StackName=sid)
     wait_until(lambda: _stack(cfn, sid)["StackStatus"] == "DELETE_COMPLETE" or None, timeout=120)
     assert _instances(ec2) == [] and _names(srv, user) == ([], [])
+
+
+def test_sigkill_mid_replacement_adopts_what_it_made(new_server: Servers) -> None:
+    srv = new_server(autoscaling=SLOW)
+    user = srv.create_user("crash-repl")
+    cfn, ec2 = client(srv, user, "cloudformation"), srv.client(user)
+    image = public_image(ec2)
+    sid = cfn.create_stack(StackName="repl", TemplateBody=_update_template(image))["StackId"]
+    wait_until(lambda: _stack(cfn, sid)["StackStatus"] != "CREATE_IN_PROGRESS" or None, timeout=120)
+    before = _resources(cfn, sid)
+    # A group's Tags replace it here: the new group (its name and token from the update's number) is
+    # being made — its instances launching — when the controller dies.
+    t = json.loads(_update_template(image))
+    t["Resources"]["Asg"]["Properties"]["Tags"] = [{"Key": "Tier", "Value": "web", "PropagateAtLaunch": True}]
+    cfn.update_stack(StackName=sid, TemplateBody=json.dumps(t))
+    wait_until(lambda: _resources(cfn, sid)["Asg"]["ResourceStatus"] == "UPDATE_IN_PROGRESS"
+               and len(_names(srv, user)[1]) == 2 or None, timeout=60)
+    srv.kill()
+    srv.start()
+    wait_until(lambda: not _stack(cfn, sid)["StackStatus"].endswith("_IN_PROGRESS") or None, timeout=180)
+    assert _stack(cfn, sid)["StackStatus"] == "UPDATE_COMPLETE"
+    after = _resources(cfn, sid)
+    new = after["Asg"]["PhysicalResourceId"]
+    assert new != before["Asg"]["PhysicalResourceId"]
+    assert _names(srv, user)[1] == [new]      # the one made before the kill adopted, the old one deleted
+    insts = _instances(ec2)
+    assert len(insts) == 3, insts              # two in the new group, one alone
+    tagged = [i for i in insts if {"Key": "Tier", "Value": "web"} in i.get("Tags", [])]
+    assert len(tagged) == 2
+    cfn.delete_stack(StackName=sid)
+    wait_until(lambda: _stack(cfn, sid)["StackStatus"] == "DELETE_COMPLETE" or None, timeout=120)
+    assert _instances(ec2) == [] and _names(srv, user) == ([], [])
