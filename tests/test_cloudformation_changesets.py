@@ -230,16 +230,16 @@ def test_another_user_sees_no_change_set(srv: Server, cfn: Any, ec2: Any) -> Non
     cs = cfn.create_change_set(StackName="mine-cs", ChangeSetName="pending", TemplateBody=body(image))
     assert change_set_done(cfn, cs["Id"])["Status"] == "CREATE_COMPLETE"
     other = client(srv, srv.create_user("peeker"), "cloudformation")
-    for kw in ({"ChangeSetName": cs["Id"]}, {"ChangeSetName": "pending", "StackName": "mine-cs"}):
-        with pytest.raises(ClientError) as e:
-            other.describe_change_set(**kw)
-        assert code(e)[0] == "ChangeSetNotFound"
-        with pytest.raises(ClientError) as e:
-            other.execute_change_set(**kw)
-        assert code(e)[0] == "ChangeSetNotFound"
-        with pytest.raises(ClientError) as e:
-            other.delete_change_set(**kw)
-        assert code(e)[0] == "ChangeSetNotFound"
+    # By its ARN: no such change set; by name on the stack: no such stack (as for a name nobody has).
+    for kw, want in (({"ChangeSetName": cs["Id"]}, "ChangeSetNotFound"),
+                     ({"ChangeSetName": "pending", "StackName": "mine-cs"}, "ValidationError")):
+        for call in (other.describe_change_set, other.execute_change_set, other.delete_change_set):
+            with pytest.raises(ClientError) as e:
+                call(**kw)
+            assert code(e)[0] == want, call
+    with pytest.raises(ClientError) as e:
+        other.describe_change_set(ChangeSetName="pending", StackName="no-such-stack")
+    assert code(e)[:2] == ("ValidationError", "Stack [no-such-stack] does not exist")
     with pytest.raises(ClientError) as e:
         other.list_change_sets(StackName="mine-cs")
     assert code(e)[0] == "ValidationError"

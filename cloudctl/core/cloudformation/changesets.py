@@ -52,8 +52,8 @@ class ChangeSets:
         if not name_or_id.startswith("arn:") and stack:
             try:
                 s = stacks.find(caller.account, stack)
-            except CloudError:
-                raise not_found(name_or_id) from None
+            except CloudError:   # (AWS names the stack it has not, before any change set)
+                raise validation(f"Stack [{stack}] does not exist") from None
             for c in stacks.change_sets_of(s.id):
                 if c.name == name_or_id:
                     return c
@@ -96,7 +96,7 @@ class ChangeSets:
             fresh = False
             body, values = e.inputs(s, body, params, tags)
         if any(c.name == name for c in e.stacks.change_sets_of(s.id)):
-            raise CloudError("AlreadyExistsException", f"ChangeSet [{name}] already exists")
+            raise CloudError.conflict("AlreadyExistsException", f"ChangeSet [{name}] already exists")
         c = CfnChangeSet(id=f"arn:aws:cloudformation:{e.region}:{caller.account}:changeSet/{name}/{uuid.uuid4()}",
                          stack_id=s.id, owner=caller.account, name=name, created=time.time(), kind=kind,
                          status="CREATE_PENDING", template=body, parameters=values,

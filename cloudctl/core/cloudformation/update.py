@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ...store.records import CfnResource, CfnStack
@@ -154,8 +154,7 @@ class Updates:
                 old = e._bound(s)
                 for r in e.stacks.resources_of(s.id):
                     if not r.props and r.status not in GONE and r.logical in old.resources:
-                        from dataclasses import replace as _replace
-                        fill.append(_replace(r, props=dumps(plan.properties(old, r.logical, e.resolver(s)))))
+                        fill.append(replace(r, props=dumps(plan.properties(old, r.logical, e.resolver(s)))))
             except (plan.TemplateError, CloudError, Failed):
                 pass
         await e.stacks.put_resources(fill)
@@ -475,7 +474,6 @@ def props_of_prior(r: CfnResource) -> dict[str, Any]:
 
 
 def _cleared(r: CfnResource) -> CfnResource:
-    from dataclasses import replace
     return replace(r, other_physical="", other_attributes={})
 
 
