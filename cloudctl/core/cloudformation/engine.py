@@ -1,6 +1,7 @@
 """Stack operations: create (each dependency level's resources concurrently), roll back, delete
-(reverse order, Retain honoured). Each runs as a supervised task after the API answers; every
-step is journaled (stacks.py), so at start-up an operation in progress resumes where it was."""
+(reverse order, Retain honoured); updates and their rollback in update.py, change sets in
+changesets.py. Each runs as a supervised task after the API answers; every step is journaled
+(stacks.py), so at start-up an operation in progress resumes where it was."""
 from __future__ import annotations
 
 import asyncio
