@@ -81,6 +81,9 @@ async def test_the_encoding_is_unchanged(tmp_path: Path) -> None:
     lines += [json.dumps([op[1], op[2], op[3]], separators=(",", ":")) for op in journal_ops]
     await s.checkpoint()
     now = (tmp_path / "state" / f"checkpoint.{s.gen:08d}").read_text().splitlines()[1:-1]
+    # Fields rows gained since the old files were written encode after the old ones, at their defaults.
+    for added in (',"ephemeral":[]',):
+        now = [ln.replace(added, "") if ln.startswith('["instances",') else ln for ln in now]
     assert sorted(now) == sorted(lines)
     assert len(list(ckpt.read_checkpoint(tmp_path / "state" / f"checkpoint.{s.gen:08d}"))) == 6
     await s.close()

@@ -59,6 +59,9 @@ class TokenSwitch(SwitchDriver):
     async def read_port(self, port: str) -> PortVlans:
         return PortVlans()
 
+    async def list_ports(self) -> list[str]:
+        return []
+
     async def save(self) -> None:
         return None
 
@@ -76,6 +79,9 @@ def samples() -> dict[str, dict[str, Any]]:
     return {
         "cisco": {**ssh, "password": secret("cisco-pw"), "enable_password": secret("cisco-en")},
         "dell": {**ssh, "password": secret("dell-pw"), "enable_password": secret("dell-en")},
+        "dell10g": {**ssh, "password": secret("dell10g-pw"), "enable_password": secret("dell10g-en")},
+        "arista": {**ssh, "password": secret("arista-pw"), "enable_password": secret("arista-en")},
+        "brocade": {**ssh, "password": secret("brocade-pw"), "enable_password": secret("brocade-en")},
         "ovs": {**ssh, "bridge": "br-lab", "password": secret("ovs-pw")},
         "test-token": {"url": "https://sw.example/api", "api_token": secret("token"),
                        "community": secret("community")},
@@ -84,11 +90,13 @@ def samples() -> dict[str, dict[str, Any]]:
 
 def test_families_register_by_name() -> None:
     assert driver_class("test-token") is TokenSwitch
-    assert {"cisco", "dell", "ovs", "test-token"} <= set(families())
+    assert {"cisco", "dell", "dell10g", "arista", "brocade", "ovs", "test-token"} <= set(families())
     assert driver_class("nosuch") is None and secret_fields("nosuch") == ()
     assert secret_fields("test-token") == ("api_token", "community")
     assert secret_fields("cisco") == ("password", "enable_password")
     assert secret_fields("ovs") == ("password",)
+    for family in ("dell10g", "arista", "brocade"):
+        assert secret_fields(family) == ("password", "enable_password")
     with pytest.raises(TypeError, match="test-token.*already registered by"):
         type("Again", (TokenSwitch,), {"family": "test-token"})
     with pytest.raises(TypeError, match="options_model is not a DriverOptions model"):

@@ -118,6 +118,14 @@ class User(Row):
     secret_key: str
     account_id: str
     created: float
+    # Certificate subjects that are this user (econe's one-line form: `/C=../O=../CN=..`,
+    # whitespace removed); see core/users.py for how a presented certificate logs in.
+    dns: tuple[str, ...] = ()
+    x509_only: bool = False   # a matching client certificate alone logs in (no EC2 signature)
+    ec2_only: bool = False    # econe's `public` driver: the EC2 listener only, no XML-RPC session
+
+    def __post_init__(self) -> None:
+        _tuples(self, "dns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,9 @@ class Instance(Row):
     # NICs on bare-metal project networks (a headnode's): {"name", "mac", "vlan"} each, on the
     # config's baremetal.headnode_bridge with the network's VLAN.
     vlan_nics: tuple[Mapping[str, Any], ...] = ()
+    # Instance-store disks, "ephemeralN=/dev/sdX" each, in N order (core/instance_store.py); their
+    # files exist only while the instance runs and are derived from its id.
+    ephemeral: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Inline (a replay makes one per instance record): group ids are strings, so a list of them
@@ -171,6 +182,8 @@ class Instance(Row):
             _frozen(self, "vlan_nics")
         elif type(self.vlan_nics) is not tuple:
             object.__setattr__(self, "vlan_nics", ())
+        if type(self.ephemeral) is not tuple:   # (a list, read back from the journal)
+            object.__setattr__(self, "ephemeral", shared(tuple(self.ephemeral)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -928,6 +941,16 @@ class CfnSignal(Row):
 
 
 @dataclass(frozen=True, slots=True)
+class CfnWait(Row):
+    """A WaitCondition's deadline, journaled when its wait starts, so that a restart mid-wait keeps
+    it; removed when the wait ends."""
+
+    table: ClassVar[str] = "cfn_waits"
+    id: str                           # stack id + "|" + logical id
+    deadline: float                   # wall-clock time (time.time()) the wait fails at
+
+
+@dataclass(frozen=True, slots=True)
 class CfnChangeSet(Row):
     """A change set: a stack update (or, for a new stack, its create) computed for review, run
     later by ExecuteChangeSet."""
@@ -959,4 +982,4 @@ ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
                                      ScalingActivity, ScalingPolicy,
                                      LaunchTemplate, LaunchTemplateVersion, LoadBalancer,
-                                     CfnStack, CfnResource, CfnEvent, CfnSignal, CfnChangeSet)
+                                     CfnStack, CfnResource, CfnEvent, CfnSignal, CfnWait, CfnChangeSet)

@@ -140,10 +140,14 @@ def test_tagged_channel_reads_back(admin: Hil, lab: tuple[Ovs, Sshd, Nodes]) -> 
 def test_a_switch_error_fails_one_operation_not_the_worker(admin: Hil, lab: tuple[Ovs, Sshd, Nodes]) -> None:
     """A port the controller knows but the switch lacks: the operation ends in error with the
     switch's own words, and the next operation on the same switch still goes through."""
-    _, _, nodes = lab
+    ovs, _, nodes = lab
     admin.ok("PUT", "/node/ghost", {})
     admin.ok("PUT", "/node/ghost/nic/eth0", {"macaddr": "52:54:00:00:01:99"})
+    assert admin.call("PUT", "/switch/ovs1/port/ghostport")[0] == 400      # checked against the bridge
+    # The port exists when registered and is removed at the switch afterwards.
+    ovs.vsctl("add-port", ovs.bridge, "ghostport", "--", "set", "interface", "ghostport", "type=internal")
     admin.ok("PUT", "/switch/ovs1/port/ghostport")
+    ovs.vsctl("del-port", ovs.bridge, "ghostport")
     admin.ok("POST", "/switch/ovs1/port/ghostport/connect_nic", {"node": "ghost", "nic": "eth0"})
     admin.ok("POST", "/project/B/connect_node", {"node": "ghost"})
     st = admin.connect("ghost", "eth0", "B-net")

@@ -161,7 +161,7 @@ class Operations:
             cls = driver_class(row.type)
             assert cls is not None
             d = self.drivers[switch] = cls(switch, self.site.secrets.switch_options(row),
-                                           self.config.command_timeout_s)
+                                           self.config.switch_timeout_s)
         return d
 
     def lock(self, switch: str) -> asyncio.Lock:

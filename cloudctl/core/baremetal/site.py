@@ -5,12 +5,20 @@ wire goes, as in HIL). Objects in use cannot be deleted: the caller must undo th
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from pydantic import ValidationError
 
-from ...drivers.switch.base import driver_class, families, secret_fields
+from ...drivers.switch.base import (
+    DEFAULT_TIMEOUT_S,
+    SwitchError,
+    SwitchUnreachable,
+    driver_class,
+    families,
+    secret_fields,
+)
 from ...store.records import (
     BmAttachment,
     BmHeadnode,
@@ -31,6 +39,7 @@ from .names import label, macaddr
 from .secrets import BmSecrets
 
 _OBM_TYPES = ("ipmi",)
+log = logging.getLogger("cloudctl.baremetal")
 
 
 def _k(*parts: str) -> str:
@@ -38,6 +47,8 @@ def _k(*parts: str) -> str:
 
 
 class Site:
+    switch_timeout_s: float = DEFAULT_TIMEOUT_S     # per switch command, when a port is checked
+
     def __init__(self, store: Store, vlan_pool: list[int], secrets: BmSecrets) -> None:
         self.store = store
         self.secrets = secrets
@@ -273,8 +284,32 @@ class Site:
         why = cls.check_port_name(port)
         if why:
             raise BadArgumentError(f"port {port!r} on switch {switch!r}: {why}")
-        if _k(switch, port) in self.ports.rows:
-            raise DuplicateError(f"switch {switch!r} already has port {port!r}")
+
+        def refuse_duplicate() -> None:
+            same = next((p.name for p in self.ports_by_switch.get(switch).values()
+                         if p.name == port or cls.canonical_port(p.name) == cls.canonical_port(port)), None)
+            if same is not None:
+                raise DuplicateError(f"switch {switch!r} already has port {port!r}" +
+                                     (f" (as {same!r})" if same != port else ""))
+        refuse_duplicate()
+        # Asked of the switch itself, so a typo is refused now rather than at the first connect.
+        # A switch that cannot be reached at all does not block the record (cabling may be
+        # recorded before the switch is up); one that answers must list the port.
+        driver = cls(switch, self.secrets.switch_options(s), self.switch_timeout_s)
+        try:
+            present = await driver.has_port(port)
+        except SwitchUnreachable as e:
+            log.warning("switch %s unreachable; port %r registered unchecked: %s", switch, port, e)
+            present = True
+        except SwitchError as e:
+            raise BadArgumentError(f"cannot check port {port!r} on switch {switch!r}: {e}") from None
+        finally:
+            await driver.close()
+        if not present:
+            raise BadArgumentError(f"switch {switch!r} has no port {port!r} (read back from the switch)")
+        if self.switch(switch) != s:           # while the switch was asked, it went (or was replaced)
+            raise NotFoundError(f"switch {switch!r} changed while its port list was read; try again")
+        refuse_duplicate()                     # or someone registered the port meanwhile
         await self.commit(BmPort(switch=switch, name=port))
 
     async def delete_port(self, caller: Caller, switch: str, port: str) -> None:
