@@ -217,6 +217,11 @@ def test_aws_cloudformation_deploy(srv: Server, user: dict[str, str], cfn: Any, 
     same = ("--parameter-overrides", "Port=443", "Label=relabelled")
     rc, err = deploy(*same)
     assert rc != 0 and "No changes to deploy" in err, err
+    # The CLI names its change sets by the second, and a FAILED one stays (as in AWS): cleared, so
+    # the next deploy in the same second does not collide with it.
+    failed = [c for c in cfn.list_change_sets(StackName="deployed")["Summaries"] if c["Status"] == "FAILED"]
+    assert len(failed) == 1
+    cfn.delete_change_set(ChangeSetName=failed[0]["ChangeSetId"])
     rc, err = deploy(*same, "--no-fail-on-empty-changeset")
     assert rc == 0 and "No changes to deploy" in err, err
     assert stack_status(cfn, "deployed") == "UPDATE_COMPLETE"
