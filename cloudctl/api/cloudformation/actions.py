@@ -40,9 +40,9 @@ async def _body(cloud: Cloud, req: Req) -> str:
     return str(body)
 
 
-def _template(cloud: Cloud, body: str) -> plan.Template:
+async def _template(cloud: Cloud, body: str) -> plan.Template:
     try:
-        return cloud.cloudformation.check(body)
+        return await cloud.cloudformation.parsed(body)
     except plan.TemplateError as e:
         raise _invalid(str(e)) from None
 
@@ -207,7 +207,7 @@ def _parameters(t: plan.Template) -> list[dict[str, Any]]:
 
 @REGISTRY.action("ValidateTemplate")
 async def validate_template(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
-    t = _template(cloud, await _body(cloud, req))
+    t = await _template(cloud, await _body(cloud, req))
     return {"Parameters": _parameters(t), "Description": t.description, "Capabilities": [],
             "DeclaredTransforms": []}
 
@@ -219,7 +219,7 @@ async def get_template_summary(cloud: Cloud, caller: Caller, req: Req) -> dict[s
         body = _stack(cloud, caller, req["StackName"]).template
     else:
         body = await _body(cloud, req)
-    t = _template(cloud, body)
+    t = await _template(cloud, body)
     params = [{"ParameterKey": p.name, "DefaultValue": p.default, "ParameterType": p.type, "NoEcho": p.no_echo,
                "Description": p.description, "ParameterConstraints": {"AllowedValues": list(p.allowed_values)}}
               for p in t.parameters.values()]

@@ -66,6 +66,8 @@ class ChangeSets:
         kind = kind or "UPDATE"
         if kind not in KINDS:
             raise validation(f"ChangeSetType must be one of {', '.join(KINDS)}")
+        if body is not None:
+            await e.parsed(body)        # parsed off the loop; the checks below read it from the cache
         for what, value in (("changeSetName", name), ("stackName", stack_name)):
             if not NAME.match(value or ""):
                 raise validation(f"1 validation error detected: Value '{value}' at '{what}' failed to satisfy "
