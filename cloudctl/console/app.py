@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiohttp import web
 from yarl import URL
 
+from ..api.client_certs import ClientCerts
 from ..core.cloud import Cloud
 from ..core.context import Caller
 from ..core.errors import CloudError, ErrorKind
@@ -87,6 +88,7 @@ class Console:
         self.sessions = Sessions(self.cfg)
         self.extras = extras    # the server's metrics and loop monitor (operator charts)
         self.closing = asyncio.Event()   # set when the server stops: live streams end at once
+        self.certs = ClientCerts(cloud.config.x509)   # a verified client certificate's DN (docs/tls.md)
 
     @functools.cached_property
     def env(self) -> jinja2.Environment:
@@ -213,7 +215,8 @@ async def _guarded(con: Console, request: web.Request, handler: Handler) -> web.
 async def login_form(request: web.Request) -> web.Response:
     con: Console = request.app[CONSOLE_KEY]
     token = secrets.token_urlsafe(24)
-    resp = con.render(request, "login.html", csrf=token, error="", kind=request.query.get("as", "user"))
+    resp = con.render(request, "login.html", csrf=token, error="", kind=request.query.get("as", "user"),
+                      cert_user=_certificate_user(con, request))
     resp.set_cookie(PRE_COOKIE, token, path=PREFIX, httponly=True, samesite="Strict", secure=request.secure)
     return resp
 
@@ -228,15 +231,27 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not pre or not hmac.compare_digest(str(form.get("csrf") or "").encode(), pre.encode()):
         return con.error_page(request, 403, "Refused", "The sign-in form's security token is missing or "
                               "stale; reload the page and try again.")
-    kind = "operator" if form.get("kind") == "operator" else "user"
+    kind = str(form.get("kind") or "user")
+    kind = kind if kind in ("operator", "certificate") else "user"
     source = request.remote or ""
-    if kind == "user":
+    if kind == "certificate":
+        # As an unsigned EC2 request: a verified certificate alone signs in an x509-only user.
+        await con.logins.admit("certificate", source)
+        user = _certificate_user(con, request)
+        ok = user is not None
+        throttle, name, key, kind = con.logins, "certificate", user.access_key if user else "", "user"
+    elif kind == "user":
         key = str(form.get("access_key_id") or "").strip()[:128]
         secret = str(form.get("secret_access_key") or "").strip()
         await con.logins.admit(key, source)
         user = con.cloud.users.by_access_key(key)
         ok = hmac.compare_digest(secret.encode(), (user.secret_key if user else "\0" * 40).encode()) \
             and user is not None
+        if ok and user is not None:
+            try:   # a user holding DNs presents one of them as well, as with EC2 signatures
+                con.cloud.users.check_certificate(user, con.certs.dn(request))
+            except CloudError:
+                ok = False
         throttle, name = con.logins, key
     else:
         given = str(form.get("token") or "").strip()
@@ -246,7 +261,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not ok:
         throttle.failed(name, source)
         resp = con.render(request, "login.html", status=401, csrf=pre, kind=kind,
-                          error="Those credentials were not accepted.")
+                          cert_user=_certificate_user(con, request), error="Those credentials were not accepted.")
         return resp
     throttle.succeeded(name, source)
     old = request.cookies.get(COOKIE)
@@ -257,6 +272,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     resp.set_cookie(COOKIE, session.sid, path=PREFIX, httponly=True, samesite="Strict", secure=request.secure)
     resp.del_cookie(PRE_COOKIE, path=PREFIX)
     raise resp
+
+
+def _certificate_user(con: Console, request: web.Request) -> User | None:
+    """The x509-only user whose verified client certificate the request presents, if any."""
+    dn = con.certs.dn(request)
+    return con.cloud.users.certificate_login(dn) if dn else None
 
 
 @page("any")
