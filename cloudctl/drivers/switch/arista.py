@@ -10,24 +10,17 @@ the port has one, read back first, so a tagged-only change sends only trunk comm
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field
-
-from .base import DEFAULT_TIMEOUT_S, DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError, same_interface
+from .base import DEFAULT_TIMEOUT_S, PortVlans, SwitchDriver, SwitchError, same_interface
 from .cisco import vlan_list
-from .console import ConsoleSession
+from .console import CliOptions, ConsoleSession
 
 _PORT = re.compile(r"^(ethernet|eth|et) ?([0-9]+(/[0-9]+){0,2})$", re.I)
 
 
-class AristaOptions(DriverOptions):
-    hostname: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:_-]+$")]
-    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
-    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")]
-    password: Secret
-    host_key: Annotated[str, Field(pattern=r"^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+$")]
-    enable_password: Secret = ""
+class AristaOptions(CliOptions):
+    """The CLI login alone."""
 
 
 def canonical(name: str) -> str:

@@ -14,21 +14,15 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .base import DEFAULT_TIMEOUT_S, DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError
-from .console import ConsoleSession
+from .base import DEFAULT_TIMEOUT_S, PortVlans, SwitchDriver, SwitchError
+from .console import CliOptions, ConsoleSession
 
 _PORT = re.compile(r"^(?:(?:ethernet|ethe|eth|e) ?)?([0-9]+/[0-9]+(?:/[0-9]+)?)$", re.I)
 _LISTED = re.compile(r"^[A-Za-z0-9]*Ethernet([0-9]+/[0-9]+(?:/[0-9]+)?) is ")
 _MEMBER = re.compile(r"^VLAN: *([0-9]+) +(Untagged|Tagged)", re.I)
 
 
-class BrocadeOptions(DriverOptions):
-    hostname: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:_-]+$")]
-    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
-    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")]
-    password: Secret
-    host_key: Annotated[str, Field(pattern=r"^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+$")]
-    enable_password: Secret = ""
+class BrocadeOptions(CliOptions):
     dummy_vlan: Annotated[int, Field(ge=2, le=4090)] = 4090
 
 

@@ -13,19 +13,13 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .base import DEFAULT_TIMEOUT_S, DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError, same_interface
-from .console import ConsoleSession
+from .base import DEFAULT_TIMEOUT_S, PortVlans, SwitchDriver, SwitchError, same_interface
+from .console import CliOptions, ConsoleSession
 
 _PORT = re.compile(r"^[A-Za-z][A-Za-z-]{1,30} ?[0-9]+(/[0-9]+){0,3}$")
 
 
-class CiscoOptions(DriverOptions):
-    hostname: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:_-]+$")]
-    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
-    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")]
-    password: Secret
-    host_key: Annotated[str, Field(pattern=r"^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+$")]
-    enable_password: Secret = ""
+class CiscoOptions(CliOptions):
     dummy_vlan: Annotated[int, Field(ge=2, le=4094)] = 4094
 
 

@@ -16,11 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Annotated
 
 import asyncssh
+from pydantic import Field
 
-from .base import SwitchError, SwitchUnreachable
+from .base import DriverOptions, Secret, SwitchError, SwitchUnreachable
 from .ssh import close_session, got
+
+
+class CliOptions(DriverOptions):
+    """What every CLI family needs to reach its switch: SSH with a pinned host key, the login,
+    and the enable password where the CLI asks for one."""
+
+    hostname: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:_-]+$")]
+    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")]
+    password: Secret
+    host_key: Annotated[str, Field(pattern=r"^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+$")]
+    enable_password: Secret = ""
 
 # `name>` / `name#` / `name(config-if-Gi1/0/1)#`; Brocade's is `SSH@name#`.
 _PROMPT = re.compile(r"(?:^|[\r\n])([A-Za-z0-9._@-]+)(\([A-Za-z0-9/._-]+\))?([>#]) ?$")

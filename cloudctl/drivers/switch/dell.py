@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .base import DEFAULT_TIMEOUT_S, DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError, same_interface
+from .base import DEFAULT_TIMEOUT_S, PortVlans, SwitchDriver, SwitchError, same_interface
 from .cisco import vlan_list
-from .console import ConsoleSession
+from .console import CliOptions, ConsoleSession
 
 _PORT = re.compile(r"^(ethernet|gigabitethernet|tengigabitethernet|gi|te) ?([0-9]+(/[a-z]*[0-9]+){1,2})$", re.I)
 # Dell's refusals that carry no `%` marker.
@@ -33,13 +33,7 @@ def canonical(name: str) -> str:
     return f"{m.group(1)[:2].capitalize()}{m.group(2)}"
 
 
-class DellOptions(DriverOptions):
-    hostname: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:_-]+$")]
-    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
-    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")]
-    password: Secret
-    host_key: Annotated[str, Field(pattern=r"^(ssh|ecdsa)-[a-z0-9-]+ [A-Za-z0-9+/=]+$")]
-    enable_password: Secret = ""
+class DellOptions(CliOptions):
     dummy_vlan: Annotated[int, Field(ge=2, le=4093)] = 4093
 
 
