@@ -283,12 +283,7 @@ class Engine:
         assert s is not None
         try:
             bound = self._bound(s)
-            failed: list[str] = []
-            for level in plan.levels(bound):
-                oks = await asyncio.gather(*(self._create_one(s, bound, lg) for lg in level))
-                failed = [lg for lg, ok in zip(level, oks) if not ok]
-                if failed:
-                    break
+            failed = await plan.walk(bound, lambda lg: self._create_one(s, bound, lg))
             if not failed:
                 try:
                     outputs = plan.outputs(bound, _Resolver(self, s))

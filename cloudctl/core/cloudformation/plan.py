@@ -2,14 +2,15 @@
 few facts of a bound template the engine asks for. One place to adapt if that interface moves."""
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from .intrinsics import Pseudo, Resolver
 from .template import MAX_BODY, Bound, Output, Template, TemplateError
 
 __all__ = ["MAX_BODY", "TemplateError", "Template", "parse", "bind", "pseudo", "levels", "type_of", "retain",
-           "properties", "outputs", "description"]
+           "properties", "outputs", "description", "walk"]
 
 
 def parse(body: str, types: Collection[str], max_bytes: int = MAX_BODY) -> Template:
@@ -32,6 +33,17 @@ def no_echo(tpl: Template) -> tuple[str, ...]:
 
 def levels(b: Bound) -> list[list[str]]:
     return b.levels()
+
+
+async def walk(b: Bound, one: Callable[[str], Awaitable[bool]]) -> list[str]:
+    """`one` on every resource in dependency order, each level's at once; stops after the first
+    level where any failed and returns those (none: all went)."""
+    for level in b.levels():
+        oks = await asyncio.gather(*(one(lg) for lg in level))
+        failed = [lg for lg, ok in zip(level, oks) if not ok]
+        if failed:
+            return failed
+    return []
 
 
 def type_of(b: Bound, logical: str) -> str:

@@ -178,12 +178,7 @@ class Updates:
         assert s is not None
         try:
             bound = e._bound(s)
-            failed: list[str] = []
-            for level in plan.levels(bound):
-                oks = await asyncio.gather(*(self._one(s, bound, lg) for lg in level))
-                failed = [lg for lg, ok in zip(level, oks) if not ok]
-                if failed:
-                    break
+            failed = await plan.walk(bound, lambda lg: self._one(s, bound, lg))
             if failed:
                 await self.rollback(sid, f"The following resource(s) failed to update: [{', '.join(sorted(failed))}]. ")
                 return
@@ -383,12 +378,7 @@ class Updates:
         assert s is not None
         try:
             bound = e._bound(s)
-            failed: list[str] = []
-            for level in plan.levels(bound):
-                oks = await asyncio.gather(*(self._revert_one(s, lg) for lg in level))
-                failed += [lg for lg, ok in zip(level, oks) if not ok]
-                if failed:
-                    break
+            failed = await plan.walk(bound, lambda lg: self._revert_one(s, lg))
             s = e.stacks.table.get(sid) or s
             if failed:
                 await e.stacks.set_stack(s, "UPDATE_ROLLBACK_FAILED", f"The following resource(s) failed to update: "
