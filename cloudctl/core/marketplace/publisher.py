@@ -26,8 +26,10 @@ from ..errors import CloudError
 from ..events import Events
 from ..images import Images
 from . import imagelist, smime
-from .stratuslab import Endorsement, MetadataStore, entry_xml, sha1_to_identifier
+from .stratuslab import Endorsement, ImageTerms, MetadataStore, entry_xml, sha1_to_identifier
 from .trust import slash_dn
+
+HYPERVISOR = "kvm"
 
 
 def _digests(path: Any) -> tuple[str, str]:
@@ -88,6 +90,11 @@ class Publisher:
             if self.image_uuid(ami) == image_uuid:
                 return self.images.table.get(ami)
         return None
+
+    def os_of(self, ami: str) -> tuple[str, str]:
+        """(OS name, OS version) from the image's `os` and `os-version` tags; Linux and unknown without."""
+        tags = self.images.tags.of(ami)
+        return tags.get("os", "").strip() or "Linux", tags.get("os-version", "").strip()
 
     async def publish(self, add: list[str]) -> PublishedList:
         """Add images (AMI ids) to the list and sign a new version; with none, re-sign as is."""
@@ -178,9 +185,12 @@ class Publisher:
             created = float(int(now))
             if latest is not None and latest.created >= created:
                 created = latest.created + 1
+            os_name, os_version = self.os_of(ami)
             xml = entry_xml(ident, {"SHA-1": row.sha1[ami], "SHA-256": im.sha256, "SHA-512": row.sha512[ami]},
                             im.size, created, row.expires, endorser, im.name, im.description,
-                            self.image_url(ami), im.architecture, reason)
+                            self.image_url(ami), reason,
+                            ImageTerms(arch=im.architecture, os=os_name, os_version=os_version,
+                                       format=im.disk_format, hypervisor=HYPERVISOR, version=str(int(im.created))))
             signed = await asyncio.to_thread(smime.sign, xml, self.cert, self.key)
             out.append(MetadataEntry(id=f"{ident}/{endorser.email}/{imagelist.fmt_time(created)}", identifier=ident,
                                      email=endorser.email, created=created, valid=row.expires,
@@ -195,12 +205,16 @@ class Publisher:
         for ami in ids:
             im = self.images.table.get(ami)
             assert im is not None
-            entries.append({"hv:image": {
+            os_name, os_version = self.os_of(ami)
+            entry = {
                 "dc:identifier": self.image_uuid(ami), "dc:title": im.name, "dc:description": im.description,
                 "hv:uri": self.image_url(ami), "hv:size": im.size, "sl:checksum:sha512": sums[ami],
-                "hv:version": str(int(im.created)), "hv:format": im.disk_format, "hv:hypervisor": "kvm",
-                "sl:arch": im.architecture, "sl:os": "Linux", "sl:osversion": "", "sl:comments": ami,
-            }})
+                "hv:version": str(int(im.created)), "hv:format": im.disk_format, "hv:hypervisor": HYPERVISOR,
+                "sl:arch": im.architecture, "sl:os": os_name, "sl:comments": ami,
+            }
+            if os_version:   # never an empty sl:osversion: subscribers (vmcatcher, AppDB) read "" as a version
+                entry["sl:osversion"] = os_version
+            entries.append({"hv:image": entry})
         return {
             "dc:identifier": self.list_id, "dc:title": self.cfg.title, "dc:description": self.cfg.description,
             "dc:source": self.public_url, "dc:date:created": imagelist.fmt_time(now),
