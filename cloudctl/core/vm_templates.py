@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 
-from ..store.records import VmTemplate, VmUserTemplate
+from ..store.records import Instance, VmTemplate, VmUserTemplate
 from ..store.store import Store
 from .errors import CloudError
 from .ids import new_id
 
 MAX_TEMPLATES_PER_OWNER = 1000
 MAX_BODY = 256 * 1024
+PRUNE_EVERY = 256   # launches between sweeps of the templates of instances forgotten since
 
 
 class VmTemplates:
@@ -23,6 +24,8 @@ class VmTemplates:
         self.store = store
         self.table = store.table(VmTemplate)
         self.launched = store.table(VmUserTemplate)
+        self.instances = store.table(Instance)
+        self._kept = 0
 
     async def create(self, owner: str, name: str, body: str) -> VmTemplate:
         if len(body) > MAX_BODY:
@@ -56,8 +59,15 @@ class VmTemplates:
         await self.store.sync()
 
     async def keep_for_instance(self, instance_id: str, body: str) -> None:
+        """Keep `body` as the instance's template; now and then forget those of instances the
+        compute service has forgotten (terminated and expired), in the same transaction."""
+        self._kept += 1
+        gone = [r for r in self.launched.values() if self.instances.get(r.id) is None] \
+            if self._kept % PRUNE_EVERY == 0 else []
         with self.store.txn() as tx:
             tx.put(VmUserTemplate(id=instance_id, body=body))
+            for r in gone:
+                tx.delete(r)
         await self.store.sync()
 
     def of_instance(self, instance_id: str) -> str | None:

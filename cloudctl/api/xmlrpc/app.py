@@ -98,8 +98,16 @@ class OneApi:
         self.port = port
         self.observe: Callable[[str, str, float], None] | None = None   # method, outcome, seconds
         self.logins = Throttle(cloud.config.login_throttle)   # failed sessions, per address and user name
-        self.templates = VmTemplates(cloud.store)
+        self._templates: VmTemplates | None = None
+        self._parsed: dict[str, Template | None] = {}   # instance -> its template, parsed
         self._cpu_seen: dict[str, tuple[float, int, float]] = {}   # instance -> (poll time, CPU ns, CPU %)
+
+    @property
+    def templates(self) -> VmTemplates:
+        """Saved templates (made on first use: the store's tables exist by then)."""
+        if self._templates is None:
+            self._templates = VmTemplates(self.cloud.store)
+        return self._templates
 
     # -- session, numbering ----------------------------------------------------------------
     async def session(self, raw: Any, source: str = "") -> Session:
@@ -177,14 +185,21 @@ class OneApi:
         return self.cloud.monitor.state_of(i.host) == "error"
 
     def _given(self, instance_id: str) -> Template | None:
-        """The template the VM was allocated with, if through this API (stored already parsed once)."""
+        """The template the VM was allocated with, if through this API. Parsed once per VM and
+        kept (it never changes): a pool of thousands of VMs is not thousands of parses."""
+        if instance_id in self._parsed:
+            return self._parsed[instance_id]
         body = self.templates.of_instance(instance_id)
         if body is None:
             return None
         try:
-            return parse(body)
+            t: Template | None = parse(body)
         except TemplateError:
-            return None
+            t = None
+        if len(self._parsed) >= 200_000:
+            self._parsed.clear()
+        self._parsed[instance_id] = t
+        return t
 
     def _subnet_id(self, i: Instance) -> str | None:
         s = self.cloud.network.of(i)

@@ -16,6 +16,7 @@ _TOKEN = re.compile(r'''\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<word>[^\s=\[\],"]+)
 # OpenNebula's template lexer: a variable starts with a letter or `_`, then letters, digits, `_`, `-`, `.`
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 MAX_TEMPLATE = 256 * 1024
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 class TemplateError(ValueError):
@@ -25,6 +26,8 @@ class TemplateError(ValueError):
 def parse(text: str) -> Template:
     if len(text) > MAX_TEMPLATE:
         raise TemplateError(f"template larger than {MAX_TEMPLATE} bytes")
+    if _CONTROL.search(text):   # shown back in XML documents, where XML 1.0 cannot carry them
+        raise TemplateError("control characters are not allowed in a template")
     if text.lstrip().startswith("<"):
         return _parse_xml(text)
     return _parse_text(text)
