@@ -55,6 +55,11 @@ class DnSyntaxError(ValueError):
     """A text that is not a distinguished name in any of the forms above."""
 
 
+def short_name(oid: ObjectIdentifier) -> str:
+    """OpenSSL's short name for an attribute type (`CN`, `emailAddress`), else its dotted OID."""
+    return _SHORT.get(oid, oid.dotted_string)
+
+
 def oneline(name: x509.Name) -> str:
     """OpenSSL's `X509_NAME_oneline` form, byte for byte: what vmcatcher compares `hv:dn` with.
 
@@ -62,7 +67,7 @@ def oneline(name: x509.Name) -> str:
     bytes with each byte outside `' '..'~'` written as `\\xHH` (upper-case hex)."""
     out = []
     for attr in name:
-        sn = _SHORT.get(attr.oid, attr.oid.dotted_string)
+        sn = short_name(attr.oid)
         value = attr.value if isinstance(attr.value, str) else attr.value.decode("latin-1")
         text = "".join(chr(b) if 0x20 <= b <= 0x7E else f"\\x{b:02X}" for b in value.encode("utf-8"))
         out.append(f"/{sn}={text}")

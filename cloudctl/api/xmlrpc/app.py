@@ -456,19 +456,23 @@ class OneApi:
         except CloudError:
             raise OneError(NO_EXISTS, f"[{method}] Error getting template [{num}].") from None
 
-    async def _template_el(self, row: Any) -> ET.Element:
-        num = (await self.cloud.numeric_ids.ensure("template", [row.id]))[row.id]
-        owner = (await self._owners()).get(row.owner, doc.Owner(-1, row.owner))
+    async def _template_els(self, rows: list[Any]) -> list[ET.Element]:
+        nums = await self.cloud.numeric_ids.ensure("template", [r.id for r in rows])
+        owners = await self._owners()
         # OpenNebula names an unnamed template after its number
-        return doc.vm_template(num, owner, row.name or f"template-{num}", row.created, parse(row.body))
+        return [doc.vm_template(nums[r.id], owners.get(r.owner, doc.Owner(-1, r.owner)),
+                                r.name or f"template-{nums[r.id]}", r.created, parse(r.body)) for r in rows]
 
     async def template_info(self, s: Session, num: Any, extended: Any = False, decrypt: Any = False) -> str:
-        return ET.tostring(await self._template_el(self._template(s, num, "one.template.info")), encoding="unicode")
+        [el] = await self._template_els([self._template(s, num, "one.template.info")])
+        return ET.tostring(el, encoding="unicode")
 
     async def templatepool_info(self, s: Session, flt: Any = -2, start: Any = -1, end: Any = -1) -> str:
-        start, end = _int(start, "start"), _int(end, "end")
+        flt, start, end = _int(flt, "filter"), _int(start, "start"), _int(end, "end")
         rows = self.templates.owned(s.user.account_id if s.user else None)
-        els = [await self._template_el(r) for r in rows]
+        els = await self._template_els(rows)
+        if flt >= 0:   # one user's (OpenNebula: -1 mine and my group's, -2 all, -3 mine: here all are one)
+            els = [e for e in els if int(e.findtext("UID", "-1")) == flt]
         els = [e for e in els if (start < 0 or int(e.findtext("ID", "0")) >= start)
                and (end < 0 or int(e.findtext("ID", "0")) <= end)]
         els.sort(key=lambda e: int(e.findtext("ID", "0")))

@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from ...config import Publish
 from ...store.records import Image, MetadataEntry, PublishedList
 from ...store.store import Store
+from .. import x509names
 from ..errors import CloudError
 from ..events import Events
 from ..images import Images
@@ -62,7 +63,7 @@ class Publisher:
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
             raise ValueError("marketplace.publish.key must be an RSA or EC private key")
         self.key = key
-        self.list_id = cfg.list_id or str(uuid.uuid5(uuid.NAMESPACE_URL, "cloudctl:" + slash_dn(self.cert.subject)))
+        self.list_id = cfg.list_id or str(uuid.uuid5(uuid.NAMESPACE_URL, "cloudctl:" + _id_dn(self.cert.subject)))
         self.table = store.table(PublishedList)
         self.metadata = MetadataStore(store)
         self.email = cfg.email or _cert_email(self.cert) or "endorser@invalid"
@@ -223,6 +224,19 @@ class Publisher:
                                         "hv:dn": slash_dn(self.cert.subject), "hv:ca": slash_dn(self.cert.issuer)}},
             "hv:images": entries,
         }
+
+
+def _id_dn(name: x509.Name) -> str:
+    """The subject as list ids were derived from it before `hv:dn` took OpenSSL's escaped form
+    (raw values, `+` inside an RDN): kept so a publisher's list id never changes on upgrade."""
+    def sn(oid: x509.ObjectIdentifier) -> str:
+        return x509names.short_name(oid) if oid.dotted_string in _ID_NAMED else oid.dotted_string
+    return "/" + "/".join("+".join(f"{sn(a.oid)}={a.value!s}" for a in rdn) for rdn in name.rdns)
+
+
+# the attribute types named (not dotted) in those ids: emailAddress DC C O OU CN L ST UID serialNumber
+_ID_NAMED = frozenset({"1.2.840.113549.1.9.1", "0.9.2342.19200300.100.1.25", "2.5.4.6", "2.5.4.10", "2.5.4.11",
+                       "2.5.4.3", "2.5.4.7", "2.5.4.8", "0.9.2342.19200300.100.1.1", "2.5.4.5"})
 
 
 def _cert_email(cert: x509.Certificate) -> str | None:
