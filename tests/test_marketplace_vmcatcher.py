@@ -230,6 +230,8 @@ def test_an_incomplete_image_entry_is_dropped_alone(subscriber: Server, lists: L
     assert dropped == {"hv:images[0]", "hv:images[2]"}
     rows = [r for r in subscriber.admin("GET", "/v0/marketplace/status") if r["Subscription"] == sub_id]
     assert [r["Title"] for r in rows] == ["good"]
+    out = cli(subscriber, "marketplace", "poll", sub_id)
+    assert out.startswith("accepted") and "dropped [image-fields] hv:images[0]" in out
     assert rows[0]["ImageId"] == stable_image_id(ident, good["hv:image"]["dc:identifier"],
                                                  good["hv:image"]["sl:checksum:sha512"])
 
