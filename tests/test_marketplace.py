@@ -172,7 +172,7 @@ def test_dn_forms_compare_equal(pki: SimpleNamespace) -> None:
     assert same_dn(slash_dn(subject), subject.rfc4514_string())
     assert same_dn("/DC=org/DC=example/OU=Cloud/CN=Image Endorser", "CN=Image Endorser, OU=Cloud,DC=example,DC=org")
     assert not same_dn(slash_dn(subject), slash_dn(pki.stranger.cert.subject))
-    assert normalise_dn("/C=DE/emailAddress=a@b")[1] == ("1.2.840.113549.1.9.1", "a@b")
+    assert normalise_dn("/C=DE/emailAddress=a@b")[1] == (("1.2.840.113549.1.9.1", "a@b"),)
     assert normalise_dn("/C=DE/E=a@b") == normalise_dn("emailAddress=A@B,C=de")
 
 

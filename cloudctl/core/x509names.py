@@ -7,13 +7,14 @@ UTF-8, RFC 4514/2253 (`CN=J\\C3\\B6rg,O=Example,C=DE`: reversed, commas, backsla
 `cryptography` and Java print), and OpenSSL's `-nameopt oneline` (`C = DE, O = Example, CN = Jörg`:
 certificate order, ` = ` with spaces). `parse` turns each into one normal form, a tuple of
 (attribute OID, value) in certificate order, so two texts, or a text and a certificate's name,
-compare equal exactly when they name the same subject:
+compare equal exactly when they name the same subject (a tuple of RDNs, each a sorted tuple of
+(attribute OID, value)):
 
 - attribute types by OID: short names, long names and dotted OIDs are the same type;
 - values unescaped to Unicode (escaped bytes decoded as UTF-8), then matched as RFC 5280 asks for
   its string types (RFC 4518 in short): NFKC, case folded, inner white space collapsed;
-- multi-valued RDNs (`A=x+B=y`) are flattened into the sequence, since the slash form cannot
-  show them.
+- a multi-valued RDN (`A=x+B=y`) is a set: OpenSSL's one-line form writes its attributes in DER
+  order, its RFC 2253 output reversed.
 
 This module holds no trust: it says whether two names are equal, nothing about who is trusted.
 """
@@ -25,7 +26,8 @@ import unicodedata
 from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-Normal = tuple[tuple[str, str], ...]   # (dotted OID, normalised value) in certificate order
+Pair = tuple[str, str]                 # (dotted OID, normalised value)
+Normal = tuple[tuple[Pair, ...], ...]  # the RDNs in certificate order, each its pairs sorted
 
 # OpenSSL's short names (OBJ_nid2sn) for the attributes found in subject names.
 _SHORT: dict[ObjectIdentifier, str] = {
@@ -49,6 +51,7 @@ _TYPES.update({
 })
 _TYPE = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)")
 _SLASH_SPLIT = re.compile(r"/(?=\s*(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)\s*=)")
+_PLUS_SPLIT = re.compile(r"\+(?=\s*(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)\s*=)")
 
 
 class DnSyntaxError(ValueError):
@@ -61,23 +64,26 @@ def short_name(oid: ObjectIdentifier) -> str:
 
 
 def oneline(name: x509.Name) -> str:
-    """OpenSSL's `X509_NAME_oneline` form, byte for byte: what vmcatcher compares `hv:dn` with.
+    """OpenSSL's `X509_NAME_oneline` form, byte for byte: what vmcatcher compares `hv:dn` with
+    (M2Crypto's `str(X509_Name)`, `openssl x509 -nameopt compat`).
 
-    `/SN=value` per attribute in certificate order (multi-valued RDNs too), the value's UTF-8
-    bytes with each byte outside `' '..'~'` written as `\\xHH` (upper-case hex)."""
+    `/SN=value` per RDN in certificate order, `+SN=value` for a further attribute of the same
+    RDN (in its DER order), the value's UTF-8 bytes with each byte outside `' '..'~'` written as
+    `\\xHH` (upper-case hex)."""
     out = []
-    for attr in name:
-        sn = short_name(attr.oid)
-        value = attr.value if isinstance(attr.value, str) else attr.value.decode("latin-1")
-        text = "".join(chr(b) if 0x20 <= b <= 0x7E else f"\\x{b:02X}" for b in value.encode("utf-8"))
-        out.append(f"/{sn}={text}")
+    for rdn in name.rdns:
+        for i, attr in enumerate(rdn):
+            value = attr.value if isinstance(attr.value, str) else attr.value.decode("latin-1")
+            text = "".join(chr(b) if 0x20 <= b <= 0x7E else f"\\x{b:02X}" for b in value.encode("utf-8"))
+            out.append(f"{'+' if i else '/'}{short_name(attr.oid)}={text}")
     return "".join(out)
 
 
 def of_name(name: x509.Name) -> Normal:
     """A certificate's name in the normal form."""
-    return tuple((a.oid.dotted_string, _fold(a.value if isinstance(a.value, str) else a.value.decode("latin-1")))
-                 for a in name)
+    return tuple(tuple(sorted((a.oid.dotted_string, _fold(a.value if isinstance(a.value, str)
+                                                          else a.value.decode("latin-1"))) for a in rdn))
+                 for rdn in name.rdns)
 
 
 def parse(text: str) -> Normal:
@@ -91,20 +97,19 @@ def parse(text: str) -> Normal:
         raise DnSyntaxError("an empty distinguished name")
     if t.startswith("/"):
         items = [p for p in _SLASH_SPLIT.split(t[1:]) if p.strip()]
-        pairs = [_pair(p, slash=True) for p in items]
+        groups = [[_pair(av, slash=True) for av in _PLUS_SPLIT.split(p)] for p in items]
     else:
         groups = [[_pair(av, slash=False) for av in _glued(_split_unescaped(rdn, "+"), "+")]
                   for rdn in _glued(_split_unescaped(t, ",;"), ",")]
         if not _display_order(t, groups):
             groups.reverse()
-        pairs = [p for g in groups for p in g]
-    return tuple(pairs)
+    return tuple(tuple(sorted(g)) for g in groups)
 
 
 _MOST_SIGNIFICANT = {"2.5.4.6", "0.9.2342.19200300.100.1.25", "2.5.4.10", "2.5.4.8", "2.5.4.7"}   # C DC O ST L
 
 
-def _display_order(text: str, groups: list[list[tuple[str, str]]]) -> bool:
+def _display_order(text: str, groups: list[list[Pair]]) -> bool:
     """Whether a comma-separated name is in certificate order (OpenSSL's display, `-nameopt
     oneline`/`utf8`: ` = ` with spaces, or the most significant attribute first) rather than
     RFC 4514's reversed order."""
@@ -162,7 +167,7 @@ def _split_unescaped(text: str, seps: str) -> list[str]:
     return out
 
 
-def _pair(item: str, slash: bool) -> tuple[str, str]:
+def _pair(item: str, slash: bool) -> Pair:
     kind, eq, value = item.partition("=")
     kind = kind.strip()
     if not eq or not _TYPE.fullmatch(kind):
