@@ -220,7 +220,7 @@ def test_an_incomplete_image_entry_is_dropped_alone(subscriber: Server, lists: L
                  "--endorser", pki.dn, pki.ca_dn, "--trust", str(pki.trust)).split()[0]
     res = poll(subscriber, sub_id)
     assert res["accepted"], res
-    assert len(res["dropped"]) == 2
+    assert len(res["dropped"]) == res["dropped_count"] == 2
     assert "hv:images[0]" in res["dropped"][0] and "hv:uri: missing" in res["dropped"][0]
     assert "hv:images[2]" in res["dropped"][1] and "sl:checksum:sha512: missing" in res["dropped"][1]
     sub = next(s for s in subscriber.admin("GET", "/v0/marketplace/subscriptions") if s["Id"] == sub_id)

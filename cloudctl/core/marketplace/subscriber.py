@@ -45,6 +45,7 @@ VMCATCHER = {"signature": 11, "untrusted": 11, "revoked": 11, "trust-anchor-miss
              "signer-mismatch": 12, "endorser-not-allowed": 13, "identifier": 31, "not-yet-valid": 33,
              "expired": 34, "version-older": 17}
 POLICIES = ("accept", "hold")
+SHOWN_DROPPED = 20           # dropped image entries named one by one (events, messages); the rest counted
 
 
 class Rejection(Exception):
@@ -288,9 +289,13 @@ class Subscriber:
         listed: set[str] = set()
         dropped = dropped or []
         with self.store.txn() as tx:
-            for d in dropped:   # shown with the list's other refusals (events, the subscription's message)
+            for d in dropped[:SHOWN_DROPPED]:   # shown with the list's refusals (events, the subscription's message)
                 self.events.add(tx, "marketplace.list", sub.url, f"version {lst.version}: image dropped: {d}",
                                 "image-fields", subscription=sub.id, identifier=d.identifier, index=d.index)
+            if len(dropped) > SHOWN_DROPPED:
+                self.events.add(tx, "marketplace.list", sub.url, f"version {lst.version}: "
+                                f"{len(dropped) - SHOWN_DROPPED} more image(s) dropped", "image-fields",
+                                subscription=sub.id)
             for e in entries:
                 mid = stable_image_id(lst.identifier, e.identifier, e.sha512)
                 listed.add(mid)
@@ -331,14 +336,16 @@ class Subscriber:
                            list_expires=lst.expires_at, endorser=signer, title=lst.title,
                            signed=raw.decode("utf-8", "replace"), etag=etag, last_poll=now, last_result="accepted",
                            last_message=f"version {lst.version}, {len(entries)} image(s)"
-                           + "".join(f"; dropped {d}" for d in dropped)))
+                           + "".join(f"; dropped {d}" for d in dropped[:SHOWN_DROPPED])
+                           + (f"; {len(dropped) - SHOWN_DROPPED} more dropped" if len(dropped) > SHOWN_DROPPED
+                              else "")))
             self.events.add(tx, "marketplace.list", sub.url, f"accepted version {lst.version} "
                             f"({len(entries)} image(s)) signed by {signer[0]}", "accepted", subscription=sub.id,
                             version=lst.version)
         await self.store.sync()
         await self.collect()
         return {"accepted": True, "code": "accepted", "message": f"version {lst.version}", "version": lst.version,
-                "dropped": [str(d) for d in dropped]}
+                "dropped": [str(d) for d in dropped[:SHOWN_DROPPED]], "dropped_count": len(dropped)}
 
     # ---- expiry -----------------------------------------------------------------------------
 
