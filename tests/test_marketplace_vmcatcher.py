@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from cloudctl.core import x509names
+from cloudctl.core import x509_dn_forms
 from cloudctl.core.marketplace import imagelist, smime
 from cloudctl.core.marketplace.imagelist import compare_versions
 from cloudctl.core.marketplace.subscriber import stable_image_id
@@ -83,8 +83,8 @@ def test_every_openssl_dn_form_is_the_same_name(pki: SimpleNamespace) -> None:
     other = pki.dn.replace("J\\xC3\\xB6rg", "J\\xC3\\xB6rn")
     assert not same_dn(other, pki.x509.subject)
     assert not same_dn(pki.dn, slash_dn(x509.load_pem_x509_certificate(pki.ca.read_bytes()).subject))
-    with pytest.raises(x509names.DnSyntaxError):
-        x509names.parse("no equals sign here")
+    with pytest.raises(x509_dn_forms.DnSyntaxError):
+        x509_dn_forms.parse("no equals sign here")
 
 
 # vmcatcher's split_numeric_sort, as a table: each row is older -> newer.

@@ -25,7 +25,7 @@ from ...config import Marketplace
 from ...drivers import fetcher
 from ...store.records import Image, Instance, MarketImage, Subscription
 from ...store.store import Store, Txn
-from .. import x509names
+from .. import x509_dn_forms
 from ..errors import CloudError
 from ..events import Events
 from ..ids import new_id
@@ -73,12 +73,12 @@ def _older(new: str, old: str) -> bool:
 
 
 def _check_dns(endorsers: list[list[str]]) -> None:
-    """Every DN of the allow-list must read as a name (any form x509names reads), or none is taken."""
+    """Every DN of the allow-list must read as a name (any form x509_dn_forms reads), or none is taken."""
     for pair in endorsers:
         for dn in pair:
             try:
-                x509names.parse(dn)
-            except x509names.DnSyntaxError as e:
+                x509_dn_forms.parse(dn)
+            except x509_dn_forms.DnSyntaxError as e:
                 raise CloudError("InvalidParameterValue", f"endorser DN {dn!r}: {e}") from None
 
 

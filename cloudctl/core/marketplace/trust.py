@@ -2,7 +2,7 @@
 
 Anything in the trust store is an anchor, so an endorser certificate must never be put there;
 the allow-list is a comparison of distinguished names, not a trust anchor. DNs are compared as
-X.509 names (`core/x509names.py`): image lists write them in OpenSSL's one-line slash form
+X.509 names (`core/x509_dn_forms.py`): image lists write them in OpenSSL's one-line slash form
 (`/DC=org/DC=example/CN=J\\xC3\\xB6rg`, certificate order, what vmcatcher compares), operators
 may paste RFC 4514 (reversed, commas) or OpenSSL's display forms, and all name one subject.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
-from .. import x509names
+from .. import x509_dn_forms
 
 
 class TrustError(Exception):
@@ -27,16 +27,16 @@ class TrustError(Exception):
 
 def slash_dn(name: x509.Name) -> str:
     """OpenSSL's `X509_NAME_oneline` form, as `hv:dn`/`hv:ca` are written for vmcatcher."""
-    return x509names.oneline(name)
+    return x509_dn_forms.oneline(name)
 
 
-def normalise_dn(dn: str) -> x509names.Normal:
+def normalise_dn(dn: str) -> x509_dn_forms.Normal:
     """(OID, normalised value) pairs in certificate order from any textual DN form."""
-    return x509names.parse(dn)
+    return x509_dn_forms.parse(dn)
 
 
 def same_dn(a: str | x509.Name, b: str | x509.Name) -> bool:
-    return x509names.same(a, b)
+    return x509_dn_forms.same(a, b)
 
 
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----\r?\n?", re.S)
