@@ -76,7 +76,7 @@ def load(port: int, clients: int, seconds: float, mode: str) -> None:
                 k = i * 1_000_000 + n
                 source, user = f"127.{1 + k % 250}.{(k // 250) % 250}.{1 + (k // 62500) % 250}", f"u{k}"
             try:
-                status, _ = call(port, "GET", "/v0/projects", source, (user, "wrong-password"))
+                status, _ = call(port, "GET", "/hil/v0/projects", source, (user, "wrong-password"))
             except OSError:
                 status = 0
             with lock:
@@ -141,15 +141,15 @@ def main() -> None:
             time.sleep(0.2)
         token = (Path(cfg["state_dir"]) / "admin.token").read_text().strip()
         for i in range(20):
-            assert call(port, "PUT", f"/v0/auth/basic/user/known{i}", token=token,
+            assert call(port, "PUT", f"/hil/v0/auth/basic/user/known{i}", token=token,
                         body={"password": PASSWORD, "is_admin": False})[0] == 200
-        assert call(port, "PUT", "/v0/auth/basic/user/victim", token=token,
+        assert call(port, "PUT", "/hil/v0/auth/basic/user/victim", token=token,
                     body={"password": PASSWORD, "is_admin": False})[0] == 200
         known, unknown = [], []
         for i in range(20):
             for user, into in ((f"known{i}", known), (f"nobody{i}", unknown)):
                 t = time.perf_counter()
-                status, _ = call(port, "GET", "/v0/projects", f"127.0.{200 + len(into) % 2}.{1 + i}",
+                status, _ = call(port, "GET", "/hil/v0/projects", f"127.0.{200 + len(into) % 2}.{1 + i}",
                                  (user, "wrong-password"))
                 into.append((time.perf_counter() - t) * 1000)
                 assert status == 401, status

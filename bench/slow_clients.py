@@ -86,9 +86,9 @@ def trickle(targets: dict[str, tuple[int, bytes]], n: int, body: bool, give_up_s
 
 
 def oversize(cc: procs.Cloudctl, admin_port: int, auth: str) -> dict[str, Any]:
-    """256 MiB to PUT /v0/project/..., chunked and then declared; RSS before and after."""
+    """256 MiB to PUT /hil/v0/project/..., chunked and then declared; RSS before and after."""
     out: dict[str, Any] = {"rss_before_mib": round(cc.proc.rss_mib(), 1)}
-    head = (f"PUT /v0/project/forbidden HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+    head = (f"PUT /hil/v0/project/forbidden HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
             f"Content-Type: application/json\r\n")
     for how in ("chunked", "declared"):
         with socket.create_connection(("127.0.0.1", admin_port), timeout=120) as s:
@@ -145,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         "xmlrpc": {"listen": "127.0.0.1", "port": one_port, "max_connections": args.cap, **limits}})
     try:
         admin_port = _port(cc.admin_url)
-        cc.admin("PUT", "/v0/auth/basic/user/slowpoke", {"password": "slowpoke-pw", "is_admin": False})
+        cc.admin("PUT", "/hil/v0/auth/basic/user/slowpoke", {"password": "slowpoke-pw", "is_admin": False})
         basic = "Basic " + base64.b64encode(b"slowpoke:slowpoke-pw").decode()
         bodies = {
             "ec2": (_port(cc.ec2_url), b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
                                        b"\r\nContent-Length: 10000\r\n\r\n"),
             "xmlrpc": (one_port, b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
                                  b"Content-Length: 10000\r\n\r\n"),
-            "hil": (admin_port, f"PUT /v0/project/slow HTTP/1.1\r\nHost: x\r\nAuthorization: {basic}\r\n"
+            "hil": (admin_port, f"PUT /hil/v0/project/slow HTTP/1.1\r\nHost: x\r\nAuthorization: {basic}\r\n"
                                 f"Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n".encode()),
         }
         give_up = args.timeout + 30

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -12,13 +13,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import cli_hil
+from . import cli_hil, cli_users
 from .config import Config, ConfigError, load_config
+
+
+def _admin_tls(config: Config) -> ssl.SSLContext | None:
+    """For an admin listener serving TLS: trust exactly its configured certificate (this CLI reads the
+    same config on the same machine), whatever names it carries; the listener's own address is used."""
+    tls = config.tls_of("admin")
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    try:
+        ctx.load_verify_locations(cafile=tls.cert)
+    except (OSError, ssl.SSLError) as e:
+        raise SystemExit(f"cloudctl: cannot read the admin listener's certificate {tls.cert}: {e}") from None
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN   # (the server certificate itself is the anchor)
+    return ctx
 
 
 class AdminClient:
     def __init__(self, config: Config) -> None:
-        self.base = f"http://{config.admin.listen}:{config.admin.port}"
+        self.tls = _admin_tls(config)
+        self.base = f"{'https' if self.tls else 'http'}://{config.admin.listen}:{config.admin.port}"
         token_file = config.state_dir / "admin.token"
         try:
             self.token = token_file.read_text().strip()
@@ -34,7 +52,7 @@ class AdminClient:
             hdrs["Content-Type"] = "application/json"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=3600) as resp:
+            with urllib.request.urlopen(req, timeout=3600, context=self.tls) as resp:
                 raw = resp.read()
                 ctype = resp.headers.get("Content-Type", "")
         except urllib.error.HTTPError as e:
@@ -52,7 +70,7 @@ class AdminClient:
         """The body as it arrives (until the server closes it)."""
         req = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(req, timeout=None) as resp:
+            with urllib.request.urlopen(req, timeout=None, context=self.tls) as resp:
                 while chunk := resp.read1(65536):
                     yield chunk
         except urllib.error.HTTPError as e:
@@ -69,7 +87,7 @@ class AdminClient:
         """Lines of an NDJSON stream, parsed, as they arrive (until the server closes it)."""
         req = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(req, timeout=None) as resp:
+            with urllib.request.urlopen(req, timeout=None, context=self.tls) as resp:
                 for line in resp:
                     if line.strip():
                         yield json.loads(line)
@@ -152,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     ul = u.add_parser("list")
     ul.add_argument("--json", action="store_true")
     u.add_parser("delete").add_argument("name")
+    cli_users.add_parsers(u)
     im = sub.add_parser("image", help="manage images").add_subparsers(dest="sub", required=True)
     ii = im.add_parser("import")
     ii.add_argument("file")
@@ -228,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     client = AdminClient(config)
     if args.cmd in cli_hil.COMMANDS:
         cli_hil.run(client, args)
+    elif args.cmd == "user" and args.sub in cli_users.COMMANDS:
+        cli_users.run(client, args)
     elif args.cmd == "user":
         if args.sub == "create":
             user = client.call("POST", "/v0/users", {"name": args.name})

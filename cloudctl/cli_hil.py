@@ -142,7 +142,7 @@ def _value(text: str) -> Any:
 
 def _wait(client: Client, op_id: str) -> dict[str, Any]:
     while True:
-        st: dict[str, Any] = client.call("GET", f"/v0/operation/{op_id}")
+        st: dict[str, Any] = client.call("GET", f"/hil/v0/operation/{op_id}")
         if st["status"] != "pending":
             return st
         time.sleep(0.2)
@@ -163,32 +163,32 @@ def run(client: Client, args: argparse.Namespace) -> None:
     out: Any = None
     if c == "project":
         if s in ("create", "delete"):
-            client.call("PUT" if s == "create" else "DELETE", f"/v0/project/{_q(args.name)}")
+            client.call("PUT" if s == "create" else "DELETE", f"/hil/v0/project/{_q(args.name)}")
         elif s == "list":
-            out = "\n".join(client.call("GET", "/v0/projects"))
+            out = "\n".join(client.call("GET", "/hil/v0/projects"))
         else:
-            client.call("POST", f"/v0/project/{_q(args.project)}/{s.replace('-', '_')}", {"node": args.node})
+            client.call("POST", f"/hil/v0/project/{_q(args.project)}/{s.replace('-', '_')}", {"node": args.node})
     elif c == "node":
         if s == "register":
             obm = ({"type": "ipmi", "host": args.ipmi_host, "port": args.ipmi_port, "user": args.ipmi_user,
                     "password": args.ipmi_password} if args.ipmi_host else {})
             if obm and args.ipmi_cipher_suite is not None:
                 obm["cipher_suite"] = args.ipmi_cipher_suite
-            client.call("PUT", f"/v0/node/{_q(args.name)}", {"obm": obm})
+            client.call("PUT", f"/hil/v0/node/{_q(args.name)}", {"obm": obm})
         elif s == "delete":
-            client.call("DELETE", f"/v0/node/{_q(args.name)}")
+            client.call("DELETE", f"/hil/v0/node/{_q(args.name)}")
         elif s == "power" and args.action == "status":
-            out = client.call("GET", f"/v0/node/{_q(args.name)}/power_status")["power_status"]
+            out = client.call("GET", f"/hil/v0/node/{_q(args.name)}/power_status")["power_status"]
         elif s == "power":
-            client.call("POST", f"/v0/node/{_q(args.name)}/power_{args.action}", {})
+            client.call("POST", f"/hil/v0/node/{_q(args.name)}/power_{args.action}", {})
         elif s == "list":
-            out = "\n".join(client.call("GET", f"/v0/nodes/{args.which}"))
+            out = "\n".join(client.call("GET", f"/hil/v0/nodes/{args.which}"))
         elif s in ("console-start", "console-stop"):
-            client.call("PUT" if s == "console-start" else "DELETE", f"/v0/node/{_q(args.name)}/console")
+            client.call("PUT" if s == "console-start" else "DELETE", f"/hil/v0/node/{_q(args.name)}/console")
         elif s == "console" and args.status:
-            out = json.dumps(client.call("GET", f"/v0/node/{_q(args.name)}/console_status"), indent=2)
+            out = json.dumps(client.call("GET", f"/hil/v0/node/{_q(args.name)}/console_status"), indent=2)
         elif s == "console":
-            path = f"/v0/node/{_q(args.name)}/console"
+            path = f"/hil/v0/node/{_q(args.name)}/console"
             chunks = client.stream_bytes(path + "?follow=1") if args.follow else [client.call("GET", path)]
             try:
                 for chunk in chunks:
@@ -197,34 +197,35 @@ def run(client: Client, args: argparse.Namespace) -> None:
             except KeyboardInterrupt:
                 pass
         elif s == "show":
-            out = json.dumps(client.call("GET", f"/v0/node/{_q(args.name)}"), indent=2)
+            out = json.dumps(client.call("GET", f"/hil/v0/node/{_q(args.name)}"), indent=2)
         elif s == "add-nic":
-            client.call("PUT", f"/v0/node/{_q(args.node)}/nic/{_q(args.nic)}", {"macaddr": args.macaddr})
+            client.call("PUT", f"/hil/v0/node/{_q(args.node)}/nic/{_q(args.nic)}", {"macaddr": args.macaddr})
         else:
             body = {"network": args.network}
             if s == "connect-network" and args.channel:
                 body["channel"] = args.channel
-            res = client.call("POST", f"/v0/node/{_q(args.node)}/nic/{_q(args.nic)}/{s.replace('-', '_')}", body)
+            res = client.call("POST", f"/hil/v0/node/{_q(args.node)}/nic/{_q(args.nic)}/{s.replace('-', '_')}", body)
             _op_result(client, res["status_id"], not args.no_wait)
     elif c == "bm-network":
         if s == "create":
             access = args.access if args.access is not None else ([] if args.owner == "admin" else [args.owner])
-            res = client.call("PUT", f"/v0/network/{_q(args.name)}",
-                              {"owner": args.owner, "access": access, "net_id": args.net_id})
-            out = f"{res['name']}  vlan {res['net_id']}"
+            client.call("PUT", f"/hil/v0/network/{_q(args.name)}",
+                        {"owner": args.owner, "access": access, "net_id": args.net_id})
+            vlan = client.call("GET", "/hil/v0/networks").get(args.name, {}).get("network_id", "?")
+            out = f"{args.name}  vlan {vlan}"
         elif s == "list":
-            nets = client.call("GET", "/v0/bm/networks")
-            rows = [{"name": k, "vlan": v["network_id"], "owner": v["owner"],
+            nets = client.call("GET", "/hil/v0/networks")
+            rows = [{"name": k, "vlan": v["network_id"],
                      "access": ",".join(v["projects"] or []) or "(public)"} for k, v in nets.items()]
             from .cli import _table
-            out = _table(rows, ["name", "vlan", "owner", "access"])
+            out = _table(rows, ["name", "vlan", "access"])
         elif s == "show":
-            out = json.dumps(client.call("GET", f"/v0/network/{_q(args.name)}"), indent=2)
+            out = json.dumps(client.call("GET", f"/hil/v0/network/{_q(args.name)}"), indent=2)
         elif s == "delete":
-            client.call("DELETE", f"/v0/network/{_q(args.name)}")
+            client.call("DELETE", f"/hil/v0/network/{_q(args.name)}")
         else:
             client.call("PUT" if s == "grant" else "DELETE",
-                        f"/v0/network/{_q(args.network)}/access/{_q(args.project)}")
+                        f"/hil/v0/network/{_q(args.network)}/access/{_q(args.project)}")
     elif c == "switch":
         if s == "register":
             body: dict[str, Any] = {"type": args.type, "hostname": args.hostname, "ssh_port": args.ssh_port,
@@ -238,20 +239,20 @@ def run(client: Client, args: argparse.Namespace) -> None:
                 if not sep:
                     raise SystemExit(f"cloudctl: --set {kv!r}: expected KEY=VALUE")
                 body[k] = _value(v)
-            client.call("PUT", f"/v0/switch/{_q(args.name)}", body)
+            client.call("PUT", f"/hil/v0/switch/{_q(args.name)}", body)
         elif s == "list":
-            out = "\n".join(client.call("GET", "/v0/switches"))
+            out = "\n".join(client.call("GET", "/hil/v0/switches"))
         elif s == "show":
-            out = json.dumps(client.call("GET", f"/v0/switch/{_q(args.name)}"), indent=2)
+            out = json.dumps(client.call("GET", f"/hil/v0/switch/{_q(args.name)}"), indent=2)
         elif s == "delete":
-            client.call("DELETE", f"/v0/switch/{_q(args.name)}")
+            client.call("DELETE", f"/hil/v0/switch/{_q(args.name)}")
         elif s == "add-port":
-            client.call("PUT", f"/v0/switch/{_q(args.switch)}/port/{_q(args.port)}")
+            client.call("PUT", f"/hil/v0/switch/{_q(args.switch)}/port/{_q(args.port)}")
         elif s == "connect-nic":
-            client.call("POST", f"/v0/switch/{_q(args.switch)}/port/{_q(args.port)}/connect_nic",
+            client.call("POST", f"/hil/v0/switch/{_q(args.switch)}/port/{_q(args.port)}/connect_nic",
                         {"node": args.node, "nic": args.nic})
         else:
-            path = f"/v0/switch/{_q(args.name)}/audit" if args.name else "/v0/switches/audit"
+            path = f"/hil/v0/switch/{_q(args.name)}/audit" if args.name else "/hil/v0/switches/audit"
             rows = client.call("POST", path, {"repair": args.repair})
             if args.json:
                 out = json.dumps(rows, indent=2)
@@ -262,7 +263,7 @@ def run(client: Client, args: argparse.Namespace) -> None:
                 print(out)
                 sys.exit(3)     # drift found: scripts can tell
     elif c == "operation":
-        out = json.dumps(client.call("GET", f"/v0/operation/{_q(args.id)}"), indent=2)
+        out = json.dumps(client.call("GET", f"/hil/v0/operation/{_q(args.id)}"), indent=2)
     elif c == "headnode":
         out = _headnode(client, args)
     if out is not None:
@@ -278,20 +279,20 @@ def _headnode(client: Client, args: argparse.Namespace) -> str | None:
         if args.user_data_file:
             with open(args.user_data_file) as f:
                 body["user_data"] = f.read()
-        client.call("PUT", f"/v0/headnode/{_q(args.name)}", body)
+        client.call("PUT", f"/hil/v0/headnode/{_q(args.name)}", body)
     elif s == "list":
-        return "\n".join(client.call("GET", f"/v0/project/{_q(args.project)}/headnodes"))
+        return "\n".join(client.call("GET", f"/hil/v0/project/{_q(args.project)}/headnodes"))
     elif s == "images":
-        return "\n".join(client.call("GET", "/v0/headnode_images/"))
+        return "\n".join(client.call("GET", "/hil/v0/headnode_images/"))
     elif s == "show":
-        return json.dumps(client.call("GET", f"/v0/headnode/{_q(args.name)}"), indent=2)
+        return json.dumps(client.call("GET", f"/hil/v0/headnode/{_q(args.name)}"), indent=2)
     elif s == "delete":
-        client.call("DELETE", f"/v0/headnode/{_q(args.name)}")
+        client.call("DELETE", f"/hil/v0/headnode/{_q(args.name)}")
     elif s in ("start", "stop"):
-        client.call("POST", f"/v0/headnode/{_q(args.name)}/{s}")
+        client.call("POST", f"/hil/v0/headnode/{_q(args.name)}/{s}")
     elif s in ("add-hnic", "delete-hnic"):
-        client.call("PUT" if s == "add-hnic" else "DELETE", f"/v0/headnode/{_q(args.name)}/hnic/{_q(args.hnic)}")
+        client.call("PUT" if s == "add-hnic" else "DELETE", f"/hil/v0/headnode/{_q(args.name)}/hnic/{_q(args.hnic)}")
     else:
-        client.call("POST", f"/v0/headnode/{_q(args.name)}/hnic/{_q(args.hnic)}/{s.replace('-', '_')}",
+        client.call("POST", f"/hil/v0/headnode/{_q(args.name)}/hnic/{_q(args.hnic)}/{s.replace('-', '_')}",
                     {"network": args.network})
     return None

@@ -5,11 +5,14 @@ reading a traceback to find a typo in a YAML file is the experience we want to a
 """
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import os
 import shutil
+import socket
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,7 +40,62 @@ class Listen(_Strict):
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
 
-class Ec2Listen(Listen):
+class Tls(_Strict):
+    """TLS on a listener (api/tls.py): its certificate and key, and how client certificates are asked for.
+
+    `client_ca`: a PEM file or a directory of PEM files (IGTF style: `*.0` certificates, `*.r0`
+    CRLs) whose certificates are the CAs client certificates must chain to; any CRL found there,
+    or in `crl` (a file or directory), is checked for the client's certificate (OpenSSL's
+    leaf check: with CRLs, every CA that issues clients needs a current one). `client_cert`:
+    `optional` (the default with a `client_ca`) asks for a certificate and refuses the
+    handshake if one is given that does not verify; `required` refuses a client without one."""
+
+    cert: Path                  # PEM: the server certificate, then any intermediates
+    key: Path                   # PEM, unencrypted (readable only by cloudctl)
+    client_ca: Path | None = None
+    crl: Path | None = None
+    client_cert: Literal["none", "optional", "required"] | None = None   # default: optional with client_ca
+
+    @model_validator(mode="after")
+    def _client(self) -> "Tls":
+        if self.client_cert in ("optional", "required") and self.client_ca is None:
+            raise ValueError(f"client_cert: {self.client_cert} needs client_ca (the CAs clients' certificates "
+                             "chain to)")
+        if self.crl is not None and self.client_ca is None:
+            raise ValueError("crl needs client_ca (CRLs are checked for client certificates)")
+        return self
+
+    @property
+    def verify_clients(self) -> str:
+        return self.client_cert or ("optional" if self.client_ca is not None else "none")
+
+
+class TlsListen(Listen):
+    # This listener's TLS; none: the top-level `tls` (shared by the EC2, admin, XML-RPC and
+    # marketplace listeners) if given, else plain HTTP. `false`: plain HTTP whatever `tls` says.
+    tls: Tls | Literal[False] | None = None
+
+
+class X509Login(_Strict):
+    """Client certificates verified by a TLS proxy in front of cloudctl (econe's set-up): the
+    proxy passes the certificate or its subject in a header, believed only from these addresses."""
+
+    trusted_proxies: list[str] = []          # addresses or CIDRs of the proxies
+    cert_header: str = "X-SSL-Client-Cert"   # PEM, URL-escaped as nginx's $ssl_client_escaped_cert
+    dn_header: str = "SSL_CLIENT_S_DN"       # the subject: RFC 2253 or OpenSSL's /C=../CN=.. form
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as e:
+                raise ValueError(f"trusted_proxies: {e}") from None
+        return v
+
+
+class Ec2Listen(TlsListen):
     # A large answer (DescribeInstances over many instances) is written in slices of this many
     # list elements, one slice per turn of the event loop and one answer's slice at a time, so
     # it never holds the loop for long. 0: each answer in one go (for comparison in bench/).
@@ -45,9 +103,26 @@ class Ec2Listen(Listen):
     # An identical signed request repeated within this many seconds is an honest client's
     # retry (clients sign with a one-second clock, so keep it >= 1); later, it is a replay.
     replay_grace_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # The EC2 endpoint as clients reach it (econe's :ssl_server:), e.g. https://cloud.example.org
+    # behind a TLS proxy: what DescribeRegions answers and CloudFormation's signal URLs start with.
+    # Default: http(s)://listen:port, https when this listener serves TLS itself.
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _public_url(v)
 
 
-class AdminListen(Listen):
+def _public_url(v: str | None) -> str | None:
+    if v is not None and (not v.startswith(("http://", "https://")) or "?" in v or "#" in v
+                          or not v.split("://", 1)[1].strip("/")):
+        raise ValueError(f"public_url {v!r} must be an http:// or https:// URL (scheme, host, optional port "
+                         "and path; no query)")
+    return v.rstrip("/") if v is not None else None
+
+
+class AdminListen(TlsListen):
     # An image upload (PUT /v0/images) is streamed to disk and may be this large; every other
     # admin body is JSON and capped at 64 KiB (api/admin.py).
     max_image_gib: Annotated[float, Field(gt=0)] = 100
@@ -106,6 +181,9 @@ class Host(_Strict):
     failure_policy: FailurePolicy | None = None   # default: monitor.failure_policy
     fence: FenceAgent | None = None               # powers the host off before its instances move
     driver: str | None = None                     # drivers/hypervisor/registry.py; None: by URI scheme
+    # GiB of the host's disk for instance-store (ephemeral) disks; a host whose free part cannot
+    # hold an instance's ephemeral disks is not chosen for it. None: not limited.
+    disk_gib: Annotated[int, Field(ge=0)] | None = None
 
     @property
     def libvirt_uri(self) -> str:
@@ -131,6 +209,10 @@ class InstanceType(_Strict):
     vcpus: Annotated[int, Field(ge=1, le=1024)]
     memory_mib: Annotated[int, Field(ge=16)]
     disk_gib: Annotated[int, Field(ge=1)] = 8
+    # Instance-store (ephemeral) disks: each instance gets `ephemeral0` of this many GiB (0: the
+    # type has none), and may ask for ephemeral1.. up to `ephemeral_disks` in all.
+    ephemeral_gib: Annotated[int, Field(ge=0, le=16384)] = 0
+    ephemeral_disks: Annotated[int, Field(ge=1, le=24)] = 1
     template: Path | None = None
     failure_policy: FailurePolicy | None = None   # overrides the host's and the global one
 
@@ -231,7 +313,7 @@ def parse_vlan_ranges(text: str) -> list[int]:
 
 
 class FinishedOperations(_Strict):
-    """How long finished (done/error) switch operations stay queryable at GET /v0/operation/<id>.
+    """How long finished (done/error) switch operations stay queryable at GET /hil/v0/networking_action/<id>.
 
     Pending operations are always kept, and so is the newest operation of each port (what a
     client polling after its connect or detach waits for)."""
@@ -245,13 +327,18 @@ class Baremetal(_Strict):
     vlans: str = "1000-1999"     # the pool networks get their VLAN from
     attempts: Annotated[int, Field(ge=1, le=20)] = 4      # per operation, on connection errors
     backoff_s: Annotated[float, Field(gt=0)] = 0.5        # doubled per attempt
-    command_timeout_s: Annotated[float, Field(gt=0)] = 30
+    command_timeout_s: Annotated[float, Field(gt=0)] = 30    # a BMC's (ipmitool) commands
+    # A switch's answer to one command (or its login prompt): past it the operation fails saying
+    # what was expected and what came, rather than waiting on a switch that will not answer.
+    switch_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5
     audit_on_start: Literal["off", "report", "repair"] = "report"
     # Headnodes (a project's VMs on its networks): their NICs join this Open vSwitch bridge,
     # trunked to the switches, with the network's VLAN as the access tag.
     headnode_bridge: str | None = None
     headnode_ovs_db: str | None = None           # ovs-vsctl's --db (default: the system's)
     finished_operations: FinishedOperations = FinishedOperations()
+    # Where HIL's REST API is mounted on the admin endpoint: HIL's `/v0/...` paths follow it.
+    hil_base: Annotated[str, Field(pattern=r"^/[a-z0-9][a-z0-9_-]{0,31}$")] = "/hil"
     console_log_bytes: Annotated[int, Field(ge=4096)] = 1 << 20   # per node: its last 0.5-1 MiB of output
     console_check_s: Annotated[float, Field(gt=0)] = 15.0    # how often the BMC is asked if SOL is still up
     console_backoff_s: Annotated[float, Field(gt=0)] = 1.0   # before reopening a lost session, doubled...
@@ -261,6 +348,13 @@ class Baremetal(_Strict):
     @classmethod
     def _vlans(cls, v: str) -> str:
         parse_vlan_ranges(v)
+        return v
+
+    @field_validator("hil_base")
+    @classmethod
+    def _hil_base(cls, v: str) -> str:
+        if v == "/v0":
+            raise ValueError("must not be /v0: the admin endpoint's own calls are there")
         return v
 
 class LoginThrottle(_Strict):
@@ -316,12 +410,60 @@ class ElasticIps(_Strict):
                 raise ValueError(f"the pool holds more than {MAX_POOL} addresses")
         return v
 
-    def addresses(self) -> list[str]:
+    def addresses(self) -> AddressPool:
         """Every pool address, in order."""
-        return [str(ipaddress.IPv4Address(a)) for a in sorted({a for e in self.pool for a in pool_entry(e)})]
+        return AddressPool(pool_entry(e) for e in self.pool)
 
 
 MAX_POOL = 65536
+
+
+class AddressPool(Sequence[str]):
+    """The public pool as sorted integer ranges, read as a sequence of dotted addresses. A list of
+    strings and a set of them cost ~100 B per address: 6 MiB for a pool of MAX_POOL, held for the
+    controller's life whether or not the addresses are ever used; ranges cost nothing per address."""
+
+    __slots__ = ("_ranges", "_starts", "_offsets", "_len")
+
+    def __init__(self, ranges: Iterable[range]) -> None:
+        self._ranges = tuple(sorted((r for r in ranges if len(r)), key=lambda r: r.start))
+        self._starts = [r.start for r in self._ranges]
+        offs, n = [], 0
+        for r in self._ranges:
+            offs.append(n)
+            n += len(r)
+        self._offsets, self._len = offs, n
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._len))]
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError("pool index out of range")
+        k = bisect.bisect_right(self._offsets, i) - 1
+        return socket.inet_ntoa((self._ranges[k].start + i - self._offsets[k]).to_bytes(4, "big"))
+
+    def __contains__(self, ip: object) -> bool:
+        if not isinstance(ip, str):
+            return False
+        try:
+            packed = socket.inet_aton(ip)
+        except OSError:
+            return False
+        if socket.inet_ntoa(packed) != ip:   # inet_aton also takes "10.1", "010.0.0.1", "0x0a.1.2.3"
+            return False
+        n = int.from_bytes(packed, "big")
+        k = bisect.bisect_right(self._starts, n) - 1
+        return k >= 0 and n in self._ranges[k]
 
 
 def pool_entry(entry: str) -> range:
@@ -365,10 +507,16 @@ class Publish(_Strict):
     resign_before_days: Annotated[float, Field(gt=0)] = 7
 
 
-class Marketplace(Listen):
+class Marketplace(TlsListen):
     """The public, read-only marketplace listener (subscribers hold no admin token)."""
 
-    public_url: str | None = None    # how subscribers reach this listener; default http://listen:port
+    # How subscribers reach this listener; default http(s)://listen:port (https when it serves TLS).
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _public_url(v)
     publish: Publish | None = None
     poll_tick_s: Annotated[float, Field(gt=0)] = 5.0     # how often due subscriptions are looked at
     download_retries: Annotated[int, Field(ge=1)] = 5   # per image and list version, as vmcatcher
@@ -404,6 +552,15 @@ class Elb(_Strict):
         return v
 
 
+class Console(_Strict):
+    """The web console under /console on the admin listener (docs/console.md); off unless enabled."""
+    enabled: bool = False
+    session_idle_s: Annotated[float, Field(gt=0)] = 1800       # a session unused this long is ended
+    session_max_s: Annotated[float, Field(gt=0)] = 12 * 3600   # ...and any session after this long
+    max_sessions: Annotated[int, Field(ge=1)] = 10_000          # the oldest are ended beyond this
+    page_size: Annotated[int, Field(ge=5, le=1000)] = 50        # rows per page of instance lists
+
+
 class Config(_Strict):
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     state_dir: Path
@@ -416,7 +573,12 @@ class Config(_Strict):
     ec2: Ec2Listen = Ec2Listen(port=4567)
     admin: AdminListen = AdminListen(port=4568)
     metadata: MetadataListen | None = None   # the instance metadata service; off when absent
-    xmlrpc: Listen | None = None     # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent
+    xmlrpc: TlsListen | None = None  # OpenNebula-style XML-RPC (/RPC2, usually port 2633); off when absent
+    tls: Tls | None = None           # shared by the EC2, admin, XML-RPC and marketplace listeners
+    x509: X509Login = X509Login()    # client certificates from a TLS proxy (api/client_certs.py)
+    # HIL's API also at the root of a port of its own (`/v0/...`, as HIL serves it): HIL's own
+    # client joins `/v0/...` to its endpoint's host and drops any base path; off when absent
+    hil: Listen | None = None
     monitor: Monitor = Monitor()
     terminated_visible_s: Annotated[float, Field(ge=0)] = 3600
     checkpoint: Checkpoint = Checkpoint()
@@ -440,6 +602,9 @@ class Config(_Strict):
     elastic_ips: ElasticIps = ElasticIps()
     login_throttle: LoginThrottle = LoginThrottle()
     elb: Elb = Elb()                 # classic Elastic Load Balancing (HAProxy per load balancer)
+    console: Console = Console()     # the web console on the admin listener; off unless enabled
+    # Users whose EC2 requests get the administrator's views (Eucalyptus's `verbose` zone listing).
+    admin_users: list[str] = []
 
     @field_validator("instance_types")
     @classmethod
@@ -511,6 +676,23 @@ class Config(_Strict):
             if lb_pool.overlaps(ipaddress.IPv4Network(n.cidr)):
                 raise ValueError(f"elb.loopback_pool {lb_pool} overlaps network {n.name!r} ({n.cidr})")
         return self
+
+    def tls_of(self, name: str) -> Tls | None:
+        """The TLS a listener (ec2, admin, xmlrpc, marketplace) serves: its own, else the shared one."""
+        cfg = getattr(self, name)
+        own = getattr(cfg, "tls", False) if cfg is not None else False
+        if own is False:
+            return None
+        return own if own is not None else self.tls
+
+    def public_url(self, name: str) -> str:
+        """How clients reach a listener: its `public_url`, else http(s)://listen:port."""
+        cfg = getattr(self, name)
+        given: str | None = getattr(cfg, "public_url", None)
+        if given:
+            return given
+        scheme = "https" if self.tls_of(name) is not None else "http"
+        return f"{scheme}://{cfg.listen}:{cfg.port}"
 
     def _failure_policies(self) -> None:
         """Refuse a `restart` policy that could never restart anything."""
@@ -650,7 +832,19 @@ def load_config(path: Path | str | None = None) -> Config:
             if not f.is_file():
                 raise ConfigError(f"config {path}: marketplace.publish.{what}: no such file {f}")
         market = market.model_copy(update={"publish": pub.model_copy(update={"cert": cert, "key": key})})
+    tls_update: dict[str, object] = {}
+    if cfg.tls is not None:
+        tls_update["tls"] = _tls_files(path, base, "tls", cfg.tls)
+    for name in ("ec2", "admin", "xmlrpc", "marketplace"):
+        lc = market if name == "marketplace" else getattr(cfg, name)
+        if lc is not None and isinstance(lc.tls, Tls):
+            lc = lc.model_copy(update={"tls": _tls_files(path, base, f"{name}.tls", lc.tls)})
+            if name == "marketplace":
+                market = lc
+            else:
+                tls_update[name] = lc
     return cfg.model_copy(update={
+        **tls_update,
         "marketplace": market,
         "state_dir": _resolve(base, cfg.state_dir),
         "secrets_key_file": (_resolve(base, cfg.secrets_key_file) if cfg.secrets_key_file
@@ -669,6 +863,22 @@ def load_config(path: Path | str | None = None) -> Config:
         "elb": cfg.elb.model_copy(update={"run_dir": (_resolve(base, cfg.elb.run_dir) if cfg.elb.run_dir
                                                       else _resolve(base, cfg.state_dir) / "elb")}),
     })
+
+
+def _tls_files(path: Path, base: Path, where: str, tls: Tls) -> Tls:
+    """A TLS section with its paths resolved; one line for a file (or CA/CRL directory) that is missing."""
+    update: dict[str, object] = {}
+    for key in ("cert", "key", "client_ca", "crl"):
+        p = getattr(tls, key)
+        if p is None:
+            continue
+        p = _resolve(base, p)
+        if key in ("cert", "key") and not p.is_file():
+            raise ConfigError(f"config {path}: {where}.{key}: no such file {p}")
+        if not p.exists():
+            raise ConfigError(f"config {path}: {where}.{key}: no such file or directory {p}")
+        update[key] = p
+    return tls.model_copy(update=update)
 
 
 def with_overrides(cfg: Config, **changes: object) -> Config:

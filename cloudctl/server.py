@@ -6,6 +6,7 @@ import logging
 import os
 import resource
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from .api.ec2.actions.registry import check_actions
 from .api.ec2.app import Ec2Api, make_verifier
 from .api.ec2.model import load_model
 from .api.ec2.protocol import Protocol
+from .api.hil import hil_refusal
 from .api.metadata import metadata_app
 from .api.metrics import LoginCollector, Metrics
 from .api.query.service import QueryService
@@ -96,7 +98,7 @@ class StartError(Exception):
 
 
 # Each listener's config field and the name the operator reads in messages, in start order.
-LISTENERS = {"ec2": "EC2 API", "admin": "admin API", "metadata": "metadata", "xmlrpc": "XML-RPC",
+LISTENERS = {"ec2": "EC2 API", "admin": "admin API", "hil": "HIL API", "metadata": "metadata", "xmlrpc": "XML-RPC",
              "marketplace": "marketplace"}
 
 
@@ -105,16 +107,34 @@ def _cannot_listen(name: str, cfg: Listen, e: OSError) -> StartError:
     return StartError(f"{LISTENERS[name]}: cannot listen on {cfg.listen}:{cfg.port}: {why}")
 
 
+def _tls_contexts(config: Config) -> dict[str, ssl.SSLContext]:
+    """Each TLS listener's context, made before anything binds: a missing or mismatched
+    certificate or key fails the start with one line."""
+    out: dict[str, ssl.SSLContext] = {}
+    for name in LISTENERS:
+        tls = config.tls_of(name) if name != "metadata" else None
+        if tls is None:
+            continue
+        from .api.tls import TlsConfigError, server_context  # (cryptography: loaded only for TLS, issue 14)
+        where = f"{name}.tls" if getattr(getattr(config, name), "tls", None) else "tls"
+        try:
+            out[name] = server_context(tls, where)
+        except TlsConfigError as e:
+            raise StartError(f"{LISTENERS[name]}: {e}") from None
+    return out
+
+
 async def _bind(config: Config) -> dict[str, listener.Bound]:
     """Bind every configured listener's address, before anything else opens: a port in use fails
     the start here, with nothing to undo but the addresses bound so far."""
+    contexts = _tls_contexts(config)
     bound: dict[str, listener.Bound] = {}
     try:
         for name in LISTENERS:
             cfg: Listen | None = getattr(config, name)
             if cfg is None:
                 continue
-            b = listener.Bound(cfg)
+            b = listener.Bound(cfg, contexts.get(name))
             try:
                 await b.bind()
             except OSError as e:
@@ -153,7 +173,7 @@ async def run(config: Config) -> None:
     bound = await _bind(config)
     try:
         config = _as_bound(config, bound)
-        cloud = await Cloud.open(config, f"http://{config.ec2.listen}:{config.ec2.port}")
+        cloud = await Cloud.open(config, config.public_url("ec2"))
         monitor = LoopMonitor()
         http_refusals = RefusalLog("http")   # requests aiohttp's HTTP parser refused, on any listener
         listeners: dict[str, listener.Listener] = {}
@@ -216,11 +236,21 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
     admin_app.router.add_post("/v0/stats/reset-lag", _reset_handler(monitor))
     admin_app.router.add_get("/metrics", metrics.handle)
     admin.public_paths.add("/metrics")
-    listener.make_room([c.max_connections for c in (config.ec2, config.admin, config.metadata, config.xmlrpc,
-                                                    config.marketplace) if c is not None])
+    console_path = ""
+    if config.console.enabled:   # (its templates and jinja2: at the first page)
+        from .console.app import PREFIX, mount_console
+        logins["console_operator"] = mount_console(admin_app, cloud, token, ec2.logins, metrics, monitor)
+        admin.public_paths.add(PREFIX)
+        admin.public_prefixes = (PREFIX + "/",)
+        console_path = PREFIX + "/"
+    listener.make_room([c.max_connections for c in (config.ec2, config.admin, config.hil, config.metadata,
+                                                    config.xmlrpc, config.marketplace) if c is not None])
     listeners["ec2"] = await _listen("ec2", ec2.app(), bound["ec2"], ec2.refuse)
     listeners["admin"] = await _listen("admin", admin_app, bound["admin"], admin.refuse)
     md_line = ""
+    if config.hil is not None:   # the same API as the admin endpoint's baremetal.hil_base, at the root
+        listeners["hil"] = await _listen("hil", admin.hil.app(), bound["hil"], lambda r, e: hil_refusal(e))
+        md_line += f"  HIL API        http://{config.hil.listen}:{config.hil.port}  (HIL's /v0/... at the root)\n"
     if config.metadata is not None:
         md_app = metadata_app(cloud, service=cloud.metadata, require_token=config.metadata.require_token)
         listeners["metadata"] = await _listen("metadata", md_app, bound["metadata"])
@@ -235,12 +265,12 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
         one_app[REFUSALS_APP_KEY].observe = metrics.refusal
         logins["xmlrpc"] = one_app[XMLRPC_KEY].logins
         listeners["xmlrpc"] = await _listen("xmlrpc", one_app, bound["xmlrpc"], xmlrpc_refuse)
-        md_line += (f"  XML-RPC        http://{config.xmlrpc.listen}:{config.xmlrpc.port}/RPC2  "
+        md_line += (f"  XML-RPC        {listeners['xmlrpc'].site.name}/RPC2  "
                     f"(OpenNebula API, pyone)\n")
     if config.marketplace is not None:
         from .api.marketplace import public_app
         listeners["marketplace"] = await _listen("marketplace", public_app(cloud), bound["marketplace"])
-        md_line += (f"  marketplace    http://{config.marketplace.listen}:{config.marketplace.port}  "
+        md_line += (f"  marketplace    {listeners['marketplace'].site.name}  "
                     f"(public: signed image lists)\n")
     try:
         await asyncio.to_thread(listener.write_ports, config.state_dir, listeners)   # after all are up
@@ -248,11 +278,12 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
         raise StartError(f"cannot write {config.state_dir / 'ports.json'}: {e.strerror or e}") from None
 
     cfg_arg = os.environ.get("CLOUDCTL_CONFIG_ARG", "")
+    console_line = f"  web console    {listeners['admin'].site.name}{console_path}\n" if console_path else ""
     print(f"cloudctl ready in {time.perf_counter() - t0:.1f}s (state in {config.state_dir})\n"
           f"  EC2 Query API  {cloud.endpoint}  region {config.region}, zones {', '.join(config.zones)}\n"
-          f"  admin API      http://{config.admin.listen}:{config.admin.port}  "
+          f"  admin API      {listeners['admin'].site.name}  "
           f"(token in {config.state_dir}/admin.token)\n"
-          f"{md_line}"
+          f"{md_line}{console_line}"
           f"Create the first user with:  cloudctl user create alice{cfg_arg}", flush=True)
 
     stop = asyncio.Event()

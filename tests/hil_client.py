@@ -9,6 +9,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+PREFIX = "/hil/v0"   # HIL's API on the admin endpoint (baremetal.hil_base)
+
 
 def q(name: str) -> str:
     """A path segment, slashes included, percent-encoded (switch ports like `gi1/0/5`)."""
@@ -30,7 +32,7 @@ class Hil:
         headers = {"Content-Type": "application/json"}
         if self.auth:
             headers["Authorization"] = self.auth
-        req = urllib.request.Request(self.base + "/v0" + path, data=data, method=method, headers=headers)
+        req = urllib.request.Request(self.base + PREFIX + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 raw, status = resp.read(), resp.status
@@ -40,7 +42,7 @@ class Hil:
 
     def text(self, path: str) -> tuple[int, bytes]:
         """A GET whose answer is not JSON (a node's console): status and raw body."""
-        req = urllib.request.Request(self.base + "/v0" + path,
+        req = urllib.request.Request(self.base + PREFIX + path,
                                      headers={"Authorization": self.auth} if self.auth else {})
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
@@ -52,6 +54,10 @@ class Hil:
         status, out = self.call(method, path, body)
         assert status in (200, 202), f"{method} {path}: {status} {out}"
         return out
+
+    def vlan(self, network: str) -> int:
+        """The network's VLAN (HIL's `network_id` in `GET /networks`, a string)."""
+        return int(self.ok("GET", "/networks")[network]["network_id"])
 
     def wait_op(self, op_id: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.time() + timeout

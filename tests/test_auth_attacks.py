@@ -137,7 +137,7 @@ def test_replay_with_a_client_token_returns_the_first_result(server: Any, victim
 def test_admin_token_is_accepted_only_as_a_bearer_token(server: Any) -> None:
     """The admin token counts only in the documented `Authorization: Bearer <token>` form."""
     for value in (server.token, f"bearer {server.token}", f"Token {server.token}", f"Bearer{server.token}"):
-        for path in ("/v0/users", "/v0/projects"):   # an admin route, a bare-metal route
+        for path in ("/v0/users", "/hil/v0/projects"):   # an admin route, a bare-metal route
             req = urllib.request.Request(server.admin_url + path, headers={"Authorization": value})
             with pytest.raises(urllib.error.HTTPError) as err:
                 urllib.request.urlopen(req, timeout=30)

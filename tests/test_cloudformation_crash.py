@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cloudctl.store.records import CfnWait
+from cloudctl.store.store import Store
+
 from asg_support import client
 from elbsupport import public_image
 from support import Servers, wait_until
@@ -75,3 +78,44 @@ def test_sigkill_mid_create_and_mid_delete(new_server: Servers) -> None:
     assert [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"] == []
     assert client(srv, user).describe_auto_scaling_groups()["AutoScalingGroups"] == []
     assert client(srv, user).describe_launch_configurations()["LaunchConfigurations"] == []
+
+
+def _wait_deadlines(srv: Any) -> dict[str, float]:
+    """The WaitCondition deadlines journaled in the server's state (read as a restart would; again
+    if the read met a checkpoint being written)."""
+    def read() -> tuple[dict[str, float]] | None:
+        store = Store(srv.state_dir)
+        try:
+            store._load()
+        except Exception:
+            return None
+        return ({r.id: r.deadline for r in store.table(CfnWait).values()},)
+    return dict(wait_until(read, timeout=30)[0])
+
+
+def test_wait_condition_deadline_survives_a_restart(new_server: Servers) -> None:
+    """The Timeout counts from when the wait first started, not from the last start of the controller."""
+    srv = new_server()
+    user = srv.create_user("patient")
+    cfn = client(srv, user, "cloudformation")
+    body = json.dumps({"Resources": {
+        "Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"},
+        "Wait": {"Type": "AWS::CloudFormation::WaitCondition",
+                 "Properties": {"Handle": {"Ref": "Handle"}, "Timeout": "20"}}}})
+    sid = cfn.create_stack(StackName="patient", TemplateBody=body, OnFailure="DO_NOTHING")["StackId"]
+    first = wait_until(lambda: _wait_deadlines(srv) or None, timeout=60)
+    assert list(first) == [f"{sid}|Wait"]
+    srv.kill()
+    after_kill = _wait_deadlines(srv)
+    srv.start()
+    assert after_kill == first
+    assert _stack(cfn, sid)["StackStatus"] == "CREATE_IN_PROGRESS"   # (resumed, still waiting)
+    assert _wait_deadlines(srv) == first                             # the same deadline, not a new one
+    wait_until(lambda: _stack(cfn, sid)["StackStatus"] != "CREATE_IN_PROGRESS" or None, timeout=120)
+    assert _stack(cfn, sid)["StackStatus"] == "CREATE_FAILED"
+    (failed,) = [e for e in cfn.describe_stack_events(StackName=sid)["StackEvents"]
+                 if e["LogicalResourceId"] == "Wait" and e["ResourceStatus"] == "CREATE_FAILED"]
+    assert failed["ResourceStatusReason"] == "WaitCondition timed out. Received 0 conditions when expecting 1"
+    deadline = first[f"{sid}|Wait"]
+    assert deadline <= failed["Timestamp"].timestamp() <= deadline + 15   # at the first deadline (+ slack)
+    assert _wait_deadlines(srv) == {}                                     # the wait's row is gone with it

@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from asg_support import FAST, aws, client
 from elbsupport import elb_client, elb_config, public_image
@@ -168,3 +169,97 @@ def test_wait_condition_failure_and_timeout_fail_the_stack(srv: Server) -> None:
     reasons = [e.get("ResourceStatusReason", "") for e in cfn.describe_stack_events(StackName="late")["StackEvents"]
                if e["LogicalResourceId"] == "Wait" and e["ResourceStatus"] == "CREATE_FAILED"]
     assert reasons == ["WaitCondition timed out. Received 0 conditions when expecting 2"]
+
+
+def _refused(call: Any, code: str, **kw: Any) -> str:
+    with pytest.raises(ClientError) as e:
+        call(**kw)
+    assert e.value.response["Error"]["Code"] == code, e.value.response
+    return str(e.value.response["Error"]["Message"])
+
+
+def test_stack_tags_on_every_taggable_resource_and_users_cannot_touch_them(srv: Server) -> None:
+    """aws:cloudformation:* tags on what a stack makes (instances, groups, launch templates, scaling
+    groups and their instances, load balancers, volumes, addresses); users can neither add nor remove
+    `aws:` keys on any of them, and deleting "all" of a resource's tags leaves the stack's."""
+    user = srv.create_user("tagged")
+    ec2, cfn, asg, elb = srv.client(user), client(srv, user, "cloudformation"), client(srv, user), \
+        elb_client(srv, user)
+    zone = ec2.describe_availability_zones()["AvailabilityZones"][0]["ZoneName"]
+    tpl = _template(public_image(ec2), zone)
+    tpl["Resources"] = {k: v for k, v in tpl["Resources"].items() if k not in ("Attach", "IpAssoc", "Up", "Out")}
+    tpl["Outputs"] = {"Dns": tpl["Outputs"]["Dns"]}
+    sid = cfn.create_stack(StackName="tagged", TemplateBody=json.dumps(tpl))["StackId"]
+    cfn.get_waiter("stack_create_complete").wait(StackName="tagged", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    res = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+           for r in cfn.list_stack_resources(StackName="tagged")["StackResourceSummaries"]}
+
+    def stack_tags(logical: str) -> dict[str, str]:
+        return {"aws:cloudformation:stack-name": "tagged", "aws:cloudformation:logical-id": logical,
+                "aws:cloudformation:stack-id": sid}
+
+    def ec2_tags(rid: str) -> dict[str, str]:
+        found = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [rid]}])["Tags"]
+        return {t["Key"]: t["Value"] for t in found if t["Key"].startswith("aws:cloudformation:")}
+
+    for logical in ("Web", "Sg", "Lt", "Disk"):
+        assert ec2_tags(res[logical]) == stack_tags(logical), logical
+    alloc = ec2.describe_addresses(PublicIps=[res["Ip"]])["Addresses"][0]["AllocationId"]
+    assert ec2_tags(alloc) == stack_tags("Ip")
+    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[res["Group"]])["AutoScalingGroups"]
+    assert {t["Key"]: t["Value"] for t in group["Tags"]} == stack_tags("Group")
+    assert all(t["PropagateAtLaunch"] for t in group["Tags"])
+    for m in group["Instances"]:    # (propagated to the group's instances, beside the group's own tag)
+        assert ec2_tags(m["InstanceId"]) == stack_tags("Group")
+    (lb,) = elb.describe_tags(LoadBalancerNames=[res["Lb"]])["TagDescriptions"]
+    assert {t["Key"]: t["Value"] for t in lb["Tags"]} == stack_tags("Lb")
+
+    # Users cannot write or delete `aws:` keys, on any of them.
+    key = "aws:cloudformation:stack-name"
+    for rid in (res["Web"], res["Sg"], res["Lt"], res["Disk"], alloc):
+        _refused(ec2.create_tags, "InvalidParameterValue", Resources=[rid], Tags=[{"Key": key, "Value": "x"}])
+        _refused(ec2.delete_tags, "InvalidParameterValue", Resources=[rid], Tags=[{"Key": key}])
+        ec2.create_tags(Resources=[rid], Tags=[{"Key": "mine", "Value": "1"}])
+        ec2.delete_tags(Resources=[rid])               # every tag of the user's; the stack's stay
+        found = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [rid]}])["Tags"]
+        assert found and all(t["Key"].startswith("aws:") for t in found), found
+    tag = {"ResourceId": res["Group"], "ResourceType": "auto-scaling-group", "Key": key, "Value": "x",
+           "PropagateAtLaunch": False}
+    assert "reserved" in _refused(asg.create_or_update_tags, "ValidationError", Tags=[tag])
+    assert "reserved" in _refused(asg.delete_tags, "ValidationError", Tags=[tag])
+    _refused(elb.add_tags, "ValidationError", LoadBalancerNames=[res["Lb"]], Tags=[{"Key": key, "Value": "x"}])
+    assert "reserved" in _refused(elb.remove_tags, "ValidationError", LoadBalancerNames=[res["Lb"]],
+                                  Tags=[{"Key": key}])
+    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[res["Group"]])["AutoScalingGroups"]
+    assert {t["Key"]: t["Value"] for t in group["Tags"]} == stack_tags("Group")
+    (lb,) = elb.describe_tags(LoadBalancerNames=[res["Lb"]])["TagDescriptions"]
+    assert {t["Key"]: t["Value"] for t in lb["Tags"]} == stack_tags("Lb")
+    assert ec2_tags(res["Web"]) == stack_tags("Web")
+    cfn.delete_stack(StackName="tagged")
+    cfn.get_waiter("stack_delete_complete").wait(StackName="tagged", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+
+
+def test_instance_attributes_are_what_describe_instances_shows(srv: Server) -> None:
+    """Fn::GetAtt of an AWS::EC2::Instance: its public address (and name), private ones, zone."""
+    user = srv.create_user("attrs")
+    ec2, cfn = srv.client(user), client(srv, user, "cloudformation")
+    names = ("PublicIp", "PublicDnsName", "PrivateIp", "PrivateDnsName", "AvailabilityZone")
+    cfn.create_stack(StackName="attrs", TemplateBody=json.dumps({
+        "Resources": {"Vm": {"Type": "AWS::EC2::Instance",
+                             "Properties": {"ImageId": public_image(ec2), "InstanceType": "t3.nano",
+                                            "NetworkInterfaces": [{"DeviceIndex": "0",
+                                                                   "AssociatePublicIpAddress": "true"}]}}},
+        "Outputs": {n: {"Value": {"Fn::GetAtt": ["Vm", n]}} for n in names}}))
+    cfn.get_waiter("stack_create_complete").wait(StackName="attrs", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    stack = cfn.describe_stacks(StackName="attrs")["Stacks"][0]
+    out = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    iid = cfn.describe_stack_resource(StackName="attrs", LogicalResourceId="Vm")["StackResourceDetail"][
+        "PhysicalResourceId"]
+    vm = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert vm.get("PublicIpAddress"), vm          # (asked for at launch: the subnet does not map them)
+    assert out == {"PublicIp": vm["PublicIpAddress"], "PublicDnsName": vm["PublicDnsName"],
+                   "PrivateIp": vm["PrivateIpAddress"], "PrivateDnsName": vm["PrivateDnsName"],
+                   "AvailabilityZone": vm["Placement"]["AvailabilityZone"]}
+    assert out["PrivateDnsName"].endswith(".compute.internal") and out["PublicDnsName"]
+    cfn.delete_stack(StackName="attrs")
+    cfn.get_waiter("stack_delete_complete").wait(StackName="attrs", WaiterConfig={"Delay": 1, "MaxAttempts": 60})

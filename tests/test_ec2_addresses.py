@@ -19,7 +19,7 @@ import yaml
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from cloudctl.config import ConfigError, load_config
+from cloudctl.config import AddressPool, ConfigError, load_config, pool_entry
 
 from support import Server, Servers, networks_without_public_ips, wait_state, write_config
 
@@ -652,6 +652,21 @@ def test_default_config_is_a_no_op(tmp_path: Path, model_cache: Path) -> None:
     assert len(e.addresses()) == 4094   # `make run` launches thousands with public addresses
     raw = yaml.safe_load((tmp_path / "cloudctl.yaml").read_text())
     assert "elastic_ips" in raw
+
+
+def test_address_pool_reads_as_its_addresses_in_order() -> None:
+    # Entries out of order, a /30 (network and broadcast left out), a range, a single address.
+    pool = AddressPool(pool_entry(e) for e in ["192.0.2.7", "10.0.0.8-10.0.0.9", "10.0.0.0/30"])
+    listed = ["10.0.0.1", "10.0.0.2", "10.0.0.8", "10.0.0.9", "192.0.2.7"]
+    assert list(pool) == listed and len(pool) == 5
+    assert pool[-1] == "192.0.2.7" and pool[1:3] == ["10.0.0.2", "10.0.0.8"]
+    with pytest.raises(IndexError):
+        pool[5]
+    assert all(ip in pool for ip in listed)
+    # Only the canonical dotted form is a member: the rows hold that form, so another spelling of a
+    # member must not count it as held.
+    for other in ["10.0.0.0", "10.0.0.3", "10.0.0.10", "192.0.2.8", "10.0.0.01", "10.1", "0x0a.0.0.1", "", None]:
+        assert other not in pool, other
 
 
 def test_shipped_script_is_valid_sh() -> None:

@@ -419,6 +419,8 @@ async def test_remove_stops_every_process_and_deletes_the_folder(lab: Lab) -> No
     assert not (d.run_dir / name).exists()
     for pid in (p.master, *p.current):
         assert not Path(f"/proc/{pid}/cmdline").exists() or b"haproxy" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    # The master was this process's child: reaped, not left a zombie until the controller exits.
+    assert not Path(f"/proc/{p.master}").exists()
     with pytest.raises(LoadBalancerError):
         await d.stats(name)
     await d.remove(name)                      # a second time: nothing to do

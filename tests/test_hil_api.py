@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from cloudctl.api import hil_models
 from cloudctl.api.hil import HilApi
+from cloudctl.api.hil import models as hil_models
 from cloudctl.core.baremetal import Baremetal
 from cloudctl.core.baremetal.auth import Caller
 
@@ -60,7 +60,7 @@ def site(admin: Hil) -> dict[str, Any]:
 def test_authentication_is_required(srv: Server, site: dict[str, Any]) -> None:
     assert Hil(srv.admin_url).call("GET", "/projects")[0] == 401
     status, err = Hil(srv.admin_url, user="u1", password="wrong-password").call("GET", "/project/p1/nodes")
-    assert (status, err["type"]) == (401, "AuthenticationError")
+    assert (status, err["type"]) == (401, "AuthorizationError")   # HIL's name for a failed login too
     assert Hil(srv.admin_url, token="not-the-token").call("GET", "/projects")[0] == 401
 
 
@@ -72,7 +72,7 @@ def test_project_member_touches_only_its_project(admin: Hil, site: dict[str, Any
                                ("POST", "/project/p2/connect_node", {"node": "n3"}),
                                ("POST", "/node/n2/nic/eth0/connect_network", {"network": "x"})]:
         status, err = u1.call(method, path, body)
-        assert status == 403, (method, path, status, err)
+        assert status == 401, (method, path, status, err)   # HIL's AuthorizationError
         assert err["type"] == "AuthorizationError"
     assert admin.ok("GET", "/projects") == ["p1", "p2"]
     assert admin.ok("GET", "/node/n2")["project"] == "p2"
@@ -81,34 +81,35 @@ def test_project_member_touches_only_its_project(admin: Hil, site: dict[str, Any
 
 def test_networks_from_the_pool_and_external_ids(admin: Hil, site: dict[str, Any]) -> None:
     u1 = site["u1"]
-    a = u1.ok("PUT", "/network/p1-net", {"owner": "p1", "access": ["p1"], "net_id": ""})
-    assert 1000 <= a["net_id"] <= 1003
+    assert u1.ok("PUT", "/network/p1-net", {"owner": "p1", "access": ["p1"], "net_id": ""}) is None
+    a = int(u1.ok("GET", "/networks")["p1-net"]["network_id"])
+    assert 1000 <= a <= 1003
     shown = u1.ok("GET", "/network/p1-net")
-    assert shown["owner"] == "p1" and shown["access"] == ["p1"] and shown["channels"][1] == f"vlan/{a['net_id']}"
+    assert shown["owner"] == "p1" and shown["access"] == ["p1"] and shown["channels"][1] == f"vlan/{a}"
     # A project may not claim a VLAN outside the pool; the admin may (an external network).
     status, err = u1.call("PUT", "/network/p1-ext", {"owner": "p1", "access": ["p1"], "net_id": "3000"})
-    assert (status, err["type"]) == (403, "AuthorizationError")
-    assert "p1-ext" not in admin.ok("GET", "/bm/networks")
-    ext = admin.ok("PUT", "/network/ext", {"owner": "admin", "access": [], "net_id": "3000"})
-    assert ext["net_id"] == 3000
-    assert admin.ok("GET", "/network/ext")["allocated"] is False
+    assert (status, err["type"]) == (401, "AuthorizationError")
+    assert "p1-ext" not in admin.ok("GET", "/networks")
+    admin.ok("PUT", "/network/ext", {"owner": "admin", "access": [], "net_id": "3000"})
+    assert admin.ok("GET", "/networks")["ext"] == {"network_id": "3000", "projects": None}
     # Bad VLANs and duplicates.
     for body, code in [({"net_id": "5000"}, 400), ({"net_id": "abc"}, 400), ({"net_id": 3000}, 409)]:
         status, err = admin.call("PUT", "/network/bad", {"owner": "admin", "access": [], **body})
         assert status == code, (body, err)
     assert admin.call("PUT", "/network/p1-net", {"owner": "p1"})[0] == 409
-    assert "bad" not in admin.ok("GET", "/bm/networks")
+    assert "bad" not in admin.ok("GET", "/networks")
     # u1 sees public networks and its own, not p2's.
     admin.ok("PUT", "/network/p2-net", {"owner": "p2", "access": ["p2"], "net_id": ""})
-    assert set(u1.ok("GET", "/bm/networks")) == {"p1-net", "ext"}
-    assert u1.call("GET", "/network/p2-net")[0] == 403
+    assert set(u1.ok("GET", "/networks")) == {"p1-net", "ext"}
+    assert u1.call("GET", "/network/p2-net")[0] == 401
     # The pool runs out: 4 VLANs, 2 used; two more, then a clear refusal.
     admin.ok("PUT", "/network/fill1", {"owner": "admin", "access": []})
     admin.ok("PUT", "/network/fill2", {"owner": "admin", "access": []})
     status, err = admin.call("PUT", "/network/fill3", {"owner": "admin", "access": []})
     assert (status, err["type"]) == (409, "BlockedError") and "exhausted" in err["msg"]
     admin.ok("DELETE", "/network/fill2")
-    assert admin.ok("PUT", "/network/fill3", {"owner": "admin", "access": []})["net_id"] in range(1000, 1004)
+    admin.ok("PUT", "/network/fill3", {"owner": "admin", "access": []})
+    assert int(admin.ok("GET", "/networks")["fill3"]["network_id"]) in range(1000, 1004)
 
 
 def test_port_names_with_slashes_are_encoded_and_checked(admin: Hil, site: dict[str, Any]) -> None:
@@ -215,7 +216,7 @@ def test_a_project_member_gets_the_same_refusal(srv: Server, site: dict[str, Any
     u1 = site["u1"]
     refused(u1, srv, "POST", "/project/p2/connect_node", {"node": "n3", "extra": 1})
     status, err = u1.call("POST", "/project/p2/connect_node", {"node": "n3"})
-    assert (status, err["type"]) == (403, "AuthorizationError")
+    assert (status, err["type"]) == (401, "AuthorizationError")
 
 
 def test_unknown_switch_options_are_refused_as_hil_does(srv: Server, admin: Hil, site: dict[str, Any]) -> None:
@@ -263,7 +264,7 @@ def test_wrong_types_are_refused_and_change_nothing(srv: Server, admin: Hil, vne
 def _raw(srv: Server, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
     """A request with a body no JSON library would write (raw socket)."""
     port = int(srv.admin_url.rsplit(":", 1)[1])
-    head = (f"{method} /v0{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.token}\r\n"
+    head = (f"{method} /hil/v0{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(head.encode() + body)
@@ -288,7 +289,7 @@ def test_malformed_json_is_a_validation_error(srv: Server, site: dict[str, Any],
     assert state(srv) == before
 
 
-@pytest.mark.parametrize("path", ["/projects", "/node/n1", "/nodes/free", "/switch/sw", "/bm/networks",
+@pytest.mark.parametrize("path", ["/projects", "/node/n1", "/nodes/free", "/switch/sw", "/networks",
                                   "/auth/basic/users", "/headnode_images/", "/node/n1/console",
                                   "/node/n1/console_status", "/project/p1/nodes"])
 def test_get_requests_take_no_body(srv: Server, admin: Hil, site: dict[str, Any], path: str) -> None:

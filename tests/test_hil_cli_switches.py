@@ -1,6 +1,7 @@
 """The Cisco and Dell CLI dialects against fake-switches (a third-party simulator of switch CLIs
 over SSH), through the controller's REST API: port names with slashes (and spaces), VLAN
-read-back, drift, a switch's refusal, and a dead switch that does not hold up a live one."""
+read-back, drift, a port the switch lacks refused at registration, and a dead switch that does
+not hold up a live one."""
 from __future__ import annotations
 
 import asyncio
@@ -91,10 +92,10 @@ def read(fake: FakeSwitch, port: str) -> PortVlans:
 
 def test_ports_with_slashes_get_vlans(admin: Hil, fake: FakeSwitch) -> None:
     names = ports(fake)
-    assert admin.ok("GET", "/switch/cat")["ports"] == names
+    assert [p["label"] for p in admin.ok("GET", "/switch/cat")["ports"]] == names
     assert admin.ok("GET", f"/switch/cat/port/{q(names[0])}")["node"] == "m0"
-    red = admin.ok("GET", "/network/red")["net_id"]
-    blue = admin.ok("GET", "/network/blue")["net_id"]
+    red = admin.vlan("red")
+    blue = admin.vlan("blue")
     assert admin.connect("m0", "nic0", "red")["status"] == "done"
     assert admin.connect("m1", "nic0", "red")["status"] == "done"
     assert admin.connect("m1", "nic0", "blue", f"vlan/{blue}")["status"] == "done"
@@ -127,19 +128,16 @@ def test_audit_finds_and_repairs_drift(admin: Hil, fake: FakeSwitch) -> None:
     report = {r["port"]: r for r in admin.ok("POST", "/switch/cat/audit", {})}
     assert report[names[0]]["status"] == "drift" and report[names[0]]["actual"] == "native 1299"
     assert admin.ok("POST", "/switch/cat/audit", {"repair": True})[0]["status"] == "repaired"
-    red = admin.ok("GET", "/network/red")["net_id"]
+    red = admin.vlan("red")
     assert read(fake, names[0]) == PortVlans(native=red)
 
 
-def test_switch_refusal_fails_the_operation(admin: Hil, fake: FakeSwitch) -> None:
-    """A port the switch does not have: the switch's own error text ends the operation."""
+def test_a_port_the_switch_lacks_is_refused_when_registered(admin: Hil, fake: FakeSwitch) -> None:
+    """The port list is read from the switch at registration: a typo is a 400 with the reason
+    then, not an operation that fails at the first connect; the switch's other ports still work."""
     ghost = MODELS[fake.model][3]
-    admin.ok("PUT", "/node/mx", {})
-    admin.ok("PUT", "/node/mx/nic/nic0", {"macaddr": "52:54:00:00:02:99"})
-    admin.ok("PUT", f"/switch/cat/port/{q(ghost)}")
-    admin.ok("POST", f"/switch/cat/port/{q(ghost)}/connect_nic", {"node": "mx", "nic": "nic0"})
-    admin.ok("POST", "/project/P/connect_node", {"node": "mx"})
-    st = admin.connect("mx", "nic0", "red")
-    assert st["status"] == "error" and "Invalid input" in st["error"]
-    assert admin.connect("m0", "nic0", "blue", "vlan/" + str(admin.ok("GET", "/network/blue")["net_id"]))[
+    status, err = admin.call("PUT", f"/switch/cat/port/{q(ghost)}")
+    assert status == 400 and err["type"] == "BadArgumentError" and "has no port" in err["msg"], (status, err)
+    assert ghost not in [p["label"] for p in admin.ok("GET", "/switch/cat")["ports"]]
+    assert admin.connect("m0", "nic0", "blue", "vlan/" + str(admin.vlan("blue")))[
         "status"] == "done"

@@ -111,11 +111,11 @@ def test_other_projects_and_bad_input(site: dict[str, Any]) -> None:
     u1.ok("PUT", "/headnode/hn2/hnic/eth0")
     before = u1.ok("GET", "/headnode/hn2")
     for method, path, body, code, kind in [
-        ("GET", "/headnode/hn2", None, 403, "AuthorizationError"),
-        ("POST", "/headnode/hn2/start", None, 403, "AuthorizationError"),
-        ("DELETE", "/headnode/hn2", None, 403, "AuthorizationError"),
-        ("PUT", "/headnode/hn3", {"project": "p1", "base_img": "cloudctl-blank"}, 403, "AuthorizationError"),
-        ("GET", "/project/p1/headnodes", None, 403, "AuthorizationError"),
+        ("GET", "/headnode/hn2", None, 401, "AuthorizationError"),
+        ("POST", "/headnode/hn2/start", None, 401, "AuthorizationError"),
+        ("DELETE", "/headnode/hn2", None, 401, "AuthorizationError"),
+        ("PUT", "/headnode/hn3", {"project": "p1", "base_img": "cloudctl-blank"}, 401, "AuthorizationError"),
+        ("GET", "/project/p1/headnodes", None, 401, "AuthorizationError"),
     ]:
         status, err = u2.call(method, path, body)
         assert (status, err["type"]) == (code, kind), (method, path, err)

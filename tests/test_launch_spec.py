@@ -12,7 +12,7 @@ import pytest
 
 from cloudctl.api.ec2.launch import launch_spec
 from cloudctl.core.errors import CloudError
-from cloudctl.core.launch import BlockDevice, LaunchSpec, VlanNic
+from cloudctl.core.launch import BlockDevice, DeviceMapping, LaunchSpec, VlanNic
 
 ROOT = Path(__file__).resolve().parent.parent / "cloudctl"
 BASE = {"ImageId": "ami-0123456789abcdef0", "MinCount": 1, "MaxCount": 3}
@@ -28,8 +28,8 @@ def test_every_run_instances_parameter_reaches_the_spec() -> None:
         "BlockDeviceMappings": [
             {"DeviceName": "/dev/vda", "Ebs": {"VolumeSize": 20, "VolumeType": "gp3", "DeleteOnTermination": False}},
             {"DeviceName": "/dev/sdf", "Ebs": {"SnapshotId": "snap-1"}},
-            {"DeviceName": "/dev/sdg", "NoDevice": ""},                 # suppresses a device: makes nothing
-            {"DeviceName": "/dev/sdh", "VirtualName": "ephemeral0"}],
+            {"DeviceName": "/dev/sdg", "NoDevice": ""},                 # suppresses a device
+            {"DeviceName": "/dev/sdh", "VirtualName": "ephemeral0"}],   # an instance-store disk
         "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "n"}]},
                               {"ResourceType": "volume", "Tags": [{"Key": "v", "Value": "1"}]},
                               {"ResourceType": "network-interface", "Tags": [{"Key": "e", "Value": "2"}]}],
@@ -41,6 +41,7 @@ def test_every_run_instances_parameter_reaches_the_spec() -> None:
         kernel_id="aki-1", ramdisk_id="ari-1", zone="zone-a", subnet_id="subnet-1", private_ip="10.0.0.9",
         group_ids=("sg-1", "sg-2"), group_names=("web",), key_name="k", user_data="aGk=",
         block_devices=(BlockDevice("/dev/vda", 20, "gp3", None, False), BlockDevice("/dev/sdf", snapshot_id="snap-1")),
+        device_mappings=(DeviceMapping("/dev/sdg", None), DeviceMapping("/dev/sdh", "ephemeral0")),
         instance_tags=(("Name", "n"),), volume_tags=(("v", "1"),), client_token="tok",
         shutdown_behavior="terminate", disable_api_termination=True)
 

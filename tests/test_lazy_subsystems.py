@@ -16,6 +16,7 @@ from support import REGION
 
 CRYPTOGRAPHY = "cryptography/hazmat/bindings/_rust"
 LXML = "lxml/etree"
+MARKUPSAFE = "markupsafe/_speedups"   # jinja2's one compiled module
 
 
 def mapped(server: Any) -> str:
@@ -59,3 +60,11 @@ def test_xml_rpc_works_when_configured(server_with: Any) -> None:
     one = pyone.OneServer(s.url("xmlrpc") + "/RPC2", session=f"one-user:{user['SecretAccessKey']}")
     names = [i.NAME for i in one.imagepool.info(-2, -1, -1).IMAGE]
     assert "cloudctl-blank" in names
+
+
+def test_the_console_templates_load_with_the_first_page(plain: Any) -> None:
+    import urllib.request
+    assert MARKUPSAFE not in mapped(plain)    # the console is on (config/cloudctl.yaml), not yet opened
+    with urllib.request.urlopen(plain.url("admin") + "/console/login", timeout=30) as resp:
+        assert resp.status == 200 and b"<form" in resp.read()
+    assert MARKUPSAFE in mapped(plain)

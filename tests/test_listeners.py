@@ -45,7 +45,7 @@ def capped(server_with: Servers) -> Server:
 def _request(server: Server, name: str, body_len: int) -> bytes:
     """The headers of a request with a body of `body_len` bytes, as each API's clients send it."""
     auth = {"admin": f"Bearer {server.token}", "hil": f"Bearer {server.token}"}.get(name)
-    line = {"ec2": "POST / HTTP/1.1", "admin": "POST /v0/users HTTP/1.1", "hil": "PUT /v0/project/slow HTTP/1.1",
+    line = {"ec2": "POST / HTTP/1.1", "admin": "POST /v0/users HTTP/1.1", "hil": "PUT /hil/v0/project/slow HTTP/1.1",
             "metadata": "PUT /latest/api/token HTTP/1.1", "xmlrpc": "POST /RPC2 HTTP/1.1",
             "marketplace": "GET /metadata HTTP/1.1"}[name]
     ctype = {"ec2": "application/x-www-form-urlencoded", "xmlrpc": "text/xml"}.get(name, "application/json")
@@ -251,7 +251,7 @@ def test_oversize_bodies_are_refused_unread_on_hil_routes(server: Server) -> Non
     in HIL's format; a chunked one is cut at 64 KiB. The user's permission is never reached."""
     admin = Hil(server.admin_url, token=server.token)
     admin.ok("PUT", "/auth/basic/user/bigbody", {"password": "pw-bigbody", "is_admin": False})
-    head = f"PUT /v0/project/bigproj HTTP/1.1\r\nHost: x\r\nAuthorization: {_basic('bigbody', 'pw-bigbody')}\r\n" \
+    head = f"PUT /hil/v0/project/bigproj HTTP/1.1\r\nHost: x\r\nAuthorization: {_basic('bigbody', 'pw-bigbody')}\r\n" \
            f"Content-Type: application/json"
     status, body = _send_headers(server, f"{head}\r\nContent-Length: {256 * 2**20}\r\n\r\n".encode())
     assert status == 413 and json.loads(body)["type"] == "RequestEntityTooLarge"
@@ -262,7 +262,7 @@ def test_oversize_bodies_are_refused_unread_on_hil_routes(server: Server) -> Non
     status, err = user.call("PUT", "/project/bigproj", {"pad": "x" * 1000})
     assert (status, err["type"]) == (400, "ValidationError")
     status, err = user.call("PUT", "/project/bigproj")
-    assert (status, err["type"]) == (403, "AuthorizationError")
+    assert (status, err["type"]) == (401, "AuthorizationError")
     assert "bigproj" not in admin.ok("GET", "/projects")
 
 

@@ -49,11 +49,11 @@ def _conn(srv: Server, source: str, port: int | None = None) -> http.client.HTTP
 
 
 def hil_login(srv: Server, source: str, user: str, password: str) -> tuple[int, dict[str, str], Any]:
-    """GET /v0/projects with HTTP Basic from `source`: status, headers, JSON body."""
+    """GET /hil/v0/projects with HTTP Basic from `source`: status, headers, JSON body."""
     c = _conn(srv, source)
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     try:
-        c.request("GET", "/v0/projects", headers={"Authorization": f"Basic {auth}"})
+        c.request("GET", "/hil/v0/projects", headers={"Authorization": f"Basic {auth}"})
         r = c.getresponse()
         raw = r.read()
         return r.status, dict(r.getheaders()), json.loads(raw) if raw else None
@@ -84,7 +84,7 @@ def test_wrong_passwords_then_the_right_one_is_refused_until_the_backoff_passes(
     assert hil_login(srv, src, "hu1", PASSWORD)[0] == 200
     for _ in range(THROTTLE["pair_free_failures"] + 1):
         status, _, err = hil_login(srv, src, "hu1", "wrong-password")
-        assert (status, err["type"]) == (401, "AuthenticationError")
+        assert (status, err["type"]) == (401, "AuthorizationError")
     before = checks(srv)
     for _ in range(3):   # the right password, while the pair backs off: refused, and never hashed
         status, headers, err = hil_login(srv, src, "hu1", PASSWORD)
@@ -131,7 +131,7 @@ def test_an_unknown_users_miss_runs_the_same_password_check(srv: Server) -> None
         cost.append(checks(srv) - before)
         answers.append((status, headers.get("WWW-Authenticate"), err))
     assert answers[0] == answers[1] == (401, 'Basic realm="cloudctl"',
-                                        {"type": "AuthenticationError", "msg": "wrong user name or password"})
+                                        {"type": "AuthorizationError", "msg": "wrong user name or password"})
     assert cost == [1, 1]   # one scrypt each: the unknown user's against the dummy hash
 
 
@@ -154,7 +154,7 @@ def test_a_crowd_of_password_checks_beyond_the_wait_list_is_told_to_try_later(sr
     def one(i: int) -> None:
         auth = base64.b64encode(f"crowd-{i}:wrong-password".encode()).decode()
         go.wait()
-        conns[i].request("GET", "/v0/projects", headers={"Authorization": f"Basic {auth}"})
+        conns[i].request("GET", "/hil/v0/projects", headers={"Authorization": f"Basic {auth}"})
         r = conns[i].getresponse()
         results[i] = (r.status, r.getheader("Retry-After"), json.loads(r.read()))
 

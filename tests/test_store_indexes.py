@@ -10,19 +10,23 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloudctl.config import InstanceType
 from cloudctl.core.scheduler import HostCapacity, _Usage
 from cloudctl.core.security_groups import _MembersIndex
 from cloudctl.core.tags import _KeyValueIndex
 from cloudctl.store.records import Instance, Tag
 from cloudctl.store.store import CountIndex, MultiIndex, Store, SumIndex, Txn
 
-TYPES = {"small": SimpleNamespace(vcpus=1, memory_mib=512), "big": SimpleNamespace(vcpus=4, memory_mib=4096)}
+# "big" has an instance-store disk: its instances' host disk is counted too.
+TYPES = {"small": InstanceType(vcpus=1, memory_mib=512),
+         "big": InstanceType(vcpus=4, memory_mib=4096, ephemeral_gib=10)}
 
 
 def instance(n: int, owner: str, host: str, state: str, ip: str | None, groups: tuple[str, ...],
              itype: str, at: float) -> Instance:
     return Instance(id=f"i-{n}", owner=owner, reservation_id="r", image_id="ami", instance_type=itype,
-                    host=host, zone="z", state=state, launch_time=at, private_ip=ip, group_ids=groups)
+                    host=host, zone="z", state=state, launch_time=at, private_ip=ip, group_ids=groups,
+                    ephemeral=("ephemeral0=/dev/sdb",) if itype == "big" else ())
 
 
 inst_op = st.tuples(st.just("inst"), st.integers(0, 11),                     # 12 rows: groups of > 8 (dicts)
@@ -113,7 +117,7 @@ def state(w: World, ix: dict[str, Any], hosts: dict[str, HostCapacity]) -> dict[
         "usage": dict(ix["usage"].totals), "by_state": dict(ix["by_state"].counts),
         "members": {g: {k: id(r) for k, r in m.items()} for g, m in members.members.items()},
         "member_counts": members.counts, "member_ips": members.sorted,
-        "sched": {h: (c.used_vcpus, c.used_memory_mib, c.instances) for h, c in hosts.items()},
+        "sched": {h: (c.used_vcpus, c.used_memory_mib, c.instances, c.used_disk_gib) for h, c in hosts.items()},
         "by_kv": {k: {v: {ids} if isinstance(ids, str) else set(ids) for v, ids in vals.items()}
                   for k, vals in ix["by_kv"].ids.items()},
     }

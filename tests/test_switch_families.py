@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from cloudctl.api.admin import AdminApi
 from cloudctl.config import Config, load_config
+from cloudctl.core.baremetal.auth import ADMIN
 from cloudctl.core.cloud import Cloud
 from cloudctl.drivers.switch.base import (
     DriverOptions,
@@ -59,6 +60,9 @@ class TokenSwitch(SwitchDriver):
     async def read_port(self, port: str) -> PortVlans:
         return PortVlans()
 
+    async def list_ports(self) -> list[str]:
+        return []
+
     async def save(self) -> None:
         return None
 
@@ -76,6 +80,9 @@ def samples() -> dict[str, dict[str, Any]]:
     return {
         "cisco": {**ssh, "password": secret("cisco-pw"), "enable_password": secret("cisco-en")},
         "dell": {**ssh, "password": secret("dell-pw"), "enable_password": secret("dell-en")},
+        "dell10g": {**ssh, "password": secret("dell10g-pw"), "enable_password": secret("dell10g-en")},
+        "arista": {**ssh, "password": secret("arista-pw"), "enable_password": secret("arista-en")},
+        "brocade": {**ssh, "password": secret("brocade-pw"), "enable_password": secret("brocade-en")},
         "ovs": {**ssh, "bridge": "br-lab", "password": secret("ovs-pw")},
         "test-token": {"url": "https://sw.example/api", "api_token": secret("token"),
                        "community": secret("community")},
@@ -84,11 +91,13 @@ def samples() -> dict[str, dict[str, Any]]:
 
 def test_families_register_by_name() -> None:
     assert driver_class("test-token") is TokenSwitch
-    assert {"cisco", "dell", "ovs", "test-token"} <= set(families())
+    assert {"cisco", "dell", "dell10g", "arista", "brocade", "ovs", "test-token"} <= set(families())
     assert driver_class("nosuch") is None and secret_fields("nosuch") == ()
     assert secret_fields("test-token") == ("api_token", "community")
     assert secret_fields("cisco") == ("password", "enable_password")
     assert secret_fields("ovs") == ("password",)
+    for family in ("dell10g", "arista", "brocade"):
+        assert secret_fields(family) == ("password", "enable_password")
     with pytest.raises(TypeError, match="test-token.*already registered by"):
         type("Again", (TokenSwitch,), {"family": "test-token"})
     with pytest.raises(TypeError, match="options_model is not a DriverOptions model"):
@@ -103,7 +112,7 @@ async def running(config: Config) -> AsyncIterator[tuple[Cloud, str]]:
     srv = TestServer(AdminApi(cloud, "tok", lambda: {}).app())
     try:
         await srv.start_server()
-        yield cloud, str(srv.make_url("/v0"))
+        yield cloud, str(srv.make_url("/hil/v0"))
     finally:
         await srv.close()
         await cloud.stop()
@@ -136,13 +145,14 @@ async def test_every_familys_secret_fields_are_sealed_and_hidden(tmp_path: Path,
             await call(s, base, "PUT", f"/switch/sw{n}", {"type": family, **body})
             if n == 1:
                 await cloud.store.checkpoint()
-        shown = [await call(s, base, "GET", f"/switch/sw{n}") for n in range(len(bodies))]
+        shown = [await call(s, base, "GET", f"/switch/sw{n}") for n in range(len(bodies))]   # HIL's answer
+        views = [cloud.baremetal.site.show_switch(ADMIN, f"sw{n}") for n in range(len(bodies))]   # the core's
         await cloud.store.sync()
-    by_type = {sw["type"]: sw["options"] for sw in shown}
+    by_type = {v.switch.type: dict(v.options) for v in views}
     assert by_type["test-token"] == {"url": "https://sw.example/api", "site": "lab"}
     assert by_type["ovs"]["bridge"] == "br-lab" and "password" not in by_type["ovs"]
     for value in clear:
-        assert value not in json.dumps(shown)
+        assert value not in json.dumps(shown) and value not in json.dumps(list(by_type.values()))
 
     raw = state_bytes(config.state_dir)
     assert raw.count(b'"sealed"') >= len(clear)
@@ -151,7 +161,7 @@ async def test_every_familys_secret_fields_are_sealed_and_hidden(tmp_path: Path,
 
     # Restarted from that state, a driver gets its secrets back in clear, typed as its model says.
     tok = bodies["test-token"]
-    name = next(sw["name"] for sw in shown if sw["type"] == "test-token")
+    name = next(v.switch.name for v in views if v.switch.type == "test-token")
     async with running(config) as (cloud, _):
         driver = cloud.baremetal.ops.driver(name)
         assert isinstance(driver, TokenSwitch)

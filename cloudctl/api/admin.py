@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from ..config import AdminListen
+from ..core import x509names
 from ..core.cloud import Cloud
 from ..core.errors import CloudError, ErrorKind
 from ..core.images import CLOUD_OWNER
@@ -50,6 +51,17 @@ class NewUser(BaseModel):
     name: str
 
 
+class UserDn(BaseModel):
+    """A certificate subject in any spelling core/x509names.py reads, or a PEM certificate to take it from."""
+    dn: str | None = None
+    cert: str | None = None
+
+
+class UserFlags(BaseModel):
+    x509_only: bool | None = None
+    ec2_only: bool | None = None
+
+
 class FetchImage(BaseModel):
     url: str
     name: str
@@ -63,7 +75,8 @@ class FetchImage(BaseModel):
 
 def _user_json(u: User, secret: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"UserName": u.name, "AccessKeyId": u.access_key, "AccountId": u.account_id,
-                           "Created": u.created}
+                           "Created": u.created, "DNs": list(u.dns), "X509Only": u.x509_only,
+                           "Ec2Only": u.ec2_only}
     if secret:
         out["SecretAccessKey"] = u.secret_key
     return out
@@ -79,8 +92,9 @@ class AdminApi:
         self.stats = stats
         self.cfg = cfg or AdminListen(port=0)
         self.max_image = int(self.cfg.max_image_gib * 2**30)
-        self.hil = HilApi(cloud.baremetal, token)
+        self.hil = HilApi(cloud.baremetal, token, cloud.baremetal.config.hil_base)
         self.public_paths: set[str] = set()   # served without the token (/metrics: see api/metrics.py)
+        self.public_prefixes: tuple[str, ...] = ()   # sub-apps with their own sign-in (the console)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth, self._errors], client_max_size=MAX_JSON)
@@ -89,6 +103,10 @@ class AdminApi:
         r.add_get("/v0/users", self.list_users)
         r.add_post("/v0/users", self.create_user)
         r.add_delete("/v0/users/{name}", self.delete_user)
+        r.add_get("/v0/users/{name}", self.get_user)
+        r.add_patch("/v0/users/{name}", self.set_user_flags)
+        r.add_post("/v0/users/{name}/dns", self.add_user_dn)
+        r.add_delete("/v0/users/{name}/dns", self.remove_user_dn)
         r.add_get("/v0/capacity", self.capacity)
         r.add_get("/v0/hosts", self.hosts)
         r.add_get("/v0/hosts/{name}", self.host)
@@ -105,7 +123,7 @@ class AdminApi:
         r.add_get("/v0/events", self.events)
         r.add_get("/v0/networks", self.networks)
         r.add_get("/v0/state/digest", self.state_digest)
-        self.hil.add_routes(app)
+        app.add_subapp(self.hil.base, self.hil.app())
         MarketplaceAdmin(self.cloud).add_routes(r)
         r.add_get("/v0/addresses", self.addresses)
         ElbAdmin(self.cloud).add_routes(r)
@@ -114,7 +132,8 @@ class AdminApi:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                     ) -> web.StreamResponse:
-        if self.hil.owns(request) or request.path in self.public_paths:
+        if self.hil.owns(request) or request.path in self.public_paths \
+                or request.path.startswith(self.public_prefixes):
             # bare-metal routes take HTTP Basic users too; /metrics is public (see api/metrics.py)
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -160,6 +179,25 @@ class AdminApi:
     async def delete_user(self, request: web.Request) -> web.Response:
         await self.cloud.users.delete(request.match_info["name"])
         return web.json_response({"deleted": request.match_info["name"]})
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        user = self.cloud.users.table.get(request.match_info["name"])
+        if user is None:
+            raise CloudError.not_found("NoSuchEntity", f"user {request.match_info['name']!r} does not exist")
+        return web.json_response(_user_json(user))
+
+    async def set_user_flags(self, request: web.Request) -> web.Response:
+        body = UserFlags.model_validate(await _json_body(request, '{"x509_only": bool, "ec2_only": bool}'))
+        user = await self.cloud.users.set_flags(request.match_info["name"], body.x509_only, body.ec2_only)
+        return web.json_response(_user_json(user))
+
+    async def add_user_dn(self, request: web.Request) -> web.Response:
+        user = await self.cloud.users.add_dn(request.match_info["name"], await _dn_of(request))
+        return web.json_response(_user_json(user))
+
+    async def remove_user_dn(self, request: web.Request) -> web.Response:
+        user = await self.cloud.users.remove_dn(request.match_info["name"], await _dn_of(request))
+        return web.json_response(_user_json(user))
 
     async def capacity(self, request: web.Request) -> web.Response:
         by_zone = request.query.get("by_zone", "") in ("1", "true", "yes")
@@ -292,3 +330,26 @@ def _event_json(e: Event) -> dict[str, Any]:
 
 def _ndjson(e: Event) -> bytes:
     return (json.dumps(_event_json(e)) + "\n").encode()
+
+
+async def _json_body(request: web.Request, shape: str) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise CloudError("InvalidRequest", f"expected a JSON body {shape}") from None
+
+
+async def _dn_of(request: web.Request) -> str:
+    """The DN a `{"dn": ...}` or `{"cert": PEM}` body names."""
+    body = UserDn.model_validate(await _json_body(request, '{"dn": ...} or {"cert": PEM}'))
+    if (body.dn is None) == (body.cert is None):
+        raise CloudError("InvalidRequest", 'give one of "dn" and "cert"')
+    if body.dn is not None:
+        return body.dn
+    assert body.cert is not None
+    from cryptography import x509  # (loaded when first needed: issue 14)
+    try:
+        cert = x509.load_pem_x509_certificate(body.cert.encode())
+    except ValueError:
+        raise CloudError("InvalidParameterValue", "cert is not a PEM certificate") from None
+    return x509names.oneline(cert.subject)

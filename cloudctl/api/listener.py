@@ -14,6 +14,9 @@
 
 Answers are never timed: a slow or endless answer (an event or console stream) is the
 server's doing, not the client's.
+
+TLS (api/tls.py) is the address's: a `Bound` given an SSL context serves TLS only, its
+handshake bounded by `client_timeout_s` like a request's headers.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import resource
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -154,16 +158,19 @@ class Bound:
     port (`port: 0` in tests) and a port in use fails the start before the state is opened. It does
     not listen yet: connections are refused until an app is served on it (`start`)."""
 
-    def __init__(self, cfg: Listen) -> None:
+    def __init__(self, cfg: Listen, tls: ssl.SSLContext | None = None) -> None:
         self.cfg = cfg
+        self.tls = tls
         self.server: asyncio.AbstractServer | None = None
         self.port = cfg.port
         self._accept: Callable[[], asyncio.BaseProtocol] = _Refused   # replaced by the site that serves
 
     async def bind(self) -> None:
         loop = asyncio.get_running_loop()
+        tls_kw: dict[str, Any] = {} if self.tls is None else {
+            "ssl": self.tls, "ssl_handshake_timeout": self.cfg.client_timeout_s}
         self.server = await loop.create_server(lambda: self._accept(), self.cfg.listen, self.cfg.port,
-                                               reuse_address=True, backlog=BACKLOG, start_serving=False)
+                                               reuse_address=True, backlog=BACKLOG, start_serving=False, **tls_kw)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def serve(self, accept: Callable[[], asyncio.BaseProtocol]) -> asyncio.AbstractServer:
@@ -192,7 +199,8 @@ class _CappedSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return f"http://{self._bound.cfg.listen}:{self._bound.port}"
+        scheme = "https" if self._bound.tls is not None else "http"
+        return f"{scheme}://{self._bound.cfg.listen}:{self._bound.port}"
 
     def _release(self) -> None:
         self.open -= 1

@@ -30,7 +30,7 @@ from typing import Any
 from ..config import Config
 from ..drivers.ip_scripts import AddressScripts, NetworkTemplate, NoScripts, ScriptError
 from ..store.records import Address, Instance
-from ..store.store import MultiIndex, Store, Txn
+from ..store.store import CountIndex, MultiIndex, Store, Txn
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
@@ -95,9 +95,14 @@ class Addresses:
         self.network = network
         self.scripts = scripts or NoScripts()
         self.pool = config.elastic_ips.addresses()
-        self._in_pool = frozenset(self.pool)
+        self._in_pool = self.pool
         self.limit = config.elastic_ips.max_addresses_per_user
         self.table = store.table(Address)
+        pool = self.pool
+        # Pool addresses held (Elastic or launch-assigned), counted as rows change: every public
+        # launch asks, and a scan of the table cost O(addresses) per launch.
+        self._held: CountIndex[Address] = self.table.add_index(
+            CountIndex(lambda a: "pool" if a.public_ip in pool else None))
         self.instances = store.table(Instance)
         # Launch addresses are no Elastic IPs: the user's calls on those never see them.
         self._by_owner: MultiIndex[Address] = self.table.add_index(
@@ -208,7 +213,7 @@ class Addresses:
     # -- public addresses on launch -------------------------------------------------------------
     def free_count(self) -> int:
         """Pool addresses nobody holds, Elastic or launch-assigned."""
-        return len(self.pool) - sum(1 for ip in self.table.rows if ip in self._in_pool)
+        return len(self.pool) - self._held.counts.get("pool", 0)
 
     def assign_at_launch(self, tx: Txn, inst: Instance) -> Address:
         """Give a launching instance a public address, in the launch's transaction (the caller

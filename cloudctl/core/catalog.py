@@ -9,6 +9,7 @@ from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
 from .query import Query
+from .scheduler import Scheduler
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +25,25 @@ class TypeInfo:
     spec: InstanceType
 
 
+@dataclass(frozen=True, slots=True)
+class TypeCapacity:
+    """One instance type in one zone: how many more fit (`free`) of how many in all (`max`),
+    and what one has (the disk is its root plus its default ephemeral disk)."""
+    name: str
+    free: int
+    max: int
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+
+
 class Catalog:
     def __init__(self, config: Config, endpoint: str) -> None:
         self.config = config
         self.endpoint = endpoint
+        # Does any type have instance-store disks? Then images list ephemeral0 at /dev/sdb, the
+        # mapping instances of such types get.
+        self.has_instance_store = any(t.ephemeral_gib for t in config.instance_types.values())
         self.zones = [Zone(z, f"{config.region}-az{i + 1}", config.region) for i, z in enumerate(config.zones)]
         self.zone_filters = FilterSet({
             "zone-name": lambda z: z.name, "zone-id": lambda z: z.zone_id,
@@ -43,7 +59,12 @@ class Catalog:
             "instance-type": lambda t: t.name,
             "vcpu-info.default-vcpus": lambda t: t.spec.vcpus,
             "memory-info.size-in-mib": lambda t: t.spec.memory_mib,
-            "instance-storage-info.total-size-in-gb": lambda t: t.spec.disk_gib,
+            "instance-storage-info.total-size-in-gb": lambda t: t.spec.ephemeral_gib * t.spec.ephemeral_disks,
+            "instance-storage-supported": lambda t: bool(t.spec.ephemeral_gib),
+            "instance-storage-info.disk.size-in-gb": lambda t: t.spec.ephemeral_gib or None,
+            "instance-storage-info.disk.count": lambda t: t.spec.ephemeral_disks if t.spec.ephemeral_gib else None,
+            "instance-storage-info.disk.type": lambda t: "hdd" if t.spec.ephemeral_gib else None,
+            "instance-storage-info.nvme-support": lambda t: "unsupported" if t.spec.ephemeral_gib else None,
             "current-generation": lambda t: True,
             "processor-info.supported-architecture": lambda t: "x86_64",
             "supported-usage-class": lambda t: "on-demand",
@@ -51,6 +72,19 @@ class Catalog:
             "bare-metal": lambda t: False,
             "hypervisor": lambda t: "nitro",
         })
+
+    def is_admin(self, caller: Caller) -> bool:
+        """Does the caller get the administrator's views (config `admin_users`)?"""
+        return caller.user.name in self.config.admin_users and not caller.system
+
+    def zone_capacity(self, scheduler: Scheduler) -> list[tuple[str, list[TypeCapacity]]]:
+        """Per zone (in zone order), per instance type (in config order): Eucalyptus's verbose listing."""
+        by_zone: dict[str, list[TypeCapacity]] = {z.name: [] for z in self.zones}
+        for c in scheduler.capacity(by_zone=True):
+            t = self.config.instance_types[c["instance_type"]]
+            by_zone.setdefault(c["zone"], []).append(TypeCapacity(
+                c["instance_type"], c["available"], c["total"], t.vcpus, t.memory_mib, t.disk_gib + t.ephemeral_gib))
+        return list(by_zone.items())
 
     def describe_zones(self, caller: Caller, query: Query, zone_ids: Sequence[str] = ()) -> list[Zone]:
         """The zones `query` selects: its ids are zone names; `zone_ids` selects by zone id."""

@@ -32,6 +32,7 @@ from .host_health import HostStates
 from .images import Images
 from .imports import ImageImports
 from .instance_files import InstanceFiles
+from .instance_store import InstanceStore
 from .interfaces import NetworkInterfaces
 from .keypairs import KeyPairs
 from .launch_templates import LaunchTemplates
@@ -166,10 +167,12 @@ class Cloud:
         eips = cfg.elastic_ips
         self.addresses = Addresses(store, cfg, self.tags, self.network,
                                    scripts_for(eips.associate_script, eips.disassociate_script, eips.script_timeout_s))
+        instance_dir = cfg.instance_dir or cfg.state_dir / "instances"
+        self.instance_store = InstanceStore(instance_dir, self.storage)
         self.compute = Compute(store, cfg, self.tags, self.images, self.keypairs, self.network, self.scheduler,
-                               drivers, InstanceFiles(cfg.instance_dir or cfg.state_dir / "instances", self.storage),
+                               drivers, InstanceFiles(instance_dir, self.storage),
                                self.events, controller_id(cfg.state_dir), work, self.volumes, self.security_groups,
-                               self.addresses, self.health.impaired_reason, self.users)
+                               self.addresses, self.health.impaired_reason, self.users, self.instance_store)
         self.launch_templates = LaunchTemplates(store, cfg, self.tags, self.compute.attributes)
         self.interfaces = NetworkInterfaces(self.compute.of_owner, cfg.region, self.network, self.addresses,
                                             self.security_groups)
@@ -185,10 +188,10 @@ class Cloud:
             m = cfg.marketplace
             if m.publish is not None:
                 self.publisher = Publisher(store, self.images, self.events, m.publish,
-                                           m.public_url or f"http://{m.listen}:{m.port}")
+                                           cfg.public_url("marketplace"))
             self.subscriber = Subscriber(store, self.images, self.tags, self.events, m)
         self.metadata = InstanceMetadata(store, cfg.region, self.images, self.keypairs, self.network,
-                                         addresses=self.addresses)
+                                         addresses=self.addresses, types=cfg.instance_types)
         # AutoScaling launches from launch templates and keeps its groups' load balancers' members.
         self.autoscaling = AutoScaling(store, cfg, self.tags, self.images, self.keypairs, self.security_groups,
                                        self.network, self.compute, self.users, self.launch_templates, self.elb)
@@ -225,9 +228,9 @@ class Cloud:
             cpu = h.cpu_overcommit or cfg.overcommit.cpu
             mem = h.memory_overcommit or cfg.overcommit.memory
             if res is None:
-                self.scheduler.add_host(h.name, h.zone, 0, 0, cpu, mem)
+                self.scheduler.add_host(h.name, h.zone, 0, 0, cpu, mem, h.disk_gib)
             else:
-                self.scheduler.add_host(h.name, h.zone, res.cpus, res.memory_mib, cpu, mem)
+                self.scheduler.add_host(h.name, h.zone, res.cpus, res.memory_mib, cpu, mem, h.disk_gib)
                 connected.add(h.name)
         self.scheduler.start()
         for im in cfg.images:

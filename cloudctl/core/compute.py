@@ -33,6 +33,8 @@ from .filters import FilterSet, Matcher
 from .ids import new_id, new_mac, new_uuid, well_formed
 from .images import MARKET_OWNER, Images
 from .instance_files import InstanceFiles
+from .instance_store import HOLDING, InstanceStore, gib_needed
+from .instance_store import plan as plan_instance_store
 from .keypairs import KeyPairs
 from .launch import LaunchSpec
 from .network import Networks, Subnet, tap_name
@@ -95,8 +97,11 @@ class Compute:
                  network: Networks, scheduler: Scheduler, drivers: dict[str, HypervisorDriver],
                  files: InstanceFiles, events: Events, controller_id: str, work: KeyedWork, volumes: Volumes,
                  security_groups: SecurityGroups, addresses: Addresses,
-                 host_trouble: Callable[[str], str | None], users: Users) -> None:
+                 host_trouble: Callable[[str], str | None], users: Users,
+                 instance_store: InstanceStore | None = None) -> None:
         self.store = store
+        # Ephemeral disks: files made before an instance starts, removed when it stops or ends.
+        self.instance_store = instance_store or InstanceStore(files.base, files.storage)
         self.users = users   # the accounts the cloud's own services launch for
         self.config = config
         self.tags = tags
@@ -300,6 +305,10 @@ class Compute:
         if spec.system_tags:   # the cloud's own `aws:` tags, not checked as a user's are
             tag_pairs += spec.system_tags
         root_spec, launch_volumes = self.volumes.launch_specs(caller, spec.block_devices)
+        ephemeral: tuple[str, ...] = ()
+        if itype.ephemeral_gib or spec.device_mappings:   # (types without instance store: nothing to do)
+            ephemeral = plan_instance_store(itype, spec.device_mappings, (v.target for v in launch_volumes))
+        disk = itype.ephemeral_gib * len(ephemeral)
         root_gib = root_spec.size if root_spec else None
         least = self.images.min_root_gib(image)
         if root_gib is not None and root_gib < least:
@@ -310,8 +319,8 @@ class Compute:
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
-            zone = max(self.config.zones, key=lambda z: self.scheduler.room(z, itype))
-        room = self.scheduler.room(zone, itype)
+            zone = max(self.config.zones, key=lambda z: self.scheduler.room(z, itype, disk))
+        room = self.scheduler.room(zone, itype, disk)
         if room < lo:
             raise CloudError.capacity("InsufficientInstanceCapacity",
                                       f"We currently do not have sufficient {type_name} capacity in the Availability "
@@ -338,7 +347,7 @@ class Compute:
         volume_ids: dict[str, list[str]] = {}
         with self.store.txn() as tx:
             for n in range(count):
-                host = self.scheduler.pick(zone, itype)
+                host = self.scheduler.pick(zone, itype, disk=disk)
                 assert host is not None  # room was checked above, inside this same transaction
                 iid = new_id("i")
                 inst = Instance(
@@ -350,7 +359,7 @@ class Compute:
                     disable_api_termination=spec.disable_api_termination,
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
                     root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None,
-                    vlan_nics=[dataclasses.asdict(n) for n in spec.vlan_nics])
+                    vlan_nics=[dataclasses.asdict(n) for n in spec.vlan_nics], ephemeral=ephemeral)
                 tx.put(inst)
                 if public:
                     public_ips.append(self.addresses.assign_at_launch(tx, inst).public_ip)
@@ -558,7 +567,7 @@ class Compute:
                 raise CloudError("InvalidParameterValue", f"Invalid value '{i.id}' for instanceId. Instance "
                                  f"does not have a volume attached at root ({i.root_device})")
             t = self.type_of(i.instance_type)
-            if not self.scheduler.fits(i.host, t):
+            if not self.scheduler.fits(i.host, t, gib_needed(i, t)):
                 raise CloudError.capacity("InsufficientInstanceCapacity",
                                           f"There is not enough {i.instance_type} capacity on the host of {i.id} "
                                           f"in {i.zone} to start it now; try again later.")
@@ -749,7 +758,7 @@ class Compute:
         iid = inst.id
         if inst.state in ("pending", "running"):
             await self.security_groups.apply(driver, inst)   # the definition refers to it
-            await driver.define_and_start(iid, await self._xml(inst))
+            await driver.define_and_start(iid, await self._xml(inst, starting=True))
             self._set_state(iid, "pending", state="running", ever_ran=True, transition_reason="",
                                   state_reason_code=None, state_reason_message=None)
         elif inst.state in ("stopping", "stopped"):
@@ -759,10 +768,16 @@ class Compute:
             else:
                 await self.security_groups.apply(driver, inst)
                 await driver.define(iid, await self._xml(inst))
+            if inst.ephemeral:   # gone before the record says stopped: a start gets empty ones
+                if inst.state == "stopping":   # the stopped definition names no disk that is gone
+                    await driver.define(iid, await self._xml(inst))
+                await self._remove_ephemeral(iid)
             self._set_state(iid, "stopping", state="stopped")
         else:  # shutting-down, terminated
             await self.addresses.instance_gone(iid)   # before the private address can go to another instance
             await driver.undefine(iid)
+            if inst.ephemeral:
+                await self._remove_ephemeral(iid)
             await self.files.remove(iid)
             await self.security_groups.remove(driver, iid)   # its address leaves its groups' peers' filters
             self._set_state(iid, "shutting-down", state="terminated", terminated_at=time.time())
@@ -781,7 +796,15 @@ class Compute:
                                   state_reason_message=f"Server.InternalError: Internal error on launch: {err}",
                                   transition_reason=_reason("Server error"))
 
-    async def _xml(self, inst: Instance) -> str:
+    async def _remove_ephemeral(self, iid: str) -> None:
+        try:
+            await self.instance_store.remove(iid)
+        except StorageError as e:
+            raise HypervisorError(f"removing the ephemeral disks of {iid}: {e}") from e
+
+    async def _xml(self, inst: Instance, starting: bool = False) -> str:
+        """The domain definition; `starting`: with its ephemeral disks, made now if missing (a
+        stopped instance's definition names none: they exist only while it runs)."""
         image = self.images.table.get(inst.image_id)
         path = self.images.path_of(image) if image else None
         itype = self.type_of(inst.instance_type)
@@ -796,6 +819,9 @@ class Compute:
                 [kp.public_key] if kp else [], hostname=private_dns(inst, self.config.region),
                 gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None,
                 dns=list(net.dns) if net else None, root_volume=self._root_file(root) if root is not None else None)
+            disks = self.volumes.disks_for(inst.id)
+            if starting and inst.ephemeral:
+                disks = sorted(disks + await self.instance_store.ensure(inst, itype), key=lambda d: d[1])
         except (OSError, StorageError, ConfigDriveError) as e:
             raise HypervisorError(f"preparing the files of {inst.id}: {e}") from e
         kernel, initrd = self.images.boot_files(image, inst.kernel_id, inst.ramdisk_id) if image else (None, None)
@@ -809,8 +835,7 @@ class Compute:
         nics = interface_xml(inst.mac or "", bridge, tap_name(inst.id) if bridge else None,
                              f"<filterref filter='{ref}'/>" if ref else "")
         nics += "".join([await self._vlan_nic(driver, n) for n in inst.vlan_nics])
-        return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd,
-                                    self.volumes.disks_for(inst.id), nics)
+        return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd, disks, nics)
 
     async def _vlan_nic(self, driver: HypervisorDriver, nic: dict[str, Any]) -> str:
         """A headnode's NIC on a bare-metal project network: the VLAN on the headnode bridge."""
@@ -893,11 +918,32 @@ class Compute:
                 return await self._reconcile_host(name, driver)
 
         parts = await asyncio.gather(*(one(n, d) for n, d in self.drivers.items()))
-        report = [line for part in parts for line in part]
+        report = [line for part in parts for line in part] + await self._ephemeral_strays()
         for line in report:
             log.warning("reconcile: %s", line)
         self.reconcile_report = report
         return report
+
+    async def _ephemeral_strays(self) -> list[str]:
+        """Remove ephemeral files no instance may hold now (a crash came between a file and the
+        record that would have removed it, or the instance's record is gone)."""
+        report = []
+        for iid in await self.instance_store.with_files():
+            inst = self.table.get(iid)
+            if inst is None or inst.state not in HOLDING:
+                why = inst.state if inst else "no instance"
+                report.append(f"{iid}: ephemeral disk files left ({why}); removing them")
+                self._serial(iid, self._drop_stray(iid))
+        return report
+
+    async def _drop_stray(self, iid: str) -> None:
+        inst = self.table.get(iid)
+        if inst is not None and inst.state in HOLDING:   # started meanwhile: its files are in use
+            return
+        try:
+            await self.instance_store.remove(iid)
+        except StorageError as e:
+            log.error("could not remove the ephemeral disks of %s: %s", iid, e)
 
     async def _listing(self, name: str, driver: HypervisorDriver) -> tuple[dict[str, DomainInfo], dict[str, Instance]]:
         """The host's domains and the store's instances on it, read after the listing.

@@ -28,6 +28,7 @@ from ..store.records import Instance
 from ..store.store import Store, Txn
 from .compute import Compute
 from .events import Events
+from .instance_store import gib_needed
 from .scheduler import HostCapacity, Scheduler
 from .tasks import Supervisor
 
@@ -199,11 +200,12 @@ class Failover:
             return h.name != host and cfg is not None and cfg.shared_storage
         moved: list[tuple[Instance, str]] = []
         left: list[Instance] = []
-        held: list[tuple[HostCapacity, int, int]] = []
+        held: list[tuple[HostCapacity, int, int, int]] = []
         try:
             for inst in self.candidates(host):
                 t = self.compute.type_of(inst.instance_type)
-                target = self.scheduler.pick(inst.zone, t, accept=ok)
+                disk = gib_needed(inst, t)
+                target = self.scheduler.pick(inst.zone, t, accept=ok, disk=disk)
                 if target is None:
                     left.append(inst)
                     continue
@@ -212,11 +214,13 @@ class Failover:
                 # the usage index counts it for real once the move is put.
                 target.used_vcpus += t.vcpus
                 target.used_memory_mib += t.memory_mib
-                held.append((target, t.vcpus, t.memory_mib))
+                target.used_disk_gib += disk
+                held.append((target, t.vcpus, t.memory_mib, disk))
         finally:
-            for cap, vcpus, mem in held:
+            for cap, vcpus, mem, disk in held:
                 cap.used_vcpus -= vcpus
                 cap.used_memory_mib -= mem
+                cap.used_disk_gib -= disk
         return moved, left
 
     def _record(self, tx: Txn, host: str, moved: list[tuple[Instance, str]], left: list[Instance]) -> None:

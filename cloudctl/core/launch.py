@@ -27,6 +27,14 @@ class BlockDevice:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceMapping:
+    """A block device mapping naming no EBS volume: an instance-store disk (`ephemeralN`) at a
+    device, or (virtual_name None) EC2's NoDevice, which leaves that device out."""
+    device: str
+    virtual_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VlanNic:
     """An extra NIC on a bare-metal project network (HIL headnodes)."""
     name: str
@@ -52,6 +60,7 @@ class LaunchSpec:
     key_name: str | None = None
     user_data: str | None = None          # base64, as the metadata service hands it back
     block_devices: tuple[BlockDevice, ...] = ()
+    device_mappings: tuple[DeviceMapping, ...] = ()   # instance-store disks and NoDevice
     instance_tags: tuple[Tag, ...] = ()
     volume_tags: tuple[Tag, ...] = ()     # on every volume the launch makes, the root one included
     # Tags the cloud itself puts on the instances (`aws:` keys, which users may not set: the launch
@@ -76,6 +85,8 @@ class LaunchSpec:
             del body["public_ip"]
         if not self.system_tags:     # (likewise)
             del body["system_tags"]
+        if not self.device_mappings:   # (likewise)
+            del body["device_mappings"]
         text = json.dumps(body, sort_keys=True, default=_plain)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -287,10 +287,11 @@ class LaunchTemplates:
 
     # -- changes --------------------------------------------------------------------------------------
     async def create(self, caller: Caller, name: str, description: str | None, data: TemplateData,
-                     tags: Sequence[tuple[str, str]] = (), client_token: str | None = None
-                     ) -> tuple[LaunchTemplate, LaunchTemplateVersion]:
+                     tags: Sequence[tuple[str, str]] = (), client_token: str | None = None,
+                     system_tags: Sequence[tuple[str, str]] = ()) -> tuple[LaunchTemplate, LaunchTemplateVersion]:
         """A new template with version 1 as its default. A ClientToken used before by this account
-        answers the template it made."""
+        answers the template it made. `system_tags`: `aws:` tags the cloud's own services set
+        (CloudFormation's), never from a wire; the user tag check does not apply to them."""
         mine = self._by_owner.get(caller.account)
         if client_token:
             for t in mine.values():
@@ -309,7 +310,7 @@ class LaunchTemplates:
                                    f"You have reached the limit of {MAX_TEMPLATES} launch templates")
         description = self._check_description(description)
         self._check_data(data)
-        pairs = Tags.validate_pairs(tags)
+        pairs = Tags.validate_pairs(tags) + list(system_tags)
         caller.check_dry_run()
         now = time.time()
         t = LaunchTemplate(id=new_id("lt"), owner=caller.account, name=name, created=now,

@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Union
 
+from ..config import InstanceType
 from ..store.records import Instance
 from ..store.store import MultiIndex, Store
 from .addresses import Addresses, public_dns
-from .images import Images
+from .images import ROOT_DEVICE_NAME, Images
+from .instance_store import disks as ephemeral_disks
 from .keypairs import KeyPairs
 from .network import Networks, interface_id, live_by_private_ip
 
@@ -76,8 +78,10 @@ def known_version(version: str) -> bool:
 
 class InstanceMetadata:
     def __init__(self, store: Store, region: str, images: Images, keypairs: KeyPairs, network: Networks,
-                 addresses: Addresses, services_domain: str = "amazonaws.com") -> None:
+                 addresses: Addresses, services_domain: str = "amazonaws.com",
+                 types: dict[str, InstanceType] | None = None) -> None:
         self.region = region
+        self.types = types or {}   # an instance's type gives its ephemeral disks' presence
         self.addresses = addresses
         self.images = images
         self.keypairs = keypairs
@@ -90,7 +94,7 @@ class InstanceMetadata:
     def for_cloud(cls, cloud: "Cloud") -> "InstanceMetadata":
         """Wired from a cloud's services (another one than the cloud's own has its own token secret)."""
         return cls(cloud.store, cloud.config.region, cloud.images, cloud.keypairs, cloud.network,
-                   addresses=cloud.addresses)
+                   addresses=cloud.addresses, types=cloud.config.instance_types)
 
     # -- who is asking -------------------------------------------------------------------------
     def by_private_ip(self, ip: str) -> Instance | None:
@@ -150,6 +154,7 @@ class InstanceMetadata:
             "ami-id": inst.image_id,
             "ami-launch-index": str(inst.launch_index),
             "ami-manifest-path": "(unknown)",
+            "block-device-mapping": self.block_device_mapping(inst),
             "hostname": host,
             "instance-action": "none",
             "instance-id": inst.id,
@@ -189,6 +194,16 @@ class InstanceMetadata:
                 nic["ipv4-associations"] = Dir({eip.public_ip: inst.private_ip})
             md["network"] = Dir({"interfaces": Dir({"macs": Dir({inst.mac: Dir(nic)})})})
         return Dir(md)
+
+    def block_device_mapping(self, inst: Instance) -> Dir:
+        """EC2's answer: `ami` the root device without /dev/, `root` with it, `ephemeralN` the
+        instance-store devices without /dev/ (`sdb`, which the virtio guest sees as /dev/vdb)."""
+        root = inst.root_device or ROOT_DEVICE_NAME
+        out: dict[str, Node] = {"ami": root.removeprefix("/dev/")}
+        for name, device in ephemeral_disks(inst, self.types.get(inst.instance_type)):
+            out[name] = device.removeprefix("/dev/")
+        out["root"] = root
+        return Dir(out)
 
     def tree(self, inst: Instance) -> Dir:
         """Everything under one version prefix (`/latest/...`)."""

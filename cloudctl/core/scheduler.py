@@ -1,4 +1,5 @@
-"""Placement by free vCPUs and memory, and the capacity report built from the same numbers."""
+"""Placement by free vCPUs, memory and (for instance-store disks) host disk, and the capacity
+report built from the same numbers."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,6 +9,7 @@ from typing import Any
 from ..config import Config, InstanceType
 from ..store.records import Instance
 from ..store.store import Index, Store
+from .instance_store import gib_needed
 
 # States in which an instance holds its host's CPU and memory.
 CONSUMING = frozenset({"pending", "running", "stopping", "shutting-down"})
@@ -23,15 +25,21 @@ class HostCapacity:
     used_memory_mib: int = 0
     instances: int = 0
     enabled: bool = True
+    disk_gib: int | None = None   # for ephemeral disks; None: not limited
+    used_disk_gib: int = 0
 
-    def room_for(self, t: InstanceType) -> int:
+    def room_for(self, t: InstanceType, disk: int = 0) -> int:
+        """How many more instances of `t` fit, each with `disk` GiB of ephemeral disks."""
         if not self.enabled:
             return 0
-        return max(0, min((self.vcpus - self.used_vcpus) // t.vcpus,
-                          (self.memory_mib - self.used_memory_mib) // t.memory_mib))
+        n = min((self.vcpus - self.used_vcpus) // t.vcpus, (self.memory_mib - self.used_memory_mib) // t.memory_mib)
+        if disk and self.disk_gib is not None:
+            n = min(n, (self.disk_gib - self.used_disk_gib) // disk)
+        return max(0, n)
 
-    def total_for(self, t: InstanceType) -> int:
-        return min(self.vcpus // t.vcpus, self.memory_mib // t.memory_mib)
+    def total_for(self, t: InstanceType, disk: int = 0) -> int:
+        n = min(self.vcpus // t.vcpus, self.memory_mib // t.memory_mib)
+        return min(n, self.disk_gib // disk) if disk and self.disk_gib is not None else n
 
 
 class _Usage(Index[Instance]):
@@ -50,6 +58,8 @@ class _Usage(Index[Instance]):
         host.used_vcpus += sign * t.vcpus
         host.used_memory_mib += sign * t.memory_mib
         host.instances += sign
+        if t.ephemeral_gib:
+            host.used_disk_gib += sign * gib_needed(row, t)
 
     def add(self, row: Instance) -> None:
         self._apply(row, 1)
@@ -74,8 +84,9 @@ class Scheduler:
         self._usage: _Usage | None = None
 
     def add_host(self, name: str, zone: str, cpus: int, memory_mib: int,
-                 cpu_ratio: float, mem_ratio: float) -> None:
-        self.hosts[name] = HostCapacity(name, zone, int(cpus * cpu_ratio), int(memory_mib * mem_ratio))
+                 cpu_ratio: float, mem_ratio: float, disk_gib: int | None = None) -> None:
+        self.hosts[name] = HostCapacity(name, zone, int(cpus * cpu_ratio), int(memory_mib * mem_ratio),
+                                        disk_gib=disk_gib)
 
     def start(self) -> None:
         """Attach the usage index once every host is known (it counts existing instances)."""
@@ -83,13 +94,13 @@ class Scheduler:
         self._store.table(Instance).add_index(self._usage)
 
     def pick(self, zone: str | None, t: InstanceType, exclude_full: bool = True,
-             accept: Callable[[HostCapacity], bool] | None = None) -> HostCapacity | None:
+             accept: Callable[[HostCapacity], bool] | None = None, disk: int = 0) -> HostCapacity | None:
         """The host with the most free memory (then vCPUs) that fits one more instance of `t`
-        (and that `accept` accepts, when given)."""
+        with `disk` GiB of ephemeral disks (and that `accept` accepts, when given)."""
         best = None
         best_key: tuple[int, int] | None = None
         for h in self.hosts.values():
-            if (zone is not None and h.zone != zone) or h.room_for(t) < 1:
+            if (zone is not None and h.zone != zone) or h.room_for(t, disk) < 1:
                 continue
             if accept is not None and not accept(h):
                 continue
@@ -98,22 +109,23 @@ class Scheduler:
                 best, best_key = h, key
         return best
 
-    def room(self, zone: str | None, t: InstanceType) -> int:
-        return sum(h.room_for(t) for h in self.hosts.values() if zone is None or h.zone == zone)
+    def room(self, zone: str | None, t: InstanceType, disk: int = 0) -> int:
+        return sum(h.room_for(t, disk) for h in self.hosts.values() if zone is None or h.zone == zone)
 
-    def fits(self, host: str, t: InstanceType) -> bool:
+    def fits(self, host: str, t: InstanceType, disk: int = 0) -> bool:
         h = self.hosts.get(host)
-        return h is not None and h.room_for(t) >= 1
+        return h is not None and h.room_for(t, disk) >= 1
 
     def capacity(self, by_zone: bool) -> list[dict[str, Any]]:
-        """Per instance type (and zone): how many more fit, out of how many in total."""
+        """Per instance type (and zone): how many more fit, out of how many in total (each with
+        the type's default ephemeral disk)."""
         zones = sorted({h.zone for h in self.hosts.values()}) if by_zone else [None]
         out = []
         for name, t in self.types.items():
             for z in zones:
                 hosts = [h for h in self.hosts.values() if z is None or h.zone == z]
-                total = sum(h.total_for(t) for h in hosts)
-                avail = sum(h.room_for(t) for h in hosts)
+                total = sum(h.total_for(t, t.ephemeral_gib) for h in hosts)
+                avail = sum(h.room_for(t, t.ephemeral_gib) for h in hosts)
                 out.append({"instance_type": name, "zone": z, "available": avail, "total": total,
                             "used": total - avail,
                             "used_percent": round(100.0 * (total - avail) / total, 1) if total else 0.0})

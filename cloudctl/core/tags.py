@@ -197,16 +197,22 @@ class Tags:
     async def delete(self, caller: Caller, resource_ids: Sequence[str],
                      tags: Sequence[tuple[str, str | None]] = ()) -> None:
         """Without `tags`, every tag of the resources goes; a (key, None) pair removes the key
-        whatever its value, a (key, value) pair only a tag holding exactly that value."""
+        whatever its value, a (key, value) pair only a tag holding exactly that value. The cloud's own
+        `aws:` tags stay: naming one is refused, and "every tag" means every user tag."""
         for rid in resource_ids:
             self.check_resource(caller, rid)
+        for key, _ in tags:
+            if key.lower().startswith("aws:"):
+                raise CloudError("InvalidParameterValue",
+                                 "Tag keys starting with 'aws:' are reserved for internal use")
         caller.check_dry_run()
         with self.store.txn() as tx:
             for rid in resource_ids:
                 group = self._by_resource.get(rid)
                 if not tags:
                     for t in list(group.values()):
-                        tx.delete(t)
+                        if not t.tag_key.lower().startswith("aws:"):
+                            tx.delete(t)
                     continue
                 for key, value in tags:
                     row = group.get(f"{rid}\x1f{key}")

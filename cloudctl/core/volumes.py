@@ -33,6 +33,7 @@ from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id, well_formed
 from .images import ROOT_DEVICE_NAME
+from .instance_store import target_of
 from .launch import BlockDevice
 from .query import Query
 from .tags import Tags
@@ -445,7 +446,8 @@ class Volumes:
         if inst.zone != vol.zone:
             raise CloudError("InvalidVolume.ZoneMismatch",
                              f"The volume '{vol.id}' is not in the same availability zone as instance '{inst.id}'")
-        if any(v.target == target for v in self._by_instance.get(inst.id).values()):
+        if any(v.target == target for v in self._by_instance.get(inst.id).values()) or \
+                any(target_of(e.partition("=")[2]) == target for e in inst.ephemeral):
             raise CloudError("InvalidParameterValue", f"Invalid value '{device}' for unixDevice. "
                              f"Attachment point {device} is already in use")
         if as_root:

@@ -118,6 +118,14 @@ class User(Row):
     secret_key: str
     account_id: str
     created: float
+    # Certificate subjects that are this user (econe's one-line form: `/C=../O=../CN=..`,
+    # whitespace removed); see core/users.py for how a presented certificate logs in.
+    dns: tuple[str, ...] = ()
+    x509_only: bool = False   # a matching client certificate alone logs in (no EC2 signature)
+    ec2_only: bool = False    # econe's `public` driver: the EC2 listener only, no XML-RPC session
+
+    def __post_init__(self) -> None:
+        _tuples(self, "dns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,9 @@ class Instance(Row):
     # NICs on bare-metal project networks (a headnode's): {"name", "mac", "vlan"} each, on the
     # config's baremetal.headnode_bridge with the network's VLAN.
     vlan_nics: tuple[Mapping[str, Any], ...] = ()
+    # Instance-store disks, "ephemeralN=/dev/sdX" each, in N order (core/instance_store.py); their
+    # files exist only while the instance runs and are derived from its id.
+    ephemeral: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Inline (a replay makes one per instance record): group ids are strings, so a list of them
@@ -171,6 +182,8 @@ class Instance(Row):
             _frozen(self, "vlan_nics")
         elif type(self.vlan_nics) is not tuple:
             object.__setattr__(self, "vlan_nics", ())
+        if type(self.ephemeral) is not tuple:   # (a list, read back from the journal)
+            object.__setattr__(self, "ephemeral", shared(tuple(self.ephemeral)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,12 +359,16 @@ class BmNode(Row):
     key_field: ClassVar[str] = "name"
     name: str
     project: str | None = None   # None: free
-    obm: Mapping[str, Any] = EMPTY   # {type, host, port, user, password, cipher_suite?}
+    # {type: ipmi, host, port, user, password, cipher_suite?} | {type: mock, host, user, password}
+    # | {type: obmd, uri, admin_token, node_token?} (HIL's obmd; node_token while enabled)
+    obm: Mapping[str, Any] = EMPTY
     created: float = 0.0
     console: bool = False        # serial console capture on (HIL's start_console)
+    metadata: Mapping[str, str] = EMPTY   # label -> JSON text of the value (as HIL stores it)
+    obm_enabled: bool = False    # HIL's `PUT /node/N/obm {"enabled"}`
 
     def __post_init__(self) -> None:
-        _frozen(self, "obm")
+        _frozen(self, "obm", "metadata")
 
 
 @dataclass(frozen=True, slots=True)
@@ -913,6 +930,16 @@ class CfnSignal(Row):
 
 
 @dataclass(frozen=True, slots=True)
+class CfnWait(Row):
+    """A WaitCondition's deadline, journaled when its wait starts, so that a restart mid-wait keeps
+    it; removed when the wait ends."""
+
+    table: ClassVar[str] = "cfn_waits"
+    id: str                           # stack id + "|" + logical id
+    deadline: float                   # wall-clock time (time.time()) the wait fails at
+
+
+@dataclass(frozen=True, slots=True)
 class VmTemplate(Row):
     """A user's saved VM template (OpenNebula's `one.template.*`): the text as given, launched by name or number."""
 
@@ -940,5 +967,5 @@ ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
                                      ScalingActivity, ScalingPolicy,
                                      LaunchTemplate, LaunchTemplateVersion, LoadBalancer,
-                                     CfnStack, CfnResource, CfnEvent, CfnSignal,
+                                     CfnStack, CfnResource, CfnEvent, CfnSignal, CfnWait,
                                      VmTemplate, VmUserTemplate)

@@ -71,7 +71,8 @@ def test_headnode_reaches_its_projects_node_only(switch_lab: tuple[Ovs, Sshd, No
                                  "bridge": ovs.bridge, "ovsdb": ovs.db})
     for p, i in (("A", 1), ("B", 2)):
         h.ok("PUT", f"/project/{p}")
-        _lab["vlans"].append(h.ok("PUT", f"/network/{p}-net", {"owner": p, "access": [p], "net_id": ""})["net_id"])
+        h.ok("PUT", f"/network/{p}-net", {"owner": p, "access": [p], "net_id": ""})
+        _lab["vlans"].append(h.vlan(f"{p}-net"))
         h.ok("PUT", f"/node/n{i}", {})
         h.ok("PUT", f"/node/n{i}/nic/eth0", {"macaddr": f"52:54:00:00:02:0{i}"})
         h.ok("PUT", f"/switch/ovs1/port/{nodes.port(i)}")
@@ -96,7 +97,7 @@ def test_headnode_reaches_its_projects_node_only(switch_lab: tuple[Ovs, Sshd, No
         _console(srv, iid, "HNIC-UP")
 
         # the hnic is an access port of A's VLAN on the switch's bridge
-        vlan_a = h.ok("GET", "/network/A-net")["net_id"]
+        vlan_a = h.vlan("A-net")
         plug = HybridPlug.of(ovs.bridge, vlan_a, ovs.db)
         assert ovs.vsctl("get", "Port", plug.ovs_port, "tag").strip() == str(vlan_a)
 

@@ -1,7 +1,7 @@
 """A node's serial console end to end: a qemu guest on qemu:///system whose serial port is a TCP
 chardev, OpenIPMI's ipmi_sim as its BMC with SOL wired to that port, and the controller capturing
 it through `ipmitool sol activate`. What the guest's kernel and /init print (guest/init's
-markers) must reach `GET /v0/node/<n>/console`, and the `cloudctl node console` CLI."""
+markers) must reach `GET /hil/v0/node/<n>/console`, and the `cloudctl node console` CLI."""
 from __future__ import annotations
 
 import os

@@ -137,7 +137,7 @@ def test_journal_failure_is_a_hil_error(tmp_path: Path, model_cache: Path, small
             assert (status, err["type"]) == (503, "ServiceUnavailableError"), (path, err)
         assert sorted(hil.ok("GET", "/projects")) == sorted(made)   # reads work and show no refused change
         assert "full-user" not in hil.ok("GET", "/auth/basic/users")
-        assert "full-net" not in hil.ok("GET", "/bm/networks")
+        assert "full-net" not in hil.ok("GET", "/networks")
         assert "full-node" not in hil.ok("GET", "/nodes/all")
         filler.unlink()
         hil.ok("PUT", "/project/after")

@@ -1,6 +1,6 @@
 """Node serial consoles through real IPMI serial-over-LAN: the controller's `ipmitool sol activate`
 against OpenIPMI's ipmi_sim, whose SOL is wired to the node's serial line (see sol_lab.py).
-What the node prints must reach `GET /v0/node/<n>/console`, through BMC crashes, sessions kicked
+What the node prints must reach `GET /hil/v0/node/<n>/console`, through BMC crashes, sessions kicked
 by another client and controller crashes; access is the node's project's and the admin's."""
 from __future__ import annotations
 
@@ -122,8 +122,8 @@ def test_console_capture(new_server: Any, sol: tuple[SerialLine, IpmiSim]) -> No
     status, err = pat.call("PUT", "/node/bare/console")
     assert status == 409 and "OBM" in err["msg"]
     status, err = quinn.call("PUT", "/node/bm1/console")
-    assert (status, err["type"]) == (403, "AuthorizationError")
-    assert quinn.text("/node/bm1/console")[0] == 403
+    assert (status, err["type"]) == (401, "AuthorizationError")
+    assert quinn.text("/node/bm1/console")[0] == 401
     assert admin.ok("GET", "/node/bm1/console_status")["logging"] is False
     assert not bmc.sol_active()
 
@@ -138,7 +138,7 @@ def test_console_capture(new_server: Any, sol: tuple[SerialLine, IpmiSim]) -> No
     assert b"SOL Session operational" not in body          # ipmitool's banner is not the node's output
 
     # Follow: a streaming GET gets new output as the node prints it.
-    first = Follower(srv.admin_url + "/v0/node/bm1/console?follow=1", pat.auth)
+    first = Follower(srv.admin_url + "/hil/v0/node/bm1/console?follow=1", pat.auth)
     wait_until(lambda: b"hello from bm1" in first.got, "the backlog in the follow stream")
     line.write("streamed line\r\n")
     wait_until(lambda: b"streamed line" in first.got, "new output in the follow stream")
@@ -166,7 +166,7 @@ def test_console_capture(new_server: Any, sol: tuple[SerialLine, IpmiSim]) -> No
     _print_until_shown(line, pat, "bm1", "after the controller restart")
     assert b"hello from bm1" in pat.text("/node/bm1/console")[1]    # the log survived too
     assert len(_sol_processes(bmc.port)) == 1
-    second = Follower(srv.admin_url + "/v0/node/bm1/console?follow=1", pat.auth)
+    second = Follower(srv.admin_url + "/hil/v0/node/bm1/console?follow=1", pat.auth)
     wait_until(lambda: b"after the controller restart" in second.got, "the backlog after the restart")
 
     # The CLI, as the admin.

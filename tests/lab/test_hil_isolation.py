@@ -99,7 +99,7 @@ def test_access_list_is_enforced(srv: Server, admin: Hil, lab: tuple[Ovs, Sshd, 
     carol = Hil(srv.admin_url, user="carol", password="carol-secret")
     status, err = carol.call("POST", "/node/n6/nic/eth0/connect_network", {"network": "A-net"})
     assert (status, err["type"]) == (409, "ProjectMismatchError")
-    assert carol.call("PUT", "/network/A-net/access/C")[0] == 403     # only A (or the admin) grants
+    assert carol.call("PUT", "/network/A-net/access/C")[0] == 401     # only A (or the admin) grants
     admin.ok("PUT", "/network/A-net/access/C")
     assert carol.connect("n6", "eth0", "A-net")["status"] == "done"
     assert nodes.wait_pings(6, 1) and not nodes.pings(6, 3)
@@ -124,7 +124,7 @@ def test_detach_stops_traffic_and_a_nic_moves(admin: Hil, lab: tuple[Ovs, Sshd, 
 def test_tagged_channel_reads_back(admin: Hil, lab: tuple[Ovs, Sshd, Nodes]) -> None:
     """A second network on a tagged channel: the port becomes native + trunk on the switch."""
     ovs, _, nodes = lab
-    vlan = admin.ok("GET", "/network/A-net")["net_id"]
+    vlan = admin.vlan("A-net")
     assert admin.connect("n5", "eth0", "A-net", f"vlan/{vlan}")["status"] == "done"
     assert ovs.vsctl("get", "port", nodes.port(5), "trunks").strip() == f"[{vlan}]"
     status, err = admin.call("POST", "/node/n5/nic/eth0/connect_network", {"network": "A-net"})
@@ -140,10 +140,14 @@ def test_tagged_channel_reads_back(admin: Hil, lab: tuple[Ovs, Sshd, Nodes]) -> 
 def test_a_switch_error_fails_one_operation_not_the_worker(admin: Hil, lab: tuple[Ovs, Sshd, Nodes]) -> None:
     """A port the controller knows but the switch lacks: the operation ends in error with the
     switch's own words, and the next operation on the same switch still goes through."""
-    _, _, nodes = lab
+    ovs, _, nodes = lab
     admin.ok("PUT", "/node/ghost", {})
     admin.ok("PUT", "/node/ghost/nic/eth0", {"macaddr": "52:54:00:00:01:99"})
+    assert admin.call("PUT", "/switch/ovs1/port/ghostport")[0] == 400      # checked against the bridge
+    # The port exists when registered and is removed at the switch afterwards.
+    ovs.vsctl("add-port", ovs.bridge, "ghostport", "--", "set", "interface", "ghostport", "type=internal")
     admin.ok("PUT", "/switch/ovs1/port/ghostport")
+    ovs.vsctl("del-port", ovs.bridge, "ghostport")
     admin.ok("POST", "/switch/ovs1/port/ghostport/connect_nic", {"node": "ghost", "nic": "eth0"})
     admin.ok("POST", "/project/B/connect_node", {"node": "ghost"})
     st = admin.connect("ghost", "eth0", "B-net")

@@ -3,6 +3,10 @@
 EC2's, and on the same listener every service in `services` (STS, IAM, …; api/service.py): a
 SigV4 request goes to the service its credential scope names, and is answered in that service's
 format; SigV2 has no scope and is EC2's. Limits, signatures, replay cache and throttle are shared.
+
+A verified client certificate (api/client_certs.py) takes part as core/users.py says: with a
+signature it must be one of the signer's (or the signer must hold none and it be nobody's);
+unsigned, it logs in an `x509_only` user alone, as econe's x509 auth (EC2's format, like SigV2).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from ...core.errors import CloudError
 from ...core.ids import new_uuid
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
+from ..client_certs import ClientCerts
 from ..listener import BodyRefused, streamed
 from ..service import Service
 from ..turns import Turns
@@ -48,8 +53,10 @@ _PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential"
 class Ec2Api:
     def __init__(self, cloud: Cloud, protocol: Protocol, verifier: SignatureVerifier,
                  answer_slice_items: int = 20, replay_grace_s: float = 2.0,
-                 client_timeout_s: float = 60.0, services: Mapping[str, Service] | None = None) -> None:
+                 client_timeout_s: float = 60.0, services: Mapping[str, Service] | None = None,
+                 certs: ClientCerts | None = None) -> None:
         self.cloud = cloud
+        self.certs = certs or ClientCerts(cloud.config.x509)
         self.ec2 = Ec2Service(protocol)
         # by the name a credential scope gives (the verifier accepts no other)
         self.services: dict[str, Service] = {"ec2": self.ec2, **(services or {})}
@@ -124,6 +131,7 @@ class Ec2Api:
             raw_path, _, raw_query = request.raw_path.partition("?")
             query = _query_params(raw_query)
             source = request.remote or ""
+            dn = self.certs.dn(request)   # a verified client certificate's subject, or None
             if "Authorization" in request.headers or not _PRESIGNED.isdisjoint(query):
                 # SigV4: the credentials are all in the headers and the query, so their form,
                 # scope, date and key are checked before the body is even looked at.
@@ -147,24 +155,40 @@ class Ec2Api:
                                  "parameters (query and body together); at most "
                                  f"{form.MAX_PARAMS} are accepted")
             seen = {**query, **scan.auth_fields()} if scan else query
-            if login is None:
-                login = (claimed_access_key(request.headers, seen), source)
-                if (wait := self.logins.admission(*login)) is not None:
-                    await wait
-            if pre is None:   # (SigV2, or SigV4 fields found only in the body)
-                svc = self.services.get(claimed_service(request.headers, seen), self.ec2)
-                pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
-            elif self.verifier.scheme(request.headers, seen) != pre.scheme:   # (the body's fields too)
-                raise AuthError("IncompleteSignature", "Only one auth mechanism allowed", 400)
-            body = b"".join(chunks)   # (credentials that may be good: worth a look at the body)
-            params, verified = await self._authenticate(request, raw_path, raw_query, pre, query, seen,
-                                                        body, body if scan else b"")
-            self.logins.succeeded(*login)
-            login = None
-            svc = self.services[verified.service]
-            user = self.cloud.users.by_access_key(verified.access_key)
-            if user is None:  # deleted between the signature check and now
-                raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
+            replay_key: str | None = None
+            if dn is not None and pre is None and "Authorization" not in request.headers \
+                    and AUTH_PARAMS.isdisjoint(seen):
+                # Unsigned, with a verified certificate: econe's x509 login, for x509-only users.
+                user = self.cloud.users.certificate_login(dn)
+                if user is None:
+                    raise AuthError("AuthFailure", "No user logs in by this client certificate without a "
+                                    "signature", 401)
+                params = await _form_params(query, b"".join(chunks) if scan else b"")
+            else:
+                if login is None:
+                    login = (claimed_access_key(request.headers, seen), source)
+                    if (wait := self.logins.admission(*login)) is not None:
+                        await wait
+                if pre is None:   # (SigV2, or SigV4 fields found only in the body)
+                    svc = self.services.get(claimed_service(request.headers, seen), self.ec2)
+                    pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
+                elif self.verifier.scheme(request.headers, seen) != pre.scheme:   # (the body's fields too)
+                    raise AuthError("IncompleteSignature", "Only one auth mechanism allowed", 400)
+                body = b"".join(chunks)   # (credentials that may be good: worth a look at the body)
+                params, verified = await self._authenticate(request, raw_path, raw_query, pre, query, seen,
+                                                            body, body if scan else b"")
+                self.logins.succeeded(*login)
+                login = None
+                svc = self.services[verified.service]
+                user = self.cloud.users.by_access_key(verified.access_key)
+                if user is None:  # deleted between the signature check and now
+                    raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials",
+                                    401)
+                try:
+                    self.cloud.users.check_certificate(user, dn)
+                except CloudError as e:
+                    raise AuthError(e.code, e.message, 401) from None
+                replay_key = verified.replay_key
             action = params.pop("Action", "") or "-"
             if action == "-":
                 raise CloudError("MissingAction", "The request must contain the parameter Action")
@@ -174,8 +198,8 @@ class Ec2Api:
             if not action.startswith(svc.read_only) and not params.get("ClientToken"):
                 # (a request with a ClientToken is idempotent: its replay returns the first result)
                 # Keyed on what was verified: the same signature written another way is a replay.
-                if self.replays.check(verified.replay_key):   # (a repeat holds nothing to release)
-                    held.append(verified.replay_key)
+                if replay_key is not None and self.replays.check(replay_key):   # (a repeat: nothing to release)
+                    held.append(replay_key)
             params.pop("Version", None)
             for k in AUTH_PARAMS.intersection(params):
                 del params[k]
@@ -284,15 +308,7 @@ class Ec2Api:
                                    query_string=raw_query, headers=request.headers, body=body,
                                    body_sha256=digest, prechecked=pre)
         verified = verify(params=seen) if scheme != "v2" else None   # SigV4 holds before the form is parsed
-        params = dict(query)
-        if form_body:
-            fields: list[tuple[str, str]] = []
-            try:
-                for _ in form.parse_steps(form_body, fields):
-                    await asyncio.sleep(0)
-            except UnicodeDecodeError:
-                raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
-            params.update(fields)
+        params = await _form_params(query, form_body)
         if verified is None:   # SigV2 signs the parsed fields
             return params, verify(params=params)
         # SigV4 signs the query and the body's hash, not the fields: what the parsed fields can
@@ -324,6 +340,20 @@ class Ec2Api:
             await resp.write(piece)
         await resp.write_eof()
         return resp
+
+
+async def _form_params(query: dict[str, str], form_body: bytes) -> dict[str, str]:
+    """The query's parameters and the form body's, parsed in steps (a turn of the loop each)."""
+    params = dict(query)
+    if form_body:
+        fields: list[tuple[str, str]] = []
+        try:
+            for _ in form.parse_steps(form_body, fields):
+                await asyncio.sleep(0)
+        except UnicodeDecodeError:
+            raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
+        params.update(fields)
+    return params
 
 
 def _query_params(raw_query: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...core.errors import CloudError
-from ...core.launch import BlockDevice, LaunchSpec
+from ...core.launch import BlockDevice, DeviceMapping, LaunchSpec
 from ...core.launch_templates import TemplateData, TemplateRef
 from .requests import tag_specs
 
@@ -45,6 +45,7 @@ def launch_spec(req: dict[str, Any]) -> LaunchSpec:
         group_names=tuple(req.get("SecurityGroups") or ()),
         key_name=req.get("KeyName") or None, user_data=req.get("UserData") or None,
         block_devices=_block_devices(req.get("BlockDeviceMappings")),
+        device_mappings=_device_mappings(req.get("BlockDeviceMappings")),
         instance_tags=tags.get("instance", ()), volume_tags=tags.get("volume", ()),
         client_token=req.get("ClientToken"),
         shutdown_behavior=req.get("InstanceInitiatedShutdownBehavior") or "stop",
@@ -86,6 +87,24 @@ def _block_devices(mappings: list[dict[str, Any]] | None) -> tuple[BlockDevice, 
             raise CloudError("InvalidParameterValue", f"Block device mapping {device} needs an Ebs section")
         out.append(BlockDevice(device, ebs.get("VolumeSize"), ebs.get("VolumeType") or None,
                                ebs.get("SnapshotId") or None, ebs.get("DeleteOnTermination", True) is not False))
+    return tuple(out)
+
+
+def _device_mappings(mappings: list[dict[str, Any]] | None) -> tuple[DeviceMapping, ...]:
+    """The mappings naming instance-store disks (VirtualName) or leaving a device out (NoDevice);
+    one that also has an Ebs section, or both, is malformed."""
+    out = []
+    for m in mappings or ():
+        virtual, no_device = m.get("VirtualName") or None, m.get("NoDevice") is not None
+        if virtual is None and not no_device:
+            continue
+        device = m.get("DeviceName") or ""
+        if m.get("Ebs") or (virtual is not None and no_device):
+            raise CloudError("InvalidBlockDeviceMapping", f"The block device mapping for {device or '(no device)'} "
+                             f"may give only one of Ebs, VirtualName and NoDevice")
+        if not device:
+            raise CloudError("InvalidBlockDeviceMapping", "A block device mapping needs a DeviceName")
+        out.append(DeviceMapping(device, virtual))
     return tuple(out)
 
 

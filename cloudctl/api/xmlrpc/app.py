@@ -5,7 +5,8 @@ error-code]`, with OpenNebula's codes, as pyone expects. The session is `user:se
 `user` is a cloudctl user name (or its access key id) and `secret` its secret access key —
 the same credential the EC2 API takes, so one user sees one set of instances through both
 APIs. `oneadmin:<admin token>` is the cloud's administrator (hosts, all users); it owns no
-instances.
+instances. A user marked EC2-only (`cloudctl user set NAME --ec2-only`, econe's `public` driver)
+gets no session: OpenNebula's authentication error, as for a wrong secret.
 """
 from __future__ import annotations
 
@@ -132,6 +133,11 @@ class OneApi:
             self.logins.failed(name, source)
             raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
         self.logins.succeeded(name, source)
+        if user.ec2_only:
+            # econe's `public` driver: such users exist for the EC2 interface only, and OpenNebula's
+            # core answers their session as it answers a wrong password.
+            log.info("XML-RPC session refused for %s from %s: the user is EC2-only", user.name, source or "?")
+            raise OneError(AUTHENTICATION, "[one] User couldn't be authenticated, aborting call.")
         uid = (await self.cloud.numeric_ids.ensure("user", [user.name]))[user.name]
         return Session(user, uid)
 

@@ -263,7 +263,7 @@ def user(u: User | None, num: int, name: str) -> ET.Element:
     _add(root, "GNAME", "oneadmin" if u is None else "users")
     _add(root, "NAME", name)
     _add(root, "PASSWORD", "")   # never sent: OpenNebula sends a hash, we send nothing
-    _add(root, "AUTH_DRIVER", "core")
+    _add(root, "AUTH_DRIVER", "public" if u is not None and u.ec2_only else "core")   # (public: EC2-only)
     _add(root, "ENABLED", 1)
     _add(root, "LOGIN_TOKEN")
     t = _add(root, "TEMPLATE")

@@ -61,6 +61,9 @@ class GroupInput:
     load_balancers: tuple[str, ...] | None = None
     protect_new: bool | None = None
     tags: tuple[tuple[str, str, bool], ...] = ()
+    # `aws:` tags the cloud's own services set (CloudFormation's), never from a wire: the user tag
+    # check does not apply to them; propagated ones reach the instances as their system tags.
+    system_tags: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +220,8 @@ class Groups:
             seen[k] = (k, v, p)
         if len(seen) > MAX_TAGS:
             raise limit_exceeded(f"The number of tags exceeds the limit of {MAX_TAGS}")
+        for k, v, p in spec.system_tags:
+            seen[k] = (k, v, p)
         caller.check_dry_run()
         t = spec.template
         g = ScalingGroup(
@@ -490,7 +495,7 @@ class Groups:
             old = now.get(t.key)
             propagate = t.propagate if t.propagate is not None else (old[2] if old else False)
             now[t.key] = (t.key, t.value or "", propagate)
-            if len(now) > MAX_TAGS:
+            if sum(not k.startswith("aws:") for k in now) > MAX_TAGS:
                 raise limit_exceeded(f"The number of tags on {g.name} exceeds the limit of {MAX_TAGS}")
             changed[g.name] = replace(g, tags=tuple(now.values()))
         caller.check_dry_run()
@@ -503,6 +508,8 @@ class Groups:
         changed: dict[str, ScalingGroup] = {}
         for t in tags:
             g = changed.get(t.group) or self._tag_group(caller, t)
+            if t.key.lower().startswith("aws:"):
+                raise validation(f"Tag keys starting with 'aws:' are reserved for internal use (key '{t.key[:64]}')")
             changed[g.name] = replace(g, tags=tuple(x for x in g.tags if x[0] != t.key))
         caller.check_dry_run()
         with self.store.txn() as tx:

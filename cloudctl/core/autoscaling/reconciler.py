@@ -277,10 +277,12 @@ class Reconciler:
         else:
             tid, name, version = ref.split("\x1f")
             spec = self.templates.launch_spec(g.owner, tid or None, name or None, version or None)
-        tags = tuple((k, v) for k, v, p in g.tags if p)
+        tags = tuple((k, v) for k, v, p in g.tags if p and not k.startswith("aws:"))
+        system = tuple((k, v) for k, v, p in g.tags if p and k.startswith("aws:"))   # (CloudFormation's)
         return dataclasses.replace(spec, zone=act.zone, subnet_id=act.subnet_id, min_count=1, max_count=act.count,
                                    client_token=token_of(act.id), owner=g.owner,
-                                   instance_tags=(*spec.instance_tags, *tags), private_ip=None)
+                                   instance_tags=(*spec.instance_tags, *tags),
+                                   system_tags=(*spec.system_tags, *system), private_ip=None)
 
     async def _launch(self, g: ScalingGroup, act: ScalingActivity) -> bool:
         """Carry out a launch activity; False if it failed (the group backs off)."""

@@ -33,6 +33,7 @@ class Baremetal:
         self.tasks = tasks
         self.config = config
         self.site = Site(store, parse_vlan_ranges(config.vlans), secrets)
+        self.site.switch_timeout_s = config.switch_timeout_s
         self.headnodes = Headnodes(self.site, compute, users, images, config.headnode_bridge)
         self.networks = Networks(self.site)
         self.ops = Operations(self.site, config, events, tasks)

@@ -23,7 +23,7 @@ from ..events import Events
 from ..tasks import Supervisor
 from .auth import Caller
 from .console_log import ConsoleLog
-from .errors import ProjectMismatchError
+from .errors import BadArgumentError, ProjectMismatchError
 from .obm import ipmi_of
 from .site import Site
 
@@ -196,12 +196,15 @@ class Consoles:
         self.site.require_node_access(caller, n)
         if not n.obm:
             raise ProjectMismatchError(f"node {name!r} has no OBM registered, so it has no serial console")
+        if n.obm.get("type") != "ipmi":   # (an obmd node's console is obmd's: the API redirects there)
+            raise BadArgumentError(f"node {name!r}: its OBM ({n.obm.get('type')}) has no serial console this "
+                                   f"controller captures; only IPMI nodes do")
         return n
 
     def start(self) -> None:
         """Resume the captures the journal says are on."""
         for n in self.site.nodes.values():
-            if n.console and n.obm:
+            if n.console and n.obm.get("type") == "ipmi":
                 self._spawn(n)
 
     async def enable(self, caller: Caller, name: str) -> None:

@@ -15,6 +15,7 @@ from .auth import Caller
 from .errors import AuthorizationError, BadArgumentError, BlockedError, DuplicateError, NotFoundError
 from .names import label
 from .site import Site
+from .views import Attachment, NetworkView
 
 
 class Networks:
@@ -104,7 +105,7 @@ class Networks:
         if not net.access:
             raise BlockedError(f"network {name!r} is public")
         if project in net.access:
-            return
+            raise DuplicateError(f"project {project!r} already has access to network {name!r}")
         await self.site.commit(dataclasses.replace(net, access=sorted([*net.access, project])))
 
     async def revoke(self, caller: Caller, name: str, project: str) -> None:
@@ -122,36 +123,42 @@ class Networks:
             raise BlockedError(f"project {project!r} still has headnode {hn[0]} on network {name!r}")
         await self.site.commit(dataclasses.replace(net, access=[p for p in net.access if p != project]))
 
-    def show(self, caller: Caller, name: str) -> dict[str, Any]:
+    def show(self, caller: Caller, name: str) -> NetworkView:
+        """The network and the nodes on it the caller may see (those of the projects it is in,
+        or all for the network's owner), as HIL's show_network."""
         net = self.site.network(name)
         if not self.visible(caller, net):
             raise AuthorizationError(f"you have no access to network {name!r}")
-        return {"name": net.name, "owner": net.owner or "admin", "access": net.access, "public": not net.access,
-                "net_id": net.vlan, "allocated": net.allocated,
-                "channels": ["vlan/native", f"vlan/{net.vlan}"],
-                "connected-nodes": self._connected(name)}
-
-    def _connected(self, name: str) -> dict[str, list[str]]:
+        owner = caller.is_admin or (net.owner is not None and caller.may_access(net.owner))
         out: dict[str, list[str]] = {}
         for a in self.site.att_by_network.get(name).values():
-            out.setdefault(a.node, []).append(a.nic)
-        return {k: sorted(v) for k, v in sorted(out.items())}
+            if owner or caller.may_access(self.site.nodes.rows[a.node].project):
+                out.setdefault(a.node, []).append(a.nic)
+        return NetworkView(net, {k: tuple(sorted(v)) for k, v in sorted(out.items())})
 
-    def list(self, caller: Caller) -> dict[str, Any]:
-        return {n.name: {"network_id": n.vlan, "projects": n.access or None, "owner": n.owner or "admin"}
-                for n in sorted(self.site.networks.values(), key=lambda n: n.name) if self.visible(caller, n)}
+    @staticmethod
+    def channels(net: BmNetwork) -> list[str]:
+        """The channels a NIC may carry the network on: untagged, or tagged with its VLAN."""
+        return ["vlan/native", f"vlan/{net.vlan}"]
+
+    def list(self, caller: Caller) -> list[BmNetwork]:
+        """The networks the caller may see, by name."""
+        return [n for n in sorted(self.site.networks.values(), key=lambda n: n.name) if self.visible(caller, n)]
 
     def project_networks(self, caller: Caller, project: str) -> list[str]:
         caller.require_project(project)
         self.site.project(project)
         return sorted(n.name for n in self.site.networks.values() if n.owner == project or project in n.access)
 
-    def attachments(self, caller: Caller, name: str, project: str | None) -> dict[str, Any]:
+    def attachments(self, caller: Caller, name: str, project: str | None) -> list[Attachment]:
+        """The NICs on the network (of `project`'s nodes only, if given), sorted by node and NIC."""
         net = self.site.network(name)
+        if project is not None:
+            self.site.project(project)
         self._require_owner(caller, net)
-        out: dict[str, Any] = {}
+        out = []
         for a in self.site.att_by_network.get(name).values():
             node = self.site.nodes.rows[a.node]
             if project is None or node.project == project:
-                out.setdefault(a.node, {})[a.nic] = {"channel": a.channel, "project": node.project}
-        return out
+                out.append(Attachment(a.node, a.nic, a.channel, node.project))
+        return sorted(out, key=lambda a: (a.node, a.nic))

@@ -100,20 +100,24 @@ class Operations:
         if not isinstance(network, str):
             raise BadArgumentError('expected {"network": ...}')
         self.site.network(network)
-        if _k(node, nic, network) not in self.site.attachments.rows:
+        att = self.site.attachments.get(_k(node, nic, network))
+        if att is None:
             raise BadArgumentError(f"network {network!r} is not attached to NIC {node}/{nic}")
         return await self._queue(BmOperation(id=new_id("op"), seq=0, type="detach", switch=port.switch,
-                                             port=port.name, node=node, nic=nic, network=network))
+                                             port=port.name, node=node, nic=nic, network=network,
+                                             channel=att.channel))
 
     async def revert(self, caller: Caller, switch: str, port: str) -> BmOperation:
         caller.require_admin()
         p = self.site.port(switch, port)
+        if p.nic is None:
+            raise NotFoundError(f"port {port!r} is not attached to a NIC")
         if self.site.pending_by_port.get(p.key):
             raise BlockedError(f"port {port!r} has a pending operation")
         return await self._queue(BmOperation(id=new_id("op"), seq=0, type="revert", switch=switch, port=port,
                                              node=p.node, nic=p.nic))
 
-    def show(self, caller: Caller, op_id: str) -> dict[str, Any]:
+    def show(self, caller: Caller, op_id: str) -> BmOperation:
         op = self.site.ops.get(op_id)
         if op is None:
             r = self.config.finished_operations
@@ -122,9 +126,7 @@ class Operations:
         if not caller.is_admin:
             node = self.site.nodes.get(op.node or "")
             caller.require_project(node.project if node else None)
-        return {"id": op.id, "status": op.status, "type": op.type, "switch": op.switch, "port": op.port,
-                "node": op.node, "nic": op.nic, "network": op.network, "channel": op.channel, "error": op.error,
-                "created": op.created, "finished": op.finished}
+        return op
 
     # -- desired state ------------------------------------------------------------------------------
     def desired(self, port: BmPort, op: BmOperation | None = None) -> PortVlans:
@@ -161,7 +163,7 @@ class Operations:
             cls = driver_class(row.type)
             assert cls is not None
             d = self.drivers[switch] = cls(switch, self.site.secrets.switch_options(row),
-                                           self.config.command_timeout_s)
+                                           self.config.switch_timeout_s)
         return d
 
     def lock(self, switch: str) -> asyncio.Lock:

@@ -22,7 +22,7 @@ from ..secrets import Sealer, SealError, SecretsError, is_sealed, load_key
 
 log = logging.getLogger("cloudctl.baremetal")
 
-OBM_SECRETS = ("password",)
+OBM_SECRETS = ("password", "admin_token", "node_token")   # IPMI login, obmd tokens
 
 
 def _ctx(table: str, key: str, field: str) -> str:

@@ -5,12 +5,22 @@ wire goes, as in HIL). Objects in use cannot be deleted: the caller must undo th
 """
 from __future__ import annotations
 
+import json
+import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from ...drivers.switch.base import driver_class, families, secret_fields
+from ...drivers.switch.base import (
+    DEFAULT_TIMEOUT_S,
+    SwitchError,
+    SwitchUnreachable,
+    driver_class,
+    families,
+    secret_fields,
+)
 from ...store.records import (
     BmAttachment,
     BmHeadnode,
@@ -29,8 +39,13 @@ from .auth import Caller
 from .errors import BadArgumentError, BlockedError, DuplicateError, NotFoundError, ProjectMismatchError
 from .names import label, macaddr
 from .secrets import BmSecrets
+from .views import NicView, NodeView, PortView, SwitchView
 
-_OBM_TYPES = ("ipmi",)
+# ipmi: a BMC over IPMI-over-LAN; mock: HIL's test OBM (power calls do nothing); obmd: HIL's OBM
+# daemon, which the API redirects power and console calls to (as HIL does).
+_OBM_TYPES = ("ipmi", "mock", "obmd")
+METADATA_MAX = 64 * 1024     # bytes of a node's metadata, its JSON text
+log = logging.getLogger("cloudctl.baremetal")
 
 
 def _k(*parts: str) -> str:
@@ -38,6 +53,8 @@ def _k(*parts: str) -> str:
 
 
 class Site:
+    switch_timeout_s: float = DEFAULT_TIMEOUT_S     # per switch command, when a port is checked
+
     def __init__(self, store: Store, vlan_pool: list[int], secrets: BmSecrets) -> None:
         self.store = store
         self.secrets = secrets
@@ -173,6 +190,8 @@ class Site:
         n = self.node(node)
         if n.project != project:
             raise NotFoundError(f"node {node!r} is not in project {project!r}")
+        if n.obm_enabled:
+            raise BlockedError(f"node {node!r}: its OBM is enabled; disable it first")
         why = self.node_busy(node)
         if why:
             raise BlockedError(f"node {node!r}: {why}; detach its networks first")
@@ -184,12 +203,43 @@ class Site:
         return sorted(n.name for n in self.nodes.values() if n.project == project)
 
     # -- nodes and NICs -----------------------------------------------------------------------------
-    async def register_node(self, caller: Caller, name: str, obm: Any) -> None:
+    async def register_node(self, caller: Caller, name: str, obm: Any, metadata: dict[str, Any] | None = None
+                            ) -> None:
+        """`metadata` values are any JSON; each is kept as its JSON text (HIL's model)."""
         caller.require_admin()
         label("node", name)
         if name in self.nodes.rows:
             raise DuplicateError(f"node {name!r} already exists")
-        await self.commit(BmNode(name=name, obm=self.secrets.seal_obm(name, _check_obm(obm)), created=time.time()))
+        meta = {label("metadata", k): json.dumps(v) for k, v in (metadata or {}).items()}
+        _check_metadata_size(meta)
+        await self.commit(BmNode(name=name, obm=self.secrets.seal_obm(name, _check_obm(obm)), created=time.time(),
+                                 metadata=meta))
+
+    async def set_metadata(self, caller: Caller, name: str, key: str, value: Any) -> None:
+        """Add or replace one metadata label (HIL's node_set_metadata)."""
+        caller.require_admin()
+        n = self.node(name)
+        meta = {**n.metadata, label("metadata", key): json.dumps(value)}
+        _check_metadata_size(meta)
+        await self.commit(BmNode(**{**n.to_dict(), "metadata": meta}))
+
+    async def delete_metadata(self, caller: Caller, name: str, key: str) -> None:
+        caller.require_admin()
+        n = self.node(name)
+        if key not in n.metadata:
+            raise NotFoundError(f"node {name!r} has no metadata {key!r}")
+        await self.commit(BmNode(**{**n.to_dict(), "metadata": {k: v for k, v in n.metadata.items() if k != key}}))
+
+    async def set_obm_enabled(self, caller: Caller, name: str, enabled: bool, node_token: str | None = None) -> None:
+        """Record the OBM's state; for an obmd node, with the token obmd gave (None when disabled)."""
+        n = self.node(name)
+        caller.require_project(n.project)
+        obm = dict(n.obm)
+        obm.pop("node_token", None)
+        if node_token is not None:
+            obm["node_token"] = node_token
+        await self.commit(BmNode(**{**n.to_dict(), "obm_enabled": enabled,
+                                    "obm": self.secrets.seal_obm(name, obm)}))
 
     async def delete_node(self, caller: Caller, name: str) -> None:
         caller.require_admin()
@@ -216,36 +266,33 @@ class Site:
         await self.commit(delete=(row,))
 
     def list_nodes(self, caller: Caller, which: str) -> list[str]:
+        """Node names, to any authenticated caller (as HIL)."""
         if which not in ("all", "free"):
             raise BadArgumentError("list nodes 'all' or 'free'")
-        if which == "all":
-            caller.require_admin()
         return sorted(n.name for n in self.nodes.values() if which == "all" or n.project is None)
 
-    def show_node(self, caller: Caller, name: str) -> dict[str, Any]:
+    def show_node(self, caller: Caller, name: str) -> NodeView:
+        """A free node is shown to any authenticated caller, a project's node to its members (HIL)."""
         n = self.node(name)
-        if n.project is not None or not caller.is_admin:
+        if n.project is not None:
             caller.require_project(n.project)
         nics = []
         for nic in sorted(self.nics_by_node.get(name).values(), key=lambda x: x.name):
             port = self.port_of(name, nic.name)
-            nics.append({"label": nic.name, "macaddr": nic.macaddr,
-                         "switch": port.switch if port else None, "port": port.name if port else None,
-                         "networks": {a.channel: a.network for a in self.att_by_nic.get(nic.key).values()}})
-        obm = {k: v for k, v in n.obm.items() if k != "password"}
-        return {"name": n.name, "project": n.project, "nics": nics, "obm": obm}
+            nics.append(NicView(nic.name, nic.macaddr, port.switch if port else None, port.name if port else None,
+                                {a.channel: a.network for a in self.att_by_nic.get(nic.key).values()}))
+        return NodeView(n, tuple(nics))
 
     # -- switches and ports -------------------------------------------------------------------------
-    async def register_switch(self, caller: Caller, name: str, body: dict[str, Any]) -> None:
+    async def register_switch(self, caller: Caller, name: str, family: str, options: dict[str, Any]) -> None:
+        """`family` is a switch driver family (drivers/switch); `options` its options model's fields."""
         caller.require_admin()
         label("switch", name)
         if name in self.switches.rows:
             raise DuplicateError(f"switch {name!r} already exists")
-        family = body.get("type")
-        cls = driver_class(family) if isinstance(family, str) else None
+        cls = driver_class(family)
         if cls is None:
-            raise BadArgumentError(f"switch type {family!r} is not one of: {', '.join(families())}")
-        options = {k: v for k, v in body.items() if k != "type"}
+            raise BadArgumentError(f"switch family {family!r} is not one of: {', '.join(families())}")
         try:
             checked = cls.options_model.model_validate(options)
         except ValidationError as e:
@@ -273,8 +320,32 @@ class Site:
         why = cls.check_port_name(port)
         if why:
             raise BadArgumentError(f"port {port!r} on switch {switch!r}: {why}")
-        if _k(switch, port) in self.ports.rows:
-            raise DuplicateError(f"switch {switch!r} already has port {port!r}")
+
+        def refuse_duplicate() -> None:
+            same = next((p.name for p in self.ports_by_switch.get(switch).values()
+                         if p.name == port or cls.canonical_port(p.name) == cls.canonical_port(port)), None)
+            if same is not None:
+                raise DuplicateError(f"switch {switch!r} already has port {port!r}" +
+                                     (f" (as {same!r})" if same != port else ""))
+        refuse_duplicate()
+        # Asked of the switch itself, so a typo is refused now rather than at the first connect.
+        # A switch that cannot be reached at all does not block the record (cabling may be
+        # recorded before the switch is up); one that answers must list the port.
+        driver = cls(switch, self.secrets.switch_options(s), self.switch_timeout_s)
+        try:
+            present = await driver.has_port(port)
+        except SwitchUnreachable as e:
+            log.warning("switch %s unreachable; port %r registered unchecked: %s", switch, port, e)
+            present = True
+        except SwitchError as e:
+            raise BadArgumentError(f"cannot check port {port!r} on switch {switch!r}: {e}") from None
+        finally:
+            await driver.close()
+        if not present:
+            raise BadArgumentError(f"switch {switch!r} has no port {port!r} (read back from the switch)")
+        if self.switch(switch) != s:           # while the switch was asked, it went (or was replaced)
+            raise NotFoundError(f"switch {switch!r} changed while its port list was read; try again")
+        refuse_duplicate()                     # or someone registered the port meanwhile
         await self.commit(BmPort(switch=switch, name=port))
 
     async def delete_port(self, caller: Caller, switch: str, port: str) -> None:
@@ -314,20 +385,19 @@ class Site:
         caller.require_admin()
         return sorted(self.switches.rows)
 
-    def show_switch(self, caller: Caller, name: str) -> dict[str, Any]:
+    def show_switch(self, caller: Caller, name: str) -> SwitchView:
         caller.require_admin()
         s = self.switch(name)
         hidden = secret_fields(s.type)
         public = {k: v for k, v in s.options.items() if k not in hidden and not is_sealed(v)}
-        return {"name": s.name, "type": s.type, "options": public,
-                "ports": sorted(p.name for p in self.ports_by_switch.get(name).values())}
+        return SwitchView(s, public, tuple(sorted(p.name for p in self.ports_by_switch.get(name).values())))
 
-    def show_port(self, caller: Caller, switch: str, port: str) -> dict[str, Any]:
+    def show_port(self, caller: Caller, switch: str, port: str) -> PortView:
         caller.require_admin()
         p = self.port(switch, port)
         nets = ({a.channel: a.network for a in self.att_by_nic.get(_k(p.node, p.nic)).values()}
                 if p.node and p.nic else {})
-        return {"switch": switch, "port": port, "node": p.node, "nic": p.nic, "networks": nets}
+        return PortView(p, nets)
 
     def require_node_access(self, caller: Caller, node: BmNode) -> None:
         if node.project is None:
@@ -337,12 +407,33 @@ class Site:
         caller.require_project(node.project)
 
 
+def _check_metadata_size(meta: dict[str, str]) -> None:
+    if sum(len(k) + len(v) for k, v in meta.items()) > METADATA_MAX:
+        raise BadArgumentError(f"a node's metadata is limited to {METADATA_MAX} bytes of JSON")
+
+
 def _check_obm(obm: Any) -> dict[str, Any]:
+    """The OBM's fields checked; every key given must be one its type takes."""
     if obm is None or obm == {}:
         return {}
     if not isinstance(obm, dict) or obm.get("type") not in _OBM_TYPES:
         raise BadArgumentError(f"obm must be an object with type one of: {', '.join(_OBM_TYPES)}")
+    takes = {"ipmi": ("type", "host", "port", "user", "password", "cipher_suite"),
+             "mock": ("type", "host", "user", "password"),
+             "obmd": ("type", "uri", "admin_token")}[obm["type"]]
+    unknown = next((k for k in obm if k not in takes), None)
+    if unknown is not None:
+        raise BadArgumentError(f"obm of type {obm['type']}: unknown field {str(unknown)[:64]!r}; "
+                               f"it takes {', '.join(takes[1:])}")
+    if obm["type"] == "obmd":
+        return _check_obmd(obm)
     out: dict[str, Any] = {"type": obm["type"]}
+    if obm["type"] == "mock":
+        for key in ("host", "user", "password"):
+            if not isinstance(obm.get(key), str):
+                raise BadArgumentError(f"obm.{key} must be a string")
+            out[key] = obm[key]
+        return out
     host = obm.get("host")
     if not isinstance(host, str) or not host or not all(c.isalnum() or c in ".-:" for c in host):
         raise BadArgumentError("obm.host must be a host name or address")
@@ -362,3 +453,14 @@ def _check_obm(obm: Any) -> dict[str, Any]:
             raise BadArgumentError("obm.cipher_suite must be an IPMI cipher suite id, 0-17")
         out["cipher_suite"] = cipher
     return out
+
+
+def _check_obmd(obm: dict[str, Any]) -> dict[str, Any]:
+    uri, token = obm.get("uri"), obm.get("admin_token")
+    if not isinstance(uri, str) or urlsplit(uri).scheme not in ("http", "https") or not urlsplit(uri).netloc:
+        raise BadArgumentError("obmd.uri must be an http:// or https:// URL")
+    if any(c.isspace() or ord(c) < 32 for c in uri) or "?" in uri or "#" in uri:
+        raise BadArgumentError("obmd.uri must be a plain URL (no spaces, query or fragment)")
+    if not isinstance(token, str) or not token or "\n" in token:
+        raise BadArgumentError("obmd.admin_token must be a non-empty string")
+    return {"type": "obmd", "uri": uri.rstrip("/"), "admin_token": token}

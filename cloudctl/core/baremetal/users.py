@@ -16,6 +16,7 @@ from .errors import (
     BadArgumentError,
     BusyError,
     DuplicateError,
+    IllegalStateError,
     NotFoundError,
     TooManyFailuresError,
 )
@@ -73,10 +74,9 @@ class BmUsers:
             raise NotFoundError(f"user {name!r} does not exist")
         return u
 
-    def list(self, caller: Caller) -> dict[str, Any]:
+    def list(self, caller: Caller) -> list[BmUser]:
         caller.require_admin()
-        return {u.name: {"is_admin": u.is_admin, "projects": sorted(u.projects)}
-                for u in sorted(self.site.users.values(), key=lambda u: u.name)}
+        return sorted(self.site.users.values(), key=lambda u: u.name)
 
     async def create(self, caller: Caller, name: str, password: Any, is_admin: Any) -> None:
         caller.require_admin()
@@ -119,4 +119,7 @@ class BmUsers:
         u = self.user(name)
         if not isinstance(is_admin, bool):
             raise BadArgumentError("is_admin must be true or false")
+        if name == caller.name:
+            # (as HIL: an admin could lock itself out; another admin may do it)
+            raise IllegalStateError("Cannot set own admin status")
         await self.site.commit(dataclasses.replace(u, is_admin=is_admin))

@@ -150,7 +150,9 @@ class Elb:
     # -- load balancers --------------------------------------------------------------------------
     async def create(self, caller: Caller, name: str, listeners: Sequence[ListenerDef], zones: Sequence[str],
                      subnets: Sequence[str], security_groups: Sequence[str], scheme: str | None,
-                     tags: Sequence[tuple[str, str]]) -> LoadBalancer:
+                     tags: Sequence[tuple[str, str]], system_tags: Sequence[tuple[str, str]] = ()) -> LoadBalancer:
+        """`system_tags`: `aws:` tags the cloud's own services set (CloudFormation's), never from a wire:
+        users may not set or remove them, and they do not count against the limit."""
         check_name(name)
         if not listeners:
             raise err.invalid("Listeners must name at least one listener.")
@@ -167,6 +169,7 @@ class Elb:
         tagmap = check_tags(tags)
         if len(tagmap) > MAX_TAGS:
             raise err.too_many_tags(MAX_TAGS, name)
+        tagmap.update(system_tags)
         if self._by_name.first(f"{caller.account}\x1f{name}") is not None:
             raise err.duplicate_name(name)
         if len(self._by_owner.get(caller.account)) >= self.config.max_load_balancers_per_user:
@@ -415,7 +418,7 @@ class Elb:
         changed = []
         for lb in lbs:
             merged = {**lb.tags, **new}
-            if len(merged) > MAX_TAGS:
+            if sum(not k.startswith("aws:") for k in merged) > MAX_TAGS:
                 raise err.too_many_tags(MAX_TAGS, lb.name)
             if merged != lb.tags:
                 changed.append(replace(lb, tags=merged))
@@ -426,6 +429,9 @@ class Elb:
         lbs = self._many(caller, names)
         if not keys:
             raise err.invalid("Tags must name at least one tag key.")
+        for k in keys:
+            if k.lower().startswith("aws:"):
+                raise err.invalid(f"Tag key '{k[:128]}' uses the reserved prefix 'aws:'.")
         caller.check_dry_run()
         gone = set(keys)
         await self._put_all([replace(lb, tags={k: v for k, v in lb.tags.items() if k not in gone})

@@ -307,6 +307,10 @@ class HaproxyDriver(LoadBalancerDriver):
             if _is_haproxy(p, config):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
+        started = _STARTED.pop(pid, None)
+        if started is not None:   # our own child: reaped, not left a zombie until the controller exits
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(started.wait, _STOP_S)
 
     async def _reap_stale(self, folder: Path) -> None:
         """Before a start: stop what a dead master of this folder left (workers hold the ports)."""
@@ -373,20 +377,30 @@ async def _unix(sock: Path) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio
             await writer.wait_closed()
 
 
+# Masters this controller started, by PID, until `_stop` reaps them.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
 async def _spawn(argv: list[str], cwd: Path, log_file: Path) -> int:
     """Start the master leading a session of its own, and return its PID.
 
     Started by `subprocess.Popen` on a worker thread, not as an asyncio child: the loop would
     kill an asyncio child when its transport is closed or collected, and the proxy must outlive
     the controller. (Nor through a shell's `&` with a pipe for its PID: under uvloop the read of
-    that pipe never ended.) The Popen object is dropped at once; Python reaps the process if it
-    exits while the controller runs, and a new controller adopts it from its pid file. Its output
-    goes to `log_file`, where a reload's errors land too (a daemonized master closes its output)."""
+    that pipe never ended.) The Popen object is kept in `_STARTED` so that `_stop` reaps the
+    master it ended (dropped, it stayed a zombie until the next Popen); a new controller adopts a
+    running master from its pid file. Its output goes to `log_file`, where a reload's errors land
+    too (a daemonized master closes its output)."""
     def start() -> int:
+        for pid, proc in list(_STARTED.items()):   # masters that ended on their own
+            if proc.poll() is not None:
+                _STARTED.pop(pid, None)
         with open(log_file, "ab", buffering=0) as log_:
             os.chmod(log_file, 0o600)
-            return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_, stderr=log_,
-                                    start_new_session=True, close_fds=True).pid
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_, stderr=log_,
+                                    start_new_session=True, close_fds=True)
+        _STARTED[proc.pid] = proc
+        return proc.pid
     try:
         return await asyncio.to_thread(start)
     except OSError as e:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,26 @@ def _secret_fields(model: type[DriverOptions]) -> tuple[str, ...]:
 
 _REGISTRY: dict[str, type[SwitchDriver]] = {}   # family name -> driver class
 
+#: Seconds a switch has to answer one command (or the login) as expected before the call fails.
+DEFAULT_TIMEOUT_S = 5.0
+
+_IFNAME = re.compile(r"^([A-Za-z-]*)\s*([0-9][0-9/:.]*)$")
+
+
+def interface_key(name: str) -> tuple[str, str] | None:
+    """An interface name as (lowercase type word, numbers): `Gi1/0/5` -> ("gi", "1/0/5")."""
+    m = _IFNAME.match(name.strip())
+    return (m.group(1).lower(), m.group(2)) if m else None
+
+
+def same_interface(listed: str, given: str) -> bool:
+    """Whether `given` names the switch's interface `listed`, as switch CLIs read names: case
+    does not matter and the type word may be abbreviated (`gi1/0/5` is `GigabitEthernet1/0/5`)."""
+    a, b = interface_key(listed), interface_key(given)
+    if a is None or b is None:
+        return listed.strip().lower() == given.strip().lower()
+    return a[1] == b[1] and (a[0].startswith(b[0]) or b[0].startswith(a[0]))
+
 
 class SwitchDriver(ABC):
     """One switch, one persistent session; calls are serialized by the caller (one worker per switch)."""
@@ -116,7 +137,7 @@ class SwitchDriver(ABC):
         if other is not cls:
             raise TypeError(f"switch family {family!r} is already registered by {other.__module__}.{other.__name__}")
 
-    def __init__(self, name: str, options: dict[str, Any], timeout: float = 30.0) -> None:
+    def __init__(self, name: str, options: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.name = name
         self.options = self.options_model.model_validate(options)
         self.timeout = timeout
@@ -126,12 +147,26 @@ class SwitchDriver(ABC):
     def check_port_name(cls, name: str) -> str | None:
         """None if the switch can have a port by this name, else why not."""
 
+    @classmethod
+    def canonical_port(cls, name: str) -> str:
+        """The switch's own spelling of a port name (`gi1/0/11` -> `Gi1/0/11`): two names with the
+        same canonical form are one port."""
+        return name
+
     @abstractmethod
     async def set_port(self, port: str, vlans: PortVlans) -> None:
         """Make the port carry exactly `vlans`; no VLAN at all parks it where no traffic passes."""
 
     @abstractmethod
     async def read_port(self, port: str) -> PortVlans: ...
+
+    @abstractmethod
+    async def list_ports(self) -> list[str]:
+        """The switch's own interface names, read from it (not from our records)."""
+
+    async def has_port(self, port: str) -> bool:
+        """Whether the switch has this port, as its CLI would read the name."""
+        return any(same_interface(p, port) for p in await self.list_ports())
 
     @abstractmethod
     async def save(self) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .base import DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError
+from .base import DEFAULT_TIMEOUT_S, DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError, same_interface
 from .console import ConsoleSession
 
 _PORT = re.compile(r"^[A-Za-z][A-Za-z-]{1,30} ?[0-9]+(/[0-9]+){0,3}$")
@@ -43,7 +43,7 @@ class CiscoDriver(SwitchDriver):
     options_model = CiscoOptions
     options: CiscoOptions
 
-    def __init__(self, name: str, options: dict[str, Any], timeout: float = 30.0) -> None:
+    def __init__(self, name: str, options: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(name, options, timeout)
         o = self.options
         self.session = ConsoleSession(o.hostname, o.ssh_port, o.username, o.password, o.host_key,
@@ -69,8 +69,11 @@ class CiscoDriver(SwitchDriver):
 
     async def read_port(self, port: str) -> PortVlans:
         text = await self.session.send([f"show running-config interface {port}"])
-        if f"interface {port}" not in text:
-            raise SwitchError(f"{self.name}: no interface {port} in the running config")
+        names = [line.split(None, 1)[1].strip() for line in text.splitlines()
+                 if line.startswith("interface ") and len(line.split()) > 1]
+        if not any(same_interface(n, port) for n in names):
+            raise SwitchError(f"{self.name}: expected an 'interface {port}' section in its running config; "
+                              f"got {text.strip()[:200]!r}")
         return self.parse(text)
 
     def parse(self, text: str) -> PortVlans:
@@ -92,6 +95,12 @@ class CiscoDriver(SwitchDriver):
             return PortVlans(trunk_all=True)
         nat = None if native == dummy else native
         return PortVlans(native=nat, tagged=frozenset(allowed - {native}))
+
+    async def list_ports(self) -> list[str]:
+        # `show interfaces status` would be shorter, but not every IOS (nor fake-switches) has it.
+        text = await self.session.send(["show running-config"])
+        return [line.split(None, 1)[1].strip() for line in text.splitlines()
+                if line.startswith("interface ") and len(line.split()) > 1]
 
     async def save(self) -> None:
         # `write memory` rather than `copy running-config startup-config`: same effect on IOS

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .base import DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError
+from .base import DEFAULT_TIMEOUT_S, DriverOptions, PortVlans, Secret, SwitchDriver, SwitchError
 from .ssh import ShellSession
 
 _PORT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
@@ -44,7 +44,7 @@ class OvsDriver(SwitchDriver):
     options_model = OvsOptions
     options: OvsOptions
 
-    def __init__(self, name: str, options: dict[str, Any], timeout: float = 30.0) -> None:
+    def __init__(self, name: str, options: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(name, options, timeout)
         o = self.options
         self.session = ShellSession(o.hostname, o.ssh_port, o.username, o.host_key, o.password, o.client_key,
@@ -92,6 +92,12 @@ class OvsDriver(SwitchDriver):
             return PortVlans(tagged=trunks)
         # native-untagged / native-tagged
         return PortVlans(native=tag, tagged=trunks, trunk_all=not _set(trunks_v))
+
+    async def list_ports(self) -> list[str]:
+        return (await self.session.check(self._vsctl("list-ports", self.options.bridge))).split()
+
+    async def has_port(self, port: str) -> bool:
+        return port in await self.list_ports()        # Linux names: exact, case matters
 
     async def save(self) -> None:
         return None

@@ -2,8 +2,11 @@
 
 An exec channel per command costs ~120 ms (a login shell per command); one shell kept open and
 fed line by line costs well under a millisecond, so drivers stream commands into it. The session
-reconnects lazily: any transport error closes it and raises `SwitchUnreachable`, and the next
-command opens a fresh one.
+reconnects lazily: a connection that cannot be made, or a session closed before any reply to a
+command (an idle session the host dropped), raises `SwitchUnreachable` (the caller retries on a
+fresh one). A command whose end marker does not come within the per-command timeout, or a
+session closed in the middle of a reply, raises `SwitchError` saying what was expected and what
+came.
 """
 from __future__ import annotations
 
@@ -16,9 +19,17 @@ import asyncssh
 from .base import SwitchError, SwitchUnreachable
 
 
+def got(buf: str) -> str:
+    """What came instead of the expected answer, for an error message: its tail, or nothing."""
+    tail = buf.strip()
+    if not tail:
+        return "got nothing"
+    return f"got {tail[-200:]!r}" if len(tail) <= 200 else f"got {len(tail)} characters ending {tail[-200:]!r}"
+
+
 class ShellSession:
     def __init__(self, host: str, port: int, username: str, host_key: str, password: str | None = None,
-                 client_key: str | None = None, timeout: float = 30.0) -> None:
+                 client_key: str | None = None, timeout: float = 5.0) -> None:
         self.host, self.port, self.username = host, port, username
         self.password, self.client_key = password, client_key
         where = host if port == 22 else f"[{host}]:{port}"
@@ -39,9 +50,10 @@ class ShellSession:
                 client_keys=[self.client_key] if self.client_key else None, known_hosts=self.known_hosts,
                 agent_path=None, config=None), self.timeout)
             self._proc = await self._conn.create_process("sh", encoding="utf-8")
-        except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+        except (OSError, asyncssh.Error, TimeoutError) as e:
             await self.close()
-            raise SwitchUnreachable(f"ssh {self.username}@{self.host}:{self.port}: {e or type(e).__name__}") from None
+            raise SwitchUnreachable(f"ssh {self.username}@{self.host}:{self.port}: {str(e) or type(e).__name__}") \
+                from None
         self.connects += 1
         return self._proc
 
@@ -51,22 +63,35 @@ class ShellSession:
             proc = await self._open()
             # `$?` is expanded before printf runs: the command's status.
             line = f"{shlex.join(argv)} </dev/null 2>&1; printf '\\n%s %d\\n' {self._marker} $?\n"
+            expected = f"the end of {argv[0]!r} (a shell's status line)"
             out: list[str] = []
+            size = 0
             try:
                 proc.stdin.write(line)
-                while True:
-                    got = await asyncio.wait_for(proc.stdout.readline(), self.timeout)
-                    if not got:
-                        raise SwitchUnreachable(f"{self.host}: the session closed")
-                    if got.startswith(self._marker + " "):
-                        status = int(got.split()[1])
-                        break
-                    out.append(got)
-            except (OSError, asyncssh.Error, asyncio.TimeoutError, SwitchUnreachable) as e:
+                async with asyncio.timeout(self.timeout):
+                    while True:
+                        text = await proc.stdout.readline()
+                        if not text:
+                            why = f"{self.host}: expected {expected}, but the session closed; {got(''.join(out))}"
+                            raise SwitchUnreachable(why) if not out else SwitchError(why)
+                        if text.startswith(self._marker + " "):
+                            status = int(text.split()[1])
+                            break
+                        out.append(text)
+                        size += len(text)
+                        if size > 8 << 20:
+                            raise SwitchError(f"{self.host}: expected {expected}; got more than 8 MiB without it")
+            except TimeoutError:
                 await self.close()
-                if isinstance(e, SwitchUnreachable):
-                    raise
-                raise SwitchUnreachable(f"{self.host}: {e or type(e).__name__}") from None
+                raise SwitchError(f"{self.host}: expected {expected} within {self.timeout:g}s; "
+                                  f"{got(''.join(out))}") from None
+            except (OSError, asyncssh.Error) as e:
+                await self.close()
+                why = f"{self.host}: expected {expected}, but the session closed ({str(e) or type(e).__name__})"
+                raise (SwitchUnreachable(why) if not out else SwitchError(why)) from None
+            except SwitchError:
+                await self.close()
+                raise
             text = "".join(out)
             return status, text[:-1] if text.endswith("\n") else text
 

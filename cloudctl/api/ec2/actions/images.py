@@ -7,6 +7,7 @@ from ....core.cloud import Cloud
 from ....core.context import Caller
 from ....core.errors import CloudError
 from ....core.images import CLOUD_OWNER, ROOT_DEVICE_NAME, ImageRegistration, Images, root_device_type
+from ....core.instance_store import DEFAULT_DEVICE
 from ....store.records import Image
 from .. import requests
 from .registry import action, tag_list, ts
@@ -20,15 +21,24 @@ def image_view(cloud: Cloud, im: Image) -> dict[str, Any]:
         "KernelId": im.kernel_id, "RamdiskId": im.ramdisk_id,
         "Name": im.name, "Description": im.description, "RootDeviceType": root_device_type(im),
         "RootDeviceName": ROOT_DEVICE_NAME, "VirtualizationType": "hvm", "Hypervisor": "xen",
-        "BlockDeviceMappings": [{"DeviceName": ROOT_DEVICE_NAME, "Ebs": {
-            "DeleteOnTermination": True, "VolumeType": "gp2", "Encrypted": False,
-            "VolumeSize": Images.min_root_gib(im)}}] if root_device_type(im) == "ebs" else [],
+        "BlockDeviceMappings": _mappings(cloud, im),
         "Tags": tag_list(cloud, im.id), "PlatformDetails": "Linux/UNIX",
         "UsageOperation": "RunInstances", "BootMode": "legacy-bios",
         "ImageOwnerAlias": CLOUD_OWNER if im.owner == CLOUD_OWNER else None,
         "DeprecationTime": (ts(im.deprecation_time).strftime("%Y-%m-%dT%H:%M:%S.000Z")
                             if im.deprecation_time is not None else None),
     }
+
+
+def _mappings(cloud: Cloud, im: Image) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if root_device_type(im) == "ebs":
+        out.append({"DeviceName": ROOT_DEVICE_NAME, "Ebs": {
+            "DeleteOnTermination": True, "VolumeType": "gp2", "Encrypted": False,
+            "VolumeSize": Images.min_root_gib(im)}})
+    if cloud.catalog.has_instance_store and im.image_type == "machine":
+        out.append({"DeviceName": DEFAULT_DEVICE, "VirtualName": "ephemeral0"})
+    return out
 
 
 @action("RegisterImage")

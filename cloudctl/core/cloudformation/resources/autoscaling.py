@@ -9,7 +9,7 @@ from ...autoscaling.launch_configs import LaunchConfigInput
 from ...autoscaling.model import TemplateRef
 from ...autoscaling.policies import PolicyInput
 from ...errors import CloudError
-from . import Ctx, Failed, Handler, Made, as_bool, as_int, gone, handler, need, until
+from . import LOGICAL_ID, STACK_ID, Ctx, Failed, Handler, Made, as_bool, as_int, gone, handler, need, until
 
 GROUP_WAIT_S = 900.0
 
@@ -69,7 +69,8 @@ class AutoScalingGroup(Handler):
                 health_check_type=props.get("HealthCheckType"),
                 grace_period=as_int(props, "HealthCheckGracePeriod"),
                 termination_policies=_strs(props.get("TerminationPolicies")),
-                load_balancers=_strs(props.get("LoadBalancerNames")), tags=tags))
+                load_balancers=_strs(props.get("LoadBalancerNames")), tags=tags,
+                system_tags=tuple((k, v, True) for k, v in ctx.system_tags)))
         await until(lambda: self._in_service(ctx, name), GROUP_WAIT_S, f"AutoScalingGroup {name}")
         return Made(name)
 
@@ -90,7 +91,10 @@ class AutoScalingGroup(Handler):
         return False
 
     async def delete(self, ctx: Ctx, physical: str) -> None:
+        """Done when the group and its instances are gone: its security groups and launch source,
+        deleted next, must not be in use any more (a real guest takes a while to stop)."""
         asg = ctx.services.autoscaling
+        ours = {m.id for m in asg.members.of_group(ctx.owner, physical)}
         try:
             await asg.groups.delete(ctx.caller, physical, True)
         except CloudError as e:
@@ -98,6 +102,18 @@ class AutoScalingGroup(Handler):
                 raise
         await until(lambda: asg.groups.get(ctx.owner, physical) is None, GROUP_WAIT_S,
                     f"AutoScalingGroup {physical} deletion")
+        # After a restart its members may be gone already: its instances still stopping carry the
+        # stack's tags (propagated). One a user detached from the group runs on, as in AWS.
+        tags, compute = ctx.services.tags, ctx.services.compute
+        mine = compute.of_owner(ctx.owner)
+        ours |= {i for i in tags.resources_with(STACK_ID, {ctx.stack_id})
+                 if tags.of(i).get(LOGICAL_ID) == ctx.logical and getattr(mine.get(i), "state", "") == "shutting-down"}
+
+        def ended() -> bool:
+            mine = compute.of_owner(ctx.owner)
+            return all(getattr(mine.get(i), "state", "terminated") == "terminated" for i in ours)
+
+        await until(ended, GROUP_WAIT_S, f"AutoScalingGroup {physical}'s instances terminating")
 
 
 @handler

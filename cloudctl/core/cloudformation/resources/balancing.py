@@ -35,7 +35,8 @@ class LoadBalancer(Handler):
             lb = await elb.create(ctx.caller, name, _listeners(props), [str(z) for z in props.get("AvailabilityZones")
                                                                         or ()],
                                   [str(s) for s in props.get("Subnets") or ()],
-                                  [str(g) for g in props.get("SecurityGroups") or ()], props.get("Scheme"), tags)
+                                  [str(g) for g in props.get("SecurityGroups") or ()], props.get("Scheme"), tags,
+                                  system_tags=ctx.system_tags)
         hc = props.get("HealthCheck")
         if hc:
             await elb.configure_health_check(ctx.caller, name, HealthCheckDef(

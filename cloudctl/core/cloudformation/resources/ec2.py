@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...addresses import public_dns
+from ...compute import private_dns
 from ...context import Caller
 from ...errors import CloudError
 from ...launch import LaunchSpec
@@ -119,6 +121,17 @@ class SecurityGroupEgress(_Rule):
     egress = True
 
 
+def _instance_attributes(ctx: Ctx, i: Any) -> dict[str, str]:
+    """Fn::GetAtt's names as DescribeInstances shows them: the public address is the instance's
+    Elastic IP (assigned at launch in a subnet mapping public addresses, or associated since)."""
+    region = ctx.services.config.region
+    eip = ctx.services.addresses.of_instance(i.id)
+    public = eip.public_ip if eip is not None else ""
+    return {"AvailabilityZone": i.zone, "PrivateIp": i.private_ip or "",
+            "PrivateDnsName": private_dns(i, region) if i.private_ip else "",
+            "PublicIp": public, "PublicDnsName": public_dns(public, region) if public else ""}
+
+
 @handler
 class Instance(Handler):
     type = "AWS::EC2::Instance"
@@ -128,8 +141,10 @@ class Instance(Handler):
         groups = [str(g) for g in props.get("SecurityGroups") or ()]
         ids = tuple(str(g) for g in props.get("SecurityGroupIds") or ()) + tuple(g for g in groups
                                                                                  if g.startswith("sg-"))
+        nic = (props.get("NetworkInterfaces") or [{}])[0]    # (the first one's subnet and public address)
         spec = LaunchSpec(image_id=str(need(props, "ImageId")), instance_type=props.get("InstanceType"),
-                          zone=props.get("AvailabilityZone"), subnet_id=props.get("SubnetId"),
+                          zone=props.get("AvailabilityZone"), subnet_id=props.get("SubnetId") or nic.get("SubnetId"),
+                          public_ip=as_bool(nic.get("AssociatePublicIpAddress")),
                           private_ip=props.get("PrivateIpAddress"), key_name=props.get("KeyName"),
                           user_data=props.get("UserData"), group_ids=ids,
                           group_names=tuple(g for g in groups if not g.startswith("sg-")),
@@ -147,10 +162,7 @@ class Instance(Handler):
             return bool(i.state == "running")
 
         await until(running, INSTANCE_WAIT_S, f"Instance {iid}")
-        i = compute.of_owner(ctx.owner)[iid]
-        return Made(iid, {"AvailabilityZone": i.zone, "PrivateIp": i.private_ip or "",
-                          "PrivateDnsName": i.private_ip and f"ip-{i.private_ip.replace('.', '-')}" or "",
-                          "PublicIp": "", "PublicDnsName": ""})
+        return Made(iid, _instance_attributes(ctx, compute.of_owner(ctx.owner)[iid]))
 
     async def delete(self, ctx: Ctx, physical: str) -> None:
         compute = ctx.services.compute

@@ -29,7 +29,7 @@ class LaunchTemplate(Handler):
         name = props.get("LaunchTemplateName") or ctx.name(128)
         t, v = await ctx.services.launch_templates.create(ctx.caller, name, None,
                                                           _data(props.get("LaunchTemplateData") or {}),
-                                                          (), ctx.token)   # (the core refuses aws: tags here)
+                                                          (), ctx.token, system_tags=ctx.system_tags)
         return Made(t.id, {"LaunchTemplateId": t.id, "DefaultVersionNumber": "1", "LatestVersionNumber": "1"})
 
     async def delete(self, ctx: Ctx, physical: str) -> None:

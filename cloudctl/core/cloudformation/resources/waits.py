@@ -1,7 +1,8 @@
 """AWS::CloudFormation::WaitConditionHandle and WaitCondition. A handle is a presigned URL on the
 EC2 listener (`PUT /cfn-signal/<handle>?Signature=…`, signed with the stack owner's secret key so
 only the URL's holder can signal); the guest sends cfn-signal's JSON body there. A condition
-waits for Count SUCCESS signals, fails on a FAILURE one or after Timeout seconds."""
+waits for Count SUCCESS signals, fails on a FAILURE one or after Timeout seconds, counted from when
+the wait first started (its deadline is journaled then: a restart mid-wait keeps it)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ....store.records import CfnSignal
+from ....store.records import CfnSignal, CfnWait
 from . import Ctx, Failed, Handler, Made, as_int, handler, need
 
 PATH = "/cfn-signal/"
@@ -67,7 +68,24 @@ class WaitCondition(Handler):
         if timeout is None or not 0 < timeout <= MAX_TIMEOUT_S:
             raise Failed(f"Timeout must be 1..{MAX_TIMEOUT_S} seconds")
         count = as_int(props, "Count", 1) or 1
-        end = time.monotonic() + timeout
+        store = ctx.services.store
+        key = f"{ctx.stack_id}|{ctx.logical}"
+        wait = store.table(CfnWait).get(key)
+        if wait is None:   # (else resumed after a restart: the deadline the first start journaled)
+            wait = CfnWait(id=key, deadline=time.time() + timeout)
+            with store.txn() as tx:
+                tx.put(wait)
+            await store.sync()
+        try:
+            made = await self._wait(ctx, handle, count, wait.deadline)
+        except Failed:
+            await _ended(store, key)
+            raise
+        await _ended(store, key)
+        return made
+
+    @staticmethod
+    async def _wait(ctx: Ctx, handle: str, count: int, deadline: float) -> Made:
         while True:
             got = signals(ctx.services.store, handle)
             failed = [s for s in got if s.status == "FAILURE"]
@@ -78,9 +96,18 @@ class WaitCondition(Handler):
             if len(ok) >= count:
                 data = json.dumps({s.unique_id: s.data for s in sorted(ok, key=lambda s: s.at)})
                 return Made(ctx.name(), {"Data": data})
-            if time.monotonic() > end:
+            if time.time() > deadline:
                 raise Failed(f"WaitCondition timed out. Received {len(ok)} conditions when expecting {count}")
             await asyncio.sleep(0.2)
 
     async def delete(self, ctx: Ctx, physical: str) -> None:
         return None
+
+
+async def _ended(store: Any, key: str) -> None:
+    """The wait is over (made or failed): its deadline goes (a later create of it starts afresh)."""
+    row = store.table(CfnWait).get(key)
+    if row is not None:
+        with store.txn() as tx:
+            tx.delete(row)
+        await store.sync()

@@ -1,4 +1,4 @@
-"""The bodies of the bare-metal API's routes, one model per route, checked before the core runs.
+"""The bodies of HIL's routes, one model per route, checked before the core runs.
 
 As HIL does: a key the route does not take, a value of the wrong JSON type, a missing argument
 or a body that is not a JSON object is refused with 400 `ValidationError`; routes whose
@@ -9,8 +9,9 @@ fields) is the core's to check, as it is for the CLI.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Body(BaseModel):
@@ -30,8 +31,37 @@ class NetworkRef(Body):
     network: str
 
 
+IPMI_URI = "http://schema.massopencloud.org/haas/v0/obm/ipmi"   # HIL v0.3's OBM types
+MOCK_URI = "http://schema.massopencloud.org/haas/v0/obm/mock"
+
+
+class Obmd(Body):
+    """HIL (after v0.4)'s OBM: the node's obmd and the admin token it was given."""
+    uri: str
+    admin_token: str
+
+    @field_validator("uri")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("http", "https"):   # as HIL's schema
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
 class RegisterNode(Body):
-    obm: dict[str, Any] | None = None   # its fields depend on its type: the core checks them
+    """HIL v0.3's `obm` (a type URI, or cloudctl's `ipmi`, and that type's fields: the core
+    checks them) or HIL HEAD's `obmd`; at most one of the two."""
+    obm: dict[str, Any] | None = None
+    obmd: Obmd | None = None
+    metadata: Annotated[dict[str, Any], Field(max_length=1024)] | None = None
+
+
+class ObmEnabled(Body):
+    enabled: bool
+
+
+class MetadataValue(Body):
+    value: Any
 
 
 class RegisterNic(Body):
@@ -60,8 +90,9 @@ class CreateNetwork(Body):
 
 
 class RegisterSwitch(BaseModel):
-    """`type` names the family; the family's own options model checks the rest (HIL answers a
-    bad option of a known type with BadArgumentError, and so does the core)."""
+    """`type` is HIL's type URI (or a cloudctl family name); the other fields depend on it
+    (api/hil/switch_types.py maps them; HIL answers a bad field of a known type with
+    BadArgumentError, and so does this API)."""
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
     type: str
 
@@ -80,6 +111,8 @@ class CreateHeadnode(Body):
     base_img: str
     instance_type: str | None = None
     user_data: str | None = None
+
+
 
 
 class CreateUser(Body):
