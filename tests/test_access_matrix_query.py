@@ -74,6 +74,8 @@ EXTRA: dict[str, list[tuple[str, str]]] = {
     "CreateOrUpdateTags": [("Tags.member.1.ResourceType", "auto-scaling-group")],
     "DeleteTags": [("Tags.member.1.ResourceType", "auto-scaling-group")],
     "TerminateInstanceInAutoScalingGroup:AutoScalingGroupName": [("InstanceIds.member.1", "{instance}")],
+    # (B's own: a change set that changes nothing, FAILED; braces doubled for the str.format of fills)
+    "CreateChangeSet": [("TemplateBody", STACK.replace("{", "{{").replace("}", "}}"))],
 }
 # The resource of B's that a row's control uses, when B's usual one would not do.
 CONTROL = {"AttachInstances:InstanceIds.member.1": "loose"}

@@ -1,5 +1,6 @@
-"""A controller SIGKILLed in the middle of a stack's create and of its delete, then restarted: the
-operation resumes from the journal and ends consistent, nothing made twice and nothing left behind."""
+"""A controller SIGKILLed in the middle of a stack's create, its delete, its update and a cancelled
+update's rollback, then restarted: the operation resumes from the journal and ends consistent,
+nothing made twice and nothing left behind."""
 from __future__ import annotations
 
 import json
@@ -78,6 +79,115 @@ def test_sigkill_mid_create_and_mid_delete(new_server: Servers) -> None:
     assert [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"] == []
     assert client(srv, user).describe_auto_scaling_groups()["AutoScalingGroups"] == []
     assert client(srv, user).describe_launch_configurations()["LaunchConfigurations"] == []
+
+
+def _update_template(image: str, *, lc_type: str = "t3.nano", size: str = "2", port: int = 22,
+                     extra: dict[str, Any] | None = None) -> str:
+    t = json.loads(_template(image))
+    t["Resources"]["Lc"]["Properties"]["InstanceType"] = lc_type
+    t["Resources"]["Asg"]["Properties"].update(MinSize=size, MaxSize=size)
+    t["Resources"]["Rule"]["Properties"].update(FromPort=port, ToPort=port)
+    t["Resources"].update(extra or {})
+    return json.dumps(t)
+
+
+def _names(srv: Any, user: dict[str, str]) -> tuple[list[str], list[str]]:
+    asg = client(srv, user)
+    return ([c["LaunchConfigurationName"] for c in asg.describe_launch_configurations()["LaunchConfigurations"]],
+            [g["AutoScalingGroupName"] for g in asg.describe_auto_scaling_groups()["AutoScalingGroups"]])
+
+
+def test_sigkill_mid_update_resumes_it(new_server: Servers) -> None:
+    srv = new_server(autoscaling=SLOW)
+    user = srv.create_user("crash-upd")
+    cfn, ec2 = client(srv, user, "cloudformation"), srv.client(user)
+    image = public_image(ec2)
+    sid = cfn.create_stack(StackName="upd", TemplateBody=_update_template(image))["StackId"]
+    wait_until(lambda: _stack(cfn, sid)["StackStatus"] != "CREATE_IN_PROGRESS" or None, timeout=120)
+    before = _resources(cfn, sid)
+    # The launch configuration replaced, then the group grown in place: killed while it grows.
+    cfn.update_stack(StackName=sid, TemplateBody=_update_template(image, lc_type="t3.micro", size="3"))
+    wait_until(lambda: _resources(cfn, sid)["Asg"]["ResourceStatus"] == "UPDATE_IN_PROGRESS" or None, timeout=60)
+    srv.kill()
+    srv.start()
+    wait_until(lambda: not _stack(cfn, sid)["StackStatus"].endswith("_IN_PROGRESS") or None, timeout=180)
+    assert _stack(cfn, sid)["StackStatus"] == "UPDATE_COMPLETE"
+    after = _resources(cfn, sid)
+    assert after["Lc"]["PhysicalResourceId"] != before["Lc"]["PhysicalResourceId"]
+    for lg in ("Sg", "Asg", "Solo", "Rule"):
+        assert after[lg]["PhysicalResourceId"] == before[lg]["PhysicalResourceId"], lg
+    lcs, groups = _names(srv, user)
+    assert lcs == [after["Lc"]["PhysicalResourceId"]] and groups == [after["Asg"]["PhysicalResourceId"]]
+    assert len(_instances(ec2)) == 4, _instances(ec2)   # three in the group, one alone: none made twice
+    cfn.delete_stack(StackName=sid)
+    wait_until(lambda: _stack(cfn, sid)["StackStatus"] == "DELETE_COMPLETE" or None, timeout=120)
+    assert _instances(ec2) == [] and _names(srv, user) == ([], [])
+
+
+def test_sigkill_after_cancel_update_finishes_the_rollback(new_server: Servers) -> None:
+    srv = new_server(autoscaling=SLOW)
+    user = srv.create_user("crash-cancel")
+    cfn, ec2 = client(srv, user, "cloudformation"), srv.client(user)
+    image = public_image(ec2)
+    sid = cfn.create_stack(StackName="cncl", TemplateBody=_update_template(image))["StackId"]
+    wait_until(lambda: _stack(cfn, sid)["StackStatus"] != "CREATE_IN_PROGRESS" or None, timeout=120)
+    before = _resources(cfn, sid)
+    # A replaced launch configuration, a replaced rule, and a wait condition nobody signals.
+    wait = {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"},
+            "Wait": {"Type": "AWS::CloudFormation::WaitCondition", "DependsOn": ["Lc", "Rule"],
+                     "Properties": {"Handle": {"Ref": "Handle"}, "Timeout": "3600"}}}
+    cfn.update_stack(StackName=sid, TemplateBody=_update_template(image, lc_type="t3.micro", port=2222, extra=wait))
+    wait_until(lambda: _resources(cfn, sid).get("Wait", {}).get("ResourceStatus") == "CREATE_IN_PROGRESS" or None,
+               timeout=60)
+    cfn.cancel_update_stack(StackName=sid)
+    srv.kill()     # the rollback was acknowledged (journaled) but barely begun
+    srv.start()
+    wait_until(lambda: not _stack(cfn, sid)["StackStatus"].endswith("_IN_PROGRESS") or None, timeout=180)
+    assert _stack(cfn, sid)["StackStatus"] == "UPDATE_ROLLBACK_COMPLETE"
+    after = _resources(cfn, sid)
+    assert set(after) == set(before)
+    for lg in before:
+        assert after[lg]["PhysicalResourceId"] == before[lg]["PhysicalResourceId"], lg
+    lcs, _ = _names(srv, user)
+    assert lcs == [before["Lc"]["PhysicalResourceId"]]   # the replacement made by the update deleted
+    sg = ec2.describe_security_groups(GroupIds=[before["Sg"]["PhysicalResourceId"]])["SecurityGroups"][0]
+    assert [p["FromPort"] for p in sg["IpPermissions"]] == [22]
+    assert len(_instances(ec2)) == 3
+    cfn.delete_stack(StackName=sid)
+    wait_until(lambda: _stack(cfn, sid)["StackStatus"] == "DELETE_COMPLETE" or None, timeout=120)
+    assert _instances(ec2) == [] and _names(srv, user) == ([], [])
+
+
+def test_sigkill_mid_replacement_adopts_what_it_made(new_server: Servers) -> None:
+    srv = new_server(autoscaling=SLOW)
+    user = srv.create_user("crash-repl")
+    cfn, ec2 = client(srv, user, "cloudformation"), srv.client(user)
+    image = public_image(ec2)
+    sid = cfn.create_stack(StackName="repl", TemplateBody=_update_template(image))["StackId"]
+    wait_until(lambda: _stack(cfn, sid)["StackStatus"] != "CREATE_IN_PROGRESS" or None, timeout=120)
+    before = _resources(cfn, sid)
+    # A group's Tags replace it here: the new group (its name and token from the update's number) is
+    # being made — its instances launching — when the controller dies.
+    t = json.loads(_update_template(image))
+    t["Resources"]["Asg"]["Properties"]["Tags"] = [{"Key": "Tier", "Value": "web", "PropagateAtLaunch": True}]
+    cfn.update_stack(StackName=sid, TemplateBody=json.dumps(t))
+    wait_until(lambda: _resources(cfn, sid)["Asg"]["ResourceStatus"] == "UPDATE_IN_PROGRESS"
+               and len(_names(srv, user)[1]) == 2 or None, timeout=60)
+    srv.kill()
+    srv.start()
+    wait_until(lambda: not _stack(cfn, sid)["StackStatus"].endswith("_IN_PROGRESS") or None, timeout=180)
+    assert _stack(cfn, sid)["StackStatus"] == "UPDATE_COMPLETE"
+    after = _resources(cfn, sid)
+    new = after["Asg"]["PhysicalResourceId"]
+    assert new != before["Asg"]["PhysicalResourceId"]
+    assert _names(srv, user)[1] == [new]      # the one made before the kill adopted, the old one deleted
+    insts = _instances(ec2)
+    assert len(insts) == 3, insts              # two in the new group, one alone
+    tagged = [i for i in insts if {"Key": "Tier", "Value": "web"} in i.get("Tags", [])]
+    assert len(tagged) == 2
+    cfn.delete_stack(StackName=sid)
+    wait_until(lambda: _stack(cfn, sid)["StackStatus"] == "DELETE_COMPLETE" or None, timeout=120)
+    assert _instances(ec2) == [] and _names(srv, user) == ([], [])
 
 
 def _wait_deadlines(srv: Any) -> dict[str, float]:

@@ -368,13 +368,16 @@ def test_switch_registration_takes_hils_type_uris(admin: Hil, site: dict[str, Hi
     ]:
         msg = hil_error(admin.call("PUT", f"/switch/{name}", body), 400, "BadArgumentError")
         assert why in msg, (body, msg)
-    # HIL's dellnos9 and brocade map to cloudctl families that may not be installed yet: then a
-    # clear 400 naming the family
-    for uri, family in ((DELLNOS9, "dell10g"), (BROCADE, "brocade")):
-        if driver_class(family) is None:
-            msg = hil_error(admin.call("PUT", "/switch/fam", {"type": uri, **common, "interface_type": "x"}),
-                            400, "BadArgumentError")
-            assert family in msg
+    # HIL's dellnos9 and brocade (the dell10g and brocade families): HIL's interface_type is required
+    # and must be a type the family's full port names carry; a bad one is a 400 naming the family.
+    for uri, family, itype in ((DELLNOS9, "dell10g", "TenGigabitEthernet"), (BROCADE, "brocade", "ethernet")):
+        assert driver_class(family) is not None
+        hil_error(admin.call("PUT", f"/switch/{family}", {"type": uri, **common}), 400, "BadArgumentError")
+        msg = hil_error(admin.call("PUT", f"/switch/{family}", {"type": uri, **common, "interface_type": "x"}),
+                        400, "BadArgumentError")
+        assert family in msg and "interface_type" in msg
+        assert admin.call("PUT", f"/switch/{family}", {"type": uri, **common, "interface_type": itype}) == (200, None)
+        admin.ok("DELETE", f"/switch/{family}")
     assert admin.ok("GET", "/switches") == ["pc", "sw0", "vs"]
     hil_error(admin.call("DELETE", "/switch/sw0"), 409, "BlockedError")        # has ports
     assert admin.call("DELETE", "/switch/pc") == (200, None)

@@ -135,6 +135,15 @@ async def finished(c: Cloud, op_id: str) -> Any:
     return op
 
 
+async def cable(c: Cloud, switch: str, port: str) -> None:
+    """A node's NIC on `port`: HIL reverts only a port cabled to a NIC (NotFoundError otherwise)."""
+    site = c.baremetal.site
+    node = f"n-{len(site.nodes.rows)}"
+    await site.register_node(ADMIN, node, None)
+    await site.register_nic(ADMIN, node, "eth0", f"52:54:00:00:09:{len(site.nodes.rows):02x}")
+    await site.connect_nic(ADMIN, switch, port, node, "eth0")
+
+
 def audit(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["port"]: r for r in rows}
 
@@ -143,7 +152,7 @@ async def test_registration_and_audit(fake: tuple[str, FakeSwitch], cloud: Cloud
     family, fs = fake
     ports, spelled, ghost = FAMILIES[family][1:]
     bm = cloud.baremetal
-    await bm.site.register_switch(ADMIN, "sw", {"type": family, **options(fs)})
+    await bm.site.register_switch(ADMIN, "sw", family, options(fs))
     for p in ports:
         await bm.site.register_port(ADMIN, "sw", p)
     with pytest.raises(BadArgumentError, match="has no port"):
@@ -153,7 +162,8 @@ async def test_registration_and_audit(fake: tuple[str, FakeSwitch], cloud: Cloud
             await bm.site.register_port(ADMIN, "sw", spelled)
     assert sorted(p.name for p in bm.site.ports_by_switch.get("sw").values()) == sorted(ports)
 
-    for p in ports:            # a port with nothing attached is parked: no VLAN passes
+    for p in ports:            # a port on no network is parked: no VLAN passes
+        await cable(cloud, "sw", p)
         op = await finished(cloud, (await bm.ops.revert(ADMIN, "sw", p)).id)
         assert (op.status, op.error) == ("done", "")
     report = audit(await bm.ops.audit(["sw"], repair=False))
@@ -262,8 +272,9 @@ async def test_an_operation_on_a_misbehaving_switch_ends_in_error(cloud: Cloud, 
     b = await BadSwitch(behaviour).start()
     await b.stop()
     bm = cloud.baremetal
-    await bm.site.register_switch(ADMIN, "sw", {"type": "arista", **b.options()})
+    await bm.site.register_switch(ADMIN, "sw", "arista", b.options())
     await bm.site.register_port(ADMIN, "sw", "Ethernet1")
+    await cable(cloud, "sw", "Ethernet1")
     await b.start()
     try:
         op = await finished(cloud, (await bm.ops.revert(ADMIN, "sw", "Ethernet1")).id)
@@ -277,7 +288,7 @@ async def test_an_operation_on_a_misbehaving_switch_ends_in_error(cloud: Cloud, 
 async def test_registration_on_a_misbehaving_switch_is_refused(cloud: Cloud) -> None:
     b = await BadSwitch("wrong-prompt").start()
     try:
-        await cloud.baremetal.site.register_switch(ADMIN, "sw", {"type": "dell10g", **b.options()})
+        await cloud.baremetal.site.register_switch(ADMIN, "sw", "dell10g", b.options())
         with pytest.raises(BadArgumentError, match="cannot check port 'te1/0/1'.*expected a CLI prompt"):
             await cloud.baremetal.site.register_port(ADMIN, "sw", "te1/0/1")
     finally:

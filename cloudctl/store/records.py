@@ -877,10 +877,14 @@ class CfnStack(Row):
     deleted: float | None = None      # DELETE_COMPLETE at (kept for DescribeStacks by id, then trimmed)
     outputs: tuple[FrozenMap, ...] = ()   # {key, value, description}
     no_echo: tuple[str, ...] = ()     # parameters DescribeStacks shows as "****" (NoEcho)
+    generation: int = 0               # updates started so far (names and ClientTokens of replacements)
+    prior_template: str = ""          # during an update: the template before it (after a rollback's
+    prior_parameters: FrozenMap = EMPTY   # start: the one rolled back from), and its parameters
+    prior_no_echo: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _frozen(self, "parameters", "tags", "outputs")
-        _tuples(self, "no_echo")
+        _frozen(self, "parameters", "tags", "outputs", "prior_parameters")
+        _tuples(self, "no_echo", "prior_no_echo")
 
 
 @dataclass(frozen=True, slots=True)
@@ -897,6 +901,17 @@ class CfnResource(Row):
     physical: str = ""
     reason: str = ""
     attributes: FrozenMap = EMPTY     # Fn::GetAtt values the handler reported
+    props: str = ""                   # JSON: the resolved properties the physical resource has now
+    generation: int = 0               # the stack update that made `physical` (its name and ClientToken)
+    touched: int = 0                  # the stack update that last changed this row ...
+    change: str = ""                  # ... how: Add | Modify | Replace
+    prior_props: str = ""             # JSON: the properties before that change (what a rollback restores)
+    other_physical: str = ""          # a replacement's other physical resource, deleted at cleanup
+    other_attributes: FrozenMap = EMPTY
+    other_generation: int = 0
+
+    def __post_init__(self) -> None:
+        _frozen(self, "attributes", "other_attributes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -940,6 +955,31 @@ class CfnWait(Row):
 
 
 @dataclass(frozen=True, slots=True)
+class CfnChangeSet(Row):
+    """A change set: a stack update (or, for a new stack, its create) computed for review, run
+    later by ExecuteChangeSet."""
+
+    table: ClassVar[str] = "cfn_change_sets"
+    id: str                           # the change set ARN
+    stack_id: str
+    owner: str
+    name: str
+    created: float
+    kind: str                         # CREATE | UPDATE (ChangeSetType)
+    status: str                       # CREATE_PENDING | CREATE_COMPLETE | FAILED | DELETE_COMPLETE
+    execution: str = "UNAVAILABLE"    # UNAVAILABLE | AVAILABLE | EXECUTE_IN_PROGRESS | EXECUTE_COMPLETE | OBSOLETE
+    reason: str = ""
+    template: str = ""
+    parameters: FrozenMap = EMPTY
+    tags: FrozenMap = EMPTY
+    description: str = ""
+    changes: str = "[]"               # JSON: the Changes DescribeChangeSet shows
+
+    def __post_init__(self) -> None:
+        _frozen(self, "parameters", "tags")
+
+
+@dataclass(frozen=True, slots=True)
 class VmTemplate(Row):
     """A user's saved VM template (OpenNebula's `one.template.*`): the text as given, launched by name or number."""
 
@@ -967,5 +1007,5 @@ ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
                                      ScalingActivity, ScalingPolicy,
                                      LaunchTemplate, LaunchTemplateVersion, LoadBalancer,
-                                     CfnStack, CfnResource, CfnEvent, CfnSignal, CfnWait,
+                                     CfnStack, CfnResource, CfnEvent, CfnSignal, CfnWait, CfnChangeSet,
                                      VmTemplate, VmUserTemplate)

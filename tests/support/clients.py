@@ -26,10 +26,11 @@ def boto_client(server: Any, user: dict[str, str], service: str, *, secret: str 
 
 
 def aws_cli(server: Any, user: dict[str, str], *args: str, timeout: float = 120,
-            retries: bool = True) -> tuple[int, Any, str]:
+            retries: bool = True, text: bool = False) -> tuple[int, Any, str]:
     """Run `aws --endpoint-url <server> --output json ARGS` as `user`, with no profile or config of
     the machine's: (exit code, parsed JSON output or None, stderr). `retries=False`: one attempt,
-    so a refusal is seen as it was answered."""
+    so a refusal is seen as it was answered; `text`: the output as printed (commands such as
+    `cloudformation deploy` print progress, not JSON)."""
     env = {**os.environ, "AWS_ACCESS_KEY_ID": user["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": user["SecretAccessKey"],
            "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
     if not retries:
@@ -37,6 +38,8 @@ def aws_cli(server: Any, user: dict[str, str], *args: str, timeout: float = 120,
     cli = Path(sys.executable).parent / "aws"
     out = subprocess.run([str(cli), "--endpoint-url", server.endpoint, "--output", "json", *args],
                          env=env, capture_output=True, text=True, timeout=timeout)
+    if text:
+        return out.returncode, out.stdout, out.stderr
     return out.returncode, (json.loads(out.stdout) if out.stdout.strip() else None), out.stderr
 
 

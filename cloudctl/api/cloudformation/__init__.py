@@ -7,11 +7,12 @@ from .actions import REGISTRY
 
 SPEC = QueryServiceSpec(
     name="cloudformation", title="CloudFormation", registry=REGISTRY,
-    serves="cloudctl's CloudFormation creates, describes and deletes stacks (JSON or YAML templates, by body "
-           "or URL) of EC2, AutoScaling, classic ELB and wait-condition resources; there are no stack "
-           "updates, change sets, stack sets or drift detection.",
+    serves="cloudctl's CloudFormation creates, updates (in place or by replacement, rolled back on failure), "
+           "describes and deletes stacks (JSON or YAML templates, by body or URL) of EC2, AutoScaling, classic "
+           "ELB and wait-condition resources, with change sets; there are no stack sets or drift detection.",
     # CloudFormation answers its refusals with 400 (its model's status for each).
     statuses={"ValidationError": 400, "AlreadyExistsException": 400, "LimitExceededException": 400,
-              "InsufficientCapabilitiesException": 400, "TokenAlreadyExistsException": 400})
+              "InsufficientCapabilitiesException": 400, "TokenAlreadyExistsException": 400,
+              "ChangeSetNotFound": 404, "InvalidChangeSetStatus": 400})
 
 __all__ = ["SPEC"]

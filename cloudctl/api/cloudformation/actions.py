@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...core.cloud import Cloud
-from ...core.cloudformation import plan
+from ...core.cloudformation import changesets, plan
 from ...core.context import Caller
 from ...core.errors import CloudError
 from ...store.records import CfnEvent, CfnResource, CfnStack
@@ -40,9 +40,9 @@ async def _body(cloud: Cloud, req: Req) -> str:
     return str(body)
 
 
-def _template(cloud: Cloud, body: str) -> plan.Template:
+async def _template(cloud: Cloud, body: str) -> plan.Template:
     try:
-        return cloud.cloudformation.check(body)
+        return await cloud.cloudformation.parsed(body)
     except plan.TemplateError as e:
         raise _invalid(str(e)) from None
 
@@ -93,6 +93,7 @@ def _stack_view(s: CfnStack) -> dict[str, Any]:
             "Parameters": [{"ParameterKey": k, "ParameterValue": "****" if k in s.no_echo else v}
                            for k, v in s.parameters.items()],
             "CreationTime": ts(s.created), "DeletionTime": ts(s.deleted) if s.deleted else None,
+            "LastUpdatedTime": ts(s.updated) if s.generation and s.updated else None,
             "StackStatus": s.status, "StackStatusReason": s.reason or None,
             "DisableRollback": s.on_failure == "DO_NOTHING",
             "Outputs": [{"OutputKey": o["key"], "OutputValue": o["value"], "Description": o.get("description") or None,
@@ -206,7 +207,7 @@ def _parameters(t: plan.Template) -> list[dict[str, Any]]:
 
 @REGISTRY.action("ValidateTemplate")
 async def validate_template(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
-    t = _template(cloud, await _body(cloud, req))
+    t = await _template(cloud, await _body(cloud, req))
     return {"Parameters": _parameters(t), "Description": t.description, "Capabilities": [],
             "DeclaredTransforms": []}
 
@@ -218,10 +219,138 @@ async def get_template_summary(cloud: Cloud, caller: Caller, req: Req) -> dict[s
         body = _stack(cloud, caller, req["StackName"]).template
     else:
         body = await _body(cloud, req)
-    t = _template(cloud, body)
+    t = await _template(cloud, body)
     params = [{"ParameterKey": p.name, "DefaultValue": p.default, "ParameterType": p.type, "NoEcho": p.no_echo,
                "Description": p.description, "ParameterConstraints": {"AllowedValues": list(p.allowed_values)}}
               for p in t.parameters.values()]
     return {"Parameters": params, "Description": t.description, "Capabilities": [],
             "ResourceTypes": sorted(set(t.resource_types)), "Version": t.version or "2010-09-09",
             "DeclaredTransforms": []}
+
+
+def _update_parameters(req: Req) -> dict[str, str | None]:
+    """Parameters of an update or change set: None for UsePreviousValue."""
+    out: dict[str, str | None] = {}
+    for p in req.get("Parameters", []):
+        if "ParameterKey" not in p:
+            raise _invalid("ParameterKey must be specified")
+        if p.get("UsePreviousValue"):
+            if p.get("ParameterValue") is not None:
+                raise _invalid(f"Invalid input for parameter key {p['ParameterKey']}. Cannot specify "
+                               f"usePreviousValue as true and non empty value for a parameter")
+            out[p["ParameterKey"]] = None
+        else:
+            out[p["ParameterKey"]] = str(p.get("ParameterValue", ""))
+    return out
+
+
+async def _new_body(cloud: Cloud, req: Req) -> str | None:
+    """The update's template, or None with UsePreviousTemplate."""
+    if req.get("UsePreviousTemplate"):
+        if req.get("TemplateBody") or req.get("TemplateURL"):
+            raise _invalid("You cannot specify both usePreviousTemplate and Template Body/Template URL")
+        return None
+    return await _body(cloud, req)
+
+
+def _tags(req: Req) -> dict[str, str] | None:
+    return {t["Key"]: t.get("Value", "") for t in req["Tags"]} if req.get("Tags") else None
+
+
+@REGISTRY.action("UpdateStack")
+async def update_stack(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
+    _refuse(req, {"StackName", "TemplateBody", "TemplateURL", "UsePreviousTemplate", "Parameters", "Tags",
+                  "Capabilities"})
+    s = _stack(cloud, caller, req.get("StackName"))
+    try:
+        s = await cloud.cloudformation.update(caller, s.id, await _new_body(cloud, req), _update_parameters(req),
+                                              _tags(req))
+    except plan.TemplateError as e:
+        raise _invalid(str(e)) from None
+    return {"StackId": s.id}
+
+
+@REGISTRY.action("CancelUpdateStack")
+async def cancel_update_stack(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
+    _refuse(req, {"StackName"})
+    s = _stack(cloud, caller, req.get("StackName"))
+    await cloud.cloudformation.cancel_update(caller, s.id)
+    return {}
+
+
+def _change_set(cloud: Cloud, caller: Caller, req: Req) -> Any:
+    if not req.get("ChangeSetName"):
+        raise _invalid("ChangeSetName must be specified")
+    return cloud.cloudformation.changesets.find(caller, req["ChangeSetName"], req.get("StackName"))
+
+
+@REGISTRY.action("CreateChangeSet")
+async def create_change_set(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
+    _refuse(req, {"StackName", "TemplateBody", "TemplateURL", "UsePreviousTemplate", "Parameters", "Tags",
+                  "Capabilities", "ChangeSetName", "ChangeSetType", "Description"})
+    if not req.get("StackName") or not req.get("ChangeSetName"):
+        raise _invalid("StackName and ChangeSetName must be specified")
+    try:
+        c = await cloud.cloudformation.changesets.create(
+            caller, req["StackName"], req["ChangeSetName"], req.get("ChangeSetType"), await _new_body(cloud, req),
+            _update_parameters(req), _tags(req), req.get("Description") or "")
+    except plan.TemplateError as e:
+        raise _invalid(str(e)) from None
+    return {"Id": c.id, "StackId": c.stack_id}
+
+
+def _change_view(c: dict[str, Any]) -> dict[str, Any]:
+    rc: dict[str, Any] = {"Action": c["action"], "LogicalResourceId": c["logical"], "ResourceType": c["type"],
+                          "PhysicalResourceId": c["physical"] or None}
+    if c["action"] == "Modify":
+        rc["Replacement"] = c["replacement"]
+        rc["Scope"] = ["Properties"]
+        rc["Details"] = [{"Target": {"Attribute": d["attribute"], "Name": d["name"],
+                                     "RequiresRecreation": d["recreation"]},
+                          "Evaluation": d["evaluation"], "ChangeSource": d["source"]} for d in c["details"]]
+    else:
+        rc["Scope"], rc["Details"] = [], []
+    return {"Type": "Resource", "ResourceChange": rc}
+
+
+@REGISTRY.action("DescribeChangeSet")
+async def describe_change_set(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
+    _refuse(req, {"ChangeSetName", "StackName", "NextToken"})
+    c = _change_set(cloud, caller, req)
+    core = cloud.cloudformation
+    s = core.stacks.table.get(c.stack_id)
+    got, nxt = _page(core.changesets.changes(c), req.get("NextToken"))
+    return {"ChangeSetName": c.name, "ChangeSetId": c.id, "StackId": c.stack_id, "StackName": s.name if s else None,
+            "Description": c.description or None, "CreationTime": ts(c.created),
+            "Parameters": [{"ParameterKey": k, "ParameterValue": v}
+                           for k, v in core.changesets.shown_parameters(c).items()],
+            "ExecutionStatus": changesets.execution_status(c, s), "Status": c.status,
+            "StatusReason": c.reason or None, "Capabilities": [], "NotificationARNs": [],
+            "Tags": [{"Key": k, "Value": v} for k, v in c.tags.items()],
+            "Changes": [_change_view(x) for x in got], "NextToken": nxt}
+
+
+@REGISTRY.action("ListChangeSets")
+async def list_change_sets(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
+    s = _stack(cloud, caller, req.get("StackName"))
+    core = cloud.cloudformation
+    got, nxt = _page(core.stacks.change_sets_of(s.id), req.get("NextToken"))
+    return {"Summaries": [
+        {"StackId": s.id, "StackName": s.name, "ChangeSetId": c.id, "ChangeSetName": c.name,
+         "ExecutionStatus": changesets.execution_status(c, s), "Status": c.status,
+         "StatusReason": c.reason or None, "CreationTime": ts(c.created), "Description": c.description or None}
+        for c in got], "NextToken": nxt}
+
+
+@REGISTRY.action("ExecuteChangeSet")
+async def execute_change_set(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
+    _refuse(req, {"ChangeSetName", "StackName"})
+    await cloud.cloudformation.changesets.execute(caller, _change_set(cloud, caller, req))
+    return {}
+
+
+@REGISTRY.action("DeleteChangeSet")
+async def delete_change_set(cloud: Cloud, caller: Caller, req: Req) -> dict[str, Any]:
+    _refuse(req, {"ChangeSetName", "StackName"})
+    await cloud.cloudformation.changesets.delete(_change_set(cloud, caller, req))
+    return {}

@@ -55,7 +55,11 @@ def family_options(type_: str, fields: dict[str, Any]) -> tuple[str, dict[str, A
                                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
     renames = dict(t.rename)
     out: dict[str, Any] = {}
+    if "interface_type" in t.fields:
+        _check_interface_type(t.family, fields["interface_type"])
     for k, v in fields.items():
+        if k == "interface_type":
+            continue     # checked above; the port names carry it here (Te1/0/1, ethernet 1/1/5)
         if k == "dummy_vlan" and isinstance(v, str):   # HIL takes it as a string of digits
             if not v.isdigit():
                 raise BadArgumentError("The arguments are not valid for this switch type: dummy_vlan must be "
@@ -63,6 +67,23 @@ def family_options(type_: str, fields: dict[str, Any]) -> tuple[str, dict[str, A
             v = int(v)
         out[renames.get(k, k)] = v
     return t.family, out
+
+
+# HIL's dellnos9 and brocade drivers prefix a bare port number with `interface_type`. The families
+# that stand for them here name every port in full (`Te1/0/1`, `ethernet 1/1/5`), so the field is
+# checked to be a type those names can have and is not kept (docs/baremetal.md, differences).
+_INTERFACE_TYPES = {
+    "dell10g": ("gigabitethernet", "tengigabitethernet", "fortygigabitethernet", "gi", "te", "fo"),
+    "brocade": ("ethernet",),
+}
+
+
+def _check_interface_type(family: str, value: Any) -> None:
+    allowed = _INTERFACE_TYPES.get(family, ())
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise BadArgumentError(f"The arguments are not valid for this switch type: interface_type {value!r} is not "
+                               f"one of {', '.join(allowed)} (the {family} family names ports in full, "
+                               f"e.g. {'Te1/0/1' if family == 'dell10g' else 'ethernet 1/1/5'})")
 
 
 def capabilities(family: str) -> list[str]:

@@ -1,6 +1,7 @@
 """Stack operations: create (each dependency level's resources concurrently), roll back, delete
-(reverse order, Retain honoured). Each runs as a supervised task after the API answers; every
-step is journaled (stacks.py), so at start-up an operation in progress resumes where it was."""
+(reverse order, Retain honoured); updates and their rollback in update.py, change sets in
+changesets.py. Each runs as a supervised task after the API answers; every step is journaled
+(stacks.py), so at start-up an operation in progress resumes where it was."""
 from __future__ import annotations
 
 import asyncio
@@ -21,13 +22,16 @@ from ..errors import CloudError
 from ..tasks import Supervisor
 from ..users import Users
 from . import plan
+from .changesets import ChangeSets
 from .resources import HANDLERS, Ctx, Failed, load_all
 from .resources.waits import signature
 from .stacks import NAME, Stacks, arn, validation
+from .update import Updates, dumps
 
 log = logging.getLogger(__name__)
 GROUP = "cloudformation"
 URL_MAX = 1_000_000   # a template from a TemplateURL (TemplateBody's 51,200 bytes are checked by the API)
+PARSED_KEEP = 8        # parsed templates kept (`Engine.check`): a few stacks' operations at a time
 ON_FAILURE = ("ROLLBACK", "DELETE", "DO_NOTHING")
 
 
@@ -53,7 +57,7 @@ class _Resolver:
 
     def import_value(self, name: str) -> str:
         for s in self.engine.stacks.of_owner(self.stack.owner):
-            if s.status in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+            if s.status in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"):
                 for o in s.outputs:
                     if o.get("export") == name:
                         return str(o["value"])
@@ -69,11 +73,42 @@ class Engine:
         self.users = users
         self.tasks: Supervisor | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
+        self.updates = Updates(self)
+        self._parsed: dict[str, plan.Template] = {}   # template text -> parsed, oldest first (`check`)
+        self.changesets = ChangeSets(self)
 
     # -- requests -------------------------------------------------------------------------------
     def check(self, body: str) -> plan.Template:
-        # (TemplateURL's limit: the API checked a TemplateBody's own, smaller one)
+        """The template parsed and validated, from the cache when this text was parsed lately:
+        a stack operation reads its template several times (the request, the background create,
+        each update phase), and a 200-resource one cost ~3-20 ms of loop time per parse."""
+        tpl = self._parsed.get(body)
+        if tpl is None:
+            tpl = self._parse(body)
+            self._keep(body, tpl)
+        return tpl
+
+    async def parsed(self, body: str) -> plan.Template:
+        """`check`, with a parse the cache does not hold done on a worker thread: the loop is
+        held for at most the interpreter's switch interval, not for the whole parse."""
+        tpl = self._parsed.get(body)
+        if tpl is None:
+            tpl = await asyncio.to_thread(self._parse, body)
+            self._keep(body, tpl)
+        return tpl
+
+    @staticmethod
+    def _parse(body: str) -> plan.Template:
+        # (TemplateURL's limit: the API checked a TemplateBody's own, smaller one.) Pure: safe on a thread.
         return plan.parse(body, {t: h.attributes for t, h in HANDLERS.items()}, URL_MAX)
+
+    def _keep(self, body: str, tpl: plan.Template) -> None:
+        """The newest few parsed templates (a Template is immutable, so one may be shared)."""
+        cache = self._parsed
+        cache.pop(body, None)
+        cache[body] = tpl
+        while len(cache) > PARSED_KEEP:
+            del cache[next(iter(cache))]
 
     async def fetch(self, url: str) -> str:
         """A TemplateURL's body, under the rules of users' image URLs (`user_image_urls`: allowed at
@@ -112,7 +147,7 @@ class Engine:
         for k in tags:
             if k.lower().startswith("aws:"):
                 raise validation("Tag keys starting with 'aws:' are reserved for internal use")
-        tpl = self.check(body)
+        tpl = await self.parsed(body)
         sid = arn(self.region, caller.account, name)
         plan.bind(tpl, params, self._pseudo(caller.account, name, sid))   # parameter errors before anything is made
         s = CfnStack(id=sid, owner=caller.account, name=name, created=time.time(), template=body,
@@ -121,6 +156,49 @@ class Engine:
         await self.stacks.add(s)
         self._spawn(s.id, self._create(s.id))
         return s
+
+    async def update(self, caller: Caller, name_or_id: str, body: str | None, params: Mapping[str, str | None],
+                     tags: Mapping[str, str] | None) -> CfnStack:
+        """UpdateStack: `body` None keeps the template (UsePreviousTemplate), a parameter None keeps
+        its value (UsePreviousValue). Refused while the stack is not in a state that can update, and
+        when nothing would change, as AWS refuses them."""
+        s = self.stacks.find(caller.account, name_or_id)
+        self.updates.check_updatable(s)
+        if body is not None:
+            await self.parsed(body)     # parsed off the loop; the checks below read it from the cache
+        body, values = self.inputs(s, body, params, tags)
+        changes = self.updates.preview(s, body, values)
+        if not changes and not self.updates.outputs_change(s, body, values) and (tags is None or dict(tags)
+                                                                                 == dict(s.tags)) \
+                and plan.description(self.check(body)) == s.description:
+            raise validation("No updates are to be performed.")
+        return await self.updates.begin(s, body, values, tags)
+
+    def inputs(self, s: CfnStack, body: str | None, params: Mapping[str, str | None],
+               tags: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
+        """The template and parameter values an update (or change set) of `s` works from, checked."""
+        if body is None:
+            body = s.template
+        values: dict[str, str] = {}
+        for k, v in params.items():
+            if v is None:
+                if k not in s.parameters:
+                    raise validation(f"Invalid input for parameter key {k}. Cannot specify usePreviousValue as "
+                                     f"true for a parameter key not in the previous template")
+                values[k] = str(s.parameters[k])
+            else:
+                values[k] = v
+        for k in tags or {}:
+            if k.lower().startswith("aws:"):
+                raise validation("Tag keys starting with 'aws:' are reserved for internal use")
+        plan.bind(self.check(body), values, self._pseudo(s.owner, s.name, s.id))
+        return body, values
+
+    async def cancel_update(self, caller: Caller, name_or_id: str) -> None:
+        await self.updates.cancel(self.stacks.find(caller.account, name_or_id))
+
+    def resolver(self, s: CfnStack) -> _Resolver:
+        return _Resolver(self, s)
 
     async def delete(self, caller: Caller, name_or_id: str) -> None:
         s = self.stacks.table.get(name_or_id)
@@ -165,6 +243,9 @@ class Engine:
                 self._spawn(s.id, self._remove(s.id, "ROLLBACK"))
             elif s.status == "DELETE_IN_PROGRESS":
                 self._spawn(s.id, self._remove(s.id, "DELETE"))
+            else:
+                self.updates.resume(s)
+        self.changesets.start()
         tasks.every(GROUP, 3600.0, self.stacks.trim)
 
     def _spawn(self, sid: str, coro: Any) -> None:
@@ -190,8 +271,9 @@ class Engine:
             raise Failed(f"The stack's owner {s.owner} no longer exists")
         return Caller(user)
 
-    def _ctx(self, s: CfnStack, logical: str, attributes: Mapping[str, str] | None = None) -> Ctx:
-        return Ctx(self.services, self._owner(s), s.owner, s.id, s.name, logical, attributes or {})
+    def _ctx(self, s: CfnStack, logical: str, attributes: Mapping[str, str] | None = None,
+             generation: int = 0) -> Ctx:
+        return Ctx(self.services, self._owner(s), s.owner, s.id, s.name, logical, attributes or {}, generation)
 
     def _bound(self, s: CfnStack) -> Any:
         return plan.bind(self.check(s.template), s.parameters, self._pseudo(s.owner, s.name, s.id))
@@ -257,7 +339,7 @@ class Engine:
             await self.stacks.set_resource(s, logical, rtype, "CREATE_FAILED", f"Internal failure: {e}")
             return False
         await self.stacks.set_resource(s, logical, rtype, "CREATE_COMPLETE", physical=made.physical,
-                                       attributes=dict(made.attributes))
+                                       attributes=dict(made.attributes), props=dumps(props))
         return True
 
     async def _delete_after(self, sid: str, prior: asyncio.Task[None] | None) -> None:
@@ -303,7 +385,10 @@ class Engine:
             await self.stacks.set_resource(s, logical, row.type, "DELETE_IN_PROGRESS")
         try:
             if row.physical:
-                await HANDLERS[row.type].delete(self._ctx(s, logical, row.attributes), row.physical)
+                await HANDLERS[row.type].delete(self._ctx(s, logical, row.attributes, row.generation), row.physical)
+            if row.other_physical and row.other_physical != row.physical:   # (an update's, not cleaned up)
+                await HANDLERS[row.type].delete(self._ctx(s, logical, row.other_attributes, row.other_generation),
+                                                row.other_physical)
         except asyncio.CancelledError:
             raise
         except (CloudError, Failed) as e:

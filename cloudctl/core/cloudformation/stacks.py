@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import replace
 
-from ...store.records import CfnEvent, CfnResource, CfnStack
+from ...store.records import CfnChangeSet, CfnEvent, CfnResource, CfnStack
 from ...store.store import MultiIndex, Store
 from ..errors import CloudError
 from .resources.waits import handle_of
@@ -42,6 +42,8 @@ class Stacks:
         self._events_of: MultiIndex[CfnEvent] = self.events.add_index(MultiIndex(lambda r: r.stack_id))
         # (a signal arrives unauthenticated until its HMAC is checked: found by its handle, not by a scan)
         self._by_handle: MultiIndex[CfnResource] = self.resources.add_index(MultiIndex(_handle_key))
+        self.change_sets = store.table(CfnChangeSet)
+        self._sets_of: MultiIndex[CfnChangeSet] = self.change_sets.add_index(MultiIndex(lambda r: r.stack_id))
         self._seq: dict[str, int] = {}
 
     # -- reads ----------------------------------------------------------------------------------
@@ -74,6 +76,11 @@ class Stacks:
 
     def resource(self, stack_id: str, logical: str) -> CfnResource | None:
         return self.resources.get(f"{stack_id}|{logical}")
+
+    def change_sets_of(self, stack_id: str) -> list[CfnChangeSet]:
+        """Oldest first (ListChangeSets' order)."""
+        return sorted((c for c in self._sets_of.get(stack_id).values() if c.status != "DELETE_COMPLETE"),
+                      key=lambda c: c.created)
 
     def events_of(self, stack_id: str) -> list[CfnEvent]:
         """Newest first."""
@@ -111,19 +118,67 @@ class Stacks:
         return s
 
     async def set_resource(self, s: CfnStack, logical: str, rtype: str, status: str, reason: str = "",
-                           physical: str | None = None, attributes: dict[str, str] | None = None) -> CfnResource:
+                           physical: str | None = None, attributes: dict[str, str] | None = None,
+                           **fields: object) -> CfnResource:
+        """The resource's new status (and physical id, attributes, update journal `fields`) and its
+        event, in one synced transaction."""
         old = self.resource(s.id, logical)
         if physical is None:
             physical = old.physical if old else ""
         if attributes is None:
             attributes = dict(old.attributes) if old else {}
-        r = CfnResource(id=f"{s.id}|{logical}", stack_id=s.id, logical=logical, type=rtype, status=status,
-                        updated=time.time(), physical=physical, reason=reason, attributes=attributes)
+        if old is None:
+            r = CfnResource(id=f"{s.id}|{logical}", stack_id=s.id, logical=logical, type=rtype, status=status,
+                            updated=time.time(), physical=physical, reason=reason, attributes=attributes,
+                            **fields)  # type: ignore[arg-type]
+        else:
+            r = replace(old, type=rtype, status=status, updated=time.time(), physical=physical, reason=reason,
+                        attributes=attributes, **fields)  # type: ignore[arg-type]
         with self.store.txn() as tx:
             tx.put(r)
             tx.put(self._event(s, logical, rtype, status, r.physical, reason))
         await self.store.sync()
         return r
+
+    async def put_resources(self, rows: list[CfnResource]) -> None:
+        """Journal fields of resources changed with no event (an update's bookkeeping)."""
+        if rows:
+            with self.store.txn() as tx:
+                for r in rows:
+                    tx.put(r)
+            await self.store.sync()
+
+    async def other_event(self, s: CfnStack, r: CfnResource, status: str, reason: str = "",
+                          **fields: object) -> CfnResource:
+        """An event about a replacement's other physical resource (its cleanup delete); the row
+        keeps its own status, its journal `fields` change in the same transaction."""
+        new = replace(r, **fields) if fields else r  # type: ignore[arg-type]
+        with self.store.txn() as tx:
+            tx.put(new)
+            tx.put(self._event(s, r.logical, r.type, status, r.other_physical, reason))
+        await self.store.sync()
+        return new
+
+    async def drop_resource(self, s: CfnStack, r: CfnResource, status: str, reason: str = "") -> None:
+        """A resource the stack no longer has (removed by an update, or added by one rolled back):
+        its last event, and the row goes."""
+        with self.store.txn() as tx:
+            tx.delete(r)
+            tx.put(self._event(s, r.logical, r.type, status, r.physical, reason))
+        await self.store.sync()
+
+    async def put_change_set(self, c: CfnChangeSet) -> None:
+        with self.store.txn() as tx:
+            tx.put(c)
+        await self.store.sync()
+
+    async def add_with_change_set(self, s: CfnStack, c: CfnChangeSet) -> None:
+        """A REVIEW_IN_PROGRESS stack and its first change set, together."""
+        with self.store.txn() as tx:
+            tx.put(s)
+            tx.put(c)
+            tx.put(self._event(s, s.name, "AWS::CloudFormation::Stack", s.status, s.id, "User Initiated"))
+        await self.store.sync()
 
     async def trim(self) -> None:
         """Deleted stacks (and their resources and events) go after 90 days, as in AWS."""
@@ -137,6 +192,8 @@ class Stacks:
                     tx.delete(r)
                 for e in list(self._events_of.get(s.id).values()):
                     tx.delete(e)
+                for c in list(self._sets_of.get(s.id).values()):
+                    tx.delete(c)
                 tx.delete(s)
                 self._seq.pop(s.id, None)
         await self.store.sync()

@@ -38,14 +38,16 @@ class Ctx:
     stack_name: str
     logical: str
     attributes: Mapping[str, str] = field(default_factory=dict)   # as made (for delete)
+    generation: int = 0           # the stack update making it (a replacement's own name and token)
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(f"{self.stack_id}|{self.logical}".encode()).hexdigest()
+        key = f"{self.stack_id}|{self.logical}" + (f"|{self.generation}" if self.generation else "")
+        return hashlib.sha256(key.encode()).hexdigest()
 
     @property
     def token(self) -> str:
-        """A ClientToken: the same for every attempt at this resource of this stack."""
+        """A ClientToken: the same for every attempt at this resource of this stack (and update)."""
         return "cfn-" + self.digest[:32]
 
     def name(self, limit: int = 255) -> str:
@@ -122,4 +124,4 @@ def gone(e: CloudError) -> bool:
 
 
 def load_all() -> None:
-    from . import addresses, autoscaling, balancing, ec2, keys, storage, templates, waits  # noqa: F401  (registers)
+    from . import addresses, autoscaling, balancing, ec2, keys, storage, templates, updaters, waits  # noqa: F401
