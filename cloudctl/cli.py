@@ -400,6 +400,8 @@ def _marketplace(client: AdminClient, args: argparse.Namespace) -> None:
     elif args.sub == "poll":
         res = client.call("POST", f"/v0/marketplace/subscriptions/{args.subscription}/poll")
         print(f"{'accepted' if res['accepted'] else 'refused'} [{res['code']}] {res['message']}")
+        for d in res.get("dropped", []):   # entries of an accepted list left out, each with its reason
+            print(f"dropped [image-fields] {d}")
         if not res["accepted"]:
             raise SystemExit(1)
     elif args.sub == "endorsers":

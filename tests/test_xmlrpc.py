@@ -99,9 +99,9 @@ def test_errors_follow_opennebula_codes(one: Any) -> None:
     before = len(one.vmpool.info(-2, -1, -1, -2).VM or [])
     with pytest.raises(pyone.OneNoExistsException):
         one.vm.info(999999)
-    with pytest.raises(pyone.OneApiException):
-        one.vm.allocate("CPU = 1\nMEMORY = 512\n", False)      # no DISK
-    with pytest.raises(pyone.OneApiException):
+    with pytest.raises(pyone.OneInternalException, match="needs DISK"):
+        one.vm.allocate("CPU = 1\nMEMORY = 512\n", False)      # no DISK: cloudctl boots from an image
+    with pytest.raises(pyone.OneInternalException, match="Parse error"):
         one.vm.allocate("CPU = [ oops", False)
     with pytest.raises(pyone.OneApiException):
         one.vm.allocate('CPU = 64\nMEMORY = 512\nDISK = [ IMAGE_ID = "%d" ]' % _blank_image(one).ID, False)

@@ -52,7 +52,9 @@ def public_app(cloud: Cloud) -> web.Application:
                                       q.get("status", "valid"), q.get("created"))
         except ValueError as e:
             raise web.HTTPBadRequest(text=f"{e}\n") from None
-        from ..core.marketplace.stratuslab import entry_json
+        from ..core.marketplace.stratuslab import entries_xml, entry_json
+        if _wants_xml(request):
+            return web.Response(body=entries_xml(rows), content_type="application/xml", charset="utf-8")
         return web.json_response([entry_json(e, pub.public_url) for e in rows])
 
     async def metadata_entry(request: web.Request) -> web.Response:
@@ -72,6 +74,28 @@ def public_app(cloud: Cloud) -> web.Application:
     r.add_get("/metadata/{identifier}/{email}", metadata)
     r.add_get("/metadata/{identifier}/{email}/{created}", metadata_entry)
     return app
+
+
+def _wants_xml(request: web.Request) -> bool:
+    """XML if asked for (`Accept` preferring it, or StratusLab's `?media=xml`); JSON otherwise."""
+    media = request.query.get("media", "").lower()
+    if media in ("xml", "json"):
+        return media == "xml"
+    best = ("", -1.0)
+    for i, item in enumerate(request.headers.get("Accept", "").split(",")):
+        kind, *params = (p.strip() for p in item.split(";"))
+        q = next((float(p[2:]) for p in params if p.startswith("q=") and _is_float(p[2:])), 1.0) - i * 1e-6
+        if kind in ("application/xml", "text/xml", "application/rdf+xml", "application/json") and q > best[1]:
+            best = (kind, q)
+    return best[0] not in ("", "application/json")
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
 
 
 class PublishBody(BaseModel):

@@ -979,6 +979,27 @@ class CfnChangeSet(Row):
         _frozen(self, "parameters", "tags")
 
 
+@dataclass(frozen=True, slots=True)
+class VmTemplate(Row):
+    """A user's saved VM template (OpenNebula's `one.template.*`): the text as given, launched by name or number."""
+
+    table: ClassVar[str] = "vm_templates"
+    id: str                           # tmpl-...
+    owner: str                        # account id
+    name: str
+    body: str                         # the template text (OpenNebula syntax or XML), as given
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class VmUserTemplate(Row):
+    """The template an instance was launched with through OpenNebula's API, shown back by `one.vm.info`."""
+
+    table: ClassVar[str] = "vm_user_templates"
+    id: str                           # the instance id
+    body: str
+
+
 ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair, Tag, Lease, Volume, Snapshot,
                                      Event, BmProject, BmUser, BmNode, BmNic, BmSwitch, BmPort, BmNetwork,
                                      BmAttachment, BmOperation, BmHeadnode, HostAdmin, NumericId, PublishedList,
@@ -986,4 +1007,5 @@ ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair,
                                      SecurityGroupRule, LaunchConfiguration, ScalingGroup, ScalingMember,
                                      ScalingActivity, ScalingPolicy,
                                      LaunchTemplate, LaunchTemplateVersion, LoadBalancer,
-                                     CfnStack, CfnResource, CfnEvent, CfnSignal, CfnWait, CfnChangeSet)
+                                     CfnStack, CfnResource, CfnEvent, CfnSignal, CfnWait, CfnChangeSet,
+                                     VmTemplate, VmUserTemplate)

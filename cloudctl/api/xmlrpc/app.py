@@ -10,6 +10,7 @@ gets no session: OpenNebula's authentication error, as for a wrong secret.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -34,13 +35,15 @@ from ...core.monitor import host_view
 from ...core.query import Filter, Query
 from ...core.sizing import closest_type
 from ...core.throttle import Throttle, Throttled
+from ...core.vm_templates import VmTemplates
+from ...core.volumes import VolumeRequest
 from ...store.journal import JournalError
 from ...store.records import Instance, User
 from ..listener import BodyRefused, plain_refusal
 from ..refusals import RefusalLog, clip
 from . import documents as doc
 from . import wire
-from .template import TemplateError, parse, scalar, vectors
+from .template import Template, TemplateError, parse, scalar, to_text, vectors
 
 log = logging.getLogger("cloudctl.xmlrpc")
 
@@ -96,6 +99,16 @@ class OneApi:
         self.port = port
         self.observe: Callable[[str, str, float], None] | None = None   # method, outcome, seconds
         self.logins = Throttle(cloud.config.login_throttle)   # failed sessions, per address and user name
+        self._templates: VmTemplates | None = None
+        self._parsed: dict[str, Template | None] = {}   # instance -> its template, parsed
+        self._cpu_seen: dict[str, tuple[float, int, float]] = {}   # instance -> (poll time, CPU ns, CPU %)
+
+    @property
+    def templates(self) -> VmTemplates:
+        """Saved templates (made on first use: the store's tables exist by then)."""
+        if self._templates is None:
+            self._templates = VmTemplates(self.cloud.store)
+        return self._templates
 
     # -- session, numbering ----------------------------------------------------------------
     async def session(self, raw: Any, source: str = "") -> Session:
@@ -158,13 +171,41 @@ class OneApi:
         nets = await cloud.numeric_ids.ensure("vnet", list(cloud.network.subnets))
         owners = await self._owners()
         hosts = self._host_nums()
+        wanted = {i.id for i in insts}
+        vols: dict[str, list[Any]] = {}
+        for v in cloud.volumes.table.values():
+            if v.instance_id in wanted and v.target and v.target != "vda":
+                vols.setdefault(v.instance_id, []).append(v)
+        disk_nums = await cloud.numeric_ids.ensure("disk", [v.id for vs in vols.values() for v in vs])
         out = []
         for i in insts:
+            disks = sorted((doc.AttachedDisk(disk_nums[v.id] + 1, v.id, v.target, v.size) for v in vols.get(i.id, [])),
+                           key=lambda d: d.disk_id)
             out.append(doc.vm(i, nums[i.id], owners.get(i.owner, doc.Owner(-1, i.owner)),
                               cloud.config.instance_types.get(i.instance_type), hosts.get(i.host, -1),
                               images.get(i.image_id), nets.get(self._subnet_id(i) or ""),
-                              cloud.monitor.state_of(i.host) == "error", dict(cloud.tags.of(i.id))))
+                              self._impaired(i), dict(cloud.tags.of(i.id)), self._given(i.id), disks))
         return out
+
+    def _impaired(self, i: Instance) -> bool:
+        return self.cloud.monitor.state_of(i.host) == "error"
+
+    def _given(self, instance_id: str) -> Template | None:
+        """The template the VM was allocated with, if through this API. Parsed once per VM and
+        kept (it never changes): a pool of thousands of VMs is not thousands of parses."""
+        if instance_id in self._parsed:
+            return self._parsed[instance_id]
+        body = self.templates.of_instance(instance_id)
+        if body is None:
+            return None
+        try:
+            t: Template | None = parse(body)
+        except TemplateError:
+            t = None
+        if len(self._parsed) >= 200_000:
+            self._parsed.clear()
+        self._parsed[instance_id] = t
+        return t
 
     def _subnet_id(self, i: Instance) -> str | None:
         s = self.cloud.network.of(i)
@@ -212,27 +253,32 @@ class OneApi:
             raise OneError(XML_RPC_API, "[one.vm.allocate] the template must be a string")
         if hold:
             raise OneError(ACTION, "[one.vm.allocate] on-hold VMs are not supported")
-        try:
-            t = parse(template)
-        except TemplateError as e:
-            raise OneError(XML_RPC_API, f"[one.vm.allocate] Parse error: {e}") from None
-        spec = await self._launch_spec(caller, t)
-        _, launched = await self.cloud.compute.run(caller, spec)
-        return (await self.cloud.numeric_ids.ensure("vm", [launched[0].id]))[launched[0].id]
+        return await self._allocate(caller, _parsed(template, "one.vm.allocate", "virtual machine"))
 
-    async def _launch_spec(self, caller: Caller, t: dict[str, Any]) -> LaunchSpec:
+    async def _allocate(self, caller: Caller, t: Template, method: str = "one.vm.allocate") -> int:
+        """Run the VM `t` describes and keep `t` to show back in `one.vm.info`."""
+        spec = await self._launch_spec(caller, t, method)
+        _, launched = await self.cloud.compute.run(caller, spec)
+        iid = launched[0].id
+        await self.templates.keep_for_instance(iid, to_text(t))
+        return (await self.cloud.numeric_ids.ensure("vm", [iid]))[iid]
+
+    async def _launch_spec(self, caller: Caller, t: dict[str, Any], method: str = "one.vm.allocate") -> LaunchSpec:
         """An OpenNebula VM template as a launch of one instance."""
         try:
             cpu = float(scalar(t, "VCPU") or scalar(t, "CPU") or 1)
             memory = int(scalar(t, "MEMORY") or 0)
         except ValueError:
-            raise OneError(XML_RPC_API, "[one.vm.allocate] CPU and MEMORY must be numbers") from None
+            raise OneError(XML_RPC_API, f"[{method}] CPU and MEMORY must be numbers") from None
         types = self.cloud.config.instance_types
         type_name = (scalar(t, "INSTANCE_TYPE") or
                      closest_type(types, math.ceil(cpu), memory or min(x.memory_mib for x in types.values())))
         disks = vectors(t, "DISK")
         if not disks or not (disks[0].get("IMAGE_ID") or disks[0].get("IMAGE")):
-            raise OneError(XML_RPC_API, "[one.vm.allocate] the template needs DISK = [ IMAGE_ID = ... ]")
+            # OpenNebula allocates a VM without disks; cloudctl boots every VM from an image, so it
+            # refuses, as OpenNebula refuses an allocation it cannot make (INTERNAL, allocate_error).
+            raise OneError(INTERNAL, f"[{method}] Error allocating a new virtual machine. cloudctl boots a VM "
+                                     f"from an image: the template needs DISK = [ IMAGE_ID = ... ] (or IMAGE = name)")
         d = disks[0]
         if d.get("IMAGE_ID"):
             try:
@@ -291,19 +337,171 @@ class OneApi:
         if not isinstance(action, str):
             raise OneError(XML_RPC_API, "[one.vm.action] the action must be a string")
         inst = self._own_instance(s, num)
+        rule = ACTIONS.get(action)
+        if rule is None:
+            raise OneError(ACTION, f'[one.vm.action] Invalid action "{clip(action)}"')
+        state, lcm = doc.vm_state(inst, self._impaired(inst))
+        if not rule.allowed(state, lcm):
+            raise OneError(ACTION, f'[one.vm.action] Error performing action "{action}": Could not {rule.verb} '
+                                   f'VM {num}, wrong state {doc.state_name(state, lcm)}.')
         compute = self.cloud.compute
         ids = [inst.id]
-        if action in ("terminate", "terminate-hard", "delete"):
+        if rule.run == "terminate":
             await compute.terminate(caller, ids)
-        elif action in ("poweroff", "poweroff-hard", "stop", "undeploy", "undeploy-hard"):
-            await compute.stop(caller, ids, force=action.endswith("-hard"))
-        elif action == "resume":
+        elif rule.run == "stop":
+            if inst.state != "stopped":   # undeploy of a powered-off VM: already off
+                await compute.stop(caller, ids, force=action.endswith("-hard"))
+        elif rule.run == "start":
             await compute.start(caller, ids)
-        elif action in ("reboot", "reboot-hard"):
+        elif rule.run == "reboot":
             await compute.reboot(caller, ids)
         else:
-            raise OneError(ACTION, f"[one.vm.action] action {action!r} is not supported by cloudctl")
+            raise OneError(ACTION, f'[one.vm.action] Error performing action "{action}": not supported by cloudctl')
         return _int(num, "VM id")
+
+    async def vm_monitoring(self, s: Session, num: Any) -> str:
+        """The last poll of the VM's host: CPU from the change since the poll seen before it."""
+        inst = self._own_instance(s, num)
+        n = _int(num, "VM id")
+        health = self.cloud.monitor.hosts.get(inst.host) if inst.state == "running" else None
+        poll = health.last if health is not None else None
+        stats = next((d for d in poll.domains if d.name == inst.id), None) if poll is not None else None
+        if stats is None or health is None or health.last_seen is None:
+            return doc.monitoring(n, [])
+        seen = health.last_seen
+        cpu = 0.0
+        prev = self._cpu_seen.get(inst.id)
+        if prev is not None and seen > prev[0] and stats.cpu_time_ns >= prev[1]:
+            cpu = 100.0 * (stats.cpu_time_ns - prev[1]) / 1e9 / (seen - prev[0])
+        elif prev is not None and seen == prev[0]:
+            cpu = prev[2]
+        self._cpu_seen[inst.id] = (seen, stats.cpu_time_ns, cpu)
+        if len(self._cpu_seen) > 100_000:
+            self._cpu_seen.clear()
+        itype = self.cloud.config.instance_types.get(inst.instance_type)
+        memory = stats.memory_bytes // 1024 or (itype.memory_mib * 1024 if itype else 0)
+        return doc.monitoring(n, [doc.Sample(int(seen), cpu, memory, stats.block_read_bytes,
+                                             stats.block_write_bytes, stats.net_rx_bytes, stats.net_tx_bytes)])
+
+    async def vm_attach(self, s: Session, num: Any, disk_template: Any) -> int:
+        """Attach a cloudctl volume: `DISK = [ VOLUME_ID = "vol-..." ]`, or a new one of
+        `DISK = [ SIZE = MiB ]` (rounded up to GiB); `TARGET = "vdc"` picks the guest disk."""
+        caller = s.caller()
+        inst = self._own_instance(s, num)
+        if not isinstance(disk_template, str):
+            raise OneError(XML_RPC_API, "[one.vm.attach] the disk template must be a string")
+        t = _parsed(disk_template, "one.vm.attach", "disk")
+        disks = vectors(t, "DISK")
+        if len(disks) != 1:
+            raise OneError(ACTION, "[one.vm.attach] VM disk attach: the template must have one DISK vector")
+        d = disks[0]
+        state, lcm = doc.vm_state(inst, self._impaired(inst))
+        if not ((state, lcm) == (3, 3) or state == 8):
+            raise OneError(ACTION, f"[one.vm.attach] Could not attach a new disk to VM {num}, wrong state "
+                                   f"{doc.state_name(state, lcm)}.")
+        used = {v.target for v in self.cloud.volumes.table.values() if v.instance_id == inst.id}
+        target = d.get("TARGET") or next((f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz" if f"vd{c}" not in used), "")
+        if not target:
+            raise OneError(ACTION, f"[one.vm.attach] VM {num} has no free disk target")
+        if d.get("VOLUME_ID"):
+            vid = d["VOLUME_ID"]
+        elif d.get("SIZE"):
+            try:
+                gib = max(1, -(-int(d["SIZE"]) // 1024))
+            except ValueError:
+                raise OneError(XML_RPC_API, "[one.vm.attach] SIZE must be an integer (MiB)") from None
+            vid = (await self.cloud.volumes.create(caller, VolumeRequest(zone=inst.zone, size=gib))).id
+            await self._made(vid)
+        else:
+            raise OneError(ACTION, "[one.vm.attach] the DISK needs VOLUME_ID (a cloudctl volume) or SIZE (MiB)")
+        await self.cloud.volumes.attach(caller, vid, inst.id, f"/dev/{target}")
+        return _int(num, "VM id")
+
+    async def _made(self, vid: str, timeout_s: float = 120.0) -> None:
+        """Wait (off the loop's way) until a new volume's file exists: OpenNebula's attach of a
+        volatile disk is one call, cloudctl's is create, then attach."""
+        deadline = time.monotonic() + timeout_s
+        while (v := self.cloud.volumes.table.get(vid)) is not None and v.state == "creating":
+            if time.monotonic() > deadline:
+                raise OneError(ACTION, f"[one.vm.attach] volume {vid} is still being created; attach it by "
+                                       f"VOLUME_ID once it is available")
+            await asyncio.sleep(0.05)
+        if v is None or v.state != "available":
+            raise OneError(INTERNAL, f"[one.vm.attach] volume {vid} could not be created "
+                                     f"({v.state_message if v else 'deleted'})")
+
+    async def vm_detach(self, s: Session, num: Any, disk_id: Any) -> int:
+        caller = s.caller()
+        inst = self._own_instance(s, num)
+        disk_id = _int(disk_id, "disk id")
+        vid = self.cloud.numeric_ids.resolve("disk", disk_id - 1) if disk_id > 0 else None
+        vol = self.cloud.volumes.table.get(vid) if vid else None
+        if vol is None or vol.instance_id != inst.id:
+            raise OneError(ACTION, f"[one.vm.detach] Could not detach disk with DISK_ID {disk_id}, "
+                                   f"it does not exist.")
+        state, lcm = doc.vm_state(inst, self._impaired(inst))
+        if not ((state, lcm) == (3, 3) or state == 8):
+            raise OneError(ACTION, f"[one.vm.detach] Could not detach disk from VM {num}, wrong state "
+                                   f"{doc.state_name(state, lcm)}.")
+        await self.cloud.volumes.detach(caller, vol.id, inst.id)
+        return _int(num, "VM id")
+
+    # -- templates -------------------------------------------------------------------------
+    async def template_allocate(self, s: Session, body: Any) -> int:
+        caller = s.caller()
+        if not isinstance(body, str):
+            raise OneError(XML_RPC_API, "[one.template.allocate] the template must be a string")
+        t = _parsed(body, "one.template.allocate", "virtual machine template")
+        row = await self.templates.create(caller.user.account_id, scalar(t, "NAME") or "", to_text(t))
+        return (await self.cloud.numeric_ids.ensure("template", [row.id]))[row.id]
+
+    def _template(self, s: Session, num: Any, method: str) -> Any:
+        tid = self.cloud.numeric_ids.resolve("template", _int(num, "template id"))
+        try:
+            return self.templates.get(s.user.account_id if s.user else None, tid or "")
+        except CloudError:
+            raise OneError(NO_EXISTS, f"[{method}] Error getting template [{num}].") from None
+
+    async def _template_els(self, rows: list[Any]) -> list[ET.Element]:
+        nums = await self.cloud.numeric_ids.ensure("template", [r.id for r in rows])
+        owners = await self._owners()
+        # OpenNebula names an unnamed template after its number
+        return [doc.vm_template(nums[r.id], owners.get(r.owner, doc.Owner(-1, r.owner)),
+                                r.name or f"template-{nums[r.id]}", r.created, parse(r.body)) for r in rows]
+
+    async def template_info(self, s: Session, num: Any, extended: Any = False, decrypt: Any = False) -> str:
+        [el] = await self._template_els([self._template(s, num, "one.template.info")])
+        return ET.tostring(el, encoding="unicode")
+
+    async def templatepool_info(self, s: Session, flt: Any = -2, start: Any = -1, end: Any = -1) -> str:
+        flt, start, end = _int(flt, "filter"), _int(start, "start"), _int(end, "end")
+        rows = self.templates.owned(s.user.account_id if s.user else None)
+        els = await self._template_els(rows)
+        if flt >= 0:   # one user's (OpenNebula: -1 mine and my group's, -2 all, -3 mine: here all are one)
+            els = [e for e in els if int(e.findtext("UID", "-1")) == flt]
+        els = [e for e in els if (start < 0 or int(e.findtext("ID", "0")) >= start)
+               and (end < 0 or int(e.findtext("ID", "0")) <= end)]
+        els.sort(key=lambda e: int(e.findtext("ID", "0")))
+        return doc.pool("VMTEMPLATE_POOL", els)
+
+    async def template_instantiate(self, s: Session, num: Any, name: Any = "", hold: Any = False,
+                                   extra: Any = "", persistent: Any = False) -> int:
+        """A VM from the template, `extra` (a template) replacing attributes of the same name."""
+        caller = s.caller()
+        row = self._template(s, num, "one.template.instantiate")
+        if hold:
+            raise OneError(ACTION, "[one.template.instantiate] on-hold VMs are not supported")
+        t = parse(row.body)
+        if isinstance(extra, str) and extra.strip():
+            t.update(_parsed(extra, "one.template.instantiate", "virtual machine"))
+        if isinstance(name, str) and name:
+            t["NAME"] = [name]
+        return await self._allocate(caller, t, "one.template.instantiate")
+
+    async def template_delete(self, s: Session, num: Any, delete_images: Any = False) -> int:
+        row = self._template(s, num, "one.template.delete")
+        await self.templates.delete(s.user.account_id if s.user else None, row.id)
+        return _int(num, "template id")
 
     # -- hosts, images, networks -----------------------------------------------------------
     def _host_el(self, name: str, num: int, vm_nums: dict[str, int]) -> ET.Element:
@@ -382,6 +580,50 @@ class OneApi:
         return ET.tostring(self._vnet_el(subnet_id, _int(num, "id")), encoding="unicode")
 
 
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """Where an action is allowed, in OpenNebula's VM state machine (DispatchManager), and what runs it."""
+
+    verb: str                                   # as OpenNebula's "Could not <verb> VM" message says
+    run: str                                    # terminate | stop | start | reboot | "" (not in cloudctl)
+    active_lcm: frozenset[int] = frozenset()    # LCM states of ACTIVE (3) where it is allowed
+    states: frozenset[int] = frozenset()        # other VM states where it is allowed
+
+    def allowed(self, state: int, lcm: int) -> bool:
+        return lcm in self.active_lcm if state == 3 else state in self.states
+
+
+_RUNNING_OR_UNKNOWN = frozenset({3, doc.UNKNOWN})
+_ALL_LCM = frozenset(range(0, 64))
+_OFF = frozenset({1, 2, 4, 5, 8, 9})   # PENDING, HOLD, STOPPED, SUSPENDED, POWEROFF, UNDEPLOYED
+ACTIONS = {
+    "terminate": _Rule("terminate", "terminate", _RUNNING_OR_UNKNOWN, _OFF),
+    "terminate-hard": _Rule("terminate", "terminate", _ALL_LCM, _OFF),
+    "delete": _Rule("terminate", "terminate", _ALL_LCM, _OFF),          # OpenNebula 4's name
+    "poweroff": _Rule("power off", "stop", _RUNNING_OR_UNKNOWN),
+    "poweroff-hard": _Rule("power off", "stop", _RUNNING_OR_UNKNOWN),
+    "stop": _Rule("stop", "stop", _RUNNING_OR_UNKNOWN),
+    "undeploy": _Rule("undeploy", "stop", _RUNNING_OR_UNKNOWN, frozenset({8})),
+    "undeploy-hard": _Rule("undeploy", "stop", _RUNNING_OR_UNKNOWN, frozenset({8})),
+    "resume": _Rule("resume", "start", frozenset(), frozenset({4, 5, 8, 9})),
+    "reboot": _Rule("reboot", "reboot", _RUNNING_OR_UNKNOWN),
+    "reboot-hard": _Rule("reboot", "reboot", _RUNNING_OR_UNKNOWN),
+    "hold": _Rule("hold", "", frozenset(), frozenset({1})),
+    "release": _Rule("release", "", frozenset(), frozenset({2})),
+    "suspend": _Rule("suspend", "", frozenset({3})),
+    "resched": _Rule("reschedule", "", _RUNNING_OR_UNKNOWN, frozenset({8})),
+    "unresched": _Rule("unreschedule", "", _RUNNING_OR_UNKNOWN, frozenset({8})),
+}
+
+
+def _parsed(text: str, method: str, what: str) -> Template:
+    """A template, or OpenNebula's answer to one it cannot parse (INTERNAL, as its allocate_error)."""
+    try:
+        return parse(text)
+    except TemplateError as e:
+        raise OneError(INTERNAL, f"[{method}] Error allocating a new {what}. Parse error: {e}") from None
+
+
 def _num(v: str, what: str) -> int:
     try:
         return int(v)
@@ -419,7 +661,10 @@ METHODS = {
     "one.system.version": "system_version", "one.system.config": "system_config",
     "one.user.info": "user_info", "one.userpool.info": "userpool_info",
     "one.vm.allocate": "vm_allocate", "one.vm.info": "vm_info", "one.vmpool.info": "vmpool_info",
-    "one.vm.action": "vm_action", "one.hostpool.info": "hostpool_info", "one.host.info": "host_info",
+    "one.vm.action": "vm_action", "one.vm.monitoring": "vm_monitoring", "one.vm.attach": "vm_attach",
+    "one.vm.detach": "vm_detach", "one.template.allocate": "template_allocate", "one.template.info": "template_info",
+    "one.template.instantiate": "template_instantiate", "one.template.delete": "template_delete",
+    "one.templatepool.info": "templatepool_info", "one.hostpool.info": "hostpool_info", "one.host.info": "host_info",
     "one.imagepool.info": "imagepool_info", "one.image.info": "image_info",
     "one.vnpool.info": "vnpool_info", "one.vn.info": "vn_info",
 }

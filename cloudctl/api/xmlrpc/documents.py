@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ...config import InstanceType
 from ...store.records import Image, Instance, User
+from .template import Template, to_xml
 
 # EC2 state -> (VM STATE, LCM_STATE). ACTIVE=3; LCM: BOOT=2, RUNNING=3, SHUTDOWN=12,
 # UNKNOWN=16, SHUTDOWN_POWEROFF=18. POWEROFF=8, DONE=6.
@@ -52,11 +53,41 @@ class Owner:
     name: str
 
 
-def vm(inst: Instance, num: int, owner: Owner, itype: InstanceType | None, host_num: int,
-       image_num: int | None, vnet_num: int | None, impaired: bool, tags: dict[str, str]) -> ET.Element:
+# What cloudctl writes itself in a VM's TEMPLATE; the rest of the template given at allocate is kept.
+_OWN_ATTRIBUTES = frozenset({"CPU", "VCPU", "MEMORY", "VMID", "DISK", "NIC", "INSTANCE_TYPE", "EC2_INSTANCE_ID"})
+# OpenNebula's names for the states, as its "wrong state" messages print them (ACTIVE: the LCM state).
+STATE_NAMES = {0: "INIT", 1: "PENDING", 2: "HOLD", 3: "ACTIVE", 4: "STOPPED", 5: "SUSPENDED", 6: "DONE",
+               8: "POWEROFF", 9: "UNDEPLOYED"}
+LCM_NAMES = {0: "LCM_INIT", 1: "PROLOG", 2: "BOOT", 3: "RUNNING", 12: "SHUTDOWN", 16: "UNKNOWN",
+             18: "SHUTDOWN_POWEROFF"}
+
+
+@dataclass(frozen=True, slots=True)
+class AttachedDisk:
+    disk_id: int
+    volume_id: str
+    target: str      # vdb, ...
+    size_gib: int
+
+
+def vm_state(inst: Instance, impaired: bool) -> tuple[int, int]:
+    """OpenNebula's (STATE, LCM_STATE) for an instance."""
     state, lcm = VM_STATES.get(inst.state, (3, 0))
     if impaired and inst.state == "running":
         lcm = UNKNOWN   # as OpenNebula shows the VMs of a host in ERROR
+    return state, lcm
+
+
+def state_name(state: int, lcm: int) -> str:
+    return LCM_NAMES.get(lcm, str(lcm)) if state == 3 else STATE_NAMES.get(state, str(state))
+
+
+def vm(inst: Instance, num: int, owner: Owner, itype: InstanceType | None, host_num: int,
+       image_num: int | None, vnet_num: int | None, impaired: bool, tags: dict[str, str],
+       given: Template | None = None, disks: Iterable[AttachedDisk] = ()) -> ET.Element:
+    """`given`: the template the VM was allocated with (its CONTEXT, GRAPHICS, OS, ... are shown back)."""
+    state, lcm = vm_state(inst, impaired)
+    given = given or {}
     root = ET.Element("VM")
     _add(root, "ID", num)
     _add(root, "UID", owner.uid)
@@ -80,15 +111,30 @@ def vm(inst: Instance, num: int, owner: Owner, itype: InstanceType | None, host_
         _add(t, "CPU", itype.vcpus)
         _add(t, "VCPU", itype.vcpus)
         _add(t, "MEMORY", itype.memory_mib)
+    to_xml(given, t, skip=_OWN_ATTRIBUTES)
     _add(t, "VMID", num)
     _add(t, "INSTANCE_TYPE", inst.instance_type)
     _add(t, "EC2_INSTANCE_ID", inst.id)
+    given_disk = next((d for d in given.get("DISK", []) if isinstance(d, dict)), {})
     disk = _add(t, "DISK")
+    for k, v in given_disk.items():
+        if k not in ("DISK_ID", "IMAGE_ID", "EC2_IMAGE_ID"):
+            _add(disk, k, v)
     _add(disk, "DISK_ID", 0)
     if image_num is not None:
         _add(disk, "IMAGE_ID", image_num)
     _add(disk, "EC2_IMAGE_ID", inst.image_id)
+    for d in disks:
+        extra = _add(t, "DISK")
+        _add(extra, "DISK_ID", d.disk_id)
+        _add(extra, "TARGET", d.target)
+        _add(extra, "SIZE", d.size_gib * 1024)   # MiB, as OpenNebula counts disk sizes
+        _add(extra, "EC2_VOLUME_ID", d.volume_id)
+    given_nic = next((n for n in given.get("NIC", []) if isinstance(n, dict)), {})
     nic = _add(t, "NIC")
+    for k, v in given_nic.items():
+        if k not in ("NIC_ID", "IP", "MAC", "NETWORK_ID"):
+            _add(nic, k, v)
     _add(nic, "NIC_ID", 0)
     if inst.private_ip:
         _add(nic, "IP", inst.private_ip)
@@ -283,4 +329,49 @@ def system_config(port: int, monitor_interval_s: int) -> str:
     _add(root, "MONITORING_INTERVAL_HOST", monitor_interval_s)
     _add(root, "IM_MAD")
     _add(root, "VM_MAD")
+    return _tostring(root)
+
+
+def vm_template(num: int, owner: Owner, name: str, created: float, given: Template) -> ET.Element:
+    """A saved template as `one.template.info` answers it (VMTEMPLATE)."""
+    root = ET.Element("VMTEMPLATE")
+    _add(root, "ID", num)
+    _add(root, "UID", owner.uid)
+    _add(root, "GID", 1)
+    _add(root, "UNAME", owner.name)
+    _add(root, "GNAME", "users")
+    _add(root, "NAME", name)
+    _permissions(root)
+    _add(root, "REGTIME", int(created))
+    t = _add(root, "TEMPLATE")
+    to_xml(given, t)
+    return root
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One monitoring sample of a VM (OpenNebula's units: CPU in percent of one core, sizes in KiB or bytes)."""
+
+    timestamp: int
+    cpu_percent: float
+    memory_kib: int
+    disk_read_bytes: int
+    disk_write_bytes: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+
+
+def monitoring(num: int, samples: Iterable[Sample]) -> str:
+    """`one.vm.monitoring`'s MONITORING_DATA: one MONITORING per sample, oldest first."""
+    root = ET.Element("MONITORING_DATA")
+    for s in samples:
+        m = _add(root, "MONITORING")
+        _add(m, "TIMESTAMP", s.timestamp)
+        _add(m, "ID", num)
+        _add(m, "CPU", f"{s.cpu_percent:.2f}")
+        _add(m, "MEMORY", s.memory_kib)
+        _add(m, "DISKRDBYTES", s.disk_read_bytes)
+        _add(m, "DISKWRBYTES", s.disk_write_bytes)
+        _add(m, "NETRX", s.net_rx_bytes)
+        _add(m, "NETTX", s.net_tx_bytes)
     return _tostring(root)

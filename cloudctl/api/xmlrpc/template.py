@@ -13,7 +13,10 @@ Value = str | dict[str, str]
 Template = dict[str, list[Value]]
 
 _TOKEN = re.compile(r'''\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<word>[^\s=\[\],"]+)|(?P<sym>[=\[\],]))''', re.S)
+# OpenNebula's template lexer: a variable starts with a letter or `_`, then letters, digits, `_`, `-`, `.`
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 MAX_TEMPLATE = 256 * 1024
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 class TemplateError(ValueError):
@@ -23,6 +26,8 @@ class TemplateError(ValueError):
 def parse(text: str) -> Template:
     if len(text) > MAX_TEMPLATE:
         raise TemplateError(f"template larger than {MAX_TEMPLATE} bytes")
+    if _CONTROL.search(text):   # shown back in XML documents, where XML 1.0 cannot carry them
+        raise TemplateError("control characters are not allowed in a template")
     if text.lstrip().startswith("<"):
         return _parse_xml(text)
     return _parse_text(text)
@@ -65,8 +70,8 @@ def _parse_text(text: str) -> Template:
 
     while i < len(toks):
         kind, key = toks[i]
-        if kind != "word" or i + 1 >= len(toks) or toks[i + 1] != ("sym", "="):
-            raise TemplateError(f"expected KEY = value, got {key!r}")
+        if kind != "word" or i + 1 >= len(toks) or toks[i + 1] != ("sym", "=") or not _NAME.fullmatch(key):
+            raise TemplateError(f"syntax error, unexpected {key!r}, expecting VARIABLE = value")
         i += 2
         if i < len(toks) and toks[i] == ("sym", "["):
             i += 1
@@ -76,7 +81,8 @@ def _parse_text(text: str) -> Template:
                     i += 1
                     continue
                 sub = toks[i]
-                if sub[0] != "word" or i + 1 >= len(toks) or toks[i + 1] != ("sym", "="):
+                if sub[0] != "word" or i + 1 >= len(toks) or toks[i + 1] != ("sym", "=") \
+                        or not _NAME.fullmatch(sub[1]):
                     raise TemplateError(f"expected SUBKEY = value inside {key.upper()} = [ ... ]")
                 val, i = expect_value(i + 2)
                 vec[sub[1].upper()] = val
@@ -99,6 +105,8 @@ def _parse_xml(text: str) -> Template:
         raise TemplateError(f"the template is not valid XML: {e}") from None
     out: Template = {}
     for child in root:
+        if not _NAME.fullmatch(child.tag) or any(not _NAME.fullmatch(c.tag) for c in child):
+            raise TemplateError(f"syntax error, unexpected element {child.tag!r}")
         if len(child):
             out.setdefault(child.tag.upper(), []).append({c.tag.upper(): (c.text or "") for c in child})
         else:
@@ -113,3 +121,31 @@ def scalar(t: Template, key: str) -> str | None:
 
 def vectors(t: Template, key: str) -> list[dict[str, str]]:
     return [v for v in t.get(key, []) if isinstance(v, dict)]
+
+
+def to_xml(t: Template, parent: ET.Element, skip: frozenset[str] = frozenset()) -> None:
+    """`t`'s attributes as children of `parent` (OpenNebula's XML form), in the order given."""
+    for key, values in t.items():
+        if key in skip:
+            continue
+        for v in values:
+            el = ET.SubElement(parent, key)
+            if isinstance(v, dict):
+                for sub, text in v.items():
+                    ET.SubElement(el, sub).text = text
+            else:
+                el.text = v
+
+
+def to_text(t: Template) -> str:
+    """`t` in OpenNebula's text syntax (what `onetemplate show` prints): it parses back to `t`."""
+    def q(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    lines = []
+    for key, values in t.items():
+        for v in values:
+            if isinstance(v, dict):
+                lines.append(f"{key} = [ " + ", ".join(f"{k} = {q(x)}" for k, x in v.items()) + " ]")
+            else:
+                lines.append(f"{key} = {q(v)}")
+    return "\n".join(lines) + "\n"

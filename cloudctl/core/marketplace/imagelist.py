@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -124,33 +126,88 @@ def parse(content: bytes) -> ImageList:
     return lst
 
 
-def images(lst: ImageList) -> list[ImageEntry]:
-    """The per-image entries; ListError `image-fields` naming the first that is incomplete."""
-    out = []
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """An image entry left out of an accepted list, and why (as vmcatcher skips one it cannot use)."""
+
+    index: int
+    identifier: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"hv:images[{self.index}] ({self.identifier or 'no dc:identifier'}): {self.reason}"
+
+
+def images(lst: ImageList) -> tuple[list[ImageEntry], list[Dropped]]:
+    """The usable entries, and those dropped with their reason (a missing hv:uri or checksum, a
+    bad field): one incomplete entry does not refuse the list. Two entries sharing a
+    dc:identifier make the list ambiguous: ListError `image-fields`."""
+    out: list[ImageEntry] = []
+    dropped: list[Dropped] = []
     for n, wrapped in enumerate(lst.images):
+        raw = wrapped.get("hv:image") if isinstance(wrapped, dict) else None
+        ident = str(raw.get("dc:identifier", "")) if isinstance(raw, dict) else ""
         try:
-            out.append(ImageWrapper.model_validate(wrapped).image)
+            entry = ImageWrapper.model_validate(wrapped).image
+            if entry.expires is not None:
+                parse_time(entry.expires)
         except ValidationError as e:
             err = e.errors()[0]
-            raise ListError("image-fields",
-                            f"hv:images[{n}].{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-        if out[-1].expires is not None:
-            try:
-                parse_time(out[-1].expires)
-            except ValueError:
-                raise ListError("image-fields", f"hv:images[{n}]: bad dc:date:expires") from None
+            where = ".".join(str(x) for x in err["loc"] if x != "hv:image")
+            dropped.append(Dropped(n, ident, f"{where}: {'missing' if err['type'] == 'missing' else err['msg']}"))
+            continue
+        except ValueError:
+            dropped.append(Dropped(n, ident, "dc:date:expires is not a date"))
+            continue
+        out.append(entry)
     ids = [i.identifier for i in out]
     if len(set(ids)) != len(ids):
         raise ListError("image-fields", "two images share a dc:identifier")
+    return out, dropped
+
+
+_DELIMITED = re.compile(r"[-,./]")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _pieces(v: str, sep: re.Pattern[str]) -> list[str]:
+    """`v` cut at each match of `sep`, the matches kept as pieces of their own."""
+    out, pos = [], 0
+    for m in sep.finditer(v):
+        if m.start() > pos:
+            out.append(v[pos:m.start()])
+        out.append(m.group())
+        pos = m.end()
+    if pos < len(v):
+        out.append(v[pos:])
     return out
 
 
-def version_key(v: str) -> tuple[int, ...] | tuple[str]:
-    """hv:version compares numerically when it is numeric (vmcatcher), by dotted parts if dotted."""
-    try:
-        return tuple(int(p) for p in v.split("."))
-    except ValueError:
-        return (v,)
+def _compare_pieces(a: list[str], b: list[str], inner: bool) -> int:
+    for x, y in zip(a, b):
+        if x == y:
+            continue
+        xd, yd = x.isascii() and x.isdigit(), y.isascii() and y.isdigit()
+        if xd and yd:
+            return (int(x) > int(y)) - (int(x) < int(y))   # 0 for 1 vs 01 ends the comparison
+        if xd or yd:
+            return 1 if xd else -1                        # a number is newer than text
+        if inner:
+            return 1 if x > y else -1
+        c = _compare_pieces(_pieces(x, _DIGITS), _pieces(y, _DIGITS), True)
+        if c:
+            return c
+    return (len(a) > len(b)) - (len(a) < len(b))          # more parts: newer
+
+
+def compare_versions(a: str, b: str) -> int:
+    """1 if hv:version `a` is newer than `b`, -1 if older, 0 if vmcatcher takes them as the same.
+
+    vmcatcher's order (its split_numeric_sort): cut at `-`, `,`, `.`, `/` (kept as parts), then
+    each part into digit runs and text; parts compare numerically when both are numbers, a
+    number is newer than text, text compares by code point, and with equal leading parts the
+    longer version is newer. So `1-2` < `1-10`, `v2` < `v10`, `1.0` < `1.0.1`."""
+    return _compare_pieces(_pieces(a, _DELIMITED), _pieces(b, _DELIMITED), False)
 
 
 def dump(doc: dict[str, Any]) -> bytes:

@@ -22,12 +22,15 @@ from cryptography.x509.oid import NameOID
 from ...config import Publish
 from ...store.records import Image, MetadataEntry, PublishedList
 from ...store.store import Store
+from .. import x509_dn_forms
 from ..errors import CloudError
 from ..events import Events
 from ..images import Images
 from . import imagelist, smime
-from .stratuslab import Endorsement, MetadataStore, entry_xml, sha1_to_identifier
+from .stratuslab import Endorsement, ImageTerms, MetadataStore, entry_xml, sha1_to_identifier
 from .trust import slash_dn
+
+HYPERVISOR = "kvm"
 
 
 def _digests(path: Any) -> tuple[str, str]:
@@ -60,7 +63,7 @@ class Publisher:
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
             raise ValueError("marketplace.publish.key must be an RSA or EC private key")
         self.key = key
-        self.list_id = cfg.list_id or str(uuid.uuid5(uuid.NAMESPACE_URL, "cloudctl:" + slash_dn(self.cert.subject)))
+        self.list_id = cfg.list_id or str(uuid.uuid5(uuid.NAMESPACE_URL, "cloudctl:" + _id_dn(self.cert.subject)))
         self.table = store.table(PublishedList)
         self.metadata = MetadataStore(store)
         self.email = cfg.email or _cert_email(self.cert) or "endorser@invalid"
@@ -88,6 +91,11 @@ class Publisher:
             if self.image_uuid(ami) == image_uuid:
                 return self.images.table.get(ami)
         return None
+
+    def os_of(self, ami: str) -> tuple[str, str]:
+        """(OS name, OS version) from the image's `os` and `os-version` tags; Linux and unknown without."""
+        tags = self.images.tags.of(ami)
+        return tags.get("os", "").strip() or "Linux", tags.get("os-version", "").strip()
 
     async def publish(self, add: list[str]) -> PublishedList:
         """Add images (AMI ids) to the list and sign a new version; with none, re-sign as is."""
@@ -178,9 +186,12 @@ class Publisher:
             created = float(int(now))
             if latest is not None and latest.created >= created:
                 created = latest.created + 1
+            os_name, os_version = self.os_of(ami)
             xml = entry_xml(ident, {"SHA-1": row.sha1[ami], "SHA-256": im.sha256, "SHA-512": row.sha512[ami]},
                             im.size, created, row.expires, endorser, im.name, im.description,
-                            self.image_url(ami), im.architecture, reason)
+                            self.image_url(ami), reason,
+                            ImageTerms(arch=im.architecture, os=os_name, os_version=os_version,
+                                       format=im.disk_format, hypervisor=HYPERVISOR, version=str(int(im.created))))
             signed = await asyncio.to_thread(smime.sign, xml, self.cert, self.key)
             out.append(MetadataEntry(id=f"{ident}/{endorser.email}/{imagelist.fmt_time(created)}", identifier=ident,
                                      email=endorser.email, created=created, valid=row.expires,
@@ -195,12 +206,16 @@ class Publisher:
         for ami in ids:
             im = self.images.table.get(ami)
             assert im is not None
-            entries.append({"hv:image": {
+            os_name, os_version = self.os_of(ami)
+            entry = {
                 "dc:identifier": self.image_uuid(ami), "dc:title": im.name, "dc:description": im.description,
                 "hv:uri": self.image_url(ami), "hv:size": im.size, "sl:checksum:sha512": sums[ami],
-                "hv:version": str(int(im.created)), "hv:format": im.disk_format, "hv:hypervisor": "kvm",
-                "sl:arch": im.architecture, "sl:os": "Linux", "sl:osversion": "", "sl:comments": ami,
-            }})
+                "hv:version": str(int(im.created)), "hv:format": im.disk_format, "hv:hypervisor": HYPERVISOR,
+                "sl:arch": im.architecture, "sl:os": os_name, "sl:comments": ami,
+            }
+            if os_version:   # never an empty sl:osversion: subscribers (vmcatcher, AppDB) read "" as a version
+                entry["sl:osversion"] = os_version
+            entries.append({"hv:image": entry})
         return {
             "dc:identifier": self.list_id, "dc:title": self.cfg.title, "dc:description": self.cfg.description,
             "dc:source": self.public_url, "dc:date:created": imagelist.fmt_time(now),
@@ -209,6 +224,19 @@ class Publisher:
                                         "hv:dn": slash_dn(self.cert.subject), "hv:ca": slash_dn(self.cert.issuer)}},
             "hv:images": entries,
         }
+
+
+def _id_dn(name: x509.Name) -> str:
+    """The subject as list ids were derived from it before `hv:dn` took OpenSSL's escaped form
+    (raw values, `+` inside an RDN): kept so a publisher's list id never changes on upgrade."""
+    def sn(oid: x509.ObjectIdentifier) -> str:
+        return x509_dn_forms.short_name(oid) if oid.dotted_string in _ID_NAMED else oid.dotted_string
+    return "/" + "/".join("+".join(f"{sn(a.oid)}={a.value!s}" for a in rdn) for rdn in name.rdns)
+
+
+# the attribute types named (not dotted) in those ids: emailAddress DC C O OU CN L ST UID serialNumber
+_ID_NAMED = frozenset({"1.2.840.113549.1.9.1", "0.9.2342.19200300.100.1.25", "2.5.4.6", "2.5.4.10", "2.5.4.11",
+                       "2.5.4.3", "2.5.4.7", "2.5.4.8", "0.9.2342.19200300.100.1.1", "2.5.4.5"})
 
 
 def _cert_email(cert: x509.Certificate) -> str | None:

@@ -68,6 +68,11 @@ def _split(raw: bytes) -> tuple[bytes, bytes]:
     return part1, der
 
 
+def signed_part(raw: bytes) -> bytes:
+    """The signed first part of a multipart/signed message, unverified (for showing what was signed)."""
+    return _split(raw)[0]
+
+
 def _canonical(data: bytes) -> bytes:
     return re.sub(rb"\r?\n", b"\r\n", data)
 
@@ -80,9 +85,31 @@ def _strip_mime_headers(part: bytes) -> bytes:
     return body if sep else part
 
 
+def _opaque(raw: bytes) -> bytes | None:
+    """The DER of an opaque signed message (`openssl smime -sign -nodetach`: application/pkcs7-mime
+    with the content inside), or of a PEM `PKCS7` block; None for anything else."""
+    m = re.search(rb"-----BEGIN PKCS7-----(.+?)-----END PKCS7-----", raw, re.S)
+    if m:
+        body = m.group(1)
+    else:
+        head, sep, body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw[:4096] else raw.partition(b"\n\n")
+        headers = re.sub(rb"\r?\n[ \t]+", b" ", head).decode("latin-1")
+        if not sep or not re.search(r"(?im)^content-type:\s*application/(x-)?pkcs7-mime\b", headers):
+            return None
+    try:
+        return base64.b64decode(b"".join(body.split()), validate=True)
+    except ValueError:
+        raise SignatureError("the PKCS#7 message is not valid base64") from None
+
+
 def verify(raw: bytes) -> Signed:
-    """Check the signature and messageDigest; return the content and the signer certificate."""
-    part, der = _split(raw)
+    """Check the signature and messageDigest; return the content and the signer certificate.
+
+    Both S/MIME forms vmcatcher reads: multipart/signed (detached, `openssl smime -sign`) and
+    opaque signed data (`openssl smime -sign -nodetach`), where the content is inside the PKCS#7."""
+    der = opaque = _opaque(raw)
+    if der is None:
+        part, der = _split(raw)
     try:
         info = cms.ContentInfo.load(der)
         if info["content_type"].native != "signed_data":
@@ -90,6 +117,10 @@ def verify(raw: bytes) -> Signed:
         sd = info["content"]
         certs_asn = [c.chosen for c in (sd["certificates"] or []) if c.name == "certificate"]
         signer_infos = list(sd["signer_infos"])
+        if opaque is not None:
+            part = sd["encap_content_info"]["content"].native
+            if not isinstance(part, bytes):
+                raise SignatureError("the PKCS#7 message carries no content (a detached signature without its part)")
     except (ValueError, TypeError, KeyError) as e:
         raise SignatureError(f"malformed PKCS#7: {e}") from None
     if len(signer_infos) != 1:

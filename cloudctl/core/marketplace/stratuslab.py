@@ -11,8 +11,10 @@ same verifier and `openssl smime -verify` check.
 """
 from __future__ import annotations
 
+import re
 import string
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -20,6 +22,7 @@ from xml.sax.saxutils import escape, quoteattr
 from ...store.records import MetadataEntry
 from ...store.store import Store, Txn
 from .imagelist import fmt_time
+from .smime import SignatureError, signed_part
 
 _ENC = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 STATUSES = ("valid", "expired", "deprecated", "all")
@@ -49,10 +52,26 @@ class Endorsement:
     issuer: str
 
 
+@dataclass(frozen=True, slots=True)
+class ImageTerms:
+    """What a StratusLab entry says of the image itself (slterms:os, os-version, os-arch, hypervisor,
+    version; dcterms:format, dcterms:type as its kind)."""
+
+    arch: str
+    os: str = ""
+    os_version: str = ""
+    format: str = ""
+    hypervisor: str = ""
+    version: str = ""
+    kind: str = "machine"
+
+
 def entry_xml(identifier: str, checksums: dict[str, str], size: int, created: float, valid: float,
-              endorser: Endorsement, title: str, description: str, location: str, arch: str,
-              deprecated: str | None) -> bytes:
-    """The RDF/XML description of one image, in StratusLab's vocabulary."""
+              endorser: Endorsement, title: str, description: str, location: str,
+              deprecated: str | None, terms: ImageTerms) -> bytes:
+    """The RDF/XML description of one image, in StratusLab's vocabulary (an empty term is left out)."""
+    def term(tag: str, value: str) -> str:
+        return f"<{tag}>{escape(value)}</{tag}>" if value else ""
     sums = "".join(
         f"<slreq:checksum rdf:parseType=\"Resource\"><slreq:algorithm>{escape(alg)}</slreq:algorithm>"
         f"<slreq:value>{escape(v)}</slreq:value></slreq:checksum>" for alg, v in checksums.items())
@@ -68,10 +87,12 @@ def entry_xml(identifier: str, checksums: dict[str, str], size: int, created: fl
         f"<slreq:endorser rdf:parseType=\"Resource\"><slreq:email>{escape(endorser.email)}</slreq:email>"
         f"<slreq:subject>{escape(endorser.subject)}</slreq:subject><slreq:issuer>{escape(endorser.issuer)}"
         f"</slreq:issuer></slreq:endorser></slreq:endorsement>"
-        f"<dcterms:type>machine</dcterms:type><dcterms:valid>{fmt_time(valid)}</dcterms:valid>"
+        f"{term('dcterms:type', terms.kind)}<dcterms:valid>{fmt_time(valid)}</dcterms:valid>"
         f"<dcterms:title>{escape(title)}</dcterms:title><dcterms:description>{escape(description)}"
-        f"</dcterms:description><slterms:location>{escape(location)}</slterms:location>"
-        f"<slterms:os-arch>{escape(arch)}</slterms:os-arch>{dep}"
+        f"</dcterms:description>{term('dcterms:format', terms.format)}"
+        f"<slterms:location>{escape(location)}</slterms:location>{term('slterms:version', terms.version)}"
+        f"{term('slterms:hypervisor', terms.hypervisor)}{term('slterms:os', terms.os)}"
+        f"{term('slterms:os-version', terms.os_version)}{term('slterms:os-arch', terms.arch)}{dep}"
         "</rdf:Description></rdf:RDF>\n").encode()
 
 
@@ -121,8 +142,44 @@ def entry_status(e: MetadataEntry, now: float) -> str:
     return "valid" if e.valid > now else "expired"
 
 
+_NS = {"rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#", "dcterms": "http://purl.org/dc/terms/",
+       "slterms": "http://mp.stratuslab.eu/slterms#"}
+# JSON key -> the entry's element (what StratusLab's marketplace lists for an image)
+_TERMS = {"title": "dcterms:title", "kind": "dcterms:type", "format": "dcterms:format", "os": "slterms:os",
+          "osVersion": "slterms:os-version", "arch": "slterms:os-arch", "hypervisor": "slterms:hypervisor",
+          "version": "slterms:version"}
+
+
+def entry_document(e: MetadataEntry) -> bytes:
+    """The entry's RDF/XML, as signed (the first part of its S/MIME message)."""
+    try:
+        return signed_part(e.signed.encode())
+    except SignatureError:
+        return b""
+
+
+def _terms(e: MetadataEntry) -> dict[str, str]:
+    try:
+        root = ET.fromstring(entry_document(e))
+    except ET.ParseError:
+        return {}
+    desc = root.find("rdf:Description", _NS)
+    if desc is None:
+        return {}
+    return {k: desc.findtext(tag, "", _NS) for k, tag in _TERMS.items() if desc.find(tag, _NS) is not None}
+
+
 def entry_json(e: MetadataEntry, base_url: str, now: float | None = None) -> dict[str, Any]:
     return {"identifier": e.identifier, "email": e.email, "created": fmt_time(e.created),
             "valid": fmt_time(e.valid), "deprecated": e.deprecated, "status": entry_status(e, now or time.time()),
             "endorser": {"subject": e.subject, "issuer": e.issuer}, "location": e.location,
-            "sha512": e.sha512, "url": f"{base_url}/metadata/{e.identifier}/{e.email}/{fmt_time(e.created)}"}
+            "sha512": e.sha512, "url": f"{base_url}/metadata/{e.identifier}/{e.email}/{fmt_time(e.created)}",
+            **_terms(e)}
+
+
+def entries_xml(rows: list[MetadataEntry]) -> bytes:
+    """A query's answer as XML (`Accept: application/xml`, or StratusLab's `?media=xml`): each
+    entry's RDF/XML document, as signed, inside one `<metadata>` element."""
+    docs = [re.sub(rb"^\s*<\?xml[^>]*\?>\s*", b"", entry_document(e)).strip() for e in rows]
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n<metadata>\n' + b"\n".join(d for d in docs if d) \
+        + b"\n</metadata>\n"

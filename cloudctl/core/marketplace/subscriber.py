@@ -25,6 +25,7 @@ from ...config import Marketplace
 from ...drivers import fetcher
 from ...store.records import Image, Instance, MarketImage, Subscription
 from ...store.store import Store, Txn
+from .. import x509_dn_forms
 from ..errors import CloudError
 from ..events import Events
 from ..ids import new_id
@@ -44,6 +45,7 @@ VMCATCHER = {"signature": 11, "untrusted": 11, "revoked": 11, "trust-anchor-miss
              "signer-mismatch": 12, "endorser-not-allowed": 13, "identifier": 31, "not-yet-valid": 33,
              "expired": 34, "version-older": 17}
 POLICIES = ("accept", "hold")
+SHOWN_DROPPED = 20           # dropped image entries named one by one (events, messages); the rest counted
 
 
 class Rejection(Exception):
@@ -66,10 +68,18 @@ def _arch(arch: str) -> str:
 
 
 def _older(new: str, old: str) -> bool:
-    a, b = imagelist.version_key(new), imagelist.version_key(old)
-    if type(a[0]) is not type(b[0]):
-        return new < old
-    return a < b  # type: ignore[operator]
+    """vmcatcher refuses a version older than the accepted one (17) and takes an equal one."""
+    return imagelist.compare_versions(new, old) < 0
+
+
+def _check_dns(endorsers: list[list[str]]) -> None:
+    """Every DN of the allow-list must read as a name (any form x509_dn_forms reads), or none is taken."""
+    for pair in endorsers:
+        for dn in pair:
+            try:
+                x509_dn_forms.parse(dn)
+            except x509_dn_forms.DnSyntaxError as e:
+                raise CloudError("InvalidParameterValue", f"endorser DN {dn!r}: {e}") from None
 
 
 class Subscriber:
@@ -96,6 +106,7 @@ class Subscriber:
             raise CloudError("MissingParameter", "the list's expected dc:identifier is required")
         if not endorsers or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in endorsers):
             raise CloudError("InvalidParameterValue", "give at least one endorser as a (subject DN, issuer DN) pair")
+        _check_dns(endorsers)
         if policy not in POLICIES:
             raise CloudError("InvalidParameterValue", f"policy must be one of {', '.join(POLICIES)}")
         if interval_s < 1:
@@ -126,6 +137,7 @@ class Subscriber:
         sub = self.get(sub_id)
         if any(len(p) != 2 for p in endorsers):
             raise CloudError("InvalidParameterValue", "endorsers are (subject DN, issuer DN) pairs")
+        _check_dns(endorsers)
         with self.store.txn() as tx:
             tx.put(replace(sub, endorsers=[list(p) for p in endorsers]))
         await self.store.sync()
@@ -188,10 +200,10 @@ class Subscriber:
                                                    else "")
                 if raw is None:   # 304: the accepted list is still the publisher's current one
                     return await self._unchanged(sub, now)
-                lst, entries, signer = await self._verify(sub, raw, now)
+                lst, (entries, dropped), signer = await self._verify(sub, raw, now)
             except Rejection as e:
                 return await self._reject(sub, e, now)
-            result = await self._accept(sub, raw, lst, entries, signer, now, etag)
+            result = await self._accept(sub, raw, lst, entries, signer, now, etag, dropped)
         for row in self.table.values():
             if row.subscription == sub_id and row.state == "queued":
                 self._start(row.id)
@@ -223,7 +235,8 @@ class Subscriber:
         return {"accepted": True, "code": "unchanged", "message": f"version {sub.version}", "version": sub.version}
 
     async def _verify(self, sub: Subscription, raw: bytes, now: float
-                      ) -> tuple[imagelist.ImageList, list[imagelist.ImageEntry], list[str]]:
+                      ) -> tuple[imagelist.ImageList, tuple[list[imagelist.ImageEntry], list[imagelist.Dropped]],
+                                 list[str]]:
         """vmcatcher's checks, in its order; the first failure names its reason."""
         try:
             signed = await asyncio.to_thread(smime.verify, raw)
@@ -241,11 +254,12 @@ class Subscriber:
             lst = await asyncio.to_thread(imagelist.parse, signed.content)   # 1000 images: ~20 ms
         except imagelist.ListError as e:
             raise Rejection(e.code, str(e)) from None
-        dn, ca = slash_dn(signed.signer.subject), slash_dn(signed.signer.issuer)
+        subject, issuer = signed.signer.subject, signed.signer.issuer
+        dn, ca = slash_dn(subject), slash_dn(issuer)
         x = lst.endorser.x509
-        if not (same_dn(dn, x.dn) and same_dn(ca, x.ca)):
+        if not (same_dn(subject, x.dn) and same_dn(issuer, x.ca)):   # as X.509 names, whatever the text form
             raise Rejection("signer-mismatch", f"signed by {dn} (CA {ca}), but the list names {x.dn} (CA {x.ca})")
-        if not any(same_dn(dn, a) and same_dn(ca, b) for a, b in sub.endorsers):
+        if not any(same_dn(subject, a) and same_dn(issuer, b) for a, b in sub.endorsers):
             raise Rejection("endorser-not-allowed", f"endorser {dn} (CA {ca}) is not allowed for this subscription")
         if lst.identifier != sub.identifier:
             raise Rejection("identifier", f"list {lst.identifier} is not the subscribed {sub.identifier}")
@@ -271,9 +285,17 @@ class Subscriber:
 
     async def _accept(self, sub: Subscription, raw: bytes, lst: imagelist.ImageList,
                       entries: list[imagelist.ImageEntry], signer: list[str], now: float,
-                      etag: str = "") -> dict[str, Any]:
+                      etag: str = "", dropped: list[imagelist.Dropped] | None = None) -> dict[str, Any]:
         listed: set[str] = set()
+        dropped = dropped or []
         with self.store.txn() as tx:
+            for d in dropped[:SHOWN_DROPPED]:   # shown with the list's refusals (events, the subscription's message)
+                self.events.add(tx, "marketplace.list", sub.url, f"version {lst.version}: image dropped: {d}",
+                                "image-fields", subscription=sub.id, identifier=d.identifier, index=d.index)
+            if len(dropped) > SHOWN_DROPPED:
+                self.events.add(tx, "marketplace.list", sub.url, f"version {lst.version}: "
+                                f"{len(dropped) - SHOWN_DROPPED} more image(s) dropped", "image-fields",
+                                subscription=sub.id)
             for e in entries:
                 mid = stable_image_id(lst.identifier, e.identifier, e.sha512)
                 listed.add(mid)
@@ -313,13 +335,17 @@ class Subscriber:
             tx.put(replace(self.get(sub.id), version=lst.version, list_created=lst.created_at,
                            list_expires=lst.expires_at, endorser=signer, title=lst.title,
                            signed=raw.decode("utf-8", "replace"), etag=etag, last_poll=now, last_result="accepted",
-                           last_message=f"version {lst.version}, {len(entries)} image(s)"))
+                           last_message=f"version {lst.version}, {len(entries)} image(s)"
+                           + "".join(f"; dropped {d}" for d in dropped[:SHOWN_DROPPED])
+                           + (f"; {len(dropped) - SHOWN_DROPPED} more dropped" if len(dropped) > SHOWN_DROPPED
+                              else "")))
             self.events.add(tx, "marketplace.list", sub.url, f"accepted version {lst.version} "
                             f"({len(entries)} image(s)) signed by {signer[0]}", "accepted", subscription=sub.id,
                             version=lst.version)
         await self.store.sync()
         await self.collect()
-        return {"accepted": True, "code": "accepted", "message": f"version {lst.version}", "version": lst.version}
+        return {"accepted": True, "code": "accepted", "message": f"version {lst.version}", "version": lst.version,
+                "dropped": [str(d) for d in dropped[:SHOWN_DROPPED]], "dropped_count": len(dropped)}
 
     # ---- expiry -----------------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """Trust decisions kept apart: CA anchors (chain + CRL) and the endorser allow-list (DN pairs).
 
 Anything in the trust store is an anchor, so an endorser certificate must never be put there;
-the allow-list is a comparison of distinguished names, not a trust anchor. DNs are compared in
-one normalised form because image lists write them in OpenSSL's slash form
-(`/DC=org/DC=example/CN=x`, certificate order) while `cryptography` prints RFC 4514
-(reversed, comma-separated) and Java tools RFC 2253.
+the allow-list is a comparison of distinguished names, not a trust anchor. DNs are compared as
+X.509 names (`core/x509_dn_forms.py`): image lists write them in OpenSSL's one-line slash form
+(`/DC=org/DC=example/CN=J\\xC3\\xB6rg`, certificate order, what vmcatcher compares), operators
+may paste RFC 4514 (reversed, commas) or OpenSSL's display forms, and all name one subject.
 """
 from __future__ import annotations
 
@@ -14,15 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
-_SHORT = {NameOID.EMAIL_ADDRESS: "emailAddress", NameOID.DOMAIN_COMPONENT: "DC", NameOID.COUNTRY_NAME: "C",
-          NameOID.ORGANIZATION_NAME: "O", NameOID.ORGANIZATIONAL_UNIT_NAME: "OU", NameOID.COMMON_NAME: "CN",
-          NameOID.LOCALITY_NAME: "L", NameOID.STATE_OR_PROVINCE_NAME: "ST", NameOID.USER_ID: "UID",
-          NameOID.SERIAL_NUMBER: "serialNumber"}
-_ALIASES = {"E": "EMAILADDRESS", "EMAIL": "EMAILADDRESS", "1.2.840.113549.1.9.1": "EMAILADDRESS",
-            "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID", "USERID": "UID"}
+from .. import x509_dn_forms
 
 
 class TrustError(Exception):
@@ -32,30 +26,17 @@ class TrustError(Exception):
 
 
 def slash_dn(name: x509.Name) -> str:
-    """OpenSSL's legacy one-line form, in certificate order, as `hv:dn`/`hv:ca` write it."""
-    parts = []
-    for rdn in name.rdns:
-        parts.append("+".join(f"{_SHORT.get(a.oid, a.oid.dotted_string)}={a.value}" for a in rdn))
-    return "/" + "/".join(parts)
+    """OpenSSL's `X509_NAME_oneline` form, as `hv:dn`/`hv:ca` are written for vmcatcher."""
+    return x509_dn_forms.oneline(name)
 
 
-def normalise_dn(dn: str) -> tuple[tuple[str, str], ...]:
-    """(TYPE, value) pairs in certificate order from a slash-form or RFC 4514/2253 DN."""
-    dn = dn.strip()
-    if dn.startswith("/"):
-        items = [p for p in re.split(r"(?<!\\)/", dn[1:]) if p]
-    else:
-        items = list(reversed([p.strip() for p in re.split(r"(?<!\\),", dn) if p.strip()]))
-    out = []
-    for item in items:
-        k, _, v = item.partition("=")
-        k = k.strip().upper()
-        out.append((_ALIASES.get(k, k), v.strip().replace("\\,", ",").replace("\\/", "/")))
-    return tuple(out)
+def normalise_dn(dn: str) -> x509_dn_forms.Normal:
+    """(OID, normalised value) pairs in certificate order from any textual DN form."""
+    return x509_dn_forms.parse(dn)
 
 
-def same_dn(a: str, b: str) -> bool:
-    return normalise_dn(a) == normalise_dn(b)
+def same_dn(a: str | x509.Name, b: str | x509.Name) -> bool:
+    return x509_dn_forms.same(a, b)
 
 
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----\r?\n?", re.S)
