@@ -22,26 +22,25 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID, ObjectIdentifier
+if TYPE_CHECKING:   # (cryptography, ~7 MiB, is loaded only once a certificate is read: issue 14)
+    from cryptography import x509
 
-Pair = tuple[str, str]                 # (dotted OID, normalised value)
+Pair = tuple[str, str]                 # (dotted OID, value)
 Normal = tuple[tuple[Pair, ...], ...]  # the RDNs in certificate order, each its pairs sorted
 
-# OpenSSL's short names (OBJ_nid2sn) for the attributes found in subject names.
-_SHORT: dict[ObjectIdentifier, str] = {
-    NameOID.COUNTRY_NAME: "C", NameOID.STATE_OR_PROVINCE_NAME: "ST", NameOID.LOCALITY_NAME: "L",
-    NameOID.ORGANIZATION_NAME: "O", NameOID.ORGANIZATIONAL_UNIT_NAME: "OU", NameOID.COMMON_NAME: "CN",
-    NameOID.DOMAIN_COMPONENT: "DC", NameOID.EMAIL_ADDRESS: "emailAddress", NameOID.USER_ID: "UID",
-    NameOID.SERIAL_NUMBER: "serialNumber", NameOID.STREET_ADDRESS: "street", NameOID.TITLE: "title",
-    NameOID.GIVEN_NAME: "GN", NameOID.SURNAME: "SN", NameOID.INITIALS: "initials",
-    NameOID.PSEUDONYM: "pseudonym", NameOID.GENERATION_QUALIFIER: "generationQualifier",
-    NameOID.DN_QUALIFIER: "dnQualifier", NameOID.POSTAL_CODE: "postalCode",
-    NameOID.BUSINESS_CATEGORY: "businessCategory", ObjectIdentifier("2.5.4.41"): "name",
+# OpenSSL's short names (OBJ_nid2sn) for the attributes found in subject names, by dotted OID.
+_SHORT: dict[str, str] = {
+    "2.5.4.6": "C", "2.5.4.8": "ST", "2.5.4.7": "L", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN",
+    "0.9.2342.19200300.100.1.25": "DC", "1.2.840.113549.1.9.1": "emailAddress",
+    "0.9.2342.19200300.100.1.1": "UID", "2.5.4.5": "serialNumber", "2.5.4.9": "street", "2.5.4.12": "title",
+    "2.5.4.42": "GN", "2.5.4.4": "SN", "2.5.4.43": "initials", "2.5.4.65": "pseudonym",
+    "2.5.4.44": "generationQualifier", "2.5.4.46": "dnQualifier", "2.5.4.17": "postalCode",
+    "2.5.4.15": "businessCategory", "2.5.4.41": "name",
 }
 # Every spelling of a type seen in the forms above (upper-cased) -> its dotted OID.
-_TYPES: dict[str, str] = {sn.upper(): oid.dotted_string for oid, sn in _SHORT.items()}
+_TYPES: dict[str, str] = {sn.upper(): oid for oid, sn in _SHORT.items()}
 _TYPES.update({
     "COUNTRYNAME": "2.5.4.6", "STATEORPROVINCENAME": "2.5.4.8", "S": "2.5.4.8", "LOCALITYNAME": "2.5.4.7",
     "ORGANIZATIONNAME": "2.5.4.10", "ORGANIZATIONALUNITNAME": "2.5.4.11", "COMMONNAME": "2.5.4.3",
@@ -58,9 +57,10 @@ class DnSyntaxError(ValueError):
     """A text that is not a distinguished name in any of the forms above."""
 
 
-def short_name(oid: ObjectIdentifier) -> str:
-    """OpenSSL's short name for an attribute type (`CN`, `emailAddress`), else its dotted OID."""
-    return _SHORT.get(oid, oid.dotted_string)
+def short_name(oid: str) -> str:
+    """OpenSSL's short name for an attribute type given by dotted OID (`CN`, `emailAddress`), else
+    the dotted OID."""
+    return _SHORT.get(oid, oid)
 
 
 def oneline(name: x509.Name) -> str:
@@ -75,7 +75,7 @@ def oneline(name: x509.Name) -> str:
         for i, attr in enumerate(rdn):
             value = attr.value if isinstance(attr.value, str) else attr.value.decode("latin-1")
             text = "".join(chr(b) if 0x20 <= b <= 0x7E else f"\\x{b:02X}" for b in value.encode("utf-8"))
-            out.append(f"{'+' if i else '/'}{short_name(attr.oid)}={text}")
+            out.append(f"{'+' if i else '/'}{short_name(attr.oid.dotted_string)}={text}")
     return "".join(out)
 
 
@@ -88,6 +88,12 @@ def of_name(name: x509.Name) -> Normal:
 
 def parse(text: str) -> Normal:
     """Any of the textual forms in the module's docstring, in the normal form."""
+    return tuple(tuple(sorted((oid, _fold(v)) for oid, v in rdn)) for rdn in rdns(text))
+
+
+def rdns(text: str) -> list[list[Pair]]:
+    """Any of the textual forms, read: its RDNs in certificate order, each its (dotted OID, value)
+    pairs as written, escapes undone (values neither folded nor sorted: see `parse`)."""
     t = text.strip()
     for prefix in ("subject=", "issuer=", "subject =", "issuer ="):
         if t.lower().startswith(prefix):
@@ -103,7 +109,7 @@ def parse(text: str) -> Normal:
                   for rdn in _glued(_split_unescaped(t, ",;"), ",")]
         if not _display_order(t, groups):
             groups.reverse()
-    return tuple(tuple(sorted(g)) for g in groups)
+    return groups
 
 
 _MOST_SIGNIFICANT = {"2.5.4.6", "0.9.2342.19200300.100.1.25", "2.5.4.10", "2.5.4.8", "2.5.4.7"}   # C DC O ST L
@@ -140,7 +146,7 @@ def same(a: str | x509.Name, b: str | x509.Name) -> bool:
 
 
 def _normal(x: str | x509.Name) -> Normal:
-    return of_name(x) if isinstance(x, x509.Name) else parse(x)
+    return parse(x) if isinstance(x, str) else of_name(x)
 
 
 def _split_unescaped(text: str, seps: str) -> list[str]:
@@ -180,7 +186,7 @@ def _pair(item: str, slash: bool) -> Pair:
         raise DnSyntaxError(f"a DER-encoded value (#...) in {item.strip()!r} is not supported")
     if len(v) >= 2 and v[0] == '"' and v[-1] == '"' and not slash:
         v = v[1:-1]
-    return oid, _fold(_unescape(v))
+    return oid, _unescape(v)
 
 
 _ESCAPE = re.compile(r"\\(?:x([0-9A-Fa-f]{2})|([0-9A-Fa-f]{2})|(.))", re.S)

@@ -230,7 +230,7 @@ def _id_dn(name: x509.Name) -> str:
     """The subject as list ids were derived from it before `hv:dn` took OpenSSL's escaped form
     (raw values, `+` inside an RDN): kept so a publisher's list id never changes on upgrade."""
     def sn(oid: x509.ObjectIdentifier) -> str:
-        return x509_dn_forms.short_name(oid) if oid.dotted_string in _ID_NAMED else oid.dotted_string
+        return x509_dn_forms.short_name(oid.dotted_string) if oid.dotted_string in _ID_NAMED else oid.dotted_string
     return "/" + "/".join("+".join(f"{sn(a.oid)}={a.value!s}" for a in rdn) for rdn in name.rdns)
 
 
