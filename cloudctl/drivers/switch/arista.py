@@ -38,8 +38,7 @@ class AristaDriver(SwitchDriver):
         super().__init__(name, options, timeout)
         o = self.options
         # EOS's errors all start with `% ` (its warnings with `! `).
-        self.session = ConsoleSession(o.hostname, o.ssh_port, o.username, o.password, o.host_key,
-                                      o.enable_password, timeout=timeout, errors=("% ",))
+        self.session = ConsoleSession.of(o, timeout=timeout, errors=("% ",))
 
     @classmethod
     def canonical_port(cls, name: str) -> str:

@@ -40,9 +40,8 @@ class BrocadeDriver(SwitchDriver):
     def __init__(self, name: str, options: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(name, options, timeout)
         o = self.options
-        self.session = ConsoleSession(o.hostname, o.ssh_port, o.username, o.password, o.host_key,
-                                      o.enable_password, paging_off="skip-page-display", timeout=timeout,
-                                      errors=("Error -", "Error:", "Incomplete command"))
+        self.session = ConsoleSession.of(o, paging_off="skip-page-display", timeout=timeout,
+                                         errors=("Error -", "Error:", "Incomplete command"))
 
     @classmethod
     def canonical_port(cls, name: str) -> str:

@@ -40,8 +40,7 @@ class CiscoDriver(SwitchDriver):
     def __init__(self, name: str, options: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(name, options, timeout)
         o = self.options
-        self.session = ConsoleSession(o.hostname, o.ssh_port, o.username, o.password, o.host_key,
-                                      o.enable_password, timeout=timeout)
+        self.session = ConsoleSession.of(o, timeout=timeout)
 
     @classmethod
     def check_port_name(cls, name: str) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncssh
 from pydantic import Field
@@ -50,6 +50,12 @@ class _Closed(SwitchError):
 
 
 class ConsoleSession:
+    @classmethod
+    def of(cls, o: CliOptions, timeout: float, **kw: Any) -> ConsoleSession:
+        """A session to the switch `o` names (kw: `paging_off`, `errors`)."""
+        return cls(o.hostname, o.ssh_port, o.username, o.password, o.host_key, o.enable_password,
+                   timeout=timeout, **kw)
+
     def __init__(self, host: str, port: int, username: str, password: str | None, host_key: str,
                  enable_password: str = "", paging_off: str = "terminal length 0", timeout: float = 5.0,
                  errors: tuple[str, ...] = ()) -> None:
