@@ -12,12 +12,16 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..store.records import Instance, User
 from ..store.store import Index, MultiIndex, Store
 from . import x509names
 from .errors import CloudError
 from .ids import new_access_key, new_account_id, new_secret_key
+
+T = TypeVar("T")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+=-]{0,63}$")
 LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped", "shutting-down"})
@@ -92,10 +96,7 @@ class Users:
     async def add_dn(self, name: str, dn: str) -> User:
         """Give `name` the certificate subject `dn` (stored in econe's spelling)."""
         user = self._get(name)
-        try:
-            shown = x509names.canonical(dn)
-        except x509names.DnError as e:
-            raise CloudError("InvalidParameterValue", f"not a distinguished name: {e}") from None
+        shown = _dn(x509names.canonical, dn)
         holder = self.by_dn(shown)
         if holder is not None:
             if holder.name == name:
@@ -105,10 +106,7 @@ class Users:
 
     async def remove_dn(self, name: str, dn: str) -> User:
         user = self._get(name)
-        try:
-            key = x509names.dn_key(dn)
-        except x509names.DnError as e:
-            raise CloudError("InvalidParameterValue", f"not a distinguished name: {e}") from None
+        key = _dn(x509names.dn_key, dn)
         kept = tuple(d for d in user.dns if x509names.dn_key(d) != key)
         if len(kept) == len(user.dns):
             raise CloudError.not_found("NoSuchEntity", f"user {name!r} holds no DN {dn}")
@@ -159,3 +157,11 @@ class Users:
         with self.store.txn() as tx:
             tx.delete(user)
         await self.store.sync()
+
+
+def _dn(read: Callable[[str], T], dn: str) -> T:
+    """`read(dn)`, a DN that is none refused as the API's bad parameter."""
+    try:
+        return read(dn)
+    except x509names.DnError as e:
+        raise CloudError("InvalidParameterValue", f"not a distinguished name: {e}") from None

@@ -25,7 +25,7 @@ from . import plan
 from .changesets import ChangeSets
 from .resources import HANDLERS, Ctx, Failed, load_all
 from .resources.waits import signature
-from .stacks import NAME, Stacks, arn, validation
+from .stacks import NAME, Stacks, arn, failure_message, validation
 from .update import Updates, dumps
 
 log = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except (CloudError, Failed, plan.TemplateError) as e:
-            await self.stacks.set_resource(s, logical, rtype, "CREATE_FAILED", _message(e))
+            await self.stacks.set_resource(s, logical, rtype, "CREATE_FAILED", failure_message(e))
             return False
         except Exception as e:
             log.exception("stack %s resource %s", s.id, logical)
@@ -387,7 +387,7 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except (CloudError, Failed) as e:
-            await self.stacks.set_resource(s, logical, row.type, "DELETE_FAILED", _message(e))
+            await self.stacks.set_resource(s, logical, row.type, "DELETE_FAILED", failure_message(e))
             return False
         except Exception as e:
             log.exception("stack %s resource %s delete", s.id, logical)
@@ -396,8 +396,3 @@ class Engine:
         await self.stacks.set_resource(s, logical, row.type, "DELETE_COMPLETE")
         return True
 
-
-def _message(e: Exception) -> str:
-    if isinstance(e, CloudError):
-        return f"{e.message} (Service: {e.code})"
-    return str(e)

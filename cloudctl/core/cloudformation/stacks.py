@@ -197,3 +197,10 @@ class Stacks:
                 tx.delete(s)
                 self._seq.pop(s.id, None)
         await self.store.sync()
+
+
+def failure_message(e: Exception) -> str:
+    """A resource event's reason for a failure: the service's own message and code, as AWS shows it."""
+    if isinstance(e, CloudError):
+        return f"{e.message} (Service: {e.code})"
+    return str(e)

@@ -19,7 +19,7 @@ from . import plan, replacement
 from .replacement import PENDING
 from .resources import HANDLERS, Failed
 from .resources.updaters import UPDATERS
-from .stacks import validation
+from .stacks import failure_message, validation
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -225,7 +225,7 @@ class Updates:
         except asyncio.CancelledError:
             raise
         except (CloudError, Failed, plan.TemplateError) as ex:
-            await e.stacks.set_resource(s, lg, rtype, "UPDATE_FAILED", _message(ex))
+            await e.stacks.set_resource(s, lg, rtype, "UPDATE_FAILED", failure_message(ex))
             return False
         except Exception as ex:
             log.exception("stack %s resource %s update", s.id, lg)
@@ -242,7 +242,7 @@ class Updates:
         try:
             made = await HANDLERS[rtype].create(e._ctx(s, lg, generation=gen), props)
         except (CloudError, Failed) as ex:
-            await e.stacks.set_resource(s, lg, rtype, "CREATE_FAILED", _message(ex))
+            await e.stacks.set_resource(s, lg, rtype, "CREATE_FAILED", failure_message(ex))
             return False
         await e.stacks.set_resource(s, lg, rtype, "CREATE_COMPLETE", physical=made.physical,
                                     attributes=dict(made.attributes))
@@ -338,7 +338,7 @@ class Updates:
                 await self._delete_other(s, r)
                 r = e.stacks.resource(s.id, r.logical) or r
         except (CloudError, Failed) as ex:
-            await e.stacks.drop_resource(s, r, "DELETE_FAILED", _message(ex))
+            await e.stacks.drop_resource(s, r, "DELETE_FAILED", failure_message(ex))
             return
         await e.stacks.drop_resource(s, r, "DELETE_COMPLETE")
 
@@ -352,7 +352,7 @@ class Updates:
             await HANDLERS[r.type].delete(e._ctx(s, r.logical, r.other_attributes, r.other_generation),
                                           r.other_physical)
         except (CloudError, Failed) as ex:
-            await e.stacks.other_event(s, r, "DELETE_FAILED", _message(ex), other_physical="",
+            await e.stacks.other_event(s, r, "DELETE_FAILED", failure_message(ex), other_physical="",
                                        other_attributes={})
             return
         await e.stacks.other_event(s, r, "DELETE_COMPLETE", other_physical="", other_attributes={})
@@ -421,7 +421,7 @@ class Updates:
         except asyncio.CancelledError:
             raise
         except (CloudError, Failed, KeyError) as ex:
-            await e.stacks.set_resource(s, lg, r.type, "UPDATE_FAILED", _message(ex))
+            await e.stacks.set_resource(s, lg, r.type, "UPDATE_FAILED", failure_message(ex))
             return False
         return True
 
@@ -466,8 +466,3 @@ def props_of_prior(r: CfnResource) -> dict[str, Any]:
 def _cleared(r: CfnResource) -> CfnResource:
     return replace(r, other_physical="", other_attributes={})
 
-
-def _message(e: Exception) -> str:
-    if isinstance(e, CloudError):
-        return f"{e.message} (Service: {e.code})"
-    return str(e)
