@@ -112,6 +112,7 @@ class Compute:
         self.drivers = drivers
         self.controller_id = controller_id
         self.renderer = DomainRenderer(config, controller_id)
+        self._image_paths: dict[str, tuple[Image, Path, str]] = {}   # the domain XML's image files
         self.files = files
         self.events = events
         self.volumes = volumes   # launch volumes, data disks, release at terminate
@@ -806,7 +807,7 @@ class Compute:
         """The domain definition; `starting`: with its ephemeral disks, made now if missing (a
         stopped instance's definition names none: they exist only while it runs)."""
         image = self.images.table.get(inst.image_id)
-        path = self.images.path_of(image) if image else None
+        path, path_text = self._image_path(image) if image else (None, "")
         itype = self.type_of(inst.instance_type)
         kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
         net = self.network.of(inst)
@@ -835,7 +836,19 @@ class Compute:
         nics = interface_xml(inst.mac or "", bridge, tap_name(inst.id) if bridge else None,
                              f"<filterref filter='{ref}'/>" if ref else "")
         nics += "".join([await self._vlan_nic(driver, n) for n in inst.vlan_nics])
-        return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd, disks, nics)
+        return self.renderer.render(inst, itype, path_text, files, kernel, initrd, disks, nics)
+
+    def _image_path(self, image: Image) -> tuple[Path, str]:
+        """The image's file, as a Path and as text, kept per image row (rows are immutable: a
+        changed image is another object)."""
+        hit = self._image_paths.get(image.id)
+        if hit is not None and hit[0] is image:
+            return hit[1], hit[2]
+        if len(self._image_paths) >= 1024:
+            self._image_paths.clear()
+        path = self.images.path_of(image)
+        self._image_paths[image.id] = (image, path, str(path))
+        return path, str(path)
 
     async def _vlan_nic(self, driver: HypervisorDriver, nic: dict[str, Any]) -> str:
         """A headnode's NIC on a bare-metal project network: the VLAN on the headnode bridge."""
