@@ -343,7 +343,7 @@ class Compute:
                                           f"{lo} requested.")
             count = min(count, free)
         public_ips: list[str] = []
-        res = Reservation(id=new_id("r"), owner=caller.account, client_token=token, request_hash=req_hash)
+        res_id = new_id("r")
         launched: list[Instance] = []
         volume_ids: dict[str, list[str]] = {}
         with self.store.txn() as tx:
@@ -352,7 +352,7 @@ class Compute:
                 assert host is not None  # room was checked above, inside this same transaction
                 iid = new_id("i")
                 inst = Instance(
-                    id=iid, owner=caller.account, reservation_id=res.id, image_id=image.id,
+                    id=iid, owner=caller.account, reservation_id=res_id, image_id=image.id,
                     instance_type=type_name, host=host.name, zone=zone, state="pending", launch_time=now,
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
                     private_ip=self.network.allocate(tx, subnet, iid, chosen_ip),
@@ -377,7 +377,8 @@ class Compute:
                     for vid in made:
                         self.tags.put(tx, caller.account, vid, "volume", volume_tags)
                 launched.append(inst)
-            res = replace(res, instance_ids=tuple(i.id for i in launched))
+            res = Reservation(id=res_id, owner=caller.account, client_token=token, request_hash=req_hash,
+                              instance_ids=tuple(i.id for i in launched))
             tx.put(res)
             self.security_groups.store_pending(tx, new_groups)
         await self.store.sync()
@@ -719,7 +720,7 @@ class Compute:
         if inst is None or inst.state != expect:
             return inst
         with self.store.txn() as tx:
-            new = replace(inst, **updates)
+            new = _replaced(inst, updates)
             if updates.get("state") == "terminated":
                 self.network.release(tx, inst.private_ip)
                 self.volumes.release_instance(iid, tx)
@@ -1050,3 +1051,18 @@ def private_dns(inst: Instance, region: str) -> str:
 
 def _reason(who: str) -> str:
     return f"{who} ({time.strftime('%Y-%m-%d %H:%M:%S GMT', time.gmtime())})"
+
+
+_INIT_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _replaced(row: Instance, updates: dict[str, Any]) -> Instance:
+    """`dataclasses.replace(row, **updates)` without its `fields()` walk on every call (each
+    launch's and each state change's `_set_state`): same row, same TypeError for a name that is
+    not a field."""
+    names = _INIT_FIELDS.get(type(row))
+    if names is None:
+        names = _INIT_FIELDS[type(row)] = frozenset(f.name for f in dataclasses.fields(row) if f.init)
+    if not names.issuperset(updates):
+        raise TypeError(f"not fields of {type(row).__name__}: {sorted(set(updates) - names)}")
+    return type(row)(**{n: updates[n] if n in updates else getattr(row, n) for n in names})
