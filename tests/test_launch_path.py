@@ -1,7 +1,7 @@
 """What the launch path's CPU cuts must not change: a security group's member addresses, kept as
 rows come and go, are what a recomputation from its members gives (and a change reaches the
-filters); libvirt's watch and timer updates, coalesced and dropped when they change nothing,
-still leave the loop watching what libvirt last asked for."""
+filters). (libvirt's watch and timer hooks run on libvirt's own event thread now:
+tests/test_libvirt_driver.py.)"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,8 +2,8 @@
 
 Every libvirt call blocks (the test driver for microseconds, a remote libvirtd for up to seconds),
 so all of them run in a small thread pool per driver and the event loop only awaits futures.
-Lifecycle events come through libvirt's event-loop hooks, implemented on asyncio by libvirtaio,
-wrapped here (`_EventBridge`) to survive being called from those worker threads.
+Lifecycle events come from libvirt's own event loop, run on a thread of its own (see "Event-loop
+integration"), and are handed to the asyncio loop one by one, in order.
 """
 from __future__ import annotations
 
