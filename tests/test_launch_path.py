@@ -9,9 +9,13 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cloudctl.config import InstanceType, load_config
+from cloudctl.core.scheduler import Scheduler
 from cloudctl.core.security_groups import _MembersIndex
 from cloudctl.store.records import Instance
 from cloudctl.store.store import Store
+
+from support import DEFAULT_CONFIG
 
 # -- a security group's member addresses --------------------------------------------------------------
 steps = st.lists(st.tuples(st.integers(0, 9),                               # which instance
@@ -50,3 +54,26 @@ def test_group_addresses_follow_their_members(ops: list[tuple[int, str | None, s
         assert all(rid == iid for rid, _ in reported)
 
 
+
+
+# -- placement by zone ----------------------------------------------------------------------------------
+hosts_st = st.lists(st.tuples(st.sampled_from(["z1", "z2", "z3"]), st.integers(0, 8), st.integers(0, 4096),
+                              st.booleans()), min_size=1, max_size=12)
+
+
+@given(hosts_st, st.sampled_from([None, "z1", "z2", "z3", "z9"]))
+def test_a_zones_room_and_pick_are_those_of_all_hosts_filtered_by_zone(
+        hosts: list[tuple[str, int, int, bool]], zone: str | None) -> None:
+    """The scheduler looks at the zone's hosts only: the same room and the same host (ties to the
+    first in host order) as a walk over every host, keeping those of the zone."""
+    sched = Scheduler(Store(Path("/nonexistent")), load_config(DEFAULT_CONFIG))
+    t = InstanceType(vcpus=2, memory_mib=512)
+    for n, (z, used_cpus, used_mem, enabled) in enumerate(hosts):
+        sched.add_host(f"h{n}", z, 8, 4096, 1.0, 1.0)
+        h = sched.hosts[f"h{n}"]
+        h.used_vcpus, h.used_memory_mib, h.enabled = used_cpus, used_mem, enabled
+    every = [h for h in sched.hosts.values() if zone is None or h.zone == zone]
+    assert sched.room(zone, t) == sum(h.room_for(t) for h in every)
+    fits = [h for h in every if h.room_for(t) >= 1]
+    best = max(fits, key=lambda h: (h.memory_mib - h.used_memory_mib, h.vcpus - h.used_vcpus), default=None)
+    assert sched.pick(zone, t) is best

@@ -113,6 +113,7 @@ class Compute:
         self.controller_id = controller_id
         self.renderer = DomainRenderer(config, controller_id)
         self._image_paths: dict[str, tuple[Image, Path, str]] = {}   # the domain XML's image files
+        self._zones = tuple(config.zones)   # (a property walking every host; the hosts are the config's)
         self.files = files
         self.events = events
         self.volumes = volumes   # launch volumes, data disks, release at terminate
@@ -294,7 +295,7 @@ class Compute:
             raise CloudError("InvalidParameterValue",
                              f"Invalid value '{behaviour}' for InstanceInitiatedShutdownBehavior")
         zone = spec.zone
-        if zone is not None and zone not in self.config.zones:
+        if zone is not None and zone not in self._zones:
             raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
         subnet, chosen_ip = self._nic_request(spec, zone)
         if subnet is not None:
@@ -320,7 +321,7 @@ class Compute:
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
-            zone = max(self.config.zones, key=lambda z: self.scheduler.room(z, itype, disk))
+            zone = max(self._zones, key=lambda z: self.scheduler.room(z, itype, disk))
         room = self.scheduler.room(zone, itype, disk)
         if room < lo:
             raise CloudError.capacity("InsufficientInstanceCapacity",
