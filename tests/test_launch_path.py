@@ -1,22 +1,21 @@
 """What the launch path's CPU cuts must not change: a security group's member addresses, kept as
 rows come and go, are what a recomputation from its members gives (and a change reaches the
-filters); libvirt's watch and timer updates, coalesced and dropped when they change nothing,
-still leave the loop watching what libvirt last asked for."""
+filters). (libvirt's watch and timer hooks run on libvirt's own event thread now:
+tests/test_libvirt_driver.py.)"""
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
 from pathlib import Path
-from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cloudctl.config import InstanceType, load_config
+from cloudctl.core.scheduler import Scheduler
 from cloudctl.core.security_groups import _MembersIndex
-from cloudctl.drivers.hypervisor import libvirt as lv
 from cloudctl.store.records import Instance
 from cloudctl.store.store import Store
+
+from support import DEFAULT_CONFIG
 
 # -- a security group's member addresses --------------------------------------------------------------
 steps = st.lists(st.tuples(st.integers(0, 9),                               # which instance
@@ -55,61 +54,26 @@ def test_group_addresses_follow_their_members(ops: list[tuple[int, str | None, s
         assert all(rid == iid for rid, _ in reported)
 
 
-# -- libvirt's event hooks, called from other threads -------------------------------------------------
-def test_watch_updates_from_threads_end_as_libvirt_last_asked() -> None:
-    """A socket watch turned off and on from worker threads (as a remote connection does around
-    each RPC), many times before the loop runs: the loop ends up watching it exactly when libvirt
-    last asked it to, and calls libvirt back then only; a timer updated to its own value still
-    fires, and one turned off from a thread does not."""
-    loop = asyncio.new_event_loop()
-    a, b = socket.socketpair()
-    got: list[tuple[int, int]] = []
-    fired: list[int] = []
-    try:
-        bridge = lv._EventBridge(loop)
-        loop.run_until_complete(asyncio.sleep(0))
 
-        def from_thread(fn: Any, *args: Any) -> Any:
-            out: list[Any] = []
-            t = threading.Thread(target=lambda: out.append(fn(*args)))
-            t.start()
-            t.join()
-            return out[0]
 
-        watch = from_thread(bridge._add_handle, a.fileno(), 0, lambda w, fd, ev, _o: got.append((w, ev)), None)
-        for _ in range(5):   # off and on, queued together: replayed as the last
-            from_thread(bridge._update_handle, watch, 0)
-            from_thread(bridge._update_handle, watch, lv._READ)
-        from_thread(bridge._update_handle, watch, lv._READ)   # (the same again: dropped)
-        b.send(b"x")
-        loop.run_until_complete(asyncio.sleep(0.05))
-        assert got and all(g == (watch, lv._READ) for g in got)
+# -- placement by zone ----------------------------------------------------------------------------------
+hosts_st = st.lists(st.tuples(st.sampled_from(["z1", "z2", "z3"]), st.integers(0, 8), st.integers(0, 4096),
+                              st.booleans()), min_size=1, max_size=12)
 
-        from_thread(bridge._update_handle, watch, lv._READ)
-        from_thread(bridge._update_handle, watch, 0)           # off, last: no more callbacks
-        loop.run_until_complete(asyncio.sleep(0.01))
-        got.clear()
-        loop.run_until_complete(asyncio.sleep(0.05))
-        assert got == []
-        from_thread(bridge._update_handle, watch, lv._READ)   # on again: the pending byte is seen
-        loop.run_until_complete(asyncio.sleep(0.05))
-        assert got and got[0] == (watch, lv._READ)
 
-        timer = from_thread(bridge._add_timeout, 10, lambda t, _o: fired.append(t), None)
-        from_thread(bridge._update_timeout, timer, 10)
-        loop.run_until_complete(asyncio.sleep(0.1))
-        assert fired and set(fired) == {timer}
-        from_thread(bridge._update_timeout, timer, 0)
-        from_thread(bridge._update_timeout, timer, -1)
-        loop.run_until_complete(asyncio.sleep(0.05))
-        fired.clear()
-        loop.run_until_complete(asyncio.sleep(0.1))
-        assert fired == []
-        assert from_thread(bridge._remove_handle, watch) == 0 and from_thread(bridge._remove_timeout, timer) == 0
-        assert from_thread(bridge._update_handle, watch, lv._READ) is None   # (a removed watch: nothing queued)
-        loop.run_until_complete(asyncio.sleep(0.01))
-        assert not bridge.callbacks and not bridge._want and not bridge._queued
-    finally:
-        a.close()
-        b.close()
-        loop.close()
+@given(hosts_st, st.sampled_from([None, "z1", "z2", "z3", "z9"]))
+def test_a_zones_room_and_pick_are_those_of_all_hosts_filtered_by_zone(
+        hosts: list[tuple[str, int, int, bool]], zone: str | None) -> None:
+    """The scheduler looks at the zone's hosts only: the same room and the same host (ties to the
+    first in host order) as a walk over every host, keeping those of the zone."""
+    sched = Scheduler(Store(Path("/nonexistent")), load_config(DEFAULT_CONFIG))
+    t = InstanceType(vcpus=2, memory_mib=512)
+    for n, (z, used_cpus, used_mem, enabled) in enumerate(hosts):
+        sched.add_host(f"h{n}", z, 8, 4096, 1.0, 1.0)
+        h = sched.hosts[f"h{n}"]
+        h.used_vcpus, h.used_memory_mib, h.enabled = used_cpus, used_mem, enabled
+    every = [h for h in sched.hosts.values() if zone is None or h.zone == zone]
+    assert sched.room(zone, t) == sum(h.room_for(t) for h in every)
+    fits = [h for h in every if h.room_for(t) >= 1]
+    best = max(fits, key=lambda h: (h.memory_mib - h.used_memory_mib, h.vcpus - h.used_vcpus), default=None)
+    assert sched.pick(zone, t) is best

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl.store import checkpoint as ckpt
+from cloudctl.store import journal as journal_module
 from cloudctl.store.journal import JournalError, journal_path
 from cloudctl.store.records import ROW_TYPES, KeyPair, Reservation, Subscription, User
 from cloudctl.store.store import Store
@@ -68,6 +69,44 @@ async def test_concurrent_commits_share_fsyncs(tmp_path: Path) -> None:
     # Group commit: far fewer fsyncs than acknowledged transactions.
     assert s.journal.fsyncs < 100
     await s.close()
+
+
+async def test_an_unawaited_change_goes_out_with_the_next_awaited_one(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change nobody awaits (Store.flush: a launch's "running") waits a moment for company: the
+    next acknowledged change writes both in one write and one fsync; alone, it is written soon."""
+    delay = journal_module.FLUSH_DELAY_S
+    monkeypatch.setattr(journal_module, "FLUSH_DELAY_S", 60.0)   # (however slow this machine is)
+    s = await open_store(tmp_path)
+    journal = s.journal
+    assert journal is not None
+    loop = asyncio.get_running_loop()
+    base = journal.fsyncs
+    with s.txn() as tx:
+        tx.put(user("a"))
+    s.flush()
+    for _ in range(3):   # a write started at once would be done after these (one journal thread)
+        await asyncio.sleep(0)
+        await loop.run_in_executor(journal._pool, lambda: None)
+        await asyncio.sleep(0)
+    assert journal.fsyncs == base
+    with s.txn() as tx:
+        tx.put(user("b"))
+    await s.sync()
+    assert journal.fsyncs == base + 1
+    monkeypatch.setattr(journal_module, "FLUSH_DELAY_S", delay)
+    with s.txn() as tx:
+        tx.put(user("c"))
+    s.flush()
+    for _ in range(500):
+        if journal.fsyncs == base + 2:
+            break
+        await asyncio.sleep(0.01)
+    assert journal.fsyncs == base + 2
+    await s.close()
+    s2 = await open_store(tmp_path)
+    assert sorted(s2.table(User).rows) == ["a", "b", "c"]
+    await s2.close()
 
 
 async def test_torn_last_record_is_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -112,6 +112,8 @@ class Compute:
         self.drivers = drivers
         self.controller_id = controller_id
         self.renderer = DomainRenderer(config, controller_id)
+        self._image_paths: dict[str, tuple[Image, Path, str]] = {}   # the domain XML's image files
+        self._zones = tuple(config.zones)   # (a property walking every host; the hosts are the config's)
         self.files = files
         self.events = events
         self.volumes = volumes   # launch volumes, data disks, release at terminate
@@ -293,7 +295,7 @@ class Compute:
             raise CloudError("InvalidParameterValue",
                              f"Invalid value '{behaviour}' for InstanceInitiatedShutdownBehavior")
         zone = spec.zone
-        if zone is not None and zone not in self.config.zones:
+        if zone is not None and zone not in self._zones:
             raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
         subnet, chosen_ip = self._nic_request(spec, zone)
         if subnet is not None:
@@ -319,7 +321,7 @@ class Compute:
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
-            zone = max(self.config.zones, key=lambda z: self.scheduler.room(z, itype, disk))
+            zone = max(self._zones, key=lambda z: self.scheduler.room(z, itype, disk))
         room = self.scheduler.room(zone, itype, disk)
         if room < lo:
             raise CloudError.capacity("InsufficientInstanceCapacity",
@@ -342,7 +344,7 @@ class Compute:
                                           f"{lo} requested.")
             count = min(count, free)
         public_ips: list[str] = []
-        res = Reservation(id=new_id("r"), owner=caller.account, client_token=token, request_hash=req_hash)
+        res_id = new_id("r")
         launched: list[Instance] = []
         volume_ids: dict[str, list[str]] = {}
         with self.store.txn() as tx:
@@ -351,7 +353,7 @@ class Compute:
                 assert host is not None  # room was checked above, inside this same transaction
                 iid = new_id("i")
                 inst = Instance(
-                    id=iid, owner=caller.account, reservation_id=res.id, image_id=image.id,
+                    id=iid, owner=caller.account, reservation_id=res_id, image_id=image.id,
                     instance_type=type_name, host=host.name, zone=zone, state="pending", launch_time=now,
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
                     private_ip=self.network.allocate(tx, subnet, iid, chosen_ip),
@@ -376,7 +378,8 @@ class Compute:
                     for vid in made:
                         self.tags.put(tx, caller.account, vid, "volume", volume_tags)
                 launched.append(inst)
-            res = replace(res, instance_ids=tuple(i.id for i in launched))
+            res = Reservation(id=res_id, owner=caller.account, client_token=token, request_hash=req_hash,
+                              instance_ids=tuple(i.id for i in launched))
             tx.put(res)
             self.security_groups.store_pending(tx, new_groups)
         await self.store.sync()
@@ -718,7 +721,7 @@ class Compute:
         if inst is None or inst.state != expect:
             return inst
         with self.store.txn() as tx:
-            new = replace(inst, **updates)
+            new = _replaced(inst, updates)
             if updates.get("state") == "terminated":
                 self.network.release(tx, inst.private_ip)
                 self.volumes.release_instance(iid, tx)
@@ -806,7 +809,7 @@ class Compute:
         """The domain definition; `starting`: with its ephemeral disks, made now if missing (a
         stopped instance's definition names none: they exist only while it runs)."""
         image = self.images.table.get(inst.image_id)
-        path = self.images.path_of(image) if image else None
+        path, path_text = self._image_path(image) if image else (None, "")
         itype = self.type_of(inst.instance_type)
         kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
         net = self.network.of(inst)
@@ -835,7 +838,19 @@ class Compute:
         nics = interface_xml(inst.mac or "", bridge, tap_name(inst.id) if bridge else None,
                              f"<filterref filter='{ref}'/>" if ref else "")
         nics += "".join([await self._vlan_nic(driver, n) for n in inst.vlan_nics])
-        return self.renderer.render(inst, itype, str(path or ""), files, kernel, initrd, disks, nics)
+        return self.renderer.render(inst, itype, path_text, files, kernel, initrd, disks, nics)
+
+    def _image_path(self, image: Image) -> tuple[Path, str]:
+        """The image's file, as a Path and as text, kept per image row (rows are immutable: a
+        changed image is another object)."""
+        hit = self._image_paths.get(image.id)
+        if hit is not None and hit[0] is image:
+            return hit[1], hit[2]
+        if len(self._image_paths) >= 1024:
+            self._image_paths.clear()
+        path = self.images.path_of(image)
+        self._image_paths[image.id] = (image, path, str(path))
+        return path, str(path)
 
     async def _vlan_nic(self, driver: HypervisorDriver, nic: dict[str, Any]) -> str:
         """A headnode's NIC on a bare-metal project network: the VLAN on the headnode bridge."""
@@ -1037,3 +1052,18 @@ def private_dns(inst: Instance, region: str) -> str:
 
 def _reason(who: str) -> str:
     return f"{who} ({time.strftime('%Y-%m-%d %H:%M:%S GMT', time.gmtime())})"
+
+
+_INIT_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _replaced(row: Instance, updates: dict[str, Any]) -> Instance:
+    """`dataclasses.replace(row, **updates)` without its `fields()` walk on every call (each
+    launch's and each state change's `_set_state`): same row, same TypeError for a name that is
+    not a field."""
+    names = _INIT_FIELDS.get(type(row))
+    if names is None:
+        names = _INIT_FIELDS[type(row)] = frozenset(f.name for f in dataclasses.fields(row) if f.init)
+    if not names.issuperset(updates):
+        raise TypeError(f"not fields of {type(row).__name__}: {sorted(set(updates) - names)}")
+    return type(row)(**{n: updates[n] if n in updates else getattr(row, n) for n in names})

@@ -31,6 +31,8 @@ class InstanceFiles:
     def __init__(self, base: Path, storage: StorageDriver) -> None:
         self.base = base
         self.storage = storage
+        self._base_text = str(base)
+        self._needs: dict[str, bool] = {}   # per template text: does it name any file made here?
 
     def dir(self, iid: str) -> Path:
         return self.base / iid
@@ -44,10 +46,16 @@ class InstanceFiles:
         `root_volume` makes and returns the file of the instance's root volume; without it (an
         instance launched by an older version) the root disk is the overlay in its directory.
         """
-        d = self.dir(inst.id)
-        values = {"instance_dir": str(d), "console_log": str(d / CONSOLE)}
-        if not any(f"${k}" in template for k in ("root_disk", "config_drive", "console_log")):
+        # (strings joined, not Paths: a launch on simulated hosts spent more in pathlib than in the rest)
+        text = os.path.join(self._base_text, inst.id)
+        values = {"instance_dir": text, "console_log": os.path.join(text, CONSOLE)}
+        needs = self._needs.get(template)
+        if needs is None:
+            needs = self._needs[template] = any(f"${k}" in template for k in ("root_disk", "config_drive",
+                                                                              "console_log"))
+        if not needs:
             return values
+        d = Path(text)
         await asyncio.to_thread(_mkdir, d)
         if "$root_disk" in template and root_volume is not None:
             values["root_disk"] = str(await root_volume())

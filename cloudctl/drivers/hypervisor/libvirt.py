@@ -2,14 +2,12 @@
 
 Every libvirt call blocks (the test driver for microseconds, a remote libvirtd for up to seconds),
 so all of them run in a small thread pool per driver and the event loop only awaits futures.
-Lifecycle events come through libvirt's event-loop hooks, implemented on asyncio by libvirtaio,
-wrapped here (`_EventBridge`) to survive being called from those worker threads.
+Lifecycle events come from libvirt's own event loop, run on a thread of its own (see "Event-loop
+integration"), and are handed to the asyncio loop one by one, in order.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
-import itertools
 import logging
 import os
 import stat
@@ -18,7 +16,6 @@ import threading
 import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections import deque
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +24,6 @@ from urllib.parse import urlsplit
 from xml.dom import minidom
 
 import libvirt  # type: ignore[import-untyped]
-import libvirtaio  # type: ignore[import-untyped]
 
 from .base import (
     METADATA_NS,
@@ -54,266 +50,19 @@ CONSOLE_TAIL_BYTES = 64 * 1024
 # ---------------------------------------------------------------------------------------------
 # Event-loop integration
 # ---------------------------------------------------------------------------------------------
+#
+# libvirt's own event loop (its poll-based default implementation, in C) runs on a thread of its
+# own; the asyncio loop sees a lifecycle event only (`LibvirtDriver._on_lifecycle` hands it over
+# with call_soon_threadsafe). libvirt calls its event hooks from whichever thread makes an API
+# call: a remote connection turns its socket's watch off and on and touches its keepalive timer
+# around every RPC, and queueing a domain event arms a timer. Run on the asyncio loop (libvirtaio,
+# wrapped to be thread-safe), those hooks and the timers' tasks were ~10 % of a launch's loop time
+# (`bench/profile_hot.py`: libvirtaio's `_timer`, the queued hooks' replay); on libvirt's thread
+# they cost the loop nothing, and the default implementation is thread-safe by design (a hook
+# called from another thread wakes its poll). libvirt accepts one event implementation per
+# process, registered before the first connection opens: the first driver to open registers it.
 
-_Op = Callable[[], None]
-_base = libvirtaio.virEventAsyncIOImpl
-
-
-def _with_id(cb: Callable[..., None], wid: int, _inner: int, *args: Any) -> None:
-    """Call libvirt back with the id it was given (ours), not libvirtaio's internal one."""
-    cb(wid, *args)
-
-
-_READ, _WRITE = libvirt.VIR_EVENT_HANDLE_READABLE, libvirt.VIR_EVENT_HANDLE_WRITABLE
-
-
-def _set_events(callback: Any, event: int) -> None:
-    """libvirtaio's FDCallback.update, touching the loop only where the descriptor's interest
-    changes (libvirtaio re-adds the reader and the writer on every update: two epoll changes and
-    two new handles, for what is mostly a watch turned off and on again around an RPC)."""
-    if callback.event == event:
-        return
-    descriptor = callback.descriptor
-    others = [c.event for c in descriptor.callbacks.values() if c is not callback]
-    before, callback.event = callback.event, event
-    if event & ~(_READ | _WRITE):   # (libvirt never asks for more; libvirtaio warns and ignores it)
-        descriptor.update()
-        return
-    rest = 0
-    for e in others:
-        rest |= e
-    loop = descriptor.impl.loop
-    if (before | rest) & _READ != (event | rest) & _READ:
-        if event & _READ:
-            loop.add_reader(descriptor.fd, descriptor._handle, _READ)
-        else:
-            loop.remove_reader(descriptor.fd)
-    if (before | rest) & _WRITE != (event | rest) & _WRITE:
-        if event & _WRITE:
-            loop.add_writer(descriptor.fd, descriptor._handle, _WRITE)
-        else:
-            loop.remove_writer(descriptor.fd)
-
-
-class _EventBridge(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
-    """libvirtaio, made safe for libvirt calls from worker threads and movable between loops.
-
-    libvirt calls the event hooks from whichever thread makes an API call: queueing a domain
-    event arms a timer from the thread that ran `create()`, a remote connection re-arms its socket
-    watch from the thread doing the RPC. Stock libvirtaio then touches the asyncio loop from that
-    thread: asyncio's debug mode raises, an idle loop is not woken (measured: an event caused
-    from a plain thread arrived 3 s late, when the loop's next timer happened to fire; the same
-    with uvloop), and neither loop is thread-safe for those calls anyway.
-    So a hook called off the loop thread is queued and replayed, in call order, on the loop; the
-    ids libvirt sees are ours, so they can be returned before the replay happens.
-
-    libvirt accepts one event implementation per process, for good. When a driver opens on a
-    different loop (pytest running a test on a fresh loop, `asyncio.run` twice), the bridge
-    moves its timers and fd watches to the new loop, provided the old one is not running.
-    """
-
-    loop: asyncio.AbstractEventLoop
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        self._thread = threading.get_ident()
-        self._lock = threading.Lock()
-        self._ops: deque[_Op] = deque()
-        self._scheduled = False
-        self._ids = itertools.count(1)
-        self._live: set[int] = set()  # ids handed to libvirt and not yet removed; under _lock
-        self._inner: dict[int, int] = {}  # our id -> libvirtaio's id; loop thread only
-        # The events (handles) or timeout (timers) libvirt last asked for, per live id, and the
-        # ids whose update is queued and not yet replayed; under _lock. A remote connection
-        # updates its socket's watch twice and its keepalive timer once or twice per RPC, mostly
-        # to what they already are: an update to the value last asked for is dropped before it
-        # costs the loop a wake-up, and updates queued together are replayed as the last one.
-        self._want: dict[int, int] = {}
-        self._queued: set[int] = set()
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def _submit(self, op: _Op) -> None:
-        if threading.get_ident() == self._thread:
-            if self._ops:   # (a thread appending now schedules its own drain)
-                self._drain()  # earlier off-loop calls first, so the order libvirt made them in holds
-            op()
-            return
-        with self._lock:
-            self._ops.append(op)
-            if self._scheduled:
-                return
-            self._scheduled = True
-            loop = self.loop
-        try:
-            loop.call_soon_threadsafe(self._drain_on, loop)
-        except RuntimeError:  # loop closed: the ops wait for the next bind()
-            log.debug("libvirt event hook called while the bound loop is closed")
-
-    def _drain_on(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop is self.loop:  # else bind() has moved us and drained already
-            self._drain()
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._ops:
-                    self._scheduled = False
-                    return
-                op = self._ops.popleft()
-            try:
-                op()
-            except Exception:  # one bad hook must not stall every later one
-                log.exception("libvirt event hook failed")
-
-    def _new_id(self, want: int) -> int:
-        with self._lock:
-            wid = next(self._ids)
-            self._live.add(wid)
-            self._want[wid] = want
-        return wid
-
-    def _forget(self, wid: int) -> bool:
-        with self._lock:
-            if wid not in self._live:
-                return False
-            self._live.discard(wid)
-            self._want.pop(wid, None)
-            return True
-
-    def _wants(self, wid: int, value: int) -> bool:
-        """Record what libvirt asks of `wid`; True if an update must be queued for it (it is
-        live, the value is new, and no update of it is queued already: that one will read it)."""
-        with self._lock:
-            if wid not in self._live or self._want.get(wid) == value:
-                return False
-            self._want[wid] = value
-            if wid in self._queued:
-                return False
-            self._queued.add(wid)
-            return True
-
-    def _wanted(self, wid: int) -> int | None:
-        """For a queued update being replayed: the value last asked for (None: removed since)."""
-        with self._lock:
-            self._queued.discard(wid)
-            return self._want.get(wid)
-
-    # -- the six hooks libvirt calls -------------------------------------------------------------
-
-    def _add_handle(self, fd: int, event: int, cb: Any, opaque: Any) -> int:
-        wid = self._new_id(event)
-
-        def op() -> None:
-            self._inner[wid] = _base._add_handle(
-                self, fd, event, functools.partial(_with_id, cb, wid), opaque
-            )
-
-        self._submit(op)
-        return wid
-
-    def _update_handle(self, watch: int, event: int) -> None:
-        if not self._wants(watch, event):
-            return
-
-        def op() -> None:
-            want = self._wanted(watch)
-            inner = self._inner.get(watch)
-            if want is not None and inner is not None:
-                _set_events(self.callbacks[inner], want)
-
-        self._submit(op)
-
-    def _remove_handle(self, watch: int) -> int:
-        if not self._forget(watch):
-            return -1
-
-        def op() -> None:
-            inner = self._inner.pop(watch, None)
-            if inner is not None:
-                _base._remove_handle(self, inner)
-
-        self._submit(op)
-        return 0
-
-    def _add_timeout(self, timeout: int, cb: Any, opaque: Any) -> int:
-        wid = self._new_id(timeout)
-
-        def op() -> None:
-            self._inner[wid] = _base._add_timeout(
-                self, timeout, functools.partial(_with_id, cb, wid), opaque
-            )
-
-        self._submit(op)
-        return wid
-
-    def _update_timeout(self, timer: int, timeout: int) -> None:
-        if not self._wants(timer, timeout):
-            return
-
-        def op() -> None:
-            want = self._wanted(timer)
-            inner = self._inner.get(timer)
-            if want is not None and inner is not None:
-                _base._update_timeout(self, inner, want)
-
-        self._submit(op)
-
-    def _remove_timeout(self, timer: int) -> int:
-        if not self._forget(timer):
-            return -1
-
-        def op() -> None:
-            inner = self._inner.pop(timer, None)
-            if inner is not None:
-                _base._remove_timeout(self, inner)
-
-        self._submit(op)
-        return 0
-
-    # -- moving to another loop ----------------------------------------------------------------
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Make `loop` (running in the calling thread) the one that dispatches libvirt events."""
-        if loop is self.loop:
-            self._thread = threading.get_ident()
-            return
-        old = self.loop
-        if old.is_running():
-            raise HypervisorError(
-                "libvirt events are already dispatched by another running event loop "
-                "(libvirt allows one event implementation per process)"
-            )
-        # Uses libvirtaio's internals (callbacks, descriptors, TimeoutCallback._task), which
-        # have been stable since libvirtaio appeared; there is no public way to move them.
-        for fd in list(self.descriptors):
-            for remove in (old.remove_reader, old.remove_writer):
-                try:
-                    remove(fd)
-                except (RuntimeError, ValueError, OSError):  # old loop closed
-                    pass
-        timers = [c for c in self.callbacks.values() if isinstance(c, libvirtaio.TimeoutCallback)]
-        for timer in timers:
-            task, timer._task = timer._task, None
-            if task is not None:
-                try:
-                    task.cancel()
-                except RuntimeError:  # old loop closed
-                    pass
-        with self._lock:  # _submit reads the loop under this lock
-            self.loop = loop
-            self._thread = threading.get_ident()
-        for timer in timers:
-            if timer.timeout >= 0:
-                timer.update(timeout=timer.timeout)
-        for descriptor in self.descriptors.values():
-            descriptor.update()
-        self._drain()
-        log.info("libvirt event dispatch moved to a new event loop")
-
-
-_bridge: _EventBridge | None = None
-_foreign_impl = False
+_events_thread: threading.Thread | None = None
 _setup_lock = threading.Lock()
 
 
@@ -321,25 +70,24 @@ def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
     """libvirt prints every error to stderr by default; ours arrive as exceptions instead."""
 
 
-def _bind_events(loop: asyncio.AbstractEventLoop) -> None:
-    """Register the event implementation once per process, bound to `loop`."""
-    global _bridge, _foreign_impl
+def _run_events() -> None:
+    while True:
+        if libvirt.virEventRunDefaultImpl() < 0:   # (releases the GIL while it polls)
+            log.error("libvirt's event loop failed an iteration")
+            time.sleep(0.1)
+
+
+def _start_events() -> None:
+    """Register libvirt's default event implementation and start its thread, once per process."""
+    global _events_thread
     with _setup_lock:
-        if _bridge is None and not _foreign_impl:
-            libvirt.registerErrorHandler(_ignore_libvirt_error, None)
-            bridge = _EventBridge(loop)
-            try:
-                bridge.register()
-            except RuntimeError:
-                # Someone registered an implementation before us; libvirt will not replace it.
-                # Events still flow through it; _on_lifecycle copes with any calling thread.
-                _foreign_impl = True
-                log.warning("a libvirt event implementation was registered before cloudctl's; using it")
-                return
-            _bridge = bridge
+        if _events_thread is not None:
             return
-        if _bridge is not None:
-            _bridge.bind(loop)
+        libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+        if libvirt.virEventRegisterDefaultImpl() < 0:
+            raise HypervisorError("cannot register libvirt's event loop")
+        _events_thread = threading.Thread(target=_run_events, name="libvirt-events", daemon=True)
+        _events_thread.start()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,7 +337,7 @@ class LibvirtDriver(HypervisorDriver):
         if self._conn is not None:
             raise HypervisorError(f"driver for {self.host} is already open")
         loop = asyncio.get_running_loop()
-        _bind_events(loop)  # before libvirt.open, so the connection is created with events
+        _start_events()  # before libvirt.open, so the connection is created with events
         self._loop, self._loop_thread = loop, threading.get_ident()
         self._on_event = on_event
         self._closed = False
@@ -715,7 +463,7 @@ class LibvirtDriver(HypervisorDriver):
     def _on_lifecycle(
         self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int, generation: int
     ) -> None:
-        """libvirt's lifecycle callback; on the loop thread with our bridge, anywhere otherwise."""
+        """libvirt's lifecycle callback, on libvirt's event thread: handed to the loop, in order."""
         try:
             if generation != self._generation or self._on_event is None:
                 return
@@ -724,6 +472,8 @@ class LibvirtDriver(HypervisorDriver):
                 self._deliver(name, event, detail)
             elif self._loop is not None:
                 self._loop.call_soon_threadsafe(self._deliver, name, event, detail)
+        except RuntimeError:   # the loop is closed: the driver is gone with it
+            log.debug("%s: lifecycle event after the loop closed", self.host)
         except Exception:  # an exception here would only be printed by libvirt's C glue
             log.exception("%s: lifecycle event dropped", self.host)
 
