@@ -27,8 +27,9 @@ from typing import Any, Generic, TypeVar
 
 from . import checkpoint as ckpt
 from .checkpoint import encode_row
-from .journal import Journal, JournalError, journal_path, read_journal
+from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row
+from .replay import replay
 
 _json_str = encode_basestring_ascii   # json.dumps(key) for a str key, without its dispatch
 
@@ -493,6 +494,10 @@ class Store:
             else:
                 table._set(op[2], None)
 
+    def _present(self, table: str, key: str) -> bool:
+        t = self.tables.get(table)
+        return t is not None and key in t.rows
+
     def _clear(self) -> None:
         for t in self.tables.values():
             for key in list(t.rows):
@@ -521,16 +526,16 @@ class Store:
         if base < 0 and any(ckpt.generations(self.state_dir)):
             raise ckpt.CheckpointError(f"no usable checkpoint in {self.state_dir}; refusing to start from "
                                        f"a partial journal")
-        replayed = 0
+        replayed = skipped = 0
         for gen in journals:
             if gen < max(base, 0):
                 continue
-            for payload in read_journal(journal_path(self.state_dir, gen)):
-                self._apply_record(payload)
-                replayed += 1
+            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._present)
+            replayed += n
+            skipped += s
         last = max([base, *journals, 0])
-        log.info("state loaded: checkpoint generation %s, %d journal records replayed, %s",
-                 base if base >= 0 else "none", replayed,
+        log.info("state loaded: checkpoint generation %s, %d journal records replayed (%d overwritten later "
+                 "in their file, not decoded), %s", base if base >= 0 else "none", replayed, skipped,
                  ", ".join(f"{len(t)} {t.name}" for t in self.tables.values()))
         return last
 
