@@ -108,3 +108,22 @@ def test_records_whose_shape_is_not_certain_are_applied(tmp_path: Path) -> None:
     store._load()
     assert store.tables["leases"].rows["a"].instance_id == "i-second"
     assert store.tables["leases"].rows["b"].instance_id == "i-b2"
+
+
+def test_rows_built_by_position_equal_rows_built_by_name() -> None:
+    """`_row_from` passes the values by position when the keys are the fields in order (as the
+    writer encodes them); any other order, and unknown keys, give the same row as `from_dict`."""
+    import json
+
+    from cloudctl.store.records import Event, encode_row
+    from cloudctl.store.store import _row_from
+    rows = [_lease("10.1.2.3", 7), NumericId(resource="vm/i-1", kind="vm", num=3),
+            Event(id="0001", time=1.5, kind="instance.state", subject="i-1", message="pending -> running",
+                  data={"owner": "1", "hosts": ["a", "b"]})]
+    for row in rows:
+        d = json.loads(encode_row(row))
+        assert _row_from(type(row), d) == row == type(row).from_dict(d)
+        backwards = dict(reversed(list(d.items())))
+        assert _row_from(type(row), backwards) == row
+        assert _row_from(type(row), {**d, "from_a_newer_writer": 1}) == row
+        assert encode_row(_row_from(type(row), backwards)) == encode_row(row)
