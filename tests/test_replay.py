@@ -116,7 +116,8 @@ def test_rows_built_by_position_equal_rows_built_by_name() -> None:
     import json
 
     from cloudctl.store.records import Event, encode_row
-    from cloudctl.store.store import _row_from
+    from cloudctl.store.store import _RowBuilder
+    _row_from = _RowBuilder().build
     rows = [_lease("10.1.2.3", 7), NumericId(resource="vm/i-1", kind="vm", num=3),
             Event(id="0001", time=1.5, kind="instance.state", subject="i-1", message="pending -> running",
                   data={"owner": "1", "hosts": ["a", "b"]})]
@@ -127,3 +128,26 @@ def test_rows_built_by_position_equal_rows_built_by_name() -> None:
         assert _row_from(type(row), backwards) == row
         assert _row_from(type(row), {**d, "from_a_newer_writer": 1}) == row
         assert encode_row(_row_from(type(row), backwards)) == encode_row(row)
+
+
+async def test_a_load_shares_the_strings_that_repeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded JSON makes a new string for every value; the loaded rows hold one object for each
+    repeated value (a zone), as the controller that wrote them did, and ids are left alone."""
+    monkeypatch.setattr("cloudctl.store.store.SHARE_DISTINCT", 20)
+    store = Store(tmp_path)
+    await store.open()
+    for part in range(2):   # half in the checkpoint, half in the journal
+        with store.txn() as tx:
+            for n in range(50):
+                tx.put(Lease(ip=f"10.0.{part}.{n}", zone="zone-a" if n % 2 else "zone-b", instance_id=f"i-{n:08x}"))
+        await store.sync()
+        if part == 0:
+            await store.checkpoint()
+    await store.close()
+    loaded = Store(tmp_path)
+    loaded._load()
+    leases = list(loaded.table(Lease).values())
+    assert [(r.ip, r.zone, r.instance_id) for r in leases] == \
+        [(r.ip, r.zone, r.instance_id) for r in store.table(Lease).values()]
+    assert len({id(r.zone) for r in leases}) == 2
+    assert len({id(r.instance_id) for r in leases}) > 50   # (past 20 values: not shared)

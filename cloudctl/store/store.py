@@ -389,24 +389,49 @@ def _json(text: str) -> Any:
 
 _FIELDS: dict[type[Row], tuple[tuple[str, ...], frozenset[str]]] = {}
 
+# A field whose values, at load, were this many different strings is not shared (ids, addresses).
+SHARE_DISTINCT = 4096
 
-def _row_from(row_type: type[Row], d: dict[str, Any]) -> Row:
-    """`row_type.from_dict(d)`, the fast way when the keys allow it.
 
-    The writer encodes a row's fields in their order (`encode_row`): then the values are passed by
-    position. By keyword, each of an instance's 31 names was looked up among the parameters by
-    string comparison (the decoded keys are not the interned parameter names): building the row
-    took about twice as long. Other keys that are all fields go by keyword; unknown ones take
-    `from_dict`'s per-key filter (a newer writer's fields)."""
-    got = _FIELDS.get(row_type)
-    if got is None:
-        fs = dataclasses.fields(row_type)
-        got = _FIELDS[row_type] = (tuple(f.name for f in fs if f.init), frozenset(f.name for f in fs))
-    if tuple(d) == got[0]:
-        return row_type(*d.values())
-    if got[1].issuperset(d):
-        return row_type(**d)
-    return row_type.from_dict(d)
+class _RowBuilder:
+    """Rows from their decoded dicts, for one load, with the strings that repeat shared.
+
+    Decoded JSON makes a new string for every value: at 50,000 instances the loaded state held
+    ~100 MiB of copies of a few values each (an owner, a zone, a state, a tag's key), where the
+    running controller that wrote it held one object each. Each field's strings are shared through
+    a dict of the values seen, until the field proves to be an id (more than `SHARE_DISTINCT`
+    values): from then on its values are taken as they are, and that dict is dropped."""
+
+    def __init__(self) -> None:
+        self._memos: dict[type[Row], list[dict[str, str] | None]] = {}
+
+    def build(self, row_type: type[Row], d: dict[str, Any]) -> Row:
+        """`row_type.from_dict(d)`, the fast way when the keys allow it.
+
+        The writer encodes a row's fields in their order (`encode_row`): then the values are
+        passed by position. By keyword, each of an instance's 31 names was looked up among the
+        parameters by string comparison (the decoded keys are not the interned parameter names):
+        building the row took about twice as long. Other keys that are all fields go by keyword;
+        unknown ones take `from_dict`'s per-key filter (a newer writer's fields)."""
+        got = _FIELDS.get(row_type)
+        if got is None:
+            fs = dataclasses.fields(row_type)
+            got = _FIELDS[row_type] = (tuple(f.name for f in fs if f.init), frozenset(f.name for f in fs))
+        if tuple(d) != got[0]:
+            return row_type(**d) if got[1].issuperset(d) else row_type.from_dict(d)
+        values = list(d.values())
+        memos = self._memos.get(row_type)
+        if memos is None:
+            memos = self._memos[row_type] = [{} for _ in values]
+        for i, memo in enumerate(memos):   # (~0.1 µs a field)
+            if memo is not None:
+                v = values[i]
+                if type(v) is str:
+                    values[i] = memo.setdefault(v, v)
+                    if len(memo) > SHARE_DISTINCT:
+                        memos[i] = None
+        return row_type(*values)
+
 
 class _ReadFailed(Exception):
     """The checkpoint could not be read (its cause says why), as opposed to a row that cannot be applied."""
@@ -438,6 +463,7 @@ class Store:
         self.snapshot_listeners: list[Callable[[], None]] = []
         self.commits = 0   # transactions that changed something, since start
         self._first_checkpoint: asyncio.Task[None] | None = None
+        self._rows = _RowBuilder()   # builds the rows a load reads
 
     def table(self, row_type: type[R]) -> Table[R]:
         return self.tables[row_type.table]
@@ -498,7 +524,7 @@ class Store:
             if table is None:
                 raise JournalError(f"journal names unknown table {op[1]!r}")
             if op[0] == "p":
-                table._set(op[2], _row_from(table.row_type, op[3]))
+                table._set(op[2], self._rows.build(table.row_type, op[3]))
             else:
                 table._set(op[2], None)
 
@@ -513,6 +539,13 @@ class Store:
 
     def _load(self) -> int:
         """Load the newest good checkpoint and replay the journals after it; return the gen."""
+        self._rows = _RowBuilder()
+        try:
+            return self._load_files()
+        finally:
+            self._rows = _RowBuilder()   # (its dicts of shared values: only for the load)
+
+    def _load_files(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         base = -1
         for gen in ckpt.generations(self.state_dir):
@@ -522,7 +555,7 @@ class Store:
             try:
                 for table, key, d in _reading(ckpt.checkpoint_path(self.state_dir, gen)):
                     tbl = self.tables[table]
-                    tbl._set(key, _row_from(tbl.row_type, d))
+                    tbl._set(key, self._rows.build(tbl.row_type, d))
             except _ReadFailed as e:
                 self._clear()
                 log.error("%s; falling back to the previous generation", e.__cause__)
