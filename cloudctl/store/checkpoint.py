@@ -84,8 +84,9 @@ def write_checkpoint(state_dir: Path, gen: int, tables: "dict[str, Iterable[Row]
     fsync_dir(state_dir)
 
 
-def read_checkpoint(path: Path) -> Iterator[tuple[str, str, dict]]:
-    """Yield (table, key, row dict); raise CheckpointError unless the file is whole and valid.
+def checkpoint_lines(path: Path) -> Iterator[bytes]:
+    """Yield the row lines (`["<table>","<key>",{...}]`); raise CheckpointError unless the file is
+    whole and valid.
 
     Two passes over the file, line by line: the first checks the trailer (the last non-empty
     line: row count, CRC of everything before it), the second parses, so nothing is yielded from
@@ -133,6 +134,18 @@ def read_checkpoint(path: Path) -> Iterator[tuple[str, str, dict]]:
             if rows == 0:
                 break
             if line.strip(b"\n"):
-                table, key, row = _decode(line)
                 rows -= 1
-                yield table, key, row
+                yield line
+
+
+def read_checkpoint(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """Yield (table, key, row dict); raise CheckpointError unless the file is whole and valid
+    (`checkpoint_lines`), ValueError for a line that is not JSON."""
+    for line in checkpoint_lines(path):
+        yield decode_line(line)
+
+
+def decode_line(line: bytes) -> tuple[str, str, dict]:
+    """A row line's (table, key, row dict); ValueError if it is not one."""
+    table, key, row = _decode(line)
+    return table, key, row

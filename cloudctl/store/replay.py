@@ -66,11 +66,13 @@ _PUT = 2   # (a put not yet known to be overwritten; only SKIP is acted on)
 SKIP = 1
 
 
-def overwritten(path: Path) -> bytearray:
+def overwritten(path: Path, written: set[bytes] | None = None) -> bytearray:
     """One flag a record, in file order: `SKIP` for a record whose first operation is a put of a
     key that a later record's first operation writes again (whether the record has only that
     operation is for `replay` to check). Reads the whole file (checking the framing and cutting a
-    torn tail, as `read_payloads` does) before the caller applies anything."""
+    torn tail, as `read_payloads` does) before the caller applies anything. Adds to `written` each
+    key a record's first operation writes (`'<table>","<key>'`): the last such record of a key is
+    never skipped."""
     flags = bytearray()
     last: dict[bytes, int] = {}   # '<table>","<key>' -> the last record whose first operation wrote it
     for i, payload in enumerate(read_payloads(path)):
@@ -84,13 +86,18 @@ def overwritten(path: Path) -> bytearray:
         if prev is not None and flags[prev] == _PUT:
             flags[prev] = SKIP
         last[ident] = i
+    if written is not None:
+        written.update(last)
     return flags.replace(bytes([_PUT]), b"\0")
 
 
-def replay(path: Path, apply: Callable[[str], None], present: Callable[[str, str], bool]) -> tuple[int, int]:
+def replay(path: Path, apply: Callable[[str], None], present: Callable[[str, str], bool],
+           flags: bytearray | None = None) -> tuple[int, int]:
     """Apply the journal's records in order (`apply(payload)`), less the overwritten one-operation
-    puts whose key is `present(table, key)` when they come. Returns (records, skipped)."""
-    flags = overwritten(path)
+    puts whose key is `present(table, key)` when they come. Returns (records, skipped). `flags`:
+    `overwritten(path)`, when the caller has it already."""
+    if flags is None:
+        flags = overwritten(path)
     n = len(flags)
     skipped = 0
     for i, payload in enumerate(read_payloads(path, checked=False)):   # (checked by the first pass)
@@ -101,3 +108,21 @@ def replay(path: Path, apply: Callable[[str], None], present: Callable[[str, str
                 continue
         apply(payload.decode())
     return n, skipped
+
+
+# A checkpoint's row line starts with its table and key, as a journal operation does.
+_ROW = re.compile(rb'\["([a-z_]+)","([^"]*)",')
+
+
+def row_ident(line: bytes) -> bytes | None:
+    """A checkpoint row line's '<table>","<key>' as `overwritten` notes them, when certain."""
+    m = _ROW.match(line)
+    if m is None or m.group(2).endswith(b"\\"):
+        return None
+    return line[2:m.end(2)]
+
+
+def split_ident(ident: bytes) -> tuple[str, str]:
+    """(table, key) of a '<table>","<key>'."""
+    table, _, key = ident.partition(b'","')
+    return table.decode(), _key(key)

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import gc
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
@@ -29,7 +30,7 @@ from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row
-from .replay import replay
+from .replay import overwritten, replay, row_ident, split_ident
 
 _json_str = encode_basestring_ascii   # json.dumps(key) for a str key, without its dispatch
 
@@ -437,11 +438,13 @@ class _ReadFailed(Exception):
     """The checkpoint could not be read (its cause says why), as opposed to a row that cannot be applied."""
 
 
-def _reading(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    try:
-        yield from ckpt.read_checkpoint(path)
-    except (ckpt.CheckpointError, ValueError) as e:
-        raise _ReadFailed from e
+class _Pending(Row):
+    """A checkpoint row not decoded while a load runs: a journal record applied later writes it."""
+
+    table = "(pending)"
+
+
+_PENDING: Any = object.__new__(_Pending)
 
 class Store:
     def __init__(self, state_dir: Path) -> None:
@@ -528,6 +531,24 @@ class Store:
             else:
                 table._set(op[2], None)
 
+    def _apply_checkpoint(self, lines: Iterable[bytes], written: set[bytes]) -> int:
+        """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many."""
+        pending = 0
+        try:
+            for line in lines:
+                ident = row_ident(line) if written else None
+                if ident is not None and ident in written:
+                    table, key = split_ident(ident)
+                    self.tables[table].rows[key] = _PENDING
+                    pending += 1
+                    continue
+                table, key, d = ckpt.decode_line(line)
+                tbl = self.tables[table]
+                tbl._set(key, self._rows.build(tbl.row_type, d))
+        except (ckpt.CheckpointError, ValueError) as e:
+            raise _ReadFailed from e
+        return pending
+
     def _present(self, table: str, key: str) -> bool:
         t = self.tables.get(table)
         return t is not None and key in t.rows
@@ -547,23 +568,34 @@ class Store:
 
     def _load_files(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        journals = sorted(int(p.name.split(".")[1]) for p in self.state_dir.glob("journal.*")
+                          if p.name.split(".")[1].isdigit())
         base = -1
+        plans: dict[int, bytearray] = {}
+        pending = 0
         for gen in ckpt.generations(self.state_dir):
-            # Applied as read (the rows are never all held at once): read_checkpoint checks the whole
+            # Applied as read (the rows are never all held at once): checkpoint_lines checks the whole
             # file before it yields the first row. A read that fails after all empties the tables
             # again before the fallback; a row that cannot be applied stops the start, as before.
+            lines = ckpt.checkpoint_lines(ckpt.checkpoint_path(self.state_dir, gen))
             try:
-                for table, key, d in _reading(ckpt.checkpoint_path(self.state_dir, gen)):
-                    tbl = self.tables[table]
-                    tbl._set(key, self._rows.build(tbl.row_type, d))
+                first = next(lines, None)
+            except (ckpt.CheckpointError, ValueError) as e:
+                log.error("%s; falling back to the previous generation", e)
+                continue
+            # The journals' first pass, before the rows: a row that a journal record applied later
+            # writes again (its last write by a record's first operation) is not decoded; it holds
+            # its place in the table until that record replaces or deletes it.
+            written: set[bytes] = set()
+            plans = {g: overwritten(journal_path(self.state_dir, g), written) for g in journals if g >= gen}
+            try:
+                pending = self._apply_checkpoint(itertools.chain((first,) if first else (), lines), written)
             except _ReadFailed as e:
                 self._clear()
                 log.error("%s; falling back to the previous generation", e.__cause__)
                 continue
             base = gen
             break
-        journals = sorted(int(p.name.split(".")[1]) for p in self.state_dir.glob("journal.*")
-                          if p.name.split(".")[1].isdigit())
         if base < 0 and any(ckpt.generations(self.state_dir)):
             raise ckpt.CheckpointError(f"no usable checkpoint in {self.state_dir}; refusing to start from "
                                        f"a partial journal")
@@ -571,9 +603,12 @@ class Store:
         for gen in journals:
             if gen < max(base, 0):
                 continue
-            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._present)
+            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._present, plans.get(gen))
             replayed += n
             skipped += s
+        if pending and any(r is _PENDING for t in self.tables.values() for r in t.rows.values()):
+            raise JournalError(f"{self.state_dir}: a checkpoint row the journal was to write again is not "
+                               f"written (a bug in the replay); refusing to start without it")
         last = max([base, *journals, 0])
         log.info("state loaded: checkpoint generation %s, %d journal records replayed (%d overwritten later "
                  "in their file, not decoded), %s", base if base >= 0 else "none", replayed, skipped,
