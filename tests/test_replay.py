@@ -5,15 +5,19 @@ existing keys, deletes and re-adds, keys that need JSON escapes); loading it wit
 must give the same rows, in the same order in every table, as applying every record."""
 from __future__ import annotations
 
+import json
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cloudctl.store import replay as replay_module
 from cloudctl.store.journal import encode_record, journal_path, read_journal
-from cloudctl.store.records import Lease, NumericId
-from cloudctl.store.store import Store
+from cloudctl.store.records import Event, Lease, NumericId, encode_row
+from cloudctl.store.store import Store, _RowBuilder
 
 KEYS = ["10.0.0.1", "10.0.0.2", 'x",1', 'x",2', 'y"]', 'q"uote', "back\\slash", "sep\x1fkey", "ünï", "tail\\",
         "10.0.0.3", "10.0.0.4", "10.0.0.5"]
@@ -113,12 +117,8 @@ def test_records_whose_shape_is_not_certain_are_applied(tmp_path: Path) -> None:
 
 
 def test_rows_built_by_position_equal_rows_built_by_name() -> None:
-    """`_row_from` passes the values by position when the keys are the fields in order (as the
+    """A load passes the values by position when the keys are the fields in order (as the
     writer encodes them); any other order, and unknown keys, give the same row as `from_dict`."""
-    import json
-
-    from cloudctl.store.records import Event, encode_row
-    from cloudctl.store.store import _RowBuilder
     _row_from = _RowBuilder().build
     rows = [_lease("10.1.2.3", 7), NumericId(resource="vm/i-1", kind="vm", num=3),
             Event(id="0001", time=1.5, kind="instance.state", subject="i-1", message="pending -> running",
@@ -153,3 +153,44 @@ async def test_a_load_shares_the_strings_that_repeat(tmp_path: Path, monkeypatch
         [(r.ip, r.zone, r.instance_id) for r in store.table(Lease).values()]
     assert len({id(r.zone) for r in leases}) == 2
     assert len({id(r.instance_id) for r in leases}) > 50   # (past 20 values: not shared)
+
+
+KILL_DURING = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from cloudctl.store import replay, store
+where, after = sys.argv[3], int(sys.argv[4])
+seen = [0]
+
+def count_then_die(real):
+    def wrapped(*a, **kw):
+        seen[0] += 1
+        if seen[0] > after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*a, **kw)
+    return wrapped
+
+if where == "first-pass":   # while the journal's records are being marked
+    replay._first = count_then_die(replay._first)
+else:                       # while they are being applied
+    store.Store._apply_record = count_then_die(store.Store._apply_record)
+store.Store(Path(sys.argv[2]))._load()
+"""
+
+
+@pytest.mark.parametrize("where", ["first-pass", "apply"])
+async def test_a_kill_during_the_load_loses_nothing(tmp_path: Path, where: str) -> None:
+    """SIGKILL in either pass of a load leaves the state files as they were: the next load
+    gives the same state."""
+    await _write(tmp_path, 3)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    expected = Store(tmp_path)
+    expected._load()
+    repo = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", KILL_DURING, repo, str(tmp_path), where, "150"], check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    again = Store(tmp_path)
+    again._load()
+    assert _state(again) == _state(expected)
