@@ -3,11 +3,12 @@
     .venv/bin/python bench/replay.py STATE_DIR [--repo CHECKOUT] [--add-records N] [--no-gc]
 
 Loads STATE_DIR with `Store._load` of the cloudctl in CHECKOUT (default: this one) in a fresh
-process, and prints the seconds, the records replayed and the process's peak RSS: the before/after
-of a change to the journal or checkpoint readers (`git archive <commit> | tar -x -C /tmp/before`
-gives the other checkout). The directory is only read (a torn tail would be cut, as at start-up);
-`--add-records N` first appends a journal of N one-row records to it (bench/scale_state.py), as
-the scale bench does before its restart. Take the state of a `bench/scale.py --keep` run.
+process, and prints the seconds (wall and CPU), the rows loaded, the process's peak RSS and its
+RSS after the load: the before/after of a change to the journal or checkpoint readers
+(`git archive <commit> | tar -x -C /tmp/before` gives the other checkout). The directory is only
+read (a torn tail would be cut, as at start-up); `--add-records N` first appends a journal of N
+one-row records to it (bench/scale_state.py), as the scale bench does before its restart. Take
+the state of a `bench/scale.py --keep` run.
 """
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ t0 = time.perf_counter()
 s = Store(Path(sys.argv[2]))
 getattr(s, "_load_quietly", s._load)()   # as Store.open loads: the collector off, where the checkout does that
 ru = resource.getrusage(resource.RUSAGE_SELF)
+rss = next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmRSS:"))
 print(json.dumps({"load_s": round(time.perf_counter() - t0, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
                   "gc": sys.argv[3] != "1",
                   "rows": sum(len(t) for t in s.tables.values()),
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "rss_after_mib": round(rss / 1024, 1)}))
 """
 
 

@@ -185,8 +185,11 @@ def install() -> None:
         Compute.reconcile = _timed_async("reconcile_s", Compute.reconcile)  # type: ignore[method-assign]
     if hasattr(Cloud, "open"):
         Cloud.open = classmethod(_timed_async("cloud_open_s", Cloud.open.__func__))  # type: ignore[method-assign]
-    if hasattr(Cloud, "_start"):   # hosts connected, images seeded, reconcile
+    if hasattr(Cloud, "_start"):   # (hosts connected, before they were connected during the load) images, reconcile
         Cloud._start = _timed_async("hosts_and_reconcile_s", Cloud._start)  # type: ignore[method-assign]
+    from cloudctl.core import cloud as cloud_module
+    if hasattr(cloud_module, "_connect_hosts"):   # the hosts connected, while the state loads
+        cloud_module._connect_hosts = _timed_async("hosts_connect_s", cloud_module._connect_hosts)  # type: ignore[attr-defined]
 
     try:   # the AutoScaling reconciler's ticks, as samples "autoscaling-tick" (bench/autoscaling.py)
         from cloudctl.core.autoscaling.reconciler import Reconciler

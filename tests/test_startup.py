@@ -15,10 +15,11 @@ import yaml
 
 from cloudctl.config import Host, load_config
 from cloudctl.core.cloud import Cloud, host_driver
-from cloudctl.drivers.hypervisor.base import HypervisorDriver, HypervisorError
+from cloudctl.core.compute import Compute
+from cloudctl.drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError
 from cloudctl.drivers.hypervisor.simulated import SimulatedLibvirtDriver
 from cloudctl.store import checkpoint as ckpt
-from cloudctl.store.store import Store
+from cloudctl.store.store import Store, ensure_private_dir
 
 from support import write_config
 
@@ -108,3 +109,71 @@ async def test_state_load_leaves_the_collector_as_it_was(tmp_path: Path) -> None
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class EventOnOpenDriver(SimulatedLibvirtDriver):
+    """Connects only while the state loads (the load waits for it), and sends a lifecycle event
+    as soon as it is open: before the services that handle events exist."""
+
+    def __init__(self, host: str, uri: str, loading: threading.Event, connected: threading.Event) -> None:
+        super().__init__(host, uri)
+        self.loading, self.connected = loading, connected
+
+    def _connect_sync(self, generation: int):  # type: ignore[no-untyped-def]
+        if not self.loading.wait(10.0):
+            raise HypervisorError(f"{self.host}: the state load never began")
+        out = super()._connect_sync(generation)
+        self.connected.set()
+        return out
+
+    async def open(self, on_event):  # type: ignore[no-untyped-def]
+        await super().open(on_event)
+        on_event(DomainEvent(host=self.host, name="i-early", kind="stopped", detail="shutdown",
+                             guest_initiated=True))
+
+
+async def test_hosts_connect_while_the_state_loads_and_their_early_events_wait_for_the_services(
+        tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(write_config(tmp_path, model_cache))
+    loading, connected = threading.Event(), threading.Event()
+    during_load: list[bool] = []
+    load = Store._load
+
+    def slow_load(self: Store) -> int:   # (on the loader's thread)
+        loading.set()
+        during_load.append(connected.wait(10.0))   # a host connected while the load ran
+        return load(self)
+
+    seen: list[tuple[str, int]] = []
+    handler = Compute.on_domain_event
+
+    def recording(self: Compute, ev: DomainEvent) -> None:
+        seen.append((ev.name, len(self.store.tables)))   # the services exist, the store is open
+        handler(self, ev)
+
+    monkeypatch.setattr(Store, "_load", slow_load)
+    monkeypatch.setattr(Compute, "on_domain_event", recording)
+    cloud = await Cloud.open(cfg, "http://127.0.0.1:0",
+                             lambda h: EventOnOpenDriver(h.name, h.libvirt_uri, loading, connected))
+    try:
+        assert during_load == [True]
+        assert [name for name, _ in seen].count("i-early") == len(cfg.hosts)
+        assert cloud.scheduler.hosts[cfg.hosts[0].name].vcpus > 0
+    finally:
+        await cloud.stop()
+
+
+async def test_a_failed_load_closes_the_hosts_connected_meanwhile(
+        tmp_path: Path, model_cache: Path) -> None:
+    cfg = load_config(write_config(tmp_path, model_cache))
+    drivers: list[SimulatedLibvirtDriver] = []
+
+    def factory(h: Host) -> HypervisorDriver:
+        drivers.append(SimulatedLibvirtDriver(h.name, h.libvirt_uri))
+        return drivers[-1]
+
+    ensure_private_dir(cfg.state_dir)
+    ckpt.checkpoint_path(cfg.state_dir, 3).write_bytes(b"torn")   # no usable checkpoint: the load fails
+    with pytest.raises(ckpt.CheckpointError):
+        await Cloud.open(cfg, "http://127.0.0.1:0", factory)
+    assert drivers and all(d._closed for d in drivers)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import Config, Host, default_key_file
-from ..drivers.hypervisor.base import HostResources, HypervisorDriver, HypervisorError
+from ..drivers.hypervisor.base import DomainEvent, HostResources, HypervisorDriver, HypervisorError
 from ..drivers.hypervisor.registry import make_driver
 from ..drivers.ip_scripts import scripts_for
 from ..drivers.loadbalancer.base import LoadBalancerDriver
@@ -96,6 +96,67 @@ def controller_id(state_dir: Path) -> str:
         return ident
 
 
+class _EarlyEvents:
+    """The hosts' lifecycle events from before the services exist, handed on in order once they
+    do (`deliver_to`), and every later one at once. On the loop thread only."""
+
+    def __init__(self) -> None:
+        self._held: list[DomainEvent] | None = []
+        self._to: Callable[[DomainEvent], None] | None = None
+
+    def on_event(self, ev: DomainEvent) -> None:
+        if self._held is not None:
+            self._held.append(ev)
+        else:
+            assert self._to is not None
+            self._to(ev)
+
+    def deliver_to(self, handler: Callable[[DomainEvent], None]) -> None:
+        held, self._held, self._to = self._held or [], None, handler
+        for ev in held:
+            handler(ev)
+
+
+async def _connect_hosts(cfg: Config, drivers: dict[str, HypervisorDriver],
+                         on_event: Callable[[DomainEvent], None]) -> dict[str, HostResources | None]:
+    """Open every host's driver, a few at a time, and read its resources: None for a host that
+    cannot be reached (logged; nothing is placed there)."""
+    gate = asyncio.Semaphore(HOSTS_AT_ONCE)
+
+    async def connect(h: Host) -> HostResources | None:
+        async with gate:
+            try:
+                await drivers[h.name].open(on_event)
+                return await drivers[h.name].resources()
+            except HypervisorError as e:
+                log.error("host %s (%s): cannot connect: %s; no instances will be placed there", h.name,
+                          h.uri, e)
+                return None
+
+    # Concurrently: one after another, 200 hosts took 14-28 s and a slow one held up the rest.
+    try:
+        async with asyncio.TaskGroup() as tg:   # an unexpected error cancels the other connections
+            found = {h.name: tg.create_task(connect(h)) for h in cfg.hosts}
+    except BaseExceptionGroup as eg:
+        raise eg.exceptions[0] from None   # the failure itself, as one after another raised it
+    return {name: task.result() for name, task in found.items()}
+
+
+async def _close_after(hosts: asyncio.Future[dict[str, HostResources | None]],
+                       drivers: dict[str, HypervisorDriver]) -> None:
+    """A start that failed before the services existed: stop connecting, close what connected."""
+    hosts.cancel()
+    try:
+        await hosts
+    except BaseException:   # (cancelled, or its own failure: the start's failure is the one raised)
+        pass
+    for d in drivers.values():
+        try:
+            await d.close()
+        except HypervisorError:
+            pass
+
+
 # Background tasks are stopped in this order at shutdown, each group ended before the next:
 # the stack operations first (journaled step by step, they resume at start-up), the host
 # pollers (their rounds start fences and state changes), then fence loops, the
@@ -118,16 +179,29 @@ class Cloud:
         ensure_private_dir(config.state_dir)
         store = Store(config.state_dir)
         drivers = {h.name: driver_factory(h) for h in config.hosts}
-        await store.open()
+        # The hosts are connected while the state loads: the load is CPU on a worker thread of
+        # this process, a connection is the host's work (at 50,000 instances 200 test hosts took
+        # ~15 s of libvirtd's CPU to connect, after a load of ~10 s). Connecting changes no state;
+        # the hosts' events wait in `early` until the services that handle them exist.
+        early = _EarlyEvents()
+        hosts = asyncio.ensure_future(_connect_hosts(config, drivers, early.on_event))
+        try:
+            await store.open()
+        except BaseException:
+            await _close_after(hosts, drivers)
+            raise
         try:
             # First: a missing or wrong key must stop the start here, in one line (SecretsError).
             secrets = await BmSecrets.open(store, config.secrets_key_file or default_key_file(config.state_dir))
             cloud = cls(config, endpoint, store, drivers, secrets)
         except BaseException:
             await store.close()
+            await _close_after(hosts, drivers)
             raise
         try:
-            await cloud._start()
+            found = await hosts
+            early.deliver_to(cloud.compute.on_domain_event)
+            await cloud._start(found)
         except BaseException:
             try:
                 await cloud.stop()
@@ -200,31 +274,13 @@ class Cloud:
         self.baremetal = Baremetal(store, cfg.baremetal, self.events, self.compute, self.users, self.images,
                                    secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle)
 
-    async def _start(self) -> None:
-        """Connect the hosts, seed the images, reconcile, then start the background tasks."""
+    async def _start(self, found: dict[str, HostResources | None]) -> None:
+        """Seed the images, reconcile with the hosts (connected: `found`), then start the
+        background tasks."""
         cfg = self.config
-        gate = asyncio.Semaphore(HOSTS_AT_ONCE)
-
-        async def connect(h: Host) -> HostResources | None:
-            """Open the host's driver (in its threads); None if it cannot be reached."""
-            async with gate:
-                try:
-                    await self.drivers[h.name].open(self.compute.on_domain_event)
-                    return await self.drivers[h.name].resources()
-                except HypervisorError as e:
-                    log.error("host %s (%s): cannot connect: %s; no instances will be placed there", h.name,
-                              h.uri, e)
-                    return None
-
-        # Concurrently: one after another, 200 hosts took 14-28 s and a slow one held up the rest.
-        try:
-            async with asyncio.TaskGroup() as tg:   # an unexpected error cancels the other connections
-                found = [tg.create_task(connect(h)) for h in cfg.hosts]
-        except BaseExceptionGroup as eg:
-            raise eg.exceptions[0] from None   # the failure itself, as one after another raised it
         connected: set[str] = set()
-        for h, task in zip(cfg.hosts, found, strict=True):   # the scheduler learns them in config order
-            res = task.result()
+        for h in cfg.hosts:   # the scheduler learns them in config order
+            res = found[h.name]
             cpu = h.cpu_overcommit or cfg.overcommit.cpu
             mem = h.memory_overcommit or cfg.overcommit.memory
             if res is None:

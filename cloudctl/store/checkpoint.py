@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from .journal import fsync_dir
 from .records import Row, encode_row
@@ -23,6 +24,20 @@ __all__ = ["encode_row"]   # (the row encoding lives with the rows; journal and 
 FORMAT = "cloudctl-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^checkpoint\.(\d{8})$")
+
+
+_scan = json.JSONDecoder().scan_once   # the C scanner json.loads ends in, without its wrappers
+
+
+def _decode(line: bytes) -> Any:
+    """`json.loads(line)` for one row line, without the wrappers' cost (~1.5 µs of a row's ~6):
+    anything but one JSON value and its newline takes json.loads, for its error."""
+    text = line.decode()
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if text[end:].strip() == "" else json.loads(text)
 
 
 class CheckpointError(Exception):
@@ -69,8 +84,9 @@ def write_checkpoint(state_dir: Path, gen: int, tables: "dict[str, Iterable[Row]
     fsync_dir(state_dir)
 
 
-def read_checkpoint(path: Path) -> Iterator[tuple[str, str, dict]]:
-    """Yield (table, key, row dict); raise CheckpointError unless the file is whole and valid.
+def checkpoint_lines(path: Path) -> Iterator[bytes]:
+    """Yield the row lines (`["<table>","<key>",{...}]`); raise CheckpointError unless the file is
+    whole and valid.
 
     Two passes over the file, line by line: the first checks the trailer (the last non-empty
     line: row count, CRC of everything before it), the second parses, so nothing is yielded from
@@ -118,6 +134,18 @@ def read_checkpoint(path: Path) -> Iterator[tuple[str, str, dict]]:
             if rows == 0:
                 break
             if line.strip(b"\n"):
-                table, key, row = json.loads(line)
                 rows -= 1
-                yield table, key, row
+                yield line
+
+
+def read_checkpoint(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """Yield (table, key, row dict); raise CheckpointError unless the file is whole and valid
+    (`checkpoint_lines`), ValueError for a line that is not JSON."""
+    for line in checkpoint_lines(path):
+        yield decode_line(line)
+
+
+def decode_line(line: bytes) -> tuple[str, str, dict]:
+    """A row line's (table, key, row dict); ValueError if it is not one."""
+    table, key, row = _decode(line)
+    return table, key, row

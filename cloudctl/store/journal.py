@@ -62,7 +62,15 @@ class _Rotate:
 
 
 def read_journal(path: Path) -> Iterator[str]:
-    """Yield record payloads; drop a torn tail (a crash mid-write) with a log line.
+    """Yield record payloads; drop a torn tail (a crash mid-write) with a log line."""
+    for payload in read_payloads(path):
+        yield payload.decode()
+
+
+def read_payloads(path: Path, checked: bool = True) -> Iterator[bytes]:
+    """Yield record payloads as the file's bytes (UTF-8 JSON); drop a torn tail (a crash
+    mid-write) with a log line. `checked=False`: the file was read whole with the checks just
+    before (and its torn tail cut): yield the records without their CRCs' cost (~1 µs each).
 
     A damaged record followed by good ones is real corruption, not a torn write, and stops
     start-up rather than silently skipping acknowledged changes. The file is read line by line:
@@ -86,6 +94,10 @@ def read_journal(path: Path) -> Iterator[str]:
                 f"journal {path}: format version {meta.get('version')!r} is not supported by this cloudctl "
                 f"(it reads version {VERSION}); start the cloudctl release that wrote it")
         offset = len(header)
+        if not checked:
+            for line in f:
+                yield line[9:-1]
+            return
         for line in f:
             # A line without its newline is the file's last: a torn write, even if its CRC holds.
             ok = len(line) > 10 and line[8:9] == b" " and line.endswith(b"\n")
@@ -100,7 +112,7 @@ def read_journal(path: Path) -> Iterator[str]:
                                        f"follow; refusing to replay a journal with a hole in it")
                 torn = (offset, len(line.rstrip(b"\n")))
                 break
-            yield line[9:-1].decode()
+            yield line[9:-1]
             offset += len(line)
     if torn is not None:
         log.warning("journal %s: dropping a torn record at byte %d (%d bytes; crash during write)", path, *torn)

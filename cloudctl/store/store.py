@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import gc
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
@@ -27,8 +28,9 @@ from typing import Any, Generic, TypeVar
 
 from . import checkpoint as ckpt
 from .checkpoint import encode_row
-from .journal import Journal, JournalError, journal_path, read_journal
+from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row
+from .replay import overwritten, replay, row_ident, split_ident
 
 _json_str = encode_basestring_ascii   # json.dumps(key) for a str key, without its dispatch
 
@@ -386,28 +388,63 @@ def _json(text: str) -> Any:
     return value if end == len(text) else json.loads(text)
 
 
-_FIELDS: dict[type[Row], frozenset[str]] = {}
+_FIELDS: dict[type[Row], tuple[tuple[str, ...], frozenset[str]]] = {}
+
+# A field whose values, at load, were this many different strings is not shared (ids, addresses).
+SHARE_DISTINCT = 4096
 
 
-def _row_from(row_type: type[Row], d: dict[str, Any]) -> Row:
-    """`row_type.from_dict(d)`, without its per-key filtering when every key is a field (nearly
-    always): that filter was the largest part of a replay (1M records: ~12 of ~19 s' worth)."""
-    names = _FIELDS.get(row_type)
-    if names is None:
-        names = _FIELDS[row_type] = frozenset(f.name for f in dataclasses.fields(row_type))
-    if names.issuperset(d):
-        return row_type(**d)
-    return row_type.from_dict(d)
+class _RowBuilder:
+    """Rows from their decoded dicts, for one load, with the strings that repeat shared.
+
+    Decoded JSON makes a new string for every value: at 50,000 instances the loaded state held
+    ~100 MiB of copies of a few values each (an owner, a zone, a state, a tag's key), where the
+    running controller that wrote it held one object each. Each field's strings are shared through
+    a dict of the values seen, until the field proves to be an id (more than `SHARE_DISTINCT`
+    values): from then on its values are taken as they are, and that dict is dropped."""
+
+    def __init__(self) -> None:
+        self._memos: dict[type[Row], list[dict[str, str] | None]] = {}
+
+    def build(self, row_type: type[Row], d: dict[str, Any]) -> Row:
+        """`row_type.from_dict(d)`, the fast way when the keys allow it.
+
+        The writer encodes a row's fields in their order (`encode_row`): then the values are
+        passed by position. By keyword, each of an instance's 31 names was looked up among the
+        parameters by string comparison (the decoded keys are not the interned parameter names):
+        building the row took about twice as long. Other keys that are all fields go by keyword;
+        unknown ones take `from_dict`'s per-key filter (a newer writer's fields)."""
+        got = _FIELDS.get(row_type)
+        if got is None:
+            fs = dataclasses.fields(row_type)
+            got = _FIELDS[row_type] = (tuple(f.name for f in fs if f.init), frozenset(f.name for f in fs))
+        if tuple(d) != got[0]:
+            return row_type(**d) if got[1].issuperset(d) else row_type.from_dict(d)
+        values = list(d.values())
+        memos = self._memos.get(row_type)
+        if memos is None:
+            memos = self._memos[row_type] = [{} for _ in values]
+        for i, memo in enumerate(memos):   # (~0.1 µs a field)
+            if memo is not None:
+                v = values[i]
+                if type(v) is str:
+                    values[i] = memo.setdefault(v, v)
+                    if len(memo) > SHARE_DISTINCT:
+                        memos[i] = None
+        return row_type(*values)
+
 
 class _ReadFailed(Exception):
     """The checkpoint could not be read (its cause says why), as opposed to a row that cannot be applied."""
 
 
-def _reading(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    try:
-        yield from ckpt.read_checkpoint(path)
-    except (ckpt.CheckpointError, ValueError) as e:
-        raise _ReadFailed from e
+class _Pending(Row):
+    """A checkpoint row not decoded while a load runs: a journal record applied later writes it."""
+
+    table = "(pending)"
+
+
+_PENDING: Any = object.__new__(_Pending)
 
 class Store:
     def __init__(self, state_dir: Path) -> None:
@@ -429,6 +466,7 @@ class Store:
         self.snapshot_listeners: list[Callable[[], None]] = []
         self.commits = 0   # transactions that changed something, since start
         self._first_checkpoint: asyncio.Task[None] | None = None
+        self._rows = _RowBuilder()   # builds the rows a load reads
 
     def table(self, row_type: type[R]) -> Table[R]:
         return self.tables[row_type.table]
@@ -489,9 +527,31 @@ class Store:
             if table is None:
                 raise JournalError(f"journal names unknown table {op[1]!r}")
             if op[0] == "p":
-                table._set(op[2], _row_from(table.row_type, op[3]))
+                table._set(op[2], self._rows.build(table.row_type, op[3]))
             else:
                 table._set(op[2], None)
+
+    def _apply_checkpoint(self, lines: Iterable[bytes], written: set[bytes]) -> int:
+        """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many."""
+        pending = 0
+        try:
+            for line in lines:
+                ident = row_ident(line) if written else None
+                if ident is not None and ident in written:
+                    table, key = split_ident(ident)
+                    self.tables[table].rows[key] = _PENDING
+                    pending += 1
+                    continue
+                table, key, d = ckpt.decode_line(line)
+                tbl = self.tables[table]
+                tbl._set(key, self._rows.build(tbl.row_type, d))
+        except (ckpt.CheckpointError, ValueError) as e:
+            raise _ReadFailed from e
+        return pending
+
+    def _present(self, table: str, key: str) -> bool:
+        t = self.tables.get(table)
+        return t is not None and key in t.rows
 
     def _clear(self) -> None:
         for t in self.tables.values():
@@ -500,37 +560,58 @@ class Store:
 
     def _load(self) -> int:
         """Load the newest good checkpoint and replay the journals after it; return the gen."""
+        self._rows = _RowBuilder()
+        try:
+            return self._load_files()
+        finally:
+            self._rows = _RowBuilder()   # (its dicts of shared values: only for the load)
+
+    def _load_files(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        journals = sorted(int(p.name.split(".")[1]) for p in self.state_dir.glob("journal.*")
+                          if p.name.split(".")[1].isdigit())
         base = -1
+        plans: dict[int, bytearray] = {}
+        pending = 0
         for gen in ckpt.generations(self.state_dir):
-            # Applied as read (the rows are never all held at once): read_checkpoint checks the whole
+            # Applied as read (the rows are never all held at once): checkpoint_lines checks the whole
             # file before it yields the first row. A read that fails after all empties the tables
             # again before the fallback; a row that cannot be applied stops the start, as before.
+            lines = ckpt.checkpoint_lines(ckpt.checkpoint_path(self.state_dir, gen))
             try:
-                for table, key, d in _reading(ckpt.checkpoint_path(self.state_dir, gen)):
-                    tbl = self.tables[table]
-                    tbl._set(key, _row_from(tbl.row_type, d))
+                first = next(lines, None)
+            except (ckpt.CheckpointError, ValueError) as e:
+                log.error("%s; falling back to the previous generation", e)
+                continue
+            # The journals' first pass, before the rows: a row that a journal record applied later
+            # writes again (its last write by a record's first operation) is not decoded; it holds
+            # its place in the table until that record replaces or deletes it.
+            written: set[bytes] = set()
+            plans = {g: overwritten(journal_path(self.state_dir, g), written) for g in journals if g >= gen}
+            try:
+                pending = self._apply_checkpoint(itertools.chain((first,) if first else (), lines), written)
             except _ReadFailed as e:
                 self._clear()
                 log.error("%s; falling back to the previous generation", e.__cause__)
                 continue
             base = gen
             break
-        journals = sorted(int(p.name.split(".")[1]) for p in self.state_dir.glob("journal.*")
-                          if p.name.split(".")[1].isdigit())
         if base < 0 and any(ckpt.generations(self.state_dir)):
             raise ckpt.CheckpointError(f"no usable checkpoint in {self.state_dir}; refusing to start from "
                                        f"a partial journal")
-        replayed = 0
+        replayed = skipped = 0
         for gen in journals:
             if gen < max(base, 0):
                 continue
-            for payload in read_journal(journal_path(self.state_dir, gen)):
-                self._apply_record(payload)
-                replayed += 1
+            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._present, plans.get(gen))
+            replayed += n
+            skipped += s
+        if pending and any(r is _PENDING for t in self.tables.values() for r in t.rows.values()):
+            raise JournalError(f"{self.state_dir}: a checkpoint row the journal was to write again is not "
+                               f"written (a bug in the replay); refusing to start without it")
         last = max([base, *journals, 0])
-        log.info("state loaded: checkpoint generation %s, %d journal records replayed, %s",
-                 base if base >= 0 else "none", replayed,
+        log.info("state loaded: checkpoint generation %s, %d journal records replayed (%d overwritten later "
+                 "in their file, not decoded), %s", base if base >= 0 else "none", replayed, skipped,
                  ", ".join(f"{len(t)} {t.name}" for t in self.tables.values()))
         return last
 

@@ -1,0 +1,196 @@
+"""Replay skips records a later record overwrites, and the state is exactly a full replay's.
+
+A real store writes the journal (transactions of one and several operations, puts of new and
+existing keys, deletes and re-adds, keys that need JSON escapes); loading it with the skipping
+must give the same rows, in the same order in every table, as applying every record."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloudctl.store import replay as replay_module
+from cloudctl.store.journal import encode_record, journal_path, read_journal
+from cloudctl.store.records import Event, Lease, NumericId, encode_row
+from cloudctl.store.store import Store, _RowBuilder
+
+KEYS = ["10.0.0.1", "10.0.0.2", 'x",1', 'x",2', 'y"]', 'q"uote', "back\\slash", "sep\x1fkey", "ünï", "tail\\",
+        "10.0.0.3", "10.0.0.4", "10.0.0.5"]
+
+
+def _lease(ip: str, n: int) -> Lease:
+    return Lease(ip=ip, zone=f"z{n % 3}", instance_id=f"i-{n:08x}")
+
+
+async def _write(state: Path, seed: int) -> None:
+    """A checkpoint with some rows, then a journal of random changes to them and to new keys."""
+    rng = random.Random(seed)
+    store = Store(state)
+    await store.open()
+    with store.txn() as tx:
+        for i, k in enumerate(KEYS[:5]):
+            tx.put(_lease(k, i))
+    await store.sync()
+    await store.checkpoint()
+    for n in range(400):
+        with store.txn() as tx:
+            for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 3)):
+                k = rng.choice(KEYS)
+                table = store.table(Lease)
+                if k in table.rows and rng.random() < 0.25:
+                    tx.delete(table.rows[k])
+                else:
+                    tx.put(_lease(k, n))
+                if rng.random() < 0.2:
+                    tx.put(NumericId(resource=f"vm/{k}", kind="vm", num=n))
+    await store.sync()
+    await store.close()
+
+
+def _state(store: Store) -> list[tuple[str, list[tuple[str, object]]]]:
+    """Every table's rows as (key, row), in the table's order."""
+    return [(name, list(t.rows.items())) for name, t in store.tables.items() if t.rows]
+
+
+def _load(state: Path, skip: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Store, int]:
+    counted: list[int] = []
+    real_replay = replay_module.replay
+
+    def counting(*a, **kw):  # type: ignore[no-untyped-def]
+        n, skipped = real_replay(*a, **kw)
+        counted.append(skipped)
+        return n, skipped
+
+    with monkeypatch.context() as m:
+        if not skip:
+            # (no record skipped, and no checkpoint row left undecoded: every row built and applied)
+            m.setattr("cloudctl.store.store.overwritten",
+                      lambda path, written=None: bytearray(len(list(read_journal(path)))))
+        m.setattr("cloudctl.store.store.replay", counting)
+        s = Store(state)
+        s._load()
+    return s, sum(counted)
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_skipping_overwritten_records_leaves_the_state_of_a_full_replay(
+        tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _write(tmp_path, seed)
+    full, none_skipped = _load(tmp_path, skip=False, monkeypatch=monkeypatch)
+    fast, skipped = _load(tmp_path, skip=True, monkeypatch=monkeypatch)
+    assert none_skipped == 0
+    assert skipped > 50   # (most one-put records here are overwritten later)
+    assert _state(fast) == _state(full)
+    assert fast.digest() == full.digest()
+
+
+def test_records_whose_shape_is_not_certain_are_applied(tmp_path: Path) -> None:
+    """A record spaced by another writer, and a row holding what looks like a second operation,
+    are replayed, not skipped, even when a later record writes the same key."""
+    store = Store(tmp_path)
+    lease = '{"ip":"a","zone":"z","instance_id":"%s","subnet_id":null}'
+    records = [
+        '[["p", "leases", "a", ' + lease % "i-spaced" + ']]',                     # not this writer's spacing
+        '[["p","leases","a",' + lease % 'i-x\\"],[\\"p\\"' + ']]',                # escaped: a single put
+        '[["p","leases","b",' + lease % "i-b" + '],["p","leases","a",' + lease % "i-second" + ']]',
+        '[["p","leases","b",' + lease % "i-b2" + ']]',
+    ]
+    (tmp_path / "journal.00000001").write_bytes(
+        b'{"format": "cloudctl-journal", "version": 1, "generation": 1}\n'
+        + b"".join(encode_record(r) for r in records))
+    flags = replay_module.overwritten(journal_path(tmp_path, 1))
+    # The escaped record is a put of "a" overwritten by the third one's first operation... which
+    # writes "b", so nothing but the third record is marked: its first put ("b") is overwritten.
+    assert list(flags) == [0, 0, replay_module.SKIP, 0]
+    applied: list[str] = []
+    n, skipped = replay_module.replay(journal_path(tmp_path, 1), applied.append, lambda t, k: True)
+    # The third record has two operations: it is applied although its first put is overwritten.
+    assert (n, skipped) == (4, 0) and applied == records
+    store._load()
+    assert store.tables["leases"].rows["a"].instance_id == "i-second"
+    assert store.tables["leases"].rows["b"].instance_id == "i-b2"
+
+
+def test_rows_built_by_position_equal_rows_built_by_name() -> None:
+    """A load passes the values by position when the keys are the fields in order (as the
+    writer encodes them); any other order, and unknown keys, give the same row as `from_dict`."""
+    _row_from = _RowBuilder().build
+    rows = [_lease("10.1.2.3", 7), NumericId(resource="vm/i-1", kind="vm", num=3),
+            Event(id="0001", time=1.5, kind="instance.state", subject="i-1", message="pending -> running",
+                  data={"owner": "1", "hosts": ["a", "b"]})]
+    for row in rows:
+        d = json.loads(encode_row(row))
+        assert _row_from(type(row), d) == row == type(row).from_dict(d)
+        backwards = dict(reversed(list(d.items())))
+        assert _row_from(type(row), backwards) == row
+        assert _row_from(type(row), {**d, "from_a_newer_writer": 1}) == row
+        assert encode_row(_row_from(type(row), backwards)) == encode_row(row)
+
+
+async def test_a_load_shares_the_strings_that_repeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded JSON makes a new string for every value; the loaded rows hold one object for each
+    repeated value (a zone), as the controller that wrote them did, and ids are left alone."""
+    monkeypatch.setattr("cloudctl.store.store.SHARE_DISTINCT", 20)
+    store = Store(tmp_path)
+    await store.open()
+    for part in range(2):   # half in the checkpoint, half in the journal
+        with store.txn() as tx:
+            for n in range(50):
+                tx.put(Lease(ip=f"10.0.{part}.{n}", zone="zone-a" if n % 2 else "zone-b", instance_id=f"i-{n:08x}"))
+        await store.sync()
+        if part == 0:
+            await store.checkpoint()
+    await store.close()
+    loaded = Store(tmp_path)
+    loaded._load()
+    leases = list(loaded.table(Lease).values())
+    assert [(r.ip, r.zone, r.instance_id) for r in leases] == \
+        [(r.ip, r.zone, r.instance_id) for r in store.table(Lease).values()]
+    assert len({id(r.zone) for r in leases}) == 2
+    assert len({id(r.instance_id) for r in leases}) > 50   # (past 20 values: not shared)
+
+
+KILL_DURING = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from cloudctl.store import replay, store
+where, after = sys.argv[3], int(sys.argv[4])
+seen = [0]
+
+def count_then_die(real):
+    def wrapped(*a, **kw):
+        seen[0] += 1
+        if seen[0] > after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*a, **kw)
+    return wrapped
+
+if where == "first-pass":   # while the journal's records are being marked
+    replay._first = count_then_die(replay._first)
+else:                       # while they are being applied
+    store.Store._apply_record = count_then_die(store.Store._apply_record)
+store.Store(Path(sys.argv[2]))._load()
+"""
+
+
+@pytest.mark.parametrize("where", ["first-pass", "apply"])
+async def test_a_kill_during_the_load_loses_nothing(tmp_path: Path, where: str) -> None:
+    """SIGKILL in either pass of a load leaves the state files as they were: the next load
+    gives the same state."""
+    await _write(tmp_path, 3)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    expected = Store(tmp_path)
+    expected._load()
+    repo = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", KILL_DURING, repo, str(tmp_path), where, "150"], check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    again = Store(tmp_path)
+    again._load()
+    assert _state(again) == _state(expected)
