@@ -22,6 +22,8 @@ from contextlib import asynccontextmanager
 class Turns:
     def __init__(self) -> None:
         self._held = False
+        self._lent: object = None    # who passed the turn on in this turn of the loop (pass_on)
+        self._passing = False        # a _pass is scheduled
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []   # a heap: first come first
         self._seq = itertools.count()
 
@@ -41,6 +43,35 @@ class Turns:
         await self._take(since)
         self._release()
 
+    def pass_on(self, token: object) -> bool:
+        """`wait`'s case without suspending (True): the turn was free, so it is taken and passed on
+        at once. Until that pass takes effect (the loop's next turn), `token` may take the turn
+        back once with `take_free`: a request that has not suspended since, so nothing ran
+        between its start and its first slice, which it writes as if both were one block."""
+        if self._held or self._waiters:
+            return False
+        self._held = True
+        self._lent = token
+        self._release()
+        return True
+
+    def take_free(self, token: object = None) -> bool:
+        """Take the turn if it is free (True), without suspending; then `release` it after the
+        block, as `turn` would. Free: nobody holds or awaits it, or it was passed on by `token`
+        (`pass_on`) in this turn of the loop and nobody awaits it. False: use `turn`."""
+        if self._waiters:
+            return False
+        if self._held:
+            if token is None or self._lent is not token:
+                return False
+            self._lent = None   # (once: a second slice waits for the loop's next turn)
+        self._held = True
+        return True
+
+    def release(self) -> None:
+        """Give back a turn taken with `take_free`."""
+        self._release()
+
     async def _take(self, since: float) -> None:
         if not self._held and not self._waiters:
             self._held = True   # free: take it without suspending
@@ -56,9 +87,14 @@ class Turns:
 
     def _release(self) -> None:
         # Scheduled, not done now: the next holder runs in the loop's next turn at the earliest.
-        asyncio.get_running_loop().call_soon(self._pass)
+        # (Once: a turn taken back by its lender is released while its pass is still pending.)
+        if not self._passing:
+            self._passing = True
+            asyncio.get_running_loop().call_soon(self._pass)
 
     def _pass(self) -> None:
+        self._passing = False
+        self._lent = None
         while self._waiters:
             fut = heapq.heappop(self._waiters)[2]
             if not fut.done():    # (a cancelled waiter is skipped)

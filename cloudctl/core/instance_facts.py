@@ -74,10 +74,12 @@ async def describe_page(cloud: Cloud, caller: Caller, query: Query, chunk: int =
     source tables changed since the page was selected starts over (the second time, all at once).
     """
     for attempt in range(2):
-        stamp = _stamp(cloud)
         groups, token = cloud.compute.describe(caller, query)
         flat = [(n, i) for n, (_, insts) in enumerate(groups) for i in insts]
         facts = facts_of(cloud, (i for _, i in flat[:chunk]))
+        # (taken after the first chunk, but with no await in between: the same moment; a page
+        # of one chunk, a by-id describe, never looks at it)
+        stamp = _stamp(cloud) if len(flat) > chunk else ()
         for k in range(chunk, len(flat), chunk):
             async with caller.turn():
                 if _stamp(cloud) != stamp:
