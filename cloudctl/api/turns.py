@@ -22,7 +22,8 @@ from contextlib import asynccontextmanager
 class Turns:
     def __init__(self) -> None:
         self._held = False
-        self._lent: object = None    # who passed the turn on in this turn of the loop (pass_on)
+        self._lent: object = None    # who passed the turn on in this turn of the loop (_lend)
+        self._lent_since = 0.0
         self._passing = False        # a _pass is scheduled
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []   # a heap: first come first
         self._seq = itertools.count()
@@ -36,35 +37,45 @@ class Turns:
         finally:
             self._release()
 
-    async def wait(self, since: float) -> None:
+    async def wait(self, since: float, token: object = None) -> None:
         """Wait for a turn and pass it on at once: what the caller does before its next await
         (a request's parse, signature check and the synchronous part of its handler) still runs
-        alone, since the next holder runs in the loop's next turn at the earliest."""
+        alone, since the next holder runs in the loop's next turn at the earliest. `token`: as
+        for `pass_on`."""
         await self._take(since)
+        self._lend(token, since)
         self._release()
 
-    def pass_on(self, token: object) -> bool:
+    def pass_on(self, token: object, since: float) -> bool:
         """`wait`'s case without suspending (True): the turn was free, so it is taken and passed on
-        at once. Until that pass takes effect (the loop's next turn), `token` may take the turn
-        back once with `take_free`: a request that has not suspended since, so nothing ran
-        between its start and its first slice, which it writes as if both were one block."""
+        at once (False: call `wait`)."""
         if self._held or self._waiters:
             return False
         self._held = True
-        self._lent = token
+        self._lend(token, since)
         self._release()
         return True
 
+    def _lend(self, token: object, since: float) -> None:
+        """Until the turn passed on now is handed over (the loop's next turn), `token` may take
+        it back once with `take_free`: a request that has not suspended since its start, so its
+        first slice runs in the same turn as its start, as one block would (it would be next
+        anyway, unless an older request is waiting, which then goes first)."""
+        self._lent, self._lent_since = token, since
+
     def take_free(self, token: object = None) -> bool:
-        """Take the turn if it is free (True), without suspending; then `release` it after the
-        block, as `turn` would. Free: nobody holds or awaits it, or it was passed on by `token`
-        (`pass_on`) in this turn of the loop and nobody awaits it. False: use `turn`."""
-        if self._waiters:
-            return False
+        """Take the turn without suspending if it is free (True); then `release` it after the
+        block, as `turn` would. Free: nobody holds or awaits it, or `token` passed it on in this
+        turn of the loop (see `_lend`) and no older request awaits it. False: use `turn`."""
         if self._held:
             if token is None or self._lent is not token:
                 return False
+            if self._waiters and self._waiters[0][0] <= self._lent_since:
+                return False
             self._lent = None   # (once: a second slice waits for the loop's next turn)
+            return True
+        if self._waiters:
+            return False
         self._held = True
         return True
 

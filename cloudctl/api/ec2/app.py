@@ -146,8 +146,8 @@ class Ec2Api:
             if self.turns is not None:
                 # A burst of requests would otherwise all be checked, parsed and run (up to their
                 # handlers' first await) in one turn of the loop: each starts in its own turn.
-                if not self.turns.pass_on(request):   # (free: taken and passed on, as wait() would)
-                    await self.turns.wait(t0)
+                if not self.turns.pass_on(request, t0):   # (free: taken and passed on, as wait() would)
+                    await self.turns.wait(t0, request)
             if not chunks:
                 scan = None
             count = form.param_count(raw_query, scan.separators if scan else None)
