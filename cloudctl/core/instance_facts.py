@@ -75,11 +75,11 @@ async def describe_page(cloud: Cloud, caller: Caller, query: Query, chunk: int =
     """
     for attempt in range(2):
         groups, token = cloud.compute.describe(caller, query)
+        if sum(len(insts) for _, insts in groups) <= chunk:   # (one chunk, read now: a by-id describe)
+            return page_facts(cloud, groups), token
+        stamp = _stamp(cloud)
         flat = [(n, i) for n, (_, insts) in enumerate(groups) for i in insts]
         facts = facts_of(cloud, (i for _, i in flat[:chunk]))
-        # (taken after the first chunk, but with no await in between: the same moment; a page
-        # of one chunk, a by-id describe, never looks at it)
-        stamp = _stamp(cloud) if len(flat) > chunk else ()
         for k in range(chunk, len(flat), chunk):
             async with caller.turn():
                 if _stamp(cloud) != stamp:
