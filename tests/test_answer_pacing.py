@@ -177,6 +177,46 @@ async def test_requests_start_one_per_loop_turn() -> None:
         assert "tick" in log[log.index(x):log.index(y)], f"{x} and {y} started in the same turn"
 
 
+async def test_a_request_takes_back_the_turn_it_passed_on_until_it_suspends() -> None:
+    """Turns.pass_on/wait with a token, then take_free: a request's first slice joins its start
+    (one block, in the same turn of the loop), once, only while nothing older waits and before
+    the request suspends; everyone else still finds the turn held."""
+    turns = Turns()
+    a, b = object(), object()
+    assert turns.pass_on(a, 1.0)
+    assert not turns.pass_on(b, 2.0) and not turns.take_free(b) and not turns.take_free()
+    assert turns.take_free(a)            # its first slice, in the turn of its start
+    turns.release()
+    assert not turns.take_free(a)        # once: a second slice waits for the next turn
+    await asyncio.sleep(0)               # (the turn passes: free again)
+    assert turns.pass_on(a, 3.0)
+    await asyncio.sleep(0)               # a suspended after its start: the loan has lapsed,
+    assert turns.take_free(b)            # so once another holds the turn...
+    assert not turns.take_free(a)        # ...a waits like everyone
+    turns.release()
+    await asyncio.sleep(0)
+
+    # Handed the turn after waiting (wait), with an older and a newer request still waiting.
+    order: list[str] = []
+
+    async def request(name: str, since: float, token: object) -> None:
+        await turns.wait(since, token)
+        if turns.take_free(token):
+            order.append(name + " start+slice")
+            turns.release()
+        else:
+            order.append(name + " start")
+            async with turns.turn(since):
+                order.append(name + " slice")
+
+    async with turns.turn(0.0):          # held while all three queue
+        tasks = [asyncio.create_task(request(n, s, object())) for n, s in (("new", 9.0), ("old", 1.0), ("mid", 5.0))]
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    # Each, handed the turn in arrival order, writes its first slice at once: nothing older waits.
+    assert order == ["old start+slice", "mid start+slice", "new start+slice"]
+
+
 async def test_a_cancelled_answer_passes_its_turn_on() -> None:
     turns = Turns()
     done: list[str] = []

@@ -331,3 +331,26 @@ def test_create_image_needs_a_real_disk_and_a_stopped_instance(ec2: Any, image_i
     assert code_of(e) == "InvalidParameterValue"
     assert ec2.describe_images(Filters=[{"Name": "name", "Values": ["from-running", "from-simulated"]}])["Images"] == []
     ec2.terminate_instances(InstanceIds=[iid])
+
+
+def test_a_described_instance_shows_each_change_made_after_it(ec2: Any, image_id: str) -> None:
+    """A by-id describe reuses the instance's rendered text while its rows are the same
+    (protocol.Cached): each kind of change in between must show in the next answer."""
+    iid = run(ec2, image_id)[0]["InstanceId"]
+    wait_state(ec2, [iid], "running")
+
+    def one() -> dict[str, Any]:
+        return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+
+    assert one() == one()
+    ec2.create_tags(Resources=[iid], Tags=[{"Key": "k", "Value": "1"}])
+    assert {"Key": "k", "Value": "1"} in one()["Tags"]
+    ec2.create_tags(Resources=[iid], Tags=[{"Key": "k", "Value": "2"}])
+    assert {"Key": "k", "Value": "2"} in one()["Tags"]
+    ec2.delete_tags(Resources=[iid], Tags=[{"Key": "k"}])
+    assert "k" not in {t["Key"] for t in one().get("Tags", [])}
+    alloc = ec2.allocate_address(Domain="vpc")
+    ec2.associate_address(InstanceId=iid, AllocationId=alloc["AllocationId"])
+    assert one()["PublicIpAddress"] == alloc["PublicIp"]
+    ec2.stop_instances(InstanceIds=[iid])
+    assert one()["State"]["Name"] in ("stopping", "stopped")

@@ -1198,3 +1198,66 @@ def test_large_lazy_answer_is_sliced(proto: Protocol) -> None:
     assert len(pieces) == 31  # 3030 elements in slices of 100, plus the tail
     assert all(len(p) < 200_000 for p in pieces)
     assert pieces == ref_serialize_iter(proto, "DescribeInstances", make())
+
+
+# ---------------------------------------------------------------------------
+# Cached list elements: an element's text kept while the objects it was made from are the same
+
+from cloudctl.api.ec2.protocol import Cached  # noqa: E402
+
+
+class _Row:
+    """Stands for an immutable store row: compared by identity in a Cached key."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+
+def _cached_answer(views: dict[int, Any], keys: dict[int, tuple[Any, ...]], made: list[int]) -> dict[str, Any]:
+    def element(n: int) -> Cached:
+        def view() -> dict[str, Any]:
+            made.append(n)
+            return views[n]
+        return Cached(f"i-{n}", keys[n], view)
+    insts = [element(n) for n in sorted(views)]
+    return {"Reservations": LazyList(iter([{"ReservationId": "r-1", "OwnerId": "1", "Groups": [],
+                                             "Instances": LazyList(iter(insts), len(insts))}]), 1)}
+
+
+def test_a_cached_element_is_the_bytes_of_its_view_and_reused_while_its_rows_are_the_same(proto: Protocol) -> None:
+    rows = {n: _Row("a") for n in range(3)}
+    views = {n: instance(n, [{"Key": "Name", "Value": "a"}]) for n in range(3)}
+    keys = {n: (rows[n],) for n in range(3)}
+    plain = {"Reservations": [{"ReservationId": "r-1", "OwnerId": "1", "Groups": [],
+                               "Instances": [views[n] for n in range(3)]}]}
+    expected = ref_serialize(proto, "DescribeInstances", plain)
+    made: list[int] = []
+    for _ in range(2):
+        assert b"".join(proto.serialize_iter("DescribeInstances", _cached_answer(views, keys, made),
+                                             REQUEST_ID)) == expected
+    assert made == [0, 1, 2]   # rendered once; the second answer reused the three texts
+    # A row replaced (another object, even an equal one), or a key of another length: rendered afresh.
+    views[1] = instance(1, [{"Key": "Name", "Value": "b"}])
+    keys[1] = (_Row("a"),)
+    keys[2] = (rows[2], rows[0])
+    made.clear()
+    out = b"".join(proto.serialize_iter("DescribeInstances", _cached_answer(views, keys, made), REQUEST_ID))
+    assert made == [1, 2]
+    assert b"<value>b</value>" in out
+    # Rendered whole (no slices), a Cached element is its view, rendered afresh.
+    whole = proto.serialize("DescribeInstances", {"Reservations": [
+        {"ReservationId": "r-1", "OwnerId": "1", "Groups": [],
+         "Instances": [Cached("i-0", keys[0], lambda: views[0])]}]}, REQUEST_ID)
+    assert whole == ref_serialize(proto, "DescribeInstances", {"Reservations": [
+        {"ReservationId": "r-1", "OwnerId": "1", "Groups": [], "Instances": [views[0]]}]})
+
+
+def test_cached_texts_are_bounded(proto: Protocol, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol_mod, "_FRAGMENT_CHARS", 5_000)
+    views = {n: instance(n) for n in range(20)}
+    keys = {n: (n,) for n in range(20)}
+    list(proto.serialize_iter("DescribeInstances", _cached_answer(views, keys, []), REQUEST_ID))
+    kept = proto._renderers._fragments
+    assert 0 < len(kept) < 20
+    assert sum(len(text) for _, text in kept.values()) == proto._renderers._fragment_chars <= 5_000
+    assert ("Instance", "i-19") in kept   # the newest kept, the oldest dropped first

@@ -22,6 +22,9 @@ from contextlib import asynccontextmanager
 class Turns:
     def __init__(self) -> None:
         self._held = False
+        self._lent: object = None    # who passed the turn on in this turn of the loop (_lend)
+        self._lent_since = 0.0
+        self._passing = False        # a _pass is scheduled
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []   # a heap: first come first
         self._seq = itertools.count()
 
@@ -34,11 +37,50 @@ class Turns:
         finally:
             self._release()
 
-    async def wait(self, since: float) -> None:
+    async def wait(self, since: float, token: object = None) -> None:
         """Wait for a turn and pass it on at once: what the caller does before its next await
         (a request's parse, signature check and the synchronous part of its handler) still runs
-        alone, since the next holder runs in the loop's next turn at the earliest."""
+        alone, since the next holder runs in the loop's next turn at the earliest. `token`: as
+        for `pass_on`."""
         await self._take(since)
+        self._lend(token, since)
+        self._release()
+
+    def pass_on(self, token: object, since: float) -> bool:
+        """`wait`'s case without suspending (True): the turn was free, so it is taken and passed on
+        at once (False: call `wait`)."""
+        if self._held or self._waiters:
+            return False
+        self._held = True
+        self._lend(token, since)
+        self._release()
+        return True
+
+    def _lend(self, token: object, since: float) -> None:
+        """Until the turn passed on now is handed over (the loop's next turn), `token` may take
+        it back once with `take_free`: a request that has not suspended since its start, so its
+        first slice runs in the same turn as its start, as one block would (it would be next
+        anyway, unless an older request is waiting, which then goes first)."""
+        self._lent, self._lent_since = token, since
+
+    def take_free(self, token: object = None) -> bool:
+        """Take the turn without suspending if it is free (True); then `release` it after the
+        block, as `turn` would. Free: nobody holds or awaits it, or `token` passed it on in this
+        turn of the loop (see `_lend`) and no older request awaits it. False: use `turn`."""
+        if self._held:
+            if token is None or self._lent is not token:
+                return False
+            if self._waiters and self._waiters[0][0] <= self._lent_since:
+                return False
+            self._lent = None   # (once: a second slice waits for the loop's next turn)
+            return True
+        if self._waiters:
+            return False
+        self._held = True
+        return True
+
+    def release(self) -> None:
+        """Give back a turn taken with `take_free`."""
         self._release()
 
     async def _take(self, since: float) -> None:
@@ -56,9 +98,14 @@ class Turns:
 
     def _release(self) -> None:
         # Scheduled, not done now: the next holder runs in the loop's next turn at the earliest.
-        asyncio.get_running_loop().call_soon(self._pass)
+        # (Once: a turn taken back by its lender is released while its pass is still pending.)
+        if not self._passing:
+            self._passing = True
+            asyncio.get_running_loop().call_soon(self._pass)
 
     def _pass(self) -> None:
+        self._passing = False
+        self._lent = None
         while self._waiters:
             fut = heapq.heappop(self._waiters)[2]
             if not fut.done():    # (a cancelled waiter is skipped)

@@ -74,8 +74,10 @@ async def describe_page(cloud: Cloud, caller: Caller, query: Query, chunk: int =
     source tables changed since the page was selected starts over (the second time, all at once).
     """
     for attempt in range(2):
-        stamp = _stamp(cloud)
         groups, token = cloud.compute.describe(caller, query)
+        if sum(len(insts) for _, insts in groups) <= chunk:   # (one chunk, read now: a by-id describe)
+            return page_facts(cloud, groups), token
+        stamp = _stamp(cloud)
         flat = [(n, i) for n, (_, insts) in enumerate(groups) for i in insts]
         facts = facts_of(cloud, (i for _, i in flat[:chunk]))
         for k in range(chunk, len(flat), chunk):

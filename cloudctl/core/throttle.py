@@ -77,7 +77,10 @@ class _Table:
         return k
 
     def touch(self, key: Hashable, now: float) -> _Key:
-        k = self.get(key, now)
+        return self.touch_known(key, self.get(key, now))
+
+    def touch_known(self, key: Hashable, k: _Key | None) -> _Key:
+        """`touch`, given what `get(key, now)` just returned (one lookup less on the hot path)."""
         if k is None:
             k = self.rows[key] = _Key()
             while len(self.rows) > self.cfg.max_tracked:
@@ -97,7 +100,9 @@ class _Table:
     def busy(self, key: Hashable, now: float) -> bool:
         """True if `key` has failures and as many attempts in flight as may still fail before its
         backoff starts (at least one): a further attempt must wait for them."""
-        k = self.get(key, now)
+        return self.busy_known(self.get(key, now))
+
+    def busy_known(self, k: _Key | None) -> bool:
         return k is not None and k.failures > 0 and k.pending >= max(1, self.free + 1 - k.failures)
 
     def begin(self, key: Hashable, now: float) -> None:
@@ -114,8 +119,11 @@ class _Table:
             if over > 0 else 0.0
 
     def wait(self, key: Hashable, now: float) -> float:
-        k = self.get(key, now)
-        return max(0.0, k.until - now) if k is not None else 0.0
+        return _wait(self.get(key, now), now)
+
+
+def _wait(k: _Key | None, now: float) -> float:
+    return max(0.0, k.until - now) if k is not None else 0.0
 
 
 class Throttle:
@@ -157,19 +165,20 @@ class Throttle:
         (admitting nothing) to refuse it."""
         name, now = name[:_MAX_NAME], self.clock()
         pair = (name, source)
-        wait = max(self.pairs.wait(pair, now), self.sources.wait(source, now))
-        if wait == 0 and (self.pairs.busy(pair, now) or self.sources.busy(source, now)):
+        # Each entry is looked up once (a lookup drops a forgotten one) and used for every test.
+        kp, ks = self.pairs.get(pair, now), self.sources.get(source, now)
+        wait = max(_wait(kp, now), _wait(ks, now))
+        if wait == 0 and (self.pairs.busy_known(kp) or self.sources.busy_known(ks)):
             wait = self.cfg.backoff_s   # (the attempts in flight decide whether a backoff starts)
         if wait > 0:
             self.refused += 1
             raise Throttled(wait)
-        k = self.pairs.get(pair, now)
-        trusted = k is not None and k.trusted_until > now
+        trusted = kp is not None and kp.trusted_until > now
         delay = 0.0 if trusted else min(self.names.wait(name, now), self.cfg.name_delay_max_s)
         if delay > 0:
             self.delayed += 1
-        self.pairs.begin(pair, now)
-        self.sources.begin(source, now)
+        self.pairs.touch_known(pair, kp).pending += 1
+        self.sources.touch_known(source, ks).pending += 1
         return delay
 
     def failed(self, name: str, source: str) -> None:
@@ -184,8 +193,12 @@ class Throttle:
     def succeeded(self, name: str, source: str) -> None:
         """The admitted attempt succeeded: its pair is cleared and trusted."""
         name, now = name[:_MAX_NAME], self.clock()
-        self._end(name, source, now)
-        pair = self.pairs.touch((name, source), now)
+        key = (name, source)
+        k = self.pairs.get(key, now)
+        if k is not None and k.pending > 0:   # (_end's part for the pair, on the entry at hand)
+            k.pending -= 1
+        self.sources.end(source, now)
+        pair = self.pairs.touch_known(key, k)
         pair.failures, pair.until, pair.trusted_until = 0, 0.0, now + self.cfg.forget_s
 
     def void(self, name: str, source: str) -> None:

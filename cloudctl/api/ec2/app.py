@@ -146,7 +146,8 @@ class Ec2Api:
             if self.turns is not None:
                 # A burst of requests would otherwise all be checked, parsed and run (up to their
                 # handlers' first await) in one turn of the loop: each starts in its own turn.
-                await self.turns.wait(t0)
+                if not self.turns.pass_on(request, t0):   # (free: taken and passed on, as wait() would)
+                    await self.turns.wait(t0, request)
             if not chunks:
                 scan = None
             count = form.param_count(raw_query, scan.separators if scan else None)
@@ -211,7 +212,7 @@ class Ec2Api:
             result = await handler(self.cloud, caller, req)
             pieces = svc.protocol.serialize_iter(action, result, request_id, self.slice_items)
             turns = self.turns if is_streamed(result) else None   # (small answers: one quick piece)
-            first = await self._slice(pieces, turns, t0)
+            first = await self._slice(pieces, turns, t0, request)
             assert first is not None   # serialize_iter yields at least one piece
             second = None if svc.protocol.is_last(action, first) else await self._slice(pieces, turns, t0)
         except BodyRefused:   # (answered by the listener, which closes the connection)
@@ -308,7 +309,8 @@ class Ec2Api:
                                    query_string=raw_query, headers=request.headers, body=body,
                                    body_sha256=digest, prechecked=pre)
         verified = verify(params=seen) if scheme != "v2" else None   # SigV4 holds before the form is parsed
-        params = await _form_params(query, form_body)
+        params = _small_form_params(query, form_body) if len(form_body) <= form.STEP_CHARS \
+            else await _form_params(query, form_body)
         if verified is None:   # SigV2 signs the parsed fields
             return params, verify(params=params)
         # SigV4 signs the query and the body's hash, not the fields: what the parsed fields can
@@ -318,14 +320,21 @@ class Ec2Api:
             raise AuthError("IncompleteSignature", "Only one auth mechanism allowed", 400)
         return params, verified
 
-    async def _slice(self, pieces: Iterator[bytes], turns: Turns | None, since: float) -> bytes | None:
-        """The answer's next piece (None after the last), rendered in its turn (see Turns).
+    async def _slice(self, pieces: Iterator[bytes], turns: Turns | None, since: float,
+                     token: object = None) -> bytes | None:
+        """The answer's next piece (None after the last), rendered in its turn (see Turns);
+        `token`: the request, for its first piece (see Turns.pass_on).
 
         The handler read the answer's state before the first slice (see core.instance_facts),
         so a change made between two slices never shows up in half of the answer.
         """
         if turns is None:
             return next(pieces, None)
+        if turns.take_free(token):   # (what `turn` does when the turn is free, without its coroutines)
+            try:
+                return next(pieces, None)
+            finally:
+                turns.release()
         async with turns.turn(since):
             return next(pieces, None)
 
@@ -344,6 +353,8 @@ class Ec2Api:
 
 async def _form_params(query: dict[str, str], form_body: bytes) -> dict[str, str]:
     """The query's parameters and the form body's, parsed in steps (a turn of the loop each)."""
+    if len(form_body) <= form.STEP_CHARS:   # (one step: parse_steps would not yield)
+        return _small_form_params(query, form_body)
     params = dict(query)
     if form_body:
         fields: list[tuple[str, str]] = []
@@ -353,6 +364,17 @@ async def _form_params(query: dict[str, str], form_body: bytes) -> dict[str, str
         except UnicodeDecodeError:
             raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
         params.update(fields)
+    return params
+
+
+def _small_form_params(query: dict[str, str], form_body: bytes) -> dict[str, str]:
+    """`_form_params` for a body of at most one step, without its coroutine and generator."""
+    params = dict(query)
+    if form_body:
+        try:
+            params.update(form.fields(form_body.decode()))
+        except UnicodeDecodeError:
+            raise CloudError("InvalidParameterValue", "The request is not valid UTF-8") from None
     return params
 
 

@@ -138,8 +138,22 @@ def _canonical_path(path: str) -> str:
     return quote(first + "/".join(segments) + last, safe="/~")
 
 
+_last_amz_date: tuple[str, float | None] = ("", None)
+
+
 def _parse_amz_date(stamp: str) -> float | None:
-    """Epoch seconds of an ISO 8601 basic UTC stamp; hand-rolled because strptime costs ~8 µs."""
+    """Epoch seconds of an ISO 8601 basic UTC stamp; hand-rolled because strptime costs ~8 µs.
+    The last stamp's value is kept: a client's requests within one second carry the same one."""
+    global _last_amz_date
+    last = _last_amz_date
+    if last[0] == stamp:
+        return last[1]
+    when = _amz_date_seconds(stamp)
+    _last_amz_date = (stamp, when)
+    return when
+
+
+def _amz_date_seconds(stamp: str) -> float | None:
     if len(stamp) != 16 or stamp[8] != "T" or stamp[15] != "Z":
         return None
     digits = stamp[:8] + stamp[9:15]

@@ -13,6 +13,7 @@ Deliberately stdlib-only: the server must never import botocore (see
 from __future__ import annotations
 
 import base64
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from typing import Any, Union
 from cloudctl.api.ec2.model import Ec2Model
 from cloudctl.api.ec2.wire_order import AWS_ORDER
 
-__all__ = ["ParamError", "SerializationError", "Protocol"]
+__all__ = ["Cached", "ParamError", "SerializationError", "Protocol"]
 
 _XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
@@ -493,6 +494,31 @@ class _Renderers:
     def __init__(self) -> None:
         self._structs: dict[str, Callable[..., Any]] = {}
         self._lists: dict[int, tuple[_OutList, Callable[[Any], str]]] = {}
+        # (shape, Cached.slot) -> (Cached.key, its rendered text); insertion-ordered, oldest
+        # dropped first past _FRAGMENT_CHARS characters in all
+        self._fragments: dict[tuple[str, Any], tuple[tuple[Any, ...], str]] = {}
+        self._fragment_chars = 0
+
+    def fragment(self, table: _OutStruct, element: "Cached") -> str | list[Any]:
+        """The members of ``element``'s view rendered by ``table`` (as ``struct(table)(view,
+        LazyList)`` renders them), reused while the objects of its key are the same ones."""
+        slot = (table.shape_name, element.slot)
+        fragments = self._fragments
+        hit = fragments.get(slot)
+        key = element.key
+        if hit is not None:
+            old = hit[0]
+            if len(old) == len(key) and all(map(operator.is_, old, key)):
+                return hit[1]
+            del fragments[slot]
+            self._fragment_chars -= len(hit[1])
+        rendered = self.struct(table)(element.view(), LazyList)
+        if type(rendered) is str:
+            fragments[slot] = (key, rendered)
+            self._fragment_chars += len(rendered)
+            while self._fragment_chars > _FRAGMENT_CHARS and fragments:
+                self._fragment_chars -= len(fragments.pop(next(iter(fragments)))[1])
+        return rendered
 
     def struct(self, table: _OutStruct) -> Callable[..., Any]:
         known = self._structs.get(table.shape_name)
@@ -545,7 +571,9 @@ class _Renderers:
         ns: dict[str, Any] = {"_esc": _esc}
         if item_kind == _STRUCT:
             ns["r"] = self.struct(payload)
-            body = f"    return ''.join([{io} + r(e) + {ic} for e in value if e is not None])"
+            ns["C"] = Cached   # (in a list rendered whole: rendered afresh, the kept text is for slices)
+            body = (f"    return ''.join([{io} + (r(e) if type(e) is not C else r(e.view())) + {ic} "
+                    "for e in value if e is not None])")
         elif item_kind == _LIST:
             ns["r"] = self.list(payload)
             body = f"    return ''.join([{io} + r(e) + {ic} for e in value if e is not None])"
@@ -681,6 +709,27 @@ def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
     return namespace["render"]
 
 
+_FRAGMENT_CHARS = 4 << 20   # rendered fragments kept (~1,300 instances' descriptions)
+
+
+class Cached:
+    """A LazyList element whose rendering is kept and reused while what it shows is unchanged.
+
+    ``key`` is a flat tuple of everything its view is made from: immutable rows (a change
+    replaces the row, so the same object means the same content), and the other values the
+    view reads. The kept text is reused only while each object of the key *is* the one it
+    was rendered from (identity, never equality), so a change of any of them, or a key of
+    another length, renders afresh. ``slot`` names the thing (an instance id); ``view()``
+    makes its dict, only when it has to be rendered. Only the element's own text is kept:
+    the answer around it (request id, its list's other elements) is rendered each time.
+    """
+
+    __slots__ = ("slot", "key", "view")
+
+    def __init__(self, slot: Any, key: tuple[Any, ...], view: Callable[[], Mapping[str, Any]]) -> None:
+        self.slot, self.key, self.view = slot, key, view
+
+
 class LazyList:
     """A list member whose elements are made while the response is written.
 
@@ -733,7 +782,10 @@ def _iter_pieces(renderers: _Renderers, table: _OutStruct, pieces: list[Any], pa
             item_render = renderers.struct(item_payload)
             for element in item:
                 if element is not None:
-                    rendered = item_render(element, LazyList)
+                    if type(element) is Cached:
+                        rendered = renderers.fragment(item_payload, element)
+                    else:
+                        rendered = item_render(element, LazyList)
                     if type(rendered) is str:
                         parts.append(item_open + rendered + item_close)
                     else:

@@ -18,7 +18,7 @@ from ....core.volumes import ROOT_DEVICE
 from ....store.records import Instance, Reservation, Volume
 from .. import requests
 from ..launch import counts, launch_spec, request_data, template_ref
-from ..protocol import LazyList
+from ..protocol import Cached, LazyList
 from .registry import action, ts
 
 
@@ -104,9 +104,21 @@ def mappings_view(vols: Iterable[Volume]) -> list[dict[str, Any]]:
         "DeleteOnTermination": v.delete_on_termination}} for v in vols]
 
 
+def cached_view(cloud: Cloud, f: InstanceFacts) -> Cached:
+    """An instance's description, rendered once and reused while everything instance_view reads
+    is the same: its rows are immutable (a change replaces them), so the same objects mean the
+    same text. The key lists every input of instance_view and network_interface_view."""
+    i = f.inst
+    config = cloud.config
+    key = (i, f.address, f.subnet, f.kernel_id, config, config.region, config.instance_types.get(i.instance_type),
+           cloud.network.vpc_id, len(f.tags), *f.tags, len(f.volumes), *f.volumes,
+           *[part for group in f.groups for part in group])
+    return Cached(i.id, key, lambda: instance_view(cloud, f))
+
+
 def reservation_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts]) -> dict[str, Any]:
     return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [],
-            "Instances": LazyList((instance_view(cloud, f) for f in facts), len(facts))}
+            "Instances": LazyList((cached_view(cloud, f) for f in facts), len(facts))}
 
 
 @action("RunInstances")
