@@ -26,11 +26,11 @@ from .api.ec2.protocol import Protocol
 from .api.hil import hil_refusal
 from .api.metadata import metadata_app
 from .api.metrics import LoginCollector, Metrics
-from .api.query.service import QueryService
+from .api.query.services import LazyService
 from .api.query.services import load_all as load_query_services
 from .api.refusals import MalformedHttp, RefusalLog
 from .config import Config, Listen
-from .core.cloud import Cloud
+from .core.cloud import LAZY_ROWS, Cloud
 
 log = logging.getLogger("cloudctl")
 
@@ -170,7 +170,7 @@ async def run(config: Config) -> None:
     model = load_model(ACTIONS, cache_dir)
     check_actions(model)
     protocol = Protocol(model)
-    services = load_query_services(cache_dir)   # STS, IAM: on the EC2 listener, by signature scope
+    services = load_query_services(cache_dir)   # STS, IAM, …: on the EC2 listener, by signature scope
     bound = await _bind(config)
     try:
         config = _as_bound(config, bound)
@@ -191,7 +191,7 @@ async def run(config: Config) -> None:
             b.close()
 
 
-async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dict[str, QueryService],
+async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dict[str, LazyService],
                  monitor: LoopMonitor, http_refusals: RefusalLog, bound: dict[str, listener.Bound],
                  listeners: dict[str, listener.Listener], t0: float) -> None:
     """Serve the endpoints over `cloud` on their bound addresses (each one started is added to
@@ -201,7 +201,10 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
     if config.xmlrpc is not None:
         from .api.xmlrpc.app import METHODS
         one_methods = tuple(METHODS)
-    metrics = Metrics(cloud, [*ACTIONS, *one_methods, *(a for s in services.values() for a in s.actions)])
+    loaded = (s.get() for s in services.values() if s.loaded)   # (the others: added at their first use)
+    metrics = Metrics(cloud, [*ACTIONS, *one_methods, *(a for s in loaded for a in s.actions)])
+    for svc in services.values():
+        svc.on_load = lambda s: metrics.known.update(s.actions)
     metrics.attach()
     http_refusals.observe = metrics.refusal
     logging.getLogger("aiohttp.server").addFilter(MalformedHttp(http_refusals))
@@ -230,6 +233,9 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
             "uptime_s": round(time.time() - cloud.started_at, 1),
             "connections": {name: {"open": ln.site.open, "refused": ln.site.refused}
                             for name, ln in listeners.items()},
+            # What is loaded at its first use (issue 14: base RSS): core services, query services.
+            "loaded": {"core": sorted(name for name in LAZY_ROWS if cloud.built(name)),
+                       "query": sorted(name for name, s in services.items() if s.loaded)},
         }
 
     admin = AdminApi(cloud, token, stats, config.admin)

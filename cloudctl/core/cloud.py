@@ -17,14 +17,13 @@ from ..drivers.hypervisor.registry import make_driver
 from ..drivers.ip_scripts import scripts_for
 from ..drivers.loadbalancer.base import LoadBalancerDriver
 from ..drivers.storage.qemu_img import QemuImgStorage
+from ..store import records
 from ..store.store import Store, ensure_private_dir
 from . import gcpolicy
 from .addresses import Addresses
-from .autoscaling import AutoScaling
 from .baremetal import Baremetal
 from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
-from .cloudformation.engine import Engine as CfnEngine
 from .compute import HOSTS_AT_ONCE, Compute
 from .elb import Elb
 from .events import Events
@@ -49,7 +48,12 @@ from .volumes import Volumes
 from .vpc import DefaultVpc
 from .work import KeyedWork
 
-if TYPE_CHECKING:   # (loaded when the config has a marketplace: they bring cryptography and asn1crypto)
+if TYPE_CHECKING:
+    # (built at their first use or when the state holds their rows: see LAZY_ROWS)
+    from .autoscaling import AutoScaling
+    from .cloudformation.engine import Engine as CfnEngine
+
+    # (loaded when the config has a marketplace: they bring cryptography and asn1crypto)
     from .marketplace.publisher import Publisher
     from .marketplace.subscriber import Subscriber
 
@@ -94,6 +98,19 @@ def controller_id(state_dir: Path) -> str:
             f.flush()
             os.fsync(f.fileno())
         return ident
+
+
+# Services every user may call but most deployments never do, with the rows they keep (issue 14:
+# base RSS, ~2 MiB of code and objects for these two). Their tables are the store's like any
+# other, loaded from the checkpoint and journal; the service itself (its code, indexes and
+# background tasks) is built at its first use (`Cloud.autoscaling`, `Cloud.cloudformation`), or at
+# start when any of these tables holds a row, so what a crash left open is taken up as before.
+LAZY_ROWS: dict[str, tuple[type[records.Row], ...]] = {
+    "autoscaling": (records.LaunchConfiguration, records.ScalingGroup, records.ScalingMember,
+                    records.ScalingActivity, records.ScalingPolicy),
+    "cloudformation": (records.CfnStack, records.CfnResource, records.CfnEvent, records.CfnSignal,
+                       records.CfnWait, records.CfnChangeSet),
+}
 
 
 # Background tasks are stopped in this order at shutdown, each group ended before the next:
@@ -192,13 +209,43 @@ class Cloud:
             self.subscriber = Subscriber(store, self.images, self.tags, self.events, m)
         self.metadata = InstanceMetadata(store, cfg.region, self.images, self.keypairs, self.network,
                                          addresses=self.addresses, types=cfg.instance_types)
-        # AutoScaling launches from launch templates and keeps its groups' load balancers' members.
-        self.autoscaling = AutoScaling(store, cfg, self.tags, self.images, self.keypairs, self.security_groups,
-                                       self.network, self.compute, self.users, self.launch_templates, self.elb)
-        # CloudFormation's resource handlers call the services above, for each stack's owner.
-        self.cloudformation = CfnEngine(store, cfg.region, self, self.users)
+        self._autoscaling: AutoScaling | None = None      # (see LAZY_ROWS)
+        self._cloudformation: CfnEngine | None = None
+        self._started = False   # services built from now on start their background tasks at once
         self.baremetal = Baremetal(store, cfg.baremetal, self.events, self.compute, self.users, self.images,
                                    secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle)
+
+    @property
+    def autoscaling(self) -> AutoScaling:
+        """AutoScaling, built at its first use (see LAZY_ROWS)."""
+        if self._autoscaling is None:
+            from .autoscaling import AutoScaling
+            # It launches from launch templates and keeps its groups' load balancers' members.
+            a = AutoScaling(self.store, self.config, self.tags, self.images, self.keypairs, self.security_groups,
+                            self.network, self.compute, self.users, self.launch_templates, self.elb)
+            self._autoscaling = a
+            if self._started:
+                a.start(self.tasks, self.events)
+        return self._autoscaling
+
+    @property
+    def cloudformation(self) -> CfnEngine:
+        """CloudFormation, built at its first use (see LAZY_ROWS)."""
+        if self._cloudformation is None:
+            from .cloudformation.engine import Engine
+            # Its resource handlers call the services above, for each stack's owner.
+            e = Engine(self.store, self.config.region, self, self.users)
+            self._cloudformation = e
+            if self._started:
+                e.start(self.tasks)
+        return self._cloudformation
+
+    def built(self, service: str) -> bool:
+        """Whether a service of LAZY_ROWS has been built (by its first use or its rows at start)."""
+        return getattr(self, f"_{service}") is not None
+
+    def _holds_rows(self, service: str) -> bool:
+        return any(len(self.store.table(t)) for t in LAZY_ROWS[service])
 
     async def _start(self) -> None:
         """Connect the hosts, seed the images, reconcile, then start the background tasks."""
@@ -255,8 +302,10 @@ class Cloud:
         _freeze_long_lived()
         self.baremetal.start()
         self.monitor.start(connected)
-        self.autoscaling.start(self.tasks, self.events)
-        self.cloudformation.start(self.tasks)
+        self._started = True
+        for service in LAZY_ROWS:
+            if self._holds_rows(service):
+                getattr(self, service)   # (built, and its background tasks started)
         self.tasks.every("periodic", cfg.checkpoint.interval_s, self._maybe_checkpoint,
                          poll=min(5.0, cfg.checkpoint.interval_s))
         self.tasks.every("periodic", min(60.0, max(1.0, cfg.terminated_visible_s / 4)), self.compute.expire_terminated)
