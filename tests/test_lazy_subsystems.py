@@ -88,18 +88,18 @@ def test_autoscaling_and_cloudformation_load_at_first_request_and_at_start_once_
     user = first.create_user("lazy-user")
     asg = boto_client(first, user, "autoscaling")
     assert asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
-    assert loaded(first)["core"] == ["autoscaling"]
+    assert loaded(first)["core"] == ["autoscaling", "elb"]   # (AutoScaling keeps its groups' load balancers)
     image = first.client(user).describe_images()["Images"][0]["ImageId"]
     asg.create_launch_configuration(LaunchConfigurationName="lc", ImageId=image, InstanceType="t3.nano")
     cfn = boto_client(first, user, "cloudformation")
     cfn.create_stack(StackName="waits", TemplateBody=WAIT_ONLY)
-    assert loaded(first)["core"] == ["autoscaling", "cloudformation"]
+    assert loaded(first)["core"] == ["autoscaling", "cloudformation", "elb"]
     wait_until(lambda: cfn.describe_stacks(StackName="waits")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE")
     assert set(loaded(first)["query"]) >= {"autoscaling", "cloudformation"}
     first.stop()
 
     first.start()   # the state holds their rows: built at start (their background tasks too)
-    assert loaded(first) == {"core": ["autoscaling", "cloudformation"], "query": []}   # (the cache is warm)
+    assert loaded(first) == {"core": ["autoscaling", "cloudformation", "elb"], "query": []}   # (the cache is warm)
     assert [c["LaunchConfigurationName"] for c in asg.describe_launch_configurations()["LaunchConfigurations"]] \
         == ["lc"]
     assert cfn.describe_stacks(StackName="waits")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
@@ -110,12 +110,15 @@ def test_a_query_service_loads_at_its_first_request_with_a_warm_model_cache(new_
     new_server().stop()   # (its start filled the model cache, if it was cold)
     s = new_server()
     assert loaded(s) == {"core": [], "query": []}
+    scrape = urllib.request.urlopen(s.url("admin") + "/metrics", timeout=30).read().decode()
+    assert "cloudctl_elb_proxy_restarts_total 0.0" in scrape   # (the metrics of load balancers build none)
+    assert loaded(s)["core"] == []
     user = s.create_user("sts-user")
     sts = boto_client(s, user, "sts")
     assert sts.get_caller_identity()["Arn"].endswith("sts-user")
     elb = boto_client(s, user, "elb")
     assert elb.describe_load_balancers()["LoadBalancerDescriptions"] == []
-    assert loaded(s) == {"core": [], "query": ["elasticloadbalancing", "sts"]}
+    assert loaded(s) == {"core": ["elb"], "query": ["elasticloadbalancing", "sts"]}
     metrics = urllib.request.urlopen(s.url("admin") + "/metrics", timeout=30).read().decode()
     assert 'action="GetCallerIdentity"' in metrics   # (its actions joined the metrics' known ones)
 
@@ -125,6 +128,6 @@ def test_every_table_of_a_lazy_service_is_listed() -> None:
     service at start (its background work, a crash's open operations, would wait for a request)."""
     from cloudctl.core.cloud import LAZY_ROWS
     from cloudctl.store.records import ROW_TYPES
-    prefixes = {"autoscaling": "asg_", "cloudformation": "cfn_"}
+    prefixes = {"autoscaling": "asg_", "cloudformation": "cfn_", "elb": "load_balancers"}
     for service, rows in LAZY_ROWS.items():
         assert {t.table for t in rows} == {t.table for t in ROW_TYPES if t.table.startswith(prefixes[service])}
