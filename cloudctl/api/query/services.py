@@ -4,14 +4,17 @@ Each is loaded at its first request (issue 14: base RSS), on a worker thread: it
 (handlers, and the core service they import) and its trimmed botocore model, from a warm model
 cache (api/ec2/model.py) 1-5 ms of CPU for STS, IAM and ELB, ~30 ms for AutoScaling and ~55 ms
 for CloudFormation with their core. A service whose model is not cached yet at start (a fresh
-install, a new botocore) is loaded at start, as before, so that the model is built then and not
-at a first request.
+install, a new botocore) has it built at start, as before, so that it is not built at a first
+request: by a child process that imports their packages (this one does not).
 """
 from __future__ import annotations
 
 import asyncio
 import importlib
 import importlib.metadata
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -127,12 +130,33 @@ def _model_cached(name: str, cache_dir: Path) -> bool:
     return any(Path(cache_dir).glob(f"{PACKAGES[name][1]}-model-{version}-*.json"))
 
 
+def _build_models(names: list[str], cache_dir: Path) -> None:
+    """Build these services' models into the cache in a child process, which imports their
+    packages to learn their actions (the same child api/ec2/model.py runs then builds each)."""
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[3])   # (the checkout or site-packages holding cloudctl)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    subprocess.run([sys.executable, "-m", "cloudctl.api.query.services", str(cache_dir), *names], env=env,
+                   capture_output=True, check=False)
+
+
 def load_all(cache_dir: Path, on_load: Callable[[QueryService], None] | None = None,
              names: Iterable[str] = PACKAGES) -> dict[str, LazyService]:
-    """Each service by signing name, loaded at its first use; those without a cached model are
-    loaded now (blocks: call at start-up). `on_load(service)` is told of each service loaded."""
+    """Each service by signing name, loaded at its first use. Those without a cached model have it
+    built now, in a child process (blocks: call at start-up); if that fails, they are loaded here,
+    as before, so that the failure stops the start with its reason. `on_load(service)` is told of
+    each service loaded."""
     out = {name: LazyService(name, cache_dir, on_load) for name in names}
-    for name, svc in out.items():
-        if not _model_cached(name, cache_dir):
-            svc.get()
+    cold = [name for name in out if not _model_cached(name, cache_dir)]
+    if cold:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        _build_models(cold, cache_dir)
+        for name in cold:
+            if not _model_cached(name, cache_dir):
+                out[name].get()
     return out
+
+
+if __name__ == "__main__":   # the child of _build_models: python -m cloudctl.api.query.services DIR NAME...
+    for _name in sys.argv[2:]:
+        load(spec(_name), Path(sys.argv[1]))
