@@ -15,6 +15,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from . import malloc
 from .api import listener
 from .api.admin import AdminApi, ensure_token
 from .api.ec2.actions import ACTIONS
@@ -25,11 +26,11 @@ from .api.ec2.protocol import Protocol
 from .api.hil import hil_refusal
 from .api.metadata import metadata_app
 from .api.metrics import LoginCollector, Metrics
-from .api.query.service import QueryService
+from .api.query.services import LazyService
 from .api.query.services import load_all as load_query_services
 from .api.refusals import MalformedHttp, RefusalLog
 from .config import Config, Listen
-from .core.cloud import Cloud
+from .core.cloud import LAZY_ROWS, Cloud
 
 log = logging.getLogger("cloudctl")
 
@@ -169,7 +170,7 @@ async def run(config: Config) -> None:
     model = load_model(ACTIONS, cache_dir)
     check_actions(model)
     protocol = Protocol(model)
-    services = load_query_services(cache_dir)   # STS, IAM: on the EC2 listener, by signature scope
+    services = load_query_services(cache_dir)   # STS, IAM, …: on the EC2 listener, by signature scope
     bound = await _bind(config)
     try:
         config = _as_bound(config, bound)
@@ -190,7 +191,7 @@ async def run(config: Config) -> None:
             b.close()
 
 
-async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dict[str, QueryService],
+async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dict[str, LazyService],
                  monitor: LoopMonitor, http_refusals: RefusalLog, bound: dict[str, listener.Bound],
                  listeners: dict[str, listener.Listener], t0: float) -> None:
     """Serve the endpoints over `cloud` on their bound addresses (each one started is added to
@@ -200,7 +201,10 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
     if config.xmlrpc is not None:
         from .api.xmlrpc.app import METHODS
         one_methods = tuple(METHODS)
-    metrics = Metrics(cloud, [*ACTIONS, *one_methods, *(a for s in services.values() for a in s.actions)])
+    loaded = (s.get() for s in services.values() if s.loaded)   # (the others: added at their first use)
+    metrics = Metrics(cloud, [*ACTIONS, *one_methods, *(a for s in loaded for a in s.actions)])
+    for svc in services.values():
+        svc.on_load = lambda s: metrics.known.update(s.actions)
     metrics.attach()
     http_refusals.observe = metrics.refusal
     logging.getLogger("aiohttp.server").addFilter(MalformedHttp(http_refusals))
@@ -229,6 +233,9 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
             "uptime_s": round(time.time() - cloud.started_at, 1),
             "connections": {name: {"open": ln.site.open, "refused": ln.site.refused}
                             for name, ln in listeners.items()},
+            # What is loaded at its first use (issue 14: base RSS): core services, query services.
+            "loaded": {"core": sorted(name for name in LAZY_ROWS if cloud.built(name)),
+                       "query": sorted(name for name, s in services.items() if s.loaded)},
         }
 
     admin = AdminApi(cloud, token, stats, config.admin)
@@ -285,6 +292,7 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
           f"(token in {config.state_dir}/admin.token)\n"
           f"{md_line}{console_line}"
           f"Create the first user with:  cloudctl user create alice{cfg_arg}", flush=True)
+    await asyncio.to_thread(malloc.trim)   # what start-up freed goes back to the kernel (~1.7 MiB)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -304,4 +312,5 @@ def _reset_handler(monitor: LoopMonitor) -> Any:
 def serve(config: Config) -> None:
     logging.basicConfig(level=os.environ.get("CLOUDCTL_LOG", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    malloc.limit_arenas()   # before the loop's and the hosts' threads exist
     uvloop.run(run(config))

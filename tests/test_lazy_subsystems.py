@@ -1,9 +1,12 @@
 """Optional subsystems are loaded when configured or first used, not at start (issue 14: base RSS):
 cryptography (~7 MiB) with the first key pair or sealed password, XML-RPC's lxml (~5 MiB) and the
 marketplace only when their listeners are configured. Seen from outside, in the served process's
-memory map: a shared library is there once its module has been imported."""
+memory map: a shared library is there once its module has been imported. AutoScaling and
+CloudFormation (core/cloud.py's LAZY_ROWS) and the query services (api/query/services.py) are
+built at their first request, or at start when the state holds their rows: seen in /v0/stats."""
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import pyone
 import pytest
 from botocore.config import Config as BotoConfig
 
-from support import REGION
+from support import REGION, Servers, boto_client, wait_until
 
 CRYPTOGRAPHY = "cryptography/hazmat/bindings/_rust"
 LXML = "lxml/etree"
@@ -68,3 +71,75 @@ def test_the_console_templates_load_with_the_first_page(plain: Any) -> None:
     with urllib.request.urlopen(plain.url("admin") + "/console/login", timeout=30) as resp:
         assert resp.status == 200 and b"<form" in resp.read()
     assert MARKUPSAFE in mapped(plain)
+
+
+def loaded(server: Any) -> dict[str, list[str]]:
+    got: dict[str, list[str]] = server.admin("GET", "/v0/stats")["loaded"]
+    return got
+
+
+WAIT_ONLY = '{"Resources": {"H": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}'
+
+
+def test_autoscaling_and_cloudformation_load_at_first_request_and_at_start_once_they_hold_rows(
+        new_server: Any) -> None:
+    first = new_server()
+    assert loaded(first)["core"] == []
+    user = first.create_user("lazy-user")
+    asg = boto_client(first, user, "autoscaling")
+    assert asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
+    assert loaded(first)["core"] == ["autoscaling", "elb"]   # (AutoScaling keeps its groups' load balancers)
+    image = first.client(user).describe_images()["Images"][0]["ImageId"]
+    asg.create_launch_configuration(LaunchConfigurationName="lc", ImageId=image, InstanceType="t3.nano")
+    cfn = boto_client(first, user, "cloudformation")
+    cfn.create_stack(StackName="waits", TemplateBody=WAIT_ONLY)
+    assert loaded(first)["core"] == ["autoscaling", "cloudformation", "elb"]
+    wait_until(lambda: cfn.describe_stacks(StackName="waits")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE")
+    assert set(loaded(first)["query"]) >= {"autoscaling", "cloudformation"}
+    first.stop()
+
+    first.start()   # the state holds their rows: built at start (their background tasks too)
+    assert loaded(first) == {"core": ["autoscaling", "cloudformation", "elb"], "query": []}   # (the cache is warm)
+    assert [c["LaunchConfigurationName"] for c in asg.describe_launch_configurations()["LaunchConfigurations"]] \
+        == ["lc"]
+    assert cfn.describe_stacks(StackName="waits")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    assert loaded(first)["query"] == ["autoscaling", "cloudformation"]
+
+
+def test_a_query_service_loads_at_its_first_request_also_after_a_cold_start(tmp_path: Path) -> None:
+    """A model cache without the query services' models: a child process builds them at start
+    (this process does not import the services); the first request loads one from there."""
+    cache = tmp_path / "cold-cache"
+    servers = Servers(lambda: tmp_path / "srv", cache)
+    (tmp_path / "srv").mkdir()
+    try:
+        check_lazy_query_services(servers(), cache)
+    finally:
+        servers.stop()
+
+
+def check_lazy_query_services(s: Any, cache: Path) -> None:
+    assert loaded(s) == {"core": [], "query": []}
+    assert {p.name.split("-model-")[0] for p in cache.glob("*-model-*.json")} \
+        == {"ec2", "sts", "iam", "autoscaling", "elb", "cloudformation"}
+    scrape = urllib.request.urlopen(s.url("admin") + "/metrics", timeout=30).read().decode()
+    assert "cloudctl_elb_proxy_restarts_total 0.0" in scrape   # (the metrics of load balancers build none)
+    assert loaded(s)["core"] == []
+    user = s.create_user("sts-user")
+    sts = boto_client(s, user, "sts")
+    assert sts.get_caller_identity()["Arn"].endswith("sts-user")
+    elb = boto_client(s, user, "elb")
+    assert elb.describe_load_balancers()["LoadBalancerDescriptions"] == []
+    assert loaded(s) == {"core": ["elb"], "query": ["elasticloadbalancing", "sts"]}
+    metrics = urllib.request.urlopen(s.url("admin") + "/metrics", timeout=30).read().decode()
+    assert 'action="GetCallerIdentity"' in metrics   # (its actions joined the metrics' known ones)
+
+
+def test_every_table_of_a_lazy_service_is_listed() -> None:
+    """A restart whose state holds rows only in a table left out of LAZY_ROWS would not build the
+    service at start (its background work, a crash's open operations, would wait for a request)."""
+    from cloudctl.core.cloud import LAZY_ROWS
+    from cloudctl.store.records import ROW_TYPES
+    prefixes = {"autoscaling": "asg_", "cloudformation": "cfn_", "elb": "load_balancers"}
+    for service, rows in LAZY_ROWS.items():
+        assert {t.table for t in rows} == {t.table for t in ROW_TYPES if t.table.startswith(prefixes[service])}

@@ -42,7 +42,7 @@ _SEND_PER_TURN = 256 * 1024   # bytes of a scrape's answer written per loop turn
 class Metrics:
     def __init__(self, cloud: "Cloud", known_actions: Iterable[str] = ()) -> None:
         self.cloud = cloud
-        self.known = frozenset(known_actions)
+        self.known = set(known_actions)   # (grows as query services load: api/query/services.py)
         # The labelled children by (api, action, code), looked up once each: bounded like their labels.
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         r = self.registry = CollectorRegistry(auto_describe=False)

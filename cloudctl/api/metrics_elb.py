@@ -20,7 +20,7 @@ class ElbCollector(Collector):
         self.cloud = cloud
 
     def collect(self) -> Iterable[Metric]:
-        elb = self.cloud.elb
+        elb = self.cloud.elb if self.cloud.built("elb") else None   # (not built: no load balancer, no proxy)
         requests = CounterMetricFamily("cloudctl_elb_requests", "requests (HTTP) or connections (TCP) the "
                                        "load balancer's proxy served, all listeners", labels=_LABELS)
         errors = CounterMetricFamily("cloudctl_elb_backend_errors", "connection and response errors towards "
@@ -31,7 +31,7 @@ class ElbCollector(Collector):
                                       "checks find down", labels=_LABELS)
         proxies = GaugeMetricFamily("cloudctl_elb_proxy_up", "1 if the load balancer's proxy was read at the "
                                     "last supervision round", labels=_LABELS)
-        for lb in list(elb.table.values()):
+        for lb in list(elb.table.values()) if elb is not None else []:
             labels = [lb.id, lb.address]
             s = elb.plane.reading(lb.id)
             proxies.add_metric(labels, 0 if s is None else 1)
@@ -43,6 +43,6 @@ class ElbCollector(Collector):
             unhealthy.add_metric(labels, s.unhealthy)
         yield from (requests, errors, healthy, unhealthy, proxies)
         yield CounterMetricFamily("cloudctl_elb_proxy_restarts", "load balancer proxies found gone and started "
-                                  "again", value=elb.plane.restarts)
+                                  "again", value=elb.plane.restarts if elb is not None else 0)
         yield CounterMetricFamily("cloudctl_elb_orphans_removed", "proxies found without a load balancer and "
-                                  "removed", value=elb.plane.orphans_removed)
+                                  "removed", value=elb.plane.orphans_removed if elb is not None else 0)

@@ -36,6 +36,11 @@ class Service:
     protocol: WireProtocol
     actions: Mapping[str, Handler]
     read_only: tuple[str, ...]       # action-name prefixes whose exact replay is harmless
+    ready = True                     # False: `prepare` first loads what its requests need
+
+    async def prepare(self) -> None:
+        """Load what the service's requests need (its code, its model) off the event loop; the
+        endpoint awaits it before a request's action when `ready` is False (api/query/services.py)."""
 
     def error(self, code: str, message: str, request_id: str, status: int | None = None,
               kind: ErrorKind | None = None) -> tuple[bytes, int]:

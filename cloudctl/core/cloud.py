@@ -17,16 +17,14 @@ from ..drivers.hypervisor.registry import make_driver
 from ..drivers.ip_scripts import scripts_for
 from ..drivers.loadbalancer.base import LoadBalancerDriver
 from ..drivers.storage.qemu_img import QemuImgStorage
+from ..store import records
 from ..store.store import Store, ensure_private_dir
 from . import gcpolicy
 from .addresses import Addresses
-from .autoscaling import AutoScaling
 from .baremetal import Baremetal
 from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
-from .cloudformation.engine import Engine as CfnEngine
 from .compute import HOSTS_AT_ONCE, Compute
-from .elb import Elb
 from .events import Events
 from .host_health import HostStates
 from .images import Images
@@ -49,7 +47,13 @@ from .volumes import Volumes
 from .vpc import DefaultVpc
 from .work import KeyedWork
 
-if TYPE_CHECKING:   # (loaded when the config has a marketplace: they bring cryptography and asn1crypto)
+if TYPE_CHECKING:
+    # (built at their first use or when the state holds their rows: see LAZY_ROWS)
+    from .autoscaling import AutoScaling
+    from .cloudformation.engine import Engine as CfnEngine
+    from .elb import Elb
+
+    # (loaded when the config has a marketplace: they bring cryptography and asn1crypto)
     from .marketplace.publisher import Publisher
     from .marketplace.subscriber import Subscriber
 
@@ -157,6 +161,21 @@ async def _close_after(hosts: asyncio.Future[dict[str, HostResources | None]],
             pass
 
 
+# Services every user may call but most deployments never do, with the rows they keep (issue 14:
+# base RSS, ~3 MiB of code and objects for these three). Their tables are the store's like any
+# other, loaded from the checkpoint and journal; the service itself (its code, indexes and
+# background tasks) is built at its first use (`Cloud.autoscaling`, `Cloud.cloudformation`), or at
+# start when any of these tables holds a row, so what a crash left open is taken up as before
+# (ELB: also when a proxy's folder is left in its run_dir, so that an orphan is removed as before).
+LAZY_ROWS: dict[str, tuple[type[records.Row], ...]] = {
+    "elb": (records.LoadBalancer,),
+    "autoscaling": (records.LaunchConfiguration, records.ScalingGroup, records.ScalingMember,
+                    records.ScalingActivity, records.ScalingPolicy),
+    "cloudformation": (records.CfnStack, records.CfnResource, records.CfnEvent, records.CfnSignal,
+                       records.CfnWait, records.CfnChangeSet),
+}
+
+
 # Background tasks are stopped in this order at shutdown, each group ended before the next:
 # the stack operations first (journaled step by step, they resume at start-up), the host
 # pollers (their rounds start fences and state changes), then fence loops, the
@@ -213,6 +232,7 @@ class Cloud:
     def __init__(self, config: Config, endpoint: str, store: Store, drivers: dict[str, HypervisorDriver],
                  secrets: BmSecrets) -> None:
         cfg = config
+        self._started = False   # services of LAZY_ROWS built from now on start their background tasks at once
         self.config = config
         self.endpoint = endpoint
         self.store = store
@@ -251,7 +271,7 @@ class Cloud:
         self.interfaces = NetworkInterfaces(self.compute.of_owner, cfg.region, self.network, self.addresses,
                                             self.security_groups)
         self.vpc = DefaultVpc(self.network)
-        self.elb = Elb(store, cfg, self.network, elb_driver(cfg), self.tasks, self.security_groups)
+        self._elb: Elb | None = None   # (see LAZY_ROWS)
         self.monitor = Monitor(store, cfg, self.compute, self.scheduler, drivers, self.events, self.health,
                                self.tasks)
         self.publisher: Publisher | None = None
@@ -266,13 +286,58 @@ class Cloud:
             self.subscriber = Subscriber(store, self.images, self.tags, self.events, m)
         self.metadata = InstanceMetadata(store, cfg.region, self.images, self.keypairs, self.network,
                                          addresses=self.addresses, types=cfg.instance_types)
-        # AutoScaling launches from launch templates and keeps its groups' load balancers' members.
-        self.autoscaling = AutoScaling(store, cfg, self.tags, self.images, self.keypairs, self.security_groups,
-                                       self.network, self.compute, self.users, self.launch_templates, self.elb)
-        # CloudFormation's resource handlers call the services above, for each stack's owner.
-        self.cloudformation = CfnEngine(store, cfg.region, self, self.users)
+        self._autoscaling: AutoScaling | None = None      # (see LAZY_ROWS)
+        self._cloudformation: CfnEngine | None = None
         self.baremetal = Baremetal(store, cfg.baremetal, self.events, self.compute, self.users, self.images,
                                    secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle)
+
+    @property
+    def elb(self) -> Elb:
+        """Classic load balancing, built at its first use (see LAZY_ROWS)."""
+        if self._elb is None:
+            from .elb import Elb
+            e = Elb(self.store, self.config, self.network, elb_driver(self.config), self.tasks, self.security_groups)
+            self._elb = e
+            if self._started:
+                e.start()
+        return self._elb
+
+    @property
+    def autoscaling(self) -> AutoScaling:
+        """AutoScaling, built at its first use (see LAZY_ROWS)."""
+        if self._autoscaling is None:
+            from .autoscaling import AutoScaling
+            # It launches from launch templates and keeps its groups' load balancers' members.
+            a = AutoScaling(self.store, self.config, self.tags, self.images, self.keypairs, self.security_groups,
+                            self.network, self.compute, self.users, self.launch_templates, self.elb)
+            self._autoscaling = a
+            if self._started:
+                a.start(self.tasks, self.events)
+        return self._autoscaling
+
+    @property
+    def cloudformation(self) -> CfnEngine:
+        """CloudFormation, built at its first use (see LAZY_ROWS)."""
+        if self._cloudformation is None:
+            from .cloudformation.engine import Engine
+            # Its resource handlers call the services above, for each stack's owner.
+            e = Engine(self.store, self.config.region, self, self.users)
+            self._cloudformation = e
+            if self._started:
+                e.start(self.tasks)
+        return self._cloudformation
+
+    def built(self, service: str) -> bool:
+        """Whether a service of LAZY_ROWS has been built (by its first use or its rows at start)."""
+        return getattr(self, f"_{service}") is not None
+
+    def _holds_rows(self, service: str) -> bool:
+        return any(len(self.store.table(t)) for t in LAZY_ROWS[service])
+
+    def _proxies_left(self) -> bool:
+        """Whether the load balancers' run_dir holds a proxy's folder (running or not)."""
+        run_dir = self.config.elb.run_dir
+        return run_dir is not None and run_dir.is_dir() and any(p.is_dir() for p in run_dir.iterdir())
 
     async def _start(self, found: dict[str, HostResources | None]) -> None:
         """Seed the images, reconcile with the hosts (connected: `found`), then start the
@@ -306,13 +371,15 @@ class Cloud:
         self.volumes.reconcile()
         self.imports.reconcile()
         self.addresses.reconcile()
-        self.elb.start()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
         self.baremetal.start()
         self.monitor.start(connected)
-        self.autoscaling.start(self.tasks, self.events)
-        self.cloudformation.start(self.tasks)
+        self._started = True
+        proxies_left = await asyncio.to_thread(self._proxies_left)
+        for service in LAZY_ROWS:
+            if self._holds_rows(service) or (service == "elb" and proxies_left):
+                getattr(self, service)   # (built, and its background tasks started)
         self.tasks.every("periodic", cfg.checkpoint.interval_s, self._maybe_checkpoint,
                          poll=min(5.0, cfg.checkpoint.interval_s))
         self.tasks.every("periodic", min(60.0, max(1.0, cfg.terminated_visible_s / 4)), self.compute.expire_terminated)
@@ -352,7 +419,8 @@ class Cloud:
         """Background tasks first (in TASK_ORDER), then the work they and requests started, the
         services holding processes and sessions, the journal, and the hypervisor connections."""
         await self.tasks.stop()
-        await self.elb.close()
+        if self._elb is not None:
+            await self._elb.close()
         if self.subscriber is not None:
             await self.subscriber.close()
         await asyncio.wait_for(self.compute.idle(), timeout=30)

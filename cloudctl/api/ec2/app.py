@@ -181,6 +181,8 @@ class Ec2Api:
                 self.logins.succeeded(*login)
                 login = None
                 svc = self.services[verified.service]
+                if not svc.ready:   # (a service loaded at its first request: on a worker thread)
+                    await svc.prepare()
                 user = self.cloud.users.by_access_key(verified.access_key)
                 if user is None:  # deleted between the signature check and now
                     raise AuthError("AuthFailure", "AWS was not able to validate the provided access credentials",
