@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -241,16 +241,12 @@ class Tag(Row):
     owner: str
     tag_key: str
     value: str
-    # The primary key, made once: built at each access, the table and each index kept their own
-    # copy of the string (444 B per instance in the scale bench). Not a stored field (init=False).
-    _key: str = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_key", f"{self.resource_id}\x1f{self.tag_key}")
+    # The table does not keep Tag rows (store/tagtable.py packs a resource's tags in one tuple and
+    # makes rows as they are read), so the key is built when asked for, not held by each row.
 
     @property
     def key(self) -> str:
-        return self._key
+        return f"{self.resource_id}\x1f{self.tag_key}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ from typing import Any, Generic, TypeVar
 from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path, read_journal
-from .records import ROW_TYPES, Row
+from .records import ROW_TYPES, Row, Tag
+from .tagtable import TagTable
 
 _json_str = encode_basestring_ascii   # json.dumps(key) for a str key, without its dispatch
 
@@ -322,6 +323,13 @@ class Table(Generic[R]):
             ix = self._named[name] = self.add_index(make())
         return ix  # type: ignore[return-value]
 
+    def listing(self) -> tuple[int, Iterator[R]]:
+        """(how many rows, the rows as they were when the snapshot began): see Store.checkpoint.
+        Listed now (a reference each, on the loop); read later, on the checkpoint's worker."""
+        rows = list(self.rows.values())
+        before, self._before = self._before, None
+        return len(rows), _as_of(rows, before or {})
+
     def _set(self, key: str, row: R | None) -> R | None:
         self.changes += 1
         old = self.rows.get(key)
@@ -412,7 +420,9 @@ def _reading(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
 class Store:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.tables: dict[str, Table[Any]] = {t.table: Table(t) for t in ROW_TYPES}
+        # (The tags table packs each resource's tags in one tuple: same interface, same records.)
+        self.tables: dict[str, Table[Any]] = {
+            t.table: TagTable() if t is Tag else Table(t) for t in ROW_TYPES}   # type: ignore[misc]
         self.gen = 0
         self.journal: Journal | None = None
         self._ckpt_lock = asyncio.Lock()
@@ -569,7 +579,7 @@ class Store:
         await self.journal.open()
         self._first_checkpoint = loop.create_task(self._write_first_checkpoint(self.gen, snapshot))
 
-    async def _write_first_checkpoint(self, gen: int, snapshot: dict[str, list[Row]]) -> None:
+    async def _write_first_checkpoint(self, gen: int, snapshot: dict[str, Iterator[Row]]) -> None:
         loop = asyncio.get_running_loop()
         async with self._ckpt_lock:
             try:
@@ -586,12 +596,12 @@ class Store:
         if self._first_checkpoint is not None:
             await asyncio.shield(self._first_checkpoint)
 
-    def _snapshot(self) -> dict[str, list[Row]]:
+    def _snapshot(self) -> dict[str, Iterator[Row]]:
         """References to every row: cheap on the loop (~2 ms for 330,000 rows), and a consistent
         state to encode on a thread later however the loop changes the tables meanwhile: rows
         are frozen (frozen dataclasses, frozen maps), so a change replaces a row in the table's
         dict and never alters one this list holds."""
-        return {name: list(t.rows.values()) for name, t in self.tables.items()}
+        return {name: t.listing()[1] for name, t in self.tables.items()}
 
     async def _snapshot_sliced(self) -> dict[str, Iterator[Row]]:
         """The tables as of the rotation, listed over several loop turns (a table at a time).
@@ -604,13 +614,11 @@ class Store:
         out: dict[str, Iterator[Row]] = {}
         since_turn = 0
         for name, t in self.tables.items():
-            rows = list(t.rows.values())
-            before, t._before = t._before, None
-            out[name] = _as_of(rows, before or {})
-            if len(rows) >= HIDE_ROWS:
+            n, out[name] = t.listing()
+            if n >= HIDE_ROWS:
                 for fn in self.snapshot_listeners:
                     fn()
-            since_turn += len(rows)
+            since_turn += n
             if since_turn >= TURN_ROWS:
                 since_turn = 0
                 await asyncio.sleep(0)

@@ -55,7 +55,7 @@ def instance_view(cloud: Cloud, f: InstanceFacts) -> dict[str, Any]:
         "RootDeviceName": i.root_device or ROOT_DEVICE,
         "BlockDeviceMappings": mappings_view(f.volumes),
         "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
-        "Tags": [{"Key": tag.tag_key, "Value": tag.value} for tag in f.tags],
+        "Tags": [{"Key": k, "Value": v} for k, v in f.tags],
         "SecurityGroups": [{"GroupId": g, "GroupName": n} for g, n in f.groups],
         "SourceDestCheck": True, "Hypervisor": "xen",
         "EbsOptimized": False, "EnaSupport": False,
