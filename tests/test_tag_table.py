@@ -7,6 +7,7 @@ tags interleaved across resources, one resource with two owners, an `aws:` tag, 
 it that overwrites, deletes and adds tags); `expected.json` holds that store's digest and tags."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloudctl.core.tags import Tags
-from cloudctl.store.records import Tag, encode_row
+from cloudctl.store.records import Instance, Tag, Volume
 from cloudctl.store.store import Store
 from cloudctl.store.tagtable import TagTable
 
@@ -94,16 +95,63 @@ def test_the_packed_table_answers_like_a_dict_of_rows(ops: list[tuple[str, int, 
         assert table._before is None
 
 
-def test_a_resources_tags_are_one_tuple_of_shared_strings() -> None:
-    """Three tags on each of two instances: one entry each, no rows kept, and the owner, type and
-    tag key strings are one object for both (decoded from JSON, each was its own copy)."""
-    table = TagTable()
+async def test_a_resources_tags_are_one_tuple_of_shared_strings(tmp_path: Path) -> None:
+    """Three tags on each of two instances, put by two requests: one entry each, no rows kept, and
+    the owner, type, tag keys and a value both carry are one object for both, as put and after a
+    restart (decoded from JSON, each was its own copy)."""
+    s = Store(tmp_path)
+    await s.open()
+    tags = Tags(s)
     for i in range(2):
-        for k, v in (("Name", f"web-{i}"), ("env", "prod"), ("team", "t1")):
-            row = Tag.from_dict(json.loads(encode_row(Tag(f"i-{i:017x}", "instance", "111122223333", k, v))))
-            table._set(row.key, row)
-    assert len(table) == 6 and len(table.by_rid) == 2
-    a, b = table.by_rid.values()
-    assert type(a) is tuple and not any(isinstance(x, Tag) for x in a)
-    assert a[1] is b[1] and a[2] is b[2] and a[3] is b[3]   # owner, type, first key
-    assert a[6] is b[6]   # "prod": a value another resource holds already, held once
+        pairs = [(json.loads(json.dumps(k)), json.loads(json.dumps(v)))   # (new strings, as a request parses them)
+                 for k, v in (("Name", f"web-{i}"), ("env", "prod"), ("team", "t1"))]
+        with s.txn() as tx:
+            tags.put(tx, json.loads('"111122223333"'), f"i-{i:017x}", "instance", pairs)
+    await s.sync()
+    await s.close()
+    again = Store(tmp_path)
+    await again.open()
+    for store in (s, again):
+        table = store.tables["tags"]
+        assert isinstance(table, TagTable) and len(table) == 6 and len(table.by_rid) == 2
+        a, b = table.by_rid.values()
+        assert type(a) is tuple and not any(isinstance(x, Tag) for x in a)
+        assert a[1] is b[1] and a[2] is b[2]                       # owner, type
+        assert a[3] is b[3] and a[5] is b[5] and a[7] is b[7]      # the keys
+        assert a[6] == "prod" and a[6] is b[6] and a[8] is b[8]    # the values both hold
+    await again.close()
+
+
+async def test_a_load_shares_ids_and_repeated_values_between_rows(tmp_path: Path) -> None:
+    """After a restart the instance's id is one object for its table key, its row, its tags and
+    its volume; and the owner and zone one object for every row holding them."""
+    s = Store(tmp_path)
+    await s.open()
+    with s.txn() as tx:
+        for i in range(2):
+            iid = f"i-{i:017x}"
+            tx.put(Instance(id=iid, owner="111122223333", reservation_id="r-1", image_id="ami-1",
+                            instance_type="t3.nano", host="h", zone="z-1a", state="running", launch_time=1.0))
+            tx.put(Volume(id=f"vol-{i:017x}", owner="111122223333", zone="z-1a", size=8, volume_type="gp2",
+                          state="in-use", created=1.0, instance_id=iid))
+            tx.put(Tag(iid, "instance", "111122223333", "Name", "x"))
+    await s.started()
+    await s.checkpoint()
+    with s.txn() as tx:   # and from the journal: a changed row keeps the objects
+        inst = s.table(Instance).get("i-00000000000000001")
+        assert inst is not None
+        tx.put(dataclasses.replace(inst, state="stopped"))
+    await s.sync()
+    await s.close()
+    again = Store(tmp_path)
+    await again.open()
+    insts = again.table(Instance)
+    for i in range(2):
+        iid = f"i-{i:017x}"
+        key = next(k for k in insts.rows if k == iid)
+        inst, vol = insts.rows[iid], again.table(Volume).get(f"vol-{i:017x}")
+        assert vol is not None and inst.id is key and vol.instance_id is key
+        assert again.tables["tags"].by_rid[iid][0] is key
+    a, b = insts.values()
+    assert b.state == "stopped" and a.owner is b.owner and a.zone is b.zone and a.zone is vol.zone
+    await again.close()

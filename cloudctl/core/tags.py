@@ -1,6 +1,7 @@
 """Tags on any resource, indexed both ways so `tag:K=V` filters are lookups, not scans."""
 from __future__ import annotations
 
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -126,8 +127,13 @@ class Tags:
                 not k.startswith("aws:") for k in (*current, *new_keys)) > MAX_TAGS:
             raise CloudError.limit("TagLimitExceeded",
                                    f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded")
+        shared_value = self.table.shared_value
+        owner = sys.intern(owner)
         for k, v in pairs:
-            tx.put(Tag(resource_id=resource_id, resource_type=resource_type, owner=owner, tag_key=k, value=v))
+            # One object per key, and per value other resources hold: a fleet's tags share their text.
+            k = sys.intern(k)
+            tx.put(Tag(resource_id=resource_id, resource_type=resource_type, owner=owner, tag_key=k,
+                       value=shared_value(k, v)))
 
     def remove_all(self, tx: Txn, resource_id: str) -> None:
         for t in self.table.rows_of(resource_id):   # a snapshot: safe to delete while iterating

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -395,11 +396,31 @@ def _json(text: str) -> Any:
 
 
 _FIELDS: dict[type[Row], frozenset[str]] = {}
+_REPEATED: dict[type[Row], tuple[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]] | None]] = {}
 
 
-def _row_from(row_type: type[Row], d: dict[str, Any]) -> Row:
+def _row_from(row_type: type[Row], d: dict[str, Any], key: str, canon: dict[str, str]) -> Row:
     """`row_type.from_dict(d)`, without its per-key filtering when every key is a field (nearly
-    always): that filter was the largest part of a replay (1M records: ~12 of ~19 s' worth)."""
+    always): that filter was the largest part of a replay (1M records: ~12 of ~19 s' worth).
+
+    Loading only: the row's key field takes `key` (the table's dict holds that object: one string,
+    not two), and its `repeated` fields one object per value through `canon` (the load's, dropped
+    after it): decoded JSON held a copy of each in every row, ~1.4 KiB per instance at 50,000."""
+    kf = row_type.key_field
+    if d.get(kf) == key:
+        d[kf] = key
+    rep = _REPEATED.get(row_type)
+    if rep is None:
+        names = row_type.repeated
+        rep = _REPEATED[row_type] = (names, itemgetter(*names) if len(names) > 1 else None)
+    try:   # all in C: every field is there but in rows written before it existed
+        vals = rep[1](d)   # type: ignore[misc]
+        d.update(zip(rep[0], map(canon.setdefault, vals, vals)))   # (None and numbers shared too: harmless)
+    except (KeyError, TypeError):
+        for n in rep[0]:
+            v = d.get(n)
+            if v.__class__ is str:
+                d[n] = canon.setdefault(v, v)
     names = _FIELDS.get(row_type)
     if names is None:
         names = _FIELDS[row_type] = frozenset(f.name for f in dataclasses.fields(row_type))
@@ -493,15 +514,16 @@ class Store:
         return h.hexdigest()
 
     # -- loading --------------------------------------------------------------------------------
-    def _apply_record(self, payload: str) -> None:
+    def _apply_record(self, payload: str, canon: dict[str, str]) -> None:
         for op in _json(payload):
             table = self.tables.get(op[1])
             if table is None:
                 raise JournalError(f"journal names unknown table {op[1]!r}")
+            key = op[2] if table.__class__ is TagTable else canon.setdefault(op[2], op[2])   # (tags: not kept)
             if op[0] == "p":
-                table._set(op[2], _row_from(table.row_type, op[3]))
+                table._set(key, _row_from(table.row_type, op[3], key, canon))
             else:
-                table._set(op[2], None)
+                table._set(key, None)
 
     def _clear(self) -> None:
         for t in self.tables.values():
@@ -512,6 +534,7 @@ class Store:
         """Load the newest good checkpoint and replay the journals after it; return the gen."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         base = -1
+        canon: dict[str, str] = {}   # each key and repeated value, one object for every row (see _row_from)
         for gen in ckpt.generations(self.state_dir):
             # Applied as read (the rows are never all held at once): read_checkpoint checks the whole
             # file before it yields the first row. A read that fails after all empties the tables
@@ -519,9 +542,12 @@ class Store:
             try:
                 for table, key, d in _reading(ckpt.checkpoint_path(self.state_dir, gen)):
                     tbl = self.tables[table]
-                    tbl._set(key, _row_from(tbl.row_type, d))
+                    if tbl.__class__ is not TagTable:
+                        key = canon.setdefault(key, key)
+                    tbl._set(key, _row_from(tbl.row_type, d, key, canon))
             except _ReadFailed as e:
                 self._clear()
+                canon.clear()
                 log.error("%s; falling back to the previous generation", e.__cause__)
                 continue
             base = gen
@@ -536,7 +562,7 @@ class Store:
             if gen < max(base, 0):
                 continue
             for payload in read_journal(journal_path(self.state_dir, gen)):
-                self._apply_record(payload)
+                self._apply_record(payload, canon)
                 replayed += 1
         last = max([base, *journals, 0])
         log.info("state loaded: checkpoint generation %s, %d journal records replayed, %s",

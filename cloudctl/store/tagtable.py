@@ -3,7 +3,9 @@
 Every instance carries a few tags (3 in the scale bench), and a row per tag cost ~810 B per instance:
 three `Tag` objects, their `rid\\x1fkey` primary keys, three slots in the table's dict and the index
 by resource. Here a resource's tags are one tuple, `(rid, owner, type, k1, v1, k2, v2, ...)`, filed by
-resource id (~150 B for three tags), and the key/value index that `tag:K=V` filters read is kept beside it.
+resource id (a 112 B tuple for three tags, and one dict slot), and the key/value index that `tag:K=V`
+filters read is kept beside it. Its strings are shared: Tags.put interns owners and keys and takes a
+repeated value from a resource that holds it (`shared_value`); a load shares them as it does other rows'.
 
 What the rest of the store sees does not change: transactions put and delete `Tag` rows by the same
 primary keys, the journal and the checkpoint hold the same records (one per tag), and `rows` is a
@@ -13,7 +15,6 @@ made by any API today, but allowed by the row) is packed as `(rid, None, None, *
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,6 @@ from .records import Tag
 if TYPE_CHECKING:
     from .store import Index
 
-_intern = sys.intern
 Entry = tuple[Any, ...]
 
 
@@ -219,27 +219,60 @@ class TagTable:
         return dict(zip(e[3::2], e[4::2]))
 
     # -- changes --------------------------------------------------------------------------------
+    def shared_value(self, tag_key: str, value: str) -> str:
+        """`value` as the object another resource's tag `tag_key` holds, if one holds it (`env=prod`
+        on every instance of a fleet: one string). For writers (Tags.put); a load shares values
+        through its own table of them (store._row_from, Tag.repeated)."""
+        holder = self.kv.holder(tag_key, value)
+        e = None if holder is None else self.by_rid.get(holder)
+        if e is not None:
+            if e[1] is None:
+                for t in e[3:]:
+                    if t.tag_key == tag_key:
+                        return t.value   # type: ignore[no-any-return]
+            else:
+                i = _find(e, tag_key)
+                if i >= 0:
+                    return e[i + 1]   # type: ignore[no-any-return]
+        return value
+
     def _set(self, key: str, row: Tag | None) -> Tag | None:
         """Put `row` at `key` (None: delete it); return the row that was there."""
         self.changes += 1
-        rid, _, tag_key = key.partition("\x1f")
+        rid, _, tk = key.partition("\x1f")
         by_rid = self.by_rid
         e = by_rid.get(rid)
         before = self._before
         if before is not None and rid not in before:
             before[rid] = e
-        old: Tag | None = None
-        i = -1
-        if e is not None:
-            i = _find(e, tag_key)
-            if i >= 0:
-                old = e[i] if e[1] is None else Tag(e[0], e[2], e[1], e[i], e[i + 1])
+        if e is None:
+            if row is None:
+                return None
+            rid = row.resource_id
+            by_rid[rid] = (rid, row.owner, row.resource_type, row.tag_key, row.value)
+            self.count += 1
+            self.kv.add(rid, row.tag_key, row.value)
+            for ix in self.indexes:
+                ix.add(row)
+            return None
+        rid = e[0]   # (the id object the entry holds, not a copy from this key or row)
+        packed = e[1] is not None
+        if packed:
+            try:
+                i = 3 + 2 * e[3::2].index(tk)   # (in C: keys sit at odd places from 3)
+            except ValueError:
+                i = -1
+            old = None if i < 0 else Tag(rid, e[2], e[1], tk, e[i + 1])
+        else:
+            i = _find(e, tk)
+            old = None if i < 0 else e[i]
+        if old is not None:
+            self.kv.remove(rid, tk, old.value)
         if row is None:
             if old is None:
                 return None
-            self.kv.remove(e[0], old.tag_key, old.value)   # type: ignore[index]
             self.count -= 1
-            ne = self._without(e, i)   # type: ignore[arg-type]
+            ne = self._without(e, i)
             if ne is None:
                 del by_rid[rid]
             else:
@@ -247,41 +280,19 @@ class TagTable:
             for ix in self.indexes:
                 ix.remove(old)
             return old
-        kv = self.kv
-        tk = _intern(row.tag_key)
         value = row.value
-        holder = kv.holder(tk, value)
-        if holder is not None:   # a repeated value (`env=prod`): the object another resource holds
-            he = by_rid.get(holder)
-            j = -1 if he is None else _find(he, tk)
-            if j >= 0:
-                value = he[j].value if he[1] is None else he[j + 1]   # type: ignore[index]
-        if e is None:
-            rid = row.resource_id
-            by_rid[rid] = (rid, _intern(row.owner), _intern(row.resource_type), tk, value)
+        self.kv.add(rid, tk, value)
+        if old is None:
             self.count += 1
-            kv.add(rid, tk, value)
-            for ix in self.indexes:
-                ix.add(row)
-            return None
-        rid = e[0]   # (the id object the entry already holds, not this row's copy)
-        if old is not None:
-            kv.remove(rid, old.tag_key, old.value)
-        else:
-            self.count += 1
-        kv.add(rid, tk, value)
-        if e[1] is not None and row.owner == e[1] and row.resource_type == e[2]:
-            if i >= 0:
-                by_rid[rid] = e[:i + 1] + (value,) + e[i + 2:]
-            else:
-                by_rid[rid] = e + (tk, value)
+        if packed and row.owner == e[1] and row.resource_type == e[2]:
+            by_rid[rid] = e + (row.tag_key, value) if i < 0 else e[:i + 1] + (value,) + e[i + 2:]
         else:
             rows = list(_tags(e))
-            new = Tag(rid, _intern(row.resource_type), _intern(row.owner), tk, value)
-            if i >= 0:
-                rows[(i - 3) if e[1] is None else (i - 3) // 2] = new
-            else:
+            new = Tag(rid, row.resource_type, row.owner, row.tag_key, value)
+            if i < 0:
                 rows.append(new)
+            else:
+                rows[(i - 3) // 2 if packed else i - 3] = new
             by_rid[rid] = _pack(rid, rows)
         for ix in self.indexes:
             if old is None:
