@@ -155,3 +155,23 @@ async def test_a_load_shares_ids_and_repeated_values_between_rows(tmp_path: Path
     a, b = insts.values()
     assert b.state == "stopped" and a.owner is b.owner and a.zone is b.zone and a.zone is vol.zone
     await again.close()
+
+
+async def test_a_resources_tag_version_changes_exactly_when_its_tags_do(tmp_path: Path) -> None:
+    """Rows made as read are new objects each time; a cache keyed by identity keys on this."""
+    s = Store(tmp_path)
+    await s.open()
+    tags = Tags(s)
+    assert tags.version_of("i-1") is None
+    with s.txn() as tx:
+        tags.put(tx, "1", "i-1", "instance", [("Name", "a")])
+        tags.put(tx, "1", "i-2", "instance", [("Name", "b")])
+    v1 = tags.version_of("i-1")
+    assert v1 is not None and tags.version_of("i-1") is v1 and tags.rows_of("i-1")[0] is not tags.rows_of("i-1")[0]
+    with s.txn() as tx:
+        tags.put(tx, "1", "i-2", "instance", [("env", "x")])   # another resource: i-1's stays
+    assert tags.version_of("i-1") is v1
+    with s.txn() as tx:
+        tags.put(tx, "1", "i-1", "instance", [("Name", "a")])   # the same value put again: a new version
+    assert tags.version_of("i-1") is not v1 and tags.of("i-1") == {"Name": "a"}
+    await s.close()

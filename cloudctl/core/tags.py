@@ -90,6 +90,11 @@ class Tags:
         (every DescribeInstances reads each instance's)."""
         return self.table.pairs_of(resource_id)
 
+    def version_of(self, resource_id: str) -> object:
+        """An object that is the same (`is`) exactly while the resource's tags stay unchanged (its
+        packed entry: any change replaces it), for caches keyed by identity; None: no tags."""
+        return self.table.by_rid.get(resource_id)
+
     def resources_with(self, key: str, values: set[str]) -> set[str]:
         return self.table.kv.holding(key, values)
 
