@@ -19,7 +19,8 @@ for bench/profile_hot.py: POST /v0/bench/profile[?clock=cpu] (cProfile on the lo
 /v0/bench/profile?top=N&calls=K (stop; the top functions by own and by cumulative time, per call
 of the K requests made meanwhile), and with CLOUDCTL_BENCH_TRACEMALLOC=1 (tracing from the first
 import, which slows the server ~2x) POST /v0/bench/memory (the baseline) and GET /v0/bench/memory
-(what was allocated since and is still live, by file and by line).
+(what was allocated since and is still live, by file and by line; with
+CLOUDCTL_BENCH_TRACEMALLOC_FRAMES=N also by the N frames that allocated it: what keeps it).
 """
 from __future__ import annotations
 
@@ -149,6 +150,10 @@ async def memory_diff(request: web.Request) -> web.Response:
                      + (f":{st.traceback[0].lineno}" if key == "lineno" else ""),
                      "bytes": st.size_diff, "blocks": st.count_diff} for st in top]
     out["total_bytes"] = sum(st.size_diff for st in now.compare_to(PROFILE["mem"], "filename"))
+    if tracemalloc.get_traceback_limit() > 1:
+        out["traceback"] = [{"bytes": st.size_diff, "blocks": st.count_diff,
+                             "frames": [f"{_short(f.filename)}:{f.lineno}" for f in st.traceback]}
+                            for st in now.compare_to(PROFILE["mem"], "traceback")[:60]]
     return web.json_response(out)
 
 
@@ -234,7 +239,7 @@ def install() -> None:
 
 if __name__ == "__main__":
     if os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC"):
-        tracemalloc.start(1)
+        tracemalloc.start(int(os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC_FRAMES", "1")))
     install()
     gc.callbacks.append(_gc_observe)
     from cloudctl.cli import main

@@ -97,7 +97,7 @@ async def test_a_large_page_is_read_in_turns_as_of_one_moment(cloud: Cloud) -> N
     assert token is None
     facts = [f for _, fs in page for f in fs]
     assert [f.inst.id for f in facts] == ids
-    tagged = {f.inst.id: {t.tag_key: t.value for t in f.tags} for f in facts}
+    tagged = {f.inst.id: dict(f.tags) for f in facts}
     assert tagged[ids[0]] == tagged[ids[-1]] == {"team": "blue"}   # read again, after the change
     assert len(turns) == 2 + 2          # 12 instances: 3 chunks, the first without a turn; then again
 

@@ -93,7 +93,7 @@ def test_a_row_encodes_to_the_old_bytes(a: str, b: str, t: float, n: int, opt: s
 
 def test_a_tag_key_is_made_once_and_not_stored() -> None:
     t = Tag("i-1", "instance", "123456789012", "Name", "web")
-    assert t.key == "i-1\x1fName" and t.key is t.key
+    assert t.key == "i-1\x1fName"
     assert "_key" not in t.to_dict() and '"_key"' not in encode_row(t)
     t2 = dataclasses.replace(t, tag_key="Role")
     assert t2.key == "i-1\x1fRole" and Tag.from_dict(t2.to_dict()) == t2
@@ -143,7 +143,8 @@ def test_a_multi_index_answers_like_a_dict_of_dicts(steps: list[tuple[bool, int,
     for n in range(8):
         rid = f"i-{n}"
         want = {t.key: t for t in rows if t.resource_id == rid}
-        assert tags._by_resource.get(rid) == want
+        assert {t.key: t for t in tags.rows_of(rid)} == want
+        assert tags.pairs_of(rid) == tuple((t.tag_key, t.value) for t in want.values())
         assert dict(tags.of(rid)) == {t.tag_key: t.value for t in want.values()}
     for o in ("o0", "o1", "o2"):
         want = {t.key: t for t in rows if t.owner == o}

@@ -1,11 +1,13 @@
 """Tags on any resource, indexed both ways so `tag:K=V` filters are lookups, not scans."""
 from __future__ import annotations
 
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..store.records import Tag
-from ..store.store import Index, MultiIndex, Store, Txn
+from ..store.store import Store, Txn
+from ..store.tagtable import TagTable
 from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
@@ -54,61 +56,6 @@ def resource_type_of(resource_id: str) -> str | None:
     return RESOURCE_TYPES.get(resource_id.partition("-")[0])
 
 
-class _KeyValueIndex(Index[Tag]):
-    """tag key → value → the resources holding it. A value on one resource only (a Name, mostly) is
-    held as that resource's id, not a set of one (~200 B per instance in the scale bench)."""
-
-    def __init__(self) -> None:
-        self.ids: dict[str, dict[str, str | set[str]]] = {}
-
-    def add(self, row: Tag) -> None:
-        vals = self.ids.setdefault(row.tag_key, {})
-        have = vals.get(row.value)
-        if have is None:
-            vals[row.value] = row.resource_id
-        elif type(have) is str:
-            if have != row.resource_id:
-                vals[row.value] = {have, row.resource_id}
-        else:
-            have.add(row.resource_id)   # type: ignore[union-attr]
-
-    def remove(self, row: Tag) -> None:
-        vals = self.ids.get(row.tag_key)
-        if vals is None:
-            return
-        have = vals.get(row.value)
-        if type(have) is str:
-            if have == row.resource_id:
-                del vals[row.value]
-        elif have is not None:
-            have.discard(row.resource_id)   # type: ignore[union-attr]
-            if len(have) == 1:
-                vals[row.value] = next(iter(have))
-            elif not have:
-                del vals[row.value]
-        if not vals:
-            del self.ids[row.tag_key]
-
-    def update(self, old: Tag, new: Tag) -> None:
-        if old.value != new.value or old.tag_key != new.tag_key or old.resource_id != new.resource_id:
-            self.remove(old)
-            self.add(new)
-
-    def holding(self, key: str, values: set[str]) -> set[str]:
-        """The resources with tag `key` set to one of `values`."""
-        by_value = self.ids.get(key)
-        out: set[str] = set()
-        if not by_value:
-            return out
-        for v in values:
-            have = by_value.get(v)
-            if type(have) is str:
-                out.add(have)
-            elif have:
-                out |= have   # type: ignore[arg-type]
-        return out
-
-
 # Checks that a resource exists and belongs to the caller; registered by each resource's module.
 Owner = Callable[[Caller, str], None]
 
@@ -116,9 +63,8 @@ Owner = Callable[[Caller, str], None]
 class Tags:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.table = store.table(Tag)
-        self._by_resource: MultiIndex[Tag] = self.table.add_index(MultiIndex(lambda t: t.resource_id))
-        self._by_kv: _KeyValueIndex = self.table.add_index(_KeyValueIndex())
+        # One packed tuple per tagged resource, with its key/value index (store/tagtable.py).
+        self.table: TagTable = store.tables[Tag.table]   # type: ignore[assignment]
         self._owners: dict[str, Owner] = {}
         self.filters = FilterSet({
             "key": lambda t: t.tag_key,
@@ -132,17 +78,25 @@ class Tags:
 
     # -- reads used by every Describe --------------------------------------------------------
     def of(self, resource_id: str) -> Mapping[str, str]:
-        group = self._by_resource.rows(resource_id)
-        if not group:
-            return _EMPTY
-        return {t.tag_key: t.value for t in group}
+        got = self.table.mapping_of(resource_id)
+        return _EMPTY if got is None else got
 
     def rows_of(self, resource_id: str) -> tuple[Tag, ...]:
-        """The resource's tag rows as they are now (rows are immutable: a snapshot)."""
-        return self._by_resource.rows(resource_id)
+        """The resource's tag rows as they are now (made as read: a snapshot)."""
+        return self.table.rows_of(resource_id)
+
+    def pairs_of(self, resource_id: str) -> tuple[tuple[str, str], ...]:
+        """(key, value) of the resource's tags, in the order they were added, without making rows
+        (every DescribeInstances reads each instance's)."""
+        return self.table.pairs_of(resource_id)
+
+    def version_of(self, resource_id: str) -> object:
+        """An object that is the same (`is`) exactly while the resource's tags stay unchanged (its
+        packed entry: any change replaces it), for caches keyed by identity; None: no tags."""
+        return self.table.by_rid.get(resource_id)
 
     def resources_with(self, key: str, values: set[str]) -> set[str]:
-        return self._by_kv.holding(key, values)
+        return self.table.kv.holding(key, values)
 
     # -- changes ------------------------------------------------------------------------------
     @staticmethod
@@ -178,11 +132,16 @@ class Tags:
                 not k.startswith("aws:") for k in (*current, *new_keys)) > MAX_TAGS:
             raise CloudError.limit("TagLimitExceeded",
                                    f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded")
+        shared_value = self.table.shared_value
+        owner = sys.intern(owner)
         for k, v in pairs:
-            tx.put(Tag(resource_id=resource_id, resource_type=resource_type, owner=owner, tag_key=k, value=v))
+            # One object per key, and per value other resources hold: a fleet's tags share their text.
+            k = sys.intern(k)
+            tx.put(Tag(resource_id=resource_id, resource_type=resource_type, owner=owner, tag_key=k,
+                       value=shared_value(k, v)))
 
     def remove_all(self, tx: Txn, resource_id: str) -> None:
-        for t in self._by_resource.rows(resource_id):   # a snapshot: safe to delete while iterating
+        for t in self.table.rows_of(resource_id):   # a snapshot: safe to delete while iterating
             tx.delete(t)
 
     async def create(self, caller: Caller, resource_ids: Sequence[str], tags: Iterable[tuple[str, str]]) -> None:
@@ -208,14 +167,14 @@ class Tags:
         caller.check_dry_run()
         with self.store.txn() as tx:
             for rid in resource_ids:
-                group = self._by_resource.get(rid)
+                group = {t.tag_key: t for t in self.table.rows_of(rid)}
                 if not tags:
-                    for t in list(group.values()):
+                    for t in group.values():
                         if not t.tag_key.lower().startswith("aws:"):
                             tx.delete(t)
                     continue
                 for key, value in tags:
-                    row = group.get(f"{rid}\x1f{key}")
+                    row = group.get(key)
                     # With a value, only a tag holding that value goes (EC2 semantics); an
                     # empty-string value means "only if the value is empty".
                     if row is not None and (value is None or value == row.value):
@@ -229,7 +188,7 @@ class Tags:
         caller.check_dry_run()
         rids = match.exact_values("resource-id")
         if rids is not None:
-            pool = [t for rid in rids for t in self._by_resource.rows(rid)]
+            pool = [t for rid in rids for t in self.table.rows_of(rid)]
         else:
             pool = list(self.table.values())
         rows = {t.key: t for t in pool if t.owner == caller.account and match(t)}

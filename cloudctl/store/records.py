@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -26,6 +26,10 @@ class Row:
 
     table: ClassVar[str]
     key_field: ClassVar[str] = "id"
+    # Text fields whose values other rows hold equal copies of (owners, zones, states, the ids of
+    # other rows): a load from disk makes one object of each value for all of them (store._row_from),
+    # where JSON decoding made one per row (~1.4 KiB per instance at 50,000 after a start).
+    repeated: ClassVar[tuple[str, ...]] = ("owner",)
 
     @property
     def key(self) -> str:
@@ -131,6 +135,9 @@ class User(Row):
 @dataclass(frozen=True, slots=True)
 class Instance(Row):
     table: ClassVar[str] = "instances"
+    repeated: ClassVar[tuple[str, ...]] = (
+        "owner", "reservation_id", "image_id", "instance_type", "host", "zone", "state", "private_ip",
+        "subnet_id", "root_device", "shutdown_behavior", "key_name", "kernel_id", "ramdisk_id")
     id: str
     owner: str                   # account id
     reservation_id: str
@@ -189,6 +196,7 @@ class Instance(Row):
 @dataclass(frozen=True, slots=True)
 class Reservation(Row):
     table: ClassVar[str] = "reservations"
+    repeated: ClassVar[tuple[str, ...]] = ("owner", "client_token")
     id: str
     owner: str
     instance_ids: tuple[str, ...] = ()
@@ -236,27 +244,25 @@ class KeyPair(Row):
 @dataclass(frozen=True, slots=True)
 class Tag(Row):
     table: ClassVar[str] = "tags"
+    repeated: ClassVar[tuple[str, ...]] = ("resource_id", "resource_type", "owner", "tag_key", "value")
     resource_id: str
     resource_type: str
     owner: str
     tag_key: str
     value: str
-    # The primary key, made once: built at each access, the table and each index kept their own
-    # copy of the string (444 B per instance in the scale bench). Not a stored field (init=False).
-    _key: str = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_key", f"{self.resource_id}\x1f{self.tag_key}")
+    # The table does not keep Tag rows (store/tagtable.py packs a resource's tags in one tuple and
+    # makes rows as they are read), so the key is built when asked for, not held by each row.
 
     @property
     def key(self) -> str:
-        return self._key
+        return f"{self.resource_id}\x1f{self.tag_key}"
 
 
 @dataclass(frozen=True, slots=True)
 class Lease(Row):
     table: ClassVar[str] = "leases"
     key_field: ClassVar[str] = "ip"
+    repeated: ClassVar[tuple[str, ...]] = ("zone", "instance_id", "subnet_id")
     ip: str
     zone: str
     instance_id: str
@@ -266,6 +272,9 @@ class Lease(Row):
 @dataclass(frozen=True, slots=True)
 class Volume(Row):
     table: ClassVar[str] = "volumes"
+    repeated: ClassVar[tuple[str, ...]] = (
+        "owner", "zone", "volume_type", "state", "instance_id", "device", "target", "attach_state", "image_id",
+        "snapshot_id")
     id: str
     owner: str
     zone: str
@@ -307,6 +316,7 @@ class Event(Row):
     """One line of the operator's event log (instance/host state, switch ops, marketplace checks)."""
 
     table: ClassVar[str] = "events"
+    repeated: ClassVar[tuple[str, ...]] = ("kind", "subject")
     id: str                      # zero-padded sequence: sorts in the order events happened
     time: float
     kind: str                    # dotted area, e.g. instance.state, host.state, marketplace.list
@@ -646,6 +656,7 @@ class Address(Row):
 
     table: ClassVar[str] = "addresses"
     key_field: ClassVar[str] = "public_ip"
+    repeated: ClassVar[tuple[str, ...]] = ("owner", "domain", "instance_id", "private_ip")
     public_ip: str
     allocation_id: str           # eipalloc-...
     owner: str                   # account id

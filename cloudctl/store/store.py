@@ -29,8 +29,9 @@ from typing import Any, Generic, TypeVar
 from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path
-from .records import ROW_TYPES, Row
+from .records import ROW_TYPES, Row, Tag
 from .replay import overwritten, replay, row_ident, split_ident
+from .tagtable import TagTable
 
 _json_str = encode_basestring_ascii   # json.dumps(key) for a str key, without its dispatch
 
@@ -324,6 +325,13 @@ class Table(Generic[R]):
             ix = self._named[name] = self.add_index(make())
         return ix  # type: ignore[return-value]
 
+    def listing(self) -> tuple[int, Iterator[R]]:
+        """(how many rows, the rows as they were when the snapshot began): see Store.checkpoint.
+        Listed now (a reference each, on the loop); read later, on the checkpoint's worker."""
+        rows = list(self.rows.values())
+        before, self._before = self._before, None
+        return len(rows), _as_of(rows, before or {})
+
     def _set(self, key: str, row: R | None) -> R | None:
         self.changes += 1
         old = self.rows.get(key)
@@ -405,6 +413,15 @@ class _RowBuilder:
 
     def __init__(self) -> None:
         self._memos: dict[type[Row], list[dict[str, str] | None]] = {}
+        # Keys, and the fields that name them or repeat across tables (`Row.repeated`, the key
+        # field): one object for every row of the load, however many distinct values (an
+        # instance's id is its table's key, its row's field, its volume's and its tags' reference).
+        self._canon: dict[str, str] = {}
+        self._shared_at: dict[type[Row], tuple[int, ...]] = {}
+
+    def shared(self, key: str) -> str:
+        """The one object of this text for the load (a table's key: its dict and its row share it)."""
+        return self._canon.setdefault(key, key)
 
     def build(self, row_type: type[Row], d: dict[str, Any]) -> Row:
         """`row_type.from_dict(d)`, the fast way when the keys allow it.
@@ -423,7 +440,14 @@ class _RowBuilder:
         values = list(d.values())
         memos = self._memos.get(row_type)
         if memos is None:
-            memos = self._memos[row_type] = [{} for _ in values]
+            wide = {*row_type.repeated, row_type.key_field}
+            at = self._shared_at[row_type] = tuple(i for i, n in enumerate(got[0]) if n in wide)
+            memos = self._memos[row_type] = [None if i in at else {} for i in range(len(values))]
+        canon = self._canon
+        for i in self._shared_at[row_type]:
+            v = values[i]
+            if type(v) is str:
+                values[i] = canon.setdefault(v, v)
         for i, memo in enumerate(memos):   # (~0.1 µs a field)
             if memo is not None:
                 v = values[i]
@@ -449,7 +473,9 @@ _PENDING: Any = object.__new__(_Pending)
 class Store:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.tables: dict[str, Table[Any]] = {t.table: Table(t) for t in ROW_TYPES}
+        # (The tags table packs each resource's tags in one tuple: same interface, same records.)
+        self.tables: dict[str, Table[Any]] = {
+            t.table: TagTable() if t is Tag else Table(t) for t in ROW_TYPES}   # type: ignore[misc]
         self.gen = 0
         self.journal: Journal | None = None
         self._ckpt_lock = asyncio.Lock()
@@ -526,10 +552,11 @@ class Store:
             table = self.tables.get(op[1])
             if table is None:
                 raise JournalError(f"journal names unknown table {op[1]!r}")
+            key = op[2] if table.__class__ is TagTable else self._rows.shared(op[2])   # (tags: not kept)
             if op[0] == "p":
-                table._set(op[2], self._rows.build(table.row_type, op[3]))
+                table._set(key, self._rows.build(table.row_type, op[3]))
             else:
-                table._set(op[2], None)
+                table._set(key, None)
 
     def _apply_checkpoint(self, lines: Iterable[bytes], written: set[bytes]) -> int:
         """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many."""
@@ -539,11 +566,15 @@ class Store:
                 ident = row_ident(line) if written else None
                 if ident is not None and ident in written:
                     table, key = split_ident(ident)
-                    self.tables[table].rows[key] = _PENDING
-                    pending += 1
-                    continue
+                    tbl = self.tables[table]
+                    if tbl.__class__ is not TagTable:   # (its rows are built from its tuples: decoded)
+                        tbl.rows[key] = _PENDING
+                        pending += 1
+                        continue
                 table, key, d = ckpt.decode_line(line)
                 tbl = self.tables[table]
+                if tbl.__class__ is not TagTable:
+                    key = self._rows.shared(key)
                 tbl._set(key, self._rows.build(tbl.row_type, d))
         except (ckpt.CheckpointError, ValueError) as e:
             raise _ReadFailed from e
@@ -606,7 +637,8 @@ class Store:
             n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._present, plans.get(gen))
             replayed += n
             skipped += s
-        if pending and any(r is _PENDING for t in self.tables.values() for r in t.rows.values()):
+        if pending and any(r is _PENDING for t in self.tables.values() if t.__class__ is not TagTable
+                          for r in t.rows.values()):
             raise JournalError(f"{self.state_dir}: a checkpoint row the journal was to write again is not "
                                f"written (a bug in the replay); refusing to start without it")
         last = max([base, *journals, 0])
@@ -650,7 +682,7 @@ class Store:
         await self.journal.open()
         self._first_checkpoint = loop.create_task(self._write_first_checkpoint(self.gen, snapshot))
 
-    async def _write_first_checkpoint(self, gen: int, snapshot: dict[str, list[Row]]) -> None:
+    async def _write_first_checkpoint(self, gen: int, snapshot: dict[str, Iterator[Row]]) -> None:
         loop = asyncio.get_running_loop()
         async with self._ckpt_lock:
             try:
@@ -667,12 +699,12 @@ class Store:
         if self._first_checkpoint is not None:
             await asyncio.shield(self._first_checkpoint)
 
-    def _snapshot(self) -> dict[str, list[Row]]:
+    def _snapshot(self) -> dict[str, Iterator[Row]]:
         """References to every row: cheap on the loop (~2 ms for 330,000 rows), and a consistent
         state to encode on a thread later however the loop changes the tables meanwhile: rows
         are frozen (frozen dataclasses, frozen maps), so a change replaces a row in the table's
         dict and never alters one this list holds."""
-        return {name: list(t.rows.values()) for name, t in self.tables.items()}
+        return {name: t.listing()[1] for name, t in self.tables.items()}
 
     async def _snapshot_sliced(self) -> dict[str, Iterator[Row]]:
         """The tables as of the rotation, listed over several loop turns (a table at a time).
@@ -685,13 +717,11 @@ class Store:
         out: dict[str, Iterator[Row]] = {}
         since_turn = 0
         for name, t in self.tables.items():
-            rows = list(t.rows.values())
-            before, t._before = t._before, None
-            out[name] = _as_of(rows, before or {})
-            if len(rows) >= HIDE_ROWS:
+            n, out[name] = t.listing()
+            if n >= HIDE_ROWS:
                 for fn in self.snapshot_listeners:
                     fn()
-            since_turn += len(rows)
+            since_turn += n
             if since_turn >= TURN_ROWS:
                 since_turn = 0
                 await asyncio.sleep(0)

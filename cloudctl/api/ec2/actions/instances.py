@@ -55,7 +55,7 @@ def instance_view(cloud: Cloud, f: InstanceFacts) -> dict[str, Any]:
         "RootDeviceName": i.root_device or ROOT_DEVICE,
         "BlockDeviceMappings": mappings_view(f.volumes),
         "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
-        "Tags": [{"Key": tag.tag_key, "Value": tag.value} for tag in f.tags],
+        "Tags": [{"Key": k, "Value": v} for k, v in f.tags],
         "SecurityGroups": [{"GroupId": g, "GroupName": n} for g, n in f.groups],
         "SourceDestCheck": True, "Hypervisor": "xen",
         "EbsOptimized": False, "EnaSupport": False,
@@ -107,11 +107,12 @@ def mappings_view(vols: Iterable[Volume]) -> list[dict[str, Any]]:
 def cached_view(cloud: Cloud, f: InstanceFacts) -> Cached:
     """An instance's description, rendered once and reused while everything instance_view reads
     is the same: its rows are immutable (a change replaces them), so the same objects mean the
-    same text. The key lists every input of instance_view and network_interface_view."""
+    same text. The key lists every input of instance_view and network_interface_view (the tags by
+    their packed entry, which any change to them replaces: `Tags.version_of`)."""
     i = f.inst
     config = cloud.config
     key = (i, f.address, f.subnet, f.kernel_id, config, config.region, config.instance_types.get(i.instance_type),
-           cloud.network.vpc_id, len(f.tags), *f.tags, len(f.volumes), *f.volumes,
+           cloud.network.vpc_id, cloud.tags.version_of(i.id), len(f.volumes), *f.volumes,
            *[part for group in f.groups for part in group])
     return Cached(i.id, key, lambda: instance_view(cloud, f))
 

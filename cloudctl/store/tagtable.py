@@ -1,0 +1,350 @@
+"""The tags table: one packed tuple per tagged resource instead of one row per tag.
+
+Every instance carries a few tags (3 in the scale bench), and a row per tag cost ~810 B per instance:
+three `Tag` objects, their `rid\\x1fkey` primary keys, three slots in the table's dict and the index
+by resource. Here a resource's tags are one tuple, `(rid, owner, type, k1, v1, k2, v2, ...)`, filed by
+resource id (a 112 B tuple for three tags, and one dict slot), and the key/value index that `tag:K=V`
+filters read is kept beside it. Its strings are shared: Tags.put interns owners and keys and takes a
+repeated value from a resource that holds it (`shared_value`); a load shares them as it does other rows'.
+
+What the rest of the store sees does not change: transactions put and delete `Tag` rows by the same
+primary keys, the journal and the checkpoint hold the same records (one per tag), and `rows` is a
+mapping of key → `Tag` whose rows are made as they are read. Made, not kept: two reads of the same
+tag give equal rows, not the same object. A resource whose tags have different owners or types (not
+made by any API today, but allowed by the row) is packed as `(rid, None, None, *its Tag rows)`.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .records import Tag
+
+if TYPE_CHECKING:
+    from .store import Index
+
+Entry = tuple[Any, ...]
+
+
+def _tags(e: Entry) -> Iterator[Tag]:
+    """The rows of one packed resource, in the order they were added."""
+    rid, owner = e[0], e[1]
+    if owner is None:
+        yield from e[3:]
+        return
+    rtype = e[2]
+    for i in range(3, len(e), 2):
+        yield Tag(rid, rtype, owner, e[i], e[i + 1])
+
+
+def _find(e: Entry, tag_key: str) -> int:
+    """The position in `e` of tag `tag_key` (its key for a packed entry, its row for a mixed one), or -1."""
+    if e[1] is None:
+        for i in range(3, len(e)):
+            if e[i].tag_key == tag_key:
+                return i
+        return -1
+    for i in range(3, len(e), 2):
+        if e[i] == tag_key:
+            return i
+    return -1
+
+
+class KeyValueIndex:
+    """tag key → value → the resources holding it. A value on one resource only (a Name, mostly) is
+    held as that resource's id, not a set of one (~200 B per instance in the scale bench)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, dict[str, str | set[str]]] = {}
+
+    def holder(self, key: str, value: str) -> str | None:
+        """A resource that holds tag `key` = `value` already, if any."""
+        vals = self.ids.get(key)
+        have = None if vals is None else vals.get(value)
+        if have is None or type(have) is str:
+            return have
+        return next(iter(have))   # type: ignore[arg-type]
+
+    def add(self, rid: str, key: str, value: str) -> None:
+        vals = self.ids.get(key)
+        if vals is None:
+            vals = self.ids[key] = {}
+        have = vals.get(value)
+        if have is None:
+            vals[value] = rid
+        elif type(have) is str:
+            if have != rid:
+                vals[value] = {have, rid}
+        else:
+            have.add(rid)   # type: ignore[union-attr]
+
+    def remove(self, rid: str, key: str, value: str) -> None:
+        vals = self.ids.get(key)
+        if vals is None:
+            return
+        have = vals.get(value)
+        if type(have) is str:
+            if have == rid:
+                del vals[value]
+        elif have is not None:
+            have.discard(rid)   # type: ignore[union-attr]
+            if len(have) == 1:
+                vals[value] = next(iter(have))
+            elif not have:
+                del vals[value]
+        if not vals:
+            del self.ids[key]
+
+    def holding(self, key: str, values: set[str]) -> set[str]:
+        """The resources with tag `key` set to one of `values`."""
+        by_value = self.ids.get(key)
+        out: set[str] = set()
+        if not by_value:
+            return out
+        for v in values:
+            have = by_value.get(v)
+            if type(have) is str:
+                out.add(have)
+            elif have:
+                out |= have   # type: ignore[arg-type]
+        return out
+
+
+class _Rows(Mapping[str, Tag]):
+    """The table as `Table.rows` is for other tables: primary key → row (rows made as read)."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, table: TagTable) -> None:
+        self._t = table
+
+    def __getitem__(self, key: str) -> Tag:
+        row = self.get(key)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def get(self, key: str, default: Any = None) -> Any:   # type: ignore[override]
+        rid, _, tag_key = key.partition("\x1f")
+        e = self._t.by_rid.get(rid)
+        if e is None:
+            return default
+        i = _find(e, tag_key)
+        if i < 0:
+            return default
+        if e[1] is None:
+            return e[i]
+        return Tag(e[0], e[2], e[1], e[i], e[i + 1])
+
+    def __contains__(self, key: object) -> bool:
+        if type(key) is not str:
+            return False
+        rid, _, tag_key = key.partition("\x1f")
+        e = self._t.by_rid.get(rid)
+        return e is not None and _find(e, tag_key) >= 0
+
+    def __iter__(self) -> Iterator[str]:
+        for t in self._t.values():
+            yield t.key
+
+    def __len__(self) -> int:
+        return self._t.count
+
+    def values(self) -> Iterator[Tag]:   # type: ignore[override]
+        return self._t.values()
+
+    def items(self) -> Iterator[tuple[str, Tag]]:   # type: ignore[override]
+        return ((t.key, t) for t in self._t.values())
+
+
+class TagTable:
+    """`Table[Tag]`'s interface (what `Store`, `Txn` and the services use) over packed resources."""
+
+    def __init__(self, row_type: type[Tag] = Tag) -> None:
+        self.name = row_type.table
+        self.row_type = row_type
+        self.by_rid: dict[str, Entry] = {}
+        self.kv = KeyValueIndex()
+        self.count = 0
+        self.rows = _Rows(self)
+        self.indexes: list[Index[Tag]] = []   # other indexes (none in production): fed made rows
+        self._named: dict[str, Index[Tag]] = {}
+        # While a checkpoint lists this table: each resource's entry when the snapshot began (None:
+        # no tags then), for every resource changed since. See Store.checkpoint.
+        self._before: dict[str, Entry | None] | None = None
+        self.changes = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def get(self, key: str) -> Tag | None:
+        return self.rows.get(key)   # type: ignore[no-any-return]
+
+    def values(self) -> Iterator[Tag]:
+        for e in list(self.by_rid.values()):   # (a snapshot of the entries: safe while changing)
+            yield from _tags(e)
+
+    def add_index(self, index: Any) -> Any:
+        for row in self.values():
+            index.add(row)
+        self.indexes.append(index)
+        return index
+
+    def shared_index(self, name: str, make: Any) -> Any:
+        ix = self._named.get(name)
+        if ix is None:
+            ix = self._named[name] = self.add_index(make())
+        return ix
+
+    # -- reads by resource ----------------------------------------------------------------------
+    def rows_of(self, rid: str) -> tuple[Tag, ...]:
+        e = self.by_rid.get(rid)
+        return () if e is None else tuple(_tags(e))
+
+    def pairs_of(self, rid: str) -> tuple[tuple[str, str], ...]:
+        """(key, value) of each of the resource's tags, in order, without making rows."""
+        e = self.by_rid.get(rid)
+        if e is None:
+            return ()
+        if e[1] is None:
+            return tuple((t.tag_key, t.value) for t in e[3:])
+        return tuple(zip(e[3::2], e[4::2]))
+
+    def mapping_of(self, rid: str) -> dict[str, str] | None:
+        e = self.by_rid.get(rid)
+        if e is None:
+            return None
+        if e[1] is None:
+            return {t.tag_key: t.value for t in e[3:]}
+        return dict(zip(e[3::2], e[4::2]))
+
+    # -- changes --------------------------------------------------------------------------------
+    def shared_value(self, tag_key: str, value: str) -> str:
+        """`value` as the object another resource's tag `tag_key` holds, if one holds it (`env=prod`
+        on every instance of a fleet: one string). For writers (Tags.put); a load shares values
+        through its own table of them (store._RowBuilder, Tag.repeated)."""
+        holder = self.kv.holder(tag_key, value)
+        e = None if holder is None else self.by_rid.get(holder)
+        if e is not None:
+            if e[1] is None:
+                for t in e[3:]:
+                    if t.tag_key == tag_key:
+                        return t.value   # type: ignore[no-any-return]
+            else:
+                i = _find(e, tag_key)
+                if i >= 0:
+                    return e[i + 1]   # type: ignore[no-any-return]
+        return value
+
+    def _set(self, key: str, row: Tag | None) -> Tag | None:
+        """Put `row` at `key` (None: delete it); return the row that was there."""
+        self.changes += 1
+        rid, _, tk = key.partition("\x1f")
+        by_rid = self.by_rid
+        e = by_rid.get(rid)
+        before = self._before
+        if before is not None and rid not in before:
+            before[rid] = e
+        if e is None:
+            if row is None:
+                return None
+            rid = row.resource_id
+            by_rid[rid] = (rid, row.owner, row.resource_type, row.tag_key, row.value)
+            self.count += 1
+            self.kv.add(rid, row.tag_key, row.value)
+            for ix in self.indexes:
+                ix.add(row)
+            return None
+        rid = e[0]   # (the id object the entry holds, not a copy from this key or row)
+        packed = e[1] is not None
+        if packed:
+            try:
+                i = 3 + 2 * e[3::2].index(tk)   # (in C: keys sit at odd places from 3)
+            except ValueError:
+                i = -1
+            old = None if i < 0 else Tag(rid, e[2], e[1], tk, e[i + 1])
+        else:
+            i = _find(e, tk)
+            old = None if i < 0 else e[i]
+        if old is not None:
+            self.kv.remove(rid, tk, old.value)
+        if row is None:
+            if old is None:
+                return None
+            self.count -= 1
+            ne = self._without(e, i)
+            if ne is None:
+                del by_rid[rid]
+            else:
+                by_rid[rid] = ne
+            for ix in self.indexes:
+                ix.remove(old)
+            return old
+        value = row.value
+        self.kv.add(rid, tk, value)
+        if old is None:
+            self.count += 1
+        if packed and row.owner == e[1] and row.resource_type == e[2]:
+            by_rid[rid] = e + (row.tag_key, value) if i < 0 else e[:i + 1] + (value,) + e[i + 2:]
+        else:
+            rows = list(_tags(e))
+            new = Tag(rid, row.resource_type, row.owner, row.tag_key, value)
+            if i < 0:
+                rows.append(new)
+            else:
+                rows[(i - 3) // 2 if packed else i - 3] = new
+            by_rid[rid] = _pack(rid, rows)
+        for ix in self.indexes:
+            if old is None:
+                ix.add(row)
+            else:
+                ix.update(old, row)
+        return old
+
+    @staticmethod
+    def _without(e: Entry, i: int) -> Entry | None:
+        """`e` less its tag at position `i`; None when none is left."""
+        if e[1] is None:
+            rows = [*e[3:i], *e[i + 1:]]
+            return _pack(e[0], rows) if rows else None
+        ne = e[:i] + e[i + 2:]
+        return ne if len(ne) > 3 else None
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def listing(self) -> tuple[int, Iterator[Tag]]:
+        """(how many entries, the rows as of now): the entries are listed at once (a reference
+        each), the rows made from them later on the checkpoint's worker thread."""
+        rids = list(self.by_rid)
+        entries = list(self.by_rid.values())
+        before, self._before = self._before, None
+        return len(entries), _as_of(rids, entries, before or {})
+
+
+def _pack(rid: str, rows: list[Tag]) -> Entry:
+    first = rows[0]
+    owner, rtype = first.owner, first.resource_type
+    if all(r.owner == owner and r.resource_type == rtype for r in rows):
+        out: list[Any] = [rid, owner, rtype]
+        for r in rows:
+            out += (r.tag_key, r.value)
+        return tuple(out)
+    return (rid, None, None, *rows)
+
+
+def _as_of(rids: list[str], entries: list[Entry], before: dict[str, Entry | None]) -> Iterator[Tag]:
+    """The table when its snapshot began (see store._as_of): each resource changed since is read
+    from `before`, in its place; a resource whose tags all went since comes at the end."""
+    if not before:
+        for e in entries:
+            yield from _tags(e)
+        return
+    for rid, e in zip(rids, entries):
+        if rid in before:
+            was = before.pop(rid)
+            if was is not None:
+                yield from _tags(was)
+        else:
+            yield from _tags(e)
+    for was in before.values():
+        if was is not None:
+            yield from _tags(was)
