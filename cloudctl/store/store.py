@@ -568,7 +568,7 @@ class Store:
                     table, key = split_ident(ident)
                     tbl = self.tables[table]
                     if tbl.__class__ is not TagTable:   # (its rows are built from its tuples: decoded)
-                        tbl.rows[key] = _PENDING
+                        tbl.rows[self._rows.shared(key)] = _PENDING   # (the dict keeps this key object)
                         pending += 1
                         continue
                 table, key, d = ckpt.decode_line(line)

@@ -108,11 +108,12 @@ def cached_view(cloud: Cloud, f: InstanceFacts) -> Cached:
     """An instance's description, rendered once and reused while everything instance_view reads
     is the same: its rows are immutable (a change replaces them), so the same objects mean the
     same text. The key lists every input of instance_view and network_interface_view (the tags by
-    their packed entry, which any change to them replaces: `Tags.version_of`)."""
+    their packed entry, which any change to them replaces: `Tags.version_of`, read with the
+    facts, so that an answer shows every instance as of one moment)."""
     i = f.inst
     config = cloud.config
     key = (i, f.address, f.subnet, f.kernel_id, config, config.region, config.instance_types.get(i.instance_type),
-           cloud.network.vpc_id, cloud.tags.version_of(i.id), len(f.volumes), *f.volumes,
+           cloud.network.vpc_id, f.tags_version, len(f.volumes), *f.volumes,
            *[part for group in f.groups for part in group])
     return Cached(i.id, key, lambda: instance_view(cloud, f))
 
