@@ -6,9 +6,10 @@ without hosts or a server: the store and the collector's part of issue 14's stal
 
 In a fresh process (of `--repo`'s cloudctl, default this checkout): loads STATE as start-up does
 (`Store.open`: the load with the collector off, the state frozen; the directory is copied first and
-the copy used), applies the collector policy (`core/gcpolicy.py`, where the checkout has it), starts
-the server's `LoopMonitor` (a 10 ms ticker: wall-clock and own lateness, as `/v0/stats` reports it), and
-a request stand-in: every 5 ms a transaction that replaces one instance row (a state change).
+the copy used), applies the collector policy (`core/gcpolicy.py`, where the checkout has it, with its
+young sweep), starts the server's `LoopMonitor` (a 10 ms ticker: wall-clock and own lateness, as
+`/v0/stats` reports it), and a request stand-in: every 5 ms a transaction that replaces one
+instance row (a state change).
 
 - checkpoints: `Store.checkpoint()` in turn; per checkpoint its duration and the longest stall.
 - poll rounds: 200 hosts × (instances / 200) domains over one 10 s interval (here: `--round-s`), each host's
@@ -71,6 +72,12 @@ async def main():
         gcpolicy.install(s)
     else:
         gc.freeze()
+    if gcpolicy is not None and hasattr(gcpolicy, "sweep_young"):   # as the server's periodic task
+        async def sweeper():
+            while True:
+                await asyncio.sleep(gcpolicy.YOUNG_SWEEP_S)
+                await gcpolicy.sweep_young()
+        sweeping = asyncio.create_task(sweeper())
     insts = s.table(Instance)
     by_host = insts.add_index(MultiIndex(lambda i: i.host))
     hosts = sorted(by_host._groups)

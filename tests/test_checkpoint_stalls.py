@@ -126,3 +126,19 @@ async def test_slow_full_collection_freezes_what_it_left(tmp_path: Path, policy:
     gc.collect()
     assert gc.get_freeze_count() > 0
     await s.close()
+
+
+def test_the_young_sweep_empties_a_young_generation_the_counter_never_collects() -> None:
+    """Replacing old objects by as many new ones (each host's last poll) leaves the collector's
+    young counter where it was while its list grows: the sweep is what collects it."""
+    gc.collect()
+    last = {h: [[n] for n in range(250)] for h in range(40)}
+    gc.collect()   # (now old, as a running controller's last polls are)
+    try:
+        for h in last:
+            last[h] = [[n] for n in range(250)]
+        assert len(gc.get_objects(0)) > 5_000   # 10,000 new, though the counter is under 700
+        asyncio.run(gcpolicy.sweep_young())
+        assert len(gc.get_objects(0)) < 1_000
+    finally:
+        last.clear()

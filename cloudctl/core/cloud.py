@@ -384,6 +384,7 @@ class Cloud:
                          poll=min(5.0, cfg.checkpoint.interval_s))
         self.tasks.every("periodic", min(60.0, max(1.0, cfg.terminated_visible_s / 4)), self.compute.expire_terminated)
         self.tasks.every("periodic", 600.0, self.events.trim)
+        self.tasks.every("periodic", gcpolicy.YOUNG_SWEEP_S, gcpolicy.sweep_young)
         self.tasks.every("periodic", 600.0, self.baremetal.ops.trim)
 
     def _after_rollback(self) -> None:
