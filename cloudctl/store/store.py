@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from . import checkpoint as ckpt
 from .checkpoint import encode_row
@@ -291,6 +291,10 @@ IX = TypeVar("IX", bound="Index[Any]")
 
 
 class Table(Generic[R]):
+    #: Whether `rows` is the dict that holds the rows as given (so a load may share their keys and
+    #: park placeholders in it); False for a table that keeps its rows in another shape (tags).
+    holds_rows: ClassVar[bool] = True
+
     def __init__(self, row_type: type[R]) -> None:
         self.name = row_type.table
         self.row_type = row_type
@@ -409,7 +413,9 @@ class _RowBuilder:
     ~100 MiB of copies of a few values each (an owner, a zone, a state, a tag's key), where the
     running controller that wrote it held one object each. Each field's strings are shared through
     a dict of the values seen, until the field proves to be an id (more than `SHARE_DISTINCT`
-    values): from then on its values are taken as they are, and that dict is dropped."""
+    values): from then on its values are taken as they are, and that dict is dropped. Keys, key
+    fields and the fields naming other rows (`Row.repeated`) are shared through one dict for the
+    whole load whatever their number (`shared`)."""
 
     def __init__(self) -> None:
         self._memos: dict[type[Row], list[dict[str, str] | None]] = {}
@@ -552,7 +558,7 @@ class Store:
             table = self.tables.get(op[1])
             if table is None:
                 raise JournalError(f"journal names unknown table {op[1]!r}")
-            key = op[2] if table.__class__ is TagTable else self._rows.shared(op[2])   # (tags: not kept)
+            key = self._rows.shared(op[2]) if table.holds_rows else op[2]
             if op[0] == "p":
                 table._set(key, self._rows.build(table.row_type, op[3]))
             else:
@@ -567,15 +573,13 @@ class Store:
                 if ident is not None and ident in written:
                     table, key = split_ident(ident)
                     tbl = self.tables[table]
-                    if tbl.__class__ is not TagTable:   # (its rows are built from its tuples: decoded)
+                    if tbl.holds_rows:   # (else decoded: the row goes into the table's own shape)
                         tbl.rows[self._rows.shared(key)] = _PENDING   # (the dict keeps this key object)
                         pending += 1
                         continue
                 table, key, d = ckpt.decode_line(line)
                 tbl = self.tables[table]
-                if tbl.__class__ is not TagTable:
-                    key = self._rows.shared(key)
-                tbl._set(key, self._rows.build(tbl.row_type, d))
+                tbl._set(self._rows.shared(key) if tbl.holds_rows else key, self._rows.build(tbl.row_type, d))
         except (ckpt.CheckpointError, ValueError) as e:
             raise _ReadFailed from e
         return pending
@@ -637,8 +641,7 @@ class Store:
             n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._present, plans.get(gen))
             replayed += n
             skipped += s
-        if pending and any(r is _PENDING for t in self.tables.values() if t.__class__ is not TagTable
-                          for r in t.rows.values()):
+        if pending and any(r is _PENDING for t in self.tables.values() if t.holds_rows for r in t.rows.values()):
             raise JournalError(f"{self.state_dir}: a checkpoint row the journal was to write again is not "
                                f"written (a bug in the replay); refusing to start without it")
         last = max([base, *journals, 0])

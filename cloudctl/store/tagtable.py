@@ -160,6 +160,8 @@ class _Rows(Mapping[str, Tag]):
 class TagTable:
     """`Table[Tag]`'s interface (what `Store`, `Txn` and the services use) over packed resources."""
 
+    holds_rows = False   # (`rows` is a view: see Table.holds_rows)
+
     def __init__(self, row_type: type[Tag] = Tag) -> None:
         self.name = row_type.table
         self.row_type = row_type
