@@ -303,7 +303,7 @@ def parse_vlan_ranges(text: str) -> list[int]:
     out: set[int] = set()
     for part in text.split(","):
         lo, _, hi = part.strip().partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
+        if not (lo + hi).isascii() or not lo.isdigit() or (hi and not hi.isdigit()):
             raise ValueError(f"VLAN range {part.strip()!r} must look like 100-199 or 250")
         a, b = int(lo), int(hi or lo)
         if not 1 <= a <= b <= 4094:

@@ -243,6 +243,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("ValidateTemplate", {"TemplateBody": json.dumps({"Resources": {"A": {"Type": "AWS::EC2::SecurityGroup",
                                                                            "DependsOn": "A"}}})}, "ValidationError"),
     ("ListStacks", {"NextToken": "zz"}, "ValidationError"),
+    ("ListStacks", {"NextToken": "\u00b2"}, "ValidationError"),   # a digit to str.isdigit, not to int()
 ]
 
 

@@ -178,6 +178,7 @@ def test_authorize_forms_and_the_rule_set_returned(ec2: Any) -> None:
      "InvalidParameterValue"),
     ({"IpProtocol": "bogus", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, "InvalidParameterValue"),
     ({"IpProtocol": "256", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, "InvalidParameterValue"),
+    ({"IpProtocol": "\u00b2", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, "InvalidParameterValue"),
     (tcp(22, "10.0.0.1/8"), "InvalidParameterValue"),
     (tcp(22, "10.0.0.0"), "InvalidParameterValue"),
     (tcp(22, "300.0.0.0/8"), "InvalidParameterValue"),

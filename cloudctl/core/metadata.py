@@ -242,7 +242,7 @@ class InstanceMetadata:
 
 def token_ttl(value: str | None) -> int | None:
     """The requested token lifetime if it is a whole number of seconds in EC2's range, else None."""
-    if value is None or not value.strip().isdigit():
+    if value is None or not (value.strip().isascii() and value.strip().isdigit()):
         return None
     ttl = int(value)
     return ttl if TOKEN_TTL_MIN <= ttl <= TOKEN_TTL_MAX else None

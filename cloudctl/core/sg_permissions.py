@@ -94,7 +94,7 @@ def protocol(value: Any) -> str:
     s = str(value).strip().lower()
     if s in _PROTOCOLS:
         return _PROTOCOLS[s]
-    if s.isdigit() and 0 <= int(s) <= 255:
+    if s.isascii() and s.isdigit() and 0 <= int(s) <= 255:
         return str(int(s))
     raise CloudError("InvalidParameterValue", f"Invalid value '{value}' for IP protocol. Unknown protocol.")
 

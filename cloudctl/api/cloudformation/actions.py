@@ -50,7 +50,7 @@ async def _template(cloud: Cloud, body: str) -> plan.Template:
 def _page(items: list[Any], token: str | None) -> tuple[list[Any], str | None]:
     start = 0
     if token:
-        if not token.isdigit() or int(token) > len(items):
+        if not (token.isascii() and token.isdigit()) or int(token) > len(items):   # ('²'.isdigit(), not int)
             raise _invalid("Invalid NextToken")
         start = int(token)
     end = start + PAGE

@@ -61,7 +61,7 @@ def family_options(type_: str, fields: dict[str, Any]) -> tuple[str, dict[str, A
         if k == "interface_type":
             continue     # checked above; the port names carry it here (Te1/0/1, ethernet 1/1/5)
         if k == "dummy_vlan" and isinstance(v, str):   # HIL takes it as a string of digits
-            if not v.isdigit():
+            if not (v.isascii() and v.isdigit()):
                 raise BadArgumentError("The arguments are not valid for this switch type: dummy_vlan must be "
                                        "a VLAN number")
             v = int(v)
