@@ -14,8 +14,8 @@ from .server import (
            networks_without_public_ips,
            write_config,
 )
-from .waits import wait_polls, wait_state, wait_until
+from .waits import eventually, wait_polls, wait_state, wait_until
 
-__all__ = ["aws_cli", "aws_ok", "boto_client", "DEFAULT_CONFIG", "LISTENERS", "REGION", "ROOT", "Server",
+__all__ = ["aws_cli", "eventually", "aws_ok", "boto_client", "DEFAULT_CONFIG", "LISTENERS", "REGION", "ROOT", "Server",
            "Servers", "free_port",
            "networks_without_public_ips", "wait_polls", "wait_state", "wait_until", "write_config"]

@@ -1,6 +1,7 @@
 """Waiting on a condition instead of a fixed sleep: a test waits as long as it must, no longer."""
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,6 +20,19 @@ def wait_until(check: Callable[[], T], timeout: float = 20, what: str = "the con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+async def eventually(check: Callable[[], T], timeout: float = 20, what: str = "the condition",
+                     interval: float = 0.01) -> T:
+    """`wait_until` for a test on the loop: the loop runs (and delivers) while it waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def wait_state(ec2: Any, ids: list[str], state: str, timeout: float = 20) -> list[dict[str, Any]]:
