@@ -286,6 +286,49 @@ async def test_guest_initiated_stop_is_flagged_and_delivered_promptly(
     assert (await events.wait(n, "stopped")).guest_initiated
 
 
+async def test_our_stop_stays_ours_when_events_lag_behind_our_calls(
+    driver: LibvirtDriver, events: Events
+) -> None:
+    """libvirt's event thread can run behind the calls: our start's "started" may reach us after
+    our stop began. It comes before the stop's own event, so it must not end the stop's intent."""
+    n = "i-00000105"
+    conn = driver._conn
+    assert conn is not None
+    await driver.define(n, domain_xml(n))
+    await driver.start(n)
+    await events.wait(n, "started")
+    release, blocked = threading.Event(), threading.Event()
+
+    def hold(_c: object, _dom: object, event: int, _d: int, _o: object) -> None:
+        # A second lifecycle callback, for this domain: once, it holds libvirt's event thread,
+        # so every later event waits behind it.
+        if event == libvirt.VIR_DOMAIN_EVENT_STOPPED and not blocked.is_set():
+            blocked.set()
+            release.wait(10)
+
+    dom = await asyncio.to_thread(conn.lookupByName, n)
+    cb = await asyncio.to_thread(conn.domainEventRegisterAny, dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                 hold, None)
+    try:
+        await asyncio.to_thread(dom.destroy)           # the guest's stop: its event holds the thread
+        await eventually(blocked.is_set, 5, "the event thread held")
+        await driver.start(n)                          # "started" queued behind the hold
+        await driver.stop(n, force=True)               # our "stopped" too
+        release.set()
+        assert (await events.wait(n, "stopped")).guest_initiated
+        assert not (await events.wait(n, "started")).guest_initiated
+        stopped = await events.wait(n, "stopped")
+        assert (stopped.detail, stopped.guest_initiated) == ("destroyed", False)
+        # and a stop the guest makes afterwards is again the guest's
+        await driver.start(n)
+        await events.wait(n, "started")
+        await asyncio.to_thread(dom.destroy)
+        assert (await events.wait(n, "stopped")).guest_initiated
+    finally:
+        release.set()
+        await asyncio.to_thread(conn.domainEventDeregisterAny, cb)
+
+
 async def test_no_thread_safety_complaints_in_asyncio_debug_mode(
     driver: LibvirtDriver, events: Events, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -260,6 +260,9 @@ class _Intent:
     active: int = 0  # operations in flight
     until: float = 0.0  # after they finish, late events still count as ours until then
     done: bool = False  # the terminal event (stopped/undefined) arrived while in flight
+    # Starts of ours whose "started" had not arrived when the stop began: those events come
+    # before the stop's, so they must not close it (libvirt's event thread may lag our calls).
+    starts_ahead: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +325,7 @@ class LibvirtDriver(HypervisorDriver):
         self._loop_thread = 0
         self._reconnect_lock: asyncio.Lock | None = None
         self._intents: dict[str, _Intent] = {}
+        self._starts: dict[str, int] = {}   # our starts whose "started" event has not arrived yet
         self._undefine_flags = _UNDEFINE_FULL
         self._hotplug = True  # False once libvirt said it cannot (un)plug devices live (test driver)
         self._bridge_filtering_checked = False
@@ -351,6 +355,7 @@ class LibvirtDriver(HypervisorDriver):
         assert self._pool is not None
         self._generation += 1
         generation = self._generation
+        self._starts.clear()   # (the old connection's events will not come)
         conn, callback_id = await asyncio.get_running_loop().run_in_executor(
             self._pool, self._connect_sync, generation
         )
@@ -490,11 +495,18 @@ class LibvirtDriver(HypervisorDriver):
 
     def _guest_initiated(self, name: str, kind: str) -> bool:
         intent = self._intents.get(name)
-        if kind == "started" and intent is not None and not intent.active:
-            # Events arrive in order: once the domain is up again, our stop is history and the
-            # next stop is news. (Not at start() itself: our STOPPED may still be in flight.)
-            del self._intents[name]
+        if kind == "started":
+            if (pending := self._starts.pop(name, 0)) > 1:
+                self._starts[name] = pending - 1
+            if intent is not None and intent.starts_ahead:
+                intent.starts_ahead -= 1   # a start from before our stop: the stop is still to come
+            elif intent is not None and not intent.active:
+                # Events arrive in order: once the domain is up again, our stop is history and the
+                # next stop is news. (Not at start() itself: our STOPPED may still be in flight.)
+                del self._intents[name]
             return False
+        if kind == "undefined":
+            self._starts.pop(name, None)
         if kind == "undefined" and intent is not None:
             if intent.active:
                 intent.done = True
@@ -517,6 +529,8 @@ class LibvirtDriver(HypervisorDriver):
 
     def _begin(self, name: str) -> None:
         intent = self._intents.setdefault(name, _Intent())
+        if not intent.active:
+            intent.starts_ahead = self._starts.get(name, 0)
         intent.active += 1
         intent.done = False
 
@@ -630,25 +644,39 @@ class LibvirtDriver(HypervisorDriver):
         conn.defineXML(xml)
 
     async def start(self, name: str) -> None:
-        await self._call(self._start_sync, name)
+        await self._started(self._start_sync, name)
 
     async def define_and_start(self, name: str, xml: str) -> None:
-        await self._call(self._define_and_start_sync, name, xml)
+        await self._started(self._define_and_start_sync, name, xml)
 
-    def _define_and_start_sync(self, conn: libvirt.virConnect, name: str, xml: str) -> None:
+    async def _started(self, fn: Callable[..., bool], name: str, *args: Any) -> None:
+        """Run a start, counted (before the call: its event may come before the call returns)
+        until its "started" event arrives; a start that made no event is uncounted at once."""
+        self._starts[name] = self._starts.get(name, 0) + 1
+        created = False
+        try:
+            created = await self._call(fn, name, *args)
+        finally:
+            if not created and (pending := self._starts.pop(name, 0)) > 1:
+                self._starts[name] = pending - 1
+
+    def _define_and_start_sync(self, conn: libvirt.virConnect, name: str, xml: str) -> bool:
         self._define_sync(conn, name, xml)
-        self._start_sync(conn, name)
+        return self._start_sync(conn, name)
 
     @staticmethod
-    def _start_sync(conn: libvirt.virConnect, name: str) -> None:
+    def _start_sync(conn: libvirt.virConnect, name: str) -> bool:
+        """Start the domain; True if this call started it (and so makes its "started" event)."""
         dom = conn.lookupByName(name)
         if dom.isActive():
-            return
+            return False
         try:
             dom.create()
         except libvirt.libvirtError:
             if not dom.isActive():  # lost a race with another start: fine
                 raise
+            return False
+        return True
 
     async def stop(self, name: str, *, force: bool = False, timeout: float = 60.0) -> None:
         self._begin(name)
