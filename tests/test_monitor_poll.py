@@ -97,6 +97,7 @@ def test_a_packed_poll_reads_back_what_the_driver_gave() -> None:
     given = [_stats(n, list(Power)[n % len(Power)]) for n in range(1, 252)]
     poll = PolledDomains(iter(given))
     assert list(poll) == given and len(poll) == len(given)
+    assert poll == PolledDomains(given) and poll != PolledDomains(given[:-1] + [given[-1]._replace(net_tx_bytes=1)])
     assert (poll[0], poll[-1], poll[100:103]) == (given[0], given[-1], given[100:103])
     assert poll.get(given[77].name) == given[77] and poll.get("i-nothere") is None
     assert poll.powers() == {d.name: d.power for d in given}

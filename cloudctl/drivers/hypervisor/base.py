@@ -164,6 +164,13 @@ class PolledDomains(Sequence[DomainStats]):
         """Each domain's power state by name, no `DomainStats` made."""
         return dict(zip(self.names, map(_POWERS.__getitem__, self._powers)))
 
+    def __eq__(self, other: object) -> bool:
+        """The same domains with the same figures (as the list of `DomainStats` compared)."""
+        if not isinstance(other, PolledDomains):
+            return NotImplemented
+        return (self.names == other.names and self._powers == other._powers
+                and tuple(self._counters) == tuple(other._counters))
+
     def __repr__(self) -> str:
         return f"PolledDomains({list(self)!r})"
 
