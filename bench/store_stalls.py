@@ -13,8 +13,10 @@ instance row (a state change).
 
 - checkpoints: `Store.checkpoint()` in turn; per checkpoint its duration and the longest stall.
 - poll rounds: 200 hosts × (instances / 200) domains over one 10 s interval (here: `--round-s`), each host's
-  poll built on a worker thread as the libvirt driver builds it (`DomainStats` per domain) and handled on
-  the loop as `Monitor.poll_host` handles it (the running instances of the host, the poll's powers by
+  poll built on a worker thread by the checkout's libvirt driver (`_poll_sync`) from a stand-in connection
+  that answers as libvirt's bindings do (a handle object and a typed-parameter dict per domain: the
+  allocation that sets off the collector's automatic collections on that thread), and handled on the
+  loop as `Monitor.poll_host` handles it (the running instances of the host, the poll's powers by
   name, the check of each one, the result kept as the host's last poll); the longest stall per round.
 
 Every figure comes with the cycle collector's longest pause in the same window (`gc.callbacks`).
@@ -36,7 +38,12 @@ from pathlib import Path
 from cloudctl.server import LoopMonitor
 from cloudctl.store.store import Store, MultiIndex
 from cloudctl.store.records import Instance
-from cloudctl.drivers.hypervisor.base import DomainStats, HostPoll, HostResources, Power
+from cloudctl.drivers.hypervisor.base import Power
+from cloudctl.drivers.hypervisor.libvirt import LibvirtDriver
+try:
+    from cloudctl.drivers.hypervisor.base import PolledDomains
+except ImportError:   # a checkout from before the packed polls: a list of DomainStats
+    PolledDomains = None
 try:
     from cloudctl.core import gcpolicy
 except ImportError:
@@ -78,6 +85,11 @@ async def main():
                 await asyncio.sleep(gcpolicy.YOUNG_SWEEP_S)
                 await gcpolicy.sweep_young()
         sweeping = asyncio.create_task(sweeper())
+    # One full collection, as a server that has run a while has had one: CPython holds back a due
+    # full collection until what reached the oldest generation since the last one is a quarter of
+    # what that one left (`long_lived_pending`, `long_lived_total`), so the rounds are measured
+    # against a recent one, not against whatever start-up left.
+    gc.collect()
     insts = s.table(Instance)
     by_host = insts.add_index(MultiIndex(lambda i: i.host))
     hosts = sorted(by_host._groups)
@@ -127,19 +139,48 @@ async def main():
                                                  for k in range(3)]})
 
     last = {}
-    def poll_sync(host):   # as the libvirt driver's _poll_sync: one DomainStats per domain
-        doms = [DomainStats(name=i.id, power=Power.RUNNING, cpu_time_ns=n * 1000, memory_bytes=512 << 20,
-                            block_read_bytes=n, block_write_bytes=n, net_rx_bytes=n, net_tx_bytes=n)
-                for n, i in enumerate(by_host.get(host).values())]
-        res = HostResources(cpus=256, memory_mib=2 << 20, model="x", free_memory_mib=1 << 20)
-        return HostPoll(res, {"user": 1}, doms)
+
+    class Dom:   # libvirt's virDomain: a handle object per domain (its connection and C pointer)
+        def __init__(self, conn, name):
+            self._conn, self._o, self._name = conn, id(name), name
+
+        def name(self):
+            return self._name
+
+    class Conn:   # what the driver's _poll_sync asks a libvirt connection, with a running guest's figures
+        def __init__(self, host):
+            self.host = host
+
+        def getInfo(self):
+            return ["x86_64", 2 << 20, 256, 2400, 1, 2, 64, 2]
+
+        def getCPUStats(self, cpu):
+            return {"kernel": 10**12, "user": 3 * 10**12, "idle": 9 * 10**13, "iowait": 10**10}
+
+        def getAllDomainStats(self, groups, flags=0):   # a (handle, typed parameters) pair per domain
+            out = []
+            for n, i in enumerate(by_host.get(self.host).values(), 1):
+                out.append((Dom(self, i.id), {
+                    "state.state": 1, "state.reason": 1, "cpu.time": n * 10**9 + 7, "cpu.user": n * 10**8,
+                    "cpu.system": n * 10**7, "balloon.current": 524288, "balloon.maximum": 524288,
+                    "net.count": 1, "net.0.name": f"vnet{n}", "net.0.rx.bytes": n << 18, "net.0.rx.pkts": n,
+                    "net.0.tx.bytes": n << 17, "net.0.tx.pkts": n, "block.count": 1, "block.0.name": "vda",
+                    "block.0.path": f"/var/lib/cloudctl/volumes/vol-{n:017x}.qcow2", "block.0.rd.bytes": n << 20,
+                    "block.0.rd.reqs": n, "block.0.wr.bytes": n << 19, "block.0.wr.reqs": n}))
+            return out
+
+    drivers = {h: LibvirtDriver(h, "test:///") for h in hosts}   # never opened: _poll_sync on the stand-in
+
+    def poll_sync(host):   # the checkout's own driver code, as a poll runs it on the driver's worker thread
+        return drivers[host]._poll_sync(Conn(host))
 
     missing = {}
     async def poll_host(host):   # as Monitor.poll_host, on the loop
         before = {i.id: i for i in by_host.get(host).values() if i.state == "running"}
         result = await asyncio.to_thread(poll_sync, host)
         last[host] = result
-        power = {d.name: d.power for d in result.domains}
+        power = ({d.name: d.power for d in result.domains} if PolledDomains is None
+                 else result.domains.powers())
         now = set()
         for iid, inst in before.items():
             p = power.get(iid)
@@ -147,8 +188,8 @@ async def main():
                 continue
             now.add(iid)
         missing[host] = now
-        for d in result.domains:
-            inst = insts.get(d.name)
+        for name in (d.name for d in result.domains) if PolledDomains is None else result.domains.names:
+            inst = insts.get(name)
             if inst is not None and inst.host != host:
                 pass
 
@@ -164,7 +205,10 @@ async def main():
         out["rounds"].append({"s": round(time.perf_counter() - t, 2), "loop_cpu_ms": cpu_reset(),
                               "stall_ms": round(lag * 1000, 1),
                               "own_ms": round(own * 1000, 1), "gc_max_ms": gc_max(g0),
-                              "gc_full": sum(1 for g, _ in pauses[g0:] if g == 2)})
+                              "gc_full": sum(1 for g, _ in pauses[g0:] if g == 2),
+                              "gc_by_gen": [[sum(1 for g, _ in pauses[g0:] if g == k), gc_max(g0, k)]
+                                            for k in range(3)],
+                              "old_tracked": len(gc.get_objects(2))})
     stop = True
     await req
     mon.stop()

@@ -91,13 +91,12 @@ class InstanceSeries:
         for n, start in enumerate(range(0, len(domains), SLICE)):
             if n:
                 await asyncio.sleep(0)
-            part = domains[start:start + SLICE]
-            rows = [table.get(d.name) for d in part]
+            rows = [table.get(name) for name in domains.names[start:start + SLICE]]
             if n < len(reuse) and all(a is b for a, b in zip(rows, reuse[n].rows)):
                 new.slices.append(reuse[n])
                 continue
             cols: list[list[str]] = [[] for _ in FAMILIES]
-            for d, inst in zip(part, rows):
+            for d, inst in zip(domains[start:start + SLICE], rows):
                 if inst is not None and inst.host == host:
                     for col, line in zip(cols, _lines(host, inst, d)):
                         col.append(line)

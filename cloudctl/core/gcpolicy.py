@@ -16,12 +16,14 @@ generation (`gc.freeze`, O(1)), so later full collections walk only what was mad
   between checkpoints. Quick full collections are left as they are (they keep finding cycles).
 
 And one habit of the young generation. CPython counts it as allocations minus deallocations of
-any tracked object, old ones included, so a steady replacement of old objects by new ones (each
-host's last poll, 250 `DomainStats` a host; rows replaced by state changes) frees about as many as
-it makes: the counter stays under its threshold of 700 while the young list grows to tens of
-thousands (49,000 `DomainStats` at 50,000 instances), and the young collection that finally comes
-walks them all, 17-23 ms on the loop (`bench/store_stalls.py` at 50k). `sweep_young` every
-`YOUNG_SWEEP_S` keeps that list to what a tenth of a second makes (well under 1 ms a sweep).
+any tracked object, old ones included, so a steady replacement of old objects by new ones (rows
+replaced by state changes; each host's last poll, when that was 250 `DomainStats` objects a host)
+frees about as many as it makes: the counter stays under its threshold of 700 while the young list
+grows to tens of thousands (49,000 `DomainStats` at 50,000 instances), and the young collection that
+finally comes walks them all, 17-23 ms on the loop (`bench/store_stalls.py` at 50k). `sweep_young`
+every `YOUNG_SWEEP_S` keeps that list to what a tenth of a second makes (well under 1 ms a sweep).
+What is kept from one poll to the next is packed (`PolledDomains`: a few objects a host), since
+whatever is kept that long reaches the oldest generation, where every full collection walked it.
 
 The cost: an object frozen while alive that later becomes part of unreachable cycle garbage (a
 request in flight at that moment) is not collected until exit; a few objects per freeze, and

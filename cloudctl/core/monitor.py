@@ -190,11 +190,11 @@ class Monitor:
     def _strays(self, name: str, poll: HostPoll) -> None:
         """Domains of instances that live on another host now: the host was fenced and they
         were restarted elsewhere while it was away."""
-        for d in poll.domains:
-            inst = self.compute.table.get(d.name)
+        for domain in poll.domains.names:
+            inst = self.compute.table.get(domain)
             if inst is not None and inst.host != name:
-                log.warning("host %s: %s runs on %s now; removing its old domain here", name, d.name, inst.host)
-                self.compute.remove_stray(name, d.name)
+                log.warning("host %s: %s runs on %s now; removing its old domain here", name, domain, inst.host)
+                self.compute.remove_stray(name, domain)
 
     def _observe(self, name: str, seconds: float, ok: bool) -> None:
         if self.on_poll is not None:
@@ -212,7 +212,7 @@ class Monitor:
         """Running instances whose domain is off, or missing from two polls in a row, with
         nothing of ours acting on them. (A domain the hypervisor reports off is acted on at once;
         a missing one is confirmed by the next poll before its instance is called stopped.)"""
-        power = {d.name: d.power for d in poll.domains}
+        power = poll.domains.powers()
         missing_before = self._missing.get(name, set())
         missing_now: set[str] = set()
         for iid, inst in before.items():

@@ -365,7 +365,7 @@ class OneApi:
         n = _int(num, "VM id")
         health = self.cloud.monitor.hosts.get(inst.host) if inst.state == "running" else None
         poll = health.last if health is not None else None
-        stats = next((d for d in poll.domains if d.name == inst.id), None) if poll is not None else None
+        stats = poll.domains.get(inst.id) if poll is not None else None
         if stats is None or health is None or health.last_seen is None:
             return doc.monitoring(n, [])
         seen = health.last_seen

@@ -35,6 +35,7 @@ from .base import (
     HostResources,
     HypervisorDriver,
     HypervisorError,
+    PolledDomains,
     Power,
     disk_xml,
 )
@@ -611,8 +612,8 @@ class LibvirtDriver(HypervisorDriver):
         if hasattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT"):
             # Skip, rather than wait for, a domain whose job lock is held (a migration, a hot-plug).
             flags |= libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
-        domains = [_domain_stats(dom.name(), st) for dom, st in conn.getAllDomainStats(_POLL_GROUPS, flags)]
-        return HostPoll(res, cpu, domains)
+        stats = conn.getAllDomainStats(_POLL_GROUPS, flags)
+        return HostPoll(res, cpu, PolledDomains(_domain_stats(dom.name(), st) for dom, st in stats))
 
     async def define(self, name: str, xml: str) -> None:
         await self._call(self._define_sync, name, xml)

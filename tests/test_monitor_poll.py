@@ -1,0 +1,121 @@
+"""The monitor's poll as users see it, in-process over libvirt's test driver: an instance whose domain
+died without an event is recorded stopped (off: at the next poll; gone: only once two polls in a
+row missed it), a domain of an instance that runs on another host now is removed, and the host view
+counts the poll's domains. And the poll as kept: packed (`PolledDomains`), it reads back what the
+driver gave, and a host's last poll is a few objects for the cycle collector, not one per domain."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from test_compute_core import launch, raw_domain, until
+
+from cloudctl.config import load_config
+from cloudctl.core.cloud import Cloud
+from cloudctl.core.context import Caller
+from cloudctl.core.monitor import host_view
+from cloudctl.drivers.hypervisor.base import DomainStats, PolledDomains, Power
+
+from support import write_config
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
+    # The monitor's own rounds an hour apart: the test's polls are the only ones.
+    cfg = load_config(write_config(tmp_path, model_cache, terminated_visible_s=0, monitor={"interval_s": 3600}))
+    c = await Cloud.open(cfg, "http://127.0.0.1:0")
+    yield c
+    await c.stop()
+
+
+async def _lose_the_stop_event(cloud: Cloud, iid: str) -> None:
+    """The instance's domain stopped (its event handled), then the store told it runs again: as
+    after a stop event that never came (a dropped connection)."""
+    await until(lambda: cloud.compute.table.get(iid).state == "stopped")
+    await cloud.compute.idle()
+    with cloud.store.txn() as tx:
+        tx.put(dataclasses.replace(cloud.compute.table.get(iid), state="running"))
+    cloud.store.flush()
+
+
+async def test_a_domain_found_off_stops_its_instance(cloud: Cloud) -> None:
+    caller = Caller(await cloud.users.create("u"))
+    a, b = await launch(cloud, caller, 2)
+    host = cloud.compute.table.get(a).host
+    await asyncio.to_thread(raw_domain(cloud, a).destroy)
+    await _lose_the_stop_event(cloud, a)
+    h = await cloud.monitor.poll_host(host)
+    inst = cloud.compute.table.get(a)
+    assert (inst.state, inst.state_reason_code) == ("stopped", "Server.InternalError")
+    assert inst.state_reason_message == f"Server.InternalError: its domain is off on {host}"
+    assert cloud.compute.table.get(b).state == "running"
+    listed = await cloud.drivers[host].list_domains()
+    assert host_view(h, cloud.monitor, cloud.scheduler)["domains"] == len(listed) > 0
+
+
+async def test_a_missing_domain_stops_its_instance_at_the_second_poll(cloud: Cloud) -> None:
+    caller = Caller(await cloud.users.create("u"))
+    a, b = await launch(cloud, caller, 2)
+    host = cloud.compute.table.get(a).host
+    dom = raw_domain(cloud, a)
+    await asyncio.to_thread(dom.undefine)   # transient, still running ...
+    await asyncio.to_thread(dom.destroy)    # ... and gone
+    await _lose_the_stop_event(cloud, a)
+    await cloud.monitor.poll_host(host)
+    assert cloud.compute.table.get(a).state == "running"   # one miss may be a domain being moved
+    await cloud.monitor.poll_host(host)
+    inst = cloud.compute.table.get(a)
+    assert inst.state == "stopped"
+    assert inst.state_reason_message == f"Server.InternalError: its domain is gone on {host}"
+    assert cloud.compute.table.get(b).state == "running"
+
+
+async def test_the_domain_of_an_instance_moved_away_is_removed(cloud: Cloud) -> None:
+    caller = Caller(await cloud.users.create("u"))
+    a, b = await launch(cloud, caller, 2)
+    inst = cloud.compute.table.get(a)
+    other = next(h for h in cloud.drivers if h != inst.host)
+    with cloud.store.txn() as tx:   # restarted on the other host while this one was fenced
+        tx.put(dataclasses.replace(inst, host=other))
+    cloud.store.flush()
+    await cloud.monitor.poll_host(inst.host)
+    await cloud.compute.idle()
+    names = {d.name for d in await cloud.drivers[inst.host].list_domains()}
+    assert a not in names
+    assert cloud.compute.table.get(b).host != inst.host or b in names
+
+
+def _stats(n: int, power: Power = Power.RUNNING) -> DomainStats:
+    return DomainStats(f"i-{n:017x}", power, n * 10**9 + 7, 512 << 20, n << 20, n << 19, n << 18, n << 17)
+
+
+def test_a_packed_poll_reads_back_what_the_driver_gave() -> None:
+    given = [_stats(n, list(Power)[n % len(Power)]) for n in range(1, 252)]
+    poll = PolledDomains(iter(given))
+    assert list(poll) == given and len(poll) == len(given)
+    assert poll == PolledDomains(given) and poll != PolledDomains(given[:-1] + [given[-1]._replace(net_tx_bytes=1)])
+    assert (poll[0], poll[-1], poll[100:103]) == (given[0], given[-1], given[100:103])
+    assert poll.get(given[77].name) == given[77] and poll.get("i-nothere") is None
+    assert poll.powers() == {d.name: d.power for d in given}
+    assert all(type(p) is Power for p in poll.powers().values())
+    with pytest.raises(IndexError):
+        poll[len(given)]
+    # Counters past what 64 unsigned bits hold (no libvirt counter is) are kept as given, too.
+    odd = [DomainStats("a", Power.OFF, 10**20, -1), DomainStats("b", Power.PAUSED)]
+    assert list(PolledDomains(odd)) == odd
+    assert list(PolledDomains()) == []
+
+
+def test_kept_polls_are_a_few_objects_for_the_collector() -> None:
+    """200 hosts' last polls of 250 domains are what a full collection would walk, every one, if a
+    domain were an object: kept packed, they are a few objects a host."""
+    gc.collect()
+    before = len(gc.get_objects())
+    kept = [PolledDomains(_stats(h * 1000 + n) for n in range(250)) for h in range(200)]
+    gc.collect()
+    assert len(gc.get_objects()) - before < 5 * len(kept)
+    assert sum(map(len, kept)) == 50_000
