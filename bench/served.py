@@ -37,33 +37,53 @@ from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# CLOUDCTL_BENCH_REPO: another checkout's cloudctl under these probes (bench/restart.py --repo: A/B).
+sys.path.insert(0, os.environ.get("CLOUDCTL_BENCH_REPO") or str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web  # noqa: E402
 
 SAMPLES: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=200_000))
 STARTUP: dict[str, float] = {}
+T_IMPORT = time.perf_counter()   # (each phase's end is also given from here: what overlaps what)
+
+
+def _process_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _note(name: str, t0: float, c0: float, th0: float | None = None) -> None:
+    """The first call's figures (the start-up one): wall seconds, the process's CPU seconds meanwhile
+    (all threads: the other phases running beside it too) and, for a call on one thread, its own."""
+    if name in STARTUP:
+        return
+    now = time.perf_counter()
+    STARTUP[name] = now - t0
+    STARTUP[name.removesuffix("_s") + "_cpu_s"] = _process_cpu() - c0
+    STARTUP[name.removesuffix("_s") + "_end_at_s"] = now - T_IMPORT
+    if th0 is not None:
+        STARTUP[name.removesuffix("_s") + "_thread_cpu_s"] = time.thread_time() - th0
 
 
 def _timed_sync(name: str, fn: Any) -> Any:
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, c0, th0 = time.perf_counter(), _process_cpu(), time.thread_time()
         try:
             return fn(*a, **kw)
         finally:
-            STARTUP.setdefault(name, time.perf_counter() - t0)
+            _note(name, t0, c0, th0)
     return wrapper
 
 
 def _timed_async(name: str, fn: Any) -> Any:
     @functools.wraps(fn)
     async def wrapper(*a: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _process_cpu()
         try:
             return await fn(*a, **kw)
         finally:
-            STARTUP.setdefault(name, time.perf_counter() - t0)   # the first call: the start-up one
+            _note(name, t0, c0)
     return wrapper
 
 
@@ -157,12 +177,45 @@ async def memory_diff(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+def _profiled_sync(path: str, fn: Any) -> Any:
+    """The first call under cProfile with its thread's CPU clock, the stats written to `path`."""
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        if os.path.exists(path):
+            return fn(*a, **kw)
+        prof = cProfile.Profile(time.thread_time)
+        prof.enable()
+        try:
+            return fn(*a, **kw)
+        finally:
+            prof.disable()
+            prof.dump_stats(path)
+    return wrapper
+
+
+def _profiled_async(path: str, fn: Any) -> Any:
+    """The first call's loop-thread work under cProfile (CPU clock), the stats written to `path`."""
+    @functools.wraps(fn)
+    async def wrapper(*a: Any, **kw: Any) -> Any:
+        if os.path.exists(path):
+            return await fn(*a, **kw)
+        prof = cProfile.Profile(time.thread_time)
+        prof.enable()
+        try:
+            return await fn(*a, **kw)
+        finally:
+            prof.disable()
+            prof.dump_stats(path)
+    return wrapper
+
+
 def install() -> None:
     """Wrap the methods whose durations the scale bench reports."""
     from cloudctl.api.admin import AdminApi
     from cloudctl.api.ec2.app import Ec2Api
     from cloudctl.core.cloud import Cloud
     from cloudctl.core.compute import Compute
+    from cloudctl.store import checkpoint as ckpt
     from cloudctl.store.store import Store
 
     count = Ec2Api._count
@@ -184,8 +237,16 @@ def install() -> None:
             gc.freeze()
 
         Store.checkpoint = frozen_checkpoint  # type: ignore[method-assign]
+    if prof := os.environ.get("CLOUDCTL_BENCH_PROFILE"):   # (bench/restart.py --profile)
+        Store._load = _profiled_sync(prof + ".load", Store._load)  # type: ignore[method-assign]
+        Cloud.open = classmethod(_profiled_async(prof + ".open", Cloud.open.__func__))  # type: ignore[method-assign]
     if hasattr(Store, "_load"):
         Store._load = _timed_sync("state_load_s", Store._load)  # type: ignore[method-assign]
+    if hasattr(Store, "_write_first_checkpoint"):   # the checkpoint of the state as loaded, after the load
+        Store._write_first_checkpoint = _timed_async(  # type: ignore[method-assign]
+            "first_checkpoint_s", Store._write_first_checkpoint)
+    if hasattr(ckpt, "write_checkpoint"):   # (on a worker thread: its own CPU)
+        ckpt.write_checkpoint = _timed_sync("checkpoint_write_s", ckpt.write_checkpoint)  # type: ignore[attr-defined]
     if hasattr(Compute, "reconcile"):
         Compute.reconcile = _timed_async("reconcile_s", Compute.reconcile)  # type: ignore[method-assign]
     if hasattr(Cloud, "open"):

@@ -79,7 +79,7 @@ def rows(n: int, seed: int = 1) -> dict[str, list[Row]]:
         iid = hexid("i")
         reservation.append(iid)
         ip = f"10.{128 + ZONES.index(zone)}.{(i // 250) % 250}.{4 + i % 250}"
-        pub = f"{198 + (i // 250) // 256}.{18 + (i // 250) % 256}.{(i // 250) % 250}.{1 + i % 250}"
+        pub = f"198.18.{i // 250}.{1 + i % 250}"   # (in the scale bench's pool, 198.18.0.0/16: up to 50k)
         vol = hexid("vol")
         out["instances"].append(Instance(
             id=iid, owner=owner, reservation_id=res_id, image_id="ami-0cloudctl0blank00", instance_type="t3.nano",
@@ -101,7 +101,7 @@ def rows(n: int, seed: int = 1) -> dict[str, list[Row]]:
             out["volumes"].append(Volume(id=hexid("vol"), owner=owner, zone=zone, size=1, volume_type="gp3",
                                          state="in-use", created=now, instance_id=iid, device="/dev/sdf",
                                          target="vdb", attach_state="attached", attach_time=now))
-            eip = f"198.18.{64 + (i // 20) // 250}.{1 + (i // 20) % 250}"
+            eip = f"198.18.{200 + (i // 20) // 250}.{1 + (i // 20) % 250}"
             out["addresses"].append(Address(public_ip=eip, allocation_id=hexid("eipalloc"), owner=owner,
                                             allocated=now))
     if reservation:

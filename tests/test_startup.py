@@ -5,6 +5,7 @@ Real libvirt test:/// hosts throughout; the slow host is the production driver w
 made to wait (in its own thread, as a slow libvirtd would make it) for the others."""
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import threading
@@ -19,6 +20,7 @@ from cloudctl.core.compute import Compute
 from cloudctl.drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError
 from cloudctl.drivers.hypervisor.simulated import SimulatedLibvirtDriver
 from cloudctl.store import checkpoint as ckpt
+from cloudctl.store.records import Address, Instance, User
 from cloudctl.store.store import Store, ensure_private_dir
 
 from support import write_config
@@ -177,3 +179,93 @@ async def test_a_failed_load_closes_the_hosts_connected_meanwhile(
     with pytest.raises(ckpt.CheckpointError):
         await Cloud.open(cfg, "http://127.0.0.1:0", factory)
     assert drivers and all(d._closed for d in drivers)
+
+
+async def test_the_start_up_checkpoint_is_written_once_the_start_is_done(
+        tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its encoding took the GIL from the reconcile; written after it, the start loses nothing:
+    until it is on disk the previous generation stays, and a start from there finds every change."""
+    cfg = load_config(write_config(tmp_path, model_cache))
+    cloud = await Cloud.open(cfg, "http://127.0.0.1:0")
+    await cloud.stop()
+    on_disk_at_reconcile: list[list[int]] = []
+    reconcile = Compute.reconcile
+
+    async def watching(self: Compute) -> list[str]:
+        out = await reconcile(self)
+        await asyncio.sleep(0.2)   # (time enough for a checkpoint of a few rows to be written)
+        on_disk_at_reconcile.append(ckpt.generations(cfg.state_dir))
+        return out
+
+    monkeypatch.setattr(Compute, "reconcile", watching)
+    cloud = await Cloud.open(cfg, "http://127.0.0.1:0")
+    try:
+        gen = cloud.store.gen
+        assert gen not in on_disk_at_reconcile[0] and gen - 1 in on_disk_at_reconcile[0]
+        await cloud.store.started()
+        assert gen in ckpt.generations(cfg.state_dir)
+    finally:
+        await cloud.stop()
+
+
+async def test_a_held_start_up_checkpoint_loses_nothing_and_gives_way_to_a_checkpoint(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    first = Store(state)
+    await first.open()
+    with first.txn() as tx:
+        tx.put(User(name="u1", access_key="AKIA1", secret_key="s1", account_id="100000000001", created=1.0))
+    await first.sync()
+    await first.close()
+    s = Store(state)
+    await s.open(hold_checkpoint=True)
+    with s.txn() as tx:
+        tx.put(User(name="u2", access_key="AKIA2", secret_key="s2", account_id="100000000002", created=2.0))
+    await s.sync()
+    await asyncio.sleep(0.2)
+    assert s.gen not in ckpt.generations(state)   # held: the files of the previous start are all there
+    killed = Store(state)   # a crash now: a start from the files finds both users
+    killed._load_quietly()
+    assert sorted(killed.table(User).rows) == ["u1", "u2"]
+    # A checkpoint asked for meanwhile (BmSecrets.open, before the start is done) lets it through first.
+    await asyncio.wait_for(s.checkpoint(), 30)
+    assert {s.gen - 1, s.gen} <= set(ckpt.generations(state))
+    await s.close()
+    again = Store(state)
+    again._load_quietly()
+    assert sorted(again.table(User).rows) == ["u1", "u2"]
+
+
+async def test_without_scripts_start_up_reapplies_no_association_but_undoes_those_of_gone_instances(
+        tmp_path: Path, model_cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With no NAT scripts configured an association is bookkeeping: re-applying 50,000 of them was
+    50,000 tasks on the loop at start-up for no change. One whose instance is gone is still undone."""
+    cfg = load_config(write_config(tmp_path, model_cache))
+    cloud = await Cloud.open(cfg, "http://127.0.0.1:0")
+    try:
+        owner = "100000000001"
+
+        def inst(iid: str, state: str) -> Instance:
+            return Instance(id=iid, owner=owner, reservation_id="r-1", image_id="ami-1", instance_type="t3.nano",
+                            host=cfg.hosts[0].name, zone=cfg.hosts[0].zone, state=state, launch_time=1.0,
+                            private_ip="10.0.0." + iid[-1])
+
+        def addr(ip: str, iid: str, launch: bool = False) -> Address:
+            return Address(public_ip=ip, allocation_id="eipalloc-" + ip[-1], owner=owner, allocated=1.0,
+                           association_id="eipassoc-" + ip[-1], instance_id=iid, private_ip="10.0.0." + iid[-1],
+                           associated_at=1.0, launch=launch)
+
+        kept, elastic_gone, launch_gone = addr("198.18.0.1", "i-1"), addr("198.18.0.2", "i-2"), \
+            addr("198.18.0.3", "i-2", launch=True)
+        with cloud.store.txn() as tx:
+            for row in (inst("i-1", "stopped"), inst("i-2", "terminated"), kept, elastic_gone, launch_gone):
+                tx.put(row)
+        await cloud.store.sync()
+        report = cloud.addresses.reconcile()
+        await cloud.addresses.idle()
+        assert "re-applying the NAT of 2 elastic IP address(es)" in report
+        table = cloud.store.table(Address)
+        assert table.get("198.18.0.1") == kept
+        assert table.get("198.18.0.2") is not None and table.get("198.18.0.2").association_id is None  # type: ignore[union-attr]
+        assert table.get("198.18.0.3") is None   # (a launch address goes back to the pool)
+    finally:
+        await cloud.stop()

@@ -205,7 +205,7 @@ class Cloud:
         early = _EarlyEvents()
         hosts = asyncio.ensure_future(_connect_hosts(config, drivers, early.on_event))
         try:
-            await store.open()
+            await store.open(hold_checkpoint=True)   # (written once the start is done: release_checkpoint)
         except BaseException:
             await _close_after(hosts, drivers)
             raise
@@ -221,6 +221,7 @@ class Cloud:
             found = await hosts
             early.deliver_to(cloud.compute.on_domain_event)
             await cloud._start(found)
+            store.release_checkpoint()
         except BaseException:
             try:
                 await cloud.stop()

@@ -29,6 +29,7 @@ import signal
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 log = logging.getLogger("cloudctl.ip_scripts")
 
@@ -72,6 +73,9 @@ class NetworkTemplate:
 class AddressScripts(ABC):
     """Makes the host's packet path match an association."""
 
+    #: Whether associating and disassociating do nothing (no scripts): nothing to re-apply at start-up.
+    applies_nothing: ClassVar[bool] = False
+
     @abstractmethod
     async def associate(self, elastic_ip: str, private_ip: str, network: NetworkTemplate) -> None: ...
 
@@ -81,6 +85,8 @@ class AddressScripts(ABC):
 
 class NoScripts(AddressScripts):
     """No scripts configured: associations are bookkeeping only."""
+
+    applies_nothing = True
 
     async def associate(self, elastic_ip: str, private_ip: str, network: NetworkTemplate) -> None:
         return None
