@@ -241,6 +241,22 @@ class Bench:
         assert self.cc is not None
         return round(self.cc.proc.rss_mib(), 1)
 
+    def heap(self) -> dict[str, Any]:
+        """Where the RSS is (bench/served.py's GET /v0/bench/heap), with a summary in MiB: Python's
+        small-object arenas, glibc's heap in use and free, thread stacks, the rest."""
+        h: dict[str, Any] = self.admin("GET", "/v0/bench/heap")
+        mi, pm, kinds = h.get("mallinfo2", {}), h.get("pymalloc", {}), h["rss_by_kind_kib"]
+        mib = 1 / 2**20
+        arenas = next((v for k, v in pm.items() if k.startswith("arenas * ")), 0)   # (count * arena size)
+        h["summary_mib"] = {
+            "pymalloc_arenas": round(arenas * mib, 1),
+            "pymalloc_in_use": round(pm.get("bytes in allocated blocks", 0) * mib, 1),
+            "malloc_in_use": round(mi.get("uordblks", 0) * mib, 1),
+            "malloc_free": round(mi.get("fordblks", 0) * mib, 1),
+            "thread_stacks": round(kinds.get("thread_stacks", 0) / 1024, 1), "threads": h.get("threads"),
+            "files": round(kinds.get("file", 0) / 1024, 1)}
+        return h
+
     def threads(self) -> int:
         assert self.cc is not None
         with open(f"/proc/{self.cc.proc.pid}/status") as f:
@@ -348,6 +364,8 @@ class Bench:
         st["gc_during_fill"] = self.admin("GET", "/v0/bench/gc?objects=1")   # (fill, convergence, addresses)
         st["rss_mib"] = self.rss()
         st["threads"] = self.threads()
+        st["heap"] = heap = self.heap()
+        log(f"  RSS {st['rss_mib']} MiB: {heap['summary_mib']}")
         st["checkpoint"] = self.checkpoints()   # (before the poll round: a running controller checkpoints often)
         log(f"  checkpoint {st['checkpoint']['ms_median']} ms, stall {st['checkpoint']['stall_ms_max']} ms")
         st["poll_round"] = self.poll_round()
@@ -401,6 +419,7 @@ async def main_async(b: Bench, sizes: list[int], res: dict[str, Any], quick: boo
     async with Client(b.cc.ec2_url, "cloudctl-1") as c:
         await b.make_accounts(c)
         res["start"]["rss_mib_after_first_call"] = b.rss()
+        res["start"]["heap"] = b.heap()
         log(f"controller up in {res['start']['ready_s']} s, RSS {res['start']['rss_mib']} MiB")
         seq, conc = (100, 320) if quick else (200, 640)
         for n in sizes:

@@ -13,7 +13,8 @@ they are looked up by name so that a renamed method costs a missing figure, not 
 Admin routes added: GET /v0/bench/samples?action=A (and clear them; "autoscaling-tick": the
 AutoScaling reconciler's ticks), GET /v0/bench/startup, GET /v0/bench/gc (the cycle collector's
 longest pauses per generation since the last call), GET /v0/bench/cpu (the loop thread's and the
-process's CPU seconds so far). With
+process's CPU seconds so far), GET /v0/bench/heap (where the RSS is: smaps by kind, glibc's mallinfo2,
+pymalloc's arenas, thread count). With
 CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT=1, gc.freeze() after every checkpoint (an experiment);
 for bench/profile_hot.py: POST /v0/bench/profile[?clock=cpu] (cProfile on the loop thread), GET
 /v0/bench/profile?top=N&calls=K (stop; the top functions by own and by cumulative time, per call
@@ -155,6 +156,92 @@ def _short(path: str) -> str:
     return path
 
 
+def _pymalloc() -> dict[str, int]:
+    """sys._debugmallocstats' summary (it writes to the C stderr): pymalloc's arenas and what fills them."""
+    import tempfile
+    with tempfile.TemporaryFile() as f:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode(errors="replace")
+    out: dict[str, int] = {}
+    for ln in text.splitlines():
+        if "=" not in ln or ln.lstrip().startswith(("class", "-")) or " free " in ln:
+            continue
+        name, _, val = ln.rpartition("=")
+        words = name.replace("#", "").split()
+        name = " ".join(words[1:] if words and words[0].replace(",", "").isdigit() else words)
+        try:
+            out[name] = int(val.strip().replace(",", ""))
+        except ValueError:
+            pass
+    return out
+
+
+def _mallinfo() -> dict[str, int]:
+    """glibc's mallinfo2 (all arenas): the C heap's size, what is in use and what is free inside it."""
+    import ctypes
+
+    class MI2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MI2
+    except (OSError, AttributeError):
+        return {}
+    m = libc.mallinfo2()
+    return {n: int(getattr(m, n)) for n, _ in MI2._fields_}
+
+
+async def heap(request: web.Request) -> web.Response:
+    """GET /v0/bench/heap: where the RSS is (smaps), glibc's heap (mallinfo2), pymalloc's arenas
+    (sys._debugmallocstats: empty while tracemalloc traces), tracemalloc's total if tracing; ?types=N: the N
+    commonest object types the collector tracks. Anonymous mappings of 8 or 16 MiB are counted as thread
+    stacks (pthread's default size); the rest of "anon" is pymalloc's arenas and glibc's other arenas.
+    Blocks the loop a few ms and sends fd 2 to a file meanwhile: a probe for benches only."""
+    out: dict[str, Any] = {}
+    with open("/proc/self/smaps_rollup") as f:
+        for ln in f:
+            parts = ln.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out.setdefault("smaps_kib", {})[parts[0].rstrip(":")] = int(parts[1])
+    anon = {"heap": 0, "anon": 0, "stack": 0, "file": 0, "thread_stacks": 0}
+    with open("/proc/self/smaps") as f:
+        name = ""
+        for ln in f:
+            head = ln.split()
+            if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                lo, _, hi = head[0].partition("-")
+                size = int(hi, 16) - int(lo, 16)
+                name = "heap" if ln.rstrip().endswith("[heap]") else "stack" if "[stack" in ln else \
+                    "file" if len(head) > 5 and not head[5].startswith("[anon") else \
+                    "thread_stacks" if size in (8 << 20, 16 << 20) else "anon"
+            elif head and head[0] == "Rss:":
+                anon[name] = anon.get(name, 0) + int(head[1])
+    out["rss_by_kind_kib"] = anon
+    with open("/proc/self/status") as f:
+        out["threads"] = next(int(ln.split()[1]) for ln in f if ln.startswith("Threads:"))
+    out["mallinfo2"] = _mallinfo()
+    out["pymalloc"] = _pymalloc()
+    out["allocated_blocks"] = sys.getallocatedblocks()
+    if tracemalloc.is_tracing():
+        out["traced_bytes"] = tracemalloc.get_traced_memory()[0]
+    top = int(request.query.get("types", "0"))
+    if top:
+        counts: dict[str, int] = defaultdict(int)
+        for o in gc.get_objects():
+            counts[type(o).__name__] += 1
+        out["types"] = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    return web.json_response(out)
+
+
 async def memory_base(request: web.Request) -> web.Response:
     PROFILE["mem"] = tracemalloc.take_snapshot()
     return web.json_response({"traced_mib": round(tracemalloc.get_traced_memory()[0] / 2**20, 1)})
@@ -293,6 +380,7 @@ def install() -> None:
         a.router.add_get("/v0/bench/cpu", cpu)
         a.router.add_post("/v0/bench/memory", memory_base)
         a.router.add_get("/v0/bench/memory", memory_diff)
+        a.router.add_get("/v0/bench/heap", heap)
         return a
 
     AdminApi.app = admin_app  # type: ignore[method-assign]

@@ -1,7 +1,11 @@
 """glibc malloc tuning at start (cloudctl/malloc.py): the calls reach glibc and it takes them."""
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +25,24 @@ def test_trim_reaches_glibc() -> None:
     signature raises.)"""
     assert malloc._libc() is not None
     assert malloc.trim() in (True, False)
+
+
+def _in_child(code: str, **env: str) -> list[str]:
+    """Run `code` in a fresh interpreter (GLib is set once per process) and return its output lines."""
+    clean = {k: v for k, v in os.environ.items() if k != "G_SLICE"} | env
+    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    return out.stdout.split()
+
+
+SLICES = "import os; from cloudctl import malloc; print(malloc.plain_glib_slices(), os.environ.get('G_SLICE'))"
+
+
+def test_glib_slices_are_plain_malloc_unless_the_environment_says_otherwise() -> None:
+    assert _in_child(SLICES) == ["True", "always-malloc"]
+    assert _in_child(SLICES, G_SLICE="debug-blocks") == ["False", "debug-blocks"]   # the operator's own
+
+
+def test_glib_slices_are_left_alone_once_libvirt_is_loaded() -> None:
+    """GLib has read G_SLICE by then (or will not again): setting it would only mislead children."""
+    assert _in_child("import libvirt; " + SLICES) == ["False", "None"]
