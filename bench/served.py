@@ -24,12 +24,11 @@ CLOUDCTL_BENCH_TRACEMALLOC_FRAMES=N also by the N frames that allocated it: what
 """
 from __future__ import annotations
 
-import cProfile
 import functools
 import gc
+import importlib
 import io
 import os
-import pstats
 import sys
 import time
 import tracemalloc
@@ -39,6 +38,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# cloudctl first: its package defers aiohttp's client (cloudctl/lazy_aiohttp.py), which a bare
+# `from aiohttp import web` here would load, and the scale bench's base RSS would count.
+importlib.import_module("cloudctl")
 from aiohttp import web  # noqa: E402
 
 SAMPLES: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=200_000))
@@ -93,6 +95,7 @@ async def gc_pauses(request: web.Request) -> web.Response:
 async def profile_start(request: web.Request) -> web.Response:
     # clock=cpu: the loop thread's own CPU time (time.thread_time), so neither the waits for the
     # GIL or a lock nor this shared machine's preemption count; clock=wall (default): what it took.
+    import cProfile  # (here: pstats and its imports are ~0.9 MiB of the base RSS the bench reports)
     prof = cProfile.Profile(time.thread_time) if request.query.get("clock") == "cpu" else cProfile.Profile()
     PROFILE["p"] = prof
     prof.enable()
@@ -100,6 +103,7 @@ async def profile_start(request: web.Request) -> web.Response:
 
 
 async def profile_stop(request: web.Request) -> web.Response:
+    import pstats
     prof = PROFILE.pop("p")
     prof.disable()
     if request.query.get("dump"):   # the raw stats too, for pstats' callers/callees views
