@@ -7,7 +7,8 @@ behind one libvirtd per zone, bench/scale_hosts.py; `--probed`: through bench/se
 does), waits for /v0/health plus `--settle` seconds, and prints VmRSS and its split from
 /proc/PID/status and smaps: anonymous memory (the heap, arenas, thread stacks) against file-backed
 pages (shared libraries, Python's extension modules), the largest mappings by file, and the thread
-count. The difference between 1 and 200 hosts is the per-host cost (a config needs one host).
+count. The difference between 1 and 200 hosts is the per-host cost (a config needs one host); `--hosts 0`:
+the default config as `make run` serves it (its embedded test:/// hosts, no libvirtd).
 `--repo` serves another checkout's cloudctl (a detached worktree of main: before/after in one run).
 Memory figures are the kernel's, so the machine's load does not move them.
 """
@@ -42,9 +43,11 @@ def status(pid: int) -> dict[str, int]:
 
 
 def mappings(pid: int) -> dict[str, int]:
-    """Resident KiB by mapping: a file's path, [heap], [stack], and the unnamed anonymous ones by
-    their size: '8 MiB (thread stacks)' is glibc's default thread stack (RLIMIT_STACK), '64 MiB
-    (malloc arenas)' a thread arena's heap, '1 MiB (pymalloc)' CPython's object arenas, 'anon' the rest."""
+    """Resident KiB by mapping: a file's path, [heap] (malloc's main arena: C libraries and Python
+    objects over 512 bytes), '8 MiB (thread stacks)' (glibc's default stack, RLIMIT_STACK; a stack
+    whose guard page split it counts under 'anon'), '64 MiB (malloc arenas)' (the other threads'
+    arenas), and 'anon': the other unnamed mappings, mostly CPython's 1 MiB object arenas (which the
+    kernel merges when adjacent, so their sizes say nothing)."""
     by: dict[str, int] = defaultdict(int)
     name = "anon"
     with open(f"/proc/{pid}/smaps") as f:
@@ -54,10 +57,8 @@ def mappings(pid: int) -> dict[str, int]:
                 continue
             if "-" in head[0] and not head[0].endswith(":"):
                 lo, hi = (int(x, 16) for x in head[0].split("-"))
-                size = hi - lo
                 name = head[5] if len(head) > 5 else {8 << 20: "8 MiB (thread stacks)",
-                                                       64 << 20: "64 MiB (malloc arenas)",
-                                                       1 << 20: "1 MiB (pymalloc)"}.get(size, "anon")
+                                                       64 << 20: "64 MiB (malloc arenas)"}.get(hi - lo, "anon")
             elif head[0] == "Rss:":
                 by[name] += int(head[1])
     return dict(by)
@@ -78,12 +79,14 @@ def measure(repo: Path, n_hosts: int, settle: float, probed: bool) -> dict[str, 
             node.parent.mkdir(exist_ok=True)
             scale_hosts.write_node(node)
             hosts.append({"name": f"h{i:03d}", "uri": scale_hosts.host_uri(node, zones[z]), "zone": z})
-        overrides = {"hosts": hosts,
-                     "networks": [{"name": f"net-{z[-2:]}", "zone": z, "cidr": f"10.{128 + i}.0.0/16"}
-                                  for i, z in enumerate(ZONES) if z in zones],
-                     "elastic_ips": {"pool": ["198.18.0.0/16"], "max_addresses_per_user": 100_000},
-                     "monitor": {"interval_s": 10.0, "grace_s": 120, "timeout_s": 60},
-                     "metadata": {"listen": "127.0.0.1", "port": 0}}
+        overrides: dict[str, Any] | None = None   # 0 hosts: the default config's (make run's test:///)
+        if n_hosts:
+            overrides = {"hosts": hosts,
+                         "networks": [{"name": f"net-{z[-2:]}", "zone": z, "cidr": f"10.{128 + i}.0.0/16"}
+                                      for i, z in enumerate(ZONES) if z in zones],
+                         "elastic_ips": {"pool": ["198.18.0.0/16"], "max_addresses_per_user": 100_000},
+                         "monitor": {"interval_s": 10.0, "grace_s": 120, "timeout_s": 60},
+                         "metadata": {"listen": "127.0.0.1", "port": 0}}
         cc = procs.start_cloudctl(tmp, timeout=180, overrides=overrides, repo=repo, probed=probed)
         started.append(cc.proc)
         time.sleep(settle)
