@@ -313,4 +313,5 @@ def serve(config: Config) -> None:
     logging.basicConfig(level=os.environ.get("CLOUDCTL_LOG", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     malloc.limit_arenas()   # before the loop's and the hosts' threads exist
+    malloc.glib_slices_from_malloc()   # before libvirt (and its GLib) is loaded, at the first host
     uvloop.run(run(config))
