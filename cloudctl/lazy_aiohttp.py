@@ -46,7 +46,11 @@ def defer_client() -> bool:
             if not loaded:
                 loaded.append(True)
                 assert spec.loader is not None   # (the real __init__ replaces __getattr__ with its own)
-                spec.loader.exec_module(pkg)
+                try:
+                    spec.loader.exec_module(pkg)
+                except BaseException:
+                    loaded.clear()   # the next use fails the same way, as a failed import does
+                    raise
 
     def __getattr__(name: str) -> Any:   # noqa: N807 (a module's __getattr__, PEP 562)
         if name.startswith("__") and name != "__all__":
