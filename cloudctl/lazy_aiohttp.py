@@ -58,10 +58,12 @@ def defer_client() -> bool:
         if name != "__all__" and importlib.util.find_spec(f"aiohttp.{name}") is not None:
             return importlib.import_module(f"aiohttp.{name}")   # `from aiohttp import web`
         load_all()
-        try:
+        if name in pkg.__dict__:
             return pkg.__dict__[name]
-        except KeyError:
-            raise AttributeError(f"module 'aiohttp' has no attribute {name!r}") from None
+        own = pkg.__dict__.get("__getattr__")   # aiohttp's own (its lazy names, its error)
+        if own is not None and own is not __getattr__:
+            return own(name)
+        raise AttributeError(f"module 'aiohttp' has no attribute {name!r}")
 
     pkg.__getattr__ = __getattr__   # type: ignore[attr-defined]
     sys.modules["aiohttp"] = pkg

@@ -59,12 +59,35 @@ def test_every_way_of_naming_the_client_answers_as_aiohttp_does() -> None:
                           "session_in_all": "ClientSession" in names, "star": "ClientSession" in star,
                           "missing": missing, "hasattr_file": hasattr(aiohttp, "__file__")}))
     """)
-    import aiohttp
-    try:
-        aiohttp.NoSuchName  # noqa: B018
-    except AttributeError as e:
-        said = str(e)                             # aiohttp's own words for a missing name
-    assert got == {"same": True, "session_in_all": True, "star": True, "missing": said, "hasattr_file": True}
+    assert got == {"same": True, "session_in_all": True, "star": True, "missing": aiohttp_says(),
+                   "hasattr_file": True}
+
+
+def test_a_missing_name_asked_first_fails_as_aiohttp_does() -> None:
+    got = run("""
+        import json
+        import cloudctl
+        import aiohttp
+        try:
+            aiohttp.NoSuchName                                    # the first name asked: loads the client
+            missing = "no error"
+        except AttributeError as e:
+            missing = str(e)
+        print(json.dumps({"missing": missing, "session": aiohttp.ClientSession.__name__}))
+    """)
+    assert got == {"missing": aiohttp_says(), "session": "ClientSession"}
+
+
+def aiohttp_says() -> str:
+    """aiohttp's own words for a missing name, imported without cloudctl."""
+    return str(run("""
+        import json
+        import aiohttp
+        try:
+            aiohttp.NoSuchName
+        except AttributeError as e:
+            print(json.dumps({"said": str(e)}))
+    """)["said"])
 
 
 def test_nothing_is_deferred_once_aiohttp_is_imported() -> None:
