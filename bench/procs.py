@@ -200,10 +200,12 @@ def start_cloudctl(tmp: Path, timeout: float = 90.0, overrides: dict[str, Any] |
                    env: dict[str, str] | None = None) -> Cloudctl:
     """Start `python -m cloudctl serve` on free ports and wait for /v0/health with the admin token.
     `repo`: the checkout whose `cloudctl` package runs (another one serves as a before/after peer).
-    `probed`: through bench/served.py, which adds exact server-side timings to the admin API."""
+    `probed`: through bench/served.py, which adds exact server-side timings to the admin API (the
+    served checkout's own when it has one: served.py puts its checkout's cloudctl first on the path)."""
     ec2_port, admin_port = free_port(), free_port()
     cfg = write_cloudctl_config(tmp, ec2_port, admin_port, overrides)
-    entry = [str(BENCH / "served.py")] if probed else ["-m", "cloudctl"]
+    served = repo / "bench" / "served.py"
+    entry = [str(served if served.exists() else BENCH / "served.py")] if probed else ["-m", "cloudctl"]
     # CLOUDCTL_BENCH_WRAP: a command the server runs under (bench/profile_hot.py --callgrind)
     wrap = shlex.split(os.environ.get("CLOUDCTL_BENCH_WRAP", ""))
     proc = spawn("cloudctl", [*wrap, sys.executable, *entry, "serve", "--config", str(cfg)],

@@ -25,12 +25,10 @@ CLOUDCTL_BENCH_TRACEMALLOC_FRAMES=N also by the N frames that allocated it: what
 """
 from __future__ import annotations
 
-import cProfile
 import functools
 import gc
 import io
 import os
-import pstats
 import sys
 import time
 import tracemalloc
@@ -114,6 +112,7 @@ async def gc_pauses(request: web.Request) -> web.Response:
 async def profile_start(request: web.Request) -> web.Response:
     # clock=cpu: the loop thread's own CPU time (time.thread_time), so neither the waits for the
     # GIL or a lock nor this shared machine's preemption count; clock=wall (default): what it took.
+    import cProfile  # (here: pstats and its imports are ~0.9 MiB of the base RSS the bench reports)
     prof = cProfile.Profile(time.thread_time) if request.query.get("clock") == "cpu" else cProfile.Profile()
     PROFILE["p"] = prof
     prof.enable()
@@ -121,6 +120,7 @@ async def profile_start(request: web.Request) -> web.Response:
 
 
 async def profile_stop(request: web.Request) -> web.Response:
+    import pstats
     prof = PROFILE.pop("p")
     prof.disable()
     if request.query.get("dump"):   # the raw stats too, for pstats' callers/callees views
@@ -266,6 +266,8 @@ async def memory_diff(request: web.Request) -> web.Response:
 
 def _profiled_sync(path: str, fn: Any) -> Any:
     """The first call under cProfile with its thread's CPU clock, the stats written to `path`."""
+    import cProfile  # (here, not at the top: the bench's base RSS would count it)
+
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
         if os.path.exists(path):
@@ -282,6 +284,8 @@ def _profiled_sync(path: str, fn: Any) -> Any:
 
 def _profiled_async(path: str, fn: Any) -> Any:
     """The first call's loop-thread work under cProfile (CPU clock), the stats written to `path`."""
+    import cProfile
+
     @functools.wraps(fn)
     async def wrapper(*a: Any, **kw: Any) -> Any:
         if os.path.exists(path):

@@ -46,3 +46,17 @@ def test_glib_slices_are_plain_malloc_unless_the_environment_says_otherwise() ->
 def test_glib_slices_are_left_alone_once_libvirt_is_loaded() -> None:
     """GLib has read G_SLICE by then (or will not again): setting it would only mislead children."""
     assert _in_child("import libvirt; " + SLICES) == ["False", "None"]
+
+
+def test_libvirt_is_not_loaded_before_serve_sets_the_glib_switch() -> None:
+    """GLib reads G_SLICE once, at its first slice: the server's and the CLI's imports (and the config's
+    validation) must leave libvirt unloaded until serve() has set it."""
+    repo = Path(__file__).resolve().parent.parent
+    code = ("import sys, cloudctl.cli, cloudctl.server\n"
+            "from cloudctl.config import load_config\n"
+            "load_config(None)\n"
+            "print('libvirt' in sys.modules, 'libvirtmod' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
