@@ -29,7 +29,7 @@ from ...core.ids import new_uuid
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ..client_certs import ClientCerts
-from ..listener import BodyRefused, streamed
+from ..listener import BodyRefused, direct, streamed
 from ..service import Service
 from ..turns import Turns
 from . import form
@@ -83,6 +83,7 @@ class Ec2Api:
         # up to 4 MiB, at once).
         for method in ("POST", "GET"):
             streamed(app, app.router.add_route(method, "/{tail:.*}", self.handle), MAX_BODY)
+            direct(app, method, self.handle, MAX_BODY)   # (the same, past the router when served)
         # CloudFormation wait condition handles: presigned URLs guests PUT cfn-signal's JSON to.
         app.router.add_route("PUT", "/cfn-signal/{handle}", self.cfn_signal)
         return app
