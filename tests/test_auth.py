@@ -350,6 +350,18 @@ def test_v4_key_cache_only_holds_verified_keys() -> None:
     assert len(v._keys) <= 256  # noqa: SLF001
 
 
+def test_v4_cached_key_signs_as_a_fresh_one() -> None:
+    """Once a key is cached (signing with a copy of an HMAC keyed once), the same requests verify
+    to the same replay keys as on a fresh verifier, and a tampered one is still refused."""
+    warm = verifier()
+    sign_v4().verify(warm)   # (the key is cached from here)
+    for body in (BODY, BODY + b"&InstanceId.2=i-0123456789abcdef1"):
+        wire = sign_v4(body)
+        assert wire.verified(warm) == wire.verified(verifier())
+        wire.body = body + b"&DryRun=true"
+        expect("AuthFailure", 401, lambda: wire.verify(warm))
+
+
 def test_v4_secret_rotation_not_served_from_cache() -> None:
     table = {AK: SK}
     v = SignatureVerifier(table.get, clock=lambda: NOW_TS)

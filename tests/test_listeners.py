@@ -299,3 +299,47 @@ def test_image_uploads_stream_up_to_their_own_limit(tight: Server) -> None:
                                    .encode() + data)
     assert status == 201 and json.loads(body)["Size"] == len(data)
     assert "half-mib" in _images(tight)
+
+
+def _ec2_raw(server: Server, raw: bytes, read_interim: bool = False) -> tuple[int, dict[str, str], bytes, bytes]:
+    """Send `raw` to the EC2 listener; the final answer's status, headers and body (and what
+    came before it: a 100 Continue)."""
+    with socket.create_connection(("127.0.0.1", server.ports["ec2"]), timeout=HANG_GUARD_S) as sock:
+        sock.sendall(raw)
+        got = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            if read_interim and got.endswith(b"\r\n\r\n") and got.startswith(b"HTTP/1.1 100"):
+                return 100, {}, b"", got
+            head, sep, body = got.partition(b"\r\n\r\n")
+            if sep and b"content-length:" in head.lower():
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(body) >= length:
+                    break
+    interim = b""
+    if got.startswith(b"HTTP/1.1 100"):
+        interim, got = got.split(b"\r\n\r\n", 1)
+    head, _, body = got.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    return int(lines[0].split(" ", 2)[1]), headers, body, interim
+
+
+def test_ec2_requests_keep_the_guard_past_the_router(server: Server) -> None:
+    """EC2's POST and GET are served past aiohttp's router (listener.direct): a declared length
+    over 4 MiB is still refused unread in EC2's format on a connection that closes, Expect still
+    gets its 100 Continue first, and other methods are still answered by the router (405)."""
+    head = "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    status, headers, body, _ = _ec2_raw(server, f"{head}Content-Length: {2**30}\r\n\r\n".encode())
+    assert status == 413 and b"<Code>RequestEntityTooLarge</Code>" in body
+    assert headers["connection"] == "close"
+    status, _, _, interim = _ec2_raw(server, f"{head}Content-Length: 6\r\nExpect: 100-continue\r\n\r\n".encode(),
+                                        read_interim=True)
+    assert status == 100 and interim.startswith(b"HTTP/1.1 100 Continue")
+    status, _, _, _ = _ec2_raw(server, b"DELETE / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert status == 405
+    status, _, body, _ = _ec2_raw(server, f"{head}Content-Length: 19\r\n\r\nAction=DescribeVpcs".encode())
+    assert status == 401 and b"<Code>MissingAuthenticationToken</Code>" in body   # (a signed one: test_ec2_*)

@@ -11,7 +11,6 @@ unsigned, it logs in an `x509_only` user alone, as econe's x509 auth (EC2's form
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import math
@@ -20,7 +19,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from ...core.cloud import Cloud
 from ...core.context import Caller
@@ -29,7 +29,7 @@ from ...core.ids import new_uuid
 from ...core.throttle import Throttle, Throttled
 from ...store.journal import JournalError
 from ..client_certs import ClientCerts
-from ..listener import BodyRefused, streamed
+from ..listener import BodyRefused, direct, streamed
 from ..service import Service
 from ..turns import Turns
 from . import form
@@ -48,6 +48,9 @@ SIGNAL_MAX = 64 * 1024       # a wait condition signal (cfn-signal sends a few h
 _HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
 _READ_PIECE = 64 * 1024      # a body is read, counted and scanned this much per turn of the loop
 _PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential"})
+# What web.Response(content_type="text/xml", charset="UTF-8") writes, given as is: the
+# response copies it without taking the type apart.
+_XML = CIMultiDict({hdrs.CONTENT_TYPE: "text/xml; charset=UTF-8"})
 
 
 class Ec2Api:
@@ -83,6 +86,7 @@ class Ec2Api:
         # up to 4 MiB, at once).
         for method in ("POST", "GET"):
             streamed(app, app.router.add_route(method, "/{tail:.*}", self.handle), MAX_BODY)
+            direct(app, method, self.handle, MAX_BODY)   # (the same, past the router when served)
         # CloudFormation wait condition handles: presigned URLs guests PUT cfn-signal's JSON to.
         app.router.add_route("PUT", "/cfn-signal/{handle}", self.cfn_signal)
         return app
@@ -91,7 +95,7 @@ class Ec2Api:
                status: int | None = None, e: CloudError | None = None) -> web.Response:
         self._count(svc, action, code, t0)
         body, status = svc.error(code, message, request_id, status, e.kind if e is not None else None)
-        return web.Response(body=body, status=status, content_type="text/xml", charset="UTF-8")
+        return web.Response(body=body, status=status, headers=_XML)
 
     def refuse(self, request: web.Request, e: BodyRefused) -> web.StreamResponse:
         """A body refused by the listener (api/listener.py: too large or too slow), as EC2 says it."""
@@ -251,7 +255,7 @@ class Ec2Api:
             raise
         self._count(svc, action, "ok", t0)
         if second is None:
-            return web.Response(body=first, content_type="text/xml", charset="UTF-8")
+            return web.Response(body=first, headers=_XML)
         return await self._stream(request, first, second, pieces, turns, t0)
 
     async def _read_body(self, request: web.Request, scan: form.FormScan | None) -> list[bytes]:
@@ -307,14 +311,15 @@ class Ec2Api:
         digest = None
         if scheme != "v2" and len(body) > _HASH_ON_LOOP:   # (hashlib lets go of the GIL)
             digest = await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
-        verify = functools.partial(self.verifier.verify, method=request.method, path=raw_path,
-                                   query_string=raw_query, headers=request.headers, body=body,
-                                   body_sha256=digest, prechecked=pre)
-        verified = verify(params=seen) if scheme != "v2" else None   # SigV4 holds before the form is parsed
+        verify = self.verifier.verify
+        verified = None if scheme == "v2" else verify(   # SigV4 holds before the form is parsed
+            method=request.method, path=raw_path, query_string=raw_query, headers=request.headers, body=body,
+            params=seen, body_sha256=digest, prechecked=pre)
         params = _small_form_params(query, form_body) if len(form_body) <= form.STEP_CHARS \
             else await _form_params(query, form_body)
         if verified is None:   # SigV2 signs the parsed fields
-            return params, verify(params=params)
+            return params, verify(method=request.method, path=raw_path, query_string=raw_query,
+                                  headers=request.headers, body=body, params=params, prechecked=pre)
         # SigV4 signs the query and the body's hash, not the fields: what the parsed fields can
         # still change is the scheme (an auth field written with escapes, which the look before
         # parsing did not see), and then only to refuse the request.

@@ -27,8 +27,15 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote_plus, unquote_to_bytes
+
+# OpenSSL's HMAC object: a copy of one keyed once skips the key setup (and OpenSSL 3's lookup of
+# the digest by name) that hmac.digest does per call.
+try:
+    from _hashlib import hmac_new as _hmac_new
+except ImportError:   # pragma: no cover - CPython without OpenSSL
+    _hmac_new = None
 
 __all__ = ["AUTH_PARAMS", "AuthError", "ReplayCache", "SignatureVerifier", "Verified"]
 
@@ -235,7 +242,7 @@ def _body_hash(body: bytes, known: str | None) -> str:
 class SignatureVerifier:
     """Checks that a request was signed with the secret of the access key it names."""
 
-    __slots__ = ("_secret_for", "_services", "_region", "_window", "_clock", "_keys")
+    __slots__ = ("_secret_for", "_services", "_region", "_window", "_clock", "_keys", "_macs")
 
     def __init__(self, secret_for: Callable[[str], str | None], *, service: str = "ec2",
                  region: str | None = None, window_s: int = 900, clock: Callable[[], float] = time.time,
@@ -249,6 +256,7 @@ class SignatureVerifier:
         # (secret, yyyymmdd, region, service) -> signing key.  Only keys that just verified a
         # request are stored, so forged requests naming random regions cannot churn the cache.
         self._keys: dict[tuple[str, str, str, str], bytes] = {}
+        self._macs: dict[bytes, Any] = {}   # signing key -> HMAC keyed with it, to copy (`_sign`)
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -477,7 +485,7 @@ class SignatureVerifier:
                     canonical = (head + query + tail + payload_hash).encode("utf-8", "surrogateescape")
                     to_sign = (f"{_ALGORITHM}\n{amz_date}\n{scope}\n"
                                f"{hashlib.sha256(canonical).hexdigest()}")
-                    expected = hmac.digest(key, to_sign.encode("utf-8", "surrogateescape"), "sha256").hex()
+                    expected = self._sign(key, fresh, to_sign.encode("utf-8", "surrogateescape"))
                     if hmac.compare_digest(expected.encode("ascii"), provided):
                         if fresh:
                             self._remember(cache_key, key)
@@ -507,6 +515,20 @@ class SignatureVerifier:
         if raw == normalised:
             return (first,)
         return (first, "&".join(f"{k}={v}" for k, v in raw))
+
+    def _sign(self, key: bytes, fresh: bool, message: bytes) -> str:
+        """The hex HMAC-SHA256 of `message` under a signing key: for a cached key (not `fresh`),
+        from a copy of an HMAC keyed with it once (about a third of hmac.digest's cost)."""
+        if fresh or _hmac_new is None:
+            return hmac.digest(key, message, "sha256").hex()
+        mac = self._macs.get(key)
+        if mac is None:
+            if len(self._macs) >= _KEY_CACHE_MAX:   # (keys the cache dropped: rebuilt when used again)
+                self._macs.clear()
+            mac = self._macs[key] = _hmac_new(key, digestmod="sha256")
+        mac = mac.copy()
+        mac.update(message)
+        return str(mac.hexdigest())
 
     def _derive_key(self, secret: str, date: str, region: str, service: str) -> bytes:
         key = hmac.digest(f"AWS4{secret}".encode("utf-8"), date.encode("utf-8"), "sha256")
