@@ -236,11 +236,11 @@ async def test_define_and_start_twice_leaves_one_running_domain(driver: LibvirtD
     assert "<memory unit='KiB'>262144</memory>" in inactive
     await settle()
     assert ("started", "booted", False) not in events.of(n)
-    for xml in (domain_xml("other"), domain_xml("other").replace("<name>", "<!-- i-00000104 --><name>"),
+    for xml in (domain_xml("other"), domain_xml("other").replace("<name>", "<!-- i-00000109 --><name>"),
                 domain_xml("other").replace("<name>other</name>", "<name> other\n</name>")):
-        with pytest.raises(HypervisorError, match="defines 'other', not 'i-00000104'"):
-            await driver.define_and_start("i-00000104", xml)
-    assert not {"i-00000104", "other"} & set(await powers(driver))
+        with pytest.raises(HypervisorError, match="defines 'other', not 'i-00000109'"):
+            await driver.define_and_start("i-00000109", xml)
+    assert not {"i-00000109", "other"} & set(await powers(driver))
 
 
 # -- events --------------------------------------------------------------------------------------
