@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cloudctl.config import InstanceType, load_config
@@ -66,6 +66,8 @@ hosts_st = st.lists(st.tuples(st.sampled_from(["z1", "z2", "z3"]), st.integers(0
 
 
 @given(hosts_st, st.sampled_from([None, "z1", "z2", "z3", "z9"]), st.sampled_from([0, 10, 40]))
+@settings(deadline=None)
+@example([("z1", 6, 0, True, None, 0)] * 3, "z1", 0)   # (room 1 a host: a cap of 2 needs two of them)
 def test_a_zones_room_and_pick_are_those_of_all_hosts_filtered_by_zone(
         hosts: list[tuple[str, int, int, bool, int | None, int]], zone: str | None, disk: int) -> None:
     """The scheduler looks at the zone's hosts only: the same room and the same host (ties to the
@@ -78,7 +80,11 @@ def test_a_zones_room_and_pick_are_those_of_all_hosts_filtered_by_zone(
         h = sched.hosts[f"h{n}"]
         h.used_vcpus, h.used_memory_mib, h.enabled, h.used_disk_gib = used_cpus, used_mem, enabled, used_disk
     every = [h for h in sched.hosts.values() if zone is None or h.zone == zone]
-    assert sched.room(zone, t, disk) == sum(h.room_for(t, disk) for h in every)
+    full = sum(h.room_for(t, disk) for h in every)
+    assert sched.room(zone, t, disk) == full
+    for cap in (1, 2, 7):   # (a launch of `cap` at most: the exact room below it, at least `cap` above)
+        capped = sched.room(zone, t, disk, cap=cap)
+        assert capped == full if full < cap else cap <= capped <= full
     rooms = sched.rooms(t, disk)
     for z in ("z1", "z2", "z3"):
         assert rooms.get(z, 0) == sum(h.room_for(t, disk) for h in sched.hosts.values() if h.zone == z)

@@ -325,8 +325,8 @@ class Compute:
             rooms = self.scheduler.rooms(itype, disk)   # (each zone walked once, not twice)
             zone = max(self._zones, key=lambda z: rooms.get(z, 0))
             room = rooms.get(zone, 0)
-        else:
-            room = self.scheduler.room(zone, itype, disk)
+        else:   # (enough to know whether `hi` fit: only the count below and the refusal's text read it)
+            room = self.scheduler.room(zone, itype, disk, cap=hi)
         if room < lo:
             raise CloudError.capacity("InsufficientInstanceCapacity",
                                       f"We currently do not have sufficient {type_name} capacity in the Availability "

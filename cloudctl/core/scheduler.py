@@ -125,20 +125,23 @@ class Scheduler:
                 best, best_mem, best_cpu = h, free_mem, free_cpu
         return best
 
-    def room(self, zone: str | None, t: InstanceType, disk: int = 0) -> int:
+    def room(self, zone: str | None, t: InstanceType, disk: int = 0, cap: int | None = None) -> int:
         """How many more instances of `t` fit in `zone` (None: anywhere): the sum of each host's
         `room_for`, inlined (a launch walks its zone's hosts for this; at 200 hosts the method call
-        per host was most of the walk)."""
-        return self._room(self._of_zone(zone), t, disk)
+        per host was most of the walk). With `cap`, the walk stops once `cap` fit: the answer is
+        then some number >= `cap` (a launch of one needs one host with room, not the zone's sum)."""
+        return self._room(self._of_zone(zone), t, disk, cap)
 
     def rooms(self, t: InstanceType, disk: int = 0) -> dict[str, int]:
         """`room` of every zone that has hosts, in one walk over the hosts."""
         return {z: self._room(hosts, t, disk) for z, hosts in self._in_zone.items()}
 
     @staticmethod
-    def _room(hosts: Iterable[HostCapacity], t: InstanceType, disk: int) -> int:
+    def _room(hosts: Iterable[HostCapacity], t: InstanceType, disk: int, cap: int | None = None) -> int:
         tv, tm = t.vcpus, t.memory_mib
         total = 0
+        if cap is None:
+            cap = 1 << 62
         for h in hosts:
             if not h.enabled:
                 continue
@@ -152,6 +155,8 @@ class Scheduler:
                     n = m
             if n > 0:
                 total += n
+                if total >= cap:
+                    break
         return total
 
     def fits(self, host: str, t: InstanceType, disk: int = 0) -> bool:
