@@ -4,12 +4,15 @@ filters). (libvirt's watch and timer hooks run on libvirt's own event thread now
 tests/test_libvirt_driver.py.)"""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from hypothesis import given
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cloudctl.config import InstanceType, load_config
+from cloudctl.core.compute import _replaced
 from cloudctl.core.scheduler import Scheduler
 from cloudctl.core.security_groups import _MembersIndex
 from cloudctl.store.records import Instance
@@ -57,23 +60,56 @@ def test_group_addresses_follow_their_members(ops: list[tuple[int, str | None, s
 
 
 # -- placement by zone ----------------------------------------------------------------------------------
-hosts_st = st.lists(st.tuples(st.sampled_from(["z1", "z2", "z3"]), st.integers(0, 8), st.integers(0, 4096),
-                              st.booleans()), min_size=1, max_size=12)
+hosts_st = st.lists(st.tuples(st.sampled_from(["z1", "z2", "z3"]), st.integers(0, 10), st.integers(0, 4600),
+                              st.booleans(), st.one_of(st.none(), st.integers(0, 100)), st.integers(0, 110)),
+                    min_size=1, max_size=12)
 
 
-@given(hosts_st, st.sampled_from([None, "z1", "z2", "z3", "z9"]))
+@given(hosts_st, st.sampled_from([None, "z1", "z2", "z3", "z9"]), st.sampled_from([0, 10, 40]))
+@settings(deadline=None)
+@example([("z1", 6, 0, True, None, 0)] * 3, "z1", 0)   # (room 1 a host: a cap of 2 needs two of them)
 def test_a_zones_room_and_pick_are_those_of_all_hosts_filtered_by_zone(
-        hosts: list[tuple[str, int, int, bool]], zone: str | None) -> None:
+        hosts: list[tuple[str, int, int, bool, int | None, int]], zone: str | None, disk: int) -> None:
     """The scheduler looks at the zone's hosts only: the same room and the same host (ties to the
-    first in host order) as a walk over every host, keeping those of the zone."""
+    first in host order) as a walk over every host's `room_for`, keeping those of the zone; hosts
+    over-committed (more used than offered) and with or without a disk limit among them."""
     sched = Scheduler(Store(Path("/nonexistent")), load_config(DEFAULT_CONFIG))
     t = InstanceType(vcpus=2, memory_mib=512)
-    for n, (z, used_cpus, used_mem, enabled) in enumerate(hosts):
-        sched.add_host(f"h{n}", z, 8, 4096, 1.0, 1.0)
+    for n, (z, used_cpus, used_mem, enabled, disk_gib, used_disk) in enumerate(hosts):
+        sched.add_host(f"h{n}", z, 8, 4096, 1.0, 1.0, disk_gib=disk_gib)
         h = sched.hosts[f"h{n}"]
-        h.used_vcpus, h.used_memory_mib, h.enabled = used_cpus, used_mem, enabled
+        h.used_vcpus, h.used_memory_mib, h.enabled, h.used_disk_gib = used_cpus, used_mem, enabled, used_disk
     every = [h for h in sched.hosts.values() if zone is None or h.zone == zone]
-    assert sched.room(zone, t) == sum(h.room_for(t) for h in every)
-    fits = [h for h in every if h.room_for(t) >= 1]
+    full = sum(h.room_for(t, disk) for h in every)
+    assert sched.room(zone, t, disk) == full
+    for cap in (1, 2, 7):   # (a launch of `cap` at most: the exact room below it, at least `cap` above)
+        capped = sched.room(zone, t, disk, cap=cap)
+        assert capped == full if full < cap else cap <= capped <= full
+    rooms = sched.rooms(t, disk)
+    for z in ("z1", "z2", "z3"):
+        assert rooms.get(z, 0) == sum(h.room_for(t, disk) for h in sched.hosts.values() if h.zone == z)
+    fits = [h for h in every if h.room_for(t, disk) >= 1]
     best = max(fits, key=lambda h: (h.memory_mib - h.used_memory_mib, h.vcpus - h.used_vcpus), default=None)
-    assert sched.pick(zone, t) is best
+    assert sched.pick(zone, t, disk=disk) is best
+
+
+# -- a state change's new row ---------------------------------------------------------------------------
+updates_st = st.one_of(
+    st.dictionaries(st.sampled_from(["state", "transition_reason", "state_reason_code", "private_ip", "host"]),
+                    st.one_of(st.none(), st.text(max_size=5))),
+    st.fixed_dictionaries({"state": st.sampled_from(["running", "terminated"])},
+                          optional={"ever_ran": st.booleans(), "terminated_at": st.floats(allow_nan=False),
+                                    "group_ids": st.lists(st.text(max_size=3), max_size=2)}))
+
+
+@given(updates_st)
+def test_a_replaced_instance_is_dataclasses_replace(updates: dict[str, object]) -> None:
+    """`_set_state`'s copy is `dataclasses.replace`'s row, field for field (the normalised group
+    ids included), and a name that is no field is refused with the same TypeError."""
+    row = Instance(id="i-1", owner="a", reservation_id="r-1", image_id="ami-1", instance_type="t", host="h",
+                   zone="z", state="pending", launch_time=1.0, group_ids=("sg-a",), ephemeral=("ephemeral0=sdb",),
+                   vlan_nics=({"name": "n", "mac": "m", "vlan": 5},))
+    got, want = _replaced(row, dict(updates)), replace(row, **updates)   # type: ignore[arg-type]
+    assert got == want and type(got.group_ids) is tuple
+    with pytest.raises(TypeError):
+        _replaced(row, {**updates, "no_such_field": 1})

@@ -223,6 +223,26 @@ async def test_define_replaces_an_existing_definition(driver: LibvirtDriver) -> 
     assert other in await driver.domain_xml(n)
 
 
+async def test_define_and_start_twice_leaves_one_running_domain(driver: LibvirtDriver, events: Events) -> None:
+    """A launch converged again (a restart mid-launch) redefines a running domain and starts it:
+    no error, the new definition kept, one start; a domain XML naming another domain is refused
+    before anything is defined, however its name is written."""
+    n = "i-00000103"
+    await driver.define_and_start(n, domain_xml(n, memory_mib=128))
+    await events.wait(n, "started")
+    await driver.define_and_start(n, domain_xml(n, memory_mib=256))   # running: redefined, left running
+    assert (await powers(driver))[n] is Power.RUNNING
+    inactive = await driver._call(lambda conn: conn.lookupByName(n).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert "<memory unit='KiB'>262144</memory>" in inactive
+    await settle()
+    assert ("started", "booted", False) not in events.of(n)
+    for xml in (domain_xml("other"), domain_xml("other").replace("<name>", "<!-- i-00000109 --><name>"),
+                domain_xml("other").replace("<name>other</name>", "<name> other\n</name>")):
+        with pytest.raises(HypervisorError, match="defines 'other', not 'i-00000109'"):
+            await driver.define_and_start("i-00000109", xml)
+    assert not {"i-00000109", "other"} & set(await powers(driver))
+
+
 # -- events --------------------------------------------------------------------------------------
 
 

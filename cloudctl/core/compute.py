@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -321,8 +322,11 @@ class Compute:
         caller.check_dry_run()
 
         if zone is None:  # one request lands in one zone, as in EC2: the one with most room
-            zone = max(self._zones, key=lambda z: self.scheduler.room(z, itype, disk))
-        room = self.scheduler.room(zone, itype, disk)
+            rooms = self.scheduler.rooms(itype, disk)   # (each zone walked once, not twice)
+            zone = max(self._zones, key=lambda z: rooms.get(z, 0))
+            room = rooms.get(zone, 0)
+        else:   # (enough to know whether `hi` fit: only the count below and the refusal's text read it)
+            room = self.scheduler.room(zone, itype, disk, cap=hi)
         if room < lo:
             raise CloudError.capacity("InsufficientInstanceCapacity",
                                       f"We currently do not have sufficient {type_name} capacity in the Availability "
@@ -1054,16 +1058,23 @@ def _reason(who: str) -> str:
     return f"{who} ({time.strftime('%Y-%m-%d %H:%M:%S GMT', time.gmtime())})"
 
 
-_INIT_FIELDS: dict[type, frozenset[str]] = {}
+_POSITIONS: dict[type, tuple[dict[str, int], Callable[[Any], tuple[Any, ...]]]] = {}
 
 
 def _replaced(row: Instance, updates: dict[str, Any]) -> Instance:
     """`dataclasses.replace(row, **updates)` without its `fields()` walk on every call (each
     launch's and each state change's `_set_state`): same row, same TypeError for a name that is
-    not a field."""
-    names = _INIT_FIELDS.get(type(row))
-    if names is None:
-        names = _INIT_FIELDS[type(row)] = frozenset(f.name for f in dataclasses.fields(row) if f.init)
-    if not names.issuperset(updates):
-        raise TypeError(f"not fields of {type(row).__name__}: {sorted(set(updates) - names)}")
-    return type(row)(**{n: updates[n] if n in updates else getattr(row, n) for n in names})
+    not a field. The values go by position, read in one C call: by keyword, each of an instance's
+    31 names was matched among the parameters again."""
+    got = _POSITIONS.get(type(row))
+    if got is None:
+        names = tuple(f.name for f in dataclasses.fields(row) if f.init)
+        got = _POSITIONS[type(row)] = ({n: k for k, n in enumerate(names)}, attrgetter(*names))
+    at, read = got
+    values = list(read(row))
+    for name, value in updates.items():
+        k = at.get(name)
+        if k is None:
+            raise TypeError(f"not fields of {type(row).__name__}: {sorted(set(updates) - set(at))}")
+        values[k] = value
+    return type(row)(*values)

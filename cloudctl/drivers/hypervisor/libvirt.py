@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import stat
 import subprocess
 import threading
@@ -200,6 +201,18 @@ def _xml_identity(xml: str) -> tuple[str | None, str | None] | None:
     except ValueError:
         uuid = raw  # malformed; libvirt will reject it with its own message
     return name, uuid
+
+
+_HEAD = re.compile(r"\s*(?:<\?xml[^>]*\?>\s*)?<domain(?:\s[^>]*)?>\s*<name>([^<&]*)</name>")
+
+
+def _names(xml: str, name: str) -> bool:
+    """Does the XML plainly define `name`: a root `domain` whose first child is `<name>` with that
+    text (whitespace around it aside), as the compiled templates write it? Then `_xml_identity`
+    would give that name too (or no parse at all, which libvirt refuses by itself); anything else
+    (comments, entities, another first child) answers False and is parsed."""
+    m = _HEAD.match(xml)
+    return m is not None and m.group(1).strip() == name
 
 
 def _with_uuid(xml: str, uuid: str) -> str:
@@ -619,16 +632,23 @@ class LibvirtDriver(HypervisorDriver):
     async def define(self, name: str, xml: str) -> None:
         await self._call(self._define_sync, name, xml)
 
-    def _define_sync(self, conn: libvirt.virConnect, name: str, xml: str) -> None:
-        identity = _xml_identity(xml)
-        if identity is not None and identity[0] is not None and identity[0] != name:
-            raise HypervisorError(f"domain XML defines {identity[0]!r}, not {name!r}")
+    def _define_sync(self, conn: libvirt.virConnect, name: str, xml: str) -> libvirt.virDomain:
+        """Define (or redefine) the domain `name` from `xml`, refusing XML that names another
+        domain; the defined domain. The XML is parsed only when its head does not show the name
+        plainly (`_names`) or libvirt refuses it: every launch's define parsed its whole XML."""
+        identity: tuple[str | None, str | None] | None | bool = False   # (False: not parsed yet)
+        if not _names(xml, name):
+            identity = _xml_identity(xml)
+            if identity is not None and identity[0] is not None and identity[0] != name:
+                raise HypervisorError(f"domain XML defines {identity[0]!r}, not {name!r}")
         try:
-            conn.defineXML(xml)
-            return
+            return conn.defineXML(xml)
         except libvirt.libvirtError as e:
+            if identity is False:
+                identity = _xml_identity(xml)
             if identity is None:
                 raise
+            assert not isinstance(identity, bool)
             try:
                 existing = conn.lookupByName(name)
             except libvirt.libvirtError:
@@ -638,12 +658,11 @@ class LibvirtDriver(HypervisorDriver):
                 raise
             if want is None:
                 # Same name, XML without a UUID: libvirt would invent one and collide.
-                conn.defineXML(_with_uuid(xml, have))
-                return
+                return conn.defineXML(_with_uuid(xml, have))
             if existing.isActive():
                 raise  # a different domain of that name is running; do not pull it away
             self._undefine_dom(existing)
-        conn.defineXML(xml)
+        return conn.defineXML(xml)
 
     async def start(self, name: str) -> None:
         await self._started(self._start_sync, name)
@@ -663,8 +682,10 @@ class LibvirtDriver(HypervisorDriver):
                 self._starts[name] = pending - 1
 
     def _define_and_start_sync(self, conn: libvirt.virConnect, name: str, xml: str) -> bool:
-        self._define_sync(conn, name, xml)
-        return self._start_sync(conn, name)
+        """The domain defineXML gave back is started as it is: no lookup by name and no isActive
+        first (two of a launch's four round trips to libvirtd); one already running refuses the
+        create, and is then left running (no start of ours, no event), as `_start_sync` leaves it."""
+        return self._start_dom(self._define_sync(conn, name, xml))
 
     @staticmethod
     def _start_sync(conn: libvirt.virConnect, name: str) -> bool:
@@ -672,10 +693,14 @@ class LibvirtDriver(HypervisorDriver):
         dom = conn.lookupByName(name)
         if dom.isActive():
             return False
+        return LibvirtDriver._start_dom(dom)
+
+    @staticmethod
+    def _start_dom(dom: libvirt.virDomain) -> bool:
         try:
             dom.create()
         except libvirt.libvirtError:
-            if not dom.isActive():  # lost a race with another start: fine
+            if not dom.isActive():  # lost a race with another start, or running already: fine
                 raise
             return False
         return True
