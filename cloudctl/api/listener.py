@@ -115,8 +115,7 @@ def _guard(limit: int, timeout_s: float, refuse: Refuse) -> Middleware:
         try:
             own = request.app.get(STREAMED, {}).get(request.match_info.route)
             cap = limit if own is None else own
-            if request.content_length is not None and request.content_length > cap:
-                raise BodyRefused.too_large(cap)
+            _declared_within(request, cap)
             if own is None and request.body_exists:
                 try:
                     async with asyncio.timeout(timeout_s):
@@ -129,10 +128,20 @@ def _guard(limit: int, timeout_s: float, refuse: Refuse) -> Middleware:
                     raise BodyRefused.lost() from None
             return await handler(request)
         except BodyRefused as e:
-            resp = refuse(request, e)
-            resp.force_close()   # the rest of the body may still be on the wire
-            return resp
+            return _refused(refuse, request, e)
     return guard
+
+
+def _declared_within(request: web.BaseRequest, cap: int) -> None:
+    """A declared length over `cap` is refused before a byte of the body is read."""
+    if request.content_length is not None and request.content_length > cap:
+        raise BodyRefused.too_large(cap)
+
+
+def _refused(refuse: Refuse, request: web.Request, e: BodyRefused) -> web.StreamResponse:
+    resp = refuse(request, e)
+    resp.force_close()   # the rest of the body may still be on the wire
+    return resp
 
 
 def _dispatch(app: web.Application, refuse: Refuse) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
@@ -149,14 +158,10 @@ def _dispatch(app: web.Application, refuse: Refuse) -> Callable[[web.BaseRequest
         if handler is None or hdrs.EXPECT in request.headers:
             return await routed(req)
         try:
-            length = request.content_length
-            if length is not None and length > limits[request.method]:
-                raise BodyRefused.too_large(limits[request.method])
+            _declared_within(request, limits[request.method])
             return await handler(req)
         except BodyRefused as e:
-            resp = refuse(req, e)
-            resp.force_close()   # the rest of the body may still be on the wire
-            return resp
+            return _refused(refuse, req, e)
     return dispatch
 
 

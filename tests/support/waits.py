@@ -3,36 +3,41 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
+def _tries(check: Callable[[], T], timeout: float, what: str) -> Iterator[T | None]:
+    """None for each try of `check` that is false, then its true value; fail after `timeout` s.
+    (The caller chooses how to wait between tries.)"""
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        yield None
+    yield got
+
+
 def wait_until(check: Callable[[], T], timeout: float = 20, what: str = "the condition",
                interval: float = 0.05) -> T:
     """Poll `check` until it returns something true and return that; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
+    for got in _tries(check, timeout, what):
         if got:
             return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+    raise AssertionError("unreachable")
 
 
 async def eventually(check: Callable[[], T], timeout: float = 20, what: str = "the condition",
                      interval: float = 0.01) -> T:
     """`wait_until` for a test on the loop: the loop runs (and delivers) while it waits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
+    for got in _tries(check, timeout, what):
         if got:
             return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+    raise AssertionError("unreachable")
 
 
 def wait_state(ec2: Any, ids: list[str], state: str, timeout: float = 20) -> list[dict[str, Any]]:
