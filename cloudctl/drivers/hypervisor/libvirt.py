@@ -511,8 +511,7 @@ class LibvirtDriver(HypervisorDriver):
     def _guest_initiated(self, name: str, kind: str) -> bool:
         intent = self._intents.get(name)
         if kind == "started":
-            if (pending := self._starts.pop(name, 0)) > 1:
-                self._starts[name] = pending - 1
+            self._uncount_start(name)
             if intent is not None and intent.starts_ahead:
                 intent.starts_ahead -= 1   # a start from before our stop: the stop is still to come
             elif intent is not None and not intent.active:
@@ -636,19 +635,16 @@ class LibvirtDriver(HypervisorDriver):
         """Define (or redefine) the domain `name` from `xml`, refusing XML that names another
         domain; the defined domain. The XML is parsed only when its head does not show the name
         plainly (`_names`) or libvirt refuses it: every launch's define parsed its whole XML."""
-        identity: tuple[str | None, str | None] | None | bool = False   # (False: not parsed yet)
         if not _names(xml, name):
-            identity = _xml_identity(xml)
-            if identity is not None and identity[0] is not None and identity[0] != name:
-                raise HypervisorError(f"domain XML defines {identity[0]!r}, not {name!r}")
+            named = _xml_identity(xml)
+            if named is not None and named[0] is not None and named[0] != name:
+                raise HypervisorError(f"domain XML defines {named[0]!r}, not {name!r}")
         try:
             return conn.defineXML(xml)
         except libvirt.libvirtError as e:
-            if identity is False:
-                identity = _xml_identity(xml)
+            identity = _xml_identity(xml)   # (this rare path may parse it a second time)
             if identity is None:
                 raise
-            assert not isinstance(identity, bool)
             try:
                 existing = conn.lookupByName(name)
             except libvirt.libvirtError:
@@ -678,8 +674,12 @@ class LibvirtDriver(HypervisorDriver):
         try:
             created = await self._call(fn, name, *args)
         finally:
-            if not created and (pending := self._starts.pop(name, 0)) > 1:
-                self._starts[name] = pending - 1
+            if not created:
+                self._uncount_start(name)
+
+    def _uncount_start(self, name: str) -> None:
+        if (pending := self._starts.pop(name, 0)) > 1:
+            self._starts[name] = pending - 1
 
     def _define_and_start_sync(self, conn: libvirt.virConnect, name: str, xml: str) -> bool:
         """The domain defineXML gave back is started as it is: no lookup by name and no isActive
