@@ -42,8 +42,9 @@ class Env:
         self.ec2.create_key_pair(KeyName="lt-key")
 
     def refused(self, code: str, call: Callable[..., Any], **kw: Any) -> str:
-        """`call(**kw)` fails with `code` and changes nothing; the message."""
-        before = self.probe.state()
+        """`call(**kw)` fails with `code` and changes nothing; the message. The state is first let
+        settle: an earlier test's terminations may still be landing (one commit each)."""
+        before = self.probe.settle()
         with pytest.raises(ClientError) as e:
             call(**kw)
         assert e.value.response["Error"]["Code"] == code, (call, kw, e.value.response["Error"])
