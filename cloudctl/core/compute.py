@@ -931,23 +931,26 @@ class Compute:
         The hosts are listed concurrently (a few at a time, each in its driver's threads) and
         each is reconciled as soon as its listing arrives; the report keeps the hosts' order."""
         gate = asyncio.Semaphore(HOSTS_AT_ONCE)
+        # Listed before any host's converge starts: one that removes a stopped instance's files
+        # would otherwise hide from the report what the crash left.
+        with_files = await self.instance_store.with_files()
 
         async def one(name: str, driver: HypervisorDriver) -> list[str]:
             async with gate:
                 return await self._reconcile_host(name, driver)
 
         parts = await asyncio.gather(*(one(n, d) for n, d in self.drivers.items()))
-        report = [line for part in parts for line in part] + await self._ephemeral_strays()
+        report = [line for part in parts for line in part] + self._ephemeral_strays(with_files)
         for line in report:
             log.warning("reconcile: %s", line)
         self.reconcile_report = report
         return report
 
-    async def _ephemeral_strays(self) -> list[str]:
+    def _ephemeral_strays(self, with_files: list[str]) -> list[str]:
         """Remove ephemeral files no instance may hold now (a crash came between a file and the
         record that would have removed it, or the instance's record is gone)."""
         report = []
-        for iid in await self.instance_store.with_files():
+        for iid in with_files:
             inst = self.table.get(iid)
             if inst is None or inst.state not in HOLDING:
                 why = inst.state if inst else "no instance"
