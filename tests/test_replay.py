@@ -173,8 +173,15 @@ def count_then_die(real):
         return real(*a, **kw)
     return wrapped
 
-if where == "first-pass":   # while the journal's records are being marked
-    replay._first = count_then_die(replay._first)
+if where == "first-pass":   # while the journal's records are being read and marked
+    real_read = replay.read_payloads
+
+    def read_then_die(path, checked=True):
+        for payload in real_read(path, checked):
+            if checked:   # (the first pass: the second reads them unchecked)
+                count_then_die(lambda: None)()
+            yield payload
+    replay.read_payloads = read_then_die
 else:                       # while they are being applied
     store.Store._apply_record = count_then_die(store.Store._apply_record)
 store.Store(Path(sys.argv[2]))._load()
