@@ -16,8 +16,8 @@ import pytest
 
 from cloudctl.store import replay as replay_module
 from cloudctl.store.journal import encode_record, journal_path, read_journal
-from cloudctl.store.records import Event, Lease, NumericId, encode_row
-from cloudctl.store.store import Store, _RowBuilder
+from cloudctl.store.records import Event, Instance, Lease, NumericId, encode_row
+from cloudctl.store.store import Store, _positional, _RowBuilder
 
 KEYS = ["10.0.0.1", "10.0.0.2", 'x",1', 'x",2', 'y"]', 'q"uote', "back\\slash", "sep\x1fkey", "ünï", "tail\\",
         "10.0.0.3", "10.0.0.4", "10.0.0.5"]
@@ -122,10 +122,19 @@ def test_rows_built_by_position_equal_rows_built_by_name() -> None:
     _row_from = _RowBuilder().build
     rows = [_lease("10.1.2.3", 7), NumericId(resource="vm/i-1", kind="vm", num=3),
             Event(id="0001", time=1.5, kind="instance.state", subject="i-1", message="pending -> running",
-                  data={"owner": "1", "hosts": ["a", "b"]})]
+                  data={"owner": "1", "hosts": ["a", "b"]}),
+            Instance(id="i-1", owner="1", reservation_id="r-1", image_id="ami-1", instance_type="m1.small",
+                     host="h1", zone="z1", state="running", launch_time=2.5, group_ids=("sg-1", "sg-2"),
+                     ephemeral=("ephemeral0=/dev/sdb",), ever_ran=True)]
     for row in rows:
         d = json.loads(encode_row(row))
-        assert _row_from(type(row), d) == row == type(row).from_dict(d)
+        built = _row_from(type(row), d)
+        assert built == row == type(row).from_dict(d)
+        assert type(built) is type(row) and encode_row(built) == encode_row(row)
+        make = _positional(type(row), tuple(d))
+        assert make is not None and make(list(d.values())) == row   # (the loads' maker, not the constructor)
+        # (made without __init__: the sequences are tuples as __post_init__ makes them)
+        assert all(type(v) is not list for v in (getattr(built, f) for f in built.__slots__))
         backwards = dict(reversed(list(d.items())))
         assert _row_from(type(row), backwards) == row
         assert _row_from(type(row), {**d, "from_a_newer_writer": 1}) == row
@@ -173,8 +182,15 @@ def count_then_die(real):
         return real(*a, **kw)
     return wrapped
 
-if where == "first-pass":   # while the journal's records are being marked
-    replay._first = count_then_die(replay._first)
+if where == "first-pass":   # while the journal's records are being read and marked
+    real_read = replay.read_payloads
+
+    def read_then_die(path, checked=True):
+        for payload in real_read(path, checked):
+            if checked:   # (the first pass: the second reads them unchecked)
+                count_then_die(lambda: None)()
+            yield payload
+    replay.read_payloads = read_then_die
 else:                       # while they are being applied
     store.Store._apply_record = count_then_die(store.Store._apply_record)
 store.Store(Path(sys.argv[2]))._load()

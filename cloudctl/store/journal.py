@@ -93,27 +93,28 @@ def read_payloads(path: Path, checked: bool = True) -> Iterator[bytes]:
             raise JournalError(
                 f"journal {path}: format version {meta.get('version')!r} is not supported by this cloudctl "
                 f"(it reads version {VERSION}); start the cloudctl release that wrote it")
-        offset = len(header)
         if not checked:
             for line in f:
                 yield line[9:-1]
             return
+        crc32 = zlib.crc32
         for line in f:
+            payload = line[9:-1]
             # A line without its newline is the file's last: a torn write, even if its CRC holds.
-            ok = len(line) > 10 and line[8:9] == b" " and line.endswith(b"\n")
-            if ok:
-                try:
-                    ok = int(line[:8], 16) == zlib.crc32(memoryview(line)[9:-1])
-                except ValueError:
-                    ok = False
+            # (The checks in one expression, on the line's bytes as ints: half the per-record cost of
+            # slices and a memoryview; int() takes what it took before, a ValueError is a bad CRC.)
+            try:
+                ok = len(line) > 10 and line[8] == 32 and line[-1] == 10 and int(line[:8], 16) == crc32(payload)
+            except ValueError:
+                ok = False
             if not ok:
+                offset = f.tell() - len(line)   # (where this line starts: binary reads keep tell exact)
                 if any(rest.strip(b"\n") for rest in f):
                     raise JournalError(f"journal {path}: record at byte {offset} is damaged and later records "
                                        f"follow; refusing to replay a journal with a hole in it")
                 torn = (offset, len(line.rstrip(b"\n")))
                 break
-            yield line[9:-1]
-            offset += len(line)
+            yield payload
     if torn is not None:
         log.warning("journal %s: dropping a torn record at byte %d (%d bytes; crash during write)", path, *torn)
         _truncate(path, torn[0])

@@ -75,17 +75,24 @@ def overwritten(path: Path, written: set[bytes] | None = None) -> bytearray:
     never skipped."""
     flags = bytearray()
     last: dict[bytes, int] = {}   # '<table>","<key>' -> the last record whose first operation wrote it
+    match = _FIRST.match
+    append = flags.append
+    # (`_first` inline: a call less per record, on a million records ~0.3 s of a start.)
     for i, payload in enumerate(read_payloads(path)):
-        m = _first(payload)
+        m = match(payload)
         if m is None:
-            flags.append(0)
+            append(0)
             continue
-        flags.append(_PUT if m.group(1) == b"p" else 0)
-        ident = payload[7:m.end(3)]
+        end = m.end(3)
+        if payload[end - 1] == 92:   # (a backslash before the quote: see `_first`)
+            append(0)
+            continue
+        ident = payload[7:end]
         prev = last.get(ident)
         if prev is not None and flags[prev] == _PUT:
             flags[prev] = SKIP
         last[ident] = i
+        append(_PUT if payload[3] == 112 else 0)   # ("p")
     if written is not None:
         written.update(last)
     return flags.replace(bytes([_PUT]), b"\0")
