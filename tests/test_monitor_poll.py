@@ -89,6 +89,18 @@ async def test_the_domain_of_an_instance_moved_away_is_removed(cloud: Cloud) -> 
     assert cloud.compute.table.get(b).host != inst.host or b in names
 
 
+async def test_the_kept_poll_names_domains_by_the_instances_own_ids(cloud: Cloud) -> None:
+    """Not by libvirt's copies of the names, kept until the next poll (68 B a domain)."""
+    caller = Caller(await cloud.users.create("u"))
+    ids = await launch(cloud, caller, 3)
+    for host in {cloud.compute.table.get(i).host for i in ids}:
+        h = await cloud.monitor.poll_host(host)
+        assert h.last is not None
+        mine = [n for n in h.last.domains.names if cloud.compute.table.get(n) is not None]
+        assert mine and all(n is cloud.compute.table.get(n).id for n in mine)
+        assert [d.name for d in h.last.domains] == list(h.last.domains.names)   # (read back as before)
+
+
 def _stats(n: int, power: Power = Power.RUNNING) -> DomainStats:
     return DomainStats(f"i-{n:017x}", power, n * 10**9 + 7, 512 << 20, n << 20, n << 19, n << 18, n << 17)
 

@@ -189,12 +189,23 @@ class Monitor:
 
     def _strays(self, name: str, poll: HostPoll) -> None:
         """Domains of instances that live on another host now: the host was fenced and they
-        were restarted elsewhere while it was away."""
+        were restarted elsewhere while it was away.
+
+        The same walk makes the kept poll name each instance's domain by the instance row's own id
+        string: the poll's names are fresh copies from libvirt, ~68 B each kept until the next poll
+        (3.4 MB at 50,000 instances)."""
+        table = self.compute.table
+        names: list[str] = []
         for domain in poll.domains.names:
-            inst = self.compute.table.get(domain)
-            if inst is not None and inst.host != name:
+            inst = table.get(domain)
+            if inst is None:
+                names.append(domain)
+                continue
+            names.append(inst.id)
+            if inst.host != name:
                 log.warning("host %s: %s runs on %s now; removing its old domain here", name, domain, inst.host)
                 self.compute.remove_stray(name, domain)
+        poll.domains.names = tuple(names)
 
     def _observe(self, name: str, seconds: float, ok: bool) -> None:
         if self.on_poll is not None:

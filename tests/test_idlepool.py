@@ -1,0 +1,147 @@
+"""The hypervisor driver's pool: threads up to its maximum, the extra ones end when idle, a hung pool
+does not take another's threads, shutdown runs what is queued."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import CancelledError
+
+import pytest
+
+from cloudctl.drivers.hypervisor.idlepool import IdlePool
+from tests.support.waits import wait_until
+
+
+def _blocked(pool: IdlePool, n: int) -> tuple[threading.Event, list[threading.Event], list]:
+    """`n` calls in `pool`, each blocked until the returned event is set; and their futures."""
+    release = threading.Event()
+    started = [threading.Event() for _ in range(n)]
+
+    def call(i: int) -> int:
+        started[i].set()
+        release.wait()
+        return i
+
+    futs = [pool.submit(call, i) for i in range(n)]
+    return release, started, futs
+
+
+def test_results_exceptions_and_arguments_come_back() -> None:
+    pool = IdlePool(2, "t")
+    try:
+        assert pool.submit(lambda a, *, b: a + b, 2, b=3).result(timeout=10) == 5
+        with pytest.raises(ZeroDivisionError):
+            pool.submit(lambda: 1 / 0).result(timeout=10)
+        assert list(pool.map(lambda x: x * 2, range(5))) == [0, 2, 4, 6, 8]
+    finally:
+        pool.shutdown()
+
+
+def test_grows_to_its_maximum_and_no_further() -> None:
+    pool = IdlePool(4, "t", idle_s=60)
+    release, started, futs = _blocked(pool, 6)
+    try:
+        for ev in started[:4]:
+            assert ev.wait(10)
+        assert pool.threads == 4
+        assert not started[4].is_set() and not started[5].is_set()   # queued behind the four
+    finally:
+        release.set()
+    assert [f.result(timeout=10) for f in futs] == list(range(6))
+    assert pool.threads == 4   # (idle for less than a minute: kept)
+    pool.shutdown()
+    assert pool.threads == 0
+
+
+def test_extra_threads_end_when_idle_and_the_first_stays() -> None:
+    pool = IdlePool(4, "t", idle_s=0.05)
+    release, started, futs = _blocked(pool, 4)
+    for ev in started:
+        assert ev.wait(10)
+    assert pool.threads == 4
+    release.set()
+    for f in futs:
+        f.result(timeout=10)
+    wait_until(lambda: pool.threads == 1, what="the extra threads to end")
+    kept = pool.submit(threading.get_ident).result(timeout=10)
+    # parked without end now: later calls still find the same thread
+    assert all(pool.submit(threading.get_ident).result(timeout=10) == kept for _ in range(20))
+    assert pool.threads == 1
+    pool.shutdown()
+    assert pool.threads == 0
+
+
+def test_a_trickle_of_calls_keeps_one_thread_busy() -> None:
+    """Parked threads are woken latest first, so the others time out under sequential calls."""
+    pool = IdlePool(4, "t", idle_s=0.2)
+    release, started, futs = _blocked(pool, 4)
+    for ev in started:
+        assert ev.wait(10)
+    release.set()
+    for f in futs:
+        f.result(timeout=10)
+    seen: set[int] = set()
+
+    def trickle() -> bool:
+        seen.add(pool.submit(threading.get_ident).result(timeout=10))
+        return pool.threads == 1
+
+    wait_until(trickle, interval=0.01, what="three of four threads to end under sequential calls")
+    pool.shutdown()
+
+
+def test_keep_zero_ends_every_thread_and_starts_again() -> None:
+    pool = IdlePool(2, "t", idle_s=0.05, keep=0)
+    assert pool.submit(lambda: 7).result(timeout=10) == 7
+    wait_until(lambda: pool.threads == 0, what="the last thread to end")
+    assert pool.submit(lambda: 8).result(timeout=10) == 8
+    pool.shutdown()
+
+
+def test_a_hung_pool_does_not_starve_another() -> None:
+    hung, other = IdlePool(4, "hung"), IdlePool(4, "other")
+    release, started, futs = _blocked(hung, 8)
+    try:
+        assert other.submit(lambda: "answered").result(timeout=10) == "answered"
+    finally:
+        release.set()
+        for f in futs:
+            f.result(timeout=10)
+        hung.shutdown()
+        other.shutdown()
+
+
+def test_shutdown_runs_what_is_queued_or_cancels_it() -> None:
+    pool = IdlePool(1, "t")
+    release, started, futs = _blocked(pool, 3)
+    assert started[0].wait(10)
+    pool.shutdown(wait=False)
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+    release.set()
+    assert [f.result(timeout=10) for f in futs] == [0, 1, 2]   # queued before the shutdown: run
+
+    pool = IdlePool(1, "t")
+    release, started, futs = _blocked(pool, 3)
+    assert started[0].wait(10)
+    pool.shutdown(wait=False, cancel_futures=True)
+    release.set()
+    assert futs[0].result(timeout=10) == 0
+    for f in futs[1:]:
+        with pytest.raises(CancelledError):
+            f.result(timeout=10)
+    wait_until(lambda: pool.threads == 0, what="the worker to end")
+
+
+def test_a_pool_dropped_without_shutdown_ends_its_threads() -> None:
+    pool = IdlePool(2, "dropped")
+    assert pool.submit(lambda: 1).result(timeout=10) == 1
+    (t,) = [t for t in threading.enumerate() if t.name == "dropped_0" and t.is_alive()]
+    del pool
+    t.join(10)
+    assert not t.is_alive()
+
+
+def test_bad_sizes_are_refused() -> None:
+    for args in ((0, "t"), (2, "t", 0.0), (2, "t", 1.0, 3)):
+        with pytest.raises(ValueError):
+            IdlePool(*args[:2], **dict(zip(("idle_s", "keep"), args[2:])))
