@@ -32,6 +32,7 @@ class InstanceFiles:
         self.base = base
         self.storage = storage
         self._base_text = str(base)
+        self._prefix = os.path.join(self._base_text, "")   # + an instance id: os.path.join's answer
         self._needs: dict[str, bool] = {}   # per template text: does it name any file made here?
 
     def dir(self, iid: str) -> Path:
@@ -78,8 +79,8 @@ class InstanceFiles:
         nothing to await and none of its arguments to compute); None when it names one."""
         if self._makes_files(template):
             return None
-        text = os.path.join(self._base_text, iid)
-        return {"instance_dir": text, "console_log": os.path.join(text, CONSOLE)}
+        text = self._prefix + iid
+        return {"instance_dir": text, "console_log": text + "/" + CONSOLE}
 
     def _makes_files(self, template: str) -> bool:
         needs = self._needs.get(template)
