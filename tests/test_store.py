@@ -320,3 +320,19 @@ async def test_rows_from_a_newer_writer_load(tmp_path: Path) -> None:
     assert sorted(users.rows) == ["a", "n", "o"]
     assert (users.get("n"), users.get("o")) == (user("n"), user("o"))
     await s2.close()
+
+
+async def test_a_change_after_close_is_refused_and_undone(tmp_path: Path) -> None:
+    s = await open_store(tmp_path)
+    journal = s.journal
+    assert journal is not None
+    await s.close()
+    s.journal = journal   # (a caller still holding the closed store)
+    with s.txn() as tx:
+        tx.put(user("late"))
+    with pytest.raises(JournalError):
+        await s.sync()
+    assert s.table(User).get("late") is None
+    s2 = await open_store(tmp_path)
+    assert len(s2.table(User)) == 0
+    await s2.close()

@@ -257,8 +257,13 @@ class Journal:
         if self._writing or not self._buf:
             return
         items, self._buf = self._buf, []
+        try:
+            done = run_in(self._pool, self._write, items)
+        except RuntimeError as e:   # the writer is shut down (a change after close): as a failed write
+            self._write_failed(e, items)
+            return
         self._writing = True
-        run_in(self._pool, self._write, items).add_done_callback(partial(self._written, items, self._appended))
+        done.add_done_callback(partial(self._written, items, self._appended))
 
     def _written(self, items: list[bytes | _Rotate], upto: int, done: asyncio.Future[float]) -> None:
         self._writing = False
