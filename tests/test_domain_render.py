@@ -64,3 +64,20 @@ def test_rendered_domains_match_a_one_pass_substitution(tmp_path: Path, model_ca
         assert got == _reference(r, inst, image, files, kernel, initrd, disks, nics)
         cases += 1
     assert cases == 12
+
+
+async def test_a_template_naming_no_file_gets_prepares_values_without_it(tmp_path: Path) -> None:
+    """InstanceFiles.plain (compute's way past prepare for a template naming no disk, drive or log
+    file) answers what prepare does for it; for a template naming one, it leaves it to prepare."""
+    from cloudctl.core.instance_files import InstanceFiles
+
+    inst = Instance(id="i-0a1", owner="a", reservation_id="r-1", image_id="ami-1", instance_type="t",
+                    host="h", zone="z", state="pending", launch_time=1.0)
+    for base in (tmp_path / "instances", Path("relative/instances")):
+        files = InstanceFiles(base, None)   # type: ignore[arg-type]   # (no file made: no storage)
+        plain = "<domain><name>$name</name><dir>$instance_dir</dir></domain>"
+        want = await files.prepare(inst, None, None, None, plain, [], hostname="h",   # type: ignore[arg-type]
+                                   gateway=None, prefixlen=None)
+        assert files.plain(inst.id, plain) == want == {
+            "instance_dir": str(base / inst.id), "console_log": str(base / inst.id / "console.log")}
+        assert files.plain(inst.id, plain + "<log>$console_log</log>") is None

@@ -71,6 +71,39 @@ async def test_concurrent_commits_share_fsyncs(tmp_path: Path) -> None:
     await s.close()
 
 
+async def test_a_failed_write_rolls_back_what_it_held_and_the_next_change_goes_through(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk refuses one write (as a full one does; the lab tier fills a real tmpfs): every change
+    in it and queued behind it is undone in memory and its waiters fail, the file ends at the last
+    durable record, and the next change is written, all without a restart."""
+    s = await open_store(tmp_path)
+    with s.txn() as tx:
+        tx.put(user("a"))
+    await s.sync()
+    real = journal_module.os.fdatasync
+    refused = asyncio.get_running_loop().create_future()
+
+    def full(fd: int) -> None:
+        refused.get_loop().call_soon_threadsafe(lambda: refused.done() or refused.set_result(None))
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(journal_module.os, "fdatasync", full)
+
+    async def change(name: str) -> None:
+        with s.txn() as tx:
+            tx.put(user(name))
+        await s.sync()
+    results = await asyncio.gather(change("b"), change("c"), return_exceptions=True)
+    assert [type(r) for r in results] == [JournalError, JournalError]
+    assert refused.done()
+    assert sorted(s.table(User).rows) == ["a"]
+    monkeypatch.setattr(journal_module.os, "fdatasync", real)
+    await change("d")
+    await s.close()
+    s2 = await open_store(tmp_path)
+    assert sorted(s2.table(User).rows) == ["a", "d"]
+    await s2.close()
+
+
 async def test_an_unawaited_change_goes_out_with_the_next_awaited_one(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A change nobody awaits (Store.flush: a launch's "running") waits a moment for company: the
@@ -238,6 +271,32 @@ async def test_sequences_are_json_lists_on_disk_and_load_as_tuples(tmp_path: Pat
     await s2.close()
 
 
+async def test_a_transactions_record_is_the_per_row_text_it_always_was(tmp_path: Path) -> None:
+    """One record per transaction, encoded at commit: byte for byte the ops each put and delete
+    wrote before (`["p",table,key,` + the row's own JSON + `]`, joined), non-ASCII keys escaped."""
+    s = await open_store(tmp_path)
+    a, b = user("a"), user("b\u00e9")
+    with s.txn() as tx:
+        tx.put(a)
+        tx.put(b)
+        tx.put(Reservation(id="r-1", owner="1", instance_ids=("i-1",)))
+    with s.txn() as tx:
+        tx.delete(a)
+        tx.delete(user("never"))   # (absent: no op)
+    await s.sync()
+    gen = s.gen
+    await s.close()
+    records = list(journal_module.read_journal(journal_path(tmp_path, gen)))
+
+    def put(table: str, key: str, row: object) -> str:
+        return (f'["p","{table}",{json.dumps(key)},'
+                + json.dumps(dataclasses.asdict(row), separators=(",", ":")) + "]")   # type: ignore[call-overload]
+    assert records == [
+        "[" + ",".join([put("users", "a", a), put("users", "b\u00e9", b),
+                        put("reservations", "r-1", Reservation(id="r-1", owner="1", instance_ids=("i-1",)))]) + "]",
+        '[["d","users","a"]]']
+
+
 async def test_rows_from_a_newer_writer_load(tmp_path: Path) -> None:
     """A field this version does not know is dropped, whether the row comes from the checkpoint or
     the journal (the load's fast path, for rows with known fields only, must keep that rule)."""
@@ -260,4 +319,20 @@ async def test_rows_from_a_newer_writer_load(tmp_path: Path) -> None:
     users = s2.table(User)
     assert sorted(users.rows) == ["a", "n", "o"]
     assert (users.get("n"), users.get("o")) == (user("n"), user("o"))
+    await s2.close()
+
+
+async def test_a_change_after_close_is_refused_and_undone(tmp_path: Path) -> None:
+    s = await open_store(tmp_path)
+    journal = s.journal
+    assert journal is not None
+    await s.close()
+    s.journal = journal   # (a caller still holding the closed store)
+    with s.txn() as tx:
+        tx.put(user("late"))
+    with pytest.raises(JournalError):
+        await s.sync()
+    assert s.table(User).get("late") is None
+    s2 = await open_store(tmp_path)
+    assert len(s2.table(User)) == 0
     await s2.close()

@@ -815,17 +815,20 @@ class Compute:
         image = self.images.table.get(inst.image_id)
         path, path_text = self._image_path(image) if image else (None, "")
         itype = self.type_of(inst.instance_type)
-        kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
         net = self.network.of(inst)
         try:
             root = self.volumes.root_of(inst.id) if inst.root_device else None
             if inst.root_device and root is None:
                 raise StorageError(f"{inst.id} has no volume attached at its root device {inst.root_device}")
-            files = await self.files.prepare(
-                inst, itype, image, path, self.renderer.template_text(inst.instance_type),
-                [kp.public_key] if kp else [], hostname=private_dns(inst, self.config.region),
-                gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None,
-                dns=list(net.dns) if net else None, root_volume=self._root_file(root) if root is not None else None)
+            template = self.renderer.template_text(inst.instance_type)
+            files = self.files.plain(inst.id, template)   # (a template naming no disk or drive file)
+            if files is None:
+                kp = self.keypairs.by_name(inst.owner, inst.key_name) if inst.key_name else None
+                files = await self.files.prepare(
+                    inst, itype, image, path, template,
+                    [kp.public_key] if kp else [], hostname=private_dns(inst, self.config.region),
+                    gateway=str(net.gateway) if net else None, prefixlen=net.net.prefixlen if net else None,
+                    dns=list(net.dns) if net else None, root_volume=self._root_file(root) if root is not None else None)
             disks = self.volumes.disks_for(inst.id)
             if starting and inst.ephemeral:
                 disks = sorted(disks + await self.instance_store.ensure(inst, itype), key=lambda d: d[1])

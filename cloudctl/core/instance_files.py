@@ -32,6 +32,7 @@ class InstanceFiles:
         self.base = base
         self.storage = storage
         self._base_text = str(base)
+        self._prefix = os.path.join(self._base_text, "")   # + an instance id: os.path.join's answer
         self._needs: dict[str, bool] = {}   # per template text: does it name any file made here?
 
     def dir(self, iid: str) -> Path:
@@ -49,11 +50,7 @@ class InstanceFiles:
         # (strings joined, not Paths: a launch on simulated hosts spent more in pathlib than in the rest)
         text = os.path.join(self._base_text, inst.id)
         values = {"instance_dir": text, "console_log": os.path.join(text, CONSOLE)}
-        needs = self._needs.get(template)
-        if needs is None:
-            needs = self._needs[template] = any(f"${k}" in template for k in ("root_disk", "config_drive",
-                                                                              "console_log"))
-        if not needs:
+        if not self._makes_files(template):
             return values
         d = Path(text)
         await asyncio.to_thread(_mkdir, d)
@@ -76,6 +73,21 @@ class InstanceFiles:
                                     mac=inst.mac, gateway=gateway, dns=dns)
             values["config_drive"] = str(drive)
         return {k: escape(v) for k, v in values.items()}
+
+    def plain(self, iid: str, template: str) -> dict[str, str] | None:
+        """`prepare`'s answer when the template names no file made here (nothing to make, so
+        nothing to await and none of its arguments to compute); None when it names one."""
+        if self._makes_files(template):
+            return None
+        text = self._prefix + iid
+        return {"instance_dir": text, "console_log": text + "/" + CONSOLE}
+
+    def _makes_files(self, template: str) -> bool:
+        needs = self._needs.get(template)
+        if needs is None:
+            needs = self._needs[template] = any(f"${k}" in template for k in ("root_disk", "config_drive",
+                                                                              "console_log"))
+        return needs
 
     async def remove(self, iid: str) -> None:
         await asyncio.to_thread(shutil.rmtree, self.dir(iid), True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Iterable
+from functools import partial
 from typing import Any
 
 log = logging.getLogger("cloudctl.work")
@@ -28,29 +29,36 @@ class KeyedWork:
 
     def run(self, keys: Iterable[str | None], coro: Coroutine[Any, Any, Any]) -> None:
         names: tuple[str, ...] = tuple(k for k in keys if k)
-        prev = {t for k in names if (t := self._last.get(k)) is not None}
-
-        async def after() -> None:
-            try:
-                if prev:
-                    await asyncio.wait(prev)
-            except BaseException:
-                coro.close()
-                raise
-            try:
-                await coro
-            except Exception:  # one failed piece of work must not stop the ones queued after it
-                log.exception("background work for %s failed", ", ".join(names))
-
-        task = self.spawn(after())
+        last = self._last
+        prev = {t for k in names if (t := last.get(k)) is not None}
+        # Nothing queued under these keys (a launch's convergence, mostly): the work is the task
+        # itself, without a wrapper coroutine and its closures; `_finished` logs its failure.
+        task = asyncio.get_running_loop().create_task(self._after(prev, coro) if prev else coro)
+        self._tasks.add(task)
         for k in names:
-            self._last[k] = task
+            last[k] = task
+        task.add_done_callback(partial(self._finished, names))
 
-        def forget(t: asyncio.Task[None]) -> None:
-            for k in names:
-                if self._last.get(k) is t:
-                    del self._last[k]
-        task.add_done_callback(forget)
+    @staticmethod
+    async def _after(prev: set[asyncio.Task[None]], coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await asyncio.wait(prev)
+        except BaseException:
+            coro.close()
+            raise
+        await coro
+
+    def _finished(self, names: tuple[str, ...], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        last = self._last
+        for k in names:
+            if last.get(k) is task:
+                del last[k]
+        if task.cancelled():
+            return
+        err = task.exception()
+        if isinstance(err, Exception):   # one failed piece of work must not stop the ones queued after it
+            log.error("background work for %s failed", ", ".join(names), exc_info=err)
 
     def busy(self, key: str) -> bool:
         """Is work queued or running under `key`?"""

@@ -17,7 +17,10 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+from ..handoff import run_in
 
 log = logging.getLogger("cloudctl.journal")
 
@@ -138,7 +141,7 @@ class Journal:
         self._appended = 0
         self._durable = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._writing = False   # a write is with the writer thread
         self._delayed: asyncio.TimerHandle | None = None   # a flush waiting for FLUSH_DELAY_S
         self._good_size = 0          # bytes of the current file known to be on disk
         self._open_gen = gen
@@ -227,13 +230,12 @@ class Journal:
     def flush(self) -> None:
         """Write what is buffered soon (within FLUSH_DELAY_S, sooner if a `sync` comes first)
         without waiting for it: for changes nobody awaits."""
-        if self._durable < self._appended and self._delayed is None and (self._flusher is None or self._flusher.done()):
+        if self._durable < self._appended and self._delayed is None and not self._writing:
             self._delayed = asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self._start_flush)
 
     def _start_flush(self) -> None:
         self._delayed = None
-        if self._durable < self._appended and (self._flusher is None or self._flusher.done()):
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        self._write_next()
 
     async def sync(self) -> None:
         """Return once everything appended so far is on disk; raise JournalError if it cannot
@@ -246,36 +248,48 @@ class Journal:
         if self._delayed is not None:   # (written now, with this one)
             self._delayed.cancel()
             self._delayed = None
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop())
+        self._write_next()
         await fut
 
-    async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._buf:
-            items, self._buf = self._buf, []
-            upto = self._appended
-            try:
-                self.last_fsync_s = await loop.run_in_executor(self._pool, self._write, items)
-            except Exception as e:  # disk full, read-only, I/O error
-                self._write_failed(e, items)
-                return
-            self.fsyncs += 1
-            if self.on_fsync is not None:
-                self.on_fsync(self.last_fsync_s)
-            self._durable = upto
-            if self.on_durable is not None:
-                self.on_durable(upto)
-            keep = []
-            for target, fut in self._waiters:
-                if target <= upto:
-                    if not fut.done():
-                        fut.set_result(None)
-                else:
-                    keep.append((target, fut))
-            self._waiters = keep
+    # One write at a time, each taking everything buffered when it starts; the end of one starts
+    # the next. Done-callbacks, not a task per write: a launch's sync made a task and ran its
+    # coroutine for what is one hand-off to the writer thread and one back.
+    def _write_next(self) -> None:
+        if self._writing or not self._buf:
+            return
+        items, self._buf = self._buf, []
+        try:
+            done = run_in(self._pool, self._write, items)
+        except RuntimeError as e:   # the writer is shut down (a change after close): as a failed write
+            self._write_failed(e, items)
+            return
+        self._writing = True
+        done.add_done_callback(partial(self._written, items, self._appended))
 
-    def _write_failed(self, err: Exception, items: list[bytes | _Rotate]) -> None:
+    def _written(self, items: list[bytes | _Rotate], upto: int, done: asyncio.Future[float]) -> None:
+        self._writing = False
+        err = done.exception()
+        if err is not None:   # disk full, read-only, I/O error
+            self._write_failed(err, items)
+            return
+        self.last_fsync_s = done.result()
+        self.fsyncs += 1
+        if self.on_fsync is not None:
+            self.on_fsync(self.last_fsync_s)
+        self._durable = upto
+        if self.on_durable is not None:
+            self.on_durable(upto)
+        keep = []
+        for target, fut in self._waiters:
+            if target <= upto:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((target, fut))
+        self._waiters = keep
+        self._write_next()
+
+    def _write_failed(self, err: BaseException, items: list[bytes | _Rotate]) -> None:
         """Nothing after the last durable record will be written: drop it, have the store roll
         it back, and fail its waiters. The journal stays usable: the next change tries again,
         so the service recovers by itself once space returns."""

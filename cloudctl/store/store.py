@@ -22,18 +22,15 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path
-from .records import ROW_TYPES, Row, Tag
+from .records import ROW_TYPES, Row, Tag, encode_changes
 from .replay import overwritten, replay, row_ident, split_ident
 from .tagtable import TagTable
-
-_json_str = encode_basestring_ascii   # json.dumps(key) for a str key, without its dispatch
 
 log = logging.getLogger("cloudctl.store")
 
@@ -361,30 +358,26 @@ class Table(Generic[R]):
 class Txn:
     def __init__(self, store: "Store") -> None:
         self._store = store
-        self._ops: list[str] = []
-        self._undo: list[tuple[Table[Any], str, Row | None]] = []
+        # (table, key, the row before, the row put or None for a delete), in order: the undo log
+        # and, encoded once at commit (`encode_changes`), the journal record. Rows are immutable,
+        # so encoding them at commit writes what each put gave.
+        self._ops: list[tuple[Table[Any], str, Row | None, Row | None]] = []
 
     def put(self, row: Row) -> None:
         table = self._store.tables[row.table]
         key = row.key
-        self._undo.append((table, key, table.rows.get(key)))
-        table._set(key, row)
-        self._ops.append('["p","' + table.name + '",' + _json_str(key) + "," + encode_row(row) + "]")
+        self._ops.append((table, key, table._set(key, row), row))
 
     def delete(self, row: Row) -> None:
         table = self._store.tables[row.table]
         key = row.key
         if key not in table.rows:
             return
-        self._undo.append((table, key, table.rows.get(key)))
-        table._set(key, None)
-        self._ops.append('["d","' + table.name + '",' + _json_str(key) + "]")
+        self._ops.append((table, key, table._set(key, None), None))
 
     def _rollback(self) -> None:
-        for table, key, old in reversed(self._undo):
+        for table, key, old, _ in reversed(self._ops):
             table._set(key, old)
-
-
 
 
 _scan = json.JSONDecoder().scan_once   # the C scanner json.loads ends in, without its two wrappers
@@ -552,7 +545,7 @@ class Store:
         if not tx._ops:
             return
         assert self.journal is not None, "store is not open"
-        seq = self.journal.append("[" + ",".join(tx._ops) + "]")
+        seq = self.journal.append(encode_changes(tx._ops))
         self._undurable.append((seq, tx))
         self.commits += 1
 

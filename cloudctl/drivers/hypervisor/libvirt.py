@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import libvirt  # type: ignore[import-untyped]
 
+from ...handoff import run_in
 from .base import (
     METADATA_NS,
     DomainEvent,
@@ -462,9 +463,8 @@ class LibvirtDriver(HypervisorDriver):
         if conn is None or self._lost or self._closed or self._pool is None:
             conn = await self._connection()
         assert self._pool is not None
-        # (run_in_executor's own work, less the check that the callable is no coroutine
-        # function, which costs an inspect of the partial on every call)
-        return await asyncio.wrap_future(self._pool.submit(self._guarded, conn, fn, *args))
+        # (handed back without run_in_executor's or wrap_future's chained futures: see handoff)
+        return await run_in(self._pool, self._guarded, conn, fn, *args)
 
     def _guarded(self, conn: libvirt.virConnect, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -123,6 +123,21 @@ def reservation_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts])
             "Instances": LazyList((cached_view(cloud, f) for f in facts), len(facts))}
 
 
+#: A launch's answer of at most this many instances is rendered in one piece (~0.1 ms each); a
+#: longer one in slices, as a describe's, so that the loop runs between them.
+WHOLE_LAUNCH = 16
+
+
+def launch_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts]) -> dict[str, Any]:
+    """RunInstances' answer: `reservation_view`'s text, but its instances rendered afresh, not
+    through the renderer's kept fragments (`cached_view`): a launched row is replaced within
+    milliseconds (pending -> running), so its text would never be reused, only push out the
+    describes' kept text; and a small answer is one piece, not a stream of slices."""
+    views = (instance_view(cloud, f) for f in facts)
+    return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [],
+            "Instances": list(views) if len(facts) <= WHOLE_LAUNCH else LazyList(views, len(facts))}
+
+
 @action("RunInstances")
 async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     template = req.get("LaunchTemplate")
@@ -132,7 +147,7 @@ async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> di
         spec = cloud.launch_templates.run_spec(caller, template_ref(template), template.get("Version"),
                                                request_data(req), *counts(req), req.get("ClientToken"))
     res, insts = await cloud.compute.run(caller, spec)
-    return reservation_view(cloud, res, facts_of(cloud, insts))
+    return launch_view(cloud, res, facts_of(cloud, insts))
 
 
 @action("DescribeInstances")

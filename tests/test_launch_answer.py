@@ -1,0 +1,46 @@
+"""RunInstances' answer (`launch_view`: views rendered afresh, whole when small) is byte for byte
+the text the describe's path (`reservation_view`: kept fragments, slices) gives the same rows."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cloudctl.api.ec2.actions.instances import WHOLE_LAUNCH, launch_view, reservation_view
+from cloudctl.api.ec2.model import OPERATIONS, load_model
+from cloudctl.api.ec2.protocol import LazyList, Protocol
+from cloudctl.config import load_config
+from cloudctl.core.cloud import Cloud
+from cloudctl.core.context import Caller
+from cloudctl.core.instance_facts import facts_of
+from cloudctl.core.launch import LaunchSpec
+
+from support import write_config
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
+    c = await Cloud.open(load_config(write_config(tmp_path, model_cache)), "http://127.0.0.1:0")
+    yield c
+    await c.stop()
+
+
+@pytest.mark.parametrize("n", [1, WHOLE_LAUNCH + 1])
+async def test_a_launch_answer_is_the_describe_paths_text(cloud: Cloud, tmp_path: Path, n: int) -> None:
+    proto = Protocol(load_model(OPERATIONS, tmp_path / "model"))
+    caller = Caller(await cloud.users.create("u"))
+    image = next(iter(cloud.images.table.values()))
+    res, insts = await cloud.compute.run(caller, LaunchSpec(
+        image.id, n, n, instance_type="t3.nano", instance_tags=(("Name", "a<b&c"), ("env", "prod"))))
+    facts = facts_of(cloud, insts)   # (read once: both render the same moment's rows)
+    ours = launch_view(cloud, res, facts)
+    assert (type(ours["Instances"]) is LazyList) == (n > WHOLE_LAUNCH)
+
+    def text(view: dict[str, object]) -> bytes:
+        return b"".join(proto.serialize_iter("RunInstances", view, "req-1", slice_items=5))
+    want = text(reservation_view(cloud, res, facts))
+    assert text(ours) == want
+    assert text(launch_view(cloud, res, facts)) == want   # (and again, with the describe's text kept)
+    assert want.count(b"<instanceId>") == n and b"a&lt;b&amp;c" in want
+    await cloud.compute.idle()
