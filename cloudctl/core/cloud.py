@@ -15,7 +15,6 @@ from ..config import Config, Host, default_key_file
 from ..drivers.hypervisor.base import DomainEvent, HostResources, HypervisorDriver, HypervisorError
 from ..drivers.hypervisor.registry import make_driver
 from ..drivers.ip_scripts import scripts_for
-from ..drivers.loadbalancer.base import LoadBalancerDriver
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store import records
 from ..store.store import Store, ensure_private_dir
@@ -48,6 +47,8 @@ from .vpc import DefaultVpc
 from .work import KeyedWork
 
 if TYPE_CHECKING:
+    from ..drivers.loadbalancer.base import LoadBalancerDriver  # (loaded with the ELB: issue 14)
+
     # (built at their first use or when the state holds their rows: see LAZY_ROWS)
     from .autoscaling import AutoScaling
     from .cloudformation.engine import Engine as CfnEngine
