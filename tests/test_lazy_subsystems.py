@@ -6,6 +6,10 @@ CloudFormation (core/cloud.py's LAZY_ROWS) and the query services (api/query/ser
 built at their first request, or at start when the state holds their rows: seen in /v0/stats."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import pyone
 import pytest
 from botocore.config import Config as BotoConfig
 
-from support import REGION, Servers, boto_client, wait_until
+from support import REGION, Servers, boto_client, wait_until, write_config
 
 CRYPTOGRAPHY = "cryptography/hazmat/bindings/_rust"
 LXML = "lxml/etree"
@@ -143,3 +147,53 @@ def test_every_table_of_a_lazy_service_is_listed() -> None:
     prefixes = {"autoscaling": "asg_", "cloudformation": "cfn_", "elb": "load_balancers"}
     for service, rows in LAZY_ROWS.items():
         assert {t.table for t in rows} == {t.table for t in ROW_TYPES if t.table.startswith(prefixes[service])}
+
+
+_ADMIN_IN_PROCESS = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+    from cloudctl.api.admin import AdminApi
+    from cloudctl.config import load_config
+    from cloudctl.core.cloud import Cloud
+
+    async def main():
+        cloud = await Cloud.open(load_config(sys.argv[1]), "http://127.0.0.1:0")
+        srv = TestServer(AdminApi(cloud, "tok", lambda: {}).app())
+        await srv.start_server()
+        seen = {"at_start": sorted(m for m in sys.modules if "marketplace" in m or "loadbalancer" in m)}
+        auth = {"Authorization": "Bearer tok"}
+        async with ClientSession() as s:
+            for method, path in [("GET", "/v0/marketplace/published"), ("HEAD", "/v0/marketplace/status"),
+                                 ("DELETE", "/v0/marketplace/status"), ("POST", "/v0/marketplace/subscriptions")]:
+                async with s.request(method, srv.make_url(path), headers=auth, data=b"{}") as r:
+                    seen[f"{method} {path}"] = [r.status, r.headers.get("Allow"), (await r.read()).decode()]
+        seen["after"] = sorted(m for m in sys.modules if "marketplace" in m)
+        await srv.close()
+        await cloud.stop()
+        print(json.dumps(seen))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_marketplace_admin_routes_load_their_handlers_at_the_first_call(tmp_path: Path, model_cache: Path
+                                                                            ) -> None:
+    """Without a `marketplace:` section the admin routes still answer, as before, and only the first
+    request loads their handlers and the image list's models (a fresh process: nothing imported yet)."""
+    cfg = write_config(tmp_path, model_cache, baremetal={"audit_on_start": "off"})
+    proc = subprocess.run([sys.executable, "-c", _ADMIN_IN_PROCESS, str(cfg)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["at_start"] == ["cloudctl.api.marketplace_routes"]   # (and no load balancer driver)
+    not_configured = '{"error": "InvalidRequest", "message": "%s"}'
+    assert seen["GET /v0/marketplace/published"] == [
+        400, None, not_configured % "publishing is not configured (marketplace.publish)"]
+    assert seen["HEAD /v0/marketplace/status"] == [400, None, ""]
+    assert seen["DELETE /v0/marketplace/status"][:2] == [405, "GET,HEAD"]
+    assert seen["POST /v0/marketplace/subscriptions"][:2] == [400, None]   # (the body's check, then the section's)
+    assert seen["after"] == ["cloudctl.api.marketplace", "cloudctl.api.marketplace_routes",
+                             "cloudctl.core.marketplace", "cloudctl.core.marketplace.imagelist"]
