@@ -110,6 +110,33 @@ def test_autoscaling_and_cloudformation_load_at_first_request_and_at_start_once_
     assert loaded(first)["query"] == ["autoscaling", "cloudformation"]
 
 
+def hil(server: Any, method: str, path: str) -> Any:
+    """A HIL call on the admin endpoint (`/hil/v0/...`) with the admin token; its JSON, or None."""
+    req = urllib.request.Request(server.url("admin") + "/hil/v0" + path, method=method,
+                                 headers={"Authorization": f"Bearer {server.token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = resp.read()
+    return json.loads(body) if body else None
+
+
+def test_bare_metal_is_built_at_its_first_call_and_at_start_once_it_holds_rows(new_server: Any) -> None:
+    s = new_server()
+    scrape = urllib.request.urlopen(s.url("admin") + "/metrics", timeout=30).read().decode()
+    assert 'cloudctl_login_failures_total{api="hil"} 0.0' in scrape   # (its throttle is counted unbuilt)
+    assert "# TYPE cloudctl_switch_operations_pending gauge" in scrape
+    assert loaded(s)["core"] == []
+    assert hil(s, "GET", "/projects") == []
+    assert loaded(s)["core"] == ["baremetal"]
+    s.stop()
+    s.start()   # no bare-metal row: not built at start
+    assert loaded(s)["core"] == []
+    hil(s, "PUT", "/project/lab")
+    s.stop()
+    s.start()   # a row: built at start (a crash's open switch operations resume there)
+    assert loaded(s)["core"] == ["baremetal"]
+    assert hil(s, "GET", "/projects") == ["lab"]
+
+
 def test_a_query_service_loads_at_its_first_request_also_after_a_cold_start(tmp_path: Path) -> None:
     """A model cache without the query services' models: a child process builds them at start
     (this process does not import the services); the first request loads one from there."""
@@ -144,7 +171,7 @@ def test_every_table_of_a_lazy_service_is_listed() -> None:
     service at start (its background work, a crash's open operations, would wait for a request)."""
     from cloudctl.core.cloud import LAZY_ROWS
     from cloudctl.store.records import ROW_TYPES
-    prefixes = {"autoscaling": "asg_", "cloudformation": "cfn_", "elb": "load_balancers"}
+    prefixes = {"autoscaling": "asg_", "cloudformation": "cfn_", "elb": "load_balancers", "baremetal": "bm_"}
     for service, rows in LAZY_ROWS.items():
         assert {t.table for t in rows} == {t.table for t in ROW_TYPES if t.table.startswith(prefixes[service])}
 

@@ -91,7 +91,7 @@ class AdminApi:
         self.stats = stats
         self.cfg = cfg or AdminListen(port=0)
         self.max_image = int(self.cfg.max_image_gib * 2**30)
-        self.hil = HilApi(cloud.baremetal, token, cloud.baremetal.config.hil_base)
+        self.hil = HilApi(lambda: cloud.baremetal, token, cloud.config.baremetal.hil_base)   # (built at its first call)
         self.public_paths: set[str] = set()   # served without the token (/metrics: see api/metrics.py)
         self.public_prefixes: tuple[str, ...] = ()   # sub-apps with their own sign-in (the console)
 

@@ -178,15 +178,18 @@ class _StateCollector(Collector):
                                   labels=["switch"])
         failed = CounterMetricFamily("cloudctl_switch_operation_failures", "switch operations that ended in error",
                                      labels=["switch"])
-        site = cloud.baremetal.site
-        pending: dict[str, int] = {sw: 0 for sw in site.switches.rows}
-        # Rows pruned by the retention still count: a counter never goes down while the controller runs.
-        errors: dict[str, int] = {sw: cloud.baremetal.ops.pruned_errors[sw] for sw in pending}
-        for op in site.ops.values():
-            if op.status == "pending":
-                pending[op.switch] = pending.get(op.switch, 0) + 1
-            elif op.status == "error":
-                errors[op.switch] = errors.get(op.switch, 0) + 1
+        pending: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        if cloud.built("baremetal"):   # (not built: no switch, no operation, nothing to count)
+            site = cloud.baremetal.site
+            pending = {sw: 0 for sw in site.switches.rows}
+            # Rows pruned by the retention still count: a counter never goes down while the controller runs.
+            errors = {sw: cloud.baremetal.ops.pruned_errors[sw] for sw in pending}
+            for op in site.ops.values():
+                if op.status == "pending":
+                    pending[op.switch] = pending.get(op.switch, 0) + 1
+                elif op.status == "error":
+                    errors[op.switch] = errors.get(op.switch, 0) + 1
         for sw in sorted(pending):
             queue.add_metric([sw], pending[sw])
             failed.add_metric([sw], errors.get(sw, 0))
