@@ -165,11 +165,12 @@ async def _close_after(hosts: asyncio.Future[dict[str, HostResources | None]],
 
 
 # Services every user may call but most deployments never do, with the rows they keep (issue 14:
-# base RSS, ~3 MiB of code and objects for these three; bare metal ~0.5 MiB). Their tables are the store's like any
-# other, loaded from the checkpoint and journal; the service itself (its code, indexes and
-# background tasks) is built at its first use (`Cloud.autoscaling`, `Cloud.cloudformation`), or at
-# start when any of these tables holds a row, so what a crash left open is taken up as before
-# (ELB: also when a proxy's folder is left in its run_dir, so that an orphan is removed as before).
+# base RSS, ~3 MiB of code and objects for the first three, ~0.5 MiB for bare metal). Their tables
+# are the store's like any other, loaded from the checkpoint and journal; the service itself (its
+# code, indexes and background tasks) is built at its first use (`Cloud.autoscaling`,
+# `Cloud.baremetal`...), or at start when any of these tables holds a row, so what a crash left
+# open is taken up as before (ELB: also when a proxy's folder is left in its run_dir, so that an
+# orphan is removed as before).
 LAZY_ROWS: dict[str, tuple[type[records.Row], ...]] = {
     "elb": (records.LoadBalancer,),
     "autoscaling": (records.LaunchConfiguration, records.ScalingGroup, records.ScalingMember,
