@@ -214,8 +214,8 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
                  config.ec2.replay_grace_s, config.ec2.client_timeout_s, services)
     ec2.observe = metrics.request
     token = ensure_token(config.state_dir)
-    logins = {"hil": cloud.baremetal.users.throttle, "ec2": ec2.logins}
-    metrics.registry.register(LoginCollector(logins, cloud.baremetal.users.hashing))
+    logins = {"hil": cloud.hil_logins, "ec2": ec2.logins}
+    metrics.registry.register(LoginCollector(logins, cloud.hil_hashing))
 
     def stats() -> dict[str, Any]:
         j = cloud.store.journal

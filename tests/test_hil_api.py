@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from cloudctl.api.hil import HilApi
 from cloudctl.api.hil import models as hil_models
-from cloudctl.core.baremetal import Baremetal
 from cloudctl.core.baremetal.auth import Caller
+from cloudctl.core.baremetal.service import Baremetal
 
 from hil_client import Hil, q
 from hil_lab import free_port
@@ -368,7 +368,7 @@ async def test_an_unexpected_exception_is_a_hil_server_error(caplog: pytest.LogC
     """A fault no test can provoke through the real core any more (the edge refuses what used to
     reach one): the wrapper every route goes through answers 500 ServerError with a generic
     message, and logs the traceback."""
-    api = HilApi(cast(Baremetal, None), "the-token")   # the bearer token needs no user store
+    api = HilApi(lambda: cast(Baremetal, None), "the-token")   # the bearer token needs no user store
 
     async def broken(request: web.Request, caller: Caller, body: Any) -> Any:
         raise KeyError("secret-internal-detail")

@@ -6,6 +6,10 @@ CloudFormation (core/cloud.py's LAZY_ROWS) and the query services (api/query/ser
 built at their first request, or at start when the state holds their rows: seen in /v0/stats."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import pyone
 import pytest
 from botocore.config import Config as BotoConfig
 
-from support import REGION, Servers, boto_client, wait_until
+from support import REGION, Servers, boto_client, wait_until, write_config
 
 CRYPTOGRAPHY = "cryptography/hazmat/bindings/_rust"
 LXML = "lxml/etree"
@@ -106,6 +110,33 @@ def test_autoscaling_and_cloudformation_load_at_first_request_and_at_start_once_
     assert loaded(first)["query"] == ["autoscaling", "cloudformation"]
 
 
+def hil(server: Any, method: str, path: str) -> Any:
+    """A HIL call on the admin endpoint (`/hil/v0/...`) with the admin token; its JSON, or None."""
+    req = urllib.request.Request(server.url("admin") + "/hil/v0" + path, method=method,
+                                 headers={"Authorization": f"Bearer {server.token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = resp.read()
+    return json.loads(body) if body else None
+
+
+def test_bare_metal_is_built_at_its_first_call_and_at_start_once_it_holds_rows(new_server: Any) -> None:
+    s = new_server()
+    scrape = urllib.request.urlopen(s.url("admin") + "/metrics", timeout=30).read().decode()
+    assert 'cloudctl_login_failures_total{api="hil"} 0.0' in scrape   # (its throttle is counted unbuilt)
+    assert "# TYPE cloudctl_switch_operations_pending gauge" in scrape
+    assert loaded(s)["core"] == []
+    assert hil(s, "GET", "/projects") == []
+    assert loaded(s)["core"] == ["baremetal"]
+    s.stop()
+    s.start()   # no bare-metal row: not built at start
+    assert loaded(s)["core"] == []
+    hil(s, "PUT", "/project/lab")
+    s.stop()
+    s.start()   # a row: built at start (a crash's open switch operations resume there)
+    assert loaded(s)["core"] == ["baremetal"]
+    assert hil(s, "GET", "/projects") == ["lab"]
+
+
 def test_a_query_service_loads_at_its_first_request_also_after_a_cold_start(tmp_path: Path) -> None:
     """A model cache without the query services' models: a child process builds them at start
     (this process does not import the services); the first request loads one from there."""
@@ -140,6 +171,56 @@ def test_every_table_of_a_lazy_service_is_listed() -> None:
     service at start (its background work, a crash's open operations, would wait for a request)."""
     from cloudctl.core.cloud import LAZY_ROWS
     from cloudctl.store.records import ROW_TYPES
-    prefixes = {"autoscaling": "asg_", "cloudformation": "cfn_", "elb": "load_balancers"}
+    prefixes = {"autoscaling": "asg_", "cloudformation": "cfn_", "elb": "load_balancers", "baremetal": "bm_"}
     for service, rows in LAZY_ROWS.items():
         assert {t.table for t in rows} == {t.table for t in ROW_TYPES if t.table.startswith(prefixes[service])}
+
+
+_ADMIN_IN_PROCESS = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+    from cloudctl.api.admin import AdminApi
+    from cloudctl.config import load_config
+    from cloudctl.core.cloud import Cloud
+
+    async def main():
+        cloud = await Cloud.open(load_config(sys.argv[1]), "http://127.0.0.1:0")
+        srv = TestServer(AdminApi(cloud, "tok", lambda: {}).app())
+        await srv.start_server()
+        seen = {"at_start": sorted(m for m in sys.modules if "marketplace" in m or "loadbalancer" in m)}
+        auth = {"Authorization": "Bearer tok"}
+        async with ClientSession() as s:
+            for method, path in [("GET", "/v0/marketplace/published"), ("HEAD", "/v0/marketplace/status"),
+                                 ("DELETE", "/v0/marketplace/status"), ("POST", "/v0/marketplace/subscriptions")]:
+                async with s.request(method, srv.make_url(path), headers=auth, data=b"{}") as r:
+                    seen[f"{method} {path}"] = [r.status, r.headers.get("Allow"), (await r.read()).decode()]
+        seen["after"] = sorted(m for m in sys.modules if "marketplace" in m)
+        await srv.close()
+        await cloud.stop()
+        print(json.dumps(seen))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_marketplace_admin_routes_load_their_handlers_at_the_first_call(tmp_path: Path, model_cache: Path
+                                                                            ) -> None:
+    """Without a `marketplace:` section the admin routes still answer, as before, and only the first
+    request loads their handlers and the image list's models (a fresh process: nothing imported yet)."""
+    cfg = write_config(tmp_path, model_cache, baremetal={"audit_on_start": "off"})
+    proc = subprocess.run([sys.executable, "-c", _ADMIN_IN_PROCESS, str(cfg)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["at_start"] == ["cloudctl.api.marketplace_routes"]   # (and no load balancer driver)
+    not_configured = '{"error": "InvalidRequest", "message": "%s"}'
+    assert seen["GET /v0/marketplace/published"] == [
+        400, None, not_configured % "publishing is not configured (marketplace.publish)"]
+    assert seen["HEAD /v0/marketplace/status"] == [400, None, ""]
+    assert seen["DELETE /v0/marketplace/status"][:2] == [405, "GET,HEAD"]
+    assert seen["POST /v0/marketplace/subscriptions"][:2] == [400, None]   # (the body's check, then the section's)
+    assert seen["after"] == ["cloudctl.api.marketplace", "cloudctl.api.marketplace_routes",
+                             "cloudctl.core.marketplace", "cloudctl.core.marketplace.imagelist"]

@@ -73,3 +73,32 @@ def test_metrics_families_and_counters_move(new_server: Any) -> None:
         raise AssertionError("admin API answered without a token")
     except urllib.error.HTTPError as e:
         assert e.code == 401
+
+
+def test_the_per_host_poll_histogram_writes_what_prometheus_clients_histogram_writes(monkeypatch: Any) -> None:
+    """The poll histogram keeps plain numbers per host instead of a labelled child each (issue 14):
+    the scrape's text must stay the library's, byte for byte, whatever the observations (on a
+    bound, between bounds, over the last one, zero), the hosts' order, with and without `_created`."""
+    import prometheus_client.metrics as client
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from cloudctl.api.metrics import _FAST
+    from cloudctl.api.metrics_hosts import PerHostHistogram
+
+    polls = [("h2", 0.0), ("h1", 0.001), ("h2", 0.0031), ("h1", 7.5), ("h3", 5.0), ("h1", 0.0004), ("h2", 0.01)]
+    for created in (True, False):
+        monkeypatch.setattr(client, "_use_created", created)
+        monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+        theirs, ours = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
+        hist = Histogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host", ["host"],
+                         buckets=_FAST, registry=theirs)
+        mine = PerHostHistogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host", _FAST)
+        ours.register(mine)
+        assert generate_latest(ours) == generate_latest(theirs)   # (no host polled yet: HELP and TYPE)
+        for host, seconds in polls:
+            hist.labels(host).observe(seconds)
+            mine.observe(host, seconds)
+        text = generate_latest(ours)
+        assert text == generate_latest(theirs)
+        assert (b'_created{host="h2"}' in text) is created
+        assert b'cloudctl_host_poll_duration_seconds_bucket{host="h1",le="+Inf"} 3.0' in text

@@ -21,10 +21,9 @@ from ..core.images import CLOUD_OWNER
 from ..core.monitor import host_view
 from ..store.journal import JournalError
 from ..store.records import Event, User
-from . import listener
+from . import listener, marketplace_routes
 from .admin_elb import ElbAdmin
 from .hil import HilApi, hil_refusal
-from .marketplace import MarketplaceAdmin
 
 TOKEN_FILE = "admin.token"
 MAX_JSON = 64 * 1024   # every admin and bare-metal body is a small JSON document (image uploads aside)
@@ -92,7 +91,7 @@ class AdminApi:
         self.stats = stats
         self.cfg = cfg or AdminListen(port=0)
         self.max_image = int(self.cfg.max_image_gib * 2**30)
-        self.hil = HilApi(cloud.baremetal, token, cloud.baremetal.config.hil_base)
+        self.hil = HilApi(lambda: cloud.baremetal, token, cloud.config.baremetal.hil_base)   # (built at its first call)
         self.public_paths: set[str] = set()   # served without the token (/metrics: see api/metrics.py)
         self.public_prefixes: tuple[str, ...] = ()   # sub-apps with their own sign-in (the console)
 
@@ -124,7 +123,7 @@ class AdminApi:
         r.add_get("/v0/networks", self.networks)
         r.add_get("/v0/state/digest", self.state_digest)
         app.add_subapp(self.hil.base, self.hil.app())
-        MarketplaceAdmin(self.cloud).add_routes(r)
+        marketplace_routes.add_routes(r, self.cloud)   # (their handlers: at the first call)
         r.add_get("/v0/addresses", self.addresses)
         ElbAdmin(self.cloud).add_routes(r)
         return app

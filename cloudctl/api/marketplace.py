@@ -138,20 +138,11 @@ def _sub(s: Subscription) -> dict[str, Any]:
 
 
 class MarketplaceAdmin:
+    """The admin routes' handlers (registered by `api/marketplace_routes.py`, which loads this module
+    at their first call)."""
+
     def __init__(self, cloud: Cloud) -> None:
         self.cloud = cloud
-
-    def add_routes(self, r: web.UrlDispatcher) -> None:
-        r.add_get("/v0/marketplace/published", self.show)
-        r.add_post("/v0/marketplace/publish", self.publish)
-        r.add_post("/v0/marketplace/deprecate", self.deprecate)
-        r.add_get("/v0/marketplace/subscriptions", self.subscriptions)
-        r.add_post("/v0/marketplace/subscriptions", self.subscribe)
-        r.add_delete("/v0/marketplace/subscriptions/{sub_id}", self.remove)
-        r.add_post("/v0/marketplace/subscriptions/{sub_id}/poll", self.poll)
-        r.add_put("/v0/marketplace/subscriptions/{sub_id}/endorsers", self.endorsers)
-        r.add_post("/v0/marketplace/images/{image_id}/approve", self.approve)
-        r.add_get("/v0/marketplace/status", self.status)
 
     def _pub(self) -> Publisher:
         if self.cloud.publisher is None:

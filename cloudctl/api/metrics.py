@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from ..core.compute import STATE_CODES
 from .metrics_elb import ElbCollector
+from .metrics_hosts import PerHostHistogram
 from .metrics_instances import InstanceSeries
 from .metrics_text import registry_text
 
@@ -54,8 +55,9 @@ class Metrics:
                                "group commit)", buckets=_FAST, registry=r)
         self.checkpoint = Histogram("cloudctl_checkpoint_duration_seconds", "checkpoint time",
                                     buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=r)
-        self.poll = Histogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host",
-                              ["host"], buckets=_FAST, registry=r)
+        self.poll = PerHostHistogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host",
+                                     _FAST)
+        r.register(self.poll)
         self.poll_failures = Counter("cloudctl_host_poll_failures", "monitoring polls that failed",
                                      ["host"], registry=r)
         self.refusals = Counter("cloudctl_api_refusals", "requests refused before reaching an action "
@@ -78,7 +80,7 @@ class Metrics:
         self.cloud.monitor.on_poll = self._on_poll
 
     def _on_poll(self, host: str, seconds: float, ok: bool) -> None:
-        self.poll.labels(host).observe(seconds)
+        self.poll.observe(host, seconds)
         if not ok:
             self.poll_failures.labels(host).inc()
 
@@ -178,15 +180,18 @@ class _StateCollector(Collector):
                                   labels=["switch"])
         failed = CounterMetricFamily("cloudctl_switch_operation_failures", "switch operations that ended in error",
                                      labels=["switch"])
-        site = cloud.baremetal.site
-        pending: dict[str, int] = {sw: 0 for sw in site.switches.rows}
-        # Rows pruned by the retention still count: a counter never goes down while the controller runs.
-        errors: dict[str, int] = {sw: cloud.baremetal.ops.pruned_errors[sw] for sw in pending}
-        for op in site.ops.values():
-            if op.status == "pending":
-                pending[op.switch] = pending.get(op.switch, 0) + 1
-            elif op.status == "error":
-                errors[op.switch] = errors.get(op.switch, 0) + 1
+        pending: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        if cloud.built("baremetal"):   # (not built: no switch, no operation, nothing to count)
+            site = cloud.baremetal.site
+            pending = {sw: 0 for sw in site.switches.rows}
+            # Rows pruned by the retention still count: a counter never goes down while the controller runs.
+            errors = {sw: cloud.baremetal.ops.pruned_errors[sw] for sw in pending}
+            for op in site.ops.values():
+                if op.status == "pending":
+                    pending[op.switch] = pending.get(op.switch, 0) + 1
+                elif op.status == "error":
+                    errors[op.switch] = errors.get(op.switch, 0) + 1
         for sw in sorted(pending):
             queue.add_metric([sw], pending[sw])
             failed.add_metric([sw], errors.get(sw, 0))

@@ -15,13 +15,12 @@ from ..config import Config, Host, default_key_file
 from ..drivers.hypervisor.base import DomainEvent, HostResources, HypervisorDriver, HypervisorError
 from ..drivers.hypervisor.registry import make_driver
 from ..drivers.ip_scripts import scripts_for
-from ..drivers.loadbalancer.base import LoadBalancerDriver
 from ..drivers.storage.qemu_img import QemuImgStorage
 from ..store import records
 from ..store.store import Store, ensure_private_dir
 from . import gcpolicy
 from .addresses import Addresses
-from .baremetal import Baremetal
+from .baremetal.auth import password_hashing
 from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
 from .compute import HOSTS_AT_ONCE, Compute
@@ -42,14 +41,18 @@ from .scheduler import Scheduler
 from .security_groups import SecurityGroups
 from .tags import Tags
 from .tasks import Supervisor
+from .throttle import Throttle
 from .users import Users
 from .volumes import Volumes
 from .vpc import DefaultVpc
 from .work import KeyedWork
 
 if TYPE_CHECKING:
+    from ..drivers.loadbalancer.base import LoadBalancerDriver  # (loaded with the ELB: issue 14)
+
     # (built at their first use or when the state holds their rows: see LAZY_ROWS)
     from .autoscaling import AutoScaling
+    from .baremetal.service import Baremetal
     from .cloudformation.engine import Engine as CfnEngine
     from .elb import Elb
 
@@ -162,17 +165,21 @@ async def _close_after(hosts: asyncio.Future[dict[str, HostResources | None]],
 
 
 # Services every user may call but most deployments never do, with the rows they keep (issue 14:
-# base RSS, ~3 MiB of code and objects for these three). Their tables are the store's like any
-# other, loaded from the checkpoint and journal; the service itself (its code, indexes and
-# background tasks) is built at its first use (`Cloud.autoscaling`, `Cloud.cloudformation`), or at
-# start when any of these tables holds a row, so what a crash left open is taken up as before
-# (ELB: also when a proxy's folder is left in its run_dir, so that an orphan is removed as before).
+# base RSS, ~3 MiB of code and objects for the first three, ~0.5 MiB for bare metal). Their tables
+# are the store's like any other, loaded from the checkpoint and journal; the service itself (its
+# code, indexes and background tasks) is built at its first use (`Cloud.autoscaling`,
+# `Cloud.baremetal`...), or at start when any of these tables holds a row, so what a crash left
+# open is taken up as before (ELB: also when a proxy's folder is left in its run_dir, so that an
+# orphan is removed as before).
 LAZY_ROWS: dict[str, tuple[type[records.Row], ...]] = {
     "elb": (records.LoadBalancer,),
     "autoscaling": (records.LaunchConfiguration, records.ScalingGroup, records.ScalingMember,
                     records.ScalingActivity, records.ScalingPolicy),
     "cloudformation": (records.CfnStack, records.CfnResource, records.CfnEvent, records.CfnSignal,
                        records.CfnWait, records.CfnChangeSet),
+    "baremetal": (records.BmProject, records.BmUser, records.BmNode, records.BmNic, records.BmSwitch,
+                  records.BmPort, records.BmNetwork, records.BmAttachment, records.BmOperation,
+                  records.BmHeadnode),
 }
 
 
@@ -289,8 +296,10 @@ class Cloud:
                                          addresses=self.addresses, types=cfg.instance_types)
         self._autoscaling: AutoScaling | None = None      # (see LAZY_ROWS)
         self._cloudformation: CfnEngine | None = None
-        self.baremetal = Baremetal(store, cfg.baremetal, self.events, self.compute, self.users, self.images,
-                                   secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle)
+        self._baremetal: Baremetal | None = None           # (see LAZY_ROWS)
+        # HIL's login throttle and password threads: /metrics counts them before the first HIL call.
+        self.hil_logins = Throttle(cfg.login_throttle)
+        self.hil_hashing = password_hashing(cfg.login_throttle)
 
     @property
     def elb(self) -> Elb:
@@ -327,6 +336,22 @@ class Cloud:
             if self._started:
                 e.start(self.tasks)
         return self._cloudformation
+
+    @property
+    def baremetal(self) -> Baremetal:
+        """Bare metal (HIL), built at its first use (see LAZY_ROWS): the HIL API's first request,
+        the console's page."""
+        if self._baremetal is None:
+            from .baremetal.service import Baremetal
+            cfg = self.config
+            b = Baremetal(self.store, cfg.baremetal, self.events, self.compute, self.users, self.images,
+                          self.secrets, cfg.state_dir / "console", self.tasks, cfg.login_throttle,
+                          self.hil_logins, self.hil_hashing)
+            self._baremetal = b
+            if self._started:
+                b.start()
+                self.tasks.every("periodic", 600.0, b.ops.trim)
+        return self._baremetal
 
     def built(self, service: str) -> bool:
         """Whether a service of LAZY_ROWS has been built (by its first use or its rows at start)."""
@@ -374,7 +399,6 @@ class Cloud:
         self.addresses.reconcile()
         self.store.rollback_listeners.append(self._after_rollback)
         _freeze_long_lived()
-        self.baremetal.start()
         self.monitor.start(connected)
         self._started = True
         proxies_left = await asyncio.to_thread(self._proxies_left)
@@ -386,7 +410,6 @@ class Cloud:
         self.tasks.every("periodic", min(60.0, max(1.0, cfg.terminated_visible_s / 4)), self.compute.expire_terminated)
         self.tasks.every("periodic", 600.0, self.events.trim)
         self.tasks.every("periodic", gcpolicy.YOUNG_SWEEP_S, gcpolicy.sweep_young)
-        self.tasks.every("periodic", 600.0, self.baremetal.ops.trim)
 
     def _after_rollback(self) -> None:
         """Changes the journal could not write were undone in memory, some of them records of
@@ -428,7 +451,10 @@ class Cloud:
         await asyncio.wait_for(self.compute.idle(), timeout=30)
         await self.volumes.close(timeout=30)
         await self.imports.close()
-        await self.baremetal.close()
+        if self._baremetal is not None:
+            await self._baremetal.close()
+        else:
+            self.hil_hashing.close()
         await self.addresses.idle()
         await self.store.close()
         for d in self.drivers.values():

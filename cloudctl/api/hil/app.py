@@ -20,12 +20,11 @@ import binascii
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from ...core.baremetal import Baremetal
 from ...core.baremetal.auth import ADMIN, Caller
 from ...core.baremetal.errors import AuthenticationError, BmError
 from ...store.journal import JournalError
@@ -35,6 +34,15 @@ from . import shapes
 from .switch_types import family_options
 from .wire import JOURNAL_MSG, SERVER_MSG, BodyModel, Invalid, answer, arguments, error
 
+if TYPE_CHECKING:   # (the service is loaded at its first use: core/cloud.py)
+    from ...core.baremetal.headnodes import Headnodes
+    from ...core.baremetal.networks import Networks
+    from ...core.baremetal.obm import Obm
+    from ...core.baremetal.operations import Operations
+    from ...core.baremetal.service import Baremetal
+    from ...core.baremetal.site import Site
+    from ...core.baremetal.users import BmUsers
+
 log = logging.getLogger("cloudctl")
 MAX_JSON = 64 * 1024   # every HIL body is a small JSON document
 
@@ -43,10 +51,15 @@ EXTENSIONS = ("cloudctl.audit", "cloudctl.console", "cloudctl.headnodes", "hil.e
 
 
 class HilApi:
-    def __init__(self, bm: Baremetal, admin_token: str, base: str = "/hil") -> None:
-        self.bm = bm
+    def __init__(self, bm: Callable[[], Baremetal], admin_token: str, base: str = "/hil") -> None:
+        """`bm`: the bare-metal service, asked for at each request (the cloud builds it at the first)."""
+        self._bm = bm
         self.token = admin_token
         self.base = base
+
+    @property
+    def bm(self) -> Baremetal:
+        return self._bm()
 
     def owns(self, request: web.Request) -> bool:
         """True for requests under the base URL: this API authenticates and answers them itself."""
@@ -164,8 +177,28 @@ class HilApi:
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
-        bm, net, ops, users = self.bm, self.bm.networks, self.bm.ops, self.bm.users
-        site, obm = bm.site, bm.obm
+        # The service and its parts are looked up at each call: the cloud builds it at the first one.
+        def bm() -> Baremetal:
+            return self.bm
+
+        def site() -> Site:
+            return self.bm.site
+
+        def net() -> Networks:
+            return self.bm.networks
+
+        def ops() -> Operations:
+            return self.bm.ops
+
+        def users() -> BmUsers:
+            return self.bm.users
+
+        def obm() -> Obm:
+            return self.bm.obm
+
+        def hns() -> Headnodes:
+            return self.bm.headnodes
+
 
         def add(method: str, path: str, fn: Handler, model: type[BaseModel] = M.Body, status: int = 200,
                 query: tuple[str, ...] = ()) -> None:
@@ -177,16 +210,16 @@ class HilApi:
             return req.match_info[key]
 
         # projects
-        add("GET", "/projects", lambda q, c, b: _ret(site.list_projects(c)))
-        add("PUT", "/project/{project}", lambda q, c, b: site.create_project(c, m(q, "project")))
-        add("DELETE", "/project/{project}", lambda q, c, b: site.delete_project(c, m(q, "project")))
+        add("GET", "/projects", lambda q, c, b: _ret(site().list_projects(c)))
+        add("PUT", "/project/{project}", lambda q, c, b: site().create_project(c, m(q, "project")))
+        add("DELETE", "/project/{project}", lambda q, c, b: site().delete_project(c, m(q, "project")))
         add("POST", "/project/{project}/connect_node",
-            lambda q, c, b: site.connect_node(c, m(q, "project"), b.node), M.NodeRef)
+            lambda q, c, b: site().connect_node(c, m(q, "project"), b.node), M.NodeRef)
         add("POST", "/project/{project}/detach_node",
-            lambda q, c, b: bm.detach_node(c, m(q, "project"), b.node), M.NodeRef)
-        add("GET", "/project/{project}/nodes", lambda q, c, b: _ret(site.project_nodes(c, m(q, "project"))))
+            lambda q, c, b: bm().detach_node(c, m(q, "project"), b.node), M.NodeRef)
+        add("GET", "/project/{project}/nodes", lambda q, c, b: _ret(site().project_nodes(c, m(q, "project"))))
         add("GET", "/project/{project}/networks",
-            lambda q, c, b: _ret(net.project_networks(c, m(q, "project"))))
+            lambda q, c, b: _ret(net().project_networks(c, m(q, "project"))))
 
         # nodes, NICs, metadata, OBM
         async def node_register(q: web.Request, c: Caller, b: M.RegisterNode) -> None:
@@ -198,45 +231,45 @@ class HilApi:
             elif b.obm:   # (`{}`: no OBM, as `null`)
                 spec = dict(b.obm)
                 spec["type"] = {M.IPMI_URI: "ipmi", M.MOCK_URI: "mock"}.get(spec.get("type"), spec.get("type"))
-            await site.register_node(c, m(q, "node"), spec, b.metadata)
+            await site().register_node(c, m(q, "node"), spec, b.metadata)
 
-        add("GET", "/nodes/{which}", lambda q, c, b: _ret(site.list_nodes(c, m(q, "which"))))
+        add("GET", "/nodes/{which}", lambda q, c, b: _ret(site().list_nodes(c, m(q, "which"))))
         add("PUT", "/node/{node}", node_register, M.RegisterNode)
-        add("DELETE", "/node/{node}", lambda q, c, b: bm.delete_node(c, m(q, "node")))
-        add("GET", "/node/{node}", lambda q, c, b: _ret(shapes.node(site.show_node(c, m(q, "node")), c)))
+        add("DELETE", "/node/{node}", lambda q, c, b: bm().delete_node(c, m(q, "node")))
+        add("GET", "/node/{node}", lambda q, c, b: _ret(shapes.node(site().show_node(c, m(q, "node")), c)))
         add("PUT", "/node/{node}/nic/{nic}",
-            lambda q, c, b: site.register_nic(c, m(q, "node"), m(q, "nic"), b.macaddr), M.RegisterNic)
-        add("DELETE", "/node/{node}/nic/{nic}", lambda q, c, b: site.delete_nic(c, m(q, "node"), m(q, "nic")))
+            lambda q, c, b: site().register_nic(c, m(q, "node"), m(q, "nic"), b.macaddr), M.RegisterNic)
+        add("DELETE", "/node/{node}/nic/{nic}", lambda q, c, b: site().delete_nic(c, m(q, "node"), m(q, "nic")))
         add("PUT", "/node/{node}/metadata/{label}",
-            lambda q, c, b: site.set_metadata(c, m(q, "node"), m(q, "label"), b.value), M.MetadataValue)
+            lambda q, c, b: site().set_metadata(c, m(q, "node"), m(q, "label"), b.value), M.MetadataValue)
         add("DELETE", "/node/{node}/metadata/{label}",
-            lambda q, c, b: site.delete_metadata(c, m(q, "node"), m(q, "label")))
-        add("PUT", "/node/{node}/obm", lambda q, c, b: obm.set_enabled(c, m(q, "node"), b.enabled), M.ObmEnabled)
+            lambda q, c, b: site().delete_metadata(c, m(q, "node"), m(q, "label")))
+        add("PUT", "/node/{node}/obm", lambda q, c, b: obm().set_enabled(c, m(q, "node"), b.enabled), M.ObmEnabled)
         for action in ("on", "off"):
             add("POST", f"/node/{{node}}/power_{action}", lambda q, c, b, a=action: self._redirect_or(
-                m(q, "node"), f"/power_{a}", c, lambda: obm.power(c, m(q, "node"), a)))
+                m(q, "node"), f"/power_{a}", c, lambda: obm().power(c, m(q, "node"), a)))
         add("POST", "/node/{node}/power_cycle", lambda q, c, b: self._redirect_or(
-            m(q, "node"), "/power_cycle", c, lambda: obm.power(c, m(q, "node"), "cycle", b.force)), M.PowerCycle)
+            m(q, "node"), "/power_cycle", c, lambda: obm().power(c, m(q, "node"), "cycle", b.force)), M.PowerCycle)
 
         async def power_status(q: web.Request, c: Caller, b: None) -> Any:
-            return {"power_status": await obm.status(c, m(q, "node"))}
+            return {"power_status": await obm().status(c, m(q, "node"))}
 
         add("GET", "/node/{node}/power_status",
             lambda q, c, b: self._redirect_or(m(q, "node"), "/power_status", c, lambda: power_status(q, c, b)))
         add("PUT", "/node/{node}/boot_device", lambda q, c, b: self._redirect_or(
-            m(q, "node"), "/boot_device", c, lambda: obm.bootdev(c, m(q, "node"), b.bootdev)), M.BootDevice)
+            m(q, "node"), "/boot_device", c, lambda: obm().bootdev(c, m(q, "node"), b.bootdev)), M.BootDevice)
         # serial console (HIL v0.3's start/stop_console, show_console); GET is text, not JSON
-        add("PUT", "/node/{node}/console", lambda q, c, b: bm.console.enable(c, m(q, "node")))
-        add("DELETE", "/node/{node}/console", lambda q, c, b: bm.console.disable(c, m(q, "node")))
-        add("GET", "/node/{node}/console_status", lambda q, c, b: _ret(bm.console.status(c, m(q, "node"))))
+        add("PUT", "/node/{node}/console", lambda q, c, b: bm().console.enable(c, m(q, "node")))
+        add("DELETE", "/node/{node}/console", lambda q, c, b: bm().console.disable(c, m(q, "node")))
+        add("GET", "/node/{node}/console_status", lambda q, c, b: _ret(bm().console.status(c, m(q, "node"))))
         r.add_route("GET", "/v0/node/{node}/console", self._show_console)
 
         async def connect_network(q: web.Request, c: Caller, b: M.ConnectNetwork) -> Any:
-            op = await ops.connect(c, m(q, "node"), m(q, "nic"), b.network, b.channel)
+            op = await ops().connect(c, m(q, "node"), m(q, "nic"), b.network, b.channel)
             return {"status_id": op.id}
 
         async def detach_network(q: web.Request, c: Caller, b: M.NetworkRef) -> Any:
-            op = await ops.detach(c, m(q, "node"), m(q, "nic"), b.network)
+            op = await ops().detach(c, m(q, "node"), m(q, "nic"), b.network)
             return {"status_id": op.id}
 
         add("POST", "/node/{node}/nic/{nic}/connect_network", connect_network, M.ConnectNetwork, 202)
@@ -244,72 +277,71 @@ class HilApi:
 
         # networks
         async def network_create(q: web.Request, c: Caller, b: M.CreateNetwork) -> None:
-            await net.create(c, m(q, "network"), b.owner, b.access, b.net_id)
+            await net().create(c, m(q, "network"), b.owner, b.access, b.net_id)
 
-        add("GET", "/networks", lambda q, c, b: _ret(shapes.networks(net.list(c))))
+        add("GET", "/networks", lambda q, c, b: _ret(shapes.networks(net().list(c))))
         add("PUT", "/network/{network}", network_create, M.CreateNetwork)
-        add("DELETE", "/network/{network}", lambda q, c, b: net.delete(c, m(q, "network")))
-        add("GET", "/network/{network}", lambda q, c, b: _ret(shapes.network(net.show(c, m(q, "network")))))
+        add("DELETE", "/network/{network}", lambda q, c, b: net().delete(c, m(q, "network")))
+        add("GET", "/network/{network}", lambda q, c, b: _ret(shapes.network(net().show(c, m(q, "network")))))
         add("GET", "/network/{network}/attachments", lambda q, c, b: _ret(shapes.attachments(
-            net.attachments(c, m(q, "network"), q.query.get("project")))), query=("project",))
+            net().attachments(c, m(q, "network"), q.query.get("project")))), query=("project",))
         add("PUT", "/network/{network}/access/{project}",
-            lambda q, c, b: net.grant(c, m(q, "network"), m(q, "project")))
+            lambda q, c, b: net().grant(c, m(q, "network"), m(q, "project")))
         add("DELETE", "/network/{network}/access/{project}",
-            lambda q, c, b: net.revoke(c, m(q, "network"), m(q, "project")))
+            lambda q, c, b: net().revoke(c, m(q, "network"), m(q, "project")))
 
         # switches and ports (port names may hold slashes, sent percent-encoded or not)
         async def switch_register(q: web.Request, c: Caller, b: M.RegisterSwitch) -> None:
             family, options = family_options(b.type, {k: v for k, v in b.model_dump().items() if k != "type"})
-            await site.register_switch(c, m(q, "switch"), family, options)
+            await site().register_switch(c, m(q, "switch"), family, options)
 
-        add("GET", "/switches", lambda q, c, b: _ret(site.list_switches(c)))
+        add("GET", "/switches", lambda q, c, b: _ret(site().list_switches(c)))
         add("PUT", "/switch/{switch}", switch_register, M.RegisterSwitch)
-        add("DELETE", "/switch/{switch}", lambda q, c, b: bm.delete_switch(c, m(q, "switch")))
-        add("GET", "/switch/{switch}", lambda q, c, b: _ret(shapes.switch(site.show_switch(c, m(q, "switch")))))
+        add("DELETE", "/switch/{switch}", lambda q, c, b: bm().delete_switch(c, m(q, "switch")))
+        add("GET", "/switch/{switch}", lambda q, c, b: _ret(shapes.switch(site().show_switch(c, m(q, "switch")))))
 
         async def audit(q: web.Request, c: Caller, b: M.Audit) -> Any:
             c.require_admin()
             which = [m(q, "switch")] if "switch" in q.match_info else None
-            return await ops.audit(which, b.repair)
+            return await ops().audit(which, b.repair)
 
         add("POST", "/switches/audit", audit, M.Audit)
         add("POST", "/switch/{switch}/audit", audit, M.Audit)
 
         async def revert(q: web.Request, c: Caller, b: M.Body) -> Any:
-            return {"status_id": (await ops.revert(c, m(q, "switch"), m(q, "port"))).id}
+            return {"status_id": (await ops().revert(c, m(q, "switch"), m(q, "port"))).id}
 
         add("POST", "/switch/{switch}/port/{port:.+}/connect_nic",
-            lambda q, c, b: site.connect_nic(c, m(q, "switch"), m(q, "port"), b.node, b.nic), M.CableNic)
+            lambda q, c, b: site().connect_nic(c, m(q, "switch"), m(q, "port"), b.node, b.nic), M.CableNic)
         add("POST", "/switch/{switch}/port/{port:.+}/detach_nic",
-            lambda q, c, b: site.detach_nic(c, m(q, "switch"), m(q, "port")))
+            lambda q, c, b: site().detach_nic(c, m(q, "switch"), m(q, "port")))
         add("POST", "/switch/{switch}/port/{port:.+}/revert", revert)
         add("PUT", "/switch/{switch}/port/{port:.+}",
-            lambda q, c, b: site.register_port(c, m(q, "switch"), m(q, "port")))
+            lambda q, c, b: site().register_port(c, m(q, "switch"), m(q, "port")))
         add("DELETE", "/switch/{switch}/port/{port:.+}",
-            lambda q, c, b: site.delete_port(c, m(q, "switch"), m(q, "port")))
+            lambda q, c, b: site().delete_port(c, m(q, "switch"), m(q, "port")))
         add("GET", "/switch/{switch}/port/{port:.+}",
-            lambda q, c, b: _ret(shapes.port(site.show_port(c, m(q, "switch"), m(q, "port")))))
+            lambda q, c, b: _ret(shapes.port(site().show_port(c, m(q, "switch"), m(q, "port")))))
 
         # headnodes (a project's VMs on its networks)
-        hns = bm.headnodes
-        add("PUT", "/headnode/{hn}", lambda q, c, b: _none(hns.create(
+        add("PUT", "/headnode/{hn}", lambda q, c, b: _none(hns().create(
             c, m(q, "hn"), b.project, b.base_img, b.instance_type, b.user_data)), M.CreateHeadnode)
-        add("DELETE", "/headnode/{hn}", lambda q, c, b: hns.delete(c, m(q, "hn")))
-        add("GET", "/headnode/{hn}", lambda q, c, b: _ret(hns.show(c, m(q, "hn"))))
-        add("POST", "/headnode/{hn}/start", lambda q, c, b: hns.start(c, m(q, "hn")))
-        add("POST", "/headnode/{hn}/stop", lambda q, c, b: hns.stop(c, m(q, "hn")))
-        add("PUT", "/headnode/{hn}/hnic/{hnic}", lambda q, c, b: hns.create_hnic(c, m(q, "hn"), m(q, "hnic")))
-        add("DELETE", "/headnode/{hn}/hnic/{hnic}", lambda q, c, b: hns.delete_hnic(c, m(q, "hn"), m(q, "hnic")))
+        add("DELETE", "/headnode/{hn}", lambda q, c, b: hns().delete(c, m(q, "hn")))
+        add("GET", "/headnode/{hn}", lambda q, c, b: _ret(hns().show(c, m(q, "hn"))))
+        add("POST", "/headnode/{hn}/start", lambda q, c, b: hns().start(c, m(q, "hn")))
+        add("POST", "/headnode/{hn}/stop", lambda q, c, b: hns().stop(c, m(q, "hn")))
+        add("PUT", "/headnode/{hn}/hnic/{hnic}", lambda q, c, b: hns().create_hnic(c, m(q, "hn"), m(q, "hnic")))
+        add("DELETE", "/headnode/{hn}/hnic/{hnic}", lambda q, c, b: hns().delete_hnic(c, m(q, "hn"), m(q, "hnic")))
         add("POST", "/headnode/{hn}/hnic/{hnic}/connect_network",
-            lambda q, c, b: hns.connect_network(c, m(q, "hn"), m(q, "hnic"), b.network), M.NetworkRef)
+            lambda q, c, b: hns().connect_network(c, m(q, "hn"), m(q, "hnic"), b.network), M.NetworkRef)
         add("POST", "/headnode/{hn}/hnic/{hnic}/detach_network",
-            lambda q, c, b: hns.detach_network(c, m(q, "hn"), m(q, "hnic"), b.network), M.NetworkRef)
-        add("GET", "/project/{project}/headnodes", lambda q, c, b: _ret(hns.project_headnodes(c, m(q, "project"))))
-        add("GET", "/headnode_images/", lambda q, c, b: _ret(hns.image_names(c)))
+            lambda q, c, b: hns().detach_network(c, m(q, "hn"), m(q, "hnic"), b.network), M.NetworkRef)
+        add("GET", "/project/{project}/headnodes", lambda q, c, b: _ret(hns().project_headnodes(c, m(q, "project"))))
+        add("GET", "/headnode_images/", lambda q, c, b: _ret(hns().image_names(c)))
 
         # networking actions (HIL's shape) and cloudctl's fuller view of the same operations
-        add("GET", "/networking_action/{id}", lambda q, c, b: _ret(shapes.networking_action(ops.show(c, m(q, "id")))))
-        add("GET", "/operation/{id}", lambda q, c, b: _ret(shapes.operation(ops.show(c, m(q, "id")))))
+        add("GET", "/networking_action/{id}", lambda q, c, b: _ret(shapes.networking_action(ops().show(c, m(q, "id")))))
+        add("GET", "/operation/{id}", lambda q, c, b: _ret(shapes.operation(ops().show(c, m(q, "id")))))
 
         async def extensions(q: web.Request, c: Caller, b: None) -> list[str]:
             c.require_admin()
@@ -318,16 +350,16 @@ class HilApi:
         add("GET", "/active_extensions", extensions)
 
         # users (HIL's database auth extension)
-        add("GET", "/auth/basic/users", lambda q, c, b: _ret(shapes.users(users.list(c))))
+        add("GET", "/auth/basic/users", lambda q, c, b: _ret(shapes.users(users().list(c))))
         add("PUT", "/auth/basic/user/{user}",
-            lambda q, c, b: users.create(c, m(q, "user"), b.password, b.is_admin), M.CreateUser)
-        add("DELETE", "/auth/basic/user/{user}", lambda q, c, b: users.delete(c, m(q, "user")))
-        add("PATCH", "/auth/basic/user/{user}", lambda q, c, b: users.set_admin(c, m(q, "user"), b.is_admin),
+            lambda q, c, b: users().create(c, m(q, "user"), b.password, b.is_admin), M.CreateUser)
+        add("DELETE", "/auth/basic/user/{user}", lambda q, c, b: users().delete(c, m(q, "user")))
+        add("PATCH", "/auth/basic/user/{user}", lambda q, c, b: users().set_admin(c, m(q, "user"), b.is_admin),
             M.SetAdmin)
         add("POST", "/auth/basic/user/{user}/add_project",
-            lambda q, c, b: users.add_project(c, m(q, "user"), b.project), M.ProjectRef)
+            lambda q, c, b: users().add_project(c, m(q, "user"), b.project), M.ProjectRef)
         add("POST", "/auth/basic/user/{user}/remove_project",
-            lambda q, c, b: users.remove_project(c, m(q, "user"), b.project), M.ProjectRef)
+            lambda q, c, b: users().remove_project(c, m(q, "user"), b.project), M.ProjectRef)
 
 
 async def _ret(value: Any) -> Any:

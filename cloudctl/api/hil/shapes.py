@@ -2,13 +2,14 @@
 (HIL's client and CLI read them by name)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...core.baremetal.auth import Caller
-from ...core.baremetal.networks import Networks
-from ...core.baremetal.views import Attachment, BmOperation, NetworkView, NodeView, PortView, SwitchView
 from ...store.records import BmNetwork, BmUser
 from .switch_types import capabilities
+
+if TYPE_CHECKING:   # (the bare-metal service is loaded at its first use: core/cloud.py)
+    from ...core.baremetal.views import Attachment, BmOperation, NetworkView, NodeView, PortView, SwitchView
 
 STATUS = {"pending": "PENDING", "done": "DONE", "error": "ERROR"}     # HIL's NetworkingAction.status
 ACTION = {"connect": "modify_port", "detach": "modify_port", "revert": "revert_port"}
@@ -43,6 +44,7 @@ def networks(rows: list[BmNetwork]) -> dict[str, Any]:
 
 
 def network(v: NetworkView) -> dict[str, Any]:
+    from ...core.baremetal.networks import Networks  # (loaded with the service that made `v`)
     n = v.network
     return {"name": n.name, "owner": n.owner or "admin", "access": list(n.access) or None,
             "channels": Networks.channels(n), "connected-nodes": {k: list(x) for k, x in v.connected.items()}}

@@ -6,6 +6,8 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 
+from ...config import LoginThrottle
+from ..workpool import WorkPool
 from .errors import AuthorizationError
 
 _N, _R, _P = 2**14, 8, 1
@@ -15,6 +17,12 @@ def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     h = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P)
     return f"scrypt${salt.hex()}${h.hex()}"
+
+
+def password_hashing(logins: LoginThrottle) -> WorkPool:
+    """The threads that check and hash HIL users' passwords: scrypt is deliberately slow, so on its
+    own few threads, never the loop's or the store's."""
+    return WorkPool("scrypt", logins.password_workers, logins.password_queue)
 
 
 # No password hashes to this (its digest is all zeros): an unknown user's password is checked

@@ -10,7 +10,7 @@ from ...config import LoginThrottle as ThrottleConfig
 from ...store.records import BmUser
 from ..throttle import Throttle, Throttled
 from ..workpool import Busy, WorkPool
-from .auth import ADMIN, DUMMY_HASH, Caller, check_password, hash_password
+from .auth import ADMIN, DUMMY_HASH, Caller, check_password, hash_password, password_hashing
 from .errors import (
     AuthenticationError,
     BadArgumentError,
@@ -25,13 +25,15 @@ from .site import Site
 
 
 class BmUsers:
-    def __init__(self, site: Site, backend: str, logins: ThrottleConfig) -> None:
+    def __init__(self, site: Site, backend: str, logins: ThrottleConfig, throttle: Throttle | None = None,
+                 hashing: WorkPool | None = None) -> None:
+        """`throttle` and `hashing`: made by the cloud when it counts them (in /metrics) before the
+        service is built; else made here from `logins`."""
         self.site = site
         self.backend = backend
         self._verified: dict[str, str] = {}   # digest of (user, password) -> the hash it matched
-        self.throttle = Throttle(logins)
-        # scrypt is deliberately slow: on its own few threads, never the loop's or the store's.
-        self.hashing = WorkPool("scrypt", logins.password_workers, logins.password_queue)
+        self.throttle = throttle if throttle is not None else Throttle(logins)
+        self.hashing = hashing if hashing is not None else password_hashing(logins)
 
     async def authenticate(self, username: str | None, password: str | None, source: str = "") -> Caller:
         """The caller named by HTTP Basic credentials; the `null` backend makes everyone admin.
