@@ -292,6 +292,53 @@ def test_attempts_in_flight_are_not_failures() -> None:
     assert t.enter("u", "192.0.2.1") == 0.0 and t.refused == 0
 
 
+def _state(t: Throttle) -> list[Any]:
+    return [[(key, k.failures, k.last_failure, k.until, k.trusted_until, k.pending) for key, k in table.rows.items()]
+            for table in (t.pairs, t.sources, t.names)] + [t.refused, t.delayed, t.failures]
+
+
+def test_a_check_made_at_once_leaves_the_state_enter_and_succeeded_leave() -> None:
+    """`at_once` + `passed` (the EC2 endpoint's synchronous path) against `enter` + `succeeded`,
+    over random histories of failures, successes and time: admitted by both or neither, the
+    same tables (entries, order, fields) after; None whenever `enter` refuses or delays."""
+    import random
+    cfg = LoginThrottle.model_construct(**{**THROTTLE, "max_tracked": 6, "forget_s": 30.0})   # (a small cap: evictions)
+    for seed in range(40):
+        rng = random.Random(seed)
+        now = [0.0]
+        quick, slow = Throttle(cfg, clock=lambda: now[0]), Throttle(cfg, clock=lambda: now[0])
+        for _ in range(120):
+            name, source = rng.choice("abc"), rng.choice(["192.0.2.1", "192.0.2.2", "192.0.2.3"])
+            step = rng.random()
+            now[0] += rng.choice([0.0, 0.5, 3.0, 40.0]) if step < 0.3 else 0.0
+            if step < 0.55:   # a failure, on both
+                for t in (quick, slow):
+                    try:
+                        t.enter(name, source)
+                    except Throttled:
+                        continue
+                    t.failed(name, source)
+            else:             # a success, at once on one, the usual way on the other
+                admitted = quick.at_once(name, source)
+                try:
+                    delay = slow.enter(name, source)
+                except Throttled:
+                    delay = None
+                if delay != 0.0:
+                    assert admitted is None
+                    if delay is not None:
+                        slow.void(name, source)
+                        quick.enter(name, source)   # (the caller's fall back: the same delay, void)
+                        quick.void(name, source)
+                    else:
+                        quick.refused += 1   # (the fall back's enter refuses: counted there)
+                    continue
+                assert admitted is not None
+                quick.passed(admitted)
+                slow.succeeded(name, source)
+            assert _state(quick) == _state(slow)
+
+
 def test_many_concurrent_honest_ec2_calls_from_one_address_all_succeed(srv: Server) -> None:
     """32 correctly signed calls in flight at once from one address (wrk, a busy SDK client):
     none is taken for a failed login (each used to be counted as a failure until answered)."""

@@ -181,6 +181,31 @@ class Throttle:
         self.sources.touch_known(source, ks).pending += 1
         return delay
 
+    def at_once(self, name: str, source: str) -> tuple[tuple[str, str], _Key | None, _Key | None, float] | None:
+        """For an attempt checked synchronously (nothing awaited between this and `passed`):
+        what `enter` needs to admit it, if it would be admitted at once (no refusal, no delay);
+        None otherwise (call `admission` then). Changes nothing but what `enter` would have done
+        to forgotten entries (dropped), so None costs the caller nothing to fall back from."""
+        name, now = name[:_MAX_NAME], self.clock()
+        pair = (name, source)
+        kp, ks = self.pairs.get(pair, now), self.sources.get(source, now)
+        if _wait(kp, now) > 0 or _wait(ks, now) > 0 or self.pairs.busy_known(kp) or self.sources.busy_known(ks):
+            return None
+        if not (kp is not None and kp.trusted_until > now) and self.names.wait(name, now) > 0:
+            return None
+        return pair, kp, ks, now
+
+    def passed(self, admitted: tuple[tuple[str, str], _Key | None, _Key | None, float]) -> None:
+        """`enter` then `succeeded` for an attempt `at_once` admitted and that succeeded: the same
+        entries touched and the pair trusted, without counting it in flight (it never was: nothing
+        ran between the two)."""
+        pair, kp, ks, now = admitted
+        self.pairs.touch_known(pair, kp)
+        self.sources.touch_known(pair[1], ks)
+        self.sources.get(pair[1], now)   # (`end`'s lookup: it drops an entry with nothing to remember)
+        k = self.pairs.touch_known(pair, self.pairs.get(pair, now))
+        k.failures, k.until, k.trusted_until = 0, 0.0, now + self.cfg.forget_s
+
     def failed(self, name: str, source: str) -> None:
         """The admitted attempt failed: a failure for its pair, its source and its name."""
         name, now = name[:_MAX_NAME], self.clock()

@@ -20,7 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ...core.cloud import Cloud
 from ...core.context import Caller
@@ -47,6 +48,7 @@ MAX_BODY = 4 * 1024 * 1024   # a declared length over it refused by the listener
 SIGNAL_MAX = 64 * 1024       # a wait condition signal (cfn-signal sends a few hundred bytes)
 _HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
 _READ_PIECE = 64 * 1024      # a body is read, counted and scanned this much per turn of the loop
+_NONE: dict[str, str] = {}
 _PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Signature", "X-Amz-Credential"})
 # What web.Response(content_type="text/xml", charset="UTF-8") writes, given as is: the
 # response copies it without taking the type apart.
@@ -133,57 +135,81 @@ class Ec2Api:
         try:
             # The raw path and query: the signature covers the bytes as sent, before decoding.
             raw_path, _, raw_query = request.raw_path.partition("?")
-            query = _query_params(raw_query)
             source = request.remote or ""
             dn = self.certs.dn(request)   # a verified client certificate's subject, or None
-            if "Authorization" in request.headers or not _PRESIGNED.isdisjoint(query):
-                # SigV4: the credentials are all in the headers and the query, so their form,
-                # scope, date and key are checked before the body is even looked at.
-                login = (claimed_access_key(request.headers, query), source)
-                svc = self.services.get(claimed_service(request.headers, query), self.ec2)
-                if (wait := self.logins.admission(*login)) is not None:
-                    await wait
-                pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=query)
-            # (a request refused before its body is read: aiohttp drains the body after the answer)
-            scan = form.FormScan() if request.content_type == _FORM else None
-            chunks = await self._read_body(request, scan)
-            if self.turns is not None:
-                # A burst of requests would otherwise all be checked, parsed and run (up to their
-                # handlers' first await) in one turn of the loop: each starts in its own turn.
-                if not self.turns.pass_on(request, t0):   # (free: taken and passed on, as wait() would)
+            headers = request.headers
+            content = request.content
+            got: list[bytes] | None = None   # the body, once read (and the turn taken) by the quick path
+            quick: tuple[dict[str, str], Verified] | None = None
+            if not raw_query and "Authorization" in headers and request.content_type == _FORM \
+                    and content.is_eof() and content.total_bytes <= form.STEP_CHARS:
+                # The usual request (boto3's, the CLI's): a small form signed in the header, all
+                # of it arrived with the headers. Checked in one synchronous go (`_at_once`); what
+                # that does not pass goes the general way below, from its start.
+                got = self._read_now(content)
+                if self.turns is not None and not self.turns.pass_on(request, t0):   # (see below)
                     await self.turns.wait(t0, request)
-            if not chunks:
-                scan = None
-            count = form.param_count(raw_query, scan.separators if scan else None)
-            if count > form.MAX_PARAMS:
-                raise CloudError("InvalidRequest", f"The request has more than {form.MAX_PARAMS} "
-                                 "parameters (query and body together); at most "
-                                 f"{form.MAX_PARAMS} are accepted")
-            seen = {**query, **scan.auth_fields()} if scan else query
-            replay_key: str | None = None
-            if dn is not None and pre is None and "Authorization" not in request.headers \
-                    and AUTH_PARAMS.isdisjoint(seen):
-                # Unsigned, with a verified certificate: econe's x509 login, for x509-only users.
-                user = self.cloud.users.certificate_login(dn)
-                if user is None:
-                    raise AuthError("AuthFailure", "No user logs in by this client certificate without a "
-                                    "signature", 401)
-                params = await _form_params(query, b"".join(chunks) if scan else b"")
+                quick = self._at_once(request.method, raw_path, headers, source, got)
+            if quick is not None:
+                params, verified = quick
             else:
-                if login is None:
-                    login = (claimed_access_key(request.headers, seen), source)
+                query = _query_params(raw_query)
+                if "Authorization" in headers or not _PRESIGNED.isdisjoint(query):
+                    # SigV4: the credentials are all in the headers and the query, so their form,
+                    # scope, date and key are checked before the body is even looked at.
+                    login = (claimed_access_key(headers, query), source)
+                    svc = self.services.get(claimed_service(headers, query), self.ec2)
                     if (wait := self.logins.admission(*login)) is not None:
                         await wait
-                if pre is None:   # (SigV2, or SigV4 fields found only in the body)
-                    svc = self.services.get(claimed_service(request.headers, seen), self.ec2)
-                    pre = self.verifier.precheck(query_string=raw_query, headers=request.headers, params=seen)
-                elif self.verifier.scheme(request.headers, seen) != pre.scheme:   # (the body's fields too)
-                    raise AuthError("IncompleteSignature", "Only one auth mechanism allowed", 400)
-                body = b"".join(chunks)   # (credentials that may be good: worth a look at the body)
-                params, verified = await self._authenticate(request, raw_path, raw_query, pre, query, seen,
-                                                            body, body if scan else b"")
-                self.logins.succeeded(*login)
-                login = None
+                    pre = self.verifier.precheck(query_string=raw_query, headers=headers, params=query)
+                # (a request refused before its body is read: aiohttp drains the body after the answer)
+                scan = form.FormScan() if request.content_type == _FORM else None
+                if got is None:
+                    chunks = await self._read_body(request, scan)
+                    if self.turns is not None:
+                        # A burst of requests would otherwise all be checked, parsed and run (up to
+                        # their handlers' first await) in one turn of the loop: each starts in its own.
+                        if not self.turns.pass_on(request, t0):   # (free: taken and passed on, as wait() would)
+                            await self.turns.wait(t0, request)
+                else:
+                    chunks = got
+                    if scan is not None:
+                        for chunk in chunks:
+                            scan.feed(chunk)
+                if not chunks:
+                    scan = None
+                count = form.param_count(raw_query, scan.separators if scan else None)
+                if count > form.MAX_PARAMS:
+                    raise CloudError("InvalidRequest", f"The request has more than {form.MAX_PARAMS} "
+                                     "parameters (query and body together); at most "
+                                     f"{form.MAX_PARAMS} are accepted")
+                seen = {**query, **scan.auth_fields()} if scan else query
+                if dn is not None and pre is None and "Authorization" not in headers \
+                        and AUTH_PARAMS.isdisjoint(seen):
+                    # Unsigned, with a verified certificate: econe's x509 login, for x509-only users.
+                    user = self.cloud.users.certificate_login(dn)
+                    if user is None:
+                        raise AuthError("AuthFailure", "No user logs in by this client certificate without a "
+                                        "signature", 401)
+                    params = await _form_params(query, b"".join(chunks) if scan else b"")
+                    verified = None
+                else:
+                    if login is None:
+                        login = (claimed_access_key(headers, seen), source)
+                        if (wait := self.logins.admission(*login)) is not None:
+                            await wait
+                    if pre is None:   # (SigV2, or SigV4 fields found only in the body)
+                        svc = self.services.get(claimed_service(headers, seen), self.ec2)
+                        pre = self.verifier.precheck(query_string=raw_query, headers=headers, params=seen)
+                    elif self.verifier.scheme(headers, seen) != pre.scheme:   # (the body's fields too)
+                        raise AuthError("IncompleteSignature", "Only one auth mechanism allowed", 400)
+                    body = b"".join(chunks)   # (credentials that may be good: worth a look at the body)
+                    params, verified = await self._authenticate(request, raw_path, raw_query, pre, query, seen,
+                                                                body, body if scan else b"")
+                    self.logins.succeeded(*login)
+                    login = None
+            replay_key: str | None = None
+            if verified is not None:
                 svc = self.services[verified.service]
                 if not svc.ready:   # (a service loaded at its first request: on a worker thread)
                     await svc.prepare()
@@ -208,8 +234,9 @@ class Ec2Api:
                 if replay_key is not None and self.replays.check(replay_key):   # (a repeat: nothing to release)
                     held.append(replay_key)
             params.pop("Version", None)
-            for k in AUTH_PARAMS.intersection(params):
-                del params[k]
+            if not AUTH_PARAMS.isdisjoint(params):
+                for k in AUTH_PARAMS.intersection(params):
+                    del params[k]
             req = svc.protocol.parse(action, params)
             caller = Caller(user, dry_run=bool(req.pop("DryRun", False)))
             if self.turns is not None:   # the core's long reads take turns with the answers' slices
@@ -257,6 +284,37 @@ class Ec2Api:
         if second is None:
             return web.Response(body=first, headers=_XML)
         return await self._stream(request, first, second, pieces, turns, t0)
+
+    @staticmethod
+    def _read_now(content: StreamReader) -> list[bytes]:
+        """A body that came whole with the headers, as `_read_body` would return it."""
+        try:
+            whole = content.read_nowait()
+        except ConnectionResetError:
+            raise BodyRefused.lost() from None
+        return [whole] if whole else []
+
+    def _at_once(self, method: str, raw_path: str, headers: CIMultiDictProxy[str], source: str,
+                 chunks: list[bytes]) -> tuple[dict[str, str], Verified] | None:
+        """The general path's checks and outcome for a small form signed in the header, without
+        a query string, when it passes them: the login throttle admits it at once, its signature
+        verifies, its fields parse and name no auth field. None for anything else (nothing is
+        changed then: the general path checks it again from the start, and answers)."""
+        body = b"".join(chunks)
+        if body.count(b"&") >= form.MAX_PARAMS:
+            return None
+        admitted = self.logins.at_once(claimed_access_key(headers, _NONE), source)
+        if admitted is None:
+            return None
+        try:
+            verified = self.verifier.verify_header(method=method, path=raw_path, headers=headers, body=body)
+            params = dict(form.fields(body.decode())) if body else {}
+        except (AuthError, UnicodeDecodeError):
+            return None
+        if not AUTH_PARAMS.isdisjoint(params):
+            return None
+        self.logins.passed(admitted)
+        return params, verified
 
     async def _read_body(self, request: web.Request, scan: form.FormScan | None) -> list[bytes]:
         """The body's chunks, each fed to `scan` as it arrives (up to the parameter cap: past it

@@ -24,7 +24,6 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
@@ -68,8 +67,7 @@ class AuthError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
-class Verified:
+class Verified(NamedTuple):
     """A request whose signature matched.
 
     ``replay_key`` names the signature by what was verified, not by how it was written: the
@@ -272,23 +270,8 @@ class SignatureVerifier:
         scheme = self.scheme(headers, params)
         known = prechecked.v4 if prechecked is not None and prechecked.scheme == scheme else None
         if scheme == "v4h":
-            v4h = known or self._v4_header_parts(headers)
-            secret = self._v4_secret(v4h.akid, v4h.signed_headers)
-            declared = headers.get("X-Amz-Content-SHA256")
-            if declared is None:
-                payload_hash = _body_hash(body, body_sha256)
-            elif declared == _UNSIGNED_PAYLOAD:
-                # The form body carries the Action and all its parameters: never let it go unsigned.
-                if body:
-                    raise _incomplete("UNSIGNED-PAYLOAD is not accepted for a request with a body")
-                payload_hash = declared
-            else:   # (its form was checked with the header's other parts)
-                if not hmac.compare_digest(declared, _body_hash(body, body_sha256)):
-                    raise _auth_failure()
-                payload_hash = declared
-            return self._check_v4("v4h", secret, v4h.akid, v4h.scope_date, v4h.region, v4h.service, v4h.signature,
-                                  method, path, _split_query(query_string), None, headers,
-                                  v4h.signed_headers, v4h.amz_date, (payload_hash,))
+            return self._verify_v4h(known or self._v4_header_parts(headers), method, path,
+                                    _split_query(query_string), headers, body, body_sha256)
         if scheme == "v4q":
             v4q = known or self._v4_query_parts(query_string)
             secret = self._v4_secret(v4q.akid, v4q.signed_headers)
@@ -311,6 +294,31 @@ class SignatureVerifier:
                                   method, path, v4q.pairs, "X-Amz-Signature", headers,
                                   v4q.signed_headers, v4q.amz_date, candidates)
         return self._verify_v2(method, path, headers, params)
+
+    def verify_header(self, *, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Verified:
+        """`verify` (and `precheck`'s checks) for a request whose scheme the caller knows is
+        "v4h": an Authorization header, no query string, no auth field among its parameters.
+        The same checks and errors, the header taken apart once."""
+        return self._verify_v4h(self._v4_header_parts(headers), method, path, [], headers, body, None)
+
+    def _verify_v4h(self, v4h: _V4Parts, method: str, path: str, query_pairs: list[tuple[str, str]],
+                    headers: Mapping[str, str], body: bytes, body_sha256: str | None) -> Verified:
+        secret = self._v4_secret(v4h.akid, v4h.signed_headers)
+        declared = headers.get("X-Amz-Content-SHA256")
+        if declared is None:
+            payload_hash = _body_hash(body, body_sha256)
+        elif declared == _UNSIGNED_PAYLOAD:
+            # The form body carries the Action and all its parameters: never let it go unsigned.
+            if body:
+                raise _incomplete("UNSIGNED-PAYLOAD is not accepted for a request with a body")
+            payload_hash = declared
+        else:   # (its form was checked with the header's other parts)
+            if not hmac.compare_digest(declared, _body_hash(body, body_sha256)):
+                raise _auth_failure()
+            payload_hash = declared
+        return self._check_v4("v4h", secret, v4h.akid, v4h.scope_date, v4h.region, v4h.service, v4h.signature,
+                              method, path, query_pairs, None, headers,
+                              v4h.signed_headers, v4h.amz_date, (payload_hash,))
 
     def precheck(self, *, query_string: str, headers: Mapping[str, str],
                  params: Mapping[str, str]) -> Prechecked:
@@ -461,9 +469,10 @@ class SignatureVerifier:
                   signature: str, method: str, path: str, query_pairs: list[tuple[str, str]],
                   drop: str | None, headers: Mapping[str, str], signed_headers: str, amz_date: str,
                   payload_hashes: tuple[str, ...]) -> Verified:
+        getall = getattr(headers, "getall", None)
         lines: list[str] = []
         for name in signed_headers.split(";"):
-            values = _header_values(headers, name)
+            values = _header_values(headers, name) if getall is None else getall(name, ())
             if len(values) == 1:
                 lines.append(f"{name}:{' '.join(values[0].split())}")
             else:  # repeated headers are folded the way botocore folds them

@@ -824,6 +824,7 @@ class Protocol:
         self._renderers = _Renderers()
         self._parsers: dict[str, _InStruct | None] = {}
         self._serializers: dict[str, tuple[str, _OutStruct | None, str]] = {}
+        self._tails: dict[str, bytes] = {}   # op -> its answer's last bytes (is_last)
         namespace = model.xml_namespace
         # AWS (and every EC2 client in the wild) uses the trailing slash form.
         self._xmlns = namespace if namespace.endswith("/") else namespace + "/"
@@ -912,7 +913,10 @@ class Protocol:
 
     def is_last(self, op: str, piece: bytes) -> bool:
         """Whether ``piece`` from serialize_iter ends the answer (the others end with an element)."""
-        return piece.endswith(self._serializer(op)[2].encode("utf-8"))
+        tail = self._tails.get(op)
+        if tail is None:
+            tail = self._tails[op] = self._serializer(op)[2].encode("utf-8")
+        return piece.endswith(tail)
 
     def error(self, code: str, message: str, request_id: str) -> bytes:
         """The EC2 error document (note ``RequestID``, unlike the success body)."""
