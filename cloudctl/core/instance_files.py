@@ -31,8 +31,7 @@ class InstanceFiles:
     def __init__(self, base: Path, storage: StorageDriver) -> None:
         self.base = base
         self.storage = storage
-        self._base_text = str(base)
-        self._prefix = os.path.join(self._base_text, "")   # + an instance id: os.path.join's answer
+        self._prefix = os.path.join(str(base), "")   # + an instance id: os.path.join's answer
         self._needs: dict[str, bool] = {}   # per template text: does it name any file made here?
 
     def dir(self, iid: str) -> Path:
@@ -47,12 +46,10 @@ class InstanceFiles:
         `root_volume` makes and returns the file of the instance's root volume; without it (an
         instance launched by an older version) the root disk is the overlay in its directory.
         """
-        # (strings joined, not Paths: a launch on simulated hosts spent more in pathlib than in the rest)
-        text = os.path.join(self._base_text, inst.id)
-        values = {"instance_dir": text, "console_log": os.path.join(text, CONSOLE)}
+        values = self._paths(inst.id)
         if not self._makes_files(template):
             return values
-        d = Path(text)
+        d = Path(values["instance_dir"])
         await asyncio.to_thread(_mkdir, d)
         if "$root_disk" in template and root_volume is not None:
             values["root_disk"] = str(await root_volume())
@@ -77,8 +74,10 @@ class InstanceFiles:
     def plain(self, iid: str, template: str) -> dict[str, str] | None:
         """`prepare`'s answer when the template names no file made here (nothing to make, so
         nothing to await and none of its arguments to compute); None when it names one."""
-        if self._makes_files(template):
-            return None
+        return None if self._makes_files(template) else self._paths(iid)
+
+    def _paths(self, iid: str) -> dict[str, str]:
+        # (strings joined, not Paths: a launch on simulated hosts spent more in pathlib than in the rest)
         text = self._prefix + iid
         return {"instance_dir": text, "console_log": text + "/" + CONSOLE}
 

@@ -33,8 +33,7 @@ class KeyedWork:
         prev = {t for k in names if (t := last.get(k)) is not None}
         # Nothing queued under these keys (a launch's convergence, mostly): the work is the task
         # itself, without a wrapper coroutine and its closures; `_finished` logs its failure.
-        task = asyncio.get_running_loop().create_task(self._after(prev, coro) if prev else coro)
-        self._tasks.add(task)
+        task = self.spawn(self._after(prev, coro) if prev else coro)
         for k in names:
             last[k] = task
         task.add_done_callback(partial(self._finished, names))
@@ -49,7 +48,6 @@ class KeyedWork:
         await coro
 
     def _finished(self, names: tuple[str, ...], task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
         last = self._last
         for k in names:
             if last.get(k) is task:
