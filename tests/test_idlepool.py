@@ -1,17 +1,17 @@
-"""The hypervisor driver's pool: threads up to its maximum, the extra ones end when idle, a hung pool
+"""The hypervisor driver's pools: threads up to their maximum, the extra ones end when idle, a hung pool or lane
 does not take another's threads, shutdown runs what is queued."""
 from __future__ import annotations
 
 import threading
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Executor
 
 import pytest
 
-from cloudctl.drivers.hypervisor.idlepool import IdlePool
+from cloudctl.drivers.hypervisor.idlepool import IdlePool, SharedPool
 from tests.support.waits import wait_until
 
 
-def _blocked(pool: IdlePool, n: int) -> tuple[threading.Event, list[threading.Event], list]:
+def _blocked(pool: Executor, n: int) -> tuple[threading.Event, list[threading.Event], list]:
     """`n` calls in `pool`, each blocked until the returned event is set; and their futures."""
     release = threading.Event()
     started = [threading.Event() for _ in range(n)]
@@ -145,3 +145,71 @@ def test_bad_sizes_are_refused() -> None:
     for args in ((0, "t"), (2, "t", 0.0), (2, "t", 1.0, 3)):
         with pytest.raises(ValueError):
             IdlePool(*args[:2], **dict(zip(("idle_s", "keep"), args[2:])))
+
+
+# -- lanes over shared threads (one per hypervisor host) ------------------------------------------
+
+def test_lanes_share_their_threads() -> None:
+    """Calls of many lanes one after the other run on one thread, not a thread per lane."""
+    shared = SharedPool("t", idle_s=60)
+    try:
+        lanes = [shared.lane(4) for _ in range(50)]
+        for i, lane in enumerate(lanes):
+            assert lane.submit(lambda i=i: i * 2).result(timeout=10) == i * 2
+        assert shared.threads == 1
+    finally:
+        shared.shutdown()
+
+
+def test_a_hung_lane_holds_only_its_own_threads_and_another_answers() -> None:
+    shared = SharedPool("t", idle_s=60)
+    hung, other = shared.lane(4), shared.lane(4)
+    release, started, futs = _blocked(hung, 8)
+    try:
+        wait_until(lambda: sum(e.is_set() for e in started) == 4, what="the lane's 4 calls to start")
+        assert other.submit(lambda: "answered").result(timeout=10) == "answered"
+        assert sum(e.is_set() for e in started) == 4 and shared.threads == 5
+    finally:
+        release.set()
+    assert [f.result(timeout=10) for f in futs] == list(range(8))   # the queued ones ran, in order
+    shared.shutdown()
+
+
+def test_shared_threads_beyond_keep_end_when_idle() -> None:
+    shared = SharedPool("t", idle_s=0.05, keep=0)
+    release, started, futs = _blocked(shared.lane(3), 3)
+    assert all(e.wait(10) for e in started) and shared.threads == 3
+    release.set()
+    wait_until(lambda: shared.threads == 0, what="the shared threads to end")
+    assert shared.lane(1).submit(lambda: 9).result(timeout=10) == 9
+    shared.shutdown()
+
+
+def test_a_lane_shut_down_runs_or_cancels_its_queue_and_the_others_go_on() -> None:
+    shared = SharedPool("t")
+    lane = shared.lane(1)
+    release, started, futs = _blocked(lane, 3)
+    assert started[0].wait(10)
+    lane.shutdown(wait=False)
+    with pytest.raises(RuntimeError):
+        lane.submit(lambda: None)
+    release.set()
+    assert [f.result(timeout=10) for f in futs] == [0, 1, 2]
+
+    lane = shared.lane(1)
+    release, started, futs = _blocked(lane, 3)
+    assert started[0].wait(10)
+    lane.shutdown(wait=False, cancel_futures=True)
+    release.set()
+    assert futs[0].result(timeout=10) == 0
+    for f in futs[1:]:
+        with pytest.raises(CancelledError):
+            f.result(timeout=10)
+    assert shared.lane(2).submit(lambda: "still here").result(timeout=10) == "still here"
+
+    lane = shared.lane(1)
+    release, started, futs = _blocked(lane, 2)
+    threading.Timer(0.2, release.set).start()
+    lane.shutdown(wait=True)   # until both ran
+    assert all(f.done() for f in futs)
+    shared.shutdown()

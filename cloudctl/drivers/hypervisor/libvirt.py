@@ -39,7 +39,7 @@ from .base import (
     Power,
     disk_xml,
 )
-from .idlepool import IdlePool
+from .idlepool import Lane, SharedPool
 from .nwfilter import filter_name, nwfilter_xml
 from .ovs_plug import HybridPlug, PlugError
 
@@ -90,6 +90,21 @@ def _start_events() -> None:
             raise HypervisorError("cannot register libvirt's event loop")
         _events_thread = threading.Thread(target=_run_events, name="libvirt-events", daemon=True)
         _events_thread.start()
+
+
+# The hosts' libvirt calls run on threads they share, each host through a lane of its own (at most
+# its `workers` calls in flight, so a hung host holds only those): one parked thread per host was
+# ~28 KiB a host while idle, and 200 hosts' polls keep one or two shared threads busy.
+_threads: SharedPool | None = None
+
+
+def _lane(workers: int, idle_s: float) -> Lane:
+    """A host's lane over the shared threads (made with the first host's idle time)."""
+    global _threads
+    with _setup_lock:
+        if _threads is None:
+            _threads = SharedPool("libvirt", idle_s=idle_s)
+        return _threads.lane(workers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,15 +340,15 @@ class LibvirtDriver(HypervisorDriver):
     intent_grace: float = 10.0
     #: Graceful stop polls the domain state at this interval, growing to the maximum.
     poll_interval: tuple[float, float] = (0.02, 1.0)
-    #: A pool thread beyond the host's first ends after this long without a call (concurrent
-    #: launches grow the pool to `workers`; kept, 200 hosts' extra threads were ~22 MiB).
+    #: A shared thread beyond the first ends after this long without a call (concurrent launches
+    #: take up to `workers` threads a host; kept, 200 hosts' extra threads were ~22 MiB).
     pool_idle_s: float = 2.0
 
     def __init__(self, host: str, uri: str, *, workers: int = 4) -> None:
         self.host = host
         self.uri = uri
         self._workers = workers
-        self._pool: IdlePool | None = None
+        self._pool: Lane | None = None
         self._conn: libvirt.virConnect | None = None
         self._callback_id: int | None = None
         self._generation = 0
@@ -367,7 +382,7 @@ class LibvirtDriver(HypervisorDriver):
         self._lost = False
         self._reconnect_lock = asyncio.Lock()
         if self._pool is None:
-            self._pool = IdlePool(self._workers, f"libvirt-{self.host}", idle_s=self.pool_idle_s)
+            self._pool = _lane(self._workers, self.pool_idle_s)
         await self._connect()
 
     async def _connect(self) -> None:
