@@ -131,3 +131,39 @@ def test_kept_polls_are_a_few_objects_for_the_collector() -> None:
     gc.collect()
     assert len(gc.get_objects()) - before < 5 * len(kept)
     assert sum(map(len, kept)) == 50_000
+
+
+async def test_every_host_is_polled_again_and_again_one_round_at_a_time_and_a_hung_one_holds_no_other(
+        tmp_path: Path, model_cache: Path) -> None:
+    """One task keeps all hosts' rounds: each host comes round every interval, never twice at once,
+    and a host whose poll hangs (until the monitor's timeout) delays no other host's rounds."""
+    cfg = load_config(write_config(tmp_path, model_cache, monitor={"interval_s": 0.2, "timeout_s": 1.0}))
+    c = await Cloud.open(cfg, "http://127.0.0.1:0")
+    try:
+        names = sorted(c.drivers)
+        assert len(names) >= 2
+        hung = names[0]
+        in_flight = dict.fromkeys(names, 0)
+        most = dict.fromkeys(names, 0)
+        for name in names:
+            driver = c.drivers[name]
+            real = driver.poll
+
+            async def poll(name: str = name, real: object = real) -> object:
+                in_flight[name] += 1
+                most[name] = max(most[name], in_flight[name])
+                try:
+                    if name == hung:
+                        await asyncio.sleep(3600)
+                    return await real()   # type: ignore[operator]
+                finally:
+                    in_flight[name] -= 1
+            driver.poll = poll   # type: ignore[method-assign]
+        before = {n: c.monitor.hosts[n].polls for n in names}
+        await until(lambda: all(c.monitor.hosts[n].polls - before[n] >= 5 for n in names[1:]), timeout=20)
+        others = {n: c.monitor.hosts[n] for n in names[1:]}
+        assert all(h.failures == 0 and h.state == "on" for h in others.values())
+        await until(lambda: c.monitor.hosts[hung].failures >= 2, timeout=20)   # its rounds go on, timed out
+        assert set(most.values()) == {1}
+    finally:
+        await c.stop()

@@ -2,8 +2,10 @@
 domains that died without an event.
 
 Lifecycle events update instances at once; the poll catches what events miss (a dropped
-connection, a qemu killed while the controller was restarting). Each host is polled on its own
-task, all on the event loop, with the hypervisor calls in the driver's thread pool.
+connection, a qemu killed while the controller was restarting). One task keeps every host's next
+round (a heap of due times) and starts each round as a task of its own, all on the event loop, with
+the hypervisor calls on the driver's lane of shared threads. A task per host, sleeping between its
+rounds, held ~2 KiB a host (its frame, the task, the supervisor's bookkeeping): 0.4 MiB with 200.
 
 Host states follow OpenNebula's: `on` (monitored), `error` (failing for longer than the grace
 period), `disabled` (admin: monitored, no new placements), `offline` (admin: not monitored),
@@ -13,6 +15,7 @@ instances keep their records and are reported impaired until it answers again.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 import time
@@ -57,6 +60,7 @@ class Monitor:
                                  h.memory_overcommit or config.overcommit.memory) for h in config.hosts}
         self.on_poll: PollObserver | None = None
         self._missing: dict[str, set[str]] = {}   # per host: running instances whose domain one poll missed
+        self._due: list[tuple[float, str]] = []   # (loop time, host) of the next rounds, a heap
         self.failover = Failover(store, config, compute, scheduler, events, health.state_of, tasks)
 
     # -- state -----------------------------------------------------------------------------
@@ -132,7 +136,7 @@ class Monitor:
 
     # -- polling ---------------------------------------------------------------------------
     def start(self, connected: set[str]) -> None:
-        """Initial states from the start-up connection, then one polling task per host."""
+        """Initial states from the start-up connection, then the task that polls the hosts."""
         now = time.time()
         for name, h in self.hosts.items():
             if name in connected:
@@ -140,17 +144,32 @@ class Monitor:
             else:
                 h.failing_since, h.error = now, "could not connect at start-up"
             self._settle(h, now)
-            self.tasks.spawn("monitor", self._run(name), f"monitor {name}")
+        self.tasks.spawn("monitor", self._run(), "monitor")
 
-    async def _run(self, name: str) -> None:
+    async def _run(self) -> None:
+        """Each host's rounds, `interval_s` ±10 % apart from the end of one to the start of the
+        next (a host is never polled twice at once), the first ones spread over the interval.
+
+        A round ending pushes its host's next due time, never sooner than 0.9 intervals away; this
+        task sleeps at most that long, so it wakes in time for it without being woken."""
+        loop = asyncio.get_running_loop()
         interval = self.config.monitor.interval_s
-        await asyncio.sleep(random.uniform(0, interval))   # spread the hosts over the interval
+        now = loop.time()
+        due = self._due = [(now + random.uniform(0, interval), name) for name in self.hosts]
+        heapq.heapify(due)
         while True:
-            try:
-                await self.poll_host(name)
-            except Exception:  # a bug in one round must not end monitoring of the host
-                log.exception("monitoring %s failed", name)
-            await asyncio.sleep(interval * random.uniform(0.9, 1.1))
+            now = loop.time()
+            while due and due[0][0] <= now + 0.001:   # (the loop's clock is in ms)
+                name = heapq.heappop(due)[1]
+                self.tasks.spawn("monitor", self._round(name, interval), f"monitor {name}")
+            await asyncio.sleep(min(due[0][0] - now, 0.9 * interval) if due else 0.9 * interval)
+
+    async def _round(self, name: str, interval: float) -> None:
+        try:
+            await self.poll_host(name)
+        except Exception:  # a bug in one round must not end monitoring of the host
+            log.exception("monitoring %s failed", name)
+        heapq.heappush(self._due, (asyncio.get_running_loop().time() + interval * random.uniform(0.9, 1.1), name))
 
     async def poll_host(self, name: str) -> HostHealth:
         """One round for one host: poll, update its state, settle its instances."""
