@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from cloudctl.api.ec2.actions.instances import (WHOLE_DESCRIBE, WHOLE_LAUNCH, launch_view, reservation_view,
-                                               small_reservation_view)
+from cloudctl.api.ec2.actions.instances import (
+    WHOLE_DESCRIBE,
+    WHOLE_LAUNCH,
+    launch_view,
+    reservation_view,
+    small_reservation_view,
+)
 from cloudctl.api.ec2.model import OPERATIONS, load_model
 from cloudctl.api.ec2.protocol import LazyList, Protocol
 from cloudctl.config import load_config
