@@ -102,3 +102,45 @@ def test_the_per_host_poll_histogram_writes_what_prometheus_clients_histogram_wr
         assert text == generate_latest(theirs)
         assert (b'_created{host="h2"}' in text) is created
         assert b'cloudctl_host_poll_duration_seconds_bucket{host="h1",le="+Inf"} 3.0' in text
+
+
+def test_the_request_counter_and_histogram_write_what_prometheus_clients_write(monkeypatch: Any) -> None:
+    """The per-request series keep plain numbers per label set instead of the library's locked
+    children (issue 14): the scrape's text must stay the library's, byte for byte, whatever the
+    requests (latencies on a bound, between bounds, over the last one, zero; label sets in any
+    order), with and without `_created`; and `Metrics.request` must count as the library did."""
+    import prometheus_client.metrics as client
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from cloudctl.api.metrics import _FAST, Metrics
+    from cloudctl.api.metrics_plain import PlainCounter, PlainHistogram
+
+    calls = [("ec2", "DescribeInstances", "ok", 0.0), ("ec2", "RunInstances", "ok", 0.001),
+             ("sts", "GetCallerIdentity", "AuthFailure", 0.0031), ("ec2", "DescribeInstances", "ok", 7.5),
+             ("ec2", "DescribeInstances", "InvalidInstanceID.NotFound", 5.0), ("ec2", "RunInstances", "ok", 0.0004)]
+    for created in (True, False):
+        monkeypatch.setattr(client, "_use_created", created)
+        monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+        theirs, ours = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
+        doc = "API requests by API, action and outcome (ok or the error code)"
+        lib_count = Counter("cloudctl_api_requests", doc, ["api", "action", "code"], registry=theirs)
+        lib_hist = Histogram("cloudctl_api_request_duration_seconds", "API request handling time",
+                             ["api", "action"], buckets=_FAST, registry=theirs)
+        count = PlainCounter("cloudctl_api_requests", doc, ["api", "action", "code"])
+        hist = PlainHistogram("cloudctl_api_request_duration_seconds", "API request handling time",
+                              ["api", "action"], _FAST)
+        ours.register(count)
+        ours.register(hist)
+        assert generate_latest(ours) == generate_latest(theirs)   # (no request yet: HELP and TYPE)
+        # Metrics.request's own arithmetic, on a Metrics whose series are these two
+        m = Metrics.__new__(Metrics)
+        m.known, m._children, m.requests, m.latency = {"DescribeInstances", "RunInstances"}, {}, count, hist
+        for api, action, code, seconds in calls:
+            lib_count.labels(api, action if action in m.known else "other", code).inc()
+            lib_hist.labels(api, action if action in m.known else "other").observe(seconds)
+            m.request(api, action, code, seconds)
+        text = generate_latest(ours)
+        assert text == generate_latest(theirs)
+        assert (b'cloudctl_api_requests_created{action="RunInstances"' in text) is created
+        assert b'cloudctl_api_requests_total{action="DescribeInstances",api="ec2",code="ok"} 2.0' in text
+        assert b'cloudctl_api_request_duration_seconds_bucket{action="other",api="sts",le="0.005"} 1.0' in text

@@ -1244,12 +1244,25 @@ def test_a_cached_element_is_the_bytes_of_its_view_and_reused_while_its_rows_are
     out = b"".join(proto.serialize_iter("DescribeInstances", _cached_answer(views, keys, made), REQUEST_ID))
     assert made == [1, 2]
     assert b"<value>b</value>" in out
-    # Rendered whole (no slices), a Cached element is its view, rendered afresh.
-    whole = proto.serialize("DescribeInstances", {"Reservations": [
-        {"ReservationId": "r-1", "OwnerId": "1", "Groups": [],
-         "Instances": [Cached("i-0", keys[0], lambda: views[0])]}]}, REQUEST_ID)
-    assert whole == ref_serialize(proto, "DescribeInstances", {"Reservations": [
-        {"ReservationId": "r-1", "OwnerId": "1", "Groups": [], "Instances": [views[0]]}]})
+    # Rendered whole (no slices: a small describe), a Cached element is its kept text while its
+    # rows are the same, and its view rendered afresh (and kept) once one is replaced.
+    def whole(n: int) -> bytes:
+        def view() -> dict[str, Any]:
+            made.append(n)
+            return views[n]
+        return proto.serialize("DescribeInstances", {"Reservations": [
+            {"ReservationId": "r-1", "OwnerId": "1", "Groups": [],
+             "Instances": [Cached(f"i-{n}", keys[n], view)]}]}, REQUEST_ID)
+
+    def ref(n: int) -> bytes:
+        return ref_serialize(proto, "DescribeInstances", {"Reservations": [
+            {"ReservationId": "r-1", "OwnerId": "1", "Groups": [], "Instances": [views[n]]}]})
+    made.clear()
+    assert whole(0) == ref(0) and made == []
+    views[0] = instance(0, [{"Key": "Name", "Value": "c"}])
+    keys[0] = (_Row("a"),)
+    assert whole(0) == ref(0) and made == [0]
+    assert b"<value>c</value>" in whole(0) and made == [0]
 
 
 def test_cached_texts_are_bounded(proto: Protocol, monkeypatch: pytest.MonkeyPatch) -> None:

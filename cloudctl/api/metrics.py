@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -27,6 +27,7 @@ from ..core.compute import STATE_CODES
 from .metrics_elb import ElbCollector
 from .metrics_hosts import PerHostHistogram
 from .metrics_instances import InstanceSeries
+from .metrics_plain import PlainCounter, PlainHistogram
 from .metrics_text import registry_text
 
 if TYPE_CHECKING:
@@ -45,12 +46,15 @@ class Metrics:
         self.cloud = cloud
         self.known = set(known_actions)   # (grows as query services load: api/query/services.py)
         # The labelled children by (api, action, code), looked up once each: bounded like their labels.
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[list[float], list[float]]] = {}
         r = self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = Counter("cloudctl_api_requests", "API requests by API, action and outcome "
-                                "(ok or the error code)", ["api", "action", "code"], registry=r)
-        self.latency = Histogram("cloudctl_api_request_duration_seconds", "API request handling time",
-                                 ["api", "action"], buckets=_FAST, registry=r)
+        # (plain numbers, not the library's children: touched by every request, see metrics_plain)
+        self.requests = PlainCounter("cloudctl_api_requests", "API requests by API, action and outcome "
+                                     "(ok or the error code)", ["api", "action", "code"])
+        r.register(self.requests)
+        self.latency = PlainHistogram("cloudctl_api_request_duration_seconds", "API request handling time",
+                                      ["api", "action"], _FAST)
+        r.register(self.latency)
         self.fsync = Histogram("cloudctl_journal_fsync_duration_seconds", "journal write+fsync time (one "
                                "group commit)", buckets=_FAST, registry=r)
         self.checkpoint = Histogram("cloudctl_checkpoint_duration_seconds", "checkpoint time",
@@ -89,11 +93,11 @@ class Metrics:
         if action not in self.known:
             action = "other"
         children = self._children.get((api, action, code))
-        if children is None:   # labels() validates and looks up under a lock: ~4 % of a by-id describe
-            children = self._children[(api, action, code)] = (self.requests.labels(api, action, code),
-                                                              self.latency.labels(api, action))
-        children[0].inc()
-        children[1].observe(seconds)
+        if children is None:
+            children = self._children[(api, action, code)] = (self.requests.child(api, action, code),
+                                                              self.latency.child(api, action))
+        children[0][0] += 1
+        self.latency.observe(children[1], seconds)
 
     def refusal(self, api: str, reason: str, logged: bool) -> None:
         """Count one refused request (see api.refusals; `reason` is from the code, never the wire)."""

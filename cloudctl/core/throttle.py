@@ -200,6 +200,13 @@ class Throttle:
         entries touched and the pair trusted, without counting it in flight (it never was: nothing
         ran between the two)."""
         pair, kp, ks, now = admitted
+        if kp is not None and ks is not None:
+            # (the usual case, a trusted pair: both entries were looked up at `now` and kept, so
+            # the lookups and touches below come to moving each to the end once)
+            self.pairs.rows.move_to_end(pair)
+            self.sources.rows.move_to_end(pair[1])
+            kp.failures, kp.until, kp.trusted_until = 0, 0.0, now + self.cfg.forget_s
+            return
         self.pairs.touch_known(pair, kp)
         self.sources.touch_known(pair[1], ks)
         self.sources.get(pair[1], now)   # (`end`'s lookup: it drops an entry with nothing to remember)

@@ -520,6 +520,16 @@ class _Renderers:
                 self._fragment_chars -= len(fragments.pop(next(iter(fragments)))[1])
         return rendered
 
+    def _kept(self, table: _OutStruct) -> Callable[["Cached"], str]:
+        """A `Cached` element's text in a list rendered whole: its kept fragment (as in slices),
+        unless its view holds a LazyList (a fragment of pieces: then rendered whole afresh)."""
+        fragment, render = self.fragment, self.struct(table)
+
+        def kept(element: Cached) -> str:
+            text = fragment(table, element)
+            return text if type(text) is str else render(element.view())
+        return kept
+
     def struct(self, table: _OutStruct) -> Callable[..., Any]:
         known = self._structs.get(table.shape_name)
         if known is not None:
@@ -571,8 +581,9 @@ class _Renderers:
         ns: dict[str, Any] = {"_esc": _esc}
         if item_kind == _STRUCT:
             ns["r"] = self.struct(payload)
-            ns["C"] = Cached   # (in a list rendered whole: rendered afresh, the kept text is for slices)
-            body = (f"    return ''.join([{io} + (r(e) if type(e) is not C else r(e.view())) + {ic} "
+            ns["C"] = Cached
+            ns["k"] = self._kept(payload)   # (a Cached element's kept text, as a slice would use it)
+            body = (f"    return ''.join([{io} + (r(e) if type(e) is not C else k(e)) + {ic} "
                     "for e in value if e is not None])")
         elif item_kind == _LIST:
             ns["r"] = self.list(payload)
