@@ -149,6 +149,13 @@ async def cpu(request: web.Request) -> web.Response:
     return web.json_response({"loop": time.thread_time(), "process": t.user + t.system})
 
 
+async def launches(request: web.Request) -> web.Response:
+    """GET /v0/bench/launches (CLOUDCTL_BENCH_LAUNCHES=1): each EC2 request since the last call, with
+    the loop's CPU in it and what overlapped it (bench/launch_probe.py)."""
+    import launch_probe
+    return web.json_response(launch_probe.report())
+
+
 def _short(path: str) -> str:
     for mark in ("/cloudctl/", "/site-packages/", "/lib/python3"):
         if mark in path:
@@ -385,6 +392,8 @@ def install() -> None:
         a.router.add_post("/v0/bench/memory", memory_base)
         a.router.add_get("/v0/bench/memory", memory_diff)
         a.router.add_get("/v0/bench/heap", heap)
+        if os.environ.get("CLOUDCTL_BENCH_LAUNCHES"):
+            a.router.add_get("/v0/bench/launches", launches)
         return a
 
     AdminApi.app = admin_app  # type: ignore[method-assign]
@@ -395,6 +404,10 @@ if __name__ == "__main__":
         tracemalloc.start(int(os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC_FRAMES", "1")))
     install()
     gc.callbacks.append(_gc_observe)
+    if os.environ.get("CLOUDCTL_BENCH_LAUNCHES"):
+        sys.path.insert(1, str(Path(__file__).resolve().parent))
+        import launch_probe
+        launch_probe.install()
     from cloudctl.cli import main
     sys.argv[0] = "cloudctl"
     main()
