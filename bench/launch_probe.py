@@ -4,7 +4,8 @@ A slow launch in the scale bench's sequential phase (one client, one request at 
 work grown, the loop's other work landing inside it, a cycle collection, or a wait (the journal's
 fsync, the GIL held by another thread, the machine's other load). With CLOUDCTL_BENCH_LAUNCHES=1 this
 records for each EC2 request the handler's wall time and the loop thread's CPU time
-(`time.thread_time`, so everything the loop ran meanwhile, this request's work or not), every cycle
+(`time.thread_time`, so everything the loop ran meanwhile, this request's work or not), the time
+the loop thread waited for a CPU meanwhile (/proc/thread-self/schedstat: this box's load), every cycle
 collection on the loop thread (generation, start, end) and every journal write on its writer
 thread. GET /v0/bench/launches gives each request with the collections and the journal write that
 overlapped it. (The loop's other callbacks are not told apart: under uvloop its handles are C
@@ -20,11 +21,21 @@ from bisect import bisect_left
 from collections import deque
 from typing import Any
 
-LAUNCHES: deque[tuple[float, float, float]] = deque(maxlen=20_000)       # (start, end, loop cpu)
+# (start, end, loop cpu, the loop thread's wait for a CPU meanwhile)
+LAUNCHES: deque[tuple[float, float, float, float]] = deque(maxlen=20_000)
 GCS: deque[tuple[float, float, int]] = deque(maxlen=100_000)             # (start, end, generation)
 WRITES: deque[tuple[float, float]] = deque(maxlen=100_000)               # journal writes (writer thread)
 _gc_t0 = [0.0]
 _loop_thread = [0]
+
+
+def _run_delay() -> float:
+    """Seconds this thread has waited on a run queue for a CPU (the kernel's schedstat; 0 without it)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _gc(phase: str, info: dict[str, int]) -> None:
@@ -45,9 +56,9 @@ def install() -> None:
     handle = Ec2Api._handle
 
     async def timed_handle(self: Any, request: Any, held: list[str]) -> Any:
-        t0, c0 = time.perf_counter(), time.thread_time()
+        d0, t0, c0 = _run_delay(), time.perf_counter(), time.thread_time()
         resp = await handle(self, request, held)
-        LAUNCHES.append((t0, time.perf_counter(), time.thread_time() - c0))
+        LAUNCHES.append((t0, time.perf_counter(), time.thread_time() - c0, _run_delay() - d0))
         return resp
 
     Ec2Api._handle = timed_handle  # type: ignore[method-assign]
@@ -75,7 +86,7 @@ def report() -> dict[str, Any]:
     for d in (LAUNCHES, GCS, WRITES):
         d.clear()
     rows = []
-    for t0, t1, cpu in launches:
+    for t0, t1, cpu, queued in launches:
         gc_ms = [0.0, 0.0, 0.0]
         for g0, g1, gen in gcs[bisect_left(gcs, (t0 - 1.0,)):]:
             if g0 > t1:
@@ -84,5 +95,6 @@ def report() -> dict[str, Any]:
         write_ms = sum(_overlap(t0, t1, w0, w1) for w0, w1 in writes[bisect_left(writes, (t0 - 1.0,)):]
                        if w0 <= t1) * 1000
         rows.append({"wall_ms": round((t1 - t0) * 1000, 3), "loop_cpu_ms": round(cpu * 1000, 3),
+                     "run_queue_ms": round(queued * 1000, 3),
                      "gc_ms": [round(x, 3) for x in gc_ms], "journal_write_ms": round(write_ms, 3)})
     return {"launches": rows}
