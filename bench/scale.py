@@ -316,9 +316,19 @@ class Bench:
             names.append((a, name))
             reqs.append(self.launch_req(c, a, 1, name))
         self.samples("RunInstances")
+        probe = bool(os.environ.get("CLOUDCTL_BENCH_LAUNCHES"))   # (bench/launch_probe.py)
+        if probe:
+            self.admin("GET", "/v0/bench/launches")
         walls = []
-        for (a, name), r in zip(names, reqs):
+        # CLOUDCTL_BENCH_PROFILE_FIRST=DIR: the first launch of each size under cProfile (the loop
+        # thread's CPU clock: whatever the loop ran meanwhile), its stats in DIR/first-launch-<n>.pstats.
+        first = os.environ.get("CLOUDCTL_BENCH_PROFILE_FIRST")
+        for k, ((a, name), r) in enumerate(zip(names, reqs)):
+            if first and k == 0:
+                self.admin("POST", "/v0/bench/profile?clock=cpu")
             status, data, wall = await c.send(r)
+            if first and k == 0:
+                self.admin("GET", f"/v0/bench/profile?top=5&dump={first}/first-launch-{self.count}.pstats")
             if status != 200:
                 raise RuntimeError(f"RunInstances: HTTP {status}: {data[:300]!r}")
             iid = ids("instanceId", data)[0]
@@ -328,6 +338,8 @@ class Bench:
         self.count += seq
         out["sequential"] = ms(self.samples("RunInstances")) | {
             "client": ms(walls), "calls_per_s": round(len(walls) / sum(walls), 1)}
+        if probe:
+            out["sequential"]["each"] = self.admin("GET", "/v0/bench/launches")["launches"]
         reqs = [self.launch_req(c, self.accounts[k % USERS], 1, f"c-{self.batch}") for k in range(conc)]
         self.samples("RunInstances")
         wall = await c.concurrent(reqs, 32, "RunInstances x32")

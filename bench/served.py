@@ -16,6 +16,7 @@ longest pauses per generation since the last call), GET /v0/bench/cpu (the loop 
 process's CPU seconds so far), GET /v0/bench/heap (where the RSS is: smaps by kind, glibc's mallinfo2,
 pymalloc's arenas, thread count). With
 CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT=1, gc.freeze() after every checkpoint (an experiment);
+with CLOUDCTL_BENCH_SWITCH_INTERVAL=S, sys.setswitchinterval(S) for the process (an experiment);
 for bench/profile_hot.py: POST /v0/bench/profile[?clock=cpu] (cProfile on the loop thread), GET
 /v0/bench/profile?top=N&calls=K (stop; the top functions by own and by cumulative time, per call
 of the K requests made meanwhile), and with CLOUDCTL_BENCH_TRACEMALLOC=1 (tracing from the first
@@ -147,6 +148,13 @@ async def cpu(request: web.Request) -> web.Response:
     """GET /v0/bench/cpu: the loop thread's CPU seconds (this handler runs on it) and the process's."""
     t = os.times()
     return web.json_response({"loop": time.thread_time(), "process": t.user + t.system})
+
+
+async def launches(request: web.Request) -> web.Response:
+    """GET /v0/bench/launches (CLOUDCTL_BENCH_LAUNCHES=1): each EC2 request since the last call, with
+    the loop's CPU in it and what overlapped it (bench/launch_probe.py)."""
+    import launch_probe
+    return web.json_response(launch_probe.report())
 
 
 def _short(path: str) -> str:
@@ -385,6 +393,8 @@ def install() -> None:
         a.router.add_post("/v0/bench/memory", memory_base)
         a.router.add_get("/v0/bench/memory", memory_diff)
         a.router.add_get("/v0/bench/heap", heap)
+        if os.environ.get("CLOUDCTL_BENCH_LAUNCHES"):
+            a.router.add_get("/v0/bench/launches", launches)
         return a
 
     AdminApi.app = admin_app  # type: ignore[method-assign]
@@ -395,6 +405,14 @@ if __name__ == "__main__":
         tracemalloc.start(int(os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC_FRAMES", "1")))
     install()
     gc.callbacks.append(_gc_observe)
+    if os.environ.get("CLOUDCTL_BENCH_SWITCH_INTERVAL"):
+        # An experiment, not a change to cloudctl: the GIL's slices for the whole process (the loop
+        # waits up to one slice for the GIL behind a worker thread running Python: a poll's stats).
+        sys.setswitchinterval(float(os.environ["CLOUDCTL_BENCH_SWITCH_INTERVAL"]))
+    if os.environ.get("CLOUDCTL_BENCH_LAUNCHES"):
+        sys.path.insert(1, str(Path(__file__).resolve().parent))
+        import launch_probe
+        launch_probe.install()
     from cloudctl.cli import main
     sys.argv[0] = "cloudctl"
     main()

@@ -67,3 +67,18 @@ def test_history_compares_with_the_last_run_of_the_same_machine(tmp_path: Path,
     entries = [json.loads(ln) for ln in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [e["commit"] for e in entries] == ["c1", "c2", "c3"]
     assert all({"date", "loadavg", "machine", "mode", "figures"} <= e.keys() for e in entries)
+
+
+def test_launch_probe_gives_each_request_what_overlapped_it() -> None:
+    """A collection or journal write counts toward a request only for the part inside it, and a
+    report starts afresh (the scale bench reads one before its launches, one after)."""
+    import launch_probe as lp
+    lp.report()
+    lp.LAUNCHES.extend([(10.0, 10.010, 0.002, 0.001), (20.0, 20.004, 0.003, 0.0)])
+    lp.GCS.extend([(9.999, 10.001, 0), (10.005, 10.007, 1), (20.001, 20.002, 2), (30.0, 30.1, 2)])
+    lp.WRITES.extend([(10.002, 10.020), (19.0, 19.5)])
+    first, second = lp.report()["launches"]
+    assert first == {"wall_ms": 10.0, "loop_cpu_ms": 2.0, "run_queue_ms": 1.0, "gc_ms": [1.0, 2.0, 0.0],
+                     "journal_write_ms": 8.0}
+    assert second["gc_ms"] == [0.0, 0.0, 1.0] and second["journal_write_ms"] == 0.0
+    assert lp.report() == {"launches": []}
