@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     ad.add_parser("list", help="every elastic IP held, and where it points").add_argument("--json", action="store_true")
     _config_anywhere(p)
     args = p.parse_args(argv)
+    if args.cmd == "serve" and argv is None:   # (the process's own command line: what an exec repeats)
+        from . import malloc
+        malloc.exec_with_tunables()   # once, before the config is read: glibc reads its tunables at exec
 
     cfg_path = args.config
     try:
