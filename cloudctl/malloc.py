@@ -32,6 +32,7 @@ import ctypes.util
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 log = logging.getLogger("cloudctl")
 
@@ -85,7 +86,7 @@ def _glibc() -> bool:
         return False
 
 
-def exec_reason(env: dict[str, str] | os._Environ[str]) -> str | None:
+def exec_reason(env: Mapping[str, str]) -> str | None:
     """Why the process should not re-execute itself with the tunables (None: it should)."""
     if env.get("GLIBC_TUNABLES") is not None:
         return "GLIBC_TUNABLES is set"   # the operator's own (or ours, after the exec): kept as is
