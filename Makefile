@@ -45,7 +45,8 @@ constraints:
 # glibc caches up to 7 freed blocks per size class in each thread (its tcache), and each hypervisor
 # host keeps a libvirt thread: 2 a class was ~5 MiB less at 20,000 instances with 200 hosts at no
 # measurable cost in instructions (docs/scaling.md, perf-mem4). glibc reads it only when the process
-# starts, so it is set here (a service unit: Environment=); an operator's own GLIBC_TUNABLES wins.
+# starts: set here, `cloudctl serve` need not re-execute itself with it (cloudctl/malloc.py);
+# an operator's own GLIBC_TUNABLES wins.
 run:
 	GLIBC_TUNABLES="$${GLIBC_TUNABLES:-glibc.malloc.tcache_count=2}" $(PY) -m cloudctl serve --config $(CONFIG)
 

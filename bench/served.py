@@ -401,6 +401,10 @@ def install() -> None:
 
 
 if __name__ == "__main__":
+    # What `cloudctl serve` does first (its re-exec with GLIBC_TUNABLES), here before the probes and
+    # tracemalloc are set up twice; serve's own call is then a no-op. (A checkout from before it: none.)
+    from cloudctl import malloc as _malloc
+    getattr(_malloc, "exec_with_tunables", lambda: None)()
     if os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC"):
         tracemalloc.start(int(os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC_FRAMES", "1")))
     install()

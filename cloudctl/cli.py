@@ -222,6 +222,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
+    if args.cmd == "serve" and argv is None:   # (the process's own command line: what an exec repeats)
+        from . import malloc
+        malloc.exec_with_tunables()   # once, before the config is read: glibc reads its tunables at exec
 
     cfg_path = args.config
     try:

@@ -60,3 +60,84 @@ def test_libvirt_is_not_loaded_before_serve_sets_the_glib_switch() -> None:
                           env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+# A process that notes each start (pid and GLIBC_TUNABLES) in a file, calls the re-exec, then says
+# how glibc treats 7 freed 100-byte blocks: with 7 a class (glibc's default) all stay in the thread's
+# tcache; with tcache_count=2 five go to the fastbins, which mallinfo2 counts (fsmblks).
+STARTS = """
+import ctypes, os, sys
+from pathlib import Path
+with Path(sys.argv[1]).open("a") as f:
+    print(os.getpid(), os.environ.get("GLIBC_TUNABLES", "-"), file=f)
+from cloudctl import malloc
+malloc.exec_with_tunables()
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+blocks = [libc.malloc(100) for _ in range(7)]   # (takes whatever the tcache held for the size first)
+before = libc.mallinfo2().fsmblks
+for b in blocks:
+    libc.free(b)
+print(os.getpid(), libc.mallinfo2().fsmblks - before)
+"""
+
+
+def _starts(tmp_path: Path, **env: str) -> tuple[list[list[str]], list[str]]:
+    """Run STARTS as a script (its own command line is what the exec repeats): (each start's pid and
+    GLIBC_TUNABLES, the last process's pid and fastbin bytes freed)."""
+    script, log = tmp_path / "starts.py", tmp_path / "starts.log"
+    script.write_text(STARTS)
+    log.unlink(missing_ok=True)
+    repo = Path(__file__).resolve().parent.parent
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", malloc.EXEC_SWITCH)} | {"PYTHONPATH": str(repo)} | env
+    done = subprocess.run([sys.executable, str(script), str(log)], env=clean, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [line.split() for line in log.read_text().splitlines()], done.stdout.split()
+
+
+@glibc
+def test_serve_re_executes_itself_once_with_the_tcache_tunable_in_effect(tmp_path: Path) -> None:
+    starts, (pid, fastbin) = _starts(tmp_path)
+    assert starts == [[pid, "-"], [pid, malloc.TUNABLES]]   # one exec, the same process
+    assert int(fastbin) >= 5 * 100   # 5 of the 7 blocks past the 2-block tcache
+
+
+@glibc
+def test_the_operators_tunables_and_switch_are_kept_without_an_exec(tmp_path: Path) -> None:
+    own = "glibc.malloc.tcache_count=7"
+    starts, (pid, fastbin) = _starts(tmp_path, GLIBC_TUNABLES=own)
+    assert starts == [[pid, own]]
+    assert int(fastbin) == 0   # glibc's 7 a class: every block stays in the tcache
+    starts, (pid, _) = _starts(tmp_path, **{malloc.EXEC_SWITCH: "0"})
+    assert starts == [[pid, "-"]]
+    # A preloaded tool (valgrind's vgpreload, heaptrack) or allocator: an exec would lose or skew it.
+    starts, (pid, _) = _starts(tmp_path, LD_PRELOAD="libc.so.6")
+    assert starts == [[pid, "-"]]
+
+
+@glibc
+def test_a_served_controller_runs_with_the_tunable(tmp_path: Path, model_cache: Path) -> None:
+    """`cloudctl serve` as the tests (and an operator without `make run`) start it: the process
+    serving is the one started (same pid), with the tunable glibc read at its exec."""
+    from support import Server, write_config
+    env_before = os.environ.get("GLIBC_TUNABLES")
+    if env_before is not None or os.environ.get("LD_PRELOAD"):
+        pytest.skip("this test process's environment already decides the tunables")
+    srv = Server(write_config(tmp_path, model_cache)).start()
+    try:
+        assert srv.proc is not None
+        environ = Path(f"/proc/{srv.proc.pid}/environ").read_bytes().split(b"\0")
+        assert f"GLIBC_TUNABLES={malloc.TUNABLES}".encode() in environ
+        assert srv.admin("GET", "/v0/health")
+    finally:
+        srv.stop()

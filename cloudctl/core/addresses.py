@@ -112,7 +112,7 @@ class Addresses:
         self._by_assoc: MultiIndex[Address] = self.table.add_index(
             MultiIndex(lambda a: None if a.launch else a.association_id))
         self._by_instance: MultiIndex[Address] = self.table.add_index(MultiIndex(lambda a: a.instance_id))
-        self._inst_by_ip: MultiIndex[Instance] = live_by_private_ip(store)
+        self._inst_by_ip = live_by_private_ip(store)
         self._busy: dict[str, asyncio.Event] = {}
         self._cursor = 0
         self._tasks: set[asyncio.Task[None]] = set()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from ..config import InstanceType
 from ..store.records import Instance
-from ..store.store import MultiIndex, Store
+from ..store.store import Store
 from .addresses import Addresses, public_dns
 from .images import ROOT_DEVICE_NAME, Images
 from .instance_store import disks as ephemeral_disks
@@ -87,7 +87,7 @@ class InstanceMetadata:
         self.keypairs = keypairs
         self.network = network
         self.services_domain = services_domain
-        self._by_ip: MultiIndex[Instance] = live_by_private_ip(store)
+        self._by_ip = live_by_private_ip(store)
         self._secret = secrets.token_bytes(32)
 
     @classmethod

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import Config, NetworkConfig
 from ..store.records import Instance, Lease
-from ..store.store import MultiIndex, Store, Txn
+from ..store.store import CountIndex, Store, Txn
 from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
@@ -29,11 +29,32 @@ def _stable_id(prefix: str, *parts: str) -> str:
 TAP_PREFIX = "ci"   # every instance's host-side NIC: a firewall can match them all as `ci+`
 
 
-def live_by_private_ip(store: Store) -> MultiIndex[Instance]:
-    """Instances not terminated, by private IP (leases keep an address on one at a time): one index
-    for the services that look instances up by address (metadata's caller, an association)."""
-    return store.table(Instance).shared_index(
-        "live_by_private_ip", lambda: MultiIndex(lambda i: i.private_ip if i.state != "terminated" else None))
+class LiveByPrivateIp:
+    """Instances not terminated, by private IP, read through the leases: they are keyed by address
+    and name the instance holding it (a lease is taken with the address and released with it when the
+    instance terminates), so an index of its own (a dict slot per instance, ~30-50 B) would only
+    repeat them. For the services that look instances up by address (metadata's caller, an
+    association)."""
+
+    __slots__ = ("_leases", "_instances")
+
+    def __init__(self, store: Store) -> None:
+        self._leases = store.table(Lease)
+        self._instances = store.table(Instance)
+
+    def get(self, ip: str) -> dict[str, Instance]:
+        """{id: instance} of the live instance holding `ip` (at most one), as `MultiIndex.get` gives."""
+        lease = self._leases.get(ip)
+        if lease is None:
+            return {}
+        inst = self._instances.get(lease.instance_id)
+        if inst is None or inst.private_ip != ip or inst.state == "terminated":
+            return {}   # (an ELB's address, or a lease its instance no longer names)
+        return {inst.id: inst}
+
+
+def live_by_private_ip(store: Store) -> LiveByPrivateIp:
+    return LiveByPrivateIp(store)
 
 
 def tap_name(instance_id: str) -> str:
@@ -85,8 +106,10 @@ class Networks:
             self.subnets[s.id] = self._default[zone] = replace(s, default_for_az=True)
         self._by_name = {s.name: s for s in self.subnets.values()}
         # Leases written before networks existed name only their zone: they belong to its default.
-        self._by_subnet: MultiIndex[Lease] = self.table.add_index(
-            MultiIndex(lambda lease: lease.subnet_id or (d.id if (d := self._default.get(lease.zone)) else None)))
+        # How many leases each subnet has (which addresses are taken is the table itself: it is keyed by
+        # address), not a group of its leases: a dict slot per lease (~30-50 B an instance) for a count.
+        self._by_subnet: CountIndex[Lease] = self.table.add_index(
+            CountIndex(lambda lease: lease.subnet_id or (d.id if (d := self._default.get(lease.zone)) else None)))
         self._cursor: dict[str, int] = {}
         self.filters = FilterSet({
             "subnet-id": lambda s: s.id, "vpc-id": lambda s: self.vpc_id,
@@ -146,7 +169,7 @@ class Networks:
                 raise CloudError.conflict("InvalidIPAddress.InUse", f"Address {ip} is in use.")
             tx.put(Lease(ip=ip, zone=subnet.zone, instance_id=instance_id, subnet_id=subnet.id))
             return ip
-        used = self._by_subnet.get(subnet.id)
+        used = self.table.rows   # (any lease of the address, whichever subnet filed it: taken)
         span = subnet.size
         start = self._cursor.get(subnet.id, 0)
         first, gateway = subnet.first, int(subnet.gateway)
@@ -172,7 +195,7 @@ class Networks:
         """Per network: used and free leases (`cloudctl network list`)."""
         out = []
         for s in self.subnets.values():
-            used = len(self._by_subnet.get(s.id))
+            used = self._by_subnet.counts.get(s.id, 0)
             free = self.available(s)
             out.append({"name": s.name, "subnet_id": s.id, "zone": s.zone, "cidr": str(s.net),
                         "gateway": str(s.gateway), "bridge": s.bridge or "", "vlan": s.vlan,
@@ -202,7 +225,7 @@ class Networks:
 
     def available(self, s: Subnet) -> int:
         gw = 1 if s.first <= int(s.gateway) <= s.last else 0
-        return s.size - gw - len(self._by_subnet.get(s.id))
+        return s.size - gw - self._by_subnet.counts.get(s.id, 0)
 
 
 def _subnet(region: str, n: NetworkConfig) -> Subnet:
