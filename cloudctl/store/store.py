@@ -637,9 +637,14 @@ class Store:
     def _load(self) -> int:
         """Load the newest good checkpoint and replay the journals after it; return the gen."""
         self._rows = _RowBuilder()
+        tags = [t for t in self.tables.values() if isinstance(t, TagTable)]
+        for t in tags:
+            t.defer_index()
         try:
             return self._load_files()
         finally:
+            for t in tags:
+                t.build_index()
             self._rows = _RowBuilder()   # (its dicts of shared values: only for the load)
 
     def _load_files(self) -> int:

@@ -130,6 +130,45 @@ class KeyValueIndex:
         return out
 
 
+class _Unindexed(KeyValueIndex):
+    """The key/value index while a load runs (`TagTable.defer_index`): nothing kept, the index is
+    built once at the end. Kept in step, a list of thousands of ids (`env=prod`) had an id put in
+    its middle by each of the journal's tag records (a move of the ids after it), and a checkpoint
+    row replaced later had its id taken out and put back."""
+
+    def add(self, rid: str, key: str, value: str) -> None:
+        pass
+
+    def remove(self, rid: str, key: str, value: str) -> None:
+        pass
+
+
+def _index(entries: Iterator[Entry]) -> KeyValueIndex:
+    """The key/value index of these entries, as `add` for each of their tags would leave it."""
+    kv = KeyValueIndex()
+    ids = kv.ids
+    for e in entries:
+        rid = e[0]
+        pairs = zip(e[3::2], e[4::2]) if e[1] is not None and e[1] is not _HELD else (
+            (t.tag_key, t.value) for t in _tags(e))
+        for key, value in pairs:
+            vals = ids.get(key)
+            if vals is None:
+                vals = ids[key] = {}
+            have = vals.get(value)
+            if have is None:
+                vals[value] = rid
+            elif type(have) is str:
+                vals[value] = [have, rid]
+            else:
+                have.append(rid)   # type: ignore[union-attr]
+    for vals in ids.values():
+        for have in vals.values():
+            if type(have) is list:
+                have.sort()
+    return kv
+
+
 class _Rows(Mapping[str, Tag]):
     """The table as `Table.rows` is for other tables: primary key → row (rows made as read)."""
 
@@ -261,20 +300,29 @@ class TagTable:
                     return e[i + 1]   # type: ignore[no-any-return]
         return value
 
-    # -- a load's held places -------------------------------------------------------------------
+    # -- a load ---------------------------------------------------------------------------------
+    def defer_index(self) -> None:
+        """Keep no key/value index until `build_index` (a load: built once from what it loaded)."""
+        self.kv = _Unindexed()
+
+    def build_index(self) -> None:
+        """The key/value index of the table as it is (after `defer_index`)."""
+        self.kv = _index(iter(self.by_rid.values()))
+
     def hold(self, rid: str, tag_key: str) -> None:
         """Keep the place of tag `tag_key` of `rid` (a checkpoint's row that a journal record read
         later writes again) without its row: the put fills it where it stands, so the resources'
         and their tags' order is what a full replay gives, without decoding, packing and then
         replacing the row (150,000 of a 50,000-instance checkpoint: ~1.5 s of a start). Only while
-        a load runs: until `held` is 0 again a resource's entry holds bare keys (see `_HELD`)."""
+        a load runs: until `held` is 0 again such a resource's entry is `(rid, _HELD, places still
+        held, items...)`, each item a `Tag` row (written since) or the bare key of a held place."""
         e = self.by_rid.get(rid)
         if e is None:
-            self.by_rid[rid] = (rid, _HELD, None, tag_key)
+            self.by_rid[rid] = (rid, _HELD, 1, tag_key)
         elif e[1] is _HELD:
-            self.by_rid[rid] = e + (tag_key,)
+            self.by_rid[rid] = (rid, _HELD, e[2] + 1, *e[3:], tag_key)
         else:   # (rows before it: the entry becomes a held one, rows and keys in their order)
-            self.by_rid[rid] = (rid, _HELD, None, *_tags(e), tag_key)
+            self.by_rid[rid] = (rid, _HELD, 1, *_tags(e), tag_key)
         self.count += 1
         self.held += 1
 
@@ -282,17 +330,21 @@ class TagTable:
         """Forget the places held (a load that fell back to an older checkpoint, after `_set`
         removed the rows written)."""
         for rid in [rid for rid, e in self.by_rid.items() if e[1] is _HELD]:
-            e = self.by_rid.pop(rid)
-            self.count -= sum(1 for t in e[3:] if type(t) is str)
+            self.count -= self.by_rid.pop(rid)[2]
         self.held = 0
 
     def _fill(self, rid: str, tk: str, e: Entry, row: Tag | None) -> Tag | None:
         """`_set` on an entry with held places: the tag's place kept, its index entries as for a new row."""
         items = list(e[3:])
-        i = _find(e, tk) - 3
+        left = e[2]
+        try:
+            i = items.index(tk)   # (a held place: its bare key; in C)
+        except ValueError:
+            i = _find(e, tk) - 3   # (a row written since, or none)
         old = None if i < 0 else items[i]
         if type(old) is str:   # (a held place: no row, nothing indexed yet)
             self.held -= 1
+            left -= 1
             old = None
             if row is None:
                 self.count -= 1
@@ -315,8 +367,8 @@ class TagTable:
             self.kv.add(rid, tk, row.value)
         if not items:
             del self.by_rid[rid]
-        elif any(type(t) is str for t in items):
-            self.by_rid[rid] = (rid, _HELD, None, *items)
+        elif left:
+            self.by_rid[rid] = (rid, _HELD, left, *items)
         else:
             self.by_rid[rid] = _pack(rid, items)
         for ix in self.indexes:
