@@ -34,7 +34,7 @@ def _tags(e: Entry) -> Iterator[Tag]:
         yield from e[3:]
         return
     if owner is _HELD:   # (a load's: the rows written so far, not the places still held)
-        yield from (t for t in e[3:] if type(t) is not str)
+        yield from (t for t in e[4::2] if t is not _HOLE)
         return
     rtype = e[2]
     for i in range(3, len(e), 2):
@@ -42,18 +42,15 @@ def _tags(e: Entry) -> Iterator[Tag]:
 
 
 # The owner slot of a resource's entry while a load holds places for some of its tags (`TagTable.hold`):
-# its items are `Tag` rows (written since) and the bare keys of tags still to be written.
+# `(rid, _HELD, places still held, key, item, key, item, ...)`, keys where a packed entry has them,
+# each item the `Tag` row written since or `_HOLE`, a place still held. (The size of the packed
+# entry it becomes: the memory it frees is taken again by the entries made next.)
 _HELD: Any = object()
+_HOLE: Any = object()
 
 
 def _find(e: Entry, tag_key: str) -> int:
-    """The position in `e` of tag `tag_key` (its key for a packed entry, its row for a mixed one), or -1."""
-    if e[1] is _HELD:
-        for i in range(3, len(e)):
-            item = e[i]
-            if (item if type(item) is str else item.tag_key) == tag_key:
-                return i
-        return -1
+    """The position in `e` of tag `tag_key` (its key for a packed or held entry, its row for a mixed one), or -1."""
     if e[1] is None:
         for i in range(3, len(e)):
             if e[i].tag_key == tag_key:
@@ -194,7 +191,7 @@ class _Rows(Mapping[str, Tag]):
         if e[1] is None:
             return e[i]
         if e[1] is _HELD:   # (a load's: a place held for a tag not yet written is not a row)
-            return default if type(e[i]) is str else e[i]
+            return default if e[i + 1] is _HOLE else e[i + 1]
         return Tag(e[0], e[2], e[1], e[i], e[i + 1])
 
     def __contains__(self, key: object) -> bool:
@@ -314,15 +311,15 @@ class TagTable:
         later writes again) without its row: the put fills it where it stands, so the resources'
         and their tags' order is what a full replay gives, without decoding, packing and then
         replacing the row (150,000 of a 50,000-instance checkpoint: ~1.5 s of a start). Only while
-        a load runs: until `held` is 0 again such a resource's entry is `(rid, _HELD, places still
-        held, items...)`, each item a `Tag` row (written since) or the bare key of a held place."""
+        a load runs: until `held` is 0 again such a resource's entry is a held one (see `_HELD`)."""
         e = self.by_rid.get(rid)
         if e is None:
-            self.by_rid[rid] = (rid, _HELD, 1, tag_key)
+            self.by_rid[rid] = (rid, _HELD, 1, tag_key, _HOLE)
         elif e[1] is _HELD:
-            self.by_rid[rid] = (rid, _HELD, e[2] + 1, *e[3:], tag_key)
-        else:   # (rows before it: the entry becomes a held one, rows and keys in their order)
-            self.by_rid[rid] = (rid, _HELD, 1, *_tags(e), tag_key)
+            self.by_rid[rid] = (rid, _HELD, e[2] + 1, *e[3:], tag_key, _HOLE)
+        else:   # (rows before it: the entry becomes a held one, rows and places in their order)
+            rows = [x for t in _tags(e) for x in (t.tag_key, t)]
+            self.by_rid[rid] = (rid, _HELD, 1, *rows, tag_key, _HOLE)
         self.count += 1
         self.held += 1
 
@@ -334,43 +331,42 @@ class TagTable:
         self.held = 0
 
     def _fill(self, rid: str, tk: str, e: Entry, row: Tag | None) -> Tag | None:
-        """`_set` on an entry with held places: the tag's place kept, its index entries as for a new row."""
-        items = list(e[3:])
-        left = e[2]
+        """`_set` on a held entry: the tag's place kept, its index entries as for a new row."""
         try:
-            i = items.index(tk)   # (a held place: its bare key; in C)
+            i = 3 + 2 * e[3::2].index(tk)   # (in C: keys sit at odd places from 3, as packed)
         except ValueError:
-            i = _find(e, tk) - 3   # (a row written since, or none)
-        old = None if i < 0 else items[i]
-        if type(old) is str:   # (a held place: no row, nothing indexed yet)
+            i = -1
+        old = None if i < 0 else e[i + 1]
+        left = e[2]
+        if old is _HOLE:   # (a held place: no row, nothing indexed yet)
             self.held -= 1
             left -= 1
             old = None
             if row is None:
                 self.count -= 1
-                del items[i]
+                e = e[:i] + e[i + 2:]
             else:
-                items[i] = row
+                e = e[:i + 1] + (row,) + e[i + 2:]
         elif row is None:
             if old is None:
                 return None
             self.count -= 1
-            del items[i]
+            e = e[:i] + e[i + 2:]
         elif old is None:
             self.count += 1
-            items.append(row)
+            e = e + (tk, row)
         else:
-            items[i] = row
+            e = e[:i + 1] + (row,) + e[i + 2:]
         if old is not None:
             self.kv.remove(rid, tk, old.value)
         if row is not None:
             self.kv.add(rid, tk, row.value)
-        if not items:
+        if len(e) == 3:
             del self.by_rid[rid]
         elif left:
-            self.by_rid[rid] = (rid, _HELD, left, *items)
+            self.by_rid[rid] = (rid, _HELD, left, *e[3:])
         else:
-            self.by_rid[rid] = _pack(rid, items)
+            self.by_rid[rid] = _pack(rid, list(e[4::2]))
         for ix in self.indexes:
             if old is None:
                 ix.add(row)   # type: ignore[arg-type]
