@@ -3,6 +3,7 @@ does not take another's threads, shutdown runs what is queued."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Executor
 
 import pytest
@@ -110,8 +111,10 @@ def test_a_hung_pool_does_not_starve_another() -> None:
         other.shutdown()
 
 
-def test_shutdown_runs_what_is_queued_or_cancels_it() -> None:
-    pool = IdlePool(1, "t")
+def _shuts_down_as_executors_do(make: Callable[[], Executor]) -> None:
+    """Two executors of one worker from `make`, three calls each, the first running: a shutdown
+    refuses new calls and runs the queued ones, or (`cancel_futures`) cancels them."""
+    pool = make()
     release, started, futs = _blocked(pool, 3)
     assert started[0].wait(10)
     pool.shutdown(wait=False)
@@ -120,7 +123,7 @@ def test_shutdown_runs_what_is_queued_or_cancels_it() -> None:
     release.set()
     assert [f.result(timeout=10) for f in futs] == [0, 1, 2]   # queued before the shutdown: run
 
-    pool = IdlePool(1, "t")
+    pool = make()
     release, started, futs = _blocked(pool, 3)
     assert started[0].wait(10)
     pool.shutdown(wait=False, cancel_futures=True)
@@ -129,7 +132,17 @@ def test_shutdown_runs_what_is_queued_or_cancels_it() -> None:
     for f in futs[1:]:
         with pytest.raises(CancelledError):
             f.result(timeout=10)
-    wait_until(lambda: pool.threads == 0, what="the worker to end")
+
+
+def test_shutdown_runs_what_is_queued_or_cancels_it() -> None:
+    pools: list[IdlePool] = []
+
+    def make() -> IdlePool:
+        pools.append(IdlePool(1, "t"))
+        return pools[-1]
+
+    _shuts_down_as_executors_do(make)
+    wait_until(lambda: all(p.threads == 0 for p in pools), what="the workers to end")
 
 
 def test_a_pool_dropped_without_shutdown_ends_its_threads() -> None:
@@ -187,24 +200,7 @@ def test_shared_threads_beyond_keep_end_when_idle() -> None:
 
 def test_a_lane_shut_down_runs_or_cancels_its_queue_and_the_others_go_on() -> None:
     shared = SharedPool("t")
-    lane = shared.lane(1)
-    release, started, futs = _blocked(lane, 3)
-    assert started[0].wait(10)
-    lane.shutdown(wait=False)
-    with pytest.raises(RuntimeError):
-        lane.submit(lambda: None)
-    release.set()
-    assert [f.result(timeout=10) for f in futs] == [0, 1, 2]
-
-    lane = shared.lane(1)
-    release, started, futs = _blocked(lane, 3)
-    assert started[0].wait(10)
-    lane.shutdown(wait=False, cancel_futures=True)
-    release.set()
-    assert futs[0].result(timeout=10) == 0
-    for f in futs[1:]:
-        with pytest.raises(CancelledError):
-            f.result(timeout=10)
+    _shuts_down_as_executors_do(lambda: shared.lane(1))
     assert shared.lane(2).submit(lambda: "still here").result(timeout=10) == "still here"
 
     lane = shared.lane(1)

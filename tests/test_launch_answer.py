@@ -22,6 +22,7 @@ from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.instance_facts import facts_of
 from cloudctl.core.launch import LaunchSpec
+from cloudctl.store.records import Instance, Reservation
 
 from support import write_config
 
@@ -33,13 +34,19 @@ async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
     await c.stop()
 
 
-@pytest.mark.parametrize("n", [1, WHOLE_LAUNCH + 1])
-async def test_a_launch_answer_is_the_describe_paths_text(cloud: Cloud, tmp_path: Path, n: int) -> None:
+async def _launched(cloud: Cloud, tmp_path: Path, n: int) -> tuple[Protocol, Reservation, list[Instance]]:
+    """The EC2 protocol, and `n` instances launched by a new user with a tag to escape."""
     proto = Protocol(load_model(OPERATIONS, tmp_path / "model"))
     caller = Caller(await cloud.users.create("u"))
     image = next(iter(cloud.images.table.values()))
     res, insts = await cloud.compute.run(caller, LaunchSpec(
         image.id, n, n, instance_type="t3.nano", instance_tags=(("Name", "a<b&c"), ("env", "prod"))))
+    return proto, res, insts
+
+
+@pytest.mark.parametrize("n", [1, WHOLE_LAUNCH + 1])
+async def test_a_launch_answer_is_the_describe_paths_text(cloud: Cloud, tmp_path: Path, n: int) -> None:
+    proto, res, insts = await _launched(cloud, tmp_path, n)
     facts = facts_of(cloud, insts)   # (read once: both render the same moment's rows)
     ours = launch_view(cloud, res, facts)
     assert (type(ours["Instances"]) is LazyList) == (n > WHOLE_LAUNCH)
@@ -55,11 +62,7 @@ async def test_a_launch_answer_is_the_describe_paths_text(cloud: Cloud, tmp_path
 
 @pytest.mark.parametrize("n", [1, 3])
 async def test_a_small_describe_answer_is_the_sliced_paths_text(cloud: Cloud, tmp_path: Path, n: int) -> None:
-    proto = Protocol(load_model(OPERATIONS, tmp_path / "model"))
-    caller = Caller(await cloud.users.create("u"))
-    image = next(iter(cloud.images.table.values()))
-    res, insts = await cloud.compute.run(caller, LaunchSpec(
-        image.id, n, n, instance_type="t3.nano", instance_tags=(("Name", "a<b&c"), ("env", "prod"))))
+    proto, res, insts = await _launched(cloud, tmp_path, n)
     facts = facts_of(cloud, insts)
     assert n <= WHOLE_DESCRIBE
 
