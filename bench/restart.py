@@ -186,7 +186,8 @@ def main() -> int:
         keys = ["ready_s", "ready_cpu_s", "libvirtd_cpu_s"]
         line = {k: statistics.median(r[k] for r in rs) for k in keys}
         for k in ("state_load_s", "state_load_thread_cpu_s", "hosts_connect_s", "reconcile_s", "reconcile_cpu_s",
-                  "hosts_and_reconcile_s", "cloud_open_s", "cloud_open_cpu_s", "checkpoint_write_s"):
+                  "reconcile_thread_cpu_s", "hosts_and_reconcile_s", "cloud_open_s", "cloud_open_cpu_s",
+                  "checkpoint_write_s"):
             vals = [r["phases"][k] for r in rs if k in r["phases"]]
             if vals:
                 line[k] = statistics.median(vals)

@@ -52,12 +52,20 @@ def _process_cpu() -> float:
     return t.user + t.system
 
 
-def _note(name: str, t0: float, c0: float, th0: float | None = None) -> None:
+def _gc_s() -> float:
+    """The cycle collector's seconds so far (GC's totals, until /v0/bench/gc resets them)."""
+    return sum(GC["total_ms"]) / 1000
+
+
+def _note(name: str, t0: float, c0: float, th0: float | None = None, g0: float | None = None) -> None:
     """The first call's figures (the start-up one): wall seconds, the process's CPU seconds meanwhile
-    (all threads: the other phases running beside it too) and, for a call on one thread, its own."""
+    (all threads: the other phases running beside it too) and, for a call on one thread, its own;
+    the cycle collector's seconds meanwhile (any thread's collections)."""
     if name in STARTUP:
         return
     now = time.perf_counter()
+    if g0 is not None:
+        STARTUP[name.removesuffix("_s") + "_gc_s"] = _gc_s() - g0
     STARTUP[name] = now - t0
     STARTUP[name.removesuffix("_s") + "_cpu_s"] = _process_cpu() - c0
     STARTUP[name.removesuffix("_s") + "_end_at_s"] = now - T_IMPORT
@@ -68,22 +76,24 @@ def _note(name: str, t0: float, c0: float, th0: float | None = None) -> None:
 def _timed_sync(name: str, fn: Any) -> Any:
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
-        t0, c0, th0 = time.perf_counter(), _process_cpu(), time.thread_time()
+        t0, c0, th0, g0 = time.perf_counter(), _process_cpu(), time.thread_time(), _gc_s()
         try:
             return fn(*a, **kw)
         finally:
-            _note(name, t0, c0, th0)
+            _note(name, t0, c0, th0, g0)
     return wrapper
 
 
 def _timed_async(name: str, fn: Any) -> Any:
     @functools.wraps(fn)
     async def wrapper(*a: Any, **kw: Any) -> Any:
-        t0, c0 = time.perf_counter(), _process_cpu()
+        # (The loop thread's CPU meanwhile, as `*_thread_cpu_s`: the rest of the process's is the
+        # other threads', e.g. the hosts' libvirt calls during the reconcile.)
+        t0, c0, th0, g0 = time.perf_counter(), _process_cpu(), time.thread_time(), _gc_s()
         try:
             return await fn(*a, **kw)
         finally:
-            _note(name, t0, c0)
+            _note(name, t0, c0, th0, g0)
     return wrapper
 
 
