@@ -154,6 +154,16 @@ async def test_held_tag_places_leave_the_tags_of_a_full_replay(
     assert fast.digest() == full.digest()
 
 
+class _EveryKey:
+    """A table that holds every key: the replay's skips are then decided by the records alone."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+_EVERY_KEY = _EveryKey()
+
+
 def test_records_whose_shape_is_not_certain_are_applied(tmp_path: Path) -> None:
     """A record spaced by another writer, and a row holding what looks like a second operation,
     are replayed, not skipped, even when a later record writes the same key."""
@@ -173,12 +183,36 @@ def test_records_whose_shape_is_not_certain_are_applied(tmp_path: Path) -> None:
     # writes "b", so nothing but the third record is marked: its first put ("b") is overwritten.
     assert list(flags) == [0, 0, replay_module.SKIP, 0]
     applied: list[str] = []
-    n, skipped = replay_module.replay(journal_path(tmp_path, 1), applied.append, lambda t, k: True)
+    n, skipped = replay_module.replay(journal_path(tmp_path, 1), applied.append, lambda t: _EVERY_KEY)
     # The third record has two operations: it is applied although its first put is overwritten.
     assert (n, skipped) == (4, 0) and applied == records
     store._load()
     assert store.tables["leases"].rows["a"].instance_id == "i-second"
     assert store.tables["leases"].rows["b"].instance_id == "i-b2"
+
+
+def test_a_second_operation_after_lists_in_the_first_is_found(tmp_path: Path) -> None:
+    """A record whose first row holds lists (an event's data) and that has a second operation
+    after them is applied, though a later record writes its first key again: the search for a
+    second operation goes past the first row's own brackets."""
+    store = Store(tmp_path)
+    event = '{"id":"e1","time":1.5,"kind":"k","subject":"i-1","message":"%s","code":null,"data":{"hosts":[["a"],"b"]}}'
+    lease = '{"ip":"a","zone":"z","instance_id":"i-1","subnet_id":null}'
+    records = [
+        '[["p","events","e1",' + event % "one" + ']]',
+        '[["p","events","e1",' + event % "two" + '],["p","leases","a",' + lease + ']]',
+        '[["p","events","e1",' + event % "three" + ']]',
+    ]
+    (tmp_path / "journal.00000001").write_bytes(
+        b'{"format": "cloudctl-journal", "version": 1, "generation": 1}\n'
+        + b"".join(encode_record(r) for r in records))
+    assert list(replay_module.overwritten(journal_path(tmp_path, 1))) == [replay_module.SKIP] * 2 + [0]
+    applied: list[str] = []
+    n, skipped = replay_module.replay(journal_path(tmp_path, 1), applied.append, lambda t: _EVERY_KEY)
+    assert (n, skipped) == (3, 1) and applied == records[1:]
+    store._load()
+    assert store.tables["leases"].rows["a"].instance_id == "i-1"
+    assert store.tables["events"].rows["e1"].message == "three"
 
 
 def test_rows_built_by_position_equal_rows_built_by_name() -> None:

@@ -20,7 +20,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -625,9 +625,10 @@ class Store:
             raise _ReadFailed from e
         return pending
 
-    def _present(self, table: str, key: str) -> bool:
+    def _rows_of(self, table: str) -> Container[str] | None:
+        """A table's keys (live: the replay asks once a table), or None: no such table."""
         t = self.tables.get(table)
-        return t is not None and key in t.rows
+        return None if t is None else t.rows
 
     def _clear(self) -> None:
         for t in self.tables.values():
@@ -686,7 +687,7 @@ class Store:
         for gen in journals:
             if gen < max(base, 0):
                 continue
-            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._present, plans.get(gen))
+            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._rows_of, plans.get(gen))
             replayed += n
             skipped += s
         if pending and (any(r is _PENDING for t in self.tables.values() if t.holds_rows for r in t.rows.values())
