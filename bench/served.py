@@ -31,6 +31,7 @@ import gc
 import io
 import os
 import sys
+import threading
 import time
 import tracemalloc
 from collections import defaultdict, deque
@@ -50,6 +51,22 @@ T_IMPORT = time.perf_counter()   # (each phase's end is also given from here: wh
 def _process_cpu() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def _threads_cpu() -> dict[str, float]:
+    """CPU seconds of each kind of thread of this process so far, by the thread's name less its
+    number (`libvirt_3` -> `libvirt`; threads that ended are not counted)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = defaultdict(float)
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:   # (ended meanwhile)
+            continue
+        name = names.get(int(task.name)) or f"native:{(task / 'comm').read_text().strip()}"
+        out[name.rstrip("0123456789").rstrip("_-")] += (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _gc_s() -> float:
@@ -88,12 +105,18 @@ def _timed_async(name: str, fn: Any) -> Any:
     @functools.wraps(fn)
     async def wrapper(*a: Any, **kw: Any) -> Any:
         # (The loop thread's CPU meanwhile, as `*_thread_cpu_s`: the rest of the process's is the
-        # other threads', e.g. the hosts' libvirt calls during the reconcile.)
+        # other threads', e.g. the hosts' libvirt calls during the reconcile: `*_threads_<kind>_cpu_s`.)
+        first = name not in STARTUP
+        k0 = _threads_cpu() if first else {}
         t0, c0, th0, g0 = time.perf_counter(), _process_cpu(), time.thread_time(), _gc_s()
         try:
             return await fn(*a, **kw)
         finally:
             _note(name, t0, c0, th0, g0)
+            if first:
+                for kind, cpu in _threads_cpu().items():
+                    if cpu - k0.get(kind, 0.0) >= 0.01:
+                        STARTUP[f"{name.removesuffix('_s')}_threads_{kind}_cpu_s"] = cpu - k0.get(kind, 0.0)
     return wrapper
 
 
