@@ -20,6 +20,9 @@ process meanwhile: on a shared box the CPU is the figure that the code decides):
   process's CPU and the libvirtds' CPU by then;
 - `first_checkpoint` / `checkpoint_write`: the checkpoint of the state as loaded (after the start,
   with `*_end_at_s` saying when it ended relative to the others).
+For the phases on the loop (`reconcile`, ...) also the loop thread's own CPU (`*_thread_cpu_s`), the
+CPU of each kind of thread meanwhile (`*_threads_<kind>_cpu_s`: `libvirt` is the hosts' calls) and
+the cycle collector's seconds (`*_gc_s`).
 
 Several `--repo` checkouts are started in turn, `--runs` times each, interleaved (A B A B ...): the
 A/B on a loaded box. `--profile DIR` runs the controller under cProfile (`cProfile.run` of the whole
