@@ -83,7 +83,7 @@ def test_the_per_host_poll_histogram_writes_what_prometheus_clients_histogram_wr
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
     from cloudctl.api.metrics import _FAST
-    from cloudctl.api.metrics_hosts import PerHostHistogram
+    from cloudctl.api.metrics_plain import PlainHistogram
 
     polls = [("h2", 0.0), ("h1", 0.001), ("h2", 0.0031), ("h1", 7.5), ("h3", 5.0), ("h1", 0.0004), ("h2", 0.01)]
     for created in (True, False):
@@ -92,12 +92,13 @@ def test_the_per_host_poll_histogram_writes_what_prometheus_clients_histogram_wr
         theirs, ours = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
         hist = Histogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host", ["host"],
                          buckets=_FAST, registry=theirs)
-        mine = PerHostHistogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host", _FAST)
+        mine = PlainHistogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host", ["host"],
+                              _FAST)
         ours.register(mine)
         assert generate_latest(ours) == generate_latest(theirs)   # (no host polled yet: HELP and TYPE)
         for host, seconds in polls:
             hist.labels(host).observe(seconds)
-            mine.observe(host, seconds)
+            mine.observe(mine.child(host), seconds)
         text = generate_latest(ours)
         assert text == generate_latest(theirs)
         assert (b'_created{host="h2"}' in text) is created

@@ -25,7 +25,6 @@ from prometheus_client.registry import Collector
 
 from ..core.compute import STATE_CODES
 from .metrics_elb import ElbCollector
-from .metrics_hosts import PerHostHistogram
 from .metrics_instances import InstanceSeries
 from .metrics_plain import PlainCounter, PlainHistogram
 from .metrics_text import registry_text
@@ -59,8 +58,8 @@ class Metrics:
                                "group commit)", buckets=_FAST, registry=r)
         self.checkpoint = Histogram("cloudctl_checkpoint_duration_seconds", "checkpoint time",
                                     buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=r)
-        self.poll = PerHostHistogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host",
-                                     _FAST)
+        self.poll = PlainHistogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host",
+                                   ["host"], _FAST)
         r.register(self.poll)
         self.poll_failures = Counter("cloudctl_host_poll_failures", "monitoring polls that failed",
                                      ["host"], registry=r)
@@ -84,7 +83,7 @@ class Metrics:
         self.cloud.monitor.on_poll = self._on_poll
 
     def _on_poll(self, host: str, seconds: float, ok: bool) -> None:
-        self.poll.observe(host, seconds)
+        self.poll.observe(self.poll.child(host), seconds)
         if not ok:
             self.poll_failures.labels(host).inc()
 

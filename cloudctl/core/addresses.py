@@ -35,7 +35,7 @@ from .context import Caller
 from .errors import CloudError, not_found
 from .filters import FilterSet
 from .ids import new_id, well_formed
-from .network import Networks, interface_id, live_by_private_ip
+from .network import LiveByPrivateIp, Networks, interface_id
 from .query import Query
 from .tags import Tags
 
@@ -112,7 +112,7 @@ class Addresses:
         self._by_assoc: MultiIndex[Address] = self.table.add_index(
             MultiIndex(lambda a: None if a.launch else a.association_id))
         self._by_instance: MultiIndex[Address] = self.table.add_index(MultiIndex(lambda a: a.instance_id))
-        self._inst_by_ip = live_by_private_ip(store)
+        self._inst_by_ip = LiveByPrivateIp(store)
         self._busy: dict[str, asyncio.Event] = {}
         self._cursor = 0
         self._tasks: set[asyncio.Task[None]] = set()

@@ -33,7 +33,7 @@ from .addresses import Addresses, public_dns
 from .images import ROOT_DEVICE_NAME, Images
 from .instance_store import disks as ephemeral_disks
 from .keypairs import KeyPairs
-from .network import Networks, interface_id, live_by_private_ip
+from .network import LiveByPrivateIp, Networks, interface_id
 
 if TYPE_CHECKING:
     from .cloud import Cloud
@@ -87,7 +87,7 @@ class InstanceMetadata:
         self.keypairs = keypairs
         self.network = network
         self.services_domain = services_domain
-        self._by_ip = live_by_private_ip(store)
+        self._by_ip = LiveByPrivateIp(store)
         self._secret = secrets.token_bytes(32)
 
     @classmethod

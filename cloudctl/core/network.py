@@ -53,10 +53,6 @@ class LiveByPrivateIp:
         return {inst.id: inst}
 
 
-def live_by_private_ip(store: Store) -> LiveByPrivateIp:
-    return LiveByPrivateIp(store)
-
-
 def tap_name(instance_id: str) -> str:
     """The host-side NIC of an instance: fixed so firewalls can name it (15 chars at most)."""
     return TAP_PREFIX + instance_id.removeprefix("i-")[-13:]

@@ -56,10 +56,10 @@ def _find(e: Entry, tag_key: str) -> int:
             if e[i].tag_key == tag_key:
                 return i
         return -1
-    for i in range(3, len(e), 2):
-        if e[i] == tag_key:
-            return i
-    return -1
+    try:
+        return 3 + 2 * e[3::2].index(tag_key)   # (in C: keys sit at odd places from 3)
+    except ValueError:
+        return -1
 
 
 class KeyValueIndex:
@@ -332,10 +332,7 @@ class TagTable:
 
     def _fill(self, rid: str, tk: str, e: Entry, row: Tag | None) -> Tag | None:
         """`_set` on a held entry: the tag's place kept, its index entries as for a new row."""
-        try:
-            i = 3 + 2 * e[3::2].index(tk)   # (in C: keys sit at odd places from 3, as packed)
-        except ValueError:
-            i = -1
+        i = _find(e, tk)
         old = None if i < 0 else e[i + 1]
         left = e[2]
         if old is _HOLE:   # (a held place: no row, nothing indexed yet)
@@ -399,15 +396,11 @@ class TagTable:
             return None
         rid = e[0]   # (the id object the entry holds, not a copy from this key or row)
         packed = e[1] is not None
-        if packed:
-            try:
-                i = 3 + 2 * e[3::2].index(tk)   # (in C: keys sit at odd places from 3)
-            except ValueError:
-                i = -1
-            old = None if i < 0 else Tag(rid, e[2], e[1], tk, e[i + 1])
+        i = _find(e, tk)
+        if i < 0:
+            old = None
         else:
-            i = _find(e, tk)
-            old = None if i < 0 else e[i]
+            old = Tag(rid, e[2], e[1], tk, e[i + 1]) if packed else e[i]
         if old is not None:
             self.kv.remove(rid, tk, old.value)
         if row is None:
