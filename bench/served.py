@@ -26,6 +26,7 @@ CLOUDCTL_BENCH_TRACEMALLOC_FRAMES=N also by the N frames that allocated it: what
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import io
@@ -41,7 +42,12 @@ from typing import Any
 # CLOUDCTL_BENCH_REPO: another checkout's cloudctl under these probes (bench/restart.py --repo: A/B).
 sys.path.insert(0, os.environ.get("CLOUDCTL_BENCH_REPO") or str(Path(__file__).resolve().parent.parent))
 
-from aiohttp import web  # noqa: E402
+try:   # what `cloudctl serve` does before aiohttp builds its client context (an older checkout: nothing)
+    from cloudctl.trust_anchors import from_directory as _anchors_from_directory
+except ImportError:
+    _anchors_from_directory = contextlib.nullcontext
+with _anchors_from_directory():
+    from aiohttp import web  # noqa: E402
 
 SAMPLES: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=200_000))
 STARTUP: dict[str, float] = {}

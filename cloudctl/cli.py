@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"cloudctl: {e}") from None
 
     if args.cmd == "serve":
-        from .server import StartError, serve
+        from .trust_anchors import from_directory
+        with from_directory():   # aiohttp's client context, built at its import, reads no CA bundle
+            from .server import StartError, serve
         if cfg_path:
             os.environ["CLOUDCTL_CONFIG_ARG"] = f" --config {cfg_path}"
         from .api.ec2.model import ModelError

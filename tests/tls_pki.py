@@ -88,7 +88,8 @@ def _leaf(directory: Path, stem: str, ca: Issued, name: x509.Name, server: bool)
 @dataclass
 class Pki:
     """Everything written under `directory`: ca/ (the CA, and its CRL as IGTF names it), server,
-    alice, bob, carol, revoked (in the CRL), stranger (issued by another CA)."""
+    alice, bob, carol, revoked (in the CRL), stranger (issued by another CA), and stranger_server
+    (a server certificate for 127.0.0.1/localhost issued by that other CA)."""
 
     directory: Path
     ca: Issued = field(init=False)
@@ -100,6 +101,7 @@ class Pki:
     carol: Issued = field(init=False)
     revoked: Issued = field(init=False)
     stranger: Issued = field(init=False)
+    stranger_server: Issued = field(init=False)
 
     def __post_init__(self) -> None:
         d = self.directory
@@ -112,6 +114,7 @@ class Pki:
         self.revoked = _leaf(d, "revoked", self.ca, subject("Mallory Revoked"), server=False)
         other = _ca(d, "other-ca", "Another CA")
         self.stranger = _leaf(d, "stranger", other, subject("Alice Jörg Example"), server=False)
+        self.stranger_server = _leaf(d, "stranger-server", other, subject("localhost", "Cloud"), server=True)
         crl = (x509.CertificateRevocationListBuilder().issuer_name(self.ca.cert.subject)
                .last_update(_now() - dt.timedelta(hours=1)).next_update(_now() + dt.timedelta(days=7))
                .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(self.revoked.cert.serial_number)
