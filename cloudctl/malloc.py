@@ -22,6 +22,9 @@ And one that glibc reads only when a process starts:
   blocks nobody reuses: 2 a class was ~5 MiB less at 20,000 instances with 200 hosts, at no measurable
   cost in instructions (docs/scaling.md, perf-mem4). `serve` re-executes itself once with it, so every
   way of starting the server (`make run`, a service unit, `cloudctl serve`, the benches) gets it.
+  The same exec gives the interpreter `PYTHONNODEBUGRANGES=1` unless the environment has it (even
+  empty): code objects without their column tables (~0.35 MiB of the base RSS, docs/scaling.md,
+  perf-base5); tracebacks then name the line without carets under the failing expression.
 
 Elsewhere than glibc (musl, macOS) none of these does anything.
 """
@@ -42,6 +45,7 @@ TUNABLES = "glibc.malloc.tcache_count=2"
 # The re-exec's switch: "0" (or "no", "off", "false") in the environment turns it off; the re-executed
 # process gets "done", so nothing execs twice even if the loader dropped GLIBC_TUNABLES.
 EXEC_SWITCH = "CLOUDCTL_MALLOC_EXEC"
+NO_DEBUG_RANGES = "PYTHONNODEBUGRANGES"   # (read by the interpreter at its start only, as glibc's tunables)
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -105,13 +109,15 @@ def exec_reason(env: Mapping[str, str]) -> str | None:
 
 def exec_with_tunables() -> None:
     """Replace this process (same pid, interpreter, command line and environment) by one started with
-    `GLIBC_TUNABLES` (see the module's docstring), unless `exec_reason` says not to; returns only then.
+    `GLIBC_TUNABLES` and `PYTHONNODEBUGRANGES` (see the module's docstring), unless `exec_reason` says
+    not to; returns only then.
     Call it first in `serve`, before threads, open files or state: nothing started here survives."""
     reason = exec_reason(os.environ)
     if reason is not None:
         log.debug("no re-exec for GLIBC_TUNABLES: %s", reason)
         return
     env = dict(os.environ, GLIBC_TUNABLES=TUNABLES)
+    env.setdefault(NO_DEBUG_RANGES, "1")   # (an operator's own value, even empty, is kept)
     env[EXEC_SWITCH] = "done"
     for stream in (sys.stdout, sys.stderr):
         stream.flush()

@@ -64,7 +64,8 @@ def test_libvirt_is_not_loaded_before_serve_sets_the_glib_switch() -> None:
 
 # A process that notes each start (pid and GLIBC_TUNABLES) in a file, calls the re-exec, then says
 # how glibc treats 7 freed 100-byte blocks: with 7 a class (glibc's default) all stay in the thread's
-# tcache; with tcache_count=2 five go to the fastbins, which mallinfo2 counts (fsmblks).
+# tcache; with tcache_count=2 five go to the fastbins, which mallinfo2 counts (fsmblks); and whether
+# its code objects keep their column tables (PYTHONNODEBUGRANGES).
 STARTS = """
 import ctypes, os, sys
 from pathlib import Path
@@ -86,19 +87,21 @@ blocks = [libc.malloc(100) for _ in range(7)]   # (takes whatever the tcache hel
 before = libc.mallinfo2().fsmblks
 for b in blocks:
     libc.free(b)
-print(os.getpid(), libc.mallinfo2().fsmblks - before)
+fastbin = libc.mallinfo2().fsmblks - before
+columns = list(compile("a + b", "<s>", "eval").co_positions())[0][2] is not None
+print(os.getpid(), fastbin, columns)
 """
 
 
 def _starts(tmp_path: Path, **env: str) -> tuple[list[list[str]], list[str]]:
     """Run STARTS as a script (its own command line is what the exec repeats): (each start's pid and
-    GLIBC_TUNABLES, the last process's pid and fastbin bytes freed)."""
+    GLIBC_TUNABLES, the last process's pid, fastbin bytes freed and whether code keeps columns)."""
     script, log = tmp_path / "starts.py", tmp_path / "starts.log"
     script.write_text(STARTS)
     log.unlink(missing_ok=True)
     repo = Path(__file__).resolve().parent.parent
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", malloc.EXEC_SWITCH)} | {"PYTHONPATH": str(repo)} | env
+    decided = ("GLIBC_TUNABLES", "LD_PRELOAD", malloc.EXEC_SWITCH, malloc.NO_DEBUG_RANGES)
+    clean = {k: v for k, v in os.environ.items() if k not in decided} | {"PYTHONPATH": str(repo)} | env
     done = subprocess.run([sys.executable, str(script), str(log)], env=clean, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
@@ -107,21 +110,29 @@ def _starts(tmp_path: Path, **env: str) -> tuple[list[list[str]], list[str]]:
 
 @glibc
 def test_serve_re_executes_itself_once_with_the_tcache_tunable_in_effect(tmp_path: Path) -> None:
-    starts, (pid, fastbin) = _starts(tmp_path)
+    starts, (pid, fastbin, columns) = _starts(tmp_path)
     assert starts == [[pid, "-"], [pid, malloc.TUNABLES]]   # one exec, the same process
     assert int(fastbin) >= 5 * 100   # 5 of the 7 blocks past the 2-block tcache
+    assert columns == "False"   # code objects without their column tables
+
+
+@glibc
+def test_the_operators_debug_ranges_setting_is_kept_through_the_exec(tmp_path: Path) -> None:
+    starts, (pid, _, columns) = _starts(tmp_path, **{malloc.NO_DEBUG_RANGES: ""})   # (empty: columns kept)
+    assert starts == [[pid, "-"], [pid, malloc.TUNABLES]]
+    assert columns == "True"
 
 
 @glibc
 def test_the_operators_tunables_and_switch_are_kept_without_an_exec(tmp_path: Path) -> None:
     own = "glibc.malloc.tcache_count=7"
-    starts, (pid, fastbin) = _starts(tmp_path, GLIBC_TUNABLES=own)
+    starts, (pid, fastbin, _) = _starts(tmp_path, GLIBC_TUNABLES=own)
     assert starts == [[pid, own]]
     assert int(fastbin) == 0   # glibc's 7 a class: every block stays in the tcache
-    starts, (pid, _) = _starts(tmp_path, **{malloc.EXEC_SWITCH: "0"})
+    starts, (pid, _, _) = _starts(tmp_path, **{malloc.EXEC_SWITCH: "0"})
     assert starts == [[pid, "-"]]
     # A preloaded tool (valgrind's vgpreload, heaptrack) or allocator: an exec would lose or skew it.
-    starts, (pid, _) = _starts(tmp_path, LD_PRELOAD="libc.so.6")
+    starts, (pid, _, _) = _starts(tmp_path, LD_PRELOAD="libc.so.6")
     assert starts == [[pid, "-"]]
 
 
@@ -138,6 +149,8 @@ def test_a_served_controller_runs_with_the_tunable(tmp_path: Path, model_cache: 
         assert srv.proc is not None
         environ = Path(f"/proc/{srv.proc.pid}/environ").read_bytes().split(b"\0")
         assert f"GLIBC_TUNABLES={malloc.TUNABLES}".encode() in environ
+        if malloc.NO_DEBUG_RANGES not in os.environ:
+            assert f"{malloc.NO_DEBUG_RANGES}=1".encode() in environ
         assert srv.admin("GET", "/v0/health")
     finally:
         srv.stop()
