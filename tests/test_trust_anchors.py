@@ -154,3 +154,17 @@ def test_what_keeps_the_bundle(tmp_path: Path) -> None:
     bundle.write_text(pki.ca.pem)
     assert keep_reason(str(bundle), f"{certs}:{certs}") == "no CA directory"   # several: left to OpenSSL
     assert keep_reason(None, str(certs)) == "no CA bundle"
+
+
+def test_aiohttp_is_not_loaded_before_serve_enters_the_block() -> None:
+    """`cloudctl serve` imports the server (and aiohttp with it) inside `from_directory`: the CLI's
+    imports and the config's validation before it must leave aiohttp unloaded, or its context would be
+    built with the bundle already."""
+    code = ("import sys, cloudctl.cli\n"
+            "from cloudctl.config import load_config\n"
+            "load_config(None)\n"
+            "print('aiohttp' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]
