@@ -39,11 +39,6 @@ _FIRST = re.compile(rb'\[\["([pd])","([a-z_]+)","([^"]*)"[,\]]')
 _OP = re.compile(rb'\[\s*"[pd]"')
 
 
-def _key(raw: bytes) -> str:
-    """The key a JSON string's bytes (without its quotes) stand for."""
-    return _scanstring(raw.decode() + '"', 0)[0] if b"\\" in raw else raw.decode()
-
-
 _NOTHING: frozenset[str] = frozenset()   # (the keys of a table that is not there)
 _PUT = 2   # (a put not yet known to be overwritten; only SKIP is acted on)
 SKIP = 1
@@ -120,15 +115,14 @@ def replay(path: Path, apply: Callable[[str], None], rows_of: Callable[[str], Co
 _ROW = re.compile(rb'\["([a-z_]+)","([^"]*)",')
 
 
-def row_ident(line: bytes) -> bytes | None:
-    """A checkpoint row line's '<table>","<key>' as `overwritten` notes them, when certain."""
+def written_row(line: bytes, written: Container[bytes]) -> tuple[str, str] | None:
+    """(table, key) of a checkpoint row line whose '<table>","<key>' (as `overwritten` notes them)
+    is certain and in `written`; else None. (One call a row: the load's checkpoint pass made three.)"""
     m = _ROW.match(line)
-    if m is None or m.group(2).endswith(b"\\"):
+    if m is None:
         return None
-    return line[2:m.end(2)]
-
-
-def split_ident(ident: bytes) -> tuple[str, str]:
-    """(table, key) of a '<table>","<key>'."""
-    table, _, key = ident.partition(b'","')
-    return table.decode(), _key(key)
+    end = m.end(2)
+    if line[end - 1] == 92 or line[2:end] not in written:   # (a backslash before the quote: see `_FIRST`)
+        return None
+    tb, raw = m.group(1, 2)
+    return tb.decode(), (_scanstring(raw.decode() + '"', 0)[0] if 92 in raw else raw.decode())

@@ -9,7 +9,6 @@ answering, which is what makes the answer an acknowledgement.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import hashlib
 import itertools
@@ -29,7 +28,8 @@ from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row, Tag, encode_changes
-from .replay import overwritten, replay, row_ident, split_ident
+from .replay import overwritten, replay, written_row
+from .rowbuild import RowBuilder
 from .tagtable import TagTable
 
 log = logging.getLogger("cloudctl.store")
@@ -393,110 +393,6 @@ def _json(text: str) -> Any:
     return value if end == len(text) else json.loads(text)
 
 
-_FIELDS: dict[type[Row], tuple[tuple[str, ...], frozenset[str]]] = {}
-
-# A field whose values, at load, were this many different strings is not shared (ids, addresses).
-SHARE_DISTINCT = 4096
-
-_new = object.__new__
-_setattr = object.__setattr__
-
-
-def _positional(row_type: type[Row], names: tuple[str, ...]) -> Callable[[list[Any]], Row] | None:
-    """A maker of `row_type(*values)` for a load, or None where it cannot be one.
-
-    A frozen dataclass's `__init__` sets each field through `object.__setattr__`, a Python line a
-    field (an instance's 31: ~1/3 of building it). This makes the object and sets the fields in
-    one C loop (`map`), then runs `__post_init__` as `__init__` would. Only for a row type whose
-    fields are all set by `__init__` (none `init=False`): the values are then every field."""
-    if any(not f.init for f in dataclasses.fields(row_type)) or not hasattr(row_type, "__slots__"):
-        return None
-    post = getattr(row_type, "__post_init__", None)
-    fill = deque(maxlen=0).extend   # (consumes the map: each call an `object.__setattr__`)
-    every = itertools.repeat
-
-    def make(values: list[Any]) -> Row:
-        row = _new(row_type)
-        fill(map(_setattr, every(row, len(names)), names, values))
-        if post is not None:
-            post(row)
-        return row
-    return make
-
-
-class _RowBuilder:
-    """Rows from their decoded dicts, for one load, with the strings that repeat shared.
-
-    Decoded JSON makes a new string for every value: at 50,000 instances the loaded state held
-    ~100 MiB of copies of a few values each (an owner, a zone, a state, a tag's key), where the
-    running controller that wrote it held one object each. Each field's strings are shared through
-    a dict of the values seen, until the field proves to be an id (more than `SHARE_DISTINCT`
-    values): from then on its values are taken as they are, and that dict is dropped. Keys, key
-    fields and the fields naming other rows (`Row.repeated`) are shared through one dict for the
-    whole load whatever their number (`shared`)."""
-
-    def __init__(self) -> None:
-        # Per row type: the positions shared through `_canon`, the (position, memo) of each field
-        # still shared through its own dict, and the maker of a row from its values.
-        self._plans: dict[type[Row], tuple[tuple[int, ...], list[tuple[int, dict[str, str]]],
-                                          Callable[[list[Any]], Row]]] = {}
-        # Keys, and the fields that name them or repeat across tables (`Row.repeated`, the key
-        # field): one object for every row of the load, however many distinct values (an
-        # instance's id is its table's key, its row's field, its volume's and its tags' reference).
-        self._canon: dict[str, str] = {}
-
-    def shared(self, key: str) -> str:
-        """The one object of this text for the load (a table's key: its dict and its row share it)."""
-        return self._canon.setdefault(key, key)
-
-    def _plan(self, row_type: type[Row], names: tuple[str, ...], values: list[Any]) -> tuple[
-            tuple[int, ...], list[tuple[int, dict[str, str]]], Callable[[list[Any]], Row]]:
-        wide = {*row_type.repeated, row_type.key_field}
-        at = tuple(i for i, n in enumerate(names) if n in wide)
-        memos = [(i, {}) for i in range(len(names)) if i not in at]
-        make = _positional(row_type, names)
-        # (Checked on the first row: the maker must give what the constructor gives, or is not used.)
-        if make is None or make(list(values)) != row_type(*values):
-            make = lambda values: row_type(*values)   # noqa: E731
-        plan = self._plans[row_type] = (at, memos, make)
-        return plan
-
-    def build(self, row_type: type[Row], d: dict[str, Any]) -> Row:
-        """`row_type.from_dict(d)`, the fast way when the keys allow it.
-
-        The writer encodes a row's fields in their order (`encode_row`): then the values are
-        passed by position. By keyword, each of an instance's 31 names was looked up among the
-        parameters by string comparison (the decoded keys are not the interned parameter names):
-        building the row took about twice as long. Other keys that are all fields go by keyword;
-        unknown ones take `from_dict`'s per-key filter (a newer writer's fields)."""
-        got = _FIELDS.get(row_type)
-        if got is None:
-            fs = dataclasses.fields(row_type)
-            got = _FIELDS[row_type] = (tuple(f.name for f in fs if f.init), frozenset(f.name for f in fs))
-        if tuple(d) != got[0]:
-            return row_type(**d) if got[1].issuperset(d) else row_type.from_dict(d)
-        values = list(d.values())
-        plan = self._plans.get(row_type)
-        if plan is None:
-            plan = self._plan(row_type, got[0], values)
-        at, memos, make = plan
-        canon = self._canon
-        for i in at:
-            v = values[i]
-            if type(v) is str:
-                values[i] = canon.setdefault(v, v)
-        full = False
-        for i, memo in memos:   # (~0.1 µs a field)
-            v = values[i]
-            if type(v) is str:
-                values[i] = memo.setdefault(v, v)
-                if len(memo) > SHARE_DISTINCT:
-                    full = True
-        if full:   # (an id: its values from now on taken as they are, its dict dropped)
-            memos[:] = [(i, m) for i, m in memos if len(m) <= SHARE_DISTINCT]
-        return make(values)
-
-
 class _ReadFailed(Exception):
     """The checkpoint could not be read (its cause says why), as opposed to a row that cannot be applied."""
 
@@ -532,7 +428,7 @@ class Store:
         self.commits = 0   # transactions that changed something, since start
         self._first_checkpoint: asyncio.Task[None] | None = None
         self._checkpoint_held: asyncio.Event | None = None   # set: the first checkpoint may be written
-        self._rows = _RowBuilder()   # builds the rows a load reads
+        self._rows = RowBuilder()   # builds the rows a load reads
 
     def table(self, row_type: type[R]) -> Table[R]:
         return self.tables[row_type.table]
@@ -592,7 +488,7 @@ class Store:
             table = self.tables.get(op[1])
             if table is None:
                 raise JournalError(f"journal names unknown table {op[1]!r}")
-            key = self._rows.shared(op[2]) if table.holds_rows else op[2]
+            key = self._rows.share(op[2], op[2]) if table.holds_rows else op[2]
             if op[0] == "p":
                 table._set(key, self._rows.build(table.row_type, op[3]))
             else:
@@ -601,26 +497,26 @@ class Store:
     def _apply_checkpoint(self, lines: Iterable[bytes], written: set[bytes]) -> int:
         """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many."""
         pending = 0
+        share = self._rows.share
         try:
             for line in lines:
-                ident = row_ident(line) if written else None
-                if ident is not None and ident in written:
-                    table, key = split_ident(ident)
+                if written and (held := written_row(line, written)) is not None:
+                    table, key = held
                     tbl = self.tables[table]
                     if tbl.holds_rows:
-                        tbl.rows[self._rows.shared(key)] = _PENDING   # (the dict keeps this key object)
+                        tbl.rows[share(key, key)] = _PENDING   # (the dict keeps this key object)
                         pending += 1
                         continue
                     if isinstance(tbl, TagTable):   # (its rows are packed: a place held in its own shape)
                         # (Both shared: the key a row written later holds, not a copy freed then among
                         # the rows loaded: 150,000 such holes in the heap were ~6 MiB of RSS.)
                         rid, _, tag_key = key.partition("\x1f")
-                        tbl.hold(self._rows.shared(rid), self._rows.shared(tag_key))
+                        tbl.hold(share(rid, rid), share(tag_key, tag_key))
                         pending += 1
                         continue
                 table, key, d = ckpt.decode_line(line)
                 tbl = self.tables[table]
-                tbl._set(self._rows.shared(key) if tbl.holds_rows else key, self._rows.build(tbl.row_type, d))
+                tbl._set(share(key, key) if tbl.holds_rows else key, self._rows.build(tbl.row_type, d))
         except (ckpt.CheckpointError, ValueError) as e:
             raise _ReadFailed from e
         return pending
@@ -639,7 +535,7 @@ class Store:
 
     def _load(self) -> int:
         """Load the newest good checkpoint and replay the journals after it; return the gen."""
-        self._rows = _RowBuilder()
+        self._rows = RowBuilder()
         tags = [t for t in self.tables.values() if isinstance(t, TagTable)]
         for t in tags:
             t.defer_index()
@@ -648,7 +544,7 @@ class Store:
         finally:
             for t in tags:
                 t.build_index()
-            self._rows = _RowBuilder()   # (its dicts of shared values: only for the load)
+            self._rows = RowBuilder()   # (its dicts of shared values: only for the load)
 
     def _load_files(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -283,7 +283,7 @@ class TagTable:
     def shared_value(self, tag_key: str, value: str) -> str:
         """`value` as the object another resource's tag `tag_key` holds, if one holds it (`env=prod`
         on every instance of a fleet: one string). For writers (Tags.put); a load shares values
-        through its own table of them (store._RowBuilder, Tag.repeated)."""
+        through its own table of them (store.rowbuild.RowBuilder, Tag.repeated)."""
         holder = self.kv.holder(tag_key, value)
         e = None if holder is None else self.by_rid.get(holder)
         if e is not None:
