@@ -28,7 +28,6 @@ from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
 from .ids import new_id, well_formed
-from .network import tap_name
 from .query import Query
 from .sg_permissions import ANYWHERE, MAX_TEXT, TEXT, GroupPeer, NewRule, Permission, RuleChange, TagPairs
 from .tags import Tags
@@ -596,8 +595,7 @@ class SecurityGroups:
         ruleset = self._rulesets.get(key)
         if ruleset is None:
             ruleset = self._rulesets[key] = self._ruleset(key)
-        return FirewallSpec(tap=tap_name(inst.id), mac=inst.mac, ip=inst.private_ip,
-                            ingress=ruleset[0], egress=ruleset[1])
+        return FirewallSpec(mac=inst.mac, ip=inst.private_ip, ingress=ruleset[0], egress=ruleset[1])
 
     def _ruleset(self, group_ids: tuple[str, ...]) -> tuple[tuple[FirewallRule, ...], tuple[FirewallRule, ...]]:
         """What members of exactly these groups may receive and send; shared by all of them."""
@@ -707,7 +705,7 @@ class SecurityGroups:
 
 
 def _same(a: FirewallSpec | None, b: FirewallSpec) -> bool:
-    if a is None or (a.tap, a.mac, a.ip) != (b.tap, b.mac, b.ip) or \
+    if a is None or a.mac != b.mac or a.ip != b.ip or \
             len(a.ingress) != len(b.ingress) or len(a.egress) != len(b.egress):
         return False
     if a.ingress is b.ingress and a.egress is b.egress:
