@@ -1,4 +1,4 @@
-"""An instance's MAC and domain UUID follow from its id (store/derived.py): rows keep a marker, not the
+"""An instance's MAC and domain UUID follow from its id (cloudctl/derived.py): rows keep a marker, not the
 strings, yet every reader and the journal see the values, and state written before loads as it was.
 
 `tests/data/state-before-derived-fields/` was written by main's store before the change: a checkpoint
@@ -13,7 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cloudctl.store.records import Instance, domain_uuid, encode_row, instance_mac
+from cloudctl.derived import domain_uuid, instance_mac
+from cloudctl.drivers.hypervisor.base import FirewallSpec
+from cloudctl.drivers.hypervisor.nwfilter import nwfilter_xml
+from cloudctl.store.records import Instance, encode_row
 from cloudctl.store.store import Store
 
 BEFORE = Path(__file__).parent / "data" / "state-before-derived-fields"
@@ -76,3 +79,14 @@ async def test_state_written_before_loads_and_answers_as_it_was(tmp_path: Path) 
     assert again.digest() == expected["digest"]
     assert {i.id: [i.mac, i.uuid, i.state] for i in again.table(Instance).values()} == expected["instances"]
     await again.close()
+
+
+def test_a_firewall_spec_names_its_domain_and_keeps_no_mac_of_its_own() -> None:
+    """The spec the security groups keep per instance (and a simulated host too) holds its MAC as
+    the row does, and the filter a real host gets still says it."""
+    mac = instance_mac(NEW)
+    spec = FirewallSpec(NEW, mac, "10.0.0.5", (), ())   # type: ignore[arg-type]
+    assert spec.mac == mac and type(FirewallSpec.mac._slot.__get__(spec, FirewallSpec)) is not str  # type: ignore[attr-defined]
+    assert f'srcmacaddr="{mac}"' in nwfilter_xml("cloudctl-" + NEW, spec)
+    other = FirewallSpec(NEW, "02:aa:bb:cc:dd:ee", "10.0.0.5", (), ())
+    assert other.mac == "02:aa:bb:cc:dd:ee" and other != spec

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, InstanceType
+from ..derived import domain_uuid, instance_mac
 from ..drivers.hypervisor.base import DomainEvent, DomainInfo, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
-from ..store.records import Image, Instance, Reservation, Volume, domain_uuid, instance_mac
+from ..store.records import Image, Instance, Reservation, Volume
 from ..store.store import CountIndex, MultiIndex, Store, SumIndex, Txn
 from .configdrive import ConfigDriveError
 from .context import Caller

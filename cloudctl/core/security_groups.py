@@ -608,7 +608,7 @@ class SecurityGroups:
         ruleset = self._rulesets.get(key)
         if ruleset is None:
             ruleset = self._rulesets[key] = self._ruleset(key)
-        return FirewallSpec(mac=inst.mac, ip=inst.private_ip, ingress=ruleset[0], egress=ruleset[1])
+        return FirewallSpec(name=inst.id, mac=inst.mac, ip=inst.private_ip, ingress=ruleset[0], egress=ruleset[1])
 
     def _ruleset(self, group_ids: tuple[str, ...]) -> tuple[tuple[FirewallRule, ...], tuple[FirewallRule, ...]]:
         """What members of exactly these groups may receive and send; shared by all of them."""

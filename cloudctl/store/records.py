@@ -17,7 +17,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from operator import attrgetter
 from typing import Any, ClassVar
 
-from .derived import derive_field
+from ..derived import derive_mac, derive_uuid
 from .frozen import EMPTY, FrozenMap, freeze, shared, shared_map
 
 
@@ -212,37 +212,9 @@ class Instance(Row):
             object.__setattr__(self, "ephemeral", shared(tuple(self.ephemeral)))
 
 
-_HEX = frozenset("0123456789abcdef")
-
-
-def _new_shape(instance_id: str) -> bool:
-    """An id as `core.ids.new_id` makes them: `i-` and 17 random hex digits."""
-    return len(instance_id) == 19 and instance_id.startswith("i-") and _HEX.issuperset(instance_id[2:])
-
-
-def instance_mac(instance_id: str) -> str | None:
-    """A new instance's MAC: locally administered unicast (02:), its id's last 40 random bits."""
-    return _mac(instance_id) if _new_shape(instance_id) else None
-
-
-def domain_uuid(instance_id: str) -> str | None:
-    """A new instance's domain UUID: its id's 68 random bits in a version 8 (RFC 9562) UUID. Unique
-    as the id is; an older instance's random (version 4) UUID never equals one."""
-    return _uuid(instance_id) if _new_shape(instance_id) else None
-
-
-def _mac(instance_id: str) -> str:   # (of a new-shaped id: read on describes' paths, two C calls)
-    return "02:" + bytes.fromhex(instance_id[9:]).hex(":")
-
-
-def _uuid(instance_id: str) -> str:
-    h = instance_id
-    return f"{h[2:10]}-{h[10:14]}-8{h[14:17]}-8{h[17:]}0-000000000000"
-
-
-# A row keeps neither when it is the one its id gives (store/derived.py): ~150 B an instance.
-derive_field(Instance, "mac", lambda row: instance_mac(row.id), lambda row: _mac(row.id))
-derive_field(Instance, "uuid", lambda row: domain_uuid(row.id), lambda row: _uuid(row.id))
+# A row keeps neither when it is the one its id gives (cloudctl/derived.py): ~150 B an instance.
+derive_mac(Instance, "id")
+derive_uuid(Instance, "id")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Row fields whose usual value follows from the row's key: not kept when it does, made on read.
+"""Values that follow from an instance's id, and row fields that keep a marker when they hold one.
 
 An instance's MAC and its domain's UUID were 17 and 36 random characters kept in every row (~150 B
 an instance with their string objects). A new instance's are now a function of its id, and a row
@@ -11,6 +11,7 @@ that value as it was given.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 # What a slot holds when its value is the derived one: not a value any field can be given (rows
@@ -49,3 +50,43 @@ class DerivedField:
 def derive_field(cls: type, name: str, rule: Callable[[Any], str | None], make: Callable[[Any], str]) -> None:
     """Make the slot field `name` of the frozen dataclass `cls` derived (after the class is made)."""
     setattr(cls, name, DerivedField(cls.__dict__[name], rule, make))
+
+
+def derive_mac(cls: type, id_field: str, name: str = "mac") -> None:
+    """`cls`'s field `name` keeps a marker when it holds `instance_mac` of its field `id_field`."""
+    of = attrgetter(id_field)
+    derive_field(cls, name, lambda row: instance_mac(of(row)), lambda row: _mac(of(row)))
+
+
+def derive_uuid(cls: type, id_field: str, name: str = "uuid") -> None:
+    """`cls`'s field `name` keeps a marker when it holds `domain_uuid` of its field `id_field`."""
+    of = attrgetter(id_field)
+    derive_field(cls, name, lambda row: domain_uuid(of(row)), lambda row: _uuid(of(row)))
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _new_shape(instance_id: str) -> bool:
+    """An id as `core.ids.new_id` makes them: `i-` and 17 random hex digits."""
+    return len(instance_id) == 19 and instance_id.startswith("i-") and _HEX.issuperset(instance_id[2:])
+
+
+def instance_mac(instance_id: str) -> str | None:
+    """A new instance's MAC: locally administered unicast (02:), its id's last 40 random bits."""
+    return _mac(instance_id) if _new_shape(instance_id) else None
+
+
+def domain_uuid(instance_id: str) -> str | None:
+    """A new instance's domain UUID: its id's 68 random bits in a version 8 (RFC 9562) UUID. Unique
+    as the id is; an older instance's random (version 4) UUID never equals one."""
+    return _uuid(instance_id) if _new_shape(instance_id) else None
+
+
+def _mac(instance_id: str) -> str:   # (of a new-shaped id: read on describes' paths, two C calls)
+    return "02:" + bytes.fromhex(instance_id[9:]).hex(":")
+
+
+def _uuid(instance_id: str) -> str:
+    h = instance_id
+    return f"{h[2:10]}-{h[10:14]}-8{h[14:17]}-8{h[17:]}0-000000000000"
