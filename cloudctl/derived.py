@@ -11,7 +11,6 @@ that value as it was given.
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any
 
 # What a slot holds when its value is the derived one: not a value any field can be given (rows
@@ -20,26 +19,28 @@ _DERIVED = b"="
 
 
 class DerivedField:
-    """A data descriptor over one slot of a row class. `rule(row)` is the derived value, or None
-    where the row has none (a setter of anything else keeps what it is given); `make(row)` is the
-    same value for a row that has one, without `rule`'s checks (a read is on describes' paths). Both
-    read only fields set before this one (dataclasses set them in declaration order)."""
+    """A data descriptor over one slot of a row class: the slot keeps the marker when the value
+    given equals `make(key)`, `key` being the row's field whose member descriptor is `key_slot`
+    (set before this one: dataclasses set fields in declaration order). `make` never raises and
+    may give a value for any key (None where it has none): only a value equal to what it gives is
+    replaced by the marker, so nothing is lost whatever the key. One C call for the key and one
+    Python call for `make` each way: a replay makes a row per instance record."""
 
-    __slots__ = ("_slot", "_rule", "_make")
+    __slots__ = ("_slot", "_key", "_make")
 
-    def __init__(self, slot: Any, rule: Callable[[Any], str | None], make: Callable[[Any], str]) -> None:
+    def __init__(self, slot: Any, key_slot: Any, make: Callable[[str], str | None]) -> None:
         self._slot = slot          # the class's member descriptor for the slot
-        self._rule = rule
+        self._key = key_slot
         self._make = make
 
     def __get__(self, row: Any, owner: type | None = None) -> Any:
         if row is None:
             return self
         v = self._slot.__get__(row, owner)
-        return self._make(row) if v is _DERIVED else v
+        return self._make(self._key.__get__(row, owner)) if v is _DERIVED else v
 
     def __set__(self, row: Any, value: Any) -> None:
-        if type(value) is str and value == self._rule(row):
+        if type(value) is str and value == self._make(self._key.__get__(row, None)):
             value = _DERIVED
         self._slot.__set__(row, value)
 
@@ -47,21 +48,20 @@ class DerivedField:
         self._slot.__delete__(row)
 
 
-def derive_field(cls: type, name: str, rule: Callable[[Any], str | None], make: Callable[[Any], str]) -> None:
-    """Make the slot field `name` of the frozen dataclass `cls` derived (after the class is made)."""
-    setattr(cls, name, DerivedField(cls.__dict__[name], rule, make))
+def derive_field(cls: type, name: str, key: str, make: Callable[[str], str | None]) -> None:
+    """Make the slot field `name` of the frozen dataclass `cls` derived from its field `key` (after
+    the class is made; `key` must come first among the fields)."""
+    setattr(cls, name, DerivedField(cls.__dict__[name], cls.__dict__[key], make))
 
 
 def derive_mac(cls: type, id_field: str, name: str = "mac") -> None:
-    """`cls`'s field `name` keeps a marker when it holds `instance_mac` of its field `id_field`."""
-    of = attrgetter(id_field)
-    derive_field(cls, name, lambda row: instance_mac(of(row)), lambda row: _mac(of(row)))
+    """`cls`'s field `name` keeps a marker when it holds the MAC its field `id_field` gives."""
+    derive_field(cls, name, id_field, _mac)
 
 
 def derive_uuid(cls: type, id_field: str, name: str = "uuid") -> None:
-    """`cls`'s field `name` keeps a marker when it holds `domain_uuid` of its field `id_field`."""
-    of = attrgetter(id_field)
-    derive_field(cls, name, lambda row: domain_uuid(of(row)), lambda row: _uuid(of(row)))
+    """`cls`'s field `name` keeps a marker when it holds the domain UUID its field `id_field` gives."""
+    derive_field(cls, name, id_field, _uuid)
 
 
 _HEX = frozenset("0123456789abcdef")
@@ -83,10 +83,13 @@ def domain_uuid(instance_id: str) -> str | None:
     return _uuid(instance_id) if _new_shape(instance_id) else None
 
 
-def _mac(instance_id: str) -> str:   # (of a new-shaped id: read on describes' paths, two C calls)
-    return "02:" + bytes.fromhex(instance_id[9:]).hex(":")
+def _mac(instance_id: str) -> str | None:
+    """`instance_mac` without its check of the digits (any 19 characters give a value)."""
+    i = instance_id
+    return f"02:{i[9:11]}:{i[11:13]}:{i[13:15]}:{i[15:17]}:{i[17:]}" if len(i) == 19 else None
 
 
-def _uuid(instance_id: str) -> str:
-    h = instance_id
-    return f"{h[2:10]}-{h[10:14]}-8{h[14:17]}-8{h[17:]}0-000000000000"
+def _uuid(instance_id: str) -> str | None:
+    """`domain_uuid` without its check of the digits."""
+    i = instance_id
+    return f"{i[2:10]}-{i[10:14]}-8{i[14:17]}-8{i[17:]}0-000000000000" if len(i) == 19 else None
