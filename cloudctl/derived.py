@@ -2,11 +2,11 @@
 
 An instance's MAC and its domain's UUID were 17 and 36 random characters kept in every row (~150 B
 an instance with their string objects). A new instance's are now a function of its id, and a row
-whose value equals that function's keeps a one-byte marker in the slot instead: reading the field
-makes the value again. Every reader, `dataclasses.replace`, `==` and the journal's and checkpoint's
-encoders (which read fields by name) see the full value, so what is written is byte for byte what
-it was, and a row whose value is anything else (an instance made before, a test's own MAC) keeps
-that value as it was given.
+whose value equals that function's keeps one shared marker object in the slot instead: reading the
+field makes the value again. Every reader, `dataclasses.replace`, `==` and the journal's and
+checkpoint's encoders (which read fields by name) see the full value, so what is written is byte for
+byte what it was, and a row whose value is anything else (an instance made before, a test's own MAC)
+keeps that value as it was given.
 """
 from __future__ import annotations
 
