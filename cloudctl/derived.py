@@ -10,7 +10,6 @@ keeps that value as it was given.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 # What a slot holds when its value is the derived one: not a value any field can be given (rows
@@ -20,27 +19,29 @@ _DERIVED = b"="
 
 class DerivedField:
     """A data descriptor over one slot of a row class: the slot keeps the marker when the value
-    given equals `make(key)`, `key` being the row's field whose member descriptor is `key_slot`
-    (set before this one: dataclasses set fields in declaration order). `make` never raises and
-    may give a value for any key (None where it has none): only a value equal to what it gives is
-    replaced by the marker, so nothing is lost whatever the key. One C call for the key and one
-    Python call for `make` each way: a replay makes a row per instance record."""
+    given equals what `make` gives for the row's key field (`key_slot` is that field's member
+    descriptor; it is set before this one, dataclasses setting fields in declaration order).
+    `make` is deterministic and may give a value for any key: only a value equal to what it gives is
+    replaced by the marker, so nothing is lost whatever the key. Subclasses inline their `make`
+    (a read of a derived MAC is on describes' paths, a row is made per instance record replayed)."""
 
-    __slots__ = ("_slot", "_key", "_make")
+    __slots__ = ("_slot", "_key")
 
-    def __init__(self, slot: Any, key_slot: Any, make: Callable[[str], str | None]) -> None:
+    def __init__(self, slot: Any, key_slot: Any) -> None:
         self._slot = slot          # the class's member descriptor for the slot
         self._key = key_slot
-        self._make = make
+
+    def make(self, key: str) -> str | None:
+        raise NotImplementedError
 
     def __get__(self, row: Any, owner: type | None = None) -> Any:
         if row is None:
             return self
         v = self._slot.__get__(row, owner)
-        return self._make(self._key.__get__(row, owner)) if v is _DERIVED else v
+        return self.make(self._key.__get__(row, owner)) if v is _DERIVED else v
 
     def __set__(self, row: Any, value: Any) -> None:
-        if type(value) is str and value == self._make(self._key.__get__(row, None)):
+        if type(value) is str and value == self.make(self._key.__get__(row, None)):
             value = _DERIVED
         self._slot.__set__(row, value)
 
@@ -48,20 +49,50 @@ class DerivedField:
         self._slot.__delete__(row)
 
 
-def derive_field(cls: type, name: str, key: str, make: Callable[[str], str | None]) -> None:
-    """Make the slot field `name` of the frozen dataclass `cls` derived from its field `key` (after
-    the class is made; `key` must come first among the fields)."""
-    setattr(cls, name, DerivedField(cls.__dict__[name], cls.__dict__[key], make))
+class _MacField(DerivedField):
+    """`02:` and the key's last 10 characters read as hex (see `instance_mac`)."""
+
+    __slots__ = ()
+
+    def make(self, key: str) -> str | None:
+        return _mac(key)
+
+    def __get__(self, row: Any, owner: type | None = None) -> Any:
+        if row is None:
+            return self
+        v = self._slot.__get__(row, owner)
+        if v is not _DERIVED:
+            return v
+        return "02:" + bytes.fromhex(self._key.__get__(row, owner)[9:]).hex(":")   # (a marked key is hex)
+
+    def __set__(self, row: Any, value: Any) -> None:
+        if type(value) is str and len(value) == 17:
+            try:
+                if value == "02:" + bytes.fromhex(self._key.__get__(row, None)[9:]).hex(":"):
+                    value = _DERIVED
+            except ValueError:   # (not hex: no derived MAC)
+                pass
+        self._slot.__set__(row, value)
+
+
+class _UuidField(DerivedField):
+    """The key's characters in a version 8 UUID (see `domain_uuid`)."""
+
+    __slots__ = ()
+
+    def make(self, key: str) -> str | None:
+        return _uuid(key)
 
 
 def derive_mac(cls: type, id_field: str, name: str = "mac") -> None:
-    """`cls`'s field `name` keeps a marker when it holds the MAC its field `id_field` gives."""
-    derive_field(cls, name, id_field, _mac)
+    """`cls`'s field `name` keeps a marker when it holds the MAC its field `id_field` gives (after the
+    class is made; `id_field` must come first among the fields)."""
+    setattr(cls, name, _MacField(cls.__dict__[name], cls.__dict__[id_field]))
 
 
 def derive_uuid(cls: type, id_field: str, name: str = "uuid") -> None:
     """`cls`'s field `name` keeps a marker when it holds the domain UUID its field `id_field` gives."""
-    derive_field(cls, name, id_field, _uuid)
+    setattr(cls, name, _UuidField(cls.__dict__[name], cls.__dict__[id_field]))
 
 
 _HEX = frozenset("0123456789abcdef")
@@ -84,9 +115,11 @@ def domain_uuid(instance_id: str) -> str | None:
 
 
 def _mac(instance_id: str) -> str | None:
-    """`instance_mac` without its check of the digits (any 19 characters give a value)."""
-    i = instance_id
-    return f"02:{i[9:11]}:{i[11:13]}:{i[13:15]}:{i[15:17]}:{i[17:]}" if len(i) == 19 else None
+    """`instance_mac` without its check of the id's shape: any id whose last 10 characters are hex."""
+    try:
+        return "02:" + bytes.fromhex(instance_id[9:]).hex(":") if len(instance_id) == 19 else None
+    except ValueError:
+        return None
 
 
 def _uuid(instance_id: str) -> str | None:
