@@ -17,6 +17,7 @@ from cloudctl.core.compute import InstanceChanges
 from cloudctl.core.context import Caller
 from cloudctl.core.errors import CloudError
 from cloudctl.core.launch import LaunchSpec
+from cloudctl.derived import domain_uuid, instance_mac
 from cloudctl.drivers.hypervisor.base import METADATA_NS
 
 from support import write_config
@@ -79,7 +80,9 @@ async def test_domain_xml_comes_from_the_template(cloud: Cloud) -> None:
     inst = cloud.compute.table.get(iid)
     xml = await cloud.drivers[inst.host].domain_xml(iid)
     assert f"<name>{iid}</name>" in xml
-    assert inst.uuid in xml
+    # The UUID and MAC a launch gives follow from the id (cloudctl/derived.py); the host took the UUID.
+    assert (inst.uuid, inst.mac) == (domain_uuid(iid), instance_mac(iid))
+    assert f"<uuid>{inst.uuid}</uuid>" in xml
     assert METADATA_NS in xml
     assert "524288" in xml or "512" in xml        # t3.nano's 512 MiB
 

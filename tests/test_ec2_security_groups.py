@@ -535,7 +535,7 @@ def test_nwfilter_xml_for_a_spec() -> None:
     from cloudctl.drivers.hypervisor.base import FirewallSpec
     from cloudctl.drivers.hypervisor.nwfilter import filter_uuid, nwfilter_xml
 
-    spec = FirewallSpec(tap="cc0123", mac="02:00:00:00:00:01", ip="10.0.0.5", ingress=(
+    spec = FirewallSpec(name="i-1", mac="02:00:00:00:00:01", ip="10.0.0.5", ingress=(
         FirewallRule("tcp", 22, 25, ("10.1.0.0/16", "0.0.0.0/0")), FirewallRule("icmp", 8, -1, ("10.0.0.6/32",)),
         FirewallRule("47", None, None, ("10.0.0.0/8",))), egress=(FirewallRule("all", None, None, ("0.0.0.0/0",)),))
     root = ET.fromstring(nwfilter_xml("cloudctl-i-1", spec))

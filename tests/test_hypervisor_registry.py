@@ -56,7 +56,7 @@ async def test_a_simulated_host_records_filters_and_plugs_nothing() -> None:
     sim = make_driver(None, "h", "test:///default")
     assert isinstance(sim, SimulatedLibvirtDriver) and sim.records_firewall_only
     assert sim.firewall_ref("i-1") is None
-    spec = FirewallSpec("vnet-i-1", "52:54:00:00:00:01", "10.0.0.5", (FirewallRule("tcp", 22, 22, ("0.0.0.0/0",)),), ())
+    spec = FirewallSpec("i-1", "52:54:00:00:00:01", "10.0.0.5", (FirewallRule("tcp", 22, 22, ("0.0.0.0/0",)),), ())
     await sim.set_firewall("i-1", spec)
     assert sim.firewalls == {"i-1": spec}
     await sim.remove_firewall("i-1")

@@ -115,7 +115,7 @@ def state(w: World, ix: dict[str, Any], hosts: dict[str, HostCapacity]) -> dict[
                         for rid, e in w.tags.by_rid.items()},
         "usage": dict(ix["usage"].totals), "by_state": dict(ix["by_state"].counts),
         "members": {g: {k: id(r) for k, r in m.items()} for g, m in members.members.items()},
-        "member_counts": members.counts, "member_ips": members.sorted,
+        "member_extra": members.extra, "member_ips": members.sorted,
         "sched": {h: (c.used_vcpus, c.used_memory_mib, c.instances, c.used_disk_gib) for h, c in hosts.items()},
         "by_kv": {k: {v: {ids} if isinstance(ids, str) else set(ids) for v, ids in vals.items()}
                   for k, vals in w.tags.kv.ids.items()},

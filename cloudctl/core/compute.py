@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, InstanceType
+from ..derived import domain_uuid, instance_mac
 from ..drivers.hypervisor.base import DomainEvent, DomainInfo, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
 from ..store.records import Image, Instance, Reservation, Volume
@@ -361,7 +362,7 @@ class Compute:
                     instance_type=type_name, host=host.name, zone=zone, state="pending", launch_time=now,
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
                     private_ip=self.network.allocate(tx, subnet, iid, chosen_ip),
-                    subnet_id=subnet.id, mac=new_mac(), uuid=new_uuid(),
+                    subnet_id=subnet.id, mac=instance_mac(iid) or new_mac(), uuid=domain_uuid(iid) or new_uuid(),
                     disable_api_termination=spec.disable_api_termination,
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
                     root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None,

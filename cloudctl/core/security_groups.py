@@ -28,7 +28,6 @@ from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet
 from .ids import new_id, well_formed
-from .network import tap_name
 from .query import Query
 from .sg_permissions import ANYWHERE, MAX_TEXT, TEXT, GroupPeer, NewRule, Permission, RuleChange, TagPairs
 from .tags import Tags
@@ -51,15 +50,16 @@ class _MembersIndex(Index[Instance]):
     addresses of its live members; tells `changed` of every instance row that comes or goes, with
     the groups whose addresses that changed, so filters follow without callers having to.
 
-    The addresses are kept as each row comes and goes (a count per address, since two members on
-    different networks may share one, and a sorted list), not recomputed from all members on
-    every change: a launch, or its state change to running, in a group of n members costs a
-    bisection, not a pass over n rows."""
+    The addresses are kept as each row comes and goes (a sorted list, and since two members on
+    different networks may share one, a count of the members beyond an address's first: a dict
+    entry per member was ~30-45 B an instance for what is almost always 1), not recomputed from all
+    members on every change: a launch, or its state change to running, in a group of n members
+    costs a bisection, not a pass over n rows."""
 
     def __init__(self, changed: Callable[[Instance, list[str]], None]) -> None:
         self.members: dict[str, dict[str, Instance]] = {}
-        self.counts: dict[str, dict[str, int]] = {}   # group -> live member address -> members with it
-        self.sorted: dict[str, list[str]] = {}        # group -> those addresses, sorted
+        self.sorted: dict[str, list[str]] = {}        # group -> its live members' addresses, sorted
+        self.extra: dict[str, dict[str, int]] = {}    # group -> address -> members with it beyond one
         self._changed = changed
 
     def add(self, row: Instance) -> None:
@@ -68,11 +68,15 @@ class _MembersIndex(Index[Instance]):
         for g in row.group_ids:
             self.members.setdefault(g, {})[row.id] = row
             if ip:
-                counts = self.counts.setdefault(g, {})
-                n = counts.get(ip, 0)
-                counts[ip] = n + 1
-                if not n:
-                    bisect.insort(self.sorted.setdefault(g, []), ip)
+                ips = self.sorted.get(g)
+                if ips is None:
+                    ips = self.sorted[g] = []
+                i = bisect.bisect_left(ips, ip)
+                if i < len(ips) and ips[i] == ip:
+                    extra = self.extra.setdefault(g, {})
+                    extra[ip] = extra.get(ip, 0) + 1
+                else:
+                    ips.insert(i, ip)
                     moved.append(g)
         self._changed(row, moved)
 
@@ -85,18 +89,26 @@ class _MembersIndex(Index[Instance]):
                 m.pop(row.id, None)
                 if not m:
                     del self.members[g]
-            counts = self.counts.get(g) if ip else None
-            if counts is not None and ip in counts:
-                n = counts[ip] - 1
-                if n:
-                    counts[ip] = n
-                    continue
-                del counts[ip]
-                ips = self.sorted[g]
-                del ips[bisect.bisect_left(ips, ip)]
-                if not counts:
-                    del self.counts[g], self.sorted[g]
-                moved.append(g)
+            ips = self.sorted.get(g)
+            if not ip or ips is None:
+                continue
+            extra = self.extra.get(g)
+            n = extra.get(ip, 0) if extra is not None else 0
+            if extra is not None and n:   # another member still has the address
+                if n > 1:
+                    extra[ip] = n - 1
+                else:
+                    del extra[ip]
+                    if not extra:
+                        del self.extra[g]
+                continue
+            i = bisect.bisect_left(ips, ip)
+            if i == len(ips) or ips[i] != ip:
+                continue   # (not counted in: no live address when it was added)
+            del ips[i]
+            if not ips:
+                del self.sorted[g]
+            moved.append(g)
         self._changed(row, moved)
 
     def update(self, old: Instance, new: Instance) -> None:
@@ -596,8 +608,7 @@ class SecurityGroups:
         ruleset = self._rulesets.get(key)
         if ruleset is None:
             ruleset = self._rulesets[key] = self._ruleset(key)
-        return FirewallSpec(tap=tap_name(inst.id), mac=inst.mac, ip=inst.private_ip,
-                            ingress=ruleset[0], egress=ruleset[1])
+        return FirewallSpec(name=inst.id, mac=inst.mac, ip=inst.private_ip, ingress=ruleset[0], egress=ruleset[1])
 
     def _ruleset(self, group_ids: tuple[str, ...]) -> tuple[tuple[FirewallRule, ...], tuple[FirewallRule, ...]]:
         """What members of exactly these groups may receive and send; shared by all of them."""
@@ -707,7 +718,7 @@ class SecurityGroups:
 
 
 def _same(a: FirewallSpec | None, b: FirewallSpec) -> bool:
-    if a is None or (a.tap, a.mac, a.ip) != (b.tap, b.mac, b.ip) or \
+    if a is None or a.mac != b.mac or a.ip != b.ip or \
             len(a.ingress) != len(b.ingress) or len(a.egress) != len(b.egress):
         return False
     if a.ingress is b.ingress and a.egress is b.egress:

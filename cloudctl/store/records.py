@@ -17,6 +17,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from operator import attrgetter
 from typing import Any, ClassVar
 
+from ..derived import derive_mac, derive_uuid
 from .frozen import EMPTY, FrozenMap, freeze, shared, shared_map
 
 
@@ -209,6 +210,11 @@ class Instance(Row):
             object.__setattr__(self, "vlan_nics", ())
         if type(self.ephemeral) is not tuple:   # (a list, read back from the journal)
             object.__setattr__(self, "ephemeral", shared(tuple(self.ephemeral)))
+
+
+# A row keeps neither when it is the one its id gives (cloudctl/derived.py): ~150 B an instance.
+derive_mac(Instance, "id")
+derive_uuid(Instance, "id")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import NamedTuple, overload
 from xml.sax.saxutils import quoteattr
 
+from ...derived import derive_mac
 from .ovs_plug import HybridPlug
 
 #: Namespace of the `<metadata>` child that marks a domain as cloudctl's own. libvirt accepts
@@ -199,13 +200,19 @@ class FirewallRule:
 @dataclass(frozen=True, slots=True)
 class FirewallSpec:
     """What one guest NIC may receive and send; everything else is dropped, and replies to
-    allowed traffic always pass (stateful)."""
+    allowed traffic always pass (stateful). The NIC is the domain's own (the filter is referenced
+    from its interface), so no tap name: one was kept per instance, read by nothing (64 B each).
+    `name` is the domain's: a MAC that follows from it is not kept (cloudctl/derived.py), as the
+    instance row keeps none, so a spec held per instance adds no string of its own."""
 
-    tap: str
+    name: str
     mac: str
     ip: str
     ingress: tuple[FirewallRule, ...]
     egress: tuple[FirewallRule, ...]
+
+
+derive_mac(FirewallSpec, "name")
 
 
 class HypervisorError(Exception):

@@ -1,0 +1,128 @@
+"""Values that follow from an instance's id, and row fields that keep a marker when they hold one.
+
+An instance's MAC and its domain's UUID were 17 and 36 random characters kept in every row (~150 B
+an instance with their string objects). A new instance's are now a function of its id, and a row
+whose value equals that function's keeps one shared marker object in the slot instead: reading the
+field makes the value again. Every reader, `dataclasses.replace`, `==` and the journal's and
+checkpoint's encoders (which read fields by name) see the full value, so what is written is byte for
+byte what it was, and a row whose value is anything else (an instance made before, a test's own MAC)
+keeps that value as it was given.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# What a slot holds when its value is the derived one: not a value any field can be given (rows
+# are made from JSON and from callers' strings; this is neither, and no row compares equal to it).
+_DERIVED = b"="
+
+
+class DerivedField:
+    """A data descriptor over one slot of a row class: the slot keeps the marker when the value
+    given equals what `make` gives for the row's key field (`key_slot` is that field's member
+    descriptor; it is set before this one, dataclasses setting fields in declaration order).
+    `make` is deterministic and may give a value for any key: only a value equal to what it gives is
+    replaced by the marker, so nothing is lost whatever the key. Subclasses inline their `make`
+    (a read of a derived MAC is on describes' paths, a row is made per instance record replayed)."""
+
+    __slots__ = ("_slot", "_key")
+
+    def __init__(self, slot: Any, key_slot: Any) -> None:
+        self._slot = slot          # the class's member descriptor for the slot
+        self._key = key_slot
+
+    def make(self, key: str) -> str | None:
+        raise NotImplementedError
+
+    def __get__(self, row: Any, owner: type | None = None) -> Any:
+        if row is None:
+            return self
+        v = self._slot.__get__(row, owner)
+        return self.make(self._key.__get__(row, owner)) if v is _DERIVED else v
+
+    def __set__(self, row: Any, value: Any) -> None:
+        if type(value) is str and value == self.make(self._key.__get__(row, None)):
+            value = _DERIVED
+        self._slot.__set__(row, value)
+
+    def __delete__(self, row: Any) -> None:
+        self._slot.__delete__(row)
+
+
+class _MacField(DerivedField):
+    """`02:` and the key's last 10 characters read as hex (see `instance_mac`)."""
+
+    __slots__ = ()
+
+    def make(self, key: str) -> str | None:
+        return _mac(key)
+
+    def __get__(self, row: Any, owner: type | None = None) -> Any:
+        if row is None:
+            return self
+        v = self._slot.__get__(row, owner)
+        if v is not _DERIVED:
+            return v
+        return "02:" + bytes.fromhex(self._key.__get__(row, owner)[9:]).hex(":")   # (a marked key is hex)
+
+    def __set__(self, row: Any, value: Any) -> None:
+        if type(value) is str and len(value) == 17:
+            try:
+                if value == "02:" + bytes.fromhex(self._key.__get__(row, None)[9:]).hex(":"):
+                    value = _DERIVED
+            except ValueError:   # (not hex: no derived MAC)
+                pass
+        self._slot.__set__(row, value)
+
+
+class _UuidField(DerivedField):
+    """The key's characters in a version 8 UUID (see `domain_uuid`)."""
+
+    __slots__ = ()
+
+    def make(self, key: str) -> str | None:
+        return _uuid(key)
+
+
+def derive_mac(cls: type, id_field: str, name: str = "mac") -> None:
+    """`cls`'s field `name` keeps a marker when it holds the MAC its field `id_field` gives (after the
+    class is made; `id_field` must come first among the fields)."""
+    setattr(cls, name, _MacField(cls.__dict__[name], cls.__dict__[id_field]))
+
+
+def derive_uuid(cls: type, id_field: str, name: str = "uuid") -> None:
+    """`cls`'s field `name` keeps a marker when it holds the domain UUID its field `id_field` gives."""
+    setattr(cls, name, _UuidField(cls.__dict__[name], cls.__dict__[id_field]))
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _new_shape(instance_id: str) -> bool:
+    """An id as `core.ids.new_id` makes them: `i-` and 17 random hex digits."""
+    return len(instance_id) == 19 and instance_id.startswith("i-") and _HEX.issuperset(instance_id[2:])
+
+
+def instance_mac(instance_id: str) -> str | None:
+    """A new instance's MAC: locally administered unicast (02:), its id's last 40 random bits."""
+    return _mac(instance_id) if _new_shape(instance_id) else None
+
+
+def domain_uuid(instance_id: str) -> str | None:
+    """A new instance's domain UUID: its id's 68 random bits in a version 8 (RFC 9562) UUID. Unique
+    as the id is; an older instance's random (version 4) UUID never equals one."""
+    return _uuid(instance_id) if _new_shape(instance_id) else None
+
+
+def _mac(instance_id: str) -> str | None:
+    """`instance_mac` without its check of the id's shape: any id whose last 10 characters are hex."""
+    try:
+        return "02:" + bytes.fromhex(instance_id[9:]).hex(":") if len(instance_id) == 19 else None
+    except ValueError:
+        return None
+
+
+def _uuid(instance_id: str) -> str | None:
+    """`domain_uuid` without its check of the digits."""
+    i = instance_id
+    return f"{i[2:10]}-{i[10:14]}-8{i[14:17]}-8{i[17:]}0-000000000000" if len(i) == 19 else None
