@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child_imports import loaded_after
 
 from cloudctl import malloc
 
@@ -51,15 +52,7 @@ def test_glib_slices_are_left_alone_once_libvirt_is_loaded() -> None:
 def test_libvirt_is_not_loaded_before_serve_sets_the_glib_switch() -> None:
     """GLib reads G_SLICE once, at its first slice: the server's and the CLI's imports (and the config's
     validation) must leave libvirt unloaded until serve() has set it."""
-    repo = Path(__file__).resolve().parent.parent
-    code = ("import sys, cloudctl.cli, cloudctl.server\n"
-            "from cloudctl.config import load_config\n"
-            "load_config(None)\n"
-            "print('libvirt' in sys.modules, 'libvirtmod' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "False"]
+    assert loaded_after("import cloudctl.cli, cloudctl.server", ("libvirt", "libvirtmod")) == [False, False]
 
 
 # A process that notes each start (pid and GLIBC_TUNABLES) in a file, calls the re-exec, then says

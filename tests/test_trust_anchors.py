@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from child_imports import loaded_after
 
 from cloudctl.trust_anchors import keep_reason
 
@@ -160,11 +161,4 @@ def test_aiohttp_is_not_loaded_before_serve_enters_the_block() -> None:
     """`cloudctl serve` imports the server (and aiohttp with it) inside `from_directory`: the CLI's
     imports and the config's validation before it must leave aiohttp unloaded, or its context would be
     built with the bundle already."""
-    code = ("import sys, cloudctl.cli\n"
-            "from cloudctl.config import load_config\n"
-            "load_config(None)\n"
-            "print('aiohttp' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False"]
+    assert loaded_after("import cloudctl.cli", ("aiohttp",)) == [False]
