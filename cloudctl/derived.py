@@ -10,6 +10,7 @@ keeps that value as it was given.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 # What a slot holds when its value is the derived one: not a value any field can be given (rows
@@ -17,7 +18,7 @@ from typing import Any
 _DERIVED = b"="
 
 
-class DerivedField:
+class DerivedField(ABC):
     """A data descriptor over one slot of a row class: the slot keeps the marker when the value
     given equals what `make` gives for the row's key field (`key_slot` is that field's member
     descriptor; it is set before this one, dataclasses setting fields in declaration order).
@@ -31,8 +32,9 @@ class DerivedField:
         self._slot = slot          # the class's member descriptor for the slot
         self._key = key_slot
 
+    @abstractmethod
     def make(self, key: str) -> str | None:
-        raise NotImplementedError
+        """The field's value for this key (None: none follows from it)."""
 
     def __get__(self, row: Any, owner: type | None = None) -> Any:
         if row is None:
