@@ -181,7 +181,13 @@ def plot(res: dict[str, Any], path: Path) -> Path | None:
     ax = axes.flat[-1]
     rs = res.get("restart") or {}
     ph = rs.get("phases_s") or {}
-    bars = {"ready": rs.get("ready_s"), **{k.removesuffix("_s"): v for k, v in ph.items()}}
+    # Each phase's wall clock and its process CPU; the per-thread, GC and end-time figures stay in the JSON.
+    bars = {"ready": rs.get("ready_s")}
+    for k in ph:
+        name = k.removesuffix("_s")
+        if k.endswith("_s") and not name.endswith(("_cpu", "_gc", "_end_at")):
+            bars[name] = ph[k]
+            bars[f"{name} (cpu)"] = ph.get(f"{name}_cpu_s")
     bars = {k: v for k, v in bars.items() if isinstance(v, (int, float))}
     if bars:
         ax.barh(list(bars), list(bars.values()))
