@@ -98,6 +98,14 @@ def _serve_and_fetch(tmp_path: Path, urls: list[str], cert_file: Path, cert_dir:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
+def _trusted_verified_unknown_refused(got: dict[str, object]) -> None:
+    """The fetch from the server whose CA is trusted got the image; the one from the stranger was refused."""
+    fetched = got["fetched"]
+    assert isinstance(fetched, list)
+    assert fetched[0] == BODY.decode()                        # the CA in the trust store: verified
+    assert fetched[1].startswith("refused") and "certificate verify failed" in fetched[1].lower()
+
+
 @openssl
 def test_a_bundle_the_directory_holds_is_not_parsed_and_verifies_the_same(
         tmp_path: Path, https: Callable[[Issued], str]) -> None:
@@ -109,10 +117,7 @@ def test_a_bundle_the_directory_holds_is_not_parsed_and_verifies_the_same(
     got = _serve_and_fetch(tmp_path, [trusted, unknown], bundle, hashed)
     assert got["lazy"] is True and got["at_import"] == 0     # nothing parsed at import
     assert got["env"] == str(bundle)                          # the operator's variable put back
-    fetched = got["fetched"]
-    assert isinstance(fetched, list)
-    assert fetched[0] == BODY.decode()                        # the CA in the trust store: verified
-    assert fetched[1].startswith("refused") and "certificate verify failed" in fetched[1].lower()
+    _trusted_verified_unknown_refused(got)
     assert got["after"] == 1                                  # the anchor read when a chain needed it
 
 
@@ -127,10 +132,7 @@ def test_an_operators_ca_file_the_directory_lacks_is_read_as_before(
     trusted, unknown = https(pki.server), https(pki.stranger_server)
     got = _serve_and_fetch(tmp_path, [trusted, unknown], own, hashed)
     assert got["lazy"] is False and got["at_import"] == 1
-    fetched = got["fetched"]
-    assert isinstance(fetched, list)
-    assert fetched[0] == BODY.decode()
-    assert fetched[1].startswith("refused") and "certificate verify failed" in fetched[1].lower()
+    _trusted_verified_unknown_refused(got)
 
 
 def test_what_keeps_the_bundle(tmp_path: Path) -> None:
