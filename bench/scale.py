@@ -86,6 +86,7 @@ class Bench:
         self.zones: dict[str, scale_hosts.Zone] = {}
         self.hosts: list[dict[str, Any]] = []
         self.cc: procs.Cloudctl | None = None
+        self.hello_url = ""     # the bare aiohttp hello: what this client reaches against no work at all
         self.accounts: list[Account] = []
         self.image = ""
         self.count = 0          # instances launched (none are terminated)
@@ -346,6 +347,9 @@ class Bench:
         self.count += conc
         out["concurrent_32"] = ms(self.samples("RunInstances")) | {"calls": conc,
                                                                    "calls_per_s": round(conc / wall, 1)}
+        if self.hello_url:   # the same signed bodies, the same 32 workers, right after: the client's ceiling
+            async with Client(self.hello_url, c.region) as h:
+                out["concurrent_32"]["hello_calls_per_s"] = round(conc / await h.concurrent(reqs, 32, "hello x32"), 1)
         return out
 
     def checkpoints(self, reps: int = 3) -> dict[str, Any]:
@@ -388,7 +392,8 @@ class Bench:
         st["run_instances"] = await self.launches(c, seq, conc)
         r = st["run_instances"]
         log(f"  RunInstances seq p50 {r['sequential'].get('p50_ms')} ms p99 {r['sequential'].get('p99_ms')} ms, "
-            f"{r['sequential']['calls_per_s']}/s; x32 {r['concurrent_32']['calls_per_s']}/s")
+            f"{r['sequential']['calls_per_s']}/s; x32 {r['concurrent_32']['calls_per_s']}/s "
+            f"(against the bare hello {r['concurrent_32'].get('hello_calls_per_s')}/s)")
         await self.converged(c)
         st["counts"] = {"instances": self.count, "volumes_data": self.volumes, "addresses": self.addresses,
                         "groups": sum(len(a.groups) for a in self.accounts), "users": USERS}
@@ -427,6 +432,8 @@ async def main_async(b: Bench, sizes: list[int], res: dict[str, Any], quick: boo
     res["start"]["rss_mib"] = b.rss()
     res["start"]["threads"] = b.threads()
     res["start"]["phases_s"] = b.admin("GET", "/v0/bench/startup")
+    hello, b.hello_url = procs.start_hello(b.tmp)
+    b.started.append(hello)
     assert b.cc is not None
     async with Client(b.cc.ec2_url, "cloudctl-1") as c:
         await b.make_accounts(c)

@@ -1,6 +1,7 @@
 """The bench's own tools, where a mistake would silently measure the wrong thing: the scale bench's
 reading of a stopped controller's state and the long journal it adds (replayed by the real store
-to the very same state), and the run history's comparison (a slower run is flagged)."""
+to the very same state), the run history's comparison (a slower run is flagged), and the verdict's
+reading of the 32-client rate beside what the same client reaches against the bare hello."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from cloudctl.store.store import Store
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import history  # noqa: E402
+import scale_report  # noqa: E402
 import scale_state  # noqa: E402
 
 
@@ -82,3 +84,24 @@ def test_launch_probe_gives_each_request_what_overlapped_it() -> None:
                      "journal_write_ms": 8.0}
     assert second["gc_ms"] == [0.0, 0.0, 1.0] and second["journal_write_ms"] == 0.0
     assert lp.report() == {"launches": []}
+
+
+def test_scale_verdict_gives_the_32_client_rate_beside_the_clients_ceiling() -> None:
+    def result(x32: dict[str, float]) -> dict:
+        return {"start": {"rss_mib": 70.0, "rss_mib_after_first_call": 71.0},
+                "stages": {"1000": {"instances": 1000, "rss_mib": 73.0,
+                                    "run_instances": {"sequential": {"mean_ms": 2.0, "p99_ms": 4.0}}},
+                           "50000": {"instances": 50000, "rss_mib": 170.0,
+                                     "run_instances": {"sequential": {"mean_ms": 2.5, "p99_ms": 6.0},
+                                                       "concurrent_32": x32}}}}
+
+    def row(res: dict) -> dict:
+        [r] = [g for g in scale_report.verdict(res) if g["goal"].startswith("RunInstances with 32")]
+        return r
+
+    r = row(result({"calls_per_s": 450.0, "hello_calls_per_s": 3600.0}))
+    assert (r["value"], r["result"]) == (450.0, "FAIL")
+    assert r["where"] == "@50,000; this client against the bare hello 3600.0/s (0.12 of it)"
+    assert row(result({"calls_per_s": 450.0}))["where"] == "@50,000"
+    assert scale_report.headline(result({"calls_per_s": 450.0, "hello_calls_per_s": 3600.0}))[
+        "hello_x32_per_s @50000"] == 3600.0
