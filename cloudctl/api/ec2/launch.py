@@ -13,7 +13,8 @@ from typing import Any
 from ...core.errors import CloudError
 from ...core.launch import BlockDevice, DeviceMapping, LaunchSpec
 from ...core.launch_templates import TemplateData, TemplateRef
-from .requests import tag_specs
+from ...core.tags import Tags
+from .requests import Pair, tag_specs
 
 # Accepted in TagSpecifications: instance and volume tags are applied to what the launch makes;
 # network interfaces are not resources of their own here, so their tags have nothing to carry them.
@@ -50,6 +51,104 @@ def launch_spec(req: dict[str, Any]) -> LaunchSpec:
         client_token=req.get("ClientToken"),
         shutdown_behavior=req.get("InstanceInitiatedShutdownBehavior") or "stop",
         disable_api_termination=bool(req.get("DisableApiTermination")))
+
+
+# -- the usual RunInstances form, read at once ----------------------------------------------------------
+# Its plain fields (wire name -> LaunchSpec field), as `launch_spec` reads each of them.
+_PLAIN = {"ImageId": "image_id", "InstanceType": "instance_type", "KernelId": "kernel_id",
+          "RamdiskId": "ramdisk_id", "Placement.AvailabilityZone": "zone", "SubnetId": "subnet_id",
+          "PrivateIpAddress": "private_ip", "KeyName": "key_name", "UserData": "user_data",
+          "ClientToken": "client_token", "InstanceInitiatedShutdownBehavior": "shutdown_behavior"}
+# `launch_spec` takes these as given, the others as `value or None`
+_KEPT = frozenset({"image_id", "private_ip", "client_token"})
+_COUNTS = {"MinCount": 0, "MaxCount": 1}
+_FLAGS = {"DryRun": 0, "DisableApiTermination": 1}
+_BOOL = {"true": True, "false": False}
+
+
+def flat_spec(params: dict[str, str]) -> tuple[LaunchSpec, bool] | None:
+    """A usual RunInstances form (no Action, Version or auth fields), read in one pass: the spec and
+    the DryRun flag that `Protocol.parse` and `launch_spec` give it, or None for anything else.
+
+    What this reads: the image, type, counts, zone, subnet, address, key, user data, token,
+    shutdown behaviour, termination protection, DryRun, groups by id and name
+    (`SecurityGroupId.N`, `SecurityGroup.N`) and TagSpecifications; what boto3, the CLI and the
+    scale bench send. Any other field, an index or value written otherwise than the usual way
+    (not plain digits, a count out of range, a flag not `true`/`false`, in any case), or a request
+    `launch_spec` would refuse: None, and the general path parses and answers it as before (so
+    every refusal is the general path's). `tests/test_launch_form.py` holds the two to the same
+    spec."""
+    plain: dict[str, Any] = {}
+    counts = [-1, -1]
+    flags = [False, False]
+    groups: dict[int, str] = {}
+    names: dict[int, str] = {}
+    specs: dict[int, list[Any]] = {}   # TagSpecification index -> [resource type, {tag index: [key, value]}]
+    for key, value in params.items():
+        field = _PLAIN.get(key)
+        if field is not None:
+            plain[field] = value if field in _KEPT else value or None
+            continue
+        head, _, rest = key.partition(".")
+        if rest:
+            if not rest.isdigit() or not rest.isascii():
+                if head != "TagSpecification":
+                    return None
+                n, _, rest = rest.partition(".")
+                if not n.isdigit() or not n.isascii():
+                    return None
+                spec = specs.get(int(n))
+                if spec is None:
+                    spec = specs[int(n)] = [None, {}]
+                if rest == "ResourceType":
+                    spec[0] = value
+                    continue
+                tag, _, part = rest.partition(".")
+                m, _, member = part.partition(".")
+                if tag != "Tag" or not m.isdigit() or not m.isascii() or member not in ("Key", "Value"):
+                    return None
+                pair = spec[1].get(int(m))
+                if pair is None:
+                    pair = spec[1][int(m)] = [None, None]
+                pair[member == "Value"] = value
+            elif head == "SecurityGroupId":
+                groups[int(rest)] = value
+            elif head == "SecurityGroup":
+                names[int(rest)] = value
+            else:
+                return None
+            continue
+        at = _COUNTS.get(key)
+        if at is not None:
+            if not value.isdigit() or not value.isascii() or len(value) > 9:
+                return None   # (signs, spaces, 10 digits and more: as `_to_int` decides)
+            counts[at] = int(value)
+            continue
+        at = _FLAGS.get(key)
+        if at is None:
+            return None
+        flag = _BOOL.get(value.lower())
+        if flag is None:
+            return None
+        flags[at] = flag
+    lo, hi = counts
+    if lo < 0 or hi < 0 or not plain.get("image_id"):
+        return None
+    tags: dict[str, list[Pair]] = {}
+    try:
+        for n in sorted(specs):
+            rtype, tagged = specs[n]
+            if rtype not in _TAGGABLE:
+                return None
+            tags.setdefault(rtype, []).extend(   # (as `requests.pairs` reads EC2's tags)
+                Tags.validate_pairs([(k, v or "") for k, v in (tagged[m] for m in sorted(tagged))]))
+    except CloudError:
+        return None
+    plain["shutdown_behavior"] = plain.get("shutdown_behavior") or "stop"
+    return LaunchSpec(
+        min_count=lo, max_count=hi, group_ids=tuple(groups[n] for n in sorted(groups)),
+        group_names=tuple(names[n] for n in sorted(names)), instance_tags=tuple(tags.get("instance", ())),
+        volume_tags=tuple(tags.get("volume", ())), disable_api_termination=flags[1], **plain), flags[0]
 
 
 def _interface(req: dict[str, Any]) -> tuple[str | None, str | None, tuple[str, ...], bool | None]:
