@@ -97,6 +97,12 @@ _FIELDS = st.lists(st.one_of(_GOOD, _GOOD, _GOOD, _GOOD, st.tuples(_READ, _ODD),
 @settings(max_examples=600, deadline=None)
 @given(_FIELDS, st.sampled_from([True, True, True, False]))
 @example({}, True)
+@example({"SecurityGroupId.10": "sg-b", "SecurityGroupId.2": "sg-a", "SecurityGroup.3": "b", "SecurityGroup.1": "a",
+          "TagSpecification.2.ResourceType": "volume", "TagSpecification.2.Tag.2.Key": "k2",
+          "TagSpecification.2.Tag.1.Key": "k1"}, True)   # (indices out of order: the lists sorted)
+@example({"ImageId": "ami-1", "MinCount": "1", "MaxCount": "2", "TagSpecification.2.ResourceType": "instance",
+          "TagSpecification.2.Tag.1.Key": "b", "TagSpecification.1.Tag.1.Key": "a",
+          "TagSpecification.1.ResourceType": "instance"}, False)
 @example({"SecurityGroupId.1": "sg-2", "SecurityGroupId.01": "sg-3", "TagSpecification.1.Tag.1.Key": "k",
           "TagSpecification.1.ResourceType": "volume"}, True)
 @example({"TagSpecification.1.Tag.1.Value": "v", "TagSpecification.1.ResourceType": "instance"}, True)

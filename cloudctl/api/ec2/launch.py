@@ -54,15 +54,24 @@ def launch_spec(req: dict[str, Any]) -> LaunchSpec:
 
 
 # -- the usual RunInstances form, read at once ----------------------------------------------------------
-# Its plain fields (wire name -> LaunchSpec field), as `launch_spec` reads each of them.
-_PLAIN = {"ImageId": "image_id", "InstanceType": "instance_type", "KernelId": "kernel_id",
-          "RamdiskId": "ramdisk_id", "Placement.AvailabilityZone": "zone", "SubnetId": "subnet_id",
-          "PrivateIpAddress": "private_ip", "KeyName": "key_name", "UserData": "user_data",
-          "ClientToken": "client_token", "InstanceInitiatedShutdownBehavior": "shutdown_behavior"}
-# `launch_spec` takes these as given, the others as `value or None`
-_KEPT = frozenset({"image_id", "private_ip", "client_token"})
-_COUNTS = {"MinCount": 0, "MaxCount": 1}
-_FLAGS = {"DryRun": 0, "DisableApiTermination": 1}
+# Each field name the quick read knows, written as clients write it (indices from 1, no leading zero,
+# up to the bounds below), with what it sets: one dict lookup a field. Any other name: the general path.
+_PLAIN, _COUNT, _FLAG, _GROUP, _NAME, _RTYPE, _TAG = range(7)
+_FIELDS: dict[str, tuple[Any, ...]] = {
+    # wire name: (_PLAIN, LaunchSpec field, whether `launch_spec` takes it as given, not `or None`)
+    "ImageId": (_PLAIN, "image_id", True), "InstanceType": (_PLAIN, "instance_type", False),
+    "KernelId": (_PLAIN, "kernel_id", False), "RamdiskId": (_PLAIN, "ramdisk_id", False),
+    "Placement.AvailabilityZone": (_PLAIN, "zone", False), "SubnetId": (_PLAIN, "subnet_id", False),
+    "PrivateIpAddress": (_PLAIN, "private_ip", True), "KeyName": (_PLAIN, "key_name", False),
+    "UserData": (_PLAIN, "user_data", False), "ClientToken": (_PLAIN, "client_token", True),
+    "InstanceInitiatedShutdownBehavior": (_PLAIN, "shutdown_behavior", False),
+    "MinCount": (_COUNT, 0), "MaxCount": (_COUNT, 1), "DryRun": (_FLAG, 0), "DisableApiTermination": (_FLAG, 1),
+}
+_FIELDS.update({f"SecurityGroupId.{n}": (_GROUP, n) for n in range(1, 17)})
+_FIELDS.update({f"SecurityGroup.{n}": (_NAME, n) for n in range(1, 17)})
+_FIELDS.update({f"TagSpecification.{n}.ResourceType": (_RTYPE, n) for n in range(1, 4)})
+_FIELDS.update({f"TagSpecification.{n}.Tag.{m}.{part}": (_TAG, n, m, part == "Value")
+                for n in range(1, 4) for m in range(1, 17) for part in ("Key", "Value")})
 _BOOL = {"true": True, "false": False}
 
 
@@ -71,66 +80,54 @@ def flat_spec(params: dict[str, str]) -> tuple[LaunchSpec, bool] | None:
     the DryRun flag that `Protocol.parse` and `launch_spec` give it, or None for anything else.
 
     What this reads: the image, type, counts, zone, subnet, address, key, user data, token,
-    shutdown behaviour, termination protection, DryRun, groups by id and name
-    (`SecurityGroupId.N`, `SecurityGroup.N`) and TagSpecifications; what boto3, the CLI and the
-    scale bench send. Any other field, an index or value written otherwise than the usual way
-    (not plain digits, a count out of range, a flag not `true`/`false`, in any case), or a request
-    `launch_spec` would refuse: None, and the general path parses and answers it as before (so
-    every refusal is the general path's). `tests/test_launch_form.py` holds the two to the same
-    spec."""
+    shutdown behaviour, termination protection, DryRun, up to 16 groups by id and by name
+    (`SecurityGroupId.N`, `SecurityGroup.N`) and up to 3 TagSpecifications of 16 tags: what
+    boto3, the CLI and the scale bench send. A field it does not know (or written otherwise: a
+    leading zero, an index past those), a count that is not plain digits (or over 9 of them), a
+    flag not `true`/`false` in any case, or a request `launch_spec` would refuse: None, and the
+    general path parses and answers it as before (so every refusal is the general path's).
+    `tests/test_launch_form.py` holds the two to the same spec."""
     plain: dict[str, Any] = {}
     counts = [-1, -1]
     flags = [False, False]
     groups: dict[int, str] = {}
     names: dict[int, str] = {}
     specs: dict[int, list[Any]] = {}   # TagSpecification index -> [resource type, {tag index: [key, value]}]
+    get = _FIELDS.get
     for key, value in params.items():
-        field = _PLAIN.get(key)
-        if field is not None:
-            plain[field] = value if field in _KEPT else value or None
-            continue
-        head, _, rest = key.partition(".")
-        if rest:
-            if not rest.isdigit() or not rest.isascii():
-                if head != "TagSpecification":
-                    return None
-                n, _, rest = rest.partition(".")
-                if not n.isdigit() or not n.isascii():
-                    return None
-                spec = specs.get(int(n))
-                if spec is None:
-                    spec = specs[int(n)] = [None, {}]
-                if rest == "ResourceType":
-                    spec[0] = value
-                    continue
-                tag, _, part = rest.partition(".")
-                m, _, member = part.partition(".")
-                if tag != "Tag" or not m.isdigit() or not m.isascii() or member not in ("Key", "Value"):
-                    return None
-                pair = spec[1].get(int(m))
-                if pair is None:
-                    pair = spec[1][int(m)] = [None, None]
-                pair[member == "Value"] = value
-            elif head == "SecurityGroupId":
-                groups[int(rest)] = value
-            elif head == "SecurityGroup":
-                names[int(rest)] = value
-            else:
-                return None
-            continue
-        at = _COUNTS.get(key)
-        if at is not None:
+        field = get(key)
+        if field is None:
+            return None
+        kind = field[0]
+        if kind == _TAG:
+            spec = specs.get(field[1])
+            if spec is None:
+                spec = specs[field[1]] = [None, {}]
+            pair = spec[1].get(field[2])
+            if pair is None:
+                pair = spec[1][field[2]] = [None, None]
+            pair[field[3]] = value
+        elif kind == _PLAIN:
+            plain[field[1]] = value if field[2] else value or None
+        elif kind == _COUNT:
             if not value.isdigit() or not value.isascii() or len(value) > 9:
                 return None   # (signs, spaces, 10 digits and more: as `_to_int` decides)
-            counts[at] = int(value)
-            continue
-        at = _FLAGS.get(key)
-        if at is None:
-            return None
-        flag = _BOOL.get(value.lower())
-        if flag is None:
-            return None
-        flags[at] = flag
+            counts[field[1]] = int(value)
+        elif kind == _GROUP:
+            groups[field[1]] = value
+        elif kind == _RTYPE:
+            spec = specs.get(field[1])
+            if spec is None:
+                specs[field[1]] = [value, {}]
+            else:
+                spec[0] = value
+        elif kind == _FLAG:
+            flag = _BOOL.get(value.lower())
+            if flag is None:
+                return None
+            flags[field[1]] = flag
+        else:
+            names[field[1]] = value
     lo, hi = counts
     if lo < 0 or hi < 0 or not plain.get("image_id"):
         return None
