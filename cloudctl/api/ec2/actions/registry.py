@@ -35,8 +35,9 @@ def action(name: str) -> Callable[[Handler], Handler]:
 
 
 def form(name: str, reader: FormReader) -> Callable[[FormHandler], FormHandler]:
-    """`handler` serves the requests of action `name` that `reader` reads (see FORMS); the action's
-    `@action` handler serves the others and must answer as `handler` does for the same request."""
+    """The decorated handler serves the requests of action `name` that `reader` reads (see FORMS);
+    the action's `@action` handler serves the others and answers as this one does for the same
+    request."""
     def register(fn: FormHandler) -> FormHandler:
         FORMS[name] = (reader, fn)
         return fn
