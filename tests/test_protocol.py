@@ -1274,3 +1274,14 @@ def test_cached_texts_are_bounded(proto: Protocol, monkeypatch: pytest.MonkeyPat
     assert 0 < len(kept) < 20
     assert sum(len(text) for _, text in kept.values()) == proto._renderers._fragment_chars <= 5_000
     assert ("Instance", "i-19") in kept   # the newest kept, the oldest dropped first
+
+
+def test_an_element_built_in_one_string_or_by_concatenation() -> None:
+    """The generated renderers write `<tag>value</tag>` as one f-string; a tag or expression an
+    f-string cannot hold falls back to concatenation: the same text, for str and int values."""
+    quick = protocol_mod._tagged("<a>", "v", "</a>")
+    slow = protocol_mod._tagged("<a'>", "v", "</a'>")
+    assert quick.startswith("f'") and "+" in slow
+    for value in ("x&y", "", 12):
+        assert eval(quick, {"v": value}) == f"<a>{value}</a>"
+        assert eval(slow, {"v": value}) == f"<a'>{value}</a'>"

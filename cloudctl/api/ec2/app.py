@@ -237,8 +237,14 @@ class Ec2Api:
             if not AUTH_PARAMS.isdisjoint(params):
                 for k in AUTH_PARAMS.intersection(params):
                     del params[k]
-            req = svc.protocol.parse(action, params)
-            caller = Caller(user, dry_run=bool(req.pop("DryRun", False)))
+            read = self.ec2.forms.get(action) if svc is self.ec2 else None
+            flat = None if read is None else read[0](params)
+            if flat is None:
+                req = svc.protocol.parse(action, params)
+                dry_run = bool(req.pop("DryRun", False))
+            else:   # (the usual form of an action that reads it at once: registry.FORMS)
+                (req, dry_run), handler = flat, read[1]
+            caller = Caller(user, dry_run=dry_run)
             if self.turns is not None:   # the core's long reads take turns with the answers' slices
                 turns = self.turns
                 caller.turn = lambda: turns.turn(t0)

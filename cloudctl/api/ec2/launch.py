@@ -13,7 +13,8 @@ from typing import Any
 from ...core.errors import CloudError
 from ...core.launch import BlockDevice, DeviceMapping, LaunchSpec
 from ...core.launch_templates import TemplateData, TemplateRef
-from .requests import tag_specs
+from ...core.tags import Tags
+from .requests import Pair, tag_specs
 
 # Accepted in TagSpecifications: instance and volume tags are applied to what the launch makes;
 # network interfaces are not resources of their own here, so their tags have nothing to carry them.
@@ -50,6 +51,101 @@ def launch_spec(req: dict[str, Any]) -> LaunchSpec:
         client_token=req.get("ClientToken"),
         shutdown_behavior=req.get("InstanceInitiatedShutdownBehavior") or "stop",
         disable_api_termination=bool(req.get("DisableApiTermination")))
+
+
+# -- the usual RunInstances form, read at once ----------------------------------------------------------
+# Each field name the quick read knows, written as clients write it (indices from 1, no leading zero,
+# up to the bounds below), with what it sets: one dict lookup a field. Any other name: the general path.
+_PLAIN, _COUNT, _FLAG, _GROUP, _NAME, _RTYPE, _TAG = range(7)
+_FIELDS: dict[str, tuple[Any, ...]] = {
+    # wire name: (_PLAIN, LaunchSpec field, whether `launch_spec` takes it as given, not `or None`)
+    "ImageId": (_PLAIN, "image_id", True), "InstanceType": (_PLAIN, "instance_type", False),
+    "KernelId": (_PLAIN, "kernel_id", False), "RamdiskId": (_PLAIN, "ramdisk_id", False),
+    "Placement.AvailabilityZone": (_PLAIN, "zone", False), "SubnetId": (_PLAIN, "subnet_id", False),
+    "PrivateIpAddress": (_PLAIN, "private_ip", True), "KeyName": (_PLAIN, "key_name", False),
+    "UserData": (_PLAIN, "user_data", False), "ClientToken": (_PLAIN, "client_token", True),
+    "InstanceInitiatedShutdownBehavior": (_PLAIN, "shutdown_behavior", False),
+    "MinCount": (_COUNT, 0), "MaxCount": (_COUNT, 1), "DryRun": (_FLAG, 0), "DisableApiTermination": (_FLAG, 1),
+}
+_FIELDS.update({f"SecurityGroupId.{n}": (_GROUP, n) for n in range(1, 17)})
+_FIELDS.update({f"SecurityGroup.{n}": (_NAME, n) for n in range(1, 17)})
+_FIELDS.update({f"TagSpecification.{n}.ResourceType": (_RTYPE, n) for n in range(1, 4)})
+_FIELDS.update({f"TagSpecification.{n}.Tag.{m}.{part}": (_TAG, n, m, part == "Value")
+                for n in range(1, 4) for m in range(1, 17) for part in ("Key", "Value")})
+_BOOL = {"true": True, "false": False}
+
+
+def flat_spec(params: dict[str, str]) -> tuple[LaunchSpec, bool] | None:
+    """A usual RunInstances form (no Action, Version or auth fields), read in one pass: the spec and
+    the DryRun flag that `Protocol.parse` and `launch_spec` give it, or None for anything else.
+
+    What this reads: the image, type, counts, zone, subnet, address, key, user data, token,
+    shutdown behaviour, termination protection, DryRun, up to 16 groups by id and by name
+    (`SecurityGroupId.N`, `SecurityGroup.N`) and up to 3 TagSpecifications of 16 tags: what
+    boto3, the CLI and the scale bench send. A field it does not know (or written otherwise: a
+    leading zero, an index past those), a count that is not plain digits (or over 9 of them), a
+    flag not `true`/`false` in any case, or a request `launch_spec` would refuse: None, and the
+    general path parses and answers it as before (so every refusal is the general path's).
+    `tests/test_launch_form.py` holds the two to the same spec."""
+    plain: dict[str, Any] = {}
+    counts = [-1, -1]
+    flags = [False, False]
+    groups: dict[int, str] = {}
+    names: dict[int, str] = {}
+    specs: dict[int, list[Any]] = {}   # TagSpecification index -> [resource type, {tag index: [key, value]}]
+    get = _FIELDS.get
+    for key, value in params.items():
+        field = get(key)
+        if field is None:
+            return None
+        kind = field[0]
+        if kind == _TAG:
+            spec = specs.get(field[1])
+            if spec is None:
+                spec = specs[field[1]] = [None, {}]
+            pair = spec[1].get(field[2])
+            if pair is None:
+                pair = spec[1][field[2]] = [None, None]
+            pair[field[3]] = value
+        elif kind == _PLAIN:
+            plain[field[1]] = value if field[2] else value or None
+        elif kind == _COUNT:
+            if not value.isdigit() or not value.isascii() or len(value) > 9:
+                return None   # (signs, spaces, 10 digits and more: as `_to_int` decides)
+            counts[field[1]] = int(value)
+        elif kind == _GROUP:
+            groups[field[1]] = value
+        elif kind == _RTYPE:
+            spec = specs.get(field[1])
+            if spec is None:
+                specs[field[1]] = [value, {}]
+            else:
+                spec[0] = value
+        elif kind == _FLAG:
+            flag = _BOOL.get(value.lower())
+            if flag is None:
+                return None
+            flags[field[1]] = flag
+        else:
+            names[field[1]] = value
+    lo, hi = counts
+    if lo < 0 or hi < 0 or not plain.get("image_id"):
+        return None
+    tags: dict[str, list[Pair]] = {}
+    try:
+        for n in sorted(specs):
+            rtype, tagged = specs[n]
+            if rtype not in _TAGGABLE:
+                return None
+            tags.setdefault(rtype, []).extend(   # (as `requests.pairs` reads EC2's tags)
+                Tags.validate_pairs([(k, v or "") for k, v in (tagged[m] for m in sorted(tagged))]))
+    except CloudError:
+        return None
+    plain["shutdown_behavior"] = plain.get("shutdown_behavior") or "stop"
+    return LaunchSpec(
+        min_count=lo, max_count=hi, group_ids=tuple(groups[n] for n in sorted(groups)),
+        group_names=tuple(names[n] for n in sorted(names)), instance_tags=tuple(tags.get("instance", ())),
+        volume_tags=tuple(tags.get("volume", ())), disable_api_termination=flags[1], **plain), flags[0]
 
 
 def _interface(req: dict[str, Any]) -> tuple[str | None, str | None, tuple[str, ...], bool | None]:

@@ -577,20 +577,19 @@ class _Renderers:
         if done is not None:
             return done[1]
         item_kind, item_open, item_close, payload, _ = spec
-        io, ic = repr(item_open), repr(item_close)
         ns: dict[str, Any] = {"_esc": _esc}
         if item_kind == _STRUCT:
             ns["r"] = self.struct(payload)
             ns["C"] = Cached
             ns["k"] = self._kept(payload)   # (a Cached element's kept text, as a slice would use it)
-            body = (f"    return ''.join([{io} + (r(e) if type(e) is not C else k(e)) + {ic} "
+            body = (f"    return ''.join([{_tagged(item_open, '(r(e) if type(e) is not C else k(e))', item_close)} "
                     "for e in value if e is not None])")
         elif item_kind == _LIST:
             ns["r"] = self.list(payload)
-            body = f"    return ''.join([{io} + r(e) + {ic} for e in value if e is not None])"
+            body = f"    return ''.join([{_tagged(item_open, 'r(e)', item_close)} for e in value if e is not None])"
         elif item_kind == _STR:
-            body = (f"    return ''.join([{io} + (e if {_clean('e')} else _esc(e)) + {ic} "
-                    f"for e in value if e is not None])")
+            text = f"(e if {_clean('e')} else _esc(e))"
+            body = f"    return ''.join([{_tagged(item_open, text, item_close)} for e in value if e is not None])"
         else:
             ns["f"] = _fmt_ts_memo if item_kind == _TS else payload
             body = "\n".join([
@@ -599,7 +598,7 @@ class _Renderers:
                 "        if e is not None:",
                 "            t = f(e)",
                 "            if t is not None:",
-                f"                out.append({io} + t + {ic})",
+                f"                out.append({_tagged(item_open, 't', item_close)})",
                 "    return ''.join(out)",
             ])
         render = _compile("def render(value):\n" + body, ns)
@@ -641,14 +640,13 @@ class _Renderers:
                 lines += [f"    if {v} is not None:", f"        raise SerializationError(m{i})"]
                 continue
             kind, open_tag, close_tag, payload = entry
-            o, c = repr(open_tag), repr(close_tag)
             pieces.append(p)
             piece_keys.append(key)
             if kind == _STR:
                 lines += [
                     f"    if {v} is None: {p} = ''",
-                    f"    elif {fast_str.format(v=v)}: {p} = {o} + {v} + {c}",
-                    f"    else: {p} = {o} + _esc({v}) + {c}",
+                    f"    elif {fast_str.format(v=v)}: {p} = {_tagged(open_tag, v, close_tag)}",
+                    f"    else: {p} = {_tagged(open_tag, f'_esc({v})', close_tag)}",
                 ]
             elif kind == _BOOL:
                 yes, no = repr(open_tag + "true" + close_tag), repr(open_tag + "false" + close_tag)
@@ -657,12 +655,12 @@ class _Renderers:
                 ns[f"f{i}"] = payload
                 lines += [
                     f"    if {v} is None: {p} = ''",
-                    f"    elif type({v}) is int: {p} = {o} + str({v}) + {c}",
-                    f"    else: {p} = {o} + f{i}({v}) + {c}",
+                    f"    elif type({v}) is int: {p} = {_tagged(open_tag, v, close_tag)}",
+                    f"    else: {p} = {_tagged(open_tag, f'f{i}({v})', close_tag)}",
                 ]
             elif kind == _STRUCT:
                 ns[f"r{i}"] = self.struct(payload)
-                lines.append(f"    {p} = '' if {v} is None else {o} + r{i}({v}) + {c}")
+                lines.append(f"    {p} = '' if {v} is None else {_tagged(open_tag, f'r{i}({v})', close_tag)}")
             elif kind == _LIST:
                 ns[f"r{i}"] = self.list(payload)
                 ns[f"e{i}"] = payload[4]
@@ -671,7 +669,7 @@ class _Renderers:
                 lines += [
                     f"    if {v} is None: {p} = ''",
                     f"    elif lz and type({v}) is lazy: {p} = (k{i}, {v})",
-                    f"    elif {v}: {p} = {o} + r{i}({v}) + {c}",
+                    f"    elif {v}: {p} = {_tagged(open_tag, f'r{i}({v})', close_tag)}",
                     f"    else: {p} = e{i}",
                 ]
             else:
@@ -680,7 +678,7 @@ class _Renderers:
                     f"    if {v} is None: {p} = ''",
                     "    else:",
                     f"        t = f{i}({v})",
-                    f"        {p} = '' if t is None else {o} + t + {c}",
+                    f"        {p} = '' if t is None else {_tagged(open_tag, 't', close_tag)}",
                 ]
         pieces = [pieces[n] for n in table.ordered(piece_keys)]   # written in EC2's order where fixed
         kinds = [table[key][0] if type(key) is str and key in table else -1 for key in keys]
@@ -713,6 +711,14 @@ class _Renderers:
         joined = "".join("{" + p + "}" for p in pieces)
         lines.append(f"    return f'{joined}'" if pieces else "    return ''")
         return _compile("def render(value, lazy=None):\n" + "\n".join(lines), ns)
+
+
+def _tagged(open_tag: str, expr: str, close_tag: str) -> str:
+    """Source for ``open_tag + (expr) + close_tag`` (expr a str, or an exact int) as one f-string:
+    one string built per element, not two concatenations' two."""
+    if any(ch in open_tag + close_tag + expr for ch in "{}'\\\n"):
+        return f"{open_tag!r} + str({expr}) + {close_tag!r}"
+    return f"f'{open_tag}{{{expr}}}{close_tag}'"
 
 
 def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:

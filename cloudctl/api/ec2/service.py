@@ -4,6 +4,7 @@ from __future__ import annotations
 from ...core.errors import ErrorKind
 from ..service import Service
 from .actions import ACTIONS
+from .actions.registry import FORMS
 from .protocol import Protocol
 
 # HTTP status per error code; everything else deterministic is 400 (botocore retries 5xx).
@@ -19,6 +20,7 @@ class Ec2Service(Service):
         self.name = "ec2"
         self.protocol = protocol
         self.actions = ACTIONS
+        self.forms = FORMS   # (actions whose usual form skips `protocol.parse`: registry.FORMS)
         self.read_only = ("Describe", "Get")
         self._errors = protocol
 

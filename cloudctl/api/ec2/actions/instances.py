@@ -13,13 +13,14 @@ from ....core.compute import STATE_CODES, DeleteOnTermination, InstanceAttribute
 from ....core.context import Caller
 from ....core.errors import CloudError
 from ....core.instance_facts import InstanceFacts, describe_page, facts_of
+from ....core.launch import LaunchSpec
 from ....core.network import interface_id
 from ....core.volumes import ROOT_DEVICE
 from ....store.records import Instance, Reservation, Volume
 from .. import requests
-from ..launch import counts, launch_spec, request_data, template_ref
+from ..launch import counts, flat_spec, launch_spec, request_data, template_ref
 from ..protocol import Cached, LazyList
-from .registry import action, ts
+from .registry import action, form, ts
 
 
 def _state(name: str) -> dict[str, Any]:
@@ -151,11 +152,18 @@ def launch_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts]) -> d
 @action("RunInstances")
 async def run_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
     template = req.get("LaunchTemplate")
-    if template is None:   # (the hot path: nothing more than before)
+    if template is None:
         spec = launch_spec(req)
     else:
         spec = cloud.launch_templates.run_spec(caller, template_ref(template), template.get("Version"),
                                                request_data(req), *counts(req), req.get("ClientToken"))
+    return await run_spec(cloud, caller, spec)
+
+
+@form("RunInstances", flat_spec)
+async def run_spec(cloud: Cloud, caller: Caller, spec: LaunchSpec) -> dict[str, Any]:
+    """RunInstances of a spec: the usual form's, read straight from its fields (`flat_spec`), or
+    `run_instances`' from the parsed request."""
     res, insts = await cloud.compute.run(caller, spec)
     return launch_view(cloud, res, facts_of(cloud, insts))
 

@@ -13,6 +13,12 @@ from ..model import Ec2Model, ModelError
 
 Handler = Callable[[Cloud, Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 ACTIONS: dict[str, Handler] = {}
+# An action's usual form read straight into what its core call takes, past `Protocol.parse`: the
+# form's fields (no Action, Version or auth fields) -> (the request for `handler`, DryRun), or None:
+# then the general parse and the action's own handler, which answer whatever the reader passes on.
+FormReader = Callable[[dict[str, str]], "tuple[Any, bool] | None"]
+FormHandler = Callable[[Cloud, Caller, Any], Awaitable[dict[str, Any]]]
+FORMS: dict[str, tuple[FormReader, FormHandler]] = {}
 
 
 class ActionsError(ModelError):
@@ -24,6 +30,16 @@ def action(name: str) -> Callable[[Handler], Handler]:
         other = ACTIONS.setdefault(name, fn)
         if other is not fn:
             raise ActionsError(f"EC2 action {name} has two handlers: {_where(other)} and {_where(fn)}")
+        return fn
+    return register
+
+
+def form(name: str, reader: FormReader) -> Callable[[FormHandler], FormHandler]:
+    """The decorated handler serves the requests of action `name` that `reader` reads (see FORMS);
+    the action's `@action` handler serves the others and answers as this one does for the same
+    request."""
+    def register(fn: FormHandler) -> FormHandler:
+        FORMS[name] = (reader, fn)
         return fn
     return register
 
