@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import pickle
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,36 @@ async def test_rows_with_rare_values_survive_the_journal_and_a_checkpoint(tmp_pa
             await s.started()
             await s.checkpoint()
         await s.close()
+
+
+BEFORE = Path(__file__).parent / "data" / "state-before-rare-fields"
+
+
+async def test_state_written_before_loads_as_it_was(tmp_path: Path) -> None:
+    """`tests/data/state-before-rare-fields/` was written by main's store before this change: a
+    checkpoint (instances stopped, terminated, with a kernel, ramdisk, root size, instance-store disk
+    and a bare-metal NIC, one with every rare field default; a volume in error with its options) and
+    a journal after it (a state change, one more instance); `expected.json` holds that store's digest
+    and the rare fields' values."""
+    shutil.copytree(BEFORE, tmp_path / "state")
+    expected = json.loads((BEFORE / "expected.json").read_text())
+
+    def rare(s: Store) -> tuple[dict[str, Any], dict[str, Any]]:
+        def plain(v: Any) -> Any:
+            return json.loads(json.dumps(v))
+        return ({i.id: {f: plain(getattr(i, f)) for f in Instance.__rare__} for i in s.table(Instance).values()},   # type: ignore[attr-defined]
+                {v.id: {f: getattr(v, f) for f in Volume.__rare__} for v in s.table(Volume).values()})   # type: ignore[attr-defined]
+
+    s = Store(tmp_path / "state")
+    await s.open()
+    assert s.digest() == expected["digest"]   # every row encodes as main's store wrote it
+    assert rare(s) == (expected["instances"], expected["volumes"])
+    assert s.table(Instance).get("i-0123456789abcdef4")._rare is not Instance.__rare_defaults__   # type: ignore[union-attr]
+    assert s.table(Volume).get("vol-1")._rare is Volume.__rare_defaults__   # type: ignore[union-attr]
+    await s.started()
+    await s.checkpoint()   # written from the packed rows, read back: the same state
+    await s.close()
+    again = Store(tmp_path / "state")
+    await again.open()
+    assert again.digest() == expected["digest"] and rare(again) == (expected["instances"], expected["volumes"])
+    await again.close()
