@@ -48,7 +48,7 @@ constraints:
 # starts: set here, `cloudctl serve` need not re-execute itself with it (cloudctl/malloc.py);
 # an operator's own GLIBC_TUNABLES wins.
 run:
-	GLIBC_TUNABLES="$${GLIBC_TUNABLES:-glibc.malloc.tcache_count=2}" $(PY) -m cloudctl serve --config $(CONFIG)
+	GLIBC_TUNABLES="$${GLIBC_TUNABLES:-glibc.malloc.tcache_count=2:glibc.malloc.mmap_threshold=1048576}" $(PY) -m cloudctl serve --config $(CONFIG)
 
 # ruff (config in pyproject.toml): pyflakes' checks, pycodestyle's, import order, 120 columns.
 lint:

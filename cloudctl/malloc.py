@@ -22,6 +22,13 @@ And one that glibc reads only when a process starts:
   blocks nobody reuses: 2 a class was ~5 MiB less at 20,000 instances with 200 hosts, at no measurable
   cost in instructions (docs/scaling.md, perf-mem4). `serve` re-executes itself once with it, so every
   way of starting the server (`make run`, a service unit, `cloudctl serve`, the benches) gets it.
+  With it `glibc.malloc.mmap_threshold=1048576`: blocks of 1 MiB and more (the tables of a large
+  state, a 50,000-entry dict is ~2.5 MiB) are mapped on their own and given back when a resize frees
+  them. glibc's default threshold rises to the size of each such block freed, so the next tables came
+  from the heap and the old ones left holes in it that it kept (~4 MiB at 50,000 instances). The price
+  is page faults for each such block made again: ~10,000 per checkpoint at 50,000 (its encoding's
+  buffers; 43,000 with a 128 KiB threshold), nothing a launch or a describe by id allocates
+  (docs/scaling.md, perf-mem7).
   The same exec gives the interpreter `PYTHONNODEBUGRANGES=1` unless the environment has it (even
   empty): code objects without their column tables (~0.35 MiB of the base RSS, docs/scaling.md,
   perf-base5); tracebacks then name the line without carets under the failing expression.
@@ -41,7 +48,8 @@ log = logging.getLogger("cloudctl")
 
 M_ARENA_MAX = -8   # <malloc.h>
 ARENAS = 2
-TUNABLES = "glibc.malloc.tcache_count=2"
+MMAP_THRESHOLD = 1 << 20
+TUNABLES = f"glibc.malloc.tcache_count=2:glibc.malloc.mmap_threshold={MMAP_THRESHOLD}"
 # The re-exec's switch: "0" (or "no", "off", "false") in the environment turns it off; the re-executed
 # process gets "done", so nothing execs twice even if the loader dropped GLIBC_TUNABLES.
 EXEC_SWITCH = "CLOUDCTL_MALLOC_EXEC"

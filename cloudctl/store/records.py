@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from ..derived import derive_mac, derive_uuid
 from .frozen import EMPTY, FrozenMap, freeze, shared, shared_map
+from .rare import rare_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,10 @@ class User(Row):
         _tuples(self, "dns")
 
 
+# Ten fields a running instance launched without those options holds at their default, in one slot
+# (store/rare.py): 31 slots were 280 B a row, 22 are 208.
+@rare_fields("state_reason_code", "state_reason_message", "transition_reason", "disable_api_termination",
+             "terminated_at", "kernel_id", "ramdisk_id", "root_gib", "vlan_nics", "ephemeral")
 @dataclass(frozen=True, slots=True)
 class Instance(Row):
     table: ClassVar[str] = "instances"
@@ -293,6 +298,9 @@ class Lease(Row):
     subnet_id: str | None = None      # None in leases from before networks: the zone's default
 
 
+# A volume's rarely given options and its error message in one slot (store/rare.py): 19 slots were
+# 184 B a row (192 in the allocator), 16 are 160.
+@rare_fields("snapshot_id", "iops", "throughput", "state_message")
 @dataclass(frozen=True, slots=True)
 class Volume(Row):
     table: ClassVar[str] = "volumes"

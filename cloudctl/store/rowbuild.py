@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from .rare import RARE_SLOT, default_test
 from .records import Row
 
 # A field whose values, at load, were this many different strings is not shared (ids, addresses).
@@ -43,9 +44,11 @@ def _loading_class(row_type: type[Row]) -> type | None:
     return twin
 
 
-def _source(names: tuple[str, ...], shared: dict[int, str], direct: bool, post: bool) -> str:
+def _source(names: tuple[str, ...], shared: dict[int, str], direct: bool, post: bool,
+            rare: tuple[str, ...] = (), rare_defaults: tuple[Any, ...] = ()) -> str:
     """The text of `make(values)`: each value, shared through `shared[i]`'s function when it is a
-    string, set on a new object of the loading class (`direct`) or passed to the row's constructor."""
+    string, set on a new object of the loading class (`direct`) or passed to the row's constructor.
+    A row type's rare fields (store/rare.py) are set in one step, as its constructor sets them."""
     v = [f"v{i}" for i in range(len(names))]
     out = [f"def make(values):\n    {', '.join(v)}, = values"]
     vals = [f"({s}({x}, {x}) if type({x}) is str else {x})" if (s := shared.get(i)) else x for i, x in enumerate(v)]
@@ -53,7 +56,12 @@ def _source(names: tuple[str, ...], shared: dict[int, str], direct: bool, post: 
         out.append(f"    return _T({', '.join(vals)})")
         return "\n".join(out) + "\n"
     out.append("    o = _new(_W)")
-    out += [f"    o.{n} = {x}" for n, x in zip(names, vals)]
+    out += [f"    o.{n} = {x}" for n, x in zip(names, vals) if n not in rare]
+    if rare:
+        at = {n: i for i, n in enumerate(names)}
+        args = [v[at[n]] for n in rare]
+        out += [f"    {v[at[n]]} = {vals[at[n]]}" for n in rare if at[n] in shared]   # (shared as the others)
+        out.append(f"    o.{RARE_SLOT} = _N if {default_test(rare, rare_defaults, args)} else _H({', '.join(args)})")
     out.append("    o.__class__ = _T")
     if post:
         out.append("    _post(o)")
@@ -69,9 +77,16 @@ def maker(row_type: type[Row], names: tuple[str, ...],
     shared = shared or {}
     twin = _loading_class(row_type) if direct else None
     post = getattr(row_type, "__post_init__", None)
-    env: dict[str, Any] = {"_new": object.__new__, "_W": twin, "_T": row_type, "_post": post}
+    rare: tuple[str, ...] = getattr(row_type, "__rare__", ())
+    none = getattr(row_type, "__rare_defaults__", ())
+    if twin is not None and not set(rare) <= set(names):
+        twin = None   # (names without a rare field: by the constructor, which knows its default)
+    env: dict[str, Any] = {"_new": object.__new__, "_W": twin, "_T": row_type, "_post": post,
+                           "_N": none, "_H": type(none)}
     env.update((f"_s{i}", fn) for i, fn in shared.items())
-    exec(_source(names, {i: f"_s{i}" for i in shared}, twin is not None, post is not None), env)   # noqa: S102
+    env.update((f"_d{k}", d) for k, d in enumerate(none))
+    exec(_source(names, {i: f"_s{i}" for i in shared}, twin is not None, post is not None,   # noqa: S102
+                 rare, tuple(none)), env)
     # (Taken out of its globals: left there, function and globals were a cycle that outlived the load,
     # and with them the load's dicts of shared values, ~8 MiB at 50,000 instances: `gc.freeze` after
     # the load keeps whatever the collector has not freed by then.)
