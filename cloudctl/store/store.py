@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row, Tag, encode_changes
-from .replay import overwritten, replay, written_row
+from .replay import AtStart, overwritten, replay, written_row
 from .rowbuild import RowBuilder
 from .tagtable import TagTable
 
@@ -551,7 +551,7 @@ class Store:
         journals = sorted(int(p.name.split(".")[1]) for p in self.state_dir.glob("journal.*")
                           if p.name.split(".")[1].isdigit())
         base = -1
-        plans: dict[int, bytearray] = {}
+        plans: dict[int, tuple[bytearray, AtStart]] = {}
         pending = 0
         for gen in ckpt.generations(self.state_dir):
             # Applied as read (the rows are never all held at once): checkpoint_lines checks the whole
@@ -567,7 +567,8 @@ class Store:
             # writes again (its last write by a record's first operation) is not decoded; it holds
             # its place in the table until that record replaces or deletes it.
             written: set[bytes] = set()
-            plans = {g: overwritten(journal_path(self.state_dir, g), written) for g in journals if g >= gen}
+            plans = {g: (overwritten(journal_path(self.state_dir, g), written, at := AtStart()), at)
+                     for g in journals if g >= gen}
             try:
                 pending = self._apply_checkpoint(itertools.chain((first,) if first else (), lines), written)
             except _ReadFailed as e:
@@ -583,7 +584,7 @@ class Store:
         for gen in journals:
             if gen < max(base, 0):
                 continue
-            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._rows_of, plans.get(gen))
+            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._rows_of, *plans.pop(gen, ()))
             replayed += n
             skipped += s
         if pending and (any(r is _PENDING for t in self.tables.values() if t.holds_rows for r in t.rows.values())
