@@ -256,10 +256,26 @@ def _spelled(key: str, rng: random.Random) -> str:
     return '"' + "".join(out) + '"'
 
 
+def _check_skips(records: list[str], applied: list[str], keys: set[str]) -> None:
+    """Every record of `records` not in `applied` (each record is unique: the applied ones are found
+    in order) is a put of one operation whose key is in `keys` when it comes: `keys` is changed as a
+    replay of every record changes the table's keys."""
+    left = iter(applied)
+    want = next(left, None)
+    for record in records:
+        ops = json.loads(record)
+        if record == want:
+            want = next(left, None)
+        else:
+            assert len(ops) == 1 and ops[0][0] == "p" and ops[0][2] in keys, record
+        for op in ops:
+            (keys.add if op[0] == "p" else keys.discard)(op[2])
+    assert want is None
+
+
 def _skips_are_safe(path: Path, keys: set[str]) -> int:
     """Replay `path` onto a model of the leases' keys (`keys`, changed as a full replay changes
-    them); check that every record the replay skipped is a put of one operation whose key is there
-    when it comes, as a replay of every record has it. Returns how many were skipped."""
+    them); check the records it skipped (`_check_skips`). Returns how many were skipped."""
     records = list(read_journal(path))
     applied: list[str] = []
 
@@ -271,17 +287,8 @@ def _skips_are_safe(path: Path, keys: set[str]) -> int:
     live = set(keys)
     n, skipped = replay_module.replay(path, apply, lambda t: live if t == "leases" else None)
     assert n == len(records) and len(applied) == n - skipped
-    left = iter(applied)
-    want = next(left, None)
-    for record in records:   # (each record is unique: the applied ones are found in order)
-        ops = json.loads(record)
-        if record == want:
-            want = next(left, None)
-        else:
-            assert len(ops) == 1 and ops[0][0] == "p" and ops[0][2] in keys, record
-        for op in ops:
-            (keys.add if op[0] == "p" else keys.discard)(op[2])
-    assert want is None and live == keys
+    _check_skips(records, applied, keys)
+    assert live == keys
     return skipped
 
 
@@ -302,6 +309,7 @@ async def test_keys_written_every_way_leave_the_state_of_a_full_replay(
                 tx.put(_lease(k, i))
     await store.sync()
     keys = set(store.table(Lease).rows)
+    at_checkpoint = set(keys)
     await store.checkpoint()
     await store.close()
     sure = skipped = 0
@@ -325,10 +333,47 @@ async def test_keys_written_every_way_leave_the_state_of_a_full_replay(
         skipped += _skips_are_safe(path, keys)
     assert sure > 5 and skipped > sure
     full, _ = _load(tmp_path, skip=False, monkeypatch=monkeypatch)
+    applied: dict[str, list[str]] = {}
+    real_replay = replay_module.replay
+
+    def recording(path: Path, apply, *a):  # type: ignore[no-untyped-def]
+        got = applied.setdefault(path.name, [])
+        return real_replay(path, lambda p: (got.append(p), apply(p))[1], *a)
+
+    monkeypatch.setattr(replay_module, "replay", recording)   # (the store's: its checkpoint marks some)
     fast, skipped_in_load = _load(tmp_path, skip=True, monkeypatch=monkeypatch)
     assert skipped_in_load == skipped
+    for gen in (2, 3):
+        path = journal_path(tmp_path, gen)
+        _check_skips(list(read_journal(path)), applied[path.name], at_checkpoint)
     assert _state(fast) == _state(full)
     assert fast.digest() == full.digest()
+
+
+async def test_only_the_first_journal_after_the_checkpoint_takes_its_rows_as_there(tmp_path: Path) -> None:
+    """The checkpoint's rows are there when the first journal after it starts, not when a later one
+    does: a key the first deletes is put again by the later one's first record (applied, not
+    skipped), so it comes before a key put after it, as in a replay of every record."""
+    store = Store(tmp_path)
+    await store.open()
+    with store.txn() as tx:
+        tx.put(_lease("a", 0))
+    await store.sync()
+    await store.checkpoint()   # (generation 2)
+    await store.close()
+
+    def put(k: str, n: int) -> str:
+        return '[["p","leases",%s,%s]]' % (json.dumps(k), encode_row(_lease(k, n)))
+
+    journals = {2: ['[["d","leases","a"]]'], 3: [put("a", 1), put("b", 2), put("a", 3)]}
+    for gen, records in journals.items():
+        journal_path(tmp_path, gen).write_bytes(
+            b'{"format": "cloudctl-journal", "version": 1, "generation": %d}\n' % gen
+            + b"".join(encode_record(r) for r in records))
+    loaded = Store(tmp_path)
+    loaded._load()
+    assert list(loaded.table(Lease).rows) == ["a", "b"]
+    assert loaded.table(Lease).rows["a"].instance_id == _lease("a", 3).instance_id
 
 
 def test_rows_built_by_position_equal_rows_built_by_name() -> None:

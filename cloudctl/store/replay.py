@@ -69,15 +69,15 @@ class AtStart:
         self.at = array("q")            # the record's index in the file
 
 
-def overwritten(path: Path, written: set[bytes] | None = None, at_start: AtStart | None = None) -> bytearray:
+def overwritten(path: Path, written: dict[bytes, int] | None = None, at_start: AtStart | None = None) -> bytearray:
     """One flag a record, in file order: `SKIP` for a record whose first operation is a put of a
     key that a later record's first operation writes again (whether the record has only that
     operation and its key is there is for `replay` to check), `SURE` for such a record that has
     one operation and whose key is certainly in its table when it comes. Reads the whole file
     (checking the framing and cutting a torn tail, as `read_payloads` does) before the caller
     applies anything. Adds to `written` each key a record's first operation writes
-    (`'<table>","<key>'`): the last such record of a key is never skipped. `at_start`: gets the
-    `SKIP` records that are `SURE` if their key is there when the file's replay starts.
+    (`'<table>","<key>'`, to -1): the last such record of a key is never skipped. `at_start`: gets
+    the `SKIP` records that are `SURE` if their key is there when the file's replay starts.
 
     Present is proven by the file alone: the previous record to write the key by its first
     operation was a put, and no record since (that one included) may have deleted it: a record
@@ -134,7 +134,7 @@ def overwritten(path: Path, written: set[bytes] | None = None, at_start: AtStart
         last[ident] = i
         append(flag)
     if written is not None:
-        written.update(last)
+        written.update(dict.fromkeys(last, -1))
     return flags.translate(_LEFT)
 
 
@@ -200,14 +200,15 @@ _READ = bytes(0 if f == SURE else 1 for f in range(256))   # (flag -> read the r
 _ROW = re.compile(rb'\["([a-z_]+)","([^"]*)",')
 
 
-def written_row(line: bytes, written: Container[bytes]) -> tuple[str, str] | None:
-    """(table, key) of a checkpoint row line whose '<table>","<key>' (as `overwritten` notes them)
-    is certain and in `written`; else None. (One call a row: the load's checkpoint pass made three.)"""
+def written_row(line: bytes, written: dict[bytes, int]) -> tuple[str, str, int] | None:
+    """(table, key, `written[ident]`) of a checkpoint row line whose ident '<table>","<key>' (as
+    `overwritten` notes them) is certain and in `written`; else None. (One call a row: the load's
+    checkpoint pass made three.)"""
     m = _ROW.match(line)
     if m is None:
         return None
     end = m.end(2)
-    if line[end - 1] == 92 or line[2:end] not in written:   # (a backslash before the quote: see `_FIRST`)
+    if line[end - 1] == 92 or (at := written.get(line[2:end])) is None:   # (a backslash before the quote: see `_FIRST`)
         return None
     tb, raw = m.group(1, 2)
-    return tb.decode(), (_scanstring(raw.decode() + '"', 0)[0] if 92 in raw else raw.decode())
+    return tb.decode(), (_scanstring(raw.decode() + '"', 0)[0] if 92 in raw else raw.decode()), at

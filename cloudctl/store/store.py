@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row, Tag, encode_changes
-from .replay import AtStart, overwritten, replay, written_row
+from .replay import SURE, AtStart, overwritten, replay, written_row
 from .rowbuild import RowBuilder
 from .tagtable import TagTable
 
@@ -494,14 +494,19 @@ class Store:
             else:
                 table._set(key, None)
 
-    def _apply_checkpoint(self, lines: Iterable[bytes], written: set[bytes]) -> int:
-        """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many."""
+    def _apply_checkpoint(self, lines: Iterable[bytes], written: dict[bytes, int],
+                          sure: bytearray | None = None) -> int:
+        """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many. The
+        first journal's record `written[ident]` (when >= 0) is then `SURE` in `sure`: its key is
+        there when that journal's replay starts (see `replay.AtStart`)."""
         pending = 0
         share = self._rows.share
         try:
             for line in lines:
                 if written and (held := written_row(line, written)) is not None:
-                    table, key = held
+                    table, key, at = held
+                    if at >= 0 and sure is not None:
+                        sure[at] = SURE
                     tbl = self.tables[table]
                     if tbl.holds_rows:
                         tbl.rows[share(key, key)] = _PENDING   # (the dict keeps this key object)
@@ -551,7 +556,7 @@ class Store:
         journals = sorted(int(p.name.split(".")[1]) for p in self.state_dir.glob("journal.*")
                           if p.name.split(".")[1].isdigit())
         base = -1
-        plans: dict[int, tuple[bytearray, AtStart]] = {}
+        plans: dict[int, tuple[bytearray, AtStart | None]] = {}
         pending = 0
         for gen in ckpt.generations(self.state_dir):
             # Applied as read (the rows are never all held at once): checkpoint_lines checks the whole
@@ -566,11 +571,18 @@ class Store:
             # The journals' first pass, before the rows: a row that a journal record applied later
             # writes again (its last write by a record's first operation) is not decoded; it holds
             # its place in the table until that record replaces or deletes it.
-            written: set[bytes] = set()
+            written: dict[bytes, int] = {}
             plans = {g: (overwritten(journal_path(self.state_dir, g), written, at := AtStart()), at)
                      for g in journals if g >= gen}
+            # (The first journal's records that are SURE if their key is there when it starts: the
+            # checkpoint marks those whose rows it holds, as it reads them; none is looked up again.)
+            sure = None
+            if plans:
+                sure, at = plans[g := min(plans)]
+                written.update(zip(at.idents, at.at))
+                plans[g] = (sure, None)
             try:
-                pending = self._apply_checkpoint(itertools.chain((first,) if first else (), lines), written)
+                pending = self._apply_checkpoint(itertools.chain((first,) if first else (), lines), written, sure)
             except _ReadFailed as e:
                 self._clear()
                 log.error("%s; falling back to the previous generation", e.__cause__)
