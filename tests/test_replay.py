@@ -353,11 +353,13 @@ async def test_keys_written_every_way_leave_the_state_of_a_full_replay(
 async def test_only_the_first_journal_after_the_checkpoint_takes_its_rows_as_there(tmp_path: Path) -> None:
     """The checkpoint's rows are there when the first journal after it starts, not when a later one
     does: a key the first deletes is put again by the later one's first record (applied, not
-    skipped), so it comes before a key put after it, as in a replay of every record."""
+    skipped), so it comes before a key put after it, as in a replay of every record. A record the
+    checkpoint's row is there for is skipped only if a later one writes the key again."""
     store = Store(tmp_path)
     await store.open()
     with store.txn() as tx:
         tx.put(_lease("a", 0))
+        tx.put(_lease("c", 0))
     await store.sync()
     await store.checkpoint()   # (generation 2)
     await store.close()
@@ -365,15 +367,17 @@ async def test_only_the_first_journal_after_the_checkpoint_takes_its_rows_as_the
     def put(k: str, n: int) -> str:
         return '[["p","leases",%s,%s]]' % (json.dumps(k), encode_row(_lease(k, n)))
 
-    journals = {2: ['[["d","leases","a"]]'], 3: [put("a", 1), put("b", 2), put("a", 3)]}
+    # (c: the first journal's only write of it, its first and its last: applied.)
+    journals = {2: [put("c", 5), '[["d","leases","a"]]'], 3: [put("a", 1), put("b", 2), put("a", 3)]}
     for gen, records in journals.items():
         journal_path(tmp_path, gen).write_bytes(
             b'{"format": "cloudctl-journal", "version": 1, "generation": %d}\n' % gen
             + b"".join(encode_record(r) for r in records))
     loaded = Store(tmp_path)
     loaded._load()
-    assert list(loaded.table(Lease).rows) == ["a", "b"]
+    assert list(loaded.table(Lease).rows) == ["c", "a", "b"]
     assert loaded.table(Lease).rows["a"].instance_id == _lease("a", 3).instance_id
+    assert loaded.table(Lease).rows["c"].instance_id == _lease("c", 5).instance_id
 
 
 def test_rows_built_by_position_equal_rows_built_by_name() -> None:
