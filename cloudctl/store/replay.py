@@ -78,8 +78,10 @@ def overwritten(path: Path, written: dict[bytes, int] | None = None, at_start: A
     one operation and whose key is certainly in its table when it comes. Reads the whole file
     (checking the framing and cutting a torn tail, as `read_payloads` does) before the caller
     applies anything. Adds to `written` each key a record's first operation writes
-    (`'<table>","<key>'`, to -1): the last such record of a key is never skipped. `at_start`: gets
-    the `SKIP` records that are `SURE` if their key is there when the file's replay starts.
+    (`'<table>","<key>'`, to a value >= 0: see `mark_at_start`; given empty, it is the pass's own
+    dict, not a copy of it: 369,010 keys are ~21 MB): the last such record of a key is never
+    skipped. `at_start`: gets the records that are `SURE` if overwritten (`SKIP`) and their key
+    is there when the file's replay starts.
 
     Present is proven by the file alone: the previous record to write the key by its first
     operation was a put, and no record since (that one included) may have deleted it: a record
@@ -89,7 +91,8 @@ def overwritten(path: Path, written: dict[bytes, int] | None = None, at_start: A
     The record's own put (or, if skipped, the key being there) leaves the key there either way.
     """
     flags = bytearray()
-    last: dict[bytes, int] = {}   # '<table>","<key>' -> the last record whose first operation wrote it
+    # '<table>","<key>' -> the last record whose first operation wrote it
+    last: dict[bytes, int] = written if written is not None and not written else {}
     match, op, dl = _FIRST.match, _OP.search, _DEL.search
     append = flags.append
     over = _OVERWRITTEN
@@ -137,9 +140,18 @@ def overwritten(path: Path, written: dict[bytes, int] | None = None, at_start: A
             flags[prev] = over[f]
         last[ident] = i
         append(flag)
-    if written is not None:
-        written.update(zip(last, itertools.repeat(-1)))   # (no dict between: 369,010 keys are ~21 MB)
+    if written is not None and last is not written:   # (a later file's: its keys not there yet)
+        written.update(zip(last.keys() - written.keys(), itertools.repeat(0)))
     return flags.translate(_LEFT)
+
+
+def mark_at_start(written: dict[bytes, int], flags: bytearray, at_start: AtStart) -> None:
+    """Note in `written` (`overwritten`'s) the first file's records that are `SURE` if the
+    checkpoint holds their row (`~index`, < 0; other values are >= 0): `Store._apply_checkpoint`
+    marks them as it reads the rows, and none is looked up again."""
+    for ident, i in zip(at_start.idents, at_start.at):
+        if flags[i] == SKIP:   # (overwritten later: else applied)
+            written[ident] = ~i   # (the key is there: the dict grows not)
 
 
 def replay(path: Path, apply: Callable[[str], None], rows_of: Callable[[str], Container[str] | None],

@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row, Tag, encode_changes
-from .replay import SKIP, SURE, AtStart, overwritten, replay, written_row
+from .replay import SURE, AtStart, mark_at_start, overwritten, replay, written_row
 from .rowbuild import RowBuilder
 from .tagtable import TagTable
 
@@ -497,16 +497,16 @@ class Store:
     def _apply_checkpoint(self, lines: Iterable[bytes], written: dict[bytes, int],
                           sure: bytearray | None = None) -> int:
         """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many. The
-        first journal's record `written[ident]` (when >= 0 and overwritten later) is then `SURE` in
-        `sure`: its key is there when that journal's replay starts (see `replay.AtStart`)."""
+        first journal's record `~written[ident]` (when `written[ident]` < 0) is then `SURE` in
+        `sure`: its key is there when that journal's replay starts (see `replay.mark_at_start`)."""
         pending = 0
         share = self._rows.share
         try:
             for line in lines:
                 if written and (held := written_row(line, written)) is not None:
                     table, key, at = held
-                    if at >= 0 and sure is not None and sure[at] == SKIP:   # (SKIP: overwritten later)
-                        sure[at] = SURE
+                    if at < 0 and sure is not None:   # (see `mark_at_start`)
+                        sure[~at] = SURE
                     tbl = self.tables[table]
                     if tbl.holds_rows:
                         tbl.rows[share(key, key)] = _PENDING   # (the dict keeps this key object)
@@ -579,7 +579,7 @@ class Store:
             sure = None
             if plans:
                 sure, at = plans[g := min(plans)]
-                written.update(zip(at.idents, at.at))
+                mark_at_start(written, sure, at)
                 plans[g] = (sure, None)
             at = None   # (its lists: not kept through the load)
             try:
