@@ -73,7 +73,7 @@ def _load(state: Path, skip: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Sto
         if not skip:
             # (no record skipped, and no checkpoint row left undecoded: every row built and applied)
             m.setattr("cloudctl.store.store.overwritten",
-                      lambda path, written=None, at_start=None: bytearray(len(list(read_journal(path)))))
+                      lambda path, written=None, first=False: bytearray(len(list(read_journal(path)))))
         m.setattr("cloudctl.store.store.replay", counting)
         s = Store(state)
         s._load()

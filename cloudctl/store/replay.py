@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from array import array
 from collections.abc import Callable, Container
 from json.decoder import scanstring as _scanstring  # (the C one)
 from pathlib import Path
@@ -50,38 +49,31 @@ SKIP = 1
 SURE = 3
 # While the first pass runs, a put not yet known to be overwritten: of several operations or not proven
 # present (_PUT), a one-operation put proven present (_PUT_SURE), a one-operation put present if its key
-# is there when the file's replay starts (_PUT_AT_START). Overwritten: SKIP, SURE, SKIP (and noted).
-_PUT, _PUT_SURE, _PUT_AT_START = 2, 4, 6
-_OVERWRITTEN = bytes([0, 0, SKIP, 0, SURE, 0, SKIP])   # (a put's flag -> its flag once overwritten)
-_LEFT = bytes([0, SKIP, 0, SURE]).ljust(256, b"\0")     # (flag -> flag at the end: puts left are applied)
+# is there when the file's replay starts (_PUT_AT_START). Overwritten: SKIP, SURE, _AT_START (a SKIP the
+# checkpoint may make SURE, see `overwritten`'s `first`). _FIRST_WRITE: the first record of its key.
+_PUT, _PUT_SURE, _AT_START, _PUT_AT_START = 2, 4, 5, 6
+_FIRST_WRITE = 16
+_OVERWRITTEN = bytes((f & _FIRST_WRITE) | (0, 0, SKIP, 0, SURE, 0, _AT_START, 0)[f & 7] if f < 32 else 0
+                     for f in range(256))   # (a put's flag -> its flag once overwritten)
+_LEFT = bytes(f & 7 if f & 7 in (SKIP, SURE) else SKIP if f & 7 == _AT_START else 0
+              for f in range(256))          # (flag -> flag at the end: puts left are applied)
+_IS_FIRST = bytes(1 if f & _FIRST_WRITE else 0 for f in range(256))
 
 
-class AtStart:
-    """The first pass's one-operation puts whose key, if it is in the table when the file's replay
-    starts, is certainly there when they come (no earlier record of the file writes it or may
-    delete it); those overwritten later (flagged `SKIP`) are then `SURE`: `replay` looks each up
-    once, before the file's first record, and skips those present unread (the load has the
-    checkpoint mark the first file's, see `Store._apply_checkpoint`). (Two flat lists: a dict or a
-    tuple each would be ~20 MB for 369,010.)"""
-
-    __slots__ = ("idents", "at")
-
-    def __init__(self) -> None:
-        self.idents: list[bytes] = []   # '<table>","<key>' as in the record
-        self.at = array("q")            # the record's index in the file
-
-
-def overwritten(path: Path, written: dict[bytes, int] | None = None, at_start: AtStart | None = None) -> bytearray:
+def overwritten(path: Path, written: dict[bytes, int] | None = None, first: bool = False) -> bytearray:
     """One flag a record, in file order: `SKIP` for a record whose first operation is a put of a
     key that a later record's first operation writes again (whether the record has only that
     operation and its key is there is for `replay` to check), `SURE` for such a record that has
     one operation and whose key is certainly in its table when it comes. Reads the whole file
     (checking the framing and cutting a torn tail, as `read_payloads` does) before the caller
     applies anything. Adds to `written` each key a record's first operation writes
-    (`'<table>","<key>'`, to a value >= 0: see `mark_at_start`; given empty, it is the pass's own
-    dict, not a copy of it: 369,010 keys are ~21 MB): the last such record of a key is never
-    skipped. `at_start`: gets the records that are `SURE` if overwritten (`SKIP`) and their key
-    is there when the file's replay starts.
+    (`'<table>","<key>'`): the last such record of a key is never skipped.
+
+    `first`: the first journal after a checkpoint (`written` empty: it is then the pass's own dict,
+    not a copy of it: 369,010 keys are ~21 MB). A key's value there is then `~index` (< 0) when
+    its first record is `SURE` if the key is in the checkpoint (see `Store._apply_checkpoint`),
+    else >= 0. (The keys come in the order of their first records: those records' flags give the
+    index of each, no list of them is kept.)
 
     Present is proven by the file alone: the previous record to write the key by its first
     operation was a put, and no record since (that one included) may have deleted it: a record
@@ -89,16 +81,17 @@ def overwritten(path: Path, written: dict[bytes, int] | None = None, at_start: A
     a first operation deleting a key written with escapes (it may be any key written otherwise),
     and, for a key written with escapes, a delete of a key written without (it may be the same).
     The record's own put (or, if skipped, the key being there) leaves the key there either way.
+    For the file's first record of a key, with no such record before it, present is the key
+    being there when the file's replay starts.
     """
     flags = bytearray()
     # '<table>","<key>' -> the last record whose first operation wrote it
-    last: dict[bytes, int] = written if written is not None and not written else {}
+    last: dict[bytes, int] = written if first and written is not None else {}
     match, op, dl = _FIRST.match, _OP.search, _DEL.search
     append = flags.append
     over = _OVERWRITTEN
     barrier = -1   # the last record that may have deleted any key
     plain = -1     # the last delete of a key written without escapes (a key written with them may be it)
-    idents, at = (at_start.idents, at_start.at) if at_start is not None else ([], array("q"))
     # (The match inline: a call less per record, on a million records ~0.3 s of a start.)
     for i, payload in enumerate(read_payloads(path)):
         m = match(payload)
@@ -118,14 +111,9 @@ def overwritten(path: Path, written: dict[bytes, int] | None = None, at_start: A
             if payload[3] == 112:   # ("p")
                 b = barrier if plain <= barrier or 92 not in ident else plain
                 if prev is None:
-                    if b < 0:
-                        flag = _PUT_AT_START
-                        idents.append(ident)   # (the object the dict keeps: a later record's copy would be
-                        at.append(i)           # ~80 B more each, 30 MB for 369,010)
-                    else:
-                        flag = _PUT
+                    flag = _PUT_AT_START if b < 0 else _PUT
                 else:
-                    flag = _PUT_SURE if prev > b and flags[prev] else _PUT
+                    flag = _PUT_SURE if prev > b and flags[prev] & 7 else _PUT
             else:
                 flag = 0
                 if 92 in ident:
@@ -136,52 +124,35 @@ def overwritten(path: Path, written: dict[bytes, int] | None = None, at_start: A
             flag = _PUT if payload[3] == 112 else 0
             if flag == 0 or dl(payload, b) is not None:
                 barrier = i
-        if prev is not None and (f := flags[prev]):
+        if prev is None:
+            flag |= _FIRST_WRITE
+        elif f := flags[prev]:
             flags[prev] = over[f]
         last[ident] = i
         append(flag)
-    if written is not None and last is not written:   # (a later file's: its keys not there yet)
+    if last is written:
+        at_start = _FIRST_WRITE | _AT_START
+        for ident, i in zip(last, itertools.compress(itertools.count(), flags.translate(_IS_FIRST))):
+            if flags[i] == at_start:
+                last[ident] = ~i   # (the key is there: the dict grows not)
+    elif written is not None:   # (a later file's: its keys not there yet)
         written.update(zip(last.keys() - written.keys(), itertools.repeat(0)))
     return flags.translate(_LEFT)
 
 
-def mark_at_start(written: dict[bytes, int], flags: bytearray, at_start: AtStart) -> None:
-    """Note in `written` (`overwritten`'s) the first file's records that are `SURE` if the
-    checkpoint holds their row (`~index`, < 0; other values are >= 0): `Store._apply_checkpoint`
-    marks them as it reads the rows, and none is looked up again."""
-    for ident, i in zip(at_start.idents, at_start.at):
-        if flags[i] == SKIP:   # (overwritten later: else applied)
-            written[ident] = ~i   # (the key is there: the dict grows not)
-
-
 def replay(path: Path, apply: Callable[[str], None], rows_of: Callable[[str], Container[str] | None],
-           flags: bytearray | None = None, at_start: AtStart | None = None) -> tuple[int, int]:
+           flags: bytearray | None = None) -> tuple[int, int]:
     """Apply the journal's records in order (`apply(payload)`), less the overwritten one-operation
     puts whose key is in `rows_of(table)` when they come: the table's keys as they are then (a
     live container, asked for once a table; None: no such table, nothing in it). Returns
-    (records, skipped). `flags` (and `at_start`): `overwritten(path)`'s, when the caller has it
-    already; the records it marks `SURE` are skipped unread."""
+    (records, skipped). `flags`: `overwritten(path)`, when the caller has it already; the records
+    it marks `SURE` are skipped unread."""
     if flags is None:
-        at_start = AtStart()
-        flags = overwritten(path, at_start=at_start)
+        flags = overwritten(path)
     n = len(flags)
+    skipped = flags.count(SURE)
     match, op = _FIRST.match, _OP.search
     tables: dict[bytes, Container[str]] = {}
-
-    def keys_of(tb: bytes) -> Container[str]:
-        if (keys := tables.get(tb)) is None:
-            keys = tables[tb] = _NOTHING if (got := rows_of(tb.decode())) is None else got
-        return keys
-
-    if at_start is not None and at_start.idents:
-        flags = bytearray(flags)   # (the caller's stays as it was)
-        for ident, i in zip(at_start.idents, at_start.at):
-            if flags[i] != SKIP:   # (not overwritten: applied)
-                continue
-            tb, _, raw = ident.partition(b'","')
-            if (_scanstring(raw.decode() + '"', 0)[0] if 92 in raw else raw.decode()) in keys_of(tb):
-                flags[i] = SURE
-    skipped = flags.count(SURE)
     f = open_records(path)
     if f is None:
         return n, 0
@@ -203,7 +174,7 @@ def replay(path: Path, apply: Callable[[str], None], rows_of: Callable[[str], Co
                         tb, raw = m.group(2, 3)
                         if not raw.endswith(b"\\"):
                             if (keys := tables.get(tb)) is None:
-                                keys = keys_of(tb)
+                                keys = tables[tb] = _NOTHING if (got := rows_of(tb.decode())) is None else got
                             if (_scanstring(raw.decode() + '"', 0)[0] if 92 in raw else raw.decode()) in keys:
                                 skipped += 1
                                 continue

@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row, Tag, encode_changes
-from .replay import SURE, AtStart, mark_at_start, overwritten, replay, written_row
+from .replay import SURE, overwritten, replay, written_row
 from .rowbuild import RowBuilder
 from .tagtable import TagTable
 
@@ -498,14 +498,14 @@ class Store:
                           sure: bytearray | None = None) -> int:
         """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many. The
         first journal's record `~written[ident]` (when `written[ident]` < 0) is then `SURE` in
-        `sure`: its key is there when that journal's replay starts (see `replay.mark_at_start`)."""
+        `sure`: its key is there when that journal's replay starts (see `replay.overwritten`)."""
         pending = 0
         share = self._rows.share
         try:
             for line in lines:
                 if written and (held := written_row(line, written)) is not None:
                     table, key, at = held
-                    if at < 0 and sure is not None:   # (see `mark_at_start`)
+                    if at < 0 and sure is not None:   # (see `overwritten`)
                         sure[~at] = SURE
                     tbl = self.tables[table]
                     if tbl.holds_rows:
@@ -556,7 +556,7 @@ class Store:
         journals = sorted(int(p.name.split(".")[1]) for p in self.state_dir.glob("journal.*")
                           if p.name.split(".")[1].isdigit())
         base = -1
-        plans: dict[int, tuple[bytearray, AtStart | None]] = {}
+        plans: dict[int, bytearray] = {}
         pending = 0
         for gen in ckpt.generations(self.state_dir):
             # Applied as read (the rows are never all held at once): checkpoint_lines checks the whole
@@ -572,16 +572,11 @@ class Store:
             # writes again (its last write by a record's first operation) is not decoded; it holds
             # its place in the table until that record replaces or deletes it.
             written: dict[bytes, int] = {}
-            plans = {g: (overwritten(journal_path(self.state_dir, g), written, at := AtStart()), at)
-                     for g in journals if g >= gen}
+            later = [g for g in journals if g >= gen]
+            plans = {g: overwritten(journal_path(self.state_dir, g), written, first=g == later[0]) for g in later}
             # (The first journal's records that are SURE if their key is there when it starts: the
             # checkpoint marks those whose rows it holds, as it reads them; none is looked up again.)
-            sure = None
-            if plans:
-                sure, at = plans[g := min(plans)]
-                mark_at_start(written, sure, at)
-                plans[g] = (sure, None)
-            at = None   # (its lists: not kept through the load)
+            sure = plans[later[0]] if later else None
             try:
                 pending = self._apply_checkpoint(itertools.chain((first,) if first else (), lines), written, sure)
             except _ReadFailed as e:
@@ -597,7 +592,7 @@ class Store:
         for gen in journals:
             if gen < max(base, 0):
                 continue
-            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._rows_of, *plans.pop(gen, ()))
+            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._rows_of, plans.pop(gen, None))
             replayed += n
             skipped += s
         if pending and (any(r is _PENDING for t in self.tables.values() if t.holds_rows for r in t.rows.values())
