@@ -20,6 +20,8 @@ process meanwhile: on a shared box the CPU is the figure that the code decides):
   process's CPU and the libvirtds' CPU by then;
 - `first_checkpoint` / `checkpoint_write`: the checkpoint of the state as loaded (after the start,
   with `*_end_at_s` saying when it ended relative to the others).
+`rss_mib` is read once that checkpoint is on disk, and `heap` then (bench/served.py's /v0/bench/heap:
+smaps by kind, glibc's mallinfo2, pymalloc's arenas) says where it is.
 For the phases on the loop (`reconcile`, ...) also the loop thread's own CPU (`*_thread_cpu_s`), the
 CPU of each kind of thread meanwhile (`*_threads_<kind>_cpu_s`: `libvirt` is the hosts' calls) and
 the cycle collector's seconds (`*_gc_s`).
@@ -132,6 +134,7 @@ def start_once(tmp: Path, source: Path, repo: Path, profile: Path | None) -> dic
             phases = cc.admin("GET", "/v0/bench/startup")
         out["phases"] = {k: round(v, 2) for k, v in sorted(phases.items())}
         out["rss_mib"] = round(cc.proc.rss_mib(), 1)
+        out["heap"] = cc.admin("GET", "/v0/bench/heap")
         out["reconcile_findings"] = sum(1 for ln in text.splitlines() if "reconcile: " in ln)
         out["errors"] = [ln for ln in text.splitlines() if " ERROR " in ln][:5]
         cc.proc.stop(timeout=120)

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from ..handoff import run_in
 
@@ -81,21 +82,10 @@ def read_payloads(path: Path, checked: bool = True) -> Iterator[bytes]:
     start-up, and the process kept most of it afterwards.
     """
     torn: tuple[int, int] | None = None   # (offset, length) of a torn last record
-    with open(path, "rb", buffering=1 << 20) as f:
-        header = f.readline()
-        if not header.endswith(b"\n"):
-            log.warning("journal %s: header incomplete (crash while creating it); ignoring the file", path)
-            return
-        try:
-            meta = json.loads(header)
-        except ValueError:
-            raise JournalError(f"journal {path}: header is not valid JSON; refusing to guess its format") from None
-        if meta.get("format") != FORMAT:
-            raise JournalError(f"journal {path}: not a cloudctl journal (format {meta.get('format')!r})")
-        if meta.get("version") != VERSION:
-            raise JournalError(
-                f"journal {path}: format version {meta.get('version')!r} is not supported by this cloudctl "
-                f"(it reads version {VERSION}); start the cloudctl release that wrote it")
+    f = open_records(path)
+    if f is None:
+        return
+    with f:
         if not checked:
             for line in f:
                 yield line[9:-1]
@@ -121,6 +111,33 @@ def read_payloads(path: Path, checked: bool = True) -> Iterator[bytes]:
     if torn is not None:
         log.warning("journal %s: dropping a torn record at byte %d (%d bytes; crash during write)", path, *torn)
         _truncate(path, torn[0])
+
+
+def open_records(path: Path) -> BinaryIO | None:
+    """The journal file opened and read past its header (checked: this cloudctl's format and
+    version), at its first record line; None (with a log line) when the header is incomplete.
+    Iterating it gives the record lines whole (`<crc32 hex> <json>\\n`), unchecked."""
+    f = open(path, "rb", buffering=1 << 20)
+    try:
+        header = f.readline()
+        if not header.endswith(b"\n"):
+            log.warning("journal %s: header incomplete (crash while creating it); ignoring the file", path)
+            f.close()
+            return None
+        try:
+            meta = json.loads(header)
+        except ValueError:
+            raise JournalError(f"journal {path}: header is not valid JSON; refusing to guess its format") from None
+        if meta.get("format") != FORMAT:
+            raise JournalError(f"journal {path}: not a cloudctl journal (format {meta.get('format')!r})")
+        if meta.get("version") != VERSION:
+            raise JournalError(
+                f"journal {path}: format version {meta.get('version')!r} is not supported by this cloudctl "
+                f"(it reads version {VERSION}); start the cloudctl release that wrote it")
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _truncate(path: Path, size: int) -> None:

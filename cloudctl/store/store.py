@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from .checkpoint import encode_row
 from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row, Tag, encode_changes
-from .replay import overwritten, replay, written_row
+from .replay import SURE, overwritten, replay, written_row
 from .rowbuild import RowBuilder
 from .tagtable import TagTable
 
@@ -494,14 +494,19 @@ class Store:
             else:
                 table._set(key, None)
 
-    def _apply_checkpoint(self, lines: Iterable[bytes], written: set[bytes]) -> int:
-        """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many."""
+    def _apply_checkpoint(self, lines: Iterable[bytes], written: dict[bytes, int],
+                          sure: bytearray | None = None) -> int:
+        """Put a checkpoint's rows; those in `written`, as placeholders. Returns how many. The
+        first journal's record `~written[ident]` (when `written[ident]` < 0) is then `SURE` in
+        `sure`: its key is there when that journal's replay starts (see `replay.overwritten`)."""
         pending = 0
         share = self._rows.share
         try:
             for line in lines:
                 if written and (held := written_row(line, written)) is not None:
-                    table, key = held
+                    table, key, at = held
+                    if at < 0 and sure is not None:   # (see `overwritten`)
+                        sure[~at] = SURE
                     tbl = self.tables[table]
                     if tbl.holds_rows:
                         tbl.rows[share(key, key)] = _PENDING   # (the dict keeps this key object)
@@ -566,10 +571,14 @@ class Store:
             # The journals' first pass, before the rows: a row that a journal record applied later
             # writes again (its last write by a record's first operation) is not decoded; it holds
             # its place in the table until that record replaces or deletes it.
-            written: set[bytes] = set()
-            plans = {g: overwritten(journal_path(self.state_dir, g), written) for g in journals if g >= gen}
+            written: dict[bytes, int] = {}
+            later = [g for g in journals if g >= gen]
+            plans = {g: overwritten(journal_path(self.state_dir, g), written, first=g == later[0]) for g in later}
+            # (The first journal's records that are SURE if their key is there when it starts: the
+            # checkpoint marks those whose rows it holds, as it reads them; none is looked up again.)
+            sure = plans[later[0]] if later else None
             try:
-                pending = self._apply_checkpoint(itertools.chain((first,) if first else (), lines), written)
+                pending = self._apply_checkpoint(itertools.chain((first,) if first else (), lines), written, sure)
             except _ReadFailed as e:
                 self._clear()
                 log.error("%s; falling back to the previous generation", e.__cause__)
@@ -583,7 +592,7 @@ class Store:
         for gen in journals:
             if gen < max(base, 0):
                 continue
-            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._rows_of, plans.get(gen))
+            n, s = replay(journal_path(self.state_dir, gen), self._apply_record, self._rows_of, plans.pop(gen, None))
             replayed += n
             skipped += s
         if pending and (any(r is _PENDING for t in self.tables.values() if t.holds_rows for r in t.rows.values())
