@@ -58,6 +58,7 @@ _OVERWRITTEN = bytes((f & _FIRST_WRITE) | (0, 0, SKIP, 0, SURE, 0, _AT_START, 0)
 _LEFT = bytes(f & 7 if f & 7 in (SKIP, SURE) else SKIP if f & 7 == _AT_START else 0
               for f in range(256))          # (flag -> flag at the end: puts left are applied)
 _IS_FIRST = bytes(1 if f & _FIRST_WRITE else 0 for f in range(256))
+_READ = bytes(0 if f == SURE else 1 for f in range(256))   # (flag at the end -> read the record)
 
 
 def overwritten(path: Path, written: dict[bytes, int] | None = None, first: bool = False) -> bytearray:
@@ -180,9 +181,6 @@ def replay(path: Path, apply: Callable[[str], None], rows_of: Callable[[str], Co
                                 continue
             apply(payload.decode())
     return n, skipped
-
-
-_READ = bytes(0 if f == SURE else 1 for f in range(256))   # (flag -> read the record)
 
 
 # A checkpoint's row line starts with its table and key, as a journal operation does.
