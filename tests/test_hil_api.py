@@ -377,7 +377,7 @@ async def test_an_unexpected_exception_is_a_hil_server_error(caplog: pytest.LogC
         return {"answer": {1, 2}}   # a set: JSON has none
 
     app = web.Application()
-    app.router.add_post("/v0/broken", api._wrap(broken, hil_models.NodeRef))
+    app.router.add_post("/v0/broken", api._wrap(broken, "NodeRef"))
     app.router.add_get("/v0/unserializable", api._wrap(unserializable, None))
     async with TestClient(TestServer(app)) as client:
         with caplog.at_level(logging.ERROR, logger="cloudctl"):

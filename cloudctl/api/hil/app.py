@@ -23,18 +23,16 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from ...core.baremetal.auth import ADMIN, Caller
 from ...core.baremetal.errors import AuthenticationError, BmError
 from ...store.journal import JournalError
 from ..refusals import clip
-from . import models as M
-from . import shapes
-from .switch_types import family_options
-from .wire import JOURNAL_MSG, SERVER_MSG, BodyModel, Invalid, answer, arguments, error
+from .wire import JOURNAL_MSG, SERVER_MSG, Invalid, answer, arguments, error
 
-if TYPE_CHECKING:   # (the service is loaded at its first use: core/cloud.py)
+if TYPE_CHECKING:   # (the service is loaded at its first use: core/cloud.py; the models at the first call)
+    from types import ModuleType
+
     from ...core.baremetal.headnodes import Headnodes
     from ...core.baremetal.networks import Networks
     from ...core.baremetal.obm import Obm
@@ -42,11 +40,25 @@ if TYPE_CHECKING:   # (the service is loaded at its first use: core/cloud.py)
     from ...core.baremetal.service import Baremetal
     from ...core.baremetal.site import Site
     from ...core.baremetal.users import BmUsers
+    from . import models as M
 
 log = logging.getLogger("cloudctl")
 MAX_JSON = 64 * 1024   # every HIL body is a small JSON document
 
 Handler = Callable[[web.Request, Caller, Any], Awaitable[Any]]   # (request, caller, the route's body model)
+
+
+def _models() -> ModuleType:
+    """models.py, imported at the first call that has a body (issue 14, base RSS: its pydantic
+    models' validators, with shapes.py and switch_types.py, ~0.45 MiB that a site without bare
+    metal never uses; the route table names each route's model by its name)."""
+    from . import models
+    return models
+
+
+def _shapes() -> ModuleType:
+    from . import shapes
+    return shapes
 EXTENSIONS = ("cloudctl.audit", "cloudctl.console", "cloudctl.headnodes", "hil.ext.auth.database")
 
 
@@ -79,10 +91,11 @@ class HilApi:
             return await self.bm.users.authenticate(user, pw, request.remote or "")
         return await self.bm.users.authenticate(None, None)
 
-    async def _guarded(self, request: web.Request, model: BodyModel, fn: Handler, query: tuple[str, ...] = ()) -> Any:
-        """fn's result, or the error's answer in HIL's shape."""
+    async def _guarded(self, request: web.Request, model: str | None, fn: Handler, query: tuple[str, ...] = ()) -> Any:
+        """fn's result, or the error's answer in HIL's shape; `model`: the name of the body's model
+        in models.py (None: a GET, which takes no body)."""
         try:
-            body = await arguments(request, model, query)
+            body = await arguments(request, None if model is None else getattr(_models(), model), query)
             caller = await self._caller(request)
             return await fn(request, caller, body)
         except Invalid as e:
@@ -96,7 +109,7 @@ class HilApi:
             log.exception("HIL API: %s %s failed", request.method, clip(request.path, 200))
             return answer("ServerError", SERVER_MSG, 500)
 
-    def _wrap(self, fn: Handler, model: BodyModel, status: int = 200,
+    def _wrap(self, fn: Handler, model: str | None, status: int = 200,
               query: tuple[str, ...] = ()) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def respond(request: web.Request, caller: Caller, body: Any) -> web.StreamResponse:
             result = await fn(request, caller, body)
@@ -200,9 +213,10 @@ class HilApi:
             return self.bm.headnodes
 
 
-        def add(method: str, path: str, fn: Handler, model: type[BaseModel] = M.Body, status: int = 200,
+        def add(method: str, path: str, fn: Handler, model: str = "Body", status: int = 200,
                 query: tuple[str, ...] = ()) -> None:
-            """A route; `model` checks its body (a GET takes none, and the `query` parameters named)."""
+            """A route; the model named `model` (models.py) checks its body (a GET takes none, and
+            the `query` parameters named)."""
             get = method == "GET"
             r.add_route(method, "/v0" + path, self._wrap(fn, None if get else model, status, query))
 
@@ -214,9 +228,9 @@ class HilApi:
         add("PUT", "/project/{project}", lambda q, c, b: site().create_project(c, m(q, "project")))
         add("DELETE", "/project/{project}", lambda q, c, b: site().delete_project(c, m(q, "project")))
         add("POST", "/project/{project}/connect_node",
-            lambda q, c, b: site().connect_node(c, m(q, "project"), b.node), M.NodeRef)
+            lambda q, c, b: site().connect_node(c, m(q, "project"), b.node), "NodeRef")
         add("POST", "/project/{project}/detach_node",
-            lambda q, c, b: bm().detach_node(c, m(q, "project"), b.node), M.NodeRef)
+            lambda q, c, b: bm().detach_node(c, m(q, "project"), b.node), "NodeRef")
         add("GET", "/project/{project}/nodes", lambda q, c, b: _ret(site().project_nodes(c, m(q, "project"))))
         add("GET", "/project/{project}/networks",
             lambda q, c, b: _ret(net().project_networks(c, m(q, "project"))))
@@ -230,26 +244,27 @@ class HilApi:
                 spec = {"type": "obmd", "uri": b.obmd.uri, "admin_token": b.obmd.admin_token}
             elif b.obm:   # (`{}`: no OBM, as `null`)
                 spec = dict(b.obm)
-                spec["type"] = {M.IPMI_URI: "ipmi", M.MOCK_URI: "mock"}.get(spec.get("type"), spec.get("type"))
+                uris = {_models().IPMI_URI: "ipmi", _models().MOCK_URI: "mock"}
+                spec["type"] = uris.get(spec.get("type"), spec.get("type"))
             await site().register_node(c, m(q, "node"), spec, b.metadata)
 
         add("GET", "/nodes/{which}", lambda q, c, b: _ret(site().list_nodes(c, m(q, "which"))))
-        add("PUT", "/node/{node}", node_register, M.RegisterNode)
+        add("PUT", "/node/{node}", node_register, "RegisterNode")
         add("DELETE", "/node/{node}", lambda q, c, b: bm().delete_node(c, m(q, "node")))
-        add("GET", "/node/{node}", lambda q, c, b: _ret(shapes.node(site().show_node(c, m(q, "node")), c)))
+        add("GET", "/node/{node}", lambda q, c, b: _ret(_shapes().node(site().show_node(c, m(q, "node")), c)))
         add("PUT", "/node/{node}/nic/{nic}",
-            lambda q, c, b: site().register_nic(c, m(q, "node"), m(q, "nic"), b.macaddr), M.RegisterNic)
+            lambda q, c, b: site().register_nic(c, m(q, "node"), m(q, "nic"), b.macaddr), "RegisterNic")
         add("DELETE", "/node/{node}/nic/{nic}", lambda q, c, b: site().delete_nic(c, m(q, "node"), m(q, "nic")))
         add("PUT", "/node/{node}/metadata/{label}",
-            lambda q, c, b: site().set_metadata(c, m(q, "node"), m(q, "label"), b.value), M.MetadataValue)
+            lambda q, c, b: site().set_metadata(c, m(q, "node"), m(q, "label"), b.value), "MetadataValue")
         add("DELETE", "/node/{node}/metadata/{label}",
             lambda q, c, b: site().delete_metadata(c, m(q, "node"), m(q, "label")))
-        add("PUT", "/node/{node}/obm", lambda q, c, b: obm().set_enabled(c, m(q, "node"), b.enabled), M.ObmEnabled)
+        add("PUT", "/node/{node}/obm", lambda q, c, b: obm().set_enabled(c, m(q, "node"), b.enabled), "ObmEnabled")
         for action in ("on", "off"):
             add("POST", f"/node/{{node}}/power_{action}", lambda q, c, b, a=action: self._redirect_or(
                 m(q, "node"), f"/power_{a}", c, lambda: obm().power(c, m(q, "node"), a)))
         add("POST", "/node/{node}/power_cycle", lambda q, c, b: self._redirect_or(
-            m(q, "node"), "/power_cycle", c, lambda: obm().power(c, m(q, "node"), "cycle", b.force)), M.PowerCycle)
+            m(q, "node"), "/power_cycle", c, lambda: obm().power(c, m(q, "node"), "cycle", b.force)), "PowerCycle")
 
         async def power_status(q: web.Request, c: Caller, b: None) -> Any:
             return {"power_status": await obm().status(c, m(q, "node"))}
@@ -257,7 +272,7 @@ class HilApi:
         add("GET", "/node/{node}/power_status",
             lambda q, c, b: self._redirect_or(m(q, "node"), "/power_status", c, lambda: power_status(q, c, b)))
         add("PUT", "/node/{node}/boot_device", lambda q, c, b: self._redirect_or(
-            m(q, "node"), "/boot_device", c, lambda: obm().bootdev(c, m(q, "node"), b.bootdev)), M.BootDevice)
+            m(q, "node"), "/boot_device", c, lambda: obm().bootdev(c, m(q, "node"), b.bootdev)), "BootDevice")
         # serial console (HIL v0.3's start/stop_console, show_console); GET is text, not JSON
         add("PUT", "/node/{node}/console", lambda q, c, b: bm().console.enable(c, m(q, "node")))
         add("DELETE", "/node/{node}/console", lambda q, c, b: bm().console.disable(c, m(q, "node")))
@@ -272,18 +287,18 @@ class HilApi:
             op = await ops().detach(c, m(q, "node"), m(q, "nic"), b.network)
             return {"status_id": op.id}
 
-        add("POST", "/node/{node}/nic/{nic}/connect_network", connect_network, M.ConnectNetwork, 202)
-        add("POST", "/node/{node}/nic/{nic}/detach_network", detach_network, M.NetworkRef, 202)
+        add("POST", "/node/{node}/nic/{nic}/connect_network", connect_network, "ConnectNetwork", 202)
+        add("POST", "/node/{node}/nic/{nic}/detach_network", detach_network, "NetworkRef", 202)
 
         # networks
         async def network_create(q: web.Request, c: Caller, b: M.CreateNetwork) -> None:
             await net().create(c, m(q, "network"), b.owner, b.access, b.net_id)
 
-        add("GET", "/networks", lambda q, c, b: _ret(shapes.networks(net().list(c))))
-        add("PUT", "/network/{network}", network_create, M.CreateNetwork)
+        add("GET", "/networks", lambda q, c, b: _ret(_shapes().networks(net().list(c))))
+        add("PUT", "/network/{network}", network_create, "CreateNetwork")
         add("DELETE", "/network/{network}", lambda q, c, b: net().delete(c, m(q, "network")))
-        add("GET", "/network/{network}", lambda q, c, b: _ret(shapes.network(net().show(c, m(q, "network")))))
-        add("GET", "/network/{network}/attachments", lambda q, c, b: _ret(shapes.attachments(
+        add("GET", "/network/{network}", lambda q, c, b: _ret(_shapes().network(net().show(c, m(q, "network")))))
+        add("GET", "/network/{network}/attachments", lambda q, c, b: _ret(_shapes().attachments(
             net().attachments(c, m(q, "network"), q.query.get("project")))), query=("project",))
         add("PUT", "/network/{network}/access/{project}",
             lambda q, c, b: net().grant(c, m(q, "network"), m(q, "project")))
@@ -292,27 +307,28 @@ class HilApi:
 
         # switches and ports (port names may hold slashes, sent percent-encoded or not)
         async def switch_register(q: web.Request, c: Caller, b: M.RegisterSwitch) -> None:
+            from .switch_types import family_options
             family, options = family_options(b.type, {k: v for k, v in b.model_dump().items() if k != "type"})
             await site().register_switch(c, m(q, "switch"), family, options)
 
         add("GET", "/switches", lambda q, c, b: _ret(site().list_switches(c)))
-        add("PUT", "/switch/{switch}", switch_register, M.RegisterSwitch)
+        add("PUT", "/switch/{switch}", switch_register, "RegisterSwitch")
         add("DELETE", "/switch/{switch}", lambda q, c, b: bm().delete_switch(c, m(q, "switch")))
-        add("GET", "/switch/{switch}", lambda q, c, b: _ret(shapes.switch(site().show_switch(c, m(q, "switch")))))
+        add("GET", "/switch/{switch}", lambda q, c, b: _ret(_shapes().switch(site().show_switch(c, m(q, "switch")))))
 
         async def audit(q: web.Request, c: Caller, b: M.Audit) -> Any:
             c.require_admin()
             which = [m(q, "switch")] if "switch" in q.match_info else None
             return await ops().audit(which, b.repair)
 
-        add("POST", "/switches/audit", audit, M.Audit)
-        add("POST", "/switch/{switch}/audit", audit, M.Audit)
+        add("POST", "/switches/audit", audit, "Audit")
+        add("POST", "/switch/{switch}/audit", audit, "Audit")
 
         async def revert(q: web.Request, c: Caller, b: M.Body) -> Any:
             return {"status_id": (await ops().revert(c, m(q, "switch"), m(q, "port"))).id}
 
         add("POST", "/switch/{switch}/port/{port:.+}/connect_nic",
-            lambda q, c, b: site().connect_nic(c, m(q, "switch"), m(q, "port"), b.node, b.nic), M.CableNic)
+            lambda q, c, b: site().connect_nic(c, m(q, "switch"), m(q, "port"), b.node, b.nic), "CableNic")
         add("POST", "/switch/{switch}/port/{port:.+}/detach_nic",
             lambda q, c, b: site().detach_nic(c, m(q, "switch"), m(q, "port")))
         add("POST", "/switch/{switch}/port/{port:.+}/revert", revert)
@@ -321,11 +337,11 @@ class HilApi:
         add("DELETE", "/switch/{switch}/port/{port:.+}",
             lambda q, c, b: site().delete_port(c, m(q, "switch"), m(q, "port")))
         add("GET", "/switch/{switch}/port/{port:.+}",
-            lambda q, c, b: _ret(shapes.port(site().show_port(c, m(q, "switch"), m(q, "port")))))
+            lambda q, c, b: _ret(_shapes().port(site().show_port(c, m(q, "switch"), m(q, "port")))))
 
         # headnodes (a project's VMs on its networks)
         add("PUT", "/headnode/{hn}", lambda q, c, b: _none(hns().create(
-            c, m(q, "hn"), b.project, b.base_img, b.instance_type, b.user_data)), M.CreateHeadnode)
+            c, m(q, "hn"), b.project, b.base_img, b.instance_type, b.user_data)), "CreateHeadnode")
         add("DELETE", "/headnode/{hn}", lambda q, c, b: hns().delete(c, m(q, "hn")))
         add("GET", "/headnode/{hn}", lambda q, c, b: _ret(hns().show(c, m(q, "hn"))))
         add("POST", "/headnode/{hn}/start", lambda q, c, b: hns().start(c, m(q, "hn")))
@@ -333,15 +349,16 @@ class HilApi:
         add("PUT", "/headnode/{hn}/hnic/{hnic}", lambda q, c, b: hns().create_hnic(c, m(q, "hn"), m(q, "hnic")))
         add("DELETE", "/headnode/{hn}/hnic/{hnic}", lambda q, c, b: hns().delete_hnic(c, m(q, "hn"), m(q, "hnic")))
         add("POST", "/headnode/{hn}/hnic/{hnic}/connect_network",
-            lambda q, c, b: hns().connect_network(c, m(q, "hn"), m(q, "hnic"), b.network), M.NetworkRef)
+            lambda q, c, b: hns().connect_network(c, m(q, "hn"), m(q, "hnic"), b.network), "NetworkRef")
         add("POST", "/headnode/{hn}/hnic/{hnic}/detach_network",
-            lambda q, c, b: hns().detach_network(c, m(q, "hn"), m(q, "hnic"), b.network), M.NetworkRef)
+            lambda q, c, b: hns().detach_network(c, m(q, "hn"), m(q, "hnic"), b.network), "NetworkRef")
         add("GET", "/project/{project}/headnodes", lambda q, c, b: _ret(hns().project_headnodes(c, m(q, "project"))))
         add("GET", "/headnode_images/", lambda q, c, b: _ret(hns().image_names(c)))
 
         # networking actions (HIL's shape) and cloudctl's fuller view of the same operations
-        add("GET", "/networking_action/{id}", lambda q, c, b: _ret(shapes.networking_action(ops().show(c, m(q, "id")))))
-        add("GET", "/operation/{id}", lambda q, c, b: _ret(shapes.operation(ops().show(c, m(q, "id")))))
+        add("GET", "/networking_action/{id}",
+            lambda q, c, b: _ret(_shapes().networking_action(ops().show(c, m(q, "id")))))
+        add("GET", "/operation/{id}", lambda q, c, b: _ret(_shapes().operation(ops().show(c, m(q, "id")))))
 
         async def extensions(q: web.Request, c: Caller, b: None) -> list[str]:
             c.require_admin()
@@ -350,16 +367,16 @@ class HilApi:
         add("GET", "/active_extensions", extensions)
 
         # users (HIL's database auth extension)
-        add("GET", "/auth/basic/users", lambda q, c, b: _ret(shapes.users(users().list(c))))
+        add("GET", "/auth/basic/users", lambda q, c, b: _ret(_shapes().users(users().list(c))))
         add("PUT", "/auth/basic/user/{user}",
-            lambda q, c, b: users().create(c, m(q, "user"), b.password, b.is_admin), M.CreateUser)
+            lambda q, c, b: users().create(c, m(q, "user"), b.password, b.is_admin), "CreateUser")
         add("DELETE", "/auth/basic/user/{user}", lambda q, c, b: users().delete(c, m(q, "user")))
         add("PATCH", "/auth/basic/user/{user}", lambda q, c, b: users().set_admin(c, m(q, "user"), b.is_admin),
-            M.SetAdmin)
+            "SetAdmin")
         add("POST", "/auth/basic/user/{user}/add_project",
-            lambda q, c, b: users().add_project(c, m(q, "user"), b.project), M.ProjectRef)
+            lambda q, c, b: users().add_project(c, m(q, "user"), b.project), "ProjectRef")
         add("POST", "/auth/basic/user/{user}/remove_project",
-            lambda q, c, b: users().remove_project(c, m(q, "user"), b.project), M.ProjectRef)
+            lambda q, c, b: users().remove_project(c, m(q, "user"), b.project), "ProjectRef")
 
 
 async def _ret(value: Any) -> Any:
