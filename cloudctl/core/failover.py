@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Config, FenceCommand, FenceIpmi, Host
-from ..drivers.fence import CommandFence, FenceAgent, FenceError, IpmiFence
+from ..drivers.fence import FenceAgent, FenceError
 from ..store.records import Instance
 from ..store.store import Store, Txn
 from .compute import Compute
@@ -38,9 +38,12 @@ MOVABLE = ("pending", "running")
 
 
 def agent_for(cfg: FenceIpmi | FenceCommand | None) -> FenceAgent | None:
+    """The host's fence agent, its module imported only then (most hosts have none)."""
     if isinstance(cfg, FenceIpmi):
+        from ..drivers.fence.ipmi import IpmiFence
         return IpmiFence(cfg.host, cfg.port, cfg.user, cfg.password, cfg.timeout_s)
     if isinstance(cfg, FenceCommand):
+        from ..drivers.fence.command import CommandFence
         return CommandFence(cfg.argv, cfg.timeout_s)
     return None
 
