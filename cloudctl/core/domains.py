@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from string import Template
-from xml.sax.saxutils import escape
 
 from ..config import Config, InstanceType
 from ..drivers.hypervisor.base import METADATA_NS, disk_xml
 from ..store.records import Instance
+from ..xmltext import escape
 from .network import tap_name
 
 # A template compiled: literal text, and (name, the placeholder's own text) for each placeholder,

@@ -15,11 +15,11 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from ..config import InstanceType
 from ..drivers.storage.base import StorageDriver
 from ..store.records import Image, Instance
+from ..xmltext import escape
 from .configdrive import build_config_drive
 
 ROOT = "root.qcow2"

@@ -21,9 +21,9 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple, overload
-from xml.sax.saxutils import quoteattr
 
 from ...derived import derive_mac
+from ...xmltext import quoteattr
 from .ovs_plug import HybridPlug
 
 #: Namespace of the `<metadata>` child that marks a domain as cloudctl's own. libvirt accepts

@@ -16,13 +16,15 @@ import subprocess
 import threading
 import time
 import uuid as uuidlib
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import libvirt  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:   # (ElementTree and expat: imported by the rare paths that parse XML, on the host's thread)
+    import xml.etree.ElementTree as ET
 
 from ...handoff import run_in
 from .base import (
@@ -206,6 +208,7 @@ def _code(e: libvirt.libvirtError) -> int:
 
 def _xml_identity(xml: str) -> tuple[str | None, str | None] | None:
     """(name, canonical uuid) of a domain XML, or None if it does not parse (libvirt will say why)."""
+    import xml.etree.ElementTree as ET
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
@@ -250,6 +253,7 @@ def _with_uuid(xml: str, uuid: str) -> str:
 
 def _console_paths(xml: str) -> list[str]:
     """Files that receive the serial console: <log file=...> and type='file' <source path=...>."""
+    import xml.etree.ElementTree as ET
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
@@ -936,6 +940,7 @@ class LibvirtDriver(HypervisorDriver):
 
     def _detach_disk_sync(self, conn: libvirt.virConnect, name: str, target: str) -> bool:
         """Ask libvirt to remove the disk; True if a live unplug is under way to wait for."""
+        import xml.etree.ElementTree as ET
         dom = conn.lookupByName(name)
         active, persistent = bool(dom.isActive()), bool(dom.isPersistent())
         live = _disk_at(dom.XMLDesc(0), target) if active else None
@@ -1007,6 +1012,7 @@ class LibvirtDriver(HypervisorDriver):
 
 def _disk_at(xml: str, target: str) -> ET.Element | None:
     """The domain's `<disk>` whose guest device is `target`."""
+    import xml.etree.ElementTree as ET
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:

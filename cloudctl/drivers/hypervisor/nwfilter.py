@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from xml.sax.saxutils import quoteattr
 
+from ...xmltext import quoteattr
 from .base import FirewallRule, FirewallSpec
 
 FILTER_PREFIX = "cloudctl-"
