@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ...drivers.switch.base import secret_fields
 from ...store.records import BmNode, BmSwitch
 from ...store.store import Store
 from ..secrets import Sealer, SealError, SecretsError, is_sealed, load_key
@@ -76,6 +75,7 @@ class BmSecrets:
         return row if obm == row.obm else dataclasses.replace(row, obm=obm)
 
     def seal_switch_options(self, name: str, family: str, options: dict[str, Any]) -> dict[str, Any]:
+        from ...drivers.switch.base import secret_fields  # (at the first switch: issue 14, base RSS)
         return self._seal(BmSwitch.table, name, options, secret_fields(family))
 
     def seal_obm(self, node: str, obm: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +91,7 @@ class BmSecrets:
 
     def switch_options(self, row: BmSwitch) -> dict[str, Any]:
         """The options with the passwords opened: for the switch driver only."""
+        from ...drivers.switch.base import secret_fields
         return self._open(BmSwitch.table, row.name, row.options, secret_fields(row.type))
 
     def obm(self, row: BmNode) -> dict[str, Any]:
