@@ -224,3 +224,67 @@ def test_the_marketplace_admin_routes_load_their_handlers_at_the_first_call(tmp_
     assert seen["POST /v0/marketplace/subscriptions"][:2] == [400, None]   # (the body's check, then the section's)
     assert seen["after"] == ["cloudctl.api.marketplace", "cloudctl.api.marketplace_routes",
                              "cloudctl.core.marketplace", "cloudctl.core.marketplace.imagelist"]
+
+
+_HIL_IN_PROCESS = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+    import cloudctl.server   # (all that `cloudctl serve` imports)
+    from cloudctl.api.admin import AdminApi
+    from cloudctl.config import load_config
+    from cloudctl.core.cloud import Cloud
+
+    LAZY = ("cloudctl.api.hil.models", "cloudctl.api.hil.shapes", "cloudctl.api.hil.switch_types",
+            "cloudctl.drivers.switch.base", "cloudctl.drivers.fence.ipmi", "cloudctl.drivers.fence.command",
+            "cloudctl.drivers.obm", "xml.sax", "xml.etree.ElementTree", "pyexpat")
+
+    async def main():
+        cloud = await Cloud.open(load_config(sys.argv[1]), "http://127.0.0.1:0")
+        srv = TestServer(AdminApi(cloud, "tok", lambda: {}).app())
+        await srv.start_server()
+        seen = {"at_start": [m for m in LAZY if m in sys.modules]}
+        auth = {"Authorization": "Bearer tok"}
+        async with ClientSession() as s:
+            for method, path, body in [
+                    ("PUT", "/hil/v0/project/lab", b""),
+                    ("GET", "/hil/v0/projects", b""),
+                    ("PUT", "/hil/v0/switch/sw1", b'{"type": "nosuch", "x": 1}'),
+                    ("POST", "/hil/v0/project/lab/connect_node", b'{"node": 1}'),
+                    ("POST", "/hil/v0/project/lab/connect_node", b'{"nodes": "n1"}'),
+                    ("GET", "/hil/v0/node/n1", b""),
+                    ("DELETE", "/hil/v0/projects", b"")]:
+                async with s.request(method, srv.make_url(path), headers=auth, data=body) as r:
+                    seen[f"{method} {path} {body.decode()}"] = [r.status, r.headers.get("Allow"), await r.text()]
+        seen["after"] = [m for m in LAZY if m in sys.modules]
+        await srv.close()
+        await cloud.stop()
+        print(json.dumps(seen))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_hil_models_and_xml_parsers_load_at_their_first_use(tmp_path: Path, model_cache: Path) -> None:
+    """What only bare metal, fence agents or a rare hypervisor path uses is not imported by a
+    started controller (issue 14: base RSS); HIL's calls answer as before, their bodies checked
+    by the models loaded at the first call."""
+    cfg = write_config(tmp_path, model_cache, baremetal={"audit_on_start": "off"})
+    proc = subprocess.run([sys.executable, "-c", _HIL_IN_PROCESS, str(cfg)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen.pop("at_start") == []
+    assert "cloudctl.api.hil.models" in seen.pop("after")   # (with the bare-metal service, built at the first call)
+    got = {k: (v[0], v[1], json.loads(v[2]) if v[2] else None) for k, v in seen.items()}
+    assert got["PUT /hil/v0/project/lab "] == (200, None, None)
+    assert got["GET /hil/v0/projects "] == (200, None, ["lab"])
+    assert got['PUT /hil/v0/switch/sw1 {"type": "nosuch", "x": 1}'][:2] == (400, None)
+    assert got['POST /hil/v0/project/lab/connect_node {"node": 1}'][0] == 400
+    assert got['POST /hil/v0/project/lab/connect_node {"node": 1}'][2]["type"] == "ValidationError"
+    assert got['POST /hil/v0/project/lab/connect_node {"nodes": "n1"}'][2] == {
+        "type": "ValidationError", "msg": "unknown argument 'nodes'; this call takes node"}
+    assert got["GET /hil/v0/node/n1 "][0] == 404
+    assert got["DELETE /hil/v0/projects "][:2] == (405, "GET")
