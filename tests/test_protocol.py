@@ -1285,3 +1285,22 @@ def test_an_element_built_in_one_string_or_by_concatenation() -> None:
     for value in ("x&y", "", 12):
         assert eval(quick, {"v": value}) == f"<a>{value}</a>"
         assert eval(slow, {"v": value}) == f"<a'>{value}</a'>"
+
+
+def test_shapes_are_parsed_when_an_operation_first_needs_them(tmp_path: Path) -> None:
+    """A loaded model holds its shapes as text (issue 14: base RSS): an operation's first request
+    parses the shapes it reaches, and only those; the mapping still answers for every shape."""
+    model = load_model(OPERATIONS, tmp_path)
+    parsed = dict.__len__   # (the shapes parsed so far; len() is the whole model's)
+    assert parsed(model.shapes) == 0
+    assert len(model.shapes) == len(list(model.shapes)) > 100 and "Filter" in model.shapes
+    assert model.shapes.get("NoSuchShape") is None and "NoSuchShape" not in model.shapes
+    proto = Protocol(model)
+    assert proto.parse("DescribeRegions", {"RegionName.1": "r"}) == {"RegionNames": ["r"]}
+    first = parsed(model.shapes)
+    assert 0 < first < len(model.shapes) / 4
+    assert proto.parse("DescribeInstances", {"Filter.1.Name": "tag:Name", "Filter.1.Value.1": "a"}) \
+        == {"Filters": [{"Name": "tag:Name", "Values": ["a"]}]}
+    assert first < parsed(model.shapes) < len(model.shapes)
+    assert model.shape("Filter")["members"]["Values"] == {"shape": "ValueStringList", "locationName": "Value"}
+    assert dict(model.shapes.items()) == {name: model.shapes[name] for name in model.shapes}

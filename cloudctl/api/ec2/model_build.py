@@ -20,7 +20,8 @@ from typing import Any
 
 #: Bump when the layout of the written JSON changes; model.py hashes it into
 #: the cache file name so stale caches are never read.
-FORMAT_VERSION = 2   # 2: operations carry resultWrapper; the service's other operation names
+FORMAT_VERSION = 3   # 2: operations carry resultWrapper; the service's other operation names;
+                     # 3: each shape is its own JSON text (the server parses one when first asked for it)
 
 # Only the traits the wire protocol needs survive; documentation, enums,
 # min/max etc. would only cost memory in the server.
@@ -117,7 +118,8 @@ def build(service: Mapping[str, Any], operations: Iterable[str], botocore_versio
         "operations": ops,
         # the names alone, so a request for one cloudctl does not serve is told so, not "invalid"
         "unsupported": sorted(set(all_ops) - set(ops)),
-        "shapes": {name: _trim_shape(shapes[name]) for name in _reachable(shapes, roots)},
+        "shapes": {name: json.dumps(_trim_shape(shapes[name]), separators=(",", ":"), sort_keys=True)
+                   for name in _reachable(shapes, roots)},
     }
 
 
