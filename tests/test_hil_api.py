@@ -15,7 +15,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cloudctl.api.hil import HilApi
-from cloudctl.api.hil import models as hil_models
 from cloudctl.core.baremetal.auth import Caller
 from cloudctl.core.baremetal.service import Baremetal
 
