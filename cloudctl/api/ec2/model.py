@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Collection, ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,22 +43,25 @@ def __getattr__(name: str) -> tuple[str, ...]:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Shapes(dict[str, Any]):
+class Shapes(Mapping[str, Any]):
     """The model's shapes by name, each kept as its JSON text until first asked for, then as the
     parsed dict (issue 14, base RSS: the EC2 model's 887 shapes are ~1.1 MiB of dicts against
     ~0.3 MiB of text, and the protocols read a shape only to compile an operation's tables, or,
-    for the query services, while parsing their requests). Lookups of parsed shapes are a plain
-    dict's; membership, length and iteration are the whole model's."""
+    for the query services, while parsing their requests). A read-only mapping of the whole model:
+    every view, copy and comparison sees every shape, parsed as it is reached."""
 
-    __slots__ = ("_text",)
+    __slots__ = ("_text", "parsed")
 
     def __init__(self, text: Mapping[str, str]) -> None:
-        super().__init__()
         self._text = text
+        self.parsed: dict[str, Any] = {}   # the shapes asked for so far
 
-    def __missing__(self, name: str) -> Any:
-        shape = self[name] = json.loads(self._text[name])
-        return shape
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self.parsed[name]
+        except KeyError:
+            shape = self.parsed[name] = json.loads(self._text[name])
+            return shape
 
     def __contains__(self, name: object) -> bool:
         return name in self._text
@@ -68,18 +71,6 @@ class Shapes(dict[str, Any]):
 
     def __len__(self) -> int:
         return len(self._text)
-
-    def get(self, name: str, default: Any = None) -> Any:   # type: ignore[override]
-        return self[name] if name in self._text else default
-
-    def keys(self) -> KeysView[str]:   # type: ignore[override]
-        return self._text.keys()
-
-    def items(self) -> ItemsView[str, Any]:   # type: ignore[override]
-        return {name: self[name] for name in self._text}.items()
-
-    def values(self) -> ValuesView[Any]:   # type: ignore[override]
-        return {name: self[name] for name in self._text}.values()
 
 
 @dataclass(frozen=True, slots=True)
