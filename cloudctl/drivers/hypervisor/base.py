@@ -70,6 +70,16 @@ class DomainInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DomainStates:
+    """Every domain's power state at one moment, without metadata (`HypervisorDriver.domain_states`).
+
+    `stamp` is the driver's own: `unchanged_since` tells from it whether the listing still holds."""
+
+    power: dict[str, Power]
+    stamp: object
+
+
+@dataclass(frozen=True, slots=True)
 class DomainEvent:
     host: str
     name: str
@@ -250,6 +260,17 @@ class HypervisorDriver(ABC):
         `known` names domains the caller already knows as its own (the store's instances on the
         host): the driver may skip reading their metadata and report them managed, controller None.
         """
+
+    async def domain_states(self) -> DomainStates | None:
+        """Every domain's power state, no metadata read: listed at start-up while the state loads,
+        for the reconcile after it (`unchanged_since` says whether it may still be used). None: this
+        driver offers no such listing, and the reconcile lists then."""
+        return None
+
+    def unchanged_since(self, states: DomainStates) -> bool:
+        """True if `states` (from `domain_states`) still holds: the same connection since, and no
+        lifecycle event has come from the host since it was asked for."""
+        return False
 
     @abstractmethod
     async def define(self, name: str, xml: str) -> None:
