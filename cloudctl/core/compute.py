@@ -989,8 +989,9 @@ class Compute:
                 states = None
             if states is not None and driver.unchanged_since(states):
                 mine = dict(self._by_host.get(name))
-                if states.power.keys() <= mine.keys():
-                    return {d: DomainInfo(name=d, power=p, managed=True) for d, p in states.power.items()}, mine
+                domains = {d: DomainInfo(name=d, power=p, managed=True) for d, p in states.items()}
+                if domains.keys() <= mine.keys():
+                    return domains, mine
         for _ in range(3):
             known = frozenset(self._by_host.get(name))
             domains = {d.name: d for d in await driver.list_domains(known)}

@@ -608,17 +608,17 @@ class LibvirtDriver(HypervisorDriver):
         # The stamp is taken on the loop before the call goes out: an event counted after it may
         # or may not be in the listing, so any such event makes the listing stale.
         stamp = (self._generation, self._events_seen)
-        power = await self._call(self._states_sync)
-        return DomainStates(power, stamp if self._generation == stamp[0] else None)
+        states = await self._call(self._states_sync, stamp)
+        return states if self._generation == stamp[0] else None
 
     def unchanged_since(self, states: DomainStates) -> bool:
         return (states.stamp == (self._generation, self._events_seen) and not self._lost
                 and not self._closed and self._conn is not None)
 
     @staticmethod
-    def _states_sync(conn: libvirt.virConnect) -> dict[str, Power]:
-        return {dom.name(): _power(stats.get("state.state", 0), stats.get("state.reason", 0))
-                for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)}
+    def _states_sync(conn: libvirt.virConnect, stamp: object) -> DomainStates:
+        return DomainStates.of(((dom.name(), _power(stats.get("state.state", 0), stats.get("state.reason", 0)))
+                                for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)), stamp)
 
     @staticmethod
     def _list_sync(conn: libvirt.virConnect, known: frozenset[str]) -> list[DomainInfo]:
