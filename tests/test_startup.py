@@ -355,15 +355,16 @@ async def test_hosts_connect_a_few_at_a_time_while_the_state_loads(
         tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A host's connection is the host's CPU (a test host's libvirtd parses its domains): with 16
     at once the bench's libvirtds left the load's thread ~1/8 of a core. At most
-    4 connections are made at once while none is slow, and still several."""
+    `CONNECTS_AT_ONCE` connections are made at once while none is slow, and still several."""
     monkeypatch.setattr(cloud_module, "CONNECT_PLACE_S", 30.0)   # (none gives its place up here)
-    cfg = load_config(_many_hosts(tmp_path, model_cache, 12))
+    n = 3 * cloud_module.CONNECTS_AT_ONCE
+    cfg = load_config(_many_hosts(tmp_path, model_cache, n))
     busy, lock = [0, 0], threading.Lock()
     cloud = await Cloud.open(cfg, "http://127.0.0.1:0",
                              lambda h: TimedDriver(h.name, h.libvirt_uri, 0.05, busy, lock))
     try:
         assert all(cloud.scheduler.hosts[h.name].vcpus > 0 for h in cfg.hosts)
-        assert 1 < busy[1] <= 4
+        assert 1 < busy[1] <= cloud_module.CONNECTS_AT_ONCE
     finally:
         await cloud.stop()
 
