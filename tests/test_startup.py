@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from cloudctl.config import Host, load_config
-from cloudctl.core import cloud as cloud_module
 from cloudctl.core.cloud import Cloud, host_driver
 from cloudctl.core.compute import Compute
 from cloudctl.drivers.hypervisor.base import DomainEvent, HypervisorDriver, HypervisorError
@@ -319,74 +318,5 @@ async def test_the_hosts_listed_while_the_state_loads_are_not_listed_again_by_th
         assert not any(after for _, after in states)   # listed while the state loaded
         assert listed == []
         assert any("dead" in line and "unreachable" in line for line in cloud.compute.reconcile_report)
-    finally:
-        await cloud.stop()
-
-
-class TimedDriver(SimulatedLibvirtDriver):
-    """Its connect takes `hold` seconds in its thread (a host's own work), counted while it runs."""
-
-    def __init__(self, host: str, uri: str, hold: float, busy: list[int], lock: threading.Lock) -> None:
-        super().__init__(host, uri)
-        self.hold, self.busy, self.lock = hold, busy, lock
-
-    def _connect_sync(self, generation: int):  # type: ignore[no-untyped-def]
-        with self.lock:
-            self.busy[0] += 1
-            self.busy[1] = max(self.busy[1], self.busy[0])
-        try:
-            threading.Event().wait(self.hold)
-            return super()._connect_sync(generation)
-        finally:
-            with self.lock:
-                self.busy[0] -= 1
-
-
-def _many_hosts(tmp_path: Path, model_cache: Path, n: int) -> Path:
-    path = write_config(tmp_path, model_cache)
-    raw = yaml.safe_load(path.read_text())
-    base = raw["hosts"]   # (every zone keeps a host: the networks are per zone)
-    raw["hosts"] = [{**base[i % len(base)], "name": f"host-{i}"} for i in range(n)]
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-async def test_hosts_connect_a_few_at_a_time_while_the_state_loads(
-        tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host's connection is the host's CPU (a test host's libvirtd parses its domains): with 16
-    at once the bench's libvirtds left the load's thread ~1/8 of a core. At most
-    `CONNECTS_AT_ONCE` connections are made at once while none is slow, and still several."""
-    monkeypatch.setattr(cloud_module, "CONNECT_PLACE_S", 30.0)   # (none gives its place up here)
-    n = 3 * cloud_module.CONNECTS_AT_ONCE
-    cfg = load_config(_many_hosts(tmp_path, model_cache, n))
-    busy, lock = [0, 0], threading.Lock()
-    cloud = await Cloud.open(cfg, "http://127.0.0.1:0",
-                             lambda h: TimedDriver(h.name, h.libvirt_uri, 0.05, busy, lock))
-    try:
-        assert all(cloud.scheduler.hosts[h.name].vcpus > 0 for h in cfg.hosts)
-        assert 1 < busy[1] <= cloud_module.CONNECTS_AT_ONCE
-    finally:
-        await cloud.stop()
-
-
-async def test_a_connection_that_waits_gives_its_place_to_the_next_host(
-        tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """More slow hosts than places (each waits for the hosts after it, as a dead host's timeout
-    would hold its place): each gives its place up after `CONNECT_PLACE_S`, and all connect."""
-    monkeypatch.setattr(cloud_module, "CONNECTS_AT_ONCE", 2)
-    monkeypatch.setattr(cloud_module, "CONNECT_PLACE_S", 0.05)
-    cfg = load_config(_many_hosts(tmp_path, model_cache, 6))
-    others = threading.Event()
-    done: list[str] = []
-
-    def factory(h: Host) -> HypervisorDriver:
-        if h.name in ("host-0", "host-1", "host-2"):   # first in the config, more than the places
-            return HeldUpDriver(h.name, h.libvirt_uri, others)
-        return CountingDriver(h.name, h.libvirt_uri, done, others, want=3)
-
-    cloud = await Cloud.open(cfg, "http://127.0.0.1:0", factory)
-    try:
-        assert sorted(done) == ["host-3", "host-4", "host-5"]
-        assert all(cloud.scheduler.hosts[h.name].vcpus > 0 for h in cfg.hosts)
     finally:
         await cloud.stop()
