@@ -23,7 +23,7 @@ from .addresses import Addresses
 from .baremetal.auth import password_hashing
 from .baremetal.secrets import BmSecrets
 from .catalog import Catalog
-from .compute import Compute
+from .compute import HOSTS_AT_ONCE, Compute
 from .events import Events
 from .host_health import HostStates
 from .images import Images
@@ -124,45 +124,21 @@ class _EarlyEvents:
             handler(ev)
 
 
-#: Hosts being connected at once (while the state loads), and how long a connection keeps its place.
-#: A host's connection is CPU on the host (a test host's libvirtd parses its node file: ~60 ms for
-#: 250 domains) and little on ours; 16 at once put 16 of the bench's libvirtd threads beside the
-#: load's one thread on 2 cores, which then got ~1/8 of a core until the hosts were in. A
-#: connection still going after `CONNECT_PLACE_S` is waiting (the network, a dead host's timeout),
-#: not working: it gives its place up, so a slow host holds no one up.
-CONNECTS_AT_ONCE = 4
-CONNECT_PLACE_S = 0.5
-
-
 async def _connect_hosts(cfg: Config, drivers: dict[str, HypervisorDriver],
                          on_event: Callable[[DomainEvent], None]) -> dict[str, HostResources | None]:
     """Open every host's driver, a few at a time, and read its resources: None for a host that
     cannot be reached (logged; nothing is placed there)."""
-    gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
-
-    async def opened(h: Host) -> HostResources | None:
-        try:
-            await drivers[h.name].open(on_event)
-            return await drivers[h.name].resources()
-        except HypervisorError as e:
-            log.error("host %s (%s): cannot connect: %s; no instances will be placed there", h.name,
-                      h.uri, e)
-            return None
+    gate = asyncio.Semaphore(HOSTS_AT_ONCE)
 
     async def connect(h: Host) -> HostResources | None:
-        await gate.acquire()
-        held = True
-        work = asyncio.ensure_future(opened(h))
-        try:
-            await asyncio.wait((work,), timeout=CONNECT_PLACE_S)
-            if not work.done():
-                gate.release()   # (waiting, not working: its place to the next host)
-                held = False
-            return await work
-        finally:
-            if held:
-                gate.release()
-            work.cancel()   # (a no-op once done; the connection's own if this one was cancelled)
+        async with gate:
+            try:
+                await drivers[h.name].open(on_event)
+                return await drivers[h.name].resources()
+            except HypervisorError as e:
+                log.error("host %s (%s): cannot connect: %s; no instances will be placed there", h.name,
+                          h.uri, e)
+                return None
 
     # Concurrently: one after another, 200 hosts took 14-28 s and a slow one held up the rest.
     try:
@@ -187,7 +163,7 @@ class _EarlyListings:
                  drivers: dict[str, HypervisorDriver]) -> None:
         self.listed: dict[str, asyncio.Task[DomainStates | None]] = {}
         self._drivers = drivers
-        self._gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
+        self._gate = asyncio.Semaphore(HOSTS_AT_ONCE)
         hosts.add_done_callback(self._connected)
 
     def _connected(self, hosts: asyncio.Future[dict[str, HostResources | None]]) -> None:
