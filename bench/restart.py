@@ -13,7 +13,8 @@ Per start: 4 libvirtds (bench/scale_hosts.py) whose 200 hosts hold the state's r
 domains (hosts that kept running while the controller was down), then the controller through
 bench/served.py. Reported per phase (seconds of wall clock, and CPU seconds of the controller's
 process meanwhile: on a shared box the CPU is the figure that the code decides):
-- `state_load`: checkpoint + journal replay, on a worker thread (also its own thread's CPU);
+- `state_load`: checkpoint + journal replay, on a worker thread (also its own thread's CPU, and its
+  wait for a CPU, `state_load_runq_s`: the wall clock less both is what it slept, GIL or reads);
 - `hosts_connect`: every host opened and listed, while the state loads;
 - `hosts_and_reconcile` (`Cloud._start`), `reconcile` (`Compute.reconcile`) after the load;
 - `cloud_open`: all of the above; `ready`: from the process's spawn to /v0/health answering, with the

@@ -96,14 +96,27 @@ def _note(name: str, t0: float, c0: float, th0: float | None = None, g0: float |
         STARTUP[name.removesuffix("_s") + "_thread_cpu_s"] = time.thread_time() - th0
 
 
+def _run_delay() -> float:
+    """Seconds this thread has waited for a CPU while runnable (the kernel's run-queue delay)."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _timed_sync(name: str, fn: Any) -> Any:
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
-        t0, c0, th0, g0 = time.perf_counter(), _process_cpu(), time.thread_time(), _gc_s()
+        # (Also the thread's wait for a CPU, `*_runq_s`: its wall clock less its CPU and that wait
+        # is what it slept, on the GIL or on a read.)
+        first = name not in STARTUP
+        t0, c0, th0, g0, q0 = time.perf_counter(), _process_cpu(), time.thread_time(), _gc_s(), _run_delay()
         try:
             return fn(*a, **kw)
         finally:
             _note(name, t0, c0, th0, g0)
+            if first:
+                STARTUP[name.removesuffix("_s") + "_runq_s"] = _run_delay() - q0
     return wrapper
 
 

@@ -204,3 +204,62 @@ async def test_reconcile_reads_metadata_only_for_domains_the_store_does_not_know
     names = {d.name: d for h in cloud.drivers.values() for d in await h.list_domains()}
     assert "i-0000000000000dead" not in names
     assert names[c].power == "running" and names[a].power == "running" and names[b].power == "running"
+
+
+async def test_a_listing_taken_earlier_is_used_only_while_nothing_changed_since(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At start-up the hosts' states are listed while the state loads and the reconcile after it
+    uses them (`reconcile(listed=...)`): not listed again, but never where a lifecycle event came
+    since or a domain in it is not the store's (a stray's metadata is still read)."""
+    caller = Caller(await cloud.users.create("u"))
+    a, b, c = await launch(cloud, caller, 3)
+    host_of = {iid: cloud.compute.table.get(iid).host for iid in (a, b, c)}
+    listings: list[str] = []
+    real = type(cloud.drivers[host_of[a]]).list_domains
+
+    async def counted(self: Any, known: Any = ()) -> Any:
+        listings.append(self.host)
+        return await real(self, known)
+
+    monkeypatch.setattr(type(cloud.drivers[host_of[a]]), "list_domains", counted)
+
+    async def early() -> dict[str, Any]:
+        out = {}
+        for name, d in cloud.drivers.items():
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(await d.domain_states())
+            out[name] = fut
+        return out
+
+    # Nothing changed since: no host is listed again, nothing to report.
+    assert await cloud.compute.reconcile(await early()) == []
+    assert listings == []
+    # c's domain goes off after the listing (its event comes), while the store still says running:
+    # its host's listing is stale, listed again, and c is started.
+    listed = await early()
+    await asyncio.to_thread(raw_domain(cloud, c).destroy)
+    await until(lambda: cloud.compute.table.get(c).state == "stopped")
+    with cloud.store.txn() as tx:
+        tx.put(dataclasses.replace(cloud.compute.table.get(c), state="running"))
+    await cloud.compute.idle()
+    report = await cloud.compute.reconcile(listed)
+    await cloud.compute.idle()
+    assert listings == [host_of[c]]
+    assert any(c in line and "starting it" in line for line in report)
+    # A stray in the listing (not the store's): its host is listed again, its metadata read.
+    host_a = cloud.drivers[host_of[a]]
+    orphan = (await host_a.domain_xml(a)).replace(a, "i-0000000000000dead")
+    orphan = orphan.replace(cloud.compute.table.get(a).uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f")
+    await host_a.define("i-0000000000000dead", orphan)
+    await cloud.compute.idle()
+    listings.clear()
+    listed = await early()
+    assert host_a.unchanged_since(await listed[host_of[a]])   # (fresh: only the stray sends it back)
+    report = await cloud.compute.reconcile(listed)
+    await cloud.compute.idle()
+    assert listings == [host_of[a]]
+    assert any("i-0000000000000dead" in line and "removing" in line for line in report)
+    monkeypatch.undo()
+    names = {d.name: d for h in cloud.drivers.values() for d in await h.list_domains()}
+    assert "i-0000000000000dead" not in names
+    assert names[c].power == "running"

@@ -21,6 +21,7 @@ from cloudctl.drivers.hypervisor.base import (
     METADATA_NS,
     DomainEvent,
     DomainInfo,
+    DomainStates,
     HypervisorError,
     Power,
 )
@@ -112,6 +113,24 @@ async def test_open_resources_and_list_match_the_node_xml(driver: LibvirtDriver)
         DomainInfo("i-0000000b", Power.PAUSED, True),
         DomainInfo("legacy-vm", Power.RUNNING, False),
     ]
+
+
+
+async def test_domain_states_are_the_listings_states_and_say_when_they_no_longer_hold(driver: LibvirtDriver) -> None:
+    """The start-up's early listing: every domain's power as `list_domains` gives it (held as one
+    string and one byte a domain); stale once an event comes from the host."""
+    states = await driver.domain_states()
+    assert states is not None
+    assert dict(states.items()) == {d.name: d.power for d in await driver.list_domains()}
+    assert driver.unchanged_since(states)
+    n = "i-00000101"
+    await driver.define(n, domain_xml(n))   # ("defined": an event)
+    await eventually(lambda: not driver.unchanged_since(states))
+    fresh = await driver.domain_states()
+    assert dict(fresh.items())[n] is Power.OFF and driver.unchanged_since(fresh)
+    assert list(DomainStates.of([], None).items()) == []
+    every = [(f"d{i}", p) for i, p in enumerate(Power)]
+    assert list(DomainStates.of(every, None).items()) == every
 
 
 async def test_lifecycle_and_list_reflect_each_step(driver: LibvirtDriver) -> None:

@@ -10,6 +10,7 @@ import gc
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -191,8 +192,8 @@ async def test_the_start_up_checkpoint_is_written_once_the_start_is_done(
     on_disk_at_reconcile: list[list[int]] = []
     reconcile = Compute.reconcile
 
-    async def watching(self: Compute) -> list[str]:
-        out = await reconcile(self)
+    async def watching(self: Compute, *args: Any) -> list[str]:
+        out = await reconcile(self, *args)
         await asyncio.sleep(0.2)   # (time enough for a checkpoint of a few rows to be written)
         on_disk_at_reconcile.append(ckpt.generations(cfg.state_dir))
         return out
@@ -267,5 +268,55 @@ async def test_without_scripts_start_up_reapplies_no_association_but_undoes_thos
         assert table.get("198.18.0.1") == kept
         assert table.get("198.18.0.2") is not None and table.get("198.18.0.2").association_id is None  # type: ignore[union-attr]
         assert table.get("198.18.0.3") is None   # (a launch address goes back to the pool)
+    finally:
+        await cloud.stop()
+
+
+async def test_the_hosts_listed_while_the_state_loads_are_not_listed_again_by_the_reconcile(
+        tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each connected host's domain states are listed once all hosts are connected, while the
+    state still loads; the reconcile after the load uses them (nothing changed since) instead of
+    a listing of its own. An unreachable host is still reported."""
+    path = write_config(tmp_path, model_cache)
+    raw = yaml.safe_load(path.read_text())
+    raw["hosts"].append({"name": "dead", "uri": f"test+unix:///default?socket={tmp_path}/no.sock",
+                         "zone": raw["hosts"][0]["zone"]})
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    connected = threading.Event()
+    states: list[tuple[str, bool]] = []
+    listed: list[str] = []
+    load = Store._load
+
+    loaded = threading.Event()
+
+    def slow_load(self: Store) -> int:   # (on the loader's thread: ends once the hosts are listed)
+        connected.wait(10.0)
+        out = load(self)
+        loaded.set()
+        return out
+
+    class Recording(SimulatedLibvirtDriver):
+        async def domain_states(self):  # type: ignore[no-untyped-def]
+            out = await super().domain_states()
+            states.append((self.host, loaded.is_set()))
+            if len(states) == len(cfg.hosts) - 1:
+                connected.set()
+            return out
+
+        async def list_domains(self, known=()):  # type: ignore[no-untyped-def]
+            listed.append(self.host)
+            return await super().list_domains(known)
+
+    def factory(h: Host) -> HypervisorDriver:
+        return host_driver(h) if h.name == "dead" else Recording(h.name, h.libvirt_uri)
+
+    monkeypatch.setattr(Store, "_load", slow_load)
+    cloud = await Cloud.open(cfg, "http://127.0.0.1:0", factory)
+    try:
+        assert sorted(h for h, _ in states) == sorted(h.name for h in cfg.hosts if h.name != "dead")
+        assert not any(after for _, after in states)   # listed while the state loaded
+        assert listed == []
+        assert any("dead" in line and "unreachable" in line for line in cloud.compute.reconcile_report)
     finally:
         await cloud.stop()

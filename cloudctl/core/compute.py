@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config, InstanceType
 from ..derived import domain_uuid, instance_mac
-from ..drivers.hypervisor.base import DomainEvent, DomainInfo, HypervisorDriver, HypervisorError, Power
+from ..drivers.hypervisor.base import DomainEvent, DomainInfo, DomainStates, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
 from ..store.records import Image, Instance, Reservation, Volume
 from ..store.store import CountIndex, MultiIndex, Store, SumIndex, Txn
@@ -929,11 +929,13 @@ class Compute:
         if new is not None and target == "shutting-down":
             self.converge(inst.id)
 
-    async def reconcile(self) -> list[str]:
+    async def reconcile(self, listed: Mapping[str, Awaitable[DomainStates | None]] | None = None) -> list[str]:
         """Match every host's domains against the store; fix what can be fixed and say so.
 
         The hosts are listed concurrently (a few at a time, each in its driver's threads) and
-        each is reconciled as soon as its listing arrives; the report keeps the hosts' order."""
+        each is reconciled as soon as its listing arrives; the report keeps the hosts' order.
+        `listed`: hosts' states listed earlier (at start-up, while the state loaded), used where
+        the driver says they still hold and they name only the store's instances."""
         gate = asyncio.Semaphore(HOSTS_AT_ONCE)
         # Listed before any host's converge starts: one that removes a stopped instance's files
         # would otherwise hide from the report what the crash left.
@@ -941,7 +943,7 @@ class Compute:
 
         async def one(name: str, driver: HypervisorDriver) -> list[str]:
             async with gate:
-                return await self._reconcile_host(name, driver)
+                return await self._reconcile_host(name, driver, listed.get(name) if listed else None)
 
         parts = await asyncio.gather(*(one(n, d) for n, d in self.drivers.items()))
         report = [line for part in parts for line in part] + self._ephemeral_strays(with_files)
@@ -971,11 +973,25 @@ class Compute:
         except StorageError as e:
             log.error("could not remove the ephemeral disks of %s: %s", iid, e)
 
-    async def _listing(self, name: str, driver: HypervisorDriver) -> tuple[dict[str, DomainInfo], dict[str, Instance]]:
+    async def _listing(self, name: str, driver: HypervisorDriver, early: Awaitable[DomainStates | None] | None = None
+                       ) -> tuple[dict[str, DomainInfo], dict[str, Instance]]:
         """The host's domains and the store's instances on it, read after the listing.
 
         The store's instances are given as known, so the driver reads no metadata for them. A known
-        one gone from the store meanwhile (expired) would then lack its owner: list again."""
+        one gone from the store meanwhile (expired) would then lack its owner: list again.
+        `early`: the host's states listed before (while the state loaded): taken as the listing if
+        the driver says nothing changed since and every domain in it is the store's (no metadata
+        to read), the store's instances read with no await between the check and their use."""
+        if early is not None:
+            try:
+                states = await early
+            except HypervisorError:
+                states = None
+            if states is not None and driver.unchanged_since(states):
+                mine = dict(self._by_host.get(name))
+                domains = {d: DomainInfo(name=d, power=p, managed=True) for d, p in states.items()}
+                if domains.keys() <= mine.keys():
+                    return domains, mine
         for _ in range(3):
             known = frozenset(self._by_host.get(name))
             domains = {d.name: d for d in await driver.list_domains(known)}
@@ -984,10 +1000,11 @@ class Compute:
                 break
         return domains, mine
 
-    async def _reconcile_host(self, name: str, driver: HypervisorDriver) -> list[str]:
+    async def _reconcile_host(self, name: str, driver: HypervisorDriver,
+                              early: Awaitable[DomainStates | None] | None = None) -> list[str]:
         report: list[str] = []
         try:
-            domains, mine = await self._listing(name, driver)
+            domains, mine = await self._listing(name, driver, early)
         except HypervisorError as e:
             return [f"host {name}: unreachable ({e}); its instances were left as recorded"]
         for iid, inst in mine.items():

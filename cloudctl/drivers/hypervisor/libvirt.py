@@ -31,6 +31,7 @@ from .base import (
     METADATA_NS,
     DomainEvent,
     DomainInfo,
+    DomainStates,
     DomainStats,
     FirewallSpec,
     HostPoll,
@@ -356,6 +357,7 @@ class LibvirtDriver(HypervisorDriver):
         self._conn: libvirt.virConnect | None = None
         self._callback_id: int | None = None
         self._generation = 0
+        self._events_seen = 0   # lifecycle callbacks so far, of any connection (`unchanged_since`)
         self._lost = False
         self._closed = False
         self._on_event: Callable[[DomainEvent], None] | None = None
@@ -506,6 +508,7 @@ class LibvirtDriver(HypervisorDriver):
         self, conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int, generation: int
     ) -> None:
         """libvirt's lifecycle callback, on libvirt's event thread: handed to the loop, in order."""
+        self._events_seen += 1   # (before anything else: a listing asked for before this is stale)
         try:
             if generation != self._generation or self._on_event is None:
                 return
@@ -604,6 +607,22 @@ class LibvirtDriver(HypervisorDriver):
 
     async def list_domains(self, known: Collection[str] = ()) -> list[DomainInfo]:
         return await self._call(self._list_sync, frozenset(known))
+
+    async def domain_states(self) -> DomainStates | None:
+        # The stamp is taken on the loop before the call goes out: an event counted after it may
+        # or may not be in the listing, so any such event makes the listing stale.
+        stamp = (self._generation, self._events_seen)
+        states = await self._call(self._states_sync, stamp)
+        return states if self._generation == stamp[0] else None
+
+    def unchanged_since(self, states: DomainStates) -> bool:
+        return (states.stamp == (self._generation, self._events_seen) and not self._lost
+                and not self._closed and self._conn is not None)
+
+    @staticmethod
+    def _states_sync(conn: libvirt.virConnect, stamp: object) -> DomainStates:
+        return DomainStates.of(((dom.name(), _power(stats.get("state.state", 0), stats.get("state.reason", 0)))
+                                for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)), stamp)
 
     @staticmethod
     def _list_sync(conn: libvirt.virConnect, known: frozenset[str]) -> list[DomainInfo]:
