@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cloudctl.store import checkpoint as ckpt
+from cloudctl.store import forked
 from cloudctl.store import store as store_mod
 from cloudctl.store.forked import ChildFailed
 from cloudctl.store.records import KeyPair
@@ -148,6 +149,7 @@ import asyncio, os, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from cloudctl.store import checkpoint as ckpt
+from cloudctl.store import forked
 from cloudctl.store import store as store_mod
 from cloudctl.store.store import Store
 
@@ -202,6 +204,7 @@ import asyncio, os, signal, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from cloudctl.store import checkpoint as ckpt
+from cloudctl.store import forked
 from cloudctl.store import store as store_mod
 from cloudctl.store.store import Store
 
@@ -312,3 +315,21 @@ async def test_a_held_writer_whose_store_is_dropped_ends_unwritten(tmp_path: Pat
     other = await filled(tmp_path / "b", 1)   # the next writer's fork reaps it
     await other.close()
     assert not Path(f"/proc/{made[0]}").exists()
+
+
+async def test_the_writer_runs_at_a_lower_priority_than_the_controller(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a busy machine the loop gets the CPU before the checkpoint's encoding does."""
+    seen = tmp_path.parent / f"{tmp_path.name}-nice"
+    real = ckpt.write_checkpoint
+
+    def recorded(*args: object) -> None:
+        seen.write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+        real(*args)   # type: ignore[arg-type]
+
+    monkeypatch.setattr(ckpt, "write_checkpoint", recorded)
+    s = await filled(tmp_path, 10)
+    await s.checkpoint()
+    await s.close()
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert int(seen.read_text()) == min(mine + forked.NICE, 19)

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+#: the writer's niceness relative to the controller (CFS weight ~1/10 of the loop's when both wait)
+NICE = 10
 #: how much of a child's traceback comes back to the parent's log and exception
 _ERROR_BYTES = 8192
 
@@ -62,6 +64,12 @@ def _child(fn: Callable[..., None], args: tuple[Any, ...], parent: int, prctl: C
         # the signal twice. (SIGKILL cannot be blocked; faults end the child whatever the mask.)
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         _die_with_parent(parent, prctl)
+        # Beside the loop on a busy machine the loop comes first: the writer waits for a CPU, the
+        # loop does not (a checkpoint that takes longer only lets the journal grow meanwhile).
+        try:
+            os.nice(NICE)
+        except OSError:
+            pass
         if gate is not None and os.read(gate, 1) != b"g":   # (closed unreleased: nothing to write)
             code = 0
             return
