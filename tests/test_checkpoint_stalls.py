@@ -1,11 +1,13 @@
 """Checkpoints written while the loop keeps changing the state, and the collector policy applied
-after them (issue 14: a checkpoint must not stall the loop, so it is written from a snapshot on a
-worker thread while requests go on)."""
+after them (issue 14: a checkpoint must not stall the loop, so it is written from a snapshot by a
+forked child, or a worker thread where the process cannot fork, while requests go on)."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import gc
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +49,17 @@ def policy() -> Iterator[None]:
     gc.unfreeze()
 
 
-async def test_checkpoint_during_changes_holds_the_state_of_its_start(tmp_path: Path) -> None:
+@pytest.fixture(params=["child", "thread"])
+def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Who writes the checkpoint: a forked child, or a worker thread where fork() fails."""
+    if request.param == "thread":
+        def no_fork() -> int:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        monkeypatch.setattr(os, "fork", no_fork)
+    return str(request.param)
+
+
+async def test_checkpoint_during_changes_holds_the_state_of_its_start(tmp_path: Path, writer: str) -> None:
     s = Store(tmp_path)
     await s.open()
     n = 3000
@@ -63,7 +75,7 @@ async def test_checkpoint_during_changes_holds_the_state_of_its_start(tmp_path: 
     expected = state(s)
     changed = 0
     i = 0
-    while not task.done():   # the loop goes on changing rows while the worker thread encodes them
+    while not task.done():   # the loop goes on changing rows while the writer encodes them
         with s.txn() as tx:
             old = s.table(KeyPair).get(f"key-{i % n:017x}")
             if old is not None:

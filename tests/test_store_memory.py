@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import json
 import random
-import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -208,11 +208,14 @@ async def test_open_does_not_wait_for_the_start_up_checkpoint(tmp_path: Path, mo
         tx.put(keypair(1))
     await s.sync()
     await s.close()
-    release = threading.Event()
+    go = tmp_path / "release"   # (a file: the writer is a forked child)
     real = ckpt.write_checkpoint
 
-    def held(*args: object) -> None:   # the writer thread waits until the test lets it go
-        assert release.wait(60)
+    def held(*args: object) -> None:   # the writer waits until the test lets it go
+        deadline = time.monotonic() + 60
+        while not go.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         real(*args)   # type: ignore[arg-type]
 
     monkeypatch.setattr(ckpt, "write_checkpoint", held)
@@ -222,7 +225,7 @@ async def test_open_does_not_wait_for_the_start_up_checkpoint(tmp_path: Path, mo
         tx.put(keypair(2))
     await s2.sync()
     assert not ckpt.checkpoint_path(tmp_path, s2.gen).exists()
-    release.set()
+    go.touch()
     await s2.started()
     assert ckpt.checkpoint_path(tmp_path, s2.gen).exists()
     await s2.close()

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from . import checkpoint as ckpt
 from .checkpoint import encode_row
+from .forked import Child, fork_child
 from .journal import Journal, JournalError, journal_path
 from .records import ROW_TYPES, Row, Tag, encode_changes
 from .replay import SURE, overwritten, replay, written_row
@@ -426,6 +427,7 @@ class Store:
         # lists, a reference to every row, from the cycle collector while the worker encodes them).
         self.snapshot_listeners: list[Callable[[], None]] = []
         self.commits = 0   # transactions that changed something, since start
+        self._fork_refused = False   # (said once in the log: checkpoints are written on a thread)
         self._first_checkpoint: asyncio.Task[None] | None = None
         self._checkpoint_held: asyncio.Event | None = None   # set: the first checkpoint may be written
         self._rows = RowBuilder()   # builds the rows a load reads
@@ -634,8 +636,12 @@ class Store:
         # new generation's journal records what follows. Until it is durable nothing is pruned, so
         # a crash meanwhile restarts from what this start loaded plus the new journal.
         self.gen = last + 1
-        snapshot = self._snapshot()
-        gc.freeze()   # (its lists with the rows loaded: nothing for the collector to walk)
+        # The state as loaded: a forked child that holds it and waits (or, where none can be made,
+        # lists of the rows, hidden from the collector).
+        snapshot: Child | dict[str, Iterator[Row]] | None = fork_child(self._write_tables, self.gen, gated=True)
+        if snapshot is None:
+            snapshot = self._snapshot()
+            gc.freeze()
         self.journal = Journal(self.state_dir, self.gen)
         self.journal.on_durable = self._durable
         self.journal.on_failed = self._failed
@@ -648,20 +654,23 @@ class Store:
     def release_checkpoint(self) -> None:
         """Let the checkpoint of the state as loaded be written (`open(hold_checkpoint=True)`).
 
-        Encoding it is ~2-5 s of CPU at 50,000 instances, on a worker thread that takes the GIL
-        from the loop: written while the hosts were reconciled, it stretched the start-up's last
-        phase about twofold. Nothing waits for it but the pruning of the previous generation."""
+        Encoding it is ~2-5 s of CPU at 50,000 instances: written while the hosts were reconciled
+        (then on a worker thread that took the GIL from the loop), it stretched the start-up's last
+        phase about twofold; a forked writer still takes a CPU from the start. Nothing waits for it
+        but the pruning of the previous generation."""
         if self._checkpoint_held is not None:
             self._checkpoint_held.set()
 
-    async def _write_first_checkpoint(self, gen: int, snapshot: dict[str, Iterator[Row]]) -> None:
+    async def _write_first_checkpoint(self, gen: int, snapshot: Child | dict[str, Iterator[Row]]) -> None:
         loop = asyncio.get_running_loop()
         assert self._checkpoint_held is not None
         async with self._ckpt_lock:   # (taken before the wait: a later checkpoint still comes after it)
             await self._checkpoint_held.wait()
             try:
-                with _short_gil_slices():
-                    await loop.run_in_executor(None, ckpt.write_checkpoint, self.state_dir, gen, snapshot)
+                if isinstance(snapshot, Child):
+                    await snapshot.wait()
+                else:
+                    await self._write_on_thread(gen, snapshot)
             except Exception:
                 log.exception("the start-up checkpoint could not be written; the previous state files stay")
                 return
@@ -702,6 +711,20 @@ class Store:
                 await asyncio.sleep(0)
         return out
 
+    def _write_tables(self, gen: int) -> None:
+        """The checkpoint of the tables as they are (in a forked child: as they were at the fork)."""
+        ckpt.write_checkpoint(self.state_dir, gen, self._snapshot())
+
+    async def _write_on_thread(self, gen: int, snapshot: dict[str, Iterator[Row]]) -> None:
+        """Where this process cannot fork: the encoder on a worker thread shares the GIL with the loop."""
+        if not self._fork_refused:
+            self._fork_refused = True
+            log.warning("checkpoints are written on a thread: this process cannot fork (the loop may stall "
+                        "while one is encoded)")
+        with _short_gil_slices():
+            await asyncio.get_running_loop().run_in_executor(None, ckpt.write_checkpoint, self.state_dir, gen,
+                                                             snapshot)
+
     def _prune(self) -> None:
         """Keep this generation and the one before it (the fallback if this checkpoint is damaged)."""
         for p in self.state_dir.iterdir():
@@ -717,23 +740,29 @@ class Store:
         self.release_checkpoint()   # (the start-up one first: it holds the lock while held)
         async with self._ckpt_lock:
             t0 = time.perf_counter()
-            # The snapshot is exactly the state after the last record of the old journal: from the
-            # rotation on, every table records the earlier value of each key that changes, until it
-            # has been listed; the lists are then read as of the rotation (`_as_of`).
-            for t in self.tables.values():
-                t._before = {}
+            # The snapshot is exactly the state after the last record of the old journal: in a forked
+            # child, the memory at the rotation, read as it was whatever the loop does next.
             self.gen += 1
             self.journal.rotate(self.gen)
-            try:
-                snapshot = await self._snapshot_sliced()
-            finally:
+            child = fork_child(self._write_tables, self.gen)
+            if child is not None:
+                await self.journal.sync()
+                await child.wait()
+            else:
+                # On a thread: from the rotation on (this same loop turn), every table records the
+                # earlier value of each key that changes, until it has been listed; the lists are
+                # then read as of the rotation (`_as_of`).
                 for t in self.tables.values():
-                    t._before = None
-            await self.journal.sync()
+                    t._before = {}
+                try:
+                    snapshot = await self._snapshot_sliced()
+                finally:
+                    for t in self.tables.values():
+                        t._before = None
+                await self.journal.sync()
+                await self._write_on_thread(self.gen, snapshot)
+                del snapshot   # (before the listeners: the collector they run need not see its lists)
             loop = asyncio.get_running_loop()
-            with _short_gil_slices():
-                await loop.run_in_executor(None, ckpt.write_checkpoint, self.state_dir, self.gen, snapshot)
-            del snapshot   # (before the listeners: the collector they run need not see its lists)
             await loop.run_in_executor(None, self._prune)
             self.last_checkpoint_s = time.perf_counter() - t0
             self.last_checkpoint_at = time.time()
