@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from cloudctl.config import InstanceType
 from cloudctl.core.scheduler import HostCapacity, _Usage
 from cloudctl.core.security_groups import _MembersIndex
+from cloudctl.store.idgroups import IdGroups
 from cloudctl.store.records import Instance, Tag
 from cloudctl.store.store import CountIndex, MultiIndex, Store, SumIndex, Txn
 
@@ -56,6 +57,7 @@ class World:
         made = {
             "by_owner": MultiIndex(lambda i: None if i.owner == "none" else i.owner),
             "by_ip": MultiIndex(lambda i: i.private_ip if i.state != "terminated" else None),
+            "by_host": IdGroups(self.insts, lambda i: None if i.host == "gone-host" else i.host),
             "usage": SumIndex(lambda i: None if i.owner == "none" else i.owner, lambda i: TYPES[i.instance_type].vcpus),
             "by_state": CountIndex(lambda i: i.state),
             "members": _MembersIndex(lambda row, moved: self.reported.append(row.id)),
@@ -101,20 +103,38 @@ def multi(ix: MultiIndex[Any], table: dict[str, Any]) -> dict[str, dict[str, int
     return out
 
 
+def id_groups(ix: IdGroups[Any], table: dict[str, Any]) -> dict[str, list[str]]:
+    """Group -> its keys, in order; what a reader sees through `get` and `rows` is the table's rows."""
+    out: dict[str, list[str]] = {}
+    for k, g in ix._groups.items():
+        assert g, "an empty group is kept"
+        assert g == sorted(set(g)), "a group's keys out of order or twice"
+        view = ix.get(k)
+        assert len(view) == len(g) and list(view) == g
+        assert [r.key for r in ix.rows(k)] == g
+        for pk in g:
+            assert view[pk] is table[pk] and pk in view
+        out[k] = list(g)
+    for pk, row in table.items():   # every row whose key names a group is in it
+        k = ix._key(row)
+        assert k is None or pk in ix._groups.get(k, ())
+    return out
+
+
 def state(w: World, ix: dict[str, Any], hosts: dict[str, HostCapacity]) -> dict[str, Any]:
     rows, tags = w.insts.rows, w.tags.rows
     members = ix["members"]
     for g in members.members.values():
-        for r in g.values():
-            assert rows[r.key] is r
+        assert g == sorted(set(g)) and all(k in rows for k in g)
     return {
         "by_owner": multi(ix["by_owner"], rows), "by_ip": multi(ix["by_ip"], rows),
+        "by_host": id_groups(ix["by_host"], rows),
         "tags": dict(tags), "tag_count": len(w.tags),
         # each resource's packed entry, its tags' order aside (a rollback puts a deleted tag back last)
         "tag_entries": {rid: (e[:3], sorted(e[3:], key=str) if e[1] is None else sorted(zip(e[3::2], e[4::2])))
                         for rid, e in w.tags.by_rid.items()},
         "usage": dict(ix["usage"].totals), "by_state": dict(ix["by_state"].counts),
-        "members": {g: {k: id(r) for k, r in m.items()} for g, m in members.members.items()},
+        "members": {g: list(m) for g, m in members.members.items()},
         "member_extra": members.extra, "member_ips": members.sorted,
         "sched": {h: (c.used_vcpus, c.used_memory_mib, c.instances, c.used_disk_gib) for h, c in hosts.items()},
         "by_kv": {k: {v: {ids} if isinstance(ids, str) else set(ids) for v, ids in vals.items()}

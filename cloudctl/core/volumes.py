@@ -18,7 +18,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
 from ..drivers.storage.base import GIB, StorageDriver, StorageError
+from ..store.idgroups import IdGroups
 from ..store.records import Instance, Snapshot, Volume
 from ..store.store import MultiIndex, Store, SumIndex, Txn
 from .context import Caller
@@ -129,7 +130,7 @@ class Volumes:
         self.table = store.table(Volume)
         self.snapshots = store.table(Snapshot)
         self.instances = store.table(Instance)
-        self._by_owner: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.owner))
+        self._by_owner: IdGroups[Volume] = self.table.add_index(IdGroups(self.table, lambda v: v.owner))
         self._usage: SumIndex[Volume] = self.table.add_index(SumIndex(lambda v: v.owner, lambda v: v.size))
         self._by_instance: MultiIndex[Volume] = self.table.add_index(MultiIndex(lambda v: v.instance_id))
         self._snaps_by_owner: MultiIndex[Snapshot] = self.snapshots.add_index(MultiIndex(lambda s: s.owner))
@@ -714,7 +715,7 @@ def _in_range(value: int | None, bounds: tuple[int, int], name: str) -> int:
     return value
 
 
-def _by_ids(mine: dict[str, R], ids: list[str], prefix: str, kind: str, noun: str) -> dict[str, R]:
+def _by_ids(mine: Mapping[str, R], ids: list[str], prefix: str, kind: str, noun: str) -> Mapping[str, R]:
     """The caller's rows named by `ids` (all of them, when none are named); any malformed or
     unknown id fails the whole call, as EC2's Describe* do."""
     if not ids:
