@@ -144,30 +144,36 @@ async def test_without_fork_a_thread_writes(tmp_path: Path, monkeypatch: pytest.
     await again.close()
 
 
-HOLDER = r'''
-import asyncio, os, sys, time
+WRITER = r'''
+import asyncio, os, signal, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from cloudctl.store import checkpoint as ckpt
-from cloudctl.store import forked
-from cloudctl.store import store as store_mod
 from cloudctl.store.store import Store
 
-def slow(*args):
+def slow(*args):   # the checkpoint's writer: says its pid, then takes its time
     print(os.getpid(), flush=True)
     time.sleep(120)
 
-async def main():
+async def main(mode):
     s = Store(Path(sys.argv[2]))
     await s.open()
     await s.started()
     ckpt.write_checkpoint = slow
-    asyncio.get_running_loop().create_task(s.checkpoint())
-    await asyncio.sleep(120)
+    loop = asyncio.get_running_loop()
+    got = []
+    loop.add_signal_handler(signal.SIGUSR1, lambda: got.append(1))
+    loop.create_task(s.checkpoint())
+    if mode == "hold":
+        await asyncio.sleep(120)
+        return
+    await asyncio.sleep(0.5)
+    print("ready", flush=True)
+    await asyncio.sleep(2)
+    print(len(got), flush=True)   # SIGUSR1s the parent's loop handled
 
-asyncio.run(main())
+asyncio.run(main(sys.argv[3]))
 '''
-
 
 def _gone(pid: int) -> bool:
     try:
@@ -178,7 +184,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_the_writer_dies_with_its_parent(tmp_path: Path) -> None:
-    parent = subprocess.Popen([sys.executable, "-c", HOLDER, str(REPO), str(tmp_path / "state")],
+    parent = subprocess.Popen([sys.executable, "-c", WRITER, str(REPO), str(tmp_path / "state"), "hold"],
                               stdout=subprocess.PIPE, text=True)
     writer = 0
     try:
@@ -198,42 +204,10 @@ def test_the_writer_dies_with_its_parent(tmp_path: Path) -> None:
         if writer and not _gone(writer):
             os.kill(writer, signal.SIGKILL)
 
-
-SIGNALLED = r'''
-import asyncio, os, signal, sys, time
-from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-from cloudctl.store import checkpoint as ckpt
-from cloudctl.store import forked
-from cloudctl.store import store as store_mod
-from cloudctl.store.store import Store
-
-def slow(*args):
-    print(os.getpid(), flush=True)
-    time.sleep(120)
-
-async def main():
-    s = Store(Path(sys.argv[2]))
-    await s.open()
-    await s.started()
-    ckpt.write_checkpoint = slow
-    loop = asyncio.get_running_loop()
-    got = []
-    loop.add_signal_handler(signal.SIGUSR1, lambda: got.append(1))
-    loop.create_task(s.checkpoint())
-    await asyncio.sleep(0.5)
-    print("ready", flush=True)
-    await asyncio.sleep(2)
-    print(len(got), flush=True)
-
-asyncio.run(main())
-'''
-
-
 def test_a_signal_to_the_process_group_is_handled_once_by_the_parent(tmp_path: Path) -> None:
     """The writer shares the parent's signal wake-up descriptor: a signal it handled would reach the
     parent's loop a second time. It blocks them: signals are the parent's to handle."""
-    proc = subprocess.Popen([sys.executable, "-c", SIGNALLED, str(REPO), str(tmp_path / "state")],
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(REPO), str(tmp_path / "state"), "signal"],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     writer = 0
     try:
