@@ -90,7 +90,8 @@ def host_names(per_host: dict[str, list[Any]]) -> list[str]:
     return names
 
 
-def start_once(tmp: Path, source: Path, repo: Path, profile: Path | None) -> dict[str, Any]:
+def start_once(tmp: Path, source: Path, repo: Path, profile: Path | None,
+               hosts_nice: int = scale_hosts.HOSTS_NICE) -> dict[str, Any]:
     """One start of `repo`'s controller on a copy of `source` against 200 hosts: its figures."""
     started: list[procs.Proc] = []
     try:
@@ -99,7 +100,7 @@ def start_once(tmp: Path, source: Path, repo: Path, profile: Path | None) -> dic
         per_host: dict[str, list[list[str]]] = json.loads((source / "domains.json").read_text())
         zones = {}
         for z in ZONES:
-            zones[z] = scale_hosts.start_zone(tmp, z)
+            zones[z] = scale_hosts.start_zone(tmp, z, hosts_nice)
             started.append(zones[z].proc)
         hosts = []
         (tmp / "nodes").mkdir()
@@ -157,6 +158,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--profile", type=Path, help="cProfile the controller; pstats files into this directory")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (logs, state)")
+    ap.add_argument("--hosts-nice", type=int, default=scale_hosts.HOSTS_NICE,
+                    help="the simulated hosts' libvirtds' niceness (as bench/scale.py's)")
     a = ap.parse_args()
     if why := scale_hosts.missing():
         print(f"SKIP: {why}")
@@ -178,7 +181,7 @@ def main() -> int:
                     os.chmod(tmp, 0o755)
                 try:
                     prof = a.profile / f"{run}-{k}.pstats" if a.profile is not None else None
-                    res = start_once(tmp, source, repo, prof)
+                    res = start_once(tmp, source, repo, prof, a.hosts_nice)
                 finally:
                     if a.keep:
                         print(f"kept {tmp}", file=sys.stderr)

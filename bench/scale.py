@@ -107,7 +107,7 @@ class Bench:
 
     def start_hosts(self) -> None:
         for z in ZONES:
-            zone = scale_hosts.start_zone(self.tmp, z)
+            zone = scale_hosts.start_zone(self.tmp, z, self.args.hosts_nice)
             self.started.append(zone.proc)
             self.zones[z] = zone
         for i in range(self.n_hosts):
@@ -455,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", help="comma-separated instance counts (default 1000,5000,20000,50000)")
     ap.add_argument("--journal-records", type=int, default=1_000_000)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, state, node files)")
+    ap.add_argument("--hosts-nice", type=int, default=scale_hosts.HOSTS_NICE,
+                    help="the simulated hosts' libvirtds' niceness (default %(default)s: they stand for other "
+                         "machines; 0: at the controller's priority, as runs before 2026-12-07 14:00 UTC)")
     ap.add_argument("--freeze-after-checkpoint", action="store_true",
                     help="experiment: the served controller calls gc.freeze() after every checkpoint")
     args = ap.parse_args(argv)
@@ -467,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(procs.make_tmp())
     b = Bench(tmp, args, env={"CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT": "1"} if args.freeze_after_checkpoint else None)
     meta = {"sizes": sizes, "hosts": HOSTS, "zones": len(ZONES), "users": USERS,
-            "freeze_after_checkpoint": args.freeze_after_checkpoint}
+            "freeze_after_checkpoint": args.freeze_after_checkpoint, "hosts_nice": args.hosts_nice}
     res: dict[str, Any] = {"meta": history.meta(quick=args.quick) | meta, "stages": {}}
     log(f"scale bench, sizes {sizes}, temp dir {tmp}")
     ok = True
@@ -506,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     if ok:   # (a failed run's figures would be compared with the next one)
         mode = "quick" if args.quick and not args.sizes else "full" if not args.sizes else f"sizes {args.sizes}"
         mode += " freeze-after-checkpoint" if args.freeze_after_checkpoint else ""
+        mode += f" hosts-nice {args.hosts_nice}" if args.hosts_nice else ""   # (another set-up: not compared)
         print(history.record("scale", res["meta"], scale_report.headline(res), mode=mode))
     print(f"\nresults: {path}" + (f", {png}" if png else ""))
     return 0 if ok else 1

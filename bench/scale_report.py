@@ -106,7 +106,8 @@ def render(res: dict[str, Any]) -> str:
     m = res.get("meta", {})
     out.append(f"\n{m.get('machine')}, commit {m.get('commit')}{'+changes' if m.get('dirty') else ''}, "
                f"load {m.get('loadavg_start', [0])[0]:.2f} -> {m.get('loadavg_end', [0])[0]:.2f}, "
-               f"runtime {m.get('runtime_s')} s" + (f"\nERROR: {res['error']}" if res.get("error") else ""))
+               f"runtime {m.get('runtime_s')} s, simulated hosts at nice {m.get('hosts_nice', 0)}"
+               + (f"\nERROR: {res['error']}" if res.get("error") else ""))
     return "\n".join(out)
 
 

@@ -5,9 +5,12 @@ reading of the 32-client rate beside what the same client reaches against the ba
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from cloudctl.store.journal import read_journal
@@ -17,6 +20,8 @@ from cloudctl.store.store import Store
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import history  # noqa: E402
+import procs  # noqa: E402
+import scale_hosts  # noqa: E402
 import scale_report  # noqa: E402
 import scale_state  # noqa: E402
 
@@ -105,3 +110,31 @@ def test_scale_verdict_gives_the_32_client_rate_beside_the_clients_ceiling() -> 
     assert row(result({"calls_per_s": 450.0}))["where"] == "@50,000"
     assert scale_report.headline(result({"calls_per_s": 450.0, "hello_calls_per_s": 3600.0}))[
         "hello_x32_per_s @50000"] == 3600.0
+
+
+@pytest.mark.parametrize("nice", [0, 7])
+def test_the_simulated_hosts_run_at_the_niceness_asked_for(nice: int) -> None:
+    """The scale bench's libvirtds stand for other machines: they run below the controller's
+    priority unless told otherwise, and a host connects through them either way."""
+    if why := scale_hosts.missing():
+        pytest.skip(why)
+    tmp = procs.make_tmp()
+    os.chmod(tmp, 0o755)   # (the daemon runs as nobody when the tests run as root)
+    zone = None
+    try:
+        zone = scale_hosts.start_zone(tmp, "z1", nice)
+        with open(f"/proc/{zone.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        assert int(fields[16]) == min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19)
+        node = tmp / "nodes" / "h0.xml"
+        node.parent.mkdir()
+        scale_hosts.write_node(node)
+        conn = libvirt.open(scale_hosts.host_uri(node, zone))
+        try:
+            assert conn.getInfo()[2] == 256   # the node file's CPUs, served by that daemon
+        finally:
+            conn.close()
+    finally:
+        if zone is not None:
+            zone.proc.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
