@@ -456,8 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--journal-records", type=int, default=1_000_000)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, state, node files)")
     ap.add_argument("--hosts-nice", type=int, default=scale_hosts.HOSTS_NICE,
-                    help="the simulated hosts' libvirtds' niceness (default %(default)s: they stand for other "
-                         "machines; 0: at the controller's priority, as runs before 2026-12-07 14:00 UTC)")
+                    help="the simulated hosts' libvirtds' niceness (default %(default)s: the controller's "
+                         "priority; a run with another is not compared with the history's)")
     ap.add_argument("--freeze-after-checkpoint", action="store_true",
                     help="experiment: the served controller calls gc.freeze() after every checkpoint")
     args = ap.parse_args(argv)

@@ -27,10 +27,11 @@ import procs
 NODE_SRC = procs.REPO / "config" / "hosts" / "host-a.xml"   # 256 CPUs, 2 TiB: 4,096 t3.nano per host
 METADATA_NS = "urn:cloudctl:instance"   # cloudctl/drivers/hypervisor/base.py: how a domain names its owner
 LIBVIRTD = shutil.which("libvirtd") or "/usr/sbin/libvirtd"
-#: The daemons' niceness. They stand for other machines: on the bench's own cores, at the
-#: controller's priority, their work (a connection's open parses its node file: 250 domains) took
-#: CPU from the controller's that a site's hypervisors would not take. 0: as the first runs had it.
-HOSTS_NICE = 10
+#: The daemons' niceness (`--hosts-nice`). They stand for other machines, but below the controller's
+#: priority they did not leave it the CPU at the restart: their 200 connections' opens (each parses
+#: its node file, 250 domains) are ~19-26 s of CPU on the same 2 cores whatever the priorities, and
+#: niced they end later (docs/scaling.md, "The simulated hosts' share of a restart"). 0: the default.
+HOSTS_NICE = 0
 
 
 def missing() -> str | None:
