@@ -19,6 +19,7 @@ from cloudctl.store import checkpoint as ckpt
 from cloudctl.store import forked
 from cloudctl.store import store as store_mod
 from cloudctl.store.forked import ChildFailed
+from cloudctl.store.journal import JournalError
 from cloudctl.store.records import KeyPair
 from cloudctl.store.store import Store
 
@@ -307,3 +308,31 @@ async def test_the_writer_runs_at_a_lower_priority_than_the_controller(tmp_path:
     await s.close()
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert int(seen.read_text()) == min(mine + forked.NICE, 19)
+
+
+async def test_a_checkpoint_whose_journal_cannot_be_written_writes_nothing(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child holds the state at the rotation, changes the old journal had not yet made durable
+    included: if they cannot be written they are rolled back, and so must the checkpoint be."""
+    s = await filled(tmp_path, 5)
+    await s.started()
+    with s.txn() as tx:   # appended, not yet durable when the checkpoint rotates
+        tx.put(key(900))
+    real = os.fdatasync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", full)
+    with pytest.raises(JournalError):
+        await s.checkpoint()
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert key(900).id not in s.table(KeyPair).rows   # rolled back in memory
+    await asyncio.sleep(0.5)   # (time for a writer, had one been let go, to put its file in place)
+    on_disk = {k for p in tmp_path.glob("checkpoint.*[0-9]") for _, k, _ in ckpt.read_checkpoint(p)}
+    assert key(0).id in on_disk and key(900).id not in on_disk
+    await s.close()
+    again = Store(tmp_path)
+    await again.open()
+    assert key(900).id not in again.table(KeyPair).rows and len(again.table(KeyPair).rows) == 5
+    await again.close()

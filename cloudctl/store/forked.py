@@ -111,6 +111,10 @@ class Child:
             os.close(self._gate)
             self._gate = None
 
+    def abandon(self) -> None:
+        """A gated child that must not write (what it holds was rolled back): it ends unreleased."""
+        self._abandon()
+
     async def wait(self) -> None:
         """Return once the child ended with success; ChildFailed (with its traceback) otherwise.
         The wait is on a worker thread: nothing for the loop to do meanwhile."""

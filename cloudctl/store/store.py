@@ -748,9 +748,15 @@ class Store:
             # child, the memory at the rotation, read as it was whatever the loop does next.
             self.gen += 1
             self.journal.rotate(self.gen)
-            child = fork_child(self._write_tables, self.gen)
+            child = fork_child(self._write_tables, self.gen, gated=True)
             if child is not None:
-                await self.journal.sync()
+                # Released once the old journal is durable: if it cannot be, its last changes are
+                # rolled back, and the child holds them.
+                try:
+                    await self.journal.sync()
+                except BaseException:
+                    child.abandon()
+                    raise
                 await child.wait()
             else:
                 # On a thread: from the rotation on (this same loop turn), every table records the
