@@ -41,6 +41,15 @@ async def filled(path: Path, n: int = 200) -> Store:
     return s
 
 
+async def reloaded(path: Path) -> dict[str, KeyPair]:
+    """The key pairs a start from the files finds (the store opened, read and closed)."""
+    again = Store(path)
+    await again.open()
+    rows = dict(again.table(KeyPair).rows)
+    await again.close()
+    return rows
+
+
 def writer_pids(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
     """Every checkpoint writer appends its process id to `path`, then writes as before."""
     real = ckpt.write_checkpoint
@@ -63,10 +72,7 @@ async def test_checkpoints_are_written_by_another_process(tmp_path: Path, monkey
     await s.close()
     writers = [int(p) for p in pids.read_text().split()]
     assert len(writers) == 2 and os.getpid() not in writers
-    again = Store(tmp_path)
-    await again.open()
-    assert {r.name for r in again.table(KeyPair).rows.values()} == names
-    await again.close()
+    assert {r.name for r in (await reloaded(tmp_path)).values()} == names
 
 
 async def test_a_failed_writer_reports_why_and_the_state_stays(tmp_path: Path,
@@ -89,10 +95,7 @@ async def test_a_failed_writer_reports_why_and_the_state_stays(tmp_path: Path,
     await s.checkpoint()
     assert ckpt.checkpoint_path(tmp_path, s.gen).exists()
     await s.close()
-    again = Store(tmp_path)
-    await again.open()
-    assert len(again.table(KeyPair).rows) == 201
-    await again.close()
+    assert len(await reloaded(tmp_path)) == 201
 
 
 async def test_a_killed_writer_loses_nothing_and_its_file_goes(tmp_path: Path,
@@ -139,10 +142,7 @@ async def test_without_fork_a_thread_writes(tmp_path: Path, monkeypatch: pytest.
     assert [int(p) for p in pids.read_text().split()] == [os.getpid()] * 3
     said = [r.getMessage() for r in caplog.records if "cannot fork" in r.getMessage()]
     assert len(said) == 1   # said once, not at every checkpoint
-    again = Store(tmp_path)
-    await again.open()
-    assert len(again.table(KeyPair).rows) == 200
-    await again.close()
+    assert len(await reloaded(tmp_path)) == 200
 
 
 WRITER = r'''
@@ -249,11 +249,8 @@ async def test_the_start_up_checkpoint_holds_the_state_as_loaded(tmp_path: Path,
                if t == KeyPair.table}
     assert written == {key(i).id: f"k{i}" for i in range(50)}
     await s.close()
-    again = Store(tmp_path)
-    await again.open()
-    names = {r.name for r in again.table(KeyPair).rows.values()}
+    names = {r.name for r in (await reloaded(tmp_path)).values()}
     assert "renamed" in names and "k1" not in names and "k77" in names and len(names) == 50
-    await again.close()
 
 
 async def test_a_held_writer_whose_store_is_dropped_ends_unwritten(tmp_path: Path,
@@ -331,7 +328,5 @@ async def test_a_checkpoint_whose_journal_cannot_be_written_writes_nothing(tmp_p
     await asyncio.sleep(0.5)   # (time for a writer, had one been let go, to put its file in place)
     assert ckpt.generations(tmp_path) == [1]   # the start-up one only: no checkpoint holds the change
     await s.close()
-    again = Store(tmp_path)
-    await again.open()
-    assert key(900).id not in again.table(KeyPair).rows and len(again.table(KeyPair).rows) == 5
-    await again.close()
+    rows = await reloaded(tmp_path)
+    assert key(900).id not in rows and len(rows) == 5
