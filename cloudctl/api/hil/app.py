@@ -59,6 +59,8 @@ def _models() -> ModuleType:
 def _shapes() -> ModuleType:
     from . import shapes
     return shapes
+
+
 EXTENSIONS = ("cloudctl.audit", "cloudctl.console", "cloudctl.headnodes", "hil.ext.auth.database")
 
 
