@@ -80,8 +80,9 @@ def ms(xs: list[float]) -> dict[str, float]:
 
 class Bench:
     def __init__(self, tmp: Path, args: argparse.Namespace, n_hosts: int = HOSTS,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, hosts_nice: int = scale_hosts.HOSTS_NICE) -> None:
         self.tmp, self.args, self.n_hosts, self.env = tmp, args, n_hosts, env
+        self.hosts_nice = hosts_nice   # (the libvirtds' niceness: scale_hosts.HOSTS_NICE)
         self.started: list[procs.Proc] = []
         self.zones: dict[str, scale_hosts.Zone] = {}
         self.hosts: list[dict[str, Any]] = []
@@ -107,7 +108,7 @@ class Bench:
 
     def start_hosts(self) -> None:
         for z in ZONES:
-            zone = scale_hosts.start_zone(self.tmp, z, self.args.hosts_nice)
+            zone = scale_hosts.start_zone(self.tmp, z, self.hosts_nice)
             self.started.append(zone.proc)
             self.zones[z] = zone
         for i in range(self.n_hosts):
@@ -468,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         [1000, 5000] if args.quick else [1000, 5000, 20000, 50000]
     RESULTS.mkdir(exist_ok=True)
     tmp = Path(procs.make_tmp())
-    b = Bench(tmp, args, env={"CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT": "1"} if args.freeze_after_checkpoint else None)
+    b = Bench(tmp, args, env={"CLOUDCTL_BENCH_FREEZE_AFTER_CHECKPOINT": "1"} if args.freeze_after_checkpoint else None,
+              hosts_nice=args.hosts_nice)
     meta = {"sizes": sizes, "hosts": HOSTS, "zones": len(ZONES), "users": USERS,
             "freeze_after_checkpoint": args.freeze_after_checkpoint, "hosts_nice": args.hosts_nice}
     res: dict[str, Any] = {"meta": history.meta(quick=args.quick) | meta, "stages": {}}
