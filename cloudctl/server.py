@@ -208,7 +208,7 @@ async def _serve(config: Config, cloud: Cloud, protocol: Protocol, services: dic
     metrics.attach()
     http_refusals.observe = metrics.refusal
     logging.getLogger("aiohttp.server").addFilter(MalformedHttp(http_refusals))
-    monitor.observe = metrics.loop_lag.observe
+    monitor.observe = metrics.observe_loop_lag
     monitor.start()
     ec2 = Ec2Api(cloud, protocol, make_verifier(cloud, tuple(services)), config.ec2.answer_slice_items,
                  config.ec2.replay_grace_s, config.ec2.client_timeout_s, services)

@@ -82,24 +82,26 @@ def test_the_per_host_poll_histogram_writes_what_prometheus_clients_histogram_wr
     import prometheus_client.metrics as client
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+    from cloudctl.api import metrics_format as fmt
     from cloudctl.api.metrics import _FAST
     from cloudctl.api.metrics_plain import PlainHistogram
 
     polls = [("h2", 0.0), ("h1", 0.001), ("h2", 0.0031), ("h1", 7.5), ("h3", 5.0), ("h1", 0.0004), ("h2", 0.01)]
     for created in (True, False):
         monkeypatch.setattr(client, "_use_created", created)
+        monkeypatch.setattr(fmt, "created_series", created)
         monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
-        theirs, ours = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
+        theirs, ours = CollectorRegistry(auto_describe=False), fmt.Registry()
         hist = Histogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host", ["host"],
                          buckets=_FAST, registry=theirs)
         mine = PlainHistogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host", ["host"],
                               _FAST)
         ours.register(mine)
-        assert generate_latest(ours) == generate_latest(theirs)   # (no host polled yet: HELP and TYPE)
+        assert fmt.text(ours.collect()) == generate_latest(theirs)   # (no host polled yet: HELP and TYPE)
         for host, seconds in polls:
             hist.labels(host).observe(seconds)
             mine.observe(mine.child(host), seconds)
-        text = generate_latest(ours)
+        text = fmt.text(ours.collect())
         assert text == generate_latest(theirs)
         assert (b'_created{host="h2"}' in text) is created
         assert b'cloudctl_host_poll_duration_seconds_bucket{host="h1",le="+Inf"} 3.0' in text
@@ -113,6 +115,7 @@ def test_the_request_counter_and_histogram_write_what_prometheus_clients_write(m
     import prometheus_client.metrics as client
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+    from cloudctl.api import metrics_format as fmt
     from cloudctl.api.metrics import _FAST, Metrics
     from cloudctl.api.metrics_plain import PlainCounter, PlainHistogram
 
@@ -121,8 +124,9 @@ def test_the_request_counter_and_histogram_write_what_prometheus_clients_write(m
              ("ec2", "DescribeInstances", "InvalidInstanceID.NotFound", 5.0), ("ec2", "RunInstances", "ok", 0.0004)]
     for created in (True, False):
         monkeypatch.setattr(client, "_use_created", created)
+        monkeypatch.setattr(fmt, "created_series", created)
         monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
-        theirs, ours = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
+        theirs, ours = CollectorRegistry(auto_describe=False), fmt.Registry()
         doc = "API requests by API, action and outcome (ok or the error code)"
         lib_count = Counter("cloudctl_api_requests", doc, ["api", "action", "code"], registry=theirs)
         lib_hist = Histogram("cloudctl_api_request_duration_seconds", "API request handling time",
@@ -132,7 +136,7 @@ def test_the_request_counter_and_histogram_write_what_prometheus_clients_write(m
                               ["api", "action"], _FAST)
         ours.register(count)
         ours.register(hist)
-        assert generate_latest(ours) == generate_latest(theirs)   # (no request yet: HELP and TYPE)
+        assert fmt.text(ours.collect()) == generate_latest(theirs)   # (no request yet: HELP and TYPE)
         # Metrics.request's own arithmetic, on a Metrics whose series are these two
         m = Metrics.__new__(Metrics)
         m.known, m._children, m.requests, m.latency = {"DescribeInstances", "RunInstances"}, {}, count, hist
@@ -140,7 +144,7 @@ def test_the_request_counter_and_histogram_write_what_prometheus_clients_write(m
             lib_count.labels(api, action if action in m.known else "other", code).inc()
             lib_hist.labels(api, action if action in m.known else "other").observe(seconds)
             m.request(api, action, code, seconds)
-        text = generate_latest(ours)
+        text = fmt.text(ours.collect())
         assert text == generate_latest(theirs)
         assert (b'cloudctl_api_requests_created{action="RunInstances"' in text) is created
         assert b'cloudctl_api_requests_total{action="DescribeInstances",api="ec2",code="ok"} 2.0' in text

@@ -3,18 +3,16 @@ the counts must agree with a fresh count of the tables, and the cached per-insta
 follow the table between polls and read exactly as prometheus_client writes it."""
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cloudctl.api.metrics_instances import FAMILIES, _lines
-from cloudctl.api.metrics_text import SAMPLES, registry_text
 from cloudctl.drivers.hypervisor.base import DomainStats, Power
 from cloudctl.store.records import Instance
 
@@ -184,20 +182,3 @@ def test_instance_lines_are_what_prometheus_client_writes() -> None:
         theirs = generate_latest(reg).decode()
         assert f"# TYPE {name} " in theirs
         assert "".join(col) == "".join(line + "\n" for line in theirs.splitlines() if not line.startswith("#"))
-
-
-def test_registry_written_in_slices_is_generate_latest() -> None:
-    """Families longer than a slice (a histogram per API action, with its _created samples
-    after the buckets under their own HELP/TYPE), empty ones and collector families: the
-    pieces joined are byte for byte what generate_latest writes in one go."""
-    r = CollectorRegistry(auto_describe=False)
-    latency = Histogram("t_request_duration_seconds", "handling time", ["api", "action"], registry=r)
-    requests = Counter("t_requests", "requests", ["api", "action", "code"], registry=r)
-    Counter("t_unused", "never incremented", ["x"], registry=r)
-    Gauge("t_level", "a level", registry=r).set(2.5)
-    r.register(_Families([CounterMetricFamily("t_custom", "from a collector", value=7)]))
-    for n in range(SAMPLES + 10):   # more _created samples than a slice, too
-        latency.labels("ec2", f"Action{n}").observe(n / 100)
-        requests.labels("ec2", f"Action{n}", "ok").inc(n)
-    assert len(next(iter(latency.collect())).samples) > 10 * SAMPLES
-    assert b"".join(asyncio.run(registry_text(r))) == generate_latest(r)

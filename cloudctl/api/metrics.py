@@ -19,12 +19,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from ..core.compute import STATE_CODES
 from .metrics_elb import ElbCollector
+from .metrics_format import CONTENT_TYPE, Family, Registry
 from .metrics_instances import InstanceSeries
 from .metrics_plain import PlainCounter, PlainHistogram
 from .metrics_text import registry_text
@@ -46,31 +44,39 @@ class Metrics:
         self.known = set(known_actions)   # (grows as query services load: api/query/services.py)
         # The labelled children by (api, action, code), looked up once each: bounded like their labels.
         self._children: dict[tuple[str, str, str], tuple[list[float], list[float]]] = {}
-        r = self.registry = CollectorRegistry(auto_describe=False)
-        # (plain numbers, not the library's children: touched by every request, see metrics_plain)
+        r = self.registry = Registry()
+        # (plain numbers: touched by every request, see metrics_plain)
         self.requests = PlainCounter("cloudctl_api_requests", "API requests by API, action and outcome "
                                      "(ok or the error code)", ["api", "action", "code"])
         r.register(self.requests)
         self.latency = PlainHistogram("cloudctl_api_request_duration_seconds", "API request handling time",
                                       ["api", "action"], _FAST)
         r.register(self.latency)
-        self.fsync = Histogram("cloudctl_journal_fsync_duration_seconds", "journal write+fsync time (one "
-                               "group commit)", buckets=_FAST, registry=r)
-        self.checkpoint = Histogram("cloudctl_checkpoint_duration_seconds", "checkpoint time",
-                                    buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.fsync = PlainHistogram("cloudctl_journal_fsync_duration_seconds", "journal write+fsync time (one "
+                                    "group commit)", (), _FAST)
+        self.checkpoint = PlainHistogram("cloudctl_checkpoint_duration_seconds", "checkpoint time", (),
+                                         (.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
+        # (unlabelled: their one series is written from the start, with zero counts)
+        self.observe_fsync, self.observe_checkpoint = self.fsync.observer(), self.checkpoint.observer()
+        r.register(self.fsync)
+        r.register(self.checkpoint)
         self.poll = PlainHistogram("cloudctl_host_poll_duration_seconds", "one monitoring poll of one host",
                                    ["host"], _FAST)
         r.register(self.poll)
-        self.poll_failures = Counter("cloudctl_host_poll_failures", "monitoring polls that failed",
-                                     ["host"], registry=r)
-        self.refusals = Counter("cloudctl_api_refusals", "requests refused before reaching an action "
-                                "(malformed, oversize, unknown method, bad credentials), by API and reason",
-                                ["api", "reason"], registry=r)
-        self.refusals_suppressed = Counter("cloudctl_log_refusals_suppressed", "refusals not logged because "
-                                           "their source had used up its log lines for the minute", ["api"],
-                                           registry=r)
-        self.loop_lag = Histogram("cloudctl_event_loop_lag_seconds", "how late a 10 ms ticker on the "
-                                  "event loop woke up", buckets=_FAST, registry=r)
+        self.poll_failures = PlainCounter("cloudctl_host_poll_failures", "monitoring polls that failed", ["host"])
+        r.register(self.poll_failures)
+        self.refusals = PlainCounter("cloudctl_api_refusals", "requests refused before reaching an action "
+                                     "(malformed, oversize, unknown method, bad credentials), by API and reason",
+                                     ["api", "reason"])
+        r.register(self.refusals)
+        self.refusals_suppressed = PlainCounter("cloudctl_log_refusals_suppressed", "refusals not logged "
+                                                "because their source had used up its log lines for the minute",
+                                                ["api"])
+        r.register(self.refusals_suppressed)
+        self.loop_lag = PlainHistogram("cloudctl_event_loop_lag_seconds", "how late a 10 ms ticker on the "
+                                       "event loop woke up", (), _FAST)
+        self.observe_loop_lag = self.loop_lag.observer()
+        r.register(self.loop_lag)
         r.register(_StateCollector(cloud))
         r.register(ElbCollector(cloud))
         self.instances = InstanceSeries(cloud)
@@ -78,14 +84,14 @@ class Metrics:
     def attach(self) -> None:
         """Hook into the store and the monitor (after the cloud has started)."""
         if self.cloud.store.journal is not None:
-            self.cloud.store.journal.on_fsync = self.fsync.observe
-        self.cloud.store.on_checkpoint = self.checkpoint.observe
+            self.cloud.store.journal.on_fsync = self.observe_fsync
+        self.cloud.store.on_checkpoint = self.observe_checkpoint
         self.cloud.monitor.on_poll = self._on_poll
 
     def _on_poll(self, host: str, seconds: float, ok: bool) -> None:
         self.poll.observe(self.poll.child(host), seconds)
         if not ok:
-            self.poll_failures.labels(host).inc()
+            self.poll_failures.inc(host)
 
     def request(self, api: str, action: str, code: str, seconds: float) -> None:
         """Count one API request; unknown action names are folded into one label value."""
@@ -100,9 +106,9 @@ class Metrics:
 
     def refusal(self, api: str, reason: str, logged: bool) -> None:
         """Count one refused request (see api.refusals; `reason` is from the code, never the wire)."""
-        self.refusals.labels(api, reason).inc()
+        self.refusals.inc(api, reason)
         if not logged:
-            self.refusals_suppressed.labels(api).inc()
+            self.refusals_suppressed.inc(api)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The registry's families, then the per-instance ones, each written a slice per loop
@@ -110,7 +116,7 @@ class Metrics:
         joined into one buffer on the loop)."""
         tail = await self.instances.chunks()
         head = await registry_text(self.registry)
-        resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
         resp.content_length = sum(map(len, head)) + sum(map(len, tail))
         await resp.prepare(request)
         if request.method != "HEAD":
@@ -127,61 +133,61 @@ class Metrics:
         return resp
 
 
-class _StateCollector(Collector):
+class _StateCollector:
     """Hosts, instance counts and switch queues as they are at scrape time (the per-instance
     series are rendered apart: InstanceSeries)."""
 
     def __init__(self, cloud: "Cloud") -> None:
         self.cloud = cloud
 
-    def collect(self) -> Iterable[Metric]:
+    def collect(self) -> Iterable[Family]:
         cloud = self.cloud
         sched, mon = cloud.scheduler, cloud.monitor
-        info = GaugeMetricFamily("cloudctl_host_info", "hypervisor hosts", labels=["host", "zone"])
-        state = GaugeMetricFamily("cloudctl_host_state", "1 for the host's current state",
+        info = Family.gauge("cloudctl_host_info", "hypervisor hosts", labels=["host", "zone"])
+        state = Family.gauge("cloudctl_host_state", "1 for the host's current state",
                                   labels=["host", "state"])
-        vcpus = GaugeMetricFamily("cloudctl_host_vcpus", "vCPUs offered (after overcommit)", labels=["host"])
-        vcpus_used = GaugeMetricFamily("cloudctl_host_vcpus_used", "vCPUs held by instances", labels=["host"])
-        mem = GaugeMetricFamily("cloudctl_host_memory_bytes", "memory offered (after overcommit)",
+        vcpus = Family.gauge("cloudctl_host_vcpus", "vCPUs offered (after overcommit)", labels=["host"])
+        vcpus_used = Family.gauge("cloudctl_host_vcpus_used", "vCPUs held by instances", labels=["host"])
+        mem = Family.gauge("cloudctl_host_memory_bytes", "memory offered (after overcommit)",
                                 labels=["host"])
-        mem_used = GaugeMetricFamily("cloudctl_host_memory_used_bytes", "memory held by instances",
+        mem_used = Family.gauge("cloudctl_host_memory_used_bytes", "memory held by instances",
                                      labels=["host"])
-        mem_free = GaugeMetricFamily("cloudctl_host_memory_free_bytes", "free memory the hypervisor reports",
+        mem_free = Family.gauge("cloudctl_host_memory_free_bytes", "free memory the hypervisor reports",
                                      labels=["host"])
-        cpu = CounterMetricFamily("cloudctl_host_cpu_seconds", "host CPU time by mode, from the last poll",
+        cpu = Family.counter("cloudctl_host_cpu_seconds", "host CPU time by mode, from the last poll",
                                   labels=["host", "mode"])
-        seen = GaugeMetricFamily("cloudctl_host_last_seen_timestamp_seconds", "last successful poll",
+        seen = Family.gauge("cloudctl_host_last_seen_timestamp_seconds", "last successful poll",
                                  labels=["host"])
         for name, h in mon.hosts.items():
             cap = sched.hosts.get(name)
-            info.add_metric([name, cap.zone if cap else ""], 1)
+            info.add([name, cap.zone if cap else ""], 1)
             for s in HOST_STATES:
-                state.add_metric([name, s], 1 if h.state == s else 0)
+                state.add([name, s], 1 if h.state == s else 0)
             if cap is not None:
-                vcpus.add_metric([name], cap.vcpus)
-                vcpus_used.add_metric([name], cap.used_vcpus)
-                mem.add_metric([name], cap.memory_mib * _MIB)
-                mem_used.add_metric([name], cap.used_memory_mib * _MIB)
+                vcpus.add([name], cap.vcpus)
+                vcpus_used.add([name], cap.used_vcpus)
+                mem.add([name], cap.memory_mib * _MIB)
+                mem_used.add([name], cap.used_memory_mib * _MIB)
             if h.last is not None:
                 if h.last.resources.free_memory_mib is not None:
-                    mem_free.add_metric([name], h.last.resources.free_memory_mib * _MIB)
+                    mem_free.add([name], h.last.resources.free_memory_mib * _MIB)
                 for mode, ns in h.last.cpu_time_ns.items():
-                    cpu.add_metric([name, mode], ns / 1e9)
+                    cpu.add([name, mode], ns / 1e9)
             if h.last_seen is not None:
-                seen.add_metric([name], h.last_seen)
+                seen.add([name], h.last_seen)
         yield from (info, state, vcpus, vcpus_used, mem, mem_used, mem_free, cpu, seen)
 
         counts = dict.fromkeys(STATE_CODES, 0)
         counts.update(cloud.compute.by_state.counts)   # kept by the table as instances change
-        by_state = GaugeMetricFamily("cloudctl_instances", "instances by state", labels=["state"])
+        by_state = Family.gauge("cloudctl_instances", "instances by state", labels=["state"])
         for s, n in counts.items():
-            by_state.add_metric([s], n)
+            by_state.add([s], n)
         yield by_state
 
         # Switch operations (bare metal): the queue per switch, and how many ended in error.
-        queue = GaugeMetricFamily("cloudctl_switch_operations_pending", "switch operations waiting to be applied",
+        queue = Family.gauge("cloudctl_switch_operations_pending", "switch operations waiting to be applied",
                                   labels=["switch"])
-        failed = CounterMetricFamily("cloudctl_switch_operation_failures", "switch operations that ended in error",
+        failed = Family.counter("cloudctl_switch_operation_failures", "switch operations that ended in error",
                                      labels=["switch"])
         pending: dict[str, int] = {}
         errors: dict[str, int] = {}
@@ -196,33 +202,33 @@ class _StateCollector(Collector):
                 elif op.status == "error":
                     errors[op.switch] = errors.get(op.switch, 0) + 1
         for sw in sorted(pending):
-            queue.add_metric([sw], pending[sw])
-            failed.add_metric([sw], errors.get(sw, 0))
+            queue.add([sw], pending[sw])
+            failed.add([sw], errors.get(sw, 0))
         yield from (queue, failed)
 
 
-class LoginCollector(Collector):
+class LoginCollector:
     """Failed logins and the throttle's answers per API, and the password checks run (scrypt)."""
 
     def __init__(self, throttles: "dict[str, Throttle]", hashing: "WorkPool") -> None:
         self.throttles = throttles   # api -> its throttle (XML-RPC's is added when that listener starts)
         self.hashing = hashing
 
-    def collect(self) -> Iterable[Metric]:
-        failures = CounterMetricFamily("cloudctl_login_failures", "failed logins (wrong credentials)", labels=["api"])
-        refused = CounterMetricFamily("cloudctl_login_refusals", "logins refused unchecked while their address "
+    def collect(self) -> Iterable[Family]:
+        failures = Family.counter("cloudctl_login_failures", "failed logins (wrong credentials)", labels=["api"])
+        refused = Family.counter("cloudctl_login_refusals", "logins refused unchecked while their address "
                                       "or (user, address) backs off", labels=["api"])
-        delayed = CounterMetricFamily("cloudctl_login_delays", "logins delayed while their user name backs off",
+        delayed = Family.counter("cloudctl_login_delays", "logins delayed while their user name backs off",
                                       labels=["api"])
-        tracked = GaugeMetricFamily("cloudctl_login_tracked_keys", "names, addresses and pairs the throttle "
+        tracked = Family.gauge("cloudctl_login_tracked_keys", "names, addresses and pairs the throttle "
                                     "remembers", labels=["api"])
         for api, t in sorted(self.throttles.items()):
-            failures.add_metric([api], t.failures)
-            refused.add_metric([api], t.refused)
-            delayed.add_metric([api], t.delayed)
-            tracked.add_metric([api], t.tracked())
+            failures.add([api], t.failures)
+            refused.add([api], t.refused)
+            delayed.add([api], t.delayed)
+            tracked.add([api], t.tracked())
         yield from (failures, refused, delayed, tracked)
-        yield CounterMetricFamily("cloudctl_password_checks", "password hashes computed (scrypt)",
+        yield Family.counter("cloudctl_password_checks", "password hashes computed (scrypt)",
                                   value=self.hashing.runs)
-        yield CounterMetricFamily("cloudctl_password_checks_refused", "password checks refused because "
+        yield Family.counter("cloudctl_password_checks_refused", "password checks refused because "
                                   "the hashing threads' wait list was full", value=self.hashing.refused)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from .metrics_format import Family
 
 if TYPE_CHECKING:
     from ..core.cloud import Cloud
@@ -15,34 +14,34 @@ if TYPE_CHECKING:
 _LABELS = ["load_balancer", "address"]
 
 
-class ElbCollector(Collector):
+class ElbCollector:
     def __init__(self, cloud: "Cloud") -> None:
         self.cloud = cloud
 
-    def collect(self) -> Iterable[Metric]:
+    def collect(self) -> Iterable[Family]:
         elb = self.cloud.elb if self.cloud.built("elb") else None   # (not built: no load balancer, no proxy)
-        requests = CounterMetricFamily("cloudctl_elb_requests", "requests (HTTP) or connections (TCP) the "
+        requests = Family.counter("cloudctl_elb_requests", "requests (HTTP) or connections (TCP) the "
                                        "load balancer's proxy served, all listeners", labels=_LABELS)
-        errors = CounterMetricFamily("cloudctl_elb_backend_errors", "connection and response errors towards "
+        errors = Family.counter("cloudctl_elb_backend_errors", "connection and response errors towards "
                                      "the instances", labels=_LABELS)
-        healthy = GaugeMetricFamily("cloudctl_elb_healthy_hosts", "registered instances the proxy's checks "
+        healthy = Family.gauge("cloudctl_elb_healthy_hosts", "registered instances the proxy's checks "
                                     "find up", labels=_LABELS)
-        unhealthy = GaugeMetricFamily("cloudctl_elb_unhealthy_hosts", "registered instances the proxy's "
+        unhealthy = Family.gauge("cloudctl_elb_unhealthy_hosts", "registered instances the proxy's "
                                       "checks find down", labels=_LABELS)
-        proxies = GaugeMetricFamily("cloudctl_elb_proxy_up", "1 if the load balancer's proxy was read at the "
+        proxies = Family.gauge("cloudctl_elb_proxy_up", "1 if the load balancer's proxy was read at the "
                                     "last supervision round", labels=_LABELS)
         for lb in list(elb.table.values()) if elb is not None else []:
             labels = [lb.id, lb.address]
             s = elb.plane.reading(lb.id)
-            proxies.add_metric(labels, 0 if s is None else 1)
+            proxies.add(labels, 0 if s is None else 1)
             if s is None:
                 continue
-            requests.add_metric(labels, s.requests)
-            errors.add_metric(labels, s.backend_errors)
-            healthy.add_metric(labels, s.healthy)
-            unhealthy.add_metric(labels, s.unhealthy)
+            requests.add(labels, s.requests)
+            errors.add(labels, s.backend_errors)
+            healthy.add(labels, s.healthy)
+            unhealthy.add(labels, s.unhealthy)
         yield from (requests, errors, healthy, unhealthy, proxies)
-        yield CounterMetricFamily("cloudctl_elb_proxy_restarts", "load balancer proxies found gone and started "
+        yield Family.counter("cloudctl_elb_proxy_restarts", "load balancer proxies found gone and started "
                                   "again", value=elb.plane.restarts if elb is not None else 0)
-        yield CounterMetricFamily("cloudctl_elb_orphans_removed", "proxies found without a load balancer and "
+        yield Family.counter("cloudctl_elb_orphans_removed", "proxies found without a load balancer and "
                                   "removed", value=elb.plane.orphans_removed if elb is not None else 0)

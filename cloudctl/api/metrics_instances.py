@@ -19,10 +19,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client.utils import floatToGoString
-
 from ..drivers.hypervisor.base import DomainStats, HostPoll
 from ..store.records import Instance
+from .metrics_format import go_float, label_value
 
 if TYPE_CHECKING:
     from ..core.cloud import Cloud
@@ -108,16 +107,16 @@ def _lines(host: str, inst: Instance, d: DomainStats) -> Lines:
     i = _esc(d.name)
     return (f'cloudctl_instance_info{{host="{_esc(host)}",instance="{i}",instance_type="{_esc(inst.instance_type)}",'
             f'zone="{_esc(inst.zone)}"}} 1.0\n',
-            f'cloudctl_instance_cpu_seconds_total{{instance="{i}"}} {floatToGoString(d.cpu_time_ns / 1e9)}\n',
-            f'cloudctl_instance_memory_bytes{{instance="{i}"}} {floatToGoString(d.memory_bytes)}\n',
-            f'cloudctl_instance_block_read_bytes_total{{instance="{i}"}} {floatToGoString(d.block_read_bytes)}\n',
-            f'cloudctl_instance_block_write_bytes_total{{instance="{i}"}} {floatToGoString(d.block_write_bytes)}\n',
-            f'cloudctl_instance_network_receive_bytes_total{{instance="{i}"}} {floatToGoString(d.net_rx_bytes)}\n',
-            f'cloudctl_instance_network_transmit_bytes_total{{instance="{i}"}} {floatToGoString(d.net_tx_bytes)}\n')
+            f'cloudctl_instance_cpu_seconds_total{{instance="{i}"}} {go_float(d.cpu_time_ns / 1e9)}\n',
+            f'cloudctl_instance_memory_bytes{{instance="{i}"}} {go_float(d.memory_bytes)}\n',
+            f'cloudctl_instance_block_read_bytes_total{{instance="{i}"}} {go_float(d.block_read_bytes)}\n',
+            f'cloudctl_instance_block_write_bytes_total{{instance="{i}"}} {go_float(d.block_write_bytes)}\n',
+            f'cloudctl_instance_network_receive_bytes_total{{instance="{i}"}} {go_float(d.net_rx_bytes)}\n',
+            f'cloudctl_instance_network_transmit_bytes_total{{instance="{i}"}} {go_float(d.net_tx_bytes)}\n')
 
 
 def _esc(v: str) -> str:
-    """A label value escaped as the text format wants (backslash, double quote, newline)."""
+    """A label value escaped as the text format wants (most have nothing to escape: one test each)."""
     if "\\" in v or '"' in v or "\n" in v:
-        return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+        return label_value(v)
     return v

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
-from prometheus_client import metrics as _client
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import INF, floatToGoString
+from . import metrics_format as fmt
+from .metrics_format import Family, go_float
+
+INF = float("inf")
 
 
-class PlainCounter(Collector):
+class PlainCounter:
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
         self._rows: dict[tuple[str, ...], list[float]] = {}   # labels -> [value, created], first-seen order
@@ -35,21 +36,25 @@ class PlainCounter(Collector):
             row = self._rows[labels] = [0.0, time.time()]
         return row
 
-    def collect(self) -> Iterable[Metric]:
-        m = Metric(self.name, self.documentation, "counter")
-        for labels, (value, created) in self._rows.items():
+    def inc(self, *labels: str) -> None:
+        self.child(*labels)[0] += 1
+
+    def collect(self) -> Iterable[Family]:
+        m = Family.counter(self.name, self.documentation)
+        created = fmt.created_series
+        for labels, (value, made) in self._rows.items():
             named = dict(zip(self.labelnames, labels))
             m.add_sample(self.name + "_total", named, value)
-            if _client._use_created:   # (PROMETHEUS_DISABLE_CREATED_SERIES, as the library's own)
-                m.add_sample(self.name + "_created", named, created)
+            if created:
+                m.add_sample(self.name + "_created", named, made)
         return [m]
 
 
-class PlainHistogram(Collector):
+class PlainHistogram:
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
         self.bounds = [float(b) for b in buckets] + ([] if buckets and buckets[-1] == INF else [INF])
-        self._le = [floatToGoString(b) for b in self.bounds]
+        self._le = [go_float(b) for b in self.bounds]
         # labels -> [observations per bucket (not cumulative)..., sum, created]: in first-seen order
         self._rows: dict[tuple[str, ...], list[float]] = {}
 
@@ -64,9 +69,14 @@ class PlainHistogram(Collector):
         row[-2] += amount
         row[bisect.bisect_left(self.bounds, amount)] += 1   # (the first bound >= amount, as `le` means)
 
-    def collect(self) -> Iterable[Metric]:
+    def observer(self, *labels: str) -> Callable[[float], None]:
+        """`observe` for one label set (all of an unlabelled histogram), for a callback."""
+        return partial(self.observe, self.child(*labels))
+
+    def collect(self) -> Iterable[Family]:
         n = self.name
-        m = Metric(n, self.documentation, "histogram")
+        m = Family(n, self.documentation, "histogram")
+        created = fmt.created_series
         for labels, row in self._rows.items():
             named = dict(zip(self.labelnames, labels))
             acc = 0.0
@@ -75,6 +85,6 @@ class PlainHistogram(Collector):
                 m.add_sample(n + "_bucket", {**named, "le": le}, acc)
             m.add_sample(n + "_count", named, acc)
             m.add_sample(n + "_sum", named, row[-2])
-            if _client._use_created:
+            if created:
                 m.add_sample(n + "_created", named, row[-1])
         return [m]
