@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Literal, overload
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import yaml_child
 from .drivers.hypervisor.registry import driver_problem
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "cloudctl.yaml"
@@ -768,13 +768,12 @@ def load_config(path: Path | str | None = None) -> Config:
     """Read, validate and resolve a config file; raise ConfigError with one line on any problem."""
     path = Path(path or os.environ.get("CLOUDCTL_CONFIG") or DEFAULT_CONFIG).resolve()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_child.safe_load(path.read_text())   # (PyYAML stays out of the controller's memory)
     except OSError as e:
         raise ConfigError(f"config {path}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config {path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    except yaml_child.YamlError as e:
+        where = f" line {e.line}" if e.line is not None else ""
+        raise ConfigError(f"config {path}{where}: not valid YAML: {e.problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
     try:

@@ -288,3 +288,49 @@ def test_hil_models_and_xml_parsers_load_at_their_first_use(tmp_path: Path, mode
         "type": "ValidationError", "msg": "unknown argument 'nodes'; this call takes node"}
     assert got["GET /hil/v0/node/n1 "][0] == 404
     assert got["DELETE /hil/v0/projects "][:2] == (405, "GET")
+
+
+_SERVED = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from pathlib import Path
+    from aiohttp import ClientSession
+    import cloudctl.server
+    from cloudctl.config import load_config
+
+    async def main():
+        cfg = load_config(sys.argv[1])
+        task = asyncio.ensure_future(cloudctl.server.run(cfg))
+        ports = Path(cfg.state_dir) / "ports.json"
+        while not ports.exists():
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        admin = json.loads(ports.read_text())["admin"]
+        async with ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{admin}/metrics") as r:
+                body, ctype = await r.text(), r.headers["Content-Type"]
+        print(json.dumps({"status": r.status, "type": ctype, "lines": body.count("\\n"),
+                          "loaded": sorted({m.split(".")[0] for m in sys.modules} & {"prometheus_client", "yaml"})}))
+        sys.stdout.flush()
+        os._exit(0)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_served_controller_imports_neither_yaml_nor_prometheus_client(tmp_path: Path, model_cache: Path) -> None:
+    """PyYAML reads the config in a child (cloudctl/yaml_child.py), `/metrics` is written by cloudctl's
+    own writer (api/metrics_format.py): ~1.5 and ~2 MiB of RSS that a started controller never holds,
+    scraped or not."""
+    cfg = write_config(tmp_path, model_cache)
+    done = subprocess.run([sys.executable, "-c", _SERVED, str(cfg)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["status"] == 200
+    assert seen["type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert seen["lines"] > 50
+    assert seen["loaded"] == []

@@ -4,12 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +24,6 @@ from cloudctl.api.metrics_text import SAMPLES, registry_text
 
 from support import write_config
 
-REPO = Path(__file__).resolve().parent.parent
 ODD = ['rack "7"', "back\\slash", "new\nline", "ünïcødé ✓", "", "tab\there", "\\n literally", '"\\"']
 
 
@@ -157,49 +152,6 @@ def test_the_plain_series_write_what_the_librarys_series_write(monkeypatch: Any)
         assert text == generate_latest(lib)
         assert (b't_polls_failed_created{host="h2"}' in text) is created
         assert b"t_lag_seconds_count 7.0" in text
-
-
-_SERVED = textwrap.dedent(
-    """
-    import asyncio, json, os, sys
-    from pathlib import Path
-    from aiohttp import ClientSession
-    import cloudctl.server
-    from cloudctl.config import load_config
-
-    async def main():
-        cfg = load_config(sys.argv[1])
-        task = asyncio.ensure_future(cloudctl.server.run(cfg))
-        ports = Path(cfg.state_dir) / "ports.json"
-        while not ports.exists():
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)
-        admin = json.loads(ports.read_text())["admin"]
-        async with ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{admin}/metrics") as r:
-                body, ctype = await r.text(), r.headers["Content-Type"]
-        print(json.dumps({"status": r.status, "type": ctype, "lines": body.count("\\n"),
-                          "library": sorted(m for m in sys.modules if m.split(".")[0] == "prometheus_client")}))
-        sys.stdout.flush()
-        os._exit(0)
-
-    asyncio.run(main())
-    """
-)
-
-
-def test_a_served_controller_never_imports_prometheus_client(tmp_path: Path, model_cache: Path) -> None:
-    cfg = write_config(tmp_path, model_cache)
-    done = subprocess.run([sys.executable, "-c", _SERVED, str(cfg)], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["status"] == 200
-    assert seen["type"] == fmt.CONTENT_TYPE
-    assert seen["lines"] > 50
-    assert seen["library"] == []
 
 
 async def test_the_consoles_charts_read_the_request_series(tmp_path: Path, model_cache: Path) -> None:

@@ -23,8 +23,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 FORMATS = ("nocloud", "config-2")
 _LABELS = {"nocloud": "cidata", "config-2": "config-2"}
 _TOOLS = ("genisoimage", "mkisofs")
@@ -87,6 +85,7 @@ def build_config_drive(path: Path, *, instance_id: str, hostname: str, user_data
 def _nocloud(*, instance_id: str, hostname: str, user_data: bytes | None, public_keys: list[str],
              iface: ipaddress.IPv4Interface | None, mac: str | None, gateway: str | None,
              dns: list[str]) -> dict[str, bytes]:
+    import yaml  # (at the first NoCloud drive: a controller whose images never ask for one never loads it)
     meta = {"instance-id": instance_id, "local-hostname": hostname, "public-keys": list(public_keys)}
     nic: dict[str, Any] = {"match": {"macaddress": mac} if mac else {"name": "e*"}}
     if iface is None:
