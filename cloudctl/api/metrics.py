@@ -145,19 +145,19 @@ class _StateCollector:
         sched, mon = cloud.scheduler, cloud.monitor
         info = Family.gauge("cloudctl_host_info", "hypervisor hosts", labels=["host", "zone"])
         state = Family.gauge("cloudctl_host_state", "1 for the host's current state",
-                                  labels=["host", "state"])
+                             labels=["host", "state"])
         vcpus = Family.gauge("cloudctl_host_vcpus", "vCPUs offered (after overcommit)", labels=["host"])
         vcpus_used = Family.gauge("cloudctl_host_vcpus_used", "vCPUs held by instances", labels=["host"])
         mem = Family.gauge("cloudctl_host_memory_bytes", "memory offered (after overcommit)",
-                                labels=["host"])
+                           labels=["host"])
         mem_used = Family.gauge("cloudctl_host_memory_used_bytes", "memory held by instances",
-                                     labels=["host"])
+                                labels=["host"])
         mem_free = Family.gauge("cloudctl_host_memory_free_bytes", "free memory the hypervisor reports",
-                                     labels=["host"])
+                                labels=["host"])
         cpu = Family.counter("cloudctl_host_cpu_seconds", "host CPU time by mode, from the last poll",
-                                  labels=["host", "mode"])
+                             labels=["host", "mode"])
         seen = Family.gauge("cloudctl_host_last_seen_timestamp_seconds", "last successful poll",
-                                 labels=["host"])
+                            labels=["host"])
         for name, h in mon.hosts.items():
             cap = sched.hosts.get(name)
             info.add([name, cap.zone if cap else ""], 1)
@@ -186,9 +186,9 @@ class _StateCollector:
 
         # Switch operations (bare metal): the queue per switch, and how many ended in error.
         queue = Family.gauge("cloudctl_switch_operations_pending", "switch operations waiting to be applied",
-                                  labels=["switch"])
+                             labels=["switch"])
         failed = Family.counter("cloudctl_switch_operation_failures", "switch operations that ended in error",
-                                     labels=["switch"])
+                                labels=["switch"])
         pending: dict[str, int] = {}
         errors: dict[str, int] = {}
         if cloud.built("baremetal"):   # (not built: no switch, no operation, nothing to count)
@@ -217,11 +217,11 @@ class LoginCollector:
     def collect(self) -> Iterable[Family]:
         failures = Family.counter("cloudctl_login_failures", "failed logins (wrong credentials)", labels=["api"])
         refused = Family.counter("cloudctl_login_refusals", "logins refused unchecked while their address "
-                                      "or (user, address) backs off", labels=["api"])
+                                 "or (user, address) backs off", labels=["api"])
         delayed = Family.counter("cloudctl_login_delays", "logins delayed while their user name backs off",
-                                      labels=["api"])
+                                 labels=["api"])
         tracked = Family.gauge("cloudctl_login_tracked_keys", "names, addresses and pairs the throttle "
-                                    "remembers", labels=["api"])
+                               "remembers", labels=["api"])
         for api, t in sorted(self.throttles.items()):
             failures.add([api], t.failures)
             refused.add([api], t.refused)
@@ -229,6 +229,6 @@ class LoginCollector:
             tracked.add([api], t.tracked())
         yield from (failures, refused, delayed, tracked)
         yield Family.counter("cloudctl_password_checks", "password hashes computed (scrypt)",
-                                  value=self.hashing.runs)
+                             value=self.hashing.runs)
         yield Family.counter("cloudctl_password_checks_refused", "password checks refused because "
-                                  "the hashing threads' wait list was full", value=self.hashing.refused)
+                             "the hashing threads' wait list was full", value=self.hashing.refused)

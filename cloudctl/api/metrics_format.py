@@ -42,7 +42,7 @@ class Sample(NamedTuple):
 
 def go_float(value: float) -> str:
     """A value as Go's strconv formats it in Prometheus' text (Python's repr, but exponents from
-    1e+07 on for positive numbers, and +Inf, -Inf, NaN spelled as Go spells them)."""
+    1e+06 on for positive numbers, and +Inf, -Inf, NaN spelled as Go spells them)."""
     v = float(value)
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
