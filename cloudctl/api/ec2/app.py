@@ -255,9 +255,11 @@ class Ec2Api:
             result = await handler(self.cloud, caller, req)
             pieces = svc.protocol.serialize_iter(action, result, request_id, self.slice_items)
             turns = self.turns if is_streamed(result) else None   # (small answers: one quick piece)
-            first = await self._slice(pieces, turns, t0, request)
+            # (an answer not streamed: its pieces as `_slice` gives them, without its coroutine)
+            first = next(pieces, None) if turns is None else await self._slice(pieces, turns, t0, request)
             assert first is not None   # serialize_iter yields at least one piece
-            second = None if svc.protocol.is_last(action, first) else await self._slice(pieces, turns, t0)
+            second = None if svc.protocol.is_last(action, first) else \
+                next(pieces, None) if turns is None else await self._slice(pieces, turns, t0)
         except BodyRefused:   # (answered by the listener, which closes the connection)
             if login is not None:
                 self.logins.void(*login)
