@@ -363,8 +363,10 @@ class SignatureVerifier:
 
     def _v4h_first(self, method: str, path: str, headers: Mapping[str, str], body: bytes, credential: str,
                    signed_headers: str, signature: str, amz_date: str) -> Verified | None:
-        """`_v4h_at_once` for a credential not kept yet: the general checks (None where they raise);
-        kept once it verified a request with a cached signing key (one that verified before)."""
+        """`_v4h_at_once` for a credential not kept yet: None where the scope's and the key's
+        checks raise or the signing key is not cached yet (one that verified before); else the
+        general path's own verification (raising what it raises), and the credential kept once
+        it passes."""
         if _hmac_new is None:
             return None
         try:
