@@ -173,3 +173,17 @@ def test_kept_credentials_are_bounded_and_only_verified_ones() -> None:
         for _ in range(2):   # (the first derives the key, the second keeps the credential)
             assert isinstance(_header(v, sign_v4(region=f"r{i}")), Verified)
     assert len(v._creds) <= 256   # noqa: SLF001
+
+
+def test_plain_mapping_headers_go_the_general_way() -> None:
+    """Headers without `getall` (a plain dict, as `verify_header`'s type allows) are verified by
+    the general path, which reads them as such."""
+    v = _warm({AK: SK})
+    wire = sign_v4()
+    plain = dict(wire.headers)
+    assert v._v4h_at_once(wire.method, wire.path, plain, wire.body) is None   # noqa: SLF001
+    fresh = SignatureVerifier({AK: SK}.get, clock=lambda: NOW_TS)
+    for headers in (plain, {k.lower() if k != "Authorization" else k: x for k, x in plain.items()}):
+        got = _outcome(lambda: v.verify_header(method=wire.method, path=wire.path, headers=headers, body=wire.body))
+        assert got == _outcome(lambda: fresh.verify(method=wire.method, path=wire.path, query_string="",
+                                                    headers=headers, body=wire.body, params={}))

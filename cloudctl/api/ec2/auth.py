@@ -339,7 +339,9 @@ class SignatureVerifier:
         when = _parse_amz_date(amz_date)
         if when is None or abs(self._clock() - when) > self._window or self._secret_for(akid) != secret:
             return None
-        getall = headers.getall   # type: ignore[attr-defined]
+        getall = getattr(headers, "getall", None)
+        if getall is None:   # (a plain mapping: `_check_v4` reads it)
+            return None
         lines: list[str] = []
         for name in names:
             values = getall(name, ())
