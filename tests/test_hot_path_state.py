@@ -49,6 +49,39 @@ def test_ids_are_well_formed_and_unique() -> None:
         assert str(parsed) == u and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
+def test_uuids_made_in_batches_are_version_4_random_and_unique() -> None:
+    """`new_uuid`'s UUIDs, made 256 at a time from one read: each well-formed (version 4, RFC 4122
+    variant), none repeated over many batches, their random digits evenly spread (a digit placed
+    wrongly, or two UUIDs sharing their bytes, fails), their variant digit too."""
+    made = [ids.new_uuid() for _ in range(20_000)]
+    assert len(set(made)) == len(made)
+    for u in made[:3000]:
+        parsed = uuid.UUID(u)
+        assert str(parsed) == u and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    for at in [*range(0, 8), *range(9, 13), 15, 16, 17, *range(20, 23), *range(24, 36)]:   # (the random ones)
+        column = "".join(u[at] for u in made)
+        for d in "0123456789abcdef":
+            assert abs(column.count(d) / len(column) - 1 / 16) < 0.012, (at, d)
+    variants = "".join(u[19] for u in made)
+    assert all(abs(variants.count(d) / len(variants) - 1 / 4) < 0.02 for d in "89ab")
+
+
+def test_a_forked_child_does_not_reuse_the_parents_uuids() -> None:
+    ids.new_uuid()   # the parent holds a partly used batch
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, " ".join(ids.new_uuid() for _ in range(20)).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        child = set(f.read().split())
+    os.waitpid(pid, 0)
+    parent = {ids.new_uuid() for _ in range(20)}
+    assert len(child) == 20 and not child & parent
+
+
 @given(st.lists(st.integers(min_value=1, max_value=9000), min_size=1, max_size=20))
 def test_random_hex_gives_what_is_asked_and_never_repeats_a_stretch(sizes: list[int]) -> None:
     got = [ids.random_hex(n) for n in sizes]

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloudctl.config import LoginThrottle
 from cloudctl.core.baremetal.auth import DUMMY_HASH, check_password, hash_password
-from cloudctl.core.throttle import Throttle, Throttled
+from cloudctl.core.throttle import _NO_SOURCE, Throttle, Throttled
 
 from hil_client import Hil
 from support import REGION, Server, Servers, write_config
@@ -297,18 +297,20 @@ def _state(t: Throttle) -> list[Any]:
             for table in (t.pairs, t.sources, t.names)] + [t.refused, t.delayed, t.failures]
 
 
-def test_a_check_made_at_once_leaves_the_state_enter_and_succeeded_leave() -> None:
+@pytest.mark.parametrize("sources, start", [(3, 0.0), (9, 0.0), (9, 100.0)])
+def test_a_check_made_at_once_leaves_the_state_enter_and_succeeded_leave(sources: int, start: float) -> None:
     """`at_once` + `passed` (the EC2 endpoint's synchronous path) against `enter` + `succeeded`,
     over random histories of failures, successes and time: admitted by both or neither, the
-    same tables (entries, order, fields) after; None whenever `enter` refuses or delays."""
+    same tables (entries, order, fields) after; None whenever `enter` refuses or delays. (More
+    sources than the cap: the source table full; a clock past `forget_s` from the start.)"""
     import random
     cfg = LoginThrottle.model_construct(**{**THROTTLE, "max_tracked": 6, "forget_s": 30.0})   # (a small cap: evictions)
     for seed in range(40):
         rng = random.Random(seed)
-        now = [0.0]
+        now = [start]
         quick, slow = Throttle(cfg, clock=lambda: now[0]), Throttle(cfg, clock=lambda: now[0])
         for _ in range(120):
-            name, source = rng.choice("abc"), rng.choice(["192.0.2.1", "192.0.2.2", "192.0.2.3"])
+            name, source = rng.choice("abc"), f"192.0.2.{rng.randrange(sources)}"
             step = rng.random()
             now[0] += rng.choice([0.0, 0.5, 3.0, 40.0]) if step < 0.3 else 0.0
             if step < 0.55:   # a failure, on both
@@ -337,6 +339,23 @@ def test_a_check_made_at_once_leaves_the_state_enter_and_succeeded_leave() -> No
                 quick.passed(admitted)
                 slow.succeeded(name, source)
             assert _state(quick) == _state(slow)
+
+
+def test_a_trusted_pair_from_a_clean_source_passes_in_one_step() -> None:
+    """The usual signed request (its pair trusted, its source without failures, the source's
+    table not full): `at_once` finds it admitted from the pair's entry alone, and `passed`
+    leaves the source table as `enter` + `succeeded` do (nothing kept for a clean source)."""
+    cfg = LoginThrottle.model_construct(**{**THROTTLE, "forget_s": 30.0})
+    now = [100.0]
+    t = Throttle(cfg, clock=lambda: now[0])
+    t.enter("u", "192.0.2.1")
+    t.succeeded("u", "192.0.2.1")
+    assert not t.sources.rows and list(t.pairs.rows) == [("u", "192.0.2.1")]
+    now[0] += 1
+    admitted = t.at_once("u", "192.0.2.1")
+    assert admitted is not None and admitted[2] is _NO_SOURCE
+    t.passed(admitted)
+    assert not t.sources.rows and t.pairs.rows[("u", "192.0.2.1")].trusted_until == now[0] + 30.0
 
 
 def test_many_concurrent_honest_ec2_calls_from_one_address_all_succeed(srv: Server) -> None:

@@ -122,6 +122,10 @@ class _Table:
         return _wait(self.get(key, now), now)
 
 
+# `at_once`'s word for a source with no entry to keep (see there): `passed` leaves its table as is.
+_NO_SOURCE = _Key()
+
+
 def _wait(k: _Key | None, now: float) -> float:
     return max(0.0, k.until - now) if k is not None else 0.0
 
@@ -188,6 +192,24 @@ class Throttle:
         to forgotten entries (dropped), so None costs the caller nothing to fall back from."""
         name, now = name[:_MAX_NAME], self.clock()
         pair = (name, source)
+        kp = self.pairs.rows.get(pair)
+        if kp is not None and kp.trusted_until > now and kp.failures == 0 and kp.until <= now:
+            # (the usual case: a trusted pair with no failure, which `get` keeps, which neither
+            # waits nor is busy, and whose name's delay it skips; then its source, as `get` and
+            # the tests below would find it)
+            sources = self.sources.rows
+            ks = sources.get(source)
+            if ks is not None and now - max(ks.last_failure, ks.trusted_until) > self.cfg.forget_s:
+                del sources[source]   # (what `get` does to a forgotten entry)
+                ks = None
+            if ks is None:
+                # `passed` would add the source's entry and drop it again at once (no failure to
+                # remember): nothing to do, unless the addition evicts another, or the clock is
+                # still within `forget_s` of its start (then it is kept)
+                if now > self.cfg.forget_s and len(sources) < self.cfg.max_tracked:
+                    return pair, kp, _NO_SOURCE, now
+            elif ks.until <= now and not self.sources.busy_known(ks):
+                return pair, kp, ks, now
         kp, ks = self.pairs.get(pair, now), self.sources.get(source, now)
         if _wait(kp, now) > 0 or _wait(ks, now) > 0 or self.pairs.busy_known(kp) or self.sources.busy_known(ks):
             return None
@@ -204,7 +226,8 @@ class Throttle:
             # (the usual case, a trusted pair: both entries were looked up at `now` and kept, so
             # the lookups and touches below come to moving each to the end once)
             self.pairs.rows.move_to_end(pair)
-            self.sources.rows.move_to_end(pair[1])
+            if ks is not _NO_SOURCE:
+                self.sources.rows.move_to_end(pair[1])
             kp.failures, kp.until, kp.trusted_until = 0, 0.0, now + self.cfg.forget_s
             return
         self.pairs.touch_known(pair, kp)

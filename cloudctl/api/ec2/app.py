@@ -44,6 +44,9 @@ log = logging.getLogger("cloudctl.ec2")
 __all__ = ["STATUS", "Ec2Api", "make_verifier"]
 
 _FORM = "application/x-www-form-urlencoded"
+# Content-Type headers whose type is _FORM as the request reads it (`content_type`), as clients
+# write them: taken as such, without the header's parse (any other spelling is parsed).
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded; charset=utf-8", _FORM})
 MAX_BODY = 4 * 1024 * 1024   # a declared length over it refused by the listener, the rest here
 SIGNAL_MAX = 64 * 1024       # a wait condition signal (cfn-signal sends a few hundred bytes)
 _HASH_ON_LOOP = 256 * 1024   # larger bodies are hashed on a worker thread (~1 ms per MiB)
@@ -141,7 +144,8 @@ class Ec2Api:
             content = request.content
             got: list[bytes] | None = None   # the body, once read (and the turn taken) by the quick path
             quick: tuple[dict[str, str], Verified] | None = None
-            if not raw_query and "Authorization" in headers and request.content_type == _FORM \
+            if not raw_query and "Authorization" in headers \
+                    and (headers.get(hdrs.CONTENT_TYPE) in _FORM_TYPES or request.content_type == _FORM) \
                     and content.is_eof() and content.total_bytes <= form.STEP_CHARS:
                 # The usual request (boto3's, the CLI's): a small form signed in the header, all
                 # of it arrived with the headers. Checked in one synchronous go (`_at_once`); what
@@ -251,9 +255,11 @@ class Ec2Api:
             result = await handler(self.cloud, caller, req)
             pieces = svc.protocol.serialize_iter(action, result, request_id, self.slice_items)
             turns = self.turns if is_streamed(result) else None   # (small answers: one quick piece)
-            first = await self._slice(pieces, turns, t0, request)
+            # (an answer not streamed: its pieces as `_slice` gives them, without its coroutine)
+            first = next(pieces, None) if turns is None else await self._slice(pieces, turns, t0, request)
             assert first is not None   # serialize_iter yields at least one piece
-            second = None if svc.protocol.is_last(action, first) else await self._slice(pieces, turns, t0)
+            second = None if svc.protocol.is_last(action, first) else \
+                next(pieces, None) if turns is None else await self._slice(pieces, turns, t0)
         except BodyRefused:   # (answered by the listener, which closes the connection)
             if login is not None:
                 self.logins.void(*login)

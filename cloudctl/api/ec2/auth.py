@@ -54,6 +54,10 @@ _KEY_CACHE_MAX = 256
 _UNRESERVED = "-_.~"  # RFC 3986 unreserved punctuation; letters and digits are always safe
 _CANONICAL_COMPONENT = re.compile(r"[A-Za-z0-9\-_.~]*")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# The Authorization header as botocore writes it, its values in characters the general parse
+# (`_v4_header_parts`: split on ',', each part stripped, cut at its first '=') reads as they are.
+_V4H = re.compile(r"AWS4-HMAC-SHA256 Credential=([A-Za-z0-9/_.-]{1,256}), SignedHeaders=([a-z0-9;-]{1,512}), "
+                  r"Signature=([0-9a-f]{64})")
 _AUTH_FAILURE = "AWS was not able to validate the provided access credentials"
 
 
@@ -240,7 +244,7 @@ def _body_hash(body: bytes, known: str | None) -> str:
 class SignatureVerifier:
     """Checks that a request was signed with the secret of the access key it names."""
 
-    __slots__ = ("_secret_for", "_services", "_region", "_window", "_clock", "_keys", "_macs")
+    __slots__ = ("_secret_for", "_services", "_region", "_window", "_clock", "_keys", "_macs", "_creds")
 
     def __init__(self, secret_for: Callable[[str], str | None], *, service: str = "ec2",
                  region: str | None = None, window_s: int = 900, clock: Callable[[], float] = time.time,
@@ -255,6 +259,10 @@ class SignatureVerifier:
         # request are stored, so forged requests naming random regions cannot churn the cache.
         self._keys: dict[tuple[str, str, str, str], bytes] = {}
         self._macs: dict[bytes, Any] = {}   # signing key -> HMAC keyed with it, to copy (`_sign`)
+        # A SigV4 credential (Authorization's `Credential=`) that verified a request -> what
+        # `_v4h_at_once` needs of it: (key id, scope date, service, secret, HMAC keyed with its
+        # signing key, the scope's lines of the string to sign). Only verified ones: bounded.
+        self._creds: dict[str, tuple[str, str, str, str, Any, str]] = {}
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -299,7 +307,84 @@ class SignatureVerifier:
         """`verify` (and `precheck`'s checks) for a request whose scheme the caller knows is
         "v4h": an Authorization header, no query string, no auth field among its parameters.
         The same checks and errors, the header taken apart once."""
+        verified = self._v4h_at_once(method, path, headers, body)
+        if verified is not None:
+            return verified
         return self._verify_v4h(self._v4_header_parts(headers), method, path, [], headers, body, None)
+
+    def _v4h_at_once(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Verified | None:
+        """`verify_header`'s outcome for the usual request when it passes, in one function: an
+        Authorization header written as botocore writes it (`_V4H`), X-Amz-Date signed, no
+        X-Amz-Content-SHA256, a credential that verified a request before (`_creds`: its scope's
+        checks, the signing key and its HMAC, kept) and whose key's secret is still the signer's.
+        None for anything else, a signature that does not match included: the general path then
+        checks it from the start and raises what it raises. Never accepts what that path refuses:
+        the same checks, on values the general parse reads the same."""
+        m = _V4H.fullmatch(headers.get("Authorization") or "")
+        if m is None:
+            return None
+        credential, signed_headers, signature = m.groups()
+        amz_date = headers.get("X-Amz-Date")
+        if amz_date is None or "X-Amz-Content-SHA256" in headers:
+            return None
+        names = signed_headers.split(";")
+        if "x-amz-date" not in names or "host" not in names or not all(names):
+            return None
+        kept = self._creds.get(credential)
+        if kept is None:
+            return self._v4h_first(method, path, headers, body, credential, signed_headers, signature, amz_date)
+        akid, scope_date, service, secret, mac, scope_lines = kept
+        if scope_date != amz_date[:8]:
+            return None
+        when = _parse_amz_date(amz_date)
+        if when is None or abs(self._clock() - when) > self._window or self._secret_for(akid) != secret:
+            return None
+        getall = getattr(headers, "getall", None)
+        if getall is None:   # (a plain mapping: `_check_v4` reads it)
+            return None
+        lines: list[str] = []
+        for name in names:
+            values = getall(name, ())
+            if len(values) == 1:
+                lines.append(f"{name}:{' '.join(values[0].split())}")
+            else:
+                lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}")
+        try:
+            canonical = (f"{method.upper()}\n{_canonical_path(path)}\n\n" + "\n".join(lines) + "\n\n"
+                         f"{signed_headers}\n{hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256}"
+                         ).encode("utf-8", "surrogateescape")
+            to_sign = f"{_ALGORITHM}\n{amz_date}{scope_lines}{hashlib.sha256(canonical).hexdigest()}"
+            mac = mac.copy()
+            mac.update(to_sign.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError:
+            return None
+        expected = mac.hexdigest()
+        if not hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii")):
+            return None
+        return Verified(akid, f"v4h:{akid}:{expected}", service)
+
+    def _v4h_first(self, method: str, path: str, headers: Mapping[str, str], body: bytes, credential: str,
+                   signed_headers: str, signature: str, amz_date: str) -> Verified | None:
+        """`_v4h_at_once` for a credential not kept yet: None where the scope's and the key's
+        checks raise or the signing key is not cached yet (one that verified before); else the
+        general path's own verification (raising what it raises), and the credential kept once
+        it passes."""
+        if _hmac_new is None:
+            return None
+        try:
+            akid, scope_date, region, service = self._check_scope(credential, amz_date)
+            secret = self._v4_secret(akid, signed_headers)
+        except AuthError:
+            return None
+        key = self._keys.get((secret, scope_date, region, service))
+        if key is None:   # (the general path derives it, and keeps it once it verifies)
+            return None
+        verified = self._verify_v4h(self._v4_header_parts(headers), method, path, [], headers, body, None)
+        if len(self._creds) >= _KEY_CACHE_MAX:
+            self._creds.clear()
+        self._creds[credential] = (akid, scope_date, service, secret, _hmac_new(key, digestmod="sha256"),
+                                   f"\n{scope_date}/{region}/{service}/aws4_request\n")
+        return verified
 
     def _verify_v4h(self, v4h: _V4Parts, method: str, path: str, query_pairs: list[tuple[str, str]],
                     headers: Mapping[str, str], body: bytes, body_sha256: str | None) -> Verified:

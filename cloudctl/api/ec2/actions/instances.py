@@ -11,7 +11,8 @@ from ....core.addresses import public_dns
 from ....core.cloud import Cloud
 from ....core.compute import STATE_CODES, DeleteOnTermination, InstanceAttributes, InstanceChanges, private_dns
 from ....core.context import Caller
-from ....core.errors import CloudError
+from ....core.errors import CloudError, not_found
+from ....core.ids import well_formed
 from ....core.instance_facts import InstanceFacts, describe_page, facts_of
 from ....core.launch import LaunchSpec
 from ....core.network import interface_id
@@ -176,6 +177,32 @@ async def describe_instances(cloud: Cloud, caller: Caller, req: dict[str, Any]) 
         return {"Reservations": [small_reservation_view(cloud, r, f) for r, f in page], "NextToken": token}
     views = (reservation_view(cloud, r, f) for r, f in page)
     return {"Reservations": LazyList(views, len(page)), "NextToken": token}
+
+
+def by_id_form(params: dict[str, str]) -> tuple[str, bool] | None:
+    """DescribeInstances' usual by-id form, one `InstanceId.1` and no other field: its id (no
+    DryRun). Anything else (filters, pages, more ids, DryRun) goes the general way."""
+    if len(params) != 1:
+        return None
+    iid = params.get("InstanceId.1")
+    return (iid, False) if iid else None
+
+
+@form("DescribeInstances", by_id_form)
+async def describe_by_id(cloud: Cloud, caller: Caller, iid: str) -> dict[str, Any]:
+    """`describe_instances` for one id, no filter and no page (`by_id_form`), in one step: what
+    `Compute.describe` and `describe_page` do then (the caller's instance by id, a malformed or
+    unknown one refused as `Compute.owned` refuses it; the dry run checked; its reservation; its
+    facts read now) without the query, the filters' compilation, the page and the grouping."""
+    if not well_formed(iid, "i"):   # (`Compute.owned`'s refusals, for one id)
+        raise CloudError("InvalidInstanceID.Malformed", f"Invalid id: \"{iid}\"")
+    inst = cloud.compute.of_owner(caller.account).get(iid)
+    if inst is None:
+        raise not_found("InstanceID", [iid])
+    caller.check_dry_run()
+    rid = inst.reservation_id
+    res = cloud.compute.reservations.get(rid) or Reservation(id=rid, owner=inst.owner)
+    return {"Reservations": [small_reservation_view(cloud, res, facts_of(cloud, (inst,)))], "NextToken": None}
 
 
 def _changes(pairs: list[tuple[Instance, Instance]]) -> list[dict[str, Any]]:

@@ -1,0 +1,81 @@
+"""DescribeInstances by one id read at once (`by_id_form`, `describe_by_id`) answers as the general
+path (`Protocol.parse`, `describe_instances`) does: the same bytes, the same refusals."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudctl.api.ec2.actions.instances import by_id_form, describe_by_id, describe_instances
+from cloudctl.api.ec2.actions.registry import FORMS
+from cloudctl.api.ec2.model import OPERATIONS, load_model
+from cloudctl.api.ec2.protocol import Protocol
+from cloudctl.config import load_config
+from cloudctl.core.cloud import Cloud
+from cloudctl.core.context import Caller
+from cloudctl.core.errors import CloudError
+from cloudctl.core.launch import LaunchSpec
+
+from support import write_config
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path, model_cache: Path) -> AsyncIterator[Cloud]:
+    c = await Cloud.open(load_config(write_config(tmp_path, model_cache)), "http://127.0.0.1:0")
+    yield c
+    await c.stop()
+
+
+@pytest.mark.parametrize("params, read", [
+    ({"InstanceId.1": "i-0123456789abcdef0"}, ("i-0123456789abcdef0", False)),
+    ({"InstanceId.1": "nonsense"}, ("nonsense", False)),   # (refused by the describe, as the general path's)
+    ({"InstanceId.1": ""}, None),
+    ({"InstanceId.2": "i-0123456789abcdef0"}, None),
+    ({"InstanceId.1": "i-0123456789abcdef0", "InstanceId.2": "i-0123456789abcdef1"}, None),
+    ({"InstanceId.1": "i-0123456789abcdef0", "DryRun": "true"}, None),
+    ({"InstanceId.1": "i-0123456789abcdef0", "MaxResults": "5"}, None),
+    ({"InstanceId.1": "i-0123456789abcdef0", "Filter.1.Name": "tag:a"}, None),
+    ({}, None),
+])
+def test_only_the_one_id_form_is_read_at_once(params: dict[str, str], read: Any) -> None:
+    assert by_id_form(params) == read
+    assert FORMS["DescribeInstances"] == (by_id_form, describe_by_id)
+
+
+async def _outcome(proto: Protocol, call: Any) -> bytes | tuple[str, str]:
+    try:
+        result = await call
+    except CloudError as e:
+        return e.code, e.message
+    return b"".join(proto.serialize_iter("DescribeInstances", result, "req-1", slice_items=20))
+
+
+async def test_the_answer_and_the_refusals_are_the_general_paths(cloud: Cloud, tmp_path: Path) -> None:
+    proto = Protocol(load_model(OPERATIONS, tmp_path / "model"))
+    owner, other = Caller(await cloud.users.create("u")), Caller(await cloud.users.create("v"))
+    image = next(iter(cloud.images.table.values()))
+    _, insts = await cloud.compute.run(owner, LaunchSpec(
+        image.id, 3, 3, instance_type="t3.nano", instance_tags=(("Name", "a<b&c"), ("env", "prod"))))
+    _, theirs = await cloud.compute.run(other, LaunchSpec(image.id, 1, 1, instance_type="t3.nano"))
+    await cloud.compute.idle()
+    await cloud.compute.terminate(owner, [insts[2].id])
+    await cloud.compute.idle()
+    ids = [i.id for i in insts] + [theirs[0].id, "i-0123456789abcdef0", "i-xyz", "nonsense", "vol-0123456789abcdef0"]
+    seen = 0
+    for iid in ids:
+        for caller in (owner, other):
+            read = by_id_form({"InstanceId.1": iid})
+            assert read is not None
+            quick = await _outcome(proto, describe_by_id(cloud, caller, read[0]))
+            general = await _outcome(proto, describe_instances(
+                cloud, caller, proto.parse("DescribeInstances", {"InstanceId.1": iid})))
+            assert quick == general, iid
+            seen += isinstance(quick, bytes)
+    assert seen == 4   # (the owner's three, the other's one: the rest refused)
+    # A dry run is never read at once; its general answer stays the refusal it was.
+    dry = Caller(owner.user, dry_run=True)
+    assert by_id_form({"InstanceId.1": insts[0].id, "DryRun": "true"}) is None
+    assert await _outcome(proto, describe_instances(cloud, dry, {"InstanceIds": [insts[0].id]})) == \
+        ("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
