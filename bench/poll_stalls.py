@@ -16,7 +16,8 @@ state frozen, young sweeps). After one interval of warm-up, per round of `interv
 - the longest lateness of a 10 ms ticker on the loop, wall-clock and own (less the loop thread's
   run-queue wait, as the server's `LoopMonitor`); the loop thread's CPU in that tick, and what the
   own lateness has beyond it (time off a CPU without waiting for one: the interpreter lock);
-- how many ticks were late by more than 1, 2, 5 and 10 ms (own), and the 99th percentile;
+- how many ticks were late by more than 1, 2, 5 and 10 ms (own), the 99th percentile, and the own
+  lateness beyond 1 ms summed over the round;
 - the host threads' CPU per poll (median; here it includes the test driver's own work, which the
   binding runs without the lock), the most polls in flight at once, the loop thread's CPU share;
 - the collector's longest pause and its full collections.
@@ -194,6 +195,7 @@ async def run(a: argparse.Namespace, node: Path) -> dict[str, Any]:
              "worst_tick_off_cpu_ms": round(max(0.0, worst[0] - worst[2]) * 1e3, 2),
              "own_over_ms": {str(x): sum(1 for t in own if t[0] > x / 1e3) for x in (1, 2, 5, 10)},
              "own_p99_ms": round(own[len(own) // 100][0] * 1e3, 2),
+             "own_beyond_1ms_sum_ms": round(sum(t[0] - 0.001 for t in own if t[0] > 0.001) * 1e3, 1),
              "worker_cpu_ms_p50": round(statistics.median(worker_cpu) * 1e3, 3) if worker_cpu else None,
              "max_inflight": inflight[1], "loop_cpu_share": round((time.thread_time() - c0) / span, 4),
              "gc_max_ms": round(max((p for _, p in pauses), default=0.0) * 1e3, 2),
