@@ -22,7 +22,9 @@ from cloudctl.drivers.hypervisor.base import (
     DomainEvent,
     DomainInfo,
     DomainStates,
+    DomainStats,
     HypervisorError,
+    PolledDomains,
     Power,
 )
 from cloudctl.drivers.hypervisor.libvirt import LibvirtDriver
@@ -856,3 +858,88 @@ async def test_a_burst_of_events_comes_in_order_on_the_loop(driver: LibvirtDrive
     assert [(n, k) for n, k, _ in seen] == [(n, k) for n in names
                                             for k in ("defined", "started", "stopped", "undefined")]
     assert all(on_loop for _, _, on_loop in seen)
+
+
+# -- the monitor's poll ----------------------------------------------------------------------------
+
+
+async def test_a_poll_lists_every_domain_as_libvirt_reports_it(driver: LibvirtDriver) -> None:
+    """The poll's domains are the listing's, each with its power state (the test driver reports no
+    counters: they are 0), whatever the state: running, paused, off."""
+    for n in ("p-run", "p-paused", "p-off"):
+        await driver.define(n, domain_xml(n))
+    await driver.start("p-run")
+    await driver.start("p-paused")
+    await asyncio.to_thread(lambda: driver._conn.lookupByName("p-paused").suspend())  # type: ignore[union-attr]
+    poll = await driver.poll()
+    listed = await powers(driver)
+    assert {d.name: d.power for d in poll.domains} == listed
+    assert (listed["p-run"], listed["p-paused"], listed["p-off"]) == (Power.RUNNING, Power.PAUSED, Power.OFF)
+    assert list(poll.domains) == [DomainStats(name, listed[name]) for name in poll.domains.names]
+    assert poll.resources == await driver.resources()
+
+
+def _qemu_record(n: int, disks: int, nics: int) -> dict[str, object]:
+    """One domain's typed parameters as libvirt's qemu driver gives them for the poll's groups
+    (docs of virConnectGetAllDomainStats), with fields the poll does not read among them."""
+    st: dict[str, object] = {"state.state": libvirt.VIR_DOMAIN_RUNNING, "state.reason": 1,
+                             "cpu.time": n * 10**9 + 7, "cpu.user": n, "cpu.system": n,
+                             "balloon.current": 524288 + n, "balloon.maximum": 1048576,
+                             "block.count": disks, "net.count": nics}
+    for i in range(disks):
+        st |= {f"block.{i}.name": f"vd{i}", f"block.{i}.path": f"/v/{n}-{i}.qcow2", f"block.{i}.rd.reqs": 3,
+               f"block.{i}.rd.bytes": (n + 1) << (10 + i), f"block.{i}.wr.bytes": (n + 2) << i}
+    for i in range(nics):
+        st |= {f"net.{i}.name": f"vnet{i}", f"net.{i}.rx.bytes": n * 1000 + i, f"net.{i}.tx.bytes": n * 10 + i,
+               f"net.{i}.rx.pkts": 1}
+    return st
+
+
+def _summed(st: dict[str, object], group: str, field: str) -> int:
+    """The test's own reading: the field of every device the record counts, summed."""
+    count = int(st.get(f"{group}.count", 0))   # type: ignore[call-overload]
+    return sum(int(v) for k, v in st.items()   # type: ignore[call-overload]
+               if k.startswith(f"{group}.") and k.endswith(f".{field}") and int(k.split(".")[1]) < count)
+
+
+def test_the_poll_packs_libvirts_records_as_they_read() -> None:
+    """What `_poll_sync` makes of getAllDomainStats' answer, domain by domain, against the records
+    read field by field: libvirt's handles (the test driver's) with records as the qemu driver fills
+    them: any number of disks and NICs (40: more than any poll before), a device the count leaves
+    out, a missing field, each state and reason, and a record with nothing but its state."""
+    from cloudctl.drivers.hypervisor.libvirt import _packed
+
+    conn = libvirt.open(URI)
+    try:
+        handles = []
+        for n in range(12):
+            conn.defineXML(domain_xml(f"q-{n}"))
+            handles.append(conn.lookupByName(f"q-{n}"))
+        records = [_qemu_record(n, disks, nics) for n, (disks, nics) in
+                   enumerate([(1, 1), (2, 1), (0, 0), (3, 2), (40, 40), (1, 0), (0, 3)])]
+        records[1]["block.5.rd.bytes"] = 10**6   # (not counted: past block.count)
+        del records[3]["block.1.wr.bytes"]
+        states = [(libvirt.VIR_DOMAIN_PAUSED, 1, Power.PAUSED), (libvirt.VIR_DOMAIN_SHUTDOWN, 1, Power.SHUTTING_DOWN),
+                  (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, Power.CRASHED),
+                  (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED, Power.OFF),
+                  (libvirt.VIR_DOMAIN_CRASHED, 0, Power.CRASHED), (libvirt.VIR_DOMAIN_PMSUSPENDED, 0, Power.PAUSED),
+                  (libvirt.VIR_DOMAIN_NOSTATE, 0, Power.RUNNING), (libvirt.VIR_DOMAIN_BLOCKED, 0, Power.RUNNING)]
+        powers = [Power.RUNNING] * len(records)
+        for state, reason, power in states:
+            records.append(_qemu_record(len(records), 1, 1) | {"state.state": state, "state.reason": reason})
+            powers.append(power)
+        records[-1] = {"state.state": libvirt.VIR_DOMAIN_RUNNING}   # (its other groups missing)
+        handles = [handles[i % len(handles)] for i in range(len(records))]
+        answer = list(zip(handles, records))
+        expected = [DomainStats(dom.name(), power, int(st.get("cpu.time", 0)),   # type: ignore[call-overload]
+                                int(st.get("balloon.current", 0)) * 1024,   # type: ignore[call-overload]
+                                _summed(st, "block", "rd.bytes"), _summed(st, "block", "wr.bytes"),
+                                _summed(st, "net", "rx.bytes"), _summed(st, "net", "tx.bytes"))
+                    for (dom, st), power in zip(answer, powers)]
+        assert expected[4].block_read_bytes > 0 and expected[-1] == DomainStats(expected[-1].name, Power.RUNNING)
+        polled = _packed(answer)
+        assert list(polled) == expected
+        assert polled == PolledDomains(expected) and polled.names == tuple(d.name for d in expected)
+        assert list(_packed([])) == []
+    finally:
+        conn.close()

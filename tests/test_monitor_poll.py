@@ -18,7 +18,7 @@ from cloudctl.config import load_config
 from cloudctl.core.cloud import Cloud
 from cloudctl.core.context import Caller
 from cloudctl.core.monitor import host_view
-from cloudctl.drivers.hypervisor.base import DomainStats, PolledDomains, Power
+from cloudctl.drivers.hypervisor.base import POWER_CODE, DomainStats, PolledDomains, Power
 
 from support import write_config
 
@@ -120,6 +120,26 @@ def test_a_packed_poll_reads_back_what_the_driver_gave() -> None:
     odd = [DomainStats("a", Power.OFF, 10**20, -1), DomainStats("b", Power.PAUSED)]
     assert list(PolledDomains(odd)) == odd
     assert list(PolledDomains()) == []
+
+
+def test_a_poll_made_from_its_packed_parts_reads_as_one_made_from_records() -> None:
+    """A driver may hand its poll over already packed (names, a byte per power, the counters in a
+    row): it reads back as the same poll made from `DomainStats`, and parts that do not line up
+    are refused."""
+    given = [_stats(n, list(Power)[n % len(Power)]) for n in range(1, 252)]
+    flat = [v for d in given for v in d[2:]]
+    codes = bytes(POWER_CODE[d.power] for d in given)
+    names = tuple(d.name for d in given)
+    poll = PolledDomains.packed(names, codes, flat)
+    assert poll == PolledDomains(given) and list(poll) == given and poll.powers() == {d.name: d.power for d in given}
+    assert list(PolledDomains.packed((), b"", [])) == []
+    odd = [DomainStats("a", Power.OFF, 10**20, -1), DomainStats("b", Power.PAUSED)]   # (kept as given)
+    assert list(PolledDomains.packed(("a", "b"), bytes([POWER_CODE[Power.OFF], POWER_CODE[Power.PAUSED]]),
+                                     [v for d in odd for v in d[2:]])) == odd
+    with pytest.raises(ValueError):
+        PolledDomains.packed(names, codes[:-1], flat)
+    with pytest.raises(ValueError):
+        PolledDomains.packed(names, codes, flat[:-1])
 
 
 def test_kept_polls_are_a_few_objects_for_the_collector() -> None:

@@ -126,6 +126,8 @@ class DomainStats(NamedTuple):
 _POWERS = tuple(Power)
 _POWER_CODE = {p: i for i, p in enumerate(_POWERS)}
 _COUNTERS = len(DomainStats._fields) - 2
+#: Each power state's byte in a packed poll (`PolledDomains.packed`).
+POWER_CODE: dict[Power, int] = dict(_POWER_CODE)
 
 
 class PolledDomains(Sequence[DomainStats]):
@@ -152,8 +154,22 @@ class PolledDomains(Sequence[DomainStats]):
             names.append(d.name)
             powers.append(_POWER_CODE[d.power])
             flat += d[2:]
-        self.names = tuple(names)
-        self._powers = bytes(powers)
+        self._set(tuple(names), bytes(powers), flat)
+
+    @classmethod
+    def packed(cls, names: tuple[str, ...], powers: bytes, counters: list[int]) -> PolledDomains:
+        """A poll from its parts as kept: each domain's name, its power as `POWER_CODE` gives it, and
+        its `DomainStats` counters in field order, one domain after another (a driver builds these
+        from the hypervisor's answer without a `DomainStats` a domain)."""
+        if len(powers) != len(names) or len(counters) != len(names) * _COUNTERS:
+            raise ValueError("a packed poll needs one power and six counters a name")
+        self = cls.__new__(cls)
+        self._set(names, powers, counters)
+        return self
+
+    def _set(self, names: tuple[str, ...], powers: bytes, flat: list[int]) -> None:
+        self.names = names
+        self._powers = powers
         counters: Sequence[int]
         try:
             counters = array("Q", flat)
