@@ -96,19 +96,80 @@ def encode_row(row: Row) -> str:
 def encode_changes(changes: list[tuple[Any, str, Any, Row | None]]) -> str:
     """A transaction's journal record: `[op, ...]`, each `["p",table,key,{row}]` (a put) or
     `["d",table,key]` (a delete), from (table, key, old, new) entries (new None: a delete).
-    The same bytes as joining each op's own `encode_row` text, made in one encoder call per
-    transaction instead of one per row, and after the transaction, not inside each put."""
-    getters = _GETTERS
-    ops: list[list[Any]] = []
-    for table, key, _, row in changes:
-        if row is None:
-            ops.append(["d", table.name, key])
-            continue
-        got = getters.get(type(row)) or _getters(type(row))
-        ops.append(["p", table.name, key, dict(zip(got[0], got[1](row)))])
-    if _encode is None:
+    The same bytes as joining each op's own `encode_row` text (`json.dumps` of each op, compact),
+    made after the transaction, not inside each put: each row's text by its type's generated
+    encoder (`_row_encoder`), the JSON encoder called only for what is not plain text or None."""
+    if _encode is None:   # (a Python without the _json accelerator)
+        getters = _GETTERS
+        ops: list[list[Any]] = []
+        for table, key, _, row in changes:
+            if row is None:
+                ops.append(["d", table.name, key])
+                continue
+            got = getters.get(type(row)) or _getters(type(row))
+            ops.append(["p", table.name, key, dict(zip(got[0], got[1](row)))])
         return json.dumps(ops, separators=(",", ":"))
-    return "".join(_encode(ops, 0))
+    encoders = _ROW_ENCODERS
+    out: list[str] = []
+    for table, key, _, row in changes:
+        name = table.name
+        if row is None:
+            out.append("".join(_encode(["d", name, key], 0)))
+            continue
+        enc = encoders.get(type(row)) or _row_encoder(type(row))
+        head = _PUT_HEADS.get(name)
+        if head is None:
+            head = _PUT_HEADS[name] = '["p",' + "".join(_encode(name, 0)) + ","
+        if type(key) is str and key.isascii() and key.isprintable() and '"' not in key and "\\" not in key:
+            out.append(f'{head}"{key}",{enc(row)}]')
+        else:
+            out.append(f'{head}{"".join(_encode(key, 0))},{enc(row)}]')
+    return "[" + ",".join(out) + "]"
+
+
+_PUT_HEADS: dict[str, str] = {}
+_FLOATS: dict[float, str] = {}   # the last few floats' text: a launch's time is in several of its rows
+
+
+def _float(v: float) -> str:
+    assert _encode is not None
+    text = _FLOATS[v] = "".join(_encode(v, 0))
+    if len(_FLOATS) > 64:
+        del _FLOATS[next(iter(_FLOATS))]
+    return text
+_ROW_ENCODERS: dict[type, Callable[[Any], str]] = {}
+
+
+def _row_encoder(cls: type) -> Callable[[Any], str]:
+    """`encode_row` for rows of `cls`, generated once: the field names' text is constant, a str
+    value is written as is when every str value of the row is plain printable ASCII without a
+    quote or a backslash (what the JSON encoder would write unchanged), None as `null`, a float
+    other than zero as the JSON encoder wrote it for an equal float lately; any other value
+    (numbers, tuples, maps, text to escape) by the JSON encoder, as inside the row's object.
+    The same text as `"".join(_encode(row.to_dict(), 0))` (tests/test_store.py holds them equal)."""
+    names, values = _getters(cls)
+    assert _encode is not None
+    ns: dict[str, Any] = {"values": values, "J": _encode, "F": _FLOATS, "_float": _float}
+    vs = [f"v{n}" for n in range(len(names))]
+    lines = ["def enc(row):", f"    {', '.join(vs)}, = values(row)",
+             f"    s = ''.join([v for v in ({', '.join(vs)},) if type(v) is str])",
+             "    ok = s.isascii() and s.isprintable() and '\"' not in s and '\\\\' not in s"]
+    for v in vs:
+        lines += [f"    if type({v}) is str:",
+                  f"        {v} = '\"' + {v} + '\"' if ok else ''.join(J({v}, 0))",
+                  f"    elif {v} is None:",
+                  f"        {v} = 'null'",
+                  f"    elif type({v}) is float and {v}:",   # (0.0 and -0.0 are equal keys: not kept)
+                  f"        {v} = F.get({v}) or _float({v})",
+                  "    else:",
+                  f"        {v} = ''.join(J({v}, 0))"]
+    body = ",".join(f"{''.join(_encode(name, 0))}:{{{v}}}" for name, v in zip(names, vs))
+    assert "'" not in body and "\\" not in body
+    lines.append(f"    return '{{' f'{body}' '}}'")
+    exec(compile("\n".join(lines), f"<records encoder {cls.__name__}>", "exec"), ns)
+    enc: Callable[[Any], str] = ns["enc"]
+    _ROW_ENCODERS[cls] = enc
+    return enc
 
 
 def _tupled(v: Any) -> tuple[Any, ...]:

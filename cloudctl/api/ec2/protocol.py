@@ -22,7 +22,7 @@ from typing import Any, Union
 from cloudctl.api.ec2.model import Ec2Model
 from cloudctl.api.ec2.wire_order import AWS_ORDER
 
-__all__ = ["Cached", "ParamError", "SerializationError", "Protocol"]
+__all__ = ["Cached", "Leaves", "ParamError", "SerializationError", "Protocol"]
 
 _XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
@@ -464,7 +464,7 @@ _last_ts: tuple[Any, str | None] = (None, None)
 
 
 def _fmt_ts_memo(value: Any) -> str | None:
-    """_fmt_timestamp, remembering the last datetime: views often repeat one (LaunchTime)."""
+    """_fmt_timestamp, remembering the last datetime or float: views often repeat one (LaunchTime)."""
     global _last_ts
     last = _last_ts
     if value is last[0]:
@@ -476,7 +476,27 @@ def _fmt_ts_memo(value: Any) -> str | None:
             text = _fmt_timestamp(value)
         _last_ts = (value, text)
         return text
+    if type(value) is float:   # (seconds since the epoch: RunInstances' views, see Leaves)
+        text = _fmt_timestamp(value)
+        _last_ts = (value, text)
+        return text
     return _fmt_timestamp(value)
+
+
+_UNSEEN = object()
+_ts_texts: dict[Any, str | None] = {}
+
+
+def _fmt_ts_value(value: Any) -> str | None:
+    """_fmt_timestamp, remembering the last few values (equal ones, not only the same object:
+    a launch's time is its instance's and its root volume's)."""
+    text = _ts_texts.get(value, _UNSEEN)
+    if text is _UNSEEN:
+        text = _fmt_timestamp(value)
+        if len(_ts_texts) >= 64:
+            _ts_texts.clear()
+        _ts_texts[value] = text
+    return text   # type: ignore[return-value]
 
 
 class _Renderers:
@@ -498,6 +518,9 @@ class _Renderers:
         # dropped first past _FRAGMENT_CHARS characters in all
         self._fragments: dict[tuple[str, Any], tuple[tuple[Any, ...], str]] = {}
         self._fragment_chars = 0
+        # (shape, Leaves.view, Leaves.shape, the leaves' types) -> the text's function of the
+        # leaves, or None where the view is rendered as usual (see `leaves`)
+        self._templates: dict[tuple[Any, ...], Callable[[tuple[Any, ...]], str] | None] = {}
 
     def fragment(self, table: _OutStruct, element: "Cached") -> str | list[Any]:
         """The members of ``element``'s view rendered by ``table`` (as ``struct(table)(view,
@@ -520,14 +543,104 @@ class _Renderers:
                 self._fragment_chars -= len(fragments.pop(next(iter(fragments)))[1])
         return rendered
 
-    def _kept(self, table: _OutStruct) -> Callable[["Cached"], str]:
-        """A `Cached` element's text in a list rendered whole: its kept fragment (as in slices),
-        unless its view holds a LazyList (a fragment of pieces: then rendered whole afresh)."""
-        fragment, render = self.fragment, self.struct(table)
+    def leaves(self, table: _OutStruct, element: "Leaves") -> str:
+        """The members of ``element.view(element.shape, element.leaves)`` rendered by ``table``,
+        without making the view: the text of a view made from placeholder leaves, kept per
+        (view function, shape, the leaves' types), with each placeholder's text replaced by its
+        leaf's (a str escaped, an int in digits, a datetime as a timestamp, as the members'
+        renderers write them). Where that cannot hold (a leaf of another type, a placeholder that
+        does not show in the text, a view that does not render), or where the first element so
+        rendered differs from its view's text, that key's elements are rendered as usual."""
+        leaves = element.leaves
+        key = (table.shape_name, element.view, element.shape, tuple(map(type, leaves)))
+        templates = self._templates
+        fn = templates.get(key, _UNSEEN)
+        if fn is _UNSEEN:
+            fn = self._template(table, element, key[3])
+            if len(templates) >= _MAX_TEMPLATES:
+                templates.clear()
+            templates[key] = fn
+            want = self.struct(table)(element.view(element.shape, leaves))
+            if fn is not None and fn(leaves) != want:   # (never seen: the key decides the text's shape)
+                templates[key] = None
+            return want
+        if fn is None:
+            return self.struct(table)(element.view(element.shape, leaves))
+        return fn(leaves)
 
-        def kept(element: Cached) -> str:
-            text = fragment(table, element)
-            return text if type(text) is str else render(element.view())
+    def _template(self, table: _OutStruct, element: "Leaves", types: tuple[type, ...]
+                  ) -> Callable[[tuple[Any, ...]], str] | None:
+        """`leaves`' function for elements of these leaf types, or None."""
+        marks: dict[str, int] = {}
+        placeholders: list[Any] = []
+        if len(types) > 1000:
+            return None
+        for n, t in enumerate(types):
+            if t is str:
+                value: Any = f"\u27e6{n:04d}\u27e7"   # (printable, nothing to escape)
+                marks[value] = n
+            elif t is int:
+                value = 7_300_000_000 + n
+                marks[str(value)] = n
+            elif t is datetime or t is float:   # (a float: seconds since the epoch, as a timestamp)
+                value = datetime(1001 + n, 1, 1, tzinfo=_UTC)
+                if t is float:
+                    value = value.timestamp()
+                marks[_fmt_timestamp(value) or ""] = n
+            elif t is type(None):
+                value = None
+            else:
+                return None
+            placeholders.append(value)
+        try:
+            text = self.struct(table)(element.view(element.shape, tuple(placeholders)))
+        except Exception:   # (the usual path renders these leaves, or refuses them, as before)
+            return None
+        if type(text) is not str:
+            return None
+        pieces: list[str] = []
+        refs: list[int] = []
+        at = 0
+        if marks:
+            for m in re.finditer("|".join(map(re.escape, marks)), text):
+                pieces.append(text[at:m.start()])
+                refs.append(marks[m.group()])
+                at = m.end()
+        pieces.append(text[at:])
+        if set(refs) != set(marks.values()):
+            return None
+        names = [f"v{n}" for n in range(len(types))]
+        strs = sorted({n for n in refs if types[n] is str})
+        lines = [f"    {', '.join(names)}, = leaves" if names else "    pass"]
+        if strs:
+            joined = "".join("{" + names[n] + "}" for n in strs)
+            lines += [f"    s = f'{joined}'",
+                      "    if not (s.isprintable() and '&' not in s and '<' not in s and '>' not in s):"]
+            lines += [f"        {names[n]} = _esc({names[n]})" for n in strs]
+        stamps = sorted({n for n in refs if types[n] is datetime or types[n] is float})
+        lines += [f"    {names[n]} = f({names[n]})" for n in stamps]
+        body = " ".join(repr(p) + (f" f'{{{names[r]}}}'" if k < len(refs) else "")
+                        for k, (p, r) in enumerate(zip(pieces, refs + [-1])))
+        lines.append(f"    return ({body})")
+        ns: dict[str, Any] = {"_esc": _esc, "f": _fmt_ts_value}
+        exec(compile("def render(leaves):\n" + "\n".join(lines), "<cloudctl.api.ec2.protocol template>", "exec"), ns)
+        render: Callable[[tuple[Any, ...]], str] = ns["render"]
+        return render
+
+    def _kept(self, table: _OutStruct) -> Callable[[Any], str]:
+        """A list element's text where it is not a dict: a `Cached` element's kept fragment (as
+        in slices; unless its view holds a LazyList, a fragment of pieces: then rendered whole
+        afresh), a `Leaves` element's text, any other mapping rendered as a dict is."""
+        fragment, render, leaves = self.fragment, self.struct(table), self.leaves
+
+        def kept(element: Any) -> str:
+            kind = type(element)
+            if kind is Cached:
+                text = fragment(table, element)
+                return text if type(text) is str else render(element.view())
+            if kind is Leaves:
+                return leaves(table, element)
+            return render(element)
         return kept
 
     def struct(self, table: _OutStruct) -> Callable[..., Any]:
@@ -580,9 +693,8 @@ class _Renderers:
         ns: dict[str, Any] = {"_esc": _esc}
         if item_kind == _STRUCT:
             ns["r"] = self.struct(payload)
-            ns["C"] = Cached
-            ns["k"] = self._kept(payload)   # (a Cached element's kept text, as a slice would use it)
-            body = (f"    return ''.join([{_tagged(item_open, '(r(e) if type(e) is not C else k(e))', item_close)} "
+            ns["k"] = self._kept(payload)   # (a Cached element's kept text, as a slice would use it; Leaves')
+            body = (f"    return ''.join([{_tagged(item_open, '(r(e) if type(e) is dict else k(e))', item_close)} "
                     "for e in value if e is not None])")
         elif item_kind == _LIST:
             ns["r"] = self.list(payload)
@@ -727,6 +839,7 @@ def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
 
 
 _FRAGMENT_CHARS = 4 << 20   # rendered fragments kept (~1,300 instances' descriptions)
+_MAX_TEMPLATES = 256        # Leaves' texts kept (forgotten all at once past this)
 
 
 class Cached:
@@ -745,6 +858,24 @@ class Cached:
 
     def __init__(self, slot: Any, key: tuple[Any, ...], view: Callable[[], Mapping[str, Any]]) -> None:
         self.slot, self.key, self.view = slot, key, view
+
+
+class Leaves:
+    """A list element given as the flat values its view is made from: ``view(shape, leaves)`` is
+    the mapping to render, ``shape`` (hashable) what decides its members and lists beyond the
+    leaves' types (lengths, flags), ``leaves`` a tuple of str, int, float, datetime or None.
+
+    Rendered as its view would be, byte for byte, but from a text kept per (view, shape, the
+    leaves' types) with the leaves put in (`_Renderers.leaves`; a float leaf in a timestamp
+    member is that many seconds since the epoch): for an answer whose elements are written once
+    (RunInstances': a launched row is replaced within milliseconds), a few string operations
+    instead of its view's dicts and their members' renderers."""
+
+    __slots__ = ("shape", "leaves", "view")
+
+    def __init__(self, shape: Any, leaves: tuple[Any, ...],
+                 view: Callable[[Any, tuple[Any, ...]], Mapping[str, Any]]) -> None:
+        self.shape, self.leaves, self.view = shape, leaves, view
 
 
 class LazyList:
@@ -801,6 +932,8 @@ def _iter_pieces(renderers: _Renderers, table: _OutStruct, pieces: list[Any], pa
                 if element is not None:
                     if type(element) is Cached:
                         rendered = renderers.fragment(item_payload, element)
+                    elif type(element) is Leaves:
+                        rendered = renderers.leaves(item_payload, element)
                     else:
                         rendered = item_render(element, LazyList)
                     if type(rendered) is str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
 from ....core.addresses import public_dns
@@ -20,7 +19,7 @@ from ....core.volumes import ROOT_DEVICE
 from ....store.records import Instance, Reservation, Volume
 from .. import requests
 from ..launch import counts, flat_spec, launch_spec, request_data, template_ref
-from ..protocol import Cached, LazyList
+from ..protocol import Cached, LazyList, Leaves
 from .registry import action, form, ts
 
 
@@ -39,64 +38,113 @@ _MAINTENANCE = {"AutoRecovery": "default"}
 
 def instance_view(cloud: Cloud, f: InstanceFacts) -> dict[str, Any]:
     """An instance as EC2 describes it, from facts read earlier (see core.instance_facts)."""
+    shape, leaves = instance_leaves(cloud, f)
+    return instance_from(shape, leaves)
+
+
+def instance_leaves(cloud: Cloud, f: InstanceFacts) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """What an instance's description shows, flat (`instance_from` builds the view): the values
+    that vary (str, int, None, and the times as seconds since the epoch, each put in the view as
+    is: the renderer writes a number in a timestamp member as that time), and what decides the
+    view's members beyond them (list lengths, flags, the members shown only sometimes)."""
     i = f.inst
     region = cloud.config.region
     t = cloud.config.instance_types.get(i.instance_type)
-    launched = ts(i.launch_time)
     dns = private_dns(i, region) if i.private_ip else ""
     eip = f.address
+    public = public_dns(eip.public_ip, region) if eip else ""
+    leaves: list[Any] = [
+        i.id, i.image_id, STATE_CODES[i.state], i.state, dns, public, eip.public_ip if eip else None,
+        i.transition_reason, i.key_name, i.launch_index, i.instance_type, i.launch_time, i.zone, i.private_ip,
+        "ebs" if i.root_device else "instance-store", i.root_device or ROOT_DEVICE, i.client_token or "",
+        t.vcpus if t else 1, f.kernel_id]
+    for v in f.volumes:
+        leaves += (v.device, v.id, v.attach_state, v.attach_time or v.created)
+    for pair in f.tags:
+        leaves += pair
+    for pair in f.groups:
+        leaves += pair
+    nic = f.subnet is not None and i.state != "terminated"
+    if nic:
+        assert f.subnet is not None
+        leaves += (cloud.network.vpc_id, f.subnet.id, interface_id(i.id), i.owner, i.mac,
+                   "eni-attach-" + i.id.removeprefix("i-"))
+        if eip is not None:
+            leaves += (eip.public_ip, "amazon" if eip.launch else eip.owner, public)
+    reason = bool(i.state_reason_code)
+    if reason:
+        leaves += (i.state_reason_code, i.state_reason_message or "")
+    shape = (tuple(v.delete_on_termination for v in f.volumes), len(f.tags), len(f.groups), nic,
+             nic and eip is not None, reason)
+    return shape, tuple(leaves)
+
+
+def instance_from(shape: tuple[Any, ...], leaves: tuple[Any, ...]) -> dict[str, Any]:
+    """`instance_leaves`' values as EC2's description of the instance (each value put in as is:
+    `protocol.Leaves` renders this view from placeholders once per shape and the leaves' types)."""
+    flags, n_tags, n_groups, nic, assoc_shown, reason = shape
+    (iid, image_id, code, state, dns, public, public_ip, transition, key_name, index, itype, launched, zone,
+     private_ip, root_type, root_name, token, vcpus, kernel) = leaves[:19]
+    at = 19
+    mappings = []
+    for dot in flags:
+        device, vid, status, attached = leaves[at:at + 4]
+        at += 4
+        mappings.append({"DeviceName": device, "Ebs": {
+            "VolumeId": vid, "Status": status, "AttachTime": attached, "DeleteOnTermination": dot}})
+    tags = [{"Key": leaves[n], "Value": leaves[n + 1]} for n in range(at, at + 2 * n_tags, 2)]
+    at += 2 * n_tags
+    groups = [(leaves[n], leaves[n + 1]) for n in range(at, at + 2 * n_groups, 2)]
+    at += 2 * n_groups
     view: dict[str, Any] = {
-        "InstanceId": i.id, "ImageId": i.image_id, "State": _state(i.state),
-        "PrivateDnsName": dns, "PublicDnsName": public_dns(eip.public_ip, region) if eip else "",
-        "PublicIpAddress": eip.public_ip if eip else None, "StateTransitionReason": i.transition_reason,
-        "KeyName": i.key_name, "AmiLaunchIndex": i.launch_index, "ProductCodes": [],
-        "InstanceType": i.instance_type, "LaunchTime": launched,
-        "Placement": {"AvailabilityZone": i.zone, "GroupName": "", "Tenancy": "default"},
-        "Monitoring": _MONITORING, "PrivateIpAddress": i.private_ip,
-        "Architecture": "x86_64", "RootDeviceType": "ebs" if i.root_device else "instance-store",
-        "RootDeviceName": i.root_device or ROOT_DEVICE,
-        "BlockDeviceMappings": mappings_view(f.volumes),
-        "VirtualizationType": "hvm", "ClientToken": i.client_token or "",
-        "Tags": [{"Key": k, "Value": v} for k, v in f.tags],
-        "SecurityGroups": [{"GroupId": g, "GroupName": n} for g, n in f.groups],
+        "InstanceId": iid, "ImageId": image_id, "State": {"Code": code, "Name": state},
+        "PrivateDnsName": dns, "PublicDnsName": public,
+        "PublicIpAddress": public_ip, "StateTransitionReason": transition,
+        "KeyName": key_name, "AmiLaunchIndex": index, "ProductCodes": [],
+        "InstanceType": itype, "LaunchTime": launched,
+        "Placement": {"AvailabilityZone": zone, "GroupName": "", "Tenancy": "default"},
+        "Monitoring": _MONITORING, "PrivateIpAddress": private_ip,
+        "Architecture": "x86_64", "RootDeviceType": root_type,
+        "RootDeviceName": root_name,
+        "BlockDeviceMappings": mappings,
+        "VirtualizationType": "hvm", "ClientToken": token,
+        "Tags": tags,
+        "SecurityGroups": [{"GroupId": g, "GroupName": n} for g, n in groups],
         "SourceDestCheck": True, "Hypervisor": "xen",
         "EbsOptimized": False, "EnaSupport": False,
-        "CpuOptions": {"CoreCount": t.vcpus if t else 1, "ThreadsPerCore": 1},
+        "CpuOptions": {"CoreCount": vcpus, "ThreadsPerCore": 1},
         "HibernationOptions": _HIBERNATION,
         "MetadataOptions": _METADATA_OPTIONS,
         "EnclaveOptions": _ENCLAVE, "PlatformDetails": "Linux/UNIX", "UsageOperation": "RunInstances",
         "UsageOperationUpdateTime": launched,
         "MaintenanceOptions": _MAINTENANCE, "CurrentInstanceBootMode": "legacy-bios",
-        "KernelId": f.kernel_id,
+        "KernelId": kernel,
     }
-    if f.subnet is not None and i.state != "terminated":
-        view["VpcId"], view["SubnetId"] = cloud.network.vpc_id, f.subnet.id
-        view["NetworkInterfaces"] = [network_interface_view(cloud, f, dns, launched)]
-    if i.state_reason_code:
-        view["StateReason"] = {"Code": i.state_reason_code, "Message": i.state_reason_message or ""}
+    if nic:
+        vpc_id, subnet_id, eni, owner, mac, attachment = leaves[at:at + 6]
+        at += 6
+        view["VpcId"], view["SubnetId"] = vpc_id, subnet_id
+        primary: dict[str, Any] = {"PrivateIpAddress": private_ip, "PrivateDnsName": dns, "Primary": True}
+        assoc = None
+        if assoc_shown:
+            assoc = {"PublicIp": leaves[at], "IpOwnerId": leaves[at + 1], "PublicDnsName": leaves[at + 2]}
+            at += 3
+            primary["Association"] = assoc
+        view["NetworkInterfaces"] = [{
+            "Association": assoc,
+            "NetworkInterfaceId": eni, "SubnetId": subnet_id, "VpcId": vpc_id,
+            "OwnerId": owner, "Status": "in-use", "MacAddress": mac, "PrivateIpAddress": private_ip,
+            "PrivateDnsName": dns, "SourceDestCheck": True,
+            "Groups": [{"GroupId": g, "GroupName": n} for g, n in groups], "Ipv6Addresses": [],
+            "InterfaceType": "interface", "Description": "",
+            "Attachment": {"AttachmentId": attachment, "DeviceIndex": 0,
+                           "Status": "attached", "AttachTime": launched, "DeleteOnTermination": True,
+                           "NetworkCardIndex": 0},
+            "PrivateIpAddresses": [primary],
+        }]
+    if reason:
+        view["StateReason"] = {"Code": leaves[at], "Message": leaves[at + 1]}
     return view
-
-
-def network_interface_view(cloud: Cloud, f: InstanceFacts, dns: str, launched: datetime) -> dict[str, Any]:
-    i, eip = f.inst, f.address
-    assert f.subnet is not None
-    groups = [{"GroupId": g, "GroupName": n} for g, n in f.groups]
-    primary: dict[str, Any] = {"PrivateIpAddress": i.private_ip, "PrivateDnsName": dns, "Primary": True}
-    assoc = {"PublicIp": eip.public_ip, "IpOwnerId": "amazon" if eip.launch else eip.owner,
-             "PublicDnsName": public_dns(eip.public_ip, cloud.config.region)} if eip is not None else None
-    if assoc is not None:
-        primary["Association"] = assoc
-    return {
-        "Association": assoc,
-        "NetworkInterfaceId": interface_id(i.id), "SubnetId": f.subnet.id, "VpcId": cloud.network.vpc_id,
-        "OwnerId": i.owner, "Status": "in-use", "MacAddress": i.mac, "PrivateIpAddress": i.private_ip,
-        "PrivateDnsName": dns, "SourceDestCheck": True, "Groups": groups, "Ipv6Addresses": [],
-        "InterfaceType": "interface", "Description": "",
-        "Attachment": {"AttachmentId": "eni-attach-" + i.id.removeprefix("i-"), "DeviceIndex": 0,
-                       "Status": "attached", "AttachTime": launched, "DeleteOnTermination": True,
-                       "NetworkCardIndex": 0},
-        "PrivateIpAddresses": [primary],
-    }
 
 
 def mappings_view(vols: Iterable[Volume]) -> list[dict[str, Any]]:
@@ -145,9 +193,11 @@ def launch_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts]) -> d
     through the renderer's kept fragments (`cached_view`): a launched row is replaced within
     milliseconds (pending -> running), so its text would never be reused, only push out the
     describes' kept text; and a small answer is one piece, not a stream of slices."""
-    views = (instance_view(cloud, f) for f in facts)
-    return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [],
-            "Instances": list(views) if len(facts) <= WHOLE_LAUNCH else LazyList(views, len(facts))}
+    if len(facts) <= WHOLE_LAUNCH:   # (each instance's text from its leaves: no view made)
+        instances: Any = [Leaves(*instance_leaves(cloud, f), instance_from) for f in facts]
+    else:
+        instances = LazyList((instance_view(cloud, f) for f in facts), len(facts))
+    return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [], "Instances": instances}
 
 
 @action("RunInstances")
