@@ -196,13 +196,15 @@ def settle_deleted(cfn: Any, sid: str) -> bool:
 
 
 def test_do_nothing_leaves_what_was_made(cfn: Any, ec2: Any) -> None:
-    cfn.create_stack(StackName="kept", TemplateBody=_failing({"ImageId": "ami-00000000dead"}), OnFailure="DO_NOTHING")
+    # (the id from the create: a deleted stack is no longer found by its name, and the deletion may
+    # already be complete when the next call comes)
+    sid = cfn.create_stack(StackName="kept", TemplateBody=_failing({"ImageId": "ami-00000000dead"}),
+                           OnFailure="DO_NOTHING")["StackId"]
     assert settle(cfn, "kept") == "CREATE_FAILED"
     res = {r["LogicalResourceId"]: r for r in cfn.describe_stack_resources(StackName="kept")["StackResources"]}
     assert res["First"]["ResourceStatus"] == res["Second"]["ResourceStatus"] == "CREATE_COMPLETE"
     assert len(groups(ec2)) == 2
     cfn.delete_stack(StackName="kept")
-    sid = cfn.describe_stacks(StackName="kept")["Stacks"][0]["StackId"]
     assert settle_deleted(cfn, sid)
     assert groups(ec2) == []
 
