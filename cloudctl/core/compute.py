@@ -230,6 +230,15 @@ class Compute:
             raise not_found("InstanceID", missing)
         return [mine[i] for i in ids]
 
+    def owned_one(self, caller: Caller, iid: str) -> Instance:
+        """`owned` for one id, with its refusals, without its lists (a by-id describe's step)."""
+        if not well_formed(iid, "i"):
+            raise CloudError("InvalidInstanceID.Malformed", f"Invalid id: \"{iid}\"")
+        inst = self._by_owner.get(caller.account).get(iid)
+        if inst is None:
+            raise not_found("InstanceID", [iid])
+        return inst
+
     def type_of(self, name: str) -> InstanceType:
         t = self.config.instance_types.get(name)
         if t is None:

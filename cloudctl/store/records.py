@@ -137,6 +137,8 @@ def _float(v: float) -> str:
     if len(_FLOATS) > 64:
         del _FLOATS[next(iter(_FLOATS))]
     return text
+
+
 _ROW_ENCODERS: dict[type, Callable[[Any], str]] = {}
 
 

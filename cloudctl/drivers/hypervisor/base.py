@@ -70,7 +70,8 @@ class DomainInfo:
 
 
 _POWERS: tuple[Power, ...] = tuple(Power)
-_POWER_CODE: dict[Power, int] = {p: i for i, p in enumerate(_POWERS)}
+#: Each power state's byte in packed listings and polls (`DomainStates`, `PolledDomains.packed`).
+POWER_CODE: dict[Power, int] = {p: i for i, p in enumerate(_POWERS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ class DomainStates:
         codes = bytearray()
         for name, power in pairs:
             names.append(name)
-            codes.append(_POWER_CODE[power])
+            codes.append(POWER_CODE[power])
         return cls("\n".join(names), bytes(codes), stamp)
 
     def items(self) -> Iterator[tuple[str, Power]]:
@@ -123,11 +124,7 @@ class DomainStats(NamedTuple):
     net_tx_bytes: int = 0
 
 
-_POWERS = tuple(Power)
-_POWER_CODE = {p: i for i, p in enumerate(_POWERS)}
 _COUNTERS = len(DomainStats._fields) - 2
-#: Each power state's byte in a packed poll (`PolledDomains.packed`).
-POWER_CODE: dict[Power, int] = dict(_POWER_CODE)
 
 
 class PolledDomains(Sequence[DomainStats]):
@@ -152,7 +149,7 @@ class PolledDomains(Sequence[DomainStats]):
         flat: list[int] = []
         for d in domains:
             names.append(d.name)
-            powers.append(_POWER_CODE[d.power])
+            powers.append(POWER_CODE[d.power])
             flat += d[2:]
         self._set(tuple(names), bytes(powers), flat)
 

@@ -10,8 +10,7 @@ from ....core.addresses import public_dns
 from ....core.cloud import Cloud
 from ....core.compute import STATE_CODES, DeleteOnTermination, InstanceAttributes, InstanceChanges, private_dns
 from ....core.context import Caller
-from ....core.errors import CloudError, not_found
-from ....core.ids import well_formed
+from ....core.errors import CloudError
 from ....core.instance_facts import InstanceFacts, describe_page, facts_of
 from ....core.launch import LaunchSpec
 from ....core.network import interface_id
@@ -241,14 +240,10 @@ def by_id_form(params: dict[str, str]) -> tuple[str, bool] | None:
 @form("DescribeInstances", by_id_form)
 async def describe_by_id(cloud: Cloud, caller: Caller, iid: str) -> dict[str, Any]:
     """`describe_instances` for one id, no filter and no page (`by_id_form`), in one step: what
-    `Compute.describe` and `describe_page` do then (the caller's instance by id, a malformed or
-    unknown one refused as `Compute.owned` refuses it; the dry run checked; its reservation; its
-    facts read now) without the query, the filters' compilation, the page and the grouping."""
-    if not well_formed(iid, "i"):   # (`Compute.owned`'s refusals, for one id)
-        raise CloudError("InvalidInstanceID.Malformed", f"Invalid id: \"{iid}\"")
-    inst = cloud.compute.of_owner(caller.account).get(iid)
-    if inst is None:
-        raise not_found("InstanceID", [iid])
+    `Compute.describe` and `describe_page` do then (the caller's instance by id, `Compute.owned_one`;
+    the dry run checked; its reservation; its facts read now) without the query, the filters'
+    compilation, the page and the grouping."""
+    inst = cloud.compute.owned_one(caller, iid)
     caller.check_dry_run()
     rid = inst.reservation_id
     res = cloud.compute.reservations.get(rid) or Reservation(id=rid, owner=inst.owner)
