@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, ClassVar
 
 from ..derived import derive_mac, derive_uuid
@@ -140,15 +140,111 @@ def _float(v: float) -> str:
 
 
 _ROW_ENCODERS: dict[type, Callable[[Any], str]] = {}
+_PLANS_MAX = 64   # row shapes (the types of its values) kept per row type; beyond, the field-by-field encoder
 
 
 def _row_encoder(cls: type) -> Callable[[Any], str]:
-    """`encode_row` for rows of `cls`, generated once: the field names' text is constant, a str
-    value is written as is when every str value of the row is plain printable ASCII without a
-    quote or a backslash (what the JSON encoder would write unchanged), None as `null`, a float
-    other than zero as the JSON encoder wrote it for an equal float lately; any other value
-    (numbers, tuples, maps, text to escape) by the JSON encoder, as inside the row's object.
-    The same text as `"".join(_encode(row.to_dict(), 0))` (tests/test_store.py holds them equal)."""
+    """`encode_row` for rows of `cls`. A row's *shape* (the type of each value, read in one C
+    call) picks a plan made once per shape: one `%` format holding the field names' text, `null`
+    for each None, the quotes around each str and `%d` for each int, so that only the other values
+    (bools, floats, tuples, maps: a few a row) are turned to text one by one (a bool from a table,
+    a float as the JSON encoder wrote it for an equal float lately, () as `[]`, anything else by
+    the JSON encoder, as inside the row's object). It applies when every str value of the row is
+    plain printable ASCII without a quote or a backslash (what the JSON encoder would write
+    unchanged); a row with text to escape, or of a shape beyond the first `_PLANS_MAX`, goes
+    `_field_encoder`'s way, which ran ~10 bytecodes a field for every row (a launch's ~130 fields
+    were ~150k instructions of it). The same text as `"".join(_encode(row.to_dict(), 0))`
+    (tests/test_store.py holds them equal)."""
+    names, values = _getters(cls)
+    slow = _field_encoder(cls)
+    plans: dict[tuple[type, ...], _Plan] = {}
+
+    def enc(row: Any) -> str:
+        vals = values(row)
+        plan = plans.get(tuple(map(type, vals)))
+        if plan is None:
+            if len(plans) >= _PLANS_MAX:
+                return slow(row)
+            plan = plans[tuple(map(type, vals))] = _plan(names, vals)
+        fmt, strs, picked, convs = plan
+        s = "".join(strs(vals))
+        if not (s.isascii() and s.isprintable() and '"' not in s and "\\" not in s):
+            return slow(row)
+        if not convs:
+            return fmt % picked(vals)
+        args = list(picked(vals))
+        for n, conv in convs:
+            args[n] = conv(args[n])
+        return fmt % tuple(args)
+
+    _ROW_ENCODERS[cls] = enc
+    return enc
+
+
+def _items(idx: list[int]) -> Callable[[Any], tuple[Any, ...]]:
+    """`itemgetter(*idx)`, a tuple whatever the count."""
+    if len(idx) > 1:
+        return itemgetter(*idx)
+    if idx:
+        one = idx[0]
+        return lambda v: (v[one],)
+    return lambda v: ()
+
+
+# (the format, the str values' getter, the non-None values' getter, (position among those, converter))
+_Plan = tuple[str, Callable[[Any], Any], Callable[[Any], Any], tuple[tuple[int, Callable[[Any], str]], ...]]
+
+
+def _plan(names: tuple[str, ...], vals: tuple[Any, ...]) -> _Plan:
+    """The format and converters for rows whose values have the types `vals`' have."""
+    assert _encode is not None
+    parts: list[str] = []
+    strs: list[int] = []
+    picked: list[int] = []
+    convs: list[tuple[int, Callable[[Any], str]]] = []
+    for n, (name, v) in enumerate(zip(names, vals)):
+        key = "".join(_encode(name, 0)).replace("%", "%%")
+        t = type(v)
+        if v is None:
+            parts.append(f"{key}:null")
+            continue
+        picked.append(n)
+        if t is str:
+            strs.append(n)
+            parts.append(f'{key}:"%s"')
+        elif t is int:   # (exact ints: `%d` writes int.__repr__'s text, as the JSON encoder does)
+            parts.append(f"{key}:%d")
+        else:
+            parts.append(f"{key}:%s")
+            convs.append((len(picked) - 1, _CONVERT.get(t, _json_text)))
+    return "{" + ",".join(parts) + "}", _items(strs), _items(picked), tuple(convs)
+
+
+def _json_text(v: Any) -> str:
+    assert _encode is not None
+    return "".join(_encode(v, 0))
+
+
+def _float_text(v: float) -> str:
+    if v:   # (0.0 and -0.0 are equal keys with different text: not kept)
+        return _FLOATS.get(v) or _float(v)
+    return _json_text(v)
+
+
+def _tuple_text(v: tuple[Any, ...]) -> str:
+    return _json_text(v) if v else "[]"
+
+
+_BOOL_TEXT = {True: "true", False: "false"}
+_CONVERT: dict[type, Callable[[Any], str]] = {bool: _BOOL_TEXT.__getitem__, float: _float_text, tuple: _tuple_text}
+
+
+def _field_encoder(cls: type) -> Callable[[Any], str]:
+    """The row encoder field by field (rows with text to escape): the field names' text is
+    constant, a str value is written as is when every str value of the row is plain printable
+    ASCII without a quote or a backslash, None as `null`, a float other than zero as the JSON
+    encoder wrote it for an equal float lately; any other value (numbers, tuples, maps, text to
+    escape) by the JSON encoder, as inside the row's object."""
     names, values = _getters(cls)
     assert _encode is not None
     ns: dict[str, Any] = {"values": values, "J": _encode, "F": _FLOATS, "_float": _float}
@@ -170,7 +266,6 @@ def _row_encoder(cls: type) -> Callable[[Any], str]:
     lines.append(f"    return '{{' f'{body}' '}}'")
     exec(compile("\n".join(lines), f"<records encoder {cls.__name__}>", "exec"), ns)
     enc: Callable[[Any], str] = ns["enc"]
-    _ROW_ENCODERS[cls] = enc
     return enc
 
 
