@@ -5,10 +5,15 @@ test_xmlrpc.py and test_hil_headnodes.py."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from cloudctl.api.ec2.launch import launch_spec
 from cloudctl.core.errors import CloudError
@@ -130,3 +135,40 @@ def test_request_hash_text_is_pinned() -> None:
         (("Name", "x"), ("é", 'ü"')), (("v", "1"),), (("aws:x", "y"),), "tok", "terminate", True,
         (VlanNic("n", "m", 3),), "123")
     assert full.request_hash() == "446930dc0d16f8c044239d65a23cc357"
+
+
+class _Text(str):
+    pass
+
+
+_texts = st.one_of(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=10), st.text(max_size=6),
+                   st.builds(_Text, st.text(max_size=4)))
+_maybe = st.one_of(st.none(), _texts)
+_tags = st.one_of(st.lists(st.tuples(_texts, _texts), max_size=3).map(tuple), st.just([]))
+_spec = st.builds(
+    LaunchSpec, _texts, st.integers(0, 2 ** 40), st.one_of(st.integers(-3, 1001), st.booleans()), _maybe, _maybe,
+    _maybe, _maybe, _maybe, _maybe, st.one_of(st.none(), st.booleans()),
+    st.lists(_texts, max_size=3).map(tuple), st.lists(_texts, max_size=2).map(tuple), _maybe, _maybe,
+    st.lists(st.builds(BlockDevice, _texts, st.one_of(st.none(), st.integers(0, 99)), _maybe, _maybe, st.booleans()),
+             max_size=2).map(tuple),
+    st.one_of(st.lists(st.builds(DeviceMapping, _texts, _maybe), max_size=2).map(tuple), st.none()),
+    _tags, _tags, _tags, _maybe, _texts, st.one_of(st.booleans(), st.integers(0, 1)),
+    st.lists(st.builds(VlanNic, _texts, _texts, st.integers(0, 4095)), max_size=1).map(tuple), _maybe)
+
+
+@given(_spec)
+@example(LaunchSpec("ami-1", system_tags=[], device_mappings=None, public_ip=False))   # type: ignore[arg-type]
+@example(LaunchSpec("ami-\u00e9", instance_tags=(("k", 'q"'),), group_ids=(_Text("sg-\x01"),)))
+def test_request_hash_is_json_dumps_of_the_spec_sorted(spec: LaunchSpec) -> None:
+    """The hash written field by field (the names' text kept) is the one `json.dumps` of the fields
+    gives, sorted, nested dataclasses as their dicts (how every stored hash was made), whatever the
+    values: text to escape, str subclasses, empty and absent fields, counts as bools, dataclasses."""
+    body = {f.name: getattr(spec, f.name) for f in dataclasses.fields(LaunchSpec)
+            if f.name not in ("client_token", "vlan_nics", "owner")}
+    if body["public_ip"] is None:
+        del body["public_ip"]
+    for name in ("system_tags", "device_mappings"):
+        if not body[name]:
+            del body[name]
+    text = json.dumps(body, sort_keys=True, default=lambda v: dataclasses.asdict(v))
+    assert spec.request_hash() == hashlib.sha256(text.encode()).hexdigest()[:32]
