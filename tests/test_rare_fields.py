@@ -172,3 +172,36 @@ async def test_state_written_before_loads_as_it_was(tmp_path: Path) -> None:
     await again.open()
     assert again.digest() == expected["digest"] and rare(again) == (expected["instances"], expected["volumes"])
     await again.close()
+
+
+def test_a_class_whose_field_is_derived_after_it_is_made() -> None:
+    """`__init__` sets each field through its descriptor, bound at the first row: a field made
+    derived after the class (as derive_mac does to Instance) still keeps its marker, rows made
+    before and after the binding are alike, and the signature is the dataclass's all along."""
+    import inspect
+
+    from cloudctl.derived import _DERIVED, derive_mac
+
+    @rare_fields("note")
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Nic:
+        name: str
+        mac: str | None = None
+        note: str = ""
+
+    def params(cls: type) -> list[tuple[str, Any]]:
+        return [(p.name, p.default) for p in inspect.signature(cls).parameters.values()]
+
+    want = params(plain(Nic))
+    assert params(Nic) == want
+    derive_mac(Nic, "name")
+    first = Nic("i-0123456789abcdef0", "02:78:9a:bc:de:f0")   # (binds the descriptors)
+    assert params(Nic) == want
+    for row in (first, Nic("i-0123456789abcdef0", mac="02:78:9a:bc:de:f0"),
+                Nic(name="i-0123456789abcdef0", mac="02:78:9a:bc:de:f0", note="")):
+        assert Nic.__dict__["mac"]._slot.__get__(row) is _DERIVED   # (the marker kept, not the text)
+        assert (row.name, row.mac, row.note) == ("i-0123456789abcdef0", "02:78:9a:bc:de:f0", "")
+    other = Nic("i-0123456789abcdef0", "02:00:00:00:00:01", note="n")
+    assert (other.mac, other.note) == ("02:00:00:00:00:01", "n")
+    with pytest.raises(TypeError):
+        Nic()   # type: ignore[call-arg]
