@@ -205,3 +205,45 @@ def test_a_class_whose_field_is_derived_after_it_is_made() -> None:
     assert (other.mac, other.note) == ("02:00:00:00:00:01", "n")
     with pytest.raises(TypeError):
         Nic()   # type: ignore[call-arg]
+
+
+def _as_dataclass_makes_it(cls: type, values: dict[str, Any]) -> Any:
+    """What the dataclass's own `__init__` does: each field by `object.__setattr__`, then `__post_init__`."""
+    row = object.__new__(cls)
+    for name, v in values.items():
+        object.__setattr__(row, name, v)
+    post = getattr(row, "__post_init__", None)
+    if post is not None:
+        post()
+    return row
+
+
+def _slots(row: Any) -> list[Any]:
+    return [k.__dict__[n].__get__(row) if hasattr(k.__dict__[n], "__get__") else None
+            for k in type(row).__mro__ for n in k.__dict__.get("__slots__", ())]
+
+
+def test_every_row_type_and_the_launch_spec_made_as_the_dataclass_makes_them() -> None:
+    """`fast_init`'s `__init__` (every row type, the launch spec) stores what the dataclass's
+    stored, slot for slot, by keyword, by position and with defaults, lists given for tuples."""
+    from cloudctl.core.launch import LaunchSpec
+    from cloudctl.store.records import ROW_TYPES
+
+    for cls in (*ROW_TYPES, LaunchSpec):
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        for variant in range(3):
+            values: dict[str, Any] = {}
+            for n, f in enumerate(fields):
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    values[f.name] = f"v{n}"
+                elif variant == 1:
+                    d = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                    values[f.name] = ["a", "b"] if d == () else ("w" if isinstance(d, str) else d)
+                elif variant == 2:
+                    values[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            want = _as_dataclass_makes_it(cls, {f.name: values.get(f.name, f.default) for f in fields
+                                                if f.name in values or f.default is not dataclasses.MISSING})
+            by_kw = cls(**values)
+            by_pos = cls(*(values[f.name] if f.name in values else f.default for f in fields))
+            for row in (by_kw, by_pos):
+                assert row == want and _slots(row) == _slots(want), (cls.__name__, variant)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
 
+from ..store.rare import fast_init
+
 Tag = tuple[str, str]
 
 
@@ -44,6 +46,7 @@ class VlanNic:
     vlan: int
 
 
+@fast_init   # (made per launch: each field set through its slot's descriptor)
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:
     """One launch request: `min_count`..`max_count` instances of one image, alike."""

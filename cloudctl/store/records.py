@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ..derived import derive_mac, derive_uuid
 from .frozen import EMPTY, FrozenMap, freeze, shared, shared_map
-from .rare import rare_fields
+from .rare import fast_init, rare_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -1210,3 +1210,6 @@ ROW_TYPES: tuple[type[Row], ...] = (User, Instance, Reservation, Image, KeyPair,
                                      LaunchTemplate, LaunchTemplateVersion, LoadBalancer,
                                      CfnStack, CfnResource, CfnEvent, CfnSignal, CfnWait, CfnChangeSet,
                                      VmTemplate, VmUserTemplate)
+for _cls in ROW_TYPES:   # (those with rare fields have theirs: store/rare.py)
+    if "__rare__" not in _cls.__dict__:
+        fast_init(_cls)
