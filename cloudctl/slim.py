@@ -88,6 +88,10 @@ def _frozen(cls: type, names: tuple[str, ...]) -> tuple[Callable[..., None], Cal
     return __setattr__, __delattr__
 
 
+class _Written:
+    """Stands in for a slotted dataclass as written (see `share_methods`): nothing is an instance of it."""
+
+
 def _generated(cls: type, name: str) -> Any:
     """The class's own method `name` if dataclasses generated it (for `__repr__`: the function its
     recursion guard wraps), else None."""
@@ -117,13 +121,16 @@ def share_methods(cls: type[T]) -> type[T]:
     setter, deleter = _generated(cls, "__setattr__"), _generated(cls, "__delattr__")
     if setter and deleter:
         try:
-            # The class the generated pair tests `type(self)` against: under slots=True, Python 3.11's
-            # is the class as written, not the one dataclasses made again with slots; kept as it was.
             owner = _closed_over(setter, "cls")
         except (KeyError, ValueError):
             owner = None
         if isinstance(owner, type) and owner is _closed_over(deleter, "cls"):
-            made["__setattr__"], made["__delattr__"] = _frozen(owner, tuple(f.name for f in fields))
+            # Under slots=True, Python 3.11's pair tests `type(self)` against the class as written, not
+            # the one dataclasses made again with slots, which no object is an instance of: a field
+            # is refused, any other name fails in `super()` (TypeError). `_Written` stands in for
+            # that class, which is then garbage (~3 KiB a class) instead of kept by the closure.
+            stand_in = owner if issubclass(cls, owner) else _Written
+            made["__setattr__"], made["__delattr__"] = _frozen(stand_in, tuple(f.name for f in fields))
     for name, fn in made.items():
         fn.__qualname__ = f"{cls.__qualname__}.{name}"
         setattr(cls, name, fn)
