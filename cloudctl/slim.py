@@ -61,6 +61,8 @@ def _hash(get: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any], int]:
 
 def _repr(names: tuple[str, ...]) -> Callable[[Any], str]:
     running: set[tuple[int, int]] = set()   # (dataclasses' reprlib-like guard, one per class as there)
+    get = _reader(names)
+    text = "(" + ", ".join(f"{name}=%s" for name in names) + ")"   # (no % in an identifier)
 
     def __repr__(self: Any) -> str:
         key = id(self), get_ident()
@@ -68,8 +70,7 @@ def _repr(names: tuple[str, ...]) -> Callable[[Any], str]:
             return "..."
         running.add(key)
         try:
-            return (self.__class__.__qualname__ + "("
-                    + ", ".join([f"{name}={getattr(self, name)!r}" for name in names]) + ")")
+            return self.__class__.__qualname__ + text % tuple(map(repr, get(self)))
         finally:
             running.discard(key)
     return __repr__

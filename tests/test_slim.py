@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 import weakref
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -87,7 +88,8 @@ def observed(k: dict[str, type]) -> list[Any]:
             out.append(outcome(lambda: setattr(obj, name, 1)))
             out.append(outcome(lambda: delattr(obj, name)))
     out += [copy.deepcopy(child) == child, copy.copy(row) == row,
-            repr(dataclasses.replace(row, x=5)), dataclasses.astuple(child), [f.name for f in dataclasses.fields(child)],
+            repr(dataclasses.replace(row, x=5)), dataclasses.astuple(child),
+            [f.name for f in dataclasses.fields(child)],
             {n: c.__eq__.__qualname__ for n, c in k.items()}, {n: c.__repr__.__qualname__ for n, c in k.items()}]
     return out
 
@@ -126,10 +128,10 @@ def test_a_slotted_class_as_written_is_not_kept() -> None:
     assert written[1]() is None
 
 
-def test_serve_collects_the_cli_parsers_before_the_load_freezes_them(tmp_path: Any) -> None:
+def test_serve_collects_the_cli_parsers_before_the_load_freezes_them() -> None:
     """The CLI's argparse parsers are cycles: `serve` collects them before the state's load
     freezes everything alive (`gc.freeze`), which kept them (~0.4 MiB) for the server's life."""
-    script = f"""
+    script = """
 import argparse, gc, sys
 import cloudctl.server, uvloop
 from cloudctl.cli import main
@@ -141,6 +143,6 @@ gc.disable()   # (no collection by chance between the parse and serve's own)
 main(["serve", "--config", "config/cloudctl.yaml"])
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+                         cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "0"
