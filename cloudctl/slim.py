@@ -17,6 +17,7 @@ A method is replaced only where dataclasses generated it (a class's own, or one 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from operator import attrgetter
 from threading import get_ident
@@ -26,6 +27,9 @@ T = TypeVar("T")
 
 FrozenInstanceError = dataclasses.FrozenInstanceError
 GENERATED = "<string>"   # (the file name dataclasses compiles its methods under)
+# The methods made here are Python 3.11's (3.13's `__eq__`, for one, tests identity first): on any
+# other version dataclasses' own are kept.
+SHARED = sys.version_info[:2] == (3, 11)
 
 
 def _none(obj: Any) -> tuple[()]:
@@ -110,6 +114,8 @@ def _closed_over(fn: Any, name: str) -> Any:
 def share_methods(cls: type[T]) -> type[T]:
     """Replace the dataclass `cls`'s generated `__eq__`, `__hash__`, `__repr__`, `__setattr__` and
     `__delattr__` by closures of shared code that do the same (see the module's docstring)."""
+    if not SHARED:
+        return cls
     fields = dataclasses.fields(cls)   # type: ignore[arg-type]
     made: dict[str, Any] = {}
     if _generated(cls, "__eq__"):
