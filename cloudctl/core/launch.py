@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+
+from ..slim import dataclass
 
 Tag = tuple[str, str]
 

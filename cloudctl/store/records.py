@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
 from typing import Any, ClassVar
 
 from ..derived import derive_mac, derive_uuid
+from ..slim import dataclass
 from .frozen import EMPTY, FrozenMap, freeze, shared, shared_map
 from .rare import rare_fields
 
