@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from operator import attrgetter
 from threading import get_ident
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, dataclass_transform, overload
 
 T = TypeVar("T")
 
@@ -150,6 +150,7 @@ def dataclass(cls: type[T], /) -> type[T]: ...
 def dataclass(cls: None = None, /, **kw: Any) -> Callable[[type[T]], type[T]]: ...
 
 
+@dataclass_transform(field_specifiers=(dataclasses.field,))   # (type checkers: a dataclass decorator)
 def dataclass(cls: Any = None, /, **kw: Any) -> Any:
     """`dataclasses.dataclass`, same arguments and result, with `share_methods` applied."""
     def wrap(c: type[T]) -> type[T]:
