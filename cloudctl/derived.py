@@ -86,15 +86,24 @@ class _UuidField(DerivedField):
         return _uuid(key)
 
 
+def _install(cls: type, name: str, field: DerivedField) -> None:
+    """`field` as the class's descriptor for `name`; an `__init__` that bound the slot's own setter
+    (store/rare.py's) binds this one instead."""
+    setattr(cls, name, field)
+    rebind = getattr(cls.__init__, "rebind", None)
+    if rebind is not None:
+        rebind()
+
+
 def derive_mac(cls: type, id_field: str, name: str = "mac") -> None:
     """`cls`'s field `name` keeps a marker when it holds the MAC its field `id_field` gives (after the
     class is made; `id_field` must come first among the fields)."""
-    setattr(cls, name, _MacField(cls.__dict__[name], cls.__dict__[id_field]))
+    _install(cls, name, _MacField(cls.__dict__[name], cls.__dict__[id_field]))
 
 
 def derive_uuid(cls: type, id_field: str, name: str = "uuid") -> None:
     """`cls`'s field `name` keeps a marker when it holds the domain UUID its field `id_field` gives."""
-    setattr(cls, name, _UuidField(cls.__dict__[name], cls.__dict__[id_field]))
+    _install(cls, name, _UuidField(cls.__dict__[name], cls.__dict__[id_field]))
 
 
 _HEX = frozenset("0123456789abcdef")

@@ -175,9 +175,9 @@ async def test_state_written_before_loads_as_it_was(tmp_path: Path) -> None:
 
 
 def test_a_class_whose_field_is_derived_after_it_is_made() -> None:
-    """`__init__` sets each field through its descriptor, bound at the first row: a field made
-    derived after the class (as derive_mac does to Instance) still keeps its marker, rows made
-    before and after the binding are alike, and the signature is the dataclass's all along."""
+    """`__init__` sets each field through its descriptor, bound when the class is made: a field made
+    derived after the class (as derive_mac does to Instance) is bound again and keeps its marker,
+    and the signature is the dataclass's."""
     import inspect
 
     from cloudctl.derived import _DERIVED, derive_mac
@@ -195,7 +195,7 @@ def test_a_class_whose_field_is_derived_after_it_is_made() -> None:
     want = params(plain(Nic))
     assert params(Nic) == want
     derive_mac(Nic, "name")
-    first = Nic("i-0123456789abcdef0", "02:78:9a:bc:de:f0")   # (binds the descriptors)
+    first = Nic("i-0123456789abcdef0", "02:78:9a:bc:de:f0")
     assert params(Nic) == want
     for row in (first, Nic("i-0123456789abcdef0", mac="02:78:9a:bc:de:f0"),
                 Nic(name="i-0123456789abcdef0", mac="02:78:9a:bc:de:f0", note="")):

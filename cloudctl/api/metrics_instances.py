@@ -16,10 +16,11 @@ exists and is placed on that host.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 from ..drivers.hypervisor.base import DomainStats, HostPoll
+from ..slim import dataclass
 from ..store.records import Instance
 from .metrics_format import go_float, label_value
 

@@ -15,9 +15,10 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from aiohttp.http_exceptions import HttpProcessingError
+
+from ..slim import dataclass
 
 log = logging.getLogger("cloudctl.refusals")
 

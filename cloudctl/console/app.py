@@ -17,7 +17,6 @@ import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +28,7 @@ from ..core.cloud import Cloud
 from ..core.context import Caller
 from ..core.errors import CloudError, ErrorKind
 from ..core.throttle import Throttle, Throttled
+from ..slim import dataclass
 from ..store.journal import JournalError
 from ..store.records import User
 from .format import FILTERS, GLOBALS

@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from ..core.cloud import Cloud
+from ..slim import dataclass
 
 WIDTH, HEIGHT = 300.0, 60.0
 STATES = ("pending", "running", "stopped", "shutting-down")

@@ -11,10 +11,11 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
 from ..config import Console as ConsoleConfig
+from ..slim import dataclass
 
 Kind = Literal["user", "operator"]
 

@@ -24,11 +24,12 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
 
 from ..config import Config
 from ..drivers.ip_scripts import AddressScripts, NetworkTemplate, NoScripts, ScriptError
+from ..slim import dataclass
 from ..store.records import Address, Instance
 from ..store.store import CountIndex, MultiIndex, Store, Txn
 from .context import Caller

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ..config import Config, InstanceType
+from ..slim import dataclass
 from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from ..config import Config, InstanceType
 from ..derived import domain_uuid, instance_mac
 from ..drivers.hypervisor.base import DomainEvent, DomainInfo, DomainStates, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
+from ..slim import dataclass
 from ..store.idgroups import IdGroups
 from ..store.records import Image, Instance, Reservation, Volume
 from ..store.store import CountIndex, MultiIndex, Store, SumIndex, Txn

@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 
+from ..slim import dataclass
 from ..store.records import User
 from .errors import CloudError
 

@@ -20,10 +20,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..config import Config, FenceCommand, FenceIpmi, Host
 from ..drivers.fence import FenceAgent, FenceError
+from ..slim import dataclass
 from ..store.records import Instance
 from ..store.store import Store, Txn
 from .compute import Compute

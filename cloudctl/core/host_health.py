@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from ..drivers.hypervisor.base import HostPoll
+from ..slim import dataclass
 
 
 @dataclass(slots=True)

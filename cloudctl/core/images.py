@@ -9,12 +9,13 @@ import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..drivers import fetcher
 from ..drivers.storage.base import GIB, StorageDriver, StorageError
+from ..slim import dataclass
 from ..store.records import Image, Instance, Volume
 from ..store.store import MultiIndex, Store
 from .context import Caller

@@ -12,12 +12,13 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..drivers import fetcher
 from ..drivers.storage.base import StorageError
+from ..slim import dataclass
 from ..store.records import ImportTask
 from ..store.store import MultiIndex, Store
 from .context import Caller

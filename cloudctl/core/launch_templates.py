@@ -16,10 +16,11 @@ import dataclasses
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ..config import Config
+from ..slim import dataclass
 from ..store.records import LaunchTemplate, LaunchTemplateVersion
 from ..store.store import MultiIndex, Store
 from .compute import InstanceAttributes

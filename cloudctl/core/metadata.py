@@ -22,11 +22,12 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Union
 
 from ..config import InstanceType
+from ..slim import dataclass
 from ..store.records import Instance
 from ..store.store import Store
 from .addresses import Addresses, public_dns

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ..config import Config, NetworkConfig
+from ..slim import dataclass
 from ..store.records import Instance, Lease
 from ..store.store import CountIndex, Store, Txn
 from .context import Caller

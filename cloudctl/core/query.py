@@ -7,8 +7,8 @@ a `NextToken` to the query that made it, so a token cannot resume a different se
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from ..slim import dataclass
 from .errors import CloudError
 from .pagination import decode_token, page_size, paginate, query_fingerprint
 

@@ -3,10 +3,10 @@ report built from the same numbers."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config, InstanceType
+from ..slim import dataclass
 from ..store.records import Instance
 from ..store.store import Index, Store
 from .instance_store import gib_needed

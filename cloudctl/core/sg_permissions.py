@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from ..slim import dataclass
 from .errors import CloudError
 
 MAX_TEXT = 255

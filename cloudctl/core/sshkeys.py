@@ -15,11 +15,12 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from ..slim import dataclass
 
 __all__ = ["KeyMaterial", "generate", "parse_public"]
 

@@ -38,9 +38,9 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
 
 from ..config import LoginThrottle as ThrottleConfig
+from ..slim import dataclass
 
 _MAX_NAME = 128   # longer claimed names are cut: a key's size stays bounded
 

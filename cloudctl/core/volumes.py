@@ -19,13 +19,14 @@ import logging
 import re
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import Config
 from ..drivers.hypervisor.base import HypervisorDriver, HypervisorError
 from ..drivers.storage.base import GIB, StorageDriver, StorageError
+from ..slim import dataclass
 from ..store.idgroups import IdGroups
 from ..store.records import Instance, Snapshot, Volume
 from ..store.store import MultiIndex, Store, SumIndex, Txn

@@ -10,8 +10,7 @@ id is derived from the region, like the VPC's own.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..slim import dataclass
 from .context import Caller
 from .errors import CloudError
 from .filters import FilterSet

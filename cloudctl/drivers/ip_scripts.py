@@ -27,9 +27,11 @@ import logging
 import os
 import signal
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
+
+from ..slim import dataclass
 
 log = logging.getLogger("cloudctl.ip_scripts")
 

@@ -16,12 +16,12 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 from ..handoff import run_in
+from ..slim import dataclass
 
 log = logging.getLogger("cloudctl.journal")
 

@@ -112,9 +112,9 @@ def _init(cls: Any, fields: tuple[dataclasses.Field[Any], ...], names: tuple[str
     its descriptor's own `__set__` (what `object.__setattr__` ends in, without the name's lookup in
     the class: about half the cost of a field, and an instance row sets twenty).
 
-    The descriptors are bound at the first row made, not now: a derived field's (cloudctl/derived.py)
-    replaces the slot's once the class is made. Until then `__init__` is a twin of the same
-    signature that binds them, installs the real one and calls it."""
+    The descriptors are bound now; a field whose descriptor is replaced after the class is made
+    (a derived field's: cloudctl/derived.py) must call `__init__.rebind()` then, or its `__set__`
+    would be skipped."""
     params, body = [], []
     env: dict[str, Any] = {"_N": none, "_H": type(none), "MISSING": dataclasses.MISSING}
     for f in fields:
@@ -140,20 +140,16 @@ def _init(cls: Any, fields: tuple[dataclasses.Field[Any], ...], names: tuple[str
         stored.append(RARE_SLOT)
     if hasattr(cls, "__post_init__"):
         body.append("    self.__post_init__()")
-    sig = ", ".join(params)
-    call = ", ".join(p.split("=")[0] for p in params)
-    src = (f"def __init__(self, {sig}):\n" + "\n".join(body) + "\n"
-           f"def first(self, {sig}):\n    _bind()\n    __init__(self, {call})\n")
+    src = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n"
 
-    def bind() -> None:
+    def rebind() -> None:
         for n in stored:
             d = next(k.__dict__[n] for k in cls.__mro__ if n in k.__dict__)
             env[f"_s_{n}"] = d.__set__
-        cls.__init__ = env["__init__"]
 
-    env["_bind"] = bind
+    rebind()
     exec(src, env)   # noqa: S102  (as dataclasses makes __init__)
-    for fn in (env["__init__"], env["first"]):
-        fn.__qualname__ = f"{cls.__qualname__}.__init__"
-        fn.__name__ = "__init__"
-    return env["first"]
+    fn = env.pop("__init__")
+    fn.__qualname__ = f"{cls.__qualname__}.__init__"
+    fn.rebind = rebind
+    return fn

@@ -16,11 +16,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cloudctl.api.ec2.model_build import FORMAT_VERSION, service_title
+
+from ...slim import dataclass
 
 # OPERATIONS is provided lazily by the module-level __getattr__ below, which pyflakes cannot see.
 __all__ = ["OPERATIONS", "Ec2Model", "Operation", "ModelError", "load_model", "cache_path"]  # noqa: F822

@@ -10,10 +10,10 @@ request time: a type whose family is not (yet) installed is a clear 400.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ...core.baremetal.errors import BadArgumentError
+from ...slim import dataclass
 
 PREFIX = "http://schema.massopencloud.org/haas/v0/switches/"
 

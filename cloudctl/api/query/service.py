@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from ...core.errors import CloudError, ErrorKind
+from ...slim import dataclass
 from ..ec2.model import Ec2Model, ModelError, load_model
 from ..service import Handler, Service
 from .protocol import QueryProtocol

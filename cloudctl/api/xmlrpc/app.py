@@ -21,7 +21,6 @@ import math
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +36,7 @@ from ...core.sizing import closest_type
 from ...core.throttle import Throttle, Throttled
 from ...core.vm_templates import VmTemplates
 from ...core.volumes import VolumeRequest
+from ...slim import dataclass
 from ...store.journal import JournalError
 from ...store.records import Instance, User
 from ..listener import BodyRefused, plain_refusal

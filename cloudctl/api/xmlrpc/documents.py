@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from ...config import InstanceType
+from ...slim import dataclass
 from ...store.records import Image, Instance, User
 from .template import Template, to_xml
 

@@ -16,13 +16,13 @@ elements, and 2,048 elements nested 20 deep leave room for OpenNebula's clients'
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp_xmlrpc.common import py2xml, schema, xml2py
 from lxml import etree
 
+from ...slim import dataclass
 from ..refusals import clip
 
 MAX_BODY_BYTES = 256 * 1024

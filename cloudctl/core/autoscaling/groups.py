@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ...config import Config
+from ...slim import dataclass
 from ...store.records import ScalingActivity, ScalingGroup, ScalingMember
 from ...store.store import MultiIndex, Store
 from ..compute import Compute

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from ...slim import dataclass
 from ...store.records import LaunchConfiguration
 from ...store.store import MultiIndex, Store
 from ..context import Caller

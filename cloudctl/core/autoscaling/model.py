@@ -7,9 +7,9 @@ it implements."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from ...slim import dataclass
 from ..errors import CloudError, ErrorKind
 from ..launch import LaunchSpec
 from ..pagination import decode_token, paginate, query_fingerprint

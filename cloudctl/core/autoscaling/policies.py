@@ -6,9 +6,10 @@ import math
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from ...slim import dataclass
 from ...store.records import ScalingGroup, ScalingPolicy
 from ...store.store import MultiIndex, Store
 from ..context import Caller

@@ -4,9 +4,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from ...config import LoginThrottle
+from ...slim import dataclass
 from ..workpool import WorkPool
 from .errors import AuthorizationError
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...config import Baremetal as BaremetalConfig
 from ...drivers.obm.ipmi import Ipmi, ObmError, Unsupported
+from ...slim import dataclass
 from ...store.records import BmNode
 from ..events import Events
 from ..tasks import Supervisor

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from ...slim import dataclass
 from ...store.records import BmNetwork, BmNode, BmOperation, BmPort, BmSwitch
 
 

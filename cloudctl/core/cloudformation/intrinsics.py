@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol
+
+from ...slim import dataclass
 
 
 class TemplateError(Exception):

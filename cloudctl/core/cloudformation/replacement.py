@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from ...slim import dataclass
 
 NONE, SOME = "NoInterruption", "SomeInterruption"   # (in place; anything else is a replacement)
 

@@ -7,11 +7,12 @@ import json
 import math
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import yaml
 
+from ...slim import dataclass
 from .intrinsics import (
     CONDITION_FUNCTIONS,
     NO_VALUE,

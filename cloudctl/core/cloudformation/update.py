@@ -10,9 +10,10 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import TYPE_CHECKING, Any
 
+from ...slim import dataclass
 from ...store.records import CfnResource, CfnStack
 from ..errors import CloudError
 from . import plan, replacement

@@ -7,9 +7,8 @@ OutOfService, as Eucalyptus reported it, whatever the last reading said.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ...drivers.loadbalancer.base import BalancerStats
+from ...slim import dataclass
 from ...store.records import Instance
 
 IN_PROGRESS = "Instance registration is still in progress."

@@ -8,10 +8,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ...slim import dataclass
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 

@@ -15,10 +15,10 @@ import re
 import string
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from ...slim import dataclass
 from ...store.records import MetadataEntry
 from ...store.store import Store, Txn
 from .imagelist import fmt_time

@@ -18,11 +18,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple, overload
 
 from ...derived import derive_mac
+from ...slim import dataclass
 from ...xmltext import quoteattr
 from .ovs_plug import HybridPlug
 

@@ -17,7 +17,6 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -27,6 +26,7 @@ if TYPE_CHECKING:   # (ElementTree and expat: imported by the rare paths that pa
     import xml.etree.ElementTree as ET
 
 from ...handoff import run_in
+from ...slim import dataclass
 from .base import (
     METADATA_NS,
     POWER_CODE,

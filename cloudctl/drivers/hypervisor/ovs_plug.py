@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from dataclasses import dataclass
+
+from ...slim import dataclass
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,10 @@ the proxy itself says of each backend. Every method is a coroutine and never blo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
+
+from ...slim import dataclass
 
 Protocol_ = Literal["HTTP", "TCP"]          # HTTPS/SSL listeners are TCP pass-through
 

@@ -30,7 +30,6 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from cloudctl.drivers.loadbalancer import nft
@@ -50,6 +49,8 @@ from cloudctl.drivers.loadbalancer.haproxy_config import (
     server_state,
 )
 from cloudctl.drivers.loadbalancer.netns import Netns
+
+from ...slim import dataclass
 
 log = logging.getLogger("cloudctl.loadbalancer")
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 
 from cloudctl.drivers.loadbalancer.base import BalancerSpec, HealthCheck, Listener, LoadBalancerError
+
+from ...slim import dataclass
 
 STATS_SOCKET = "stats.sock"          # relative to the balancer's folder (the proxy's cwd)
 STATS_PAGE_SOCKET = "stats-page.sock"

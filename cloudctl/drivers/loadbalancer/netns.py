@@ -17,10 +17,11 @@ import asyncio
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
 
 from cloudctl.drivers.hypervisor.ovs_plug import HybridPlug, PlugError
 from cloudctl.drivers.loadbalancer.base import LoadBalancerError, Placement
+
+from ...slim import dataclass
 
 NS_PREFIX = "cloudctl-lb-"
 

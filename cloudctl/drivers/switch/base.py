@@ -17,12 +17,13 @@ import importlib
 import pkgutil
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.fields import FieldInfo
+
+from ...slim import dataclass
 
 
 @dataclass(frozen=True, slots=True)

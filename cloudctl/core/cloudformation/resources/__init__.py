@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar
 
+from ....slim import dataclass
 from ...context import Caller
 from ...errors import CloudError
 
