@@ -108,7 +108,7 @@ def overwritten(path: Path, written: dict[bytes, int] | None = None, first: bool
         ident = payload[7:end]
         prev = last.get(ident)
         # One operation: no "[" after the head, or none that starts an operation (see `replay`).
-        if (b := payload.find(b"[", m.end())) < 0 or op(payload, b) is None:
+        if (b := payload.find(b"[", end)) < 0 or op(payload, b) is None:   # (from `end`: `"[,\]]` ends the head)
             if payload[3] == 112:   # ("p")
                 b = barrier if plain <= barrier or 92 not in ident else plain
                 if prev is None:

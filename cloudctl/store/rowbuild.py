@@ -14,6 +14,7 @@ Two costs dominated once the dict was there:
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ SHARE_DISTINCT = 4096
 # How many rows of a type are made between two looks at the size of its fields' dicts of values.
 SHARE_CHECK = 256
 
-_FIELDS: dict[type[Row], tuple[tuple[str, ...], frozenset[str]]] = {}
+_FIELDS: dict[type[Row], tuple[tuple[str, ...], frozenset[str], Callable[[dict[str, Any]], tuple[Any, ...]], int]] = {}
 _LOADING: dict[type[Row], type] = {}
 
 Maker = Callable[[Any], Row]
@@ -91,6 +92,14 @@ def maker(row_type: type[Row], names: tuple[str, ...],
     # and with them the load's dicts of shared values, ~8 MiB at 50,000 instances: `gc.freeze` after
     # the load keeps whatever the collector has not freed by then.)
     return env.pop("make")   # type: ignore[no-any-return]
+
+
+def _values_of(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The values of a row's fields from its dict, in the fields' order (KeyError: one is missing)."""
+    if len(names) == 1:
+        one = names[0]
+        return lambda d: (d[one],)
+    return operator.itemgetter(*names)   # type: ignore[return-value]
 
 
 class _Plan:
@@ -168,13 +177,18 @@ class RowBuilder:
         got = _FIELDS.get(row_type)
         if got is None:
             fs = dataclasses.fields(row_type)   # type: ignore[arg-type]
-            got = _FIELDS[row_type] = (tuple(f.name for f in fs if f.init), frozenset(f.name for f in fs))
-        if tuple(d) != got[0]:
+            names = tuple(f.name for f in fs if f.init)
+            got = _FIELDS[row_type] = (names, frozenset(f.name for f in fs), _values_of(names), len(names))
+        try:
+            values = got[2](d) if len(d) == got[3] else None
+        except KeyError:
+            values = None
+        if values is None:
             return row_type(**d) if got[1].issuperset(d) else row_type.from_dict(d)
         plan = self._plans.get(row_type)
         if plan is None:
-            plan = self._plan(row_type, got[0], list(d.values()))
+            plan = self._plan(row_type, got[0], list(values))
         plan.left -= 1
         if not plan.left:
             self._drop_ids(row_type, got[0], plan)
-        return plan.make(d.values())
+        return plan.make(values)

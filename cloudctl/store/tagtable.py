@@ -335,6 +335,13 @@ class TagTable:
         i = _find(e, tk)
         old = None if i < 0 else e[i + 1]
         left = e[2]
+        if old is _HOLE and row is not None and left > 1 and not self.indexes:
+            # (The common case, a held place filled while others stay held: one tuple made, not two.
+            # The key/value index is built at the load's end: nothing to add to it now.)
+            self.held -= 1
+            self.kv.add(rid, tk, row.value)
+            self.by_rid[rid] = (rid, _HELD, left - 1, *e[3:i + 1], row, *e[i + 2:])
+            return None
         if old is _HOLE:   # (a held place: no row, nothing indexed yet)
             self.held -= 1
             left -= 1
