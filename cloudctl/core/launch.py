@@ -16,6 +16,7 @@ from operator import attrgetter
 
 from ..slim import dataclass
 from ..store.rare import fast_init
+from ..store.records import json_plain
 
 Tag = tuple[str, str]
 
@@ -135,8 +136,7 @@ def _hash_text(spec: LaunchSpec) -> str | None:
             parts.append(key + "".join(_HASH_ENCODE(v, 0)))
         else:   # (a Python without the _json accelerator)
             return None
-    s = "".join(strs)
-    if not (s.isascii() and s.isprintable() and '"' not in s and "\\" not in s):
+    if not json_plain("".join(strs)):
         return None
     return "{" + ", ".join(parts) + "}"
 

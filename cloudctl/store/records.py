@@ -121,7 +121,7 @@ def encode_changes(changes: list[tuple[Any, str, Any, Row | None]]) -> str:
         head = _PUT_HEADS.get(name)
         if head is None:
             head = _PUT_HEADS[name] = '["p",' + "".join(_encode(name, 0)) + ","
-        if type(key) is str and key.isascii() and key.isprintable() and '"' not in key and "\\" not in key:
+        if type(key) is str and json_plain(key):
             out.append(f'{head}"{key}",{enc(row)}]')
         else:
             out.append(f'{head}{"".join(_encode(key, 0))},{enc(row)}]')
@@ -138,6 +138,12 @@ def _float(v: float) -> str:
     if len(_FLOATS) > 64:
         del _FLOATS[next(iter(_FLOATS))]
     return text
+
+
+def json_plain(s: str) -> bool:
+    """Whether the JSON encoder writes `s` unchanged between its quotes (printable ASCII without a
+    quote or a backslash): the hand-written encoders' test for writing text as it is."""
+    return s.isascii() and s.isprintable() and '"' not in s and "\\" not in s
 
 
 _ROW_ENCODERS: dict[type, Callable[[Any], str]] = {}
@@ -162,14 +168,14 @@ def _row_encoder(cls: type) -> Callable[[Any], str]:
 
     def enc(row: Any) -> str:
         vals = values(row)
-        plan = plans.get(tuple(map(type, vals)))
+        shape = tuple(map(type, vals))
+        plan = plans.get(shape)
         if plan is None:
             if len(plans) >= _PLANS_MAX:
                 return slow(row)
-            plan = plans[tuple(map(type, vals))] = _plan(names, vals)
+            plan = plans[shape] = _plan(names, vals)
         fmt, strs, picked, convs = plan
-        s = "".join(strs(vals))
-        if not (s.isascii() and s.isprintable() and '"' not in s and "\\" not in s):
+        if not json_plain("".join(strs(vals))):
             return slow(row)
         if not convs:
             return fmt % picked(vals)
