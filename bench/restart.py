@@ -127,6 +127,8 @@ def start_once(tmp: Path, source: Path, repo: Path, profile: Path | None,
         started.append(cc.proc)
         out: dict[str, Any] = {"ready_s": round(ready, 2), "ready_cpu_s": round(cc.proc.cpu_s(), 2),
                                "libvirtd_cpu_s": round(sum(z.proc.cpu_s() for z in zones.values()) - daemons0, 2)}
+        # (Each kind of thread's CPU from the spawn to about now: where `ready_cpu_s` went.)
+        out["ready_threads_cpu_s"] = cc.admin("GET", "/v0/bench/cpu?threads=1").get("threads")
         phases = cc.admin("GET", "/v0/bench/startup")
         text = cc.proc.log.read_text(errors="replace")
         said = [ln for ln in text.splitlines() if ln.startswith("cloudctl ready in ")]

@@ -59,19 +59,41 @@ def _process_cpu() -> float:
     return t.user + t.system
 
 
+ENDED_CPU: dict[str, float] = defaultdict(float)   # kind of thread -> CPU seconds of those that ended
+
+
+def _kind(name: str) -> str:
+    return name.rstrip("0123456789").rstrip("_-")
+
+
+def _count_ended_threads() -> None:
+    """Each Python thread's CPU added to ENDED_CPU as it ends (an idle pool's threads end after a
+    while: the hosts' connection threads had ended by the time the start-up's figures were read)."""
+    run = threading.Thread.run
+
+    def counted_run(self: threading.Thread) -> None:
+        try:
+            run(self)
+        finally:
+            ENDED_CPU[_kind(self.name)] += time.thread_time()
+
+    threading.Thread.run = counted_run  # type: ignore[method-assign]
+
+
 def _threads_cpu() -> dict[str, float]:
     """CPU seconds of each kind of thread of this process so far, by the thread's name less its
-    number (`libvirt_3` -> `libvirt`; threads that ended are not counted)."""
+    number (`libvirt_3` -> `libvirt`; threads that ended are counted, as `_count_ended_threads` saw
+    them end)."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = defaultdict(float)
+    out: dict[str, float] = defaultdict(float, ENDED_CPU)
     for task in Path("/proc/self/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:   # (ended meanwhile)
             continue
         name = names.get(int(task.name)) or f"native:{(task / 'comm').read_text().strip()}"
-        out[name.rstrip("0123456789").rstrip("_-")] += (int(fields[11]) + int(fields[12])) / tick
+        out[_kind(name)] += (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -124,8 +146,11 @@ def _timed_async(name: str, fn: Any) -> Any:
     @functools.wraps(fn)
     async def wrapper(*a: Any, **kw: Any) -> Any:
         # (The loop thread's CPU meanwhile, as `*_thread_cpu_s`: the rest of the process's is the
-        # other threads', e.g. the hosts' libvirt calls during the reconcile: `*_threads_<kind>_cpu_s`.)
+        # other threads', e.g. the hosts' libvirt calls during the reconcile: `*_threads_<kind>_cpu_s`;
+        # the process's CPU from its spawn to the call, `*_start_at_cpu_s`: what came before it.)
         first = name not in STARTUP
+        if first:
+            STARTUP[name.removesuffix("_s") + "_start_at_cpu_s"] = _process_cpu()
         k0 = _threads_cpu() if first else {}
         t0, c0, th0, g0 = time.perf_counter(), _process_cpu(), time.thread_time(), _gc_s()
         try:
@@ -197,9 +222,13 @@ async def profile_stop(request: web.Request) -> web.Response:
 
 
 async def cpu(request: web.Request) -> web.Response:
-    """GET /v0/bench/cpu: the loop thread's CPU seconds (this handler runs on it) and the process's."""
+    """GET /v0/bench/cpu: the loop thread's CPU seconds (this handler runs on it) and the process's;
+    ?threads=1: also each kind of thread's since the process's spawn (those that ended included)."""
     t = os.times()
-    return web.json_response({"loop": time.thread_time(), "process": t.user + t.system})
+    out: dict[str, Any] = {"loop": time.thread_time(), "process": t.user + t.system}
+    if request.query.get("threads"):
+        out["threads"] = {k: round(v, 3) for k, v in sorted(_threads_cpu().items())}
+    return web.json_response(out)
 
 
 async def launches(request: web.Request) -> web.Response:
@@ -485,6 +514,7 @@ if __name__ == "__main__":
     getattr(_malloc, "exec_with_tunables", lambda: None)()
     if os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC"):
         tracemalloc.start(int(os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC_FRAMES", "1")))
+    _count_ended_threads()
     install()
     gc.callbacks.append(_gc_observe)
     if os.environ.get("CLOUDCTL_BENCH_SWITCH_INTERVAL"):

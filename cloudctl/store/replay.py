@@ -183,19 +183,7 @@ def replay(path: Path, apply: Callable[[str], None], rows_of: Callable[[str], Co
     return n, skipped
 
 
-# A checkpoint's row line starts with its table and key, as a journal operation does.
-_ROW = re.compile(rb'\["([a-z_]+)","([^"]*)",')
-
-
-def written_row(line: bytes, written: dict[bytes, int]) -> tuple[str, str, int] | None:
-    """(table, key, `written[ident]`) of a checkpoint row line whose ident '<table>","<key>' (as
-    `overwritten` notes them) is certain and in `written`; else None. (One call a row: the load's
-    checkpoint pass made three.)"""
-    m = _ROW.match(line)
-    if m is None:
-        return None
-    end = m.end(2)
-    if line[end - 1] == 92 or (at := written.get(line[2:end])) is None:   # (a backslash before the quote: see `_FIRST`)
-        return None
-    tb, raw = m.group(1, 2)
-    return tb.decode(), (_scanstring(raw.decode() + '"', 0)[0] if 92 in raw else raw.decode()), at
+# A checkpoint's row line starts with its table and key, as a journal operation does: its ident
+# '<table>","<key>' (as `overwritten` notes them) is `line[2:m.end(2)]`, certain unless a backslash
+# comes before the key's closing quote (see `_FIRST`). `Store._apply_checkpoint` reads it inline.
+ROW = re.compile(rb'\["([a-z_]+)","([^"]*)",')
