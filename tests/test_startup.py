@@ -272,6 +272,32 @@ async def test_without_scripts_start_up_reapplies_no_association_but_undoes_thos
         await cloud.stop()
 
 
+async def test_start_up_reports_the_addresses_held_outside_the_pool_and_only_those(
+        tmp_path: Path, model_cache: Path) -> None:
+    """The report's pool test runs only when the index of pool addresses counts fewer than the
+    table holds: an address left outside the pool (the config's pool shrunk) is still named."""
+    cfg = load_config(write_config(tmp_path, model_cache))
+    cloud = await Cloud.open(cfg, "http://127.0.0.1:0")
+    try:
+        def addr(ip: str) -> Address:
+            return Address(public_ip=ip, allocation_id="eipalloc-" + ip[-1], owner="100000000001", allocated=1.0)
+
+        assert not [ln for ln in cloud.addresses.reconcile() if "pool" in ln]
+        with cloud.store.txn() as tx:
+            for ip in ("198.18.0.1", "198.18.0.2"):
+                tx.put(addr(ip))
+        await cloud.store.sync()
+        assert not [ln for ln in cloud.addresses.reconcile() if "pool" in ln]
+        with cloud.store.txn() as tx:
+            tx.put(addr("203.0.113.9"))
+        await cloud.store.sync()
+        assert [ln for ln in cloud.addresses.reconcile() if "pool" in ln] == [
+            "203.0.113.9: held by 100000000001 (eipalloc-9) but no longer in the pool"]
+        assert not [ln for ln in cloud.addresses.reconcile(only_unsure=True) if "pool" in ln]
+    finally:
+        await cloud.stop()
+
+
 async def test_the_hosts_listed_while_the_state_loads_are_not_listed_again_by_the_reconcile(
         tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each connected host's domain states are listed once all hosts are connected, while the

@@ -517,8 +517,11 @@ class Addresses:
         way is handled after it). After a journal rollback, `only_unsure` mends what a change
         whose commit was undone left behind."""
         report: list[str] = []
-        for a in self.table.values():
-            if a.public_ip not in self._in_pool and not only_unsure:
+        # (`_held` counts the addresses in the pool: when that is all of them, none is looked at;
+        # 52,500 pool tests were ~0.1 s of the loop's start-up at 50,000 instances.)
+        outside = not only_unsure and self._held.counts.get("pool", 0) < len(self.table)
+        for a in self.table.values() if outside else ():
+            if a.public_ip not in self._in_pool:
                 report.append(f"{a.public_ip}: held by {a.owner} ({a.allocation_id}) but no longer in the pool")
         todo: list[tuple[str, set[str] | None]] = []
         # Without scripts a sure association has nothing to re-apply: only one whose instance is
