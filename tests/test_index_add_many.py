@@ -42,7 +42,7 @@ def makers(table: Any) -> list[Any]:
 def state(ix: Any) -> Any:
     """Everything the index holds, in its order."""
     if isinstance(ix, MultiIndex):
-        return [(k, g if type(g) is tuple else list(g.items()) if type(g) is dict else g) for k, g in ix._groups.items()]
+        return [(k, list(g.items()) if type(g) is dict else g) for k, g in ix._groups.items()]
     if isinstance(ix, CountIndex):
         return list(ix.counts.items())
     if isinstance(ix, SumIndex):
@@ -50,14 +50,10 @@ def state(ix: Any) -> Any:
     return [(k, list(g)) for k, g in ix._groups.items()]
 
 
-def one_by_one(ix: Any, rows: list[Any]) -> Any:
-    if isinstance(ix, IdGroups):   # (its `add` files in order; `add_many` sorts: the same groups)
-        for r in rows:
-            ix.add(r)
-        return ix
+def one_by_one(ix: Any, rows: list[Any]) -> None:
+    """`add` of each row (`IdGroups.add` files a key in order, `add_many` sorts: the same groups)."""
     for r in rows:
         ix.add(r)
-    return ix
 
 
 @settings(max_examples=300, deadline=None)
