@@ -45,8 +45,6 @@ DAEMON_CONF = ('unix_sock_rw_perms = "0777"\nauth_unix_rw = "none"\nauth_unix_ro
                "max_clients = 64\nmin_workers = 1\nmax_workers = 4\nprio_workers = 1\nmax_client_requests = 20\n"
                "admin_min_workers = 1\nadmin_max_workers = 1\nkeepalive_interval = 5\n")
 
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)   # (errors raise; no stderr copy)
-
 
 def missing() -> str | None:
     """Why the simulated hosts cannot run here, or None."""
