@@ -102,7 +102,7 @@ bench:
 	$(PY) bench/run.py
 	$(PY) bench/flood.py
 
-# 200 simulated hosts (libvirt's test driver in one unprivileged libvirtd per zone, needs the
+# 200 simulated hosts (libvirt's test driver in one unprivileged libvirtd a host, needs the
 # libvirt-daemon packages of `make install`) filled to 1k, 5k, 20k and 50k instances: curves and
 # a verdict in bench/results/ (12-15 min on 2 shared cores). QUICK=1: 1k and 5k only (~3 min).
 bench-scale:

@@ -2,8 +2,8 @@
 
 Usage:  .venv/bin/python bench/base_rss.py [--hosts 1,200] [--repo DIR] [--runs 2] [--top 12] [--probed]
 
-For each host count, starts the empty controller as bench/scale.py does (N libvirt test-driver hosts
-behind one libvirtd per zone, bench/scale_hosts.py; `--probed`: through bench/served.py, as scale.py
+For each host count, starts the empty controller as bench/scale.py does (N libvirt test-driver hosts,
+a libvirtd each, bench/scale_hosts.py; `--probed`: through bench/served.py, as scale.py
 does), waits for /v0/health plus `--settle` seconds, and prints VmRSS and its split from
 /proc/PID/status and smaps: anonymous memory (the heap, arenas, thread stacks) against file-backed
 pages (shared libraries, Python's extension modules), the largest mappings by file, and the thread
@@ -67,21 +67,13 @@ def mappings(pid: int) -> dict[str, int]:
 def measure(repo: Path, n_hosts: int, settle: float, probed: bool) -> dict[str, Any]:
     tmp = procs.make_tmp()
     started: list[procs.Proc] = []
+    hosts: list[scale_hosts.Host] = []
     try:
-        zones = {}
-        hosts = []
-        for z in ZONES[:n_hosts]:
-            zones[z] = scale_hosts.start_zone(tmp, z)
-            started.append(zones[z].proc)
-        for i in range(n_hosts):
-            z = ZONES[i % len(ZONES)]
-            node = tmp / "nodes" / f"h{i:03d}.xml"
-            node.parent.mkdir(exist_ok=True)
-            scale_hosts.write_node(node)
-            hosts.append({"name": f"h{i:03d}", "uri": scale_hosts.host_uri(node, zones[z]), "zone": z})
+        hosts = scale_hosts.start_hosts(tmp, [(f"h{i:03d}", ZONES[i % len(ZONES)]) for i in range(n_hosts)])
+        zones = {h.zone for h in hosts}
         overrides: dict[str, Any] | None = None   # 0 hosts: the default config's (make run's test:///)
         if n_hosts:
-            overrides = {"hosts": hosts,
+            overrides = {"hosts": [h.config() for h in hosts],
                          "networks": [{"name": f"net-{z[-2:]}", "zone": z, "cidr": f"10.{128 + i}.0.0/16"}
                                       for i, z in enumerate(ZONES) if z in zones],
                          "elastic_ips": {"pool": ["198.18.0.0/16"], "max_addresses_per_user": 100_000},
@@ -95,6 +87,7 @@ def measure(repo: Path, n_hosts: int, settle: float, probed: bool) -> dict[str, 
     finally:
         for p in reversed(started):
             p.stop()
+        scale_hosts.stop_hosts(hosts)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -9,8 +9,8 @@ directly (`bench/synth_state.py`) plus the journal the scale bench adds before i
 a minute. The prepared state is kept in `--source` (made once, reused by later runs) and copied for
 each start, since a start writes a new generation and prunes the old ones.
 
-Per start: 4 libvirtds (bench/scale_hosts.py) whose 200 hosts hold the state's running instances as
-domains (hosts that kept running while the controller was down), then the controller through
+Per start: 200 libvirtds (bench/scale_hosts.py, one a host) holding the state's running instances as
+domains before the controller starts (hosts that kept running while it was down), then the controller through
 bench/served.py. Reported per phase (seconds of wall clock, and CPU seconds of the controller's
 process meanwhile: on a shared box the CPU is the figure that the code decides):
 - `state_load`: checkpoint + journal replay, on a worker thread (also its own thread's CPU, and its
@@ -94,23 +94,15 @@ def start_once(tmp: Path, source: Path, repo: Path, profile: Path | None,
                hosts_nice: int = scale_hosts.HOSTS_NICE) -> dict[str, Any]:
     """One start of `repo`'s controller on a copy of `source` against 200 hosts: its figures."""
     started: list[procs.Proc] = []
+    hosts: list[scale_hosts.Host] = []
     try:
         state = tmp / "state"
         shutil.copytree(source, state, ignore=shutil.ignore_patterns("restart-source.json", "domains.json"))
         per_host: dict[str, list[list[str]]] = json.loads((source / "domains.json").read_text())
-        zones = {}
-        for z in ZONES:
-            zones[z] = scale_hosts.start_zone(tmp, z, hosts_nice)
-            started.append(zones[z].proc)
-        hosts = []
-        (tmp / "nodes").mkdir()
-        for i, name in enumerate(host_names(per_host)):
-            z = ZONES[i % len(ZONES)]
-            node = tmp / "nodes" / f"{name}.xml"
-            scale_hosts.write_node(node, "".join(scale_hosts.domain_xml(iid, uuid, CONTROLLER)
-                                                 for iid, uuid in per_host.get(name, [])))
-            hosts.append({"name": name, "uri": scale_hosts.host_uri(node, zones[z]), "zone": z})
-        overrides = {"hosts": hosts,
+        hosts = scale_hosts.start_hosts(tmp, [(name, ZONES[i % len(ZONES)])
+                                              for i, name in enumerate(host_names(per_host))], hosts_nice)
+        scale_hosts.fill_hosts(hosts, {k: [tuple(d) for d in v] for k, v in per_host.items()}, CONTROLLER)
+        overrides = {"hosts": [h.config() for h in hosts],
                      "networks": [{"name": f"net-{z[-2:]}", "zone": z, "cidr": f"10.{128 + i}.0.0/16"}
                                   for i, z in enumerate(ZONES)],
                      "elastic_ips": {"pool": ["198.18.0.0/16"], "max_addresses_per_user": 100_000},
@@ -119,14 +111,14 @@ def start_once(tmp: Path, source: Path, repo: Path, profile: Path | None,
         env = {"CLOUDCTL_BENCH_REPO": str(repo)}
         if profile is not None:
             env["CLOUDCTL_BENCH_PROFILE"] = str(profile)
-        daemons0 = sum(z.proc.cpu_s() for z in zones.values())
+        daemons0 = scale_hosts.cpu_s(hosts)
         w0 = time.perf_counter()
         cc = procs.start_cloudctl(tmp, timeout=900, overrides=overrides, probed=True, repo=repo,
                                   log_name="cloudctl.log", env=env)
         ready = time.perf_counter() - w0
         started.append(cc.proc)
         out: dict[str, Any] = {"ready_s": round(ready, 2), "ready_cpu_s": round(cc.proc.cpu_s(), 2),
-                               "libvirtd_cpu_s": round(sum(z.proc.cpu_s() for z in zones.values()) - daemons0, 2)}
+                               "libvirtd_cpu_s": round(scale_hosts.cpu_s(hosts) - daemons0, 2)}
         # (Each kind of thread's CPU from the spawn to about now: where `ready_cpu_s` went.)
         out["ready_threads_cpu_s"] = cc.admin("GET", "/v0/bench/cpu?threads=1").get("threads")
         phases = cc.admin("GET", "/v0/bench/startup")
@@ -149,6 +141,7 @@ def start_once(tmp: Path, source: Path, repo: Path, profile: Path | None,
     finally:
         for p in reversed(started):
             p.stop()
+        scale_hosts.stop_hosts(hosts)
 
 
 def main() -> int:

@@ -3,8 +3,8 @@
 Usage:  .venv/bin/python bench/scale.py [--quick] [--sizes 1000,5000] [--journal-records N] [--keep]
         (`make bench-scale`; `make bench-scale QUICK=1` for 1k and 5k only)
 
-200 hosts in 4 zones, each a libvirt test-driver host inside one libvirtd per zone (bench/scale_hosts.py),
-so the controller's memory is its own. The cloud is filled to each size with instances launched 50 at
+200 hosts in 4 zones, each a libvirtd serving libvirt's test driver (bench/scale_hosts.py), so the
+controller's memory is its own. The cloud is filled to each size with instances launched 50 at
 a time by 10 users (half of them the first user's), each instance with 3 tags, a root volume and a
 security group (one group per 50 instances, two rules each); one data volume per 20 instances and one
 elastic IP (allocated and associated) per 20.
@@ -84,7 +84,7 @@ class Bench:
         self.tmp, self.args, self.n_hosts, self.env = tmp, args, n_hosts, env
         self.hosts_nice = hosts_nice   # (the libvirtds' niceness: scale_hosts.HOSTS_NICE)
         self.started: list[procs.Proc] = []
-        self.zones: dict[str, scale_hosts.Zone] = {}
+        self.host_list: list[scale_hosts.Host] = []
         self.hosts: list[dict[str, Any]] = []
         self.cc: procs.Cloudctl | None = None
         self.hello_url = ""     # the bare aiohttp hello: what this client reaches against no work at all
@@ -107,16 +107,9 @@ class Bench:
                 "metadata": {"listen": "127.0.0.1", "port": 0}}
 
     def start_hosts(self) -> None:
-        for z in ZONES:
-            zone = scale_hosts.start_zone(self.tmp, z, self.hosts_nice)
-            self.started.append(zone.proc)
-            self.zones[z] = zone
-        for i in range(self.n_hosts):
-            z = ZONES[i % len(ZONES)]
-            node = self.tmp / "nodes" / f"h{i:03d}.xml"
-            node.parent.mkdir(exist_ok=True)
-            scale_hosts.write_node(node)
-            self.hosts.append({"name": f"h{i:03d}", "uri": scale_hosts.host_uri(node, self.zones[z]), "zone": z})
+        self.host_list = scale_hosts.start_hosts(self.tmp, [(f"h{i:03d}", ZONES[i % len(ZONES)])
+                                                            for i in range(self.n_hosts)], self.hosts_nice)
+        self.hosts = [h.config() for h in self.host_list]
 
     def start_controller(self, log_name: str = "cloudctl.log", timeout: float = 120.0) -> float:
         w0 = time.perf_counter()
@@ -406,29 +399,25 @@ class Bench:
         self.admin("POST", "/v0/checkpoint")
         state = self.cc.state_dir
         self.cc.proc.stop(timeout=120)
-        rows = scale_state.latest_rows(state)
-        controller = (state / "controller.id").read_text().strip()
-        per_host = scale_state.domains_by_host(rows)
-        for h in self.hosts:   # the hosts kept running: new node files with their domains
-            node = self.tmp / "nodes" / f"{h['name']}-restart.xml"
-            scale_hosts.write_node(node, "".join(scale_hosts.domain_xml(iid, uuid, controller)
-                                                 for iid, uuid in per_host.get(h["name"], [])))
-            h["uri"] = scale_hosts.host_uri(node, self.zones[h["zone"]])
+        rows = scale_state.latest_rows(state)   # (the hosts kept running: their daemons hold the domains)
         log(f"writing a journal of {records:,} records")
         j = scale_state.write_journal(state, rows, records)
         log(f"  {j['bytes'] / 2**20:.0f} MiB; restarting")
+        daemons0 = scale_hosts.cpu_s(self.host_list)
         wall = self.start_controller("cloudctl-restart.log", timeout=1800)
+        daemons = scale_hosts.cpu_s(self.host_list) - daemons0
         phases = self.admin("GET", "/v0/bench/startup")
         findings = [ln.split("reconcile: ", 1)[1] for ln in
                     (self.tmp / "cloudctl-restart.log").read_text(errors="replace").splitlines() if "reconcile: " in ln]
-        return {"journal": j, "ready_s": round(wall, 2), "phases_s": {k: round(v, 2) for k, v in phases.items()},
+        return {"journal": j, "ready_s": round(wall, 2), "libvirtd_cpu_s": round(daemons, 2),
+                "phases_s": {k: round(v, 2) for k, v in phases.items()},
                 "rss_mib": self.rss(), "threads": self.threads(), "reconcile_findings": len(findings),
                 "reconcile_findings_first": findings[:5]}
 
 
 async def main_async(b: Bench, sizes: list[int], res: dict[str, Any], quick: bool) -> None:
     b.start_hosts()
-    log(f"{b.n_hosts} hosts in {len(ZONES)} libvirtds started; starting the controller")
+    log(f"{b.n_hosts} hosts (a libvirtd each) in {len(ZONES)} zones started; starting the controller")
     res["start"] = {"ready_s": round(b.start_controller(), 2)}
     res["start"]["rss_mib"] = b.rss()
     res["start"]["threads"] = b.threads()
@@ -492,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for p in reversed(b.started):
             p.stop()
+        scale_hosts.stop_hosts(b.host_list)
         if args.keep:
             log(f"kept {tmp}")
         else:

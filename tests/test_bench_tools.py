@@ -1,7 +1,8 @@
 """The bench's own tools, where a mistake would silently measure the wrong thing: the scale bench's
 reading of a stopped controller's state and the long journal it adds (replayed by the real store
 to the very same state), the run history's comparison (a slower run is flagged), and the verdict's
-reading of the 32-client rate beside what the same client reaches against the bare hello."""
+reading of the 32-client rate beside what the same client reaches against the bare hello, and the
+simulated hosts (their domains outlive a controller's connection, as a real host's do)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from cloudctl.config import Host
 from cloudctl.store.journal import read_journal
 from cloudctl.store.records import User
 from cloudctl.store.store import Store
@@ -113,28 +115,41 @@ def test_scale_verdict_gives_the_32_client_rate_beside_the_clients_ceiling() -> 
 
 
 @pytest.mark.parametrize("nice", [0, 7])
-def test_the_simulated_hosts_run_at_the_niceness_asked_for(nice: int) -> None:
-    """The scale bench's libvirtds stand for other machines: they run below the controller's
-    priority unless told otherwise, and a host connects through them either way."""
+def test_a_simulated_host_keeps_its_domains_when_a_controller_goes(nice: int) -> None:
+    """The scale bench's restart reconnects to hosts that kept running: a domain defined through a
+    connection that then closes (a killed controller's) is still there, running, for the next one,
+    and only on its own host. The daemons run at the niceness asked for, and a host's config
+    overcommits the test node to the size the bench's capacity figures assume."""
     if why := scale_hosts.missing():
         pytest.skip(why)
     tmp = procs.make_tmp()
-    os.chmod(tmp, 0o755)   # (the daemon runs as nobody when the tests run as root)
-    zone = None
+    os.chmod(tmp, 0o755)   # (the daemons run as nobody when the tests run as root)
+    hosts: list[scale_hosts.Host] = []
     try:
-        zone = scale_hosts.start_zone(tmp, "z1", nice)
-        with open(f"/proc/{zone.proc.pid}/stat") as f:
+        hosts = scale_hosts.start_hosts(tmp, [("h0", "z1"), ("h1", "z1")], nice)
+        with open(f"/proc/{hosts[0].proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         assert int(fields[16]) == min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19)
-        node = tmp / "nodes" / "h0.xml"
-        node.parent.mkdir()
-        scale_hosts.write_node(node)
-        conn = libvirt.open(scale_hosts.host_uri(node, zone))
+        hosts[0].add_domains([("i-00000001", "00000000-0000-4000-8000-000000000001")], "ctl")
+        gone = libvirt.open(hosts[0].uri)
+        gone.defineXML(scale_hosts.domain_xml("i-00000002", "00000000-0000-4000-8000-000000000002", "ctl")).create()
+        gone.close()
+        conn = libvirt.open(hosts[0].uri)
         try:
-            assert conn.getInfo()[2] == 256   # the node file's CPUs, served by that daemon
+            doms = {d.name(): d.isActive() for d in conn.listAllDomains()}
+            assert doms == {"i-00000001": 1, "i-00000002": 1}   # (the test driver's sample domain removed)
+            cfg = Host.model_validate(hosts[0].config())
+            _model, memory_mib, cpus = conn.getInfo()[:3]
+            assert cpus * cfg.cpu_overcommit == scale_hosts.HOST_CPUS == 256
+            assert int(memory_mib * cfg.memory_overcommit) // 512 == 4096   # t3.nano, as host-a.xml holds
         finally:
             conn.close()
+        other = libvirt.open(hosts[1].uri)
+        try:
+            assert other.listAllDomains() == []
+        finally:
+            other.close()
     finally:
-        if zone is not None:
-            zone.proc.stop()
+        scale_hosts.stop_hosts(hosts)
+        assert not any(h.proc.alive() for h in hosts)
         shutil.rmtree(tmp, ignore_errors=True)
