@@ -45,10 +45,11 @@ constraints:
 # glibc caches up to 7 freed blocks per size class in each thread (its tcache), and each hypervisor
 # host keeps a libvirt thread: 2 a class was ~5 MiB less at 20,000 instances with 200 hosts at no
 # measurable cost in instructions (docs/scaling.md, perf-mem4). glibc reads it only when the process
-# starts: set here, `cloudctl serve` need not re-execute itself with it (cloudctl/malloc.py);
-# an operator's own GLIBC_TUNABLES wins.
+# starts: set here, with what the re-exec would add (code without column tables), `cloudctl serve`
+# need not re-execute itself (cloudctl/malloc.py); an operator's own values win.
 run:
-	GLIBC_TUNABLES="$${GLIBC_TUNABLES:-glibc.malloc.tcache_count=2:glibc.malloc.mmap_threshold=1048576}" $(PY) -m cloudctl serve --config $(CONFIG)
+	GLIBC_TUNABLES="$${GLIBC_TUNABLES:-glibc.malloc.tcache_count=2:glibc.malloc.mmap_threshold=1048576}" \
+	PYTHONNODEBUGRANGES="$${PYTHONNODEBUGRANGES-1}" $(PY) -m cloudctl serve --config $(CONFIG)
 
 # ruff (config in pyproject.toml): pyflakes' checks, pycodestyle's, import order, 120 columns.
 lint:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,24 @@ def test_a_served_controller_runs_with_the_tunable(tmp_path: Path, model_cache: 
         assert srv.admin("GET", "/v0/health")
     finally:
         srv.stop()
+
+
+def test_make_run_starts_serve_as_the_re_exec_would(tmp_path: Path) -> None:
+    """`make run` sets glibc's tunables itself, so `serve` does not re-execute: it must then give
+    everything the re-exec gives, or `make run`'s controller keeps code objects' column tables
+    (~0.3 MiB: docs/scaling.md, perf-base5). The target is run with the interpreter replaced by a
+    script that writes the environment it was started with."""
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    out = tmp_path / "env"
+    py = tmp_path / "py"
+    py.write_text(f"#!/bin/sh\nenv > '{out}'\n")
+    py.chmod(0o755)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GLIBC_TUNABLES", malloc.NO_DEBUG_RANGES, malloc.EXEC_SWITCH, "MAKEFLAGS", "MAKELEVEL")}
+    subprocess.run(["make", "-s", "run", f"PY={py}"], cwd=Path(__file__).resolve().parent.parent, env=env,
+                   check=True, capture_output=True, timeout=60)
+    started = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert started["GLIBC_TUNABLES"] == malloc.TUNABLES
+    assert started[malloc.NO_DEBUG_RANGES] == "1"
+    assert malloc.exec_reason(started) is not None   # (so nothing re-executes to add what is missing)
