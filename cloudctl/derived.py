@@ -153,13 +153,18 @@ def _new_shape(instance_id: str) -> bool:
 
 def instance_mac(instance_id: str) -> str | None:
     """A new instance's MAC: locally administered unicast (02:), its id's last 40 random bits."""
-    return _mac(instance_id) if _new_shape(instance_id) else None
+    if not _new_shape(instance_id):
+        return None
+    return _MACS.get(instance_id) or _kept(_MACS, instance_id, "02:" + bytes.fromhex(instance_id[9:]).hex(":"))
 
 
 def domain_uuid(instance_id: str) -> str | None:
     """A new instance's domain UUID: its id's 68 random bits in a version 8 (RFC 9562) UUID. Unique
     as the id is; an older instance's random (version 4) UUID never equals one."""
-    return _uuid(instance_id) if _new_shape(instance_id) else None
+    if not _new_shape(instance_id):
+        return None
+    i = instance_id   # (kept: the row made with it compares it again, see `_UuidField`)
+    return _UUIDS.get(i) or _kept(_UUIDS, i, f"{i[2:10]}-{i[10:14]}-8{i[14:17]}-8{i[17:]}0-000000000000")
 
 
 def _mac(instance_id: str) -> str | None:

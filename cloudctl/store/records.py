@@ -39,6 +39,13 @@ class Row:
         """The row's primary key in its table."""
         return getattr(self, self.key_field)  # type: ignore[no-any-return]
 
+    def __init_subclass__(cls) -> None:
+        """A row type whose key is one of its fields reads it by one C call (`attrgetter`), not
+        through `Row.key`'s Python getter: each put and each index reads it (~13 a launch). A type
+        with its own `key` (a tag's, made of two fields) keeps it."""
+        if "key" not in cls.__dict__:   # (object's own __init_subclass__ does nothing)
+            cls.key = property(attrgetter(cls.key_field), doc="The row's primary key in its table.")  # type: ignore[assignment,method-assign]
+
     def to_dict(self) -> dict[str, Any]:
         names, values = _getters(type(self))
         return dict(zip(names, values(self)))
