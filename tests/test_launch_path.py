@@ -172,3 +172,44 @@ def test_the_derived_fields_kept_text_is_what_they_make() -> None:
         for i, r in zip(ids, rows):
             assert (r.mac, r.uuid) == (_mac(i), _uuid(i))
             assert _slots(r)[Instance.__slots__.index("mac")] == b"="
+
+
+# -- a launch's tags checked ----------------------------------------------------------------------------
+def _pairs_checked_one_by_one(tags: list[tuple[str | None, str]]) -> list[tuple[str, str]] | str:
+    """What `Tags.validate_pairs` answered before its printable pairs skipped the text checks' calls."""
+    from cloudctl.core.errors import CloudError
+    from cloudctl.core.tags import _check_text
+    out = []
+    try:
+        for key, value in tags:
+            if key is None or not 1 <= len(key) <= 128:
+                raise CloudError("InvalidParameterValue", "Tag keys must be between 1 and 128 characters")
+            if len(value) > 256:
+                raise CloudError("InvalidParameterValue", f"Tag value for key '{key}' exceeds 256 characters")
+            if key.lower().startswith("aws:"):
+                raise CloudError("InvalidParameterValue", "Tag keys starting with 'aws:' are reserved for internal use")
+            _check_text("Tag.Key", key)
+            _check_text("Tag.Value", value)
+            out.append((key, value))
+    except CloudError as e:
+        return f"{e.code}: {e.message}"
+    return out
+
+
+_tag_text = st.text(st.sampled_from(["a", "Z", " ", "\u00a0", "\t", "\x01", "\x7f", "\ud800", "\ufffe", "\u00e9",
+                                     "\u200b", "\U0001f600", ":"]), max_size=6) | st.just("aws:x")
+
+
+@given(st.lists(st.tuples(st.one_of(st.none(), _tag_text), _tag_text), max_size=4))
+@example([("k", "ok"), ("k2", "\x01")])
+@example([("\ud800", "v"), ("k", "\x01")])
+@example([("k\u00a0", "\ufffe")])
+def test_tag_pairs_are_checked_as_one_by_one(tags: list[tuple[str | None, str]]) -> None:
+    """The same pairs or the same refusal (the first pair's first fault) as checking each text."""
+    from cloudctl.core.errors import CloudError
+    from cloudctl.core.tags import Tags
+    try:
+        got: list[tuple[str, str]] | str = Tags.validate_pairs(tags)
+    except CloudError as e:
+        got = f"{e.code}: {e.message}"
+    assert got == _pairs_checked_one_by_one(tags)
