@@ -84,3 +84,24 @@ def test_param_count() -> None:
     assert form.param_count("a=1&b=2", None) == 2
     assert form.param_count("a=1", 0) == 2
     assert form.param_count("", 9_999) == form.MAX_PARAMS
+
+
+@pytest.mark.parametrize("escapes", [True, False])
+def test_fields_equal_parse_qsl(escapes: bool) -> None:
+    """`fields` (the one-step parse of a small form) gives parse_qsl's pairs, for forms with escapes
+    and for forms without any (which it splits by one comprehension)."""
+    pieces = PIECES if escapes else [p for p in PIECES if "%" not in p and "+" not in p] + ["Tag.1", "x-y"]
+    rng = random.Random(escapes)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 60)))
+        try:
+            want: list[tuple[str, str]] | str = parse_qsl(text, keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            want = "UnicodeDecodeError"
+        try:
+            got: list[tuple[str, str]] | str = form.fields(text)
+        except UnicodeDecodeError:
+            got = "UnicodeDecodeError"
+        assert got == want, text
+        if not escapes:
+            assert "%" not in text and "+" not in text

@@ -94,3 +94,24 @@ def test_rows_of_more_shapes_than_are_kept() -> None:
         row = _made(Volume, ["v", "o", "z", 5, "gp2", "in-use", 1.5, *shape])
         got.append((encode_row(row), _want(row)))
     assert all(a == b for a, b in got)
+
+
+def test_maps_and_tuples_written_again_are_written_as_json_dumps() -> None:
+    """A map or a tuple of strings written again (its text kept by identity) is written as it
+    was, and an equal one of other types (1 against 1.0 and True) as its own, past the number
+    kept too."""
+    from cloudctl.store.frozen import FrozenMap, freeze, shared, shared_map
+    rows = []
+    for n in range(records._BY_ID_MAX * 2 + 5):
+        for one in (1, 1.0, True, "1"):
+            data = shared_map(freeze({"owner": f"o{n % 7}", "v": one}))
+            rows.append(_made(Instance, [f"i-{n}", shared((f"sg-{n % 5}", "sg-x")), data]))
+            rows.append(dataclasses.replace(rows[-1]))
+    for _ in range(2):
+        for r in rows:
+            assert encode_row(r) == _want(r)
+    m = FrozenMap({"a": 1})
+    t = ("a", "b")
+    assert records._kept_text(m) == '{"a":1}' and records._kept_text(t) == '["a","b"]'
+    assert records._kept_text(FrozenMap({"a": 1.0})) == '{"a":1.0}'
+    assert records._kept_text(m) == '{"a":1}' and records._kept_text(("a", 2)) == '["a",2]'

@@ -113,3 +113,103 @@ def test_a_replaced_instance_is_dataclasses_replace(updates: dict[str, object]) 
     assert got == want and type(got.group_ids) is tuple
     with pytest.raises(TypeError):
         _replaced(row, {**updates, "no_such_field": 1})
+
+
+def _slots(row: Instance) -> list[object]:
+    """What each slot of the row holds, read past the descriptors (derived fields' markers too)."""
+    out = []
+    for n in Instance.__slots__:
+        d = Instance.__dict__[n]
+        out.append(getattr(d, "_slot", d).__get__(row))
+    return out
+
+
+_ID = "i-0123456789abcdef0"   # (a new id's shape: its MAC and UUID are derived, kept as a marker)
+copy_updates_st = st.dictionaries(
+    st.sampled_from(["state", "transition_reason", "state_reason_code", "state_reason_message", "private_ip",
+                     "host", "ever_ran", "terminated_at", "mac", "uuid", "kernel_id", "root_gib",
+                     "disable_api_termination", "group_ids", "ephemeral", "vlan_nics", "id"]),
+    st.one_of(st.none(), st.text(max_size=5), st.booleans(), st.floats(allow_nan=False), st.just(""),
+              st.just("02:78:9a:bc:de:f0"), st.just("01234567-89ab-8cde-8f00-000000000000"), st.just([]),
+              st.just(()), st.lists(st.text(max_size=3), max_size=2)))
+
+
+@given(st.sampled_from(["i-1", _ID]), st.booleans(), copy_updates_st)
+@example(_ID, False, {"id": "i-1"})   # (the id: the derived fields' markers would follow it)
+@example(_ID, False, {"group_ids": ["sg-b"], "state": "running"})   # (normalised by __post_init__)
+@example(_ID, True, {"kernel_id": None, "state_reason_code": "x", "mac": "02:78:9a:bc:de:f0"})
+@example("i-1", False, {"ephemeral": [], "transition_reason": "t"})
+def test_a_replaced_instance_holds_what_its_constructor_stores(iid: str, rare: bool,
+                                                             updates: dict[str, object]) -> None:
+    """`_replaced`'s copy slot by slot (the changes `__post_init__` leaves alone) stores in every
+    slot what making the row again with those values stores: derived fields' markers where the
+    value is the derived one, the rare fields' shared defaults when they all are."""
+    row = Instance(id=iid, owner="a", reservation_id="r-1", image_id="ami-1", instance_type="t", host="h",
+                   zone="z", state="pending", launch_time=1.0, group_ids=("sg-a",),
+                   mac="02:78:9a:bc:de:f0", uuid="01234567-89ab-8cde-8f00-000000000000",
+                   kernel_id="aki-1" if rare else None)
+    try:
+        want = replace(row, **updates)   # type: ignore[arg-type]
+    except Exception as e:   # (a value the row refuses: the same refusal)
+        with pytest.raises(type(e)):
+            _replaced(row, dict(updates))
+        return
+    got = _replaced(row, dict(updates))
+    if iid == _ID:
+        assert _slots(row)[Instance.__slots__.index("mac")] == b"="   # (derived: the marker)
+    assert got == want and _slots(got) == _slots(want)
+    assert all(a is b for a, b in zip(_slots(got), _slots(want)) if type(a) in (bytes, type(None), bool))
+
+
+def test_the_derived_fields_kept_text_is_what_they_make() -> None:
+    """An instance's MAC and UUID read from the kept text are the ones made from its id, whichever
+    of them was read or set first, and past the number kept."""
+    from cloudctl.derived import _KEPT_MAX, _mac, _uuid
+    ids = [f"i-{n:017x}" for n in range(_KEPT_MAX * 2 + 3)]
+    rows = [Instance(id=i, owner="a", reservation_id="r", image_id="ami", instance_type="t", host="h", zone="z",
+                     state="pending", launch_time=0.0, mac=_mac(i), uuid=_uuid(i) or "") for i in ids]
+    for _ in range(2):
+        for i, r in zip(ids, rows):
+            assert (r.mac, r.uuid) == (_mac(i), _uuid(i))
+            assert _slots(r)[Instance.__slots__.index("mac")] == b"="
+
+
+# -- a launch's tags checked ----------------------------------------------------------------------------
+def _pairs_checked_one_by_one(tags: list[tuple[str | None, str]]) -> list[tuple[str, str]] | str:
+    """What `Tags.validate_pairs` answered before its printable pairs skipped the text checks' calls."""
+    from cloudctl.core.errors import CloudError
+    from cloudctl.core.tags import _check_text
+    out = []
+    try:
+        for key, value in tags:
+            if key is None or not 1 <= len(key) <= 128:
+                raise CloudError("InvalidParameterValue", "Tag keys must be between 1 and 128 characters")
+            if len(value) > 256:
+                raise CloudError("InvalidParameterValue", f"Tag value for key '{key}' exceeds 256 characters")
+            if key.lower().startswith("aws:"):
+                raise CloudError("InvalidParameterValue", "Tag keys starting with 'aws:' are reserved for internal use")
+            _check_text("Tag.Key", key)
+            _check_text("Tag.Value", value)
+            out.append((key, value))
+    except CloudError as e:
+        return f"{e.code}: {e.message}"
+    return out
+
+
+_tag_text = st.text(st.sampled_from(["a", "Z", " ", "\u00a0", "\t", "\x01", "\x7f", "\ud800", "\ufffe", "\u00e9",
+                                     "\u200b", "\U0001f600", ":"]), max_size=6) | st.just("aws:x")
+
+
+@given(st.lists(st.tuples(st.one_of(st.none(), _tag_text), _tag_text), max_size=4))
+@example([("k", "ok"), ("k2", "\x01")])
+@example([("\ud800", "v"), ("k", "\x01")])
+@example([("k\u00a0", "\ufffe")])
+def test_tag_pairs_are_checked_as_one_by_one(tags: list[tuple[str | None, str]]) -> None:
+    """The same pairs or the same refusal (the first pair's first fault) as checking each text."""
+    from cloudctl.core.errors import CloudError
+    from cloudctl.core.tags import Tags
+    try:
+        got: list[tuple[str, str]] | str = Tags.validate_pairs(tags)
+    except CloudError as e:
+        got = f"{e.code}: {e.message}"
+    assert got == _pairs_checked_one_by_one(tags)

@@ -1306,3 +1306,13 @@ def test_shapes_are_parsed_when_an_operation_first_needs_them(tmp_path: Path) ->
     assert first < parsed(model.shapes) < len(model.shapes)
     assert model.shape("Filter")["members"]["Values"] == {"shape": "ValueStringList", "locationName": "Value"}
     assert dict(model.shapes.items()) == {name: model.shapes[name] for name in model.shapes}
+
+
+def test_xml_plain_is_what_esc_leaves_as_it_is() -> None:
+    """`xml_plain` (the launch answer's check of its joined leaves) is true exactly when `_esc`
+    returns the text unchanged without its regex: every character below U+0190 (controls, DEL,
+    the three escaped, non-ASCII) alone, inside short text and inside long ASCII or non-ASCII text."""
+    from cloudctl.api.ec2.protocol import xml_plain
+    for c in map(chr, range(0x190)):
+        for text in (c, f"ab{c}cd", "x" * 90 + c, c + "y" * 100, "\u00e9" * 85 + c, ""):
+            assert xml_plain(text) == (text.isprintable() and not {"&", "<", ">"} & set(text)), repr(text)

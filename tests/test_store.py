@@ -385,3 +385,20 @@ def test_a_journal_record_is_json_dumps_of_its_ops() -> None:
         assert encode_changes(changes) == want
         assert encode_changes(changes) == want   # (again: the floats' kept text)
     assert set(_ROW_ENCODERS) == set(ROW_TYPES)   # (each type's own encoder wrote them)
+
+
+def test_every_row_types_key_is_its_key_field_or_its_own() -> None:
+    """A row's key reads its key field (by one C call since perf-launch8), or is the type's own
+    (a tag's, made of two fields), for every row type."""
+    import dataclasses as dc
+
+    from cloudctl.store.records import ROW_TYPES, Row, Tag
+    for cls in ROW_TYPES:
+        row = cls(**{f.name: f"v-{f.name}" for f in dc.fields(cls)
+                     if f.init and f.default is dc.MISSING and f.default_factory is dc.MISSING})
+        own = next(k for k in cls.__mro__ if "key" in k.__dict__)
+        if own is cls and type(cls.__dict__["key"].fget).__name__ == "function":   # (its own key)
+            assert row.key == cls.__dict__["key"].fget(row)
+        else:
+            assert row.key == getattr(row, cls.key_field) == Row.key.fget(row)   # type: ignore[attr-defined]
+    assert Tag(resource_id="i-1", resource_type="instance", owner="o", tag_key="k", value="v").key == "i-1\x1fk"

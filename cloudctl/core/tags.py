@@ -110,8 +110,9 @@ class Tags:
             if key.lower().startswith("aws:"):
                 raise CloudError("InvalidParameterValue",
                                  "Tag keys starting with 'aws:' are reserved for internal use")
-            _check_text("Tag.Key", key)
-            _check_text("Tag.Value", value)
+            if not (key.isprintable() and value.isprintable()):   # (the usual pair: no call for either)
+                _check_text("Tag.Key", key)
+                _check_text("Tag.Value", value)
             out.append((key, value))
         return out
 

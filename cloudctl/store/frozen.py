@@ -99,7 +99,7 @@ def shared(v: str | tuple[str, ...]) -> Any:
 
 def shared_map(m: FrozenMap) -> FrozenMap:
     """`shared` for a map whose values are all strings (an event's {owner, host, state})."""
-    items = tuple(dict.items(m))
-    if not all(type(x) is str for _, x in items):
+    if not _STR.issuperset(map(type, dict.values(m))):   # (one C pass, no generator)
         return m
+    items = tuple(dict.items(m))
     return _keep(("m", items), m)  # type: ignore[no-any-return]

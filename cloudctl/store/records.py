@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, ClassVar
 
 from ..derived import derive_mac, derive_uuid
@@ -38,6 +38,13 @@ class Row:
     def key(self) -> str:
         """The row's primary key in its table."""
         return getattr(self, self.key_field)  # type: ignore[no-any-return]
+
+    def __init_subclass__(cls) -> None:
+        """A row type whose key is one of its fields reads it by one C call (`attrgetter`), not
+        through `Row.key`'s Python getter: each put and each index reads it (~13 a launch). A type
+        with its own `key` (a tag's, made of two fields) keeps it."""
+        if "key" not in cls.__dict__:   # (object's own __init_subclass__ does nothing)
+            cls.key = property(attrgetter(cls.key_field), doc="The row's primary key in its table.")  # type: ignore[assignment,method-assign]
 
     def to_dict(self) -> dict[str, Any]:
         names, values = _getters(type(self))
@@ -140,10 +147,20 @@ def _float(v: float) -> str:
     return text
 
 
+# What the JSON encoder escapes in ASCII text: the controls, DEL excepted (`isprintable`'s
+# refusals among ASCII characters are the controls and DEL), the quote and the backslash.
+_JSON_ESCAPED = bytes(range(32)) + b'\x7f"\\'
+
+
 def json_plain(s: str) -> bool:
     """Whether the JSON encoder writes `s` unchanged between its quotes (printable ASCII without a
-    quote or a backslash): the hand-written encoders' test for writing text as it is."""
-    return s.isascii() and s.isprintable() and '"' not in s and "\\" not in s
+    quote or a backslash): the hand-written encoders' test for writing text as it is. Longer text
+    (a row's joined values) as its bytes with those characters deleted in one C pass (`isascii` is
+    a flag, `encode` a copy): the same answer as `isprintable` and two `in` scans, ~27 % fewer
+    instructions for ~260 characters; below ~80 the scans' fixed cost is the smaller."""
+    if len(s) < 80:
+        return s.isascii() and s.isprintable() and '"' not in s and "\\" not in s
+    return s.isascii() and len(s.encode().translate(None, _JSON_ESCAPED)) == len(s)
 
 
 _ROW_ENCODERS: dict[type, Callable[[Any], str]] = {}
@@ -152,19 +169,21 @@ _PLANS_MAX = 64   # row shapes (the types of its values) kept per row type; beyo
 
 def _row_encoder(cls: type) -> Callable[[Any], str]:
     """`encode_row` for rows of `cls`. A row's *shape* (the type of each value, read in one C
-    call) picks a plan made once per shape: one `%` format holding the field names' text, `null`
-    for each None, the quotes around each str and `%d` for each int, so that only the other values
-    (bools, floats, tuples, maps: a few a row) are turned to text one by one (a bool from a table,
-    a float as the JSON encoder wrote it for an equal float lately, () as `[]`, anything else by
-    the JSON encoder, as inside the row's object). It applies when every str value of the row is
-    plain printable ASCII without a quote or a backslash (what the JSON encoder would write
-    unchanged); a row with text to escape, or of a shape beyond the first `_PLANS_MAX`, goes
-    `_field_encoder`'s way, which ran ~10 bytecodes a field for every row (a launch's ~130 fields
-    were ~150k instructions of it). The same text as `"".join(_encode(row.to_dict(), 0))`
-    (tests/test_store.py holds them equal)."""
+    call) picks a plan made once per shape: a generated function that unpacks the values and
+    returns one f-string holding the field names' text, `null` for each None, each str between
+    quotes and each int as is, so that only the other values (bools, floats, tuples, maps: a few a
+    row) are turned to text by a call (a bool from a table, a float as the JSON encoder wrote it
+    for an equal float lately, a shared map or tuple as it was written lately, () as `[]`,
+    anything else by the JSON encoder, as inside the row's object). It applies when every str
+    value of the row is plain printable ASCII without a quote or a backslash (what the JSON
+    encoder would write unchanged: the plan returns None otherwise); a row with text to escape,
+    or of a shape beyond the first `_PLANS_MAX`, goes `_field_encoder`'s way. (The plan was a `%`
+    format until perf-launch8: `%` parses its format on every call, ~1k instructions for ten
+    fields, and needed the values picked and converted into a tuple first.) The same text as
+    `"".join(_encode(row.to_dict(), 0))` (tests/test_journal_shapes.py holds them equal)."""
     names, values = _getters(cls)
     slow = _field_encoder(cls)
-    plans: dict[tuple[type, ...], _Plan] = {}
+    plans: dict[tuple[type, ...], Callable[[tuple[Any, ...]], str | None]] = {}
 
     def enc(row: Any) -> str:
         vals = values(row)
@@ -173,58 +192,44 @@ def _row_encoder(cls: type) -> Callable[[Any], str]:
         if plan is None:
             if len(plans) >= _PLANS_MAX:
                 return slow(row)
-            plan = plans[shape] = _plan(names, vals)
-        fmt, strs, picked, convs = plan
-        if not json_plain("".join(strs(vals))):
-            return slow(row)
-        if not convs:
-            return fmt % picked(vals)
-        args = list(picked(vals))
-        for n, conv in convs:
-            args[n] = conv(args[n])
-        return fmt % tuple(args)
+            plan = plans[shape] = _plan(cls, names, vals)
+        text = plan(vals)
+        return slow(row) if text is None else text
 
     _ROW_ENCODERS[cls] = enc
     return enc
 
 
-def _items(idx: list[int]) -> Callable[[Any], tuple[Any, ...]]:
-    """`itemgetter(*idx)`, a tuple whatever the count."""
-    if len(idx) > 1:
-        return itemgetter(*idx)
-    if idx:
-        one = idx[0]
-        return lambda v: (v[one],)
-    return lambda v: ()
-
-
-# (the format, the str values' getter, the non-None values' getter, (position among those, converter))
-_Plan = tuple[str, Callable[[Any], Any], Callable[[Any], Any], tuple[tuple[int, Callable[[Any], str]], ...]]
-
-
-def _plan(names: tuple[str, ...], vals: tuple[Any, ...]) -> _Plan:
-    """The format and converters for rows whose values have the types `vals`' have."""
+def _plan(cls: type, names: tuple[str, ...], vals: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], str | None]:
+    """The function writing rows whose values have the types `vals`' have (None: a str value
+    to escape)."""
     assert _encode is not None
     parts: list[str] = []
-    strs: list[int] = []
-    picked: list[int] = []
-    convs: list[tuple[int, Callable[[Any], str]]] = []
+    strs: list[str] = []
+    env: dict[str, Any] = {"plain": json_plain}
     for n, (name, v) in enumerate(zip(names, vals)):
-        key = "".join(_encode(name, 0)).replace("%", "%%")
+        key = "".join(_encode(name, 0)).replace("{", "{{").replace("}", "}}")
         t = type(v)
         if v is None:
             parts.append(f"{key}:null")
-            continue
-        picked.append(n)
-        if t is str:
-            strs.append(n)
-            parts.append(f'{key}:"%s"')
-        elif t is int:   # (exact ints: `%d` writes int.__repr__'s text, as the JSON encoder does)
-            parts.append(f"{key}:%d")
+        elif t is str:
+            strs.append(f"{{v{n}}}")
+            parts.append(f'{key}:"{{v{n}}}"')
+        elif t is int:   # (exact ints: an f-string writes int.__repr__'s text, as the JSON encoder does)
+            parts.append(f"{key}:{{v{n}}}")
         else:
-            parts.append(f"{key}:%s")
-            convs.append((len(picked) - 1, _CONVERT.get(t, _json_text)))
-    return "{" + ",".join(parts) + "}", _items(strs), _items(picked), tuple(convs)
+            env[f"c{n}"] = _CONVERT.get(t, _json_text)
+            parts.append(f"{key}:{{c{n}(v{n})}}")
+    text = "{{" + ",".join(parts) + "}}"
+    assert "\\" not in text   # (field names: no escapes in the literal)
+    lines = ["def plan(vals):", f"    {''.join(f'v{n}, ' for n in range(len(names)))}= vals"]
+    if strs:
+        lines.append(f"    if not plain(f'{''.join(strs)}'):")
+        lines.append("        return None")
+    lines.append(f"    return f{text!r}")
+    exec(compile("\n".join(lines), f"<records plan {cls.__name__}>", "exec"), env)   # noqa: S102
+    plan: Callable[[tuple[Any, ...]], str | None] = env["plan"]
+    return plan
 
 
 def _json_text(v: Any) -> str:
@@ -238,12 +243,35 @@ def _float_text(v: float) -> str:
     return _json_text(v)
 
 
+# The text of the last few maps and tuples of strings written, by identity (each kept with its
+# object, so an id is not reused while kept): rows share one object for equal ones (`shared`,
+# `shared_map`: an event's {owner, host, state}, an instance's groups), so a state change's event
+# and a launch's rows find theirs here (~0.1 us against ~1.7 us of the JSON encoder for a map).
+# Both are immutable: a FrozenMap's values are frozen, a tuple of strings is.
+_BY_ID: dict[int, tuple[Any, str]] = {}
+_BY_ID_MAX = 64
+_STR_TYPE = {str}
+
+
+def _kept_text(v: Any) -> str:
+    got = _BY_ID.get(id(v))
+    if got is not None and got[0] is v:
+        return got[1]
+    text = _json_text(v)
+    if type(v) is FrozenMap or set(map(type, v)) == _STR_TYPE:
+        _BY_ID[id(v)] = (v, text)
+        if len(_BY_ID) > _BY_ID_MAX:
+            del _BY_ID[next(iter(_BY_ID))]
+    return text
+
+
 def _tuple_text(v: tuple[Any, ...]) -> str:
-    return _json_text(v) if v else "[]"
+    return _kept_text(v) if v else "[]"
 
 
 _BOOL_TEXT = {True: "true", False: "false"}
-_CONVERT: dict[type, Callable[[Any], str]] = {bool: _BOOL_TEXT.__getitem__, float: _float_text, tuple: _tuple_text}
+_CONVERT: dict[type, Callable[[Any], str]] = {bool: _BOOL_TEXT.__getitem__, float: _float_text, tuple: _tuple_text,
+                                              FrozenMap: _kept_text}
 
 
 def _field_encoder(cls: type) -> Callable[[Any], str]:
@@ -254,11 +282,11 @@ def _field_encoder(cls: type) -> Callable[[Any], str]:
     escape) by the JSON encoder, as inside the row's object."""
     names, values = _getters(cls)
     assert _encode is not None
-    ns: dict[str, Any] = {"values": values, "J": _encode, "F": _FLOATS, "_float": _float}
+    ns: dict[str, Any] = {"values": values, "J": _encode, "F": _FLOATS, "_float": _float, "plain": json_plain}
     vs = [f"v{n}" for n in range(len(names))]
     lines = ["def enc(row):", f"    {', '.join(vs)}, = values(row)",
              f"    s = ''.join([v for v in ({', '.join(vs)},) if type(v) is str])",
-             "    ok = s.isascii() and s.isprintable() and '\"' not in s and '\\\\' not in s"]
+             "    ok = plain(s)"]
     for v in vs:
         lines += [f"    if type({v}) is str:",
                   f"        {v} = '\"' + {v} + '\"' if ok else ''.join(J({v}, 0))",

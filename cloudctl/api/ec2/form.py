@@ -101,7 +101,10 @@ def fields(qs: str) -> list[tuple[str, str]]:
     """``parse_qsl(qs, keep_blank_values=True, errors="strict")``, the same pairs, without its two
     function calls per name and per value for the plain ones (most: ``InstanceId.1=i-...``):
     only a name or value holding an escape goes through ``unquote``. (A RunInstances form spent
-    ~0.1 ms in parse_qsl.)"""
+    ~0.1 ms in parse_qsl.) A form with no escape at all (`+` or `%`: the usual RunInstances
+    form) is split by one comprehension of C calls, about a third of the loop's cost a field."""
+    if "%" not in qs and "+" not in qs:
+        return [field.partition("=")[::2] for field in qs.split("&") if field]  # type: ignore[misc]
     out: list[tuple[str, str]] = []
     for field in qs.split("&"):
         if not field:

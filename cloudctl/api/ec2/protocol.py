@@ -313,6 +313,20 @@ def _esc(text: Any) -> str:
     return _NEEDS_ESCAPE.sub(_escape_match, text)
 
 
+# What `_esc` would change in ASCII text: the controls and DEL (what `isprintable` refuses among
+# ASCII characters) and the three characters XML escapes here.
+_XML_ESCAPED = bytes(range(32)) + b"\x7f&<>"
+
+
+def xml_plain(text: str) -> bool:
+    """Whether `_esc` leaves `text` (a str) as it is: printable, without `&`, `<` or `>`. Long ASCII
+    text (an instance's leaves joined) as its bytes with those characters deleted in one C pass
+    (as `store.records.json_plain`); the rest as `_esc` checks it."""
+    if len(text) >= 80 and text.isascii():
+        return len(text.encode().translate(None, _XML_ESCAPED)) == len(text)
+    return text.isprintable() and "&" not in text and "<" not in text and ">" not in text
+
+
 _TS_CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z", re.ASCII)
 
 
@@ -615,14 +629,14 @@ class _Renderers:
         if strs:
             joined = "".join("{" + names[n] + "}" for n in strs)
             lines += [f"    s = f'{joined}'",
-                      "    if not (s.isprintable() and '&' not in s and '<' not in s and '>' not in s):"]
+                      "    if not _plain(s):"]
             lines += [f"        {names[n]} = _esc({names[n]})" for n in strs]
         stamps = sorted({n for n in refs if types[n] is datetime or types[n] is float})
         lines += [f"    {names[n]} = f({names[n]})" for n in stamps]
         body = " ".join(repr(p) + (f" f'{{{names[r]}}}'" if k < len(refs) else "")
                         for k, (p, r) in enumerate(zip(pieces, refs + [-1])))
         lines.append(f"    return ({body})")
-        ns: dict[str, Any] = {"_esc": _esc, "f": _fmt_ts_value}
+        ns: dict[str, Any] = {"_esc": _esc, "f": _fmt_ts_value, "_plain": xml_plain}
         exec(compile("def render(leaves):\n" + "\n".join(lines), "<cloudctl.api.ec2.protocol template>", "exec"), ns)
         render: Callable[[tuple[Any, ...]], str] = ns["render"]
         return render
