@@ -88,10 +88,13 @@ _UUIDS: dict[str, str] = {}
 
 
 def _kept(made: dict[str, str], key: str, text: str) -> str:
-    """`text`, kept as `key`'s in `made` (the oldest key forgotten past `_KEPT_MAX`)."""
+    """`text`, kept as `key`'s in `made` (all forgotten when `_KEPT_MAX` are kept). Rows are read
+    and made on other threads too (the state's load, the hosts' workers): a clear is one C call,
+    where dropping the oldest key (an iterator, then a delete) could meet another thread's insert
+    between the two and raise."""
+    if len(made) >= _KEPT_MAX:
+        made.clear()
     made[key] = text
-    if len(made) > _KEPT_MAX:
-        del made[next(iter(made))]
     return text
 
 

@@ -259,9 +259,9 @@ def _kept_text(v: Any) -> str:
         return got[1]
     text = _json_text(v)
     if type(v) is FrozenMap or set(map(type, v)) == _STR_TYPE:
+        if len(_BY_ID) >= _BY_ID_MAX:   # (all forgotten at once: one C call, safe beside a checkpoint
+            _BY_ID.clear()              # written by a thread, see `derived._kept`)
         _BY_ID[id(v)] = (v, text)
-        if len(_BY_ID) > _BY_ID_MAX:
-            del _BY_ID[next(iter(_BY_ID))]
     return text
 
 
