@@ -46,7 +46,13 @@ try:   # what `cloudctl serve` does before aiohttp builds its client context (an
     from cloudctl.trust_anchors import from_directory as _anchors_from_directory
 except ImportError:
     _anchors_from_directory = contextlib.nullcontext
+try:   # and aiohttp's client sessions imported at their first use, as `cloudctl serve` does
+    from cloudctl.deferred_client import defer as _defer_client
+except ImportError:
+    def _defer_client() -> bool:
+        return False
 with _anchors_from_directory():
+    _defer_client()
     from aiohttp import web  # noqa: E402
 
 SAMPLES: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=200_000))
