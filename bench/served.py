@@ -34,7 +34,6 @@ import os
 import sys
 import threading
 import time
-import tracemalloc
 from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
@@ -297,8 +296,8 @@ async def heap(request: web.Request) -> web.Response:
     out["mallinfo2"] = _mallinfo()
     out["pymalloc"] = _pymalloc()
     out["allocated_blocks"] = sys.getallocatedblocks()
-    if tracemalloc.is_tracing():
-        out["traced_bytes"] = tracemalloc.get_traced_memory()[0]
+    if "tracemalloc" in sys.modules and sys.modules["tracemalloc"].is_tracing():
+        out["traced_bytes"] = sys.modules["tracemalloc"].get_traced_memory()[0]
     top = int(request.query.get("types", "0"))
     if top:
         counts: dict[str, int] = defaultdict(int)
@@ -309,11 +308,13 @@ async def heap(request: web.Request) -> web.Response:
 
 
 async def memory_base(request: web.Request) -> web.Response:
+    import tracemalloc  # (here, not at the top: it imports `pickle`, which `cloudctl serve` does not hold)
     PROFILE["mem"] = tracemalloc.take_snapshot()
     return web.json_response({"traced_mib": round(tracemalloc.get_traced_memory()[0] / 2**20, 1)})
 
 
 async def memory_diff(request: web.Request) -> web.Response:
+    import tracemalloc
     now = tracemalloc.take_snapshot()
     out: dict[str, Any] = {"traced_mib": round(tracemalloc.get_traced_memory()[0] / 2**20, 1)}
     for key in ("filename", "lineno"):
@@ -490,6 +491,7 @@ if __name__ == "__main__":
     from cloudctl import malloc as _malloc
     getattr(_malloc, "exec_with_tunables", lambda: None)()
     if os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC"):
+        import tracemalloc
         tracemalloc.start(int(os.environ.get("CLOUDCTL_BENCH_TRACEMALLOC_FRAMES", "1")))
     install()
     gc.callbacks.append(_gc_observe)

@@ -82,6 +82,7 @@ def test_a_served_controller_loads_the_client_at_its_first_fetch(
         started = _seen(seen, pid)
         assert "aiohttp.web" in started and "aiohttp.connector" in started   # (the connector: at start, as before)
         assert [m for m in CLIENT_ONLY if m in started] == []
+        assert "pickle" not in started   # (the config's YAML comes back through `_pickle`: yaml_child.py)
 
         s.start()   # the same state; its first fetch from a URL loads the client
         ec2 = s.client(user)
