@@ -15,7 +15,7 @@ import ClientError`) runs the real `__init__` (`spec.loader.exec_module`) into t
 which then answers as if it had been imported whole, with aiohttp's own `__getattr__`.
 
 Guards, because this rests on how one third-party version is written:
-- Only `cloudctl serve` calls it (and bench/served.py, which stands in for it); `import cloudctl`
+- Only `cloudctl serve` calls it (and bench/served_probes.py, which stands in for it); `import cloudctl`
   never changes how aiohttp imports.
 - Only for the aiohttp versions in `TESTED`, read from the `__init__` that would run. Any other
   version, an error while setting it up, or a start-up import that fails under it: the stand-in is

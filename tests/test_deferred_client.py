@@ -106,10 +106,10 @@ def _run(code: str, *args: str, cwd: Path = REPO, path: str = str(REPO)) -> Any:
 
 
 def _aiohttp_names() -> list[str]:
-    """Every `aiohttp.X[.Y]` and `from aiohttp[.m] import X` that cloudctl and bench/served.py use,
+    """Every `aiohttp.X[.Y]` and `from aiohttp[.m] import X` that cloudctl and the bench probes use,
     as dotted names to resolve."""
     names: set[str] = set()
-    for path in [*(REPO / "cloudctl").rglob("*.py"), REPO / "bench" / "served.py"]:
+    for path in [*(REPO / "cloudctl").rglob("*.py"), REPO / "bench" / "served_probes.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "aiohttp":
                 names.update(f"{node.module}.{a.name}" for a in node.names)
