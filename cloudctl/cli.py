@@ -233,8 +233,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"cloudctl: {e}") from None
 
     if args.cmd == "serve":
+        from . import deferred_client
         from .trust_anchors import from_directory
         with from_directory():   # aiohttp's client context, built at its import, reads no CA bundle
+            deferred_client.defer()   # (its sessions at their first use; the connector here)
             from .server import StartError, serve
         if cfg_path:
             os.environ["CLOUDCTL_CONFIG_ARG"] = f" --config {cfg_path}"

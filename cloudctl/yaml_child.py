@@ -6,11 +6,14 @@ forked for the read imports it, parses, and sends the data back pickled over a p
 `yaml.safe_load` makes: dicts with any keys, lists, strings, numbers, booleans, None, dates,
 bytes, sets), then exits without running the parent's exit handlers. Where the child cannot be
 made, the text is parsed in process, as before.
+
+The parent reads the answer with `_pickle.loads`, CPython's C unpickler, which is what `pickle.loads`
+is: `pickle`'s own module (its pure-Python pickler and unpickler, ~0.26 MiB) was imported by nothing
+else a started controller loads. The child imports `pickle` after the fork.
 """
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Any
 
 
@@ -38,6 +41,7 @@ def safe_load(text: str) -> Any:
         os.close(r)
         code = 1
         try:
+            import pickle
             data = memoryview(pickle.dumps(_parse(text)))
             while data:
                 data = data[os.write(w, data):]
@@ -50,7 +54,15 @@ def safe_load(text: str) -> Any:
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0 or not raw:
         return _answer(_parse(text))   # (the child died: read it here rather than fail the start)
-    return _answer(pickle.loads(raw))
+    return _answer(_loads(raw))
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        from _pickle import loads  # (CPython's C unpickler: `pickle.loads` itself)
+    except ImportError:   # (an interpreter without it)
+        from pickle import loads
+    return loads(raw)
 
 
 def _parse(text: str) -> tuple[str, Any, int | None]:

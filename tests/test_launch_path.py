@@ -180,6 +180,7 @@ def test_the_derived_fields_kept_text_is_safe_beside_other_threads() -> None:
     the oldest key one at a time raised KeyError here)."""
     import sys
     import threading
+
     from cloudctl.derived import _mac, _uuid, domain_uuid, instance_mac
     errors: list[str] = []
 

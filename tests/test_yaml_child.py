@@ -95,11 +95,11 @@ def test_a_child_that_dies_leaves_the_parse_to_the_parent(monkeypatch: Any) -> N
 
 
 def test_the_cli_reads_its_config_without_yaml() -> None:
-    """`cloudctl serve`'s steps before the server: the default config read and validated, PyYAML
-    not loaded in the process."""
+    """`cloudctl serve`'s steps before the server: the default config read and validated, neither
+    PyYAML nor `pickle`'s Python module loaded in the process (the answer is read by `_pickle`)."""
     code = ("import sys; import cloudctl.cli; from cloudctl.config import load_config; c = load_config(None); "
-            "print(len(c.hosts), 'yaml' in sys.modules)")
+            "print(len(c.hosts), 'yaml' in sys.modules, 'pickle' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    hosts, loaded = done.stdout.split()
-    assert int(hosts) > 0 and loaded == "False"
+    hosts, yaml_loaded, pickle_loaded = done.stdout.split()
+    assert int(hosts) > 0 and yaml_loaded == "False" and pickle_loaded == "False"
