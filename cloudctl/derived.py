@@ -65,14 +65,12 @@ class _MacField(DerivedField):
         v = self._slot.__get__(row, owner)
         if v is not _DERIVED:
             return v
-        key = self._key.__get__(row, owner)   # (a marked key is hex)
-        return _MACS.get(key) or _kept(_MACS, key, "02:" + bytes.fromhex(key[9:]).hex(":"))
+        return _mac_text(self._key.__get__(row, owner))   # (a marked key is hex)
 
     def __set__(self, row: Any, value: Any) -> None:
         if type(value) is str and len(value) == 17:
-            key = self._key.__get__(row, None)
             try:
-                if value == (_MACS.get(key) or _kept(_MACS, key, "02:" + bytes.fromhex(key[9:]).hex(":"))):
+                if value == _mac_text(self._key.__get__(row, None)):
                     value = _DERIVED
             except ValueError:   # (not hex: no derived MAC)
                 pass
@@ -98,6 +96,16 @@ def _kept(made: dict[str, str], key: str, text: str) -> str:
     return text
 
 
+def _mac_text(key: str) -> str:
+    """`02:` and the hex key's last 10 characters as bytes, kept (ValueError: not hex)."""
+    return _MACS.get(key) or _kept(_MACS, key, "02:" + bytes.fromhex(key[9:]).hex(":"))
+
+
+def _uuid_text(i: str) -> str:
+    """A 19-character key's version 8 UUID (see `domain_uuid`), kept."""
+    return _UUIDS.get(i) or _kept(_UUIDS, i, f"{i[2:10]}-{i[10:14]}-8{i[14:17]}-8{i[17:]}0-000000000000")
+
+
 class _UuidField(DerivedField):
     """The key's characters in a version 8 UUID (see `domain_uuid`)."""
 
@@ -114,14 +122,12 @@ class _UuidField(DerivedField):
         v = self._slot.__get__(row, owner)
         if v is not _DERIVED:
             return v
-        i = self._key.__get__(row, owner)   # (a marked key is 19 characters)
-        return _UUIDS.get(i) or _kept(_UUIDS, i, f"{i[2:10]}-{i[10:14]}-8{i[14:17]}-8{i[17:]}0-000000000000")
+        return _uuid_text(self._key.__get__(row, owner))   # (a marked key is 19 characters)
 
     def __set__(self, row: Any, value: Any) -> None:
         if type(value) is str and len(value) == 36:
             i = self._key.__get__(row, None)
-            if len(i) == 19 and value == (_UUIDS.get(i) or _kept(
-                    _UUIDS, i, f"{i[2:10]}-{i[10:14]}-8{i[14:17]}-8{i[17:]}0-000000000000")):
+            if len(i) == 19 and value == _uuid_text(i):
                 value = _DERIVED
         self._slot.__set__(row, value)
 
@@ -158,7 +164,7 @@ def instance_mac(instance_id: str) -> str | None:
     """A new instance's MAC: locally administered unicast (02:), its id's last 40 random bits."""
     if not _new_shape(instance_id):
         return None
-    return _MACS.get(instance_id) or _kept(_MACS, instance_id, "02:" + bytes.fromhex(instance_id[9:]).hex(":"))
+    return _mac_text(instance_id)
 
 
 def domain_uuid(instance_id: str) -> str | None:
@@ -166,8 +172,7 @@ def domain_uuid(instance_id: str) -> str | None:
     as the id is; an older instance's random (version 4) UUID never equals one."""
     if not _new_shape(instance_id):
         return None
-    i = instance_id   # (kept: the row made with it compares it again, see `_UuidField`)
-    return _UUIDS.get(i) or _kept(_UUIDS, i, f"{i[2:10]}-{i[10:14]}-8{i[14:17]}-8{i[17:]}0-000000000000")
+    return _uuid_text(instance_id)   # (kept: the row made with it compares it again, see `_UuidField`)
 
 
 def _mac(instance_id: str) -> str | None:

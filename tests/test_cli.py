@@ -85,15 +85,9 @@ def test_kernel_and_ramdisk_images(server: Any, ec2: Any, tmp_path: Path) -> Non
 @pytest.fixture
 def http_files(tmp_path: Path) -> Any:
     """A plain HTTP server on loopback serving tmp_path."""
-    import functools
-    import http.server
-    import threading
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    from support.file_server import serving
+    with serving(tmp_path) as url:
+        yield tmp_path, url
 
 
 @pytest.mark.slow

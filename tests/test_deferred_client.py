@@ -5,14 +5,11 @@ not tested, or a stand-in that breaks a start-up import, imports the package who
 from __future__ import annotations
 
 import ast
-import functools
-import http.server
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from typing import Any
 import pytest
 
 from support import Servers
+from support.file_server import serving
 
 REPO = Path(__file__).resolve().parent.parent
 # Modules only the real `__init__` imports (the client's sessions and what only they use).
@@ -47,11 +45,8 @@ def files(tmp_path: Path) -> Iterator[str]:
     root = tmp_path / "www"
     root.mkdir()
     (root / "disk.img").write_bytes(os.urandom(65536))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/disk.img"
-    httpd.shutdown()
+    with serving(root) as url:
+        yield f"{url}/disk.img"
 
 
 def _seen(seen: Path, pid: int) -> set[str]:

@@ -2,16 +2,15 @@
 even through a redirect; another account's private image file cannot be registered again."""
 from __future__ import annotations
 
-import functools
-import http.server
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
+from support.file_server import serving
 
 
 def code_of(e: pytest.ExceptionInfo[ClientError]) -> str:
@@ -23,11 +22,8 @@ def files(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     root = tmp_path / "www"
     root.mkdir()
     (root / "disk.img").write_bytes(os.urandom(65536))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serving(root) as url:
+        yield root, url
 
 
 def images_named(ec2: Any, name: str) -> list[dict[str, Any]]:
