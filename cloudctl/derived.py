@@ -11,11 +11,13 @@ keeps that value as it was given.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 # What a slot holds when its value is the derived one: not a value any field can be given (rows
 # are made from JSON and from callers' strings; this is neither, and no row compares equal to it).
 _DERIVED = b"="
+MARKER = _DERIVED   # (for encoders that read a derived field's slot itself)
 
 
 class DerivedField(ABC):
@@ -35,6 +37,11 @@ class DerivedField(ABC):
     @abstractmethod
     def make(self, key: str) -> str | None:
         """The field's value for this key (None: none follows from it)."""
+
+    def marked_text(self) -> Callable[[str], str]:
+        """The function giving a marked row's value from its key (what `__get__` calls when the
+        slot holds the marker): for encoders that read the slot itself (store/records.py)."""
+        return self.make   # type: ignore[return-value]   (a marked key's value is never None)
 
     def __get__(self, row: Any, owner: type | None = None) -> Any:
         if row is None:
@@ -58,6 +65,9 @@ class _MacField(DerivedField):
 
     def make(self, key: str) -> str | None:
         return _mac(key)
+
+    def marked_text(self) -> Callable[[str], str]:
+        return _mac_text
 
     def __get__(self, row: Any, owner: type | None = None) -> Any:
         if row is None:
@@ -113,6 +123,9 @@ class _UuidField(DerivedField):
 
     def make(self, key: str) -> str | None:
         return _uuid(key)
+
+    def marked_text(self) -> Callable[[str], str]:
+        return _uuid_text
 
     # (`DerivedField`'s two with `_uuid` inlined and its text kept for the last few keys: a
     # launch reads or sets an instance's UUID ~6 times, each ~0.9 us through `make`)

@@ -32,7 +32,7 @@ from .configdrive import ConfigDriveError
 from .context import Caller
 from .domains import DomainRenderer, interface_xml
 from .errors import CloudError, not_found
-from .events import Events
+from .events import Events, state_data
 from .filters import FilterSet, Matcher
 from .ids import new_id, new_mac, new_uuid, well_formed
 from .images import MARKET_OWNER, Images
@@ -753,8 +753,8 @@ class Compute:
     def _event(self, tx: Any, old_state: str, new: Instance) -> None:
         if old_state != new.state:
             reason = f" ({new.state_reason_message})" if new.state_reason_message else ""
-            self.events.add(tx, "instance.state", new.id, f"{old_state} -> {new.state}{reason}",
-                            new.state_reason_code, owner=new.owner, host=new.host, state=new.state)
+            self.events.record(tx, "instance.state", new.id, f"{old_state} -> {new.state}{reason}",
+                               new.state_reason_code, state_data(new.owner, new.host, new.state))
 
     async def _converge(self, iid: str, ensure: bool = False) -> None:
         for _ in range(8):   # a few rounds: the user may change the target meanwhile

@@ -97,9 +97,23 @@ def shared(v: str | tuple[str, ...]) -> Any:
     return _keep(v, v) if type(v) is str else v
 
 
+# The maps `shared_map` gave lately, by identity (each kept with its object, so its id is not reused
+# while kept): a map made once and given again (an instance's state change's {owner, host, state},
+# core/events.py `state_data`) is known without its items' tuple, hash and comparison (~8k
+# instructions a row event). Cleared when full, as `_shared` is: one C call, safe beside other threads.
+_MAPS_BY_ID: dict[int, FrozenMap] = {}
+_MAPS_BY_ID_MAX = 256
+
+
 def shared_map(m: FrozenMap) -> FrozenMap:
     """`shared` for a map whose values are all strings (an event's {owner, host, state})."""
+    if _MAPS_BY_ID.get(id(m)) is m:   # (given lately: it is the shared one)
+        return m
     if not _STR.issuperset(map(type, dict.values(m))):   # (one C pass, no generator)
         return m
     items = tuple(dict.items(m))
-    return _keep(("m", items), m)  # type: ignore[no-any-return]
+    got: FrozenMap = _keep(("m", items), m)
+    if len(_MAPS_BY_ID) >= _MAPS_BY_ID_MAX:
+        _MAPS_BY_ID.clear()
+    _MAPS_BY_ID[id(got)] = got
+    return got

@@ -17,10 +17,10 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from operator import attrgetter
 from typing import Any, ClassVar
 
-from ..derived import derive_mac, derive_uuid
+from ..derived import MARKER, DerivedField, derive_mac, derive_uuid
 from ..slim import dataclass
 from .frozen import EMPTY, FrozenMap, freeze, shared, shared_map
-from .rare import fast_init, rare_fields
+from .rare import RARE_SLOT, fast_init, rare_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +139,20 @@ _PUT_HEADS: dict[str, str] = {}
 _FLOATS: dict[float, str] = {}   # the last few floats' text: a launch's time is in several of its rows
 
 
+_float_repr = float.__repr__   # (what the JSON encoder writes for a finite float: its repr)
+
+
 def _float(v: float) -> str:
+    """The JSON text of the float `v` (not zero), kept for the next equal one. A finite float's is
+    its repr, taken directly (the encoder's call, its list and the join were ~4k instructions of a
+    new timestamp's ~13k); NaN and the infinities by the encoder. All forgotten when 64 are kept:
+    one C call, safe beside a checkpoint encoded on a thread (dropping the oldest key, an iterator
+    then a delete, could meet another thread's change between the two and raise)."""
     assert _encode is not None
-    text = _FLOATS[v] = "".join(_encode(v, 0))
-    if len(_FLOATS) > 64:
-        del _FLOATS[next(iter(_FLOATS))]
+    text = _float_repr(v) if v - v == 0.0 else "".join(_encode(v, 0))
+    if len(_FLOATS) >= 64:
+        _FLOATS.clear()
+    _FLOATS[v] = text
     return text
 
 
@@ -196,8 +205,108 @@ def _row_encoder(cls: type) -> Callable[[Any], str]:
         text = plan(vals)
         return slow(row) if text is None else text
 
-    _ROW_ENCODERS[cls] = enc
+    raw = _slot_encoder(cls, names, enc)
+    _ROW_ENCODERS[cls] = raw or enc
+    return raw or enc
+
+
+def _slot_encoder(cls: type, names: tuple[str, ...], general: Callable[[Any], str]) -> Callable[[Any], str] | None:
+    """For a row type with rare fields (store/rare.py) or derived ones (cloudctl/derived.py): an
+    encoder for its rows whose rare fields all hold their defaults (the one shared object) and
+    whose derived fields hold the marker, `general` for any other row; None for other row types.
+
+    Reading an instance row's 31 values by name went through a property for each of its ten rare
+    fields and a Python descriptor for its MAC and UUID (~17.6k of the ~49k instructions an
+    instance row's text took); here one `attrgetter` reads the plain fields and the rare slot,
+    the derived slots are read by their member descriptors, and the plan writes the rare
+    defaults' text as part of its literal and each derived value by the function its descriptor
+    would call (a kept text: a dict look-up). The plan is `_plan`'s otherwise: the same text
+    (tests/test_journal_shapes.py holds both encoders to `json.dumps`)."""
+    rare: tuple[str, ...] = getattr(cls, "__rare__", ())
+    derived = {n: d for n in names if isinstance(d := getattr(cls, n, None), DerivedField)}
+    if not rare and not derived:
+        return None
+    assert _encode is not None
+    read = [n for n in names if n not in rare and n not in derived]
+    if rare:
+        read.append(RARE_SLOT)
+    plain_read = attrgetter(*read)
+    none = getattr(cls, "__rare_defaults__", None)
+    marks = [d._slot.__get__ for d in derived.values()]
+    plans: dict[tuple[type, ...], Callable[[tuple[Any, ...]], str | None]] = {}
+    env: dict[str, Any] = {"plain_read": plain_read, "general": general, "plans": plans, "_N": none,
+                           "_D": MARKER, "MAX": _PLANS_MAX, "make": lambda vals: _slot_plan(cls, names, read, rare,
+                                                                                             derived, vals)}
+    test = []
+    if rare:
+        test.append("vals[-1] is not _N")
+    for k, m in enumerate(marks):
+        env[f"_m{k}"] = m
+        test.append(f"_m{k}(row) is not _D")
+    src = "\n".join([
+        "def enc(row):",
+        "    vals = plain_read(row)",
+        f"    if {' or '.join(test)}:",
+        "        return general(row)",
+        "    shape = tuple(map(type, vals))",
+        "    plan = plans.get(shape)",
+        "    if plan is None:",
+        "        if len(plans) >= MAX:",
+        "            return general(row)",
+        "        plan = plans[shape] = make(vals)",
+        "    text = plan(vals)",
+        "    return general(row) if text is None else text"])
+    exec(compile(src, f"<records slot encoder {cls.__name__}>", "exec"), env)   # noqa: S102
+    enc: Callable[[Any], str] = env["enc"]
     return enc
+
+
+def _slot_plan(cls: type, names: tuple[str, ...], read: list[str], rare: tuple[str, ...],
+               derived: dict[str, Any], vals: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], str | None]:
+    """`_plan` for `_slot_encoder`: `vals` are the `read` fields' values (the rare slot last,
+    holding the defaults); a rare field's text is its default's, a derived field's is made from
+    its key's value. The derived values are left out of the plain-text check: a MAC made from a
+    key is hex digits and colons, a UUID the key's own characters (checked) with hex and dashes."""
+    assert _encode is not None
+    at = {n: k for k, n in enumerate(read)}
+    defaults = dict(zip(rare, getattr(cls, "__rare_defaults__", ())))
+    parts: list[str] = []
+    strs: list[str] = []
+    env: dict[str, Any] = {"plain": json_plain}
+    for name in names:
+        key = "".join(_encode(name, 0)).replace("{", "{{").replace("}", "}}")
+        if name in defaults:
+            parts.append(f"{key}:" + "".join(_encode(defaults[name], 0)).replace("{", "{{").replace("}", "}}"))
+            continue
+        if name in derived:
+            d = derived[name]
+            n = at[d._key.__name__]
+            env[f"d_{name}"] = d.marked_text()
+            parts.append(f'{key}:"{{d_{name}(v{n})}}"')
+            continue
+        n = at[name]
+        v = vals[n]
+        t = type(v)
+        if v is None:
+            parts.append(f"{key}:null")
+        elif t is str:
+            strs.append(f"{{v{n}}}")
+            parts.append(f'{key}:"{{v{n}}}"')
+        elif t is int:
+            parts.append(f"{key}:{{v{n}}}")
+        else:
+            env[f"c{n}"] = _CONVERT.get(t, _json_text)
+            parts.append(f"{key}:{{c{n}(v{n})}}")
+    text = "{{" + ",".join(parts) + "}}"
+    assert "\\" not in text
+    lines = ["def plan(vals):", f"    {''.join(f'v{n}, ' for n in range(len(read)))}= vals"]
+    if strs:
+        lines.append(f"    if not plain(f'{''.join(strs)}'):")
+        lines.append("        return None")
+    lines.append(f"    return f{text!r}")
+    exec(compile("\n".join(lines), f"<records slot plan {cls.__name__}>", "exec"), env)   # noqa: S102
+    plan: Callable[[tuple[Any, ...]], str | None] = env["plan"]
+    return plan
 
 
 def _plan(cls: type, names: tuple[str, ...], vals: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], str | None]:
@@ -551,14 +660,21 @@ class Event(Row):
     data: Mapping[str, Any] = EMPTY
 
     def __post_init__(self) -> None:
-        if type(self.data) is not FrozenMap:   # (inline: every state change records an event)
-            object.__setattr__(self, "data", freeze(self.data))
+        # (inline: every state change records an event; each field set again only if it changes)
+        data = given = self.data
+        if type(data) is not FrozenMap:
+            data = freeze(data)
         # Most events repeat a few messages and data maps (`pending -> running`, {owner, host,
         # state}): one object each for all of them (~260 B an event otherwise).
-        if self.data:
-            object.__setattr__(self, "data", shared_map(self.data))
-        if len(self.message) <= 64:
-            object.__setattr__(self, "message", shared(self.message))
+        if data:
+            data = shared_map(data)
+        if data is not given:
+            object.__setattr__(self, "data", data)
+        message = self.message
+        if len(message) <= 64:
+            kept = shared(message)
+            if kept is not message:
+                object.__setattr__(self, "message", kept)
 
 
 # -- bare metal (HIL): projects, nodes, switches, networks, switch operations -------------------
