@@ -135,6 +135,13 @@ class Tags:
                                    f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded")
         shared_value = self.table.shared_value
         owner = sys.intern(owner)
+        if not current and len(new_keys) == len(pairs) > 0:   # (a launch's: a new resource, distinct keys)
+            rows = []
+            for k, v in pairs:
+                k = sys.intern(k)
+                rows.append(Tag(resource_id, resource_type, owner, k, shared_value(k, v)))
+            tx.put_new_tags(rows)
+            return
         for k, v in pairs:
             # One object per key, and per value other resources hold: a fleet's tags share their text.
             k = sys.intern(k)

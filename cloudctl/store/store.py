@@ -402,6 +402,19 @@ class Txn:
         key = row.key
         self._ops.append((table, key, table._set(key, row), row))
 
+    def put_new_tags(self, rows: list[Tag]) -> None:
+        """`put` of each of `rows`: the tags of one resource that has none yet, of distinct keys,
+        one owner and one type (a launch's), filed in one step where the table can (see
+        `TagTable.add_new`); the same undo log and journal record either way."""
+        table = self._store.tables[Tag.table]
+        if not isinstance(table, TagTable) or not table.add_new(rows):
+            for row in rows:
+                self.put(row)
+            return
+        ops = self._ops
+        for row in rows:
+            ops.append((table, f"{row.resource_id}\x1f{row.tag_key}", None, row))
+
     def delete(self, row: Row) -> None:
         table = self._store.tables[row.table]
         key = row.key
