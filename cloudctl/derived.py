@@ -173,6 +173,16 @@ def _new_shape(instance_id: str) -> bool:
     return len(instance_id) == 19 and instance_id.startswith("i-") and _HEX.issuperset(instance_id[2:])
 
 
+def derived_or_none(instance_id: str) -> Any:
+    """What a new instance row's MAC and UUID fields are given so that they keep the marker: the
+    marker itself when the id is one they derive from (what `instance_mac` and `domain_uuid` would
+    give, set through the fields' descriptors, ends as the marker too: a launch skipped making both
+    texts and comparing them again, ~10k instructions), None when it is not (then the caller makes
+    random ones). A field given the marker stores it as it is (`DerivedField.__set__` replaces only
+    a str)."""
+    return _DERIVED if _new_shape(instance_id) else None
+
+
 def instance_mac(instance_id: str) -> str | None:
     """A new instance's MAC: locally administered unicast (02:), its id's last 40 random bits."""
     if not _new_shape(instance_id):

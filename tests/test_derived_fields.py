@@ -94,3 +94,24 @@ def test_a_firewall_spec_names_its_domain_and_keeps_no_mac_of_its_own() -> None:
     assert f'srcmacaddr="{mac}"' in nwfilter_xml("cloudctl-" + NEW, spec)
     other = FirewallSpec(NEW, "02:aa:bb:cc:dd:ee", "10.0.0.5", (), ())
     assert other.mac == "02:aa:bb:cc:dd:ee" and other != spec
+
+
+def test_a_launch_giving_the_marker_makes_the_row_the_texts_make() -> None:
+    """`derived_or_none` (what a launch gives a new instance's MAC and UUID): the same slots as the
+    derived texts given, the same reads and encoding; None for an id they do not derive from."""
+    from cloudctl.derived import derived_or_none
+    from cloudctl.store.records import _field_names
+    slots = [n for k in Instance.__mro__ for n in k.__dict__.get("__slots__", ())]
+    for iid in (NEW, "i-00000000000000000", "i-fffffffffffffffff"):
+        given = derived_or_none(iid)
+        assert given is not None
+        a = instance(iid, mac=given, uuid=given)
+        b = instance(iid, mac=instance_mac(iid), uuid=domain_uuid(iid))
+        member = {n: (Instance.__dict__[n]._slot if hasattr(Instance.__dict__[n], "_slot") else Instance.__dict__[n])
+                  for n in slots}
+        assert [member[n].__get__(a) for n in slots] == [member[n].__get__(b) for n in slots]
+        assert a == b and a.mac == instance_mac(iid) and a.uuid == domain_uuid(iid)
+        assert encode_row(a) == encode_row(b) and [getattr(a, n) for n in _field_names(Instance)] == \
+            [getattr(b, n) for n in _field_names(Instance)]
+    for iid in ("i-1234", "i-0123456789ABCDEF0", "vol-0123456789abcdef0x", "i-0123456789abcdefg"):
+        assert derived_or_none(iid) is None

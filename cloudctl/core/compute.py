@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, InstanceType
-from ..derived import domain_uuid, instance_mac
+from ..derived import derived_or_none
 from ..drivers.hypervisor.base import DomainEvent, DomainInfo, DomainStates, HypervisorDriver, HypervisorError, Power
 from ..drivers.storage.base import StorageError
 from ..slim import dataclass
@@ -372,12 +372,13 @@ class Compute:
                 host = self.scheduler.pick(zone, itype, disk=disk)
                 assert host is not None  # room was checked above, inside this same transaction
                 iid = new_id("i")
+                derived = derived_or_none(iid)   # (new ids: the MAC and UUID follow from the id)
                 inst = Instance(
                     id=iid, owner=caller.account, reservation_id=res_id, image_id=image.id,
                     instance_type=type_name, host=host.name, zone=zone, state="pending", launch_time=now,
                     launch_index=n, key_name=key_name, user_data=user_data, client_token=token,
                     private_ip=self.network.allocate(tx, subnet, iid, chosen_ip),
-                    subnet_id=subnet.id, mac=instance_mac(iid) or new_mac(), uuid=domain_uuid(iid) or new_uuid(),
+                    subnet_id=subnet.id, mac=derived or new_mac(), uuid=derived or new_uuid(),
                     disable_api_termination=spec.disable_api_termination,
                     shutdown_behavior=behaviour, kernel_id=kernel_id, ramdisk_id=ramdisk_id,
                     root_gib=root_gib, group_ids=group_ids, root_device=root_spec.device if root_spec else None,
@@ -861,7 +862,8 @@ class Compute:
         ref = driver.firewall_ref(inst.id) if bridge else None
         nics = interface_xml(inst.mac or "", bridge, tap_name(inst.id) if bridge else None,
                              f"<filterref filter='{ref}'/>" if ref else "")
-        nics += "".join([await self._vlan_nic(driver, n) for n in inst.vlan_nics])
+        if inst.vlan_nics:   # (a headnode's: an empty async comprehension still made a coroutine a launch)
+            nics += "".join([await self._vlan_nic(driver, n) for n in inst.vlan_nics])
         return self.renderer.render(inst, itype, path_text, files, kernel, initrd, disks, nics)
 
     def _image_path(self, image: Image) -> tuple[Path, str]:
