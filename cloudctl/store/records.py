@@ -285,28 +285,8 @@ def _slot_plan(cls: type, names: tuple[str, ...], read: list[str], rare: tuple[s
             parts.append(f'{key}:"{{d_{name}(v{n})}}"')
             continue
         n = at[name]
-        v = vals[n]
-        t = type(v)
-        if v is None:
-            parts.append(f"{key}:null")
-        elif t is str:
-            strs.append(f"{{v{n}}}")
-            parts.append(f'{key}:"{{v{n}}}"')
-        elif t is int:
-            parts.append(f"{key}:{{v{n}}}")
-        else:
-            env[f"c{n}"] = _CONVERT.get(t, _json_text)
-            parts.append(f"{key}:{{c{n}(v{n})}}")
-    text = "{{" + ",".join(parts) + "}}"
-    assert "\\" not in text
-    lines = ["def plan(vals):", f"    {''.join(f'v{n}, ' for n in range(len(read)))}= vals"]
-    if strs:
-        lines.append(f"    if not plain(f'{''.join(strs)}'):")
-        lines.append("        return None")
-    lines.append(f"    return f{text!r}")
-    exec(compile("\n".join(lines), f"<records slot plan {cls.__name__}>", "exec"), env)   # noqa: S102
-    plan: Callable[[tuple[Any, ...]], str | None] = env["plan"]
-    return plan
+        _value_part(parts, strs, env, key, n, vals[n])
+    return _compiled_plan(f"<records slot plan {cls.__name__}>", len(read), parts, strs, env)
 
 
 def _plan(cls: type, names: tuple[str, ...], vals: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], str | None]:
@@ -318,25 +298,39 @@ def _plan(cls: type, names: tuple[str, ...], vals: tuple[Any, ...]) -> Callable[
     env: dict[str, Any] = {"plain": json_plain}
     for n, (name, v) in enumerate(zip(names, vals)):
         key = "".join(_encode(name, 0)).replace("{", "{{").replace("}", "}}")
-        t = type(v)
-        if v is None:
-            parts.append(f"{key}:null")
-        elif t is str:
-            strs.append(f"{{v{n}}}")
-            parts.append(f'{key}:"{{v{n}}}"')
-        elif t is int:   # (exact ints: an f-string writes int.__repr__'s text, as the JSON encoder does)
-            parts.append(f"{key}:{{v{n}}}")
-        else:
-            env[f"c{n}"] = _CONVERT.get(t, _json_text)
-            parts.append(f"{key}:{{c{n}(v{n})}}")
+        _value_part(parts, strs, env, key, n, v)
+    return _compiled_plan(f"<records plan {cls.__name__}>", len(names), parts, strs, env)
+
+
+def _value_part(parts: list[str], strs: list[str], env: dict[str, Any], key: str, n: int, v: Any) -> None:
+    """A plan's `key:value` for value `n` (`v` its type's example): null, a str to check plain, an
+    exact int as an f-string writes it (int.__repr__'s text, as the JSON encoder's), or the
+    converter of its type."""
+    t = type(v)
+    if v is None:
+        parts.append(f"{key}:null")
+    elif t is str:
+        strs.append(f"{{v{n}}}")
+        parts.append(f'{key}:"{{v{n}}}"')
+    elif t is int:
+        parts.append(f"{key}:{{v{n}}}")
+    else:
+        env[f"c{n}"] = _CONVERT.get(t, _json_text)
+        parts.append(f"{key}:{{c{n}(v{n})}}")
+
+
+def _compiled_plan(label: str, count: int, parts: list[str], strs: list[str],
+                   env: dict[str, Any]) -> Callable[[tuple[Any, ...]], str | None]:
+    """The function of `count` values returning the row's text from `parts` (one f-string), or
+    None when a str value (`strs`) needs the JSON encoder's escapes."""
     text = "{{" + ",".join(parts) + "}}"
     assert "\\" not in text   # (field names: no escapes in the literal)
-    lines = ["def plan(vals):", f"    {''.join(f'v{n}, ' for n in range(len(names)))}= vals"]
+    lines = ["def plan(vals):", f"    {''.join(f'v{n}, ' for n in range(count))}= vals"]
     if strs:
         lines.append(f"    if not plain(f'{''.join(strs)}'):")
         lines.append("        return None")
     lines.append(f"    return f{text!r}")
-    exec(compile("\n".join(lines), f"<records plan {cls.__name__}>", "exec"), env)   # noqa: S102
+    exec(compile("\n".join(lines), label, "exec"), env)   # noqa: S102
     plan: Callable[[tuple[Any, ...]], str | None] = env["plan"]
     return plan
 
