@@ -253,13 +253,20 @@ class Ec2Api:
                 turns = self.turns
                 caller.turn = lambda: turns.turn(t0)
             result = await handler(self.cloud, caller, req)
-            pieces = svc.protocol.serialize_iter(action, result, request_id, self.slice_items)
             turns = self.turns if is_streamed(result) else None   # (small answers: one quick piece)
-            # (an answer not streamed: its pieces as `_slice` gives them, without its coroutine)
-            first = next(pieces, None) if turns is None else await self._slice(pieces, turns, t0, request)
-            assert first is not None   # serialize_iter yields at least one piece
-            second = None if svc.protocol.is_last(action, first) else \
-                next(pieces, None) if turns is None else await self._slice(pieces, turns, t0)
+            # (EC2's answer not streamed: in one piece without serialize_iter's generator, unless
+            # a member deeper down is rendered in slices)
+            first = self.protocol.serialize_whole(action, result, request_id) \
+                if turns is None and svc is self.ec2 else None
+            if first is not None:
+                second = None
+            else:
+                pieces = svc.protocol.serialize_iter(action, result, request_id, self.slice_items)
+                # (an answer not streamed: its pieces as `_slice` gives them, without its coroutine)
+                first = next(pieces, None) if turns is None else await self._slice(pieces, turns, t0, request)
+                assert first is not None   # serialize_iter yields at least one piece
+                second = None if svc.protocol.is_last(action, first) else \
+                    next(pieces, None) if turns is None else await self._slice(pieces, turns, t0)
         except BodyRefused:   # (answered by the listener, which closes the connection)
             if login is not None:
                 self.logins.void(*login)

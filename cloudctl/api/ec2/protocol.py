@@ -535,6 +535,9 @@ class _Renderers:
         # (shape, Leaves.view, Leaves.shape, the leaves' types) -> the text's function of the
         # leaves, or None where the view is rendered as usual (see `leaves`)
         self._templates: dict[tuple[Any, ...], Callable[[tuple[Any, ...]], str] | None] = {}
+        # (operation, Cached.slot) -> (Cached.key, the answer's bytes up to its request id, after
+        # it): whole answers kept (`answer`), insertion-ordered, oldest dropped first
+        self._answers: dict[tuple[str, Any], tuple[tuple[Any, ...], bytes, bytes]] = {}
 
     def fragment(self, table: _OutStruct, element: "Cached") -> str | list[Any]:
         """The members of ``element``'s view rendered by ``table`` (as ``struct(table)(view,
@@ -556,6 +559,32 @@ class _Renderers:
             while self._fragment_chars > _FRAGMENT_CHARS and fragments:
                 self._fragment_chars -= len(fragments.pop(next(iter(fragments)))[1])
         return rendered
+
+    def answer(self, op: str, table: _OutStruct, element: "Cached", head: str, tail: str, request_id: str) -> bytes:
+        """The answer to ``op`` whose result is ``element.view()`` (rendered by ``table``, which
+        must hold no LazyList), its bytes after the request id kept while the objects of
+        ``element.key`` are the same ones (identity, as `fragment`): the answers most asked for
+        again (a DescribeInstances by one id: `describe_by_id`), one join instead of the result's
+        renderers, the join around them and the encoding. `_ANSWERS` are kept, the oldest
+        forgotten first; their text is also kept apart from the fragments' (their budget is the
+        instances' descriptions)."""
+        slot = (op, element.slot)
+        answers = self._answers
+        hit = answers.get(slot)
+        key = element.key
+        if hit is not None:
+            old, start, rest = hit
+            if len(old) == len(key) and all(map(operator.is_, old, key)):
+                return b"".join((start, request_id.encode("utf-8"), rest))
+            del answers[slot]
+        rendered = self.struct(table)(element.view(), LazyList)
+        if type(rendered) is not str:   # (a LazyList member: not an answer of one piece)
+            raise SerializationError(f"a kept {op} answer holds a member rendered in slices")
+        start, rest = head.encode("utf-8"), f"</requestId>{rendered}{tail}".encode("utf-8")
+        if len(answers) >= _ANSWERS:
+            del answers[next(iter(answers))]
+        answers[slot] = (key, start, rest)
+        return b"".join((start, request_id.encode("utf-8"), rest))
 
     def leaves(self, table: _OutStruct, element: "Leaves") -> str:
         """The members of ``element.view(element.shape, element.leaves)`` rendered by ``table``,
@@ -854,6 +883,7 @@ def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
 
 _FRAGMENT_CHARS = 4 << 20   # rendered fragments kept (~1,300 instances' descriptions)
 _MAX_TEMPLATES = 256        # Leaves' texts kept (forgotten all at once past this)
+_ANSWERS = 64               # whole answers kept (`_Renderers.answer`: ~6.5 KB each for an instance's)
 
 
 class Cached:
@@ -912,9 +942,10 @@ class LazyList:
         return iter(self._items)
 
 
-def is_streamed(result: Mapping[str, Any]) -> bool:
-    """Whether serialize_iter may cut ``result`` into more than one piece (a LazyList member)."""
-    return any(type(v) is LazyList for v in result.values())
+def is_streamed(result: Mapping[str, Any] | Cached) -> bool:
+    """Whether serialize_iter may cut ``result`` into more than one piece (a LazyList member).
+    A `Cached` answer (`Protocol.serialize_whole`) is one piece."""
+    return type(result) is not Cached and any(type(v) is LazyList for v in result.values())
 
 
 def _iter_struct(renderers: _Renderers, table: _OutStruct, value: Mapping[str, Any], parts: list[str],
@@ -1061,9 +1092,13 @@ class Protocol:
         parts.append(tail)
         return "".join(parts).encode("utf-8")
 
-    def serialize_iter(self, op: str, result: Mapping[str, Any], request_id: str,
+    def serialize_iter(self, op: str, result: Mapping[str, Any] | Cached, request_id: str,
                        slice_items: int = 100) -> Iterator[bytes]:
-        """The response body in pieces, cut after every `slice_items` LazyList elements."""
+        """The response body in pieces, cut after every `slice_items` LazyList elements (a
+        `Cached` answer: in one piece, as `serialize_whole` gives it)."""
+        if type(result) is Cached:
+            yield self.serialize_whole(op, result, request_id)   # type: ignore[misc]
+            return
         head, table, tail = self._serializer(op)
         parts: list[str] = [head, _esc(request_id), "</requestId>"]
         if table is None:
@@ -1074,6 +1109,23 @@ class Protocol:
                 parts.clear()
         parts.append(tail)
         yield "".join(parts).encode("utf-8")
+
+    def serialize_whole(self, op: str, result: Mapping[str, Any] | Cached, request_id: str) -> bytes | None:
+        """`serialize_iter`'s answer in one piece, without its generator, when it is one piece:
+        None where a member of ``result`` is rendered in slices (a LazyList, at any depth; then
+        ask serialize_iter, which renders it again). A `Cached` result is the answer's view kept
+        whole (`_Renderers.answer`): its text after the request id, reused while the objects of
+        its key are the same ones."""
+        head, table, tail = self._serializer(op)
+        if type(result) is Cached:
+            assert table is not None
+            return self._renderers.answer(op, table, result, head, tail, _esc(request_id))
+        if table is None:
+            return f"{head}{_esc(request_id)}</requestId><return>true</return>{tail}".encode("utf-8")
+        rendered = self._renderers.struct(table)(result, LazyList)
+        if type(rendered) is not str:
+            return None
+        return f"{head}{_esc(request_id)}</requestId>{rendered}{tail}".encode("utf-8")
 
     def is_last(self, op: str, piece: bytes) -> bool:
         """Whether ``piece`` from serialize_iter ends the answer (the others end with an element)."""

@@ -175,8 +175,11 @@ def reservation_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts])
 def small_reservation_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts]) -> dict[str, Any]:
     """`reservation_view` for an answer rendered whole (`WHOLE_DESCRIBE`): the same kept text per
     instance, without the slices' lazy lists and generators."""
-    return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [],
-            "Instances": [cached_view(cloud, f) for f in facts]}
+    return _reservation(res, [cached_view(cloud, f) for f in facts])
+
+
+def _reservation(res: Reservation, instances: list[Cached]) -> dict[str, Any]:
+    return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [], "Instances": instances}
 
 
 #: A launch's answer of at most this many instances is rendered in one piece (~0.1 ms each); a
@@ -238,16 +241,20 @@ def by_id_form(params: dict[str, str]) -> tuple[str, bool] | None:
 
 
 @form("DescribeInstances", by_id_form)
-async def describe_by_id(cloud: Cloud, caller: Caller, iid: str) -> dict[str, Any]:
+async def describe_by_id(cloud: Cloud, caller: Caller, iid: str) -> Cached:
     """`describe_instances` for one id, no filter and no page (`by_id_form`), in one step: what
     `Compute.describe` and `describe_page` do then (the caller's instance by id, `Compute.owned_one`;
     the dry run checked; its reservation; its facts read now) without the query, the filters'
-    compilation, the page and the grouping."""
+    compilation, the page and the grouping. The answer is given whole as a `Cached` (its view
+    `describe_instances`' result): its text is kept while its reservation row and what the
+    instance's text is made from (`cached_view`'s key) are the same objects (the protocol's
+    `serialize_whole`)."""
     inst = cloud.compute.owned_one(caller, iid)
     caller.check_dry_run()
     rid = inst.reservation_id
     res = cloud.compute.reservations.get(rid) or Reservation(id=rid, owner=inst.owner)
-    return {"Reservations": [small_reservation_view(cloud, res, facts_of(cloud, (inst,)))], "NextToken": None}
+    one = cached_view(cloud, facts_of(cloud, (inst,))[0])
+    return Cached(inst.id, (res, *one.key), lambda: {"Reservations": [_reservation(res, [one])], "NextToken": None})
 
 
 def _changes(pairs: list[tuple[Instance, Instance]]) -> list[dict[str, Any]]:
