@@ -25,6 +25,8 @@ import botocore.serialize
 import botocore.session
 import botocore.validate
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloudctl.api.ec2 import model as model_mod
 from cloudctl.api.ec2.model import OPERATIONS, Ec2Model, ModelError, cache_path, load_model
@@ -1372,3 +1374,33 @@ def test_cached_answers_are_bounded(proto: Protocol, monkeypatch: pytest.MonkeyP
         assert out == ref_serialize(proto, "DescribeInstances", view)
     kept = proto._renderers._answers
     assert list(kept) == [("DescribeInstances", f"i-{n}") for n in range(6, 10)]   # the oldest dropped first
+
+
+def _by_datetime(value: float) -> str:
+    return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+@given(st.one_of(st.floats(min_value=0.0, max_value=protocol_mod._EPOCH_MAX),
+                 st.builds(lambda s, f: s + f, st.integers(0, 4 * 10**9),
+                           st.sampled_from([0.0, 0.0005, 0.0004999, 0.9995, 0.9994999, 0.9999995, 0.99999949, 0.5000005,
+                                            0.0000005, 0.0000015, 0.1234565, 0.999]))))
+@settings(max_examples=2000)
+def test_seconds_since_the_epoch_are_written_as_datetime_writes_them(value: float) -> None:
+    """`_fmt_epoch` (a float timestamp without the datetime) against datetime's rounding and text."""
+    assert protocol_mod._fmt_timestamp(value) == _by_datetime(value)
+
+
+def test_seconds_since_the_epoch_out_of_the_fast_range() -> None:
+    for value in (-0.5, -1.0000005, protocol_mod._EPOCH_MAX + 0.9):   # (datetime's way: its text, or its refusal)
+        try:
+            want: Any = _by_datetime(value)
+        except (ValueError, OverflowError) as e:
+            want = type(e)
+        try:
+            got: Any = protocol_mod._fmt_timestamp(value)
+        except (ValueError, OverflowError) as e:
+            got = type(e)
+        assert got == want
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises((ValueError, OverflowError)):
+            protocol_mod._fmt_timestamp(bad)

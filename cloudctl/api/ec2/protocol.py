@@ -13,8 +13,10 @@ Deliberately stdlib-only: the server must never import botocore (see
 from __future__ import annotations
 
 import base64
+import math
 import operator
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Union
@@ -348,8 +350,32 @@ def _fmt_timestamp(value: Any) -> str | None:
         except ValueError:
             raise SerializationError(f"not an ISO 8601 timestamp: {value!r}") from None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if type(value) is float and 0.0 <= value < _EPOCH_MAX:
+            return _fmt_epoch(value)
         return _fmt_timestamp(datetime.fromtimestamp(value, _UTC))
     raise SerializationError(f"not a timestamp: {value!r}")
+
+
+_EPOCH_MAX = 253402300799.0   # 9999-12-31T23:59:59Z: later ones (refused) as `datetime` says
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _fmt_epoch(value: float) -> str:
+    """`_fmt_timestamp` of seconds since the epoch (0 to `_EPOCH_MAX`) without the datetime: the
+    microseconds rounded half to even from the fraction, as `datetime.fromtimestamp` rounds them,
+    then cut to milliseconds as `isoformat` cuts them; the last second's text kept (a launch's
+    answer writes a new launch time, and launches within a second share it)."""
+    global _last_second
+    frac, whole = math.modf(value)
+    micro = round(frac * 1e6)
+    second = int(whole)
+    if micro >= 1_000_000:
+        second += 1
+        micro -= 1_000_000
+    last = _last_second
+    if last[0] != second:
+        last = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+    return f"{last[1]}{micro // 1000:03d}Z"
 
 
 def _fmt_bool(value: Any) -> str:
