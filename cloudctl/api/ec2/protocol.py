@@ -564,6 +564,7 @@ class _Renderers:
         # (operation, Cached.slot) -> (Cached.key, the answer's bytes up to its request id, after
         # it): whole answers kept (`answer`), insertion-ordered, oldest dropped first
         self._answers: dict[tuple[str, Any], tuple[tuple[Any, ...], bytes, bytes]] = {}
+        self._answer_bytes = 0   # their bytes after the request id, in all
 
     def fragment(self, table: _OutStruct, element: "Cached") -> str | list[Any]:
         """The members of ``element``'s view rendered by ``table`` (as ``struct(table)(view,
@@ -591,9 +592,9 @@ class _Renderers:
         must hold no LazyList), its bytes after the request id kept while the objects of
         ``element.key`` are the same ones (identity, as `fragment`): the answers most asked for
         again (a DescribeInstances by one id: `describe_by_id`), one join instead of the result's
-        renderers, the join around them and the encoding. `_ANSWERS` are kept, the oldest
-        forgotten first; their text is also kept apart from the fragments' (their budget is the
-        instances' descriptions)."""
+        renderers, the join around them and the encoding. `_ANSWER_BYTES` of them are kept, the
+        oldest forgotten first (apart from the fragments, whose budget is the instances'
+        descriptions: a describe page's)."""
         slot = (op, element.slot)
         answers = self._answers
         hit = answers.get(slot)
@@ -603,13 +604,15 @@ class _Renderers:
             if len(old) == len(key) and all(map(operator.is_, old, key)):
                 return b"".join((start, request_id.encode("utf-8"), rest))
             del answers[slot]
+            self._answer_bytes -= len(rest)
         rendered = self.struct(table)(element.view(), LazyList)
         if type(rendered) is not str:   # (a LazyList member: not an answer of one piece)
             raise SerializationError(f"a kept {op} answer holds a member rendered in slices")
         start, rest = head.encode("utf-8"), f"</requestId>{rendered}{tail}".encode("utf-8")
-        if len(answers) >= _ANSWERS:
-            del answers[next(iter(answers))]
         answers[slot] = (key, start, rest)
+        self._answer_bytes += len(rest)
+        while self._answer_bytes > _ANSWER_BYTES and answers:
+            self._answer_bytes -= len(answers.pop(next(iter(answers)))[2])
         return b"".join((start, request_id.encode("utf-8"), rest))
 
     def leaves(self, table: _OutStruct, element: "Leaves") -> str:
@@ -909,7 +912,7 @@ def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
 
 _FRAGMENT_CHARS = 4 << 20   # rendered fragments kept (~1,300 instances' descriptions)
 _MAX_TEMPLATES = 256        # Leaves' texts kept (forgotten all at once past this)
-_ANSWERS = 64               # whole answers kept (`_Renderers.answer`: ~6.5 KB each for an instance's)
+_ANSWER_BYTES = 1 << 20     # whole answers kept (`_Renderers.answer`: ~6.5 KB each for an instance's)
 
 
 class Cached:
