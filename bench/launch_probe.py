@@ -53,15 +53,15 @@ def install() -> None:
     from cloudctl.store.journal import Journal
 
     _loop_thread[0] = threading.get_ident()
-    handle = Ec2Api._handle
+    handle = Ec2Api.handle   # (wrapped before the server's app takes the bound method)
 
-    async def timed_handle(self: Any, request: Any, held: list[str]) -> Any:
+    async def timed_handle(self: Any, request: Any) -> Any:
         d0, t0, c0 = _run_delay(), time.perf_counter(), time.thread_time()
-        resp = await handle(self, request, held)
+        resp = await handle(self, request)
         LAUNCHES.append((t0, time.perf_counter(), time.thread_time() - c0, _run_delay() - d0))
         return resp
 
-    Ec2Api._handle = timed_handle  # type: ignore[method-assign]
+    Ec2Api.handle = timed_handle  # type: ignore[method-assign]
     write = Journal._write
 
     def timed_write(self: Any, items: Any) -> float:

@@ -32,7 +32,7 @@ def protocol(tmp_path_factory: pytest.TempPathFactory) -> Protocol:
 
 
 def general(protocol: Protocol, params: dict[str, str]) -> tuple[LaunchSpec, bool] | None:
-    """What `Ec2Api._handle` and `run_instances` make of the form (None: they refuse it)."""
+    """What `Ec2Api.handle` and `run_instances` make of the form (None: they refuse it)."""
     try:
         req = protocol.parse("RunInstances", params)
         dry_run = bool(req.pop("DryRun", False))

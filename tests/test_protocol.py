@@ -25,6 +25,8 @@ import botocore.serialize
 import botocore.session
 import botocore.validate
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloudctl.api.ec2 import model as model_mod
 from cloudctl.api.ec2.model import OPERATIONS, Ec2Model, ModelError, cache_path, load_model
@@ -1107,6 +1109,14 @@ def lazify(value: Any) -> Any:
     return value
 
 
+def _holds_lazy(value: Any) -> bool:
+    if type(value) is LazyList:
+        return True
+    if isinstance(value, dict):
+        return any(_holds_lazy(v) for v in value.values())
+    return isinstance(value, list) and any(_holds_lazy(v) for v in value)
+
+
 def assert_same_bytes(proto: Protocol, op: str, make: Any, slice_items: int = 100) -> None:
     """``make()`` builds the result afresh (LazyLists are one-shot)."""
     expected = ref_serialize(proto, op, make())
@@ -1116,6 +1126,10 @@ def assert_same_bytes(proto: Protocol, op: str, make: Any, slice_items: int = 10
         pieces = list(proto.serialize_iter(op, make(), REQUEST_ID, slice_items=slice_items))
         assert pieces == ref_serialize_iter(proto, op, make(), slice_items)
         assert b"".join(pieces) == expected
+        # In one piece (the endpoint's answer not streamed): the same bytes, or None where a
+        # member is rendered in slices (never without a LazyList in the result).
+        whole = proto.serialize_whole(op, make(), REQUEST_ID)
+        assert whole == expected or (whole is None and _holds_lazy(make()))
 
 
 @pytest.mark.parametrize("op", sorted(RESPONSES))
@@ -1316,3 +1330,79 @@ def test_xml_plain_is_what_esc_leaves_as_it_is() -> None:
     for c in map(chr, range(0x190)):
         for text in (c, f"ab{c}cd", "x" * 90 + c, c + "y" * 100, "\u00e9" * 85 + c, ""):
             assert xml_plain(text) == (text.isprintable() and not {"&", "<", ">"} & set(text)), repr(text)
+
+
+def test_a_cached_answer_is_its_views_bytes_kept_while_its_rows_are_the_same(proto: Protocol) -> None:
+    """A `Cached` result (`describe_by_id`'s): `serialize_whole` gives the bytes of its view's
+    answer, the request id put in each time, the rest kept while the key's objects are the same."""
+    row, made = _Row("a"), []
+    views = {0: instance(0, [{"Key": "Name", "Value": "a"}])}
+
+    def answer(key: tuple[Any, ...]) -> Cached:
+        def view() -> dict[str, Any]:
+            made.append(1)
+            return {"Reservations": [{"ReservationId": "r-1", "OwnerId": "1", "Groups": [], "Instances": [views[0]]}],
+                    "NextToken": None}
+        return Cached("i-0", key, view)
+
+    def ref(request_id: str) -> bytes:
+        plain = {"Reservations": [{"ReservationId": "r-1", "OwnerId": "1", "Groups": [], "Instances": [views[0]]}]}
+        return ref_serialize(proto, "DescribeInstances", plain).replace(REQUEST_ID.encode(), request_id.encode())
+
+    assert not protocol_mod.is_streamed(answer((row,)))
+    for rid in (REQUEST_ID, "another-id", "a<b&c"):   # (the request id escaped as serialize_iter does)
+        assert proto.serialize_whole("DescribeInstances", answer((row,)), rid) == ref(protocol_mod._esc(rid))
+        assert list(proto.serialize_iter("DescribeInstances", answer((row,)), rid)) == [ref(protocol_mod._esc(rid))]
+    assert made == [1]   # rendered once, then kept
+    views[0] = instance(0, [{"Key": "Name", "Value": "b"}])
+    for key in ((_Row("a"),), (row, row)):   # a row replaced by an equal one, a key of another length
+        made.clear()
+        out = proto.serialize_whole("DescribeInstances", answer(key), REQUEST_ID)
+        assert out == ref(REQUEST_ID) and b"<value>b</value>" in out and made == [1]
+    # A view rendered in slices is not an answer of one piece.
+    with pytest.raises(SerializationError):
+        proto.serialize_whole("DescribeInstances", Cached("i-1", (row,), lambda: lazify(
+            {"Reservations": [{"ReservationId": "r-1", "OwnerId": "1", "Groups": [], "Instances": [views[0]]}]})),
+            REQUEST_ID)
+
+
+def test_cached_answers_are_bounded(proto: Protocol, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol_mod, "_ANSWER_BYTES", 5_000)
+    for n in range(10):
+        view = {"Reservations": [{"ReservationId": f"r-{n}", "OwnerId": "1", "Groups": [], "Instances": [instance(n)]}]}
+        out = proto.serialize_whole("DescribeInstances", Cached(f"i-{n}", (n,), lambda v=view: v), REQUEST_ID)
+        assert out == ref_serialize(proto, "DescribeInstances", view)
+    kept = proto._renderers._answers
+    assert 0 < len(kept) < 10
+    assert sum(len(rest) for _, _, rest in kept.values()) == proto._renderers._answer_bytes <= 5_000
+    assert list(kept)[-1] == ("DescribeInstances", "i-9")   # the newest kept, the oldest dropped first
+
+
+def _by_datetime(value: float) -> str:
+    return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+@given(st.one_of(st.floats(min_value=0.0, max_value=protocol_mod._EPOCH_MAX),
+                 st.builds(lambda s, f: s + f, st.integers(0, 4 * 10**9),
+                           st.sampled_from([0.0, 0.0005, 0.0004999, 0.9995, 0.9994999, 0.9999995, 0.99999949, 0.5000005,
+                                            0.0000005, 0.0000015, 0.1234565, 0.999]))))
+@settings(max_examples=2000)
+def test_seconds_since_the_epoch_are_written_as_datetime_writes_them(value: float) -> None:
+    """`_fmt_epoch` (a float timestamp without the datetime) against datetime's rounding and text."""
+    assert protocol_mod._fmt_timestamp(value) == _by_datetime(value)
+
+
+def test_seconds_since_the_epoch_out_of_the_fast_range() -> None:
+    for value in (-0.5, -1.0000005, protocol_mod._EPOCH_MAX + 0.9):   # (datetime's way: its text, or its refusal)
+        try:
+            want: Any = _by_datetime(value)
+        except (ValueError, OverflowError) as e:
+            want = type(e)
+        try:
+            got: Any = protocol_mod._fmt_timestamp(value)
+        except (ValueError, OverflowError) as e:
+            got = type(e)
+        assert got == want
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises((ValueError, OverflowError)):
+            protocol_mod._fmt_timestamp(bad)

@@ -119,16 +119,18 @@ class Ec2Api:
             return web.Response(status=403 if e.code == "AccessDenied" else 400, text=e.message)
         return web.Response(status=200)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        held: list[str] = []   # the replay key this request recorded first in the replay cache, if any
-        resp = await self._handle(request, held)
+    def _refused(self, held: list[str], resp: web.Response) -> web.Response:
+        """A refusal's answer; the replay key it recorded first (`held`), if any, released.
+        Refused requests changed nothing: an honest retry (re-signed within the same second, so
+        with the same signature) must not be taken for a replay."""
         if held and resp.status >= 300:
-            # Refused requests changed nothing: an honest retry (re-signed within the same
-            # second, so with the same signature) must not be taken for a replay.
             self.replays.forget(held[0])
         return resp
 
-    async def _handle(self, request: web.Request, held: list[str]) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """One request, from its headers to its answer. (One coroutine: a request's every resumption
+        goes through each coroutine it awaits in.)"""
+        held: list[str] = []   # the replay key this request recorded first in the replay cache, if any
         t0 = time.perf_counter()
         request_id = new_uuid()
         action = "-"
@@ -253,13 +255,20 @@ class Ec2Api:
                 turns = self.turns
                 caller.turn = lambda: turns.turn(t0)
             result = await handler(self.cloud, caller, req)
-            pieces = svc.protocol.serialize_iter(action, result, request_id, self.slice_items)
             turns = self.turns if is_streamed(result) else None   # (small answers: one quick piece)
-            # (an answer not streamed: its pieces as `_slice` gives them, without its coroutine)
-            first = next(pieces, None) if turns is None else await self._slice(pieces, turns, t0, request)
-            assert first is not None   # serialize_iter yields at least one piece
-            second = None if svc.protocol.is_last(action, first) else \
-                next(pieces, None) if turns is None else await self._slice(pieces, turns, t0)
+            # (EC2's answer not streamed: in one piece without serialize_iter's generator, unless
+            # a member deeper down is rendered in slices)
+            first = self.protocol.serialize_whole(action, result, request_id) \
+                if turns is None and svc is self.ec2 else None
+            if first is not None:
+                second = None
+            else:
+                pieces = svc.protocol.serialize_iter(action, result, request_id, self.slice_items)
+                # (an answer not streamed: its pieces as `_slice` gives them, without its coroutine)
+                first = next(pieces, None) if turns is None else await self._slice(pieces, turns, t0, request)
+                assert first is not None   # serialize_iter yields at least one piece
+                second = None if svc.protocol.is_last(action, first) else \
+                    next(pieces, None) if turns is None else await self._slice(pieces, turns, t0)
         except BodyRefused:   # (answered by the listener, which closes the connection)
             if login is not None:
                 self.logins.void(*login)
@@ -267,27 +276,29 @@ class Ec2Api:
         except CloudError as e:
             if login is not None:   # refused before its signature was checked (its form: too large, bad UTF-8)
                 self.logins.void(*login)
-            return self._error(svc, e.code, e.message, request_id, action, t0, e=e)
+            return self._refused(held, self._error(svc, e.code, e.message, request_id, action, t0, e=e))
         except ParamError as e:
-            return self._error(svc, e.code, e.message, request_id, action, t0)
+            return self._refused(held, self._error(svc, e.code, e.message, request_id, action, t0))
         except Throttled as e:
             resp = self._error(svc, "RequestLimitExceeded", "Too many failed authentications; retry in "
                                f"{math.ceil(e.retry_after_s)} s.", request_id, action, t0)
             resp.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after_s)))
-            return resp
+            return self._refused(held, resp)
         except AuthError as e:
             if login is not None:   # the signature check failed
                 (self.logins.failed if e.code == "AuthFailure" else self.logins.void)(*login)
-            return self._error(svc, e.code, e.message, request_id, action, t0, e.status)
+            return self._refused(held, self._error(svc, e.code, e.message, request_id, action, t0, e.status))
         except JournalError as e:
             log.error("request %s (%s): %s", request_id, action, e)
-            return self._error(svc, "ServiceUnavailable", "The controller cannot write its journal (disk full or "
-                               "read-only?); nothing was changed. Retry later.", request_id, action, t0)
+            return self._refused(held, self._error(
+                svc, "ServiceUnavailable", "The controller cannot write its journal (disk full or read-only?); "
+                "nothing was changed. Retry later.", request_id, action, t0))
         except Exception:
             if login is not None:
                 self.logins.void(*login)
             log.exception("request %s (%s) failed", request_id, action)
-            return self._error(svc, "InternalError", "An internal error has occurred.", request_id, action, t0)
+            return self._refused(held, self._error(svc, "InternalError", "An internal error has occurred.",
+                                                   request_id, action, t0))
         except BaseException:   # (cancelled: the client went away before its signature was checked)
             if login is not None:
                 self.logins.void(*login)

@@ -13,8 +13,10 @@ Deliberately stdlib-only: the server must never import botocore (see
 from __future__ import annotations
 
 import base64
+import math
 import operator
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Union
@@ -348,8 +350,32 @@ def _fmt_timestamp(value: Any) -> str | None:
         except ValueError:
             raise SerializationError(f"not an ISO 8601 timestamp: {value!r}") from None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if type(value) is float and 0.0 <= value < _EPOCH_MAX:
+            return _fmt_epoch(value)
         return _fmt_timestamp(datetime.fromtimestamp(value, _UTC))
     raise SerializationError(f"not a timestamp: {value!r}")
+
+
+_EPOCH_MAX = 253402300799.0   # 9999-12-31T23:59:59Z: later ones (refused) as `datetime` says
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _fmt_epoch(value: float) -> str:
+    """`_fmt_timestamp` of seconds since the epoch (0 to `_EPOCH_MAX`) without the datetime: the
+    microseconds rounded half to even from the fraction, as `datetime.fromtimestamp` rounds them,
+    then cut to milliseconds as `isoformat` cuts them; the last second's text kept (a launch's
+    answer writes a new launch time, and launches within a second share it)."""
+    global _last_second
+    frac, whole = math.modf(value)
+    micro = round(frac * 1e6)
+    second = int(whole)
+    if micro >= 1_000_000:
+        second += 1
+        micro -= 1_000_000
+    last = _last_second
+    if last[0] != second:
+        last = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+    return f"{last[1]}{micro // 1000:03d}Z"
 
 
 def _fmt_bool(value: Any) -> str:
@@ -535,6 +561,10 @@ class _Renderers:
         # (shape, Leaves.view, Leaves.shape, the leaves' types) -> the text's function of the
         # leaves, or None where the view is rendered as usual (see `leaves`)
         self._templates: dict[tuple[Any, ...], Callable[[tuple[Any, ...]], str] | None] = {}
+        # (operation, Cached.slot) -> (Cached.key, the answer's bytes up to its request id, after
+        # it): whole answers kept (`answer`), insertion-ordered, oldest dropped first
+        self._answers: dict[tuple[str, Any], tuple[tuple[Any, ...], bytes, bytes]] = {}
+        self._answer_bytes = 0   # their bytes after the request id, in all
 
     def fragment(self, table: _OutStruct, element: "Cached") -> str | list[Any]:
         """The members of ``element``'s view rendered by ``table`` (as ``struct(table)(view,
@@ -556,6 +586,34 @@ class _Renderers:
             while self._fragment_chars > _FRAGMENT_CHARS and fragments:
                 self._fragment_chars -= len(fragments.pop(next(iter(fragments)))[1])
         return rendered
+
+    def answer(self, op: str, table: _OutStruct, element: "Cached", head: str, tail: str, request_id: str) -> bytes:
+        """The answer to ``op`` whose result is ``element.view()`` (rendered by ``table``, which
+        must hold no LazyList), its bytes after the request id kept while the objects of
+        ``element.key`` are the same ones (identity, as `fragment`): the answers most asked for
+        again (a DescribeInstances by one id: `describe_by_id`), one join instead of the result's
+        renderers, the join around them and the encoding. `_ANSWER_BYTES` of them are kept, the
+        oldest forgotten first (apart from the fragments, whose budget is the instances'
+        descriptions: a describe page's)."""
+        slot = (op, element.slot)
+        answers = self._answers
+        hit = answers.get(slot)
+        key = element.key
+        if hit is not None:
+            old, start, rest = hit
+            if len(old) == len(key) and all(map(operator.is_, old, key)):
+                return b"".join((start, request_id.encode("utf-8"), rest))
+            del answers[slot]
+            self._answer_bytes -= len(rest)
+        rendered = self.struct(table)(element.view(), LazyList)
+        if type(rendered) is not str:   # (a LazyList member: not an answer of one piece)
+            raise SerializationError(f"a kept {op} answer holds a member rendered in slices")
+        start, rest = head.encode("utf-8"), f"</requestId>{rendered}{tail}".encode("utf-8")
+        answers[slot] = (key, start, rest)
+        self._answer_bytes += len(rest)
+        while self._answer_bytes > _ANSWER_BYTES and answers:
+            self._answer_bytes -= len(answers.pop(next(iter(answers)))[2])
+        return b"".join((start, request_id.encode("utf-8"), rest))
 
     def leaves(self, table: _OutStruct, element: "Leaves") -> str:
         """The members of ``element.view(element.shape, element.leaves)`` rendered by ``table``,
@@ -854,6 +912,7 @@ def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
 
 _FRAGMENT_CHARS = 4 << 20   # rendered fragments kept (~1,300 instances' descriptions)
 _MAX_TEMPLATES = 256        # Leaves' texts kept (forgotten all at once past this)
+_ANSWER_BYTES = 1 << 20     # whole answers kept (`_Renderers.answer`: ~6.5 KB each for an instance's)
 
 
 class Cached:
@@ -912,9 +971,10 @@ class LazyList:
         return iter(self._items)
 
 
-def is_streamed(result: Mapping[str, Any]) -> bool:
-    """Whether serialize_iter may cut ``result`` into more than one piece (a LazyList member)."""
-    return any(type(v) is LazyList for v in result.values())
+def is_streamed(result: Mapping[str, Any] | Cached) -> bool:
+    """Whether serialize_iter may cut ``result`` into more than one piece (a LazyList member).
+    A `Cached` answer (`Protocol.serialize_whole`) is one piece."""
+    return type(result) is not Cached and any(type(v) is LazyList for v in result.values())
 
 
 def _iter_struct(renderers: _Renderers, table: _OutStruct, value: Mapping[str, Any], parts: list[str],
@@ -1061,9 +1121,13 @@ class Protocol:
         parts.append(tail)
         return "".join(parts).encode("utf-8")
 
-    def serialize_iter(self, op: str, result: Mapping[str, Any], request_id: str,
+    def serialize_iter(self, op: str, result: Mapping[str, Any] | Cached, request_id: str,
                        slice_items: int = 100) -> Iterator[bytes]:
-        """The response body in pieces, cut after every `slice_items` LazyList elements."""
+        """The response body in pieces, cut after every `slice_items` LazyList elements (a
+        `Cached` answer: in one piece, as `serialize_whole` gives it)."""
+        if type(result) is Cached:
+            yield self.serialize_whole(op, result, request_id)   # type: ignore[misc]
+            return
         head, table, tail = self._serializer(op)
         parts: list[str] = [head, _esc(request_id), "</requestId>"]
         if table is None:
@@ -1074,6 +1138,23 @@ class Protocol:
                 parts.clear()
         parts.append(tail)
         yield "".join(parts).encode("utf-8")
+
+    def serialize_whole(self, op: str, result: Mapping[str, Any] | Cached, request_id: str) -> bytes | None:
+        """`serialize_iter`'s answer in one piece, without its generator, when it is one piece:
+        None where a member of ``result`` is rendered in slices (a LazyList, at any depth; then
+        ask serialize_iter, which renders it again). A `Cached` result is the answer's view kept
+        whole (`_Renderers.answer`): its text after the request id, reused while the objects of
+        its key are the same ones."""
+        head, table, tail = self._serializer(op)
+        if type(result) is Cached:
+            assert table is not None
+            return self._renderers.answer(op, table, result, head, tail, _esc(request_id))
+        if table is None:
+            return f"{head}{_esc(request_id)}</requestId><return>true</return>{tail}".encode("utf-8")
+        rendered = self._renderers.struct(table)(result, LazyList)
+        if type(rendered) is not str:
+            return None
+        return f"{head}{_esc(request_id)}</requestId>{rendered}{tail}".encode("utf-8")
 
     def is_last(self, op: str, piece: bytes) -> bool:
         """Whether ``piece`` from serialize_iter ends the answer (the others end with an element)."""

@@ -175,8 +175,11 @@ def reservation_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts])
 def small_reservation_view(cloud: Cloud, res: Reservation, facts: list[InstanceFacts]) -> dict[str, Any]:
     """`reservation_view` for an answer rendered whole (`WHOLE_DESCRIBE`): the same kept text per
     instance, without the slices' lazy lists and generators."""
-    return {"ReservationId": res.id, "OwnerId": res.owner, "Groups": [],
-            "Instances": [cached_view(cloud, f) for f in facts]}
+    return _reservation(res.id, res.owner, [cached_view(cloud, f) for f in facts])
+
+
+def _reservation(rid: str, owner: str, instances: list[Cached]) -> dict[str, Any]:
+    return {"ReservationId": rid, "OwnerId": owner, "Groups": [], "Instances": instances}
 
 
 #: A launch's answer of at most this many instances is rendered in one piece (~0.1 ms each); a
@@ -238,16 +241,26 @@ def by_id_form(params: dict[str, str]) -> tuple[str, bool] | None:
 
 
 @form("DescribeInstances", by_id_form)
-async def describe_by_id(cloud: Cloud, caller: Caller, iid: str) -> dict[str, Any]:
+async def describe_by_id(cloud: Cloud, caller: Caller, iid: str) -> Cached:
     """`describe_instances` for one id, no filter and no page (`by_id_form`), in one step: what
     `Compute.describe` and `describe_page` do then (the caller's instance by id, `Compute.owned_one`;
     the dry run checked; its reservation; its facts read now) without the query, the filters'
-    compilation, the page and the grouping."""
+    compilation, the page and the grouping. The answer is given whole as a `Cached` (its view
+    `describe_instances`' result): its text is kept while what the instance's text is made from
+    (`cached_view`'s key, the instance's row first) and what its reservation shows are the same
+    objects (the protocol's `serialize_whole`). A reservation showing the instance's own
+    reservation id and owner (always, but for a row written otherwise) is keyed by the instance's
+    row: a reservation row read from the store need not be the same object each time."""
     inst = cloud.compute.owned_one(caller, iid)
     caller.check_dry_run()
     rid = inst.reservation_id
-    res = cloud.compute.reservations.get(rid) or Reservation(id=rid, owner=inst.owner)
-    return {"Reservations": [small_reservation_view(cloud, res, facts_of(cloud, (inst,)))], "NextToken": None}
+    res = cloud.compute.reservations.get(rid)
+    one = cached_view(cloud, facts_of(cloud, (inst,))[0])
+    if res is None or (res.id == rid and res.owner == inst.owner):
+        shown, key = (rid, inst.owner), one.key
+    else:
+        shown, key = (res.id, res.owner), (res, *one.key)
+    return Cached(inst.id, key, lambda: {"Reservations": [_reservation(*shown, [one])], "NextToken": None})
 
 
 def _changes(pairs: list[tuple[Instance, Instance]]) -> list[dict[str, Any]]:
