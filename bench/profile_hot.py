@@ -198,8 +198,7 @@ def main() -> int:
             res[name] = asyncio.run(job)
             scale.log(f"{name}: done in {time.monotonic() - t0:.0f} s")
         finally:
-            for p in reversed(b.started):
-                p.stop()
+            b.stop()
             shutil.rmtree(tmp, ignore_errors=True)
     text = json.dumps(res, indent=1)
     if a.json:

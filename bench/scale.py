@@ -118,6 +118,13 @@ class Bench:
         self.started.append(self.cc.proc)
         return time.perf_counter() - w0
 
+    def stop(self) -> None:
+        """Everything this bench started, the controller first, then the hosts' daemons (by PID)."""
+        for p in reversed(self.started):
+            p.stop()
+        scale_hosts.stop_hosts(self.host_list)
+        self.host_list = []
+
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         assert self.cc is not None
         return self.cc.admin(method, path, body, timeout=600)
@@ -479,9 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         if b.cc is not None:
             log(b.cc.proc.log_tail(20))
     finally:
-        for p in reversed(b.started):
-            p.stop()
-        scale_hosts.stop_hosts(b.host_list)
+        b.stop()
         if args.keep:
             log(f"kept {tmp}")
         else:

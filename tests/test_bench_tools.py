@@ -5,6 +5,7 @@ reading of the 32-client rate beside what the same client reaches against the ba
 simulated hosts (their domains outlive a controller's connection, as a real host's do)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import history  # noqa: E402
 import procs  # noqa: E402
+import scale  # noqa: E402
 import scale_hosts  # noqa: E402
 import scale_report  # noqa: E402
 import scale_state  # noqa: E402
@@ -153,3 +155,22 @@ def test_a_simulated_host_keeps_its_domains_when_a_controller_goes(nice: int) ->
         scale_hosts.stop_hosts(hosts)
         assert not any(h.proc.alive() for h in hosts)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_bench_stops_the_hosts_it_started() -> None:
+    """`scale.Bench.stop` (what the scale bench and bench/profile_hot.py call when they end, however
+    they end) leaves none of its hosts' daemons running: each is a libvirtd of its own."""
+    if why := scale_hosts.missing():
+        pytest.skip(why)
+    tmp = procs.make_tmp()
+    os.chmod(tmp, 0o755)   # (the daemons run as nobody when the tests run as root)
+    b = scale.Bench(tmp, argparse.Namespace(), n_hosts=3)
+    try:
+        b.start_hosts()
+        daemons = [h.proc for h in b.host_list]
+        assert len(daemons) == 3 and all(d.alive() for d in daemons)
+        assert [h["name"] for h in b.hosts] == ["h000", "h001", "h002"]
+    finally:
+        b.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert not any(d.alive() for d in daemons)
