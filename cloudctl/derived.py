@@ -25,14 +25,16 @@ class DerivedField(ABC):
     given equals what `make` gives for the row's key field (`key_slot` is that field's member
     descriptor; it is set before this one, dataclasses setting fields in declaration order).
     `make` is deterministic and may give a value for any key: only a value equal to what it gives is
-    replaced by the marker, so nothing is lost whatever the key. Subclasses inline their `make`
-    (a read of a derived MAC is on describes' paths, a row is made per instance record replayed)."""
+    replaced by the marker, so nothing is lost whatever the key. A read of a marked slot calls
+    `marked_text`'s function, kept in a slot (a read of a derived MAC is on describes' paths, a
+    row is made per instance record replayed)."""
 
-    __slots__ = ("_slot", "_key")
+    __slots__ = ("_slot", "_key", "_marked")
 
     def __init__(self, slot: Any, key_slot: Any) -> None:
         self._slot = slot          # the class's member descriptor for the slot
         self._key = key_slot
+        self._marked = self.marked_text()
 
     @abstractmethod
     def make(self, key: str) -> str | None:
@@ -47,7 +49,7 @@ class DerivedField(ABC):
         if row is None:
             return self
         v = self._slot.__get__(row, owner)
-        return self.make(self._key.__get__(row, owner)) if v is _DERIVED else v
+        return self._marked(self._key.__get__(row, owner)) if v is _DERIVED else v
 
     def __set__(self, row: Any, value: Any) -> None:
         if type(value) is str and value == self.make(self._key.__get__(row, None)):
@@ -63,28 +65,14 @@ class _MacField(DerivedField):
 
     __slots__ = ()
 
-    def make(self, key: str) -> str | None:
-        return _mac(key)
+    def make(self, key: str) -> str | None:   # (`_mac`, its text kept)
+        try:
+            return _mac_text(key) if len(key) == 19 else None
+        except ValueError:   # (not hex: no derived MAC)
+            return None
 
     def marked_text(self) -> Callable[[str], str]:
-        return _mac_text
-
-    def __get__(self, row: Any, owner: type | None = None) -> Any:
-        if row is None:
-            return self
-        v = self._slot.__get__(row, owner)
-        if v is not _DERIVED:
-            return v
-        return _mac_text(self._key.__get__(row, owner))   # (a marked key is hex)
-
-    def __set__(self, row: Any, value: Any) -> None:
-        if type(value) is str and len(value) == 17:
-            try:
-                if value == _mac_text(self._key.__get__(row, None)):
-                    value = _DERIVED
-            except ValueError:   # (not hex: no derived MAC)
-                pass
-        self._slot.__set__(row, value)
+        return _mac_text   # (a marked key is hex)
 
 
 # The derived text of the last few keys read or set (a launch's instance: its MAC and UUID are read
@@ -121,28 +109,11 @@ class _UuidField(DerivedField):
 
     __slots__ = ()
 
-    def make(self, key: str) -> str | None:
-        return _uuid(key)
+    def make(self, key: str) -> str | None:   # (`_uuid`, its text kept: a launch reads or sets it ~6 times)
+        return _uuid_text(key) if len(key) == 19 else None
 
     def marked_text(self) -> Callable[[str], str]:
-        return _uuid_text
-
-    # (`DerivedField`'s two with `_uuid` inlined and its text kept for the last few keys: a
-    # launch reads or sets an instance's UUID ~6 times, each ~0.9 us through `make`)
-    def __get__(self, row: Any, owner: type | None = None) -> Any:
-        if row is None:
-            return self
-        v = self._slot.__get__(row, owner)
-        if v is not _DERIVED:
-            return v
-        return _uuid_text(self._key.__get__(row, owner))   # (a marked key is 19 characters)
-
-    def __set__(self, row: Any, value: Any) -> None:
-        if type(value) is str and len(value) == 36:
-            i = self._key.__get__(row, None)
-            if len(i) == 19 and value == _uuid_text(i):
-                value = _DERIVED
-        self._slot.__set__(row, value)
+        return _uuid_text   # (a marked key is 19 characters)
 
 
 def _install(cls: type, name: str, field: DerivedField) -> None:
