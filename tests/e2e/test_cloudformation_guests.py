@@ -237,7 +237,10 @@ def test_coreos_cluster_stack_and_a_balancer_stack_on_guests(bridged_cloud: Any,
                                                                                          "MaxAttempts": 120})
         assert elb.describe_load_balancers()["LoadBalancerDescriptions"] == []
         wait_until(lambda: not running(master), 60, "the HAProxy master gone", interval=0.2)
-        assert not Path(f"/run/netns/{Netns.of(lb_id).name}").exists()       # its namespace too
+        # Its namespace too: removed after the master stopped (the deletion is applied after the answer, as
+        # ELB's is: asserted at once, this failed when the box was loaded).
+        wait_until(lambda: not Path(f"/run/netns/{Netns.of(lb_id).name}").exists(), 30, "its namespace gone",
+                   interval=0.2)
         aws_ok(srv, user, "cloudformation", "delete-stack", "--stack-name", "coreos")
         try:
             aws_ok(srv, user, "cloudformation", "wait", "stack-delete-complete", "--stack-name", "coreos")
