@@ -80,8 +80,9 @@ def ms(xs: list[float]) -> dict[str, float]:
 
 class Bench:
     def __init__(self, tmp: Path, args: argparse.Namespace, n_hosts: int = HOSTS,
-                 env: dict[str, str] | None = None, hosts_nice: int = scale_hosts.HOSTS_NICE) -> None:
-        self.tmp, self.args, self.n_hosts, self.env = tmp, args, n_hosts, env
+                 env: dict[str, str] | None = None, hosts_nice: int = scale_hosts.HOSTS_NICE,
+                 repo: Path = procs.REPO) -> None:
+        self.tmp, self.args, self.n_hosts, self.env, self.repo = tmp, args, n_hosts, env, repo
         self.hosts_nice = hosts_nice   # (the libvirtds' niceness: scale_hosts.HOSTS_NICE)
         self.started: list[procs.Proc] = []
         self.host_list: list[scale_hosts.Host] = []
@@ -114,7 +115,7 @@ class Bench:
     def start_controller(self, log_name: str = "cloudctl.log", timeout: float = 120.0) -> float:
         w0 = time.perf_counter()
         self.cc = procs.start_cloudctl(self.tmp, timeout=timeout, overrides=self.overrides(), probed=True,
-                                       log_name=log_name, env=self.env)
+                                       log_name=log_name, env=self.env, repo=self.repo)
         self.started.append(self.cc.proc)
         return time.perf_counter() - w0
 
