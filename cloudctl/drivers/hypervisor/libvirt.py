@@ -43,7 +43,6 @@ from .base import (
     disk_xml,
 )
 from .idlepool import Lane, SharedPool
-from .libvirt_events import EpollEvents
 from .nwfilter import filter_name, nwfilter_xml
 from .ovs_plug import HybridPlug, PlugError
 
@@ -57,15 +56,20 @@ CONSOLE_TAIL_BYTES = 64 * 1024
 # Event-loop integration
 # ---------------------------------------------------------------------------------------------
 #
-# libvirt's event loop runs on a thread of its own (`libvirt_events`: epoll, so a wake-up costs what
-# is ready, not one step per host); the asyncio loop sees a lifecycle event only
-# (`LibvirtDriver._on_lifecycle` hands it over with call_soon_threadsafe). libvirt calls its event
-# hooks from whichever thread makes an API call: a remote connection turns its socket's watch off
-# and on and touches its keepalive timer around every RPC, and queueing a domain event arms a timer.
-# Run on the asyncio loop (libvirtaio, wrapped to be thread-safe), those hooks and the timers' tasks
-# were ~10 % of a launch's loop time; on their own thread they cost the loop nothing. libvirt accepts
-# one event implementation per process, registered before the first connection opens: the first
-# driver to open registers it.
+# libvirt's own event loop (its poll-based default implementation, in C) runs on a thread of its
+# own; the asyncio loop sees a lifecycle event only (`LibvirtDriver._on_lifecycle` hands it over
+# with call_soon_threadsafe). libvirt calls its event hooks from whichever thread makes an API
+# call: a remote connection turns its socket's watch off and on and touches its keepalive timer
+# around every RPC, and queueing a domain event arms a timer. Run on the asyncio loop (libvirtaio,
+# wrapped to be thread-safe), those hooks and the timers' tasks were ~10 % of a launch's loop time
+# (`bench/profile_hot.py`: libvirtaio's `_timer`, the queued hooks' replay); on libvirt's thread
+# they cost the loop nothing, and the default implementation is thread-safe by design (a hook
+# called from another thread wakes its poll). libvirt accepts one event implementation per
+# process, registered before the first connection opens: the first driver to open registers it.
+# Its cost grows with the hosts (GLib's loop steps over every connection's socket and source on each
+# wake-up: `bench/host_threads.py`). An epoll loop of Python hooks on this thread was tried and not
+# kept: each hook takes the GIL, a worker waiting for it behind the busy asyncio loop waits out the
+# switch interval, and the launches' domains fell behind them (docs/scaling.md, branch libvirt-epoll).
 
 _events_thread: threading.Thread | None = None
 _setup_lock = threading.Lock()
@@ -75,16 +79,23 @@ def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
     """libvirt prints every error to stderr by default; ours arrive as exceptions instead."""
 
 
+def _run_events() -> None:
+    while True:
+        if libvirt.virEventRunDefaultImpl() < 0:   # (releases the GIL while it polls)
+            log.error("libvirt's event loop failed an iteration")
+            time.sleep(0.1)
+
+
 def _start_events() -> None:
-    """Register the event implementation and start its thread, once per process."""
+    """Register libvirt's default event implementation and start its thread, once per process."""
     global _events_thread
     with _setup_lock:
         if _events_thread is not None:
             return
         libvirt.registerErrorHandler(_ignore_libvirt_error, None)
-        events = EpollEvents()
-        events.register()
-        _events_thread = threading.Thread(target=events.run, name="libvirt-events", daemon=True)
+        if libvirt.virEventRegisterDefaultImpl() < 0:
+            raise HypervisorError("cannot register libvirt's event loop")
+        _events_thread = threading.Thread(target=_run_events, name="libvirt-events", daemon=True)
         _events_thread.start()
 
 
