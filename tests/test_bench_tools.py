@@ -2,7 +2,8 @@
 reading of a stopped controller's state and the long journal it adds (replayed by the real store
 to the very same state), the run history's comparison (a slower run is flagged), and the verdict's
 reading of the 32-client rate beside what the same client reaches against the bare hello, and the
-simulated hosts (their domains outlive a controller's connection, as a real host's do)."""
+simulated hosts (their domains outlive a controller's connection, as a real host's do), and the per-thread
+CPU that bench/host_threads.py reports."""
 from __future__ import annotations
 
 import argparse
@@ -174,3 +175,26 @@ def test_a_bench_stops_the_hosts_it_started() -> None:
         b.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     assert not any(d.alive() for d in daemons)
+
+
+def test_host_threads_reports_each_kind_of_thread_idle_and_per_launch(tmp_path: Path) -> None:
+    """bench/host_threads.py end to end on 4 hosts (one a zone): the per-thread CPU it reports comes from a
+    controller that ran the launches (the loop's CPU per launch is there and plausible), and the
+    idle figures are shares of a core."""
+    if why := scale_hosts.missing():
+        pytest.skip(why)
+    import host_threads
+    out = tmp_path / "threads.json"
+    argv = sys.argv
+    sys.argv = ["host_threads.py", "--hosts", "4", "--instances", "20", "--launches", "40", "--idle-s", "1",
+                "--json", str(out)]
+    try:
+        assert host_threads.main() == 0
+    finally:
+        sys.argv = argv
+    [r] = json.loads(out.read_text())
+    assert r["hosts"] == 4 and r["repo"] == procs.REPO.name
+    per = r["per_launch_us"]
+    assert 50 < per["MainThread"] < 100_000 and per["process"] >= per["MainThread"]
+    assert all(0 <= v <= 200 for v in r["idle_pct_of_a_core"].values())
+    assert r["launch_wall_ms"] > 0
