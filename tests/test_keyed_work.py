@@ -50,3 +50,27 @@ async def test_close_cancels_what_outlives_the_timeout() -> None:
     await started.wait()
     await work.close(timeout=0.01)
     assert work.pending == 0 and not work.busy("i-1")
+
+
+async def test_keys_left_out_when_empty_and_one_key_waits_as_several_do() -> None:
+    """None and "" name no key (work under them alone runs at once); work under one key waits for
+    the work queued under it, as work under several keys waits for all of theirs."""
+    work = KeyedWork()
+    done: list[str] = []
+    gate = asyncio.Event()
+
+    async def step(name: str, wait: bool = False) -> None:
+        if wait:
+            await gate.wait()
+        done.append(name)
+
+    work.run(("v-1", None, ""), step("a", wait=True))
+    work.run([None, ""], step("b"))          # no key: not held back
+    work.run(("v-1",), step("c"))            # one key, after a
+    work.run(iter(["v-1", "i-1"]), step("d"))   # after a and c (an iterator of keys, read once)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert done == ["b"] and work.busy("v-1") and work.busy("i-1") and not work.busy("")
+    gate.set()
+    await work.idle()
+    assert done == ["b", "a", "c", "d"] and not work.busy("v-1") and not work.busy("i-1")

@@ -205,7 +205,10 @@ class Volumes:
         Volumes being attached count (their hot-plug may not have run yet); volumes being
         detached do not (their unplug is a no-op if the disk is already gone).
         """
-        return sorted(((str(self.volume_path(v.id)), v.target) for v in self._by_instance.get(instance_id).values()
+        vols = self._by_instance.rows(instance_id)   # (the group's rows: no dict made for a small group)
+        if len(vols) == 1 and is_root(vols[0]):   # (a launch's instance: its root volume alone)
+            return []
+        return sorted(((str(self.volume_path(v.id)), v.target) for v in vols
                        if v.target and v.attach_state in ("attaching", "attached") and not is_root(v)),
                   key=lambda d: d[1])
 
@@ -218,7 +221,10 @@ class Volumes:
 
     def root_of(self, instance_id: str) -> Volume | None:
         """The instance's root volume, if it has one attached."""
-        return next((v for v in self._by_instance.get(instance_id).values() if is_root(v)), None)
+        for v in self._by_instance.rows(instance_id):   # (no dict made for a small group, no generator)
+            if is_root(v):
+                return v
+        return None
 
     async def ensure_file(self, vol: Volume, image_path: Path | None) -> Path:
         """The volume's file, made now if it is a root volume whose file does not exist yet.

@@ -28,9 +28,14 @@ class KeyedWork:
         return task
 
     def run(self, keys: Iterable[str | None], coro: Coroutine[Any, Any, Any]) -> None:
-        names: tuple[str, ...] = tuple(k for k in keys if k)
+        prev: set[asyncio.Task[None]] | None
+        names: tuple[str, ...] = tuple(filter(None, keys))   # (the keys given, None and "" left out)
         last = self._last
-        prev = {t for k in names if (t := last.get(k)) is not None}
+        if len(names) == 1:   # (an instance's convergence: one key, without the comprehension's frame)
+            t = last.get(names[0])
+            prev = {t} if t is not None else None
+        else:
+            prev = {t for k in names if (t := last.get(k)) is not None} or None
         # Nothing queued under these keys (a launch's convergence, mostly): the work is the task
         # itself, without a wrapper coroutine and its closures; `_finished` logs its failure.
         task = self.spawn(self._after(prev, coro) if prev else coro)

@@ -479,7 +479,8 @@ class Store:
         if not tx._ops:
             return
         assert self.journal is not None, "store is not open"
-        seq = self.journal.append(encode_changes(tx._ops))
+        # (encoded on the journal's writer thread, before its write: the rows are immutable)
+        seq = self.journal.append_changes(encode_changes, tx._ops)
         self._undurable.append((seq, tx))
         self.commits += 1
 
