@@ -180,3 +180,52 @@ def test_plain_mapping_headers_go_the_general_way() -> None:
         got = _outcome(lambda: v.verify_header(method=wire.method, path=wire.path, headers=headers, body=wire.body))
         assert got == _outcome(lambda: fresh.verify(method=wire.method, path=wire.path, query_string="",
                                                     headers=headers, body=wire.body, params={}))
+
+
+def test_a_kept_header_head_verifies_without_the_regex(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header written as one that verified before but for its signature (`_heads`) is read from
+    what was kept: no regex; another signature of 64 lowercase hex digits verifies as the general
+    path verifies it, any other answers as the general path does."""
+    from cloudctl.api.ec2 import auth as auth_module
+    from cloudctl.api.ec2.logins import claimed_access_key
+
+    v = _warm({AK: SK})
+    wire = sign_v4()
+    head = v.known_head(wire.headers["Authorization"])
+    assert head is not None and head[0] == claimed_access_key(wire.headers, {}) == AK
+    assert len(v._heads) == 1   # noqa: SLF001
+
+    class NoRegex:
+        def fullmatch(self, text: str) -> None:
+            raise AssertionError("the kept head was not used")
+
+    fresh = SignatureVerifier({AK: SK}.get, clock=lambda: NOW_TS)
+    other = sign_v4(BODY + b"&InstanceId.2=i-0123456789abcdef1")
+    assert v.known_head(other.headers["Authorization"]) == head
+    with monkeypatch.context() as m:
+        m.setattr(auth_module, "_V4H", NoRegex())
+        got = _header(v, other)
+        assert isinstance(got, Verified) and got == _general(fresh, other)
+        assert v.verify_header(method=other.method, path=other.path, headers=other.headers, body=other.body,
+                               head=head) == got
+    auth = other.headers["Authorization"]
+    signature = auth[-64:]
+    for bad in (signature.upper(), "g" + signature[1:], "\u00e9" + signature[1:], " " + signature[1:],
+                signature[:-1] + "0" if signature[-1] != "0" else signature[:-1] + "1"):
+        variant = _copy(other, Authorization=auth[:-64] + bad)
+        assert v.known_head(variant.headers["Authorization"]) == head
+        assert _header(v, variant) == _general(fresh, variant) != got, bad
+
+
+def test_kept_heads_are_bounded_and_only_verified_ones() -> None:
+    v = _warm({AK: SK})
+    assert len(v._heads) == 1   # noqa: SLF001
+    for i in range(300):
+        _header(v, sign_v4(secret="bogus", region=f"r{i}"))
+    assert len(v._heads) == 1   # noqa: SLF001 - forged requests keep nothing
+    assert v.known_head(sign_v4(secret="bogus").headers["Authorization"]) is not None   # (the same head)
+    assert v.known_head(sign_v4(secret="bogus", region="r0").headers["Authorization"]) is None
+    for i in range(300):
+        for _ in range(2):
+            assert isinstance(_header(v, sign_v4(region=f"r{i}")), Verified)
+    assert 0 < len(v._heads) <= 256   # noqa: SLF001

@@ -12,7 +12,8 @@ from botocore.exceptions import ClientError
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cloudctl.api.ec2.launch import flat_spec, launch_spec
+from cloudctl.api.ec2 import launch
+from cloudctl.api.ec2.launch import flat_spec, launch_spec, read_flat
 from cloudctl.api.ec2.model import OPERATIONS, load_model
 from cloudctl.api.ec2.protocol import ParamError, Protocol
 from cloudctl.core.errors import CloudError
@@ -118,6 +119,30 @@ def test_read_at_once_as_the_general_path_reads(protocol: Protocol, extra: dict[
     if got is None:
         return   # (the general path reads it, as before: nothing to compare)
     assert got == general(protocol, params)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_FIELDS, st.sampled_from([True, True, True, False]), st.lists(_ODD, min_size=1, max_size=4))
+@example({"TagSpecification.1.Tag.1.Key": "", "TagSpecification.1.ResourceType": "instance"}, True, [""])
+@example({"TagSpecification.2.Tag.1.Key": "k", "TagSpecification.1.ResourceType": "instance"}, True, ["x"])
+@example({"TagSpecification.2.ResourceType": "volume", "InstanceInitiatedShutdownBehavior": ""}, True, ["a"])
+def test_the_shapes_plan_reads_as_the_field_by_field_read(extra: dict[str, str], usual: bool, odd: list[str]) -> None:
+    """`flat_spec`'s function generated per shape (the form's names in order) answers as
+    `read_flat`, None included; and so does it, once made, for the same names given other values."""
+    params = {**USUAL, **extra} if usual else dict(extra)
+    assert flat_spec(dict(params)) == read_flat(dict(params))
+    for n, key in enumerate(params):   # (the same shape, one value changed at a time)
+        other = {**params, key: odd[n % len(odd)]}
+        assert flat_spec(dict(other)) == read_flat(dict(other)), (key, other[key])
+
+
+def test_the_shapes_plans_are_bounded() -> None:
+    for n in range(3 * launch._MAX_PLANS):   # noqa: SLF001
+        tags = {f"TagSpecification.1.Tag.{m}.Key": "k" for m in range(1, n % 16 + 2)}
+        groups = {f"SecurityGroupId.{m}": "sg-1" for m in range(1, n // 16 + 2)}
+        params = {**USUAL, **tags, **groups}
+        assert flat_spec(dict(params)) == read_flat(dict(params))
+        assert len(launch._plans) <= launch._MAX_PLANS   # noqa: SLF001
 
 
 def test_fields_it_does_not_read_go_the_general_way(protocol: Protocol) -> None:

@@ -29,6 +29,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote_plus, unquote_to_bytes
 
+from .logins import claimed_access_key
+
 # OpenSSL's HMAC object: a copy of one keyed once skips the key setup (and OpenSSL 3's lookup of
 # the digest by name) that hmac.digest does per call.
 try:
@@ -58,6 +60,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # (`_v4_header_parts`: split on ',', each part stripped, cut at its first '=') reads as they are.
 _V4H = re.compile(r"AWS4-HMAC-SHA256 Credential=([A-Za-z0-9/_.-]{1,256}), SignedHeaders=([a-z0-9;-]{1,512}), "
                   r"Signature=([0-9a-f]{64})")
+_HEX_DIGITS = "0123456789abcdef"
 _AUTH_FAILURE = "AWS was not able to validate the provided access credentials"
 
 
@@ -244,7 +247,8 @@ def _body_hash(body: bytes, known: str | None) -> str:
 class SignatureVerifier:
     """Checks that a request was signed with the secret of the access key it names."""
 
-    __slots__ = ("_secret_for", "_services", "_region", "_window", "_clock", "_keys", "_macs", "_creds")
+    __slots__ = ("_secret_for", "_services", "_region", "_window", "_clock", "_keys", "_macs", "_creds",
+                 "_heads")
 
     def __init__(self, secret_for: Callable[[str], str | None], *, service: str = "ec2",
                  region: str | None = None, window_s: int = 900, clock: Callable[[], float] = time.time,
@@ -263,6 +267,12 @@ class SignatureVerifier:
         # `_v4h_at_once` needs of it: (key id, scope date, service, secret, HMAC keyed with its
         # signing key, the scope's lines of the string to sign). Only verified ones: bounded.
         self._creds: dict[str, tuple[str, str, str, str, Any, str]] = {}
+        # An Authorization header less its signature (the last 64 characters) that matched `_V4H`
+        # and verified a request -> (the key id it claims, `claimed_access_key`'s; its Credential,
+        # its SignedHeaders, those split): `_v4h_at_once` without the regex and the names' checks
+        # for the next request signed so (a client's every request: only the signature changes).
+        # Only verified ones: bounded.
+        self._heads: dict[str, tuple[str, str, str, list[str]]] = {}
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -303,36 +313,61 @@ class SignatureVerifier:
                                   v4q.signed_headers, v4q.amz_date, candidates)
         return self._verify_v2(method, path, headers, params)
 
-    def verify_header(self, *, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Verified:
+    def known_head(self, authorization: str) -> tuple[str, str, str, list[str]] | None:
+        """What `_heads` keeps of an Authorization header written as one that verified a request
+        before, but for its signature (its first member: the key id `claimed_access_key` reads
+        from it); None for any other."""
+        return self._heads.get(authorization[:-64])
+
+    def verify_header(self, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                      head: tuple[str, str, str, list[str]] | None = None) -> Verified:
         """`verify` (and `precheck`'s checks) for a request whose scheme the caller knows is
         "v4h": an Authorization header, no query string, no auth field among its parameters.
-        The same checks and errors, the header taken apart once."""
-        verified = self._v4h_at_once(method, path, headers, body)
+        The same checks and errors, the header taken apart once. ``head``: `known_head`'s answer
+        for this request's Authorization header, if the caller has it (else looked up here)."""
+        verified = self._v4h_at_once(method, path, headers, body, head)
         if verified is not None:
             return verified
         return self._verify_v4h(self._v4_header_parts(headers), method, path, [], headers, body, None)
 
-    def _v4h_at_once(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Verified | None:
+    def _v4h_at_once(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                     head: tuple[str, str, str, list[str]] | None = None) -> Verified | None:
         """`verify_header`'s outcome for the usual request when it passes, in one function: an
         Authorization header written as botocore writes it (`_V4H`), X-Amz-Date signed, no
         X-Amz-Content-SHA256, a credential that verified a request before (`_creds`: its scope's
         checks, the signing key and its HMAC, kept) and whose key's secret is still the signer's.
         None for anything else, a signature that does not match included: the general path then
         checks it from the start and raises what it raises. Never accepts what that path refuses:
-        the same checks, on values the general parse reads the same."""
-        m = _V4H.fullmatch(headers.get("Authorization") or "")
-        if m is None:
-            return None
-        credential, signed_headers, signature = m.groups()
+        the same checks, on values the general parse reads the same. A header written as one
+        that verified before but for its signature (`_heads`) is the regex's match when that
+        signature is 64 lowercase hex digits: its parts and checks are taken as kept."""
+        authorization = headers.get("Authorization") or ""
+        if head is None:
+            head = self._heads.get(authorization[:-64])
+        if head is not None:
+            _, credential, signed_headers, names = head
+            signature = authorization[-64:]
+            if signature.strip(_HEX_DIGITS):   # (what `_V4H` reads as the signature, or None)
+                return None
+            fresh = False
+        else:
+            m = _V4H.fullmatch(authorization)
+            if m is None:
+                return None
+            credential, signed_headers, signature = m.groups()
+            names = signed_headers.split(";")
+            if "x-amz-date" not in names or "host" not in names or not all(names):
+                return None
+            fresh = True
         amz_date = headers.get("X-Amz-Date")
         if amz_date is None or "X-Amz-Content-SHA256" in headers:
             return None
-        names = signed_headers.split(";")
-        if "x-amz-date" not in names or "host" not in names or not all(names):
-            return None
         kept = self._creds.get(credential)
         if kept is None:
-            return self._v4h_first(method, path, headers, body, credential, signed_headers, signature, amz_date)
+            verified = self._v4h_first(method, path, headers, body, credential, signed_headers, signature, amz_date)
+            if verified is not None and fresh:
+                self._keep_head(authorization, credential, signed_headers, names)
+            return verified
         akid, scope_date, service, secret, mac, scope_lines = kept
         if scope_date != amz_date[:8]:
             return None
@@ -361,7 +396,19 @@ class SignatureVerifier:
         expected = mac.hexdigest()
         if not hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii")):
             return None
+        if fresh:
+            self._keep_head(authorization, credential, signed_headers, names)
         return Verified(akid, f"v4h:{akid}:{expected}", service)
+
+    def _keep_head(self, authorization: str, credential: str, signed_headers: str, names: list[str]) -> None:
+        """Keep a verified header's parts but its signature (`_heads`), with the key id
+        `claimed_access_key` reads from it (the same for any signature: it ends at the comma
+        before SignedHeaders)."""
+        heads = self._heads
+        if len(heads) >= _KEY_CACHE_MAX:
+            heads.clear()
+        heads[authorization[:-64]] = (claimed_access_key({"Authorization": authorization}, {}), credential,
+                                      signed_headers, names)
 
     def _v4h_first(self, method: str, path: str, headers: Mapping[str, str], body: bytes, credential: str,
                    signed_headers: str, signature: str, amz_date: str) -> Verified | None:

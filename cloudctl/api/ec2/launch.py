@@ -8,6 +8,7 @@ names (images, subnets, groups, sizes, counts) the core checks, as it does for e
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ...core.errors import CloudError
@@ -76,6 +77,21 @@ _BOOL = {"true": True, "false": False}
 
 
 def flat_spec(params: dict[str, str]) -> tuple[LaunchSpec, bool] | None:
+    """`read_flat`'s answer from a function generated once per form *shape* (its field names in
+    their order: a client's launches differ in values only), which reads each field by its name
+    where `read_flat` looks every name up and branches on its kind: the same checks on the
+    values, the same spec (`tests/test_launch_form.py` holds the two to the same answer)."""
+    names = tuple(params)
+    plan = _plans.get(names)
+    if plan is None:
+        plan = _plan(names)
+        if len(_plans) >= _MAX_PLANS:
+            _plans.clear()
+        _plans[names] = plan
+    return plan(params)
+
+
+def read_flat(params: dict[str, str]) -> tuple[LaunchSpec, bool] | None:
     """A usual RunInstances form (no Action, Version or auth fields), read in one pass: the spec and
     the DryRun flag that `Protocol.parse` and `launch_spec` give it, or None for anything else.
 
@@ -146,6 +162,77 @@ def flat_spec(params: dict[str, str]) -> tuple[LaunchSpec, bool] | None:
         min_count=lo, max_count=hi, group_ids=tuple(groups[n] for n in sorted(groups)),
         group_names=tuple(names[n] for n in sorted(names)), instance_tags=tuple(tags.get("instance", ())),
         volume_tags=tuple(tags.get("volume", ())), disable_api_termination=flags[1], **plain), flags[0]
+
+
+_MAX_PLANS = 64   # form shapes' functions kept (forgotten all at once past this)
+_plans: dict[tuple[str, ...], Callable[[dict[str, str]], tuple[LaunchSpec, bool] | None]] = {}
+
+
+def _never(params: dict[str, str]) -> None:
+    """The plan of a shape `read_flat` never reads (an unknown field, a count or the image
+    missing, a tag specification without its type or a tag without its key)."""
+    return None
+
+
+def _plan(names: tuple[str, ...]) -> Callable[[dict[str, str]], tuple[LaunchSpec, bool] | None]:
+    """`read_flat` for forms of these field names, in one generated function (`_never` where
+    the names alone decide that it answers None)."""
+    fields = [_FIELDS.get(name) for name in names]
+    if None in fields:
+        return _never
+    by_kind: dict[int, list[tuple[str, tuple[Any, ...]]]] = {}
+    for name, field in zip(names, fields):
+        assert field is not None
+        by_kind.setdefault(field[0], []).append((name, field))
+    counts = {field[1]: name for name, field in by_kind.get(_COUNT, ())}
+    plain = {field[1]: (name, field[2]) for name, field in by_kind.get(_PLAIN, ())}
+    if set(counts) != {0, 1} or "image_id" not in plain:
+        return _never
+    flags = {field[1]: name for name, field in by_kind.get(_FLAG, ())}
+    groups = sorted((field[1], name) for name, field in by_kind.get(_GROUP, ()))
+    group_names = sorted((field[1], name) for name, field in by_kind.get(_NAME, ()))
+    rtypes = {field[1]: name for name, field in by_kind.get(_RTYPE, ())}
+    specs: dict[int, dict[int, list[str | None]]] = {}
+    for name, field in by_kind.get(_TAG, ()):
+        specs.setdefault(field[1], {}).setdefault(field[2], [None, None])[field[3]] = name
+    if any(n not in rtypes or any(pair[0] is None for pair in tagged.values()) for n, tagged in specs.items()):
+        return _never   # (a tag specification without its type, a tag without its key: refused)
+    lines = ["def plan(p):", f"    image_id = p[{plain['image_id'][0]!r}]",
+             "    if not image_id:", "        return None"]
+    for n in (0, 1):
+        lines += [f"    c{n} = p[{counts[n]!r}]",
+                  f"    if not c{n}.isdigit() or not c{n}.isascii() or len(c{n}) > 9:", "        return None"]
+    for n in (0, 1):
+        if n in flags:
+            lines += [f"    f{n} = _BOOL.get(p[{flags[n]!r}].lower())", f"    if f{n} is None:", "        return None"]
+        else:
+            lines.append(f"    f{n} = False")
+    args = ["min_count=int(c0)", "max_count=int(c1)", "image_id=image_id", "disable_api_termination=f1",
+            f"group_ids=({''.join(f'p[{name!r}], ' for _, name in groups)})",
+            f"group_names=({''.join(f'p[{name!r}], ' for _, name in group_names)})"]
+    for attr, (name, as_is) in plain.items():
+        if attr == "image_id":
+            continue
+        value = f"p[{name!r}]" if as_is else f"(p[{name!r}] or None)"
+        args.append(f"{attr}={value} or 'stop'" if attr == "shutdown_behavior" else f"{attr}={value}")
+    if "shutdown_behavior" not in plain:
+        args.append("shutdown_behavior='stop'")
+    if specs or rtypes:
+        lines.append("    tags = {}")
+        for n in sorted(rtypes):
+            tagged = specs.get(n, {})
+            pairs = ", ".join(f"(p[{key!r}], " + (f"p[{value!r}] or ''" if value is not None else "''") + ")"
+                              for key, value in (tagged[m] for m in sorted(tagged)))
+            lines += [f"    r = p[{rtypes[n]!r}]", "    if r not in _TAGGABLE:", "        return None",
+                      "    try:", f"        tags.setdefault(r, []).extend(_validate([{pairs}]))",
+                      "    except CloudError:", "        return None"]
+        args += ["instance_tags=tuple(tags.get('instance', ()))", "volume_tags=tuple(tags.get('volume', ()))"]
+    lines.append(f"    return LaunchSpec({', '.join(args)}), f0")
+    ns: dict[str, Any] = {"_BOOL": _BOOL, "_TAGGABLE": _TAGGABLE, "_validate": Tags.validate_pairs,
+                          "CloudError": CloudError, "LaunchSpec": LaunchSpec}
+    exec(compile("\n".join(lines), "<cloudctl.api.ec2.launch form plan>", "exec"), ns)
+    plan: Callable[[dict[str, str]], tuple[LaunchSpec, bool] | None] = ns["plan"]
+    return plan
 
 
 def _interface(req: dict[str, Any]) -> tuple[str | None, str | None, tuple[str, ...], bool | None]:
