@@ -156,16 +156,20 @@ def test_mangled_requests_answer_as_the_general_path() -> None:
         assert _header(warm, variant) == _general(fresh, variant), variant.headers
 
 
-def test_kept_credentials_are_bounded_and_only_verified_ones() -> None:
+@pytest.mark.parametrize("kept", ["_creds", "_heads"])
+def test_kept_credentials_and_heads_are_bounded_and_only_verified_ones(kept: str) -> None:
     v = _warm({AK: SK})
-    assert len(v._creds) == 1   # noqa: SLF001
+    assert len(getattr(v, kept)) == 1
     for i in range(300):
         _header(v, sign_v4(secret="bogus", region=f"r{i}"))
-    assert len(v._creds) == 1   # noqa: SLF001 - forged requests keep nothing
+    assert len(getattr(v, kept)) == 1   # forged requests keep nothing
+    if kept == "_heads":
+        assert v.known_head(sign_v4(secret="bogus").headers["Authorization"]) is not None   # (the same head)
+        assert v.known_head(sign_v4(secret="bogus", region="r0").headers["Authorization"]) is None
     for i in range(300):
         for _ in range(2):   # (the first derives the key, the second keeps the credential)
             assert isinstance(_header(v, sign_v4(region=f"r{i}")), Verified)
-    assert len(v._creds) <= 256   # noqa: SLF001
+    assert 0 < len(getattr(v, kept)) <= 256
 
 
 def test_plain_mapping_headers_go_the_general_way() -> None:
@@ -215,17 +219,3 @@ def test_a_kept_header_head_verifies_without_the_regex(monkeypatch: pytest.Monke
         variant = _copy(other, Authorization=auth[:-64] + bad)
         assert v.known_head(variant.headers["Authorization"]) == head
         assert _header(v, variant) == _general(fresh, variant) != got, bad
-
-
-def test_kept_heads_are_bounded_and_only_verified_ones() -> None:
-    v = _warm({AK: SK})
-    assert len(v._heads) == 1   # noqa: SLF001
-    for i in range(300):
-        _header(v, sign_v4(secret="bogus", region=f"r{i}"))
-    assert len(v._heads) == 1   # noqa: SLF001 - forged requests keep nothing
-    assert v.known_head(sign_v4(secret="bogus").headers["Authorization"]) is not None   # (the same head)
-    assert v.known_head(sign_v4(secret="bogus", region="r0").headers["Authorization"]) is None
-    for i in range(300):
-        for _ in range(2):
-            assert isinstance(_header(v, sign_v4(region=f"r{i}")), Verified)
-    assert 0 < len(v._heads) <= 256   # noqa: SLF001
