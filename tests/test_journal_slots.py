@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from typing import Any
 
 from hypothesis import given
@@ -17,6 +16,8 @@ from cloudctl.core import events as events_mod
 from cloudctl.derived import MARKER, domain_uuid, instance_mac
 from cloudctl.store import frozen, records
 from cloudctl.store.records import Event, Instance, Volume, encode_row
+
+from support.threads import racing
 
 hex17 = st.text("0123456789abcdef", min_size=17, max_size=17)
 plain = st.text(st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters='"\\'), max_size=12)
@@ -129,26 +130,11 @@ def test_shared_maps_given_again_and_past_the_number_kept() -> None:
 def test_floats_written_from_threads_past_the_number_kept() -> None:
     """Floats' kept text is forgotten all at once when full: rows written on several threads at once
     (a checkpoint's worker beside the loop) raise nothing and are written as json.dumps."""
-    errors: list[BaseException] = []
-    import sys
-    switch = sys.getswitchinterval()
-
     def write(k: int) -> None:
-        try:
-            for n in range(3000):
-                row = Event(f"{n:012d}", 1796670272.25 + k * 10_000 + n / 7, "k", "s", "m")
-                enc = records._ROW_ENCODERS.get(Event) or records._row_encoder(Event)
-                assert enc(row) == _want(row)
-        except BaseException as e:   # noqa: BLE001  (reported below)
-            errors.append(e)
+        for n in range(3000):
+            row = Event(f"{n:012d}", 1796670272.25 + k * 10_000 + n / 7, "k", "s", "m")
+            enc = records._ROW_ENCODERS.get(Event) or records._row_encoder(Event)
+            assert enc(row) == _want(row)
 
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(switch)
+    errors = racing(write)
     assert not errors, errors[:1]

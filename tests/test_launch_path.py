@@ -19,6 +19,7 @@ from cloudctl.store.records import Instance
 from cloudctl.store.store import Store
 
 from support import DEFAULT_CONFIG
+from support.threads import racing
 
 # -- a security group's member addresses --------------------------------------------------------------
 steps = st.lists(st.tuples(st.integers(0, 9),                               # which instance
@@ -178,30 +179,14 @@ def test_the_derived_fields_kept_text_is_safe_beside_other_threads() -> None:
     """Rows are made and read on other threads too (the state's load, the hosts' workers): the kept
     text must neither raise nor answer another id's text when threads switch inside it (dropping
     the oldest key one at a time raised KeyError here)."""
-    import sys
-    import threading
-
     from cloudctl.derived import _mac, _uuid, domain_uuid, instance_mac
-    errors: list[str] = []
 
     def work(t: int) -> None:
-        try:
-            for n in range(20_000):
-                i = f"i-{t:02x}{n:015x}"
-                assert (instance_mac(i), domain_uuid(i)) == (_mac(i), _uuid(i))
-        except Exception as e:   # (reported below: an exception in a thread fails nothing by itself)
-            errors.append(repr(e))
+        for n in range(20_000):
+            i = f"i-{t:02x}{n:015x}"
+            assert (instance_mac(i), domain_uuid(i)) == (_mac(i), _uuid(i))
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    finally:
-        sys.setswitchinterval(interval)
+    errors = racing(work)
     assert errors == []
 
 
